@@ -1,0 +1,1 @@
+"""asyncio I/O layer over the protocol cores."""

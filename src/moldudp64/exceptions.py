@@ -1,0 +1,101 @@
+"""The errors moldudp64 raises.
+
+Every error derives from :class:`MoldUDP64Error`; most also derive from the built-in
+exception that fits, so ``except ValueError`` or ``except OSError`` keeps working::
+
+    MoldUDP64Error
+    ├── MalformedPacket (ValueError)       a datagram that is not a valid MoldUDP64 record
+    ├── EncodeError (ValueError)           a value that cannot be put on the wire
+    │   └── MessageTooLarge                a message that cannot fit in any packet
+    ├── ConfigError (ValueError)           a bad option, caught before any socket opens
+    ├── BinaryFileError (ValueError)       a BinaryFILE that cannot be read
+    │   └── TruncatedFile                  the file ends inside a message
+    ├── CaptureError (ValueError)          a capture file that cannot be read
+    ├── SocketError (OSError)              a socket could not be opened, bound or joined
+    └── ClientClosed                       the client was closed while in use
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BinaryFileError",
+    "CaptureError",
+    "ClientClosed",
+    "ConfigError",
+    "EncodeError",
+    "MalformedPacket",
+    "MessageTooLarge",
+    "MoldUDP64Error",
+    "SocketError",
+    "TruncatedFile",
+]
+
+
+class MoldUDP64Error(Exception):
+    """Root of every error this package raises."""
+
+
+class MalformedPacket(MoldUDP64Error, ValueError):
+    """A datagram that is not a valid MoldUDP64 record.
+
+    ``reason`` is a short machine-friendly tag (``"short"``, ``"truncated_block"``,
+    ``"missing_blocks"``, ``"trailing_bytes"``, ``"blocks_in_control"``, ``"bad_length"``),
+    ``offset`` the byte offset where the problem was found.
+    """
+
+    def __init__(self, message: str, *, reason: str, offset: int = 0) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.offset = offset
+
+
+class EncodeError(MoldUDP64Error, ValueError):
+    """A value that cannot be encoded: out of range, too long, not ASCII."""
+
+
+class MessageTooLarge(EncodeError):
+    """A message too large to fit alone in a packet of the configured payload size."""
+
+    def __init__(self, message: str, *, length: int, limit: int) -> None:
+        super().__init__(message)
+        self.length = length
+        self.limit = limit
+
+
+class ConfigError(MoldUDP64Error, ValueError):
+    """An option value that is wrong; raised before any socket or file is opened."""
+
+
+class BinaryFileError(MoldUDP64Error, ValueError):
+    """A BinaryFILE that cannot be read."""
+
+
+class TruncatedFile(BinaryFileError):
+    """A BinaryFILE that ends inside a message; ``offset`` is where that message starts."""
+
+    def __init__(self, message: str, *, offset: int) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+class CaptureError(MoldUDP64Error, ValueError):
+    """A pcap or pcapng file that cannot be read."""
+
+
+class SocketError(MoldUDP64Error, OSError):
+    """A socket that could not be opened, bound, configured or joined.
+
+    ``address`` names what was being opened, ``cause`` the underlying ``OSError``.
+    """
+
+    def __init__(self, message: str, *, address: object = None, cause: OSError | None = None):
+        super().__init__(cause.errno if cause is not None else None, message)
+        self.address = address
+        self.cause = cause
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class ClientClosed(MoldUDP64Error):
+    """The client was closed while a call was waiting on it."""

@@ -1,0 +1,231 @@
+"""Socket construction: multicast receive and send, unicast request sockets, buffer sizes.
+
+Every failure is a :class:`~moldudp64.exceptions.SocketError` naming the address and the
+cause; every bad value is a :class:`~moldudp64.exceptions.ConfigError`, raised before any
+socket is opened. Defaults that could reach a real network are the conservative ones:
+multicast TTL 1 and the interface the caller names.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+
+from .events import Address
+from .exceptions import ConfigError, SocketError
+
+__all__ = [
+    "DEFAULT_RCVBUF",
+    "check_interface_addr",
+    "check_multicast_addr",
+    "check_port",
+    "format_address",
+    "open_multicast_receiver",
+    "open_multicast_sender",
+    "open_unicast_socket",
+    "parse_address",
+    "set_receive_buffer",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Receive buffer asked for by default: 8 MiB absorbs about 5,000 full-size packets.
+DEFAULT_RCVBUF = 8 * 1024 * 1024
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+
+def format_address(addr: Address) -> str:
+    """``host:port`` for messages."""
+    return f"{addr[0]}:{addr[1]}"
+
+
+def check_port(port: object, what: str = "port", *, allow_zero: bool = False) -> int:
+    """Return ``port`` if it is a valid UDP port number, else raise ConfigError."""
+    low = 0 if allow_zero else 1
+    if not isinstance(port, int) or isinstance(port, bool) or not low <= port <= 65535:
+        raise ConfigError(f"{what} {port!r} is not a port number ({low}..65535)")
+    return port
+
+
+def _ipv4(host: object, what: str) -> ipaddress.IPv4Address:
+    if not isinstance(host, str):
+        raise ConfigError(f"{what} {host!r} must be a dotted IPv4 address string")
+    try:
+        return ipaddress.IPv4Address(host)
+    except ValueError:
+        raise ConfigError(f"{what} {host!r} is not an IPv4 address") from None
+
+
+def parse_address(text: str, what: str = "address", *, default_host: str | None = None) -> Address:
+    """Parse ``host:port`` (host a dotted IPv4 address or a name that resolves to one)."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        raise ConfigError(f"{what} {text!r} is not HOST:PORT")
+    if not host:
+        if default_host is None:
+            raise ConfigError(f"{what} {text!r} has no host (expected HOST:PORT)")
+        host = default_host
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"{what} {text!r}: port {port_text!r} is not a number") from None
+    check_port(port, f"{what} {text!r}: port")
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        try:
+            host = socket.gethostbyname(host)
+        except OSError as exc:
+            raise ConfigError(f"{what} {text!r}: cannot resolve host {host!r}: {exc}") from None
+    return (host, port)
+
+
+def check_multicast_addr(addr: object, what: str = "multicast address") -> Address:
+    """Return ``(group, port)`` if the group is an IPv4 multicast address, else ConfigError."""
+    if not isinstance(addr, tuple) or len(addr) != 2:
+        raise ConfigError(f"{what} {addr!r} must be a (group, port) tuple")
+    group = _ipv4(addr[0], f"{what} group")
+    if not group.is_multicast:
+        raise ConfigError(f"{what} {addr[0]} is not a multicast group (224.0.0.0/4)")
+    return (str(group), check_port(addr[1], f"{what} port"))
+
+
+def check_interface_addr(interface_addr: object) -> str:
+    """Return the interface address if it is 0.0.0.0 or an address of this host."""
+    addr = _ipv4(interface_addr, "interface address")
+    if addr.is_unspecified:
+        return str(addr)
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.bind((str(addr), 0))
+    except OSError as exc:
+        raise ConfigError(
+            f"interface address {addr} is not an address of this host ({exc.strerror})"
+        ) from None
+    finally:
+        probe.close()
+    return str(addr)
+
+
+def set_receive_buffer(sock: socket.socket, size: int, name: str) -> int:
+    """Ask for a receive buffer of ``size`` bytes; return what the kernel gave.
+
+    Tries ``SO_RCVBUFFORCE`` (root may exceed ``net.core.rmem_max``) and falls back to
+    ``SO_RCVBUF``; warns, naming ``net.core.rmem_max``, when the kernel gives less.
+    """
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, size)
+    except OSError:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        except OSError as exc:
+            logger.warning("%s: cannot set receive buffer to %d: %s", name, size, exc)
+    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    # Linux reports twice the usable size it set aside.
+    if got < size:
+        logger.warning(
+            "%s: receive buffer is %d bytes, less than the %d asked for; raise "
+            "net.core.rmem_max (sysctl -w net.core.rmem_max=%d) to absorb bursts",
+            name,
+            got,
+            size,
+            size,
+        )
+    return got
+
+
+def _fail(sock: socket.socket, what: str, addr: object, exc: OSError) -> SocketError:
+    sock.close()
+    return SocketError(f"{what} {addr}: {exc.strerror or exc}", address=addr, cause=exc)
+
+
+def open_multicast_receiver(
+    group: str,
+    port: int,
+    interface_addr: str = "0.0.0.0",
+    *,
+    rcvbuf: int | None = DEFAULT_RCVBUF,
+    reuse: bool = True,
+) -> socket.socket:
+    """Open a UDP socket bound to ``port`` and joined to ``group`` on ``interface_addr``.
+
+    With ``reuse`` (the default) several processes on one host can listen to one group.
+    The socket is non-blocking.
+    """
+    check_multicast_addr((group, port))
+    iface = check_interface_addr(interface_addr)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    where = f"{group}:{port}"
+    try:
+        if reuse:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    except OSError as exc:
+        raise _fail(sock, "cannot set SO_REUSEADDR on", where, exc) from exc
+    if rcvbuf:
+        set_receive_buffer(sock, rcvbuf, where)
+    try:
+        # Binding the group address keeps unicast and other groups on the port out.
+        sock.bind((group, port))
+    except OSError as exc:
+        raise _fail(sock, "cannot bind multicast socket to", where, exc) from exc
+    mreq = socket.inet_aton(group) + socket.inet_aton(iface)
+    try:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+    except OSError as exc:
+        raise _fail(sock, f"cannot join {group} on interface {iface} for", where, exc) from exc
+    sock.setblocking(False)
+    return sock
+
+
+def open_unicast_socket(
+    bind: Address = ("0.0.0.0", 0), *, rcvbuf: int | None = None, reuse: bool = False
+) -> socket.socket:
+    """Open a non-blocking UDP socket bound to ``bind`` (port 0 picks a free port)."""
+    host = str(_ipv4(bind[0], "bind address"))
+    port = check_port(bind[1], "bind port", allow_zero=True)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    where = f"{host}:{port}"
+    try:
+        if reuse:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if rcvbuf:
+            set_receive_buffer(sock, rcvbuf, where)
+        sock.bind((host, port))
+    except OSError as exc:
+        raise _fail(sock, "cannot bind UDP socket to", where, exc) from exc
+    sock.setblocking(False)
+    return sock
+
+
+def open_multicast_sender(
+    interface_addr: str | None = None,
+    *,
+    ttl: int = 1,
+    loopback: bool = True,
+    bind: Address | None = None,
+) -> socket.socket:
+    """Open a non-blocking UDP socket for sending to multicast groups.
+
+    ``ttl`` defaults to 1 so packets never leave the local network segment; ``loopback``
+    lets listeners on this host receive; ``interface_addr`` picks the outgoing interface
+    (None: the kernel's route for the group).
+    """
+    if not isinstance(ttl, int) or not 0 <= ttl <= 255:
+        raise ConfigError(f"multicast TTL {ttl!r} is outside 0..255")
+    iface = None if interface_addr is None else check_interface_addr(interface_addr)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    try:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1 if loopback else 0)
+        if iface is not None and iface != "0.0.0.0":
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(iface))
+    except OSError as exc:
+        raise _fail(sock, "cannot configure multicast sender on", iface, exc) from exc
+    if bind is not None:
+        try:
+            sock.bind((str(_ipv4(bind[0], "bind address")), check_port(bind[1], allow_zero=True)))
+        except OSError as exc:
+            raise _fail(sock, "cannot bind sender to", format_address(bind), exc) from exc
+    sock.setblocking(False)
+    return sock

@@ -1,0 +1,1 @@
+"""sync I/O layer over the protocol cores."""
