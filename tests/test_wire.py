@@ -1,0 +1,293 @@
+"""Wire format: byte-exact records both ways, properties, and real NASDAQ captures."""
+
+from __future__ import annotations
+
+import csv
+import struct
+from pathlib import Path
+
+import dpkt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from moldudp64.exceptions import EncodeError, MalformedPacket, MessageTooLarge, MoldUDP64Error
+from moldudp64.wire import (
+    DEFAULT_MAX_PAYLOAD,
+    HEADER_SIZE,
+    MAX_DATAGRAM,
+    Packer,
+    Packet,
+    PacketKind,
+    RequestPacket,
+    RetransmissionPacket,
+    RetransmissionRequest,
+    build_end_of_session,
+    build_heartbeat,
+    build_packet,
+    encode_session,
+    pack_messages,
+    split_blocks,
+)
+
+# shared/ lies beside the clone, here and in CI.
+CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "captures"
+
+SESSION = b"000010059B"
+
+# (description, session, seq, messages, exact wire bytes)
+DATA_PACKETS = [
+    (
+        "one message",
+        "000010059B",
+        1,
+        [b"ABC"],
+        b"000010059B" + b"\x00" * 7 + b"\x01" + b"\x00\x01" + b"\x00\x03ABC",
+    ),
+    (
+        "two messages, one empty",
+        "S1",
+        0x0102030405060708,
+        [b"", b"xy"],
+        b"S1        " + bytes.fromhex("0102030405060708") + b"\x00\x02" + b"\x00\x00"
+        + b"\x00\x02xy",
+    ),
+    (
+        "largest sequence number",
+        b"ABCDEFGHIJ",
+        2**64 - 1,
+        [b"Z"],
+        b"ABCDEFGHIJ" + b"\xff" * 8 + b"\x00\x01" + b"\x00\x01Z",
+    ),
+]
+
+
+@pytest.mark.parametrize(("desc", "session", "seq", "messages", "wire"), DATA_PACKETS)
+def test_data_packet_builds_and_parses_byte_exact(
+    desc: str, session: str | bytes, seq: int, messages: list[bytes], wire: bytes
+) -> None:
+    assert build_packet(session, seq, messages) == wire
+    packet = Packet.parse(wire)
+    assert packet.session_ident_raw == encode_session(session)
+    assert packet.seq_num == seq
+    assert packet.msg_count == len(messages) == len(packet)
+    assert packet.packet_kind is PacketKind.STANDARD
+    assert [bytes(m) for m in packet] == messages
+    assert split_blocks(wire) == messages
+    assert packet.next_seq_num == seq + len(messages)
+
+
+def test_heartbeat_and_end_of_session_are_byte_exact_and_hold_no_messages() -> None:
+    heartbeat = build_heartbeat("000010059B", 42)
+    assert heartbeat == b"000010059B" + (42).to_bytes(8, "big") + b"\x00\x00"
+    eos = build_end_of_session("000010059B", 42)
+    assert eos == b"000010059B" + (42).to_bytes(8, "big") + b"\xff\xff"
+    for wire, kind in ((heartbeat, PacketKind.HEARTBEAT), (eos, PacketKind.END_OF_SESSION)):
+        packet = Packet.parse(wire)
+        assert packet.packet_kind is kind
+        assert len(packet) == 0
+        assert list(packet) == []
+        assert packet.next_seq_num == 42  # never 42 + 65535
+
+
+def test_request_packet_is_exactly_20_bytes_both_ways() -> None:
+    wire = b"000010059B" + (1000).to_bytes(8, "big") + (25).to_bytes(2, "big")
+    request = RetransmissionPacket("000010059B", 1000, 25)
+    assert request.build() == wire
+    assert RetransmissionPacket.parse(wire) == request
+    assert RequestPacket is RetransmissionPacket
+    retry = RetransmissionRequest.of(request)
+    assert retry.attempts == 0
+    assert retry.build() == wire
+
+
+@pytest.mark.parametrize("length", [0, 19, 21, 40])
+def test_request_of_wrong_length_is_rejected(length: int) -> None:
+    with pytest.raises(MalformedPacket) as info:
+        RetransmissionPacket.parse(b"x" * length)
+    assert info.value.reason == "bad_length"
+
+
+def test_request_for_zero_messages_is_refused_when_building() -> None:
+    with pytest.raises(EncodeError):
+        RetransmissionPacket("S", 1, 0).build()
+
+
+MALFORMED = [
+    ("short", b"000010059B\x00", "short", 11),
+    ("truncated length", b"S" * 10 + b"\x00" * 7 + b"\x01\x00\x01\x00", "truncated_block", 20),
+    ("block past end", b"S" * 10 + b"\x00" * 7 + b"\x01\x00\x01\x00\x05abc", "truncated_block", 20),
+    ("missing blocks", b"S" * 10 + b"\x00" * 7 + b"\x01\x00\x02\x00\x01a", "missing_blocks", 23),
+    ("trailing bytes", b"S" * 10 + b"\x00" * 7 + b"\x01\x00\x01\x00\x01ab", "trailing_bytes", 23),
+    ("heartbeat with data", b"S" * 10 + b"\x00" * 8 + b"\x00\x00x", "blocks_in_control", 20),
+    ("eos with data", b"S" * 10 + b"\x00" * 8 + b"\xff\xff\x00\x01a", "blocks_in_control", 20),
+]
+
+
+@pytest.mark.parametrize(("desc", "wire", "reason", "offset"), MALFORMED)
+def test_malformed_packets_name_what_and_where(
+    desc: str, wire: bytes, reason: str, offset: int
+) -> None:
+    with pytest.raises(MalformedPacket) as info:
+        Packet.parse(wire)
+    assert info.value.reason == reason
+    assert info.value.offset == offset
+    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, MoldUDP64Error)
+
+
+def test_truncated_packet_iterates_complete_messages_only() -> None:
+    wire = build_packet("S", 7, [b"one", b"two", b"three"])[:-2]
+    packet = Packet(wire)
+    assert [bytes(m) for m in packet] == [b"one", b"two"]
+    assert len(packet) == 2 != packet.msg_count
+    assert split_blocks(wire) == [b"one", b"two"]
+
+
+def test_iteration_is_zero_copy() -> None:
+    wire = bytearray(build_packet("S", 1, [b"abc"]))
+    (view,) = list(Packet(wire))
+    wire[-1] = ord("Z")
+    assert bytes(view) == b"abZ"
+
+
+@pytest.mark.parametrize(
+    ("session", "seq", "messages"),
+    [
+        ("TOO-LONG-SESSION", 1, [b"a"]),
+        ("caf\u00e9", 1, [b"a"]),
+        ("S", -1, [b"a"]),
+        ("S", 2**64, [b"a"]),
+        ("S", 1, []),
+        ("S", 2**64 - 1, [b"a", b"b"]),
+    ],
+)
+def test_out_of_range_values_are_refused_when_building(
+    session: str, seq: int, messages: list[bytes]
+) -> None:
+    with pytest.raises(EncodeError):
+        build_packet(session, seq, messages)
+
+
+def test_message_longer_than_65535_is_refused() -> None:
+    with pytest.raises(MessageTooLarge):
+        build_packet("S", 1, [b"x" * 65536])
+
+
+def test_packer_fills_a_1452_byte_payload_exactly() -> None:
+    # 33 blocks of 2 + 42 bytes = 1452 bytes exactly; the 34th starts a new packet.
+    packer = Packer(SESSION, 1)
+    finished = [p for p in (packer.add(b"m" * 42) for _ in range(34)) if p is not None]
+    assert len(finished) == 1
+    first = Packet.parse(finished[0])
+    assert len(finished[0]) == HEADER_SIZE + DEFAULT_MAX_PAYLOAD == 1472
+    assert (first.seq_num, first.msg_count) == (1, 33)
+    last = packer.flush()
+    assert last is not None
+    assert (Packet.parse(last).seq_num, Packet.parse(last).msg_count) == (34, 1)
+    assert packer.flush() is None
+    assert packer.next_seq_num == 35
+
+
+def test_packer_refuses_a_message_that_cannot_fit_alone() -> None:
+    packer = Packer(SESSION, 1, max_payload=100)
+    packer.add(b"x" * 98)
+    with pytest.raises(MessageTooLarge) as info:
+        packer.add(b"x" * 99)
+    assert info.value.limit == 98
+    assert packer.pending == 1  # nothing half-added
+
+
+def test_pack_messages_numbers_consecutively() -> None:
+    packets = pack_messages(SESSION, 100, [bytes([i]) * 200 for i in range(20)])
+    seqs = [(Packet.parse(p).seq_num, Packet.parse(p).msg_count) for p in packets]
+    assert seqs == [(100, 7), (107, 7), (114, 6)]
+
+
+message_lists = st.lists(st.binary(max_size=300), min_size=1, max_size=60)
+
+
+@given(messages=message_lists, seq=st.integers(1, 2**63), payload=st.integers(302, 9000))
+def test_pack_then_parse_returns_the_same_messages(
+    messages: list[bytes], seq: int, payload: int
+) -> None:
+    packets = pack_messages(SESSION, seq, messages, max_payload=payload)
+    out: list[bytes] = []
+    expected_seq = seq
+    for wire in packets:
+        assert len(wire) - HEADER_SIZE <= payload
+        packet = Packet.parse(wire)
+        assert packet.seq_num == expected_seq
+        out.extend(split_blocks(wire))
+        expected_seq = packet.next_seq_num
+    assert out == messages
+
+
+@settings(max_examples=300)
+@given(data=st.binary(max_size=200))
+def test_parsing_arbitrary_bytes_raises_only_malformed_packet(data: bytes) -> None:
+    try:
+        packet = Packet.parse(data)
+    except MalformedPacket:
+        return
+    assert sum(1 for _ in packet) == len(packet)
+
+
+@given(count=st.integers(1, 0xFFFE), tail=st.binary(max_size=50))
+def test_huge_claimed_count_costs_only_what_is_present(count: int, tail: bytes) -> None:
+    wire = SESSION + (1).to_bytes(8, "big") + count.to_bytes(2, "big") + tail
+    packet = Packet(wire)
+    assert len(packet) <= len(tail) // 2
+    assert len(split_blocks(wire)) == len(packet)
+
+
+# --- real captures --------------------------------------------------------------------
+
+
+def _udp_payloads(path: Path) -> list[bytes]:
+    """A small helper (the capture module has the full reader): Ethernet/IPv4/UDP only."""
+    out = []
+    with path.open("rb") as handle:
+        for _ts, frame in dpkt.pcap.Reader(handle):
+            eth = dpkt.ethernet.Ethernet(frame)
+            out.append(bytes(eth.data.data.data))
+    return out
+
+
+def _expected_rows() -> list[dict[str, str]]:
+    with (CAPTURES / "expected.tsv").open() as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+@pytest.mark.skipif(not CAPTURES.is_dir(), reason="shared/captures is not beside the repo")
+def test_real_captures_decode_exactly_as_wireshark() -> None:
+    rows = _expected_rows()
+    decoded = []
+    for name in sorted({row["file"] for row in rows}):
+        for payload in _udp_payloads(CAPTURES / name):
+            packet = Packet.parse(payload)
+            decoded.append(
+                {
+                    "file": name,
+                    "session": packet.session_ident,
+                    "sequence": str(packet.seq_num),
+                    "count": str(packet.msg_count),
+                    "message_lengths": ",".join(str(len(m)) for m in packet),
+                }
+            )
+    want = [
+        {k: row[k] for k in ("file", "session", "sequence", "count", "message_lengths")}
+        for row in rows
+    ]
+    assert sorted(decoded, key=lambda r: (r["file"], int(r["sequence"]))) == sorted(
+        want, key=lambda r: (r["file"], int(r["sequence"]))
+    )
+    assert len(decoded) == 15
+
+
+def test_max_datagram_is_accepted() -> None:
+    message = b"q" * (MAX_DATAGRAM - HEADER_SIZE - 2)
+    wire = build_packet("S", 1, [message])
+    assert len(wire) == MAX_DATAGRAM
+    assert split_blocks(wire) == [message]
+    assert struct.unpack_from(">H", wire, 18)[0] == 1
