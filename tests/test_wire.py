@@ -27,6 +27,7 @@ from moldudp64.wire import (
     build_packet,
     encode_session,
     pack_messages,
+    parse_blocks,
     split_blocks,
 )
 
@@ -73,7 +74,7 @@ def test_data_packet_builds_and_parses_byte_exact(
     assert packet.msg_count == len(messages) == len(packet)
     assert packet.packet_kind is PacketKind.STANDARD
     assert [bytes(m) for m in packet] == messages
-    assert split_blocks(wire) == messages
+    assert split_blocks(wire) == messages == parse_blocks(wire)
     assert packet.next_seq_num == seq + len(messages)
 
 
@@ -132,6 +133,9 @@ def test_malformed_packets_name_what_and_where(
         Packet.parse(wire)
     assert info.value.reason == reason
     assert info.value.offset == offset
+    with pytest.raises(MalformedPacket) as fast:
+        parse_blocks(wire)
+    assert (fast.value.reason, fast.value.offset) == (reason, offset)
     assert isinstance(info.value, ValueError)
     assert isinstance(info.value, MoldUDP64Error)
 
@@ -229,8 +233,11 @@ def test_parsing_arbitrary_bytes_raises_only_malformed_packet(data: bytes) -> No
     try:
         packet = Packet.parse(data)
     except MalformedPacket:
+        with pytest.raises(MalformedPacket):
+            parse_blocks(data)
         return
     assert sum(1 for _ in packet) == len(packet)
+    assert parse_blocks(data) == packet.messages()
 
 
 @given(count=st.integers(1, 0xFFFE), tail=st.binary(max_size=50))

@@ -36,6 +36,7 @@ __all__ = [
     "decode_session",
     "encode_session",
     "pack_messages",
+    "parse_blocks",
     "split_blocks",
 ]
 
@@ -271,6 +272,37 @@ def split_blocks(data: Buffer, count: int | None = None) -> list[bytes]:
             break
         append(raw[pos + 2 : stop])
         pos = stop
+    return out
+
+
+def parse_blocks(data: bytes) -> list[bytes]:
+    """Validate a whole packet and return its messages as ``bytes``, in one pass.
+
+    The receiver's hot path: equivalent to ``Packet.parse(data)`` followed by
+    :func:`split_blocks`, and raises the same :class:`MalformedPacket`. Control packets
+    (heartbeat, end of session) return an empty list.
+    """
+    end = len(data)
+    if end < HEADER_SIZE:
+        return Packet.parse(data).messages()  # raises "short"
+    count = (data[18] << 8) | data[19]
+    if count == 0 or count == END_OF_SESSION:
+        if end != HEADER_SIZE:
+            Packet.parse(data)  # raises "blocks_in_control"
+        return []
+    out: list[bytes] = []
+    append = out.append
+    pos = HEADER_SIZE
+    for _ in range(count):
+        if pos + 2 > end:
+            break
+        stop = pos + 2 + ((data[pos] << 8) | data[pos + 1])
+        if stop > end:
+            break
+        append(data[pos + 2 : stop])
+        pos = stop
+    if len(out) != count or pos != end:
+        Packet.parse(data)  # raises, naming the fault
     return out
 
 
