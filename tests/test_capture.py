@@ -1,0 +1,401 @@
+"""capture.py: reading pcap/pcapng (every link type, VLANs, fragments), recognising
+MoldUDP64, writing pcaps that tshark decodes, and clean errors on bad files."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+from pathlib import Path
+
+import dpkt
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from capture_helpers import (
+    SHARED_CAPTURES,
+    ethernet,
+    expected_rows,
+    fragment,
+    ipv4_udp,
+    pcap_bytes,
+    pcapng_bytes,
+    sll,
+    sll2,
+)
+from moldudp64.capture import (
+    CaptureReader,
+    CaptureWriter,
+    FileKind,
+    detect_file_kind,
+    is_moldudp64,
+    read_datagrams,
+)
+from moldudp64.exceptions import CaptureError, MoldUDP64Error
+from moldudp64.wire import (
+    Packet,
+    RetransmissionPacket,
+    build_end_of_session,
+    build_heartbeat,
+    build_packet,
+)
+
+ROWS = expected_rows()
+FILES = sorted({row.file for row in ROWS})
+MOLD = build_packet("SESSION001", 7, [b"A" * 36, b"D" * 19])
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_shared_capture_matches_wireshark(name: str) -> None:
+    """Every MoldUDP64 packet of every shared capture decodes as Wireshark's expected.tsv."""
+    rows = [r for r in ROWS if r.file == name]
+    with CaptureReader(SHARED_CAPTURES / name, port=rows[0].port) as reader:
+        got = []
+        for dgram in reader:
+            assert is_moldudp64(dgram.payload)
+            packet = Packet.parse(dgram.payload)
+            got.append(
+                (
+                    packet.session_ident,
+                    packet.seq_num,
+                    packet.msg_count,
+                    tuple(len(m) for m in packet),
+                )
+            )
+    assert got == [(r.session, r.sequence, r.count, r.lengths) for r in rows]
+    assert reader.stats.datagrams == len(rows)
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_shared_capture_recognised_without_port(name: str) -> None:
+    """Without a port filter the MoldUDP64 datagrams are still found, by their shape."""
+    rows = [r for r in ROWS if r.file == name]
+    found = [d for d in read_datagrams(SHARED_CAPTURES / name) if is_moldudp64(d.payload)]
+    assert [Packet(d.payload).seq_num for d in found] == [r.sequence for r in rows]
+    assert all(d.dst[1] == rows[0].port for d in found)
+
+
+def test_record_framing_agrees_with_dpkt() -> None:
+    """The hand-sliced pcap record loop yields exactly what dpkt.pcap.Reader yields."""
+    for name in FILES:
+        with open(SHARED_CAPTURES / name, "rb") as f:
+            want = [(float(ts), bytes(buf)) for ts, buf in dpkt.pcap.Reader(f)]
+        reader = CaptureReader(SHARED_CAPTURES / name)
+        got = list(reader._frames())
+        reader.close()
+        assert [b for _, b in got] == [b for _, b in want]
+        assert [round(t, 6) for t, _ in got] == [round(t, 6) for t, _ in want]
+
+
+@pytest.mark.parametrize("nano", [False, True])
+@pytest.mark.parametrize("big_endian", [False, True])
+def test_pcap_byte_orders_and_resolutions(nano: bool, big_endian: bool, tmp_path: Path) -> None:
+    data = pcap_bytes([ethernet(ipv4_udp(MOLD))], nano=nano, t0=1234.5)
+    if big_endian:  # rewrite the file as a big-endian host would have written it
+        import struct
+
+        magic, vmaj, vmin, tz, sig, snap, lt = struct.unpack("<IHHiIII", data[:24])
+        sec, frac, cap, wire = struct.unpack("<IIII", data[24:40])
+        data = (
+            struct.pack(">IHHiIII", magic, vmaj, vmin, tz, sig, snap, lt)
+            + struct.pack(">IIII", sec, frac, cap, wire)
+            + data[40:]
+        )
+    (dgram,) = read_datagrams(write(tmp_path, "x.pcap", data))
+    assert dgram.payload == MOLD
+    assert dgram.timestamp == pytest.approx(1234.5)
+    assert dgram.src == ("10.0.0.1", 4000)
+    assert dgram.dst == ("239.1.1.1", 5000)
+
+
+@pytest.mark.parametrize(
+    ("label", "frame", "linktype"),
+    [
+        ("ethernet", ethernet(ipv4_udp(MOLD)), 1),
+        ("802.1Q", ethernet(ipv4_udp(MOLD), vlans=(100,)), 1),
+        ("QinQ", ethernet(ipv4_udp(MOLD), vlans=(10, 20)), 1),
+        ("SLL", sll(ipv4_udp(MOLD)), 113),
+        ("SLL2", sll2(ipv4_udp(MOLD)), 276),
+        ("raw", ipv4_udp(MOLD), 101),
+        ("raw ipv4", ipv4_udp(MOLD), 228),
+        ("bsd loopback", b"\x02\x00\x00\x00" + ipv4_udp(MOLD), 0),
+    ],
+)
+@pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
+def test_link_types(label: str, frame: bytes, linktype: int, fmt: str, tmp_path: Path) -> None:
+    """Each supported link layer, in both file formats, yields the same datagram."""
+    maker = pcap_bytes if fmt == "pcap" else pcapng_bytes
+    path = write(tmp_path, f"x.{fmt}", maker([frame, frame], linktype))
+    assert detect_file_kind(path) == fmt
+    with CaptureReader(path) as reader:
+        got = list(reader)
+        assert reader.format == fmt
+    assert [d.payload for d in got] == [MOLD, MOLD], label
+    assert got[0].timestamp == pytest.approx(1000.0)
+    assert got[1].timestamp == pytest.approx(1000.001)
+
+
+def test_ipv6_udp(tmp_path: Path) -> None:
+    """IPv6 goes through dpkt's decoder."""
+    import socket
+
+    udp = dpkt.udp.UDP(sport=1, dport=2, data=MOLD)
+    udp.ulen = 8 + len(MOLD)
+    ip6 = dpkt.ip6.IP6(
+        src=socket.inet_pton(socket.AF_INET6, "fd00::1"),
+        dst=socket.inet_pton(socket.AF_INET6, "ff15::1"),
+        nxt=17,
+        hlim=1,
+        data=udp,
+    )
+    ip6.plen = len(bytes(udp))
+    frame = ethernet(bytes(ip6), ethertype=0x86DD)
+    (dgram,) = read_datagrams(write(tmp_path, "v6.pcap", pcap_bytes([frame])))
+    assert dgram.payload == MOLD
+    assert dgram.dst == ("ff15::1", 2)
+
+
+def test_non_udp_and_port_filter_are_counted(tmp_path: Path) -> None:
+    arp = b"\xff" * 6 + b"\x02" * 6 + b"\x08\x06" + b"\x00" * 28
+    tcp_ip = bytearray(ipv4_udp(b"x"))
+    tcp_ip[9] = 6  # protocol TCP
+    frames = [
+        ethernet(ipv4_udp(MOLD, dst=("239.1.1.1", 5000))),
+        ethernet(ipv4_udp(MOLD, dst=("239.1.1.1", 6000))),
+        arp,
+        ethernet(bytes(tcp_ip)),
+        b"\x00" * 5,  # runt frame
+    ]
+    with CaptureReader(write(tmp_path, "mix.pcap", pcap_bytes(frames)), port=5000) as reader:
+        got = list(reader)
+    assert [d.dst[1] for d in got] == [5000]
+    s = reader.stats
+    assert (s.frames, s.datagrams, s.other_port, s.not_ip, s.not_udp, s.malformed) == (
+        5,
+        1,
+        1,
+        1,
+        1,
+        1,
+    )
+
+
+def test_snaplen_truncated_frame_is_counted(tmp_path: Path) -> None:
+    frame = ethernet(ipv4_udp(MOLD))
+    with CaptureReader(write(tmp_path, "cut.pcap", pcap_bytes([frame[:60]]))) as reader:
+        assert list(reader) == []
+    assert reader.stats.truncated == 1
+
+
+def test_fragments_reassembled_in_any_order(tmp_path: Path) -> None:
+    """A 3,000-byte datagram in 3 fragments, delivered out of order and with a duplicate."""
+    big = build_packet("FRAGMENTS1", 1, [bytes([i]) * 700 for i in range(4)])
+    frags = fragment(ipv4_udp(big, ident=77), 1000)
+    assert len(frags) == 3
+    order = [frags[2], frags[0], frags[0], frags[1]]
+    with CaptureReader(write(tmp_path, "frag.pcap", pcap_bytes([ethernet(f) for f in order]))) as r:
+        got = list(r)
+    assert [d.payload for d in got] == [big]
+    assert (r.stats.fragments, r.stats.reassembled, r.stats.incomplete) == (4, 1, 0)
+
+
+def test_incomplete_fragments_reported(tmp_path: Path) -> None:
+    """A datagram missing a fragment is counted as incomplete, not silently lost."""
+    big = build_packet("FRAGMENTS1", 1, [b"x" * 2000])
+    frags = fragment(ipv4_udp(big, ident=5), 800)
+    frames = [ethernet(f) for f in frags[:-1]] + [ethernet(ipv4_udp(MOLD))]
+    with CaptureReader(write(tmp_path, "lost.pcap", pcap_bytes(frames))) as reader:
+        got = list(reader)
+    assert [d.payload for d in got] == [MOLD]
+    assert reader.stats.incomplete == 1
+
+
+def test_reassembly_table_is_bounded(tmp_path: Path) -> None:
+    """First fragments of many datagrams, none completed: the table never exceeds its bound."""
+    frames = [ethernet(fragment(ipv4_udp(b"y" * 100, ident=i), 16)[0]) for i in range(50)]
+    path = write(tmp_path, "many.pcap", pcap_bytes(frames))
+    with CaptureReader(path, max_pending_fragments=8) as reader:
+        for _ in reader:
+            pass
+        assert len(reader._pending) == 0
+    assert reader.stats.incomplete == 50
+    reader = CaptureReader(path, max_pending_fragments=8)
+    it = iter(reader)
+    with pytest.raises(StopIteration):
+        next(it)
+    reader.close()
+
+
+def test_fragment_timeout_uses_capture_time(tmp_path: Path) -> None:
+    big = build_packet("FRAGMENTS1", 1, [b"z" * 1000])
+    first, second = fragment(ipv4_udp(big, ident=9), 640)
+    out = io.BytesIO()
+    w = dpkt.pcap.Writer(out)
+    w.writepkt(ethernet(first), ts=10.0)
+    w.writepkt(ethernet(ipv4_udp(MOLD, ident=10)), ts=100.0)  # 90 s later: first given up
+    w.writepkt(ethernet(second), ts=100.5)
+    with CaptureReader(write(tmp_path, "slow.pcap", out.getvalue())) as reader:
+        got = list(reader)
+    assert [d.payload for d in got] == [MOLD]
+    assert reader.stats.incomplete == 2  # the timed-out one, and the lone second at EOF
+
+
+def test_is_moldudp64() -> None:
+    assert is_moldudp64(MOLD)
+    assert is_moldudp64(build_heartbeat("SESSION001", 5))
+    assert is_moldudp64(build_end_of_session("SESSION001", 5))
+    assert not is_moldudp64(RetransmissionPacket("SESSION001", 5, 10).build())  # a request
+    assert not is_moldudp64(MOLD + b"x")  # trailing bytes
+    assert not is_moldudp64(MOLD[:-1])  # truncated block
+    assert not is_moldudp64(b"\x00" * 20)  # binary session name
+    assert not is_moldudp64(build_end_of_session("SESSION001", 5) + b"\x00\x00")
+    assert not is_moldudp64(b"short")
+
+
+@given(st.binary(max_size=200))
+def test_is_moldudp64_never_raises(data: bytes) -> None:
+    assert is_moldudp64(data) in (True, False)
+
+
+def test_writer_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "w.pcap"
+    big = build_packet("BIGPACKET1", 1, [b"q" * 4000])
+    with CaptureWriter(path) as w:
+        w.write(MOLD, ("10.1.2.3", 4000), ("239.9.9.9", 30001), 1700000000.123456789)
+        w.write(big, ("10.1.2.3", 4000), ("127.0.0.1", 30002), 1700000001.0)
+    got = read_datagrams(path)
+    assert [d.payload for d in got] == [MOLD, big]
+    assert got[0].dst == ("239.9.9.9", 30001)
+    assert got[0].timestamp == pytest.approx(1700000000.123456789, abs=1e-6)
+    # dpkt, independently, sees valid IPv4/UDP with correct checksums.
+    with open(path, "rb") as f:
+        for _, frame in dpkt.pcap.Reader(f):
+            eth = dpkt.ethernet.Ethernet(frame)
+            ip = eth.data
+            assert dpkt.in_cksum(bytes(ip)[: ip.hl * 4]) == 0
+    with pytest.raises(CaptureError):
+        CaptureWriter(tmp_path / "missing-dir" / "x.pcap")
+    with pytest.raises(CaptureError), CaptureWriter(io.BytesIO()) as w:
+        w.write(MOLD, ("not-an-ip", 1), ("239.1.1.1", 2), 0.0)
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
+def test_written_pcap_decodes_in_tshark(tmp_path: Path) -> None:
+    path = tmp_path / "t.pcap"
+    packets = [
+        build_packet("000010059B", 100, [b"A" * 36, b"E" * 31]),
+        build_heartbeat("000010059B", 102),
+        build_end_of_session("000010059B", 102),
+    ]
+    with CaptureWriter(path) as w:
+        for i, p in enumerate(packets):
+            w.write(p, ("10.0.0.1", 4000), ("239.1.2.3", 26477), 1000.0 + i)
+    out = subprocess.run(
+        [
+            "tshark",
+            "-r",
+            str(path),
+            "-d",
+            "udp.port==26477,moldudp64",
+            "-T",
+            "fields",
+            "-e",
+            "moldudp64.session",
+            "-e",
+            "moldudp64.sequence",
+            "-e",
+            "moldudp64.count",
+            "-e",
+            "moldudp64.msglen",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.splitlines()
+    assert out == [
+        "000010059B\t100\t2\t36,31",
+        "000010059B\t102\t0\t",
+        "000010059B\t102\t65535\t",
+    ]
+
+
+# -- bad files ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("label", "data"),
+    [
+        ("empty", b""),
+        ("garbage", b"this is not a capture file at all"),
+        ("short header", b"\xd4\xc3\xb2\xa1\x02\x00"),
+        ("pcapng short", b"\x0a\x0d\x0d\x0a\x1c\x00"),
+    ],
+)
+def test_unreadable_files_raise_capture_error(label: str, data: bytes, tmp_path: Path) -> None:
+    with pytest.raises(CaptureError):
+        read_datagrams(write(tmp_path, "bad", data))
+
+
+def test_missing_file_and_unsupported_linktype(tmp_path: Path) -> None:
+    with pytest.raises(CaptureError, match="cannot open"):
+        CaptureReader(tmp_path / "nope.pcap")
+    with pytest.raises(CaptureError, match="link type 105"):
+        CaptureReader(write(tmp_path, "wifi.pcap", pcap_bytes([b"x"], linktype=105)))
+
+
+@pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
+def test_truncated_file_yields_complete_records_then_raises(fmt: str, tmp_path: Path) -> None:
+    frame = ethernet(ipv4_udp(MOLD))
+    maker = pcap_bytes if fmt == "pcap" else pcapng_bytes
+    data = maker([frame, frame, frame])
+    for cut in (len(data) - 10, len(data) - len(frame) - 8):
+        got = []
+        path = write(tmp_path, f"cut.{fmt}", data[:cut])
+        with pytest.raises(CaptureError, match=r"after 2 packets"), CaptureReader(path) as reader:
+            got.extend(reader)
+        assert len(got) == 2
+
+
+def test_huge_record_length_is_corruption(tmp_path: Path) -> None:
+    data = bytearray(pcap_bytes([ethernet(ipv4_udp(MOLD))]))
+    data[24 + 8 : 24 + 12] = (0x7FFFFFFF).to_bytes(4, "little")
+    with pytest.raises(CaptureError, match="corrupt record"):
+        read_datagrams(write(tmp_path, "huge.pcap", bytes(data)))
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tail=st.binary(max_size=300), fmt=st.sampled_from(["pcap", "pcapng"]))
+def test_garbage_after_header_never_crashes(tail: bytes, fmt: str, tmp_path: Path) -> None:
+    """Random bytes after a valid header give datagrams, counted drops, or CaptureError."""
+    maker = pcap_bytes if fmt == "pcap" else pcapng_bytes
+    head = maker([ethernet(ipv4_udp(MOLD))])
+    path = write(tmp_path, f"fuzz.{fmt}", head + tail)
+    try:
+        with CaptureReader(path) as reader:
+            for _ in reader:
+                pass
+    except CaptureError:
+        pass
+
+
+@settings(max_examples=150)
+@given(st.binary(min_size=0, max_size=120), st.sampled_from([1, 113, 276, 101, 0]))
+def test_garbage_frames_never_crash(frame: bytes, linktype: int) -> None:
+    reader = CaptureReader(io.BytesIO(pcap_bytes([frame], linktype)))
+    got = list(reader)
+    s = reader.stats
+    assert s.frames == 1
+    assert len(got) + s.not_ip + s.not_udp + s.truncated + s.malformed + s.incomplete >= 1
+
+
+def test_capture_error_is_a_moldudp64_error() -> None:
+    assert issubclass(CaptureError, MoldUDP64Error)
+    assert FileKind.PCAP == "pcap"
