@@ -10,7 +10,8 @@ import platform
 import time
 from collections.abc import Callable
 
-from moldudp64.wire import Packet, pack_messages, parse_blocks, split_blocks
+from moldudp64 import wire
+from moldudp64.wire import Packet, pack_messages, split_blocks
 
 
 def full_packet() -> bytes:
@@ -52,10 +53,16 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
             n += len(split_blocks(Packet(packet).validate().data))
         return n
 
-    def parse() -> int:
+    def parse_py() -> int:
         n = 0
         for _ in range(batch):
-            n += len(parse_blocks(packet))
+            n += len(wire._parse_blocks_py(packet))
+        return n
+
+    def parse_c() -> int:
+        n = 0
+        for _ in range(batch):
+            n += len(wire._parse_blocks_c(packet))
         return n
 
     def split() -> int:
@@ -67,9 +74,11 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     results = [
         rate("Packet iteration (memoryview per message)", iterate, seconds),
         rate("Packet.validate + split_blocks (bytes per message)", validate_and_split, seconds),
-        rate("parse_blocks (validate + split in one pass)", parse, seconds),
+        rate("parse_blocks, pure Python (validate + split)", parse_py, seconds),
         rate("split_blocks alone (no validation)", split, seconds),
     ]
+    if wire.c_parse_blocks is not None:
+        results.append(rate("parse_blocks, C accelerator (validate + split)", parse_c, seconds))
     print(f"# {platform.python_implementation()} {platform.python_version()} on "
           f"{platform.machine()} ({platform.processor() or 'cpu'})")
     for label, value in results:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import struct
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from moldudp64 import wire as codec
 from moldudp64.exceptions import EncodeError, MalformedPacket, MessageTooLarge, MoldUDP64Error
 from moldudp64.wire import (
     DEFAULT_MAX_PAYLOAD,
@@ -27,7 +29,6 @@ from moldudp64.wire import (
     build_packet,
     encode_session,
     pack_messages,
-    parse_blocks,
     split_blocks,
 )
 
@@ -35,6 +36,22 @@ from moldudp64.wire import (
 CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "captures"
 
 SESSION = b"000010059B"
+
+# parse_blocks in pure Python and, when built, through the C accelerator: same results.
+PARSERS = [codec._parse_blocks_py] + ([codec._parse_blocks_c] if codec.c_parse_blocks else [])
+
+
+def parse_all(data: bytes) -> list[bytes]:
+    """parse_blocks through every implementation, checking that they agree."""
+    results = [parse(data) for parse in PARSERS]
+    assert all(r == results[0] for r in results)
+    return results[0]
+
+
+def test_c_accelerator_is_built_here() -> None:
+    # pip install . builds it with the system compiler; the fallback is tested either way.
+    pure = os.environ.get("MOLDUDP64_PURE_PYTHON")
+    assert codec.c_parse_blocks is not None or pure or not os.environ.get("CI")
 
 # (description, session, seq, messages, exact wire bytes)
 DATA_PACKETS = [
@@ -74,7 +91,7 @@ def test_data_packet_builds_and_parses_byte_exact(
     assert packet.msg_count == len(messages) == len(packet)
     assert packet.packet_kind is PacketKind.STANDARD
     assert [bytes(m) for m in packet] == messages
-    assert split_blocks(wire) == messages == parse_blocks(wire)
+    assert split_blocks(wire) == messages == parse_all(wire)
     assert packet.next_seq_num == seq + len(messages)
 
 
@@ -133,9 +150,10 @@ def test_malformed_packets_name_what_and_where(
         Packet.parse(wire)
     assert info.value.reason == reason
     assert info.value.offset == offset
-    with pytest.raises(MalformedPacket) as fast:
-        parse_blocks(wire)
-    assert (fast.value.reason, fast.value.offset) == (reason, offset)
+    for parse in PARSERS:
+        with pytest.raises(MalformedPacket) as fast:
+            parse(wire)
+        assert (fast.value.reason, fast.value.offset) == (reason, offset)
     assert isinstance(info.value, ValueError)
     assert isinstance(info.value, MoldUDP64Error)
 
@@ -233,11 +251,12 @@ def test_parsing_arbitrary_bytes_raises_only_malformed_packet(data: bytes) -> No
     try:
         packet = Packet.parse(data)
     except MalformedPacket:
-        with pytest.raises(MalformedPacket):
-            parse_blocks(data)
+        for parse in PARSERS:
+            with pytest.raises(MalformedPacket):
+                parse(data)
         return
     assert sum(1 for _ in packet) == len(packet)
-    assert parse_blocks(data) == packet.messages()
+    assert parse_all(data) == packet.messages()
 
 
 @given(count=st.integers(1, 0xFFFE), tail=st.binary(max_size=50))

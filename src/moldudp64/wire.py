@@ -8,8 +8,9 @@ building checks every value and raises :class:`~moldudp64.exceptions.EncodeError
 from __future__ import annotations
 
 import enum
+import os
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from .exceptions import EncodeError, MalformedPacket, MessageTooLarge
 
@@ -275,7 +276,7 @@ def split_blocks(data: Buffer, count: int | None = None) -> list[bytes]:
     return out
 
 
-def parse_blocks(data: bytes) -> list[bytes]:
+def _parse_blocks_py(data: bytes) -> list[bytes]:
     """Validate a whole packet and return its messages as ``bytes``, in one pass.
 
     The receiver's hot path: equivalent to ``Packet.parse(data)`` followed by
@@ -304,6 +305,38 @@ def parse_blocks(data: bytes) -> list[bytes]:
     if len(out) != count or pos != end:
         Packet.parse(data)  # raises, naming the fault
     return out
+
+
+def _load_speedup() -> Callable[[bytes], list[bytes] | None] | None:
+    if os.environ.get("MOLDUDP64_PURE_PYTHON"):
+        return None
+    try:
+        from ._speedups import parse_blocks as c_parse_blocks
+    except ImportError:
+        return None
+    return c_parse_blocks
+
+
+#: The C twin of :func:`parse_blocks` (None without the accelerator): returns None
+#: instead of raising for a malformed packet.
+c_parse_blocks = _load_speedup()
+
+
+def _parse_blocks_c(data: bytes) -> list[bytes]:
+    """:func:`parse_blocks` through the C accelerator; same results, same errors."""
+    assert c_parse_blocks is not None
+    if type(data) is not bytes:
+        data = bytes(data)
+    out = c_parse_blocks(data)
+    if out is None:
+        Packet.parse(data)  # raises, naming the fault
+        raise AssertionError("C and Python disagree on a packet")  # pragma: no cover
+    return out
+
+
+#: Validate a whole packet and return its messages as ``bytes`` in one pass (C when built).
+parse_blocks = _parse_blocks_py if c_parse_blocks is None else _parse_blocks_c
+parse_blocks.__doc__ = _parse_blocks_py.__doc__
 
 
 def _check_message(message: Buffer) -> int:

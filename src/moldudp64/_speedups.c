@@ -1,0 +1,184 @@
+/*
+ * Optional C accelerator for the receive hot path. Every function here has a pure-Python
+ * twin that gives identical results (wire.parse_blocks, net.recv_batch); the package
+ * works without this module.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#ifdef __linux__
+#include <errno.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#define HAVE_RECVMMSG 1
+#endif
+
+#define HEADER_SIZE 20
+#define END_OF_SESSION 0xFFFF
+
+/* parse_blocks(data: bytes) -> list[bytes] | None
+ *
+ * The messages of a valid downstream packet, [] for a valid heartbeat or end of session,
+ * None when the packet is malformed in any way (the caller then raises the detailed error).
+ */
+static PyObject *
+parse_blocks(PyObject *self, PyObject *arg)
+{
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "parse_blocks() expects bytes");
+        return NULL;
+    }
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(arg);
+    Py_ssize_t end = PyBytes_GET_SIZE(arg);
+    if (end < HEADER_SIZE)
+        Py_RETURN_NONE;
+    unsigned int count = ((unsigned int)p[18] << 8) | p[19];
+    if (count == 0 || count == END_OF_SESSION) {
+        if (end != HEADER_SIZE)
+            Py_RETURN_NONE;
+        return PyList_New(0);
+    }
+    /* First pass: validate, so no list is built for a bad packet. */
+    Py_ssize_t pos = HEADER_SIZE;
+    for (unsigned int i = 0; i < count; i++) {
+        if (pos + 2 > end)
+            Py_RETURN_NONE;
+        Py_ssize_t stop = pos + 2 + (((Py_ssize_t)p[pos] << 8) | p[pos + 1]);
+        if (stop > end)
+            Py_RETURN_NONE;
+        pos = stop;
+    }
+    if (pos != end)
+        Py_RETURN_NONE;
+    PyObject *out = PyList_New(count);
+    if (out == NULL)
+        return NULL;
+    pos = HEADER_SIZE;
+    for (unsigned int i = 0; i < count; i++) {
+        Py_ssize_t len = ((Py_ssize_t)p[pos] << 8) | p[pos + 1];
+        PyObject *msg = PyBytes_FromStringAndSize((const char *)p + pos + 2, len);
+        if (msg == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, msg);
+        pos += 2 + len;
+    }
+    return out;
+}
+
+#ifdef HAVE_RECVMMSG
+#define MAX_BATCH 256
+
+static char *shared_arena = NULL;
+static int arena_busy = 0;
+
+static void
+release_arena(char *arena, int own)
+{
+    if (own)
+        PyMem_RawFree(arena);
+    else
+        arena_busy = 0;
+}
+
+/* recv_batch(fd: int, max_count: int, bufsize: int) -> list[bytes]
+ *
+ * Up to max_count datagrams from a non-blocking socket in one recvmmsg() call (no wait);
+ * [] when none is ready. Datagrams longer than bufsize are truncated by the kernel, as
+ * recv() would; bufsize should be 65536. Raises OSError on other errors.
+ */
+static PyObject *
+recv_batch(PyObject *self, PyObject *args)
+{
+    int fd, max_count, bufsize;
+    if (!PyArg_ParseTuple(args, "iii", &fd, &max_count, &bufsize))
+        return NULL;
+    if (max_count < 1)
+        return PyList_New(0);
+    if (max_count > MAX_BATCH)
+        max_count = MAX_BATCH;
+    if (bufsize < 1 || bufsize > 65536) {
+        PyErr_SetString(PyExc_ValueError, "bufsize must be 1..65536");
+        return NULL;
+    }
+    /* One contiguous arena, kept between calls; datagrams are copied out into bytes
+     * objects afterwards. The GIL guards `arena_busy`; a second thread in here at the
+     * same time gets an arena of its own for that call. */
+    size_t arena_size = (size_t)MAX_BATCH * 65536;
+    char *arena;
+    int own = 0;
+    if (!arena_busy) {
+        if (shared_arena == NULL) {
+            shared_arena = PyMem_RawMalloc(arena_size);
+            if (shared_arena == NULL)
+                return PyErr_NoMemory();
+        }
+        arena = shared_arena;
+        arena_busy = 1;
+    } else {
+        arena = PyMem_RawMalloc((size_t)max_count * (size_t)bufsize);
+        if (arena == NULL)
+            return PyErr_NoMemory();
+        own = 1;
+    }
+    struct mmsghdr msgs[MAX_BATCH];
+    struct iovec iov[MAX_BATCH];
+    memset(msgs, 0, sizeof(struct mmsghdr) * (size_t)max_count);
+    for (int i = 0; i < max_count; i++) {
+        iov[i].iov_base = arena + (size_t)i * (size_t)bufsize;
+        iov[i].iov_len = (size_t)bufsize;
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    int n;
+    Py_BEGIN_ALLOW_THREADS
+    n = recvmmsg(fd, msgs, (unsigned int)max_count, MSG_DONTWAIT, NULL);
+    Py_END_ALLOW_THREADS
+    if (n < 0) {
+        int err = errno;
+        release_arena(arena, own);
+        if (err == EAGAIN || err == EWOULDBLOCK)
+            return PyList_New(0);
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    PyObject *out = PyList_New(n);
+    if (out == NULL) {
+        release_arena(arena, own);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        PyObject *b = PyBytes_FromStringAndSize(iov[i].iov_base, (Py_ssize_t)msgs[i].msg_len);
+        if (b == NULL) {
+            Py_DECREF(out);
+            release_arena(arena, own);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, b);
+    }
+    release_arena(arena, own);
+    return out;
+}
+#endif
+
+static PyMethodDef methods[] = {
+    {"parse_blocks", parse_blocks, METH_O,
+     "Messages of a valid packet as bytes; None when malformed."},
+#ifdef HAVE_RECVMMSG
+    {"recv_batch", recv_batch, METH_VARARGS,
+     "Up to max_count datagrams in one recvmmsg() call; [] when none is ready."},
+#endif
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "moldudp64._speedups",
+    "C accelerator for the receive hot path (optional).", -1, methods,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    return PyModule_Create(&module);
+}
