@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import socket
+from collections.abc import Callable
 
 from .events import Address
 from .exceptions import ConfigError, SocketError
@@ -25,6 +27,7 @@ __all__ = [
     "open_multicast_sender",
     "open_unicast_socket",
     "parse_address",
+    "recv_batch",
     "set_receive_buffer",
 ]
 
@@ -33,6 +36,43 @@ logger = logging.getLogger(__name__)
 #: Receive buffer asked for by default: 8 MiB absorbs about 5,000 full-size packets.
 DEFAULT_RCVBUF = 8 * 1024 * 1024
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+
+def _recv_batch_py(sock: socket.socket, max_count: int = 64) -> list[bytes]:
+    """Up to ``max_count`` datagrams already waiting on a non-blocking socket; [] if none."""
+    out: list[bytes] = []
+    recv = sock.recv
+    try:
+        while len(out) < max_count:
+            out.append(recv(65536))
+    except (BlockingIOError, InterruptedError):
+        pass
+    return out
+
+
+def _load_recv_batch() -> Callable[[int, int, int], list[bytes]] | None:
+    if os.environ.get("MOLDUDP64_PURE_PYTHON"):
+        return None
+    try:
+        from ._speedups import recv_batch as c_recv_batch
+    except ImportError:
+        return None
+    return c_recv_batch
+
+
+#: recvmmsg() through the C accelerator (None without it, or off Linux).
+c_recv_batch = _load_recv_batch()
+
+
+def _recv_batch_c(sock: socket.socket, max_count: int = 64) -> list[bytes]:
+    """:func:`recv_batch` in one ``recvmmsg()`` system call."""
+    assert c_recv_batch is not None
+    return c_recv_batch(sock.fileno(), max_count, 65536)
+
+
+#: Up to ``max_count`` datagrams waiting on a non-blocking socket, [] when none is ready
+#: (one ``recvmmsg()`` call with the C accelerator, a ``recv()`` loop without).
+recv_batch = _recv_batch_py if c_recv_batch is None else _recv_batch_c
 
 
 def format_address(addr: Address) -> str:

@@ -1,0 +1,99 @@
+"""Socket construction and batch receive, on real sockets."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+import pytest
+
+from moldudp64 import net
+from moldudp64.exceptions import ConfigError, SocketError
+
+RECEIVERS: list[Callable[[socket.socket, int], list[bytes]]] = [net._recv_batch_py]
+if net.c_recv_batch is not None:
+    RECEIVERS.append(net._recv_batch_c)
+
+
+@pytest.mark.parametrize("recv_batch", RECEIVERS)
+def test_recv_batch_takes_what_is_waiting_and_never_blocks(
+    recv_batch: Callable[[socket.socket, int], list[bytes]],
+) -> None:
+    receiver = net.open_unicast_socket(("127.0.0.1", 0))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        assert recv_batch(receiver, 8) == []
+        sent = [bytes([i]) * (i * 100 + 1) for i in range(5)] + [b"", b"x" * 65507]
+        for datagram in sent:
+            sender.sendto(datagram, receiver.getsockname())
+        got: list[bytes] = []
+        for _ in range(100):
+            got.extend(recv_batch(receiver, 3))
+            if len(got) == len(sent):
+                break
+        assert got == sent
+        assert recv_batch(receiver, 8) == []
+    finally:
+        receiver.close()
+        sender.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("127.0.0.1:9000", ("127.0.0.1", 9000)), ("localhost:1", ("127.0.0.1", 1))],
+)
+def test_parse_address(text: str, expected: tuple[str, int]) -> None:
+    assert net.parse_address(text) == expected
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1", "127.0.0.1:0", "127.0.0.1:70000", "h:x", ":5"])
+def test_parse_address_rejects_bad_text(text: str) -> None:
+    with pytest.raises(ConfigError):
+        net.parse_address(text)
+
+
+def test_non_multicast_group_and_foreign_interface_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="not a multicast group"):
+        net.open_multicast_receiver("127.0.0.1", 5000)
+    with pytest.raises(ConfigError, match="not an address of this host"):
+        net.open_multicast_receiver("239.1.1.1", 5000, "192.0.2.77")
+    with pytest.raises(ConfigError, match="TTL"):
+        net.open_multicast_sender(ttl=300)
+
+
+def test_port_in_use_without_reuse_names_the_address() -> None:
+    first = net.open_unicast_socket(("127.0.0.1", 0))
+    try:
+        port = first.getsockname()[1]
+        with pytest.raises(SocketError) as info:
+            net.open_unicast_socket(("127.0.0.1", port))
+        assert f"127.0.0.1:{port}" in str(info.value)
+        assert info.value.cause is not None
+        assert isinstance(info.value, OSError)
+    finally:
+        first.close()
+
+
+def test_receive_buffer_is_raised(caplog: pytest.LogCaptureFixture) -> None:
+    sock = net.open_unicast_socket(("127.0.0.1", 0), rcvbuf=4 * 1024 * 1024)
+    try:
+        got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        # As root SO_RCVBUFFORCE gets the size; otherwise a warning names rmem_max.
+        assert got >= 4 * 1024 * 1024 or "net.core.rmem_max" in caplog.text
+    finally:
+        sock.close()
+
+
+def test_multicast_send_and_receive_on_loopback(multicast: None) -> None:
+    receiver = net.open_multicast_receiver("239.1.2.3", 31001, "127.0.0.1")
+    second = net.open_multicast_receiver("239.1.2.3", 31001, "127.0.0.1")  # shared port
+    sender = net.open_multicast_sender("127.0.0.1")
+    try:
+        assert sender.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL) == 1
+        sender.sendto(b"hello", ("239.1.2.3", 31001))
+        for sock in (receiver, second):
+            sock.settimeout(2)
+            assert sock.recv(100) == b"hello"
+    finally:
+        for sock in (receiver, second, sender):
+            sock.close()
