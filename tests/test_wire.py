@@ -317,3 +317,24 @@ def test_max_datagram_is_accepted() -> None:
     assert len(wire) == MAX_DATAGRAM
     assert split_blocks(wire) == [message]
     assert struct.unpack_from(">H", wire, 18)[0] == 1
+
+
+JOINERS = [codec._join_blocks_py]
+if codec.join_blocks is not codec._join_blocks_py:
+    JOINERS.append(codec.join_blocks)
+
+
+@given(messages=st.lists(st.binary(max_size=300), max_size=40))
+def test_join_blocks_is_the_inverse_of_split(messages: list[bytes]) -> None:
+    for join in JOINERS:
+        body = join(messages)
+        assert body == b"".join(len(m).to_bytes(2, "big") + m for m in messages)
+        if messages:
+            assert split_blocks(build_packet("S", 1, messages)) == messages
+            assert build_packet("S", 1, messages)[HEADER_SIZE:] == body
+
+
+def test_join_blocks_refuses_a_message_over_65535_bytes() -> None:
+    for join in JOINERS:
+        with pytest.raises(ValueError):
+            join([b"x" * 65536])

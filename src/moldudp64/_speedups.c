@@ -67,6 +67,49 @@ parse_blocks(PyObject *self, PyObject *arg)
     return out;
 }
 
+/* join_blocks(messages: list[bytes]) -> bytes
+ *
+ * The message blocks of `messages` back to back (2-byte big-endian length, then the data):
+ * the body of a downstream packet, and exactly the BinaryFILE format. ValueError for a
+ * message longer than 65,535 bytes.
+ */
+static PyObject *
+join_blocks(PyObject *self, PyObject *arg)
+{
+    if (!PyList_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "join_blocks() expects a list of bytes");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(arg);
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *m = PyList_GET_ITEM(arg, i);
+        if (!PyBytes_Check(m)) {
+            PyErr_SetString(PyExc_TypeError, "join_blocks() expects a list of bytes");
+            return NULL;
+        }
+        Py_ssize_t len = PyBytes_GET_SIZE(m);
+        if (len > 0xFFFF) {
+            PyErr_Format(PyExc_ValueError, "message of %zd bytes exceeds 65535", len);
+            return NULL;
+        }
+        total += 2 + len;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL)
+        return NULL;
+    unsigned char *q = (unsigned char *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *m = PyList_GET_ITEM(arg, i);
+        Py_ssize_t len = PyBytes_GET_SIZE(m);
+        q[0] = (unsigned char)(len >> 8);
+        q[1] = (unsigned char)(len & 0xff);
+        memcpy(q + 2, PyBytes_AS_STRING(m), (size_t)len);
+        q += 2 + len;
+    }
+    return out;
+}
+
 #ifdef HAVE_RECVMMSG
 #define MAX_BATCH 256
 
@@ -165,6 +208,8 @@ recv_batch(PyObject *self, PyObject *args)
 static PyMethodDef methods[] = {
     {"parse_blocks", parse_blocks, METH_O,
      "Messages of a valid packet as bytes; None when malformed."},
+    {"join_blocks", join_blocks, METH_O,
+     "Message blocks (2-byte length + data) of a list of bytes, back to back."},
 #ifdef HAVE_RECVMMSG
     {"recv_batch", recv_batch, METH_VARARGS,
      "Up to max_count datagrams in one recvmmsg() call; [] when none is ready."},

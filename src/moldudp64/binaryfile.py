@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import BinaryIO
 
 from .exceptions import BinaryFileError, MessageTooLarge, TruncatedFile
-from .wire import MAX_MESSAGE_LENGTH, Buffer
+from .wire import MAX_MESSAGE_LENGTH, Buffer, join_blocks
 
 __all__ = ["BinaryFileReader", "BinaryFileWriter", "iter_binaryfile", "write_binaryfile"]
 
@@ -151,7 +151,18 @@ class BinaryFileWriter:
             self.flush()
 
     def write_many(self, messages: Iterable[Buffer]) -> None:
-        """Append every message of ``messages``."""
+        """Append every message of ``messages`` (a ``list`` of ``bytes`` takes the fast path)."""
+        if type(messages) is list:
+            try:
+                block = join_blocks(messages)
+            except (TypeError, ValueError):
+                pass  # not all bytes, or one too long: write() below handles each
+            else:
+                self._buffer.write(block)
+                self.count += len(messages)
+                if self._buffer.tell() >= _CHUNK:
+                    self.flush()
+                return
         for message in messages:
             self.write(message)
 

@@ -36,6 +36,7 @@ __all__ = [
     "build_packet",
     "decode_session",
     "encode_session",
+    "join_blocks",
     "pack_messages",
     "parse_blocks",
     "split_blocks",
@@ -337,6 +338,33 @@ def _parse_blocks_c(data: bytes) -> list[bytes]:
 #: Validate a whole packet and return its messages as ``bytes`` in one pass (C when built).
 parse_blocks = _parse_blocks_py if c_parse_blocks is None else _parse_blocks_c
 parse_blocks.__doc__ = _parse_blocks_py.__doc__
+
+
+def _join_blocks_py(messages: list[bytes]) -> bytes:
+    """The message blocks of ``messages`` back to back: a packet body, or BinaryFILE bytes."""
+    parts = []
+    for message in messages:
+        length = len(message)
+        if length > MAX_MESSAGE_LENGTH:
+            raise ValueError(f"message of {length} bytes exceeds 65535")
+        parts.append(_U16.pack(length))
+        parts.append(message)
+    return b"".join(parts)
+
+
+def _load_join() -> Callable[[list[bytes]], bytes]:
+    if os.environ.get("MOLDUDP64_PURE_PYTHON"):
+        return _join_blocks_py
+    try:
+        from ._speedups import join_blocks as c_join_blocks
+    except ImportError:
+        return _join_blocks_py
+    return c_join_blocks
+
+
+#: The message blocks of a list of ``bytes`` back to back (C when built); ValueError for a
+#: message over 65,535 bytes.
+join_blocks = _load_join()
 
 
 def _check_message(message: Buffer) -> int:
