@@ -1,0 +1,625 @@
+"""The asyncio MoldUDP64 client: the blocking client's two uses, on an event loop.
+
+High-level use::
+
+    async with AsyncMoldUDP64(("239.1.1.1", 30001), rerequest_server_addrs=[...]) as client:
+        async for msg in client.messages():    # Message(session, seq_num, data)
+            handle(msg.data)
+
+Low-level use::
+
+    datagrams, requests = await AsyncMoldUDP64(...).start()
+    async for datagram in datagrams:           # arrival order, live and retransmitted
+        ...
+    requests.try_send(RetransmissionRequest(...))
+
+Each socket is a ``loop.create_datagram_endpoint`` transport feeding the same
+:class:`~moldudp64.receiver.ReceiverCore`; the core's timer is one ``loop.call_at`` re-armed
+from ``core.get_timer()``. No threads. When the consumer falls behind by more than
+``max_backlog`` messages, reading pauses (``transport.pause_reading()``) so the kernel
+buffer absorbs the burst; what the kernel then drops becomes gaps the core recovers.
+Settings, events and records are those of :class:`moldudp64.sync.client.MoldUDP64`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Sequence
+from types import TracebackType
+from typing import Any
+
+from ..events import (
+    Address,
+    DatagramReceived,
+    Event,
+    Message,
+    MessagesDelivered,
+    MessagesLost,
+    Source,
+)
+from ..exceptions import ClientClosed, ConfigError, MoldUDP64Error
+from ..net import DEFAULT_RCVBUF
+from ..receiver import ReceiverCore
+from ..sync.client import (
+    DEFAULT_MAX_BACKLOG,
+    BatchCursor,
+    ClientStats,
+    Datagram,
+    EventHandler,
+    EventPolicy,
+    _as_address,
+    batch_size,
+    make_options,
+    message_iter,
+    open_line_sockets,
+    open_request_socket,
+)
+from ..wire import MAX_DATAGRAM, RetransmissionPacket
+
+__all__ = ["AsyncDatagramStream", "AsyncMoldUDP64", "AsyncRequestSender"]
+
+logger = logging.getLogger(__name__)
+
+
+class _Endpoint(asyncio.DatagramProtocol):
+    """Feeds one socket's datagrams to the client, tagged with the line they came in on."""
+
+    def __init__(self, client: AsyncMoldUDP64, source: Source) -> None:
+        self.client = client
+        self.source = source
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.client._on_datagram(data, self.source, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # e.g. ECONNREFUSED after a request to a dead server: counted, never fatal
+        self.client._n_recv_errors += 1
+        logger.debug("receive error on %s: %s", self.source.name, exc)
+
+
+class AsyncMoldUDP64:
+    """asyncio MoldUDP64 client; same settings as :class:`moldudp64.sync.client.MoldUDP64`.
+
+    ``async with`` opens it (sockets and transports) and closes it; ``messages()`` and
+    ``events()`` are async iterators; :meth:`start` gives the low-level pair. Every
+    value is checked in the constructor (ConfigError); sockets fail with SocketError.
+    ``on_event`` runs in the consumer's task. One consumer at a time.
+    """
+
+    def __init__(
+        self,
+        multicast_addr: Address | str,
+        interface_addr: str = "0.0.0.0",
+        rerequest_server_addrs: Iterable[Address | str] = (),
+        expected_session_ident: str | None = None,
+        expected_seq_num: int | None = None,
+        max_rerequest_retries: int = 100,
+        *,
+        line_b_addr: Address | str | None = None,
+        rcvbuf: int | None = DEFAULT_RCVBUF,
+        reuse: bool = True,
+        request_timeout: float | None = None,
+        stale_after: float | None = None,
+        max_backlog: int = DEFAULT_MAX_BACKLOG,
+        follow_session_changes: bool = True,
+        stop_at_end_of_session: bool = True,
+        on_event: EventHandler | None = None,
+        strict: bool = False,
+        receiver_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.options = make_options(
+            multicast_addr,
+            interface_addr,
+            rerequest_server_addrs,
+            expected_session_ident,
+            expected_seq_num,
+            max_rerequest_retries,
+            line_b_addr=line_b_addr,
+            rcvbuf=rcvbuf,
+            reuse=reuse,
+            max_backlog=max_backlog,
+            request_timeout=request_timeout,
+            stale_after=stale_after,
+            follow_session_changes=follow_session_changes,
+            stop_at_end_of_session=stop_at_end_of_session,
+            strict=strict,
+            receiver_options=receiver_options,
+        )
+        self._policy = EventPolicy(
+            on_event, self.options.strict, self.options.stop_at_end_of_session
+        )
+        self._cursor = BatchCursor(self._policy)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._core: Any = None
+        self._raw = False
+        self._started = False
+        self._closing = False
+        self._transports: list[asyncio.DatagramTransport] = []
+        self._rereq: asyncio.DatagramTransport | None = None
+        self._rereq_sock: socket.socket | None = None
+        self._queue: deque[list[Event]] = deque()
+        self._sizes: deque[int] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._flush_pending = False
+        self._paused = False
+        self._backlog = 0
+        self._n_datagrams = 0
+        self._n_recv_errors = 0
+        self._n_sent = 0
+        self._n_send_errors = 0
+        self._n_pauses = 0
+        self._n_internal = 0
+
+    # ---------------------------------------------------------------- records
+
+    @property
+    def lost_ranges(self) -> list[MessagesLost]:
+        """Every :class:`MessagesLost` seen by the consumer so far (the last 10,000)."""
+        return list(self._policy.lost_ranges)
+
+    @property
+    def messages_lost(self) -> int:
+        """Total messages reported lost to the consumer so far."""
+        return self._policy.messages_lost
+
+    @property
+    def datagrams_overrun(self) -> int:
+        """Datagrams reported dropped because this client fell behind."""
+        return self._policy.datagrams_overrun
+
+    @property
+    def session(self) -> str | None:
+        """The session the consumer is in, as far as it has read."""
+        return self._policy.session
+
+    @property
+    def session_ended(self) -> bool:
+        """Whether the consumer has read the end of the current session."""
+        return self._policy.session_ended
+
+    @property
+    def stale(self) -> bool:
+        """Whether the last feed-health event the consumer read was FeedStale."""
+        return self._policy.stale
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closing
+
+    @property
+    def local_request_address(self) -> Address | None:
+        """Where re-request answers come back to (None before opening)."""
+        if self._rereq_sock is None:
+            return None
+        host, port = self._rereq_sock.getsockname()[:2]
+        return (host, port)
+
+    @property
+    def stats(self) -> ClientStats:
+        """A snapshot of the counters (client's and core's)."""
+        return ClientStats(
+            datagrams_received=self._n_datagrams,
+            recv_errors=self._n_recv_errors,
+            requests_sent=self._n_sent,
+            send_errors=self._n_send_errors,
+            kernel_drops=0,
+            backlog_pauses=self._n_pauses,
+            internal_errors=self._n_internal,
+            receiver=None if self._core is None else self._core.stats,
+        )
+
+    # ---------------------------------------------------------------- opening
+
+    async def open(self) -> AsyncMoldUDP64:
+        """Open the sockets, join the group(s), start receiving (high level)."""
+        await self._open_sockets(raw=False)
+        return self
+
+    async def __aenter__(self) -> AsyncMoldUDP64:
+        if not self._started:
+            await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> tuple[AsyncDatagramStream, AsyncRequestSender]:
+        """Low-level mode: ``(datagrams, requests)``, as ``MoldUDP64.start``."""
+        await self._open_sockets(raw=True)
+        return AsyncDatagramStream(self), AsyncRequestSender(self)
+
+    async def start_with_sockets(
+        self,
+        downstream: socket.socket | Sequence[socket.socket],
+        rereq: socket.socket,
+        servers: Sequence[Address] | None = None,
+    ) -> tuple[AsyncDatagramStream, AsyncRequestSender]:
+        """:meth:`start` over sockets the caller opened (the test seam; unicast works)."""
+        await self._use_sockets(downstream, rereq, servers, raw=True)
+        return AsyncDatagramStream(self), AsyncRequestSender(self)
+
+    async def open_with_sockets(
+        self,
+        downstream: socket.socket | Sequence[socket.socket],
+        rereq: socket.socket,
+        servers: Sequence[Address] | None = None,
+    ) -> AsyncMoldUDP64:
+        """:meth:`open` over sockets the caller opened; the client closes them."""
+        await self._use_sockets(downstream, rereq, servers, raw=False)
+        return self
+
+    async def _open_sockets(self, *, raw: bool) -> None:
+        self._check_unopened()
+        lines = open_line_sockets(self.options)
+        try:
+            rereq = open_request_socket(self.options)
+        except BaseException:
+            for sock, _ in lines:
+                sock.close()
+            raise
+        await self._launch(lines, rereq, None, raw)
+
+    async def _use_sockets(
+        self,
+        downstream: socket.socket | Sequence[socket.socket],
+        rereq: socket.socket,
+        servers: Sequence[Address] | None,
+        *,
+        raw: bool,
+    ) -> None:
+        self._check_unopened()
+        socks = [downstream] if isinstance(downstream, socket.socket) else list(downstream)
+        if not 1 <= len(socks) <= 2:
+            raise ConfigError("downstream must be one socket or [line_a, line_b]")
+        server_list = (
+            None if servers is None else [_as_address(s, "re-request server") for s in servers]
+        )
+        for sock in [*socks, rereq]:
+            sock.setblocking(False)
+        lines = list(zip(socks, (Source.LINE_A, Source.LINE_B), strict=False))
+        await self._launch(lines, rereq, server_list, raw)
+
+    def _check_unopened(self) -> None:
+        if self._closing:
+            raise ClientClosed("the client is closed")
+        if self._started:
+            raise MoldUDP64Error("the client is already started")
+
+    async def _launch(
+        self,
+        lines: list[tuple[socket.socket, Source]],
+        rereq: socket.socket,
+        servers: Sequence[Address] | None,
+        raw: bool,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._raw = raw
+        self._started = True
+        self._core = ReceiverCore(self.options.receiver_config(raw=raw, servers=servers))
+        self._rereq_sock = rereq
+        pending = [*lines, (rereq, Source.RETRANSMISSION)]
+        try:
+            for sock, source in pending:
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda source=source: _Endpoint(self, source),  # type: ignore[misc]
+                    sock=sock,
+                )
+                transport.max_size = MAX_DATAGRAM + 1  # type: ignore[attr-defined]
+                self._transports.append(transport)
+                if source is Source.RETRANSMISSION:
+                    self._rereq = transport
+        except BaseException:
+            opened = {t.get_extra_info("socket") for t in self._transports}
+            for t in self._transports:
+                t.close()
+            for sock, _ in pending:
+                if sock not in opened:
+                    sock.close()
+            self._closing = True
+            raise
+        self._arm_timer()
+
+    # ---------------------------------------------------------------- closing
+
+    async def close(self) -> None:
+        """Close every transport and socket; a consumer waiting in an iteration returns."""
+        if self._closing and not self._transports:
+            return
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        transports, self._transports = self._transports, []
+        for transport in transports:
+            transport.close()
+        self._queue.clear()
+        self._sizes.clear()
+        self._wake_consumer()
+        if transports:
+            await asyncio.sleep(0)  # let the transports' connection_lost callbacks run
+
+    # ---------------------------------------------------------------- receiving
+
+    def _on_datagram(self, data: bytes, source: Source, addr: Any) -> None:
+        self._n_datagrams += 1
+        loop = self._loop
+        assert loop is not None
+        try:
+            self._core.receive_datagram(data, source, loop.time(), addr)
+        except Exception:  # a core bug must not stop the client
+            self._n_internal += 1
+            logger.exception("receiver core failed on a datagram from %s", addr)
+        if not self._flush_pending:
+            self._flush_pending = True
+            loop.call_soon(self._flush)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        if self._closing:
+            return
+        assert self._loop is not None
+        self._core.handle_timer(self._loop.time())
+        self._flush()
+
+    def _arm_timer(self) -> None:
+        when = self._core.get_timer()
+        if when == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = when
+        if when is not None:
+            assert self._loop is not None
+            self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        if self._closing:
+            return
+        core = self._core
+        assert self._loop is not None
+        now = self._loop.time()
+        rereq = self._rereq
+        for data, addr in core.datagrams_to_send(now):
+            try:
+                assert rereq is not None
+                rereq.sendto(data, addr)
+                self._n_sent += 1
+            except OSError as exc:
+                self._n_send_errors += 1
+                logger.debug("cannot send request to %s: %s", addr, exc)
+        events: list[Event] = core.events_received()
+        if events:
+            size = batch_size(events)
+            self._queue.append(events)
+            self._sizes.append(size)
+            self._backlog += size
+            self._wake_consumer()
+            if self._backlog > self.options.max_backlog and not self._paused:
+                self._pause()
+        self._arm_timer()
+
+    def _pause(self) -> None:
+        self._paused = True
+        self._n_pauses += 1
+        for transport in self._transports:
+            pause = getattr(transport, "pause_reading", None)
+            if pause is not None:
+                pause()
+
+    def _resume(self) -> None:
+        self._paused = False
+        for transport in self._transports:
+            resume = getattr(transport, "resume_reading", None)
+            if resume is not None:
+                resume()
+
+    def _wake_consumer(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # ---------------------------------------------------------------- consumer side
+
+    async def _next_batch(self, timeout: float | None) -> list[Event] | None:
+        """The next batch of events, None once closed; TimeoutError after ``timeout``."""
+        queue = self._queue
+        if not queue:
+            if self._closing:
+                return None
+            assert self._loop is not None
+            self._waiter = self._loop.create_future()
+            try:
+                if timeout is None:
+                    await self._waiter
+                else:
+                    try:
+                        await asyncio.wait_for(self._waiter, timeout)
+                    except TimeoutError:
+                        raise TimeoutError(f"nothing received in {timeout} s") from None
+            finally:
+                self._waiter = None
+            if not queue:
+                return None
+        if self._closing:
+            return None
+        batch = queue.popleft()
+        self._backlog -= self._sizes.popleft()
+        if self._paused and self._backlog <= self.options.max_backlog // 2:
+            self._resume()
+        return batch
+
+    def _ensure_started(self, *, raw: bool) -> None:
+        if not self._started:
+            if self._closing:
+                raise ClientClosed("the client is closed")
+            raise MoldUDP64Error("open the client first (async with, open() or start())")
+        if self._raw != raw:
+            which = "start()" if self._raw else "open()"
+            raise MoldUDP64Error(f"the client was started with {which}; that mode only")
+
+    def messages(self, timeout: float | None = None) -> AsyncIterator[Message]:
+        """Every message in order, exactly once; see ``MoldUDP64.messages``.
+
+        Ends at end of session (unless ``stop_at_end_of_session=False``) or on
+        :meth:`close`; ``timeout`` raises TimeoutError when nothing arrives for that long.
+        """
+        self._ensure_started(raw=False)
+        return _AsyncMessages(self, timeout)
+
+    def events(self, timeout: float | None = None) -> AsyncIterator[Event]:
+        """Every event, message batches included; see ``MoldUDP64.events``."""
+        self._ensure_started(raw=False)
+        if self._cursor.current is not None:
+            raise MoldUDP64Error("a messages() iteration is unfinished; finish it first")
+        return _AsyncEvents(self, timeout)
+
+    async def _datagram(self, timeout: float | None) -> Datagram:
+        self._ensure_started(raw=True)
+        cursor = self._cursor
+        handle = self._policy.handle
+        while True:
+            ev = cursor.next_event()
+            if ev is None:
+                got = await self._next_batch(timeout)
+                if got is None:
+                    raise ClientClosed("the client is closed")
+                cursor.load(got)
+            elif type(ev) is DatagramReceived:
+                assert isinstance(ev, DatagramReceived)
+                return Datagram(ev.data, ev.source, ev.addr)
+            else:
+                handle(ev)
+
+    def _request(self, req: RetransmissionPacket) -> None:
+        if not isinstance(req, RetransmissionPacket):
+            raise TypeError(f"expected a RetransmissionRequest, got {type(req).__name__}")
+        req.build()  # EncodeError for what cannot go on the wire
+        if self._closing:
+            raise ClientClosed("the client is closed")
+        self._ensure_started(raw=True)
+        assert self._loop is not None
+        self._core.request(req, self._loop.time())
+        self._flush()
+
+
+class _AsyncMessages:
+    """``async for`` over messages; resumes exactly where the last iteration stopped."""
+
+    def __init__(self, client: AsyncMoldUDP64, timeout: float | None) -> None:
+        self._client = client
+        self._cursor = client._cursor
+        self._handle = client._policy.handle
+        self._timeout = timeout
+        self._stopped = False
+
+    def __aiter__(self) -> _AsyncMessages:
+        return self
+
+    async def __anext__(self) -> Message:
+        cursor = self._cursor
+        current = cursor.current
+        if current is not None:
+            for msg in current:
+                return msg
+            cursor.current = None
+        if self._stopped:
+            raise StopAsyncIteration
+        handle = self._handle
+        while True:
+            ev = cursor.next_event()
+            if ev is None:
+                got = await self._client._next_batch(self._timeout)
+                if got is None:
+                    self._stopped = True
+                    raise StopAsyncIteration
+                cursor.load(got)
+            elif type(ev) is MessagesDelivered:
+                assert isinstance(ev, MessagesDelivered)
+                it = message_iter(ev)
+                for msg in it:
+                    cursor.current = it
+                    return msg
+            elif handle(ev):
+                self._stopped = True
+                raise StopAsyncIteration
+
+
+class _AsyncEvents:
+    """``async for`` over every event."""
+
+    def __init__(self, client: AsyncMoldUDP64, timeout: float | None) -> None:
+        self._client = client
+        self._timeout = timeout
+        self._stopped = False
+
+    def __aiter__(self) -> _AsyncEvents:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._stopped:
+            raise StopAsyncIteration
+        client = self._client
+        cursor = client._cursor
+        while True:
+            ev = cursor.next_event()
+            if ev is not None:
+                if client._policy.record(ev):
+                    self._stopped = True
+                return ev
+            got = await client._next_batch(self._timeout)
+            if got is None:
+                self._stopped = True
+                raise StopAsyncIteration
+            cursor.load(got)
+
+
+class AsyncDatagramStream:
+    """Low-level output of :meth:`AsyncMoldUDP64.start`: datagrams in arrival order."""
+
+    def __init__(self, client: AsyncMoldUDP64) -> None:
+        self.client = client
+
+    async def recv(self, timeout: float | None = None) -> Datagram:
+        """The next datagram; TimeoutError after ``timeout`` s, ClientClosed once closed."""
+        return await self.client._datagram(timeout)
+
+    def __aiter__(self) -> AsyncIterator[Datagram]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Datagram]:
+        while True:
+            try:
+                yield await self.client._datagram(None)
+            except ClientClosed:
+                return
+
+
+class AsyncRequestSender:
+    """Low-level request channel of :meth:`AsyncMoldUDP64.start` (never blocks)."""
+
+    def __init__(self, client: AsyncMoldUDP64) -> None:
+        self.client = client
+
+    async def send(self, request: RetransmissionPacket) -> None:
+        """Hand ``request`` to the core, which sends it and retries it on timeout."""
+        self.client._request(request)
+
+    def try_send(self, request: RetransmissionPacket) -> bool:
+        """As :meth:`send`, without awaiting; always True (there is no queue to fill)."""
+        self.client._request(request)
+        return True
