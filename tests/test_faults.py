@@ -78,9 +78,7 @@ def test_addressed_datagrams_keep_their_address() -> None:
         addr = ("127.0.0.1", 1000 + i)
         out += injector.process_to(i.to_bytes(2, "big"), addr)
     out += injector.flush_to()
-    assert {(int.from_bytes(d, "big"), a[1] - 1000) for d, a in out} == {
-        (i, i) for i in range(50)
-    }
+    assert {(int.from_bytes(d, "big"), a[1] - 1000) for d, a in out} == {(i, i) for i in range(50)}
 
 
 @pytest.mark.parametrize("kwargs", [{"drop": -0.1}, {"duplicate": 1.5}, {"reorder": "x"}])
