@@ -21,7 +21,7 @@ highest sequence number known to exist (``horizon``), the messages held between 
 (delivered in order as ``MessagesLost``). Every number below ``horizon`` and at or above
 ``expected`` is in exactly one of held, missing or given up. A packet whose sequence number
 is the expected one while nothing is missing takes the fast path: one header unpack, two
-compares, :func:`~moldudp64.wire.split_blocks`, one event.
+compares, :func:`~moldudp64.wire.parse_blocks` (validates and splits), one event.
 """
 
 from __future__ import annotations
@@ -55,14 +55,12 @@ from .exceptions import ConfigError, EncodeError, MalformedPacket
 from .wire import (
     END_OF_SESSION,
     HEADER,
-    HEADER_SIZE,
     MAX_MESSAGE_COUNT,
     Buffer,
-    Packet,
     RetransmissionPacket,
     decode_session,
     encode_session,
-    split_blocks,
+    parse_blocks,
 )
 
 __all__ = [
@@ -447,13 +445,18 @@ class ReceiverCore:
         except struct.error:
             self._receive_slow(data, source, now, addr)
             return
-        if seq == self._fast_seq and session == self._session_raw and 0 < count < END_OF_SESSION:
-            msgs = split_blocks(data, count)
-            if (
-                len(msgs) == count
-                and HEADER_SIZE + 2 * count + sum(map(len, msgs)) == len(data)
-                and source != _RETX
-            ):
+        if (
+            seq == self._fast_seq
+            and session == self._session_raw
+            and 0 < count < END_OF_SESSION
+            and source != _RETX
+            and type(data) is bytes
+        ):
+            try:
+                msgs = parse_blocks(data)
+            except MalformedPacket:
+                pass
+            else:
                 self._events.append(MessagesDelivered(self._session, seq, msgs))  # type: ignore[arg-type]
                 self._expected = self._horizon = self._fast_seq = seq + count
                 self._packets[source] += 1
@@ -558,15 +561,15 @@ class ReceiverCore:
                 last = self._last_live if self._last_live is not None else now
                 self._events.append(FeedResumed(now - last))
             self._last_live = now
+        if type(data) is not bytes:
+            data = bytes(data)
         try:
-            packet = Packet(data).validate()
+            msgs = parse_blocks(data)
         except MalformedPacket as exc:
             self._drop(exc.reason, source, addr, malformed=True)
             self._refresh(now)
             return
-        session_raw = packet.session_ident_raw
-        seq = packet.seq_num
-        count = packet.msg_count
+        session_raw, seq, count = _unpack_header(data)
         if self._session_raw is None:
             self._session_raw = session_raw
             self._session = decode_session(session_raw)
@@ -589,9 +592,7 @@ class ReceiverCore:
                 self._expected = self._horizon = seq
             self._events.append(SessionStarted(self._session or "", self._expected))
         if self.config.raw:
-            self._events.append(
-                DatagramReceived(data if isinstance(data, bytes) else bytes(data), source, addr)
-            )
+            self._events.append(DatagramReceived(data, source, addr))
         if count == 0:
             self._heartbeats += 1
             if self._eos is None or seq <= self._eos:
@@ -606,10 +607,8 @@ class ReceiverCore:
             if self._eos is not None and seq + count > self._eos:
                 self._drop(DROP_AFTER_END, source, addr, malformed=False)
             else:
-                if self.config.raw:
-                    msgs: list[bytes] = [b""] * count
-                else:
-                    msgs = split_blocks(data if isinstance(data, bytes) else bytes(data), count)
+                if self.config.raw:  # the user has the datagram; hold only the count
+                    msgs = [b""] * count
                 self._accept(seq, msgs, now)
             if source == _RETX:
                 self._on_answer(seq, addr, now)

@@ -1,0 +1,267 @@
+"""An in-memory MoldUDP64 link on a simulated clock, for receiver tests.
+
+A real :class:`~moldudp64.publisher.PublisherCore` (storing into a
+:class:`~moldudp64.store.MemoryStore`) sends live packets over one or two lines to a
+:class:`~moldudp64.receiver.ReceiverCore`; the core's requests go to real
+:class:`~moldudp64.rerequest.RerequestServerCore` objects answering from the same store
+(one datagram of as many whole messages as fit in 1452 bytes). Every hop drops,
+duplicates, reorders and delays datagrams as configured, from one seeded generator, so a
+run is reproducible. No sockets, no sleeping: time is a number this helper advances.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from moldudp64.events import (
+    Address,
+    Event,
+    MessagesDelivered,
+    MessagesLost,
+    SessionEnded,
+    Source,
+)
+from moldudp64.publisher import PublisherCore
+from moldudp64.receiver import ReceiverConfig, ReceiverCore
+from moldudp64.rerequest import RerequestServerCore
+from moldudp64.store import MemoryStore
+
+CLIENT_ADDR: Address = ("127.0.0.1", 40000)
+
+
+@dataclass
+class Faults:
+    """What one hop does to datagrams: probabilities and delays (seconds)."""
+
+    drop: float = 0.0
+    duplicate: float = 0.0
+    reorder: float = 0.0
+    delay: float = 0.001
+    #: A reordered datagram is held back by up to this much more.
+    reorder_delay: float = 0.004
+
+
+@dataclass(order=True)
+class _Arrival:
+    at: float
+    order: int
+    kind: str = field(compare=False)
+    data: bytes = field(compare=False)
+    source: Source = field(compare=False)
+    addr: Address | None = field(compare=False)
+
+
+class LinkSim:
+    """Publisher -> faulty lines -> receiver core -> faulty requests -> re-request servers."""
+
+    def __init__(
+        self,
+        config: ReceiverConfig,
+        *,
+        session: str = "SESSION001",
+        seed: int = 0,
+        line_a: Faults | None = None,
+        line_b: Faults | None = None,
+        requests: Faults | None = None,
+        answers: Faults | None = None,
+        dead_servers: Iterable[Address] = (),
+        heartbeat_interval: float | None = 0.5,
+        end_of_session_duration: float = 1.0,
+        max_payload: int = 1452,
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.now = 0.0
+        self.core = ReceiverCore(config)
+        self.store = MemoryStore()
+        self.publisher = PublisherCore(
+            session,
+            max_payload=max_payload,
+            flush_delay=None,
+            heartbeat_interval=heartbeat_interval,
+            end_of_session_duration=end_of_session_duration,
+            end_of_session_interval=0.1,
+            store=self.store,
+        )
+        self.servers = {
+            addr: RerequestServerCore(session, self.store, max_payload=1452, rate_limit=None)
+            for addr in config.rerequest_server_addrs
+        }
+        self.dead_servers = set(dead_servers)
+        self.line_a = line_a if line_a is not None else Faults()
+        self.line_b = line_b
+        self.request_faults = requests if requests is not None else Faults()
+        self.answer_faults = answers if answers is not None else Faults()
+        self.published: list[bytes] = []
+        self.events: list[Event] = []
+        self.requests_seen: list[tuple[bytes, Address]] = []
+        self.live_sent = 0
+        self.live_dropped = 0
+        self._heap: list[_Arrival] = []
+        self._order = 0
+
+    # -- driving ------------------------------------------------------------------
+
+    def publish(self, messages: Iterable[bytes]) -> None:
+        """Publish messages now and send out the packets they fill (last one flushed)."""
+        msgs = list(messages)
+        self.publisher.publish_many(msgs, self.now)
+        self.publisher.flush(self.now)
+        self.published.extend(msgs)
+        self._collect()
+
+    def end_session(self) -> None:
+        """Start the publisher's end-of-session period."""
+        self.publisher.end_session(self.now)
+        self._collect()
+
+    def inject(self, data: bytes, source: Source, delay: float = 0.0) -> None:
+        """Put one datagram on the way to the receiver, as-is."""
+        self._push(self.now + delay, "rx", data, source, None)
+
+    def run(self, duration: float) -> None:
+        """Advance the clock by ``duration``, delivering and answering what falls due."""
+        self.run_until(self.now + duration)
+
+    def run_until(self, end: float) -> None:
+        """Advance the clock to ``end``."""
+        while True:
+            at = self._next_time()
+            if at is None or at > end:
+                break
+            self.now = max(self.now, at)
+            self._step()
+        self.now = max(self.now, end)
+
+    def settle(self, limit: float = 120.0) -> None:
+        """Run until the publisher is done and the receiver has nothing left to recover."""
+        stop = self.now + limit
+        while self.now < stop:
+            if (
+                not self._heap
+                and self.publisher.get_timer() is None
+                and not self._core_busy()
+            ):
+                return
+            at = self._next_time()
+            if at is None or at > stop:
+                break
+            self.now = max(self.now, at)
+            self._step()
+
+    def _core_busy(self) -> bool:
+        stats = self.core.stats
+        return stats.open_gaps > 0 or stats.requests_in_flight > 0 or stats.held_packets > 0
+
+    def _next_time(self) -> float | None:
+        times = [t for t in (self.core.get_timer(), self.publisher.get_timer()) if t is not None]
+        if self._heap:
+            times.append(self._heap[0].at)
+        return min(times) if times else None
+
+    def _step(self) -> None:
+        now = self.now
+        timer = self.publisher.get_timer()
+        if timer is not None and timer <= now:
+            self.publisher.handle_timer(now)
+        timer = self.core.get_timer()
+        if timer is not None and timer <= now:
+            self.core.handle_timer(now)
+        while self._heap and self._heap[0].at <= now:
+            item = heapq.heappop(self._heap)
+            if item.kind == "rx":
+                self.core.receive_datagram(item.data, item.source, now, item.addr)
+            else:
+                assert item.addr is not None
+                self._serve(item.data, item.addr)
+        self._collect()
+
+    def _collect(self) -> None:
+        now = self.now
+        for packet in self.publisher.datagrams_to_send(now):
+            self._send_live(packet)
+        for request, server in self.core.datagrams_to_send(now):
+            self.requests_seen.append((request, server))
+            self._send(self.request_faults, "srv", request, Source.RETRANSMISSION, server)
+        self.events.extend(self.core.events_received())
+
+    def _serve(self, request: bytes, server: Address) -> None:
+        if server in self.dead_servers or server not in self.servers:
+            return
+        answer = self.servers[server].handle_request(request, CLIENT_ADDR, self.now)
+        if answer is not None:
+            self._send(self.answer_faults, "rx", answer, Source.RETRANSMISSION, server)
+
+    def _send_live(self, packet: bytes) -> None:
+        self.live_sent += 1
+        before = len(self._heap)
+        self._send(self.line_a, "rx", packet, Source.LINE_A, None)
+        if self.line_b is not None:
+            self._send(self.line_b, "rx", packet, Source.LINE_B, None)
+        if len(self._heap) == before:
+            self.live_dropped += 1
+
+    def _send(
+        self, faults: Faults, kind: str, data: bytes, source: Source, addr: Address | None
+    ) -> None:
+        rng = self.rng
+        if rng.random() < faults.drop:
+            return
+        copies = 2 if rng.random() < faults.duplicate else 1
+        for _ in range(copies):
+            at = self.now + faults.delay
+            if rng.random() < faults.reorder:
+                at += rng.random() * faults.reorder_delay
+            self._push(at, kind, data, source, addr)
+
+    def _push(
+        self, at: float, kind: str, data: bytes, source: Source, addr: Address | None
+    ) -> None:
+        self._order += 1
+        heapq.heappush(self._heap, _Arrival(at, self._order, kind, data, source, addr))
+
+    # -- checking -----------------------------------------------------------------
+
+    def stream(self) -> tuple[list[tuple[int, bytes]], list[tuple[int, int, str]]]:
+        """The delivered ``(seq, message)`` pairs and lost ``(first, last, reason)`` ranges,
+        checking on the way that they tile the sequence space from 1 in order."""
+        cursor = 1
+        delivered: list[tuple[int, bytes]] = []
+        lost: list[tuple[int, int, str]] = []
+        for event in self.events:
+            if isinstance(event, MessagesDelivered):
+                assert event.seq_num == cursor, (event.seq_num, cursor)
+                assert event.messages, "an empty batch"
+                delivered.extend(enumerate(event.messages, start=event.seq_num))
+                cursor += len(event.messages)
+            elif isinstance(event, MessagesLost):
+                assert event.first_seq == cursor, (event.first_seq, cursor)
+                assert event.last_seq >= event.first_seq
+                lost.append((event.first_seq, event.last_seq, event.reason))
+                cursor = event.last_seq + 1
+        return delivered, lost
+
+    def check_exact(self) -> list[tuple[int, int, str]]:
+        """Assert delivered == published minus exactly the ranges reported lost; return them."""
+        delivered, lost = self.stream()
+        lost_seqs = {s for first, last, _ in lost for s in range(first, last + 1)}
+        expected = [
+            (seq, msg)
+            for seq, msg in enumerate(self.published, start=1)
+            if seq not in lost_seqs
+        ]
+        assert delivered == expected
+        covered = len(delivered) + len(lost_seqs)
+        assert covered == len(self.published), (covered, len(self.published))
+        return lost
+
+    def session_ended(self) -> int:
+        """How many SessionEnded events were emitted."""
+        return sum(isinstance(e, SessionEnded) for e in self.events)
+
+
+def messages(count: int, start: int = 1, size: int = 30) -> list[bytes]:
+    """``count`` distinct messages of ``size`` bytes (size >= 8), numbered from ``start``."""
+    return [(b"M%07d" % n).ljust(size, b".") for n in range(start, start + count)]
