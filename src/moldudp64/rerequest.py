@@ -49,6 +49,7 @@ from .wire import (
 )
 
 __all__ = [
+    "DEFAULT_RATE_LIMIT",
     "REFUSAL_REASONS",
     "RateLimit",
     "RerequestServerCore",
@@ -119,6 +120,10 @@ class RerequestStats:
         return sum(self.refused.values())
 
 
+#: The rate limit a re-request server applies unless told otherwise.
+DEFAULT_RATE_LIMIT = RateLimit()
+
+
 class _Bucket:
     """Two token buckets of one source."""
 
@@ -143,7 +148,7 @@ class RerequestServerCore:
         session: str | bytes,
         store: MessageStore,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
-        rate_limit: RateLimit | None = RateLimit(),
+        rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
         allow: Iterable[IPNetwork | str] | None = None,
     ) -> None:
         try:

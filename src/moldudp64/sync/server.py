@@ -1,0 +1,543 @@
+"""Blocking publisher and re-request server over the protocol cores.
+
+:class:`RerequestServer` answers request packets on a UDP port from a message store, in
+one selector thread. :class:`Publisher` sends a session to a multicast group (TTL 1 and
+multicast loopback on by default), drives heartbeats and end of session from a timer
+thread, and owns a :class:`RerequestServer` when given ``rerequest_bind``::
+
+    with Publisher("SESSION001", ("239.1.1.1", 30001), rerequest_bind=("0.0.0.0", 30002)) as pub:
+        pub.run(messages, rate=100_000, progress=print)   # ends the session at the end
+
+Every socket error at start-up is a :class:`~moldudp64.exceptions.SocketError`; errors
+while running are counted (``send_errors``), never raised into a background thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+
+from ..events import Address
+from ..exceptions import ConfigError
+from ..faults import FaultInjector
+from ..net import check_port, open_multicast_sender, open_unicast_socket
+from ..publisher import PublisherCore, PublisherStats
+from ..rerequest import (
+    DEFAULT_RATE_LIMIT,
+    IPNetwork,
+    RateLimit,
+    RerequestServerCore,
+    RerequestStats,
+)
+from ..store import MemoryStore, MessageStore
+from ..wire import DEFAULT_MAX_PAYLOAD, MAX_DATAGRAM, Buffer
+
+__all__ = ["Publisher", "RerequestServer", "RunResult"]
+
+logger = logging.getLogger(__name__)
+
+_RECV_BATCH = 256
+_RUN_BATCH = 512
+
+
+class RerequestServer:
+    """Answers MoldUDP64 request packets on ``bind`` from ``store`` (one background thread).
+
+    ``start()`` (or ``with``) starts the thread; ``close()`` stops it and closes the
+    socket. ``serve_forever()`` runs the loop in the calling thread instead. ``lock``,
+    when given, is held around each answer: pass the lock of whatever appends to the
+    store from another thread (:class:`Publisher` does this itself). ``faults`` applies
+    seeded drop / duplicate / reorder to the answers.
+    """
+
+    def __init__(
+        self,
+        session: str | bytes,
+        store: MessageStore,
+        bind: Address = ("127.0.0.1", 0),
+        *,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
+        allow: Iterable[IPNetwork | str] | None = None,
+        faults: FaultInjector | None = None,
+        rcvbuf: int | None = 4 * 1024 * 1024,
+        lock: threading.Lock | threading.RLock | None = None,
+        sock: socket.socket | None = None,
+    ) -> None:
+        self.core = RerequestServerCore(
+            session, store, max_payload=max_payload, rate_limit=rate_limit, allow=allow
+        )
+        self.faults = faults
+        self._lock = lock if lock is not None else threading.Lock()
+        self._sock = sock if sock is not None else open_unicast_socket(bind, rcvbuf=rcvbuf)
+        self._sock.setblocking(False)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._send_errors = 0
+        self._recv_errors = 0
+
+    @property
+    def address(self) -> Address:
+        """The ``(host, port)`` the server listens on."""
+        host, port = self._sock.getsockname()[:2]
+        return (str(host), int(port))
+
+    @property
+    def stats(self) -> RerequestStats:
+        """The core's counts: answers, bytes, refusals by reason."""
+        with self._lock:
+            return self.core.stats
+
+    @property
+    def send_errors(self) -> int:
+        """Answers the socket refused to send (buffer full, unreachable)."""
+        return self._send_errors
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed.is_set()
+
+    def start(self) -> RerequestServer:
+        """Serve in a daemon thread; return self."""
+        if self._closed.is_set():
+            raise ConfigError("the re-request server is closed")
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self.serve_forever,
+                name=f"moldudp64-rerequest-{self.address[1]}",
+                daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Answer requests until :meth:`close` is called."""
+        sel = selectors.DefaultSelector()
+        sel.register(self._sock, selectors.EVENT_READ, "requests")
+        sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        try:
+            while not self._closed.is_set():
+                for key, _ in sel.select(timeout=None):
+                    if key.data == "requests":
+                        self._drain()
+        finally:
+            sel.close()
+            self._flush_faults()
+
+    def _drain(self) -> None:
+        sock = self._sock
+        recvfrom = sock.recvfrom
+        handle = self.core.handle_request
+        faults = self.faults
+        for _ in range(_RECV_BATCH):
+            try:
+                data, addr = recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. an ICMP error reported on a later call
+                self._recv_errors += 1
+                logger.debug("re-request server recvfrom: %s", exc)
+                continue
+            with self._lock:
+                answer = handle(data, addr, time.monotonic())
+            if answer is None:
+                continue
+            if faults is None:
+                self._send(answer, addr)
+            else:
+                for out, to in faults.process_to(answer, addr):
+                    self._send(out, to)
+
+    def _send(self, data: bytes, addr: Address) -> None:
+        try:
+            self._sock.sendto(data, addr)
+        except OSError as exc:
+            self._send_errors += 1
+            logger.debug("re-request answer to %s:%s not sent: %s", addr[0], addr[1], exc)
+
+    def _flush_faults(self) -> None:
+        if self.faults is not None:
+            for out, to in self.faults.flush_to():
+                self._send(out, to)
+
+    def close(self) -> None:
+        """Stop serving, wait for the thread, close the socket (idempotent)."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self._sock.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def __enter__(self) -> RerequestServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What :meth:`Publisher.run` did."""
+
+    messages: int
+    first_seq_num: int
+    next_seq_num: int
+    seconds: float
+    stopped: bool
+    stats: PublisherStats
+
+
+class Publisher:
+    """Publishes one MoldUDP64 session to ``group`` and, optionally, serves re-requests.
+
+    ``group`` is ``(address, port)``; normally a multicast group (TTL ``ttl``, default 1;
+    ``loopback`` lets listeners on this host receive), a unicast address also works.
+    ``interface_addr`` picks the outgoing interface. With ``rerequest_bind`` a
+    :class:`RerequestServer` answers from ``store`` (a :class:`MemoryStore` is made when
+    none is given). Timing options are those of :class:`PublisherCore`. ``faults``
+    applies seeded faults to the live packets, ``answer_faults`` to the answers.
+
+    Publishing methods are thread-safe; a timer thread sends heartbeats, timed flushes and
+    end-of-session packets. :meth:`close` (or leaving ``with``) stops everything; it does
+    not end the session (call :meth:`end_session` or let :meth:`run` do it).
+    """
+
+    def __init__(
+        self,
+        session: str | bytes,
+        group: Address,
+        *,
+        interface_addr: str | None = None,
+        ttl: int = 1,
+        loopback: bool = True,
+        first_seq_num: int = 1,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        flush_delay: float | None = 0.0,
+        heartbeat_interval: float | None = 1.0,
+        end_of_session_duration: float = 2.0,
+        end_of_session_interval: float | None = None,
+        store: MessageStore | None = None,
+        rerequest_bind: Address | None = None,
+        rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
+        allow: Iterable[IPNetwork | str] | None = None,
+        faults: FaultInjector | None = None,
+        answer_faults: FaultInjector | None = None,
+        sock: socket.socket | None = None,
+    ) -> None:
+        if not isinstance(group, tuple) or len(group) != 2 or not isinstance(group[0], str):
+            raise ConfigError(f"group {group!r} must be a (host, port) tuple")
+        check_port(group[1], "group port")
+        if rerequest_bind is not None and store is None:
+            store = MemoryStore(first_seq_num=first_seq_num)
+        self.core = PublisherCore(
+            session,
+            first_seq_num=first_seq_num,
+            max_payload=max_payload,
+            flush_delay=flush_delay,
+            heartbeat_interval=heartbeat_interval,
+            end_of_session_duration=end_of_session_duration,
+            end_of_session_interval=end_of_session_interval,
+            store=store,
+        )
+        self.group: Address = (group[0], group[1])
+        self.store = store
+        self.faults = faults
+        self._lock = threading.RLock()
+        self._wake = threading.Condition(self._lock)
+        self._closed = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._send_errors = 0
+        self._sock = (
+            sock
+            if sock is not None
+            else open_multicast_sender(interface_addr, ttl=ttl, loopback=loopback)
+        )
+        # A publisher waits for the kernel rather than drop its own packets.
+        self._sock.setblocking(True)
+        self.rerequest_server: RerequestServer | None = None
+        if rerequest_bind is not None:
+            assert store is not None
+            try:
+                self.rerequest_server = RerequestServer(
+                    session,
+                    store,
+                    rerequest_bind,
+                    max_payload=max_payload,
+                    rate_limit=rate_limit,
+                    allow=allow,
+                    faults=answer_faults,
+                    lock=self._lock,
+                )
+            except BaseException:
+                self._sock.close()
+                raise
+
+    # -- properties ---------------------------------------------------------------------
+
+    @property
+    def rerequest_address(self) -> Address | None:
+        """Where re-requests are served, or None."""
+        return None if self.rerequest_server is None else self.rerequest_server.address
+
+    @property
+    def stats(self) -> PublisherStats:
+        """Packets, messages, heartbeats, end-of-session packets and bytes sent."""
+        with self._lock:
+            return self.core.stats
+
+    @property
+    def rerequest_stats(self) -> RerequestStats | None:
+        """The re-request server's counts, or None without one."""
+        return None if self.rerequest_server is None else self.rerequest_server.stats
+
+    @property
+    def send_errors(self) -> int:
+        """Datagrams the socket refused."""
+        return self._send_errors
+
+    @property
+    def next_seq_num(self) -> int:
+        """The sequence number the next published message gets."""
+        return self.core.next_seq_num
+
+    @property
+    def ended(self) -> bool:
+        """Whether the end-of-session period is over."""
+        return self.core.ended
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def start(self) -> Publisher:
+        """Start the timer thread and the re-request server; return self (idempotent)."""
+        if self._closed:
+            raise ConfigError("the publisher is closed")
+        if self._thread is None:
+            with self._lock:
+                self.core.start(time.monotonic())
+            if self.rerequest_server is not None:
+                self.rerequest_server.start()
+            self._thread = threading.Thread(
+                target=self._timer_loop, name="moldudp64-publisher-timer", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop the timer, the re-request server and any :meth:`run`; close sockets."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._stop.set()
+            self._wake.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        if self.rerequest_server is not None:
+            self.rerequest_server.close()
+        with self._lock:
+            if self.faults is not None:
+                for datagram in self.faults.flush():
+                    self._sendto(datagram)
+            self._sock.close()
+
+    def stop(self) -> None:
+        """Make a running :meth:`run` return soon (thread- and signal-handler-safe)."""
+        self._stop.set()
+
+    def __enter__(self) -> Publisher:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- publishing ---------------------------------------------------------------------
+
+    def publish(self, message: Buffer) -> int:
+        """Publish one message; return its sequence number."""
+        with self._lock:
+            self._check_open()
+            seq = self.core.publish(message, time.monotonic())
+            self._send_due()
+        return seq
+
+    def publish_many(self, messages: Iterable[Buffer]) -> range:
+        """Publish several messages, packed together; return their sequence numbers."""
+        with self._lock:
+            self._check_open()
+            seqs = self.core.publish_many(messages, time.monotonic())
+            self._send_due()
+        return seqs
+
+    def flush(self) -> None:
+        """Send the partial packet now."""
+        with self._lock:
+            self._check_open()
+            self.core.flush(time.monotonic())
+            self._send_due()
+
+    def end_session(self, *, wait: bool = True, timeout: float | None = None) -> bool:
+        """Send pending messages, then end-of-session packets for the configured period.
+
+        With ``wait`` block until that period is over (re-requests are served meanwhile);
+        return whether it is.
+        """
+        with self._lock:
+            self._check_open()
+            self.core.end_session(time.monotonic())
+            self._send_due()
+        if not wait:
+            return self.core.ended
+        return self.wait_ended(timeout)
+
+    def wait_ended(self, timeout: float | None = None) -> bool:
+        """Block until the end-of-session period is over, or ``timeout``; return whether it is."""
+        self.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while not self.core.ended and not self._closed:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._wake.wait(left)
+            return self.core.ended
+
+    def run(
+        self,
+        messages: Iterable[Buffer],
+        *,
+        rate: float | None = None,
+        end_session: bool = True,
+        progress: Callable[[int], None] | None = None,
+        progress_interval: float = 0.5,
+    ) -> RunResult:
+        """Publish every message of ``messages``, paced at ``rate`` messages a second if given.
+
+        Then, with ``end_session``, end the session and wait out its end-of-session period.
+        ``progress(count)`` is called with the messages published so far at most every
+        ``progress_interval`` seconds and once at the end. :meth:`stop` or :meth:`close`
+        from another thread ends the run early (``stopped`` in the result).
+        """
+        if rate is not None and (isinstance(rate, bool) or not rate > 0):
+            raise ConfigError(f"rate {rate!r} must be a number of messages per second > 0")
+        self.start()
+        first = self.core.next_seq_num
+        t0 = time.monotonic()
+        next_progress = t0 + progress_interval
+        count = 0
+        batch: list[Buffer] = []
+        stop = self._stop
+        for message in messages:
+            if stop.is_set():
+                break
+            batch.append(message)
+            if rate is None:
+                if len(batch) >= _RUN_BATCH:
+                    if not self._publish_batch(batch):
+                        break
+                    count += len(batch)
+                    batch = []
+            else:
+                # The next message is due at t0 + count/rate: publish what is due together.
+                due = t0 + (count + len(batch)) / rate
+                now = time.monotonic()
+                if due > now or len(batch) >= _RUN_BATCH:
+                    if not self._publish_batch(batch):
+                        break
+                    count += len(batch)
+                    batch = []
+                    if due > now and stop.wait(due - now):
+                        break
+            if progress is not None and count and time.monotonic() >= next_progress:
+                progress(count)
+                next_progress = time.monotonic() + progress_interval
+        if batch and not stop.is_set() and self._publish_batch(batch):
+            count += len(batch)
+        stopped = stop.is_set()
+        if not stopped:
+            with self._lock:
+                if not self._closed:
+                    self.core.flush(time.monotonic())
+                    self._send_due()
+        if progress is not None:
+            progress(count)
+        if end_session and not stopped:
+            self.end_session(wait=True)
+        return RunResult(
+            messages=count,
+            first_seq_num=first,
+            next_seq_num=self.core.next_seq_num,
+            seconds=time.monotonic() - t0,
+            stopped=stop.is_set(),
+            stats=self.stats,
+        )
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _publish_batch(self, batch: list[Buffer]) -> bool:
+        """Publish a batch for :meth:`run`; False when the publisher was closed meanwhile."""
+        with self._lock:
+            if self._closed:
+                return False
+            self.core.publish_many(batch, time.monotonic())
+            self._send_due()
+        return True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConfigError("the publisher is closed")
+
+    def _sendto(self, datagram: bytes) -> None:
+        try:
+            self._sock.sendto(datagram, self.group)
+        except OSError as exc:
+            self._send_errors += 1
+            logger.debug("publisher send to %s:%s failed: %s", *self.group, exc)
+
+    def _send_due(self) -> None:
+        """Send what the core has queued (lock held); wake the timer thread."""
+        datagrams = self.core.datagrams_to_send(time.monotonic())
+        faults = self.faults
+        for datagram in datagrams:
+            if faults is None:
+                self._sendto(datagram)
+            else:
+                for out in faults.process(datagram):
+                    self._sendto(out)
+        self._wake.notify_all()
+
+    def _timer_loop(self) -> None:
+        with self._lock:
+            while not self._closed:
+                timer = self.core.get_timer()
+                now = time.monotonic()
+                if timer is not None and timer <= now:
+                    self.core.handle_timer(now)
+                    self._send_due()
+                    continue
+                self._wake.wait(None if timer is None else timer - now)
