@@ -376,8 +376,9 @@ class ReceiverCore:
 
     @property
     def next_seq_num(self) -> int | None:
-        """The next sequence number to deliver, None before the start is known."""
-        if not self._started and (self.config.start_from_first_seen or not self._pinned):
+        """The next sequence number to deliver; None until the first packet names it
+        (``start_from_first_seen``)."""
+        if not self._started and self.config.start_from_first_seen:
             return None
         return self._expected
 
@@ -875,7 +876,9 @@ class ReceiverCore:
                     reason = LOST_NO_SERVERS if not self._servers else LOST_ALL_SERVERS_OUT
                     self._segs_give_up(i, i + 1, reason)
                     continue
-                seg.due = give_up_at
+                # wait for the grace period, or for a server due for another try
+                retry = min((s.retry_at for s in self._servers), default=give_up_at)
+                seg.due = min(give_up_at, max(retry, now))
                 i += 1
                 continue
             if seg.end - seg.start > most:

@@ -1,0 +1,700 @@
+"""ReceiverCore unit tests: literal datagrams in, events and requests out, simulated clock."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import pytest
+
+from moldudp64.events import (
+    Address,
+    DatagramDropped,
+    DatagramReceived,
+    Event,
+    FeedResumed,
+    FeedStale,
+    GapDetected,
+    GapFilled,
+    MessagesDelivered,
+    MessagesLost,
+    ServerDisabled,
+    ServerEnabled,
+    SessionChanged,
+    SessionEnded,
+    SessionStarted,
+    Source,
+)
+from moldudp64.exceptions import ConfigError
+from moldudp64.receiver import (
+    LOST_ALL_SERVERS_OUT,
+    LOST_ATTEMPTS_EXHAUSTED,
+    LOST_END_OF_INPUT,
+    LOST_HELD_LIMIT,
+    LOST_NO_SERVERS,
+    LOST_SESSION_CHANGED,
+    ReceiverConfig,
+    ReceiverCore,
+)
+from moldudp64.wire import (
+    RetransmissionPacket,
+    RetransmissionRequest,
+    build_end_of_session,
+    build_heartbeat,
+    build_packet,
+)
+
+S = "SESSION001"
+A, B, R = Source.LINE_A, Source.LINE_B, Source.RETRANSMISSION
+SRV1: Address = ("127.0.0.1", 9001)
+SRV2: Address = ("127.0.0.1", 9002)
+SRV3: Address = ("127.0.0.1", 9003)
+
+E = TypeVar("E", bound=Event)
+
+
+def msg(seq: int, session: str = S) -> bytes:
+    return f"{session[-1]}:{seq}".encode()
+
+
+def pkt(seq: int, count: int, session: str = S) -> bytes:
+    return build_packet(session, seq, [msg(s, session) for s in range(seq, seq + count)])
+
+
+def core(**options: Any) -> ReceiverCore:
+    return ReceiverCore(ReceiverConfig(**options))
+
+
+def of(events: list[Event], kind: type[E]) -> list[E]:
+    return [e for e in events if isinstance(e, kind)]
+
+
+def delivered(events: list[Event]) -> list[tuple[int, bytes]]:
+    out: list[tuple[int, bytes]] = []
+    for e in of(events, MessagesDelivered):
+        out.extend(enumerate(e.messages, start=e.seq_num))
+    return out
+
+
+def expect(first: int, last: int, session: str = S) -> list[tuple[int, bytes]]:
+    return [(s, msg(s, session)) for s in range(first, last + 1)]
+
+
+def reqs(out: list[tuple[bytes, Address]]) -> list[tuple[int, int, Address]]:
+    result = []
+    for data, addr in out:
+        packet = RetransmissionPacket.parse(data)
+        assert packet.session == S.encode()
+        result.append((packet.seq_num, packet.msg_count, addr))
+    return result
+
+
+def answer(c: ReceiverCore, seq: int, count: int, now: float, server: Address = SRV1) -> None:
+    c.receive_datagram(pkt(seq, count), R, now, server)
+
+
+# -- delivery --------------------------------------------------------------------------
+
+
+def test_literal_bytes_in_order_one_event_per_packet() -> None:
+    c = core()
+    first = (
+        b"SESSION001" + (1).to_bytes(8, "big") + b"\x00\x02" + b"\x00\x03abc" + b"\x00\x00"
+    )
+    second = b"SESSION001" + (3).to_bytes(8, "big") + b"\x00\x01" + b"\x00\x02hi"
+    c.receive_datagram(first, A, 0.0)
+    c.receive_datagram(second, A, 0.0)
+    events = c.events_received()
+    assert events[0] == SessionStarted(S, 1)
+    batches = of(events, MessagesDelivered)
+    assert [(b.seq_num, b.messages) for b in batches] == [(1, [b"abc", b""]), (3, [b"hi"])]
+    assert c.next_seq_num == 4 and c.session == S and not c.ended
+    assert c.events_received() == []
+    assert c.datagrams_to_send(0.0) == []
+    stats = c.stats
+    assert stats.messages_delivered == 3 and stats.packets[A] == 2 and stats.messages[A] == 3
+
+
+def test_bytearray_and_memoryview_input() -> None:
+    c = core()
+    c.receive_datagram(bytearray(pkt(1, 2)), A, 0.0)
+    c.receive_datagram(memoryview(pkt(3, 2)), A, 0.0)
+    events = c.events_received()
+    assert delivered(events) == expect(1, 4)
+    assert all(type(m) is bytes for e in of(events, MessagesDelivered) for m in e.messages)
+
+
+def test_duplicates_live_and_retransmitted_are_delivered_once() -> None:
+    c = core(rerequest_server_addrs=[SRV1])
+    c.receive_datagram(pkt(1, 3), A, 0.0)
+    c.receive_datagram(pkt(1, 3), A, 0.0)
+    c.receive_datagram(pkt(4, 2), A, 0.0)
+    answer(c, 1, 5, 0.0)
+    assert delivered(c.events_received()) == expect(1, 5)
+    stats = c.stats
+    assert stats.duplicate_packets == 2 and stats.duplicate_messages == 8
+    assert c.datagrams_to_send(0.0) == []
+
+
+def test_ab_lines_first_copy_wins() -> None:
+    c = core()
+    c.receive_datagram(pkt(1, 2), A, 0.0)
+    c.receive_datagram(pkt(1, 2), B, 0.0)
+    c.receive_datagram(pkt(3, 2), B, 0.0)  # B ahead this time
+    c.receive_datagram(pkt(3, 2), A, 0.0)
+    c.receive_datagram(pkt(5, 1), A, 0.0)
+    assert delivered(c.events_received()) == expect(1, 5)
+    stats = c.stats
+    assert stats.packets[A] == 3 and stats.packets[B] == 2 and stats.duplicate_packets == 2
+
+
+def test_reordering_is_delivered_in_order() -> None:
+    c = core()
+    for seq in (6, 4, 1, 5, 2, 3):
+        c.receive_datagram(pkt(seq, 1), A, 0.0)
+    events = c.events_received()
+    assert delivered(events) == expect(1, 6)
+    # the held run 4..6 came out with 3 as ONE batch once 3 arrived
+    assert [(e.seq_num, len(e.messages)) for e in of(events, MessagesDelivered)] == [
+        (1, 1),
+        (2, 1),
+        (3, 4),
+    ]
+
+
+def test_java_regression_reordering_1_3_2_does_not_rerequest_3() -> None:
+    c = core(rerequest_server_addrs=[SRV1])
+    c.receive_datagram(pkt(1, 1), A, 0.0)
+    c.receive_datagram(pkt(3, 1), A, 0.0)
+    assert reqs(c.datagrams_to_send(0.0)) == [(2, 1, SRV1)]  # only 2, never 3
+    c.receive_datagram(pkt(2, 1), A, 0.001)
+    assert delivered(c.events_received()) == expect(1, 3)
+    c.handle_timer(10.0)  # the request for 2 times out: nothing is missing, nothing re-sent
+    assert c.datagrams_to_send(10.0) == []
+    assert c.stats.peak_held_packets == 1
+
+
+def test_overlapping_retransmission_delivers_only_new_messages() -> None:
+    c = core(rerequest_server_addrs=[SRV1])
+    c.receive_datagram(pkt(1, 2), A, 0.0)
+    c.receive_datagram(pkt(6, 3), A, 0.0)  # held 6..8, missing 3..5
+    assert reqs(c.datagrams_to_send(0.0)) == [(3, 3, SRV1)]
+    answer(c, 2, 6, 0.01)  # a server that answers a wider range: 2..7
+    events = c.events_received()
+    assert delivered(events) == expect(1, 8)
+    assert of(events, GapFilled) == [GapFilled(S, 3, 5)]
+    stats = c.stats
+    assert stats.messages_recovered == 3 and stats.duplicate_messages == 3
+
+
+def test_packet_straddling_expected_delivers_only_the_new_part() -> None:
+    c = core()
+    c.receive_datagram(pkt(1, 4), A, 0.0)
+    c.receive_datagram(pkt(3, 4), B, 0.0)  # 3..6: 3, 4 already delivered
+    events = c.events_received()
+    assert delivered(events) == expect(1, 6)
+    assert [(e.seq_num, len(e.messages)) for e in of(events, MessagesDelivered)] == [
+        (1, 4),
+        (5, 2),
+    ]
+
+
+def test_late_and_duplicate_packets_never_move_expected_backwards() -> None:
+    c = core()
+    c.receive_datagram(pkt(1, 10), A, 0.0)
+    c.receive_datagram(pkt(3, 2), A, 0.0)
+    c.receive_datagram(build_heartbeat(S, 4), A, 0.0)
+    c.receive_datagram(build_end_of_session(S, 5), A, 0.0)  # an EOS from the past
+    assert c.next_seq_num == 11 and not c.ended
+    c.receive_datagram(pkt(11, 1), A, 0.0)
+    assert delivered(c.events_received()) == expect(1, 11)
+
+
+# -- gaps and requests -----------------------------------------------------------------
+
+
+def test_requests_only_the_missing_ranges() -> None:
+    c = core(rerequest_server_addrs=[SRV1])
+    c.receive_datagram(pkt(1, 1), A, 0.0)
+    c.receive_datagram(pkt(5, 2), A, 0.0)  # missing 2..4
+    c.receive_datagram(pkt(10, 1), A, 0.0)  # missing 7..9
+    c.receive_datagram(pkt(8, 1), A, 0.0)  # now missing 7 and 9 only
+    events = c.events_received()
+    assert delivered(events) == expect(1, 1)
+    assert of(events, GapDetected) == [GapDetected(S, 2, 4), GapDetected(S, 7, 9)]
+    assert reqs(c.datagrams_to_send(0.0)) == [(2, 3, SRV1), (7, 3, SRV1)]
+    # nothing answers: the retries ask only for what is still missing
+    c.handle_timer(0.05)
+    assert reqs(c.datagrams_to_send(0.05)) == [(2, 3, SRV1), (7, 1, SRV1), (9, 1, SRV1)]
+    answer(c, 2, 3, 0.06)
+    answer(c, 7, 1, 0.06)
+    answer(c, 9, 1, 0.06)
+    assert delivered(c.events_received()) == expect(2, 10)
+    assert c.stats.requests_sent == {SRV1: 5} and c.stats.answers == {SRV1: 3}
+
+
+def test_gap_from_heartbeat() -> None:
+    c = core(rerequest_server_addrs=[SRV1])
+    c.receive_datagram(pkt(1, 2), A, 0.0)
+    c.receive_datagram(build_heartbeat(S, 3), A, 0.5)  # nothing missing
+    assert c.datagrams_to_send(0.5) == []
+    c.receive_datagram(build_heartbeat(S, 6), A, 1.0)
+    assert of(c.events_received(), GapDetected) == [GapDetected(S, 3, 5)]
+    assert reqs(c.datagrams_to_send(1.0)) == [(3, 3, SRV1)]
+    answer(c, 3, 3, 1.01)
+    assert delivered(c.events_received()) == expect(3, 5)
+    assert c.stats.heartbeats == 2
+
+
+def test_gap_from_end_of_session_then_session_ended_once() -> None:
+    c = core(rerequest_server_addrs=[SRV1])
+    c.receive_datagram(pkt(1, 2), A, 0.0)
+    c.receive_datagram(build_end_of_session(S, 5), A, 0.1)
+    assert reqs(c.datagrams_to_send(0.1)) == [(3, 2, SRV1)]
+    c.receive_datagram(build_end_of_session(S, 5), A, 0.12)
+    events = c.events_received()
+    assert of(events, SessionEnded) == [] and not c.ended
+    answer(c, 3, 2, 0.13)
+    c.receive_datagram(build_end_of_session(S, 5), A, 0.3)
+    events = c.events_received()
+    assert delivered(events) == expect(3, 4)
+    assert of(events, SessionEnded) == [SessionEnded(S, 5)]
+    assert events[-1] == SessionEnded(S, 5)  # after everything before it
+    assert c.ended and c.next_seq_num == 5
+    c.receive_datagram(build_end_of_session(S, 5), A, 0.4)
+    assert of(c.events_received(), SessionEnded) == []
+    assert c.stats.end_of_session_packets == 4
+
+
+def test_end_of_session_never_advances_by_65535() -> None:
+    c = core()
+    c.receive_datagram(pkt(1, 3), A, 0.0)
+    c.receive_datagram(build_end_of_session(S, 4), A, 0.0)
+    events = c.events_received()
+    assert of(events, SessionEnded) == [SessionEnded(S, 4)]
+    assert of(events, GapDetected) == [] and of(events, MessagesLost) == []
+    assert c.next_seq_num == 4 and c.ended
+    c.receive_datagram(pkt(4, 1), A, 0.1)  # data after the end: dropped, counted
+    events = c.events_received()
+    assert delivered(events) == [] and of(events, DatagramDropped)[0].reason == (
+        "after_end_of_session"
+    )
+    assert c.stats.dropped == {"after_end_of_session": 1}
+
+
+def test_large_gap_requested_in_bounded_pieces_none_lost() -> None:
+    c = core(rerequest_server_addrs=[SRV1], max_messages_per_request=0xFFFE)
+    c.receive_datagram(pkt(1, 1), A, 0.0)
+    c.receive_datagram(build_heartbeat(S, 200_002), A, 0.0)  # 2..200001 missing
+    sent = reqs(c.datagrams_to_send(0.0))
+    assert [(s, n) for s, n, _ in sent] == [
+        (2, 0xFFFE),
+        (2 + 0xFFFE, 0xFFFE),
+        (2 + 2 * 0xFFFE, 0xFFFE),
+        (2 + 3 * 0xFFFE, 200_000 - 3 * 0xFFFE),
+    ]
+    assert all(n <= 0xFFFE for _, n, _ in sent)
+
+
+def test_max_messages_per_request_and_in_flight_bound() -> None:
+    c = core(rerequest_server_addrs=[SRV1], max_messages_per_request=10, max_requests_in_flight=2)
+    c.receive_datagram(build_heartbeat(S, 36), A, 0.0)  # 1..35 missing
+    assert [(s, n) for s, n, _ in reqs(c.datagrams_to_send(0.0))] == [(1, 10), (11, 10)]
+    assert c.stats.requests_in_flight == 2
+    answer(c, 1, 10, 0.01)  # a slot frees: the next piece goes at once
+    assert [(s, n) for s, n, _ in reqs(c.datagrams_to_send(0.01))] == [(21, 10)]
+    answer(c, 11, 10, 0.02)
+    assert [(s, n) for s, n, _ in reqs(c.datagrams_to_send(0.02))] == [(31, 5)]
+    answer(c, 21, 10, 0.03)
+    answer(c, 31, 5, 0.03)
+    assert delivered(c.events_received()) == expect(1, 35)
+    assert c.get_timer() is not None  # only the stale-feed timer remains
+    assert c.stats.open_gaps == 0 and c.stats.requests_in_flight == 0
+
+
+def test_partial_answer_rest_requested_at_once() -> None:
+    c = core(rerequest_server_addrs=[SRV1, SRV2])
+    c.receive_datagram(pkt(1, 1), A, 0.0)
+    c.receive_datagram(pkt(101, 1), A, 0.0)
+    assert reqs(c.datagrams_to_send(0.0)) == [(2, 99, SRV1)]
+    answer(c, 2, 40, 0.01)  # only 40 fit in the answer
+    assert reqs(c.datagrams_to_send(0.01)) == [(42, 59, SRV2)]
+    answer(c, 42, 30, 0.02, SRV2)
+    assert reqs(c.datagrams_to_send(0.02)) == [(72, 29, SRV1)]
+    answer(c, 72, 29, 0.03)
+    assert delivered(c.events_received()) == expect(1, 101)
+    assert c.stats.timeouts == {SRV1: 0, SRV2: 0}
+
+
+def test_timer_retries_with_backoff_over_servers_round_robin() -> None:
+    c = core(
+        rerequest_server_addrs=[SRV1, SRV2, SRV3],
+        request_timeout=0.05,
+        request_backoff=2.0,
+        max_request_timeout=0.3,
+        max_request_attempts=6,
+    )
+    c.receive_datagram(pkt(3, 1), A, 0.0)  # 1..2 missing
+    now = 0.0
+    sent = [reqs(c.datagrams_to_send(now))]
+    deadlines = []
+    for _ in range(5):
+        timer = c.get_timer()
+        assert timer is not None
+        deadlines.append(round(timer - now, 6))
+        now = timer
+        c.handle_timer(now)
+        sent.append(reqs(c.datagrams_to_send(now)))
+    assert deadlines == [0.05, 0.1, 0.2, 0.3, 0.3]
+    assert [s[0][2] for s in sent] == [SRV1, SRV2, SRV3, SRV1, SRV2, SRV3]
+    assert all(s == [(1, 2, s[0][2])] for s in sent)
+    # the sixth attempt times out too: the range is reported lost, delivery goes on
+    timer = c.get_timer()
+    assert timer is not None
+    c.handle_timer(timer)
+    events = c.events_received()
+    assert of(events, MessagesLost) == [MessagesLost(S, 1, 2, LOST_ATTEMPTS_EXHAUSTED)]
+    assert delivered(events) == expect(3, 3)
+    assert c.stats.messages_lost == 2
+    assert c.stats.timeouts == {SRV1: 2, SRV2: 2, SRV3: 2}
+
+
+def test_requests_spread_over_servers() -> None:
+    c = core(rerequest_server_addrs=[SRV1, SRV2])
+    for seq in (3, 6, 9, 12):
+        c.receive_datagram(pkt(seq, 1), A, 0.0)
+    assert [a for _, _, a in reqs(c.datagrams_to_send(0.0))] == [SRV1, SRV2, SRV1, SRV2]
+
+
+def test_server_disabled_after_consecutive_failures_and_enabled_when_it_answers() -> None:
+    c = core(
+        rerequest_server_addrs=[SRV1, SRV2],
+        max_rerequest_retries=2,
+        max_request_attempts=10,
+        server_retry_interval=1.0,
+        loss_grace=5.0,
+    )
+    c.receive_datagram(pkt(2, 1), A, 0.0)  # 1 missing
+    now = 0.0
+    targets = [a for _, _, a in reqs(c.datagrams_to_send(now))]
+    while len(targets) < 5:
+        timer = c.get_timer()
+        assert timer is not None
+        now = timer
+        c.handle_timer(now)
+        targets += [a for _, _, a in reqs(c.datagrams_to_send(now))]
+    events = c.events_received()
+    assert of(events, ServerDisabled) == [ServerDisabled(SRV1, 2), ServerDisabled(SRV2, 2)]
+    assert targets[:4] == [SRV1, SRV2, SRV1, SRV2]
+    # both out: the next try goes to the first server due for another chance
+    assert targets[4] == SRV1 and now == pytest.approx(0.35 + 1.0)
+    assert c.stats.servers_in_rotation == 0
+    answer(c, 1, 1, now + 0.01, SRV1)
+    events = c.events_received()
+    assert of(events, ServerEnabled) == [ServerEnabled(SRV1)]
+    assert delivered(events) == expect(1, 2)
+    assert c.stats.servers_in_rotation == 1
+
+
+def test_all_servers_out_reports_loss() -> None:
+    c = core(
+        rerequest_server_addrs=[SRV1],
+        max_rerequest_retries=1,
+        max_request_attempts=10,
+        server_retry_interval=100.0,
+        loss_grace=0.0,
+    )
+    c.receive_datagram(pkt(2, 1), A, 0.0)
+    c.datagrams_to_send(0.0)
+    c.handle_timer(0.05)  # SRV1 fails once: out of rotation, nobody left to ask
+    events = c.events_received()
+    assert of(events, ServerDisabled) == [ServerDisabled(SRV1, 1)]
+    assert of(events, MessagesLost) == [MessagesLost(S, 1, 1, LOST_ALL_SERVERS_OUT)]
+    assert delivered(events) == expect(2, 2)
+    assert c.datagrams_to_send(0.05) == []
+
+
+def test_no_servers_gap_lost_after_grace_unless_reordering_fills_it() -> None:
+    c = core(loss_grace=0.1)
+    c.receive_datagram(pkt(1, 1), A, 0.0)
+    c.receive_datagram(pkt(3, 1), A, 0.0)
+    c.receive_datagram(pkt(2, 1), A, 0.05)  # just reordered: filled within the grace
+    c.receive_datagram(pkt(5, 1), A, 0.06)  # 4 missing for good
+    assert c.get_timer() == pytest.approx(0.16)
+    c.handle_timer(0.1)
+    assert of(c.events_received(), MessagesLost) == []
+    c.handle_timer(0.16)
+    events = c.events_received()
+    assert of(events, MessagesLost) == [MessagesLost(S, 4, 4, LOST_NO_SERVERS)]
+    assert delivered(events) == expect(5, 5)
+    assert c.datagrams_to_send(0.2) == []
+
+
+def test_held_packet_bound_gives_up_oldest_gap() -> None:
+    c = core(rerequest_server_addrs=[SRV1], max_held_packets=3)
+    c.receive_datagram(pkt(1, 1), A, 0.0)
+    c.receive_datagram(pkt(3, 1), A, 0.0)  # gap 2
+    c.receive_datagram(pkt(5, 1), A, 0.0)  # gap 4
+    c.receive_datagram(pkt(6, 1), A, 0.0)
+    assert c.stats.held_packets == 3
+    c.receive_datagram(pkt(7, 1), A, 0.0)  # a fourth: the oldest gap (2) goes
+    events = c.events_received()
+    assert of(events, MessagesLost) == [MessagesLost(S, 2, 2, LOST_HELD_LIMIT)]
+    assert delivered(events) == [*expect(1, 1), *expect(3, 3)]
+    assert c.stats.held_packets == 3 and c.stats.peak_held_packets == 3
+    answer(c, 4, 1, 0.01)
+    assert delivered(c.events_received()) == expect(4, 7)
+
+
+def test_held_byte_bound() -> None:
+    c = core(max_held_bytes=100, loss_grace=10.0)
+    c.receive_datagram(build_packet(S, 2, [b"x" * 60]), A, 0.0)
+    c.receive_datagram(build_packet(S, 4, [b"y" * 60]), A, 0.0)
+    events = c.events_received()
+    assert of(events, MessagesLost) == [MessagesLost(S, 1, 1, LOST_HELD_LIMIT)]
+    assert delivered(events) == [(2, b"x" * 60)]
+    assert c.stats.held_bytes == 62 and c.stats.peak_held_bytes == 62
+
+
+def test_finish_reports_open_gaps_lost_and_delivers_held() -> None:
+    c = core(rerequest_server_addrs=[SRV1])
+    c.receive_datagram(pkt(1, 1), A, 0.0)
+    c.receive_datagram(pkt(3, 1), A, 0.0)
+    c.receive_datagram(build_heartbeat(S, 6), A, 0.0)
+    c.finish(0.01)
+    events = c.events_received()
+    assert of(events, MessagesLost) == [
+        MessagesLost(S, 2, 2, LOST_END_OF_INPUT),
+        MessagesLost(S, 4, 5, LOST_END_OF_INPUT),
+    ]
+    assert delivered(events) == [*expect(1, 1), *expect(3, 3)]
+    assert c.next_seq_num == 6 and c.get_timer() is not None  # stale timer only
+    assert c.stats.requests_in_flight == 0
+
+
+# -- sessions --------------------------------------------------------------------------
+
+
+def test_java_regression_new_session_first_messages_are_not_duplicates() -> None:
+    c = core()
+    c.receive_datagram(pkt(1, 5), A, 0.0)
+    c.receive_datagram(build_end_of_session(S, 6), A, 0.1)
+    c.receive_datagram(pkt(1, 3, "SESSION002"), A, 1.0)
+    events = c.events_received()
+    assert of(events, SessionChanged) == [SessionChanged(S, "SESSION002", 1)]
+    assert delivered(events)[-3:] == expect(1, 3, "SESSION002")
+    batches = of(events, MessagesDelivered)
+    assert batches[-1].session == "SESSION002"
+    assert c.session == "SESSION002" and c.next_seq_num == 4 and not c.ended
+    # a late packet of the old session never switches back or splices in
+    c.receive_datagram(pkt(2, 2), A, 1.1)
+    events = c.events_received()
+    assert delivered(events) == [] and c.session == "SESSION002"
+    assert of(events, DatagramDropped) == [DatagramDropped("old_session", A, None)]
+
+
+def test_session_change_mid_gap_reports_the_old_gap_lost() -> None:
+    c = core(rerequest_server_addrs=[SRV1])
+    c.receive_datagram(pkt(1, 1), A, 0.0)
+    c.receive_datagram(pkt(3, 1), A, 0.0)
+    c.receive_datagram(pkt(1, 1, "SESSION002"), A, 0.5)
+    events = c.events_received()
+    lost_at = events.index(MessagesLost(S, 2, 2, LOST_SESSION_CHANGED))
+    changed_at = events.index(SessionChanged(S, "SESSION002", 1))
+    assert lost_at < changed_at
+    assert delivered(events) == [*expect(1, 1), *expect(3, 3), *expect(1, 1, "SESSION002")]
+    assert c.stats.requests_in_flight == 0
+
+
+def test_pinned_session_drops_other_sessions() -> None:
+    c = core(expected_session_ident="SESSION002")
+    c.receive_datagram(pkt(1, 2), A, 0.0)
+    c.receive_datagram(pkt(1, 2, "SESSION002"), A, 0.0)
+    c.receive_datagram(pkt(3, 2), A, 0.0)
+    events = c.events_received()
+    assert delivered(events) == expect(1, 2, "SESSION002")
+    assert of(events, DatagramDropped) == [DatagramDropped("wrong_session", A, None)] * 2
+    assert c.stats.dropped == {"wrong_session": 2}
+    assert of(events, SessionChanged) == []
+
+
+def test_not_following_session_changes_keeps_the_first() -> None:
+    c = core(follow_session_changes=False)
+    c.receive_datagram(pkt(1, 2), A, 0.0)
+    c.receive_datagram(pkt(1, 2, "SESSION002"), A, 0.0)
+    c.receive_datagram(pkt(3, 1), A, 0.0)
+    events = c.events_received()
+    assert delivered(events) == expect(1, 3)
+    assert c.session == S and c.stats.dropped == {"wrong_session": 1}
+
+
+def test_expected_seq_num_gaps_before_it_never_requested() -> None:
+    c = core(expected_seq_num=100, rerequest_server_addrs=[SRV1])
+    assert c.next_seq_num == 100
+    c.receive_datagram(pkt(50, 60), A, 0.0)  # 50..109: only 100.. is wanted
+    c.receive_datagram(pkt(1, 5), A, 0.0)
+    events = c.events_received()
+    assert events[0] == SessionStarted(S, 100)
+    assert delivered(events) == expect(100, 109)
+    assert c.datagrams_to_send(0.0) == []
+
+
+def test_start_from_first_seen() -> None:
+    c = core(start_from_first_seen=True, rerequest_server_addrs=[SRV1])
+    assert c.next_seq_num is None
+    c.receive_datagram(pkt(1000, 2), A, 0.0)
+    c.receive_datagram(pkt(1003, 1), A, 0.0)
+    events = c.events_received()
+    assert events[0] == SessionStarted(S, 1000)
+    assert reqs(c.datagrams_to_send(0.0)) == [(1002, 1, SRV1)]
+
+
+# -- bad input -------------------------------------------------------------------------
+
+
+HEADER_1 = b"SESSION001" + (1).to_bytes(8, "big")
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "short"),
+        (b"SESSION001\x00\x00", "short"),
+        (HEADER_1 + b"\x00\x02" + b"\x00\x01a", "missing_blocks"),
+        (HEADER_1 + b"\x00\x01" + b"\x00\x05ab", "truncated_block"),
+        (HEADER_1 + b"\x00\x01" + b"\x00", "truncated_block"),
+        (HEADER_1 + b"\x00\x01" + b"\x00\x01ab", "trailing_bytes"),
+        (HEADER_1 + b"\x00\x00" + b"xx", "blocks_in_control"),
+        (HEADER_1 + b"\xff\xff" + b"xx", "blocks_in_control"),
+    ],
+)
+def test_malformed_datagrams_dropped_and_counted(data: bytes, reason: str) -> None:
+    c = core(rerequest_server_addrs=[SRV1])
+    for source in (A, R):
+        c.receive_datagram(data, source, 0.0, SRV1 if source is R else None)
+    c.receive_datagram(pkt(1, 1), A, 0.0)
+    events = c.events_received()
+    assert of(events, DatagramDropped) == [
+        DatagramDropped(reason, A, None),
+        DatagramDropped(reason, R, SRV1),
+    ]
+    assert delivered(events) == expect(1, 1)
+    assert c.stats.malformed == {reason: 2}
+    assert c.datagrams_to_send(0.0) == []
+
+
+def test_malformed_packet_at_expected_seq_is_not_delivered() -> None:
+    c = core()
+    c.receive_datagram(pkt(1, 1), A, 0.0)
+    bad = b"SESSION001" + (2).to_bytes(8, "big") + b"\x00\x01\x00\x01ab"
+    c.receive_datagram(bad, A, 0.0)
+    c.receive_datagram(pkt(2, 1), A, 0.0)
+    assert delivered(c.events_received()) == expect(1, 2)
+
+
+# -- timers, low-level mode, stats -----------------------------------------------------
+
+
+def test_stale_feed_and_resumed() -> None:
+    c = core(stale_after=2.0)
+    assert c.get_timer() is None
+    c.receive_datagram(pkt(1, 1), A, 10.0)
+    assert c.get_timer() == 12.0
+    c.handle_timer(11.0)
+    assert of(c.events_received(), FeedStale) == []
+    c.handle_timer(12.5)
+    assert c.events_received() == [FeedStale(2.5)]
+    assert c.get_timer() is None and c.stats.stale
+    c.receive_datagram(build_heartbeat(S, 2), A, 15.0)
+    assert c.events_received() == [FeedResumed(5.0)]
+    c.receive_datagram(pkt(2, 1), A, 15.1)  # the fast path is back
+    assert delivered(c.events_received()) == expect(2, 2)
+    assert not c.stats.stale
+
+
+def test_raw_mode_surfaces_every_datagram_in_arrival_order_and_still_requests() -> None:
+    c = core(raw=True, rerequest_server_addrs=[SRV1])
+    datagrams = [(pkt(1, 1), A), (pkt(3, 1), A), (pkt(3, 1), B), (b"junk", A)]
+    for data, source in datagrams:
+        c.receive_datagram(data, source, 0.0)
+    assert reqs(c.datagrams_to_send(0.0)) == [(2, 1, SRV1)]
+    c.receive_datagram(pkt(2, 1), R, 0.01, SRV1)
+    events = c.events_received()
+    assert of(events, DatagramReceived) == [
+        DatagramReceived(pkt(1, 1), A, None),
+        DatagramReceived(pkt(3, 1), A, None),
+        DatagramReceived(pkt(3, 1), B, None),
+        DatagramReceived(pkt(2, 1), R, SRV1),
+    ]
+    assert of(events, MessagesDelivered) == []
+    assert c.next_seq_num == 4 and c.stats.messages_delivered == 3
+    # the user's own request
+    c.request(RetransmissionRequest(S, 1, 3), 0.02)
+    c.request(RetransmissionPacket(S, 2, 1), 0.02, server=SRV2)
+    assert reqs(c.datagrams_to_send(0.02)) == [(1, 3, SRV1), (2, 1, SRV2)]
+    assert c.stats.user_requests == 2
+
+
+def test_user_request_without_servers_is_a_config_error() -> None:
+    c = core()
+    with pytest.raises(ConfigError):
+        c.request(RetransmissionPacket(S, 1, 1), 0.0)
+
+
+def test_stats_readable_any_time() -> None:
+    c = core(rerequest_server_addrs=[SRV1])
+    stats = c.stats
+    assert stats.session is None and stats.next_seq_num == 1 and stats.packets[A] == 0
+    c.receive_datagram(pkt(1, 2), A, 0.0)
+    c.receive_datagram(pkt(5, 2), B, 0.0)
+    c.receive_datagram(b"short", A, 0.0)
+    stats = c.stats
+    assert stats.packets == {A: 2, B: 1, R: 0}
+    assert stats.messages == {A: 2, B: 2, R: 0}
+    assert stats.gaps_detected == 1 and stats.gap_messages == 2
+    assert stats.held_packets == 1 and stats.held_bytes == 2 * (2 + 3)
+    assert stats.open_gaps == 1 and stats.missing_messages == 2
+    assert stats.requests_in_flight == 1 and stats.requests_sent == {SRV1: 1}
+    assert stats.malformed == {"short": 1}
+    assert stats.session == S and stats.next_seq_num == 3 and not stats.ended
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"expected_session_ident": "TOO-LONG-SESSION"},
+        {"expected_session_ident": "séssion"},
+        {"expected_seq_num": 0},
+        {"expected_seq_num": 2**64},
+        {"expected_seq_num": 5, "start_from_first_seen": True},
+        {"rerequest_server_addrs": "127.0.0.1:9000"},
+        {"rerequest_server_addrs": [("127.0.0.1", 0)]},
+        {"rerequest_server_addrs": [("127.0.0.1",)]},
+        {"rerequest_server_addrs": [SRV1, SRV1]},
+        {"rerequest_server_addrs": 5},
+        {"max_rerequest_retries": 0},
+        {"max_messages_per_request": 0xFFFF},
+        {"max_messages_per_request": 0},
+        {"max_requests_in_flight": 0},
+        {"max_request_attempts": 1.5},
+        {"max_held_packets": 0},
+        {"max_held_bytes": -1},
+        {"request_timeout": 0},
+        {"request_timeout": float("nan")},
+        {"max_request_timeout": 0.01},
+        {"request_backoff": 0.5},
+        {"loss_grace": -1},
+        {"request_delay": float("inf")},
+        {"stale_after": 0},
+        {"server_retry_interval": "1"},
+    ],
+)
+def test_bad_config_is_a_config_error(options: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        ReceiverConfig(**options)
+
+
+def test_config_normalises_server_list() -> None:
+    cfg = ReceiverConfig(rerequest_server_addrs=[SRV1, SRV2])
+    assert cfg.rerequest_server_addrs == (SRV1, SRV2)
+    with pytest.raises(AttributeError):
+        cfg.raw = True  # type: ignore[misc]
