@@ -28,6 +28,7 @@ from moldudp64.publisher import PublisherCore
 from moldudp64.receiver import ReceiverConfig, ReceiverCore
 from moldudp64.rerequest import RerequestServerCore
 from moldudp64.store import MemoryStore
+from moldudp64.wire import build_end_of_session
 
 CLIENT_ADDR: Address = ("127.0.0.1", 40000)
 
@@ -71,6 +72,7 @@ class LinkSim:
         heartbeat_interval: float | None = 0.5,
         end_of_session_duration: float = 1.0,
         max_payload: int = 1452,
+        answer_payload: int = 1452,
     ) -> None:
         self.rng = random.Random(seed)
         self.now = 0.0
@@ -86,7 +88,9 @@ class LinkSim:
             store=self.store,
         )
         self.servers = {
-            addr: RerequestServerCore(session, self.store, max_payload=1452, rate_limit=None)
+            addr: RerequestServerCore(
+                session, self.store, max_payload=answer_payload, rate_limit=None
+            )
             for addr in config.rerequest_server_addrs
         }
         self.dead_servers = set(dead_servers)
@@ -112,10 +116,15 @@ class LinkSim:
         self.published.extend(msgs)
         self._collect()
 
-    def end_session(self) -> None:
-        """Start the publisher's end-of-session period."""
+    def end_session(self, reliable: bool = False) -> None:
+        """Start the publisher's end-of-session period; ``reliable`` also sends one
+        end-of-session packet past the faults (so the tail of the stream is always known)."""
         self.publisher.end_session(self.now)
         self._collect()
+        if reliable:
+            pub = self.publisher
+            eos = build_end_of_session(pub.session_ident_raw, pub.next_seq_num)
+            self.inject(eos, Source.LINE_A, delay=self.line_a.delay + self.line_a.reorder_delay)
 
     def inject(self, data: bytes, source: Source, delay: float = 0.0) -> None:
         """Put one datagram on the way to the receiver, as-is."""
@@ -139,11 +148,7 @@ class LinkSim:
         """Run until the publisher is done and the receiver has nothing left to recover."""
         stop = self.now + limit
         while self.now < stop:
-            if (
-                not self._heap
-                and self.publisher.get_timer() is None
-                and not self._core_busy()
-            ):
+            if not self._heap and self.publisher.get_timer() is None and not self._core_busy():
                 return
             at = self._next_time()
             if at is None or at > stop:
@@ -248,9 +253,7 @@ class LinkSim:
         delivered, lost = self.stream()
         lost_seqs = {s for first, last, _ in lost for s in range(first, last + 1)}
         expected = [
-            (seq, msg)
-            for seq, msg in enumerate(self.published, start=1)
-            if seq not in lost_seqs
+            (seq, msg) for seq, msg in enumerate(self.published, start=1) if seq not in lost_seqs
         ]
         assert delivered == expected
         covered = len(delivered) + len(lost_seqs)
