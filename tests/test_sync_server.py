@@ -1,0 +1,427 @@
+"""Blocking RerequestServer and Publisher over real sockets (127.0.0.1 and loopback multicast).
+
+Wireshark's tshark judges what the publisher sends when it is installed.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from moldudp64.exceptions import ConfigError, SocketError
+from moldudp64.faults import FaultInjector
+from moldudp64.net import open_multicast_receiver
+from moldudp64.rerequest import RateLimit
+from moldudp64.store import BinaryFileStore, MemoryStore
+from moldudp64.sync.server import Publisher, RerequestServer
+from moldudp64.wire import Packet, PacketKind, split_blocks
+
+SESSION = "SYNCSRV001"
+RNG = random.Random(1234)
+MESSAGES = [RNG.randbytes(RNG.randrange(0, 120)) for _ in range(3000)]
+
+
+def request(seq: int, count: int, session: str = SESSION) -> bytes:
+    return struct.pack(">10sQH", session.encode(), seq, count)
+
+
+def longest_prefix(seq: int, count: int, max_payload: int = 1452) -> list[bytes]:
+    out: list[bytes] = []
+    used = 0
+    for m in MESSAGES[seq - 1 : seq - 1 + count]:
+        used += 2 + len(m)
+        if used > max_payload:
+            break
+        out.append(m)
+    return out
+
+
+def client(host: str = "127.0.0.1") -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((host, 0))
+    sock.settimeout(5.0)
+    return sock
+
+
+def wait_for(predicate: object, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def server() -> Iterator[RerequestServer]:
+    store = MemoryStore()
+    for m in MESSAGES:
+        store.append(m)
+    with RerequestServer(SESSION, store, ("127.0.0.1", 0)) as srv:
+        yield srv
+
+
+# -- re-request server -------------------------------------------------------------------
+
+
+def test_exact_answers_to_random_ranges(server: RerequestServer) -> None:
+    sock = client()
+    rng = random.Random(99)
+    for _ in range(200):
+        seq = rng.randrange(1, len(MESSAGES) + 1)
+        count = rng.choice([1, 2, rng.randrange(1, 40), 0xFFFF])
+        sock.sendto(request(seq, count), server.address)
+        answer = sock.recv(65535)
+        packet = Packet.parse(answer)
+        assert (packet.session_ident, packet.seq_num) == (SESSION, seq)
+        assert split_blocks(answer) == longest_prefix(seq, count)
+    assert server.stats.answers == 200
+    sock.close()
+
+
+def test_partial_answer_at_the_payload_cap(server: RerequestServer) -> None:
+    sock = client()
+    sock.sendto(request(1, 3000), server.address)
+    answer = sock.recv(65535)
+    got = split_blocks(answer)
+    assert got == longest_prefix(1, 3000)
+    assert len(answer) <= 1472 < len(answer) + 2 + len(MESSAGES[len(got)])
+    sock.close()
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (request(1, 1)[:19], "bad_length"),
+        (request(1, 1) + b"!", "bad_length"),
+        (request(1, 1, "ANOTHER001"), "wrong_session"),
+        (request(0, 1), "seq_zero"),
+        (request(1, 0), "count_zero"),
+        (request(3001, 1), "not_held"),
+    ],
+)
+def test_silence_for_each_bad_request(server: RerequestServer, data: bytes, reason: str) -> None:
+    sock = client()
+    sock.sendto(data, server.address)
+    sock.sendto(request(7, 1), server.address)  # served in order: its answer comes first
+    answer = sock.recv(65535)
+    assert Packet.parse(answer).seq_num == 7
+    assert split_blocks(answer) == [MESSAGES[6]]
+    stats = server.stats
+    assert {k: v for k, v in stats.refused.items() if v} == {reason: 1}
+    assert stats.answers == 1
+    sock.settimeout(0.05)
+    with pytest.raises(TimeoutError):
+        sock.recv(65535)
+    sock.close()
+
+
+def test_rate_limit_holds_a_flood_while_another_source_is_served() -> None:
+    store = MemoryStore()
+    for m in MESSAGES:
+        store.append(m)
+    limit = RateLimit(requests_per_second=20, bytes_per_second=1e9, burst_seconds=1.0)
+    with RerequestServer(SESSION, store, ("127.0.0.1", 0), rate_limit=limit) as srv:
+        flooder = client("127.0.0.1")
+        flooder.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        started = time.monotonic()
+        for i in range(2000):
+            flooder.sendto(request(1 + i % 100, 50), srv.address)
+        wait_for(lambda: srv.stats.requests >= 2000)
+        elapsed = time.monotonic() - started
+        answered = 0
+        flooder.settimeout(0.2)
+        try:
+            while True:
+                flooder.recv(65535)
+                answered += 1
+        except TimeoutError:
+            pass
+        bound = 20 + 20 * (elapsed + 0.2) + 1
+        assert 20 <= answered <= bound
+        assert srv.stats.refused["rate_limited"] >= 2000 - bound
+        # a second source is still served
+        other = client("127.0.0.2")
+        other.sendto(request(5, 2), srv.address)
+        assert split_blocks(other.recv(65535)) == MESSAGES[4:6]
+        flooder.close()
+        other.close()
+
+
+def test_answers_from_a_binaryfile_store(tmp_path: Path) -> None:
+    path = tmp_path / "day.bin"
+    with BinaryFileStore(path, writable=True) as writer:
+        for m in MESSAGES:
+            writer.append(m)
+    with (
+        BinaryFileStore(path) as store,
+        RerequestServer(SESSION, store, ("127.0.0.1", 0)) as srv,
+    ):
+        sock = client()
+        for seq in (1, 64, 65, 1500, 2999, 3000):
+            sock.sendto(request(seq, 10), srv.address)
+            assert split_blocks(sock.recv(65535)) == longest_prefix(seq, 10)
+        sock.close()
+
+
+def test_answer_faults_drop_everything() -> None:
+    store = MemoryStore()
+    store.append(b"x")
+    faults = FaultInjector(drop=1.0, seed=1)
+    with RerequestServer(SESSION, store, ("127.0.0.1", 0), faults=faults) as srv:
+        sock = client()
+        sock.sendto(request(1, 1), srv.address)
+        wait_for(lambda: faults.stats.seen == 1)
+        assert srv.stats.answers == 1 and faults.stats.dropped == 1
+        sock.close()
+
+
+def test_bind_failure_is_a_socket_error(server: RerequestServer) -> None:
+    with pytest.raises(SocketError):
+        RerequestServer(SESSION, MemoryStore(), server.address)
+
+
+def test_close_is_clean_and_idempotent() -> None:
+    srv = RerequestServer(SESSION, MemoryStore(), ("127.0.0.1", 0)).start()
+    thread = srv._thread
+    srv.close()
+    srv.close()
+    assert thread is not None and not thread.is_alive()
+    assert srv.closed
+    with pytest.raises(ConfigError):
+        srv.start()
+
+
+# -- publisher ---------------------------------------------------------------------------
+
+
+def drain(sock: socket.socket, until_eos: bool = True, timeout: float = 5.0) -> list[bytes]:
+    sock.setblocking(True)
+    sock.settimeout(timeout)
+    out: list[bytes] = []
+    while True:
+        data = sock.recv(65535)
+        out.append(data)
+        if until_eos and Packet(data).packet_kind is PacketKind.END_OF_SESSION:
+            return out
+
+
+def messages_in(packets: list[bytes]) -> list[bytes]:
+    out: list[bytes] = []
+    expected_seq = 1
+    for p in packets:
+        packet = Packet.parse(p)
+        if packet.packet_kind is PacketKind.STANDARD:
+            assert packet.seq_num == expected_seq
+            blocks = split_blocks(p)
+            out += blocks
+            expected_seq += len(blocks)
+    return out
+
+
+def test_publisher_to_a_multicast_group(multicast: None) -> None:
+    group = ("239.5.5.5", 31005)
+    rx = open_multicast_receiver(*group, interface_addr="127.0.0.1")
+    with Publisher(
+        SESSION,
+        group,
+        interface_addr="127.0.0.1",
+        rerequest_bind=("127.0.0.1", 0),
+        end_of_session_duration=0.0,
+    ) as pub:
+        result = pub.run(MESSAGES[:1000])
+        assert result.messages == 1000 and not result.stopped
+        assert (result.first_seq_num, result.next_seq_num) == (1, 1001)
+        packets = drain(rx)
+        # the re-request server beside it answers from the same messages
+        sock = client()
+        assert pub.rerequest_address is not None
+        sock.sendto(request(500, 3), pub.rerequest_address)
+        assert split_blocks(sock.recv(65535)) == MESSAGES[499:502]
+        sock.close()
+    rx.close()
+    assert messages_in(packets) == MESSAGES[:1000]
+    eos = Packet.parse(packets[-1])
+    assert (eos.packet_kind, eos.seq_num) == (PacketKind.END_OF_SESSION, 1001)
+    assert all(len(p) <= 1472 for p in packets)
+    assert result.stats.messages == 1000
+
+
+def test_publisher_heartbeats_when_idle_over_unicast() -> None:
+    rx = client()
+    with Publisher(
+        SESSION,
+        rx.getsockname(),
+        heartbeat_interval=0.02,
+        first_seq_num=5,
+        end_of_session_duration=0.05,
+    ) as pub:
+        assert pub.publish(b"hello") == 5
+        assert Packet.parse(rx.recv(65535)).messages() == [b"hello"]
+        beat = Packet.parse(rx.recv(65535))  # nothing else is published: a heartbeat comes
+        assert (beat.packet_kind, beat.seq_num) == (PacketKind.HEARTBEAT, 6)
+        assert pub.publish_many([b"a", b"b"]) == range(6, 8)
+        pub.flush()
+        assert pub.end_session(timeout=5.0)
+        assert pub.ended
+    rx.close()
+
+
+def test_publisher_paced_run_with_progress_and_stop() -> None:
+    rx = client()
+    rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    seen: list[int] = []
+    with Publisher(SESSION, rx.getsockname(), heartbeat_interval=None) as pub:
+        result = pub.run(MESSAGES[:200], rate=20_000, progress=seen.append, end_session=False)
+        assert result.messages == 200 and seen[-1] == 200
+        assert not pub.core.ending
+
+        def endless() -> Iterator[bytes]:
+            while True:
+                yield b"z"
+
+        threading.Timer(0.1, pub.stop).start()
+        stopped = pub.run(endless(), rate=1000)
+        assert stopped.stopped and stopped.messages > 0
+    rx.close()
+
+
+def test_publisher_with_live_faults_drops_packets() -> None:
+    rx = client()
+    faults = FaultInjector(drop=1.0, seed=2)
+    with Publisher(SESSION, rx.getsockname(), faults=faults, heartbeat_interval=None) as pub:
+        pub.run(MESSAGES[:50], end_session=False)
+    assert faults.stats.dropped == faults.stats.seen > 0
+    rx.settimeout(0.05)
+    with pytest.raises(TimeoutError):
+        rx.recv(65535)
+    rx.close()
+
+
+def test_publisher_bad_options() -> None:
+    with pytest.raises(ConfigError):
+        Publisher(SESSION, ("127.0.0.1", 0))
+    with pytest.raises(ConfigError):
+        Publisher(SESSION, ("127.0.0.1", 9), ttl=300)
+    pub = Publisher(SESSION, ("127.0.0.1", 9))
+    with pytest.raises(ConfigError):
+        pub.run([], rate=0)
+    pub.close()
+    with pytest.raises(ConfigError):
+        pub.publish(b"x")
+
+
+# -- Wireshark as an independent judge ---------------------------------------------------
+
+TSHARK = shutil.which("tshark")
+
+
+class Capture:
+    """tshark capturing ``udp port PORT`` on lo, synchronised by probe datagrams to PROBE.
+
+    ``-P`` makes tshark print a line per captured packet while it writes the file, so a
+    probe that shows up proves the capture is running (at start) and has seen everything
+    sent before it (at the end): no sleeping on guesses.
+    """
+
+    def __init__(self, tshark: str, port: int, probe_port: int, path: Path) -> None:
+        self.probe_addr = ("127.0.0.1", probe_port)
+        self.proc = subprocess.Popen(
+            [tshark, "-l", "-P", "-i", "lo", "-f", f"udp port {port} or udp port {probe_port}",
+             "-w", str(path)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+
+    def sync(self, timeout: float = 20.0) -> bool:
+        """Send probes until one is seen in the capture; False if none is in ``timeout``.
+
+        Each call probes from a fresh socket, so only its own probes (by source port) count.
+        """
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            mark = f"{probe.getsockname()[1]} "
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                probe.sendto(b"probe", self.probe_addr)
+                try:
+                    while True:
+                        line = self.lines.get(timeout=0.1)
+                        if mark in line and str(self.probe_addr[1]) in line:
+                            return True
+                except queue.Empty:
+                    if self.proc.poll() is not None:
+                        return False
+        return False
+
+    def stop(self) -> str:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return err
+
+
+def test_tshark_decodes_what_the_publisher_sends(multicast: None, tmp_path: Path) -> None:
+    if TSHARK is None:
+        pytest.skip("tshark is not installed (apt-get install tshark)")
+    port = 31077
+    group = ("239.5.5.77", port)
+    path = tmp_path / "pub.pcapng"
+    capture = Capture(TSHARK, port, 31078, path)
+    try:
+        if not capture.sync():
+            pytest.skip(f"tshark cannot capture on lo here: {capture.stop().strip()}")
+        rx = open_multicast_receiver(*group, interface_addr="127.0.0.1")
+        sizes = [0, 1, 1450, *(RNG.randrange(0, 400) for _ in range(300))]
+        messages = [bytes([i % 256]) * s for i, s in enumerate(sizes)]
+        with Publisher(
+            SESSION, group, interface_addr="127.0.0.1", end_of_session_duration=0.0
+        ) as pub:
+            pub.run(messages)
+        sent = drain(rx)
+        rx.close()
+        assert capture.sync()  # everything sent before this probe is in the capture
+    finally:
+        capture.stop()
+    fields = subprocess.run(
+        [
+            TSHARK, "-r", str(path), "-d", f"udp.port=={port},moldudp64", "-Y", f"udp.port=={port}",
+            "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,",
+            "-e", "moldudp64.sequence", "-e", "moldudp64.count", "-e", "moldudp64.msglen",
+            "-e", "_ws.expert.severity",
+        ],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    decoded = [line.split("\t") for line in fields if line.strip()]
+    assert len(decoded) == len(sent)
+    for row, datagram in zip(decoded, sent, strict=True):
+        seq, count, lengths, severities = row
+        packet = Packet.parse(datagram)
+        assert int(seq) == packet.seq_num and int(count) == packet.msg_count
+        want = [len(m) for m in split_blocks(datagram)] if len(packet) else []
+        assert [int(n) for n in lengths.split(",") if n] == want
+        # Wireshark comments that a bare 20-byte header might be a request; anything at
+        # warning level (0x600000) or above would be a real fault.
+        assert all(int(v) < 0x600000 for v in severities.split(",") if v), row
+    decoded_lengths = [int(n) for row in decoded for n in row[2].split(",") if n]
+    assert decoded_lengths == sizes
+    assert int(decoded[-1][1]) == 0xFFFF and int(decoded[-1][0]) == len(messages) + 1
