@@ -14,7 +14,9 @@ import math
 import os
 import random
 import signal
+import socket
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, NoReturn, TextIO
@@ -642,6 +644,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
     if os.path.isdir(path):
         raise UsageError(f"{path} is a directory")
+    logger.debug("inspect %s: %s file of %d bytes", path, kind, os.path.getsize(path))
     sink = None
     if args.output is not None or args.format is not None:
         sink = open_sink(args.output or "-", args.format)
@@ -715,6 +718,627 @@ def generate_itch(count: int, seed: int = 0) -> Iterable[bytes]:
         yield header + body
 
 
+# --------------------------------------------------------------------------- live status
+
+
+class _Status:
+    """A one-line live status on stderr, redrawn at most 4 times a second (terminals only)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._next = 0.0
+        self._width = 0
+
+    def show(self, text: str, *, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now < self._next:
+            return
+        self._next = now + 0.25
+        pad = max(0, self._width - len(text))
+        self._width = len(text)
+        sys.stderr.write("\r" + text + " " * pad)
+        sys.stderr.flush()
+
+    def clear(self) -> None:
+        if self.enabled and self._width:
+            sys.stderr.write("\r" + " " * self._width + "\r")
+            sys.stderr.flush()
+            self._width = 0
+
+
+def _rate_text(count: int, seconds: float) -> str:
+    rate = count / seconds if seconds > 0 else 0.0
+    if rate >= 1e6:
+        return f"{rate / 1e6:.2f}M msg/s"
+    if rate >= 1e3:
+        return f"{rate / 1e3:.1f}k msg/s"
+    return f"{rate:.0f} msg/s"
+
+
+# --------------------------------------------------------------------------- listen
+
+
+class _TapSocket(socket.socket):
+    """A socket that copies every datagram it receives or sends into a pcap (listen --capture).
+
+    Used from the client's receiver thread only; the writer is closed after that thread.
+    """
+
+    tap: Callable[[bytes, Address, Address], None]
+    local: Address
+
+    def recvmsg(self, *args: Any) -> Any:
+        result = super().recvmsg(*args)
+        data, _anc, _flags, addr = result
+        self.tap(data, (str(addr[0]), int(addr[1])), self.local)
+        return result
+
+    def sendto(self, data: Any, *args: Any) -> int:
+        sent = super().sendto(data, *args)
+        addr = args[-1]
+        self.tap(bytes(data), self.local, (str(addr[0]), int(addr[1])))
+        return sent
+
+
+def _tapped(
+    sock: socket.socket, local: Address, tap: Callable[[bytes, Address, Address], None]
+) -> socket.socket:
+    """Re-wrap ``sock`` (same descriptor) as a :class:`_TapSocket`."""
+    family, kind, proto = sock.family, sock.type, sock.proto
+    wrapped = _TapSocket(family, kind, proto, fileno=sock.detach())
+    wrapped.tap = tap
+    wrapped.local = local
+    wrapped.setblocking(False)
+    return wrapped
+
+
+class _PcapTap:
+    """Records datagrams (wall-clock timestamps) into a pcap; counts write failures."""
+
+    def __init__(self, path: str) -> None:
+        from .capture import CaptureWriter
+
+        self.writer = CaptureWriter(path)
+        self.failed = 0
+
+    def __call__(self, data: bytes, src: Address, dst: Address) -> None:
+        try:
+            self.writer.write(data, src, dst, time.time())
+        except (MoldUDP64Error, OSError):
+            self.failed += 1
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@dataclass
+class _ListenResult:
+    """What a listen run ended with."""
+
+    written: int = 0
+    lost: list[MessagesLost] = field(default_factory=list)
+    lost_messages: int = 0
+    session: str | None = None
+    first_seq: int | None = None
+    last_seq: int | None = None
+    ended: bool = False
+    idle: bool = False
+    interrupted: bool = False
+
+
+def _receive(
+    client: Any,
+    sink: MessageSink,
+    *,
+    count: int | None,
+    idle_timeout: float | None,
+    status: _Status,
+    label: str,
+) -> _ListenResult:
+    """Write every message the client delivers to ``sink`` until the session ends, ``count``
+    messages, ``idle_timeout`` seconds without a datagram, or Ctrl-C."""
+    result = _ListenResult()
+    t0 = time.monotonic()
+    last_received = -1
+    last_activity = t0
+    done = False
+    try:
+        while not done:
+            try:
+                for event in client.events(timeout=0.25):
+                    kind = type(event)
+                    if kind is MessagesDelivered:
+                        assert isinstance(event, MessagesDelivered)
+                        messages = event.messages
+                        if count is not None and result.written + len(messages) >= count:
+                            messages = messages[: count - result.written]
+                            done = True
+                        if messages:
+                            sink.write(event.session, event.seq_num, messages)
+                            result.written += len(messages)
+                            result.session = event.session
+                            if result.first_seq is None:
+                                result.first_seq = event.seq_num
+                            result.last_seq = event.seq_num + len(messages) - 1
+                    elif kind is MessagesLost:
+                        assert isinstance(event, MessagesLost)
+                        result.lost.append(event)
+                        result.lost_messages += event.count
+                    elif kind is SessionEnded:
+                        result.ended = True
+                        done = True
+                    if status.enabled:
+                        status.show(_live_text(client, result, time.monotonic() - t0, label))
+                    if done:
+                        break
+                else:
+                    done = True  # the iteration ended: session over, or the client closed
+            except TimeoutError:
+                pass
+            now = time.monotonic()
+            received = client.stats.datagrams_received
+            if received != last_received:
+                last_received = received
+                last_activity = now
+            elif idle_timeout is not None and now - last_activity >= idle_timeout:
+                result.idle = True
+                done = True
+            if status.enabled:
+                status.show(_live_text(client, result, now - t0, label))
+    except KeyboardInterrupt:
+        result.interrupted = True
+    finally:
+        status.clear()
+    return result
+
+
+def _live_text(client: Any, result: _ListenResult, elapsed: float, label: str) -> str:
+    core = client.stats.receiver
+    gaps = core.gaps_detected if core is not None else 0
+    recovered = core.messages_recovered if core is not None else 0
+    return (
+        f"{label}: {result.written} messages, {_rate_text(result.written, elapsed)}, "
+        f"{gaps} gaps, {recovered} recovered, {result.lost_messages} lost"
+    )
+
+
+def _lost_text(lost: Sequence[MessagesLost]) -> str:
+    ranges = [(e.first_seq, e.last_seq) for e in lost]
+    return _format_ranges(ranges)
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    """moldudp64 listen GROUP:PORT: join, recover, write every message in order once."""
+    from .sync.client import MoldUDP64, open_line_sockets, open_request_socket
+
+    group: Address = args.group
+    client = MoldUDP64(
+        group,
+        args.interface,
+        list(args.request_server or []),
+        args.session,
+        args.start_seq,
+        line_b_addr=args.line_b,
+    )
+    sink = open_sink(args.output, args.format)
+    tap = _PcapTap(args.capture) if args.capture else None
+    status = _Status(_stderr_is_terminal())
+    t0 = time.monotonic()
+    try:
+        lines = open_line_sockets(client.options)
+        try:
+            rereq = open_request_socket(client.options)
+        except BaseException:
+            for sock, _ in lines:
+                sock.close()
+            raise
+        downstream = [sock for sock, _ in lines]
+        if tap is not None:
+            line_addrs = [group] + ([args.line_b] if args.line_b else [])
+            downstream = [_tapped(s, a, tap) for s, a in zip(downstream, line_addrs, strict=True)]
+            host, port = rereq.getsockname()[:2]
+            local = (args.interface if host == "0.0.0.0" else host, port)
+            if local[0] == "0.0.0.0":
+                local = ("127.0.0.1", port)
+            rereq = _tapped(rereq, local, tap)
+        client.open_with_sockets(downstream, rereq)
+        servers = ", ".join(f"{h}:{p}" for h, p in (args.request_server or [])) or "none"
+        _say(
+            f"moldudp64 listen: joined {group[0]}:{group[1]}"
+            + (f" and {args.line_b[0]}:{args.line_b[1]}" if args.line_b else "")
+            + f" on {args.interface}; re-request servers: {servers}"
+        )
+        try:
+            result = _receive(
+                client,
+                sink,
+                count=args.count,
+                idle_timeout=args.idle_timeout,
+                status=status,
+                label="listen",
+            )
+        finally:
+            client.close()
+    finally:
+        try:
+            sink.close()
+        finally:
+            if tap is not None:
+                tap.close()
+    elapsed = time.monotonic() - t0
+    core = client.stats.receiver
+    parts = [f"{result.written} messages written"]
+    if result.session is not None:
+        parts.append(f"session {result.session!r} seq {result.first_seq}..{result.last_seq}")
+    if core is not None:
+        parts.append(
+            f"{core.gaps_detected} gaps, {core.messages_recovered} recovered, "
+            f"{core.duplicate_messages} duplicates"
+        )
+    parts.append(f"{result.lost_messages} lost")
+    parts.append(f"{elapsed:.1f} s")
+    if tap is not None:
+        parts.append(f"{tap.writer.count} datagrams captured to {args.capture}")
+    end = (
+        "interrupted"
+        if result.interrupted
+        else "session ended"
+        if result.ended
+        else f"idle for {args.idle_timeout} s"
+        if result.idle
+        else f"--count {args.count} reached"
+        if args.count is not None and result.written >= args.count
+        else "stopped"
+    )
+    _say(f"moldudp64 listen: {end}: " + ", ".join(parts))
+    if result.lost:
+        _say(f"moldudp64 listen: messages lost for good: {_lost_text(result.lost)}")
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    if result.lost_messages:
+        return EXIT_LOST
+    if result.idle:
+        return EXIT_IDLE
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- publish / serve
+
+
+class _PublishedFileStore:
+    """The re-request store of ``publish --input``: the BinaryFILE itself (message n is
+    number n), served from disk up to what has been published so far."""
+
+    def __init__(self, path: str) -> None:
+        from .store import BinaryFileStore
+
+        self._file = BinaryFileStore(path)
+        self._next = 1
+
+    @property
+    def first_seq_num(self) -> int:
+        return 1
+
+    @property
+    def next_seq_num(self) -> int:
+        return self._next
+
+    @property
+    def messages(self) -> int:
+        return len(self._file)
+
+    def append(self, message: Any) -> int:
+        seq = self._next
+        self._next += 1
+        return seq
+
+    def get(self, seq_num: int, max_count: int, max_bytes: int) -> list[bytes]:
+        if seq_num >= self._next:
+            return []
+        return self._file.get(seq_num, min(max_count, self._next - seq_num), max_bytes)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _faults(args: argparse.Namespace) -> Any:
+    from .faults import FaultInjector
+
+    if not (args.drop or args.duplicate or args.reorder):
+        return None
+    return FaultInjector(args.drop, args.duplicate, args.reorder, seed=args.seed)
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    """moldudp64 publish GROUP:PORT --session NAME (--input FILE | --generate N)."""
+    from .store import MemoryStore
+    from .sync.server import Publisher
+
+    group: Address = args.group
+    request_port = args.request_port if args.request_port is not None else group[1] + 1
+    if request_port > 65535:
+        raise UsageError(f"--request-port {request_port} is not a port number; give one")
+    store: Any
+    messages: Iterable[bytes]
+    if args.input is not None:
+        store = _PublishedFileStore(args.input)
+        total: int | None = store.messages
+        reader = BinaryFileReader(args.input)
+        messages = reader
+    else:
+        store = MemoryStore()
+        total = args.generate
+        reader = None
+        messages = generate_itch(args.generate, args.seed or 0)
+    faults = _faults(args)
+    bind = args.interface or "0.0.0.0"
+    status = _Status(_stderr_is_terminal())
+    t0 = time.monotonic()
+    try:
+        publisher = Publisher(
+            args.session,
+            group,
+            interface_addr=args.interface,
+            ttl=args.ttl,
+            max_payload=args.max_payload,
+            heartbeat_interval=args.heartbeat_interval,
+            end_of_session_duration=args.end_of_session_duration,
+            store=store,
+            rerequest_bind=(bind, request_port),
+            faults=faults,
+        )
+        with publisher:
+            _say(
+                f"moldudp64 publish: session {args.session!r} to {group[0]}:{group[1]} "
+                f"(TTL {args.ttl}), re-requests on {bind}:{request_port}"
+                + (f", {total} messages" if total is not None else "")
+            )
+
+            def progress(done: int) -> None:
+                elapsed = time.monotonic() - t0
+                of = f"/{total}" if total is not None else ""
+                status.show(f"publish: {done}{of} messages, {_rate_text(done, elapsed)}")
+
+            try:
+                result = publisher.run(messages, rate=args.rate or None, progress=progress)
+            except KeyboardInterrupt:
+                publisher.stop()
+                status.clear()
+                _say(f"moldudp64 publish: interrupted after {publisher.stats.messages} messages")
+                return EXIT_INTERRUPTED
+            status.clear()
+            stats = result.stats
+            rstats = publisher.rerequest_stats
+    finally:
+        if reader is not None:
+            reader.close()
+        store.close()
+    parts = [
+        f"{result.messages} messages (seq {result.first_seq_num}..{result.next_seq_num - 1}) "
+        f"in {stats.packets} packets, {result.seconds:.1f} s",
+        f"{stats.heartbeats} heartbeats, {stats.end_of_session} end-of-session packets",
+    ]
+    if faults is not None:
+        f = faults.stats
+        parts.append(
+            f"faults: {f.dropped} dropped, {f.duplicated} duplicated, {f.reordered} reordered"
+        )
+    if rstats is not None:
+        parts.append(f"{rstats.requests} re-requests, {rstats.messages} messages re-sent")
+    _say("moldudp64 publish: done: " + "; ".join(parts))
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """moldudp64 serve --input FILE --session NAME --port PORT: a re-request server."""
+    from .store import BinaryFileStore
+    from .sync.server import RerequestServer
+
+    store = BinaryFileStore(args.input)
+    try:
+        server = RerequestServer(
+            args.session, store, (args.bind, args.port), max_payload=args.max_payload
+        )
+        with server:
+            server.start()
+            host, port = server.address
+            _say(
+                f"moldudp64 serve: {len(store)} messages of session {args.session!r} "
+                f"from {args.input} on {host}:{port}"
+            )
+            interrupted = False
+            try:
+                deadline = None if args.duration is None else time.monotonic() + args.duration
+                while deadline is None or time.monotonic() < deadline:
+                    left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+                    time.sleep(max(0.0, left))
+            except KeyboardInterrupt:
+                interrupted = True
+            stats = server.stats
+    finally:
+        store.close()
+    refused = ", ".join(f"{n} {why}" for why, n in sorted(stats.refused.items()) if n)
+    _say(
+        f"moldudp64 serve: {'interrupted' if interrupted else 'done'}: {stats.requests} "
+        f"requests, {stats.answers} answers, {stats.messages} messages re-sent"
+        + (f", refused: {refused}" if refused else "")
+    )
+    return EXIT_INTERRUPTED if interrupted else EXIT_OK
+
+
+# --------------------------------------------------------------------------- demo
+
+
+class _ListSink(MessageSink):
+    """Keeps the delivered messages in memory (demo)."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+        self.sequences_ok = True
+        self._next: int | None = None
+
+    def write(self, session: str, seq_num: int, messages: list[bytes]) -> None:
+        if self._next is not None and seq_num != self._next:
+            self.sequences_ok = False
+        self._next = seq_num + len(messages)
+        self.messages.extend(messages)
+        self.count += len(messages)
+
+
+def _wire_tally(faults: Any, size: int) -> Any:
+    """Wrap a FaultInjector so it records which sequence numbers went out on the wire."""
+    from .faults import FaultInjector
+
+    class WireTally(FaultInjector):
+        """A FaultInjector that marks, per sequence number, whether any copy was sent."""
+
+        def __init__(self) -> None:
+            super().__init__(faults.drop, faults.duplicate, faults.reorder, seed=faults.seed)
+            self.sent_seqs = bytearray(size + 1)
+
+        def _mark(self, out: list[bytes]) -> list[bytes]:
+            for data in out:
+                count = (data[18] << 8) | data[19]
+                if 0 < count < END_OF_SESSION:
+                    seq = int.from_bytes(data[10:18], "big")
+                    end = min(seq + count, size + 1)
+                    if seq < end:
+                        self.sent_seqs[seq:end] = b"\x01" * (end - seq)
+            return out
+
+        def process(self, datagram: bytes) -> list[bytes]:
+            return self._mark(super().process(datagram))
+
+        def flush(self) -> list[bytes]:
+            return self._mark(super().flush())
+
+    return WireTally()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """moldudp64 demo: publisher with loss + re-request server + client, output == input."""
+    import threading
+
+    from .net import open_unicast_socket
+    from .netns import enter_private_netns
+    from .sync.client import MoldUDP64, open_line_sockets, open_request_socket
+    from .sync.server import Publisher
+
+    # Before any thread starts: a private network namespace for real multicast, if root.
+    why_not = None if args.loopback else enter_private_netns()
+    multicast = why_not is None and not args.loopback
+    session = "DEMO000001"
+    port = args.port or (30001 if multicast else 0)
+    messages = list(generate_itch(args.messages, args.seed))
+    faults = _faults(args)
+    if faults is not None:
+        faults = _wire_tally(faults, len(messages))
+    lines: list[socket.socket] = []
+    if not multicast:  # the client's socket first: its port is where the publisher sends
+        lines = [open_unicast_socket(("127.0.0.1", port), rcvbuf=8 * 1024 * 1024)]
+        port = lines[0].getsockname()[1]
+    group: Address = ("239.255.64.1", port)  # unicast: only names the feed for the client
+    target: Address = group if multicast else ("127.0.0.1", port)
+    transport = (
+        f"multicast {group[0]}:{port} in a private network namespace"
+        if multicast
+        else f"unicast 127.0.0.1:{port} over loopback" + (f" ({why_not})" if why_not else "")
+    )
+    _say(
+        f"moldudp64 demo: {len(messages)} ITCH-shaped messages over {transport}; faults: "
+        f"drop {args.drop:g}, duplicate {args.duplicate:g}, reorder {args.reorder:g} "
+        f"(seed {args.seed})"
+    )
+    publisher = Publisher(
+        session,
+        target,
+        heartbeat_interval=0.25,
+        end_of_session_duration=args.end_of_session_duration,
+        rerequest_bind=("127.0.0.1", 0),
+        faults=faults,
+    )
+    sink = _ListSink()
+    status = _Status(_stderr_is_terminal())
+    t0 = time.monotonic()
+    try:
+        assert publisher.rerequest_address is not None
+        client = MoldUDP64(group, "0.0.0.0", [publisher.rerequest_address], session)
+        if multicast:
+            lines = [sock for sock, _ in open_line_sockets(client.options)]
+        client.open_with_sockets(lines, open_request_socket(client.options))
+        with publisher:
+            run_error: list[BaseException] = []
+
+            def publish() -> None:
+                try:
+                    publisher.run(messages, rate=args.rate, end_session=False)
+                    publisher.end_session(wait=False)
+                except BaseException as exc:  # reported by the main thread
+                    run_error.append(exc)
+
+            thread = threading.Thread(target=publish, name="moldudp64-demo-publisher", daemon=True)
+            thread.start()
+            try:
+                result = _receive(
+                    client,
+                    sink,
+                    count=None,
+                    idle_timeout=args.timeout,
+                    status=status,
+                    label="demo",
+                )
+            finally:
+                client.close()
+                publisher.stop()
+                thread.join()
+            if run_error:
+                raise run_error[0]
+            pstats = publisher.stats
+            rstats = publisher.rerequest_stats
+    finally:
+        status.clear()
+    elapsed = time.monotonic() - t0
+    core = client.stats.receiver
+    fstats = faults.stats if faults is not None else None
+    equal = sink.messages == messages and sink.sequences_ok
+    # Exact: the sequence numbers no copy of which left the publisher, and of those the
+    # ones the client delivered (every one of them came from a re-request).
+    lost_seqs = (
+        [seq for seq in range(1, len(messages) + 1) if not faults.sent_seqs[seq]]
+        if faults is not None
+        else []
+    )
+    first = result.first_seq or 1
+    wire_lost = len(lost_seqs)
+    recovered = sum(1 for seq in lost_seqs if first <= seq < first + len(sink.messages))
+    _say(
+        f"moldudp64 demo: {pstats.packets} packets sent"
+        + (
+            f"; on the wire {fstats.dropped} dropped, {fstats.duplicated} duplicated, "
+            f"{fstats.reordered} reordered"
+            if fstats is not None
+            else ""
+        )
+        + (f"; {rstats.requests} re-requests answered" if rstats is not None else "")
+        + (f"; {core.gaps_detected} gaps seen by the client" if core is not None else "")
+        + f"; {elapsed:.1f} s"
+    )
+    print(
+        f"demo: published {len(messages)} messages, lost on the wire {wire_lost}, "
+        f"recovered {recovered}, delivered {len(sink.messages)}, "
+        + ("output equals input" if equal else "OUTPUT DIFFERS FROM INPUT")
+        + ("" if not result.lost_messages else f" (lost for good: {_lost_text(result.lost)})"),
+        flush=True,
+    )
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    if not equal:
+        return EXIT_LOST
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -748,6 +1372,52 @@ examples:
   moldudp64 inspect 20190730.NASDAQ_ITCH50                         # what a BinaryFILE holds
 
 exits 3 when gaps remain in any session.
+"""
+
+EPILOG_LISTEN = """\
+examples:
+  moldudp64 listen 239.1.1.1:30001 --request-server 10.0.0.5:30002 -o feed.bin
+  moldudp64 listen 239.1.1.1:30001 --line-b 239.1.1.2:30001 --interface 10.0.0.7 \\
+      --request-server 10.0.0.5:30002 --request-server 10.0.0.6:30002 -o feed.bin
+  moldudp64 listen 239.1.1.1:30001 --count 10                    # a glance, as text
+  moldudp64 listen 239.1.1.1:30001 -o - --format jsonl --idle-timeout 5 | jq .seq
+  moldudp64 listen 239.1.1.1:30001 -o feed.bin --capture feed.pcap
+
+exit codes: 0 session ended (or --count reached) with every message written,
+            3 messages lost for good (the rest written; stderr names the ranges),
+            4 --idle-timeout seconds without a packet, 130 Ctrl-C (after flushing).
+"""
+
+EPILOG_PUBLISH = """\
+examples:
+  moldudp64 publish 239.1.1.1:30001 --session TEST000001 --input feed.bin
+  moldudp64 publish 239.1.1.1:30001 --session TEST000001 --generate 100000 --rate 50000
+  moldudp64 publish 239.1.1.1:30001 --session TEST000001 --generate 10000 \\
+      --request-port 30002 --drop 0.05 --duplicate 0.01 --reorder 0.02 --seed 7
+
+Sends the messages, answers re-requests on --request-port throughout (default: the
+feed port + 1), then sends end of session for --end-of-session-duration seconds.
+"""
+
+EPILOG_SERVE = """\
+examples:
+  moldudp64 serve --input feed.bin --session TEST000001 --port 30002
+  moldudp64 serve --input 20190730.NASDAQ_ITCH50 --session 000010059B --port 30002 \\
+      --bind 10.0.0.5 --duration 3600
+
+Answers MoldUDP64 re-requests from a recorded BinaryFILE (message n is sequence n)
+until Ctrl-C or --duration.
+"""
+
+EPILOG_DEMO = """\
+examples:
+  moldudp64 demo
+  moldudp64 demo --messages 100000 --drop 0.2 --seed 3
+  moldudp64 demo --loopback                      # skip the private network namespace
+
+Runs a publisher that loses, duplicates and reorders packets, its re-request server
+and a client together; as root in a private network namespace with real multicast,
+otherwise over loopback. Exits 0 only if the client's output equals the input.
 """
 
 
@@ -812,6 +1482,158 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_output(p, None)
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser(
+        "listen",
+        help="join a feed, recover gaps, write every message in order",
+        description="Join a MoldUDP64 feed, recover gaps from the re-request servers and "
+        "write every message in sequence order exactly once.",
+        epilog=EPILOG_LISTEN,
+        formatter_class=_RAW,
+    )
+    _add_verbose(p)
+    p.add_argument("group", metavar="GROUP:PORT", type=GROUP_PORT, help="the feed (line A)")
+    p.add_argument(
+        "--interface",
+        metavar="ADDR",
+        type=IPV4,
+        default="0.0.0.0",
+        help="address of the interface to join on (default: the kernel's choice)",
+    )
+    p.add_argument(
+        "--request-server",
+        metavar="HOST:PORT",
+        type=HOST_PORT,
+        action="append",
+        help="a re-request server (repeat for several; requests are spread over them)",
+    )
+    p.add_argument("--session", type=SESSION, help="only this session (default: the first seen)")
+    p.add_argument("--start-seq", metavar="N", type=SEQ, help="first sequence number wanted")
+    p.add_argument("--line-b", metavar="GROUP:PORT", type=GROUP_PORT, help="the B line")
+    _add_output(p, "-")
+    p.add_argument("--count", metavar="N", type=COUNT, help="stop after N messages")
+    p.add_argument(
+        "--idle-timeout",
+        metavar="SECONDS",
+        type=POSITIVE_SECONDS,
+        help="stop (exit 4) after this long without any packet",
+    )
+    p.add_argument("--capture", metavar="PATH.pcap", help="also record the raw datagrams")
+    p.set_defaults(func=cmd_listen)
+
+    p = sub.add_parser(
+        "publish",
+        help="publish a BinaryFILE (or generated messages) as a session",
+        description="Publish a BinaryFILE, or N generated ITCH-5.0-shaped messages, as a "
+        "MoldUDP64 session, serving re-requests throughout, then end the session.",
+        epilog=EPILOG_PUBLISH,
+        formatter_class=_RAW,
+    )
+    _add_verbose(p)
+    p.add_argument("group", metavar="GROUP:PORT", type=GROUP_PORT, help="where to send")
+    p.add_argument("--session", type=SESSION, required=True, help="session name (10 chars max)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", metavar="FILE", help="BinaryFILE to publish")
+    source.add_argument("--generate", metavar="N", type=COUNT, help="publish N generated messages")
+    p.add_argument("--interface", metavar="ADDR", type=IPV4, help="outgoing interface address")
+    p.add_argument("--ttl", metavar="N", type=TTL, default=1, help="multicast TTL (default 1)")
+    p.add_argument(
+        "--rate",
+        metavar="MESSAGES_PER_SECOND",
+        type=RATE,
+        default=0.0,
+        help="pace the messages (default 0: as fast as possible)",
+    )
+    p.add_argument(
+        "--request-port", metavar="PORT", type=PORT, help="re-request port (default: port + 1)"
+    )
+    p.add_argument(
+        "--max-payload",
+        metavar="BYTES",
+        type=_max_payload,
+        default=1452,
+        help="bytes of message blocks per packet after the header (default 1452)",
+    )
+    p.add_argument(
+        "--heartbeat-interval",
+        metavar="SECONDS",
+        type=POSITIVE_SECONDS,
+        default=1.0,
+        help="heartbeat when idle this long (default 1)",
+    )
+    p.add_argument(
+        "--end-of-session-duration",
+        metavar="SECONDS",
+        type=SECONDS,
+        default=2.0,
+        help="how long to send end of session (default 2)",
+    )
+    p.add_argument("--drop", metavar="P", type=PROBABILITY, default=0.0, help="drop packets")
+    p.add_argument(
+        "--duplicate", metavar="P", type=PROBABILITY, default=0.0, help="duplicate packets"
+    )
+    p.add_argument("--reorder", metavar="P", type=PROBABILITY, default=0.0, help="reorder packets")
+    p.add_argument("--seed", metavar="N", type=SEED, help="seed of the faults and the generator")
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser(
+        "serve",
+        help="a stand-alone re-request server for a recorded BinaryFILE",
+        description="Answer MoldUDP64 re-requests from a recorded BinaryFILE.",
+        epilog=EPILOG_SERVE,
+        formatter_class=_RAW,
+    )
+    _add_verbose(p)
+    p.add_argument("--input", metavar="FILE", required=True, help="the BinaryFILE")
+    p.add_argument("--session", type=SESSION, required=True, help="its session name")
+    p.add_argument("--port", type=PORT, required=True, help="UDP port to serve on")
+    p.add_argument(
+        "--bind", metavar="ADDR", type=IPV4, default="0.0.0.0", help="address to serve on"
+    )
+    p.add_argument(
+        "--max-payload",
+        metavar="BYTES",
+        type=_max_payload,
+        default=1452,
+        help="bytes of message blocks per answer (default 1452)",
+    )
+    p.add_argument(
+        "--duration", metavar="SECONDS", type=SECONDS, help="stop after this long (default: never)"
+    )
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "demo",
+        help="see it all work: lossy publisher, re-request server and client together",
+        description="Run a publisher with loss, a re-request server and a client together "
+        "and check that the client's output equals the input.",
+        epilog=EPILOG_DEMO,
+        formatter_class=_RAW,
+    )
+    _add_verbose(p)
+    p.add_argument("--messages", metavar="N", type=COUNT, default=20_000, help="default 20000")
+    p.add_argument("--drop", metavar="P", type=PROBABILITY, default=0.05, help="default 0.05")
+    p.add_argument("--duplicate", metavar="P", type=PROBABILITY, default=0.01, help="default 0.01")
+    p.add_argument("--reorder", metavar="P", type=PROBABILITY, default=0.02, help="default 0.02")
+    p.add_argument("--seed", metavar="N", type=SEED, default=1, help="default 1")
+    p.add_argument(
+        "--rate", metavar="MESSAGES_PER_SECOND", type=COUNT, default=50_000, help="default 50000"
+    )
+    p.add_argument("--port", type=PORT, help="feed port (default 30001, or a free one on loopback)")
+    p.add_argument(
+        "--end-of-session-duration", metavar="SECONDS", type=SECONDS, default=1.0, help="default 1"
+    )
+    p.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=POSITIVE_SECONDS,
+        default=10.0,
+        help="give up after this long without a packet (default 10)",
+    )
+    p.add_argument(
+        "--loopback", action="store_true", help="unicast over loopback, no network namespace"
+    )
+    p.set_defaults(func=cmd_demo)
     return parser
 
 
@@ -826,12 +1648,27 @@ def _setup_logging(verbosity: int) -> None:
     )
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _sigterm_as_interrupt() -> Any:
+    """Let SIGTERM end a command the way Ctrl-C does (flush, summary, exit 130); return the
+    handler it replaced (None when not in the main thread)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _interrupt)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; return its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(getattr(args, "verbose", 0))
     prog = f"moldudp64 {args.command}"
+    previous = _sigterm_as_interrupt()
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
@@ -853,6 +1690,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             text = f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}"
         _say(f"{prog}: error: {text}")
         return EXIT_USAGE
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover
