@@ -1,0 +1,201 @@
+"""Messages per second through the receiver core, in order and over a faulty line.
+
+    python benchmarks/bench_receiver.py [--quick] [--messages N]
+
+Two runs over the same ITCH-sized messages packed into 1452-byte packets:
+
+- in order: every packet once, on line A (the fast path);
+- faulty: 5% of live packets dropped, 1% duplicated, 3% reordered (the seeded
+  :class:`~moldudp64.faults.FaultInjector`), gaps recovered from a real
+  :class:`~moldudp64.rerequest.RerequestServerCore` whose answers arrive 1 ms (100 packets)
+  later on the simulated clock.
+
+The faulty run is recorded first (arrival trace: every datagram the core sees, with its
+time), then replayed into a fresh core under the timer: the core is deterministic, so
+the replay sends the same requests, and the figure is the core's own work (receive,
+timers, requests, events), not the server's or the fault injector's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import random
+import time
+from dataclasses import dataclass
+
+from moldudp64.events import Address, MessagesDelivered, MessagesLost, Source
+from moldudp64.faults import FaultInjector
+from moldudp64.receiver import ReceiverConfig, ReceiverCore
+from moldudp64.rerequest import RerequestServerCore
+from moldudp64.store import MemoryStore
+from moldudp64.wire import build_end_of_session, pack_messages
+
+SESSION = "000010059B"
+SERVER: Address = ("127.0.0.1", 9001)
+#: ITCH 5.0 message lengths, weighted roughly as a TotalView day (adds, deletes, executions).
+ITCH_SIZES = [36] * 40 + [19] * 25 + [23] * 8 + [31] * 8 + [35] * 10 + [44] * 5 + [40] * 4
+PACKET_INTERVAL = 1e-5  # 100,000 packets/s on the simulated clock
+ANSWER_DELAY = 1e-3
+
+
+def make_packets(count: int, seed: int = 1) -> tuple[list[bytes], list[bytes]]:
+    """``count`` ITCH-sized messages and the 1452-byte packets that carry them."""
+    rng = random.Random(seed)
+    pool = [bytes([65 + i % 26]) * size for i, size in enumerate(ITCH_SIZES)]
+    messages = [pool[rng.randrange(len(pool))] for _ in range(count)]
+    return messages, pack_messages(SESSION, 1, messages)
+
+
+def drain(core: ReceiverCore) -> int:
+    """Take the events out; return how many messages they delivered."""
+    return sum(len(e.messages) for e in core.events_received() if isinstance(e, MessagesDelivered))
+
+
+def in_order(packets: list[bytes], total: int) -> float:
+    """Messages per second through the fast path."""
+    core = ReceiverCore(ReceiverConfig(stale_after=None))
+    receive = core.receive_datagram
+    line_a = Source.LINE_A
+    delivered = 0
+    start = time.perf_counter()
+    for i, packet in enumerate(packets):
+        receive(packet, line_a, i * PACKET_INTERVAL)
+        if i % 256 == 255:
+            delivered += drain(core)
+    delivered += drain(core)
+    elapsed = time.perf_counter() - start
+    assert delivered == total, (delivered, total)
+    return total / elapsed
+
+
+@dataclass
+class Faulty:
+    """What the faulty run measured."""
+
+    rate: float
+    packets_dropped: int
+    requests: int
+    peak_held: int
+    lost: int
+    recovered: int
+
+
+Trace = list[tuple[float, bytes, Source, Address | None]]
+
+
+def record(messages: list[bytes], packets: list[bytes], seed: int) -> tuple[Trace, int]:
+    """Run the faulty line with a real re-request server; return the arrival trace."""
+    store = MemoryStore(max_bytes=None)
+    for message in messages:
+        store.append(message)
+    server = RerequestServerCore(SESSION, store, rate_limit=None)
+    injector = FaultInjector(drop=0.05, duplicate=0.01, reorder=0.03, seed=seed)
+    core = ReceiverCore(ReceiverConfig(rerequest_server_addrs=[SERVER]))
+    trace: Trace = []
+    pending: list[tuple[float, bytes]] = []  # answers on their way, in time order
+
+    def arrive(at: float, data: bytes, source: Source, addr: Address | None) -> None:
+        trace.append((at, data, source, addr))
+        core.receive_datagram(data, source, at, addr)
+
+    def pump(now: float) -> None:
+        while pending and pending[0][0] <= now:
+            at, answer = pending.pop(0)
+            arrive(at, answer, Source.RETRANSMISSION, SERVER)
+        timer = core.get_timer()
+        if timer is not None and timer <= now:
+            trace.append((now, b"", Source.LINE_A, None))  # a timer tick
+            core.handle_timer(now)
+        for request, _ in core.datagrams_to_send(now):
+            answer = server.handle_request(request, ("127.0.0.1", 40000), now)
+            if answer is not None:
+                pending.append((now + ANSWER_DELAY, answer))
+        core.events_received()
+
+    now = 0.0
+    end = build_end_of_session(SESSION, len(messages) + 1)
+    for packet in [*packets, end]:
+        now += PACKET_INTERVAL
+        for data in injector.process(packet):
+            arrive(now, data, Source.LINE_A, None)
+        pump(now)
+    for data in injector.flush():
+        arrive(now, data, Source.LINE_A, None)
+    while not core.ended and now < 1e4:
+        now += ANSWER_DELAY
+        arrive(now, end, Source.LINE_A, None)
+        pump(now)
+    assert core.ended, "the faulty run did not finish"
+    return trace, injector.stats.dropped
+
+
+def replay(trace: Trace, total: int, dropped: int) -> Faulty:
+    """Replay the trace into a fresh core; time it."""
+    core = ReceiverCore(ReceiverConfig(rerequest_server_addrs=[SERVER]))
+    receive = core.receive_datagram
+    delivered = lost = requests = 0
+    start = time.perf_counter()
+    for i, (at, data, source, addr) in enumerate(trace):
+        if data:
+            receive(data, source, at, addr)
+        else:
+            core.handle_timer(at)
+        if i % 16 == 15:
+            requests += len(core.datagrams_to_send(at))
+            for event in core.events_received():
+                if isinstance(event, MessagesDelivered):
+                    delivered += len(event.messages)
+                elif isinstance(event, MessagesLost):
+                    lost += event.count
+    requests += len(core.datagrams_to_send(trace[-1][0]))
+    for event in core.events_received():
+        if isinstance(event, MessagesDelivered):
+            delivered += len(event.messages)
+        elif isinstance(event, MessagesLost):
+            lost += event.count
+    elapsed = time.perf_counter() - start
+    assert delivered + lost == total, (delivered, lost, total)
+    stats = core.stats
+    return Faulty(
+        rate=total / elapsed,
+        packets_dropped=dropped,
+        requests=sum(stats.requests_sent.values()),
+        peak_held=stats.peak_held_packets,
+        lost=lost,
+        recovered=stats.messages_recovered,
+    )
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a tiny run, for tests")
+    parser.add_argument("--messages", type=int, default=None, help="messages per run")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    count = args.messages or (20_000 if args.quick else 2_000_000)
+    messages, packets = make_packets(count, args.seed)
+    rounds = 1 if args.quick else 3
+    fast = max(in_order(packets, count) for _ in range(rounds))
+    trace, dropped = record(messages, packets, args.seed)
+    faulty = max((replay(trace, count, dropped) for _ in range(rounds)), key=lambda f: f.rate)
+    per_lost = faulty.requests / max(faulty.packets_dropped, 1)
+    print(f"python {platform.python_version()}, {count:,} messages in {len(packets):,} packets")
+    print(f"in order:                         {fast:12,.0f} messages/s")
+    print(f"5% loss, 1% dup, 3% reorder:      {faulty.rate:12,.0f} messages/s")
+    print(
+        f"  live packets dropped {faulty.packets_dropped:,}, requests sent {faulty.requests:,}"
+        f" ({per_lost:.2f} per lost packet), messages recovered {faulty.recovered:,},"
+        f" lost {faulty.lost:,}, peak held packets {faulty.peak_held:,}"
+    )
+    return {
+        "in_order_msgs_per_s": fast,
+        "faulty_msgs_per_s": faulty.rate,
+        "requests_per_lost_packet": per_lost,
+        "peak_held_packets": float(faulty.peak_held),
+        "messages_lost": float(faulty.lost),
+    }
+
+
+if __name__ == "__main__":
+    main()
