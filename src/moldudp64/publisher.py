@@ -42,7 +42,7 @@ from .wire import (
     encode_session,
 )
 
-__all__ = ["PublisherCore", "PublisherStats", "SessionAlreadyEnded"]
+__all__ = ["PublisherCore", "PublisherStats", "RunResult", "SessionAlreadyEnded"]
 
 
 class SessionAlreadyEnded(MoldUDP64Error, RuntimeError):
@@ -59,6 +59,18 @@ class PublisherStats:
     end_of_session: int
     bytes: int
     next_seq_num: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What a publisher's ``run()`` (blocking or asyncio) did."""
+
+    messages: int
+    first_seq_num: int
+    next_seq_num: int
+    seconds: float
+    stopped: bool
+    stats: PublisherStats
 
 
 def _non_negative(value: object, name: str, *, allow_none: bool = False) -> float | None:

@@ -21,14 +21,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from types import TracebackType
 
 from ..events import Address
 from ..exceptions import ConfigError
 from ..faults import FaultInjector
 from ..net import check_port, open_multicast_sender, open_unicast_socket
-from ..publisher import PublisherCore, PublisherStats
+from ..publisher import PublisherCore, PublisherStats, RunResult
 from ..rerequest import (
     DEFAULT_RATE_LIMIT,
     IPNetwork,
@@ -193,18 +192,6 @@ class RerequestServer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-@dataclass(frozen=True, slots=True)
-class RunResult:
-    """What :meth:`Publisher.run` did."""
-
-    messages: int
-    first_seq_num: int
-    next_seq_num: int
-    seconds: float
-    stopped: bool
-    stats: PublisherStats
 
 
 class Publisher:

@@ -1,0 +1,533 @@
+"""asyncio publisher and re-request server over the protocol cores.
+
+:class:`AsyncRerequestServer` answers request packets from a store on a datagram
+endpoint; :class:`AsyncPublisher` sends a session to a multicast group (TTL 1 and
+multicast loopback on by default), drives the core's timers with ``loop.call_at`` and
+owns an :class:`AsyncRerequestServer` when given ``rerequest_bind``::
+
+    async with AsyncPublisher("SESSION001", ("239.1.1.1", 30001),
+                              rerequest_bind=("0.0.0.0", 30002)) as pub:
+        await pub.run(messages, rate=100_000)   # ends the session at the end
+
+The cores' ``now`` is ``loop.time()``. Everything runs in the event loop's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterable, Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+from ..events import Address
+from ..exceptions import ConfigError
+from ..faults import FaultInjector
+from ..net import check_port, open_multicast_sender, open_unicast_socket
+from ..publisher import PublisherCore, PublisherStats, RunResult
+from ..rerequest import (
+    DEFAULT_RATE_LIMIT,
+    IPNetwork,
+    RateLimit,
+    RerequestServerCore,
+    RerequestStats,
+)
+from ..store import MemoryStore, MessageStore
+from ..wire import DEFAULT_MAX_PAYLOAD, Buffer
+
+__all__ = ["AsyncPublisher", "AsyncRerequestServer", "RunResult"]
+
+logger = logging.getLogger(__name__)
+
+_RUN_BATCH = 512
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    """Forwards datagrams and flow-control signals to its owner."""
+
+    def __init__(
+        self,
+        on_datagram: Callable[[bytes, Address], None] | None,
+        on_error: Callable[[Exception], None],
+    ) -> None:
+        self.on_datagram = on_datagram
+        self.on_error = on_error
+        self.writable = asyncio.Event()
+        self.writable.set()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self.on_datagram is not None:
+            self.on_datagram(data, (str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        self.on_error(exc)
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+
+class AsyncRerequestServer:
+    """Answers MoldUDP64 request packets from ``store`` on a datagram endpoint.
+
+    Make one with ``await AsyncRerequestServer.create(session, store, bind)`` (or
+    ``async with``); ``close()`` stops it. Options are those of
+    :class:`~moldudp64.rerequest.RerequestServerCore`; ``faults`` applies seeded drop /
+    duplicate / reorder to the answers.
+    """
+
+    def __init__(
+        self,
+        session: str | bytes,
+        store: MessageStore,
+        *,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
+        allow: Iterable[IPNetwork | str] | None = None,
+        faults: FaultInjector | None = None,
+    ) -> None:
+        self.core = RerequestServerCore(
+            session, store, max_payload=max_payload, rate_limit=rate_limit, allow=allow
+        )
+        self.faults = faults
+        self._transport: asyncio.DatagramTransport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._send_errors = 0
+        self._closed = False
+
+    @classmethod
+    async def create(
+        cls,
+        session: str | bytes,
+        store: MessageStore,
+        bind: Address = ("127.0.0.1", 0),
+        *,
+        rcvbuf: int | None = 4 * 1024 * 1024,
+        sock: socket.socket | None = None,
+        **options: Any,
+    ) -> AsyncRerequestServer:
+        """Open the socket on ``bind`` (or use ``sock``) and start serving."""
+        server = cls(session, store, **options)
+        await server.start(bind, rcvbuf=rcvbuf, sock=sock)
+        return server
+
+    async def start(
+        self,
+        bind: Address = ("127.0.0.1", 0),
+        *,
+        rcvbuf: int | None = 4 * 1024 * 1024,
+        sock: socket.socket | None = None,
+    ) -> None:
+        """Open the socket and start serving (idempotent)."""
+        if self._closed:
+            raise ConfigError("the re-request server is closed")
+        if self._transport is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        if sock is None:
+            sock = open_unicast_socket(bind, rcvbuf=rcvbuf)
+        transport, _ = await self._loop.create_datagram_endpoint(
+            lambda: _Protocol(self._on_request, self._on_error), sock=sock
+        )
+        self._transport = transport
+
+    @property
+    def address(self) -> Address:
+        """The ``(host, port)`` the server listens on."""
+        if self._transport is None:
+            raise ConfigError("the re-request server is not started")
+        host, port = self._transport.get_extra_info("sockname")[:2]
+        return (str(host), int(port))
+
+    @property
+    def stats(self) -> RerequestStats:
+        """The core's counts: answers, bytes, refusals by reason."""
+        return self.core.stats
+
+    @property
+    def send_errors(self) -> int:
+        """Socket errors reported while sending answers."""
+        return self._send_errors
+
+    def _on_error(self, exc: Exception) -> None:
+        self._send_errors += 1
+        logger.debug("re-request server socket error: %s", exc)
+
+    def _on_request(self, data: bytes, addr: Address) -> None:
+        assert self._loop is not None and self._transport is not None
+        answer = self.core.handle_request(data, addr, self._loop.time())
+        if answer is None:
+            return
+        if self.faults is None:
+            self._transport.sendto(answer, addr)
+        else:
+            for out, to in self.faults.process_to(answer, addr):
+                self._transport.sendto(out, to)
+
+    def close(self) -> None:
+        """Stop serving and close the socket (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._transport is not None:
+            if self.faults is not None:
+                for out, to in self.faults.flush_to():
+                    self._transport.sendto(out, to)
+            self._transport.close()
+
+    async def __aenter__(self) -> AsyncRerequestServer:
+        if self._transport is None:
+            await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncPublisher:
+    """Publishes one MoldUDP64 session to ``group`` from an event loop; may serve re-requests.
+
+    Options are those of :class:`moldudp64.sync.server.Publisher`. Call ``await start()``
+    (or use ``async with``) before publishing; :meth:`publish` and :meth:`publish_many`
+    are plain methods that send at once (call them from the loop's thread).
+    """
+
+    def __init__(
+        self,
+        session: str | bytes,
+        group: Address,
+        *,
+        interface_addr: str | None = None,
+        ttl: int = 1,
+        loopback: bool = True,
+        first_seq_num: int = 1,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        flush_delay: float | None = 0.0,
+        heartbeat_interval: float | None = 1.0,
+        end_of_session_duration: float = 2.0,
+        end_of_session_interval: float | None = None,
+        store: MessageStore | None = None,
+        rerequest_bind: Address | None = None,
+        rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
+        allow: Iterable[IPNetwork | str] | None = None,
+        faults: FaultInjector | None = None,
+        answer_faults: FaultInjector | None = None,
+        sock: socket.socket | None = None,
+    ) -> None:
+        if not isinstance(group, tuple) or len(group) != 2 or not isinstance(group[0], str):
+            raise ConfigError(f"group {group!r} must be a (host, port) tuple")
+        check_port(group[1], "group port")
+        if not isinstance(ttl, int) or not 0 <= ttl <= 255:
+            raise ConfigError(f"multicast TTL {ttl!r} is outside 0..255")
+        if rerequest_bind is not None and store is None:
+            store = MemoryStore(first_seq_num=first_seq_num)
+        self.core = PublisherCore(
+            session,
+            first_seq_num=first_seq_num,
+            max_payload=max_payload,
+            flush_delay=flush_delay,
+            heartbeat_interval=heartbeat_interval,
+            end_of_session_duration=end_of_session_duration,
+            end_of_session_interval=end_of_session_interval,
+            store=store,
+        )
+        self.group: Address = (group[0], group[1])
+        self.store = store
+        self.faults = faults
+        self._interface_addr = interface_addr
+        self._ttl = ttl
+        self._loopback = loopback
+        self._sock = sock
+        self._rerequest_bind = rerequest_bind
+        self.rerequest_server: AsyncRerequestServer | None = None
+        if rerequest_bind is not None:
+            assert store is not None
+            self.rerequest_server = AsyncRerequestServer(
+                session,
+                store,
+                max_payload=max_payload,
+                rate_limit=rate_limit,
+                allow=allow,
+                faults=answer_faults,
+            )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._protocol: _Protocol | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._ended = asyncio.Event()
+        self._stop = False
+        self._closed = False
+        self._send_errors = 0
+
+    # -- properties ---------------------------------------------------------------------
+
+    @property
+    def rerequest_address(self) -> Address | None:
+        """Where re-requests are served, or None."""
+        return None if self.rerequest_server is None else self.rerequest_server.address
+
+    @property
+    def stats(self) -> PublisherStats:
+        """Packets, messages, heartbeats, end-of-session packets and bytes sent."""
+        return self.core.stats
+
+    @property
+    def rerequest_stats(self) -> RerequestStats | None:
+        """The re-request server's counts, or None without one."""
+        return None if self.rerequest_server is None else self.rerequest_server.stats
+
+    @property
+    def send_errors(self) -> int:
+        """Socket errors reported while sending."""
+        return self._send_errors
+
+    @property
+    def next_seq_num(self) -> int:
+        """The sequence number the next published message gets."""
+        return self.core.next_seq_num
+
+    @property
+    def ended(self) -> bool:
+        """Whether the end-of-session period is over."""
+        return self.core.ended
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    async def start(self) -> AsyncPublisher:
+        """Open the sockets, start the re-request server and the timers (idempotent)."""
+        if self._closed:
+            raise ConfigError("the publisher is closed")
+        if self._transport is not None:
+            return self
+        loop = asyncio.get_running_loop()
+        sock = self._sock
+        if sock is None:
+            sock = open_multicast_sender(
+                self._interface_addr, ttl=self._ttl, loopback=self._loopback
+            )
+        protocol = _Protocol(None, self._on_error)
+        try:
+            transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
+            if self.rerequest_server is not None:
+                assert self._rerequest_bind is not None
+                await self.rerequest_server.start(self._rerequest_bind)
+        except BaseException:
+            sock.close()
+            raise
+        self._loop = loop
+        self._transport = transport
+        self._protocol = protocol
+        self.core.start(loop.time())
+        self._rearm()
+        return self
+
+    def close(self) -> None:
+        """Stop timers, the re-request server and any :meth:`run`; close sockets."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.rerequest_server is not None:
+            self.rerequest_server.close()
+        if self._transport is not None:
+            if self.faults is not None:
+                for datagram in self.faults.flush():
+                    self._transport.sendto(datagram, self.group)
+            self._transport.close()
+        self._ended.set()  # wake waiters
+
+    def stop(self) -> None:
+        """Make a running :meth:`run` return soon."""
+        self._stop = True
+
+    async def __aenter__(self) -> AsyncPublisher:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- publishing ---------------------------------------------------------------------
+
+    def publish(self, message: Buffer) -> int:
+        """Publish one message; return its sequence number."""
+        loop = self._check_started()
+        seq = self.core.publish(message, loop.time())
+        self._send_due()
+        return seq
+
+    def publish_many(self, messages: Iterable[Buffer]) -> range:
+        """Publish several messages, packed together; return their sequence numbers."""
+        loop = self._check_started()
+        seqs = self.core.publish_many(messages, loop.time())
+        self._send_due()
+        return seqs
+
+    def flush(self) -> None:
+        """Send the partial packet now."""
+        loop = self._check_started()
+        self.core.flush(loop.time())
+        self._send_due()
+
+    async def end_session(self, *, wait: bool = True, timeout: float | None = None) -> bool:
+        """Send pending messages, then end-of-session packets for the configured period.
+
+        With ``wait``, return when that period is over (or after ``timeout``).
+        """
+        loop = self._check_started()
+        self.core.end_session(loop.time())
+        self._send_due()
+        if wait:
+            return await self.wait_ended(timeout)
+        return self.core.ended
+
+    async def wait_ended(self, timeout: float | None = None) -> bool:
+        """Wait until the end-of-session period is over; return whether it is."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ended.wait(), timeout)
+        return self.core.ended
+
+    async def run(
+        self,
+        messages: Iterable[Buffer] | AsyncIterable[Buffer],
+        *,
+        rate: float | None = None,
+        end_session: bool = True,
+        progress: Callable[[int], None] | None = None,
+        progress_interval: float = 0.5,
+    ) -> RunResult:
+        """Publish every message, paced at ``rate`` messages a second if given.
+
+        Like :meth:`moldudp64.sync.server.Publisher.run`; yields to the loop between
+        batches so re-requests are answered while it runs.
+        """
+        if rate is not None and (isinstance(rate, bool) or not rate > 0):
+            raise ConfigError(f"rate {rate!r} must be a number of messages per second > 0")
+        await self.start()
+        loop = self._check_started()
+        first = self.core.next_seq_num
+        t0 = loop.time()
+        next_progress = t0 + progress_interval
+        count = 0
+        batch: list[Buffer] = []
+
+        async def publish_batch() -> None:
+            nonlocal count, batch
+            if not self._closed:
+                self.publish_many(batch)
+                count += len(batch)
+            batch = []
+            assert self._protocol is not None
+            if not self._protocol.writable.is_set():
+                await self._protocol.writable.wait()
+            else:
+                await asyncio.sleep(0)
+
+        async for message in _aiter(messages):
+            if self._stop:
+                break
+            batch.append(message)
+            if rate is None:
+                if len(batch) >= _RUN_BATCH:
+                    await publish_batch()
+            else:
+                due = t0 + (count + len(batch)) / rate
+                now = loop.time()
+                if due > now or len(batch) >= _RUN_BATCH:
+                    await publish_batch()
+                    if due > now:
+                        await asyncio.sleep(due - now)
+            if progress is not None and count and loop.time() >= next_progress:
+                progress(count)
+                next_progress = loop.time() + progress_interval
+        if batch and not self._stop:
+            await publish_batch()
+        stopped = self._stop
+        if not stopped and not self._closed:
+            self.flush()
+        if progress is not None:
+            progress(count)
+        if end_session and not stopped and not self._closed:
+            await self.end_session(wait=True)
+        return RunResult(
+            messages=count,
+            first_seq_num=first,
+            next_seq_num=self.core.next_seq_num,
+            seconds=loop.time() - t0,
+            stopped=self._stop,
+            stats=self.core.stats,
+        )
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _check_started(self) -> asyncio.AbstractEventLoop:
+        if self._closed:
+            raise ConfigError("the publisher is closed")
+        if self._loop is None:
+            raise ConfigError("the publisher is not started (await start() first)")
+        return self._loop
+
+    def _on_error(self, exc: Exception) -> None:
+        self._send_errors += 1
+        logger.debug("publisher socket error: %s", exc)
+
+    def _send_due(self) -> None:
+        assert self._loop is not None and self._transport is not None
+        if self._closed:
+            return
+        transport = self._transport
+        group = self.group
+        faults = self.faults
+        for datagram in self.core.datagrams_to_send(self._loop.time()):
+            if faults is None:
+                transport.sendto(datagram, group)
+            else:
+                for out in faults.process(datagram):
+                    transport.sendto(out, group)
+        if self.core.ended:
+            self._ended.set()
+        self._rearm()
+
+    def _rearm(self) -> None:
+        assert self._loop is not None
+        when = self.core.get_timer()
+        timer = self._timer
+        if timer is not None:
+            if when is not None and timer.when() == when:
+                return
+            timer.cancel()
+            self._timer = None
+        if when is not None and not self._closed:
+            self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._closed or self._loop is None:
+            return
+        self.core.handle_timer(self._loop.time())
+        self._send_due()
+
+
+async def _aiter(messages: Iterable[Buffer] | AsyncIterable[Buffer]) -> AsyncIterable[Buffer]:
+    if isinstance(messages, AsyncIterable):
+        async for message in messages:
+            yield message
+    else:
+        for message in messages:
+            yield message
