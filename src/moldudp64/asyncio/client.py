@@ -512,6 +512,8 @@ class AsyncMoldUDP64:
         if self._closing:
             raise ClientClosed("the client is closed")
         self._ensure_started(raw=True)
+        if not self._core.config.rerequest_server_addrs:
+            raise ConfigError("no re-request server configured to send the request to")
         assert self._loop is not None
         self._core.request(req, self._loop.time())
         self._flush()

@@ -1079,6 +1079,8 @@ class MoldUDP64:
             raise ClientClosed("the client is closed")
         if self._thread is None:
             raise MoldUDP64Error("call start() first")
+        if not self._core.config.rerequest_server_addrs:
+            raise ConfigError("no re-request server configured to send the request to")
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.0005
         while len(self._requests) >= MAX_PENDING_REQUESTS:
