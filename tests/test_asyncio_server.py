@@ -1,0 +1,247 @@
+"""asyncio AsyncRerequestServer and AsyncPublisher over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import struct
+from collections.abc import AsyncIterator
+
+import pytest
+
+from moldudp64.asyncio.server import AsyncPublisher, AsyncRerequestServer
+from moldudp64.exceptions import ConfigError
+from moldudp64.faults import FaultInjector
+from moldudp64.net import open_multicast_receiver
+from moldudp64.rerequest import RateLimit
+from moldudp64.store import MemoryStore
+from moldudp64.wire import Packet, PacketKind, split_blocks
+
+SESSION = "ASYNCSRV01"
+RNG = random.Random(77)
+MESSAGES = [RNG.randbytes(RNG.randrange(0, 150)) for _ in range(2000)]
+
+
+def request(seq: int, count: int, session: str = SESSION) -> bytes:
+    return struct.pack(">10sQH", session.encode(), seq, count)
+
+
+def longest_prefix(seq: int, count: int, max_payload: int = 1452) -> list[bytes]:
+    out: list[bytes] = []
+    used = 0
+    for m in MESSAGES[seq - 1 : seq - 1 + count]:
+        used += 2 + len(m)
+        if used > max_payload:
+            break
+        out.append(m)
+    return out
+
+
+def full_store() -> MemoryStore:
+    store = MemoryStore()
+    for m in MESSAGES:
+        store.append(m)
+    return store
+
+
+class Client(asyncio.DatagramProtocol):
+    """A test client endpoint collecting what it receives."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.queue.put_nowait(data)
+
+    async def recv(self, timeout: float = 5.0) -> bytes:
+        return await asyncio.wait_for(self.queue.get(), timeout)
+
+
+async def open_client(host: str = "127.0.0.1") -> tuple[asyncio.DatagramTransport, Client]:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(Client, local_addr=(host, 0))
+    return transport, protocol
+
+
+def test_async_server_answers_random_ranges_exactly() -> None:
+    async def main() -> None:
+        async with await AsyncRerequestServer.create(SESSION, full_store()) as srv:
+            transport, client = await open_client()
+            rng = random.Random(5)
+            for _ in range(150):
+                seq = rng.randrange(1, len(MESSAGES) + 1)
+                count = rng.choice([1, rng.randrange(1, 30), 0xFFFF])
+                transport.sendto(request(seq, count), srv.address)
+                answer = await client.recv()
+                assert Packet.parse(answer).seq_num == seq
+                assert split_blocks(answer) == longest_prefix(seq, count)
+            assert srv.stats.answers == 150
+            transport.close()
+
+    asyncio.run(main())
+
+
+def test_async_server_is_silent_on_bad_requests_and_counts_them() -> None:
+    bad = [
+        (request(1, 1)[:10], "bad_length"),
+        (request(1, 1, "NOTMINE001"), "wrong_session"),
+        (request(0, 1), "seq_zero"),
+        (request(1, 0), "count_zero"),
+        (request(5000, 1), "not_held"),
+    ]
+
+    async def main() -> None:
+        async with await AsyncRerequestServer.create(SESSION, full_store()) as srv:
+            transport, client = await open_client()
+            for data, _ in bad:
+                transport.sendto(data, srv.address)
+            transport.sendto(request(9, 1), srv.address)  # answered after all the bad ones
+            answer = await client.recv()
+            assert split_blocks(answer) == [MESSAGES[8]]
+            assert client.queue.empty()
+            refused = {k: v for k, v in srv.stats.refused.items() if v}
+            assert refused == {reason: 1 for _, reason in bad}
+            transport.close()
+
+    asyncio.run(main())
+
+
+def test_async_rate_limit_under_flood_with_second_source_served() -> None:
+    async def main() -> None:
+        limit = RateLimit(requests_per_second=10, bytes_per_second=1e9)
+        async with await AsyncRerequestServer.create(
+            SESSION, full_store(), rate_limit=limit
+        ) as srv:
+            transport, flooder = await open_client("127.0.0.1")
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            for i in range(500):
+                transport.sendto(request(1 + i, 3), srv.address)
+                if i % 50 == 0:
+                    await asyncio.sleep(0)
+            while srv.stats.requests < 500:
+                await asyncio.sleep(0.005)
+            elapsed = loop.time() - started
+            await asyncio.sleep(0.05)
+            answered = flooder.queue.qsize()
+            assert 10 <= answered <= 10 + 10 * (elapsed + 0.05) + 1
+            other_t, other = await open_client("127.0.0.2")
+            other_t.sendto(request(3, 2), srv.address)
+            assert split_blocks(await other.recv()) == MESSAGES[2:4]
+            transport.close()
+            other_t.close()
+
+    asyncio.run(main())
+
+
+def test_async_server_answer_faults_duplicate() -> None:
+    async def main() -> None:
+        faults = FaultInjector(duplicate=1.0, seed=3)
+        async with await AsyncRerequestServer.create(SESSION, full_store(), faults=faults) as srv:
+            transport, client = await open_client()
+            transport.sendto(request(1, 1), srv.address)
+            assert await client.recv() == await client.recv()
+            transport.close()
+
+    asyncio.run(main())
+
+
+async def collect_until_eos(rx: socket.socket, timeout: float = 5.0) -> list[bytes]:
+    loop = asyncio.get_running_loop()
+    out: list[bytes] = []
+    while True:
+        data = await asyncio.wait_for(loop.sock_recv(rx, 65535), timeout)
+        out.append(data)
+        if Packet(data).packet_kind is PacketKind.END_OF_SESSION:
+            return out
+
+
+def test_async_publisher_to_multicast_with_rerequests(multicast: None) -> None:
+    group = ("239.6.6.6", 31006)
+
+    async def main() -> None:
+        rx = open_multicast_receiver(*group, interface_addr="127.0.0.1")
+        async with AsyncPublisher(
+            SESSION,
+            group,
+            interface_addr="127.0.0.1",
+            rerequest_bind=("127.0.0.1", 0),
+            end_of_session_duration=0.05,
+            end_of_session_interval=0.01,
+        ) as pub:
+            receiving = asyncio.create_task(collect_until_eos(rx))
+
+            async def feed() -> AsyncIterator[bytes]:
+                for m in MESSAGES:
+                    yield m
+
+            result = await pub.run(feed(), rate=200_000)
+            assert result.messages == len(MESSAGES) and pub.ended
+            packets = await receiving
+            transport, client = await open_client()
+            assert pub.rerequest_address is not None
+            transport.sendto(request(1999, 5), pub.rerequest_address)
+            assert split_blocks(await client.recv()) == MESSAGES[1998:]
+            transport.close()
+        rx.close()
+        got: list[bytes] = []
+        for p in packets:
+            packet = Packet.parse(p)
+            if packet.packet_kind is PacketKind.STANDARD:
+                assert packet.seq_num == len(got) + 1
+                got += split_blocks(p)
+        assert got == MESSAGES
+        assert Packet(packets[-1]).seq_num == len(MESSAGES) + 1
+        assert result.stats.end_of_session >= 1
+
+    asyncio.run(main())
+
+
+def test_async_publisher_heartbeats_from_call_at() -> None:
+    async def main() -> None:
+        transport, client = await open_client()
+        dest = transport.get_extra_info("sockname")
+        async with AsyncPublisher(
+            SESSION, (dest[0], dest[1]), heartbeat_interval=0.02, end_of_session_duration=0.0
+        ) as pub:
+            assert pub.publish(b"one") == 1
+            assert split_blocks(await client.recv()) == [b"one"]
+            beat = Packet.parse(await client.recv())
+            assert (beat.packet_kind, beat.seq_num) == (PacketKind.HEARTBEAT, 2)
+            assert pub.publish_many([b"two", b"three"]) == range(2, 4)
+            assert split_blocks(await client.recv()) == [b"two", b"three"]
+            assert await pub.end_session()
+            eos = Packet.parse(await client.recv())
+            assert (eos.packet_kind, eos.seq_num) == (PacketKind.END_OF_SESSION, 4)
+        transport.close()
+
+    asyncio.run(main())
+
+
+def test_async_publisher_stop_and_errors() -> None:
+    async def main() -> None:
+        transport, _client = await open_client()
+        dest = transport.get_extra_info("sockname")
+        pub = AsyncPublisher(SESSION, (dest[0], dest[1]), heartbeat_interval=None)
+        with pytest.raises(ConfigError):
+            pub.publish(b"too early")
+        await pub.start()
+
+        async def endless() -> AsyncIterator[bytes]:
+            while True:
+                yield b"x"
+
+        asyncio.get_running_loop().call_later(0.05, pub.stop)
+        result = await pub.run(endless(), rate=2000)
+        assert result.stopped and result.messages > 0
+        with pytest.raises(ConfigError):
+            await pub.run([], rate=-1)
+        pub.close()
+        with pytest.raises(ConfigError):
+            pub.publish(b"closed")
+        transport.close()
+
+    asyncio.run(main())
+    with pytest.raises(ConfigError):
+        AsyncPublisher(SESSION, ("127.0.0.1", 0))
