@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from moldudp64.events import (
     Address,
@@ -97,9 +100,7 @@ def answer(c: ReceiverCore, seq: int, count: int, now: float, server: Address = 
 
 def test_literal_bytes_in_order_one_event_per_packet() -> None:
     c = core()
-    first = (
-        b"SESSION001" + (1).to_bytes(8, "big") + b"\x00\x02" + b"\x00\x03abc" + b"\x00\x00"
-    )
+    first = b"SESSION001" + (1).to_bytes(8, "big") + b"\x00\x02" + b"\x00\x03abc" + b"\x00\x00"
     second = b"SESSION001" + (3).to_bytes(8, "big") + b"\x00\x01" + b"\x00\x02hi"
     c.receive_datagram(first, A, 0.0)
     c.receive_datagram(second, A, 0.0)
@@ -698,3 +699,51 @@ def test_config_normalises_server_list() -> None:
     assert cfg.rerequest_server_addrs == (SRV1, SRV2)
     with pytest.raises(AttributeError):
         cfg.raw = True  # type: ignore[misc]
+
+
+# -- arbitrary arrival orders ------------------------------------------------------------
+
+ranges = st.lists(
+    st.tuples(st.integers(1, 60), st.integers(1, 12), st.sampled_from([A, B, R])),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(
+    max_examples=int(os.environ.get("MOLDUDP64_HUNT", "0")) or 150,
+    deadline=None,
+    derandomize=not os.environ.get("MOLDUDP64_HUNT"),
+)
+@given(pieces=ranges, start=st.integers(1, 5))
+def test_any_overlapping_arrivals_deliver_each_message_exactly_once_in_order(
+    pieces: list[tuple[int, int, Source]], start: int
+) -> None:
+    c = core(expected_seq_num=start, loss_grace=1e9, max_held_packets=10**6)
+    now = 0.0
+    for seq, count, source in pieces:
+        now += 0.001
+        c.receive_datagram(pkt(seq, count), source, now, SRV1 if source is R else None)
+        stats = c.stats  # held pieces never hold a message twice
+        assert stats.held_bytes <= sum(2 + len(msg(s)) for s in range(stats.next_seq_num or 1, 80))
+    c.finish(now)
+    events = c.events_received()
+    covered: set[int] = set()
+    for seq, count, _ in pieces:
+        covered.update(s for s in range(seq, seq + count) if s >= start)
+    top = max(covered, default=start - 1)
+    cursor = start
+    for event in events:
+        if isinstance(event, MessagesDelivered):
+            assert event.seq_num == cursor
+            assert event.messages == [msg(s) for s in range(cursor, event.last_seq + 1)]
+            assert set(range(cursor, event.last_seq + 1)) <= covered
+            cursor = event.last_seq + 1
+        elif isinstance(event, MessagesLost):
+            assert event.first_seq == cursor and event.reason == LOST_END_OF_INPUT
+            assert not set(range(event.first_seq, event.last_seq + 1)) & covered
+            cursor = event.last_seq + 1
+    assert cursor == max(top + 1, start) == c.next_seq_num
+    stats = c.stats
+    assert stats.held_packets == 0 and stats.held_bytes == 0 and stats.open_gaps == 0
+    assert stats.messages_delivered == len(covered)
