@@ -84,14 +84,16 @@ class Faulty:
 Trace = list[tuple[float, bytes, Source, Address | None]]
 
 
-def record(messages: list[bytes], packets: list[bytes], seed: int) -> tuple[Trace, int]:
+def record(
+    messages: list[bytes], packets: list[bytes], seed: int, config: ReceiverConfig
+) -> tuple[Trace, int]:
     """Run the faulty line with a real re-request server; return the arrival trace."""
     store = MemoryStore(max_bytes=None)
     for message in messages:
         store.append(message)
     server = RerequestServerCore(SESSION, store, rate_limit=None)
     injector = FaultInjector(drop=0.05, duplicate=0.01, reorder=0.03, seed=seed)
-    core = ReceiverCore(ReceiverConfig(rerequest_server_addrs=[SERVER]))
+    core = ReceiverCore(config)
     trace: Trace = []
     pending: list[tuple[float, bytes]] = []  # answers on their way, in time order
 
@@ -130,9 +132,9 @@ def record(messages: list[bytes], packets: list[bytes], seed: int) -> tuple[Trac
     return trace, injector.stats.dropped
 
 
-def replay(trace: Trace, total: int, dropped: int) -> Faulty:
+def replay(trace: Trace, total: int, dropped: int, config: ReceiverConfig) -> Faulty:
     """Replay the trace into a fresh core; time it."""
-    core = ReceiverCore(ReceiverConfig(rerequest_server_addrs=[SERVER]))
+    core = ReceiverCore(config)
     receive = core.receive_datagram
     delivered = lost = requests = 0
     start = time.perf_counter()
@@ -172,17 +174,29 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--quick", action="store_true", help="a tiny run, for tests")
     parser.add_argument("--messages", type=int, default=None, help="messages per run")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--request-delay",
+        type=float,
+        default=0.0,
+        help="ReceiverConfig.request_delay for the faulty run (seconds; default 0)",
+    )
     args = parser.parse_args(argv)
     count = args.messages or (20_000 if args.quick else 2_000_000)
     messages, packets = make_packets(count, args.seed)
     rounds = 1 if args.quick else 3
     fast = max(in_order(packets, count) for _ in range(rounds))
-    trace, dropped = record(messages, packets, args.seed)
-    faulty = max((replay(trace, count, dropped) for _ in range(rounds)), key=lambda f: f.rate)
+    config = ReceiverConfig(rerequest_server_addrs=[SERVER], request_delay=args.request_delay)
+    trace, dropped = record(messages, packets, args.seed, config)
+    faulty = max(
+        (replay(trace, count, dropped, config) for _ in range(rounds)), key=lambda f: f.rate
+    )
     per_lost = faulty.requests / max(faulty.packets_dropped, 1)
     print(f"python {platform.python_version()}, {count:,} messages in {len(packets):,} packets")
     print(f"in order:                         {fast:12,.0f} messages/s")
-    print(f"5% loss, 1% dup, 3% reorder:      {faulty.rate:12,.0f} messages/s")
+    print(
+        f"5% loss, 1% dup, 3% reorder:      {faulty.rate:12,.0f} messages/s"
+        f"  (request_delay {args.request_delay:g} s)"
+    )
     print(
         f"  live packets dropped {faulty.packets_dropped:,}, requests sent {faulty.requests:,}"
         f" ({per_lost:.2f} per lost packet), messages recovered {faulty.recovered:,},"
