@@ -56,8 +56,10 @@ EXIT_INTERRUPTED = 130
 FORMATS = ("binaryfile", "jsonl", "text")
 #: Captures larger than this get a progress bar (on a terminal).
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
-#: At most this many lost ranges are listed one by one.
+#: At most this many lost ranges are listed one by one (inspect's report).
 MAX_LISTED_RANGES = 20
+#: listen names every lost range on stderr, up to this many.
+MAX_LOST_RANGES_KEPT = 10_000
 
 
 class UsageError(MoldUDP64Error):
@@ -820,6 +822,7 @@ class _ListenResult:
     written: int = 0
     lost: list[MessagesLost] = field(default_factory=list)
     lost_messages: int = 0
+    lost_ranges: int = 0
     session: str | None = None
     first_seq: int | None = None
     last_seq: int | None = None
@@ -864,7 +867,9 @@ def _receive(
                             result.last_seq = event.seq_num + len(messages) - 1
                     elif kind is MessagesLost:
                         assert isinstance(event, MessagesLost)
-                        result.lost.append(event)
+                        if len(result.lost) < MAX_LOST_RANGES_KEPT:
+                            result.lost.append(event)
+                        result.lost_ranges += 1
                         result.lost_messages += event.count
                     elif kind is SessionEnded:
                         result.ended = True
@@ -904,9 +909,12 @@ def _live_text(client: Any, result: _ListenResult, elapsed: float, label: str) -
     )
 
 
-def _lost_text(lost: Sequence[MessagesLost]) -> str:
-    ranges = [(e.first_seq, e.last_seq) for e in lost]
-    return _format_ranges(ranges)
+def _lost_text(result: _ListenResult) -> str:
+    ranges = [(e.first_seq, e.last_seq) for e in result.lost]
+    text = _format_ranges(ranges, limit=MAX_LOST_RANGES_KEPT)
+    if result.lost_ranges > len(ranges):
+        text += f" ... ({result.lost_ranges - len(ranges)} more ranges)"
+    return text
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
@@ -994,7 +1002,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
     )
     _say(f"moldudp64 listen: {end}: " + ", ".join(parts))
     if result.lost:
-        _say(f"moldudp64 listen: messages lost for good: {_lost_text(result.lost)}")
+        _say(f"moldudp64 listen: messages lost for good: {_lost_text(result)}")
     if result.interrupted:
         return EXIT_INTERRUPTED
     if result.lost_messages:
@@ -1329,7 +1337,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"demo: published {len(messages)} messages, lost on the wire {wire_lost}, "
         f"recovered {recovered}, delivered {len(sink.messages)}, "
         + ("output equals input" if equal else "OUTPUT DIFFERS FROM INPUT")
-        + ("" if not result.lost_messages else f" (lost for good: {_lost_text(result.lost)})"),
+        + ("" if not result.lost_messages else f" (lost for good: {_lost_text(result)})"),
         flush=True,
     )
     if result.interrupted:
@@ -1646,6 +1654,10 @@ def _setup_logging(verbosity: int) -> None:
         format="moldudp64: %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not verbosity:
+        # The commands report loss themselves (summary, lost ranges); the client's
+        # per-range warnings would say it twice.
+        logging.getLogger("moldudp64.sync.client").setLevel(logging.ERROR)
 
 
 def _interrupt(signum: int, frame: object) -> None:

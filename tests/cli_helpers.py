@@ -1,0 +1,53 @@
+"""Helpers for the command's end-to-end tests: run ``python -m moldudp64`` as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(
+    *args: str, timeout: float = 60, stdin: bytes | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run the command to completion; stdout/stderr captured as bytes."""
+    env = dict(os.environ)
+    env.pop("COLUMNS", None)
+    return subprocess.run(
+        [sys.executable, "-m", "moldudp64", *args],
+        capture_output=True,
+        timeout=timeout,
+        input=stdin,
+        cwd=cwd,
+        env=env,
+        check=False,
+    )
+
+
+def start(*args: str) -> subprocess.Popen[bytes]:
+    """Start the command in the background (stdout/stderr piped)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "moldudp64", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def jsonl(data: bytes) -> list[dict[str, object]]:
+    """The objects of a JSON-lines output."""
+    return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[bytes], code: int = 2) -> str:
+    """The process failed with ``code`` and one clear line on stderr, no traceback."""
+    err = proc.stderr.decode()
+    assert proc.returncode == code, (proc.returncode, err)
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "error" in lines[0], err
+    return lines[0]
