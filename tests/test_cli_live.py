@@ -223,7 +223,9 @@ def test_listen_ctrl_c_flushes_and_exits_130(
         "--request-port", str(port + 1), "--rate", "4000",
     )  # fmt: skip
     try:
-        time.sleep(1.0)
+        deadline = time.monotonic() + 30
+        while (not out.exists() or out.stat().st_size == 0) and time.monotonic() < deadline:
+            time.sleep(0.05)  # listen flushes its output every 0.5 s
         listener.send_signal(signal.SIGINT)
         code, err = finish(listener)
     finally:

@@ -831,6 +831,35 @@ class _ListenResult:
     interrupted: bool = False
 
 
+class _StopFlag:
+    """Ctrl-C (SIGINT) and SIGTERM set a flag instead of raising, so a command stops between
+    two messages, never in the middle of writing one (main thread only)."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._previous: list[tuple[int, Any]] = []
+
+    def _handler(self, signum: int, frame: object) -> None:
+        self.set = True
+
+    def __enter__(self) -> _StopFlag:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous.append((signum, signal.signal(signum, self._handler)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous:
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+
+#: listen pushes what it wrote to the output file at least this often (seconds).
+FLUSH_INTERVAL = 0.5
+
+
 def _receive(
     client: Any,
     sink: MessageSink,
@@ -841,61 +870,68 @@ def _receive(
     label: str,
 ) -> _ListenResult:
     """Write every message the client delivers to ``sink`` until the session ends, ``count``
-    messages, ``idle_timeout`` seconds without a datagram, or Ctrl-C."""
+    messages, ``idle_timeout`` seconds without a datagram, or Ctrl-C / SIGTERM."""
     result = _ListenResult()
-    t0 = time.monotonic()
+    monotonic = time.monotonic
+    t0 = monotonic()
     last_received = -1
     last_activity = t0
+    next_check = t0
     done = False
-    try:
-        while not done:
-            try:
-                for event in client.events(timeout=0.25):
-                    kind = type(event)
-                    if kind is MessagesDelivered:
-                        assert isinstance(event, MessagesDelivered)
-                        messages = event.messages
-                        if count is not None and result.written + len(messages) >= count:
-                            messages = messages[: count - result.written]
+    with _StopFlag() as stop:
+        try:
+            while not done:
+                try:
+                    for event in client.events(timeout=0.25):
+                        kind = type(event)
+                        if kind is MessagesDelivered:
+                            assert isinstance(event, MessagesDelivered)
+                            messages = event.messages
+                            if count is not None and result.written + len(messages) >= count:
+                                messages = messages[: count - result.written]
+                                done = True
+                            if messages:
+                                sink.write(event.session, event.seq_num, messages)
+                                result.written += len(messages)
+                                result.session = event.session
+                                if result.first_seq is None:
+                                    result.first_seq = event.seq_num
+                                result.last_seq = event.seq_num + len(messages) - 1
+                        elif kind is MessagesLost:
+                            assert isinstance(event, MessagesLost)
+                            if len(result.lost) < MAX_LOST_RANGES_KEPT:
+                                result.lost.append(event)
+                            result.lost_ranges += 1
+                            result.lost_messages += event.count
+                        elif kind is SessionEnded:
+                            result.ended = True
                             done = True
-                        if messages:
-                            sink.write(event.session, event.seq_num, messages)
-                            result.written += len(messages)
-                            result.session = event.session
-                            if result.first_seq is None:
-                                result.first_seq = event.seq_num
-                            result.last_seq = event.seq_num + len(messages) - 1
-                    elif kind is MessagesLost:
-                        assert isinstance(event, MessagesLost)
-                        if len(result.lost) < MAX_LOST_RANGES_KEPT:
-                            result.lost.append(event)
-                        result.lost_ranges += 1
-                        result.lost_messages += event.count
-                    elif kind is SessionEnded:
-                        result.ended = True
-                        done = True
+                        if done or stop.set:
+                            break
+                        if monotonic() >= next_check:
+                            break  # flush, status and idle check, then carry on
+                    else:
+                        done = True  # the iteration ended: session over, or the client closed
+                except TimeoutError:
+                    pass
+                now = monotonic()
+                if stop.set:
+                    result.interrupted = True
+                    done = True
+                if now >= next_check:
+                    next_check = now + FLUSH_INTERVAL
+                    sink.flush()
                     if status.enabled:
-                        status.show(_live_text(client, result, time.monotonic() - t0, label))
-                    if done:
-                        break
-                else:
-                    done = True  # the iteration ended: session over, or the client closed
-            except TimeoutError:
-                pass
-            now = time.monotonic()
-            received = client.stats.datagrams_received
-            if received != last_received:
-                last_received = received
-                last_activity = now
-            elif idle_timeout is not None and now - last_activity >= idle_timeout:
-                result.idle = True
-                done = True
-            if status.enabled:
-                status.show(_live_text(client, result, now - t0, label))
-    except KeyboardInterrupt:
-        result.interrupted = True
-    finally:
-        status.clear()
+                        status.show(_live_text(client, result, now - t0, label))
+                received = client.stats.datagrams_received
+                if received != last_received:
+                    last_received = received
+                    last_activity = now
+                elif idle_timeout is not None and now - last_activity >= idle_timeout:
+                    result.idle = True
+                    done = True
+        finally:
+            status.clear()
     return result
 
 
