@@ -220,3 +220,44 @@ def test_packing_is_greedy_ordered_and_within_limits(
     assert pub.next_seq_num == first + len(messages)
     stats = pub.stats
     assert stats.messages == len(messages) and stats.packets == len(packets)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    batches=st.lists(
+        st.lists(st.integers(0, 200), max_size=60).map(lambda sizes: [b"q" * n for n in sizes]),
+        min_size=1,
+        max_size=6,
+    ),
+    max_payload=st.integers(202, 700),
+)
+def test_publish_many_equals_publishing_one_by_one(
+    batches: list[list[bytes]], max_payload: int
+) -> None:
+    fast_store, slow_store = MemoryStore(), MemoryStore()
+    fast = PublisherCore(SESSION, max_payload=max_payload, flush_delay=None, store=fast_store)
+    slow = PublisherCore(SESSION, max_payload=max_payload, flush_delay=None, store=slow_store)
+    fast_out: list[bytes] = []
+    slow_out: list[bytes] = []
+    for batch in batches:
+        seqs = fast.publish_many(batch, 0.0)
+        assert list(seqs) == [slow.publish(m, 0.0) for m in batch]
+        fast_out += fast.datagrams_to_send(0.0)
+        slow_out += slow.datagrams_to_send(0.0)
+        assert fast_out == slow_out
+        assert fast.pending == slow.pending
+    fast.flush(0.0)
+    slow.flush(0.0)
+    assert fast.datagrams_to_send(0.0) == slow.datagrams_to_send(0.0)
+    assert fast.stats == slow.stats
+    assert fast_store.get(1, 10**6, 10**9) == slow_store.get(1, 10**6, 10**9)
+
+
+def test_publish_many_is_all_or_nothing_on_a_too_large_message() -> None:
+    store = MemoryStore()
+    pub = PublisherCore(SESSION, max_payload=100, store=store)
+    with pytest.raises(MessageTooLarge):
+        pub.publish_many([b"ok", b"x" * 99, b"ok"], 0.0)
+    assert pub.next_seq_num == 1 and store.next_seq_num == 1
+    assert pub.publish_many([memoryview(b"ab"), bytearray(b"cd")], 0.0) == range(1, 3)
+    assert store.get(1, 2, 100) == [b"ab", b"cd"]

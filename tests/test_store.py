@@ -76,6 +76,23 @@ def test_memory_store_stays_bounded_over_a_long_run() -> None:
     assert store.get(49_001, 2, 100) == [(49_000).to_bytes(4, "big"), (49_001).to_bytes(4, "big")]
 
 
+def test_extend_is_append_in_bulk(tmp_path: Path) -> None:
+    memory = MemoryStore(max_messages=5)
+    memory.extend([b"a", b"b"])
+    memory.extend([bytes([i]) for i in range(10)])
+    assert (memory.first_seq_num, memory.next_seq_num) == (8, 13)
+    assert memory.get(8, 10, 100) == [bytes([i]) for i in range(5, 10)]
+    with BinaryFileStore(tmp_path / "x.bin", writable=True) as store:
+        store.extend([b"a", b"bc"])
+        store.append(b"d")
+        store.extend([])
+        assert store.get(1, 10, 100) == [b"a", b"bc", b"d"]
+        with pytest.raises(MessageTooLarge):
+            store.extend([b"e", b"f" * 70000])
+        assert store.next_seq_num == 4
+    assert list(iter_binaryfile(tmp_path / "x.bin")) == [b"a", b"bc", b"d"]
+
+
 def test_memory_store_rejects_bad_options_and_messages() -> None:
     with pytest.raises(ConfigError):
         MemoryStore(max_messages=0)

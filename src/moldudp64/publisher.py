@@ -27,12 +27,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .exceptions import ConfigError, MoldUDP64Error
+from .exceptions import ConfigError, EncodeError, MessageTooLarge, MoldUDP64Error
 from .store import MessageStore
 from .wire import (
     DEFAULT_MAX_PAYLOAD,
+    HEADER,
     HEADER_SIZE,
     MAX_DATAGRAM,
+    MAX_MESSAGE_COUNT,
     MAX_SEQ_NUM,
     Buffer,
     Packer,
@@ -40,6 +42,7 @@ from .wire import (
     build_heartbeat,
     decode_session,
     encode_session,
+    join_blocks,
 )
 
 __all__ = ["PublisherCore", "PublisherStats", "RunResult", "SessionAlreadyEnded"]
@@ -237,11 +240,75 @@ class PublisherCore:
         return seq
 
     def publish_many(self, messages: Iterable[Buffer], now: float) -> range:
-        """Queue several messages; return the range of sequence numbers they got."""
-        first = self._packer.next_seq_num
-        for message in messages:
-            self.publish(message, now)
-        return range(first, self._packer.next_seq_num)
+        """Queue several messages; return the range of sequence numbers they got.
+
+        All or nothing: a message too large for any packet raises
+        :class:`~moldudp64.exceptions.MessageTooLarge` before any of them is queued.
+        The result is the same as publishing them one by one, only faster: whole packets
+        are built in one step.
+        """
+        if self._eos_end is not None:
+            raise SessionAlreadyEnded(f"session {self.session.rstrip()!r} has ended")
+        batch = [m if type(m) is bytes else bytes(m) for m in messages]
+        packer = self._packer
+        first = packer.next_seq_num
+        n = len(batch)
+        if not n:
+            return range(first, first)
+        limit = self.max_payload
+        sizes = [len(m) + 2 for m in batch]
+        if max(sizes) > limit:
+            index = next(i for i, size in enumerate(sizes) if size > limit)
+            length = sizes[index] - 2
+            raise MessageTooLarge(
+                f"message {index} of the batch ({length} bytes) cannot fit in a packet of "
+                f"{limit} payload bytes",
+                length=length,
+                limit=min(limit - 2, 0xFFFF),
+            )
+        if first + n - 1 > MAX_SEQ_NUM:
+            raise EncodeError("sequence numbers overflow 2**64")
+        if self._last_send is None:
+            self._last_send = now
+        if self.store is not None:
+            self.store.extend(batch)
+        # Fill the partial packet with what still fits, as publish() would.
+        room = limit - packer.pending_bytes
+        pending = packer.pending
+        i = 0
+        while i < n and sizes[i] <= room and pending < MAX_MESSAGE_COUNT:
+            room -= sizes[i]
+            pending += 1
+            i += 1
+        add = packer.add
+        for message in batch[:i]:
+            add(message)
+        if i == n:
+            if self._pending_since is None:
+                self._pending_since = now
+            return range(first, first + n)
+        self._flush(now)
+        # Whole packets straight from the batch; the last, partial one goes to the packer.
+        raw = self._session
+        seq = first + i
+        start = i
+        used = 0
+        queue = self._queue_data
+        while i < n:
+            size = sizes[i]
+            if used + size > limit or i - start >= MAX_MESSAGE_COUNT:
+                queue(HEADER.pack(raw, seq, i - start) + join_blocks(batch[start:i]), now)
+                seq += i - start
+                start = i
+                used = 0
+            used += size
+            i += 1
+        self._packer = packer = Packer(raw, seq, limit)
+        add = packer.add
+        for message in batch[start:]:
+            add(message)
+        self._pending_since = now
+        return range(first, first + n)
 
     def flush(self, now: float) -> None:
         """Close the partial packet now."""

@@ -44,8 +44,8 @@ from .wire import (
     HEADER_SIZE,
     MAX_DATAGRAM,
     MAX_MESSAGE_COUNT,
-    build_packet,
     encode_session,
+    join_blocks,
 )
 
 __all__ = [
@@ -298,7 +298,7 @@ class RerequestServerCore:
             if not messages:
                 self._refuse("too_large")
                 return None
-        answer = build_packet(self._session, seq_num, messages)
+        answer = _REQUEST.pack(self._session, seq_num, len(messages)) + join_blocks(messages)
         size = len(answer)
         if bucket is not None:
             bucket.bytes -= size

@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Protocol, runtime_checkable
 
 from .exceptions import BinaryFileError, ConfigError, MessageTooLarge, TruncatedFile
-from .wire import MAX_MESSAGE_LENGTH, MAX_SEQ_NUM, Buffer
+from .wire import MAX_MESSAGE_LENGTH, MAX_SEQ_NUM, Buffer, join_blocks
 
 __all__ = [
     "DEFAULT_INDEX_INTERVAL",
@@ -57,6 +57,10 @@ class MessageStore(Protocol):
 
     def append(self, message: Buffer) -> int:
         """Add a message; return its sequence number."""
+        ...
+
+    def extend(self, messages: list[bytes]) -> None:
+        """Add several messages in order (all or nothing on a too-large message)."""
         ...
 
     def get(self, seq_num: int, max_count: int, max_bytes: int) -> list[bytes]:
@@ -145,9 +149,21 @@ class MemoryStore:
         return seq
 
     def extend(self, messages: list[bytes]) -> None:
-        """Append several messages."""
+        """Append several messages (``bytes``); evict once at the end."""
+        total = 0
         for message in messages:
-            self.append(message)
+            length = len(message)
+            if length > MAX_MESSAGE_LENGTH:
+                _check_length(message)
+            total += length + 2
+        self._messages.extend(messages)
+        self._bytes += total
+        max_messages = self.max_messages
+        max_bytes = self.max_bytes
+        if (max_messages is not None and len(self._messages) - self._head > max_messages) or (
+            max_bytes is not None and self._bytes > max_bytes
+        ):
+            self._evict()
 
     def _evict(self) -> None:
         messages = self._messages
@@ -333,6 +349,18 @@ class BinaryFileStore:
         if len(self._pending) >= _WRITE_CHUNK:
             self.flush()
         return self._count + self._pending_count
+
+    def extend(self, messages: list[bytes]) -> None:
+        """Append several messages (buffered)."""
+        if not self.writable:
+            raise BinaryFileError(f"BinaryFILE store {self.path} was opened read-only")
+        self._require_fd()
+        for message in messages:
+            _check_length(message)
+        self._pending += join_blocks(messages)
+        self._pending_count += len(messages)
+        if len(self._pending) >= _WRITE_CHUNK:
+            self.flush()
 
     def flush(self) -> None:
         """Write buffered appends to the file and index them."""

@@ -1,0 +1,227 @@
+"""Server-side throughput: publishing, re-request answers, and a BinaryFILE store's footprint.
+
+    python benchmarks/bench_server.py [--quick] [--messages N] [--store-messages N]
+
+Parts, all over ITCH-sized messages (19 to 44 bytes) in 1452-byte packets:
+
+- publish, core: ``PublisherCore.publish_many`` + ``datagrams_to_send`` (no I/O);
+- publish, loopback: the blocking :class:`~moldudp64.sync.server.Publisher` running a list
+  as fast as it can to a UDP socket on 127.0.0.1 (every packet through the kernel);
+- answers, core: ``RerequestServerCore.handle_request`` from a MemoryStore (no I/O);
+- answers, loopback: a :class:`~moldudp64.sync.server.RerequestServer` in a child process
+  answering a client that keeps 32 requests in flight over 127.0.0.1 (rate limit off: the
+  default limit holds one source to 2,000 requests a second);
+- BinaryFILE store: index build time and peak RSS of a child process that opens an
+  N-message file and answers requests spread over it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import multiprocessing.connection
+import os
+import platform
+import random
+import resource
+import socket
+import struct
+import tempfile
+import time
+
+from moldudp64.binaryfile import BinaryFileWriter
+from moldudp64.publisher import PublisherCore
+from moldudp64.rerequest import RerequestServerCore
+from moldudp64.store import BinaryFileStore, MemoryStore
+from moldudp64.sync.server import Publisher, RerequestServer
+
+SESSION = "BENCH00001"
+ITCH_SIZES = [36] * 40 + [19] * 25 + [23] * 8 + [31] * 8 + [35] * 10 + [44] * 5 + [40] * 4
+WINDOW = 32
+
+
+def make_messages(count: int, seed: int = 1) -> list[bytes]:
+    rng = random.Random(seed)
+    pool = [bytes([65 + i % 26]) * size for i, size in enumerate(ITCH_SIZES)]
+    return [pool[rng.randrange(len(pool))] for _ in range(count)]
+
+
+def publish_core(messages: list[bytes]) -> tuple[float, float]:
+    """(messages/s, packets/s) through the core alone."""
+    core = PublisherCore(SESSION, flush_delay=None, heartbeat_interval=None)
+    packets = 0
+    start = time.perf_counter()
+    for i in range(0, len(messages), 1024):
+        core.publish_many(messages[i : i + 1024], 0.0)
+        packets += len(core.datagrams_to_send(0.0))
+    core.flush(0.0)
+    packets += len(core.datagrams_to_send(0.0))
+    elapsed = time.perf_counter() - start
+    return len(messages) / elapsed, packets / elapsed
+
+
+def publish_loopback(messages: list[bytes]) -> tuple[float, float]:
+    """(messages/s, packets/s) through the blocking Publisher to a socket on 127.0.0.1."""
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    with Publisher(SESSION, sink.getsockname(), heartbeat_interval=None) as pub:
+        result = pub.run(messages, end_session=False)
+    sink.close()
+    return result.messages / result.seconds, result.stats.packets / result.seconds
+
+
+def requests_for(total: int, count: int, seed: int = 2) -> list[bytes]:
+    rng = random.Random(seed)
+    raw = SESSION.encode()
+    return [struct.pack(">10sQH", raw, rng.randrange(1, total - 100), 100) for _ in range(count)]
+
+
+def answers_core(messages: list[bytes], requests: list[bytes]) -> float:
+    """Answers per second from the core alone."""
+    store = MemoryStore(max_bytes=None)
+    for m in messages:
+        store.append(m)
+    server = RerequestServerCore(SESSION, store, rate_limit=None)
+    handle = server.handle_request
+    addr = ("127.0.0.1", 40000)
+    start = time.perf_counter()
+    for i, request in enumerate(requests):
+        handle(request, addr, i * 1e-6)
+    elapsed = time.perf_counter() - start
+    assert server.stats.answers == len(requests)
+    return len(requests) / elapsed
+
+
+def _serve_main(messages_count: int, conn: multiprocessing.connection.Connection) -> None:
+    store = MemoryStore(max_bytes=None)
+    for m in make_messages(messages_count):
+        store.append(m)
+    server = RerequestServer(SESSION, store, ("127.0.0.1", 0), rate_limit=None).start()
+    conn.send(server.address[1])
+    conn.recv()
+    conn.send(server.stats.answers)
+    server.close()
+
+
+def answers_loopback(total: int, requests: list[bytes]) -> float:
+    """Answers per second from a RerequestServer in a child process, 32 requests in flight."""
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_serve_main, args=(total, child), daemon=True)
+    proc.start()
+    port = parent.recv()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(1.0)
+    server = ("127.0.0.1", port)
+    sent = received = 0
+    lost = 0
+    start = time.perf_counter()
+    while sent < min(WINDOW, len(requests)):
+        sock.sendto(requests[sent], server)
+        sent += 1
+    while received + lost < len(requests):
+        try:
+            sock.recv(2048)
+            received += 1
+        except TimeoutError:
+            lost += sent - received - lost  # count what is outstanding as lost, go on
+        if sent < len(requests):
+            sock.sendto(requests[sent], server)
+            sent += 1
+    elapsed = time.perf_counter() - start
+    parent.send("stop")
+    answered = parent.recv()
+    proc.join(5)
+    sock.close()
+    assert answered >= received
+    return received / elapsed
+
+
+def _store_child(path: str, conn: multiprocessing.connection.Connection) -> None:
+    start = time.perf_counter()
+    store = BinaryFileStore(path)
+    built = time.perf_counter() - start
+    server = RerequestServerCore(SESSION, store, rate_limit=None)
+    rng = random.Random(3)
+    raw = SESSION.encode()
+    n = store.next_seq_num - 1
+    start = time.perf_counter()
+    answers = 0
+    for _ in range(20_000):
+        req = struct.pack(">10sQH", raw, rng.randrange(1, n), 100)
+        answers += server.handle_request(req, ("127.0.0.1", 1), 0.0) is not None
+    served = 20_000 / (time.perf_counter() - start)
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    conn.send((built, served, rss_kib, store.index_entries, answers))
+    store.close()
+
+
+def binaryfile_store(count: int, directory: str) -> tuple[float, float, float, int, int]:
+    """(index build s, answers/s, peak RSS MiB, index entries, file MiB) for a ``count`` file."""
+    path = os.path.join(directory, "day.bin")
+    pool = make_messages(4096)
+    with BinaryFileWriter(path) as writer:
+        for i in range(count):
+            writer.write(pool[i & 4095])
+    size = os.path.getsize(path)
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: RSS is the store's own
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_store_child, args=(path, child))
+    proc.start()
+    built, served, rss_kib, entries, answers = parent.recv()
+    proc.join()
+    assert answers == 20_000
+    return built, served, rss_kib / 1024, entries, size // (1024 * 1024)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a tiny run, for tests")
+    parser.add_argument("--messages", type=int, default=None, help="messages to publish")
+    parser.add_argument("--requests", type=int, default=None, help="re-requests to answer")
+    parser.add_argument(
+        "--store-messages", type=int, default=None, help="messages in the BinaryFILE (0: skip)"
+    )
+    args = parser.parse_args(argv)
+    count = args.messages or (20_000 if args.quick else 2_000_000)
+    nreq = args.requests or (2_000 if args.quick else 200_000)
+    store_count = (
+        args.store_messages if args.store_messages is not None else
+        (100_000 if args.quick else 10_000_000)
+    )  # fmt: skip
+    messages = make_messages(count)
+    rounds = 1 if args.quick else 3
+    core_msgs, core_pkts = max(publish_core(messages) for _ in range(rounds))
+    loop_msgs, loop_pkts = max(publish_loopback(messages) for _ in range(rounds))
+    requests = requests_for(len(messages), nreq)
+    ans_core = max(answers_core(messages, requests) for _ in range(rounds))
+    ans_loop = max(answers_loopback(len(messages), requests) for _ in range(rounds))
+    print(f"python {platform.python_version()}, {count:,} ITCH-sized messages, {nreq:,} requests")
+    print(f"publish, core:          {core_msgs:12,.0f} messages/s {core_pkts:10,.0f} packets/s")
+    print(f"publish, loopback UDP:  {loop_msgs:12,.0f} messages/s {loop_pkts:10,.0f} packets/s")
+    print(f"answers, core:          {ans_core:12,.0f} answers/s (100 asked, ~40 fit)")
+    print(f"answers, loopback UDP:  {ans_loop:12,.0f} answers/s ({WINDOW} in flight)")
+    out = {
+        "publish_core_msgs_per_s": core_msgs,
+        "publish_core_packets_per_s": core_pkts,
+        "publish_loopback_msgs_per_s": loop_msgs,
+        "publish_loopback_packets_per_s": loop_pkts,
+        "answers_core_per_s": ans_core,
+        "answers_loopback_per_s": ans_loop,
+    }
+    if store_count:
+        with tempfile.TemporaryDirectory() as tmp:
+            built, served, rss, entries, mib = binaryfile_store(store_count, tmp)
+        print(
+            f"BinaryFILE store:       {store_count:,} messages ({mib:,} MiB): index of "
+            f"{entries:,} entries built in {built:.2f} s, {served:,.0f} answers/s, "
+            f"peak RSS {rss:.1f} MiB"
+        )
+        out.update(store_index_build_s=built, store_answers_per_s=served, store_peak_rss_mib=rss)
+    return out
+
+
+if __name__ == "__main__":
+    main()
