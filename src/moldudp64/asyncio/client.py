@@ -33,6 +33,7 @@ from typing import Any
 
 from ..events import (
     Address,
+    ConsumerOverrun,
     DatagramReceived,
     Event,
     Message,
@@ -56,6 +57,8 @@ from ..sync.client import (
     message_iter,
     open_line_sockets,
     open_request_socket,
+    read_kernel_drops,
+    socket_inode,
 )
 from ..wire import MAX_DATAGRAM, RetransmissionPacket
 
@@ -140,6 +143,7 @@ class AsyncMoldUDP64:
         self._transports: list[asyncio.DatagramTransport] = []
         self._rereq: asyncio.DatagramTransport | None = None
         self._rereq_sock: socket.socket | None = None
+        self._rereq_addr: Address | None = None
         self._queue: deque[list[Event]] = deque()
         self._sizes: deque[int] = deque()
         self._waiter: asyncio.Future[None] | None = None
@@ -154,6 +158,9 @@ class AsyncMoldUDP64:
         self._n_send_errors = 0
         self._n_pauses = 0
         self._n_internal = 0
+        self._inodes: list[int] = []
+        self._drops_base = 0
+        self._drops = 0
 
     # ---------------------------------------------------------------- records
 
@@ -195,10 +202,7 @@ class AsyncMoldUDP64:
     @property
     def local_request_address(self) -> Address | None:
         """Where re-request answers come back to (None before opening)."""
-        if self._rereq_sock is None:
-            return None
-        host, port = self._rereq_sock.getsockname()[:2]
-        return (host, port)
+        return self._rereq_addr
 
     @property
     def stats(self) -> ClientStats:
@@ -208,7 +212,7 @@ class AsyncMoldUDP64:
             recv_errors=self._n_recv_errors,
             requests_sent=self._n_sent,
             send_errors=self._n_send_errors,
-            kernel_drops=0,
+            kernel_drops=self._drops,
             backlog_pauses=self._n_pauses,
             internal_errors=self._n_internal,
             receiver=None if self._core is None else self._core.stats,
@@ -309,7 +313,11 @@ class AsyncMoldUDP64:
         self._started = True
         self._core = ReceiverCore(self.options.receiver_config(raw=raw, servers=servers))
         self._rereq_sock = rereq
+        host, port = rereq.getsockname()[:2]
+        self._rereq_addr = (host, port)
         pending = [*lines, (rereq, Source.RETRANSMISSION)]
+        self._inodes = [socket_inode(sock) for sock, _ in pending]
+        self._drops_base = sum((read_kernel_drops(self._inodes) or {}).values())
         try:
             for sock, source in pending:
                 transport, _ = await loop.create_datagram_endpoint(
@@ -427,6 +435,16 @@ class AsyncMoldUDP64:
             resume = getattr(transport, "resume_reading", None)
             if resume is not None:
                 resume()
+        # What the kernel dropped while we were not reading: reported, and the core
+        # sees the gaps and recovers them (or reports them lost).
+        found = read_kernel_drops(self._inodes)
+        total = None if found is None else sum(found.values())
+        if total is not None and total - self._drops_base > self._drops:
+            delta = total - self._drops_base - self._drops
+            self._drops += delta
+            self._queue.append([ConsumerOverrun(delta)])
+            self._sizes.append(1)
+            self._backlog += 1
 
     def _wake_consumer(self) -> None:
         waiter = self._waiter
@@ -484,8 +502,6 @@ class AsyncMoldUDP64:
     def events(self, timeout: float | None = None) -> AsyncIterator[Event]:
         """Every event, message batches included; see ``MoldUDP64.events``."""
         self._ensure_started(raw=False)
-        if self._cursor.current is not None:
-            raise MoldUDP64Error("a messages() iteration is unfinished; finish it first")
         return _AsyncEvents(self, timeout)
 
     async def _datagram(self, timeout: float | None) -> Datagram:
@@ -577,6 +593,9 @@ class _AsyncEvents:
             raise StopAsyncIteration
         client = self._client
         cursor = client._cursor
+        rest = cursor.take_current()
+        if rest is not None:
+            return rest
         while True:
             ev = cursor.next_event()
             if ev is not None:

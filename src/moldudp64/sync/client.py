@@ -28,6 +28,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import logging
+import os
 import selectors
 import socket
 import struct
@@ -79,6 +80,7 @@ __all__ = [
     "MessagesLostError",
     "MoldUDP64",
     "RequestSender",
+    "read_kernel_drops",
 ]
 
 logger = logging.getLogger(__name__)
@@ -314,6 +316,32 @@ def enable_drop_counter(sock: socket.socket) -> bool:
     return True
 
 
+def socket_inode(sock: socket.socket) -> int:
+    """The inode that names ``sock`` in ``/proc/net/udp``."""
+    return os.fstat(sock.fileno()).st_ino
+
+
+def read_kernel_drops(inodes: Iterable[int]) -> dict[int, int] | None:
+    """Datagrams the kernel dropped so far on each of these sockets, by inode.
+
+    Read from ``/proc/self/net/udp``; None where it cannot be read (not Linux). Used where
+    ``SO_RXQ_OVFL`` cannot be (asyncio transports read with ``recvfrom``) and when a
+    paused reader resumes (``SO_RXQ_OVFL`` only reports with the next datagram).
+    """
+    wanted = {str(i): i for i in inodes}
+    found: dict[int, int] = {}
+    try:
+        with open("/proc/self/net/udp", encoding="ascii") as f:
+            next(f, None)
+            for line in f:
+                cols = line.split()
+                if len(cols) >= 13 and cols[9] in wanted:
+                    found[wanted[cols[9]]] = int(cols[-1])
+    except (OSError, ValueError):
+        return None
+    return found
+
+
 # --------------------------------------------------------------------------- shared pieces
 
 
@@ -469,6 +497,17 @@ class BatchCursor:
             return self.batch[pos]
         return None
 
+    def take_current(self) -> MessagesDelivered | None:
+        """The rest of a batch a ``messages()`` consumer broke out of, as one event."""
+        current = self.current
+        if current is None:
+            return None
+        self.current = None
+        rest = list(current)
+        if not rest:
+            return None
+        return MessagesDelivered(rest[0].session, rest[0].seq_num, [m.data for m in rest])
+
     def load(self, batch: list[Event]) -> None:
         """Start on a new batch (the previous one must be used up)."""
         self.batch = batch
@@ -586,6 +625,7 @@ class MoldUDP64:
         self._raw = False
         self._inputs: list[tuple[socket.socket, Source]] = []
         self._rereq: socket.socket | None = None
+        self._rereq_addr: Address | None = None
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -608,7 +648,9 @@ class MoldUDP64:
         self._n_send_errors = 0
         self._n_pauses = 0
         self._n_internal = 0
-        self._drops_seen: dict[int, int] = {}
+        self._drops_seen: dict[int, int] = {}  # by socket inode
+        self._drops_base = 0
+        self._inode_of: dict[int, int] = {}
         self._pending_overrun = 0
 
     # ---------------------------------------------------------------- records
@@ -651,15 +693,12 @@ class MoldUDP64:
     @property
     def local_request_address(self) -> Address | None:
         """Where re-request answers come back to (None before opening)."""
-        if self._rereq is None:
-            return None
-        host, port = self._rereq.getsockname()[:2]
-        return (host, port)
+        return self._rereq_addr
 
     @property
     def stats(self) -> ClientStats:
         """A snapshot of the counters (client's and core's)."""
-        drops = sum(self._drops_seen.values())
+        drops = sum(self._drops_seen.values()) - self._drops_base
         return ClientStats(
             datagrams_received=self._n_datagrams,
             recv_errors=self._n_recv_errors,
@@ -775,8 +814,15 @@ class MoldUDP64:
         self._core = ReceiverCore(self.options.receiver_config(raw=raw, servers=servers))
         self._inputs = [*lines, (rereq, Source.RETRANSMISSION)]
         self._rereq = rereq
+        host, port = rereq.getsockname()[:2]
+        self._rereq_addr = (host, port)
         for sock, _ in self._inputs:
             enable_drop_counter(sock)
+        self._inode_of = {sock.fileno(): socket_inode(sock) for sock, _ in self._inputs}
+        base = read_kernel_drops(self._inode_of.values()) or {}
+        # drops before we started are not ours to report; every key exists from here on
+        self._drops_seen = {ino: base.get(ino, 0) for ino in self._inode_of.values()}
+        self._drops_base = sum(self._drops_seen.values())
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -862,6 +908,7 @@ class MoldUDP64:
                         self._drain_wake()
                 self._paused = False
                 self._resume_asked = False
+                self._poll_drops()
                 continue
             timer = core.get_timer()
             if timer is None:
@@ -929,11 +976,19 @@ class MoldUDP64:
     def _note_drops(self, fd: int, anc: list[tuple[int, int, builtins.bytes]]) -> None:
         for level, kind, payload in anc:
             if level == socket.SOL_SOCKET and kind == _SO_RXQ_OVFL and len(payload) >= 4:
-                total = _U32.unpack_from(payload)[0]
-                before = self._drops_seen.get(fd, 0)
-                if total > before:
-                    self._drops_seen[fd] = total
-                    self._pending_overrun += total - before
+                self._count_drops(self._inode_of[fd], _U32.unpack_from(payload)[0])
+
+    def _count_drops(self, inode: int, total: int) -> None:
+        before = self._drops_seen.get(inode, 0)
+        if total > before:
+            self._drops_seen[inode] = total
+            self._pending_overrun += total - before
+
+    def _poll_drops(self) -> None:
+        found = read_kernel_drops(self._inode_of.values())
+        if found:
+            for inode, total in found.items():
+                self._count_drops(inode, total)
 
     def _flush(self, core: Any, now: float) -> None:
         rereq = self._rereq
@@ -1030,7 +1085,8 @@ class MoldUDP64:
         :meth:`messages` but not passed to ``on_event``, and ``strict`` does not apply.
         Ends after :class:`SessionEnded` (which it yields) unless
         ``stop_at_end_of_session=False``, or on close; ``timeout`` as for :meth:`messages`.
-        Do not mix with an unfinished :meth:`messages` iteration.
+        After breaking out of :meth:`messages` mid-batch, the rest of that batch comes
+        first, as one :class:`MessagesDelivered`.
         """
         self._ensure_started(raw=False)
         return self._events(timeout)
@@ -1038,8 +1094,9 @@ class MoldUDP64:
     def _events(self, timeout: float | None) -> Iterator[Event]:
         record = self._policy.record
         cursor = self._cursor
-        if cursor.current is not None:
-            raise MoldUDP64Error("a messages() iteration is unfinished; finish it first")
+        rest = cursor.take_current()
+        if rest is not None:
+            yield rest
         while True:
             ev = cursor.next_event()
             if ev is None:
