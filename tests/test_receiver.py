@@ -701,6 +701,39 @@ def test_config_normalises_server_list() -> None:
         cfg.raw = True  # type: ignore[misc]
 
 
+def test_request_delay_lets_the_b_line_fill_a_gap_without_a_request() -> None:
+    c = core(rerequest_server_addrs=[SRV1], request_delay=0.002)
+    c.receive_datagram(pkt(1, 1), A, 0.0)
+    c.receive_datagram(pkt(3, 1), A, 0.0)  # 2 lost on A
+    assert c.datagrams_to_send(0.0) == [] and c.get_timer() == pytest.approx(0.002)
+    c.receive_datagram(pkt(2, 1), B, 0.001)  # B brings it in time
+    c.receive_datagram(pkt(5, 1), A, 0.001)  # 4 lost on both lines
+    assert delivered(c.events_received()) == expect(1, 3)
+    timer = c.get_timer()
+    assert timer == pytest.approx(0.003)
+    assert reqs(c.datagrams_to_send(timer)) == [(4, 1, SRV1)]  # runs the due timer itself
+    assert c.stats.requests_sent == {SRV1: 1}
+
+
+def test_no_stale_feed_after_the_session_ended() -> None:
+    c = core(stale_after=1.0)
+    c.receive_datagram(pkt(1, 1), A, 0.0)
+    c.receive_datagram(build_end_of_session(S, 2), A, 0.1)
+    assert c.ended and c.get_timer() is None
+    c.handle_timer(100.0)
+    assert of(c.events_received(), FeedStale) == []
+
+
+def test_answers_do_not_count_as_live_traffic() -> None:
+    c = core(rerequest_server_addrs=[SRV1], stale_after=1.0)
+    c.receive_datagram(pkt(1, 1), A, 0.0)
+    c.receive_datagram(build_heartbeat(S, 3), A, 0.5)
+    c.datagrams_to_send(0.5)
+    answer(c, 2, 1, 0.9)
+    c.handle_timer(1.5)  # live traffic stopped at 0.5
+    assert of(c.events_received(), FeedStale) == [FeedStale(1.0)]
+
+
 # -- arbitrary arrival orders ------------------------------------------------------------
 
 ranges = st.lists(

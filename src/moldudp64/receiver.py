@@ -538,6 +538,13 @@ class ReceiverCore:
             ended=self._ended,
         )
 
+    def __repr__(self) -> str:
+        return (
+            f"ReceiverCore(session={self._session!r}, next_seq_num={self.next_seq_num}, "
+            f"gaps={len(self._segs)}, held={len(self._held)}, "
+            f"in_flight={len(self._requests)}, ended={self._ended})"
+        )
+
     # ------------------------------------------------------------------ slow path
 
     def _drop(self, reason: str, source: Source, addr: Address | None, malformed: bool) -> None:
@@ -547,9 +554,7 @@ class ReceiverCore:
         if self._debug:
             logger.debug("dropped datagram from %s %s: %s", source.name, addr, reason)
 
-    def _receive_slow(
-        self, data: Buffer, source: Source, now: float, addr: Address | None
-    ) -> None:
+    def _receive_slow(self, data: Buffer, source: Source, now: float, addr: Address | None) -> None:
         try:
             source = Source(source)
         except ValueError:
@@ -580,8 +585,8 @@ class ReceiverCore:
                 or not self.config.follow_session_changes
                 or session_raw in self._past_sessions
             ):
-                reason = DROP_OLD_SESSION if session_raw in self._past_sessions else (
-                    DROP_WRONG_SESSION
+                reason = (
+                    DROP_OLD_SESSION if session_raw in self._past_sessions else (DROP_WRONG_SESSION)
                 )
                 self._drop(reason, source, addr, malformed=False)
                 self._refresh(now)
@@ -654,6 +659,8 @@ class ReceiverCore:
         self._gaps += 1
         self._gap_messages += end - start
         self._events.append(GapDetected(self._session or "", start, end - 1))
+        if self._debug:
+            logger.debug("gap %d..%d (%d messages)", start, end - 1, end - start)
 
     def _accept(self, seq: int, msgs: list[bytes], now: float) -> None:
         """Take the data messages ``msgs`` numbered from ``seq``: keep only what is new."""
@@ -785,6 +792,7 @@ class ReceiverCore:
                 del lost[stop]
                 stop = nxt[0]
             events.append(MessagesLost(session, expected, stop - 1, reason))
+            logger.info("messages %d..%d of %r lost: %s", expected, stop - 1, session, reason)
             expected = stop
         if batch is not None:
             self._deliver(batch_seq, batch, raw, events, session)
