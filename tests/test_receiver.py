@@ -461,7 +461,9 @@ def test_finish_reports_open_gaps_lost_and_delivers_held() -> None:
     c.receive_datagram(pkt(1, 1), A, 0.0)
     c.receive_datagram(pkt(3, 1), A, 0.0)
     c.receive_datagram(build_heartbeat(S, 6), A, 0.0)
+    assert c.stats.requests_in_flight == 2
     c.finish(0.01)
+    assert c.datagrams_to_send(0.01) == []
     events = c.events_received()
     assert of(events, MessagesLost) == [
         MessagesLost(S, 2, 2, LOST_END_OF_INPUT),

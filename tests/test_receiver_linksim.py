@@ -69,6 +69,7 @@ def feed(sim: LinkSim, sizes: list[int], rng: random.Random) -> None:
     servers=st.integers(1, 3),
     sizes=batches,
     b_line=st.booleans(),
+    request_delay=st.sampled_from([0.0, 0.0005, 0.01]),
 )
 def test_output_is_the_published_stream_when_recovery_is_possible(
     seed: int,
@@ -80,9 +81,11 @@ def test_output_is_the_published_stream_when_recovery_is_possible(
     servers: int,
     sizes: list[int],
     b_line: bool,
+    request_delay: float,
 ) -> None:
     config = ReceiverConfig(
         rerequest_server_addrs=SERVERS[:servers],
+        request_delay=request_delay,
         max_request_attempts=60,
         max_rerequest_retries=10_000,
     )

@@ -496,9 +496,14 @@ class ReceiverCore:
         self._out.append((data, target))
 
     def finish(self, now: float) -> None:
-        """End of input: report every open gap lost and deliver everything held."""
+        """End of input: report every open gap lost and deliver everything held.
+
+        Requests in flight or not yet sent are forgotten. Datagrams that come later are
+        handled as usual (as if the stream resumed).
+        """
         self._segs_give_up(0, len(self._segs), LOST_END_OF_INPUT)
         self._requests.clear()
+        self._out.clear()
         self._drain()
         self._refresh(now)
 
