@@ -261,3 +261,36 @@ def test_publish_many_is_all_or_nothing_on_a_too_large_message() -> None:
     assert pub.next_seq_num == 1 and store.next_seq_num == 1
     assert pub.publish_many([memoryview(b"ab"), bytearray(b"cd")], 0.0) == range(1, 3)
     assert store.get(1, 2, 100) == [b"ab", b"cd"]
+
+
+class AppendOnlyStore:
+    """A minimal store with no ``extend``: publish_many falls back to ``append``."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    @property
+    def first_seq_num(self) -> int:
+        return 1
+
+    @property
+    def next_seq_num(self) -> int:
+        return len(self.messages) + 1
+
+    def append(self, message: bytes) -> int:
+        self.messages.append(bytes(message))
+        return len(self.messages)
+
+    def get(self, seq_num: int, max_count: int, max_bytes: int) -> list[bytes]:
+        return self.messages[seq_num - 1 : seq_num - 1 + max_count]
+
+    def close(self) -> None:
+        pass
+
+
+def test_publish_many_with_a_store_that_only_appends() -> None:
+    store = AppendOnlyStore()
+    pub = PublisherCore(SESSION, store=store)  # type: ignore[arg-type]
+    pub.publish_many([b"a", b"b"], 0.0)
+    pub.publish(b"c", 0.0)
+    assert store.messages == [b"a", b"b", b"c"]

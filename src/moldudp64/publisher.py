@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .exceptions import ConfigError, EncodeError, MessageTooLarge, MoldUDP64Error
-from .store import MessageStore
+from .store import MessageStore, extend_store
 from .wire import (
     DEFAULT_MAX_PAYLOAD,
     HEADER,
@@ -271,7 +271,7 @@ class PublisherCore:
         if self._last_send is None:
             self._last_send = now
         if self.store is not None:
-            self.store.extend(batch)
+            extend_store(self.store, batch)
         # Fill the partial packet with what still fits, as publish() would.
         room = limit - packer.pending_bytes
         pending = packer.pending

@@ -1,5 +1,9 @@
 """Message stores a re-request server answers from.
 
+Any object with ``first_seq_num``, ``next_seq_num``, ``append``, ``get`` and ``close``
+is a store (:class:`MessageStore`); an ``extend(list[bytes])`` method is used for bulk
+appends when present.
+
 A store holds consecutive messages of one session, numbered from ``first_seq_num`` up to
 ``next_seq_num - 1``. :class:`MemoryStore` keeps a bounded window in memory (oldest out
 first); :class:`BinaryFileStore` serves a NASDAQ BinaryFILE from disk through a sparse
@@ -29,6 +33,7 @@ __all__ = [
     "BinaryFileStore",
     "MemoryStore",
     "MessageStore",
+    "extend_store",
 ]
 
 #: Default byte bound of a :class:`MemoryStore` (blocks: 2 + message length each).
@@ -59,10 +64,6 @@ class MessageStore(Protocol):
         """Add a message; return its sequence number."""
         ...
 
-    def extend(self, messages: list[bytes]) -> None:
-        """Add several messages in order (all or nothing on a too-large message)."""
-        ...
-
     def get(self, seq_num: int, max_count: int, max_bytes: int) -> list[bytes]:
         """Whole messages from ``seq_num`` on, within ``max_count`` and ``max_bytes``."""
         ...
@@ -70,6 +71,18 @@ class MessageStore(Protocol):
     def close(self) -> None:
         """Release files; a memory store forgets nothing."""
         ...
+
+
+def extend_store(store: MessageStore, messages: list[bytes]) -> None:
+    """Append ``messages`` to ``store``: in bulk when it has an ``extend`` method
+    (:class:`MemoryStore`, :class:`BinaryFileStore`), else one by one."""
+    extend = getattr(store, "extend", None)
+    if extend is not None:
+        extend(messages)
+    else:
+        append = store.append
+        for message in messages:
+            append(message)
 
 
 def _check_length(message: Buffer) -> int:
