@@ -158,6 +158,7 @@ _VLAN_TYPES = frozenset({0x8100, 0x88A8, 0x9100, 0x9200})
 
 _PROTO_UDP = 17
 _MAX_RECORD = 1 << 24  # a pcap record longer than this is corruption, not a packet
+_CHUNK = 1 << 20
 _U16 = struct.Struct(">H")
 _IPV4_HDR = struct.Struct(">BBHHHBBH4s4s")
 _UDP_HDR = struct.Struct(">HHHH")
@@ -311,74 +312,192 @@ class CaptureReader:
     # -- decoding -------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Datagram]:
+        make = Datagram._make
+        for item in self.tuples():
+            yield make(item)
+
+    def tuples(self) -> Iterator[tuple[float, Address, Address, bytes]]:
+        """Like iterating the reader, as plain ``(timestamp, src, dst, payload)`` tuples
+        (the fast path: no object per datagram)."""
+        if self._ng is None and self.linktype == _LT_ETHERNET:
+            yield from self._fast_pcap_ethernet()
+            return
         stats = self.stats
         port = self.port
-        linktype = self.linktype
-        ipv4 = self._ipv4
-        for ts, buf in self._frames():
-            stats.frames += 1
-            # Find the network layer: ethertype and offset of the IP header.
-            if linktype == _LT_ETHERNET:
-                off = 12
-                if len(buf) < 14:
-                    stats.malformed += 1
+        decode = self._decode
+        try:
+            for ts, buf in self._frames():
+                stats.frames += 1
+                found = decode(ts, buf)
+                if found is None:
                     continue
-                etype = (buf[12] << 8) | buf[13]
-                while etype in _VLAN_TYPES:
-                    off += 4
-                    if len(buf) < off + 2:
-                        etype = -1
-                        break
-                    etype = (buf[off] << 8) | buf[off + 1]
-                off += 2
-                if (  # 802.3 length field, then LLC/SNAP carrying an ethertype
-                    0 <= etype < 0x0600
-                    and len(buf) >= off + 8
-                    and buf[off : off + 6] == b"\xaa\xaa\x03\x00\x00\x00"
-                ):
-                    etype = (buf[off + 6] << 8) | buf[off + 7]
-                    off += 8
-            elif linktype == _LT_SLL:
-                if len(buf) < 16:
-                    stats.malformed += 1
+                if port is not None and port != found[1][1] and port != found[2][1]:
+                    stats.other_port += 1
                     continue
-                etype, off = (buf[14] << 8) | buf[15], 16
-            elif linktype == _LT_SLL2:
-                if len(buf) < 20:
-                    stats.malformed += 1
-                    continue
-                etype, off = (buf[0] << 8) | buf[1], 20
-            elif linktype in (_LT_NULL, _LT_LOOP):
-                if len(buf) < 4:
-                    stats.malformed += 1
-                    continue
-                family = int.from_bytes(buf[:4], "big" if linktype == _LT_LOOP else "little")
-                if family > 0xFFFF:  # written on a host of the other byte order
-                    family = int.from_bytes(buf[:4], "little" if linktype == _LT_LOOP else "big")
-                etype = _ETH_IPV4 if family == 2 else _ETH_IPV6 if family in (24, 28, 30) else -1
-                off = 4
-            else:  # raw IP: the version nibble says which
-                off = 0
-                version = buf[0] >> 4 if buf else 0
-                etype = _ETH_IPV4 if version == 4 else _ETH_IPV6 if version == 6 else -1
-            if etype == _ETH_IPV4:
-                found = ipv4(buf, off, ts)
-            elif etype == _ETH_IPV6:
-                found = self._ipv6(buf, off)
-            else:
-                stats.not_ip += 1
-                continue
-            if found is None:
-                continue
-            src, dst, sport, dport, payload = found
-            if port is not None and port != dport and port != sport:
-                stats.other_port += 1
-                continue
-            stats.datagrams += 1
-            yield Datagram(ts, (src, sport), (dst, dport), payload)
-        # End of file: whatever is still being reassembled never will be.
-        stats.incomplete += len(self._pending)
+                stats.datagrams += 1
+                yield found
+        finally:
+            self._give_up_fragments()
+
+    def _give_up_fragments(self) -> None:
+        """End of file: whatever is still being reassembled never will be."""
+        self.stats.incomplete += len(self._pending)
         self._pending.clear()
+
+    def _fast_pcap_ethernet(self) -> Iterator[tuple[float, Address, Address, bytes]]:
+        """Classic pcap of Ethernet frames, read in 1 MiB chunks; plain IPv4/UDP frames are
+        sliced here, everything else goes through :meth:`_decode`."""
+        stats = self.stats
+        port = self.port
+        decode = self._decode
+        read = self._file.read
+        unpack_record = self._record.unpack_from
+        scale = self._ts_scale
+        cache: dict[bytes, tuple[Address, Address]] = {}
+        inet_ntoa = socket.inet_ntoa
+        data = b""
+        pos = 0
+        size = 0
+        frames = datagrams = other_port = 0
+        try:
+            while True:
+                if pos + 16 > size:
+                    more = read(_CHUNK)
+                    if not more:
+                        if pos < size:
+                            raise CaptureError(
+                                f"{self.name}: file ends inside a record header after "
+                                f"{stats.frames + frames} packets"
+                            )
+                        return
+                    data = data[pos:] + more
+                    pos = 0
+                    size = len(data)
+                    continue
+                sec, frac, caplen, _wirelen = unpack_record(data, pos)
+                start = pos + 16
+                end = start + caplen
+                if end > size:
+                    if caplen > _MAX_RECORD:
+                        raise CaptureError(
+                            f"{self.name}: corrupt record after {stats.frames + frames} "
+                            f"packets (captured length {caplen})"
+                        )
+                    more = read(max(_CHUNK, caplen))
+                    if not more:
+                        raise CaptureError(
+                            f"{self.name}: file ends inside a packet after "
+                            f"{stats.frames + frames} packets"
+                        )
+                    data = data[pos:] + more
+                    pos = 0
+                    size = len(data)
+                    continue
+                pos = end
+                frames += 1
+                ts = sec + frac * scale
+                ip = start + 14
+                # Plain Ethernet + IPv4 (no options, not a fragment) + UDP: slice it here.
+                if (
+                    caplen >= 42
+                    and data[start + 12] == 8
+                    and data[start + 13] == 0
+                    and data[ip] == 0x45
+                    and data[ip + 9] == _PROTO_UDP
+                    and not (data[ip + 6] & 0x3F or data[ip + 7])
+                ):
+                    total = (data[ip + 2] << 8) | data[ip + 3]
+                    ulen = (data[ip + 24] << 8) | data[ip + 25]
+                    if ip + total <= end and 8 <= ulen <= total - 20:
+                        key = data[ip + 12 : ip + 24]
+                        addrs = cache.get(key)
+                        if addrs is None:
+                            addrs = (
+                                (inet_ntoa(key[0:4]), (key[8] << 8) | key[9]),
+                                (inet_ntoa(key[4:8]), (key[10] << 8) | key[11]),
+                            )
+                            if len(cache) < 4096:
+                                cache[key] = addrs
+                        src, dst = addrs
+                        if port is not None and port != src[1] and port != dst[1]:
+                            other_port += 1
+                            continue
+                        datagrams += 1
+                        yield ts, src, dst, data[ip + 28 : ip + 20 + ulen]
+                        continue
+                found = decode(ts, data[start:end])
+                if found is None:
+                    continue
+                if port is not None and port != found[1][1] and port != found[2][1]:
+                    other_port += 1
+                    continue
+                datagrams += 1
+                yield found
+        finally:
+            stats.frames += frames
+            stats.datagrams += datagrams
+            stats.other_port += other_port
+            self._give_up_fragments()
+
+    def _decode(self, ts: float, buf: bytes) -> tuple[float, Address, Address, bytes] | None:
+        """One frame of the reader's link type: its UDP datagram, or None (counted why)."""
+        stats = self.stats
+        linktype = self.linktype
+        # Find the network layer: ethertype and offset of the IP header.
+        if linktype == _LT_ETHERNET:
+            off = 12
+            if len(buf) < 14:
+                stats.malformed += 1
+                return None
+            etype = (buf[12] << 8) | buf[13]
+            while etype in _VLAN_TYPES:
+                off += 4
+                if len(buf) < off + 2:
+                    etype = -1
+                    break
+                etype = (buf[off] << 8) | buf[off + 1]
+            off += 2
+            if (  # 802.3 length field, then LLC/SNAP carrying an ethertype
+                0 <= etype < 0x0600
+                and len(buf) >= off + 8
+                and buf[off : off + 6] == b"\xaa\xaa\x03\x00\x00\x00"
+            ):
+                etype = (buf[off + 6] << 8) | buf[off + 7]
+                off += 8
+        elif linktype == _LT_SLL:
+            if len(buf) < 16:
+                stats.malformed += 1
+                return None
+            etype, off = (buf[14] << 8) | buf[15], 16
+        elif linktype == _LT_SLL2:
+            if len(buf) < 20:
+                stats.malformed += 1
+                return None
+            etype, off = (buf[0] << 8) | buf[1], 20
+        elif linktype in (_LT_NULL, _LT_LOOP):
+            if len(buf) < 4:
+                stats.malformed += 1
+                return None
+            family = int.from_bytes(buf[:4], "big" if linktype == _LT_LOOP else "little")
+            if family > 0xFFFF:  # written on a host of the other byte order
+                family = int.from_bytes(buf[:4], "little" if linktype == _LT_LOOP else "big")
+            etype = _ETH_IPV4 if family == 2 else _ETH_IPV6 if family in (24, 28, 30) else -1
+            off = 4
+        else:  # raw IP: the version nibble says which
+            off = 0
+            version = buf[0] >> 4 if buf else 0
+            etype = _ETH_IPV4 if version == 4 else _ETH_IPV6 if version == 6 else -1
+        if etype == _ETH_IPV4:
+            found = self._ipv4(buf, off, ts)
+        elif etype == _ETH_IPV6:
+            found = self._ipv6(buf, off)
+        else:
+            stats.not_ip += 1
+            return None
+        if found is None:
+            return None
+        src, dst, sport, dport, payload = found
+        return ts, (src, sport), (dst, dport), payload
 
     def _ipv4(self, buf: bytes, off: int, ts: float) -> tuple[str, str, int, int, bytes] | None:
         """Decode IPv4 (+UDP) at ``off``; None when nothing to yield (counted)."""
