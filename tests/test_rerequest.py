@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moldudp64.exceptions import ConfigError
+from moldudp64.binaryfile import write_binaryfile
+from moldudp64.exceptions import BinaryFileError, ConfigError
 from moldudp64.rerequest import REFUSAL_REASONS, RateLimit, RerequestServerCore
-from moldudp64.store import MemoryStore
+from moldudp64.store import BinaryFileStore, MemoryStore
 from moldudp64.wire import Packet, RetransmissionPacket, split_blocks
 
 SESSION = "SRV0000001"
@@ -152,6 +154,18 @@ def test_global_byte_cap_bounds_total_traffic() -> None:
         answer = server.handle_request(request(1, 1000), (host, 1), 0.0)
         total += len(answer) if answer else 0
     assert total < 20_000 + 1472
+
+
+def test_a_store_that_fails_is_counted_not_raised(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    write_binaryfile(path, MESSAGES[:10])
+    store = BinaryFileStore(path)
+    server = RerequestServerCore(SESSION, store)
+    assert server.handle_request(request(1, 1), CLIENT, 0.0) is not None
+    store.close()
+    assert server.handle_request(request(1, 1), CLIENT, 0.0) is None
+    assert refused(server) == {"store_error": 1}
+    assert isinstance(server.last_store_error, BinaryFileError)
 
 
 def test_rate_limit_off() -> None:

@@ -19,6 +19,7 @@ Requests get no answer, and are counted in :attr:`RerequestStats.refused` by rea
 ``rate_limited`` the source is over its requests-per-second or bytes-per-second budget
 ``not_held``    the store does not hold the requested sequence number
 ``too_large``   the requested message does not fit in any datagram
+``store_error`` the store could not be read (a file that shrank, a closed store)
 =============== ===================================================================
 
 Rate limiting is per source host (the port is ignored: a client may use many) with two
@@ -37,7 +38,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .events import Address
-from .exceptions import ConfigError
+from .exceptions import ConfigError, MoldUDP64Error
 from .store import MessageStore
 from .wire import (
     DEFAULT_MAX_PAYLOAD,
@@ -65,6 +66,7 @@ REFUSAL_REASONS = (
     "rate_limited",
     "not_held",
     "too_large",
+    "store_error",
 )
 
 _REQUEST = struct.Struct(">10sQH")
@@ -183,6 +185,8 @@ class RerequestServerCore:
         self._messages = 0
         self._bytes = 0
         self._refused = dict.fromkeys(REFUSAL_REASONS, 0)
+        #: The last error the store raised (requests then go unanswered, as ``store_error``).
+        self.last_store_error: Exception | None = None
 
     @property
     def session_ident_raw(self) -> bytes:
@@ -292,12 +296,17 @@ class RerequestServerCore:
             self._refuse("not_held")
             return None
         count = min(count, MAX_MESSAGE_COUNT)
-        messages = store.get(seq_num, count, self.max_payload)
-        if not messages:
-            messages = store.get(seq_num, 1, MAX_DATAGRAM - HEADER_SIZE)
+        try:
+            messages = store.get(seq_num, count, self.max_payload)
             if not messages:
-                self._refuse("too_large")
-                return None
+                messages = store.get(seq_num, 1, MAX_DATAGRAM - HEADER_SIZE)
+        except (MoldUDP64Error, OSError) as exc:
+            self._refuse("store_error")
+            self.last_store_error = exc
+            return None
+        if not messages:
+            self._refuse("too_large")
+            return None
         answer = _REQUEST.pack(self._session, seq_num, len(messages)) + join_blocks(messages)
         size = len(answer)
         if bucket is not None:

@@ -206,9 +206,10 @@ class Publisher:
     none is given). Timing options are those of :class:`PublisherCore`. ``faults``
     applies seeded faults to the live packets, ``answer_faults`` to the answers.
 
-    Publishing methods are thread-safe; a timer thread sends heartbeats, timed flushes and
-    end-of-session packets. :meth:`close` (or leaving ``with``) stops everything; it does
-    not end the session (call :meth:`end_session` or let :meth:`run` do it).
+    Publishing methods are thread-safe; a timer thread (started by :meth:`start`, ``with``
+    or the first publish) sends heartbeats, timed flushes and end-of-session packets.
+    :meth:`close` (or leaving ``with``) stops everything; it does not end the session
+    (call :meth:`end_session` or let :meth:`run` do it).
     """
 
     def __init__(
@@ -369,6 +370,8 @@ class Publisher:
 
     def publish(self, message: Buffer) -> int:
         """Publish one message; return its sequence number."""
+        if self._thread is None:
+            self.start()
         with self._lock:
             self._check_open()
             seq = self.core.publish(message, time.monotonic())
@@ -377,6 +380,8 @@ class Publisher:
 
     def publish_many(self, messages: Iterable[Buffer]) -> range:
         """Publish several messages, packed together; return their sequence numbers."""
+        if self._thread is None:
+            self.start()
         with self._lock:
             self._check_open()
             seqs = self.core.publish_many(messages, time.monotonic())
@@ -385,6 +390,8 @@ class Publisher:
 
     def flush(self) -> None:
         """Send the partial packet now."""
+        if self._thread is None:
+            self.start()
         with self._lock:
             self._check_open()
             self.core.flush(time.monotonic())
