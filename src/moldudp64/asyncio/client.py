@@ -46,6 +46,7 @@ from ..net import DEFAULT_RCVBUF
 from ..receiver import ReceiverCore
 from ..sync.client import (
     DEFAULT_MAX_BACKLOG,
+    READ_BATCH,
     BatchCursor,
     ClientStats,
     Datagram,
@@ -64,18 +65,41 @@ from ..wire import MAX_DATAGRAM, RetransmissionPacket
 
 __all__ = ["AsyncDatagramStream", "AsyncMoldUDP64", "AsyncRequestSender"]
 
+_RECV_SIZE = MAX_DATAGRAM + 1  # one more byte than legal, so an oversized datagram is seen
+
 logger = logging.getLogger(__name__)
 
 
 class _Endpoint(asyncio.DatagramProtocol):
-    """Feeds one socket's datagrams to the client, tagged with the line they came in on."""
+    """Feeds one socket's datagrams to the client, tagged with the line they came in on.
 
-    def __init__(self, client: AsyncMoldUDP64, source: Source) -> None:
+    The transport reads one datagram per wake-up; the endpoint then drains up to
+    ``READ_BATCH`` more that are already queued (non-blocking ``recvfrom`` on the same
+    socket), so the core's events reach the consumer in large batches.
+    """
+
+    def __init__(self, client: AsyncMoldUDP64, source: Source, sock: socket.socket) -> None:
         self.client = client
         self.source = source
+        self.sock = sock
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self.client._on_datagram(data, self.source, addr)
+        client = self.client
+        on_datagram = client._on_datagram
+        source = self.source
+        on_datagram(data, source, addr)
+        recvfrom = self.sock.recvfrom
+        for _ in range(READ_BATCH - 1):
+            if client._paused or client._closing:
+                return
+            try:
+                data, addr = recvfrom(_RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.error_received(exc)
+                return
+            on_datagram(data, source, addr)
 
     def error_received(self, exc: Exception) -> None:
         # e.g. ECONNREFUSED after a request to a dead server: counted, never fatal
@@ -321,10 +345,10 @@ class AsyncMoldUDP64:
         try:
             for sock, source in pending:
                 transport, _ = await loop.create_datagram_endpoint(
-                    lambda source=source: _Endpoint(self, source),  # type: ignore[misc]
+                    lambda source=source, sock=sock: _Endpoint(self, source, sock),  # type: ignore[misc]
                     sock=sock,
                 )
-                transport.max_size = MAX_DATAGRAM + 1  # type: ignore[attr-defined]
+                transport.max_size = _RECV_SIZE  # type: ignore[attr-defined]
                 self._transports.append(transport)
                 if source is Source.RETRANSMISSION:
                     self._rereq = transport
