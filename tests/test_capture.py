@@ -82,16 +82,28 @@ def test_shared_capture_recognised_without_port(name: str) -> None:
     assert all(d.dst[1] == rows[0].port for d in found)
 
 
-def test_record_framing_agrees_with_dpkt() -> None:
-    """The hand-sliced pcap record loop yields exactly what dpkt.pcap.Reader yields."""
-    for name in FILES:
-        with open(SHARED_CAPTURES / name, "rb") as f:
-            want = [(float(ts), bytes(buf)) for ts, buf in dpkt.pcap.Reader(f)]
-        reader = CaptureReader(SHARED_CAPTURES / name)
-        got = list(reader._frames())
+def test_record_framing_agrees_with_dpkt(tmp_path: Path) -> None:
+    """Both framing loops (chunked fast path, per-record generic path) yield exactly what
+    dpkt.pcap.Reader and dpkt's Ethernet/IP/UDP decoders yield."""
+    extra = write(
+        tmp_path,
+        "many.pcap",
+        pcap_bytes([ethernet(ipv4_udp(MOLD + bytes(i % 50), ident=i)) for i in range(3000)]),
+    )
+    for path in [*(SHARED_CAPTURES / name for name in FILES), extra]:
+        with open(path, "rb") as f:
+            records = [(float(ts), bytes(buf)) for ts, buf in dpkt.pcap.Reader(f)]
+        want = [
+            (round(ts, 6), bytes(dpkt.ethernet.Ethernet(buf).data.data.data)) for ts, buf in records
+        ]
+        with CaptureReader(path) as reader:
+            got = [(round(t, 6), p) for t, _, _, p in reader.tuples()]
+        assert got == want
+        reader = CaptureReader(path)
+        frames = list(reader._frames())
         reader.close()
-        assert [b for _, b in got] == [b for _, b in want]
-        assert [round(t, 6) for t, _ in got] == [round(t, 6) for t, _ in want]
+        assert [b for _, b in frames] == [b for _, b in records]
+        assert [round(t, 6) for t, _ in frames] == [round(t, 6) for t, _ in records]
 
 
 @pytest.mark.parametrize("nano", [False, True])
