@@ -329,3 +329,21 @@ def test_progress_bar_on_a_terminal(
     captured = capsys.readouterr()
     assert "inspecting" in captured.err
     assert "messages        5000 delivered in order" in captured.out
+
+
+def test_inspect_binary_session_name_with_port(tmp_path: Path) -> None:
+    """A session name that is not printable is recognised only when --port says where."""
+    name = b"\x01\x02BINARY\xff\x00"
+    frames = [
+        ethernet(ipv4_udp(build_packet(name, 1 + 2 * i, msgs(1 + 2 * i, 2)))) for i in range(3)
+    ]
+    path = tmp_path / "binary.pcap"
+    path.write_bytes(pcap_bytes(frames))
+    proc = run("inspect", str(path))
+    assert proc.returncode == 0
+    assert "3 UDP datagrams that are not MoldUDP64" in proc.stdout.decode()
+    out = tmp_path / "o.bin"
+    proc = run("inspect", str(path), "--port", "5000", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert "messages        6 delivered in order" in proc.stdout.decode()
+    assert list(iter_binaryfile(out)) == msgs(1, 6)

@@ -113,17 +113,19 @@ def detect_file_kind(path: str | os.PathLike[str]) -> str:
     return FileKind.BINARYFILE
 
 
-def is_moldudp64(payload: bytes | memoryview) -> bool:
+def is_moldudp64(payload: bytes | memoryview, *, printable_session: bool = True) -> bool:
     """Whether a UDP payload is plausibly a MoldUDP64 downstream packet.
 
     The framing must validate exactly (every block complete, no trailing bytes, no blocks
-    in heartbeats or end of session) and the session must be printable ASCII, which rules
-    out the 20-byte requests clients send and almost any other protocol.
+    in heartbeats or end of session), which rules out the 20-byte requests clients send;
+    with ``printable_session`` (the default, for recognising MoldUDP64 among other UDP
+    traffic) the session must also be printable ASCII, which rules out almost any other
+    protocol.
     """
     if len(payload) < HEADER_SIZE:
         return False
     session = bytes(payload[:10])
-    if not session.isascii() or not all(0x20 <= b < 0x7F for b in session):
+    if printable_session and not all(0x20 <= b < 0x7F for b in session):
         return False
     try:
         Packet(payload).validate()

@@ -346,18 +346,22 @@ MAX_SESSIONS = 256
 class _Inspector:
     """Runs a capture's MoldUDP64 datagrams through one receiver core per session."""
 
-    def __init__(self, only_session: str | None, sink: MessageSink | None) -> None:
+    def __init__(
+        self, only_session: str | None, sink: MessageSink | None, *, by_port: bool = False
+    ) -> None:
         from .receiver import ReceiverConfig, ReceiverCore
 
         self._config = ReceiverConfig
         self._core = ReceiverCore
         self.only = None if only_session is None else encode_session(only_session)
         self.sink = sink
+        # With --port the datagrams are known to be MoldUDP64: any session name goes.
+        self.printable_only = not by_port
         self.sessions: dict[bytes, _SessionReport] = {}
         self.other_sessions: dict[bytes, int] = {}
         self.not_moldudp64 = 0
         self.too_many_sessions = 0
-        self.binary_session: bytes | None = None
+        self.binary_session: str | None = None
         self.unwritten: dict[str, int] = {}
         self.now = 0.0
 
@@ -371,7 +375,7 @@ class _Inspector:
         name = raw.decode("latin-1")
         core = self._core(
             self._config(
-                expected_session_ident=name,
+                expected_session_ident=raw,
                 start_from_first_seen=True,
                 rerequest_server_addrs=[],
                 follow_session_changes=False,
@@ -408,7 +412,7 @@ class _Inspector:
             if not payload.startswith(raw):
                 found = sessions.get(payload[:10])
                 if found is None:
-                    if not is_moldudp64(payload):
+                    if not is_moldudp64(payload, printable_session=self.printable_only):
                         self.not_moldudp64 += 1
                         continue
                     found = self._report(payload[:10], ts)
@@ -468,10 +472,9 @@ class _Inspector:
             return
         if isinstance(sink, BinaryFileSink):
             # A BinaryFILE holds one session: the first one delivered, or --session.
-            raw = encode_session(report.name)
             if self.binary_session is None:
-                self.binary_session = raw
-            elif raw != self.binary_session:
+                self.binary_session = report.name
+            elif report.name != self.binary_session:
                 self.unwritten[report.name] = self.unwritten.get(report.name, 0) + len(
                     event.messages
                 )
@@ -659,7 +662,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                     f"{path} is not a pcap or pcapng capture (--port applies to those)"
                 )
             return _inspect_binaryfile(args, out, sink)
-        inspector = _Inspector(args.session, sink)
+        inspector = _Inspector(args.session, sink, by_port=args.port is not None)
         with CaptureReader(path, port=args.port) as reader:
             size = os.path.getsize(path)
             bar = _progress(size, "inspecting")
