@@ -418,8 +418,8 @@ def test_slow_consumer_pauses_the_reader_and_loses_nothing(loop: Loop) -> None:
     with client([], max_backlog=100).open_with_sockets(loop.line, loop.rereq) as c:
         loop.send([*packets, end_of_session(msgs)])
         assert wait_until(lambda: c.stats.backlog_pauses >= 1)
-        # The reader stopped after one read batch: the rest waits in the kernel buffer.
-        assert c.stats.datagrams_received <= READ_BATCH < len(packets)
+        # The reader stopped after a read batch or two: the rest waits in the kernel buffer.
+        assert c.stats.datagrams_received < 2 * READ_BATCH < len(packets)
         got = list(c.messages(timeout=5))
     assert got == expected(msgs)
     assert c.stats.backlog_pauses >= 2
