@@ -347,3 +347,13 @@ def test_inspect_binary_session_name_with_port(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr.decode()
     assert "messages        6 delivered in order" in proc.stdout.decode()
     assert list(iter_binaryfile(out)) == msgs(1, 6)
+
+
+def test_text_output_escapes_binary_session(tmp_path: Path) -> None:
+    name = b"\x01\x02BINARY\xff\x00"
+    path = tmp_path / "binary.pcap"
+    path.write_bytes(pcap_bytes([ethernet(ipv4_udp(build_packet(name, 1, msgs(1, 2))))]))
+    proc = run("inspect", str(path), "--port", "5000", "-o", "-", "--format", "text")
+    assert proc.returncode == 0, proc.stderr.decode()
+    lines = proc.stdout.decode("ascii").splitlines()
+    assert lines[0].startswith("\\x01\\x02BINARY\\xff\\x00            1    10  A")

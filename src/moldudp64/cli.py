@@ -35,6 +35,7 @@ from .wire import (
 )
 
 __all__ = [
+    "EXIT_FAILURE",
     "EXIT_IDLE",
     "EXIT_INTERRUPTED",
     "EXIT_LOST",
@@ -48,6 +49,7 @@ __all__ = [
 logger = logging.getLogger("moldudp64.cli")
 
 EXIT_OK = 0
+EXIT_FAILURE = 1  # an internal error (a bug), never bad input
 EXIT_USAGE = 2
 EXIT_LOST = 3
 EXIT_IDLE = 4
@@ -260,10 +262,16 @@ class JsonlSink(_TextualSink):
         self.count += len(messages)
 
 
+def _printable(session: str) -> str:
+    """A session name as safe text: non-printable characters as \\xNN escapes."""
+    return "".join(c if " " <= c < "\x7f" else f"\\x{ord(c):02x}" for c in session)
+
+
 class TextSink(_TextualSink):
     """Readable lines: session, sequence, length, ITCH type letter, the first bytes in hex."""
 
     def write(self, session: str, seq_num: int, messages: list[bytes]) -> None:
+        session = _printable(session)
         out = []
         for i, m in enumerate(messages):
             kind = chr(m[0]) if m and 0x21 <= m[0] < 0x7F else "."
@@ -1731,7 +1739,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError:
             pass
         return EXIT_OK
-    except (MoldUDP64Error, OSError) as exc:
+    except (MoldUDP64Error, OSError, UnicodeError) as exc:
         if getattr(args, "verbose", 0):
             logger.debug("error details", exc_info=True)
         text = str(exc) or type(exc).__name__
@@ -1739,6 +1747,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             text = f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}"
         _say(f"{prog}: error: {text}")
         return EXIT_USAGE
+    except Exception as exc:  # a bug: still one line, the traceback with -v
+        logger.debug("internal error", exc_info=True)
+        _say(f"{prog}: internal error: {type(exc).__name__}: {exc} (-v shows the traceback)")
+        return EXIT_FAILURE
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
