@@ -139,6 +139,18 @@ def answers_loopback(total: int, requests: list[bytes]) -> float:
     return received / elapsed
 
 
+def peak_rss_kib() -> int:
+    """This process's peak RSS (VmHWM: unlike ru_maxrss, not inherited across fork+exec)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def _store_child(path: str, conn: multiprocessing.connection.Connection) -> None:
     start = time.perf_counter()
     store = BinaryFileStore(path)
@@ -153,7 +165,7 @@ def _store_child(path: str, conn: multiprocessing.connection.Connection) -> None
         req = struct.pack(">10sQH", raw, rng.randrange(1, n), 100)
         answers += server.handle_request(req, ("127.0.0.1", 1), 0.0) is not None
     served = 20_000 / (time.perf_counter() - start)
-    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_kib = peak_rss_kib()
     conn.send((built, served, rss_kib, store.index_entries, answers))
     store.close()
 

@@ -42,7 +42,7 @@ DEFAULT_MEMORY_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_INDEX_INTERVAL = 64
 
 _U16 = struct.Struct(">H")
-_READ_CHUNK = 64 * 1024
+_READ_CHUNK = 16 * 1024
 _WRITE_CHUNK = 256 * 1024
 
 
@@ -410,40 +410,44 @@ class BinaryFileStore:
         fd = self._require_fd()
         max_count = min(max_count, self._count + 1 - seq_num)
         index_pos, skip = divmod(seq_num - 1, self.index_interval)
-        offset = self._index[index_pos]
-        want = min(max_bytes, _READ_CHUNK) + 2
-        buf = b""
-        pos = 0
-        out: list[bytes] = []
-        budget = max_bytes
+        offset = self._index[index_pos]  # file offset of buf[0]
+        pread = os.pread
         try:
-            while len(out) < max_count:
-                if pos + 2 > len(buf):
+            buf = pread(fd, _READ_CHUNK, offset)
+            end = len(buf)
+            pos = 0
+            # Walk from the indexed message to the wanted one.
+            while skip:
+                if pos + 2 > end:
                     offset += pos
-                    buf = os.pread(fd, max(want, 2), offset)
+                    buf = pread(fd, _READ_CHUNK, offset)
+                    end = len(buf)
                     pos = 0
-                    if len(buf) < 2:
+                    if end < 2:
+                        raise BinaryFileError(f"{self.path} shrank while being served")
+                pos += 2 + ((buf[pos] << 8) | buf[pos + 1])
+                skip -= 1
+            out: list[bytes] = []
+            budget = max_bytes
+            while len(out) < max_count:
+                if pos + 2 > end:
+                    offset += pos
+                    buf = pread(fd, _READ_CHUNK, offset)
+                    end = len(buf)
+                    pos = 0
+                    if end < 2:
                         raise BinaryFileError(f"{self.path} shrank while being served")
                 stop = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
-                if skip:
-                    skip -= 1
-                    if stop > len(buf):
-                        offset += stop
-                        buf = b""
-                        pos = 0
-                    else:
-                        pos = stop
-                    continue
-                size = stop - pos
-                budget -= size
+                budget -= stop - pos
                 if budget < 0:
                     break
-                if stop > len(buf):
+                if stop > end:
                     offset += pos
-                    buf = os.pread(fd, max(size, want), offset)
+                    stop -= pos
+                    buf = pread(fd, max(_READ_CHUNK, stop), offset)
+                    end = len(buf)
                     pos = 0
-                    stop = size
-                    if len(buf) < size:
+                    if end < stop:
                         raise BinaryFileError(f"{self.path} shrank while being served")
                 out.append(buf[pos + 2 : stop])
                 pos = stop
