@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dpkt
 import pytest
 
 from moldudp64.exceptions import ConfigError, SocketError
@@ -425,3 +426,36 @@ def test_tshark_decodes_what_the_publisher_sends(multicast: None, tmp_path: Path
     decoded_lengths = [int(n) for row in decoded for n in row[2].split(",") if n]
     assert decoded_lengths == sizes
     assert int(decoded[-1][1]) == 0xFFFF and int(decoded[-1][0]) == len(messages) + 1
+
+
+def test_tshark_judge_can_fail(tmp_path: Path) -> None:
+    """The judge is not blind: tshark flags at warning level what our wire code never sends."""
+    if TSHARK is None:
+        pytest.skip("tshark is not installed (apt-get install tshark)")
+    good = Packet.parse(struct.pack(">10sQHH", SESSION.encode(), 1, 1, 3) + b"abc").data
+    bad = struct.pack(">10sQHH", SESSION.encode(), 2, 2, 3) + b"abc"  # count 2, one block
+    path = tmp_path / "judge.pcap"
+    with open(path, "wb") as f:
+        writer = dpkt.pcap.Writer(f)
+        for i, payload in enumerate([bytes(good), bad]):
+            udp = dpkt.udp.UDP(sport=40000, dport=31099, data=payload)
+            udp.ulen = len(udp)
+            ip = dpkt.ip.IP(
+                src=socket.inet_aton("127.0.0.1"),
+                dst=socket.inet_aton("239.5.5.99"),
+                p=dpkt.ip.IP_PROTO_UDP,
+                ttl=1,
+                data=udp,
+            )
+            ip.len = len(ip)
+            eth = dpkt.ethernet.Ethernet(type=dpkt.ethernet.ETH_TYPE_IP, data=ip)
+            writer.writepkt(bytes(eth), ts=1.0 + i)
+    rows = subprocess.run(
+        [TSHARK, "-r", str(path), "-d", "udp.port==31099,moldudp64", "-T", "fields",
+         "-e", "moldudp64.sequence", "-e", "_ws.expert.severity"],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    severities = [
+        max((int(v) for v in row.split("\t")[1].split(",") if v), default=0) for row in rows
+    ]
+    assert severities[0] < 0x600000 <= severities[1]
