@@ -77,28 +77,23 @@ class LinkSim:
         self.rng = random.Random(seed)
         self.now = 0.0
         self.core = ReceiverCore(config)
-        self.store = MemoryStore()
-        self.publisher = PublisherCore(
-            session,
-            max_payload=max_payload,
-            flush_delay=None,
-            heartbeat_interval=heartbeat_interval,
-            end_of_session_duration=end_of_session_duration,
-            end_of_session_interval=0.1,
-            store=self.store,
-        )
-        self.servers = {
-            addr: RerequestServerCore(
-                session, self.store, max_payload=answer_payload, rate_limit=None
-            )
-            for addr in config.rerequest_server_addrs
+        self.max_payload = max_payload
+        self.heartbeat_interval = heartbeat_interval
+        self.end_of_session_duration = end_of_session_duration
+        self.answer_payload = answer_payload
+        #: Every server answers for every session published so far (by the request's session).
+        self.servers: dict[Address, dict[bytes, RerequestServerCore]] = {
+            addr: {} for addr in config.rerequest_server_addrs
         }
+        #: What was published, per session, in the order the sessions started.
+        self.sessions: dict[str, list[bytes]] = {}
+        self.publishers: list[PublisherCore] = []
+        self.new_session(session)
         self.dead_servers = set(dead_servers)
         self.line_a = line_a if line_a is not None else Faults()
         self.line_b = line_b
         self.request_faults = requests if requests is not None else Faults()
         self.answer_faults = answers if answers is not None else Faults()
-        self.published: list[bytes] = []
         self.events: list[Event] = []
         self.requests_seen: list[tuple[bytes, Address]] = []
         self.live_sent = 0
@@ -107,6 +102,28 @@ class LinkSim:
         self._order = 0
 
     # -- driving ------------------------------------------------------------------
+
+    def new_session(self, session: str) -> None:
+        """Start publishing a new session (the previous publisher keeps its timers)."""
+        store = MemoryStore()
+        publisher = PublisherCore(
+            session,
+            max_payload=self.max_payload,
+            flush_delay=None,
+            heartbeat_interval=self.heartbeat_interval,
+            end_of_session_duration=self.end_of_session_duration,
+            end_of_session_interval=0.1,
+            store=store,
+        )
+        self.store = store
+        self.publisher = publisher
+        self.publishers.append(publisher)
+        self.published: list[bytes] = []
+        self.sessions[session] = self.published
+        for by_session in self.servers.values():
+            by_session[publisher.session_ident_raw] = RerequestServerCore(
+                session, store, max_payload=self.answer_payload, rate_limit=None
+            )
 
     def publish(self, messages: Iterable[bytes]) -> None:
         """Publish messages now and send out the packets they fill (last one flushed)."""
@@ -148,7 +165,11 @@ class LinkSim:
         """Run until the publisher is done and the receiver has nothing left to recover."""
         stop = self.now + limit
         while self.now < stop:
-            if not self._heap and self.publisher.get_timer() is None and not self._core_busy():
+            if (
+                not self._heap
+                and all(p.get_timer() is None for p in self.publishers)
+                and not self._core_busy()
+            ):
                 return
             at = self._next_time()
             if at is None or at > stop:
@@ -161,16 +182,18 @@ class LinkSim:
         return stats.open_gaps > 0 or stats.requests_in_flight > 0 or stats.held_packets > 0
 
     def _next_time(self) -> float | None:
-        times = [t for t in (self.core.get_timer(), self.publisher.get_timer()) if t is not None]
+        timers = [self.core.get_timer(), *(p.get_timer() for p in self.publishers)]
+        times = [t for t in timers if t is not None]
         if self._heap:
             times.append(self._heap[0].at)
         return min(times) if times else None
 
     def _step(self) -> None:
         now = self.now
-        timer = self.publisher.get_timer()
-        if timer is not None and timer <= now:
-            self.publisher.handle_timer(now)
+        for publisher in self.publishers:
+            timer = publisher.get_timer()
+            if timer is not None and timer <= now:
+                publisher.handle_timer(now)
         timer = self.core.get_timer()
         if timer is not None and timer <= now:
             self.core.handle_timer(now)
@@ -185,8 +208,9 @@ class LinkSim:
 
     def _collect(self) -> None:
         now = self.now
-        for packet in self.publisher.datagrams_to_send(now):
-            self._send_live(packet)
+        for publisher in self.publishers:
+            for packet in publisher.datagrams_to_send(now):
+                self._send_live(packet)
         for request, server in self.core.datagrams_to_send(now):
             self.requests_seen.append((request, server))
             self._send(self.request_faults, "srv", request, Source.RETRANSMISSION, server)
@@ -195,7 +219,10 @@ class LinkSim:
     def _serve(self, request: bytes, server: Address) -> None:
         if server in self.dead_servers or server not in self.servers:
             return
-        answer = self.servers[server].handle_request(request, CLIENT_ADDR, self.now)
+        core = self.servers[server].get(request[:10])
+        if core is None:
+            return
+        answer = core.handle_request(request, CLIENT_ADDR, self.now)
         if answer is not None:
             self._send(self.answer_faults, "rx", answer, Source.RETRANSMISSION, server)
 
@@ -229,35 +256,51 @@ class LinkSim:
 
     # -- checking -----------------------------------------------------------------
 
-    def stream(self) -> tuple[list[tuple[int, bytes]], list[tuple[int, int, str]]]:
-        """The delivered ``(seq, message)`` pairs and lost ``(first, last, reason)`` ranges,
-        checking on the way that they tile the sequence space from 1 in order."""
+    def stream(
+        self, session: str | None = None
+    ) -> tuple[list[tuple[int, bytes]], list[tuple[int, int, str]]]:
+        """The delivered ``(seq, message)`` pairs and lost ``(first, last, reason)`` ranges
+        of ``session`` (default: the first), checking on the way that they tile its
+        sequence space from 1 in order, and that sessions follow each other unmixed."""
+        name = session if session is not None else next(iter(self.sessions))
         cursor = 1
         delivered: list[tuple[int, bytes]] = []
         lost: list[tuple[int, int, str]] = []
+        order = list(self.sessions)
+        last_index = -1
         for event in self.events:
+            if not isinstance(event, MessagesDelivered | MessagesLost):
+                continue
+            index = order.index(event.session)
+            assert index >= last_index, "a session came back after the next one started"
+            last_index = index
+            if event.session != name:
+                continue
             if isinstance(event, MessagesDelivered):
                 assert event.seq_num == cursor, (event.seq_num, cursor)
                 assert event.messages, "an empty batch"
                 delivered.extend(enumerate(event.messages, start=event.seq_num))
                 cursor += len(event.messages)
-            elif isinstance(event, MessagesLost):
+            else:
                 assert event.first_seq == cursor, (event.first_seq, cursor)
                 assert event.last_seq >= event.first_seq
                 lost.append((event.first_seq, event.last_seq, event.reason))
                 cursor = event.last_seq + 1
         return delivered, lost
 
-    def check_exact(self) -> list[tuple[int, int, str]]:
-        """Assert delivered == published minus exactly the ranges reported lost; return them."""
-        delivered, lost = self.stream()
+    def check_exact(self, session: str | None = None) -> list[tuple[int, int, str]]:
+        """Assert delivered == published minus exactly the ranges reported lost (for
+        ``session``, default the first); return the lost ranges."""
+        name = session if session is not None else next(iter(self.sessions))
+        published = self.sessions[name]
+        delivered, lost = self.stream(name)
         lost_seqs = {s for first, last, _ in lost for s in range(first, last + 1)}
         expected = [
-            (seq, msg) for seq, msg in enumerate(self.published, start=1) if seq not in lost_seqs
+            (seq, msg) for seq, msg in enumerate(published, start=1) if seq not in lost_seqs
         ]
         assert delivered == expected
         covered = len(delivered) + len(lost_seqs)
-        assert covered == len(self.published), (covered, len(self.published))
+        assert covered == len(published), (covered, len(published))
         return lost
 
     def session_ended(self) -> int:

@@ -495,17 +495,69 @@ def test_java_regression_new_session_first_messages_are_not_duplicates() -> None
     assert of(events, DatagramDropped) == [DatagramDropped("old_session", A, None)]
 
 
-def test_session_change_mid_gap_reports_the_old_gap_lost() -> None:
+def test_new_session_waits_while_the_old_one_recovers_its_gaps() -> None:
     c = core(rerequest_server_addrs=[SRV1])
     c.receive_datagram(pkt(1, 1), A, 0.0)
     c.receive_datagram(pkt(3, 1), A, 0.0)
-    c.receive_datagram(pkt(1, 1, "SESSION002"), A, 0.5)
+    c.receive_datagram(build_end_of_session(S, 4), A, 0.0)
+    assert reqs(c.datagrams_to_send(0.0)) == [(2, 1, SRV1)]
+    c.receive_datagram(pkt(1, 2, "SESSION002"), A, 0.01)
+    c.receive_datagram(pkt(3, 1, "SESSION002"), B, 0.01)
     events = c.events_received()
-    lost_at = events.index(MessagesLost(S, 2, 2, LOST_SESSION_CHANGED))
-    changed_at = events.index(SessionChanged(S, "SESSION002", 1))
-    assert lost_at < changed_at
-    assert delivered(events) == [*expect(1, 1), *expect(3, 3), *expect(1, 1, "SESSION002")]
-    assert c.stats.requests_in_flight == 0
+    assert of(events, SessionChanged) == [] and c.session == S
+    assert c.stats.held_packets == 3
+    answer(c, 2, 1, 0.02)  # the old session's last gap is filled
+    events = c.events_received()
+    assert delivered(events) == [*expect(2, 3), *expect(1, 3, "SESSION002")]
+    ended = events.index(SessionEnded(S, 4))
+    changed = events.index(SessionChanged(S, "SESSION002", 1))
+    assert ended < changed
+    assert c.session == "SESSION002" and c.next_seq_num == 4
+    assert c.stats.held_packets == 0 and c.stats.packets == {A: 4, B: 1, R: 1}
+
+
+def test_new_session_waits_until_the_old_gap_is_given_up() -> None:
+    c = core(rerequest_server_addrs=[SRV1], max_request_attempts=1)
+    c.receive_datagram(pkt(1, 1), A, 0.0)
+    c.receive_datagram(pkt(3, 1), A, 0.0)
+    c.datagrams_to_send(0.0)
+    c.receive_datagram(pkt(1, 1, "SESSION002"), A, 0.01)
+    c.handle_timer(0.05)  # the only attempt times out
+    events = c.events_received()
+    lost = events.index(MessagesLost(S, 2, 2, LOST_ATTEMPTS_EXHAUSTED))
+    changed = events.index(SessionChanged(S, "SESSION002", 1))
+    assert lost < changed
+    assert delivered(events)[-1] == (1, msg(1, "SESSION002"))
+
+
+def test_session_change_without_recovery_reports_the_old_gap_lost_at_once() -> None:
+    for options in ({}, {"rerequest_server_addrs": [SRV1], "max_held_packets": 1}):
+        c = core(**options)
+        c.receive_datagram(pkt(1, 1), A, 0.0)
+        c.receive_datagram(pkt(3, 1), A, 0.0)
+        c.receive_datagram(pkt(1, 1, "SESSION002"), A, 0.01)
+        c.receive_datagram(pkt(2, 1, "SESSION002"), A, 0.01)
+        events = c.events_received()
+        lost = events.index(MessagesLost(S, 2, 2, LOST_SESSION_CHANGED))
+        changed = events.index(SessionChanged(S, "SESSION002", 1))
+        assert lost < changed
+        assert delivered(events) == [*expect(1, 1), *expect(3, 3), *expect(1, 2, "SESSION002")]
+        assert c.stats.requests_in_flight == 0
+
+
+def test_finish_while_a_new_session_waits() -> None:
+    c = core(rerequest_server_addrs=[SRV1])
+    c.receive_datagram(pkt(1, 1), A, 0.0)
+    c.receive_datagram(pkt(3, 1), A, 0.0)
+    c.receive_datagram(pkt(2, 1, "SESSION002"), A, 0.01)  # its 1 is missing too
+    c.finish(0.02)
+    events = c.events_received()
+    assert of(events, MessagesLost) == [
+        MessagesLost(S, 2, 2, LOST_END_OF_INPUT),
+        MessagesLost("SESSION002", 1, 1, LOST_END_OF_INPUT),
+    ]
+    assert delivered(events)[-1] == (2, msg(2, "SESSION002"))
+    assert c.datagrams_to_send(0.02) == [] and c.stats.requests_in_flight == 0
 
 
 def test_pinned_session_drops_other_sessions() -> None:

@@ -329,6 +329,10 @@ class ReceiverCore:
             decode_session(self._session_raw) if self._session_raw is not None else None
         )
         self._past_sessions: list[bytes] = []
+        #: Datagrams of the next session, kept while the current one still recovers gaps.
+        self._next: list[tuple[bytes, Source, float, Address | None]] = []
+        self._next_session: bytes | None = None
+        self._next_bytes = 0
         self._started = False
         first = 1 if cfg.expected_seq_num is None else cfg.expected_seq_num
         self._expected = first
@@ -435,6 +439,8 @@ class ReceiverCore:
             self._enforce_held_bound()
             self._pump(now)
             self._drain()
+        if self._next and not self._segs:
+            self._switch_to_next(now)
         self._refresh(now)
 
     def receive_datagram(
@@ -502,9 +508,13 @@ class ReceiverCore:
         handled as usual (as if the stream resumed).
         """
         self._segs_give_up(0, len(self._segs), LOST_END_OF_INPUT)
+        self._drain()
+        if self._next:
+            self._switch_to_next(now)
+            self._segs_give_up(0, len(self._segs), LOST_END_OF_INPUT)
+            self._drain()
         self._requests.clear()
         self._out.clear()
-        self._drain()
         self._refresh(now)
 
     @property
@@ -529,8 +539,8 @@ class ReceiverCore:
             timeouts={s.addr: s.timeouts for s in self._servers},
             malformed=dict(self._malformed),
             dropped=dict(self._dropped),
-            held_packets=len(self._held),
-            held_bytes=self._held_bytes,
+            held_packets=len(self._held) + len(self._next),
+            held_bytes=self._held_bytes + self._next_bytes,
             peak_held_packets=self._peak_held,
             peak_held_bytes=self._peak_held_bytes,
             open_gaps=len(self._segs),
@@ -559,19 +569,26 @@ class ReceiverCore:
         if self._debug:
             logger.debug("dropped datagram from %s %s: %s", source.name, addr, reason)
 
-    def _receive_slow(self, data: Buffer, source: Source, now: float, addr: Address | None) -> None:
+    def _receive_slow(
+        self,
+        data: Buffer,
+        source: Source,
+        now: float,
+        addr: Address | None,
+        replay: bool = False,
+    ) -> None:
         try:
             source = Source(source)
         except ValueError:
             source = _RETX
-        self._packets[source] += 1
-        live = source != _RETX
-        if live:
-            if self._stale:
-                self._stale = False
-                last = self._last_live if self._last_live is not None else now
-                self._events.append(FeedResumed(now - last))
-            self._last_live = now
+        if not replay:
+            self._packets[source] += 1
+            if source != _RETX:
+                if self._stale:
+                    self._stale = False
+                    last = self._last_live if self._last_live is not None else now
+                    self._events.append(FeedResumed(now - last))
+                self._last_live = now
         if type(data) is not bytes:
             data = bytes(data)
         try:
@@ -596,13 +613,16 @@ class ReceiverCore:
                 self._drop(reason, source, addr, malformed=False)
                 self._refresh(now)
                 return
-            self._switch_session(session_raw, seq)
+            if self._segs and self._servers and self._defer(session_raw, data, source, now, addr):
+                self._refresh(now)
+                return
+            self._switch_session(session_raw, seq, now)
         if not self._started:
             self._started = True
             if self.config.start_from_first_seen:
                 self._expected = self._horizon = seq
             self._events.append(SessionStarted(self._session or "", self._expected))
-        if self.config.raw:
+        if self.config.raw and not replay:
             self._events.append(DatagramReceived(data, source, addr))
         if count == 0:
             self._heartbeats += 1
@@ -628,10 +648,42 @@ class ReceiverCore:
         if self._segs:
             self._pump(now)
             self._drain()
+        if self._next and not self._segs and not replay:
+            self._switch_to_next(now)
         self._refresh(now)
 
-    def _switch_session(self, session_raw: bytes, seq: int) -> None:
-        """Leave the current session for ``session_raw``: close the old one's books."""
+    def _defer(
+        self, session_raw: bytes, data: bytes, source: Source, now: float, addr: Address | None
+    ) -> bool:
+        """Keep a datagram of the next session while the current one still recovers gaps
+        (end of session is the last chance to fill them); False when it cannot be kept."""
+        cfg = self.config
+        if self._next_session not in (None, session_raw):
+            return False
+        if (
+            len(self._next) >= cfg.max_held_packets
+            or self._next_bytes + len(data) > cfg.max_held_bytes
+        ):
+            return False
+        self._next_session = session_raw
+        self._next.append((data, source, now, addr))
+        self._next_bytes += len(data)
+        if self.config.raw:
+            self._events.append(DatagramReceived(data, source, addr))
+        held = len(self._held) + len(self._next)
+        if held > self._peak_held:
+            self._peak_held = held
+        return True
+
+    def _switch_to_next(self, now: float) -> None:
+        """The current session is done with: follow the session whose datagrams wait."""
+        assert self._next_session is not None
+        first_seq = _unpack_header(self._next[0][0])[1]
+        self._switch_session(self._next_session, first_seq, now)
+
+    def _switch_session(self, session_raw: bytes, seq: int, now: float) -> None:
+        """Leave the current session for ``session_raw``: close the old one's books, then
+        take the new session's datagrams that waited for it."""
         old = self._session or ""
         self._segs_give_up(0, len(self._segs), LOST_SESSION_CHANGED)
         self._requests.clear()
@@ -644,6 +696,8 @@ class ReceiverCore:
             del self._past_sessions[:-_MAX_PAST_SESSIONS]
         self._session_raw = session_raw
         self._session = decode_session(session_raw)
+        if self._next and self._next_session == session_raw:
+            seq = _unpack_header(self._next[0][0])[1]  # the first that came
         start = seq if self.config.start_from_first_seen else 1
         self._expected = self._horizon = start
         self._eos = None
@@ -651,6 +705,14 @@ class ReceiverCore:
         self._lost.clear()
         self._started = True
         self._events.append(SessionChanged(old, self._session, start))
+        waiting, self._next = self._next, []
+        waiting_session, self._next_session = self._next_session, None
+        self._next_bytes = 0
+        for data, source, at, addr in waiting:
+            if waiting_session == session_raw:
+                self._receive_slow(data, source, max(at, now), addr, replay=True)
+            else:  # a third session came first; these were never followed
+                self._drop(DROP_OLD_SESSION, source, addr, malformed=False)
 
     def _extend_horizon(self, seq: int, now: float) -> None:
         """A packet shows that messages up to ``seq`` (exclusive) exist."""
