@@ -459,3 +459,20 @@ def test_tshark_judge_can_fail(tmp_path: Path) -> None:
         max((int(v) for v in row.split("\t")[1].split(",") if v), default=0) for row in rows
     ]
     assert severities[0] < 0x600000 <= severities[1]
+
+
+def test_run_with_batch_size_one_sends_each_message_before_taking_the_next() -> None:
+    rx = client()
+
+    def source() -> Iterator[bytes]:
+        yield b"first"
+        echoed = rx.recv(65535)  # only arrives if "first" went out before this pull
+        yield b"after " + split_blocks(echoed)[0]
+
+    with Publisher(SESSION, rx.getsockname(), heartbeat_interval=None) as pub:
+        result = pub.run(source(), batch_size=1, end_session=False)
+        assert result.messages == 2
+        assert split_blocks(rx.recv(65535)) == [b"after first"]
+        with pytest.raises(ConfigError):
+            pub.run([], batch_size=0)
+    rx.close()

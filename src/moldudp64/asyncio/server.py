@@ -41,8 +41,6 @@ __all__ = ["AsyncPublisher", "AsyncRerequestServer", "RunResult"]
 
 logger = logging.getLogger(__name__)
 
-_RUN_BATCH = 512
-
 
 class _Protocol(asyncio.DatagramProtocol):
     """Forwards datagrams and flow-control signals to its owner."""
@@ -411,6 +409,7 @@ class AsyncPublisher:
         end_session: bool = True,
         progress: Callable[[int], None] | None = None,
         progress_interval: float = 0.5,
+        batch_size: int = 512,
     ) -> RunResult:
         """Publish every message, paced at ``rate`` messages a second if given.
 
@@ -419,6 +418,8 @@ class AsyncPublisher:
         """
         if rate is not None and (isinstance(rate, bool) or not rate > 0):
             raise ConfigError(f"rate {rate!r} must be a number of messages per second > 0")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size {batch_size!r} must be an int >= 1")
         await self.start()
         loop = self._check_started()
         first = self.core.next_seq_num
@@ -444,12 +445,12 @@ class AsyncPublisher:
                 break
             batch.append(message)
             if rate is None:
-                if len(batch) >= _RUN_BATCH:
+                if len(batch) >= batch_size:
                     await publish_batch()
             else:
                 due = t0 + (count + len(batch)) / rate
                 now = loop.time()
-                if due > now or len(batch) >= _RUN_BATCH:
+                if due > now or len(batch) >= batch_size:
                     await publish_batch()
                     if due > now:
                         await asyncio.sleep(due - now)

@@ -45,7 +45,6 @@ logger = logging.getLogger(__name__)
 _RECV_BATCH = 256
 #: A request is 20 bytes; a longer datagram is cut here and refused as bad_length anyway.
 _RECV_SIZE = 2048
-_RUN_BATCH = 512
 
 
 class RerequestServer:
@@ -431,6 +430,7 @@ class Publisher:
         end_session: bool = True,
         progress: Callable[[int], None] | None = None,
         progress_interval: float = 0.5,
+        batch_size: int = 512,
     ) -> RunResult:
         """Publish every message of ``messages``, paced at ``rate`` messages a second if given.
 
@@ -438,9 +438,15 @@ class Publisher:
         ``progress(count)`` is called with the messages published so far at most every
         ``progress_interval`` seconds and once at the end. :meth:`stop` or :meth:`close`
         from another thread ends the run early (``stopped`` in the result).
+
+        Unpaced, messages are taken ``batch_size`` at a time and packed together (fast for
+        files and lists); for a source that produces slowly (a pipe), pass
+        ``batch_size=1`` or call :meth:`publish` per message so nothing waits for a batch.
         """
         if rate is not None and (isinstance(rate, bool) or not rate > 0):
             raise ConfigError(f"rate {rate!r} must be a number of messages per second > 0")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size {batch_size!r} must be an int >= 1")
         self.start()
         first = self.core.next_seq_num
         t0 = time.monotonic()
@@ -453,7 +459,7 @@ class Publisher:
                 break
             batch.append(message)
             if rate is None:
-                if len(batch) >= _RUN_BATCH:
+                if len(batch) >= batch_size:
                     if not self._publish_batch(batch):
                         break
                     count += len(batch)
@@ -462,7 +468,7 @@ class Publisher:
                 # The next message is due at t0 + count/rate: publish what is due together.
                 due = t0 + (count + len(batch)) / rate
                 now = time.monotonic()
-                if due > now or len(batch) >= _RUN_BATCH:
+                if due > now or len(batch) >= batch_size:
                     if not self._publish_batch(batch):
                         break
                     count += len(batch)
