@@ -327,8 +327,11 @@ class CaptureReader:
         """Like iterating the reader, as plain ``(timestamp, src, dst, payload)`` tuples
         (the fast path: no object per datagram)."""
         if self._ng is None and self.linktype == _LT_ETHERNET:
-            yield from self._fast_pcap_ethernet()
-            return
+            return self._fast_pcap_ethernet()
+        return self._generic()
+
+    def _generic(self) -> Iterator[tuple[float, Address, Address, bytes]]:
+        """Any file and link type, frame by frame through :meth:`_decode`."""
         stats = self.stats
         port = self.port
         decode = self._decode

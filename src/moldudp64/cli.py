@@ -452,27 +452,34 @@ class _Inspector:
             self._drain(report)
 
     def _drain(self, report: _SessionReport) -> None:
-        for event in report.core.events_received():
-            kind = type(event)
-            if kind is MessagesDelivered:
-                assert isinstance(event, MessagesDelivered)
-                report.delivered += len(event.messages)
+        events = report.core.events_received()
+        if not events:
+            return
+        write = self._write if self.sink is not None else None
+        delivered = 0
+        last_seq = report.last_seq
+        for event in events:
+            if type(event) is MessagesDelivered:  # the hot case: one per data packet
+                count = len(event.messages)
+                delivered += count
                 if report.first_seq is None:
                     report.first_seq = event.seq_num
-                report.last_seq = event.seq_num + len(event.messages) - 1
-                self._write(report, event)
-            elif kind is MessagesLost:
-                assert isinstance(event, MessagesLost)
+                last_seq = event.seq_num + count - 1
+                if write is not None:
+                    write(report, event)
+            elif isinstance(event, MessagesLost):
                 if report.first_seq is None:
                     report.first_seq = event.first_seq
-                if report.last_seq is None or event.last_seq > report.last_seq:
-                    report.last_seq = event.last_seq
+                if last_seq is None or event.last_seq > last_seq:
+                    last_seq = event.last_seq
                 report.lost_messages += event.count
                 report.lost_ranges += 1
                 if len(report.lost) < MAX_LISTED_RANGES + 1:
                     report.lost.append((event.first_seq, event.last_seq))
-            elif kind is SessionEnded:
+            elif isinstance(event, SessionEnded):
                 report.ended = True
+        report.delivered += delivered
+        report.last_seq = last_seq
 
     def _write(self, report: _SessionReport, event: MessagesDelivered) -> None:
         sink = self.sink
