@@ -395,3 +395,57 @@ def test_listen_capture_unwritable(multicast: None, tmp_path: Path) -> None:
         run("listen", f"{GROUP}:{free_port()}", "--capture", str(tmp_path / "no" / "c.pcap"))
     )
     assert "cannot create" in line
+
+
+def test_live_status_on_a_terminal(multicast: None, tmp_path: Path) -> None:
+    """With stderr a terminal, listen draws a one-line status (messages, rate, gaps,
+    recovered, lost) and publish its progress; both still end with their summary."""
+    import os
+    import pty
+    import sys
+
+    port = free_port()
+    outputs = {}
+    master_l, slave_l = pty.openpty()
+    master_p, slave_p = pty.openpty()
+    try:
+        listener = subprocess.Popen(
+            [sys.executable, "-m", "moldudp64", "listen", f"{GROUP}:{port}",
+             "--request-server", f"127.0.0.1:{port + 1}", "-o", str(tmp_path / "o.bin"),
+             "--idle-timeout", "20"],
+            stderr=slave_l,
+        )  # fmt: skip
+        os.close(slave_l)  # the child holds it: reads end (EIO) once it exits
+        deadline = time.monotonic() + 20
+        seen = b""
+        while b"joined" not in seen and time.monotonic() < deadline:
+            seen += os.read(master_l, 4096)  # EIO if the child died
+        publisher = subprocess.Popen(
+            [sys.executable, "-m", "moldudp64", "publish", f"{GROUP}:{port}", "--session",
+             SESSION, "--generate", "6000", "--rate", "6000", "--request-port", str(port + 1),
+             "--drop", "0.05", "--seed", "1", "--end-of-session-duration", "0.5"],
+            stderr=slave_p,
+        )  # fmt: skip
+        os.close(slave_p)
+        assert publisher.wait(60) == 0
+        assert listener.wait(60) == 0
+        for name, master in (("listen", master_l), ("publish", master_p)):
+            data = seen if name == "listen" else b""
+            while True:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                data += chunk
+                if b"done:" in data or b"session ended:" in data:
+                    break
+            outputs[name] = data.decode(errors="replace")
+    finally:
+        for fd in (master_l, master_p):
+            os.close(fd)
+    assert "\rlisten: " in outputs["listen"]
+    assert "recovered" in outputs["listen"] and "msg/s" in outputs["listen"]
+    assert "session ended: 6000 messages written" in outputs["listen"]
+    assert "\rpublish: " in outputs["publish"] and "/6000 messages" in outputs["publish"]
