@@ -5,6 +5,7 @@ Wireshark's tshark judges what the publisher sends when it is installed.
 
 from __future__ import annotations
 
+import functools
 import queue
 import random
 import shutil
@@ -139,7 +140,7 @@ def test_rate_limit_holds_a_flood_while_another_source_is_served() -> None:
         for i in range(2000):
             flooder.sendto(request(1 + i % 100, 50), srv.address)
             if i % 200 == 199:  # let the server keep up, whatever the socket buffer size
-                wait_for(lambda sent=i + 1: srv.stats.requests >= sent)
+                wait_for(functools.partial(lambda n: srv.stats.requests >= n, i + 1))
         elapsed = time.monotonic() - started
         answered = 0
         flooder.settimeout(0.2)
