@@ -141,7 +141,10 @@ class ReceiverConfig:
       datagram in arrival order instead of :class:`MessagesDelivered`; gaps are still
       requested automatically and :meth:`ReceiverCore.request` adds requests.
     - ``follow_session_changes`` True: when not pinned, a new session on the feed is
-      followed (:class:`SessionChanged`); False keeps the first session only.
+      followed (:class:`SessionChanged`); False keeps the first session only. While the
+      old session still has gaps being recovered, the new one's datagrams wait (within
+      the held bounds) so that the old one is finished first; packets of a session left
+      behind are dropped (``old_session``), never spliced in.
     """
 
     expected_session_ident: str | bytes | None = None
