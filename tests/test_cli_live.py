@@ -281,12 +281,25 @@ def test_serve_answers_requests_and_recovers_a_listener(
     assert "requests" in err and "answers" in err
 
 
-def test_serve_duration_exits_0(feed: tuple[Path, list[bytes]]) -> None:
+def test_serve_duration_and_allow_list(feed: tuple[Path, list[bytes]]) -> None:
+    """--duration ends serve with exit 0; --allow refuses requests from elsewhere."""
     path, _ = feed
-    proc = run("serve", "--input", str(path), "--session", SESSION, "--port", str(free_port()),
-               "--bind", "127.0.0.1", "--duration", "0.2")  # fmt: skip
-    assert proc.returncode == 0, proc.stderr.decode()
-    assert "done: 0 requests" in proc.stderr.decode()
+    port = free_port()
+    server = start(
+        "serve", "--input", str(path), "--session", SESSION, "--port", str(port),
+        "--bind", "127.0.0.1", "--duration", "1.5", "--allow", "10.0.0.0/8",
+    )  # fmt: skip
+    assert server.stderr is not None
+    assert b"messages of session" in server.stderr.readline()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.3)
+        s.sendto(RetransmissionPacket(SESSION, 1, 5).build(), ("127.0.0.1", port))
+        with pytest.raises(TimeoutError):
+            s.recv(65535)
+    code, err = finish(server)
+    assert code == 0, err
+    assert "done: 1 requests, 0 answers" in err
+    assert "not_allowed" in err
 
 
 def test_demo_exit_0_and_summary() -> None:
@@ -353,6 +366,10 @@ def test_demo_over_loopback() -> None:
         ),
         (["serve", "--session", "S", "--port", "5000"], "--input"),
         (["demo", "--drop", "x"], "not a probability"),
+        (
+            ["serve", "--input", "f", "--session", "S", "--port", "1", "--allow", "10.0.0/33"],
+            "not a network",
+        ),
     ],
 )
 def test_live_bad_usage_one_line_exit_2(args: list[str], needle: str) -> None:

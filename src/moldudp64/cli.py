@@ -1147,6 +1147,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
             end_of_session_duration=args.end_of_session_duration,
             store=store,
             rerequest_bind=(bind, request_port),
+            allow=args.allow,
             faults=faults,
         )
         with publisher:
@@ -1199,7 +1200,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     store = BinaryFileStore(args.input)
     try:
         server = RerequestServer(
-            args.session, store, (args.bind, args.port), max_payload=args.max_payload
+            args.session,
+            store,
+            (args.bind, args.port),
+            max_payload=args.max_payload,
+            allow=args.allow,
         )
         with server:
             server.start()
@@ -1491,6 +1496,25 @@ def _add_verbose(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _network(text: str) -> Any:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a network (e.g. 10.0.0.0/8 or 10.1.2.3)") from None
+
+
+def _add_allow(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow",
+        metavar="NETWORK",
+        type=_type("network", _network),
+        action="append",
+        help="answer re-requests only from this network (repeatable; default: anyone)",
+    )
+
+
 def _add_output(p: argparse.ArgumentParser, default: str | None) -> None:
     p.add_argument(
         "--output",
@@ -1634,6 +1658,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--reorder", metavar="P", type=PROBABILITY, default=0.0, help="reorder packets")
     p.add_argument("--seed", metavar="N", type=SEED, help="seed of the faults and the generator")
+    _add_allow(p)
     p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser(
@@ -1660,6 +1685,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--duration", metavar="SECONDS", type=SECONDS, help="stop after this long (default: never)"
     )
+    _add_allow(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
