@@ -834,3 +834,71 @@ def test_any_overlapping_arrivals_deliver_each_message_exactly_once_in_order(
     stats = c.stats
     assert stats.held_packets == 0 and stats.held_bytes == 0 and stats.open_gaps == 0
     assert stats.messages_delivered == len(covered)
+
+
+datagram = st.one_of(
+    st.tuples(st.integers(1, 300), st.integers(1, 20)).map(lambda t: pkt(*t)),
+    st.tuples(st.integers(1, 300), st.integers(1, 20)).map(lambda t: pkt(*t, "SESSION002")),
+    st.integers(0, 400).map(lambda n: build_heartbeat(S, n)),
+    st.integers(0, 400).map(lambda n: build_end_of_session(S, n)),
+    st.sampled_from([build_heartbeat(S, 2**64 - 1), pkt(2**64 - 3, 2)]),
+    st.binary(max_size=40),
+    st.binary(max_size=30).map(lambda b: S.encode() + b),
+)
+
+
+@settings(
+    max_examples=int(os.environ.get("MOLDUDP64_HUNT", "0")) or 150,
+    deadline=None,
+    derandomize=not os.environ.get("MOLDUDP64_HUNT"),
+)
+@given(
+    steps=st.lists(
+        st.tuples(datagram, st.sampled_from([A, B, R]), st.floats(0.0, 0.3)),
+        max_size=60,
+    ),
+    follow=st.booleans(),
+    servers=st.integers(0, 2),
+)
+def test_any_input_never_raises_and_keeps_its_bounds(
+    steps: list[tuple[bytes, Source, float]], follow: bool, servers: int
+) -> None:
+    c = core(
+        rerequest_server_addrs=[SRV1, SRV2][:servers],
+        follow_session_changes=follow,
+        max_held_packets=5,
+        max_held_bytes=400,
+        max_requests_in_flight=3,
+        max_messages_per_request=50,
+        max_request_attempts=2,
+    )
+    now = 0.0
+    events: list[Event] = []
+    for data, source, advance in steps:
+        now += advance
+        c.receive_datagram(data, source, now, SRV1 if source is R else None)
+        timer = c.get_timer()
+        if timer is not None and timer <= now:
+            c.handle_timer(now)
+        for request, _ in c.datagrams_to_send(now):
+            assert len(request) == 20 and 0 < int.from_bytes(request[18:], "big") <= 50
+        stats = c.stats
+        assert stats.held_packets <= 10 and stats.requests_in_flight <= 3
+        events += c.events_received()
+    c.finish(now)
+    events += c.events_received()
+    # every session's events tile its sequence space in order, without mixing sessions
+    cursors: dict[str, int] = {}
+    order: list[str] = []
+    for event in events:
+        if isinstance(event, MessagesDelivered | MessagesLost):
+            if event.session not in order:
+                order.append(event.session)
+            assert event.session == order[-1], "a session came back"
+            first = event.seq_num if isinstance(event, MessagesDelivered) else event.first_seq
+            assert first == cursors.get(event.session, 1)
+            last = event.last_seq
+            cursors[event.session] = last + 1
+            if isinstance(event, MessagesDelivered):
+                assert event.messages == [msg(s, event.session) for s in range(first, last + 1)]
+    assert len(of(events, SessionEnded)) <= len(order) + 1
