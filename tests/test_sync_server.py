@@ -6,6 +6,7 @@ Wireshark's tshark judges what the publisher sends when it is installed.
 from __future__ import annotations
 
 import functools
+import importlib
 import queue
 import random
 import shutil
@@ -13,6 +14,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -309,6 +311,56 @@ def test_publisher_with_live_faults_drops_packets() -> None:
     with pytest.raises(TimeoutError):
         rx.recv(65535)
     rx.close()
+
+
+def test_sender_socket_options() -> None:
+    """TTL 1 and multicast loopback on by default; both configurable.
+
+    (Whether loopback off keeps local listeners out cannot be shown on lo itself: a
+    packet sent out of lo comes back in through it.)
+    """
+    with Publisher(SESSION, ("239.5.5.6", 31008), heartbeat_interval=None) as pub:
+        sock = pub._sock
+        assert sock.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL) == 1
+        assert sock.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP) == 1
+    with Publisher(
+        SESSION, ("239.5.5.6", 31008), ttl=3, loopback=False, heartbeat_interval=None
+    ) as pub:
+        sock = pub._sock
+        assert sock.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL) == 3
+        assert sock.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP) == 0
+
+
+def test_allow_list_over_sockets() -> None:
+    store = MemoryStore()
+    store.append(b"only for 127.0.0.2")
+    with RerequestServer(SESSION, store, ("127.0.0.1", 0), allow=["127.0.0.2/32"]) as srv:
+        outsider, insider = client("127.0.0.1"), client("127.0.0.2")
+        outsider.sendto(request(1, 1), srv.address)
+        insider.sendto(request(1, 1), srv.address)
+        assert split_blocks(insider.recv(65535)) == [b"only for 127.0.0.2"]
+        wait_for(lambda: srv.stats.requests == 2)
+        assert srv.stats.refused["not_allowed"] == 1
+        outsider.settimeout(0.05)
+        with pytest.raises(TimeoutError):
+            outsider.recv(65535)
+        outsider.close()
+        insider.close()
+
+
+def test_bench_server_quick(capsys: pytest.CaptureFixture[str]) -> None:
+    bench_dir = str(Path(__file__).resolve().parent.parent / "benchmarks")
+    sys.path.insert(0, bench_dir)  # the store part runs in a spawned child that imports it
+    try:
+        bench = importlib.import_module("bench_server")
+        result = bench.main(
+            ["--quick", "--messages", "3000", "--requests", "300", "--store-messages", "5000"]
+        )
+    finally:
+        sys.path.remove(bench_dir)
+    assert all(value > 0 for value in result.values())
+    assert result["store_peak_rss_mib"] < 100
+    assert "answers, loopback UDP" in capsys.readouterr().out
 
 
 def test_publisher_bad_options() -> None:
