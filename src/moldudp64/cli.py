@@ -1414,7 +1414,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-_RAW = argparse.RawDescriptionHelpFormatter
+class _Formatter(argparse.HelpFormatter):
+    """Wraps descriptions; keeps the examples epilog exactly as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+_RAW = _Formatter
 
 EPILOG_MAIN = """\
 examples:
