@@ -466,3 +466,47 @@ def test_live_status_on_a_terminal(multicast: None, tmp_path: Path) -> None:
     assert "recovered" in outputs["listen"] and "msg/s" in outputs["listen"]
     assert "session ended: 6000 messages written" in outputs["listen"]
     assert "\rpublish: " in outputs["publish"] and "/6000 messages" in outputs["publish"]
+
+
+def test_listen_line_a_and_b(
+    multicast: None, feed: tuple[Path, list[bytes]], tmp_path: Path
+) -> None:
+    """Two lossy publishers of one session on two groups: the listener arbitrates A and B
+    (and re-requests what both lost); the output is the input; the capture has both lines."""
+    path, _ = feed
+    port = free_port()
+    port_b = free_port()
+    out = tmp_path / "ab.bin"
+    cap = tmp_path / "ab.pcap"
+    listener = start_listen(
+        f"{GROUP}:{port}", "--line-b", f"239.7.7.8:{port_b}",
+        "--request-server", f"127.0.0.1:{port + 1}", "--request-server", f"127.0.0.1:{port_b + 1}",
+        "-o", str(out), "--capture", str(cap), "--idle-timeout", "20",
+    )  # fmt: skip
+    pubs = [
+        start(
+            "publish",
+            f"{group}:{p}",
+            "--session",
+            SESSION,
+            "--input",
+            str(path),
+            "--request-port",
+            str(p + 1),
+            "--drop",
+            "0.1",
+            "--seed",
+            str(seed),
+            "--end-of-session-duration",
+            "1",
+        )
+        for group, p, seed in ((GROUP, port, 1), ("239.7.7.8", port_b, 2))
+    ]
+    code, err = finish(listener)
+    for pub in pubs:
+        assert finish(pub)[0] == 0
+    assert code == 0, err
+    assert out.read_bytes() == path.read_bytes()
+    with CaptureReader(cap) as reader:
+        lines = {d.dst for d in reader if d.dst[0].startswith("239.")}
+    assert lines == {(GROUP, port), ("239.7.7.8", port_b)}

@@ -813,22 +813,91 @@ def _tapped(
 
 
 class _PcapTap:
-    """Records datagrams (wall-clock timestamps) into a pcap; counts write failures."""
+    """Records datagrams (wall-clock timestamps) into a pcap; thread-safe; counts failures."""
 
     def __init__(self, path: str) -> None:
+        import threading
+
         from .capture import CaptureWriter
 
         self.writer = CaptureWriter(path)
         self.failed = 0
+        self._lock = threading.Lock()
 
     def __call__(self, data: bytes, src: Address, dst: Address) -> None:
-        try:
-            self.writer.write(data, src, dst, time.time())
-        except (MoldUDP64Error, OSError):
-            self.failed += 1
+        with self._lock:
+            try:
+                self.writer.write(data, src, dst, time.time())
+            except (MoldUDP64Error, OSError):
+                self.failed += 1
 
     def close(self) -> None:
-        self.writer.close()
+        with self._lock:
+            self.writer.close()
+
+
+class _LineRecorder:
+    """listen --capture: records the feed lines from sockets of its own, joined to the same
+    groups (the kernel hands every joined socket its copy), in a thread of its own.
+
+    The client reads its line sockets in batches inside its C accelerator, so they cannot
+    be tapped; its request socket (requests out, answers in) is tapped by
+    :class:`_TapSocket`.
+    """
+
+    def __init__(self, groups: Sequence[Address], interface: str, tap: _PcapTap) -> None:
+        import threading
+
+        from .net import open_multicast_receiver
+
+        self.tap = tap
+        self.socks: list[tuple[socket.socket, Address]] = []
+        try:
+            for group in groups:
+                sock = open_multicast_receiver(group[0], group[1], interface)
+                self.socks.append((sock, group))
+        except BaseException:
+            self.close()
+            raise
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="moldudp64-capture", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _drain(self, sock: socket.socket, group: Address) -> None:
+        tap = self.tap
+        for _ in range(1024):
+            try:
+                data, addr = sock.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            tap(data, (str(addr[0]), int(addr[1])), group)
+
+    def _run(self) -> None:
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        try:
+            for sock, group in self.socks:
+                sel.register(sock, selectors.EVENT_READ, group)
+            while not self._stop.is_set():
+                for key, _ in sel.select(0.1):
+                    self._drain(key.fileobj, key.data)  # type: ignore[arg-type]
+            for sock, group in self.socks:  # what arrived before the stop
+                self._drain(sock, group)
+        finally:
+            sel.close()
+
+    def close(self) -> None:
+        if hasattr(self, "_thread") and self._thread.is_alive():
+            self._stop.set()
+            self._thread.join()
+        for sock, _ in self.socks:
+            sock.close()
+        self.socks = []
 
 
 @dataclass
@@ -984,9 +1053,14 @@ def cmd_listen(args: argparse.Namespace) -> int:
     )
     sink = open_sink(args.output, args.format)
     tap = _PcapTap(args.capture) if args.capture else None
+    recorder: _LineRecorder | None = None
     status = _Status(_stderr_is_terminal())
     t0 = time.monotonic()
     try:
+        if tap is not None:
+            line_addrs = [group] + ([args.line_b] if args.line_b else [])
+            recorder = _LineRecorder(line_addrs, args.interface, tap)
+            recorder.start()
         lines = open_line_sockets(client.options)
         try:
             rereq = open_request_socket(client.options)
@@ -994,16 +1068,13 @@ def cmd_listen(args: argparse.Namespace) -> int:
             for sock, _ in lines:
                 sock.close()
             raise
-        downstream = [sock for sock, _ in lines]
         if tap is not None:
-            line_addrs = [group] + ([args.line_b] if args.line_b else [])
-            downstream = [_tapped(s, a, tap) for s, a in zip(downstream, line_addrs, strict=True)]
             host, port = rereq.getsockname()[:2]
             local = (args.interface if host == "0.0.0.0" else host, port)
             if local[0] == "0.0.0.0":
                 local = ("127.0.0.1", port)
             rereq = _tapped(rereq, local, tap)
-        client.open_with_sockets(downstream, rereq)
+        client.open_with_sockets([sock for sock, _ in lines], rereq)
         servers = ", ".join(f"{h}:{p}" for h, p in (args.request_server or [])) or "none"
         _say(
             f"moldudp64 listen: joined {group[0]}:{group[1]}"
@@ -1025,6 +1096,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
         try:
             sink.close()
         finally:
+            if recorder is not None:
+                recorder.close()
             if tap is not None:
                 tap.close()
     elapsed = time.monotonic() - t0
