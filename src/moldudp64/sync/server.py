@@ -319,17 +319,17 @@ class Publisher:
 
     def start(self) -> Publisher:
         """Start the timer thread and the re-request server; return self (idempotent)."""
-        if self._closed:
-            raise ConfigError("the publisher is closed")
-        if self._thread is None:
-            with self._lock:
+        with self._lock:
+            if self._closed:
+                raise ConfigError("the publisher is closed")
+            if self._thread is None:
                 self.core.start(time.monotonic())
-            if self.rerequest_server is not None:
-                self.rerequest_server.start()
-            self._thread = threading.Thread(
-                target=self._timer_loop, name="moldudp64-publisher-timer", daemon=True
-            )
-            self._thread.start()
+                if self.rerequest_server is not None:
+                    self.rerequest_server.start()
+                self._thread = threading.Thread(
+                    target=self._timer_loop, name="moldudp64-publisher-timer", daemon=True
+                )
+                self._thread.start()
         return self
 
     def close(self) -> None:
@@ -402,6 +402,8 @@ class Publisher:
         With ``wait`` block until that period is over (re-requests are served meanwhile);
         return whether it is.
         """
+        if self._thread is None:
+            self.start()
         with self._lock:
             self._check_open()
             self.core.end_session(time.monotonic())
