@@ -119,11 +119,11 @@ def test_dead_server_beside_a_live_one() -> None:
 
     async def main(lp: Loop) -> list[Message]:
         with Responder({SESSION: msgs}, silent=True) as dead, Responder({SESSION: msgs}) as live:
-            c = client([dead.address, live.address], max_rerequest_retries=2, on_event=seen.append)
+            c = client([dead.address, live.address], max_rerequest_retries=1, on_event=seen.append)
             async with await c.open_with_sockets(lp.line, lp.rereq):
                 lp.send([*packets, end_of_session(msgs)], range(2, len(packets), 4))
                 got = await collect(c)
-            assert ServerDisabled(dead.address, 2) in seen
+            assert ServerDisabled(dead.address, 1) in seen
             return got
 
     assert run(main) == expected(msgs)

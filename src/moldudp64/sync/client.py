@@ -28,8 +28,10 @@ from __future__ import annotations
 import builtins
 import contextlib
 import logging
+import math
 import os
-import selectors
+import queue
+import select
 import socket
 import struct
 import sys
@@ -61,6 +63,7 @@ from ..events import (
 from ..exceptions import ClientClosed, ConfigError, EncodeError, MoldUDP64Error
 from ..net import (
     DEFAULT_RCVBUF,
+    c_recv_batch,
     check_interface_addr,
     check_multicast_addr,
     format_address,
@@ -92,6 +95,8 @@ EventHandler = Callable[[Event], None]
 DEFAULT_MAX_BACKLOG = 1_000_000
 #: Most datagrams read from one socket per wake-up before timers and flushing run.
 READ_BATCH = 256
+#: Seconds between reads of the kernel's drop counters while the feed flows.
+DROP_POLL_INTERVAL = 1.0
 #: Bound on low-level requests waiting for the receiver thread.
 MAX_PENDING_REQUESTS = 1024
 #: How many lost ranges :attr:`MoldUDP64.lost_ranges` keeps (the oldest are forgotten).
@@ -542,6 +547,33 @@ class BatchCursor:
                     return
 
 
+class _Poller:
+    """Readiness of a fixed set of file descriptors: ``epoll`` on Linux, ``poll`` elsewhere."""
+
+    def __init__(self, fds: list[int]) -> None:
+        self._epoll = select.epoll() if hasattr(select, "epoll") else None
+        self._poll = None if self._epoll is not None else select.poll()
+        for fd in fds:
+            if self._epoll is not None:
+                self._epoll.register(fd, select.EPOLLIN)
+            else:
+                assert self._poll is not None
+                self._poll.register(fd, select.POLLIN)
+
+    def poll(self, timeout: float | None) -> list[int]:
+        """File descriptors ready to read within ``timeout`` seconds (None: wait)."""
+        if self._epoll is not None:
+            return [fd for fd, _ in self._epoll.poll(-1 if timeout is None else timeout)]
+        assert self._poll is not None
+        ms = None if timeout is None else math.ceil(timeout * 1000)
+        return [fd for fd, _ in self._poll.poll(ms)]
+
+    def close(self) -> None:
+        """Release the epoll descriptor."""
+        if self._epoll is not None:
+            self._epoll.close()
+
+
 # --------------------------------------------------------------------------- blocking client
 
 
@@ -629,9 +661,8 @@ class MoldUDP64:
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._thread: threading.Thread | None = None
-        self._queue: deque[list[Event]] = deque()
-        self._sizes: deque[int] = deque()
-        self._cond = threading.Condition(threading.Lock())
+        # (weight, events) batches, or None to wake the consumer on close / failure.
+        self._queue: queue.SimpleQueue[tuple[int, list[Event]] | None] = queue.SimpleQueue()
         self._requests: deque[RetransmissionPacket] = deque()
         self._produced = 0  # written by the receiver thread only
         self._consumed = 0  # written by the consumer only
@@ -843,8 +874,7 @@ class MoldUDP64:
                 return
             self._closing = True
             self._wake()
-            with self._cond:
-                self._cond.notify_all()
+            self._queue.put(None)
             thread = self._thread
             if thread is not None and thread is not threading.current_thread():
                 thread.join()
@@ -854,8 +884,9 @@ class MoldUDP64:
             for s in (self._wake_r, self._wake_w):
                 if s is not None:
                     s.close()
-            self._queue.clear()
-            self._sizes.clear()
+            while not self._queue.empty():  # drop unread batches
+                self._queue.get_nowait()
+            self._queue.put(None)
 
     def _wake(self) -> None:
         w = self._wake_w
@@ -872,31 +903,34 @@ class MoldUDP64:
             logger.exception("moldudp64 receiver thread failed")
             self._error = exc
         finally:
-            with self._cond:
-                self._cond.notify_all()
+            self._queue.put(None)
 
     def _loop(self) -> None:
-        core = self._core
-        assert self._wake_r is not None and self._rereq is not None
-        wake_r = self._wake_r
-        sel = selectors.DefaultSelector()
+        assert self._wake_r is not None
+        wake_fd = self._wake_r.fileno()
+        by_fd: dict[int, tuple[socket.socket, Source] | None] = {wake_fd: None}
+        for sock, source in self._inputs:
+            by_fd[sock.fileno()] = (sock, source)
+        poller = _Poller(list(by_fd))
+        idle = _Poller([wake_fd])
         try:
-            for sock, source in self._inputs:
-                sel.register(sock, selectors.EVENT_READ, source)
-            sel.register(wake_r, selectors.EVENT_READ, None)
-            idle = selectors.DefaultSelector()
-            idle.register(wake_r, selectors.EVENT_READ, None)
-            try:
-                self._serve(core, sel, idle)
-            finally:
-                idle.close()
+            self._serve(self._core, poller, idle, by_fd)
         finally:
-            sel.close()
+            poller.close()
+            idle.close()
 
-    def _serve(self, core: Any, sel: selectors.BaseSelector, idle: selectors.BaseSelector) -> None:
+    def _serve(
+        self,
+        core: Any,
+        poller: _Poller,
+        idle: _Poller,
+        by_fd: dict[int, tuple[socket.socket, Source] | None],
+    ) -> None:
         monotonic = time.monotonic
         max_backlog = self.options.max_backlog
         read = self._read
+        read_batch = self._read_batch if c_recv_batch is not None else self._read
+        next_drop_poll = monotonic() + DROP_POLL_INTERVAL
         while not self._closing:
             if self._produced - self._consumed > max_backlog:
                 # The consumer is behind: stop reading so the kernel buffer takes the
@@ -904,7 +938,7 @@ class MoldUDP64:
                 self._paused = True
                 self._n_pauses += 1
                 while not self._closing and self._produced - self._consumed > max_backlog // 2:
-                    if idle.select(None):
+                    if idle.poll(None):
                         self._drain_wake()
                 self._paused = False
                 self._resume_asked = False
@@ -917,15 +951,20 @@ class MoldUDP64:
                 timeout = timer - monotonic()
                 if timeout < 0:
                     timeout = 0
-            ready = sel.select(timeout)
+            ready = poller.poll(timeout)
             now = monotonic()
-            for key, _ in ready:
-                source = key.data
-                if source is None:
+            for fd in ready:
+                entry = by_fd[fd]
+                if entry is None:
                     self._drain_wake()
                     self._take_requests(core, now)
+                elif entry[1] is Source.RETRANSMISSION:
+                    read(entry[0], entry[1], core, now)
                 else:
-                    read(key.fileobj, source, core, now)  # type: ignore[arg-type]
+                    read_batch(entry[0], entry[1], core, now)
+            if now >= next_drop_poll:
+                next_drop_poll = now + DROP_POLL_INTERVAL
+                self._poll_drops()
             timer = core.get_timer()
             if timer is not None and timer <= now:
                 core.handle_timer(now)
@@ -948,6 +987,24 @@ class MoldUDP64:
             except MoldUDP64Error as exc:
                 self._n_internal += 1
                 logger.warning("request %r refused: %s", req, exc)
+
+    def _read_batch(self, sock: socket.socket, source: Source, core: Any, now: float) -> None:
+        """A line socket, through one ``recvmmsg()`` (C accelerator): one GIL release per
+        batch, not one per datagram, which keeps the consumer thread from stalling us."""
+        receive = core.receive_datagram
+        try:
+            datas = c_recv_batch(sock.fileno(), READ_BATCH, 65536)  # type: ignore[misc]
+        except OSError as exc:
+            self._n_recv_errors += 1
+            logger.debug("receive error on %s: %s", source.name, exc)
+            return
+        self._n_datagrams += len(datas)
+        for data in datas:
+            try:
+                receive(data, source, now, None)
+            except Exception:  # a core bug must not stop the client
+                self._n_internal += 1
+                logger.exception("receiver core failed on a datagram from %s", source.name)
 
     def _read(self, sock: socket.socket, source: Source, core: Any, now: float) -> None:
         receive = core.receive_datagram
@@ -1007,41 +1064,25 @@ class MoldUDP64:
             events.insert(0, ConsumerOverrun(overrun))
         if events:
             size = batch_size(events)
-            with self._cond:
-                self._queue.append(events)
-                self._sizes.append(size)
-                self._cond.notify()
             self._produced += size
+            self._queue.put((size, events))
 
     # ---------------------------------------------------------------- consumer side
 
     def _next_batch(self, timeout: float | None) -> list[Event] | None:
         """The next batch of events, None once closed; TimeoutError after ``timeout``."""
-        queue = self._queue
-        if not queue:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            with self._cond:
-                while not queue:
-                    if self._closing:
-                        return None
-                    if self._error is not None:
-                        raise MoldUDP64Error(
-                            f"receiver thread failed: {self._error!r}"
-                        ) from self._error
-                    if deadline is None:
-                        self._cond.wait()
-                    else:
-                        left = deadline - time.monotonic()
-                        if left <= 0:
-                            raise TimeoutError(f"nothing received in {timeout} s")
-                        self._cond.wait(left)
         if self._closing:
             return None
         try:
-            batch = queue.popleft()
-            size = self._sizes.popleft()
-        except IndexError:  # close() cleared the queue meanwhile
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"nothing received in {timeout} s") from None
+        if item is None or self._closing:
+            self._queue.put(None)  # keep later calls from blocking
+            if self._error is not None and not self._closing:
+                raise MoldUDP64Error(f"receiver thread failed: {self._error!r}") from self._error
             return None
+        size, batch = item
         self._consumed += size
         if (
             self._paused
