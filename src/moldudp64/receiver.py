@@ -236,7 +236,10 @@ class ReceiverStats:
     """A snapshot of a :class:`ReceiverCore`'s counters and state.
 
     Packets count every datagram handed in, by source; messages count the messages of the
-    valid data packets of the followed session, by source (duplicates included).
+    valid data packets of the followed session, by source (duplicates included). Held
+    packets and bytes include the datagrams of a next session waiting for the current one
+    to finish recovering. ``requests_sent`` includes the user's own requests (also counted
+    in ``user_requests``) when they went to a configured server.
     """
 
     packets: dict[Source, int]
