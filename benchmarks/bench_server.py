@@ -5,10 +5,12 @@
 Parts, all over ITCH-sized messages (19 to 44 bytes) in 1452-byte packets:
 
 - publish, core: ``PublisherCore.publish_many`` + ``datagrams_to_send`` (no I/O);
-- publish, loopback: the blocking :class:`~moldudp64.sync.server.Publisher` running a list
-  as fast as it can to a UDP socket on 127.0.0.1 (every packet through the kernel);
+- publish, loopback: the blocking :class:`~moldudp64.sync.server.Publisher` (and the
+  asyncio :class:`~moldudp64.asyncio.server.AsyncPublisher`) running a list as fast as it
+  can to a UDP socket on 127.0.0.1 (every packet through the kernel);
 - answers, core: ``RerequestServerCore.handle_request`` from a MemoryStore (no I/O);
-- answers, loopback: a :class:`~moldudp64.sync.server.RerequestServer` in a child process
+- answers, loopback: a :class:`~moldudp64.sync.server.RerequestServer` (and an
+  :class:`~moldudp64.asyncio.server.AsyncRerequestServer`) in a child process
   answering a client that keeps 32 requests in flight over 127.0.0.1 (rate limit off: the
   default limit holds one source to 2,000 requests a second);
 - BinaryFILE store: index build time and peak RSS of a child process that opens an
@@ -18,6 +20,7 @@ Parts, all over ITCH-sized messages (19 to 44 bytes) in 1452-byte packets:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -29,6 +32,7 @@ import struct
 import tempfile
 import time
 
+from moldudp64.asyncio.server import AsyncPublisher, AsyncRerequestServer
 from moldudp64.binaryfile import BinaryFileWriter
 from moldudp64.publisher import PublisherCore
 from moldudp64.rerequest import RerequestServerCore
@@ -70,6 +74,20 @@ def publish_loopback(messages: list[bytes]) -> tuple[float, float]:
     return result.messages / result.seconds, result.stats.packets / result.seconds
 
 
+def publish_asyncio(messages: list[bytes]) -> tuple[float, float]:
+    """(messages/s, packets/s) through AsyncPublisher to a socket on 127.0.0.1."""
+
+    async def go() -> tuple[float, float]:
+        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sink.bind(("127.0.0.1", 0))
+        async with AsyncPublisher(SESSION, sink.getsockname(), heartbeat_interval=None) as pub:
+            result = await pub.run(messages, end_session=False)
+        sink.close()
+        return result.messages / result.seconds, result.stats.packets / result.seconds
+
+    return asyncio.run(go())
+
+
 def requests_for(total: int, count: int, seed: int = 2) -> list[bytes]:
     rng = random.Random(seed)
     raw = SESSION.encode()
@@ -103,11 +121,27 @@ def _serve_main(messages_count: int, conn: multiprocessing.connection.Connection
     server.close()
 
 
-def answers_loopback(total: int, requests: list[bytes]) -> float:
-    """Answers per second from a RerequestServer in a child process, 32 requests in flight."""
+def _serve_asyncio_main(messages_count: int, conn: multiprocessing.connection.Connection) -> None:
+    store = MemoryStore(max_bytes=None)
+    for m in make_messages(messages_count):
+        store.append(m)
+
+    async def go() -> None:
+        server = await AsyncRerequestServer.create(SESSION, store, rate_limit=None)
+        conn.send(server.address[1])
+        await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+        conn.send(server.stats.answers)
+        server.close()
+
+    asyncio.run(go())
+
+
+def answers_loopback(total: int, requests: list[bytes], use_asyncio: bool = False) -> float:
+    """Answers per second from a re-request server in a child process, 32 requests in flight."""
     ctx = multiprocessing.get_context("fork")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_serve_main, args=(total, child), daemon=True)
+    target = _serve_asyncio_main if use_asyncio else _serve_main
+    proc = ctx.Process(target=target, args=(total, child), daemon=True)
     proc.start()
     port = parent.recv()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -207,14 +241,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     rounds = 1 if args.quick else 3
     core_msgs, core_pkts = max(publish_core(messages) for _ in range(rounds))
     loop_msgs, loop_pkts = max(publish_loopback(messages) for _ in range(rounds))
+    aio_msgs, aio_pkts = max(publish_asyncio(messages) for _ in range(rounds))
     requests = requests_for(len(messages), nreq)
     ans_core = max(answers_core(messages, requests) for _ in range(rounds))
     ans_loop = max(answers_loopback(len(messages), requests) for _ in range(rounds))
+    ans_aio = max(answers_loopback(len(messages), requests, True) for _ in range(rounds))
     print(f"python {platform.python_version()}, {count:,} ITCH-sized messages, {nreq:,} requests")
     print(f"publish, core:          {core_msgs:12,.0f} messages/s {core_pkts:10,.0f} packets/s")
     print(f"publish, loopback UDP:  {loop_msgs:12,.0f} messages/s {loop_pkts:10,.0f} packets/s")
+    print(f"publish, asyncio UDP:   {aio_msgs:12,.0f} messages/s {aio_pkts:10,.0f} packets/s")
     print(f"answers, core:          {ans_core:12,.0f} answers/s (100 asked, ~40 fit)")
     print(f"answers, loopback UDP:  {ans_loop:12,.0f} answers/s ({WINDOW} in flight)")
+    print(f"answers, asyncio UDP:   {ans_aio:12,.0f} answers/s ({WINDOW} in flight)")
     out = {
         "publish_core_msgs_per_s": core_msgs,
         "publish_core_packets_per_s": core_pkts,
@@ -222,6 +260,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "publish_loopback_packets_per_s": loop_pkts,
         "answers_core_per_s": ans_core,
         "answers_loopback_per_s": ans_loop,
+        "publish_asyncio_msgs_per_s": aio_msgs,
+        "publish_asyncio_packets_per_s": aio_pkts,
+        "answers_asyncio_per_s": ans_aio,
     }
     if store_count:
         with tempfile.TemporaryDirectory() as tmp:
