@@ -287,7 +287,7 @@ def test_serve_duration_and_allow_list(feed: tuple[Path, list[bytes]]) -> None:
     port = free_port()
     server = start(
         "serve", "--input", str(path), "--session", SESSION, "--port", str(port),
-        "--bind", "127.0.0.1", "--duration", "1.5", "--allow", "10.0.0.0/8",
+        "--bind", "127.0.0.1", "--duration", "0.8", "--allow", "10.0.0.0/8",
     )  # fmt: skip
     assert server.stderr is not None
     assert b"messages of session" in server.stderr.readline()
@@ -439,7 +439,7 @@ def test_live_status_on_a_terminal(multicast: None, tmp_path: Path) -> None:
             seen += os.read(master_l, 4096)  # EIO if the child died
         publisher = subprocess.Popen(
             [sys.executable, "-m", "moldudp64", "publish", f"{GROUP}:{port}", "--session",
-             SESSION, "--generate", "6000", "--rate", "6000", "--request-port", str(port + 1),
+             SESSION, "--generate", "3000", "--rate", "5000", "--request-port", str(port + 1),
              "--drop", "0.05", "--seed", "1", "--end-of-session-duration", "0.5"],
             stderr=slave_p,
         )  # fmt: skip
@@ -464,8 +464,8 @@ def test_live_status_on_a_terminal(multicast: None, tmp_path: Path) -> None:
             os.close(fd)
     assert "\rlisten: " in outputs["listen"]
     assert "recovered" in outputs["listen"] and "msg/s" in outputs["listen"]
-    assert "session ended: 6000 messages written" in outputs["listen"]
-    assert "\rpublish: " in outputs["publish"] and "/6000 messages" in outputs["publish"]
+    assert "session ended: 3000 messages written" in outputs["listen"]
+    assert "\rpublish: " in outputs["publish"] and "/3000 messages" in outputs["publish"]
 
 
 def test_listen_line_a_and_b(
