@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 
 from moldudp64.binaryfile import iter_binaryfile, write_binaryfile
 from moldudp64.exceptions import BinaryFileError, ConfigError, MessageTooLarge, TruncatedFile
-from moldudp64.store import BinaryFileStore, MemoryStore, MessageStore
+from moldudp64.publisher import PublisherCore
+from moldudp64.store import BinaryFileStore, MemoryStore, MessageStore, ReplayStore
+from moldudp64.wire import split_blocks
 
 
 def expected(messages: list[bytes], seq: int, max_count: int, max_bytes: int) -> list[bytes]:
@@ -231,3 +233,30 @@ def test_binaryfile_store_index_is_sparse(tmp_path: Path) -> None:
         assert store._index.itemsize == 8
         assert store.get(99_999, 5, 1000) == [b"m" * 18, b"m" * 19]
     assert os.path.getsize(path) == store.file_size
+
+
+def test_replay_store_serves_only_what_was_published(tmp_path: Path) -> None:
+    messages = [bytes([i]) * i for i in range(1, 30)]
+    path = make_file(tmp_path / "day.bin", messages)
+    with BinaryFileStore(path) as base:
+        store = ReplayStore(base)
+        assert isinstance(store, MessageStore)
+        assert (store.next_seq_num, store.remaining) == (1, 29)
+        pub = PublisherCore("REPLAY", store=store)
+        assert store.get(1, 5, 1000) == []
+        pub.publish(messages[0], 0.0)
+        pub.publish_many(messages[1:10], 0.0)
+        assert store.next_seq_num == 11
+        assert store.get(8, 100, 10_000) == messages[7:10]
+        pub.publish_many(messages[10:], 0.0)
+        assert store.remaining == 0
+        with pytest.raises(ConfigError):
+            pub.publish(b"one too many", 0.0)
+        assert pub.next_seq_num == 30 == store.next_seq_num  # nothing queued
+        pub.flush(0.0)
+        sent = [m for p in pub.datagrams_to_send(0.0) for m in split_blocks(p)]
+        assert sent == messages
+    with BinaryFileStore(path) as base:
+        assert ReplayStore(base, first_seq_num=11).next_seq_num == 11
+        with pytest.raises(ConfigError):
+            ReplayStore(base, first_seq_num=31)

@@ -227,11 +227,19 @@ class PublisherCore:
             raise SessionAlreadyEnded(f"session {self.session.rstrip()!r} has ended")
         if self._last_send is None:
             self._last_send = now
+        length = len(message)
+        if length + 2 > self.max_payload:
+            raise MessageTooLarge(
+                f"message of {length} bytes cannot fit in a packet of "
+                f"{self.max_payload} payload bytes",
+                length=length,
+                limit=min(self.max_payload - 2, 0xFFFF),
+            )
+        if self.store is not None:
+            self.store.append(message)  # first: a store that refuses leaves nothing queued
         packer = self._packer
         seq = packer.next_seq_num
-        done = packer.add(message)  # raises MessageTooLarge before changing anything
-        if self.store is not None:
-            self.store.append(message)
+        done = packer.add(message)
         if done is not None:
             self._queue_data(done, now)
             self._pending_since = now

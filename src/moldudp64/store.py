@@ -33,6 +33,7 @@ __all__ = [
     "BinaryFileStore",
     "MemoryStore",
     "MessageStore",
+    "ReplayStore",
     "extend_store",
 ]
 
@@ -481,3 +482,65 @@ class BinaryFileStore:
 
     def __repr__(self) -> str:
         return f"BinaryFileStore({self.path!r}, messages={len(self)})"
+
+
+class ReplayStore:
+    """A store for replaying a recorded session: ``base`` already holds every message.
+
+    Serves only what has been published so far: :meth:`append` (called by the publisher
+    for each message it sends) just moves the end forward, so clients cannot fetch
+    messages "from the future". Use with ``PublisherCore(..., store=ReplayStore(base))``
+    while publishing the messages of ``base`` (e.g. a :class:`BinaryFileStore`) in order.
+    Appending past the end of ``base`` raises :class:`~moldudp64.exceptions.ConfigError`.
+    """
+
+    __slots__ = ("_next", "base")
+
+    def __init__(self, base: MessageStore, *, first_seq_num: int | None = None) -> None:
+        self.base = base
+        start = base.first_seq_num if first_seq_num is None else first_seq_num
+        if not base.first_seq_num <= start <= base.next_seq_num:
+            raise ConfigError(
+                f"replay start {start} is outside the base store's "
+                f"{base.first_seq_num}..{base.next_seq_num}"
+            )
+        self._next = start
+
+    @property
+    def first_seq_num(self) -> int:
+        """The base store's first sequence number."""
+        return self.base.first_seq_num
+
+    @property
+    def next_seq_num(self) -> int:
+        """One past the last message published so far."""
+        return self._next
+
+    @property
+    def remaining(self) -> int:
+        """Messages of the base store not yet published."""
+        return self.base.next_seq_num - self._next
+
+    def append(self, message: Buffer) -> int:
+        """Record that the next message of ``base`` was published; return its number."""
+        seq = self._next
+        if seq >= self.base.next_seq_num:
+            raise ConfigError(f"replay went past the end of the base store ({seq - 1} messages)")
+        self._next = seq + 1
+        return seq
+
+    def extend(self, messages: list[bytes]) -> None:
+        """Record that ``len(messages)`` more messages were published."""
+        if self._next + len(messages) > self.base.next_seq_num:
+            raise ConfigError("replay went past the end of the base store")
+        self._next += len(messages)
+
+    def get(self, seq_num: int, max_count: int, max_bytes: int) -> list[bytes]:
+        """Like the base store's, limited to what was published."""
+        if seq_num >= self._next:
+            return []
+        return self.base.get(seq_num, min(max_count, self._next - seq_num), max_bytes)
+
+    def close(self) -> None:
+        """Close the base store."""
+        self.base.close()
