@@ -477,3 +477,19 @@ def test_fast_path_across_chunk_boundaries(tmp_path: Path) -> None:
     assert got == payloads
     assert reader.stats.frames == 8001
     assert reader.stats.not_ip == 1
+
+
+@pytest.mark.skipif(shutil.which("editcap") is None, reason="editcap (Wireshark) is not installed")
+@pytest.mark.parametrize("fmt", ["pcapng", "nsecpcap", "pcap"])
+def test_files_written_by_wireshark_tools(fmt: str, tmp_path: Path) -> None:
+    """The shared captures converted by Wireshark's editcap (pcapng, nanosecond pcap) read
+    the same as the originals."""
+    for name in FILES:
+        src = SHARED_CAPTURES / name
+        dst = tmp_path / f"converted.{fmt}"
+        subprocess.run(["editcap", "-F", fmt, str(src), str(dst)], check=True, timeout=60)
+        want = read_datagrams(src)
+        got = read_datagrams(dst)
+        assert [d[1:] for d in got] == [d[1:] for d in want], name
+        for g, w in zip(got, want, strict=True):
+            assert g.timestamp == pytest.approx(w.timestamp, abs=2e-6)  # microsecond files
