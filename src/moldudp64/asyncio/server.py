@@ -41,6 +41,9 @@ __all__ = ["AsyncPublisher", "AsyncRerequestServer", "RunResult"]
 
 logger = logging.getLogger(__name__)
 
+#: Answers queued in the transport beyond this many bytes are dropped (and counted).
+_MAX_WRITE_BUFFER = 1024 * 1024
+
 
 class _Protocol(asyncio.DatagramProtocol):
     """Forwards datagrams and flow-control signals to its owner."""
@@ -148,7 +151,7 @@ class AsyncRerequestServer:
 
     @property
     def send_errors(self) -> int:
-        """Socket errors reported while sending answers."""
+        """Answers not sent: socket errors, or dropped while 1 MiB was already queued."""
         return self._send_errors
 
     def _on_error(self, exc: Exception) -> None:
@@ -161,10 +164,18 @@ class AsyncRerequestServer:
         if answer is None:
             return
         if self.faults is None:
-            self._transport.sendto(answer, addr)
+            self._send(answer, addr)
         else:
             for out, to in self.faults.process_to(answer, addr):
-                self._transport.sendto(out, to)
+                self._send(out, to)
+
+    def _send(self, data: bytes, addr: Address) -> None:
+        assert self._transport is not None
+        if self._transport.get_write_buffer_size() > _MAX_WRITE_BUFFER:
+            # The kernel is not taking answers: drop (counted) rather than queue without bound.
+            self._send_errors += 1
+            return
+        self._transport.sendto(data, addr)
 
     def close(self) -> None:
         """Stop serving and close the socket (idempotent)."""
