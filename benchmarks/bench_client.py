@@ -1,6 +1,6 @@
 """Client throughput: messages a Python consumer receives per second, blocking and asyncio.
 
-    python benchmarks/bench_client.py [--quick] [--seconds S] [--rates 500000,1000000,...]
+    python benchmarks/bench_client.py [--quick] [--seconds S] [--trials N] [--rates R1,R2,...]
 
 Parts:
 
@@ -12,9 +12,10 @@ Parts:
 2. **live multicast, sustained without loss**: inside a private network namespace
    (``enter_private_netns()``, root only; skipped with the reason otherwise), a sender
    process paces ITCH-sized messages (36 bytes, 37 a packet) to a 239.x group on
-   loopback at each rate in turn for ``--seconds``; the blocking client consumes with
-   ``for msg in client.messages()`` and no re-request server, so any datagram lost shows
-   as a gap. Reported: the highest rate with no gap and no kernel drop.
+   loopback at each rate in turn (``--trials`` runs of ``--seconds``); the blocking
+   client consumes with ``for msg in client.messages()`` and no re-request server, so
+   any datagram lost shows as a gap. Reported: the highest rate with no gap and no kernel drop in any run.
+   The sender shares the machine: on a 2-core box it takes one core.
 
 ``--quick`` is a tiny run for tests.
 """
@@ -227,34 +228,44 @@ def live_run(rate: float, seconds: float, port: int) -> dict[str, float]:
     }
 
 
-def bench_live(rates: Sequence[float], seconds: float) -> list[Result]:
-    """Ascending paced rates; the best one the blocking client took with no gap."""
+def bench_live(rates: Sequence[float], seconds: float, trials: int) -> list[Result]:
+    """Ascending paced rates, ``trials`` runs each; the best rate with no gap in any run."""
     results = []
     best = 0.0
     port = 41000
     for rate in rates:
-        port += 1
-        r = live_run(rate, seconds, port)
-        clean = r["gaps"] == 0 and r["lost"] == 0 and r["kernel_drops"] == 0
-        clean = clean and r["received"] == r["sent"]
+        runs = []
+        for _ in range(trials):
+            port += 1
+            runs.append(live_run(rate, seconds, port))
+        clean_runs = sum(
+            1
+            for r in runs
+            if r["gaps"] == 0
+            and r["lost"] == 0
+            and r["kernel_drops"] == 0
+            and r["received"] == r["sent"]
+        )
+        clean = clean_runs == trials
         results.append(
             Result(
                 f"live multicast at {rate:,.0f}/s",
-                round(r["received"]),
+                round(sum(r["received"] for r in runs)),
                 "messages",
                 met=clean,
                 target="no gap",
                 notes={
-                    "sent": int(r["sent"]),
-                    "sender_rate": round(r["achieved"]),
-                    "gaps": int(r["gaps"]),
-                    "lost": int(r["lost"]),
-                    "kernel_drops": int(r["kernel_drops"]),
+                    "clean_runs": f"{clean_runs}/{trials}",
+                    "sent": int(sum(r["sent"] for r in runs)),
+                    "sender_rate": round(min(r["achieved"] for r in runs)),
+                    "gaps": int(sum(r["gaps"] for r in runs)),
+                    "lost": int(sum(r["lost"] for r in runs)),
+                    "kernel_drops": int(sum(r["kernel_drops"] for r in runs)),
                 },
             )
         )
         if clean:
-            best = max(best, r["achieved"])
+            best = max(best, min(r["achieved"] for r in runs))
         else:
             break
     results.append(
@@ -264,7 +275,7 @@ def bench_live(rates: Sequence[float], seconds: float) -> list[Result]:
             "messages/s",
             target=f">= {TARGET:,}",
             met=best >= TARGET,
-            notes={"seconds_each": seconds, "message_bytes": MSG_LEN},
+            notes={"seconds_each": seconds, "trials": trials, "message_bytes": MSG_LEN},
         )
     )
     return results
@@ -276,10 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="a tiny run (for tests)")
     parser.add_argument("--messages", type=int, default=1_000_000, help="preloaded messages")
-    parser.add_argument("--seconds", type=float, default=2.0, help="live: seconds per rate")
+    parser.add_argument("--seconds", type=float, default=3.0, help="live: seconds per run")
+    parser.add_argument("--trials", type=int, default=3, help="live: runs per rate")
     parser.add_argument(
         "--rates",
-        default="250000,500000,1000000,1500000,2000000,2500000,3000000",
+        default="500000,1000000,1250000,1500000,1750000,2000000,2500000",
         help="live: messages/s to try, ascending",
     )
     parser.add_argument("--skip", default="", help="comma-separated: preloaded,asyncio,live")
@@ -309,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         if netns_error is not None:
             skipped.append(f"live: {netns_error}")
         else:
-            results.extend(bench_live(rates, seconds))
+            results.extend(bench_live(rates, seconds, 1 if args.quick else args.trials))
     print(machine_summary())
     print_table(results, title="moldudp64 client benchmarks", write=print)
     for line in skipped:
