@@ -171,7 +171,9 @@ class AsyncRerequestServer:
 
     def _send(self, data: bytes, addr: Address) -> None:
         assert self._transport is not None
-        if self._transport.get_write_buffer_size() > _MAX_WRITE_BUFFER:
+        # Selector and proactor datagram transports have it, though typeshed does not say so.
+        buffered = getattr(self._transport, "get_write_buffer_size", None)
+        if buffered is not None and buffered() > _MAX_WRITE_BUFFER:
             # The kernel is not taking answers: drop (counted) rather than queue without bound.
             self._send_errors += 1
             return
