@@ -10,6 +10,8 @@ from pathlib import Path
 
 import dpkt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from capture_helpers import (
     SHARED_CAPTURES,
@@ -22,6 +24,7 @@ from capture_helpers import (
 from cli_helpers import assert_one_line_error, jsonl, run
 from moldudp64 import cli
 from moldudp64.binaryfile import iter_binaryfile, write_binaryfile
+from moldudp64.capture import CaptureReader
 from moldudp64.wire import Packet, build_end_of_session, build_heartbeat, build_packet
 
 ROWS = expected_rows()
@@ -357,3 +360,45 @@ def test_text_output_escapes_binary_session(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr.decode()
     lines = proc.stdout.decode("ascii").splitlines()
     assert lines[0].startswith("\\x01\\x02BINARY\\xff\\x00            1    10  A")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 5), min_size=1, max_size=40),
+    data=st.data(),
+)
+def test_inspect_property_delivers_exactly_what_the_capture_holds(
+    sizes: list[int], data: st.DataObject
+) -> None:
+    """Any capture of one session with packets dropped, duplicated and locally reordered:
+    inspect writes every message present in the capture once, in order, and reports
+    exactly the missing ones as gaps (the capture's start is its first packet)."""
+    packets, seq = [], 1
+    for n in sizes:
+        packets.append((seq, build_packet(SESSION, seq, msgs(seq, n))))
+        seq += n
+    keep = [p for p in packets if data.draw(st.booleans(), label="keep") or p is packets[0]]
+    dups = [p for p in keep if data.draw(st.integers(0, 9), label="dup") == 0]
+    order = keep + dups
+    swaps = data.draw(st.lists(st.integers(0, max(0, len(order) - 2)), max_size=5), label="swap")
+    for i in swaps:
+        if i + 1 < len(order) and order[i] is not packets[0] and order[i + 1] is not packets[0]:
+            order[i], order[i + 1] = order[i + 1], order[i]
+    frames = [ethernet(ipv4_udp(p)) for _, p in order]
+    present = {s for s0, p in keep for s in range(s0, s0 + len(Packet(p)))}
+    first, last = min(present), max(present)
+
+    sink = cli.TextSink(io.StringIO())
+    written: list[tuple[int, bytes]] = []
+    sink.write = lambda session, seq_num, ms: written.extend(  # type: ignore[method-assign]
+        (seq_num + i, m) for i, m in enumerate(ms)
+    )
+    inspector = cli._Inspector(None, sink)
+    reader = CaptureReader(io.BytesIO(pcap_bytes(frames)))
+    inspector.feed(reader.tuples(), None)
+    (report,) = inspector.sessions.values()
+    assert written == [(s, msgs(s, 1)[0]) for s in sorted(present)]
+    missing = [s for s in range(first, last + 1) if s not in present]
+    lost = [s for a, b in report.lost for s in range(a, b + 1)]
+    assert lost == missing
+    assert (report.first_seq, report.last_seq) == (first, last)
