@@ -46,6 +46,7 @@ from ..net import DEFAULT_RCVBUF
 from ..receiver import ReceiverCore
 from ..sync.client import (
     DEFAULT_MAX_BACKLOG,
+    DROP_POLL_INTERVAL,
     READ_BATCH,
     BatchCursor,
     ClientStats,
@@ -185,6 +186,7 @@ class AsyncMoldUDP64:
         self._inodes: list[int] = []
         self._drops_base = 0
         self._drops = 0
+        self._next_drop_poll = 0.0
 
     # ---------------------------------------------------------------- records
 
@@ -434,6 +436,9 @@ class AsyncMoldUDP64:
             except OSError as exc:
                 self._n_send_errors += 1
                 logger.debug("cannot send request to %s: %s", addr, exc)
+        if now >= self._next_drop_poll:
+            self._next_drop_poll = now + DROP_POLL_INTERVAL
+            self._poll_drops()
         events: list[Event] = core.events_received()
         if events:
             size = batch_size(events)
@@ -459,8 +464,10 @@ class AsyncMoldUDP64:
             resume = getattr(transport, "resume_reading", None)
             if resume is not None:
                 resume()
-        # What the kernel dropped while we were not reading: reported, and the core
-        # sees the gaps and recovers them (or reports them lost).
+        self._poll_drops()
+
+    def _poll_drops(self) -> None:
+        """Report what the kernel dropped since last time (the core sees the gaps)."""
         found = read_kernel_drops(self._inodes)
         total = None if found is None else sum(found.values())
         if total is not None and total - self._drops_base > self._drops:
@@ -469,6 +476,7 @@ class AsyncMoldUDP64:
             self._queue.append([ConsumerOverrun(delta)])
             self._sizes.append(1)
             self._backlog += 1
+            self._wake_consumer()
 
     def _wake_consumer(self) -> None:
         waiter = self._waiter

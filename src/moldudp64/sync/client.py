@@ -13,14 +13,25 @@ Low-level use, as the Rust ``moldudp`` crate::
         packet = Packet(datagram.bytes())
         requests.try_send(RetransmissionRequest(packet.session_ident_raw, 1, 10))
 
-One receiver thread at most: a selector over every socket (line A, optional line B, the
-re-request socket) and a wake-up socket pair, driving :class:`~moldudp64.receiver.ReceiverCore`.
-It reads many datagrams per wake-up and hands the core's events to the consumer in
-batches through a bounded queue. When the consumer falls behind by more than
-``max_backlog`` messages the thread stops reading, so the kernel's receive buffer absorbs
-the burst; datagrams the kernel then drops are counted (``SO_RXQ_OVFL``) and reported as
-:class:`~moldudp64.events.ConsumerOverrun`, and the core sees them as gaps that it
-recovers from the re-request servers or reports as :class:`~moldudp64.events.MessagesLost`.
+Events other than messages (loss, session changes, end of session, a stale feed, a
+server taken out of rotation, overruns) go to ``on_event`` in order with the messages,
+are recorded (``lost_ranges``, ``messages_lost``, ``session``, ...), are logged at WARNING
+when they mean loss, and in ``strict`` mode loss raises :class:`MessagesLostError`;
+``events()`` yields all of them, messages in batches.
+
+One receiver thread, never more: ``epoll`` over every socket (line A, optional line B,
+the re-request socket) and a wake-up socket pair, driving
+:class:`~moldudp64.receiver.ReceiverCore`. Line sockets are read with ``recvmmsg()`` (256
+datagrams a call, through the C accelerator when it is built), so the thread takes the
+GIL once per batch rather than once per datagram. The core's events go to the consumer
+one batch per wake-up through a :class:`queue.SimpleQueue`. When the consumer falls more
+than ``max_backlog`` messages behind, the thread stops reading, so the kernel's receive
+buffer absorbs the burst; what the kernel then drops is counted (``SO_RXQ_OVFL``, and the
+socket's drop counter in ``/proc/net/udp``) and reported as
+:class:`~moldudp64.events.ConsumerOverrun`, and the core sees those datagrams as gaps that
+it recovers from the re-request servers or reports as
+:class:`~moldudp64.events.MessagesLost`. Memory stays bounded by ``max_backlog`` plus one
+read batch.
 """
 
 from __future__ import annotations
@@ -91,8 +102,9 @@ logger = logging.getLogger(__name__)
 #: Called with every event that is not a message, in order with the messages.
 EventHandler = Callable[[Event], None]
 
-#: Default bound on messages (plus other events) queued between receiver thread and consumer.
-DEFAULT_MAX_BACKLOG = 1_000_000
+#: Default bound on messages (plus other events) queued between receiver thread and
+#: consumer: about 40 MB of 36-byte messages; past it the kernel buffer takes the burst.
+DEFAULT_MAX_BACKLOG = 500_000
 #: Most datagrams read from one socket per wake-up before timers and flushing run.
 READ_BATCH = 256
 #: Most reads in a row without polling, while every read fills a whole batch.
@@ -146,7 +158,9 @@ class ClientOptions:
     strict: bool
     receiver_options: dict[str, Any]
 
-    def receiver_config(self, *, raw: bool, servers: Sequence[Address] | None = None) -> Any:
+    def receiver_config(
+        self, *, raw: bool, servers: Sequence[Address] | None = None
+    ) -> ReceiverConfig:
         """The :class:`~moldudp64.receiver.ReceiverConfig` these options stand for."""
         kwargs: dict[str, Any] = {
             "expected_session_ident": self.expected_session_ident,
@@ -923,7 +937,7 @@ class MoldUDP64:
 
     def _serve(
         self,
-        core: Any,
+        core: ReceiverCore,
         poller: _Poller,
         idle: _Poller,
         by_fd: dict[int, tuple[socket.socket, Source] | None],
@@ -991,7 +1005,7 @@ class MoldUDP64:
         except OSError:
             pass
 
-    def _take_requests(self, core: Any, now: float) -> None:
+    def _take_requests(self, core: ReceiverCore, now: float) -> None:
         requests = self._requests
         while requests:
             req = requests.popleft()
@@ -1001,7 +1015,9 @@ class MoldUDP64:
                 self._n_internal += 1
                 logger.warning("request %r refused: %s", req, exc)
 
-    def _read_batch(self, sock: socket.socket, source: Source, core: Any, now: float) -> int:
+    def _read_batch(
+        self, sock: socket.socket, source: Source, core: ReceiverCore, now: float
+    ) -> int:
         """A line socket, through one ``recvmmsg()`` (C accelerator): one GIL release per
         batch, not one per datagram, which keeps the consumer thread from stalling us."""
         receive = core.receive_datagram
@@ -1020,7 +1036,7 @@ class MoldUDP64:
                 logger.exception("receiver core failed on a datagram from %s", source.name)
         return len(datas)
 
-    def _read(self, sock: socket.socket, source: Source, core: Any, now: float) -> int:
+    def _read(self, sock: socket.socket, source: Source, core: ReceiverCore, now: float) -> int:
         receive = core.receive_datagram
         recvmsg = sock.recvmsg
         fd = sock.fileno()
@@ -1062,7 +1078,7 @@ class MoldUDP64:
             for inode, total in found.items():
                 self._count_drops(inode, total)
 
-    def _flush(self, core: Any, now: float) -> None:
+    def _flush(self, core: ReceiverCore, now: float) -> None:
         rereq = self._rereq
         assert rereq is not None
         for data, addr in core.datagrams_to_send(now):
