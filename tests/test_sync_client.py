@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import chain
 from typing import Any
 
 import pytest
@@ -44,7 +45,13 @@ from moldudp64.events import (
 )
 from moldudp64.exceptions import ClientClosed, ConfigError, EncodeError, MoldUDP64Error
 from moldudp64.net import open_unicast_socket
-from moldudp64.sync.client import READ_BATCH, MessagesLostError, MoldUDP64
+from moldudp64.sync.client import (
+    READ_BATCH,
+    BatchCursor,
+    EventPolicy,
+    MessagesLostError,
+    MoldUDP64,
+)
 from moldudp64.wire import Packet, RetransmissionRequest
 
 GROUP_ADDR = ("239.192.7.1", 30001)
@@ -578,3 +585,78 @@ def test_request_without_server_is_refused_in_the_callers_thread(loop: Loop) -> 
             requests.try_send(RetransmissionRequest(SESSION, 1, 1))
     finally:
         c.close()
+
+
+def test_events_after_breaking_out_of_messages_continue_mid_batch(loop: Loop) -> None:
+    msgs = make_messages(400)
+    with client([]).open_with_sockets(loop.line, loop.rereq) as c:
+        loop.send([*make_packets(msgs), end_of_session(msgs)])
+        it = c.messages(timeout=5)
+        got = [next(it) for _ in range(5)]  # breaks off inside the first packet's batch
+        for ev in c.events(timeout=5):
+            if isinstance(ev, MessagesDelivered):
+                got.extend(
+                    Message(ev.session, ev.seq_num + i, m) for i, m in enumerate(ev.messages)
+                )
+    assert got == expected(msgs)
+
+
+def test_one_receiver_thread_whatever_the_number_of_servers(loop: Loop) -> None:
+    msgs = make_messages(300)
+    before = threading.active_count()
+    servers = [Responder({SESSION: msgs}) for _ in range(3)]
+    try:
+        with_servers = threading.active_count()
+        c = client([s.address for s in servers])
+        with c.open_with_sockets(loop.line, loop.rereq):
+            assert threading.active_count() == with_servers + 1
+            loop.send([*make_packets(msgs), end_of_session(msgs)], {1, 2, 3})
+            assert list(c.messages(timeout=5)) == expected(msgs)
+        assert threading.active_count() == with_servers
+    finally:
+        for s in servers:
+            s.close()
+    assert threading.active_count() == before
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 6), min_size=1, max_size=8),
+    extra=st.lists(st.sampled_from(["lost", "stale", "end"]), max_size=4),
+    stops=st.lists(st.integers(1, 9), max_size=6),
+)
+def test_batch_cursor_hands_each_message_out_once(
+    sizes: list[int], extra: list[str], stops: list[int]
+) -> None:
+    """Any batches, interleaved events and break points: every message exactly once."""
+    batches: list[list[Event]] = []
+    seq = 1
+    want: list[Message] = []
+    for n, size in enumerate(sizes):
+        batch: list[Event] = []
+        data = [b"%d" % (seq + i) for i in range(size)]
+        if data:
+            batch.append(MessagesDelivered(SESSION, seq, data))
+            want.extend(Message(SESSION, seq + i, d) for i, d in enumerate(data))
+            seq += size
+        if n < len(extra):
+            kind = extra[n]
+            batch.append(
+                MessagesLost(SESSION, seq, seq, "test")
+                if kind == "lost"
+                else FeedStale(1.0)
+                if kind == "stale"
+                else SessionEnded(SESSION, seq)
+            )
+        batches.append(batch)
+    feed = iter(batches)
+    seen: list[Event] = []
+    cursor = BatchCursor(EventPolicy(seen.append, strict=False, stop_at_end=True))
+    got: list[Message] = []
+    for stop in [*stops, 10**9, 10**9, 10**9, 10**9, 10**9]:
+        for i, m in enumerate(chain.from_iterable(cursor.batches(lambda: next(feed, None)))):
+            got.append(m)
+            if i + 1 == stop:
+                break
+    assert got == want
+    assert seen == [e for b in batches for e in b if not isinstance(e, MessagesDelivered)]
