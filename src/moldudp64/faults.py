@@ -45,6 +45,8 @@ class FaultInjector:
     two or three); :meth:`flush` returns a datagram still held back (call it when the
     stream ends). :meth:`process_to` / :meth:`flush_to` do the same for datagrams with a
     destination address (re-request answers), keeping each datagram with its address.
+    Use one kind per injector: a datagram held by one kind is not released by the other.
+    A held datagram waits for the next one (on a live feed, the next heartbeat at most).
     """
 
     __slots__ = (
