@@ -420,11 +420,28 @@ def test_live_status_on_a_terminal(multicast: None, tmp_path: Path) -> None:
     import os
     import pty
     import sys
+    import threading
+
+    def drain(master: int, into: list[bytes]) -> None:
+        """Read a pty until its child has gone (EIO), so the child never blocks writing."""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            into.append(chunk)
 
     port = free_port()
-    outputs = {}
+    out_l: list[bytes] = []
+    out_p: list[bytes] = []
     master_l, slave_l = pty.openpty()
     master_p, slave_p = pty.openpty()
+    readers = [
+        threading.Thread(target=drain, args=(master_l, out_l), daemon=True),
+        threading.Thread(target=drain, args=(master_p, out_p), daemon=True),
+    ]
     try:
         listener = subprocess.Popen(
             [sys.executable, "-m", "moldudp64", "listen", f"{GROUP}:{port}",
@@ -433,10 +450,10 @@ def test_live_status_on_a_terminal(multicast: None, tmp_path: Path) -> None:
             stderr=slave_l,
         )  # fmt: skip
         os.close(slave_l)  # the child holds it: reads end (EIO) once it exits
-        deadline = time.monotonic() + 20
-        seen = b""
-        while b"joined" not in seen and time.monotonic() < deadline:
-            seen += os.read(master_l, 4096)  # EIO if the child died
+        readers[0].start()
+        deadline = time.monotonic() + 30
+        while b"joined" not in b"".join(out_l) and time.monotonic() < deadline:
+            time.sleep(0.02)
         publisher = subprocess.Popen(
             [sys.executable, "-m", "moldudp64", "publish", f"{GROUP}:{port}", "--session",
              SESSION, "--generate", "3000", "--rate", "5000", "--request-port", str(port + 1),
@@ -444,28 +461,20 @@ def test_live_status_on_a_terminal(multicast: None, tmp_path: Path) -> None:
             stderr=slave_p,
         )  # fmt: skip
         os.close(slave_p)
+        readers[1].start()
         assert publisher.wait(60) == 0
         assert listener.wait(60) == 0
-        for name, master in (("listen", master_l), ("publish", master_p)):
-            data = seen if name == "listen" else b""
-            while True:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                data += chunk
-                if b"done:" in data or b"session ended:" in data:
-                    break
-            outputs[name] = data.decode(errors="replace")
+        for reader in readers:
+            reader.join(10)
     finally:
         for fd in (master_l, master_p):
             os.close(fd)
-    assert "\rlisten: " in outputs["listen"]
-    assert "recovered" in outputs["listen"] and "msg/s" in outputs["listen"]
-    assert "session ended: 3000 messages written" in outputs["listen"]
-    assert "\rpublish: " in outputs["publish"] and "/3000 messages" in outputs["publish"]
+    listen_err = b"".join(out_l).decode(errors="replace")
+    publish_err = b"".join(out_p).decode(errors="replace")
+    assert "\rlisten: " in listen_err
+    assert "recovered" in listen_err and "msg/s" in listen_err
+    assert "session ended: 3000 messages written" in listen_err
+    assert "\rpublish: " in publish_err and "/3000 messages" in publish_err
 
 
 def test_listen_line_a_and_b(
