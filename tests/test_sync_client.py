@@ -660,3 +660,20 @@ def test_batch_cursor_hands_each_message_out_once(
                 break
     assert got == want
     assert seen == [e for b in batches for e in b if not isinstance(e, MessagesDelivered)]
+
+
+def test_receiver_thread_failure_reaches_the_consumer(loop: Loop) -> None:
+    c = client([])
+    with c.open_with_sockets(loop.line, loop.rereq):
+
+        def broken(now: float) -> None:
+            raise RuntimeError("core bug")
+
+        c._core.handle_timer = broken  # the next timer tick kills the thread
+        c._core.get_timer = lambda: 0.0
+        c._wake()
+        with pytest.raises(MoldUDP64Error, match="receiver thread failed") as info:
+            list(c.messages(timeout=5))
+        assert isinstance(info.value.__cause__, RuntimeError)
+        with pytest.raises(MoldUDP64Error):  # and again: it does not hang
+            list(c.messages(timeout=5))
