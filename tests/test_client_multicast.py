@@ -19,7 +19,16 @@ from typing import Any
 
 import pytest
 
-from client_support import PAYLOAD, SESSION, Responder, free_udp_port, make_messages
+from client_support import (
+    PAYLOAD,
+    SESSION,
+    Responder,
+    end_of_session,
+    free_udp_port,
+    make_messages,
+    make_packets,
+    sender,
+)
 from moldudp64.asyncio.client import AsyncMoldUDP64
 from moldudp64.events import (
     Address,
@@ -222,6 +231,28 @@ def test_low_level_start_over_multicast() -> None:
         c.close()
     assert [bytes(m) for _, p in sorted(held.items()) for m in p] == msgs
     assert sources == {Source.LINE_A, Source.RETRANSMISSION}
+
+
+def test_line_b_on_a_second_group_fills_line_a_gaps() -> None:
+    msgs = make_messages(2000)
+    packets = [*make_packets(msgs), end_of_session(msgs)]
+    line_a, line_b = group(), ("239.192.7.3", free_udp_port())
+    # no server: a gap on one line waits up to loss_grace for the other line
+    c = client(line_a, [], line_b_addr=line_b, receiver_options={"loss_grace": 1.0})
+    tx = sender()
+    try:
+        with c:
+            for i, p in enumerate(packets):
+                if i % 3 != 0 or i == len(packets) - 1:  # A loses every third packet
+                    tx.sendto(p, line_a)
+                if i % 3 != 1 or i == len(packets) - 1:  # B loses a different third
+                    tx.sendto(p, line_b)
+            got = list(c.messages(timeout=10))
+    finally:
+        tx.close()
+    assert got == expected(msgs)
+    assert c.stats.receiver.packets[Source.LINE_B] > 0
+    assert c.stats.requests_sent == 0 and c.lost_ranges == []
 
 
 # --------------------------------------------------------------------------- asyncio
