@@ -169,6 +169,9 @@ _U16 = struct.Struct(">H")
 _IPV4_HDR = struct.Struct(">BBHHHBBH4s4s")
 _UDP_HDR = struct.Struct(">HHHH")
 _IPV4_WORDS = struct.Struct(">10H")
+# From the start of an Ethernet frame: ethertype, IPv4 version/IHL, total length, flags and
+# fragment offset, protocol, UDP length (the fields the fast path tests).
+_ETH_IPV4_UDP = struct.Struct(">12xHBxH2xHxB2x8x4xH")
 
 
 class _Fragments:
@@ -362,6 +365,7 @@ class CaptureReader:
         decode = self._decode
         read = self._file.read
         unpack_record = self._record.unpack_from
+        unpack_fast = _ETH_IPV4_UDP.unpack_from
         scale = self._ts_scale
         cache: dict[bytes, tuple[Address, Address]] = {}
         inet_ntoa = socket.inet_ntoa
@@ -406,18 +410,18 @@ class CaptureReader:
                 pos = end
                 frames += 1
                 ts = sec + frac * scale
-                ip = start + 14
                 # Plain Ethernet + IPv4 (no options, not a fragment) + UDP: slice it here.
+                if caplen >= 42:
+                    etype, vihl, total, frag, proto, ulen = unpack_fast(data, start)
+                else:
+                    etype = 0
                 if (
-                    caplen >= 42
-                    and data[start + 12] == 8
-                    and data[start + 13] == 0
-                    and data[ip] == 0x45
-                    and data[ip + 9] == _PROTO_UDP
-                    and not (data[ip + 6] & 0x3F or data[ip + 7])
+                    etype == _ETH_IPV4
+                    and vihl == 0x45
+                    and proto == _PROTO_UDP
+                    and not frag & 0x3FFF
                 ):
-                    total = (data[ip + 2] << 8) | data[ip + 3]
-                    ulen = (data[ip + 24] << 8) | data[ip + 25]
+                    ip = start + 14
                     if ip + total <= end and 8 <= ulen <= total - 20:
                         key = data[ip + 12 : ip + 24]
                         addrs = cache.get(key)
