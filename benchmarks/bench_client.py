@@ -14,8 +14,8 @@ Parts:
    process paces ITCH-sized messages (36 bytes, 37 a packet) to a 239.x group on
    loopback at each rate in turn (``--trials`` runs of ``--seconds``); the blocking
    client consumes with ``for msg in client.messages()`` and no re-request server, so
-   any datagram lost shows as a gap. Reported: the highest rate with no gap and no kernel drop in any run.
-   The sender shares the machine: on a 2-core box it takes one core.
+   any datagram lost shows as a gap. Reported: the highest rate with no gap and no
+   kernel drop in any run. The sender shares the machine (on 2 cores it takes one).
 
 ``--quick`` is a tiny run for tests.
 """
