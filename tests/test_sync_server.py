@@ -530,3 +530,15 @@ def test_run_with_batch_size_one_sends_each_message_before_taking_the_next() -> 
         with pytest.raises(ConfigError):
             pub.run([], batch_size=0)
     rx.close()
+
+
+def test_wait_ended_returns_when_the_publisher_is_closed_meanwhile() -> None:
+    rx = client()
+    pub = Publisher(SESSION, rx.getsockname(), heartbeat_interval=None, end_of_session_duration=30)
+    pub.start()
+    pub.publish(b"one")
+    pub.end_session(wait=False)
+    threading.Timer(0.1, pub.close).start()
+    assert pub.wait_ended(timeout=10) is False  # closed long before the 30 s period ended
+    assert pub.wait_ended() is False  # and again, now that it is closed: no ConfigError
+    rx.close()

@@ -12,10 +12,17 @@ exception that fits, so ``except ValueError`` or ``except OSError`` keeps workin
     │   └── TruncatedFile                  the file ends inside a message
     ├── CaptureError (ValueError)          a capture file that cannot be read
     ├── SocketError (OSError)              a socket could not be opened, bound or joined
+    ├── SessionAlreadyEnded (RuntimeError) a message published after the end of session
+    ├── MessagesLostError                  strict clients: messages were lost for good
     └── ClientClosed                       the client was closed while in use
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .events import MessagesLost
 
 __all__ = [
     "BinaryFileError",
@@ -25,7 +32,9 @@ __all__ = [
     "EncodeError",
     "MalformedPacket",
     "MessageTooLarge",
+    "MessagesLostError",
     "MoldUDP64Error",
+    "SessionAlreadyEnded",
     "SocketError",
     "TruncatedFile",
 ]
@@ -99,3 +108,22 @@ class SocketError(MoldUDP64Error, OSError):
 
 class ClientClosed(MoldUDP64Error):
     """The client was closed while a call was waiting on it."""
+
+
+class SessionAlreadyEnded(MoldUDP64Error, RuntimeError):
+    """A message was published after the publisher's ``end_session()``."""
+
+
+class MessagesLostError(MoldUDP64Error):
+    """Raised by a strict client's ``messages()`` when messages are lost for good.
+
+    ``event`` is the :class:`~moldudp64.events.MessagesLost` that says which and why.
+    Iteration may be resumed by calling ``messages()`` again.
+    """
+
+    def __init__(self, event: MessagesLost) -> None:
+        super().__init__(
+            f"messages {event.first_seq}..{event.last_seq} of session {event.session!r} "
+            f"lost: {event.reason}"
+        )
+        self.event = event

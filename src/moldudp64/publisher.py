@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .exceptions import ConfigError, EncodeError, MessageTooLarge, MoldUDP64Error
+from .exceptions import ConfigError, EncodeError, MessageTooLarge, SessionAlreadyEnded
 from .store import MessageStore, extend_store
 from .wire import (
     DEFAULT_MAX_PAYLOAD,
@@ -46,10 +46,6 @@ from .wire import (
 )
 
 __all__ = ["PublisherCore", "PublisherStats", "RunResult", "SessionAlreadyEnded"]
-
-
-class SessionAlreadyEnded(MoldUDP64Error, RuntimeError):
-    """A message was published after :meth:`PublisherCore.end_session`."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -413,8 +413,17 @@ class Publisher:
         return self.wait_ended(timeout)
 
     def wait_ended(self, timeout: float | None = None) -> bool:
-        """Block until the end-of-session period is over, or ``timeout``; return whether it is."""
-        self.start()
+        """Block until the end-of-session period is over, or ``timeout``; return whether it is.
+
+        Returns at once (with whether the period was over) when the publisher is closed,
+        also when :meth:`close` comes from another thread while this waits.
+        """
+        try:
+            self.start()
+        except ConfigError:
+            if self._closed:  # closed before or while we got here: nothing to wait for
+                return self.core.ended
+            raise
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while not self.core.ended and not self._closed:
