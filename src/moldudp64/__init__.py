@@ -7,7 +7,10 @@ publisher and re-request server; and capture tools.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .binaryfile import BinaryFileReader, BinaryFileWriter, iter_binaryfile, write_binaryfile
+from .capture import CaptureReader, CaptureStats, CaptureWriter, read_datagrams
 from .events import (
     Address,
     ConsumerOverrun,
@@ -35,11 +38,19 @@ from .exceptions import (
     ConfigError,
     EncodeError,
     MalformedPacket,
+    MessagesLostError,
     MessageTooLarge,
     MoldUDP64Error,
+    SessionAlreadyEnded,
     SocketError,
     TruncatedFile,
 )
+from .faults import FaultInjector
+from .publisher import PublisherCore, PublisherStats
+from .receiver import ReceiverConfig, ReceiverCore, ReceiverStats
+from .rerequest import RateLimit, RerequestServerCore, RerequestStats
+from .store import BinaryFileStore, MemoryStore, MessageStore, ReplayStore
+from .sync import MoldUDP64, Publisher, RerequestServer
 from .wire import (
     DEFAULT_MAX_PAYLOAD,
     Packer,
@@ -54,15 +65,36 @@ from .wire import (
     pack_messages,
 )
 
+if TYPE_CHECKING:
+    from .asyncio import AsyncMoldUDP64, AsyncPublisher, AsyncRerequestServer
+
 __version__ = "0.1.0"
+
+_ASYNC_NAMES = ("AsyncMoldUDP64", "AsyncPublisher", "AsyncRerequestServer")
+
+
+def __getattr__(name: str) -> Any:
+    """Import the asyncio layer only when one of its names is asked for."""
+    if name in _ASYNC_NAMES:
+        from . import asyncio as _asyncio_layer
+
+        return getattr(_asyncio_layer, name)
+    raise AttributeError(f"module 'moldudp64' has no attribute {name!r}")
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD",
     "Address",
+    "AsyncMoldUDP64",
+    "AsyncPublisher",
+    "AsyncRerequestServer",
     "BinaryFileError",
     "BinaryFileReader",
+    "BinaryFileStore",
     "BinaryFileWriter",
     "CaptureError",
+    "CaptureReader",
+    "CaptureStats",
+    "CaptureWriter",
     "ClientClosed",
     "ConfigError",
     "ConsumerOverrun",
@@ -70,24 +102,41 @@ __all__ = [
     "DatagramReceived",
     "EncodeError",
     "Event",
+    "FaultInjector",
     "FeedResumed",
     "FeedStale",
     "GapDetected",
     "GapFilled",
     "MalformedPacket",
+    "MemoryStore",
     "Message",
+    "MessageStore",
     "MessageTooLarge",
     "MessagesDelivered",
     "MessagesLost",
+    "MessagesLostError",
+    "MoldUDP64",
     "MoldUDP64Error",
     "Packer",
     "Packet",
     "PacketKind",
+    "Publisher",
+    "PublisherCore",
+    "PublisherStats",
+    "RateLimit",
+    "ReceiverConfig",
+    "ReceiverCore",
+    "ReceiverStats",
+    "ReplayStore",
     "RequestPacket",
+    "RerequestServer",
+    "RerequestServerCore",
+    "RerequestStats",
     "RetransmissionPacket",
     "RetransmissionRequest",
     "ServerDisabled",
     "ServerEnabled",
+    "SessionAlreadyEnded",
     "SessionChanged",
     "SessionEnded",
     "SessionStarted",
@@ -100,5 +149,6 @@ __all__ = [
     "build_packet",
     "iter_binaryfile",
     "pack_messages",
+    "read_datagrams",
     "write_binaryfile",
 ]
