@@ -10,11 +10,16 @@ import asyncio
 import os
 import platform
 import resource
+import shutil
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from .capture import CaptureWriter
 from .events import Address, MessagesDelivered, Source
 from .faults import FaultInjector
 from .net import open_unicast_socket, set_receive_buffer
@@ -24,14 +29,19 @@ from .store import MemoryStore
 from .wire import build_end_of_session, pack_messages
 
 __all__ = [
+    "Measured",
     "Result",
     "bench_api",
     "bench_core",
+    "bench_inspect",
     "generate_messages",
     "machine_summary",
+    "moldudp64_command",
     "peak_rss_mb",
     "print_table",
+    "run_measured",
     "run_quick_suite",
+    "write_bench_pcap",
 ]
 
 SESSION = "BENCH00001"
@@ -270,6 +280,120 @@ def bench_api(n_messages: int = 2_000_000, *, use_asyncio: bool = False) -> Resu
         met=None if use_asyncio else rate >= 1_500_000,
         notes={"messages": count, "rounds": rounds},
     )
+
+
+@dataclass(slots=True)
+class Measured:
+    """What a child process took: exit code, wall and CPU seconds, peak RSS, its output."""
+
+    code: int
+    wall: float
+    cpu: float
+    rss_mb: float
+    stdout: str
+
+
+def run_measured(cmd: Sequence[str], timeout: float = 600.0) -> Measured:
+    """Run ``cmd`` to completion and measure it with ``wait4`` (CPU and peak memory)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    try:
+        out = proc.stdout.read()  # until the child closes it, i.e. exits
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+            time.sleep(0.005)
+    finally:
+        proc.stdout.close()
+    proc.returncode = code = os.waitstatus_to_exitcode(status)
+    return Measured(
+        code,
+        time.perf_counter() - t0,
+        usage.ru_utime + usage.ru_stime,
+        usage.ru_maxrss / 1024,
+        out.decode(errors="replace"),
+    )
+
+
+def moldudp64_command() -> list[str]:
+    """The moldudp64 command run by this interpreter."""
+    return [sys.executable, "-m", "moldudp64"]
+
+
+#: UDP port the generated captures use.
+BENCH_PORT = 26477
+
+
+def write_bench_pcap(path: str | os.PathLike[str], n_packets: int, per_packet: int = 10) -> int:
+    """Write a pcap of ``n_packets`` MoldUDP64 packets of ``per_packet`` 30-byte messages.
+
+    One session, consecutive sequence numbers, Ethernet/IPv4/UDP frames to port 26477.
+    Returns the number of messages.
+    """
+    payload = per_packet * 32
+    src, dst = ("10.1.1.1", 40000), ("233.54.12.111", BENCH_PORT)
+    seq = 1
+    with CaptureWriter(path) as writer:
+        done = 0
+        while done < n_packets:
+            chunk = min(10_000, n_packets - done)
+            messages = generate_messages(chunk * per_packet, 30)
+            for i, packet in enumerate(pack_messages(SESSION, seq, messages, payload)):
+                writer.write(packet, src, dst, 1_700_000_000.0 + (done + i) * 1e-5)
+            seq += chunk * per_packet
+            done += chunk
+    return n_packets * per_packet
+
+
+def bench_inspect(n_packets: int, workdir: str | os.PathLike[str]) -> list[Result]:
+    """``moldudp64 inspect`` on a generated pcap, and tshark on the same file when present."""
+    path = Path(workdir) / "bench.pcap"
+    messages = write_bench_pcap(path, n_packets)
+    ours = run_measured([*moldudp64_command(), "inspect", str(path), "--port", str(BENCH_PORT)])
+    if ours.code != 0:
+        raise RuntimeError(f"inspect exited {ours.code}: {ours.stdout[-500:]}")
+    result = Result(
+        "inspect, generated pcap",
+        n_packets / ours.wall,
+        "packets/s",
+        target=">= 500,000",
+        met=n_packets / ours.wall >= 500_000,
+        notes={
+            "packets": n_packets,
+            "messages": messages,
+            "wall_s": round(ours.wall, 2),
+            "cpu_s": round(ours.cpu, 2),
+            "peak_rss_mb": round(ours.rss_mb, 1),
+        },
+    )
+    results = [result]
+    tshark = shutil.which("tshark")
+    if tshark is not None:
+        theirs = run_measured(
+            [tshark, "-r", str(path), "-d", f"udp.port=={BENCH_PORT},moldudp64",
+             "-T", "fields", "-e", "moldudp64.sequence"]
+        )
+        rows = theirs.stdout.count("\n")
+        ratio = theirs.wall / ours.wall
+        results.append(
+            Result(
+                "tshark, same pcap",
+                n_packets / theirs.wall,
+                "packets/s",
+                notes={"rows": rows, "wall_s": round(theirs.wall, 2),
+                       "peak_rss_mb": round(theirs.rss_mb, 1)},
+            )
+        )
+        result.notes["x_tshark"] = round(ratio, 1)
+        result.target = ">= 500,000 and >= 20x tshark"
+        result.met = bool(result.met) and ratio >= 20
+    path.unlink()
+    return results
 
 
 def print_table(results: Sequence[Result], *, title: str, write: Callable[[str], object]) -> None:
