@@ -144,9 +144,16 @@ def main(argv: list[str] | None = None) -> int:
     # Live multicast first: it must enter the namespace before any thread starts.
     netns_error = enter_private_netns() if "live" not in skip else "skipped"
     if "core" not in skip:
-        results.extend(bench.run_quick_suite(scale))
+        results.extend(bench.run_quick_suite(scale))  # core, and the client API ("api")
     with tempfile.TemporaryDirectory(prefix="moldudp64-bench-") as tmpdir:
         tmp = Path(tmpdir)
+        if "api" not in skip and "core" in skip:
+            results.append(bench.bench_api(max(2000, int(2_000_000 * scale))))
+            results.append(bench.bench_api(max(2000, int(2_000_000 * scale)), use_asyncio=True))
+        if "inspect" not in skip:
+            results.extend(bench.bench_inspect(max(1000, int(1_000_000 * scale)), tmp))
+        if "memory" not in skip:
+            results.extend(bench.bench_binaryfile_memory(max(10_000, int(10_000_000 * scale)), tmp))
         if "live" not in skip:
             built = build_c()
             if netns_error is not None:

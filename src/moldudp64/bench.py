@@ -7,6 +7,7 @@ parts that need root (live multicast in a private namespace) or a C compiler.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import platform
 import resource
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .binaryfile import write_binaryfile
 from .capture import CaptureWriter
 from .events import Address, MessagesDelivered, Source
 from .faults import FaultInjector
@@ -26,12 +28,13 @@ from .net import open_unicast_socket, set_receive_buffer
 from .receiver import ReceiverConfig, ReceiverCore
 from .rerequest import RerequestServerCore
 from .store import MemoryStore
-from .wire import build_end_of_session, pack_messages
+from .wire import RetransmissionPacket, build_end_of_session, pack_messages
 
 __all__ = [
     "Measured",
     "Result",
     "bench_api",
+    "bench_binaryfile_memory",
     "bench_core",
     "bench_inspect",
     "generate_messages",
@@ -392,6 +395,93 @@ def bench_inspect(n_packets: int, workdir: str | os.PathLike[str]) -> list[Resul
         result.notes["x_tshark"] = round(ratio, 1)
         result.target = ">= 500,000 and >= 20x tshark"
         result.met = bool(result.met) and ratio >= 20
+    path.unlink()
+    return results
+
+
+def _wait_measured(proc: subprocess.Popen[bytes], timeout: float) -> Measured:
+    deadline = time.monotonic() + timeout
+    t0 = time.perf_counter()
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            proc.kill()
+        time.sleep(0.01)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return Measured(
+        proc.returncode,
+        time.perf_counter() - t0,
+        usage.ru_utime + usage.ru_stime,
+        usage.ru_maxrss / 1024,
+        "",
+    )
+
+
+def bench_binaryfile_memory(n_messages: int, workdir: str | os.PathLike[str]) -> list[Result]:
+    """Peak memory of ``inspect`` and ``serve`` on a BinaryFILE of ``n_messages`` messages.
+
+    ``serve`` is asked for 2,000 random ranges across the whole file over loopback; the
+    answers are counted. Both must stay under 100 MB whatever the file size.
+    """
+    path = Path(workdir) / "day.bin"
+    write_binaryfile(path, generate_messages(n_messages, 30))
+    results = []
+    ours = run_measured([*moldudp64_command(), "inspect", str(path)])
+    results.append(
+        Result(
+            "inspect, BinaryFILE: peak RSS",
+            ours.rss_mb,
+            "MB",
+            target="< 100",
+            met=ours.code == 0 and ours.rss_mb < 100,
+            notes={"messages": n_messages, "wall_s": round(ours.wall, 2), "exit": ours.code},
+        )
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [*moldudp64_command(), "serve", "--input", str(path), "--session", SESSION,
+         "--port", str(port), "--bind", "127.0.0.1", "--duration", "60"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    answers = 0
+    requests = 2000
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.2)
+        ready = False
+        deadline = time.monotonic() + 60
+        while not ready and time.monotonic() < deadline and proc.poll() is None:
+            sock.sendto(RetransmissionPacket(SESSION, 1, 1).build(), ("127.0.0.1", port))
+            with contextlib.suppress(TimeoutError, ConnectionRefusedError):
+                ready = bool(sock.recv(65536))
+        step = max(1, n_messages // requests)
+        t0 = time.perf_counter()
+        for i in range(requests):
+            seq = 1 + (i * step * 7919) % max(1, n_messages - 100)
+            sock.sendto(RetransmissionPacket(SESSION, seq, 100).build(), ("127.0.0.1", port))
+            try:
+                if sock.recv(65536):
+                    answers += 1
+            except (TimeoutError, ConnectionRefusedError):
+                pass
+        answer_seconds = time.perf_counter() - t0
+    proc.send_signal(2)  # Ctrl-C: serve exits cleanly
+    served = _wait_measured(proc, 30)
+    results.append(
+        Result(
+            "serve, BinaryFILE: peak RSS",
+            served.rss_mb,
+            "MB",
+            target="< 100",
+            met=served.rss_mb < 100 and answers == requests,
+            notes={"messages": n_messages, "answers": f"{answers}/{requests}",
+                   "answers_per_s": round(answers / answer_seconds)},
+        )
+    )
     path.unlink()
     return results
 
