@@ -25,7 +25,7 @@ from . import __version__
 from .binaryfile import BinaryFileReader, BinaryFileWriter
 from .capture import CaptureReader, FileKind, detect_file_kind, is_moldudp64
 from .events import Address, MessagesDelivered, MessagesLost, SessionEnded, Source
-from .exceptions import EncodeError, MoldUDP64Error
+from .exceptions import ConfigError, EncodeError, MoldUDP64Error
 from .net import parse_address
 from .wire import (
     END_OF_SESSION,
@@ -1802,7 +1802,55 @@ def build_parser() -> argparse.ArgumentParser:
         "--loopback", action="store_true", help="unicast over loopback, no network namespace"
     )
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "bench",
+        help="measure how fast this machine runs the receiver, the client and inspect",
+        description="Run the benchmarks that need neither root nor a C compiler and print "
+        "them as a table with this machine's details: messages per second through the "
+        "receiver core (in order, and with 5%% loss, 1%% duplicates, 3%% reordering), into a "
+        "Python for loop through the blocking and asyncio clients, and packets per second "
+        "of inspect on a generated pcap (against tshark when it is installed). "
+        "benchmarks/run.py in the source tree adds live multicast against a C loop.",
+        epilog=EPILOG_BENCH,
+        formatter_class=_RAW,
+    )
+    _add_verbose(p)
+    p.add_argument(
+        "--scale",
+        metavar="X",
+        type=_type("scale", float),
+        default=0.25,
+        help="size of the runs, 1.0 being the full suite's (default 0.25: about 20 s)",
+    )
+    p.add_argument("--skip-inspect", action="store_true", help="leave out the inspect part")
+    p.set_defaults(func=cmd_bench)
     return parser
+
+
+# --------------------------------------------------------------------------- bench
+
+EPILOG_BENCH = """examples:
+  moldudp64 bench                  # about 20 s
+  moldudp64 bench --scale 1        # the full sizes of benchmarks/run.py
+  moldudp64 bench --scale 0.01 --skip-inspect
+"""
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``moldudp64 bench``: the no-root, no-compiler benchmarks as one table."""
+    import tempfile
+
+    from . import bench
+
+    if not 0 < args.scale <= 10:
+        raise ConfigError(f"--scale {args.scale} must be in (0, 10]")
+    results = bench.run_quick_suite(args.scale)
+    if not args.skip_inspect:
+        with tempfile.TemporaryDirectory(prefix="moldudp64-bench-") as tmp:
+            results.extend(bench.bench_inspect(max(1000, int(1_000_000 * args.scale)), tmp))
+    bench.print_table(results, title="moldudp64 bench", write=print)
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- main
