@@ -1,4 +1,4 @@
-"""Build the optional C accelerator; the package works without it (pure-Python fallback).
+"""Build the optional C accelerators; the package works without it (pure-Python fallback).
 
 Set MOLDUDP64_NO_EXTENSIONS=1 to skip it.
 """
@@ -13,6 +13,14 @@ if not os.environ.get("MOLDUDP64_NO_EXTENSIONS"):
         Extension(
             "moldudp64._speedups",
             sources=["src/moldudp64/_speedups.c"],
+            optional=True,
+            extra_compile_args=["-O2"],
+        )
+    )
+    ext_modules.append(
+        Extension(
+            "moldudp64._capture",
+            sources=["src/moldudp64/_capture.c"],
             optional=True,
             extra_compile_args=["-O2"],
         )

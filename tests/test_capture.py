@@ -493,3 +493,169 @@ def test_files_written_by_wireshark_tools(fmt: str, tmp_path: Path) -> None:
         assert [d[1:] for d in got] == [d[1:] for d in want], name
         for g, w in zip(got, want, strict=True):
             assert g.timestamp == pytest.approx(w.timestamp, abs=2e-6)  # microsecond files
+
+
+# --------------------------------------------------------------------------- batches()
+
+SCANNERS = ["c", "python"]
+
+
+def _use_scanner(monkeypatch: pytest.MonkeyPatch, which: str) -> None:
+    """Run batches() through the C scanner, or through the pure-Python fallback."""
+    from moldudp64 import capture
+
+    if which == "c":
+        if capture._scan is None:
+            pytest.skip("the _capture accelerator is not built")
+    else:
+        monkeypatch.setattr(capture, "_scan", None)
+
+
+def _flatten(reader: CaptureReader) -> list[tuple[float, object, object, bytes]]:
+    out: list[tuple[float, object, object, bytes]] = []
+    for times, src, dst, payloads in reader.batches():
+        assert len(times) == len(payloads) > 0
+        out.extend((t, src, dst, p) for t, p in zip(times, payloads, strict=True))
+    return out
+
+
+def _mixed_frames() -> list[bytes]:
+    """Plain IPv4/UDP to two groups interleaved, and every kind the scanner leaves."""
+    import struct
+
+    with_options = bytearray(ipv4_udp(MOLD))
+    with_options = bytearray(
+        bytes([0x46]) + with_options[1:2] + struct.pack(">H", len(with_options) + 4)
+        + with_options[4:10] + b"\x00\x00" + with_options[12:20] + b"\x01\x01\x01\x00"
+        + with_options[20:]
+    )  # fmt: skip
+    bad_ulen = bytearray(ipv4_udp(MOLD))
+    bad_ulen[24:26] = (4).to_bytes(2, "big")
+    big = build_packet("FRAGMENTS1", 1, [b"f" * 3000])
+    other_group = ipv4_udp(MOLD, dst=("239.1.1.1", 6000))
+    return [
+        ethernet(ipv4_udp(MOLD)),
+        ethernet(ipv4_udp(MOLD)),
+        ethernet(other_group),
+        ethernet(ipv4_udp(MOLD)),
+        ethernet(ipv4_udp(build_packet("SESSION001", 1, [b"x"]))) + b"\x00" * 20,
+        ethernet(ipv4_udp(MOLD), vlans=(7,)),
+        ethernet(bytes(with_options)),
+        ethernet(bytes(bad_ulen)),
+        ethernet(ipv4_udp(MOLD))[:50],  # cut by the snap length
+        *[ethernet(f) for f in fragment(ipv4_udp(big, ident=3), 1480)],
+        b"\xff" * 12 + b"\x08\x06" + b"\x00" * 28,
+        ethernet(other_group),
+        ethernet(other_group),
+        b"\x00" * 20,  # too short for the scanner
+    ] * 3
+
+
+@pytest.mark.parametrize("which", SCANNERS)
+@pytest.mark.parametrize("chunk", [1 << 20, 100])
+@pytest.mark.parametrize("port", [None, 5000, 6000])
+def test_batches_are_the_tuples_in_runs(
+    which: str, chunk: int, port: int | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """batches() flattened is exactly tuples(), with the same counters, through the C
+    scanner and the pure-Python fallback, with reads much smaller than a record too."""
+    from moldudp64 import capture
+
+    _use_scanner(monkeypatch, which)
+    monkeypatch.setattr(capture, "_SCAN_CHUNK", chunk)
+    path = write(tmp_path, "mixed.pcap", pcap_bytes(_mixed_frames()))
+    with CaptureReader(path, port=port) as want_reader:
+        want = list(want_reader.tuples())
+    with CaptureReader(path, port=port) as reader:
+        got = _flatten(reader)
+        runs = list(CaptureReader(path, port=port).batches())
+    assert got == want
+    assert reader.stats == want_reader.stats
+    # consecutive runs differ in their endpoints (or the scanner stopped at a frame it leaves)
+    assert len(runs) < len(got)
+
+
+@pytest.mark.parametrize("which", SCANNERS)
+def test_batches_timestamps_and_byte_orders(
+    which: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Microsecond and nanosecond, little- and big-endian pcap: the same timestamps as
+    tuples() (the scanner computes them the same way, bit for bit)."""
+    _use_scanner(monkeypatch, which)
+    frames = [ethernet(ipv4_udp(build_packet("SESSION001", i, [b"m" * i]))) for i in range(1, 40)]
+    for nano in (False, True):
+        for endian in ("<", ">"):
+            buf = io.BytesIO()
+            writer = dpkt.pcap.Writer(buf, nano=nano)
+            for i, frame in enumerate(frames):
+                writer.writepkt(frame, ts=1_700_000_000.123456 + i * 0.000_321)
+            data = buf.getvalue()
+            if endian == ">":  # rewrite as a big-endian file
+                out = bytearray(struct_pack_be_header(data[:24]))
+                pos = 24
+                while pos < len(data):
+                    fields = dpkt.struct.unpack("<IIII", data[pos : pos + 16])
+                    out += dpkt.struct.pack(">IIII", *fields)
+                    out += data[pos + 16 : pos + 16 + fields[2]]
+                    pos += 16 + fields[2]
+                data = bytes(out)
+            path = write(tmp_path, f"ts-{nano}-{endian == '>'}.pcap", data)
+            with CaptureReader(path) as a, CaptureReader(path) as b:
+                assert _flatten(a) == list(b.tuples())
+                assert a.stats == b.stats
+
+
+def struct_pack_be_header(header: bytes) -> bytes:
+    """A little-endian pcap file header rewritten big-endian."""
+    import struct
+
+    magic, major, minor, zone, sigfigs, snaplen, linktype = struct.unpack("<IHHiIII", header)
+    return struct.pack(">IHHiIII", magic, major, minor, zone, sigfigs, snaplen, linktype)
+
+
+@pytest.mark.parametrize("which", SCANNERS)
+@pytest.mark.parametrize("cut", [3, 20, 60])
+def test_batches_truncated_file(
+    which: str, cut: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file cut off in its last record: every complete datagram first, then the same
+    CaptureError as the per-datagram reader."""
+    _use_scanner(monkeypatch, which)
+    frames = [ethernet(ipv4_udp(MOLD))] * 5
+    data = pcap_bytes(frames)
+    path = write(tmp_path, "cut.pcap", data[: len(data) - len(frames[0]) - 16 + cut])
+    got: list[bytes] = []
+    with CaptureReader(path) as reader, pytest.raises(CaptureError) as caught:
+        for _times, _src, _dst, payloads in reader.batches():
+            got.extend(payloads)
+    with CaptureReader(path) as other, pytest.raises(CaptureError) as want:
+        list(other.tuples())
+    assert got == [MOLD] * 4
+    assert str(caught.value) == str(want.value)
+    assert reader.stats == other.stats
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    picks=st.lists(st.integers(0, 9), max_size=40),
+    junk=st.lists(st.binary(max_size=80), max_size=3),
+)
+def test_batches_property(picks: list[int], junk: list[bytes]) -> None:
+    """Any mix of frames: the C scanner and the pure-Python fallback agree with tuples()."""
+    from moldudp64 import capture
+
+    pool = _mixed_frames()[:10]
+    frames = [pool[i] for i in picks] + junk
+    data = pcap_bytes(frames)
+    with CaptureReader(io.BytesIO(data)) as reader:
+        want = list(reader.tuples())
+        want_stats = reader.stats
+    saved = capture._scan
+    for scan in {saved, None}:
+        capture._scan = scan
+        try:
+            with CaptureReader(io.BytesIO(data)) as reader:
+                assert _flatten(reader) == want
+                assert reader.stats == want_stats
+        finally:
+            capture._scan = saved

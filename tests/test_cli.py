@@ -402,3 +402,66 @@ def test_inspect_property_delivers_exactly_what_the_capture_holds(
     lost = [s for a, b in report.lost for s in range(a, b + 1)]
     assert lost == missing
     assert (report.first_seq, report.last_seq) == (first, last)
+
+
+@pytest.mark.parametrize("output", [False, True])
+def test_inspect_same_report_every_way(
+    output: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """inspect's report (and messages) are the same through the C capture scanner and
+    the pure-Python reader, with the receiver's batched fast path and without it (one
+    receive_datagram call per datagram), over sessions interleaved, loss, duplicates,
+    reordering, heartbeats, requests, other UDP, VLAN tags and a second group."""
+    import random
+
+    from moldudp64 import capture, receiver
+    from moldudp64.receiver import ReceiverCore
+    from moldudp64.wire import RetransmissionPacket
+
+    rng = random.Random(5)
+    frames = []
+    seqs = {SESSION: 1, "OTHERSESS2": 1}
+    for i in range(3000):
+        name = SESSION if rng.random() < 0.8 else "OTHERSESS2"
+        n = rng.randint(1, 4)
+        packet = build_packet(name, seqs[name], msgs(seqs[name], n))
+        seqs[name] += n
+        roll = rng.random()
+        if roll < 0.02:
+            continue  # lost
+        dst = ("239.5.5.5", 31000) if rng.random() < 0.9 else ("239.5.5.6", 31000)
+        frame = ethernet(ipv4_udp(packet, dst=dst, ident=i), (7,) if roll > 0.995 else ())
+        frames.append(frame)
+        if roll < 0.03 and len(frames) > 2:
+            frames[-1], frames[-3] = frames[-3], frames[-1]
+        elif roll < 0.04:
+            frames.append(frame)
+        elif roll < 0.045:
+            frames.append(ethernet(ipv4_udp(build_heartbeat(name, seqs[name]))))
+        elif roll < 0.05:
+            request = RetransmissionPacket(name, max(1, seqs[name] - 5), 2).build()
+            frames.append(ethernet(ipv4_udp(request, dst=("10.0.0.2", 9))))
+        elif roll < 0.055:
+            frames.append(ethernet(ipv4_udp(b"\x12\x34" * 20, dst=("10.0.0.9", 53))))
+    frames.append(ethernet(ipv4_udp(build_end_of_session(SESSION, seqs[SESSION]))))
+    path = tmp_path / "mixed.pcap"
+    path.write_bytes(pcap_bytes(frames))
+    args = ["inspect", str(path)] + (["--output", "-", "--format", "jsonl"] if output else [])
+
+    def report() -> tuple[int, str, str]:
+        code = cli.main(args)
+        got = capsys.readouterr()
+        return code, got.out, got.err
+
+    want = report()
+    assert f"session '{SESSION}'" in (want[2] if output else want[1])
+    with monkeypatch.context() as m:
+        m.setattr(capture, "_scan", None)
+        m.setattr(receiver, "_parse_or_none", receiver._parse_blocks_or_none)
+        assert report() == want
+    with monkeypatch.context() as m:
+        m.setattr(ReceiverCore, "receive_in_order", lambda self, data, start, src, now: start)
+        assert report() == want

@@ -28,7 +28,7 @@ import io
 import os
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from typing import IO, BinaryIO, Final, NamedTuple
 
@@ -165,6 +165,26 @@ _VLAN_TYPES = frozenset({0x8100, 0x88A8, 0x9100, 0x9200})
 _PROTO_UDP = 17
 _MAX_RECORD = 1 << 24  # a pcap record longer than this is corruption, not a packet
 _CHUNK = 1 << 20
+_SCAN_CHUNK = 1 << 20
+
+_ScanFunction = Callable[
+    [bytearray, int, int, bool, float, int, int],
+    tuple[int, int, int, "bytes | None", list[float], list[bytes]],
+]
+
+
+def _load_scan() -> _ScanFunction | None:
+    if os.environ.get("MOLDUDP64_PURE_PYTHON"):
+        return None
+    try:
+        from ._capture import scan
+    except ImportError:
+        return None
+    return scan
+
+
+#: The C record scanner (None without the accelerator, or with MOLDUDP64_PURE_PYTHON=1).
+_scan = _load_scan()
 _U16 = struct.Struct(">H")
 _IPV4_HDR = struct.Struct(">BBHHHBBH4s4s")
 _UDP_HDR = struct.Struct(">HHHH")
@@ -332,6 +352,132 @@ class CaptureReader:
         if self._ng is None and self.linktype == _LT_ETHERNET:
             return self._fast_pcap_ethernet()
         return self._generic()
+
+    def batches(self) -> Iterator[tuple[list[float], Address, Address, list[bytes]]]:
+        """The datagrams in file order as ``(timestamps, src, dst, payloads)`` runs of
+        consecutive datagrams between the same endpoints (flattened, the same datagrams
+        as :meth:`tuples`, and the same counts). The fastest way through a big capture:
+        with the C accelerator, plain IPv4/UDP records are cut out a run at a time."""
+        readinto = getattr(self._file, "readinto", None)
+        if (
+            _scan is not None
+            and readinto is not None
+            and self._ng is None
+            and self.linktype == _LT_ETHERNET
+        ):
+            return self._scan_pcap_ethernet(_scan, readinto)
+        return self._group(self.tuples())
+
+    @staticmethod
+    def _group(
+        found: Iterator[tuple[float, Address, Address, bytes]],
+    ) -> Iterator[tuple[list[float], Address, Address, list[bytes]]]:
+        """Runs of consecutive datagrams between the same endpoints (at most 4096 each)."""
+        times: list[float] = []
+        payloads: list[bytes] = []
+        run_src: Address | None = None
+        run_dst: Address | None = None
+        try:
+            for ts, src, dst, payload in found:
+                if src != run_src or dst != run_dst or len(payloads) >= 4096:
+                    if payloads:
+                        assert run_src is not None and run_dst is not None
+                        yield times, run_src, run_dst, payloads
+                        times, payloads = [], []
+                    run_src, run_dst = src, dst
+                times.append(ts)
+                payloads.append(payload)
+        except CaptureError:  # a file cut off: what was read comes first
+            if payloads:
+                assert run_src is not None and run_dst is not None
+                yield times, run_src, run_dst, payloads
+            raise
+        if payloads:
+            assert run_src is not None and run_dst is not None
+            yield times, run_src, run_dst, payloads
+
+    def _scan_pcap_ethernet(
+        self, scan: _ScanFunction, readinto: Callable[[memoryview], int | None]
+    ) -> Iterator[tuple[list[float], Address, Address, list[bytes]]]:
+        """Classic pcap of Ethernet frames through the C scanner, 1 MiB at a time; the
+        records it leaves (anything but plain IPv4/UDP) go through :meth:`_decode`."""
+        stats = self.stats
+        port = -1 if self.port is None else self.port
+        decode = self._decode
+        unpack_record = self._record.unpack_from
+        little = self._record.format.startswith("<")
+        scale = self._ts_scale
+        cache: dict[bytes, tuple[Address, Address]] = {}
+        inet_ntoa = socket.inet_ntoa
+        # One buffer, refilled in place: the unread tail moves to the front, then reads.
+        data = bytearray(_SCAN_CHUNK)
+        pos = 0
+        size = 0
+        try:
+            while True:
+                pos, frames, other, key, times, payloads = scan(
+                    data, pos, size, little, scale, port, _MAX_RECORD
+                )
+                stats.frames += frames
+                stats.other_port += other
+                if key is not None:
+                    addrs = cache.get(key)
+                    if addrs is None:
+                        addrs = (
+                            (inet_ntoa(key[0:4]), (key[8] << 8) | key[9]),
+                            (inet_ntoa(key[4:8]), (key[10] << 8) | key[11]),
+                        )
+                        if len(cache) < 4096:
+                            cache[key] = addrs
+                    stats.datagrams += len(payloads)
+                    yield times, addrs[0], addrs[1], payloads
+                if frames:
+                    continue
+                # The record at pos is incomplete, or not plain IPv4/UDP: the general way.
+                if pos + 16 <= size:
+                    sec, frac, caplen, _wirelen = unpack_record(data, pos)
+                    start = pos + 16
+                    end = start + caplen
+                    if end <= size:
+                        pos = end
+                        stats.frames += 1
+                        found = decode(sec + frac * scale, bytes(data[start:end]))
+                        if found is None:
+                            continue
+                        if port >= 0 and port != found[1][1] and port != found[2][1]:
+                            stats.other_port += 1
+                            continue
+                        stats.datagrams += 1
+                        yield [found[0]], found[1], found[2], [found[3]]
+                        continue
+                    if caplen > _MAX_RECORD:
+                        raise CaptureError(
+                            f"{self.name}: corrupt record after {stats.frames} "
+                            f"packets (captured length {caplen})"
+                        )
+                    want = 16 + caplen
+                else:
+                    want = 16
+                # Refill: keep the unread tail, then read as much as the buffer holds.
+                tail = size - pos
+                if want > len(data):
+                    data = bytearray(data[pos:size]) + bytearray(want - tail)
+                elif tail:
+                    data[:tail] = data[pos:size]
+                pos = 0
+                size = tail
+                with memoryview(data) as view:
+                    got = readinto(view[tail:]) or 0
+                size += got
+                if not got:
+                    if tail == 0:
+                        return
+                    where = "a record header" if tail < 16 else "a packet"
+                    raise CaptureError(
+                        f"{self.name}: file ends inside {where} after {stats.frames} packets"
+                    )
+        finally:
+            self._give_up_fragments()
 
     def _generic(self) -> Iterator[tuple[float, Address, Address, bytes]]:
         """Any file and link type, frame by frame through :meth:`_decode`."""

@@ -1,0 +1,197 @@
+"""ReceiverCore's batch entry points and the merged fast-path event: the same results as
+one :meth:`~ReceiverCore.receive_datagram` call per datagram, with the C splitter and the
+pure-Python one."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from moldudp64 import receiver
+from moldudp64.events import Address, Event, MessagesDelivered, Source
+from moldudp64.receiver import ReceiverConfig, ReceiverCore
+from moldudp64.wire import build_end_of_session, build_heartbeat, build_packet
+
+S = "SESSION001"
+A, B, R = Source.LINE_A, Source.LINE_B, Source.RETRANSMISSION
+SRV: Address = ("127.0.0.1", 9001)
+
+
+def pkt(seq: int, count: int, session: str = S) -> bytes:
+    return build_packet(
+        session, seq, [f"{session[-1]}:{s}".encode() for s in range(seq, seq + count)]
+    )
+
+
+@pytest.fixture(params=["c", "python"])
+def splitter(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the fast path through the C splitter and through the pure-Python one."""
+    if request.param == "c":
+        if receiver.c_parse_blocks is None:
+            pytest.skip("the _speedups accelerator is not built")
+    else:
+        monkeypatch.setattr(receiver, "_parse_or_none", receiver._parse_blocks_or_none)
+    return str(request.param)
+
+
+def test_in_order_packets_extend_one_pending_event(splitter: str) -> None:
+    c = ReceiverCore()
+    for seq in range(1, 31, 3):
+        c.receive_datagram(pkt(seq, 3), A, 0.0)
+    events = c.events_received()
+    runs = [e for e in events if isinstance(e, MessagesDelivered)]
+    # the first packet starts the session (slow path); the rest extend one event
+    assert [(e.seq_num, len(e.messages)) for e in runs] == [(1, 3), (4, 27)]
+    assert [m for e in runs for m in e.messages] == [f"1:{s}".encode() for s in range(1, 31)]
+    taken = runs[-1].messages[:]
+    c.receive_datagram(pkt(31, 2), A, 0.0)
+    assert runs[-1].messages == taken  # an event handed out is never changed afterwards
+    (later,) = c.events_received()
+    assert isinstance(later, MessagesDelivered) and later.seq_num == 31
+    assert c.stats.messages_delivered == 32
+
+
+def test_another_event_closes_the_run(splitter: str) -> None:
+    c = ReceiverCore()
+    c.receive_datagrams([pkt(1, 2), pkt(3, 2), pkt(9, 1), pkt(5, 4), pkt(10, 1)], A, 0.0)
+    events = c.events_received()
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == [
+        "SessionStarted",
+        "MessagesDelivered",
+        "MessagesDelivered",
+        "GapDetected",
+        "GapFilled",
+        "MessagesDelivered",
+        "MessagesDelivered",
+    ]
+    runs = [e for e in events if isinstance(e, MessagesDelivered)]
+    assert [(e.seq_num, e.last_seq) for e in runs] == [(1, 2), (3, 4), (5, 9), (10, 10)]
+
+
+def test_receive_in_order_stops_where_the_fast_path_ends(splitter: str) -> None:
+    c = ReceiverCore()
+    batch = [pkt(1, 1), pkt(2, 2), pkt(4, 1), build_heartbeat(S, 5), pkt(5, 1)]
+    assert c.receive_in_order(batch, 0, A, 0.0) == 0  # no session yet: the slow path
+    c.receive_datagram(batch[0], A, 0.0)
+    assert c.receive_in_order(batch, 1, A, 1.0) == 3
+    assert c.receive_in_order(batch, 3, A, 1.0) == 3  # a heartbeat is not a data packet
+    assert c.receive_in_order(batch, 5, A, 1.0) == 5  # nothing left
+    assert c.receive_in_order([pkt(5, 1)], 0, R, 1.0) == 0  # answers take the slow path
+    assert c.receive_in_order([bytearray(pkt(5, 1))], 0, A, 1.0) == 0  # bytes only
+    assert c.receive_in_order([b"short"], 0, A, 1.0) == 0
+    bad = bytearray(pkt(5, 2))
+    bad[-1:] = b""
+    assert c.receive_in_order([pkt(5, 1), bytes(bad)], 0, B, 1.0) == 1
+    assert c.next_seq_num == 6
+    stats = c.stats
+    assert stats.packets == {A: 3, B: 1, R: 0}
+    assert stats.messages == {A: 4, B: 1, R: 0}
+    assert stats.messages_delivered == 5
+
+
+# -- equivalence with one call per datagram ---------------------------------------------
+
+OTHER = "SESSION002"
+
+
+@st.composite
+def traffic(draw: Any) -> list[tuple[bytes, Source]]:
+    """A line's worth of datagrams: in order mostly, with loss, duplicates, reordering,
+    heartbeats, garbage, another session, answers and an end of session."""
+    seq = 1
+    out: list[tuple[bytes, Source]] = []
+    for _ in range(draw(st.integers(0, 40))):
+        kind = draw(st.integers(0, 19))
+        count = draw(st.integers(1, 4))
+        if kind < 11:
+            out.append((pkt(seq, count), A))
+            seq += count
+        elif kind == 11:
+            seq += count  # lost
+        elif kind == 12 and out:
+            out.append(draw(st.sampled_from(out)))  # a duplicate
+        elif kind == 13 and len(out) > 1:
+            out[-1], out[-2] = out[-2], out[-1]
+        elif kind == 14:
+            out.append((build_heartbeat(S, seq), A))
+        elif kind == 15:
+            out.append((draw(st.binary(max_size=30)), A))
+        elif kind == 16:
+            out.append((pkt(1, count, OTHER), A))
+        elif kind == 17 and seq > 1:
+            first = draw(st.integers(1, seq - 1))
+            out.append((pkt(first, min(count, seq - first)), R))
+        elif kind == 18:
+            out.append((pkt(seq, count), B))
+        elif kind == 19 and draw(st.booleans()):
+            out.append((build_end_of_session(S, seq), A))
+    return out
+
+
+def _run_each(config: ReceiverConfig, batches: list[list[tuple[bytes, Source]]]) -> Any:
+    c = ReceiverCore(config)
+    taken: list[list[Event]] = []
+    for k, batch in enumerate(batches):
+        now = k * 0.03
+        if (timer := c.get_timer()) is not None and timer <= now:
+            c.handle_timer(now)
+        for data, source in batch:
+            c.receive_datagram(data, source, now, SRV)
+        taken.append(c.events_received())
+        c.datagrams_to_send(now)
+    c.finish(len(batches))
+    taken.append(c.events_received())
+    return taken, c.stats, c.next_seq_num
+
+
+def _run_batched(config: ReceiverConfig, batches: list[list[tuple[bytes, Source]]]) -> Any:
+    c = ReceiverCore(config)
+    taken: list[list[Event]] = []
+    for k, batch in enumerate(batches):
+        now = k * 0.03
+        if (timer := c.get_timer()) is not None and timer <= now:
+            c.handle_timer(now)
+        # runs of one source go in through receive_datagrams
+        i = 0
+        while i < len(batch):
+            j = i
+            while j < len(batch) and batch[j][1] == batch[i][1]:
+                j += 1
+            c.receive_datagrams([d for d, _ in batch[i:j]], batch[i][1], now, SRV)
+            i = j
+        taken.append(c.events_received())
+        c.datagrams_to_send(now)
+    c.finish(len(batches))
+    taken.append(c.events_received())
+    return taken, c.stats, c.next_seq_num
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    datagrams=traffic(),
+    cuts=st.lists(st.integers(0, 60), max_size=6),
+    servers=st.booleans(),
+    first_seen=st.booleans(),
+)
+def test_batches_equal_one_call_per_datagram(
+    splitter: str,
+    datagrams: list[tuple[bytes, Source]],
+    cuts: list[int],
+    servers: bool,
+    first_seen: bool,
+) -> None:
+    config = ReceiverConfig(
+        rerequest_server_addrs=[SRV] if servers else [],
+        start_from_first_seen=first_seen,
+        stale_after=None if first_seen else 0.05,
+    )
+    bounds = sorted({0, len(datagrams), *(c for c in cuts if c < len(datagrams))})
+    batches = [datagrams[a:b] for a, b in itertools.pairwise(bounds)]
+    assert _run_batched(config, batches) == _run_each(config, batches)
