@@ -89,6 +89,7 @@ __all__ = [
     "ClientOptions",
     "ClientStats",
     "Datagram",
+    "DatagramHook",
     "DatagramStream",
     "EventHandler",
     "MessagesLostError",
@@ -101,6 +102,8 @@ logger = logging.getLogger(__name__)
 
 #: Called with every event that is not a message, in order with the messages.
 EventHandler = Callable[[Event], None]
+#: ``on_datagram(data, source, addr, sent)``: every datagram received or request sent.
+DatagramHook = Callable[[bytes, Source, "Address | None", bool], None]
 
 #: Default bound on messages (plus other events) queued between receiver thread and
 #: consumer: about 40 MB of 36-byte messages; past it the kernel buffer takes the burst.
@@ -620,6 +623,21 @@ class MoldUDP64:
     ``strict`` (``messages()`` raises :class:`MessagesLostError` on loss) and
     ``receiver_options`` (any other :class:`~moldudp64.receiver.ReceiverConfig` field).
 
+    ``receiver_thread=False`` selects pull mode: no receiver thread and no queue; the
+    consumer's own thread reads the sockets (``epoll`` + ``recvmmsg()``), runs the core
+    and its timers whenever it has used up the events it has. That takes the fewest CPU
+    cycles and no thread hand-offs, which is what keeps pace with a full-blast feed, but
+    nothing is read (and no re-request timer runs) while nobody iterates: the kernel's
+    receive buffer (``rcvbuf``) must absorb what comes in between, and what it drops is
+    reported as :class:`~moldudp64.events.ConsumerOverrun`. ``max_backlog`` does not
+    apply there. ``on_datagram(data, source, addr, sent)`` is called (in the thread that
+    reads) with every datagram received (``sent`` False) and every request sent
+    (``sent`` True, ``addr`` the server): a tap for captures. With it, line sockets are
+    read with ``recvmsg()`` so the sender's address is known. ``coalesce`` (pull mode,
+    seconds, default 0): how long to let datagrams gather once a socket is readable
+    and the last read did not fill a batch; fewer, larger reads (less CPU per datagram)
+    for that much latency.
+
     Every value is checked in the constructor (:class:`~moldudp64.exceptions.ConfigError`);
     sockets open on :meth:`open` / ``with`` / :meth:`start`, failing with
     :class:`~moldudp64.exceptions.SocketError`. Per-packet failures are counted
@@ -646,6 +664,9 @@ class MoldUDP64:
         on_event: EventHandler | None = None,
         strict: bool = False,
         receiver_options: dict[str, Any] | None = None,
+        receiver_thread: bool = True,
+        on_datagram: DatagramHook | None = None,
+        coalesce: float = 0.0,
     ) -> None:
         self.options = make_options(
             multicast_addr,
@@ -677,6 +698,23 @@ class MoldUDP64:
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._started = False
+        # pull mode (receiver_thread=False): the consumer's thread reads the sockets
+        self._pull = not receiver_thread
+        self._on_datagram = on_datagram
+        if (
+            not isinstance(coalesce, int | float)
+            or isinstance(coalesce, bool)
+            or not (0.0 <= coalesce <= 0.1)
+        ):
+            raise ConfigError(f"coalesce {coalesce!r} must be 0..0.1 seconds")
+        self._coalesce = float(coalesce)
+        self._pump_lock = threading.RLock()
+        self._poller: _Poller | None = None
+        self._by_fd: dict[int, tuple[socket.socket, Source] | None] = {}
+        self._hot: list[int] = []
+        self._streak = 0
+        self._next_drop_poll = 0.0
         # (weight, events) batches, or None to wake the consumer on close / failure.
         self._queue: queue.SimpleQueue[tuple[int, list[Event]] | None] = queue.SimpleQueue()
         self._requests: deque[RetransmissionPacket] = deque()
@@ -765,7 +803,7 @@ class MoldUDP64:
         return self
 
     def __enter__(self) -> MoldUDP64:
-        if self._thread is None:
+        if not self._started:
             self.open()
         return self
 
@@ -847,7 +885,7 @@ class MoldUDP64:
     def _check_unopened(self) -> None:
         if self._closing:
             raise ClientClosed("the client is closed")
-        if self._thread is not None:
+        if self._started:
             raise MoldUDP64Error("the client is already started")
 
     def _launch(
@@ -873,6 +911,15 @@ class MoldUDP64:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
+        self._started = True
+        if self._pull:
+            wake_fd = self._wake_r.fileno()
+            self._by_fd = {wake_fd: None}
+            for sock, source in self._inputs:
+                self._by_fd[sock.fileno()] = (sock, source)
+            self._poller = _Poller(list(self._by_fd))
+            self._next_drop_poll = time.monotonic() + DROP_POLL_INTERVAL
+            return
         self._thread = threading.Thread(target=self._run, name="moldudp64-receiver", daemon=True)
         self._thread.start()
 
@@ -894,7 +941,10 @@ class MoldUDP64:
             thread = self._thread
             if thread is not None and thread is not threading.current_thread():
                 thread.join()
-            self._closed = True
+            with self._pump_lock:  # pull mode: wait for a consumer inside a read to leave
+                self._closed = True
+                if self._poller is not None:
+                    self._poller.close()
             for sock, _ in self._inputs:
                 sock.close()
             for s in (self._wake_r, self._wake_w):
@@ -945,7 +995,9 @@ class MoldUDP64:
         monotonic = time.monotonic
         max_backlog = self.options.max_backlog
         read = self._read
-        read_batch = self._read_batch if c_recv_batch is not None else self._read
+        read_batch = (
+            self._read_batch if c_recv_batch is not None and self._on_datagram is None else read
+        )
         next_drop_poll = monotonic() + DROP_POLL_INTERVAL
         hot: list[int] = []
         streak = 0
@@ -1039,6 +1091,7 @@ class MoldUDP64:
     def _read(self, sock: socket.socket, source: Source, core: ReceiverCore, now: float) -> int:
         receive = core.receive_datagram
         recvmsg = sock.recvmsg
+        hook = self._on_datagram
         fd = sock.fileno()
         n = 0
         try:
@@ -1047,6 +1100,8 @@ class MoldUDP64:
                 n += 1
                 if anc:
                     self._note_drops(fd, anc)
+                if hook is not None:
+                    self._call_hook(data, source, (str(addr[0]), int(addr[1])), False)
                 try:
                     receive(data, source, now, addr)
                 except Exception:  # a core bug must not stop the client
@@ -1078,9 +1133,10 @@ class MoldUDP64:
             for inode, total in found.items():
                 self._count_drops(inode, total)
 
-    def _flush(self, core: ReceiverCore, now: float) -> None:
+    def _send_requests(self, core: ReceiverCore, now: float) -> None:
         rereq = self._rereq
         assert rereq is not None
+        hook = self._on_datagram
         for data, addr in core.datagrams_to_send(now):
             try:
                 rereq.sendto(data, addr)
@@ -1088,6 +1144,32 @@ class MoldUDP64:
             except OSError as exc:
                 self._n_send_errors += 1
                 logger.debug("cannot send request to %s: %s", addr, exc)
+                continue
+            if hook is not None:
+                self._call_hook(bytes(data), Source.RETRANSMISSION, addr, True)
+
+    def _call_hook(
+        self, data: builtins.bytes, source: Source, addr: Address | None, sent: bool
+    ) -> None:
+        assert self._on_datagram is not None
+        try:
+            self._on_datagram(data, source, addr, sent)
+        except Exception:  # a tap's failure must not stop the client
+            self._n_internal += 1
+            logger.exception("on_datagram failed")
+
+    def _collect(self, core: ReceiverCore, now: float) -> list[Event]:
+        """Send what the core wants sent; the events it produced (overruns first)."""
+        self._send_requests(core, now)
+        events: list[Event] = core.events_received()
+        overrun = self._pending_overrun
+        if overrun:
+            self._pending_overrun = 0
+            events.insert(0, ConsumerOverrun(overrun))
+        return events
+
+    def _flush(self, core: ReceiverCore, now: float) -> None:
+        self._send_requests(core, now)
         events: list[Event] = core.events_received()
         overrun = self._pending_overrun
         if overrun:
@@ -1104,6 +1186,8 @@ class MoldUDP64:
         """The next batch of events, None once closed; TimeoutError after ``timeout``."""
         if self._closing:
             return None
+        if self._pull:
+            return self._pull_batch(timeout)
         try:
             item = self._queue.get(timeout=timeout)
         except queue.Empty:
@@ -1124,8 +1208,66 @@ class MoldUDP64:
             self._wake()
         return batch
 
+    def _pull_batch(self, timeout: float | None) -> list[Event] | None:
+        """Pull mode: read the sockets in this thread until the core has events."""
+        with self._pump_lock:
+            monotonic = time.monotonic
+            deadline = None if timeout is None else monotonic() + timeout
+            core = self._core
+            while not self._closing:
+                events = self._pump(core, deadline)
+                if events:
+                    return events
+                if deadline is not None and monotonic() >= deadline:
+                    raise TimeoutError(f"nothing received in {timeout} s")
+            return None
+
+    def _pump(self, core: ReceiverCore, deadline: float | None) -> list[Event]:
+        """One turn of the receiver loop in the consumer's thread: wait (at most until
+        the core's timer or ``deadline``), read, run timers, send; the events produced."""
+        monotonic = time.monotonic
+        if self._hot and self._streak < HOT_STREAK:
+            # The last read filled a whole batch: more is surely waiting.
+            ready = self._hot
+            self._streak += 1
+        else:
+            timer = core.get_timer()
+            now = monotonic()
+            wait = None if timer is None else max(0.0, timer - now)
+            if deadline is not None:
+                left = max(0.0, deadline - now)
+                wait = left if wait is None or left < wait else wait
+            assert self._poller is not None
+            ready = self._poller.poll(wait)
+            self._streak = 0
+            if ready and self._coalesce:
+                time.sleep(self._coalesce)  # let a batch gather: fewer wake-ups per datagram
+        self._hot = hot = []
+        now = monotonic()
+        by_fd = self._by_fd
+        read = self._read
+        read_batch = (
+            self._read_batch if c_recv_batch is not None and self._on_datagram is None else read
+        )
+        for fd in ready:
+            entry = by_fd[fd]
+            if entry is None:
+                self._drain_wake()
+                self._take_requests(core, now)
+            elif entry[1] is Source.RETRANSMISSION:
+                read(entry[0], entry[1], core, now)
+            elif read_batch(entry[0], entry[1], core, now) >= READ_BATCH:
+                hot.append(fd)
+        if now >= self._next_drop_poll:
+            self._next_drop_poll = now + DROP_POLL_INTERVAL
+            self._poll_drops()
+        timer = core.get_timer()
+        if timer is not None and timer <= now:
+            core.handle_timer(now)
+        return self._collect(core, now)
+
     def _ensure_started(self, *, raw: bool) -> None:
-        if self._thread is None:
+        if not self._started:
             if self._closing:
                 raise ClientClosed("the client is closed")
             if raw:
@@ -1182,6 +1324,46 @@ class MoldUDP64:
             if stop:
                 return
 
+    def batches(self, timeout: float | None = None) -> Iterator[list[Event]]:
+        """Every event as :meth:`events` gives them, a list at a time, as they came in.
+
+        For consumers that write whole batches (``moldudp64 listen``): no per-event
+        generator step. Events are recorded as for :meth:`events`; a list is consumed once
+        yielded. Ends after the list holding :class:`SessionEnded` (its last event) unless
+        ``stop_at_end_of_session=False``, or on close; ``timeout`` as for :meth:`messages`.
+        """
+        self._ensure_started(raw=False)
+        return self._batches(timeout)
+
+    def _batches(self, timeout: float | None) -> Iterator[list[Event]]:
+        record = self._policy.record
+        cursor = self._cursor
+        rest = cursor.take_current()
+        if rest is not None:
+            yield [rest]
+        while True:
+            batch = cursor.batch
+            pos = cursor.pos
+            n = len(batch)
+            if pos >= n:
+                got = self._next_batch(timeout)
+                if got is None:
+                    return
+                cursor.load(got)
+                continue
+            end = n
+            stop = False
+            for i in range(pos, n):
+                ev = batch[i]
+                if type(ev) is not MessagesDelivered and record(ev):
+                    end = i + 1
+                    stop = True
+                    break
+            cursor.pos = end
+            yield batch if pos == 0 and end == n else batch[pos:end]
+            if stop:
+                return
+
     def _datagram(self, timeout: float | None) -> Datagram:
         """Low level: the next datagram; other events go to the policy."""
         self._ensure_started(raw=True)
@@ -1206,7 +1388,7 @@ class MoldUDP64:
         req.build()  # refuse what cannot go on the wire (EncodeError) here, not in the thread
         if self._closing:
             raise ClientClosed("the client is closed")
-        if self._thread is None:
+        if not self._started:
             raise MoldUDP64Error("call start() first")
         if not self._core.config.rerequest_server_addrs:
             raise ConfigError("no re-request server configured to send the request to")
@@ -1222,7 +1404,16 @@ class MoldUDP64:
             time.sleep(delay)  # the receiver thread drains the queue on every wake-up
             delay = min(delay * 2, 0.05)
         self._requests.append(req)
-        self._wake()
+        if self._pull and self._pump_lock.acquire(blocking=False):
+            try:  # nobody is reading: send it now rather than at the next read
+                if not self._closed:
+                    now = time.monotonic()
+                    self._take_requests(self._core, now)
+                    self._send_requests(self._core, now)
+            finally:
+                self._pump_lock.release()
+        else:
+            self._wake()
         return True
 
 
