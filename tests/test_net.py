@@ -97,3 +97,37 @@ def test_multicast_send_and_receive_on_loopback(multicast: None) -> None:
     finally:
         for sock in (receiver, second, sender):
             sock.close()
+
+
+DROP_RECEIVERS: list[Callable[[socket.socket, int], tuple[list[bytes], int]]] = [
+    net._recv_batch_drops_py
+]
+if net.c_recv_batch_drops is not None:
+    DROP_RECEIVERS.append(net._recv_batch_drops_c)
+
+
+@pytest.mark.parametrize("recv_batch_drops", DROP_RECEIVERS)
+def test_recv_batch_drops_reports_the_kernel_drop_counter(
+    recv_batch_drops: Callable[[socket.socket, int], tuple[list[bytes], int]],
+) -> None:
+    """Overflow a small receive buffer: the datagrams that got in come back in order, and
+    one queued after the overflow carries the socket's drop count (SO_RXQ_OVFL)."""
+    receiver = net.open_unicast_socket(("127.0.0.1", 0), rcvbuf=None)
+    receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    receiver.setsockopt(socket.SOL_SOCKET, net.SO_RXQ_OVFL, 1)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        assert recv_batch_drops(receiver, 8) == ([], -1)
+        sent = [i.to_bytes(4, "big") * 75 for i in range(400)]
+        for datagram in sent:
+            sender.sendto(datagram, receiver.getsockname())
+        first, before = recv_batch_drops(receiver, 256)
+        assert first and before == -1  # queued before any drop: no counter
+        assert first == sent[: len(first)]
+        sender.sendto(b"after", receiver.getsockname())
+        got, drops = recv_batch_drops(receiver, 256)
+        assert got == [b"after"]
+        assert drops == len(sent) - len(first) > 0
+    finally:
+        receiver.close()
+        sender.close()

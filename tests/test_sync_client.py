@@ -677,3 +677,242 @@ def test_receiver_thread_failure_reaches_the_consumer(loop: Loop) -> None:
         assert isinstance(info.value.__cause__, RuntimeError)
         with pytest.raises(MoldUDP64Error):  # and again: it does not hang
             list(c.messages(timeout=5))
+
+
+# --------------------------------------------------------------------------- pull mode
+
+
+def pull_client(servers: Sequence[Address] = (), **kw: Any) -> MoldUDP64:
+    """A client in pull mode: the consumer's thread reads (no receiver thread)."""
+    return client(servers, receiver_thread=False, **kw)
+
+
+def test_pull_mode_delivers_in_order_once_without_a_thread(loop: Loop) -> None:
+    msgs = make_messages(1500)
+    seen: list[Event] = []
+    before = threading.active_count()
+    with pull_client(on_event=seen.append).open_with_sockets(loop.line, loop.rereq) as c:
+        assert threading.active_count() == before  # no receiver thread
+        loop.send([*make_packets(msgs), end_of_session(msgs)])
+        got = list(c.messages(timeout=5))
+    assert got == expected(msgs)
+    assert isinstance(seen[0], SessionStarted)
+    assert seen[-1] == SessionEnded(SESSION, len(msgs) + 1)
+    assert c._thread is None
+    assert loop.line.fileno() == -1 and loop.rereq.fileno() == -1
+
+
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(drop=st.sets(st.integers(0, 43), max_size=30))
+def test_pull_mode_recovers_any_drop_pattern(drop: set[int]) -> None:
+    msgs = make_messages(600)
+    packets = make_packets(msgs)
+    lp = Loop()
+    try:
+        with (
+            Responder({SESSION: msgs}) as server,
+            pull_client([server.address]).open_with_sockets(lp.line, lp.rereq) as c,
+        ):
+            lp.send([*packets, end_of_session(msgs)], drop)
+            got = list(c.messages(timeout=5))
+        assert got == expected(msgs)
+        assert c.lost_ranges == []
+    finally:
+        lp.tx.close()
+
+
+def test_pull_mode_reports_loss_when_every_server_is_dead(loop: Loop) -> None:
+    msgs = make_messages(300)
+    packets = make_packets(msgs)
+    c = pull_client([closed_port_address()], receiver_options=GIVE_UP)
+    with c.open_with_sockets(loop.line, loop.rereq):
+        loop.send([*packets, end_of_session(msgs)], {3})
+        got = list(c.messages(timeout=5))
+    lost = c.lost_ranges
+    assert len(lost) == 1 and c.messages_lost == lost[0].count > 0
+    assert [m.seq_num for m in got] == [
+        s for s in range(1, len(msgs) + 1) if not lost[0].first_seq <= s <= lost[0].last_seq
+    ]
+
+
+def test_pull_mode_timeout_and_close_from_another_thread(loop: Loop) -> None:
+    msgs = make_messages(10)
+    c = pull_client([]).open_with_sockets(loop.line, loop.rereq)
+    with pytest.raises(TimeoutError):
+        next(c.messages(timeout=0.05))
+    got: list[Message] = []
+    errors: list[BaseException] = []
+    first = threading.Event()
+
+    def consume() -> None:
+        try:
+            for m in c.messages():  # blocks in the read once the ten are out
+                got.append(m)
+                if len(got) == len(msgs):
+                    first.set()
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    loop.send(make_packets(msgs))
+    assert first.wait(5)
+    c.close()
+    t.join(5)
+    assert not t.is_alive() and errors == []
+    assert got == expected(msgs)
+    assert loop.line.fileno() == -1 and loop.rereq.fileno() == -1
+    assert list(c.messages()) == []
+    with pytest.raises(ClientClosed):
+        c.open()
+
+
+def test_pull_mode_kernel_drops_are_reported_and_recovered() -> None:
+    msgs = make_messages(4000)
+    packets = make_packets(msgs)
+    lp = Loop(rcvbuf=4096)  # tiny buffer: nobody reads until messages() is called
+    seen: list[Event] = []
+    try:
+        with Responder({SESSION: msgs}) as server:
+            c = pull_client([server.address], on_event=seen.append)
+            with c.open_with_sockets(lp.line, lp.rereq):
+                lp.send(packets)
+                with Repeater(lp.tx, lp.dest, end_of_session(msgs)):
+                    got = list(c.messages(timeout=10))
+        assert got == expected(msgs)
+        overruns = [e for e in seen if isinstance(e, ConsumerOverrun)]
+        assert overruns and sum(e.dropped for e in overruns) == c.datagrams_overrun > 0
+        assert c.stats.kernel_drops >= c.datagrams_overrun
+        assert c.stats.receiver.messages_recovered > 0
+    finally:
+        lp.tx.close()
+
+
+def test_pull_mode_low_level_requests_go_out_while_nobody_reads(loop: Loop) -> None:
+    msgs = make_messages(60)
+    with Responder({SESSION: msgs}) as server:
+        c = pull_client([server.address])
+        datagrams, requests = c.start_with_sockets(loop.line, loop.rereq)
+        try:
+            loop.send(make_packets(msgs))
+            first = datagrams.recv(timeout=5)
+            assert first.source is Source.LINE_A
+            assert requests.try_send(RetransmissionRequest(SESSION, 1, 3))
+            assert wait_until(lambda: server.requests >= 1)  # sent from try_send itself
+            while True:
+                d = datagrams.recv(timeout=5)
+                if d.source is Source.RETRANSMISSION:
+                    break
+            assert d.addr == server.address
+            assert list(map(bytes, d.packet())) == msgs[:3]
+        finally:
+            c.close()
+    with pytest.raises(ClientClosed):
+        datagrams.recv(timeout=1)
+
+
+# --------------------------------------------------------------------------- batches()
+
+
+@pytest.mark.parametrize("receiver_thread", [True, False])
+def test_batches_give_what_events_give_and_stop_at_end_of_session(
+    loop: Loop, receiver_thread: bool
+) -> None:
+    msgs = make_messages(2000)
+    packets = make_packets(msgs)
+    after = make_messages(5, b"after")
+    with client([], receiver_thread=receiver_thread).open_with_sockets(loop.line, loop.rereq) as c:
+        loop.send([*packets, end_of_session(msgs)])
+        batches = list(c.batches(timeout=5))
+        assert all(isinstance(b, list) and b for b in batches)
+        flat = list(chain.from_iterable(batches))
+        assert isinstance(flat[0], SessionStarted)
+        assert flat[-1] == SessionEnded(SESSION, len(msgs) + 1)
+        assert batches[-1][-1] is flat[-1]  # the list ends with the end of session
+        got = [m for ev in flat if isinstance(ev, MessagesDelivered) for m in ev.messages]
+        assert got == msgs
+        assert c.session_ended and c.session == SESSION
+        # the next session's events come from the next call
+        loop.send(make_packets(after, session="NEXT000001"))
+        seen: list[Event] = []
+        with pytest.raises(TimeoutError):
+            for batch in c.batches(timeout=0.5):
+                seen.extend(batch)
+        assert any(isinstance(e, SessionChanged) for e in seen)
+        assert [m for e in seen if isinstance(e, MessagesDelivered) for m in e.messages] == after
+
+
+def test_batches_after_breaking_out_of_messages_continue_mid_batch(loop: Loop) -> None:
+    msgs = make_messages(400)
+    with pull_client([]).open_with_sockets(loop.line, loop.rereq) as c:
+        loop.send([*make_packets(msgs), end_of_session(msgs)])
+        it = c.messages(timeout=5)
+        got = [next(it).data for _ in range(5)]  # breaks off inside the first batch
+        for batch in c.batches(timeout=5):
+            for ev in batch:
+                if isinstance(ev, MessagesDelivered):
+                    got.extend(ev.messages)
+    assert got == msgs
+
+
+# --------------------------------------------------------------------------- on_datagram
+
+
+@pytest.mark.parametrize("receiver_thread", [True, False])
+def test_on_datagram_sees_every_datagram_received_and_request_sent(
+    loop: Loop, receiver_thread: bool
+) -> None:
+    msgs = make_messages(300)
+    packets = make_packets(msgs)
+    tapped: list[tuple[bytes, Source, Address | None, bool]] = []
+
+    def tap(data: bytes, source: Source, addr: Address | None, sent: bool) -> None:
+        tapped.append((data, source, addr, sent))
+
+    with Responder({SESSION: msgs}) as server:
+        c = client([server.address], receiver_thread=receiver_thread, on_datagram=tap)
+        with c.open_with_sockets(loop.line, loop.rereq):
+            loop.send([*packets, end_of_session(msgs)], {4, 7})
+            got = list(c.messages(timeout=5))
+    assert got == expected(msgs)
+    received = [t for t in tapped if not t[3]]
+    sent = [t for t in tapped if t[3]]
+    assert len(received) == c.stats.datagrams_received
+    line = [t for t in received if t[1] is Source.LINE_A]
+    assert [t[0] for t in line] == [p for i, p in enumerate(packets) if i not in {4, 7}] + [
+        end_of_session(msgs)
+    ]
+    assert all(t[2] == ("127.0.0.1", loop.tx.getsockname()[1]) for t in line)
+    answers = [t for t in received if t[1] is Source.RETRANSMISSION]
+    assert answers and all(t[2] == server.address for t in answers)
+    assert len(sent) == c.stats.requests_sent > 0
+    assert all(t[2] == server.address and len(t[0]) == 20 for t in sent)
+
+
+def test_on_datagram_failure_is_counted_and_never_stops_the_client(loop: Loop) -> None:
+    msgs = make_messages(100)
+
+    def tap(data: bytes, source: Source, addr: Address | None, sent: bool) -> None:
+        raise RuntimeError("tap bug")
+
+    with pull_client([], on_datagram=tap).open_with_sockets(loop.line, loop.rereq) as c:
+        loop.send([*make_packets(msgs), end_of_session(msgs)])
+        got = list(c.messages(timeout=5))
+    assert got == expected(msgs)
+    assert c.stats.internal_errors == len(make_packets(msgs)) + 1
+
+
+@pytest.mark.parametrize("coalesce", [-0.1, 0.5, "1", True])
+def test_bad_coalesce_is_a_config_error(coalesce: object) -> None:
+    with pytest.raises(ConfigError, match="coalesce"):
+        client([], receiver_thread=False, coalesce=coalesce)
+
+
+def test_coalesce_delivers_the_same(loop: Loop) -> None:
+    msgs = make_messages(2000)
+    with pull_client([], coalesce=0.001).open_with_sockets(loop.line, loop.rereq) as c:
+        loop.send([*make_packets(msgs), end_of_session(msgs)])
+        got = list(c.messages(timeout=5))
+    assert got == expected(msgs)

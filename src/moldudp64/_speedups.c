@@ -8,6 +8,8 @@
 
 #ifdef __linux__
 #include <errno.h>
+#include <stdint.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #define HAVE_RECVMMSG 1
@@ -125,18 +127,16 @@ release_arena(char *arena, int own)
         arena_busy = 0;
 }
 
-/* recv_batch(fd: int, max_count: int, bufsize: int) -> list[bytes]
- *
- * Up to max_count datagrams from a non-blocking socket in one recvmmsg() call (no wait);
- * [] when none is ready. Datagrams longer than bufsize are truncated by the kernel, as
- * recv() would; bufsize should be 65536. Raises OSError on other errors.
- */
+#ifndef SO_RXQ_OVFL
+#define SO_RXQ_OVFL 40
+#endif
+
+/* Up to max_count datagrams in one recvmmsg() call (no wait); [] when none is ready.
+ * With drops != NULL, also the socket's kernel drop counter (SO_RXQ_OVFL, enabled on the
+ * socket by the caller) as the last datagram carried it, or -1 when none carried it. */
 static PyObject *
-recv_batch(PyObject *self, PyObject *args)
+recv_common(int fd, int max_count, int bufsize, long long *drops)
 {
-    int fd, max_count, bufsize;
-    if (!PyArg_ParseTuple(args, "iii", &fd, &max_count, &bufsize))
-        return NULL;
     if (max_count < 1)
         return PyList_New(0);
     if (max_count > MAX_BATCH)
@@ -167,17 +167,28 @@ recv_batch(PyObject *self, PyObject *args)
     }
     struct mmsghdr msgs[MAX_BATCH];
     struct iovec iov[MAX_BATCH];
+    /* room for one SO_RXQ_OVFL control message per datagram */
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(uint32_t))];
+    } ctrl[MAX_BATCH];
     memset(msgs, 0, sizeof(struct mmsghdr) * (size_t)max_count);
     for (int i = 0; i < max_count; i++) {
         iov[i].iov_base = arena + (size_t)i * (size_t)bufsize;
         iov[i].iov_len = (size_t)bufsize;
         msgs[i].msg_hdr.msg_iov = &iov[i];
         msgs[i].msg_hdr.msg_iovlen = 1;
+        if (drops != NULL) {
+            msgs[i].msg_hdr.msg_control = ctrl[i].buf;
+            msgs[i].msg_hdr.msg_controllen = sizeof(ctrl[i].buf);
+        }
     }
     int n;
     Py_BEGIN_ALLOW_THREADS
     n = recvmmsg(fd, msgs, (unsigned int)max_count, MSG_DONTWAIT, NULL);
     Py_END_ALLOW_THREADS
+    if (drops != NULL)
+        *drops = -1;
     if (n < 0) {
         int err = errno;
         release_arena(arena, own);
@@ -199,9 +210,53 @@ recv_batch(PyObject *self, PyObject *args)
             return NULL;
         }
         PyList_SET_ITEM(out, i, b);
+        if (drops != NULL) {
+            struct msghdr *h = &msgs[i].msg_hdr;
+            for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c != NULL; c = CMSG_NXTHDR(h, c)) {
+                if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL &&
+                    c->cmsg_len >= CMSG_LEN(sizeof(uint32_t))) {
+                    uint32_t v;
+                    memcpy(&v, CMSG_DATA(c), sizeof v);
+                    *drops = (long long)v;
+                }
+            }
+        }
     }
     release_arena(arena, own);
     return out;
+}
+
+/* recv_batch(fd: int, max_count: int, bufsize: int) -> list[bytes]
+ *
+ * Up to max_count datagrams from a non-blocking socket in one recvmmsg() call (no wait);
+ * [] when none is ready. Datagrams longer than bufsize are truncated by the kernel, as
+ * recv() would; bufsize should be 65536. Raises OSError on other errors.
+ */
+static PyObject *
+recv_batch(PyObject *self, PyObject *args)
+{
+    int fd, max_count, bufsize;
+    if (!PyArg_ParseTuple(args, "iii", &fd, &max_count, &bufsize))
+        return NULL;
+    return recv_common(fd, max_count, bufsize, NULL);
+}
+
+/* recv_batch_drops(fd: int, max_count: int, bufsize: int) -> tuple[list[bytes], int]
+ *
+ * recv_batch(), and the kernel's drop count for the socket (SO_RXQ_OVFL, which the caller
+ * enabled) as the last datagram of the batch carried it; -1 when none carried it.
+ */
+static PyObject *
+recv_batch_drops(PyObject *self, PyObject *args)
+{
+    int fd, max_count, bufsize;
+    long long drops = -1;
+    if (!PyArg_ParseTuple(args, "iii", &fd, &max_count, &bufsize))
+        return NULL;
+    PyObject *out = recv_common(fd, max_count, bufsize, &drops);
+    if (out == NULL)
+        return NULL;
+    return Py_BuildValue("(NL)", out, drops);
 }
 #endif
 
@@ -213,6 +268,8 @@ static PyMethodDef methods[] = {
 #ifdef HAVE_RECVMMSG
     {"recv_batch", recv_batch, METH_VARARGS,
      "Up to max_count datagrams in one recvmmsg() call; [] when none is ready."},
+    {"recv_batch_drops", recv_batch_drops, METH_VARARGS,
+     "recv_batch() and the socket's SO_RXQ_OVFL drop count (-1 when not carried)."},
 #endif
     {NULL, NULL, 0, NULL},
 };

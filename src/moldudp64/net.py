@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import os
 import socket
+import sys
 from collections.abc import Callable
 
 from .events import Address
@@ -28,6 +29,7 @@ __all__ = [
     "open_unicast_socket",
     "parse_address",
     "recv_batch",
+    "recv_batch_drops",
     "set_receive_buffer",
 ]
 
@@ -73,6 +75,52 @@ def _recv_batch_c(sock: socket.socket, max_count: int = 64) -> list[bytes]:
 #: Up to ``max_count`` datagrams waiting on a non-blocking socket, [] when none is ready
 #: (one ``recvmmsg()`` call with the C accelerator, a ``recv()`` loop without).
 recv_batch = _recv_batch_py if c_recv_batch is None else _recv_batch_c
+
+SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
+_OVFL_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 64
+
+
+def _recv_batch_drops_py(sock: socket.socket, max_count: int = 64) -> tuple[list[bytes], int]:
+    """:func:`recv_batch`, and the socket's kernel drop count as the last datagram carried
+    it (``SO_RXQ_OVFL``, which must be enabled on the socket), or -1 if none carried it."""
+    out: list[bytes] = []
+    drops = -1
+    recvmsg = sock.recvmsg
+    try:
+        while len(out) < max_count:
+            data, anc, _flags, _addr = recvmsg(65536, _OVFL_SPACE)
+            out.append(data)
+            for level, kind, payload in anc:
+                if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(payload) >= 4:
+                    drops = int.from_bytes(payload[:4], sys.byteorder)
+    except (BlockingIOError, InterruptedError):
+        pass
+    return out, drops
+
+
+def _load_recv_batch_drops() -> Callable[[int, int, int], tuple[list[bytes], int]] | None:
+    if c_recv_batch is None:
+        return None
+    try:
+        from ._speedups import recv_batch_drops
+    except ImportError:  # an accelerator built before it existed
+        return None
+    return recv_batch_drops
+
+
+#: recvmmsg() with each datagram's SO_RXQ_OVFL drop count (None without the accelerator).
+c_recv_batch_drops = _load_recv_batch_drops()
+
+
+def _recv_batch_drops_c(sock: socket.socket, max_count: int = 64) -> tuple[list[bytes], int]:
+    """:func:`recv_batch_drops` in one ``recvmmsg()`` system call."""
+    assert c_recv_batch_drops is not None
+    return c_recv_batch_drops(sock.fileno(), max_count, 65536)
+
+
+#: ``(datagrams, drops)``: :func:`recv_batch` and the kernel's drop count for the socket
+#: as the last datagram carried it (``SO_RXQ_OVFL`` enabled), -1 when none carried it.
+recv_batch_drops = _recv_batch_drops_py if c_recv_batch_drops is None else _recv_batch_drops_c
 
 
 def format_address(addr: Address) -> str:

@@ -75,6 +75,7 @@ from ..exceptions import ClientClosed, ConfigError, EncodeError, MoldUDP64Error
 from ..net import (
     DEFAULT_RCVBUF,
     c_recv_batch,
+    c_recv_batch_drops,
     check_interface_addr,
     check_multicast_addr,
     format_address,
@@ -1073,8 +1074,14 @@ class MoldUDP64:
         """A line socket, through one ``recvmmsg()`` (C accelerator): one GIL release per
         batch, not one per datagram, which keeps the consumer thread from stalling us."""
         receive = core.receive_datagram
+        fd = sock.fileno()
         try:
-            datas = c_recv_batch(sock.fileno(), READ_BATCH, 65536)  # type: ignore[misc]
+            if c_recv_batch_drops is not None:
+                datas, drops = c_recv_batch_drops(fd, READ_BATCH, 65536)
+                if drops > 0:  # SO_RXQ_OVFL: the kernel's drop count so far
+                    self._count_drops(self._inode_of[fd], drops)
+            else:
+                datas = c_recv_batch(fd, READ_BATCH, 65536)  # type: ignore[misc]
         except OSError as exc:
             self._n_recv_errors += 1
             logger.debug("receive error on %s: %s", source.name, exc)
