@@ -27,16 +27,19 @@ import bisect
 import multiprocessing
 import multiprocessing.connection
 import sys
+import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from moldudp64.bench import Result, print_table
 from moldudp64.events import Address, Event, GapDetected, GapFilled, Source
 from moldudp64.faults import FaultInjector
 from moldudp64.net import open_unicast_socket
 from moldudp64.netns import enter_private_netns
+from moldudp64.store import MemoryStore
 from moldudp64.sync.client import MoldUDP64
-from moldudp64.sync.server import Publisher
+from moldudp64.sync.server import Publisher, RerequestServer
 from moldudp64.wire import HEADER_SIZE
 
 SESSION = "LATENCY001"
@@ -57,22 +60,26 @@ def publisher_main(
     # The re-request server thread shares this process with the publishing loop: a short
     # switch interval lets it answer between two publishes rather than 5 ms later.
     sys.setswitchinterval(0.0002)
-    faults = FaultInjector(drop=drop, seed=seed)
-    with Publisher(
-        SESSION,
-        feed,
-        interface_addr="127.0.0.1" if feed[0].startswith("239.") else None,
-        flush_delay=0.0,
-        # one message a packet, but published a tick's worth at a time: the packing and
-        # sending stay cheap enough (about 7 us a packet) to leave the client a core
-        max_payload=HEADER_SIZE + 2 + len(MESSAGE),
-        heartbeat_interval=0.2,
-        end_of_session_duration=1.0,
-        rerequest_bind=("127.0.0.1", 0),
-        rate_limit=None,
-        faults=faults,
-    ) as pub:
-        conn.send(pub.rerequest_address)
+    store = MemoryStore()
+    lock = threading.RLock()  # held around every append (here) and every answer (server)
+    with (
+        Publisher(
+            SESSION,
+            feed,
+            interface_addr="127.0.0.1" if feed[0].startswith("239.") else None,
+            flush_delay=0.0,
+            # one message a live packet, published a tick's worth at a time: packing and
+            # sending stay cheap enough (about 7 us a packet) to leave the client a core
+            max_payload=HEADER_SIZE + 2 + len(MESSAGE),
+            heartbeat_interval=0.2,
+            end_of_session_duration=1.0,
+            store=store,
+            faults=FaultInjector(drop=drop, seed=seed),
+        ) as pub,
+        # answers are full-size packets (a gap of several messages takes one round trip)
+        RerequestServer(SESSION, store, ("127.0.0.1", 0), rate_limit=None, lock=lock) as server,
+    ):
+        conn.send(server.address)
         conn.recv()  # the client is listening
         publish_many = pub.publish_many
         t0 = time.monotonic()
@@ -81,7 +88,8 @@ def publisher_main(
         while sent < total:
             due = min(total, int((time.monotonic() - t0) * rate) + 1)
             if due > sent:
-                publish_many([MESSAGE] * (due - sent))
+                with lock:
+                    publish_many([MESSAGE] * (due - sent))
                 sent = due
             time.sleep(0.0002)
         elapsed = time.monotonic() - t0
@@ -152,6 +160,7 @@ def run_once(
     seed: int,
     receiver_thread: bool,
     breakdown: bool = False,
+    receiver_options: dict[str, Any] | None = None,
 ) -> Result:
     """One publisher process against one client; the latency row."""
     ctx = multiprocessing.get_context("fork")
@@ -170,6 +179,7 @@ def run_once(
             on_event=clock,
             receiver_thread=receiver_thread,
             on_datagram=wire if breakdown else None,
+            receiver_options=receiver_options,
         )
         if feed[0].startswith("239."):
             client.open()

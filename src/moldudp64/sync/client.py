@@ -995,6 +995,8 @@ class MoldUDP64:
     ) -> None:
         monotonic = time.monotonic
         max_backlog = self.options.max_backlog
+        assert self._rereq is not None
+        rereq_fd = self._rereq.fileno()
         read = self._read
         read_batch = (
             self._read_batch if c_recv_batch is not None and self._on_datagram is None else read
@@ -1026,7 +1028,9 @@ class MoldUDP64:
                 # The last read filled a whole batch: more is surely waiting. Read again
                 # without polling; every system call lets a busy consumer take the GIL
                 # for up to a switch interval, so this doubles what we take per turn.
-                ready = hot
+                # Answers first, always: starving them while catching up would hold
+                # every live packet behind an open gap (and feed back into more lag).
+                ready = [rereq_fd, *hot]
                 streak += 1
             else:
                 ready = poller.poll(timeout)
@@ -1249,8 +1253,10 @@ class MoldUDP64:
         the core's timer or ``deadline``), read, run timers, send; the events produced."""
         monotonic = time.monotonic
         if self._hot and self._streak < HOT_STREAK:
-            # The last read filled a whole batch: more is surely waiting.
-            ready = self._hot
+            # The last read filled a whole batch: more is surely waiting. Answers first,
+            # always: starving them while catching up holds every packet behind a gap.
+            assert self._rereq is not None
+            ready = [self._rereq.fileno(), *self._hot]
             self._streak += 1
         else:
             timer = core.get_timer()
