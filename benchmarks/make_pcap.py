@@ -1,6 +1,6 @@
 """Write a large MoldUDP64 capture for the ``inspect`` benchmark.
 
-    python benchmarks/make_pcap.py OUT.pcap [--packets N] [--per-packet K] [--port P]
+    python benchmarks/make_pcap.py OUT.pcap [--packets N] [--per-packet K] [--port P] [--loss F]
 
 Every packet is a data packet of one session, in order, from one source to one multicast
 group, carrying ``K`` ITCH-shaped 36-byte messages (an Add Order's length), framed as
@@ -11,6 +11,7 @@ and Wireshark open it). 1,000,000 packets take a few seconds.
 from __future__ import annotations
 
 import argparse
+import random
 import struct
 import sys
 import time
@@ -34,9 +35,12 @@ def make_pcap(
     per_packet: int = 3,
     port: int = PORT,
     session: str = SESSION,
+    loss: float = 0.0,
+    seed: int = 1,
 ) -> int:
-    """Write ``packets`` in-order data packets of ``per_packet`` messages; return the
-    number of messages written."""
+    """Write ``packets`` in-order data packets of ``per_packet`` messages (leaving out a
+    seeded random ``loss`` fraction of them, as gaps); return the number of messages
+    numbered (written or left out)."""
     raw = encode_session(session)
     dst = (GROUP[0], port)
     pack_header = HEADER.pack
@@ -46,9 +50,13 @@ def make_pcap(
     filler = bytes(range(MESSAGE_LENGTH - 1 - 8))
     pack_seq = struct.Struct(">Q").pack
     seq = 1
+    chance = random.Random(seed).random
     with CaptureWriter(path) as writer:
         write = writer.write
         for i in range(packets):
+            if loss and chance() < loss:
+                seq += per_packet
+                continue
             parts = [pack_header(raw, seq, per_packet)]
             for k in range(per_packet):
                 parts.append(block_head + pack_seq(seq + k) + filler)
@@ -64,9 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--packets", type=int, default=1_000_000)
     parser.add_argument("--per-packet", type=int, default=3)
     parser.add_argument("--port", type=int, default=PORT)
+    parser.add_argument("--loss", type=float, default=0.0, help="fraction of packets left out")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    messages = make_pcap(args.output, args.packets, per_packet=args.per_packet, port=args.port)
+    messages = make_pcap(
+        args.output, args.packets, per_packet=args.per_packet, port=args.port, loss=args.loss
+    )
     elapsed = time.perf_counter() - started
     print(
         f"{args.output}: {args.packets} packets, {messages} messages, port {args.port} "

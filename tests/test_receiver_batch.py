@@ -195,3 +195,79 @@ def test_batches_equal_one_call_per_datagram(
     bounds = sorted({0, len(datagrams), *(c for c in cuts if c < len(datagrams))})
     batches = [datagrams[a:b] for a, b in itertools.pairwise(bounds)]
     assert _run_batched(config, batches) == _run_each(config, batches)
+
+
+# -- the due floor: the timer without walking every gap ----------------------------------
+
+
+def _brute_timer(c: ReceiverCore) -> float | None:
+    """The protocol timer as the core computed it before the floor: every gap walked."""
+    timer: float | None = None
+    if c._requests:
+        timer = min(req.deadline for req in c._requests.values())
+    if c._segs and len(c._requests) < c.config.max_requests_in_flight:
+        for seg in c._segs:
+            if seg.due is not None and (timer is None or seg.due < timer):
+                timer = seg.due
+    return timer
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_due_floor_keeps_the_timer_exact(seed: int) -> None:
+    """Loss, reordering, partial and missing answers, retries, give-ups: after every call
+    the timer equals the walk over every gap, and no gap is due before the floor."""
+    import random
+
+    from moldudp64.wire import RetransmissionPacket
+
+    rng = random.Random(seed)
+    msgs = [b"m%d" % i for i in range(1, 400)]
+    config = ReceiverConfig(
+        rerequest_server_addrs=rng.choice([[], [SRV], [SRV, ("127.0.0.1", 9002)]]),
+        request_delay=rng.choice([0.0, 0.002]),
+        max_requests_in_flight=rng.choice([1, 4, 32]),
+        max_messages_per_request=rng.choice([2, 1024]),
+        max_held_packets=rng.choice([5, 50_000]),
+        loss_grace=rng.choice([0.0, 0.01]),
+        request_timeout=rng.choice([0.001, 0.05]),
+        max_request_attempts=rng.choice([1, 3]),
+    )
+    c = ReceiverCore(config)
+    answers: list[tuple[float, bytes, Address]] = []
+
+    def check() -> None:
+        assert c._timer == _brute_timer(c)
+        dues = [s.due for s in c._segs if s.due is not None]
+        assert all(due >= c._due_floor for due in dues)
+
+    def step(now: float) -> None:
+        timer = c.get_timer()
+        if timer is not None and timer <= now:
+            c.handle_timer(now)
+            check()
+        for data, addr in c.datagrams_to_send(now):
+            request = RetransmissionPacket.parse(data)
+            part = msgs[request.seq_num - 1 : request.seq_num - 1 + rng.randint(1, 4)]
+            if part and rng.random() < 0.6:
+                answers.append((now + 0.003, build_packet(S, request.seq_num, part), addr))
+        check()
+
+    seq, now = 1, 0.0
+    while seq < len(msgs) - 4:
+        count = rng.randint(1, 4)
+        now += rng.choice([1e-4, 2e-3])
+        answers.sort(key=lambda a: a[0])
+        while answers and answers[0][0] <= now:
+            at, data, addr = answers.pop(0)
+            c.receive_datagram(data, R, at, addr)
+            check()
+        if rng.random() > 0.1:
+            c.receive_datagram(build_packet(S, seq, msgs[seq - 1 : seq - 1 + count]), A, now)
+            check()
+        step(now)
+        seq += count
+    for _ in range(100):
+        now += 0.01
+        step(now)
+    c.finish(now)
+    check()

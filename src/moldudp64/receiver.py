@@ -106,6 +106,7 @@ def _parse_blocks_or_none(data: bytes) -> list[bytes] | None:
 
 #: The fast path's splitter: the C accelerator's own entry point when it is built.
 _parse_or_none = c_parse_blocks if c_parse_blocks is not None else _parse_blocks_or_none
+_INF = float("inf")
 #: Sessions remembered as "already left" so their late packets never switch us back.
 _MAX_PAST_SESSIONS = 64
 
@@ -364,6 +365,10 @@ class ReceiverCore:
         self._held_bytes = 0
         self._lost: dict[int, tuple[int, str]] = {}
         self._segs: list[_Segment] = []
+        #: No segment is due before this (inf: none is); the earliest ``due`` exactly while
+        #: ``_floor_exact``. Lets a packet skip walking every open gap.
+        self._due_floor = _INF
+        self._floor_exact = True
         self._requests: dict[int, _Request] = {}
         self._servers = [_Server(a) for a in cfg.rerequest_server_addrs]
         self._by_addr = {s.addr: s for s in self._servers}
@@ -687,10 +692,11 @@ class ReceiverCore:
         addr: Address | None,
         replay: bool = False,
     ) -> None:
-        try:
-            source = Source(source)
-        except ValueError:
-            source = _RETX
+        if type(source) is not Source:
+            try:
+                source = Source(source)
+            except ValueError:
+                source = _RETX
         if not replay:
             self._packets[source] += 1
             if source != _RETX:
@@ -844,7 +850,10 @@ class ReceiverCore:
             self._horizon = seq
 
     def _new_gap(self, start: int, end: int, now: float) -> None:
-        self._segs.append(_Segment(start, end, now, due=now + self.config.request_delay))
+        due = now + self.config.request_delay
+        self._segs.append(_Segment(start, end, now, due=due))
+        if due < self._due_floor:
+            self._due_floor = due
         self._gaps += 1
         self._gap_messages += end - start
         self._events.append(GapDetected(self._session or "", start, end - 1))
@@ -917,6 +926,7 @@ class ReceiverCore:
                 i += 1
             else:
                 del segs[i]
+                self._floor_exact = False
         return filled
 
     def _on_answer(self, seq: int, addr: Address | None, now: float) -> None:
@@ -943,6 +953,8 @@ class ReceiverCore:
                 seg.req_seq = -1
                 seg.due = now
                 seg.attempts = 0
+                if now < self._due_floor:
+                    self._due_floor = now
             i += 1
 
     def _drain(self) -> None:
@@ -1006,6 +1018,7 @@ class ReceiverCore:
         for seg in self._segs[i:j]:
             self._give_up_range(seg.start, seg.end, reason)
         del self._segs[i:j]
+        self._floor_exact = False
 
     def _enforce_held_bound(self) -> None:
         """Past the held bound, give up the oldest gap (and deliver what it held back)."""
@@ -1055,8 +1068,8 @@ class ReceiverCore:
         limit = cfg.max_requests_in_flight
         most = cfg.max_messages_per_request
         session_raw = self._session_raw
-        if session_raw is None:
-            return
+        if session_raw is None or self._due_floor > now:
+            return  # nothing is due
         i = 0
         while i < len(segs):
             seg = segs[i]
@@ -1091,6 +1104,16 @@ class ReceiverCore:
             server.requests += 1
             self._out.append((HEADER.pack(session_raw, seg.start, count), server.addr))
             i += 1
+        self._recompute_floor()
+
+    def _recompute_floor(self) -> None:
+        floor = _INF
+        for seg in self._segs:
+            due = seg.due
+            if due is not None and due < floor:
+                floor = due
+        self._due_floor = floor
+        self._floor_exact = True
 
     def _expire_requests(self, now: float) -> None:
         """Requests unanswered past their deadline: count the failure, retry or give up."""
@@ -1117,6 +1140,8 @@ class ReceiverCore:
                         continue
                     seg.req_seq = -1
                     seg.due = now
+                    if now < self._due_floor:
+                        self._due_floor = now
                 i += 1
 
     def _refresh(self, now: float) -> None:
@@ -1125,9 +1150,11 @@ class ReceiverCore:
         if self._requests:
             timer = min(req.deadline for req in self._requests.values())
         if self._segs and len(self._requests) < self.config.max_requests_in_flight:
-            for seg in self._segs:
-                if seg.due is not None and (timer is None or seg.due < timer):
-                    timer = seg.due
+            if not self._floor_exact:
+                self._recompute_floor()
+            floor = self._due_floor
+            if floor != _INF and (timer is None or floor < timer):
+                timer = floor
         self._timer = timer
         self._fast_seq = (
             self._expected
