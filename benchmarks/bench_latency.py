@@ -210,6 +210,7 @@ def run_once(
             "fills": len(lat),
             "gaps": len(clock.ranges),
             "p50_ms": round(percentile(lat, 0.5) * 1000, 3),
+            "p99_ms": round(p99, 3),
             "max_ms": round(lat[-1] * 1000, 3) if lat else None,
             "unmatched": clock.unmatched,
             **(

@@ -1035,6 +1035,8 @@ class MoldUDP64:
             else:
                 ready = poller.poll(timeout)
                 streak = 0
+                if len(ready) > 1:
+                    ready.sort(key=self._answers_first)
             hot = []
             now = monotonic()
             for fd in ready:
@@ -1053,6 +1055,10 @@ class MoldUDP64:
             if timer is not None and timer <= now:
                 core.handle_timer(now)
             self._flush(core, now)
+
+    def _answers_first(self, fd: int) -> int:
+        """Sort key: the re-request socket's answers are read before the lines' data."""
+        return 0 if self._rereq is not None and fd == self._rereq.fileno() else 1
 
     def _drain_wake(self) -> None:
         assert self._wake_r is not None
@@ -1268,6 +1274,8 @@ class MoldUDP64:
             assert self._poller is not None
             ready = self._poller.poll(wait)
             self._streak = 0
+            if len(ready) > 1:
+                ready.sort(key=self._answers_first)
             if ready and self._coalesce:
                 time.sleep(self._coalesce)  # let a batch gather: fewer wake-ups per datagram
         self._hot = hot = []
