@@ -341,3 +341,31 @@ def test_unknown_interface_is_refused() -> None:
         MoldUDP64(group(), "10.99.0.1")
     with pytest.raises(ConfigError, match="not an address of this host"):
         AsyncMoldUDP64(group(), "192.0.2.55")
+
+
+def test_gap_fill_latency_benchmark_runs_and_recovers_everything(multicast: None) -> None:
+    """benchmarks/bench_latency.py --quick: a publisher process at 50,000 packets/s with 5%
+    dropped, both client modes; every message arrives, every gap is filled (no timing
+    assertion: speed belongs to the benchmark)."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_latency.py"
+    done = subprocess.run(
+        [sys.executable, str(bench), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = re.findall(
+        r"fills=(\d+), gaps=(\d+),.*? messages=(\d+), of=(\d+), lost=(\d+)", done.stdout
+    )
+    assert len(rows) == 2, done.stdout  # receiver thread, pull mode
+    for fills, gaps, got, sent, lost in rows:
+        assert int(sent) > 0 and got == sent and lost == "0"
+        assert int(gaps) > 0 and int(fills) >= int(gaps)
+    assert "receiver thread" in done.stdout and "pull mode" in done.stdout
