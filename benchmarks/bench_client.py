@@ -78,10 +78,11 @@ def client_for_bench(**kw: Any) -> MoldUDP64:
     return MoldUDP64((GROUP, 1), rerequest_server_addrs=[], stale_after=None, **kw)
 
 
-def bench_blocking(n_messages: int, *, batches: bool = False) -> Result:
-    """``for msg in client.messages()`` (or ``events()``) over a preloaded buffer."""
+def bench_blocking(n_messages: int, *, batches: bool = False, pull: bool = False) -> Result:
+    """``for msg in client.messages()`` (or ``events()``) over a preloaded buffer; with
+    ``pull``, in pull mode (``receiver_thread=False``: the consumer's thread reads)."""
     line, rereq, n_packets = preload(n_messages)
-    c = client_for_bench()
+    c = client_for_bench(receiver_thread=not pull)
     count = 0
     last = None
     t0 = time.perf_counter()
@@ -100,6 +101,8 @@ def bench_blocking(n_messages: int, *, batches: bool = False) -> Result:
     assert batches or (last is not None and last.seq_num == n_messages)
     rate = count / elapsed
     name = "blocking events() batches" if batches else "blocking messages() for loop"
+    if pull:
+        name += ", pull mode"
     return Result(
         f"preloaded: {name}",
         round(rate),
@@ -315,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     if "preloaded" not in skip:
         results.append(bench_blocking(n))
         results.append(bench_blocking(n, batches=True))
+        results.append(bench_blocking(n, pull=True))
+        results.append(bench_blocking(n, batches=True, pull=True))
     if "asyncio" not in skip:
         results.append(bench_asyncio(n))
     if "live" not in skip:
