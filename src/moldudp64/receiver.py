@@ -503,7 +503,55 @@ class ReceiverCore:
                 self._delivered += count
                 self._last_live = now
                 return
+        elif (
+            seq == self._horizon
+            and self._segs
+            and session == self._session_raw
+            and 0 < count < END_OF_SESSION
+            and source != _RETX
+            and type(data) is bytes
+            and type(source) is Source
+            and self._eos is None
+            and not self._stale
+            and not self._next
+            and self._started
+            and not self.config.raw
+            and self._receive_beyond(data, source, now, seq, count)
+        ):
+            return
         self._receive_slow(data, source, now, addr)
+
+    def _receive_beyond(
+        self, data: bytes, source: Source, now: float, seq: int, count: int
+    ) -> bool:
+        """A live data packet right after the highest held while gaps are open (the usual
+        packet while a gap waits): held as :meth:`_receive_slow` would, without its general
+        checks. False (nothing done) when it is malformed."""
+        msgs = _parse_or_none(data)
+        if msgs is None:
+            return False
+        self._packets[source] += 1
+        self._last_live = now
+        self._messages[source] += count
+        self._horizon = seq + count
+        nbytes = sum(map(len, msgs)) + 2 * count
+        held = self._held
+        held[seq] = _Held(msgs, nbytes)
+        self._held_bytes += nbytes
+        # Nothing to deliver: a gap lies between ``expected`` and this packet.
+        cfg = self.config
+        if len(held) > cfg.max_held_packets or self._held_bytes > cfg.max_held_bytes:
+            self._enforce_held_bound()
+        else:
+            if len(held) > self._peak_held:
+                self._peak_held = len(held)
+            if self._held_bytes > self._peak_held_bytes:
+                self._peak_held_bytes = self._held_bytes
+        if self._segs and self._due_floor <= now:  # a request (or give-up) may be due
+            self._pump(now)
+            self._drain()
+        self._refresh(now)
+        return True
 
     def receive_datagrams(
         self,
@@ -961,6 +1009,11 @@ class ReceiverCore:
         """Deliver what is held from ``expected`` on and pass over ranges given up."""
         expected = self._expected
         held = self._held
+        if expected not in held and expected not in self._lost:  # waiting on a gap
+            if self._eos is not None and not self._ended and expected >= self._eos:
+                self._ended = True
+                self._events.append(SessionEnded(self._session or "", self._eos))
+            return
         lost = self._lost
         batch: list[bytes] | None = None
         batch_seq = expected
