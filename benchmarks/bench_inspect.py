@@ -8,7 +8,9 @@
    the wall time (interpreter start included), CPU seconds, and peak RSS (``os.wait4``).
 3. Times ``tshark -r FILE -d udp.port==PORT,moldudp64 -T fields -e moldudp64.sequence``
    on the same file when tshark is installed, and prints how many times faster inspect is.
-4. Writes a BinaryFILE of ``--messages`` (10,000,000; 1,000,000 with --quick) messages and
+4. The same with 1% of the packets left out (gaps: every packet waits in the core until the
+   loss grace passes), for the slow path's figure; inspect exits 3 (gaps remain).
+5. Writes a BinaryFILE of ``--messages`` (10,000,000; 1,000,000 with --quick) messages and
    reports inspect's time and peak RSS on it.
 
 Targets (issue 7): at least 500,000 packets/s, at least 20x tshark, peak RSS under 100 MB.
@@ -129,6 +131,14 @@ def main(argv: list[str] | None = None) -> int:
             ok &= ratio >= 20
         else:
             print("tshark: not installed, no comparison")
+
+        lossy = where / f"inspect-{packets}-loss.pcap"
+        make_pcap(str(lossy), packets, loss=0.01)
+        gaps = run_child(inspect_command(lossy))
+        show("inspect pcap, 1% loss", gaps, f"{packets / gaps.wall:,.0f} packets/s (no target)")
+        ok &= gaps.status == 3 and gaps.peak_rss_mb < 100  # exit 3: gaps remain
+        if args.dir is None:
+            lossy.unlink()
 
         binary = where / f"inspect-{messages}.bin"
         write_binaryfile(binary, messages)

@@ -21,7 +21,14 @@ highest sequence number known to exist (``horizon``), the messages held between 
 (delivered in order as ``MessagesLost``). Every number below ``horizon`` and at or above
 ``expected`` is in exactly one of held, missing or given up. A packet whose sequence number
 is the expected one while nothing is missing takes the fast path: one header unpack, two
-compares, :func:`~moldudp64.wire.parse_blocks` (validates and splits), one event.
+compares, :func:`~moldudp64.wire.parse_blocks` (validates and splits), and its messages
+join the pending :class:`~moldudp64.events.MessagesDelivered` the previous fast-path packet
+made (while that is still the newest event not taken), else one new event.
+:meth:`~ReceiverCore.receive_datagrams` takes a batch (one ``recvmmsg`` or one run of a
+capture) and :meth:`~ReceiverCore.receive_in_order` runs the fast path over a batch in one
+loop. While a gap is open, a live packet carrying the next number beyond everything held is
+held without the general checks, and a lower bound on the segments' due times spares
+walking every open gap per packet.
 """
 
 from __future__ import annotations
