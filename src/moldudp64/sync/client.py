@@ -31,7 +31,15 @@ socket's drop counter in ``/proc/net/udp``) and reported as
 :class:`~moldudp64.events.ConsumerOverrun`, and the core sees those datagrams as gaps that
 it recovers from the re-request servers or reports as
 :class:`~moldudp64.events.MessagesLost`. Memory stays bounded by ``max_backlog`` plus one
-read batch.
+read batch. Re-request answers are always read before line data, so catching up never
+starves the gap fills.
+
+Pull mode (``receiver_thread=False``, what ``moldudp64 listen`` uses): no thread and no
+queue; the consumer's own thread polls, reads and runs the core whenever it has used up
+its events, so there is no hand-off between threads at all; the kernel's receive buffer
+takes the bursts and what it drops is reported as above. :meth:`MoldUDP64.batches` hands
+out whole event lists for consumers that write in bulk; ``on_datagram`` taps every
+datagram received and request sent (``listen --capture``).
 """
 
 from __future__ import annotations
