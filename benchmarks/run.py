@@ -12,9 +12,7 @@ gap-fill latency. Parts whose needs are missing are skipped with the reason.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -52,20 +50,6 @@ def build_c() -> tuple[Path, Path] | str:
     return out[0], out[1]
 
 
-def wait_child(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, float, float]:
-    """Wait for ``proc``; its exit code, CPU seconds and peak RSS in MB."""
-    deadline = time.monotonic() + timeout
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return proc.returncode, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
-        if time.monotonic() > deadline:
-            proc.send_signal(signal.SIGINT)
-            deadline = time.monotonic() + 10
-        time.sleep(0.01)
-
-
 def moldudp64_cmd() -> list[str]:
     """The command line that runs the moldudp64 CLI with this interpreter."""
     return [sys.executable, "-m", "moldudp64"]
@@ -79,17 +63,13 @@ def bench_live(packets: int, blast: Path, mmsg_recv: Path, tmp: Path) -> list[Re
         port += 1
         out_file = tmp / "live.bin"
         if label.startswith("C"):
-            receiver = subprocess.Popen(
-                [str(mmsg_recv), GROUP, str(port), "5"], stdout=subprocess.PIPE
-            )
+            receiver, report = bench.spawn_measured([str(mmsg_recv), GROUP, str(port), "5"])
             assert receiver.stdout is not None
             receiver.stdout.readline()  # "ready"
         else:
-            receiver = subprocess.Popen(
+            receiver, report = bench.spawn_measured(
                 [*moldudp64_cmd(), "listen", f"{GROUP}:{port}", "--interface", "127.0.0.1",
-                 "--output", str(out_file), "--format", "binaryfile", "--idle-timeout", "10"],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                 "--output", str(out_file), "--format", "binaryfile", "--idle-timeout", "10"]
             )
             time.sleep(1.5)  # interpreter start-up and join
         sender = subprocess.run(
@@ -98,10 +78,10 @@ def bench_live(packets: int, blast: Path, mmsg_recv: Path, tmp: Path) -> list[Re
             text=True,
             check=True,
         )
-        code, cpu, rss = wait_child(receiver, 120)
+        done = bench.finish_measured(receiver, report, 120)
+        code, cpu, rss = done.code, done.cpu, done.rss_mb
         if label.startswith("C"):
-            assert receiver.stdout is not None
-            words = receiver.stdout.read().decode().split()
+            words = done.stdout.split()
             delivered = int(words[words.index("messages") + 1])
         else:
             delivered = out_file.stat().st_size // 32 if out_file.exists() else 0
@@ -162,6 +142,15 @@ def main(argv: list[str] | None = None) -> int:
                 skipped.append(f"live: {built}")
             else:
                 results.extend(bench_live(max(1000, int(300_000 * scale)), *built, tmp))
+        if "latency" not in skip:
+            import bench_latency  # beside this file
+
+            rows, why = bench_latency.run(
+                seconds=0.3 if args.quick else 5.0, rate=50_000, drop=0.05, seed=7
+            )
+            results.extend(rows)
+            if why is not None:
+                skipped.append(f"multicast for latency (unicast used): {why}")
     bench.print_table(results, title="moldudp64 benchmarks", write=print)
     for line in skipped:
         print(f"# skipped {line}")

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import platform
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +40,7 @@ __all__ = [
     "bench_binaryfile_memory",
     "bench_core",
     "bench_inspect",
+    "finish_measured",
     "generate_messages",
     "machine_summary",
     "moldudp64_command",
@@ -44,6 +48,7 @@ __all__ = [
     "print_table",
     "run_measured",
     "run_quick_suite",
+    "spawn_measured",
     "write_bench_pcap",
 ]
 
@@ -296,31 +301,71 @@ class Measured:
     stdout: str
 
 
-def run_measured(cmd: Sequence[str], timeout: float = 600.0) -> Measured:
-    """Run ``cmd`` to completion and measure it with ``wait4`` (CPU and peak memory)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert proc.stdout is not None
+#: Runs a command and writes its exit code, CPU seconds and peak RSS (KiB) to a file. A
+#: fresh, small process forks the command: a child forked from a large parent would report
+#: the parent's peak RSS (Linux carries the high-water mark across fork and exec).
+_LAUNCHER = """
+import json, os, signal, sys
+out, cmd = sys.argv[1], sys.argv[2:]
+pid = os.fork()
+if pid == 0:
     try:
-        out = proc.stdout.read()  # until the child closes it, i.e. exits
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                proc.kill()
-            time.sleep(0.005)
+        os.execvp(cmd[0], cmd)
     finally:
-        proc.stdout.close()
-    proc.returncode = code = os.waitstatus_to_exitcode(status)
-    return Measured(
-        code,
-        time.perf_counter() - t0,
-        usage.ru_utime + usage.ru_stime,
-        usage.ru_maxrss / 1024,
-        out.decode(errors="replace"),
+        os._exit(127)
+for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, lambda signum, frame: os.kill(pid, signum))
+while True:
+    try:
+        _, status, ru = os.wait4(pid, 0)
+        break
+    except InterruptedError:
+        pass
+with open(out, "w") as f:
+    json.dump([os.waitstatus_to_exitcode(status), ru.ru_utime + ru.ru_stime, ru.ru_maxrss], f)
+"""
+
+
+def spawn_measured(
+    cmd: Sequence[str], *, stdout: int | None = subprocess.PIPE, stderr: int | None = None
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start ``cmd`` under the measuring launcher; finish with :func:`finish_measured`."""
+    fd, name = tempfile.mkstemp(prefix="moldudp64-measure-")
+    os.close(fd)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _LAUNCHER, name, *cmd],
+        stdout=stdout,
+        stderr=subprocess.DEVNULL if stderr is None else stderr,
     )
+    return proc, Path(name)
+
+
+def finish_measured(
+    proc: subprocess.Popen[bytes], report: Path, timeout: float = 600.0, t0: float | None = None
+) -> Measured:
+    """Wait for a command started by :func:`spawn_measured`; what it took."""
+    start = time.perf_counter() if t0 is None else t0
+    out = b""
+    try:
+        if proc.stdout is not None:
+            out = proc.stdout.read()
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    wall = time.perf_counter() - start
+    try:
+        code, cpu, rss_kib = json.loads(report.read_text() or "null") or (proc.returncode, 0, 0)
+    finally:
+        report.unlink(missing_ok=True)
+    return Measured(int(code), wall, float(cpu), rss_kib / 1024, out.decode(errors="replace"))
+
+
+def run_measured(cmd: Sequence[str], timeout: float = 600.0) -> Measured:
+    """Run ``cmd`` to completion: exit code, wall and CPU seconds, its own peak RSS, output."""
+    t0 = time.perf_counter()
+    proc, report = spawn_measured(cmd)
+    return finish_measured(proc, report, timeout, t0)
 
 
 def moldudp64_command() -> list[str]:
@@ -399,26 +444,6 @@ def bench_inspect(n_packets: int, workdir: str | os.PathLike[str]) -> list[Resul
     return results
 
 
-def _wait_measured(proc: subprocess.Popen[bytes], timeout: float) -> Measured:
-    deadline = time.monotonic() + timeout
-    t0 = time.perf_counter()
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() > deadline:
-            proc.kill()
-        time.sleep(0.01)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return Measured(
-        proc.returncode,
-        time.perf_counter() - t0,
-        usage.ru_utime + usage.ru_stime,
-        usage.ru_maxrss / 1024,
-        "",
-    )
-
-
 def bench_binaryfile_memory(n_messages: int, workdir: str | os.PathLike[str]) -> list[Result]:
     """Peak memory of ``inspect`` and ``serve`` on a BinaryFILE of ``n_messages`` messages.
 
@@ -442,11 +467,10 @@ def bench_binaryfile_memory(n_messages: int, workdir: str | os.PathLike[str]) ->
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    proc = subprocess.Popen(
+    proc, report = spawn_measured(
         [*moldudp64_command(), "serve", "--input", str(path), "--session", SESSION,
          "--port", str(port), "--bind", "127.0.0.1", "--duration", "60"],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
     )
     answers = 0
     requests = 2000
@@ -469,8 +493,8 @@ def bench_binaryfile_memory(n_messages: int, workdir: str | os.PathLike[str]) ->
             except (TimeoutError, ConnectionRefusedError):
                 pass
         answer_seconds = time.perf_counter() - t0
-    proc.send_signal(2)  # Ctrl-C: serve exits cleanly
-    served = _wait_measured(proc, 30)
+    proc.send_signal(signal.SIGINT)  # passed on to serve, which exits cleanly
+    served = finish_measured(proc, report, 30)
     results.append(
         Result(
             "serve, BinaryFILE: peak RSS",
@@ -495,7 +519,8 @@ def print_table(results: Sequence[Result], *, title: str, write: Callable[[str],
         verdict = "" if r.met is None else ("  MET" if r.met else "  NOT MET")
         target = f"  (target {r.target})" if r.target else ""
         extra = ", ".join(f"{k}={v}" for k, v in r.notes.items())
-        write(f"{r.name:<{width}}  {r.value:>14,.0f} {r.unit}{target}{verdict}")
+        value = f"{r.value:>14,.0f}" if abs(r.value) >= 100 else f"{r.value:>14,.2f}"
+        write(f"{r.name:<{width}}  {value} {r.unit}{target}{verdict}")
         if extra:
             write(f"{'':<{width}}    {extra}")
 
