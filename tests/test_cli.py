@@ -169,6 +169,18 @@ def test_inspect_two_sessions(tmp_path: Path) -> None:
     assert f"4 messages of session '{other}' not written" in proc.stderr.decode()
 
 
+def test_inspect_other_sessions_table_is_bounded(tmp_path: Path) -> None:
+    """A capture of thousands of sessions filtered by --session keeps a bounded table."""
+    packets = [build_packet(SESSION, 1, msgs(1, 1))]
+    packets += [build_packet(f"X{i:09d}", 1, [b"x"]) for i in range(cli.MAX_SESSIONS + 50)]
+    path = tmp_path / "many.pcap"
+    path.write_bytes(pcap_bytes([ethernet(ipv4_udp(p)) for p in packets]))
+    proc = run("inspect", str(path), "--session", SESSION)
+    assert proc.returncode == 0
+    note = f"{cli.MAX_SESSIONS + 50} packets of {cli.MAX_SESSIONS}+ other sessions skipped"
+    assert note in proc.stdout.decode()
+
+
 def test_inspect_ignores_other_udp_and_requests(tmp_path: Path) -> None:
     from moldudp64.wire import RetransmissionPacket
 

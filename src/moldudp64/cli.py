@@ -385,13 +385,18 @@ class _Inspector:
         self.other_sessions: dict[bytes, int] = {}
         self.not_moldudp64 = 0
         self.too_many_sessions = 0
+        self.other_sessions_unnamed = 0  # packets of other sessions past the table's bound
         self.binary_session: str | None = None
         self.unwritten: dict[str, int] = {}
         self.now = 0.0
 
     def _report(self, raw: bytes, ts: float) -> _SessionReport | None:
         if self.only is not None and raw != self.only:
-            self.other_sessions[raw] = self.other_sessions.get(raw, 0) + 1
+            others = self.other_sessions
+            if raw in others or len(others) < MAX_SESSIONS:
+                others[raw] = others.get(raw, 0) + 1
+            else:  # bounded: a hostile capture cannot grow this table
+                self.other_sessions_unnamed += 1
             return None
         if len(self.sessions) >= MAX_SESSIONS:
             self.too_many_sessions += 1
@@ -575,8 +580,10 @@ def _summarise_capture(
         if count:
             notes.append(f"{count} {value}")
     if inspector.other_sessions:
-        others = sum(inspector.other_sessions.values())
-        notes.append(f"{others} packets of {len(inspector.other_sessions)} other sessions skipped")
+        others = sum(inspector.other_sessions.values()) + inspector.other_sessions_unnamed
+        named = len(inspector.other_sessions)
+        more = "+" if inspector.other_sessions_unnamed else ""
+        notes.append(f"{others} packets of {named}{more} other sessions skipped")
     if inspector.too_many_sessions:
         notes.append(
             f"{inspector.too_many_sessions} packets beyond {MAX_SESSIONS} sessions skipped"

@@ -38,7 +38,6 @@ from ..events import (
     Event,
     Message,
     MessagesDelivered,
-    MessagesLost,
     Source,
 )
 from ..exceptions import ClientClosed, ConfigError, MoldUDP64Error
@@ -49,6 +48,7 @@ from ..sync.client import (
     DROP_POLL_INTERVAL,
     READ_BATCH,
     BatchCursor,
+    ClientRecords,
     ClientStats,
     Datagram,
     EventHandler,
@@ -108,7 +108,7 @@ class _Endpoint(asyncio.DatagramProtocol):
         logger.debug("receive error on %s: %s", self.source.name, exc)
 
 
-class AsyncMoldUDP64:
+class AsyncMoldUDP64(ClientRecords):
     """asyncio MoldUDP64 client; same settings as :class:`moldudp64.sync.client.MoldUDP64`.
 
     ``async with`` opens it (sockets and transports) and closes it; ``messages()`` and
@@ -188,47 +188,7 @@ class AsyncMoldUDP64:
         self._drops = 0
         self._next_drop_poll = 0.0
 
-    # ---------------------------------------------------------------- records
-
-    @property
-    def lost_ranges(self) -> list[MessagesLost]:
-        """Every :class:`MessagesLost` seen by the consumer so far (the last 10,000)."""
-        return list(self._policy.lost_ranges)
-
-    @property
-    def messages_lost(self) -> int:
-        """Total messages reported lost to the consumer so far."""
-        return self._policy.messages_lost
-
-    @property
-    def datagrams_overrun(self) -> int:
-        """Datagrams reported dropped because this client fell behind."""
-        return self._policy.datagrams_overrun
-
-    @property
-    def session(self) -> str | None:
-        """The session the consumer is in, as far as it has read."""
-        return self._policy.session
-
-    @property
-    def session_ended(self) -> bool:
-        """Whether the consumer has read the end of the current session."""
-        return self._policy.session_ended
-
-    @property
-    def stale(self) -> bool:
-        """Whether the last feed-health event the consumer read was FeedStale."""
-        return self._policy.stale
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return self._closing
-
-    @property
-    def local_request_address(self) -> Address | None:
-        """Where re-request answers come back to (None before opening)."""
-        return self._rereq_addr
+    # ---------------------------------------------------------------- stats
 
     @property
     def stats(self) -> ClientStats:

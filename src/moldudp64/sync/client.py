@@ -79,7 +79,13 @@ from ..events import (
     SessionStarted,
     Source,
 )
-from ..exceptions import ClientClosed, ConfigError, EncodeError, MoldUDP64Error
+from ..exceptions import (
+    ClientClosed,
+    ConfigError,
+    EncodeError,
+    MessagesLostError,
+    MoldUDP64Error,
+)
 from ..net import (
     DEFAULT_RCVBUF,
     c_recv_batch,
@@ -96,6 +102,7 @@ from ..wire import MAX_DATAGRAM, Packet, RetransmissionPacket, encode_session
 
 __all__ = [
     "ClientOptions",
+    "ClientRecords",
     "ClientStats",
     "Datagram",
     "DatagramHook",
@@ -131,21 +138,6 @@ MAX_LOST_RANGES = 10_000
 _SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40) if sys.platform.startswith("linux") else None
 _U32 = struct.Struct("=I")
 _RECV_SIZE = MAX_DATAGRAM + 1  # one more byte than legal, so an oversized datagram is seen
-
-
-class MessagesLostError(MoldUDP64Error):
-    """Raised by ``messages()`` in ``strict`` mode when messages are lost for good.
-
-    ``event`` is the :class:`~moldudp64.events.MessagesLost` that says which and why.
-    Iteration may be resumed by calling ``messages()`` again.
-    """
-
-    def __init__(self, event: MessagesLost) -> None:
-        super().__init__(
-            f"messages {event.first_seq}..{event.last_seq} of session {event.session!r} "
-            f"lost: {event.reason}"
-        )
-        self.event = event
 
 
 # --------------------------------------------------------------------------- options
@@ -605,7 +597,59 @@ class _Poller:
 # --------------------------------------------------------------------------- blocking client
 
 
-class MoldUDP64:
+class ClientRecords:
+    """What the consumer of a client has read so far: losses, session, feed health.
+
+    Shared by the blocking and the asyncio client, which keep the records in an
+    :class:`EventPolicy`.
+    """
+
+    _policy: EventPolicy
+    _closing: bool
+    _rereq_addr: Address | None
+
+    @property
+    def lost_ranges(self) -> list[MessagesLost]:
+        """Every :class:`MessagesLost` seen by the consumer so far (the last 10,000)."""
+        return list(self._policy.lost_ranges)
+
+    @property
+    def messages_lost(self) -> int:
+        """Total messages reported lost to the consumer so far."""
+        return self._policy.messages_lost
+
+    @property
+    def datagrams_overrun(self) -> int:
+        """Datagrams dropped because this client fell behind, as reported so far."""
+        return self._policy.datagrams_overrun
+
+    @property
+    def session(self) -> str | None:
+        """The session the consumer is in, as far as it has read."""
+        return self._policy.session
+
+    @property
+    def session_ended(self) -> bool:
+        """Whether the consumer has read the end of the current session."""
+        return self._policy.session_ended
+
+    @property
+    def stale(self) -> bool:
+        """Whether the last feed-health event the consumer read was :class:`FeedStale`."""
+        return self._policy.stale
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closing
+
+    @property
+    def local_request_address(self) -> Address | None:
+        """Where re-request answers come back to (None before opening)."""
+        return self._rereq_addr
+
+
+class MoldUDP64(ClientRecords):
     """Blocking MoldUDP64 client over :class:`~moldudp64.receiver.ReceiverCore`.
 
     Settings keep the Rust seed's names:
@@ -747,47 +791,7 @@ class MoldUDP64:
         self._inode_of: dict[int, int] = {}
         self._pending_overrun = 0
 
-    # ---------------------------------------------------------------- records
-
-    @property
-    def lost_ranges(self) -> list[MessagesLost]:
-        """Every :class:`MessagesLost` seen by the consumer so far (the last 10,000)."""
-        return list(self._policy.lost_ranges)
-
-    @property
-    def messages_lost(self) -> int:
-        """Total messages reported lost to the consumer so far."""
-        return self._policy.messages_lost
-
-    @property
-    def datagrams_overrun(self) -> int:
-        """Datagrams the kernel dropped because this client fell behind, as reported so far."""
-        return self._policy.datagrams_overrun
-
-    @property
-    def session(self) -> str | None:
-        """The session the consumer is in, as far as it has read."""
-        return self._policy.session
-
-    @property
-    def session_ended(self) -> bool:
-        """Whether the consumer has read the end of the current session."""
-        return self._policy.session_ended
-
-    @property
-    def stale(self) -> bool:
-        """Whether the last feed-health event the consumer read was :class:`FeedStale`."""
-        return self._policy.stale
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return self._closing
-
-    @property
-    def local_request_address(self) -> Address | None:
-        """Where re-request answers come back to (None before opening)."""
-        return self._rereq_addr
+    # ---------------------------------------------------------------- stats
 
     @property
     def stats(self) -> ClientStats:
