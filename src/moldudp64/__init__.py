@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .binaryfile import BinaryFileReader, BinaryFileWriter, iter_binaryfile, write_binaryfile
-from .capture import CaptureReader, CaptureStats, CaptureWriter, read_datagrams
 from .events import (
     Address,
     ConsumerOverrun,
@@ -45,12 +44,6 @@ from .exceptions import (
     SocketError,
     TruncatedFile,
 )
-from .faults import FaultInjector
-from .publisher import PublisherCore, PublisherStats
-from .receiver import ReceiverConfig, ReceiverCore, ReceiverStats
-from .rerequest import RateLimit, RerequestServerCore, RerequestStats
-from .store import BinaryFileStore, MemoryStore, MessageStore, ReplayStore
-from .sync import MoldUDP64, Publisher, RerequestServer
 from .wire import (
     DEFAULT_MAX_PAYLOAD,
     Packer,
@@ -67,19 +60,46 @@ from .wire import (
 
 if TYPE_CHECKING:
     from .asyncio import AsyncMoldUDP64, AsyncPublisher, AsyncRerequestServer
+    from .capture import CaptureReader, CaptureStats, CaptureWriter, read_datagrams
+    from .faults import FaultInjector
+    from .publisher import PublisherCore, PublisherStats
+    from .receiver import ReceiverConfig, ReceiverCore, ReceiverStats
+    from .rerequest import RateLimit, RerequestServerCore, RerequestStats
+    from .store import BinaryFileStore, MemoryStore, MessageStore, ReplayStore
+    from .sync import MoldUDP64, Publisher, RerequestServer
 
 __version__ = "0.1.0"
 
-_ASYNC_NAMES = ("AsyncMoldUDP64", "AsyncPublisher", "AsyncRerequestServer")
+# Names imported on first use, so that a command starts without loading every layer
+# (sockets, threads, asyncio, dpkt): name -> submodule.
+_LAZY = {
+    **dict.fromkeys(("AsyncMoldUDP64", "AsyncPublisher", "AsyncRerequestServer"), "asyncio"),
+    **dict.fromkeys(
+        ("CaptureReader", "CaptureStats", "CaptureWriter", "read_datagrams"), "capture"
+    ),
+    "FaultInjector": "faults",
+    **dict.fromkeys(("PublisherCore", "PublisherStats"), "publisher"),
+    **dict.fromkeys(("ReceiverConfig", "ReceiverCore", "ReceiverStats"), "receiver"),
+    **dict.fromkeys(("RateLimit", "RerequestServerCore", "RerequestStats"), "rerequest"),
+    **dict.fromkeys(("BinaryFileStore", "MemoryStore", "MessageStore", "ReplayStore"), "store"),
+    **dict.fromkeys(("MoldUDP64", "Publisher", "RerequestServer"), "sync"),
+}
 
 
 def __getattr__(name: str) -> Any:
-    """Import the asyncio layer only when one of its names is asked for."""
-    if name in _ASYNC_NAMES:
-        from . import asyncio as _asyncio_layer
+    """Import a layer the first time one of its names is asked for."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'moldudp64' has no attribute {name!r}")
+    import importlib
 
-        return getattr(_asyncio_layer, name)
-    raise AttributeError(f"module 'moldudp64' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD",
