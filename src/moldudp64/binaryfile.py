@@ -9,9 +9,9 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterable, Iterator
-from types import TracebackType
 from typing import BinaryIO
 
+from ._closing import Closing
 from .exceptions import BinaryFileError, MessageTooLarge, TruncatedFile
 from .wire import MAX_MESSAGE_LENGTH, Buffer, join_blocks
 
@@ -20,7 +20,7 @@ __all__ = ["BinaryFileReader", "BinaryFileWriter", "iter_binaryfile", "write_bin
 _CHUNK = 1 << 20
 
 
-class BinaryFileReader:
+class BinaryFileReader(Closing):
     """Iterate the messages of a BinaryFILE from a path or a binary file object.
 
     Reads in 1 MiB chunks, so memory stays bounded whatever the file size. A file that
@@ -95,16 +95,6 @@ class BinaryFileReader:
         if self._owned:
             self._file.close()
 
-    def __enter__(self) -> BinaryFileReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def iter_binaryfile(source: str | os.PathLike[str] | BinaryIO) -> Iterator[bytes]:
@@ -113,7 +103,7 @@ def iter_binaryfile(source: str | os.PathLike[str] | BinaryIO) -> Iterator[bytes
         yield from reader
 
 
-class BinaryFileWriter:
+class BinaryFileWriter(Closing):
     """Write messages as a BinaryFILE, to a path or a binary file object (buffered)."""
 
     def __init__(self, target: str | os.PathLike[str] | BinaryIO) -> None:
@@ -180,16 +170,6 @@ class BinaryFileWriter:
         if self._owned:
             self._file.close()
 
-    def __enter__(self) -> BinaryFileWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def write_binaryfile(target: str | os.PathLike[str] | BinaryIO, messages: Iterable[Buffer]) -> int:

@@ -40,6 +40,7 @@ from typing import IO, BinaryIO, Final, NamedTuple
 
 import dpkt
 
+from ._closing import Closing
 from .events import Address
 from .exceptions import CaptureError, MalformedPacket
 from .wire import END_OF_SESSION, HEADER_SIZE, Packet
@@ -228,7 +229,7 @@ class _Fragments:
         return bytes(out) if covered >= self.total else None
 
 
-class CaptureReader:
+class CaptureReader(Closing):
     """Iterate over the UDP datagrams of a pcap or pcapng file.
 
     ``port`` keeps only datagrams from or to that UDP port. ``max_pending_fragments``
@@ -770,11 +771,6 @@ class CaptureReader:
         if self._owns_file:
             self._file.close()
 
-    def __enter__(self) -> CaptureReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def read_datagrams(path: str | os.PathLike[str], *, port: int | None = None) -> list[Datagram]:
@@ -791,7 +787,7 @@ def _mac_for(ip: str) -> bytes:
     return b"\x02\x00" + raw  # locally administered, derived from the address
 
 
-class CaptureWriter:
+class CaptureWriter(Closing):
     """Write datagrams to a classic pcap (nanosecond timestamps) as Ethernet/IPv4/UDP frames.
 
     Addresses must be IPv4 ``(host, port)`` pairs; a host name is resolved by nothing: it
@@ -858,8 +854,3 @@ class CaptureWriter:
         if self._owns_file:
             self._file.close()
 
-    def __enter__(self) -> CaptureWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

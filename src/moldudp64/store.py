@@ -21,9 +21,9 @@ from __future__ import annotations
 import os
 import struct
 from array import array
-from types import TracebackType
 from typing import Protocol, runtime_checkable
 
+from ._closing import Closing
 from .exceptions import BinaryFileError, ConfigError, MessageTooLarge, TruncatedFile
 from .wire import MAX_MESSAGE_LENGTH, MAX_SEQ_NUM, Buffer, join_blocks
 
@@ -226,7 +226,7 @@ class MemoryStore:
         )
 
 
-class BinaryFileStore:
+class BinaryFileStore(Closing):
     """A BinaryFILE on disk served by sequence number (message n of the file is number n).
 
     Opening reads the file once, streaming, to build a sparse index: the byte offset of
@@ -469,16 +469,6 @@ class BinaryFileStore:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> BinaryFileStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"BinaryFileStore({self.path!r}, messages={len(self)})"
