@@ -19,9 +19,7 @@ Targets (issue 7): at least 500,000 packets/s, at least 20x tshark, peak RSS und
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from make_pcap import PORT, make_pcap
-from moldudp64.bench import machine_summary
+from moldudp64.bench import machine_summary, run_measured
 from moldudp64.binaryfile import BinaryFileWriter
 
 
@@ -47,19 +45,9 @@ class Run:
 
 
 def run_child(command: list[str]) -> Run:
-    """Run ``command`` with its output thrown away; measure it with ``os.wait4``."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return Run(
-        command,
-        wall,
-        usage.ru_utime + usage.ru_stime,
-        usage.ru_maxrss / 1024,  # KiB on Linux
-        proc.returncode,
-    )
+    """Run ``command`` and measure it (its own peak RSS, whatever this process holds)."""
+    done = run_measured(command)
+    return Run(command, done.wall, done.cpu, done.rss_mb, done.code)
 
 
 def inspect_command(path: Path) -> list[str]:
