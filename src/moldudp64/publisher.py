@@ -27,8 +27,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .events import Address
 from .exceptions import ConfigError, EncodeError, MessageTooLarge, SessionAlreadyEnded
-from .store import MessageStore, extend_store
+from .store import MemoryStore, MessageStore, extend_store
 from .wire import (
     DEFAULT_MAX_PAYLOAD,
     HEADER,
@@ -45,7 +46,13 @@ from .wire import (
     join_blocks,
 )
 
-__all__ = ["PublisherCore", "PublisherStats", "RunResult", "SessionAlreadyEnded"]
+__all__ = [
+    "PublisherCore",
+    "PublisherStats",
+    "RunResult",
+    "SessionAlreadyEnded",
+    "core_for_group",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,3 +427,44 @@ class PublisherCore:
         self._packets += 1
         self._bytes += len(packet)
         self._last_send = now
+
+
+def core_for_group(
+    session: str | bytes,
+    group: object,
+    *,
+    ttl: object,
+    serves_requests: bool,
+    store: MessageStore | None,
+    first_seq_num: int,
+    max_payload: int,
+    flush_delay: float | None,
+    heartbeat_interval: float | None,
+    end_of_session_duration: float,
+    end_of_session_interval: float | None,
+) -> tuple[PublisherCore, Address, MessageStore | None]:
+    """Check a publisher's destination and TTL and build its core, its group and its store.
+
+    Shared by the blocking and asyncio publishers. One that serves re-requests needs a
+    store: a :class:`~moldudp64.store.MemoryStore` is made when none is given.
+    """
+    if not isinstance(group, tuple) or len(group) != 2 or not isinstance(group[0], str):
+        raise ConfigError(f"group {group!r} must be a (host, port) tuple")
+    port = group[1]
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ConfigError(f"group port {port!r} is not a port number (1..65535)")
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= 255:
+        raise ConfigError(f"multicast TTL {ttl!r} is outside 0..255")
+    if serves_requests and store is None:
+        store = MemoryStore(first_seq_num=first_seq_num)
+    core = PublisherCore(
+        session,
+        first_seq_num=first_seq_num,
+        max_payload=max_payload,
+        flush_delay=flush_delay,
+        heartbeat_interval=heartbeat_interval,
+        end_of_session_duration=end_of_session_duration,
+        end_of_session_interval=end_of_session_interval,
+        store=store,
+    )
+    return core, (group[0], port), store

@@ -25,8 +25,8 @@ from typing import Any
 from ..events import Address
 from ..exceptions import ConfigError
 from ..faults import FaultInjector
-from ..net import check_port, open_multicast_sender, open_unicast_socket
-from ..publisher import PublisherCore, PublisherStats, RunResult
+from ..net import open_multicast_sender, open_unicast_socket
+from ..publisher import PublisherStats, RunResult, core_for_group
 from ..rerequest import (
     DEFAULT_RATE_LIMIT,
     IPNetwork,
@@ -34,7 +34,7 @@ from ..rerequest import (
     RerequestServerCore,
     RerequestStats,
 )
-from ..store import MemoryStore, MessageStore
+from ..store import MessageStore
 from ..wire import DEFAULT_MAX_PAYLOAD, Buffer
 
 __all__ = ["AsyncPublisher", "AsyncRerequestServer", "RunResult"]
@@ -234,25 +234,20 @@ class AsyncPublisher:
         answer_faults: FaultInjector | None = None,
         sock: socket.socket | None = None,
     ) -> None:
-        if not isinstance(group, tuple) or len(group) != 2 or not isinstance(group[0], str):
-            raise ConfigError(f"group {group!r} must be a (host, port) tuple")
-        check_port(group[1], "group port")
-        if not isinstance(ttl, int) or not 0 <= ttl <= 255:
-            raise ConfigError(f"multicast TTL {ttl!r} is outside 0..255")
-        if rerequest_bind is not None and store is None:
-            store = MemoryStore(first_seq_num=first_seq_num)
-        self.core = PublisherCore(
+        self.core, self.group, self.store = core_for_group(
             session,
+            group,
+            ttl=ttl,
+            serves_requests=rerequest_bind is not None,
+            store=store,
             first_seq_num=first_seq_num,
             max_payload=max_payload,
             flush_delay=flush_delay,
             heartbeat_interval=heartbeat_interval,
             end_of_session_duration=end_of_session_duration,
             end_of_session_interval=end_of_session_interval,
-            store=store,
         )
-        self.group: Address = (group[0], group[1])
-        self.store = store
+        store = self.store
         self.faults = faults
         self._interface_addr = interface_addr
         self._ttl = ttl
