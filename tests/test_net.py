@@ -131,3 +131,23 @@ def test_recv_batch_drops_reports_the_kernel_drop_counter(
     finally:
         receiver.close()
         sender.close()
+
+
+def test_interface_by_name_or_address() -> None:
+    assert net.check_interface_addr("lo") == "127.0.0.1"
+    assert net.check_interface_addr("127.0.0.1") == "127.0.0.1"
+    assert net.check_interface_addr("0.0.0.0") == "0.0.0.0"
+    with pytest.raises(ConfigError, match="neither an IPv4 address nor the name"):
+        net.check_interface_addr("nosuch0")
+
+
+def test_multicast_join_by_interface_name(multicast: None) -> None:
+    receiver = net.open_multicast_receiver("239.1.2.4", 31002, "lo")
+    sender = net.open_multicast_sender("lo")
+    try:
+        sender.sendto(b"by name", ("239.1.2.4", 31002))
+        receiver.settimeout(2)
+        assert receiver.recv(100) == b"by name"
+    finally:
+        receiver.close()
+        sender.close()

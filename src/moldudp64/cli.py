@@ -173,10 +173,17 @@ def _ipv4(text: str) -> str:
         raise ValueError(f"{text!r} is not an IPv4 address") from None
 
 
+def _interface(text: str) -> str:
+    from .net import check_interface_addr
+
+    return check_interface_addr(text)
+
+
 SESSION = _type("session", _session)
 HOST_PORT = _type("HOST:PORT", _host_port)
 GROUP_PORT = _type("GROUP:PORT", _group_port)
 IPV4 = _type("address", _ipv4)
+INTERFACE = _type("interface", _interface)
 PORT = _type("port", _port)
 SECONDS = _type("seconds", _seconds)
 POSITIVE_SECONDS = _type("seconds", _positive_seconds)
@@ -1675,10 +1682,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("group", metavar="GROUP:PORT", type=GROUP_PORT, help="the feed (line A)")
     p.add_argument(
         "--interface",
-        metavar="ADDR",
-        type=IPV4,
+        metavar="ADDR|NAME",
+        type=INTERFACE,
         default="0.0.0.0",
-        help="address of the interface to join on (default: the kernel's choice)",
+        help="address or name (eth0) of the interface to join on (default: the kernel's choice)",
     )
     p.add_argument(
         "--request-server",
@@ -1715,7 +1722,9 @@ def build_parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", metavar="FILE", help="BinaryFILE to publish")
     source.add_argument("--generate", metavar="N", type=COUNT, help="publish N generated messages")
-    p.add_argument("--interface", metavar="ADDR", type=IPV4, help="outgoing interface address")
+    p.add_argument(
+        "--interface", metavar="ADDR|NAME", type=INTERFACE, help="outgoing interface (or its name)"
+    )
     p.add_argument("--ttl", metavar="N", type=TTL, default=1, help="multicast TTL (default 1)")
     p.add_argument(
         "--rate",

@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import os
 import socket
+import struct
 import sys
 from collections.abc import Callable
 
@@ -179,8 +180,41 @@ def check_multicast_addr(addr: object, what: str = "multicast address") -> Addre
     return (str(group), check_port(addr[1], f"{what} port"))
 
 
+_SIOCGIFADDR = 0x8915  # Linux: an interface's IPv4 address
+
+
+def _address_of_interface(name: str) -> ipaddress.IPv4Address | None:
+    """The IPv4 address of the interface called ``name`` (Linux), or None if there is none."""
+    if not sys.platform.startswith("linux") or not name or len(name) > 15:
+        return None
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return None
+    import fcntl
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            raw = fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, struct.pack("256s", name.encode()))
+        except OSError:
+            raise ConfigError(f"interface {name} has no IPv4 address") from None
+    return ipaddress.IPv4Address(raw[20:24])
+
+
 def check_interface_addr(interface_addr: object) -> str:
-    """Return the interface address if it is 0.0.0.0 or an address of this host."""
+    """Return the interface's IPv4 address, given as an address of this host or 0.0.0.0, or
+    as the name of one of its interfaces (``"eth0"``, Linux)."""
+    if isinstance(interface_addr, str):
+        try:
+            ipaddress.IPv4Address(interface_addr)
+        except ValueError:
+            by_name = _address_of_interface(interface_addr)
+            if by_name is None:
+                raise ConfigError(
+                    f"interface {interface_addr!r} is neither an IPv4 address nor the name "
+                    "of an interface of this host"
+                ) from None
+            return str(by_name)
     addr = _ipv4(interface_addr, "interface address")
     if addr.is_unspecified:
         return str(addr)

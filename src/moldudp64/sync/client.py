@@ -657,7 +657,8 @@ class MoldUDP64(ClientRecords):
     - ``multicast_addr``: ``(group, port)`` or ``"group:port"`` of line A; the group must
       be IPv4 multicast.
     - ``interface_addr``: local address of the interface to join on; ``"0.0.0.0"`` lets
-      the kernel choose. It must be an address of this host.
+      the kernel choose. It must be an address of this host, or the name of one of its
+      interfaces (``"eth0"``).
     - ``rerequest_server_addrs``: ``[(host, port), ...]`` re-request servers; requests
       are spread over them and answers come back to a socket of their own.
     - ``expected_session_ident``: only this session is accepted (None: the first seen).
