@@ -50,11 +50,6 @@ def build_c() -> tuple[Path, Path] | str:
     return out[0], out[1]
 
 
-def moldudp64_cmd() -> list[str]:
-    """The command line that runs the moldudp64 CLI with this interpreter."""
-    return [sys.executable, "-m", "moldudp64"]
-
-
 def bench_live(packets: int, blast: Path, mmsg_recv: Path, tmp: Path) -> list[Result]:
     """Full-blast multicast: C recvmmsg() loop and ``moldudp64 listen``, each against blast."""
     results = []
@@ -68,8 +63,9 @@ def bench_live(packets: int, blast: Path, mmsg_recv: Path, tmp: Path) -> list[Re
             receiver.stdout.readline()  # "ready"
         else:
             receiver, report = bench.spawn_measured(
-                [*moldudp64_cmd(), "listen", f"{GROUP}:{port}", "--interface", "127.0.0.1",
-                 "--output", str(out_file), "--format", "binaryfile", "--idle-timeout", "10"]
+                [*bench.moldudp64_command(), "listen", f"{GROUP}:{port}",
+                 "--interface", "127.0.0.1", "--output", str(out_file),
+                 "--format", "binaryfile", "--idle-timeout", "10"]
             )
             time.sleep(1.5)  # interpreter start-up and join
         sender = subprocess.run(
