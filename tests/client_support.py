@@ -73,14 +73,23 @@ def publish(
     dest: Address,
     packets: Iterable[bytes],
     drop: Callable[[int], bool] | Iterable[int] = (),
+    end_repeats: int = 0,
 ) -> int:
-    """Send ``packets`` to ``dest`` except those whose index ``drop`` selects; return sent."""
+    """Send ``packets`` to ``dest`` except those whose index ``drop`` selects; return sent.
+
+    ``end_repeats``: send an end-of-session packet that many times more, 60 ms apart, as a
+    real server repeats it (a single one is only a claim when the data before it was lost).
+    """
     drop_fn: Callable[[int], bool] = drop if callable(drop) else set(drop).__contains__
     sent = 0
     for i, packet in enumerate(packets):
         if not drop_fn(i):
             sock.sendto(packet, dest)
             sent += 1
+            if len(packet) == 20 and packet[18:20] == b"\xff\xff":
+                for _ in range(end_repeats):
+                    time.sleep(0.06)
+                    sock.sendto(packet, dest)
     return sent
 
 

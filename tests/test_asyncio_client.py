@@ -70,8 +70,8 @@ class Loop:
         self.dest: Address = self.line.getsockname()
         self.tx = sender()
 
-    def send(self, packets: list[bytes], drop: Any = ()) -> None:
-        publish(self.tx, self.dest, packets, drop)
+    def send(self, packets: list[bytes], drop: Any = (), end_repeats: int = 0) -> None:
+        publish(self.tx, self.dest, packets, drop, end_repeats)
 
     def close(self) -> None:
         self.tx.close()
@@ -101,7 +101,7 @@ def test_dropped_packets_are_recovered() -> None:
         with Responder({SESSION: msgs}) as server:
             c = client([server.address], on_event=seen.append)
             async with await c.open_with_sockets(lp.line, lp.rereq):
-                lp.send([*packets, end_of_session(msgs)], drop)
+                lp.send([*packets, end_of_session(msgs)], drop, end_repeats=2)
                 return await collect(c), c
 
     got, c = run(main)
@@ -173,13 +173,14 @@ def test_session_change_mid_stream() -> None:
 
     async def main(lp: Loop) -> tuple[list[Message], list[Message]]:
         with Responder({"SESSIONAAA": a, "SESSIONBBB": b}) as server:
-            c = client([server.address], on_event=seen.append)
+            # without an end of session, A must fall silent for stale_after before B
+            c = client([server.address], {"stale_after": 0.3}, on_event=seen.append)
             async with await c.open_with_sockets(lp.line, lp.rereq):
                 lp.send(make_packets(a, "SESSIONAAA"), {2})
                 lp.send([heartbeat(a, "SESSIONAAA")])
                 it = c.messages(timeout=5)
                 first = [await anext(it) for _ in a]
-                lp.send([*make_packets(b, "SESSIONBBB"), end_of_session(b, "SESSIONBBB")], {0, 5})
+                lp.send([*make_packets(b, "SESSIONBBB"), end_of_session(b, "SESSIONBBB")], {0, 5}, end_repeats=2)
                 rest = await collect(c)
         return first, rest
 

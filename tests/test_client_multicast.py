@@ -198,11 +198,17 @@ def test_session_change_mid_stream() -> None:
     pub_a = publisher("SESSIONAAA", addr, drop=0.05, seed=2)
     pub_b = publisher("SESSIONBBB", addr, drop=0.05, seed=4)
     assert pub_a.rerequest_address is not None and pub_b.rerequest_address is not None
-    c = client(addr, [pub_a.rerequest_address, pub_b.rerequest_address], on_event=seen.append)
-    with c, running(pub_a, a, end=False):
-        it = c.messages(timeout=10)
-        first = [next(it) for _ in a]  # session A complete (heartbeats reveal its tail)
-        pub_b.start()  # B's server answers while A's publisher is still up
+    c = client(
+        addr,
+        [pub_a.rerequest_address, pub_b.rerequest_address],
+        on_event=seen.append,
+        receiver_options={"stale_after": 0.3},
+    )
+    with c:
+        with running(pub_a, a, end=False):
+            it = c.messages(timeout=10)
+            first = [next(it) for _ in a]  # session A complete (heartbeats reveal its tail)
+        # A never ended: B is followed once A has been silent for stale_after
         with running(pub_b, b):
             rest = list(c.messages(timeout=10))
     assert first == expected(a, "SESSIONAAA")

@@ -74,8 +74,13 @@ class Loop:
         self.dest = self.line.getsockname()
         self.tx = sender()
 
-    def send(self, packets: list[bytes], drop: Iterable[int] | Callable[[int], bool] = ()) -> None:
-        publish(self.tx, self.dest, packets, drop)
+    def send(
+        self,
+        packets: list[bytes],
+        drop: Iterable[int] | Callable[[int], bool] = (),
+        end_repeats: int = 0,
+    ) -> None:
+        publish(self.tx, self.dest, packets, drop, end_repeats)
 
 
 @pytest.fixture
@@ -119,7 +124,7 @@ def test_dropped_packets_are_recovered_from_the_server(loop: Loop) -> None:
     drop = {0, 1, 5, 40, 41, 42, len(packets) - 1, *range(100, len(packets), 7)}
     with Responder({SESSION: msgs}) as server:
         with client([server.address]).open_with_sockets(loop.line, loop.rereq) as c:
-            loop.send([*packets, end_of_session(msgs)], drop)
+            loop.send([*packets, end_of_session(msgs)], drop, end_repeats=2)
             got = list(c.messages(timeout=5))
         assert server.answers > 0
     assert got == expected(msgs)
@@ -141,7 +146,7 @@ def test_any_drop_pattern_is_recovered(drop: set[int]) -> None:
             Responder({SESSION: msgs}) as server,
             client([server.address]).open_with_sockets(lp.line, lp.rereq) as c,
         ):
-            lp.send([*packets, end_of_session(msgs)], drop)
+            lp.send([*packets, end_of_session(msgs)], drop, end_repeats=2)
             got = list(c.messages(timeout=5))
         assert got == expected(msgs)
     finally:
@@ -156,7 +161,7 @@ def test_dead_server_beside_a_live_one(loop: Loop) -> None:
     with Responder({SESSION: msgs}, silent=True) as dead, Responder({SESSION: msgs}) as live:
         c = client([dead.address, live.address], max_rerequest_retries=1, on_event=seen.append)
         with c.open_with_sockets(loop.line, loop.rereq):
-            loop.send([*packets, end_of_session(msgs)], drop)
+            loop.send([*packets, end_of_session(msgs)], drop, end_repeats=2)
             got = list(c.messages(timeout=5))
         assert dead.requests > 0 and live.answers > 0
     assert got == expected(msgs)
@@ -191,7 +196,7 @@ def test_all_servers_dead_loss_is_reported_and_delivery_goes_on(loop: Loop) -> N
     with Responder({SESSION: msgs}, silent=True) as dead:
         c = client([dead.address, closed_port_address()], receiver_options=GIVE_UP)
         with c.open_with_sockets(loop.line, loop.rereq):
-            loop.send([*packets, end_of_session(msgs)], drop)
+            loop.send([*packets, end_of_session(msgs)], drop, end_repeats=2)
             got = list(c.messages(timeout=5))
     missing = {s for a, b in lost for s in range(a, b + 1)}
     assert got == [m for m in expected(msgs) if m.seq_num not in missing]
@@ -224,13 +229,14 @@ def test_session_change_mid_stream(loop: Loop) -> None:
     pb = make_packets(b, "SESSIONBBB")
     seen: list[Event] = []
     with Responder({"SESSIONAAA": a, "SESSIONBBB": b}) as server:
-        c = client([server.address], on_event=seen.append)
+        # without an end of session, A must fall silent for stale_after before B is followed
+        c = client([server.address], on_event=seen.append, receiver_options={"stale_after": 0.3})
         with c.open_with_sockets(loop.line, loop.rereq):
             loop.send(pa, {4})
             loop.send([heartbeat(a, "SESSIONAAA")])
             # wait until session A is complete before session B starts
             first = [m for _, m in zip(range(len(a)), c.messages(timeout=5), strict=False)]
-            loop.send([*pb, end_of_session(b, "SESSIONBBB")], {0, 9})
+            loop.send([*pb, end_of_session(b, "SESSIONBBB")], {0, 9}, end_repeats=2)
             rest = list(c.messages(timeout=5))
     assert first == expected(a, "SESSIONAAA")
     assert rest == expected(b, "SESSIONBBB")
@@ -715,7 +721,7 @@ def test_pull_mode_recovers_any_drop_pattern(drop: set[int]) -> None:
             Responder({SESSION: msgs}) as server,
             pull_client([server.address]).open_with_sockets(lp.line, lp.rereq) as c,
         ):
-            lp.send([*packets, end_of_session(msgs)], drop)
+            lp.send([*packets, end_of_session(msgs)], drop, end_repeats=2)
             got = list(c.messages(timeout=5))
         assert got == expected(msgs)
         assert c.lost_ranges == []

@@ -18,7 +18,8 @@ Timing rules (on the simulated or real clock the caller passes in):
   carrying the next sequence number goes out;
 - :meth:`end_session` sends the pending messages, then an end-of-session packet (count
   0xFFFF, next sequence number, no blocks) at once and every ``end_of_session_interval``
-  seconds for ``end_of_session_duration`` seconds, in place of heartbeats; then
+  seconds (default: the heartbeat interval, at most a quarter of the period) for
+  ``end_of_session_duration`` seconds, in place of heartbeats; then
   :attr:`ended` is true and the core is silent.
 """
 
@@ -130,7 +131,9 @@ class PublisherCore:
         assert eos_duration is not None
         self._eos_duration = eos_duration
         if end_of_session_interval is None:
-            end_of_session_interval = self._heartbeat_interval or 1.0
+            # at least four over the period: a receiver believes an end of session that
+            # follows lost data only once another one confirms it
+            end_of_session_interval = min(self._heartbeat_interval or 1.0, eos_duration / 4 or 1.0)
         eos_interval = _non_negative(end_of_session_interval, "end_of_session_interval")
         if not eos_interval:
             raise ConfigError("end_of_session_interval must be > 0")

@@ -14,30 +14,72 @@ stream. Packets that arrive early are kept (bounded), only missing ranges are re
 partial answers are completed at once, unanswered requests are retried on a timer with
 backoff over the servers in turn, and a new session is never spliced into the old one.
 
+What it trusts (nothing on the wire is authenticated, so each rule below is a defence):
+
+- **A sequence number beyond everything held is a claim until confirmed.** A live
+  datagram that would open a gap (its first number is past the highest held) is kept
+  aside, not acted on, until a second datagram vouches for it: any other datagram of the
+  session whose last number (data) or own number (heartbeat, end of session) reaches it,
+  from either line or a server's answer. A copy of it on the same line within
+  :data:`_REPEAT_INTERVAL` is a network duplicate and vouches for nothing, unless it is
+  the third. Datagrams kept aside are bounded and dropped (``unconfirmed_sequence``) after
+  ``confirm_within``. So a stray datagram far ahead costs nothing: no gap, no request, no
+  loss. A real gap costs one more datagram before it is requested (on a quiet feed, one
+  heartbeat interval); a late join (feed at 5,000,000, wanted from 1) backfills as soon as
+  the second live packet arrives. End of input (:meth:`~ReceiverCore.finish`) takes what
+  is kept aside as it is.
+- **An end of session is believed** when the stream reached exactly its number, or a
+  second one names the same number (the rule above). One below data already held is a
+  contradiction: reported once (``end_of_session_below_data``) and ignored; data beyond
+  one not yet believed disproves it (``end_of_session_contradicted``); data beyond one
+  believed is dropped (``after_end_of_session``). After :class:`SessionEnded` nothing more
+  of that session is delivered or reported (later datagrams are only counted).
+- **Answers count only from a configured server** (address and port), or one the user
+  sent a request of their own to; others are dropped (``unknown_server``). ``addr=None``
+  means the driver vouches for the source.
+- **A session switch needs evidence**: the followed session ended (and its gaps are
+  settled), or it sent nothing for ``stale_after`` while the other session is live (two
+  distinct datagrams, the last within ``stale_after``). Until then the other session's
+  datagrams wait (bounded; see :class:`ReceiverConfig`). A session left is never
+  followed again; sessions that were never followed cannot push it out of that memory.
+- **A dead server costs one request timeout.** Servers that answer (nothing unanswered
+  since) are asked first, then servers never tried, then by how many requests they left
+  unanswered. A retry never goes back to the server(s) whose attempt just timed out while
+  another is usable; when none is known to answer, a retry goes to all others at once.
+- **Bounds count real memory**: a held message costs its bytes plus
+  :data:`_MSG_OVERHEAD`, a held piece :data:`_PIECE_OVERHEAD` more; datagrams kept aside
+  and those of a waiting session count against the same ``max_held_packets`` and
+  ``max_held_bytes``.
+
 How it is built: the state is the next sequence number to deliver (``expected``), the
 highest sequence number known to exist (``horizon``), the messages held between them
 (disjoint pieces keyed by their first sequence number), the missing ranges between them
 (sorted "segments", each with its request state), and ranges given up but not yet reached
 (delivered in order as ``MessagesLost``). Every number below ``horizon`` and at or above
-``expected`` is in exactly one of held, missing or given up. A packet whose sequence number
-is the expected one while nothing is missing takes the fast path: one header unpack, two
-compares, :func:`~moldudp64.wire.parse_blocks` (validates and splits), and its messages
-join the pending :class:`~moldudp64.events.MessagesDelivered` the previous fast-path packet
-made (while that is still the newest event not taken), else one new event.
+``expected`` is in exactly one of held, missing or given up. Segments waiting for a
+request sit in a heap by due time, so a datagram costs the same whatever the number of
+open gaps (a segment list insert is a memmove). Requests are made only in
+:meth:`~ReceiverCore.handle_timer` / :meth:`~ReceiverCore.datagrams_to_send`, never
+while a datagram is received, so a driver that reads every socket first never asks a
+server for what the other line brought. A packet whose sequence number is the expected
+one while nothing is missing takes the fast path: one header unpack, two compares,
+:func:`~moldudp64.wire.parse_blocks` (validates and splits), and its messages join the
+pending :class:`~moldudp64.events.MessagesDelivered` the previous fast-path packet made
+(while that is still the newest event not taken), else one new event.
 :meth:`~ReceiverCore.receive_datagrams` takes a batch (one ``recvmmsg`` or one run of a
 capture) and :meth:`~ReceiverCore.receive_in_order` runs the fast path over a batch in one
-loop. While a gap is open, a live packet carrying the next number beyond everything held is
-held without the general checks, and a lower bound on the segments' due times spares
-walking every open gap per packet.
+loop. While a gap is open, a live packet carrying the next number beyond everything held
+is held without the general checks.
 """
 
 from __future__ import annotations
 
 import logging
 import struct
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from heapq import heappop, heappush
 from operator import attrgetter
 
 from .events import (
@@ -97,10 +139,35 @@ LOST_SESSION_CHANGED = "session changed"
 DROP_WRONG_SESSION = "wrong_session"
 DROP_OLD_SESSION = "old_session"
 DROP_AFTER_END = "after_end_of_session"
+DROP_UNKNOWN_SERVER = "unknown_server"
+DROP_UNCONFIRMED = "unconfirmed_sequence"
+DROP_EOS_BELOW_DATA = "end_of_session_below_data"
+DROP_EOS_CONTRADICTED = "end_of_session_contradicted"
+DROP_SESSION_BACKLOG = "next_session_backlog_full"
 
 _unpack_header = HEADER.unpack_from
 _RETX = Source.RETRANSMISSION
 _start_of = attrgetter("start")
+_failures_of = attrgetter("failures")
+
+#: A copy of a datagram on the same line within this many seconds is a network duplicate:
+#: it confirms nothing (a feed's heartbeats and ends of session repeat far slower).
+_REPEAT_INTERVAL = 0.05
+#: Copies that confirm a datagram kept aside though they came too soon to count as
+#: independent (a read that took them together; a network rarely makes three of one).
+_CONFIRMING_COPIES = 3
+#: Datagrams kept aside for confirmation, at most (the oldest is dropped first).
+_MAX_CLAIMS = 64
+#: Other sessions tracked while one is followed, at most.
+_MAX_CANDIDATES = 8
+#: Servers one retry goes to at once, at most.
+_MAX_FANOUT = 8
+#: Real memory of a held message beyond its bytes: the bytes object's header (33 bytes,
+#: rounded up to the allocator's 16) and its list slot, over-allocation included.
+_MSG_OVERHEAD = 64
+#: Real memory of a held piece beyond its messages: its record, list and table entry,
+#: and the missing range and timer entry that may come with it.
+_PIECE_OVERHEAD = 400
 
 
 def _parse_blocks_or_none(data: bytes) -> list[bytes] | None:
@@ -144,7 +211,8 @@ class ReceiverConfig:
       never requested. ``start_from_first_seen`` True instead starts from whatever
       sequence number arrives first (not both).
     - ``rerequest_server_addrs`` empty: no recovery; a gap waits ``loss_grace`` (0.1 s)
-      for reordered packets, then is reported lost.
+      for reordered packets, then is reported lost. Give numeric addresses, as the driver
+      reports a datagram's source: answers from any other address are dropped.
     - ``max_rerequest_retries`` 100: consecutive unanswered requests before a server is
       taken out of rotation (:class:`ServerDisabled`); it is tried again after
       ``server_retry_interval`` (5 s) when no other server is usable, and back in
@@ -156,16 +224,23 @@ class ReceiverConfig:
       few milliseconds when a B line or reordering usually fills gaps by itself).
     - ``max_messages_per_request`` 1024 (at most 0xFFFE), ``max_requests_in_flight`` 32.
     - ``max_held_packets`` 50,000 and ``max_held_bytes`` 64 MiB bound the early packets
-      held; past either, the oldest gap is reported lost and delivery goes on.
+      held, in real memory (object overhead counted); past either, the oldest gap is
+      reported lost and delivery goes on.
     - ``stale_after`` 3.0 s without a live datagram raises :class:`FeedStale` (None: never).
     - ``raw`` False: True is the low-level mode, :class:`DatagramReceived` for every valid
       datagram in arrival order instead of :class:`MessagesDelivered`; gaps are still
       requested automatically and :meth:`ReceiverCore.request` adds requests.
     - ``follow_session_changes`` True: when not pinned, a new session on the feed is
-      followed (:class:`SessionChanged`); False keeps the first session only. While the
-      old session still has gaps being recovered, the new one's datagrams wait (within
-      the held bounds) so that the old one is finished first; packets of a session left
-      behind are dropped (``old_session``), never spliced in.
+      followed (:class:`SessionChanged`) once the evidence is there: the current one
+      ended (end of session believed, gaps settled), or it sent nothing for
+      ``stale_after`` while the new one is live; ``stale_after`` None: only after an end.
+      Meanwhile the new one's datagrams wait (within the held bounds; beyond them they
+      are counted as ``next_session_backlog_full`` and requested once followed); packets
+      of a session left behind are dropped (``old_session``), never spliced in. False
+      keeps the first session only.
+    - ``confirm_within`` 3.0 s: how long a datagram that reaches beyond everything held
+      waits for a second datagram to confirm it before it is dropped
+      (``unconfirmed_sequence``; see the module doc).
     """
 
     expected_session_ident: str | bytes | None = None
@@ -187,6 +262,7 @@ class ReceiverConfig:
     stale_after: float | None = 3.0
     loss_grace: float = 0.1
     server_retry_interval: float = 5.0
+    confirm_within: float = 3.0
 
     def __post_init__(self) -> None:
         session = self.expected_session_ident
@@ -231,6 +307,7 @@ class ReceiverConfig:
             ("request_timeout", True),
             ("max_request_timeout", True),
             ("server_retry_interval", True),
+            ("confirm_within", True),
             ("request_delay", False),
             ("loss_grace", False),
         ):
@@ -270,6 +347,7 @@ class ReceiverStats:
     end_of_session_packets: int
     duplicate_packets: int
     duplicate_messages: int
+    messages_before_start: int
     gaps_detected: int
     gap_messages: int
     messages_recovered: int
@@ -282,6 +360,7 @@ class ReceiverStats:
     dropped: dict[str, int]
     held_packets: int
     held_bytes: int
+    unconfirmed_packets: int
     peak_held_packets: int
     peak_held_bytes: int
     open_gaps: int
@@ -305,14 +384,18 @@ class _Segment:
     #: When to (re)send it; None while the request ``req_seq`` is in flight.
     due: float | None = None
     req_seq: int = -1
+    #: The servers whose attempt at it last went unanswered: the retry goes elsewhere.
+    avoid: tuple[_Server, ...] = ()
+    #: False once filled, split off or given up (its entries in the due heap are stale).
+    alive: bool = True
 
 
 @dataclass(slots=True)
 class _Request:
-    """A request in flight: ``[seq, end)`` sent to ``server``."""
+    """A request in flight: ``[seq, end)`` sent to each of ``servers``."""
 
     end: int
-    server: _Server
+    servers: tuple[_Server, ...]
     deadline: float
 
 
@@ -321,6 +404,7 @@ class _Server:
     """A re-request server and its health."""
 
     addr: Address
+    #: Requests left unanswered since its last answer.
     failures: int = 0
     disabled: bool = False
     retry_at: float = 0.0
@@ -333,6 +417,36 @@ class _Server:
 class _Held:
     msgs: list[bytes]
     nbytes: int = field(default=0)
+
+
+@dataclass(slots=True)
+class _Claim:
+    """A datagram of the followed session that reaches beyond everything held: kept
+    aside until a second datagram confirms its sequence number (see the module doc)."""
+
+    start: int
+    #: The sequence number it vouches for: one past its last message (data), or its own
+    #: number (heartbeat, end of session).
+    value: int
+    data: bytes
+    source: Source
+    at: float
+    addr: Address | None
+    nbytes: int
+    #: Copies of it seen (network duplicates, or reads that took several at once).
+    copies: int = 1
+
+
+@dataclass(slots=True)
+class _Candidate:
+    """Datagrams of another session, kept while the evidence for a switch gathers."""
+
+    datagrams: list[tuple[bytes, Source, float, Address | None]]
+    nbytes: int = 0
+    last_at: float = 0.0
+    #: Distinct datagrams seen (copies of the previous one on the same line within
+    #: :data:`_REPEAT_INTERVAL` are one).
+    distinct: int = 0
 
 
 class ReceiverCore:
@@ -355,34 +469,46 @@ class ReceiverCore:
         self._session: str | None = (
             decode_session(self._session_raw) if self._session_raw is not None else None
         )
-        self._past_sessions: list[bytes] = []
-        #: Datagrams of the next session, kept while the current one still recovers gaps.
-        self._next: list[tuple[bytes, Source, float, Address | None]] = []
-        self._next_session: bytes | None = None
-        self._next_bytes = 0
+        #: Sessions left behind (never followed again), oldest first; bounded.
+        self._past: dict[bytes, None] = {}
+        #: Other sessions seen while following one, with their datagrams; bounded.
+        self._cands: dict[bytes, _Candidate] = {}
+        self._cand_packets = 0
+        self._cand_bytes = 0
         self._started = False
         first = 1 if cfg.expected_seq_num is None else cfg.expected_seq_num
+        self._first = first
         self._expected = first
         self._horizon = first
         #: Equals ``_expected`` when the fast path may be taken, else -1.
         self._fast_seq = -1
         self._eos: int | None = None
+        #: An end of session seen once, not yet confirmed: (its number, the datagram,
+        #: line, arrival time).
+        self._eos_claim: _Claim | None = None
         self._ended = False
         self._held: dict[int, _Held] = {}
         self._held_bytes = 0
+        self._claims: list[_Claim] = []
+        self._claim_bytes = 0
         self._lost: dict[int, tuple[int, str]] = {}
         self._segs: list[_Segment] = []
-        #: No segment is due before this (inf: none is); the earliest ``due`` exactly while
-        #: ``_floor_exact``. Lets a packet skip walking every open gap.
-        self._due_floor = _INF
-        self._floor_exact = True
+        #: ``(due, tie, segment)`` for every segment waiting to be requested; entries whose
+        #: segment is dead or whose due time changed are stale and skipped.
+        self._due: list[tuple[float, int, _Segment]] = []
+        self._tie = 0
         self._requests: dict[int, _Request] = {}
+        self._next_deadline = _INF
         self._servers = [_Server(a) for a in cfg.rerequest_server_addrs]
         self._by_addr = {s.addr: s for s in self._servers}
+        #: Servers the user sent requests of their own to (their answers are accepted).
+        self._user_servers: set[Address] = set()
         self._rr = 0
         self._timer: float | None = None
         self._last_live: float | None = None
         self._stale = False
+        #: Reasons already reported once (contradictions that repeat on every packet).
+        self._reported: set[str] = set()
         self._debug = logger.isEnabledFor(logging.DEBUG)
         #: The fast path's last event and its message list, extended while it is the
         #: newest event not yet taken (one event per run of consecutive messages).
@@ -396,6 +522,7 @@ class ReceiverCore:
         self._eos_packets = 0
         self._dup_packets = 0
         self._dup_messages = 0
+        self._before_start = 0
         self._gaps = 0
         self._gap_messages = 0
         self._recovered = 0
@@ -433,7 +560,11 @@ class ReceiverCore:
         return events
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        """Return the request datagrams to send, each with its server (and forget them)."""
+        """Return the request datagrams to send, each with its server (and forget them).
+
+        Requests are made here (and in :meth:`handle_timer`), never while a datagram is
+        received, so a driver that reads every socket before calling this never asks a
+        server for what another line already brought."""
         if self._timer is not None and self._timer <= now:
             self.handle_timer(now)
         out = self._out
@@ -452,7 +583,18 @@ class ReceiverCore:
         ):
             stale_at = self._last_live + stale_after
             if timer is None or stale_at < timer:
-                return stale_at
+                timer = stale_at
+        if self._claims or self._eos_claim is not None:
+            at = self._claims[0].at if self._claims else _INF
+            if self._eos_claim is not None and self._eos_claim.at < at:
+                at = self._eos_claim.at
+            expire = at + self.config.confirm_within
+            if timer is None or expire < timer:
+                timer = expire
+        if self._cands:
+            switch_at = self._switch_check_at()
+            if switch_at is not None and (timer is None or switch_at < timer):
+                timer = switch_at
         return timer
 
     def handle_timer(self, now: float) -> None:
@@ -468,14 +610,17 @@ class ReceiverCore:
             self._stale = True
             self._fast_seq = -1
             self._events.append(FeedStale(now - self._last_live))
+        if self._claims or self._eos_claim is not None:
+            self._expire_claims(now)
         if self._requests or self._segs:
-            self._expire_requests(now)
-            self._drain()
+            if self._next_deadline <= now:
+                self._expire_requests(now)
+                self._drain()
             self._enforce_held_bound()
             self._pump(now)
             self._drain()
-        if self._next and not self._segs:
-            self._switch_to_next(now)
+        if self._cands:
+            self._consider_switch(now)
         self._refresh(now)
 
     def receive_datagram(
@@ -519,8 +664,9 @@ class ReceiverCore:
             and type(data) is bytes
             and type(source) is Source
             and self._eos is None
+            and self._eos_claim is None
+            and not self._claims
             and not self._stale
-            and not self._next
             and self._started
             and not self.config.raw
             and self._receive_beyond(data, source, now, seq, count)
@@ -541,7 +687,7 @@ class ReceiverCore:
         self._last_live = now
         self._messages[source] += count
         self._horizon = seq + count
-        nbytes = sum(map(len, msgs)) + 2 * count
+        nbytes = sum(map(len, msgs)) + _MSG_OVERHEAD * count + _PIECE_OVERHEAD
         held = self._held
         held[seq] = _Held(msgs, nbytes)
         self._held_bytes += nbytes
@@ -549,15 +695,12 @@ class ReceiverCore:
         cfg = self.config
         if len(held) > cfg.max_held_packets or self._held_bytes > cfg.max_held_bytes:
             self._enforce_held_bound()
+            self._refresh(now)
         else:
             if len(held) > self._peak_held:
                 self._peak_held = len(held)
             if self._held_bytes > self._peak_held_bytes:
                 self._peak_held_bytes = self._held_bytes
-        if self._segs and self._due_floor <= now:  # a request (or give-up) may be due
-            self._pump(now)
-            self._drain()
-        self._refresh(now)
         return True
 
     def receive_datagrams(
@@ -656,34 +799,37 @@ class ReceiverCore:
         """
         data = packet.build()
         if server is None:
-            chosen = self._pick_server(now)
-            if chosen is None:
-                if not self._servers:
-                    raise ConfigError("no re-request server configured to send the request to")
-                chosen = self._servers[self._rr % len(self._servers)]
-            target = chosen.addr
-            chosen.requests += 1
+            if not self._servers:
+                raise ConfigError("no re-request server configured to send the request to")
+            chosen = self._choose(now, ())
+            target = (chosen[0] if chosen else self._servers[0]).addr
         else:
             target = _check_address(server)
-            known = self._by_addr.get(target)
-            if known is not None:
-                known.requests += 1
+        known = self._by_addr.get(target)
+        if known is not None:
+            known.requests += 1
+        else:
+            self._user_servers.add(target)
         self._user_requests += 1
         self._out.append((data, target))
 
     def finish(self, now: float) -> None:
-        """End of input: report every open gap lost and deliver everything held.
+        """End of input: take what is held, report every open gap lost, deliver the rest.
 
-        Requests in flight or not yet sent are forgotten. Datagrams that come later are
-        handled as usual (as if the stream resumed).
+        Datagrams kept aside for confirmation are taken as they are (no more evidence can
+        come); requests in flight or not yet sent are forgotten. Datagrams that come later
+        are handled as usual (as if the stream resumed).
         """
+        self._take_claims(None, now)
         self._segs_give_up(0, len(self._segs), LOST_END_OF_INPUT)
         self._drain()
-        if self._next:
-            self._switch_to_next(now)
+        if self._cands:
+            self._switch_to(max(self._cands, key=lambda s: self._cands[s].last_at), now)
+            self._take_claims(None, now)
             self._segs_give_up(0, len(self._segs), LOST_END_OF_INPUT)
             self._drain()
         self._requests.clear()
+        self._next_deadline = _INF
         self._out.clear()
         self._refresh(now)
 
@@ -699,6 +845,7 @@ class ReceiverCore:
             end_of_session_packets=self._eos_packets,
             duplicate_packets=self._dup_packets,
             duplicate_messages=self._dup_messages,
+            messages_before_start=self._before_start,
             gaps_detected=self._gaps,
             gap_messages=self._gap_messages,
             messages_recovered=self._recovered,
@@ -709,8 +856,9 @@ class ReceiverCore:
             timeouts={s.addr: s.timeouts for s in self._servers},
             malformed=dict(self._malformed),
             dropped=dict(self._dropped),
-            held_packets=len(self._held) + len(self._next),
-            held_bytes=self._held_bytes + self._next_bytes,
+            held_packets=len(self._held) + len(self._claims) + self._cand_packets,
+            held_bytes=self._held_bytes + self._claim_bytes + self._cand_bytes,
+            unconfirmed_packets=len(self._claims),
             peak_held_packets=self._peak_held,
             peak_held_bytes=self._peak_held_bytes,
             open_gaps=len(self._segs),
@@ -732,9 +880,22 @@ class ReceiverCore:
 
     # ------------------------------------------------------------------ slow path
 
-    def _drop(self, reason: str, source: Source, addr: Address | None, malformed: bool) -> None:
+    def _drop(
+        self,
+        reason: str,
+        source: Source,
+        addr: Address | None,
+        malformed: bool = False,
+        once: bool = False,
+    ) -> None:
+        """Count a datagram not taken; report it (``once``: only the first time for this
+        reason, for contradictions a feed repeats). Nothing is reported after the end."""
         counts = self._malformed if malformed else self._dropped
         counts[reason] = counts.get(reason, 0) + 1
+        if self._ended or (once and reason in self._reported):
+            return
+        if once:
+            self._reported.add(reason)
         self._events.append(DatagramDropped(reason, source, addr))
         if self._debug:
             logger.debug("dropped datagram from %s %s: %s", source.name, addr, reason)
@@ -745,21 +906,27 @@ class ReceiverCore:
         source: Source,
         now: float,
         addr: Address | None,
-        replay: bool = False,
+        counted: bool = False,
+        trusted: bool = False,
     ) -> None:
+        """Everything the fast paths do not take. ``counted``: a datagram kept aside and
+        taken in now (already counted as a packet); ``trusted``: its sequence number is
+        confirmed already."""
         if type(source) is not Source:
             try:
                 source = Source(source)
             except ValueError:
                 source = _RETX
-        if not replay:
+        if not counted:
             self._packets[source] += 1
-            if source != _RETX:
-                if self._stale:
-                    self._stale = False
-                    last = self._last_live if self._last_live is not None else now
-                    self._events.append(FeedResumed(now - last))
-                self._last_live = now
+            if (
+                source == _RETX
+                and addr is not None
+                and addr not in self._by_addr
+                and addr not in self._user_servers
+            ):  # not from a server we asked: never trusted
+                self._drop(DROP_UNKNOWN_SERVER, source, addr)
+                return
         if type(data) is not bytes:
             data = bytes(data)
         try:
@@ -769,162 +936,399 @@ class ReceiverCore:
             self._refresh(now)
             return
         session_raw, seq, count = _unpack_header(data)
-        if (
-            seq + count <= self._expected
-            and 0 < count < END_OF_SESSION
-            and session_raw == self._session_raw
-            and source != _RETX
-            and self._started
-            and not self.config.raw
-        ):  # a live copy of what was delivered (line B behind line A): count it, done
-            self._messages[source] += count
-            self._dup_packets += 1
-            self._dup_messages += count
-            return
-        if self._session_raw is None:
-            self._session_raw = session_raw
-            self._session = decode_session(session_raw)
-        elif session_raw != self._session_raw:
-            if (
-                self._pinned
-                or not self.config.follow_session_changes
-                or session_raw in self._past_sessions
-            ):
-                reason = (
-                    DROP_OLD_SESSION if session_raw in self._past_sessions else (DROP_WRONG_SESSION)
-                )
-                self._drop(reason, source, addr, malformed=False)
+        if session_raw != self._session_raw:
+            if self._session_raw is None:  # the first datagram names the session
+                self._session_raw = session_raw
+                self._session = decode_session(session_raw)
+            else:
+                self._other_session(session_raw, data, source, now, addr)
                 self._refresh(now)
                 return
-            if self._segs and self._servers and self._defer(session_raw, data, source, now, addr):
-                self._refresh(now)
-                return
-            self._switch_session(session_raw, seq, now)
+        live = source != _RETX
+        if live and not counted:
+            if self._stale:
+                self._stale = False
+                last = self._last_live if self._last_live is not None else now
+                self._events.append(FeedResumed(now - last))
+            self._last_live = now
+        if self._claims and not counted:
+            self._expire_claims(now)
         if not self._started:
             self._started = True
             if self.config.start_from_first_seen:
-                self._expected = self._horizon = seq
+                self._expected = self._horizon = self._first = seq
             self._events.append(SessionStarted(self._session or "", self._expected))
-        if self.config.raw and not replay:
-            self._events.append(DatagramReceived(data, source, addr))
-        if count == 0:
-            self._heartbeats += 1
-            if self._eos is None or seq <= self._eos:
-                self._extend_horizon(seq, now)
-        elif count == END_OF_SESSION:
-            self._eos_packets += 1
-            if self._eos is None and seq >= self._expected:
-                self._eos = seq
-                self._extend_horizon(seq, now)
-        else:
-            self._messages[source] += count
-            if self._eos is not None and seq + count > self._eos:
-                self._drop(DROP_AFTER_END, source, addr, malformed=False)
+        if self._ended:  # the session is over: count, report nothing more
+            if 0 < count < END_OF_SESSION:
+                self._messages[source] += count
+                if seq + count <= self._expected:
+                    self._count_old(seq, count)
+                else:
+                    self._drop(DROP_AFTER_END, source, addr)
+            elif count == 0:
+                self._heartbeats += 1
             else:
-                if self.config.raw:  # the user has the datagram; hold only the count
-                    msgs = [b""] * count
-                self._accept(seq, msgs, now)
-            if source == _RETX:
-                self._on_answer(seq, addr, now)
+                self._eos_packets += 1
+            return
+        raw = self.config.raw
+        if 0 < count < END_OF_SESSION and seq + count <= self._expected and live and not raw:
+            # a live copy of what was delivered (line B behind line A): count it, done
+            self._messages[source] += count
+            self._count_old(seq, count)
+            return
+        if raw and not counted:
+            self._events.append(DatagramReceived(data, source, addr))
+        if count == END_OF_SESSION:
+            self._eos_packets += 1
+            self._on_end_of_session(seq, data, source, now, addr)
+        else:
+            value = seq + count
+            opener = seq > self._horizon
+            if opener and live and not trusted and not self._vouched(seq, data, source, now):
+                # reaches beyond everything held: kept aside until confirmed
+                self._hold_claim(seq, value, data, source, now, addr)
+                self._take_claims(value, now, data, source)
+                self._refresh(now)
+                return
+            if count == 0:
+                self._heartbeats += 1
+            else:
+                self._messages[source] += count
+            if self._eos is not None and value > self._eos:
+                self._drop(DROP_AFTER_END, source, addr, once=True)
+            else:
+                if self._eos_claim is not None and value > self._eos_claim.start and count:
+                    self._eos_claim = None  # data beyond it: that end of session was false
+                    self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
+                if opener and self._claims and not trusted:
+                    self._take_claims(value, now, data, source)  # confirmed below it: first
+                if count == 0:
+                    if value > self._horizon:
+                        self._new_gap(self._horizon, value, now)
+                        self._horizon = value
+                else:
+                    if raw:  # the user has the datagram; hold only the count
+                        msgs = [b""] * count
+                    self._accept(seq, msgs, now)
+                if not live:
+                    self._on_answer(seq, value, addr, now)
+                if self._claims and not trusted:
+                    self._take_claims(value, now, data, source)
+                eos = self._eos_claim
+                if eos is not None and self._horizon == eos.start:
+                    # the stream reached exactly the end of session seen before: believed
+                    self._on_end_of_session(eos.start, eos.data, eos.source, now, None)
         self._drain()
         self._enforce_held_bound()
-        if self._segs:
-            self._pump(now)
-            self._drain()
-        if self._next and not self._segs and not replay:
-            self._switch_to_next(now)
+        if self._cands and not counted:
+            self._consider_switch(now)
         self._refresh(now)
 
-    def _defer(
+    def _count_old(self, seq: int, count: int) -> None:
+        """Messages below the next one to deliver: duplicates, or before the start."""
+        below = min(seq + count, self._first) - seq
+        if below > 0:
+            self._before_start += below
+            count -= below
+        if count > 0:
+            self._dup_packets += 1
+            self._dup_messages += count
+
+    # ------------------------------------------------------------------ confirmation
+
+    def _is_copy(self, claim: _Claim, data: bytes, source: Source, now: float) -> bool:
+        """Whether ``data`` is a copy of ``claim``'s datagram (the same line, soon after):
+        a network duplicate, which confirms nothing."""
+        return claim.source == source and now - claim.at < _REPEAT_INTERVAL and claim.data == data
+
+    def _vouched(self, seq: int, data: bytes, source: Source, now: float) -> bool:
+        """Whether another datagram kept aside already shows that ``seq`` exists."""
+        for claim in self._claims:
+            if claim.value >= seq and not self._is_copy(claim, data, source, now):
+                return True
+        return False
+
+    def _hold_claim(
+        self,
+        seq: int,
+        value: int,
+        data: bytes,
+        source: Source,
+        now: float,
+        addr: Address | None,
+    ) -> None:
+        claims = self._claims
+        for claim in claims:
+            if self._is_copy(claim, data, source, now):
+                self._dup_packets += 1
+                claim.copies += 1
+                if claim.copies >= _CONFIRMING_COPIES:
+                    self._take_claims(claim.start, now)
+                return
+        nbytes = len(data) + _PIECE_OVERHEAD
+        claims.append(_Claim(seq, value, data, source, now, addr, nbytes))
+        self._claim_bytes += nbytes
+        while len(claims) > _MAX_CLAIMS:
+            old = claims.pop(0)
+            self._claim_bytes -= old.nbytes
+            self._drop(DROP_UNCONFIRMED, old.source, old.addr)
+        self._enforce_held_bound()
+
+    def _take_claims(
+        self,
+        value: int | None,
+        now: float,
+        data: bytes = b"",
+        source: Source = _RETX,
+    ) -> None:
+        """Take in, in order of sequence number, every datagram kept aside that is now
+        confirmed: by a datagram vouching for ``value`` (not a copy of it), or that the
+        stream has reached. ``value`` None takes them all (end of input)."""
+        claims = self._claims
+        if not claims:
+            return
+        horizon = self._horizon
+        taken: list[_Claim] = []
+        kept: list[_Claim] = []
+        for claim in claims:
+            if (
+                value is None
+                or claim.start <= horizon
+                or (claim.start <= value and not self._is_copy(claim, data, source, now))
+            ):
+                taken.append(claim)
+            else:
+                kept.append(claim)
+        if not taken:
+            return
+        # a datagram taken in confirms, in turn, what lies below its own value
+        top = max(c.value for c in taken)
+        moved = True
+        while moved and kept:
+            moved = False
+            for claim in kept[:]:
+                if claim.start <= top:
+                    taken.append(claim)
+                    kept.remove(claim)
+                    top = max(top, claim.value)
+                    moved = True
+        self._claims = kept
+        for claim in sorted(taken, key=_start_of):
+            self._claim_bytes -= claim.nbytes
+            self._receive_slow(
+                claim.data, claim.source, max(claim.at, now), claim.addr, counted=True, trusted=True
+            )
+
+    def _expire_claims(self, now: float) -> None:
+        """Datagrams kept aside longer than ``confirm_within`` were never confirmed: drop."""
+        limit = now - self.config.confirm_within
+        claims = self._claims
+        while claims and claims[0].at <= limit:
+            old = claims.pop(0)
+            self._claim_bytes -= old.nbytes
+            self._drop(DROP_UNCONFIRMED, old.source, old.addr)
+        eos = self._eos_claim
+        if eos is not None and eos.at <= limit:
+            self._eos_claim = None
+            self._drop(DROP_UNCONFIRMED, eos.source, None)
+
+    def _on_end_of_session(
+        self, seq: int, data: bytes, source: Source, now: float, addr: Address | None
+    ) -> None:
+        """End of session at ``seq``: believed when the stream reached exactly ``seq``, or
+        another end of session names the same number (not a copy of it, unless it is the
+        third)."""
+        if self._eos is not None:
+            if seq != self._eos:
+                self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
+            return
+        if seq < self._horizon:  # data beyond it was taken: the data wins
+            self._drop(DROP_EOS_BELOW_DATA, source, addr, once=True)
+            return
+        claim = self._eos_claim
+        confirmed = seq == self._horizon and seq > self._first
+        if not confirmed and claim is not None:
+            if claim.start == seq:
+                confirmed = not self._is_copy(claim, data, source, now)
+                if not confirmed:
+                    claim.copies += 1
+                    confirmed = claim.copies >= _CONFIRMING_COPIES
+                if not confirmed:
+                    return
+            else:
+                self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
+        if not confirmed and self._claims:
+            self._take_claims(seq, now, data, source)
+            confirmed = seq == self._horizon
+        if not confirmed:
+            if source == _RETX:
+                return
+            self._eos_claim = _Claim(seq, seq, data, source, now, addr, 0)
+            return
+        self._eos_claim = None
+        self._take_claims(seq, now, data, source)
+        self._eos = seq
+        if seq > self._horizon:
+            self._new_gap(self._horizon, seq, now)
+            self._horizon = seq
+        # Datagrams kept aside beyond the end can never be confirmed.
+        for beyond in self._claims:
+            self._claim_bytes -= beyond.nbytes
+            self._drop(DROP_AFTER_END, beyond.source, beyond.addr, once=True)
+        self._claims = []
+
+    # ------------------------------------------------------------------ sessions
+
+    def _other_session(
         self, session_raw: bytes, data: bytes, source: Source, now: float, addr: Address | None
-    ) -> bool:
-        """Keep a datagram of the next session while the current one still recovers gaps
-        (end of session is the last chance to fill them); False when it cannot be kept."""
-        cfg = self.config
-        if self._next_session not in (None, session_raw):
-            return False
-        if (
-            len(self._next) >= cfg.max_held_packets
-            or self._next_bytes + len(data) > cfg.max_held_bytes
+    ) -> None:
+        """A datagram of a session other than the one followed: dropped, or kept as
+        evidence for a switch (see :class:`ReceiverConfig`, ``follow_session_changes``)."""
+        if session_raw in self._past:
+            self._drop(DROP_OLD_SESSION, source, addr)
+            return
+        if self._pinned or not self.config.follow_session_changes or source == _RETX:
+            self._drop(DROP_WRONG_SESSION, source, addr)
+            return
+        cands = self._cands
+        cand = cands.get(session_raw)
+        if cand is None:
+            if len(cands) >= _MAX_CANDIDATES:
+                oldest = min(cands, key=lambda s: cands[s].last_at)
+                self._forget_candidate(oldest, DROP_WRONG_SESSION)
+            cand = cands[session_raw] = _Candidate([])
+        waiting = cand.datagrams
+        if not (
+            waiting
+            and waiting[-1][1] == source
+            and now - waiting[-1][2] < _REPEAT_INTERVAL
+            and waiting[-1][0] == data
         ):
-            return False
-        self._next_session = session_raw
-        self._next.append((data, source, now, addr))
-        self._next_bytes += len(data)
-        if self.config.raw:
-            self._events.append(DatagramReceived(data, source, addr))
-        held = len(self._held) + len(self._next)
-        if held > self._peak_held:
-            self._peak_held = held
-        return True
+            cand.distinct += 1
+        cfg = self.config
+        size = len(data) + _PIECE_OVERHEAD
+        if (
+            self._cand_packets + len(self._held) >= cfg.max_held_packets
+            or self._cand_bytes + self._held_bytes + size > cfg.max_held_bytes
+        ):
+            # no room to keep it: counted; once followed, its gap is requested
+            self._dropped[DROP_SESSION_BACKLOG] = self._dropped.get(DROP_SESSION_BACKLOG, 0) + 1
+        else:
+            waiting.append((data, source, now, addr))
+            cand.nbytes += size
+            self._cand_packets += 1
+            self._cand_bytes += size
+            if self.config.raw:
+                self._events.append(DatagramReceived(data, source, addr))
+            held = len(self._held) + self._cand_packets
+            if held > self._peak_held:
+                self._peak_held = held
+        cand.last_at = now
+        self._consider_switch(now)
 
-    def _switch_to_next(self, now: float) -> None:
-        """The current session is done with: follow the session whose datagrams wait."""
-        assert self._next_session is not None
-        first_seq = _unpack_header(self._next[0][0])[1]
-        self._switch_session(self._next_session, first_seq, now)
+    def _forget_candidate(self, session_raw: bytes, reason: str) -> None:
+        cand = self._cands.pop(session_raw)
+        self._cand_packets -= len(cand.datagrams)
+        self._cand_bytes -= cand.nbytes
+        for _data, source, _at, addr in cand.datagrams:
+            self._drop(reason, source, addr)
 
-    def _switch_session(self, session_raw: bytes, seq: int, now: float) -> None:
+    def _switch_check_at(self) -> float | None:
+        """When the current session goes silent long enough for a switch."""
+        stale_after = self.config.stale_after
+        if stale_after is None or self._last_live is None:
+            return None
+        return self._last_live + stale_after
+
+    def _consider_switch(self, now: float) -> None:
+        """Follow another session when the evidence is there: the current one ended (and
+        its gaps are settled), or it fell silent for ``stale_after`` while the other one
+        is live (two distinct datagrams, the last within ``stale_after``)."""
+        stale_after = self.config.stale_after
+        cands = self._cands
+        if stale_after is not None:
+            for name in [s for s, c in cands.items() if now - c.last_at >= stale_after]:
+                self._forget_candidate(name, DROP_WRONG_SESSION)
+        if not cands:
+            return
+        best = max(cands, key=lambda s: cands[s].last_at)
+        if self._ended:
+            self._switch_to(best, now)
+            return
+        silent = (
+            stale_after is not None
+            and (self._last_live is None or now - self._last_live >= stale_after)
+            and cands[best].distinct >= 2
+        )
+        if silent:
+            self._switch_to(best, now)
+
+    def _switch_to(self, session_raw: bytes, now: float) -> None:
         """Leave the current session for ``session_raw``: close the old one's books, then
         take the new session's datagrams that waited for it."""
         old = self._session or ""
+        self._take_claims(None, now)
         self._segs_give_up(0, len(self._segs), LOST_SESSION_CHANGED)
         self._requests.clear()
+        self._next_deadline = _INF
         self._drain()
-        for held_seq in sorted(self._held):  # cannot happen after a drain; kept for safety
-            del self._held[held_seq]
+        self._held.clear()
         self._held_bytes = 0
+        self._eos_claim = None
         if self._session_raw is not None:
-            self._past_sessions.append(self._session_raw)
-            del self._past_sessions[:-_MAX_PAST_SESSIONS]
+            self._past[self._session_raw] = None
+            while len(self._past) > _MAX_PAST_SESSIONS:
+                del self._past[next(iter(self._past))]
+        cand = self._cands.pop(session_raw)
+        self._cand_packets -= len(cand.datagrams)
+        self._cand_bytes -= cand.nbytes
         self._session_raw = session_raw
         self._session = decode_session(session_raw)
-        if self._next and self._next_session == session_raw:
-            seq = _unpack_header(self._next[0][0])[1]  # the first that came
-        start = seq if self.config.start_from_first_seen else 1
-        self._expected = self._horizon = start
+        if self.config.start_from_first_seen and cand.datagrams:
+            start = _unpack_header(cand.datagrams[0][0])[1]
+        else:
+            start = 1
+        self._first = self._expected = self._horizon = start
         self._eos = None
         self._ended = False
+        self._stale = False
+        self._reported.clear()
         self._lost.clear()
         self._started = True
+        self._last_live = cand.last_at
         self._events.append(SessionChanged(old, self._session, start))
-        waiting, self._next = self._next, []
-        waiting_session, self._next_session = self._next_session, None
-        self._next_bytes = 0
-        for data, source, at, addr in waiting:
-            if waiting_session == session_raw:
-                self._receive_slow(data, source, max(at, now), addr, replay=True)
-            else:  # a third session came first; these were never followed
-                self._drop(DROP_OLD_SESSION, source, addr, malformed=False)
+        for data, source, _at, addr in cand.datagrams:
+            self._receive_slow(data, source, now, addr, counted=True)
+        # drop the rest of a session now left behind
+        for name in [s for s in self._cands if s in self._past]:
+            self._forget_candidate(name, DROP_OLD_SESSION)
 
-    def _extend_horizon(self, seq: int, now: float) -> None:
-        """A packet shows that messages up to ``seq`` (exclusive) exist."""
-        horizon = self._horizon
-        if seq > horizon:
-            self._new_gap(horizon, seq, now)
-            self._horizon = seq
+    # ------------------------------------------------------------------ sequencing
 
     def _new_gap(self, start: int, end: int, now: float) -> None:
-        due = now + self.config.request_delay
-        self._segs.append(_Segment(start, end, now, due=due))
-        if due < self._due_floor:
-            self._due_floor = due
+        seg = _Segment(start, end, now)
+        self._segs.append(seg)
+        self._schedule(seg, now + self.config.request_delay)
         self._gaps += 1
         self._gap_messages += end - start
         self._events.append(GapDetected(self._session or "", start, end - 1))
         if self._debug:
             logger.debug("gap %d..%d (%d messages)", start, end - 1, end - start)
 
+    def _schedule(self, seg: _Segment, due: float) -> None:
+        seg.due = due
+        self._tie += 1
+        heappush(self._due, (due, self._tie, seg))
+
     def _accept(self, seq: int, msgs: list[bytes], now: float) -> None:
         """Take the data messages ``msgs`` numbered from ``seq``: keep only what is new."""
         end = seq + len(msgs)
         expected = self._expected
         if end <= expected:
-            self._dup_packets += 1
-            self._dup_messages += len(msgs)
+            self._count_old(seq, len(msgs))
             return
         if seq < expected:
-            self._dup_messages += expected - seq
+            self._count_old(seq, expected - seq)
             msgs = msgs[expected - seq :]
             seq = expected
         horizon = self._horizon
@@ -951,7 +1355,7 @@ class ReceiverCore:
                 self._dup_packets += 1
         held = self._held
         for start, part in pieces:
-            nbytes = sum(map(len, part)) + 2 * len(part)
+            nbytes = sum(map(len, part)) + _MSG_OVERHEAD * len(part) + _PIECE_OVERHEAD
             held[start] = _Held(part, nbytes)
             self._held_bytes += nbytes
 
@@ -969,9 +1373,13 @@ class ReceiverCore:
             filled.append((a, b))
             if seg.start < a:
                 if b < seg.end:
-                    right = _Segment(b, seg.end, seg.detected, seg.attempts, seg.due, seg.req_seq)
+                    right = _Segment(
+                        b, seg.end, seg.detected, seg.attempts, None, seg.req_seq, seg.avoid
+                    )
                     seg.end = a
                     segs.insert(i + 1, right)
+                    if seg.due is not None:
+                        self._schedule(right, seg.due)
                     i += 2
                 else:
                     seg.end = a
@@ -980,16 +1388,16 @@ class ReceiverCore:
                 seg.start = b
                 i += 1
             else:
+                seg.alive = False
                 del segs[i]
-                self._floor_exact = False
         return filled
 
-    def _on_answer(self, seq: int, addr: Address | None, now: float) -> None:
-        """A re-request answer starting at ``seq`` came: credit its server, finish the rest."""
+    def _on_answer(self, seq: int, end: int, addr: Address | None, now: float) -> None:
+        """A re-request answer ``[seq, end)`` came: credit its server, finish the rest."""
         req = self._requests.pop(seq, None)
         server = self._by_addr.get(addr) if addr is not None else None
         if server is None and req is not None:
-            server = req.server
+            server = req.servers[0]
         if server is not None:
             server.answers += 1
             server.failures = 0
@@ -998,6 +1406,10 @@ class ReceiverCore:
                 self._events.append(ServerEnabled(server.addr))
         if req is None:
             return
+        if req.deadline <= self._next_deadline:
+            self._next_deadline = min(
+                (r.deadline for r in self._requests.values()), default=_INF
+            )
         segs = self._segs
         i = bisect_right(segs, seq, key=_start_of)
         i = max(i - 1, 0)
@@ -1006,10 +1418,9 @@ class ReceiverCore:
             if seg.req_seq == seq and seg.due is None:
                 # partial answer: request the rest at once, as a fresh range
                 seg.req_seq = -1
-                seg.due = now
                 seg.attempts = 0
-                if now < self._due_floor:
-                    self._due_floor = now
+                seg.avoid = ()
+                self._schedule(seg, now)
             i += 1
 
     def _drain(self) -> None:
@@ -1018,8 +1429,7 @@ class ReceiverCore:
         held = self._held
         if expected not in held and expected not in self._lost:  # waiting on a gap
             if self._eos is not None and not self._ended and expected >= self._eos:
-                self._ended = True
-                self._events.append(SessionEnded(self._session or "", self._eos))
+                self._end()
             return
         lost = self._lost
         batch: list[bytes] | None = None
@@ -1059,8 +1469,14 @@ class ReceiverCore:
             self._deliver(batch_seq, batch, raw, events, session)
         self._expected = expected
         if self._eos is not None and not self._ended and expected >= self._eos:
-            self._ended = True
-            events.append(SessionEnded(session, self._eos))
+            self._end()
+
+    def _end(self) -> None:
+        """Everything before the end of session is delivered or lost: the session ended."""
+        self._ended = True
+        self._events.append(SessionEnded(self._session or "", self._eos or self._expected))
+        self._requests.clear()
+        self._next_deadline = _INF
 
     def _deliver(
         self, seq: int, batch: list[bytes], raw: bool, events: list[Event], session: str
@@ -1076,104 +1492,124 @@ class ReceiverCore:
     def _segs_give_up(self, i: int, j: int, reason: str) -> None:
         """Report segments ``i..j-1`` lost (delivered in order by :meth:`_drain`)."""
         for seg in self._segs[i:j]:
+            seg.alive = False
             self._give_up_range(seg.start, seg.end, reason)
         del self._segs[i:j]
-        self._floor_exact = False
 
     def _enforce_held_bound(self) -> None:
-        """Past the held bound, give up the oldest gap (and deliver what it held back)."""
+        """Past the held bound (what is held, kept aside and waiting for a switch, all
+        counted), give up the oldest gap (delivering what it held back); with no gap
+        left, drop the oldest datagram kept aside for confirmation."""
         cfg = self.config
-        while self._segs and (
-            len(self._held) > cfg.max_held_packets or self._held_bytes > cfg.max_held_bytes
+        while (
+            len(self._held) + len(self._claims) + self._cand_packets > cfg.max_held_packets
+            or self._held_bytes + self._claim_bytes + self._cand_bytes > cfg.max_held_bytes
         ):
             segs = self._segs
-            j = 1
-            while j < len(segs) and segs[j].start == segs[j - 1].end:
-                j += 1
-            self._segs_give_up(0, j, LOST_HELD_LIMIT)
-            self._drain()
-        held = len(self._held)
+            if segs:
+                j = 1
+                while j < len(segs) and segs[j].start == segs[j - 1].end:
+                    j += 1
+                self._segs_give_up(0, j, LOST_HELD_LIMIT)
+                self._drain()
+            elif self._claims:
+                old = self._claims.pop(0)
+                self._claim_bytes -= old.nbytes
+                self._drop(DROP_UNCONFIRMED, old.source, old.addr)
+            else:
+                break
+        held = len(self._held) + len(self._claims) + self._cand_packets
         if held > self._peak_held:
             self._peak_held = held
-        if self._held_bytes > self._peak_held_bytes:
-            self._peak_held_bytes = self._held_bytes
+        held_bytes = self._held_bytes + self._claim_bytes + self._cand_bytes
+        if held_bytes > self._peak_held_bytes:
+            self._peak_held_bytes = held_bytes
 
     # ------------------------------------------------------------------ requests
 
-    def _pick_server(self, now: float) -> _Server | None:
-        """The next healthy server in turn; else a disabled one due for another try."""
+    def _choose(self, now: float, avoid: tuple[_Server, ...]) -> list[_Server]:
+        """The servers to send a request to.
+
+        Servers in rotation (else those out of it that are due for another try), less the
+        ones in ``avoid`` (whose attempt just went unanswered) while another is left.
+        Those with nothing unanswered since their last answer come first, then those never
+        tried, then by how many requests they left unanswered; equals take turns. A retry
+        when no server is known to answer goes to every other candidate at once, so one
+        dead server costs at most one request timeout.
+        """
         servers = self._servers
-        n = len(servers)
-        for k in range(n):
-            server = servers[(self._rr + k) % n]
-            if not server.disabled:
-                self._rr = (self._rr + k + 1) % n
-                return server
-        for k in range(n):
-            server = servers[(self._rr + k) % n]
-            if server.retry_at <= now:
-                self._rr = (self._rr + k + 1) % n
-                return server
-        return None
+        usable = [s for s in servers if not s.disabled]
+        if not usable:
+            usable = [s for s in servers if s.retry_at <= now]
+            if not usable:
+                return []
+        pool = [s for s in usable if s not in avoid] if avoid else usable
+        if not pool:
+            pool = usable
+        good = [s for s in pool if s.answers and not s.failures]
+        if not good and not avoid:
+            least = min(s.failures for s in pool)
+            good = [s for s in pool if s.failures == least]
+        if good:
+            chosen = good[self._rr % len(good)]
+            self._rr += 1
+            return [chosen]
+        return sorted(pool, key=_failures_of)[:_MAX_FANOUT]
 
     def _timeout_for(self, attempts: int) -> float:
         cfg = self.config
         timeout = cfg.request_timeout * cfg.request_backoff ** max(attempts - 1, 0)
         return min(timeout, cfg.max_request_timeout)
 
+    def _index(self, seg: _Segment) -> int:
+        return bisect_left(self._segs, seg.start, key=_start_of)
+
     def _pump(self, now: float) -> None:
         """Send the requests that are due, within the in-flight bound."""
         cfg = self.config
-        segs = self._segs
+        heap = self._due
         limit = cfg.max_requests_in_flight
         most = cfg.max_messages_per_request
         session_raw = self._session_raw
-        if session_raw is None or self._due_floor > now:
-            return  # nothing is due
-        i = 0
-        while i < len(segs):
-            seg = segs[i]
-            due = seg.due
-            if due is None or due > now:
-                i += 1
+        if session_raw is None:
+            return
+        while heap and heap[0][0] <= now:
+            due, _, seg = heap[0]
+            if not seg.alive or seg.due != due:
+                heappop(heap)
                 continue
             if len(self._requests) >= limit:
                 break
-            server = self._pick_server(now)
-            if server is None:
+            heappop(heap)
+            servers = self._choose(now, seg.avoid)
+            if not servers:
                 give_up_at = seg.detected + cfg.loss_grace
                 if now >= give_up_at:
                     reason = LOST_NO_SERVERS if not self._servers else LOST_ALL_SERVERS_OUT
+                    i = self._index(seg)
                     self._segs_give_up(i, i + 1, reason)
                     continue
                 # wait for the grace period, or for a server due for another try
                 retry = min((s.retry_at for s in self._servers), default=give_up_at)
-                seg.due = min(give_up_at, max(retry, now))
-                i += 1
+                self._schedule(seg, min(give_up_at, max(retry, now + 1e-6)))
                 continue
             if seg.end - seg.start > most:
-                rest = _Segment(seg.start + most, seg.end, seg.detected, 0, seg.due)
+                rest = _Segment(seg.start + most, seg.end, seg.detected)
                 seg.end = seg.start + most
-                segs.insert(i + 1, rest)
+                self._segs.insert(self._index(seg) + 1, rest)
+                self._schedule(rest, due)
             count = seg.end - seg.start
             seg.attempts += 1
             seg.due = None
             seg.req_seq = seg.start
             deadline = now + self._timeout_for(seg.attempts)
-            self._requests[seg.start] = _Request(seg.end, server, deadline)
-            server.requests += 1
-            self._out.append((HEADER.pack(session_raw, seg.start, count), server.addr))
-            i += 1
-        self._recompute_floor()
-
-    def _recompute_floor(self) -> None:
-        floor = _INF
-        for seg in self._segs:
-            due = seg.due
-            if due is not None and due < floor:
-                floor = due
-        self._due_floor = floor
-        self._floor_exact = True
+            self._requests[seg.start] = _Request(seg.end, tuple(servers), deadline)
+            if deadline < self._next_deadline:
+                self._next_deadline = deadline
+            request = HEADER.pack(session_raw, seg.start, count)
+            for server in servers:
+                server.requests += 1
+                self._out.append((request, server.addr))
 
     def _expire_requests(self, now: float) -> None:
         """Requests unanswered past their deadline: count the failure, retry or give up."""
@@ -1181,15 +1617,15 @@ class ReceiverCore:
         cfg = self.config
         for seq in expired:
             req = self._requests.pop(seq)
-            server = req.server
-            server.timeouts += 1
-            server.failures += 1
-            if server.disabled:
-                server.retry_at = now + cfg.server_retry_interval
-            elif server.failures >= cfg.max_rerequest_retries:
-                server.disabled = True
-                server.retry_at = now + cfg.server_retry_interval
-                self._events.append(ServerDisabled(server.addr, server.failures))
+            for server in req.servers:
+                server.timeouts += 1
+                server.failures += 1
+                if server.disabled:
+                    server.retry_at = now + cfg.server_retry_interval
+                elif server.failures >= cfg.max_rerequest_retries:
+                    server.disabled = True
+                    server.retry_at = now + cfg.server_retry_interval
+                    self._events.append(ServerDisabled(server.addr, server.failures))
             segs = self._segs
             i = max(bisect_right(segs, seq, key=_start_of) - 1, 0)
             while i < len(segs) and segs[i].start < req.end:
@@ -1199,22 +1635,24 @@ class ReceiverCore:
                         self._segs_give_up(i, i + 1, LOST_ATTEMPTS_EXHAUSTED)
                         continue
                     seg.req_seq = -1
-                    seg.due = now
-                    if now < self._due_floor:
-                        self._due_floor = now
+                    seg.avoid = req.servers
+                    self._schedule(seg, now)
                 i += 1
+        self._next_deadline = min((r.deadline for r in self._requests.values()), default=_INF)
 
     def _refresh(self, now: float) -> None:
         """Recompute the protocol timer and whether the fast path may be taken."""
         timer: float | None = None
         if self._requests:
-            timer = min(req.deadline for req in self._requests.values())
+            timer = self._next_deadline
         if self._segs and len(self._requests) < self.config.max_requests_in_flight:
-            if not self._floor_exact:
-                self._recompute_floor()
-            floor = self._due_floor
-            if floor != _INF and (timer is None or floor < timer):
-                timer = floor
+            heap = self._due
+            while heap and (not heap[0][2].alive or heap[0][2].due != heap[0][0]):
+                heappop(heap)
+            if heap and (timer is None or heap[0][0] < timer):
+                timer = heap[0][0]
+        elif not self._segs:
+            self._due.clear()
         self._timer = timer
         self._fast_seq = (
             self._expected
@@ -1224,6 +1662,9 @@ class ReceiverCore:
                 and not self.config.raw
                 and not self._stale
                 and self._eos is None
+                and not self._ended
+                and not self._claims
+                and self._eos_claim is None
             )
             else -1
         )
