@@ -311,9 +311,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"in order, receive_datagrams x64:  {batched:12,.0f} messages/s")
     print(f"in order on lines A and B:        {both:12,.0f} messages/s")
     print(f"in order, 1 message a packet:     {gaps.in_order_us:12,.2f} us/datagram")
+    label = f"{gaps.gaps:,} open gaps:"
     print(
-        f"{gaps.gaps:,} open gaps:"
-        f"{'':{max(1, 18 - len(f'{gaps.gaps:,}'))}}{gaps.beyond_us:12,.2f} us/datagram beyond,"
+        f"{label:<34}{gaps.beyond_us:12,.2f} us/datagram beyond,"
         f" {gaps.answers_us:,.2f} us/answer filling one"
     )
     print(
