@@ -569,14 +569,25 @@ async def _collect(datagrams: Any) -> list[Datagram]:
     return [d async for d in datagrams]
 
 
-def test_asyncio_low_level_iteration_ends_on_close_from_another_task(multicast: None) -> None:
+@pytest.mark.parametrize("closer", ["task", "thread"])
+def test_asyncio_low_level_iteration_ends_on_close(multicast: None, closer: str) -> None:
+    """close() from another task, or from another thread through the loop, ends it."""
+
     async def main() -> list[Datagram]:
         c = AsyncMoldUDP64(lines()[0], "127.0.0.1")
         datagrams, _ = await c.start()
         reader = asyncio.create_task(_collect(datagrams))
         await asyncio.sleep(0.1)
         assert not reader.done()
-        await c.close()
+        if closer == "task":
+            await c.close()
+        else:
+            loop = asyncio.get_running_loop()
+            t = threading.Thread(
+                target=lambda: asyncio.run_coroutine_threadsafe(c.close(), loop).result(5)
+            )
+            t.start()
+            await loop.run_in_executor(None, t.join, 5)
         return await asyncio.wait_for(reader, 5)
 
     assert asyncio.run(main()) == []

@@ -860,7 +860,8 @@ class MoldUDP64(ClientRecords):
         Returns ``(datagrams, requests)``: iterate ``datagrams`` (or call ``recv``) for
         :class:`Datagram` objects, live and retransmitted interleaved; give
         ``requests`` your own :class:`~moldudp64.wire.RetransmissionRequest`. The core
-        still detects gaps and re-requests them. Close with :meth:`close`.
+        still detects gaps and re-requests them. Iterating ``datagrams`` ends after the
+        end of session (see :class:`DatagramStream`); close with :meth:`close`.
         """
         self._open_sockets(raw=True)
         return DatagramStream(self), RequestSender(self)
