@@ -11,6 +11,10 @@ Two runs over the same ITCH-sized messages packed into 1452-byte packets:
   :class:`~moldudp64.rerequest.RerequestServerCore` whose answers arrive 1 ms (100 packets)
   later on the simulated clock.
 
+- open gaps: the cost per datagram with 10,000 gaps open (every other packet of 20,000
+  lost, no answer yet), for live packets beyond the gaps and for the answers that fill
+  them, next to the in-order cost per datagram of the same one-message packets.
+
 The faulty run is recorded first (arrival trace: every datagram the core sees, with its
 time), then replayed into a fresh core under the timer: the core is deterministic, so
 the replay sends the same requests, and the figure is the core's own work (receive,
@@ -30,7 +34,7 @@ from moldudp64.faults import FaultInjector
 from moldudp64.receiver import ReceiverConfig, ReceiverCore
 from moldudp64.rerequest import RerequestServerCore
 from moldudp64.store import MemoryStore
-from moldudp64.wire import build_end_of_session, pack_messages
+from moldudp64.wire import build_end_of_session, build_packet, pack_messages
 
 SESSION = "000010059B"
 SERVER: Address = ("127.0.0.1", 9001)
@@ -109,6 +113,69 @@ def a_and_b(packets: list[bytes], total: int) -> float:
     elapsed = time.perf_counter() - start
     assert delivered == total, (delivered, total)
     return total / elapsed
+
+
+@dataclass
+class OpenGaps:
+    """What the open-gaps run measured: microseconds per datagram."""
+
+    gaps: int
+    in_order_us: float
+    beyond_us: float
+    answers_us: float
+
+
+def open_gaps(n_gaps: int = 10_000, beyond: int = 10_000) -> OpenGaps:
+    """The core's cost per datagram with ``n_gaps`` gaps open, and without any.
+
+    One message a packet. ``2 * n_gaps`` packets arrive with every other one lost, so
+    ``n_gaps`` one-packet gaps are open (a server is configured; its request timeouts
+    are far off on the simulated clock, so nothing is retried). Timed: ``beyond`` live
+    packets after the last gap (each is held), then the answers from the server for
+    every gap, from the newest to the oldest (``n_gaps`` still open for most of them;
+    the last one delivers everything held). The baseline is the same number of packets
+    in order on a fresh core. Every ``256`` datagrams the events are taken and the
+    requests collected, as a client does.
+    """
+    config = ReceiverConfig(
+        rerequest_server_addrs=[SERVER],
+        stale_after=None,
+        request_timeout=1e3,
+        max_request_timeout=1e3,
+        max_held_packets=max(50_000, 2 * (n_gaps + beyond)),
+    )
+    total = 2 * n_gaps + beyond
+    packets = [build_packet(SESSION, seq, [b"A" * 36]) for seq in range(1, total + 1)]
+    line_a, retx = Source.LINE_A, Source.RETRANSMISSION
+
+    def timed(
+        core: ReceiverCore, datagrams: list[bytes], source: Source, t0: float
+    ) -> tuple[float, int]:
+        """Microseconds per datagram through ``core``, and the messages it delivered."""
+        receive = core.receive_datagram
+        addr = SERVER if source is retx else None
+        delivered = 0
+        start = time.perf_counter()
+        for i, data in enumerate(datagrams):
+            now = t0 + i * 1e-6
+            receive(data, source, now, addr)
+            if i % 256 == 255:
+                core.datagrams_to_send(now)
+                delivered += drain(core)
+        core.datagrams_to_send(t0 + len(datagrams) * 1e-6)
+        delivered += drain(core)
+        return (time.perf_counter() - start) / len(datagrams) * 1e6, delivered
+
+    baseline = ReceiverCore(ReceiverConfig(stale_after=None))
+    in_order_us, _ = timed(baseline, packets[:beyond], line_a, 0.0)
+    core = ReceiverCore(config)
+    _, first = timed(core, [*packets[0 : 2 * n_gaps : 2], packets[2 * n_gaps]], line_a, 0.0)
+    assert core.stats.open_gaps == n_gaps, core.stats.open_gaps
+    beyond_us, held = timed(core, packets[2 * n_gaps + 1 :], line_a, 1.0)
+    answers = [packets[i] for i in range(2 * n_gaps - 1, 0, -2)]  # the lost ones, newest first
+    answers_us, rest = timed(core, answers, retx, 2.0)
+    assert first + held + rest == total, (first, held, rest, total)
+    return OpenGaps(n_gaps, in_order_us, beyond_us, answers_us)
 
 
 @dataclass
@@ -217,6 +284,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--messages", type=int, default=None, help="messages per run")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
+        "--open-gaps", type=int, default=None, help="gaps open in the open-gaps run (10,000)"
+    )
+    parser.add_argument(
         "--request-delay",
         type=float,
         default=0.0,
@@ -234,11 +304,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     faulty = max(
         (replay(trace, count, dropped, config) for _ in range(rounds)), key=lambda f: f.rate
     )
+    gaps = open_gaps(args.open_gaps or (1_000 if args.quick else 10_000))
     per_lost = faulty.requests / max(faulty.packets_dropped, 1)
     print(f"python {platform.python_version()}, {count:,} messages in {len(packets):,} packets")
     print(f"in order:                         {fast:12,.0f} messages/s")
     print(f"in order, receive_datagrams x64:  {batched:12,.0f} messages/s")
     print(f"in order on lines A and B:        {both:12,.0f} messages/s")
+    print(f"in order, 1 message a packet:     {gaps.in_order_us:12,.2f} us/datagram")
+    label = f"{gaps.gaps:,} open gaps:"
+    print(
+        f"{label:<34}{gaps.beyond_us:12,.2f} us/datagram beyond,"
+        f" {gaps.answers_us:,.2f} us/answer filling one"
+    )
     print(
         f"5% loss, 1% dup, 3% reorder:      {faulty.rate:12,.0f} messages/s"
         f"  (request_delay {args.request_delay:g} s)"
@@ -256,6 +333,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "requests_per_lost_packet": per_lost,
         "peak_held_packets": float(faulty.peak_held),
         "messages_lost": float(faulty.lost),
+        "open_gaps": float(gaps.gaps),
+        "in_order_us_per_datagram": gaps.in_order_us,
+        "open_gaps_beyond_us_per_datagram": gaps.beyond_us,
+        "open_gaps_answer_us_per_datagram": gaps.answers_us,
     }
 
 

@@ -105,6 +105,23 @@ def bench_live(packets: int, blast: Path, mmsg_recv: Path, tmp: Path) -> list[Re
     return results
 
 
+def bench_open_gaps(n_gaps: int) -> Result:
+    """The core's cost per datagram with ``n_gaps`` gaps open (bench_receiver.open_gaps)."""
+    import bench_receiver  # beside this file
+
+    gaps = bench_receiver.open_gaps(n_gaps, n_gaps)
+    return Result(
+        f"core, {n_gaps:,} open gaps: a packet beyond them",
+        gaps.beyond_us,
+        "us/datagram",
+        notes={
+            "answer_filling_one_us": round(gaps.answers_us, 2),
+            "in_order_us": round(gaps.in_order_us, 2),
+            "x_in_order": round(gaps.beyond_us / gaps.in_order_us, 1),
+        },
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -121,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     netns_error = enter_private_netns() if "live" not in skip else "skipped"
     if "core" not in skip:
         results.extend(bench.run_quick_suite(scale))  # core, and the client API ("api")
+        results.insert(1, bench_open_gaps(max(200, int(10_000 * scale))))  # beside "in order"
     with tempfile.TemporaryDirectory(prefix="moldudp64-bench-") as tmpdir:
         tmp = Path(tmpdir)
         if "api" not in skip and "core" in skip:

@@ -17,12 +17,18 @@ def test_bench_receiver_quick(capsys: pytest.CaptureFixture[str]) -> None:
     module = importlib.util.module_from_spec(spec)
     sys.modules["bench_receiver"] = module
     spec.loader.exec_module(module)
-    result = module.main(["--quick", "--messages", "5000"])
+    result = module.main(["--quick", "--messages", "5000", "--open-gaps", "200"])
     assert result["in_order_msgs_per_s"] > 0 and result["faulty_msgs_per_s"] > 0
+    # the open-gaps row ran with its 200 gaps open and delivered everything (it asserts so)
+    assert result["open_gaps"] == 200
+    assert result["in_order_us_per_datagram"] > 0
+    assert result["open_gaps_beyond_us_per_datagram"] > 0
+    assert result["open_gaps_answer_us_per_datagram"] > 0
     assert result["messages_lost"] == 0
     assert result["peak_held_packets"] >= 1
     assert result["requests_per_lost_packet"] >= 1.0
-    assert "per lost packet" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "per lost packet" in out and "200 open gaps:" in out
 
 
 def _load(name: str) -> object:

@@ -579,7 +579,12 @@ def test_settings_accept_strings_and_names() -> None:
     assert o.line_b_addr == ("239.1.1.2", 30001)
     assert o.rerequest_server_addrs == (("127.0.0.1", 9000), ("127.0.0.2", 9001))
     assert o.expected_session_ident == "ABC       "
-    assert o.receiver_options == {"request_timeout": 0.5, "stale_after": 2.0}
+    # with a B line, a new gap waits 5 ms for it before it is requested
+    assert o.receiver_options == {
+        "request_timeout": 0.5,
+        "stale_after": 2.0,
+        "request_delay": 0.005,
+    }
     assert c.local_request_address is None
 
 

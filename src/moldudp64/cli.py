@@ -1087,6 +1087,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
         args.session,
         args.start_seq,
         line_b_addr=args.line_b,
+        request_delay=args.request_delay,
         rcvbuf=LISTEN_RCVBUF if _is_root() else DEFAULT_RCVBUF,
         receiver_thread=False,
         on_datagram=hook,
@@ -1697,6 +1698,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--session", type=SESSION, help="only this session (default: the first seen)")
     p.add_argument("--start-seq", metavar="N", type=SEQ, help="first sequence number wanted")
     p.add_argument("--line-b", metavar="GROUP:PORT", type=GROUP_PORT, help="the B line")
+    p.add_argument(
+        "--request-delay",
+        metavar="SECONDS",
+        type=SECONDS,
+        help="how long a new gap waits for the other line (or a late packet) before it is "
+        "requested (default 0.005 with --line-b, else 0)",
+    )
     _add_output(p, "-")
     p.add_argument("--count", metavar="N", type=COUNT, help="stop after N messages")
     p.add_argument(

@@ -9,8 +9,8 @@ High-level use::
 Low-level use::
 
     datagrams, requests = await AsyncMoldUDP64(...).start()
-    async for datagram in datagrams:           # arrival order, live and retransmitted
-        ...
+    async for datagram in datagrams:           # arrival order, live and retransmitted,
+        ...                                    # until the end of the session (or close())
     requests.try_send(RetransmissionRequest(...))
 
 Each socket is a ``loop.create_datagram_endpoint`` transport feeding the same
@@ -46,6 +46,7 @@ from ..receiver import ReceiverCore
 from ..sync.client import (
     DEFAULT_MAX_BACKLOG,
     DROP_POLL_INTERVAL,
+    HOT_STREAK,
     READ_BATCH,
     BatchCursor,
     ClientRecords,
@@ -85,22 +86,32 @@ class _Endpoint(asyncio.DatagramProtocol):
         self.sock = sock
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.client._on_datagram(data, self.source, addr)
+        self.drain(READ_BATCH - 1)
+
+    def drain(self, most: int) -> int:
+        """Read up to ``most`` datagrams already waiting on the socket, without blocking;
+        return how many were read.
+
+        ``recvfrom`` gives every datagram's true source address, which the core needs to
+        tell a configured server's answer from a forgery.
+        """
         client = self.client
         on_datagram = client._on_datagram
         source = self.source
-        on_datagram(data, source, addr)
         recvfrom = self.sock.recvfrom
-        for _ in range(READ_BATCH - 1):
+        for n in range(most):
             if client._paused or client._closing:
-                return
+                return n
             try:
                 data, addr = recvfrom(_RECV_SIZE)
             except (BlockingIOError, InterruptedError):
-                return
+                return n
             except OSError as exc:
                 self.error_received(exc)
-                return
+                return n
             on_datagram(data, source, addr)
+        return most
 
     def error_received(self, exc: Exception) -> None:
         # e.g. ECONNREFUSED after a request to a dead server: counted, never fatal
@@ -137,6 +148,7 @@ class AsyncMoldUDP64(ClientRecords):
         on_event: EventHandler | None = None,
         strict: bool = False,
         receiver_options: dict[str, Any] | None = None,
+        request_delay: float | None = None,
     ) -> None:
         self.options = make_options(
             multicast_addr,
@@ -155,6 +167,7 @@ class AsyncMoldUDP64(ClientRecords):
             stop_at_end_of_session=stop_at_end_of_session,
             strict=strict,
             receiver_options=receiver_options,
+            request_delay=request_delay,
         )
         self._policy = EventPolicy(
             on_event, self.options.strict, self.options.stop_at_end_of_session
@@ -166,6 +179,7 @@ class AsyncMoldUDP64(ClientRecords):
         self._started = False
         self._closing = False
         self._transports: list[asyncio.DatagramTransport] = []
+        self._endpoints: list[_Endpoint] = []
         self._rereq: asyncio.DatagramTransport | None = None
         self._rereq_sock: socket.socket | None = None
         self._rereq_addr: Address | None = None
@@ -306,12 +320,13 @@ class AsyncMoldUDP64(ClientRecords):
         self._drops_base = sum((read_kernel_drops(self._inodes) or {}).values())
         try:
             for sock, source in pending:
-                transport, _ = await loop.create_datagram_endpoint(
+                transport, endpoint = await loop.create_datagram_endpoint(
                     lambda source=source, sock=sock: _Endpoint(self, source, sock),  # type: ignore[misc]
                     sock=sock,
                 )
                 transport.max_size = _RECV_SIZE  # type: ignore[attr-defined]
                 self._transports.append(transport)
+                self._endpoints.append(endpoint)
                 if source is Source.RETRANSMISSION:
                     self._rereq = transport
         except BaseException:
@@ -336,6 +351,7 @@ class AsyncMoldUDP64(ClientRecords):
             self._timer.cancel()
             self._timer = None
         transports, self._transports = self._transports, []
+        self._endpoints = []
         for transport in transports:
             transport.close()
         self._queue.clear()
@@ -360,13 +376,24 @@ class AsyncMoldUDP64(ClientRecords):
             loop.call_soon(self._flush)
 
     def _on_timer(self) -> None:
+        """The core's timer: the only place gap requests go out from.
+
+        What already waits on every socket is read first (a batch from each, again
+        while some socket filled a batch, ``HOT_STREAK`` rounds at most): the transports
+        read one datagram per readiness callback, and a request must not go out for a
+        gap that line B's copy, or an answer, already waiting in the kernel would fill.
+        """
         self._timer = None
         self._timer_at = None
         if self._closing:
             return
         assert self._loop is not None
+        endpoints = self._endpoints
+        for _ in range(HOT_STREAK):
+            if max([e.drain(READ_BATCH) for e in endpoints], default=0) < READ_BATCH:
+                break
         self._core.handle_timer(self._loop.time())
-        self._flush()
+        self._flush(timer=True)
 
     def _arm_timer(self) -> None:
         when = self._core.get_timer()
@@ -380,7 +407,14 @@ class AsyncMoldUDP64(ClientRecords):
             assert self._loop is not None
             self._timer = self._loop.call_at(when, self._on_timer)
 
-    def _flush(self) -> None:
+    def _flush(self, timer: bool = False) -> None:
+        """Hand the core's events to the consumer and send its requests; re-arm the timer.
+
+        Run soon after datagrams came in (``call_soon``) and from the timer. Outside the
+        timer, requests are sent only while the core's timer is not due (so
+        ``datagrams_to_send`` cannot run it): a due timer runs in :meth:`_on_timer`, after
+        the reads of its loop iteration and a read of every socket.
+        """
         self._flush_pending = False
         if self._closing:
             return
@@ -388,14 +422,16 @@ class AsyncMoldUDP64(ClientRecords):
         assert self._loop is not None
         now = self._loop.time()
         rereq = self._rereq
-        for data, addr in core.datagrams_to_send(now):
-            try:
-                assert rereq is not None
-                rereq.sendto(data, addr)
-                self._n_sent += 1
-            except OSError as exc:
-                self._n_send_errors += 1
-                logger.debug("cannot send request to %s: %s", addr, exc)
+        due = core.get_timer()
+        if timer or due is None or due > now:
+            for data, addr in core.datagrams_to_send(now):
+                try:
+                    assert rereq is not None
+                    rereq.sendto(data, addr)
+                    self._n_sent += 1
+                except OSError as exc:
+                    self._n_send_errors += 1
+                    logger.debug("cannot send request to %s: %s", addr, exc)
         if now >= self._next_drop_poll:
             self._next_drop_poll = now + DROP_POLL_INTERVAL
             self._poll_drops()
@@ -496,7 +532,8 @@ class AsyncMoldUDP64(ClientRecords):
         self._ensure_started(raw=False)
         return _AsyncEvents(self, timeout)
 
-    async def _datagram(self, timeout: float | None) -> Datagram:
+    async def _datagram(self, timeout: float | None, stop_at_end: bool = False) -> Datagram | None:
+        """The next datagram; with ``stop_at_end``, None once the session ended."""
         self._ensure_started(raw=True)
         cursor = self._cursor
         handle = self._policy.handle
@@ -510,8 +547,8 @@ class AsyncMoldUDP64(ClientRecords):
             elif type(ev) is DatagramReceived:
                 assert isinstance(ev, DatagramReceived)
                 return Datagram(ev.data, ev.source, ev.addr)
-            else:
-                handle(ev)
+            elif handle(ev) and stop_at_end:
+                return None
 
     def _request(self, req: RetransmissionPacket) -> None:
         if not isinstance(req, RetransmissionPacket):
@@ -602,14 +639,20 @@ class _AsyncEvents:
 
 
 class AsyncDatagramStream:
-    """Low-level output of :meth:`AsyncMoldUDP64.start`: datagrams in arrival order."""
+    """Low-level output of :meth:`AsyncMoldUDP64.start`: datagrams in arrival order.
+
+    ``async for`` ends once the session has ended (after its end-of-session datagram
+    was yielded; unless ``stop_at_end_of_session=False``) or when the client is closed.
+    """
 
     def __init__(self, client: AsyncMoldUDP64) -> None:
         self.client = client
 
     async def recv(self, timeout: float | None = None) -> Datagram:
         """The next datagram; TimeoutError after ``timeout`` s, ClientClosed once closed."""
-        return await self.client._datagram(timeout)
+        got = await self.client._datagram(timeout)
+        assert got is not None
+        return got
 
     def __aiter__(self) -> AsyncIterator[Datagram]:
         return self._iterate()
@@ -617,9 +660,12 @@ class AsyncDatagramStream:
     async def _iterate(self) -> AsyncIterator[Datagram]:
         while True:
             try:
-                yield await self.client._datagram(None)
+                got = await self.client._datagram(None, stop_at_end=True)
             except ClientClosed:
                 return
+            if got is None:
+                return
+            yield got
 
 
 class AsyncRequestSender:

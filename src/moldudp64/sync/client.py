@@ -9,8 +9,8 @@ High-level use (recommended)::
 Low-level use, as the Rust ``moldudp`` crate::
 
     datagrams, requests = MoldUDP64(("239.1.1.1", 30001), ...).start()
-    for datagram in datagrams:                 # live and retransmitted, in arrival order
-        packet = Packet(datagram.bytes())
+    for datagram in datagrams:                 # live and retransmitted, in arrival order,
+        packet = Packet(datagram.bytes())      # until the end of the session (or close())
         requests.try_send(RetransmissionRequest(packet.session_ident_raw, 1, 10))
 
 Events other than messages (loss, session changes, end of session, a stale feed, a
@@ -134,6 +134,11 @@ DROP_POLL_INTERVAL = 1.0
 MAX_PENDING_REQUESTS = 1024
 #: How many lost ranges :attr:`MoldUDP64.lost_ranges` keeps (the oldest are forgotten).
 MAX_LOST_RANGES = 10_000
+#: Default ``request_delay`` when a B line is configured: the arbitration window a new gap
+#: waits for the other line before it is requested. A and B copies of a packet normally
+#: arrive well under a millisecond apart; 5 ms covers a slow path at 5 ms of added
+#: latency for what both lines really lost (request timeouts are ten times that).
+AB_REQUEST_DELAY = 0.005
 
 _SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40) if sys.platform.startswith("linux") else None
 _U32 = struct.Struct("=I")
@@ -231,10 +236,13 @@ def make_options(
     stop_at_end_of_session: bool = True,
     strict: bool = False,
     receiver_options: dict[str, Any] | None = None,
+    request_delay: object = None,
 ) -> ClientOptions:
     """Check every client setting and raise :class:`ConfigError` naming the first bad one.
 
     Runs before any socket is opened (the interface check binds a throw-away probe).
+    ``request_delay`` None means the core's default (no delay), or
+    :data:`AB_REQUEST_DELAY` when a B line is configured.
     """
     group = _as_group(multicast_addr, "multicast address")
     line_b = None if line_b_addr is None else _as_group(line_b_addr, "line B address")
@@ -281,6 +289,16 @@ def make_options(
         if target is None:
             raise ConfigError(f"{name} is not supported by this receiver core")
         extra.setdefault(target, float(value))
+    if request_delay is not None:
+        if (
+            not isinstance(request_delay, int | float)
+            or isinstance(request_delay, bool)
+            or not 0 <= request_delay < math.inf
+        ):
+            raise ConfigError(f"request_delay {request_delay!r} must be a number of seconds >= 0")
+        extra.setdefault("request_delay", float(request_delay))
+    elif line_b is not None:
+        extra.setdefault("request_delay", AB_REQUEST_DELAY)
     unknown = sorted(set(extra) - known)
     if unknown:
         raise ConfigError(f"unknown receiver option(s): {', '.join(unknown)}")
@@ -674,8 +692,11 @@ class MoldUDP64(ClientRecords):
     thread stops reading), ``follow_session_changes``, ``stop_at_end_of_session``
     (``messages()`` ends after :class:`~moldudp64.events.SessionEnded`), ``on_event``
     (called in the consumer's thread with every event that is not a message),
-    ``strict`` (``messages()`` raises :class:`MessagesLostError` on loss) and
-    ``receiver_options`` (any other :class:`~moldudp64.receiver.ReceiverConfig` field).
+    ``strict`` (``messages()`` raises :class:`MessagesLostError` on loss),
+    ``request_delay`` (seconds a new gap waits before it is requested; default 0, or
+    :data:`AB_REQUEST_DELAY`, 5 ms, with a B line: the other line fills most gaps by
+    itself, so only what both lines miss is requested) and ``receiver_options`` (any
+    other :class:`~moldudp64.receiver.ReceiverConfig` field).
 
     ``receiver_thread=False`` selects pull mode: no receiver thread and no queue; the
     consumer's own thread reads the sockets (``epoll`` + ``recvmmsg()``), runs the core
@@ -721,6 +742,7 @@ class MoldUDP64(ClientRecords):
         receiver_thread: bool = True,
         on_datagram: DatagramHook | None = None,
         coalesce: float = 0.0,
+        request_delay: float | None = None,
     ) -> None:
         self.options = make_options(
             multicast_addr,
@@ -739,6 +761,7 @@ class MoldUDP64(ClientRecords):
             stop_at_end_of_session=stop_at_end_of_session,
             strict=strict,
             receiver_options=receiver_options,
+            request_delay=request_delay,
         )
         self._policy = EventPolicy(
             on_event, self.options.strict, self.options.stop_at_end_of_session
@@ -765,6 +788,8 @@ class MoldUDP64(ClientRecords):
         self._coalesce = float(coalesce)
         self._pump_lock = threading.RLock()
         self._poller: _Poller | None = None
+        #: every socket, polled without waiting before the core's timer runs
+        self._waiting: _Poller | None = None
         self._by_fd: dict[int, tuple[socket.socket, Source] | None] = {}
         self._hot: list[int] = []
         self._streak = 0
@@ -835,7 +860,8 @@ class MoldUDP64(ClientRecords):
         Returns ``(datagrams, requests)``: iterate ``datagrams`` (or call ``recv``) for
         :class:`Datagram` objects, live and retransmitted interleaved; give
         ``requests`` your own :class:`~moldudp64.wire.RetransmissionRequest`. The core
-        still detects gaps and re-requests them. Close with :meth:`close`.
+        still detects gaps and re-requests them. Iterating ``datagrams`` ends after the
+        end of session (see :class:`DatagramStream`); close with :meth:`close`.
         """
         self._open_sockets(raw=True)
         return DatagramStream(self), RequestSender(self)
@@ -931,7 +957,7 @@ class MoldUDP64(ClientRecords):
             self._by_fd = {wake_fd: None}
             for sock, source in self._inputs:
                 self._by_fd[sock.fileno()] = (sock, source)
-            self._poller = _Poller(list(self._by_fd))
+            self._poller = self._waiting = _Poller(list(self._by_fd))
             self._next_drop_poll = time.monotonic() + DROP_POLL_INTERVAL
             return
         self._thread = threading.Thread(target=self._run, name="moldudp64-receiver", daemon=True)
@@ -993,9 +1019,12 @@ class MoldUDP64(ClientRecords):
             by_fd[sock.fileno()] = (sock, source)
         poller = _Poller(list(by_fd))
         idle = _Poller([wake_fd])
+        self._by_fd = by_fd
+        self._waiting = poller
         try:
-            self._serve(self._core, poller, idle, by_fd)
+            self._serve(self._core, poller, idle)
         finally:
+            self._waiting = None
             poller.close()
             idle.close()
 
@@ -1004,16 +1033,12 @@ class MoldUDP64(ClientRecords):
         core: ReceiverCore,
         poller: _Poller,
         idle: _Poller,
-        by_fd: dict[int, tuple[socket.socket, Source] | None],
     ) -> None:
         monotonic = time.monotonic
         max_backlog = self.options.max_backlog
         assert self._rereq is not None
         rereq_fd = self._rereq.fileno()
-        read = self._read
-        read_batch = (
-            self._read_batch if c_recv_batch is not None and self._on_datagram is None else read
-        )
+        read_ready = self._read_ready
         next_drop_poll = monotonic() + DROP_POLL_INTERVAL
         hot: list[int] = []
         streak = 0
@@ -1050,24 +1075,12 @@ class MoldUDP64(ClientRecords):
                 streak = 0
                 if len(ready) > 1:
                     ready.sort(key=self._answers_first)
-            hot = []
             now = monotonic()
-            for fd in ready:
-                entry = by_fd[fd]
-                if entry is None:
-                    self._drain_wake()
-                    self._take_requests(core, now)
-                elif entry[1] is Source.RETRANSMISSION:
-                    read(entry[0], entry[1], core, now)
-                elif read_batch(entry[0], entry[1], core, now) >= READ_BATCH:
-                    hot.append(fd)
+            hot = read_ready(ready, core, now)
             if now >= next_drop_poll:
                 next_drop_poll = now + DROP_POLL_INTERVAL
                 self._poll_drops()
-            timer = core.get_timer()
-            if timer is not None and timer <= now:
-                core.handle_timer(now)
-            self._flush(core, now)
+            self._flush(core, now)  # runs the core's timer when due (see _send_requests)
 
     def _answers_first(self, fd: int) -> int:
         """Sort key: the re-request socket's answers are read before the lines' data."""
@@ -1178,7 +1191,58 @@ class MoldUDP64(ClientRecords):
             for inode, total in found.items():
                 self._count_drops(inode, total)
 
+    def _read_ready(self, ready: list[int], core: ReceiverCore, now: float) -> list[int]:
+        """Read each ready descriptor; return the line sockets whose read filled a batch.
+
+        The re-request socket is read with ``recvmsg()`` (:meth:`_read`), so the core sees
+        every answer's true source address and drops what no configured server sent; line
+        sockets go through ``recvmmsg()`` (:meth:`_read_batch`, no addresses needed).
+        """
+        hot: list[int] = []
+        by_fd = self._by_fd
+        read = self._read
+        read_batch = (
+            self._read_batch if c_recv_batch is not None and self._on_datagram is None else read
+        )
+        for fd in ready:
+            entry = by_fd[fd]
+            if entry is None:
+                self._drain_wake()
+                self._take_requests(core, now)
+            elif entry[1] is Source.RETRANSMISSION:
+                read(entry[0], entry[1], core, now)
+            elif read_batch(entry[0], entry[1], core, now) >= READ_BATCH:
+                hot.append(fd)
+        return hot
+
+    def _read_waiting(self, core: ReceiverCore, now: float) -> None:
+        """Read what already waits on every socket, without blocking: a batch from each
+        ready socket, again while some read filled a whole batch (``HOT_STREAK`` rounds
+        at most, so a sustained flood cannot hold the timer off for ever)."""
+        poller = self._waiting
+        if poller is None:
+            return
+        for _ in range(HOT_STREAK):
+            ready = poller.poll(0)
+            if not ready:
+                return
+            if len(ready) > 1:
+                ready.sort(key=self._answers_first)
+            if not self._read_ready(ready, core, now):
+                return
+
     def _send_requests(self, core: ReceiverCore, now: float) -> None:
+        """Run the core's timer if due, then send the requests it wants sent.
+
+        Requests only come out of the timer (a gap waits ``request_delay`` first), and
+        before it runs every socket is read once more without waiting: a gap that line
+        B's copy, or an answer, already waiting in the kernel would fill is never
+        requested just because that socket was not read yet in this turn.
+        """
+        timer = core.get_timer()
+        if timer is not None and timer <= now:
+            self._read_waiting(core, now)
+            core.handle_timer(now)
         rereq = self._rereq
         assert rereq is not None
         hook = self._on_datagram
@@ -1291,29 +1355,12 @@ class MoldUDP64(ClientRecords):
                 ready.sort(key=self._answers_first)
             if ready and self._coalesce:
                 time.sleep(self._coalesce)  # let a batch gather: fewer wake-ups per datagram
-        self._hot = hot = []
         now = monotonic()
-        by_fd = self._by_fd
-        read = self._read
-        read_batch = (
-            self._read_batch if c_recv_batch is not None and self._on_datagram is None else read
-        )
-        for fd in ready:
-            entry = by_fd[fd]
-            if entry is None:
-                self._drain_wake()
-                self._take_requests(core, now)
-            elif entry[1] is Source.RETRANSMISSION:
-                read(entry[0], entry[1], core, now)
-            elif read_batch(entry[0], entry[1], core, now) >= READ_BATCH:
-                hot.append(fd)
+        self._hot = self._read_ready(ready, core, now)
         if now >= self._next_drop_poll:
             self._next_drop_poll = now + DROP_POLL_INTERVAL
             self._poll_drops()
-        timer = core.get_timer()
-        if timer is not None and timer <= now:
-            core.handle_timer(now)
-        return self._collect(core, now)
+        return self._collect(core, now)  # runs the core's timer when due
 
     def _ensure_started(self, *, raw: bool) -> None:
         if not self._started:
@@ -1413,8 +1460,10 @@ class MoldUDP64(ClientRecords):
             if stop:
                 return
 
-    def _datagram(self, timeout: float | None) -> Datagram:
-        """Low level: the next datagram; other events go to the policy."""
+    def _datagram(self, timeout: float | None, stop_at_end: bool = False) -> Datagram | None:
+        """Low level: the next datagram; other events go to the policy. With
+        ``stop_at_end``, None once the session ended (its end-of-session datagram was
+        handed out before; ``stop_at_end_of_session`` must be on)."""
         self._ensure_started(raw=True)
         cursor = self._cursor
         handle = self._policy.handle
@@ -1428,8 +1477,8 @@ class MoldUDP64(ClientRecords):
             elif type(ev) is DatagramReceived:
                 assert isinstance(ev, DatagramReceived)
                 return Datagram(ev.data, ev.source, ev.addr)
-            else:
-                handle(ev)
+            elif handle(ev) and stop_at_end:
+                return None
 
     def _request(self, req: RetransmissionPacket, block: bool, timeout: float | None) -> bool:
         if not isinstance(req, RetransmissionPacket):
@@ -1469,9 +1518,13 @@ class MoldUDP64(ClientRecords):
 class DatagramStream:
     """Low-level output of :meth:`MoldUDP64.start`: datagrams in arrival order.
 
-    Iterate it (ends when the client is closed) or call :meth:`recv`. Events that are
-    not datagrams (loss, session changes, ...) go to the client's ``on_event`` and its
-    records, as in high-level use.
+    Iterate it or call :meth:`recv`. Iteration ends once the session has ended (after
+    its end-of-session datagram, and the answers to gaps still open then, were yielded:
+    the core's :class:`~moldudp64.events.SessionEnded`; unless
+    ``stop_at_end_of_session=False``; iterating again goes on with what comes next) or
+    when the client is closed, from any thread. Events that are not datagrams (loss,
+    session changes, ...) go to the client's ``on_event`` and its records, as in
+    high-level use.
     """
 
     def __init__(self, client: MoldUDP64) -> None:
@@ -1479,14 +1532,19 @@ class DatagramStream:
 
     def recv(self, timeout: float | None = None) -> Datagram:
         """The next datagram; TimeoutError after ``timeout`` s, ClientClosed once closed."""
-        return self.client._datagram(timeout)
+        got = self.client._datagram(timeout)
+        assert got is not None
+        return got
 
     def __iter__(self) -> Iterator[Datagram]:
         while True:
             try:
-                yield self.client._datagram(None)
+                got = self.client._datagram(None, stop_at_end=True)
             except ClientClosed:
                 return
+            if got is None:
+                return
+            yield got
 
 
 class RequestSender:
