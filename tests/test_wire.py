@@ -457,9 +457,7 @@ def test_receiver_drops_a_packet_numbered_past_2_64_and_delivers_nothing_of_it()
         (1, True, "bool"),
     ],
 )
-def test_request_out_of_range_is_refused_naming_the_value(
-    seq: int, count: int, named: str
-) -> None:
+def test_request_out_of_range_is_refused_naming_the_value(seq: int, count: int, named: str) -> None:
     with pytest.raises(EncodeError, match=named):
         RetransmissionPacket("S", seq, count)
     with pytest.raises(EncodeError, match=named):

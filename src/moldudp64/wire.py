@@ -696,7 +696,8 @@ class RetransmissionRequest(RetransmissionPacket):
                 raise EncodeError(
                     "give a RetransmissionPacket alone, or session, seq_num and msg_count"
                 )
-            session, seq_num, msg_count = session.session, session.seq_num, session.msg_count
+            packet = session
+            session, seq_num, msg_count = packet.session, packet.seq_num, packet.msg_count
         elif seq_num is None or msg_count is None:
             raise EncodeError(
                 "a request needs seq_num and msg_count (or a RetransmissionPacket alone)"
