@@ -335,3 +335,62 @@ def test_publish_and_listen_show_the_session_alike(multicast: None, tmp_path: Pa
     assert pub.returncode == 0 and code == 0, err
     assert "session 'TEST1' to" in pub.stderr.decode()
     assert "session 'TEST1' seq 1..500" in err, err
+
+
+@pytest.mark.parametrize("where", [["-o", "/dev/full"], ["-o", "x.bin", "--capture", "/dev/full"]])
+def test_listen_on_a_full_disk_names_the_file(
+    multicast: None, tmp_path: Path, where: list[str]
+) -> None:
+    port = free_port()
+    listener = subprocess.Popen(
+        [sys.executable, "-m", "moldudp64", "listen", f"{GROUP}:{port}", *where,
+         "--idle-timeout", "20"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+    )  # fmt: skip
+    assert listener.stderr is not None
+    assert b"joined" in listener.stderr.readline()
+    pub = run(
+        "publish", f"{GROUP}:{port}", "--session", SESSION, "--generate", "20000",
+        "--end-of-session-duration", "0.5",
+    )  # fmt: skip
+    code, err = finish(listener)
+    assert pub.returncode == 0
+    assert code == 2 and "Traceback" not in err, err
+    assert err.splitlines()[-1] == "moldudp64 listen: error: /dev/full: No space left on device"
+
+
+def test_listen_on_a_terminal_that_hangs_up_still_flushes_and_exits_130(
+    multicast: None, feed: Path, tmp_path: Path
+) -> None:
+    """The real SIGHUP: the terminal goes away (writes to it fail with EIO), then the signal.
+    The live status and the summary are lost with the terminal; the recording is not."""
+    import pty
+    import select
+
+    port = free_port()
+    out = tmp_path / "l.bin"
+    master, slave = pty.openpty()
+    listener = subprocess.Popen(
+        [sys.executable, "-m", "moldudp64", "listen", f"{GROUP}:{port}", "-o", str(out)],
+        stdout=subprocess.DEVNULL, stderr=slave,
+    )  # fmt: skip
+    os.close(slave)
+    seen = b""
+    while b"joined" not in seen:
+        assert select.select([master], [], [], 30)[0], seen
+        seen += os.read(master, 4096)
+    publisher = start(
+        "publish", f"{GROUP}:{port}", "--session", SESSION, "--input", str(feed),
+        "--rate", "4000",
+    )  # fmt: skip
+    try:
+        wait_for_data(out)
+        os.close(master)  # the terminal hangs up
+        listener.send_signal(signal.SIGHUP)
+        code = listener.wait(timeout=60)
+    finally:
+        publisher.send_signal(signal.SIGTERM)
+        finish(publisher)
+    assert code == EXIT_INTERRUPTED
+    got = list(iter_binaryfile(out))
+    assert 0 < len(got) < len(MESSAGES) and got == MESSAGES[: len(got)]

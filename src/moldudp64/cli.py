@@ -965,6 +965,7 @@ class _PcapTap:
         from .capture import CaptureWriter
 
         self.writer = CaptureWriter(path)
+        self.path = path
         self.failed = 0
         self._lock = threading.Lock()
 
@@ -977,7 +978,10 @@ class _PcapTap:
 
     def close(self) -> None:
         with self._lock:
-            self.writer.close()
+            try:
+                self.writer.close()
+            except OSError as exc:
+                raise _named(exc, self.path) from None
 
 
 class _CaptureHook:
