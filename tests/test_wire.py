@@ -338,3 +338,228 @@ def test_join_blocks_refuses_a_message_over_65535_bytes() -> None:
     for join in JOINERS:
         with pytest.raises(ValueError):
             join([b"x" * 65536])
+
+
+# --- sequence numbers near 2**64 ------------------------------------------------------
+
+TOP = 2**64 - 1
+
+
+def header(seq: int, count: int, session: bytes = SESSION) -> bytes:
+    return session + seq.to_bytes(8, "big") + count.to_bytes(2, "big")
+
+
+@pytest.mark.parametrize(
+    ("seq", "count"), [(TOP - 1, 5), (TOP, 2), (TOP - 0xFFFC, 0xFFFE), (2**64 - 256, 300)]
+)
+def test_data_packet_numbered_past_2_64_is_malformed(seq: int, count: int) -> None:
+    """Its last messages would be numbered 2**64 and up: refused, by every parser alike."""
+    wire = header(seq, count) + b"\x00\x01a" * count
+    with pytest.raises(MalformedPacket) as info:
+        Packet.parse(wire)
+    assert (info.value.reason, info.value.offset) == ("seq_overflow", 10)
+    assert "2**64-1" in str(info.value)
+    for parse in PARSERS:
+        with pytest.raises(MalformedPacket) as fast:
+            parse(wire)
+        assert (fast.value.reason, fast.value.offset) == ("seq_overflow", 10)
+
+
+@pytest.mark.parametrize(("seq", "count"), [(TOP - 4, 5), (TOP, 1), (TOP - 0xFFFD, 0xFFFE)])
+def test_data_packet_ending_exactly_at_2_64_minus_1_is_valid(seq: int, count: int) -> None:
+    wire = header(seq, count) + b"\x00\x01a" * count
+    assert Packet.parse(wire).msg_count == count
+    assert parse_all(wire) == [b"a"] * count
+
+
+@pytest.mark.parametrize("count", [0, 0xFFFF])
+def test_heartbeat_and_end_of_session_may_name_any_64_bit_number(count: int) -> None:
+    """They number no message: 2**64-1 (and 0, seen in real captures) are valid."""
+    for seq in (0, TOP):
+        wire = header(seq, count)
+        assert Packet.parse(wire).next_seq_num == seq
+        assert parse_all(wire) == []
+
+
+@settings(max_examples=300)
+@given(
+    seq=st.one_of(st.integers(2**64 - 0x20000, TOP), st.integers(0, TOP)),
+    count=st.integers(0, 0xFFFF),
+    blocks=st.integers(0, 4),
+    extra=st.binary(max_size=3),
+)
+def test_both_parsers_agree_with_packet_parse_near_the_top(
+    seq: int, count: int, blocks: int, extra: bytes
+) -> None:
+    """Pure Python and C: the same messages, or the same reason and offset."""
+    wire = header(seq, count) + b"\x00\x02ab" * blocks + extra
+    try:
+        want: list[bytes] | tuple[str, int] = Packet.parse(wire).messages()
+    except MalformedPacket as exc:
+        want = (exc.reason, exc.offset)
+    for parse in PARSERS:
+        try:
+            got: list[bytes] | tuple[str, int] = parse(wire)
+        except MalformedPacket as exc:
+            got = (exc.reason, exc.offset)
+        assert got == want, parse
+    if 0 < count < 0xFFFF and seq + count - 1 > TOP:
+        assert want == ("seq_overflow", 10)
+
+
+def test_pure_python_fallback_is_forced_by_the_environment() -> None:
+    """MOLDUDP64_PURE_PYTHON=1: parse_blocks is the Python twin, and refuses the same way."""
+    import subprocess
+    import sys
+
+    wire = header(TOP - 1, 5) + b"\x00\x01a" * 5
+    code = (
+        "from moldudp64 import wire\n"
+        "from moldudp64.exceptions import MalformedPacket\n"
+        "assert wire.c_parse_blocks is None and wire.parse_blocks is wire._parse_blocks_py\n"
+        f"try: wire.parse_blocks({wire!r})\n"
+        "except MalformedPacket as e: print(e.reason)\n"
+    )
+    env = dict(os.environ, MOLDUDP64_PURE_PYTHON="1")
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, check=True, text=True
+    )
+    assert out.stdout.strip() == "seq_overflow"
+
+
+def test_receiver_drops_a_packet_numbered_past_2_64_and_delivers_nothing_of_it() -> None:
+    from moldudp64.events import DatagramDropped, MessagesDelivered, Source
+    from moldudp64.receiver import ReceiverConfig, ReceiverCore
+
+    core = ReceiverCore(ReceiverConfig(expected_seq_num=TOP - 1))
+    core.receive_datagram(header(TOP - 1, 5) + b"\x00\x01a" * 5, Source.LINE_A, 0.0)
+    events = core.events_received()
+    assert not any(isinstance(e, MessagesDelivered) for e in events)
+    assert [e.reason for e in events if isinstance(e, DatagramDropped)] == ["seq_overflow"]
+    core.receive_datagram(header(TOP - 1, 2) + b"\x00\x01a" * 2, Source.LINE_A, 0.1)
+    delivered = [e for e in core.events_received() if isinstance(e, MessagesDelivered)]
+    assert [(e.seq_num, len(e.messages)) for e in delivered] == [(TOP - 1, 2)]
+
+
+# --- request packets: the constructor and parse agree ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seq", "count", "named"),
+    [
+        (1, 65535, "65535"),  # 0xFFFF means end of session, never a count of messages
+        (1, 0, "0"),
+        (0, 1, "0"),
+        (TOP, 2, str(TOP)),
+        (-1, 1, "-1"),
+        (2**64, 1, str(2**64)),
+        (1, "3", "str"),
+        (1, True, "bool"),
+    ],
+)
+def test_request_out_of_range_is_refused_naming_the_value(seq: int, count: int, named: str) -> None:
+    with pytest.raises(EncodeError, match=named):
+        RetransmissionPacket("S", seq, count)
+    with pytest.raises(EncodeError, match=named):
+        RetransmissionRequest("S", seq, count)
+
+
+@pytest.mark.parametrize(
+    ("seq", "count", "reason"),
+    [(1, 0, "bad_count"), (1, 0xFFFF, "bad_count"), (0, 5, "seq_zero"), (TOP, 2, "seq_overflow")],
+)
+def test_request_parse_refuses_what_the_constructor_refuses(
+    seq: int, count: int, reason: str
+) -> None:
+    with pytest.raises(MalformedPacket) as info:
+        RetransmissionPacket.parse(header(seq, count))
+    assert info.value.reason == reason
+
+
+@given(data=st.binary(min_size=20, max_size=20))
+def test_any_20_bytes_parse_to_a_request_iff_the_constructor_takes_its_fields(
+    data: bytes,
+) -> None:
+    session, seq, count = data[:10], int.from_bytes(data[10:18], "big"), data[18] * 256 + data[19]
+    try:
+        request = RetransmissionPacket.parse(data)
+    except MalformedPacket:
+        with pytest.raises(EncodeError):
+            RetransmissionPacket(session, seq, count)
+        return
+    assert bytes(request) == request.build() == data
+    assert RetransmissionPacket(session, seq, count) == request
+
+
+def test_request_of_the_largest_range_is_valid() -> None:
+    request = RetransmissionPacket("S", TOP - 0xFFFD, 0xFFFE)
+    assert RetransmissionPacket.parse(bytes(request)) == request
+
+
+def test_retransmission_request_wraps_a_packet_as_the_rust_crate_does() -> None:
+    """RetransmissionRequest::new(rereq) maps to RetransmissionRequest(packet)."""
+    packet = RetransmissionPacket("000010059B", 1000, 25)
+    request = RetransmissionRequest(packet)
+    assert isinstance(request, RetransmissionPacket)
+    assert request == packet and request.attempts == 0
+    assert bytes(request) == bytes(packet) == packet.build()
+    assert len(bytes(packet)) == 20
+    assert RetransmissionRequest(packet, attempts=2).attempts == 2
+    assert RetransmissionRequest(request) == packet  # a request wraps too
+
+
+def test_retransmission_request_refuses_mixed_or_missing_arguments() -> None:
+    packet = RetransmissionPacket("S", 1, 1)
+    with pytest.raises(EncodeError, match="alone"):
+        RetransmissionRequest(packet, 5, 1)
+    with pytest.raises(EncodeError, match="seq_num and msg_count"):
+        RetransmissionRequest("S")
+    for attempts in (-1, 1.5, None):
+        with pytest.raises(EncodeError, match=repr(attempts)):
+            RetransmissionRequest("S", 1, 1, attempts=attempts)  # type: ignore[arg-type]
+
+
+# --- the wrong types: typed errors naming the value ------------------------------------
+
+
+@pytest.mark.parametrize("value", [None, "a string", 12345, 1.5])
+def test_packet_of_something_not_bytes_is_malformed_naming_its_type(value: object) -> None:
+    name = type(value).__name__
+    with pytest.raises(MalformedPacket, match=name) as info:
+        Packet(value)  # type: ignore[arg-type]
+    assert info.value.reason == "not_bytes"
+    with pytest.raises(MalformedPacket, match=name):
+        Packet.parse(value)  # type: ignore[arg-type]
+    for parse in PARSERS:
+        with pytest.raises(MalformedPacket, match=name):
+            parse(value)  # type: ignore[arg-type]
+    with pytest.raises(MalformedPacket, match=name):
+        RetransmissionPacket.parse(value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("value", "named"), [("str", "'str'"), (5, "int"), (None, "None")])
+def test_a_message_that_is_not_bytes_is_an_encode_error(value: object, named: str) -> None:
+    """An int is never taken as bytes(5) (five NULs); a str must be encoded first."""
+    with pytest.raises(EncodeError, match=named):
+        pack_messages("S", 1, [b"ok", value])  # type: ignore[list-item]
+    with pytest.raises(EncodeError, match=named):
+        build_packet("S", 1, [value])  # type: ignore[list-item]
+    packer = Packer("S", 1)
+    with pytest.raises(EncodeError, match=named):
+        packer.add(value)  # type: ignore[arg-type]
+    assert packer.pending == 0
+
+
+def test_any_buffer_is_a_message_counted_in_bytes() -> None:
+    import array
+
+    wide = array.array("H", [0x0102, 0x0304])  # 2 items, 4 bytes
+    (packet,) = pack_messages("S", 1, [wide, bytearray(b"xy"), memoryview(b"z")])
+    assert parse_all(packet) == [wide.tobytes(), b"xy", b"z"]
+    assert build_packet("S", 1, [wide]) == build_packet("S", 1, [wide.tobytes()])
+    assert parse_all(bytearray(packet)) == parse_all(memoryview(packet)) == parse_all(packet)
+
+
+def test_packer_refuses_a_max_payload_that_is_not_an_int() -> None:
+    with pytest.raises(EncodeError, match="str"):
+        Packer("S", 1, max_payload="1452")  # type: ignore[arg-type]

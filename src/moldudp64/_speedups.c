@@ -5,6 +5,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 
 #ifdef __linux__
 #include <errno.h>
@@ -21,7 +22,8 @@
 /* parse_blocks(data: bytes) -> list[bytes] | None
  *
  * The messages of a valid downstream packet, [] for a valid heartbeat or end of session,
- * None when the packet is malformed in any way (the caller then raises the detailed error).
+ * None when the packet is malformed in any way, a data packet whose numbers run past
+ * 2**64-1 included (the caller then raises the detailed error).
  */
 static PyObject *
 parse_blocks(PyObject *self, PyObject *arg)
@@ -40,6 +42,12 @@ parse_blocks(PyObject *self, PyObject *arg)
             Py_RETURN_NONE;
         return PyList_New(0);
     }
+    /* Every message's number must fit in 64 bits: seq + count - 1 <= 2**64-1. */
+    uint64_t seq = 0;
+    for (int k = 10; k < 18; k++)
+        seq = (seq << 8) | p[k];
+    if (seq > UINT64_MAX - (uint64_t)(count - 1))
+        Py_RETURN_NONE;
     /* First pass: validate, so no list is built for a bad packet. */
     Py_ssize_t pos = HEADER_SIZE;
     for (unsigned int i = 0; i < count; i++) {

@@ -1,13 +1,18 @@
 """The ``moldudp64`` command: listen, publish, serve, inspect, demo.
 
-Exit codes: 0 done; 2 bad usage or input (one line on stderr, never a traceback); 3
-messages lost for good (everything else was written; stderr names the lost ranges); 4
-idle timeout; 130 interrupted (after flushing what was received).
+Exit codes: 0 done; 2 bad usage or input (one line on stderr, never a traceback; also a
+closed stdout or an output that cannot be written, the file named); 3 messages lost for
+good (everything else was written; stderr names the lost ranges); 4 idle timeout; 130
+interrupted by SIGINT, SIGTERM or SIGHUP (after flushing what was received and printing
+the summary); 141 the reader of the output went away (broken pipe, e.g. ``| head``: quiet,
+as a command ended by SIGPIPE).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import io
 import json
 import logging
 import math
@@ -32,10 +37,12 @@ from .wire import (
     END_OF_SESSION,
     HEADER_SIZE,
     MAX_DATAGRAM,
+    MAX_SEQ_NUM,
     encode_session,
 )
 
 __all__ = [
+    "EXIT_BROKEN_PIPE",
     "EXIT_FAILURE",
     "EXIT_IDLE",
     "EXIT_INTERRUPTED",
@@ -55,6 +62,7 @@ EXIT_USAGE = 2
 EXIT_LOST = 3
 EXIT_IDLE = 4
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell shows for a command ended by SIGPIPE
 
 FORMATS = ("binaryfile", "jsonl", "text")
 #: Captures larger than this get a progress bar (on a terminal).
@@ -85,12 +93,16 @@ def _type(name: str, convert: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
-def _int_at_least(low: int, what: str) -> Callable[[str], int]:
+def _int_at_least(
+    low: int, what: str, high: int | None = None, high_text: str | None = None
+) -> Callable[[str], int]:
     def convert(text: str) -> int:
         try:
             value = int(text, 0)
         except ValueError:
             raise ValueError(f"{text!r} is not an integer") from None
+        if high is not None and not low <= value <= high:
+            raise ValueError(f"{text!r}: {what} must be {low}..{high_text or high}")
         if value < low:
             raise ValueError(f"{text!r}: {what} must be >= {low}")
         return value
@@ -98,20 +110,24 @@ def _int_at_least(low: int, what: str) -> Callable[[str], int]:
     return _type(what, convert)
 
 
-def _seconds(text: str) -> float:
+def _float(text: str, what: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        raise ValueError(f"{text!r} is not a number of seconds") from None
+        raise ValueError(f"{text!r} is not a number of {what}") from None
+
+
+def _seconds(text: str) -> float:
+    value = _float(text, "seconds")
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{text!r}: seconds must be a finite number >= 0")
     return value
 
 
 def _positive_seconds(text: str) -> float:
-    value = _seconds(text)
-    if value <= 0:
-        raise ValueError(f"{text!r}: seconds must be > 0")
+    value = _float(text, "seconds")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{text!r}: seconds must be a finite number > 0")
     return value
 
 
@@ -146,10 +162,19 @@ def _port(text: str) -> int:
 
 
 def _session(text: str) -> str:
+    """A session name as given, without the trailing spaces the wire pads it with."""
     raw = encode_session(text)  # EncodeError: not ASCII, longer than 10
     if not all(0x20 <= b < 0x7F for b in raw):
         raise EncodeError(f"session {text!r} must be printable ASCII")
-    return text
+    name = text.rstrip(" ")
+    if not name:
+        raise EncodeError(f"session {text!r} is empty: give 1 to 10 printable ASCII characters")
+    return name
+
+
+def _session_label(name: str) -> str:
+    """How a summary shows a session: as typed (no wire padding), non-printables escaped."""
+    return repr(_printable(name.rstrip(" ")))
 
 
 def _host_port(text: str) -> Address:
@@ -190,7 +215,8 @@ POSITIVE_SECONDS = _type("seconds", _positive_seconds)
 PROBABILITY = _type("probability", _probability)
 RATE = _type("rate", _rate)
 COUNT = _int_at_least(1, "count")
-SEQ = _int_at_least(1, "sequence number")
+MESSAGES_PER_SECOND = _int_at_least(1, "rate in messages per second")
+SEQ = _int_at_least(1, "sequence number", MAX_SEQ_NUM, "2**64-1")
 SEED = _int_at_least(0, "seed")
 TTL = _int_at_least(0, "TTL")
 
@@ -207,10 +233,51 @@ def _max_payload(text: str) -> int:
 # --------------------------------------------------------------------------- output sinks
 
 
+def _named(exc: OSError, name: str) -> OSError:
+    """``exc`` with the output's name (a path, or stdout) when it names no file itself;
+    the errno keeps its class (a broken pipe stays a BrokenPipeError)."""
+    if exc.filename is not None:
+        return exc
+    return OSError(exc.errno, exc.strerror or str(exc), name)
+
+
+class _WholeWrites:
+    """A binary output whose ``write`` writes every byte or raises. A BufferedWriter may
+    return a short count when a pipe's reader goes away, the rest dropped without a word;
+    here the next attempt meets EPIPE (BrokenPipeError) instead."""
+
+    def __init__(self, stream: IO[bytes], owned: bool) -> None:
+        self._stream = stream
+        self._owned = owned
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        total = len(view)
+        while view:
+            n = self._stream.write(view)
+            if not n:
+                raise OSError(errno.EIO, "the output accepts no more bytes")
+            view = view[n:]
+        return total
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def close(self) -> None:
+        """Flush; close the file unless it is stdout."""
+        if self._owned:
+            self._stream.close()
+        else:
+            self._stream.flush()
+
+
 class MessageSink:
-    """Where delivered messages go: a BinaryFILE, JSON lines, or readable text."""
+    """Where delivered messages go: a BinaryFILE, JSON lines, or readable text.
+
+    A write error names the output (``/dev/full: No space left on device``)."""
 
     count = 0
+    name = "output"
 
     def write(self, session: str, seq_num: int, messages: list[bytes]) -> None:
         """Write consecutive messages; ``messages[i]`` has sequence ``seq_num + i``."""
@@ -234,41 +301,66 @@ class MessageSink:
 class BinaryFileSink(MessageSink):
     """NASDAQ BinaryFILE: 2-byte big-endian length, then the message."""
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    def __init__(self, stream: _WholeWrites, name: str = "output") -> None:
         self._writer = BinaryFileWriter(stream)  # type: ignore[arg-type]
         self._stream = stream
+        self.name = name
 
     def write(self, session: str, seq_num: int, messages: list[bytes]) -> None:
-        self._writer.write_many(messages)
+        try:
+            self._writer.write_many(messages)
+        except OSError as exc:
+            raise _named(exc, self.name) from None
         self.count += len(messages)
 
     def write_events(self, events: list[MessagesDelivered]) -> int:
         # one join_blocks() over the whole read batch, not one call per packet
         messages = list(chain.from_iterable([ev.messages for ev in events]))
-        self._writer.write_many(messages)
+        try:
+            self._writer.write_many(messages)
+        except OSError as exc:
+            raise _named(exc, self.name) from None
         self.count += len(messages)
         return len(messages)
 
     def flush(self) -> None:
-        self._writer.flush()
+        try:
+            self._writer.flush()
+        except OSError as exc:
+            raise _named(exc, self.name) from None
 
     def close(self) -> None:
-        self._writer.flush()
-        if self._stream is not sys.stdout.buffer:
+        try:
+            self._writer.flush()
             self._stream.close()
+        except OSError as exc:
+            raise _named(exc, self.name) from None
 
 
 class _TextualSink(MessageSink):
-    def __init__(self, stream: IO[str]) -> None:
+    """Lines of ASCII text (JSON escapes and hex keep them ASCII), written as bytes."""
+
+    def __init__(self, stream: _WholeWrites, name: str = "output") -> None:
         self._stream = stream
+        self.name = name
+
+    def _put(self, text: str) -> None:
+        try:
+            self._stream.write(text.encode("ascii"))
+        except OSError as exc:
+            raise _named(exc, self.name) from None
 
     def flush(self) -> None:
-        self._stream.flush()
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            raise _named(exc, self.name) from None
 
     def close(self) -> None:
-        self._stream.flush()
-        if self._stream is not sys.stdout:
+        try:
             self._stream.close()
+        except OSError as exc:
+            raise _named(exc, self.name) from None
 
 
 class JsonlSink(_TextualSink):
@@ -281,7 +373,7 @@ class JsonlSink(_TextualSink):
             for i, m in enumerate(messages)
         ]
         lines.append("")
-        self._stream.write("\n".join(lines))
+        self._put("\n".join(lines))
         self.count += len(messages)
 
 
@@ -300,7 +392,7 @@ class TextSink(_TextualSink):
             kind = chr(m[0]) if m and 0x21 <= m[0] < 0x7F else "."
             data = m[:32].hex(" ") + (" ..." if len(m) > 32 else "")
             out.append(f"{session} {seq_num + i:>12} {len(m):>5}  {kind}  {data}\n")
-        self._stream.write("".join(out))
+        self._put("".join(out))
         self.count += len(messages)
 
 
@@ -316,16 +408,19 @@ def open_sink(path: str, fmt: str | None) -> MessageSink:
             fmt = "text"
         else:
             fmt = "binaryfile"
-    try:
-        if fmt == "binaryfile":
-            bstream: IO[bytes] = sys.stdout.buffer if path == "-" else open(path, "wb")  # noqa: SIM115
-            return BinaryFileSink(bstream)
-        tstream: IO[str] = (
-            sys.stdout if path == "-" else open(path, "w", encoding="ascii", newline="\n")  # noqa: SIM115
-        )
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return JsonlSink(tstream) if fmt == "jsonl" else TextSink(tstream)
+    if path == "-":
+        name = "stdout"
+        sys.stdout.flush()
+        stream = _WholeWrites(sys.stdout.buffer, owned=False)
+    else:
+        name = path
+        try:
+            stream = _WholeWrites(open(path, "wb"), owned=True)  # noqa: SIM115
+        except OSError as exc:
+            raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if fmt == "binaryfile":
+        return BinaryFileSink(stream, name)
+    return JsonlSink(stream, name) if fmt == "jsonl" else TextSink(stream, name)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -343,8 +438,24 @@ def _stderr_is_terminal() -> bool:
 
 
 def _say(text: str) -> None:
-    """A line on stderr (status, summaries, warnings)."""
-    print(text, file=sys.stderr, flush=True)
+    """A line on stderr (status, summaries, warnings); a closed or broken stderr (a hung-up
+    terminal, a reader gone) loses the line, never the command: the exit code still tells."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        _silence(2)
+
+
+def _silence(fd: int) -> None:
+    """Point a standard fd that failed at /dev/null, so nothing written later (or flushed
+    at exit) fails again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        if devnull != fd:
+            os.dup2(devnull, fd)
+            os.close(devnull)
+    except OSError:
+        pass
 
 
 # --------------------------------------------------------------------------- inspect
@@ -817,14 +928,20 @@ class _Status:
         self._next = now + 0.25
         pad = max(0, self._width - len(text))
         self._width = len(text)
-        sys.stderr.write("\r" + text + " " * pad)
-        sys.stderr.flush()
+        self._put("\r" + text + " " * pad)
 
     def clear(self) -> None:
         if self.enabled and self._width:
-            sys.stderr.write("\r" + " " * self._width + "\r")
-            sys.stderr.flush()
+            self._put("\r" + " " * self._width + "\r")
             self._width = 0
+
+    def _put(self, text: str) -> None:
+        try:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+        except (OSError, ValueError):  # the terminal hung up (SIGHUP's usual cause)
+            self.enabled = False
+            _silence(2)
 
 
 def _rate_text(count: int, seconds: float) -> str:
@@ -848,6 +965,7 @@ class _PcapTap:
         from .capture import CaptureWriter
 
         self.writer = CaptureWriter(path)
+        self.path = path
         self.failed = 0
         self._lock = threading.Lock()
 
@@ -860,7 +978,10 @@ class _PcapTap:
 
     def close(self) -> None:
         with self._lock:
-            self.writer.close()
+            try:
+                self.writer.close()
+            except OSError as exc:
+                raise _named(exc, self.path) from None
 
 
 class _CaptureHook:
@@ -907,23 +1028,43 @@ class _ListenResult:
     interrupted: bool = False
 
 
+#: The signals that end a command as Ctrl-C does: flush, summary, exit 130. One that is
+#: ignored when the command starts (``nohup``, a background job) stays ignored.
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+def _catch_signals(handler: Any) -> list[tuple[int, Any]]:
+    """Install ``handler`` for every stop signal not ignored; the handlers it replaced
+    (none outside the main thread, where Python cannot set handlers)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return []
+    previous = []
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous.append((signum, signal.signal(signum, handler)))
+    return previous
+
+
 class _StopFlag:
-    """Ctrl-C (SIGINT) and SIGTERM set a flag instead of raising, so a command stops between
-    two messages, never in the middle of writing one (main thread only)."""
+    """SIGINT (Ctrl-C), SIGTERM and SIGHUP set a flag instead of raising, so a command stops
+    between two messages, never in the middle of writing one (main thread only)."""
 
     def __init__(self) -> None:
         self.set = False
+        self.signum: int | None = None
         self._previous: list[tuple[int, Any]] = []
 
     def _handler(self, signum: int, frame: object) -> None:
         self.set = True
+        if self.signum is None:
+            self.signum = signum
 
     def __enter__(self) -> _StopFlag:
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous.append((signum, signal.signal(signum, self._handler)))
+        self._previous = _catch_signals(self._handler)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -1126,7 +1267,9 @@ def cmd_listen(args: argparse.Namespace) -> int:
     core = client.stats.receiver
     parts = [f"{result.written} messages written"]
     if result.session is not None:
-        parts.append(f"session {result.session!r} seq {result.first_seq}..{result.last_seq}")
+        parts.append(
+            f"session {_session_label(result.session)} seq {result.first_seq}..{result.last_seq}"
+        )
     if core is not None:
         parts.append(
             f"{core.gaps_detected} gaps, {core.messages_recovered} recovered, "
@@ -1246,18 +1389,18 @@ def cmd_publish(args: argparse.Namespace) -> int:
             faults=faults,
         )
         with publisher:
-            _say(
-                f"moldudp64 publish: session {args.session!r} to {group[0]}:{group[1]} "
-                f"(TTL {args.ttl}), re-requests on {bind}:{request_port}"
-                + (f", {total} messages" if total is not None else "")
-            )
 
             def progress(done: int) -> None:
                 elapsed = time.monotonic() - t0
                 of = f"/{total}" if total is not None else ""
                 status.show(f"publish: {done}{of} messages, {_rate_text(done, elapsed)}")
 
-            try:
+            try:  # a signal right after the announcement still gets the summary
+                _say(
+                    f"moldudp64 publish: session {args.session!r} to {group[0]}:{group[1]} "
+                    f"(TTL {args.ttl}), re-requests on {bind}:{request_port}"
+                    + (f", {total} messages" if total is not None else "")
+                )
                 result = publisher.run(messages, rate=args.rate or None, progress=progress)
             except KeyboardInterrupt:
                 publisher.stop()
@@ -1304,12 +1447,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         with server:
             server.start()
             host, port = server.address
-            _say(
-                f"moldudp64 serve: {len(store)} messages of session {args.session!r} "
-                f"from {args.input} on {host}:{port}"
-            )
             interrupted = False
-            try:
+            try:  # a signal right after the announcement still gets the summary
+                _say(
+                    f"moldudp64 serve: {len(store)} messages of session {args.session!r} "
+                    f"from {args.input} on {host}:{port}"
+                )
                 deadline = None if args.duration is None else time.monotonic() + args.duration
                 while deadline is None or time.monotonic() < deadline:
                     left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
@@ -1526,10 +1669,11 @@ examples:
   moldudp64 inspect feed.pcap                           # sessions, sequences, gaps in a capture
   moldudp64 listen 239.1.1.1:30001 --request-server 10.0.0.5:30002 --output feed.bin
   moldudp64 publish 239.1.1.1:30001 --session TEST000001 --input feed.bin --request-port 30002
-  moldudp64 serve --input feed.bin --session TEST000001 --port 30002
+  moldudp64 serve --input feed.bin --session TEST000001 --port 30003   # or serve a file alone
 
 exit codes: 0 done, 2 bad usage or input, 3 messages lost for good,
-            4 idle timeout, 130 interrupted (after flushing)
+            4 idle timeout, 130 interrupted (SIGINT, SIGTERM, SIGHUP; after flushing),
+            141 the output's reader went away (broken pipe)
 """
 
 EPILOG_INSPECT = """\
@@ -1554,7 +1698,8 @@ examples:
 
 exit codes: 0 session ended (or --count reached) with every message written,
             3 messages lost for good (the rest written; stderr names the ranges),
-            4 --idle-timeout seconds without a packet, 130 Ctrl-C (after flushing).
+            4 --idle-timeout seconds without a packet, 130 Ctrl-C, SIGTERM or SIGHUP
+            (after flushing and the summary), 141 the reader of -o - went away.
 """
 
 EPILOG_PUBLISH = """\
@@ -1631,7 +1776,8 @@ def _add_output(p: argparse.ArgumentParser, default: str | None) -> None:
         "--format",
         choices=FORMATS,
         default=None,
-        help="binaryfile (2-byte length + message), jsonl ({session, seq, data hex}) or text; "
+        help="binaryfile (2-byte length + message), jsonl ({session, seq, length, data hex}) "
+        "or text; "
         "default text on a terminal, by extension for files (.jsonl, .txt), else binaryfile",
     )
 
@@ -1816,7 +1962,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reorder", metavar="P", type=PROBABILITY, default=0.02, help="default 0.02")
     p.add_argument("--seed", metavar="N", type=SEED, default=1, help="default 1")
     p.add_argument(
-        "--rate", metavar="MESSAGES_PER_SECOND", type=COUNT, default=50_000, help="default 50000"
+        "--rate",
+        metavar="MESSAGES_PER_SECOND",
+        type=MESSAGES_PER_SECOND,
+        default=50_000,
+        help="default 50000",
     )
     p.add_argument("--port", type=PORT, help="feed port (default 30001, or a free one on loopback)")
     p.add_argument(
@@ -1839,7 +1989,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure how fast this machine runs the receiver, the client and inspect",
         description="Run the benchmarks that need neither root nor a C compiler and print "
         "them as a table with this machine's details: messages per second through the "
-        "receiver core (in order, and with 5%% loss, 1%% duplicates, 3%% reordering), into a "
+        "receiver core (in order, and with 5% loss, 1% duplicates, 3% reordering), into a "
         "Python for loop through the blocking and asyncio clients, and packets per second "
         "of inspect on a generated pcap (against tshark when it is installed). "
         "benchmarks/run.py in the source tree adds live multicast against a C loop.",
@@ -1893,46 +2043,113 @@ def _setup_logging(verbosity: int) -> None:
         format="moldudp64: %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.raiseExceptions = False  # a closed or broken stderr never stops a command
     if not verbosity:
         # The commands report loss themselves (summary, lost ranges); the client's
         # per-range warnings would say it twice.
         logging.getLogger("moldudp64.sync.client").setLevel(logging.ERROR)
 
 
+class _Interrupted(KeyboardInterrupt):
+    """A stop signal, raised in the main thread like Ctrl-C's KeyboardInterrupt."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    raise _Interrupted(signum)
 
 
-def _sigterm_as_interrupt() -> Any:
-    """Let SIGTERM end a command the way Ctrl-C does (flush, summary, exit 130); return the
-    handler it replaced (None when not in the main thread)."""
-    import threading
+def _sigterm_as_interrupt() -> list[tuple[int, Any]]:
+    """Let SIGTERM and SIGHUP end a command the way Ctrl-C does (flush, summary, exit 130)
+    unless they are ignored (``nohup``); return the handlers replaced."""
+    return _catch_signals(_interrupt)
 
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, _interrupt)
+
+class _ClosedStdout(io.TextIOBase):
+    """sys.stdout when the command starts with fd 1 closed (``>&-``): any write fails at
+    once with a clear error (exit 2) instead of an AttributeError on None."""
+
+    class _Raw(io.RawIOBase):
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data: Any) -> int:
+            raise _ClosedStdout.error()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buffer = self._Raw()
+
+    @staticmethod
+    def error() -> OSError:
+        return OSError(errno.EBADF, "closed, nothing can be written to it", "stdout")
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        raise self.error()
+
+
+def _fill_closed_std_fds() -> None:
+    """A closed fd 0, 1 or 2 gets /dev/null, so no file opened later takes its number (and
+    gets a stray print); a closed stdout then refuses writes, a closed stderr drops them."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            try:
+                placeholder = os.open(os.devnull, os.O_WRONLY if fd == 2 else os.O_RDONLY)
+            except OSError:
+                continue
+            if placeholder != fd:
+                os.dup2(placeholder, fd)
+                os.close(placeholder)
+            if fd == 1:
+                sys.stdout = _ClosedStdout()
+            elif fd == 2:
+                sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+    if sys.stdout is None:
+        sys.stdout = _ClosedStdout()
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115
+
+
+def _flush_stdout_quietly() -> None:
+    """At the very end: whatever stdout still holds, without an "Exception ignored" later."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        _silence(1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; return its exit code."""
+    _fill_closed_std_fds()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:  # --help, --version, a usage error
+        _flush_stdout_quietly()
+        raise
     _setup_logging(getattr(args, "verbose", 0))
     prog = f"moldudp64 {args.command}"
     previous = _sigterm_as_interrupt()
     try:
-        return int(args.func(args))
-    except KeyboardInterrupt:
-        _say(f"{prog}: interrupted")
+        code = int(args.func(args))
+        sys.stdout.flush()  # a write error of the last output is the command's error too
+        return code
+    except KeyboardInterrupt as exc:
+        how = f" by {exc.args[0]}" if isinstance(exc, _Interrupted) else ""
+        _say(f"{prog}: interrupted{how}")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        # The reader of our stdout went away (| head): stop quietly.
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except OSError:
-            pass
-        return EXIT_OK
+        # The reader of the output went away (| head): stop quietly, as SIGPIPE would.
+        _silence(1)
+        return EXIT_BROKEN_PIPE
     except (MoldUDP64Error, OSError, UnicodeError) as exc:
         if getattr(args, "verbose", 0):
             logger.debug("error details", exc_info=True)
@@ -1946,10 +2163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"{prog}: internal error: {type(exc).__name__}: {exc} (-v shows the traceback)")
         return EXIT_FAILURE
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous:
+            signal.signal(signum, handler)
+        _flush_stdout_quietly()
 
 
 if __name__ == "__main__":  # pragma: no cover
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     sys.exit(main())

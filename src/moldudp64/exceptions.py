@@ -48,8 +48,10 @@ class MalformedPacket(MoldUDP64Error, ValueError):
     """A datagram that is not a valid MoldUDP64 record.
 
     ``reason`` is a short machine-friendly tag (``"short"``, ``"truncated_block"``,
-    ``"missing_blocks"``, ``"trailing_bytes"``, ``"blocks_in_control"``, ``"bad_length"``),
-    ``offset`` the byte offset where the problem was found.
+    ``"missing_blocks"``, ``"trailing_bytes"``, ``"blocks_in_control"``, ``"seq_overflow"``
+    (messages numbered past 2**64-1), ``"not_bytes"`` (not a buffer at all); requests:
+    ``"bad_length"``, ``"seq_zero"``, ``"bad_count"``), ``offset`` the byte offset where the
+    problem was found.
     """
 
     def __init__(self, message: str, *, reason: str, offset: int = 0) -> None:

@@ -93,6 +93,33 @@ def decode_session(raw: bytes) -> str:
     return raw.decode("latin-1")
 
 
+def _as_bytes(data: object, what: str = "a packet") -> bytes:
+    """``data`` as ``bytes``; :class:`MalformedPacket` naming the type when it is no buffer."""
+    if type(data) is bytes:
+        return data
+    try:
+        return bytes(memoryview(data))  # type: ignore[arg-type]
+    except TypeError:
+        raise MalformedPacket(
+            f"{what} must be bytes, bytearray or memoryview, not {type(data).__name__}",
+            reason="not_bytes",
+        ) from None
+
+
+def _message_bytes(message: object) -> bytes:
+    """A message as ``bytes``; :class:`EncodeError` naming the value when it is no buffer
+    (a ``str`` has no wire form until it is encoded; an ``int`` is not a message)."""
+    if type(message) is bytes:
+        return message
+    try:
+        return bytes(memoryview(message))  # type: ignore[arg-type]
+    except TypeError:
+        raise EncodeError(
+            f"a message must be bytes, bytearray or memoryview, not "
+            f"{type(message).__name__} ({message!r:.40})"
+        ) from None
+
+
 def _check_seq(seq_num: int, what: str = "sequence number") -> None:
     if not isinstance(seq_num, int) or isinstance(seq_num, bool):
         raise EncodeError(f"{what} must be an int, not {type(seq_num).__name__}")
@@ -107,12 +134,27 @@ class Packet:
     complete message as a ``memoryview`` and stops quietly at a truncated block, so
     ``len(packet) != packet.msg_count`` reveals truncation. :meth:`validate` (or
     :meth:`parse`) checks the whole packet and raises :class:`MalformedPacket`.
+
+    Sequence numbers: a data packet's messages must all be numbered within 2**64-1
+    (``seq_num + msg_count - 1 <= 2**64-1``, else ``reason="seq_overflow"``). A heartbeat
+    or end of session may carry any 64-bit value (it names the next number, numbers no
+    message). Sequence number 0 is not refused here: it is on the wire in real captures;
+    the receiver decides what it means.
     """
 
     __slots__ = ("_count", "_len", "_seq", "_session", "_view")
 
     def __init__(self, data: Buffer) -> None:
-        view = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
+        if isinstance(data, bytes):
+            view = memoryview(data)
+        else:
+            try:
+                view = memoryview(data).cast("B")
+            except TypeError:
+                raise MalformedPacket(
+                    f"a packet must be bytes, bytearray or memoryview, not {type(data).__name__}",
+                    reason="not_bytes",
+                ) from None
         if len(view) < HEADER_SIZE:
             raise MalformedPacket(
                 f"datagram of {len(view)} bytes is shorter than the {HEADER_SIZE}-byte header",
@@ -213,6 +255,12 @@ class Packet:
                     offset=HEADER_SIZE,
                 )
             return self
+        if self._seq > MAX_SEQ_NUM - count + 1:
+            raise MalformedPacket(
+                f"{count} messages from sequence number {self._seq} run past 2**64-1",
+                reason="seq_overflow",
+                offset=10,
+            )
         pos = HEADER_SIZE
         unpack = _U16.unpack_from
         for index in range(count):
@@ -284,6 +332,8 @@ def _parse_blocks_py(data: bytes) -> list[bytes]:
     :func:`split_blocks`, and raises the same :class:`MalformedPacket`. Control packets
     (heartbeat, end of session) return an empty list.
     """
+    if type(data) is not bytes:
+        data = _as_bytes(data)
     end = len(data)
     if end < HEADER_SIZE:
         return Packet.parse(data).messages()  # raises "short"
@@ -292,6 +342,8 @@ def _parse_blocks_py(data: bytes) -> list[bytes]:
         if end != HEADER_SIZE:
             Packet.parse(data)  # raises "blocks_in_control"
         return []
+    if data[10] == 0xFF and int.from_bytes(data[10:18], "big") > MAX_SEQ_NUM - count + 1:
+        Packet.parse(data)  # raises "seq_overflow"
     out: list[bytes] = []
     append = out.append
     pos = HEADER_SIZE
@@ -327,7 +379,7 @@ def _parse_blocks_c(data: bytes) -> list[bytes]:
     """:func:`parse_blocks` through the C accelerator; same results, same errors."""
     assert c_parse_blocks is not None
     if type(data) is not bytes:
-        data = bytes(data)
+        data = _as_bytes(data)
     out = c_parse_blocks(data)
     if out is None:
         Packet.parse(data)  # raises, naming the fault
@@ -389,9 +441,10 @@ def build_packet(session: str | bytes, seq_num: int, messages: Iterable[Buffer])
     parts: list[bytes] = []
     size = HEADER_SIZE
     for message in messages:
-        length = _check_message(message)
+        data = _message_bytes(message)
+        length = _check_message(data)
         parts.append(_U16.pack(length))
-        parts.append(bytes(message))
+        parts.append(data)
         size += 2 + length
     count = len(parts) // 2
     if count == 0:
@@ -439,6 +492,8 @@ class Packer:
     ) -> None:
         self._session = encode_session(session)
         _check_seq(seq_num)
+        if not isinstance(max_payload, int) or isinstance(max_payload, bool):
+            raise EncodeError(f"max_payload must be an int, not {type(max_payload).__name__}")
         if not 3 <= max_payload <= MAX_DATAGRAM - HEADER_SIZE:
             raise EncodeError(
                 f"max_payload {max_payload} is outside 3..{MAX_DATAGRAM - HEADER_SIZE}"
@@ -477,6 +532,8 @@ class Packer:
 
     def add(self, message: Buffer) -> bytes | None:
         """Add one message; return the finished packet if it had to be closed first."""
+        if type(message) is not bytes:
+            message = _message_bytes(message)
         length = len(message)
         if length + 2 > self.max_payload or length > MAX_MESSAGE_LENGTH:
             raise MessageTooLarge(
@@ -490,7 +547,7 @@ class Packer:
         done = None
         if not self.fits(length):
             done = self.flush()
-        self._parts.append(_U16.pack(length) + bytes(message))
+        self._parts.append(_U16.pack(length) + message)
         self._pending_bytes += 2 + length
         return done
 
@@ -525,10 +582,26 @@ def pack_messages(
     return out
 
 
+def _check_request(seq_num: int, msg_count: int) -> None:
+    _check_seq(seq_num)
+    if seq_num == 0:
+        raise EncodeError("sequence number 0 cannot be requested (numbers start at 1)")
+    if not isinstance(msg_count, int) or isinstance(msg_count, bool):
+        raise EncodeError(f"message count must be an int, not {type(msg_count).__name__}")
+    if not 1 <= msg_count <= MAX_MESSAGE_COUNT:
+        raise EncodeError(f"message count {msg_count} is outside 1..{MAX_MESSAGE_COUNT}")
+    if seq_num > MAX_SEQ_NUM - msg_count + 1:
+        raise EncodeError(f"{msg_count} messages from sequence number {seq_num} run past 2**64-1")
+
+
 class RetransmissionPacket:
     """A request packet: ask a re-request server for ``msg_count`` messages from ``seq_num``.
 
-    Exactly 20 bytes on the wire. Also reachable as :data:`RequestPacket`.
+    Exactly 20 bytes on the wire (:meth:`build`, or ``bytes(packet)``). Also reachable as
+    :data:`RequestPacket`. A request asks for 1 to 0xFFFE messages from sequence number 1
+    or later, all numbered within 2**64-1; anything else raises :class:`EncodeError`
+    (:meth:`parse`: :class:`MalformedPacket` with ``reason`` ``"seq_zero"``,
+    ``"bad_count"`` or ``"seq_overflow"``).
     """
 
     __slots__ = ("msg_count", "seq_num", "session")
@@ -537,9 +610,7 @@ class RetransmissionPacket:
 
     def __init__(self, session: str | bytes, seq_num: int, msg_count: int) -> None:
         self.session = encode_session(session)
-        _check_seq(seq_num)
-        if not isinstance(msg_count, int) or not 0 <= msg_count <= 0xFFFF:
-            raise EncodeError(f"message count {msg_count} is outside 0..65535")
+        _check_request(seq_num, msg_count)
         self.seq_num = seq_num
         self.msg_count = msg_count
 
@@ -549,21 +620,37 @@ class RetransmissionPacket:
         return decode_session(self.session)
 
     def build(self) -> bytes:
-        """The 20 wire bytes; a count of 0 is refused (it asks for nothing)."""
-        if self.msg_count == 0:
-            raise EncodeError("a request for 0 messages asks for nothing")
+        """The 20 wire bytes."""
         return HEADER.pack(self.session, self.seq_num, self.msg_count)
+
+    def __bytes__(self) -> bytes:
+        return self.build()
 
     @classmethod
     def parse(cls, data: Buffer) -> RetransmissionPacket:
-        """Parse a request; anything but exactly 20 bytes is :class:`MalformedPacket`."""
-        if len(data) != HEADER_SIZE:
+        """Parse a request; anything but a valid 20-byte request is :class:`MalformedPacket`."""
+        raw = _as_bytes(data, "a request")
+        if len(raw) != HEADER_SIZE:
             raise MalformedPacket(
-                f"request of {len(data)} bytes; a request is exactly {HEADER_SIZE} bytes",
+                f"request of {len(raw)} bytes; a request is exactly {HEADER_SIZE} bytes",
                 reason="bad_length",
-                offset=min(len(data), HEADER_SIZE),
+                offset=min(len(raw), HEADER_SIZE),
             )
-        session, seq, count = HEADER.unpack_from(data)
+        session, seq, count = HEADER.unpack_from(raw)
+        if seq == 0:
+            raise MalformedPacket("request for sequence number 0", reason="seq_zero", offset=10)
+        if not 1 <= count <= MAX_MESSAGE_COUNT:
+            raise MalformedPacket(
+                f"request for {count} messages (1..{MAX_MESSAGE_COUNT} allowed)",
+                reason="bad_count",
+                offset=18,
+            )
+        if seq > MAX_SEQ_NUM - count + 1:
+            raise MalformedPacket(
+                f"request for {count} messages from {seq} runs past 2**64-1",
+                reason="seq_overflow",
+                offset=10,
+            )
         return cls(session, seq, count)
 
     def __eq__(self, other: object) -> bool:
@@ -589,17 +676,38 @@ RequestPacket = RetransmissionPacket
 
 
 class RetransmissionRequest(RetransmissionPacket):
-    """A request packet with the number of times it was sent, for the low-level client."""
+    """A request packet with the number of times it was sent, for the low-level client.
+
+    Built from the three fields, or, as the Rust crate's ``RetransmissionRequest::new``,
+    from a :class:`RetransmissionPacket`: ``RetransmissionRequest(packet)``.
+    """
 
     __slots__ = ("attempts",)
 
     def __init__(
-        self, session: str | bytes, seq_num: int, msg_count: int, attempts: int = 0
+        self,
+        session: str | bytes | RetransmissionPacket,
+        seq_num: int | None = None,
+        msg_count: int | None = None,
+        attempts: int = 0,
     ) -> None:
+        if isinstance(session, RetransmissionPacket):
+            if seq_num is not None or msg_count is not None:
+                raise EncodeError(
+                    "give a RetransmissionPacket alone, or session, seq_num and msg_count"
+                )
+            packet = session
+            session, seq_num, msg_count = packet.session, packet.seq_num, packet.msg_count
+        elif seq_num is None or msg_count is None:
+            raise EncodeError(
+                "a request needs seq_num and msg_count (or a RetransmissionPacket alone)"
+            )
+        if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 0:
+            raise EncodeError(f"attempts {attempts!r} must be an int >= 0")
         super().__init__(session, seq_num, msg_count)
         self.attempts = attempts
 
     @classmethod
     def of(cls, packet: RetransmissionPacket) -> RetransmissionRequest:
         """Wrap a request packet with an attempts counter of 0."""
-        return cls(packet.session, packet.seq_num, packet.msg_count)
+        return cls(packet)
