@@ -102,8 +102,8 @@ def test_record_framing_agrees_with_dpkt(tmp_path: Path) -> None:
         reader = CaptureReader(path)
         frames = list(reader._frames())
         reader.close()
-        assert [b for _, b in frames] == [b for _, b in records]
-        assert [round(t, 6) for t, _ in frames] == [round(t, 6) for t, _ in records]
+        assert [b for _, b, _ in frames] == [b for _, b in records]
+        assert [round(t, 6) for t, _, _ in frames] == [round(t, 6) for t, _ in records]
 
 
 @pytest.mark.parametrize("nano", [False, True])
@@ -446,7 +446,7 @@ def test_fast_ethernet_path_agrees_with_generic_decoder(tmp_path: Path) -> None:
         fast.close()
         slow = CaptureReader(path, port=port)
         want = []
-        for ts, buf in slow._frames():
+        for ts, buf, _link in slow._frames():
             slow.stats.frames += 1
             found = slow._decode(ts, buf)
             if found is None:
