@@ -133,6 +133,9 @@ def detect_file_kind(path: str | os.PathLike[str]) -> str:
     return FileKind.BINARYFILE
 
 
+_NUL_SESSION = bytes(10)
+
+
 def _why(exc: BaseException, default: str) -> str:
     """An exception's text, or ``default`` when it has none (never "()")."""
     return str(exc).strip() or default
@@ -145,12 +148,16 @@ def is_moldudp64(payload: bytes | memoryview, *, printable_session: bool = True)
     in heartbeats or end of session), which rules out the 20-byte requests clients send;
     with ``printable_session`` (the default, for recognising MoldUDP64 among other UDP
     traffic) the session must also be printable ASCII, which rules out almost any other
-    protocol.
+    protocol, or ten NUL bytes (as in anonymised public captures).
     """
     if len(payload) < HEADER_SIZE:
         return False
     session = bytes(payload[:10])
-    if printable_session and not all(0x20 <= b < 0x7F for b in session):
+    if (
+        printable_session
+        and session != _NUL_SESSION
+        and not all(0x20 <= b < 0x7F for b in session)
+    ):
         return False
     try:
         Packet(payload).validate()
