@@ -122,3 +122,31 @@ def pcapng_bytes(frames: list[bytes], linktype: int = 1, *, t0: float = 1000.0) 
     for i, frame in enumerate(frames):
         w.writepkt(frame, ts=t0 + i * 0.001)
     return out.getvalue()
+
+
+def anonymised_itch_capture(messages: list[bytes], *, vlan: int = 100) -> bytes:
+    """A capture shaped like the public anonymised ITCH samples: Ethernet with one VLAN tag,
+    IPv4 0.0.0.0 -> 0.0.0.0, UDP port 0 -> 0, MoldUDP64 session of ten NUL bytes, sequence
+    number 0 in every packet, one message per packet (dpkt builds every header)."""
+    frames = []
+    for i, message in enumerate(messages):
+        payload = bytes(10) + bytes(8) + (1).to_bytes(2, "big")
+        payload += len(message).to_bytes(2, "big") + message
+        udp = dpkt.udp.UDP(sport=0, dport=0, data=payload)
+        udp.ulen = 8 + len(payload)
+        ip = dpkt.ip.IP(src=bytes(4), dst=bytes(4), p=17, id=i & 0xFFFF, data=udp)
+        frames.append(ethernet(bytes(ip), (vlan,) if vlan else ()))
+    return pcap_bytes(frames)
+
+
+def ipv6_frame(next_header: int, chain: bytes, src: str = "fe80::1", dst: str = "ff02::1") -> bytes:
+    """An Ethernet frame carrying IPv6 whose payload (``chain``: extension headers and
+    whatever follows) starts with ``next_header``."""
+    head = struct.pack(">IHBB", 6 << 28, len(chain), next_header, 64)
+    head += socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst)
+    return ethernet(head + chain, ethertype=0x86DD)
+
+
+def udp_bytes(payload: bytes, sport: int = 4000, dport: int = 5000) -> bytes:
+    """A UDP header (checksum 0) and its payload."""
+    return struct.pack(">HHHH", sport, dport, 8 + len(payload), 0) + payload

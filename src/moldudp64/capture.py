@@ -987,7 +987,7 @@ class CaptureReader(Closing):
         src, dst = buf[off + 8 : off + 24], buf[off + 24 : off + 40]
         pos = off + 40
         end = pos + plen
-        if plen == 0:  # a jumbogram (hop-by-hop option): not on an Ethernet feed
+        if plen == 0 and nxt == 0:  # a jumbogram (hop-by-hop option): not on Ethernet
             stats.malformed += 1
             return None
         if end > len(buf):
