@@ -23,6 +23,7 @@ from capture_helpers import (
     fragment,
     ipv4_udp,
     ipv6_frame,
+    mutated_capture,
     pcap_bytes,
     pcapng_bytes,
     sll,
@@ -937,3 +938,45 @@ def test_written_pcapng_decodes_in_tshark(tmp_path: Path) -> None:
     )
     if info.returncode == 0:
         assert "pcapng" in info.stdout
+
+
+@settings(
+    max_examples=200,
+    deadline=5000,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(data=mutated_capture())
+def test_mutated_captures_read_or_raise_capture_error(data: bytes) -> None:
+    """Mutations of real and generated captures: every reading path (C scanner, pure Python
+    runs, per datagram) gives the same datagrams and counters and either ends or raises
+    CaptureError, never another exception; memory stays bounded (tracemalloc < 64 MiB)."""
+    import tracemalloc
+
+    from moldudp64 import capture
+
+    results = []
+    saved = capture._scan
+    tracemalloc.start()
+    try:
+        for scan, how in ((saved, "batches"), (None, "batches"), (None, "tuples")):
+            capture._scan = scan
+            got: list[object] = []
+            error = None
+            try:
+                with CaptureReader(io.BytesIO(data)) as reader:
+                    if how == "batches":
+                        for times, src, dst, payloads in reader.batches():
+                            got.extend(
+                                (t, src, dst, p) for t, p in zip(times, payloads, strict=True)
+                            )
+                    else:
+                        got.extend(reader.tuples())
+            except CaptureError as exc:
+                error = str(exc)
+            results.append((got, error))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        capture._scan = saved
+        tracemalloc.stop()
+    assert results[0] == results[1] == results[2]
+    assert peak < 64 << 20

@@ -153,11 +153,7 @@ def is_moldudp64(payload: bytes | memoryview, *, printable_session: bool = True)
     if len(payload) < HEADER_SIZE:
         return False
     session = bytes(payload[:10])
-    if (
-        printable_session
-        and session != _NUL_SESSION
-        and not all(0x20 <= b < 0x7F for b in session)
-    ):
+    if printable_session and session != _NUL_SESSION and not all(0x20 <= b < 0x7F for b in session):
         return False
     try:
         Packet(payload).validate()
@@ -464,9 +460,7 @@ class CaptureReader(Closing):
         if len(rest) < want:
             raise self._damaged(start, "a pcapng block", truncated=True)
         if rest[-4:] != head[4:8]:
-            raise self._damaged(
-                start, "pcapng block whose two lengths differ", truncated=False
-            )
+            raise self._damaged(start, "pcapng block whose two lengths differ", truncated=False)
         self._ng_pos = start + length
         if btype == _NG_SHB:
             self._ng_ifaces = []  # a new section: its own interfaces
@@ -1067,7 +1061,6 @@ class CaptureReader(Closing):
         """Close the file if this reader opened it."""
         if self._owns_file:
             self._file.close()
-
 
 
 def read_datagrams(path: str | os.PathLike[str], *, port: int | None = None) -> list[Datagram]:

@@ -640,9 +640,10 @@ def _write_stamped(
     if isinstance(sink, JsonlSink):
         dumps = json.dumps
         lines = [
-            dumps({"ts": ts, "session": session, "seq": seq_num + i, "length": len(m)} | {
-                "data": m.hex()
-            })
+            dumps(
+                {"ts": ts, "session": session, "seq": seq_num + i, "length": len(m)}
+                | {"data": m.hex()}
+            )
             + "\n"
             for i, m in enumerate(messages)
         ]
