@@ -386,3 +386,43 @@ def test_listen_capture_pcapng_gives_listen_output(multicast: None, tmp_path: Pa
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     assert len(done.stdout.splitlines()) > 0
+
+
+def _mold(session: bytes, seq: int, count: int, messages: list[bytes], trailing: bytes) -> bytes:
+    """A MoldUDP64-shaped payload whose count may lie and which may carry trailing bytes."""
+    blocks = b"".join(len(m).to_bytes(2, "big") + m for m in messages)
+    return session + seq.to_bytes(8, "big") + count.to_bytes(2, "big") + blocks + trailing
+
+
+_PAYLOADS = st.builds(
+    _mold,
+    st.sampled_from([bytes(10), b"SESSION001", b"SESSION002", bytes(range(10))]),
+    st.one_of(st.integers(0, 2**64 - 1), st.sampled_from([0, 1, 2**63, 2**64 - 1, 2**64 - 2])),
+    st.one_of(st.integers(0, 0xFFFF), st.sampled_from([0, 1, 0xFFFE, 0xFFFF])),
+    st.lists(st.binary(max_size=5), max_size=4),
+    st.sampled_from([b"", b"x"]),
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    items=st.lists(
+        st.tuples(st.floats(0, 100), _PAYLOADS, st.sampled_from([5000, 6000])), max_size=30
+    ),
+    raw=st.booleans(),
+    port=st.sampled_from([None, 5000]),
+)
+def test_inspector_takes_any_datagrams(
+    items: list[tuple[float, bytes, int]], raw: bool, port: int | None
+) -> None:
+    """Any sessions (NUL, binary), any sequence numbers (0, 2**64-1), lying counts, trailing
+    bytes, time going backwards, two ports: the inspector and its report never raise."""
+    from moldudp64.capture import CaptureReader
+
+    sink = cli.JsonlSink(io.StringIO())
+    inspector = cli._Inspector(None, sink, port=port, raw=raw)
+    inspector.feed([(t, ("10.0.0.1", p), ("239.1.1.1", p), d) for t, d, p in items], None)
+    reader = CaptureReader(io.BytesIO(pcap_bytes([])))
+    with contextlib.redirect_stderr(io.StringIO()):
+        cli._summarise_capture(io.StringIO(), "x.pcap", reader, inspector)
+    assert sum(r.written for r in inspector.sessions.values()) == sink.count

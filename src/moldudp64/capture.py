@@ -7,8 +7,11 @@ and BSD loopback. IPv4 fragments are reassembled in a bounded table; datagrams w
 fragments never all arrive are counted, never silently dropped. Every frame that does not
 yield a datagram is counted in :class:`CaptureStats` by reason.
 
-Library choice: dpkt parses the file formats (the pcap file header; every pcapng block) and
-decodes the uncommon case (IPv6, whose extension headers it walks). The hot path is sliced
+Library choice: dpkt parses the pcap file header. pcapng blocks are framed here, so that
+every block length is checked against ``_MAX_RECORD`` before anything is read (dpkt's reader
+allocates whatever a block claims), and so are IPv6 header chains (any chain: ESP, AH,
+options, fragments). A damaged file raises :class:`CaptureDamaged` naming the byte where
+the readable part ends, after every intact record. The hot path is sliced
 by hand, because dpkt builds a Python object per record header and per protocol header:
 ``dpkt.pcap.Reader`` alone yields about 430,000 records/s with nothing decoded. For classic
 pcap files of Ethernet frames, records are cut out of 1 MiB chunks and plain IPv4 (no
@@ -24,8 +27,9 @@ datagrams/s; without it (or with ``MOLDUDP64_PURE_PYTHON=1``) the runs are group
 :meth:`CaptureReader.tuples`. Tests compare both with :meth:`CaptureReader.tuples`.
 
 Writing: :class:`CaptureWriter` wraps datagrams in Ethernet/IPv4/UDP frames (headers packed
-with ``struct``, about 4 us a datagram; dpkt's pcap writer writes the file) so that Wireshark
-and tshark open the file and decode MoldUDP64 with ``-d udp.port==PORT,moldudp64``.
+with ``struct``, about 4 us a datagram) into a classic pcap (dpkt's writer) or a pcapng
+(blocks packed here, nanosecond timestamps) so that Wireshark and tshark open the file and
+decode MoldUDP64 with ``-d udp.port==PORT,moldudp64``.
 """
 
 from __future__ import annotations

@@ -1723,9 +1723,11 @@ examples:
   moldudp64 inspect capture.pcapng --port 26477 --session 000010059B
   moldudp64 inspect capture.pcap --output messages.bin            # BinaryFILE of the session
   moldudp64 inspect capture.pcap --output - --format jsonl | head
+  moldudp64 inspect capture.pcap --raw -o - --format jsonl        # every message as it came
   moldudp64 inspect 20190730.NASDAQ_ITCH50                         # what a BinaryFILE holds
 
-exits 3 when gaps remain in any session.
+exits 3 when gaps remain in any session; 2 when the capture is cut short or corrupt part way
+(everything before the damage is reported and written first).
 """
 
 EPILOG_LISTEN = """\
