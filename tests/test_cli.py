@@ -161,7 +161,7 @@ def test_inspect_two_sessions(tmp_path: Path) -> None:
 
     proc = run("inspect", str(path), "--session", other, "--output", "-", "--format", "jsonl")
     assert [m["session"] for m in jsonl(proc.stdout)] == [other] * 4
-    assert "packets of 1 other sessions skipped" in proc.stderr.decode()
+    assert f"4 packets of 1 other session skipped: '{SESSION}'" in proc.stderr.decode()
 
     out = tmp_path / "one.bin"
     proc = run("inspect", str(path), "--output", str(out))
@@ -177,7 +177,7 @@ def test_inspect_other_sessions_table_is_bounded(tmp_path: Path) -> None:
     path.write_bytes(pcap_bytes([ethernet(ipv4_udp(p)) for p in packets]))
     proc = run("inspect", str(path), "--session", SESSION)
     assert proc.returncode == 0
-    note = f"{cli.MAX_SESSIONS + 50} packets of {cli.MAX_SESSIONS}+ other sessions skipped"
+    note = f"{cli.MAX_SESSIONS + 50} packets of {cli.MAX_SESSIONS}+ other sessions skipped: "
     assert note in proc.stdout.decode()
 
 
@@ -272,7 +272,7 @@ def test_generate_itch_shapes() -> None:
     [
         (["inspect", "/nonexistent/file.pcap"], "No such file"),
         (["inspect", "/"], "directory"),
-        (["inspect", "x.pcap", "--port", "70000"], "port must be 1..65535"),
+        (["inspect", "x.pcap", "--port", "70000"], "port must be 0..65535"),
         (["inspect", "x.pcap", "--port", "abc"], "not a port number"),
         (["inspect", "x.pcap", "--session", "WAYTOOLONGSESSION"], "longer than 10"),
         (["inspect", "x.pcap", "--format", "xml"], "invalid choice"),
@@ -289,7 +289,6 @@ def test_bad_usage_one_line_exit_2(args: list[str], needle: str) -> None:
 @pytest.mark.parametrize(
     ("label", "data"),
     [
-        ("truncated pcap", pcap_bytes([b"\x00" * 60])[:-7]),
         ("pcapng garbage", b"\x0a\x0d\x0d\x0a" + b"\xff" * 40),
         ("unsupported link", pcap_bytes([b"x"], linktype=105)),
     ],

@@ -7,8 +7,11 @@ and BSD loopback. IPv4 fragments are reassembled in a bounded table; datagrams w
 fragments never all arrive are counted, never silently dropped. Every frame that does not
 yield a datagram is counted in :class:`CaptureStats` by reason.
 
-Library choice: dpkt parses the file formats (the pcap file header; every pcapng block) and
-decodes the uncommon case (IPv6, whose extension headers it walks). The hot path is sliced
+Library choice: dpkt parses the pcap file header. pcapng blocks are framed here, so that
+every block length is checked against ``_MAX_RECORD`` before anything is read (dpkt's reader
+allocates whatever a block claims), and so are IPv6 header chains (any chain: ESP, AH,
+options, fragments). A damaged file raises :class:`CaptureDamaged` naming the byte where
+the readable part ends, after every intact record. The hot path is sliced
 by hand, because dpkt builds a Python object per record header and per protocol header:
 ``dpkt.pcap.Reader`` alone yields about 430,000 records/s with nothing decoded. For classic
 pcap files of Ethernet frames, records are cut out of 1 MiB chunks and plain IPv4 (no
@@ -24,8 +27,9 @@ datagrams/s; without it (or with ``MOLDUDP64_PURE_PYTHON=1``) the runs are group
 :meth:`CaptureReader.tuples`. Tests compare both with :meth:`CaptureReader.tuples`.
 
 Writing: :class:`CaptureWriter` wraps datagrams in Ethernet/IPv4/UDP frames (headers packed
-with ``struct``, about 4 us a datagram; dpkt's pcap writer writes the file) so that Wireshark
-and tshark open the file and decode MoldUDP64 with ``-d udp.port==PORT,moldudp64``.
+with ``struct``, about 4 us a datagram) into a classic pcap (dpkt's writer) or a pcapng
+(blocks packed here, nanosecond timestamps) so that Wireshark and tshark open the file and
+decode MoldUDP64 with ``-d udp.port==PORT,moldudp64``.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import socket
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
-from typing import IO, BinaryIO, Final, NamedTuple
+from typing import IO, BinaryIO, Final, Literal, NamedTuple
 
 import dpkt
 
@@ -46,6 +50,7 @@ from .exceptions import CaptureError, MalformedPacket
 from .wire import END_OF_SESSION, HEADER_SIZE, Packet
 
 __all__ = [
+    "CaptureDamaged",
     "CaptureReader",
     "CaptureStats",
     "CaptureWriter",
@@ -55,6 +60,17 @@ __all__ = [
     "is_moldudp64",
     "read_datagrams",
 ]
+
+
+class CaptureDamaged(CaptureError):
+    """A capture readable up to byte ``offset`` only: the file ends inside a record
+    (``truncated``, as when tcpdump is killed) or a record there is corrupt. Raised after
+    every datagram of the intact records before ``offset`` was yielded."""
+
+    def __init__(self, message: str, *, offset: int, truncated: bool) -> None:
+        super().__init__(message)
+        self.offset = offset
+        self.truncated = truncated
 
 
 class Datagram(NamedTuple):
@@ -80,6 +96,7 @@ class CaptureStats:
     fragments: int = 0  # IPv4 fragments of UDP datagrams seen
     reassembled: int = 0  # datagrams rebuilt from fragments
     incomplete: int = 0  # fragmented datagrams given up (timeout, eviction, end of file)
+    other_link: int = 0  # pcapng frames of an interface whose link type is not supported
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name."""
@@ -120,6 +137,14 @@ def detect_file_kind(path: str | os.PathLike[str]) -> str:
     return FileKind.BINARYFILE
 
 
+_NUL_SESSION = bytes(10)
+
+
+def _why(exc: BaseException, default: str) -> str:
+    """An exception's text, or ``default`` when it has none (never "()")."""
+    return str(exc).strip() or default
+
+
 def is_moldudp64(payload: bytes | memoryview, *, printable_session: bool = True) -> bool:
     """Whether a UDP payload is plausibly a MoldUDP64 downstream packet.
 
@@ -127,12 +152,12 @@ def is_moldudp64(payload: bytes | memoryview, *, printable_session: bool = True)
     in heartbeats or end of session), which rules out the 20-byte requests clients send;
     with ``printable_session`` (the default, for recognising MoldUDP64 among other UDP
     traffic) the session must also be printable ASCII, which rules out almost any other
-    protocol.
+    protocol, or ten NUL bytes (as in anonymised public captures).
     """
     if len(payload) < HEADER_SIZE:
         return False
     session = bytes(payload[:10])
-    if printable_session and not all(0x20 <= b < 0x7F for b in session):
+    if printable_session and session != _NUL_SESSION and not all(0x20 <= b < 0x7F for b in session):
         return False
     try:
         Packet(payload).validate()
@@ -170,7 +195,16 @@ _ETH_IPV6 = 0x86DD
 _VLAN_TYPES = frozenset({0x8100, 0x88A8, 0x9100, 0x9200})
 
 _PROTO_UDP = 17
-_MAX_RECORD = 1 << 24  # a pcap record longer than this is corruption, not a packet
+# IPv6 extension headers that count 8-byte units and carry a next header (hop-by-hop,
+# routing, destination options, mobility, HIP, shim6, experiments).
+_IPV6_EXTENSIONS = frozenset({0, 43, 60, 135, 139, 140, 253, 254})
+_MAX_RECORD = 1 << 24  # a pcap record or pcapng block longer than this is corruption
+_MAX_INTERFACES = 1 << 16  # pcapng interfaces one file may describe
+_NG_SHB = 0x0A0D0D0A
+_NG_IDB = 1
+_NG_PB = 2  # obsolete packet block
+_NG_SPB = 3
+_NG_EPB = 6
 _CHUNK = 1 << 20
 _SCAN_CHUNK = 1 << 20
 
@@ -202,38 +236,57 @@ _ETH_IPV4_UDP = struct.Struct(">12xHBxH2xHxB2x8x4xH")
 
 
 class _Fragments:
-    """The fragments received so far of one IPv4 datagram."""
+    """The fragments received so far of one IP datagram: the bytes at their offsets and
+    which 8-byte blocks are filled, so each fragment costs time in its own length only."""
 
-    __slots__ = ("first_seen", "parts", "size", "total")
+    __slots__ = ("blocks", "covered", "data", "first_seen", "total")
 
     def __init__(self, now: float) -> None:
         self.first_seen = now
-        self.parts: dict[int, bytes] = {}
-        self.size = 0
+        self.data = bytearray()
+        self.blocks = bytearray()  # one byte per 8-byte block: 1 once it has arrived
+        self.covered = 0  # blocks filled
         self.total: int | None = None
 
-    def complete(self) -> bytes | None:
-        """The reassembled payload when every byte has arrived, else None."""
-        if self.total is None:
-            return None
-        out = bytearray(self.total)
-        covered = 0
-        for offset in sorted(self.parts):
-            part = self.parts[offset]
-            if offset > covered:
-                return None
-            end = min(offset + len(part), self.total)
-            if end > covered:
-                out[covered:end] = part[covered - offset : end - offset]
-                covered = end
-        return bytes(out) if covered >= self.total else None
+    def add(self, offset: int, body: bytes, last: bool) -> bytes | None:
+        """Take one fragment; the whole payload once every block has arrived, else None.
+        Raises ValueError for a fragment that contradicts the others (a lie)."""
+        end = offset + len(body)
+        total = self.total
+        if last:
+            if (total is not None and total != end) or len(self.blocks) * 8 > end + 7:
+                raise ValueError("inconsistent last fragment")
+            self.total = total = end
+        elif total is not None and end > total:
+            raise ValueError("fragment beyond the last one")
+        data = self.data
+        if len(data) < end:
+            data.extend(bytes(end - len(data)))
+        data[offset:end] = body
+        first, stop = offset >> 3, (end + 7) >> 3
+        blocks = self.blocks
+        if len(blocks) < stop:
+            blocks.extend(bytes(stop - len(blocks)))
+        new = blocks.count(0, first, stop)
+        if new:
+            self.covered += new
+            blocks[first:stop] = b"\x01" * (stop - first)
+        if total is not None and self.covered == (total + 7) >> 3:
+            return bytes(data[:total])
+        return None
+
+    @property
+    def memory(self) -> int:
+        """Bytes held (what the pending table's byte bound counts)."""
+        return len(self.data) + len(self.blocks)
 
 
 class CaptureReader(Closing):
     """Iterate over the UDP datagrams of a pcap or pcapng file.
 
-    ``port`` keeps only datagrams from or to that UDP port. ``max_pending_fragments``
-    bounds the reassembly table (oldest entry given up first) and ``fragment_timeout``
+    ``port`` keeps only datagrams from or to that UDP port. ``max_pending_fragments`` and
+    ``max_pending_bytes`` bound the reassembly table (oldest entry given up first; each
+    fragment costs time in its own length, so reassembly is linear) and ``fragment_timeout``
     (seconds of capture time) gives up datagrams whose fragments stopped coming.
     ``stats`` counts everything, including what was not yielded. Open errors and
     corrupt files raise :class:`CaptureError`; a file cut off in the last record raises
@@ -246,6 +299,7 @@ class CaptureReader(Closing):
         *,
         port: int | None = None,
         max_pending_fragments: int = 1024,
+        max_pending_bytes: int = 16 << 20,
         fragment_timeout: float = 30.0,
     ) -> None:
         if port is not None and not 0 <= port <= 0xFFFF:
@@ -253,8 +307,10 @@ class CaptureReader(Closing):
         self.port = port
         self.stats = CaptureStats()
         self.max_pending_fragments = max(1, max_pending_fragments)
+        self.max_pending_bytes = max_pending_bytes
         self.fragment_timeout = fragment_timeout
         self._pending: dict[tuple[bytes, bytes, int], _Fragments] = {}
+        self._pending_bytes = 0
         self._owns_file = not hasattr(source, "read")
         if self._owns_file:
             self.name = os.fspath(source)  # type: ignore[arg-type]
@@ -275,30 +331,27 @@ class CaptureReader(Closing):
 
     def _open(self) -> None:
         head = self._file.read(4)
+        self._ng = False
         if head in _PCAP_MAGICS:
             self.format = FileKind.PCAP
             rest = self._file.read(20)
             try:
                 # dpkt parses and checks the file header (magic, byte order, link type).
                 reader = dpkt.pcap.Reader(io.BytesIO(head + rest))
-            except (ValueError, dpkt.UnpackError) as exc:
-                raise CaptureError(f"{self.name}: not a readable pcap file ({exc})") from exc
+            except (ValueError, dpkt.UnpackError, struct.error) as exc:
+                raise CaptureError(
+                    f"{self.name}: not a readable pcap file: {_why(exc, 'bad file header')}"
+                ) from exc
             le = head in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1")
             nano = head in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
             self._record = struct.Struct("<IIII" if le else ">IIII")
             self._ts_scale = 1e-9 if nano else 1e-6
             self.linktype: int = reader.datalink() & 0x0FFFFFFF  # upper bits: FCS info
             self.snaplen: int = reader.snaplen
-            self._ng: dpkt.pcapng.Reader | None = None
         elif head == _PCAPNG_MAGIC:
             self.format = FileKind.PCAPNG
-            self._file.seek(-4, os.SEEK_CUR)
-            try:
-                self._ng = dpkt.pcapng.Reader(self._file)
-            except (ValueError, dpkt.UnpackError, struct.error) as exc:
-                raise CaptureError(f"{self.name}: not a readable pcapng file ({exc})") from exc
-            self.linktype = self._ng.datalink()
-            self.snaplen = self._ng.snaplen
+            self._ng = True
+            self._ng_open()
         elif not head:
             raise CaptureError(f"{self.name}: empty file, not a capture")
         else:
@@ -309,42 +362,195 @@ class CaptureReader(Closing):
                 f"(supported: Ethernet, Linux cooked SLL/SLL2, raw IP, loopback)"
             )
 
-    def _frames(self) -> Iterator[tuple[float, bytes]]:
-        """(timestamp, frame) per record, classic pcap or pcapng."""
-        if self._ng is not None:
-            try:
-                for ts, buf in self._ng:
-                    yield float(ts), bytes(buf)
-            except (ValueError, dpkt.UnpackError, struct.error) as exc:
-                raise CaptureError(
-                    f"{self.name}: corrupt or truncated pcapng block after "
-                    f"{self.stats.frames} packets ({exc})"
-                ) from exc
+    def _damaged(
+        self, offset: int, what: str, *, truncated: bool, frames: int | None = None
+    ) -> CaptureDamaged:
+        """The error for a file readable up to ``offset`` only."""
+        if frames is None:
+            frames = self.stats.frames
+        if truncated:
+            text = f"truncated at byte {offset} (file ends inside {what} after {frames} packets)"
+        else:
+            text = f"corrupt at byte {offset} ({what} after {frames} packets)"
+        return CaptureDamaged(f"{self.name}: {text}", offset=offset, truncated=truncated)
+
+    def _frames(self) -> Iterator[tuple[float, bytes, int]]:
+        """(timestamp, frame, link type) per record, classic pcap or pcapng."""
+        if self._ng:
+            yield from self._ng_frames()
             return
         read = self._file.read
         unpack = self._record.unpack
         scale = self._ts_scale
+        linktype = self.linktype
+        offset = 24
         while True:
             hdr = read(16)
             if len(hdr) < 16:
                 if hdr:
-                    raise CaptureError(
-                        f"{self.name}: file ends inside a record header after "
-                        f"{self.stats.frames} packets"
-                    )
+                    raise self._damaged(offset, "a record header", truncated=True)
                 return
             sec, frac, caplen, _wirelen = unpack(hdr)
             if caplen > _MAX_RECORD:
-                raise CaptureError(
-                    f"{self.name}: corrupt record after {self.stats.frames} packets "
-                    f"(captured length {caplen})"
+                raise self._damaged(
+                    offset, f"corrupt record: captured length {caplen}", truncated=False
                 )
             buf = read(caplen)
             if len(buf) < caplen:
-                raise CaptureError(
-                    f"{self.name}: file ends inside a packet after {self.stats.frames} packets"
+                raise self._damaged(offset, "a packet", truncated=True)
+            offset += 16 + caplen
+            yield sec + frac * scale, buf, linktype
+
+    # -- pcapng, framed by hand: every block length is checked before anything is read
+
+    def _ng_open(self) -> None:
+        """Read the section header, then look ahead to the first interface (its link type
+        is the file's); a block that is not one is kept for :meth:`_ng_frames`."""
+        self._ng_pos = 0
+        self._ng_little = True
+        self._ng_ifaces: list[tuple[int, float, float, int]] = []
+        self._ng_ahead: list[tuple[int, int, bytes]] = []
+        self._ng_error: CaptureDamaged | None = None
+        self.linktype = _LT_ETHERNET  # nominal, when the file names no interface
+        self.snaplen = 0
+        self._ng_block(_PCAPNG_MAGIC)  # the section header (damage here: nothing to read)
+        try:
+            while True:
+                block = self._ng_block()
+                if block is None:
+                    return
+                if block[0] == _NG_IDB:
+                    self._ng_interface(block[2], block[1])
+                    self.linktype, _scale, _offset, self.snaplen = self._ng_ifaces[0]
+                    return
+                if block[0] in (_NG_EPB, _NG_SPB, _NG_PB):
+                    self._ng_ahead.append(block)
+                    return
+        except CaptureDamaged as exc:
+            self._ng_error = exc  # raised in turn, after what came before it
+
+    def _ng_block(self, magic: bytes = b"") -> tuple[int, int, bytes] | None:
+        """The next block as (type, offset, body without its type, lengths and trailer);
+        None at the end of the file. A section header sets the byte order."""
+        start = self._ng_pos
+        read = self._file.read
+        head = magic + read(8 - len(magic))
+        if not head:
+            return None
+        if len(head) < 8:
+            raise self._damaged(start, "a pcapng block header", truncated=True)
+        prefix = b""
+        if head[:4] == _PCAPNG_MAGIC:
+            prefix = read(4)
+            if len(prefix) < 4:
+                raise self._damaged(start, "a pcapng section header", truncated=True)
+            if prefix == b"\x4d\x3c\x2b\x1a":
+                self._ng_little = True
+            elif prefix == b"\x1a\x2b\x3c\x4d":
+                self._ng_little = False
+            else:
+                raise self._damaged(
+                    start, f"pcapng byte-order magic {prefix.hex()}", truncated=False
                 )
-            yield sec + frac * scale, buf
+            btype = _NG_SHB
+        order: Literal["little", "big"] = "little" if self._ng_little else "big"
+        if not prefix:
+            btype = int.from_bytes(head[:4], order)
+        length = int.from_bytes(head[4:8], order)
+        if length < 12 + len(prefix) or length % 4 or length > _MAX_RECORD:
+            raise self._damaged(start, f"pcapng block length {length}", truncated=False)
+        want = length - 8 - len(prefix)
+        rest = read(want)
+        if len(rest) < want:
+            raise self._damaged(start, "a pcapng block", truncated=True)
+        if rest[-4:] != head[4:8]:
+            raise self._damaged(start, "pcapng block whose two lengths differ", truncated=False)
+        self._ng_pos = start + length
+        if btype == _NG_SHB:
+            self._ng_ifaces = []  # a new section: its own interfaces
+        return btype, start, prefix + rest[:-4]
+
+    def _ng_interface(self, body: bytes, offset: int) -> None:
+        """An interface description: link type, snap length, timestamp resolution/offset."""
+        if len(body) < 8:
+            raise self._damaged(offset, "short pcapng interface block", truncated=False)
+        if len(self._ng_ifaces) >= _MAX_INTERFACES:
+            raise self._damaged(
+                offset, f"more than {_MAX_INTERFACES} pcapng interfaces", truncated=False
+            )
+        order: Literal["little", "big"] = "little" if self._ng_little else "big"
+        linktype = int.from_bytes(body[0:2], order) & 0x0FFF
+        snaplen = int.from_bytes(body[4:8], order)
+        scale, ts_offset = 1e-6, 0.0
+        pos = 8
+        while pos + 4 <= len(body):
+            code = int.from_bytes(body[pos : pos + 2], order)
+            size = int.from_bytes(body[pos + 2 : pos + 4], order)
+            value = body[pos + 4 : pos + 4 + size]
+            if code == 0:
+                break
+            if code == 9 and size == 1:  # if_tsresol
+                units = value[0]
+                scale = 2.0 ** -(units & 0x7F) if units & 0x80 else 10.0**-units
+            elif code == 14 and size == 8:  # if_tsoffset, seconds
+                ts_offset = float(int.from_bytes(value, order, signed=True))
+            pos += 4 + ((size + 3) & ~3)
+        self._ng_ifaces.append((linktype, scale, ts_offset, snaplen))
+
+    def _ng_frames(self) -> Iterator[tuple[float, bytes, int]]:
+        """(timestamp, frame, link type) per packet block; other blocks are skipped. A
+        packet block that contradicts itself (or names no interface) counts as malformed."""
+        stats = self.stats
+        last_ts = 0.0
+        ahead, self._ng_ahead = self._ng_ahead, []
+        while True:
+            if ahead:
+                block: tuple[int, int, bytes] | None = ahead.pop()
+            else:
+                block = None if self._ng_error is not None else self._ng_block()
+            if block is None:
+                if self._ng_error is not None:
+                    raise self._ng_error
+                return
+            btype, offset, body = block
+            if btype == _NG_IDB:
+                self._ng_interface(body, offset)
+                continue
+            if btype not in (_NG_EPB, _NG_SPB, _NG_PB):
+                continue  # section header, name resolution, statistics, custom, ...
+            order: Literal["little", "big"] = "little" if self._ng_little else "big"
+            ifaces = self._ng_ifaces
+            if btype == _NG_SPB:
+                if len(body) < 4 or not ifaces:
+                    stats.frames += 1
+                    stats.malformed += 1
+                    continue
+                linktype, _scale, _off, snaplen = ifaces[0]
+                size = int.from_bytes(body[0:4], order)
+                if snaplen:
+                    size = min(size, snaplen)
+                yield last_ts, body[4 : 4 + size], linktype
+                continue
+            if btype == _NG_EPB:
+                head_size = 20
+                iface = int.from_bytes(body[0:4], order) if len(body) >= 4 else -1
+            else:  # obsolete packet block: 2-byte interface id, 2-byte drop count
+                head_size = 20
+                iface = int.from_bytes(body[0:2], order) if len(body) >= 2 else -1
+            if len(body) < head_size or not 0 <= iface < len(ifaces):
+                stats.frames += 1
+                stats.malformed += 1
+                continue
+            high = int.from_bytes(body[4:8], order)
+            low = int.from_bytes(body[8:12], order)
+            caplen = int.from_bytes(body[12:16], order)
+            if caplen > len(body) - head_size:
+                stats.frames += 1
+                stats.malformed += 1
+                continue
+            linktype, scale, ts_offset, _snaplen = ifaces[iface]
+            last_ts = ((high << 32) | low) * scale + ts_offset
+            yield last_ts, body[head_size : head_size + caplen], linktype
 
     # -- decoding -------------------------------------------------------------------------
 
@@ -356,7 +562,7 @@ class CaptureReader(Closing):
     def tuples(self) -> Iterator[tuple[float, Address, Address, bytes]]:
         """Like iterating the reader, as plain ``(timestamp, src, dst, payload)`` tuples
         (the fast path: no object per datagram)."""
-        if self._ng is None and self.linktype == _LT_ETHERNET:
+        if not self._ng and self.linktype == _LT_ETHERNET:
             return self._fast_pcap_ethernet()
         return self._generic()
 
@@ -369,7 +575,7 @@ class CaptureReader(Closing):
         if (
             _scan is not None
             and readinto is not None
-            and self._ng is None
+            and not self._ng
             and self.linktype == _LT_ETHERNET
         ):
             return self._scan_pcap_ethernet(_scan, readinto)
@@ -420,6 +626,7 @@ class CaptureReader(Closing):
         data = bytearray(_SCAN_CHUNK)
         pos = 0
         size = 0
+        base = 24  # the file offset of data[0]
         try:
             while True:
                 pos, frames, other, key, times, payloads = scan(
@@ -458,9 +665,10 @@ class CaptureReader(Closing):
                         yield [found[0]], found[1], found[2], [found[3]]
                         continue
                     if caplen > _MAX_RECORD:
-                        raise CaptureError(
-                            f"{self.name}: corrupt record after {stats.frames} "
-                            f"packets (captured length {caplen})"
+                        raise self._damaged(
+                            base + pos,
+                            f"corrupt record: captured length {caplen}",
+                            truncated=False,
                         )
                     want = 16 + caplen
                 else:
@@ -471,6 +679,7 @@ class CaptureReader(Closing):
                     data = bytearray(data[pos:size]) + bytearray(want - tail)
                 elif tail:
                     data[:tail] = data[pos:size]
+                base += pos
                 pos = 0
                 size = tail
                 with memoryview(data) as view:
@@ -480,9 +689,7 @@ class CaptureReader(Closing):
                     if tail == 0:
                         return
                     where = "a record header" if tail < 16 else "a packet"
-                    raise CaptureError(
-                        f"{self.name}: file ends inside {where} after {stats.frames} packets"
-                    )
+                    raise self._damaged(base, where, truncated=True)
         finally:
             self._give_up_fragments()
 
@@ -492,9 +699,9 @@ class CaptureReader(Closing):
         port = self.port
         decode = self._decode
         try:
-            for ts, buf in self._frames():
+            for ts, buf, linktype in self._frames():
                 stats.frames += 1
-                found = decode(ts, buf)
+                found = decode(ts, buf, linktype)
                 if found is None:
                     continue
                 if port is not None and port != found[1][1] and port != found[2][1]:
@@ -509,6 +716,7 @@ class CaptureReader(Closing):
         """End of file: whatever is still being reassembled never will be."""
         self.stats.incomplete += len(self._pending)
         self._pending.clear()
+        self._pending_bytes = 0
 
     def _fast_pcap_ethernet(self) -> Iterator[tuple[float, Address, Address, bytes]]:
         """Classic pcap of Ethernet frames, read in 1 MiB chunks; plain IPv4/UDP frames are
@@ -525,6 +733,7 @@ class CaptureReader(Closing):
         data = b""
         pos = 0
         size = 0
+        base = 24  # the file offset of data[0]
         frames = datagrams = other_port = 0
         try:
             while True:
@@ -532,12 +741,15 @@ class CaptureReader(Closing):
                     more = read(_CHUNK)
                     if not more:
                         if pos < size:
-                            raise CaptureError(
-                                f"{self.name}: file ends inside a record header after "
-                                f"{stats.frames + frames} packets"
+                            raise self._damaged(
+                                base + pos,
+                                "a record header",
+                                truncated=True,
+                                frames=stats.frames + frames,
                             )
                         return
                     data = data[pos:] + more
+                    base += pos
                     pos = 0
                     size = len(data)
                     continue
@@ -546,17 +758,19 @@ class CaptureReader(Closing):
                 end = start + caplen
                 if end > size:
                     if caplen > _MAX_RECORD:
-                        raise CaptureError(
-                            f"{self.name}: corrupt record after {stats.frames + frames} "
-                            f"packets (captured length {caplen})"
+                        raise self._damaged(
+                            base + pos,
+                            f"corrupt record: captured length {caplen}",
+                            truncated=False,
+                            frames=stats.frames + frames,
                         )
                     more = read(max(_CHUNK, caplen))
                     if not more:
-                        raise CaptureError(
-                            f"{self.name}: file ends inside a packet after "
-                            f"{stats.frames + frames} packets"
+                        raise self._damaged(
+                            base + pos, "a packet", truncated=True, frames=stats.frames + frames
                         )
                     data = data[pos:] + more
+                    base += pos
                     pos = 0
                     size = len(data)
                     continue
@@ -606,10 +820,14 @@ class CaptureReader(Closing):
             stats.other_port += other_port
             self._give_up_fragments()
 
-    def _decode(self, ts: float, buf: bytes) -> tuple[float, Address, Address, bytes] | None:
-        """One frame of the reader's link type: its UDP datagram, or None (counted why)."""
+    def _decode(
+        self, ts: float, buf: bytes, linktype: int = -1
+    ) -> tuple[float, Address, Address, bytes] | None:
+        """One frame of ``linktype`` (default: the reader's): its UDP datagram, or None
+        (counted why)."""
         stats = self.stats
-        linktype = self.linktype
+        if linktype < 0:
+            linktype = self.linktype
         # Find the network layer: ethertype and offset of the IP header.
         if linktype == _LT_ETHERNET:
             off = 12
@@ -650,6 +868,9 @@ class CaptureReader(Closing):
                 family = int.from_bytes(buf[:4], "little" if linktype == _LT_LOOP else "big")
             etype = _ETH_IPV4 if family == 2 else _ETH_IPV6 if family in (24, 28, 30) else -1
             off = 4
+        elif linktype not in _SUPPORTED_LINKTYPES:  # a pcapng interface of another kind
+            stats.other_link += 1
+            return None
         else:  # raw IP: the version nibble says which
             off = 0
             version = buf[0] >> 4 if buf else 0
@@ -657,7 +878,7 @@ class CaptureReader(Closing):
         if etype == _ETH_IPV4:
             found = self._ipv4(buf, off, ts)
         elif etype == _ETH_IPV6:
-            found = self._ipv6(buf, off)
+            found = self._ipv6(buf, off, ts)
         else:
             stats.not_ip += 1
             return None
@@ -689,80 +910,154 @@ class CaptureReader(Closing):
         body = buf[off + ihl : end]
         if frag & 0x3FFF:  # more fragments, or not the first: reassemble
             stats.fragments += 1
-            whole = self._reassemble(src, dst, ident, frag, body, ts)
+            key = (src, dst, ident | (proto << 16))
+            whole = self._reassemble(key, (frag & 0x1FFF) * 8, not frag & 0x2000, body, ts)
             if whole is None:
                 return None
             stats.reassembled += 1
             body = whole
-        if len(body) < 8:
-            stats.malformed += 1
+        found = self._udp(body)
+        if found is None:
             return None
-        sport, dport, ulen, _csum = _UDP_HDR.unpack_from(body, 0)
-        if ulen < 8 or ulen > len(body):
-            stats.malformed += 1
-            return None
-        return socket.inet_ntoa(src), socket.inet_ntoa(dst), sport, dport, body[8:ulen]
+        return socket.inet_ntoa(src), socket.inet_ntoa(dst), found[0], found[1], found[2]
 
     def _reassemble(
-        self, src: bytes, dst: bytes, ident: int, frag: int, body: bytes, ts: float
+        self, key: tuple[bytes, bytes, int], offset: int, last: bool, body: bytes, ts: float
     ) -> bytes | None:
-        """Add one fragment; the whole IP payload once every fragment has arrived."""
+        """Add one fragment (IPv4 or IPv6); the whole IP payload once every fragment has
+        arrived. The table is bounded in entries and bytes (oldest given up first)."""
+        stats = self.stats
         pending = self._pending
         # Give up datagrams whose fragments stopped coming (capture time).
         timeout = self.fragment_timeout
         if pending and ts - next(iter(pending.values())).first_seen > timeout:
             for stale in [k for k, v in pending.items() if ts - v.first_seen > timeout]:
-                del pending[stale]
-                self.stats.incomplete += 1
-        key = (src, dst, ident)
+                self._drop_pending(stale)
+                stats.incomplete += 1
+        if offset + len(body) > 0xFFFF or (not last and len(body) % 8):
+            if key in pending:
+                self._drop_pending(key)
+                stats.incomplete += 1
+            stats.malformed += 1
+            return None
         entry = pending.get(key)
         if entry is None:
             if len(pending) >= self.max_pending_fragments:
-                del pending[next(iter(pending))]  # oldest first (dicts keep insertion order)
-                self.stats.incomplete += 1
+                self._drop_pending(next(iter(pending)))  # oldest first (insertion order)
+                stats.incomplete += 1
             entry = pending[key] = _Fragments(ts)
-        offset = (frag & 0x1FFF) * 8
-        if offset + len(body) > 0xFFFF or (frag & 0x2000 and len(body) % 8):
-            del pending[key]
-            self.stats.malformed += 1
-            self.stats.incomplete += 1
-            return None
-        if offset not in entry.parts:
-            entry.parts[offset] = body
-            entry.size += len(body)
-        if not frag & 0x2000:
-            entry.total = offset + len(body)
-        whole = entry.complete()
-        if whole is not None:
-            del pending[key]
-        return whole
-
-    def _ipv6(self, buf: bytes, off: int) -> tuple[str, str, int, int, bytes] | None:
-        """Decode IPv6 (+UDP) with dpkt, which walks the extension headers."""
-        stats = self.stats
+        before = entry.memory
         try:
-            ip6 = dpkt.ip6.IP6(buf[off:])
-        except (dpkt.UnpackError, struct.error, ValueError):
+            whole = entry.add(offset, body, last)
+        except ValueError:
+            self._drop_pending(key)
+            stats.malformed += 1
+            stats.incomplete += 1
+            return None
+        self._pending_bytes += entry.memory - before
+        if whole is not None:
+            self._drop_pending(key)
+            return whole
+        while self._pending_bytes > self.max_pending_bytes and len(pending) > 1:
+            oldest = next(iter(pending))
+            if oldest == key:  # keep the one just added; give up the next oldest
+                oldest = next(k for k in pending if k != key)
+            self._drop_pending(oldest)
+            stats.incomplete += 1
+        return None
+
+    def _drop_pending(self, key: tuple[bytes, bytes, int]) -> None:
+        entry = self._pending.pop(key)
+        self._pending_bytes -= entry.memory
+
+    def _ipv6(self, buf: bytes, off: int, ts: float) -> tuple[str, str, int, int, bytes] | None:
+        """Decode IPv6 (+UDP) at ``off``, walking the extension headers by hand: anything
+        but UDP at the end of the chain (ESP, TCP, ICMPv6, no next header) is ``not_udp``."""
+        stats = self.stats
+        if len(buf) < off + 40:
             stats.truncated += 1
             return None
-        udp = ip6.data
-        if not isinstance(udp, dpkt.udp.UDP):
-            if ip6.p == _PROTO_UDP or 44 in getattr(ip6, "extension_hdrs", {}):
-                stats.malformed += 1
-            else:
+        if buf[off] >> 4 != 6:
+            stats.malformed += 1
+            return None
+        plen = (buf[off + 4] << 8) | buf[off + 5]
+        nxt = buf[off + 6]
+        src, dst = buf[off + 8 : off + 24], buf[off + 24 : off + 40]
+        pos = off + 40
+        end = pos + plen
+        if plen == 0 and nxt == 0:  # a jumbogram (hop-by-hop option): not on Ethernet
+            stats.malformed += 1
+            return None
+        if end > len(buf):
+            stats.truncated += 1
+            return None
+        body: bytes | None = None
+        for _ in range(32):  # a longer chain than this is a lie
+            if nxt == _PROTO_UDP:
+                body = buf[pos:end]
+                break
+            if nxt in _IPV6_EXTENSIONS or nxt == 51:  # 51: AH counts 4-byte units
+                if pos + 2 > end:
+                    stats.malformed += 1
+                    return None
+                size = (buf[pos + 1] + 2) * 4 if nxt == 51 else (buf[pos + 1] + 1) * 8
+                nxt = buf[pos]
+                pos += size
+            elif nxt == 44:  # fragment header
+                if pos + 8 > end:
+                    stats.malformed += 1
+                    return None
+                first = buf[pos]
+                field = (buf[pos + 2] << 8) | buf[pos + 3]
+                ident = int.from_bytes(buf[pos + 4 : pos + 8], "big")
+                pos += 8
+                offset = field & 0xFFF8
+                more = bool(field & 1)
+                if not offset and not more:  # an atomic fragment: the payload is whole
+                    nxt = first
+                    continue
+                stats.fragments += 1
+                key = (src, dst, ident | (first << 32) | (1 << 40))
+                whole = self._reassemble(key, offset, not more, buf[pos:end], ts)
+                if whole is None:
+                    return None
+                stats.reassembled += 1
+                if first != _PROTO_UDP:
+                    stats.not_udp += 1
+                    return None
+                body = whole
+                break
+            else:  # ESP (50), no next header (59), TCP, ICMPv6, ...: not a UDP datagram
                 stats.not_udp += 1
+                return None
+            if pos > end:
+                stats.malformed += 1
+                return None
+        if body is None:
+            stats.malformed += 1
             return None
-        data = bytes(udp.data)
-        if udp.ulen < 8 or len(data) < udp.ulen - 8:
-            stats.truncated += 1
+        found = self._udp(body)
+        if found is None:
             return None
+        sport, dport, payload = found
         return (
-            socket.inet_ntop(socket.AF_INET6, ip6.src),
-            socket.inet_ntop(socket.AF_INET6, ip6.dst),
-            udp.sport,
-            udp.dport,
-            data[: udp.ulen - 8],
+            socket.inet_ntop(socket.AF_INET6, src),
+            socket.inet_ntop(socket.AF_INET6, dst),
+            sport,
+            dport,
+            payload,
         )
+
+    def _udp(self, body: bytes) -> tuple[int, int, bytes] | None:
+        """The ports and payload of the UDP datagram ``body``, or None (counted)."""
+        if len(body) < 8:
+            self.stats.malformed += 1
+            return None
+        sport, dport, ulen, _csum = _UDP_HDR.unpack_from(body, 0)
+        if ulen < 8 or ulen > len(body):
+            self.stats.malformed += 1
+            return None
+        return sport, dport, body[8:ulen]
 
     # -- lifetime -------------------------------------------------------------------------
 
@@ -770,7 +1065,6 @@ class CaptureReader(Closing):
         """Close the file if this reader opened it."""
         if self._owns_file:
             self._file.close()
-
 
 
 def read_datagrams(path: str | os.PathLike[str], *, port: int | None = None) -> list[Datagram]:
@@ -788,15 +1082,28 @@ def _mac_for(ip: str) -> bytes:
 
 
 class CaptureWriter(Closing):
-    """Write datagrams to a classic pcap (nanosecond timestamps) as Ethernet/IPv4/UDP frames.
+    """Write datagrams as Ethernet/IPv4/UDP frames, nanosecond timestamps, to a classic pcap
+    or (``fmt="pcapng"``, the default for a path ending ``.pcapng``) a pcapng file.
 
     Addresses must be IPv4 ``(host, port)`` pairs; a host name is resolved by nothing: it
     must be dotted quad. Datagrams larger than one Ethernet frame are written whole
     (jumbo frames), which Wireshark decodes as they are.
     """
 
-    def __init__(self, target: str | os.PathLike[str] | IO[bytes], *, snaplen: int = 262144):
+    def __init__(
+        self,
+        target: str | os.PathLike[str] | IO[bytes],
+        *,
+        snaplen: int = 262144,
+        fmt: str | None = None,
+    ):
         self._owns_file = not hasattr(target, "write")
+        if fmt is None:
+            name = os.fspath(target) if self._owns_file else ""  # type: ignore[arg-type]
+            fmt = FileKind.PCAPNG if str(name).lower().endswith(".pcapng") else FileKind.PCAP
+        if fmt not in (FileKind.PCAP, FileKind.PCAPNG):
+            raise CaptureError(f"cannot write captures as {fmt!r} (pcap or pcapng)")
+        self.format = fmt
         if self._owns_file:
             name = os.fspath(target)  # type: ignore[arg-type]
             try:
@@ -805,7 +1112,11 @@ class CaptureWriter(Closing):
                 raise CaptureError(f"cannot create {name}: {exc.strerror or exc}") from exc
         else:
             self._file = target  # type: ignore[assignment]
-        self._writer = dpkt.pcap.Writer(self._file, snaplen=snaplen, nano=True)
+        self._writer: dpkt.pcap.Writer | None = None
+        if fmt == FileKind.PCAP:
+            self._writer = dpkt.pcap.Writer(self._file, snaplen=snaplen, nano=True)
+        else:
+            self._file.write(_pcapng_header(snaplen))
         self._macs: dict[tuple[str, str], tuple[bytes, bytes, bytes]] = {}
         self._ident = 0
         self.count = 0
@@ -815,7 +1126,7 @@ class CaptureWriter(Closing):
 
         The headers are packed here (IPv4 header checksum filled in; UDP checksum 0, which
         IPv4 defines as "not computed") so a live recorder keeps up with its feed; dpkt's
-        writer frames the record.
+        writer frames a pcap record, a pcapng enhanced packet block is packed here.
         """
         macs = self._macs.get((src[0], dst[0]))
         if macs is None:
@@ -841,7 +1152,21 @@ class CaptureWriter(Closing):
         total = (total & 0xFFFF) + (total >> 16)
         header[10:12] = (~total & 0xFFFF).to_bytes(2, "big")
         udp = _UDP_HDR.pack(src[1], dst[1], ulen, 0)
-        self._writer.writepkt_time(eth + bytes(header) + udp + bytes(payload), timestamp)
+        frame = eth + bytes(header) + udp + bytes(payload)
+        if self._writer is not None:
+            self._writer.writepkt_time(frame, timestamp)
+        else:
+            nanos = round(timestamp * 1e9)
+            pad = -len(frame) & 3
+            length = 32 + len(frame) + pad
+            self._file.write(
+                _EPB_HEAD.pack(
+                    _NG_EPB, length, 0, nanos >> 32, nanos & 0xFFFFFFFF, len(frame), len(frame)
+                )
+                + frame
+                + b"\x00" * pad
+                + length.to_bytes(4, "little")
+            )
         self.count += 1
 
     def flush(self) -> None:
@@ -854,3 +1179,19 @@ class CaptureWriter(Closing):
         if self._owns_file:
             self._file.close()
 
+
+_EPB_HEAD = struct.Struct("<IIIIIII")
+
+
+def _pcapng_header(snaplen: int) -> bytes:
+    """A little-endian pcapng section header, then one Ethernet interface with nanosecond
+    timestamps (``if_tsresol`` 9)."""
+    shb = struct.pack("<IIIHHq", _NG_SHB, 28, 0x1A2B3C4D, 1, 0, -1) + (28).to_bytes(4, "little")
+    options = struct.pack("<HHB3x", 9, 1, 9) + struct.pack("<HH", 0, 0)
+    idb_len = 20 + len(options)
+    idb = (
+        struct.pack("<IIHHI", _NG_IDB, idb_len, _LT_ETHERNET, 0, snaplen)
+        + options
+        + idb_len.to_bytes(4, "little")
+    )
+    return shb + idb

@@ -22,7 +22,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import IO, Any, NoReturn, TextIO
@@ -31,13 +31,14 @@ from . import __version__
 from .binaryfile import BinaryFileReader, BinaryFileWriter
 from .capture import CaptureReader, FileKind, detect_file_kind, is_moldudp64
 from .events import Address, MessagesDelivered, MessagesLost, SessionEnded, Source
-from .exceptions import ConfigError, EncodeError, MoldUDP64Error
+from .exceptions import CaptureError, ConfigError, EncodeError, MalformedPacket, MoldUDP64Error
 from .net import DEFAULT_RCVBUF, parse_address
 from .wire import (
     END_OF_SESSION,
     HEADER_SIZE,
     MAX_DATAGRAM,
     MAX_SEQ_NUM,
+    Packet,
     encode_session,
 )
 
@@ -161,6 +162,17 @@ def _port(text: str) -> int:
     return value
 
 
+def _captured_port(text: str) -> int:
+    """inspect --port: 0..65535 (port 0 is legal on the wire; anonymised captures use it)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise ValueError(f"{text!r}: port must be 0..65535")
+    return value
+
+
 def _session(text: str) -> str:
     """A session name as given, without the trailing spaces the wire pads it with."""
     raw = encode_session(text)  # EncodeError: not ASCII, longer than 10
@@ -210,6 +222,7 @@ GROUP_PORT = _type("GROUP:PORT", _group_port)
 IPV4 = _type("address", _ipv4)
 INTERFACE = _type("interface", _interface)
 PORT = _type("port", _port)
+CAPTURED_PORT = _type("port", _captured_port)
 SECONDS = _type("seconds", _seconds)
 POSITIVE_SECONDS = _type("seconds", _positive_seconds)
 PROBABILITY = _type("probability", _probability)
@@ -426,10 +439,15 @@ def open_sink(path: str, fmt: str | None) -> MessageSink:
 # --------------------------------------------------------------------------- helpers
 
 
-def _format_ranges(ranges: Sequence[tuple[int, int]], limit: int = MAX_LISTED_RANGES) -> str:
+def _format_ranges(
+    ranges: Sequence[tuple[int, int]], limit: int = MAX_LISTED_RANGES, total: int | None = None
+) -> str:
+    """The first ``limit`` ranges, then how many more of ``total`` (default: all given)."""
     parts = [f"{a}" if a == b else f"{a}-{b}" for a, b in ranges[:limit]]
-    if len(ranges) > limit:
-        parts.append(f"... ({len(ranges) - limit} more ranges)")
+    shown = len(parts)
+    total = len(ranges) if total is None else total
+    if total > shown:
+        parts.append(f"... ({total - shown} more range{'s' if total - shown != 1 else ''})")
     return ", ".join(parts)
 
 
@@ -479,17 +497,34 @@ class _SessionReport:
     ended: bool = False
     first_ts: float | None = None
     last_ts: float | None = None
+    raw_packets: int = 0  # --raw: data packets written as they came
 
 
 #: Bound on distinct sessions one inspect run tracks (each holds a receiver core).
 MAX_SESSIONS = 256
+#: How long (capture time, seconds) inspect's cores wait for a gap to be filled by a late
+#: or re-requested packet before calling it lost: longer than a client's whole retry
+#: budget (about 4.5 s), so a ``listen --capture`` file gives what ``listen -o`` wrote.
+INSPECT_LOSS_GRACE = 10.0
 
 
 class _Inspector:
-    """Runs a capture's MoldUDP64 datagrams through one receiver core per session."""
+    """Runs a capture's MoldUDP64 datagrams through one receiver core per session.
+
+    ``port`` keeps the datagrams from or to that UDP port (any session name goes there);
+    MoldUDP64 packets of a reported session on other ports (re-request answers, as
+    ``listen --capture`` records them) are counted in ``answers_elsewhere``. ``raw``
+    writes every message of every packet as it comes (:meth:`_write_raw`) instead of the
+    ordered, de-duplicated stream; the cores still make the report.
+    """
 
     def __init__(
-        self, only_session: str | None, sink: MessageSink | None, *, by_port: bool = False
+        self,
+        only_session: str | None,
+        sink: MessageSink | None,
+        *,
+        port: int | None = None,
+        raw: bool = False,
     ) -> None:
         from .receiver import ReceiverConfig, ReceiverCore
 
@@ -497,13 +532,18 @@ class _Inspector:
         self._core = ReceiverCore
         self.only = None if only_session is None else encode_session(only_session)
         self.sink = sink
+        self.port = port
+        self.raw = raw
         # With --port the datagrams are known to be MoldUDP64: any session name goes.
-        self.printable_only = not by_port
+        self.printable_only = port is None
         self.sessions: dict[bytes, _SessionReport] = {}
         self.other_sessions: dict[bytes, int] = {}
         self.not_moldudp64 = 0
         self.too_many_sessions = 0
         self.other_sessions_unnamed = 0  # packets of other sessions past the table's bound
+        self.datagrams = 0  # UDP datagrams seen (before the port filter)
+        self.other_port = 0  # left out by the port filter
+        self.answers_elsewhere = 0  # of those: MoldUDP64 packets of a reported session
         self.binary_session: str | None = None
         self.unwritten: dict[str, int] = {}
         self.now = 0.0
@@ -527,6 +567,7 @@ class _Inspector:
                 rerequest_server_addrs=[],
                 follow_session_changes=False,
                 stale_after=None,
+                loss_grace=INSPECT_LOSS_GRACE,
             )
         )
         report = self.sessions[raw] = _SessionReport(name, core, first_ts=ts, last_ts=ts)
@@ -535,6 +576,18 @@ class _Inspector:
     def feed(self, datagrams: Iterable[Any], progress: Callable[[], None] | None) -> None:
         """Feed every datagram (timestamp, src, dst, payload) of a capture, in file order."""
         self.feed_batches(CaptureReader._group(iter(datagrams)), progress)
+
+    def _elsewhere(self, payloads: list[bytes]) -> None:
+        """Datagrams the port filter leaves out: count the MoldUDP64 packets among them of
+        a session being reported (re-request answers come from the server's port)."""
+        self.other_port += len(payloads)
+        sessions = self.sessions
+        for payload in payloads:
+            raw = payload[:10]
+            if (raw in sessions or raw == self.only) and is_moldudp64(
+                payload, printable_session=False
+            ):
+                self.answers_elsewhere += 1
 
     def feed_batches(self, batches: Iterable[Any], progress: Callable[[], None] | None) -> None:
         """Feed a capture's datagrams in file order, as ``(timestamps, src, dst, payloads)``
@@ -552,8 +605,10 @@ class _Inspector:
         now = self.now
         n = 0
         line_a = Source.LINE_A
+        port = self.port
+        raw_mode = self.raw
         current: _SessionReport | None = None
-        raw = b"\x00" * 11  # matches no payload prefix
+        raw = b""
         receive: Any = None
         take: Any = None
         get_timer: Any = None
@@ -562,11 +617,15 @@ class _Inspector:
         for times, src, dst, payloads in batches:
             count = len(payloads)
             n += count
+            self.datagrams += count
+            if port is not None and port != src[1] and port != dst[1]:
+                self._elsewhere(payloads)
+                count = 0
             i = 0
             while i < count:
                 payload = payloads[i]
                 ts = times[i]
-                if not payload.startswith(raw):
+                if current is None or not payload.startswith(raw):
                     found = sessions.get(payload[:10])
                     if found is None:
                         if not is_moldudp64(payload, printable_session=self.printable_only):
@@ -583,7 +642,6 @@ class _Inspector:
                     take = found.core.receive_in_order
                     get_timer = found.core.get_timer
                     last_dst = None
-                assert current is not None
                 if ts > now:
                     now = ts
                 if len(payload) == HEADER_SIZE and 0 < ((payload[18] << 8) | payload[19]) < 0xFFFF:
@@ -595,7 +653,7 @@ class _Inspector:
                     if len(current.endpoints) < 8:
                         current.endpoints.add(dst)
                 timer = get_timer()
-                if timer is None:
+                if timer is None and not raw_mode:
                     j = take(payloads, i, line_a, now)
                     if j > i:  # a run of in-order data packets of this session
                         top = max(times[i:j])
@@ -604,9 +662,11 @@ class _Inspector:
                         current.last_ts = times[j - 1]
                         i = j
                         continue
-                elif timer <= now:
+                elif timer is not None and timer <= now:
                     current.core.handle_timer(now)
                 current.last_ts = ts
+                if raw_mode:
+                    self._write_raw(current, ts, payload)
                 receive(payload, line_a, now, src)
                 i += 1
             if n >= 0x200:  # hand the events on (and let their messages go) as we go
@@ -625,7 +685,7 @@ class _Inspector:
         events = report.core.events_received()
         if not events:
             return
-        write = self._write if self.sink is not None else None
+        write = self._write if self.sink is not None and not self.raw else None
         delivered = 0
         last_seq = report.last_seq
         for event in events:
@@ -636,7 +696,7 @@ class _Inspector:
                     report.first_seq = event.seq_num
                 last_seq = event.seq_num + count - 1
                 if write is not None:
-                    write(report, event)
+                    write(report, event.seq_num, event.messages)
             elif isinstance(event, MessagesLost):
                 if report.first_seq is None:
                     report.first_seq = event.first_seq
@@ -644,14 +704,29 @@ class _Inspector:
                     last_seq = event.last_seq
                 report.lost_messages += event.count
                 report.lost_ranges += 1
-                if len(report.lost) < MAX_LISTED_RANGES + 1:
+                if len(report.lost) < MAX_LISTED_RANGES:
                     report.lost.append((event.first_seq, event.last_seq))
             elif isinstance(event, SessionEnded):
                 report.ended = True
         report.delivered += delivered
         report.last_seq = last_seq
 
-    def _write(self, report: _SessionReport, event: MessagesDelivered) -> None:
+    def _write_raw(self, report: _SessionReport, ts: float, payload: bytes) -> None:
+        """--raw: the messages of one datagram as they are (a malformed one: nothing)."""
+        if self.sink is None:
+            return
+        try:
+            packet = Packet.parse(payload)
+        except MalformedPacket:
+            return
+        messages = [bytes(m) for m in packet]
+        if messages:
+            report.raw_packets += 1
+            self._write(report, packet.seq_num, messages, ts)
+
+    def _write(
+        self, report: _SessionReport, seq_num: int, messages: list[bytes], ts: float | None = None
+    ) -> None:
         sink = self.sink
         if sink is None:
             return
@@ -660,12 +735,38 @@ class _Inspector:
             if self.binary_session is None:
                 self.binary_session = report.name
             elif report.name != self.binary_session:
-                self.unwritten[report.name] = self.unwritten.get(report.name, 0) + len(
-                    event.messages
-                )
+                self.unwritten[report.name] = self.unwritten.get(report.name, 0) + len(messages)
                 return
-        sink.write(report.name, event.seq_num, event.messages)
-        report.written += len(event.messages)
+        if ts is not None and isinstance(sink, _TextualSink):
+            _write_stamped(sink, ts, report.name, seq_num, messages)
+        else:
+            sink.write(report.name, seq_num, messages)
+        report.written += len(messages)
+
+
+def _write_stamped(
+    sink: _TextualSink, ts: float, session: str, seq_num: int, messages: list[bytes]
+) -> None:
+    """inspect --raw in jsonl or text: each message with its frame's timestamp."""
+    if isinstance(sink, JsonlSink):
+        dumps = json.dumps
+        lines = [
+            dumps(
+                {"ts": ts, "session": session, "seq": seq_num + i, "length": len(m)}
+                | {"data": m.hex()}
+            )
+            + "\n"
+            for i, m in enumerate(messages)
+        ]
+    else:
+        name = _printable(session)
+        lines = []
+        for i, m in enumerate(messages):
+            kind = chr(m[0]) if m and 0x21 <= m[0] < 0x7F else "."
+            data = m[:32].hex(" ") + (" ..." if len(m) > 32 else "")
+            lines.append(f"{ts:.6f} {name} {seq_num + i:>12} {len(m):>5}  {kind}  {data}\n")
+    sink._stream.write("".join(lines))
+    sink.count += len(messages)
 
 
 def _summarise_capture(
@@ -676,19 +777,23 @@ def _summarise_capture(
 
     stats = reader.stats
     link = _SUPPORTED_LINKTYPES.get(reader.linktype, str(reader.linktype))
+    port = inspector.port
+    kept = inspector.datagrams - inspector.other_port
     out.write(
         f"{path}: {reader.format}, {link}, {stats.frames} frames, "
-        f"{stats.datagrams} UDP datagrams"
-        + (f" to/from port {reader.port}" if reader.port is not None else "")
+        f"{inspector.datagrams} UDP datagrams"
+        + (f", {kept} to/from port {port}" if port is not None else "")
         + "\n"
     )
     notes = []
     if inspector.not_moldudp64:
         notes.append(f"{inspector.not_moldudp64} UDP datagrams that are not MoldUDP64")
+    if inspector.other_port:
+        notes.append(f"{inspector.other_port} on other ports")
     for name, value in (
-        ("other_port", "on other ports"),
         ("not_udp", "IP packets that are not UDP"),
         ("not_ip", "frames without IP"),
+        ("other_link", "frames of an unsupported link type"),
         ("truncated", "frames cut short by the snap length"),
         ("malformed", "malformed IP/UDP headers"),
         ("reassembled", "datagrams reassembled from fragments"),
@@ -697,11 +802,15 @@ def _summarise_capture(
         count = getattr(stats, name)
         if count:
             notes.append(f"{count} {value}")
-    if inspector.other_sessions:
-        others = sum(inspector.other_sessions.values()) + inspector.other_sessions_unnamed
+    others = sum(inspector.other_sessions.values()) + inspector.other_sessions_unnamed
+    if others:
         named = len(inspector.other_sessions)
         more = "+" if inspector.other_sessions_unnamed else ""
-        notes.append(f"{others} packets of {named}{more} other sessions skipped")
+        listed = ", ".join(repr(s.decode("latin-1")) for s in list(inspector.other_sessions)[:5])
+        notes.append(
+            f"{others} packets of {named}{more} other session{'s' if named != 1 else ''} "
+            f"skipped: {listed}{', ...' if named > 5 or more else ''}"
+        )
     if inspector.too_many_sessions:
         notes.append(
             f"{inspector.too_many_sessions} packets beyond {MAX_SESSIONS} sessions skipped"
@@ -709,9 +818,11 @@ def _summarise_capture(
     if notes:
         out.write("  (" + "; ".join(notes) + ")\n")
     if not inspector.sessions:
-        out.write(
-            "no MoldUDP64 packets found" + (" (try --port)" if reader.port is None else "") + "\n"
-        )
+        if inspector.only is not None and others:
+            out.write(f"no packets of session {inspector.only.decode('latin-1')!r}\n")
+        else:
+            hint = " (try --port)" if port is None else ""
+            out.write(f"no MoldUDP64 packets found{hint}\n")
     gaps = False
     for report in inspector.sessions.values():
         core_stats = report.core.stats
@@ -735,6 +846,9 @@ def _summarise_capture(
             ("heartbeats", str(heartbeats)),
             ("end of session", "yes" if eos else "no"),
         ]
+        if inspector.raw:
+            raw_rows = f"{report.written} messages of {report.raw_packets} packets"
+            rows.append(("raw output", raw_rows))
         if report.requests:
             rows.append(("re-requests", str(report.requests)))
         if dropped:
@@ -748,8 +862,7 @@ def _summarise_capture(
                     "gaps left",
                     f"{report.lost_ranges} range{'s' if report.lost_ranges != 1 else ''}, "
                     f"{report.lost_messages} messages: "
-                    f"{_format_ranges(report.lost[:MAX_LISTED_RANGES])}"
-                    + (" ..." if report.lost_ranges > MAX_LISTED_RANGES else ""),
+                    f"{_format_ranges(report.lost, total=report.lost_ranges)}",
                 )
             )
         else:
@@ -761,11 +874,18 @@ def _summarise_capture(
             f"moldudp64 inspect: {count} messages of session {name!r} not written: a BinaryFILE "
             f"holds one session (choose with --session, or use --format jsonl)"
         )
+    if inspector.answers_elsewhere:
+        _say(
+            f"moldudp64 inspect: warning: --port {port} left out {inspector.answers_elsewhere} "
+            f"MoldUDP64 packets of these sessions on other ports (re-request answers, as "
+            f"listen --capture records them); inspect without --port to include them"
+        )
     return gaps
 
 
 def _inspect_binaryfile(args: argparse.Namespace, out: TextIO, sink: MessageSink | None) -> int:
-    """Say what is in a BinaryFILE (and copy it to --output)."""
+    """Say what is in a BinaryFILE (and copy it to --output; --raw changes nothing here:
+    a BinaryFILE has no packets, the messages are already as they came)."""
     path = args.capture
     size = os.path.getsize(path)
     count = 0
@@ -825,8 +945,54 @@ def _progress(total: int, desc: str) -> Any:
     return tqdm(total=total, unit="B", unit_scale=True, desc=desc, leave=False, file=sys.stderr)
 
 
+def _same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file: the same path once symlinks are resolved (even if
+    it does not exist yet), or the same inode (hard links)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _stdout_is(path: str) -> bool:
+    """Whether stdout is the regular file ``path`` (``> path`` or ``>> path``)."""
+    try:
+        out = os.fstat(sys.stdout.fileno())
+        st = os.stat(path)
+    except (OSError, AttributeError, ValueError):
+        return False
+    import stat
+
+    return stat.S_ISREG(out.st_mode) and (out.st_dev, out.st_ino) == (st.st_dev, st.st_ino)
+
+
+def refuse_overlapping_files(files: Sequence[tuple[str, str | None, bool]]) -> None:
+    """Refuse (UsageError) before any file is opened for writing when an output is an input
+    or another output. ``files``: (option, path or None, is an output); ``-`` is stdout."""
+    named = [(opt, path, out) for opt, path, out in files if path is not None]
+    for i, (opt_a, a, out_a) in enumerate(named):
+        for opt_b, b, out_b in named[i + 1 :]:
+            if not (out_a or out_b):
+                continue
+            if a == "-" or b == "-":
+                other = b if a == "-" else a
+                if other != "-" and _stdout_is(other):
+                    raise UsageError(f"{opt_a} and {opt_b} are the same file ({other}, on stdout)")
+                if other == "-" and out_a and out_b:
+                    raise UsageError(f"{opt_a} and {opt_b} are both stdout")
+                continue
+            if _same_file(a, b):
+                raise UsageError(f"{opt_a} {a} and {opt_b} {b} are the same file")
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
-    """moldudp64 inspect CAPTURE: per-session report of a pcap/pcapng, or of a BinaryFILE."""
+    """moldudp64 inspect CAPTURE: per-session report of a pcap/pcapng, or of a BinaryFILE.
+
+    A capture damaged part way (cut short, as when tcpdump is killed, or a corrupt record)
+    is reported and written up to the damage, then a warning names the byte: exit 2."""
     path = args.capture
     try:
         kind = detect_file_kind(path)
@@ -834,23 +1000,35 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
     if os.path.isdir(path):
         raise UsageError(f"{path} is a directory")
+    sink_path = None
+    if args.output is not None or args.format is not None or args.raw:
+        sink_path = args.output or "-"
+    refuse_overlapping_files([("CAPTURE", path, False), ("--output", sink_path, True)])
     logger.debug("inspect %s: %s file of %d bytes", path, kind, os.path.getsize(path))
+    if kind == FileKind.EMPTY and path.lower().endswith(_CAPTURE_SUFFIXES):
+        raise UsageError(f"{path}: empty file, not a capture (no pcap or pcapng header)")
+    if kind == FileKind.BINARYFILE and args.port is not None:
+        raise UsageError(f"{path} is not a pcap or pcapng capture (--port applies to those)")
     sink = None
-    if args.output is not None or args.format is not None:
-        sink = open_sink(args.output or "-", args.format)
-    out: TextIO = sys.stderr if (sink is not None and (args.output or "-") == "-") else sys.stdout
+    if sink_path is not None:
+        sink = open_sink(sink_path, args.format)
+    out: TextIO = sys.stderr if (sink is not None and sink_path == "-") else sys.stdout
     try:
         if kind == FileKind.EMPTY:
             out.write(f"{path}: empty file (a BinaryFILE with no messages)\n")
             return EXIT_OK
         if kind == FileKind.BINARYFILE:
-            if args.port is not None:
-                raise UsageError(
-                    f"{path} is not a pcap or pcapng capture (--port applies to those)"
-                )
             return _inspect_binaryfile(args, out, sink)
-        inspector = _Inspector(args.session, sink, by_port=args.port is not None)
-        with CaptureReader(path, port=args.port) as reader:
+        inspector = _Inspector(args.session, sink, port=args.port, raw=args.raw)
+        damage: list[CaptureError] = []
+
+        def until_damage(batches: Iterable[Any]) -> Iterator[Any]:
+            try:
+                yield from batches
+            except CaptureError as exc:  # what came before it was read: report that
+                damage.append(exc)
+
+        with CaptureReader(path) as reader:
             size = os.path.getsize(path)
             bar = _progress(size, "inspecting")
             update = None
@@ -861,14 +1039,17 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                     bar.update(tell() - bar.n)
 
             try:
-                inspector.feed_batches(reader.batches(), update)
+                inspector.feed_batches(until_damage(reader.batches()), update)
             finally:
                 if bar is not None:
                     bar.close()
             gaps = _summarise_capture(out, path, reader, inspector)
+        if damage:
+            _say(f"moldudp64 inspect: warning: {damage[0]}; everything before it is reported")
+            return EXIT_USAGE
         if gaps:
             lost = [
-                f"{r.name!r} {_format_ranges(r.lost)}"
+                f"{r.name!r} {_format_ranges(r.lost, total=r.lost_ranges)}"
                 for r in inspector.sessions.values()
                 if r.lost_messages
             ]
@@ -878,6 +1059,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     finally:
         if sink is not None:
             sink.close()
+
+
+_CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".dmp", ".ntar")
 
 
 # --------------------------------------------------------------------------- ITCH generator
@@ -957,7 +1141,8 @@ def _rate_text(count: int, seconds: float) -> str:
 
 
 class _PcapTap:
-    """Records datagrams (wall-clock timestamps) into a pcap; thread-safe; counts failures."""
+    """Records datagrams (wall-clock timestamps) into a pcap, or a pcapng for a ``.pcapng``
+    path; thread-safe; counts failures."""
 
     def __init__(self, path: str) -> None:
         import threading
@@ -1214,6 +1399,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
     from .sync.client import MoldUDP64
 
     group: Address = args.group
+    refuse_overlapping_files([("--output", args.output, True), ("--capture", args.capture, True)])
     sink = open_sink(args.output, args.format)
     tap = _PcapTap(args.capture) if args.capture else None
     hook = None
@@ -1682,9 +1868,11 @@ examples:
   moldudp64 inspect capture.pcapng --port 26477 --session 000010059B
   moldudp64 inspect capture.pcap --output messages.bin            # BinaryFILE of the session
   moldudp64 inspect capture.pcap --output - --format jsonl | head
+  moldudp64 inspect capture.pcap --raw -o - --format jsonl        # every message as it came
   moldudp64 inspect 20190730.NASDAQ_ITCH50                         # what a BinaryFILE holds
 
-exits 3 when gaps remain in any session.
+exits 3 when gaps remain in any session; 2 when the capture is cut short or corrupt part way
+(everything before the damage is reported and written first).
 """
 
 EPILOG_LISTEN = """\
@@ -1806,8 +1994,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_verbose(p)
     p.add_argument("capture", metavar="CAPTURE", help="pcap, pcapng or BinaryFILE")
-    p.add_argument("--port", type=PORT, help="only UDP datagrams from or to this port")
+    p.add_argument(
+        "--port",
+        type=CAPTURED_PORT,
+        help="only UDP datagrams from or to this port (0 too: anonymised captures use it); "
+        "a listen --capture file holds re-request answers on other ports: leave it out there",
+    )
     p.add_argument("--session", type=SESSION, help="only this session")
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="write every message of every MoldUDP64 packet as it comes in the capture "
+        "(no ordering, no de-duplication), with its packet's session and sequence number "
+        "and, in jsonl (ts) and text, the frame's timestamp; the report stays the ordered one",
+    )
     p.add_argument(
         "--start-seq",
         type=SEQ,
@@ -1859,7 +2059,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=POSITIVE_SECONDS,
         help="stop (exit 4) after this long without any packet",
     )
-    p.add_argument("--capture", metavar="PATH.pcap", help="also record the raw datagrams")
+    p.add_argument(
+        "--capture",
+        metavar="PATH.pcap|PATH.pcapng",
+        help="also record the raw datagrams (pcapng for a .pcapng path, else classic pcap)",
+    )
     p.set_defaults(func=cmd_listen)
 
     p = sub.add_parser(
