@@ -802,7 +802,8 @@ def encode(record: Record) -> bytes:
         raise EncodeError(f"not an ITCH 5.0 record: {type(record).__name__}")
     values: list[Any] = []
     for f in layout.fields:
-        if f.kind == "x":
+        if f.kind == "x":  # Reserved (alpha): a space
+            values.append(b" ")
             continue
         value = getattr(record, f.name)
         if f.kind == "ts":
@@ -820,9 +821,10 @@ def encode(record: Record) -> bytes:
         else:
             values.append(value)
     try:
-        return layout.message_type.encode() + struct.pack(">" + _struct_format(layout)[2:], *values)
+        body = struct.pack(">" + _struct_format(layout)[2:].replace("x", "c"), *values)
     except struct.error as exc:
         raise EncodeError(f"{type(record).__name__}: {exc}") from None
+    return layout.message_type.encode() + body
 
 
 # ---------------------------------------------------------------------------------------------
