@@ -512,3 +512,37 @@ def test_benchmark_runs_on_a_small_size() -> None:
     labels = [label for label, _, _ in rows]
     assert labels == ["columnar BinaryFILE -> Arrow", "per-message decode()"]
     assert all(rate > 0 and rss > 0 for _, rate, rss in rows)
+
+
+# --- the README's worked example and the example script ---------------------------------
+
+
+def test_readme_example_writes_a_parquet_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+                if "write_parquet(" in b]
+    monkeypatch.chdir(tmp_path)
+    write_binaryfile("day.NASDAQ_ITCH50", mixed_messages(1000))
+    namespace: dict[str, Any] = {}
+    exec(block, namespace)
+    assert namespace["rows"]["trade"] == namespace["tables"]["trade"].num_rows > 0
+    trades = pq.read_table("day/trade.parquet")
+    assert set(trades.column("session").to_pylist()) == {"000010059B"}
+
+
+def test_message_rate_example_prints_the_busiest_second(tmp_path: Path) -> None:
+    messages = [itch50.encode(itch50.AddOrder(1, 0, T + i * 1000, i, "B", 1, "A", 1))
+                for i in range(50)]
+    messages += [itch50.encode(itch50.OrderDelete(1, 0, T + 2 * 10**9, 1))]
+    itch50.write_parquet(itch50.messages_to_arrow(messages), tmp_path / "pq")
+    script = Path(__file__).resolve().parents[1] / "examples" / "itch50_message_rate.py"
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "pq")], capture_output=True,
+                          text=True, check=False, timeout=60, env={**os.environ, "PYTHONPATH": SRC})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[1].split() == ["add_order", "50", "09:30:00", "50"]
+    assert lines[2].split() == ["order_delete", "1", "09:30:02", "1"]

@@ -831,7 +831,8 @@ def encode(record: Record) -> bytes:
 # Columnar
 
 _CHUNK_MESSAGES: Final = 1 << 20
-_CHUNK_BYTES: Final = 32 << 20
+_MAX_CHUNK_MESSAGES: Final = 1 << 24  # keeps every 32-bit string offset of a chunk in range
+_CHUNK_BYTES: Final = 8 << 20  # fits the caches better than larger chunks
 
 
 def _arrow() -> tuple[Any, Any, Any]:
@@ -1070,6 +1071,8 @@ def _batches_of_list(
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    if not 1 <= size <= _MAX_CHUNK_MESSAGES:
+        raise ValueError(f"chunk_size must be in [1, {_MAX_CHUNK_MESSAGES}], got {size}")
     iterator = iter(items)
     while True:
         chunk = list(islice(iterator, size))
@@ -1130,9 +1133,12 @@ def iter_binaryfile_batches(
     np, _, _ = _arrow()
     from .binaryfile import BinaryFileReader
 
+    if not 1 <= chunk_bytes <= 1 << 30:
+        raise ValueError(f"chunk_bytes must be in [1, 2**30], got {chunk_bytes}")
     reader = BinaryFileReader(source)
     readinto = reader._file.readinto  # type: ignore[attr-defined]
-    block = bytearray(max(chunk_bytes, 1 << 17))  # reused: the batches copy what they keep
+    # at least one whole message; reused: the batches copy what they keep
+    block = bytearray(max(chunk_bytes, 1 << 17))
     view = memoryview(block)
     seq = first_seq
     base = 0  # file offset of block[0]
