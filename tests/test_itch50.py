@@ -397,6 +397,7 @@ def test_any_bytes_as_a_binaryfile_decode_or_stop_like_the_reader(
 ) -> None:
     if pure:
         monkeypatch.setattr(itch50, "c_scan", None)
+        monkeypatch.setattr(itch50, "c_gather", None)
     expected: list[bytes] = []
     error = None
     try:
@@ -422,6 +423,28 @@ def test_scan_in_c_and_in_python_agree() -> None:
     data = b"".join(len(m).to_bytes(2, "big") + m for m in mixed_messages(300)) + b"\x00\x30AB"
     heads, end = itch50.c_scan(data)
     assert (np.frombuffer(heads, np.int64).tolist(), end) == itch50._scan_py(data)
+
+
+def test_columns_are_the_same_without_the_c_helpers(monkeypatch: pytest.MonkeyPatch) -> None:
+    messages = [*mixed_messages(3000), b"\xff" * 36, EXAMPLES[3][0][:-2]]
+    with_c = itch50.messages_to_arrow(messages, session="S", first_seq=5)
+    monkeypatch.setattr(itch50, "c_scan", None)
+    monkeypatch.setattr(itch50, "c_gather", None)
+    without = itch50.messages_to_arrow(messages, session="S", first_seq=5)
+    assert with_c.keys() == without.keys() and len(with_c) == len(itch50.LAYOUTS) + 1
+    for name, table in with_c.items():
+        assert without[name].equals(table), name
+
+
+def test_c_gather_refuses_records_outside_the_data() -> None:
+    if itch50.c_gather is None:
+        pytest.skip("C helper not built")
+    import numpy as np
+
+    assert itch50.c_gather(b"abcdef", np.array([0, 3], np.int64), 3) == b"abcdef"
+    for starts, size in (([4], 3), ([-1], 3), ([0], -1)):
+        with pytest.raises(ValueError):
+            itch50.c_gather(b"abcdef", np.array(starts, np.int64), size)
 
 
 def test_truncated_binaryfile_raises_after_the_complete_messages(tmp_path: Path) -> None:

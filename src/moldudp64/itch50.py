@@ -957,6 +957,16 @@ def _decimals(column: Any, precision: int, scale: int) -> Any:
     return pa.Array.from_buffers(typ, count, [None, pa.py_buffer(words)])
 
 
+def _gather(buf: Any, starts: Any, size: int, windows: dict[int, Any]) -> Any:
+    """The records ``buf[s:s + size]`` for each of ``starts``, as one uint8 array (one copy)."""
+    np, _, _ = _arrow()
+    if c_gather is not None:
+        return np.frombuffer(c_gather(buf, starts, size), dtype=np.uint8)
+    if size not in windows:  # a view: row o is buf[o:o + size], no copy
+        windows[size] = np.lib.stride_tricks.sliding_window_view(buf, size)
+    return windows[size][starts].reshape(-1)
+
+
 def _session_column(sessions: list[str], codes: Any, idx: Any) -> Any:
     """The ``session`` column of rows ``idx`` (``codes`` index ``sessions``; None: the first)."""
     np, pa, pc = _arrow()
@@ -1009,11 +1019,8 @@ def _decode_chunk(
     for code in np.flatnonzero(bounds[2:] > bounds[1:-1]) + 1:
         layout = LAYOUTS[chr(code)]
         idx = order[bounds[code] : bounds[code + 1]]
-        size = layout.size
-        if size not in windows:  # a view: row o is buf[o:o + size], no copy
-            windows[size] = np.lib.stride_tricks.sliding_window_view(buf, size)
         plan = _plan(layout)
-        recs = windows[size][starts[idx]].view(plan.dtype).reshape(-1)  # one copy per type
+        recs = _gather(buf, starts[idx], layout.size, windows).view(plan.dtype)
         columns = [_session_column(sessions, codes, idx), pa.array(seqs[idx])]
         for f in layout.fields:
             if f.kind == "ts":
@@ -1187,18 +1194,19 @@ def _scan_py(data: bytes | memoryview) -> tuple[list[int], int]:
     return heads, pos
 
 
-def _load_scan() -> Callable[[bytes | memoryview], tuple[bytes, int]] | None:
+def _load_helpers() -> tuple[Any, Any]:
     if os.environ.get("MOLDUDP64_PURE_PYTHON"):
-        return None
+        return None, None
     try:
-        from ._itch50 import scan
+        from ._itch50 import gather, scan
     except ImportError:
-        return None
-    return scan
+        return None, None
+    return scan, gather
 
 
-#: The C twin of :func:`_scan_py` (None without it): offsets as native int64 bytes.
-c_scan = _load_scan()
+#: The C twins (None without them) of :func:`_scan_py` (offsets as native int64 bytes) and
+#: of the NumPy gather in :func:`_gather`.
+c_scan, c_gather = _load_helpers()
 
 
 def _scan(data: bytes | memoryview) -> tuple[npt.NDArray[np.int64], int]:
