@@ -7,6 +7,8 @@ mostly A, D, U, E, X, P, with a directory of stocks at the start and rising time
 then measures, each in a fresh process so that its peak RSS is its own:
 
 * columnar: ``itch50.binaryfile_to_arrow(path)``, every table held in memory at the end;
+* streamed to Parquet: ``itch50.write_parquet(itch50.iter_binaryfile_batches(path), dir)``
+  (zstd, one file per type; memory bounded by a chunk);
 * per message: ``itch50.decode()`` over every message of the file (read with
   ``iter_binaryfile``), decode alone timed; the records are not kept.
 """
@@ -129,6 +131,15 @@ def measure_columnar(path: str) -> dict[str, float]:
             "invalid": invalid}  # fmt: skip
 
 
+def measure_parquet(path: str) -> dict[str, float]:
+    itch50.arrow_schema("A")
+    with tempfile.TemporaryDirectory() as out:
+        start, cpu = time.perf_counter(), time.process_time()
+        rows = sum(itch50.write_parquet(itch50.iter_binaryfile_batches(path), out).values())
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"messages": rows, "seconds": wall, "rate": rows / wall, "cpu_rate": rows / cpu}
+
+
 def measure_per_message(path: str, limit: int) -> dict[str, float]:
     from moldudp64.binaryfile import iter_binaryfile
 
@@ -160,11 +171,15 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float, float]]:
     parser.add_argument("--per-message-limit", type=int, default=10_000_000,
                         help="decode at most this many messages one by one")  # fmt: skip
     parser.add_argument("--file", help="keep the generated BinaryFILE here")
-    parser.add_argument("--measure", choices=["columnar", "per-message"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--measure", choices=["columnar", "parquet", "per-message"], help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.measure:  # the child process
         if args.measure == "columnar":
             result = measure_columnar(args.file)
+        elif args.measure == "parquet":
+            result = measure_parquet(args.file)
         else:
             result = measure_per_message(args.file, args.per_message_limit)
         print(json.dumps(result))
@@ -180,6 +195,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float, float]]:
         rows = []
         script = os.path.abspath(__file__)
         for label, mode in (("columnar BinaryFILE -> Arrow", "columnar"),
+                            ("BinaryFILE -> Parquet directory", "parquet"),
                             ("per-message decode()", "per-message")):  # fmt: skip
             cmd = [sys.executable, script, "--measure", mode, "--file", path,
                    "--per-message-limit", str(args.per_message_limit)]  # fmt: skip

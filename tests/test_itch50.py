@@ -533,7 +533,9 @@ def test_benchmark_runs_on_a_small_size() -> None:
         sys.path.pop(0)
     rows = bench_itch50.main(["--quick"])
     labels = [label for label, _, _ in rows]
-    assert labels == ["columnar BinaryFILE -> Arrow", "per-message decode()"]
+    assert labels == [
+        "columnar BinaryFILE -> Arrow", "BinaryFILE -> Parquet directory", "per-message decode()"
+    ]
     assert all(rate > 0 and rss > 0 for _, rate, rss in rows)
 
 
