@@ -20,7 +20,13 @@ from capture_helpers import SHARED_CAPTURES
 from moldudp64 import itch50
 from moldudp64.binaryfile import BinaryFileReader, write_binaryfile
 from moldudp64.capture import CaptureReader
-from moldudp64.exceptions import EncodeError, ItchDecodeError, MoldUDP64Error, TruncatedFile
+from moldudp64.exceptions import (
+    BinaryFileError,
+    EncodeError,
+    ItchDecodeError,
+    MoldUDP64Error,
+    TruncatedFile,
+)
 from moldudp64.itch50 import (
     NOII,
     AddOrder,
@@ -329,6 +335,18 @@ def test_random_records_round_trip_and_both_paths_agree(records: list[Any]) -> N
         assert row == columnar_view(record)
 
 
+@pytest.mark.parametrize("code", CODES)
+@given(data=st.data())
+@settings(max_examples=25, deadline=None)
+def test_every_message_type_round_trips(code: str, data: st.DataObject) -> None:
+    record = data.draw(record_of(code))
+    message = itch50.encode(record)
+    assert len(message) == SPEC_LENGTHS[code]
+    assert itch50.decode(message) == record
+    (row,) = itch50.messages_to_arrow([message])[itch50.MESSAGE_NAMES[code]].to_pylist()
+    assert {k: v for k, v in row.items() if k not in ("session", "seq")} == columnar_view(record)
+
+
 MUTATED = st.tuples(RECORDS, st.binary(max_size=4), st.integers(0, 60)).map(
     lambda t: (itch50.encode(t[0])[: t[2]] + t[1])
 )
@@ -445,6 +463,15 @@ def test_c_gather_refuses_records_outside_the_data() -> None:
     for starts, size in (([4], 3), ([-1], 3), ([0], -1)):
         with pytest.raises(ValueError):
             itch50.c_gather(b"abcdef", np.array(starts, np.int64), size)
+
+
+def test_a_binaryfile_that_cannot_be_opened_is_a_typed_error(tmp_path: Path) -> None:
+    with pytest.raises(BinaryFileError, match="cannot open BinaryFILE"):
+        itch50.binaryfile_to_arrow(tmp_path / "missing.bin")
+    with pytest.raises(ValueError, match="chunk_bytes"):
+        next(itch50.iter_binaryfile_batches(tmp_path / "missing.bin", chunk_bytes=0))
+    with pytest.raises(ValueError, match="chunk_size"):
+        next(itch50.iter_message_batches([b"x"], chunk_size=0))
 
 
 def test_truncated_binaryfile_raises_after_the_complete_messages(tmp_path: Path) -> None:
