@@ -25,5 +25,13 @@ if not os.environ.get("MOLDUDP64_NO_EXTENSIONS"):
             extra_compile_args=["-O2"],
         )
     )
+    ext_modules.append(
+        Extension(
+            "moldudp64._itch50",
+            sources=["src/moldudp64/_itch50.c"],
+            optional=True,
+            extra_compile_args=["-O2"],
+        )
+    )
 
 setup(ext_modules=ext_modules)

@@ -11,6 +11,8 @@ exception that fits, so ``except ValueError`` or ``except OSError`` keeps workin
     ├── BinaryFileError (ValueError)       a BinaryFILE that cannot be read
     │   └── TruncatedFile                  the file ends inside a message
     ├── CaptureError (ValueError)          a capture file that cannot be read
+    ├── ItchDecodeError (ValueError)       an ITCH 5.0 message of unknown type or wrong length
+    ├── MissingDependency (ImportError)    an optional extra (e.g. ``arrow``) is not installed
     ├── SocketError (OSError)              a socket could not be opened, bound or joined
     ├── SessionAlreadyEnded (RuntimeError) a message published after the end of session
     ├── MessagesLostError                  strict clients: messages were lost for good
@@ -30,9 +32,11 @@ __all__ = [
     "ClientClosed",
     "ConfigError",
     "EncodeError",
+    "ItchDecodeError",
     "MalformedPacket",
     "MessageTooLarge",
     "MessagesLostError",
+    "MissingDependency",
     "MoldUDP64Error",
     "SessionAlreadyEnded",
     "SocketError",
@@ -91,6 +95,28 @@ class TruncatedFile(BinaryFileError):
 
 class CaptureError(MoldUDP64Error, ValueError):
     """A pcap or pcapng file that cannot be read."""
+
+
+class ItchDecodeError(MoldUDP64Error, ValueError):
+    """An ITCH 5.0 message that cannot be decoded.
+
+    ``reason`` is ``"empty"``, ``"unknown_type"`` or ``"bad_length"``; ``message_type`` the
+    first byte as a character (``""`` when empty); ``length`` the message's length.
+    """
+
+    def __init__(self, message: str, *, reason: str, message_type: str, length: int) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message_type = message_type
+        self.length = length
+
+
+class MissingDependency(MoldUDP64Error, ImportError):
+    """An optional dependency is missing; ``extra`` names the pip extra that installs it."""
+
+    def __init__(self, message: str, *, extra: str) -> None:
+        super().__init__(message)
+        self.extra = extra
 
 
 class SocketError(MoldUDP64Error, OSError):
