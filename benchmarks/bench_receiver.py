@@ -169,9 +169,11 @@ def open_gaps(n_gaps: int = 10_000, beyond: int = 10_000) -> OpenGaps:
     baseline = ReceiverCore(ReceiverConfig(stale_after=None))
     in_order_us, _ = timed(baseline, packets[:beyond], line_a, 0.0)
     core = ReceiverCore(config)
-    _, first = timed(core, [*packets[0 : 2 * n_gaps : 2], packets[2 * n_gaps]], line_a, 0.0)
+    # every other packet lost; the last two past them confirm the last gap
+    opening = [*packets[0 : 2 * n_gaps : 2], *packets[2 * n_gaps : 2 * n_gaps + 2]]
+    _, first = timed(core, opening, line_a, 0.0)
     assert core.stats.open_gaps == n_gaps, core.stats.open_gaps
-    beyond_us, held = timed(core, packets[2 * n_gaps + 1 :], line_a, 1.0)
+    beyond_us, held = timed(core, packets[2 * n_gaps + 2 :], line_a, 1.0)
     answers = [packets[i] for i in range(2 * n_gaps - 1, 0, -2)]  # the lost ones, newest first
     answers_us, rest = timed(core, answers, retx, 2.0)
     assert first + held + rest == total, (first, held, rest, total)

@@ -419,7 +419,7 @@ def test_inspector_takes_any_datagrams(
     bytes, time going backwards, two ports: the inspector and its report never raise."""
     from moldudp64.capture import CaptureReader
 
-    sink = cli.JsonlSink(io.StringIO())
+    sink = cli.JsonlSink(io.BytesIO())  # type: ignore[arg-type]
     inspector = cli._Inspector(None, sink, port=port, raw=raw)
     inspector.feed([(t, ("10.0.0.1", p), ("239.1.1.1", p), d) for t, d, p in items], None)
     reader = CaptureReader(io.BytesIO(pcap_bytes([])))

@@ -765,7 +765,7 @@ def _write_stamped(
             kind = chr(m[0]) if m and 0x21 <= m[0] < 0x7F else "."
             data = m[:32].hex(" ") + (" ..." if len(m) > 32 else "")
             lines.append(f"{ts:.6f} {name} {seq_num + i:>12} {len(m):>5}  {kind}  {data}\n")
-    sink._stream.write("".join(lines))
+    sink._put("".join(lines))
     sink.count += len(messages)
 
 
