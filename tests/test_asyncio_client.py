@@ -180,7 +180,8 @@ def test_session_change_mid_stream() -> None:
                 lp.send([heartbeat(a, "SESSIONAAA")])
                 it = c.messages(timeout=5)
                 first = [await anext(it) for _ in a]
-                lp.send([*make_packets(b, "SESSIONBBB"), end_of_session(b, "SESSIONBBB")], {0, 5}, end_repeats=2)
+                packets_b = [*make_packets(b, "SESSIONBBB"), end_of_session(b, "SESSIONBBB")]
+                lp.send(packets_b, {0, 5}, end_repeats=2)
                 rest = await collect(c)
         return first, rest
 
