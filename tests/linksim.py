@@ -143,9 +143,11 @@ class LinkSim:
             eos = build_end_of_session(pub.session_ident_raw, pub.next_seq_num)
             self.inject(eos, Source.LINE_A, delay=self.line_a.delay + self.line_a.reorder_delay)
 
-    def inject(self, data: bytes, source: Source, delay: float = 0.0) -> None:
-        """Put one datagram on the way to the receiver, as-is."""
-        self._push(self.now + delay, "rx", data, source, None)
+    def inject(
+        self, data: bytes, source: Source, delay: float = 0.0, addr: Address | None = None
+    ) -> None:
+        """Put one datagram on the way to the receiver, as-is (``addr``: its source)."""
+        self._push(self.now + delay, "rx", data, source, addr)
 
     def run(self, duration: float) -> None:
         """Advance the clock by ``duration``, delivering and answering what falls due."""
@@ -197,6 +199,8 @@ class LinkSim:
         timer = self.core.get_timer()
         if timer is not None and timer <= now:
             self.core.handle_timer(now)
+            after = self.core.get_timer()
+            assert after is None or after > now, f"the core's timer stays due at {now}"
         while self._heap and self._heap[0].at <= now:
             item = heapq.heappop(self._heap)
             if item.kind == "rx":

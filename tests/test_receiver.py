@@ -170,7 +170,7 @@ def test_reordering_is_delivered_in_order() -> None:
 
 
 def test_java_regression_reordering_1_3_2_does_not_rerequest_3() -> None:
-    c = core(rerequest_server_addrs=[SRV1])
+    c = core(rerequest_server_addrs=[SRV1], expected_session_ident=S)
     c.receive_datagram(pkt(1, 1), A, 0.0)
     both(c, pkt(3, 1), 0.0)
     assert reqs(c.datagrams_to_send(0.0)) == [(2, 1, SRV1)]  # only 2, never 3
@@ -653,7 +653,7 @@ HEADER_1 = b"SESSION001" + (1).to_bytes(8, "big")
     ],
 )
 def test_malformed_datagrams_dropped_and_counted(data: bytes, reason: str) -> None:
-    c = core(rerequest_server_addrs=[SRV1])
+    c = core(rerequest_server_addrs=[SRV1], expected_session_ident=S)
     for source in (A, R):
         c.receive_datagram(data, source, 0.0, SRV1 if source is R else None)
     c.receive_datagram(pkt(1, 1), A, 0.0)
@@ -680,7 +680,7 @@ def test_malformed_packet_at_expected_seq_is_not_delivered() -> None:
 
 
 def test_stale_feed_and_resumed() -> None:
-    c = core(stale_after=2.0)
+    c = core(stale_after=2.0, expected_session_ident=S)
     assert c.get_timer() is None
     c.receive_datagram(pkt(1, 1), A, 10.0)
     assert c.get_timer() == 12.0

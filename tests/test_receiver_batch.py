@@ -39,7 +39,7 @@ def splitter(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_in_order_packets_extend_one_pending_event(splitter: str) -> None:
-    c = ReceiverCore()
+    c = ReceiverCore(ReceiverConfig(expected_session_ident=S))
     for seq in range(1, 31, 3):
         c.receive_datagram(pkt(seq, 3), A, 0.0)
     events = c.events_received()
@@ -73,7 +73,7 @@ def test_another_event_closes_the_run(splitter: str) -> None:
 
 
 def test_receive_in_order_stops_where_the_fast_path_ends(splitter: str) -> None:
-    c = ReceiverCore()
+    c = ReceiverCore(ReceiverConfig(expected_session_ident=S))
     batch = [pkt(1, 1), pkt(2, 2), pkt(4, 1), build_heartbeat(S, 5), pkt(5, 1)]
     assert c.receive_in_order(batch, 0, A, 0.0) == 0  # no session yet: the slow path
     c.receive_datagram(batch[0], A, 0.0)

@@ -156,6 +156,9 @@ _REPEAT_INTERVAL = 0.05
 #: Copies that confirm a datagram kept aside though they came too soon to count as
 #: independent (a read that took them together; a network rarely makes three of one).
 _CONFIRMING_COPIES = 3
+#: How far beyond a claim a confirming datagram may start (in messages): more than a burst
+#: of packets lost between them, far less than the distance between two random strays.
+_VOUCH_WINDOW = 65_536
 #: Datagrams kept aside for confirmation, at most (the oldest is dropped first).
 _MAX_CLAIMS = 64
 #: Other sessions tracked while one is followed, at most.
@@ -183,6 +186,13 @@ _parse_or_none = c_parse_blocks if c_parse_blocks is not None else _parse_blocks
 _INF = float("inf")
 #: Sessions remembered as "already left" so their late packets never switch us back.
 _MAX_PAST_SESSIONS = 64
+
+
+def _vouches(start: int, value: int, claim_start: int, claim_value: int) -> bool:
+    """Whether a datagram ``[start, value]`` (its first sequence number and the one it
+    shows to exist) confirms a claim ``[claim_start, claim_value]``: it reaches the claim,
+    and does not start far beyond it (two strays far apart confirm nothing)."""
+    return value >= claim_start and start <= claim_value + _VOUCH_WINDOW
 
 
 def _check_address(addr: object) -> Address:
@@ -475,6 +485,8 @@ class ReceiverCore:
         self._cands: dict[bytes, _Candidate] = {}
         self._cand_packets = 0
         self._cand_bytes = 0
+        #: When to look at the other sessions again (see :meth:`_consider_switch`).
+        self._switch_check: float | None = None
         self._started = False
         first = 1 if cfg.expected_seq_num is None else cfg.expected_seq_num
         self._first = first
@@ -591,10 +603,9 @@ class ReceiverCore:
             expire = at + self.config.confirm_within
             if timer is None or expire < timer:
                 timer = expire
-        if self._cands:
-            switch_at = self._switch_check_at()
-            if switch_at is not None and (timer is None or switch_at < timer):
-                timer = switch_at
+        switch_at = self._switch_check if self._cands else None
+        if switch_at is not None and (timer is None or switch_at < timer):
+            timer = switch_at
         return timer
 
     def handle_timer(self, now: float) -> None:
@@ -605,7 +616,7 @@ class ReceiverCore:
             and self._last_live is not None
             and not self._stale
             and not self._ended
-            and now - self._last_live >= stale_after
+            and self._last_live + stale_after <= now  # the sum get_timer uses
         ):
             self._stale = True
             self._fast_seq = -1
@@ -824,7 +835,12 @@ class ReceiverCore:
         self._segs_give_up(0, len(self._segs), LOST_END_OF_INPUT)
         self._drain()
         if self._cands:
-            self._switch_to(max(self._cands, key=lambda s: self._cands[s].last_at), now)
+            cands = self._cands
+            if self._session_raw is None:  # the session most datagrams named
+                best = max(cands, key=lambda s: len(cands[s].datagrams))
+            else:
+                best = max(cands, key=lambda s: cands[s].last_at)
+            self._switch_to(best, now)
             self._take_claims(None, now)
             self._segs_give_up(0, len(self._segs), LOST_END_OF_INPUT)
             self._drain()
@@ -937,13 +953,10 @@ class ReceiverCore:
             return
         session_raw, seq, count = _unpack_header(data)
         if session_raw != self._session_raw:
-            if self._session_raw is None:  # the first datagram names the session
-                self._session_raw = session_raw
-                self._session = decode_session(session_raw)
-            else:
-                self._other_session(session_raw, data, source, now, addr)
-                self._refresh(now)
-                return
+            # another session, or (not pinned) the first: followed once evidence is there
+            self._other_session(session_raw, data, source, now, addr)
+            self._refresh(now)
+            return
         live = source != _RETX
         if live and not counted:
             if self._stale:
@@ -984,10 +997,10 @@ class ReceiverCore:
         else:
             value = seq + count
             opener = seq > self._horizon
-            if opener and live and not trusted and not self._vouched(seq, data, source, now):
+            if opener and live and not trusted and not self._vouched(seq, value, data, source, now):
                 # reaches beyond everything held: kept aside until confirmed
                 self._hold_claim(seq, value, data, source, now, addr)
-                self._take_claims(value, now, data, source)
+                self._take_claims(value, now, data, source, seq)
                 self._refresh(now)
                 return
             if count == 0:
@@ -1001,7 +1014,7 @@ class ReceiverCore:
                     self._eos_claim = None  # data beyond it: that end of session was false
                     self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
                 if opener and self._claims and not trusted:
-                    self._take_claims(value, now, data, source)  # confirmed below it: first
+                    self._take_claims(value, now, data, source, seq)  # confirmed below it: first
                 if count == 0:
                     if value > self._horizon:
                         self._new_gap(self._horizon, value, now)
@@ -1013,10 +1026,14 @@ class ReceiverCore:
                 if not live:
                     self._on_answer(seq, value, addr, now)
                 if self._claims and not trusted:
-                    self._take_claims(value, now, data, source)
+                    self._take_claims(value, now, data, source, seq)
                 eos = self._eos_claim
-                if eos is not None and self._horizon == eos.start:
-                    # the stream reached exactly the end of session seen before: believed
+                if (
+                    eos is not None
+                    and self._horizon == eos.start
+                    and now - eos.at < _REPEAT_INTERVAL
+                ):  # the other line's data, just behind the end of session, reached it
+                    # exactly: believed (later, only another end of session confirms it)
                     self._on_end_of_session(eos.start, eos.data, eos.source, now, None)
         self._drain()
         self._enforce_held_bound()
@@ -1041,10 +1058,13 @@ class ReceiverCore:
         a network duplicate, which confirms nothing."""
         return claim.source == source and now - claim.at < _REPEAT_INTERVAL and claim.data == data
 
-    def _vouched(self, seq: int, data: bytes, source: Source, now: float) -> bool:
-        """Whether another datagram kept aside already shows that ``seq`` exists."""
+    def _vouched(self, seq: int, value: int, data: bytes, source: Source, now: float) -> bool:
+        """Whether another datagram kept aside already shows that ``seq`` exists (and lies
+        near it: see :func:`_vouches`)."""
         for claim in self._claims:
-            if claim.value >= seq and not self._is_copy(claim, data, source, now):
+            if _vouches(claim.start, claim.value, seq, value) and not self._is_copy(
+                claim, data, source, now
+            ):
                 return True
         return False
 
@@ -1063,7 +1083,7 @@ class ReceiverCore:
                 self._dup_packets += 1
                 claim.copies += 1
                 if claim.copies >= _CONFIRMING_COPIES:
-                    self._take_claims(claim.start, now)
+                    self._take_claims(claim.value, now, b"", _RETX, claim.start)
                 return
         nbytes = len(data) + _PIECE_OVERHEAD
         claims.append(_Claim(seq, value, data, source, now, addr, nbytes))
@@ -1080,10 +1100,12 @@ class ReceiverCore:
         now: float,
         data: bytes = b"",
         source: Source = _RETX,
+        start: int = 0,
     ) -> None:
         """Take in, in order of sequence number, every datagram kept aside that is now
-        confirmed: by a datagram vouching for ``value`` (not a copy of it), or that the
-        stream has reached. ``value`` None takes them all (end of input)."""
+        confirmed: by a datagram ``[start, value]`` that vouches for it (and is not a copy
+        of it), or because the stream has reached it. ``value`` None takes them all (end
+        of input). What is taken in confirms, in turn, what it vouches for."""
         claims = self._claims
         if not claims:
             return
@@ -1094,24 +1116,24 @@ class ReceiverCore:
             if (
                 value is None
                 or claim.start <= horizon
-                or (claim.start <= value and not self._is_copy(claim, data, source, now))
+                or (
+                    _vouches(start, value, claim.start, claim.value)
+                    and not self._is_copy(claim, data, source, now)
+                )
             ):
                 taken.append(claim)
             else:
                 kept.append(claim)
         if not taken:
             return
-        # a datagram taken in confirms, in turn, what lies below its own value
-        top = max(c.value for c in taken)
-        moved = True
-        while moved and kept:
-            moved = False
+        i = 0
+        while i < len(taken) and kept:
+            voucher = taken[i]
             for claim in kept[:]:
-                if claim.start <= top:
+                if _vouches(voucher.start, voucher.value, claim.start, claim.value):
                     taken.append(claim)
                     kept.remove(claim)
-                    top = max(top, claim.value)
-                    moved = True
+            i += 1
         self._claims = kept
         for claim in sorted(taken, key=_start_of):
             self._claim_bytes -= claim.nbytes
@@ -1121,14 +1143,14 @@ class ReceiverCore:
 
     def _expire_claims(self, now: float) -> None:
         """Datagrams kept aside longer than ``confirm_within`` were never confirmed: drop."""
-        limit = now - self.config.confirm_within
+        within = self.config.confirm_within  # the same sum as get_timer: no float gap
         claims = self._claims
-        while claims and claims[0].at <= limit:
+        while claims and claims[0].at + within <= now:
             old = claims.pop(0)
             self._claim_bytes -= old.nbytes
             self._drop(DROP_UNCONFIRMED, old.source, old.addr)
         eos = self._eos_claim
-        if eos is not None and eos.at <= limit:
+        if eos is not None and eos.at + within <= now:
             self._eos_claim = None
             self._drop(DROP_UNCONFIRMED, eos.source, None)
 
@@ -1158,15 +1180,17 @@ class ReceiverCore:
             else:
                 self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
         if not confirmed and self._claims:
-            self._take_claims(seq, now, data, source)
+            self._take_claims(seq, now, data, source, seq)
             confirmed = seq == self._horizon
         if not confirmed:
             if source == _RETX:
                 return
             self._eos_claim = _Claim(seq, seq, data, source, now, addr, 0)
             return
+        if claim is not None and claim.start != seq:  # another end was claimed: false
+            self._drop(DROP_EOS_CONTRADICTED, claim.source, claim.addr, once=True)
         self._eos_claim = None
-        self._take_claims(seq, now, data, source)
+        self._take_claims(seq, now, data, source, seq)
         self._eos = seq
         if seq > self._horizon:
             self._new_gap(self._horizon, seq, now)
@@ -1187,7 +1211,9 @@ class ReceiverCore:
         if session_raw in self._past:
             self._drop(DROP_OLD_SESSION, source, addr)
             return
-        if self._pinned or not self.config.follow_session_changes or source == _RETX:
+        if self._session_raw is not None and (
+            self._pinned or not self.config.follow_session_changes or source == _RETX
+        ):
             self._drop(DROP_WRONG_SESSION, source, addr)
             return
         cands = self._cands
@@ -1233,35 +1259,43 @@ class ReceiverCore:
         for _data, source, _at, addr in cand.datagrams:
             self._drop(reason, source, addr)
 
-    def _switch_check_at(self) -> float | None:
-        """When the current session goes silent long enough for a switch."""
-        stale_after = self.config.stale_after
-        if stale_after is None or self._last_live is None:
-            return None
-        return self._last_live + stale_after
-
     def _consider_switch(self, now: float) -> None:
         """Follow another session when the evidence is there: the current one ended (and
         its gaps are settled), or it fell silent for ``stale_after`` while the other one
         is live (two distinct datagrams, the last within ``stale_after``)."""
         stale_after = self.config.stale_after
         cands = self._cands
+        self._switch_check = None
         if stale_after is not None:
-            for name in [s for s, c in cands.items() if now - c.last_at >= stale_after]:
+            for name in [s for s, c in cands.items() if c.last_at + stale_after <= now]:
                 self._forget_candidate(name, DROP_WRONG_SESSION)
         if not cands:
             return
-        best = max(cands, key=lambda s: cands[s].last_at)
-        if self._ended:
-            self._switch_to(best, now)
+        if self._session_raw is None:  # the first session: two datagrams of it
+            ready = [s for s, c in cands.items() if c.distinct >= 2]
+            if ready:
+                self._switch_to(max(ready, key=lambda s: cands[s].distinct), now)
+                return
+        else:
+            best = max(cands, key=lambda s: cands[s].last_at)
+            if self._ended:
+                self._switch_to(best, now)
+                return
+            last = now if self._last_live is None else self._last_live
+            silent_at = None if stale_after is None else last + stale_after
+            if silent_at is not None and now >= silent_at and cands[best].distinct >= 2:
+                self._switch_to(best, now)
+                return
+        if stale_after is None or not cands:
             return
-        silent = (
-            stale_after is not None
-            and (self._last_live is None or now - self._last_live >= stale_after)
-            and cands[best].distinct >= 2
-        )
-        if silent:
-            self._switch_to(best, now)
+        # look again when the current session would be silent long enough, or when the
+        # first candidate is forgotten (both in the future: this never spins)
+        check = min(c.last_at for c in cands.values()) + stale_after
+        if self._session_raw is not None and self._last_live is not None:
+            silent_at = self._last_live + stale_after
+            if now < silent_at < check:
+                check = silent_at
+        self._switch_check = check
 
     def _switch_to(self, session_raw: bytes, now: float) -> None:
         """Leave the current session for ``session_raw``: close the old one's books, then
@@ -1288,20 +1322,25 @@ class ReceiverCore:
             start = _unpack_header(cand.datagrams[0][0])[1]
         else:
             start = 1
-        self._first = self._expected = self._horizon = start
+        if old:
+            self._first = self._expected = self._horizon = start
+            self._started = True
+            self._events.append(SessionChanged(old, self._session, start))
         self._eos = None
         self._ended = False
         self._stale = False
         self._reported.clear()
         self._lost.clear()
-        self._started = True
         self._last_live = cand.last_at
-        self._events.append(SessionChanged(old, self._session, start))
         for data, source, _at, addr in cand.datagrams:
             self._receive_slow(data, source, now, addr, counted=True)
-        # drop the rest of a session now left behind
-        for name in [s for s in self._cands if s in self._past]:
-            self._forget_candidate(name, DROP_OLD_SESSION)
+        # drop the rest of a session now left behind, and all others when none is followed
+        keep = self.config.follow_session_changes and not self._pinned
+        for name in list(self._cands):
+            if name in self._past:
+                self._forget_candidate(name, DROP_OLD_SESSION)
+            elif not keep:
+                self._forget_candidate(name, DROP_WRONG_SESSION)
 
     # ------------------------------------------------------------------ sequencing
 
