@@ -245,7 +245,7 @@ def test_feed_stale_reaches_the_user() -> None:
         seen: list[Event] = []
         c = client([], stale_after=0.05, on_event=seen.append)
         async with await c.open_with_sockets(lp.line, lp.rereq):
-            lp.send(make_packets(msgs))
+            lp.send([*make_packets(msgs), heartbeat(msgs)])  # a lone packet waits for a second
             it = c.messages(timeout=5)
             assert [await anext(it) for _ in msgs] == expected(msgs)
             with pytest.raises(TimeoutError):
@@ -272,7 +272,7 @@ def test_close_from_another_task_ends_a_waiting_iteration() -> None:
                     first.set()
 
         task = asyncio.create_task(consume())
-        lp.send(make_packets(msgs))
+        lp.send([*make_packets(msgs), heartbeat(msgs)])
         await asyncio.wait_for(first.wait(), 5)
         await c.close()
         await asyncio.wait_for(task, 5)  # ends cleanly, no exception

@@ -356,7 +356,7 @@ def test_feed_stale_reaches_the_user(loop: Loop) -> None:
 
     c = client([], stale_after=0.05, on_event=on_event)
     with c.open_with_sockets(loop.line, loop.rereq):
-        loop.send(make_packets(msgs))
+        loop.send([*make_packets(msgs), heartbeat(msgs)])  # a lone packet waits for a second
         it = c.messages(timeout=5)
         assert [next(it) for _ in msgs] == expected(msgs)
         # nothing more arrives: FeedStale comes out of the iteration, then the timeout
@@ -383,7 +383,7 @@ def test_close_from_another_thread_ends_a_blocked_iteration(loop: Loop) -> None:
 
     t = threading.Thread(target=consume)
     t.start()
-    loop.send(make_packets(msgs))
+    loop.send([*make_packets(msgs), heartbeat(msgs)])  # a lone packet waits for a second
     assert first.wait(5)
     c.close()
     t.join(5)
@@ -397,7 +397,7 @@ def test_user_exception_in_loop_shuts_everything_down(loop: Loop) -> None:
     msgs = make_messages(50)
     c = client([])
     with pytest.raises(RuntimeError, match="user bug"), c.open_with_sockets(loop.line, loop.rereq):
-        loop.send(make_packets(msgs))
+        loop.send([*make_packets(msgs), heartbeat(msgs)])  # a lone packet waits for a second
         for _ in c.messages(timeout=5):
             raise RuntimeError("user bug")
     assert c._thread is not None and not c._thread.is_alive()
@@ -768,7 +768,7 @@ def test_pull_mode_timeout_and_close_from_another_thread(loop: Loop) -> None:
 
     t = threading.Thread(target=consume)
     t.start()
-    loop.send(make_packets(msgs))
+    loop.send([*make_packets(msgs), heartbeat(msgs)])  # a lone packet waits for a second
     assert first.wait(5)
     c.close()
     t.join(5)
@@ -807,7 +807,7 @@ def test_pull_mode_low_level_requests_go_out_while_nobody_reads(loop: Loop) -> N
         c = pull_client([server.address])
         datagrams, requests = c.start_with_sockets(loop.line, loop.rereq)
         try:
-            loop.send(make_packets(msgs))
+            loop.send([*make_packets(msgs), heartbeat(msgs)])  # a lone packet waits for a second
             first = datagrams.recv(timeout=5)
             assert first.source is Source.LINE_A
             assert requests.try_send(RetransmissionRequest(SESSION, 1, 3))

@@ -431,7 +431,7 @@ def test_receiver_drops_a_packet_numbered_past_2_64_and_delivers_nothing_of_it()
     from moldudp64.events import DatagramDropped, MessagesDelivered, Source
     from moldudp64.receiver import ReceiverConfig, ReceiverCore
 
-    core = ReceiverCore(ReceiverConfig(expected_seq_num=TOP - 1))
+    core = ReceiverCore(ReceiverConfig(expected_seq_num=TOP - 1, expected_session_ident=SESSION))
     core.receive_datagram(header(TOP - 1, 5) + b"\x00\x01a" * 5, Source.LINE_A, 0.0)
     events = core.events_received()
     assert not any(isinstance(e, MessagesDelivered) for e in events)
