@@ -30,7 +30,14 @@ from typing import IO, Any, NoReturn, TextIO
 from . import __version__
 from .binaryfile import BinaryFileReader, BinaryFileWriter
 from .capture import CaptureReader, FileKind, detect_file_kind, is_moldudp64
-from .events import Address, MessagesDelivered, MessagesLost, SessionEnded, Source
+from .events import (
+    Address,
+    MessagesDelivered,
+    MessagesLost,
+    SessionChanged,
+    SessionEnded,
+    Source,
+)
 from .exceptions import CaptureError, ConfigError, EncodeError, MalformedPacket, MoldUDP64Error
 from .net import DEFAULT_RCVBUF, parse_address
 from .wire import (
@@ -1211,6 +1218,8 @@ class _ListenResult:
     ended: bool = False
     idle: bool = False
     interrupted: bool = False
+    #: The session the feed moved on to (without an end of this one): not written.
+    changed_to: str | None = None
 
 
 #: The signals that end a command as Ctrl-C does: flush, summary, exit 130. One that is
@@ -1373,6 +1382,11 @@ def _receive_slow(
         elif kind is SessionEnded:
             result.ended = True
             return True
+        elif kind is SessionChanged:
+            # One output holds one session: stop rather than mix another one in.
+            assert isinstance(event, SessionChanged)
+            result.changed_to = event.new_session
+            return True
     return False
 
 
@@ -1462,6 +1476,11 @@ def cmd_listen(args: argparse.Namespace) -> int:
             f"{core.duplicate_messages} duplicates"
         )
     parts.append(f"{result.lost_messages} lost")
+    if core is not None:
+        if core.other_session_packets:
+            parts.append(f"{core.other_session_packets} datagrams of other sessions not written")
+        if core.messages_before_start:
+            parts.append(f"{core.messages_before_start} messages before --start-seq skipped")
     parts.append(f"{elapsed:.1f} s")
     if tap is not None:
         parts.append(f"{tap.writer.count} datagrams captured to {args.capture}")
@@ -1470,6 +1489,9 @@ def cmd_listen(args: argparse.Namespace) -> int:
         if result.interrupted
         else "session ended"
         if result.ended
+        else f"the feed moved on to session {_session_label(result.changed_to)} without an "
+        "end of this one (not written: one output holds one session)"
+        if result.changed_to is not None
         else f"idle for {args.idle_timeout} s"
         if result.idle
         else f"--count {args.count} reached"

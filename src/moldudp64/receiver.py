@@ -358,6 +358,7 @@ class ReceiverStats:
     duplicate_packets: int
     duplicate_messages: int
     messages_before_start: int
+    other_session_packets: int
     gaps_detected: int
     gap_messages: int
     messages_recovered: int
@@ -457,6 +458,8 @@ class _Candidate:
     #: Distinct datagrams seen (copies of the previous one on the same line within
     #: :data:`_REPEAT_INTERVAL` are one).
     distinct: int = 0
+    #: Datagrams seen, kept or not.
+    seen: int = 0
 
 
 class ReceiverCore:
@@ -499,6 +502,9 @@ class ReceiverCore:
         #: line, arrival time).
         self._eos_claim: _Claim | None = None
         self._ended = False
+        self._ended_at = 0.0
+        #: The latest ``now`` handed in (for what happens deep inside a call).
+        self._clock = 0.0
         self._held: dict[int, _Held] = {}
         self._held_bytes = 0
         self._claims: list[_Claim] = []
@@ -535,6 +541,7 @@ class ReceiverCore:
         self._dup_packets = 0
         self._dup_messages = 0
         self._before_start = 0
+        self._other_packets = 0
         self._gaps = 0
         self._gap_messages = 0
         self._recovered = 0
@@ -610,6 +617,7 @@ class ReceiverCore:
 
     def handle_timer(self, now: float) -> None:
         """Act on whatever is due at ``now``: retries, timeouts, grace periods, staleness."""
+        self._clock = now
         stale_after = self.config.stale_after
         if (
             stale_after is not None
@@ -831,6 +839,7 @@ class ReceiverCore:
         come); requests in flight or not yet sent are forgotten. Datagrams that come later
         are handled as usual (as if the stream resumed).
         """
+        self._clock = now
         self._take_claims(None, now)
         self._segs_give_up(0, len(self._segs), LOST_END_OF_INPUT)
         self._drain()
@@ -862,6 +871,7 @@ class ReceiverCore:
             duplicate_packets=self._dup_packets,
             duplicate_messages=self._dup_messages,
             messages_before_start=self._before_start,
+            other_session_packets=self._other_packets,
             gaps_detected=self._gaps,
             gap_messages=self._gap_messages,
             messages_recovered=self._recovered,
@@ -928,6 +938,7 @@ class ReceiverCore:
         """Everything the fast paths do not take. ``counted``: a datagram kept aside and
         taken in now (already counted as a packet); ``trusted``: its sequence number is
         confirmed already."""
+        self._clock = now
         if type(source) is not Source:
             try:
                 source = Source(source)
@@ -1208,6 +1219,7 @@ class ReceiverCore:
     ) -> None:
         """A datagram of a session other than the one followed: dropped, or kept as
         evidence for a switch (see :class:`ReceiverConfig`, ``follow_session_changes``)."""
+        self._other_packets += 1
         if session_raw in self._past:
             self._drop(DROP_OLD_SESSION, source, addr)
             return
@@ -1250,6 +1262,7 @@ class ReceiverCore:
             if held > self._peak_held:
                 self._peak_held = held
         cand.last_at = now
+        cand.seen += 1
         self._consider_switch(now)
 
     def _forget_candidate(self, session_raw: bytes, reason: str) -> None:
@@ -1278,7 +1291,9 @@ class ReceiverCore:
                 return
         else:
             best = max(cands, key=lambda s: cands[s].last_at)
-            if self._ended:
+            if self._ended and (
+                cands[best].distinct >= 2 or cands[best].last_at >= self._ended_at
+            ):  # a stray seen before the end is no new session
                 self._switch_to(best, now)
                 return
             last = now if self._last_live is None else self._last_live
@@ -1316,6 +1331,7 @@ class ReceiverCore:
         cand = self._cands.pop(session_raw)
         self._cand_packets -= len(cand.datagrams)
         self._cand_bytes -= cand.nbytes
+        self._other_packets -= cand.seen  # its datagrams are the followed session's now
         self._session_raw = session_raw
         self._session = decode_session(session_raw)
         if self.config.start_from_first_seen and cand.datagrams:
@@ -1513,6 +1529,7 @@ class ReceiverCore:
     def _end(self) -> None:
         """Everything before the end of session is delivered or lost: the session ended."""
         self._ended = True
+        self._ended_at = self._clock
         self._events.append(SessionEnded(self._session or "", self._eos or self._expected))
         self._requests.clear()
         self._next_deadline = _INF
