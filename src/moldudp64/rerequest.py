@@ -307,6 +307,11 @@ class RerequestServerCore:
         return self._session
 
     @property
+    def waiting(self) -> int:
+        """Requests waiting for budget now."""
+        return self._waiting_total
+
+    @property
     def stats(self) -> RerequestStats:
         """Counts so far (a snapshot)."""
         return RerequestStats(

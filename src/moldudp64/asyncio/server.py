@@ -99,6 +99,7 @@ class AsyncRerequestServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._send_errors = 0
         self._closed = False
+        self._timer: asyncio.TimerHandle | None = None
 
     @classmethod
     async def create(
@@ -160,14 +161,41 @@ class AsyncRerequestServer:
 
     def _on_request(self, data: bytes, addr: Address) -> None:
         assert self._loop is not None and self._transport is not None
-        answer = self.core.handle_request(data, addr, self._loop.time())
-        if answer is None:
-            return
+        core = self.core
+        waiting = core.waiting
+        answer = core.handle_request(data, addr, self._loop.time())
+        if answer is not None:
+            self._send_answer(answer, addr)
+        elif core.waiting > waiting:  # it waits for budget: the timer may have to be sooner
+            self._rearm()
+
+    def _send_answer(self, answer: bytes, addr: Address) -> None:
         if self.faults is None:
             self._send(answer, addr)
         else:
             for out, to in self.faults.process_to(answer, addr):
                 self._send(out, to)
+
+    def _rearm(self) -> None:
+        """Arm one ``call_at`` for the core's next waiting answer, if any."""
+        assert self._loop is not None
+        when = self.core.get_timer()
+        timer = self._timer
+        if timer is not None:
+            if when is not None and timer.when() <= when:
+                return
+            timer.cancel()
+            self._timer = None
+        if when is not None and not self._closed:
+            self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._closed or self._loop is None or self._transport is None:
+            return
+        for answer, addr in self.core.answers_due(self._loop.time()):
+            self._send_answer(answer, addr)
+        self._rearm()
 
     def _send(self, data: bytes, addr: Address) -> None:
         assert self._transport is not None
@@ -184,6 +212,9 @@ class AsyncRerequestServer:
         if self._closed:
             return
         self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._transport is not None:
             if self.faults is not None:
                 for out, to in self.faults.flush_to():

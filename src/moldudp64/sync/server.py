@@ -43,6 +43,8 @@ __all__ = ["Publisher", "RerequestServer", "RunResult"]
 logger = logging.getLogger(__name__)
 
 _RECV_BATCH = 256
+#: Batches read in a row before the loop looks at its timer and its wake-up socket again.
+_MAX_BATCHES = 16
 #: A request is 20 bytes; a longer datagram is cut here and refused as bad_length anyway.
 _RECV_SIZE = 2048
 
@@ -125,33 +127,48 @@ class RerequestServer:
         sel = selectors.DefaultSelector()
         sel.register(self._sock, selectors.EVENT_READ, "requests")
         sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        core = self.core
         try:
             while not self._closed.is_set():
-                for key, _ in sel.select(timeout=None):
-                    if key.data == "requests":
-                        self._drain()
+                with self._lock:
+                    timer = core.get_timer()
+                timeout = None if timer is None else max(0.0, timer - time.monotonic())
+                ready = sel.select(timeout=timeout)
+                if any(key.data == "requests" for key, _ in ready):
+                    self._drain()
+                elif timer is not None:
+                    with self._lock:
+                        answers = core.answers_due(time.monotonic())
+                    self._send_all(answers)
         finally:
             sel.close()
             self._flush_faults()
 
     def _drain(self) -> None:
-        sock = self._sock
-        recvfrom = sock.recvfrom
-        handle = self.core.handle_request
-        faults = self.faults
-        for _ in range(_RECV_BATCH):
-            try:
-                data, addr = recvfrom(_RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # e.g. an ICMP error reported on a later call
-                self._recv_errors += 1
-                logger.debug("re-request server recvfrom: %s", exc)
-                continue
+        """Read what is waiting, a batch at a time, and answer it (the core sheds excess)."""
+        recvfrom = self._sock.recvfrom
+        handle = self.core.handle_requests
+        for _ in range(_MAX_BATCHES):
+            batch: list[tuple[bytes, Address]] = []
+            for _ in range(_RECV_BATCH):
+                try:
+                    data, addr = recvfrom(_RECV_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:  # e.g. an ICMP error reported on a later call
+                    self._recv_errors += 1
+                    logger.debug("re-request server recvfrom: %s", exc)
+                    continue
+                batch.append((data, addr))
             with self._lock:
-                answer = handle(data, addr, time.monotonic())
-            if answer is None:
-                continue
+                answers = handle(batch, time.monotonic())
+            self._send_all(answers)
+            if len(batch) < _RECV_BATCH:
+                return
+
+    def _send_all(self, answers: list[tuple[bytes, Address]]) -> None:
+        faults = self.faults
+        for answer, addr in answers:
             if faults is None:
                 self._send(answer, addr)
             else:
