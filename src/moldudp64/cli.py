@@ -1183,6 +1183,10 @@ class _PublishedFileStore:
     def messages(self) -> int:
         return len(self._file)
 
+    @property
+    def longest_message(self) -> tuple[int, int]:
+        return self._file.longest_message
+
     def append(self, message: Any) -> int:
         seq = self._next
         self._next += 1
@@ -1205,6 +1209,40 @@ def _faults(args: argparse.Namespace) -> Any:
     return FaultInjector(args.drop, args.duplicate, args.reorder, seed=args.seed)
 
 
+def _check_binaryfile_input(path: str, command: str) -> None:
+    """Refuse a capture given where a BinaryFILE is wanted, naming what it is."""
+    kind = detect_file_kind(path)
+    if kind in (FileKind.PCAP, FileKind.PCAPNG):
+        raise UsageError(
+            f"{path} is a {kind} capture, not a BinaryFILE: {command} --input takes a "
+            f"BinaryFILE (make one from the capture with: moldudp64 inspect {path} -o FILE.bin)"
+        )
+
+
+def _rate_limit_option(args: argparse.Namespace) -> Any:
+    """The RateLimit of --rate-limit: the default, None for 'none', or N requests/s."""
+    from .rerequest import DEFAULT_RATE_LIMIT, RateLimit
+
+    if args.rate_limit is None:
+        return DEFAULT_RATE_LIMIT
+    if args.rate_limit == 0:
+        return None
+    return RateLimit.per_source(args.rate_limit, args.max_payload)
+
+
+def _rerequest_summary(stats: Any) -> str:
+    """'N re-requests, A answers (M messages re-sent), W waited for budget[, refused: ...]'."""
+    text = (
+        f"{stats.requests} re-requests, {stats.answers} answers ({stats.messages} messages re-sent)"
+    )
+    if stats.waited:
+        text += f", {stats.waited} waited for budget"
+    refused = ", ".join(f"{n} {why}" for why, n in sorted(stats.refused.items()) if n)
+    if refused:
+        text += f", refused: {refused}"
+    return text
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     """moldudp64 publish GROUP:PORT --session NAME (--input FILE | --generate N)."""
     from .store import MemoryStore
@@ -1217,7 +1255,16 @@ def cmd_publish(args: argparse.Namespace) -> int:
     store: Any
     messages: Iterable[bytes]
     if args.input is not None:
-        store = _PublishedFileStore(args.input)
+        _check_binaryfile_input(args.input, "publish")
+        store = _PublishedFileStore(args.input)  # reads the whole file once: checks it
+        length, seq = store.longest_message
+        if length + 2 > args.max_payload:
+            store.close()
+            raise UsageError(
+                f"{args.input}: message {seq} is {length} bytes, too large for "
+                f"--max-payload {args.max_payload} (a message takes its length + 2 bytes); "
+                f"give --max-payload {length + 2} or more"
+            )
         total: int | None = store.messages
         reader = BinaryFileReader(args.input)
         messages = reader
@@ -1241,6 +1288,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
             end_of_session_duration=args.end_of_session_duration,
             store=store,
             rerequest_bind=(bind, request_port),
+            rate_limit=_rate_limit_option(args),
             allow=args.allow,
             faults=faults,
         )
@@ -1258,6 +1306,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
             try:
                 result = publisher.run(messages, rate=args.rate or None, progress=progress)
+            except MoldUDP64Error:
+                # Whatever stopped the run, the session still ends properly for listeners.
+                status.clear()
+                publisher.end_session(wait=True)
+                raise
             except KeyboardInterrupt:
                 publisher.stop()
                 status.clear()
@@ -1281,7 +1334,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
             f"faults: {f.dropped} dropped, {f.duplicated} duplicated, {f.reordered} reordered"
         )
     if rstats is not None:
-        parts.append(f"{rstats.requests} re-requests, {rstats.messages} messages re-sent")
+        parts.append(_rerequest_summary(rstats))
     _say("moldudp64 publish: done: " + "; ".join(parts))
     return EXIT_OK
 
@@ -1291,6 +1344,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .store import BinaryFileStore
     from .sync.server import RerequestServer
 
+    _check_binaryfile_input(args.input, "serve")
     store = BinaryFileStore(args.input)
     try:
         server = RerequestServer(
@@ -1298,6 +1352,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             store,
             (args.bind, args.port),
             max_payload=args.max_payload,
+            rate_limit=_rate_limit_option(args),
             allow=args.allow,
         )
         with server:
@@ -1318,11 +1373,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             stats = server.stats
     finally:
         store.close()
-    refused = ", ".join(f"{n} {why}" for why, n in sorted(stats.refused.items()) if n)
     _say(
-        f"moldudp64 serve: {'interrupted' if interrupted else 'done'}: {stats.requests} "
-        f"requests, {stats.answers} answers, {stats.messages} messages re-sent"
-        + (f", refused: {refused}" if refused else "")
+        f"moldudp64 serve: {'interrupted' if interrupted else 'done'}: " + _rerequest_summary(stats)
     )
     return EXIT_INTERRUPTED if interrupted else EXIT_OK
 
@@ -1618,6 +1670,29 @@ def _add_allow(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _rate_limit(text: str) -> float:
+    if text.strip().lower() == "none":
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of requests per second or 'none'") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{text!r}: the rate limit must be a number > 0, or 'none'")
+    return value
+
+
+def _add_rate_limit(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--rate-limit",
+        metavar="N|none",
+        type=_type("rate limit", _rate_limit),
+        help="re-requests a second per source host, and N full answers' bytes (default: "
+        "2000 requests and 4 MB a second); a request over it waits up to 0.5 s for budget, "
+        "then is refused (counted, logged); 'none' turns the limit off",
+    )
+
+
 def _add_output(p: argparse.ArgumentParser, default: str | None) -> None:
     p.add_argument(
         "--output",
@@ -1764,6 +1839,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reorder", metavar="P", type=PROBABILITY, default=0.0, help="reorder packets")
     p.add_argument("--seed", metavar="N", type=SEED, help="seed of the faults and the generator")
     _add_allow(p)
+    _add_rate_limit(p)
     p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser(
@@ -1791,6 +1867,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration", metavar="SECONDS", type=SECONDS, help="stop after this long (default: never)"
     )
     _add_allow(p)
+    _add_rate_limit(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
