@@ -68,7 +68,7 @@ def publish_loopback(messages: list[bytes]) -> tuple[float, float]:
     """(messages/s, packets/s) through the blocking Publisher to a socket on 127.0.0.1."""
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
-    with Publisher(SESSION, sink.getsockname(), heartbeat_interval=None) as pub:
+    with Publisher(SESSION, sink.getsockname(), unicast=True, heartbeat_interval=None) as pub:
         result = pub.run(messages, end_session=False)
     sink.close()
     return result.messages / result.seconds, result.stats.packets / result.seconds
@@ -80,7 +80,9 @@ def publish_asyncio(messages: list[bytes]) -> tuple[float, float]:
     async def go() -> tuple[float, float]:
         sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sink.bind(("127.0.0.1", 0))
-        async with AsyncPublisher(SESSION, sink.getsockname(), heartbeat_interval=None) as pub:
+        async with AsyncPublisher(
+            SESSION, sink.getsockname(), unicast=True, heartbeat_interval=None
+        ) as pub:
             result = await pub.run(messages, end_session=False)
         sink.close()
         return result.messages / result.seconds, result.stats.packets / result.seconds

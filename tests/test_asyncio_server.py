@@ -207,7 +207,11 @@ def test_async_publisher_heartbeats_from_call_at() -> None:
         transport, client = await open_client()
         dest = transport.get_extra_info("sockname")
         async with AsyncPublisher(
-            SESSION, (dest[0], dest[1]), heartbeat_interval=0.02, end_of_session_duration=0.0
+            SESSION,
+            (dest[0], dest[1]),
+            unicast=True,
+            heartbeat_interval=0.02,
+            end_of_session_duration=0.0,
         ) as pub:
             assert pub.publish(b"one") == 1
             assert split_blocks(await client.recv()) == [b"one"]
@@ -227,7 +231,7 @@ def test_async_publisher_stop_and_errors() -> None:
     async def main() -> None:
         transport, _client = await open_client()
         dest = transport.get_extra_info("sockname")
-        pub = AsyncPublisher(SESSION, (dest[0], dest[1]), heartbeat_interval=None)
+        pub = AsyncPublisher(SESSION, (dest[0], dest[1]), unicast=True, heartbeat_interval=None)
         with pytest.raises(ConfigError):
             pub.publish(b"too early")
         await pub.start()
@@ -248,4 +252,6 @@ def test_async_publisher_stop_and_errors() -> None:
 
     asyncio.run(main())
     with pytest.raises(ConfigError):
-        AsyncPublisher(SESSION, ("127.0.0.1", 0))
+        AsyncPublisher(SESSION, ("127.0.0.1", 0), unicast=True)
+    with pytest.raises(ConfigError, match=r"'127\.0\.0\.1' is not a multicast group"):
+        AsyncPublisher(SESSION, ("127.0.0.1", 30001))

@@ -9,6 +9,7 @@ import functools
 import importlib
 import queue
 import random
+import re
 import shutil
 import signal
 import socket
@@ -268,6 +269,7 @@ def test_publisher_heartbeats_when_idle_over_unicast() -> None:
     with Publisher(
         SESSION,
         rx.getsockname(),
+        unicast=True,
         heartbeat_interval=0.02,
         first_seq_num=5,
         end_of_session_duration=0.05,
@@ -287,7 +289,7 @@ def test_publisher_paced_run_with_progress_and_stop() -> None:
     rx = client()
     rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
     seen: list[int] = []
-    with Publisher(SESSION, rx.getsockname(), heartbeat_interval=None) as pub:
+    with Publisher(SESSION, rx.getsockname(), unicast=True, heartbeat_interval=None) as pub:
         result = pub.run(MESSAGES[:200], rate=20_000, progress=seen.append, end_session=False)
         assert result.messages == 200 and seen[-1] == 200
         assert not pub.core.ending
@@ -305,7 +307,9 @@ def test_publisher_paced_run_with_progress_and_stop() -> None:
 def test_publisher_with_live_faults_drops_packets() -> None:
     rx = client()
     faults = FaultInjector(drop=1.0, seed=2)
-    with Publisher(SESSION, rx.getsockname(), faults=faults, heartbeat_interval=None) as pub:
+    with Publisher(
+        SESSION, rx.getsockname(), unicast=True, faults=faults, heartbeat_interval=None
+    ) as pub:
         pub.run(MESSAGES[:50], end_session=False)
     assert faults.stats.dropped == faults.stats.seen > 0
     rx.settimeout(0.05)
@@ -366,10 +370,10 @@ def test_bench_server_quick(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_publisher_bad_options() -> None:
     with pytest.raises(ConfigError):
-        Publisher(SESSION, ("127.0.0.1", 0))
+        Publisher(SESSION, ("127.0.0.1", 0), unicast=True)
     with pytest.raises(ConfigError):
-        Publisher(SESSION, ("127.0.0.1", 9), ttl=300)
-    pub = Publisher(SESSION, ("127.0.0.1", 9))
+        Publisher(SESSION, ("239.1.1.1", 9), ttl=300)
+    pub = Publisher(SESSION, ("127.0.0.1", 9), unicast=True)
     with pytest.raises(ConfigError):
         pub.run([], rate=0)
     pub.close()
@@ -524,7 +528,7 @@ def test_run_with_batch_size_one_sends_each_message_before_taking_the_next() -> 
         echoed = rx.recv(65535)  # only arrives if "first" went out before this pull
         yield b"after " + split_blocks(echoed)[0]
 
-    with Publisher(SESSION, rx.getsockname(), heartbeat_interval=None) as pub:
+    with Publisher(SESSION, rx.getsockname(), unicast=True, heartbeat_interval=None) as pub:
         result = pub.run(source(), batch_size=1, end_session=False)
         assert result.messages == 2
         assert split_blocks(rx.recv(65535)) == [b"after first"]
@@ -535,7 +539,9 @@ def test_run_with_batch_size_one_sends_each_message_before_taking_the_next() -> 
 
 def test_wait_ended_returns_when_the_publisher_is_closed_meanwhile() -> None:
     rx = client()
-    pub = Publisher(SESSION, rx.getsockname(), heartbeat_interval=None, end_of_session_duration=30)
+    pub = Publisher(
+        SESSION, rx.getsockname(), unicast=True, heartbeat_interval=None, end_of_session_duration=30
+    )
     pub.start()
     pub.publish(b"one")
     pub.end_session(wait=False)
@@ -543,3 +549,18 @@ def test_wait_ended_returns_when_the_publisher_is_closed_meanwhile() -> None:
     assert pub.wait_ended(timeout=10) is False  # closed long before the 30 s period ended
     assert pub.wait_ended() is False  # and again, now that it is closed: no ConfigError
     rx.close()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "10.1.2.3", "255.255.255.255", "localhost", ""])
+def test_publisher_refuses_a_unicast_group_as_the_command_does(host: str) -> None:
+    """Like `publish 127.0.0.1:30001`, which says it is not a multicast group (exit 2)."""
+    with pytest.raises(ConfigError, match=re.escape(f"group {host!r} is not a multicast group")):
+        Publisher(SESSION, (host, 30001))
+    if host[:1].isdigit():
+        cli = subprocess.run(
+            [sys.executable, "-m", "moldudp64", "publish", f"{host}:30001", "--session", "S",
+             "--generate", "1"],
+            capture_output=True, check=False, timeout=60,
+        )  # fmt: skip
+        assert cli.returncode == 2
+        assert f"{host} is not a multicast group".encode() in cli.stderr

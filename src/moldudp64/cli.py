@@ -1465,6 +1465,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     publisher = Publisher(
         session,
         target,
+        unicast=not multicast,
         heartbeat_interval=0.25,
         end_of_session_duration=args.end_of_session_duration,
         rerequest_bind=("127.0.0.1", 0),

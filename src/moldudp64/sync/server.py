@@ -215,8 +215,9 @@ class RerequestServer:
 class Publisher:
     """Publishes one MoldUDP64 session to ``group`` and, optionally, serves re-requests.
 
-    ``group`` is ``(address, port)``; normally a multicast group (TTL ``ttl``, default 1;
-    ``loopback`` lets listeners on this host receive), a unicast address also works.
+    ``group`` is ``(address, port)``: a multicast group (TTL ``ttl``, default 1;
+    ``loopback`` lets listeners on this host receive), or with ``unicast=True`` any
+    address (otherwise a unicast one is a :class:`ConfigError`, as on the command line).
     ``interface_addr`` picks the outgoing interface. With ``rerequest_bind`` a
     :class:`RerequestServer` answers from ``store`` (a :class:`MemoryStore` is made when
     none is given). Timing options are those of :class:`PublisherCore`. ``faults``
@@ -236,6 +237,7 @@ class Publisher:
         interface_addr: str | None = None,
         ttl: int = 1,
         loopback: bool = True,
+        unicast: bool = False,
         first_seq_num: int = 1,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         flush_delay: float | None = 0.0,
@@ -255,6 +257,7 @@ class Publisher:
             group,
             ttl=ttl,
             serves_requests=rerequest_bind is not None,
+            unicast=unicast,
             store=store,
             first_seq_num=first_seq_num,
             max_payload=max_payload,
