@@ -177,4 +177,4 @@ def test_against_serve(multicast: None, feed: tuple[Path, list[bytes]]) -> None:
     assert client.messages == messages
     assert client.sent > 100
     assert code == 130 and "refused" not in err.splitlines()[-1], err
-    assert f"{client.sent} re-requests, {client.sent} answers" in err, err
+    assert f"{client.sent} requests, {client.sent} answers" in err, err

@@ -121,7 +121,7 @@ def test_serve_rate_limit_refusals_are_counted_and_logged(tmp_path: Path) -> Non
     code, err, answers = serve_and_flood(path, "20", 500)
     assert code == 0, err
     summary = err.splitlines()[-1]
-    assert "500 re-requests" in summary and f"{answers} answers" in summary, summary
+    assert "500 requests" in summary and f"{answers} answers" in summary, summary
     refused = 500 - answers
     assert refused > 400 and f"refused: {refused} rate_limited" in summary, summary
     warnings = [line for line in err.splitlines() if "over the rate limit" in line]

@@ -1230,11 +1230,9 @@ def _rate_limit_option(args: argparse.Namespace) -> Any:
     return RateLimit.per_source(args.rate_limit, args.max_payload)
 
 
-def _rerequest_summary(stats: Any) -> str:
+def _rerequest_summary(stats: Any, noun: str = "re-requests") -> str:
     """'N re-requests, A answers (M messages re-sent), W waited for budget[, refused: ...]'."""
-    text = (
-        f"{stats.requests} re-requests, {stats.answers} answers ({stats.messages} messages re-sent)"
-    )
+    text = f"{stats.requests} {noun}, {stats.answers} answers ({stats.messages} messages re-sent)"
     if stats.waited:
         text += f", {stats.waited} waited for budget"
     refused = ", ".join(f"{n} {why}" for why, n in sorted(stats.refused.items()) if n)
@@ -1374,7 +1372,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         store.close()
     _say(
-        f"moldudp64 serve: {'interrupted' if interrupted else 'done'}: " + _rerequest_summary(stats)
+        f"moldudp64 serve: {'interrupted' if interrupted else 'done'}: "
+        + _rerequest_summary(stats, "requests")
     )
     return EXIT_INTERRUPTED if interrupted else EXIT_OK
 

@@ -20,6 +20,7 @@ import selectors
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from types import TracebackType
 
@@ -43,10 +44,13 @@ __all__ = ["Publisher", "RerequestServer", "RunResult"]
 logger = logging.getLogger(__name__)
 
 _RECV_BATCH = 256
-#: Batches read in a row before the loop looks at its timer and its wake-up socket again.
-_MAX_BATCHES = 16
-#: A request is 20 bytes; a longer datagram is cut here and refused as bad_length anyway.
-_RECV_SIZE = 2048
+#: Known clients with their own connected socket (least recently active closed first).
+_MAX_PEERS = 256
+#: A client's own socket is closed after this many seconds without a request.
+_PEER_IDLE = 30.0
+#: A request is 20 bytes; a longer datagram is cut to 21 (still refused as bad_length):
+#: a small read buffer is a cheaper read under a flood.
+_RECV_SIZE = 21
 
 
 class RerequestServer:
@@ -80,6 +84,13 @@ class RerequestServer:
         self._lock = lock if lock is not None else threading.Lock()
         self._sock = sock if sock is not None else open_unicast_socket(bind, rcvbuf=rcvbuf)
         self._sock.setblocking(False)
+        # Lets a known client's own connected socket share the port (see _adopt_peer); a
+        # second server on the port still fails to bind, as it does not set it.
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sel: selectors.BaseSelector | None = None
+        self._peers: OrderedDict[Address, socket.socket] = OrderedDict()
+        self._peer_seen: dict[Address, float] = {}
+        self._answered: OrderedDict[Address, None] = OrderedDict()  # answered once so far
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._closed = threading.Event()
@@ -124,8 +135,8 @@ class RerequestServer:
 
     def serve_forever(self) -> None:
         """Answer requests until :meth:`close` is called."""
-        sel = selectors.DefaultSelector()
-        sel.register(self._sock, selectors.EVENT_READ, "requests")
+        sel = self._sel = selectors.DefaultSelector()
+        sel.register(self._sock, selectors.EVENT_READ, None)
         sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         core = self.core
         try:
@@ -133,23 +144,30 @@ class RerequestServer:
                 with self._lock:
                     timer = core.get_timer()
                 timeout = None if timer is None else max(0.0, timer - time.monotonic())
+                if self._peers:  # look again in a while to close idle ones
+                    timeout = _PEER_IDLE if timeout is None else min(timeout, _PEER_IDLE)
                 ready = sel.select(timeout=timeout)
-                if any(key.data == "requests" for key, _ in ready):
-                    self._drain()
-                elif timer is not None:
+                read = False
+                for key, _ in ready:  # one batch from each ready socket: a round robin
+                    if key.data != "wake":
+                        self._read_batch(key.fileobj, key.data)  # type: ignore[arg-type]
+                        read = True
+                if not read and timer is not None:
                     with self._lock:
                         answers = core.answers_due(time.monotonic())
                     self._send_all(answers)
+                self._close_idle_peers()
         finally:
+            for peer in list(self._peers):
+                self._drop_peer(peer)
             sel.close()
             self._flush_faults()
 
-    def _drain(self) -> None:
-        """Read what is waiting, a batch at a time, and answer it (the core sheds excess)."""
-        recvfrom = self._sock.recvfrom
-        handle = self.core.handle_requests
-        for _ in range(_MAX_BATCHES):
-            batch: list[tuple[bytes, Address]] = []
+    def _read_batch(self, sock: socket.socket, peer: Address | None) -> None:
+        """Read up to one batch from ``sock`` (the server's, or ``peer``'s own) and answer it."""
+        batch: list[tuple[bytes, Address]] = []
+        if peer is None:
+            recvfrom = sock.recvfrom
             for _ in range(_RECV_BATCH):
                 try:
                     data, addr = recvfrom(_RECV_SIZE)
@@ -160,11 +178,23 @@ class RerequestServer:
                     logger.debug("re-request server recvfrom: %s", exc)
                     continue
                 batch.append((data, addr))
-            with self._lock:
-                answers = handle(batch, time.monotonic())
-            self._send_all(answers)
-            if len(batch) < _RECV_BATCH:
-                return
+        else:
+            recv = sock.recv
+            for _ in range(_RECV_BATCH):
+                try:
+                    batch.append((recv(_RECV_SIZE), peer))
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:  # the peer's port is closed (ICMP): forget it
+                    logger.debug("re-request peer %s:%s: %s", peer[0], peer[1], exc)
+                    self._drop_peer(peer)
+                    break
+            if peer in self._peers:
+                self._peers.move_to_end(peer)
+                self._peer_seen[peer] = time.monotonic()
+        with self._lock:
+            answers = self.core.handle_requests(batch, time.monotonic())
+        self._send_all(answers)
 
     def _send_all(self, answers: list[tuple[bytes, Address]]) -> None:
         faults = self.faults
@@ -174,10 +204,67 @@ class RerequestServer:
             else:
                 for out, to in faults.process_to(answer, addr):
                     self._send(out, to)
+            if addr not in self._peers:
+                # The second answer adopts a client: one-off (spoofed) sources never are.
+                seen = self._answered
+                if addr in seen:
+                    del seen[addr]
+                    self._adopt_peer(addr)
+                else:
+                    seen[addr] = None
+                    if len(seen) > _MAX_PEERS * 16:
+                        seen.popitem(last=False)
+
+    def _adopt_peer(self, addr: Address) -> None:
+        """Give a client that got an answer its own connected socket on the server's port.
+
+        The kernel then queues that client's requests apart from everyone else's, so a
+        flood that overflows the server's socket costs known clients nothing.
+        """
+        sel = self._sel
+        if sel is None or self._closed.is_set():
+            return
+        if len(self._peers) >= _MAX_PEERS:
+            self._drop_peer(next(iter(self._peers)))
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(self._sock.getsockname())
+            sock.connect(addr)
+            sock.setblocking(False)
+            sel.register(sock, selectors.EVENT_READ, addr)
+        except (OSError, ValueError) as exc:  # no isolation for this one; still served
+            logger.debug("no own socket for re-request peer %s:%s: %s", addr[0], addr[1], exc)
+            sock.close()
+            return
+        self._peers[addr] = sock
+        self._peer_seen[addr] = time.monotonic()
+
+    def _drop_peer(self, addr: Address) -> None:
+        sock = self._peers.pop(addr, None)
+        self._peer_seen.pop(addr, None)
+        if sock is not None:
+            if self._sel is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    self._sel.unregister(sock)
+            sock.close()
+
+    def _close_idle_peers(self) -> None:
+        if not self._peers:
+            return
+        now = time.monotonic()
+        for addr in list(self._peers):
+            if now - self._peer_seen.get(addr, now) < _PEER_IDLE:
+                break
+            self._drop_peer(addr)
 
     def _send(self, data: bytes, addr: Address) -> None:
+        peer = self._peers.get(addr)
         try:
-            self._sock.sendto(data, addr)
+            if peer is not None:
+                peer.send(data)
+            else:
+                self._sock.sendto(data, addr)
         except OSError as exc:
             self._send_errors += 1
             logger.debug("re-request answer to %s:%s not sent: %s", addr[0], addr[1], exc)
