@@ -1616,7 +1616,10 @@ examples:
       --request-port 30002 --drop 0.05 --duplicate 0.01 --reorder 0.02 --seed 7
 
 Sends the messages, answers re-requests on --request-port throughout (default: the
-feed port + 1), then sends end of session for --end-of-session-duration seconds.
+feed port + 1), then sends end of session for --end-of-session-duration seconds. The
+whole --input is checked first: a capture, or a message longer than --max-payload allows,
+is refused (exit 2) before any packet goes out. Re-requests over --rate-limit wait for
+budget (up to 0.5 s), then are refused; the summary counts them by reason.
 """
 
 EPILOG_SERVE = """\
@@ -1626,7 +1629,8 @@ examples:
       --bind 10.0.0.5 --duration 3600
 
 Answers MoldUDP64 re-requests from a recorded BinaryFILE (message n is sequence n)
-until Ctrl-C or --duration.
+until Ctrl-C or --duration. Requests over --rate-limit (per source host) wait for budget
+(up to 0.5 s), then are refused: counted in the summary, logged once per source per 10 s.
 """
 
 EPILOG_DEMO = """\
