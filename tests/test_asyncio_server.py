@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from moldudp64.asyncio.server import AsyncPublisher, AsyncRerequestServer
-from moldudp64.exceptions import ConfigError
+from moldudp64.exceptions import ConfigError, MessageTooLarge
 from moldudp64.faults import FaultInjector
 from moldudp64.net import open_multicast_receiver
 from moldudp64.rerequest import RateLimit
@@ -255,3 +255,24 @@ def test_async_publisher_stop_and_errors() -> None:
         AsyncPublisher(SESSION, ("127.0.0.1", 0), unicast=True)
     with pytest.raises(ConfigError, match=r"'127\.0\.0\.1' is not a multicast group"):
         AsyncPublisher(SESSION, ("127.0.0.1", 30001))
+
+
+def test_async_run_that_fails_still_ends_the_session() -> None:
+    async def main() -> None:
+        transport, rx = await open_client()
+        dest = transport.get_extra_info("sockname")
+        async with AsyncPublisher(
+            SESSION, (dest[0], dest[1]), unicast=True, heartbeat_interval=None,
+            end_of_session_duration=0.05, end_of_session_interval=0.05,
+        ) as pub:  # fmt: skip
+            with pytest.raises(MessageTooLarge):
+                await pub.run([b"a" * 10] * 3 + [b"B" * 3000], batch_size=1)
+            assert pub.ended
+        got: list[bytes] = []
+        while (packet := Packet.parse(await rx.recv())).packet_kind is PacketKind.STANDARD:
+            got.extend(bytes(m) for m in packet)
+        assert got == [b"a" * 10] * 3
+        assert (packet.packet_kind, packet.seq_num) == (PacketKind.END_OF_SESSION, 4)
+        transport.close()
+
+    asyncio.run(main())

@@ -24,7 +24,7 @@ from pathlib import Path
 import dpkt
 import pytest
 
-from moldudp64.exceptions import ConfigError, SocketError
+from moldudp64.exceptions import ConfigError, MessageTooLarge, SocketError
 from moldudp64.faults import FaultInjector
 from moldudp64.net import open_multicast_receiver
 from moldudp64.rerequest import RateLimit
@@ -564,3 +564,23 @@ def test_publisher_refuses_a_unicast_group_as_the_command_does(host: str) -> Non
         )  # fmt: skip
         assert cli.returncode == 2
         assert f"{host} is not a multicast group".encode() in cli.stderr
+
+
+def test_a_run_that_fails_still_ends_the_session() -> None:
+    """A message too large for the payload midway: the error is raised, and the messages
+    before it and an end of session went out first, so no listener is left waiting."""
+    rx = client()
+    messages = [b"a" * 10] * 3 + [b"B" * 3000]
+    with Publisher(
+        SESSION, rx.getsockname(), unicast=True, heartbeat_interval=None,
+        end_of_session_duration=0.05, end_of_session_interval=0.05,
+    ) as pub:  # fmt: skip
+        with pytest.raises(MessageTooLarge):
+            pub.run(iter(messages), batch_size=1)
+        assert pub.ended
+    got: list[bytes] = []
+    while (packet := Packet.parse(rx.recv(65535))).packet_kind is PacketKind.STANDARD:
+        got.extend(bytes(m) for m in packet)
+    assert got == messages[:3]
+    assert (packet.packet_kind, packet.seq_num) == (PacketKind.END_OF_SESSION, 4)
+    rx.close()

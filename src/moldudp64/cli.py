@@ -1304,11 +1304,6 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
             try:
                 result = publisher.run(messages, rate=args.rate or None, progress=progress)
-            except MoldUDP64Error:
-                # Whatever stopped the run, the session still ends properly for listeners.
-                status.clear()
-                publisher.end_session(wait=True)
-                raise
             except KeyboardInterrupt:
                 publisher.stop()
                 status.clear()

@@ -574,8 +574,9 @@ class AsyncPublisher:
     ) -> RunResult:
         """Publish every message, paced at ``rate`` messages a second if given.
 
-        Like :meth:`moldudp64.sync.server.Publisher.run`; yields to the loop between
-        batches so re-requests are answered while it runs.
+        Like :meth:`moldudp64.sync.server.Publisher.run` (the session is ended also when
+        publishing fails); yields to the loop between batches so re-requests are answered
+        while it runs.
         """
         if rate is not None and (isinstance(rate, bool) or not rate > 0):
             raise ConfigError(f"rate {rate!r} must be a number of messages per second > 0")
@@ -601,28 +602,35 @@ class AsyncPublisher:
             else:
                 await asyncio.sleep(0)
 
-        async for message in _aiter(messages):
-            if self._stop:
-                break
-            batch.append(message)
-            if rate is None:
-                if len(batch) >= batch_size:
-                    await publish_batch()
-            else:
-                due = t0 + (count + len(batch)) / rate
-                now = loop.time()
-                if due > now or len(batch) >= batch_size:
-                    await publish_batch()
-                    if due > now:
-                        await asyncio.sleep(due - now)
-            if progress is not None and count and loop.time() >= next_progress:
-                progress(count)
-                next_progress = loop.time() + progress_interval
-        if batch and not self._stop:
-            await publish_batch()
-        stopped = self._stop
-        if not stopped and not self._closed:
-            self.flush()
+        try:
+            async for message in _aiter(messages):
+                if self._stop:
+                    break
+                batch.append(message)
+                if rate is None:
+                    if len(batch) >= batch_size:
+                        await publish_batch()
+                else:
+                    due = t0 + (count + len(batch)) / rate
+                    now = loop.time()
+                    if due > now or len(batch) >= batch_size:
+                        await publish_batch()
+                        if due > now:
+                            await asyncio.sleep(due - now)
+                if progress is not None and count and loop.time() >= next_progress:
+                    progress(count)
+                    next_progress = loop.time() + progress_interval
+            if batch and not self._stop:
+                await publish_batch()
+            stopped = self._stop
+            if not stopped and not self._closed:
+                self.flush()
+        except Exception:
+            # A message too large, a source that fails: still end the session properly.
+            if end_session and not self._closed:
+                with contextlib.suppress(Exception):
+                    await self.end_session(wait=True)
+            raise
         if progress is not None:
             progress(count)
         if end_session and not stopped and not self._closed:

@@ -557,6 +557,8 @@ class Publisher:
         Unpaced, messages are taken ``batch_size`` at a time and packed together (fast for
         files and lists); for a source that produces slowly (a pipe), pass
         ``batch_size=1`` or call :meth:`publish` per message so nothing waits for a batch.
+        When publishing fails (a message too large, an error from ``messages``), the session
+        is still ended, with ``end_session``, before the error is raised.
         """
         if rate is not None and (isinstance(rate, bool) or not rate > 0):
             raise ConfigError(f"rate {rate!r} must be a number of messages per second > 0")
@@ -569,38 +571,45 @@ class Publisher:
         count = 0
         batch: list[Buffer] = []
         stop = self._stop
-        for message in messages:
-            if stop.is_set():
-                break
-            batch.append(message)
-            if rate is None:
-                if len(batch) >= batch_size:
-                    if not self._publish_batch(batch):
-                        break
-                    count += len(batch)
-                    batch = []
-            else:
-                # The next message is due at t0 + count/rate: publish what is due together.
-                due = t0 + (count + len(batch)) / rate
-                now = time.monotonic()
-                if due > now or len(batch) >= batch_size:
-                    if not self._publish_batch(batch):
-                        break
-                    count += len(batch)
-                    batch = []
-                    if due > now and stop.wait(due - now):
-                        break
-            if progress is not None and count and time.monotonic() >= next_progress:
-                progress(count)
-                next_progress = time.monotonic() + progress_interval
-        if batch and not stop.is_set() and self._publish_batch(batch):
-            count += len(batch)
-        stopped = stop.is_set()
-        if not stopped:
-            with self._lock:
-                if not self._closed:
-                    self.core.flush(time.monotonic())
-                    self._send_due()
+        try:
+            for message in messages:
+                if stop.is_set():
+                    break
+                batch.append(message)
+                if rate is None:
+                    if len(batch) >= batch_size:
+                        if not self._publish_batch(batch):
+                            break
+                        count += len(batch)
+                        batch = []
+                else:
+                    # The next message is due at t0 + count/rate: publish what is due together.
+                    due = t0 + (count + len(batch)) / rate
+                    now = time.monotonic()
+                    if due > now or len(batch) >= batch_size:
+                        if not self._publish_batch(batch):
+                            break
+                        count += len(batch)
+                        batch = []
+                        if due > now and stop.wait(due - now):
+                            break
+                if progress is not None and count and time.monotonic() >= next_progress:
+                    progress(count)
+                    next_progress = time.monotonic() + progress_interval
+            if batch and not stop.is_set() and self._publish_batch(batch):
+                count += len(batch)
+            stopped = stop.is_set()
+            if not stopped:
+                with self._lock:
+                    if not self._closed:
+                        self.core.flush(time.monotonic())
+                        self._send_due()
+        except Exception:
+            # A message too large, a source that fails: still end the session properly.
+            if end_session:
+                with contextlib.suppress(Exception):
+                    self.end_session(wait=True)
+            raise
         if progress is not None:
             progress(count)
         if end_session and not stopped:
