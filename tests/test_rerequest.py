@@ -406,3 +406,75 @@ def test_every_answer_is_within_max_payload_or_one_message_alone(
     if len(answer) - 20 > max_payload:  # the documented exception: one message, alone
         assert len(blocks) == 1 and 2 + sizes[seq - 1] > max_payload
     assert blocks[0] == bytes([(seq - 1) % 256]) * sizes[seq - 1]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    events=st.lists(
+        st.tuples(
+            st.integers(0, 5),  # host
+            st.floats(0, 0.05),  # time step
+            st.integers(1, 2000),  # first sequence number asked
+            st.booleans(),  # a batch (the servers' path) or one at a time
+        ),
+        max_size=300,
+    ),
+    rps=st.sampled_from([5.0, 50.0, 2000.0]),
+    bps=st.sampled_from([2_000.0, 50_000.0, 4e6]),
+)
+def test_every_request_is_answered_refused_or_waiting_and_no_host_beats_its_budget(
+    events: list[tuple[int, float, int, bool]], rps: float, bps: float
+) -> None:
+    limit = RateLimit(requests_per_second=rps, bytes_per_second=bps, max_sources=3, max_waiting=4)
+    server = make_server(rate_limit=limit)
+    now = 0.0
+    sent: dict[str, int] = {}
+    answers: list[tuple[bytes, tuple[str, int]]] = []
+    for host, step, seq, batched in events:
+        now += step
+        addr = (f"10.0.0.{host}", 1)
+        if batched:
+            answers += server.handle_requests([(request(seq, 500), addr)] * 3, now)
+        else:
+            answer = server.handle_request(request(seq, 500), addr, now)
+            answers += [(answer, addr)] if answer is not None else []
+            answers += server.answers_due(now)
+        stats = server.stats
+        assert stats.requests == stats.answers + stats.refused_total + stats.waiting
+        assert stats.waiting <= 6 * 4 and stats.sources <= 3
+    answers += server.answers_due(now + 1.0)  # what waited comes out, or is refused
+    stats = server.stats
+    assert stats.waiting == 0 and server.get_timer() is None
+    assert (
+        stats.requests
+        == stats.answers + stats.refused_total
+        == stats.answers + sum(stats.refused.values())
+    )
+    for answer, (host, _) in answers:
+        sent[host] = sent.get(host, 0) + len(answer)
+    seconds = now + 1.0
+    for host, nbytes in sent.items():  # a shared overflow bucket only lowers this
+        assert nbytes <= bps * (seconds + limit.burst_seconds) + 1472, host
+
+
+def test_leaving_the_overflow_bucket_for_a_fresh_one_gains_nothing() -> None:
+    """A host served from the shared overflow bucket (table full of busy sources), then
+    given its own bucket when one frees up, gets no second burst."""
+    limit = RateLimit(requests_per_second=10, bytes_per_second=1e9, max_sources=2)
+    server = big_server(rate_limit=limit)
+    answered = 0
+    own_from = None
+    for t in range(600):  # B asks until 2 s, C throughout, A from 2 s: 100 a second each
+        now = t * 0.01
+        batch = [(request(1, 1), ("10.0.0.3", 1))]
+        if now < 2.0:
+            batch.append((request(1, 1), ("10.0.0.2", 1)))
+        else:
+            batch.append((request(1, 1), ("10.0.0.1", 1)))
+        answers = server.handle_requests(batch, now)
+        answered += sum(addr[0] == "10.0.0.1" for _, addr in answers)
+        if own_from is None and "10.0.0.1" in server._sources:
+            own_from = now
+    answered += sum(addr[0] == "10.0.0.1" for _, addr in server.answers_due(7.0))
+    assert own_from is not None and own_from > 2.5  # first the overflow, then its own
+    assert answered <= 10 * (4.0 + 1.0) + 1  # one burst and the rate, not two bursts

@@ -44,8 +44,9 @@ refusal for rate is counted, and logged as a warning once per source per
 The table of sources is bounded (``max_sources``). A source's bucket is forgotten only
 once it has refilled to a full burst (forgetting it then gives nothing away); while the
 table is full of busy sources, new ones share one overflow bucket with the budget of a
-single source. So neither a new source nor one pushed out of the table by a flood of
-others ever gets more than its budget, and the total stays within the global cap.
+single source, and a bucket made later starts with no more than the overflow bucket
+holds. So neither a new source nor one pushed out of the table by a flood of others ever
+gets more than its budget, and the total stays within the global cap.
 """
 
 from __future__ import annotations
@@ -393,6 +394,13 @@ class RerequestServerCore:
                 return overflow, False
             del sources[oldest_host]
         bucket = _Bucket(limit.requests_per_second * burst, limit.bytes_per_second * burst, now)
+        overflow = self._overflow
+        if overflow is not None:
+            # It may have spent from the overflow bucket while the table was full: it
+            # starts with no more than that holds, so moving out of it gains nothing.
+            overflow.refill(now, limit)
+            bucket.requests = min(bucket.requests, overflow.requests)
+            bucket.bytes = min(bucket.bytes, overflow.bytes)
         sources[host] = bucket
         return bucket, True
 
