@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -124,3 +125,26 @@ def test_asyncio_server_gives_known_clients_their_own_socket() -> None:
         assert open_fds() == fds
 
     asyncio.run(main())
+
+
+def test_many_sources_asking_twice_make_few_sockets() -> None:
+    """Sources answered twice get their own socket at most 64 a second: a crowd of
+    (spoofed) sources cannot make the server churn sockets."""
+    with RerequestServer(SESSION, store()) as srv:
+        fds = open_fds()
+        clients = []
+        for i in range(200):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind((f"127.0.{1 + i // 200}.{20 + i % 200}", 0))
+            sock.settimeout(5)
+            clients.append(sock)
+        started = time.monotonic()
+        for sock in clients:
+            for seq in (1, 2):
+                assert ask(sock, srv.address, seq).seq_num == seq
+        elapsed = time.monotonic() - started
+        assert srv.stats.answers == 400
+        made = open_fds() - fds - len(clients)
+        assert 1 <= made <= 64 * elapsed + 1
+        for sock in clients:
+            sock.close()

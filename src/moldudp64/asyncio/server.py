@@ -53,6 +53,8 @@ _RECV_SIZE = 21
 _MAX_PEERS = 256
 #: A client's own socket is closed after this many seconds without a request.
 _PEER_IDLE = 30.0
+#: At most this many clients get their own socket a second (socket churn costs CPU).
+_PEER_ADOPT_RATE = 64.0
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -114,6 +116,7 @@ class AsyncRerequestServer:
         self._peers: OrderedDict[Address, socket.socket] = OrderedDict()
         self._peer_seen: dict[Address, float] = {}
         self._answered: OrderedDict[Address, None] = OrderedDict()  # answered once so far
+        self._last_adopt = -1e9
 
     @classmethod
     async def create(
@@ -250,6 +253,10 @@ class AsyncRerequestServer:
         loop, main = self._loop, self._sock
         if loop is None or main is None or self._closed:
             return
+        now = loop.time()
+        if now - self._last_adopt < 1.0 / _PEER_ADOPT_RATE:
+            return  # a later answer adopts it
+        self._last_adopt = now
         if len(self._peers) >= _MAX_PEERS:
             self._drop_peer(next(iter(self._peers)))
         else:

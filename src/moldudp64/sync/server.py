@@ -48,6 +48,8 @@ _RECV_BATCH = 256
 _MAX_PEERS = 256
 #: A client's own socket is closed after this many seconds without a request.
 _PEER_IDLE = 30.0
+#: At most this many clients get their own socket a second (socket churn costs CPU).
+_PEER_ADOPT_RATE = 64.0
 #: A request is 20 bytes; a longer datagram is cut to 21 (still refused as bad_length):
 #: a small read buffer is a cheaper read under a flood.
 _RECV_SIZE = 21
@@ -91,6 +93,7 @@ class RerequestServer:
         self._peers: OrderedDict[Address, socket.socket] = OrderedDict()
         self._peer_seen: dict[Address, float] = {}
         self._answered: OrderedDict[Address, None] = OrderedDict()  # answered once so far
+        self._last_adopt = -1e9
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._closed = threading.Event()
@@ -224,6 +227,10 @@ class RerequestServer:
         sel = self._sel
         if sel is None or self._closed.is_set():
             return
+        now = time.monotonic()
+        if now - self._last_adopt < 1.0 / _PEER_ADOPT_RATE:
+            return  # a later answer adopts it
+        self._last_adopt = now
         if len(self._peers) >= _MAX_PEERS:
             self._drop_peer(next(iter(self._peers)))
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
