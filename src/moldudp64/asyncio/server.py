@@ -53,7 +53,8 @@ _RECV_SIZE = 21
 _MAX_PEERS = 256
 #: A client's own socket is closed after this many seconds without a request.
 _PEER_IDLE = 30.0
-#: At most this many clients get their own socket a second (socket churn costs CPU).
+#: At most this many clients get their own socket a second, after a burst of as many
+#: (socket churn costs CPU).
 _PEER_ADOPT_RATE = 64.0
 
 
@@ -116,7 +117,8 @@ class AsyncRerequestServer:
         self._peers: OrderedDict[Address, socket.socket] = OrderedDict()
         self._peer_seen: dict[Address, float] = {}
         self._answered: OrderedDict[Address, None] = OrderedDict()  # answered once so far
-        self._last_adopt = -1e9
+        self._last_adopt = 0.0
+        self._adopt_tokens = _PEER_ADOPT_RATE  # a burst of a second's worth, then the rate
 
     @classmethod
     async def create(
@@ -254,9 +256,14 @@ class AsyncRerequestServer:
         if loop is None or main is None or self._closed:
             return
         now = loop.time()
-        if now - self._last_adopt < 1.0 / _PEER_ADOPT_RATE:
-            return  # a later answer adopts it
+        tokens = min(
+            _PEER_ADOPT_RATE, self._adopt_tokens + (now - self._last_adopt) * _PEER_ADOPT_RATE
+        )
         self._last_adopt = now
+        if tokens < 1.0:
+            self._adopt_tokens = tokens
+            return  # a later answer adopts it
+        self._adopt_tokens = tokens - 1.0
         if len(self._peers) >= _MAX_PEERS:
             self._drop_peer(next(iter(self._peers)))
         else:

@@ -48,7 +48,8 @@ _RECV_BATCH = 256
 _MAX_PEERS = 256
 #: A client's own socket is closed after this many seconds without a request.
 _PEER_IDLE = 30.0
-#: At most this many clients get their own socket a second (socket churn costs CPU).
+#: At most this many clients get their own socket a second, after a burst of as many
+#: (socket churn costs CPU).
 _PEER_ADOPT_RATE = 64.0
 #: A request is 20 bytes; a longer datagram is cut to 21 (still refused as bad_length):
 #: a small read buffer is a cheaper read under a flood.
@@ -93,7 +94,8 @@ class RerequestServer:
         self._peers: OrderedDict[Address, socket.socket] = OrderedDict()
         self._peer_seen: dict[Address, float] = {}
         self._answered: OrderedDict[Address, None] = OrderedDict()  # answered once so far
-        self._last_adopt = -1e9
+        self._last_adopt = 0.0
+        self._adopt_tokens = _PEER_ADOPT_RATE  # a burst of a second's worth, then the rate
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._closed = threading.Event()
@@ -228,9 +230,14 @@ class RerequestServer:
         if sel is None or self._closed.is_set():
             return
         now = time.monotonic()
-        if now - self._last_adopt < 1.0 / _PEER_ADOPT_RATE:
-            return  # a later answer adopts it
+        tokens = min(
+            _PEER_ADOPT_RATE, self._adopt_tokens + (now - self._last_adopt) * _PEER_ADOPT_RATE
+        )
         self._last_adopt = now
+        if tokens < 1.0:
+            self._adopt_tokens = tokens
+            return  # a later answer adopts it
+        self._adopt_tokens = tokens - 1.0
         if len(self._peers) >= _MAX_PEERS:
             self._drop_peer(next(iter(self._peers)))
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
