@@ -128,8 +128,10 @@ def test_asyncio_server_gives_known_clients_their_own_socket() -> None:
 
 
 def test_many_sources_asking_twice_make_few_sockets() -> None:
-    """Sources answered twice get their own socket at most 64 a second: a crowd of
-    (spoofed) sources cannot make the server churn sockets."""
+    """Sources answered twice get their own socket at most 64 a second (after a burst of
+    64): a crowd of sources cannot make the server churn sockets. Each client asks right
+    after its answer, racing the server's bind() and connect() of the previous client's
+    socket: a request that lands there meanwhile is still answered to its sender."""
     with RerequestServer(SESSION, store()) as srv:
         fds = open_fds()
         clients = []
@@ -145,6 +147,6 @@ def test_many_sources_asking_twice_make_few_sockets() -> None:
         elapsed = time.monotonic() - started
         assert srv.stats.answers == 400
         made = open_fds() - fds - len(clients)
-        assert 1 <= made <= 64 * elapsed + 1
+        assert 64 <= made <= 64 + 64 * elapsed + 1  # a burst of 64, then 64 a second
         for sock in clients:
             sock.close()

@@ -216,10 +216,13 @@ class AsyncRerequestServer:
         if sock is None or self._closed:
             return
         batch: list[tuple[bytes, Address]] = []
-        recv = sock.recv
+        # recvfrom, not recv: a datagram from anyone may have landed here between the
+        # socket's bind() and its connect(); it is answered as from whoever sent it.
+        recvfrom = sock.recvfrom
         for _ in range(_RECV_BATCH):
             try:
-                batch.append((recv(_RECV_SIZE), peer))
+                data, source = recvfrom(_RECV_SIZE)
+                batch.append((data, (str(source[0]), int(source[1]))))
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:  # the peer's port is closed (ICMP): forget it

@@ -184,10 +184,12 @@ class RerequestServer:
                     continue
                 batch.append((data, addr))
         else:
-            recv = sock.recv
+            # recvfrom, not recv: a datagram from anyone may have landed here between the
+            # socket's bind() and its connect(); it is answered as from whoever sent it.
+            recvfrom = sock.recvfrom
             for _ in range(_RECV_BATCH):
                 try:
-                    batch.append((recv(_RECV_SIZE), peer))
+                    batch.append(recvfrom(_RECV_SIZE))
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as exc:  # the peer's port is closed (ICMP): forget it
