@@ -478,3 +478,14 @@ def test_leaving_the_overflow_bucket_for_a_fresh_one_gains_nothing() -> None:
     answered += sum(addr[0] == "10.0.0.1" for _, addr in server.answers_due(7.0))
     assert own_from is not None and own_from > 2.5  # first the overflow, then its own
     assert answered <= 10 * (4.0 + 1.0) + 1  # one burst and the rate, not two bursts
+
+
+def test_a_message_too_large_for_any_datagram_is_refused() -> None:
+    store = MemoryStore()
+    store.append(b"x" * 65_485)  # 20 + 2 + 65,485 = 65,507: the UDP limit, sent alone
+    store.append(b"y" * 65_486)  # one byte more: no datagram can hold it
+    server = RerequestServerCore(SESSION, store, rate_limit=None)
+    answer = server.handle_request(request(1, 2), CLIENT, 0.0)
+    assert answer is not None and len(answer) == 65_507
+    assert server.handle_request(request(2, 1), CLIENT, 0.0) is None
+    assert refused(server) == {"too_large": 1}
