@@ -67,6 +67,7 @@ def publisher_main(
             SESSION,
             feed,
             interface_addr="127.0.0.1" if feed[0].startswith("239.") else None,
+            unicast=not feed[0].startswith("239."),
             flush_delay=0.0,
             # one message a live packet, published a tick's worth at a time: packing and
             # sending stay cheap enough (about 7 us a packet) to leave the client a core

@@ -1,6 +1,7 @@
 """Server-side throughput: publishing, re-request answers, and a BinaryFILE store's footprint.
 
     python benchmarks/bench_server.py [--quick] [--messages N] [--store-messages N]
+                                      [--fairness-seconds S]
 
 Parts, all over ITCH-sized messages (19 to 44 bytes) in 1452-byte packets:
 
@@ -14,25 +15,31 @@ Parts, all over ITCH-sized messages (19 to 44 bytes) in 1452-byte packets:
   answering a client that keeps 32 requests in flight over 127.0.0.1 (rate limit off: the
   default limit holds one source to 2,000 requests a second);
 - BinaryFILE store: index build time and peak RSS of a child process that opens an
-  N-message file and answers requests spread over it.
+  N-message file and answers requests spread over it;
+- fairness: a client asking 100 requests/s from 127.0.0.10 while 8 hosts (127.0.0.2..9,
+  one process sending as fast as it can) flood a server with the default rate limit:
+  the share of the client's requests answered (issue 11: >= 90%).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import platform
 import random
 import resource
+import select
 import socket
 import struct
 import tempfile
 import time
 
 from moldudp64.asyncio.server import AsyncPublisher, AsyncRerequestServer
+from moldudp64.bench import Result
 from moldudp64.binaryfile import BinaryFileWriter
 from moldudp64.publisher import PublisherCore
 from moldudp64.rerequest import RerequestServerCore
@@ -68,7 +75,7 @@ def publish_loopback(messages: list[bytes]) -> tuple[float, float]:
     """(messages/s, packets/s) through the blocking Publisher to a socket on 127.0.0.1."""
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
-    with Publisher(SESSION, sink.getsockname(), heartbeat_interval=None) as pub:
+    with Publisher(SESSION, sink.getsockname(), unicast=True, heartbeat_interval=None) as pub:
         result = pub.run(messages, end_session=False)
     sink.close()
     return result.messages / result.seconds, result.stats.packets / result.seconds
@@ -80,7 +87,9 @@ def publish_asyncio(messages: list[bytes]) -> tuple[float, float]:
     async def go() -> tuple[float, float]:
         sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sink.bind(("127.0.0.1", 0))
-        async with AsyncPublisher(SESSION, sink.getsockname(), heartbeat_interval=None) as pub:
+        async with AsyncPublisher(
+            SESSION, sink.getsockname(), unicast=True, heartbeat_interval=None
+        ) as pub:
             result = await pub.run(messages, end_session=False)
         sink.close()
         return result.messages / result.seconds, result.stats.packets / result.seconds
@@ -173,6 +182,136 @@ def answers_loopback(total: int, requests: list[bytes], use_asyncio: bool = Fals
     return received / elapsed
 
 
+def _flood_main(port: int, seconds: float, conn: multiprocessing.connection.Connection) -> None:
+    """Send requests from 127.0.0.2..9 as fast as one process can for ``seconds``."""
+    socks = []
+    for i in range(2, 10):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((f"127.0.0.{i}", 0))
+        s.setblocking(False)
+        socks.append(s)
+    raw = SESSION.encode()
+    reqs = [struct.pack(">10sQH", raw, 1 + i * 100, 1000) for i in range(64)]
+    server = ("127.0.0.1", port)
+    sent = 0
+    conn.send("ready")
+    conn.recv()
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        for i in range(256):
+            try:
+                socks[i & 7].sendto(reqs[i & 63], server)
+                sent += 1
+            except (BlockingIOError, OSError):
+                pass
+    conn.send(sent)
+    for s in socks:
+        s.close()
+
+
+def _fair_server_main(
+    total: int, use_asyncio: bool, conn: multiprocessing.connection.Connection
+) -> None:
+    logging.getLogger("moldudp64.rerequest").setLevel(logging.ERROR)  # one line per flooder
+    store = MemoryStore(max_bytes=None)
+    store.extend(make_messages(total))
+    if use_asyncio:
+
+        async def go() -> None:
+            server = await AsyncRerequestServer.create(SESSION, store)
+            conn.send(server.address[1])
+            await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+            conn.send(server.stats)
+            server.close()
+
+        asyncio.run(go())
+        return
+    server = RerequestServer(SESSION, store, ("127.0.0.1", 0)).start()
+    conn.send(server.address[1])
+    conn.recv()
+    conn.send(server.stats)
+    server.close()
+
+
+def fairness(
+    seconds: float = 3.0, client_rate: float = 100.0, use_asyncio: bool = False
+) -> dict[str, float]:
+    """A client at ``client_rate`` requests/s from 127.0.0.10 while 8 hosts (127.0.0.2..9,
+    one process) flood a default-configured server in a child process: the share of the
+    client's requests answered, and the flood's rate."""
+    ctx = multiprocessing.get_context("fork")
+    srv_parent, srv_child = ctx.Pipe()
+    server_proc = ctx.Process(
+        target=_fair_server_main, args=(100_000, use_asyncio, srv_child), daemon=True
+    )
+    server_proc.start()
+    port = srv_parent.recv()
+    flood_parent, flood_child = ctx.Pipe()
+    flood_proc = ctx.Process(target=_flood_main, args=(port, seconds, flood_child), daemon=True)
+    flood_proc.start()
+    assert flood_parent.recv() == "ready"
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.10", 0))
+    sock.setblocking(False)
+    raw = SESSION.encode()
+    flood_parent.send("go")
+    start = time.perf_counter()
+    asked = answered = 0
+    while time.perf_counter() - start < seconds:
+        sock.sendto(struct.pack(">10sQH", raw, 5 + asked, 10), ("127.0.0.1", port))
+        asked += 1
+        due = start + asked / client_rate
+        while (left := due - time.perf_counter()) > 0:
+            ready = select.select([sock], [], [], left)[0]
+            if ready:
+                try:
+                    sock.recv(65535)
+                    answered += 1
+                except BlockingIOError:
+                    pass
+    end = time.perf_counter() + 1.0  # the stragglers (waiting for budget: up to 0.5 s)
+    while (left := end - time.perf_counter()) > 0 and answered < asked:
+        if select.select([sock], [], [], left)[0]:
+            sock.recv(65535)
+            answered += 1
+    flood_sent = flood_parent.recv()
+    srv_parent.send("stop")
+    stats = srv_parent.recv()
+    flood_proc.join(5)
+    server_proc.join(5)
+    sock.close()
+    return {
+        "share": answered / asked,
+        "asked": asked,
+        "answered": answered,
+        "flood_per_s": flood_sent / seconds,
+        "server_requests_per_s": stats.requests / seconds,
+        "refused_rate_limited": stats.refused["rate_limited"],
+    }
+
+
+def fairness_rows(seconds: float) -> list[Result]:
+    """Benchmark-table rows: the client's share of answers under the flood, per server."""
+    rows = []
+    for use_asyncio in (False, True):
+        got = fairness(seconds, use_asyncio=use_asyncio)
+        rows.append(
+            Result(
+                f"re-request fairness, {'asyncio' if use_asyncio else 'blocking'} server",
+                round(100 * got["share"], 1),
+                "% answered",
+                target=">= 90% for a client at 100 requests/s while 8 hosts flood",
+                met=got["share"] >= 0.9,
+                notes={
+                    "answered": f"{got['answered']:.0f}/{got['asked']:.0f}",
+                    "flood_per_s": round(got["flood_per_s"]),
+                    "server_read_per_s": round(got["server_requests_per_s"]),
+                },
+            )
+        )
+    return rows
+
+
 def peak_rss_kib() -> int:
     """This process's peak RSS (VmHWM: unlike ru_maxrss, not inherited across fork+exec)."""
     try:
@@ -230,6 +369,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument(
         "--store-messages", type=int, default=None, help="messages in the BinaryFILE (0: skip)"
     )
+    parser.add_argument(
+        "--fairness-seconds", type=float, default=None, help="flood length (0: skip)"
+    )
     args = parser.parse_args(argv)
     count = args.messages or (20_000 if args.quick else 2_000_000)
     nreq = args.requests or (2_000 if args.quick else 200_000)
@@ -264,6 +406,20 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "publish_asyncio_packets_per_s": aio_pkts,
         "answers_asyncio_per_s": ans_aio,
     }
+    flood_seconds = (
+        args.fairness_seconds if args.fairness_seconds is not None else
+        (0.5 if args.quick else 3.0)
+    )  # fmt: skip
+    if flood_seconds:
+        for use_asyncio in (False, True):
+            got = fairness(flood_seconds, use_asyncio=use_asyncio)
+            kind = "asyncio" if use_asyncio else "blocking"
+            print(
+                f"fairness, {kind + ':':9}     {100 * got['share']:5.1f}% of a 100/s client's "
+                f"requests answered while 8 hosts flood {got['flood_per_s']:,.0f} requests/s "
+                f"(server read {got['server_requests_per_s']:,.0f}/s)"
+            )
+            out[f"fairness_{kind}_share"] = got["share"]
     if store_count:
         with tempfile.TemporaryDirectory() as tmp:
             built, served, rss, entries, mib = binaryfile_store(store_count, tmp)

@@ -6,7 +6,8 @@ Parts (issue 7): core throughput; high-level blocking and asyncio API; live mult
 full blast against a C recvmmsg() loop (needs root for a private network namespace and a
 C compiler); ``moldudp64 inspect`` on a generated 1,000,000-packet pcap against tshark;
 peak memory, including a 10,000,000-message BinaryFILE through ``serve`` and ``inspect``;
-gap-fill latency. Parts whose needs are missing are skipped with the reason.
+gap-fill latency; re-request fairness under a flood (issue 11). Parts whose needs are
+missing are skipped with the reason.
 """
 
 from __future__ import annotations
@@ -156,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
                 skipped.append(f"live: {built}")
             else:
                 results.extend(bench_live(max(1000, int(300_000 * scale)), *built, tmp))
+        if "fairness" not in skip:
+            import bench_server  # beside this file
+
+            results.extend(bench_server.fairness_rows(0.5 if args.quick else 3.0))
         if "latency" not in skip:
             import bench_latency  # beside this file
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from moldudp64.asyncio.server import AsyncPublisher, AsyncRerequestServer
-from moldudp64.exceptions import ConfigError
+from moldudp64.exceptions import ConfigError, MessageTooLarge
 from moldudp64.faults import FaultInjector
 from moldudp64.net import open_multicast_receiver
 from moldudp64.rerequest import RateLimit
@@ -126,6 +126,10 @@ def test_async_rate_limit_under_flood_with_second_source_served() -> None:
             await asyncio.sleep(0.05)
             answered = flooder.queue.qsize()
             assert 10 <= answered <= 10 + 10 * (elapsed + 0.05) + 1
+            # the few that wait for budget come out of the server's timer within 0.5 s
+            await asyncio.sleep(0.6)
+            assert srv.stats.waited >= 1 and srv.stats.waiting == 0
+            assert flooder.queue.qsize() == srv.stats.answers
             other_t, other = await open_client("127.0.0.2")
             other_t.sendto(request(3, 2), srv.address)
             assert split_blocks(await other.recv()) == MESSAGES[2:4]
@@ -203,7 +207,11 @@ def test_async_publisher_heartbeats_from_call_at() -> None:
         transport, client = await open_client()
         dest = transport.get_extra_info("sockname")
         async with AsyncPublisher(
-            SESSION, (dest[0], dest[1]), heartbeat_interval=0.02, end_of_session_duration=0.0
+            SESSION,
+            (dest[0], dest[1]),
+            unicast=True,
+            heartbeat_interval=0.02,
+            end_of_session_duration=0.0,
         ) as pub:
             assert pub.publish(b"one") == 1
             assert split_blocks(await client.recv()) == [b"one"]
@@ -223,7 +231,7 @@ def test_async_publisher_stop_and_errors() -> None:
     async def main() -> None:
         transport, _client = await open_client()
         dest = transport.get_extra_info("sockname")
-        pub = AsyncPublisher(SESSION, (dest[0], dest[1]), heartbeat_interval=None)
+        pub = AsyncPublisher(SESSION, (dest[0], dest[1]), unicast=True, heartbeat_interval=None)
         with pytest.raises(ConfigError):
             pub.publish(b"too early")
         await pub.start()
@@ -244,4 +252,27 @@ def test_async_publisher_stop_and_errors() -> None:
 
     asyncio.run(main())
     with pytest.raises(ConfigError):
-        AsyncPublisher(SESSION, ("127.0.0.1", 0))
+        AsyncPublisher(SESSION, ("127.0.0.1", 0), unicast=True)
+    with pytest.raises(ConfigError, match=r"'127\.0\.0\.1' is not a multicast group"):
+        AsyncPublisher(SESSION, ("127.0.0.1", 30001))
+
+
+def test_async_run_that_fails_still_ends_the_session() -> None:
+    async def main() -> None:
+        transport, rx = await open_client()
+        dest = transport.get_extra_info("sockname")
+        async with AsyncPublisher(
+            SESSION, (dest[0], dest[1]), unicast=True, heartbeat_interval=None,
+            end_of_session_duration=0.05, end_of_session_interval=0.05,
+        ) as pub:  # fmt: skip
+            with pytest.raises(MessageTooLarge):
+                await pub.run([b"a" * 10] * 3 + [b"B" * 3000], batch_size=1)
+            assert pub.ended
+        got: list[bytes] = []
+        while (packet := Packet.parse(await rx.recv())).packet_kind is PacketKind.STANDARD:
+            got.extend(bytes(m) for m in packet)
+        assert got == [b"a" * 10] * 3
+        assert (packet.packet_kind, packet.seq_num) == (PacketKind.END_OF_SESSION, 4)
+        transport.close()
+
+    asyncio.run(main())

@@ -117,11 +117,18 @@ def test_rate_limit_holds_one_source_while_another_is_served() -> None:
         for i in range(1000)
     )
     assert answered == 10  # the burst, whatever the source port
-    assert refused(server) == {"rate_limited": 990}
+    # 5 more wait for budget (0.5 s at 10 a second), the rest are refused
+    assert refused(server) == {"rate_limited": 985}
+    assert server.stats.waiting == 5
     assert server.handle_request(request(1, 1), ("10.0.0.2", 5000), 0.0) is not None
-    # the bucket refills at the configured rate
-    assert server.handle_request(request(1, 1), flooder, 0.05) is None
-    assert server.handle_request(request(1, 1), flooder, 0.1) is not None
+    # the waiting ones are answered as the bucket refills, to the port each came from
+    assert server.get_timer() == pytest.approx(0.1)
+    assert server.answers_due(0.05) == []
+    due = server.answers_due(0.1)
+    assert [addr for _, addr in due] == [(flooder[0], 5010)]
+    assert len(server.answers_due(0.5)) == 4
+    assert server.stats.waited == 5 and server.stats.waiting == 0
+    assert server.get_timer() is None
 
 
 def test_byte_budget_limits_amplification() -> None:
@@ -133,7 +140,10 @@ def test_byte_budget_limits_amplification() -> None:
         if answer is not None:
             sent += len(answer)
     assert 10_000 <= sent < 10_000 + 1472  # the last answer may overdraw once
-    assert server.stats.refused["rate_limited"] > 80
+    assert server.stats.refused["rate_limited"] > 60
+    # what waits is answered at the byte rate, not faster
+    sent += sum(len(a) for a, _ in server.answers_due(0.5))
+    assert sent < 10_000 * 1.5 + 1472
 
 
 def test_source_table_is_bounded_under_spoofed_flood() -> None:
@@ -236,3 +246,246 @@ def test_any_valid_request_gets_the_longest_prefix_that_fits(
     following = seq - 1 + len(got)
     if len(got) < count and following < len(MESSAGES):
         assert len(answer) - 20 + 2 + len(MESSAGES[following]) > max_payload
+
+
+# -- abuse: a chaining client, evicted buckets, floods (simulated clock) ------------------
+
+
+def big_server(n: int = 100_000, **kwargs: object) -> RerequestServerCore:
+    store = MemoryStore(max_bytes=None)
+    store.extend([b"M" * 36] * n)
+    return RerequestServerCore(SESSION, store, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("limit", "rtt"),
+    [(RateLimit(), 50e-6), (RateLimit(), 0.0), (RateLimit.per_source(100), 1e-3)],
+)
+def test_a_client_that_waits_for_each_answer_is_never_refused(limit: RateLimit, rtt: float) -> None:
+    """Nassau's way: one request at a time for up to 65,534 messages from the first missing
+    one, the next sent when the answer arrives; 20,000 requests per second and more."""
+    server = big_server(rate_limit=limit)
+    now, seq, requests = 0.0, 1, 0
+    while seq <= 100_000:
+        answer = server.handle_request(request(seq, 65534), CLIENT, now)
+        requests += 1
+        while answer is None:  # waiting for budget: comes out at the server's timer
+            timer = server.get_timer()
+            assert timer is not None, server.stats
+            now = max(now, timer)
+            due = server.answers_due(now)
+            if due:
+                assert len(due) == 1 and due[0][1] == CLIENT
+                answer = due[0][0]
+        seq += Packet(answer).msg_count
+        now += rtt
+    assert server.stats.refused_total == 0
+    assert server.stats.answers == requests > 2500  # every message, ~38 an answer
+    if limit.requests_per_second == 100:  # slowed to its budget, not refused
+        assert now == pytest.approx((requests - 100) / 100, rel=0.05)
+
+
+def test_an_evicted_source_gets_no_more_than_its_budget() -> None:
+    """One host asks flat out while 4,200 others each ask every 0.5 s: pushing its bucket
+    out of the 4,096-source table must not give it a fresh burst."""
+    limit = RateLimit(bytes_per_second=1_000_000, global_bytes_per_second=50_000_000)
+    server = big_server(rate_limit=limit)
+    victim = ("192.0.2.1", 1)
+    others = [(str(ipaddress.IPv4Address(0x0A000000 + i)), 1) for i in range(4200)]
+    got = total = 0
+    step, seconds = 0.5 / 4200, 10.0
+    for tick in range(int(seconds / step)):
+        now = tick * step
+        for answer, addr in server.handle_requests(
+            [(request(1, 1000), others[tick % 4200]), (request(1, 1000), victim)], now
+        ):
+            total += len(answer)
+            if addr == victim:
+                got += len(answer)
+    # its budget over 10 s: 10 s of rate + one burst, + one answer of overdraw
+    assert got <= limit.bytes_per_second * (seconds + limit.burst_seconds) + 1472
+    assert got >= limit.bytes_per_second * seconds * 0.9  # and it does get its budget
+    assert total <= 50_000_000 * (seconds + 1) + 1472
+    assert server.stats.sources <= 4096
+
+
+def test_new_sources_share_one_budget_while_the_table_is_full_of_busy_ones() -> None:
+    limit = RateLimit(requests_per_second=10, max_sources=4)
+    server = big_server(rate_limit=limit)
+    for i in range(4):  # four busy sources fill the table
+        for _ in range(20):
+            server.handle_request(request(1, 1), (f"10.0.0.{i}", 1), 0.0)
+    answered = sum(
+        server.handle_request(request(1, 1), (f"10.1.{i // 250}.{i % 250}", 1), 0.0) is not None
+        for i in range(1000)
+    )
+    assert answered == 10  # one source's burst, shared by the 1,000 newcomers
+    assert server.stats.sources == 4
+    # once a busy bucket has refilled, a newcomer takes its place
+    assert server.handle_request(request(1, 1), ("10.2.0.1", 1), 5.0) is not None
+    assert server.stats.sources == 4
+
+
+def test_a_client_within_its_budget_keeps_its_answers_while_eight_flood() -> None:
+    """8 hosts at 836,000 requests/s together, a client at 100/s, batches of 256, and a
+    global cap the flood alone would exhaust: the client keeps >= 90% of its answers."""
+    limit = RateLimit(global_bytes_per_second=10_000_000)
+    server = big_server(rate_limit=limit)
+    flooders = [(f"127.0.0.{i}", 4000 + i) for i in range(2, 10)]
+    client = ("127.0.0.20", 5000)
+    flood_per_batch = 256
+    batch_seconds = flood_per_batch / 836_000
+    asked = got = 0
+    next_ask = 0.0
+    flood = [(request(1 + i, 1000), flooders[i % 8]) for i in range(flood_per_batch)]
+    for b in range(int(2.0 / batch_seconds)):
+        now = b * batch_seconds
+        batch = list(flood)
+        if now >= next_ask:
+            batch.insert(b % flood_per_batch, (request(5, 1000), client))
+            asked += 1
+            next_ask += 0.01
+        for _, addr in server.handle_requests(batch, now):
+            got += addr == client
+    got += sum(addr == client for _, addr in server.answers_due(3.0))
+    assert asked == 200
+    assert got >= 0.9 * asked
+    assert server.stats.bytes <= 10_000_000 * 3 + 1472  # within the global cap
+
+
+def test_a_flood_waits_in_bounded_memory_and_refusals_are_logged_once_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    limit = RateLimit(requests_per_second=100, max_waiting=8, log_interval=10.0)
+    server = big_server(rate_limit=limit)
+    with caplog.at_level("WARNING", logger="moldudp64.rerequest"):
+        for i in range(10_000):
+            server.handle_request(request(1, 1), ("10.9.9.9", 1), i * 1e-4)  # 1 s of flood
+    assert server.stats.waiting <= 8
+    assert server.stats.refused["rate_limited"] > 9000
+    warnings = [r for r in caplog.records if "10.9.9.9" in r.getMessage()]
+    assert len(warnings) == 1 and "rate limit" in warnings[0].getMessage()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="moldudp64.rerequest"):
+        for i in range(100):
+            server.handle_request(request(1, 1), ("10.9.9.9", 1), 11.0 + i * 1e-4)
+    assert len(caplog.records) == 1
+    assert "refused since the last report" in caplog.records[0].getMessage()
+
+
+def test_per_source_limit_from_one_figure() -> None:
+    limit = RateLimit.per_source(500, max_payload=1452)
+    assert limit.requests_per_second == 500
+    assert limit.bytes_per_second == 500 * 1472
+    assert limit.global_bytes_per_second == 50_000_000
+    assert RateLimit.per_source(100_000).global_bytes_per_second == 100_000 * 1472
+    with pytest.raises(ConfigError):
+        RateLimit.per_source(0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 5000), min_size=1, max_size=40),
+    seq=st.integers(1, 40),
+    count=st.integers(1, 0xFFFF),
+    max_payload=st.integers(3, 3000),
+)
+def test_every_answer_is_within_max_payload_or_one_message_alone(
+    sizes: list[int], seq: int, count: int, max_payload: int
+) -> None:
+    store = MemoryStore(max_bytes=None)
+    for i, size in enumerate(sizes):
+        store.append(bytes([i % 256]) * size)
+    server = RerequestServerCore(SESSION, store, max_payload=max_payload, rate_limit=None)
+    answer = server.handle_request(request(seq, count), CLIENT, 0.0)
+    if seq > len(sizes):
+        assert answer is None
+        return
+    assert answer is not None
+    blocks = split_blocks(answer)
+    if len(answer) - 20 > max_payload:  # the documented exception: one message, alone
+        assert len(blocks) == 1 and 2 + sizes[seq - 1] > max_payload
+    assert blocks[0] == bytes([(seq - 1) % 256]) * sizes[seq - 1]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    events=st.lists(
+        st.tuples(
+            st.integers(0, 5),  # host
+            st.floats(0, 0.05),  # time step
+            st.integers(1, 2000),  # first sequence number asked
+            st.booleans(),  # a batch (the servers' path) or one at a time
+        ),
+        max_size=300,
+    ),
+    rps=st.sampled_from([5.0, 50.0, 2000.0]),
+    bps=st.sampled_from([2_000.0, 50_000.0, 4e6]),
+)
+def test_every_request_is_answered_refused_or_waiting_and_no_host_beats_its_budget(
+    events: list[tuple[int, float, int, bool]], rps: float, bps: float
+) -> None:
+    limit = RateLimit(requests_per_second=rps, bytes_per_second=bps, max_sources=3, max_waiting=4)
+    server = make_server(rate_limit=limit)
+    now = 0.0
+    sent: dict[str, int] = {}
+    answers: list[tuple[bytes, tuple[str, int]]] = []
+    for host, step, seq, batched in events:
+        now += step
+        addr = (f"10.0.0.{host}", 1)
+        if batched:
+            answers += server.handle_requests([(request(seq, 500), addr)] * 3, now)
+        else:
+            answer = server.handle_request(request(seq, 500), addr, now)
+            answers += [(answer, addr)] if answer is not None else []
+            answers += server.answers_due(now)
+        stats = server.stats
+        assert stats.requests == stats.answers + stats.refused_total + stats.waiting
+        assert stats.waiting <= 6 * 4 and stats.sources <= 3
+    answers += server.answers_due(now + 1.0)  # what waited comes out, or is refused
+    stats = server.stats
+    assert stats.waiting == 0 and server.get_timer() is None
+    assert (
+        stats.requests
+        == stats.answers + stats.refused_total
+        == stats.answers + sum(stats.refused.values())
+    )
+    for answer, (host, _) in answers:
+        sent[host] = sent.get(host, 0) + len(answer)
+    seconds = now + 1.0
+    for host, nbytes in sent.items():  # a shared overflow bucket only lowers this
+        assert nbytes <= bps * (seconds + limit.burst_seconds) + 1472, host
+
+
+def test_leaving_the_overflow_bucket_for_a_fresh_one_gains_nothing() -> None:
+    """A host served from the shared overflow bucket (table full of busy sources), then
+    given its own bucket when one frees up, gets no second burst."""
+    limit = RateLimit(requests_per_second=10, bytes_per_second=1e9, max_sources=2)
+    server = big_server(rate_limit=limit)
+    answered = 0
+    own_from = None
+    for t in range(600):  # B asks until 2 s, C throughout, A from 2 s: 100 a second each
+        now = t * 0.01
+        batch = [(request(1, 1), ("10.0.0.3", 1))]
+        if now < 2.0:
+            batch.append((request(1, 1), ("10.0.0.2", 1)))
+        else:
+            batch.append((request(1, 1), ("10.0.0.1", 1)))
+        answers = server.handle_requests(batch, now)
+        answered += sum(addr[0] == "10.0.0.1" for _, addr in answers)
+        if own_from is None and "10.0.0.1" in server._sources:
+            own_from = now
+    answered += sum(addr[0] == "10.0.0.1" for _, addr in server.answers_due(7.0))
+    assert own_from is not None and own_from > 2.5  # first the overflow, then its own
+    assert answered <= 10 * (4.0 + 1.0) + 1  # one burst and the rate, not two bursts
+
+
+def test_a_message_too_large_for_any_datagram_is_refused() -> None:
+    store = MemoryStore()
+    store.append(b"x" * 65_485)  # 20 + 2 + 65,485 = 65,507: the UDP limit, sent alone
+    store.append(b"y" * 65_486)  # one byte more: no datagram can hold it
+    server = RerequestServerCore(SESSION, store, rate_limit=None)
+    answer = server.handle_request(request(1, 2), CLIENT, 0.0)
+    assert answer is not None and len(answer) == 65_507
+    assert server.handle_request(request(2, 1), CLIENT, 0.0) is None
+    assert refused(server) == {"too_large": 1}

@@ -9,6 +9,7 @@ import functools
 import importlib
 import queue
 import random
+import re
 import shutil
 import signal
 import socket
@@ -23,7 +24,7 @@ from pathlib import Path
 import dpkt
 import pytest
 
-from moldudp64.exceptions import ConfigError, SocketError
+from moldudp64.exceptions import ConfigError, MessageTooLarge, SocketError
 from moldudp64.faults import FaultInjector
 from moldudp64.net import open_multicast_receiver
 from moldudp64.rerequest import RateLimit
@@ -143,17 +144,18 @@ def test_rate_limit_holds_a_flood_while_another_source_is_served() -> None:
             flooder.sendto(request(1 + i % 100, 50), srv.address)
             if i % 200 == 199:  # let the server keep up, whatever the socket buffer size
                 wait_for(functools.partial(lambda n: srv.stats.requests >= n, i + 1))
-        elapsed = time.monotonic() - started
         answered = 0
-        flooder.settimeout(0.2)
+        flooder.settimeout(0.7)  # what waits for budget comes within max_delay (0.5 s)
         try:
             while True:
                 flooder.recv(65535)
                 answered += 1
         except TimeoutError:
             pass
-        bound = 20 + 20 * (elapsed + 0.2) + 1
+        elapsed = time.monotonic() - started
+        bound = 20 + 20 * elapsed + 1  # the burst, then the rate
         assert 20 <= answered <= bound
+        assert srv.stats.waited > 0 and srv.stats.waiting == 0
         assert srv.stats.refused["rate_limited"] >= 2000 - bound
         # a second source is still served
         other = client("127.0.0.2")
@@ -267,6 +269,7 @@ def test_publisher_heartbeats_when_idle_over_unicast() -> None:
     with Publisher(
         SESSION,
         rx.getsockname(),
+        unicast=True,
         heartbeat_interval=0.02,
         first_seq_num=5,
         end_of_session_duration=0.05,
@@ -286,7 +289,7 @@ def test_publisher_paced_run_with_progress_and_stop() -> None:
     rx = client()
     rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
     seen: list[int] = []
-    with Publisher(SESSION, rx.getsockname(), heartbeat_interval=None) as pub:
+    with Publisher(SESSION, rx.getsockname(), unicast=True, heartbeat_interval=None) as pub:
         result = pub.run(MESSAGES[:200], rate=20_000, progress=seen.append, end_session=False)
         assert result.messages == 200 and seen[-1] == 200
         assert not pub.core.ending
@@ -304,7 +307,9 @@ def test_publisher_paced_run_with_progress_and_stop() -> None:
 def test_publisher_with_live_faults_drops_packets() -> None:
     rx = client()
     faults = FaultInjector(drop=1.0, seed=2)
-    with Publisher(SESSION, rx.getsockname(), faults=faults, heartbeat_interval=None) as pub:
+    with Publisher(
+        SESSION, rx.getsockname(), unicast=True, faults=faults, heartbeat_interval=None
+    ) as pub:
         pub.run(MESSAGES[:50], end_session=False)
     assert faults.stats.dropped == faults.stats.seen > 0
     rx.settimeout(0.05)
@@ -365,10 +370,10 @@ def test_bench_server_quick(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_publisher_bad_options() -> None:
     with pytest.raises(ConfigError):
-        Publisher(SESSION, ("127.0.0.1", 0))
+        Publisher(SESSION, ("127.0.0.1", 0), unicast=True)
     with pytest.raises(ConfigError):
-        Publisher(SESSION, ("127.0.0.1", 9), ttl=300)
-    pub = Publisher(SESSION, ("127.0.0.1", 9))
+        Publisher(SESSION, ("239.1.1.1", 9), ttl=300)
+    pub = Publisher(SESSION, ("127.0.0.1", 9), unicast=True)
     with pytest.raises(ConfigError):
         pub.run([], rate=0)
     pub.close()
@@ -523,7 +528,7 @@ def test_run_with_batch_size_one_sends_each_message_before_taking_the_next() -> 
         echoed = rx.recv(65535)  # only arrives if "first" went out before this pull
         yield b"after " + split_blocks(echoed)[0]
 
-    with Publisher(SESSION, rx.getsockname(), heartbeat_interval=None) as pub:
+    with Publisher(SESSION, rx.getsockname(), unicast=True, heartbeat_interval=None) as pub:
         result = pub.run(source(), batch_size=1, end_session=False)
         assert result.messages == 2
         assert split_blocks(rx.recv(65535)) == [b"after first"]
@@ -534,11 +539,48 @@ def test_run_with_batch_size_one_sends_each_message_before_taking_the_next() -> 
 
 def test_wait_ended_returns_when_the_publisher_is_closed_meanwhile() -> None:
     rx = client()
-    pub = Publisher(SESSION, rx.getsockname(), heartbeat_interval=None, end_of_session_duration=30)
+    pub = Publisher(
+        SESSION, rx.getsockname(), unicast=True, heartbeat_interval=None, end_of_session_duration=30
+    )
     pub.start()
     pub.publish(b"one")
     pub.end_session(wait=False)
     threading.Timer(0.1, pub.close).start()
     assert pub.wait_ended(timeout=10) is False  # closed long before the 30 s period ended
     assert pub.wait_ended() is False  # and again, now that it is closed: no ConfigError
+    rx.close()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "10.1.2.3", "255.255.255.255", "localhost", ""])
+def test_publisher_refuses_a_unicast_group_as_the_command_does(host: str) -> None:
+    """Like `publish 127.0.0.1:30001`, which says it is not a multicast group (exit 2)."""
+    with pytest.raises(ConfigError, match=re.escape(f"group {host!r} is not a multicast group")):
+        Publisher(SESSION, (host, 30001))
+    if host[:1].isdigit():
+        cli = subprocess.run(
+            [sys.executable, "-m", "moldudp64", "publish", f"{host}:30001", "--session", "S",
+             "--generate", "1"],
+            capture_output=True, check=False, timeout=60,
+        )  # fmt: skip
+        assert cli.returncode == 2
+        assert f"{host} is not a multicast group".encode() in cli.stderr
+
+
+def test_a_run_that_fails_still_ends_the_session() -> None:
+    """A message too large for the payload midway: the error is raised, and the messages
+    before it and an end of session went out first, so no listener is left waiting."""
+    rx = client()
+    messages = [b"a" * 10] * 3 + [b"B" * 3000]
+    with Publisher(
+        SESSION, rx.getsockname(), unicast=True, heartbeat_interval=None,
+        end_of_session_duration=0.05, end_of_session_interval=0.05,
+    ) as pub:  # fmt: skip
+        with pytest.raises(MessageTooLarge):
+            pub.run(iter(messages), batch_size=1)
+        assert pub.ended
+    got: list[bytes] = []
+    while (packet := Packet.parse(rx.recv(65535))).packet_kind is PacketKind.STANDARD:
+        got.extend(bytes(m) for m in packet)
+    assert got == messages[:3]
+    assert (packet.packet_kind, packet.seq_num) == (PacketKind.END_OF_SESSION, 4)
     rx.close()

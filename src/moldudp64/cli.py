@@ -1535,6 +1535,10 @@ class _PublishedFileStore:
     def messages(self) -> int:
         return len(self._file)
 
+    @property
+    def longest_message(self) -> tuple[int, int]:
+        return self._file.longest_message
+
     def append(self, message: Any) -> int:
         seq = self._next
         self._next += 1
@@ -1557,6 +1561,38 @@ def _faults(args: argparse.Namespace) -> Any:
     return FaultInjector(args.drop, args.duplicate, args.reorder, seed=args.seed)
 
 
+def _check_binaryfile_input(path: str, command: str) -> None:
+    """Refuse a capture given where a BinaryFILE is wanted, naming what it is."""
+    kind = detect_file_kind(path)
+    if kind in (FileKind.PCAP, FileKind.PCAPNG):
+        raise UsageError(
+            f"{path} is a {kind} capture, not a BinaryFILE: {command} --input takes a "
+            f"BinaryFILE (make one from the capture with: moldudp64 inspect {path} -o FILE.bin)"
+        )
+
+
+def _rate_limit_option(args: argparse.Namespace) -> Any:
+    """The RateLimit of --rate-limit: the default, None for 'none', or N requests/s."""
+    from .rerequest import DEFAULT_RATE_LIMIT, RateLimit
+
+    if args.rate_limit is None:
+        return DEFAULT_RATE_LIMIT
+    if args.rate_limit == 0:
+        return None
+    return RateLimit.per_source(args.rate_limit, args.max_payload)
+
+
+def _rerequest_summary(stats: Any, noun: str = "re-requests") -> str:
+    """'N re-requests, A answers (M messages re-sent), W waited for budget[, refused: ...]'."""
+    text = f"{stats.requests} {noun}, {stats.answers} answers ({stats.messages} messages re-sent)"
+    if stats.waited:
+        text += f", {stats.waited} waited for budget"
+    refused = ", ".join(f"{n} {why}" for why, n in sorted(stats.refused.items()) if n)
+    if refused:
+        text += f", refused: {refused}"
+    return text
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     """moldudp64 publish GROUP:PORT --session NAME (--input FILE | --generate N)."""
     from .store import MemoryStore
@@ -1569,7 +1605,16 @@ def cmd_publish(args: argparse.Namespace) -> int:
     store: Any
     messages: Iterable[bytes]
     if args.input is not None:
-        store = _PublishedFileStore(args.input)
+        _check_binaryfile_input(args.input, "publish")
+        store = _PublishedFileStore(args.input)  # reads the whole file once: checks it
+        length, seq = store.longest_message
+        if length + 2 > args.max_payload:
+            store.close()
+            raise UsageError(
+                f"{args.input}: message {seq} is {length} bytes, too large for "
+                f"--max-payload {args.max_payload} (a message takes its length + 2 bytes); "
+                f"give --max-payload {length + 2} or more"
+            )
         total: int | None = store.messages
         reader = BinaryFileReader(args.input)
         messages = reader
@@ -1593,6 +1638,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
             end_of_session_duration=args.end_of_session_duration,
             store=store,
             rerequest_bind=(bind, request_port),
+            rate_limit=_rate_limit_option(args),
             allow=args.allow,
             faults=faults,
         )
@@ -1633,7 +1679,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
             f"faults: {f.dropped} dropped, {f.duplicated} duplicated, {f.reordered} reordered"
         )
     if rstats is not None:
-        parts.append(f"{rstats.requests} re-requests, {rstats.messages} messages re-sent")
+        parts.append(_rerequest_summary(rstats))
     _say("moldudp64 publish: done: " + "; ".join(parts))
     return EXIT_OK
 
@@ -1643,6 +1689,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .store import BinaryFileStore
     from .sync.server import RerequestServer
 
+    _check_binaryfile_input(args.input, "serve")
     store = BinaryFileStore(args.input)
     try:
         server = RerequestServer(
@@ -1650,6 +1697,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             store,
             (args.bind, args.port),
             max_payload=args.max_payload,
+            rate_limit=_rate_limit_option(args),
             allow=args.allow,
         )
         with server:
@@ -1670,11 +1718,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             stats = server.stats
     finally:
         store.close()
-    refused = ", ".join(f"{n} {why}" for why, n in sorted(stats.refused.items()) if n)
     _say(
-        f"moldudp64 serve: {'interrupted' if interrupted else 'done'}: {stats.requests} "
-        f"requests, {stats.answers} answers, {stats.messages} messages re-sent"
-        + (f", refused: {refused}" if refused else "")
+        f"moldudp64 serve: {'interrupted' if interrupted else 'done'}: "
+        + _rerequest_summary(stats, "requests")
     )
     return EXIT_INTERRUPTED if interrupted else EXIT_OK
 
@@ -1765,6 +1811,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     publisher = Publisher(
         session,
         target,
+        unicast=not multicast,
         heartbeat_interval=0.25,
         end_of_session_duration=args.end_of_session_duration,
         rerequest_bind=("127.0.0.1", 0),
@@ -1920,7 +1967,10 @@ examples:
       --request-port 30002 --drop 0.05 --duplicate 0.01 --reorder 0.02 --seed 7
 
 Sends the messages, answers re-requests on --request-port throughout (default: the
-feed port + 1), then sends end of session for --end-of-session-duration seconds.
+feed port + 1), then sends end of session for --end-of-session-duration seconds. The
+whole --input is checked first: a capture, or a message longer than --max-payload allows,
+is refused (exit 2) before any packet goes out. Re-requests over --rate-limit wait for
+budget (up to 0.5 s), then are refused; the summary counts them by reason.
 """
 
 EPILOG_SERVE = """\
@@ -1930,7 +1980,8 @@ examples:
       --bind 10.0.0.5 --duration 3600
 
 Answers MoldUDP64 re-requests from a recorded BinaryFILE (message n is sequence n)
-until Ctrl-C or --duration.
+until Ctrl-C or --duration. Requests over --rate-limit (per source host) wait for budget
+(up to 0.5 s), then are refused: counted in the summary, logged once per source per 10 s.
 """
 
 EPILOG_DEMO = """\
@@ -1971,6 +2022,29 @@ def _add_allow(p: argparse.ArgumentParser) -> None:
         type=_type("network", _network),
         action="append",
         help="answer re-requests only from this network (repeatable; default: anyone)",
+    )
+
+
+def _rate_limit(text: str) -> float:
+    if text.strip().lower() == "none":
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of requests per second or 'none'") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{text!r}: the rate limit must be a number > 0, or 'none'")
+    return value
+
+
+def _add_rate_limit(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--rate-limit",
+        metavar="N|none",
+        type=_type("rate limit", _rate_limit),
+        help="re-requests a second per source host, and N full answers' bytes (default: "
+        "2000 requests and 4 MB a second); a request over it waits up to 0.5 s for budget, "
+        "then is refused (counted, logged); 'none' turns the limit off",
     )
 
 
@@ -2144,6 +2218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reorder", metavar="P", type=PROBABILITY, default=0.0, help="reorder packets")
     p.add_argument("--seed", metavar="N", type=SEED, help="seed of the faults and the generator")
     _add_allow(p)
+    _add_rate_limit(p)
     p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser(
@@ -2171,6 +2246,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration", metavar="SECONDS", type=SECONDS, help="stop after this long (default: never)"
     )
     _add_allow(p)
+    _add_rate_limit(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(

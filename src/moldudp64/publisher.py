@@ -25,6 +25,7 @@ Timing rules (on the simulated or real clock the caller passes in):
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -438,6 +439,7 @@ def core_for_group(
     *,
     ttl: object,
     serves_requests: bool,
+    unicast: bool = False,
     store: MessageStore | None,
     first_seq_num: int,
     max_payload: int,
@@ -448,11 +450,23 @@ def core_for_group(
 ) -> tuple[PublisherCore, Address, MessageStore | None]:
     """Check a publisher's destination and TTL and build its core, its group and its store.
 
-    Shared by the blocking and asyncio publishers. One that serves re-requests needs a
-    store: a :class:`~moldudp64.store.MemoryStore` is made when none is given.
+    Shared by the blocking and asyncio publishers. The group must be an IPv4 multicast
+    address, as on the command line, unless ``unicast`` (then any host: a test, a
+    relay). One that serves re-requests needs a store: a
+    :class:`~moldudp64.store.MemoryStore` is made when none is given.
     """
     if not isinstance(group, tuple) or len(group) != 2 or not isinstance(group[0], str):
         raise ConfigError(f"group {group!r} must be a (host, port) tuple")
+    if not unicast:
+        try:
+            multicast = ipaddress.IPv4Address(group[0]).is_multicast
+        except ValueError:
+            multicast = False
+        if not multicast:
+            raise ConfigError(
+                f"group {group[0]!r} is not a multicast group (224.0.0.0/4); "
+                "pass unicast=True to publish to a unicast address"
+            )
     port = group[1]
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ConfigError(f"group port {port!r} is not a port number (1..65535)")

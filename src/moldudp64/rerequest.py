@@ -1,12 +1,18 @@
 """The re-request server core: answers 20-byte request packets from a message store (no I/O).
 
 :meth:`RerequestServerCore.handle_request` takes one datagram, the address it came from
-and ``now``, and returns the answer datagram to send back to that address, or None. An
-answer is an ordinary downstream packet: the server's session, the requested sequence
-number, and as many of the requested messages as fit whole in ``max_payload`` bytes of
-blocks (never more than requested). When even the first requested message is larger
-than ``max_payload`` it is sent alone (up to the 65,507-byte UDP limit) so that a client
-can still get it.
+and ``now``, and returns the answer datagram to send back to that address, or None;
+:meth:`~RerequestServerCore.handle_requests` does the same for a batch (the I/O layers'
+path: a source already refused in the batch is shed before any other work). An answer is
+an ordinary downstream packet: the server's session, the requested sequence number, and
+as many of the requested messages as fit whole in ``max_payload`` bytes of blocks (never
+more than requested).
+
+Answer size rule: every answer holds at most ``max_payload`` bytes of blocks, with one
+exception: when the first requested message is alone larger than ``max_payload`` it is
+answered alone (up to the 65,507-byte UDP limit), because a message cannot be split and
+a client could otherwise never get it. Such an answer is charged to the byte budgets
+like any other. A message too large even for that is refused (``too_large``).
 
 Requests get no answer, and are counted in :attr:`RerequestStats.refused` by reason, when:
 
@@ -16,24 +22,40 @@ Requests get no answer, and are counted in :attr:`RerequestStats.refused` by rea
 ``wrong_session`` it names another session
 ``seq_zero``    it asks for sequence number 0
 ``count_zero``  it asks for 0 messages
-``rate_limited`` the source is over its requests-per-second or bytes-per-second budget
+``rate_limited`` the source is over its budget and cannot wait for it (see below)
 ``not_held``    the store does not hold the requested sequence number
 ``too_large``   the requested message does not fit in any datagram
 ``store_error`` the store could not be read (a file that shrank, a closed store)
 =============== ===================================================================
 
-Rate limiting is per source host (the port is ignored: a client may use many) with two
-token buckets, requests and answer bytes, refilled continuously up to one burst each.
-The table of sources is bounded (least recently seen out first), so a flood of spoofed
-sources costs bounded memory. A global bytes-per-second cap bounds the total answer
-traffic whatever the number of sources.
+Rate limiting (:class:`RateLimit`) is per source host (the port is ignored: a client may
+use many) with two token buckets, requests and answer bytes, refilled continuously up to
+one burst each, plus a global answer-bytes cap shared by all sources. A request over
+budget is not refused at once: it waits (at most ``max_waiting`` per source, at most
+``max_delay`` seconds) and is answered when the budget allows, by
+:meth:`~RerequestServerCore.answers_due` at :meth:`~RerequestServerCore.get_timer`. So
+a client that asks no faster than its answers arrive (one request at a time, the next
+when the answer came) is slowed to its budget, never refused; a source that floods fills
+its small queue and the rest is refused. Waiting sources are served round robin, so a
+source within its budget keeps its share of the global cap while others flood. Every
+refusal for rate is counted, and logged as a warning once per source per
+``log_interval`` seconds.
+
+The table of sources is bounded (``max_sources``). A source's bucket is forgotten only
+once it has refilled to a full burst (forgetting it then gives nothing away); while the
+table is full of busy sources, new ones share one overflow bucket with the budget of a
+single source, and a bucket made later starts with no more than the overflow bucket
+holds. So neither a new source nor one pushed out of the table by a flood of others ever
+gets more than its budget, and the total stays within the global cap.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
+import math
 import struct
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -57,6 +79,8 @@ __all__ = [
     "RerequestStats",
 ]
 
+logger = logging.getLogger(__name__)
+
 REFUSAL_REASONS = (
     "bad_length",
     "not_allowed",
@@ -71,43 +95,91 @@ REFUSAL_REASONS = (
 
 _REQUEST = struct.Struct(">10sQH")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: Requests waiting for budget, over all sources (bounded memory whatever the flood).
+_MAX_WAITING_TOTAL = 16_384
+#: The host name the overflow bucket is logged under.
+_DEFAULT_GLOBAL = 50_000_000.0
+#: One request token, less what float rounding of a refill may leave short.
+_ONE = 1.0 - 1e-6
+_OVERFLOW = "(new sources while the source table is full)"
+
+
+def _positive(value: object, name: str) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigError(f"rate limit {name} {value!r} must be a finite number > 0")
 
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
     """Per-source budgets (token buckets); ``burst_seconds`` of each rate may be used at once.
 
-    The defaults are generous for a client recovering a large gap (about 2,700 full
-    answers a second per source) and still keep any one source from flooding the server
-    or aiming it at a third party. ``global_bytes_per_second`` caps the sum over all
-    sources (None: no global cap).
+    ``requests_per_second`` and ``bytes_per_second`` bound one source host; the defaults
+    (2,000 requests and 4 MB a second, about 2,700 full answers) hold any one host to a
+    few percent of a 1 Gb/s link. ``global_bytes_per_second`` caps the sum over all
+    sources (None: no global cap). A request over budget waits up to ``max_delay``
+    seconds for it, with at most ``max_waiting`` others of its source, before it is
+    refused; ``max_sources`` bounds the table of sources; refusals of one source are
+    logged at most once every ``log_interval`` seconds.
     """
 
     requests_per_second: float = 2000.0
     bytes_per_second: float = 4_000_000.0
     burst_seconds: float = 1.0
     max_sources: int = 4096
-    global_bytes_per_second: float | None = 50_000_000.0
+    global_bytes_per_second: float | None = _DEFAULT_GLOBAL
+    max_delay: float = 0.5
+    max_waiting: int = 64
+    log_interval: float = 10.0
 
     def __post_init__(self) -> None:
-        for name in ("requests_per_second", "bytes_per_second", "burst_seconds"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ConfigError(f"rate limit {name} {value!r} must be a number > 0")
-        gbps = self.global_bytes_per_second
-        if gbps is not None and (
-            isinstance(gbps, bool) or not isinstance(gbps, int | float) or gbps <= 0
+        for name in ("requests_per_second", "bytes_per_second", "burst_seconds", "log_interval"):
+            _positive(getattr(self, name), name)
+        if self.global_bytes_per_second is not None:
+            _positive(self.global_bytes_per_second, "global_bytes_per_second")
+        delay = self.max_delay
+        if (
+            isinstance(delay, bool)
+            or not isinstance(delay, int | float)
+            or not math.isfinite(delay)
+            or delay < 0
         ):
-            raise ConfigError(f"rate limit global_bytes_per_second {gbps!r} must be > 0 or None")
-        if isinstance(self.max_sources, bool) or not isinstance(self.max_sources, int):
-            raise ConfigError(f"rate limit max_sources {self.max_sources!r} must be an int")
+            raise ConfigError(f"rate limit max_delay {delay!r} must be a finite number >= 0")
+        for name in ("max_sources", "max_waiting"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"rate limit {name} {value!r} must be an int")
         if self.max_sources < 1:
             raise ConfigError(f"rate limit max_sources {self.max_sources} must be >= 1")
+        if self.max_waiting < 0:
+            raise ConfigError(f"rate limit max_waiting {self.max_waiting} must be >= 0")
+
+    @classmethod
+    def per_source(
+        cls, requests_per_second: float, max_payload: int = DEFAULT_MAX_PAYLOAD
+    ) -> RateLimit:
+        """The limit ``--rate-limit N`` sets: N requests a second per source, and the bytes
+        of N full answers (``max_payload`` + 20 each); the global cap is the default one,
+        or one source's byte budget when that is larger."""
+        _positive(requests_per_second, "requests_per_second")
+        nbytes = float(requests_per_second) * (max_payload + HEADER_SIZE)
+        return cls(
+            requests_per_second=float(requests_per_second),
+            bytes_per_second=nbytes,
+            global_bytes_per_second=max(_DEFAULT_GLOBAL, nbytes),
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class RerequestStats:
-    """What a re-request server did so far (a snapshot)."""
+    """What a re-request server did so far (a snapshot).
+
+    ``waited`` counts answers that waited for budget; ``waiting`` the requests waiting now.
+    """
 
     requests: int
     answers: int
@@ -115,6 +187,8 @@ class RerequestStats:
     bytes: int
     refused: dict[str, int] = field(default_factory=dict)
     sources: int = 0
+    waited: int = 0
+    waiting: int = 0
 
     @property
     def refused_total(self) -> int:
@@ -127,14 +201,48 @@ DEFAULT_RATE_LIMIT = RateLimit()
 
 
 class _Bucket:
-    """Two token buckets of one source."""
+    """Two token buckets of one source, its waiting requests and its refusal log state."""
 
-    __slots__ = ("bytes", "requests", "stamp")
+    __slots__ = ("bytes", "logged_at", "refused", "requests", "stamp", "waiting")
 
     def __init__(self, requests: float, nbytes: float, now: float) -> None:
         self.requests = requests
         self.bytes = nbytes
         self.stamp = now
+        #: (seq_num, count, addr, deadline) of requests waiting for budget, oldest first.
+        self.waiting: deque[tuple[int, int, Address, float]] = deque()
+        self.refused = 0  # rate refusals not logged yet
+        self.logged_at: float | None = None
+
+    def refill(self, now: float, limit: RateLimit) -> None:
+        elapsed = now - self.stamp
+        if elapsed > 0:
+            burst = limit.burst_seconds
+            self.requests = min(
+                limit.requests_per_second * burst,
+                self.requests + elapsed * limit.requests_per_second,
+            )
+            self.bytes = min(
+                limit.bytes_per_second * burst, self.bytes + elapsed * limit.bytes_per_second
+            )
+            self.stamp = now
+
+    def full(self, limit: RateLimit) -> bool:
+        burst = limit.burst_seconds
+        return (
+            not self.waiting
+            and self.requests >= limit.requests_per_second * burst
+            and self.bytes >= limit.bytes_per_second * burst
+        )
+
+    def ready_at(self, limit: RateLimit) -> float:
+        """When this bucket next allows an answer (``stamp`` or later)."""
+        wait = 0.0
+        if self.requests < 1.0:
+            wait = (1.0 - self.requests) / limit.requests_per_second + 1e-9
+        if self.bytes <= 0:
+            wait = max(wait, -self.bytes / limit.bytes_per_second + 1e-9)
+        return self.stamp + wait
 
 
 class RerequestServerCore:
@@ -170,20 +278,26 @@ class RerequestServerCore:
         self.allow: tuple[IPNetwork, ...] | None = None
         if allow is not None:
             networks: list[IPNetwork] = []
-            for net in allow:
-                try:
+            try:
+                for net in allow:
                     networks.append(ipaddress.ip_network(net, strict=False))
-                except (ValueError, TypeError) as exc:
-                    raise ConfigError(f"allow-list entry {net!r}: {exc}") from None
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"allow-list entry: {exc}") from None
             self.allow = tuple(networks)
         self._allowed_cache: OrderedDict[str, bool] = OrderedDict()
         self._sources: OrderedDict[str, _Bucket] = OrderedDict()
+        #: Shared by new sources while the table is full of busy ones (never waits).
+        self._overflow: _Bucket | None = None
+        #: Hosts with waiting requests, in round-robin order.
+        self._waiting_hosts: OrderedDict[str, _Bucket] = OrderedDict()
+        self._waiting_total = 0
         self._global_bytes = 0.0
         self._global_stamp: float | None = None
         self._requests = 0
         self._answers = 0
         self._messages = 0
         self._bytes = 0
+        self._waited = 0
         self._refused = dict.fromkeys(REFUSAL_REASONS, 0)
         #: The last error the store raised (requests then go unanswered, as ``store_error``).
         self.last_store_error: Exception | None = None
@@ -192,6 +306,11 @@ class RerequestServerCore:
     def session_ident_raw(self) -> bytes:
         """The 10 session bytes this server answers for."""
         return self._session
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for budget now."""
+        return self._waiting_total
 
     @property
     def stats(self) -> RerequestStats:
@@ -203,10 +322,11 @@ class RerequestServerCore:
             bytes=self._bytes,
             refused=dict(self._refused),
             sources=len(self._sources),
+            waited=self._waited,
+            waiting=self._waiting_total,
         )
 
-    def _refuse(self, reason: str) -> None:
-        self._refused[reason] += 1
+    # -- checks -------------------------------------------------------------------------
 
     def _is_allowed(self, host: str) -> bool:
         allow = self.allow
@@ -226,33 +346,68 @@ class RerequestServerCore:
                 cache.popitem(last=False)
         return verdict
 
-    def _bucket(self, host: str, now: float, limit: RateLimit) -> _Bucket:
+    def _parse(self, data: bytes, host: str) -> tuple[int, int] | None:
+        """(seq_num, count) of a valid request, or None (refusal counted)."""
+        refused = self._refused
+        if len(data) != HEADER_SIZE:
+            refused["bad_length"] += 1
+            return None
+        if self.allow is not None and not self._is_allowed(host):
+            refused["not_allowed"] += 1
+            return None
+        session, seq_num, count = _REQUEST.unpack_from(data)
+        if session != self._session:
+            refused["wrong_session"] += 1
+            return None
+        if seq_num == 0:
+            refused["seq_zero"] += 1
+            return None
+        if count == 0:
+            refused["count_zero"] += 1
+            return None
+        return seq_num, count
+
+    # -- budgets ------------------------------------------------------------------------
+
+    def _bucket(self, host: str, now: float, limit: RateLimit) -> tuple[_Bucket, bool]:
+        """The bucket of ``host``, refilled to ``now``, and whether it is its own."""
         sources = self._sources
         bucket = sources.get(host)
-        burst = limit.burst_seconds
-        if bucket is None:
-            bucket = _Bucket(limit.requests_per_second * burst, limit.bytes_per_second * burst, now)
-            sources[host] = bucket
-            if len(sources) > limit.max_sources:
-                sources.popitem(last=False)
-        else:
+        if bucket is not None:
             sources.move_to_end(host)
-            elapsed = now - bucket.stamp
-            if elapsed > 0:
-                bucket.requests = min(
-                    limit.requests_per_second * burst,
-                    bucket.requests + elapsed * limit.requests_per_second,
-                )
-                bucket.bytes = min(
-                    limit.bytes_per_second * burst, bucket.bytes + elapsed * limit.bytes_per_second
-                )
-                bucket.stamp = now
-        return bucket
+            bucket.refill(now, limit)
+            return bucket, True
+        burst = limit.burst_seconds
+        if len(sources) >= limit.max_sources:
+            # Forget the least recently seen source only if its bucket is full again:
+            # a fresh bucket for it later then gives it nothing it did not have.
+            oldest_host, oldest = next(iter(sources.items()))
+            oldest.refill(now, limit)
+            if not oldest.full(limit):
+                overflow = self._overflow
+                if overflow is None:
+                    overflow = self._overflow = _Bucket(
+                        limit.requests_per_second * burst, limit.bytes_per_second * burst, now
+                    )
+                else:
+                    overflow.refill(now, limit)
+                return overflow, False
+            del sources[oldest_host]
+        bucket = _Bucket(limit.requests_per_second * burst, limit.bytes_per_second * burst, now)
+        overflow = self._overflow
+        if overflow is not None:
+            # It may have spent from the overflow bucket while the table was full: it
+            # starts with no more than that holds, so moving out of it gains nothing.
+            overflow.refill(now, limit)
+            bucket.requests = min(bucket.requests, overflow.requests)
+            bucket.bytes = min(bucket.bytes, overflow.bytes)
+        sources[host] = bucket
+        return bucket, True
 
-    def _global_ok(self, now: float, limit: RateLimit) -> bool:
+    def _global_refill(self, now: float, limit: RateLimit) -> None:
         rate = limit.global_bytes_per_second
         if rate is None:
-            return True
+            return
         cap = rate * limit.burst_seconds
         if self._global_stamp is None:
             self._global_bytes = cap
@@ -261,62 +416,196 @@ class RerequestServerCore:
             if elapsed > 0:
                 self._global_bytes = min(cap, self._global_bytes + elapsed * rate)
         self._global_stamp = now
-        return self._global_bytes > 0
 
-    def handle_request(self, data: bytes, addr: Address, now: float) -> bytes | None:
-        """The answer to one request datagram from ``addr``, or None (counted by reason)."""
-        self._requests += 1
-        if len(data) != HEADER_SIZE:
-            self._refuse("bad_length")
-            return None
-        host = addr[0]
-        if self.allow is not None and not self._is_allowed(host):
-            self._refuse("not_allowed")
-            return None
-        session, seq_num, count = _REQUEST.unpack_from(data)
-        if session != self._session:
-            self._refuse("wrong_session")
-            return None
-        if seq_num == 0:
-            self._refuse("seq_zero")
-            return None
-        if count == 0:
-            self._refuse("count_zero")
-            return None
-        limit = self.rate_limit
-        bucket: _Bucket | None = None
-        if limit is not None:
-            bucket = self._bucket(host, now, limit)
-            if bucket.requests < 1.0 or bucket.bytes <= 0 or not self._global_ok(now, limit):
-                self._refuse("rate_limited")
-                return None
-            bucket.requests -= 1.0
+    def _global_ready_at(self, limit: RateLimit) -> float:
+        rate = limit.global_bytes_per_second
+        if rate is None or self._global_bytes > 0 or self._global_stamp is None:
+            return -math.inf
+        return self._global_stamp - self._global_bytes / rate + 1e-9
+
+    def _within(self, bucket: _Bucket, limit: RateLimit) -> bool:
+        return (
+            bucket.requests > _ONE
+            and bucket.bytes > 0
+            and (limit.global_bytes_per_second is None or self._global_bytes > 0)
+        )
+
+    def _refuse_rate(self, host: str, bucket: _Bucket, now: float, limit: RateLimit) -> None:
+        self._refused["rate_limited"] += 1
+        bucket.refused += 1
+        if bucket.logged_at is None or now - bucket.logged_at >= limit.log_interval:
+            logger.warning(
+                "re-requests from %s refused: over the rate limit (%.0f requests, %.0f bytes "
+                "a second per source); %d refused since the last report",
+                host,
+                limit.requests_per_second,
+                limit.bytes_per_second,
+                bucket.refused,
+            )
+            bucket.logged_at = now
+            bucket.refused = 0
+
+    # -- answers ------------------------------------------------------------------------
+
+    def _answer(self, seq_num: int, count: int) -> bytes | None:
+        """The answer from the store, or None (refusal counted); updates the counts."""
         store = self.store
         if not store.first_seq_num <= seq_num < store.next_seq_num:
-            self._refuse("not_held")
+            self._refused["not_held"] += 1
             return None
         count = min(count, MAX_MESSAGE_COUNT)
         try:
             messages = store.get(seq_num, count, self.max_payload)
-            if not messages:
+            if not messages:  # the first message alone is larger than max_payload
                 messages = store.get(seq_num, 1, MAX_DATAGRAM - HEADER_SIZE)
         except (MoldUDP64Error, OSError) as exc:
-            self._refuse("store_error")
+            self._refused["store_error"] += 1
             self.last_store_error = exc
             return None
         if not messages:
-            self._refuse("too_large")
+            self._refused["too_large"] += 1
             return None
         answer = _REQUEST.pack(self._session, seq_num, len(messages)) + join_blocks(messages)
-        size = len(answer)
-        if bucket is not None:
-            bucket.bytes -= size
-        if limit is not None and limit.global_bytes_per_second is not None:
-            self._global_bytes -= size
         self._answers += 1
         self._messages += len(messages)
-        self._bytes += size
+        self._bytes += len(answer)
         return answer
+
+    def _charged_answer(
+        self, bucket: _Bucket, seq_num: int, count: int, limit: RateLimit
+    ) -> bytes | None:
+        bucket.requests -= 1.0
+        answer = self._answer(seq_num, count)
+        if answer is not None:
+            size = len(answer)
+            bucket.bytes -= size
+            if limit.global_bytes_per_second is not None:
+                self._global_bytes -= size
+        return answer
+
+    def _handle(
+        self, data: bytes, addr: Address, now: float, shed: set[str] | None
+    ) -> bytes | None:
+        self._requests += 1
+        host = addr[0]
+        if shed is not None and host in shed:
+            self._refused["rate_limited"] += 1
+            return None
+        parsed = self._parse(data, host)
+        if parsed is None:
+            return None
+        seq_num, count = parsed
+        limit = self.rate_limit
+        if limit is None:
+            return self._answer(seq_num, count)
+        bucket, own = self._bucket(host, now, limit)
+        self._global_refill(now, limit)
+        if not bucket.waiting and self._within(bucket, limit):
+            return self._charged_answer(bucket, seq_num, count, limit)
+        # Over budget: wait for it if the source may, else refuse.
+        waiting = bucket.waiting
+        if (
+            own
+            and len(waiting) < limit.max_waiting
+            and self._waiting_total < _MAX_WAITING_TOTAL
+            and self._wait_estimate(bucket, limit) - now <= limit.max_delay + 1e-6
+        ):
+            waiting.append((seq_num, count, addr, now + limit.max_delay))
+            self._waiting_total += 1
+            if host not in self._waiting_hosts:
+                self._waiting_hosts[host] = bucket
+            return None
+        if shed is not None:
+            shed.add(host)
+        self._refuse_rate(host if own else _OVERFLOW, bucket, now, limit)
+        return None
+
+    def _wait_estimate(self, bucket: _Bucket, limit: RateLimit) -> float:
+        """When a request joining ``bucket``'s queue could be answered, at the earliest."""
+        ahead = len(bucket.waiting)  # each counted as a full answer: an upper bound
+        ready = bucket.ready_at(limit) + ahead * max(
+            1.0 / limit.requests_per_second,
+            (self.max_payload + HEADER_SIZE) / limit.bytes_per_second,
+        )
+        return max(ready, self._global_ready_at(limit))
+
+    def handle_request(self, data: bytes, addr: Address, now: float) -> bytes | None:
+        """The answer to one request datagram from ``addr``, or None.
+
+        None means refused (counted by reason) or, over budget, waiting: it then comes
+        out of :meth:`answers_due`.
+        """
+        return self._handle(data, addr, now, None)
+
+    def handle_requests(
+        self, datagrams: Iterable[tuple[bytes, Address]], now: float
+    ) -> list[tuple[bytes, Address]]:
+        """Answers to a batch of ``(datagram, addr)``, with those of waiting requests now due.
+
+        Waiting requests are served first (round robin over their sources); a source
+        refused for rate in the batch has its further requests in it shed unread.
+        """
+        out = self.answers_due(now)
+        shed: set[str] = set()
+        handle = self._handle
+        skipped = 0
+        for data, addr in datagrams:
+            if addr[0] in shed:  # the flood's hot path: no parsing, no bucket
+                skipped += 1
+                continue
+            answer = handle(data, addr, now, shed)
+            if answer is not None:
+                out.append((answer, addr))
+        if skipped:
+            self._requests += skipped
+            self._refused["rate_limited"] += skipped
+        return out
+
+    def answers_due(self, now: float) -> list[tuple[bytes, Address]]:
+        """Answers to waiting requests whose budget has come (round robin over sources);
+        those that waited ``max_delay`` in vain are refused."""
+        limit = self.rate_limit
+        hosts = self._waiting_hosts
+        out: list[tuple[bytes, Address]] = []
+        if limit is None or not hosts:
+            return out
+        self._global_refill(now, limit)
+        progress = True
+        while hosts and progress:
+            progress = False
+            for host in list(hosts):
+                bucket = hosts[host]
+                bucket.refill(now, limit)
+                waiting = bucket.waiting
+                while waiting and waiting[0][3] < now:  # waited in vain
+                    waiting.popleft()
+                    self._waiting_total -= 1
+                    self._refuse_rate(host, bucket, now, limit)
+                served = False
+                if waiting and self._within(bucket, limit):
+                    seq_num, count, addr, _ = waiting.popleft()
+                    self._waiting_total -= 1
+                    answer = self._charged_answer(bucket, seq_num, count, limit)
+                    if answer is not None:
+                        self._waited += 1
+                        out.append((answer, addr))
+                    progress = served = True
+                if not waiting:
+                    del hosts[host]
+                elif served:  # to the back of the round: the others' turn first
+                    hosts.move_to_end(host)
+        return out
+
+    def get_timer(self) -> float | None:
+        """When :meth:`answers_due` has work next, or None (no request waiting)."""
+        limit = self.rate_limit
+        if limit is None or not self._waiting_hosts:
+            return None
+        glob = self._global_ready_at(limit)
+        when = math.inf
+        for bucket in self._waiting_hosts.values():
+            when = min(when, max(bucket.ready_at(limit), glob), bucket.waiting[0][3])
+        return when
 
     def __repr__(self) -> str:
         return (

@@ -266,6 +266,7 @@ class BinaryFileStore(Closing):
         self._size = 0  # bytes of complete messages on disk
         self._pending = bytearray()
         self._pending_count = 0
+        self._longest = (0, 0)
         try:
             self._build_index(truncate_partial)
         except BaseException:
@@ -282,6 +283,7 @@ class BinaryFileStore(Closing):
         buf = b""
         pos = 0
         chunk_size = 1 << 20
+        longest = longest_seq = 0
         while True:
             try:
                 chunk = os.pread(fd, chunk_size, base + len(buf))
@@ -298,14 +300,18 @@ class BinaryFileStore(Closing):
             end = len(buf)
             # Hot loop: one step per message.
             while pos + 2 <= end:
-                stop = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
+                length = (buf[pos] << 8) | buf[pos + 1]
+                stop = pos + 2 + length
                 if stop > end:
                     break
                 if count % interval == 0:
                     index.append(base + pos)
                 count += 1
                 pos = stop
+                if length > longest:
+                    longest, longest_seq = length, count
         self._count = count
+        self._longest = (longest, longest_seq)
         self._size = base + pos
         if pos < len(buf):
             if truncate_partial:
@@ -321,6 +327,12 @@ class BinaryFileStore(Closing):
                     f"(message {count + 1}): file ends {len(buf) - pos} bytes into it",
                     offset=self._size,
                 )
+
+    @property
+    def longest_message(self) -> tuple[int, int]:
+        """(length, sequence number) of the longest message found when the file was
+        opened ((0, 0) for an empty file; appends since are not counted)."""
+        return self._longest
 
     def _require_fd(self) -> int:
         if self._fd is None:

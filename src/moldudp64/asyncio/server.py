@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections import OrderedDict
 from collections.abc import AsyncIterable, Callable, Iterable
 from types import TracebackType
 from typing import Any
@@ -43,6 +44,18 @@ logger = logging.getLogger(__name__)
 
 #: Answers queued in the transport beyond this many bytes are dropped (and counted).
 _MAX_WRITE_BUFFER = 1024 * 1024
+#: Requests read and answered together (the first from the transport, the rest directly).
+_RECV_BATCH = 256
+#: A request is 20 bytes; a longer datagram is cut to 21 (still refused as bad_length):
+#: a small read buffer is a cheaper read under a flood.
+_RECV_SIZE = 21
+#: Known clients with their own connected socket (least recently active closed first).
+_MAX_PEERS = 256
+#: A client's own socket is closed after this many seconds without a request.
+_PEER_IDLE = 30.0
+#: At most this many clients get their own socket a second, after a burst of as many
+#: (socket churn costs CPU).
+_PEER_ADOPT_RATE = 64.0
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -99,6 +112,13 @@ class AsyncRerequestServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._send_errors = 0
         self._closed = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._sock: socket.socket | None = None
+        self._peers: OrderedDict[Address, socket.socket] = OrderedDict()
+        self._peer_seen: dict[Address, float] = {}
+        self._answered: OrderedDict[Address, None] = OrderedDict()  # answered once so far
+        self._last_adopt = 0.0
+        self._adopt_tokens = _PEER_ADOPT_RATE  # a burst of a second's worth, then the rate
 
     @classmethod
     async def create(
@@ -135,6 +155,10 @@ class AsyncRerequestServer:
             lambda: _Protocol(self._on_request, self._on_error), sock=sock
         )
         self._transport = transport
+        self._sock = sock
+        # Lets a known client's own connected socket share the port (see _adopt_peer).
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 
     @property
     def address(self) -> Address:
@@ -159,18 +183,157 @@ class AsyncRerequestServer:
         logger.debug("re-request server socket error: %s", exc)
 
     def _on_request(self, data: bytes, addr: Address) -> None:
+        """One datagram from the transport: read what else is waiting on the socket (a
+        batch, so the core sheds a flood before doing work) and answer it all."""
         assert self._loop is not None and self._transport is not None
-        answer = self.core.handle_request(data, addr, self._loop.time())
-        if answer is None:
+        batch = [(data, addr)]
+        sock = self._sock
+        if sock is not None:
+            recvfrom = sock.recvfrom
+            for _ in range(_RECV_BATCH - 1):
+                try:
+                    more, source = recvfrom(_RECV_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:  # e.g. an ICMP error reported on a later call
+                    self._on_error(exc)
+                    continue
+                batch.append((more, (str(source[0]), int(source[1]))))
+        self._answer_batch(batch)
+
+    def _answer_batch(self, batch: list[tuple[bytes, Address]]) -> None:
+        assert self._loop is not None
+        core = self.core
+        waiting = core.waiting
+        for answer, to in core.handle_requests(batch, self._loop.time()):
+            self._send_answer(answer, to)
+        if core.waiting != waiting:  # some wait for budget: the timer may have to be sooner
+            self._rearm()
+
+    def _on_peer_readable(self, peer: Address) -> None:
+        """A known client's own socket is readable: one batch from it."""
+        sock = self._peers.get(peer)
+        if sock is None or self._closed:
             return
+        batch: list[tuple[bytes, Address]] = []
+        # recvfrom, not recv: a datagram from anyone may have landed here between the
+        # socket's bind() and its connect(); it is answered as from whoever sent it.
+        recvfrom = sock.recvfrom
+        for _ in range(_RECV_BATCH):
+            try:
+                data, source = recvfrom(_RECV_SIZE)
+                batch.append((data, (str(source[0]), int(source[1]))))
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # the peer's port is closed (ICMP): forget it
+                logger.debug("re-request peer %s:%s: %s", peer[0], peer[1], exc)
+                self._drop_peer(peer)
+                break
+        if peer in self._peers:
+            self._peers.move_to_end(peer)
+            self._peer_seen[peer] = self._loop.time() if self._loop else 0.0
+        self._answer_batch(batch)
+
+    def _send_answer(self, answer: bytes, addr: Address) -> None:
         if self.faults is None:
             self._send(answer, addr)
         else:
             for out, to in self.faults.process_to(answer, addr):
                 self._send(out, to)
+        if addr not in self._peers:
+            # The second answer adopts a client: one-off (spoofed) sources never are.
+            seen = self._answered
+            if addr in seen:
+                del seen[addr]
+                self._adopt_peer(addr)
+            else:
+                seen[addr] = None
+                if len(seen) > _MAX_PEERS * 16:
+                    seen.popitem(last=False)
+
+    def _adopt_peer(self, addr: Address) -> None:
+        """Give a client that got answers its own connected socket on the server's port,
+        read with ``loop.add_reader``: the kernel then queues its requests apart, so a
+        flood that overflows the server's socket costs known clients nothing."""
+        loop, main = self._loop, self._sock
+        if loop is None or main is None or self._closed:
+            return
+        now = loop.time()
+        tokens = min(
+            _PEER_ADOPT_RATE, self._adopt_tokens + (now - self._last_adopt) * _PEER_ADOPT_RATE
+        )
+        self._last_adopt = now
+        if tokens < 1.0:
+            self._adopt_tokens = tokens
+            return  # a later answer adopts it
+        self._adopt_tokens = tokens - 1.0
+        if len(self._peers) >= _MAX_PEERS:
+            self._drop_peer(next(iter(self._peers)))
+        else:
+            self._close_idle_peers()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(main.getsockname())
+            sock.connect(addr)
+            sock.setblocking(False)
+            loop.add_reader(sock.fileno(), self._on_peer_readable, addr)
+        except (OSError, ValueError, NotImplementedError) as exc:  # still served, not apart
+            logger.debug("no own socket for re-request peer %s:%s: %s", addr[0], addr[1], exc)
+            sock.close()
+            return
+        self._peers[addr] = sock
+        self._peer_seen[addr] = loop.time()
+
+    def _drop_peer(self, addr: Address) -> None:
+        sock = self._peers.pop(addr, None)
+        self._peer_seen.pop(addr, None)
+        if sock is not None:
+            if self._loop is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    self._loop.remove_reader(sock.fileno())
+            sock.close()
+
+    def _close_idle_peers(self) -> None:
+        if self._loop is None:
+            return
+        now = self._loop.time()
+        for addr in list(self._peers):
+            if now - self._peer_seen.get(addr, now) < _PEER_IDLE:
+                break
+            self._drop_peer(addr)
+
+    def _rearm(self) -> None:
+        """Arm one ``call_at`` for the core's next waiting answer, if any."""
+        assert self._loop is not None
+        when = self.core.get_timer()
+        timer = self._timer
+        if timer is not None:
+            if when is not None and timer.when() <= when:
+                return
+            timer.cancel()
+            self._timer = None
+        if when is not None and not self._closed:
+            self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._closed or self._loop is None or self._transport is None:
+            return
+        for answer, addr in self.core.answers_due(self._loop.time()):
+            self._send_answer(answer, addr)
+        self._rearm()
 
     def _send(self, data: bytes, addr: Address) -> None:
         assert self._transport is not None
+        peer = self._peers.get(addr)
+        if peer is not None:
+            try:
+                peer.send(data)
+            except OSError as exc:  # full (counted, as below) or the client is gone
+                self._send_errors += 1
+                logger.debug("re-request answer to %s:%s not sent: %s", addr[0], addr[1], exc)
+            return
         # Selector and proactor datagram transports have it, though typeshed does not say so.
         buffered = getattr(self._transport, "get_write_buffer_size", None)
         if buffered is not None and buffered() > _MAX_WRITE_BUFFER:
@@ -184,6 +347,11 @@ class AsyncRerequestServer:
         if self._closed:
             return
         self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for peer in list(self._peers):
+            self._drop_peer(peer)
         if self._transport is not None:
             if self.faults is not None:
                 for out, to in self.faults.flush_to():
@@ -220,6 +388,7 @@ class AsyncPublisher:
         interface_addr: str | None = None,
         ttl: int = 1,
         loopback: bool = True,
+        unicast: bool = False,
         first_seq_num: int = 1,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         flush_delay: float | None = 0.0,
@@ -239,6 +408,7 @@ class AsyncPublisher:
             group,
             ttl=ttl,
             serves_requests=rerequest_bind is not None,
+            unicast=unicast,
             store=store,
             first_seq_num=first_seq_num,
             max_payload=max_payload,
@@ -421,8 +591,9 @@ class AsyncPublisher:
     ) -> RunResult:
         """Publish every message, paced at ``rate`` messages a second if given.
 
-        Like :meth:`moldudp64.sync.server.Publisher.run`; yields to the loop between
-        batches so re-requests are answered while it runs.
+        Like :meth:`moldudp64.sync.server.Publisher.run` (the session is ended also when
+        publishing fails); yields to the loop between batches so re-requests are answered
+        while it runs.
         """
         if rate is not None and (isinstance(rate, bool) or not rate > 0):
             raise ConfigError(f"rate {rate!r} must be a number of messages per second > 0")
@@ -448,28 +619,35 @@ class AsyncPublisher:
             else:
                 await asyncio.sleep(0)
 
-        async for message in _aiter(messages):
-            if self._stop:
-                break
-            batch.append(message)
-            if rate is None:
-                if len(batch) >= batch_size:
-                    await publish_batch()
-            else:
-                due = t0 + (count + len(batch)) / rate
-                now = loop.time()
-                if due > now or len(batch) >= batch_size:
-                    await publish_batch()
-                    if due > now:
-                        await asyncio.sleep(due - now)
-            if progress is not None and count and loop.time() >= next_progress:
-                progress(count)
-                next_progress = loop.time() + progress_interval
-        if batch and not self._stop:
-            await publish_batch()
-        stopped = self._stop
-        if not stopped and not self._closed:
-            self.flush()
+        try:
+            async for message in _aiter(messages):
+                if self._stop:
+                    break
+                batch.append(message)
+                if rate is None:
+                    if len(batch) >= batch_size:
+                        await publish_batch()
+                else:
+                    due = t0 + (count + len(batch)) / rate
+                    now = loop.time()
+                    if due > now or len(batch) >= batch_size:
+                        await publish_batch()
+                        if due > now:
+                            await asyncio.sleep(due - now)
+                if progress is not None and count and loop.time() >= next_progress:
+                    progress(count)
+                    next_progress = loop.time() + progress_interval
+            if batch and not self._stop:
+                await publish_batch()
+            stopped = self._stop
+            if not stopped and not self._closed:
+                self.flush()
+        except Exception:
+            # A message too large, a source that fails: still end the session properly.
+            if end_session and not self._closed:
+                with contextlib.suppress(Exception):
+                    await self.end_session(wait=True)
+            raise
         if progress is not None:
             progress(count)
         if end_session and not stopped and not self._closed:

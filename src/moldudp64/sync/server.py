@@ -20,6 +20,7 @@ import selectors
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from types import TracebackType
 
@@ -43,8 +44,16 @@ __all__ = ["Publisher", "RerequestServer", "RunResult"]
 logger = logging.getLogger(__name__)
 
 _RECV_BATCH = 256
-#: A request is 20 bytes; a longer datagram is cut here and refused as bad_length anyway.
-_RECV_SIZE = 2048
+#: Known clients with their own connected socket (least recently active closed first).
+_MAX_PEERS = 256
+#: A client's own socket is closed after this many seconds without a request.
+_PEER_IDLE = 30.0
+#: At most this many clients get their own socket a second, after a burst of as many
+#: (socket churn costs CPU).
+_PEER_ADOPT_RATE = 64.0
+#: A request is 20 bytes; a longer datagram is cut to 21 (still refused as bad_length):
+#: a small read buffer is a cheaper read under a flood.
+_RECV_SIZE = 21
 
 
 class RerequestServer:
@@ -78,6 +87,15 @@ class RerequestServer:
         self._lock = lock if lock is not None else threading.Lock()
         self._sock = sock if sock is not None else open_unicast_socket(bind, rcvbuf=rcvbuf)
         self._sock.setblocking(False)
+        # Lets a known client's own connected socket share the port (see _adopt_peer); a
+        # second server on the port still fails to bind, as it does not set it.
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sel: selectors.BaseSelector | None = None
+        self._peers: OrderedDict[Address, socket.socket] = OrderedDict()
+        self._peer_seen: dict[Address, float] = {}
+        self._answered: OrderedDict[Address, None] = OrderedDict()  # answered once so far
+        self._last_adopt = 0.0
+        self._adopt_tokens = _PEER_ADOPT_RATE  # a burst of a second's worth, then the rate
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._closed = threading.Event()
@@ -122,45 +140,147 @@ class RerequestServer:
 
     def serve_forever(self) -> None:
         """Answer requests until :meth:`close` is called."""
-        sel = selectors.DefaultSelector()
-        sel.register(self._sock, selectors.EVENT_READ, "requests")
+        sel = self._sel = selectors.DefaultSelector()
+        sel.register(self._sock, selectors.EVENT_READ, None)
         sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        core = self.core
         try:
             while not self._closed.is_set():
-                for key, _ in sel.select(timeout=None):
-                    if key.data == "requests":
-                        self._drain()
+                with self._lock:
+                    timer = core.get_timer()
+                timeout = None if timer is None else max(0.0, timer - time.monotonic())
+                if self._peers:  # look again in a while to close idle ones
+                    timeout = _PEER_IDLE if timeout is None else min(timeout, _PEER_IDLE)
+                ready = sel.select(timeout=timeout)
+                read = False
+                for key, _ in ready:  # one batch from each ready socket: a round robin
+                    if key.data != "wake":
+                        self._read_batch(key.fileobj, key.data)  # type: ignore[arg-type]
+                        read = True
+                if not read and timer is not None:
+                    with self._lock:
+                        answers = core.answers_due(time.monotonic())
+                    self._send_all(answers)
+                self._close_idle_peers()
         finally:
+            for peer in list(self._peers):
+                self._drop_peer(peer)
             sel.close()
             self._flush_faults()
 
-    def _drain(self) -> None:
-        sock = self._sock
-        recvfrom = sock.recvfrom
-        handle = self.core.handle_request
+    def _read_batch(self, sock: socket.socket, peer: Address | None) -> None:
+        """Read up to one batch from ``sock`` (the server's, or ``peer``'s own) and answer it."""
+        batch: list[tuple[bytes, Address]] = []
+        if peer is None:
+            recvfrom = sock.recvfrom
+            for _ in range(_RECV_BATCH):
+                try:
+                    data, addr = recvfrom(_RECV_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:  # e.g. an ICMP error reported on a later call
+                    self._recv_errors += 1
+                    logger.debug("re-request server recvfrom: %s", exc)
+                    continue
+                batch.append((data, addr))
+        else:
+            # recvfrom, not recv: a datagram from anyone may have landed here between the
+            # socket's bind() and its connect(); it is answered as from whoever sent it.
+            recvfrom = sock.recvfrom
+            for _ in range(_RECV_BATCH):
+                try:
+                    batch.append(recvfrom(_RECV_SIZE))
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:  # the peer's port is closed (ICMP): forget it
+                    logger.debug("re-request peer %s:%s: %s", peer[0], peer[1], exc)
+                    self._drop_peer(peer)
+                    break
+            if peer in self._peers:
+                self._peers.move_to_end(peer)
+                self._peer_seen[peer] = time.monotonic()
+        with self._lock:
+            answers = self.core.handle_requests(batch, time.monotonic())
+        self._send_all(answers)
+
+    def _send_all(self, answers: list[tuple[bytes, Address]]) -> None:
         faults = self.faults
-        for _ in range(_RECV_BATCH):
-            try:
-                data, addr = recvfrom(_RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # e.g. an ICMP error reported on a later call
-                self._recv_errors += 1
-                logger.debug("re-request server recvfrom: %s", exc)
-                continue
-            with self._lock:
-                answer = handle(data, addr, time.monotonic())
-            if answer is None:
-                continue
+        for answer, addr in answers:
             if faults is None:
                 self._send(answer, addr)
             else:
                 for out, to in faults.process_to(answer, addr):
                     self._send(out, to)
+            if addr not in self._peers:
+                # The second answer adopts a client: one-off (spoofed) sources never are.
+                seen = self._answered
+                if addr in seen:
+                    del seen[addr]
+                    self._adopt_peer(addr)
+                else:
+                    seen[addr] = None
+                    if len(seen) > _MAX_PEERS * 16:
+                        seen.popitem(last=False)
+
+    def _adopt_peer(self, addr: Address) -> None:
+        """Give a client that got an answer its own connected socket on the server's port.
+
+        The kernel then queues that client's requests apart from everyone else's, so a
+        flood that overflows the server's socket costs known clients nothing.
+        """
+        sel = self._sel
+        if sel is None or self._closed.is_set():
+            return
+        now = time.monotonic()
+        tokens = min(
+            _PEER_ADOPT_RATE, self._adopt_tokens + (now - self._last_adopt) * _PEER_ADOPT_RATE
+        )
+        self._last_adopt = now
+        if tokens < 1.0:
+            self._adopt_tokens = tokens
+            return  # a later answer adopts it
+        self._adopt_tokens = tokens - 1.0
+        if len(self._peers) >= _MAX_PEERS:
+            self._drop_peer(next(iter(self._peers)))
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(self._sock.getsockname())
+            sock.connect(addr)
+            sock.setblocking(False)
+            sel.register(sock, selectors.EVENT_READ, addr)
+        except (OSError, ValueError) as exc:  # no isolation for this one; still served
+            logger.debug("no own socket for re-request peer %s:%s: %s", addr[0], addr[1], exc)
+            sock.close()
+            return
+        self._peers[addr] = sock
+        self._peer_seen[addr] = time.monotonic()
+
+    def _drop_peer(self, addr: Address) -> None:
+        sock = self._peers.pop(addr, None)
+        self._peer_seen.pop(addr, None)
+        if sock is not None:
+            if self._sel is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    self._sel.unregister(sock)
+            sock.close()
+
+    def _close_idle_peers(self) -> None:
+        if not self._peers:
+            return
+        now = time.monotonic()
+        for addr in list(self._peers):
+            if now - self._peer_seen.get(addr, now) < _PEER_IDLE:
+                break
+            self._drop_peer(addr)
 
     def _send(self, data: bytes, addr: Address) -> None:
+        peer = self._peers.get(addr)
         try:
-            self._sock.sendto(data, addr)
+            if peer is not None:
+                peer.send(data)
+            else:
+                self._sock.sendto(data, addr)
         except OSError as exc:
             self._send_errors += 1
             logger.debug("re-request answer to %s:%s not sent: %s", addr[0], addr[1], exc)
@@ -198,8 +318,9 @@ class RerequestServer:
 class Publisher:
     """Publishes one MoldUDP64 session to ``group`` and, optionally, serves re-requests.
 
-    ``group`` is ``(address, port)``; normally a multicast group (TTL ``ttl``, default 1;
-    ``loopback`` lets listeners on this host receive), a unicast address also works.
+    ``group`` is ``(address, port)``: a multicast group (TTL ``ttl``, default 1;
+    ``loopback`` lets listeners on this host receive), or with ``unicast=True`` any
+    address (otherwise a unicast one is a :class:`ConfigError`, as on the command line).
     ``interface_addr`` picks the outgoing interface. With ``rerequest_bind`` a
     :class:`RerequestServer` answers from ``store`` (a :class:`MemoryStore` is made when
     none is given). Timing options are those of :class:`PublisherCore`. ``faults``
@@ -219,6 +340,7 @@ class Publisher:
         interface_addr: str | None = None,
         ttl: int = 1,
         loopback: bool = True,
+        unicast: bool = False,
         first_seq_num: int = 1,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         flush_delay: float | None = 0.0,
@@ -238,6 +360,7 @@ class Publisher:
             group,
             ttl=ttl,
             serves_requests=rerequest_bind is not None,
+            unicast=unicast,
             store=store,
             first_seq_num=first_seq_num,
             max_payload=max_payload,
@@ -450,6 +573,8 @@ class Publisher:
         Unpaced, messages are taken ``batch_size`` at a time and packed together (fast for
         files and lists); for a source that produces slowly (a pipe), pass
         ``batch_size=1`` or call :meth:`publish` per message so nothing waits for a batch.
+        When publishing fails (a message too large, an error from ``messages``), the session
+        is still ended, with ``end_session``, before the error is raised.
         """
         if rate is not None and (isinstance(rate, bool) or not rate > 0):
             raise ConfigError(f"rate {rate!r} must be a number of messages per second > 0")
@@ -462,38 +587,45 @@ class Publisher:
         count = 0
         batch: list[Buffer] = []
         stop = self._stop
-        for message in messages:
-            if stop.is_set():
-                break
-            batch.append(message)
-            if rate is None:
-                if len(batch) >= batch_size:
-                    if not self._publish_batch(batch):
-                        break
-                    count += len(batch)
-                    batch = []
-            else:
-                # The next message is due at t0 + count/rate: publish what is due together.
-                due = t0 + (count + len(batch)) / rate
-                now = time.monotonic()
-                if due > now or len(batch) >= batch_size:
-                    if not self._publish_batch(batch):
-                        break
-                    count += len(batch)
-                    batch = []
-                    if due > now and stop.wait(due - now):
-                        break
-            if progress is not None and count and time.monotonic() >= next_progress:
-                progress(count)
-                next_progress = time.monotonic() + progress_interval
-        if batch and not stop.is_set() and self._publish_batch(batch):
-            count += len(batch)
-        stopped = stop.is_set()
-        if not stopped:
-            with self._lock:
-                if not self._closed:
-                    self.core.flush(time.monotonic())
-                    self._send_due()
+        try:
+            for message in messages:
+                if stop.is_set():
+                    break
+                batch.append(message)
+                if rate is None:
+                    if len(batch) >= batch_size:
+                        if not self._publish_batch(batch):
+                            break
+                        count += len(batch)
+                        batch = []
+                else:
+                    # The next message is due at t0 + count/rate: publish what is due together.
+                    due = t0 + (count + len(batch)) / rate
+                    now = time.monotonic()
+                    if due > now or len(batch) >= batch_size:
+                        if not self._publish_batch(batch):
+                            break
+                        count += len(batch)
+                        batch = []
+                        if due > now and stop.wait(due - now):
+                            break
+                if progress is not None and count and time.monotonic() >= next_progress:
+                    progress(count)
+                    next_progress = time.monotonic() + progress_interval
+            if batch and not stop.is_set() and self._publish_batch(batch):
+                count += len(batch)
+            stopped = stop.is_set()
+            if not stopped:
+                with self._lock:
+                    if not self._closed:
+                        self.core.flush(time.monotonic())
+                        self._send_due()
+        except Exception:
+            # A message too large, a source that fails: still end the session properly.
+            if end_session:
+                with contextlib.suppress(Exception):
+                    self.end_session(wait=True)
+            raise
         if progress is not None:
             progress(count)
         if end_session and not stopped:
