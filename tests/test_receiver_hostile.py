@@ -78,7 +78,15 @@ def timed(sim: LinkSim) -> tuple[list[tuple[float, Event]], list[tuple[float, in
     return events, requests
 
 
-def run_feed(sim: LinkSim, batches: int, size: int, pause: float, between: Callable[[], None]) -> None:
+def taken(events: list[Event]) -> list[bytes]:
+    """The messages delivered in ``events``, in order."""
+    return [m for e in events if isinstance(e, MessagesDelivered) for m in e.messages]
+
+
+def run_feed(
+    sim: LinkSim, batches: int, size: int, pause: float, between: Callable[[], None]
+) -> None:
+    """Publish ``batches`` of ``size`` messages, ``between()`` after each, then end."""
     for _ in range(batches):
         sim.publish(messages(size, len(sim.published) + 1))
         sim.run(pause)
@@ -203,7 +211,7 @@ def test_answers_from_an_unconfigured_address_are_never_delivered() -> None:
     events = c.events_received()
     assert [e.reason for e in events if isinstance(e, DatagramDropped)] == ["unknown_server"] * 2
     c.receive_datagram(build_packet(S, 2, [b"2"]), R, 0.002, SERVERS[0])
-    delivered = [m for e in c.events_received() if isinstance(e, MessagesDelivered) for m in e.messages]
+    delivered = taken(c.events_received())
     assert delivered == [b"2", b"3", b"4"]
     assert c.stats.dropped == {"unknown_server": 2}
 
@@ -230,7 +238,7 @@ def test_noise_from_other_sessions_never_switches_a_live_session() -> None:
             c.receive_datagram(build_heartbeat("NOISE00001", 5), A, seq * 0.001)
         if seq % 7 == 0:
             c.receive_datagram(build_packet(f"NOISE{seq:05d}", 1, [b"x"]), A, seq * 0.001)
-        got += [m for e in c.events_received() if isinstance(e, MessagesDelivered) for m in e.messages]
+        got += taken(c.events_received())
     assert got == [b"%d" % seq for seq in range(1, 1001)]
     assert c.session == S
 
