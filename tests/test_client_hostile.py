@@ -163,7 +163,9 @@ def test_ab_lines_that_cover_each_other_need_no_request(
         assert server.requests == 0 and c.stats.requests_sent == 0
     stats = c.stats.receiver
     assert stats.packets[Source.LINE_A] > 0 and stats.packets[Source.LINE_B] > 0
-    assert stats.gaps_detected > 0  # line A did lose packets: line B filled them
+    # line A did lose packets and line B brought them (often before A's next packet was
+    # even confirmed, so no gap opened at all)
+    assert stats.packets[Source.LINE_A] < len(packets) - len(packets) // 20
     assert c.lost_ranges == []
 
 
