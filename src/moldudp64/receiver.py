@@ -345,9 +345,13 @@ class ReceiverStats:
 
     Packets count every datagram handed in, by source; messages count the messages of the
     valid data packets of the followed session, by source (duplicates included). Held
-    packets and bytes include the datagrams of a next session waiting for the current one
-    to finish recovering. ``requests_sent`` includes the user's own requests (also counted
-    in ``user_requests``) when they went to a configured server.
+    packets and bytes (real memory, overhead counted) include the datagrams kept aside for
+    confirmation (``unconfirmed_packets``) and those of another session waiting for the
+    evidence of a switch. ``requests_sent`` includes the user's own requests (also counted
+    in ``user_requests``) when they went to a configured server. ``messages_before_start``
+    counts messages numbered below the first one wanted (``expected_seq_num``): not
+    duplicates. ``other_session_packets`` counts the datagrams of sessions other than the
+    one followed (those of a session later switched to excepted).
     """
 
     packets: dict[Source, int]
