@@ -1002,7 +1002,11 @@ class ReceiverCore:
         if 0 < count < END_OF_SESSION and seq + count <= self._expected and live and not raw:
             # a live copy of what was delivered (line B behind line A): count it, done
             self._messages[source] += count
-            self._count_old(seq, count)
+            if seq >= self._first:
+                self._dup_packets += 1
+                self._dup_messages += count
+            else:
+                self._count_old(seq, count)
             return
         if raw and not counted:
             self._events.append(DatagramReceived(data, source, addr))
