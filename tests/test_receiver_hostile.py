@@ -274,10 +274,14 @@ def test_a_session_left_behind_is_never_followed_again_whatever_the_noise() -> N
 
 
 def test_one_stray_packet_of_another_session_first_is_not_followed() -> None:
-    c = ReceiverCore()
+    """The session seen first is followed first (an old session ending as the next one
+    starts), so a lone stray first delays the start until it is forgotten."""
+    c = ReceiverCore(ReceiverConfig(stale_after=1.0))
     c.receive_datagram(build_packet("OTHER00001", 1, [b"stray"]), A, 0.0)
     for seq in range(1, 51):
         c.receive_datagram(build_packet(S, seq, [b"%d" % seq]), A, 0.01)
+    assert c.session is None and c.get_timer() == 1.0
+    c.handle_timer(1.0)
     events = c.events_received()
     sessions = {e.session for e in events if isinstance(e, MessagesDelivered)}
     assert sessions == {S} and c.session == S

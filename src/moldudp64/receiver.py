@@ -464,6 +464,8 @@ class _Candidate:
     distinct: int = 0
     #: Datagrams seen, kept or not.
     seen: int = 0
+    #: When its first datagram came.
+    first_at: float = 0.0
 
 
 class ReceiverCore:
@@ -622,6 +624,8 @@ class ReceiverCore:
     def handle_timer(self, now: float) -> None:
         """Act on whatever is due at ``now``: retries, timeouts, grace periods, staleness."""
         self._clock = now
+        if self._cands:  # first: a session followed now is checked below like any other
+            self._consider_switch(now)
         stale_after = self.config.stale_after
         if (
             stale_after is not None
@@ -642,7 +646,7 @@ class ReceiverCore:
             self._enforce_held_bound()
             self._pump(now)
             self._drain()
-        if self._cands:
+        if self._cands:  # the session may have ended above
             self._consider_switch(now)
         self._refresh(now)
 
@@ -1242,7 +1246,7 @@ class ReceiverCore:
             if len(cands) >= _MAX_CANDIDATES:
                 oldest = min(cands, key=lambda s: cands[s].last_at)
                 self._forget_candidate(oldest, DROP_WRONG_SESSION)
-            cand = cands[session_raw] = _Candidate([])
+            cand = cands[session_raw] = _Candidate([], first_at=now)
         waiting = cand.datagrams
         if not (
             waiting
@@ -1292,11 +1296,17 @@ class ReceiverCore:
                 self._forget_candidate(name, DROP_WRONG_SESSION)
         if not cands:
             return
-        if self._session_raw is None:  # the first session: two datagrams of it
+        if self._session_raw is None:
+            # the first session: the earliest seen that two datagrams name, once no session
+            # seen before it may still show its second (an older session ending as the next
+            # one starts is followed first; a lone stray delays the start by stale_after)
             ready = [s for s, c in cands.items() if c.distinct >= 2]
             if ready:
-                self._switch_to(max(ready, key=lambda s: cands[s].distinct), now)
-                return
+                first = min(ready, key=lambda s: cands[s].first_at)
+                older = [c for c in cands.values() if c.first_at < cands[first].first_at]
+                if not older:
+                    self._switch_to(first, now)
+                    return
         else:
             best = max(cands, key=lambda s: cands[s].last_at)
             if self._ended and (
