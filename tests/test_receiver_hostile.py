@@ -326,7 +326,7 @@ print(json.dumps({"growth": (after - before) * 1024, "peak": core.stats.peak_hel
 
 @pytest.mark.parametrize("size", [2, 8, 200])
 def test_the_held_bound_limits_real_memory(size: int) -> None:
-    bound = 16 * 1024 * 1024
+    bound = 48 * 1024 * 1024
     out = subprocess.run(
         [sys.executable, "-c", _MEMORY_SCRIPT, str(size), str(bound)],
         capture_output=True,
