@@ -62,12 +62,12 @@ from dataclasses import dataclass, field
 from .events import Address
 from .exceptions import ConfigError, MoldUDP64Error
 from .store import MessageStore
+from .validation import check_finite_positive, check_max_payload, check_session
 from .wire import (
     DEFAULT_MAX_PAYLOAD,
     HEADER_SIZE,
     MAX_DATAGRAM,
     MAX_MESSAGE_COUNT,
-    encode_session,
     join_blocks,
 )
 
@@ -105,13 +105,7 @@ _OVERFLOW = "(new sources while the source table is full)"
 
 
 def _positive(value: object, name: str) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ConfigError(f"rate limit {name} {value!r} must be a finite number > 0")
+    check_finite_positive(value, f"rate limit {name}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,15 +255,8 @@ class RerequestServerCore:
         rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
         allow: Iterable[IPNetwork | str] | None = None,
     ) -> None:
-        try:
-            self._session = encode_session(session)
-        except ValueError as exc:
-            raise ConfigError(f"session: {exc}") from None
-        limit = MAX_DATAGRAM - HEADER_SIZE
-        if isinstance(max_payload, bool) or not isinstance(max_payload, int):
-            raise ConfigError(f"max_payload {max_payload!r} must be an int")
-        if not 3 <= max_payload <= limit:
-            raise ConfigError(f"max_payload {max_payload} must be 3..{limit} bytes")
+        self._session = check_session(session)
+        check_max_payload(max_payload)
         if rate_limit is not None and not isinstance(rate_limit, RateLimit):
             raise ConfigError(f"rate_limit must be a RateLimit or None, not {rate_limit!r}")
         self.store = store

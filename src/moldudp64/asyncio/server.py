@@ -27,7 +27,7 @@ from ..events import Address
 from ..exceptions import ConfigError
 from ..faults import FaultInjector
 from ..net import open_multicast_sender, open_unicast_socket
-from ..publisher import PublisherStats, RunResult, core_for_group
+from ..publisher import Pacer, PublisherFront, PublisherOptions, RunResult
 from ..rerequest import (
     DEFAULT_RATE_LIMIT,
     IPNetwork,
@@ -372,7 +372,7 @@ class AsyncRerequestServer:
         self.close()
 
 
-class AsyncPublisher:
+class AsyncPublisher(PublisherFront):
     """Publishes one MoldUDP64 session to ``group`` from an event loop; may serve re-requests.
 
     Options are those of :class:`moldudp64.sync.server.Publisher`. Call ``await start()``
@@ -380,60 +380,19 @@ class AsyncPublisher:
     are plain methods that send at once (call them from the loop's thread).
     """
 
-    def __init__(
-        self,
-        session: str | bytes,
-        group: Address,
-        *,
-        interface_addr: str | None = None,
-        ttl: int = 1,
-        loopback: bool = True,
-        unicast: bool = False,
-        first_seq_num: int = 1,
-        max_payload: int = DEFAULT_MAX_PAYLOAD,
-        flush_delay: float | None = 0.0,
-        heartbeat_interval: float | None = 1.0,
-        end_of_session_duration: float = 2.0,
-        end_of_session_interval: float | None = None,
-        store: MessageStore | None = None,
-        rerequest_bind: Address | None = None,
-        rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
-        allow: Iterable[IPNetwork | str] | None = None,
-        faults: FaultInjector | None = None,
-        answer_faults: FaultInjector | None = None,
-        sock: socket.socket | None = None,
-    ) -> None:
-        self.core, self.group, self.store = core_for_group(
-            session,
-            group,
-            ttl=ttl,
-            serves_requests=rerequest_bind is not None,
-            unicast=unicast,
-            store=store,
-            first_seq_num=first_seq_num,
-            max_payload=max_payload,
-            flush_delay=flush_delay,
-            heartbeat_interval=heartbeat_interval,
-            end_of_session_duration=end_of_session_duration,
-            end_of_session_interval=end_of_session_interval,
-        )
-        store = self.store
-        self.faults = faults
-        self._interface_addr = interface_addr
-        self._ttl = ttl
-        self._loopback = loopback
-        self._sock = sock
-        self._rerequest_bind = rerequest_bind
-        self.rerequest_server: AsyncRerequestServer | None = None
-        if rerequest_bind is not None:
-            assert store is not None
+    rerequest_server: AsyncRerequestServer | None
+
+    def _setup(self, options: PublisherOptions) -> None:
+        self.rerequest_server = None
+        if options.rerequest_bind is not None:
+            assert self.store is not None
             self.rerequest_server = AsyncRerequestServer(
-                session,
-                store,
-                max_payload=max_payload,
-                rate_limit=rate_limit,
-                allow=allow,
-                faults=answer_faults,
+                options.session,
+                self.store,
+                max_payload=options.max_payload,
+                rate_limit=options.rate_limit,
+                allow=options.allow,
+                faults=options.answer_faults,
             )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.DatagramTransport | None = None
@@ -442,39 +401,6 @@ class AsyncPublisher:
         self._ended = asyncio.Event()
         self._stop = False
         self._closed = False
-        self._send_errors = 0
-
-    # -- properties ---------------------------------------------------------------------
-
-    @property
-    def rerequest_address(self) -> Address | None:
-        """Where re-requests are served, or None."""
-        return None if self.rerequest_server is None else self.rerequest_server.address
-
-    @property
-    def stats(self) -> PublisherStats:
-        """Packets, messages, heartbeats, end-of-session packets and bytes sent."""
-        return self.core.stats
-
-    @property
-    def rerequest_stats(self) -> RerequestStats | None:
-        """The re-request server's counts, or None without one."""
-        return None if self.rerequest_server is None else self.rerequest_server.stats
-
-    @property
-    def send_errors(self) -> int:
-        """Socket errors reported while sending."""
-        return self._send_errors
-
-    @property
-    def next_seq_num(self) -> int:
-        """The sequence number the next published message gets."""
-        return self.core.next_seq_num
-
-    @property
-    def ended(self) -> bool:
-        """Whether the end-of-session period is over."""
-        return self.core.ended
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -485,17 +411,18 @@ class AsyncPublisher:
         if self._transport is not None:
             return self
         loop = asyncio.get_running_loop()
-        sock = self._sock
+        options = self.options
+        sock = options.sock
         if sock is None:
             sock = open_multicast_sender(
-                self._interface_addr, ttl=self._ttl, loopback=self._loopback
+                options.interface_addr, ttl=options.ttl, loopback=options.loopback
             )
         protocol = _Protocol(None, self._on_error)
         try:
             transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
             if self.rerequest_server is not None:
-                assert self._rerequest_bind is not None
-                await self.rerequest_server.start(self._rerequest_bind)
+                assert options.rerequest_bind is not None
+                await self.rerequest_server.start(options.rerequest_bind)
         except BaseException:
             sock.close()
             raise
@@ -595,24 +522,17 @@ class AsyncPublisher:
         publishing fails); yields to the loop between batches so re-requests are answered
         while it runs.
         """
-        if rate is not None and (isinstance(rate, bool) or not rate > 0):
-            raise ConfigError(f"rate {rate!r} must be a number of messages per second > 0")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size {batch_size!r} must be an int >= 1")
+        pacer = Pacer(rate, batch_size, progress_interval)
         await self.start()
         loop = self._check_started()
         first = self.core.next_seq_num
         t0 = loop.time()
-        next_progress = t0 + progress_interval
-        count = 0
-        batch: list[Buffer] = []
+        pacer.start(t0)
 
         async def publish_batch() -> None:
-            nonlocal count, batch
             if not self._closed:
-                self.publish_many(batch)
-                count += len(batch)
-            batch = []
+                self.publish_many(pacer.batch)
+            pacer.done(not self._closed)
             assert self._protocol is not None
             if not self._protocol.writable.is_set():
                 await self._protocol.writable.wait()
@@ -623,21 +543,14 @@ class AsyncPublisher:
             async for message in _aiter(messages):
                 if self._stop:
                     break
-                batch.append(message)
-                if rate is None:
-                    if len(batch) >= batch_size:
-                        await publish_batch()
-                else:
-                    due = t0 + (count + len(batch)) / rate
-                    now = loop.time()
-                    if due > now or len(batch) >= batch_size:
-                        await publish_batch()
-                        if due > now:
-                            await asyncio.sleep(due - now)
-                if progress is not None and count and loop.time() >= next_progress:
-                    progress(count)
-                    next_progress = loop.time() + progress_interval
-            if batch and not self._stop:
+                wait = pacer.add(message, loop.time)
+                if wait is not None:
+                    await publish_batch()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                if progress is not None and pacer.progress_due(loop.time()):
+                    progress(pacer.count)
+            if pacer.batch and not self._stop:
                 await publish_batch()
             stopped = self._stop
             if not stopped and not self._closed:
@@ -649,11 +562,11 @@ class AsyncPublisher:
                     await self.end_session(wait=True)
             raise
         if progress is not None:
-            progress(count)
+            progress(pacer.count)
         if end_session and not stopped and not self._closed:
             await self.end_session(wait=True)
         return RunResult(
-            messages=count,
+            messages=pacer.count,
             first_seq_num=first,
             next_seq_num=self.core.next_seq_num,
             seconds=loop.time() - t0,

@@ -28,7 +28,7 @@ from ..events import Address
 from ..exceptions import ConfigError
 from ..faults import FaultInjector
 from ..net import open_multicast_sender, open_unicast_socket
-from ..publisher import PublisherStats, RunResult, core_for_group
+from ..publisher import Pacer, PublisherFront, PublisherOptions, PublisherStats, RunResult
 from ..rerequest import (
     DEFAULT_RATE_LIMIT,
     IPNetwork,
@@ -315,7 +315,7 @@ class RerequestServer:
         self.close()
 
 
-class Publisher:
+class Publisher(PublisherFront):
     """Publishes one MoldUDP64 session to ``group`` and, optionally, serves re-requests.
 
     ``group`` is ``(address, port)``: a multicast group (TTL ``ttl``, default 1;
@@ -332,108 +332,46 @@ class Publisher:
     (call :meth:`end_session` or let :meth:`run` do it).
     """
 
-    def __init__(
-        self,
-        session: str | bytes,
-        group: Address,
-        *,
-        interface_addr: str | None = None,
-        ttl: int = 1,
-        loopback: bool = True,
-        unicast: bool = False,
-        first_seq_num: int = 1,
-        max_payload: int = DEFAULT_MAX_PAYLOAD,
-        flush_delay: float | None = 0.0,
-        heartbeat_interval: float | None = 1.0,
-        end_of_session_duration: float = 2.0,
-        end_of_session_interval: float | None = None,
-        store: MessageStore | None = None,
-        rerequest_bind: Address | None = None,
-        rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
-        allow: Iterable[IPNetwork | str] | None = None,
-        faults: FaultInjector | None = None,
-        answer_faults: FaultInjector | None = None,
-        sock: socket.socket | None = None,
-    ) -> None:
-        self.core, self.group, self.store = core_for_group(
-            session,
-            group,
-            ttl=ttl,
-            serves_requests=rerequest_bind is not None,
-            unicast=unicast,
-            store=store,
-            first_seq_num=first_seq_num,
-            max_payload=max_payload,
-            flush_delay=flush_delay,
-            heartbeat_interval=heartbeat_interval,
-            end_of_session_duration=end_of_session_duration,
-            end_of_session_interval=end_of_session_interval,
-        )
-        store = self.store
-        self.faults = faults
+    _lock: threading.RLock
+    rerequest_server: RerequestServer | None
+
+    def _setup(self, options: PublisherOptions) -> None:
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._closed = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._send_errors = 0
         self._sock = (
-            sock
-            if sock is not None
-            else open_multicast_sender(interface_addr, ttl=ttl, loopback=loopback)
+            options.sock
+            if options.sock is not None
+            else open_multicast_sender(
+                options.interface_addr, ttl=options.ttl, loopback=options.loopback
+            )
         )
         # A publisher waits for the kernel rather than drop its own packets.
         self._sock.setblocking(True)
-        self.rerequest_server: RerequestServer | None = None
-        if rerequest_bind is not None:
-            assert store is not None
+        if options.rerequest_bind is not None:
+            assert self.store is not None
             try:
                 self.rerequest_server = RerequestServer(
-                    session,
-                    store,
-                    rerequest_bind,
-                    max_payload=max_payload,
-                    rate_limit=rate_limit,
-                    allow=allow,
-                    faults=answer_faults,
+                    options.session,
+                    self.store,
+                    options.rerequest_bind,
+                    max_payload=options.max_payload,
+                    rate_limit=options.rate_limit,
+                    allow=options.allow,
+                    faults=options.answer_faults,
                     lock=self._lock,
                 )
             except BaseException:
                 self._sock.close()
                 raise
 
-    # -- properties ---------------------------------------------------------------------
-
-    @property
-    def rerequest_address(self) -> Address | None:
-        """Where re-requests are served, or None."""
-        return None if self.rerequest_server is None else self.rerequest_server.address
-
     @property
     def stats(self) -> PublisherStats:
         """Packets, messages, heartbeats, end-of-session packets and bytes sent."""
         with self._lock:
             return self.core.stats
-
-    @property
-    def rerequest_stats(self) -> RerequestStats | None:
-        """The re-request server's counts, or None without one."""
-        return None if self.rerequest_server is None else self.rerequest_server.stats
-
-    @property
-    def send_errors(self) -> int:
-        """Datagrams the socket refused."""
-        return self._send_errors
-
-    @property
-    def next_seq_num(self) -> int:
-        """The sequence number the next published message gets."""
-        return self.core.next_seq_num
-
-    @property
-    def ended(self) -> bool:
-        """Whether the end-of-session period is over."""
-        return self.core.ended
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -576,44 +514,27 @@ class Publisher:
         When publishing fails (a message too large, an error from ``messages``), the session
         is still ended, with ``end_session``, before the error is raised.
         """
-        if rate is not None and (isinstance(rate, bool) or not rate > 0):
-            raise ConfigError(f"rate {rate!r} must be a number of messages per second > 0")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size {batch_size!r} must be an int >= 1")
+        pacer = Pacer(rate, batch_size, progress_interval)
         self.start()
         first = self.core.next_seq_num
         t0 = time.monotonic()
-        next_progress = t0 + progress_interval
-        count = 0
-        batch: list[Buffer] = []
+        pacer.start(t0)
         stop = self._stop
         try:
             for message in messages:
                 if stop.is_set():
                     break
-                batch.append(message)
-                if rate is None:
-                    if len(batch) >= batch_size:
-                        if not self._publish_batch(batch):
-                            break
-                        count += len(batch)
-                        batch = []
-                else:
-                    # The next message is due at t0 + count/rate: publish what is due together.
-                    due = t0 + (count + len(batch)) / rate
-                    now = time.monotonic()
-                    if due > now or len(batch) >= batch_size:
-                        if not self._publish_batch(batch):
-                            break
-                        count += len(batch)
-                        batch = []
-                        if due > now and stop.wait(due - now):
-                            break
-                if progress is not None and count and time.monotonic() >= next_progress:
-                    progress(count)
-                    next_progress = time.monotonic() + progress_interval
-            if batch and not stop.is_set() and self._publish_batch(batch):
-                count += len(batch)
+                wait = pacer.add(message, time.monotonic)
+                if wait is not None:
+                    if not self._publish_batch(pacer.batch):
+                        break
+                    pacer.done()
+                    if wait > 0 and stop.wait(wait):
+                        break
+                if progress is not None and pacer.progress_due(time.monotonic()):
+                    progress(pacer.count)
+            if pacer.batch and not stop.is_set() and self._publish_batch(pacer.batch):
+                pacer.done()
             stopped = stop.is_set()
             if not stopped:
                 with self._lock:
@@ -627,11 +548,11 @@ class Publisher:
                     self.end_session(wait=True)
             raise
         if progress is not None:
-            progress(count)
+            progress(pacer.count)
         if end_session and not stopped:
             self.end_session(wait=True)
         return RunResult(
-            messages=count,
+            messages=pacer.count,
             first_seq_num=first,
             next_seq_num=self.core.next_seq_num,
             seconds=time.monotonic() - t0,
