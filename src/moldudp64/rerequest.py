@@ -58,6 +58,7 @@ import struct
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from .events import Address
 from .exceptions import ConfigError, MoldUDP64Error
@@ -74,6 +75,7 @@ from .wire import (
 __all__ = [
     "DEFAULT_RATE_LIMIT",
     "REFUSAL_REASONS",
+    "PeerTable",
     "RateLimit",
     "RerequestServerCore",
     "RerequestStats",
@@ -95,6 +97,8 @@ REFUSAL_REASONS = (
 
 _REQUEST = struct.Struct(">10sQH")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: A :class:`PeerTable`'s per-client handle (a socket, in the I/O layers).
+T = TypeVar("T")
 #: Requests waiting for budget, over all sources (bounded memory whatever the flood).
 _MAX_WAITING_TOTAL = 16_384
 #: The host name the overflow bucket is logged under.
@@ -599,3 +603,109 @@ class RerequestServerCore:
             f"RerequestServerCore(session={self._session.decode('latin-1')!r}, "
             f"store={self.store!r}, max_payload={self.max_payload})"
         )
+
+
+class PeerTable(Generic[T]):
+    """Which clients of a re-request server get their own connected socket (no I/O).
+
+    A server's I/O layer keeps one ``handle`` (its socket) per adopted client here. A
+    client is adopted at its second answer (one-off, perhaps spoofed, sources never are),
+    at most ``adopt_rate`` a second after a burst of as many (socket churn costs CPU);
+    at most ``max_peers`` are kept, the least recently active dropped first; one that
+    sent nothing for ``idle_after`` seconds is due to be dropped (:meth:`idle`).
+    """
+
+    __slots__ = (
+        "_answered",
+        "_last_adopt",
+        "_peers",
+        "_seen",
+        "_tokens",
+        "adopt_rate",
+        "idle_after",
+        "max_peers",
+    )
+
+    def __init__(
+        self, max_peers: int = 256, idle_after: float = 30.0, adopt_rate: float = 64.0
+    ) -> None:
+        self.max_peers = max_peers
+        self.idle_after = idle_after
+        self.adopt_rate = adopt_rate
+        self._peers: OrderedDict[Address, T] = OrderedDict()
+        self._seen: dict[Address, float] = {}
+        self._answered: OrderedDict[Address, None] = OrderedDict()  # answered once so far
+        self._last_adopt = 0.0
+        self._tokens = adopt_rate  # a burst of a second's worth, then the rate
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    def __contains__(self, addr: object) -> bool:
+        return addr in self._peers
+
+    def get(self, addr: Address) -> T | None:
+        """The handle of an adopted client, or None."""
+        return self._peers.get(addr)
+
+    def addresses(self) -> list[Address]:
+        """The adopted clients, least recently active first."""
+        return list(self._peers)
+
+    def answered(self, addr: Address) -> bool:
+        """Note an answer sent to ``addr``; True when it should now be adopted."""
+        if addr in self._peers:
+            return False
+        seen = self._answered
+        if addr in seen:
+            del seen[addr]
+            return True
+        seen[addr] = None
+        if len(seen) > self.max_peers * 16:
+            seen.popitem(last=False)
+        return False
+
+    def may_adopt(self, now: float) -> bool:
+        """Take one adoption from the rate budget; False when it is spent (a later answer
+        adopts the client)."""
+        tokens = min(self.adopt_rate, self._tokens + (now - self._last_adopt) * self.adopt_rate)
+        self._last_adopt = now
+        if tokens < 1.0:
+            self._tokens = tokens
+            return False
+        self._tokens = tokens - 1.0
+        return True
+
+    @property
+    def full(self) -> bool:
+        """Whether adopting one more means dropping :meth:`oldest` first."""
+        return len(self._peers) >= self.max_peers
+
+    def oldest(self) -> Address:
+        """The least recently active adopted client."""
+        return next(iter(self._peers))
+
+    def add(self, addr: Address, handle: T, now: float) -> None:
+        """Adopt ``addr`` with its ``handle``."""
+        self._peers[addr] = handle
+        self._seen[addr] = now
+
+    def touch(self, addr: Address, now: float) -> None:
+        """``addr`` sent requests at ``now`` (if adopted)."""
+        if addr in self._peers:
+            self._peers.move_to_end(addr)
+            self._seen[addr] = now
+
+    def pop(self, addr: Address) -> T | None:
+        """Forget ``addr``; its handle (to close), or None if it was not adopted."""
+        self._seen.pop(addr, None)
+        return self._peers.pop(addr, None)
+
+    def idle(self, now: float) -> list[Address]:
+        """The adopted clients silent for ``idle_after`` seconds, oldest first."""
+        out: list[Address] = []
+        for addr in self._peers:
+            if now - self._seen.get(addr, now) < self.idle_after:
+                break
+            out.append(addr)
+        return out

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections import OrderedDict
 from collections.abc import AsyncIterable, Callable, Iterable
 from types import TracebackType
 from typing import Any
@@ -31,6 +30,7 @@ from ..publisher import Pacer, PublisherFront, PublisherOptions, RunResult
 from ..rerequest import (
     DEFAULT_RATE_LIMIT,
     IPNetwork,
+    PeerTable,
     RateLimit,
     RerequestServerCore,
     RerequestStats,
@@ -114,11 +114,7 @@ class AsyncRerequestServer:
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
         self._sock: socket.socket | None = None
-        self._peers: OrderedDict[Address, socket.socket] = OrderedDict()
-        self._peer_seen: dict[Address, float] = {}
-        self._answered: OrderedDict[Address, None] = OrderedDict()  # answered once so far
-        self._last_adopt = 0.0
-        self._adopt_tokens = _PEER_ADOPT_RATE  # a burst of a second's worth, then the rate
+        self._peers: PeerTable[socket.socket] = PeerTable(_MAX_PEERS, _PEER_IDLE, _PEER_ADOPT_RATE)
 
     @classmethod
     async def create(
@@ -229,9 +225,7 @@ class AsyncRerequestServer:
                 logger.debug("re-request peer %s:%s: %s", peer[0], peer[1], exc)
                 self._drop_peer(peer)
                 break
-        if peer in self._peers:
-            self._peers.move_to_end(peer)
-            self._peer_seen[peer] = self._loop.time() if self._loop else 0.0
+        self._peers.touch(peer, self._loop.time() if self._loop else 0.0)
         self._answer_batch(batch)
 
     def _send_answer(self, answer: bytes, addr: Address) -> None:
@@ -240,16 +234,8 @@ class AsyncRerequestServer:
         else:
             for out, to in self.faults.process_to(answer, addr):
                 self._send(out, to)
-        if addr not in self._peers:
-            # The second answer adopts a client: one-off (spoofed) sources never are.
-            seen = self._answered
-            if addr in seen:
-                del seen[addr]
-                self._adopt_peer(addr)
-            else:
-                seen[addr] = None
-                if len(seen) > _MAX_PEERS * 16:
-                    seen.popitem(last=False)
+        if self._peers.answered(addr):
+            self._adopt_peer(addr)
 
     def _adopt_peer(self, addr: Address) -> None:
         """Give a client that got answers its own connected socket on the server's port,
@@ -258,17 +244,10 @@ class AsyncRerequestServer:
         loop, main = self._loop, self._sock
         if loop is None or main is None or self._closed:
             return
-        now = loop.time()
-        tokens = min(
-            _PEER_ADOPT_RATE, self._adopt_tokens + (now - self._last_adopt) * _PEER_ADOPT_RATE
-        )
-        self._last_adopt = now
-        if tokens < 1.0:
-            self._adopt_tokens = tokens
+        if not self._peers.may_adopt(loop.time()):
             return  # a later answer adopts it
-        self._adopt_tokens = tokens - 1.0
-        if len(self._peers) >= _MAX_PEERS:
-            self._drop_peer(next(iter(self._peers)))
+        if self._peers.full:
+            self._drop_peer(self._peers.oldest())
         else:
             self._close_idle_peers()
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -282,12 +261,10 @@ class AsyncRerequestServer:
             logger.debug("no own socket for re-request peer %s:%s: %s", addr[0], addr[1], exc)
             sock.close()
             return
-        self._peers[addr] = sock
-        self._peer_seen[addr] = loop.time()
+        self._peers.add(addr, sock, loop.time())
 
     def _drop_peer(self, addr: Address) -> None:
-        sock = self._peers.pop(addr, None)
-        self._peer_seen.pop(addr, None)
+        sock = self._peers.pop(addr)
         if sock is not None:
             if self._loop is not None:
                 with contextlib.suppress(OSError, ValueError):
@@ -297,10 +274,7 @@ class AsyncRerequestServer:
     def _close_idle_peers(self) -> None:
         if self._loop is None:
             return
-        now = self._loop.time()
-        for addr in list(self._peers):
-            if now - self._peer_seen.get(addr, now) < _PEER_IDLE:
-                break
+        for addr in self._peers.idle(self._loop.time()):
             self._drop_peer(addr)
 
     def _rearm(self) -> None:
@@ -350,7 +324,7 @@ class AsyncRerequestServer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for peer in list(self._peers):
+        for peer in self._peers.addresses():
             self._drop_peer(peer)
         if self._transport is not None:
             if self.faults is not None:

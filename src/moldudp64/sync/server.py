@@ -20,7 +20,6 @@ import selectors
 import socket
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from types import TracebackType
 
@@ -32,6 +31,7 @@ from ..publisher import Pacer, PublisherFront, PublisherOptions, PublisherStats,
 from ..rerequest import (
     DEFAULT_RATE_LIMIT,
     IPNetwork,
+    PeerTable,
     RateLimit,
     RerequestServerCore,
     RerequestStats,
@@ -91,11 +91,7 @@ class RerequestServer:
         # second server on the port still fails to bind, as it does not set it.
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sel: selectors.BaseSelector | None = None
-        self._peers: OrderedDict[Address, socket.socket] = OrderedDict()
-        self._peer_seen: dict[Address, float] = {}
-        self._answered: OrderedDict[Address, None] = OrderedDict()  # answered once so far
-        self._last_adopt = 0.0
-        self._adopt_tokens = _PEER_ADOPT_RATE  # a burst of a second's worth, then the rate
+        self._peers: PeerTable[socket.socket] = PeerTable(_MAX_PEERS, _PEER_IDLE, _PEER_ADOPT_RATE)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._closed = threading.Event()
@@ -163,7 +159,7 @@ class RerequestServer:
                     self._send_all(answers)
                 self._close_idle_peers()
         finally:
-            for peer in list(self._peers):
+            for peer in self._peers.addresses():
                 self._drop_peer(peer)
             sel.close()
             self._flush_faults()
@@ -196,9 +192,7 @@ class RerequestServer:
                     logger.debug("re-request peer %s:%s: %s", peer[0], peer[1], exc)
                     self._drop_peer(peer)
                     break
-            if peer in self._peers:
-                self._peers.move_to_end(peer)
-                self._peer_seen[peer] = time.monotonic()
+            self._peers.touch(peer, time.monotonic())
         with self._lock:
             answers = self.core.handle_requests(batch, time.monotonic())
         self._send_all(answers)
@@ -211,16 +205,8 @@ class RerequestServer:
             else:
                 for out, to in faults.process_to(answer, addr):
                     self._send(out, to)
-            if addr not in self._peers:
-                # The second answer adopts a client: one-off (spoofed) sources never are.
-                seen = self._answered
-                if addr in seen:
-                    del seen[addr]
-                    self._adopt_peer(addr)
-                else:
-                    seen[addr] = None
-                    if len(seen) > _MAX_PEERS * 16:
-                        seen.popitem(last=False)
+            if self._peers.answered(addr):
+                self._adopt_peer(addr)
 
     def _adopt_peer(self, addr: Address) -> None:
         """Give a client that got an answer its own connected socket on the server's port.
@@ -231,17 +217,10 @@ class RerequestServer:
         sel = self._sel
         if sel is None or self._closed.is_set():
             return
-        now = time.monotonic()
-        tokens = min(
-            _PEER_ADOPT_RATE, self._adopt_tokens + (now - self._last_adopt) * _PEER_ADOPT_RATE
-        )
-        self._last_adopt = now
-        if tokens < 1.0:
-            self._adopt_tokens = tokens
+        if not self._peers.may_adopt(time.monotonic()):
             return  # a later answer adopts it
-        self._adopt_tokens = tokens - 1.0
-        if len(self._peers) >= _MAX_PEERS:
-            self._drop_peer(next(iter(self._peers)))
+        if self._peers.full:
+            self._drop_peer(self._peers.oldest())
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -253,12 +232,10 @@ class RerequestServer:
             logger.debug("no own socket for re-request peer %s:%s: %s", addr[0], addr[1], exc)
             sock.close()
             return
-        self._peers[addr] = sock
-        self._peer_seen[addr] = time.monotonic()
+        self._peers.add(addr, sock, time.monotonic())
 
     def _drop_peer(self, addr: Address) -> None:
-        sock = self._peers.pop(addr, None)
-        self._peer_seen.pop(addr, None)
+        sock = self._peers.pop(addr)
         if sock is not None:
             if self._sel is not None:
                 with contextlib.suppress(KeyError, ValueError):
@@ -266,13 +243,9 @@ class RerequestServer:
             sock.close()
 
     def _close_idle_peers(self) -> None:
-        if not self._peers:
-            return
-        now = time.monotonic()
-        for addr in list(self._peers):
-            if now - self._peer_seen.get(addr, now) < _PEER_IDLE:
-                break
-            self._drop_peer(addr)
+        if self._peers:
+            for addr in self._peers.idle(time.monotonic()):
+                self._drop_peer(addr)
 
     def _send(self, data: bytes, addr: Address) -> None:
         peer = self._peers.get(addr)
