@@ -614,6 +614,7 @@ class Pacer:
         "batch",
         "batch_size",
         "count",
+        "first_seq_num",
         "progress_interval",
         "rate",
         "t0",
@@ -629,11 +630,13 @@ class Pacer:
         #: Messages published so far.
         self.count = 0
         self.t0 = 0.0
+        self.first_seq_num = 1
         self._next_progress = progress_interval
 
-    def start(self, now: float) -> None:
-        """Start the clock: the first message is due at ``now``."""
+    def start(self, now: float, first_seq_num: int = 1) -> None:
+        """Start the clock: the first message (``first_seq_num``) is due at ``now``."""
         self.t0 = now
+        self.first_seq_num = first_seq_num
         self._next_progress = now + self.progress_interval
 
     def add(self, message: Buffer, clock: Callable[[], float]) -> float | None:
@@ -655,6 +658,17 @@ class Pacer:
         if published:
             self.count += len(self.batch)
         self.batch = []
+
+    def result(self, now: float, stopped: bool, stats: PublisherStats) -> RunResult:
+        """What the run did, as it ends at ``now``."""
+        return RunResult(
+            messages=self.count,
+            first_seq_num=self.first_seq_num,
+            next_seq_num=stats.next_seq_num,
+            seconds=now - self.t0,
+            stopped=stopped,
+            stats=stats,
+        )
 
     def progress_due(self, now: float) -> bool:
         """Whether to report progress now (something published, ``progress_interval`` since

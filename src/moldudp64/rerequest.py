@@ -75,6 +75,7 @@ from .wire import (
 __all__ = [
     "DEFAULT_RATE_LIMIT",
     "REFUSAL_REASONS",
+    "REQUEST_READ_SIZE",
     "PeerTable",
     "RateLimit",
     "RerequestServerCore",
@@ -97,6 +98,9 @@ REFUSAL_REASONS = (
 
 _REQUEST = struct.Struct(">10sQH")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: A request is 20 bytes: a server reads 21 (a longer datagram, cut, is still refused as
+#: ``bad_length``); a small read buffer is a cheaper read under a flood.
+REQUEST_READ_SIZE = 21
 #: A :class:`PeerTable`'s per-client handle (a socket, in the I/O layers).
 T = TypeVar("T")
 #: Requests waiting for budget, over all sources (bounded memory whatever the flood).

@@ -29,6 +29,7 @@ from ..net import open_multicast_sender, open_unicast_socket
 from ..publisher import Pacer, PublisherFront, PublisherOptions, RunResult
 from ..rerequest import (
     DEFAULT_RATE_LIMIT,
+    REQUEST_READ_SIZE,
     IPNetwork,
     PeerTable,
     RateLimit,
@@ -46,16 +47,6 @@ logger = logging.getLogger(__name__)
 _MAX_WRITE_BUFFER = 1024 * 1024
 #: Requests read and answered together (the first from the transport, the rest directly).
 _RECV_BATCH = 256
-#: A request is 20 bytes; a longer datagram is cut to 21 (still refused as bad_length):
-#: a small read buffer is a cheaper read under a flood.
-_RECV_SIZE = 21
-#: Known clients with their own connected socket (least recently active closed first).
-_MAX_PEERS = 256
-#: A client's own socket is closed after this many seconds without a request.
-_PEER_IDLE = 30.0
-#: At most this many clients get their own socket a second, after a burst of as many
-#: (socket churn costs CPU).
-_PEER_ADOPT_RATE = 64.0
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -114,7 +105,7 @@ class AsyncRerequestServer:
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
         self._sock: socket.socket | None = None
-        self._peers: PeerTable[socket.socket] = PeerTable(_MAX_PEERS, _PEER_IDLE, _PEER_ADOPT_RATE)
+        self._peers: PeerTable[socket.socket] = PeerTable()
 
     @classmethod
     async def create(
@@ -188,7 +179,7 @@ class AsyncRerequestServer:
             recvfrom = sock.recvfrom
             for _ in range(_RECV_BATCH - 1):
                 try:
-                    more, source = recvfrom(_RECV_SIZE)
+                    more, source = recvfrom(REQUEST_READ_SIZE)
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as exc:  # e.g. an ICMP error reported on a later call
@@ -217,7 +208,7 @@ class AsyncRerequestServer:
         recvfrom = sock.recvfrom
         for _ in range(_RECV_BATCH):
             try:
-                data, source = recvfrom(_RECV_SIZE)
+                data, source = recvfrom(REQUEST_READ_SIZE)
                 batch.append((data, (str(source[0]), int(source[1]))))
             except (BlockingIOError, InterruptedError):
                 break
@@ -499,9 +490,7 @@ class AsyncPublisher(PublisherFront):
         pacer = Pacer(rate, batch_size, progress_interval)
         await self.start()
         loop = self._check_started()
-        first = self.core.next_seq_num
-        t0 = loop.time()
-        pacer.start(t0)
+        pacer.start(loop.time(), self.core.next_seq_num)
 
         async def publish_batch() -> None:
             if not self._closed:
@@ -539,14 +528,7 @@ class AsyncPublisher(PublisherFront):
             progress(pacer.count)
         if end_session and not stopped and not self._closed:
             await self.end_session(wait=True)
-        return RunResult(
-            messages=pacer.count,
-            first_seq_num=first,
-            next_seq_num=self.core.next_seq_num,
-            seconds=loop.time() - t0,
-            stopped=self._stop,
-            stats=self.core.stats,
-        )
+        return pacer.result(loop.time(), self._stop, self.core.stats)
 
     # -- internals ----------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from ..net import open_multicast_sender, open_unicast_socket
 from ..publisher import Pacer, PublisherFront, PublisherOptions, PublisherStats, RunResult
 from ..rerequest import (
     DEFAULT_RATE_LIMIT,
+    REQUEST_READ_SIZE,
     IPNetwork,
     PeerTable,
     RateLimit,
@@ -44,16 +45,6 @@ __all__ = ["Publisher", "RerequestServer", "RunResult"]
 logger = logging.getLogger(__name__)
 
 _RECV_BATCH = 256
-#: Known clients with their own connected socket (least recently active closed first).
-_MAX_PEERS = 256
-#: A client's own socket is closed after this many seconds without a request.
-_PEER_IDLE = 30.0
-#: At most this many clients get their own socket a second, after a burst of as many
-#: (socket churn costs CPU).
-_PEER_ADOPT_RATE = 64.0
-#: A request is 20 bytes; a longer datagram is cut to 21 (still refused as bad_length):
-#: a small read buffer is a cheaper read under a flood.
-_RECV_SIZE = 21
 
 
 class RerequestServer:
@@ -91,7 +82,7 @@ class RerequestServer:
         # second server on the port still fails to bind, as it does not set it.
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sel: selectors.BaseSelector | None = None
-        self._peers: PeerTable[socket.socket] = PeerTable(_MAX_PEERS, _PEER_IDLE, _PEER_ADOPT_RATE)
+        self._peers: PeerTable[socket.socket] = PeerTable()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._closed = threading.Event()
@@ -146,7 +137,8 @@ class RerequestServer:
                     timer = core.get_timer()
                 timeout = None if timer is None else max(0.0, timer - time.monotonic())
                 if self._peers:  # look again in a while to close idle ones
-                    timeout = _PEER_IDLE if timeout is None else min(timeout, _PEER_IDLE)
+                    idle = self._peers.idle_after
+                    timeout = idle if timeout is None else min(timeout, idle)
                 ready = sel.select(timeout=timeout)
                 read = False
                 for key, _ in ready:  # one batch from each ready socket: a round robin
@@ -171,7 +163,7 @@ class RerequestServer:
             recvfrom = sock.recvfrom
             for _ in range(_RECV_BATCH):
                 try:
-                    data, addr = recvfrom(_RECV_SIZE)
+                    data, addr = recvfrom(REQUEST_READ_SIZE)
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as exc:  # e.g. an ICMP error reported on a later call
@@ -185,7 +177,7 @@ class RerequestServer:
             recvfrom = sock.recvfrom
             for _ in range(_RECV_BATCH):
                 try:
-                    batch.append(recvfrom(_RECV_SIZE))
+                    batch.append(recvfrom(REQUEST_READ_SIZE))
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as exc:  # the peer's port is closed (ICMP): forget it
@@ -489,9 +481,7 @@ class Publisher(PublisherFront):
         """
         pacer = Pacer(rate, batch_size, progress_interval)
         self.start()
-        first = self.core.next_seq_num
-        t0 = time.monotonic()
-        pacer.start(t0)
+        pacer.start(time.monotonic(), self.core.next_seq_num)
         stop = self._stop
         try:
             for message in messages:
@@ -524,14 +514,7 @@ class Publisher(PublisherFront):
             progress(pacer.count)
         if end_session and not stopped:
             self.end_session(wait=True)
-        return RunResult(
-            messages=pacer.count,
-            first_seq_num=first,
-            next_seq_num=self.core.next_seq_num,
-            seconds=time.monotonic() - t0,
-            stopped=stop.is_set(),
-            stats=self.stats,
-        )
+        return pacer.result(time.monotonic(), stop.is_set(), self.stats)
 
     # -- internals ----------------------------------------------------------------------
 
