@@ -122,7 +122,7 @@ def check_probability(value: object, name: str) -> float:
 
 def check_rate(rate: object) -> float | None:
     """A publishing rate in messages a second (> 0), or None for unpaced."""
-    if rate is not None and (isinstance(rate, bool) or not rate > 0):  # type: ignore[operator]
+    if rate is not None and (not _is_number(rate) or not rate > 0):  # type: ignore[operator]
         raise ConfigError(f"rate {rate!r} must be a number of messages per second > 0")
     return None if rate is None else float(rate)  # type: ignore[arg-type]
 
