@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import re
 import struct
 
 import pytest
@@ -9,7 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moldudp64.exceptions import ConfigError, MessageTooLarge
-from moldudp64.publisher import PublisherCore, SessionAlreadyEnded
+from moldudp64.publisher import (
+    Pacer,
+    PublisherCore,
+    PublisherFront,
+    PublisherOptions,
+    SessionAlreadyEnded,
+)
 from moldudp64.store import MemoryStore
 from moldudp64.wire import Packet, PacketKind, split_blocks
 
@@ -294,3 +303,111 @@ def test_publish_many_with_a_store_that_only_appends() -> None:
     pub.publish_many([b"a", b"b"], 0.0)
     pub.publish(b"c", 0.0)
     assert store.messages == [b"a", b"b", b"c"]
+
+
+# --- the pieces both publishers (blocking and asyncio) share ---------------------------
+
+
+def run_pacer(pacer: Pacer, arrivals: list[float]) -> list[tuple[float, int, float]]:
+    """Feed one message per arrival time; return (time, batch size, wait) per batch sent."""
+    sent: list[tuple[float, int, float]] = []
+    pacer.start(arrivals[0] if arrivals else 0.0)
+    for now in arrivals:
+        wait = pacer.add(b"m", lambda now=now: now)
+        if wait is not None:
+            sent.append((now, len(pacer.batch), wait))
+            pacer.done()
+    return sent
+
+
+def test_unpaced_runs_go_out_in_full_batches() -> None:
+    pacer = Pacer(None, batch_size=3)
+    assert run_pacer(pacer, [0.0] * 7) == [(0.0, 3, 0.0), (0.0, 3, 0.0)]
+    assert pacer.batch == [b"m"] and pacer.count == 6
+
+
+def test_paced_messages_wait_until_due() -> None:
+    """At 10 a second the n-th message is due at n/10 s: an early one goes out with a wait."""
+    pacer = Pacer(10.0, batch_size=512)
+    assert run_pacer(pacer, [0.0, 0.0]) == [(0.0, 1, 0.1), (0.0, 1, 0.2)]
+    assert pacer.count == 2
+
+
+def test_a_paced_run_that_fell_behind_catches_up_in_batches() -> None:
+    """Messages already overdue are collected, up to batch_size, and sent without a wait."""
+    pacer = Pacer(1000.0, batch_size=4)
+    sent = run_pacer(pacer, [0.0] + [1.0] * 9)
+    assert sent[0] == (0.0, 1, 0.001)
+    assert [(n, w) for _, n, w in sent[1:]] == [(4, 0.0), (4, 0.0)]
+
+
+def test_the_pacer_reads_no_clock_when_unpaced() -> None:
+    def clock() -> float:
+        raise AssertionError("unpaced runs read no clock")
+
+    pacer = Pacer(None, batch_size=2)
+    assert pacer.add(b"a", clock) is None and pacer.add(b"b", clock) == 0.0
+
+
+def test_a_dropped_batch_is_not_counted_and_progress_comes_at_intervals() -> None:
+    pacer = Pacer(None, batch_size=1, progress_interval=0.5)
+    pacer.start(10.0, first_seq_num=7)
+    assert not pacer.progress_due(11.0)  # nothing published yet
+    pacer.add(b"x", float)
+    pacer.done(published=False)
+    assert pacer.count == 0 and pacer.batch == []
+    pacer.add(b"y", float)
+    pacer.done()
+    assert pacer.progress_due(10.5) and not pacer.progress_due(10.9) and pacer.progress_due(11.0)
+    core = PublisherCore(SESSION, first_seq_num=7)
+    core.publish(b"y", 0.0)
+    result = pacer.result(12.5, False, core.stats)
+    assert (result.messages, result.first_seq_num, result.next_seq_num) == (1, 7, 8)
+    assert result.seconds == 2.5 and not result.stopped
+
+
+@pytest.mark.parametrize(
+    ("rate", "batch_size", "message"),
+    [
+        (0, 1, "rate 0 must be a number of messages per second > 0"),
+        (True, 1, "rate True must be a number of messages per second > 0"),
+        (float("nan"), 1, "rate nan must be a number of messages per second > 0"),
+        (None, 0, "batch_size 0 must be an int >= 1"),
+        (None, 2.0, "batch_size 2.0 must be an int >= 1"),
+    ],
+)
+def test_bad_run_arguments_are_config_errors(
+    rate: object, batch_size: object, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Pacer(rate, batch_size)  # type: ignore[arg-type]
+
+
+def test_publisher_options_check_the_group_and_make_core_and_store() -> None:
+    options = PublisherOptions(session=SESSION, group=("239.1.1.1", 30001), first_seq_num=5)
+    core, store = options.new_core()
+    assert store is None and core.next_seq_num == 5 and options.group == ("239.1.1.1", 30001)
+    serving = PublisherOptions(
+        session=SESSION, group=("239.1.1.1", 1), rerequest_bind=("127.0.0.1", 0)
+    )
+    core, store = serving.new_core()
+    assert isinstance(store, MemoryStore) and core.store is store
+    with pytest.raises(ConfigError, match="pass unicast=True"):
+        PublisherOptions(session=SESSION, group=("127.0.0.1", 30001))
+    with pytest.raises(ConfigError, match=re.escape("multicast TTL 300 is outside 0..255")):
+        PublisherOptions(session=SESSION, group=("239.1.1.1", 1), ttl=300)
+    with pytest.raises(ConfigError, match="flush_delay -1 must be a number of seconds >= 0"):
+        PublisherOptions(session=SESSION, group=("239.1.1.1", 1), flush_delay=-1).new_core()
+
+
+def test_both_publishers_take_the_same_arguments() -> None:
+    from moldudp64.asyncio.server import AsyncPublisher
+    from moldudp64.sync.server import Publisher
+
+    blocking = inspect.signature(Publisher)
+    assert blocking == inspect.signature(AsyncPublisher) == inspect.signature(PublisherFront)
+    fields = [f.name for f in dataclasses.fields(PublisherOptions)]
+    assert list(blocking.parameters) == fields
+    assert inspect.signature(Publisher.run).parameters.keys() == (
+        inspect.signature(AsyncPublisher.run).parameters.keys()
+    )

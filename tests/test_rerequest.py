@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from moldudp64.binaryfile import write_binaryfile
 from moldudp64.exceptions import BinaryFileError, ConfigError
-from moldudp64.rerequest import REFUSAL_REASONS, RateLimit, RerequestServerCore
+from moldudp64.rerequest import REFUSAL_REASONS, PeerTable, RateLimit, RerequestServerCore
 from moldudp64.store import BinaryFileStore, MemoryStore
 from moldudp64.wire import Packet, RetransmissionPacket, split_blocks
 
@@ -489,3 +489,49 @@ def test_a_message_too_large_for_any_datagram_is_refused() -> None:
     assert answer is not None and len(answer) == 65_507
     assert server.handle_request(request(2, 1), CLIENT, 0.0) is None
     assert refused(server) == {"too_large": 1}
+
+
+# --- PeerTable: which clients get their own socket (shared by both servers) -----------
+
+A = ("10.0.0.1", 5000)
+B = ("10.0.0.2", 5000)
+
+
+def test_a_client_is_adopted_at_its_second_answer_never_at_a_one_off() -> None:
+    table: PeerTable[str] = PeerTable()
+    assert not table.answered(A)  # first answer: maybe a spoofed one-off
+    assert not table.answered(B)
+    assert table.answered(A)  # second: a real client
+    table.add(A, "socket-a", 0.0)
+    assert not table.answered(A)  # adopted: nothing more to decide
+    assert A in table and table.get(A) == "socket-a" and len(table) == 1
+
+
+def test_adoptions_are_rate_limited_after_a_burst() -> None:
+    table: PeerTable[str] = PeerTable(adopt_rate=4.0)
+    assert [table.may_adopt(0.0) for _ in range(5)] == [True] * 4 + [False]
+    assert not table.may_adopt(0.1)  # 0.4 of a token back
+    assert table.may_adopt(0.3)  # 1.2 tokens: one adoption
+    assert table.may_adopt(100.0) and table.may_adopt(100.0)  # refilled, capped at the burst
+
+
+def test_the_table_is_bounded_least_recently_active_first_and_idle_ones_expire() -> None:
+    table: PeerTable[int] = PeerTable(max_peers=2, idle_after=30.0)
+    table.add(A, 1, 0.0)
+    table.add(B, 2, 10.0)
+    assert table.full and table.oldest() == A
+    table.touch(A, 20.0)  # A sent requests: B is now the least recently active
+    assert table.oldest() == B and table.addresses() == [B, A]
+    assert table.idle(39.0) == [] and table.idle(40.0) == [B] and table.idle(50.0) == [B, A]
+    assert table.pop(B) == 2 and table.pop(B) is None and not table.full
+    table.touch(B, 60.0)  # not adopted: nothing to refresh
+    assert B not in table
+
+
+def test_one_off_sources_are_remembered_within_a_bound() -> None:
+    """A flood of spoofed sources costs bounded memory: the oldest are forgotten."""
+    table: PeerTable[int] = PeerTable(max_peers=1)
+    for port in range(1, 40):
+        assert not table.answered(("10.9.9.9", port))
+    assert not table.answered(("10.9.9.9", 1))  # forgotten: its first answer again
+    assert table.answered(("10.9.9.9", 39))  # still remembered: adopted

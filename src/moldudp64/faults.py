@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from .events import Address
-from .exceptions import ConfigError
+from .validation import check_probability
 
 __all__ = ["FaultInjector", "FaultStats"]
 
@@ -30,12 +30,6 @@ class FaultStats:
     duplicated: int
     reordered: int
     sent: int
-
-
-def _probability(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{name} probability {value!r} must be a number in 0..1")
-    return float(value)
 
 
 class FaultInjector:
@@ -70,9 +64,9 @@ class FaultInjector:
         reorder: float = 0.0,
         seed: int | None = None,
     ) -> None:
-        self.drop = _probability(drop, "drop")
-        self.duplicate = _probability(duplicate, "duplicate")
-        self.reorder = _probability(reorder, "reorder")
+        self.drop = check_probability(drop, "drop")
+        self.duplicate = check_probability(duplicate, "duplicate")
+        self.reorder = check_probability(reorder, "reorder")
         self.seed = seed
         self._random = random.Random(seed)
         self._held: _Item | None = None

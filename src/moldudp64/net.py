@@ -16,6 +16,7 @@ import struct
 import sys
 from collections.abc import Callable
 
+from . import validation
 from .events import Address
 from .exceptions import ConfigError, SocketError
 
@@ -131,19 +132,10 @@ def format_address(addr: Address) -> str:
 
 def check_port(port: object, what: str = "port", *, allow_zero: bool = False) -> int:
     """Return ``port`` if it is a valid UDP port number, else raise ConfigError."""
-    low = 0 if allow_zero else 1
-    if not isinstance(port, int) or isinstance(port, bool) or not low <= port <= 65535:
-        raise ConfigError(f"{what} {port!r} is not a port number ({low}..65535)")
-    return port
+    return validation.check_port(port, what, allow_zero=allow_zero)
 
 
-def _ipv4(host: object, what: str) -> ipaddress.IPv4Address:
-    if not isinstance(host, str):
-        raise ConfigError(f"{what} {host!r} must be a dotted IPv4 address string")
-    try:
-        return ipaddress.IPv4Address(host)
-    except ValueError:
-        raise ConfigError(f"{what} {host!r} is not an IPv4 address") from None
+_ipv4 = validation.check_ipv4
 
 
 def parse_address(text: str, what: str = "address", *, default_host: str | None = None) -> Address:
@@ -172,12 +164,7 @@ def parse_address(text: str, what: str = "address", *, default_host: str | None 
 
 def check_multicast_addr(addr: object, what: str = "multicast address") -> Address:
     """Return ``(group, port)`` if the group is an IPv4 multicast address, else ConfigError."""
-    if not isinstance(addr, tuple) or len(addr) != 2:
-        raise ConfigError(f"{what} {addr!r} must be a (group, port) tuple")
-    group = _ipv4(addr[0], f"{what} group")
-    if not group.is_multicast:
-        raise ConfigError(f"{what} {addr[0]} is not a multicast group (224.0.0.0/4)")
-    return (str(group), check_port(addr[1], f"{what} port"))
+    return validation.check_multicast_addr(addr, what)
 
 
 _SIOCGIFADDR = 0x8915  # Linux: an interface's IPv4 address
@@ -333,8 +320,7 @@ def open_multicast_sender(
     lets listeners on this host receive; ``interface_addr`` picks the outgoing interface
     (None: the kernel's route for the group).
     """
-    if not isinstance(ttl, int) or not 0 <= ttl <= 255:
-        raise ConfigError(f"multicast TTL {ttl!r} is outside 0..255")
+    validation.check_ttl(ttl)
     iface = None if interface_addr is None else check_interface_addr(interface_addr)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     try:

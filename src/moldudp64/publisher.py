@@ -25,18 +25,28 @@ Timing rules (on the simulated or real clock the caller passes in):
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from .events import Address
 from .exceptions import ConfigError, EncodeError, MessageTooLarge, SessionAlreadyEnded
+from .faults import FaultInjector
+from .rerequest import DEFAULT_RATE_LIMIT, IPNetwork, RateLimit, RerequestStats
 from .store import MemoryStore, MessageStore, extend_store
+from .validation import (
+    check_batch_size,
+    check_max_payload,
+    check_publish_group,
+    check_rate,
+    check_seconds,
+    check_seq_num,
+    check_session,
+    check_ttl,
+)
 from .wire import (
     DEFAULT_MAX_PAYLOAD,
     HEADER,
-    HEADER_SIZE,
-    MAX_DATAGRAM,
     MAX_MESSAGE_COUNT,
     MAX_SEQ_NUM,
     Buffer,
@@ -44,16 +54,19 @@ from .wire import (
     build_end_of_session,
     build_heartbeat,
     decode_session,
-    encode_session,
     join_blocks,
 )
 
+if TYPE_CHECKING:
+    import socket
+
 __all__ = [
+    "Pacer",
     "PublisherCore",
+    "PublisherOptions",
     "PublisherStats",
     "RunResult",
     "SessionAlreadyEnded",
-    "core_for_group",
 ]
 
 
@@ -82,11 +95,7 @@ class RunResult:
 
 
 def _non_negative(value: object, name: str, *, allow_none: bool = False) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigError(f"{name} {value!r} must be a number of seconds >= 0")
-    return float(value)
+    return None if value is None and allow_none else check_seconds(value, name)
 
 
 class PublisherCore:
@@ -109,19 +118,9 @@ class PublisherCore:
         end_of_session_interval: float | None = None,
         store: MessageStore | None = None,
     ) -> None:
-        try:
-            raw_session = encode_session(session)
-        except ValueError as exc:
-            raise ConfigError(f"session: {exc}") from None
-        if isinstance(first_seq_num, bool) or not isinstance(first_seq_num, int):
-            raise ConfigError(f"first_seq_num {first_seq_num!r} must be an int")
-        if not 1 <= first_seq_num <= MAX_SEQ_NUM:
-            raise ConfigError(f"first_seq_num {first_seq_num} must be 1..2**64-1")
-        limit = MAX_DATAGRAM - HEADER_SIZE
-        if isinstance(max_payload, bool) or not isinstance(max_payload, int):
-            raise ConfigError(f"max_payload {max_payload!r} must be an int")
-        if not 3 <= max_payload <= limit:
-            raise ConfigError(f"max_payload {max_payload} must be 3..{limit} bytes")
+        raw_session = check_session(session)
+        check_seq_num(first_seq_num)
+        check_max_payload(max_payload)
         self._flush_delay = _non_negative(flush_delay, "flush_delay", allow_none=True)
         self._heartbeat_interval = _non_negative(
             heartbeat_interval, "heartbeat_interval", allow_none=True
@@ -433,55 +432,248 @@ class PublisherCore:
         self._last_send = now
 
 
-def core_for_group(
-    session: str | bytes,
-    group: object,
-    *,
-    ttl: object,
-    serves_requests: bool,
-    unicast: bool = False,
-    store: MessageStore | None,
-    first_seq_num: int,
-    max_payload: int,
-    flush_delay: float | None,
-    heartbeat_interval: float | None,
-    end_of_session_duration: float,
-    end_of_session_interval: float | None,
-) -> tuple[PublisherCore, Address, MessageStore | None]:
-    """Check a publisher's destination and TTL and build its core, its group and its store.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PublisherOptions:
+    """Every setting of a publisher (blocking or asyncio), checked once when made.
 
-    Shared by the blocking and asyncio publishers. The group must be an IPv4 multicast
-    address, as on the command line, unless ``unicast`` (then any host: a test, a
-    relay). One that serves re-requests needs a store: a
-    :class:`~moldudp64.store.MemoryStore` is made when none is given.
+    ``group`` is checked (IPv4 multicast unless ``unicast``; normalised to a
+    ``(host, port)`` tuple) and ``ttl``; the core's own settings are checked by
+    :meth:`new_core`, which makes the :class:`PublisherCore` and, for one that serves
+    re-requests without a ``store``, a :class:`~moldudp64.store.MemoryStore`. Socket
+    settings (``interface_addr``, ``rerequest_bind``) are checked when the sockets open.
     """
-    if not isinstance(group, tuple) or len(group) != 2 or not isinstance(group[0], str):
-        raise ConfigError(f"group {group!r} must be a (host, port) tuple")
-    if not unicast:
-        try:
-            multicast = ipaddress.IPv4Address(group[0]).is_multicast
-        except ValueError:
-            multicast = False
-        if not multicast:
-            raise ConfigError(
-                f"group {group[0]!r} is not a multicast group (224.0.0.0/4); "
-                "pass unicast=True to publish to a unicast address"
-            )
-    port = group[1]
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise ConfigError(f"group port {port!r} is not a port number (1..65535)")
-    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= 255:
-        raise ConfigError(f"multicast TTL {ttl!r} is outside 0..255")
-    if serves_requests and store is None:
-        store = MemoryStore(first_seq_num=first_seq_num)
-    core = PublisherCore(
-        session,
-        first_seq_num=first_seq_num,
-        max_payload=max_payload,
-        flush_delay=flush_delay,
-        heartbeat_interval=heartbeat_interval,
-        end_of_session_duration=end_of_session_duration,
-        end_of_session_interval=end_of_session_interval,
-        store=store,
+
+    session: str | bytes
+    group: Address
+    interface_addr: str | None = None
+    ttl: int = 1
+    loopback: bool = True
+    unicast: bool = False
+    first_seq_num: int = 1
+    max_payload: int = DEFAULT_MAX_PAYLOAD
+    flush_delay: float | None = 0.0
+    heartbeat_interval: float | None = 1.0
+    end_of_session_duration: float = 2.0
+    end_of_session_interval: float | None = None
+    store: MessageStore | None = None
+    rerequest_bind: Address | None = None
+    rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT
+    allow: Iterable[IPNetwork | str] | None = None
+    faults: FaultInjector | None = None
+    answer_faults: FaultInjector | None = None
+    sock: socket.socket | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "group", check_publish_group(self.group, unicast=self.unicast))
+        check_ttl(self.ttl)
+
+    def new_core(self) -> tuple[PublisherCore, MessageStore | None]:
+        """The publisher's core and its store (None when nothing keeps the messages)."""
+        store = self.store
+        if self.rerequest_bind is not None and store is None:
+            store = MemoryStore(first_seq_num=self.first_seq_num)
+        core = PublisherCore(
+            self.session,
+            first_seq_num=self.first_seq_num,
+            max_payload=self.max_payload,
+            flush_delay=self.flush_delay,
+            heartbeat_interval=self.heartbeat_interval,
+            end_of_session_duration=self.end_of_session_duration,
+            end_of_session_interval=self.end_of_session_interval,
+            store=store,
+        )
+        return core, store
+
+
+class _Answering(Protocol):
+    """A re-request server as a publisher reports it."""
+
+    @property
+    def address(self) -> Address: ...
+
+    @property
+    def stats(self) -> RerequestStats: ...
+
+
+class PublisherFront:
+    """The constructor and the read-only state the blocking and asyncio publishers share.
+
+    The constructor gathers its arguments in one :class:`PublisherOptions` (checked
+    there), makes the core and the store, then calls :meth:`_setup` of the I/O layer.
+    """
+
+    core: PublisherCore
+    rerequest_server: _Answering | None
+
+    def __init__(
+        self,
+        session: str | bytes,
+        group: Address,
+        *,
+        interface_addr: str | None = None,
+        ttl: int = 1,
+        loopback: bool = True,
+        unicast: bool = False,
+        first_seq_num: int = 1,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        flush_delay: float | None = 0.0,
+        heartbeat_interval: float | None = 1.0,
+        end_of_session_duration: float = 2.0,
+        end_of_session_interval: float | None = None,
+        store: MessageStore | None = None,
+        rerequest_bind: Address | None = None,
+        rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
+        allow: Iterable[IPNetwork | str] | None = None,
+        faults: FaultInjector | None = None,
+        answer_faults: FaultInjector | None = None,
+        sock: socket.socket | None = None,
+    ) -> None:
+        options = PublisherOptions(
+            session=session,
+            group=group,
+            interface_addr=interface_addr,
+            ttl=ttl,
+            loopback=loopback,
+            unicast=unicast,
+            first_seq_num=first_seq_num,
+            max_payload=max_payload,
+            flush_delay=flush_delay,
+            heartbeat_interval=heartbeat_interval,
+            end_of_session_duration=end_of_session_duration,
+            end_of_session_interval=end_of_session_interval,
+            store=store,
+            rerequest_bind=rerequest_bind,
+            rate_limit=rate_limit,
+            allow=allow,
+            faults=faults,
+            answer_faults=answer_faults,
+            sock=sock,
+        )
+        self.options = options
+        self.core, self.store = options.new_core()
+        self.group: Address = options.group
+        self.faults = faults
+        self._send_errors = 0
+        self.rerequest_server = None
+        self._setup(options)
+
+    def _setup(self, options: PublisherOptions) -> None:
+        """Make the I/O layer's sockets, locks and re-request server."""
+        raise NotImplementedError
+
+    @property
+    def rerequest_address(self) -> Address | None:
+        """Where re-requests are served, or None."""
+        return None if self.rerequest_server is None else self.rerequest_server.address
+
+    @property
+    def stats(self) -> PublisherStats:
+        """Packets, messages, heartbeats, end-of-session packets and bytes sent."""
+        return self.core.stats
+
+    @property
+    def rerequest_stats(self) -> RerequestStats | None:
+        """The re-request server's counts, or None without one."""
+        return None if self.rerequest_server is None else self.rerequest_server.stats
+
+    @property
+    def send_errors(self) -> int:
+        """Datagrams not sent: socket errors."""
+        return self._send_errors
+
+    @property
+    def next_seq_num(self) -> int:
+        """The sequence number the next published message gets."""
+        return self.core.next_seq_num
+
+    @property
+    def ended(self) -> bool:
+        """Whether the end-of-session period is over."""
+        return self.core.ended
+
+
+class Pacer:
+    """Batches and paces the messages of a publisher's ``run()`` (no I/O, no clock).
+
+    Unpaced (``rate`` None), a batch goes out every ``batch_size`` messages. Paced, the
+    n-th message is due at ``start + n / rate``: a batch goes out as soon as its last
+    message is not yet due (then wait until it is) or it is full::
+
+        pacer = Pacer(rate, batch_size)
+        pacer.start(now)
+        for message in messages:
+            wait = pacer.add(message, clock)
+            if wait is not None:
+                publish(pacer.batch); pacer.done()
+                sleep(wait)
+        publish(pacer.batch); pacer.done()
+    """
+
+    __slots__ = (
+        "_next_progress",
+        "batch",
+        "batch_size",
+        "count",
+        "first_seq_num",
+        "progress_interval",
+        "rate",
+        "t0",
     )
-    return core, (group[0], port), store
+
+    def __init__(
+        self, rate: float | None, batch_size: int = 512, progress_interval: float = 0.5
+    ) -> None:
+        self.rate = check_rate(rate)
+        self.batch_size = check_batch_size(batch_size)
+        self.progress_interval = progress_interval
+        self.batch: list[Buffer] = []
+        #: Messages published so far.
+        self.count = 0
+        self.t0 = 0.0
+        self.first_seq_num = 1
+        self._next_progress = progress_interval
+
+    def start(self, now: float, first_seq_num: int = 1) -> None:
+        """Start the clock: the first message (``first_seq_num``) is due at ``now``."""
+        self.t0 = now
+        self.first_seq_num = first_seq_num
+        self._next_progress = now + self.progress_interval
+
+    def add(self, message: Buffer, clock: Callable[[], float]) -> float | None:
+        """Add ``message`` to the batch: None to go on collecting, or the seconds to wait
+        (0.0: none) after publishing :attr:`batch` now. ``clock`` is read only when paced."""
+        batch = self.batch
+        batch.append(message)
+        rate = self.rate
+        if rate is None:
+            return 0.0 if len(batch) >= self.batch_size else None
+        due = self.t0 + (self.count + len(batch)) / rate
+        now = clock()
+        if due > now or len(batch) >= self.batch_size:
+            return max(0.0, due - now)
+        return None
+
+    def done(self, published: bool = True) -> None:
+        """The batch went out (counted) or was dropped (``published`` False); start a new one."""
+        if published:
+            self.count += len(self.batch)
+        self.batch = []
+
+    def result(self, now: float, stopped: bool, stats: PublisherStats) -> RunResult:
+        """What the run did, as it ends at ``now``."""
+        return RunResult(
+            messages=self.count,
+            first_seq_num=self.first_seq_num,
+            next_seq_num=stats.next_seq_num,
+            seconds=now - self.t0,
+            stopped=stopped,
+            stats=stats,
+        )
+
+    def progress_due(self, now: float) -> bool:
+        """Whether to report progress now (something published, ``progress_interval`` since
+        the last report)."""
+        if self.count and now >= self._next_progress:
+            self._next_progress = now + self.progress_interval
+            return True
+        return False

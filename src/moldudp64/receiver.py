@@ -100,7 +100,8 @@ from .events import (
     SessionStarted,
     Source,
 )
-from .exceptions import ConfigError, EncodeError, MalformedPacket
+from .exceptions import ConfigError, MalformedPacket
+from .validation import check_server_address, check_session
 from .wire import (
     END_OF_SESSION,
     HEADER,
@@ -195,20 +196,6 @@ def _vouches(start: int, value: int, claim_start: int, claim_value: int) -> bool
     return value >= claim_start and start <= claim_value + _VOUCH_WINDOW
 
 
-def _check_address(addr: object) -> Address:
-    if (
-        not isinstance(addr, tuple)
-        or len(addr) != 2
-        or not isinstance(addr[0], str)
-        or not addr[0]
-        or not isinstance(addr[1], int)
-        or isinstance(addr[1], bool)
-        or not 0 < addr[1] < 65536
-    ):
-        raise ConfigError(f"re-request server address {addr!r} is not a (host, port) pair")
-    return (addr[0], addr[1])
-
-
 @dataclass(frozen=True, slots=True)
 class ReceiverConfig:
     """What a :class:`ReceiverCore` wants and how hard it tries to recover gaps.
@@ -277,10 +264,7 @@ class ReceiverConfig:
     def __post_init__(self) -> None:
         session = self.expected_session_ident
         if session is not None:
-            try:
-                encode_session(session)
-            except EncodeError as exc:
-                raise ConfigError(f"expected_session_ident: {exc}") from None
+            check_session(session, "expected_session_ident")
         seq = self.expected_seq_num
         if seq is not None and (
             not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq < 2**64
@@ -291,7 +275,7 @@ class ReceiverConfig:
         if isinstance(self.rerequest_server_addrs, str | bytes):
             raise ConfigError("rerequest_server_addrs must be a list of (host, port) pairs")
         try:
-            servers = tuple(_check_address(a) for a in self.rerequest_server_addrs)
+            servers = tuple(check_server_address(a) for a in self.rerequest_server_addrs)
         except TypeError:
             raise ConfigError(
                 "rerequest_server_addrs must be a list of (host, port) pairs"
@@ -831,7 +815,7 @@ class ReceiverCore:
             chosen = self._choose(now, ())
             target = (chosen[0] if chosen else self._servers[0]).addr
         else:
-            target = _check_address(server)
+            target = check_server_address(server)
         known = self._by_addr.get(target)
         if known is not None:
             known.requests += 1

@@ -58,22 +58,25 @@ import struct
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from .events import Address
 from .exceptions import ConfigError, MoldUDP64Error
 from .store import MessageStore
+from .validation import check_finite_positive, check_max_payload, check_session
 from .wire import (
     DEFAULT_MAX_PAYLOAD,
     HEADER_SIZE,
     MAX_DATAGRAM,
     MAX_MESSAGE_COUNT,
-    encode_session,
     join_blocks,
 )
 
 __all__ = [
     "DEFAULT_RATE_LIMIT",
     "REFUSAL_REASONS",
+    "REQUEST_READ_SIZE",
+    "PeerTable",
     "RateLimit",
     "RerequestServerCore",
     "RerequestStats",
@@ -95,6 +98,11 @@ REFUSAL_REASONS = (
 
 _REQUEST = struct.Struct(">10sQH")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: A request is 20 bytes: a server reads 21 (a longer datagram, cut, is still refused as
+#: ``bad_length``); a small read buffer is a cheaper read under a flood.
+REQUEST_READ_SIZE = 21
+#: A :class:`PeerTable`'s per-client handle (a socket, in the I/O layers).
+T = TypeVar("T")
 #: Requests waiting for budget, over all sources (bounded memory whatever the flood).
 _MAX_WAITING_TOTAL = 16_384
 #: The host name the overflow bucket is logged under.
@@ -105,13 +113,7 @@ _OVERFLOW = "(new sources while the source table is full)"
 
 
 def _positive(value: object, name: str) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ConfigError(f"rate limit {name} {value!r} must be a finite number > 0")
+    check_finite_positive(value, f"rate limit {name}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,15 +263,8 @@ class RerequestServerCore:
         rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
         allow: Iterable[IPNetwork | str] | None = None,
     ) -> None:
-        try:
-            self._session = encode_session(session)
-        except ValueError as exc:
-            raise ConfigError(f"session: {exc}") from None
-        limit = MAX_DATAGRAM - HEADER_SIZE
-        if isinstance(max_payload, bool) or not isinstance(max_payload, int):
-            raise ConfigError(f"max_payload {max_payload!r} must be an int")
-        if not 3 <= max_payload <= limit:
-            raise ConfigError(f"max_payload {max_payload} must be 3..{limit} bytes")
+        self._session = check_session(session)
+        check_max_payload(max_payload)
         if rate_limit is not None and not isinstance(rate_limit, RateLimit):
             raise ConfigError(f"rate_limit must be a RateLimit or None, not {rate_limit!r}")
         self.store = store
@@ -612,3 +607,109 @@ class RerequestServerCore:
             f"RerequestServerCore(session={self._session.decode('latin-1')!r}, "
             f"store={self.store!r}, max_payload={self.max_payload})"
         )
+
+
+class PeerTable(Generic[T]):
+    """Which clients of a re-request server get their own connected socket (no I/O).
+
+    A server's I/O layer keeps one ``handle`` (its socket) per adopted client here. A
+    client is adopted at its second answer (one-off, perhaps spoofed, sources never are),
+    at most ``adopt_rate`` a second after a burst of as many (socket churn costs CPU);
+    at most ``max_peers`` are kept, the least recently active dropped first; one that
+    sent nothing for ``idle_after`` seconds is due to be dropped (:meth:`idle`).
+    """
+
+    __slots__ = (
+        "_answered",
+        "_last_adopt",
+        "_peers",
+        "_seen",
+        "_tokens",
+        "adopt_rate",
+        "idle_after",
+        "max_peers",
+    )
+
+    def __init__(
+        self, max_peers: int = 256, idle_after: float = 30.0, adopt_rate: float = 64.0
+    ) -> None:
+        self.max_peers = max_peers
+        self.idle_after = idle_after
+        self.adopt_rate = adopt_rate
+        self._peers: OrderedDict[Address, T] = OrderedDict()
+        self._seen: dict[Address, float] = {}
+        self._answered: OrderedDict[Address, None] = OrderedDict()  # answered once so far
+        self._last_adopt = 0.0
+        self._tokens = adopt_rate  # a burst of a second's worth, then the rate
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    def __contains__(self, addr: object) -> bool:
+        return addr in self._peers
+
+    def get(self, addr: Address) -> T | None:
+        """The handle of an adopted client, or None."""
+        return self._peers.get(addr)
+
+    def addresses(self) -> list[Address]:
+        """The adopted clients, least recently active first."""
+        return list(self._peers)
+
+    def answered(self, addr: Address) -> bool:
+        """Note an answer sent to ``addr``; True when it should now be adopted."""
+        if addr in self._peers:
+            return False
+        seen = self._answered
+        if addr in seen:
+            del seen[addr]
+            return True
+        seen[addr] = None
+        if len(seen) > self.max_peers * 16:
+            seen.popitem(last=False)
+        return False
+
+    def may_adopt(self, now: float) -> bool:
+        """Take one adoption from the rate budget; False when it is spent (a later answer
+        adopts the client)."""
+        tokens = min(self.adopt_rate, self._tokens + (now - self._last_adopt) * self.adopt_rate)
+        self._last_adopt = now
+        if tokens < 1.0:
+            self._tokens = tokens
+            return False
+        self._tokens = tokens - 1.0
+        return True
+
+    @property
+    def full(self) -> bool:
+        """Whether adopting one more means dropping :meth:`oldest` first."""
+        return len(self._peers) >= self.max_peers
+
+    def oldest(self) -> Address:
+        """The least recently active adopted client."""
+        return next(iter(self._peers))
+
+    def add(self, addr: Address, handle: T, now: float) -> None:
+        """Adopt ``addr`` with its ``handle``."""
+        self._peers[addr] = handle
+        self._seen[addr] = now
+
+    def touch(self, addr: Address, now: float) -> None:
+        """``addr`` sent requests at ``now`` (if adopted)."""
+        if addr in self._peers:
+            self._peers.move_to_end(addr)
+            self._seen[addr] = now
+
+    def pop(self, addr: Address) -> T | None:
+        """Forget ``addr``; its handle (to close), or None if it was not adopted."""
+        self._seen.pop(addr, None)
+        return self._peers.pop(addr, None)
+
+    def idle(self, now: float) -> list[Address]:
+        """The adopted clients silent for ``idle_after`` seconds, oldest first."""
+        out: list[Address] = []
+        for addr in self._peers:
+            if now - self._seen.get(addr, now) < self.idle_after:
+                break
+            out.append(addr)
+        return out

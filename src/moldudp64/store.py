@@ -24,8 +24,9 @@ from array import array
 from typing import Protocol, runtime_checkable
 
 from ._closing import Closing
-from .exceptions import BinaryFileError, ConfigError, MessageTooLarge, TruncatedFile
-from .wire import MAX_MESSAGE_LENGTH, MAX_SEQ_NUM, Buffer, join_blocks
+from .exceptions import BinaryFileError, ConfigError, TruncatedFile
+from .validation import check_seq_num
+from .wire import MAX_MESSAGE_LENGTH, Buffer, check_message, join_blocks
 
 __all__ = [
     "DEFAULT_INDEX_INTERVAL",
@@ -86,17 +87,6 @@ def extend_store(store: MessageStore, messages: list[bytes]) -> None:
             append(message)
 
 
-def _check_length(message: Buffer) -> int:
-    length = len(message)
-    if length > MAX_MESSAGE_LENGTH:
-        raise MessageTooLarge(
-            f"message of {length} bytes exceeds the {MAX_MESSAGE_LENGTH}-byte block limit",
-            length=length,
-            limit=MAX_MESSAGE_LENGTH,
-        )
-    return length
-
-
 class MemoryStore:
     """The most recent messages of a session, in memory, bounded by count and bytes.
 
@@ -120,8 +110,7 @@ class MemoryStore:
             raise ConfigError(f"max_messages {max_messages!r} must be a positive int or None")
         if max_bytes is not None and (not isinstance(max_bytes, int) or max_bytes < 2):
             raise ConfigError(f"max_bytes {max_bytes!r} must be an int >= 2 or None")
-        if not isinstance(first_seq_num, int) or not 1 <= first_seq_num <= MAX_SEQ_NUM:
-            raise ConfigError(f"first_seq_num {first_seq_num!r} must be 1..2**64-1")
+        check_seq_num(first_seq_num)
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self._messages: list[bytes] = []
@@ -152,7 +141,7 @@ class MemoryStore:
 
     def append(self, message: Buffer) -> int:
         """Add a message (copied to ``bytes``); evict the oldest past a bound; return its number."""
-        length = _check_length(message)
+        length = check_message(message)
         seq = self.next_seq_num
         self._messages.append(message if isinstance(message, bytes) else bytes(message))
         self._bytes += 2 + length
@@ -170,7 +159,7 @@ class MemoryStore:
         for message in messages:
             length = len(message)
             if length > MAX_MESSAGE_LENGTH:
-                _check_length(message)
+                check_message(message)
             total += length + 2
         self._messages.extend(messages)
         self._bytes += total
@@ -370,7 +359,7 @@ class BinaryFileStore(Closing):
         if not self.writable:
             raise BinaryFileError(f"BinaryFILE store {self.path} was opened read-only")
         self._require_fd()
-        length = _check_length(message)
+        length = check_message(message)
         self._pending += _U16.pack(length)
         self._pending += message
         self._pending_count += 1
@@ -384,7 +373,7 @@ class BinaryFileStore(Closing):
             raise BinaryFileError(f"BinaryFILE store {self.path} was opened read-only")
         self._require_fd()
         for message in messages:
-            _check_length(message)
+            check_message(message)
         self._pending += join_blocks(messages)
         self._pending_count += len(messages)
         if len(self._pending) >= _WRITE_CHUNK:

@@ -34,6 +34,7 @@ __all__ = [
     "build_end_of_session",
     "build_heartbeat",
     "build_packet",
+    "check_message",
     "decode_session",
     "encode_session",
     "join_blocks",
@@ -419,7 +420,8 @@ def _load_join() -> Callable[[list[bytes]], bytes]:
 join_blocks = _load_join()
 
 
-def _check_message(message: Buffer) -> int:
+def check_message(message: Buffer) -> int:
+    """``len(message)``, or :class:`MessageTooLarge` past the 65,535-byte block limit."""
     length = len(message)
     if length > MAX_MESSAGE_LENGTH:
         raise MessageTooLarge(
@@ -442,7 +444,7 @@ def build_packet(session: str | bytes, seq_num: int, messages: Iterable[Buffer])
     size = HEADER_SIZE
     for message in messages:
         data = _message_bytes(message)
-        length = _check_message(data)
+        length = check_message(data)
         parts.append(_U16.pack(length))
         parts.append(data)
         size += 2 + length

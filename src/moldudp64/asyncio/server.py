@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections import OrderedDict
 from collections.abc import AsyncIterable, Callable, Iterable
 from types import TracebackType
 from typing import Any
@@ -27,10 +26,12 @@ from ..events import Address
 from ..exceptions import ConfigError
 from ..faults import FaultInjector
 from ..net import open_multicast_sender, open_unicast_socket
-from ..publisher import PublisherStats, RunResult, core_for_group
+from ..publisher import Pacer, PublisherFront, PublisherOptions, RunResult
 from ..rerequest import (
     DEFAULT_RATE_LIMIT,
+    REQUEST_READ_SIZE,
     IPNetwork,
+    PeerTable,
     RateLimit,
     RerequestServerCore,
     RerequestStats,
@@ -46,16 +47,6 @@ logger = logging.getLogger(__name__)
 _MAX_WRITE_BUFFER = 1024 * 1024
 #: Requests read and answered together (the first from the transport, the rest directly).
 _RECV_BATCH = 256
-#: A request is 20 bytes; a longer datagram is cut to 21 (still refused as bad_length):
-#: a small read buffer is a cheaper read under a flood.
-_RECV_SIZE = 21
-#: Known clients with their own connected socket (least recently active closed first).
-_MAX_PEERS = 256
-#: A client's own socket is closed after this many seconds without a request.
-_PEER_IDLE = 30.0
-#: At most this many clients get their own socket a second, after a burst of as many
-#: (socket churn costs CPU).
-_PEER_ADOPT_RATE = 64.0
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -114,11 +105,7 @@ class AsyncRerequestServer:
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
         self._sock: socket.socket | None = None
-        self._peers: OrderedDict[Address, socket.socket] = OrderedDict()
-        self._peer_seen: dict[Address, float] = {}
-        self._answered: OrderedDict[Address, None] = OrderedDict()  # answered once so far
-        self._last_adopt = 0.0
-        self._adopt_tokens = _PEER_ADOPT_RATE  # a burst of a second's worth, then the rate
+        self._peers: PeerTable[socket.socket] = PeerTable()
 
     @classmethod
     async def create(
@@ -192,7 +179,7 @@ class AsyncRerequestServer:
             recvfrom = sock.recvfrom
             for _ in range(_RECV_BATCH - 1):
                 try:
-                    more, source = recvfrom(_RECV_SIZE)
+                    more, source = recvfrom(REQUEST_READ_SIZE)
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as exc:  # e.g. an ICMP error reported on a later call
@@ -221,7 +208,7 @@ class AsyncRerequestServer:
         recvfrom = sock.recvfrom
         for _ in range(_RECV_BATCH):
             try:
-                data, source = recvfrom(_RECV_SIZE)
+                data, source = recvfrom(REQUEST_READ_SIZE)
                 batch.append((data, (str(source[0]), int(source[1]))))
             except (BlockingIOError, InterruptedError):
                 break
@@ -229,9 +216,7 @@ class AsyncRerequestServer:
                 logger.debug("re-request peer %s:%s: %s", peer[0], peer[1], exc)
                 self._drop_peer(peer)
                 break
-        if peer in self._peers:
-            self._peers.move_to_end(peer)
-            self._peer_seen[peer] = self._loop.time() if self._loop else 0.0
+        self._peers.touch(peer, self._loop.time() if self._loop else 0.0)
         self._answer_batch(batch)
 
     def _send_answer(self, answer: bytes, addr: Address) -> None:
@@ -240,16 +225,8 @@ class AsyncRerequestServer:
         else:
             for out, to in self.faults.process_to(answer, addr):
                 self._send(out, to)
-        if addr not in self._peers:
-            # The second answer adopts a client: one-off (spoofed) sources never are.
-            seen = self._answered
-            if addr in seen:
-                del seen[addr]
-                self._adopt_peer(addr)
-            else:
-                seen[addr] = None
-                if len(seen) > _MAX_PEERS * 16:
-                    seen.popitem(last=False)
+        if self._peers.answered(addr):
+            self._adopt_peer(addr)
 
     def _adopt_peer(self, addr: Address) -> None:
         """Give a client that got answers its own connected socket on the server's port,
@@ -258,17 +235,10 @@ class AsyncRerequestServer:
         loop, main = self._loop, self._sock
         if loop is None or main is None or self._closed:
             return
-        now = loop.time()
-        tokens = min(
-            _PEER_ADOPT_RATE, self._adopt_tokens + (now - self._last_adopt) * _PEER_ADOPT_RATE
-        )
-        self._last_adopt = now
-        if tokens < 1.0:
-            self._adopt_tokens = tokens
+        if not self._peers.may_adopt(loop.time()):
             return  # a later answer adopts it
-        self._adopt_tokens = tokens - 1.0
-        if len(self._peers) >= _MAX_PEERS:
-            self._drop_peer(next(iter(self._peers)))
+        if self._peers.full:
+            self._drop_peer(self._peers.oldest())
         else:
             self._close_idle_peers()
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -282,12 +252,10 @@ class AsyncRerequestServer:
             logger.debug("no own socket for re-request peer %s:%s: %s", addr[0], addr[1], exc)
             sock.close()
             return
-        self._peers[addr] = sock
-        self._peer_seen[addr] = loop.time()
+        self._peers.add(addr, sock, loop.time())
 
     def _drop_peer(self, addr: Address) -> None:
-        sock = self._peers.pop(addr, None)
-        self._peer_seen.pop(addr, None)
+        sock = self._peers.pop(addr)
         if sock is not None:
             if self._loop is not None:
                 with contextlib.suppress(OSError, ValueError):
@@ -297,10 +265,7 @@ class AsyncRerequestServer:
     def _close_idle_peers(self) -> None:
         if self._loop is None:
             return
-        now = self._loop.time()
-        for addr in list(self._peers):
-            if now - self._peer_seen.get(addr, now) < _PEER_IDLE:
-                break
+        for addr in self._peers.idle(self._loop.time()):
             self._drop_peer(addr)
 
     def _rearm(self) -> None:
@@ -350,7 +315,7 @@ class AsyncRerequestServer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for peer in list(self._peers):
+        for peer in self._peers.addresses():
             self._drop_peer(peer)
         if self._transport is not None:
             if self.faults is not None:
@@ -372,7 +337,7 @@ class AsyncRerequestServer:
         self.close()
 
 
-class AsyncPublisher:
+class AsyncPublisher(PublisherFront):
     """Publishes one MoldUDP64 session to ``group`` from an event loop; may serve re-requests.
 
     Options are those of :class:`moldudp64.sync.server.Publisher`. Call ``await start()``
@@ -380,60 +345,19 @@ class AsyncPublisher:
     are plain methods that send at once (call them from the loop's thread).
     """
 
-    def __init__(
-        self,
-        session: str | bytes,
-        group: Address,
-        *,
-        interface_addr: str | None = None,
-        ttl: int = 1,
-        loopback: bool = True,
-        unicast: bool = False,
-        first_seq_num: int = 1,
-        max_payload: int = DEFAULT_MAX_PAYLOAD,
-        flush_delay: float | None = 0.0,
-        heartbeat_interval: float | None = 1.0,
-        end_of_session_duration: float = 2.0,
-        end_of_session_interval: float | None = None,
-        store: MessageStore | None = None,
-        rerequest_bind: Address | None = None,
-        rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
-        allow: Iterable[IPNetwork | str] | None = None,
-        faults: FaultInjector | None = None,
-        answer_faults: FaultInjector | None = None,
-        sock: socket.socket | None = None,
-    ) -> None:
-        self.core, self.group, self.store = core_for_group(
-            session,
-            group,
-            ttl=ttl,
-            serves_requests=rerequest_bind is not None,
-            unicast=unicast,
-            store=store,
-            first_seq_num=first_seq_num,
-            max_payload=max_payload,
-            flush_delay=flush_delay,
-            heartbeat_interval=heartbeat_interval,
-            end_of_session_duration=end_of_session_duration,
-            end_of_session_interval=end_of_session_interval,
-        )
-        store = self.store
-        self.faults = faults
-        self._interface_addr = interface_addr
-        self._ttl = ttl
-        self._loopback = loopback
-        self._sock = sock
-        self._rerequest_bind = rerequest_bind
-        self.rerequest_server: AsyncRerequestServer | None = None
-        if rerequest_bind is not None:
-            assert store is not None
+    rerequest_server: AsyncRerequestServer | None
+
+    def _setup(self, options: PublisherOptions) -> None:
+        self.rerequest_server = None
+        if options.rerequest_bind is not None:
+            assert self.store is not None
             self.rerequest_server = AsyncRerequestServer(
-                session,
-                store,
-                max_payload=max_payload,
-                rate_limit=rate_limit,
-                allow=allow,
-                faults=answer_faults,
+                options.session,
+                self.store,
+                max_payload=options.max_payload,
+                rate_limit=options.rate_limit,
+                allow=options.allow,
+                faults=options.answer_faults,
             )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.DatagramTransport | None = None
@@ -442,39 +366,6 @@ class AsyncPublisher:
         self._ended = asyncio.Event()
         self._stop = False
         self._closed = False
-        self._send_errors = 0
-
-    # -- properties ---------------------------------------------------------------------
-
-    @property
-    def rerequest_address(self) -> Address | None:
-        """Where re-requests are served, or None."""
-        return None if self.rerequest_server is None else self.rerequest_server.address
-
-    @property
-    def stats(self) -> PublisherStats:
-        """Packets, messages, heartbeats, end-of-session packets and bytes sent."""
-        return self.core.stats
-
-    @property
-    def rerequest_stats(self) -> RerequestStats | None:
-        """The re-request server's counts, or None without one."""
-        return None if self.rerequest_server is None else self.rerequest_server.stats
-
-    @property
-    def send_errors(self) -> int:
-        """Socket errors reported while sending."""
-        return self._send_errors
-
-    @property
-    def next_seq_num(self) -> int:
-        """The sequence number the next published message gets."""
-        return self.core.next_seq_num
-
-    @property
-    def ended(self) -> bool:
-        """Whether the end-of-session period is over."""
-        return self.core.ended
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -485,17 +376,18 @@ class AsyncPublisher:
         if self._transport is not None:
             return self
         loop = asyncio.get_running_loop()
-        sock = self._sock
+        options = self.options
+        sock = options.sock
         if sock is None:
             sock = open_multicast_sender(
-                self._interface_addr, ttl=self._ttl, loopback=self._loopback
+                options.interface_addr, ttl=options.ttl, loopback=options.loopback
             )
         protocol = _Protocol(None, self._on_error)
         try:
             transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
             if self.rerequest_server is not None:
-                assert self._rerequest_bind is not None
-                await self.rerequest_server.start(self._rerequest_bind)
+                assert options.rerequest_bind is not None
+                await self.rerequest_server.start(options.rerequest_bind)
         except BaseException:
             sock.close()
             raise
@@ -595,24 +487,15 @@ class AsyncPublisher:
         publishing fails); yields to the loop between batches so re-requests are answered
         while it runs.
         """
-        if rate is not None and (isinstance(rate, bool) or not rate > 0):
-            raise ConfigError(f"rate {rate!r} must be a number of messages per second > 0")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size {batch_size!r} must be an int >= 1")
+        pacer = Pacer(rate, batch_size, progress_interval)
         await self.start()
         loop = self._check_started()
-        first = self.core.next_seq_num
-        t0 = loop.time()
-        next_progress = t0 + progress_interval
-        count = 0
-        batch: list[Buffer] = []
+        pacer.start(loop.time(), self.core.next_seq_num)
 
         async def publish_batch() -> None:
-            nonlocal count, batch
             if not self._closed:
-                self.publish_many(batch)
-                count += len(batch)
-            batch = []
+                self.publish_many(pacer.batch)
+            pacer.done(not self._closed)
             assert self._protocol is not None
             if not self._protocol.writable.is_set():
                 await self._protocol.writable.wait()
@@ -623,21 +506,14 @@ class AsyncPublisher:
             async for message in _aiter(messages):
                 if self._stop:
                     break
-                batch.append(message)
-                if rate is None:
-                    if len(batch) >= batch_size:
-                        await publish_batch()
-                else:
-                    due = t0 + (count + len(batch)) / rate
-                    now = loop.time()
-                    if due > now or len(batch) >= batch_size:
-                        await publish_batch()
-                        if due > now:
-                            await asyncio.sleep(due - now)
-                if progress is not None and count and loop.time() >= next_progress:
-                    progress(count)
-                    next_progress = loop.time() + progress_interval
-            if batch and not self._stop:
+                wait = pacer.add(message, loop.time)
+                if wait is not None:
+                    await publish_batch()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                if progress is not None and pacer.progress_due(loop.time()):
+                    progress(pacer.count)
+            if pacer.batch and not self._stop:
                 await publish_batch()
             stopped = self._stop
             if not stopped and not self._closed:
@@ -649,17 +525,10 @@ class AsyncPublisher:
                     await self.end_session(wait=True)
             raise
         if progress is not None:
-            progress(count)
+            progress(pacer.count)
         if end_session and not stopped and not self._closed:
             await self.end_session(wait=True)
-        return RunResult(
-            messages=count,
-            first_seq_num=first,
-            next_seq_num=self.core.next_seq_num,
-            seconds=loop.time() - t0,
-            stopped=self._stop,
-            stats=self.core.stats,
-        )
+        return pacer.result(loop.time(), self._stop, self.core.stats)
 
     # -- internals ----------------------------------------------------------------------
 

@@ -20,7 +20,6 @@ import selectors
 import socket
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from types import TracebackType
 
@@ -28,10 +27,12 @@ from ..events import Address
 from ..exceptions import ConfigError
 from ..faults import FaultInjector
 from ..net import open_multicast_sender, open_unicast_socket
-from ..publisher import PublisherStats, RunResult, core_for_group
+from ..publisher import Pacer, PublisherFront, PublisherOptions, PublisherStats, RunResult
 from ..rerequest import (
     DEFAULT_RATE_LIMIT,
+    REQUEST_READ_SIZE,
     IPNetwork,
+    PeerTable,
     RateLimit,
     RerequestServerCore,
     RerequestStats,
@@ -44,16 +45,6 @@ __all__ = ["Publisher", "RerequestServer", "RunResult"]
 logger = logging.getLogger(__name__)
 
 _RECV_BATCH = 256
-#: Known clients with their own connected socket (least recently active closed first).
-_MAX_PEERS = 256
-#: A client's own socket is closed after this many seconds without a request.
-_PEER_IDLE = 30.0
-#: At most this many clients get their own socket a second, after a burst of as many
-#: (socket churn costs CPU).
-_PEER_ADOPT_RATE = 64.0
-#: A request is 20 bytes; a longer datagram is cut to 21 (still refused as bad_length):
-#: a small read buffer is a cheaper read under a flood.
-_RECV_SIZE = 21
 
 
 class RerequestServer:
@@ -91,11 +82,7 @@ class RerequestServer:
         # second server on the port still fails to bind, as it does not set it.
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sel: selectors.BaseSelector | None = None
-        self._peers: OrderedDict[Address, socket.socket] = OrderedDict()
-        self._peer_seen: dict[Address, float] = {}
-        self._answered: OrderedDict[Address, None] = OrderedDict()  # answered once so far
-        self._last_adopt = 0.0
-        self._adopt_tokens = _PEER_ADOPT_RATE  # a burst of a second's worth, then the rate
+        self._peers: PeerTable[socket.socket] = PeerTable()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._closed = threading.Event()
@@ -150,7 +137,8 @@ class RerequestServer:
                     timer = core.get_timer()
                 timeout = None if timer is None else max(0.0, timer - time.monotonic())
                 if self._peers:  # look again in a while to close idle ones
-                    timeout = _PEER_IDLE if timeout is None else min(timeout, _PEER_IDLE)
+                    idle = self._peers.idle_after
+                    timeout = idle if timeout is None else min(timeout, idle)
                 ready = sel.select(timeout=timeout)
                 read = False
                 for key, _ in ready:  # one batch from each ready socket: a round robin
@@ -163,7 +151,7 @@ class RerequestServer:
                     self._send_all(answers)
                 self._close_idle_peers()
         finally:
-            for peer in list(self._peers):
+            for peer in self._peers.addresses():
                 self._drop_peer(peer)
             sel.close()
             self._flush_faults()
@@ -175,7 +163,7 @@ class RerequestServer:
             recvfrom = sock.recvfrom
             for _ in range(_RECV_BATCH):
                 try:
-                    data, addr = recvfrom(_RECV_SIZE)
+                    data, addr = recvfrom(REQUEST_READ_SIZE)
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as exc:  # e.g. an ICMP error reported on a later call
@@ -189,16 +177,14 @@ class RerequestServer:
             recvfrom = sock.recvfrom
             for _ in range(_RECV_BATCH):
                 try:
-                    batch.append(recvfrom(_RECV_SIZE))
+                    batch.append(recvfrom(REQUEST_READ_SIZE))
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as exc:  # the peer's port is closed (ICMP): forget it
                     logger.debug("re-request peer %s:%s: %s", peer[0], peer[1], exc)
                     self._drop_peer(peer)
                     break
-            if peer in self._peers:
-                self._peers.move_to_end(peer)
-                self._peer_seen[peer] = time.monotonic()
+            self._peers.touch(peer, time.monotonic())
         with self._lock:
             answers = self.core.handle_requests(batch, time.monotonic())
         self._send_all(answers)
@@ -211,16 +197,8 @@ class RerequestServer:
             else:
                 for out, to in faults.process_to(answer, addr):
                     self._send(out, to)
-            if addr not in self._peers:
-                # The second answer adopts a client: one-off (spoofed) sources never are.
-                seen = self._answered
-                if addr in seen:
-                    del seen[addr]
-                    self._adopt_peer(addr)
-                else:
-                    seen[addr] = None
-                    if len(seen) > _MAX_PEERS * 16:
-                        seen.popitem(last=False)
+            if self._peers.answered(addr):
+                self._adopt_peer(addr)
 
     def _adopt_peer(self, addr: Address) -> None:
         """Give a client that got an answer its own connected socket on the server's port.
@@ -231,17 +209,10 @@ class RerequestServer:
         sel = self._sel
         if sel is None or self._closed.is_set():
             return
-        now = time.monotonic()
-        tokens = min(
-            _PEER_ADOPT_RATE, self._adopt_tokens + (now - self._last_adopt) * _PEER_ADOPT_RATE
-        )
-        self._last_adopt = now
-        if tokens < 1.0:
-            self._adopt_tokens = tokens
+        if not self._peers.may_adopt(time.monotonic()):
             return  # a later answer adopts it
-        self._adopt_tokens = tokens - 1.0
-        if len(self._peers) >= _MAX_PEERS:
-            self._drop_peer(next(iter(self._peers)))
+        if self._peers.full:
+            self._drop_peer(self._peers.oldest())
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -253,12 +224,10 @@ class RerequestServer:
             logger.debug("no own socket for re-request peer %s:%s: %s", addr[0], addr[1], exc)
             sock.close()
             return
-        self._peers[addr] = sock
-        self._peer_seen[addr] = time.monotonic()
+        self._peers.add(addr, sock, time.monotonic())
 
     def _drop_peer(self, addr: Address) -> None:
-        sock = self._peers.pop(addr, None)
-        self._peer_seen.pop(addr, None)
+        sock = self._peers.pop(addr)
         if sock is not None:
             if self._sel is not None:
                 with contextlib.suppress(KeyError, ValueError):
@@ -266,13 +235,9 @@ class RerequestServer:
             sock.close()
 
     def _close_idle_peers(self) -> None:
-        if not self._peers:
-            return
-        now = time.monotonic()
-        for addr in list(self._peers):
-            if now - self._peer_seen.get(addr, now) < _PEER_IDLE:
-                break
-            self._drop_peer(addr)
+        if self._peers:
+            for addr in self._peers.idle(time.monotonic()):
+                self._drop_peer(addr)
 
     def _send(self, data: bytes, addr: Address) -> None:
         peer = self._peers.get(addr)
@@ -315,7 +280,7 @@ class RerequestServer:
         self.close()
 
 
-class Publisher:
+class Publisher(PublisherFront):
     """Publishes one MoldUDP64 session to ``group`` and, optionally, serves re-requests.
 
     ``group`` is ``(address, port)``: a multicast group (TTL ``ttl``, default 1;
@@ -332,108 +297,46 @@ class Publisher:
     (call :meth:`end_session` or let :meth:`run` do it).
     """
 
-    def __init__(
-        self,
-        session: str | bytes,
-        group: Address,
-        *,
-        interface_addr: str | None = None,
-        ttl: int = 1,
-        loopback: bool = True,
-        unicast: bool = False,
-        first_seq_num: int = 1,
-        max_payload: int = DEFAULT_MAX_PAYLOAD,
-        flush_delay: float | None = 0.0,
-        heartbeat_interval: float | None = 1.0,
-        end_of_session_duration: float = 2.0,
-        end_of_session_interval: float | None = None,
-        store: MessageStore | None = None,
-        rerequest_bind: Address | None = None,
-        rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
-        allow: Iterable[IPNetwork | str] | None = None,
-        faults: FaultInjector | None = None,
-        answer_faults: FaultInjector | None = None,
-        sock: socket.socket | None = None,
-    ) -> None:
-        self.core, self.group, self.store = core_for_group(
-            session,
-            group,
-            ttl=ttl,
-            serves_requests=rerequest_bind is not None,
-            unicast=unicast,
-            store=store,
-            first_seq_num=first_seq_num,
-            max_payload=max_payload,
-            flush_delay=flush_delay,
-            heartbeat_interval=heartbeat_interval,
-            end_of_session_duration=end_of_session_duration,
-            end_of_session_interval=end_of_session_interval,
-        )
-        store = self.store
-        self.faults = faults
+    _lock: threading.RLock
+    rerequest_server: RerequestServer | None
+
+    def _setup(self, options: PublisherOptions) -> None:
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._closed = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._send_errors = 0
         self._sock = (
-            sock
-            if sock is not None
-            else open_multicast_sender(interface_addr, ttl=ttl, loopback=loopback)
+            options.sock
+            if options.sock is not None
+            else open_multicast_sender(
+                options.interface_addr, ttl=options.ttl, loopback=options.loopback
+            )
         )
         # A publisher waits for the kernel rather than drop its own packets.
         self._sock.setblocking(True)
-        self.rerequest_server: RerequestServer | None = None
-        if rerequest_bind is not None:
-            assert store is not None
+        if options.rerequest_bind is not None:
+            assert self.store is not None
             try:
                 self.rerequest_server = RerequestServer(
-                    session,
-                    store,
-                    rerequest_bind,
-                    max_payload=max_payload,
-                    rate_limit=rate_limit,
-                    allow=allow,
-                    faults=answer_faults,
+                    options.session,
+                    self.store,
+                    options.rerequest_bind,
+                    max_payload=options.max_payload,
+                    rate_limit=options.rate_limit,
+                    allow=options.allow,
+                    faults=options.answer_faults,
                     lock=self._lock,
                 )
             except BaseException:
                 self._sock.close()
                 raise
 
-    # -- properties ---------------------------------------------------------------------
-
-    @property
-    def rerequest_address(self) -> Address | None:
-        """Where re-requests are served, or None."""
-        return None if self.rerequest_server is None else self.rerequest_server.address
-
     @property
     def stats(self) -> PublisherStats:
         """Packets, messages, heartbeats, end-of-session packets and bytes sent."""
         with self._lock:
             return self.core.stats
-
-    @property
-    def rerequest_stats(self) -> RerequestStats | None:
-        """The re-request server's counts, or None without one."""
-        return None if self.rerequest_server is None else self.rerequest_server.stats
-
-    @property
-    def send_errors(self) -> int:
-        """Datagrams the socket refused."""
-        return self._send_errors
-
-    @property
-    def next_seq_num(self) -> int:
-        """The sequence number the next published message gets."""
-        return self.core.next_seq_num
-
-    @property
-    def ended(self) -> bool:
-        """Whether the end-of-session period is over."""
-        return self.core.ended
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -576,44 +479,25 @@ class Publisher:
         When publishing fails (a message too large, an error from ``messages``), the session
         is still ended, with ``end_session``, before the error is raised.
         """
-        if rate is not None and (isinstance(rate, bool) or not rate > 0):
-            raise ConfigError(f"rate {rate!r} must be a number of messages per second > 0")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size {batch_size!r} must be an int >= 1")
+        pacer = Pacer(rate, batch_size, progress_interval)
         self.start()
-        first = self.core.next_seq_num
-        t0 = time.monotonic()
-        next_progress = t0 + progress_interval
-        count = 0
-        batch: list[Buffer] = []
+        pacer.start(time.monotonic(), self.core.next_seq_num)
         stop = self._stop
         try:
             for message in messages:
                 if stop.is_set():
                     break
-                batch.append(message)
-                if rate is None:
-                    if len(batch) >= batch_size:
-                        if not self._publish_batch(batch):
-                            break
-                        count += len(batch)
-                        batch = []
-                else:
-                    # The next message is due at t0 + count/rate: publish what is due together.
-                    due = t0 + (count + len(batch)) / rate
-                    now = time.monotonic()
-                    if due > now or len(batch) >= batch_size:
-                        if not self._publish_batch(batch):
-                            break
-                        count += len(batch)
-                        batch = []
-                        if due > now and stop.wait(due - now):
-                            break
-                if progress is not None and count and time.monotonic() >= next_progress:
-                    progress(count)
-                    next_progress = time.monotonic() + progress_interval
-            if batch and not stop.is_set() and self._publish_batch(batch):
-                count += len(batch)
+                wait = pacer.add(message, time.monotonic)
+                if wait is not None:
+                    if not self._publish_batch(pacer.batch):
+                        break
+                    pacer.done()
+                    if wait > 0 and stop.wait(wait):
+                        break
+                if progress is not None and pacer.progress_due(time.monotonic()):
+                    progress(pacer.count)
+            if pacer.batch and not stop.is_set() and self._publish_batch(pacer.batch):
+                pacer.done()
             stopped = stop.is_set()
             if not stopped:
                 with self._lock:
@@ -627,17 +511,10 @@ class Publisher:
                     self.end_session(wait=True)
             raise
         if progress is not None:
-            progress(count)
+            progress(pacer.count)
         if end_session and not stopped:
             self.end_session(wait=True)
-        return RunResult(
-            messages=count,
-            first_seq_num=first,
-            next_seq_num=self.core.next_seq_num,
-            seconds=time.monotonic() - t0,
-            stopped=stop.is_set(),
-            stats=self.stats,
-        )
+        return pacer.result(time.monotonic(), stop.is_set(), self.stats)
 
     # -- internals ----------------------------------------------------------------------
 
