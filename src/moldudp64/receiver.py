@@ -1,5 +1,9 @@
 """The MoldUDP64 client protocol core: sessions, sequencing, gap recovery and timers.
 
+(One file, longer than the others, on purpose: one state machine whose rules share the
+same state at every step, read top to bottom as aioquic's ``connection.py`` is; the
+configuration and statistics records sit beside it because they name that state.)
+
 :class:`ReceiverCore` does no I/O and reads no clock. The live client, the asyncio client
 and the capture reader feed it datagrams (:meth:`~ReceiverCore.receive_datagram`) and
 timer ticks (:meth:`~ReceiverCore.handle_timer`), and take out events
