@@ -11,20 +11,18 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from ..binaryfile import BinaryFileReader
-from ..capture import _SUPPORTED_LINKTYPES, CaptureReader, FileKind, detect_file_kind, is_moldudp64
+from ..capture import CaptureReader, FileKind, detect_file_kind, group_datagrams
 from ..events import (
-    Address,
+    Event,
     MessagesDelivered,
     MessagesLost,
     SessionEnded,
-    Source,
 )
 from ..exceptions import CaptureError, MalformedPacket
-from ..receiver import ReceiverConfig, ReceiverCore
+from ..receiver import ReceiverCore
+from ..replay import MAX_SESSIONS, CaptureReplay, SessionReplay
 from ..wire import (
-    HEADER_SIZE,
     Packet,
-    encode_session,
 )
 from .common import (
     _CAPTURE_SUFFIXES,
@@ -47,12 +45,10 @@ logger = logging.getLogger("moldudp64.cli")
 
 @dataclass
 class _SessionReport:
-    """What inspect learned about one session of a capture."""
+    """What inspect learned about one session of a capture (its core and what was seen
+    of it in ``seen``; the tallies of its events here)."""
 
-    name: str
-    core: Any
-    endpoints: set[Address] = field(default_factory=set)
-    requests: int = 0
+    seen: SessionReplay
     first_seq: int | None = None
     last_seq: int | None = None
     delivered: int = 0
@@ -61,27 +57,24 @@ class _SessionReport:
     lost_messages: int = 0
     lost_ranges: int = 0
     ended: bool = False
-    first_ts: float | None = None
-    last_ts: float | None = None
     raw_packets: int = 0  # --raw: data packets written as they came
 
+    @property
+    def name(self) -> str:
+        return self.seen.name
 
-#: Bound on distinct sessions one inspect run tracks (each holds a receiver core).
-MAX_SESSIONS = 256
-#: How long (capture time, seconds) inspect's cores wait for a gap to be filled by a late
-#: or re-requested packet before calling it lost: longer than a client's whole retry
-#: budget (about 4.5 s), so a ``listen --capture`` file gives what ``listen -o`` wrote.
-INSPECT_LOSS_GRACE = 10.0
+    @property
+    def core(self) -> ReceiverCore:
+        return self.seen.core
 
 
 class _Inspector:
-    """Runs a capture's MoldUDP64 datagrams through one receiver core per session.
+    """Replays a capture (:class:`~moldudp64.replay.CaptureReplay`: one receiver core per
+    session, the capture's clock) and tallies and writes what each session delivers.
 
-    ``port`` keeps the datagrams from or to that UDP port (any session name goes there);
-    MoldUDP64 packets of a reported session on other ports (re-request answers, as
-    ``listen --capture`` records them) are counted in ``answers_elsewhere``. ``raw``
-    writes every message of every packet as it comes (:meth:`_write_raw`) instead of the
-    ordered, de-duplicated stream; the cores still make the report.
+    ``port`` and ``only_session`` are the replay's filters. ``raw`` writes every message
+    of every packet as it comes (:meth:`_write_raw`) instead of the ordered,
+    de-duplicated stream; the cores still make the report.
     """
 
     def __init__(
@@ -92,164 +85,40 @@ class _Inspector:
         port: int | None = None,
         raw: bool = False,
     ) -> None:
-
-        self._config = ReceiverConfig
-        self._core = ReceiverCore
-        self.only = None if only_session is None else encode_session(only_session)
+        self.replay = CaptureReplay(
+            self._on_events,
+            session=only_session,
+            port=port,
+            tap=self._write_raw if raw else None,
+        )
         self.sink = sink
         self.port = port
         self.raw = raw
-        # With --port the datagrams are known to be MoldUDP64: any session name goes.
-        self.printable_only = port is None
-        self.sessions: dict[bytes, _SessionReport] = {}
-        self.other_sessions: dict[bytes, int] = {}
-        self.not_moldudp64 = 0
-        self.too_many_sessions = 0
-        self.other_sessions_unnamed = 0  # packets of other sessions past the table's bound
-        self.datagrams = 0  # UDP datagrams seen (before the port filter)
-        self.other_port = 0  # left out by the port filter
-        self.answers_elsewhere = 0  # of those: MoldUDP64 packets of a reported session
+        self.sessions: dict[str, _SessionReport] = {}
         self.binary_session: str | None = None
         self.unwritten: dict[str, int] = {}
-        self.now = 0.0
-
-    def _report(self, raw: bytes, ts: float) -> _SessionReport | None:
-        if self.only is not None and raw != self.only:
-            others = self.other_sessions
-            if raw in others or len(others) < MAX_SESSIONS:
-                others[raw] = others.get(raw, 0) + 1
-            else:  # bounded: a hostile capture cannot grow this table
-                self.other_sessions_unnamed += 1
-            return None
-        if len(self.sessions) >= MAX_SESSIONS:
-            self.too_many_sessions += 1
-            return None
-        name = raw.decode("latin-1")
-        core = self._core(
-            self._config(
-                expected_session_ident=raw,
-                start_from_first_seen=True,
-                rerequest_server_addrs=[],
-                follow_session_changes=False,
-                stale_after=None,
-                loss_grace=INSPECT_LOSS_GRACE,
-            )
-        )
-        report = self.sessions[raw] = _SessionReport(name, core, first_ts=ts, last_ts=ts)
-        return report
 
     def feed(self, datagrams: Iterable[Any], progress: Callable[[], None] | None) -> None:
         """Feed every datagram (timestamp, src, dst, payload) of a capture, in file order."""
-        self.feed_batches(CaptureReader._group(iter(datagrams)), progress)
-
-    def _elsewhere(self, payloads: list[bytes]) -> None:
-        """Datagrams the port filter leaves out: count the MoldUDP64 packets among them of
-        a session being reported (re-request answers come from the server's port)."""
-        self.other_port += len(payloads)
-        sessions = self.sessions
-        for payload in payloads:
-            raw = payload[:10]
-            if (raw in sessions or raw == self.only) and is_moldudp64(
-                payload, printable_session=False
-            ):
-                self.answers_elsewhere += 1
+        self.feed_batches(group_datagrams(iter(datagrams)), progress)
 
     def feed_batches(self, batches: Iterable[Any], progress: Callable[[], None] | None) -> None:
-        """Feed a capture's datagrams in file order, as ``(timestamps, src, dst, payloads)``
-        runs between the same endpoints (:meth:`CaptureReader.batches`).
+        """Feed a capture's ``(timestamps, src, dst, payloads)`` runs, then finish."""
+        self.replay.feed_batches(batches, progress)
+        self.replay.finish()
 
-        The capture's timestamps are the cores' clock (never going backwards), so loss
-        grace periods run as they would have live; each core's timer is served before
-        the next datagram is handed in, as the live client's loop does. The hot path: while
-        a core has no timer set, the in-order data packets of its session that follow are
-        taken in one call (:meth:`ReceiverCore.receive_in_order`), which gives the same
-        events as one call each (the arrival time they would set is used only by
-        staleness, which inspect's cores do not watch).
-        """
-        sessions = self.sessions
-        now = self.now
-        n = 0
-        line_a = Source.LINE_A
-        port = self.port
-        raw_mode = self.raw
-        current: _SessionReport | None = None
-        raw = b""
-        receive: Any = None
-        take: Any = None
-        get_timer: Any = None
-        last_dst: Any = None
-        since_progress = 0
-        for times, src, dst, payloads in batches:
-            count = len(payloads)
-            n += count
-            self.datagrams += count
-            if port is not None and port != src[1] and port != dst[1]:
-                self._elsewhere(payloads)
-                count = 0
-            i = 0
-            while i < count:
-                payload = payloads[i]
-                ts = times[i]
-                if current is None or not payload.startswith(raw):
-                    found = sessions.get(payload[:10])
-                    if found is None:
-                        if not is_moldudp64(payload, printable_session=self.printable_only):
-                            self.not_moldudp64 += 1
-                            i += 1
-                            continue
-                        found = self._report(payload[:10], ts)
-                        if found is None:
-                            i += 1
-                            continue
-                    current = found
-                    raw = payload[:10]
-                    receive = found.core.receive_datagram
-                    take = found.core.receive_in_order
-                    get_timer = found.core.get_timer
-                    last_dst = None
-                if ts > now:
-                    now = ts
-                if len(payload) == HEADER_SIZE and 0 < ((payload[18] << 8) | payload[19]) < 0xFFFF:
-                    current.requests += 1  # a client's 20-byte re-request, not a downstream packet
-                    i += 1
-                    continue
-                if dst != last_dst:
-                    last_dst = dst
-                    if len(current.endpoints) < 8:
-                        current.endpoints.add(dst)
-                timer = get_timer()
-                if timer is None and not raw_mode:
-                    j = take(payloads, i, line_a, now)
-                    if j > i:  # a run of in-order data packets of this session
-                        top = max(times[i:j])
-                        if top > now:
-                            now = top
-                        current.last_ts = times[j - 1]
-                        i = j
-                        continue
-                elif timer is not None and timer <= now:
-                    current.core.handle_timer(now)
-                current.last_ts = ts
-                if raw_mode:
-                    self._write_raw(current, ts, payload)
-                receive(payload, line_a, now, src)
-                i += 1
-            if n >= 0x200:  # hand the events on (and let their messages go) as we go
-                for each in sessions.values():
-                    self._drain(each)
-                if progress is not None and (since_progress := since_progress + n) >= 0x1000:
-                    since_progress = 0
-                    progress()
-                n = 0
-        self.now = now
-        for report in sessions.values():
-            report.core.finish(now)
-            self._drain(report)
+    def reports(self) -> list[_SessionReport]:
+        """A report for every session the replay kept, in the order they came."""
+        return [self._report(seen) for seen in self.replay.sessions.values()]
 
-    def _drain(self, report: _SessionReport) -> None:
-        events = report.core.events_received()
-        if not events:
-            return
+    def _report(self, seen: SessionReplay) -> _SessionReport:
+        report = self.sessions.get(seen.name)
+        if report is None:
+            report = self.sessions[seen.name] = _SessionReport(seen)
+        return report
+
+    def _on_events(self, seen: SessionReplay, events: list[Event]) -> None:
+        report = self._report(seen)
         write = self._write if self.sink is not None and not self.raw else None
         delivered = 0
         last_seq = report.last_seq
@@ -276,7 +145,7 @@ class _Inspector:
         report.delivered += delivered
         report.last_seq = last_seq
 
-    def _write_raw(self, report: _SessionReport, ts: float, payload: bytes) -> None:
+    def _write_raw(self, seen: SessionReplay, ts: float, payload: bytes) -> None:
         """--raw: the messages of one datagram as they are (a malformed one: nothing)."""
         if self.sink is None:
             return
@@ -286,6 +155,7 @@ class _Inspector:
             return
         messages = [bytes(m) for m in packet]
         if messages:
+            report = self._report(seen)
             report.raw_packets += 1
             self._write(report, packet.seq_num, messages, ts)
 
@@ -315,20 +185,21 @@ def _summarise_capture(
     """Print the per-session report; True when gaps remain."""
 
     stats = reader.stats
-    link = _SUPPORTED_LINKTYPES.get(reader.linktype, str(reader.linktype))
+    link = reader.link_name
+    replay = inspector.replay
     port = inspector.port
-    kept = inspector.datagrams - inspector.other_port
+    kept = replay.datagrams - replay.other_port
     out.write(
         f"{path}: {reader.format}, {link}, {stats.frames} frames, "
-        f"{inspector.datagrams} UDP datagrams"
+        f"{replay.datagrams} UDP datagrams"
         + (f", {kept} to/from port {port}" if port is not None else "")
         + "\n"
     )
     notes = []
-    if inspector.not_moldudp64:
-        notes.append(f"{inspector.not_moldudp64} UDP datagrams that are not MoldUDP64")
-    if inspector.other_port:
-        notes.append(f"{inspector.other_port} on other ports")
+    if replay.not_moldudp64:
+        notes.append(f"{replay.not_moldudp64} UDP datagrams that are not MoldUDP64")
+    if replay.other_port:
+        notes.append(f"{replay.other_port} on other ports")
     for name, value in (
         ("not_udp", "IP packets that are not UDP"),
         ("not_ip", "frames without IP"),
@@ -341,29 +212,29 @@ def _summarise_capture(
         count = getattr(stats, name)
         if count:
             notes.append(f"{count} {value}")
-    others = sum(inspector.other_sessions.values()) + inspector.other_sessions_unnamed
+    others = sum(replay.other_sessions.values()) + replay.other_sessions_unnamed
     if others:
-        named = len(inspector.other_sessions)
-        more = "+" if inspector.other_sessions_unnamed else ""
-        listed = ", ".join(repr(s.decode("latin-1")) for s in list(inspector.other_sessions)[:5])
+        named = len(replay.other_sessions)
+        more = "+" if replay.other_sessions_unnamed else ""
+        listed = ", ".join(repr(s.decode("latin-1")) for s in list(replay.other_sessions)[:5])
         notes.append(
             f"{others} packets of {named}{more} other session{'s' if named != 1 else ''} "
             f"skipped: {listed}{', ...' if named > 5 or more else ''}"
         )
-    if inspector.too_many_sessions:
+    if replay.too_many_sessions:
         notes.append(
-            f"{inspector.too_many_sessions} packets beyond {MAX_SESSIONS} sessions skipped"
+            f"{replay.too_many_sessions} packets beyond {MAX_SESSIONS} sessions skipped"
         )
     if notes:
         out.write("  (" + "; ".join(notes) + ")\n")
     if not inspector.sessions:
-        if inspector.only is not None and others:
-            out.write(f"no packets of session {inspector.only.decode('latin-1')!r}\n")
+        if replay.only is not None and others:
+            out.write(f"no packets of session {replay.only.decode('latin-1')!r}\n")
         else:
             hint = " (try --port)" if port is None else ""
             out.write(f"no MoldUDP64 packets found{hint}\n")
     gaps = False
-    for report in inspector.sessions.values():
+    for report in inspector.reports():
         core_stats = report.core.stats
         dups = f"{core_stats.duplicate_messages} messages in {core_stats.duplicate_packets} packets"
         dropped = sum(core_stats.malformed.values()) + sum(core_stats.dropped.values())
@@ -371,7 +242,7 @@ def _summarise_capture(
         heartbeats = core_stats.heartbeats
         eos = core_stats.end_of_session_packets
         data_packets = packets - heartbeats - eos - dropped
-        where = ", ".join(f"{h}:{p}" for h, p in sorted(report.endpoints))
+        where = ", ".join(f"{h}:{p}" for h, p in sorted(report.seen.endpoints))
         out.write(f"session {report.name!r}  ({where})\n")
         rows: list[tuple[str, str]] = [
             (
@@ -388,12 +259,12 @@ def _summarise_capture(
         if inspector.raw:
             raw_rows = f"{report.written} messages of {report.raw_packets} packets"
             rows.append(("raw output", raw_rows))
-        if report.requests:
-            rows.append(("re-requests", str(report.requests)))
+        if report.seen.requests:
+            rows.append(("re-requests", str(report.seen.requests)))
         if dropped:
             rows.append(("malformed", f"{dropped} datagrams dropped"))
-        if report.first_ts is not None and report.last_ts is not None:
-            rows.append(("time span", f"{report.last_ts - report.first_ts:.6f} s"))
+        if report.seen.first_ts is not None and report.seen.last_ts is not None:
+            rows.append(("time span", f"{report.seen.last_ts - report.seen.first_ts:.6f} s"))
         if report.lost_messages:
             gaps = True
             rows.append(
@@ -413,9 +284,9 @@ def _summarise_capture(
             f"moldudp64 inspect: {count} messages of session {name!r} not written: a BinaryFILE "
             f"holds one session (choose with --session, or use --format jsonl)"
         )
-    if inspector.answers_elsewhere:
+    if replay.answers_elsewhere:
         _say(
-            f"moldudp64 inspect: warning: --port {port} left out {inspector.answers_elsewhere} "
+            f"moldudp64 inspect: warning: --port {port} left out {replay.answers_elsewhere} "
             f"MoldUDP64 packets of these sessions on other ports (re-request answers, as "
             f"listen --capture records them); inspect without --port to include them"
         )
@@ -519,7 +390,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             bar = _progress(size, "inspecting")
             update = None
             if bar is not None:
-                tell = reader._file.tell
+                tell = reader.tell
 
                 def update() -> None:
                     bar.update(tell() - bar.n)
@@ -536,7 +407,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if gaps:
             lost = [
                 f"{r.name!r} {_format_ranges(r.lost, total=r.lost_ranges)}"
-                for r in inspector.sessions.values()
+                for r in inspector.reports()
                 if r.lost_messages
             ]
             _say("moldudp64 inspect: gaps remain: " + "; ".join(lost))
