@@ -15,7 +15,7 @@ from ..events import (
 )
 from ..faults import FaultInjector
 from ..rerequest import DEFAULT_RATE_LIMIT, RateLimit
-from ..store import BinaryFileStore, MemoryStore
+from ..store import BinaryFileStore, MemoryStore, ReplayStore
 from ..sync.server import Publisher, RerequestServer
 from .common import (
     EXIT_INTERRUPTED,
@@ -31,45 +31,6 @@ from .itchgen import generate_itch
 logger = logging.getLogger("moldudp64.cli")
 
 # --------------------------------------------------------------------------- publish / serve
-
-
-class _PublishedFileStore:
-    """The re-request store of ``publish --input``: the BinaryFILE itself (message n is
-    number n), served from disk up to what has been published so far."""
-
-    def __init__(self, path: str) -> None:
-
-        self._file = BinaryFileStore(path)
-        self._next = 1
-
-    @property
-    def first_seq_num(self) -> int:
-        return 1
-
-    @property
-    def next_seq_num(self) -> int:
-        return self._next
-
-    @property
-    def messages(self) -> int:
-        return len(self._file)
-
-    @property
-    def longest_message(self) -> tuple[int, int]:
-        return self._file.longest_message
-
-    def append(self, message: Any) -> int:
-        seq = self._next
-        self._next += 1
-        return seq
-
-    def get(self, seq_num: int, max_count: int, max_bytes: int) -> list[bytes]:
-        if seq_num >= self._next:
-            return []
-        return self._file.get(seq_num, min(max_count, self._next - seq_num), max_bytes)
-
-    def close(self) -> None:
-        self._file.close()
 
 
 def _faults(args: argparse.Namespace) -> Any:
@@ -121,8 +82,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
     messages: Iterable[bytes]
     if args.input is not None:
         _check_binaryfile_input(args.input, "publish")
-        store = _PublishedFileStore(args.input)  # reads the whole file once: checks it
-        length, seq = store.longest_message
+        # Re-requests are served from the file itself (message n is number n), up to
+        # what has been published so far.
+        whole = BinaryFileStore(args.input)  # reads the whole file once: checks it
+        store = ReplayStore(whole)
+        length, seq = whole.longest_message
         if length + 2 > args.max_payload:
             store.close()
             raise UsageError(
@@ -130,7 +94,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
                 f"--max-payload {args.max_payload} (a message takes its length + 2 bytes); "
                 f"give --max-payload {length + 2} or more"
             )
-        total: int | None = store.messages
+        total: int | None = len(whole)
         reader = BinaryFileReader(args.input)
         messages = reader
     else:
