@@ -209,6 +209,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verbose(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    _add_inspect(sub)
+    _add_listen(sub)
+    _add_publish(sub)
+    _add_serve(sub)
+    _add_demo(sub)
+    _add_bench(sub)
+    return parser
+
+
+def _add_inspect(sub: Any) -> None:
+    """The ``inspect`` command's arguments."""
     p = sub.add_parser(
         "inspect",
         help="report the sessions, sequences and gaps of a pcap/pcapng or a BinaryFILE",
@@ -244,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output(p, None)
     p.set_defaults(func=_Command("inspect", "cmd_inspect"))
 
+
+def _add_listen(sub: Any) -> None:
+    """The ``listen`` command's arguments."""
     p = sub.add_parser(
         "listen",
         help="join a feed, recover gaps, write every message in order",
@@ -293,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_Command("listen", "cmd_listen"))
 
+
+def _add_publish(sub: Any) -> None:
+    """The ``publish`` command's arguments."""
     p = sub.add_parser(
         "publish",
         help="publish a BinaryFILE (or generated messages) as a session",
@@ -352,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rate_limit(p)
     p.set_defaults(func=_Command("publish", "cmd_publish"))
 
+
+def _add_serve(sub: Any) -> None:
+    """The ``serve`` command's arguments."""
     p = sub.add_parser(
         "serve",
         help="a stand-alone re-request server for a recorded BinaryFILE",
@@ -380,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rate_limit(p)
     p.set_defaults(func=_Command("publish", "cmd_serve"))
 
+
+def _add_demo(sub: Any) -> None:
+    """The ``demo`` command's arguments."""
     p = sub.add_parser(
         "demo",
         help="see it all work: lossy publisher, re-request server and client together",
@@ -417,6 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_Command("demo", "cmd_demo"))
 
+
+def _add_bench(sub: Any) -> None:
+    """The ``bench`` command's arguments."""
     p = sub.add_parser(
         "bench",
         help="measure how fast this machine runs the receiver, the client and inspect",
@@ -424,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
         "them as a table with this machine's details: messages per second through the "
         "receiver core (in order, and with 5% loss, 1% duplicates, 3% reordering), into a "
         "Python for loop through the blocking and asyncio clients, and packets per second "
-        "of inspect on a generated pcap (against tshark when it is installed). "
+        "of inspect on a generated pcap. "
         "benchmarks/run.py in the source tree adds live multicast against a C loop.",
         epilog=EPILOG_BENCH,
         formatter_class=_RAW,
@@ -439,7 +465,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--skip-inspect", action="store_true", help="leave out the inspect part")
     p.set_defaults(func=_Command("bench", "cmd_bench"))
-    return parser
 
 
 # --------------------------------------------------------------------------- bench
