@@ -29,7 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from make_pcap import PORT, make_pcap
-from moldudp64.bench import machine_summary, run_measured
+from measure import run_measured  # beside this file
+from moldudp64.bench import machine_summary
 from moldudp64.binaryfile import BinaryFileWriter
 
 

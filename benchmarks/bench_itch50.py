@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from measure import run_measured  # beside this file
 from moldudp64 import itch50
-from moldudp64.bench import machine_summary, run_measured
+from moldudp64.bench import machine_summary
 
 #: Share of each message type in the generated stream (roughly a TotalView day's).
 MIX: dict[str, float] = {

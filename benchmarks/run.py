@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import measure  # beside this file
 from moldudp64 import bench
 from moldudp64.bench import Result
 from moldudp64.netns import enter_private_netns
@@ -59,12 +60,12 @@ def bench_live(packets: int, blast: Path, mmsg_recv: Path, tmp: Path) -> list[Re
         port += 1
         out_file = tmp / "live.bin"
         if label.startswith("C"):
-            receiver, report = bench.spawn_measured([str(mmsg_recv), GROUP, str(port), "5"])
+            receiver, report = measure.spawn_measured([str(mmsg_recv), GROUP, str(port), "5"])
             assert receiver.stdout is not None
             receiver.stdout.readline()  # "ready"
         else:
-            receiver, report = bench.spawn_measured(
-                [*bench.moldudp64_command(), "listen", f"{GROUP}:{port}",
+            receiver, report = measure.spawn_measured(
+                [*measure.moldudp64_command(), "listen", f"{GROUP}:{port}",
                  "--interface", "127.0.0.1", "--output", str(out_file),
                  "--format", "binaryfile", "--idle-timeout", "10"]
             )
@@ -75,7 +76,7 @@ def bench_live(packets: int, blast: Path, mmsg_recv: Path, tmp: Path) -> list[Re
             text=True,
             check=True,
         )
-        done = bench.finish_measured(receiver, report, 120)
+        done = measure.finish_measured(receiver, report, 120)
         code, cpu, rss = done.code, done.cpu, done.rss_mb
         if label.startswith("C"):
             words = done.stdout.split()
@@ -146,9 +147,10 @@ def main(argv: list[str] | None = None) -> int:
             results.append(bench.bench_api(max(2000, int(2_000_000 * scale))))
             results.append(bench.bench_api(max(2000, int(2_000_000 * scale)), use_asyncio=True))
         if "inspect" not in skip:
-            results.extend(bench.bench_inspect(max(1000, int(1_000_000 * scale)), tmp))
+            results.extend(measure.bench_inspect(max(1000, int(1_000_000 * scale)), tmp))
         if "memory" not in skip:
-            results.extend(bench.bench_binaryfile_memory(max(10_000, int(10_000_000 * scale)), tmp))
+            n_memory = max(10_000, int(10_000_000 * scale))
+            results.extend(measure.bench_binaryfile_memory(n_memory, tmp))
         if "live" not in skip:
             built = build_c()
             if netns_error is not None:

@@ -38,3 +38,20 @@ def test_publishing_example_runs(multicast: None) -> None:
     namespace = {"messages": [b"A" * 36] * 1000}
     exec(block_with("Publisher("), namespace)
     assert namespace["pub"].next_seq_num == 1001
+
+
+def test_replay_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from moldudp64.capture import CaptureWriter
+    from moldudp64.wire import build_heartbeat, build_packet
+
+    monkeypatch.chdir(tmp_path)
+    with CaptureWriter("feed.pcap") as writer:
+        for seq in (1, 2, 4):
+            packet = build_packet("SESSION001", seq, [b"m"])
+            writer.write(packet, ("10.0.0.1", 4000), ("239.1.1.1", 26477), float(seq))
+        writer.write(build_heartbeat("SESSION001", 5), ("10.0.0.1", 4000),
+                     ("239.1.1.1", 26477), 5.0)
+    printed: list[tuple[object, ...]] = []
+    exec(block_with("replay_capture("), {"print": lambda *a: printed.append(a)})
+    assert printed == [("SESSION001", 1, 1), ("SESSION001", 2, 1), ("SESSION001", "lost", 3, 3),
+                       ("SESSION001", 4, 1)]

@@ -1,7 +1,12 @@
 """Read UDP datagrams out of pcap and pcapng captures, and write datagrams into pcap files.
 
-Reading: :class:`CaptureReader` yields :class:`Datagram` (timestamp, source, destination,
-UDP payload) from a pcap or pcapng file. Link layers: Ethernet (with any number of 802.1Q /
+(Above 900 lines on purpose: one reader for two file formats, six link layers, IPv4
+reassembly and IPv6 header chains, each bound checked where the bytes are read; split,
+the checks would be further from the reads they guard.)
+
+Reading: :class:`CaptureReader` yields :class:`CapturedDatagram` (timestamp, source,
+destination, UDP payload) from a pcap or pcapng file. Link layers: Ethernet (with any
+number of 802.1Q /
 802.1ad VLAN tags, so QinQ too), Linux cooked captures v1 and v2 (SLL, SLL2), raw IPv4/IPv6,
 and BSD loopback. IPv4 fragments are reassembled in a bounded table; datagrams whose
 fragments never all arrive are counted, never silently dropped. Every frame that does not
@@ -38,7 +43,7 @@ import io
 import os
 import socket
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import IO, BinaryIO, Final, Literal, NamedTuple
 
@@ -50,13 +55,15 @@ from .exceptions import CaptureError, MalformedPacket
 from .wire import END_OF_SESSION, HEADER_SIZE, Packet
 
 __all__ = [
+    "LINKTYPE_NAMES",
     "CaptureDamaged",
     "CaptureReader",
     "CaptureStats",
     "CaptureWriter",
-    "Datagram",
+    "CapturedDatagram",
     "FileKind",
     "detect_file_kind",
+    "group_datagrams",
     "is_moldudp64",
     "read_datagrams",
 ]
@@ -73,8 +80,9 @@ class CaptureDamaged(CaptureError):
         self.truncated = truncated
 
 
-class Datagram(NamedTuple):
-    """One UDP datagram found in a capture."""
+class CapturedDatagram(NamedTuple):
+    """One UDP datagram found in a capture (not the live client's
+    :class:`moldudp64.Datagram`)."""
 
     timestamp: float
     src: Address
@@ -177,7 +185,8 @@ _LT_IPV4 = 228
 _LT_IPV6 = 229
 _LT_SLL2 = 276
 
-_SUPPORTED_LINKTYPES = {
+#: The link types the reader decodes, by number, with their names.
+LINKTYPE_NAMES: Mapping[int, str] = {
     _LT_NULL: "BSD loopback",
     _LT_ETHERNET: "Ethernet",
     12: "raw IP",
@@ -356,7 +365,7 @@ class CaptureReader(Closing):
             raise CaptureError(f"{self.name}: empty file, not a capture")
         else:
             raise CaptureError(f"{self.name}: not a pcap or pcapng file (magic {head.hex()})")
-        if self.linktype not in _SUPPORTED_LINKTYPES:
+        if self.linktype not in LINKTYPE_NAMES:
             raise CaptureError(
                 f"{self.name}: link type {self.linktype} not supported "
                 f"(supported: Ethernet, Linux cooked SLL/SLL2, raw IP, loopback)"
@@ -552,10 +561,19 @@ class CaptureReader(Closing):
             last_ts = ((high << 32) | low) * scale + ts_offset
             yield last_ts, body[head_size : head_size + caplen], linktype
 
+    @property
+    def link_name(self) -> str:
+        """The link type's name (e.g. ``Ethernet``), or its number when unknown."""
+        return LINKTYPE_NAMES.get(self.linktype, str(self.linktype))
+
+    def tell(self) -> int:
+        """How far into the file the reader has read (bytes): for progress bars."""
+        return self._file.tell()
+
     # -- decoding -------------------------------------------------------------------------
 
-    def __iter__(self) -> Iterator[Datagram]:
-        make = Datagram._make
+    def __iter__(self) -> Iterator[CapturedDatagram]:
+        make = CapturedDatagram._make
         for item in self.tuples():
             yield make(item)
 
@@ -579,35 +597,7 @@ class CaptureReader(Closing):
             and self.linktype == _LT_ETHERNET
         ):
             return self._scan_pcap_ethernet(_scan, readinto)
-        return self._group(self.tuples())
-
-    @staticmethod
-    def _group(
-        found: Iterator[tuple[float, Address, Address, bytes]],
-    ) -> Iterator[tuple[list[float], Address, Address, list[bytes]]]:
-        """Runs of consecutive datagrams between the same endpoints (at most 4096 each)."""
-        times: list[float] = []
-        payloads: list[bytes] = []
-        run_src: Address | None = None
-        run_dst: Address | None = None
-        try:
-            for ts, src, dst, payload in found:
-                if src != run_src or dst != run_dst or len(payloads) >= 4096:
-                    if payloads:
-                        assert run_src is not None and run_dst is not None
-                        yield times, run_src, run_dst, payloads
-                        times, payloads = [], []
-                    run_src, run_dst = src, dst
-                times.append(ts)
-                payloads.append(payload)
-        except CaptureError:  # a file cut off: what was read comes first
-            if payloads:
-                assert run_src is not None and run_dst is not None
-                yield times, run_src, run_dst, payloads
-            raise
-        if payloads:
-            assert run_src is not None and run_dst is not None
-            yield times, run_src, run_dst, payloads
+        return group_datagrams(self.tuples())
 
     def _scan_pcap_ethernet(
         self, scan: _ScanFunction, readinto: Callable[[memoryview], int | None]
@@ -868,7 +858,7 @@ class CaptureReader(Closing):
                 family = int.from_bytes(buf[:4], "little" if linktype == _LT_LOOP else "big")
             etype = _ETH_IPV4 if family == 2 else _ETH_IPV6 if family in (24, 28, 30) else -1
             off = 4
-        elif linktype not in _SUPPORTED_LINKTYPES:  # a pcapng interface of another kind
+        elif linktype not in LINKTYPE_NAMES:  # a pcapng interface of another kind
             stats.other_link += 1
             return None
         else:  # raw IP: the version nibble says which
@@ -1067,7 +1057,40 @@ class CaptureReader(Closing):
             self._file.close()
 
 
-def read_datagrams(path: str | os.PathLike[str], *, port: int | None = None) -> list[Datagram]:
+def group_datagrams(
+    found: Iterator[tuple[float, Address, Address, bytes]],
+) -> Iterator[tuple[list[float], Address, Address, list[bytes]]]:
+    """``(timestamp, src, dst, payload)`` datagrams as ``(timestamps, src, dst, payloads)``
+    runs of consecutive datagrams between the same endpoints (at most 4096 each), the shape
+    :meth:`CaptureReader.batches` gives. A :class:`CaptureError` raised by ``found`` comes
+    after the datagrams read before it."""
+    times: list[float] = []
+    payloads: list[bytes] = []
+    run_src: Address | None = None
+    run_dst: Address | None = None
+    try:
+        for ts, src, dst, payload in found:
+            if src != run_src or dst != run_dst or len(payloads) >= 4096:
+                if payloads:
+                    assert run_src is not None and run_dst is not None
+                    yield times, run_src, run_dst, payloads
+                    times, payloads = [], []
+                run_src, run_dst = src, dst
+            times.append(ts)
+            payloads.append(payload)
+    except CaptureError:  # a file cut off: what was read comes first
+        if payloads:
+            assert run_src is not None and run_dst is not None
+            yield times, run_src, run_dst, payloads
+        raise
+    if payloads:
+        assert run_src is not None and run_dst is not None
+        yield times, run_src, run_dst, payloads
+
+
+def read_datagrams(
+    path: str | os.PathLike[str], *, port: int | None = None
+) -> list[CapturedDatagram]:
     """Every UDP datagram of a capture, in file order (small files; tests and tools)."""
     with CaptureReader(path, port=port) as reader:
         return list(reader)

@@ -25,6 +25,9 @@ from cli_helpers import assert_one_line_error, jsonl, run
 from moldudp64 import cli
 from moldudp64.binaryfile import iter_binaryfile, write_binaryfile
 from moldudp64.capture import CaptureReader
+from moldudp64.cli import common, itchgen, sinks
+from moldudp64.cli.inspect import _Inspector
+from moldudp64.replay import MAX_SESSIONS
 from moldudp64.wire import Packet, build_end_of_session, build_heartbeat, build_packet
 
 ROWS = expected_rows()
@@ -172,12 +175,12 @@ def test_inspect_two_sessions(tmp_path: Path) -> None:
 def test_inspect_other_sessions_table_is_bounded(tmp_path: Path) -> None:
     """A capture of thousands of sessions filtered by --session keeps a bounded table."""
     packets = [build_packet(SESSION, 1, msgs(1, 1))]
-    packets += [build_packet(f"X{i:09d}", 1, [b"x"]) for i in range(cli.MAX_SESSIONS + 50)]
+    packets += [build_packet(f"X{i:09d}", 1, [b"x"]) for i in range(MAX_SESSIONS + 50)]
     path = tmp_path / "many.pcap"
     path.write_bytes(pcap_bytes([ethernet(ipv4_udp(p)) for p in packets]))
     proc = run("inspect", str(path), "--session", SESSION)
     assert proc.returncode == 0
-    note = f"{cli.MAX_SESSIONS + 50} packets of {cli.MAX_SESSIONS}+ other sessions skipped: "
+    note = f"{MAX_SESSIONS + 50} packets of {MAX_SESSIONS}+ other sessions skipped: "
     assert note in proc.stdout.decode()
 
 
@@ -259,7 +262,7 @@ def test_inspect_truncated_binaryfile_is_an_error(tmp_path: Path) -> None:
 def test_generate_itch_shapes() -> None:
     got = list(cli.generate_itch(2000, seed=1))
     assert got[0][:1] == b"S"
-    assert all(len(m) == cli.ITCH_LENGTHS[m[:1]] for m in got)
+    assert all(len(m) == itchgen.ITCH_LENGTHS[m[:1]] for m in got)
     assert got == list(cli.generate_itch(2000, seed=1))
     assert got != list(cli.generate_itch(2000, seed=2))
 
@@ -337,8 +340,8 @@ def test_progress_bar_on_a_terminal(
     frames = [ethernet(ipv4_udp(build_packet(SESSION, 1 + i, msgs(1 + i, 1)))) for i in range(5000)]
     path = tmp_path / "big.pcap"
     path.write_bytes(pcap_bytes(frames))
-    monkeypatch.setattr(cli, "_stderr_is_terminal", lambda: True)
-    monkeypatch.setattr(cli, "PROGRESS_MIN_BYTES", 1)
+    monkeypatch.setattr(common, "_stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(common, "PROGRESS_MIN_BYTES", 1)
     assert cli.main(["inspect", str(path)]) == 0
     captured = capsys.readouterr()
     assert "inspecting" in captured.err
@@ -399,12 +402,12 @@ def test_inspect_property_delivers_exactly_what_the_capture_holds(
     present = {s for s0, p in keep for s in range(s0, s0 + len(Packet(p)))}
     first, last = min(present), max(present)
 
-    sink = cli.TextSink(io.StringIO())
+    sink = sinks.TextSink(io.StringIO())
     written: list[tuple[int, bytes]] = []
     sink.write = lambda session, seq_num, ms: written.extend(  # type: ignore[method-assign]
         (seq_num + i, m) for i, m in enumerate(ms)
     )
-    inspector = cli._Inspector(None, sink)
+    inspector = _Inspector(None, sink)
     reader = CaptureReader(io.BytesIO(pcap_bytes(frames)))
     inspector.feed(reader.tuples(), None)
     (report,) = inspector.sessions.values()

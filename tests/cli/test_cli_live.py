@@ -12,45 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import assert_one_line_error, run, start
+from cli_helpers import (
+    GROUP,
+    SESSION,
+    assert_one_line_error,
+    finish,
+    free_port,
+    run,
+    start,
+    start_listen,
+)
 from moldudp64.binaryfile import iter_binaryfile, write_binaryfile
 from moldudp64.capture import CaptureReader
 from moldudp64.cli import generate_itch
 from moldudp64.wire import Packet, RetransmissionPacket
-
-SESSION = "TEST000001"
-GROUP = "239.7.7.7"
-
-
-def free_port() -> int:
-    """A UDP port nothing on 127.0.0.1 or 0.0.0.0 uses right now (and the next one too)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("0.0.0.0", 0))
-            port = int(s.getsockname()[1])
-        if port < 65000:
-            try:
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as t:
-                    t.bind(("0.0.0.0", port + 1))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port pair")
-
-
-def start_listen(*args: str) -> subprocess.Popen[bytes]:
-    """Start `moldudp64 listen` and wait until it has joined (its first stderr line)."""
-    proc = start("listen", *args)
-    assert proc.stderr is not None
-    line = proc.stderr.readline().decode()
-    assert "joined" in line, line + proc.stderr.read().decode()
-    return proc
-
-
-def finish(proc: subprocess.Popen[bytes], timeout: float = 60) -> tuple[int, str]:
-    """Wait for a background command; its exit code and stderr."""
-    _, err = proc.communicate(timeout=timeout)
-    return proc.returncode, err.decode()
 
 
 @pytest.fixture

@@ -28,6 +28,9 @@ from capture_helpers import (
 from cli_helpers import assert_one_line_error, jsonl, run
 from moldudp64 import cli
 from moldudp64.binaryfile import iter_binaryfile, write_binaryfile
+from moldudp64.cli.common import _format_ranges
+from moldudp64.cli.inspect import _Inspector, _summarise_capture
+from moldudp64.cli.sinks import JsonlSink
 from moldudp64.wire import build_packet
 
 SESSION = "TESTSESS01"
@@ -215,7 +218,7 @@ def test_more_ranges_counts_what_is_not_listed(tmp_path: Path) -> None:
     assert "gaps left       142 ranges, 142 messages: 2, 4, " in proc.stdout.decode()
     assert "40, ... (122 more ranges)" in proc.stdout.decode()
     assert "40, ... (122 more ranges)" in proc.stderr.decode()
-    assert cli._format_ranges([(1, 1), (3, 5)], limit=1, total=2) == "1, ... (1 more range)"
+    assert _format_ranges([(1, 1), (3, 5)], limit=1, total=2) == "1, ... (1 more range)"
 
 
 # -- item 14: the public anonymised ITCH captures, and --raw ----------------------------------
@@ -353,7 +356,7 @@ def test_listen_capture_pcapng_gives_listen_output(multicast: None, tmp_path: Pa
     """publish --drop into listen --capture x.pcapng: the file is a real pcapng (tshark
     reads it when installed), and inspect on it (no --port) writes exactly what listen -o
     wrote; with --port of the feed it says the answers were left out."""
-    from test_cli_live import GROUP, finish, free_port, start_listen
+    from cli_helpers import GROUP, finish, free_port, start_listen
 
     port = free_port()
     cap, out = tmp_path / "x.pcapng", tmp_path / "listen.bin"
@@ -419,10 +422,10 @@ def test_inspector_takes_any_datagrams(
     bytes, time going backwards, two ports: the inspector and its report never raise."""
     from moldudp64.capture import CaptureReader
 
-    sink = cli.JsonlSink(io.BytesIO())  # type: ignore[arg-type]
-    inspector = cli._Inspector(None, sink, port=port, raw=raw)
+    sink = JsonlSink(io.BytesIO())  # type: ignore[arg-type]
+    inspector = _Inspector(None, sink, port=port, raw=raw)
     inspector.feed([(t, ("10.0.0.1", p), ("239.1.1.1", p), d) for t, d, p in items], None)
     reader = CaptureReader(io.BytesIO(pcap_bytes([])))
     with contextlib.redirect_stderr(io.StringIO()):
-        cli._summarise_capture(io.StringIO(), "x.pcap", reader, inspector)
+        _summarise_capture(io.StringIO(), "x.pcap", reader, inspector)
     assert sum(r.written for r in inspector.sessions.values()) == sink.count

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import run
+from cli_helpers import GROUP, SESSION, finish, free_port, run, start_listen
 from moldudp64.binaryfile import iter_binaryfile, write_binaryfile
 from moldudp64.cli import generate_itch
 from moldudp64.wire import build_heartbeat, build_packet
-from test_cli_live import GROUP, SESSION, finish, free_port, start_listen
 
 
 def send_to_group(port: int, *datagrams: bytes) -> None:

@@ -16,11 +16,21 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import ROOT, assert_one_line_error, jsonl, run, start
+from cli_helpers import (
+    GROUP,
+    ROOT,
+    SESSION,
+    assert_one_line_error,
+    finish,
+    free_port,
+    jsonl,
+    run,
+    start,
+    start_listen,
+)
 from moldudp64.binaryfile import iter_binaryfile, write_binaryfile
 from moldudp64.capture import CaptureReader
 from moldudp64.cli import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, generate_itch
-from test_cli_live import GROUP, SESSION, finish, free_port, start_listen
 
 MESSAGES = list(generate_itch(20_000, seed=5))
 

@@ -1,0 +1,362 @@
+"""``moldudp64 listen``: receive a feed, write the messages in order."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..capture import CaptureWriter
+from ..events import (
+    Address,
+    MessagesDelivered,
+    MessagesLost,
+    SessionChanged,
+    SessionEnded,
+    Source,
+)
+from ..exceptions import MoldUDP64Error
+from ..net import DEFAULT_RCVBUF
+from ..sync.client import MoldUDP64
+from .common import (
+    EXIT_IDLE,
+    EXIT_INTERRUPTED,
+    EXIT_LOST,
+    EXIT_OK,
+    MAX_LOST_RANGES_KEPT,
+    _format_ranges,
+    _named,
+    _rate_text,
+    _say,
+    _Status,
+    _stderr_is_terminal,
+    _StopFlag,
+    refuse_overlapping_files,
+)
+from .options import _session_label
+from .sinks import MessageSink, open_sink
+
+logger = logging.getLogger("moldudp64.cli")
+
+# --------------------------------------------------------------------------- listen
+
+
+class _PcapTap:
+    """Records datagrams (wall-clock timestamps) into a pcap, or a pcapng for a ``.pcapng``
+    path; thread-safe; counts failures."""
+
+    def __init__(self, path: str) -> None:
+
+
+        self.writer = CaptureWriter(path)
+        self.path = path
+        self.failed = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, data: bytes, src: Address, dst: Address) -> None:
+        with self._lock:
+            try:
+                self.writer.write(data, src, dst, time.time())
+            except (MoldUDP64Error, OSError):
+                self.failed += 1
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self.writer.close()
+            except OSError as exc:
+                raise _named(exc, self.path) from None
+
+
+class _CaptureHook:
+    """listen --capture: the client's ``on_datagram`` hook, recording into a pcap every
+    datagram the client receives (feed lines and re-request answers) and every request it
+    sends, in the order it does so."""
+
+    def __init__(
+        self, tap: _PcapTap, group: Address, line_b: Address | None, interface: str
+    ) -> None:
+        self.tap = tap
+        self.dst = {Source.LINE_A: group, Source.LINE_B: line_b or group}
+        self.interface = interface
+        self.local: Address = ("127.0.0.1", 0)
+
+    def opened(self, local: Address | None) -> None:
+        """Learn the request socket's address (it is bound to 0.0.0.0: name an interface)."""
+        if local is not None:
+            host = local[0] if local[0] != "0.0.0.0" else self.interface
+            self.local = (host if host != "0.0.0.0" else "127.0.0.1", local[1])
+            self.dst[Source.RETRANSMISSION] = self.local
+
+    def __call__(self, data: bytes, source: Source, addr: Address | None, sent: bool) -> None:
+        peer = addr if addr is not None else ("0.0.0.0", 0)
+        if sent:
+            self.tap(data, self.local, peer)
+        else:
+            self.tap(data, peer, self.dst.get(source, self.local))
+
+
+@dataclass
+class _ListenResult:
+    """What a listen run ended with."""
+
+    written: int = 0
+    lost: list[MessagesLost] = field(default_factory=list)
+    lost_messages: int = 0
+    lost_ranges: int = 0
+    session: str | None = None
+    first_seq: int | None = None
+    last_seq: int | None = None
+    ended: bool = False
+    idle: bool = False
+    interrupted: bool = False
+    #: The session the feed moved on to (without an end of this one): not written.
+    changed_to: str | None = None
+
+
+#: listen pushes what it wrote to the output file at least this often (seconds).
+FLUSH_INTERVAL = 0.5
+#: listen's kernel receive buffer per line socket when root (SO_RCVBUFFORCE): 64 MiB
+#: holds about 50,000 full-blast packets while the reader is busy.
+LISTEN_RCVBUF = 64 * 1024 * 1024
+#: listen lets datagrams gather this long (seconds) once the feed socket is readable:
+#: reads of a few hundred datagrams instead of a few dozen, about half the CPU.
+LISTEN_COALESCE = 0.001
+
+
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _receive(
+    client: Any,
+    sink: MessageSink,
+    *,
+    count: int | None,
+    idle_timeout: float | None,
+    status: _Status,
+    label: str,
+) -> _ListenResult:
+    """Write every message the client delivers to ``sink`` until the session ends, ``count``
+    messages, ``idle_timeout`` seconds without a datagram, or Ctrl-C / SIGTERM."""
+    result = _ListenResult()
+    monotonic = time.monotonic
+    t0 = monotonic()
+    last_received = -1
+    last_activity = t0
+    next_check = t0
+    done = False
+    with _StopFlag() as stop:
+        try:
+            while not done:
+                try:
+                    for batch in client.batches(timeout=0.25):
+                        first = batch[0]
+                        last = batch[-1]
+                        if (
+                            count is None
+                            and type(first) is MessagesDelivered
+                            and type(last) is MessagesDelivered
+                            and first.messages
+                            and last.messages
+                            and all(type(ev) is MessagesDelivered for ev in batch)
+                        ):
+                            # The usual case: nothing but messages; written in one go.
+                            result.written += sink.write_events(batch)
+                            result.session = last.session
+                            if result.first_seq is None:
+                                result.first_seq = first.seq_num
+                            result.last_seq = last.seq_num + len(last.messages) - 1
+                        else:
+                            done = _receive_slow(batch, sink, result, count)
+                        if done or stop.set:
+                            break
+                        if monotonic() >= next_check:
+                            break  # flush, status and idle check, then carry on
+                    else:
+                        done = True  # the iteration ended: session over, or the client closed
+                except TimeoutError:
+                    pass
+                now = monotonic()
+                if stop.set:
+                    result.interrupted = True
+                    done = True
+                if now >= next_check:
+                    next_check = now + FLUSH_INTERVAL
+                    sink.flush()
+                    if status.enabled:
+                        status.show(_live_text(client, result, now - t0, label))
+                received = client.stats.datagrams_received
+                if received != last_received:
+                    last_received = received
+                    last_activity = now
+                elif idle_timeout is not None and now - last_activity >= idle_timeout:
+                    result.idle = True
+                    done = True
+        finally:
+            status.clear()
+    return result
+
+
+def _receive_slow(
+    batch: list[Any], sink: MessageSink, result: _ListenResult, count: int | None
+) -> bool:
+    """Write a batch event by event (other events, or ``count`` to stop at); True when done."""
+    for event in batch:
+        kind = type(event)
+        if kind is MessagesDelivered:
+            assert isinstance(event, MessagesDelivered)
+            messages = event.messages
+            done = False
+            if count is not None and result.written + len(messages) >= count:
+                messages = messages[: count - result.written]
+                done = True
+            if messages:
+                sink.write(event.session, event.seq_num, messages)
+                result.written += len(messages)
+                result.session = event.session
+                if result.first_seq is None:
+                    result.first_seq = event.seq_num
+                result.last_seq = event.seq_num + len(messages) - 1
+            if done:
+                return True
+        elif kind is MessagesLost:
+            assert isinstance(event, MessagesLost)
+            if len(result.lost) < MAX_LOST_RANGES_KEPT:
+                result.lost.append(event)
+            result.lost_ranges += 1
+            result.lost_messages += event.count
+        elif kind is SessionEnded:
+            result.ended = True
+            return True
+        elif kind is SessionChanged:
+            # One output holds one session: stop rather than mix another one in.
+            assert isinstance(event, SessionChanged)
+            result.changed_to = event.new_session
+            return True
+    return False
+
+
+def _live_text(client: Any, result: _ListenResult, elapsed: float, label: str) -> str:
+    core = client.stats.receiver
+    gaps = core.gaps_detected if core is not None else 0
+    recovered = core.messages_recovered if core is not None else 0
+    return (
+        f"{label}: {result.written} messages, {_rate_text(result.written, elapsed)}, "
+        f"{gaps} gaps, {recovered} recovered, {result.lost_messages} lost"
+    )
+
+
+def _lost_text(result: _ListenResult) -> str:
+    ranges = [(e.first_seq, e.last_seq) for e in result.lost]
+    text = _format_ranges(ranges, limit=MAX_LOST_RANGES_KEPT)
+    if result.lost_ranges > len(ranges):
+        text += f" ... ({result.lost_ranges - len(ranges)} more ranges)"
+    return text
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    """moldudp64 listen GROUP:PORT: join, recover, write every message in order once."""
+
+    group: Address = args.group
+    refuse_overlapping_files([("--output", args.output, True), ("--capture", args.capture, True)])
+    sink = open_sink(args.output, args.format)
+    tap = _PcapTap(args.capture) if args.capture else None
+    hook = None
+    if tap is not None:
+        hook = _CaptureHook(tap, group, args.line_b, args.interface)
+    # Pull mode: this thread reads, runs the core and writes (no thread hand-offs); a
+    # large kernel buffer (root may force it past net.core.rmem_max) takes the bursts.
+    client = MoldUDP64(
+        group,
+        args.interface,
+        list(args.request_server or []),
+        args.session,
+        args.start_seq,
+        line_b_addr=args.line_b,
+        request_delay=args.request_delay,
+        rcvbuf=LISTEN_RCVBUF if _is_root() else DEFAULT_RCVBUF,
+        receiver_thread=False,
+        on_datagram=hook,
+        coalesce=LISTEN_COALESCE,
+    )
+    status = _Status(_stderr_is_terminal())
+    t0 = time.monotonic()
+    try:
+        client.open()
+        if hook is not None:
+            hook.opened(client.local_request_address)
+        servers = ", ".join(f"{h}:{p}" for h, p in (args.request_server or [])) or "none"
+        _say(
+            f"moldudp64 listen: joined {group[0]}:{group[1]}"
+            + (f" and {args.line_b[0]}:{args.line_b[1]}" if args.line_b else "")
+            + f" on {args.interface}; re-request servers: {servers}"
+        )
+        try:
+            result = _receive(
+                client,
+                sink,
+                count=args.count,
+                idle_timeout=args.idle_timeout,
+                status=status,
+                label="listen",
+            )
+        finally:
+            client.close()
+    finally:
+        try:
+            sink.close()
+        finally:
+            if tap is not None:
+                tap.close()
+    elapsed = time.monotonic() - t0
+    core = client.stats.receiver
+    parts = [f"{result.written} messages written"]
+    if result.session is not None:
+        parts.append(
+            f"session {_session_label(result.session)} seq {result.first_seq}..{result.last_seq}"
+        )
+    if core is not None:
+        parts.append(
+            f"{core.gaps_detected} gaps, {core.messages_recovered} recovered, "
+            f"{core.duplicate_messages} duplicates"
+        )
+    parts.append(f"{result.lost_messages} lost")
+    if core is not None:
+        if core.other_session_packets:
+            parts.append(f"{core.other_session_packets} datagrams of other sessions not written")
+        if core.messages_before_start:
+            parts.append(f"{core.messages_before_start} messages before --start-seq skipped")
+    parts.append(f"{elapsed:.1f} s")
+    if tap is not None:
+        parts.append(f"{tap.writer.count} datagrams captured to {args.capture}")
+    end = (
+        "interrupted"
+        if result.interrupted
+        else "session ended"
+        if result.ended
+        else f"the feed moved on to session {_session_label(result.changed_to)} without an "
+        "end of this one (not written: one output holds one session)"
+        if result.changed_to is not None
+        else f"idle for {args.idle_timeout} s"
+        if result.idle
+        else f"--count {args.count} reached"
+        if args.count is not None and result.written >= args.count
+        else "stopped"
+    )
+    _say(f"moldudp64 listen: {end}: " + ", ".join(parts))
+    if result.lost:
+        _say(f"moldudp64 listen: messages lost for good: {_lost_text(result)}")
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    if result.lost_messages:
+        return EXIT_LOST
+    if result.idle:
+        return EXIT_IDLE
+    return EXIT_OK
+
+

@@ -1,0 +1,477 @@
+"""The argument parser: one function per command."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+from typing import Any, NoReturn
+
+from .. import __version__
+from .common import EXIT_USAGE, FORMATS
+from .options import (
+    CAPTURED_PORT,
+    COUNT,
+    GROUP_PORT,
+    HOST_PORT,
+    INTERFACE,
+    IPV4,
+    MESSAGES_PER_SECOND,
+    PORT,
+    POSITIVE_SECONDS,
+    PROBABILITY,
+    RATE,
+    SECONDS,
+    SEED,
+    SEQ,
+    SESSION,
+    TTL,
+    _max_payload,
+    _network,
+    _rate_limit,
+    _type,
+)
+
+logger = logging.getLogger("moldudp64.cli")
+
+
+class _Command:
+    """A command's function, imported when the command runs: ``--help`` and usage errors
+    never load the client, the servers or the capture reader."""
+
+    def __init__(self, module: str, function: str) -> None:
+        self.module = module
+        self.function = function
+
+    def __call__(self, args: argparse.Namespace) -> int:
+        module = importlib.import_module(f"{__package__}.{self.module}")
+        func: Any = getattr(module, self.function)
+        return int(func(args))
+
+
+# --------------------------------------------------------------------------- parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors as one line on stderr (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wraps descriptions; keeps the examples epilog exactly as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+_RAW = _Formatter
+
+EPILOG_MAIN = """\
+examples:
+  moldudp64 demo                                        # see it all work, in a few seconds
+  moldudp64 inspect feed.pcap                           # sessions, sequences, gaps in a capture
+  moldudp64 listen 239.1.1.1:30001 --request-server 10.0.0.5:30002 --output feed.bin
+  moldudp64 publish 239.1.1.1:30001 --session TEST000001 --input feed.bin --request-port 30002
+  moldudp64 serve --input feed.bin --session TEST000001 --port 30003   # or serve a file alone
+
+exit codes: 0 done, 2 bad usage or input, 3 messages lost for good,
+            4 idle timeout, 130 interrupted (SIGINT, SIGTERM, SIGHUP; after flushing),
+            141 the output's reader went away (broken pipe)
+"""
+
+EPILOG_INSPECT = """\
+examples:
+  moldudp64 inspect capture.pcap
+  moldudp64 inspect capture.pcapng --port 26477 --session 000010059B
+  moldudp64 inspect capture.pcap --output messages.bin            # BinaryFILE of the session
+  moldudp64 inspect capture.pcap --output - --format jsonl | head
+  moldudp64 inspect capture.pcap --raw -o - --format jsonl        # every message as it came
+  moldudp64 inspect 20190730.NASDAQ_ITCH50                         # what a BinaryFILE holds
+
+exits 3 when gaps remain in any session; 2 when the capture is cut short or corrupt part way
+(everything before the damage is reported and written first).
+"""
+
+EPILOG_LISTEN = """\
+examples:
+  moldudp64 listen 239.1.1.1:30001 --request-server 10.0.0.5:30002 -o feed.bin
+  moldudp64 listen 239.1.1.1:30001 --line-b 239.1.1.2:30001 --interface 10.0.0.7 \\
+      --request-server 10.0.0.5:30002 --request-server 10.0.0.6:30002 -o feed.bin
+  moldudp64 listen 239.1.1.1:30001 --count 10                    # a glance, as text
+  moldudp64 listen 239.1.1.1:30001 -o - --format jsonl --idle-timeout 5 | jq .seq
+  moldudp64 listen 239.1.1.1:30001 -o feed.bin --capture feed.pcap
+
+exit codes: 0 session ended (or --count reached) with every message written,
+            3 messages lost for good (the rest written; stderr names the ranges),
+            4 --idle-timeout seconds without a packet, 130 Ctrl-C, SIGTERM or SIGHUP
+            (after flushing and the summary), 141 the reader of -o - went away.
+"""
+
+EPILOG_PUBLISH = """\
+examples:
+  moldudp64 publish 239.1.1.1:30001 --session TEST000001 --input feed.bin
+  moldudp64 publish 239.1.1.1:30001 --session TEST000001 --generate 100000 --rate 50000
+  moldudp64 publish 239.1.1.1:30001 --session TEST000001 --generate 10000 \\
+      --request-port 30002 --drop 0.05 --duplicate 0.01 --reorder 0.02 --seed 7
+
+Sends the messages, answers re-requests on --request-port throughout (default: the
+feed port + 1), then sends end of session for --end-of-session-duration seconds. The
+whole --input is checked first: a capture, or a message longer than --max-payload allows,
+is refused (exit 2) before any packet goes out. Re-requests over --rate-limit wait for
+budget (up to 0.5 s), then are refused; the summary counts them by reason.
+"""
+
+EPILOG_SERVE = """\
+examples:
+  moldudp64 serve --input feed.bin --session TEST000001 --port 30002
+  moldudp64 serve --input 20190730.NASDAQ_ITCH50 --session 000010059B --port 30002 \\
+      --bind 10.0.0.5 --duration 3600
+
+Answers MoldUDP64 re-requests from a recorded BinaryFILE (message n is sequence n)
+until Ctrl-C or --duration. Requests over --rate-limit (per source host) wait for budget
+(up to 0.5 s), then are refused: counted in the summary, logged once per source per 10 s.
+"""
+
+EPILOG_DEMO = """\
+examples:
+  moldudp64 demo
+  moldudp64 demo --messages 100000 --drop 0.2 --seed 3
+  moldudp64 demo --loopback                      # skip the private network namespace
+
+Runs a publisher that loses, duplicates and reorders packets, its re-request server
+and a client together; as root in a private network namespace with real multicast,
+otherwise over loopback. Exits 0 only if the client's output equals the input.
+"""
+
+
+def _add_verbose(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,
+        help="debug logging on stderr",
+    )
+
+
+def _add_allow(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow",
+        metavar="NETWORK",
+        type=_type("network", _network),
+        action="append",
+        help="answer re-requests only from this network (repeatable; default: anyone)",
+    )
+
+
+def _add_rate_limit(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--rate-limit",
+        metavar="N|none",
+        type=_type("rate limit", _rate_limit),
+        help="re-requests a second per source host, and N full answers' bytes (default: "
+        "2000 requests and 4 MB a second); a request over it waits up to 0.5 s for budget, "
+        "then is refused (counted, logged); 'none' turns the limit off",
+    )
+
+
+def _add_output(p: argparse.ArgumentParser, default: str | None) -> None:
+    p.add_argument(
+        "--output",
+        "-o",
+        metavar="PATH|-",
+        default=default,
+        help="where messages go ('-' is stdout)" + (f"; default {default}" if default else ""),
+    )
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=None,
+        help="binaryfile (2-byte length + message), jsonl ({session, seq, length, data hex}) "
+        "or text; "
+        "default text on a terminal, by extension for files (.jsonl, .txt), else binaryfile",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``moldudp64`` command."""
+    parser = _Parser(
+        prog="moldudp64",
+        description="NASDAQ MoldUDP64 toolkit: record, replay, serve, inspect and demo feeds.",
+        epilog=EPILOG_MAIN,
+        formatter_class=_RAW,
+    )
+    parser.add_argument("--version", action="version", version=f"moldudp64 {__version__}")
+    _add_verbose(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    _add_inspect(sub)
+    _add_listen(sub)
+    _add_publish(sub)
+    _add_serve(sub)
+    _add_demo(sub)
+    _add_bench(sub)
+    return parser
+
+
+def _add_inspect(sub: Any) -> None:
+    """The ``inspect`` command's arguments."""
+    p = sub.add_parser(
+        "inspect",
+        help="report the sessions, sequences and gaps of a pcap/pcapng or a BinaryFILE",
+        description="Read a pcap or pcapng capture (Ethernet, VLAN tags, Linux cooked "
+        "captures; IPv4 fragments reassembled), find its MoldUDP64 packets (by --port, or "
+        "by recognising them), run them through the receiver core and report per session. "
+        "Given a BinaryFILE instead, say what is in it.",
+        epilog=EPILOG_INSPECT,
+        formatter_class=_RAW,
+    )
+    _add_verbose(p)
+    p.add_argument("capture", metavar="CAPTURE", help="pcap, pcapng or BinaryFILE")
+    p.add_argument(
+        "--port",
+        type=CAPTURED_PORT,
+        help="only UDP datagrams from or to this port (0 too: anonymised captures use it); "
+        "a listen --capture file holds re-request answers on other ports: leave it out there",
+    )
+    p.add_argument("--session", type=SESSION, help="only this session")
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="write every message of every MoldUDP64 packet as it comes in the capture "
+        "(no ordering, no de-duplication), with its packet's session and sequence number "
+        "and, in jsonl (ts) and text, the frame's timestamp; the report stays the ordered one",
+    )
+    p.add_argument(
+        "--start-seq",
+        type=SEQ,
+        default=1,
+        help="BinaryFILE only: sequence number of its first message (default 1)",
+    )
+    _add_output(p, None)
+    p.set_defaults(func=_Command("inspect", "cmd_inspect"))
+
+
+def _add_listen(sub: Any) -> None:
+    """The ``listen`` command's arguments."""
+    p = sub.add_parser(
+        "listen",
+        help="join a feed, recover gaps, write every message in order",
+        description="Join a MoldUDP64 feed, recover gaps from the re-request servers and "
+        "write every message in sequence order exactly once.",
+        epilog=EPILOG_LISTEN,
+        formatter_class=_RAW,
+    )
+    _add_verbose(p)
+    p.add_argument("group", metavar="GROUP:PORT", type=GROUP_PORT, help="the feed (line A)")
+    p.add_argument(
+        "--interface",
+        metavar="ADDR|NAME",
+        type=INTERFACE,
+        default="0.0.0.0",
+        help="address or name (eth0) of the interface to join on (default: the kernel's choice)",
+    )
+    p.add_argument(
+        "--request-server",
+        metavar="HOST:PORT",
+        type=HOST_PORT,
+        action="append",
+        help="a re-request server (repeat for several; requests are spread over them)",
+    )
+    p.add_argument("--session", type=SESSION, help="only this session (default: the first seen)")
+    p.add_argument("--start-seq", metavar="N", type=SEQ, help="first sequence number wanted")
+    p.add_argument("--line-b", metavar="GROUP:PORT", type=GROUP_PORT, help="the B line")
+    p.add_argument(
+        "--request-delay",
+        metavar="SECONDS",
+        type=SECONDS,
+        help="how long a new gap waits for the other line (or a late packet) before it is "
+        "requested (default 0.005 with --line-b, else 0)",
+    )
+    _add_output(p, "-")
+    p.add_argument("--count", metavar="N", type=COUNT, help="stop after N messages")
+    p.add_argument(
+        "--idle-timeout",
+        metavar="SECONDS",
+        type=POSITIVE_SECONDS,
+        help="stop (exit 4) after this long without any packet",
+    )
+    p.add_argument(
+        "--capture",
+        metavar="PATH.pcap|PATH.pcapng",
+        help="also record the raw datagrams (pcapng for a .pcapng path, else classic pcap)",
+    )
+    p.set_defaults(func=_Command("listen", "cmd_listen"))
+
+
+def _add_publish(sub: Any) -> None:
+    """The ``publish`` command's arguments."""
+    p = sub.add_parser(
+        "publish",
+        help="publish a BinaryFILE (or generated messages) as a session",
+        description="Publish a BinaryFILE, or N generated ITCH-5.0-shaped messages, as a "
+        "MoldUDP64 session, serving re-requests throughout, then end the session.",
+        epilog=EPILOG_PUBLISH,
+        formatter_class=_RAW,
+    )
+    _add_verbose(p)
+    p.add_argument("group", metavar="GROUP:PORT", type=GROUP_PORT, help="where to send")
+    p.add_argument("--session", type=SESSION, required=True, help="session name (10 chars max)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", metavar="FILE", help="BinaryFILE to publish")
+    source.add_argument("--generate", metavar="N", type=COUNT, help="publish N generated messages")
+    p.add_argument(
+        "--interface", metavar="ADDR|NAME", type=INTERFACE, help="outgoing interface (or its name)"
+    )
+    p.add_argument("--ttl", metavar="N", type=TTL, default=1, help="multicast TTL (default 1)")
+    p.add_argument(
+        "--rate",
+        metavar="MESSAGES_PER_SECOND",
+        type=RATE,
+        default=0.0,
+        help="pace the messages (default 0: as fast as possible)",
+    )
+    p.add_argument(
+        "--request-port", metavar="PORT", type=PORT, help="re-request port (default: port + 1)"
+    )
+    p.add_argument(
+        "--max-payload",
+        metavar="BYTES",
+        type=_max_payload,
+        default=1452,
+        help="bytes of message blocks per packet after the header (default 1452)",
+    )
+    p.add_argument(
+        "--heartbeat-interval",
+        metavar="SECONDS",
+        type=POSITIVE_SECONDS,
+        default=1.0,
+        help="heartbeat when idle this long (default 1)",
+    )
+    p.add_argument(
+        "--end-of-session-duration",
+        metavar="SECONDS",
+        type=SECONDS,
+        default=2.0,
+        help="how long to send end of session (default 2)",
+    )
+    p.add_argument("--drop", metavar="P", type=PROBABILITY, default=0.0, help="drop packets")
+    p.add_argument(
+        "--duplicate", metavar="P", type=PROBABILITY, default=0.0, help="duplicate packets"
+    )
+    p.add_argument("--reorder", metavar="P", type=PROBABILITY, default=0.0, help="reorder packets")
+    p.add_argument("--seed", metavar="N", type=SEED, help="seed of the faults and the generator")
+    _add_allow(p)
+    _add_rate_limit(p)
+    p.set_defaults(func=_Command("publish", "cmd_publish"))
+
+
+def _add_serve(sub: Any) -> None:
+    """The ``serve`` command's arguments."""
+    p = sub.add_parser(
+        "serve",
+        help="a stand-alone re-request server for a recorded BinaryFILE",
+        description="Answer MoldUDP64 re-requests from a recorded BinaryFILE.",
+        epilog=EPILOG_SERVE,
+        formatter_class=_RAW,
+    )
+    _add_verbose(p)
+    p.add_argument("--input", metavar="FILE", required=True, help="the BinaryFILE")
+    p.add_argument("--session", type=SESSION, required=True, help="its session name")
+    p.add_argument("--port", type=PORT, required=True, help="UDP port to serve on")
+    p.add_argument(
+        "--bind", metavar="ADDR", type=IPV4, default="0.0.0.0", help="address to serve on"
+    )
+    p.add_argument(
+        "--max-payload",
+        metavar="BYTES",
+        type=_max_payload,
+        default=1452,
+        help="bytes of message blocks per answer (default 1452)",
+    )
+    p.add_argument(
+        "--duration", metavar="SECONDS", type=SECONDS, help="stop after this long (default: never)"
+    )
+    _add_allow(p)
+    _add_rate_limit(p)
+    p.set_defaults(func=_Command("publish", "cmd_serve"))
+
+
+def _add_demo(sub: Any) -> None:
+    """The ``demo`` command's arguments."""
+    p = sub.add_parser(
+        "demo",
+        help="see it all work: lossy publisher, re-request server and client together",
+        description="Run a publisher with loss, a re-request server and a client together "
+        "and check that the client's output equals the input.",
+        epilog=EPILOG_DEMO,
+        formatter_class=_RAW,
+    )
+    _add_verbose(p)
+    p.add_argument("--messages", metavar="N", type=COUNT, default=20_000, help="default 20000")
+    p.add_argument("--drop", metavar="P", type=PROBABILITY, default=0.05, help="default 0.05")
+    p.add_argument("--duplicate", metavar="P", type=PROBABILITY, default=0.01, help="default 0.01")
+    p.add_argument("--reorder", metavar="P", type=PROBABILITY, default=0.02, help="default 0.02")
+    p.add_argument("--seed", metavar="N", type=SEED, default=1, help="default 1")
+    p.add_argument(
+        "--rate",
+        metavar="MESSAGES_PER_SECOND",
+        type=MESSAGES_PER_SECOND,
+        default=50_000,
+        help="default 50000",
+    )
+    p.add_argument("--port", type=PORT, help="feed port (default 30001, or a free one on loopback)")
+    p.add_argument(
+        "--end-of-session-duration", metavar="SECONDS", type=SECONDS, default=1.0, help="default 1"
+    )
+    p.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=POSITIVE_SECONDS,
+        default=10.0,
+        help="give up after this long without a packet (default 10)",
+    )
+    p.add_argument(
+        "--loopback", action="store_true", help="unicast over loopback, no network namespace"
+    )
+    p.set_defaults(func=_Command("demo", "cmd_demo"))
+
+
+def _add_bench(sub: Any) -> None:
+    """The ``bench`` command's arguments."""
+    p = sub.add_parser(
+        "bench",
+        help="measure how fast this machine runs the receiver, the client and inspect",
+        description="Run the benchmarks that need neither root nor a C compiler and print "
+        "them as a table with this machine's details: messages per second through the "
+        "receiver core (in order, and with 5% loss, 1% duplicates, 3% reordering), into a "
+        "Python for loop through the blocking and asyncio clients, and packets per second "
+        "of inspect on a generated pcap. "
+        "benchmarks/run.py in the source tree adds live multicast against a C loop.",
+        epilog=EPILOG_BENCH,
+        formatter_class=_RAW,
+    )
+    _add_verbose(p)
+    p.add_argument(
+        "--scale",
+        metavar="X",
+        type=_type("scale", float),
+        default=0.25,
+        help="size of the runs, 1.0 being the full suite's (default 0.25: about 20 s)",
+    )
+    p.add_argument("--skip-inspect", action="store_true", help="leave out the inspect part")
+    p.set_defaults(func=_Command("bench", "cmd_bench"))
+
+
+# --------------------------------------------------------------------------- bench
+
+EPILOG_BENCH = """examples:
+  moldudp64 bench                  # about 20 s
+  moldudp64 bench --scale 1        # the full sizes of benchmarks/run.py
+  moldudp64 bench --scale 0.01 --skip-inspect
+"""
+
