@@ -483,6 +483,8 @@ def test_listen_line_a_and_b(
             str(seed),
             "--end-of-session-duration",
             "1",
+            "--rate",  # a second or so: both lines are on the wire whatever start-up takes
+            "20000",
         )
         for group, p, seed in ((GROUP, port, 1), ("239.7.7.8", port_b, 2))
     ]
