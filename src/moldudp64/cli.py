@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import IO, Any, NoReturn, TextIO
+from typing import IO, Any, NoReturn, TextIO, cast
 
 from . import __version__
 from .binaryfile import BinaryFileReader, BinaryFileWriter
@@ -72,7 +72,7 @@ EXIT_IDLE = 4
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell shows for a command ended by SIGPIPE
 
-FORMATS = ("binaryfile", "jsonl", "text")
+FORMATS = ("binaryfile", "jsonl", "text", "parquet", "csv")  # the last two: --decode
 #: Captures larger than this get a progress bar (on a terminal).
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 #: At most this many lost ranges are listed one by one (inspect's report).
@@ -416,9 +416,16 @@ class TextSink(_TextualSink):
         self.count += len(messages)
 
 
-def open_sink(path: str, fmt: str | None) -> MessageSink:
+def open_sink(path: str, fmt: str | None, decode: str | None = None) -> MessageSink:
     """Open the output: ``-`` is stdout; the format defaults to text on a terminal, to
-    jsonl for ``*.jsonl``/``*.json``, text for ``*.txt``, and BinaryFILE otherwise."""
+    jsonl for ``*.jsonl``/``*.json``, text for ``*.txt``, and BinaryFILE otherwise.
+    With ``decode`` (``itch50``), the decoded output of :mod:`moldudp64.itch50_sinks`."""
+    if decode is not None:
+        from .itch50_sinks import open_decoded_sink
+
+        return cast(MessageSink, open_decoded_sink(path, fmt, decode))
+    if fmt in ("parquet", "csv"):
+        raise UsageError(f"--format {fmt} holds decoded messages: add --decode itch50")
     if fmt is None:
         if path == "-":
             fmt = "text" if sys.stdout.isatty() else "binaryfile"
@@ -746,6 +753,8 @@ class _Inspector:
                 return
         if ts is not None and isinstance(sink, _TextualSink):
             _write_stamped(sink, ts, report.name, seq_num, messages)
+        elif ts is not None and hasattr(sink, "write_stamped"):  # --decode
+            sink.write_stamped(ts, report.name, seq_num, messages)
         else:
             sink.write(report.name, seq_num, messages)
         report.written += len(messages)
@@ -1008,7 +1017,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if os.path.isdir(path):
         raise UsageError(f"{path} is a directory")
     sink_path = None
-    if args.output is not None or args.format is not None or args.raw:
+    if args.output is not None or args.format is not None or args.raw or args.decode:
         sink_path = args.output or "-"
     refuse_overlapping_files([("CAPTURE", path, False), ("--output", sink_path, True)])
     logger.debug("inspect %s: %s file of %d bytes", path, kind, os.path.getsize(path))
@@ -1018,7 +1027,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         raise UsageError(f"{path} is not a pcap or pcapng capture (--port applies to those)")
     sink = None
     if sink_path is not None:
-        sink = open_sink(sink_path, args.format)
+        sink = open_sink(sink_path, args.format, args.decode)
     out: TextIO = sys.stderr if (sink is not None and sink_path == "-") else sys.stdout
     try:
         if kind == FileKind.EMPTY:
@@ -1414,7 +1423,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
     group: Address = args.group
     refuse_overlapping_files([("--output", args.output, True), ("--capture", args.capture, True)])
-    sink = open_sink(args.output, args.format)
+    sink = open_sink(args.output, args.format, args.decode)
     tap = _PcapTap(args.capture) if args.capture else None
     hook = None
     if tap is not None:
@@ -2062,7 +2071,15 @@ def _add_output(p: argparse.ArgumentParser, default: str | None) -> None:
         default=None,
         help="binaryfile (2-byte length + message), jsonl ({session, seq, length, data hex}) "
         "or text; "
-        "default text on a terminal, by extension for files (.jsonl, .txt), else binaryfile",
+        "default text on a terminal, by extension for files (.jsonl, .txt), else binaryfile; "
+        "with --decode: jsonl, text, or parquet/csv (-o DIR: one file per message type)",
+    )
+    p.add_argument(
+        "--decode",
+        choices=("itch50",),
+        help="decode the messages as TotalView-ITCH 5.0: jsonl {session, seq, message_type, "
+        "fields...}; format by default text on a terminal, jsonl on stdout and for .jsonl, "
+        "csv for DIR.csv, else parquet (-o DIR)",
     )
 
 
