@@ -225,6 +225,7 @@ class ItchTableSink(DecodedSink):
         self._stamped: bool | None = None  # fixed by the first write: ts column or not
         self._closed = False
         self._reset()
+        os.makedirs(directory, exist_ok=True)
 
     def _reset(self) -> None:
         self._data = bytearray()
