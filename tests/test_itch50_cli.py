@@ -111,7 +111,9 @@ def itch_file(tmp_path: Path) -> tuple[Path, list[bytes]]:
     return path, messages
 
 
-def test_binaryfile_to_parquet_csv_and_jsonl(itch_file: tuple[Path, list[bytes]], tmp_path: Path) -> None:
+def test_binaryfile_to_parquet_csv_and_jsonl(
+    itch_file: tuple[Path, list[bytes]], tmp_path: Path
+) -> None:
     path, messages = itch_file
     tables = itch50.binaryfile_to_arrow(path, session="S1", first_seq=7)
     for fmt in ("parquet", "csv"):
@@ -166,7 +168,9 @@ def test_raw_parquet_has_the_frame_time(tmp_path: Path) -> None:
     assert proc.returncode == 3, proc.stderr
     add = parquet_dir(out)["add_order"]
     assert add.schema.names[:3] == ["ts", "session", "seq"]
-    assert add.num_rows == 36 and {round(t, 6) for t in add.column("ts").to_pylist()} == {1692711038.952562}
+    assert add.num_rows == 36 and {round(t, 6) for t in add.column("ts").to_pylist()} == {
+        1692711038.952562
+    }
     assert add.drop_columns(["ts"]).schema == itch50.arrow_schema("A")
 
 
@@ -213,7 +217,9 @@ def test_parquet_without_decode_and_a_used_directory_are_refused(
     path, _ = itch_file
     proc = run("inspect", str(path), "--format", "parquet", "-o", str(tmp_path / "d"))
     assert "add --decode itch50" in assert_one_line_error(proc)
-    assert run("inspect", str(path), "--decode", "itch50", "-o", str(tmp_path / "d")).returncode == 0
+    assert (
+        run("inspect", str(path), "--decode", "itch50", "-o", str(tmp_path / "d")).returncode == 0
+    )
     again = run("inspect", str(path), "--decode", "itch50", "-o", str(tmp_path / "d"))
     assert "already holds add_order.parquet" in assert_one_line_error(again)
 
@@ -271,12 +277,23 @@ def test_table_sink_of_several_sessions_keeps_each_rows_session(tmp_path: Path) 
     sink.write("ONE", 7, [add])
     sink.close()
     rows = pq.read_table(tmp_path / "t" / "add_order.parquet").to_pylist()
-    assert [(r["session"], r["seq"]) for r in rows] == [("ONE", 5), ("ONE", 6), ("TWO", 9), ("ONE", 7)]
+    assert [(r["session"], r["seq"]) for r in rows] == [
+        ("ONE", 5),
+        ("ONE", 6),
+        ("TWO", 9),
+        ("ONE", 7),
+    ]
     assert rows[0]["price"] == Decimal("189.3300")
 
 
-@given(st.lists(st.one_of(st.binary(max_size=60), st.sampled_from(list(generate_itch(40)))), max_size=60))
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.one_of(st.binary(max_size=60), st.sampled_from(list(generate_itch(40)))), max_size=60
+    )
+)
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 def test_hostile_bytes_never_crash_and_are_all_counted(messages: list[bytes]) -> None:
     bad = sum(type(itch50.decode_or_raw(m)) is itch50.RawMessage for m in messages)
     text = io.BytesIO()

@@ -36,8 +36,8 @@ from .exceptions import ConfigError
 __all__ = [
     "CHUNK_BYTES",
     "CHUNK_MESSAGES",
-    "DECODERS",
     "DECODED_FORMATS",
+    "DECODERS",
     "DecodedSink",
     "ItchJsonlSink",
     "ItchTableSink",
