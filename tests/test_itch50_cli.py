@@ -321,3 +321,19 @@ def test_broken_stdout_pipe_is_quiet(itch_file: tuple[Path, list[bytes]]) -> Non
     proc.stdout.close()
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 141 and b"Traceback" not in err
+
+
+@needs_shared
+def test_readme_worked_example(tmp_path: Path) -> None:
+    """Capture -> Parquet directory -> the README's DuckDB line and the example script."""
+    name = SHARED_CAPTURES / "Nasdaq.Equities.TotalView.Itch.v5.0/Multiple.Packets.pcap"
+    day = tmp_path / "day"
+    assert run("inspect", str(name), "--decode", "itch50", "-o", str(day)).returncode == 3
+    script = Path(__file__).resolve().parents[1] / "examples" / "itch50_message_rate.py"
+    shown = subprocess.run(
+        [sys.executable, str(script), str(day)], capture_output=True, check=True, text=True
+    ).stdout
+    assert "add_order" in shown and "36" in shown
+    duckdb = pytest.importorskip("duckdb")
+    query = f"SELECT stock, count(*) AS adds FROM '{day}/add_order.parquet' GROUP BY stock"
+    assert duckdb.sql(query).fetchall() == [("META", 36)]
