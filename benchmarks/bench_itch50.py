@@ -220,8 +220,8 @@ def inspect_rows(packets: int, tmp: Path) -> list[Result]:
 
     pcap = tmp / f"itch-{packets}.pcap"
     messages = make_pcap(str(pcap), packets)
-    plain = moldudp64_command() + ["inspect", str(pcap)]
-    decoded = plain + ["--decode", "itch50", "--format", "parquet", "-o", str(tmp / "pq")]
+    plain = [*moldudp64_command(), "inspect", str(pcap)]
+    decoded = [*plain, "--decode", "itch50", "--format", "parquet", "-o", str(tmp / "pq")]
     rows = []
     for label, cmd in (
         (f"inspect, {packets:,}-packet pcap", plain),
