@@ -11,6 +11,10 @@ then measures, each in a fresh process so that its peak RSS is its own:
   (zstd, one file per type; memory bounded by a chunk);
 * per message: ``itch50.decode()`` over every message of the file (read with
   ``iter_binaryfile``), decode alone timed; the records are not kept.
+
+:func:`run_rows` gives these as benchmark table rows, plus ``moldudp64 inspect --decode
+itch50 --format parquet`` on a generated 1,000,000-packet pcap (3 Add Orders a packet)
+beside plain ``inspect`` of the same pcap: wall time and peak RSS of each command.
 """
 
 from __future__ import annotations
@@ -26,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from measure import run_measured  # beside this file
+from measure import moldudp64_command, run_measured  # beside this file
 from moldudp64 import itch50
-from moldudp64.bench import machine_summary
+from moldudp64.bench import Result, machine_summary
 
 #: Share of each message type in the generated stream (roughly a TotalView day's).
 MIX: dict[str, float] = {
@@ -211,5 +215,55 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float, float]]:
         return rows
 
 
+def inspect_rows(packets: int, tmp: Path) -> list[Result]:
+    """``inspect`` and ``inspect --decode itch50 --format parquet`` of one generated pcap."""
+    from make_pcap import make_pcap  # beside this file
+
+    pcap = tmp / f"itch-{packets}.pcap"
+    messages = make_pcap(str(pcap), packets)
+    plain = [*moldudp64_command(), "inspect", str(pcap)]
+    decoded = [*plain, "--decode", "itch50", "--format", "parquet", "-o", str(tmp / "pq")]
+    rows = []
+    for label, cmd in (
+        (f"inspect, {packets:,}-packet pcap", plain),
+        (f"inspect --decode itch50 -> Parquet, {packets:,} packets", decoded),
+    ):
+        done = run_measured(cmd)
+        if done.code != 0:
+            raise SystemExit(f"{label} failed (exit {done.code})")
+        rows.append(
+            Result(
+                label,
+                round(done.wall, 3),
+                "s",
+                notes={
+                    "messages": messages,
+                    "messages_per_s": round(messages / done.wall),
+                    "cpu_s": round(done.cpu, 2),
+                    "peak_rss_mb": round(done.rss_mb, 1),
+                },
+            )
+        )
+    return rows
+
+
+def run_rows(quick: bool) -> list[Result]:
+    """The rows for benchmarks/run.py: the three decode paths, then the two inspects."""
+    rows = [
+        Result(label, round(rate), "messages/s", notes={"peak_rss_mb": round(rss, 1)})
+        for label, rate, rss in main(["--quick"] if quick else [])
+    ]
+    with tempfile.TemporaryDirectory(prefix="bench_itch50_") as tmp:
+        rows += inspect_rows(2_000 if quick else 1_000_000, Path(tmp))
+    return rows
+
+
 if __name__ == "__main__":
-    main()
+    if "--inspect" in sys.argv:  # only the inspect rows: --inspect [PACKETS]
+        at = sys.argv.index("--inspect")
+        count = int(sys.argv[at + 1]) if len(sys.argv) > at + 1 else 1_000_000
+        with tempfile.TemporaryDirectory(prefix="bench_itch50_") as tmp:
+            for row in inspect_rows(count, Path(tmp)):
+                print(row.name, row.value, row.unit, row.notes)
+    else:
+        main()

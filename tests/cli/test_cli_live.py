@@ -307,7 +307,7 @@ def test_demo_over_loopback() -> None:
         (["listen", "239.1.1.1:5000", "--request-server", "nohost.invalid:1"], "resolve"),
         (["listen", "239.1.1.1:5000", "--count", "0"], "count must be >= 1"),
         (["listen", "239.1.1.1:5000", "--idle-timeout", "-1"], "seconds"),
-        (["listen", "239.1.1.1:5000", "--format", "csv"], "invalid choice"),
+        (["listen", "239.1.1.1:5000", "--format", "xml"], "invalid choice"),
         (["listen", "239.1.1.1:5000", "--interface", "10.9.9.9", "--count", "1"], "interface"),
         (["publish", "239.1.1.1:5000", "--generate", "5"], "--session"),
         (

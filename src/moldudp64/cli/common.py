@@ -24,7 +24,7 @@ EXIT_IDLE = 4
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell shows for a command ended by SIGPIPE
 
-FORMATS = ("binaryfile", "jsonl", "text")
+FORMATS = ("binaryfile", "jsonl", "text", "parquet", "csv")  # the last two: --decode
 #: Captures larger than this get a progress bar (on a terminal).
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 #: At most this many lost ranges are listed one by one (inspect's report).

@@ -174,6 +174,8 @@ class _Inspector:
                 return
         if ts is not None and isinstance(sink, _TextualSink):
             _write_stamped(sink, ts, report.name, seq_num, messages)
+        elif ts is not None and hasattr(sink, "write_stamped"):  # --decode
+            sink.write_stamped(ts, report.name, seq_num, messages)
         else:
             sink.write(report.name, seq_num, messages)
         report.written += len(messages)
@@ -358,7 +360,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if os.path.isdir(path):
         raise UsageError(f"{path} is a directory")
     sink_path = None
-    if args.output is not None or args.format is not None or args.raw:
+    if args.output is not None or args.format is not None or args.raw or args.decode:
         sink_path = args.output or "-"
     refuse_overlapping_files([("CAPTURE", path, False), ("--output", sink_path, True)])
     logger.debug("inspect %s: %s file of %d bytes", path, kind, os.path.getsize(path))
@@ -368,7 +370,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         raise UsageError(f"{path} is not a pcap or pcapng capture (--port applies to those)")
     sink = None
     if sink_path is not None:
-        sink = open_sink(sink_path, args.format)
+        sink = open_sink(sink_path, args.format, args.decode)
     out: TextIO = sys.stderr if (sink is not None and sink_path == "-") else sys.stdout
     try:
         if kind == FileKind.EMPTY:

@@ -264,7 +264,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
     group: Address = args.group
     refuse_overlapping_files([("--output", args.output, True), ("--capture", args.capture, True)])
-    sink = open_sink(args.output, args.format)
+    sink = open_sink(args.output, args.format, args.decode)
     tap = _PcapTap(args.capture) if args.capture else None
     hook = None
     if tap is not None:

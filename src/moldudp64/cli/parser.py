@@ -193,7 +193,15 @@ def _add_output(p: argparse.ArgumentParser, default: str | None) -> None:
         default=None,
         help="binaryfile (2-byte length + message), jsonl ({session, seq, length, data hex}) "
         "or text; "
-        "default text on a terminal, by extension for files (.jsonl, .txt), else binaryfile",
+        "default text on a terminal, by extension for files (.jsonl, .txt), else binaryfile; "
+        "with --decode: jsonl, text, or parquet/csv (-o DIR: one file per message type)",
+    )
+    p.add_argument(
+        "--decode",
+        choices=("itch50",),
+        help="decode the messages as TotalView-ITCH 5.0: jsonl {session, seq, message_type, "
+        "fields...}; format by default text on a terminal, jsonl on stdout and for .jsonl, "
+        "csv for DIR.csv, else parquet (-o DIR)",
     )
 
 

@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 from itertools import chain
-from typing import IO
+from typing import IO, cast
 
 from ..binaryfile import BinaryFileWriter
 from ..events import (
@@ -173,9 +173,16 @@ class TextSink(_TextualSink):
         self.count += len(messages)
 
 
-def open_sink(path: str, fmt: str | None) -> MessageSink:
+def open_sink(path: str, fmt: str | None, decode: str | None = None) -> MessageSink:
     """Open the output: ``-`` is stdout; the format defaults to text on a terminal, to
-    jsonl for ``*.jsonl``/``*.json``, text for ``*.txt``, and BinaryFILE otherwise."""
+    jsonl for ``*.jsonl``/``*.json``, text for ``*.txt``, and BinaryFILE otherwise.
+    With ``decode`` (``itch50``), the decoded output of :mod:`moldudp64.itch50_sinks`."""
+    if decode is not None:
+        from ..itch50_sinks import open_decoded_sink  # pyarrow only when asked for
+
+        return cast(MessageSink, open_decoded_sink(path, fmt, decode))
+    if fmt in ("parquet", "csv"):
+        raise UsageError(f"--format {fmt} holds decoded messages: add --decode itch50")
     if fmt is None:
         if path == "-":
             fmt = "text" if sys.stdout.isatty() else "binaryfile"

@@ -1,0 +1,442 @@
+"""Decoded outputs of the command line: ITCH 5.0 messages as JSON lines, text, Parquet or CSV.
+
+The sinks here have the interface of the command line's message sinks (``write(session,
+seq_num, messages)``, ``write_events(events)``, ``flush()``, ``close()``, ``count``), plus
+``write_stamped(ts, session, seq_num, messages)`` for ``inspect --raw`` (each message with
+its frame's timestamp). :func:`open_decoded_sink` opens one.
+
+* ``jsonl``: one JSON object per message: ``session``, ``seq``, ``message_type``, then every
+  field by its snake_case name (:func:`moldudp64.itch50.to_dict`: prices as decimal numbers).
+  Pure Python: no pyarrow needed.
+* ``text``: one readable line per message.
+* ``parquet`` / ``csv``: a directory holding one file per message type
+  (``add_order.parquet``, ...; schemas of :func:`moldudp64.itch50.arrow_schema`), appended a
+  chunk at a time (at most :data:`CHUNK_MESSAGES` messages or :data:`CHUNK_BYTES` bytes held),
+  so memory stays bounded whatever the run's length. Needs the ``arrow`` extra.
+
+A message that is not ITCH 5.0 (unknown type, wrong length for its type, empty) is never a
+crash: it becomes a row of the ``invalid`` table (in jsonl: an object with ``reason``,
+``length`` and ``data`` in hex) and is counted in :attr:`DecodedSink.invalid`. In ``--raw``
+mode the tables get a first column ``ts``: the frame's time, seconds since the epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from array import array
+from collections.abc import Callable
+from typing import IO, Any, Final
+
+from . import itch50
+from .events import MessagesDelivered
+from .exceptions import ConfigError
+
+__all__ = [
+    "CHUNK_BYTES",
+    "CHUNK_MESSAGES",
+    "DECODED_FORMATS",
+    "DECODERS",
+    "DecodedSink",
+    "ItchJsonlSink",
+    "ItchTableSink",
+    "ItchTextSink",
+    "open_decoded_sink",
+]
+
+#: The decoders ``--decode`` accepts.
+DECODERS: Final = ("itch50",)
+#: The formats a decoded output can take (parquet and csv are directories).
+DECODED_FORMATS: Final = ("jsonl", "text", "parquet", "csv")
+#: A table sink decodes and appends once it holds this many messages ...
+CHUNK_MESSAGES: Final = 1 << 18
+#: ... or this many bytes of them.
+CHUNK_BYTES: Final = 16 << 20
+
+_TABLE_NAMES: Final = (*itch50.MESSAGE_NAMES.values(), itch50.INVALID)
+
+
+def _named(exc: OSError, name: str) -> OSError:
+    """``exc`` naming the output when it names no file itself (errno class kept)."""
+    if exc.filename is not None:
+        return exc
+    return OSError(exc.errno, exc.strerror or str(exc), name)
+
+
+class DecodedSink:
+    """Base of the decoded sinks: counts what was written and what was not ITCH 5.0."""
+
+    name = "output"
+    #: Called with :meth:`summary` once closed, when there is something to say (see
+    #: :func:`open_decoded_sink`); None: silent.
+    report: Callable[[str], None] | None = None
+
+    def __init__(self) -> None:
+        self.count = 0  # messages written
+        self.invalid = 0  # of them, not ITCH 5.0 (unknown type, wrong length, empty)
+
+    def _report(self, always: bool) -> None:
+        if self.report is not None and (always or self.invalid):
+            self.report(self.summary())
+
+    def write(self, session: str, seq_num: int, messages: list[bytes]) -> None:
+        """Write consecutive messages; ``messages[i]`` has sequence ``seq_num + i``."""
+        self._write(None, session, seq_num, messages)
+
+    def write_stamped(self, ts: float, session: str, seq_num: int, messages: list[bytes]) -> None:
+        """Write one packet's messages as they came, with the frame's timestamp ``ts``."""
+        self._write(ts, session, seq_num, messages)
+
+    def write_events(self, events: list[MessagesDelivered]) -> int:
+        """Write several batches of consecutive messages; how many messages that was."""
+        n = 0
+        for ev in events:
+            self._write(None, ev.session, ev.seq_num, ev.messages)
+            n += len(ev.messages)
+        return n
+
+    def _write(self, ts: float | None, session: str, seq_num: int, messages: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Push what is buffered to the output."""
+
+    def close(self) -> None:
+        """Flush and close."""
+
+    def summary(self) -> str:
+        """One line: what was written, and how many messages were not ITCH 5.0."""
+        text = f"{self.count} messages decoded to {self.name}"
+        if self.invalid:
+            text += f"; {self.invalid} not ITCH 5.0 (unknown type or wrong length), kept as invalid"
+        return text
+
+
+class _StreamSink(DecodedSink):
+    """Lines of ASCII text to a file or stdout."""
+
+    def __init__(self, stream: IO[bytes], name: str, owned: bool) -> None:
+        super().__init__()
+        self._stream = stream
+        self._owned = owned
+        self.name = name
+
+    def _put(self, text: str) -> None:
+        view = memoryview(text.encode("ascii"))
+        try:
+            while view:  # a short write (a pipe's reader gone) must not drop the rest
+                n = self._stream.write(view)
+                if not n:
+                    raise OSError(5, "the output accepts no more bytes")
+                view = view[n:]
+        except OSError as exc:
+            raise _named(exc, self.name) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            raise _named(exc, self.name) from None
+
+    def close(self) -> None:
+        try:
+            if self._owned:
+                self._stream.close()
+            else:
+                self._stream.flush()
+        except OSError as exc:
+            raise _named(exc, self.name) from None
+        self._report(always=False)
+
+
+class ItchJsonlSink(_StreamSink):
+    """One JSON object per message: ``session``, ``seq``, ``message_type``, the fields."""
+
+    def _write(self, ts: float | None, session: str, seq_num: int, messages: list[bytes]) -> None:
+        dumps = json.dumps
+        decode, to_dict, raw = itch50.decode_or_raw, itch50.to_dict, itch50.RawMessage
+        head: dict[str, Any] = {} if ts is None else {"ts": ts}
+        lines = []
+        for i, message in enumerate(messages):
+            record = decode(message)
+            if type(record) is raw:
+                self.invalid += 1
+            lines.append(dumps(head | {"session": session, "seq": seq_num + i} | to_dict(record)))
+        lines.append("")
+        self._put("\n".join(lines))
+        self.count += len(messages)
+
+
+def _printable(text: str) -> str:
+    return "".join(c if " " <= c < "\x7f" else f"\\x{ord(c):02x}" for c in text)
+
+
+class ItchTextSink(_StreamSink):
+    """One readable line per message: session, sequence, type, then ``field=value``."""
+
+    def _write(self, ts: float | None, session: str, seq_num: int, messages: list[bytes]) -> None:
+        name = _printable(session)
+        stamp = "" if ts is None else f"{ts:.6f} "
+        lines = []
+        for i, message in enumerate(messages):
+            fields = itch50.to_dict(itch50.decode_or_raw(message))
+            if "reason" in fields and "data" in fields:
+                self.invalid += 1
+            kind = _printable(fields.pop("message_type")) or "-"
+            body = " ".join(
+                f"{k}={_printable(v) if isinstance(v, str) else v}" for k, v in fields.items()
+            )
+            lines.append(f"{stamp}{name} {seq_num + i:>12}  {kind}  {body}\n")
+        self._put("".join(lines))
+        self.count += len(messages)
+
+
+class ItchTableSink(DecodedSink):
+    """One Parquet (or CSV) file per message type in a directory, appended a chunk at a time.
+
+    Messages are held as bytes in one buffer (with their lengths, sequence numbers and
+    session codes in arrays) until :data:`CHUNK_MESSAGES` or :data:`CHUNK_BYTES`, then
+    decoded column-wise by :mod:`moldudp64.itch50` and appended to the files, one row group
+    (or block of CSV lines) per type and chunk. Files are opened on a type's first message.
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        kind: str = "parquet",
+        *,
+        chunk_messages: int = CHUNK_MESSAGES,
+        chunk_bytes: int = CHUNK_BYTES,
+        compression: str = "zstd",
+    ) -> None:
+        super().__init__()
+        if kind not in ("parquet", "csv"):
+            raise ValueError(f"kind must be 'parquet' or 'csv', got {kind!r}")
+        self._np, self._pa, _ = itch50._arrow()
+        self.name = directory
+        self.kind = kind
+        self.rows: dict[str, int] = {}  # rows written per table
+        self._directory = directory
+        self._compression = compression
+        self._chunk_messages = max(1, chunk_messages)
+        self._chunk_bytes = max(1, chunk_bytes)
+        self._writers: dict[str, Any] = {}
+        self._stamped: bool | None = None  # fixed by the first write: ts column or not
+        self._closed = False
+        self._reset()
+        os.makedirs(directory, exist_ok=True)
+
+    def _reset(self) -> None:
+        self._data = bytearray()
+        self._lengths = array("q")
+        self._seqs = array("Q")
+        self._codes = array("i")
+        self._ts = array("d")
+        self._sessions: dict[str, int] = {}
+
+    def _write(self, ts: float | None, session: str, seq_num: int, messages: list[bytes]) -> None:
+        if self._closed:
+            raise ValueError(f"{self.name}: the output is closed")
+        if not messages:
+            return
+        stamped = ts is not None
+        if self._stamped is None:
+            self._stamped = stamped
+        elif stamped != self._stamped:
+            raise ValueError("one table output holds timestamped (--raw) or ordered messages")
+        n = len(messages)
+        code = self._sessions.setdefault(session, len(self._sessions))
+        self._data += b"".join(messages)
+        self._lengths.extend(map(len, messages))
+        self._seqs.extend(range(seq_num, seq_num + n))
+        self._codes.extend([code] * n)
+        if ts is not None:
+            self._ts.extend([ts] * n)
+        self.count += n
+        if len(self._lengths) >= self._chunk_messages or len(self._data) >= self._chunk_bytes:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Decode what is held and append it to the files."""
+        count = len(self._lengths)
+        if not count:
+            return
+        np, pa = self._np, self._pa
+        buf = np.frombuffer(self._data, dtype=np.uint8)
+        lengths = np.frombuffer(self._lengths, dtype=np.int64)
+        starts = np.cumsum(lengths) - lengths
+        sessions = list(self._sessions)
+        codes = None if len(sessions) == 1 else np.frombuffer(self._codes, dtype=np.int32)
+        seqs = np.frombuffer(self._seqs, dtype=np.uint64)
+        ts = np.frombuffer(self._ts, dtype=np.float64) if self._stamped else None
+        # The row index stands in for seq, so each row finds its own seq and timestamp.
+        rows = np.arange(count, dtype=np.uint64)
+        batches = itch50._decode_chunk(buf, starts, lengths, rows, codes, sessions)
+        del buf
+        for table, batch in batches.items():
+            idx = batch.column(1).to_numpy().astype(np.int64)
+            batch = batch.set_column(1, "seq", pa.array(seqs[idx]))
+            if ts is not None:
+                batch = batch.add_column(0, pa.field("ts", pa.float64()), pa.array(ts[idx]))
+            if table == itch50.INVALID:
+                self.invalid += batch.num_rows
+            self._append(table, batch)
+        self._reset()
+
+    def _append(self, table: str, batch: Any) -> None:
+        writer = self._writers.get(table)
+        path = os.path.join(self._directory, f"{table}.{self.kind}")
+        try:
+            if writer is None:
+                writer = self._writers[table] = self._open(path, batch.schema)
+            writer.write(batch)
+        except OSError as exc:
+            raise _named(exc, path) from None
+        self.rows[table] = self.rows.get(table, 0) + batch.num_rows
+
+    def _open(self, path: str, schema: Any) -> Any:
+        if self.kind == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetWriter(path, schema, compression=self._compression)
+        return _CsvWriter(path, schema)
+
+    def flush(self) -> None:
+        """Parquet: nothing (a Parquet file is readable only once closed, and small row
+        groups would cost); CSV: decode and write what is held."""
+        if self.kind == "csv" and not self._closed:
+            self._drain()
+
+    def close(self) -> None:
+        """Decode and write what is held, then close every file (each then complete)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._drain()
+        finally:
+            errors: list[OSError] = []
+            for table, writer in self._writers.items():
+                try:
+                    writer.close()
+                except OSError as exc:
+                    errors.append(_named(exc, os.path.join(self._directory, table)))
+            self._writers.clear()
+            if errors:
+                raise errors[0]
+        self._report(always=True)
+
+    def summary(self) -> str:
+        tables = ", ".join(f"{t} {n}" for t, n in self.rows.items())
+        text = f"{self.count} messages decoded to {self.name}/ ({tables or 'no tables'})"
+        if self.invalid:
+            text += f"; {self.invalid} not ITCH 5.0 (unknown type or wrong length): invalid table"
+        return text
+
+
+class _CsvWriter:
+    """pyarrow's CSV writer, with binary columns (the invalid table's ``data``) as hex."""
+
+    def __init__(self, path: str, schema: Any) -> None:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        self._pa = pa
+        self._hex = [i for i, f in enumerate(schema) if f.type == pa.binary()]
+        for i in self._hex:
+            schema = schema.set(i, pa.field(schema.field(i).name, pa.string()))
+        self._writer = pacsv.CSVWriter(path, schema)
+
+    def write(self, batch: Any) -> None:
+        for i in self._hex:
+            text = [None if b is None else b.hex() for b in batch.column(i).to_pylist()]
+            batch = batch.set_column(i, batch.schema.field(i).name, self._pa.array(text))
+        self._writer.write(batch)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def _table_directory(path: str, kind: str) -> str:
+    """Check (and create) the output directory of a table format; refuse stdout, a file,
+    and a directory that already holds a table file (no mixing runs)."""
+    if path == "-":
+        raise ConfigError(
+            f"--format {kind} writes a directory (one file per message type): give -o DIR, "
+            "not -o - (use --format jsonl for stdout)"
+        )
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"--format {kind} writes a directory, and {path} is a file")
+    try:
+        os.makedirs(path, exist_ok=True)
+        present = set(os.listdir(path))
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+    taken = sorted(f"{t}.{kind}" for t in _TABLE_NAMES if f"{t}.{kind}" in present)
+    if taken:
+        raise ConfigError(
+            f"{path} already holds {', '.join(taken[:3])}{', ...' if len(taken) > 3 else ''}: "
+            "choose a new or empty directory"
+        )
+    return path
+
+
+def default_decoded_format(path: str, isatty: Callable[[], bool] | None = None) -> str:
+    """The format when none is given: text on a terminal, jsonl on stdout otherwise and for
+    ``*.jsonl``/``*.json``, text for ``*.txt``, csv for ``*.csv``, else a Parquet directory."""
+    if path == "-":
+        return "text" if (isatty or sys.stdout.isatty)() else "jsonl"
+    if path.endswith((".jsonl", ".json")):
+        return "jsonl"
+    if path.endswith(".txt"):
+        return "text"
+    if path.rstrip("/").endswith(".csv"):
+        return "csv"
+    return "parquet"
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(f"moldudp64: {text}\n")
+    sys.stderr.flush()
+
+
+def open_decoded_sink(
+    path: str, fmt: str | None, decode: str, report: Callable[[str], None] | None = _say
+) -> DecodedSink:
+    """Open the output of ``--decode DECODE`` at ``path`` (``-`` is stdout) in ``fmt``.
+
+    Once closed, the sink gives ``report`` (default: a line on stderr) its summary: always
+    for a directory of tables, when some message was not ITCH 5.0 for the others.
+
+    Raises :class:`~moldudp64.exceptions.ConfigError` for a format that cannot hold decoded
+    messages (binaryfile), a table format on stdout or on a file, and
+    :class:`~moldudp64.exceptions.MissingDependency` when parquet/csv lack pyarrow.
+    """
+    if decode not in DECODERS:
+        raise ConfigError(f"unknown decoder {decode!r} (choose from {', '.join(DECODERS)})")
+    if fmt is None:
+        fmt = default_decoded_format(path)
+    if fmt not in DECODED_FORMATS:
+        raise ConfigError(
+            f"--decode {decode} writes {', '.join(DECODED_FORMATS)}, not {fmt} "
+            "(a BinaryFILE holds the messages undecoded: leave out --decode)"
+        )
+    if fmt in ("parquet", "csv"):
+        itch50._arrow()  # a missing pyarrow is said before anything is created
+        sink: DecodedSink = ItchTableSink(_table_directory(path, fmt), fmt)
+        sink.report = report
+        return sink
+    stream: IO[bytes]
+    if path == "-":
+        sys.stdout.flush()
+        stream, name, owned = sys.stdout.buffer, "stdout", False
+    else:
+        try:
+            stream, name, owned = open(path, "wb"), path, True  # noqa: SIM115
+        except OSError as exc:
+            raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+    cls = ItchJsonlSink if fmt == "jsonl" else ItchTextSink
+    sink = cls(stream, name, owned)
+    sink.report = report
+    return sink
