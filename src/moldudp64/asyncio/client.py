@@ -18,7 +18,9 @@ Each socket is a ``loop.create_datagram_endpoint`` transport feeding the same
 from ``core.get_timer()``. No threads. When the consumer falls behind by more than
 ``max_backlog`` messages, reading pauses (``transport.pause_reading()``) so the kernel
 buffer absorbs the burst; what the kernel then drops becomes gaps the core recovers.
-Settings, events and records are those of :class:`moldudp64.sync.client.MoldUDP64`.
+Settings, events and records are those of :class:`moldudp64.sync.client.MoldUDP64`, and
+come from the same shared pieces (:mod:`moldudp64._client`); this module does not import
+the blocking client.
 """
 
 from __future__ import annotations
@@ -31,9 +33,25 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
+from .._client import (
+    DEFAULT_MAX_BACKLOG,
+    DROP_POLL_INTERVAL,
+    HOT_STREAK,
+    READ_BATCH,
+    Backlog,
+    BatchCursor,
+    ClientRecords,
+    ClientStats,
+    Datagram,
+    EventHandler,
+    EventPolicy,
+    as_address,
+    batch_size,
+    make_options,
+    message_iter,
+)
 from ..events import (
     Address,
-    ConsumerOverrun,
     DatagramReceived,
     Event,
     Message,
@@ -41,28 +59,14 @@ from ..events import (
     Source,
 )
 from ..exceptions import ClientClosed, ConfigError, MoldUDP64Error
-from ..net import DEFAULT_RCVBUF
-from ..receiver import ReceiverCore
-from ..sync.client import (
-    DEFAULT_MAX_BACKLOG,
-    DROP_POLL_INTERVAL,
-    HOT_STREAK,
-    READ_BATCH,
-    BatchCursor,
-    ClientRecords,
-    ClientStats,
-    Datagram,
-    EventHandler,
-    EventPolicy,
-    _as_address,
-    batch_size,
-    make_options,
-    message_iter,
+from ..net import (
+    DEFAULT_RCVBUF,
     open_line_sockets,
     open_request_socket,
     read_kernel_drops,
     socket_inode,
 )
+from ..receiver import ReceiverCore
 from ..wire import MAX_DATAGRAM, RetransmissionPacket
 
 __all__ = ["AsyncDatagramStream", "AsyncMoldUDP64", "AsyncRequestSender"]
@@ -86,10 +90,10 @@ class _Endpoint(asyncio.DatagramProtocol):
         self.sock = sock
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self.client._on_datagram(data, self.source, addr)
-        self.drain(READ_BATCH - 1)
+        self.client._receive(data, self.source, addr)
+        self.read_waiting(READ_BATCH - 1)
 
-    def drain(self, most: int) -> int:
+    def read_waiting(self, most: int) -> int:
         """Read up to ``most`` datagrams already waiting on the socket, without blocking;
         return how many were read.
 
@@ -97,11 +101,11 @@ class _Endpoint(asyncio.DatagramProtocol):
         tell a configured server's answer from a forgery.
         """
         client = self.client
-        on_datagram = client._on_datagram
+        receive = client._receive
         source = self.source
         recvfrom = self.sock.recvfrom
         for n in range(most):
-            if client._paused or client._closing:
+            if client._backlog.paused or client._closing:
                 return n
             try:
                 data, addr = recvfrom(_RECV_SIZE)
@@ -110,7 +114,7 @@ class _Endpoint(asyncio.DatagramProtocol):
             except OSError as exc:
                 self.error_received(exc)
                 return n
-            on_datagram(data, source, addr)
+            receive(data, source, addr)
         return most
 
     def error_received(self, exc: Exception) -> None:
@@ -170,7 +174,7 @@ class AsyncMoldUDP64(ClientRecords):
             request_delay=request_delay,
         )
         self._policy = EventPolicy(
-            on_event, self.options.strict, self.options.stop_at_end_of_session
+            on_event, self.options.strict, self.options.stop_at_end_of_session, logger
         )
         self._cursor = BatchCursor(self._policy)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -188,18 +192,14 @@ class AsyncMoldUDP64(ClientRecords):
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._flush_pending = False
-        self._paused = False
-        self._backlog = 0
+        self._deliver_pending = False
+        self._backlog = Backlog(self.options.max_backlog)  # and the kernel drops
         self._n_datagrams = 0
         self._n_recv_errors = 0
         self._n_sent = 0
         self._n_send_errors = 0
-        self._n_pauses = 0
         self._n_internal = 0
         self._inodes: list[int] = []
-        self._drops_base = 0
-        self._drops = 0
         self._next_drop_poll = 0.0
 
     # ---------------------------------------------------------------- stats
@@ -212,8 +212,8 @@ class AsyncMoldUDP64(ClientRecords):
             recv_errors=self._n_recv_errors,
             requests_sent=self._n_sent,
             send_errors=self._n_send_errors,
-            kernel_drops=self._drops,
-            backlog_pauses=self._n_pauses,
+            kernel_drops=self._backlog.kernel_drops,
+            backlog_pauses=self._backlog.pauses,
             internal_errors=self._n_internal,
             receiver=None if self._core is None else self._core.stats,
         )
@@ -287,7 +287,7 @@ class AsyncMoldUDP64(ClientRecords):
         if not 1 <= len(socks) <= 2:
             raise ConfigError("downstream must be one socket or [line_a, line_b]")
         server_list = (
-            None if servers is None else [_as_address(s, "re-request server") for s in servers]
+            None if servers is None else [as_address(s, "re-request server") for s in servers]
         )
         for sock in [*socks, rereq]:
             sock.setblocking(False)
@@ -317,7 +317,7 @@ class AsyncMoldUDP64(ClientRecords):
         self._rereq_addr = (host, port)
         pending = [*lines, (rereq, Source.RETRANSMISSION)]
         self._inodes = [socket_inode(sock) for sock, _ in pending]
-        self._drops_base = sum((read_kernel_drops(self._inodes) or {}).values())
+        self._backlog.start_drops(self._inodes, read_kernel_drops(self._inodes))
         try:
             for sock, source in pending:
                 transport, endpoint = await loop.create_datagram_endpoint(
@@ -362,7 +362,8 @@ class AsyncMoldUDP64(ClientRecords):
 
     # ---------------------------------------------------------------- receiving
 
-    def _on_datagram(self, data: bytes, source: Source, addr: Any) -> None:
+    def _receive(self, data: bytes, source: Source, addr: Any) -> None:
+        """One datagram to the core; its events are delivered soon (``call_soon``)."""
         self._n_datagrams += 1
         loop = self._loop
         assert loop is not None
@@ -371,9 +372,9 @@ class AsyncMoldUDP64(ClientRecords):
         except Exception:  # a core bug must not stop the client
             self._n_internal += 1
             logger.exception("receiver core failed on a datagram from %s", addr)
-        if not self._flush_pending:
-            self._flush_pending = True
-            loop.call_soon(self._flush)
+        if not self._deliver_pending:
+            self._deliver_pending = True
+            loop.call_soon(self._deliver)
 
     def _on_timer(self) -> None:
         """The core's timer: the only place gap requests go out from.
@@ -390,10 +391,10 @@ class AsyncMoldUDP64(ClientRecords):
         assert self._loop is not None
         endpoints = self._endpoints
         for _ in range(HOT_STREAK):
-            if max([e.drain(READ_BATCH) for e in endpoints], default=0) < READ_BATCH:
+            if max([e.read_waiting(READ_BATCH) for e in endpoints], default=0) < READ_BATCH:
                 break
         self._core.handle_timer(self._loop.time())
-        self._flush(timer=True)
+        self._deliver(timer=True)
 
     def _arm_timer(self) -> None:
         when = self._core.get_timer()
@@ -407,7 +408,7 @@ class AsyncMoldUDP64(ClientRecords):
             assert self._loop is not None
             self._timer = self._loop.call_at(when, self._on_timer)
 
-    def _flush(self, timer: bool = False) -> None:
+    def _deliver(self, timer: bool = False) -> None:
         """Hand the core's events to the consumer and send its requests; re-arm the timer.
 
         Run soon after datagrams came in (``call_soon``) and from the timer. Outside the
@@ -415,7 +416,7 @@ class AsyncMoldUDP64(ClientRecords):
         ``datagrams_to_send`` cannot run it): a due timer runs in :meth:`_on_timer`, after
         the reads of its loop iteration and a read of every socket.
         """
-        self._flush_pending = False
+        self._deliver_pending = False
         if self._closing:
             return
         core = self._core
@@ -437,25 +438,27 @@ class AsyncMoldUDP64(ClientRecords):
             self._poll_drops()
         events: list[Event] = core.events_received()
         if events:
-            size = batch_size(events)
-            self._queue.append(events)
-            self._sizes.append(size)
-            self._backlog += size
-            self._wake_consumer()
-            if self._backlog > self.options.max_backlog and not self._paused:
-                self._pause()
+            self._hand_over(events)
         self._arm_timer()
 
+    def _hand_over(self, events: list[Event]) -> None:
+        """Queue a batch for the consumer; pause reading once it is too far behind."""
+        size = batch_size(events)
+        self._queue.append(events)
+        self._sizes.append(size)
+        self._wake_consumer()
+        if self._backlog.add(size):
+            self._pause()
+
     def _pause(self) -> None:
-        self._paused = True
-        self._n_pauses += 1
+        self._backlog.pause()
         for transport in self._transports:
             pause = getattr(transport, "pause_reading", None)
             if pause is not None:
                 pause()
 
     def _resume(self) -> None:
-        self._paused = False
+        self._backlog.resume()
         for transport in self._transports:
             resume = getattr(transport, "resume_reading", None)
             if resume is not None:
@@ -464,15 +467,10 @@ class AsyncMoldUDP64(ClientRecords):
 
     def _poll_drops(self) -> None:
         """Report what the kernel dropped since last time (the core sees the gaps)."""
-        found = read_kernel_drops(self._inodes)
-        total = None if found is None else sum(found.values())
-        if total is not None and total - self._drops_base > self._drops:
-            delta = total - self._drops_base - self._drops
-            self._drops += delta
-            self._queue.append([ConsumerOverrun(delta)])
-            self._sizes.append(1)
-            self._backlog += 1
-            self._wake_consumer()
+        self._backlog.poll_drops(read_kernel_drops(self._inodes))
+        overrun = self._backlog.take_overrun()
+        if overrun is not None:
+            self._hand_over([overrun])
 
     def _wake_consumer(self) -> None:
         waiter = self._waiter
@@ -504,8 +502,7 @@ class AsyncMoldUDP64(ClientRecords):
         if self._closing:
             return None
         batch = queue.popleft()
-        self._backlog -= self._sizes.popleft()
-        if self._paused and self._backlog <= self.options.max_backlog // 2:
+        if self._backlog.take(self._sizes.popleft()):
             self._resume()
         return batch
 
@@ -561,7 +558,7 @@ class AsyncMoldUDP64(ClientRecords):
             raise ConfigError("no re-request server configured to send the request to")
         assert self._loop is not None
         self._core.request(req, self._loop.time())
-        self._flush()
+        self._deliver()
 
 
 class _AsyncMessages:
