@@ -28,6 +28,7 @@ __all__ = [
     "check_port",
     "enable_drop_counter",
     "format_address",
+    "open_client_sockets",
     "open_line_sockets",
     "open_multicast_receiver",
     "open_multicast_sender",
@@ -402,6 +403,20 @@ def open_line_sockets(options: LineOptions) -> list[tuple[socket.socket, Source]
 def open_request_socket(options: LineOptions) -> socket.socket:
     """Open the unicast socket requests go out on and answers come back to (never the feed port)."""
     return open_unicast_socket(("0.0.0.0", 0), rcvbuf=options.rcvbuf)
+
+
+def open_client_sockets(
+    options: LineOptions,
+) -> tuple[list[tuple[socket.socket, Source]], socket.socket]:
+    """A client's line sockets and its request socket; none stays open if one fails."""
+    lines = open_line_sockets(options)
+    try:
+        rereq = open_request_socket(options)
+    except BaseException:
+        for sock, _ in lines:
+            sock.close()
+        raise
+    return lines, rereq
 
 
 #: SO_RXQ_OVFL where the kernel has it (Linux), else None.

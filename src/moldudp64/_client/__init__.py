@@ -1,7 +1,8 @@
 """What the blocking and the asyncio client share, without blocking I/O.
 
 Settings (:mod:`.options`), the consumer's side (:mod:`.consumer`: datagrams, stats, the
-event policy, the batch cursor, the records) and back-pressure (:mod:`.backlog`). The
+event policy, the batch cursor, the records), back-pressure (:mod:`.backlog`) and the
+constructor and checks both clients share (:mod:`.base`). The
 I/O layers ``sync`` and ``asyncio`` import this package, the cores and ``net``, never
 each other.
 """
@@ -9,6 +10,7 @@ each other.
 from __future__ import annotations
 
 from .backlog import Backlog
+from .base import ClientBase, LineSockets
 from .consumer import (
     MAX_LOST_RANGES,
     BatchCursor,
@@ -40,12 +42,14 @@ __all__ = [
     "READ_BATCH",
     "Backlog",
     "BatchCursor",
+    "ClientBase",
     "ClientOptions",
     "ClientRecords",
     "ClientStats",
     "Datagram",
     "EventHandler",
     "EventPolicy",
+    "LineSockets",
     "as_address",
     "batch_size",
     "make_options",

@@ -17,6 +17,7 @@ from typing import Any
 from ..events import (
     Address,
     ConsumerOverrun,
+    DatagramReceived,
     Event,
     FeedResumed,
     FeedStale,
@@ -223,10 +224,33 @@ class BatchCursor:
             return None
         return MessagesDelivered(rest[0].session, rest[0].seq_num, [m.data for m in rest])
 
+    def next_any(self) -> Event | None:
+        """For ``events()``: the rest of a batch a ``messages()`` consumer broke out of
+        (as one event), else the next event already received; None if there is none."""
+        rest = self.take_current()
+        return rest if rest is not None else self.next_event()
+
     def load(self, batch: list[Event]) -> None:
         """Start on a new batch (the previous one must be used up)."""
         self.batch = batch
         self.pos = 0
+
+    def take_datagram(self, stop_at_end: bool) -> Datagram | bool:
+        """Low level: the next datagram of the batch loaded, other events to the policy.
+
+        False when the batch is used up (load the next); True once the session ended
+        (its end-of-session datagram was handed out before), with ``stop_at_end``.
+        """
+        handle = self.policy.handle
+        while True:
+            ev = self.next_event()
+            if ev is None:
+                return False
+            if type(ev) is DatagramReceived:
+                assert isinstance(ev, DatagramReceived)
+                return Datagram(ev.data, ev.source, ev.addr)
+            if handle(ev) and stop_at_end:
+                return True
 
     def batches(self, next_batch: Callable[[], list[Event] | None]) -> Iterator[Iterator[Message]]:
         """Yield one message iterator per delivered batch; handle other events in order."""

@@ -29,30 +29,22 @@ import asyncio
 import logging
 import socket
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any
 
 from .._client import (
-    DEFAULT_MAX_BACKLOG,
     DROP_POLL_INTERVAL,
     HOT_STREAK,
     READ_BATCH,
-    Backlog,
-    BatchCursor,
-    ClientRecords,
-    ClientStats,
+    ClientBase,
     Datagram,
-    EventHandler,
-    EventPolicy,
-    as_address,
+    LineSockets,
     batch_size,
-    make_options,
     message_iter,
 )
 from ..events import (
     Address,
-    DatagramReceived,
     Event,
     Message,
     MessagesDelivered,
@@ -60,13 +52,10 @@ from ..events import (
 )
 from ..exceptions import ClientClosed, ConfigError, MoldUDP64Error
 from ..net import (
-    DEFAULT_RCVBUF,
-    open_line_sockets,
-    open_request_socket,
+    open_client_sockets,
     read_kernel_drops,
     socket_inode,
 )
-from ..receiver import ReceiverCore
 from ..wire import MAX_DATAGRAM, RetransmissionPacket
 
 __all__ = ["AsyncDatagramStream", "AsyncMoldUDP64", "AsyncRequestSender"]
@@ -123,7 +112,7 @@ class _Endpoint(asyncio.DatagramProtocol):
         logger.debug("receive error on %s: %s", self.source.name, exc)
 
 
-class AsyncMoldUDP64(ClientRecords):
+class AsyncMoldUDP64(ClientBase):
     """asyncio MoldUDP64 client; same settings as :class:`moldudp64.sync.client.MoldUDP64`.
 
     ``async with`` opens it (sockets and transports) and closes it; ``messages()`` and
@@ -132,91 +121,22 @@ class AsyncMoldUDP64(ClientRecords):
     ``on_event`` runs in the consumer's task. One consumer at a time.
     """
 
-    def __init__(
-        self,
-        multicast_addr: Address | str,
-        interface_addr: str = "0.0.0.0",
-        rerequest_server_addrs: Iterable[Address | str] = (),
-        expected_session_ident: str | None = None,
-        expected_seq_num: int | None = None,
-        max_rerequest_retries: int = 100,
-        *,
-        line_b_addr: Address | str | None = None,
-        rcvbuf: int | None = DEFAULT_RCVBUF,
-        reuse: bool = True,
-        request_timeout: float | None = None,
-        stale_after: float | None = None,
-        max_backlog: int = DEFAULT_MAX_BACKLOG,
-        follow_session_changes: bool = True,
-        stop_at_end_of_session: bool = True,
-        on_event: EventHandler | None = None,
-        strict: bool = False,
-        receiver_options: dict[str, Any] | None = None,
-        request_delay: float | None = None,
-    ) -> None:
-        self.options = make_options(
-            multicast_addr,
-            interface_addr,
-            rerequest_server_addrs,
-            expected_session_ident,
-            expected_seq_num,
-            max_rerequest_retries,
-            line_b_addr=line_b_addr,
-            rcvbuf=rcvbuf,
-            reuse=reuse,
-            max_backlog=max_backlog,
-            request_timeout=request_timeout,
-            stale_after=stale_after,
-            follow_session_changes=follow_session_changes,
-            stop_at_end_of_session=stop_at_end_of_session,
-            strict=strict,
-            receiver_options=receiver_options,
-            request_delay=request_delay,
-        )
-        self._policy = EventPolicy(
-            on_event, self.options.strict, self.options.stop_at_end_of_session, logger
-        )
-        self._cursor = BatchCursor(self._policy)
+    _log = logger
+
+    def _setup(self) -> None:  # type: ignore[override]
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._core: Any = None
-        self._raw = False
-        self._started = False
-        self._closing = False
         self._transports: list[asyncio.DatagramTransport] = []
         self._endpoints: list[_Endpoint] = []
         self._rereq: asyncio.DatagramTransport | None = None
         self._rereq_sock: socket.socket | None = None
-        self._rereq_addr: Address | None = None
         self._queue: deque[list[Event]] = deque()
         self._sizes: deque[int] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._deliver_pending = False
-        self._backlog = Backlog(self.options.max_backlog)  # and the kernel drops
-        self._n_datagrams = 0
-        self._n_recv_errors = 0
-        self._n_sent = 0
-        self._n_send_errors = 0
-        self._n_internal = 0
         self._inodes: list[int] = []
         self._next_drop_poll = 0.0
-
-    # ---------------------------------------------------------------- stats
-
-    @property
-    def stats(self) -> ClientStats:
-        """A snapshot of the counters (client's and core's)."""
-        return ClientStats(
-            datagrams_received=self._n_datagrams,
-            recv_errors=self._n_recv_errors,
-            requests_sent=self._n_sent,
-            send_errors=self._n_send_errors,
-            kernel_drops=self._backlog.kernel_drops,
-            backlog_pauses=self._backlog.pauses,
-            internal_errors=self._n_internal,
-            receiver=None if self._core is None else self._core.stats,
-        )
 
     # ---------------------------------------------------------------- opening
 
@@ -250,7 +170,7 @@ class AsyncMoldUDP64(ClientRecords):
         servers: Sequence[Address] | None = None,
     ) -> tuple[AsyncDatagramStream, AsyncRequestSender]:
         """:meth:`start` over sockets the caller opened (the test seam; unicast works)."""
-        await self._use_sockets(downstream, rereq, servers, raw=True)
+        await self._launch(*self._given_sockets(downstream, rereq, servers), raw=True)
         return AsyncDatagramStream(self), AsyncRequestSender(self)
 
     async def open_with_sockets(
@@ -260,61 +180,21 @@ class AsyncMoldUDP64(ClientRecords):
         servers: Sequence[Address] | None = None,
     ) -> AsyncMoldUDP64:
         """:meth:`open` over sockets the caller opened; the client closes them."""
-        await self._use_sockets(downstream, rereq, servers, raw=False)
+        await self._launch(*self._given_sockets(downstream, rereq, servers), raw=False)
         return self
 
     async def _open_sockets(self, *, raw: bool) -> None:
         self._check_unopened()
-        lines = open_line_sockets(self.options)
-        try:
-            rereq = open_request_socket(self.options)
-        except BaseException:
-            for sock, _ in lines:
-                sock.close()
-            raise
-        await self._launch(lines, rereq, None, raw)
-
-    async def _use_sockets(
-        self,
-        downstream: socket.socket | Sequence[socket.socket],
-        rereq: socket.socket,
-        servers: Sequence[Address] | None,
-        *,
-        raw: bool,
-    ) -> None:
-        self._check_unopened()
-        socks = [downstream] if isinstance(downstream, socket.socket) else list(downstream)
-        if not 1 <= len(socks) <= 2:
-            raise ConfigError("downstream must be one socket or [line_a, line_b]")
-        server_list = (
-            None if servers is None else [as_address(s, "re-request server") for s in servers]
-        )
-        for sock in [*socks, rereq]:
-            sock.setblocking(False)
-        lines = list(zip(socks, (Source.LINE_A, Source.LINE_B), strict=False))
-        await self._launch(lines, rereq, server_list, raw)
-
-    def _check_unopened(self) -> None:
-        if self._closing:
-            raise ClientClosed("the client is closed")
-        if self._started:
-            raise MoldUDP64Error("the client is already started")
+        await self._launch(*open_client_sockets(self.options), None, raw=raw)
 
     async def _launch(
-        self,
-        lines: list[tuple[socket.socket, Source]],
-        rereq: socket.socket,
-        servers: Sequence[Address] | None,
-        raw: bool,
+        self, lines: LineSockets, rereq: socket.socket, servers: Sequence[Address] | None, raw: bool
     ) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
-        self._raw = raw
         self._started = True
-        self._core = ReceiverCore(self.options.receiver_config(raw=raw, servers=servers))
+        self._start_core(raw, servers, rereq.getsockname())
         self._rereq_sock = rereq
-        host, port = rereq.getsockname()[:2]
-        self._rereq_addr = (host, port)
         pending = [*lines, (rereq, Source.RETRANSMISSION)]
         self._inodes = [socket_inode(sock) for sock, _ in pending]
         self._backlog.start_drops(self._inodes, read_kernel_drops(self._inodes))
@@ -532,27 +412,14 @@ class AsyncMoldUDP64(ClientRecords):
     async def _datagram(self, timeout: float | None, stop_at_end: bool = False) -> Datagram | None:
         """The next datagram; with ``stop_at_end``, None once the session ended."""
         self._ensure_started(raw=True)
-        cursor = self._cursor
-        handle = self._policy.handle
-        while True:
-            ev = cursor.next_event()
-            if ev is None:
-                got = await self._next_batch(timeout)
-                if got is None:
-                    raise ClientClosed("the client is closed")
-                cursor.load(got)
-            elif type(ev) is DatagramReceived:
-                assert isinstance(ev, DatagramReceived)
-                return Datagram(ev.data, ev.source, ev.addr)
-            elif handle(ev) and stop_at_end:
-                return None
+        while (got := self._cursor.take_datagram(stop_at_end)) is False:
+            if (batch := await self._next_batch(timeout)) is None:
+                raise ClientClosed("the client is closed")
+            self._cursor.load(batch)
+        return None if got is True else got
 
     def _request(self, req: RetransmissionPacket) -> None:
-        if not isinstance(req, RetransmissionPacket):
-            raise TypeError(f"expected a RetransmissionRequest, got {type(req).__name__}")
-        req.build()  # EncodeError for what cannot go on the wire
-        if self._closing:
-            raise ClientClosed("the client is closed")
+        self._check_request(req)
         self._ensure_started(raw=True)
         if not self._core.config.rerequest_server_addrs:
             raise ConfigError("no re-request server configured to send the request to")
@@ -619,20 +486,15 @@ class _AsyncEvents:
             raise StopAsyncIteration
         client = self._client
         cursor = client._cursor
-        rest = cursor.take_current()
-        if rest is not None:
-            return rest
-        while True:
-            ev = cursor.next_event()
-            if ev is not None:
-                if client._policy.record(ev):
-                    self._stopped = True
-                return ev
+        while (ev := cursor.next_any()) is None:
             got = await client._next_batch(self._timeout)
             if got is None:
                 self._stopped = True
                 raise StopAsyncIteration
             cursor.load(got)
+        if client._policy.record(ev):
+            self._stopped = True
+        return ev
 
 
 class AsyncDatagramStream:

@@ -55,32 +55,26 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import chain
 from types import TracebackType
-from typing import Any
 
 from .._client import (
     AB_REQUEST_DELAY,
-    DEFAULT_MAX_BACKLOG,
     DROP_POLL_INTERVAL,
     HOT_STREAK,
     READ_BATCH,
-    Backlog,
-    BatchCursor,
+    ClientBase,
     ClientOptions,
     ClientRecords,
     ClientStats,
     Datagram,
     EventHandler,
-    EventPolicy,
-    as_address,
+    LineSockets,
     batch_size,
-    make_options,
 )
 from ..events import (
     Address,
-    DatagramReceived,
     Event,
     Message,
     MessagesDelivered,
@@ -88,11 +82,11 @@ from ..events import (
 )
 from ..exceptions import ClientClosed, ConfigError, MessagesLostError, MoldUDP64Error
 from ..net import (
-    DEFAULT_RCVBUF,
     RXQ_OVFL,
     c_recv_batch,
     c_recv_batch_drops,
     enable_drop_counter,
+    open_client_sockets,
     open_line_sockets,
     open_request_socket,
     read_kernel_drops,
@@ -157,7 +151,7 @@ class _Poller:
             self._epoll.close()
 
 
-class MoldUDP64(ClientRecords):
+class MoldUDP64(ClientBase):
     """Blocking MoldUDP64 client over :class:`~moldudp64.receiver.ReceiverCore`.
 
     Settings keep the Rust seed's names:
@@ -209,63 +203,20 @@ class MoldUDP64(ClientRecords):
     (:attr:`stats`) and never stop the client. One consumer at a time.
     """
 
-    def __init__(
+    _log = logger
+
+    def _setup(  # type: ignore[override]
         self,
-        multicast_addr: Address | str,
-        interface_addr: str = "0.0.0.0",
-        rerequest_server_addrs: Iterable[Address | str] = (),
-        expected_session_ident: str | None = None,
-        expected_seq_num: int | None = None,
-        max_rerequest_retries: int = 100,
         *,
-        line_b_addr: Address | str | None = None,
-        rcvbuf: int | None = DEFAULT_RCVBUF,
-        reuse: bool = True,
-        request_timeout: float | None = None,
-        stale_after: float | None = None,
-        max_backlog: int = DEFAULT_MAX_BACKLOG,
-        follow_session_changes: bool = True,
-        stop_at_end_of_session: bool = True,
-        on_event: EventHandler | None = None,
-        strict: bool = False,
-        receiver_options: dict[str, Any] | None = None,
         receiver_thread: bool = True,
         on_datagram: DatagramHook | None = None,
         coalesce: float = 0.0,
-        request_delay: float | None = None,
     ) -> None:
-        self.options = make_options(
-            multicast_addr,
-            interface_addr,
-            rerequest_server_addrs,
-            expected_session_ident,
-            expected_seq_num,
-            max_rerequest_retries,
-            line_b_addr=line_b_addr,
-            rcvbuf=rcvbuf,
-            reuse=reuse,
-            max_backlog=max_backlog,
-            request_timeout=request_timeout,
-            stale_after=stale_after,
-            follow_session_changes=follow_session_changes,
-            stop_at_end_of_session=stop_at_end_of_session,
-            strict=strict,
-            receiver_options=receiver_options,
-            request_delay=request_delay,
-        )
-        self._policy = EventPolicy(
-            on_event, self.options.strict, self.options.stop_at_end_of_session, logger
-        )
-        self._cursor = BatchCursor(self._policy)
-        self._core: Any = None
-        self._raw = False
         self._inputs: list[tuple[socket.socket, Source]] = []
         self._rereq: socket.socket | None = None
-        self._rereq_addr: Address | None = None
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._thread: threading.Thread | None = None
-        self._started = False
         # pull mode (receiver_thread=False): the consumer's thread reads the sockets
         self._pull = not receiver_thread
         self._tap = on_datagram
@@ -287,34 +238,10 @@ class MoldUDP64(ClientRecords):
         # (weight, events) batches, or None to wake the consumer on close / failure.
         self._queue: queue.SimpleQueue[tuple[int, list[Event]] | None] = queue.SimpleQueue()
         self._requests: deque[RetransmissionPacket] = deque()
-        self._backlog = Backlog(self.options.max_backlog)  # and the kernel drops
-        self._closing = False
         self._closed = False
         self._error: BaseException | None = None
         self._state_lock = threading.Lock()
-        # counters (receiver thread)
-        self._n_datagrams = 0
-        self._n_recv_errors = 0
-        self._n_sent = 0
-        self._n_send_errors = 0
-        self._n_internal = 0
         self._inode_of: dict[int, int] = {}  # socket inode by file descriptor
-
-    # ---------------------------------------------------------------- stats
-
-    @property
-    def stats(self) -> ClientStats:
-        """A snapshot of the counters (client's and core's)."""
-        return ClientStats(
-            datagrams_received=self._n_datagrams,
-            recv_errors=self._n_recv_errors,
-            requests_sent=self._n_sent,
-            send_errors=self._n_send_errors,
-            kernel_drops=self._backlog.kernel_drops,
-            backlog_pauses=self._backlog.pauses,
-            internal_errors=self._n_internal,
-            receiver=None if self._core is None else self._core.stats,
-        )
 
     # ---------------------------------------------------------------- opening
 
@@ -360,7 +287,7 @@ class MoldUDP64(ClientRecords):
         requests and receives the answers; ``servers`` overrides the configured servers.
         The client owns the sockets from then on and closes them.
         """
-        self._use_sockets(downstream, rereq, servers, raw=True)
+        self._launch(*self._given_sockets(downstream, rereq, servers), raw=True)
         return DatagramStream(self), RequestSender(self)
 
     def open_with_sockets(
@@ -370,59 +297,19 @@ class MoldUDP64(ClientRecords):
         servers: Sequence[Address] | None = None,
     ) -> MoldUDP64:
         """:meth:`open` (high level) over sockets the caller opened (see start_with_sockets)."""
-        self._use_sockets(downstream, rereq, servers, raw=False)
+        self._launch(*self._given_sockets(downstream, rereq, servers), raw=False)
         return self
 
     def _open_sockets(self, *, raw: bool) -> None:
         self._check_unopened()
-        lines = open_line_sockets(self.options)
-        try:
-            rereq = open_request_socket(self.options)
-        except BaseException:
-            for sock, _ in lines:
-                sock.close()
-            raise
-        self._launch(lines, rereq, None, raw)
-
-    def _use_sockets(
-        self,
-        downstream: socket.socket | Sequence[socket.socket],
-        rereq: socket.socket,
-        servers: Sequence[Address] | None,
-        *,
-        raw: bool,
-    ) -> None:
-        self._check_unopened()
-        socks = [downstream] if isinstance(downstream, socket.socket) else list(downstream)
-        if not 1 <= len(socks) <= 2:
-            raise ConfigError("downstream must be one socket or [line_a, line_b]")
-        server_list = (
-            None if servers is None else [as_address(s, "re-request server") for s in servers]
-        )
-        for sock in [*socks, rereq]:
-            sock.setblocking(False)
-        lines = list(zip(socks, (Source.LINE_A, Source.LINE_B), strict=False))
-        self._launch(lines, rereq, server_list, raw)
-
-    def _check_unopened(self) -> None:
-        if self._closing:
-            raise ClientClosed("the client is closed")
-        if self._started:
-            raise MoldUDP64Error("the client is already started")
+        self._launch(*open_client_sockets(self.options), None, raw=raw)
 
     def _launch(
-        self,
-        lines: list[tuple[socket.socket, Source]],
-        rereq: socket.socket,
-        servers: Sequence[Address] | None,
-        raw: bool,
+        self, lines: LineSockets, rereq: socket.socket, servers: Sequence[Address] | None, raw: bool
     ) -> None:
-        self._raw = raw
-        self._core = ReceiverCore(self.options.receiver_config(raw=raw, servers=servers))
+        self._start_core(raw, servers, rereq.getsockname())
         self._inputs = [*lines, (rereq, Source.RETRANSMISSION)]
         self._rereq = rereq
-        host, port = rereq.getsockname()[:2]
-        self._rereq_addr = (host, port)
         for sock, _ in self._inputs:
             enable_drop_counter(sock)
         self._inode_of = {sock.fileno(): socket_inode(sock) for sock, _ in self._inputs}
@@ -831,20 +718,16 @@ class MoldUDP64(ClientRecords):
     def _events(self, timeout: float | None) -> Iterator[Event]:
         record = self._policy.record
         cursor = self._cursor
-        rest = cursor.take_current()
-        if rest is not None:
-            yield rest
         while True:
-            ev = cursor.next_event()
-            if ev is None:
-                got = self._next_batch(timeout)
-                if got is None:
+            ev = cursor.next_any()
+            if ev is not None:
+                stop = record(ev)
+                yield ev
+                if stop:
                     return
+            elif (got := self._next_batch(timeout)) is not None:
                 cursor.load(got)
-                continue
-            stop = record(ev)
-            yield ev
-            if stop:
+            else:
                 return
 
     def batches(self, timeout: float | None = None) -> Iterator[list[Event]]:
@@ -892,27 +775,14 @@ class MoldUDP64(ClientRecords):
         ``stop_at_end``, None once the session ended (its end-of-session datagram was
         handed out before; ``stop_at_end_of_session`` must be on)."""
         self._ensure_started(raw=True)
-        cursor = self._cursor
-        handle = self._policy.handle
-        while True:
-            ev = cursor.next_event()
-            if ev is None:
-                got = self._next_batch(timeout)
-                if got is None:
-                    raise ClientClosed("the client is closed")
-                cursor.load(got)
-            elif type(ev) is DatagramReceived:
-                assert isinstance(ev, DatagramReceived)
-                return Datagram(ev.data, ev.source, ev.addr)
-            elif handle(ev) and stop_at_end:
-                return None
+        while (got := self._cursor.take_datagram(stop_at_end)) is False:
+            if (batch := self._next_batch(timeout)) is None:
+                raise ClientClosed("the client is closed")
+            self._cursor.load(batch)
+        return None if got is True else got
 
     def _request(self, req: RetransmissionPacket, block: bool, timeout: float | None) -> bool:
-        if not isinstance(req, RetransmissionPacket):
-            raise TypeError(f"expected a RetransmissionRequest, got {type(req).__name__}")
-        req.build()  # refuse what cannot go on the wire (EncodeError) here, not in the thread
-        if self._closing:
-            raise ClientClosed("the client is closed")
+        self._check_request(req)
         if not self._started:
             raise MoldUDP64Error("call start() first")
         if not self._core.config.rerequest_server_addrs:
