@@ -4,8 +4,8 @@ A real :class:`~moldudp64.sync.server.Publisher` sends to a 239.x group with pac
 dropped on purpose (a seeded :class:`~moldudp64.faults.FaultInjector`); one or two
 re-request servers answer; the client's output must equal what was published. Every test
 here needs the ``multicast`` fixture, which skips with the reason when no private network
-namespace could be made; the same flows run over loopback unicast in test_sync_client.py
-and test_asyncio_client.py.
+namespace could be made; the same flows run over loopback unicast in
+test_client_contract.py (every client), sync/test_client.py and asyncio/test_client.py.
 """
 
 from __future__ import annotations

@@ -14,25 +14,33 @@ import os
 import socket
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from . import validation
-from .events import Address
+from .events import Address, Source
 from .exceptions import ConfigError, SocketError
 
 __all__ = [
     "DEFAULT_RCVBUF",
+    "LineOptions",
     "check_interface_addr",
     "check_multicast_addr",
     "check_port",
+    "enable_drop_counter",
     "format_address",
+    "open_client_sockets",
+    "open_line_sockets",
     "open_multicast_receiver",
     "open_multicast_sender",
+    "open_request_socket",
     "open_unicast_socket",
     "parse_address",
+    "read_kernel_drops",
     "recv_batch",
     "recv_batch_drops",
     "set_receive_buffer",
+    "socket_inode",
 ]
 
 logger = logging.getLogger(__name__)
@@ -337,3 +345,102 @@ def open_multicast_sender(
             raise _fail(sock, "cannot bind sender to", format_address(bind), exc) from exc
     sock.setblocking(False)
     return sock
+
+
+# --------------------------------------------------------------------------- client sockets
+
+
+class LineOptions(Protocol):
+    """What the client socket openers read from a client's settings (``ClientOptions``)."""
+
+    @property
+    def multicast_addr(self) -> Address: ...
+    @property
+    def line_b_addr(self) -> Address | None: ...
+    @property
+    def interface_addr(self) -> str: ...
+    @property
+    def rcvbuf(self) -> int | None: ...
+    @property
+    def reuse(self) -> bool: ...
+
+
+def open_line_sockets(options: LineOptions) -> list[tuple[socket.socket, Source]]:
+    """Open and join the downstream sockets (line A, then line B if configured)."""
+    opened: list[tuple[socket.socket, Source]] = []
+    try:
+        for addr, source in (
+            (options.multicast_addr, Source.LINE_A),
+            (options.line_b_addr, Source.LINE_B),
+        ):
+            if addr is None:
+                continue
+            sock = open_multicast_receiver(
+                addr[0], addr[1], options.interface_addr, rcvbuf=options.rcvbuf, reuse=options.reuse
+            )
+            opened.append((sock, source))
+    except BaseException:
+        for sock, _ in opened:
+            sock.close()
+        raise
+    return opened
+
+
+def open_request_socket(options: LineOptions) -> socket.socket:
+    """Open the unicast socket requests go out on and answers come back to (never the feed port)."""
+    return open_unicast_socket(("0.0.0.0", 0), rcvbuf=options.rcvbuf)
+
+
+def open_client_sockets(
+    options: LineOptions,
+) -> tuple[list[tuple[socket.socket, Source]], socket.socket]:
+    """A client's line sockets and its request socket; none stays open if one fails."""
+    lines = open_line_sockets(options)
+    try:
+        rereq = open_request_socket(options)
+    except BaseException:
+        for sock, _ in lines:
+            sock.close()
+        raise
+    return lines, rereq
+
+
+#: SO_RXQ_OVFL where the kernel has it (Linux), else None.
+RXQ_OVFL = SO_RXQ_OVFL if sys.platform.startswith("linux") else None
+
+
+def enable_drop_counter(sock: socket.socket) -> bool:
+    """Ask Linux to report the socket's kernel drop count with each datagram (SO_RXQ_OVFL)."""
+    if RXQ_OVFL is None:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, RXQ_OVFL, 1)
+    except OSError:
+        return False
+    return True
+
+
+def socket_inode(sock: socket.socket) -> int:
+    """The inode that names ``sock`` in ``/proc/net/udp``."""
+    return os.fstat(sock.fileno()).st_ino
+
+
+def read_kernel_drops(inodes: Iterable[int]) -> dict[int, int] | None:
+    """Datagrams the kernel dropped so far on each of these sockets, by inode.
+
+    Read from ``/proc/self/net/udp``; None where it cannot be read (not Linux). Used where
+    ``SO_RXQ_OVFL`` cannot be (asyncio transports read with ``recvfrom``) and when a
+    paused reader resumes (``SO_RXQ_OVFL`` only reports with the next datagram).
+    """
+    wanted = {str(i): i for i in inodes}
+    found: dict[int, int] = {}
+    try:
+        with open("/proc/self/net/udp", encoding="ascii") as f:
+            next(f, None)
+            for line in f:
+                cols = line.split()
+                if len(cols) >= 13 and cols[9] in wanted:
+                    found[wanted[cols[9]]] = int(cols[-1])
+    except (OSError, ValueError):
+        return None
+    return found

@@ -18,7 +18,9 @@ Each socket is a ``loop.create_datagram_endpoint`` transport feeding the same
 from ``core.get_timer()``. No threads. When the consumer falls behind by more than
 ``max_backlog`` messages, reading pauses (``transport.pause_reading()``) so the kernel
 buffer absorbs the burst; what the kernel then drops becomes gaps the core recovers.
-Settings, events and records are those of :class:`moldudp64.sync.client.MoldUDP64`.
+Settings, events and records are those of :class:`moldudp64.sync.client.MoldUDP64`, and
+come from the same shared pieces (:mod:`moldudp64._client`); this module does not import
+the blocking client.
 """
 
 from __future__ import annotations
@@ -27,39 +29,30 @@ import asyncio
 import logging
 import socket
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any
 
+from .._client import (
+    DROP_POLL_INTERVAL,
+    HOT_STREAK,
+    READ_BATCH,
+    ClientBase,
+    Datagram,
+    LineSockets,
+    batch_size,
+    message_iter,
+)
 from ..events import (
     Address,
-    ConsumerOverrun,
-    DatagramReceived,
     Event,
     Message,
     MessagesDelivered,
     Source,
 )
 from ..exceptions import ClientClosed, ConfigError, MoldUDP64Error
-from ..net import DEFAULT_RCVBUF
-from ..receiver import ReceiverCore
-from ..sync.client import (
-    DEFAULT_MAX_BACKLOG,
-    DROP_POLL_INTERVAL,
-    HOT_STREAK,
-    READ_BATCH,
-    BatchCursor,
-    ClientRecords,
-    ClientStats,
-    Datagram,
-    EventHandler,
-    EventPolicy,
-    _as_address,
-    batch_size,
-    make_options,
-    message_iter,
-    open_line_sockets,
-    open_request_socket,
+from ..net import (
+    open_client_sockets,
     read_kernel_drops,
     socket_inode,
 )
@@ -86,10 +79,10 @@ class _Endpoint(asyncio.DatagramProtocol):
         self.sock = sock
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self.client._on_datagram(data, self.source, addr)
-        self.drain(READ_BATCH - 1)
+        self.client._receive(data, self.source, addr)
+        self.read_waiting(READ_BATCH - 1)
 
-    def drain(self, most: int) -> int:
+    def read_waiting(self, most: int) -> int:
         """Read up to ``most`` datagrams already waiting on the socket, without blocking;
         return how many were read.
 
@@ -97,11 +90,11 @@ class _Endpoint(asyncio.DatagramProtocol):
         tell a configured server's answer from a forgery.
         """
         client = self.client
-        on_datagram = client._on_datagram
+        receive = client._receive
         source = self.source
         recvfrom = self.sock.recvfrom
         for n in range(most):
-            if client._paused or client._closing:
+            if client._backlog.paused or client._closing:
                 return n
             try:
                 data, addr = recvfrom(_RECV_SIZE)
@@ -110,7 +103,7 @@ class _Endpoint(asyncio.DatagramProtocol):
             except OSError as exc:
                 self.error_received(exc)
                 return n
-            on_datagram(data, source, addr)
+            receive(data, source, addr)
         return most
 
     def error_received(self, exc: Exception) -> None:
@@ -119,7 +112,7 @@ class _Endpoint(asyncio.DatagramProtocol):
         logger.debug("receive error on %s: %s", self.source.name, exc)
 
 
-class AsyncMoldUDP64(ClientRecords):
+class AsyncMoldUDP64(ClientBase):
     """asyncio MoldUDP64 client; same settings as :class:`moldudp64.sync.client.MoldUDP64`.
 
     ``async with`` opens it (sockets and transports) and closes it; ``messages()`` and
@@ -128,95 +121,22 @@ class AsyncMoldUDP64(ClientRecords):
     ``on_event`` runs in the consumer's task. One consumer at a time.
     """
 
-    def __init__(
-        self,
-        multicast_addr: Address | str,
-        interface_addr: str = "0.0.0.0",
-        rerequest_server_addrs: Iterable[Address | str] = (),
-        expected_session_ident: str | None = None,
-        expected_seq_num: int | None = None,
-        max_rerequest_retries: int = 100,
-        *,
-        line_b_addr: Address | str | None = None,
-        rcvbuf: int | None = DEFAULT_RCVBUF,
-        reuse: bool = True,
-        request_timeout: float | None = None,
-        stale_after: float | None = None,
-        max_backlog: int = DEFAULT_MAX_BACKLOG,
-        follow_session_changes: bool = True,
-        stop_at_end_of_session: bool = True,
-        on_event: EventHandler | None = None,
-        strict: bool = False,
-        receiver_options: dict[str, Any] | None = None,
-        request_delay: float | None = None,
-    ) -> None:
-        self.options = make_options(
-            multicast_addr,
-            interface_addr,
-            rerequest_server_addrs,
-            expected_session_ident,
-            expected_seq_num,
-            max_rerequest_retries,
-            line_b_addr=line_b_addr,
-            rcvbuf=rcvbuf,
-            reuse=reuse,
-            max_backlog=max_backlog,
-            request_timeout=request_timeout,
-            stale_after=stale_after,
-            follow_session_changes=follow_session_changes,
-            stop_at_end_of_session=stop_at_end_of_session,
-            strict=strict,
-            receiver_options=receiver_options,
-            request_delay=request_delay,
-        )
-        self._policy = EventPolicy(
-            on_event, self.options.strict, self.options.stop_at_end_of_session
-        )
-        self._cursor = BatchCursor(self._policy)
+    _log = logger
+
+    def _setup(self) -> None:  # type: ignore[override]
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._core: Any = None
-        self._raw = False
-        self._started = False
-        self._closing = False
         self._transports: list[asyncio.DatagramTransport] = []
         self._endpoints: list[_Endpoint] = []
         self._rereq: asyncio.DatagramTransport | None = None
         self._rereq_sock: socket.socket | None = None
-        self._rereq_addr: Address | None = None
         self._queue: deque[list[Event]] = deque()
         self._sizes: deque[int] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._flush_pending = False
-        self._paused = False
-        self._backlog = 0
-        self._n_datagrams = 0
-        self._n_recv_errors = 0
-        self._n_sent = 0
-        self._n_send_errors = 0
-        self._n_pauses = 0
-        self._n_internal = 0
+        self._deliver_pending = False
         self._inodes: list[int] = []
-        self._drops_base = 0
-        self._drops = 0
         self._next_drop_poll = 0.0
-
-    # ---------------------------------------------------------------- stats
-
-    @property
-    def stats(self) -> ClientStats:
-        """A snapshot of the counters (client's and core's)."""
-        return ClientStats(
-            datagrams_received=self._n_datagrams,
-            recv_errors=self._n_recv_errors,
-            requests_sent=self._n_sent,
-            send_errors=self._n_send_errors,
-            kernel_drops=self._drops,
-            backlog_pauses=self._n_pauses,
-            internal_errors=self._n_internal,
-            receiver=None if self._core is None else self._core.stats,
-        )
 
     # ---------------------------------------------------------------- opening
 
@@ -250,7 +170,7 @@ class AsyncMoldUDP64(ClientRecords):
         servers: Sequence[Address] | None = None,
     ) -> tuple[AsyncDatagramStream, AsyncRequestSender]:
         """:meth:`start` over sockets the caller opened (the test seam; unicast works)."""
-        await self._use_sockets(downstream, rereq, servers, raw=True)
+        await self._launch(*self._given_sockets(downstream, rereq, servers), raw=True)
         return AsyncDatagramStream(self), AsyncRequestSender(self)
 
     async def open_with_sockets(
@@ -260,64 +180,24 @@ class AsyncMoldUDP64(ClientRecords):
         servers: Sequence[Address] | None = None,
     ) -> AsyncMoldUDP64:
         """:meth:`open` over sockets the caller opened; the client closes them."""
-        await self._use_sockets(downstream, rereq, servers, raw=False)
+        await self._launch(*self._given_sockets(downstream, rereq, servers), raw=False)
         return self
 
     async def _open_sockets(self, *, raw: bool) -> None:
         self._check_unopened()
-        lines = open_line_sockets(self.options)
-        try:
-            rereq = open_request_socket(self.options)
-        except BaseException:
-            for sock, _ in lines:
-                sock.close()
-            raise
-        await self._launch(lines, rereq, None, raw)
-
-    async def _use_sockets(
-        self,
-        downstream: socket.socket | Sequence[socket.socket],
-        rereq: socket.socket,
-        servers: Sequence[Address] | None,
-        *,
-        raw: bool,
-    ) -> None:
-        self._check_unopened()
-        socks = [downstream] if isinstance(downstream, socket.socket) else list(downstream)
-        if not 1 <= len(socks) <= 2:
-            raise ConfigError("downstream must be one socket or [line_a, line_b]")
-        server_list = (
-            None if servers is None else [_as_address(s, "re-request server") for s in servers]
-        )
-        for sock in [*socks, rereq]:
-            sock.setblocking(False)
-        lines = list(zip(socks, (Source.LINE_A, Source.LINE_B), strict=False))
-        await self._launch(lines, rereq, server_list, raw)
-
-    def _check_unopened(self) -> None:
-        if self._closing:
-            raise ClientClosed("the client is closed")
-        if self._started:
-            raise MoldUDP64Error("the client is already started")
+        await self._launch(*open_client_sockets(self.options), None, raw=raw)
 
     async def _launch(
-        self,
-        lines: list[tuple[socket.socket, Source]],
-        rereq: socket.socket,
-        servers: Sequence[Address] | None,
-        raw: bool,
+        self, lines: LineSockets, rereq: socket.socket, servers: Sequence[Address] | None, raw: bool
     ) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
-        self._raw = raw
         self._started = True
-        self._core = ReceiverCore(self.options.receiver_config(raw=raw, servers=servers))
+        self._start_core(raw, servers, rereq.getsockname())
         self._rereq_sock = rereq
-        host, port = rereq.getsockname()[:2]
-        self._rereq_addr = (host, port)
         pending = [*lines, (rereq, Source.RETRANSMISSION)]
         self._inodes = [socket_inode(sock) for sock, _ in pending]
-        self._drops_base = sum((read_kernel_drops(self._inodes) or {}).values())
+        self._backlog.start_drops(self._inodes, read_kernel_drops(self._inodes))
         try:
             for sock, source in pending:
                 transport, endpoint = await loop.create_datagram_endpoint(
@@ -362,7 +242,8 @@ class AsyncMoldUDP64(ClientRecords):
 
     # ---------------------------------------------------------------- receiving
 
-    def _on_datagram(self, data: bytes, source: Source, addr: Any) -> None:
+    def _receive(self, data: bytes, source: Source, addr: Any) -> None:
+        """One datagram to the core; its events are delivered soon (``call_soon``)."""
         self._n_datagrams += 1
         loop = self._loop
         assert loop is not None
@@ -371,9 +252,9 @@ class AsyncMoldUDP64(ClientRecords):
         except Exception:  # a core bug must not stop the client
             self._n_internal += 1
             logger.exception("receiver core failed on a datagram from %s", addr)
-        if not self._flush_pending:
-            self._flush_pending = True
-            loop.call_soon(self._flush)
+        if not self._deliver_pending:
+            self._deliver_pending = True
+            loop.call_soon(self._deliver)
 
     def _on_timer(self) -> None:
         """The core's timer: the only place gap requests go out from.
@@ -390,10 +271,10 @@ class AsyncMoldUDP64(ClientRecords):
         assert self._loop is not None
         endpoints = self._endpoints
         for _ in range(HOT_STREAK):
-            if max([e.drain(READ_BATCH) for e in endpoints], default=0) < READ_BATCH:
+            if max([e.read_waiting(READ_BATCH) for e in endpoints], default=0) < READ_BATCH:
                 break
         self._core.handle_timer(self._loop.time())
-        self._flush(timer=True)
+        self._deliver(timer=True)
 
     def _arm_timer(self) -> None:
         when = self._core.get_timer()
@@ -407,7 +288,7 @@ class AsyncMoldUDP64(ClientRecords):
             assert self._loop is not None
             self._timer = self._loop.call_at(when, self._on_timer)
 
-    def _flush(self, timer: bool = False) -> None:
+    def _deliver(self, timer: bool = False) -> None:
         """Hand the core's events to the consumer and send its requests; re-arm the timer.
 
         Run soon after datagrams came in (``call_soon``) and from the timer. Outside the
@@ -415,7 +296,7 @@ class AsyncMoldUDP64(ClientRecords):
         ``datagrams_to_send`` cannot run it): a due timer runs in :meth:`_on_timer`, after
         the reads of its loop iteration and a read of every socket.
         """
-        self._flush_pending = False
+        self._deliver_pending = False
         if self._closing:
             return
         core = self._core
@@ -437,25 +318,27 @@ class AsyncMoldUDP64(ClientRecords):
             self._poll_drops()
         events: list[Event] = core.events_received()
         if events:
-            size = batch_size(events)
-            self._queue.append(events)
-            self._sizes.append(size)
-            self._backlog += size
-            self._wake_consumer()
-            if self._backlog > self.options.max_backlog and not self._paused:
-                self._pause()
+            self._hand_over(events)
         self._arm_timer()
 
+    def _hand_over(self, events: list[Event]) -> None:
+        """Queue a batch for the consumer; pause reading once it is too far behind."""
+        size = batch_size(events)
+        self._queue.append(events)
+        self._sizes.append(size)
+        self._wake_consumer()
+        if self._backlog.add(size):
+            self._pause()
+
     def _pause(self) -> None:
-        self._paused = True
-        self._n_pauses += 1
+        self._backlog.pause()
         for transport in self._transports:
             pause = getattr(transport, "pause_reading", None)
             if pause is not None:
                 pause()
 
     def _resume(self) -> None:
-        self._paused = False
+        self._backlog.resume()
         for transport in self._transports:
             resume = getattr(transport, "resume_reading", None)
             if resume is not None:
@@ -464,15 +347,10 @@ class AsyncMoldUDP64(ClientRecords):
 
     def _poll_drops(self) -> None:
         """Report what the kernel dropped since last time (the core sees the gaps)."""
-        found = read_kernel_drops(self._inodes)
-        total = None if found is None else sum(found.values())
-        if total is not None and total - self._drops_base > self._drops:
-            delta = total - self._drops_base - self._drops
-            self._drops += delta
-            self._queue.append([ConsumerOverrun(delta)])
-            self._sizes.append(1)
-            self._backlog += 1
-            self._wake_consumer()
+        self._backlog.poll_drops(read_kernel_drops(self._inodes))
+        overrun = self._backlog.take_overrun()
+        if overrun is not None:
+            self._hand_over([overrun])
 
     def _wake_consumer(self) -> None:
         waiter = self._waiter
@@ -504,8 +382,7 @@ class AsyncMoldUDP64(ClientRecords):
         if self._closing:
             return None
         batch = queue.popleft()
-        self._backlog -= self._sizes.popleft()
-        if self._paused and self._backlog <= self.options.max_backlog // 2:
+        if self._backlog.take(self._sizes.popleft()):
             self._resume()
         return batch
 
@@ -535,33 +412,20 @@ class AsyncMoldUDP64(ClientRecords):
     async def _datagram(self, timeout: float | None, stop_at_end: bool = False) -> Datagram | None:
         """The next datagram; with ``stop_at_end``, None once the session ended."""
         self._ensure_started(raw=True)
-        cursor = self._cursor
-        handle = self._policy.handle
-        while True:
-            ev = cursor.next_event()
-            if ev is None:
-                got = await self._next_batch(timeout)
-                if got is None:
-                    raise ClientClosed("the client is closed")
-                cursor.load(got)
-            elif type(ev) is DatagramReceived:
-                assert isinstance(ev, DatagramReceived)
-                return Datagram(ev.data, ev.source, ev.addr)
-            elif handle(ev) and stop_at_end:
-                return None
+        while (got := self._cursor.take_datagram(stop_at_end)) is False:
+            if (batch := await self._next_batch(timeout)) is None:
+                raise ClientClosed("the client is closed")
+            self._cursor.load(batch)
+        return None if got is True else got
 
     def _request(self, req: RetransmissionPacket) -> None:
-        if not isinstance(req, RetransmissionPacket):
-            raise TypeError(f"expected a RetransmissionRequest, got {type(req).__name__}")
-        req.build()  # EncodeError for what cannot go on the wire
-        if self._closing:
-            raise ClientClosed("the client is closed")
+        self._check_request(req)
         self._ensure_started(raw=True)
         if not self._core.config.rerequest_server_addrs:
             raise ConfigError("no re-request server configured to send the request to")
         assert self._loop is not None
         self._core.request(req, self._loop.time())
-        self._flush()
+        self._deliver()
 
 
 class _AsyncMessages:
@@ -622,20 +486,15 @@ class _AsyncEvents:
             raise StopAsyncIteration
         client = self._client
         cursor = client._cursor
-        rest = cursor.take_current()
-        if rest is not None:
-            return rest
-        while True:
-            ev = cursor.next_event()
-            if ev is not None:
-                if client._policy.record(ev):
-                    self._stopped = True
-                return ev
+        while (ev := cursor.next_any()) is None:
             got = await client._next_batch(self._timeout)
             if got is None:
                 self._stopped = True
                 raise StopAsyncIteration
             cursor.load(got)
+        if client._policy.record(ev):
+            self._stopped = True
+        return ev
 
 
 class AsyncDatagramStream:

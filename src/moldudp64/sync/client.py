@@ -48,59 +48,55 @@ import builtins
 import contextlib
 import logging
 import math
-import os
 import queue
 import select
 import socket
 import struct
-import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, fields
-from itertools import chain, count, repeat
+from collections.abc import Callable, Iterator, Sequence
+from itertools import chain
 from types import TracebackType
-from typing import Any
 
+from .._client import (
+    AB_REQUEST_DELAY,
+    DROP_POLL_INTERVAL,
+    HOT_STREAK,
+    READ_BATCH,
+    ClientBase,
+    ClientOptions,
+    ClientRecords,
+    ClientStats,
+    Datagram,
+    EventHandler,
+    LineSockets,
+    batch_size,
+)
 from ..events import (
     Address,
-    ConsumerOverrun,
-    DatagramReceived,
     Event,
-    FeedResumed,
-    FeedStale,
     Message,
     MessagesDelivered,
-    MessagesLost,
-    ServerDisabled,
-    SessionChanged,
-    SessionEnded,
-    SessionStarted,
     Source,
 )
-from ..exceptions import (
-    ClientClosed,
-    ConfigError,
-    EncodeError,
-    MessagesLostError,
-    MoldUDP64Error,
-)
+from ..exceptions import ClientClosed, ConfigError, MessagesLostError, MoldUDP64Error
 from ..net import (
-    DEFAULT_RCVBUF,
+    RXQ_OVFL,
     c_recv_batch,
     c_recv_batch_drops,
-    check_interface_addr,
-    check_multicast_addr,
-    format_address,
-    open_multicast_receiver,
-    open_unicast_socket,
-    parse_address,
+    enable_drop_counter,
+    open_client_sockets,
+    open_line_sockets,
+    open_request_socket,
+    read_kernel_drops,
+    socket_inode,
 )
-from ..receiver import ReceiverConfig, ReceiverCore
-from ..wire import MAX_DATAGRAM, Packet, RetransmissionPacket, encode_session
+from ..receiver import ReceiverCore
+from ..wire import MAX_DATAGRAM, RetransmissionPacket
 
 __all__ = [
+    "AB_REQUEST_DELAY",
     "ClientOptions",
     "ClientRecords",
     "ClientStats",
@@ -111,478 +107,21 @@ __all__ = [
     "MessagesLostError",
     "MoldUDP64",
     "RequestSender",
+    "open_line_sockets",
+    "open_request_socket",
     "read_kernel_drops",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Called with every event that is not a message, in order with the messages.
-EventHandler = Callable[[Event], None]
 #: ``on_datagram(data, source, addr, sent)``: every datagram received or request sent.
 DatagramHook = Callable[[bytes, Source, "Address | None", bool], None]
 
-#: Default bound on messages (plus other events) queued between receiver thread and
-#: consumer: about 40 MB of 36-byte messages; past it the kernel buffer takes the burst.
-DEFAULT_MAX_BACKLOG = 500_000
-#: Most datagrams read from one socket per wake-up before timers and flushing run.
-READ_BATCH = 256
-#: Most reads in a row without polling, while every read fills a whole batch.
-HOT_STREAK = 8
-#: Seconds between reads of the kernel's drop counters while the feed flows.
-DROP_POLL_INTERVAL = 1.0
 #: Bound on low-level requests waiting for the receiver thread.
 MAX_PENDING_REQUESTS = 1024
-#: How many lost ranges :attr:`MoldUDP64.lost_ranges` keeps (the oldest are forgotten).
-MAX_LOST_RANGES = 10_000
-#: Default ``request_delay`` when a B line is configured: the arbitration window a new gap
-#: waits for the other line before it is requested. A and B copies of a packet normally
-#: arrive well under a millisecond apart; 5 ms covers a slow path at 5 ms of added
-#: latency for what both lines really lost (request timeouts are ten times that).
-AB_REQUEST_DELAY = 0.005
 
-_SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40) if sys.platform.startswith("linux") else None
 _U32 = struct.Struct("=I")
 _RECV_SIZE = MAX_DATAGRAM + 1  # one more byte than legal, so an oversized datagram is seen
-
-
-# --------------------------------------------------------------------------- options
-
-
-@dataclass(frozen=True, slots=True)
-class ClientOptions:
-    """Validated client settings shared by :class:`MoldUDP64` and ``AsyncMoldUDP64``."""
-
-    multicast_addr: Address
-    interface_addr: str
-    rerequest_server_addrs: tuple[Address, ...]
-    expected_session_ident: str | None
-    expected_seq_num: int | None
-    max_rerequest_retries: int
-    line_b_addr: Address | None
-    rcvbuf: int | None
-    reuse: bool
-    max_backlog: int
-    follow_session_changes: bool
-    stop_at_end_of_session: bool
-    strict: bool
-    receiver_options: dict[str, Any]
-
-    def receiver_config(
-        self, *, raw: bool, servers: Sequence[Address] | None = None
-    ) -> ReceiverConfig:
-        """The :class:`~moldudp64.receiver.ReceiverConfig` these options stand for."""
-        kwargs: dict[str, Any] = {
-            "expected_session_ident": self.expected_session_ident,
-            "expected_seq_num": self.expected_seq_num,
-            "rerequest_server_addrs": list(
-                self.rerequest_server_addrs if servers is None else servers
-            ),
-            "max_rerequest_retries": self.max_rerequest_retries,
-            "raw": raw,
-            "follow_session_changes": self.follow_session_changes,
-        }
-        kwargs.update(self.receiver_options)
-        try:
-            return ReceiverConfig(**kwargs)
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, MoldUDP64Error):
-                raise
-            raise ConfigError(f"bad receiver option: {exc}") from None
-
-
-def _as_address(value: object, what: str) -> Address:
-    if isinstance(value, str):
-        return parse_address(value, what)
-    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
-        port = value[1]
-        if not isinstance(port, int) or isinstance(port, bool):
-            raise ConfigError(f"{what} {value!r}: port must be an integer")
-        return parse_address(f"{value[0]}:{port}", what)
-    raise ConfigError(f"{what} {value!r} must be (host, port) or 'host:port'")
-
-
-def _as_group(value: object, what: str) -> Address:
-    if isinstance(value, str):
-        host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit():
-            raise ConfigError(f"{what} {value!r} is not GROUP:PORT")
-        value = (host, int(port))
-    return check_multicast_addr(value, what)
-
-
-def _positive_int(value: object, what: str, *, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{what} {value!r} must be a positive integer")
-    return value
-
-
-def make_options(
-    multicast_addr: object,
-    interface_addr: object = "0.0.0.0",
-    rerequest_server_addrs: Iterable[object] = (),
-    expected_session_ident: object = None,
-    expected_seq_num: object = None,
-    max_rerequest_retries: object = 100,
-    *,
-    line_b_addr: object = None,
-    rcvbuf: object = DEFAULT_RCVBUF,
-    reuse: bool = True,
-    max_backlog: object = DEFAULT_MAX_BACKLOG,
-    request_timeout: object = None,
-    stale_after: object = None,
-    follow_session_changes: bool = True,
-    stop_at_end_of_session: bool = True,
-    strict: bool = False,
-    receiver_options: dict[str, Any] | None = None,
-    request_delay: object = None,
-) -> ClientOptions:
-    """Check every client setting and raise :class:`ConfigError` naming the first bad one.
-
-    Runs before any socket is opened (the interface check binds a throw-away probe).
-    ``request_delay`` None means the core's default (no delay), or
-    :data:`AB_REQUEST_DELAY` when a B line is configured.
-    """
-    group = _as_group(multicast_addr, "multicast address")
-    line_b = None if line_b_addr is None else _as_group(line_b_addr, "line B address")
-    if line_b is not None and line_b == group:
-        raise ConfigError(f"line B address {format_address(line_b)} is the same as line A")
-    iface = check_interface_addr(interface_addr)
-    if isinstance(rerequest_server_addrs, str) or (
-        isinstance(rerequest_server_addrs, tuple)
-        and len(rerequest_server_addrs) == 2
-        and isinstance(rerequest_server_addrs[1], int)
-    ):
-        raise ConfigError(
-            f"rerequest_server_addrs {rerequest_server_addrs!r} must be a list of addresses"
-        )
-    servers = tuple(_as_address(s, "re-request server") for s in rerequest_server_addrs)
-    if len(set(servers)) != len(servers):
-        raise ConfigError(f"re-request servers listed twice: {servers}")
-    session: str | None = None
-    if expected_session_ident is not None:
-        if not isinstance(expected_session_ident, str | bytes):
-            raise ConfigError(f"expected_session_ident {expected_session_ident!r} is not text")
-        try:
-            raw = encode_session(expected_session_ident)
-        except EncodeError as exc:
-            raise ConfigError(f"expected_session_ident: {exc}") from None
-        session = raw.decode("ascii")
-    seq = _positive_int(expected_seq_num, "expected_seq_num", allow_none=True)
-    retries = _positive_int(max_rerequest_retries, "max_rerequest_retries")
-    assert retries is not None
-    buf = _positive_int(rcvbuf, "rcvbuf", allow_none=True)
-    backlog = _positive_int(max_backlog, "max_backlog")
-    assert backlog is not None
-    extra = dict(receiver_options or {})
-    known = {f.name for f in fields(ReceiverConfig)}
-    for name, value, aliases in (
-        ("request_timeout", request_timeout, ("request_timeout", "rerequest_timeout")),
-        ("stale_after", stale_after, ("stale_after", "stale_interval", "stale_timeout")),
-    ):
-        if value is None:
-            continue
-        if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
-            raise ConfigError(f"{name} {value!r} must be a positive number of seconds")
-        target = next((a for a in aliases if a in known), None)
-        if target is None:
-            raise ConfigError(f"{name} is not supported by this receiver core")
-        extra.setdefault(target, float(value))
-    if request_delay is not None:
-        if (
-            not isinstance(request_delay, int | float)
-            or isinstance(request_delay, bool)
-            or not 0 <= request_delay < math.inf
-        ):
-            raise ConfigError(f"request_delay {request_delay!r} must be a number of seconds >= 0")
-        extra.setdefault("request_delay", float(request_delay))
-    elif line_b is not None:
-        extra.setdefault("request_delay", AB_REQUEST_DELAY)
-    unknown = sorted(set(extra) - known)
-    if unknown:
-        raise ConfigError(f"unknown receiver option(s): {', '.join(unknown)}")
-    options = ClientOptions(
-        multicast_addr=group,
-        interface_addr=iface,
-        rerequest_server_addrs=servers,
-        expected_session_ident=session,
-        expected_seq_num=seq,
-        max_rerequest_retries=retries,
-        line_b_addr=line_b,
-        rcvbuf=buf,
-        reuse=bool(reuse),
-        max_backlog=backlog,
-        follow_session_changes=bool(follow_session_changes),
-        stop_at_end_of_session=bool(stop_at_end_of_session),
-        strict=bool(strict),
-        receiver_options=extra,
-    )
-    options.receiver_config(raw=False)  # let the core reject bad values now
-    return options
-
-
-def open_line_sockets(options: ClientOptions) -> list[tuple[socket.socket, Source]]:
-    """Open and join the downstream sockets (line A, then line B if configured)."""
-    opened: list[tuple[socket.socket, Source]] = []
-    try:
-        for addr, source in (
-            (options.multicast_addr, Source.LINE_A),
-            (options.line_b_addr, Source.LINE_B),
-        ):
-            if addr is None:
-                continue
-            sock = open_multicast_receiver(
-                addr[0], addr[1], options.interface_addr, rcvbuf=options.rcvbuf, reuse=options.reuse
-            )
-            opened.append((sock, source))
-    except BaseException:
-        for sock, _ in opened:
-            sock.close()
-        raise
-    return opened
-
-
-def open_request_socket(options: ClientOptions) -> socket.socket:
-    """Open the unicast socket requests go out on and answers come back to (never the feed port)."""
-    return open_unicast_socket(("0.0.0.0", 0), rcvbuf=options.rcvbuf)
-
-
-def enable_drop_counter(sock: socket.socket) -> bool:
-    """Ask Linux to report the socket's kernel drop count with each datagram (SO_RXQ_OVFL)."""
-    if _SO_RXQ_OVFL is None:
-        return False
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, _SO_RXQ_OVFL, 1)
-    except OSError:
-        return False
-    return True
-
-
-def socket_inode(sock: socket.socket) -> int:
-    """The inode that names ``sock`` in ``/proc/net/udp``."""
-    return os.fstat(sock.fileno()).st_ino
-
-
-def read_kernel_drops(inodes: Iterable[int]) -> dict[int, int] | None:
-    """Datagrams the kernel dropped so far on each of these sockets, by inode.
-
-    Read from ``/proc/self/net/udp``; None where it cannot be read (not Linux). Used where
-    ``SO_RXQ_OVFL`` cannot be (asyncio transports read with ``recvfrom``) and when a
-    paused reader resumes (``SO_RXQ_OVFL`` only reports with the next datagram).
-    """
-    wanted = {str(i): i for i in inodes}
-    found: dict[int, int] = {}
-    try:
-        with open("/proc/self/net/udp", encoding="ascii") as f:
-            next(f, None)
-            for line in f:
-                cols = line.split()
-                if len(cols) >= 13 and cols[9] in wanted:
-                    found[wanted[cols[9]]] = int(cols[-1])
-    except (OSError, ValueError):
-        return None
-    return found
-
-
-# --------------------------------------------------------------------------- shared pieces
-
-
-class Datagram:
-    """One datagram of the low-level API: ``bytes()`` gives its bytes, ``packet()`` a view."""
-
-    __slots__ = ("addr", "data", "source")
-
-    def __init__(self, data: builtins.bytes, source: Source, addr: Address | None) -> None:
-        self.data = data
-        self.source = source
-        self.addr = addr
-
-    def bytes(self) -> builtins.bytes:
-        """The datagram as received."""
-        return self.data
-
-    def packet(self) -> Packet:
-        """A zero-copy :class:`~moldudp64.wire.Packet` over the datagram."""
-        return Packet(self.data)
-
-    def __repr__(self) -> str:
-        return f"Datagram({len(self.data)} bytes, {self.source.name}, addr={self.addr})"
-
-
-@dataclass(frozen=True, slots=True)
-class ClientStats:
-    """A snapshot of the client's counters, and the core's own (``receiver``)."""
-
-    datagrams_received: int
-    recv_errors: int
-    requests_sent: int
-    send_errors: int
-    kernel_drops: int
-    backlog_pauses: int
-    internal_errors: int
-    receiver: Any
-
-
-class EventPolicy:
-    """What a high-level client does with the events that are not messages.
-
-    Records loss (``lost_ranges``, ``messages_lost``), the session and whether it ended
-    or went stale; logs loss at WARNING so it is never silent; passes each event to the
-    user's ``on_event``; in ``strict`` mode raises :class:`MessagesLostError`.
-    :meth:`handle` returns True when iteration should stop (end of session).
-    """
-
-    def __init__(self, on_event: EventHandler | None, strict: bool, stop_at_end: bool) -> None:
-        self.on_event = on_event
-        self.strict = strict
-        self.stop_at_end = stop_at_end
-        self.lost_ranges: deque[MessagesLost] = deque(maxlen=MAX_LOST_RANGES)
-        self.messages_lost = 0
-        self.datagrams_overrun = 0
-        self.session: str | None = None
-        self.session_ended = False
-        self.stale = False
-
-    def record(self, event: Event) -> bool:
-        """Update the records from ``event``; True if it ends the session's iteration."""
-        kind = type(event)
-        if kind is MessagesLost:
-            assert isinstance(event, MessagesLost)
-            self.lost_ranges.append(event)
-            self.messages_lost += event.count
-            logger.warning(
-                "messages %d..%d of session %r lost: %s",
-                event.first_seq,
-                event.last_seq,
-                event.session,
-                event.reason,
-            )
-        elif kind is SessionStarted:
-            assert isinstance(event, SessionStarted)
-            self.session = event.session
-            self.session_ended = False
-        elif kind is SessionChanged:
-            assert isinstance(event, SessionChanged)
-            logger.info("session changed from %r to %r", event.old_session, event.new_session)
-            self.session = event.new_session
-            self.session_ended = False
-        elif kind is SessionEnded:
-            assert isinstance(event, SessionEnded)
-            self.session = event.session
-            self.session_ended = True
-            return self.stop_at_end
-        elif kind is ConsumerOverrun:
-            assert isinstance(event, ConsumerOverrun)
-            self.datagrams_overrun += event.dropped
-            logger.warning("%d datagrams dropped: the consumer fell behind", event.dropped)
-        elif kind is ServerDisabled:
-            assert isinstance(event, ServerDisabled)
-            logger.warning(
-                "re-request server %s disabled after %d failures",
-                format_address(event.server),
-                event.failures,
-            )
-        elif kind is FeedStale:
-            self.stale = True
-        elif kind is FeedResumed:
-            self.stale = False
-        return False
-
-    def handle(self, event: Event) -> bool:
-        """Record, call ``on_event``, raise in strict mode; True to stop iterating."""
-        stop = self.record(event)
-        if self.on_event is not None:
-            self.on_event(event)
-        if self.strict and type(event) is MessagesLost:
-            assert isinstance(event, MessagesLost)
-            raise MessagesLostError(event)
-        return stop
-
-
-def batch_size(events: list[Event]) -> int:
-    """How much a batch weighs against the backlog bound: one per message or other event."""
-    n = 0
-    for ev in events:
-        n += len(ev.messages) if type(ev) is MessagesDelivered else 1
-    return n
-
-
-def message_iter(event: MessagesDelivered) -> Iterator[Message]:
-    """The messages of a batch as :class:`Message` tuples, built at C speed."""
-    return map(
-        tuple.__new__,
-        repeat(Message),
-        zip(repeat(event.session), count(event.seq_num), event.messages),
-    )
-
-
-class BatchCursor:
-    """Flattens event batches into messages, remembering where a consumer stopped.
-
-    Used by the sync and asyncio clients: a consumer that breaks out mid-batch, raises,
-    or stops at end of session resumes exactly where it was on the next call, so every
-    message is handed out once. ``batch[pos:]`` are the events not yet looked at;
-    ``current`` the message iterator of the batch being handed out.
-    """
-
-    def __init__(self, policy: EventPolicy) -> None:
-        self.policy = policy
-        self.current: Iterator[Message] | None = None
-        self.batch: list[Event] = []
-        self.pos = 0
-
-    def next_event(self) -> Event | None:
-        """The next event already received, or None."""
-        pos = self.pos
-        if pos < len(self.batch):
-            self.pos = pos + 1
-            return self.batch[pos]
-        return None
-
-    def take_current(self) -> MessagesDelivered | None:
-        """The rest of a batch a ``messages()`` consumer broke out of, as one event."""
-        current = self.current
-        if current is None:
-            return None
-        self.current = None
-        rest = list(current)
-        if not rest:
-            return None
-        return MessagesDelivered(rest[0].session, rest[0].seq_num, [m.data for m in rest])
-
-    def load(self, batch: list[Event]) -> None:
-        """Start on a new batch (the previous one must be used up)."""
-        self.batch = batch
-        self.pos = 0
-
-    def batches(self, next_batch: Callable[[], list[Event] | None]) -> Iterator[Iterator[Message]]:
-        """Yield one message iterator per delivered batch; handle other events in order."""
-        handle = self.policy.handle
-        if self.current is not None:
-            yield self.current
-            self.current = None
-        while True:
-            batch = self.batch
-            pos = self.pos
-            if pos >= len(batch):
-                got = next_batch()
-                if got is None:
-                    return
-                batch = self.batch = got
-                pos = 0
-            n = len(batch)
-            while pos < n:
-                ev = batch[pos]
-                pos += 1
-                self.pos = pos  # saved first: the user may break out, or handle() raise
-                if type(ev) is MessagesDelivered:
-                    it = message_iter(ev)
-                    self.current = it
-                    yield it
-                    self.current = None
-                elif handle(ev):
-                    return
 
 
 class _Poller:
@@ -612,62 +151,7 @@ class _Poller:
             self._epoll.close()
 
 
-# --------------------------------------------------------------------------- blocking client
-
-
-class ClientRecords:
-    """What the consumer of a client has read so far: losses, session, feed health.
-
-    Shared by the blocking and the asyncio client, which keep the records in an
-    :class:`EventPolicy`.
-    """
-
-    _policy: EventPolicy
-    _closing: bool
-    _rereq_addr: Address | None
-
-    @property
-    def lost_ranges(self) -> list[MessagesLost]:
-        """Every :class:`MessagesLost` seen by the consumer so far (the last 10,000)."""
-        return list(self._policy.lost_ranges)
-
-    @property
-    def messages_lost(self) -> int:
-        """Total messages reported lost to the consumer so far."""
-        return self._policy.messages_lost
-
-    @property
-    def datagrams_overrun(self) -> int:
-        """Datagrams dropped because this client fell behind, as reported so far."""
-        return self._policy.datagrams_overrun
-
-    @property
-    def session(self) -> str | None:
-        """The session the consumer is in, as far as it has read."""
-        return self._policy.session
-
-    @property
-    def session_ended(self) -> bool:
-        """Whether the consumer has read the end of the current session."""
-        return self._policy.session_ended
-
-    @property
-    def stale(self) -> bool:
-        """Whether the last feed-health event the consumer read was :class:`FeedStale`."""
-        return self._policy.stale
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return self._closing
-
-    @property
-    def local_request_address(self) -> Address | None:
-        """Where re-request answers come back to (None before opening)."""
-        return self._rereq_addr
-
-
-class MoldUDP64(ClientRecords):
+class MoldUDP64(ClientBase):
     """Blocking MoldUDP64 client over :class:`~moldudp64.receiver.ReceiverCore`.
 
     Settings keep the Rust seed's names:
@@ -719,74 +203,31 @@ class MoldUDP64(ClientRecords):
     (:attr:`stats`) and never stop the client. One consumer at a time.
     """
 
-    def __init__(
+    _log = logger
+
+    def _setup(  # type: ignore[override]
         self,
-        multicast_addr: Address | str,
-        interface_addr: str = "0.0.0.0",
-        rerequest_server_addrs: Iterable[Address | str] = (),
-        expected_session_ident: str | None = None,
-        expected_seq_num: int | None = None,
-        max_rerequest_retries: int = 100,
         *,
-        line_b_addr: Address | str | None = None,
-        rcvbuf: int | None = DEFAULT_RCVBUF,
-        reuse: bool = True,
-        request_timeout: float | None = None,
-        stale_after: float | None = None,
-        max_backlog: int = DEFAULT_MAX_BACKLOG,
-        follow_session_changes: bool = True,
-        stop_at_end_of_session: bool = True,
-        on_event: EventHandler | None = None,
-        strict: bool = False,
-        receiver_options: dict[str, Any] | None = None,
         receiver_thread: bool = True,
         on_datagram: DatagramHook | None = None,
         coalesce: float = 0.0,
-        request_delay: float | None = None,
     ) -> None:
-        self.options = make_options(
-            multicast_addr,
-            interface_addr,
-            rerequest_server_addrs,
-            expected_session_ident,
-            expected_seq_num,
-            max_rerequest_retries,
-            line_b_addr=line_b_addr,
-            rcvbuf=rcvbuf,
-            reuse=reuse,
-            max_backlog=max_backlog,
-            request_timeout=request_timeout,
-            stale_after=stale_after,
-            follow_session_changes=follow_session_changes,
-            stop_at_end_of_session=stop_at_end_of_session,
-            strict=strict,
-            receiver_options=receiver_options,
-            request_delay=request_delay,
-        )
-        self._policy = EventPolicy(
-            on_event, self.options.strict, self.options.stop_at_end_of_session
-        )
-        self._cursor = BatchCursor(self._policy)
-        self._core: Any = None
-        self._raw = False
         self._inputs: list[tuple[socket.socket, Source]] = []
         self._rereq: socket.socket | None = None
-        self._rereq_addr: Address | None = None
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._thread: threading.Thread | None = None
-        self._started = False
         # pull mode (receiver_thread=False): the consumer's thread reads the sockets
         self._pull = not receiver_thread
-        self._on_datagram = on_datagram
+        self._tap = on_datagram
         if (
             not isinstance(coalesce, int | float)
             or isinstance(coalesce, bool)
             or not (0.0 <= coalesce <= 0.1)
         ):
             raise ConfigError(f"coalesce {coalesce!r} must be 0..0.1 seconds")
-        self._coalesce = float(coalesce)
-        self._pump_lock = threading.RLock()
+        self._coalesce = float(coalesce) if self._pull else 0.0  # pull mode only
+        self._turn_lock = threading.RLock()  # pull mode: one reader at a time
         self._poller: _Poller | None = None
         #: every socket, polled without waiting before the core's timer runs
         self._waiting: _Poller | None = None
@@ -797,42 +238,10 @@ class MoldUDP64(ClientRecords):
         # (weight, events) batches, or None to wake the consumer on close / failure.
         self._queue: queue.SimpleQueue[tuple[int, list[Event]] | None] = queue.SimpleQueue()
         self._requests: deque[RetransmissionPacket] = deque()
-        self._produced = 0  # written by the receiver thread only
-        self._consumed = 0  # written by the consumer only
-        self._paused = False  # written by the receiver thread only
-        self._resume_asked = False
-        self._closing = False
         self._closed = False
         self._error: BaseException | None = None
         self._state_lock = threading.Lock()
-        # counters (receiver thread)
-        self._n_datagrams = 0
-        self._n_recv_errors = 0
-        self._n_sent = 0
-        self._n_send_errors = 0
-        self._n_pauses = 0
-        self._n_internal = 0
-        self._drops_seen: dict[int, int] = {}  # by socket inode
-        self._drops_base = 0
-        self._inode_of: dict[int, int] = {}
-        self._pending_overrun = 0
-
-    # ---------------------------------------------------------------- stats
-
-    @property
-    def stats(self) -> ClientStats:
-        """A snapshot of the counters (client's and core's)."""
-        drops = sum(self._drops_seen.values()) - self._drops_base
-        return ClientStats(
-            datagrams_received=self._n_datagrams,
-            recv_errors=self._n_recv_errors,
-            requests_sent=self._n_sent,
-            send_errors=self._n_send_errors,
-            kernel_drops=drops,
-            backlog_pauses=self._n_pauses,
-            internal_errors=self._n_internal,
-            receiver=None if self._core is None else self._core.stats,
-        )
+        self._inode_of: dict[int, int] = {}  # socket inode by file descriptor
 
     # ---------------------------------------------------------------- opening
 
@@ -878,7 +287,7 @@ class MoldUDP64(ClientRecords):
         requests and receives the answers; ``servers`` overrides the configured servers.
         The client owns the sockets from then on and closes them.
         """
-        self._use_sockets(downstream, rereq, servers, raw=True)
+        self._launch(*self._given_sockets(downstream, rereq, servers), raw=True)
         return DatagramStream(self), RequestSender(self)
 
     def open_with_sockets(
@@ -888,66 +297,25 @@ class MoldUDP64(ClientRecords):
         servers: Sequence[Address] | None = None,
     ) -> MoldUDP64:
         """:meth:`open` (high level) over sockets the caller opened (see start_with_sockets)."""
-        self._use_sockets(downstream, rereq, servers, raw=False)
+        self._launch(*self._given_sockets(downstream, rereq, servers), raw=False)
         return self
 
     def _open_sockets(self, *, raw: bool) -> None:
         self._check_unopened()
-        lines = open_line_sockets(self.options)
-        try:
-            rereq = open_request_socket(self.options)
-        except BaseException:
-            for sock, _ in lines:
-                sock.close()
-            raise
-        self._launch(lines, rereq, None, raw)
-
-    def _use_sockets(
-        self,
-        downstream: socket.socket | Sequence[socket.socket],
-        rereq: socket.socket,
-        servers: Sequence[Address] | None,
-        *,
-        raw: bool,
-    ) -> None:
-        self._check_unopened()
-        socks = [downstream] if isinstance(downstream, socket.socket) else list(downstream)
-        if not 1 <= len(socks) <= 2:
-            raise ConfigError("downstream must be one socket or [line_a, line_b]")
-        server_list = (
-            None if servers is None else [_as_address(s, "re-request server") for s in servers]
-        )
-        for sock in [*socks, rereq]:
-            sock.setblocking(False)
-        lines = list(zip(socks, (Source.LINE_A, Source.LINE_B), strict=False))
-        self._launch(lines, rereq, server_list, raw)
-
-    def _check_unopened(self) -> None:
-        if self._closing:
-            raise ClientClosed("the client is closed")
-        if self._started:
-            raise MoldUDP64Error("the client is already started")
+        self._launch(*open_client_sockets(self.options), None, raw=raw)
 
     def _launch(
-        self,
-        lines: list[tuple[socket.socket, Source]],
-        rereq: socket.socket,
-        servers: Sequence[Address] | None,
-        raw: bool,
+        self, lines: LineSockets, rereq: socket.socket, servers: Sequence[Address] | None, raw: bool
     ) -> None:
-        self._raw = raw
-        self._core = ReceiverCore(self.options.receiver_config(raw=raw, servers=servers))
+        self._start_core(raw, servers, rereq.getsockname())
         self._inputs = [*lines, (rereq, Source.RETRANSMISSION)]
         self._rereq = rereq
-        host, port = rereq.getsockname()[:2]
-        self._rereq_addr = (host, port)
         for sock, _ in self._inputs:
             enable_drop_counter(sock)
         self._inode_of = {sock.fileno(): socket_inode(sock) for sock, _ in self._inputs}
-        base = read_kernel_drops(self._inode_of.values()) or {}
-        # drops before we started are not ours to report; every key exists from here on
-        self._drops_seen = {ino: base.get(ino, 0) for ino in self._inode_of.values()}
-        self._drops_base = sum(self._drops_seen.values())
+        inodes = list(self._inode_of.values())
+        # drops before we started are not ours to report
+        self._backlog.start_drops(inodes, read_kernel_drops(inodes))
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -981,7 +349,7 @@ class MoldUDP64(ClientRecords):
             thread = self._thread
             if thread is not None and thread is not threading.current_thread():
                 thread.join()
-            with self._pump_lock:  # pull mode: wait for a consumer inside a read to leave
+            with self._turn_lock:  # pull mode: wait for a consumer inside a read to leave
                 self._closed = True
                 if self._poller is not None:
                     self._poller.close()
@@ -1020,73 +388,80 @@ class MoldUDP64(ClientRecords):
         poller = _Poller(list(by_fd))
         idle = _Poller([wake_fd])
         self._by_fd = by_fd
-        self._waiting = poller
+        self._poller = self._waiting = poller
+        self._next_drop_poll = time.monotonic() + DROP_POLL_INTERVAL
         try:
-            self._serve(self._core, poller, idle)
+            self._serve(self._core, idle)
         finally:
-            self._waiting = None
+            self._poller = self._waiting = None
             poller.close()
             idle.close()
 
-    def _serve(
-        self,
-        core: ReceiverCore,
-        poller: _Poller,
-        idle: _Poller,
-    ) -> None:
-        monotonic = time.monotonic
-        max_backlog = self.options.max_backlog
-        assert self._rereq is not None
-        rereq_fd = self._rereq.fileno()
-        read_ready = self._read_ready
-        next_drop_poll = monotonic() + DROP_POLL_INTERVAL
-        hot: list[int] = []
-        streak = 0
+    def _serve(self, core: ReceiverCore, idle: _Poller) -> None:
+        """Thread mode: loop turns, their events queued for the consumer, until closed."""
+        backlog = self._backlog
+        put = self._queue.put
         while not self._closing:
-            if self._produced - self._consumed > max_backlog:
+            if backlog.over():
                 # The consumer is behind: stop reading so the kernel buffer takes the
                 # burst, and wait for the consumer (or close) to wake us.
-                self._paused = True
-                self._n_pauses += 1
-                while not self._closing and self._produced - self._consumed > max_backlog // 2:
+                backlog.pause()
+                while not self._closing and not backlog.low():
                     if idle.poll(None):
-                        self._drain_wake()
-                self._paused = False
-                self._resume_asked = False
+                        self._clear_wakeups()
+                backlog.resume()
                 self._poll_drops()
                 continue
+            events = self._turn(core, None)
+            if events:
+                size = batch_size(events)
+                backlog.add(size)
+                put((size, events))
+
+    def _turn(self, core: ReceiverCore, deadline: float | None) -> list[Event]:
+        """One turn of the receiver loop, in either mode; the events it produced.
+
+        Wait for a socket (at most until the core's timer or ``deadline``), read every
+        ready one, answers first; poll the kernel's drop counters now and then; run the
+        core's timer when due and send its requests (:meth:`_send_requests`: only after
+        every socket was read once more).
+        """
+        monotonic = time.monotonic
+        if self._hot and self._streak < HOT_STREAK:
+            # The last read filled a whole batch: more is surely waiting. Read again
+            # without polling; every system call lets a busy consumer take the GIL
+            # for up to a switch interval, so this doubles what we take per turn.
+            # Answers first, always: starving them while catching up would hold
+            # every live packet behind an open gap (and feed back into more lag).
+            assert self._rereq is not None
+            ready = [self._rereq.fileno(), *self._hot]
+            self._streak += 1
+        else:
             timer = core.get_timer()
-            if timer is None:
-                timeout = None
-            else:
-                timeout = timer - monotonic()
-                if timeout < 0:
-                    timeout = 0
-            if hot and streak < HOT_STREAK:
-                # The last read filled a whole batch: more is surely waiting. Read again
-                # without polling; every system call lets a busy consumer take the GIL
-                # for up to a switch interval, so this doubles what we take per turn.
-                # Answers first, always: starving them while catching up would hold
-                # every live packet behind an open gap (and feed back into more lag).
-                ready = [rereq_fd, *hot]
-                streak += 1
-            else:
-                ready = poller.poll(timeout)
-                streak = 0
-                if len(ready) > 1:
-                    ready.sort(key=self._answers_first)
             now = monotonic()
-            hot = read_ready(ready, core, now)
-            if now >= next_drop_poll:
-                next_drop_poll = now + DROP_POLL_INTERVAL
-                self._poll_drops()
-            self._flush(core, now)  # runs the core's timer when due (see _send_requests)
+            wait = None if timer is None else max(0.0, timer - now)
+            if deadline is not None:
+                left = max(0.0, deadline - now)
+                wait = left if wait is None or left < wait else wait
+            assert self._poller is not None
+            ready = self._poller.poll(wait)
+            self._streak = 0
+            if len(ready) > 1:
+                ready.sort(key=self._answers_first)
+            if ready and self._coalesce:
+                time.sleep(self._coalesce)  # let a batch gather: fewer wake-ups per datagram
+        now = monotonic()
+        self._hot = self._read_ready(ready, core, now)
+        if now >= self._next_drop_poll:
+            self._next_drop_poll = now + DROP_POLL_INTERVAL
+            self._poll_drops()
+        return self._collect(core, now)  # runs the core's timer when due
 
     def _answers_first(self, fd: int) -> int:
         """Sort key: the re-request socket's answers are read before the lines' data."""
         return 0 if self._rereq is not None and fd == self._rereq.fileno() else 1
 
-    def _drain_wake(self) -> None:
+    def _clear_wakeups(self) -> None:
         assert self._wake_r is not None
         try:
             while self._wake_r.recv(4096):
@@ -1115,7 +490,7 @@ class MoldUDP64(ClientRecords):
             if c_recv_batch_drops is not None:
                 datas, drops = c_recv_batch_drops(fd, READ_BATCH, 65536)
                 if drops > 0:  # SO_RXQ_OVFL: the kernel's drop count so far
-                    self._count_drops(self._inode_of[fd], drops)
+                    self._backlog.count_drops(self._inode_of[fd], drops)
             else:
                 datas = c_recv_batch(fd, READ_BATCH, 65536)  # type: ignore[misc]
         except OSError as exc:
@@ -1149,7 +524,7 @@ class MoldUDP64(ClientRecords):
     def _read(self, sock: socket.socket, source: Source, core: ReceiverCore, now: float) -> int:
         receive = core.receive_datagram
         recvmsg = sock.recvmsg
-        hook = self._on_datagram
+        hook = self._tap
         fd = sock.fileno()
         n = 0
         try:
@@ -1159,7 +534,7 @@ class MoldUDP64(ClientRecords):
                 if anc:
                     self._note_drops(fd, anc)
                 if hook is not None:
-                    self._call_hook(data, source, (str(addr[0]), int(addr[1])), False)
+                    self._call_tap(data, source, (str(addr[0]), int(addr[1])), False)
                 try:
                     receive(data, source, now, addr)
                 except Exception:  # a core bug must not stop the client
@@ -1176,20 +551,11 @@ class MoldUDP64(ClientRecords):
 
     def _note_drops(self, fd: int, anc: list[tuple[int, int, builtins.bytes]]) -> None:
         for level, kind, payload in anc:
-            if level == socket.SOL_SOCKET and kind == _SO_RXQ_OVFL and len(payload) >= 4:
-                self._count_drops(self._inode_of[fd], _U32.unpack_from(payload)[0])
-
-    def _count_drops(self, inode: int, total: int) -> None:
-        before = self._drops_seen.get(inode, 0)
-        if total > before:
-            self._drops_seen[inode] = total
-            self._pending_overrun += total - before
+            if level == socket.SOL_SOCKET and kind == RXQ_OVFL and len(payload) >= 4:
+                self._backlog.count_drops(self._inode_of[fd], _U32.unpack_from(payload)[0])
 
     def _poll_drops(self) -> None:
-        found = read_kernel_drops(self._inode_of.values())
-        if found:
-            for inode, total in found.items():
-                self._count_drops(inode, total)
+        self._backlog.poll_drops(read_kernel_drops(self._inode_of.values()))
 
     def _read_ready(self, ready: list[int], core: ReceiverCore, now: float) -> list[int]:
         """Read each ready descriptor; return the line sockets whose read filled a batch.
@@ -1201,13 +567,11 @@ class MoldUDP64(ClientRecords):
         hot: list[int] = []
         by_fd = self._by_fd
         read = self._read
-        read_batch = (
-            self._read_batch if c_recv_batch is not None and self._on_datagram is None else read
-        )
+        read_batch = self._read_batch if c_recv_batch is not None and self._tap is None else read
         for fd in ready:
             entry = by_fd[fd]
             if entry is None:
-                self._drain_wake()
+                self._clear_wakeups()
                 self._take_requests(core, now)
             elif entry[1] is Source.RETRANSMISSION:
                 read(entry[0], entry[1], core, now)
@@ -1245,7 +609,7 @@ class MoldUDP64(ClientRecords):
             core.handle_timer(now)
         rereq = self._rereq
         assert rereq is not None
-        hook = self._on_datagram
+        hook = self._tap
         for data, addr in core.datagrams_to_send(now):
             try:
                 rereq.sendto(data, addr)
@@ -1255,14 +619,14 @@ class MoldUDP64(ClientRecords):
                 logger.debug("cannot send request to %s: %s", addr, exc)
                 continue
             if hook is not None:
-                self._call_hook(bytes(data), Source.RETRANSMISSION, addr, True)
+                self._call_tap(bytes(data), Source.RETRANSMISSION, addr, True)
 
-    def _call_hook(
+    def _call_tap(
         self, data: builtins.bytes, source: Source, addr: Address | None, sent: bool
     ) -> None:
-        assert self._on_datagram is not None
+        assert self._tap is not None
         try:
-            self._on_datagram(data, source, addr, sent)
+            self._tap(data, source, addr, sent)
         except Exception:  # a tap's failure must not stop the client
             self._n_internal += 1
             logger.exception("on_datagram failed")
@@ -1271,23 +635,10 @@ class MoldUDP64(ClientRecords):
         """Send what the core wants sent; the events it produced (overruns first)."""
         self._send_requests(core, now)
         events: list[Event] = core.events_received()
-        overrun = self._pending_overrun
-        if overrun:
-            self._pending_overrun = 0
-            events.insert(0, ConsumerOverrun(overrun))
+        overrun = self._backlog.take_overrun()
+        if overrun is not None:
+            events.insert(0, overrun)
         return events
-
-    def _flush(self, core: ReceiverCore, now: float) -> None:
-        self._send_requests(core, now)
-        events: list[Event] = core.events_received()
-        overrun = self._pending_overrun
-        if overrun:
-            self._pending_overrun = 0
-            events.insert(0, ConsumerOverrun(overrun))
-        if events:
-            size = batch_size(events)
-            self._produced += size
-            self._queue.put((size, events))
 
     # ---------------------------------------------------------------- consumer side
 
@@ -1307,60 +658,23 @@ class MoldUDP64(ClientRecords):
                 raise MoldUDP64Error(f"receiver thread failed: {self._error!r}") from self._error
             return None
         size, batch = item
-        self._consumed += size
-        if (
-            self._paused
-            and not self._resume_asked
-            and self._produced - self._consumed <= self.options.max_backlog // 2
-        ):
-            self._resume_asked = True
-            self._wake()
+        if self._backlog.take(size):
+            self._wake()  # the paused receiver thread may read again
         return batch
 
     def _pull_batch(self, timeout: float | None) -> list[Event] | None:
         """Pull mode: read the sockets in this thread until the core has events."""
-        with self._pump_lock:
+        with self._turn_lock:
             monotonic = time.monotonic
             deadline = None if timeout is None else monotonic() + timeout
             core = self._core
             while not self._closing:
-                events = self._pump(core, deadline)
+                events = self._turn(core, deadline)
                 if events:
                     return events
                 if deadline is not None and monotonic() >= deadline:
                     raise TimeoutError(f"nothing received in {timeout} s")
             return None
-
-    def _pump(self, core: ReceiverCore, deadline: float | None) -> list[Event]:
-        """One turn of the receiver loop in the consumer's thread: wait (at most until
-        the core's timer or ``deadline``), read, run timers, send; the events produced."""
-        monotonic = time.monotonic
-        if self._hot and self._streak < HOT_STREAK:
-            # The last read filled a whole batch: more is surely waiting. Answers first,
-            # always: starving them while catching up holds every packet behind a gap.
-            assert self._rereq is not None
-            ready = [self._rereq.fileno(), *self._hot]
-            self._streak += 1
-        else:
-            timer = core.get_timer()
-            now = monotonic()
-            wait = None if timer is None else max(0.0, timer - now)
-            if deadline is not None:
-                left = max(0.0, deadline - now)
-                wait = left if wait is None or left < wait else wait
-            assert self._poller is not None
-            ready = self._poller.poll(wait)
-            self._streak = 0
-            if len(ready) > 1:
-                ready.sort(key=self._answers_first)
-            if ready and self._coalesce:
-                time.sleep(self._coalesce)  # let a batch gather: fewer wake-ups per datagram
-        now = monotonic()
-        self._hot = self._read_ready(ready, core, now)
-        if now >= self._next_drop_poll:
-            self._next_drop_poll = now + DROP_POLL_INTERVAL
-            self._poll_drops()
-        return self._collect(core, now)  # runs the core's timer when due
 
     def _ensure_started(self, *, raw: bool) -> None:
         if not self._started:
@@ -1404,20 +718,16 @@ class MoldUDP64(ClientRecords):
     def _events(self, timeout: float | None) -> Iterator[Event]:
         record = self._policy.record
         cursor = self._cursor
-        rest = cursor.take_current()
-        if rest is not None:
-            yield rest
         while True:
-            ev = cursor.next_event()
-            if ev is None:
-                got = self._next_batch(timeout)
-                if got is None:
+            ev = cursor.next_any()
+            if ev is not None:
+                stop = record(ev)
+                yield ev
+                if stop:
                     return
+            elif (got := self._next_batch(timeout)) is not None:
                 cursor.load(got)
-                continue
-            stop = record(ev)
-            yield ev
-            if stop:
+            else:
                 return
 
     def batches(self, timeout: float | None = None) -> Iterator[list[Event]]:
@@ -1465,27 +775,14 @@ class MoldUDP64(ClientRecords):
         ``stop_at_end``, None once the session ended (its end-of-session datagram was
         handed out before; ``stop_at_end_of_session`` must be on)."""
         self._ensure_started(raw=True)
-        cursor = self._cursor
-        handle = self._policy.handle
-        while True:
-            ev = cursor.next_event()
-            if ev is None:
-                got = self._next_batch(timeout)
-                if got is None:
-                    raise ClientClosed("the client is closed")
-                cursor.load(got)
-            elif type(ev) is DatagramReceived:
-                assert isinstance(ev, DatagramReceived)
-                return Datagram(ev.data, ev.source, ev.addr)
-            elif handle(ev) and stop_at_end:
-                return None
+        while (got := self._cursor.take_datagram(stop_at_end)) is False:
+            if (batch := self._next_batch(timeout)) is None:
+                raise ClientClosed("the client is closed")
+            self._cursor.load(batch)
+        return None if got is True else got
 
     def _request(self, req: RetransmissionPacket, block: bool, timeout: float | None) -> bool:
-        if not isinstance(req, RetransmissionPacket):
-            raise TypeError(f"expected a RetransmissionRequest, got {type(req).__name__}")
-        req.build()  # refuse what cannot go on the wire (EncodeError) here, not in the thread
-        if self._closing:
-            raise ClientClosed("the client is closed")
+        self._check_request(req)
         if not self._started:
             raise MoldUDP64Error("call start() first")
         if not self._core.config.rerequest_server_addrs:
@@ -1502,14 +799,14 @@ class MoldUDP64(ClientRecords):
             time.sleep(delay)  # the receiver thread drains the queue on every wake-up
             delay = min(delay * 2, 0.05)
         self._requests.append(req)
-        if self._pull and self._pump_lock.acquire(blocking=False):
+        if self._pull and self._turn_lock.acquire(blocking=False):
             try:  # nobody is reading: send it now rather than at the next read
                 if not self._closed:
                     now = time.monotonic()
                     self._take_requests(self._core, now)
                     self._send_requests(self._core, now)
             finally:
-                self._pump_lock.release()
+                self._turn_lock.release()
         else:
             self._wake()
         return True

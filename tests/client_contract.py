@@ -1,0 +1,184 @@
+"""The contract suite's harness: three clients, driven by one blocking API.
+
+``tests/test_client_contract.py`` runs every contract test against each of
+:data:`KINDS`: the blocking client with its receiver thread (``thread``), in pull mode
+(``pull``: the consumer's thread reads) and the asyncio client (``asyncio``, its event
+loop run by an :class:`asyncio.Runner` inside each call, so nothing is read between
+calls, as in pull mode). :class:`Driven` gives the calls a test needs; the client itself
+is ``driven.client`` for its records and stats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+from client_support import publish, sender, wait_until
+from moldudp64.asyncio.client import AsyncMoldUDP64
+from moldudp64.events import Address, Event, Message
+from moldudp64.net import open_unicast_socket
+from moldudp64.sync.client import MoldUDP64
+
+T = TypeVar("T")
+
+KINDS = ["thread", "pull", "asyncio"]
+GROUP_ADDR = ("239.192.7.1", 30001)
+#: Fast recovery timers so the tests take milliseconds.
+FAST = {"request_timeout": 0.02, "max_request_timeout": 0.1, "loss_grace": 0.02}
+#: Give up quickly when every server is dead.
+GIVE_UP = {**FAST, "max_request_attempts": 3}
+
+
+class Loop:
+    """A line socket, a request socket, and a sender, all on 127.0.0.1."""
+
+    def __init__(self, rcvbuf: int | None = 4 << 20) -> None:
+        self.line = open_unicast_socket(("127.0.0.1", 0), rcvbuf=rcvbuf)
+        self.rereq = open_unicast_socket(("127.0.0.1", 0))
+        self.dest: Address = self.line.getsockname()
+        self.tx = sender()
+
+    def send(
+        self,
+        packets: list[bytes],
+        drop: Iterable[int] | Callable[[int], bool] = (),
+        end_repeats: int = 0,
+    ) -> None:
+        publish(self.tx, self.dest, packets, drop, end_repeats)
+
+    def close(self) -> None:
+        self.tx.close()
+        self.line.close()
+        self.rereq.close()
+
+
+class Driven:
+    """One client of ``kind``, every call blocking until done (``asyncio``: on a runner)."""
+
+    def __init__(
+        self,
+        kind: str,
+        servers: Sequence[Address] = (),
+        receiver_options: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> None:
+        self.kind = kind
+        opts: dict[str, Any] = {**FAST, **(receiver_options or {})}
+        self.client: MoldUDP64 | AsyncMoldUDP64
+        self._runner: asyncio.Runner | None = None
+        if kind == "asyncio":
+            self._runner = asyncio.Runner()
+            self.client = AsyncMoldUDP64(
+                GROUP_ADDR, rerequest_server_addrs=servers, receiver_options=opts, **kw
+            )
+        else:
+            self.client = MoldUDP64(
+                GROUP_ADDR,
+                rerequest_server_addrs=servers,
+                receiver_options=opts,
+                receiver_thread=kind == "thread",
+                **kw,
+            )
+
+    def _run(self, coro: Awaitable[T]) -> T:
+        assert self._runner is not None
+        return self._runner.run(asyncio.wait_for(coro, 20))  # type: ignore[arg-type]
+
+    @property
+    def sync(self) -> MoldUDP64:
+        assert isinstance(self.client, MoldUDP64)
+        return self.client
+
+    @property
+    def aio(self) -> AsyncMoldUDP64:
+        assert isinstance(self.client, AsyncMoldUDP64)
+        return self.client
+
+    def open_with_sockets(
+        self, downstream: socket.socket | Sequence[socket.socket], rereq: socket.socket
+    ) -> Driven:
+        if self._runner is None:
+            self.sync.open_with_sockets(downstream, rereq)
+        else:
+            self._run(self.aio.open_with_sockets(downstream, rereq))
+        return self
+
+    def start_with_sockets(self, downstream: socket.socket, rereq: socket.socket) -> Any:
+        """The low-level pair ``(datagrams, requests)``; ``requests.try_send`` works alike."""
+        if self._runner is None:
+            return self.sync.start_with_sockets(downstream, rereq)
+        return self._run(self.aio.start_with_sockets(downstream, rereq))
+
+    def __enter__(self) -> Driven:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._runner is None:
+            self.sync.close()
+            return
+        try:
+            self._run(self.aio.close())
+        finally:
+            self._runner.close()
+
+    def messages(
+        self, timeout: float | None = 5, into: list[Message] | None = None, most: int | None = None
+    ) -> list[Message]:
+        """``messages()`` until it ends (or ``most`` were taken: then break out); each one
+        is appended to ``into`` as it comes, so what came before an exception is kept."""
+        got: list[Message] = [] if into is None else into
+        start = len(got)
+        if most == 0:
+            return got
+        if self._runner is None:
+            for m in self.sync.messages(timeout=timeout):
+                got.append(m)
+                if most is not None and len(got) - start >= most:
+                    break
+            return got
+
+        async def take() -> list[Message]:
+            async for m in self.aio.messages(timeout=timeout):
+                got.append(m)
+                if most is not None and len(got) - start >= most:
+                    break
+            return got
+
+        return self._run(take())
+
+    def events(self, timeout: float | None = 5) -> list[Event]:
+        """``events()`` until it ends."""
+        if self._runner is None:
+            return list(self.sync.events(timeout=timeout))
+
+        async def take() -> list[Event]:
+            return [e async for e in self.aio.events(timeout=timeout)]
+
+        return self._run(take())
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+        """Wait for ``predicate`` (asyncio: with the loop running, so the client reads)."""
+        if self._runner is None:
+            return wait_until(predicate, timeout)
+
+        async def poll() -> bool:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while not predicate():
+                if loop.time() >= deadline:
+                    return False
+                await asyncio.sleep(0.001)
+            return True
+
+        return self._run(poll())
