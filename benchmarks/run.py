@@ -6,8 +6,11 @@ Parts (issue 7): core throughput; high-level blocking and asyncio API; live mult
 full blast against a C recvmmsg() loop (needs root for a private network namespace and a
 C compiler); ``moldudp64 inspect`` on a generated 1,000,000-packet pcap against tshark;
 peak memory, including a 10,000,000-message BinaryFILE through ``serve`` and ``inspect``;
-gap-fill latency; re-request fairness under a flood (issue 11). Parts whose needs are
-missing are skipped with the reason.
+gap-fill latency; re-request fairness under a flood (issue 11); the core with 10,000 open
+gaps beside the in-order row (issue 10); TotalView-ITCH 5.0 decoding, columnar and per
+message, and ``inspect --decode itch50 --format parquet`` beside plain ``inspect`` (issue
+14; part "itch50", needs the arrow extra). Parts whose needs are missing are skipped with
+the reason.
 """
 
 from __future__ import annotations
@@ -163,6 +166,13 @@ def main(argv: list[str] | None = None) -> int:
             import bench_server  # beside this file
 
             results.extend(bench_server.fairness_rows(0.5 if args.quick else 3.0))
+        if "itch50" not in skip:
+            try:
+                import bench_itch50  # beside this file (needs the arrow extra)
+            except ImportError as exc:
+                skipped.append(f"itch50 decode ({exc})")
+            else:
+                results.extend(bench_itch50.run_rows(args.quick))
         if "latency" not in skip:
             import bench_latency  # beside this file
 
