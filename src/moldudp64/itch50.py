@@ -1,5 +1,8 @@
 """NASDAQ TotalView-ITCH 5.0: the messages MoldUDP64 carries, decoded.
 
+(Longer than most modules on purpose: one table of layouts and the two paths over it, per
+message and columnar, which must agree field for field, are kept side by side.)
+
 Two paths over one table of layouts (:data:`LAYOUTS`, from the specification):
 
 * per message, for live handlers: :func:`decode` turns one message into a typed record (a
