@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import IO, Any, Final
 
 from . import itch50
+from ._output import TextOutput, WholeWrites, named_error
 from .events import MessagesDelivered
 from .exceptions import ConfigError
 
@@ -57,11 +58,7 @@ CHUNK_BYTES: Final = 16 << 20
 _TABLE_NAMES: Final = (*itch50.MESSAGE_NAMES.values(), itch50.INVALID)
 
 
-def _named(exc: OSError, name: str) -> OSError:
-    """``exc`` naming the output when it names no file itself (errno class kept)."""
-    if exc.filename is not None:
-        return exc
-    return OSError(exc.errno, exc.strerror or str(exc), name)
+_named = named_error
 
 
 class DecodedSink:
@@ -113,40 +110,15 @@ class DecodedSink:
         return text
 
 
-class _StreamSink(DecodedSink):
+class _StreamSink(TextOutput, DecodedSink):
     """Lines of ASCII text to a file or stdout."""
 
-    def __init__(self, stream: IO[bytes], name: str, owned: bool) -> None:
-        super().__init__()
-        self._stream = stream
-        self._owned = owned
-        self.name = name
-
-    def _put(self, text: str) -> None:
-        view = memoryview(text.encode("ascii"))
-        try:
-            while view:  # a short write (a pipe's reader gone) must not drop the rest
-                n = self._stream.write(view)
-                if not n:
-                    raise OSError(5, "the output accepts no more bytes")
-                view = view[n:]
-        except OSError as exc:
-            raise _named(exc, self.name) from None
-
-    def flush(self) -> None:
-        try:
-            self._stream.flush()
-        except OSError as exc:
-            raise _named(exc, self.name) from None
+    def __init__(self, stream: WholeWrites, name: str) -> None:
+        DecodedSink.__init__(self)
+        TextOutput.__init__(self, stream, name)
 
     def close(self) -> None:
-        try:
-            if self._owned:
-                self._stream.close()
-            else:
-                self._stream.flush()
-        except OSError as exc:
-            raise _named(exc, self.name) from None
+        TextOutput.close(self)
         self._report(always=False)
 
 
@@ -437,6 +409,6 @@ def open_decoded_sink(
         except OSError as exc:
             raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
     cls = ItchJsonlSink if fmt == "jsonl" else ItchTextSink
-    sink = cls(stream, name, owned)
+    sink = cls(WholeWrites(stream, owned), name)
     sink.report = report
     return sink

@@ -31,6 +31,7 @@ from cli_helpers import (
     start_listen,
 )
 from moldudp64 import itch50
+from moldudp64._output import WholeWrites
 from moldudp64.binaryfile import write_binaryfile
 from moldudp64.capture import CaptureReader
 from moldudp64.cli import generate_itch, main
@@ -305,7 +306,7 @@ def test_table_sink_of_several_sessions_keeps_each_rows_session(tmp_path: Path) 
 def test_hostile_bytes_never_crash_and_are_all_counted(messages: list[bytes]) -> None:
     bad = sum(type(itch50.decode_or_raw(m)) is itch50.RawMessage for m in messages)
     text = io.BytesIO()
-    lines = ItchJsonlSink(text, "mem", owned=False)
+    lines = ItchJsonlSink(WholeWrites(text, owned=False), "mem")
     lines.write("S", 1, messages)
     lines.close()
     assert lines.invalid == bad and len(text.getvalue().splitlines()) == len(messages)

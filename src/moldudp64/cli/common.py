@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from .._output import named_error
 from ..exceptions import MoldUDP64Error
 
 logger = logging.getLogger("moldudp64.cli")
@@ -221,10 +222,5 @@ class _StopFlag:
         self._previous.clear()
 
 
-def _named(exc: OSError, name: str) -> OSError:
-    """``exc`` with the output's name (a path, or stdout) when it names no file itself;
-    the errno keeps its class (a broken pipe stays a BrokenPipeError)."""
-    if exc.filename is not None:
-        return exc
-    return OSError(exc.errno, exc.strerror or str(exc), name)
+_named = named_error  # every output error names the output
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import sys
 from itertools import chain
-from typing import IO, cast
+from typing import cast
 
+from .._output import TextOutput, WholeWrites
 from ..binaryfile import BinaryFileWriter
 from ..events import (
     MessagesDelivered,
@@ -18,34 +18,8 @@ from .common import UsageError, _named
 logger = logging.getLogger("moldudp64.cli")
 
 
-class _WholeWrites:
-    """A binary output whose ``write`` writes every byte or raises. A BufferedWriter may
-    return a short count when a pipe's reader goes away, the rest dropped without a word;
-    here the next attempt meets EPIPE (BrokenPipeError) instead."""
-
-    def __init__(self, stream: IO[bytes], owned: bool) -> None:
-        self._stream = stream
-        self._owned = owned
-
-    def write(self, data: bytes) -> int:
-        view = memoryview(data)
-        total = len(view)
-        while view:
-            n = self._stream.write(view)
-            if not n:
-                raise OSError(errno.EIO, "the output accepts no more bytes")
-            view = view[n:]
-        return total
-
-    def flush(self) -> None:
-        self._stream.flush()
-
-    def close(self) -> None:
-        """Flush; close the file unless it is stdout."""
-        if self._owned:
-            self._stream.close()
-        else:
-            self._stream.flush()
+#: The whole-write stream every sink writes to (also ``_output.WholeWrites``).
+_WholeWrites = WholeWrites
 
 
 class MessageSink:
@@ -114,30 +88,8 @@ class BinaryFileSink(MessageSink):
             raise _named(exc, self.name) from None
 
 
-class _TextualSink(MessageSink):
+class _TextualSink(TextOutput, MessageSink):
     """Lines of ASCII text (JSON escapes and hex keep them ASCII), written as bytes."""
-
-    def __init__(self, stream: _WholeWrites, name: str = "output") -> None:
-        self._stream = stream
-        self.name = name
-
-    def _put(self, text: str) -> None:
-        try:
-            self._stream.write(text.encode("ascii"))
-        except OSError as exc:
-            raise _named(exc, self.name) from None
-
-    def flush(self) -> None:
-        try:
-            self._stream.flush()
-        except OSError as exc:
-            raise _named(exc, self.name) from None
-
-    def close(self) -> None:
-        try:
-            self._stream.close()
-        except OSError as exc:
-            raise _named(exc, self.name) from None
 
 
 class JsonlSink(_TextualSink):
