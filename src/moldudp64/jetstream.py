@@ -64,6 +64,8 @@ __all__ = [
     "Record",
     "connect",
     "ensure_stream",
+    "find_record",
+    "latest_session",
     "read_session",
     "session_subject",
 ]
@@ -111,7 +113,7 @@ def _session_of(subject: str) -> str:
 
 
 async def _log_error(exc: Exception) -> None:
-    _log.warning("NATS: %s", exc)
+    _log.debug("NATS: %s", exc)
 
 
 async def connect(servers: str | list[str], **options: Any) -> NATS:
@@ -122,10 +124,18 @@ async def connect(servers: str | list[str], **options: Any) -> NATS:
     nats = _nats()
     options.setdefault("error_cb", _log_error)
     options.setdefault("connect_timeout", 2.0)
+    # The first connection tries each server a few times; reconnects later keep trying
+    # for reconnect_attempts x reconnect_time_wait (default 60 x 2 s).
+    reconnect_attempts = options.pop("max_reconnect_attempts", 60)
+    options.setdefault("reconnect_time_wait", 2.0)
     try:
-        return await nats.connect(servers, **options)  # type: ignore[no-any-return]
+        nc = await nats.connect(
+            servers, max_reconnect_attempts=min(reconnect_attempts, 2), **options
+        )
     except Exception as exc:
         raise JetStreamError(f"cannot connect to NATS {servers}: {exc}") from exc
+    nc.options["max_reconnect_attempts"] = reconnect_attempts
+    return nc  # type: ignore[no-any-return]
 
 
 async def ensure_stream(
@@ -502,7 +512,10 @@ async def find_record(
 async def latest_session(js: JetStreamContext, stream: str) -> str | None:
     """The session of the stream's newest record, or None for an empty stream."""
     nats = _nats()
-    info = await js.stream_info(stream)
+    try:
+        info = await js.stream_info(stream)
+    except nats.js.errors.NotFoundError:
+        raise JetStreamError(f"no stream {stream}") from None
     if not info.state.last_seq:
         return None
     try:
@@ -526,6 +539,11 @@ async def read_session(
     or after ``idle_timeout`` seconds without a new record (then simply stops)."""
     if not isinstance(start_seq, int) or start_seq < 1:
         raise ConfigError(f"start_seq {start_seq!r} must be a positive int")
+    nats = _nats()
+    try:
+        await js.stream_info(stream)
+    except nats.js.errors.NotFoundError:
+        raise JetStreamError(f"no stream {stream}") from None
     subject = session_subject(stream, session)
     loop = asyncio.get_running_loop()
     rec, _ = await find_record(js, stream, session, start_seq)

@@ -22,6 +22,7 @@ from ..events import (
 from ..exceptions import MoldUDP64Error
 from ..net import DEFAULT_RCVBUF
 from ..sync.client import MoldUDP64
+from .bridge import NatsSource, cmd_listen_nats
 from .common import (
     EXIT_IDLE,
     EXIT_INTERRUPTED,
@@ -261,7 +262,8 @@ def _lost_text(result: _ListenResult) -> str:
 
 def cmd_listen(args: argparse.Namespace) -> int:
     """moldudp64 listen GROUP:PORT: join, recover, write every message in order once."""
-
+    if isinstance(args.group, NatsSource):  # a session stored in JetStream
+        return cmd_listen_nats(args)
     group: Address = args.group
     refuse_overlapping_files([("--output", args.output, True), ("--capture", args.capture, True)])
     sink = open_sink(args.output, args.format, args.decode)

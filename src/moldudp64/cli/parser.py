@@ -8,6 +8,7 @@ import logging
 from typing import Any, NoReturn
 
 from .. import __version__
+from .bridge import parse_nats_source
 from .common import EXIT_USAGE, FORMATS
 from .options import (
     CAPTURED_PORT,
@@ -221,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_listen(sub)
     _add_publish(sub)
     _add_serve(sub)
+    _add_bridge(sub)
     _add_demo(sub)
     _add_bench(sub)
     return parser
@@ -275,7 +277,12 @@ def _add_listen(sub: Any) -> None:
         formatter_class=_RAW,
     )
     _add_verbose(p)
-    p.add_argument("group", metavar="GROUP:PORT", type=GROUP_PORT, help="the feed (line A)")
+    p.add_argument(
+        "group",
+        metavar="GROUP:PORT|nats://HOST:PORT/STREAM",
+        type=_feed_or_nats,
+        help="the feed (line A), or a session a bridge stored in JetStream stream STREAM",
+    )
     p.add_argument(
         "--interface",
         metavar="ADDR|NAME",
@@ -388,7 +395,14 @@ def _add_serve(sub: Any) -> None:
         formatter_class=_RAW,
     )
     _add_verbose(p)
-    p.add_argument("--input", metavar="FILE", required=True, help="the BinaryFILE")
+    p.add_argument("--input", metavar="FILE", help="the BinaryFILE")
+    p.add_argument(
+        "--nats",
+        metavar="URL",
+        action="append",
+        help="serve from JetStream instead (nats://HOST:PORT, repeatable), with --stream",
+    )
+    p.add_argument("--stream", metavar="NAME", help="the JetStream stream a bridge fills")
     p.add_argument("--session", type=SESSION, required=True, help="its session name")
     p.add_argument("--port", type=PORT, required=True, help="UDP port to serve on")
     p.add_argument(
@@ -406,7 +420,67 @@ def _add_serve(sub: Any) -> None:
     )
     _add_allow(p)
     _add_rate_limit(p)
-    p.set_defaults(func=_Command("publish", "cmd_serve"))
+    p.set_defaults(func=_Command("bridge", "cmd_serve"))
+
+
+def _feed_or_nats(text: str) -> Any:
+    """listen's source: GROUP:PORT, or nats://HOST:PORT/STREAM."""
+    if text.startswith("nats://"):
+        return _type("nats://HOST:PORT/STREAM", parse_nats_source)(text)
+    return GROUP_PORT(text)
+
+
+EPILOG_BRIDGE = """\
+examples:
+  moldudp64 bridge 239.1.1.1:30001 --request-server 10.0.0.5:30002 \\
+      --nats nats://10.0.1.1:4222 --nats nats://10.0.1.2:4222 --stream ITCH
+  moldudp64 listen nats://10.0.1.1:4222/ITCH --start-seq 1000000 -o tail.bin
+  moldudp64 serve --nats nats://10.0.1.1:4222 --stream ITCH --session 000010059B --port 30002
+
+Appends every message, in order, with lost ranges and the end of session in their place,
+to JetStream stream NAME (created when absent: subjects NAME.>, file storage). Run two
+bridges on the same feed and stream: each message is stored once. Exit codes as listen.
+"""
+
+
+def _add_bridge(sub: Any) -> None:
+    """The ``bridge`` command's arguments."""
+    p = sub.add_parser(
+        "bridge",
+        help="join a feed and append it to a NATS JetStream stream",
+        description="Join a MoldUDP64 feed, recover gaps, and append every message in order "
+        "to a JetStream stream, many messages per stream message.",
+        epilog=EPILOG_BRIDGE,
+        formatter_class=_RAW,
+    )
+    _add_verbose(p)
+    p.add_argument("group", metavar="GROUP:PORT", type=GROUP_PORT, help="the feed (line A)")
+    p.add_argument(
+        "--nats",
+        metavar="URL",
+        action="append",
+        required=True,
+        help="nats://HOST:PORT (repeatable)",
+    )
+    p.add_argument("--stream", metavar="NAME", required=True, help="the JetStream stream")
+    p.add_argument(
+        "--interface", metavar="ADDR|NAME", type=INTERFACE, default="0.0.0.0", help="as listen"
+    )
+    p.add_argument(
+        "--request-server", metavar="HOST:PORT", type=HOST_PORT, action="append", help="as listen"
+    )
+    p.add_argument("--session", type=SESSION, help="only this session (default: the first seen)")
+    p.add_argument("--start-seq", metavar="N", type=SEQ, help="first sequence number wanted")
+    p.add_argument("--line-b", metavar="GROUP:PORT", type=GROUP_PORT, help="the B line")
+    p.add_argument("--request-delay", metavar="SECONDS", type=SECONDS, help="as listen")
+    p.add_argument("--count", metavar="N", type=COUNT, help="stop after N messages")
+    p.add_argument(
+        "--idle-timeout",
+        metavar="SECONDS",
+        type=POSITIVE_SECONDS,
+        help="stop (exit 4) after this long without any packet",
+    )
+    p.set_defaults(func=_Command("bridge", "cmd_bridge"))
 
 
 def _add_demo(sub: Any) -> None:
@@ -482,4 +556,3 @@ EPILOG_BENCH = """examples:
   moldudp64 bench --scale 1        # the full sizes of benchmarks/run.py
   moldudp64 bench --scale 0.01 --skip-inspect
 """
-

@@ -1,0 +1,362 @@
+"""``moldudp64 bridge``, ``listen nats://...`` and ``serve --nats``: the feed in JetStream."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..events import Event, Message, MessagesDelivered, MessagesLost, SessionChanged, SessionEnded
+from .common import (
+    EXIT_IDLE,
+    EXIT_INTERRUPTED,
+    EXIT_LOST,
+    EXIT_OK,
+    MAX_LOST_RANGES_KEPT,
+    UsageError,
+    _format_ranges,
+    _say,
+    _StopFlag,
+)
+from .options import _session_label
+
+#: How often the commands look at the stop flag and the idle clock (seconds).
+_TICK = 0.25
+
+
+@dataclass(frozen=True)
+class NatsSource:
+    """``nats://HOST:PORT/STREAM`` as ``listen`` takes it."""
+
+    url: str
+    stream: str
+
+
+def parse_nats_source(text: str) -> NatsSource:
+    """``nats://HOST:PORT/STREAM`` -> NatsSource; ValueError names what is wrong."""
+    parts = urlsplit(text)
+    stream = parts.path.strip("/")
+    if parts.scheme != "nats" or not parts.hostname or not stream or "/" in stream:
+        raise ValueError(f"{text!r} is not nats://HOST:PORT/STREAM")
+    try:
+        port = parts.port or 4222
+    except ValueError:
+        raise ValueError(f"{text!r}: bad port") from None
+    return NatsSource(f"nats://{parts.hostname}:{port}", stream)
+
+
+@dataclass
+class _Tally:
+    messages: int = 0
+    lost_messages: int = 0
+    lost: list[tuple[int, int]] | None = None
+    ended: bool = False
+    idle: bool = False
+    interrupted: bool = False
+    session: str | None = None
+
+    def lose(self, ev: MessagesLost) -> None:
+        if self.lost is None:
+            self.lost = []
+        if len(self.lost) < MAX_LOST_RANGES_KEPT:
+            self.lost.append((ev.first_seq, ev.last_seq))
+        self.lost_messages += ev.count
+
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        if self.lost_messages:
+            return EXIT_LOST
+        if self.idle:
+            return EXIT_IDLE
+        return EXIT_OK
+
+    def end_text(self, idle_timeout: float | None, count: int | None) -> str:
+        if self.interrupted:
+            return "interrupted"
+        if self.ended:
+            return "session ended"
+        if self.idle:
+            return f"idle for {idle_timeout} s"
+        if count is not None and self.messages >= count:
+            return f"--count {count} reached"
+        return "stopped"
+
+
+def _nats_servers(args: argparse.Namespace) -> list[str]:
+    servers: list[str] = list(args.nats or [])
+    if not servers:
+        raise UsageError("--nats URL is required")
+    return servers
+
+
+# --------------------------------------------------------------------------- bridge
+
+
+def cmd_bridge(args: argparse.Namespace) -> int:
+    """moldudp64 bridge GROUP:PORT --nats URL --stream NAME: the feed into JetStream."""
+    servers = _nats_servers(args)
+    with _StopFlag() as stop:
+        tally, appended = asyncio.run(_bridge(args, servers, stop))
+    parts = [f"{tally.messages} messages received", f"{tally.lost_messages} lost"]
+    parts.append(f"{appended} records appended to stream {args.stream}")
+    _say(f"moldudp64 bridge: {tally.end_text(args.idle_timeout, args.count)}: " + ", ".join(parts))
+    if tally.lost:
+        _say(f"moldudp64 bridge: messages lost for good: {_format_ranges(tally.lost)}")
+    return tally.exit_code()
+
+
+async def _bridge(
+    args: argparse.Namespace, servers: list[str], stop: _StopFlag
+) -> tuple[_Tally, int]:
+    from ..asyncio.client import AsyncMoldUDP64
+    from ..jetstream import Bridge, connect, ensure_stream
+
+    nc = await connect(servers)
+    try:
+        js = nc.jetstream()
+        await ensure_stream(js, args.stream)
+        bridge = Bridge(js, args.stream)
+        client = AsyncMoldUDP64(
+            args.group,
+            args.interface,
+            list(args.request_server or []),
+            args.session,
+            args.start_seq,
+            line_b_addr=args.line_b,
+            request_delay=args.request_delay,
+        )
+        tally = _Tally()
+        async with await client.open():
+            _say(
+                f"moldudp64 bridge: joined {args.group[0]}:{args.group[1]} on {args.interface}; "
+                f"appending to stream {args.stream} at {', '.join(servers)}"
+            )
+            await bridge.run(_watch(client, args, tally, stop))
+        return tally, bridge.appended
+    finally:
+        await nc.close()
+
+
+async def _watch(
+    client: Any, args: argparse.Namespace, tally: _Tally, stop: _StopFlag
+) -> AsyncIterator[Event]:
+    """The client's events, counted, until the end of session, --count, idle or a signal."""
+    last_received = -1
+    last_activity = time.monotonic()
+    events = client.events(timeout=_TICK)
+    while True:
+        try:
+            ev = await anext(events)
+        except TimeoutError:
+            ev = None
+        except StopAsyncIteration:
+            return
+        now = time.monotonic()
+        if stop.set:
+            tally.interrupted = True
+            return
+        received = client.stats.datagrams_received
+        if received != last_received:
+            last_received, last_activity = received, now
+        elif args.idle_timeout is not None and now - last_activity >= args.idle_timeout:
+            tally.idle = True
+            return
+        if ev is None:
+            continue
+        if isinstance(ev, MessagesDelivered):
+            if args.count is not None and tally.messages + len(ev.messages) >= args.count:
+                ev = MessagesDelivered(
+                    ev.session, ev.seq_num, ev.messages[: args.count - tally.messages]
+                )
+                tally.messages += len(ev.messages)
+                yield ev
+                return
+            tally.messages += len(ev.messages)
+        elif isinstance(ev, MessagesLost):
+            tally.lose(ev)
+        elif isinstance(ev, SessionChanged):
+            return  # one stream subject holds one session: stop, as listen does
+        yield ev
+        if isinstance(ev, SessionEnded):
+            tally.ended = True
+            return
+
+
+# --------------------------------------------------------------------------- listen
+
+
+def cmd_listen_nats(args: argparse.Namespace) -> int:
+    """moldudp64 listen nats://HOST:PORT/STREAM: a stored session, from --start-seq on."""
+    from .sinks import open_sink
+
+    source: NatsSource = args.group
+    for option in ("request_server", "line_b", "capture", "request_delay"):
+        if getattr(args, option, None):
+            raise UsageError(f"--{option.replace('_', '-')} does not apply to a nats:// source")
+    sink = open_sink(args.output, args.format, args.decode)
+    try:
+        with _StopFlag() as stop:
+            tally = asyncio.run(_replay(args, source, sink, stop))
+    finally:
+        sink.close()
+    label = _session_label(tally.session) if tally.session is not None else "none"
+    _say(
+        f"moldudp64 listen: {tally.end_text(args.idle_timeout, args.count)}: "
+        f"{tally.messages} messages written, session {label} from stream {source.stream}, "
+        f"{tally.lost_messages} lost"
+    )
+    if tally.lost:
+        _say(f"moldudp64 listen: messages lost for good: {_format_ranges(tally.lost)}")
+    return tally.exit_code()
+
+
+async def _replay(
+    args: argparse.Namespace, source: NatsSource, sink: Any, stop: _StopFlag
+) -> _Tally:
+    from ..jetstream import connect, latest_session
+
+    tally = _Tally()
+    nc = await connect(source.url)
+    try:
+        js = nc.jetstream()
+        session = args.session
+        started = time.monotonic()
+        while session is None:
+            session = await latest_session(js, source.stream)
+            if session is None:
+                if stop.set:
+                    tally.interrupted = True
+                    return tally
+                if args.idle_timeout is not None and time.monotonic() - started > args.idle_timeout:
+                    tally.idle = True
+                    return tally
+                await asyncio.sleep(_TICK)
+        tally.session = session
+        pending = _Pending(sink, session)
+        task = asyncio.ensure_future(_consume(js, source.stream, args, pending, tally))
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=_TICK)
+                pending.write()
+                sink.flush()
+                if stop.set:
+                    tally.interrupted = True
+                    task.cancel()
+        finally:
+            if not task.done():
+                task.cancel()
+        if not task.cancelled():
+            task.result()  # its error, if any
+        counted = args.count is not None and tally.messages >= args.count
+        if not (tally.ended or tally.interrupted or counted):
+            tally.idle = True
+        return tally
+    finally:
+        await nc.close()
+
+
+class _Pending:
+    """Messages read but not yet written: written every 4096 and on every tick."""
+
+    def __init__(self, sink: Any, session: str) -> None:
+        self.sink, self.session = sink, session
+        self.messages: list[bytes] = []
+        self.seq = 0
+
+    def add(self, seq: int, data: bytes) -> None:
+        if not self.messages:
+            self.seq = seq
+        self.messages.append(data)
+        if len(self.messages) >= 4096:
+            self.write()
+
+    def write(self) -> None:
+        if self.messages:
+            messages, self.messages = self.messages, []
+            self.sink.write(self.session, self.seq, messages)
+
+
+async def _consume(
+    js: Any, stream: str, args: argparse.Namespace, pending: _Pending, tally: _Tally
+) -> None:
+    """Write the stored session until its end, --count or --idle-timeout."""
+    from ..jetstream import read_session
+
+    try:
+        reader = read_session(
+            js, stream, pending.session, args.start_seq or 1, idle_timeout=args.idle_timeout
+        )
+        async for ev in reader:
+            if isinstance(ev, Message):
+                pending.add(ev.seq_num, ev.data)
+                tally.messages += 1
+                if args.count is not None and tally.messages >= args.count:
+                    return
+            elif isinstance(ev, MessagesLost):
+                pending.write()
+                tally.lose(ev)
+            elif isinstance(ev, SessionEnded):
+                tally.ended = True
+                return
+    finally:
+        pending.write()
+
+
+# --------------------------------------------------------------------------- serve
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """moldudp64 serve: from --input FILE (publish.cmd_serve), or from --nats and --stream."""
+    from . import publish
+
+    if args.nats is None:
+        if args.input is None:
+            raise UsageError("serve needs --input FILE, or --nats URL with --stream NAME")
+        if args.stream is not None:
+            raise UsageError("--stream goes with --nats")
+        return publish.cmd_serve(args)
+    if args.input is not None:
+        raise UsageError("serve takes --input or --nats, not both")
+    if args.stream is None:
+        raise UsageError("serve --nats needs --stream NAME")
+    from ..jetstream import JetStreamStore
+    from ..sync.server import RerequestServer
+
+    store = JetStreamStore(_nats_servers(args), args.stream, args.session)
+    interrupted = False
+    try:
+        server = RerequestServer(
+            args.session,
+            store,
+            (args.bind, args.port),
+            max_payload=args.max_payload,
+            rate_limit=publish._rate_limit_option(args),
+            allow=args.allow,
+        )
+        with server:
+            host, port = server.address
+            try:
+                _say(
+                    f"moldudp64 serve: session {args.session!r} from stream {args.stream} "
+                    f"(messages {store.first_seq_num}..{store.next_seq_num - 1} so far) "
+                    f"on {host}:{port}"
+                )
+                deadline = None if args.duration is None else time.monotonic() + args.duration
+                while deadline is None or time.monotonic() < deadline:
+                    left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+                    time.sleep(max(0.0, left))
+            except KeyboardInterrupt:
+                interrupted = True
+            stats = server.stats
+    finally:
+        store.close()
+    _say(
+        f"moldudp64 serve: {'interrupted' if interrupted else 'done'}: "
+        + publish._rerequest_summary(stats, "requests")
+    )
+    return EXIT_INTERRUPTED if interrupted else EXIT_OK

@@ -1,0 +1,125 @@
+"""``moldudp64 bridge``, ``listen nats://...`` and ``serve --nats`` end to end.
+
+A real publisher (with loss) on multicast in the test run's private namespace, a real
+nats-server (the ``nats_url`` fixture of tests/test_jetstream.py), the command as a
+subprocess.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import assert_one_line_error, jsonl, run, start
+from client_support import free_udp_port
+from moldudp64.binaryfile import BinaryFileReader
+from moldudp64.cli.itchgen import generate_itch
+from moldudp64.wire import Packet, RetransmissionRequest
+
+pytest.importorskip("nats", reason="nats-py is not installed (pip install '.[test]')")
+
+import test_jetstream
+
+free_tcp_port = test_jetstream.free_tcp_port
+nats_url = test_jetstream.nats_url  # the fixture: a fresh single-node JetStream server
+
+GROUP = "239.7.7.9"
+SESSION = "TEST000009"
+
+
+def read_binaryfile(path: Path) -> list[bytes]:
+    with BinaryFileReader(path) as reader:
+        return list(reader)
+
+
+def test_bridge_then_replay_and_serve_from_the_stream(
+    multicast: None,
+    nats_url: str,
+    tmp_path: Path,
+) -> None:
+    port = free_udp_port()
+    want = list(generate_itch(5000, 3))
+    bridge = start(
+        "bridge", f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
+        "--request-server", f"127.0.0.1:{port + 1}", "--idle-timeout", "20",
+    )  # fmt: skip
+    try:
+        time.sleep(1.0)  # joined
+        pub = run(
+            "publish", f"{GROUP}:{port}", "--session", SESSION, "--generate", "5000",
+            "--seed", "3", "--drop", "0.05", "--request-port", str(port + 1),
+            "--end-of-session-duration", "1",
+        )  # fmt: skip
+        assert pub.returncode == 0, pub.stderr.decode()
+        _, err = bridge.communicate(timeout=30)
+        assert bridge.returncode == 0, err.decode()
+        assert b"session ended: 5000 messages received, 0 lost" in err
+    finally:
+        bridge.kill()
+        bridge.wait()
+
+    out = tmp_path / "replay.bin"
+    got = run("listen", f"{nats_url}/FEED", "-o", str(out))
+    assert got.returncode == 0, got.stderr.decode()
+    assert read_binaryfile(out) == want
+
+    tail = run(
+        "listen", f"{nats_url}/FEED", "--session", SESSION, "--start-seq", "2500",
+        "--count", "3", "-o", "-", "--format", "jsonl",
+    )  # fmt: skip
+    assert tail.returncode == 0, tail.stderr.decode()
+    assert [(r["seq"], bytes.fromhex(str(r["data"]))) for r in jsonl(tail.stdout)] == [
+        (2500 + i, want[2499 + i]) for i in range(3)
+    ]
+
+    serve_port = free_udp_port()
+    server = start(
+        "serve", "--nats", nats_url, "--stream", "FEED", "--session", SESSION,
+        "--port", str(serve_port), "--bind", "127.0.0.1", "--duration", "10",
+    )  # fmt: skip
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(0.5)
+            answer = b""
+            for _ in range(20):  # until the server is up
+                s.sendto(bytes(RetransmissionRequest(SESSION, 4000, 5)), ("127.0.0.1", serve_port))
+                try:
+                    answer = s.recv(2048)
+                    break
+                except TimeoutError:
+                    continue
+        packet = Packet(answer)
+        assert (packet.seq_num, packet.messages()) == (4000, want[3999:4004])
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_a_live_reader_stops_idle_with_exit_4_and_a_missing_stream_is_exit_2(
+    nats_url: str,
+) -> None:
+    idle = run("listen", f"{nats_url}/NOSUCH", "--idle-timeout", "0.5", "-o", "-")
+    assert_one_line_error(idle, 2)
+    assert "no stream NOSUCH" in idle.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("listen", "nats://127.0.0.1"),  # no stream
+        ("listen", "nats://127.0.0.1:99999/FEED"),
+        ("serve", "--session", "S", "--port", "30002"),
+        ("serve", "--nats", "nats://127.0.0.1:4222", "--session", "S", "--port", "30002"),
+        ("bridge", "239.1.1.1:30001", "--stream", "FEED"),
+    ],
+)
+def test_bad_nats_usage_is_one_line_and_exit_2(args: tuple[str, ...]) -> None:
+    assert_one_line_error(run(*args), 2)
+
+
+def test_no_nats_server_is_one_line_and_exit_2() -> None:
+    proc = run("listen", f"nats://127.0.0.1:{free_tcp_port()}/FEED", "-o", "-")
+    assert "cannot connect to NATS" in assert_one_line_error(proc, 2)
