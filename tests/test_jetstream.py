@@ -392,3 +392,31 @@ def test_a_rerequest_server_answers_from_the_stream(nats_url: str) -> None:
             assert server.stats.answers > 0
     finally:
         store.close()
+
+
+def test_the_base_install_imports_the_module_without_nats_and_names_the_extra() -> None:
+    code = (
+        "import sys; sys.modules['nats'] = None\n"
+        "import moldudp64.jetstream as j\n"
+        "try:\n"
+        "    j.JetStreamStore('nats://127.0.0.1:1', 'FEED', 'S')\n"
+        "except ImportError as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": SRC}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, timeout=30)
+    assert out.stdout.decode().strip() == (
+        "MissingDependency moldudp64.jetstream needs nats-py: pip install 'moldudp64[nats]'"
+    ), out.stderr.decode()
+
+
+def test_the_jetstream_layer_imports_only_the_cores() -> None:
+    from _client.test_layers import SRC as PKG
+    from _client.test_layers import imported
+
+    above = {
+        n
+        for n in imported(PKG / "jetstream.py")
+        if n.startswith(("moldudp64.sync", "moldudp64.asyncio", "moldudp64.net", "moldudp64.cli"))
+    }
+    assert above == set()
