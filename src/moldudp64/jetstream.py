@@ -40,7 +40,7 @@ import contextlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +57,7 @@ __all__ = [
     "DEFAULT_DUPLICATE_WINDOW",
     "DEFAULT_LINGER",
     "DEFAULT_MAX_BYTES",
+    "DEFAULT_OUTAGE",
     "DEFAULT_WINDOW",
     "Bridge",
     "JetStreamError",
@@ -65,6 +66,7 @@ __all__ = [
     "connect",
     "ensure_stream",
     "find_record",
+    "jetstream_errors",
     "latest_session",
     "read_session",
     "session_subject",
@@ -76,6 +78,8 @@ DEFAULT_WINDOW = 512
 DEFAULT_MAX_BYTES = 64 * 1024
 #: A partial batch is appended after the feed was quiet this long (seconds).
 DEFAULT_LINGER = 0.05
+#: A bridge waits this long (seconds) for an unreachable stream, then fails.
+DEFAULT_OUTAGE = 30.0
 #: The stream's duplicate window (seconds) when this module creates it.
 DEFAULT_DUPLICATE_WINDOW = 120.0
 
@@ -98,6 +102,30 @@ def _nats() -> Any:
             "moldudp64.jetstream needs nats-py: pip install 'moldudp64[nats]'", extra="nats"
         ) from exc
     return nats
+
+
+def _transient() -> tuple[type[Exception], ...]:
+    """nats errors worth waiting out: no answer, no stream leader yet, reconnecting."""
+    errors = _nats().errors
+    return (
+        errors.TimeoutError,
+        errors.NoRespondersError,
+        errors.OutboundBufferLimitError,
+        errors.StaleConnectionError,
+        errors.ConnectionReconnectingError,
+        _nats().js.errors.ServiceUnavailableError,
+        _nats().js.errors.NoStreamResponseError,
+    )
+
+
+@contextlib.contextmanager
+def jetstream_errors(what: str) -> Iterator[None]:
+    """Turn nats-py's errors inside the block into :class:`JetStreamError` naming ``what``."""
+    nats = _nats()
+    try:
+        yield
+    except nats.errors.Error as exc:
+        raise JetStreamError(f"{what}: {exc!r}") from exc
 
 
 def session_subject(stream: str, session: str) -> str:
@@ -241,7 +269,11 @@ class Bridge:
     and ``Message`` become ``data`` records, ``MessagesLost`` a ``lost`` record and
     ``SessionEnded`` the ``end`` record; other events are ignored. Memory is bounded by
     one batch plus ``queue_size`` events waiting (the receiver's own backlog bounds the
-    rest). See the module docstring for the redundancy rule.
+    rest). When the stream stops answering (a server restart, a lost leader) the bridge
+    waits up to ``outage`` seconds, then raises :class:`JetStreamError` naming that bound;
+    meanwhile the receiver's backlog fills and pauses reading, and what the kernel drops
+    becomes gaps recovered from the re-request servers. See the module docstring for the
+    redundancy rule.
     """
 
     def __init__(
@@ -254,6 +286,7 @@ class Bridge:
         linger: float = DEFAULT_LINGER,
         queue_size: int = 1024,
         timeout: float = 5.0,
+        outage: float = DEFAULT_OUTAGE,
     ) -> None:
         if not isinstance(window, int) or not 1 <= window <= 65535:
             raise ConfigError(f"window {window!r} must be an int in 1..65535")
@@ -265,6 +298,8 @@ class Bridge:
         self.max_bytes = max_bytes
         self.linger = linger
         self.timeout = timeout
+        self.outage = outage
+        self._trouble_since: float | None = None
         self._queue: asyncio.Queue[Event | Message | None] = asyncio.Queue(queue_size)
         self._sessions: dict[str, _Session] = {}
         self._batch: list[bytes] = []
@@ -281,10 +316,13 @@ class Bridge:
     # -- intake ------------------------------------------------------------------------
     async def run(self, events: AsyncIterable[Event | Message] | Iterable[Event | Message]) -> None:
         """Append every event of ``events``; return when it ends and all is stored."""
+        nats = _nats()
         feeder = asyncio.ensure_future(self._feed(events))
         try:
             await self._drain()
             await feeder  # its exception, if any
+        except nats.errors.Error as exc:
+            raise JetStreamError(f"bridge to {self.stream}: {exc!r}") from exc
         finally:
             feeder.cancel()
 
@@ -377,7 +415,7 @@ class Bridge:
     ) -> None:
         state = self._session(session)
         if state.last_stream_seq == 0 and state.next_seq is None:
-            await self._sync(state)
+            await self._sync_quietly(state)
         while True:
             if state.ended:
                 self.skipped += 1
@@ -424,25 +462,33 @@ class Bridge:
                     state.subject, payload, timeout=self.timeout, headers=headers
                 )
                 break
+            except _transient() as exc:
+                now = asyncio.get_running_loop().time()
+                if self._trouble_since is None:
+                    self._trouble_since = now
+                elif now - self._trouble_since > self.outage:
+                    raise JetStreamError(
+                        f"appends to {self.stream} failing for {self.outage} s (the bridge's "
+                        f"outage bound): {exc!r}"
+                    ) from exc
+                _log.info("append to %s: %r; waiting for the stream", self.stream, exc)
+                await self._sync_quietly(state)
+                return False
             except nats.js.errors.APIError as exc:
                 if exc.err_code == _WRONG_LAST_SEQUENCE:
                     self.conflicts += 1
-                    await self._sync(state)
+                    await self._sync_quietly(state)
                     return False
                 if exc.err_code == _IN_PROCESS:
                     await asyncio.sleep(0.01 * (attempt + 1))
                     continue
                 raise JetStreamError(f"append to {self.stream} refused: {exc}") from exc
-            except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
-                if attempt >= 5:
-                    raise JetStreamError(f"append to {self.stream}: no answer ({exc})") from exc
-                await self._sync_quietly(state)
-                return False
         else:
             raise JetStreamError(f"append to {self.stream}: duplicate still in process")
+        self._trouble_since = None
         if ack.duplicate:
             self.conflicts += 1
-            await self._sync(state)
+            await self._sync_quietly(state)
             return False
         self.appended += 1
         state.last_stream_seq = ack.seq
@@ -451,14 +497,22 @@ class Bridge:
         return True
 
     async def _sync_quietly(self, state: _Session) -> None:
-        nats = _nats()
-        for attempt in range(20):
+        """Re-read the session's tail, waiting up to ``outage`` seconds for the stream."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.outage
+        delay = 0.05
+        while True:
             try:
                 await self._sync(state)
                 return
-            except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
-                await asyncio.sleep(0.1 * (attempt + 1))
-        raise JetStreamError(f"stream {self.stream} unreachable")
+            except _transient() as exc:
+                if loop.time() >= deadline:
+                    raise JetStreamError(
+                        f"stream {self.stream} unreachable for {self.outage} s (the bridge's "
+                        f"outage bound): {exc!r}"
+                    ) from exc
+                await asyncio.sleep(delay)
+                delay = min(1.0, delay * 2)
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -471,6 +525,17 @@ async def _record_at_or_after(
     except nats.js.errors.NotFoundError:
         return None
     return _decode(msg)
+
+
+async def _next_or_none(
+    js: JetStreamContext, stream: str, subject: str, stream_seq: int
+) -> Record | None:
+    """The next record, or None when there is none yet or the stream is briefly away."""
+    try:
+        return await _record_at_or_after(js, stream, subject, stream_seq)
+    except _transient() as exc:
+        _log.info("reading %s: %r; trying again", stream, exc)
+        return None
 
 
 async def find_record(
@@ -568,7 +633,7 @@ async def read_session(
             want = rec.next_seq
         after = rec.stream_seq + 1
         idle_since = loop.time()
-        while (nxt := await _record_at_or_after(js, stream, subject, after)) is None:
+        while (nxt := await _next_or_none(js, stream, subject, after)) is None:
             if idle_timeout is not None and loop.time() - idle_since > idle_timeout:
                 return
             await asyncio.sleep(poll)
@@ -621,7 +686,8 @@ class JetStreamStore:
     def _call(self, coro: Any) -> Any:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
-            return future.result(self.timeout)
+            with jetstream_errors(f"stream {self.stream}"):
+                return future.result(self.timeout)
         except TimeoutError as exc:
             future.cancel()
             raise JetStreamError(f"stream {self.stream}: no answer in {self.timeout}s") from exc

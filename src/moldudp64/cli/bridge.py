@@ -114,30 +114,31 @@ async def _bridge(
     args: argparse.Namespace, servers: list[str], stop: _StopFlag
 ) -> tuple[_Tally, int]:
     from ..asyncio.client import AsyncMoldUDP64
-    from ..jetstream import Bridge, connect, ensure_stream
+    from ..jetstream import Bridge, connect, ensure_stream, jetstream_errors
 
     nc = await connect(servers)
     try:
-        js = nc.jetstream()
-        await ensure_stream(js, args.stream)
-        bridge = Bridge(js, args.stream)
-        client = AsyncMoldUDP64(
-            args.group,
-            args.interface,
-            list(args.request_server or []),
-            args.session,
-            args.start_seq,
-            line_b_addr=args.line_b,
-            request_delay=args.request_delay,
-        )
-        tally = _Tally()
-        async with await client.open():
-            _say(
-                f"moldudp64 bridge: joined {args.group[0]}:{args.group[1]} on {args.interface}; "
-                f"appending to stream {args.stream} at {', '.join(servers)}"
+        with jetstream_errors(f"bridge to stream {args.stream}"):
+            js = nc.jetstream()
+            await ensure_stream(js, args.stream)
+            bridge = Bridge(js, args.stream)
+            client = AsyncMoldUDP64(
+                args.group,
+                args.interface,
+                list(args.request_server or []),
+                args.session,
+                args.start_seq,
+                line_b_addr=args.line_b,
+                request_delay=args.request_delay,
             )
-            await bridge.run(_watch(client, args, tally, stop))
-        return tally, bridge.appended
+            tally = _Tally()
+            async with await client.open():
+                _say(
+                    f"moldudp64 bridge: joined {args.group[0]}:{args.group[1]} on "
+                    f"{args.interface}; appending to stream {args.stream} at {', '.join(servers)}"
+                )
+                await bridge.run(_watch(client, args, tally, stop))
+            return tally, bridge.appended
     finally:
         await nc.close()
 
@@ -218,46 +219,55 @@ def cmd_listen_nats(args: argparse.Namespace) -> int:
 async def _replay(
     args: argparse.Namespace, source: NatsSource, sink: Any, stop: _StopFlag
 ) -> _Tally:
-    from ..jetstream import connect, latest_session
+    from ..jetstream import connect, jetstream_errors
 
     tally = _Tally()
     nc = await connect(source.url)
     try:
-        js = nc.jetstream()
-        session = args.session
-        started = time.monotonic()
-        while session is None:
-            session = await latest_session(js, source.stream)
-            if session is None:
-                if stop.set:
-                    tally.interrupted = True
-                    return tally
-                if args.idle_timeout is not None and time.monotonic() - started > args.idle_timeout:
-                    tally.idle = True
-                    return tally
-                await asyncio.sleep(_TICK)
-        tally.session = session
-        pending = _Pending(sink, session)
-        task = asyncio.ensure_future(_consume(js, source.stream, args, pending, tally))
-        try:
-            while not task.done():
-                await asyncio.wait({task}, timeout=_TICK)
-                pending.write()
-                sink.flush()
-                if stop.set:
-                    tally.interrupted = True
-                    task.cancel()
-        finally:
-            if not task.done():
-                task.cancel()
-        if not task.cancelled():
-            task.result()  # its error, if any
-        counted = args.count is not None and tally.messages >= args.count
-        if not (tally.ended or tally.interrupted or counted):
-            tally.idle = True
-        return tally
+        with jetstream_errors(f"stream {source.stream}"):
+            return await _replay_from(nc, args, source, sink, stop, tally)
     finally:
         await nc.close()
+
+
+async def _replay_from(
+    nc: Any, args: argparse.Namespace, source: NatsSource, sink: Any, stop: _StopFlag, tally: _Tally
+) -> _Tally:
+    from ..jetstream import latest_session
+
+    js = nc.jetstream()
+    session = args.session
+    started = time.monotonic()
+    while session is None:
+        session = await latest_session(js, source.stream)
+        if session is None:
+            if stop.set:
+                tally.interrupted = True
+                return tally
+            if args.idle_timeout is not None and time.monotonic() - started > args.idle_timeout:
+                tally.idle = True
+                return tally
+            await asyncio.sleep(_TICK)
+    tally.session = session
+    pending = _Pending(sink, session)
+    task = asyncio.ensure_future(_consume(js, source.stream, args, pending, tally))
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=_TICK)
+            pending.write()
+            sink.flush()
+            if stop.set:
+                tally.interrupted = True
+                task.cancel()
+    finally:
+        if not task.done():
+            task.cancel()
+    if not task.cancelled():
+        task.result()  # its error, if any
+    counted = args.count is not None and tally.messages >= args.count
+    if not (tally.ended or tally.interrupted or counted):
+        tally.idle = True
+    return tally
 
 
 class _Pending:
