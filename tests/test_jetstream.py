@@ -483,3 +483,32 @@ def test_a_bridge_names_its_outage_bound_when_the_stream_stays_away(nats_url: st
             await nc.close()
 
     run(main())
+
+
+def test_a_hole_in_the_stream_is_reported_lost_in_its_place(nats_url: str) -> None:
+    msgs = make_messages(30)
+
+    async def main() -> list[Any]:
+        nc = await connect(nats_url)
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js, STREAM)
+            subject = session_subject(STREAM, SESSION)
+            # Written by hand, not by a bridge: 11..20 and 26..30 only, then the end.
+            for first, last in ((11, 20), (26, 30)):
+                blocks = b"".join(len(m).to_bytes(2, "big") + m for m in msgs[first - 1 : last])
+                headers = {"Mold-Kind": "data", "Mold-Seq": str(first)}
+                headers["Mold-Count"] = str(last - first + 1)
+                await js.publish(subject, blocks, headers=headers)
+            await js.publish(subject, b"", headers={"Mold-Kind": "end", "Mold-Seq": "31"})
+            return await _collect(read_session(js, STREAM, SESSION, 5))
+        finally:
+            await nc.close()
+
+    assert run(main()) == [
+        MessagesLost(SESSION, 5, 10, "not in the stream"),
+        *as_messages(msgs[10:20], 11),
+        MessagesLost(SESSION, 21, 25, "not in the stream"),
+        *as_messages(msgs[25:], 26),
+        SessionEnded(SESSION, 31),
+    ]

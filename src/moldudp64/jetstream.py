@@ -600,7 +600,8 @@ async def read_session(
     idle_timeout: float | None = None,
 ) -> AsyncIterator[Message | MessagesLost | SessionEnded]:
     """``Message`` from ``start_seq`` on, in order, ``MessagesLost`` where the bridge stored
-    loss, following live appends; ends after ``SessionEnded`` (the stored end of session),
+    loss (or where no record covers a number: the stream was written by something else, or
+    its oldest records were removed by a retention limit), following live appends; ends after ``SessionEnded`` (the stored end of session),
     or after ``idle_timeout`` seconds without a new record (then simply stops)."""
     if not isinstance(start_seq, int) or start_seq < 1:
         raise ConfigError(f"start_seq {start_seq!r} must be a positive int")
@@ -620,6 +621,9 @@ async def read_session(
         rec, _ = await find_record(js, stream, session, start_seq)
     want = start_seq
     while True:
+        if rec.seq > want:  # a hole no record covers
+            yield MessagesLost(session, want, rec.seq - 1, "not in the stream")
+            want = rec.seq
         if rec.kind == "end":
             yield SessionEnded(session, rec.seq)
             return
