@@ -512,3 +512,25 @@ def test_a_hole_in_the_stream_is_reported_lost_in_its_place(nats_url: str) -> No
         *as_messages(msgs[25:], 26),
         SessionEnded(SESSION, 31),
     ]
+
+
+def test_messages_one_bridge_lost_are_stored_from_the_other(nats_url: str) -> None:
+    msgs = make_messages(300)
+    lossy: list[Event] = [
+        MessagesDelivered(SESSION, 1, msgs[:100]),
+        MessagesLost(SESSION, 101, 200, "no server answered"),
+        MessagesDelivered(SESSION, 201, msgs[200:]),
+        SessionEnded(SESSION, 301),
+    ]
+
+    async def late_but_whole() -> AsyncIterator[Event]:
+        yield MessagesDelivered(SESSION, 1, msgs[:100])
+        await asyncio.sleep(0.1)  # recovered later than the other bridge gave up
+        yield MessagesDelivered(SESSION, 101, msgs[100:])
+        yield SessionEnded(SESSION, 301)
+
+    async def main() -> None:
+        await asyncio.gather(bridge(nats_url, lossy), bridge(nats_url, late_but_whole()))
+
+    run(main())
+    assert run(stored(nats_url)) == [*as_messages(msgs), SessionEnded(SESSION, 301)]

@@ -28,8 +28,9 @@ Redundancy rule (any number of bridges on one feed and stream)
     sequence numbers (batch k holds k*N+1..(k+1)*N, cut earlier only by ``max_bytes`` or
     when the feed idles for ``linger`` seconds) so two live bridges build identical records
     and the loser's is simply skipped; ``Nats-Msg-Id`` = session:first seq lets the server
-    drop a retried append too. The first bridge to reach a position decides it: a lost
-    range stored by one bridge is not replaced by messages another bridge still had.
+    drop a retried append too. A bridge holds a lost range for ``lost_grace`` seconds
+    before storing it, so another bridge that has those messages stores them first; past
+    that, the first bridge to reach a position decides it (a stored lost range stays).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_DUPLICATE_WINDOW",
     "DEFAULT_LINGER",
+    "DEFAULT_LOST_GRACE",
     "DEFAULT_MAX_BYTES",
     "DEFAULT_OUTAGE",
     "DEFAULT_WINDOW",
@@ -80,6 +82,9 @@ DEFAULT_MAX_BYTES = 64 * 1024
 DEFAULT_LINGER = 0.05
 #: A bridge waits this long (seconds) for an unreachable stream, then fails.
 DEFAULT_OUTAGE = 30.0
+#: A bridge holds a lost range this long (seconds) before storing it, so that another
+#: bridge that has those messages stores them first.
+DEFAULT_LOST_GRACE = 0.25
 #: The stream's duplicate window (seconds) when this module creates it.
 DEFAULT_DUPLICATE_WINDOW = 120.0
 
@@ -287,6 +292,7 @@ class Bridge:
         queue_size: int = 1024,
         timeout: float = 5.0,
         outage: float = DEFAULT_OUTAGE,
+        lost_grace: float = DEFAULT_LOST_GRACE,
     ) -> None:
         if not isinstance(window, int) or not 1 <= window <= 65535:
             raise ConfigError(f"window {window!r} must be an int in 1..65535")
@@ -299,6 +305,7 @@ class Bridge:
         self.linger = linger
         self.timeout = timeout
         self.outage = outage
+        self.lost_grace = lost_grace
         self._trouble_since: float | None = None
         self._queue: asyncio.Queue[Event | Message | None] = asyncio.Queue(queue_size)
         self._sessions: dict[str, _Session] = {}
@@ -364,6 +371,9 @@ class Bridge:
             await self._add_message(ev.session, ev.seq_num, ev.data)
         elif isinstance(ev, MessagesLost):
             await self.flush()
+            if self.lost_grace > 0:  # another bridge may have these: let it store them first
+                await asyncio.sleep(self.lost_grace)
+                await self._sync_quietly(self._session(ev.session))
             await self._append(ev.session, "lost", ev.first_seq, ev.count, [], ev.reason)
         elif isinstance(ev, SessionEnded):
             await self.flush()
@@ -601,8 +611,9 @@ async def read_session(
 ) -> AsyncIterator[Message | MessagesLost | SessionEnded]:
     """``Message`` from ``start_seq`` on, in order, ``MessagesLost`` where the bridge stored
     loss (or where no record covers a number: the stream was written by something else, or
-    its oldest records were removed by a retention limit), following live appends; ends after ``SessionEnded`` (the stored end of session),
-    or after ``idle_timeout`` seconds without a new record (then simply stops)."""
+    its oldest records were removed by a retention limit), following live appends; ends
+    after ``SessionEnded`` (the stored end of session), or after ``idle_timeout`` seconds
+    without a new record (then simply stops)."""
     if not isinstance(start_seq, int) or start_seq < 1:
         raise ConfigError(f"start_seq {start_seq!r} must be a positive int")
     nats = _nats()
