@@ -534,3 +534,21 @@ def test_messages_one_bridge_lost_are_stored_from_the_other(nats_url: str) -> No
 
     run(main())
     assert run(stored(nats_url)) == [*as_messages(msgs), SessionEnded(SESSION, 301)]
+
+
+def test_two_sessions_interleaved_in_one_stream_read_back_apart(nats_url: str) -> None:
+    a, b = make_messages(1500, b"a"), make_messages(1500, b"b")
+
+    async def main() -> None:
+        await asyncio.gather(
+            bridge(nats_url, feed_events(a, [3, 40], "SESSION_A"), window=16),
+            bridge(nats_url, feed_events(b, [7, 25], "SESSION_B"), window=8),
+        )
+
+    run(main())
+    for session, msgs in (("SESSION_A", a), ("SESSION_B", b)):
+        got = run(stored(nats_url, session, 333))
+        assert got == [
+            *[Message(session, 333 + i, m) for i, m in enumerate(msgs[332:])],
+            SessionEnded(session, 1501),
+        ]

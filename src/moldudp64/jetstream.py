@@ -70,6 +70,7 @@ __all__ = [
     "find_record",
     "jetstream_errors",
     "latest_session",
+    "read_batches",
     "read_session",
     "session_subject",
 ]
@@ -537,17 +538,6 @@ async def _record_at_or_after(
     return _decode(msg)
 
 
-async def _next_or_none(
-    js: JetStreamContext, stream: str, subject: str, stream_seq: int
-) -> Record | None:
-    """The next record, or None when there is none yet or the stream is briefly away."""
-    try:
-        return await _record_at_or_after(js, stream, subject, stream_seq)
-    except _transient() as exc:
-        _log.info("reading %s: %r; trying again", stream, exc)
-        return None
-
-
 async def find_record(
     js: JetStreamContext, stream: str, session: str, seq: int
 ) -> tuple[Record | None, int]:
@@ -600,7 +590,28 @@ async def latest_session(js: JetStreamContext, stream: str) -> str | None:
     return _session_of(msg.subject or "")
 
 
-async def read_session(
+async def _next_records(
+    js: JetStreamContext, stream: str, subject: str, after: int, ahead: int
+) -> list[Record]:
+    """The subject's records from stream sequence ``after`` on, ``ahead`` lookups at once.
+
+    Lookup i asks for the first record at or after ``after + i``: every record of the
+    subject in ``after .. after + ahead - 1`` answers its own lookup, so the distinct
+    answers, sorted, are all of them (and maybe the next one): none is skipped. Empty when
+    there is none yet or the stream is briefly away.
+    """
+    try:
+        found = await asyncio.gather(
+            *(_record_at_or_after(js, stream, subject, after + i) for i in range(ahead))
+        )
+    except _transient() as exc:
+        _log.info("reading %s: %r; trying again", stream, exc)
+        return []
+    unique = {rec.stream_seq: rec for rec in found if rec is not None}
+    return [unique[k] for k in sorted(unique)]
+
+
+async def read_batches(
     js: JetStreamContext,
     stream: str,
     session: str,
@@ -608,12 +619,13 @@ async def read_session(
     *,
     poll: float = 0.02,
     idle_timeout: float | None = None,
-) -> AsyncIterator[Message | MessagesLost | SessionEnded]:
-    """``Message`` from ``start_seq`` on, in order, ``MessagesLost`` where the bridge stored
-    loss (or where no record covers a number: the stream was written by something else, or
-    its oldest records were removed by a retention limit), following live appends; ends
-    after ``SessionEnded`` (the stored end of session), or after ``idle_timeout`` seconds
-    without a new record (then simply stops)."""
+    ahead: int = 16,
+) -> AsyncIterator[MessagesDelivered | MessagesLost | SessionEnded]:
+    """The stored session from ``start_seq`` on, a record at a time: ``MessagesDelivered``,
+    ``MessagesLost`` where the bridge stored loss (or where no record covers a number: the
+    stream was written by something else, or a retention limit removed its oldest records),
+    following live appends (``ahead`` lookups in flight); ends after ``SessionEnded`` (the
+    stored end of session), or after ``idle_timeout`` seconds without a new record."""
     if not isinstance(start_seq, int) or start_seq < 1:
         raise ConfigError(f"start_seq {start_seq!r} must be a positive int")
     nats = _nats()
@@ -631,28 +643,49 @@ async def read_session(
         await asyncio.sleep(poll)
         rec, _ = await find_record(js, stream, session, start_seq)
     want = start_seq
+    records = [rec]
     while True:
-        if rec.seq > want:  # a hole no record covers
-            yield MessagesLost(session, want, rec.seq - 1, "not in the stream")
-            want = rec.seq
-        if rec.kind == "end":
-            yield SessionEnded(session, rec.seq)
-            return
-        if rec.next_seq > want:
-            skip = max(0, want - rec.seq)
-            if rec.kind == "data":
-                for i in range(skip, rec.count):
-                    yield Message(session, rec.seq + i, rec.messages[i])
-            else:
-                yield MessagesLost(session, rec.seq + skip, rec.next_seq - 1, rec.reason)
-            want = rec.next_seq
-        after = rec.stream_seq + 1
+        for rec in records:
+            if rec.seq > want:  # a hole no record covers
+                yield MessagesLost(session, want, rec.seq - 1, "not in the stream")
+                want = rec.seq
+            if rec.kind == "end":
+                yield SessionEnded(session, rec.seq)
+                return
+            if rec.next_seq > want:
+                skip = max(0, want - rec.seq)
+                if rec.kind == "data":
+                    messages = rec.messages[skip:] if skip else rec.messages
+                    yield MessagesDelivered(session, rec.seq + skip, messages)
+                else:
+                    yield MessagesLost(session, rec.seq + skip, rec.next_seq - 1, rec.reason)
+                want = rec.next_seq
+        after = records[-1].stream_seq + 1
         idle_since = loop.time()
-        while (nxt := await _next_or_none(js, stream, subject, after)) is None:
+        while not (records := await _next_records(js, stream, subject, after, ahead)):
             if idle_timeout is not None and loop.time() - idle_since > idle_timeout:
                 return
             await asyncio.sleep(poll)
-        rec = nxt
+
+
+async def read_session(
+    js: JetStreamContext,
+    stream: str,
+    session: str,
+    start_seq: int = 1,
+    *,
+    poll: float = 0.02,
+    idle_timeout: float | None = None,
+) -> AsyncIterator[Message | MessagesLost | SessionEnded]:
+    """As :func:`read_batches`, one ``Message`` at a time."""
+    batches = read_batches(js, stream, session, start_seq, poll=poll, idle_timeout=idle_timeout)
+    async for ev in batches:
+        if isinstance(ev, MessagesDelivered):
+            seq = ev.seq_num
+            for i, data in enumerate(ev.messages):
+                yield Message(session, seq + i, data)
+        else:
+            yield ev
 
 
 # -- the re-request store ------------------------------------------------------------------

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..events import Event, Message, MessagesDelivered, MessagesLost, SessionChanged, SessionEnded
+from ..events import Event, MessagesDelivered, MessagesLost, SessionChanged, SessionEnded
 from .common import (
     EXIT_IDLE,
     EXIT_INTERRUPTED,
@@ -249,12 +249,10 @@ async def _replay_from(
                 return tally
             await asyncio.sleep(_TICK)
     tally.session = session
-    pending = _Pending(sink, session)
-    task = asyncio.ensure_future(_consume(js, source.stream, args, pending, tally))
+    task = asyncio.ensure_future(_consume(js, source.stream, session, args, sink, tally))
     try:
         while not task.done():
             await asyncio.wait({task}, timeout=_TICK)
-            pending.write()
             sink.flush()
             if stop.set:
                 tally.interrupted = True
@@ -270,51 +268,28 @@ async def _replay_from(
     return tally
 
 
-class _Pending:
-    """Messages read but not yet written: written every 4096 and on every tick."""
-
-    def __init__(self, sink: Any, session: str) -> None:
-        self.sink, self.session = sink, session
-        self.messages: list[bytes] = []
-        self.seq = 0
-
-    def add(self, seq: int, data: bytes) -> None:
-        if not self.messages:
-            self.seq = seq
-        self.messages.append(data)
-        if len(self.messages) >= 4096:
-            self.write()
-
-    def write(self) -> None:
-        if self.messages:
-            messages, self.messages = self.messages, []
-            self.sink.write(self.session, self.seq, messages)
-
-
 async def _consume(
-    js: Any, stream: str, args: argparse.Namespace, pending: _Pending, tally: _Tally
+    js: Any, stream: str, session: str, args: argparse.Namespace, sink: Any, tally: _Tally
 ) -> None:
     """Write the stored session until its end, --count or --idle-timeout."""
-    from ..jetstream import read_session
+    from ..jetstream import read_batches
 
-    try:
-        reader = read_session(
-            js, stream, pending.session, args.start_seq or 1, idle_timeout=args.idle_timeout
-        )
-        async for ev in reader:
-            if isinstance(ev, Message):
-                pending.add(ev.seq_num, ev.data)
-                tally.messages += 1
-                if args.count is not None and tally.messages >= args.count:
-                    return
-            elif isinstance(ev, MessagesLost):
-                pending.write()
-                tally.lose(ev)
-            elif isinstance(ev, SessionEnded):
-                tally.ended = True
+    batches = read_batches(js, stream, session, args.start_seq or 1, idle_timeout=args.idle_timeout)
+    async for ev in batches:
+        if isinstance(ev, MessagesDelivered):
+            messages = ev.messages
+            if args.count is not None and tally.messages + len(messages) >= args.count:
+                messages = messages[: args.count - tally.messages]
+                sink.write(session, ev.seq_num, messages)
+                tally.messages += len(messages)
                 return
-    finally:
-        pending.write()
+            sink.write(session, ev.seq_num, messages)
+            tally.messages += len(messages)
+        elif isinstance(ev, MessagesLost):
+            tally.lose(ev)
+        elif isinstance(ev, SessionEnded):
+            tally.ended = True
+            return
 
 
 # --------------------------------------------------------------------------- serve
