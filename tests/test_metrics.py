@@ -11,12 +11,12 @@ import pytest
 
 pytest.importorskip("prometheus_client")
 
-from prometheus_client import CollectorRegistry  # noqa: E402
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
-from moldudp64._client.consumer import ClientStats  # noqa: E402
-from moldudp64.events import Source  # noqa: E402
-from moldudp64.metrics import (  # noqa: E402
+from moldudp64._client.consumer import ClientStats
+from moldudp64.events import Source
+from moldudp64.metrics import (
     ClientCollector,
     MetricsError,
     MetricsServer,
@@ -24,11 +24,11 @@ from moldudp64.metrics import (  # noqa: E402
     RerequestCollector,
     start_metrics,
 )
-from moldudp64.publisher import PublisherCore  # noqa: E402
-from moldudp64.receiver import ReceiverConfig, ReceiverCore  # noqa: E402
-from moldudp64.rerequest import RerequestServerCore  # noqa: E402
-from moldudp64.store import MemoryStore  # noqa: E402
-from moldudp64.wire import RetransmissionPacket, build_packet  # noqa: E402
+from moldudp64.publisher import PublisherCore
+from moldudp64.receiver import ReceiverConfig, ReceiverCore
+from moldudp64.rerequest import RerequestServerCore
+from moldudp64.store import MemoryStore
+from moldudp64.wire import RetransmissionPacket, build_packet
 
 SESSION = "METRICS001"
 SERVER = ("127.0.0.1", 30002)
