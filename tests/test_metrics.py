@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -225,3 +226,20 @@ def test_start_metrics_without_a_port_serves_nothing() -> None:
         assert urls == [server.url]
     finally:
         server.close()
+
+
+def test_the_readme_names_every_metric() -> None:
+    """Each metric the collectors emit is in the README's table, under its sample name."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    core = ReceiverCore(ReceiverConfig(rerequest_server_addrs=[SERVER]))
+    core.receive_datagram(build_packet(SESSION, 1, [b"a"]), Source.LINE_A, 0.0)
+    server = RerequestServerCore(SESSION, MemoryStore())
+    registry = registry_of(
+        ClientCollector(lambda: client_stats(core)),
+        RerequestCollector(lambda: server.stats),
+        PublisherCollector(lambda: PublisherCore(SESSION).stats),
+    )
+    names = {f.name + ("_total" if f.type == "counter" else "") for f in registry.collect()}
+    assert len(names) == 37
+    missing = sorted(name for name in names if f"`{name}" not in readme)
+    assert missing == []
