@@ -19,6 +19,7 @@ from moldudp64._client.consumer import ClientStats
 from moldudp64.events import Source
 from moldudp64.metrics import (
     ClientCollector,
+    FieldsCollector,
     MetricsError,
     MetricsServer,
     PublisherCollector,
@@ -243,3 +244,27 @@ def test_the_readme_names_every_metric() -> None:
     assert len(names) == 37
     missing = sorted(name for name in names if f"`{name}" not in readme)
     assert missing == []
+
+
+def test_fields_collector_serves_another_commands_own_stats() -> None:
+    """How a command with stats of its own (a bridge: lag, publish errors) adds them."""
+    from dataclasses import dataclass
+
+    @dataclass
+    class BridgeStats:
+        publish_errors: int
+        lag_messages: int
+
+    snapshot: list[BridgeStats | None] = [BridgeStats(3, 120)]
+    registry = registry_of(
+        FieldsCollector(
+            lambda: snapshot[0],
+            "moldudp64_bridge",
+            counters={"publish_errors": "JetStream publishes that failed."},
+            gauges={"lag_messages": "Messages received, not yet stored."},
+        )
+    )
+    assert registry.get_sample_value("moldudp64_bridge_publish_errors_total") == 3
+    assert registry.get_sample_value("moldudp64_bridge_lag_messages") == 120
+    snapshot[0] = None
+    assert list(registry.collect()) == []

@@ -15,7 +15,8 @@ The metric names, types and meanings are listed in the README ("Metrics").
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .events import Source
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ClientCollector",
     "Collects",
+    "FieldsCollector",
     "MetricsError",
     "MetricsServer",
     "PublisherCollector",
@@ -243,6 +245,39 @@ class PublisherCollector:
         yield _counter(f"{p}_end_of_session", "End-of-session packets sent.", s.end_of_session)
         yield _counter(f"{p}_bytes", "Bytes sent.", s.bytes)
         yield _gauge(f"{p}_next_seq_num", "Sequence number of the next message.", s.next_seq_num)
+
+
+class FieldsCollector:
+    """Metrics from named attributes of any stats snapshot (for another command's own
+    stats, e.g. a bridge's lag and publish errors): ``counters`` and ``gauges`` map an
+    attribute to its help text; the metric is ``{prefix}_{attribute}`` (counters get
+    ``_total``). ``stats`` may return None: nothing then."""
+
+    def __init__(
+        self,
+        stats: Callable[[], Any],
+        prefix: str,
+        counters: Mapping[str, str] = MappingProxyType({}),
+        gauges: Mapping[str, str] = MappingProxyType({}),
+    ) -> None:
+        self.stats = stats
+        self.prefix = prefix
+        self.counters = dict(counters)
+        self.gauges = dict(gauges)
+
+    def describe(self) -> list[Metric]:
+        """Nothing up front (see :meth:`ClientCollector.describe`)."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """One counter or gauge per attribute of one snapshot."""
+        s = _snapshot(self.stats)
+        if s is None:
+            return
+        for attr, doc in self.counters.items():
+            yield _counter(f"{self.prefix}_{attr}", doc, getattr(s, attr))
+        for attr, doc in self.gauges.items():
+            yield _gauge(f"{self.prefix}_{attr}", doc, getattr(s, attr))
 
 
 class MetricsServer:
