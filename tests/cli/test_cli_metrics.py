@@ -285,3 +285,16 @@ def test_without_prometheus_client_metrics_are_a_one_line_error(tmp_path: Path) 
     assert "pip install 'moldudp64[metrics]'" in line, line
     plain = subprocess.run(serve, capture_output=True, env=env, timeout=60, check=False)
     assert plain.returncode == 0, plain.stderr.decode()
+
+
+def test_publish_with_its_metrics_port_in_use_is_a_one_line_error(
+    multicast: None,
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = run("publish", f"{GROUP}:{free_port()}", "--session", SESSION, "--generate",
+                   "10", "--metrics-port", str(port))  # fmt: skip
+    line = assert_one_line_error(proc)
+    assert f"moldudp64 publish: error: cannot serve metrics on 127.0.0.1:{port}" in line
