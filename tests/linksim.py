@@ -181,7 +181,12 @@ class LinkSim:
 
     def _core_busy(self) -> bool:
         stats = self.core.stats
-        return stats.open_gaps > 0 or stats.requests_in_flight > 0 or stats.held_packets > 0
+        return (
+            stats.open_gaps > 0
+            or stats.requests_in_flight > 0
+            or stats.held_packets > 0
+            or stats.unconfirmed_packets > 0  # an end of session waiting for confirmation
+        )
 
     def _next_time(self) -> float | None:
         timers = [self.core.get_timer(), *(p.get_timer() for p in self.publishers)]

@@ -144,3 +144,15 @@ def test_bridge_exits_4_when_idle_and_130_when_terminated(
     finally:
         bridge.kill()
         bridge.wait()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("listen", "nats://127.0.0.1:4222/FEED", "--metrics-port", "0"),
+        ("serve", "--nats", "nats://127.0.0.1:4222", "--stream", "FEED", "--session", "S",
+         "--port", "30002", "--metrics-port", "0"),
+    ],
+)  # fmt: skip
+def test_metrics_are_refused_for_nats_sources_rather_than_ignored(args: tuple[str, ...]) -> None:
+    assert "--metrics-port is not served" in assert_one_line_error(run(*args), 2)

@@ -515,3 +515,35 @@ def test_adversarial_streams_lose_nothing_a_live_server_holds(
     if requests:
         span = max(at for at, *_ in requests) - min(at for at, *_ in requests) + 0.05
         assert len(requests) / span <= 32 / 0.05 * len(servers)
+
+
+def test_a_lone_end_of_session_is_believed_when_the_feed_falls_silent_after_it() -> None:
+    """The last packet and every repeat of the end but one lost: the silence that follows
+    a real end confirms it, and the missing tail is requested."""
+    config = ReceiverConfig(rerequest_server_addrs=SERVERS[:1], expected_session_ident=S)
+    c = ReceiverCore(config)
+    c.receive_datagram(build_packet(S, 1, [b"1"]), A, 0.0)
+    c.receive_datagram(build_end_of_session(S, 3), A, 0.1)  # 2 was lost
+    assert c.get_timer() == pytest.approx(3.1) and not c.ended
+    c.handle_timer(3.1)
+    assert [seq for _, seq, _, _ in map(_req, c.datagrams_to_send(3.1))] == [2]
+    c.receive_datagram(build_packet(S, 2, [b"2"]), R, 3.11, SERVERS[0])
+    events = c.events_received()
+    assert taken(events) == [b"1", b"2"] and events[-1] == SessionEnded(S, 3)
+
+
+def test_a_lone_end_of_session_on_a_live_feed_is_not_believed_by_time() -> None:
+    c = ReceiverCore(ReceiverConfig(expected_session_ident=S))
+    c.receive_datagram(build_packet(S, 1, [b"1"]), A, 0.0)
+    c.receive_datagram(build_end_of_session(S, 50), A, 0.1)  # a stray, 48 ahead
+    for n in range(1, 40):  # the feed goes on below it
+        c.receive_datagram(build_heartbeat(S, 2), A, 0.1 * n)
+    c.handle_timer(3.2)
+    assert not c.ended and c.stats.dropped.get("unconfirmed_sequence") == 1
+    c.receive_datagram(build_packet(S, 2, [b"2"]), A, 4.0)
+    assert taken(c.events_received()) == [b"1", b"2"]
+
+
+def _req(item: tuple[bytes, Address]) -> tuple[Address, int, int, Address]:
+    packet = RetransmissionPacket.parse(item[0])
+    return item[1], packet.seq_num, packet.msg_count, item[1]

@@ -33,7 +33,8 @@ What it trusts (nothing on the wire is authenticated, so each rule below is a de
   the second live packet arrives. End of input (:meth:`~ReceiverCore.finish`) takes what
   is kept aside as it is.
 - **An end of session is believed** when the stream reached exactly its number, or a
-  second one names the same number (the rule above). One below data already held is a
+  second one names the same number (the rule above), or nothing else of the session came
+  for ``confirm_within`` after it (the silence that follows a real end). One below data already held is a
   contradiction: reported once (``end_of_session_below_data``) and ignored; data beyond
   one not yet believed disproves it (``end_of_session_contradicted``); data beyond one
   believed is dropped (``after_end_of_session``). After :class:`SessionEnded` nothing more
@@ -438,6 +439,8 @@ class _Claim:
     nbytes: int
     #: Copies of it seen (network duplicates, or reads that took several at once).
     copies: int = 1
+    #: For an end of session: nothing else of the session has come since it.
+    quiet: bool = True
 
 
 @dataclass(slots=True)
@@ -880,7 +883,7 @@ class ReceiverCore:
             dropped=dict(self._dropped),
             held_packets=len(self._held) + len(self._claims) + self._cand_packets,
             held_bytes=self._held_bytes + self._claim_bytes + self._cand_bytes,
-            unconfirmed_packets=len(self._claims),
+            unconfirmed_packets=len(self._claims) + (self._eos_claim is not None),
             peak_held_packets=self._peak_held,
             peak_held_bytes=self._peak_held_bytes,
             open_gaps=len(self._segs),
@@ -971,7 +974,10 @@ class ReceiverCore:
                 last = self._last_live if self._last_live is not None else now
                 self._events.append(FeedResumed(now - last))
             self._last_live = now
-        if self._claims and not counted:
+        if not counted and (self._claims or self._eos_claim is not None):
+            eos = self._eos_claim
+            if eos is not None and live and (count != END_OF_SESSION or seq != eos.start):
+                eos.quiet = False  # the feed goes on: a silence cannot confirm that end
             self._expire_claims(now)
         if not self._started:
             self._started = True
@@ -1163,14 +1169,17 @@ class ReceiverCore:
         eos = self._eos_claim
         if eos is not None and eos.at + within <= now:
             self._eos_claim = None
-            self._drop(DROP_UNCONFIRMED, eos.source, None)
+            if eos.quiet:  # the feed fell silent after it, as it does after a real end
+                self._believe_end(eos.start, eos.data, eos.source, now)
+            else:
+                self._drop(DROP_UNCONFIRMED, eos.source, None)
 
     def _on_end_of_session(
         self, seq: int, data: bytes, source: Source, now: float, addr: Address | None
     ) -> None:
         """End of session at ``seq``: believed when the stream reached exactly ``seq``, or
         another end of session names the same number (not a copy of it, unless it is the
-        third)."""
+        third), or nothing else of the session came for ``confirm_within`` after it."""
         if self._eos is not None:
             if seq != self._eos:
                 self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
@@ -1201,6 +1210,11 @@ class ReceiverCore:
         if claim is not None and claim.start != seq:  # another end was claimed: false
             self._drop(DROP_EOS_CONTRADICTED, claim.source, claim.addr, once=True)
         self._eos_claim = None
+        self._believe_end(seq, data, source, now)
+
+    def _believe_end(self, seq: int, data: bytes, source: Source, now: float) -> None:
+        """The session ends at ``seq``: request what is missing before it; what was kept
+        aside beyond it can never be confirmed."""
         self._take_claims(seq, now, data, source, seq)
         self._eos = seq
         if seq > self._horizon:

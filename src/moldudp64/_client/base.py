@@ -115,6 +115,7 @@ class ClientBase(ClientRecords):
             backlog_pauses=self._backlog.pauses,
             internal_errors=self._n_internal,
             receiver=None if self._core is None else self._core.stats,
+            backlog=self._backlog.level,
         )
 
     def _check_unopened(self) -> None:

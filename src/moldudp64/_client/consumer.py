@@ -86,6 +86,8 @@ class ClientStats:
     backlog_pauses: int
     internal_errors: int
     receiver: Any
+    #: Messages handed to the consumer and not yet taken (0 in pull mode).
+    backlog: int = 0
 
 
 class EventPolicy:

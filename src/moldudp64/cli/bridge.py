@@ -196,6 +196,8 @@ def cmd_listen_nats(args: argparse.Namespace) -> int:
     from .sinks import open_sink
 
     source: NatsSource = args.group
+    if getattr(args, "metrics_port", None) is not None:
+        raise UsageError("--metrics-port is not served for a nats:// source yet")
     for option in ("request_server", "line_b", "capture", "request_delay"):
         if getattr(args, option, None):
             raise UsageError(f"--{option.replace('_', '-')} does not apply to a nats:// source")
@@ -309,6 +311,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError("serve takes --input or --nats, not both")
     if args.stream is None:
         raise UsageError("serve --nats needs --stream NAME")
+    if getattr(args, "metrics_port", None) is not None:
+        raise UsageError("--metrics-port is not served with --nats yet")
     from ..jetstream import JetStreamStore
     from ..sync.server import RerequestServer
 

@@ -20,6 +20,7 @@ from ..events import (
     Source,
 )
 from ..exceptions import MoldUDP64Error
+from ..metrics import ClientCollector, start_metrics
 from ..net import DEFAULT_RCVBUF
 from ..sync.client import MoldUDP64
 from .bridge import NatsSource, cmd_listen_nats
@@ -288,7 +289,14 @@ def cmd_listen(args: argparse.Namespace) -> int:
     )
     status = _Status(_stderr_is_terminal())
     t0 = time.monotonic()
+    metrics = None
     try:
+        metrics = start_metrics(
+            args.metrics_port,
+            args.metrics_addr,
+            ClientCollector(lambda: client.stats),
+            announce=lambda url: _say(f"moldudp64 listen: metrics on {url}"),
+        )
         client.open()
         if hook is not None:
             hook.opened(client.local_request_address)
@@ -310,6 +318,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
         finally:
             client.close()
     finally:
+        if metrics is not None:
+            metrics.close()
         try:
             sink.close()
         finally:

@@ -180,6 +180,32 @@ def _add_rate_limit(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _metrics_port(text: str) -> int:
+    value = int(text) if text.strip().isdigit() else -1
+    if not 0 <= value <= 65535:
+        raise ValueError(f"{text!r} is not a port number (0: any free port)")
+    return value
+
+
+def _add_metrics(p: argparse.ArgumentParser) -> None:
+    """--metrics-port / --metrics-addr: Prometheus metrics over HTTP (every long-running
+    command; needs the [metrics] extra)."""
+    p.add_argument(
+        "--metrics-port",
+        metavar="PORT",
+        type=_type("port", _metrics_port),
+        help="serve Prometheus metrics on http://ADDR:PORT/metrics while running (0: any "
+        "free port, announced on stderr); needs pip install 'moldudp64[metrics]'",
+    )
+    p.add_argument(
+        "--metrics-addr",
+        metavar="ADDR",
+        type=IPV4,
+        default="127.0.0.1",
+        help="address the metrics are served on (default 127.0.0.1)",
+    )
+
+
 def _add_output(p: argparse.ArgumentParser, default: str | None) -> None:
     p.add_argument(
         "--output",
@@ -320,6 +346,7 @@ def _add_listen(sub: Any) -> None:
         metavar="PATH.pcap|PATH.pcapng",
         help="also record the raw datagrams (pcapng for a .pcapng path, else classic pcap)",
     )
+    _add_metrics(p)
     p.set_defaults(func=_Command("listen", "cmd_listen"))
 
 
@@ -382,6 +409,7 @@ def _add_publish(sub: Any) -> None:
     p.add_argument("--seed", metavar="N", type=SEED, help="seed of the faults and the generator")
     _add_allow(p)
     _add_rate_limit(p)
+    _add_metrics(p)
     p.set_defaults(func=_Command("publish", "cmd_publish"))
 
 
@@ -420,6 +448,7 @@ def _add_serve(sub: Any) -> None:
     )
     _add_allow(p)
     _add_rate_limit(p)
+    _add_metrics(p)
     p.set_defaults(func=_Command("bridge", "cmd_serve"))
 
 

@@ -14,6 +14,7 @@ from ..events import (
     Address,
 )
 from ..faults import FaultInjector
+from ..metrics import PublisherCollector, RerequestCollector, start_metrics
 from ..rerequest import DEFAULT_RATE_LIMIT, RateLimit
 from ..store import BinaryFileStore, MemoryStore, ReplayStore
 from ..sync.server import Publisher, RerequestServer
@@ -106,6 +107,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     bind = args.interface or "0.0.0.0"
     status = _Status(_stderr_is_terminal())
     t0 = time.monotonic()
+    metrics = None
     try:
         publisher = Publisher(
             args.session,
@@ -122,6 +124,13 @@ def cmd_publish(args: argparse.Namespace) -> int:
             faults=faults,
         )
         with publisher:
+            metrics = start_metrics(
+                args.metrics_port,
+                args.metrics_addr,
+                PublisherCollector(lambda: publisher.stats),
+                RerequestCollector(lambda: publisher.rerequest_stats),
+                announce=lambda url: _say(f"moldudp64 publish: metrics on {url}"),
+            )
 
             def progress(done: int) -> None:
                 elapsed = time.monotonic() - t0
@@ -144,6 +153,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
             stats = result.stats
             rstats = publisher.rerequest_stats
     finally:
+        if metrics is not None:
+            metrics.close()
         if reader is not None:
             reader.close()
         store.close()
@@ -168,6 +179,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     _check_binaryfile_input(args.input, "serve")
     store = BinaryFileStore(args.input)
+    metrics = None
     try:
         server = RerequestServer(
             args.session,
@@ -178,6 +190,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             allow=args.allow,
         )
         with server:
+            metrics = start_metrics(
+                args.metrics_port,
+                args.metrics_addr,
+                RerequestCollector(lambda: server.stats),
+                announce=lambda url: _say(f"moldudp64 serve: metrics on {url}"),
+            )
             server.start()
             host, port = server.address
             interrupted = False
@@ -194,6 +212,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 interrupted = True
             stats = server.stats
     finally:
+        if metrics is not None:
+            metrics.close()
         store.close()
     _say(
         f"moldudp64 serve: {'interrupted' if interrupted else 'done'}: "
