@@ -34,8 +34,9 @@ What it trusts (nothing on the wire is authenticated, so each rule below is a de
   is kept aside as it is.
 - **An end of session is believed** when the stream reached exactly its number, or a
   second one names the same number (the rule above), or nothing else of the session came
-  for ``confirm_within`` after it (the silence that follows a real end). One below data already held is a
-  contradiction: reported once (``end_of_session_below_data``) and ignored; data beyond
+  for ``confirm_within`` after it (the silence that follows a real end). One below data
+  already held is a contradiction: reported once (``end_of_session_below_data``) and
+  ignored; data beyond
   one not yet believed disproves it (``end_of_session_contradicted``); data beyond one
   believed is dropped (``after_end_of_session``). After :class:`SessionEnded` nothing more
   of that session is delivered or reported (later datagrams are only counted).
