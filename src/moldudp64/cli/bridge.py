@@ -311,41 +311,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError("serve takes --input or --nats, not both")
     if args.stream is None:
         raise UsageError("serve --nats needs --stream NAME")
-    if getattr(args, "metrics_port", None) is not None:
-        raise UsageError("--metrics-port is not served with --nats yet")
     from ..jetstream import JetStreamStore
-    from ..sync.server import RerequestServer
 
     store = JetStreamStore(_nats_servers(args), args.stream, args.session)
-    interrupted = False
     try:
-        server = RerequestServer(
-            args.session,
-            store,
-            (args.bind, args.port),
-            max_payload=args.max_payload,
-            rate_limit=publish._rate_limit_option(args),
-            allow=args.allow,
+        what = (
+            f"session {args.session!r} from stream {args.stream} "
+            f"(messages {store.first_seq_num}..{store.next_seq_num - 1} so far)"
         )
-        with server:
-            host, port = server.address
-            try:
-                _say(
-                    f"moldudp64 serve: session {args.session!r} from stream {args.stream} "
-                    f"(messages {store.first_seq_num}..{store.next_seq_num - 1} so far) "
-                    f"on {host}:{port}"
-                )
-                deadline = None if args.duration is None else time.monotonic() + args.duration
-                while deadline is None or time.monotonic() < deadline:
-                    left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
-                    time.sleep(max(0.0, left))
-            except KeyboardInterrupt:
-                interrupted = True
-            stats = server.stats
-    finally:
+    except BaseException:
         store.close()
-    _say(
-        f"moldudp64 serve: {'interrupted' if interrupted else 'done'}: "
-        + publish._rerequest_summary(stats, "requests")
-    )
-    return EXIT_INTERRUPTED if interrupted else EXIT_OK
+        raise
+    return publish.serve_store(args, store, what)

@@ -179,6 +179,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     _check_binaryfile_input(args.input, "serve")
     store = BinaryFileStore(args.input)
+    return serve_store(
+        args, store, f"{len(store)} messages of session {args.session!r} from {args.input}"
+    )
+
+
+def serve_store(args: argparse.Namespace, store: Any, what: str) -> int:
+    """Answer re-requests for ``args.session`` from ``store`` (closed at the end) until
+    ``--duration`` or a stop signal, with metrics when asked; then the summary."""
     metrics = None
     try:
         server = RerequestServer(
@@ -196,14 +204,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 RerequestCollector(lambda: server.stats),
                 announce=lambda url: _say(f"moldudp64 serve: metrics on {url}"),
             )
-            server.start()
             host, port = server.address
             interrupted = False
             try:  # a signal right after the announcement still gets the summary
-                _say(
-                    f"moldudp64 serve: {len(store)} messages of session {args.session!r} "
-                    f"from {args.input} on {host}:{port}"
-                )
+                _say(f"moldudp64 serve: {what} on {host}:{port}")
                 deadline = None if args.duration is None else time.monotonic() + args.duration
                 while deadline is None or time.monotonic() < deadline:
                     left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
