@@ -204,7 +204,9 @@ def test_asyncio_ab_lines_that_cover_each_other_need_no_request(
         assert server.requests == 0
     assert got == expected(msgs)
     assert c.stats.requests_sent == 0 and c.lost_ranges == []
-    assert c.stats.receiver.gaps_detected > 0
+    # line A did lose packets and line B brought them (often before A's next packet was
+    # even confirmed, so no gap opened at all)
+    assert c.stats.receiver.packets[Source.LINE_A] < len(packets) - len(packets) // 20
 
 
 @pytest.mark.parametrize(("lag", "delay"), AB_CASES, ids=["back-to-back", "b-lags"])
