@@ -292,23 +292,8 @@ def _add_inspect(sub: Any) -> None:
     p.set_defaults(func=_Command("inspect", "cmd_inspect"))
 
 
-def _add_listen(sub: Any) -> None:
-    """The ``listen`` command's arguments."""
-    p = sub.add_parser(
-        "listen",
-        help="join a feed, recover gaps, write every message in order",
-        description="Join a MoldUDP64 feed, recover gaps from the re-request servers and "
-        "write every message in sequence order exactly once.",
-        epilog=EPILOG_LISTEN,
-        formatter_class=_RAW,
-    )
-    _add_verbose(p)
-    p.add_argument(
-        "group",
-        metavar="GROUP:PORT|nats://HOST:PORT/STREAM",
-        type=_feed_or_nats,
-        help="the feed (line A), or a session a bridge stored in JetStream stream STREAM",
-    )
+def _add_feed(p: argparse.ArgumentParser) -> None:
+    """How a command joins and recovers a feed (``listen`` and ``bridge``)."""
     p.add_argument(
         "--interface",
         metavar="ADDR|NAME",
@@ -333,7 +318,10 @@ def _add_listen(sub: Any) -> None:
         help="how long a new gap waits for the other line (or a late packet) before it is "
         "requested (default 0.005 with --line-b, else 0)",
     )
-    _add_output(p, "-")
+
+
+def _add_stop(p: argparse.ArgumentParser) -> None:
+    """When a receiving command stops (``listen`` and ``bridge``)."""
     p.add_argument("--count", metavar="N", type=COUNT, help="stop after N messages")
     p.add_argument(
         "--idle-timeout",
@@ -341,6 +329,28 @@ def _add_listen(sub: Any) -> None:
         type=POSITIVE_SECONDS,
         help="stop (exit 4) after this long without any packet",
     )
+
+
+def _add_listen(sub: Any) -> None:
+    """The ``listen`` command's arguments."""
+    p = sub.add_parser(
+        "listen",
+        help="join a feed, recover gaps, write every message in order",
+        description="Join a MoldUDP64 feed, recover gaps from the re-request servers and "
+        "write every message in sequence order exactly once.",
+        epilog=EPILOG_LISTEN,
+        formatter_class=_RAW,
+    )
+    _add_verbose(p)
+    p.add_argument(
+        "group",
+        metavar="GROUP:PORT|nats://HOST:PORT/STREAM",
+        type=_feed_or_nats,
+        help="the feed (line A), or a session a bridge stored in JetStream stream STREAM",
+    )
+    _add_feed(p)
+    _add_output(p, "-")
+    _add_stop(p)
     p.add_argument(
         "--capture",
         metavar="PATH.pcap|PATH.pcapng",
@@ -492,23 +502,8 @@ def _add_bridge(sub: Any) -> None:
         help="nats://HOST:PORT (repeatable)",
     )
     p.add_argument("--stream", metavar="NAME", required=True, help="the JetStream stream")
-    p.add_argument(
-        "--interface", metavar="ADDR|NAME", type=INTERFACE, default="0.0.0.0", help="as listen"
-    )
-    p.add_argument(
-        "--request-server", metavar="HOST:PORT", type=HOST_PORT, action="append", help="as listen"
-    )
-    p.add_argument("--session", type=SESSION, help="only this session (default: the first seen)")
-    p.add_argument("--start-seq", metavar="N", type=SEQ, help="first sequence number wanted")
-    p.add_argument("--line-b", metavar="GROUP:PORT", type=GROUP_PORT, help="the B line")
-    p.add_argument("--request-delay", metavar="SECONDS", type=SECONDS, help="as listen")
-    p.add_argument("--count", metavar="N", type=COUNT, help="stop after N messages")
-    p.add_argument(
-        "--idle-timeout",
-        metavar="SECONDS",
-        type=POSITIVE_SECONDS,
-        help="stop (exit 4) after this long without any packet",
-    )
+    _add_feed(p)
+    _add_stop(p)
     p.set_defaults(func=_Command("bridge", "cmd_bridge"))
 
 
