@@ -547,3 +547,32 @@ def test_a_lone_end_of_session_on_a_live_feed_is_not_believed_by_time() -> None:
 def _req(item: tuple[bytes, Address]) -> tuple[Address, int, int, Address]:
     packet = RetransmissionPacket.parse(item[0])
     return item[1], packet.seq_num, packet.msg_count, item[1]
+
+
+def test_a_server_out_of_rotation_that_has_answered_is_still_asked_before_giving_up() -> None:
+    """One late answer takes the only live server out of rotation (max_rerequest_retries=1):
+    the next gap is still requested from it, not reported lost."""
+    config = ReceiverConfig(
+        rerequest_server_addrs=SERVERS[:1],
+        expected_session_ident=S,
+        max_rerequest_retries=1,
+        server_retry_interval=100.0,
+        loss_grace=0.0,
+    )
+    c = ReceiverCore(config)
+    c.receive_datagram(build_packet(S, 1, [b"1"]), A, 0.0)
+    both(c, build_packet(S, 3, [b"3"]), 0.0)
+    c.datagrams_to_send(0.0)
+    c.receive_datagram(build_packet(S, 2, [b"2"]), R, 0.01, SERVERS[0])  # it answers
+    both(c, build_packet(S, 5, [b"5"]), 0.02)
+    c.datagrams_to_send(0.02)
+    c.handle_timer(0.07)  # the answer for 4 is late: out of rotation
+    assert [e for e in c.events_received() if isinstance(e, ServerDisabled)]
+    assert [RetransmissionPacket.parse(d).seq_num for d, _ in c.datagrams_to_send(0.07)] == [4]
+    c.receive_datagram(build_packet(S, 4, [b"4"]), R, 0.08, SERVERS[0])
+    assert taken(c.events_received()) == [b"4", b"5"] and c.stats.messages_lost == 0
+
+
+def both(c: ReceiverCore, data: bytes, now: float) -> None:
+    c.receive_datagram(data, A, now)
+    c.receive_datagram(data, B, now)

@@ -1607,8 +1607,8 @@ class ReceiverCore:
     def _choose(self, now: float, avoid: tuple[_Server, ...]) -> list[_Server]:
         """The servers to send a request to.
 
-        Servers in rotation (else those out of it that are due for another try), less the
-        ones in ``avoid`` (whose attempt just went unanswered) while another is left.
+        Servers in rotation (else those out of it that are due for another try, else those
+        out of it that have answered before), less the ones in ``avoid`` (whose attempt just went unanswered) while another is left.
         Those with nothing unanswered since their last answer come first, then those never
         tried, then by how many requests they left unanswered; equals take turns. A retry
         when no server is known to answer goes to every other candidate at once, so one
@@ -1619,7 +1619,11 @@ class ReceiverCore:
         if not usable:
             usable = [s for s in servers if s.retry_at <= now]
             if not usable:
-                return []
+                # all out of rotation: one that has answered before is still worth asking
+                # while the range has attempts left (a late answer is no death)
+                usable = [s for s in servers if s.answers]
+                if not usable:
+                    return []
         pool = [s for s in usable if s not in avoid] if avoid else usable
         if not pool:
             pool = usable
