@@ -1608,7 +1608,8 @@ class ReceiverCore:
         """The servers to send a request to.
 
         Servers in rotation (else those out of it that are due for another try, else those
-        out of it that have answered before), less the ones in ``avoid`` (whose attempt just went unanswered) while another is left.
+        out of it that have answered before), less the ones in ``avoid`` (whose attempt just
+        went unanswered) while another is left.
         Those with nothing unanswered since their last answer come first, then those never
         tried, then by how many requests they left unanswered; equals take turns. A retry
         when no server is known to answer goes to every other candidate at once, so one
