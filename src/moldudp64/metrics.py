@@ -104,16 +104,23 @@ class Collects(Protocol):
         ...
 
 
-class ClientCollector:
-    """A client's metrics (``listen``, ``bridge``): ``stats`` returns its ClientStats."""
+class _SnapshotCollector:
+    """Metrics read from a stats snapshot at scrape time: ``stats`` returns the snapshot,
+    every metric name starts with ``prefix``."""
 
-    def __init__(self, stats: Callable[[], Any], prefix: str = "moldudp64") -> None:
+    default_prefix = "moldudp64"
+
+    def __init__(self, stats: Callable[[], Any], prefix: str | None = None) -> None:
         self.stats = stats
-        self.prefix = prefix
+        self.prefix = self.default_prefix if prefix is None else prefix
 
     def describe(self) -> list[Metric]:
         """Nothing up front: the registry then never calls collect() at registration."""
         return []
+
+
+class ClientCollector(_SnapshotCollector):
+    """A client's metrics (``listen``, ``bridge``): ``stats`` returns its ClientStats."""
 
     def collect(self) -> Iterator[Metric]:
         """The metrics of one snapshot of the client's and its core's counters."""
@@ -192,17 +199,11 @@ class ClientCollector:
         yield _gauge(f"{p}_session_ended", "1 once the session ended.", int(core.ended))
 
 
-class RerequestCollector:
+class RerequestCollector(_SnapshotCollector):
     """A re-request server's metrics (``serve``, ``publish``): ``stats`` returns its
     RerequestStats, or None (no server)."""
 
-    def __init__(self, stats: Callable[[], Any], prefix: str = "moldudp64_rerequest") -> None:
-        self.stats = stats
-        self.prefix = prefix
-
-    def describe(self) -> list[Metric]:
-        """Nothing up front (see :meth:`ClientCollector.describe`)."""
-        return []
+    default_prefix = "moldudp64_rerequest"
 
     def collect(self) -> Iterator[Metric]:
         """The metrics of one snapshot of the server's counters."""
@@ -222,16 +223,10 @@ class RerequestCollector:
         yield _gauge(f"{p}_sources", "Requesting hosts the rate limiter tracks now.", s.sources)
 
 
-class PublisherCollector:
+class PublisherCollector(_SnapshotCollector):
     """A publisher's metrics (``publish``): ``stats`` returns its PublisherStats."""
 
-    def __init__(self, stats: Callable[[], Any], prefix: str = "moldudp64_published") -> None:
-        self.stats = stats
-        self.prefix = prefix
-
-    def describe(self) -> list[Metric]:
-        """Nothing up front (see :meth:`ClientCollector.describe`)."""
-        return []
+    default_prefix = "moldudp64_published"
 
     def collect(self) -> Iterator[Metric]:
         """The metrics of one snapshot of the publisher's counters."""
