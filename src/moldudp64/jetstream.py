@@ -40,9 +40,10 @@ import bisect
 import contextlib
 import logging
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
+from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any
 
 from .events import Event, Message, MessagesDelivered, MessagesLost, SessionEnded
@@ -62,6 +63,7 @@ __all__ = [
     "DEFAULT_OUTAGE",
     "DEFAULT_WINDOW",
     "Bridge",
+    "BridgeStats",
     "JetStreamError",
     "JetStreamStore",
     "Record",
@@ -257,10 +259,32 @@ def _decode(msg: RawStreamMsg) -> Record:
     return Record(msg.seq or 0, kind, seq, count, messages, headers.get("Mold-Reason", ""))
 
 
+@dataclass(frozen=True, slots=True)
+class BridgeStats:
+    """A snapshot of a :class:`Bridge`'s counters (``bridge --metrics-port`` serves them).
+
+    ``lag_messages`` are messages of the newest session the bridge has taken from the feed
+    and not yet seen stored (by it or another bridge); ``lag_seconds`` is how long the
+    oldest of them has waited (0 when all are stored).
+    """
+
+    records_appended: int
+    records_skipped: int
+    conflicts: int
+    messages_stored: int
+    publish_errors: int
+    session: str | None
+    taken_next_seq: int
+    stored_next_seq: int
+    lag_messages: int
+    lag_seconds: float
+
+
 class _Session:
     """What a bridge knows of one session's stored tail."""
 
-    def __init__(self, subject: str) -> None:
+    def __init__(self, session: str, subject: str) -> None:
+        self.session = session
         self.subject = subject
         self.last_stream_seq = 0  # of the session's last record; 0: none
         self.next_seq: int | None = None  # one past the last stored number
@@ -320,6 +344,56 @@ class Bridge:
         self.conflicts = 0
         #: Messages this bridge stored (in its own records).
         self.messages_stored = 0
+        #: Appends that failed: the stream away or refusing (each retried or fatal).
+        self.publish_errors = 0
+        # Lag: the newest session taken, one past its last number taken and stored, and
+        # (one past the last number, loop time) per event taken and not yet stored.
+        self._lag_session: str | None = None
+        self._taken_next = 0
+        self._stored_next = 0
+        self._taken: deque[tuple[int, float]] = deque()
+
+    @property
+    def stats(self) -> BridgeStats:
+        """The counters and the lag behind the feed, now (safe from another thread)."""
+        taken: list[tuple[int, float]] = []
+        for _ in range(3):  # the loop's thread may change the deque meanwhile
+            try:
+                taken = list(self._taken)
+                break
+            except RuntimeError:
+                continue
+        stored = self._stored_next
+        waiting = [t for nxt, t in taken if nxt > stored]
+        return BridgeStats(
+            records_appended=self.appended,
+            records_skipped=self.skipped,
+            conflicts=self.conflicts,
+            messages_stored=self.messages_stored,
+            publish_errors=self.publish_errors,
+            session=self._lag_session,
+            taken_next_seq=self._taken_next,
+            stored_next_seq=stored,
+            lag_messages=max(0, self._taken_next - stored) if self._taken_next else 0,
+            lag_seconds=max(0.0, _monotonic() - waiting[0]) if waiting else 0.0,
+        )
+
+    def _note_taken(self, session: str, next_seq: int) -> None:
+        """Messages of ``session`` up to ``next_seq`` were taken from the feed now."""
+        if session != self._lag_session:
+            self._lag_session, self._stored_next = session, 0
+            self._taken.clear()
+        self._taken_next = max(self._taken_next, next_seq) if self._taken else next_seq
+        self._taken.append((next_seq, _monotonic()))
+
+    def _note_stored(self, state: _Session) -> None:
+        """The stream holds ``state``'s session up to its ``next_seq``."""
+        if state.next_seq is None or state.session != self._lag_session:
+            return
+        self._stored_next = max(self._stored_next, state.next_seq)
+        taken = self._taken
+        while taken and taken[0][0] <= self._stored_next:
+            taken.popleft()
 
     # -- intake ------------------------------------------------------------------------
     async def run(self, events: AsyncIterable[Event | Message] | Iterable[Event | Message]) -> None:
@@ -340,12 +414,20 @@ class Bridge:
         try:
             if isinstance(events, AsyncIterable):
                 async for ev in events:
+                    self._take(ev)
                     await self._queue.put(ev)
             else:
                 for ev in events:
+                    self._take(ev)
                     await self._queue.put(ev)
         finally:
             await self._queue.put(None)
+
+    def _take(self, ev: Event | Message) -> None:
+        if isinstance(ev, MessagesDelivered):
+            self._note_taken(ev.session, ev.seq_num + len(ev.messages))
+        elif isinstance(ev, Message):
+            self._note_taken(ev.session, ev.seq_num + 1)
 
     async def _drain(self) -> None:
         queue = self._queue
@@ -406,7 +488,9 @@ class Bridge:
     def _session(self, session: str) -> _Session:
         state = self._sessions.get(session)
         if state is None:
-            state = self._sessions[session] = _Session(session_subject(self.stream, session))
+            state = self._sessions[session] = _Session(
+                session, session_subject(self.stream, session)
+            )
         return state
 
     async def _sync(self, state: _Session) -> None:
@@ -420,6 +504,7 @@ class Bridge:
         state.last_stream_seq = record.stream_seq
         state.next_seq = record.next_seq
         state.ended = record.kind == "end"
+        self._note_stored(state)
 
     async def _append(
         self, session: str, kind: str, seq: int, count: int, messages: list[bytes], reason: str = ""
@@ -474,6 +559,7 @@ class Bridge:
                 )
                 break
             except _transient() as exc:
+                self.publish_errors += 1
                 now = asyncio.get_running_loop().time()
                 if self._trouble_since is None:
                     self._trouble_since = now
@@ -487,12 +573,13 @@ class Bridge:
                 return False
             except nats.js.errors.APIError as exc:
                 if exc.err_code == _WRONG_LAST_SEQUENCE:
-                    self.conflicts += 1
+                    self.conflicts += 1  # another bridge appended first: not an error
                     await self._sync_quietly(state)
                     return False
                 if exc.err_code == _IN_PROCESS:
                     await asyncio.sleep(0.01 * (attempt + 1))
                     continue
+                self.publish_errors += 1
                 raise JetStreamError(f"append to {self.stream} refused: {exc}") from exc
         else:
             raise JetStreamError(f"append to {self.stream}: duplicate still in process")
@@ -505,6 +592,7 @@ class Bridge:
         state.last_stream_seq = ack.seq
         state.next_seq = seq + count
         state.ended = kind == "end"
+        self._note_stored(state)
         return True
 
     async def _sync_quietly(self, state: _Session) -> None:
