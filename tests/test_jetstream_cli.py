@@ -14,10 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import assert_one_line_error, jsonl, run, start
+from cli_helpers import assert_one_line_error, finish, jsonl, run, start
 from client_support import free_udp_port
+from metrics_helpers import assert_gone, metric, start_with_metrics, wait_for
 from moldudp64.binaryfile import BinaryFileReader
 from moldudp64.cli.itchgen import generate_itch
+from moldudp64.faults import FaultInjector
+from moldudp64.store import MemoryStore
+from moldudp64.sync.server import Publisher
 from moldudp64.wire import Packet, RetransmissionRequest
 
 pytest.importorskip("nats", reason="nats-py is not installed (pip install '.[test]')")
@@ -155,11 +159,86 @@ def test_bridge_exits_4_when_idle_and_130_when_terminated(
         bridge.wait()
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ("listen", "nats://127.0.0.1:4222/FEED", "--metrics-port", "0"),
-    ],
-)  # fmt: skip
-def test_metrics_are_refused_for_nats_sources_rather_than_ignored(args: tuple[str, ...]) -> None:
-    assert "--metrics-port is not served" in assert_one_line_error(run(*args), 2)
+def test_bridge_and_nats_listen_serve_metrics_while_they_run(
+    multicast: None, nats_url: str, tmp_path: Path
+) -> None:
+    """`bridge --metrics-port 0` shows the feed (client metrics) and what reached the stream
+    (bridge metrics, lag back to 0); a `listen nats://... --metrics-port 0` following the
+    stream shows what it wrote, then ends with the session."""
+    port = free_udp_port()
+    bridge, bridge_url = start_with_metrics(
+        "bridge", f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
+        "--request-server", f"127.0.0.1:{port + 1}", "--idle-timeout", "20", ready="joined",
+    )  # fmt: skip
+    out = tmp_path / "replay.bin"
+    reader = None
+    try:
+        publisher = Publisher(
+            SESSION,
+            (GROUP, port),
+            store=MemoryStore(),
+            rerequest_bind=("127.0.0.1", port + 1),
+            faults=FaultInjector(0.1, 0.0, 0.0, seed=5),
+            end_of_session_duration=0.3,
+        )
+        with publisher:
+            for i in range(40):
+                publisher.publish_many(b"msg-%05d" % (i * 100 + j) for j in range(100))
+                publisher.flush()
+                time.sleep(0.002)
+            fed = wait_for(
+                bridge_url,
+                lambda s: metric(s, "moldudp64_bridge_messages_stored_total") == 4000
+                and metric(s, "moldudp64_bridge_lag_messages") == 0,
+            )
+            assert metric(fed, "moldudp64_messages_delivered_total") == 4000
+            assert metric(fed, "moldudp64_gaps_detected_total") > 0  # 10% dropped...
+            assert metric(fed, "moldudp64_messages_recovered_total") > 0  # ...and recovered
+            assert metric(fed, "moldudp64_bridge_stored_next_seq") == 4001
+            assert metric(fed, "moldudp64_bridge_lag_seconds") == 0
+            assert metric(fed, "moldudp64_bridge_records_appended_total") >= 8  # 512 a record
+            assert metric(fed, "moldudp64_bridge_publish_errors_total") == 0
+
+            reader, reader_url = start_with_metrics(
+                "listen", f"{nats_url}/FEED", "-o", str(out), "--idle-timeout", "20",
+                ready="metrics on",
+            )  # fmt: skip
+            following = wait_for(
+                reader_url, lambda s: metric(s, "moldudp64_replay_messages_total") == 4000
+            )
+            assert metric(following, "moldudp64_replay_next_seq") == 4001
+            assert metric(following, "moldudp64_replay_lost_messages_total") == 0
+            assert metric(following, "moldudp64_replay_ended") == 0
+            publisher.end_session()
+        code, err = finish(bridge)
+        assert code == 0, err
+        assert "4000 messages received, 0 lost" in err
+        code, err = finish(reader)
+        assert code == 0, err
+        assert "4000 messages written" in err
+        assert_gone(reader_url)
+        assert_gone(bridge_url)
+        assert [bytes(m) for m in read_binaryfile(out)] == [b"msg-%05d" % i for i in range(4000)]
+    finally:
+        for proc in (bridge, reader):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.mark.parametrize("command", ["bridge", "listen"])
+def test_a_metrics_port_in_use_is_one_line_and_exit_2(
+    command: str, multicast: None, nats_url: str, tmp_path: Path
+) -> None:
+    args = {
+        "bridge": ["bridge", f"{GROUP}:{free_udp_port()}", "--nats", nats_url, "--stream", "FEED",
+                   "--idle-timeout", "5"],
+        "listen": ["listen", f"{nats_url}/FEED", "-o", str(tmp_path / "out.bin"),
+                   "--idle-timeout", "5"],
+    }[command]  # fmt: skip
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = run(*args, "--metrics-port", str(port))
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in assert_one_line_error(proc, 2)

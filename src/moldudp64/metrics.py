@@ -270,9 +270,9 @@ class FieldsCollector:
         if s is None:
             return
         for attr, doc in self.counters.items():
-            yield _counter(f"{self.prefix}_{attr}", doc, getattr(s, attr))
+            yield _counter(f"{self.prefix}_{attr}", doc, float(getattr(s, attr)))
         for attr, doc in self.gauges.items():
-            yield _gauge(f"{self.prefix}_{attr}", doc, getattr(s, attr))
+            yield _gauge(f"{self.prefix}_{attr}", doc, float(getattr(s, attr)))
 
 
 class MetricsServer:

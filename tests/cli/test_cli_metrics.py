@@ -11,15 +11,11 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("prometheus_client")
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from cli_helpers import (
     GROUP,
@@ -28,70 +24,13 @@ from cli_helpers import (
     finish,
     free_port,
     run,
-    start,
 )
+from metrics_helpers import assert_gone, delivered, metric, scrape, start_with_metrics, wait_for
 from moldudp64.binaryfile import write_binaryfile
 from moldudp64.faults import FaultInjector
 from moldudp64.store import MemoryStore
 from moldudp64.sync.server import Publisher
 from moldudp64.wire import RetransmissionPacket
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def scrape(url: str) -> Samples:
-    """Every sample at ``url``, by (name, sorted labels)."""
-    with urllib.request.urlopen(url, timeout=5) as response:
-        assert response.headers["Content-Type"].startswith("text/plain")
-        text = response.read().decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def metric(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), -1.0)
-
-
-def start_with_metrics(*args: str, ready: str) -> tuple[subprocess.Popen[bytes], str]:
-    """Start the command with ``--metrics-port 0``; its metrics URL once it says ``ready``."""
-    proc = start(*args, "--metrics-port", "0")
-    assert proc.stderr is not None
-    url = None
-    seen = ""
-    while ready not in seen:
-        line = proc.stderr.readline().decode()
-        assert line, seen + proc.stderr.read().decode()
-        seen += line
-        found = re.search(r"metrics on (http://127\.0\.0\.1:\d+/metrics)", line)
-        if found:
-            url = found.group(1)
-    assert url is not None, seen
-    return proc, url
-
-
-def wait_for(url: str, check: Callable[[Samples], bool], timeout: float = 20) -> Samples:
-    """Scrape until ``check`` holds (the last scrape)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        samples = scrape(url)
-        if check(samples) or time.monotonic() > deadline:
-            return samples
-        time.sleep(0.05)
-
-
-def delivered(count: int) -> Callable[[Samples], bool]:
-    """Whether a scrape shows ``count`` messages delivered."""
-    return lambda s: metric(s, "moldudp64_messages_delivered_total") == count
-
-
-def assert_gone(url: str) -> None:
-    """Nothing answers at ``url`` any more: the metrics server stopped with the command."""
-    port = int(url.rsplit(":", 1)[1].split("/")[0])
-    with pytest.raises(OSError):
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
 def test_listen_metrics_move_with_the_feed_and_end_at_the_summary(

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..events import Event, MessagesDelivered, MessagesLost, SessionChanged, SessionEnded
+from ..metrics import ClientCollector, FieldsCollector, start_metrics
 from .common import (
     EXIT_IDLE,
     EXIT_INTERRUPTED,
@@ -26,6 +27,29 @@ from .options import _session_label
 
 #: How often the commands look at the stop flag and the idle clock (seconds).
 _TICK = 0.25
+
+#: ``bridge --metrics-port``: BridgeStats fields served as ``moldudp64_bridge_*``.
+BRIDGE_COUNTERS = {
+    "records_appended": "Stream messages (records) this bridge appended.",
+    "records_skipped": "Records not appended: another bridge had stored them first.",
+    "conflicts": "Appends refused because another bridge appended first (then re-read).",
+    "messages_stored": "MoldUDP64 messages this bridge stored.",
+    "publish_errors": "Appends that failed: the stream away or refusing (retried, or fatal).",
+}
+BRIDGE_GAUGES = {
+    "lag_messages": "Messages taken from the feed and not yet stored in the stream.",
+    "lag_seconds": "How long the oldest message not yet stored has waited.",
+    "stored_next_seq": "One past the last sequence number stored in the stream.",
+}
+#: ``listen nats://... --metrics-port``: the replay's counts, served as ``moldudp64_replay_*``.
+REPLAY_COUNTERS = {
+    "messages": "Messages written from the stream.",
+    "lost_messages": "Messages the stream records as lost (or no record covers).",
+}
+REPLAY_GAUGES = {
+    "next_seq": "One past the last sequence number written or reported lost.",
+    "ended": "1 once the stored end of session was read.",
+}
 
 
 @dataclass(frozen=True)
@@ -51,6 +75,8 @@ def parse_nats_source(text: str) -> NatsSource:
 
 @dataclass
 class _Tally:
+    """What a bridge or a nats:// listen has done so far (its summary, and its metrics)."""
+
     messages: int = 0
     lost_messages: int = 0
     lost: list[tuple[int, int]] | None = None
@@ -58,8 +84,11 @@ class _Tally:
     idle: bool = False
     interrupted: bool = False
     session: str | None = None
+    next_seq: int = 0  # one past the last number written or lost (nats:// listen)
 
     def lose(self, ev: MessagesLost) -> None:
+        """Count a lost range (the first ranges are kept for the summary)."""
+        self.next_seq = ev.last_seq + 1
         if self.lost is None:
             self.lost = []
         if len(self.lost) < MAX_LOST_RANGES_KEPT:
@@ -117,6 +146,7 @@ async def _bridge(
     from ..jetstream import Bridge, connect, ensure_stream, jetstream_errors
 
     nc = await connect(servers)
+    metrics = None
     try:
         with jetstream_errors(f"bridge to stream {args.stream}"):
             js = nc.jetstream()
@@ -131,6 +161,15 @@ async def _bridge(
                 line_b_addr=args.line_b,
                 request_delay=args.request_delay,
             )
+            metrics = start_metrics(
+                args.metrics_port,
+                args.metrics_addr,
+                ClientCollector(lambda: client.stats),
+                FieldsCollector(
+                    lambda: bridge.stats, "moldudp64_bridge", BRIDGE_COUNTERS, BRIDGE_GAUGES
+                ),
+                announce=lambda url: _say(f"moldudp64 bridge: metrics on {url}"),
+            )
             tally = _Tally()
             async with await client.open():
                 _say(
@@ -140,6 +179,8 @@ async def _bridge(
                 await bridge.run(_watch(client, args, tally, stop))
             return tally, bridge.appended
     finally:
+        if metrics is not None:
+            metrics.close()
         await nc.close()
 
 
@@ -196,17 +237,26 @@ def cmd_listen_nats(args: argparse.Namespace) -> int:
     from .sinks import open_sink
 
     source: NatsSource = args.group
-    if getattr(args, "metrics_port", None) is not None:
-        raise UsageError("--metrics-port is not served for a nats:// source yet")
     for option in ("request_server", "line_b", "capture", "request_delay"):
         if getattr(args, option, None):
             raise UsageError(f"--{option.replace('_', '-')} does not apply to a nats:// source")
-    sink = open_sink(args.output, args.format, args.decode)
+    tally = _Tally()
+    metrics = start_metrics(
+        args.metrics_port,
+        args.metrics_addr,
+        FieldsCollector(lambda: tally, "moldudp64_replay", REPLAY_COUNTERS, REPLAY_GAUGES),
+        announce=lambda url: _say(f"moldudp64 listen: metrics on {url}"),
+    )
     try:
-        with _StopFlag() as stop:
-            tally = asyncio.run(_replay(args, source, sink, stop))
+        sink = open_sink(args.output, args.format, args.decode)
+        try:
+            with _StopFlag() as stop:
+                asyncio.run(_replay(args, source, sink, stop, tally))
+        finally:
+            sink.close()
     finally:
-        sink.close()
+        if metrics is not None:
+            metrics.close()
     label = _session_label(tally.session) if tally.session is not None else "none"
     _say(
         f"moldudp64 listen: {tally.end_text(args.idle_timeout, args.count)}: "
@@ -219,11 +269,10 @@ def cmd_listen_nats(args: argparse.Namespace) -> int:
 
 
 async def _replay(
-    args: argparse.Namespace, source: NatsSource, sink: Any, stop: _StopFlag
+    args: argparse.Namespace, source: NatsSource, sink: Any, stop: _StopFlag, tally: _Tally
 ) -> _Tally:
     from ..jetstream import connect, jetstream_errors
 
-    tally = _Tally()
     nc = await connect(source.url)
     try:
         with jetstream_errors(f"stream {source.stream}"):
@@ -284,9 +333,11 @@ async def _consume(
                 messages = messages[: args.count - tally.messages]
                 sink.write(session, ev.seq_num, messages)
                 tally.messages += len(messages)
+                tally.next_seq = ev.seq_num + len(messages)
                 return
             sink.write(session, ev.seq_num, messages)
             tally.messages += len(messages)
+            tally.next_seq = ev.seq_num + len(messages)
         elif isinstance(ev, MessagesLost):
             tally.lose(ev)
         elif isinstance(ev, SessionEnded):

@@ -504,6 +504,7 @@ def _add_bridge(sub: Any) -> None:
     p.add_argument("--stream", metavar="NAME", required=True, help="the JetStream stream")
     _add_feed(p)
     _add_stop(p)
+    _add_metrics(p)
     p.set_defaults(func=_Command("bridge", "cmd_bridge"))
 
 
