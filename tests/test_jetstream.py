@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from client_support import SESSION, end_of_session, make_messages, make_packets, publish
+from moldudp64.asyncio.server import AsyncRerequestServer
 from moldudp64.events import Event, Message, MessagesDelivered, MessagesLost, SessionEnded
 from moldudp64.sync.server import RerequestServer
 
@@ -34,6 +35,7 @@ from moldudp64.jetstream import (  # noqa: E402
     connect,
     ensure_stream,
     find_record,
+    iter_session,
     read_session,
     session_subject,
 )
@@ -326,6 +328,31 @@ def test_a_reader_with_idle_timeout_stops_on_an_unfinished_session(nats_url: str
     assert run(main()) == as_messages(msgs[89:], 90)
 
 
+def test_the_blocking_reader_gives_what_the_async_one_gives(nats_url: str) -> None:
+    """iter_session: a plain for loop over the stored session (no event loop of one's own)."""
+    msgs = make_messages(1500)
+    events: list[Event] = [
+        MessagesDelivered(SESSION, 1, msgs[:600]),
+        MessagesLost(SESSION, 601, 620, "no server answered"),
+        MessagesDelivered(SESSION, 621, msgs[620:]),
+        SessionEnded(SESSION, 1501),
+    ]
+    run(bridge(nats_url, events))
+    assert list(iter_session(nats_url, STREAM)) == run(stored(nats_url))  # newest session
+    batches = list(iter_session(nats_url, STREAM, SESSION, 590, batches=True))
+    assert batches[0] == MessagesDelivered(SESSION, 590, msgs[589:600])
+    assert batches[1] == MessagesLost(SESSION, 601, 620, "no server answered")
+    assert batches[-1] == SessionEnded(SESSION, 1501)
+    first_three = []
+    for item in iter_session(nats_url, STREAM, SESSION, 1000):
+        first_three.append(item)
+        if len(first_three) == 3:
+            break  # leaving the loop closes the connection
+    assert first_three == as_messages(msgs[999:1002], 1000)
+    with pytest.raises(JetStreamError, match="no stream NOSUCH"):
+        list(iter_session(nats_url, "NOSUCH", SESSION))
+
+
 def test_foreign_messages_on_the_subject_are_a_typed_error(nats_url: str) -> None:
     async def main() -> None:
         nc = await connect(nats_url)
@@ -390,6 +417,46 @@ def test_a_rerequest_server_answers_from_the_stream(nats_url: str) -> None:
 
             assert run(main()) == as_messages(msgs)
             assert server.stats.answers > 0
+    finally:
+        store.close()
+
+
+def test_the_asyncio_rerequest_server_answers_from_the_stream_off_its_loop(nats_url: str) -> None:
+    """AsyncRerequestServer reads a JetStreamStore (blocking_io) in its worker thread: a
+    client on the same event loop recovers every dropped packet from it."""
+    msgs = make_messages(3000)
+    run(bridge(nats_url, feed_events(msgs, [250])))
+    store = JetStreamStore(nats_url, STREAM, SESSION, cache_records=2)
+    packets = make_packets(msgs)
+
+    async def main() -> tuple[list[Message], int]:
+        line = open_unicast_socket(("127.0.0.1", 0), rcvbuf=4 << 20)
+        rereq = open_unicast_socket(("127.0.0.1", 0))
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        async with await AsyncRerequestServer.create(SESSION, store) as server:
+            client = AsyncMoldUDP64(
+                ("239.192.7.1", 30001),
+                rerequest_server_addrs=[server.address],
+                receiver_options=FAST,
+            )
+            try:
+                async with await client.open_with_sockets(line, rereq):
+                    publish(
+                        tx,
+                        line.getsockname(),
+                        [*packets, end_of_session(msgs)],
+                        lambda i: i < len(packets) and i % 5 == 2,  # 20% of the data
+                        3,
+                    )
+                    got = [m async for m in client.messages(timeout=5)]
+                    return got, server.stats.answers
+            finally:
+                tx.close()
+
+    try:
+        got, answers = run(main())
+        assert got == as_messages(msgs)
+        assert answers > 0
     finally:
         store.close()
 

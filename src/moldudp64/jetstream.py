@@ -70,6 +70,7 @@ __all__ = [
     "connect",
     "ensure_stream",
     "find_record",
+    "iter_session",
     "jetstream_errors",
     "latest_session",
     "read_batches",
@@ -776,12 +777,57 @@ async def read_session(
             yield ev
 
 
+def iter_session(
+    servers: str | list[str],
+    stream: str,
+    session: str | None = None,
+    start_seq: int = 1,
+    *,
+    idle_timeout: float | None = None,
+    batches: bool = False,
+) -> Iterator[Message | MessagesDelivered | MessagesLost | SessionEnded]:
+    """The blocking API: :func:`read_session` (or :func:`read_batches` with ``batches``)
+    from a plain ``for`` loop, with its own connection to ``servers`` and a private event
+    loop in the calling thread (so not from inside a coroutine). ``session`` None: the
+    stream's newest. Breaking out of the loop (or ``close()``) closes the connection;
+    nats-py's errors arrive as :class:`JetStreamError`."""
+    loop = asyncio.new_event_loop()
+    nc: NATS | None = None
+    items: AsyncIterator[Any] | None = None
+    try:
+        with jetstream_errors(f"stream {stream}"):
+            nc = loop.run_until_complete(connect(servers))
+            js = nc.jetstream()
+            if session is None:
+                session = loop.run_until_complete(latest_session(js, stream))
+                if session is None:
+                    raise JetStreamError(f"stream {stream} holds no session yet")
+            read = read_batches if batches else read_session
+            items = read(js, stream, session, start_seq, idle_timeout=idle_timeout)
+            while True:
+                try:
+                    item = loop.run_until_complete(anext(items))
+                except StopAsyncIteration:
+                    return
+                yield item
+    finally:
+        if items is not None:
+            with contextlib.suppress(Exception):  # closing anyway
+                loop.run_until_complete(items.aclose())  # type: ignore[attr-defined]
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(nc.close())
+        loop.close()
+
+
 # -- the re-request store ------------------------------------------------------------------
 class JetStreamStore:
     """A read-only :class:`~moldudp64.store.MessageStore` over one stored session.
 
     Runs its own NATS connection on a private event-loop thread, so the blocking and the
-    asyncio re-request servers both call it as they call any store. Records read are kept
+    asyncio re-request servers both call it as they call any store (``blocking_io`` is
+    true: a cache miss waits one round trip, so the asyncio server calls it from a worker
+    thread). Records read are kept
     in an LRU cache of ``cache_records`` records (at most ``cache_records * window``
     messages); ``next_seq_num`` is re-read at most every ``refresh`` seconds.
     """
@@ -797,6 +843,8 @@ class JetStreamStore:
         timeout: float = 5.0,
     ) -> None:
         _nats()
+        #: get() and next_seq_num may wait on the network (see MessageStore).
+        self.blocking_io = True
         if not isinstance(cache_records, int) or cache_records < 1:
             raise ConfigError(f"cache_records {cache_records!r} must be a positive int")
         self.stream, self.session = stream, session
@@ -820,7 +868,11 @@ class JetStreamStore:
             raise
 
     def _call(self, coro: Any) -> Any:
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        except RuntimeError:  # the loop is closed: close() ran (from another thread)
+            coro.close()
+            raise JetStreamError(f"stream {self.stream}: the store is closed") from None
         try:
             with jetstream_errors(f"stream {self.stream}"):
                 return future.result(self.timeout)

@@ -94,6 +94,7 @@ REFUSAL_REASONS = (
     "not_held",
     "too_large",
     "store_error",
+    "busy",
 )
 
 _REQUEST = struct.Struct(">10sQH")

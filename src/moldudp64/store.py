@@ -50,7 +50,12 @@ _WRITE_CHUNK = 256 * 1024
 
 @runtime_checkable
 class MessageStore(Protocol):
-    """What a publisher appends to and a re-request server reads from."""
+    """What a publisher appends to and a re-request server reads from.
+
+    A store whose reads may wait on the network (:class:`moldudp64.jetstream.JetStreamStore`)
+    says so with a true ``blocking_io`` attribute: the asyncio re-request server then calls
+    it from a worker thread, never from the event loop.
+    """
 
     @property
     def first_seq_num(self) -> int:

@@ -6,6 +6,7 @@ import asyncio
 import random
 import socket
 import struct
+import threading
 from collections.abc import AsyncIterator
 
 import pytest
@@ -274,5 +275,82 @@ def test_async_run_that_fails_still_ends_the_session() -> None:
         assert got == [b"a" * 10] * 3
         assert (packet.packet_kind, packet.seq_num) == (PacketKind.END_OF_SESSION, 4)
         transport.close()
+
+    asyncio.run(main())
+
+
+class GatedStore(MemoryStore):
+    """A store that says its reads may block (as JetStreamStore does); each get() waits for
+    the test to open the gate, so the test sees what the loop does meanwhile."""
+
+    blocking_io = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.calls_in_loop_thread = 0
+
+    def get(self, seq_num: int, max_count: int, max_bytes: int) -> list[bytes]:
+        if threading.current_thread() is threading.main_thread():
+            self.calls_in_loop_thread += 1
+        self.entered.set()
+        self.gate.wait(10)
+        return super().get(seq_num, max_count, max_bytes)
+
+
+def test_a_blocking_store_is_read_off_the_loop_which_keeps_running() -> None:
+    async def main() -> None:
+        store = GatedStore()
+        for m in MESSAGES:
+            store.append(m)
+        async with await AsyncRerequestServer.create(SESSION, store) as srv:
+            transport, client = await open_client()
+            transport.sendto(request(7, 2), srv.address)
+            while not store.entered.is_set():  # this coroutine runs: the loop is free...
+                await asyncio.sleep(0.005)
+            assert not store.gate.is_set()  # ...while get() is still waiting
+            assert client.queue.empty()
+            store.gate.set()
+            answer = await client.recv()
+            assert (Packet.parse(answer).seq_num, split_blocks(answer)) == (7, MESSAGES[6:8])
+            assert store.calls_in_loop_thread == 0
+            transport.close()
+
+    asyncio.run(main())
+
+
+def test_a_blocking_store_answers_in_order_and_drops_a_flood_beyond_the_queue_counted() -> None:
+    async def main() -> None:
+        store = GatedStore()
+        for m in MESSAGES:
+            store.append(m)
+        async with await AsyncRerequestServer.create(SESSION, store, rate_limit=None) as srv:
+            transport, client = await open_client()
+            transport.sendto(request(1, 1), srv.address)
+            while not store.entered.is_set():
+                await asyncio.sleep(0.005)
+            # the worker is held in get(): 40 more requests, a batch each, queue behind it
+            for seq in range(2, 42):
+                transport.sendto(request(seq, 1), srv.address)
+                await asyncio.sleep(0.01)  # one datagram per read: one batch each
+            deadline = asyncio.get_running_loop().time() + 5
+            while srv.stats.requests < 41 - 16:  # those beyond the queue counted at once
+                assert asyncio.get_running_loop().time() < deadline, srv.stats
+                await asyncio.sleep(0.005)
+            store.gate.set()
+            got = []
+            while True:
+                try:
+                    got.append(Packet.parse(await client.recv(2.0)).seq_num)
+                except TimeoutError:
+                    break
+            stats = srv.stats
+            busy = stats.refused["busy"]
+            assert stats.requests == 41
+            assert busy > 0 and len(got) == 41 - busy
+            assert got == sorted(got) and got[0] == 1  # answered in arrival order
+            assert stats.answers == len(got)
+            transport.close()
 
     asyncio.run(main())

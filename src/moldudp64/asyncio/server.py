@@ -9,16 +9,21 @@ owns an :class:`AsyncRerequestServer` when given ``rerequest_bind``::
                               rerequest_bind=("0.0.0.0", 30002)) as pub:
         await pub.run(messages, rate=100_000)   # ends the session at the end
 
-The cores' ``now`` is ``loop.time()``. Everything runs in the event loop's thread.
+The cores' ``now`` is ``loop.time()``. Everything runs in the event loop's thread, except
+the reads of a store that says ``blocking_io`` (JetStream): the server's core then runs in
+one worker thread, a batch at a time, so a slow store never stalls the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import socket
+from collections import deque
 from collections.abc import AsyncIterable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
 
@@ -47,6 +52,8 @@ logger = logging.getLogger(__name__)
 _MAX_WRITE_BUFFER = 1024 * 1024
 #: Requests read and answered together (the first from the transport, the rest directly).
 _RECV_BATCH = 256
+#: With a blocking store: batches waiting for the worker thread; beyond, dropped (counted).
+_MAX_PENDING_BATCHES = 16
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -106,6 +113,14 @@ class AsyncRerequestServer:
         self._timer: asyncio.TimerHandle | None = None
         self._sock: socket.socket | None = None
         self._peers: PeerTable[socket.socket] = PeerTable()
+        # A store that may block (blocking_io): the core runs in one worker thread; batches
+        # (None: the timer's turn) wait for it in _pending, drained by the _worker task.
+        self._executor: ThreadPoolExecutor | None = None
+        if getattr(store, "blocking_io", False):
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="moldudp64-store")
+        self._pending: deque[list[tuple[bytes, Address]] | None] = deque()
+        self._busy = 0  # request datagrams dropped unread: too many batches waiting
+        self._worker: asyncio.Task[None] | None = None
 
     @classmethod
     async def create(
@@ -157,8 +172,14 @@ class AsyncRerequestServer:
 
     @property
     def stats(self) -> RerequestStats:
-        """The core's counts: answers, bytes, refusals by reason."""
-        return self.core.stats
+        """The core's counts: answers, bytes, refusals by reason (``busy``: dropped unread
+        while too many batches waited for a blocking store)."""
+        stats = self.core.stats
+        if not self._busy:
+            return stats
+        refused = dict(stats.refused)
+        refused["busy"] = refused.get("busy", 0) + self._busy
+        return dataclasses.replace(stats, requests=stats.requests + self._busy, refused=refused)
 
     @property
     def send_errors(self) -> int:
@@ -190,6 +211,9 @@ class AsyncRerequestServer:
 
     def _answer_batch(self, batch: list[tuple[bytes, Address]]) -> None:
         assert self._loop is not None
+        if self._executor is not None:
+            self._offload(batch)
+            return
         core = self.core
         waiting = core.waiting
         for answer, to in core.handle_requests(batch, self._loop.time()):
@@ -281,9 +305,43 @@ class AsyncRerequestServer:
         if when is not None and not self._closed:
             self._timer = self._loop.call_at(when, self._on_timer)
 
+    def _offload(self, batch: list[tuple[bytes, Address]] | None) -> None:
+        """Queue ``batch`` (None: answers now due) for the worker thread; a batch beyond
+        ``_MAX_PENDING_BATCHES`` waiting is dropped and counted ``busy``."""
+        if batch is not None and len(self._pending) >= _MAX_PENDING_BATCHES:
+            self._busy += len(batch)  # not the core's counts: the worker thread owns those
+            return
+        self._pending.append(batch)
+        if self._worker is None or self._worker.done():
+            assert self._loop is not None
+            self._worker = self._loop.create_task(self._work())
+
+    async def _work(self) -> None:
+        """Run the queued batches through the core in the worker thread, one at a time,
+        and send their answers from the loop."""
+        loop, executor, core = self._loop, self._executor, self.core
+        assert loop is not None and executor is not None
+        pending = self._pending
+        while pending and not self._closed:
+            batch = pending.popleft()
+            if batch is None:
+                answers = await loop.run_in_executor(executor, core.answers_due, loop.time())
+            else:
+                answers = await loop.run_in_executor(
+                    executor, core.handle_requests, batch, loop.time()
+                )
+            if self._closed:
+                return
+            for answer, to in answers:
+                self._send_answer(answer, to)
+            self._rearm()  # the core is idle here: the worker thread waits for the next
+
     def _on_timer(self) -> None:
         self._timer = None
         if self._closed or self._loop is None or self._transport is None:
+            return
+        if self._executor is not None:
+            self._offload(None)
             return
         for answer, addr in self.core.answers_due(self._loop.time()):
             self._send_answer(answer, addr)
@@ -317,6 +375,11 @@ class AsyncRerequestServer:
             self._timer = None
         for peer in self._peers.addresses():
             self._drop_peer(peer)
+        self._pending.clear()
+        if self._worker is not None:
+            self._worker.cancel()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
         if self._transport is not None:
             if self.faults is not None:
                 for out, to in self.faults.flush_to():
