@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -174,6 +175,52 @@ def test_a_lossy_live_feed_is_stored_and_replayed_byte_exact(nats_url: str) -> N
     middle = run(stored(nats_url, start=1500))
     assert middle == got[-len(middle) :]
     assert isinstance(middle[0], Message) and middle[0].seq_num == 1500
+
+
+def test_a_consumer_written_from_the_documented_layout_alone_reads_the_stream(
+    nats_url: str,
+) -> None:
+    """The record layout is a contract for consumers in any language: an ordered consumer
+    of plain nats-py (no moldudp64 reader) decodes the subject, the Mold-* headers and the
+    2-byte-length blocks as the module docstring describes them, and gets the feed back."""
+    msgs = make_messages(2000)
+    events: list[Event] = [
+        MessagesDelivered(SESSION, 1, msgs[:900]),
+        MessagesLost(SESSION, 901, 950, "no server answered"),
+        MessagesDelivered(SESSION, 951, msgs[950:]),
+        SessionEnded(SESSION, 2001),
+    ]
+    run(bridge(nats_url, events))
+    subject = f"{STREAM}.s.{SESSION.ljust(10).encode().hex()}"
+
+    async def consume() -> tuple[list[tuple[int, bytes]], list[tuple[int, int, str]], int]:
+        nc = await nats.connect(nats_url)
+        data: list[tuple[int, bytes]] = []
+        lost: list[tuple[int, int, str]] = []
+        try:
+            sub = await nc.jetstream().subscribe(subject, ordered_consumer=True)
+            while True:
+                msg = await sub.next_msg(timeout=5)
+                h = msg.headers or {}
+                kind, seq = h["Mold-Kind"], int(h["Mold-Seq"])
+                if kind == "end":
+                    return data, lost, seq
+                count = int(h["Mold-Count"])
+                if kind == "lost":
+                    lost.append((seq, count, h["Mold-Reason"]))
+                    continue
+                body, pos = msg.data, 0
+                while pos < len(body):
+                    (length,) = struct.unpack_from(">H", body, pos)
+                    data.append((seq, body[pos + 2 : pos + 2 + length]))
+                    seq, pos = seq + 1, pos + 2 + length
+        finally:
+            await nc.close()
+
+    data, lost, end = run(consume())
+    assert data == [(i + 1, m) for i, m in enumerate(msgs) if not 901 <= i + 1 <= 950]
+    assert lost == [(901, 50, "no server answered")]
+    assert end == 2001
 
 
 def test_finding_a_sequence_number_takes_log_n_lookups(nats_url: str) -> None:
