@@ -67,6 +67,7 @@ __all__ = [
     "JetStreamError",
     "JetStreamStore",
     "Record",
+    "check_stream_name",
     "connect",
     "ensure_stream",
     "find_record",
@@ -95,6 +96,7 @@ DEFAULT_DUPLICATE_WINDOW = 120.0
 _log = logging.getLogger(__name__)
 _WRONG_LAST_SEQUENCE = 10071
 _IN_PROCESS = 10158
+_STREAM_NOT_FOUND = 10059
 
 
 class JetStreamError(MoldUDP64Error):
@@ -175,6 +177,57 @@ async def connect(servers: str | list[str], **options: Any) -> NATS:
     return nc  # type: ignore[no-any-return]
 
 
+_BAD_NAME_CHARS = frozenset(" .*>/\\")
+
+
+def check_stream_name(stream: str) -> str:
+    """``stream`` if NATS takes it as a stream name, else ConfigError saying why."""
+    if (
+        not isinstance(stream, str)
+        or not stream
+        or len(stream) > 255
+        or not stream.isprintable()
+        or any(c in _BAD_NAME_CHARS for c in stream)
+    ):
+        raise ConfigError(
+            f"stream name {stream!r}: 1 to 255 printable characters, no spaces, dots, "
+            "slashes, '*' or '>'"
+        )
+    return stream
+
+
+def _subject_matches(pattern: str, subject: str) -> bool:
+    """Whether NATS subject ``pattern`` (``*`` one token, ``>`` the rest) covers ``subject``."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(want) == len(have)
+
+
+def _refuse_foreign_config(stream: str, config: Any) -> None:
+    """JetStreamError when an existing stream would not keep a bridge's records."""
+    api = _nats().js.api
+    probe = session_subject(stream, "")
+    subjects = list(config.subjects or [])
+    if not any(_subject_matches(s, probe) for s in subjects):
+        raise JetStreamError(
+            f"stream {stream} exists with subjects {subjects}, which do not take {stream}.s.*"
+            f" (a bridge appends there): use another stream name or delete this stream"
+        )
+    if config.no_ack:
+        raise JetStreamError(f"stream {stream} exists with no_ack: appends would go unconfirmed")
+    if config.retention not in (None, api.RetentionPolicy.LIMITS):
+        raise JetStreamError(
+            f"stream {stream} exists with {config.retention.value} retention, which removes "
+            "records nobody consumes: a bridge needs limits retention"
+        )
+    if config.sealed:
+        raise JetStreamError(f"stream {stream} is sealed: it takes no appends")
+
+
 async def ensure_stream(
     js: JetStreamContext,
     stream: str,
@@ -183,16 +236,19 @@ async def ensure_stream(
     storage: str = "file",
     duplicate_window: float = DEFAULT_DUPLICATE_WINDOW,
 ) -> None:
-    """Create ``stream`` (subjects ``stream.>``) unless it exists."""
+    """Create ``stream`` (subjects ``stream.>``) unless it exists; an existing one must
+    take a bridge's appends (its subjects cover ``stream.s.*``, limits retention, acks on,
+    not sealed), else JetStreamError says what is wrong, at once."""
     nats = _nats()
     api = nats.js.api
-    if not stream or any(c in stream for c in " .*>\t\r\n"):
-        raise ConfigError(f"stream name {stream!r}: no spaces, dots, '*' or '>'")
+    check_stream_name(stream)
     try:
-        await js.stream_info(stream)
-        return
+        info = await js.stream_info(stream)
     except nats.js.errors.NotFoundError:
         pass
+    else:
+        _refuse_foreign_config(stream, info.config)
+        return
     config = api.StreamConfig(
         name=stream,
         subjects=[f"{stream}.>"],
@@ -226,10 +282,11 @@ class Record:
 
 
 def _split(payload: bytes, count: int) -> list[bytes]:
+    """The ``count`` blocks of a data record's payload; JetStreamError if it holds other."""
     out: list[bytes] = []
     pos, end = 0, len(payload)
     while pos < end:
-        if pos + 2 > end:
+        if pos + 2 > end or len(out) > count:  # a torn block, or more blocks than said
             break
         stop = pos + 2 + ((payload[pos] << 8) | payload[pos + 1])
         if stop > end:
@@ -243,21 +300,31 @@ def _split(payload: bytes, count: int) -> list[bytes]:
     return out
 
 
+def _header_int(value: object) -> int:
+    """A header's decimal number: ASCII digits only (no sign, space, ``_`` or other digits)."""
+    text = str(value)  # nats-py hands non-ASCII header values over as email Header objects
+    if not (text.isascii() and text.isdigit()) or len(text) > 20:
+        raise ValueError(text)
+    return int(text)
+
+
 def _decode(msg: RawStreamMsg) -> Record:
+    """The record ``msg`` holds; JetStreamError for anything a bridge does not write."""
     headers = msg.headers or {}
     try:
-        kind = headers["Mold-Kind"]
-        seq = int(headers["Mold-Seq"])
-        count = int(headers.get("Mold-Count", "0"))
+        kind = str(headers["Mold-Kind"])
+        seq = _header_int(headers["Mold-Seq"])
+        count = _header_int(headers.get("Mold-Count", "0"))
     except (KeyError, ValueError) as exc:
         raise JetStreamError(f"stream message {msg.seq} is not a moldudp64 record") from exc
-    if kind not in ("data", "lost", "end") or seq < 1 or count < 0 or seq + count > 1 << 64:
+    if kind not in ("data", "lost", "end") or seq < 1 or seq + count > 1 << 64:
         raise JetStreamError(f"stream message {msg.seq}: bad record {kind} {seq} {count}")
     if kind == "end":
         count = 0
     data = msg.data or b""
     messages = _split(data, count) if kind == "data" else []
-    return Record(msg.seq or 0, kind, seq, count, messages, headers.get("Mold-Reason", ""))
+    reason = str(headers.get("Mold-Reason", ""))
+    return Record(msg.seq or 0, kind, seq, count, messages, reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -633,6 +700,7 @@ async def find_record(
     """The stored record of ``session`` holding ``seq`` (or the first after it), and the
     number of lookups it took: a binary search over stream sequence, O(log n)."""
     nats = _nats()
+    check_stream_name(stream)
     subject = session_subject(stream, session)
     first = await _record_at_or_after(js, stream, subject, 1)
     lookups = 1
@@ -664,19 +732,29 @@ async def find_record(
 
 
 async def latest_session(js: JetStreamContext, stream: str) -> str | None:
-    """The session of the stream's newest record, or None for an empty stream."""
+    """The session of the stream's newest record, or None when it holds none.
+
+    Only subjects ``stream.s.<20 hex digits>`` name a session: messages on other subjects
+    of the stream are not looked at; a session subject that names no session a bridge can
+    write is a JetStreamError naming it.
+    """
     nats = _nats()
+    check_stream_name(stream)
     try:
-        info = await js.stream_info(stream)
-    except nats.js.errors.NotFoundError:
-        raise JetStreamError(f"no stream {stream}") from None
-    if not info.state.last_seq:
+        msg = await js.get_last_msg(stream, f"{stream}.s.*")
+    except nats.js.errors.NotFoundError as exc:
+        if exc.err_code == _STREAM_NOT_FOUND:
+            raise JetStreamError(f"no stream {stream}") from None
         return None
+    subject = msg.subject or ""
+    session = _session_of(subject)
     try:
-        msg = await js.get_msg(stream, seq=info.state.last_seq)
-    except nats.js.errors.NotFoundError:
-        return None
-    return _session_of(msg.subject or "")
+        valid = session_subject(stream, session) == subject
+    except MoldUDP64Error:
+        valid = False
+    if not valid:
+        raise JetStreamError(f"subject {subject!r} of stream {stream} names no session")
+    return session
 
 
 async def _next_records(
@@ -700,6 +778,33 @@ async def _next_records(
     return [unique[k] for k in sorted(unique)]
 
 
+async def _stream_created(js: JetStreamContext, stream: str) -> object:
+    """When ``stream`` was created (to tell it from a namesake); JetStreamError if none."""
+    nats = _nats()
+    try:
+        info = await js.stream_info(stream)
+    except nats.js.errors.NotFoundError:
+        raise JetStreamError(f"no stream {stream}") from None
+    return info.created
+
+
+async def _check_same_stream(js: JetStreamContext, stream: str, created: object) -> None:
+    """JetStreamError when ``stream`` was deleted (or replaced) while being read."""
+    try:
+        now = await _stream_created(js, stream)
+    except _transient() as exc:  # away for now: the reads wait it out too
+        _log.info("reading %s: %r; trying again", stream, exc)
+        return
+    except JetStreamError:
+        raise JetStreamError(f"stream {stream} was deleted while being read") from None
+    if now != created:
+        raise JetStreamError(f"stream {stream} was deleted and created again while being read")
+
+
+#: A reader waiting for records checks this often (seconds) that its stream still exists.
+_STREAM_CHECK = 1.0
+
+
 async def read_batches(
     js: JetStreamContext,
     stream: str,
@@ -714,47 +819,63 @@ async def read_batches(
     ``MessagesLost`` where the bridge stored loss (or where no record covers a number: the
     stream was written by something else, or a retention limit removed its oldest records),
     following live appends (``ahead`` lookups in flight); ends after ``SessionEnded`` (the
-    stored end of session), or after ``idle_timeout`` seconds without a new record."""
+    stored end of session), or after ``idle_timeout`` seconds without a new record.
+
+    Records behind what was read (overlapping or out of order) are skipped; the stream
+    away for a while is waited out (as long as the connection keeps reconnecting); the
+    stream deleted while waiting, a damaged record or a closed connection are
+    JetStreamError."""
     if not isinstance(start_seq, int) or start_seq < 1:
         raise ConfigError(f"start_seq {start_seq!r} must be a positive int")
-    nats = _nats()
-    try:
-        await js.stream_info(stream)
-    except nats.js.errors.NotFoundError:
-        raise JetStreamError(f"no stream {stream}") from None
+    check_stream_name(stream)
     subject = session_subject(stream, session)
     loop = asyncio.get_running_loop()
-    rec, _ = await find_record(js, stream, session, start_seq)
-    idle_since = loop.time()
-    while rec is None:
-        if idle_timeout is not None and loop.time() - idle_since > idle_timeout:
-            return
-        await asyncio.sleep(poll)
-        rec, _ = await find_record(js, stream, session, start_seq)
-    want = start_seq
-    records = [rec]
-    while True:
-        for rec in records:
-            if rec.seq > want:  # a hole no record covers
-                yield MessagesLost(session, want, rec.seq - 1, "not in the stream")
-                want = rec.seq
-            if rec.kind == "end":
-                yield SessionEnded(session, rec.seq)
+    with jetstream_errors(f"reading stream {stream}"):
+        created = await _stream_created(js, stream)
+        idle_since = checked = loop.time()
+        while True:
+            try:
+                rec, _ = await find_record(js, stream, session, start_seq)
+            except _transient() as exc:
+                _log.info("reading %s: %r; trying again", stream, exc)
+                rec = None
+            if rec is not None:
+                break
+            now = loop.time()
+            if idle_timeout is not None and now - idle_since > idle_timeout:
                 return
-            if rec.next_seq > want:
-                skip = max(0, want - rec.seq)
-                if rec.kind == "data":
-                    messages = rec.messages[skip:] if skip else rec.messages
-                    yield MessagesDelivered(session, rec.seq + skip, messages)
-                else:
-                    yield MessagesLost(session, rec.seq + skip, rec.next_seq - 1, rec.reason)
-                want = rec.next_seq
-        after = records[-1].stream_seq + 1
-        idle_since = loop.time()
-        while not (records := await _next_records(js, stream, subject, after, ahead)):
-            if idle_timeout is not None and loop.time() - idle_since > idle_timeout:
-                return
+            if now - checked >= _STREAM_CHECK:
+                checked = now
+                await _check_same_stream(js, stream, created)
             await asyncio.sleep(poll)
+        want = start_seq
+        records = [rec]
+        while True:
+            for rec in records:
+                if rec.seq > want:  # a hole no record covers
+                    yield MessagesLost(session, want, rec.seq - 1, "not in the stream")
+                    want = rec.seq
+                if rec.kind == "end":  # never before what was delivered
+                    yield SessionEnded(session, max(rec.seq, want))
+                    return
+                if rec.next_seq > want:
+                    skip = max(0, want - rec.seq)
+                    if rec.kind == "data":
+                        messages = rec.messages[skip:] if skip else rec.messages
+                        yield MessagesDelivered(session, rec.seq + skip, messages)
+                    else:
+                        yield MessagesLost(session, rec.seq + skip, rec.next_seq - 1, rec.reason)
+                    want = rec.next_seq
+            after = records[-1].stream_seq + 1
+            idle_since = checked = loop.time()
+            while not (records := await _next_records(js, stream, subject, after, ahead)):
+                now = loop.time()
+                if idle_timeout is not None and now - idle_since > idle_timeout:
+                    return
+                if now - checked >= _STREAM_CHECK:
+                    checked = now
+                    await _check_same_stream(js, stream, created)
+                await asyncio.sleep(poll)
 
 
 async def read_session(
