@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from ..events import Event, MessagesDelivered, MessagesLost, SessionChanged, SessionEnded
 from ..metrics import ClientCollector, FieldsCollector, start_metrics
+from ..wire import decode_session, encode_session
 from .common import (
     EXIT_IDLE,
     EXIT_INTERRUPTED,
@@ -61,16 +62,31 @@ class NatsSource:
 
 
 def parse_nats_source(text: str) -> NatsSource:
-    """``nats://HOST:PORT/STREAM`` -> NatsSource; ValueError names what is wrong."""
+    """``nats://[USER[:PASSWORD]@]HOST[:PORT]/STREAM`` -> NatsSource (port 4222 when not
+    given); ValueError names what is wrong."""
+    from ..exceptions import ConfigError
+    from ..jetstream import check_stream_name
+
     parts = urlsplit(text)
     stream = parts.path.strip("/")
     if parts.scheme != "nats" or not parts.hostname or not stream or "/" in stream:
         raise ValueError(f"{text!r} is not nats://HOST:PORT/STREAM")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{text!r}: nothing may follow STREAM ('?' or '#')")
     try:
-        port = parts.port or 4222
+        port = parts.port
     except ValueError:
         raise ValueError(f"{text!r}: bad port") from None
-    return NatsSource(f"nats://{parts.hostname}:{port}", stream)
+    if port == 0:
+        raise ValueError(f"{text!r}: bad port 0")
+    try:
+        check_stream_name(stream)
+    except ConfigError as exc:
+        raise ValueError(f"{text!r}: {exc}") from None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    userinfo = parts.netloc.rpartition("@")[0]
+    at = f"{userinfo}@" if userinfo else ""
+    return NatsSource(f"nats://{at}{host}:{port or 4222}", stream)
 
 
 @dataclass
@@ -238,8 +254,10 @@ def cmd_listen_nats(args: argparse.Namespace) -> int:
 
     source: NatsSource = args.group
     for option in ("request_server", "line_b", "capture", "request_delay"):
-        if getattr(args, option, None):
+        if getattr(args, option, None) is not None:
             raise UsageError(f"--{option.replace('_', '-')} does not apply to a nats:// source")
+    if getattr(args, "interface", "0.0.0.0") != "0.0.0.0":
+        raise UsageError("--interface does not apply to a nats:// source")
     tally = _Tally()
     metrics = start_metrics(
         args.metrics_port,
@@ -287,7 +305,8 @@ async def _replay_from(
     from ..jetstream import latest_session
 
     js = nc.jetstream()
-    session = args.session
+    # As the wire has it (padded to 10), so the output says what live listen says.
+    session = None if args.session is None else decode_session(encode_session(args.session))
     started = time.monotonic()
     while session is None:
         session = await latest_session(js, source.stream)
@@ -362,9 +381,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError("serve takes --input or --nats, not both")
     if args.stream is None:
         raise UsageError("serve --nats needs --stream NAME")
-    from ..jetstream import JetStreamStore
+    from ..jetstream import JetStreamStore, check_stream_name
 
-    store = JetStreamStore(_nats_servers(args), args.stream, args.session)
+    check_stream_name(args.stream)
+    servers = _nats_servers(args)
+    asyncio.run(_stream_exists(servers, args.stream))
+    store = JetStreamStore(servers, args.stream, args.session)
     try:
         what = (
             f"session {args.session!r} from stream {args.stream} "
@@ -374,3 +396,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         store.close()
         raise
     return publish.serve_store(args, store, what)
+
+
+async def _stream_exists(servers: list[str], stream: str) -> None:
+    """JetStreamError unless ``stream`` exists (serve answers from a stream, never makes one)."""
+    import nats.js.errors
+
+    from ..jetstream import JetStreamError, connect, jetstream_errors
+
+    nc = await connect(servers)
+    try:
+        with jetstream_errors(f"stream {stream}"):
+            try:
+                await nc.jetstream().stream_info(stream)
+            except nats.js.errors.NotFoundError:
+                raise JetStreamError(f"no stream {stream} (a bridge creates it)") from None
+    finally:
+        await nc.close()
