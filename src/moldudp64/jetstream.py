@@ -209,7 +209,6 @@ def _subject_matches(pattern: str, subject: str) -> bool:
 
 def _refuse_foreign_config(stream: str, config: Any) -> None:
     """JetStreamError when an existing stream would not keep a bridge's records."""
-    api = _nats().js.api
     probe = session_subject(stream, "")
     subjects = list(config.subjects or [])
     if not any(_subject_matches(s, probe) for s in subjects):
@@ -219,10 +218,11 @@ def _refuse_foreign_config(stream: str, config: Any) -> None:
         )
     if config.no_ack:
         raise JetStreamError(f"stream {stream} exists with no_ack: appends would go unconfirmed")
-    if config.retention not in (None, api.RetentionPolicy.LIMITS):
+    retention = str(getattr(config.retention, "value", config.retention) or "limits")
+    if retention != "limits":
         raise JetStreamError(
-            f"stream {stream} exists with {config.retention.value} retention, which removes "
-            "records nobody consumes: a bridge needs limits retention"
+            f"stream {stream} exists with {retention} retention, which removes records "
+            "nobody consumes: a bridge needs limits retention"
         )
     if config.sealed:
         raise JetStreamError(f"stream {stream} is sealed: it takes no appends")
@@ -694,40 +694,48 @@ async def _record_at_or_after(
     return _decode(msg)
 
 
+def _reaches(rec: Record, seq: int) -> bool:
+    """Whether a reader wanting ``seq`` takes ``rec``: it holds ``seq`` or more, or ends."""
+    return rec.kind == "end" or rec.next_seq > seq
+
+
 async def find_record(
     js: JetStreamContext, stream: str, session: str, seq: int
 ) -> tuple[Record | None, int]:
-    """The stored record of ``session`` holding ``seq`` (or the first after it), and the
-    number of lookups it took: a binary search over stream sequence, O(log n)."""
+    """The first stored record of ``session`` that holds ``seq`` or comes after it (else
+    the last record, or None when there is none), and the number of lookups it took: a
+    binary search over stream sequence, O(log n).
+
+    Records wholly before ``seq`` are what a reader skips, so a record a foreign writer
+    appended behind the tail counts as before ``seq`` too; on such a stream the search
+    may still land past a record holding ``seq`` (then read as lost, never skipped
+    silently)."""
     nats = _nats()
     check_stream_name(stream)
     subject = session_subject(stream, session)
     first = await _record_at_or_after(js, stream, subject, 1)
     lookups = 1
-    if first is None or first.seq >= seq:
+    if first is None or _reaches(first, seq):
         return first, lookups
     try:
         last = _decode(await js.get_last_msg(stream, subject))
     except nats.js.errors.NotFoundError:  # pragma: no cover - purged meanwhile
         return None, lookups + 1
     lookups += 1
-    if last.seq <= seq:
+    if not _reaches(last, seq):
         return last, lookups
-    best = first  # invariant: best.seq <= seq
+    best = last  # invariant: the earliest record known to reach seq; those before lo do not
     lo, hi = first.stream_seq + 1, last.stream_seq - 1
     while lo <= hi:
         mid = (lo + hi) // 2
         rec = await _record_at_or_after(js, stream, subject, mid)
         lookups += 1
-        if rec is None or rec.stream_seq > hi:
-            hi = mid - 1
-        elif rec.seq <= seq:
-            best, lo = rec, rec.stream_seq + 1
+        if rec is None or rec.stream_seq >= best.stream_seq:
+            hi = mid - 1  # no record from mid up to best
+        elif _reaches(rec, seq):
+            best, hi = rec, mid - 1
         else:
-            hi = mid - 1
-    if best.next_seq <= seq and best.kind != "end":
-        nxt = await _record_at_or_after(js, stream, subject, best.stream_seq + 1)
-        return (nxt if nxt is not None else best), lookups + 1
+            lo = rec.stream_seq + 1
     return best, lookups
 
 
