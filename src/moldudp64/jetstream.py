@@ -683,15 +683,24 @@ class Bridge:
 
 
 # -- reading -------------------------------------------------------------------------------
+async def _message_at_or_after(
+    js: JetStreamContext, stream: str, subject: str, stream_seq: int
+) -> RawStreamMsg | None:
+    nats = _nats()
+    try:
+        msg: RawStreamMsg = await js.get_msg(
+            stream, seq=max(stream_seq, 1), subject=subject, next=True
+        )
+    except nats.js.errors.NotFoundError:
+        return None
+    return msg
+
+
 async def _record_at_or_after(
     js: JetStreamContext, stream: str, subject: str, stream_seq: int
 ) -> Record | None:
-    nats = _nats()
-    try:
-        msg = await js.get_msg(stream, seq=max(stream_seq, 1), subject=subject, next=True)
-    except nats.js.errors.NotFoundError:
-        return None
-    return _decode(msg)
+    msg = await _message_at_or_after(js, stream, subject, stream_seq)
+    return None if msg is None else _decode(msg)
 
 
 def _reaches(rec: Record, seq: int) -> bool:
@@ -773,17 +782,26 @@ async def _next_records(
     Lookup i asks for the first record at or after ``after + i``: every record of the
     subject in ``after .. after + ahead - 1`` answers its own lookup, so the distinct
     answers, sorted, are all of them (and maybe the next one): none is skipped. Empty when
-    there is none yet or the stream is briefly away.
+    there is none yet or the stream is briefly away. A damaged record ends the list, and is
+    the JetStreamError of the call that finds it first.
     """
     try:
         found = await asyncio.gather(
-            *(_record_at_or_after(js, stream, subject, after + i) for i in range(ahead))
+            *(_message_at_or_after(js, stream, subject, after + i) for i in range(ahead))
         )
     except _transient() as exc:
         _log.info("reading %s: %r; trying again", stream, exc)
         return []
-    unique = {rec.stream_seq: rec for rec in found if rec is not None}
-    return [unique[k] for k in sorted(unique)]
+    unique = {msg.seq or 0: msg for msg in found if msg is not None}
+    records: list[Record] = []
+    for k in sorted(unique):
+        try:
+            records.append(_decode(unique[k]))
+        except JetStreamError:
+            if records:
+                break  # those before it are read first
+            raise
+    return records
 
 
 async def _stream_created(js: JetStreamContext, stream: str) -> object:
