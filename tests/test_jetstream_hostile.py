@@ -144,6 +144,26 @@ def test_records_that_lie_about_themselves_are_typed_errors(nats_url: str) -> No
     assert run(main()) == []
 
 
+def test_every_record_before_a_damaged_one_is_read_before_the_error(nats_url: str) -> None:
+    async def main() -> list[Event]:
+        nc = await connect(nats_url)
+        got: list[Event] = []
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js, STREAM)
+            for first in range(1, 100, 10):  # ten records, all in one read-ahead
+                await put(js, "data", first, 10, blocks(msgs(first, first + 9)))
+            await put(js, "data", 101, 9, b"\x00")
+            with pytest.raises(JetStreamError, match="damaged data record"):
+                async for ev in read_batches(js, STREAM, SESSION):
+                    got.append(ev)
+        finally:
+            await nc.close()
+        return got
+
+    assert as_messages(run(main())) == want(1, 100)
+
+
 def test_overlapping_and_stale_records_are_read_once_in_order_first_stored_wins(
     nats_url: str,
 ) -> None:

@@ -144,6 +144,9 @@ def _nats_servers(args: argparse.Namespace) -> list[str]:
 
 def cmd_bridge(args: argparse.Namespace) -> int:
     """moldudp64 bridge GROUP:PORT --nats URL --stream NAME: the feed into JetStream."""
+    from ..jetstream import check_stream_name
+
+    check_stream_name(args.stream)
     servers = _nats_servers(args)
     with _StopFlag() as stop:
         tally, appended = asyncio.run(_bridge(args, servers, stop))
