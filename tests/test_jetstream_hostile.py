@@ -614,6 +614,44 @@ def test_the_store_cache_stays_bounded_over_overlapping_records(nats_url: str) -
 
 
 @pytest.mark.xfail(
+    reason="JetStreamStore._refresh decodes the session's last record on every next_seq_num: "
+    "a damaged record appended by a foreign writer raises JetStreamError there, outside "
+    "RerequestCore._answer's try, and the request server's thread dies",
+    strict=True,
+)
+def test_a_damaged_record_appended_later_does_not_stop_the_answers_before_it(
+    nats_url: str,
+) -> None:
+    async def append(kind: str, seq: int, count: int, payload: bytes) -> None:
+        nc = await connect(nats_url)
+        try:
+            await ensure_stream(nc.jetstream(), STREAM)
+            await put(nc.jetstream(), kind, seq, count, payload)
+        finally:
+            await nc.close()
+
+    def ask(s: socket.socket, address: Any) -> list[bytes] | None:
+        for _ in range(4):
+            s.sendto(bytes(RetransmissionRequest(SESSION, 1, 2)), address)
+            try:
+                return Packet(s.recv(2048)).messages()
+            except TimeoutError:
+                continue
+        return None
+
+    run(append("data", 1, 10, blocks(msgs(1, 10))))
+    store = JetStreamStore(nats_url, STREAM, SESSION, refresh=0.0)
+    try:
+        with RerequestServer(SESSION, store) as server, socket.socket(type=socket.SOCK_DGRAM) as s:
+            s.settimeout(0.5)
+            assert ask(s, server.address) == msgs(1, 2)
+            run(append("data", 11, 3, b"\x00"))  # damaged
+            assert ask(s, server.address) == msgs(1, 2)
+    finally:
+        store.close()
+
+
+@pytest.mark.xfail(
     reason="RerequestCore._answer reads store.next_seq_num outside its try: JetStreamStore "
     "raises JetStreamError there when NATS is away longer than its timeout, which kills the "
     "request server's thread; nothing is answered after NATS comes back",
