@@ -138,7 +138,6 @@ def test_a_tls_url_is_not_taken_for_a_feed_address(capsys: pytest.CaptureFixture
         ("--request-delay", "0"),
         ("--interface", "127.0.0.1"),
         ("--capture", "x.pcap"),
-        ("--metrics-port", "0"),
     ],
 )
 def test_every_feed_option_is_refused_for_a_nats_source_rather_than_ignored(
