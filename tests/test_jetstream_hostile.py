@@ -376,7 +376,7 @@ def test_a_reader_whose_server_is_gone_for_good_gets_a_typed_error(tmp_path: Pat
         )
         got: list[Event] = []
         try:
-            js = nc.jetstream()
+            js = nc.jetstream(timeout=1.0)
             await ensure_stream(js, STREAM)
             await put(js, "data", 1, 3, blocks(msgs(1, 3)))
             async for ev in read_batches(js, STREAM, SESSION):  # no idle timeout
@@ -387,7 +387,7 @@ def test_a_reader_whose_server_is_gone_for_good_gets_a_typed_error(tmp_path: Pat
         return got
 
     try:
-        with pytest.raises(JetStreamError, match="reading stream FEED"):
+        with pytest.raises(JetStreamError, match="reading stream FEED: the NATS connection closed"):
             run(main(), timeout=30)
     finally:
         server.kill()

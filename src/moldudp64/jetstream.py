@@ -831,6 +831,22 @@ async def _check_same_stream(js: JetStreamContext, stream: str, created: object)
 _STREAM_CHECK = 1.0
 
 
+@contextlib.contextmanager
+def _reading(stream: str) -> Iterator[None]:
+    """nats-py's errors as JetStreamError; a closed connection says why it closed."""
+    nats = _nats()
+    try:
+        with jetstream_errors(f"reading stream {stream}"):
+            yield
+    except JetStreamError as exc:
+        if isinstance(exc.__cause__, nats.errors.ConnectionClosedError):
+            raise JetStreamError(
+                f"reading stream {stream}: the NATS connection closed (no server answered "
+                "its reconnect attempts)"
+            ) from exc.__cause__
+        raise
+
+
 async def read_batches(
     js: JetStreamContext,
     stream: str,
@@ -856,7 +872,7 @@ async def read_batches(
     check_stream_name(stream)
     subject = session_subject(stream, session)
     loop = asyncio.get_running_loop()
-    with jetstream_errors(f"reading stream {stream}"):
+    with _reading(stream):
         created = await _stream_created(js, stream)
         idle_since = checked = loop.time()
         while True:
