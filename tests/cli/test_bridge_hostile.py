@@ -128,6 +128,7 @@ def test_a_tls_url_is_not_taken_for_a_feed_address(capsys: pytest.CaptureFixture
     assert in_process("listen", "tls://127.0.0.1:4222/FEED", "-o", "-") == 2
     err = capsys.readouterr().err
     assert "tls://127.0.0.1:4222/FEED" in err and len(err.strip().splitlines()) == 1, err
+    assert "a tls:// source is not supported" in err, err  # not "port '4222/FEED'"
 
 
 @pytest.mark.parametrize(

@@ -466,6 +466,11 @@ def _feed_or_nats(text: str) -> Any:
     """listen's source: GROUP:PORT, or nats://HOST:PORT/STREAM."""
     if text.startswith("nats://"):
         return _type("nats://HOST:PORT/STREAM", parse_nats_source)(text)
+    if "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a {scheme}:// source is not supported (GROUP:PORT or nats://HOST:PORT/STREAM)"
+        )
     return GROUP_PORT(text)
 
 
