@@ -485,17 +485,22 @@ class Bridge:
     async def _feed(
         self, events: AsyncIterable[Event | Message] | Iterable[Event | Message]
     ) -> None:
+        queue = self._queue
+        take = self._take
         try:
             if isinstance(events, AsyncIterable):
                 async for ev in events:
-                    self._take(ev)
-                    await self._queue.put(ev)
+                    take(ev)
+                    if queue.full():
+                        await queue.put(ev)
+                    else:
+                        queue.put_nowait(ev)
             else:
                 for ev in events:
-                    self._take(ev)
-                    await self._queue.put(ev)
+                    take(ev)
+                    await queue.put(ev)
         finally:
-            await self._queue.put(None)
+            await queue.put(None)
 
     def _take(self, ev: Event | Message) -> None:
         if isinstance(ev, MessagesDelivered):
@@ -506,7 +511,9 @@ class Bridge:
     async def _drain(self) -> None:
         queue = self._queue
         while True:
-            if self._batch:
+            if not queue.empty():
+                ev = queue.get_nowait()  # no wait, no timer: the common case at full rate
+            elif self._batch:
                 try:
                     ev = await asyncio.wait_for(queue.get(), self.linger)
                 except TimeoutError:
@@ -522,8 +529,7 @@ class Bridge:
     async def add(self, ev: Event | Message) -> None:
         """Take one event (batched; call :meth:`flush` to store a partial batch now)."""
         if isinstance(ev, MessagesDelivered):
-            for i, data in enumerate(ev.messages):
-                await self._add_message(ev.session, ev.seq_num + i, data)
+            await self._add_messages(ev.session, ev.seq_num, ev.messages)
         elif isinstance(ev, Message):
             await self._add_message(ev.session, ev.seq_num, ev.data)
         elif isinstance(ev, MessagesLost):
@@ -535,6 +541,33 @@ class Bridge:
         elif isinstance(ev, SessionEnded):
             await self.flush()
             await self._append(ev.session, "end", ev.next_seq_num, 0, [])
+
+    async def _add_messages(self, session: str, seq: int, messages: list[bytes]) -> None:
+        """Messages seq, seq+1, ... batched as :meth:`_add_message` would, a window-aligned
+        slice at a time (one await per slice, not per message)."""
+        window, pos, end = self.window, 0, len(messages)
+        while pos < end:
+            batch = self._batch
+            if batch and (session != self._batch_session or seq != self._batch_seq + len(batch)):
+                await self.flush()
+                batch = self._batch
+            stop = min(end, pos + window - (seq - 1) % window)  # to this window's last number
+            part = messages[pos:stop]
+            size = 2 * len(part) + sum(map(len, part))
+            if self._batch_bytes + size > self.max_bytes:  # a max_bytes cut in this slice
+                for data in part:
+                    await self._add_message(session, seq, data)
+                    seq += 1
+                pos = stop
+                continue
+            if not batch:
+                self._batch_session, self._batch_seq = session, seq
+            batch.extend(part)
+            self._batch_bytes += size
+            seq += len(part)
+            pos = stop
+            if (seq - 1) % window == 0:  # the slice ended its aligned window
+                await self.flush()
 
     async def _add_message(self, session: str, seq: int, data: bytes) -> None:
         batch = self._batch
