@@ -666,3 +666,55 @@ def test_two_sessions_interleaved_in_one_stream_read_back_apart(nats_url: str) -
             *[Message(session, 333 + i, m) for i, m in enumerate(msgs[332:])],
             SessionEnded(session, 1501),
         ]
+
+
+async def _cuts(url: str, session: str) -> list[tuple[str, int, int]]:
+    """The session's records as (kind, first number, count), in stream order."""
+    nc = await connect(url)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(STREAM)
+        out = []
+        for seq in range(1, info.state.last_seq + 1):
+            msg = await js.get_msg(STREAM, seq=seq)
+            if msg.subject == session_subject(STREAM, session):
+                h = msg.headers or {}
+                out.append((h["Mold-Kind"], int(h["Mold-Seq"]), int(h["Mold-Count"])))
+        return out
+    finally:
+        await nc.close()
+
+
+def test_records_are_cut_alike_however_the_feed_is_chunked(nats_url: str) -> None:
+    """A bridge given odd-sized MessagesDelivered stores the very records that one given
+    the same messages one Message at a time does: aligned windows, max_bytes cuts and a
+    gap alike (the redundancy rule needs every bridge to cut identically)."""
+    msgs = make_messages(3000)
+    kept = [(seq, m) for seq, m in enumerate(msgs, 1) if not 1234 <= seq <= 1300]
+
+    def batched(session: str) -> list[Event]:
+        return [
+            *feed_events(msgs[:1233], [1, 50, 333, 7], session)[:-1],
+            *[
+                MessagesDelivered(session, 1301 + i, msgs[1300 + i : 1300 + i + n])
+                for i, n in ((0, 64), (64, 1), (65, 1635))
+            ],
+            SessionEnded(session, 3001),
+        ]
+
+    def single(session: str) -> list[Event | Message]:
+        return [*[Message(session, s, m) for s, m in kept], SessionEnded(session, 3001)]
+
+    options = {"window": 64, "max_bytes": 700, "lost_grace": 0}
+    run(bridge(nats_url, batched("BATCHED"), **options))
+    run(bridge(nats_url, single("SINGLE"), **options))
+    cuts = run(_cuts(nats_url, "BATCHED"))
+    assert cuts == run(_cuts(nats_url, "SINGLE"))
+    assert ("lost", 1234, 67) in cuts
+    data = [(seq, count) for kind, seq, count in cuts if kind == "data"]
+    assert any(count < 64 and (seq + count - 1) % 64 for seq, count in data)  # max_bytes cut
+    assert all((seq - 1) // 64 == (seq + count - 2) // 64 for seq, count in data)  # aligned
+    got = run(stored(nats_url, "BATCHED"))
+    assert [e for e in got if isinstance(e, Message)] == [
+        Message("BATCHED", s, m) for s, m in kept
+    ]
