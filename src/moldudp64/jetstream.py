@@ -39,6 +39,7 @@ import asyncio
 import bisect
 import contextlib
 import logging
+import struct
 import threading
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
@@ -48,12 +49,12 @@ from typing import TYPE_CHECKING, Any
 
 from .events import Event, Message, MessagesDelivered, MessagesLost, SessionEnded
 from .exceptions import ConfigError, MissingDependency, MoldUDP64Error
-from .wire import Buffer, encode_session, join_blocks
+from .wire import Buffer, c_parse_blocks, encode_session, join_blocks
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
     from nats.js import JetStreamContext
-    from nats.js.api import RawStreamMsg
+    from nats.js.api import RawStreamMsg, StreamInfo
 
 __all__ = [
     "DEFAULT_DUPLICATE_WINDOW",
@@ -287,8 +288,17 @@ class Record:
         return self.seq + self.count
 
 
+_PACKET_HEADER = struct.Struct(">10sQH")  # session, first number, count
+
+
 def _split(payload: bytes, count: int) -> list[bytes]:
     """The ``count`` blocks of a data record's payload; JetStreamError if it holds other."""
+    if c_parse_blocks is not None and 0 < count < 0xFFFF:
+        # The C packet parser does the work: the blocks behind a made-up packet header
+        # (number 1, ``count`` messages); None unless they are exactly ``count`` blocks.
+        out_c = c_parse_blocks(_PACKET_HEADER.pack(b"", 1, count) + payload)
+        if out_c is not None:
+            return out_c
     out: list[bytes] = []
     pos, end = 0, len(payload)
     while pos < end:
@@ -728,12 +738,14 @@ class Bridge:
 
 # -- reading -------------------------------------------------------------------------------
 async def _message_at_or_after(
-    js: JetStreamContext, stream: str, subject: str, stream_seq: int
+    js: JetStreamContext, stream: str, subject: str, stream_seq: int, direct: bool = False
 ) -> RawStreamMsg | None:
+    """The subject's first message at or after ``stream_seq``; ``direct``: a direct get
+    (the payload raw, no JSON or base64; any replica may answer)."""
     nats = _nats()
     try:
         msg: RawStreamMsg = await js.get_msg(
-            stream, seq=max(stream_seq, 1), subject=subject, next=True
+            stream, seq=max(stream_seq, 1), subject=subject, next=True, direct=direct
         )
     except nats.js.errors.NotFoundError:
         return None
@@ -819,24 +831,31 @@ async def latest_session(js: JetStreamContext, stream: str) -> str | None:
 
 
 async def _next_records(
-    js: JetStreamContext, stream: str, subject: str, after: int, ahead: int
+    js: JetStreamContext, stream: str, subject: str, after: int, ahead: int, direct: bool = False
 ) -> list[Record]:
     """The subject's records from stream sequence ``after`` on, ``ahead`` lookups at once.
 
     Lookup i asks for the first record at or after ``after + i``: every record of the
     subject in ``after .. after + ahead - 1`` answers its own lookup, so the distinct
-    answers, sorted, are all of them (and maybe the next one): none is skipped. Empty when
-    there is none yet or the stream is briefly away. A damaged record ends the list, and is
-    the JetStreamError of the call that finds it first.
+    answers, sorted, are all of them (and maybe the next one): none is skipped. Answers
+    after the first "none" are dropped: a replica answering a direct get may lag the
+    leader, and what it holds is a prefix of the stream, so a record it did return is truly
+    the first at or after its lookup, but a "none" may hide records a later lookup's
+    replica returned past. Empty when there is none yet or the stream is briefly away. A
+    damaged record ends the list, and is the JetStreamError of the call that finds it first.
     """
     try:
         found = await asyncio.gather(
-            *(_message_at_or_after(js, stream, subject, after + i) for i in range(ahead))
+            *(_message_at_or_after(js, stream, subject, after + i, direct) for i in range(ahead))
         )
     except _transient() as exc:
         _log.info("reading %s: %r; trying again", stream, exc)
         return []
-    unique = {msg.seq or 0: msg for msg in found if msg is not None}
+    unique: dict[int, RawStreamMsg] = {}
+    for msg in found:
+        if msg is None:
+            break
+        unique[msg.seq or 0] = msg
     records: list[Record] = []
     for k in sorted(unique):
         try:
@@ -848,14 +867,19 @@ async def _next_records(
     return records
 
 
-async def _stream_created(js: JetStreamContext, stream: str) -> object:
-    """When ``stream`` was created (to tell it from a namesake); JetStreamError if none."""
+async def _stream_info(js: JetStreamContext, stream: str) -> StreamInfo:
+    """``stream``'s configuration and state; JetStreamError if there is none."""
     nats = _nats()
     try:
-        info = await js.stream_info(stream)
+        info: StreamInfo = await js.stream_info(stream)
     except nats.js.errors.NotFoundError:
         raise JetStreamError(f"no stream {stream}") from None
-    return info.created
+    return info
+
+
+async def _stream_created(js: JetStreamContext, stream: str) -> object:
+    """When ``stream`` was created (to tell it from a namesake); JetStreamError if none."""
+    return (await _stream_info(js, stream)).created
 
 
 async def _check_same_stream(js: JetStreamContext, stream: str, created: object) -> None:
@@ -917,7 +941,9 @@ async def read_batches(
     subject = session_subject(stream, session)
     loop = asyncio.get_running_loop()
     with _reading(stream):
-        created = await _stream_created(js, stream)
+        info = await _stream_info(js, stream)
+        created = info.created
+        direct = bool(info.config.allow_direct)  # cheaper gets, where the stream allows them
         idle_since = checked = loop.time()
         while True:
             try:
@@ -954,7 +980,7 @@ async def read_batches(
                     want = rec.next_seq
             after = records[-1].stream_seq + 1
             idle_since = checked = loop.time()
-            while not (records := await _next_records(js, stream, subject, after, ahead)):
+            while not (records := await _next_records(js, stream, subject, after, ahead, direct)):
                 now = loop.time()
                 if idle_timeout is not None and now - idle_since > idle_timeout:
                     return
