@@ -163,6 +163,8 @@ async def _bridge(
 ) -> tuple[_Tally, int]:
     from ..asyncio.client import AsyncMoldUDP64
     from ..jetstream import Bridge, connect, ensure_stream, jetstream_errors
+    from ..net import DEFAULT_RCVBUF
+    from .listen import LISTEN_RCVBUF, _is_root
 
     nc = await connect(servers)
     metrics = None
@@ -179,6 +181,7 @@ async def _bridge(
                 args.start_seq,
                 line_b_addr=args.line_b,
                 request_delay=args.request_delay,
+                rcvbuf=LISTEN_RCVBUF if _is_root() else DEFAULT_RCVBUF,  # bursts, as listen
             )
             metrics = start_metrics(
                 args.metrics_port,
