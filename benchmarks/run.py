@@ -9,8 +9,12 @@ peak memory, including a 10,000,000-message BinaryFILE through ``serve`` and ``i
 gap-fill latency; re-request fairness under a flood (issue 11); the core with 10,000 open
 gaps beside the in-order row (issue 10); TotalView-ITCH 5.0 decoding, columnar and per
 message, and ``inspect --decode itch50 --format parquet`` beside plain ``inspect`` (issue
-14; part "itch50", needs the arrow extra). Parts whose needs are missing are skipped with
-the reason.
+14; part "itch50", needs the arrow extra); the feed in NATS JetStream (issue 13; part
+"jetstream", benchmarks/bench_jetstream.py, needs nats-py and the nats-server binary): the
+full-blast feed through ``moldudp64 bridge`` into a local JetStream beside ``listen -o
+file``, the stored session replayed by ``listen nats://...``, and re-request answers from
+the stream beside those from a BinaryFILE (unicast on 127.0.0.1 without a namespace).
+Parts whose needs are missing are skipped with the reason.
 """
 
 from __future__ import annotations
@@ -140,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     skipped: list[str] = []
 
     # Live multicast first: it must enter the namespace before any thread starts.
-    netns_error = enter_private_netns() if "live" not in skip else "skipped"
+    wants_netns = not {"live", "jetstream"} <= skip
+    netns_error = enter_private_netns() if wants_netns else "skipped"
     if "core" not in skip:
         results.extend(bench.run_quick_suite(scale))  # core, and the client API ("api")
         results.insert(1, bench_open_gaps(max(200, int(10_000 * scale))))  # beside "in order"
@@ -173,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
                 skipped.append(f"itch50 decode ({exc})")
             else:
                 results.extend(bench_itch50.run_rows(args.quick))
+        if "jetstream" not in skip:
+            import bench_jetstream  # beside this file
+
+            rows, notes = bench_jetstream.run_rows(args.quick, netns_error=netns_error)
+            results.extend(rows)
+            skipped.extend(notes)
         if "latency" not in skip:
             import bench_latency  # beside this file
 

@@ -715,6 +715,4 @@ def test_records_are_cut_alike_however_the_feed_is_chunked(nats_url: str) -> Non
     assert any(count < 64 and (seq + count - 1) % 64 for seq, count in data)  # max_bytes cut
     assert all((seq - 1) // 64 == (seq + count - 2) // 64 for seq, count in data)  # aligned
     got = run(stored(nats_url, "BATCHED"))
-    assert [e for e in got if isinstance(e, Message)] == [
-        Message("BATCHED", s, m) for s, m in kept
-    ]
+    assert [e for e in got if isinstance(e, Message)] == [Message("BATCHED", s, m) for s, m in kept]
