@@ -204,6 +204,7 @@ def test_a_consumer_written_from_the_documented_layout_alone_reads_the_stream(
                 h = msg.headers or {}
                 kind, seq = h["Mold-Kind"], int(h["Mold-Seq"])
                 if kind == "end":
+                    await sub.unsubscribe()
                     return data, lost, seq
                 count = int(h["Mold-Count"])
                 if kind == "lost":

@@ -42,7 +42,7 @@ import logging
 import struct
 import threading
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any
@@ -753,9 +753,9 @@ async def _message_at_or_after(
 
 
 async def _record_at_or_after(
-    js: JetStreamContext, stream: str, subject: str, stream_seq: int
+    js: JetStreamContext, stream: str, subject: str, stream_seq: int, direct: bool = False
 ) -> Record | None:
-    msg = await _message_at_or_after(js, stream, subject, stream_seq)
+    msg = await _message_at_or_after(js, stream, subject, stream_seq, direct)
     return None if msg is None else _decode(msg)
 
 
@@ -765,11 +765,27 @@ def _reaches(rec: Record, seq: int) -> bool:
 
 
 async def find_record(
-    js: JetStreamContext, stream: str, session: str, seq: int
+    js: JetStreamContext,
+    stream: str,
+    session: str,
+    seq: int,
+    *,
+    below: Record | None = None,
+    above: Record | None = None,
+    direct: bool = False,
+    seen: Callable[[Record], object] | None = None,
 ) -> tuple[Record | None, int]:
     """The first stored record of ``session`` that holds ``seq`` or comes after it (else
-    the last record, or None when there is none), and the number of lookups it took: a
-    binary search over stream sequence, O(log n).
+    the last record, or None when there is none), and the number of lookups it took.
+
+    The search runs over stream sequence between a record known not to reach ``seq`` and
+    one known to reach it (``below`` and ``above`` when the caller knows such records, e.g.
+    from earlier searches, else the session's first and last). Steps alternate between
+    interpolation on sequence numbers (records are aligned windows, so it usually lands on
+    the record at once) and bisection, so it takes O(log n) lookups at worst and two or
+    three on a stream of one session. ``seen`` is called with each record decoded;
+    ``direct`` uses direct gets (only safe on a stream of one replica: a lagging replica
+    may answer "none" for records it has not yet).
 
     Records wholly before ``seq`` are what a reader skips, so a record a foreign writer
     appended behind the tail counts as before ``seq`` too; on such a stream the search
@@ -778,29 +794,49 @@ async def find_record(
     nats = _nats()
     check_stream_name(stream)
     subject = session_subject(stream, session)
-    first = await _record_at_or_after(js, stream, subject, 1)
-    lookups = 1
-    if first is None or _reaches(first, seq):
-        return first, lookups
-    try:
-        last = _decode(await js.get_last_msg(stream, subject))
-    except nats.js.errors.NotFoundError:  # pragma: no cover - purged meanwhile
-        return None, lookups + 1
-    lookups += 1
-    if not _reaches(last, seq):
-        return last, lookups
-    best = last  # invariant: the earliest record known to reach seq; those before lo do not
-    lo, hi = first.stream_seq + 1, last.stream_seq - 1
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        rec = await _record_at_or_after(js, stream, subject, mid)
+    lookups = 0
+
+    async def at_or_after(stream_seq: int) -> Record | None:
+        nonlocal lookups
         lookups += 1
+        rec = await _record_at_or_after(js, stream, subject, stream_seq, direct)
+        if rec is not None and seen is not None:
+            seen(rec)
+        return rec
+
+    if below is None or above is None or below.stream_seq >= above.stream_seq:
+        below = await at_or_after(1)
+        if below is None or _reaches(below, seq):
+            return below, lookups
+        try:
+            above = _decode(await js.get_last_msg(stream, subject))
+        except nats.js.errors.NotFoundError:  # pragma: no cover - purged meanwhile
+            return None, lookups + 1
+        lookups += 1
+        if seen is not None:
+            seen(above)
+        if not _reaches(above, seq):
+            return above, lookups
+    best, low = above, below  # invariants: best reaches seq; no record up to low does
+    lo, hi = low.stream_seq + 1, best.stream_seq - 1
+    step = 0
+    while lo <= hi:
+        if step % 2 == 0:  # interpolate: where seq falls between low and best
+            span = best.seq - low.next_seq
+            frac = (seq - low.next_seq) / span if span > 0 else 0.5
+            mid = min(hi, max(lo, lo + int(frac * (hi - lo + 1))))
+        else:
+            mid = (lo + hi) // 2
+        step += 1
+        rec = await at_or_after(mid)
         if rec is None or rec.stream_seq >= best.stream_seq:
             hi = mid - 1  # no record from mid up to best
         elif _reaches(rec, seq):
             best, hi = rec, mid - 1
         else:
-            lo = rec.stream_seq + 1
+            low, lo = rec, rec.stream_seq + 1
+    if best.kind == "data" and len(best.messages) != best.count:  # a caller's light record
+        best = await at_or_after(best.stream_seq) or best
     return best, lookups
 
 
@@ -1010,6 +1046,15 @@ async def read_session(
             yield ev
 
 
+async def _cancel_the_rest() -> None:
+    """Cancel and await the loop's other tasks (nats-py's readers left after close), so a
+    private loop closes with nothing pending."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def iter_session(
     servers: str | list[str],
     stream: str,
@@ -1050,10 +1095,16 @@ def iter_session(
         if nc is not None:
             with contextlib.suppress(Exception):
                 loop.run_until_complete(nc.close())
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(_cancel_the_rest())
         loop.close()
 
 
 # -- the re-request store ------------------------------------------------------------------
+#: Records a JetStreamStore remembers the place of (about 100 bytes each).
+_KNOWN_RECORDS = 65536
+
+
 class JetStreamStore:
     """A read-only :class:`~moldudp64.store.MessageStore` over one stored session.
 
@@ -1062,7 +1113,10 @@ class JetStreamStore:
     true: a cache miss waits one round trip, so the asyncio server calls it from a worker
     thread). Records read are kept
     in an LRU cache of ``cache_records`` records (at most ``cache_records * window``
-    messages); ``next_seq_num`` is re-read at most every ``refresh`` seconds.
+    messages); the place of every record seen (not its messages; at most 65,536) narrows
+    later searches, so a record not cached usually costs one or two lookups (direct gets
+    on a stream of one replica). ``next_seq_num`` is re-read at most every ``refresh``
+    seconds; a purge (the first record moved) forgets what was known.
     """
 
     def __init__(
@@ -1085,6 +1139,14 @@ class JetStreamStore:
         self.cache_records, self.refresh, self.timeout = cache_records, refresh, timeout
         self._cache: OrderedDict[int, Record] = OrderedDict()  # by first seq
         self._starts: list[int] = []  # sorted first seqs of cached records
+        # Every record seen, without its messages (bounded): where to search next time.
+        self._known: dict[int, Record] = {}
+        self._known_starts: list[int] = []
+        self._known_lock = threading.Lock()  # a timed-out search may still be learning
+        self._first_stream_seq = 0  # of the session's first record, to see a purge
+        self._direct = False  # direct gets: a stream of one replica allowing them
+        #: Stream lookups made for records not in the cache.
+        self.lookups = 0
         self._first = 1
         self._next = 1
         self._checked = -1.0
@@ -1095,6 +1157,8 @@ class JetStreamStore:
         try:
             self._nc = self._call(connect(servers))
             self._js = self._nc.jetstream()
+            config = self._call(self._js.stream_info(stream)).config
+            self._direct = bool(config.allow_direct) and (config.num_replicas or 1) == 1
             self._refresh(force=True)
         except BaseException:
             self.close()
@@ -1134,7 +1198,43 @@ class JetStreamStore:
             _log.info("JetStreamStore %s: %s", self.stream, exc)
             return
         if first is not None and last is not None:
+            if first.stream_seq != self._first_stream_seq:  # new, or purged and refilled
+                self._forget()
+                self._first_stream_seq = first.stream_seq
+            self._learn(first)
+            self._learn(last)
             self._first, self._next = first.seq, last.next_seq
+
+    def _forget(self) -> None:
+        """Drop every record known and cached (the stream is not what it was)."""
+        with self._known_lock:
+            self._known.clear()
+            self._known_starts.clear()
+        self._cache.clear()
+        self._starts.clear()
+
+    def _learn(self, rec: Record) -> None:
+        """Remember where ``rec`` is (not its messages), for later searches."""
+        light = Record(rec.stream_seq, rec.kind, rec.seq, rec.count, [], rec.reason)
+        with self._known_lock:
+            if rec.seq not in self._known:
+                if len(self._known) >= _KNOWN_RECORDS:
+                    self._known.clear()
+                    self._known_starts.clear()
+                bisect.insort(self._known_starts, rec.seq)
+            self._known[rec.seq] = light
+
+    def _bracket(self, seq: int) -> tuple[Record | None, Record | None]:
+        """The nearest known records not reaching ``seq`` and reaching it (or None)."""
+        with self._known_lock:
+            starts, known = self._known_starts, self._known
+            j = bisect.bisect_right(starts, seq)
+            below = known[starts[j - 1]] if j > 0 else None
+            above = known[starts[j]] if j < len(starts) else None
+            if below is not None and _reaches(below, seq):
+                above = below
+                below = known[starts[j - 2]] if j > 1 else None
+            return below, above
 
     @property
     def first_seq_num(self) -> int:
@@ -1158,10 +1258,21 @@ class JetStreamStore:
             if rec is not None and seq < rec.next_seq:
                 self._cache.move_to_end(rec.seq)
                 return rec
+        below, above = self._bracket(seq)
         found: tuple[Record | None, int] = self._call(
-            find_record(self._js, self.stream, self.session, seq)
+            find_record(
+                self._js,
+                self.stream,
+                self.session,
+                seq,
+                below=below,
+                above=above,
+                direct=self._direct,
+                seen=self._learn,
+            )
         )
         rec = found[0]
+        self.lookups += found[1]
         if rec is None or not rec.seq <= seq < rec.next_seq or rec.kind != "data":
             return None
         if rec.seq not in self._cache:  # overlapping records may share a start
@@ -1197,6 +1308,8 @@ class JetStreamStore:
             nc, self._nc = self._nc, None
             with contextlib.suppress(Exception):  # closing anyway
                 self._call(nc.close())
+        with contextlib.suppress(Exception):
+            self._call(_cancel_the_rest())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(self.timeout)
         self._loop.close()
