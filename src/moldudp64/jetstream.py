@@ -81,9 +81,9 @@ __all__ = [
 ]
 
 #: Sequence numbers per aligned batch (one JetStream message holds at most this many).
-DEFAULT_WINDOW = 512
+DEFAULT_WINDOW = 2048
 #: A batch is cut early when its blocks reach this many bytes.
-DEFAULT_MAX_BYTES = 64 * 1024
+DEFAULT_MAX_BYTES = 256 * 1024
 #: A partial batch is appended after the feed was quiet this long (seconds).
 DEFAULT_LINGER = 0.05
 #: A bridge waits this long (seconds) for an unreachable stream, then fails.
@@ -1125,7 +1125,7 @@ class JetStreamStore:
         stream: str,
         session: str,
         *,
-        cache_records: int = 256,
+        cache_records: int = 64,
         refresh: float = 0.1,
         timeout: float = 5.0,
     ) -> None:

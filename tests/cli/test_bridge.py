@@ -196,7 +196,7 @@ def test_bridge_and_nats_listen_serve_metrics_while_they_run(
             assert metric(fed, "moldudp64_messages_recovered_total") > 0  # ...and recovered
             assert metric(fed, "moldudp64_bridge_stored_next_seq") == 4001
             assert metric(fed, "moldudp64_bridge_lag_seconds") == 0
-            assert metric(fed, "moldudp64_bridge_records_appended_total") >= 8  # 512 a record
+            assert metric(fed, "moldudp64_bridge_records_appended_total") >= 2  # 2048 a record
             assert metric(fed, "moldudp64_bridge_publish_errors_total") == 0
 
             reader, reader_url = start_with_metrics(

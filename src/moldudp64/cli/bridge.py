@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -161,10 +163,10 @@ def cmd_bridge(args: argparse.Namespace) -> int:
 async def _bridge(
     args: argparse.Namespace, servers: list[str], stop: _StopFlag
 ) -> tuple[_Tally, int]:
-    from ..asyncio.client import AsyncMoldUDP64
     from ..jetstream import Bridge, connect, ensure_stream, jetstream_errors
     from ..net import DEFAULT_RCVBUF
-    from .listen import LISTEN_RCVBUF, _is_root
+    from ..sync.client import MoldUDP64
+    from .listen import LISTEN_COALESCE, LISTEN_RCVBUF, _is_root
 
     nc = await connect(servers)
     metrics = None
@@ -173,7 +175,9 @@ async def _bridge(
             js = nc.jetstream()
             await ensure_stream(js, args.stream)
             bridge = Bridge(js, args.stream)
-            client = AsyncMoldUDP64(
+            # The blocking client in pull mode reads the feed as listen does (recvmmsg,
+            # its own thread); the event loop appends.
+            client = MoldUDP64(
                 args.group,
                 args.interface,
                 list(args.request_server or []),
@@ -182,6 +186,8 @@ async def _bridge(
                 line_b_addr=args.line_b,
                 request_delay=args.request_delay,
                 rcvbuf=LISTEN_RCVBUF if _is_root() else DEFAULT_RCVBUF,  # bursts, as listen
+                receiver_thread=False,
+                coalesce=LISTEN_COALESCE,
             )
             metrics = start_metrics(
                 args.metrics_port,
@@ -193,12 +199,16 @@ async def _bridge(
                 announce=lambda url: _say(f"moldudp64 bridge: metrics on {url}"),
             )
             tally = _Tally()
-            async with await client.open():
+            with client:  # opens: joins the group(s)
                 _say(
                     f"moldudp64 bridge: joined {args.group[0]}:{args.group[1]} on "
                     f"{args.interface}; appending to stream {args.stream} at {', '.join(servers)}"
                 )
-                await bridge.run(_watch(client, args, tally, stop))
+                feed = _FeedThread(client, asyncio.get_running_loop())
+                try:
+                    await bridge.run(_watch(feed, args, tally, stop))
+                finally:
+                    feed.halt()
             return tally, bridge.appended
     finally:
         if metrics is not None:
@@ -206,49 +216,103 @@ async def _bridge(
         await nc.close()
 
 
+#: What the feed thread hands over besides batches: (_QUIET, datagrams received so far)
+#: when no event came for a tick; _ENDED when the feed ended.
+_QUIET, _ENDED = "quiet", "ended"
+#: Batches of events waiting for the event loop; beyond, the feed thread waits (and the
+#: kernel's receive buffer fills: a stream that stays slow becomes gaps, recovered).
+_HANDOFF = 64
+
+
+class _FeedThread:
+    """Reads ``client`` (pull mode) on its own thread, handing each batch of events to the
+    event loop through a queue of at most ``_HANDOFF`` batches; :meth:`halt` stops it."""
+
+    def __init__(self, client: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.client = client
+        self.loop = loop
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(_HANDOFF)
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="moldudp64-feed", daemon=True)
+        self._thread.start()
+
+    def _hand(self, item: Any) -> bool:
+        """Put ``item`` on the loop's queue, waiting for room; False once halted."""
+        future = asyncio.run_coroutine_threadsafe(self.queue.put(item), self.loop)
+        while True:
+            try:
+                future.result(_TICK)
+                return True
+            except concurrent.futures.TimeoutError:
+                if self._halt.is_set():
+                    future.cancel()
+                    return False
+            except (concurrent.futures.CancelledError, RuntimeError):  # the loop is gone
+                return False
+
+    def _run(self) -> None:
+        try:
+            while not self._halt.is_set():
+                try:
+                    for batch in self.client.batches(timeout=_TICK):
+                        if not self._hand(batch) or self._halt.is_set():
+                            return
+                    self._hand(_ENDED)  # the session ended, or the client closed
+                    return
+                except TimeoutError:  # read here, by the client's own thread
+                    if not self._hand((_QUIET, self.client.stats.datagrams_received)):
+                        return
+        except Exception as exc:  # the loop raises it
+            self._hand(exc)
+
+    def halt(self) -> None:
+        """Stop reading and wait for the thread."""
+        self._halt.set()
+        self._thread.join()
+
+
 async def _watch(
-    client: Any, args: argparse.Namespace, tally: _Tally, stop: _StopFlag
+    feed: _FeedThread, args: argparse.Namespace, tally: _Tally, stop: _StopFlag
 ) -> AsyncIterator[Event]:
-    """The client's events, counted, until the end of session, --count, idle or a signal."""
+    """The feed's events, counted, until the end of session, --count, idle or a signal."""
     last_received = -1
     last_activity = time.monotonic()
-    events = client.events(timeout=_TICK)
     while True:
-        try:
-            ev = await anext(events)
-        except TimeoutError:
-            ev = None
-        except StopAsyncIteration:
+        item = await feed.queue.get()
+        if isinstance(item, Exception):
+            raise item
+        if item == _ENDED:
             return
         now = time.monotonic()
         if stop.set:
             tally.interrupted = True
             return
-        received = client.stats.datagrams_received
-        if received != last_received:
-            last_received, last_activity = received, now
-        elif args.idle_timeout is not None and now - last_activity >= args.idle_timeout:
-            tally.idle = True
-            return
-        if ev is None:
-            continue
-        if isinstance(ev, MessagesDelivered):
-            if args.count is not None and tally.messages + len(ev.messages) >= args.count:
-                ev = MessagesDelivered(
-                    ev.session, ev.seq_num, ev.messages[: args.count - tally.messages]
-                )
-                tally.messages += len(ev.messages)
-                yield ev
+        if isinstance(item, tuple):  # no event for a tick: were there datagrams?
+            if item[1] != last_received:
+                last_received, last_activity = item[1], now
+            elif args.idle_timeout is not None and now - last_activity >= args.idle_timeout:
+                tally.idle = True
                 return
-            tally.messages += len(ev.messages)
-        elif isinstance(ev, MessagesLost):
-            tally.lose(ev)
-        elif isinstance(ev, SessionChanged):
-            return  # one stream subject holds one session: stop, as listen does
-        yield ev
-        if isinstance(ev, SessionEnded):
-            tally.ended = True
-            return
+            continue
+        last_activity = now
+        for ev in item:
+            if isinstance(ev, MessagesDelivered):
+                if args.count is not None and tally.messages + len(ev.messages) >= args.count:
+                    ev = MessagesDelivered(
+                        ev.session, ev.seq_num, ev.messages[: args.count - tally.messages]
+                    )
+                    tally.messages += len(ev.messages)
+                    yield ev
+                    return
+                tally.messages += len(ev.messages)
+            elif isinstance(ev, MessagesLost):
+                tally.lose(ev)
+            elif isinstance(ev, SessionChanged):
+                return  # one stream subject holds one session: stop, as listen does
+            yield ev
+            if isinstance(ev, SessionEnded):
+                tally.ended = True
+                return
 
 
 # --------------------------------------------------------------------------- listen
