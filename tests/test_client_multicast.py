@@ -133,9 +133,8 @@ def test_blocking_client_recovers_dropped_packets_from_two_servers() -> None:
         assert got == expected(msgs)
         stats = c.stats.receiver
         assert stats.gaps_detected > 0 and stats.messages_recovered > 0
-        # Which server answers is the core's choice (one that answers keeps being asked
-        # while it has nothing outstanding): the answers came from the two configured ones.
-        assert set(stats.answers) == set(servers)
+        # Which of the two answers is the core's choice (one that answers keeps being
+        # asked while it has nothing outstanding), so only their sum is certain.
         assert sum(stats.answers.values()) > 0
     assert c.lost_ranges == [] and c.session_ended
 
