@@ -7,8 +7,9 @@ single-node JetStream server (file storage in a temporary directory) is started 
 127.0.0.1. Run as root, everything happens in a private network namespace with multicast
 on loopback (no packet can leave the machine). Without one the feed goes by unicast to
 127.0.0.1 and the commands, which join multicast groups only, are stood in for by the same
-pieces on a unicast socket (``Bridge`` over ``AsyncMoldUDP64``; the pull-mode
-``MoldUDP64`` writing the file): the rows are marked ``unicast``. The feed is
+pieces on a unicast socket (``Bridge`` over ``AsyncMoldUDP64``, where the command feeds it
+from the pull-mode ``MoldUDP64`` on a thread; the pull-mode ``MoldUDP64`` writing the
+file): the rows are marked ``unicast``. The feed is
 ``benchmarks/c/blast.c`` at full speed: PACKETS packets of 10 messages of 30 bytes
 (default 300,000: 3,000,000 messages).
 
@@ -25,7 +26,8 @@ pieces on a unicast socket (``Bridge`` over ``AsyncMoldUDP64``; the pull-mode
 - answers: ``moldudp64 serve --nats URL --stream FEED`` (a ``JetStreamStore``) beside
   ``moldudp64 serve --input FILE`` (the BinaryFILE store), the same random requests for
   100 messages across the session: answers/s with 32 requests in flight, then p50/p99
-  latency of requests sent one at a time.
+  latency of requests sent one at a time; ``tail_*`` the same for requests within the
+  session's last 50,000 messages (where a live client's gaps are).
 
 :func:`run_rows` gives the rows for ``benchmarks/run.py`` (part ``jetstream``).
 """
@@ -62,6 +64,8 @@ STREAM = "FEED"
 #: Random requests for the re-request rows; each asks for this many messages.
 REQUESTS, REQUEST_COUNT, IN_FLIGHT = 2000, 100, 32
 LATENCY_REQUESTS = 500
+#: "Near the tail": requests drawn from the session's last RECENT messages.
+RECENT = 50_000
 
 
 def message(seq: int) -> bytes:
@@ -321,11 +325,16 @@ def file_matches(path: Path, first: int, count: int) -> bool:
 
 
 # -- re-requests ---------------------------------------------------------------------------
-def _requests(total: int, count: int, seed: int = 5) -> list[bytes]:
+def _requests(total: int, count: int, seed: int = 5, recent: int | None = None) -> list[bytes]:
+    """``count`` requests for REQUEST_COUNT messages from random places of the session (of
+    its last ``recent`` messages: where a live client's gaps are)."""
     rng = random.Random(seed)
     raw = SESSION.encode()
     top = max(1, total - REQUEST_COUNT)
-    return [struct.pack(">10sQH", raw, rng.randint(1, top), REQUEST_COUNT) for _ in range(count)]
+    low = 1 if recent is None else max(1, top - recent)
+    return [
+        struct.pack(">10sQH", raw, rng.randint(low, top), REQUEST_COUNT) for _ in range(count)
+    ]
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -396,6 +405,9 @@ def serve_rows(url: str, binaryfile: Path, total: int, quick: bool) -> list[Resu
     n_requests = 200 if quick else REQUESTS
     requests = _requests(total, n_requests)
     latency_requests = _requests(total, 50 if quick else LATENCY_REQUESTS, seed=6)
+    # The same near the live end (the last RECENT messages), where real gaps are asked for.
+    recent_requests = _requests(total, n_requests, seed=7, recent=RECENT)
+    recent_latency = _requests(total, 50 if quick else LATENCY_REQUESTS, seed=8, recent=RECENT)
     servers = []
     for label, source in (
         ("jetstream: answers, JetStreamStore (serve --nats)", ["--nats", url, "--stream", STREAM]),
@@ -412,6 +424,9 @@ def serve_rows(url: str, binaryfile: Path, total: int, quick: bool) -> list[Resu
     try:
         for label, port, proc, report in servers:
             got = ask(port, requests, latency_requests)
+            near = ask(port, recent_requests, recent_latency)
+            got["tail_answers_per_s"] = round(near["answers_per_s"])
+            got["tail_p99_ms"] = near["p99_ms"]
             proc.terminate()  # passed on to serve, which exits cleanly
             done = measure.finish_measured(proc, report, 30)
             rows.append(
