@@ -99,6 +99,9 @@ _WRONG_LAST_SEQUENCE = 10071
 _IN_PROCESS = 10158
 _STREAM_FULL = 10077  # maximum messages/bytes exceeded (discard new): no outage, a limit
 _STREAM_NOT_FOUND = 10059
+#: Bytes of a stream message kept for a record's headers when cutting at the server's
+#: ``max_payload`` (which counts headers and payload together).
+_HEADER_ROOM = 1024
 
 
 class JetStreamError(MoldUDP64Error):
@@ -410,6 +413,11 @@ class Bridge:
         self.js = js
         self.stream = stream
         self.window = window
+        # Records must fit the server's max_payload (1 MiB unless configured lower).
+        limit = getattr(getattr(js, "_nc", None), "max_payload", None)
+        self._max_payload = limit if isinstance(limit, int) and limit > _HEADER_ROOM else None
+        if self._max_payload is not None:
+            max_bytes = max(2, min(max_bytes, self._max_payload - _HEADER_ROOM))
         self.max_bytes = max_bytes
         self.linger = linger
         self.timeout = timeout
@@ -669,6 +677,14 @@ class Bridge:
         if reason:
             headers["Mold-Reason"] = reason
         payload = join_blocks(messages) if messages else b""
+        limit = self._max_payload
+        if limit is not None:
+            size = len(payload) + 12 + sum(len(k) + len(v) + 4 for k, v in headers.items())
+            if size > limit:  # one message larger than the server takes
+                raise JetStreamError(
+                    f"append to {self.stream}: message {seq} makes a record of {size} bytes, "
+                    f"over the NATS server's max_payload ({limit}): raise max_payload"
+                )
         for attempt in range(50):
             try:
                 ack = await self.js.publish(
@@ -709,6 +725,15 @@ class Bridge:
         if ack.duplicate:
             self.conflicts += 1
             await self._sync_quietly(state)
+            if not state.ended and (state.next_seq is None or state.next_seq <= seq):
+                # The record the server remembers by this id is gone: retrying would be
+                # refused the same way until the duplicate window passes.
+                raise JetStreamError(
+                    f"append to {self.stream} refused as a duplicate (Nats-Msg-Id "
+                    f"{headers['Nats-Msg-Id']}) of a record no longer in the stream (deleted "
+                    "or purged within the stream's duplicate window): wait for the window "
+                    "to pass, or use another stream"
+                )
             return False
         self.appended += 1
         state.last_stream_seq = ack.seq

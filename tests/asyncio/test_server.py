@@ -354,3 +354,65 @@ def test_a_blocking_store_answers_in_order_and_drops_a_flood_beyond_the_queue_co
             transport.close()
 
     asyncio.run(main())
+
+
+def test_a_blocking_store_answers_requests_that_waited_for_budget_from_its_worker() -> None:
+    """Over the rate limit, requests wait for budget; the timer's turn (answers_due) runs in
+    the worker thread too, and every waiting request is answered, in order."""
+
+    async def main() -> None:
+        store = GatedStore()
+        store.gate.set()  # no holding back: only where get() runs is watched
+        for m in MESSAGES:
+            store.append(m)
+        limit = RateLimit(requests_per_second=20, bytes_per_second=1e9, burst_seconds=0.1)
+        async with await AsyncRerequestServer.create(SESSION, store, rate_limit=limit) as srv:
+            transport, client = await open_client()
+            for seq in range(1, 7):
+                transport.sendto(request(seq, 1), srv.address)
+            got = [Packet.parse(await client.recv()).seq_num for _ in range(6)]
+            stats = srv.stats
+            assert got == [1, 2, 3, 4, 5, 6]
+            assert stats.waited >= 4 and stats.answers == 6
+            assert sum(stats.refused.values()) == 0
+            assert store.calls_in_loop_thread == 0
+            transport.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("opened", ["before the loop ends", "after the loop ended"])
+def test_closing_while_a_blocking_get_is_in_flight_sends_nothing_and_raises_nothing(
+    opened: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """close() with the worker held in get(): the answer the worker computes after the
+    close is never sent, and neither the loop nor the worker's thread report an error,
+    whether get() returns while the loop still runs or after it has closed."""
+    errors: list[dict[str, object]] = []
+    store = GatedStore()
+    for m in MESSAGES:
+        store.append(m)
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: errors.append(ctx))
+        srv = await AsyncRerequestServer.create(SESSION, store)
+        transport, client = await open_client()
+        transport.sendto(request(3, 2), srv.address)
+        while not store.entered.is_set():
+            await asyncio.sleep(0.005)
+        srv.close()
+        if opened == "before the loop ends":
+            store.gate.set()
+        with pytest.raises(TimeoutError):
+            await client.recv(0.5)
+        srv.close()  # again: nothing to do
+        transport.close()
+
+    asyncio.run(main())
+    store.gate.set()
+    for thread in threading.enumerate():
+        if thread.name.startswith("moldudp64-store"):
+            thread.join(10)
+            assert not thread.is_alive()
+    assert errors == []
+    assert [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")] == []

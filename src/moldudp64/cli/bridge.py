@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -30,6 +31,8 @@ from .options import _session_label
 
 #: How often the commands look at the stop flag and the idle clock (seconds).
 _TICK = 0.25
+#: After a stop signal, how long a bridge may take to store what it took from the feed.
+_STOP_GRACE = 5.0
 
 #: ``bridge --metrics-port``: BridgeStats fields served as ``moldudp64_bridge_*``.
 BRIDGE_COUNTERS = {
@@ -103,6 +106,7 @@ class _Tally:
     interrupted: bool = False
     session: str | None = None
     next_seq: int = 0  # one past the last number written or lost (nats:// listen)
+    unstored: int = 0  # received, not stored: the stream did not take them after a signal
 
     def lose(self, ev: MessagesLost) -> None:
         """Count a lost range (the first ranges are kept for the summary)."""
@@ -134,6 +138,16 @@ class _Tally:
         return "stopped"
 
 
+async def _close_quietly(nc: Any) -> None:
+    """Close a NATS connection; an error doing so (the server gone, the socket reset) is
+    logged, never raised: it would hide the error that ended the command, and everything
+    the command needed from the connection was acknowledged before."""
+    try:
+        await nc.close()
+    except Exception as exc:
+        logging.getLogger(__name__).debug("closing the NATS connection: %r", exc)
+
+
 def _nats_servers(args: argparse.Namespace) -> list[str]:
     servers: list[str] = list(args.nats or [])
     if not servers:
@@ -157,6 +171,11 @@ def cmd_bridge(args: argparse.Namespace) -> int:
     _say(f"moldudp64 bridge: {tally.end_text(args.idle_timeout, args.count)}: " + ", ".join(parts))
     if tally.lost:
         _say(f"moldudp64 bridge: messages lost for good: {_format_ranges(tally.lost)}")
+    if tally.unstored:
+        _say(
+            f"moldudp64 bridge: {tally.unstored} messages received were not stored: the "
+            f"stream did not take them within {_STOP_GRACE:g} s of the signal"
+        )
     return tally.exit_code()
 
 
@@ -206,14 +225,41 @@ async def _bridge(
                 )
                 feed = _FeedThread(client, asyncio.get_running_loop())
                 try:
-                    await bridge.run(_watch(feed, args, tally, stop))
+                    await _run_until_stopped(bridge, _watch(feed, args, tally, stop), stop, tally)
                 finally:
                     feed.halt()
             return tally, bridge.appended
     finally:
         if metrics is not None:
             metrics.close()
-        await nc.close()
+        await _close_quietly(nc)
+
+
+async def _run_until_stopped(
+    bridge: Any, events: AsyncIterator[Event], stop: _StopFlag, tally: _Tally
+) -> None:
+    """``bridge.run(events)``; after a stop signal it has ``_STOP_GRACE`` seconds to store
+    what it took (it normally needs far less), then it is cancelled and what it could not
+    store is counted in ``tally.unstored`` (the stream away: it would wait its outage bound)."""
+    run = asyncio.ensure_future(bridge.run(events))
+    try:
+        stopped_at: float | None = None
+        while not run.done():
+            await asyncio.wait({run}, timeout=_TICK)
+            if stop.set and not run.done():
+                now = time.monotonic()
+                if stopped_at is None:
+                    stopped_at = now
+                elif now - stopped_at >= _STOP_GRACE:
+                    tally.interrupted = True
+                    tally.unstored = bridge.stats.lag_messages
+                    run.cancel()
+                    await asyncio.wait({run}, timeout=_STOP_GRACE)
+                    return
+        run.result()  # its error, if any
+    finally:
+        if not run.done():
+            run.cancel()
 
 
 #: What the feed thread hands over besides batches: (_QUIET, datagrams received so far)
@@ -366,7 +412,7 @@ async def _replay(
         with jetstream_errors(f"stream {source.stream}"):
             return await _replay_from(nc, args, source, sink, stop, tally)
     finally:
-        await nc.close()
+        await _close_quietly(nc)
 
 
 async def _replay_from(
@@ -482,4 +528,4 @@ async def _stream_exists(servers: list[str], stream: str) -> None:
             except nats.js.errors.NotFoundError:
                 raise JetStreamError(f"no stream {stream} (a bridge creates it)") from None
     finally:
-        await nc.close()
+        await _close_quietly(nc)
