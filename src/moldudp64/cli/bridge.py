@@ -139,11 +139,12 @@ class _Tally:
 
 
 async def _close_quietly(nc: Any) -> None:
-    """Close a NATS connection; an error doing so (the server gone, the socket reset) is
-    logged, never raised: it would hide the error that ended the command, and everything
-    the command needed from the connection was acknowledged before."""
+    """Close a NATS connection, waiting at most ``_STOP_GRACE`` seconds (a server that
+    stopped reading never takes the last bytes); an error doing so (the server gone, the
+    socket reset) is logged, never raised: it would hide the error that ended the command,
+    and everything the command needed from the connection was acknowledged before."""
     try:
-        await nc.close()
+        await asyncio.wait_for(nc.close(), _STOP_GRACE)
     except Exception as exc:
         logging.getLogger(__name__).debug("closing the NATS connection: %r", exc)
 
