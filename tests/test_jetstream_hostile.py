@@ -596,6 +596,36 @@ def test_the_store_cache_stays_bounded_over_overlapping_records(nats_url: str) -
         store.close()
 
 
+def test_the_store_finds_records_again_after_a_purge_and_a_refill_from_later_numbers(
+    nats_url: str,
+) -> None:
+    """What the store learned of where records are goes stale when the stream is purged
+    and a bridge refills the session from a later number: it searches afresh and answers."""
+
+    async def fill(first: int, last: int, purge: bool) -> None:
+        nc = await connect(nats_url)
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js, STREAM)
+            if purge:
+                await js.purge_stream(STREAM)
+            for start in range(first, last + 1, 10):
+                await put(js, "data", start, 10, blocks(msgs(start, start + 9)))
+        finally:
+            await nc.close()
+
+    run(fill(1, 100, purge=False))
+    store = JetStreamStore(nats_url, STREAM, SESSION, cache_records=1, refresh=3600)
+    try:
+        for seq in (5, 55, 95):  # learns where every record it passes is
+            assert store.get(seq, 1, 1 << 16) == msgs(seq, seq)
+        run(fill(71, 200, purge=True))  # purged, then 71..200 stored again after
+        assert store.get(85, 1, 1 << 16) == msgs(85, 85)  # where it knew other places
+        assert store.get(175, 2, 1 << 16) == msgs(175, 176)  # beyond all it knew
+    finally:
+        store.close()
+
+
 def test_a_damaged_record_appended_later_does_not_stop_the_answers_before_it(
     nats_url: str,
 ) -> None:

@@ -1223,20 +1223,27 @@ class JetStreamStore:
             _log.info("JetStreamStore %s: %s", self.stream, exc)
             return
         if first is not None and last is not None:
-            if first.stream_seq != self._first_stream_seq:  # new, or purged and refilled
-                self._forget()
-                self._first_stream_seq = first.stream_seq
+            moved = first.stream_seq != self._first_stream_seq
+            if moved and not (self._first_stream_seq and first.seq > self._first):
+                self._forget()  # new, or purged and refilled: the same numbers elsewhere
+            # (The first record moving on to later numbers is retention removing the
+            # oldest: what is known of the rest still holds.)
+            self._first_stream_seq = first.stream_seq
             self._learn(first)
             self._learn(last)
             self._first, self._next = first.seq, last.next_seq
 
     def _forget(self) -> None:
         """Drop every record known and cached (the stream is not what it was)."""
+        self._forget_places()
+        self._cache.clear()
+        self._starts.clear()
+
+    def _forget_places(self) -> None:
+        """Drop the places of the records known (not the cached records)."""
         with self._known_lock:
             self._known.clear()
             self._known_starts.clear()
-        self._cache.clear()
-        self._starts.clear()
 
     def _learn(self, rec: Record) -> None:
         """Remember where ``rec`` is (not its messages), for later searches."""
@@ -1276,14 +1283,8 @@ class JetStreamStore:
         """Refused: the bridge writes the stream."""
         raise ConfigError("JetStreamStore is read-only: a bridge appends to the stream")
 
-    def _record(self, seq: int) -> Record | None:
-        i = bisect.bisect_right(self._starts, seq) - 1
-        if i >= 0:
-            rec = self._cache.get(self._starts[i])
-            if rec is not None and seq < rec.next_seq:
-                self._cache.move_to_end(rec.seq)
-                return rec
-        below, above = self._bracket(seq)
+    def _find(self, seq: int, below: Record | None, above: Record | None) -> Record | None:
+        """The record for ``seq`` (see :func:`find_record`), searched between known records."""
         found: tuple[Record | None, int] = self._call(
             find_record(
                 self._js,
@@ -1296,8 +1297,22 @@ class JetStreamStore:
                 seen=self._learn,
             )
         )
-        rec = found[0]
         self.lookups += found[1]
+        return found[0]
+
+    def _record(self, seq: int) -> Record | None:
+        i = bisect.bisect_right(self._starts, seq) - 1
+        if i >= 0:
+            rec = self._cache.get(self._starts[i])
+            if rec is not None and seq < rec.next_seq:
+                self._cache.move_to_end(rec.seq)
+                return rec
+        rec = self._find(seq, *self._bracket(seq))
+        if (rec is None or not rec.seq <= seq < rec.next_seq) and self._known:
+            # What was known may be stale (a purge, then a refill from a later number):
+            # search once more from the stream's own first and last records.
+            self._forget_places()
+            rec = self._find(seq, None, None)
         if rec is None or not rec.seq <= seq < rec.next_seq or rec.kind != "data":
             return None
         if rec.seq not in self._cache:  # overlapping records may share a start
