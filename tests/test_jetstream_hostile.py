@@ -9,11 +9,12 @@ are written by hand where the point is a stream no bridge would write.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -22,6 +23,9 @@ from moldudp64.events import Event, Message, MessagesDelivered, MessagesLost, Se
 from moldudp64.exceptions import ConfigError
 from moldudp64.sync.server import RerequestServer
 from moldudp64.wire import Packet, RetransmissionRequest, encode_session
+
+if TYPE_CHECKING:
+    from nats.js import JetStreamContext
 
 nats = pytest.importorskip("nats", reason="nats-py is not installed (pip install '.[test]')")
 
@@ -52,6 +56,18 @@ def run(coro: Any, timeout: float = 30) -> Any:
 
 def blocks(messages: list[bytes]) -> bytes:
     return b"".join(len(m).to_bytes(2, "big") + m for m in messages)
+
+
+@contextlib.asynccontextmanager
+async def stream_context(url: str) -> AsyncIterator[JetStreamContext]:
+    """A connection's JetStream context, with the stream made (closed at the end)."""
+    nc = await connect(url)
+    try:
+        js = nc.jetstream()
+        await ensure_stream(js, STREAM)
+        yield js
+    finally:
+        await nc.close()
 
 
 async def put(
@@ -167,18 +183,13 @@ def test_overlapping_and_stale_records_are_read_once_in_order_first_stored_wins(
     nats_url: str,
 ) -> None:
     async def main() -> tuple[list[Event], list[Event]]:
-        nc = await connect(nats_url)
-        try:
-            js = nc.jetstream()
-            await ensure_stream(js, STREAM)
+        async with stream_context(nats_url) as js:
             await put(js, "data", 1, 5, blocks(msgs(1, 5)))
             await put(js, "data", 3, 5, blocks(msgs(3, 7, b"X")))  # 3..5 again, other bytes
             await put(js, "data", 2, 2, blocks(msgs(2, 3, b"Y")))  # behind the tail
             await put(js, "data", 8, 2, blocks(msgs(8, 9)))
             await put(js, "end", 10)
             return await read_all(js), await read_all(js, start=4)
-        finally:
-            await nc.close()
 
     whole, tail = run(main())
     from_second = [Message(SESSION, s, b"X%d" % s) for s in (6, 7)]
@@ -188,32 +199,22 @@ def test_overlapping_and_stale_records_are_read_once_in_order_first_stored_wins(
 
 def test_an_end_record_behind_the_tail_ends_where_the_data_did(nats_url: str) -> None:
     async def main() -> list[Event]:
-        nc = await connect(nats_url)
-        try:
-            js = nc.jetstream()
-            await ensure_stream(js, STREAM)
+        async with stream_context(nats_url) as js:
             await put(js, "data", 1, 5, blocks(msgs(1, 5)))
             await put(js, "end", 3)  # a lie: 1..5 are stored
             await put(js, "data", 6, 2, blocks(msgs(6, 7)))  # after the end: not read
             return await read_all(js)
-        finally:
-            await nc.close()
 
     assert as_messages(run(main())) == [*want(1, 5), SessionEnded(SESSION, 6)]
 
 
 def test_a_lost_range_to_the_last_sequence_number_is_one_event(nats_url: str) -> None:
     async def main() -> list[Event]:
-        nc = await connect(nats_url)
-        try:
-            js = nc.jetstream()
-            await ensure_stream(js, STREAM)
+        async with stream_context(nats_url) as js:
             await put(js, "data", 1, 3, blocks(msgs(1, 3)))
             await put(js, "lost", 4, TOP - 4)
             await put(js, "end", TOP)
             return await read_all(js)
-        finally:
-            await nc.close()
 
     assert run(main()) == [
         MessagesDelivered(SESSION, 1, msgs(1, 3)),
@@ -226,10 +227,7 @@ def test_the_latest_session_ignores_foreign_subjects_and_refuses_forged_ones(
     nats_url: str,
 ) -> None:
     async def main() -> None:
-        nc = await connect(nats_url)
-        try:
-            js = nc.jetstream()
-            await ensure_stream(js, STREAM)
+        async with stream_context(nats_url) as js:
             assert await latest_session(js, STREAM) is None
             await put(js, "data", 1, 1, blocks(msgs(1, 1)), session="A")
             await js.publish(f"{STREAM}.notes", b"not a record")  # newest, not a session
@@ -241,8 +239,6 @@ def test_the_latest_session_ignores_foreign_subjects_and_refuses_forged_ones(
                     await latest_session(js, STREAM)
             with pytest.raises(JetStreamError, match="no stream NOSUCH"):
                 await latest_session(js, "NOSUCH")
-        finally:
-            await nc.close()
 
     run(main())
 
@@ -452,17 +448,12 @@ def test_the_store_answers_up_to_a_lost_range_and_the_end_and_its_cache_stays_bo
     nats_url: str,
 ) -> None:
     async def fill() -> None:
-        nc = await connect(nats_url)
-        try:
-            js = nc.jetstream()
-            await ensure_stream(js, STREAM)
+        async with stream_context(nats_url) as js:
             for first in range(1, 101, 10):
                 await put(js, "data", first, 10, blocks(msgs(first, first + 9)))
             await put(js, "lost", 101, 50)
             await put(js, "data", 151, 50, blocks(msgs(151, 200)))
             await put(js, "end", 201)
-        finally:
-            await nc.close()
 
     run(fill())
     store = JetStreamStore(nats_url, STREAM, SESSION, cache_records=2)
@@ -483,13 +474,8 @@ def test_a_request_server_over_the_store_refuses_hostile_requests_and_keeps_answ
     nats_url: str,
 ) -> None:
     async def fill() -> None:
-        nc = await connect(nats_url)
-        try:
-            js = nc.jetstream()
-            await ensure_stream(js, STREAM)
+        async with stream_context(nats_url) as js:
             await put(js, "data", 1, 100, blocks(msgs(1, 100)))
-        finally:
-            await nc.close()
 
     run(fill())
     store = JetStreamStore(nats_url, STREAM, SESSION)
@@ -547,15 +533,10 @@ def test_a_session_with_bytes_above_ascii_is_stored_and_read_back(nats_url: str)
     session = "\xe9COLE\xa0 001"
 
     async def main() -> list[Event | Message]:
-        nc = await connect(nats_url)
-        try:
-            js = nc.jetstream()
-            await ensure_stream(js, STREAM)
+        async with stream_context(nats_url) as js:
             events = [MessagesDelivered(session, 1, msgs(1, 3)), SessionEnded(session, 4)]
             await Bridge(js, STREAM).run(events)
             return [ev async for ev in read_session(js, STREAM, session, idle_timeout=2)]
-        finally:
-            await nc.close()
 
     assert run(main()) == [
         *[Message(session, s, b"m%d" % s) for s in (1, 2, 3)],
@@ -565,15 +546,10 @@ def test_a_session_with_bytes_above_ascii_is_stored_and_read_back(nats_url: str)
 
 def test_the_store_cache_stays_bounded_over_overlapping_records(nats_url: str) -> None:
     async def fill() -> None:
-        nc = await connect(nats_url)
-        try:
-            js = nc.jetstream()
-            await ensure_stream(js, STREAM)
+        async with stream_context(nats_url) as js:
             await put(js, "data", 1, 2, blocks(msgs(1, 2)))
             await put(js, "data", 1, 5, blocks(msgs(1, 5)))  # the same start, longer
             await put(js, "data", 6, 3, blocks(msgs(6, 8)))
-        finally:
-            await nc.close()
 
     run(fill())
     store = JetStreamStore(nats_url, STREAM, SESSION, cache_records=1)
@@ -594,16 +570,11 @@ def test_the_store_finds_records_again_after_a_purge_and_a_refill_from_later_num
     and a bridge refills the session from a later number: it searches afresh and answers."""
 
     async def fill(first: int, last: int, purge: bool) -> None:
-        nc = await connect(nats_url)
-        try:
-            js = nc.jetstream()
-            await ensure_stream(js, STREAM)
+        async with stream_context(nats_url) as js:
             if purge:
                 await js.purge_stream(STREAM)
             for start in range(first, last + 1, 10):
                 await put(js, "data", start, 10, blocks(msgs(start, start + 9)))
-        finally:
-            await nc.close()
 
     run(fill(1, 100, purge=False))
     store = JetStreamStore(nats_url, STREAM, SESSION, cache_records=1, refresh=3600)
@@ -657,13 +628,8 @@ def test_a_request_server_over_the_store_outlives_a_nats_restart(tmp_path: Path)
 
     async def fill() -> None:
         await listening(port)
-        nc = await connect(url)
-        try:
-            js = nc.jetstream()
-            await ensure_stream(js, STREAM)
+        async with stream_context(url) as js:
             await put(js, "data", 1, 100, blocks(msgs(1, 100)))
-        finally:
-            await nc.close()
 
     def ask(s: socket.socket, seq: int, tries: int) -> list[bytes] | None:
         """The answer to a request for seq (an answer to an earlier request, answered late
