@@ -367,3 +367,31 @@ def test_a_replay_names_a_short_session_padded_as_live_listen_does(nats_url: str
         assert got.returncode == 0, got.stderr.decode()
         assert [r["session"] for r in jsonl(got.stdout)] == ["S1        "] * 3
         assert b"session 'S1' from stream FEED" in got.stderr
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port that accepts connections and never says a word (a NATS client waits
+    for its greeting until its connect timeout)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    try:
+        yield server.getsockname()[1]
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("command", ["bridge", "listen"])
+def test_a_signal_while_connecting_is_exit_130_at_once(
+    command: str, silent_port: int, tmp_path: Path
+) -> None:
+    url = f"nats://127.0.0.1:{silent_port}"
+    args = {
+        "bridge": ["bridge", "239.7.7.10:30001", "--nats", url, "--stream", "FEED"],
+        "listen": ["listen", f"{url}/FEED", "-o", str(tmp_path / "out.bin")],
+    }[command]
+    proc = start(*args)
+    time.sleep(1.0)  # started, and waiting for the server's greeting
+    proc.terminate()
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 130, err.decode()
+    assert b"interrupted" in err and b"Traceback" not in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -149,6 +150,22 @@ async def _close_quietly(nc: Any) -> None:
         logging.getLogger(__name__).debug("closing the NATS connection: %r", exc)
 
 
+async def _connect_unless_stopped(servers: list[str], stop: _StopFlag) -> Any | None:
+    """A NATS connection, or None when a stop signal comes first (connecting to servers
+    that do not answer takes seconds: the signal should not wait for it)."""
+    from ..jetstream import connect
+
+    task = asyncio.ensure_future(connect(servers))
+    while not task.done():
+        await asyncio.wait({task}, timeout=_TICK)
+        if stop.set and not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            return None
+    return task.result()
+
+
 def _nats_servers(args: argparse.Namespace) -> list[str]:
     servers: list[str] = list(args.nats or [])
     if not servers:
@@ -183,12 +200,14 @@ def cmd_bridge(args: argparse.Namespace) -> int:
 async def _bridge(
     args: argparse.Namespace, servers: list[str], stop: _StopFlag
 ) -> tuple[_Tally, int]:
-    from ..jetstream import Bridge, connect, ensure_stream, jetstream_errors
+    from ..jetstream import Bridge, ensure_stream, jetstream_errors
     from ..net import DEFAULT_RCVBUF
     from ..sync.client import MoldUDP64
     from .listen import LISTEN_COALESCE, LISTEN_RCVBUF, _is_root
 
-    nc = await connect(servers)
+    nc = await _connect_unless_stopped(servers, stop)
+    if nc is None:
+        return _Tally(interrupted=True), 0
     metrics = None
     try:
         with jetstream_errors(f"bridge to stream {args.stream}"):
@@ -406,9 +425,12 @@ def cmd_listen_nats(args: argparse.Namespace) -> int:
 async def _replay(
     args: argparse.Namespace, source: NatsSource, sink: Any, stop: _StopFlag, tally: _Tally
 ) -> _Tally:
-    from ..jetstream import connect, jetstream_errors
+    from ..jetstream import jetstream_errors
 
-    nc = await connect(source.url)
+    nc = await _connect_unless_stopped([source.url], stop)
+    if nc is None:
+        tally.interrupted = True
+        return tally
     try:
         with jetstream_errors(f"stream {source.stream}"):
             return await _replay_from(nc, args, source, sink, stop, tally)
