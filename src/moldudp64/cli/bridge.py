@@ -201,9 +201,7 @@ async def _bridge(
     args: argparse.Namespace, servers: list[str], stop: _StopFlag
 ) -> tuple[_Tally, int]:
     from ..jetstream import Bridge, ensure_stream, jetstream_errors
-    from ..net import DEFAULT_RCVBUF
-    from ..sync.client import MoldUDP64
-    from .listen import LISTEN_COALESCE, LISTEN_RCVBUF, _is_root
+    from .listen import feed_client
 
     nc = await _connect_unless_stopped(servers, stop)
     if nc is None:
@@ -214,20 +212,8 @@ async def _bridge(
             js = nc.jetstream()
             await ensure_stream(js, args.stream)
             bridge = Bridge(js, args.stream)
-            # The blocking client in pull mode reads the feed as listen does (recvmmsg,
-            # its own thread); the event loop appends.
-            client = MoldUDP64(
-                args.group,
-                args.interface,
-                list(args.request_server or []),
-                args.session,
-                args.start_seq,
-                line_b_addr=args.line_b,
-                request_delay=args.request_delay,
-                rcvbuf=LISTEN_RCVBUF if _is_root() else DEFAULT_RCVBUF,  # bursts, as listen
-                receiver_thread=False,
-                coalesce=LISTEN_COALESCE,
-            )
+            # listen's client reads the feed (recvmmsg) on its own thread; the loop appends.
+            client = feed_client(args)
             metrics = start_metrics(
                 args.metrics_port,
                 args.metrics_addr,

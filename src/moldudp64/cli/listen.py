@@ -22,7 +22,7 @@ from ..events import (
 from ..exceptions import MoldUDP64Error
 from ..metrics import ClientCollector, start_metrics
 from ..net import DEFAULT_RCVBUF
-from ..sync.client import MoldUDP64
+from ..sync.client import DatagramHook, MoldUDP64
 from .bridge import NatsSource, cmd_listen_nats
 from .common import (
     EXIT_IDLE,
@@ -261,6 +261,29 @@ def _lost_text(result: _ListenResult) -> str:
     return text
 
 
+def feed_client(
+    args: argparse.Namespace, on_datagram: DatagramHook | None = None
+) -> MoldUDP64:
+    """The client ``listen`` (and ``bridge``) reads a feed with, from the feed options.
+
+    Pull mode: the calling thread reads, runs the core and takes the events (no thread
+    hand-offs); a large kernel buffer (root may force it past net.core.rmem_max) takes
+    the bursts."""
+    return MoldUDP64(
+        args.group,
+        args.interface,
+        list(args.request_server or []),
+        args.session,
+        args.start_seq,
+        line_b_addr=args.line_b,
+        request_delay=args.request_delay,
+        rcvbuf=LISTEN_RCVBUF if _is_root() else DEFAULT_RCVBUF,
+        receiver_thread=False,
+        on_datagram=on_datagram,
+        coalesce=LISTEN_COALESCE,
+    )
+
+
 def cmd_listen(args: argparse.Namespace) -> int:
     """moldudp64 listen GROUP:PORT: join, recover, write every message in order once."""
     if isinstance(args.group, NatsSource):  # a session stored in JetStream
@@ -272,21 +295,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
     hook = None
     if tap is not None:
         hook = _CaptureHook(tap, group, args.line_b, args.interface)
-    # Pull mode: this thread reads, runs the core and writes (no thread hand-offs); a
-    # large kernel buffer (root may force it past net.core.rmem_max) takes the bursts.
-    client = MoldUDP64(
-        group,
-        args.interface,
-        list(args.request_server or []),
-        args.session,
-        args.start_seq,
-        line_b_addr=args.line_b,
-        request_delay=args.request_delay,
-        rcvbuf=LISTEN_RCVBUF if _is_root() else DEFAULT_RCVBUF,
-        receiver_thread=False,
-        on_datagram=hook,
-        coalesce=LISTEN_COALESCE,
-    )
+    client = feed_client(args, on_datagram=hook)
     status = _Status(_stderr_is_terminal())
     t0 = time.monotonic()
     metrics = None
