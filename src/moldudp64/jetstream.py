@@ -878,7 +878,7 @@ async def latest_session(js: JetStreamContext, stream: str) -> str | None:
         msg = await js.get_last_msg(stream, f"{stream}.s.*")
     except nats.js.errors.NotFoundError as exc:
         if exc.err_code == _STREAM_NOT_FOUND:
-            raise JetStreamError(f"no stream {stream}") from None
+            raise JetStreamError(f"no stream {stream} (a bridge creates it)") from None
         return None
     subject = msg.subject or ""
     session = _session_of(subject)
@@ -934,7 +934,7 @@ async def _stream_info(js: JetStreamContext, stream: str) -> StreamInfo:
     try:
         info: StreamInfo = await js.stream_info(stream)
     except nats.js.errors.NotFoundError:
-        raise JetStreamError(f"no stream {stream}") from None
+        raise JetStreamError(f"no stream {stream} (a bridge creates it)") from None
     return info
 
 
@@ -1206,7 +1206,7 @@ class JetStreamStore:
         try:
             self._nc = self._call(connect(servers))
             self._js = self._nc.jetstream()
-            config = self._call(self._js.stream_info(stream)).config
+            config = self._call(_stream_info(self._js, stream)).config  # never made here
             self._direct = bool(config.allow_direct) and (config.num_replicas or 1) == 1
             self._refresh(force=True)
         except BaseException:

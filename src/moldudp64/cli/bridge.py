@@ -510,7 +510,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     check_stream_name(args.stream)
     servers = _nats_servers(args)
-    asyncio.run(_stream_exists(servers, args.stream))
     store = JetStreamStore(servers, args.stream, args.session)
     try:
         what = (
@@ -521,20 +520,3 @@ def cmd_serve(args: argparse.Namespace) -> int:
         store.close()
         raise
     return publish.serve_store(args, store, what)
-
-
-async def _stream_exists(servers: list[str], stream: str) -> None:
-    """JetStreamError unless ``stream`` exists (serve answers from a stream, never makes one)."""
-    import nats.js.errors
-
-    from ..jetstream import JetStreamError, connect, jetstream_errors
-
-    nc = await connect(servers)
-    try:
-        with jetstream_errors(f"stream {stream}"):
-            try:
-                await nc.jetstream().stream_info(stream)
-            except nats.js.errors.NotFoundError:
-                raise JetStreamError(f"no stream {stream} (a bridge creates it)") from None
-    finally:
-        await _close_quietly(nc)
