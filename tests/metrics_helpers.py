@@ -13,6 +13,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cli_helpers import start
+from moldudp64.faults import FaultInjector
+from moldudp64.store import MemoryStore
+from moldudp64.sync.server import Publisher
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -70,3 +73,17 @@ def assert_gone(url: str) -> None:
     port = int(url.rsplit(":", 1)[1].split("/")[0])
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def lossy_publisher(session: str, group: str, port: int, seed: int) -> Publisher:
+    """A publisher of ``session`` to ``group``:``port`` dropping 10% of its packets
+    (seeded), its re-request server on 127.0.0.1:``port + 1``, a short end-of-session
+    period."""
+    return Publisher(
+        session,
+        (group, port),
+        store=MemoryStore(),
+        rerequest_bind=("127.0.0.1", port + 1),
+        faults=FaultInjector(0.1, 0.0, 0.0, seed=seed),
+        end_of_session_duration=0.3,
+    )

@@ -22,17 +22,14 @@ import pytest
 
 from cli_helpers import assert_one_line_error, finish, jsonl, run, start
 from client_support import free_udp_port
-from metrics_helpers import assert_gone, metric, start_with_metrics, wait_for
+from metrics_helpers import assert_gone, lossy_publisher, metric, start_with_metrics, wait_for
 from moldudp64.binaryfile import BinaryFileReader
 from moldudp64.cli.bridge import _FeedThread, _Tally, _watch
 from moldudp64.cli.common import _StopFlag
 from moldudp64.cli.itchgen import generate_itch
 from moldudp64.exceptions import MoldUDP64Error
-from moldudp64.faults import FaultInjector
 from moldudp64.net import open_unicast_socket
-from moldudp64.store import MemoryStore
 from moldudp64.sync.client import MoldUDP64
-from moldudp64.sync.server import Publisher
 from moldudp64.wire import Packet, RetransmissionRequest
 
 pytest.importorskip("nats", reason="nats-py is not installed (pip install '.[test]')")
@@ -185,14 +182,7 @@ def test_bridge_and_nats_listen_serve_metrics_while_they_run(
     out = tmp_path / "replay.bin"
     reader = None
     try:
-        publisher = Publisher(
-            SESSION,
-            (GROUP, port),
-            store=MemoryStore(),
-            rerequest_bind=("127.0.0.1", port + 1),
-            faults=FaultInjector(0.1, 0.0, 0.0, seed=5),
-            end_of_session_duration=0.3,
-        )
+        publisher = lossy_publisher(SESSION, GROUP, port, seed=5)
         with publisher:
             for i in range(40):
                 publisher.publish_many(b"msg-%05d" % (i * 100 + j) for j in range(100))

@@ -25,11 +25,16 @@ from cli_helpers import (
     free_port,
     run,
 )
-from metrics_helpers import assert_gone, delivered, metric, scrape, start_with_metrics, wait_for
+from metrics_helpers import (
+    assert_gone,
+    delivered,
+    lossy_publisher,
+    metric,
+    scrape,
+    start_with_metrics,
+    wait_for,
+)
 from moldudp64.binaryfile import write_binaryfile
-from moldudp64.faults import FaultInjector
-from moldudp64.store import MemoryStore
-from moldudp64.sync.server import Publisher
 from moldudp64.wire import RetransmissionPacket
 
 
@@ -46,14 +51,7 @@ def test_listen_metrics_move_with_the_feed_and_end_at_the_summary(
         "--output", str(out), "--idle-timeout", "20", ready="joined",
     )  # fmt: skip
     server = f"127.0.0.1:{port + 1}"
-    publisher = Publisher(
-        SESSION,
-        (GROUP, port),
-        store=MemoryStore(),
-        rerequest_bind=("127.0.0.1", port + 1),
-        faults=FaultInjector(0.1, 0.0, 0.0, seed=3),
-        end_of_session_duration=0.3,
-    )
+    publisher = lossy_publisher(SESSION, GROUP, port, seed=3)
     with publisher:
         before = scrape(url)
         assert metric(before, "moldudp64_messages_delivered_total") == 0
