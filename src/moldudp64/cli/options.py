@@ -98,25 +98,24 @@ def _probability(text: str) -> float:
     return value
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a port number") from None
-    if not 1 <= value <= 65535:
-        raise ValueError(f"{text!r}: port must be 1..65535")
-    return value
+def _port_from(low: int) -> Callable[[str], int]:
+    """A port number ``low``..65535 (decimal)."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a port number") from None
+        if not low <= value <= 65535:
+            raise ValueError(f"{text!r}: port must be {low}..65535")
+        return value
+
+    return convert
 
 
-def _captured_port(text: str) -> int:
-    """inspect --port: 0..65535 (port 0 is legal on the wire; anonymised captures use it)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise ValueError(f"{text!r}: port must be 0..65535")
-    return value
+_port = _port_from(1)
+#: inspect --port: 0..65535 (port 0 is legal on the wire; anonymised captures use it).
+_captured_port = _port_from(0)
 
 
 def _session(text: str) -> str:
