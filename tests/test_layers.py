@@ -18,8 +18,15 @@ CORES = {
     "events", "exceptions", "faults", "binaryfile", "_closing",
 }  # fmt: skip
 ALLOWED_EXTRA = {"replay": {"capture"}}
+#: The cores' optional C accelerators (no I/O either): any core may use them.
+ACCELERATORS = {"_speedups", "_itch50"}
 #: What a core may never import: the clock, sockets, threads, event loops.
 IO_MODULES = ("socket", "time", "threading", "asyncio", "selectors")
+
+
+def _within(name: str, modules: set[str]) -> bool:
+    """Whether ``name`` is one of ``modules`` or a name inside one."""
+    return any(name == m or name.startswith(m + ".") for m in modules)
 
 
 def stdlib_imports(path: Path) -> set[str]:
@@ -40,11 +47,8 @@ def stdlib_imports(path: Path) -> set[str]:
 @pytest.mark.parametrize("core", sorted(CORES))
 def test_a_core_imports_only_cores_and_no_io(core: str) -> None:
     path = SRC / f"{core}.py"
-    allowed = {f"moldudp64.{c}" for c in CORES | ALLOWED_EXTRA.get(core, set())}
-    allowed.add("moldudp64")
-    above = sorted(
-        n for n in imported(path) if not any(n == a or n.startswith(a + ".") for a in allowed)
-    )
+    allowed = {f"moldudp64.{c}" for c in CORES | ACCELERATORS | ALLOWED_EXTRA.get(core, set())}
+    above = sorted(n for n in imported(path) if n != "moldudp64" and not _within(n, allowed))
     assert above == [], f"{core}.py imports {above}"
     assert not stdlib_imports(path) & set(IO_MODULES), f"{core}.py does I/O"
 
@@ -55,3 +59,31 @@ def test_nothing_imports_the_command_line() -> None:
             continue
         bad = sorted(n for n in imported(path) if n.startswith("moldudp64.cli"))
         assert bad == [], f"{path.relative_to(SRC)} imports {bad}"
+
+
+#: The JetStream package: what each of its modules may import from the package (the rest
+#: of moldudp64 it may use is the cores only: never sockets, a client or the command).
+JETSTREAM = {
+    "connection": set(),
+    "stream": {"connection"},
+    "records": {"connection"},
+    "search": {"connection", "records", "stream"},
+    "bridge": {"connection", "records", "stream"},
+    "reader": {"connection", "records", "search", "stream"},
+    "store": {"connection", "records", "search", "stream"},
+    "__init__": {"connection", "stream", "records", "search", "bridge", "reader", "store"},
+}  # fmt: skip
+
+
+def test_the_jetstream_package_has_a_module_per_part_and_each_imports_only_below_it() -> None:
+    folder = SRC / "jetstream"
+    assert sorted(p.stem for p in folder.glob("*.py")) == sorted(JETSTREAM)
+    cores = {f"moldudp64.{c}" for c in CORES | ACCELERATORS}
+    for name, below in JETSTREAM.items():
+        allowed = cores | {f"moldudp64.jetstream.{m}" for m in below}
+        bad = sorted(
+            n
+            for n in imported(folder / f"{name}.py")
+            if n not in ("moldudp64", "moldudp64.jetstream") and not _within(n, allowed)
+        )
+        assert bad == [], f"jetstream/{name}.py imports {bad}"
