@@ -87,3 +87,27 @@ def test_the_jetstream_package_has_a_module_per_part_and_each_imports_only_below
             if n not in ("moldudp64", "moldudp64.jetstream") and not _within(n, allowed)
         )
         assert bad == [], f"jetstream/{name}.py imports {bad}"
+
+
+def test_the_command_modules_import_one_another_without_a_cycle() -> None:
+    """What two commands share lives in a module below both (``cli/feed.py`` for listen
+    and bridge), never in one of them importing the other back."""
+    folder = SRC / "cli"
+    graph = {
+        path.stem: {n.split(".")[2] for n in imported(path) if n.startswith("moldudp64.cli.")}
+        - {path.stem}
+        for path in folder.glob("*.py")
+        if path.stem != "__init__"
+    }
+
+    def cycle_from(module: str, trail: tuple[str, ...]) -> tuple[str, ...] | None:
+        if module in trail:
+            return (*trail[trail.index(module) :], module)
+        for below in sorted(graph.get(module, ())):
+            found = cycle_from(below, (*trail, module))
+            if found:
+                return found
+        return None
+
+    cycles = [c for m in sorted(graph) if (c := cycle_from(m, ()))]
+    assert cycles == [], " -> ".join(cycles[0])

@@ -22,7 +22,7 @@ import pytest
 
 from cli_helpers import assert_one_line_error, free_port, jsonl, run, start
 from moldudp64 import cli
-from moldudp64.cli.bridge import parse_nats_source
+from moldudp64.cli.feed import parse_nats_source
 from moldudp64.events import MessagesDelivered, SessionEnded
 
 pytest.importorskip("nats", reason="nats-py is not installed (pip install '.[test]')")

@@ -12,7 +12,6 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..events import Event, MessagesDelivered, MessagesLost, SessionChanged, SessionEnded
 from ..metrics import ClientCollector, FieldsCollector, start_metrics
@@ -28,6 +27,7 @@ from .common import (
     _say,
     _StopFlag,
 )
+from .feed import NatsSource, feed_client
 from .options import _session_label
 
 #: How often the commands look at the stop flag and the idle clock (seconds).
@@ -57,42 +57,6 @@ REPLAY_GAUGES = {
     "next_seq": "One past the last sequence number written or reported lost.",
     "ended": "1 once the stored end of session was read.",
 }
-
-
-@dataclass(frozen=True)
-class NatsSource:
-    """``nats://HOST:PORT/STREAM`` as ``listen`` takes it."""
-
-    url: str
-    stream: str
-
-
-def parse_nats_source(text: str) -> NatsSource:
-    """``nats://[USER[:PASSWORD]@]HOST[:PORT]/STREAM`` -> NatsSource (port 4222 when not
-    given); ValueError names what is wrong."""
-    from ..exceptions import ConfigError
-    from ..jetstream import check_stream_name
-
-    parts = urlsplit(text)
-    stream = parts.path.strip("/")
-    if parts.scheme != "nats" or not parts.hostname or not stream or "/" in stream:
-        raise ValueError(f"{text!r} is not nats://HOST:PORT/STREAM")
-    if parts.query or parts.fragment:
-        raise ValueError(f"{text!r}: nothing may follow STREAM ('?' or '#')")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"{text!r}: bad port") from None
-    if port == 0:
-        raise ValueError(f"{text!r}: bad port 0")
-    try:
-        check_stream_name(stream)
-    except ConfigError as exc:
-        raise ValueError(f"{text!r}: {exc}") from None
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    userinfo = parts.netloc.rpartition("@")[0]
-    at = f"{userinfo}@" if userinfo else ""
-    return NatsSource(f"nats://{at}{host}:{port or 4222}", stream)
 
 
 @dataclass
@@ -201,7 +165,6 @@ async def _bridge(
     args: argparse.Namespace, servers: list[str], stop: _StopFlag
 ) -> tuple[_Tally, int]:
     from ..jetstream import Bridge, ensure_stream, jetstream_errors
-    from .listen import feed_client
 
     nc = await _connect_unless_stopped(servers, stop)
     if nc is None:

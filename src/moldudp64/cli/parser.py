@@ -8,8 +8,8 @@ import logging
 from typing import Any, NoReturn
 
 from .. import __version__
-from .bridge import parse_nats_source
 from .common import EXIT_USAGE, FORMATS
+from .feed import parse_nats_source
 from .options import (
     CAPTURED_PORT,
     COUNT,
