@@ -253,6 +253,10 @@ def test_the_latest_session_ignores_foreign_subjects_and_refuses_forged_ones(
         ({"subjects": ["FEED.x.>"]}, "do not take FEED.s.*"),
         ({"retention": "interest"}, "interest retention"),
         ({"no_ack": True}, "no_ack"),
+        ({"max_bytes": 65536}, "max_bytes=65536 is smaller than one record"),
+        ({"max_msg_size": 1000}, "max_msg_size=1000 is smaller than one record"),
+        ({"max_msgs_per_subject": 1}, "max_msgs_per_subject=1 keeps one record per session"),
+        ({"max_msgs": 1}, "max_msgs=1 keeps one record"),
     ],
 )
 def test_an_existing_stream_a_bridge_cannot_append_to_is_refused_at_once(
@@ -523,6 +527,42 @@ def test_a_full_discard_new_stream_stops_the_bridge_saying_so(nats_url: str) -> 
             bridge = Bridge(js, STREAM, window=10, timeout=0.5, outage=1.0)
             with pytest.raises(JetStreamError, match="maximum messages exceeded"):
                 await bridge.run([MessagesDelivered(SESSION, 1, msgs(1, 50))])
+        finally:
+            await nc.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [{"max_bytes": 300_000}, {"max_msgs_per_subject": 3}, {"max_msgs": 2}],
+    ids=["max_bytes", "max_msgs_per_subject", "max_msgs"],
+)
+def test_a_stream_whose_limits_remove_what_a_bridge_just_appended_stops_it_saying_so(
+    nats_url: str, limits: dict[str, int]
+) -> None:
+    """Limits ensure_stream lets through (each holds a record or two) that still remove
+    records as the next ones come: the bridge says so instead of reporting them stored."""
+
+    async def main() -> None:
+        nc = await connect(nats_url)
+        try:
+            js = nc.jetstream()
+            await js.add_stream(
+                nats.js.api.StreamConfig(name=STREAM, subjects=["FEED.>"], **limits)
+            )
+            await ensure_stream(js, STREAM)
+            events = [
+                MessagesDelivered(SESSION, 1, [b"m" * 30] * 20_000),
+                SessionEnded(SESSION, 20_001),
+            ]
+            name, value = next(iter(limits.items()))
+            with pytest.raises(
+                JetStreamError,
+                match="does not keep what the bridge appends: record"
+                f" data 1..2048 .*{name}={value}",
+            ):
+                await Bridge(js, STREAM).run(events)
         finally:
             await nc.close()
 

@@ -189,6 +189,24 @@ def test_a_bridge_refuses_at_once_a_stream_whose_subjects_it_cannot_append_to(
     assert "stream ORDERS exists with subjects ['orders.>']" in line
 
 
+def test_a_bridge_refuses_at_once_a_stream_whose_limits_discard_its_appends(
+    nats_url: str,
+) -> None:
+    async def bounded() -> None:
+        nc = await connect(nats_url)
+        try:
+            await nc.jetstream().add_stream(
+                name="FEED", subjects=["FEED.>"], max_msgs_per_subject=1
+            )
+        finally:
+            await nc.close()
+
+    asyncio.run(bounded())
+    bridge = run("bridge", "239.1.1.1:30001", "--nats", nats_url, "--stream", "FEED")
+    line = assert_one_line_error(bridge, 2)  # not "20000 received, 0 lost" and nothing stored
+    assert "limits that discard a bridge's appends: max_msgs_per_subject=1" in line
+
+
 def test_serve_without_the_stream_is_one_line_and_exit_2(nats_url: str) -> None:
     serve = run(
         "serve", "--nats", nats_url, "--stream", "NOSUCH", "--session", SESSION,

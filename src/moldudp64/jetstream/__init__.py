@@ -47,7 +47,6 @@ from __future__ import annotations
 from .bridge import (
     DEFAULT_LINGER,
     DEFAULT_LOST_GRACE,
-    DEFAULT_MAX_BYTES,
     DEFAULT_OUTAGE,
     DEFAULT_WINDOW,
     Bridge,
@@ -60,6 +59,7 @@ from .search import find_record
 from .store import JetStreamStore
 from .stream import (
     DEFAULT_DUPLICATE_WINDOW,
+    DEFAULT_MAX_BYTES,
     check_stream_name,
     ensure_stream,
     latest_session,

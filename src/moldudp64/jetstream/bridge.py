@@ -23,17 +23,19 @@ from .connection import (
     _transient,
 )
 from .records import _decode
-from .stream import session_subject
+from .stream import _HEADER_ROOM, DEFAULT_MAX_BYTES, limits_text, session_subject
 
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
 
 _log = logging.getLogger(__name__)
+#: How often (seconds) a bridge checks that the stream still holds what it appended ...
+_RETAIN_PROBE = 1.0
+#: ... namely its oldest record appended within this many seconds.
+_RETAIN_WINDOW = 10.0
 
 #: Sequence numbers per aligned batch (one JetStream message holds at most this many).
 DEFAULT_WINDOW = 2048
-#: A batch is cut early when its blocks reach this many bytes.
-DEFAULT_MAX_BYTES = 256 * 1024
 #: A partial batch is appended after the feed was quiet this long (seconds).
 DEFAULT_LINGER = 0.05
 #: A bridge waits this long (seconds) for an unreachable stream, then fails.
@@ -41,10 +43,6 @@ DEFAULT_OUTAGE = 30.0
 #: A bridge holds a lost range this long (seconds) before storing it, so that another
 #: bridge that has those messages stores them first.
 DEFAULT_LOST_GRACE = 0.25
-
-#: Bytes of a stream message kept for a record's headers when cutting at the server's
-#: ``max_payload`` (which counts headers and payload together).
-_HEADER_ROOM = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +143,9 @@ class Bridge:
         self._taken_next = 0
         self._stored_next = 0
         self._taken: deque[tuple[int, float]] = deque()
+        # Records appended, (stream seq, time, kind, seq, count), for the retention probe.
+        self._appends: deque[tuple[int, float, str, int, int]] = deque()
+        self._probed = -_RETAIN_PROBE
 
     @property
     def stats(self) -> BridgeStats:
@@ -196,6 +197,7 @@ class Bridge:
         try:
             await self._drain()
             await feeder  # its exception, if any
+            await self._probe_retained()  # the last look: is what was appended still there?
         except nats.errors.Error as exc:
             raise JetStreamError(f"bridge to {self.stream}: {exc!r}") from exc
         finally:
@@ -441,7 +443,45 @@ class Bridge:
         state.next_seq = seq + count
         state.ended = kind == "end"
         self._note_stored(state)
+        await self._check_retained(ack.seq, kind, seq, count)
         return True
+
+    async def _check_retained(self, stream_seq: int, kind: str, seq: int, count: int) -> None:
+        """Note an append; every ``_RETAIN_PROBE`` seconds, :meth:`_probe_retained`."""
+        now = _monotonic()
+        appends = self._appends
+        appends.append((stream_seq, now, kind, seq, count))
+        while appends and (now - appends[0][1] > _RETAIN_WINDOW or len(appends) > 4096):
+            appends.popleft()
+        if now - self._probed >= _RETAIN_PROBE:
+            await self._probe_retained()
+
+    async def _probe_retained(self) -> None:
+        """That the oldest record this bridge appended in the last ``_RETAIN_WINDOW``
+        seconds is still stored; JetStreamError naming the stream's limits when it is gone
+        (they discard appends: what the bridge stores could not be read back)."""
+        now = self._probed = _monotonic()
+        if not self._appends:
+            return
+        nats = _nats()
+        stream_seq, when, kind, seq, count = self._appends[0]
+        try:
+            await self.js.get_msg(self.stream, stream_seq)
+            return
+        except nats.js.errors.NotFoundError:
+            pass
+        except _transient():  # away: the appends find out
+            return
+        try:
+            limits = limits_text((await self.js.stream_info(self.stream)).config)
+        except nats.errors.Error:
+            limits = "unknown"
+        what = f"{kind} {seq}" + (f"..{seq + count - 1}" if count > 1 else "")
+        raise JetStreamError(
+            f"stream {self.stream} does not keep what the bridge appends: record {what} "
+            f"(stream sequence {stream_seq}) was gone {now - when:.1f} s after it was "
+            f"appended (the stream's limits: {limits})"
+        )
 
     async def _sync_quietly(self, state: _Session) -> None:
         """Re-read the session's tail, waiting up to ``outage`` seconds for the stream."""

@@ -15,6 +15,15 @@ if TYPE_CHECKING:
 
 #: The stream's duplicate window (seconds) when this module creates it.
 DEFAULT_DUPLICATE_WINDOW = 120.0
+#: A bridge's records are cut when their blocks reach this many bytes.
+DEFAULT_MAX_BYTES = 256 * 1024
+#: Bytes of a stream message kept for a record's headers when cutting at the server's
+#: ``max_payload`` (which counts headers and payload together).
+_HEADER_ROOM = 1024
+#: A full record: the most a stream must take in one message, and keep.
+_FULL_RECORD = DEFAULT_MAX_BYTES + _HEADER_ROOM
+#: The limits of a stream that remove or refuse records (``limits_text`` names them).
+_LIMITS = ("max_msgs", "max_bytes", "max_age", "max_msgs_per_subject", "max_msg_size")
 
 
 def session_subject(stream: str, session: str) -> str:
@@ -83,6 +92,38 @@ def _refuse_foreign_config(stream: str, config: Any) -> None:
         )
     if config.sealed:
         raise JetStreamError(f"stream {stream} is sealed: it takes no appends")
+    _refuse_discarding_limits(stream, config)
+
+
+def limits_text(config: Any) -> str:
+    """The limits ``config`` sets that remove or refuse records (``max_bytes=65536, ...``),
+    or ``no limits``."""
+    parts = []
+    for name in _LIMITS:
+        value = getattr(config, name, None)
+        if isinstance(value, (int, float)) and value > 0:
+            parts.append(f"{name}={value:g}" if name == "max_age" else f"{name}={value}")
+    return ", ".join(parts) or "no limits"
+
+
+def _refuse_discarding_limits(stream: str, config: Any) -> None:
+    """JetStreamError when the stream's limits would remove (or refuse) a bridge's record
+    as soon as it is appended: a session could never be read back."""
+    one_record = f"one record (up to {_FULL_RECORD} bytes)"
+    why = None
+    if 0 < (config.max_bytes or 0) < _FULL_RECORD:
+        why = f"max_bytes={config.max_bytes} is smaller than {one_record}"
+    elif 0 < (config.max_msg_size or 0) < _FULL_RECORD:
+        why = f"max_msg_size={config.max_msg_size} is smaller than {one_record}"
+    elif (config.max_msgs_per_subject or 0) == 1:
+        why = "max_msgs_per_subject=1 keeps one record per session: each append removes the last"
+    elif (config.max_msgs or 0) == 1:
+        why = "max_msgs=1 keeps one record: each append removes the last"
+    if why is not None:
+        raise JetStreamError(
+            f"stream {stream} exists with limits that discard a bridge's appends: {why}; "
+            "raise or remove the limit, or use another stream"
+        )
 
 
 async def ensure_stream(
