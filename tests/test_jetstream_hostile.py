@@ -197,15 +197,63 @@ def test_overlapping_and_stale_records_are_read_once_in_order_first_stored_wins(
     assert as_messages(tail) == [*want(4, 5), *from_second, *want(8, 9), SessionEnded(SESSION, 10)]
 
 
-def test_an_end_record_behind_the_tail_ends_where_the_data_did(nats_url: str) -> None:
+def test_an_end_record_behind_what_was_read_is_an_error_naming_it_after_the_data(
+    nats_url: str,
+) -> None:
     async def main() -> list[Event]:
+        got: list[Event] = []
         async with stream_context(nats_url) as js:
             await put(js, "data", 1, 5, blocks(msgs(1, 5)))
             await put(js, "end", 3)  # a lie: 1..5 are stored
-            await put(js, "data", 6, 2, blocks(msgs(6, 7)))  # after the end: not read
-            return await read_all(js)
+            await put(js, "data", 6, 2, blocks(msgs(6, 7)))
+            with pytest.raises(JetStreamError, match=r"stream message 2 .* ends the session at 3"):
+                async for ev in read_batches(js, STREAM, SESSION, idle_timeout=2):
+                    got.append(ev)
+        return got
 
-    assert as_messages(run(main())) == [*want(1, 5), SessionEnded(SESSION, 6)]
+    assert as_messages(run(main())) == want(1, 5)
+
+
+@pytest.mark.parametrize("where", ["behind", "at the tail", "ahead"])
+def test_a_foreign_end_of_session_mid_feed_is_refused_and_the_reader_names_it(
+    nats_url: str, where: str
+) -> None:
+    """A writer that is no bridge appends an end of session while a bridge stores a feed:
+    the bridge stores the rest after it (not "0 lost" with the rest missing) and a reader
+    stops at it with an error naming it, after every message before it; the record
+    deleted, the whole session reads back."""
+
+    async def main() -> tuple[Bridge, list[Event], list[Event], str]:
+        async with stream_context(nats_url) as js:
+            bridge = Bridge(js, STREAM, window=100, linger=0.01, lost_grace=0)
+
+            async def feed() -> AsyncIterator[Event]:
+                for first in range(1, 3001, 100):
+                    yield MessagesDelivered(SESSION, first, msgs(first, first + 99))
+                    await asyncio.sleep(0.01)
+                    if first == 1001:  # 1..1100 taken, some stored: the forger strikes
+                        await asyncio.sleep(0.2)
+                        tail = bridge.stats.stored_next_seq
+                        forged = {"behind": 1, "at the tail": tail, "ahead": tail + 500}
+                        await put(js, "end", forged[where])
+                yield SessionEnded(SESSION, 3001)
+
+            await bridge.run(feed())
+            got: list[Event] = []
+            with pytest.raises(JetStreamError) as raised:
+                async for ev in read_batches(js, STREAM, SESSION, idle_timeout=2):
+                    got.append(ev)
+            forged = int(str(raised.value).split("stream message ")[1].split()[0])
+            await js.delete_msg(STREAM, forged)
+            return bridge, got, await read_all(js), str(raised.value)
+
+    bridge, before, after, error = run(main())
+    assert bridge.records_refused == 1 and len(bridge.refused) == 1, bridge.refused
+    assert "end of session at" in bridge.refused[0]
+    assert "ends the session at" in error and "a record no bridge writes" in error
+    read = as_messages(before)
+    assert read == want(1, len(read)) and len(read) >= 1000  # all before it, in order
+    assert as_messages(after) == [*want(1, 3000), SessionEnded(SESSION, 3001)]
 
 
 def test_a_lost_range_to_the_last_sequence_number_is_one_event(nats_url: str) -> None:

@@ -21,6 +21,7 @@ from .common import (
     EXIT_INTERRUPTED,
     EXIT_LOST,
     EXIT_OK,
+    EXIT_USAGE,
     MAX_LOST_RANGES_KEPT,
     UsageError,
     _format_ranges,
@@ -39,6 +40,7 @@ _STOP_GRACE = 5.0
 BRIDGE_COUNTERS = {
     "records_appended": "Stream messages (records) this bridge appended.",
     "records_skipped": "Records not appended: another bridge had stored them first.",
+    "records_refused": "Records no bridge writes that contradict the stream or the feed.",
     "conflicts": "Appends refused because another bridge appended first (then re-read).",
     "messages_stored": "MoldUDP64 messages this bridge stored.",
     "publish_errors": "Appends that failed: the stream away or refusing (retried, or fatal).",
@@ -72,6 +74,8 @@ class _Tally:
     session: str | None = None
     next_seq: int = 0  # one past the last number written or lost (nats:// listen)
     unstored: int = 0  # received, not stored: the stream did not take them after a signal
+    refused: int = 0  # records no bridge writes the bridge refused (and appended after)
+    refused_said: list[str] | None = None  # the first of them, described
 
     def lose(self, ev: MessagesLost) -> None:
         """Count a lost range (the first ranges are kept for the summary)."""
@@ -85,6 +89,8 @@ class _Tally:
     def exit_code(self) -> int:
         if self.interrupted:
             return EXIT_INTERRUPTED
+        if self.refused:
+            return EXIT_USAGE  # the stream holds a record readers stop at
         if self.lost_messages:
             return EXIT_LOST
         if self.idle:
@@ -153,6 +159,14 @@ def cmd_bridge(args: argparse.Namespace) -> int:
     _say(f"moldudp64 bridge: {tally.end_text(args.idle_timeout, args.count)}: " + ", ".join(parts))
     if tally.lost:
         _say(f"moldudp64 bridge: messages lost for good: {_format_ranges(tally.lost)}")
+    if tally.refused:
+        said = "; ".join(tally.refused_said or [])
+        more = len(tally.refused_said or []) < tally.refused
+        _say(
+            f"moldudp64 bridge: error: refused {tally.refused} record(s) no bridge writes, "
+            f"which readers stop at (delete them from the stream): {said}"
+            + (" ..." if more else "")
+        )
     if tally.unstored:
         _say(
             f"moldudp64 bridge: {tally.unstored} messages received were not stored: the "
@@ -197,6 +211,7 @@ async def _bridge(
                     await _run_until_stopped(bridge, _watch(feed, args, tally, stop), stop, tally)
                 finally:
                     feed.halt()
+                    tally.refused, tally.refused_said = bridge.records_refused, bridge.refused
             return tally, bridge.appended
     finally:
         if metrics is not None:

@@ -22,13 +22,15 @@ from .connection import (
     _nats,
     _transient,
 )
-from .records import _decode
+from .records import Record, _decode
 from .stream import _HEADER_ROOM, DEFAULT_MAX_BYTES, limits_text, session_subject
 
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
 
 _log = logging.getLogger(__name__)
+#: Refused records a bridge describes (the rest are counted).
+_REFUSED_KEPT = 16
 #: How often (seconds) a bridge checks that the stream still holds what it appended ...
 _RETAIN_PROBE = 1.0
 #: ... namely its oldest record appended within this many seconds.
@@ -49,6 +51,9 @@ DEFAULT_LOST_GRACE = 0.25
 class BridgeStats:
     """A snapshot of a :class:`Bridge`'s counters (``bridge --metrics-port`` serves them).
 
+    ``records_refused`` are records no bridge writes that contradict what the stream holds
+    or what the feed has (a foreign end of session behind the stored data, say): the
+    bridge appends after them instead of believing them (see :attr:`Bridge.refused`).
     ``lag_messages`` are messages of the newest session the bridge has taken from the feed
     and not yet seen stored (by it or another bridge); ``lag_seconds`` is how long the
     oldest of them has waited (0 when all are stored).
@@ -56,6 +61,7 @@ class BridgeStats:
 
     records_appended: int
     records_skipped: int
+    records_refused: int
     conflicts: int
     messages_stored: int
     publish_errors: int
@@ -75,6 +81,10 @@ class _Session:
         self.last_stream_seq = 0  # of the session's last record; 0: none
         self.next_seq: int | None = None  # one past the last stored number
         self.ended = False
+        self.end: Record | None = None  # the stored end record, while believed
+        # Of the last record believed (appended here, or read and taken as the tail); 0:
+        # none. A foreign record after it is refused only while this one is still stored.
+        self.tail_stream_seq = 0
 
 
 class Bridge:
@@ -133,6 +143,10 @@ class Bridge:
         self.appended = 0
         self.skipped = 0
         self.conflicts = 0
+        #: Records refused (counted), and the first ``_REFUSED_KEPT`` described: each names
+        #: its stream sequence and what it says against the stream or the feed.
+        self.records_refused = 0
+        self.refused: list[str] = []
         #: Messages this bridge stored (in its own records).
         self.messages_stored = 0
         #: Appends that failed: the stream away or refusing (each retried or fatal).
@@ -162,6 +176,7 @@ class Bridge:
         return BridgeStats(
             records_appended=self.appended,
             records_skipped=self.skipped,
+            records_refused=self.records_refused,
             conflicts=self.conflicts,
             messages_stored=self.messages_stored,
             publish_errors=self.publish_errors,
@@ -322,16 +337,84 @@ class Bridge:
         return state
 
     async def _sync(self, state: _Session) -> None:
+        """Read the session's last record and take it as the stored tail, unless it is
+        foreign: damaged, or starting behind the tail this bridge knows (a bridge starts
+        each record at the stored end), while that tail is still stored."""
         nats = _nats()
         try:
             msg = await self.js.get_last_msg(self.stream, state.subject)
         except nats.js.errors.NotFoundError:
             state.last_stream_seq, state.next_seq, state.ended = 0, None, False
+            state.end, state.tail_stream_seq = None, 0
             return
-        record = _decode(msg)
-        state.last_stream_seq = record.stream_seq
+        if (msg.seq or 0) == state.last_stream_seq:
+            return  # what this bridge knows (an append that timed out but was stored)
+        try:
+            record = _decode(msg)
+        except JetStreamError as exc:
+            if not await self._tail_still_stored(state):
+                raise
+            self._refuse(state, msg.seq or 0, str(exc))
+            return
+        known = state.next_seq
+        if known is not None and record.seq < known and await self._tail_still_stored(state):
+            said = _said(record)
+            self._refuse(state, record.stream_seq, f"{said}, behind message {known - 1} stored")
+            return
+        if (
+            known is not None
+            and record.kind == "end"
+            and record.seq > known
+            and await self._next_after_tail(state) == record.stream_seq  # nothing between
+        ):
+            said = _said(record)
+            self._refuse(state, record.stream_seq, f"{said}, but {known} is not stored")
+            return
+        state.last_stream_seq = state.tail_stream_seq = record.stream_seq
         state.next_seq = record.next_seq
         state.ended = record.kind == "end"
+        state.end = record if state.ended else None
+        self._note_stored(state)
+
+    async def _tail_still_stored(self, state: _Session) -> bool:
+        """Whether the last record this bridge believed of the session is still stored
+        (not purged or removed by retention: then the stream's tail is the truth)."""
+        if not state.tail_stream_seq:
+            return False
+        nats = _nats()
+        try:
+            await self.js.get_msg(self.stream, state.tail_stream_seq)
+        except nats.js.errors.NotFoundError:
+            return False
+        return True
+
+    async def _next_after_tail(self, state: _Session) -> int | None:
+        """The stream sequence of the session's first record after the one this bridge
+        believed last (None: none, or that one is gone)."""
+        if not state.tail_stream_seq:
+            return None
+        nats = _nats()
+        try:
+            msg = await self.js.get_msg(
+                self.stream, seq=state.tail_stream_seq + 1, subject=state.subject, next=True
+            )
+        except nats.js.errors.NotFoundError:
+            return None
+        return msg.seq
+
+    def _refuse(self, state: _Session, stream_seq: int, what: str) -> None:
+        """Append after the foreign record ``stream_seq`` without believing it; say so."""
+        self.records_refused += 1
+        text = f"stream message {stream_seq} on {state.subject}: {what}"
+        if len(self.refused) < _REFUSED_KEPT:
+            self.refused.append(text)
+        _log.warning(
+            "stream %s: refused %s (a record no bridge writes); appending after it",
+            self.stream,
+            text,
+        )
+        state.last_stream_seq = stream_seq
+        state.ended, state.end = False, None
         self._note_stored(state)
 
     async def _append(
@@ -341,7 +424,12 @@ class Bridge:
         if state.last_stream_seq == 0 and state.next_seq is None:
             await self._sync_quietly(state)
         while True:
-            if state.ended:
+            end = state.end
+            if end is not None and kind == "data" and seq + count > end.seq:
+                # The feed has messages at or after the stored end: the end is a lie.
+                first = max(seq, end.seq)
+                self._refuse(state, end.stream_seq, f"{_said(end)}, the feed has message {first}")
+            elif state.ended:
                 self.skipped += 1
                 return
             stored = state.next_seq
@@ -439,9 +527,10 @@ class Bridge:
                 )
             return False
         self.appended += 1
-        state.last_stream_seq = ack.seq
+        state.last_stream_seq = state.tail_stream_seq = ack.seq
         state.next_seq = seq + count
         state.ended = kind == "end"
+        state.end = None  # this bridge's own end: nothing more to store
         self._note_stored(state)
         await self._check_retained(ack.seq, kind, seq, count)
         return True
@@ -500,3 +589,11 @@ class Bridge:
                     ) from exc
                 await asyncio.sleep(delay)
                 delay = min(1.0, delay * 2)
+
+
+def _said(record: Record) -> str:
+    """What ``record`` claims, in words."""
+    if record.kind == "end":
+        return f"end of session at {record.seq}"
+    last = record.next_seq - 1
+    return f"{record.kind} {record.seq}" + (f"..{last}" if last > record.seq else "")

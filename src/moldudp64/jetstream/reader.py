@@ -154,12 +154,14 @@ async def read_batches(
     ``MessagesLost`` where the bridge stored loss (or where no record covers a number: the
     stream was written by something else, or a retention limit removed its oldest records),
     following live appends (``ahead`` lookups in flight); ends after ``SessionEnded`` (the
-    stored end of session), or after ``idle_timeout`` seconds without a new record.
+    stored end of session; its ``next_seq_num`` is below ``start_seq`` when the session
+    ended before it), or after ``idle_timeout`` seconds without a new record.
 
     Records behind what was read (overlapping or out of order) are skipped; the stream
     away for a while is waited out (as long as the connection keeps reconnecting); the
-    stream deleted while waiting, a damaged record or a closed connection are
-    JetStreamError."""
+    stream deleted while waiting, a damaged record, an end of session behind what was read
+    or with records after it (a record no bridge writes), or a closed connection are
+    JetStreamError (naming the record), after everything before it."""
     if not isinstance(start_seq, int) or start_seq < 1:
         raise ConfigError(f"start_seq {start_seq!r} must be a positive int")
     check_stream_name(stream)
@@ -183,12 +185,15 @@ async def read_batches(
         want = start_seq
         records = [rec]
         while True:
-            for rec in records:
+            for i, rec in enumerate(records):
+                if rec.kind == "end":
+                    follows = records[i + 1] if i + 1 < len(records) else None
+                    await _check_end(js, stream, subject, rec, follows, want, start_seq, direct)
                 if rec.seq > want:  # a hole no record covers
                     yield MessagesLost(session, want, rec.seq - 1, "not in the stream")
                     want = rec.seq
-                if rec.kind == "end":  # never before what was delivered
-                    yield SessionEnded(session, max(rec.seq, want))
+                if rec.kind == "end":  # behind want only when nothing was read
+                    yield SessionEnded(session, rec.seq)
                     return
                 if rec.next_seq > want:
                     skip = max(0, want - rec.seq)
@@ -203,6 +208,40 @@ async def read_batches(
             while not (records := await _next_records(js, stream, subject, after, ahead, direct)):
                 if not await patience.wait():
                     return
+
+
+async def _check_end(
+    js: JetStreamContext,
+    stream: str,
+    subject: str,
+    end: Record,
+    follows: Record | None,
+    want: int,
+    start_seq: int,
+    direct: bool,
+) -> None:
+    """JetStreamError naming ``end`` when it contradicts the stream: it ends the session
+    behind what was read, or a record of the session follows it (a bridge appends none
+    after its end; one that refuses a foreign end appends after it)."""
+    if end.seq < want and want > start_seq:
+        why = f"behind message {want - 1} read before it"
+    else:
+        later = follows.stream_seq if follows is not None else None
+        while later is None:
+            try:
+                msg = await _message_at_or_after(js, stream, subject, end.stream_seq + 1, direct)
+            except _transient() as exc:  # away for now: ask again
+                _log.info("reading %s: %r; trying again", stream, exc)
+                await asyncio.sleep(0.1)
+                continue
+            if msg is None:
+                return  # the session's last record: the end it says
+            later = msg.seq
+        why = f"but stream message {later} of the session follows it"
+    raise JetStreamError(
+        f"stream {stream}: stream message {end.stream_seq} on {subject} ends the session at "
+        f"{end.seq}, {why}: a record no bridge writes (delete it from the stream to read on)"
+    )
 
 
 async def read_session(
