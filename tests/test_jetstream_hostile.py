@@ -37,6 +37,7 @@ from moldudp64.jetstream import (  # noqa: E402
     connect,
     ensure_stream,
     find_record,
+    iter_session,
     latest_session,
     read_batches,
     read_session,
@@ -212,6 +213,21 @@ def test_an_end_record_behind_what_was_read_is_an_error_naming_it_after_the_data
         return got
 
     assert as_messages(run(main())) == want(1, 5)
+
+
+def test_the_blocking_reader_stops_at_a_foreign_end_naming_it_too(nats_url: str) -> None:
+    async def fill() -> None:
+        async with stream_context(nats_url) as js:
+            await put(js, "data", 1, 5, blocks(msgs(1, 5)))
+            await put(js, "end", 1)  # mid-feed, from something that is no bridge
+            await put(js, "data", 6, 2, blocks(msgs(6, 7)))
+
+    run(fill())
+    got = []
+    with pytest.raises(JetStreamError, match=r"stream message 2 on FEED\.s\..* at 1, behind"):
+        for item in iter_session(nats_url, STREAM, SESSION, idle_timeout=2):
+            got.append(item)
+    assert got == want(1, 5)
 
 
 @pytest.mark.parametrize("where", ["behind", "at the tail", "ahead"])

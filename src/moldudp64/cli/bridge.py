@@ -21,6 +21,7 @@ from .common import (
     EXIT_INTERRUPTED,
     EXIT_LOST,
     EXIT_OK,
+    EXIT_PAST_END,
     EXIT_USAGE,
     MAX_LOST_RANGES_KEPT,
     UsageError,
@@ -75,6 +76,7 @@ class _Tally:
     next_seq: int = 0  # one past the last number written or lost (nats:// listen)
     unstored: int = 0  # received, not stored: the stream did not take them after a signal
     refused: int = 0  # records no bridge writes the bridge refused (and appended after)
+    past_end: int | None = None  # nats:// listen: the stored end, at or before --start-seq
     refused_said: list[str] | None = None  # the first of them, described
 
     def lose(self, ev: MessagesLost) -> None:
@@ -93,6 +95,8 @@ class _Tally:
             return EXIT_USAGE  # the stream holds a record readers stop at
         if self.lost_messages:
             return EXIT_LOST
+        if self.past_end is not None:
+            return EXIT_PAST_END
         if self.idle:
             return EXIT_IDLE
         return EXIT_OK
@@ -383,6 +387,12 @@ def cmd_listen_nats(args: argparse.Namespace) -> int:
     )
     if tally.lost:
         _say(f"moldudp64 listen: messages lost for good: {_format_ranges(tally.lost)}")
+    if tally.past_end is not None:
+        last = tally.past_end - 1
+        _say(
+            f"moldudp64 listen: --start-seq {args.start_seq} is past the stored session: it "
+            + (f"ended after message {last}" if last else "ended with no message")
+        )
     return tally.exit_code()
 
 
@@ -411,9 +421,15 @@ async def _replay_from(
     # As the wire has it (padded to 10), so the output says what live listen says.
     session = None if args.session is None else decode_session(encode_session(args.session))
     started = time.monotonic()
+    waiting = _waiting_text(args)
+    if session is not None:
+        await _say_if_absent(js, source.stream, session, waiting)
     while session is None:
         session = await latest_session(js, source.stream)
         if session is None:
+            if waiting:
+                _say(f"moldudp64 listen: stream {source.stream} holds no session yet; {waiting}")
+                waiting = ""
             if stop.set:
                 tally.interrupted = True
                 return tally
@@ -441,6 +457,30 @@ async def _replay_from(
     return tally
 
 
+def _waiting_text(args: argparse.Namespace) -> str:
+    """What a nats:// listen says while it waits for a session to be stored."""
+    if args.idle_timeout is not None:
+        return f"waiting for it (--idle-timeout {args.idle_timeout:g} s)"
+    return "waiting for it (Ctrl-C to stop, or give --idle-timeout)"
+
+
+async def _say_if_absent(js: Any, stream: str, session: str, waiting: str) -> None:
+    """Say which sessions ``stream`` holds when ``session`` is not one of them (a typo
+    would otherwise wait in silence)."""
+    from ..jetstream import stored_sessions
+
+    sessions = await stored_sessions(js, stream)
+    if session in sessions:
+        return
+    held = [f"{_session_label(s)} ({n} records)" for s, n in sorted(sessions.items())[:10]]
+    if len(sessions) > len(held):
+        held.append(f"... ({len(sessions) - len(held)} more)")
+    _say(
+        f"moldudp64 listen: stream {stream} holds no session {_session_label(session)} "
+        f"(it holds {', '.join(held) or 'none'}); {waiting}"
+    )
+
+
 async def _consume(
     js: Any, stream: str, session: str, args: argparse.Namespace, sink: Any, tally: _Tally
 ) -> None:
@@ -464,6 +504,10 @@ async def _consume(
             tally.lose(ev)
         elif isinstance(ev, SessionEnded):
             tally.ended = True
+            start = args.start_seq
+            nothing = not (tally.messages or tally.lost_messages)
+            if start is not None and nothing and ev.next_seq_num <= start:
+                tally.past_end = ev.next_seq_num
             return
 
 

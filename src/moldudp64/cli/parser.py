@@ -109,7 +109,8 @@ examples:
 exit codes: 0 session ended (or --count reached) with every message written,
             3 messages lost for good (the rest written; stderr names the ranges),
             4 --idle-timeout seconds without a packet, 130 Ctrl-C, SIGTERM or SIGHUP
-            (after flushing and the summary), 141 the reader of -o - went away.
+            (after flushing and the summary), 141 the reader of -o - went away;
+            6 (nats:// source) --start-seq past the end of the stored session.
 """
 
 EPILOG_PUBLISH = """\

@@ -64,6 +64,7 @@ from .stream import (
     ensure_stream,
     latest_session,
     session_subject,
+    stored_sessions,
 )
 
 __all__ = [
@@ -88,4 +89,5 @@ __all__ = [
     "read_batches",
     "read_session",
     "session_subject",
+    "stored_sessions",
 ]

@@ -162,6 +162,27 @@ async def ensure_stream(
         raise JetStreamError(f"cannot create stream {stream}: {exc}") from exc
 
 
+async def stored_sessions(js: JetStreamContext, stream: str) -> dict[str, int]:
+    """The sessions ``stream`` holds, each with its number of records (subjects
+    ``stream.s.<20 hex digits>``; other subjects are not looked at); JetStreamError if
+    there is no such stream."""
+    nats = _nats()
+    check_stream_name(stream)
+    try:
+        info = await js.stream_info(stream, subjects_filter=f"{stream}.s.*")
+    except nats.js.errors.NotFoundError:
+        raise JetStreamError(f"no stream {stream} (a bridge creates it)") from None
+    sessions: dict[str, int] = {}
+    for subject, records in (info.state.subjects or {}).items():
+        try:
+            session = _session_of(subject)
+            if session_subject(stream, session) == subject:
+                sessions[session] = records
+        except MoldUDP64Error:
+            continue
+    return sessions
+
+
 async def latest_session(js: JetStreamContext, stream: str) -> str | None:
     """The session of the stream's newest record, or None when it holds none.
 
