@@ -538,10 +538,9 @@ class Bridge:
     async def _check_retained(self, stream_seq: int, kind: str, seq: int, count: int) -> None:
         """Note an append; every ``_RETAIN_PROBE`` seconds, :meth:`_probe_retained`."""
         now = _monotonic()
-        appends = self._appends
-        appends.append((stream_seq, now, kind, seq, count))
-        while appends and (now - appends[0][1] > _RETAIN_WINDOW or len(appends) > 4096):
-            appends.popleft()
+        self._appends.append((stream_seq, now, kind, seq, count))
+        if len(self._appends) > 4096:
+            self._appends.popleft()
         if now - self._probed >= _RETAIN_PROBE:
             await self._probe_retained()
 
@@ -550,10 +549,13 @@ class Bridge:
         seconds is still stored; JetStreamError naming the stream's limits when it is gone
         (they discard appends: what the bridge stores could not be read back)."""
         now = self._probed = _monotonic()
-        if not self._appends:
+        appends = self._appends
+        while appends and now - appends[0][1] > _RETAIN_WINDOW:
+            appends.popleft()
+        if not appends:
             return
         nats = _nats()
-        stream_seq, when, kind, seq, count = self._appends[0]
+        stream_seq, when, kind, seq, count = appends[0]
         try:
             await self.js.get_msg(self.stream, stream_seq)
             return
@@ -569,7 +571,7 @@ class Bridge:
         raise JetStreamError(
             f"stream {self.stream} does not keep what the bridge appends: record {what} "
             f"(stream sequence {stream_seq}) was gone {now - when:.1f} s after it was "
-            f"appended (the stream's limits: {limits})"
+            f"appended (the stream's limits: {limits}; or it was purged, or the record deleted)"
         )
 
     async def _sync_quietly(self, state: _Session) -> None:
