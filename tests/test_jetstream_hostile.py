@@ -272,6 +272,39 @@ def test_a_foreign_end_of_session_mid_feed_is_refused_and_the_reader_names_it(
     assert as_messages(after) == [*want(1, 3000), SessionEnded(SESSION, 3001)]
 
 
+def test_a_foreign_data_record_ahead_of_the_stored_end_is_refused_and_the_rest_stored(
+    nats_url: str,
+) -> None:
+    """A record claiming numbers beyond the stored end with nothing stored between: a
+    bridge would have stored the numbers between first, so the bridge refuses it and
+    stores its own messages for those numbers; a reader reports the hole, never silence."""
+
+    async def main() -> tuple[Bridge, list[Event], list[Event]]:
+        async with stream_context(nats_url) as js:
+            bridge = Bridge(js, STREAM, window=100, linger=0.01, lost_grace=0)
+
+            async def feed() -> AsyncIterator[Event]:
+                for first in range(1, 3001, 100):
+                    yield MessagesDelivered(SESSION, first, msgs(first, first + 99))
+                    await asyncio.sleep(0.01)
+                    if first == 1001:
+                        await asyncio.sleep(0.2)
+                        tail = bridge.stats.stored_next_seq
+                        await put(js, "data", tail + 500, 2, blocks(msgs(1, 2, b"forged")))
+                yield SessionEnded(SESSION, 3001)
+
+            await bridge.run(feed())
+            before = await read_all(js)
+            forged = int(bridge.refused[0].split("stream message ")[1].split()[0])
+            await js.delete_msg(STREAM, forged)
+            return bridge, before, await read_all(js)
+
+    bridge, before, after = run(main())
+    assert bridge.records_refused == 1 and "is not stored" in bridge.refused[0], bridge.refused
+    assert any(isinstance(ev, MessagesLost) for ev in before)  # the hole it made, reported
+    assert as_messages(after) == [*want(1, 3000), SessionEnded(SESSION, 3001)]
+
+
 def test_a_lost_range_to_the_last_sequence_number_is_one_event(nats_url: str) -> None:
     async def main() -> list[Event]:
         async with stream_context(nats_url) as js:

@@ -338,8 +338,9 @@ class Bridge:
 
     async def _sync(self, state: _Session) -> None:
         """Read the session's last record and take it as the stored tail, unless it is
-        foreign: damaged, or starting behind the tail this bridge knows (a bridge starts
-        each record at the stored end), while that tail is still stored."""
+        foreign: damaged, starting behind the tail this bridge knows (a bridge starts each
+        record at the stored end), or beyond it with no record between, while that tail
+        is still stored."""
         nats = _nats()
         try:
             msg = await self.js.get_last_msg(self.stream, state.subject)
@@ -363,10 +364,9 @@ class Bridge:
             return
         if (
             known is not None
-            and record.kind == "end"
             and record.seq > known
             and await self._next_after_tail(state) == record.stream_seq  # nothing between
-        ):
+        ):  # a bridge stores the numbers between (as lost if it must) before going on
             said = _said(record)
             self._refuse(state, record.stream_seq, f"{said}, but {known} is not stored")
             return
