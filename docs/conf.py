@@ -72,6 +72,34 @@ autosummary_context = {
     },
 }
 
+
+
+def _package_data() -> list[dict[str, Any]]:
+    """The package's constants (``DEFAULT_MAX_PAYLOAD``, ``__version__``): autodoc leaves
+    out a value that is imported rather than defined in ``__init__.py``, so the package's
+    page declares them itself, with the doc comment (``#:``) where each is defined."""
+    import inspect
+
+    from sphinx.pycode import ModuleAnalyzer
+
+    own = set(autosummary_context["own_page_names"])
+    found = []
+    for name in moldudp64.__all__:
+        value = getattr(moldudp64, name)
+        if name in own or inspect.isclass(value) or inspect.isroutine(value):
+            continue
+        doc = ["The package's version."] if name == "__version__" else []
+        for modname, module in sorted(sys.modules.items()):
+            if modname.startswith("moldudp64.") and vars(module).get(name) is value:
+                doc = ModuleAnalyzer.for_module(modname).find_attr_docs().get(("", name), doc)
+                if doc:
+                    break
+        found.append({"name": name, "value": repr(value), "doc": [line for line in doc if line]})
+    return found
+
+
+autosummary_context["package_data"] = _package_data()
+
 # No network while building, so no intersphinx: names of the standard library, of
 # optional dependencies (nats-py) and private helpers stay plain text. Any other
 # reference that does not resolve fails the build (-n -W).
@@ -81,7 +109,8 @@ nitpick_ignore_regex = [
         r"(collections\.abc|socket|os|ipaddress|enum|threading|decimal|typing|asyncio"
         r"|pathlib|io|logging|argparse)\..+",
     ),
-    (r"py:.*", r"moldudp64\.(.+\.)?_[A-Za-z].*"),  # private modules and names
+    (r"py:.*", r"(moldudp64\.(.+\.)?)?_[A-Za-z].*"),  # private modules and names
+    (r"py:.*", r"(moldudp64\.[\w.]+\.)?[A-Z]"),  # type variables (Generic[T])
     (r"py:class", r"nats\..+|NATS|JetStreamContext"),  # nats-py, imported on use
     (r"py:class", r"prometheus_client\..+|Metric"),  # prometheus-client, imported on use
     (r"py:class", r"IPNetwork"),  # moldudp64.rerequest: IPv4Network | IPv6Network
