@@ -34,6 +34,8 @@ templates_path = ["_templates"]
 # DESIGN.md is read on GitHub; the reference is reStructuredText only.
 exclude_patterns = ["_build", "DESIGN.md"]
 html_theme = "alabaster"
+# Options and code read as typed: "--port" stays two hyphens, quotes stay straight.
+smartquotes = False
 html_static_path: list[str] = []
 
 autosummary_generate = True
