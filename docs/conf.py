@@ -67,40 +67,70 @@ autosummary_context = {
     "own_page_names": sorted(
         name for module in _OWN_PAGES for name in __import__(module, fromlist=["__all__"]).__all__
     ),
-    # What autodoc leaves out of a module's page although its documented names use it:
-    # "directive name" (a type alias in __all__; classes outside __all__).
+    # Classes outside a module's __all__ that its documented names hand out, as
+    # "directive name".
     "extra_members": {
-        "moldudp64.itch50": ["data Record", "class Layout", "class Field"],
+        "moldudp64.itch50": ["class Layout", "class Field"],
     },
 }
 
 
-
-def _package_data() -> list[dict[str, Any]]:
-    """The package's constants (``DEFAULT_MAX_PAYLOAD``, ``__version__``): autodoc leaves
-    out a value that is imported rather than defined in ``__init__.py``, so the package's
-    page declares them itself, with the doc comment (``#:``) where each is defined."""
+def _module_data(modname: str) -> list[dict[str, Any]]:
+    """The constants of a module's ``__all__`` that autodoc would leave out: it documents a
+    module's value only with a doc comment (``#:``) in that module's own source, so one
+    imported from a submodule (``moldudp64.DEFAULT_MAX_PAYLOAD``, or any constant a
+    package re-exports) would vanish. The page declares them itself, with the doc comment
+    where each is defined. Names described on another page are left to it."""
+    import importlib
     import inspect
+    import types
 
     from sphinx.pycode import ModuleAnalyzer
 
-    own = set(autosummary_context["own_page_names"])
+    module = importlib.import_module(modname)
+    own_docs = ModuleAnalyzer.for_module(modname).find_attr_docs()
+    context = autosummary_context
+    elsewhere = set(context["own_page_names"] if modname == "moldudp64" else context["package_all"])
     found = []
-    for name in moldudp64.__all__:
-        value = getattr(moldudp64, name)
-        if name in own or inspect.isclass(value) or inspect.isroutine(value):
+    for name in getattr(module, "__all__", ()):
+        value = getattr(module, name)
+        if (
+            name in elsewhere
+            or ("", name) in own_docs
+            or inspect.isclass(value)
+            or inspect.isroutine(value)
+            or inspect.ismodule(value)
+        ):
             continue
-        doc = ["The package's version."] if name == "__version__" else []
-        for modname, module in sorted(sys.modules.items()):
-            if modname.startswith("moldudp64.") and vars(module).get(name) is value:
-                doc = ModuleAnalyzer.for_module(modname).find_attr_docs().get(("", name), doc)
+        doc: list[str] = ["The package's version."] if name == "__version__" else []
+        for other, defining in sorted(sys.modules.items()):
+            if other.startswith("moldudp64.") and vars(defining).get(name) is value:
+                doc = ModuleAnalyzer.for_module(other).find_attr_docs().get(("", name), doc)
                 if doc:
                     break
-        found.append({"name": name, "value": repr(value), "doc": [line for line in doc if line]})
+        if not doc and isinstance(value, types.UnionType):
+            members = (f":class:`~{a.__module__}.{a.__qualname__}`" for a in value.__args__)
+            doc = [f"One of: {', '.join(members)}."]
+        shown = repr(value)
+        found.append(
+            {
+                "name": name,
+                "value": shown if len(shown) <= 80 and "\n" not in shown else "",
+                "doc": [line for line in doc if line],
+            }
+        )
     return found
 
 
-autosummary_context["package_data"] = _package_data()
+def _listed_modules() -> list[str]:
+    """The modules api.rst lists (one import name a line under its autosummary)."""
+    import re
+
+    with open(os.path.join(_HERE, "api.rst"), encoding="utf-8") as f:
+        return re.findall(r"^ {3}(moldudp64(?:\.\w+)*)\s*$", f.read(), re.MULTILINE)
+
+
+autosummary_context["module_data"] = {name: _module_data(name) for name in _listed_modules()}
 
 # No network while building, so no intersphinx: names of the standard library, of
 # optional dependencies (nats-py) and private helpers stay plain text. Any other
