@@ -247,6 +247,11 @@ def test_listen_live_into_parquet(multicast: None, tmp_path: Path) -> None:
     assert "3000 messages decoded to" in err
     expected = itch50.messages_to_arrow(generate_itch(3000), session=SESSION)
     assert parquet_dir(out) == expected
+    # a real-looking day: every message decodes, adds name listed tickers
+    assert "invalid" not in expected
+    names = set(expected["stock_directory"].column("stock").to_pylist())
+    assert all(name.isalpha() and name.isupper() for name in names)
+    assert set(expected["add_order"].column("stock").to_pylist()) <= names
 
 
 @pytest.mark.parametrize(
