@@ -23,6 +23,8 @@ class Referee:
     levels: dict[int, dict[str, dict[int, list[int]]]] = field(default_factory=dict)
     names: dict[int, str] = field(default_factory=dict)
     matches: set[int] = field(default_factory=set)
+    paused: set[int] = field(default_factory=set)
+    pauses: int = 0
     events: list[str] = field(default_factory=list)
     kinds: Counter = field(default_factory=Counter)
     partial_executions: int = 0
@@ -77,7 +79,16 @@ class Referee:
             assert self.names[r.stock_locate] == r.stock
             self.rest(r.stock_locate, r.order_reference_number, r.buy_sell_indicator, r.price,
                       r.shares)  # fmt: skip
+        elif kind == "H":
+            assert r.trading_state in "TP" and self.names[r.stock_locate] == r.stock
+            if r.trading_state == "P":  # an LULD pause: nothing trades until T
+                assert r.reason == "LUDP" and r.stock_locate not in self.paused
+                self.paused.add(r.stock_locate)
+                self.pauses += 1
+            else:
+                self.paused.discard(r.stock_locate)
         elif kind in "EC":
+            assert r.stock_locate not in self.paused
             locate, side, price, shares = self.orders[r.order_reference_number]
             assert locate == r.stock_locate
             # the oldest order at its side's best price
@@ -101,6 +112,8 @@ class Referee:
             assert self.names[r.stock_locate] == r.stock
             price = r.price if kind == "P" else r.cross_price
             bid, ask = self.best(r.stock_locate, "B"), self.best(r.stock_locate, "S")
+            # a halt cross reopens a paused stock; nothing else trades in a pause
+            assert (r.stock_locate in self.paused) == (kind == "Q" and r.cross_type == "H")
             if kind == "P":
                 assert r.order_reference_number == 0
                 assert bid is None or ask is None or bid <= price <= ask
@@ -129,7 +142,9 @@ def test_a_day_is_valid_and_realistic(seed: int) -> None:
     assert day.events == ["O", "S", "Q", "M", "E", "C"]
     assert len(day.names) == 500
     assert set(day.kinds) >= set("SRHYVAFEXDUPQC")
-    assert day.kinds["Q"] == 2 * 500  # an opening and a closing cross per stock
+    # an opening and a closing cross per stock, a halt cross for each of 5 LULD pauses
+    assert day.pauses == 5 and not day.paused
+    assert day.kinds["Q"] == 2 * 500 + 5 and day.kinds["H"] == 500 + 2 * 5
     assert day.kinds["A"] > day.kinds["D"] > day.kinds["U"] > day.kinds["X"] > day.kinds["C"]
     assert day.partial_executions > 100 and day.kinds["C"] > 100
     assert day.kinds["P"] > 1000

@@ -8,7 +8,9 @@ blocks MoldUDP64 carries, as in a BinaryFILE), the same bytes for the same argum
   ``H`` (trading) per stock, Reg SHO ``Y`` for a few, the MWCB levels ``V``, ``S`` (start of
   system hours, 04:00), ``Q`` (start of market hours, 09:30) then an opening cross ``Q``
   (cross type ``O``) per stock, at 16:00 a closing cross (``C``) per stock and ``M`` (end of
-  market hours), ``E`` (end of system hours, 20:00), ``C`` (end of messages);
+  market hours), ``E`` (end of system hours, 20:00), ``C`` (end of messages); in a day of
+  100 messages a stock or more, LULD pauses of one stock in a hundred (Trading Action ``P``,
+  reason ``LUDP``, 5 minutes without executions, then a halt cross ``Q`` and ``T``);
 * between them order flow (5% before the open, 90% in market hours, 5% after the close):
   adds ``A`` and ``F`` (with an MPID), deletes ``D``, partial cancels ``X``, replaces
   ``U``, executions ``E`` (of the oldest order at a side's best price, often partial) and
@@ -55,7 +57,7 @@ __all__ = ["DEFAULT_STOCKS", "MAX_RESTING", "generate_day", "stock_symbols"]
 #: Stocks in a day long enough to hold them all (shorter days list fewer).
 DEFAULT_STOCKS: Final = 500
 #: At most this many orders rest on the book at once (the generator's memory bound).
-MAX_RESTING: Final = 200_000
+MAX_RESTING: Final = 100_000
 
 _NS: Final = 1_000_000_000
 _HOUR: Final = 3600 * _NS
@@ -108,7 +110,9 @@ def stock_symbols(count: int, seed: int = 0) -> list[str]:
 class _Stock:
     """One stock's book as the generator keeps it: price levels per side, in time priority."""
 
-    __slots__ = ("ask", "ask_levels", "bid", "bid_levels", "hi", "lo", "locate", "mid", "name")
+    __slots__ = (
+        "ask", "ask_levels", "bid", "bid_levels", "halted", "hi", "lo", "locate", "mid", "name",
+    )  # fmt: skip
 
     def __init__(self, locate: int, name: str, mid: int) -> None:
         self.locate = locate
@@ -118,6 +122,7 @@ class _Stock:
         self.hi = mid * 12 // 10 // _TICK * _TICK
         self.bid = 0  # best bid price, 0: no bid
         self.ask = 0  # best ask price, 0: no ask
+        self.halted = False  # paused: orders come and go, nothing executes
         # price -> {order reference: None}, oldest first
         self.bid_levels: dict[int, dict[int, None]] = {}
         self.ask_levels: dict[int, dict[int, None]] = {}
@@ -160,7 +165,12 @@ def _day(total: int, seed: int, stocks: int, max_resting: int) -> Iterator[list[
         for i, name in enumerate(names)
     ]
     sho = sorted(rng.sample(range(n), n // 20))
-    frame = 1 + 2 * n + len(sho) + 2 + 1 + n + n + 3
+    # LULD pauses of a few stocks in market hours (a day long enough): (stock, fraction of
+    # the session's flow when it starts); each takes 3 messages (pause, halt cross, resume)
+    pauses = [(stock, rng.uniform(0.05, 0.9)) for stock in rng.sample(range(n), n // 100)]
+    if total < 100 * n:
+        pauses = []
+    frame = 1 + 2 * n + len(sho) + 2 + 1 + n + n + 3 + 3 * len(pauses)
     flow = max(0, total - frame)
     pre, post = flow // 20, flow // 20
     regular = flow - pre - post
@@ -197,7 +207,7 @@ def _day(total: int, seed: int, stocks: int, max_resting: int) -> Iterator[list[
     t = 9 * _HOUR + 30 * 60 * _NS
     yield [encode(SystemEvent(0, 0, t, "Q")), *state.crosses(t, "O")]
     t += (n + 1) * 1000
-    yield from state.run(regular, t, 16 * _HOUR - 1000 * (n + 2))
+    yield from state.session(regular, t, 16 * _HOUR - 1000 * (n + 2), pauses)
     t = 16 * _HOUR - 1000 * (n + 1)
     yield [*state.crosses(t, "C"), encode(SystemEvent(0, 0, 16 * _HOUR, "M"))]
     yield from state.run(post, 16 * _HOUR + 1000, 20 * _HOUR)
@@ -269,6 +279,38 @@ class _Flow:
         if s.bid and s.ask:
             return (s.bid + s.ask) // 2 // _TICK * _TICK if s.ask - s.bid > _TICK else s.bid
         return s.mid
+
+    def session(
+        self, count: int, start: int, end: int, pauses: list[tuple[int, float]]
+    ) -> Iterator[list[bytes]]:
+        """Market hours: ``count`` order-flow messages in (start, end), and the LULD pauses
+        of ``pauses`` (distinct stocks, each with its start as a fraction of the flow), 5
+        minutes each: a Trading Action ``P`` (reason ``LUDP``), then a halt cross ``Q``
+        (type ``H``) and ``T``."""
+        per_ns = count / (end - start)
+        events: list[tuple[int, int, int]] = []  # (flow index, 0 pause / 1 resume, stock)
+        for stock, at in pauses:
+            first = int(count * at)
+            events.append((first, 0, stock))
+            events.append((min(count, first + int(5 * 60 * _NS * per_ns)), 1, stock))
+        events.sort()
+        done, t = 0, start
+        for index, kind, stock in events:
+            t_event = max(t, start + (end - start) * index // max(count, 1))
+            yield from self.run(index - done, t, t_event)
+            done, t = index, t_event
+            s = self.book[stock]
+            name = s.name.decode().rstrip()
+            if kind == 0:
+                s.halted = True
+                yield [encode(StockTradingAction(s.locate, 0, t, name, "P", "LUDP"))]
+            else:
+                s.halted = False
+                shares = int(1000 * 10 ** self.rng.random()) // 100 * 100 + 100
+                cross = CrossTrade(s.locate, 0, t, shares, name, self._inside(s), self._match(),
+                                   "H")  # fmt: skip
+                yield [encode(cross), encode(StockTradingAction(s.locate, 0, t, name, "T", ""))]
+        yield from self.run(count - done, t, end)
 
     def run(self, count: int, start: int, end: int) -> Iterator[list[bytes]]:
         """``count`` order-flow messages, timestamps increasing in (start, end)."""
@@ -355,7 +397,7 @@ class _Flow:
                 w = nx()
                 n = len(live)
                 # most often a recent order: cancels follow adds closely
-                index = n - 1 - (w >> 4) % min(n, 100) if w & 15 < 10 else (w >> 4) % n
+                index = n - 1 - (w >> 4) % min(n, 100) if w & 15 < 13 else (w >> 4) % n
                 ref = live[index]
                 o = orders[ref]
                 if r >= d_cut and o[3] > 1:  # a cancel, in part
@@ -408,6 +450,9 @@ class _Flow:
         """A trade of a hidden order (reference 0), inside the spread."""
         v = nx()
         s = self.book[self.pick_table[v & 4095]]
+        while s.halted:  # nothing trades in a pause: another stock (most never pause)
+            v += 1
+            s = self.book[self.pick_table[v & 4095]]
         side = b"B" if (v >> 12) & 1 else b"S"
         shares = self.share_sizes[(v >> 13) & 255]
         return _P(b"P", s.locate, 0, th, tl, 0, side, shares, s.name, self._inside(s),
@@ -441,7 +486,8 @@ class _Flow:
         """Replace a resting order: a new reference, price and often size, same side."""
         live = self.live
         w = nx()
-        ref = live[(w >> 4) % len(live)] if w & 1 else live[-1 - (w >> 4) % min(len(live), 100)]
+        n = len(live)
+        ref = live[(w >> 4) % n] if w & 7 == 0 else live[-1 - (w >> 4) % min(n, 100)]
         o = self.orders[ref]
         s_index, side, shares = o[0], o[1], o[3]
         s = self.book[s_index]
@@ -477,6 +523,8 @@ class _Flow:
         chosen stock has no resting order)."""
         v = nx()
         s = self.book[self.pick_table[v & 4095]]
+        if s.halted:  # nothing executes in a pause
+            return None
         # buyers lift the asks when the stock's level is above the book's middle
         if s.bid and s.ask:
             middle = s.bid + s.ask
