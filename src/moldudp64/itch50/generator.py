@@ -79,15 +79,16 @@ _MIX: Final = (
     ("B", 0.00005),
 )
 
-_A = struct.Struct(">cHHHIQcI8sI").pack
-_F = struct.Struct(">cHHHIQcI8sI4s").pack
-_E = struct.Struct(">cHHHIQIQ").pack
-_C = struct.Struct(">cHHHIQIQcI").pack
-_X = struct.Struct(">cHHHIQI").pack
-_D = struct.Struct(">cHHHIQ").pack
-_U = struct.Struct(">cHHHIQQII").pack
-_P = struct.Struct(">cHHHIQcI8sIQ").pack
-_B = struct.Struct(">cHHHIQ").pack
+# Type, stock locate, then tracking number (always 0) and timestamp as one 8-byte field.
+_A = struct.Struct(">cHQQcI8sI").pack
+_F = struct.Struct(">cHQQcI8sI4s").pack
+_E = struct.Struct(">cHQQIQ").pack
+_C = struct.Struct(">cHQQIQcI").pack
+_X = struct.Struct(">cHQQI").pack
+_D = struct.Struct(">cHQQ").pack
+_U = struct.Struct(">cHQQQII").pack
+_P = struct.Struct(">cHQQcI8sIQ").pack
+_B = struct.Struct(">cHQQ").pack
 
 
 def stock_symbols(count: int, seed: int = 0) -> list[str]:
@@ -347,7 +348,6 @@ class _Flow:
             t += steps[v & 255]
             if t > last:
                 t = last
-            th, tl = t >> 32, t & 0xFFFFFFFF
             r = nx()
             if r < a_cut or p_cut <= r < f_cut or not live:
                 if len(live) < cap:  # an add
@@ -386,10 +386,10 @@ class _Flow:
                     else:
                         level[ref] = None
                     if p_cut <= r < f_cut:
-                        append(_F(b"F", s.locate, 0, th, tl, ref, b"S" if side else b"B", shares,
+                        append(_F(b"F", s.locate, t, ref, b"S" if side else b"B", shares,
                                   s.name, price, _MPIDS[(w >> 10) & 7]))  # fmt: skip
                     else:
-                        append(_A(b"A", s.locate, 0, th, tl, ref, b"S" if side else b"B", shares,
+                        append(_A(b"A", s.locate, t, ref, b"S" if side else b"B", shares,
                                   s.name, price))  # fmt: skip
                     continue
                 r = a_cut  # at the cap: a delete instead
@@ -403,7 +403,7 @@ class _Flow:
                 if r >= d_cut and o[3] > 1:  # a cancel, in part
                     cancelled = 1 + (nx() % (o[3] - 1))
                     o[3] -= cancelled
-                    append(_X(b"X", book[o[0]].locate, 0, th, tl, ref, cancelled))
+                    append(_X(b"X", book[o[0]].locate, t, ref, cancelled))
                     continue
                 del orders[ref]  # as _remove does
                 moved = live.pop()
@@ -428,25 +428,25 @@ class _Flow:
                         del levels[price]
                         if price == s.bid:
                             s.bid = max(levels) if levels else 0
-                append(_D(b"D", s.locate, 0, th, tl, ref))
+                append(_D(b"D", s.locate, t, ref))
             elif r < u_cut:
-                append(self._replace(th, tl, nx))
+                append(self._replace(t, nx))
             elif r < e_cut or f_cut <= r < c_cut:
-                message = self._execute(th, tl, r >= f_cut, nx)
+                message = self._execute(t, r >= f_cut, nx)
                 if message is None:  # that stock's book is empty: a hidden trade instead
-                    message = self._hidden(th, tl, nx)
+                    message = self._hidden(t, nx)
                 append(message)
             elif r < p_cut:
-                append(self._hidden(th, tl, nx))
+                append(self._hidden(t, nx))
             else:  # a broken trade: one of the recent matches
                 recent = self.recent_matches
                 if recent:
-                    append(_B(b"B", 0, 0, th, tl, recent.pop(nx() % len(recent))))
+                    append(_B(b"B", 0, t, recent.pop(nx() % len(recent))))
                 else:
-                    append(self._hidden(th, tl, nx))
+                    append(self._hidden(t, nx))
         return out, t
 
-    def _hidden(self, th: int, tl: int, nx: Callable[[], int]) -> bytes:
+    def _hidden(self, t: int, nx: Callable[[], int]) -> bytes:
         """A trade of a hidden order (reference 0), inside the spread."""
         v = nx()
         s = self.book[self.pick_table[v & 4095]]
@@ -455,7 +455,7 @@ class _Flow:
             s = self.book[self.pick_table[v & 4095]]
         side = b"B" if (v >> 12) & 1 else b"S"
         shares = self.share_sizes[(v >> 13) & 255]
-        return _P(b"P", s.locate, 0, th, tl, 0, side, shares, s.name, self._inside(s),
+        return _P(b"P", s.locate, t, 0, side, shares, s.name, self._inside(s),
                   self._match())  # fmt: skip
 
     def _remove(self, ref: int, o: list[int]) -> None:
@@ -482,7 +482,7 @@ class _Flow:
                 if price == s.ask:
                     s.ask = min(s.ask_levels) if s.ask_levels else 0
 
-    def _replace(self, th: int, tl: int, nx: Callable[[], int]) -> bytes:
+    def _replace(self, t: int, nx: Callable[[], int]) -> bytes:
         """Replace a resting order: a new reference, price and often size, same side."""
         live = self.live
         w = nx()
@@ -516,9 +516,9 @@ class _Flow:
                 s.bid = price
         else:
             level[new] = None
-        return _U(b"U", s.locate, 0, th, tl, ref, new, shares, price)
+        return _U(b"U", s.locate, t, ref, new, shares, price)
 
-    def _execute(self, th: int, tl: int, with_price: bool, nx: Callable[[], int]) -> bytes | None:
+    def _execute(self, t: int, with_price: bool, nx: Callable[[], int]) -> bytes | None:
         """Execute the oldest order at a side's best price, in full or in part (None: the
         chosen stock has no resting order)."""
         v = nx()
@@ -551,8 +551,8 @@ class _Flow:
             printable = b"N" if (v >> 28) == 0 else b"Y"
             # a better price than displayed for the order: lower for a bid, higher for an ask
             exec_price = price + _TICK if side else max(price - _TICK, _TICK)
-            return _C(b"C", s.locate, 0, th, tl, ref, executed, match, printable, exec_price)
-        return _E(b"E", s.locate, 0, th, tl, ref, executed, match)
+            return _C(b"C", s.locate, t, ref, executed, match, printable, exec_price)
+        return _E(b"E", s.locate, t, ref, executed, match)
 
 
 #: Random 32-bit draws drawn per message (one takes at most 4: time, kind, then 2).
