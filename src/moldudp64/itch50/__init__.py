@@ -27,7 +27,8 @@ from :func:`decode_or_raw`, and a row of the ``invalid`` table on the columnar p
 
 The package: :mod:`.messages` (record classes, layouts), :mod:`.codec` (per message: decode
 and encode; not called ``decode``, the function's name here), :mod:`.arrow` (columnar),
-:mod:`.sinks` (the outputs of ``--decode itch50``: imported on use, not here). Every name
+:mod:`.sinks` (the outputs of ``--decode itch50``) and :mod:`.generator` (a synthetic,
+self-consistent trading day: ``generate_day``), both imported on use, not here. Every name
 below is importable from ``moldudp64.itch50`` itself.
 """
 
