@@ -12,21 +12,16 @@ from _client.test_layers import SRC, imported
 #: The protocol cores and the file formats: no network, clock, thread or event loop, and
 #: they import only each other (never a layer above them). ``capture`` is the capture
 #: layer (it reads and writes files and formats addresses with ``socket.inet_ntoa``); of
-#: the cores only ``replay`` uses it, to replay a capture file.
+#: the cores only ``replay`` uses it, to replay a capture file. ``itch50`` is a package:
+#: its ``__init__`` and its modules but ``sinks`` (an output) are cores.
 CORES = {
-    "wire", "receiver", "publisher", "rerequest", "store", "replay", "itch50", "validation",
+    "wire", "receiver", "publisher", "rerequest", "store", "replay", "validation",
     "events", "exceptions", "faults", "binaryfile", "_closing",
+    "itch50", "itch50.messages", "itch50.codec", "itch50.arrow", "itch50.generator",
 }  # fmt: skip
 ALLOWED_EXTRA = {"replay": {"capture"}}
-#: The cores' optional C accelerators (no I/O either): any core may use them.
-ACCELERATORS = {"_speedups", "_itch50"}
 #: What a core may never import: the clock, sockets, threads, event loops.
 IO_MODULES = ("socket", "time", "threading", "asyncio", "selectors")
-
-
-def _within(name: str, modules: set[str]) -> bool:
-    """Whether ``name`` is one of ``modules`` or a name inside one."""
-    return any(name == m or name.startswith(m + ".") for m in modules)
 
 
 def stdlib_imports(path: Path) -> set[str]:
@@ -44,13 +39,33 @@ def stdlib_imports(path: Path) -> set[str]:
     return names
 
 
+def source_of(module: str) -> Path:
+    """The file of ``module`` (dotted, under moldudp64): ``a.b`` is a/b.py or a/b/__init__.py."""
+    path = SRC.joinpath(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def module_of(name: str) -> str:
+    """The moldudp64 module an imported name lives in (``moldudp64.itch50.arrow._arrow`` ->
+    ``itch50.arrow``; a name that is a package's attribute -> the package)."""
+    parts = name.split(".")[1:]
+    while parts and not (SRC.joinpath(*parts).is_dir() or source_of(".".join(parts)).exists()):
+        parts.pop()
+    return ".".join(parts)
+
+
+def test_every_itch50_module_is_a_core_or_an_output() -> None:
+    modules = {f"itch50.{p.stem}" for p in (SRC / "itch50").glob("*.py")} - {"itch50.__init__"}
+    assert modules - CORES == {"itch50.sinks"}
+
+
 @pytest.mark.parametrize("core", sorted(CORES))
 def test_a_core_imports_only_cores_and_no_io(core: str) -> None:
-    path = SRC / f"{core}.py"
-    allowed = {f"moldudp64.{c}" for c in CORES | ACCELERATORS | ALLOWED_EXTRA.get(core, set())}
-    above = sorted(n for n in imported(path) if n != "moldudp64" and not _within(n, allowed))
-    assert above == [], f"{core}.py imports {above}"
-    assert not stdlib_imports(path) & set(IO_MODULES), f"{core}.py does I/O"
+    path = source_of(core)
+    allowed = CORES | ALLOWED_EXTRA.get(core, set()) | {""}
+    above = sorted(n for n in imported(path) if module_of(n) not in allowed)
+    assert above == [], f"{core} imports {above}"
+    assert not stdlib_imports(path) & set(IO_MODULES), f"{core} does I/O"
 
 
 def test_nothing_imports_the_command_line() -> None:
@@ -78,14 +93,9 @@ JETSTREAM = {
 def test_the_jetstream_package_has_a_module_per_part_and_each_imports_only_below_it() -> None:
     folder = SRC / "jetstream"
     assert sorted(p.stem for p in folder.glob("*.py")) == sorted(JETSTREAM)
-    cores = {f"moldudp64.{c}" for c in CORES | ACCELERATORS}
     for name, below in JETSTREAM.items():
-        allowed = cores | {f"moldudp64.jetstream.{m}" for m in below}
-        bad = sorted(
-            n
-            for n in imported(folder / f"{name}.py")
-            if n not in ("moldudp64", "moldudp64.jetstream") and not _within(n, allowed)
-        )
+        allowed = CORES | {f"jetstream.{m}" for m in below} | {""}
+        bad = sorted(n for n in imported(folder / f"{name}.py") if module_of(n) not in allowed)
         assert bad == [], f"jetstream/{name}.py imports {bad}"
 
 

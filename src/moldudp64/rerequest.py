@@ -16,17 +16,17 @@ like any other. A message too large even for that is refused (``too_large``).
 
 Requests get no answer, and are counted in :attr:`RerequestStats.refused` by reason, when:
 
-=============== ===================================================================
-``bad_length``  the datagram is not exactly 20 bytes
-``not_allowed`` the source address is outside the allow-list
+================= =================================================================
+``bad_length``    the datagram is not exactly 20 bytes
+``not_allowed``   the source address is outside the allow-list
 ``wrong_session`` it names another session
-``seq_zero``    it asks for sequence number 0
-``count_zero``  it asks for 0 messages
-``rate_limited`` the source is over its budget and cannot wait for it (see below)
-``not_held``    the store does not hold the requested sequence number
-``too_large``   the requested message does not fit in any datagram
-``store_error`` the store could not be read (a file that shrank, a closed store)
-=============== ===================================================================
+``seq_zero``      it asks for sequence number 0
+``count_zero``    it asks for 0 messages
+``rate_limited``  the source is over its budget and cannot wait for it (see below)
+``not_held``      the store does not hold the requested sequence number
+``too_large``     the requested message does not fit in any datagram
+``store_error``   the store could not be read (a file that shrank, a closed store)
+================= =================================================================
 
 Rate limiting (:class:`RateLimit`) is per source host (the port is ignored: a client may
 use many) with two token buckets, requests and answer bytes, refilled continuously up to

@@ -10,10 +10,13 @@ Stream layout
     until you set ``max_age``/``max_bytes``), a 2-minute duplicate window, direct get allowed.
     Each stream message is one *record*, its headers say what it holds:
 
-    ``Mold-Kind: data``  ``Mold-Seq: F``, ``Mold-Count: C``: the payload is the messages
-                         F..F+C-1 as MoldUDP64 blocks (2-byte big-endian length + data)
-    ``Mold-Kind: lost``  messages F..F+C-1 were lost (``Mold-Reason``); empty payload
-    ``Mold-Kind: end``   end of session; ``Mold-Seq`` is the next sequence number
+    ``Mold-Kind: data``
+        ``Mold-Seq: F``, ``Mold-Count: C``: the payload is the messages F..F+C-1 as
+        MoldUDP64 blocks (2-byte big-endian length + data)
+    ``Mold-Kind: lost``
+        messages F..F+C-1 were lost (``Mold-Reason``); empty payload
+    ``Mold-Kind: end``
+        end of session; ``Mold-Seq`` is the next sequence number
 
     The records of a session tile it in order from its first stored number: no overlap,
     no hole (a hole a bridge cannot fill is stored as a ``lost`` record).

@@ -53,7 +53,7 @@ class BridgeStats:
 
     ``records_refused`` are records no bridge writes that contradict what the stream holds
     or what the feed has (a foreign end of session behind the stored data, say): the
-    bridge appends after them instead of believing them (see :attr:`Bridge.refused`).
+    bridge appends after them instead of believing them (see ``Bridge.refused``).
     ``lag_messages`` are messages of the newest session the bridge has taken from the feed
     and not yet seen stored (by it or another bridge); ``lag_seconds`` is how long the
     oldest of them has waited (0 when all are stored).
