@@ -15,7 +15,7 @@ from _client.test_layers import SRC, imported
 #: the cores only ``replay`` uses it, to replay a capture file.
 CORES = {
     "wire", "receiver", "publisher", "rerequest", "store", "replay", "itch50", "validation",
-    "events", "exceptions", "faults", "binaryfile", "_closing",
+    "events", "exceptions", "faults", "binaryfile", "_closing", "soupbintcp",
 }  # fmt: skip
 ALLOWED_EXTRA = {"replay": {"capture"}}
 #: What a core may never import: the clock, sockets, threads, event loops.
