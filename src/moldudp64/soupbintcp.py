@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from .events import Event, MessagesDelivered, MessagesLost, SessionEnded
 from .exceptions import EncodeError, MoldUDP64Error
@@ -56,7 +56,9 @@ __all__ = [
     "SoupBinTCPError",
     "SoupClientCore",
     "SoupServerCore",
+    "SoupServerStats",
     "SoupStats",
+    "StoreSession",
     "UnsequencedData",
     "build_end_of_snapshot",
     "build_login_accepted",
@@ -798,3 +800,122 @@ class SoupServerCore(_Connection):
                 parse_text(payload[:6]), parse_text(payload[6:16]), parse_text(payload[16:26]), seq
             )
         )
+
+
+# --------------------------------------------------------------------------- serving a store
+
+
+@dataclass
+class SoupServerStats:
+    """Counters of a SoupBinTCP server (over all its connections)."""
+
+    connections: int = 0
+    clients: int = 0
+    logins_accepted: int = 0
+    #: Login Rejected sent, by reason (``A``, ``S``).
+    logins_rejected: dict[str, int] = field(default_factory=dict)
+    #: Connections refused at once: the server had ``max_clients``.
+    refused_full: int = 0
+    messages_sent: int = 0
+    bytes_sent: int = 0
+    #: Connections closed, by reason (the text before any ':').
+    closed: dict[str, int] = field(default_factory=dict)
+    #: Malformed packets from clients, by reason.
+    malformed: dict[str, int] = field(default_factory=dict)
+
+    def snapshot(self) -> SoupServerStats:
+        """A copy (for another thread)."""
+        return SoupServerStats(
+            self.connections,
+            self.clients,
+            self.logins_accepted,
+            dict(self.logins_rejected),
+            self.refused_full,
+            self.messages_sent,
+            self.bytes_sent,
+            dict(self.closed),
+            dict(self.malformed),
+        )
+
+    def count_closed(self, reason: str, core: SoupServerCore) -> None:
+        """Count a connection closed for ``reason``, and its core's malformed packets."""
+        key = reason.split(":", 1)[0]
+        self.closed[key] = self.closed.get(key, 0) + 1
+        for why, n in core.stats.malformed.items():
+            self.malformed[why] = self.malformed.get(why, 0) + n
+        self.messages_sent += core.stats.messages_sent
+
+
+class StoreSession:
+    """One sequenced session served from a message store: what both servers decide.
+
+    :meth:`login` answers a :class:`LoginRequest` on a :class:`SoupServerCore` (credentials
+    first: ``J A``; then the session, blank meaning this one: ``J S``; else Login Accepted
+    at the number asked for, at the store's next number for 0, at its first number when
+    the store no longer holds the one asked for, so the client reports the numbers between
+    lost). :meth:`fill` moves messages from the store to a connection while it has room,
+    and ends the session after the last message once :attr:`finished` (a recorded day:
+    at once; a live store: when its feed ends).
+    """
+
+    #: Messages taken from the store per read.
+    READ_COUNT = 4096
+
+    def __init__(
+        self,
+        session: str,
+        store: Any,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        finished: bool = True,
+    ) -> None:
+        build_login_accepted(session, 1)  # a session name that fits
+        if (username is None) != (password is None):
+            raise EncodeError("give both a username and a password, or neither")
+        self.session = session
+        self.store = store
+        self.username = username
+        self.password = password
+        self.finished = finished
+
+    def login(self, core: SoupServerCore, request: LoginRequest, now: float) -> str | None:
+        """Accept or reject ``request`` on ``core``; the reject reason, or None if accepted."""
+        if self.username is not None and (
+            request.username != self.username or request.password != self.password
+        ):
+            core.reject(REJECT_NOT_AUTHORIZED, now)
+            return REJECT_NOT_AUTHORIZED
+        if request.session and request.session != self.session.strip():
+            core.reject(REJECT_SESSION_UNAVAILABLE, now)
+            return REJECT_SESSION_UNAVAILABLE
+        first = self.store.first_seq_num
+        seq = request.seq_num
+        if seq == 0:
+            seq = self.store.next_seq_num
+        elif seq < first:
+            seq = first
+        core.accept(self.session, seq, now)
+        return None
+
+    def fill(self, core: SoupServerCore, now: float) -> int:
+        """Queue messages from the store while ``core`` has room; how many were queued."""
+        total = 0
+        store = self.store
+        while (room := core.room()) > 0:
+            # A packet takes a message's block (2 + length) and its type byte.
+            messages = store.get(core.next_seq_num, self.READ_COUNT, room * 2 // 3)
+            if not messages:
+                if self.finished and core.next_seq_num >= store.next_seq_num:
+                    core.end_session(now)
+                elif core.output_bytes == 0 and core.next_seq_num < store.next_seq_num:
+                    # One message larger than the room asked for: send it alone.
+                    messages = store.get(core.next_seq_num, 1, MAX_PACKET_LENGTH + 2)
+                    if messages:
+                        core.send_messages(messages, now)
+                        total += 1
+                        continue
+                break
+            core.send_messages(messages, now)
+            total += len(messages)
+        return total
