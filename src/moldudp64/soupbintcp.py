@@ -38,6 +38,7 @@ from typing import Any, Final
 
 from .events import Event, MessagesDelivered, MessagesLost, SessionEnded
 from .exceptions import EncodeError, MoldUDP64Error
+from .wire import join_blocks
 
 __all__ = [
     "DEFAULT_HEARTBEAT_INTERVAL",
@@ -701,12 +702,8 @@ class SoupServerCore(_Connection):
         """Queue the next sequenced messages."""
         if not messages:
             return
-        out = self._out
-        pack = _U16.pack
-        for message in messages:
-            out += pack(len(message) + 1)
-            out += b"S"
-            out += message
+        # A Sequenced Data packet is a BinaryFILE block of b"S" + message.
+        self._out += join_blocks([b"S" + message for message in messages])
         self.next_seq_num += len(messages)
         self.stats.messages_sent += len(messages)
         self._last_sent = now
@@ -859,7 +856,7 @@ class StoreSession:
     """
 
     #: Messages taken from the store per read.
-    READ_COUNT = 4096
+    READ_COUNT = 65536
 
     def __init__(
         self,
@@ -902,9 +899,10 @@ class StoreSession:
         """Queue messages from the store while ``core`` has room; how many were queued."""
         total = 0
         store = self.store
+        get = getattr(store, "get_run", store.get)
         while (room := core.room()) > 0:
             # A packet takes a message's block (2 + length) and its type byte.
-            messages = store.get(core.next_seq_num, self.READ_COUNT, room * 2 // 3)
+            messages = get(core.next_seq_num, self.READ_COUNT, room * 2 // 3)
             if not messages:
                 if self.finished and core.next_seq_num >= store.next_seq_num:
                     core.end_session(now)
