@@ -280,3 +280,187 @@ def _server_summary(stats: Any) -> str:
     if stats.refused_full:
         text += f"; {stats.refused_full} refused (server full)"
     return text
+
+
+# --------------------------------------------------------------------------- gateway
+
+
+class _Numbered:
+    """A store whose first message is sequence number ``first`` (a BinaryFILE's first
+    message is number 1; a gateway that joined later stores from where it started)."""
+
+    def __init__(self, base: Any, first: int) -> None:
+        self.base = base
+        self.shift = first - 1
+
+    @property
+    def first_seq_num(self) -> int:
+        return int(self.base.first_seq_num) + self.shift
+
+    @property
+    def next_seq_num(self) -> int:
+        return int(self.base.next_seq_num) + self.shift
+
+    def append(self, message: bytes) -> int:
+        return int(self.base.append(message)) + self.shift
+
+    def get(self, seq_num: int, max_count: int, max_bytes: int) -> list[bytes]:
+        if seq_num <= self.shift:
+            return []
+        got: list[bytes] = self.base.get_run(seq_num - self.shift, max_count, max_bytes)
+        return got
+
+    def close(self) -> None:
+        self.base.close()
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    """moldudp64 gateway GROUP:PORT --soup-port PORT: the feed, stored, over SoupBinTCP."""
+    import os
+    import tempfile
+    import threading
+
+    from ..events import MessagesDelivered, MessagesLost, SessionChanged, SessionEnded
+    from ..store import BinaryFileStore
+    from ..sync.soupbintcp import SoupServer
+    from .common import _StopFlag
+    from .options import _session_label
+
+    if args.soup_port is None:
+        raise UsageError("gateway needs --soup-port PORT")
+    username, password = _soup_credentials(args)
+    temporary = args.output is None
+    if temporary:
+        fd, path = tempfile.mkstemp(prefix="moldudp64-gateway-", suffix=".bin")
+        os.close(fd)
+    else:
+        path = args.output
+        if os.path.exists(path) and os.path.getsize(path):
+            raise UsageError(f"{path} exists and is not empty: give a new file")
+    if args.start_seq is None:
+        args.start_seq = 1  # the whole session: clients may ask for any number
+    from .listen import feed_client
+
+    base = BinaryFileStore(path, writable=True)
+    store = _Numbered(base, args.start_seq)
+    lock = threading.Lock()
+    client = feed_client(args)
+    server: SoupServer | None = None
+    session: str | None = args.session
+    written = 0
+    lost: MessagesLost | None = None
+    ended = interrupted = idle = False
+    changed: str | None = None
+    last_received = -1
+    last_activity = time.monotonic()
+
+    def serve(name: str) -> SoupServer:
+        srv = SoupServer(
+            store,
+            name,
+            (args.soup_addr, args.soup_port),
+            username=username,
+            password=password,
+            finished=False,
+            lock=lock,
+        ).start()
+        host, port = srv.address
+        _say(f"moldudp64 gateway: session {_session_label(name)} over SoupBinTCP on {host}:{port}")
+        return srv
+
+    try:
+        if session is not None:
+            server = serve(session)
+        client.open()
+        _say(f"moldudp64 gateway: joined {args.group[0]}:{args.group[1]} on {args.interface}")
+        with _StopFlag() as stop:
+            done = False
+            while not done and not stop.set:
+                try:
+                    batches = list(_take(client))
+                except TimeoutError:
+                    batches = []
+                for batch in batches:
+                    for ev in batch:
+                        if type(ev) is MessagesDelivered:
+                            if server is None:
+                                session = ev.session
+                                server = serve(ev.session)
+                            with lock:
+                                base.extend(ev.messages)
+                            written += len(ev.messages)
+                        elif isinstance(ev, MessagesLost):
+                            lost = ev
+                        elif isinstance(ev, SessionEnded):
+                            ended = True
+                        elif isinstance(ev, SessionChanged):
+                            changed = ev.new_session
+                        if lost or ended or changed:
+                            done = True
+                            break
+                    if done:
+                        break
+                if server is not None:
+                    with lock:
+                        base.flush()
+                    server.notify()
+                now = time.monotonic()
+                received = client.stats.datagrams_received
+                if received != last_received:
+                    last_received, last_activity = received, now
+                elif args.idle_timeout is not None and now - last_activity >= args.idle_timeout:
+                    idle = done = True
+                if args.count is not None and written >= args.count:
+                    done = True
+            client.close()
+            if server is not None:
+                # The served session ends at the last message stored: after the feed's end
+                # of session, and also before a lost range (never served across a hole).
+                server.finish()
+                if lost is not None:
+                    _say(
+                        f"moldudp64 gateway: messages {lost.first_seq}..{lost.last_seq} lost "
+                        f"on the feed ({lost.reason}): the served session ends at "
+                        f"{lost.first_seq - 1} (End of Session there); nothing from "
+                        f"{lost.first_seq} on is stored or served"
+                    )
+                _say(
+                    f"moldudp64 gateway: {written} messages stored; serving them until "
+                    "stopped"
+                )
+                while not stop.set:
+                    time.sleep(0.2)
+            interrupted = stop.set
+    finally:
+        client.close()
+        stats = server.stats if server is not None else None
+        if server is not None:
+            server.close()
+        store.close()
+        if temporary:
+            os.unlink(path)
+    parts = [f"{written} messages stored"]
+    if session is not None:
+        parts.append(f"session {_session_label(session)}")
+    if stats is not None:
+        parts.append(_server_summary(stats))
+    end = (
+        "feed session ended" if ended
+        else f"lost {lost.first_seq}..{lost.last_seq} on the feed" if lost is not None
+        else f"the feed moved on to session {_session_label(changed)}" if changed
+        else f"idle for {args.idle_timeout} s" if idle
+        else "stopped"
+    )  # fmt: skip
+    _say(f"moldudp64 gateway: {end}: " + "; ".join(parts))
+    if lost is not None:
+        return EXIT_LOST
+    if interrupted and not ended:
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _take(client: Any) -> Any:
+    """One batch of the feed client's events (waiting at most 0.25 s)."""
+    for batch in client.batches(timeout=0.25):
+        yield batch
+        return
