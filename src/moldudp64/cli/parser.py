@@ -610,6 +610,21 @@ def _add_listen_soup(p: argparse.ArgumentParser) -> None:
         help="soup://: reconnects in a row before giving up (exit 3; default 5; waits of "
         "0.1 s doubling to 5 s)",
     )
+    p.add_argument(
+        "--snapshot",
+        metavar="soup://HOST:PORT[/SESSION]",
+        type=_type("soup://[USER:PASS@]HOST:PORT[/SESSION]", parse_soup_source),
+        help="late join: write this GLIMPSE-style snapshot session up to its End of Snapshot "
+        "message, then the feed from the number that message gives (the feed is joined "
+        "first and held meanwhile; only the numbers between are requested)",
+    )
+    p.add_argument(
+        "--snapshot-number",
+        choices=("next", "last"),
+        default="next",
+        help="what the End of Snapshot number is: the next feed message to take (default) "
+        "or the last one the snapshot includes",
+    )
 
 
 def _add_serve_soup(p: argparse.ArgumentParser) -> None:

@@ -464,3 +464,143 @@ def _take(client: Any) -> Any:
     for batch in client.batches(timeout=0.25):
         yield batch
         return
+
+
+# --------------------------------------------------------------------------- listen --snapshot
+
+
+@dataclass
+class _Snapshot:
+    """What a snapshot load gave: messages written, the feed number to go on from."""
+
+    messages: int
+    next_seq: int
+    session: str
+
+
+def load_snapshot(
+    source: SoupSource, sink: Any, *, number: str = "next", max_retries: int = 5
+) -> _Snapshot:
+    """Read a GLIMPSE-style snapshot session into ``sink`` up to its End of Snapshot
+    message (not written); the feed number to continue from. ``number``: what the End of
+    Snapshot number means, ``next`` (the first feed message to take: the default) or
+    ``last`` (the last one the snapshot includes)."""
+    from ..events import MessagesDelivered, SessionEnded
+    from ..soupbintcp import LoginRejectedError, end_of_snapshot_seq
+    from ..sync.soupbintcp import SoupBinTCP
+
+    written = 0
+    with SoupBinTCP(
+        (source.host, source.port),
+        username=source.username,
+        password=source.password,
+        session=source.session,
+        seq_num=1,
+        max_retries=max_retries,
+    ) as snap:
+        try:
+            for batch in snap.batches():
+                for ev in batch:
+                    if type(ev) is MessagesDelivered:
+                        messages = ev.messages
+                        for i, message in enumerate(messages):
+                            seq = end_of_snapshot_seq(message)
+                            if seq is not None:
+                                if messages[:i]:
+                                    sink.write(ev.session, ev.seq_num, messages[:i])
+                                written += i
+                                follow = seq + 1 if number == "last" else seq
+                                return _Snapshot(written, max(follow, 1), ev.session)
+                        sink.write(ev.session, ev.seq_num, messages)
+                        written += len(messages)
+                    elif isinstance(ev, SessionEnded):
+                        break
+        except LoginRejectedError as exc:
+            raise UsageError(f"snapshot {source}: {exc}") from None
+    raise UsageError(
+        f"snapshot {source} ended after {written} messages without an End of Snapshot "
+        "message (G): nothing to continue the feed from"
+    )
+
+
+def cmd_listen_snapshot(args: argparse.Namespace) -> int:
+    """moldudp64 listen GROUP:PORT --snapshot soup://...: the snapshot, then the feed from
+    the number its End of Snapshot gives; the feed is joined first and held meanwhile."""
+    from ..net import open_client_sockets
+    from .listen import _lost_text, _receive, feed_client
+    from .options import _session_label
+    from .sinks import open_sink
+
+    if args.start_seq is not None:
+        raise UsageError("--snapshot gives the first feed number: leave out --start-seq")
+    if args.capture:
+        raise UsageError("--capture is not taken with --snapshot")
+    source: SoupSource = args.snapshot
+    sink = open_sink(args.output, args.format, args.decode)
+    status = _Status(_stderr_is_terminal())
+    t0 = time.monotonic()
+    client = None
+    try:
+        # Join first: the kernel holds the live feed (bounded by the receive buffer; what
+        # it drops is a gap recovered like any other) while the snapshot loads.
+        args.start_seq = 1
+        probe = feed_client(args)
+        lines, rereq = open_client_sockets(probe.options)
+        _say(f"moldudp64 listen: joined {args.group[0]}:{args.group[1]}; snapshot {source}")
+        try:
+            snap = load_snapshot(
+                source, sink, number=args.snapshot_number, max_retries=args.max_retries
+            )
+        except BaseException:
+            for sock, _ in lines:
+                sock.close()
+            rereq.close()
+            raise
+        _say(
+            f"moldudp64 listen: snapshot: {snap.messages} messages; the feed from {snap.next_seq}"
+        )
+        args.start_seq = snap.next_seq
+        client = feed_client(args)
+        client.open_with_sockets([sock for sock, _ in lines], rereq)
+        try:
+            result = _receive(
+                client,
+                sink,
+                count=args.count,
+                idle_timeout=args.idle_timeout,
+                status=status,
+                label="listen",
+            )
+        finally:
+            client.close()
+    finally:
+        sink.close()
+    elapsed = time.monotonic() - t0
+    core = client.stats.receiver
+    parts = [f"{snap.messages} snapshot and {result.written} feed messages written"]
+    if result.session is not None:
+        parts.append(
+            f"session {_session_label(result.session)} seq {snap.next_seq}..{result.last_seq}"
+        )
+    if core is not None:
+        parts.append(f"{core.gaps_detected} gaps, {core.messages_recovered} recovered")
+        if core.messages_before_start:
+            parts.append(f"{core.messages_before_start} feed messages in the snapshot skipped")
+    parts.append(f"{result.lost_messages} lost")
+    parts.append(f"{elapsed:.1f} s")
+    end = (
+        "interrupted" if result.interrupted
+        else "session ended" if result.ended
+        else f"idle for {args.idle_timeout} s" if result.idle
+        else "stopped"
+    )  # fmt: skip
+    _say(f"moldudp64 listen: {end}: " + ", ".join(parts))
+    if result.lost:
+        _say(f"moldudp64 listen: messages lost for good: {_lost_text(result)}")
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    if result.lost_messages:
+        return EXIT_LOST
+    if result.idle:
+        return EXIT_IDLE
+    return EXIT_OK
