@@ -302,13 +302,16 @@ class SoupBinTCP:
 
 
 class _Client:
-    __slots__ = ("addr", "core", "sock", "writing")
+    __slots__ = ("addr", "closing", "core", "reason", "sock", "writing")
 
     def __init__(self, sock: socket.socket, addr: Address, core: SoupServerCore) -> None:
         self.sock = sock
         self.addr = addr
         self.core = core
         self.writing = False
+        #: When the server shut its side (after its last packet), and why.
+        self.closing: float | None = None
+        self.reason = ""
 
 
 class SoupServer:
@@ -497,9 +500,10 @@ class SoupServer:
             self._drop(client, f"connection error: {exc.strerror or exc}")
             return
         if not data:
-            self._drop(client, "client closed the connection")
+            self._drop(client, client.reason or "client closed the connection")
             return
-        client.core.receive(data, time.monotonic())
+        if client.closing is None:
+            client.core.receive(data, time.monotonic())
 
     def _write(self, client: _Client) -> None:
         core = client.core
@@ -556,16 +560,33 @@ class SoupServer:
             return
         if not core.is_open:
             reason = core.close_reason or "closed"
-            if core.output_bytes and reason.startswith("login rejected"):
+            if not reason.startswith("login rejected"):
+                self._drop(client, reason)
+            elif core.output_bytes:
                 self._want_write(client, True)  # the Login Rejected still to go
             else:
-                self._drop(client, reason)
+                self._half_close(client, reason, now)
         elif core.ended and core.output_bytes == 0:
-            self._drop(client, "end of session sent")
+            self._half_close(client, "end of session sent", now)
         else:
             # Writable matters while output waits, or while the store has more for it.
             more = core.logged_in and core.next_seq_num < self.session.store.next_seq_num
             self._want_write(client, bool(core.output_bytes) or more)
+
+    def _half_close(self, client: _Client, reason: str, now: float) -> None:
+        """The last packet is written: shut our side and let the client close (closing
+        with its heartbeats unread would reset the connection under what it has not
+        read yet); it gets ``timeout`` seconds to read the rest."""
+        if client.closing is None:
+            client.closing = now
+            client.reason = reason
+            self._want_write(client, False)
+            try:
+                client.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                self._drop(client, reason)
+        elif now - client.closing >= self.timeout:
+            self._drop(client, reason)
 
     def _want_write(self, client: _Client, writing: bool) -> None:
         if writing != client.writing:
