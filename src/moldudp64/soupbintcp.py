@@ -47,6 +47,7 @@ __all__ = [
     "MAX_PACKET_LENGTH",
     "REJECT_NOT_AUTHORIZED",
     "REJECT_SESSION_UNAVAILABLE",
+    "CannotResume",
     "ConnectionClosed",
     "LoginAccepted",
     "LoginRejected",
@@ -105,6 +106,10 @@ class MalformedFrame(SoupBinTCPError, ValueError):
     def __init__(self, message: str, *, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class CannotResume(SoupBinTCPError):
+    """A client lost its connection and ``max_retries`` reconnects in a row failed."""
 
 
 class LoginRejectedError(SoupBinTCPError):

@@ -30,12 +30,12 @@ from ..soupbintcp import (
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_MAX_OUTPUT,
     DEFAULT_TIMEOUT,
+    CannotResume,
     ConnectionClosed,
     LoginAccepted,
     LoginRejectedError,
     LoginRequest,
     LogoutRequested,
-    SoupBinTCPError,
     SoupClientCore,
     SoupServerCore,
     SoupServerStats,
@@ -53,10 +53,6 @@ _TURN_FILLS = 8
 #: Seconds the first reconnect waits; doubled each failure up to :data:`_MAX_BACKOFF`.
 _BACKOFF = 0.1
 _MAX_BACKOFF = 5.0
-
-
-class CannotResume(SoupBinTCPError):
-    """The connection was lost and ``max_retries`` reconnects in a row failed."""
 
 
 class SoupBinTCP:
