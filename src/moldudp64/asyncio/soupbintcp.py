@@ -23,7 +23,6 @@ from ..soupbintcp import (
     DEFAULT_TIMEOUT,
     CannotResume,
     ConnectionClosed,
-    LoginAccepted,
     LoginRejectedError,
     LoginRequest,
     SoupClientCore,
@@ -208,7 +207,9 @@ class AsyncSoupBinTCP:
                 assert isinstance(ev, MessagesLost)
                 if len(self.lost_ranges) < 10_000:
                     self.lost_ranges.append(ev)
-            elif kind is LoginAccepted:
+            elif kind is MessagesDelivered:
+                # Progress: the retries count afresh (a login alone is not progress: a
+                # server that accepts and then fails every time is still given up on).
                 self._failures = 0
             self._pending.append(ev)
 

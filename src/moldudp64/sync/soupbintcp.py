@@ -32,7 +32,6 @@ from ..soupbintcp import (
     DEFAULT_TIMEOUT,
     CannotResume,
     ConnectionClosed,
-    LoginAccepted,
     LoginRejectedError,
     LoginRequest,
     LogoutRequested,
@@ -236,8 +235,10 @@ class SoupBinTCP:
                 assert isinstance(ev, MessagesLost)
                 if len(self.lost_ranges) < 10_000:
                     self.lost_ranges.append(ev)
-            elif kind is LoginAccepted:
-                self._failures = 0  # logged in again: the retries count afresh
+            elif kind is MessagesDelivered:
+                # Progress: the retries count afresh (a login alone is not progress: a
+                # server that accepts and then fails every time is still given up on).
+                self._failures = 0
             self._pending.append(ev)
 
     def _drop_socket(self) -> None:
