@@ -478,7 +478,7 @@ class BinaryFileStore(Closing):
             head = self.get(seq_num - skip, skip, 1 << 62)
             offset += sum(len(m) for m in head) + 2 * len(head)
         try:
-            buf = os.pread(self._require_fd(), max_bytes, offset)
+            buf = os.pread(self._require_fd(), min(max_bytes, self._size - offset), offset)
         except OSError as exc:
             raise BinaryFileError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
         out: list[bytes] = []
@@ -486,13 +486,14 @@ class BinaryFileStore(Closing):
         pos = 0
         end = len(buf)
         # Hot loop: one step per message.
-        while pos + 2 <= end:
+        for _ in range(max_count):
+            if pos + 2 > end:
+                break
             stop = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
             if stop > end:
                 break
             append(buf[pos + 2 : stop])
             pos = stop
-        del out[max_count:]
         return out
 
     def close(self) -> None:
