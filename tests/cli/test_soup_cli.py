@@ -124,3 +124,24 @@ def test_itch_decoding_works_over_soup(tmp_path: Path) -> None:
     assert got.returncode == 0, got.stderr.decode()
     rows = jsonl(got.stdout)
     assert len(rows) == 3 and rows[0]["message_type"] == "S"
+
+
+def test_serve_soup_metrics_count_what_was_sent(day: Path, tmp_path: Path) -> None:
+    import urllib.request
+
+    proc, port = start_serve("--input", str(day), "--session", "TEST000001",
+                             "--metrics-port", "0")  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline().decode()
+        url = re.search(r"metrics on (\S+)", line)
+        assert url, line
+        got = run("listen", f"soup://127.0.0.1:{port}", "-o", str(tmp_path / "m.bin"))
+        assert got.returncode == 0, got.stderr.decode()
+        with urllib.request.urlopen(url.group(1), timeout=10) as page:
+            text = page.read().decode()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+    assert "moldudp64_soup_server_messages_sent_total 30000.0" in text, text
+    assert "moldudp64_soup_server_logins_accepted_total 1.0" in text

@@ -217,14 +217,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except BaseException:
         store.close()
         raise
+    metrics = None
     with server:
         host, port = server.address
         _say(f"moldudp64 serve: {what} over SoupBinTCP on {host}:{port}")
         try:
-            # With --port, re-requests too, until the same stop.
-            code = bridge.cmd_serve(args) if args.port is not None else _wait(args.duration)
+            if args.port is not None:  # re-requests too (with their metrics), same stop
+                code = bridge.cmd_serve(args)
+            else:
+                metrics = _server_metrics(args, server, "serve")
+                code = _wait(args.duration)
         finally:
             stats = server.stats
+            if metrics is not None:
+                metrics.close()
     store.close()
     _say(f"moldudp64 serve: SoupBinTCP: {_server_summary(stats)}")
     return code
@@ -264,6 +270,29 @@ def _wait(duration: float | None) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     return EXIT_OK
+
+
+def _server_metrics(args: argparse.Namespace, server: Any, command: str) -> Any:
+    """--metrics-port for a SoupBinTCP server: its counters, scraped from its stats."""
+    from ..metrics import FieldsCollector, start_metrics
+
+    return start_metrics(
+        args.metrics_port,
+        args.metrics_addr,
+        FieldsCollector(
+            lambda: server.stats,
+            "moldudp64_soup_server",
+            counters={
+                "connections": "Connections accepted.",
+                "logins_accepted": "Logins accepted.",
+                "messages_sent": "Sequenced messages sent.",
+                "bytes_sent": "Bytes sent.",
+                "refused_full": "Connections refused: max_clients reached.",
+            },
+            gauges={"clients": "Clients connected."},
+        ),
+        announce=lambda url: _say(f"moldudp64 {command}: metrics on {url}"),
+    )
 
 
 def _server_summary(stats: Any) -> str:
@@ -321,6 +350,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     import threading
 
     from ..events import MessagesDelivered, MessagesLost, SessionChanged, SessionEnded
+    from ..metrics import ClientCollector, FieldsCollector, start_metrics
     from ..store import BinaryFileStore
     from ..sync.soupbintcp import SoupServer
     from .common import _StopFlag
@@ -346,6 +376,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     lock = threading.Lock()
     client = feed_client(args)
     server: SoupServer | None = None
+    metrics = None
     session: str | None = args.session
     written = 0
     lost: MessagesLost | None = None
@@ -371,6 +402,21 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     try:
         if session is not None:
             server = serve(session)
+        metrics = start_metrics(
+            args.metrics_port,
+            args.metrics_addr,
+            ClientCollector(lambda: client.stats),
+            FieldsCollector(
+                lambda: server.stats if server is not None else None,
+                "moldudp64_soup_server",
+                counters={
+                    "logins_accepted": "Logins accepted.",
+                    "messages_sent": "Sequenced messages sent.",
+                },
+                gauges={"clients": "Clients connected."},
+            ),
+            announce=lambda url: _say(f"moldudp64 gateway: metrics on {url}"),
+        )
         client.open()
         _say(f"moldudp64 gateway: joined {args.group[0]}:{args.group[1]} on {args.interface}")
         with _StopFlag() as stop:
@@ -433,6 +479,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
             interrupted = stop.set
     finally:
         client.close()
+        if metrics is not None:
+            metrics.close()
         stats = server.stats if server is not None else None
         if server is not None:
             server.close()
