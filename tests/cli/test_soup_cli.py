@@ -145,3 +145,26 @@ def test_serve_soup_metrics_count_what_was_sent(day: Path, tmp_path: Path) -> No
         proc.communicate(timeout=10)
     assert "moldudp64_soup_server_messages_sent_total 30000.0" in text, text
     assert "moldudp64_soup_server_logins_accepted_total 1.0" in text
+
+
+def test_serve_nats_over_soupbintcp(tmp_path: Path) -> None:
+    """A session a bridge stored in JetStream, served over SoupBinTCP from any number."""
+    pytest.importorskip("nats")
+    from nats_support import nats_server
+    from test_jetstream import STREAM, bridge, feed_events
+    from test_jetstream import run as run_async
+
+    messages = [b"js %05d" % i for i in range(3000)]
+    with nats_server(tmp_path / "js") as url:
+        run_async(bridge(url, feed_events(messages, [250], session="JSSESSION")))
+        proc, port = start_serve("--nats", url, "--stream", STREAM, "--session", "JSSESSION")
+        try:
+            got = run("listen", f"soup://127.0.0.1:{port}/JSSESSION", "--start-seq", "2001",
+                      "--count", "1000", "--format", "jsonl")  # fmt: skip
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=10)
+    assert got.returncode == 0, got.stderr.decode()
+    rows = jsonl(got.stdout)
+    assert [bytes.fromhex(str(r["data"])) for r in rows] == messages[2000:]
+    assert rows[0]["seq"] == 2001
