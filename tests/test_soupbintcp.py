@@ -354,3 +354,13 @@ def test_client_and_server_cores_talk_to_each_other() -> None:
     delivered = [m for ev in events if isinstance(ev, MessagesDelivered) for m in ev.messages]
     assert delivered == [bytes([i]) * i for i in range(50)]
     assert client.next_seq_num == 150 and client.ended
+
+
+def test_a_length_of_0_inside_a_run_of_data_breaks_the_framing() -> None:
+    client = logged_in_client()
+    client.receive(seq(b"a") + b"\x00\x00" + b"S" + seq(b"b"), 0.1)
+    events = client.events_received()
+    assert events == [
+        MessagesDelivered("TEST000001", 5, [b"a"]),
+        ConnectionClosed("malformed packet: length 0 (the framing is lost)"),
+    ]

@@ -526,6 +526,10 @@ class SoupClientCore(_Connection):
         super().receive(data, now)
         self._flush_batch()
 
+    def _fail(self, reason: str) -> None:
+        self._flush_batch()  # the messages before what ended the connection come first
+        super()._fail(reason)
+
     def _fast_sequenced(self, buf: bytes, pos: int, end: int) -> bool:
         if not self.logged_in:
             return False
@@ -533,15 +537,18 @@ class SoupClientCore(_Connection):
         if batch is None:
             batch = self._batch = []
         append = batch.append
-        n = 0
-        # Hot loop: one step per message.
-        while pos + 3 <= end and buf[pos + 2] == 0x53:
-            stop = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
-            if stop > end:
-                break
-            append(buf[pos + 3 : stop])
-            pos = stop
-            n += 1
+        before = len(batch)
+        # Hot loop: one step per message (the buffer's end raises IndexError).
+        try:
+            while buf[pos + 2] == 0x53:
+                stop = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
+                if not pos + 2 < stop <= end:  # incomplete, or a length of 0 (slow path)
+                    break
+                append(buf[pos + 3 : stop])
+                pos = stop
+        except IndexError:
+            pass
+        n = len(batch) - before
         if n == 0:
             return False
         self.next_seq_num += n
