@@ -168,3 +168,33 @@ def test_serve_nats_over_soupbintcp(tmp_path: Path) -> None:
     rows = jsonl(got.stdout)
     assert [bytes.fromhex(str(r["data"])) for r in rows] == messages[2000:]
     assert rows[0]["seq"] == 2001
+
+
+def test_listen_resumes_after_the_server_drops_and_comes_back(tmp_path: Path) -> None:
+    import time
+
+    from moldudp64.store import MemoryStore
+    from moldudp64.sync.soupbintcp import SoupServer
+
+    first = MemoryStore()
+    first.extend(MESSAGES[:1000])
+    server = SoupServer(first, "TEST000001", finished=False).start()  # the rest never comes
+    address = server.address
+    out = tmp_path / "resumed.bin"
+    listen = start("listen", f"soup://127.0.0.1:{address[1]}", "-o", str(out))
+    try:
+        deadline = time.monotonic() + 20
+        while server.stats.messages_sent < 1000:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        server.close()  # the connection drops mid-session
+        whole = MemoryStore()
+        whole.extend(MESSAGES)
+        with SoupServer(whole, "TEST000001", address) as again:
+            _, err = listen.communicate(timeout=30)
+            assert again.stats.logins_accepted == 1
+    finally:
+        listen.kill()
+    assert listen.returncode == 0, err.decode()
+    assert "1 reconnects" in err.decode()
+    assert out.read_bytes() == b"".join(len(m).to_bytes(2, "big") + m for m in MESSAGES)
