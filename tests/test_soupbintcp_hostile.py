@@ -193,3 +193,18 @@ def test_a_server_that_sends_a_65535_length_and_stops_times_out() -> None:
         list(client.messages(timeout=5))
     assert "peer silent" in str(caught.value)
     assert time.monotonic() - t0 < 3
+
+
+def test_rejected_clients_that_never_close_free_their_slots() -> None:
+    with served(max_clients=5, username="u", password="p") as server:
+        held = []
+        for _ in range(5):  # every slot: a rejected login that keeps its connection open
+            sock = socket.create_connection(server.address)
+            sock.sendall(build_login_request("u", "bad", "", 1))
+            held.append(sock)
+        wait_until(lambda: server.stats.logins_rejected.get("A") == 5)
+        wait_until(lambda: server.stats.clients == 0, timeout=3)  # after the linger
+        with SoupBinTCP(server.address, username="u", password="p") as client:
+            assert len(list(client.messages(timeout=5))) == len(MESSAGES)
+        for sock in held:
+            sock.close()

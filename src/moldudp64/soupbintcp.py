@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT_MAX_OUTPUT",
     "DEFAULT_TIMEOUT",
     "MAX_PACKET_LENGTH",
+    "REJECT_LINGER",
     "REJECT_NOT_AUTHORIZED",
     "REJECT_SESSION_UNAVAILABLE",
     "CannotResume",
@@ -78,6 +79,9 @@ DEFAULT_HEARTBEAT_INTERVAL: Final = 1.0
 DEFAULT_TIMEOUT: Final = 15.0
 #: Bytes a server connection queues before it stops taking messages from its store.
 DEFAULT_MAX_OUTPUT: Final = 1 << 20
+#: Seconds a server waits for a rejected client to close (a login flood holds no slot
+#: longer); after End of Session it waits ``timeout``, the client may still be reading.
+REJECT_LINGER: Final = 2.0
 #: The largest value of the length field (type byte + payload).
 MAX_PACKET_LENGTH: Final = 0xFFFF
 #: Login Rejected reasons.

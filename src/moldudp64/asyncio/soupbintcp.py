@@ -21,6 +21,7 @@ from ..soupbintcp import (
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_MAX_OUTPUT,
     DEFAULT_TIMEOUT,
+    REJECT_LINGER,
     CannotResume,
     ConnectionClosed,
     LoginRejectedError,
@@ -426,11 +427,11 @@ class AsyncSoupServer:
                 if not core.is_open:
                     reason = core.close_reason or "closed"
                     if reason.startswith("login rejected"):
-                        await self._linger(writer, reading)
+                        await self._linger(writer, reading, min(self.timeout, REJECT_LINGER))
                     break
                 if core.ended and not core.output_bytes:
                     reason = "end of session sent"
-                    await self._linger(writer, reading)
+                    await self._linger(writer, reading, self.timeout)
                     break
                 if reading.done():
                     reason = "client closed the connection"
@@ -462,10 +463,12 @@ class AsyncSoupServer:
             with contextlib.suppress(OSError, ConnectionError, asyncio.CancelledError):
                 await writer.wait_closed()
 
-    async def _linger(self, writer: asyncio.StreamWriter, reading: asyncio.Future[None]) -> None:
-        """After the last packet: shut our side, let the client close (``timeout`` s)."""
+    async def _linger(
+        self, writer: asyncio.StreamWriter, reading: asyncio.Future[None], seconds: float
+    ) -> None:
+        """After the last packet: shut our side, let the client close (``seconds``)."""
         with contextlib.suppress(OSError, ConnectionError):
             await writer.drain()
             if writer.can_write_eof():
                 writer.write_eof()
-            await asyncio.wait([reading], timeout=self.timeout)
+            await asyncio.wait([reading], timeout=seconds)

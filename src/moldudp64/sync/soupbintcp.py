@@ -30,6 +30,7 @@ from ..soupbintcp import (
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_MAX_OUTPUT,
     DEFAULT_TIMEOUT,
+    REJECT_LINGER,
     CannotResume,
     ConnectionClosed,
     LoginRejectedError,
@@ -582,8 +583,11 @@ class SoupServer:
                 client.sock.shutdown(socket.SHUT_WR)
             except OSError:
                 self._drop(client, reason)
-        elif now - client.closing >= self.timeout:
+        elif now - client.closing >= self._linger(reason):
             self._drop(client, reason)
+
+    def _linger(self, reason: str) -> float:
+        return min(self.timeout, REJECT_LINGER) if reason.startswith("login") else self.timeout
 
     def _want_write(self, client: _Client, writing: bool) -> None:
         if writing != client.writing:
