@@ -364,3 +364,18 @@ def test_a_length_of_0_inside_a_run_of_data_breaks_the_framing() -> None:
         MessagesDelivered("TEST000001", 5, [b"a"]),
         ConnectionClosed("malformed packet: length 0 (the framing is lost)"),
     ]
+
+
+def test_a_largest_packet_trickled_a_byte_at_a_time_is_gathered_not_recopied() -> None:
+    client = logged_in_client()
+    packet = b"\xff\xffS" + bytes(range(256)) * 255 + b"x" * 254  # 65,534 bytes of data
+    client.receive(packet[:3], 0.1)
+    gathering = client._in
+    for i in range(3, len(packet) - 1):
+        client.receive(packet[i : i + 1], 0.1)
+    # One buffer grows (amortised): not a new 64 KiB copy for every byte that arrives.
+    assert client._in is gathering and len(gathering) == len(packet) - 1
+    client.receive(packet[-1:], 0.1)
+    (event,) = client.events_received()
+    assert isinstance(event, MessagesDelivered) and event.messages == [packet[3:]]
+    assert len(client._in) == 0

@@ -319,7 +319,7 @@ class _Connection:
         self.heartbeat_interval = heartbeat_interval
         self.timeout = timeout
         self.stats = SoupStats()
-        self._in = b""
+        self._in = bytearray()  # a partial packet (at most 65,537 bytes)
         self._out = bytearray()
         self._events: list[Event] = []
         self._last_sent = 0.0
@@ -330,7 +330,7 @@ class _Connection:
 
     # -- connection life
     def _start(self, now: float) -> None:
-        self._in = b""
+        self._in = bytearray()
         self._out.clear()
         self._open = True
         self._heartbeats = False
@@ -349,14 +349,14 @@ class _Connection:
             self._open = False
             self.close_reason = reason
             self._out.clear()
-            self._in = b""
+            self._in = bytearray()
 
     def _fail(self, reason: str) -> None:
         """The core gives up: a ConnectionClosed event; output already queued may still go."""
         if self._open:
             self._open = False
             self.close_reason = reason
-            self._in = b""
+            self._in = bytearray()
             self._events.append(ConnectionClosed(reason))
 
     def _count(self, reason: str) -> None:
@@ -419,7 +419,17 @@ class _Connection:
             return
         self._last_received = now
         self.stats.bytes_received += len(data)
-        buf = self._in + data if self._in else data
+        pending = self._in
+        if pending:
+            # A partial packet waits: gather into it (amortised, so a peer trickling a
+            # large packet a byte at a time costs no copy of it per byte) until it is whole.
+            pending += data
+            if len(pending) < 2 or len(pending) < 2 + ((pending[0] << 8) | pending[1]):
+                return
+            buf = bytes(pending)
+            self._in = bytearray()
+        else:
+            buf = data
         end = len(buf)
         pos = 0
         while pos + 2 <= end and self._open:
@@ -438,7 +448,7 @@ class _Connection:
             self.stats.packets_received += 1
             self._packet(kind, buf[pos + 3 : stop], now)
             pos = stop
-        self._in = buf[pos:] if self._open else b""
+        self._in = bytearray(buf[pos:]) if self._open and pos < end else bytearray()
 
     _fast_pos = 0
 
