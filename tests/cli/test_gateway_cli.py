@@ -98,3 +98,25 @@ def test_a_loss_on_the_feed_ends_the_served_session_before_it(
         gateway.send_signal(signal.SIGTERM)
         code, err = finish(gateway)
     assert code == 3, err
+
+
+def test_a_gateway_that_started_later_serves_its_numbers_and_says_what_it_lacks(
+    tmp_path: Path,
+) -> None:
+    """gateway --start-seq 1001 stores message 1001 as the file's first: served as 1001."""
+    from moldudp64.cli.soup import _Numbered
+    from moldudp64.events import MessagesLost
+    from moldudp64.store import BinaryFileStore
+    from moldudp64.sync.soupbintcp import SoupBinTCP, SoupServer
+
+    base = BinaryFileStore(tmp_path / "late.bin", writable=True)
+    store = _Numbered(base, 1001)
+    base.extend([b"m%d" % i for i in range(1001, 1101)])
+    with SoupServer(store, SESSION) as server:
+        with SoupBinTCP(server.address, seq_num=1050) as client:
+            got = [(m.seq_num, m.data) for m in client.messages(timeout=5)]
+        assert got == [(i, b"m%d" % i) for i in range(1050, 1101)]
+        with SoupBinTCP(server.address, seq_num=1) as client:
+            events = list(client.events(timeout=5))
+        assert events[1] == MessagesLost(SESSION, 1, 1000, "not available on the server")
+    store.close()
