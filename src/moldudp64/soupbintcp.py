@@ -18,8 +18,8 @@ with spaces, always digits.
 Each side queues a heartbeat after ``heartbeat_interval`` (1 s) without queueing anything,
 and gives up on a peer silent for ``timeout`` (15 s). A malformed packet is counted under a
 reason (:attr:`SoupStats.malformed`); one that breaks the framing or the session closes
-the connection with a reason (:attr:`SoupClientCore.close_reason`), never an exception
-from :meth:`receive`. Memory is bounded: a connection holds at most one partial packet
+the connection with a reason (the core's ``close_reason``), never an exception from
+``receive()``. Memory is bounded: a connection holds at most one partial packet
 (65,537 bytes) of input, and a server connection's output is bounded by ``max_output``
 (the driver only adds messages while :meth:`SoupServerCore.room` is positive).
 
@@ -340,7 +340,7 @@ class _Connection:
 
     @property
     def is_open(self) -> bool:
-        """True from :meth:`connect`/:meth:`connected` until the core or the driver closes."""
+        """True from ``connect()`` / ``connected()`` until the core or the driver closes."""
         return self._open
 
     def close(self, reason: str) -> None:
@@ -469,11 +469,13 @@ class SoupClientCore(_Connection):
     ``connect(now)`` starts a connection (queues the Login Request: the session and the
     number to resume from, once one was accepted); then :meth:`receive`,
     :meth:`handle_timer`, :meth:`outgoing` / :meth:`consumed`, :meth:`events_received`.
-    Events: :class:`LoginAccepted`, :class:`LoginRejected`, ``MessagesDelivered``
-    (consecutive messages, numbered from the accepted number), :class:`UnsequencedData`,
-    ``MessagesLost`` (numbers the server said it no longer has: it accepted a later one
-    than asked), ``SessionEnded`` (``Z``), :class:`ConnectionClosed`. After
-    :class:`LoginRejected` or ``SessionEnded`` the session is over (:attr:`finished`).
+    Events: :class:`~moldudp64.soupbintcp.LoginAccepted`,
+    :class:`~moldudp64.soupbintcp.LoginRejected`, ``MessagesDelivered`` (consecutive
+    messages, numbered from the accepted number),
+    :class:`~moldudp64.soupbintcp.UnsequencedData`, ``MessagesLost`` (numbers the server
+    said it no longer has: it accepted a later one than asked), ``SessionEnded`` (``Z``),
+    :class:`~moldudp64.soupbintcp.ConnectionClosed`. After a rejection or ``SessionEnded``
+    the session is over (``finished``).
     """
 
     _heartbeat = _HEARTBEAT_CLIENT
@@ -668,14 +670,16 @@ class SoupClientCore(_Connection):
 class SoupServerCore(_Connection):
     """The server's side of one connection.
 
-    ``connected(now)``; :meth:`receive` gives :class:`LoginRequest` (answer it with
-    :meth:`accept` or :meth:`reject`), :class:`UnsequencedData`, :class:`LogoutRequested`
-    and :class:`ConnectionClosed`. After :meth:`accept`, add messages with
+    ``connected(now)``; :meth:`receive` gives :class:`~moldudp64.soupbintcp.LoginRequest`
+    (answer it with :meth:`accept` or :meth:`reject`),
+    :class:`~moldudp64.soupbintcp.UnsequencedData`,
+    :class:`~moldudp64.soupbintcp.LogoutRequested` and
+    :class:`~moldudp64.soupbintcp.ConnectionClosed`. After :meth:`accept`, add messages with
     :meth:`send_messages` while :meth:`room` is positive (the output stays within
     ``max_output`` bytes, give or take one message) and :meth:`end_session` after the
     last. A connection not logged in within ``timeout``, a second Login Request, a
     framing error or a client whose output did not move for ``timeout`` seconds is closed
-    (:class:`ConnectionClosed` with the reason).
+    (:class:`~moldudp64.soupbintcp.ConnectionClosed` with the reason).
     """
 
     _heartbeat = _HEARTBEAT_SERVER
@@ -872,12 +876,13 @@ class SoupServerStats:
 class StoreSession:
     """One sequenced session served from a message store: what both servers decide.
 
-    :meth:`login` answers a :class:`LoginRequest` on a :class:`SoupServerCore` (credentials
+    :meth:`login` answers a :class:`~moldudp64.soupbintcp.LoginRequest` on a
+    :class:`~moldudp64.soupbintcp.SoupServerCore` (credentials
     first: ``J A``; then the session, blank meaning this one: ``J S``; else Login Accepted
     at the number asked for, at the store's next number for 0, at its first number when
     the store no longer holds the one asked for, so the client reports the numbers between
     lost). :meth:`fill` moves messages from the store to a connection while it has room,
-    and ends the session after the last message once :attr:`finished` (a recorded day:
+    and ends the session after the last message once ``finished`` (a recorded day:
     at once; a live store: when its feed ends).
     """
 
