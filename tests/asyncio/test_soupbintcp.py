@@ -168,3 +168,35 @@ def test_async_server_cuts_off_a_client_that_never_reads() -> None:
             return srv.stats.closed
 
     assert asyncio.run(main()) == {"client not reading": 1}
+
+
+class _NetworkStore(MemoryStore):
+    """A store whose reads wait (as JetStreamStore's may): says blocking_io, records the
+    thread each read ran in."""
+
+    blocking_io = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: set[int] = set()
+
+    def get(self, seq_num: int, max_count: int, max_bytes: int) -> list[bytes]:
+        self.threads.add(threading.get_ident())
+        return super().get(seq_num, max_count, max_bytes)
+
+
+def test_a_blocking_store_is_read_off_the_loop() -> None:
+    store = _NetworkStore()
+    store.extend(MESSAGES)
+
+    async def main() -> tuple[list[bytes], int]:
+        async with (
+            AsyncSoupServer(store, "S1") as server,
+            AsyncSoupBinTCP(server.address) as client,
+        ):
+            got = [m.data async for m in client.messages(timeout=10)]
+            return got, threading.get_ident()
+
+    got, loop_thread = asyncio.run(main())
+    assert got == MESSAGES
+    assert store.threads and loop_thread not in store.threads

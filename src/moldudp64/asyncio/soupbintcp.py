@@ -392,17 +392,20 @@ class AsyncSoupServer:
         reason = "closed"
         transport = writer.transport
 
-        async def read() -> None:
-            while True:
-                data = await reader.read(65536)
-                if not data:
-                    return
-                core.receive(data, loop.time())
-                wake.set()
-
-        reading = asyncio.ensure_future(read())
+        # Only this coroutine touches the core: reads are futures it collects, so a store
+        # that blocks (``blocking_io``) can be read in a worker thread meanwhile.
+        blocking = bool(getattr(self.session.store, "blocking_io", False))
+        reading: asyncio.Future[bytes] = asyncio.ensure_future(reader.read(65536))
+        added = 0
         try:
             while True:
+                if reading.done():
+                    data = reading.result()  # a reset raises: "connection error" below
+                    if not data:
+                        reason = "client closed the connection"
+                        break
+                    core.receive(data, loop.time())
+                    reading = asyncio.ensure_future(reader.read(65536))
                 now = loop.time()
                 core.handle_timer(now)
                 for ev in core.events_received():
@@ -413,8 +416,7 @@ class AsyncSoupServer:
                         else:
                             rejected = self._stats.logins_rejected
                             rejected[refused] = rejected.get(refused, 0) + 1
-                if core.is_open and core.logged_in:
-                    self.session.fill(core, now)
+                added = await self._fill(core, now, blocking)
                 # Hand the transport at most _TRANSPORT_HIGH; the rest stays in the core,
                 # which counts it against max_output and times a client that stops reading.
                 while core.output_bytes and transport.get_write_buffer_size() < _TRANSPORT_HIGH:
@@ -422,19 +424,15 @@ class AsyncSoupServer:
                     writer.write(data)
                     core.consumed(len(data))
                     self._stats.bytes_sent += len(data)
-                    if core.is_open and core.logged_in:
-                        self.session.fill(core, now)
+                    added += await self._fill(core, now, blocking)
                 if not core.is_open:
                     reason = core.close_reason or "closed"
                     if reason.startswith("login rejected"):
-                        await self._linger(writer, reading, min(self.timeout, REJECT_LINGER))
+                        reading = await self._linger(writer, reader, reading, REJECT_LINGER)
                     break
                 if core.ended and not core.output_bytes:
                     reason = "end of session sent"
-                    await self._linger(writer, reading, self.timeout)
-                    break
-                if reading.done():
-                    reason = "client closed the connection"
+                    reading = await self._linger(writer, reader, reading, self.timeout)
                     break
                 due = core.get_timer()
                 wait = 0.5 if due is None else max(0.0, min(0.5, due - loop.time()))
@@ -442,7 +440,9 @@ class AsyncSoupServer:
                 waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(wake.wait()), reading]
                 if transport.get_write_buffer_size() >= _TRANSPORT_HIGH:
                     waiters.append(asyncio.ensure_future(writer.drain()))
-                elif core.logged_in and core.next_seq_num < self.session.store.next_seq_num:
+                elif core.logged_in and (
+                    added if blocking else core.next_seq_num < self.session.store.next_seq_num
+                ):
                     wait = 0.0  # more in the store for it: round again (after others ran)
                 _, pending = await asyncio.wait(
                     waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED
@@ -463,12 +463,33 @@ class AsyncSoupServer:
             with contextlib.suppress(OSError, ConnectionError, asyncio.CancelledError):
                 await writer.wait_closed()
 
+    async def _fill(self, core: SoupServerCore, now: float, blocking: bool) -> int:
+        """Messages from the store into ``core`` (in a worker thread for a store whose
+        reads wait on the network); how many."""
+        if not (core.is_open and core.logged_in) or core.room() <= 0:
+            return 0
+        if blocking:
+            return await asyncio.to_thread(self.session.fill, core, now)
+        return self.session.fill(core, now)
+
     async def _linger(
-        self, writer: asyncio.StreamWriter, reading: asyncio.Future[None], seconds: float
-    ) -> None:
-        """After the last packet: shut our side, let the client close (``seconds``)."""
+        self,
+        writer: asyncio.StreamWriter,
+        reader: asyncio.StreamReader,
+        reading: asyncio.Future[bytes],
+        seconds: float,
+    ) -> asyncio.Future[bytes]:
+        """After the last packet: shut our side, let the client close (at most ``seconds``,
+        and ``timeout``); the read still pending at the end."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(seconds, self.timeout)
         with contextlib.suppress(OSError, ConnectionError):
             await writer.drain()
             if writer.can_write_eof():
                 writer.write_eof()
-            await asyncio.wait([reading], timeout=seconds)
+            while True:  # what the client still sends (heartbeats), until it closes
+                done, _ = await asyncio.wait([reading], timeout=max(0.0, deadline - loop.time()))
+                if not done or not reading.result():
+                    break
+                reading = asyncio.ensure_future(reader.read(65536))
+        return reading
