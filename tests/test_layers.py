@@ -19,6 +19,7 @@ CORES = {
     "events", "exceptions", "faults", "binaryfile", "_closing",
     "itch50", "itch50.messages", "itch50.codec", "itch50.arrow", "itch50.generator",
 }  # fmt: skip
+CORES.add("soupbintcp")  # SoupBinTCP's client and server cores
 ALLOWED_EXTRA = {"replay": {"capture"}}
 #: What a core may never import: the clock, sockets, threads, event loops.
 IO_MODULES = ("socket", "time", "threading", "asyncio", "selectors")
