@@ -89,12 +89,18 @@ class RerequestServer:
         self._thread: threading.Thread | None = None
         self._send_errors = 0
         self._recv_errors = 0
+        self._last_request_at: float | None = None
 
     @property
     def address(self) -> Address:
         """The ``(host, port)`` the server listens on."""
         host, port = self._sock.getsockname()[:2]
         return (str(host), int(port))
+
+    @property
+    def last_request_at(self) -> float | None:
+        """``time.monotonic()`` when the last datagram was read, or None (none yet)."""
+        return self._last_request_at
 
     @property
     def stats(self) -> RerequestStats:
@@ -185,6 +191,8 @@ class RerequestServer:
                     self._drop_peer(peer)
                     break
             self._peers.touch(peer, time.monotonic())
+        if batch:
+            self._last_request_at = time.monotonic()
         with self._lock:
             answers = self.core.handle_requests(batch, time.monotonic())
         self._send_all(answers)
