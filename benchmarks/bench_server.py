@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -310,6 +311,176 @@ def fairness_rows(seconds: float) -> list[Result]:
             )
         )
     return rows
+
+
+class SlowStore(MemoryStore):
+    """A MemoryStore that says ``blocking_io`` and takes ``delay`` s a read (JetStream-like:
+    the asyncio server then answers from one worker thread, as ``serve --nats`` does)."""
+
+    blocking_io = True
+
+    def __init__(self, delay: float = 0.0005) -> None:
+        super().__init__(max_bytes=None)
+        self.delay = delay
+
+    def get(self, seq_num: int, max_count: int, max_bytes: int | None = None) -> list[bytes]:
+        time.sleep(self.delay)
+        return super().get(seq_num, max_count, max_bytes)
+
+
+def _many_flood_main(
+    port: int, hosts: int, ports: int, conn: multiprocessing.connection.Connection
+) -> None:
+    """Flood from ``hosts`` addresses (127.1.x.y) plus ``ports`` ports of 127.2.0.1, round
+    robin, as fast as one process can, until told to stop."""
+    socks = []
+    for i in range(hosts):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((f"127.1.{i // 250}.{1 + i % 250}", 0))
+        s.setblocking(False)
+        socks.append(s)
+    for _ in range(ports):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.2.0.1", 0))
+        s.setblocking(False)
+        socks.append(s)
+    raw = SESSION.encode()
+    rng = random.Random(5)
+    reqs = [struct.pack(">10sQH", raw, rng.randrange(1, 190_000), 1000) for _ in range(997)]
+    server = ("127.0.0.1", port)
+    sent = 0
+    conn.send("ready")
+    conn.recv()
+    n = len(socks)
+    i = 0
+    while not conn.poll():
+        for _ in range(512):
+            try:
+                socks[i % n].sendto(reqs[i % 997], server)
+                sent += 1
+            except OSError:
+                pass
+            i += 1
+    conn.recv()
+    conn.send(sent)
+    for s in socks:
+        s.close()
+
+
+def _flood_server_main(
+    total: int, kind: str, conn: multiprocessing.connection.Connection
+) -> None:
+    logging.getLogger("moldudp64.rerequest").setLevel(logging.ERROR)
+    store: MemoryStore = SlowStore() if kind == "blocking_io" else MemoryStore(max_bytes=None)
+    store.extend(make_messages(total))
+    if kind != "sync":
+
+        async def go() -> None:
+            server = await AsyncRerequestServer.create(SESSION, store)
+            conn.send(server.address[1])
+            await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+            conn.send((server.stats, peak_rss_kib()))
+            server.close()
+
+        asyncio.run(go())
+        return
+    server = RerequestServer(SESSION, store, ("127.0.0.1", 0)).start()
+    conn.send(server.address[1])
+    conn.recv()
+    conn.send((server.stats, peak_rss_kib()))
+    server.close()
+
+
+def _ask_rounds(
+    socks: list[socket.socket], server: tuple[str, int], rounds: int, gap: float
+) -> list[list[float]]:
+    """Each socket asks once a round (``gap`` s apart) and waits up to 0.5 s: the latency of
+    each answer in seconds, per socket (inf: none came)."""
+    raw = SESSION.encode()
+    out: list[list[float]] = [[] for _ in socks]
+    for r in range(rounds):
+        sent_at = {}
+        for k, sock in enumerate(socks):
+            while select.select([sock], [], [], 0)[0]:  # a late answer of a previous round
+                sock.recv(65535)
+            sock.sendto(struct.pack(">10sQH", raw, 1 + 97 * r + k, 10), server)
+            sent_at[k] = time.perf_counter()
+        pending = set(range(len(socks)))
+        deadline = time.perf_counter() + 0.5
+        while pending and (left := deadline - time.perf_counter()) > 0:
+            for sock in select.select([socks[k] for k in pending], [], [], left)[0]:
+                sock.recv(65535)
+                k = socks.index(sock)
+                out[k].append(time.perf_counter() - sent_at[k])
+                pending.discard(k)
+        for k in pending:
+            out[k].append(math.inf)
+        time.sleep(gap)
+    return out
+
+
+def flood_fairness(
+    hosts: int = 3000,
+    ports: int = 1000,
+    quiet: float = 5.0,
+    rounds: int = 30,
+    kind: str = "sync",
+    warmup: int = 20,
+) -> dict[str, float]:
+    """A client answered ``warmup`` times (127.0.0.10), then quiet for ``quiet`` s while
+    ``hosts`` hosts and ``ports`` ports flood, then asking ``rounds`` times (20 ms apart)
+    alongside a new client (127.0.0.11): the share answered and the p99 latency of each.
+    ``kind``: the ``sync`` server, the ``asyncio`` one, or the asyncio one with a store
+    that blocks (``blocking_io``: its worker thread, as ``serve --nats``)."""
+    ctx = multiprocessing.get_context("fork")
+    srv_parent, srv_child = ctx.Pipe()
+    server_proc = ctx.Process(
+        target=_flood_server_main, args=(200_000, kind, srv_child), daemon=True
+    )
+    server_proc.start()
+    port = srv_parent.recv()
+    server = ("127.0.0.1", port)
+    old = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    old.bind(("127.0.0.10", 0))
+    new = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    new.bind(("127.0.0.11", 0))
+    warm = _ask_rounds([old], server, warmup, 0.0)[0]
+    assert all(math.isfinite(x) for x in warm), warm
+    flood_parent, flood_child = ctx.Pipe()
+    flood_proc = ctx.Process(
+        target=_many_flood_main, args=(port, hosts, ports, flood_child), daemon=True
+    )
+    flood_proc.start()
+    assert flood_parent.recv() == "ready"
+    flood_parent.send("go")
+    started = time.perf_counter()
+    time.sleep(quiet)
+    got_old, got_new = _ask_rounds([old, new], server, rounds, 0.02)
+    flood_parent.send("stop")
+    flood_sent = flood_parent.recv()
+    flood_seconds = time.perf_counter() - started
+    srv_parent.send("stop")
+    stats, rss_kib = srv_parent.recv()
+    flood_proc.join(5)
+    server_proc.join(5)
+    old.close()
+    new.close()
+
+    def p99(xs: list[float]) -> float:
+        done = sorted(x for x in xs if math.isfinite(x))
+        return done[min(len(done) - 1, int(0.99 * len(done)))] if done else math.inf
+
+    return {
+        "old_share": sum(map(math.isfinite, got_old)) / rounds,
+        "new_share": sum(map(math.isfinite, got_new)) / rounds,
+        "old_p99_ms": 1000 * p99(got_old),
+        "new_p99_ms": 1000 * p99(got_new),
+        "flood_per_s": flood_sent / flood_seconds,
+        "server_requests_per_s": stats.requests / flood_seconds,
+        "answers": stats.answers,
+        "sources": stats.sources,
+        "peak_rss_mib": rss_kib / 1024,
+    }
 
 
 def peak_rss_kib() -> int:

@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import heapq
 import logging
+import math
 import socket
 from collections import deque
 from collections.abc import AsyncIterable, Callable, Iterable
@@ -52,8 +54,14 @@ logger = logging.getLogger(__name__)
 _MAX_WRITE_BUFFER = 1024 * 1024
 #: Requests read and answered together (the first from the transport, the rest directly).
 _RECV_BATCH = 256
-#: With a blocking store: batches waiting for the worker thread; beyond, dropped (counted).
+#: With a blocking store: the shared socket's batches go to the worker thread in chunks
+#: of this many requests, so an adopted client's batch never waits behind more than one.
+_WORKER_CHUNK = 16
+#: With a blocking store: chunks of the shared socket waiting for the worker thread;
+#: beyond, dropped unread (counted ``busy``).
 _MAX_PENDING_BATCHES = 16
+#: The same for the batches of adopted clients (one at most per client and turn).
+_MAX_PENDING_PEER_BATCHES = 512
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -118,8 +126,13 @@ class AsyncRerequestServer:
         self._executor: ThreadPoolExecutor | None = None
         if getattr(store, "blocking_io", False):
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="moldudp64-store")
-        self._pending: deque[list[tuple[bytes, Address]] | None] = deque()
+        self._pending: deque[list[tuple[bytes, Address]]] = deque()  # the shared socket's
+        #: Adopted clients' batches and the timer's turns (None), a heap by seniority (the
+        #: timer, then the longest adopted client first): the worker takes these first.
+        self._pending_first: list[tuple[float, int, list[tuple[bytes, Address]] | None]] = []
+        self._pending_count = 0
         self._busy = 0  # request datagrams dropped unread: too many batches waiting
+        self._shed = 0  # request datagrams of benched sources dropped before the worker
         self._worker: asyncio.Task[None] | None = None
 
     @classmethod
@@ -175,11 +188,13 @@ class AsyncRerequestServer:
         """The core's counts: answers, bytes, refusals by reason (``busy``: dropped unread
         while too many batches waited for a blocking store)."""
         stats = self.core.stats
-        if not self._busy:
+        if not self._busy and not self._shed:
             return stats
         refused = dict(stats.refused)
         refused["busy"] = refused.get("busy", 0) + self._busy
-        return dataclasses.replace(stats, requests=stats.requests + self._busy, refused=refused)
+        refused["rate_limited"] = refused.get("rate_limited", 0) + self._shed
+        extra = self._busy + self._shed
+        return dataclasses.replace(stats, requests=stats.requests + extra, refused=refused)
 
     @property
     def send_errors(self) -> int:
@@ -209,10 +224,23 @@ class AsyncRerequestServer:
                 batch.append((more, (str(source[0]), int(source[1]))))
         self._answer_batch(batch)
 
-    def _answer_batch(self, batch: list[tuple[bytes, Address]]) -> None:
+    def _answer_batch(
+        self, batch: list[tuple[bytes, Address]], peer: Address | None = None
+    ) -> None:
+        """Answer ``batch``, read from ``peer``'s own socket or (None) the shared one."""
         assert self._loop is not None
         if self._executor is not None:
-            self._offload(batch)
+            if peer is not None:
+                self._offload(batch, peer)
+            else:
+                # Shed the flood's benched sources here, before they take the worker's
+                # queue (a read of the core's bench: a dict look-up, safe across threads).
+                now, benched = self._loop.time(), self.core.benched
+                kept = [item for item in batch if not benched(item[1][0], now)]
+                self._shed += len(batch) - len(kept)
+                batch = kept
+                for i in range(0, len(batch), _WORKER_CHUNK):
+                    self._offload(batch[i : i + _WORKER_CHUNK])
             return
         core = self.core
         waiting = core.waiting
@@ -241,7 +269,8 @@ class AsyncRerequestServer:
                 self._drop_peer(peer)
                 break
         self._peers.touch(peer, self._loop.time() if self._loop else 0.0)
-        self._answer_batch(batch)
+        if batch:
+            self._answer_batch(batch, peer)
 
     def _send_answer(self, answer: bytes, addr: Address) -> None:
         if self.faults is None:
@@ -259,12 +288,11 @@ class AsyncRerequestServer:
         loop, main = self._loop, self._sock
         if loop is None or main is None or self._closed:
             return
+        self._close_idle_peers()
+        if self._peers.full:
+            return  # every adopted client is active: a flood cannot push one out
         if not self._peers.may_adopt(loop.time()):
             return  # a later answer adopts it
-        if self._peers.full:
-            self._drop_peer(self._peers.oldest())
-        else:
-            self._close_idle_peers()
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -305,13 +333,25 @@ class AsyncRerequestServer:
         if when is not None and not self._closed:
             self._timer = self._loop.call_at(when, self._on_timer)
 
-    def _offload(self, batch: list[tuple[bytes, Address]] | None) -> None:
-        """Queue ``batch`` (None: answers now due) for the worker thread; a batch beyond
-        ``_MAX_PENDING_BATCHES`` waiting is dropped and counted ``busy``."""
-        if batch is not None and len(self._pending) >= _MAX_PENDING_BATCHES:
-            self._busy += len(batch)  # not the core's counts: the worker thread owns those
+    def _offload(
+        self, batch: list[tuple[bytes, Address]] | None, peer: Address | None = None
+    ) -> None:
+        """Queue ``batch`` (None: answers now due) for the worker thread: the timer's turn
+        and adopted clients' batches (from ``peer``'s socket) first, longest adopted first,
+        then the shared socket's; a batch beyond ``_MAX_PENDING_BATCHES`` waiting in its
+        queue is dropped and counted ``busy``."""
+        if peer is not None or batch is None:
+            if batch is not None and len(self._pending_first) >= _MAX_PENDING_PEER_BATCHES:
+                self._busy += len(batch)  # not the core's counts: the worker thread owns those
+                return
+            rank = -math.inf if peer is None else self._peers.since(peer)
+            self._pending_count += 1
+            heapq.heappush(self._pending_first, (rank, self._pending_count, batch))
+        elif len(self._pending) >= _MAX_PENDING_BATCHES:
+            self._busy += len(batch)
             return
-        self._pending.append(batch)
+        else:
+            self._pending.append(batch)
         if self._worker is None or self._worker.done():
             assert self._loop is not None
             self._worker = self._loop.create_task(self._work())
@@ -321,9 +361,9 @@ class AsyncRerequestServer:
         and send their answers from the loop."""
         loop, executor, core = self._loop, self._executor, self.core
         assert loop is not None and executor is not None
-        pending = self._pending
-        while pending and not self._closed:
-            batch = pending.popleft()
+        pending, first = self._pending, self._pending_first
+        while (pending or first) and not self._closed:
+            batch = heapq.heappop(first)[2] if first else pending.popleft()
             if batch is None:
                 answers = await loop.run_in_executor(executor, core.answers_due, loop.time())
             else:
@@ -376,6 +416,7 @@ class AsyncRerequestServer:
         for peer in self._peers.addresses():
             self._drop_peer(peer)
         self._pending.clear()
+        self._pending_first.clear()
         if self._worker is not None:
             self._worker.cancel()
         if self._executor is not None:
