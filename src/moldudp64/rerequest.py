@@ -50,20 +50,16 @@ only when its holder has been quiet that long. Every other source is *new*: new 
 are rated as a class, all of them together within the budget of one source (requests and
 bytes), beyond which they are refused at once (a flood of many sources costs a refusal
 each, not an answer). Within the class, each source's first ``NEWCOMER_ALLOWANCE``
-answers come first: they may overdraw the class budget (by at most half a second of
-it), so a client that turns up during a flood from thousands of sources that have long
-spent theirs is still answered at once. A new source refused by the class budget has
-its requests shed unread for a second (in :meth:`handle_requests`, the servers' path):
-a flood from thousands of sources then costs a dictionary look-up a datagram. What a
-source spent of that allowance is remembered in a fixed 256 KiB table (two hashed
-counters), bounded whatever the flood.
-
-The table of sources is bounded (``max_sources``). A source's bucket is forgotten only
-once it has refilled to a full burst (forgetting it then gives nothing away); while the
-table is full of busy sources, new ones share one overflow bucket with the budget of a
-single source, and a bucket made later starts with no more than the overflow bucket
-holds. So neither a new source nor one pushed out of the table by a flood of others ever
-gets more than its budget, and the total stays within the global cap.
+requests in its first ``NEWCOMER_SECONDS`` come first: they may overdraw the class
+budget (by at most half a second of it), so a client that turns up during a flood from
+thousands of sources that have long spent theirs is still answered at once. A new
+source refused by the class budget (its allowance spent) has its requests shed unread
+for a second (in :meth:`handle_requests`, the servers' path): a flood from thousands of
+sources then costs a dictionary look-up a datagram. What a source spent of that
+allowance is remembered in a fixed 256 KiB table (two hashed counters), bounded
+whatever the flood. What cannot be told apart: a flood from sources that each ask as
+little as a real client, started before the client, holds the established seats; a
+client new to the server then has its allowance, then a share of the class budget.
 """
 
 from __future__ import annotations
@@ -136,6 +132,8 @@ MAX_ESTABLISHED = 256
 ESTABLISHED_IDLE = 60.0
 #: Answers each new source may have ahead of the class budget (see the docstring).
 NEWCOMER_ALLOWANCE = 32
+#: ... and only in the first this many seconds of its bucket (a flood's sources soon lose it).
+NEWCOMER_SECONDS = 2.0
 #: How far newcomers' first answers may overdraw the class budget, in seconds of it.
 _CLASS_DEBT_SECONDS = 0.5
 #: Counters of the newcomers' allowance spent (two per source, hashed; 256 KiB).
@@ -241,13 +239,23 @@ DEFAULT_RATE_LIMIT = RateLimit()
 class _Bucket:
     """Two token buckets of one source, its waiting requests and its refusal log state."""
 
-    __slots__ = ("answered", "bytes", "established", "requests", "seen", "stamp", "waiting")
+    __slots__ = (
+        "answered",
+        "born",
+        "bytes",
+        "established",
+        "requests",
+        "seen",
+        "stamp",
+        "waiting",
+    )
 
     def __init__(self, requests: float, nbytes: float, now: float) -> None:
         self.requests = requests
         self.bytes = nbytes
         self.stamp = now
         self.seen = now  # when the source last asked
+        self.born = now
         self.answered = 0
         self.established = False
         #: (seq_num, count, addr, deadline) of requests waiting for budget, oldest first.
@@ -332,6 +340,7 @@ class RerequestServerCore:
         self._refusal_log_at: float | None = None
         self._refusals_unlogged = 0
         self._refusal_hosts: dict[str, int] = {}
+        self._refusal_hosts_more = False  # more sources than _MAX_REFUSAL_HOSTS
         #: Hosts with waiting requests, in round-robin order.
         self._waiting_hosts: OrderedDict[str, _Bucket] = OrderedDict()
         self._waiting_total = 0
@@ -510,24 +519,31 @@ class RerequestServerCore:
         h = hash(host)
         return table, h & mask, (h >> _ALLOWANCE_BITS) & mask
 
-    def _class_admits(self, host: str, now: float, limit: RateLimit) -> _Bucket | None:
-        """The class bucket to charge when a new source's request may be answered now,
-        else None: within the class budget, or one of the host's first answers while
-        the class may still overdraw."""
+    def _class_admits(
+        self, host: str, bucket: _Bucket, now: float, limit: RateLimit
+    ) -> tuple[_Bucket | None, bool]:
+        """For a new source's request: the class bucket to charge when it may be answered
+        now (else None), and whether it is one of the host's first
+        ``NEWCOMER_ALLOWANCE`` requests within ``NEWCOMER_SECONDS`` of its first (which
+        may overdraw the class budget)."""
         cls = self._class_bucket(now, limit)
+        table, i, j = self._allowance_slots(host)
+        newcomer = min(table[i], table[j]) < NEWCOMER_ALLOWANCE and (
+            bucket is self._overflow or now - bucket.born < NEWCOMER_SECONDS
+        )
+        if newcomer:  # every request spends it, answered or not: a flood soon has none
+            table[i] = min(255, table[i] + 1)
+            table[j] = min(255, table[j] + 1)
         if cls.requests > _ONE and cls.bytes > 0:
-            return cls
+            return cls, newcomer
         debt = _CLASS_DEBT_SECONDS
         if (
-            cls.requests > 1.0 - limit.requests_per_second * debt
+            newcomer
+            and cls.requests > 1.0 - limit.requests_per_second * debt
             and cls.bytes > -limit.bytes_per_second * debt
         ):
-            table, i, j = self._allowance_slots(host)
-            if min(table[i], table[j]) < NEWCOMER_ALLOWANCE:
-                table[i] = min(255, table[i] + 1)
-                table[j] = min(255, table[j] + 1)
-                return cls
-        return None
+            return cls, True
+        return None, newcomer
 
     def _class_ready_at(self, limit: RateLimit) -> float:
         """When the class budget next allows an answer (-inf: not made yet)."""
@@ -564,6 +580,8 @@ class RerequestServerCore:
             hosts[host] += 1
         elif len(hosts) < _MAX_REFUSAL_HOSTS:
             hosts[host] = 1
+        else:
+            self._refusal_hosts_more = True
         last = self._refusal_log_at
         if last is None or now - last >= limit.log_interval:
             self.log_refusals(now)
@@ -576,7 +594,7 @@ class RerequestServerCore:
             return
         hosts = self._refusal_hosts
         busiest = sorted(hosts.items(), key=lambda item: -item[1])[:3]
-        sources = f"{len(hosts)}{'+' if len(hosts) >= _MAX_REFUSAL_HOSTS else ''}"
+        sources = f"{len(hosts)}{'+' if self._refusal_hosts_more else ''}"
         logger.warning(
             "re-requests refused: over the rate limit (%.0f requests, %.0f bytes a second "
             "per source; new sources together within one source's budget); %d refused "
@@ -589,6 +607,7 @@ class RerequestServerCore:
         )
         self._refusal_log_at = now
         self._refusals_unlogged = 0
+        self._refusal_hosts_more = False
         hosts.clear()
 
     # -- answers ------------------------------------------------------------------------
@@ -647,18 +666,19 @@ class RerequestServerCore:
         count: int,
         now: float,
         limit: RateLimit,
-    ) -> tuple[bool, bytes | None]:
-        """Answer a request whose source is within its own budget: (False, None) when
-        it is new and the class budget refuses it, else (True, the answer or None)."""
+    ) -> tuple[bool, bytes | None, bool]:
+        """Answer a request whose source is within its own budget: (False, None, ...) when
+        it is new and the class budget refuses it, else (True, the answer or None, ...);
+        the last: whether it was one of a new source's first requests."""
         if bucket.established:
-            return True, self._charged_answer(bucket, seq_num, count, limit)
-        cls = self._class_admits(host, now, limit)
+            return True, self._charged_answer(bucket, seq_num, count, limit), False
+        cls, newcomer = self._class_admits(host, bucket, now, limit)
         if cls is None:
-            return False, None
+            return False, None, newcomer
         answer = self._charged_answer(bucket, seq_num, count, limit, cls)
         if answer is not None and own:
             self._note_answered(host, bucket, now, limit)
-        return True, answer
+        return True, answer, newcomer
 
     def _handle(
         self, data: bytes, addr: Address, now: float, shed: set[str] | None
@@ -678,12 +698,15 @@ class RerequestServerCore:
         bucket, own = self._bucket(host, now, limit)
         self._global_refill(now, limit)
         if not bucket.waiting and self._within(bucket, limit):
-            served, answer = self._serve(host, bucket, own, seq_num, count, now, limit)
+            served, answer, newcomer = self._serve(
+                host, bucket, own, seq_num, count, now, limit
+            )
             if served:
                 return answer
-            # A new source while the class budget is spent: refused at once, and its
-            # requests in batches for the next _BENCH_SECONDS too (a dict look-up each).
-            if shed is not None:
+            # A new source while the class budget is spent: refused at once, and (its
+            # first requests spent) its requests in batches for the next _BENCH_SECONDS
+            # too (a dict look-up each).
+            if shed is not None and not newcomer:
                 shed.add(host)
                 benched = self._benched
                 if len(benched) >= _MAX_BENCHED:
@@ -781,7 +804,9 @@ class RerequestServerCore:
                 served = False
                 if waiting and self._within(bucket, limit):
                     seq_num, count, addr, _ = waiting[0]
-                    served, answer = self._serve(host, bucket, True, seq_num, count, now, limit)
+                    served, answer, _ = self._serve(
+                        host, bucket, True, seq_num, count, now, limit
+                    )
                     if served:
                         waiting.popleft()
                         self._waiting_total -= 1
