@@ -379,7 +379,7 @@ def _flood_server_main(
             server = await AsyncRerequestServer.create(SESSION, store)
             conn.send(server.address[1])
             await asyncio.get_running_loop().run_in_executor(None, conn.recv)
-            conn.send((server.stats, peak_rss_kib()))
+            conn.send((server.stats, peak_rss_kib(), _established(server.core)))
             server.close()
 
         asyncio.run(go())
@@ -387,8 +387,12 @@ def _flood_server_main(
     server = RerequestServer(SESSION, store, ("127.0.0.1", 0)).start()
     conn.send(server.address[1])
     conn.recv()
-    conn.send((server.stats, peak_rss_kib()))
+    conn.send((server.stats, peak_rss_kib(), _established(server.core)))
     server.close()
+
+
+def _established(core: RerequestServerCore) -> int:
+    return len(getattr(core, "_established", ()))
 
 
 def _ask_rounds(
@@ -460,7 +464,7 @@ def flood_fairness(
     flood_sent = flood_parent.recv()
     flood_seconds = time.perf_counter() - started
     srv_parent.send("stop")
-    stats, rss_kib = srv_parent.recv()
+    stats, rss_kib, established = srv_parent.recv()
     flood_proc.join(5)
     server_proc.join(5)
     old.close()
@@ -478,6 +482,9 @@ def flood_fairness(
         "flood_per_s": flood_sent / flood_seconds,
         "server_requests_per_s": stats.requests / flood_seconds,
         "answers": stats.answers,
+        "waited": stats.waited,
+        "refused": sum(stats.refused.values()),
+        "established": established,
         "sources": stats.sources,
         "peak_rss_mib": rss_kib / 1024,
     }

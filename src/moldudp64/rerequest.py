@@ -42,24 +42,32 @@ refusal for rate is counted, and summarised in one warning line per ``log_interv
 seconds (how many, from how many sources, the busiest ones), whatever the number of
 sources.
 
-A source that got ``ESTABLISH_AFTER`` answers is *established* (it has a history of
-valid requests): it keeps its own budget whatever the crowd, and its bucket is kept while
-it is quiet (up to ``ESTABLISHED_IDLE`` seconds), so a flood of other sources cannot push
-it out. At most ``max_sources // 4`` (at most 256) are established at once; a seat frees
-only when its holder has been quiet that long. Every other source is *new*: new sources
-are rated as a class, all of them together within the budget of one source (requests and
-bytes), beyond which they are refused at once (a flood of many sources costs a refusal
-each, not an answer). Within the class, each source's first ``NEWCOMER_ALLOWANCE``
-requests in its first ``NEWCOMER_SECONDS`` come first: they may overdraw the class
-budget (by at most half a second of it), so a client that turns up during a flood from
-thousands of sources that have long spent theirs is still answered at once. A new
-source refused by the class budget (its allowance spent) has its requests shed unread
-for a second (in :meth:`handle_requests`, the servers' path): a flood from thousands of
-sources then costs a dictionary look-up a datagram. What a source spent of that
-allowance is remembered in a fixed 256 KiB table (two hashed counters), bounded
-whatever the flood. What cannot be told apart: a flood from sources that each ask as
-little as a real client, started before the client, holds the established seats; a
-client new to the server then has its allowance, then a share of the class budget.
+A source that got ``ESTABLISH_AFTER`` answers, never refused by the class budget
+(below), the last while fewer than ``CROWD`` new sources asked in this second and the
+one before and they used less than half that budget, is *established* (it has a
+history of valid requests, from before any flood of many sources): it keeps its own budget
+whatever the crowd, and its bucket is kept while it is quiet (up to
+``ESTABLISHED_IDLE`` seconds), so a flood of other sources cannot push it out. At most
+``max_sources // 4`` (at most 256) are established at once; a seat frees only when its
+holder has been quiet that long. Every other source is *new*: new sources are rated as
+a class, all of them together within the budget of one source (requests and bytes),
+beyond which they are refused at once (a flood of many sources costs a refusal each,
+not an answer). Within the class, each source's first ``NEWCOMER_ALLOWANCE`` requests
+in its first ``NEWCOMER_SECONDS`` come first: they may overdraw the class budget (by
+at most half a second of it), so a client that turns up during a flood from thousands
+of sources that have long spent theirs is still answered at once. What a source spent
+of that allowance is remembered in a fixed 256 KiB table (two hashed counters),
+bounded whatever the flood.
+
+In :meth:`~RerequestServerCore.handle_requests` (the servers' path), a new source
+refused by the class budget (its allowance spent) has its requests shed unread for a
+second, and a source refused over its own budget (its queue of waiting requests full)
+for 20 ms: a flood then costs a dictionary look-up a datagram, and a server with a
+slow store sheds it before queueing (:meth:`~RerequestServerCore.benched`).
+
+What cannot be told apart: a client new to the server during a flood from many
+sources is one of them: it has its allowance, then a share of the class budget, until
+the flood stops.
 """
 
 from __future__ import annotations
@@ -128,6 +136,8 @@ _OVERFLOW = "(new sources while the source table is full)"
 ESTABLISH_AFTER = 4
 #: Established sources at most (and at most a quarter of ``max_sources``).
 MAX_ESTABLISHED = 256
+#: New sources asking within a second that make a crowd: none is established meanwhile.
+CROWD = 64
 #: Seconds an established source may be quiet before its seat may go to another.
 ESTABLISHED_IDLE = 60.0
 #: Answers each new source may have ahead of the class budget (see the docstring).
@@ -140,6 +150,8 @@ _CLASS_DEBT_SECONDS = 0.5
 _ALLOWANCE_BITS = 18
 #: Seconds a new source refused by the class budget has its batched requests shed unread.
 _BENCH_SECONDS = 1.0
+#: The same for a source refused over its own budget (its queue of waiting ones full).
+_OWN_BENCH_SECONDS = 0.02
 #: Sources on that bench at most (beyond, it is emptied: memory bounded).
 _MAX_BENCHED = 65_536
 #: Hosts named in the rate-refusal summary's counts (the rest are counted, not named).
@@ -248,6 +260,7 @@ class _Bucket:
         "seen",
         "stamp",
         "waiting",
+        "window",
     )
 
     def __init__(self, requests: float, nbytes: float, now: float) -> None:
@@ -256,7 +269,8 @@ class _Bucket:
         self.stamp = now
         self.seen = now  # when the source last asked
         self.born = now
-        self.answered = 0
+        self.window = -1  # the last second (int(now)) it was counted active in
+        self.answered = 0  # -1: refused by the class budget, never to be established
         self.established = False
         #: (seq_num, count, addr, deadline) of requests waiting for budget, oldest first.
         self.waiting: deque[tuple[int, int, Address, float]] = deque()
@@ -333,6 +347,10 @@ class RerequestServerCore:
         self._overflow: _Bucket | None = None
         #: The budget of all new sources together (one source's), made at first use.
         self._class: _Bucket | None = None
+        #: New sources that asked in this second and the one before (crowd detection).
+        self._window = -1
+        self._active_new = 0
+        self._active_new_before = 0
         #: The newcomers' allowance spent, by two hashes of the host (made at first use).
         self._allowance: bytearray | None = None
         #: New sources refused by the class budget -> until when their requests are shed.
@@ -431,13 +449,18 @@ class RerequestServerCore:
             bucket.refill(now, limit)
             bucket.seen = now
             return bucket, True
+        window = self._roll_window(now)
         sources = self._sources
         bucket = sources.get(host)
         if bucket is not None:
             sources.move_to_end(host)
             bucket.refill(now, limit)
             bucket.seen = now
+            if bucket.window != window:
+                bucket.window = window
+                self._active_new += 1
             return bucket, True
+        self._active_new += 1
         burst = limit.burst_seconds
         if len(sources) + len(established) >= limit.max_sources:
             # Forget the least recently seen new source only if its bucket is full again:
@@ -465,6 +488,45 @@ class RerequestServerCore:
             bucket.bytes = min(bucket.bytes, overflow.bytes)
         sources[host] = bucket
         return bucket, True
+
+    def _roll_window(self, now: float) -> int:
+        """The second ``now`` is in; a new one starts the count of active new sources."""
+        window = int(now)
+        if window != self._window:
+            self._active_new_before = self._active_new if window == self._window + 1 else 0
+            self._active_new = 0
+            self._window = window
+        return window
+
+    def newcomer(self, host: str, now: float) -> bool:
+        """Whether ``host`` is a new source still within its first requests (see the
+        module's docstring). Only reads: an I/O layer may ask from its own thread, to
+        queue such requests ahead of a flood's."""
+        if self.rate_limit is None or host in self._established:
+            return False
+        if self._allowance is None:
+            return True
+        bucket = self._sources.get(host)
+        if bucket is not None and now - bucket.born >= NEWCOMER_SECONDS:
+            return False
+        _, i, j = self._allowance_slots(host)
+        return min(self._allowance[i], self._allowance[j]) < NEWCOMER_ALLOWANCE
+
+    def note_unread(self, hosts: Iterable[str], now: float) -> None:
+        """Sources whose requests an I/O layer dropped unread (its queue full): counted
+        among the new sources active now, so that a crowd hidden by the drops is still
+        one (no source is established meanwhile)."""
+        window = self._roll_window(now)
+        established, sources = self._established, self._sources
+        for host in hosts:
+            if host in established:
+                continue
+            bucket = sources.get(host)
+            if bucket is None:
+                self._active_new += 1
+            elif bucket.window != window:
+                bucket.window = window
+                self._active_new += 1
 
     def _global_refill(self, now: float, limit: RateLimit) -> None:
         rate = limit.global_bytes_per_second
@@ -553,9 +615,18 @@ class RerequestServerCore:
     def _note_answered(self, host: str, bucket: _Bucket, now: float, limit: RateLimit) -> None:
         """Count an answer to a new source with its own bucket; establish it at
         ``ESTABLISH_AFTER`` if a seat is free (or held by one quiet for long)."""
+        if bucket.answered < 0:
+            return
         bucket.answered += 1
         if bucket.answered < ESTABLISH_AFTER:
             return
+        cls = self._class
+        if (
+            max(self._active_new, self._active_new_before) >= CROWD
+            or (cls is not None
+            and cls.requests < limit.requests_per_second * limit.burst_seconds / 2)
+        ):
+            return  # new sources are many now (a flood?): none is established meanwhile
         established = self._established
         if len(established) >= min(MAX_ESTABLISHED, limit.max_sources // 4):
             oldest_host, oldest = next(iter(established.items()), ("", None))
@@ -674,6 +745,8 @@ class RerequestServerCore:
             return True, self._charged_answer(bucket, seq_num, count, limit), False
         cls, newcomer = self._class_admits(host, bucket, now, limit)
         if cls is None:
+            if own:
+                bucket.answered = -1  # one of a crowd: not to be established
             return False, None, newcomer
         answer = self._charged_answer(bucket, seq_num, count, limit, cls)
         if answer is not None and own:
@@ -708,10 +781,7 @@ class RerequestServerCore:
             # too (a dict look-up each).
             if shed is not None and not newcomer:
                 shed.add(host)
-                benched = self._benched
-                if len(benched) >= _MAX_BENCHED:
-                    benched.clear()
-                benched[host] = now + _BENCH_SECONDS
+                self._bench(host, now + _BENCH_SECONDS)
             self._refuse_rate(host if own else _OVERFLOW, now, limit)
             return None
         # Over its own budget: wait for it if the source may, else refuse.
@@ -729,8 +799,16 @@ class RerequestServerCore:
             return None
         if shed is not None:
             shed.add(host)
+            if own:  # its queue is full: it has its budget's worth waiting already
+                self._bench(host, now + _OWN_BENCH_SECONDS)
         self._refuse_rate(host if own else _OVERFLOW, now, limit)
         return None
+
+    def _bench(self, host: str, until: float) -> None:
+        benched = self._benched
+        if len(benched) >= _MAX_BENCHED:
+            benched.clear()
+        benched[host] = until
 
     def _wait_estimate(self, bucket: _Bucket, limit: RateLimit) -> float:
         """When a request joining ``bucket``'s queue could be answered, at the earliest."""

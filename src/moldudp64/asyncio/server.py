@@ -60,8 +60,11 @@ _WORKER_CHUNK = 16
 #: With a blocking store: chunks of the shared socket waiting for the worker thread;
 #: beyond, dropped unread (counted ``busy``).
 _MAX_PENDING_BATCHES = 16
-#: The same for the batches of adopted clients (one at most per client and turn).
-_MAX_PENDING_PEER_BATCHES = 512
+#: The key of new sources' first requests among the adopted clients' batches (served
+#: after the timer, before any client: they are few, see rerequest.NEWCOMER_ALLOWANCE).
+_NEWCOMERS: Address = ("", -1)
+#: Sources of requests dropped ``busy`` remembered for the core (crowd detection).
+_MAX_UNREAD_HOSTS = 4096
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -129,8 +132,13 @@ class AsyncRerequestServer:
         self._pending: deque[list[tuple[bytes, Address]]] = deque()  # the shared socket's
         #: Adopted clients' batches and the timer's turns (None), a heap by seniority (the
         #: timer, then the longest adopted client first): the worker takes these first.
-        self._pending_first: list[tuple[float, int, list[tuple[bytes, Address]] | None]] = []
+        self._pending_first: list[tuple[float, int, Address | None]] = []
         self._pending_count = 0
+        #: The batch waiting in _pending_first for each adopted client (one at most).
+        self._peer_batches: dict[Address, list[tuple[bytes, Address]]] = {}
+        self._timer_pending = False
+        #: Sources of datagrams dropped ``busy``, told to the core with the next batch.
+        self._unread_hosts: set[str] = set()
         self._busy = 0  # request datagrams dropped unread: too many batches waiting
         self._shed = 0  # request datagrams of benched sources dropped before the worker
         self._worker: asyncio.Task[None] | None = None
@@ -235,10 +243,17 @@ class AsyncRerequestServer:
             else:
                 # Shed the flood's benched sources here, before they take the worker's
                 # queue (a read of the core's bench: a dict look-up, safe across threads).
-                now, benched = self._loop.time(), self.core.benched
+                now, core = self._loop.time(), self.core
+                benched, newcomer = core.benched, core.newcomer
                 kept = [item for item in batch if not benched(item[1][0], now)]
                 self._shed += len(batch) - len(kept)
-                batch = kept
+                # A new source's first requests go ahead of the rest (as a client's own).
+                first = [item for item in kept if newcomer(item[1][0], now)]
+                if first:
+                    self._offload(first, _NEWCOMERS)
+                    batch = [item for item in kept if not newcomer(item[1][0], now)]
+                else:
+                    batch = kept
                 for i in range(0, len(batch), _WORKER_CHUNK):
                     self._offload(batch[i : i + _WORKER_CHUNK])
             return
@@ -340,15 +355,28 @@ class AsyncRerequestServer:
         and adopted clients' batches (from ``peer``'s socket) first, longest adopted first,
         then the shared socket's; a batch beyond ``_MAX_PENDING_BATCHES`` waiting in its
         queue is dropped and counted ``busy``."""
-        if peer is not None or batch is None:
-            if batch is not None and len(self._pending_first) >= _MAX_PENDING_PEER_BATCHES:
-                self._busy += len(batch)  # not the core's counts: the worker thread owns those
+        if batch is None:
+            if self._timer_pending:
                 return
-            rank = -math.inf if peer is None else self._peers.since(peer)
+            self._timer_pending = True
             self._pending_count += 1
-            heapq.heappush(self._pending_first, (rank, self._pending_count, batch))
+            heapq.heappush(self._pending_first, (-math.inf, self._pending_count, None))
+        elif peer is not None:
+            waiting = self._peer_batches.get(peer)
+            if waiting is not None:  # one batch a client: this one joins it
+                room = _RECV_BATCH - len(waiting)
+                waiting.extend(batch[:room])
+                self._busy += max(0, len(batch) - room)
+            else:
+                self._peer_batches[peer] = list(batch)
+                self._pending_count += 1
+                rank = 0.0 if peer == _NEWCOMERS else self._peers.since(peer)
+                heapq.heappush(self._pending_first, (rank, self._pending_count, peer))
         elif len(self._pending) >= _MAX_PENDING_BATCHES:
-            self._busy += len(batch)
+            self._busy += len(batch)  # not the core's counts: the worker thread owns those
+            unread = self._unread_hosts
+            if len(unread) < _MAX_UNREAD_HOSTS:
+                unread.update(addr[0] for _, addr in batch)
             return
         else:
             self._pending.append(batch)
@@ -363,7 +391,19 @@ class AsyncRerequestServer:
         assert loop is not None and executor is not None
         pending, first = self._pending, self._pending_first
         while (pending or first) and not self._closed:
-            batch = heapq.heappop(first)[2] if first else pending.popleft()
+            batch: list[tuple[bytes, Address]] | None
+            if first:
+                peer = heapq.heappop(first)[2]
+                if peer is None:
+                    self._timer_pending = False
+                    batch = None
+                else:
+                    batch = self._peer_batches.pop(peer)
+            else:
+                batch = pending.popleft()
+                if self._unread_hosts:
+                    unread, self._unread_hosts = self._unread_hosts, set()
+                    await loop.run_in_executor(executor, core.note_unread, unread, loop.time())
             if batch is None:
                 answers = await loop.run_in_executor(executor, core.answers_due, loop.time())
             else:
@@ -417,6 +457,7 @@ class AsyncRerequestServer:
             self._drop_peer(peer)
         self._pending.clear()
         self._pending_first.clear()
+        self._peer_batches.clear()
         if self._worker is not None:
             self._worker.cancel()
         if self._executor is not None:
