@@ -498,6 +498,10 @@ class RerequestServerCore:
             self._window = window
         return window
 
+    def established(self, host: str) -> bool:
+        """Whether ``host`` is an established source (read only, as :meth:`benched`)."""
+        return host in self._established
+
     def newcomer(self, host: str, now: float) -> bool:
         """Whether ``host`` is a new source still within its first requests (see the
         module's docstring). Only reads: an I/O layer may ask from its own thread, to

@@ -61,8 +61,10 @@ _WORKER_CHUNK = 16
 #: beyond, dropped unread (counted ``busy``).
 _MAX_PENDING_BATCHES = 16
 #: The key of new sources' first requests among the adopted clients' batches (served
-#: after the timer, before any client: they are few, see rerequest.NEWCOMER_ALLOWANCE).
+#: after established clients', before the others: see rerequest.NEWCOMER_ALLOWANCE).
 _NEWCOMERS: Address = ("", -1)
+#: Ranks of the worker's order beyond any seniority (a loop time).
+_LATER = 1e15
 #: Sources of requests dropped ``busy`` remembered for the core (crowd detection).
 _MAX_UNREAD_HOSTS = 4096
 
@@ -366,23 +368,38 @@ class AsyncRerequestServer:
             if waiting is not None:  # one batch a client: this one joins it
                 room = _RECV_BATCH - len(waiting)
                 waiting.extend(batch[:room])
-                self._busy += max(0, len(batch) - room)
+                if len(batch) > room:
+                    self._drop_busy(batch[room:])
             else:
                 self._peer_batches[peer] = list(batch)
                 self._pending_count += 1
-                rank = 0.0 if peer == _NEWCOMERS else self._peers.since(peer)
+                rank = self._rank(peer)
                 heapq.heappush(self._pending_first, (rank, self._pending_count, peer))
         elif len(self._pending) >= _MAX_PENDING_BATCHES:
-            self._busy += len(batch)  # not the core's counts: the worker thread owns those
-            unread = self._unread_hosts
-            if len(unread) < _MAX_UNREAD_HOSTS:
-                unread.update(addr[0] for _, addr in batch)
+            self._drop_busy(batch)
             return
         else:
             self._pending.append(batch)
         if self._worker is None or self._worker.done():
             assert self._loop is not None
             self._worker = self._loop.create_task(self._work())
+
+    def _drop_busy(self, batch: list[tuple[bytes, Address]]) -> None:
+        """Drop ``batch`` unread (counted ``busy``); its sources are told to the core."""
+        self._busy += len(batch)  # not the core's counts: the worker thread owns those
+        unread = self._unread_hosts
+        if len(unread) < _MAX_UNREAD_HOSTS:
+            unread.update(addr[0] for _, addr in batch)
+
+    def _rank(self, peer: Address) -> float:
+        """The worker's order (lowest first) for a batch of ``peer`` (an adopted client,
+        or _NEWCOMERS): established sources by seniority, then new sources' first
+        requests, then the other adopted clients by seniority."""
+        core, now = self.core, self._loop.time() if self._loop is not None else 0.0
+        if peer == _NEWCOMERS or core.newcomer(peer[0], now):
+            return _LATER
+        since = self._peers.since(peer)
+        return since if core.established(peer[0]) else _LATER + 1.0 + since
 
     async def _work(self) -> None:
         """Run the queued batches through the core in the worker thread, one at a time,
@@ -393,17 +410,21 @@ class AsyncRerequestServer:
         while (pending or first) and not self._closed:
             batch: list[tuple[bytes, Address]] | None
             if first:
-                peer = heapq.heappop(first)[2]
+                rank, count, peer = heapq.heappop(first)
                 if peer is None:
                     self._timer_pending = False
                     batch = None
                 else:
                     batch = self._peer_batches.pop(peer)
+                    if len(batch) > _WORKER_CHUNK:  # the rest after the next in rank
+                        self._peer_batches[peer] = batch[_WORKER_CHUNK:]
+                        heapq.heappush(first, (rank, count, peer))
+                        batch = batch[:_WORKER_CHUNK]
             else:
                 batch = pending.popleft()
-                if self._unread_hosts:
-                    unread, self._unread_hosts = self._unread_hosts, set()
-                    await loop.run_in_executor(executor, core.note_unread, unread, loop.time())
+            if self._unread_hosts:
+                unread, self._unread_hosts = self._unread_hosts, set()
+                await loop.run_in_executor(executor, core.note_unread, unread, loop.time())
             if batch is None:
                 answers = await loop.run_in_executor(executor, core.answers_due, loop.time())
             else:
