@@ -116,6 +116,9 @@ exit codes: 0 session ended (or --count reached) with every message written,
             6 (nats:// source) --start-seq past the end of the stored session.
 """
 
+#: ``publish --linger``: seconds without a re-request before publish stops answering.
+DEFAULT_LINGER = 3.0
+
 EPILOG_PUBLISH = """\
 examples:
   moldudp64 publish 239.1.1.1:30001 --session TEST000001 --input feed.bin
@@ -124,10 +127,12 @@ examples:
       --request-port 30002 --drop 0.05 --duplicate 0.01 --reorder 0.02 --seed 7
 
 Sends the messages, answers re-requests on --request-port throughout (default: the
-feed port + 1), then sends end of session for --end-of-session-duration seconds. The
-whole --input is checked first: a capture, or a message longer than --max-payload allows,
-is refused (exit 2) before any packet goes out. Re-requests over --rate-limit wait for
-budget (up to 0.5 s), then are refused; the summary counts them by reason.
+feed port + 1), then sends end of session for --end-of-session-duration seconds, and
+goes on answering re-requests until none has come for --linger seconds (a client still
+catching up is served to the end; stderr says so). The whole --input is checked first:
+a capture, or a message longer than --max-payload allows, is refused (exit 2) before
+any packet goes out. Re-requests over --rate-limit wait for budget (up to 0.5 s), then
+are refused; the summary counts them by reason.
 """
 
 EPILOG_SERVE = """\
@@ -426,6 +431,14 @@ def _add_publish(sub: Any) -> None:
         type=SECONDS,
         default=2.0,
         help="how long to send end of session (default 2)",
+    )
+    p.add_argument(
+        "--linger",
+        metavar="SECONDS",
+        type=SECONDS,
+        default=DEFAULT_LINGER,
+        help="after the end of session, answer re-requests until none has come for this "
+        f"long (default {DEFAULT_LINGER:g}; 0: stop with the end of session)",
     )
     p.add_argument("--drop", metavar="P", type=PROBABILITY, default=0.0, help="drop packets")
     p.add_argument(
