@@ -156,6 +156,17 @@ class BinaryFileWriter(Closing):
         for message in messages:
             self.write(message)
 
+    def write_blocks(self, blocks: Buffer, count: int) -> None:
+        """Append ``count`` messages given as whole BinaryFILE blocks (written as they
+        are: the caller vouches for the framing)."""
+        if len(blocks) >= _CHUNK and not self._buffer.tell():
+            self._file.write(blocks)  # a large run goes straight to the file
+        else:
+            self._buffer.write(blocks)
+            if self._buffer.tell() >= _CHUNK:
+                self.flush()
+        self.count += count
+
     def flush(self) -> None:
         """Push buffered messages to the file."""
         data = self._buffer.getvalue()

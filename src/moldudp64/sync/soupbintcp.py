@@ -36,6 +36,7 @@ from ..soupbintcp import (
     LoginRejectedError,
     LoginRequest,
     LogoutRequested,
+    MessageRun,
     SoupClientCore,
     SoupServerCore,
     SoupServerStats,
@@ -63,7 +64,10 @@ class SoupBinTCP:
     and logs in with the session it was given and the next number it needs, up to
     ``max_retries`` times in a row (waits of 0.1 s doubling to 5 s); then iteration raises
     :class:`CannotResume`. A Login Rejected raises :class:`LoginRejectedError` (after the
-    events before it). Iteration ends after End of Session or :meth:`close`.
+    events before it). Iteration ends after End of Session or :meth:`close`. With
+    ``runs=True`` :meth:`events` and :meth:`batches` give the messages as
+    :class:`~moldudp64.soupbintcp.MessageRun` events (BinaryFILE blocks, for a recorder)
+    instead of ``MessagesDelivered``; :meth:`messages` is the same either way.
     """
 
     def __init__(
@@ -78,6 +82,7 @@ class SoupBinTCP:
         connect_timeout: float = 5.0,
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
         timeout: float = DEFAULT_TIMEOUT,
+        runs: bool = False,
     ) -> None:
         if max_retries < 0:
             raise ConfigError(f"max_retries {max_retries!r} must be >= 0")
@@ -89,6 +94,7 @@ class SoupBinTCP:
             seq_num,
             heartbeat_interval=heartbeat_interval,
             timeout=timeout,
+            runs=runs,
         )
         self.max_retries = max_retries
         self.connect_timeout = connect_timeout
@@ -145,7 +151,7 @@ class SoupBinTCP:
         without an event before :class:`TimeoutError`."""
         for batch in self.batches(timeout):
             for ev in batch:
-                if type(ev) is MessagesDelivered:
+                if type(ev) is MessagesDelivered or type(ev) is MessageRun:
                     session, seq = ev.session, ev.seq_num
                     for i, data in enumerate(ev.messages):
                         yield Message(session, seq + i, data)
@@ -236,7 +242,7 @@ class SoupBinTCP:
                 assert isinstance(ev, MessagesLost)
                 if len(self.lost_ranges) < 10_000:
                     self.lost_ranges.append(ev)
-            elif kind is MessagesDelivered:
+            elif kind is MessagesDelivered or kind is MessageRun:
                 # Progress: the retries count afresh (a login alone is not progress: a
                 # server that accepts and then fails every time is still given up on).
                 self._failures = 0
