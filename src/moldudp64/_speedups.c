@@ -143,75 +143,102 @@ soup_scan(const unsigned char *p, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t *co
     return pos;
 }
 
+/* (buffer, pos) arguments: any bytes-like object, a position within it. */
 static int
-bytes_and_pos(PyObject *args, const char *name, PyObject **buf, Py_ssize_t *pos)
+buffer_and_pos(PyObject *args, const char *name, Py_buffer *view, Py_ssize_t *pos)
 {
-    if (!PyArg_ParseTuple(args, "On", buf, pos))
+    if (!PyArg_ParseTuple(args, "y*n", view, pos))
         return -1;
-    if (!PyBytes_Check(*buf)) {
-        PyErr_Format(PyExc_TypeError, "%s() expects bytes", name);
-        return -1;
-    }
-    if (*pos < 0 || *pos > PyBytes_GET_SIZE(*buf)) {
+    if (*pos < 0 || *pos > view->len) {
+        PyBuffer_Release(view);
         PyErr_Format(PyExc_ValueError, "%s(): position out of range", name);
         return -1;
     }
     return 0;
 }
 
-/* soup_to_blocks(buf: bytes, pos: int) -> tuple[int, bytes, int]
+/* Copy len bytes; short messages (the usual case) in one fixed 32-byte move when both
+ * sides have room for it (the bytes past len are overwritten by what follows). */
+static inline void
+copy_message(unsigned char *q, const unsigned char *q_end, const unsigned char *p,
+             const unsigned char *p_end, Py_ssize_t len)
+{
+    if (len <= 32 && q + 32 <= q_end && p + 32 <= p_end)
+        memcpy(q, p, 32);
+    else
+        memcpy(q, p, (size_t)len);
+}
+
+/* soup_to_blocks(buf: Buffer, pos: int) -> tuple[int, bytes, int]
  *
  * The run of Sequenced Data packets from pos as BinaryFILE blocks: (count, blocks, the
- * position after the run). */
+ * position after the run). One pass: the blocks are at most the packets' size. */
 static PyObject *
 soup_to_blocks(PyObject *self, PyObject *args)
 {
-    PyObject *buf;
-    Py_ssize_t pos, count;
-    if (bytes_and_pos(args, "soup_to_blocks", &buf, &pos) < 0)
+    Py_buffer view;
+    Py_ssize_t pos;
+    if (buffer_and_pos(args, "soup_to_blocks", &view, &pos) < 0)
         return NULL;
-    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(buf);
-    Py_ssize_t stop = soup_scan(p, pos, PyBytes_GET_SIZE(buf), &count);
-    PyObject *out = PyBytes_FromStringAndSize(NULL, stop - pos - count);
-    if (out == NULL)
+    const unsigned char *p = (const unsigned char *)view.buf;
+    Py_ssize_t end = view.len;
+    const unsigned char *p_end = p + end;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, end - pos);
+    if (out == NULL) {
+        PyBuffer_Release(&view);
         return NULL;
-    unsigned char *q = (unsigned char *)PyBytes_AS_STRING(out);
-    while (pos < stop) {
-        Py_ssize_t len = (((Py_ssize_t)p[pos] << 8) | p[pos + 1]) - 1;
+    }
+    unsigned char *q0 = (unsigned char *)PyBytes_AS_STRING(out);
+    unsigned char *q = q0;
+    const unsigned char *q_end = q0 + (end - pos);
+    Py_ssize_t count = 0;
+    while (pos + 3 <= end && p[pos + 2] == 'S') {
+        Py_ssize_t len = ((Py_ssize_t)p[pos] << 8) | p[pos + 1];
+        if (len == 0 || pos + 2 + len > end)
+            break;
+        len -= 1;
         q[0] = (unsigned char)(len >> 8);
         q[1] = (unsigned char)(len & 0xff);
-        memcpy(q + 2, p + pos + 3, (size_t)len);
+        copy_message(q + 2, q_end, p + pos + 3, p_end, len);
         q += 2 + len;
         pos += 3 + len;
+        count++;
     }
-    return Py_BuildValue("(nNn)", count, out, stop);
+    PyBuffer_Release(&view);
+    if (_PyBytes_Resize(&out, q - q0) < 0)
+        return NULL;
+    return Py_BuildValue("(nNn)", count, out, pos);
 }
 
-/* soup_split(buf: bytes, pos: int) -> tuple[list[bytes], int]
+/* soup_split(buf: Buffer, pos: int) -> tuple[list[bytes], int]
  *
  * The messages of the run of Sequenced Data packets from pos, and the position after it. */
 static PyObject *
 soup_split(PyObject *self, PyObject *args)
 {
-    PyObject *buf;
+    Py_buffer view;
     Py_ssize_t pos, count;
-    if (bytes_and_pos(args, "soup_split", &buf, &pos) < 0)
+    if (buffer_and_pos(args, "soup_split", &view, &pos) < 0)
         return NULL;
-    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(buf);
-    Py_ssize_t stop = soup_scan(p, pos, PyBytes_GET_SIZE(buf), &count);
+    const unsigned char *p = (const unsigned char *)view.buf;
+    Py_ssize_t stop = soup_scan(p, pos, view.len, &count);
     PyObject *out = PyList_New(count);
-    if (out == NULL)
+    if (out == NULL) {
+        PyBuffer_Release(&view);
         return NULL;
+    }
     for (Py_ssize_t i = 0; i < count; i++) {
         Py_ssize_t len = (((Py_ssize_t)p[pos] << 8) | p[pos + 1]) - 1;
         PyObject *msg = PyBytes_FromStringAndSize((const char *)p + pos + 3, len);
         if (msg == NULL) {
             Py_DECREF(out);
+            PyBuffer_Release(&view);
             return NULL;
         }
         PyList_SET_ITEM(out, i, msg);
         pos += 3 + len;
     }
+    PyBuffer_Release(&view);
     return Py_BuildValue("(Nn)", out, stop);
 }
 
@@ -245,13 +272,14 @@ blocks_to_soup(PyObject *self, PyObject *args)
     if (out == NULL)
         return NULL;
     unsigned char *q = (unsigned char *)PyBytes_AS_STRING(out);
+    const unsigned char *q_end = q + pos + count;
     Py_ssize_t at = 0;
     while (at < pos) {
         Py_ssize_t len = ((Py_ssize_t)p[at] << 8) | p[at + 1];
         q[0] = (unsigned char)((len + 1) >> 8);
         q[1] = (unsigned char)((len + 1) & 0xff);
         q[2] = 'S';
-        memcpy(q + 3, p + at + 2, (size_t)len);
+        copy_message(q + 3, q_end, p + at + 2, p + end, len);
         q += 3 + len;
         at += 2 + len;
     }

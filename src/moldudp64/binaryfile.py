@@ -18,6 +18,8 @@ from .wire import MAX_MESSAGE_LENGTH, Buffer, join_blocks
 __all__ = ["BinaryFileReader", "BinaryFileWriter", "iter_binaryfile", "write_binaryfile"]
 
 _CHUNK = 1 << 20
+#: Blocks of at least this many bytes skip the buffer when it is empty (no copy).
+_DIRECT = 1 << 16
 
 
 class BinaryFileReader(Closing):
@@ -159,7 +161,7 @@ class BinaryFileWriter(Closing):
     def write_blocks(self, blocks: Buffer, count: int) -> None:
         """Append ``count`` messages given as whole BinaryFILE blocks (written as they
         are: the caller vouches for the framing)."""
-        if len(blocks) >= _CHUNK and not self._buffer.tell():
+        if len(blocks) >= _DIRECT and not self._buffer.tell():
             self._file.write(blocks)  # a large run goes straight to the file
         else:
             self._buffer.write(blocks)

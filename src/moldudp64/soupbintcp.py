@@ -41,7 +41,7 @@ from typing import Any, Final
 
 from .events import Event, MessagesDelivered, MessagesLost, SessionEnded
 from .exceptions import EncodeError, MoldUDP64Error
-from .wire import join_blocks
+from .wire import Buffer, join_blocks
 
 __all__ = [
     "DEFAULT_HEARTBEAT_INTERVAL",
@@ -309,8 +309,8 @@ def _split_binaryfile_py(blocks: bytes) -> list[bytes]:
 
 
 def _load_runs() -> tuple[
-    Callable[[bytes, int], tuple[int, bytes, int]],
-    Callable[[bytes, int], tuple[list[bytes], int]],
+    Callable[[Any, int], tuple[int, bytes, int]],
+    Callable[[Any, int], tuple[list[bytes], int]],
     Callable[[bytes, int], tuple[int, bytes, int]],
     Callable[[bytes], list[bytes]],
 ]:
@@ -564,12 +564,16 @@ class _Connection:
         return events
 
     # -- input
-    def receive(self, data: bytes, now: float) -> None:
-        """Bytes read from the connection; never raises on bad data."""
+    def receive(self, data: Buffer, now: float) -> None:
+        """Bytes read from the connection (any bytes-like object: nothing keeps a view of
+        it, so a driver may read into one buffer again and again); never raises on bad
+        data."""
         if not self._open or not data:
             return
         self._last_received = now
         self.stats.bytes_received += len(data)
+        if type(data) is not bytes and soup_split is _soup_split_py:
+            data = bytes(data)  # the pure-Python twins slice bytes
         pos = 0
         pending = self._in
         if pending:
@@ -593,7 +597,7 @@ class _Connection:
                 return
         self._frames(data, pos, now)
 
-    def _frames(self, buf: bytes, pos: int, now: float) -> None:
+    def _frames(self, buf: Buffer, pos: int, now: float) -> None:
         """The packets of ``buf`` from ``pos``; a partial one at the end waits in ``_in``."""
         end = len(buf)
         while pos + 2 <= end and self._open:
@@ -610,14 +614,14 @@ class _Connection:
                 pos = self._run_end
                 continue
             self.stats.packets_received += 1
-            self._packet(kind, buf[pos + 3 : stop], now)
+            self._packet(kind, bytes(buf[pos + 3 : stop]), now)
             pos = stop
         if self._open and pos < end:
             self._in = bytearray(buf[pos:])
 
     _run_end = 0
 
-    def _sequenced_run(self, buf: bytes, pos: int) -> bool:
+    def _sequenced_run(self, buf: Buffer, pos: int) -> bool:
         """A run of whole Sequenced Data packets from ``pos`` (client side, logged in):
         taken in one pass, ``_run_end`` set after it; False if not taken."""
         return False
@@ -643,8 +647,9 @@ class SoupClientCore(_Connection):
     :class:`~moldudp64.soupbintcp.ConnectionClosed`. After a rejection or ``SessionEnded``
     the session is over (``finished``). With ``runs=True`` the messages come as
     :class:`~moldudp64.soupbintcp.MessageRun` events instead of ``MessagesDelivered``
-    (same numbers, same places among the other events): the packets of each read
-    converted to BinaryFILE blocks in one pass, no object per message.
+    (same numbers, same places among the other events; one per run of consecutive
+    Sequenced Data packets in a read, where ``MessagesDelivered`` has one per read): each
+    run converted to BinaryFILE blocks in one pass, no object per message.
     """
 
     _heartbeat = _HEARTBEAT_CLIENT
@@ -676,7 +681,7 @@ class SoupClientCore(_Connection):
         #: Messages as :class:`MessageRun` events (BinaryFILE blocks, split on demand),
         #: not ``MessagesDelivered``.
         self.runs = runs
-        # What the runs since the last flush gave: lists of messages, or blocks (runs).
+        # What the runs since the last flush gave: lists of messages, or (count, blocks).
         self._parts: list[Any] = []
         self._parts_count = 0
 
@@ -713,16 +718,18 @@ class SoupClientCore(_Connection):
         count = self._parts_count
         first = self.next_seq_num - count
         if self.runs:
-            blocks = parts[0] if len(parts) == 1 else b"".join(parts)
-            self._events.append(MessageRun(self.session, first, count, blocks))
+            # One event per run, as the packets came (joining them would copy them all).
+            for run_count, blocks in parts:
+                self._events.append(MessageRun(self.session, first, run_count, blocks))
+                first += run_count
         else:
             messages = parts[0] if len(parts) == 1 else list(chain.from_iterable(parts))
             self._events.append(MessagesDelivered(self.session, first, messages))
         self._parts = []
         self._parts_count = 0
 
-    def receive(self, data: bytes, now: float) -> None:
-        """Bytes read from the connection; never raises on bad data."""
+    def receive(self, data: Buffer, now: float) -> None:
+        """Bytes read from the connection (bytes-like, not kept); never raises on bad data."""
         super().receive(data, now)
         self._flush_batch()
 
@@ -730,12 +737,13 @@ class SoupClientCore(_Connection):
         self._flush_batch()  # the messages before what ended the connection come first
         super()._fail(reason)
 
-    def _sequenced_run(self, buf: bytes, pos: int) -> bool:
+    def _sequenced_run(self, buf: Buffer, pos: int) -> bool:
         if not self.logged_in:
             return False
         part: Any
         if self.runs:
-            count, part, self._run_end = soup_to_blocks(buf, pos)
+            count, blocks, self._run_end = soup_to_blocks(buf, pos)
+            part = (count, blocks)
         else:
             part, self._run_end = soup_split(buf, pos)
             count = len(part)

@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..capture import CaptureWriter
 from ..events import (
     Address,
     MessagesDelivered,
@@ -57,7 +56,7 @@ class _PcapTap:
     path; thread-safe; counts failures."""
 
     def __init__(self, path: str) -> None:
-
+        from ..capture import CaptureWriter  # dpkt: only with --capture (~0.1 s to import)
 
         self.writer = CaptureWriter(path)
         self.path = path

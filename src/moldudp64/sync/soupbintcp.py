@@ -48,7 +48,7 @@ __all__ = ["CannotResume", "SoupBinTCP", "SoupServer"]
 
 logger = logging.getLogger(__name__)
 
-_READ_SIZE = 1 << 18
+_READ_SIZE = 1 << 20
 #: A server's turn fills and writes a client's buffer at most this many times.
 _TURN_FILLS = 8
 #: Seconds the first reconnect waits; doubled each failure up to :data:`_MAX_BACKOFF`.
@@ -99,6 +99,7 @@ class SoupBinTCP:
         self.max_retries = max_retries
         self.connect_timeout = connect_timeout
         self._sock: socket.socket | None = None
+        self._buf = bytearray(_READ_SIZE)
         self._pending: list[Event] = []
         self._failures = 0
         self._closed = False
@@ -200,16 +201,19 @@ class SoupBinTCP:
             if core.output_bytes:
                 self._write(sock)
             sock.settimeout(wait)
+            buf = self._buf
             try:
-                data = sock.recv(_READ_SIZE)
+                n: int | None = sock.recv_into(buf)
             except (TimeoutError, BlockingIOError):
-                data = None
+                n = None
             now = time.monotonic()
-            if data == b"":
+            if n == 0:
                 self._lost("the server closed the connection")
                 return
-            if data is not None:
-                core.receive(data, now)
+            if n is not None:
+                # One buffer read into again and again: the core keeps no view of it.
+                with memoryview(buf) as view, view[:n] as data:
+                    core.receive(data, now)
             core.handle_timer(now)
             if core.output_bytes:
                 self._write(sock)
