@@ -4,6 +4,8 @@
   beside a plain socket reading the same bytes from the same server in the same run (the
   limit: it logs in and reads to the end, parsing nothing); targets: >= 2,000,000
   messages/s and within 2x of the plain read's CPU.
+- a plain socket that also writes what it reads to a file as is: the share of the file
+  write in what a recorder costs (no target; context for the CPU ratio).
 - the server's rate to 1 and to 10 plain readers at once (messages/s over all of them).
 
 Each reader times itself from before it connects to the end of the session (wall and CPU
@@ -34,22 +36,30 @@ REPEATS = 5
 #: send a heartbeat each second (a reader slowed by nine others would otherwise be
 #: silent past the server's 15 s). What any reader must at least do. It prints the bytes,
 #: ended/cut, and its start and end (time.time()) and CPU seconds, from before connect.
+#: With a second argument it also writes what it reads to that file, as is (what any
+#: recorder must at least do: the file write's share of listen's CPU).
 PLAIN_READ = """
 import socket, sys, time
 t0, c0 = time.time(), time.process_time()
+out = open(sys.argv[2], "wb", buffering=0) if len(sys.argv) > 2 else None
 sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
 sock.sendall(b"\\x00\\x2fL" + b" " * 26 + b"1".rjust(20))
 buf = bytearray(1 << 20)
 total = 0
 tail = b""
 beat = time.monotonic() + 1.0
+view = memoryview(buf)
 while n := sock.recv_into(buf):
     total += n
+    if out is not None:
+        out.write(view[:n])
     tail = (tail + bytes(buf[max(0, n - 3) : n]))[-3:]
     if time.monotonic() >= beat:
         sock.sendall(b"\\x00\\x01R")
         beat += 1.0
 sock.close()
+if out is not None:
+    out.close()
 t1, c1 = time.time(), time.process_time()
 print(total, "ended" if tail == b"\\x00\\x01Z" else "cut", t0, t1, c1 - c0)
 """
@@ -105,10 +115,13 @@ def run_rows(quick: bool, tmp: Path) -> list[Result]:
     ]  # fmt: skip
     rows: list[Result] = []
     try:
-        reads, gots = [], []
+        reads, gots, copies = [], [], []
         exact = True
+        raw = tmp / "soup-raw.bin"
         for _ in range(repeats):
             reads.append(measure.run_measured([*plain, str(port)], 600))
+            raw.unlink(missing_ok=True)
+            copies.append(measure.run_measured([*plain, str(port), str(raw)], 600))
             out.unlink(missing_ok=True)
             got = measure.run_measured(listen, 600)
             exact = exact and got.code == 0 and out.read_bytes() == path.read_bytes()
@@ -135,6 +148,20 @@ def run_rows(quick: bool, tmp: Path) -> list[Result]:
                 },
             )
         )
+        copy_t = [_timed(c.stdout) for c in copies]
+        copy_cpu = statistics.median(c for *_, c in copy_t)
+        rows.append(
+            Result(
+                "soupbintcp: plain socket read, written to a file as is",
+                round(statistics.median(n / max(1e-6, t1 - t0) for _, t0, t1, _ in copy_t)),
+                "messages/s",
+                notes={
+                    "cpu_s": round(copy_cpu, 4),
+                    "cpu_ratio_to_plain": round(copy_cpu / max(1e-6, plain_cpu), 2),
+                    "runs": repeats,
+                },
+            )
+        )
         rows.append(
             Result(
                 "soupbintcp: listen soup:// -o FILE.bin",
@@ -145,6 +172,7 @@ def run_rows(quick: bool, tmp: Path) -> list[Result]:
                 notes={
                     "cpu_s": round(cpu, 4),
                     "cpu_ratio_to_plain": round(cpu_ratio, 2),
+                    "cpu_ratio_to_plain_written": round(cpu / max(1e-6, copy_cpu), 2),
                     "messages_per_cpu_s": round(n / max(1e-6, cpu)),
                     "wall_s": round(statistics.median(t1 - t0 for _, t0, t1, _ in listen_t), 4),
                     "process_cpu_s": round(statistics.median(g.cpu for g in gots), 3),
