@@ -172,7 +172,7 @@ copy_message(unsigned char *q, const unsigned char *q_end, const unsigned char *
 /* soup_to_blocks(buf: Buffer, pos: int) -> tuple[int, bytes, int]
  *
  * The run of Sequenced Data packets from pos as BinaryFILE blocks: (count, blocks, the
- * position after the run). One pass: the blocks are at most the packets' size. */
+ * position after the run). */
 static PyObject *
 soup_to_blocks(PyObject *self, PyObject *args)
 {
@@ -183,31 +183,27 @@ soup_to_blocks(PyObject *self, PyObject *args)
     const unsigned char *p = (const unsigned char *)view.buf;
     Py_ssize_t end = view.len;
     const unsigned char *p_end = p + end;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, end - pos);
+    Py_ssize_t count;
+    Py_ssize_t stop = soup_scan(p, pos, end, &count);
+    /* Sized exactly (a first pass over the lengths): no resize, so the allocator gets
+     * back the same sizes read after read and reuses its memory. */
+    PyObject *out = PyBytes_FromStringAndSize(NULL, stop - pos - count);
     if (out == NULL) {
         PyBuffer_Release(&view);
         return NULL;
     }
-    unsigned char *q0 = (unsigned char *)PyBytes_AS_STRING(out);
-    unsigned char *q = q0;
-    const unsigned char *q_end = q0 + (end - pos);
-    Py_ssize_t count = 0;
-    while (pos + 3 <= end && p[pos + 2] == 'S') {
-        Py_ssize_t len = ((Py_ssize_t)p[pos] << 8) | p[pos + 1];
-        if (len == 0 || pos + 2 + len > end)
-            break;
-        len -= 1;
+    unsigned char *q = (unsigned char *)PyBytes_AS_STRING(out);
+    const unsigned char *q_end = q + (stop - pos - count);
+    while (pos < stop) {
+        Py_ssize_t len = (((Py_ssize_t)p[pos] << 8) | p[pos + 1]) - 1;
         q[0] = (unsigned char)(len >> 8);
         q[1] = (unsigned char)(len & 0xff);
         copy_message(q + 2, q_end, p + pos + 3, p_end, len);
         q += 2 + len;
         pos += 3 + len;
-        count++;
     }
     PyBuffer_Release(&view);
-    if (_PyBytes_Resize(&out, q - q0) < 0)
-        return NULL;
-    return Py_BuildValue("(nNn)", count, out, pos);
+    return Py_BuildValue("(nNn)", count, out, stop);
 }
 
 /* soup_split(buf: Buffer, pos: int) -> tuple[list[bytes], int]
