@@ -5,7 +5,8 @@ closed stdout or an output that cannot be written, the file named); 3 messages l
 good (everything else was written; stderr names the lost ranges); 4 idle timeout; 130
 interrupted by SIGINT, SIGTERM or SIGHUP (after flushing what was received and printing
 the summary); 141 the reader of the output went away (broken pipe, e.g. ``| head``: quiet,
-as a command ended by SIGPIPE).
+as a command ended by SIGPIPE); 6 (``listen nats://``) ``--start-seq`` past the end of the
+stored session.
 
 One module per command (``inspect``, ``listen``, ``publish`` with serve, ``demo``,
 ``generate``, ``bench``); ``parser`` builds the argument parser and loads a command's
@@ -24,6 +25,7 @@ from .common import (
     EXIT_INTERRUPTED,
     EXIT_LOST,
     EXIT_OK,
+    EXIT_PAST_END,
     EXIT_USAGE,
 )
 from .itchgen import generate_itch
@@ -37,6 +39,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_LOST",
     "EXIT_OK",
+    "EXIT_PAST_END",
     "EXIT_USAGE",
     "build_parser",
     "generate_itch",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,10 +19,7 @@ from ..events import (
 )
 from ..exceptions import MoldUDP64Error
 from ..metrics import ClientCollector, start_metrics
-from ..net import DEFAULT_RCVBUF
 from ..soupbintcp import MessageRun
-from ..sync.client import DatagramHook, MoldUDP64
-from .bridge import NatsSource, cmd_listen_nats
 from .common import (
     EXIT_IDLE,
     EXIT_INTERRUPTED,
@@ -39,6 +35,7 @@ from .common import (
     _StopFlag,
     refuse_overlapping_files,
 )
+from .feed import NatsSource, feed_client
 from .options import _session_label
 from .sinks import MessageSink, open_sink
 from .soup import SoupSource, cmd_listen_snapshot, cmd_listen_soup
@@ -126,16 +123,6 @@ class _ListenResult:
 
 #: listen pushes what it wrote to the output file at least this often (seconds).
 FLUSH_INTERVAL = 0.5
-#: listen's kernel receive buffer per line socket when root (SO_RCVBUFFORCE): 64 MiB
-#: holds about 50,000 full-blast packets while the reader is busy.
-LISTEN_RCVBUF = 64 * 1024 * 1024
-#: listen lets datagrams gather this long (seconds) once the feed socket is readable:
-#: reads of a few hundred datagrams instead of a few dozen, about half the CPU.
-LISTEN_COALESCE = 0.001
-
-
-def _is_root() -> bool:
-    return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 def _receive(
@@ -263,32 +250,11 @@ def _lost_text(result: _ListenResult) -> str:
     return text
 
 
-def feed_client(
-    args: argparse.Namespace, on_datagram: DatagramHook | None = None
-) -> MoldUDP64:
-    """The client ``listen`` (and ``bridge``) reads a feed with, from the feed options.
-
-    Pull mode: the calling thread reads, runs the core and takes the events (no thread
-    hand-offs); a large kernel buffer (root may force it past net.core.rmem_max) takes
-    the bursts."""
-    return MoldUDP64(
-        args.group,
-        args.interface,
-        list(args.request_server or []),
-        args.session,
-        args.start_seq,
-        line_b_addr=args.line_b,
-        request_delay=args.request_delay,
-        rcvbuf=LISTEN_RCVBUF if _is_root() else DEFAULT_RCVBUF,
-        receiver_thread=False,
-        on_datagram=on_datagram,
-        coalesce=LISTEN_COALESCE,
-    )
-
-
 def cmd_listen(args: argparse.Namespace) -> int:
     """moldudp64 listen GROUP:PORT: join, recover, write every message in order once."""
     if isinstance(args.group, NatsSource):  # a session stored in JetStream
+        from .bridge import cmd_listen_nats
+
         return cmd_listen_nats(args)
     if isinstance(args.group, SoupSource):  # a SoupBinTCP session
         return cmd_listen_soup(args)

@@ -8,8 +8,8 @@ import logging
 from typing import Any, NoReturn
 
 from .. import __version__
-from .bridge import parse_nats_source
 from .common import EXIT_USAGE, FORMATS
+from .feed import parse_nats_source
 from .options import (
     CAPTURED_PORT,
     COUNT,
@@ -112,7 +112,8 @@ examples:
 exit codes: 0 session ended (or --count reached) with every message written,
             3 messages lost for good (the rest written; stderr names the ranges),
             4 --idle-timeout seconds without a packet, 130 Ctrl-C, SIGTERM or SIGHUP
-            (after flushing and the summary), 141 the reader of -o - went away.
+            (after flushing and the summary), 141 the reader of -o - went away;
+            6 (nats:// source) --start-seq past the end of the stored session.
 """
 
 EPILOG_PUBLISH = """\

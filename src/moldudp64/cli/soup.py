@@ -376,7 +376,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
             raise UsageError(f"{path} exists and is not empty: give a new file")
     if args.start_seq is None:
         args.start_seq = 1  # the whole session: clients may ask for any number
-    from .listen import feed_client
+    from .feed import feed_client
 
     base = BinaryFileStore(path, writable=True)
     store = _Numbered(base, args.start_seq)
@@ -582,7 +582,8 @@ def cmd_listen_snapshot(args: argparse.Namespace) -> int:
     """moldudp64 listen GROUP:PORT --snapshot soup://...: the snapshot, then the feed from
     the number its End of Snapshot gives; the feed is joined first and held meanwhile."""
     from ..net import open_client_sockets
-    from .listen import _lost_text, _receive, feed_client
+    from .feed import feed_client
+    from .listen import _lost_text, _receive
     from .options import _session_label
     from .sinks import open_sink
 
