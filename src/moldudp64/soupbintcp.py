@@ -32,13 +32,16 @@ NASDAQ's own snapshot clients do); :func:`build_end_of_snapshot` writes it so.
 
 from __future__ import annotations
 
+import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, Final
 
 from .events import Event, MessagesDelivered, MessagesLost, SessionEnded
 from .exceptions import EncodeError, MoldUDP64Error
-from .wire import join_blocks
+from .wire import Buffer, join_blocks
 
 __all__ = [
     "DEFAULT_HEARTBEAT_INTERVAL",
@@ -56,6 +59,7 @@ __all__ = [
     "LoginRequest",
     "LogoutRequested",
     "MalformedFrame",
+    "MessageRun",
     "SoupBinTCPError",
     "SoupClientCore",
     "SoupServerCore",
@@ -63,6 +67,7 @@ __all__ = [
     "SoupStats",
     "StoreSession",
     "UnsequencedData",
+    "blocks_to_soup",
     "build_end_of_snapshot",
     "build_login_accepted",
     "build_login_rejected",
@@ -71,6 +76,9 @@ __all__ = [
     "end_of_snapshot_seq",
     "parse_number",
     "parse_text",
+    "soup_split",
+    "soup_to_blocks",
+    "split_binaryfile",
 ]
 
 #: Seconds without sending after which a side sends a heartbeat.
@@ -217,6 +225,121 @@ def end_of_snapshot_seq(message: bytes) -> int | None:
         return None
 
 
+# --------------------------------------------------------------------------- runs
+#
+# A Sequenced Data packet (length L, 'S', L-1 bytes) and a BinaryFILE block (length,
+# bytes) differ by the type byte and a length off by one: a run of one converts to the
+# other in one pass. The C accelerator does it without a Python object per message; the
+# twins below give identical results (MOLDUDP64_PURE_PYTHON=1 forces them).
+
+
+def _soup_to_blocks_py(buf: bytes, pos: int) -> tuple[int, bytes, int]:
+    """The run of Sequenced Data packets from ``pos`` as BinaryFILE blocks: (count,
+    blocks, the position after the run). It stops at a packet that is incomplete, not
+    ``S``, or of length 0."""
+    parts: list[bytes] = []
+    append = parts.append
+    end = len(buf)
+    # Hot loop: one step per message (the buffer's end raises IndexError).
+    try:
+        while buf[pos + 2] == 0x53:
+            length = (buf[pos] << 8) | buf[pos + 1]
+            stop = pos + 2 + length
+            if not pos + 2 < stop <= end:
+                break
+            append(_U16.pack(length - 1))
+            append(buf[pos + 3 : stop])
+            pos = stop
+    except IndexError:
+        pass
+    return len(parts) // 2, b"".join(parts), pos
+
+
+def _soup_split_py(buf: bytes, pos: int) -> tuple[list[bytes], int]:
+    """The messages of the run of Sequenced Data packets from ``pos`` and the position
+    after it (the same run as :func:`soup_to_blocks`)."""
+    out: list[bytes] = []
+    append = out.append
+    end = len(buf)
+    try:
+        while buf[pos + 2] == 0x53:
+            stop = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
+            if not pos + 2 < stop <= end:
+                break
+            append(buf[pos + 3 : stop])
+            pos = stop
+    except IndexError:
+        pass
+    return out, pos
+
+
+def _blocks_to_soup_py(blocks: bytes, max_count: int) -> tuple[int, bytes, int]:
+    """Up to ``max_count`` whole BinaryFILE blocks from the start of ``blocks`` as
+    Sequenced Data packets: (count, packets, bytes of ``blocks`` taken). It stops before
+    an incomplete block and before a message of 65,535 bytes (too long for a packet)."""
+    parts: list[bytes] = []
+    append = parts.append
+    end = len(blocks)
+    pos = count = 0
+    while count < max_count and pos + 2 <= end:
+        length = (blocks[pos] << 8) | blocks[pos + 1]
+        stop = pos + 2 + length
+        if length == 0xFFFF or stop > end:
+            break
+        append(_U16.pack(length + 1) + b"S")
+        append(blocks[pos + 2 : stop])
+        pos = stop
+        count += 1
+    return count, b"".join(parts), pos
+
+
+def _split_binaryfile_py(blocks: bytes) -> list[bytes]:
+    """The messages of whole BinaryFILE blocks (it stops at an incomplete one)."""
+    out: list[bytes] = []
+    append = out.append
+    end = len(blocks)
+    pos = 0
+    while pos + 2 <= end:
+        stop = pos + 2 + ((blocks[pos] << 8) | blocks[pos + 1])
+        if stop > end:
+            break
+        append(blocks[pos + 2 : stop])
+        pos = stop
+    return out
+
+
+def _load_runs() -> tuple[
+    Callable[[Any, int], tuple[int, bytes, int]],
+    Callable[[Any, int], tuple[list[bytes], int]],
+    Callable[[bytes, int], tuple[int, bytes, int]],
+    Callable[[bytes], list[bytes]],
+]:
+    pure = (_soup_to_blocks_py, _soup_split_py, _blocks_to_soup_py, _split_binaryfile_py)
+    if os.environ.get("MOLDUDP64_PURE_PYTHON"):
+        return pure
+    try:
+        from . import _speedups
+    except ImportError:
+        return pure
+    try:
+        return (
+            _speedups.soup_to_blocks,
+            _speedups.soup_split,
+            _speedups.blocks_to_soup,
+            _speedups.split_binaryfile,
+        )
+    except AttributeError:  # an accelerator built before these existed
+        return pure
+
+
+#: ``soup_to_blocks(buf, pos)``: a run of Sequenced Data packets as BinaryFILE blocks,
+#: ``(count, blocks, end)``; ``soup_split(buf, pos)``: its messages, ``(messages, end)``;
+#: ``blocks_to_soup(blocks, max_count)``: BinaryFILE blocks as Sequenced Data packets,
+#: ``(count, packets, used)``; ``split_binaryfile(blocks)``: the messages of whole blocks.
+#: C when built, else the pure-Python twins (identical results).
+soup_to_blocks, soup_split, blocks_to_soup, split_binaryfile = _load_runs()
+
+
 # --------------------------------------------------------------------------- events
 
 
@@ -226,6 +349,34 @@ class LoginAccepted(Event):
 
     session: str
     seq_num: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRun(Event):
+    """Consecutive Sequenced Data messages as BinaryFILE blocks, ``count`` of them from
+    ``seq_num``: what a client core built with ``runs=True`` gives instead of
+    ``MessagesDelivered``. A BinaryFILE recorder writes ``blocks`` as is; :attr:`messages`
+    splits them (once, on demand) for a consumer that wants them one by one."""
+
+    session: str
+    seq_num: int
+    count: int
+    blocks: bytes = field(repr=False)
+    _messages: list[bytes] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def messages(self) -> list[bytes]:
+        """The messages, ``messages[i]`` numbered ``seq_num + i`` (split on first use)."""
+        messages = self._messages
+        if messages is None:
+            messages = split_binaryfile(self.blocks)
+            object.__setattr__(self, "_messages", messages)
+        return messages
+
+    @property
+    def last_seq(self) -> int:
+        """Sequence number of the last message of the run."""
+        return self.seq_num + self.count - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,25 +564,42 @@ class _Connection:
         return events
 
     # -- input
-    def receive(self, data: bytes, now: float) -> None:
-        """Bytes read from the connection; never raises on bad data."""
+    def receive(self, data: Buffer, now: float) -> None:
+        """Bytes read from the connection (any bytes-like object: nothing keeps a view of
+        it, so a driver may read into one buffer again and again); never raises on bad
+        data."""
         if not self._open or not data:
             return
         self._last_received = now
         self.stats.bytes_received += len(data)
+        if type(data) is not bytes and soup_split is _soup_split_py:
+            data = bytes(data)  # the pure-Python twins slice bytes
+        pos = 0
         pending = self._in
         if pending:
-            # A partial packet waits: gather into it (amortised, so a peer trickling a
-            # large packet a byte at a time costs no copy of it per byte) until it is whole.
-            pending += data
-            if len(pending) < 2 or len(pending) < 2 + ((pending[0] << 8) | pending[1]):
-                return
-            buf = bytes(pending)
+            # A partial packet waits: complete it alone from the head of ``data`` (gathered
+            # in one growing buffer, so a peer trickling a large packet a byte at a time
+            # costs no copy of it per byte; the rest of ``data`` is not copied at all).
+            if len(pending) < 2:
+                pos = 2 - len(pending)
+                pending += data[:pos]
+                if len(pending) < 2:
+                    return
+            need = 2 + ((pending[0] << 8) | pending[1]) - len(pending)
+            if need > 0:
+                pending += data[pos : pos + need]
+                pos += need
+                if pos > len(data):
+                    return
             self._in = bytearray()
-        else:
-            buf = data
+            self._frames(bytes(pending), 0, now)  # one whole packet (or a length of 0)
+            if not self._open or pos >= len(data):
+                return
+        self._frames(data, pos, now)
+
+    def _frames(self, buf: Buffer, pos: int, now: float) -> None:
+        """The packets of ``buf`` from ``pos``; a partial one at the end waits in ``_in``."""
         end = len(buf)
-        pos = 0
         while pos + 2 <= end and self._open:
             length = (buf[pos] << 8) | buf[pos + 1]
             if length == 0:
@@ -442,18 +610,20 @@ class _Connection:
             if stop > end:
                 break
             kind = buf[pos + 2]
-            if kind == 0x53 and self._fast_sequenced(buf, pos, end):  # 'S'
-                pos = self._fast_pos
+            if kind == 0x53 and self._sequenced_run(buf, pos):  # 'S'
+                pos = self._run_end
                 continue
             self.stats.packets_received += 1
-            self._packet(kind, buf[pos + 3 : stop], now)
+            self._packet(kind, bytes(buf[pos + 3 : stop]), now)
             pos = stop
-        self._in = bytearray(buf[pos:]) if self._open and pos < end else bytearray()
+        if self._open and pos < end:
+            self._in = bytearray(buf[pos:])
 
-    _fast_pos = 0
+    _run_end = 0
 
-    def _fast_sequenced(self, buf: bytes, pos: int, end: int) -> bool:
-        """A run of Sequenced Data packets from ``pos`` (client side); False if none taken."""
+    def _sequenced_run(self, buf: Buffer, pos: int) -> bool:
+        """A run of whole Sequenced Data packets from ``pos`` (client side, logged in):
+        taken in one pass, ``_run_end`` set after it; False if not taken."""
         return False
 
     def _packet(self, kind: int, payload: bytes, now: float) -> None:
@@ -475,7 +645,11 @@ class SoupClientCore(_Connection):
     :class:`~moldudp64.soupbintcp.UnsequencedData`, ``MessagesLost`` (numbers the server
     said it no longer has: it accepted a later one than asked), ``SessionEnded`` (``Z``),
     :class:`~moldudp64.soupbintcp.ConnectionClosed`. After a rejection or ``SessionEnded``
-    the session is over (``finished``).
+    the session is over (``finished``). With ``runs=True`` the messages come as
+    :class:`~moldudp64.soupbintcp.MessageRun` events instead of ``MessagesDelivered``
+    (same numbers, same places among the other events; one per run of consecutive
+    Sequenced Data packets in a read, where ``MessagesDelivered`` has one per read): each
+    run converted to BinaryFILE blocks in one pass, no object per message.
     """
 
     _heartbeat = _HEARTBEAT_CLIENT
@@ -489,6 +663,7 @@ class SoupClientCore(_Connection):
         *,
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
         timeout: float = DEFAULT_TIMEOUT,
+        runs: bool = False,
     ) -> None:
         super().__init__(heartbeat_interval, timeout)
         # Checked once here: a bad value is an EncodeError before any connection.
@@ -503,7 +678,12 @@ class SoupClientCore(_Connection):
         self.accepted_once = False
         self.rejected: str | None = None
         self.ended = False
-        self._batch: list[bytes] | None = None
+        #: Messages as :class:`MessageRun` events (BinaryFILE blocks, split on demand),
+        #: not ``MessagesDelivered``.
+        self.runs = runs
+        # What the runs since the last flush gave: lists of messages, or (count, blocks).
+        self._parts: list[Any] = []
+        self._parts_count = 0
 
     @property
     def finished(self) -> bool:
@@ -531,14 +711,25 @@ class SoupClientCore(_Connection):
             self._heartbeats = False
 
     def _flush_batch(self) -> None:
-        batch = self._batch
-        if batch:
-            first = self.next_seq_num - len(batch)
-            self._events.append(MessagesDelivered(self.session, first, batch))
-        self._batch = None
+        """One event for the messages taken since the last flush."""
+        parts = self._parts
+        if not parts:
+            return
+        count = self._parts_count
+        first = self.next_seq_num - count
+        if self.runs:
+            # One event per run, as the packets came (joining them would copy them all).
+            for run_count, blocks in parts:
+                self._events.append(MessageRun(self.session, first, run_count, blocks))
+                first += run_count
+        else:
+            messages = parts[0] if len(parts) == 1 else list(chain.from_iterable(parts))
+            self._events.append(MessagesDelivered(self.session, first, messages))
+        self._parts = []
+        self._parts_count = 0
 
-    def receive(self, data: bytes, now: float) -> None:
-        """Bytes read from the connection; never raises on bad data."""
+    def receive(self, data: Buffer, now: float) -> None:
+        """Bytes read from the connection (bytes-like, not kept); never raises on bad data."""
         super().receive(data, now)
         self._flush_batch()
 
@@ -546,31 +737,21 @@ class SoupClientCore(_Connection):
         self._flush_batch()  # the messages before what ended the connection come first
         super()._fail(reason)
 
-    def _fast_sequenced(self, buf: bytes, pos: int, end: int) -> bool:
+    def _sequenced_run(self, buf: Buffer, pos: int) -> bool:
         if not self.logged_in:
             return False
-        batch = self._batch
-        if batch is None:
-            batch = self._batch = []
-        append = batch.append
-        before = len(batch)
-        # Hot loop: one step per message (the buffer's end raises IndexError).
-        try:
-            while buf[pos + 2] == 0x53:
-                stop = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
-                if not pos + 2 < stop <= end:  # incomplete, or a length of 0 (slow path)
-                    break
-                append(buf[pos + 3 : stop])
-                pos = stop
-        except IndexError:
-            pass
-        n = len(batch) - before
-        if n == 0:
-            return False
-        self.next_seq_num += n
-        self.stats.messages_received += n
-        self.stats.packets_received += n
-        self._fast_pos = pos
+        part: Any
+        if self.runs:
+            count, blocks, self._run_end = soup_to_blocks(buf, pos)
+            part = (count, blocks)
+        else:
+            part, self._run_end = soup_split(buf, pos)
+            count = len(part)
+        self._parts.append(part)
+        self._parts_count += count
+        self.next_seq_num += count
+        self.stats.messages_received += count
+        self.stats.packets_received += count
         return True
 
     def _packet(self, kind: int, payload: bytes, now: float) -> None:
@@ -738,6 +919,19 @@ class SoupServerCore(_Connection):
         self.stats.messages_sent += len(messages)
         self._last_sent = now
 
+    def send_blocks(self, blocks: bytes, now: float, max_count: int = 1 << 62) -> int:
+        """Queue the next sequenced messages given as BinaryFILE blocks (converted in one
+        pass), at most ``max_count``; how many were queued. It stops before an
+        incomplete block and before a message of 65,535 bytes (too long for a packet:
+        :meth:`send_messages` says so)."""
+        count, packets, _ = blocks_to_soup(blocks, max_count)
+        if count:
+            self._out += packets
+            self.next_seq_num += count
+            self.stats.messages_sent += count
+            self._last_sent = now
+        return count
+
     def send_unsequenced(self, data: bytes, now: float) -> None:
         """Queue a ``U`` packet."""
         self._send(build_packet(b"U", data), now)
@@ -881,7 +1075,9 @@ class StoreSession:
     first: ``J A``; then the session, blank meaning this one: ``J S``; else Login Accepted
     at the number asked for, at the store's next number for 0, at its first number when
     the store no longer holds the one asked for, so the client reports the numbers between
-    lost). :meth:`fill` moves messages from the store to a connection while it has room,
+    lost). :meth:`fill` moves messages from the store to a connection while it has room
+    (as BinaryFILE blocks when the store has ``get_blocks``, e.g.
+    :class:`~moldudp64.store.BinaryFileStore`),
     and ends the session after the last message once ``finished`` (a recorded day:
     at once; a live store: when its feed ends).
     """
@@ -931,7 +1127,14 @@ class StoreSession:
         total = 0
         store = self.store
         get = getattr(store, "get_run", store.get)
+        # A store that has its messages as BinaryFILE blocks: no object per message.
+        get_blocks = getattr(store, "get_blocks", None)
         while (room := core.room()) > 0:
+            if get_blocks is not None:
+                count, blocks = get_blocks(core.next_seq_num, self.READ_COUNT, room * 2 // 3)
+                if count and (sent := core.send_blocks(blocks, now, count)):
+                    total += sent
+                    continue
             # A packet takes a message's block (2 + length) and its type byte.
             messages = get(core.next_seq_num, self.READ_COUNT, room * 2 // 3)
             if not messages:

@@ -11,6 +11,7 @@ import pytest
 
 from cli_helpers import assert_one_line_error, jsonl, run, start
 from moldudp64.binaryfile import write_binaryfile
+from moldudp64.wire import join_blocks
 
 MESSAGES = [b"msg %06d " % i + b"." * (i % 20) for i in range(1, 30_001)]
 
@@ -52,6 +53,20 @@ def test_listen_records_the_whole_day_and_exits_0_at_end_of_session(
     assert proc.returncode == 0, proc.stderr.decode()
     assert out.read_bytes() == day.read_bytes()
     assert "session ended: 30000 messages written" in proc.stderr.decode()
+
+
+@pytest.mark.parametrize("pure", ["", "1"])
+def test_listen_count_cuts_a_run_where_it_says(
+    served: int, tmp_path: Path, pure: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """listen soup:// -o FILE.bin writes whole runs as BinaryFILE blocks; --count cuts
+    one inside it (the C accelerator and the pure-Python twins alike)."""
+    monkeypatch.setenv("MOLDUDP64_PURE_PYTHON", pure)
+    out = tmp_path / "first.bin"
+    url = f"soup://bob:pw@127.0.0.1:{served}"
+    proc = run("listen", url, "--start-seq", "7", "--count", "12345", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert out.read_bytes() == join_blocks(MESSAGES[6 : 6 + 12345])
 
 
 def test_listen_from_a_number_as_json_lines(served: int) -> None:

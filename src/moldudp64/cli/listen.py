@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..capture import CaptureWriter
 from ..events import (
     Address,
     MessagesDelivered,
@@ -20,6 +19,7 @@ from ..events import (
 )
 from ..exceptions import MoldUDP64Error
 from ..metrics import ClientCollector, start_metrics
+from ..soupbintcp import MessageRun
 from .common import (
     EXIT_IDLE,
     EXIT_INTERRUPTED,
@@ -40,6 +40,9 @@ from .options import _session_label
 from .sinks import MessageSink, open_sink
 from .soup import SoupSource, cmd_listen_snapshot, cmd_listen_soup
 
+#: The events that carry messages (a SoupBinTCP client's runs too).
+_DELIVERED = (MessagesDelivered, MessageRun)
+
 logger = logging.getLogger("moldudp64.cli")
 
 # --------------------------------------------------------------------------- listen
@@ -50,7 +53,7 @@ class _PcapTap:
     path; thread-safe; counts failures."""
 
     def __init__(self, path: str) -> None:
-
+        from ..capture import CaptureWriter  # dpkt: only with --capture (~0.1 s to import)
 
         self.writer = CaptureWriter(path)
         self.path = path
@@ -147,20 +150,15 @@ def _receive(
                     for batch in client.batches(timeout=0.25):
                         first = batch[0]
                         last = batch[-1]
-                        if (
-                            count is None
-                            and type(first) is MessagesDelivered
-                            and type(last) is MessagesDelivered
-                            and first.messages
-                            and last.messages
-                            and all(type(ev) is MessagesDelivered for ev in batch)
+                        if count is None and all(
+                            type(ev) in _DELIVERED and ev.last_seq >= ev.seq_num for ev in batch
                         ):
                             # The usual case: nothing but messages; written in one go.
                             result.written += sink.write_events(batch)
                             result.session = last.session
                             if result.first_seq is None:
                                 result.first_seq = first.seq_num
-                            result.last_seq = last.seq_num + len(last.messages) - 1
+                            result.last_seq = last.last_seq
                         else:
                             done = _receive_slow(batch, sink, result, count)
                         if done or stop.set:
@@ -198,20 +196,23 @@ def _receive_slow(
     """Write a batch event by event (other events, or ``count`` to stop at); True when done."""
     for event in batch:
         kind = type(event)
-        if kind is MessagesDelivered:
-            assert isinstance(event, MessagesDelivered)
-            messages = event.messages
+        if kind in _DELIVERED:
+            n = event.last_seq - event.seq_num + 1
             done = False
-            if count is not None and result.written + len(messages) >= count:
-                messages = messages[: count - result.written]
+            if count is not None and result.written + n >= count:
+                n = count - result.written
                 done = True
-            if messages:
-                sink.write(event.session, event.seq_num, messages)
-                result.written += len(messages)
+            if n > 0:
+                if kind is MessageRun and not done:
+                    sink.write_events([event])  # a run's blocks go as they are
+                else:
+                    messages = event.messages
+                    sink.write(event.session, event.seq_num, messages[:n] if done else messages)
+                result.written += n
                 result.session = event.session
                 if result.first_seq is None:
                     result.first_seq = event.seq_num
-                result.last_seq = event.seq_num + len(messages) - 1
+                result.last_seq = event.seq_num + n - 1
             if done:
                 return True
         elif kind is MessagesLost:

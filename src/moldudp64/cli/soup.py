@@ -95,6 +95,7 @@ def cmd_listen_soup(args: argparse.Namespace) -> int:
         session=session,
         seq_num=start,
         max_retries=args.max_retries,
+        runs=True,  # MessageRun events: a BinaryFILE output writes their blocks as is
     )
     status = _Status(_stderr_is_terminal())
     t0 = time.monotonic()
@@ -337,6 +338,12 @@ class _Numbered:
         if seq_num <= self.shift:
             return []
         got: list[bytes] = self.base.get_run(seq_num - self.shift, max_count, max_bytes)
+        return got
+
+    def get_blocks(self, seq_num: int, max_count: int, max_bytes: int) -> tuple[int, bytes]:
+        if seq_num <= self.shift:
+            return 0, b""
+        got: tuple[int, bytes] = self.base.get_blocks(seq_num - self.shift, max_count, max_bytes)
         return got
 
     def close(self) -> None:

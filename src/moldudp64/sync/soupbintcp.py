@@ -36,6 +36,7 @@ from ..soupbintcp import (
     LoginRejectedError,
     LoginRequest,
     LogoutRequested,
+    MessageRun,
     SoupClientCore,
     SoupServerCore,
     SoupServerStats,
@@ -47,7 +48,7 @@ __all__ = ["CannotResume", "SoupBinTCP", "SoupServer"]
 
 logger = logging.getLogger(__name__)
 
-_READ_SIZE = 1 << 18
+_READ_SIZE = 1 << 20
 #: A server's turn fills and writes a client's buffer at most this many times.
 _TURN_FILLS = 8
 #: Seconds the first reconnect waits; doubled each failure up to :data:`_MAX_BACKOFF`.
@@ -63,7 +64,10 @@ class SoupBinTCP:
     and logs in with the session it was given and the next number it needs, up to
     ``max_retries`` times in a row (waits of 0.1 s doubling to 5 s); then iteration raises
     :class:`CannotResume`. A Login Rejected raises :class:`LoginRejectedError` (after the
-    events before it). Iteration ends after End of Session or :meth:`close`.
+    events before it). Iteration ends after End of Session or :meth:`close`. With
+    ``runs=True`` :meth:`events` and :meth:`batches` give the messages as
+    :class:`~moldudp64.soupbintcp.MessageRun` events (BinaryFILE blocks, for a recorder)
+    instead of ``MessagesDelivered``; :meth:`messages` is the same either way.
     """
 
     def __init__(
@@ -78,6 +82,7 @@ class SoupBinTCP:
         connect_timeout: float = 5.0,
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
         timeout: float = DEFAULT_TIMEOUT,
+        runs: bool = False,
     ) -> None:
         if max_retries < 0:
             raise ConfigError(f"max_retries {max_retries!r} must be >= 0")
@@ -89,10 +94,12 @@ class SoupBinTCP:
             seq_num,
             heartbeat_interval=heartbeat_interval,
             timeout=timeout,
+            runs=runs,
         )
         self.max_retries = max_retries
         self.connect_timeout = connect_timeout
         self._sock: socket.socket | None = None
+        self._buf = bytearray(_READ_SIZE)
         self._pending: list[Event] = []
         self._failures = 0
         self._closed = False
@@ -145,7 +152,7 @@ class SoupBinTCP:
         without an event before :class:`TimeoutError`."""
         for batch in self.batches(timeout):
             for ev in batch:
-                if type(ev) is MessagesDelivered:
+                if type(ev) is MessagesDelivered or type(ev) is MessageRun:
                     session, seq = ev.session, ev.seq_num
                     for i, data in enumerate(ev.messages):
                         yield Message(session, seq + i, data)
@@ -194,16 +201,19 @@ class SoupBinTCP:
             if core.output_bytes:
                 self._write(sock)
             sock.settimeout(wait)
+            buf = self._buf
             try:
-                data = sock.recv(_READ_SIZE)
+                n: int | None = sock.recv_into(buf)
             except (TimeoutError, BlockingIOError):
-                data = None
+                n = None
             now = time.monotonic()
-            if data == b"":
+            if n == 0:
                 self._lost("the server closed the connection")
                 return
-            if data is not None:
-                core.receive(data, now)
+            if n is not None:
+                # One buffer read into again and again: the core keeps no view of it.
+                with memoryview(buf) as view, view[:n] as data:
+                    core.receive(data, now)
             core.handle_timer(now)
             if core.output_bytes:
                 self._write(sock)
@@ -236,7 +246,7 @@ class SoupBinTCP:
                 assert isinstance(ev, MessagesLost)
                 if len(self.lost_ranges) < 10_000:
                     self.lost_ranges.append(ev)
-            elif kind is MessagesDelivered:
+            elif kind is MessagesDelivered or kind is MessageRun:
                 # Progress: the retries count afresh (a login alone is not progress: a
                 # server that accepts and then fails every time is still given up on).
                 self._failures = 0
