@@ -55,3 +55,54 @@ def test_replay_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     exec(block_with("replay_capture("), {"print": lambda *a: printed.append(a)})
     assert printed == [("SESSION001", 1, 1), ("SESSION001", 2, 1), ("SESSION001", "lost", 3, 3),
                        ("SESSION001", 4, 1)]
+
+
+def test_low_level_example_asks_once_for_what_a_line_brought(multicast: None) -> None:
+    """The low-level example against a real publisher and its re-request server: the seq 1
+    it sees from line A makes one request; the answer (also seq 1) makes none."""
+    import threading
+    import time
+
+    from client_support import free_udp_port
+    from moldudp64 import Publisher, Source
+
+    group = ("239.192.7.3", free_udp_port())
+    pub = Publisher(
+        "README0001",
+        group,
+        interface_addr="127.0.0.1",
+        heartbeat_interval=0.05,
+        end_of_session_duration=0.3,
+        end_of_session_interval=0.02,
+        rerequest_bind=("127.0.0.1", 0),
+        rate_limit=None,
+    )
+    code = (
+        block_with("client.start()")
+        .replace('("233.54.12.111", 26477)', 'GROUP, interface_addr="127.0.0.1"')
+        .replace('("10.9.9.1", 26478)', "SERVER")
+    )
+    with pub:
+        namespace: dict[str, object] = {"GROUP": group, "SERVER": pub.rerequest_address}
+        errors: list[BaseException] = []
+
+        def example() -> None:
+            try:
+                exec(code, namespace)
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        reader = threading.Thread(target=example, name="readme-example")
+        reader.start()
+        deadline = time.monotonic() + 5
+        while "client" not in namespace or not namespace["client"]._started:  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline and reader.is_alive()
+            time.sleep(0.01)
+        time.sleep(0.05)  # the group is joined once the sockets are open; a margin for IGMP
+        pub.run([b"A" * 36] * 2000, rate=20_000)  # 0.1 s: time for answers to come back
+        reader.join(10)
+        stats = pub.rerequest_server.stats  # type: ignore[union-attr]
+    assert not reader.is_alive() and errors == []
+    assert stats.requests == 1 and stats.answers == 1
+    assert str(Source.LINE_A) == "LINE_A" and f"{Source.RETRANSMISSION}" == "RETRANSMISSION"
+    assert f"{Source.LINE_B:d}" == "1"
