@@ -274,7 +274,11 @@ def _add_inspect(sub: Any) -> None:
         help="only UDP datagrams from or to this port (0 too: anonymised captures use it); "
         "a listen --capture file holds re-request answers on other ports: leave it out there",
     )
-    p.add_argument("--session", type=SESSION, help="only this session")
+    p.add_argument(
+        "--session",
+        type=SESSION,
+        help="only this session (a BinaryFILE: the session to label its messages with)",
+    )
     p.add_argument(
         "--raw",
         action="store_true",
@@ -283,11 +287,13 @@ def _add_inspect(sub: Any) -> None:
         "and, in jsonl (ts) and text, the frame's timestamp; the report stays the ordered one",
     )
     p.add_argument(
-        "--start-seq",
+        "--first-seq",
+        metavar="N",
         type=SEQ,
-        default=1,
-        help="BinaryFILE only: sequence number of its first message (default 1)",
+        help="BinaryFILE only: label its messages N, N+1, ... (a BinaryFILE holds no sequence "
+        "numbers: without it they are messages 1..N of the file; --session labels the session)",
     )
+    p.add_argument("--start-seq", dest="first_seq", type=SEQ, help=argparse.SUPPRESS)
     _add_output(p, None)
     p.set_defaults(func=_Command("inspect", "cmd_inspect"))
 
