@@ -157,7 +157,7 @@ class AsyncMoldUDP64(ClientBase):
 
     _log = logger
 
-    def _setup(self) -> None:  # type: ignore[override]
+    def _setup(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transports: list[asyncio.DatagramTransport] = []
         self._endpoints: list[_Endpoint] = []
