@@ -139,3 +139,40 @@ def test_nats_recipe_stays_on_this_machine_and_leaves_nothing_running(tmp_path: 
     assert still.stdout.strip() == b"" or all(
         Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z" for pid in still.stdout.split()
     ), "nats-server left running"
+
+
+def test_duckdb_and_polars_lines_run_and_have_their_extras(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's one-line queries run on a Parquet directory (duckdb and polars are in
+    the test extra), and `[duckdb]` / `[polars]` install what each needs."""
+    import shlex
+    import subprocess
+    import sys
+    import tomllib
+
+    from moldudp64 import itch50
+
+    extras = tomllib.loads((README.parent / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    for extra in ("duckdb", "polars"):
+        names = {re.split(r"[<>=\[ ]", r)[0] for r in extras[extra]}
+        assert {extra, "pyarrow", "numpy"} <= names, extra
+        assert f"'moldudp64[{extra}]'" in README.read_text()
+    names = {re.split(r"[<>=\[ ]", r)[0] for r in extras["test"]}
+    assert {"duckdb", "polars"} <= names
+    monkeypatch.chdir(tmp_path)
+    trades = [itch50.Trade(1, 0, 10**9 + i, i, "B", 100 * (i + 1), "AAPL", 1893300, 7 + i)
+              for i in range(3)]  # fmt: skip
+    itch50.write_parquet(itch50.messages_to_arrow([itch50.encode(t) for t in trades]), "day")
+    lines = [line for block in re.findall(r"```sh\n(.*?)```", README.read_text(), flags=re.S)
+             for line in block.splitlines()
+             if line.startswith("python -c") and "trade.parquet" in line]  # fmt: skip
+    assert len(lines) == 2
+    for line in lines:
+        argv = shlex.split(line)
+        done = subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True,
+                              timeout=120, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "AAPL" in done.stdout and "600" in done.stdout, done.stdout

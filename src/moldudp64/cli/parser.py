@@ -221,7 +221,8 @@ def _add_output(p: argparse.ArgumentParser, default: str | None) -> None:
         help="binaryfile (2-byte length + message), jsonl ({session, seq, length, data hex}) "
         "or text; "
         "default text on a terminal, by extension for files (.jsonl, .txt), else binaryfile; "
-        "with --decode: jsonl, text, or parquet/csv (-o DIR: one file per message type)",
+        "with --decode: jsonl, text, or parquet/csv (-o DIR: one file per message type; "
+        "both need pip install 'moldudp64[arrow]')",
     )
     p.add_argument(
         "--decode",
