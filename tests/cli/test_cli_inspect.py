@@ -459,3 +459,13 @@ def test_inspector_takes_any_datagrams(
     with contextlib.redirect_stderr(io.StringIO()):
         _summarise_capture(io.StringIO(), "x.pcap", reader, inspector)
     assert sum(r.written for r in inspector.sessions.values()) == sink.count
+
+
+def test_counts_of_one_are_singular(tmp_path: Path) -> None:
+    path = tmp_path / "one.pcap"
+    path.write_bytes(pcap_bytes(session_frames(1)))
+    out = run("inspect", str(path)).stdout.decode()
+    assert ", 1 frame, 1 UDP datagram\n" in out, out
+    one = tmp_path / "one.bin"
+    write_binaryfile(one, [b"A" * 20])
+    assert "bytes, 1 message\n" in run("inspect", str(one)).stdout.decode()

@@ -182,6 +182,11 @@ class _Inspector:
         report.written += len(messages)
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 frame``, ``2 frames``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _summarise_capture(
     out: TextIO, path: str, reader: CaptureReader, inspector: _Inspector
 ) -> bool:
@@ -193,8 +198,8 @@ def _summarise_capture(
     port = inspector.port
     kept = replay.datagrams - replay.other_port
     out.write(
-        f"{path}: {reader.format}, {link}, {stats.frames} frames, "
-        f"{replay.datagrams} UDP datagrams"
+        f"{path}: {reader.format}, {link}, {_count(stats.frames, 'frame')}, "
+        f"{_count(replay.datagrams, 'UDP datagram')}"
         + (f", {kept} to/from port {port}" if port is not None else "")
         + "\n"
     )
@@ -340,7 +345,7 @@ def _inspect_binaryfile(args: argparse.Namespace, out: TextIO, sink: MessageSink
             sink.write(session, seq, batch)
         if bar is not None:
             bar.close()
-    out.write(f"{path}: BinaryFILE, {size} bytes, {count} messages\n")
+    out.write(f"{path}: BinaryFILE, {size} bytes, {_count(count, 'message')}\n")
     if args.session:
         out.write(f"  session         {args.session!r} (--session)\n")
     if count:

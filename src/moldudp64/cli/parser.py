@@ -580,7 +580,8 @@ def _add_bench(sub: Any) -> None:
         metavar="X",
         type=_type("scale", float),
         default=0.25,
-        help="size of the runs, 1.0 being the full suite's (default 0.25: about 20 s)",
+        help="size of the runs, 1.0 being the full suite's (default 0.25: about 7 s on an "
+        "idle machine, 5 s of CPU)",
     )
     p.add_argument("--skip-inspect", action="store_true", help="leave out the inspect part")
     p.set_defaults(func=_Command("bench", "cmd_bench"))
@@ -589,7 +590,7 @@ def _add_bench(sub: Any) -> None:
 # --------------------------------------------------------------------------- bench
 
 EPILOG_BENCH = """examples:
-  moldudp64 bench                  # about 20 s
+  moldudp64 bench                  # about 7 s on an idle machine
   moldudp64 bench --scale 1        # the full sizes of benchmarks/run.py
   moldudp64 bench --scale 0.01 --skip-inspect
 """
