@@ -367,7 +367,7 @@ def test_inspect_binary_session_name_with_port(tmp_path: Path) -> None:
     path = tmp_path / "binary.pcap"
     path.write_bytes(pcap_bytes(frames))
     proc = run("inspect", str(path))
-    assert proc.returncode == 0
+    assert proc.returncode == 5  # nothing recognised without --port: nothing matched
     assert "3 UDP datagrams that are not MoldUDP64" in proc.stdout.decode()
     out = tmp_path / "o.bin"
     proc = run("inspect", str(path), "--port", "5000", "-o", str(out))
