@@ -18,9 +18,10 @@ Each socket is a ``loop.create_datagram_endpoint`` transport feeding the same
 from ``core.get_timer()``. No threads. When the consumer falls behind by more than
 ``max_backlog`` messages, reading pauses (``transport.pause_reading()``) so the kernel
 buffer absorbs the burst; what the kernel then drops becomes gaps the core recovers.
-Where the loop's datagram transports cannot pause (CPython before 3.11.3, Debian 12's
-3.11.2, raises ``NotImplementedError``), each socket is read by ``loop.add_reader``
-instead of a transport, and pausing removes that reader: the same contract.
+Where the loop's datagram transports cannot pause (early CPython 3.11 releases such as
+3.11.2, Debian 12's ``python3``, raise ``NotImplementedError``), each socket is read by
+``loop.add_reader`` instead of a transport, and pausing removes that reader: the same
+contract.
 Settings, events and records are those of :class:`moldudp64.sync.client.MoldUDP64`, and
 come from the same shared pieces (:mod:`moldudp64._client`); this module does not import
 the blocking client.
@@ -74,8 +75,9 @@ _PAUSE_WORKS: dict[type[asyncio.AbstractEventLoop], bool] = {}
 async def _datagram_pause_works(loop: asyncio.AbstractEventLoop) -> bool:
     """Whether this loop's datagram transports implement ``pause_reading``.
 
-    CPython's before 3.11.3 raise ``NotImplementedError``. Tried once per loop class on a
-    throwaway local socket pair (no network).
+    Those of early CPython 3.11 releases (3.11.2, Debian 12's) raise
+    ``NotImplementedError``. Tried once per loop class on a throwaway local socket pair
+    (no network).
     """
     known = _PAUSE_WORKS.get(type(loop))
     if known is not None:
