@@ -92,9 +92,11 @@ examples:
   moldudp64 inspect capture.pcap --output - --format jsonl | head
   moldudp64 inspect capture.pcap --raw -o - --format jsonl        # every message as it came
   moldudp64 inspect 20190730.NASDAQ_ITCH50                         # what a BinaryFILE holds
+  moldudp64 inspect feed.bin --session S1 --first-seq 1185 -o - --format jsonl
 
 exits 3 when gaps remain in any session; 2 when the capture is cut short or corrupt part way
-(everything before the damage is reported and written first).
+(everything before the damage is reported and written first), or the file is no pcap, pcapng
+or BinaryFILE; 5 when no MoldUDP64 packet passes the filters (as grep's 1: no match).
 """
 
 EPILOG_LISTEN = """\
