@@ -167,7 +167,9 @@ def measure_per_message(path: str, limit: int) -> dict[str, float]:
             "cpu_rate": total / max(cpu, 1e-9)}  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> list[tuple[str, float, float]]:
+def main(argv: list[str] | None = None, *, show: bool = True) -> list[tuple[str, float, float]]:
+    """Run the decode benchmarks; print their lines when ``show`` (run.py prints a table)."""
+    say = print if show else (lambda *_: None)
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -194,9 +196,9 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float, float]]:
         path = args.file or str(Path(tmp) / "itch50.bin")
         start = time.perf_counter()
         size = generate(path, count)
-        print(f"# {machine_summary()}; load average {os.getloadavg()[0]:.1f}")
-        print(f"# generated {count:,} messages ({size / 1e6:,.0f} MB) in "
-              f"{time.perf_counter() - start:.1f} s: {path}")  # fmt: skip
+        say(f"# {machine_summary()}; load average {os.getloadavg()[0]:.1f}")
+        say(f"# generated {count:,} messages ({size / 1e6:,.0f} MB) in "
+            f"{time.perf_counter() - start:.1f} s: {path}")  # fmt: skip
         rows = []
         script = os.path.abspath(__file__)
         for label, mode in (("columnar BinaryFILE -> Arrow", "columnar"),
@@ -208,9 +210,9 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float, float]]:
             if measured.code != 0:
                 raise SystemExit(f"{label} failed (exit {measured.code})")
             result = json.loads(measured.stdout)
-            print(f"{label:30s} {result['rate']:>12,.0f} messages/s wall "
-                  f"({result['cpu_rate']:,.0f} per CPU second; {result['messages']:,} in "
-                  f"{result['seconds']:.2f} s; peak RSS {measured.rss_mb:,.0f} MB)")  # fmt: skip
+            say(f"{label:30s} {result['rate']:>12,.0f} messages/s wall "
+                f"({result['cpu_rate']:,.0f} per CPU second; {result['messages']:,} in "
+                f"{result['seconds']:.2f} s; peak RSS {measured.rss_mb:,.0f} MB)")  # fmt: skip
             rows.append((label, result["rate"], measured.rss_mb))
         return rows
 
@@ -251,7 +253,7 @@ def run_rows(quick: bool) -> list[Result]:
     """The rows for benchmarks/run.py: the three decode paths, then the two inspects."""
     rows = [
         Result(label, round(rate), "messages/s", notes={"peak_rss_mb": round(rss, 1)})
-        for label, rate, rss in main(["--quick"] if quick else [])
+        for label, rate, rss in main(["--quick"] if quick else [], show=False)
     ]
     with tempfile.TemporaryDirectory(prefix="bench_itch50_") as tmp:
         rows += inspect_rows(2_000 if quick else 1_000_000, Path(tmp))

@@ -2,21 +2,27 @@
 
     python benchmarks/run.py [--quick] [--skip live,inspect,...]
 
-Parts (issue 7): core throughput; high-level blocking and asyncio API; live multicast at
-full blast against a C recvmmsg() loop (needs root for a private network namespace and a
-C compiler); ``moldudp64 inspect`` on a generated 1,000,000-packet pcap against tshark;
-peak memory, including a 10,000,000-message BinaryFILE through ``serve`` and ``inspect``;
-gap-fill latency; re-request fairness under a flood (issue 11); the core with 10,000 open
-gaps beside the in-order row (issue 10); TotalView-ITCH 5.0 decoding, columnar and per
-message, and ``inspect --decode itch50 --format parquet`` beside plain ``inspect`` (issue
-14; part "itch50", needs the arrow extra); the feed in NATS JetStream (issue 13; part
-"jetstream", benchmarks/bench_jetstream.py, needs nats-py and the nats-server binary): the
-full-blast feed through ``moldudp64 bridge`` into a local JetStream beside ``listen -o
-file``, the stored session replayed by ``listen nats://...``, and re-request answers from
-the stream beside those from a BinaryFILE (unicast on 127.0.0.1 without a namespace).
-SoupBinTCP (issue 20; part "soupbintcp", benchmarks/bench_soupbintcp.py): ``listen
-soup://`` recording from ``serve --soup-port`` beside a plain socket reading the same
-bytes, and the server's rate to 1 and 10 clients (127.0.0.1).
+Parts (each can be left out with --skip NAME):
+
+  core       the receiver core alone, messages/s: in order, with 10,000 gaps open, and
+             with loss, duplicates and reordering; then the api rows
+  api        messages/s a Python for loop gets from the blocking and the asyncio client
+             (loopback; run with core, or alone when core is skipped)
+  inspect    moldudp64 inspect of a generated 1,000,000-packet pcap, beside tshark
+  memory     peak memory: a 10,000,000-message BinaryFILE through serve and inspect
+  live       a C sender at full blast to moldudp64 listen, beside a C recvmmsg() loop
+             (root for a private network namespace, and a C compiler)
+  fairness   a client's share of re-request answers while 8 hosts flood the server
+  itch50     TotalView-ITCH 5.0 decoding (columnar, Parquet, per message) and
+             inspect --decode itch50 --format parquet beside plain inspect (arrow extra)
+  jetstream  the feed through moldudp64 bridge into a local JetStream beside listen -o,
+             the stored session read back by listen nats://, and re-request answers from
+             the stream beside those from a BinaryFILE (nats-py and nats-server)
+  latency    gap-fill latency (p50, p99, max from gap detected to filled) at 50,000
+             packets/s with 5% dropped, with the receiver thread and in pull mode
+  soupbintcp listen soup:// recording from serve --soup-port beside a plain socket reading
+             the same bytes, and the server's rate to 1 and 10 clients (127.0.0.1)
+
 Parts whose needs are missing are skipped with the reason.
 """
 

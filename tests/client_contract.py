@@ -4,8 +4,10 @@
 :data:`KINDS`: the blocking client with its receiver thread (``thread``), in pull mode
 (``pull``: the consumer's thread reads) and the asyncio client (``asyncio``, its event
 loop run by an :class:`asyncio.Runner` inside each call, so nothing is read between
-calls, as in pull mode). :class:`Driven` gives the calls a test needs; the client itself
-is ``driven.client`` for its records and stats.
+calls, as in pull mode), and the asyncio client on a loop whose datagram transports
+cannot pause reading (``asyncio-nopause``, as CPython 3.11.2's: Debian 12's ``python3``).
+:class:`Driven` gives the calls a test needs; the client itself is ``driven.client`` for
+its records and stats.
 """
 
 from __future__ import annotations
@@ -24,12 +26,36 @@ from moldudp64.sync.client import MoldUDP64
 
 T = TypeVar("T")
 
-KINDS = ["thread", "pull", "asyncio"]
+KINDS = ["thread", "pull", "asyncio", "asyncio-nopause"]
 GROUP_ADDR = ("239.192.7.1", 30001)
 #: Fast recovery timers so the tests take milliseconds.
 FAST = {"request_timeout": 0.02, "max_request_timeout": 0.1, "loss_grace": 0.02}
 #: Give up quickly when every server is dead.
 GIVE_UP = {**FAST, "max_request_attempts": 3}
+
+
+class _NoPauseDatagramTransport(asyncio.selector_events._SelectorDatagramTransport):  # type: ignore[misc, name-defined]
+    """A datagram transport as CPython 3.11.2 has it: pausing raises NotImplementedError."""
+
+    def pause_reading(self) -> None:
+        raise NotImplementedError
+
+    def resume_reading(self) -> None:
+        raise NotImplementedError
+
+
+class NoPauseLoop(asyncio.SelectorEventLoop):
+    """An event loop whose datagram transports cannot pause reading (CPython 3.11.2)."""
+
+    def _make_datagram_transport(
+        self,
+        sock: socket.socket,
+        protocol: Any,
+        address: Any = None,
+        waiter: Any = None,
+        extra: Any = None,
+    ) -> Any:
+        return _NoPauseDatagramTransport(self, sock, protocol, address, waiter, extra)
 
 
 class Loop:
@@ -69,8 +95,9 @@ class Driven:
         opts: dict[str, Any] = {**FAST, **(receiver_options or {})}
         self.client: MoldUDP64 | AsyncMoldUDP64
         self._runner: asyncio.Runner | None = None
-        if kind == "asyncio":
-            self._runner = asyncio.Runner()
+        if kind.startswith("asyncio"):
+            factory = NoPauseLoop if kind == "asyncio-nopause" else None
+            self._runner = asyncio.Runner(loop_factory=factory)
             self.client = AsyncMoldUDP64(
                 GROUP_ADDR, rerequest_server_addrs=servers, receiver_options=opts, **kw
             )

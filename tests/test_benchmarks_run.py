@@ -29,3 +29,28 @@ def test_runner_prints_the_table(multicast: None) -> None:
     listen = next(i for i, line in enumerate(lines) if line.startswith("live: moldudp64 listen"))
     # Every message the C sender sent reached listen's BinaryFILE (a tiny, unhurried run).
     assert "ratio_to_C=1.0," in lines[listen + 1]
+
+
+def test_help_says_what_each_part_measures_without_issue_numbers() -> None:
+    done = subprocess.run(
+        [sys.executable, str(RUN), "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0
+    assert "issue" not in done.stdout.lower()
+    for part in ("core", "api", "inspect", "memory", "live", "fairness", "itch50", "jetstream",
+                 "latency"):  # fmt: skip
+        assert f"\n  {part} " in done.stdout, part
+
+
+def test_itch50_rows_are_printed_once_in_the_table() -> None:
+    """The ITCH part's own progress lines (its rows, before the header) are not printed."""
+    pytest.importorskip("pyarrow")
+    done = subprocess.run(
+        [sys.executable, str(RUN), "--quick", "--skip",
+         "core,api,inspect,memory,live,fairness,jetstream,latency"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == "# moldudp64 benchmarks", lines[:5]
+    assert sum(line.startswith("columnar BinaryFILE -> Arrow") for line in lines) == 1

@@ -13,6 +13,7 @@ from moldudp64.binaryfile import (
     BinaryFileReader,
     BinaryFileWriter,
     iter_binaryfile,
+    looks_like_binaryfile,
     write_binaryfile,
 )
 from moldudp64.exceptions import BinaryFileError, TruncatedFile
@@ -58,3 +59,17 @@ def test_unreadable_file_is_a_clear_error(tmp_path: Path) -> None:
         BinaryFileReader(tmp_path / "missing")
     with pytest.raises(BinaryFileError, match="cannot create"):
         BinaryFileWriter(tmp_path / "no" / "such" / "dir")
+
+
+def test_looks_like_binaryfile_tells_a_feed_from_text_and_images() -> None:
+    feed = b"".join(len(m).to_bytes(2, "big") + m for m in [b"A" * 36, b"E" * 31] * 50)
+    assert looks_like_binaryfile(feed, whole=True)
+    assert looks_like_binaryfile(feed[:-7], whole=True)  # cut short in a write: still one
+    assert looks_like_binaryfile(feed[:1000], whole=False)  # the head of a larger file
+    assert looks_like_binaryfile(b"\x00\x00", whole=True)  # one empty message
+    text = b"# moldudp64\n\nmoldudp64 is a Python toolkit for NASDAQ's MoldUDP64.\n" * 400
+    assert not looks_like_binaryfile(text, whole=True)
+    assert not looks_like_binaryfile(text[:5000], whole=False)
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 64
+    assert not looks_like_binaryfile(png, whole=True)
+    assert not looks_like_binaryfile(b"x", whole=True)  # not even a length

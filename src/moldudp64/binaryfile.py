@@ -15,11 +15,20 @@ from ._closing import Closing
 from .exceptions import BinaryFileError, MessageTooLarge, TruncatedFile
 from .wire import MAX_MESSAGE_LENGTH, Buffer, join_blocks
 
-__all__ = ["BinaryFileReader", "BinaryFileWriter", "iter_binaryfile", "write_binaryfile"]
+__all__ = [
+    "BinaryFileReader",
+    "BinaryFileWriter",
+    "iter_binaryfile",
+    "looks_like_binaryfile",
+    "write_binaryfile",
+]
 
 _CHUNK = 1 << 20
 #: Blocks of at least this many bytes skip the buffer (written after what it holds).
 _DIRECT = 1 << 16
+#: A message this long or longer is unusual in a feed (a text file's "lengths" are all
+#: 0x2020 or more: two printable characters).
+_LONG_MESSAGE = 0x2000
 
 
 class BinaryFileReader(Closing):
@@ -97,6 +106,26 @@ class BinaryFileReader(Closing):
         if self._owned:
             self._file.close()
 
+
+
+def looks_like_binaryfile(head: bytes, whole: bool) -> bool:
+    """Whether a file starting with ``head`` (all of it when ``whole``) may be a BinaryFILE.
+
+    Any bytes frame as length-prefixed messages until the end, so what decides is the
+    lengths: the file frames exactly to its end, or most of the lengths in ``head`` are
+    under 8 KiB (a text file's are all 8,224 or more; an image's mostly large). A
+    BinaryFILE cut short in a write keeps its short lengths and is still recognised.
+    """
+    end = len(head)
+    pos = lengths = short = 0
+    while pos + 2 <= end:
+        n = (head[pos] << 8) | head[pos + 1]
+        lengths += 1
+        short += n < _LONG_MESSAGE
+        pos += 2 + n
+    if whole and pos == end:
+        return True
+    return short > 0 and 2 * short >= lengths
 
 
 def iter_binaryfile(source: str | os.PathLike[str] | BinaryIO) -> Iterator[bytes]:

@@ -1197,10 +1197,13 @@ class CaptureWriter(Closing):
         self._file.flush()
 
     def close(self) -> None:
-        """Flush, and close the file if this writer opened it."""
-        self._file.flush()
-        if self._owns_file:
-            self._file.close()
+        """Flush, and close the file if this writer opened it: closed even when the flush
+        fails (a full disk), so nothing tries the write again at exit."""
+        try:
+            self._file.flush()
+        finally:
+            if self._owns_file:
+                self._file.close()
 
 
 _EPB_HEAD = struct.Struct("<IIIIIII")

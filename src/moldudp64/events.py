@@ -41,6 +41,16 @@ class Source(enum.IntEnum):
     LINE_B = 1
     RETRANSMISSION = 2
 
+    def __str__(self) -> str:
+        """The name (``LINE_A``), not the number an IntEnum would print."""
+        return self.name
+
+    def __format__(self, spec: str) -> str:
+        """``f"{source}"`` is the name too; a numeric spec (``:d``) formats the number."""
+        if spec and spec[-1] in "bcdoxXn":
+            return format(int(self), spec)
+        return format(self.name, spec)
+
 
 class Message(NamedTuple):
     """One message as the high-level clients hand it to the user."""

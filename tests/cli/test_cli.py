@@ -99,7 +99,7 @@ def test_inspect_summary_of_multiple_packets() -> None:
 def test_inspect_port_filter_finds_nothing_elsewhere() -> None:
     path = SHARED_CAPTURES / "Uqdf.Output.Utp.v1.5/QuoteShortFormMessage.pcap"
     proc = run("inspect", str(path), "--port", "1234")
-    assert proc.returncode == 0
+    assert proc.returncode == 5  # nothing matched, as grep's exit 1
     assert "no MoldUDP64 packets found" in proc.stdout.decode()
 
 
@@ -232,14 +232,24 @@ def test_inspect_binaryfile(tmp_path: Path) -> None:
     out = proc.stdout.decode()
     assert proc.returncode == 0, proc.stderr
     assert f"BinaryFILE, {path.stat().st_size} bytes, 500 messages" in out
-    assert "sequence        1..500" in out
+    assert "messages        1..500 of the file (no sequence numbers" in out
+    assert "  sequence " not in out and "  session " not in out
     assert "message types   A " in out
+    proc = run("inspect", str(path), "-o", "-", "--format", "jsonl")
+    got = jsonl(proc.stdout)
+    assert got[0]["seq"] == 1 and got[-1]["seq"] == 500
+    assert {m["session"] for m in got} == {None}  # not known: null, not ""
+    text = run("inspect", str(path), "-o", "-", "--format", "text").stdout.decode()
+    assert text.startswith("-            1 ")
+    proc = run("inspect", str(path), "--session", SESSION, "--first-seq", "1000")
+    assert f"session         {SESSION!r} (--session)" in proc.stdout.decode()
+    assert "sequence        1000..1499 (--first-seq)" in proc.stdout.decode()
     proc = run(
         "inspect",
         str(path),
         "--session",
         SESSION,
-        "--start-seq",
+        "--first-seq",
         "1000",
         "-o",
         "-",
@@ -358,7 +368,7 @@ def test_inspect_binary_session_name_with_port(tmp_path: Path) -> None:
     path = tmp_path / "binary.pcap"
     path.write_bytes(pcap_bytes(frames))
     proc = run("inspect", str(path))
-    assert proc.returncode == 0
+    assert proc.returncode == 5  # nothing recognised without --port: nothing matched
     assert "3 UDP datagrams that are not MoldUDP64" in proc.stdout.decode()
     out = tmp_path / "o.bin"
     proc = run("inspect", str(path), "--port", "5000", "-o", str(out))

@@ -308,10 +308,39 @@ def test_session_not_found_says_what_was_skipped(tmp_path: Path) -> None:
     path.write_bytes(pcap_bytes(session_frames(12)))
     proc = run("inspect", str(path), "--session", "NOPE")
     out = proc.stdout.decode()
-    assert proc.returncode == 0
+    assert proc.returncode == 5  # nothing matched the filter, as grep's exit 1
     assert "no packets of session 'NOPE      '" in out
     assert f"12 packets of 1 other session skipped: '{SESSION}'" in out
     assert "try --port" not in out
+
+
+def test_a_file_that_is_no_capture_says_so(tmp_path: Path) -> None:
+    """Text, an image, source code: not read as a BinaryFILE (which any bytes frame as)."""
+    png = tmp_path / "logo.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 64)
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    source = Path(cli.__file__)
+    for path in (readme, png, source):
+        line = assert_one_line_error(run("inspect", str(path)))
+        assert line.endswith(f"{path} is not a pcap, pcapng or BinaryFILE"), line
+    line = assert_one_line_error(run("inspect", str(png), "--port", "1"))
+    assert "is not a pcap, pcapng or BinaryFILE" in line
+    # a BinaryFILE cut short in a write is still one: its truncation is what is reported
+    cut = tmp_path / "cut.bin"
+    write_binaryfile(cut, msgs(1, 20))
+    cut.write_bytes(cut.read_bytes()[:-3])
+    assert "truncated message" in assert_one_line_error(run("inspect", str(cut)))
+
+
+def test_filters_that_match_nothing_exit_5(tmp_path: Path) -> None:
+    path = tmp_path / "s.pcap"
+    path.write_bytes(pcap_bytes(session_frames(3)))
+    assert run("inspect", str(path), "--port", "9999").returncode == 5
+    nothing = run("inspect", str(path), "--session", "NOPE", "-o", "-", "--format", "jsonl")
+    assert nothing.returncode == 5 and nothing.stdout == b""
+    assert run("inspect", str(path), "--session", "NOPE").returncode == 5
+    assert run("inspect", str(path), "--session", SESSION).returncode == 0
+    assert run("inspect", str(path), "--port", str(FEED[1])).returncode == 0
 
 
 # -- hostile files: mutated corpora through the whole command ---------------------------------
@@ -326,8 +355,9 @@ def test_session_not_found_says_what_was_skipped(tmp_path: Path) -> None:
 def test_mutated_captures_end_in_a_report_or_a_clear_error(
     data: bytes, raw: bool, port: int | None
 ) -> None:
-    """Any mutation of a real or generated capture: inspect (in process) exits 0, 2 or 3,
-    never 1 (internal error), and its memory stays bounded (tracemalloc peak < 64 MiB)."""
+    """Any mutation of a real or generated capture: inspect (in process) exits 0, 2, 3 or 5
+    (nothing found), never 1 (internal error), and its memory stays bounded (tracemalloc
+    peak < 64 MiB)."""
     import tracemalloc
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -344,7 +374,7 @@ def test_mutated_captures_end_in_a_report_or_a_clear_error(
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
-    assert code in (0, 2, 3), err.getvalue()
+    assert code in (0, 2, 3, 5), err.getvalue()
     assert "internal error" not in err.getvalue()
     assert peak < 64 << 20
 
@@ -429,3 +459,13 @@ def test_inspector_takes_any_datagrams(
     with contextlib.redirect_stderr(io.StringIO()):
         _summarise_capture(io.StringIO(), "x.pcap", reader, inspector)
     assert sum(r.written for r in inspector.sessions.values()) == sink.count
+
+
+def test_counts_of_one_are_singular(tmp_path: Path) -> None:
+    path = tmp_path / "one.pcap"
+    path.write_bytes(pcap_bytes(session_frames(1)))
+    out = run("inspect", str(path)).stdout.decode()
+    assert ", 1 frame, 1 UDP datagram\n" in out, out
+    one = tmp_path / "one.bin"
+    write_binaryfile(one, [b"A" * 20])
+    assert "bytes, 1 message\n" in run("inspect", str(one)).stdout.decode()

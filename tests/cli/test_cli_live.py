@@ -281,7 +281,10 @@ def test_demo_exit_0_and_summary(tmp_path: Path) -> None:
     proc = run("demo", "--dir", str(tmp_path), timeout=60)
     out = proc.stdout.decode()
     assert proc.returncode == 0, out + proc.stderr.decode()
-    assert out.startswith("demo: published 20000 messages, lost on the wire ")
+    assert out.startswith("moldudp64 demo: published 20000 messages, lost on the wire ")
+    # every line says who speaks the same way
+    err = proc.stderr.decode()
+    assert all(line.startswith("moldudp64 demo: ") for line in err.splitlines() if line), err
     lost = int(out.split("lost on the wire ")[1].split(",")[0])
     assert lost > 0
     assert f"recovered {lost}, delivered 20000, output equals input" in out
@@ -293,6 +296,7 @@ def test_demo_over_loopback(tmp_path: Path) -> None:
     out = proc.stdout.decode()
     assert proc.returncode == 0, out + proc.stderr.decode()
     assert "unicast 127.0.0.1" in proc.stderr.decode()
+    assert " over loopback" not in proc.stderr.decode()  # "over unicast ... on loopback"
     assert "delivered 3000, output equals input" in out
 
 

@@ -411,3 +411,27 @@ def test_coalesce_delivers_the_same(loop: Loop) -> None:
         loop.send([*make_packets(msgs), end_of_session(msgs)])
         got = list(c.messages(timeout=5))
     assert got == expected(msgs)
+
+
+def test_the_blocking_clients_own_settings_are_in_its_signature() -> None:
+    """help(MoldUDP64) shows receiver_thread, on_datagram and coalesce (no **io_options),
+    and says whose names the first settings keep."""
+    import inspect
+
+    from moldudp64.asyncio.client import AsyncMoldUDP64
+
+    params = inspect.signature(MoldUDP64).parameters
+    for name in ("receiver_thread", "on_datagram", "coalesce"):
+        assert params[name].kind is inspect.Parameter.KEYWORD_ONLY, name
+    assert params["receiver_thread"].default is True and params["coalesce"].default == 0.0
+    for cls in (MoldUDP64, AsyncMoldUDP64):
+        kinds = {p.kind for p in inspect.signature(cls).parameters.values()}
+        assert inspect.Parameter.VAR_KEYWORD not in kinds, cls
+    doc = MoldUDP64.__doc__ or ""
+    assert "Rust seed" not in doc and "Rust ``moldudp`` crate" in doc
+    with pytest.raises(TypeError, match="receiver_thread"):
+        AsyncMoldUDP64(("239.1.1.1", 30001), receiver_thread=False)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="no_such_setting"):
+        MoldUDP64(("239.1.1.1", 30001), no_such_setting=1)  # type: ignore[call-arg]
+    with pytest.raises(ConfigError, match="coalesce"):
+        MoldUDP64(("239.1.1.1", 30001), receiver_thread=False, coalesce=1.0)

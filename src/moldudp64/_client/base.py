@@ -33,7 +33,8 @@ class ClientBase(ClientRecords):
     """Settings, consumer side, counters and back-pressure shared by both clients.
 
     Subclasses name their logger in ``_log`` (loss is logged there, once per range) and
-    take their own keyword settings in :meth:`_setup`; anything else is a TypeError.
+    set up their own state in :meth:`_setup`; a client with settings of its own spells
+    them out in its ``__init__`` (so ``help()`` shows them) and hands them to ``_setup``.
     """
 
     _log = logging.getLogger(__name__)
@@ -59,7 +60,6 @@ class ClientBase(ClientRecords):
         strict: bool = False,
         receiver_options: dict[str, Any] | None = None,
         request_delay: float | None = None,
-        **io_options: Any,
     ) -> None:
         self.options = make_options(
             multicast_addr,
@@ -95,13 +95,10 @@ class ClientBase(ClientRecords):
         self._n_sent = 0
         self._n_send_errors = 0
         self._n_internal = 0
-        self._setup(**io_options)
+        self._setup()
 
-    def _setup(self, **io_options: Any) -> None:
-        """The I/O layer's own state; ``io_options`` are its own settings (none here)."""
-        if io_options:
-            name = next(iter(io_options))
-            raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {name!r}")
+    def _setup(self) -> None:
+        """The I/O layer's own state (a subclass's settings are already on ``self``)."""
 
     @property
     def stats(self) -> ClientStats:

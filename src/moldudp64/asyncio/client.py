@@ -18,6 +18,10 @@ Each socket is a ``loop.create_datagram_endpoint`` transport feeding the same
 from ``core.get_timer()``. No threads. When the consumer falls behind by more than
 ``max_backlog`` messages, reading pauses (``transport.pause_reading()``) so the kernel
 buffer absorbs the burst; what the kernel then drops becomes gaps the core recovers.
+Where the loop's datagram transports cannot pause (early CPython 3.11 releases such as
+3.11.2, Debian 12's ``python3``, raise ``NotImplementedError``), each socket is read by
+``loop.add_reader`` instead of a transport, and pausing removes that reader: the same
+contract.
 Settings, events and records are those of :class:`moldudp64.sync.client.MoldUDP64`, and
 come from the same shared pieces (:mod:`moldudp64._client`); this module does not import
 the blocking client.
@@ -64,6 +68,34 @@ _RECV_SIZE = MAX_DATAGRAM + 1  # one more byte than legal, so an oversized datag
 
 logger = logging.getLogger(__name__)
 
+#: Whether datagram transports of a loop class can pause reading, found once per class.
+_PAUSE_WORKS: dict[type[asyncio.AbstractEventLoop], bool] = {}
+
+
+async def _datagram_pause_works(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether this loop's datagram transports implement ``pause_reading``.
+
+    Those of early CPython 3.11 releases (3.11.2, Debian 12's) raise
+    ``NotImplementedError``. Tried once per loop class on a throwaway local socket pair
+    (no network).
+    """
+    known = _PAUSE_WORKS.get(type(loop))
+    if known is not None:
+        return known
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    b.close()
+    transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, sock=a)
+    try:
+        transport.pause_reading()  # type: ignore[attr-defined]
+        transport.resume_reading()  # type: ignore[attr-defined]
+        works = True
+    except NotImplementedError:
+        works = False
+    finally:
+        transport.close()
+    _PAUSE_WORKS[type(loop)] = works
+    return works
+
 
 class _Endpoint(asyncio.DatagramProtocol):
     """Feeds one socket's datagrams to the client, tagged with the line they came in on.
@@ -81,6 +113,10 @@ class _Endpoint(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         self.client._receive(data, self.source, addr)
         self.read_waiting(READ_BATCH - 1)
+
+    def read_ready(self) -> None:
+        """The socket is readable (``loop.add_reader`` callback where transports cannot pause)."""
+        self.read_waiting(READ_BATCH)
 
     def read_waiting(self, most: int) -> int:
         """Read up to ``most`` datagrams already waiting on the socket, without blocking;
@@ -123,12 +159,13 @@ class AsyncMoldUDP64(ClientBase):
 
     _log = logger
 
-    def _setup(self) -> None:  # type: ignore[override]
+    def _setup(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transports: list[asyncio.DatagramTransport] = []
         self._endpoints: list[_Endpoint] = []
         self._rereq: asyncio.DatagramTransport | None = None
         self._rereq_sock: socket.socket | None = None
+        self._readers: list[_Endpoint] = []  # read by loop.add_reader (no transport)
         self._queue: deque[list[Event]] = deque()
         self._sizes: deque[int] = deque()
         self._waiter: asyncio.Future[None] | None = None
@@ -199,20 +236,17 @@ class AsyncMoldUDP64(ClientBase):
         self._inodes = [socket_inode(sock) for sock, _ in pending]
         self._backlog.start_drops(self._inodes, read_kernel_drops(self._inodes))
         try:
-            for sock, source in pending:
-                transport, endpoint = await loop.create_datagram_endpoint(
-                    lambda source=source, sock=sock: _Endpoint(self, source, sock),  # type: ignore[misc]
-                    sock=sock,
-                )
-                transport.max_size = _RECV_SIZE  # type: ignore[attr-defined]
-                self._transports.append(transport)
-                self._endpoints.append(endpoint)
-                if source is Source.RETRANSMISSION:
-                    self._rereq = transport
+            if await _datagram_pause_works(loop):
+                await self._add_transports(pending)
+            else:
+                self._add_readers(pending)
         except BaseException:
             opened = {t.get_extra_info("socket") for t in self._transports}
             for t in self._transports:
                 t.close()
+            for endpoint in self._readers:
+                loop.remove_reader(endpoint.sock)
+            self._readers = []
             for sock, _ in pending:
                 if sock not in opened:
                     sock.close()
@@ -220,20 +254,51 @@ class AsyncMoldUDP64(ClientBase):
             raise
         self._arm_timer()
 
+    async def _add_transports(self, pending: list[tuple[socket.socket, Source]]) -> None:
+        """One ``create_datagram_endpoint`` transport per socket."""
+        assert self._loop is not None
+        for sock, source in pending:
+            transport, endpoint = await self._loop.create_datagram_endpoint(
+                lambda source=source, sock=sock: _Endpoint(self, source, sock),  # type: ignore[misc]
+                sock=sock,
+            )
+            transport.max_size = _RECV_SIZE  # type: ignore[attr-defined]
+            self._transports.append(transport)
+            self._endpoints.append(endpoint)
+            if source is Source.RETRANSMISSION:
+                self._rereq = transport
+
+    def _add_readers(self, pending: list[tuple[socket.socket, Source]]) -> None:
+        """Read every socket with ``loop.add_reader`` (no transports): the fallback for
+        loops whose datagram transports cannot pause. Requests go out by ``sock.sendto``."""
+        assert self._loop is not None
+        for sock, source in pending:
+            sock.setblocking(False)
+            endpoint = _Endpoint(self, source, sock)
+            self._endpoints.append(endpoint)
+            self._readers.append(endpoint)
+        for endpoint in self._readers:
+            self._loop.add_reader(endpoint.sock, endpoint.read_ready)
+
     # ---------------------------------------------------------------- closing
 
     async def close(self) -> None:
         """Close every transport and socket; a consumer waiting in an iteration returns."""
-        if self._closing and not self._transports:
+        if self._closing and not self._transports and not self._readers:
             return
         self._closing = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         transports, self._transports = self._transports, []
+        readers, self._readers = self._readers, []
         self._endpoints = []
         for transport in transports:
             transport.close()
+        for endpoint in readers:
+            assert self._loop is not None
+            self._loop.remove_reader(endpoint.sock)
+            endpoint.sock.close()
         self._queue.clear()
         self._sizes.clear()
         self._wake_consumer()
@@ -307,8 +372,11 @@ class AsyncMoldUDP64(ClientBase):
         if timer or due is None or due > now:
             for data, addr in core.datagrams_to_send(now):
                 try:
-                    assert rereq is not None
-                    rereq.sendto(data, addr)
+                    if rereq is not None:
+                        rereq.sendto(data, addr)
+                    else:  # read by add_reader: no transport to buffer a full socket
+                        assert self._rereq_sock is not None
+                        self._rereq_sock.sendto(data, addr)
                     self._n_sent += 1
                 except OSError as exc:
                     self._n_send_errors += 1
@@ -336,6 +404,9 @@ class AsyncMoldUDP64(ClientBase):
             pause = getattr(transport, "pause_reading", None)
             if pause is not None:
                 pause()
+        assert self._loop is not None
+        for endpoint in self._readers:
+            self._loop.remove_reader(endpoint.sock)
 
     def _resume(self) -> None:
         self._backlog.resume()
@@ -343,6 +414,10 @@ class AsyncMoldUDP64(ClientBase):
             resume = getattr(transport, "resume_reading", None)
             if resume is not None:
                 resume()
+        assert self._loop is not None
+        if not self._closing:
+            for endpoint in self._readers:
+                self._loop.add_reader(endpoint.sock, endpoint.read_ready)
         self._poll_drops()
 
     def _poll_drops(self) -> None:

@@ -22,6 +22,7 @@ EXIT_FAILURE = 1  # an internal error (a bug), never bad input
 EXIT_USAGE = 2
 EXIT_LOST = 3
 EXIT_IDLE = 4
+EXIT_NO_MATCH = 5  # inspect: the file holds nothing the filters select (as grep's 1)
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell shows for a command ended by SIGPIPE
 EXIT_PAST_END = 6  # listen nats://: --start-seq is past the stored session's end

@@ -128,7 +128,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     transport = (
         f"multicast {group[0]}:{port} in a private network namespace"
         if multicast
-        else f"unicast 127.0.0.1:{port} over loopback" + (f" ({why_not})" if why_not else "")
+        else f"unicast 127.0.0.1:{port} on loopback" + (f" ({why_not})" if why_not else "")
     )
     _say(
         f"moldudp64 demo: {len(messages)} messages of a generated TotalView-ITCH 5.0 day "
@@ -221,7 +221,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         + f"; {elapsed:.1f} s"
     )
     print(
-        f"demo: published {len(messages)} messages, lost on the wire {wire_lost}, "
+        f"moldudp64 demo: published {len(messages)} messages, lost on the wire {wire_lost}, "
         f"recovered {recovered}, delivered {len(sink.messages)}, "
         + ("output equals input" if equal else "OUTPUT DIFFERS FROM INPUT")
         + ("" if not result.lost_messages else f" (lost for good: {_lost_text(result)})"),

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from ..binaryfile import BinaryFileReader
+from ..binaryfile import BinaryFileReader, looks_like_binaryfile
 from ..capture import CaptureReader, FileKind, detect_file_kind, group_datagrams
 from ..events import (
     Event,
@@ -27,6 +27,7 @@ from ..wire import (
 from .common import (
     _CAPTURE_SUFFIXES,
     EXIT_LOST,
+    EXIT_NO_MATCH,
     EXIT_OK,
     EXIT_USAGE,
     MAX_LISTED_RANGES,
@@ -181,10 +182,15 @@ class _Inspector:
         report.written += len(messages)
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 frame``, ``2 frames``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _summarise_capture(
     out: TextIO, path: str, reader: CaptureReader, inspector: _Inspector
 ) -> bool:
-    """Print the per-session report; True when gaps remain."""
+    """Print the per-session report; True when gaps remain (nothing found: no session)."""
 
     stats = reader.stats
     link = reader.link_name
@@ -192,8 +198,8 @@ def _summarise_capture(
     port = inspector.port
     kept = replay.datagrams - replay.other_port
     out.write(
-        f"{path}: {reader.format}, {link}, {stats.frames} frames, "
-        f"{replay.datagrams} UDP datagrams"
+        f"{path}: {reader.format}, {link}, {_count(stats.frames, 'frame')}, "
+        f"{_count(replay.datagrams, 'UDP datagram')}"
         + (f", {kept} to/from port {port}" if port is not None else "")
         + "\n"
     )
@@ -297,7 +303,11 @@ def _summarise_capture(
 
 def _inspect_binaryfile(args: argparse.Namespace, out: TextIO, sink: MessageSink | None) -> int:
     """Say what is in a BinaryFILE (and copy it to --output; --raw changes nothing here:
-    a BinaryFILE has no packets, the messages are already as they came)."""
+    a BinaryFILE has no packets, the messages are already as they came).
+
+    A BinaryFILE holds no session and no sequence numbers: its messages are numbered
+    1..N of the file, unless ``--first-seq`` and ``--session`` label them (in the report
+    and the output); an unlabelled session is written as unknown (jsonl ``null``)."""
     path = args.capture
     size = os.path.getsize(path)
     count = 0
@@ -305,8 +315,9 @@ def _inspect_binaryfile(args: argparse.Namespace, out: TextIO, sink: MessageSink
     shortest: int | None = None
     longest = 0
     types: dict[int, int] = {}
-    session = args.session or ""
-    seq = args.start_seq
+    session = args.session or ""  # as the user gave it; "": not known
+    first = args.first_seq if args.first_seq is not None else 1
+    seq = first
     batch: list[bytes] = []
     bar = _progress(size, "reading")
     try:
@@ -334,10 +345,18 @@ def _inspect_binaryfile(args: argparse.Namespace, out: TextIO, sink: MessageSink
             sink.write(session, seq, batch)
         if bar is not None:
             bar.close()
-    out.write(f"{path}: BinaryFILE, {size} bytes, {count} messages\n")
+    out.write(f"{path}: BinaryFILE, {size} bytes, {_count(count, 'message')}\n")
+    if args.session:
+        out.write(f"  session         {args.session!r} (--session)\n")
     if count:
+        if args.first_seq is not None:
+            out.write(f"  sequence        {first}..{first + count - 1} (--first-seq)\n")
+        else:
+            out.write(
+                f"  messages        1..{count} of the file (no sequence numbers: "
+                f"--first-seq N labels them)\n"
+            )
         out.write(
-            f"  sequence        {args.start_seq}..{args.start_seq + count - 1}\n"
             f"  message bytes   {total} (shortest {shortest}, longest {longest}, "
             f"mean {total / count:.1f})\n"
         )
@@ -347,9 +366,24 @@ def _inspect_binaryfile(args: argparse.Namespace, out: TextIO, sink: MessageSink
     return EXIT_OK
 
 
+def _refuse_non_binaryfile(path: str) -> None:
+    """UsageError unless the file, neither pcap nor pcapng, may be a BinaryFILE."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 20)
+            whole = not f.read(1)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not looks_like_binaryfile(head, whole):
+        raise UsageError(f"{path} is not a pcap, pcapng or BinaryFILE")
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     """moldudp64 inspect CAPTURE: per-session report of a pcap/pcapng, or of a BinaryFILE.
 
+    A capture in which no MoldUDP64 packet passes the filters (``--port``, ``--session``;
+    or none at all) exits 5 (EXIT_NO_MATCH), as grep does when nothing matches.
+    A file that is neither a capture nor plausibly a BinaryFILE is a UsageError (exit 2).
     A capture damaged part way (cut short, as when tcpdump is killed, or a corrupt record)
     is reported and written up to the damage, then a warning names the byte: exit 2."""
     path = args.capture
@@ -366,6 +400,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     logger.debug("inspect %s: %s file of %d bytes", path, kind, os.path.getsize(path))
     if kind == FileKind.EMPTY and path.lower().endswith(_CAPTURE_SUFFIXES):
         raise UsageError(f"{path}: empty file, not a capture (no pcap or pcapng header)")
+    if kind == FileKind.BINARYFILE:
+        _refuse_non_binaryfile(path)
     if kind == FileKind.BINARYFILE and args.port is not None:
         raise UsageError(f"{path} is not a pcap or pcapng capture (--port applies to those)")
     sink = None
@@ -414,6 +450,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             ]
             _say("moldudp64 inspect: gaps remain: " + "; ".join(lost))
             return EXIT_LOST
+        if not inspector.sessions:
+            return EXIT_NO_MATCH  # nothing the filters select (as grep's exit 1)
         return EXIT_OK
     finally:
         if sink is not None:

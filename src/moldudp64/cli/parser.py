@@ -95,9 +95,11 @@ examples:
   moldudp64 inspect capture.pcap --output - --format jsonl | head
   moldudp64 inspect capture.pcap --raw -o - --format jsonl        # every message as it came
   moldudp64 inspect 20190730.NASDAQ_ITCH50                         # what a BinaryFILE holds
+  moldudp64 inspect feed.bin --session S1 --first-seq 1185 -o - --format jsonl
 
 exits 3 when gaps remain in any session; 2 when the capture is cut short or corrupt part way
-(everything before the damage is reported and written first).
+(everything before the damage is reported and written first), or the file is no pcap, pcapng
+or BinaryFILE; 5 when no MoldUDP64 packet passes the filters (as grep's 1: no match).
 """
 
 EPILOG_LISTEN = """\
@@ -235,7 +237,8 @@ def _add_output(p: argparse.ArgumentParser, default: str | None) -> None:
         help="binaryfile (2-byte length + message), jsonl ({session, seq, length, data hex}) "
         "or text; "
         "default text on a terminal, by extension for files (.jsonl, .txt), else binaryfile; "
-        "with --decode: jsonl, text, or parquet/csv (-o DIR: one file per message type)",
+        "with --decode: jsonl, text, or parquet/csv (-o DIR: one file per message type; "
+        "both need pip install 'moldudp64[arrow]')",
     )
     p.add_argument(
         "--decode",
@@ -290,7 +293,11 @@ def _add_inspect(sub: Any) -> None:
         help="only UDP datagrams from or to this port (0 too: anonymised captures use it); "
         "a listen --capture file holds re-request answers on other ports: leave it out there",
     )
-    p.add_argument("--session", type=SESSION, help="only this session")
+    p.add_argument(
+        "--session",
+        type=SESSION,
+        help="only this session (a BinaryFILE: the session to label its messages with)",
+    )
     p.add_argument(
         "--raw",
         action="store_true",
@@ -299,11 +306,13 @@ def _add_inspect(sub: Any) -> None:
         "and, in jsonl (ts) and text, the frame's timestamp; the report stays the ordered one",
     )
     p.add_argument(
-        "--start-seq",
+        "--first-seq",
+        metavar="N",
         type=SEQ,
-        default=1,
-        help="BinaryFILE only: sequence number of its first message (default 1)",
+        help="BinaryFILE only: label its messages N, N+1, ... (a BinaryFILE holds no sequence "
+        "numbers: without it they are messages 1..N of the file; --session labels the session)",
     )
+    p.add_argument("--start-seq", dest="first_seq", type=SEQ, help=argparse.SUPPRESS)
     _add_output(p, None)
     p.set_defaults(func=_Command("inspect", "cmd_inspect"))
 
@@ -649,7 +658,8 @@ def _add_bench(sub: Any) -> None:
         metavar="X",
         type=_type("scale", float),
         default=0.25,
-        help="size of the runs, 1.0 being the full suite's (default 0.25: about 20 s)",
+        help="size of the runs, 1.0 being the full suite's (default 0.25: about 7 s on an "
+        "idle machine, 5 s of CPU)",
     )
     p.add_argument("--skip-inspect", action="store_true", help="leave out the inspect part")
     p.set_defaults(func=_Command("bench", "cmd_bench"))
@@ -658,7 +668,7 @@ def _add_bench(sub: Any) -> None:
 # --------------------------------------------------------------------------- bench
 
 EPILOG_BENCH = """examples:
-  moldudp64 bench                  # about 20 s
+  moldudp64 bench                  # about 7 s on an idle machine
   moldudp64 bench --scale 1        # the full sizes of benchmarks/run.py
   moldudp64 bench --scale 0.01 --skip-inspect
 """

@@ -106,12 +106,15 @@ class _TextualSink(TextOutput, MessageSink):
 
 
 class JsonlSink(_TextualSink):
-    """One JSON object per message: session, seq, length and the data in hex."""
+    """One JSON object per message: session, seq, length and the data in hex.
+
+    A session of ``""`` (a BinaryFILE's, not known) is written as ``null``."""
 
     def write(self, session: str, seq_num: int, messages: list[bytes]) -> None:
         dumps = json.dumps
+        name = session or None
         lines = [
-            dumps({"session": session, "seq": seq_num + i, "length": len(m), "data": m.hex()})
+            dumps({"session": name, "seq": seq_num + i, "length": len(m), "data": m.hex()})
             for i, m in enumerate(messages)
         ]
         lines.append("")
@@ -125,10 +128,12 @@ def _printable(session: str) -> str:
 
 
 class TextSink(_TextualSink):
-    """Readable lines: session, sequence, length, ITCH type letter, the first bytes in hex."""
+    """Readable lines: session, sequence, length, ITCH type letter, the first bytes in hex.
+
+    A session of ``""`` (a BinaryFILE's, not known) is written as ``-``."""
 
     def write(self, session: str, seq_num: int, messages: list[bytes]) -> None:
-        session = _printable(session)
+        session = _printable(session) or "-"
         out = []
         for i, m in enumerate(messages):
             kind = chr(m[0]) if m and 0x21 <= m[0] < 0x7F else "."

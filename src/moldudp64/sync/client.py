@@ -55,12 +55,14 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import chain
 from types import TracebackType
+from typing import Any
 
 from .._client import (
     AB_REQUEST_DELAY,
+    DEFAULT_MAX_BACKLOG,
     DROP_POLL_INTERVAL,
     HOT_STREAK,
     READ_BATCH,
@@ -82,6 +84,7 @@ from ..events import (
 )
 from ..exceptions import ClientClosed, ConfigError, MessagesLostError, MoldUDP64Error
 from ..net import (
+    DEFAULT_RCVBUF,
     RXQ_OVFL,
     c_recv_batch,
     c_recv_batch_drops,
@@ -154,7 +157,8 @@ class _Poller:
 class MoldUDP64(ClientBase):
     """Blocking MoldUDP64 client over :class:`~moldudp64.receiver.ReceiverCore`.
 
-    Settings keep the Rust seed's names:
+    The first six settings keep the names (and order) of the Rust ``moldudp`` crate's
+    client, this project's seed, so code written against it reads the same:
 
     - ``multicast_addr``: ``(group, port)`` or ``"group:port"`` of line A; the group must
       be IPv4 multicast.
@@ -205,13 +209,60 @@ class MoldUDP64(ClientBase):
 
     _log = logger
 
-    def _setup(  # type: ignore[override]
+    def __init__(
         self,
+        multicast_addr: Address | str,
+        interface_addr: str = "0.0.0.0",
+        rerequest_server_addrs: Iterable[Address | str] = (),
+        expected_session_ident: str | None = None,
+        expected_seq_num: int | None = None,
+        max_rerequest_retries: int = 100,
         *,
+        line_b_addr: Address | str | None = None,
+        rcvbuf: int | None = DEFAULT_RCVBUF,
+        reuse: bool = True,
+        request_timeout: float | None = None,
+        stale_after: float | None = None,
+        max_backlog: int = DEFAULT_MAX_BACKLOG,
+        follow_session_changes: bool = True,
+        stop_at_end_of_session: bool = True,
+        on_event: EventHandler | None = None,
+        strict: bool = False,
+        receiver_options: dict[str, Any] | None = None,
+        request_delay: float | None = None,
         receiver_thread: bool = True,
         on_datagram: DatagramHook | None = None,
         coalesce: float = 0.0,
     ) -> None:
+        # the blocking client's own settings, read by _setup (run by ClientBase.__init__)
+        self._receiver_thread = receiver_thread
+        self._on_datagram = on_datagram
+        self._coalesce_setting = coalesce
+        super().__init__(
+            multicast_addr,
+            interface_addr,
+            rerequest_server_addrs,
+            expected_session_ident,
+            expected_seq_num,
+            max_rerequest_retries,
+            line_b_addr=line_b_addr,
+            rcvbuf=rcvbuf,
+            reuse=reuse,
+            request_timeout=request_timeout,
+            stale_after=stale_after,
+            max_backlog=max_backlog,
+            follow_session_changes=follow_session_changes,
+            stop_at_end_of_session=stop_at_end_of_session,
+            on_event=on_event,
+            strict=strict,
+            receiver_options=receiver_options,
+            request_delay=request_delay,
+        )
+
+    def _setup(self) -> None:
+        receiver_thread = self._receiver_thread
+        on_datagram = self._on_datagram
+        coalesce = self._coalesce_setting
         self._inputs: list[tuple[socket.socket, Source]] = []
         self._rereq: socket.socket | None = None
         self._wake_r: socket.socket | None = None
