@@ -67,11 +67,6 @@ autosummary_context = {
     "own_page_names": sorted(
         name for module in _OWN_PAGES for name in __import__(module, fromlist=["__all__"]).__all__
     ),
-    # Classes outside a module's __all__ that its documented names hand out, as
-    # "directive name".
-    "extra_members": {
-        "moldudp64.itch50": ["class Layout", "class Field"],
-    },
 }
 
 
@@ -91,6 +86,7 @@ def _module_data(modname: str) -> list[dict[str, Any]]:
     own_docs = ModuleAnalyzer.for_module(modname).find_attr_docs()
     context = autosummary_context
     elsewhere = set(context["own_page_names"] if modname == "moldudp64" else context["package_all"])
+    elsewhere.update(context["described_on"].get(modname, {}))
     found = []
     for name in getattr(module, "__all__", ()):
         value = getattr(module, name)
@@ -109,7 +105,7 @@ def _module_data(modname: str) -> list[dict[str, Any]]:
                 if doc:
                     break
         if not doc and isinstance(value, types.UnionType):
-            members = (f":class:`~{a.__module__}.{a.__qualname__}`" for a in value.__args__)
+            members = (_class_ref(a) for a in value.__args__)
             doc = [f"One of: {', '.join(members)}."]
         shown = repr(value)
         found.append(
@@ -122,6 +118,14 @@ def _module_data(modname: str) -> list[dict[str, Any]]:
     return found
 
 
+def _class_ref(cls: type) -> str:
+    """A reference to a class: a builtin (``bytes``) by its bare name, which
+    :func:`_builtins_as_text` leaves as text; any other by its full name."""
+    if cls.__module__ == "builtins":
+        return f":class:`{cls.__qualname__}`"
+    return f":class:`~{cls.__module__}.{cls.__qualname__}`"
+
+
 def _listed_modules() -> list[str]:
     """The modules api.rst lists (one import name a line under its autosummary)."""
     import re
@@ -130,6 +134,33 @@ def _listed_modules() -> list[str]:
         return re.findall(r"^ {3}(moldudp64(?:\.\w+)*)\s*$", f.read(), re.MULTILINE)
 
 
+def _described_on(modules: list[str]) -> dict[str, dict[str, str]]:
+    """For each listed module, the names of its ``__all__`` that a listed package above it
+    also exports (the same object), with that package: ``moldudp64.itch50.messages.AddOrder``
+    is described once, as ``moldudp64.itch50.AddOrder``, and the submodule's page links
+    there. Names of the top package's ``__all__`` are left to the template's own rule."""
+    import importlib
+
+    found: dict[str, dict[str, str]] = {}
+    for modname in modules:
+        module = importlib.import_module(modname)
+        parents = [p for p in modules if p != "moldudp64" and modname.startswith(p + ".")]
+        names: dict[str, str] = {}
+        for name in getattr(module, "__all__", ()):
+            if name in moldudp64.__all__:
+                continue
+            for parent in sorted(parents, key=len):
+                exported = importlib.import_module(parent)
+                if name in getattr(exported, "__all__", ()) and getattr(
+                    exported, name
+                ) is getattr(module, name):
+                    names[name] = parent
+                    break
+        found[modname] = names
+    return found
+
+
+autosummary_context["described_on"] = _described_on(_listed_modules())
 autosummary_context["module_data"] = {name: _module_data(name) for name in _listed_modules()}
 
 # No network while building, so no intersphinx: names of the standard library, of
@@ -173,27 +204,44 @@ def _resolve_reexported(app: Any, env: Any, node: Any, contnode: Any) -> Any:
     """Resolve a reference to a name the package re-exports by the name it is documented
     under: ``CaptureReader.batches`` written in :mod:`moldudp64.capture`, or
     ``moldudp64.sync.server.Publisher.run``, is ``moldudp64.CaptureReader.batches`` and
-    ``moldudp64.Publisher.run`` (the same objects). Anything else stays unresolved, and
-    fails the build."""
+    ``moldudp64.Publisher.run`` (the same objects). Likewise ``decode`` written in
+    :mod:`moldudp64.itch50.codec` is ``moldudp64.itch50.decode``, and ``MessageRun`` written
+    in ``SoupClientCore`` (described as ``moldudp64.SoupClientCore``) is looked up in
+    :mod:`moldudp64.soupbintcp`, where the class is defined. Anything else stays
+    unresolved, and fails the build."""
     if node.get("refdomain") != "py":
         return None
-    parts = node["reftarget"].split(".")
+    target = node["reftarget"].lstrip(".~")
+    parts = target.split(".")
     package_all = autosummary_context["package_all"]
-    for i, part in enumerate(parts):
-        if part in package_all and (i == 0 or parts[0] == "moldudp64"):
-            alias = node.deepcopy()
-            alias["reftarget"] = ".".join(["moldudp64", *parts[i:]])
-            if alias.hasattr("refspecific"):
-                del alias["refspecific"]
-            return env.domains["py"].resolve_xref(
-                env,
-                node["refdoc"],
-                app.builder,
-                node["reftype"],
-                alias["reftarget"],
-                alias,
-                contnode,
-            )
+    described_on: dict[str, dict[str, str]] = autosummary_context["described_on"]
+    candidates = [
+        ".".join(["moldudp64", *parts[i:]])
+        for i, part in enumerate(parts)
+        if part in package_all and (i == 0 or parts[0] == "moldudp64")
+    ][:1]
+    # Where the docstring was written: its module, or the module that defines a class the
+    # package's page describes.
+    modules = [node.get("py:module") or ""]
+    owner = node.get("py:class")
+    if modules[0] == "moldudp64" and owner and owner.split(".")[0] in package_all:
+        modules.append(getattr(moldudp64, owner.split(".")[0]).__module__)
+    for module in modules[1:]:
+        candidates.append(f"{module}.{target}")
+    for module in modules:
+        parent = described_on.get(module, {}).get(parts[0])
+        if parent:
+            candidates.append(f"{parent}.{target}")
+    for candidate in candidates:
+        alias = node.deepcopy()
+        alias["reftarget"] = candidate
+        if alias.hasattr("refspecific"):
+            del alias["refspecific"]
+        found = env.domains["py"].resolve_xref(
+            env, node["refdoc"], app.builder, node["reftype"], candidate, alias, contnode
+        )
+        if found is not None:
+            return found
     return None
 
 
@@ -246,7 +294,7 @@ def _union_aliases(
     import types
 
     if isinstance(obj, types.UnionType) and lines and lines[0].startswith("Represent a PEP"):
-        members = (f":class:`~{arg.__module__}.{arg.__qualname__}`" for arg in obj.__args__)
+        members = (_class_ref(arg) for arg in obj.__args__)
         lines[:] = [f"One of: {', '.join(members)}."]
 
 

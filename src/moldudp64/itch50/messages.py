@@ -1,7 +1,7 @@
 """The TotalView-ITCH 5.0 messages: one record class per type and the table of layouts.
 
 :data:`LAYOUTS` (from the specification: every message type, its length, its fields with
-offsets and kinds) drives both decoding paths (:mod:`.decode` per message, :mod:`.arrow`
+offsets and kinds) drives both decoding paths (:mod:`.codec` per message, :mod:`.arrow`
 columnar); each record class's fields are checked against it at import.
 """
 

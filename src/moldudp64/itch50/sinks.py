@@ -74,8 +74,8 @@ class DecodedSink:
     report: Callable[[str], None] | None = None
 
     def __init__(self) -> None:
-        self.count = 0  # messages written
-        self.invalid = 0  # of them, not ITCH 5.0 (unknown type, wrong length, empty)
+        self.count = 0  #: Messages written.
+        self.invalid = 0  #: Of them, not ITCH 5.0 (unknown type, wrong length, empty).
 
     def _report(self, always: bool) -> None:
         if self.report is not None and (always or self.invalid):
