@@ -1,7 +1,7 @@
 """Server-side throughput: publishing, re-request answers, and a BinaryFILE store's footprint.
 
     python benchmarks/bench_server.py [--quick] [--messages N] [--store-messages N]
-                                      [--fairness-seconds S]
+                                      [--fairness-seconds S] [--flood-sources N]
 
 Parts, all over ITCH-sized messages (19 to 44 bytes) in 1452-byte packets:
 
@@ -18,7 +18,13 @@ Parts, all over ITCH-sized messages (19 to 44 bytes) in 1452-byte packets:
   N-message file and answers requests spread over it;
 - fairness: a client asking 100 requests/s from 127.0.0.10 while 8 hosts (127.0.0.2..9,
   one process sending as fast as it can) flood a server with the default rate limit:
-  the share of the client's requests answered (issue 11: >= 90%).
+  the share of the client's requests answered (issue 11: >= 90%);
+- many-source flood (issue 18): 3,000 hosts (127.1.x.y) plus 1,000 ports of 127.2.0.1
+  flood the sync server, the asyncio one, and the asyncio one with a store that blocks
+  (0.5 ms a read, a worker thread: ``serve --nats``); a client answered 20 times before
+  (127.0.0.10), quiet for 5 s, then asks 30 times 20 ms apart, a new client (127.0.0.11)
+  alongside it: the share each gets answered within 0.5 s, and the p99 (target: >= 90%,
+  p99 < 50 ms).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -290,8 +297,39 @@ def fairness(
     }
 
 
+def flood_rows(hosts: int = 3000, ports: int = 1000, quiet: float = 5.0) -> list[Result]:
+    """Benchmark-table rows (issue 18, items 9 and 10): the share answered and the p99 of
+    a client answered before and of a new one while ``hosts`` hosts and ``ports`` ports
+    flood, per server."""
+    rows = []
+    for kind in ("sync", "asyncio", "blocking_io"):
+        got = flood_fairness(hosts=hosts, ports=ports, quiet=quiet, kind=kind)
+        for who in ("old", "new"):
+            share, p99 = got[f"{who}_share"], got[f"{who}_p99_ms"]
+            rows.append(
+                Result(
+                    f"re-request flood of {hosts + ports:,} sources, {kind} server, "
+                    f"{'client answered before' if who == 'old' else 'new client'}",
+                    round(100 * share, 1),
+                    "% answered",
+                    target=">= 90% answered, p99 < 50 ms",
+                    met=share >= 0.9 and p99 < 50,
+                    notes={
+                        "p99_ms": round(p99, 1) if math.isfinite(p99) else None,
+                        "flood_per_s": round(got["flood_per_s"]),
+                        "server_read_per_s": round(got["server_requests_per_s"]),
+                        "answers": got["answers"],
+                        "established": got["established"],
+                        "peak_rss_mib": round(got["peak_rss_mib"], 1),
+                    },
+                )
+            )
+    return rows
+
+
 def fairness_rows(seconds: float) -> list[Result]:
-    """Benchmark-table rows: the client's share of answers under the flood, per server."""
+    """Benchmark-table rows: the client's share of answers under the flood, per server
+    (and, for a full run of 1 s or more, :func:`flood_rows`)."""
     rows = []
     for use_asyncio in (False, True):
         got = fairness(seconds, use_asyncio=use_asyncio)
@@ -309,7 +347,186 @@ def fairness_rows(seconds: float) -> list[Result]:
                 },
             )
         )
+    if seconds >= 1.0:
+        rows.extend(flood_rows())
     return rows
+
+
+class SlowStore(MemoryStore):
+    """A MemoryStore that says ``blocking_io`` and takes ``delay`` s a read (JetStream-like:
+    the asyncio server then answers from one worker thread, as ``serve --nats`` does)."""
+
+    blocking_io = True
+
+    def __init__(self, delay: float = 0.0005) -> None:
+        super().__init__(max_bytes=None)
+        self.delay = delay
+
+    def get(self, seq_num: int, max_count: int, max_bytes: int | None = None) -> list[bytes]:
+        time.sleep(self.delay)
+        return super().get(seq_num, max_count, max_bytes)
+
+
+def _many_flood_main(
+    port: int, hosts: int, ports: int, conn: multiprocessing.connection.Connection
+) -> None:
+    """Flood from ``hosts`` addresses (127.1.x.y) plus ``ports`` ports of 127.2.0.1, round
+    robin, as fast as one process can, until told to stop."""
+    socks = []
+    for i in range(hosts):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((f"127.1.{i // 250}.{1 + i % 250}", 0))
+        s.setblocking(False)
+        socks.append(s)
+    for _ in range(ports):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.2.0.1", 0))
+        s.setblocking(False)
+        socks.append(s)
+    raw = SESSION.encode()
+    rng = random.Random(5)
+    reqs = [struct.pack(">10sQH", raw, rng.randrange(1, 190_000), 1000) for _ in range(997)]
+    server = ("127.0.0.1", port)
+    sent = 0
+    conn.send("ready")
+    conn.recv()
+    n = len(socks)
+    i = 0
+    while not conn.poll():
+        for _ in range(512):
+            try:
+                socks[i % n].sendto(reqs[i % 997], server)
+                sent += 1
+            except OSError:
+                pass
+            i += 1
+    conn.recv()
+    conn.send(sent)
+    for s in socks:
+        s.close()
+
+
+def _flood_server_main(
+    total: int, kind: str, conn: multiprocessing.connection.Connection
+) -> None:
+    logging.getLogger("moldudp64.rerequest").setLevel(logging.ERROR)
+    store: MemoryStore = SlowStore() if kind == "blocking_io" else MemoryStore(max_bytes=None)
+    store.extend(make_messages(total))
+    if kind != "sync":
+
+        async def go() -> None:
+            server = await AsyncRerequestServer.create(SESSION, store)
+            conn.send(server.address[1])
+            await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+            conn.send((server.stats, peak_rss_kib(), _established(server.core)))
+            server.close()
+
+        asyncio.run(go())
+        return
+    server = RerequestServer(SESSION, store, ("127.0.0.1", 0)).start()
+    conn.send(server.address[1])
+    conn.recv()
+    conn.send((server.stats, peak_rss_kib(), _established(server.core)))
+    server.close()
+
+
+def _established(core: RerequestServerCore) -> int:
+    return len(getattr(core, "_established", ()))
+
+
+def _ask_rounds(
+    socks: list[socket.socket], server: tuple[str, int], rounds: int, gap: float
+) -> list[list[float]]:
+    """Each socket asks once a round (``gap`` s apart) and waits up to 0.5 s: the latency of
+    each answer in seconds, per socket (inf: none came)."""
+    raw = SESSION.encode()
+    out: list[list[float]] = [[] for _ in socks]
+    for r in range(rounds):
+        sent_at = {}
+        for k, sock in enumerate(socks):
+            while select.select([sock], [], [], 0)[0]:  # a late answer of a previous round
+                sock.recv(65535)
+            sock.sendto(struct.pack(">10sQH", raw, 1 + 97 * r + k, 10), server)
+            sent_at[k] = time.perf_counter()
+        pending = set(range(len(socks)))
+        deadline = time.perf_counter() + 0.5
+        while pending and (left := deadline - time.perf_counter()) > 0:
+            for sock in select.select([socks[k] for k in pending], [], [], left)[0]:
+                sock.recv(65535)
+                k = socks.index(sock)
+                out[k].append(time.perf_counter() - sent_at[k])
+                pending.discard(k)
+        for k in pending:
+            out[k].append(math.inf)
+        time.sleep(gap)
+    return out
+
+
+def flood_fairness(
+    hosts: int = 3000,
+    ports: int = 1000,
+    quiet: float = 5.0,
+    rounds: int = 30,
+    kind: str = "sync",
+    warmup: int = 20,
+) -> dict[str, float]:
+    """A client answered ``warmup`` times (127.0.0.10), then quiet for ``quiet`` s while
+    ``hosts`` hosts and ``ports`` ports flood, then asking ``rounds`` times (20 ms apart)
+    alongside a new client (127.0.0.11): the share answered and the p99 latency of each.
+    ``kind``: the ``sync`` server, the ``asyncio`` one, or the asyncio one with a store
+    that blocks (``blocking_io``: its worker thread, as ``serve --nats``)."""
+    ctx = multiprocessing.get_context("fork")
+    srv_parent, srv_child = ctx.Pipe()
+    server_proc = ctx.Process(
+        target=_flood_server_main, args=(200_000, kind, srv_child), daemon=True
+    )
+    server_proc.start()
+    port = srv_parent.recv()
+    server = ("127.0.0.1", port)
+    old = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    old.bind(("127.0.0.10", 0))
+    new = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    new.bind(("127.0.0.11", 0))
+    warm = _ask_rounds([old], server, warmup, 0.0)[0]
+    assert all(math.isfinite(x) for x in warm), warm
+    flood_parent, flood_child = ctx.Pipe()
+    flood_proc = ctx.Process(
+        target=_many_flood_main, args=(port, hosts, ports, flood_child), daemon=True
+    )
+    flood_proc.start()
+    assert flood_parent.recv() == "ready"
+    flood_parent.send("go")
+    started = time.perf_counter()
+    time.sleep(quiet)
+    got_old, got_new = _ask_rounds([old, new], server, rounds, 0.02)
+    flood_parent.send("stop")
+    flood_sent = flood_parent.recv()
+    flood_seconds = time.perf_counter() - started
+    srv_parent.send("stop")
+    stats, rss_kib, established = srv_parent.recv()
+    flood_proc.join(5)
+    server_proc.join(5)
+    old.close()
+    new.close()
+
+    def p99(xs: list[float]) -> float:
+        done = sorted(x for x in xs if math.isfinite(x))
+        return done[min(len(done) - 1, int(0.99 * len(done)))] if done else math.inf
+
+    return {
+        "old_share": sum(map(math.isfinite, got_old)) / rounds,
+        "new_share": sum(map(math.isfinite, got_new)) / rounds,
+        "old_p99_ms": 1000 * p99(got_old),
+        "new_p99_ms": 1000 * p99(got_new),
+        "flood_per_s": flood_sent / flood_seconds,
+        "server_requests_per_s": stats.requests / flood_seconds,
+        "answers": stats.answers,
+        "waited": stats.waited,
+        "refused": sum(stats.refused.values()),
+        "established": established,
+        "sources": stats.sources,
+        "peak_rss_mib": rss_kib / 1024,
+    }
 
 
 def peak_rss_kib() -> int:
@@ -372,6 +589,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument(
         "--fairness-seconds", type=float, default=None, help="flood length (0: skip)"
     )
+    parser.add_argument(
+        "--flood-sources",
+        type=int,
+        default=None,
+        help="hosts of the many-source flood (as many ports again / 3; 0: skip)",
+    )
     args = parser.parse_args(argv)
     count = args.messages or (20_000 if args.quick else 2_000_000)
     nreq = args.requests or (2_000 if args.quick else 200_000)
@@ -420,6 +643,20 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 f"(server read {got['server_requests_per_s']:,.0f}/s)"
             )
             out[f"fairness_{kind}_share"] = got["share"]
+    hosts = args.flood_sources if args.flood_sources is not None else (400 if args.quick else 3000)
+    if hosts:
+        ports, quiet = hosts // 3, (2.5 if args.quick else 5.0)
+        for kind in ("sync", "asyncio", "blocking_io"):
+            got = flood_fairness(hosts=hosts, ports=ports, quiet=quiet, kind=kind)
+            print(
+                f"flood, {kind + ':':12} {hosts:,} hosts + {ports:,} ports at "
+                f"{got['flood_per_s']:,.0f}/s (read {got['server_requests_per_s']:,.0f}/s): "
+                f"client answered before {100 * got['old_share']:.0f}% "
+                f"p99 {got['old_p99_ms']:.0f} ms, new client {100 * got['new_share']:.0f}% "
+                f"p99 {got['new_p99_ms']:.0f} ms, peak RSS {got['peak_rss_mib']:.0f} MiB"
+            )
+            out[f"flood_{kind}_old_share"] = got["old_share"]
+            out[f"flood_{kind}_new_share"] = got["new_share"]
     if store_count:
         with tempfile.TemporaryDirectory() as tmp:
             built, served, rss, entries, mib = binaryfile_store(store_count, tmp)

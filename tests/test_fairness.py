@@ -22,6 +22,7 @@ from types import ModuleType
 import pytest
 
 from moldudp64.asyncio.server import AsyncRerequestServer
+from moldudp64.rerequest import PeerTable
 from moldudp64.store import MemoryStore
 from moldudp64.sync.server import RerequestServer
 from moldudp64.wire import Packet, RetransmissionPacket
@@ -150,3 +151,52 @@ def test_many_sources_asking_twice_make_few_sockets() -> None:
         assert 64 <= made <= 64 + 64 * elapsed + 1  # a burst of 64, then 64 a second
         for sock in clients:
             sock.close()
+
+
+def adopt(sock: socket.socket, server: tuple[str, int]) -> None:
+    """Two answers: the server gives ``sock``'s address its own socket."""
+    for seq in (1, 2):
+        assert ask(sock, server, seq).seq_num == seq
+
+
+@pytest.mark.parametrize("use_asyncio", [False, True], ids=["blocking", "asyncio"])
+def test_a_full_table_of_active_clients_does_not_push_one_out(use_asyncio: bool) -> None:
+    """Issue 18, item 9: sources answered twice while the table of adopted clients is full
+    of active ones are not adopted; before, each pushed out the least recently active, so
+    a flood emptied the table of a real client within seconds."""
+
+    async def main() -> None:
+        srv: RerequestServer | AsyncRerequestServer
+        if use_asyncio:
+            srv = await AsyncRerequestServer.create(SESSION, store())
+        else:
+            srv = RerequestServer(SESSION, store()).start()
+        srv._peers = PeerTable(max_peers=3)
+        loop = asyncio.get_running_loop()
+        socks = []
+        try:
+            for i in range(8):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sock.bind((f"127.0.0.{30 + i}", 0))
+                sock.settimeout(5)
+                socks.append(sock)
+                await loop.run_in_executor(None, adopt, sock, srv.address)
+            first = [s.getsockname() for s in socks[:3]]
+            assert sorted(srv._peers.addresses()) == sorted(first)
+        finally:
+            for sock in socks:
+                sock.close()
+            srv.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("kind", ["sync", "asyncio"])
+def test_old_and_new_clients_are_answered_during_a_flood_from_many_sources(
+    bench_server: ModuleType, kind: str
+) -> None:
+    """A bounded version of the benchmark's row (issue 18, item 9): 400 hosts plus 100
+    ports flood; a client answered 20 times before and a new one each ask 10 times."""
+    got = bench_server.flood_fairness(hosts=400, ports=100, quiet=2.5, rounds=10, kind=kind)
+    assert got["old_share"] >= 0.9, got
+    assert got["new_share"] >= 0.9, got

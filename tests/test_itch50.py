@@ -57,7 +57,7 @@ from moldudp64.wire import Packet
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
-SRC = str(Path(itch50.__file__).resolve().parents[1])
+SRC = str(Path(itch50.__file__).resolve().parents[2])
 
 
 def be(value: int, width: int) -> bytes:
@@ -335,6 +335,27 @@ def test_random_records_round_trip_and_both_paths_agree(records: list[Any]) -> N
         assert row == columnar_view(record)
 
 
+@given(st.lists(RECORDS, min_size=1, max_size=40))
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_to_json_is_to_dict_with_exact_prices(records: list[Any]) -> None:
+    for record in records:
+        text = itch50.to_json(record)
+        assert json.loads(text, parse_float=Decimal) == itch50.to_dict(record, exact=True)
+        assert json.loads(text) == itch50.to_dict(record)  # the nearest floats, in order
+        assert list(json.loads(text)) == list(itch50.to_dict(record))
+
+
+def test_to_json_writes_every_price_in_its_places() -> None:
+    levels = itch50.MWCBDeclineLevel(0, 0, 1, 2**64 - 1, 0, 1)
+    assert itch50.to_json(levels).endswith(
+        '"level_1": 184467440737.09551615, "level_2": 0.00000000, "level_3": 0.00000001}'
+    )
+    assert itch50.to_dict(levels)["level_1"] == 184467440737.09552  # a float cannot hold it
+    assert itch50.to_dict(levels, exact=True)["level_1"] == Decimal("184467440737.09551615")
+    add = itch50.AddOrder(7, 3, T, 1, "B", 1, 'A"\u00e9\n', 0)
+    assert itch50.to_json(add) == json.dumps(itch50.to_dict(add)).replace('0.0}', '0.0000}')
+
+
 @pytest.mark.parametrize("code", CODES)
 @given(data=st.data())
 @settings(max_examples=25, deadline=None)
@@ -399,7 +420,8 @@ def test_binaryfile_in_small_chunks_equals_one_list(tmp_path: Path) -> None:
     assert from_file.keys() == whole.keys()
     for name, table in whole.items():
         assert from_file[name].equals(table), name
-    chunked = itch50._collect(itch50.iter_binaryfile_batches(path, session="D1", chunk_bytes=1))
+    chunks = itch50.iter_binaryfile_batches(path, session="D1", chunk_bytes=1)
+    chunked = itch50.arrow._collect(chunks)
     for name, table in whole.items():
         assert chunked[name].equals(table), name
     assert whole["invalid"].column("seq").to_pylist() == [5001, 5002]
@@ -414,8 +436,8 @@ def test_any_bytes_as_a_binaryfile_decode_or_stop_like_the_reader(
     data: bytes, pure: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if pure:
-        monkeypatch.setattr(itch50, "c_scan", None)
-        monkeypatch.setattr(itch50, "c_gather", None)
+        monkeypatch.setattr(itch50.arrow, "c_scan", None)
+        monkeypatch.setattr(itch50.arrow, "c_gather", None)
     expected: list[bytes] = []
     error = None
     try:
@@ -440,14 +462,14 @@ def test_scan_in_c_and_in_python_agree() -> None:
 
     data = b"".join(len(m).to_bytes(2, "big") + m for m in mixed_messages(300)) + b"\x00\x30AB"
     heads, end = itch50.c_scan(data)
-    assert (np.frombuffer(heads, np.int64).tolist(), end) == itch50._scan_py(data)
+    assert (np.frombuffer(heads, np.int64).tolist(), end) == itch50.arrow._scan_py(data)
 
 
 def test_columns_are_the_same_without_the_c_helpers(monkeypatch: pytest.MonkeyPatch) -> None:
     messages = [*mixed_messages(3000), b"\xff" * 36, EXAMPLES[3][0][:-2]]
     with_c = itch50.messages_to_arrow(messages, session="S", first_seq=5)
-    monkeypatch.setattr(itch50, "c_scan", None)
-    monkeypatch.setattr(itch50, "c_gather", None)
+    monkeypatch.setattr(itch50.arrow, "c_scan", None)
+    monkeypatch.setattr(itch50.arrow, "c_gather", None)
     without = itch50.messages_to_arrow(messages, session="S", first_seq=5)
     assert with_c.keys() == without.keys() and len(with_c) == len(itch50.LAYOUTS) + 1
     for name, table in with_c.items():
@@ -516,6 +538,40 @@ def test_csv_directory_writes_exact_prices_and_hex_for_invalid_messages(tmp_path
     assert invalid[1:] == ['"S1",31,"Z",4,"unknown_type","5a626164"', '"S1",32,"",0,"empty",""']
 
 
+def test_csv_writes_8_place_decimals_plainly(tmp_path: Path) -> None:
+    levels = itch50.encode(itch50.MWCBDeclineLevel(0, 0, 1, 2**64 - 1, 0, 1))
+    itch50.write_csv(itch50.messages_to_arrow([levels], session='S"1,'), tmp_path)
+    lines = (tmp_path / "mwcb_decline_level.csv").read_text().splitlines()
+    assert lines == [
+        '"session","seq","stock_locate","tracking_number","timestamp","level_1","level_2",'
+        '"level_3"',
+        '"S""1,",1,0,0,1,184467440737.09551615,0.00000000,0.00000001',
+    ]
+
+
+def test_csv_written_by_hand_is_what_pyarrow_writes(tmp_path: Path) -> None:
+    """The plain-decimal path writes every other column exactly as pyarrow's writer."""
+    records = [("S\"1,\n", 1, m) for m in mixed_messages(200)] + [("", 2, EXAMPLES[3][0])]
+    tables = itch50.records_to_arrow(records)
+    rows = tables["add_order"].num_rows
+    floats = [1733560000.123456, 0.1, 1e20, 1.5, 123456789.0, None, 1e-7, -0.0]
+    notes = [None, "", '"', "a,b", "\u00e9"]
+    tables["add_order"] = (
+        tables["add_order"]
+        .append_column("ts", pa.array([floats[i % len(floats)] for i in range(rows)]))
+        .append_column("note", pa.array([notes[i % len(notes)] for i in range(rows)]))
+    )
+    for name, table in tables.items():
+        for by_hand in (False, True):
+            path = str(tmp_path / f"{name}.{by_hand}.csv")
+            writer = itch50.arrow._CsvWriter(path, table.schema, by_hand=by_hand)
+            for batch in table.to_batches(max_chunksize=7):
+                writer.write(batch)
+            writer.close()
+        mine = (tmp_path / f"{name}.True.csv").read_bytes()
+        assert mine == (tmp_path / f"{name}.False.csv").read_bytes(), name
+
+
 def test_writers_refuse_names_that_are_not_tables(tmp_path: Path) -> None:
     with pytest.raises(KeyError):
         itch50.write_parquet({"../escape": pa.table({"a": [1]})}, tmp_path)
@@ -547,6 +603,40 @@ def test_per_message_decode_needs_neither_numpy_nor_pyarrow() -> None:
     )
     assert second.startswith("arrow ") and "pip install 'moldudp64[arrow]'" in second
     assert second.endswith(" True")
+
+
+# --- the package ---------------------------------------------------------------------
+
+#: The public names of moldudp64.itch50 when it was one module: the package keeps them all.
+MODULE_NAMES = [
+    "LAYOUTS", "MESSAGE_CLASSES", "MESSAGE_NAMES", "NOII", "PRICE_FIELDS", "INVALID", "AddOrder",
+    "AddOrderMPID", "BrokenTrade", "CrossTrade", "DLCRPriceDiscovery", "IPOQuotingPeriodUpdate",
+    "LULDAuctionCollar", "MWCBDeclineLevel", "MWCBStatus", "MarketParticipantPosition",
+    "OperationalHalt", "OrderCancel", "OrderDelete", "OrderExecuted", "OrderExecutedWithPrice",
+    "OrderReplace", "RawMessage", "Record", "RegSHORestriction", "RetailInterest",
+    "StockDirectory", "StockTradingAction", "SystemEvent", "Trade", "Field", "Layout", "Buffer",
+    "arrow_schema", "binaryfile_to_arrow", "decode", "decode_or_raw", "encode",
+    "iter_binaryfile_batches", "iter_message_batches", "iter_record_batches", "messages_to_arrow",
+    "price_decimal", "records_to_arrow", "to_dict", "write_csv", "write_parquet", "c_scan",
+    "c_gather",
+]
+
+
+@pytest.mark.parametrize("name", MODULE_NAMES)
+def test_the_package_keeps_every_public_name_of_the_module(name: str) -> None:
+    assert name in itch50.__all__
+    assert hasattr(itch50, name)
+
+
+def test_the_package_does_not_load_its_outputs() -> None:
+    done = run_python(
+        "import sys, moldudp64.itch50\n"
+        "print(sorted(m for m in sys.modules if m.startswith('moldudp64.itch50.')))\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        "['moldudp64.itch50.arrow', 'moldudp64.itch50.codec', 'moldudp64.itch50.messages']"
+    )
 
 
 # --- the benchmark runs ----------------------------------------------------------------

@@ -481,18 +481,6 @@ def test_the_base_install_imports_the_module_without_nats_and_names_the_extra() 
     ), out.stderr.decode()
 
 
-def test_the_jetstream_layer_imports_only_the_cores() -> None:
-    from _client.test_layers import SRC as PKG
-    from _client.test_layers import imported
-
-    above = {
-        n
-        for n in imported(PKG / "jetstream.py")
-        if n.startswith(("moldudp64.sync", "moldudp64.asyncio", "moldudp64.net", "moldudp64.cli"))
-    }
-    assert above == set()
-
-
 def test_a_bridge_rides_out_a_server_restart(tmp_path: Path) -> None:
     port = free_tcp_port()
     url = f"nats://127.0.0.1:{port}"

@@ -37,6 +37,7 @@ from moldudp64.jetstream import (  # noqa: E402
     connect,
     ensure_stream,
     find_record,
+    iter_session,
     latest_session,
     read_batches,
     read_session,
@@ -197,15 +198,111 @@ def test_overlapping_and_stale_records_are_read_once_in_order_first_stored_wins(
     assert as_messages(tail) == [*want(4, 5), *from_second, *want(8, 9), SessionEnded(SESSION, 10)]
 
 
-def test_an_end_record_behind_the_tail_ends_where_the_data_did(nats_url: str) -> None:
+def test_an_end_record_behind_what_was_read_is_an_error_naming_it_after_the_data(
+    nats_url: str,
+) -> None:
     async def main() -> list[Event]:
+        got: list[Event] = []
         async with stream_context(nats_url) as js:
             await put(js, "data", 1, 5, blocks(msgs(1, 5)))
             await put(js, "end", 3)  # a lie: 1..5 are stored
-            await put(js, "data", 6, 2, blocks(msgs(6, 7)))  # after the end: not read
-            return await read_all(js)
+            await put(js, "data", 6, 2, blocks(msgs(6, 7)))
+            with pytest.raises(JetStreamError, match=r"stream message 2 .* ends the session at 3"):
+                async for ev in read_batches(js, STREAM, SESSION, idle_timeout=2):
+                    got.append(ev)
+        return got
 
-    assert as_messages(run(main())) == [*want(1, 5), SessionEnded(SESSION, 6)]
+    assert as_messages(run(main())) == want(1, 5)
+
+
+def test_the_blocking_reader_stops_at_a_foreign_end_naming_it_too(nats_url: str) -> None:
+    async def fill() -> None:
+        async with stream_context(nats_url) as js:
+            await put(js, "data", 1, 5, blocks(msgs(1, 5)))
+            await put(js, "end", 1)  # mid-feed, from something that is no bridge
+            await put(js, "data", 6, 2, blocks(msgs(6, 7)))
+
+    run(fill())
+    got = []
+    with pytest.raises(JetStreamError, match=r"stream message 2 on FEED\.s\..* at 1, behind"):
+        for item in iter_session(nats_url, STREAM, SESSION, idle_timeout=2):
+            got.append(item)
+    assert got == want(1, 5)
+
+
+@pytest.mark.parametrize("where", ["behind", "at the tail", "ahead"])
+def test_a_foreign_end_of_session_mid_feed_is_refused_and_the_reader_names_it(
+    nats_url: str, where: str
+) -> None:
+    """A writer that is no bridge appends an end of session while a bridge stores a feed:
+    the bridge stores the rest after it (not "0 lost" with the rest missing) and a reader
+    stops at it with an error naming it, after every message before it; the record
+    deleted, the whole session reads back."""
+
+    async def main() -> tuple[Bridge, list[Event], list[Event], str]:
+        async with stream_context(nats_url) as js:
+            bridge = Bridge(js, STREAM, window=100, linger=0.01, lost_grace=0)
+
+            async def feed() -> AsyncIterator[Event]:
+                for first in range(1, 3001, 100):
+                    yield MessagesDelivered(SESSION, first, msgs(first, first + 99))
+                    await asyncio.sleep(0.01)
+                    if first == 1001:  # 1..1100 taken, some stored: the forger strikes
+                        await asyncio.sleep(0.2)
+                        tail = bridge.stats.stored_next_seq
+                        forged = {"behind": 1, "at the tail": tail, "ahead": tail + 500}
+                        await put(js, "end", forged[where])
+                yield SessionEnded(SESSION, 3001)
+
+            await bridge.run(feed())
+            got: list[Event] = []
+            with pytest.raises(JetStreamError) as raised:
+                async for ev in read_batches(js, STREAM, SESSION, idle_timeout=2):
+                    got.append(ev)
+            forged = int(str(raised.value).split("stream message ")[1].split()[0])
+            await js.delete_msg(STREAM, forged)
+            return bridge, got, await read_all(js), str(raised.value)
+
+    bridge, before, after, error = run(main())
+    assert bridge.records_refused == 1 and len(bridge.refused) == 1, bridge.refused
+    assert "end of session at" in bridge.refused[0]
+    assert "ends the session at" in error and "a record no bridge writes" in error
+    read = as_messages(before)
+    assert read == want(1, len(read)) and len(read) >= 1000  # all before it, in order
+    assert as_messages(after) == [*want(1, 3000), SessionEnded(SESSION, 3001)]
+
+
+def test_a_foreign_data_record_ahead_of_the_stored_end_is_refused_and_the_rest_stored(
+    nats_url: str,
+) -> None:
+    """A record claiming numbers beyond the stored end with nothing stored between: a
+    bridge would have stored the numbers between first, so the bridge refuses it and
+    stores its own messages for those numbers; a reader reports the hole, never silence."""
+
+    async def main() -> tuple[Bridge, list[Event], list[Event]]:
+        async with stream_context(nats_url) as js:
+            bridge = Bridge(js, STREAM, window=100, linger=0.01, lost_grace=0)
+
+            async def feed() -> AsyncIterator[Event]:
+                for first in range(1, 3001, 100):
+                    yield MessagesDelivered(SESSION, first, msgs(first, first + 99))
+                    await asyncio.sleep(0.01)
+                    if first == 1001:
+                        await asyncio.sleep(0.2)
+                        tail = bridge.stats.stored_next_seq
+                        await put(js, "data", tail + 500, 2, blocks(msgs(1, 2, b"forged")))
+                yield SessionEnded(SESSION, 3001)
+
+            await bridge.run(feed())
+            before = await read_all(js)
+            forged = int(bridge.refused[0].split("stream message ")[1].split()[0])
+            await js.delete_msg(STREAM, forged)
+            return bridge, before, await read_all(js)
+
+    bridge, before, after = run(main())
+    assert bridge.records_refused == 1 and "is not stored" in bridge.refused[0], bridge.refused
+    assert any(isinstance(ev, MessagesLost) for ev in before)  # the hole it made, reported
+    assert as_messages(after) == [*want(1, 3000), SessionEnded(SESSION, 3001)]
 
 
 def test_a_lost_range_to_the_last_sequence_number_is_one_event(nats_url: str) -> None:
@@ -253,6 +350,10 @@ def test_the_latest_session_ignores_foreign_subjects_and_refuses_forged_ones(
         ({"subjects": ["FEED.x.>"]}, "do not take FEED.s.*"),
         ({"retention": "interest"}, "interest retention"),
         ({"no_ack": True}, "no_ack"),
+        ({"max_bytes": 65536}, "max_bytes=65536 is smaller than one record"),
+        ({"max_msg_size": 1000}, "max_msg_size=1000 is smaller than one record"),
+        ({"max_msgs_per_subject": 1}, "max_msgs_per_subject=1 keeps one record per session"),
+        ({"max_msgs": 1}, "max_msgs=1 keeps one record"),
     ],
 )
 def test_an_existing_stream_a_bridge_cannot_append_to_is_refused_at_once(
@@ -523,6 +624,42 @@ def test_a_full_discard_new_stream_stops_the_bridge_saying_so(nats_url: str) -> 
             bridge = Bridge(js, STREAM, window=10, timeout=0.5, outage=1.0)
             with pytest.raises(JetStreamError, match="maximum messages exceeded"):
                 await bridge.run([MessagesDelivered(SESSION, 1, msgs(1, 50))])
+        finally:
+            await nc.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [{"max_bytes": 300_000}, {"max_msgs_per_subject": 3}, {"max_msgs": 2}],
+    ids=["max_bytes", "max_msgs_per_subject", "max_msgs"],
+)
+def test_a_stream_whose_limits_remove_what_a_bridge_just_appended_stops_it_saying_so(
+    nats_url: str, limits: dict[str, int]
+) -> None:
+    """Limits ensure_stream lets through (each holds a record or two) that still remove
+    records as the next ones come: the bridge says so instead of reporting them stored."""
+
+    async def main() -> None:
+        nc = await connect(nats_url)
+        try:
+            js = nc.jetstream()
+            await js.add_stream(
+                nats.js.api.StreamConfig(name=STREAM, subjects=["FEED.>"], **limits)
+            )
+            await ensure_stream(js, STREAM)
+            events = [
+                MessagesDelivered(SESSION, 1, [b"m" * 30] * 20_000),
+                SessionEnded(SESSION, 20_001),
+            ]
+            name, value = next(iter(limits.items()))
+            with pytest.raises(
+                JetStreamError,
+                match="does not keep what the bridge appends: record"
+                f" data 1..2048 .*{name}={value}",
+            ):
+                await Bridge(js, STREAM).run(events)
         finally:
             await nc.close()
 

@@ -3,7 +3,11 @@ HTTP on loopback from its own registry, and frees its port when closed."""
 
 from __future__ import annotations
 
+import select
 import socket
+import struct
+import threading
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from moldudp64._client.consumer import ClientStats
 from moldudp64.events import Source
 from moldudp64.metrics import (
+    GRACE,
+    MAX_CONNECTIONS,
+    READ_TIMEOUT,
     ClientCollector,
     FieldsCollector,
     MetricsError,
@@ -268,3 +275,57 @@ def test_fields_collector_serves_another_commands_own_stats() -> None:
     assert registry.get_sample_value("moldudp64_bridge_lag_messages") == 120
     snapshot[0] = None
     assert list(registry.collect()) == []
+
+
+def test_half_sent_requests_hold_a_bounded_number_of_threads() -> None:
+    """100 connections that never finish their request (issue 18, item 16): the server
+    keeps at most MAX_CONNECTIONS of them (one thread each), and a scrape is still
+    answered at once."""
+    with MetricsServer(0) as server:
+        before = threading.active_count()
+        held = []
+        try:
+            for _ in range(100):
+                conn = socket.create_connection(server.address, timeout=5)
+                conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # never the end
+                held.append(conn)
+            deadline = time.monotonic() + 10
+            closed: set[socket.socket] = set()  # by the server (refused, or cut)
+            while len(closed) < len(held) - MAX_CONNECTIONS:
+                assert time.monotonic() < deadline, len(closed)
+                readable = select.select([c for c in held if c not in closed], [], [], 0.1)[0]
+                closed.update(c for c in readable if c.recv(100) == b"")
+            time.sleep(GRACE)  # the kept ones are past their grace: a scrape closes the oldest
+            assert scrape(server.url) == {}
+            while threading.active_count() - before > MAX_CONNECTIONS:
+                assert time.monotonic() < deadline, threading.active_count() - before
+                time.sleep(0.01)
+            assert server.connections <= MAX_CONNECTIONS
+        finally:
+            for conn in held:
+                conn.close()
+
+
+def test_a_huge_request_line_then_a_reset_prints_nothing(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A 70 KB request line followed by a reset (issue 18, item 16): no traceback on
+    stderr, and the server goes on serving."""
+    with MetricsServer(0) as server:
+        for _ in range(3):
+            conn = socket.create_connection(server.address, timeout=5)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.sendall(b"GET /" + b"a" * 70_000)
+            conn.close()  # linger 0: a reset
+        assert scrape(server.url) == {}
+    assert capfd.readouterr().err == ""
+
+
+def test_a_connection_that_never_sends_is_closed_after_the_read_timeout() -> None:
+    assert READ_TIMEOUT == 5.0  # the default
+    with MetricsServer(0, read_timeout=0.5) as server:
+        conn = socket.create_connection(server.address, timeout=10)
+        started = time.monotonic()
+        assert conn.recv(100) == b""  # closed by the server
+        assert 0.4 <= time.monotonic() - started <= 5
+        conn.close()

@@ -151,6 +151,34 @@ def test_against_publish_request_port(
     assert re.search(rf"{client.sent} re-requests, {client.sent} answers", summary), summary
 
 
+def test_publish_lingers_until_a_slow_client_is_done(
+    multicast: None, feed: tuple[Path, list[bytes]]
+) -> None:
+    """~10,000 chained requests at the default 2,000 a second take ~5 s, far past the 2 s
+    end of session (issue 18, item 12): publish goes on answering until the client has
+    been quiet for --linger seconds (default 3), and says so."""
+    path, messages = feed
+    port, request_port = free_port(), free_port()
+    client = NassauLikeClient((GROUP, port), ("127.0.0.1", request_port))
+    try:
+        publisher = start(
+            "publish", f"{GROUP}:{port}", "--session", SESSION, "--input", str(path),
+            "--request-port", str(request_port), "--drop", "0.05", "--seed", "7",
+            "--max-payload", "400",
+        )  # fmt: skip
+        client.run(timeout=30)
+        code, err = finish(publisher)
+    finally:
+        client.close()
+    assert code == 0, err
+    assert client.next_seq == COUNT + 1, (client.next_seq, client.sent, err)
+    assert client.messages == messages
+    assert "still answering re-requests until none has come for 3 s (--linger)" in err, err
+    summary = err.splitlines()[-1]
+    assert re.search(rf"{client.sent} re-requests, {client.sent} answers", summary), summary
+    assert re.search(r"answered re-requests \d+\.\d s after the end of session", summary)
+
+
 def test_against_serve(multicast: None, feed: tuple[Path, list[bytes]]) -> None:
     path, messages = feed
     port, serve_port = free_port(), free_port()

@@ -1,11 +1,12 @@
 /*
  * Optional C accelerator for the receive hot path. Every function here has a pure-Python
- * twin that gives identical results (wire.parse_blocks, net.recv_batch); the package
- * works without this module.
+ * twin that gives identical results (wire.parse_blocks, net.recv_batch, the SoupBinTCP runs
+ * of soupbintcp.py); the package works without this module.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifdef __linux__
 #include <errno.h>
@@ -116,6 +117,231 @@ join_blocks(PyObject *self, PyObject *arg)
         q[1] = (unsigned char)(len & 0xff);
         memcpy(q + 2, PyBytes_AS_STRING(m), (size_t)len);
         q += 2 + len;
+    }
+    return out;
+}
+
+/* SoupBinTCP runs (moldudp64.soupbintcp): a Sequenced Data packet is a 2-byte length L,
+ * 'S', then L-1 bytes of message; a BinaryFILE block is a 2-byte length, then the
+ * message. A run of one is the run of the other with the type byte and a length off by
+ * one, so a whole buffer converts in one pass. The scans stop at the first packet that is
+ * incomplete, not 'S', or of length 0 (the caller's slow path takes it). */
+
+/* The end of the run of whole 'S' packets from pos, and how many there are. */
+static Py_ssize_t
+soup_scan(const unsigned char *p, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t *count)
+{
+    Py_ssize_t n = 0;
+    while (pos + 3 <= end && p[pos + 2] == 'S') {
+        Py_ssize_t len = ((Py_ssize_t)p[pos] << 8) | p[pos + 1];
+        if (len == 0 || pos + 2 + len > end)
+            break;
+        pos += 2 + len;
+        n++;
+    }
+    *count = n;
+    return pos;
+}
+
+/* (buffer, pos) arguments: any bytes-like object, a position within it. */
+static int
+buffer_and_pos(PyObject *args, const char *name, Py_buffer *view, Py_ssize_t *pos)
+{
+    if (!PyArg_ParseTuple(args, "y*n", view, pos))
+        return -1;
+    if (*pos < 0 || *pos > view->len) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_ValueError, "%s(): position out of range", name);
+        return -1;
+    }
+    return 0;
+}
+
+/* Copy len bytes; short messages (the usual case) in one fixed 32-byte move when both
+ * sides have room for it (the bytes past len are overwritten by what follows). */
+static inline void
+copy_message(unsigned char *q, const unsigned char *q_end, const unsigned char *p,
+             const unsigned char *p_end, Py_ssize_t len)
+{
+    if (len <= 32 && q + 32 <= q_end && p + 32 <= p_end)
+        memcpy(q, p, 32);
+    else
+        memcpy(q, p, (size_t)len);
+}
+
+/* soup_to_blocks(buf: Buffer, pos: int) -> tuple[int, bytes, int]
+ *
+ * The run of Sequenced Data packets from pos as BinaryFILE blocks: (count, blocks, the
+ * position after the run). */
+static PyObject *
+soup_to_blocks(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t pos;
+    if (buffer_and_pos(args, "soup_to_blocks", &view, &pos) < 0)
+        return NULL;
+    const unsigned char *p = (const unsigned char *)view.buf;
+    Py_ssize_t end = view.len;
+    const unsigned char *p_end = p + end;
+    Py_ssize_t count;
+    Py_ssize_t stop = soup_scan(p, pos, end, &count);
+    /* Sized exactly (a first pass over the lengths): no resize, so the allocator gets
+     * back the same sizes read after read and reuses its memory. */
+    PyObject *out = PyBytes_FromStringAndSize(NULL, stop - pos - count);
+    if (out == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    unsigned char *q = (unsigned char *)PyBytes_AS_STRING(out);
+    const unsigned char *q_end = q + (stop - pos - count);
+    while (pos < stop) {
+        Py_ssize_t len = (((Py_ssize_t)p[pos] << 8) | p[pos + 1]) - 1;
+        q[0] = (unsigned char)(len >> 8);
+        q[1] = (unsigned char)(len & 0xff);
+        copy_message(q + 2, q_end, p + pos + 3, p_end, len);
+        q += 2 + len;
+        pos += 3 + len;
+    }
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(nNn)", count, out, stop);
+}
+
+/* soup_split(buf: Buffer, pos: int) -> tuple[list[bytes], int]
+ *
+ * The messages of the run of Sequenced Data packets from pos, and the position after it. */
+static PyObject *
+soup_split(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t pos, count;
+    if (buffer_and_pos(args, "soup_split", &view, &pos) < 0)
+        return NULL;
+    const unsigned char *p = (const unsigned char *)view.buf;
+    Py_ssize_t stop = soup_scan(p, pos, view.len, &count);
+    PyObject *out = PyList_New(count);
+    if (out == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t len = (((Py_ssize_t)p[pos] << 8) | p[pos + 1]) - 1;
+        PyObject *msg = PyBytes_FromStringAndSize((const char *)p + pos + 3, len);
+        if (msg == NULL) {
+            Py_DECREF(out);
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, msg);
+        pos += 3 + len;
+    }
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(Nn)", out, stop);
+}
+
+/* blocks_to_soup(blocks: bytes, max_count: int) -> tuple[int, bytes, int]
+ *
+ * Up to max_count whole BinaryFILE blocks from the start of blocks as Sequenced Data
+ * packets: (count, packets, bytes of blocks taken). Stops before an incomplete block and
+ * before a message of 65,535 bytes (too long for a packet). */
+static PyObject *
+blocks_to_soup(PyObject *self, PyObject *args)
+{
+    PyObject *buf;
+    Py_ssize_t max_count;
+    if (!PyArg_ParseTuple(args, "On", &buf, &max_count))
+        return NULL;
+    if (!PyBytes_Check(buf)) {
+        PyErr_SetString(PyExc_TypeError, "blocks_to_soup() expects bytes");
+        return NULL;
+    }
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(buf);
+    Py_ssize_t end = PyBytes_GET_SIZE(buf);
+    Py_ssize_t pos = 0, count = 0;
+    while (count < max_count && pos + 2 <= end) {
+        Py_ssize_t len = ((Py_ssize_t)p[pos] << 8) | p[pos + 1];
+        if (len == 0xFFFF || pos + 2 + len > end)
+            break;
+        pos += 2 + len;
+        count++;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, pos + count);
+    if (out == NULL)
+        return NULL;
+    unsigned char *q = (unsigned char *)PyBytes_AS_STRING(out);
+    const unsigned char *q_end = q + pos + count;
+    Py_ssize_t at = 0;
+    while (at < pos) {
+        Py_ssize_t len = ((Py_ssize_t)p[at] << 8) | p[at + 1];
+        q[0] = (unsigned char)((len + 1) >> 8);
+        q[1] = (unsigned char)((len + 1) & 0xff);
+        q[2] = 'S';
+        copy_message(q + 3, q_end, p + at + 2, p + end, len);
+        q += 3 + len;
+        at += 2 + len;
+    }
+    return Py_BuildValue("(nNn)", count, out, pos);
+}
+
+/* scan_blocks(data: bytes, max_count: int) -> tuple[int, int]
+ *
+ * How many whole BinaryFILE blocks (at most max_count) start data, and their bytes. */
+static PyObject *
+scan_blocks(PyObject *self, PyObject *args)
+{
+    PyObject *buf;
+    Py_ssize_t max_count;
+    if (!PyArg_ParseTuple(args, "On", &buf, &max_count))
+        return NULL;
+    if (!PyBytes_Check(buf)) {
+        PyErr_SetString(PyExc_TypeError, "scan_blocks() expects bytes");
+        return NULL;
+    }
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(buf);
+    Py_ssize_t end = PyBytes_GET_SIZE(buf);
+    Py_ssize_t pos = 0, count = 0;
+    while (count < max_count && pos + 2 <= end) {
+        Py_ssize_t stop = pos + 2 + (((Py_ssize_t)p[pos] << 8) | p[pos + 1]);
+        if (stop > end)
+            break;
+        pos = stop;
+        count++;
+    }
+    return Py_BuildValue("(nn)", count, pos);
+}
+
+/* split_binaryfile(blocks: bytes) -> list[bytes]
+ *
+ * The messages of whole BinaryFILE blocks (stops at an incomplete one). */
+static PyObject *
+split_binaryfile(PyObject *self, PyObject *arg)
+{
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "split_binaryfile() expects bytes");
+        return NULL;
+    }
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(arg);
+    Py_ssize_t end = PyBytes_GET_SIZE(arg);
+    Py_ssize_t pos = 0, count = 0;
+    while (pos + 2 <= end) {
+        Py_ssize_t stop = pos + 2 + (((Py_ssize_t)p[pos] << 8) | p[pos + 1]);
+        if (stop > end)
+            break;
+        pos = stop;
+        count++;
+    }
+    PyObject *out = PyList_New(count);
+    if (out == NULL)
+        return NULL;
+    pos = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t len = ((Py_ssize_t)p[pos] << 8) | p[pos + 1];
+        PyObject *msg = PyBytes_FromStringAndSize((const char *)p + pos + 2, len);
+        if (msg == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, msg);
+        pos += 2 + len;
     }
     return out;
 }
@@ -273,6 +499,16 @@ static PyMethodDef methods[] = {
      "Messages of a valid packet as bytes; None when malformed."},
     {"join_blocks", join_blocks, METH_O,
      "Message blocks (2-byte length + data) of a list of bytes, back to back."},
+    {"soup_to_blocks", soup_to_blocks, METH_VARARGS,
+     "A run of SoupBinTCP Sequenced Data packets as BinaryFILE blocks."},
+    {"soup_split", soup_split, METH_VARARGS,
+     "The messages of a run of SoupBinTCP Sequenced Data packets."},
+    {"blocks_to_soup", blocks_to_soup, METH_VARARGS,
+     "Whole BinaryFILE blocks as SoupBinTCP Sequenced Data packets."},
+    {"scan_blocks", scan_blocks, METH_VARARGS,
+     "How many whole BinaryFILE blocks (at most max_count) start data, and their bytes."},
+    {"split_binaryfile", split_binaryfile, METH_O,
+     "The messages of whole BinaryFILE blocks."},
 #ifdef HAVE_RECVMMSG
     {"recv_batch", recv_batch, METH_VARARGS,
      "Up to max_count datagrams in one recvmmsg() call; [] when none is ready."},

@@ -18,6 +18,8 @@ from .wire import MAX_MESSAGE_LENGTH, Buffer, join_blocks
 __all__ = ["BinaryFileReader", "BinaryFileWriter", "iter_binaryfile", "write_binaryfile"]
 
 _CHUNK = 1 << 20
+#: Blocks of at least this many bytes skip the buffer (written after what it holds).
+_DIRECT = 1 << 16
 
 
 class BinaryFileReader(Closing):
@@ -155,6 +157,20 @@ class BinaryFileWriter(Closing):
                 return
         for message in messages:
             self.write(message)
+
+    def write_blocks(self, blocks: Buffer, count: int) -> None:
+        """Append ``count`` messages given as whole BinaryFILE blocks (written as they
+        are: the caller vouches for the framing)."""
+        if len(blocks) >= _DIRECT:  # a large run goes straight to the file (no copy)
+            if self._buffer.tell():
+                self._file.write(self._buffer.getvalue())  # what came before it first
+                self._buffer = io.BytesIO()
+            self._file.write(blocks)
+        else:
+            self._buffer.write(blocks)
+            if self._buffer.tell() >= _CHUNK:
+                self.flush()
+        self.count += count
 
     def flush(self) -> None:
         """Push buffered messages to the file."""

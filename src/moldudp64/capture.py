@@ -21,7 +21,7 @@ by hand, because dpkt builds a Python object per record header and per protocol 
 ``dpkt.pcap.Reader`` alone yields about 430,000 records/s with nothing decoded. For classic
 pcap files of Ethernet frames, records are cut out of 1 MiB chunks and plain IPv4 (no
 options, not a fragment) + UDP is sliced in place, about 850,000 datagrams/s; every other
-frame (VLAN tags, Linux cooked, raw IP, fragments, pcapng) goes through :meth:`_decode`,
+frame (VLAN tags, Linux cooked, raw IP, fragments, pcapng) goes through ``_decode()``,
 still hand-sliced with ``struct``. A test checks both paths give the same datagrams and
 counts, and another that the record framing matches dpkt's reader.
 
@@ -82,7 +82,7 @@ class CaptureDamaged(CaptureError):
 
 class CapturedDatagram(NamedTuple):
     """One UDP datagram found in a capture (not the live client's
-    :class:`moldudp64.Datagram`)."""
+    :class:`moldudp64.sync.Datagram`)."""
 
     timestamp: float
     src: Address

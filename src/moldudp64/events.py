@@ -1,6 +1,6 @@
 """Events the protocol cores emit, as small frozen dataclasses.
 
-Sequence ranges are inclusive at both ends: ``first_seq``..``last_seq``.
+Sequence ranges are inclusive at both ends: ``first_seq`` to ``last_seq``.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class SessionEnded(Event):
 
 @dataclass(frozen=True, slots=True)
 class GapDetected(Event):
-    """Messages ``first_seq``..``last_seq`` are missing and will be recovered if possible."""
+    """Messages ``first_seq`` to ``last_seq`` are missing and will be recovered if possible."""
 
     session: str
     first_seq: int
@@ -115,7 +115,7 @@ class GapDetected(Event):
 
 @dataclass(frozen=True, slots=True)
 class GapFilled(Event):
-    """Messages ``first_seq``..``last_seq``, once missing, were recovered."""
+    """Messages ``first_seq`` to ``last_seq``, once missing, were recovered."""
 
     session: str
     first_seq: int
@@ -124,7 +124,7 @@ class GapFilled(Event):
 
 @dataclass(frozen=True, slots=True)
 class MessagesLost(Event):
-    """Messages ``first_seq``..``last_seq`` will never be delivered; ``reason`` says why."""
+    """Messages ``first_seq`` to ``last_seq`` will never be delivered; ``reason`` says why."""
 
     session: str
     first_seq: int

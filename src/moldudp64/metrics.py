@@ -14,7 +14,13 @@ The metric names, types and meanings are listed in the README ("Metrics").
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import logging
+import socket
+import socketserver
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -40,6 +46,12 @@ logger = logging.getLogger(__name__)
 
 #: How often a snapshot taken while another thread changes the counters is retried.
 _SNAPSHOT_TRIES = 3
+#: Connections (each one thread) served at once; see :class:`MetricsServer`.
+MAX_CONNECTIONS = 16
+#: Seconds a connection may take from accept to its answer (each read, and in all).
+READ_TIMEOUT = 5.0
+#: Seconds a new connection is safe from being closed for a newer one (a scrape takes ms).
+GRACE = 0.25
 
 
 class MetricsError(MoldUDP64Error):
@@ -275,24 +287,134 @@ class FieldsCollector:
             yield _gauge(f"{self.prefix}_{attr}", doc, float(getattr(s, attr)))
 
 
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with the registry's metrics (one request per connection)."""
+
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.read_timeout)  # each read (and cut at it)
+
+    def do_GET(self) -> None:
+        from prometheus_client.exposition import choose_encoder
+
+        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+        body = encoder(self.server.registry)
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("metrics %s: " + format, self.address_string(), *args)
+
+
+class _HTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    """A thread per connection, at most ``max_connections`` of them: a new connection
+    beyond closes the oldest one open for over ``GRACE`` seconds, or is itself closed when
+    there is none; one older than ``read_timeout`` is closed when the next arrives (its
+    thread also times out on its own). Errors of a connection (a reset, garbage) are
+    logged at debug level, never printed."""
+
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(
+        self, address: tuple[str, int], registry: Any, max_connections: int, read_timeout: float
+    ) -> None:
+        self.registry = registry
+        self.max_connections = max_connections
+        self.read_timeout = read_timeout
+        self._open: dict[socket.socket, float] = {}  # connection -> accepted at
+        self._open_lock = threading.RLock()
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.address_family = family
+        super().__init__(address, _Handler)
+
+    @property
+    def connections(self) -> int:
+        """Connections open now (each with its thread)."""
+        return len(self._open)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        now = time.monotonic()
+        with self._open_lock:
+            for conn, accepted in list(self._open.items()):  # oldest first
+                age = now - accepted
+                full = len(self._open) >= self.max_connections
+                if age >= self.read_timeout or (full and age > GRACE):
+                    self._cut(conn)
+            if len(self._open) >= self.max_connections:  # all busy and young: refuse this one
+                logger.debug("metrics connection from %s refused: busy", client_address)
+                self.shutdown_request(request)
+                return
+            self._open[request] = now
+        super().process_request(request, client_address)
+
+    def _cut(self, conn: socket.socket) -> None:
+        """Make ``conn``'s thread give up (its reads see the end); lock held."""
+        del self._open[conn]
+        with contextlib.suppress(OSError):
+            conn.shutdown(socket.SHUT_RDWR)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.pop(request, None)
+        super().shutdown_request(request)
+
+    def cut_all(self) -> None:
+        """Close every open connection (their threads end)."""
+        with self._open_lock:
+            for conn in list(self._open):
+                self._cut(conn)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        logger.debug("metrics connection from %s failed", client_address, exc_info=True)
+
+
 class MetricsServer:
     """Serves its own registry over HTTP on ``addr:port`` (port 0: any free one) from a
-    daemon thread, until :meth:`close`; a context manager."""
+    daemon thread, until :meth:`close`; a context manager.
 
-    def __init__(self, port: int, addr: str = "127.0.0.1") -> None:
+    Any GET path answers with the metrics. At most ``max_connections`` connections (one
+    thread each) are served at once and none for longer than ``read_timeout`` seconds:
+    half-sent requests cannot pile up threads; a new connection when all are taken closes
+    the oldest one past ``GRACE`` seconds (a real scrape is done by then).
+    """
+
+    def __init__(
+        self,
+        port: int,
+        addr: str = "127.0.0.1",
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        read_timeout: float = READ_TIMEOUT,
+    ) -> None:
         _require()
-        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client import CollectorRegistry
 
         self.registry = CollectorRegistry(auto_describe=False)
         try:
-            self._httpd, self._thread = start_http_server(port, addr, self.registry)
-        except OSError as exc:
-            raise MetricsError(
-                f"cannot serve metrics on {addr}:{port}: {exc.strerror or exc}"
-            ) from None
+            self._httpd = _HTTPServer((addr, port), self.registry, max_connections, read_timeout)
+        except (OSError, OverflowError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise MetricsError(f"cannot serve metrics on {addr}:{port}: {reason}") from None
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="moldudp64-metrics", daemon=True
+        )
+        self._thread.start()
         host, bound = self._httpd.server_address[:2]
         self.address: tuple[str, int] = (str(host), int(bound))
         self.url = f"http://{self.address[0]}:{self.address[1]}/metrics"
+
+    @property
+    def connections(self) -> int:
+        """HTTP connections open now (each holds one thread)."""
+        return self._httpd.connections
 
     def add(self, collector: Collects) -> None:
         """Serve ``collector``'s metrics too (anything with ``collect()``)."""
@@ -303,6 +425,7 @@ class MetricsServer:
         if self._thread.is_alive():
             self._httpd.shutdown()
             self._thread.join()
+        self._httpd.cut_all()
         self._httpd.server_close()
 
     def __enter__(self) -> MetricsServer:

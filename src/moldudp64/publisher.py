@@ -13,14 +13,14 @@ at :meth:`~PublisherCore.get_timer`::
 Timing rules (on the simulated or real clock the caller passes in):
 
 - a partial packet goes out ``flush_delay`` seconds after its first message was
-  published (0: at the next :meth:`datagrams_to_send`); a full one at once;
+  published (0: at the next :meth:`~PublisherCore.datagrams_to_send`); a full one at once;
 - when nothing was sent for ``heartbeat_interval`` seconds a heartbeat (count 0)
   carrying the next sequence number goes out;
-- :meth:`end_session` sends the pending messages, then an end-of-session packet (count
-  0xFFFF, next sequence number, no blocks) at once and every ``end_of_session_interval``
-  seconds (default: the heartbeat interval, at most a quarter of the period) for
-  ``end_of_session_duration`` seconds, in place of heartbeats; then
-  :attr:`ended` is true and the core is silent.
+- :meth:`~PublisherCore.end_session` sends the pending messages, then an end-of-session
+  packet (count 0xFFFF, next sequence number, no blocks) at once and every
+  ``end_of_session_interval`` seconds (default: the heartbeat interval, at most a quarter
+  of the period) for ``end_of_session_duration`` seconds, in place of heartbeats; then
+  :attr:`~PublisherCore.ended` is true and the core is silent.
 """
 
 from __future__ import annotations

@@ -83,14 +83,14 @@ class CaptureReplay:
         self.tap = tap
         self.printable_only = port is None
         self.sessions: dict[bytes, SessionReplay] = {}
-        self.other_sessions: dict[bytes, int] = {}  # packets per other session (bounded)
-        self.other_sessions_unnamed = 0  # packets of other sessions past the table's bound
+        self.other_sessions: dict[bytes, int] = {}  #: packets per other session (bounded)
+        self.other_sessions_unnamed = 0  #: packets of other sessions past the table's bound
         self.not_moldudp64 = 0
-        self.too_many_sessions = 0  # packets of sessions past MAX_SESSIONS
-        self.datagrams = 0  # UDP datagrams seen (before the port filter)
-        self.other_port = 0  # left out by the port filter
-        self.answers_elsewhere = 0  # of those: MoldUDP64 packets of a kept session
-        self.now = 0.0  # the clock: the latest timestamp seen
+        self.too_many_sessions = 0  #: packets of sessions past MAX_SESSIONS
+        self.datagrams = 0  #: UDP datagrams seen (before the port filter)
+        self.other_port = 0  #: left out by the port filter
+        self.answers_elsewhere = 0  #: of those: MoldUDP64 packets of a kept session
+        self.now = 0.0  #: the clock: the latest timestamp seen
 
     def _new_session(self, raw: bytes, ts: float) -> SessionReplay | None:
         if self.only is not None and raw != self.only:

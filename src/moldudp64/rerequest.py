@@ -16,17 +16,17 @@ like any other. A message too large even for that is refused (``too_large``).
 
 Requests get no answer, and are counted in :attr:`RerequestStats.refused` by reason, when:
 
-=============== ===================================================================
-``bad_length``  the datagram is not exactly 20 bytes
-``not_allowed`` the source address is outside the allow-list
+================= =================================================================
+``bad_length``    the datagram is not exactly 20 bytes
+``not_allowed``   the source address is outside the allow-list
 ``wrong_session`` it names another session
-``seq_zero``    it asks for sequence number 0
-``count_zero``  it asks for 0 messages
-``rate_limited`` the source is over its budget and cannot wait for it (see below)
-``not_held``    the store does not hold the requested sequence number
-``too_large``   the requested message does not fit in any datagram
-``store_error`` the store could not be read (a file that shrank, a closed store)
-=============== ===================================================================
+``seq_zero``      it asks for sequence number 0
+``count_zero``    it asks for 0 messages
+``rate_limited``  the source is over its budget and cannot wait for it (see below)
+``not_held``      the store does not hold the requested sequence number
+``too_large``     the requested message does not fit in any datagram
+``store_error``   the store could not be read (a file that shrank, a closed store)
+================= =================================================================
 
 Rate limiting (:class:`RateLimit`) is per source host (the port is ignored: a client may
 use many) with two token buckets, requests and answer bytes, refilled continuously up to
@@ -38,15 +38,36 @@ a client that asks no faster than its answers arrive (one request at a time, the
 when the answer came) is slowed to its budget, never refused; a source that floods fills
 its small queue and the rest is refused. Waiting sources are served round robin, so a
 source within its budget keeps its share of the global cap while others flood. Every
-refusal for rate is counted, and logged as a warning once per source per
-``log_interval`` seconds.
+refusal for rate is counted, and summarised in one warning line per ``log_interval``
+seconds (how many, from how many sources, the busiest ones), whatever the number of
+sources.
 
-The table of sources is bounded (``max_sources``). A source's bucket is forgotten only
-once it has refilled to a full burst (forgetting it then gives nothing away); while the
-table is full of busy sources, new ones share one overflow bucket with the budget of a
-single source, and a bucket made later starts with no more than the overflow bucket
-holds. So neither a new source nor one pushed out of the table by a flood of others ever
-gets more than its budget, and the total stays within the global cap.
+A source that got ``ESTABLISH_AFTER`` answers, never refused by the class budget
+(below), the last while fewer than ``CROWD`` new sources asked in this second and the
+one before and they used less than half that budget, is *established* (it has a
+history of valid requests, from before any flood of many sources): it keeps its own budget
+whatever the crowd, and its bucket is kept while it is quiet (up to
+``ESTABLISHED_IDLE`` seconds), so a flood of other sources cannot push it out. At most
+``max_sources // 4`` (at most 256) are established at once; a seat frees only when its
+holder has been quiet that long. Every other source is *new*: new sources are rated as
+a class, all of them together within the budget of one source (requests and bytes),
+beyond which they are refused at once (a flood of many sources costs a refusal each,
+not an answer). Within the class, each source's first ``NEWCOMER_ALLOWANCE`` requests
+in its first ``NEWCOMER_SECONDS`` come first: they may overdraw the class budget (by
+at most half a second of it), so a client that turns up during a flood from thousands
+of sources that have long spent theirs is still answered at once. What a source spent
+of that allowance is remembered in a fixed 256 KiB table (two hashed counters),
+bounded whatever the flood.
+
+In :meth:`~RerequestServerCore.handle_requests` (the servers' path), a new source
+refused by the class budget (its allowance spent) has its requests shed unread for a
+second, and a source refused over its own budget (its queue of waiting requests full)
+for 20 ms: a flood then costs a dictionary look-up a datagram, and a server with a
+slow store sheds it before queueing (:meth:`~RerequestServerCore.benched`).
+
+What cannot be told apart: a client new to the server during a flood from many
+sources is one of them: it has its allowance, then a share of the class budget, until
+the flood stops.
 """
 
 from __future__ import annotations
@@ -111,6 +132,30 @@ _DEFAULT_GLOBAL = 50_000_000.0
 #: One request token, less what float rounding of a refill may leave short.
 _ONE = 1.0 - 1e-6
 _OVERFLOW = "(new sources while the source table is full)"
+#: Answers after which a source is established (see the module's docstring).
+ESTABLISH_AFTER = 4
+#: Established sources at most (and at most a quarter of ``max_sources``).
+MAX_ESTABLISHED = 256
+#: New sources asking within a second that make a crowd: none is established meanwhile.
+CROWD = 64
+#: Seconds an established source may be quiet before its seat may go to another.
+ESTABLISHED_IDLE = 60.0
+#: Answers each new source may have ahead of the class budget (see the docstring).
+NEWCOMER_ALLOWANCE = 32
+#: ... and only in the first this many seconds of its bucket (a flood's sources soon lose it).
+NEWCOMER_SECONDS = 2.0
+#: How far newcomers' first answers may overdraw the class budget, in seconds of it.
+_CLASS_DEBT_SECONDS = 0.5
+#: Counters of the newcomers' allowance spent (two per source, hashed; 256 KiB).
+_ALLOWANCE_BITS = 18
+#: Seconds a new source refused by the class budget has its batched requests shed unread.
+_BENCH_SECONDS = 1.0
+#: The same for a source refused over its own budget (its queue of waiting ones full).
+_OWN_BENCH_SECONDS = 0.02
+#: Sources on that bench at most (beyond, it is emptied: memory bounded).
+_MAX_BENCHED = 65_536
+#: Hosts named in the rate-refusal summary's counts (the rest are counted, not named).
+_MAX_REFUSAL_HOSTS = 4096
 
 
 def _positive(value: object, name: str) -> None:
@@ -206,16 +251,29 @@ DEFAULT_RATE_LIMIT = RateLimit()
 class _Bucket:
     """Two token buckets of one source, its waiting requests and its refusal log state."""
 
-    __slots__ = ("bytes", "logged_at", "refused", "requests", "stamp", "waiting")
+    __slots__ = (
+        "answered",
+        "born",
+        "bytes",
+        "established",
+        "requests",
+        "seen",
+        "stamp",
+        "waiting",
+        "window",
+    )
 
     def __init__(self, requests: float, nbytes: float, now: float) -> None:
         self.requests = requests
         self.bytes = nbytes
         self.stamp = now
+        self.seen = now  # when the source last asked
+        self.born = now
+        self.window = -1  # the last second (int(now)) it was counted active in
+        self.answered = 0  # -1: refused by the class budget, never to be established
+        self.established = False
         #: (seq_num, count, addr, deadline) of requests waiting for budget, oldest first.
         self.waiting: deque[tuple[int, int, Address, float]] = deque()
-        self.refused = 0  # rate refusals not logged yet
-        self.logged_at: float | None = None
 
     def refill(self, now: float, limit: RateLimit) -> None:
         elapsed = now - self.stamp
@@ -281,9 +339,26 @@ class RerequestServerCore:
                 raise ConfigError(f"allow-list entry: {exc}") from None
             self.allow = tuple(networks)
         self._allowed_cache: OrderedDict[str, bool] = OrderedDict()
+        #: New sources' buckets, least recently seen first.
         self._sources: OrderedDict[str, _Bucket] = OrderedDict()
+        #: Established sources' buckets, least recently seen first.
+        self._established: OrderedDict[str, _Bucket] = OrderedDict()
         #: Shared by new sources while the table is full of busy ones (never waits).
         self._overflow: _Bucket | None = None
+        #: The budget of all new sources together (one source's), made at first use.
+        self._class: _Bucket | None = None
+        #: New sources that asked in this second and the one before (crowd detection).
+        self._window = -1
+        self._active_new = 0
+        self._active_new_before = 0
+        #: The newcomers' allowance spent, by two hashes of the host (made at first use).
+        self._allowance: bytearray | None = None
+        #: New sources refused by the class budget -> until when their requests are shed.
+        self._benched: dict[str, float] = {}
+        self._refusal_log_at: float | None = None
+        self._refusals_unlogged = 0
+        self._refusal_hosts: dict[str, int] = {}
+        self._refusal_hosts_more = False  # more sources than _MAX_REFUSAL_HOSTS
         #: Hosts with waiting requests, in round-robin order.
         self._waiting_hosts: OrderedDict[str, _Bucket] = OrderedDict()
         self._waiting_total = 0
@@ -317,7 +392,7 @@ class RerequestServerCore:
             messages=self._messages,
             bytes=self._bytes,
             refused=dict(self._refused),
-            sources=len(self._sources),
+            sources=len(self._sources) + len(self._established),
             waited=self._waited,
             waiting=self._waiting_total,
         )
@@ -367,19 +442,33 @@ class RerequestServerCore:
 
     def _bucket(self, host: str, now: float, limit: RateLimit) -> tuple[_Bucket, bool]:
         """The bucket of ``host``, refilled to ``now``, and whether it is its own."""
+        established = self._established
+        bucket = established.get(host)
+        if bucket is not None:
+            established.move_to_end(host)
+            bucket.refill(now, limit)
+            bucket.seen = now
+            return bucket, True
+        window = self._roll_window(now)
         sources = self._sources
         bucket = sources.get(host)
         if bucket is not None:
             sources.move_to_end(host)
             bucket.refill(now, limit)
+            bucket.seen = now
+            if bucket.window != window:
+                bucket.window = window
+                self._active_new += 1
             return bucket, True
+        self._active_new += 1
         burst = limit.burst_seconds
-        if len(sources) >= limit.max_sources:
-            # Forget the least recently seen source only if its bucket is full again:
+        if len(sources) + len(established) >= limit.max_sources:
+            # Forget the least recently seen new source only if its bucket is full again:
             # a fresh bucket for it later then gives it nothing it did not have.
-            oldest_host, oldest = next(iter(sources.items()))
-            oldest.refill(now, limit)
-            if not oldest.full(limit):
+            oldest_host, oldest = next(iter(sources.items()), ("", None))
+            if oldest is not None:
+                oldest.refill(now, limit)
+            if oldest is None or not oldest.full(limit):
                 overflow = self._overflow
                 if overflow is None:
                     overflow = self._overflow = _Bucket(
@@ -399,6 +488,49 @@ class RerequestServerCore:
             bucket.bytes = min(bucket.bytes, overflow.bytes)
         sources[host] = bucket
         return bucket, True
+
+    def _roll_window(self, now: float) -> int:
+        """The second ``now`` is in; a new one starts the count of active new sources."""
+        window = int(now)
+        if window != self._window:
+            self._active_new_before = self._active_new if window == self._window + 1 else 0
+            self._active_new = 0
+            self._window = window
+        return window
+
+    def established(self, host: str) -> bool:
+        """Whether ``host`` is an established source (read only, as :meth:`benched`)."""
+        return host in self._established
+
+    def newcomer(self, host: str, now: float) -> bool:
+        """Whether ``host`` is a new source still within its first requests (see the
+        module's docstring). Only reads: an I/O layer may ask from its own thread, to
+        queue such requests ahead of a flood's."""
+        if self.rate_limit is None or host in self._established:
+            return False
+        if self._allowance is None:
+            return True
+        bucket = self._sources.get(host)
+        if bucket is not None and now - bucket.born >= NEWCOMER_SECONDS:
+            return False
+        _, i, j = self._allowance_slots(host)
+        return min(self._allowance[i], self._allowance[j]) < NEWCOMER_ALLOWANCE
+
+    def note_unread(self, hosts: Iterable[str], now: float) -> None:
+        """Sources whose requests an I/O layer dropped unread (its queue full): counted
+        among the new sources active now, so that a crowd hidden by the drops is still
+        one (no source is established meanwhile)."""
+        window = self._roll_window(now)
+        established, sources = self._established, self._sources
+        for host in hosts:
+            if host in established:
+                continue
+            bucket = sources.get(host)
+            if bucket is None:
+                self._active_new += 1
+            elif bucket.window != window:
+                bucket.window = window
+                self._active_new += 1
 
     def _global_refill(self, now: float, limit: RateLimit) -> None:
         rate = limit.global_bytes_per_second
@@ -426,20 +558,132 @@ class RerequestServerCore:
             and (limit.global_bytes_per_second is None or self._global_bytes > 0)
         )
 
-    def _refuse_rate(self, host: str, bucket: _Bucket, now: float, limit: RateLimit) -> None:
-        self._refused["rate_limited"] += 1
-        bucket.refused += 1
-        if bucket.logged_at is None or now - bucket.logged_at >= limit.log_interval:
-            logger.warning(
-                "re-requests from %s refused: over the rate limit (%.0f requests, %.0f bytes "
-                "a second per source); %d refused since the last report",
-                host,
-                limit.requests_per_second,
-                limit.bytes_per_second,
-                bucket.refused,
+    def _class_bucket(self, now: float, limit: RateLimit) -> _Bucket:
+        """The new sources' shared budget, refilled to ``now``."""
+        cls = self._class
+        if cls is None:
+            burst = limit.burst_seconds
+            cls = self._class = _Bucket(
+                limit.requests_per_second * burst, limit.bytes_per_second * burst, now
             )
-            bucket.logged_at = now
-            bucket.refused = 0
+        else:
+            cls.refill(now, limit)
+        return cls
+
+    def benched(self, host: str, now: float) -> bool:
+        """Whether ``host``'s requests are shed unread now (a new source the class budget
+        refused in the last second). Only reads: an I/O layer may ask from its own thread
+        to drop such requests before queueing them for the core's."""
+        until = self._benched.get(host)
+        return until is not None and until > now
+
+    def _allowance_slots(self, host: str) -> tuple[bytearray, int, int]:
+        table = self._allowance
+        if table is None:
+            table = self._allowance = bytearray(1 << _ALLOWANCE_BITS)
+        mask = (1 << _ALLOWANCE_BITS) - 1
+        h = hash(host)
+        return table, h & mask, (h >> _ALLOWANCE_BITS) & mask
+
+    def _class_admits(
+        self, host: str, bucket: _Bucket, now: float, limit: RateLimit
+    ) -> tuple[_Bucket | None, bool]:
+        """For a new source's request: the class bucket to charge when it may be answered
+        now (else None), and whether it is one of the host's first
+        ``NEWCOMER_ALLOWANCE`` requests within ``NEWCOMER_SECONDS`` of its first (which
+        may overdraw the class budget)."""
+        cls = self._class_bucket(now, limit)
+        table, i, j = self._allowance_slots(host)
+        newcomer = min(table[i], table[j]) < NEWCOMER_ALLOWANCE and (
+            bucket is self._overflow or now - bucket.born < NEWCOMER_SECONDS
+        )
+        if newcomer:  # every request spends it, answered or not: a flood soon has none
+            table[i] = min(255, table[i] + 1)
+            table[j] = min(255, table[j] + 1)
+        if cls.requests > _ONE and cls.bytes > 0:
+            return cls, newcomer
+        debt = _CLASS_DEBT_SECONDS
+        if (
+            newcomer
+            and cls.requests > 1.0 - limit.requests_per_second * debt
+            and cls.bytes > -limit.bytes_per_second * debt
+        ):
+            return cls, True
+        return None, newcomer
+
+    def _class_ready_at(self, limit: RateLimit) -> float:
+        """When the class budget next allows an answer (-inf: not made yet)."""
+        cls = self._class
+        return -math.inf if cls is None else cls.ready_at(limit)
+
+    def _note_answered(self, host: str, bucket: _Bucket, now: float, limit: RateLimit) -> None:
+        """Count an answer to a new source with its own bucket; establish it at
+        ``ESTABLISH_AFTER`` if a seat is free (or held by one quiet for long)."""
+        if bucket.answered < 0:
+            return
+        bucket.answered += 1
+        if bucket.answered < ESTABLISH_AFTER:
+            return
+        cls = self._class
+        if (
+            max(self._active_new, self._active_new_before) >= CROWD
+            or (cls is not None
+            and cls.requests < limit.requests_per_second * limit.burst_seconds / 2)
+        ):
+            return  # new sources are many now (a flood?): none is established meanwhile
+        established = self._established
+        if len(established) >= min(MAX_ESTABLISHED, limit.max_sources // 4):
+            oldest_host, oldest = next(iter(established.items()), ("", None))
+            if oldest is None or now - oldest.seen < ESTABLISHED_IDLE or oldest.waiting:
+                return  # no seat: it stays new (and tries again at its next answer)
+            del established[oldest_host]  # quiet for long: back among the new ones
+            oldest.established = False
+            oldest.answered = 0
+            if len(self._sources) + len(established) < limit.max_sources:
+                self._sources[oldest_host] = oldest
+                self._sources.move_to_end(oldest_host, last=False)
+        if self._sources.pop(host, None) is bucket:
+            bucket.established = True
+            established[host] = bucket
+
+    def _refuse_rate(self, host: str, now: float, limit: RateLimit) -> None:
+        """Count a refusal for rate; log a summary at most once per ``log_interval``."""
+        self._refused["rate_limited"] += 1
+        self._refusals_unlogged += 1
+        hosts = self._refusal_hosts
+        if host in hosts:
+            hosts[host] += 1
+        elif len(hosts) < _MAX_REFUSAL_HOSTS:
+            hosts[host] = 1
+        else:
+            self._refusal_hosts_more = True
+        last = self._refusal_log_at
+        if last is None or now - last >= limit.log_interval:
+            self.log_refusals(now)
+
+    def log_refusals(self, now: float) -> None:
+        """Log the rate refusals not reported yet, in one line (none: nothing)."""
+        limit = self.rate_limit
+        count = self._refusals_unlogged
+        if not count or limit is None:
+            return
+        hosts = self._refusal_hosts
+        busiest = sorted(hosts.items(), key=lambda item: -item[1])[:3]
+        sources = f"{len(hosts)}{'+' if self._refusal_hosts_more else ''}"
+        logger.warning(
+            "re-requests refused: over the rate limit (%.0f requests, %.0f bytes a second "
+            "per source; new sources together within one source's budget); %d refused "
+            "since the last report, from %s source(s) (most: %s)",
+            limit.requests_per_second,
+            limit.bytes_per_second,
+            count,
+            sources,
+            ", ".join(f"{h} {n}" for h, n in busiest),
+        )
+        self._refusal_log_at = now
+        self._refusals_unlogged = 0
+        self._refusal_hosts_more = False
+        hosts.clear()
 
     # -- answers ------------------------------------------------------------------------
 
@@ -468,16 +712,50 @@ class RerequestServerCore:
         return answer
 
     def _charged_answer(
-        self, bucket: _Bucket, seq_num: int, count: int, limit: RateLimit
+        self,
+        bucket: _Bucket,
+        seq_num: int,
+        count: int,
+        limit: RateLimit,
+        cls: _Bucket | None = None,
     ) -> bytes | None:
         bucket.requests -= 1.0
+        if cls is not None:
+            cls.requests -= 1.0
         answer = self._answer(seq_num, count)
         if answer is not None:
             size = len(answer)
             bucket.bytes -= size
+            if cls is not None:
+                cls.bytes -= size
             if limit.global_bytes_per_second is not None:
                 self._global_bytes -= size
         return answer
+
+    def _serve(
+        self,
+        host: str,
+        bucket: _Bucket,
+        own: bool,
+        seq_num: int,
+        count: int,
+        now: float,
+        limit: RateLimit,
+    ) -> tuple[bool, bytes | None, bool]:
+        """Answer a request whose source is within its own budget: (False, None, ...) when
+        it is new and the class budget refuses it, else (True, the answer or None, ...);
+        the last: whether it was one of a new source's first requests."""
+        if bucket.established:
+            return True, self._charged_answer(bucket, seq_num, count, limit), False
+        cls, newcomer = self._class_admits(host, bucket, now, limit)
+        if cls is None:
+            if own:
+                bucket.answered = -1  # one of a crowd: not to be established
+            return False, None, newcomer
+        answer = self._charged_answer(bucket, seq_num, count, limit, cls)
+        if answer is not None and own:
+            self._note_answered(host, bucket, now, limit)
+        return True, answer, newcomer
 
     def _handle(
         self, data: bytes, addr: Address, now: float, shed: set[str] | None
@@ -497,8 +775,20 @@ class RerequestServerCore:
         bucket, own = self._bucket(host, now, limit)
         self._global_refill(now, limit)
         if not bucket.waiting and self._within(bucket, limit):
-            return self._charged_answer(bucket, seq_num, count, limit)
-        # Over budget: wait for it if the source may, else refuse.
+            served, answer, newcomer = self._serve(
+                host, bucket, own, seq_num, count, now, limit
+            )
+            if served:
+                return answer
+            # A new source while the class budget is spent: refused at once, and (its
+            # first requests spent) its requests in batches for the next _BENCH_SECONDS
+            # too (a dict look-up each).
+            if shed is not None and not newcomer:
+                shed.add(host)
+                self._bench(host, now + _BENCH_SECONDS)
+            self._refuse_rate(host if own else _OVERFLOW, now, limit)
+            return None
+        # Over its own budget: wait for it if the source may, else refuse.
         waiting = bucket.waiting
         if (
             own
@@ -513,8 +803,16 @@ class RerequestServerCore:
             return None
         if shed is not None:
             shed.add(host)
-        self._refuse_rate(host if own else _OVERFLOW, bucket, now, limit)
+            if own:  # its queue is full: it has its budget's worth waiting already
+                self._bench(host, now + _OWN_BENCH_SECONDS)
+        self._refuse_rate(host if own else _OVERFLOW, now, limit)
         return None
+
+    def _bench(self, host: str, until: float) -> None:
+        benched = self._benched
+        if len(benched) >= _MAX_BENCHED:
+            benched.clear()
+        benched[host] = until
 
     def _wait_estimate(self, bucket: _Bucket, limit: RateLimit) -> float:
         """When a request joining ``bucket``'s queue could be answered, at the earliest."""
@@ -545,10 +843,18 @@ class RerequestServerCore:
         shed: set[str] = set()
         handle = self._handle
         skipped = 0
+        benched = self._benched
         for data, addr in datagrams:
-            if addr[0] in shed:  # the flood's hot path: no parsing, no bucket
+            host = addr[0]
+            if host in shed:  # the flood's hot path: no parsing, no bucket
                 skipped += 1
                 continue
+            until = benched.get(host)
+            if until is not None:
+                if until > now:
+                    skipped += 1
+                    continue
+                del benched[host]
             answer = handle(data, addr, now, shed)
             if answer is not None:
                 out.append((answer, addr))
@@ -576,16 +882,20 @@ class RerequestServerCore:
                 while waiting and waiting[0][3] < now:  # waited in vain
                     waiting.popleft()
                     self._waiting_total -= 1
-                    self._refuse_rate(host, bucket, now, limit)
+                    self._refuse_rate(host, now, limit)
                 served = False
                 if waiting and self._within(bucket, limit):
-                    seq_num, count, addr, _ = waiting.popleft()
-                    self._waiting_total -= 1
-                    answer = self._charged_answer(bucket, seq_num, count, limit)
-                    if answer is not None:
-                        self._waited += 1
-                        out.append((answer, addr))
-                    progress = served = True
+                    seq_num, count, addr, _ = waiting[0]
+                    served, answer, _ = self._serve(
+                        host, bucket, True, seq_num, count, now, limit
+                    )
+                    if served:
+                        waiting.popleft()
+                        self._waiting_total -= 1
+                        if answer is not None:
+                            self._waited += 1
+                            out.append((answer, addr))
+                        progress = True
                 if not waiting:
                     del hosts[host]
                 elif served:  # to the back of the round: the others' turn first
@@ -598,9 +908,13 @@ class RerequestServerCore:
         if limit is None or not self._waiting_hosts:
             return None
         glob = self._global_ready_at(limit)
+        cls = self._class_ready_at(limit)
         when = math.inf
         for bucket in self._waiting_hosts.values():
-            when = min(when, max(bucket.ready_at(limit), glob), bucket.waiting[0][3])
+            ready = max(bucket.ready_at(limit), glob)
+            if not bucket.established:
+                ready = max(ready, cls)
+            when = min(when, ready, bucket.waiting[0][3])
         return when
 
     def __repr__(self) -> str:
@@ -616,8 +930,10 @@ class PeerTable(Generic[T]):
     A server's I/O layer keeps one ``handle`` (its socket) per adopted client here. A
     client is adopted at its second answer (one-off, perhaps spoofed, sources never are),
     at most ``adopt_rate`` a second after a burst of as many (socket churn costs CPU);
-    at most ``max_peers`` are kept, the least recently active dropped first; one that
-    sent nothing for ``idle_after`` seconds is due to be dropped (:meth:`idle`).
+    at most ``max_peers`` are kept; one that sent nothing for ``idle_after`` seconds is
+    due to be dropped (:meth:`idle`). The servers drop only those: while the table is
+    full of active clients, a newcomer is not adopted (a flood of sources answered twice
+    cannot push out a known client; the newcomer is served on the shared socket).
     """
 
     __slots__ = (
@@ -625,6 +941,7 @@ class PeerTable(Generic[T]):
         "_last_adopt",
         "_peers",
         "_seen",
+        "_since",
         "_tokens",
         "adopt_rate",
         "idle_after",
@@ -639,6 +956,7 @@ class PeerTable(Generic[T]):
         self.adopt_rate = adopt_rate
         self._peers: OrderedDict[Address, T] = OrderedDict()
         self._seen: dict[Address, float] = {}
+        self._since: dict[Address, float] = {}  # adopted at
         self._answered: OrderedDict[Address, None] = OrderedDict()  # answered once so far
         self._last_adopt = 0.0
         self._tokens = adopt_rate  # a burst of a second's worth, then the rate
@@ -694,6 +1012,12 @@ class PeerTable(Generic[T]):
         """Adopt ``addr`` with its ``handle``."""
         self._peers[addr] = handle
         self._seen[addr] = now
+        self._since[addr] = now
+
+    def since(self, addr: Address) -> float:
+        """When ``addr`` was adopted (+inf if it is not): the servers serve the longest
+        adopted first when they cannot serve everyone at once."""
+        return self._since.get(addr, math.inf)
 
     def touch(self, addr: Address, now: float) -> None:
         """``addr`` sent requests at ``now`` (if adopted)."""
@@ -704,6 +1028,7 @@ class PeerTable(Generic[T]):
     def pop(self, addr: Address) -> T | None:
         """Forget ``addr``; its handle (to close), or None if it was not adopted."""
         self._seen.pop(addr, None)
+        self._since.pop(addr, None)
         return self._peers.pop(addr, None)
 
     def idle(self, now: float) -> list[Address]:

@@ -21,12 +21,40 @@ from __future__ import annotations
 import os
 import struct
 from array import array
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from ._closing import Closing
 from .exceptions import BinaryFileError, ConfigError, TruncatedFile
 from .validation import check_seq_num
 from .wire import MAX_MESSAGE_LENGTH, Buffer, check_message, join_blocks
+
+
+def _scan_blocks_py(data: bytes, max_count: int) -> tuple[int, int]:
+    """How many whole BinaryFILE blocks (at most ``max_count``) start ``data``, and their
+    bytes (the pure-Python twin of the C accelerator's)."""
+    end = len(data)
+    pos = count = 0
+    while count < max_count and pos + 2 <= end:
+        stop = pos + 2 + ((data[pos] << 8) | data[pos + 1])
+        if stop > end:
+            break
+        pos = stop
+        count += 1
+    return count, pos
+
+
+def _load_scan() -> Callable[[bytes, int], tuple[int, int]]:
+    if os.environ.get("MOLDUDP64_PURE_PYTHON"):
+        return _scan_blocks_py
+    try:
+        from ._speedups import scan_blocks
+    except ImportError:
+        return _scan_blocks_py
+    return scan_blocks
+
+
+scan_blocks = _load_scan()
 
 __all__ = [
     "DEFAULT_INDEX_INTERVAL",
@@ -261,6 +289,7 @@ class BinaryFileStore(Closing):
         self._pending = bytearray()
         self._pending_count = 0
         self._longest = (0, 0)
+        self._cursor = (0, 0)  # (sequence number, offset) where get_blocks stopped
         try:
             self._build_index(truncate_partial)
         except BaseException:
@@ -463,6 +492,64 @@ class BinaryFileStore(Closing):
         except OSError as exc:
             raise BinaryFileError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
         return out
+
+    def get_run(self, seq_num: int, max_count: int, max_bytes: int) -> list[bytes]:
+        """What :meth:`get` returns, in one read of ``max_bytes`` and one tight loop: for
+        long runs of small messages (a SoupBinTCP client catching up)."""
+        if seq_num < 1 or max_count <= 0 or seq_num >= self.next_seq_num:
+            return []
+        if self._pending and seq_num + max_count > self._count + 1:
+            self.flush()
+        max_count = min(max_count, self._count + 1 - seq_num)
+        index_pos, skip = divmod(seq_num - 1, self.index_interval)
+        offset = self._index[index_pos]
+        if skip:  # the indexed message is before the wanted one: walk to it
+            head = self.get(seq_num - skip, skip, 1 << 62)
+            offset += sum(len(m) for m in head) + 2 * len(head)
+        try:
+            buf = os.pread(self._require_fd(), min(max_bytes, self._size - offset), offset)
+        except OSError as exc:
+            raise BinaryFileError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
+        out: list[bytes] = []
+        append = out.append
+        pos = 0
+        end = len(buf)
+        # Hot loop: one step per message.
+        for _ in range(max_count):
+            if pos + 2 > end:
+                break
+            stop = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
+            if stop > end:
+                break
+            append(buf[pos + 2 : stop])
+            pos = stop
+        return out
+
+    def get_blocks(self, seq_num: int, max_count: int, max_bytes: int) -> tuple[int, bytes]:
+        """What :meth:`get_run` returns, as the file has it: ``(count, BinaryFILE blocks)``,
+        one read and no object per message (a SoupBinTCP server converts the blocks to
+        packets in one pass). ``(0, b"")`` when none is there or the first is larger than
+        ``max_bytes``."""
+        if seq_num < 1 or max_count <= 0 or seq_num >= self.next_seq_num:
+            return 0, b""
+        if self._pending and seq_num + max_count > self._count + 1:
+            self.flush()
+        max_count = min(max_count, self._count + 1 - seq_num)
+        cursor_seq, offset = self._cursor
+        if cursor_seq != seq_num:
+            index_pos, skip = divmod(seq_num - 1, self.index_interval)
+            offset = self._index[index_pos]
+            if skip:  # the indexed message is before the wanted one: walk to it
+                head = self.get(seq_num - skip, skip, 1 << 62)
+                offset += sum(len(m) for m in head) + 2 * len(head)
+        try:
+            buf = os.pread(self._require_fd(), min(max_bytes, self._size - offset), offset)
+        except OSError as exc:
+            raise BinaryFileError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
+        count, used = scan_blocks(buf, max_count)
+        # Where the next read starts: a client reading on needs no walk from the index.
+        self._cursor = (seq_num + count, offset + used)
+        return count, buf if used == len(buf) else buf[:used]
 
     def close(self) -> None:
         """Write buffered appends and close the file (idempotent)."""

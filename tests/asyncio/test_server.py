@@ -416,3 +416,49 @@ def test_closing_while_a_blocking_get_is_in_flight_sends_nothing_and_raises_noth
             assert not thread.is_alive()
     assert errors == []
     assert [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")] == []
+
+
+def test_a_blocking_store_serves_an_adopted_client_before_the_flood_queued_ahead() -> None:
+    """Issue 18, item 10 (``serve --nats``): while the worker thread is held, a flood
+    queues behind it; a client adopted before (its own socket) is answered next, not
+    after the flood's batches."""
+
+    async def main() -> None:
+        store = GatedStore()
+        store.gate.set()
+        for m in MESSAGES:
+            store.append(m)
+        async with await AsyncRerequestServer.create(SESSION, store, rate_limit=None) as srv:
+            transport, client = await open_client("127.0.0.40")
+            for seq in (1, 2):  # two answers: it gets its own socket
+                transport.sendto(request(seq, 1), srv.address)
+                assert Packet.parse(await client.recv(5.0)).seq_num == seq
+            assert len(srv._peers) == 1
+            store.gate.clear()
+            store.entered.clear()
+            flood_transport, flood = await open_client("127.0.0.41")
+            flood_transport.sendto(request(100, 1), srv.address)
+            while not store.entered.is_set():  # the worker is held in get()
+                await asyncio.sleep(0.005)
+            for seq in range(101, 113):  # a batch each: they queue behind it
+                flood_transport.sendto(request(seq, 1), srv.address)
+                await asyncio.sleep(0.01)
+            transport.sendto(request(7, 1), srv.address)
+            await asyncio.sleep(0.05)
+            arrived: list[tuple[int, str]] = []  # in the order the loop received them
+            client.datagram_received = lambda data, addr: arrived.append(  # type: ignore[method-assign]
+                (Packet.parse(data).seq_num, "client")
+            )
+            flood.datagram_received = lambda data, addr: arrived.append(  # type: ignore[method-assign]
+                (Packet.parse(data).seq_num, "flood")
+            )
+            store.gate.set()
+            deadline = asyncio.get_running_loop().time() + 5
+            while len(arrived) < 14 and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.01)
+            # at most the one the worker held came first (in arrival order all 13 did)
+            assert arrived.index((7, "client")) <= 1, arrived
+            transport.close()
+            flood_transport.close()
+
+    asyncio.run(main())

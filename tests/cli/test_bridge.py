@@ -425,3 +425,66 @@ def test_an_error_in_the_feed_thread_reaches_the_bridge_as_itself(nats_url: str)
 
     with client:
         test_jetstream.run(main(), timeout=20)
+
+
+def test_a_foreign_end_of_session_mid_feed_is_refused_and_listen_stops_at_it_loudly(
+    multicast: None, nats_url: str, tmp_path: Path
+) -> None:
+    """Someone publishes ``Mold-Kind: end, Mold-Seq: 1`` on the session's subject while the
+    bridge stores a feed: the bridge keeps storing after it, says so and exits 2 (not
+    "0 lost" with the rest missing); ``listen nats://`` writes what came before it and
+    exits 2 naming it; with it deleted, the whole session reads back."""
+    port = free_udp_port()
+    bridge = joined(
+        start(
+            "bridge", f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
+            "--request-server", f"127.0.0.1:{port + 1}", "--idle-timeout", "20",
+        )
+    )  # fmt: skip
+
+    async def forge() -> int:
+        nc = await connect(nats_url)
+        try:
+            headers = {"Mold-Kind": "end", "Mold-Seq": "1"}
+            subject = f"FEED.s.{SESSION.encode().hex()}"
+            return int((await nc.jetstream().publish(subject, b"", headers=headers)).seq)
+        finally:
+            await nc.close()
+
+    try:
+        pub = start(
+            "publish", f"{GROUP}:{port}", "--session", SESSION, "--generate", "3000",
+            "--rate", "3000", "--end-of-session-duration", "0.3",
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while stored_count(nats_url) < 1 and time.monotonic() < deadline:  # a first record
+            time.sleep(0.02)
+        forged = test_jetstream.run(forge())
+        assert pub.wait(30) == 0
+        code, err = finish(bridge)
+    finally:
+        bridge.kill()
+        bridge.wait()
+    assert code == 2, err
+    assert "session ended: 3000 messages received, 0 lost" in err
+    assert "refused 1 record(s) no bridge writes" in err
+    assert f"stream message {forged} on FEED.s." in err and "end of session at 1" in err
+
+    out = tmp_path / "out.bin"
+    listen = run("listen", f"{nats_url}/FEED", "-o", str(out))
+    line = assert_one_line_error(listen, 2)
+    assert f"stream message {forged} on FEED.s." in line and "ends the session at 1" in line
+    written = read_binaryfile(out)
+    assert written == list(generate_itch(3000, 0))[: len(written)] and written
+
+    async def delete() -> None:
+        nc = await connect(nats_url)
+        try:
+            await nc.jetstream().delete_msg("FEED", forged)
+        finally:
+            await nc.close()
+
+    test_jetstream.run(delete())
+    whole = run("listen", f"{nats_url}/FEED", "-o", str(out))
+    assert whole.returncode == 0, whole.stderr.decode()
+    assert read_binaryfile(out) == list(generate_itch(3000, 0))

@@ -22,7 +22,8 @@ import pytest
 
 from cli_helpers import assert_one_line_error, free_port, jsonl, run, start
 from moldudp64 import cli
-from moldudp64.cli.bridge import parse_nats_source
+from moldudp64.cli import EXIT_PAST_END
+from moldudp64.cli.feed import parse_nats_source
 from moldudp64.events import MessagesDelivered, SessionEnded
 
 pytest.importorskip("nats", reason="nats-py is not installed (pip install '.[test]')")
@@ -189,6 +190,24 @@ def test_a_bridge_refuses_at_once_a_stream_whose_subjects_it_cannot_append_to(
     assert "stream ORDERS exists with subjects ['orders.>']" in line
 
 
+def test_a_bridge_refuses_at_once_a_stream_whose_limits_discard_its_appends(
+    nats_url: str,
+) -> None:
+    async def bounded() -> None:
+        nc = await connect(nats_url)
+        try:
+            await nc.jetstream().add_stream(
+                name="FEED", subjects=["FEED.>"], max_msgs_per_subject=1
+            )
+        finally:
+            await nc.close()
+
+    asyncio.run(bounded())
+    bridge = run("bridge", "239.1.1.1:30001", "--nats", nats_url, "--stream", "FEED")
+    line = assert_one_line_error(bridge, 2)  # not "20000 received, 0 lost" and nothing stored
+    assert "limits that discard a bridge's appends: max_msgs_per_subject=1" in line
+
+
 def test_serve_without_the_stream_is_one_line_and_exit_2(nats_url: str) -> None:
     serve = run(
         "serve", "--nats", nats_url, "--stream", "NOSUCH", "--session", SESSION,
@@ -239,14 +258,50 @@ def test_listen_from_beyond_the_end_or_for_more_than_stored_ends_cleanly(
     nats_url: str,
 ) -> None:
     store(nats_url, 100)
-    beyond = run("listen", f"{nats_url}/FEED", "--start-seq", str(2**64 - 1), "-o", "-")
-    assert beyond.returncode == 0, beyond.stderr.decode()
-    assert beyond.stdout == b""
-    assert b"session ended: 0 messages written" in beyond.stderr
+    for start_seq in (2**64 - 1, 101):  # nothing stored from there on: say so, exit 6
+        beyond = run("listen", f"{nats_url}/FEED", "--start-seq", str(start_seq), "-o", "-")
+        assert beyond.returncode == EXIT_PAST_END == 6, beyond.stderr.decode()
+        assert beyond.stdout == b""
+        assert b"session ended: 0 messages written" in beyond.stderr
+        assert (
+            f"--start-seq {start_seq} is past the stored session: it ended after message 100"
+        ) in beyond.stderr.decode()
+    last = run("listen", f"{nats_url}/FEED", "--start-seq", "100", "-o", "-")
+    assert last.returncode == 0, last.stderr.decode()
+    assert b"session ended: 1 messages written" in last.stderr
     more = run("listen", f"{nats_url}/FEED", "--count", str(2**40), "-o", "-", "--format", "jsonl")
     assert more.returncode == 0, more.stderr.decode()
     assert len(jsonl(more.stdout)) == 100
     assert b"session ended: 100 messages written" in more.stderr
+
+
+def test_listen_for_a_session_the_stream_lacks_names_those_it_holds_and_waits(
+    nats_url: str,
+) -> None:
+    store(nats_url, 10)
+    store(nats_url, 5, session="OTHER00002")
+    wrong = run("listen", f"{nats_url}/FEED", "--session", "WRONG", "--idle-timeout", "1")
+    assert wrong.returncode == 4, wrong.stderr.decode()
+    err = wrong.stderr.decode()
+    assert (
+        "stream FEED holds no session 'WRONG' (it holds 'HOSTILE001' (2 records), "
+        "'OTHER00002' (2 records)); waiting for it (--idle-timeout 1 s)"
+    ) in err, err
+    assert "idle for 1.0 s: 0 messages written" in err
+
+
+def test_listen_to_a_stream_without_a_session_says_it_waits(nats_url: str) -> None:
+    async def empty() -> None:
+        nc = await connect(nats_url)
+        try:
+            await ensure_stream(nc.jetstream(), "FEED")
+        finally:
+            await nc.close()
+
+    asyncio.run(empty())
+    waiting = run("listen", f"{nats_url}/FEED", "--idle-timeout", "0.5")
+    assert waiting.returncode == 4, waiting.stderr.decode()
+    assert "stream FEED holds no session yet; waiting for it" in waiting.stderr.decode()
 
 
 def test_listen_of_a_stream_deleted_under_it_is_one_line_and_exit_2(

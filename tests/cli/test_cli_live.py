@@ -277,8 +277,8 @@ def test_serve_duration_and_allow_list(feed: tuple[Path, list[bytes]]) -> None:
     assert "not_allowed" in err
 
 
-def test_demo_exit_0_and_summary() -> None:
-    proc = run("demo", timeout=60)
+def test_demo_exit_0_and_summary(tmp_path: Path) -> None:
+    proc = run("demo", "--dir", str(tmp_path), timeout=60)
     out = proc.stdout.decode()
     assert proc.returncode == 0, out + proc.stderr.decode()
     assert out.startswith("demo: published 20000 messages, lost on the wire ")
@@ -287,8 +287,9 @@ def test_demo_exit_0_and_summary() -> None:
     assert f"recovered {lost}, delivered 20000, output equals input" in out
 
 
-def test_demo_over_loopback() -> None:
-    proc = run("demo", "--loopback", "--messages", "3000", "--drop", "0.2", "--seed", "4")
+def test_demo_over_loopback(tmp_path: Path) -> None:
+    proc = run("demo", "--loopback", "--messages", "3000", "--drop", "0.2", "--seed", "4",
+               "--dir", str(tmp_path))  # fmt: skip
     out = proc.stdout.decode()
     assert proc.returncode == 0, out + proc.stderr.decode()
     assert "unicast 127.0.0.1" in proc.stderr.decode()

@@ -129,8 +129,9 @@ def test_serve_stopped_by_sighup_exits_130_with_its_summary(feed: Path) -> None:
     assert "serve: interrupted: 0 requests" in err, err
 
 
-def test_demo_stopped_by_sighup_exits_130() -> None:
-    demo = start("demo", "--loopback", "--messages", "200000", "--rate", "20000")
+def test_demo_stopped_by_sighup_exits_130(tmp_path: Path) -> None:
+    demo = start("demo", "--loopback", "--messages", "200000", "--rate", "20000",
+                 "--dir", str(tmp_path))  # fmt: skip
     assert demo.stderr is not None
     assert b"moldudp64 demo:" in demo.stderr.readline()
     time.sleep(1.0)

@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import heapq
 import logging
+import math
 import socket
 from collections import deque
 from collections.abc import AsyncIterable, Callable, Iterable
@@ -52,8 +54,19 @@ logger = logging.getLogger(__name__)
 _MAX_WRITE_BUFFER = 1024 * 1024
 #: Requests read and answered together (the first from the transport, the rest directly).
 _RECV_BATCH = 256
-#: With a blocking store: batches waiting for the worker thread; beyond, dropped (counted).
+#: With a blocking store: the shared socket's batches go to the worker thread in chunks
+#: of this many requests, so an adopted client's batch never waits behind more than one.
+_WORKER_CHUNK = 16
+#: With a blocking store: chunks of the shared socket waiting for the worker thread;
+#: beyond, dropped unread (counted ``busy``).
 _MAX_PENDING_BATCHES = 16
+#: The key of new sources' first requests among the adopted clients' batches (served
+#: after established clients', before the others: see rerequest.NEWCOMER_ALLOWANCE).
+_NEWCOMERS: Address = ("", -1)
+#: Ranks of the worker's order beyond any seniority (a loop time).
+_LATER = 1e15
+#: Sources of requests dropped ``busy`` remembered for the core (crowd detection).
+_MAX_UNREAD_HOSTS = 4096
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -118,8 +131,18 @@ class AsyncRerequestServer:
         self._executor: ThreadPoolExecutor | None = None
         if getattr(store, "blocking_io", False):
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="moldudp64-store")
-        self._pending: deque[list[tuple[bytes, Address]] | None] = deque()
+        self._pending: deque[list[tuple[bytes, Address]]] = deque()  # the shared socket's
+        #: Adopted clients' batches and the timer's turns (None), a heap by seniority (the
+        #: timer, then the longest adopted client first): the worker takes these first.
+        self._pending_first: list[tuple[float, int, Address | None]] = []
+        self._pending_count = 0
+        #: The batch waiting in _pending_first for each adopted client (one at most).
+        self._peer_batches: dict[Address, list[tuple[bytes, Address]]] = {}
+        self._timer_pending = False
+        #: Sources of datagrams dropped ``busy``, told to the core with the next batch.
+        self._unread_hosts: set[str] = set()
         self._busy = 0  # request datagrams dropped unread: too many batches waiting
+        self._shed = 0  # request datagrams of benched sources dropped before the worker
         self._worker: asyncio.Task[None] | None = None
 
     @classmethod
@@ -175,11 +198,13 @@ class AsyncRerequestServer:
         """The core's counts: answers, bytes, refusals by reason (``busy``: dropped unread
         while too many batches waited for a blocking store)."""
         stats = self.core.stats
-        if not self._busy:
+        if not self._busy and not self._shed:
             return stats
         refused = dict(stats.refused)
         refused["busy"] = refused.get("busy", 0) + self._busy
-        return dataclasses.replace(stats, requests=stats.requests + self._busy, refused=refused)
+        refused["rate_limited"] = refused.get("rate_limited", 0) + self._shed
+        extra = self._busy + self._shed
+        return dataclasses.replace(stats, requests=stats.requests + extra, refused=refused)
 
     @property
     def send_errors(self) -> int:
@@ -209,10 +234,30 @@ class AsyncRerequestServer:
                 batch.append((more, (str(source[0]), int(source[1]))))
         self._answer_batch(batch)
 
-    def _answer_batch(self, batch: list[tuple[bytes, Address]]) -> None:
+    def _answer_batch(
+        self, batch: list[tuple[bytes, Address]], peer: Address | None = None
+    ) -> None:
+        """Answer ``batch``, read from ``peer``'s own socket or (None) the shared one."""
         assert self._loop is not None
         if self._executor is not None:
-            self._offload(batch)
+            if peer is not None:
+                self._offload(batch, peer)
+            else:
+                # Shed the flood's benched sources here, before they take the worker's
+                # queue (a read of the core's bench: a dict look-up, safe across threads).
+                now, core = self._loop.time(), self.core
+                benched, newcomer = core.benched, core.newcomer
+                kept = [item for item in batch if not benched(item[1][0], now)]
+                self._shed += len(batch) - len(kept)
+                # A new source's first requests go ahead of the rest (as a client's own).
+                first = [item for item in kept if newcomer(item[1][0], now)]
+                if first:
+                    self._offload(first, _NEWCOMERS)
+                    batch = [item for item in kept if not newcomer(item[1][0], now)]
+                else:
+                    batch = kept
+                for i in range(0, len(batch), _WORKER_CHUNK):
+                    self._offload(batch[i : i + _WORKER_CHUNK])
             return
         core = self.core
         waiting = core.waiting
@@ -241,7 +286,8 @@ class AsyncRerequestServer:
                 self._drop_peer(peer)
                 break
         self._peers.touch(peer, self._loop.time() if self._loop else 0.0)
-        self._answer_batch(batch)
+        if batch:
+            self._answer_batch(batch, peer)
 
     def _send_answer(self, answer: bytes, addr: Address) -> None:
         if self.faults is None:
@@ -259,12 +305,11 @@ class AsyncRerequestServer:
         loop, main = self._loop, self._sock
         if loop is None or main is None or self._closed:
             return
+        self._close_idle_peers()
+        if self._peers.full:
+            return  # every adopted client is active: a flood cannot push one out
         if not self._peers.may_adopt(loop.time()):
             return  # a later answer adopts it
-        if self._peers.full:
-            self._drop_peer(self._peers.oldest())
-        else:
-            self._close_idle_peers()
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -305,25 +350,81 @@ class AsyncRerequestServer:
         if when is not None and not self._closed:
             self._timer = self._loop.call_at(when, self._on_timer)
 
-    def _offload(self, batch: list[tuple[bytes, Address]] | None) -> None:
-        """Queue ``batch`` (None: answers now due) for the worker thread; a batch beyond
-        ``_MAX_PENDING_BATCHES`` waiting is dropped and counted ``busy``."""
-        if batch is not None and len(self._pending) >= _MAX_PENDING_BATCHES:
-            self._busy += len(batch)  # not the core's counts: the worker thread owns those
+    def _offload(
+        self, batch: list[tuple[bytes, Address]] | None, peer: Address | None = None
+    ) -> None:
+        """Queue ``batch`` (None: answers now due) for the worker thread: the timer's turn
+        and adopted clients' batches (from ``peer``'s socket) first, longest adopted first,
+        then the shared socket's; a batch beyond ``_MAX_PENDING_BATCHES`` waiting in its
+        queue is dropped and counted ``busy``."""
+        if batch is None:
+            if self._timer_pending:
+                return
+            self._timer_pending = True
+            self._pending_count += 1
+            heapq.heappush(self._pending_first, (-math.inf, self._pending_count, None))
+        elif peer is not None:
+            waiting = self._peer_batches.get(peer)
+            if waiting is not None:  # one batch a client: this one joins it
+                room = _RECV_BATCH - len(waiting)
+                waiting.extend(batch[:room])
+                if len(batch) > room:
+                    self._drop_busy(batch[room:])
+            else:
+                self._peer_batches[peer] = list(batch)
+                self._pending_count += 1
+                rank = self._rank(peer)
+                heapq.heappush(self._pending_first, (rank, self._pending_count, peer))
+        elif len(self._pending) >= _MAX_PENDING_BATCHES:
+            self._drop_busy(batch)
             return
-        self._pending.append(batch)
+        else:
+            self._pending.append(batch)
         if self._worker is None or self._worker.done():
             assert self._loop is not None
             self._worker = self._loop.create_task(self._work())
+
+    def _drop_busy(self, batch: list[tuple[bytes, Address]]) -> None:
+        """Drop ``batch`` unread (counted ``busy``); its sources are told to the core."""
+        self._busy += len(batch)  # not the core's counts: the worker thread owns those
+        unread = self._unread_hosts
+        if len(unread) < _MAX_UNREAD_HOSTS:
+            unread.update(addr[0] for _, addr in batch)
+
+    def _rank(self, peer: Address) -> float:
+        """The worker's order (lowest first) for a batch of ``peer`` (an adopted client,
+        or _NEWCOMERS): established sources by seniority, then new sources' first
+        requests, then the other adopted clients by seniority."""
+        core, now = self.core, self._loop.time() if self._loop is not None else 0.0
+        if peer == _NEWCOMERS or core.newcomer(peer[0], now):
+            return _LATER
+        since = self._peers.since(peer)
+        return since if core.established(peer[0]) else _LATER + 1.0 + since
 
     async def _work(self) -> None:
         """Run the queued batches through the core in the worker thread, one at a time,
         and send their answers from the loop."""
         loop, executor, core = self._loop, self._executor, self.core
         assert loop is not None and executor is not None
-        pending = self._pending
-        while pending and not self._closed:
-            batch = pending.popleft()
+        pending, first = self._pending, self._pending_first
+        while (pending or first) and not self._closed:
+            batch: list[tuple[bytes, Address]] | None
+            if first:
+                rank, count, peer = heapq.heappop(first)
+                if peer is None:
+                    self._timer_pending = False
+                    batch = None
+                else:
+                    batch = self._peer_batches.pop(peer)
+                    if len(batch) > _WORKER_CHUNK:  # the rest after the next in rank
+                        self._peer_batches[peer] = batch[_WORKER_CHUNK:]
+                        heapq.heappush(first, (rank, count, peer))
+                        batch = batch[:_WORKER_CHUNK]
+            else:
+                batch = pending.popleft()
+            if self._unread_hosts:
+                unread, self._unread_hosts = self._unread_hosts, set()
+                await loop.run_in_executor(executor, core.note_unread, unread, loop.time())
             if batch is None:
                 answers = await loop.run_in_executor(executor, core.answers_due, loop.time())
             else:
@@ -376,6 +477,8 @@ class AsyncRerequestServer:
         for peer in self._peers.addresses():
             self._drop_peer(peer)
         self._pending.clear()
+        self._pending_first.clear()
+        self._peer_batches.clear()
         if self._worker is not None:
             self._worker.cancel()
         if self._executor is not None:

@@ -12,7 +12,6 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..events import Event, MessagesDelivered, MessagesLost, SessionChanged, SessionEnded
 from ..metrics import ClientCollector, FieldsCollector, start_metrics
@@ -22,12 +21,15 @@ from .common import (
     EXIT_INTERRUPTED,
     EXIT_LOST,
     EXIT_OK,
+    EXIT_PAST_END,
+    EXIT_USAGE,
     MAX_LOST_RANGES_KEPT,
     UsageError,
     _format_ranges,
     _say,
     _StopFlag,
 )
+from .feed import NatsSource, feed_client
 from .options import _session_label
 
 #: How often the commands look at the stop flag and the idle clock (seconds).
@@ -39,6 +41,7 @@ _STOP_GRACE = 5.0
 BRIDGE_COUNTERS = {
     "records_appended": "Stream messages (records) this bridge appended.",
     "records_skipped": "Records not appended: another bridge had stored them first.",
+    "records_refused": "Records no bridge writes that contradict the stream or the feed.",
     "conflicts": "Appends refused because another bridge appended first (then re-read).",
     "messages_stored": "MoldUDP64 messages this bridge stored.",
     "publish_errors": "Appends that failed: the stream away or refusing (retried, or fatal).",
@@ -59,42 +62,6 @@ REPLAY_GAUGES = {
 }
 
 
-@dataclass(frozen=True)
-class NatsSource:
-    """``nats://HOST:PORT/STREAM`` as ``listen`` takes it."""
-
-    url: str
-    stream: str
-
-
-def parse_nats_source(text: str) -> NatsSource:
-    """``nats://[USER[:PASSWORD]@]HOST[:PORT]/STREAM`` -> NatsSource (port 4222 when not
-    given); ValueError names what is wrong."""
-    from ..exceptions import ConfigError
-    from ..jetstream import check_stream_name
-
-    parts = urlsplit(text)
-    stream = parts.path.strip("/")
-    if parts.scheme != "nats" or not parts.hostname or not stream or "/" in stream:
-        raise ValueError(f"{text!r} is not nats://HOST:PORT/STREAM")
-    if parts.query or parts.fragment:
-        raise ValueError(f"{text!r}: nothing may follow STREAM ('?' or '#')")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"{text!r}: bad port") from None
-    if port == 0:
-        raise ValueError(f"{text!r}: bad port 0")
-    try:
-        check_stream_name(stream)
-    except ConfigError as exc:
-        raise ValueError(f"{text!r}: {exc}") from None
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    userinfo = parts.netloc.rpartition("@")[0]
-    at = f"{userinfo}@" if userinfo else ""
-    return NatsSource(f"nats://{at}{host}:{port or 4222}", stream)
-
-
 @dataclass
 class _Tally:
     """What a bridge or a nats:// listen has done so far (its summary, and its metrics)."""
@@ -108,6 +75,9 @@ class _Tally:
     session: str | None = None
     next_seq: int = 0  # one past the last number written or lost (nats:// listen)
     unstored: int = 0  # received, not stored: the stream did not take them after a signal
+    refused: int = 0  # records no bridge writes the bridge refused (and appended after)
+    past_end: int | None = None  # nats:// listen: the stored end, at or before --start-seq
+    refused_said: list[str] | None = None  # the first of them, described
 
     def lose(self, ev: MessagesLost) -> None:
         """Count a lost range (the first ranges are kept for the summary)."""
@@ -121,8 +91,12 @@ class _Tally:
     def exit_code(self) -> int:
         if self.interrupted:
             return EXIT_INTERRUPTED
+        if self.refused:
+            return EXIT_USAGE  # the stream holds a record readers stop at
         if self.lost_messages:
             return EXIT_LOST
+        if self.past_end is not None:
+            return EXIT_PAST_END
         if self.idle:
             return EXIT_IDLE
         return EXIT_OK
@@ -189,6 +163,14 @@ def cmd_bridge(args: argparse.Namespace) -> int:
     _say(f"moldudp64 bridge: {tally.end_text(args.idle_timeout, args.count)}: " + ", ".join(parts))
     if tally.lost:
         _say(f"moldudp64 bridge: messages lost for good: {_format_ranges(tally.lost)}")
+    if tally.refused:
+        said = "; ".join(tally.refused_said or [])
+        more = len(tally.refused_said or []) < tally.refused
+        _say(
+            f"moldudp64 bridge: error: refused {tally.refused} record(s) no bridge writes, "
+            f"which readers stop at (delete them from the stream): {said}"
+            + (" ..." if more else "")
+        )
     if tally.unstored:
         _say(
             f"moldudp64 bridge: {tally.unstored} messages received were not stored: the "
@@ -201,7 +183,6 @@ async def _bridge(
     args: argparse.Namespace, servers: list[str], stop: _StopFlag
 ) -> tuple[_Tally, int]:
     from ..jetstream import Bridge, ensure_stream, jetstream_errors
-    from .listen import feed_client
 
     nc = await _connect_unless_stopped(servers, stop)
     if nc is None:
@@ -234,6 +215,7 @@ async def _bridge(
                     await _run_until_stopped(bridge, _watch(feed, args, tally, stop), stop, tally)
                 finally:
                     feed.halt()
+                    tally.refused, tally.refused_said = bridge.records_refused, bridge.refused
             return tally, bridge.appended
     finally:
         if metrics is not None:
@@ -409,6 +391,12 @@ def cmd_listen_nats(args: argparse.Namespace) -> int:
     )
     if tally.lost:
         _say(f"moldudp64 listen: messages lost for good: {_format_ranges(tally.lost)}")
+    if tally.past_end is not None:
+        last = tally.past_end - 1
+        _say(
+            f"moldudp64 listen: --start-seq {args.start_seq} is past the stored session: it "
+            + (f"ended after message {last}" if last else "ended with no message")
+        )
     return tally.exit_code()
 
 
@@ -437,9 +425,15 @@ async def _replay_from(
     # As the wire has it (padded to 10), so the output says what live listen says.
     session = None if args.session is None else decode_session(encode_session(args.session))
     started = time.monotonic()
+    waiting = _waiting_text(args)
+    if session is not None:
+        await _say_if_absent(js, source.stream, session, waiting)
     while session is None:
         session = await latest_session(js, source.stream)
         if session is None:
+            if waiting:
+                _say(f"moldudp64 listen: stream {source.stream} holds no session yet; {waiting}")
+                waiting = ""
             if stop.set:
                 tally.interrupted = True
                 return tally
@@ -467,6 +461,30 @@ async def _replay_from(
     return tally
 
 
+def _waiting_text(args: argparse.Namespace) -> str:
+    """What a nats:// listen says while it waits for a session to be stored."""
+    if args.idle_timeout is not None:
+        return f"waiting for it (--idle-timeout {args.idle_timeout:g} s)"
+    return "waiting for it (Ctrl-C to stop, or give --idle-timeout)"
+
+
+async def _say_if_absent(js: Any, stream: str, session: str, waiting: str) -> None:
+    """Say which sessions ``stream`` holds when ``session`` is not one of them (a typo
+    would otherwise wait in silence)."""
+    from ..jetstream import stored_sessions
+
+    sessions = await stored_sessions(js, stream)
+    if session in sessions:
+        return
+    held = [f"{_session_label(s)} ({n} records)" for s, n in sorted(sessions.items())[:10]]
+    if len(sessions) > len(held):
+        held.append(f"... ({len(sessions) - len(held)} more)")
+    _say(
+        f"moldudp64 listen: stream {stream} holds no session {_session_label(session)} "
+        f"(it holds {', '.join(held) or 'none'}); {waiting}"
+    )
+
+
 async def _consume(
     js: Any, stream: str, session: str, args: argparse.Namespace, sink: Any, tally: _Tally
 ) -> None:
@@ -490,6 +508,10 @@ async def _consume(
             tally.lose(ev)
         elif isinstance(ev, SessionEnded):
             tally.ended = True
+            start = args.start_seq
+            nothing = not (tally.messages or tally.lost_messages)
+            if start is not None and nothing and ev.next_seq_num <= start:
+                tally.past_end = ev.next_seq_num
             return
 
 

@@ -24,6 +24,7 @@ EXIT_LOST = 3
 EXIT_IDLE = 4
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell shows for a command ended by SIGPIPE
+EXIT_PAST_END = 6  # listen nats://: --start-seq is past the stored session's end
 
 FORMATS = ("binaryfile", "jsonl", "text", "parquet", "csv")  # the last two: --decode
 #: Captures larger than this get a progress bar (on a terminal).

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..capture import CaptureWriter
 from ..events import (
     Address,
     MessagesAfterEnd,
@@ -22,9 +20,7 @@ from ..events import (
 )
 from ..exceptions import MoldUDP64Error
 from ..metrics import ClientCollector, start_metrics
-from ..net import DEFAULT_RCVBUF
-from ..sync.client import DatagramHook, MoldUDP64
-from .bridge import NatsSource, cmd_listen_nats
+from ..soupbintcp import MessageRun
 from .common import (
     EXIT_IDLE,
     EXIT_INTERRUPTED,
@@ -40,8 +36,13 @@ from .common import (
     _StopFlag,
     refuse_overlapping_files,
 )
+from .feed import NatsSource, feed_client
 from .options import _session_label
 from .sinks import MessageSink, open_sink
+from .soup import SoupSource, cmd_listen_snapshot, cmd_listen_soup
+
+#: The events that carry messages (a SoupBinTCP client's runs too).
+_DELIVERED = (MessagesDelivered, MessageRun)
 
 logger = logging.getLogger("moldudp64.cli")
 
@@ -53,7 +54,7 @@ class _PcapTap:
     path; thread-safe; counts failures."""
 
     def __init__(self, path: str) -> None:
-
+        from ..capture import CaptureWriter  # dpkt: only with --capture (~0.1 s to import)
 
         self.writer = CaptureWriter(path)
         self.path = path
@@ -131,16 +132,6 @@ class _ListenResult:
 
 #: listen pushes what it wrote to the output file at least this often (seconds).
 FLUSH_INTERVAL = 0.5
-#: listen's kernel receive buffer per line socket when root (SO_RCVBUFFORCE): 64 MiB
-#: holds about 50,000 full-blast packets while the reader is busy.
-LISTEN_RCVBUF = 64 * 1024 * 1024
-#: listen lets datagrams gather this long (seconds) once the feed socket is readable:
-#: reads of a few hundred datagrams instead of a few dozen, about half the CPU.
-LISTEN_COALESCE = 0.001
-
-
-def _is_root() -> bool:
-    return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 def _receive(
@@ -170,20 +161,15 @@ def _receive(
                     for batch in client.batches(timeout=0.25):
                         first = batch[0]
                         last = batch[-1]
-                        if (
-                            count is None
-                            and type(first) is MessagesDelivered
-                            and type(last) is MessagesDelivered
-                            and first.messages
-                            and last.messages
-                            and all(type(ev) is MessagesDelivered for ev in batch)
+                        if count is None and all(
+                            type(ev) in _DELIVERED and ev.last_seq >= ev.seq_num for ev in batch
                         ):
                             # The usual case: nothing but messages; written in one go.
                             result.written += sink.write_events(batch)
                             result.session = last.session
                             if result.first_seq is None:
                                 result.first_seq = first.seq_num
-                            result.last_seq = last.seq_num + len(last.messages) - 1
+                            result.last_seq = last.last_seq
                         else:
                             done = _receive_slow(batch, sink, result, count)
                         if done or stop.set:
@@ -248,20 +234,23 @@ def _receive_slow(
             continue
         if result.ended:
             continue
-        if kind is MessagesDelivered:
-            assert isinstance(event, MessagesDelivered)
-            messages = event.messages
+        if kind in _DELIVERED:
+            n = event.last_seq - event.seq_num + 1
             done = False
-            if count is not None and result.written + len(messages) >= count:
-                messages = messages[: count - result.written]
+            if count is not None and result.written + n >= count:
+                n = count - result.written
                 done = True
-            if messages:
-                sink.write(event.session, event.seq_num, messages)
-                result.written += len(messages)
+            if n > 0:
+                if kind is MessageRun and not done:
+                    sink.write_events([event])  # a run's blocks go as they are
+                else:
+                    messages = event.messages
+                    sink.write(event.session, event.seq_num, messages[:n] if done else messages)
+                result.written += n
                 result.session = event.session
                 if result.first_seq is None:
                     result.first_seq = event.seq_num
-                result.last_seq = event.seq_num + len(messages) - 1
+                result.last_seq = event.seq_num + n - 1
             if done:
                 return True
         elif kind is MessagesLost:
@@ -306,33 +295,16 @@ def _after_end_text(result: _ListenResult) -> str:
     return text
 
 
-def feed_client(
-    args: argparse.Namespace, on_datagram: DatagramHook | None = None
-) -> MoldUDP64:
-    """The client ``listen`` (and ``bridge``) reads a feed with, from the feed options.
-
-    Pull mode: the calling thread reads, runs the core and takes the events (no thread
-    hand-offs); a large kernel buffer (root may force it past net.core.rmem_max) takes
-    the bursts."""
-    return MoldUDP64(
-        args.group,
-        args.interface,
-        list(args.request_server or []),
-        args.session,
-        args.start_seq,
-        line_b_addr=args.line_b,
-        request_delay=args.request_delay,
-        rcvbuf=LISTEN_RCVBUF if _is_root() else DEFAULT_RCVBUF,
-        receiver_thread=False,
-        on_datagram=on_datagram,
-        coalesce=LISTEN_COALESCE,
-    )
-
-
 def cmd_listen(args: argparse.Namespace) -> int:
     """moldudp64 listen GROUP:PORT: join, recover, write every message in order once."""
     if isinstance(args.group, NatsSource):  # a session stored in JetStream
+        from .bridge import cmd_listen_nats
+
         return cmd_listen_nats(args)
+    if isinstance(args.group, SoupSource):  # a SoupBinTCP session
+        return cmd_listen_soup(args)
+    if getattr(args, "snapshot", None) is not None:  # late join from a snapshot
+        return cmd_listen_snapshot(args)
     group: Address = args.group
     refuse_overlapping_files([("--output", args.output, True), ("--capture", args.capture, True)])
     sink = open_sink(args.output, args.format, args.decode)

@@ -8,8 +8,8 @@ import logging
 from typing import Any, NoReturn
 
 from .. import __version__
-from .bridge import parse_nats_source
 from .common import EXIT_USAGE, FORMATS
+from .feed import parse_nats_source
 from .options import (
     CAPTURED_PORT,
     COUNT,
@@ -27,11 +27,14 @@ from .options import (
     SEQ,
     SESSION,
     TTL,
+    _int_at_least,
     _max_payload,
     _network,
+    _port_from,
     _rate_limit,
     _type,
 )
+from .soup import parse_soup_source
 
 logger = logging.getLogger("moldudp64.cli")
 
@@ -111,8 +114,12 @@ exit codes: 0 session ended (or --count reached) with every message written,
             rest written; stderr names the ranges), 4 --idle-timeout seconds without
             progress (no message written, recovered, reported or arriving: empty answers
             and other sessions' datagrams do not count), 130 Ctrl-C, SIGTERM or SIGHUP
-            (after flushing and the summary), 141 the reader of -o - went away.
+            (after flushing and the summary), 141 the reader of -o - went away;
+            6 (nats:// source) --start-seq past the end of the stored session.
 """
+
+#: ``publish --linger``: seconds without a re-request before publish stops answering.
+DEFAULT_LINGER = 3.0
 
 EPILOG_PUBLISH = """\
 examples:
@@ -122,10 +129,12 @@ examples:
       --request-port 30002 --drop 0.05 --duplicate 0.01 --reorder 0.02 --seed 7
 
 Sends the messages, answers re-requests on --request-port throughout (default: the
-feed port + 1), then sends end of session for --end-of-session-duration seconds. The
-whole --input is checked first: a capture, or a message longer than --max-payload allows,
-is refused (exit 2) before any packet goes out. Re-requests over --rate-limit wait for
-budget (up to 0.5 s), then are refused; the summary counts them by reason.
+feed port + 1), then sends end of session for --end-of-session-duration seconds, and
+goes on answering re-requests until none has come for --linger seconds (a client still
+catching up is served to the end; stderr says so). The whole --input is checked first:
+a capture, or a message longer than --max-payload allows, is refused (exit 2) before
+any packet goes out. Re-requests over --rate-limit wait for budget (up to 0.5 s), then
+are refused; the summary counts them by reason.
 """
 
 EPILOG_SERVE = """\
@@ -144,10 +153,15 @@ examples:
   moldudp64 demo
   moldudp64 demo --messages 100000 --drop 0.2 --seed 3
   moldudp64 demo --loopback                      # skip the private network namespace
+  moldudp64 demo --dir demo && cd demo           # then try inspect on what it leaves
+  moldudp64 inspect capture.pcap
+  moldudp64 inspect day.NASDAQ_ITCH50 --decode itch50 --format parquet -o day
 
 Runs a publisher that loses, duplicates and reorders packets, its re-request server
 and a client together; as root in a private network namespace with real multicast,
-otherwise over loopback. Exits 0 only if the client's output equals the input.
+otherwise over loopback. The messages are a generated TotalView-ITCH 5.0 day. Leaves in
+--dir the datagrams the client received (capture.pcap) and the messages it delivered
+(day.NASDAQ_ITCH50, a BinaryFILE). Exits 0 only if the client's output equals the input.
 """
 
 
@@ -251,7 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_publish(sub)
     _add_serve(sub)
     _add_bridge(sub)
+    _add_gateway(sub)
     _add_demo(sub)
+    _add_generate(sub)
     _add_bench(sub)
     return parser
 
@@ -346,9 +362,10 @@ def _add_listen(sub: Any) -> None:
     _add_verbose(p)
     p.add_argument(
         "group",
-        metavar="GROUP:PORT|nats://HOST:PORT/STREAM",
+        metavar="GROUP:PORT|nats://HOST:PORT/STREAM|soup://HOST:PORT",
         type=_feed_or_nats,
-        help="the feed (line A), or a session a bridge stored in JetStream stream STREAM",
+        help="the feed (line A), a session a bridge stored in JetStream stream STREAM, or a "
+        "SoupBinTCP session: soup://[USER:PASS@]HOST:PORT[/SESSION]",
     )
     _add_feed(p)
     _add_output(p, "-")
@@ -359,6 +376,7 @@ def _add_listen(sub: Any) -> None:
         help="also record the raw datagrams (pcapng for a .pcapng path, else classic pcap)",
     )
     _add_metrics(p)
+    _add_listen_soup(p)
     p.set_defaults(func=_Command("listen", "cmd_listen"))
 
 
@@ -367,7 +385,8 @@ def _add_publish(sub: Any) -> None:
     p = sub.add_parser(
         "publish",
         help="publish a BinaryFILE (or generated messages) as a session",
-        description="Publish a BinaryFILE, or N generated ITCH-5.0-shaped messages, as a "
+        description="Publish a BinaryFILE, or a generated TotalView-ITCH 5.0 day of N "
+        "messages (as moldudp64 generate itch50 writes), as a "
         "MoldUDP64 session, serving re-requests throughout, then end the session.",
         epilog=EPILOG_PUBLISH,
         formatter_class=_RAW,
@@ -377,7 +396,9 @@ def _add_publish(sub: Any) -> None:
     p.add_argument("--session", type=SESSION, required=True, help="session name (10 chars max)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", metavar="FILE", help="BinaryFILE to publish")
-    source.add_argument("--generate", metavar="N", type=COUNT, help="publish N generated messages")
+    source.add_argument(
+        "--generate", metavar="N", type=COUNT, help="publish N messages of a generated ITCH 5.0 day"
+    )
     p.add_argument(
         "--interface", metavar="ADDR|NAME", type=INTERFACE, help="outgoing interface (or its name)"
     )
@@ -413,6 +434,14 @@ def _add_publish(sub: Any) -> None:
         default=2.0,
         help="how long to send end of session (default 2)",
     )
+    p.add_argument(
+        "--linger",
+        metavar="SECONDS",
+        type=SECONDS,
+        default=DEFAULT_LINGER,
+        help="after the end of session, answer re-requests until none has come for this "
+        f"long (default {DEFAULT_LINGER:g}; 0: stop with the end of session)",
+    )
     p.add_argument("--drop", metavar="P", type=PROBABILITY, default=0.0, help="drop packets")
     p.add_argument(
         "--duplicate", metavar="P", type=PROBABILITY, default=0.0, help="duplicate packets"
@@ -444,7 +473,7 @@ def _add_serve(sub: Any) -> None:
     )
     p.add_argument("--stream", metavar="NAME", help="the JetStream stream a bridge fills")
     p.add_argument("--session", type=SESSION, required=True, help="its session name")
-    p.add_argument("--port", type=PORT, required=True, help="UDP port to serve on")
+    p.add_argument("--port", type=PORT, help="UDP port to serve re-requests on")
     p.add_argument(
         "--bind", metavar="ADDR", type=IPV4, default="0.0.0.0", help="address to serve on"
     )
@@ -461,13 +490,16 @@ def _add_serve(sub: Any) -> None:
     _add_allow(p)
     _add_rate_limit(p)
     _add_metrics(p)
-    p.set_defaults(func=_Command("bridge", "cmd_serve"))
+    _add_serve_soup(p)
+    p.set_defaults(func=_Command("soup", "cmd_serve"))
 
 
 def _feed_or_nats(text: str) -> Any:
-    """listen's source: GROUP:PORT, or nats://HOST:PORT/STREAM."""
+    """listen's source: GROUP:PORT, or nats://HOST:PORT/STREAM (or soup://HOST:PORT)."""
     if text.startswith("nats://"):
         return _type("nats://HOST:PORT/STREAM", parse_nats_source)(text)
+    if text.startswith("soup://"):
+        return _type("soup://[USER:PASS@]HOST:PORT[/SESSION]", parse_soup_source)(text)
     if "://" in text:
         scheme = text.split("://", 1)[0]
         raise argparse.ArgumentTypeError(
@@ -552,7 +584,51 @@ def _add_demo(sub: Any) -> None:
     p.add_argument(
         "--loopback", action="store_true", help="unicast over loopback, no network namespace"
     )
+    p.add_argument(
+        "--dir",
+        metavar="DIR",
+        help="leave capture.pcap and day.NASDAQ_ITCH50 here (default: a new temporary "
+        "directory, named at the end)",
+    )
     p.set_defaults(func=_Command("demo", "cmd_demo"))
+
+
+EPILOG_GENERATE = """\
+examples:
+  moldudp64 generate itch50 -o day.NASDAQ_ITCH50                      # 1,000,000 messages
+  moldudp64 generate itch50 -o big.NASDAQ_ITCH50 --messages 10000000 --seed 7
+  moldudp64 inspect day.NASDAQ_ITCH50 --decode itch50 --format parquet -o day
+
+A trading day of every message type an order book needs: system events, a stock directory,
+trading actions, adds, executions (often partial), cancels, deletes, replaces, hidden
+trades, crosses and rare broken trades, every reference valid. The same seed gives the same
+file. Python: moldudp64.itch50.generator.generate_day.
+"""
+
+
+def _add_generate(sub: Any) -> None:
+    """The ``generate`` command's arguments."""
+    p = sub.add_parser(
+        "generate",
+        help="write a synthetic, self-consistent TotalView-ITCH 5.0 day as a BinaryFILE",
+        description="Write a synthetic TotalView-ITCH 5.0 trading day (seeded, realistic, "
+        "every order reference valid) as a BinaryFILE.",
+        epilog=EPILOG_GENERATE,
+        formatter_class=_RAW,
+    )
+    _add_verbose(p)
+    p.add_argument("kind", choices=("itch50",), help="what to generate: itch50")
+    p.add_argument(
+        "-o", "--output", metavar="FILE", required=True, help="the BinaryFILE to write (- stdout)"
+    )
+    p.add_argument(
+        "--messages", metavar="N", type=COUNT, default=1_000_000, help="default 1000000"
+    )
+    p.add_argument("--seed", metavar="N", type=SEED, default=0, help="default 0")
+    p.add_argument(
+        "--stocks", metavar="N", type=COUNT, default=500, help="most stocks listed (default 500)"
+    )
+    p.set_defaults(func=_Command("generate", "cmd_generate"))
 
 
 def _add_bench(sub: Any) -> None:
@@ -588,3 +664,91 @@ EPILOG_BENCH = """examples:
   moldudp64 bench --scale 1        # the full sizes of benchmarks/run.py
   moldudp64 bench --scale 0.01 --skip-inspect
 """
+
+
+# --------------------------------------------------------------------------- SoupBinTCP
+
+
+def _add_listen_soup(p: argparse.ArgumentParser) -> None:
+    """listen's options for a soup:// session."""
+    p.add_argument(
+        "--max-retries",
+        metavar="N",
+        type=_int_at_least(0, "retries"),
+        default=5,
+        help="soup://: reconnects in a row before giving up (exit 3; default 5; waits of "
+        "0.1 s doubling to 5 s)",
+    )
+    p.add_argument(
+        "--snapshot",
+        metavar="soup://HOST:PORT[/SESSION]",
+        type=_type("soup://[USER:PASS@]HOST:PORT[/SESSION]", parse_soup_source),
+        help="late join: write this GLIMPSE-style snapshot session up to its End of Snapshot "
+        "message, then the feed from the number that message gives (the feed is joined "
+        "first and held meanwhile; only the numbers between are requested)",
+    )
+    p.add_argument(
+        "--snapshot-number",
+        choices=("next", "last"),
+        default="next",
+        help="what the End of Snapshot number is: the next feed message to take (default) "
+        "or the last one the snapshot includes",
+    )
+
+
+def _add_serve_soup(p: argparse.ArgumentParser) -> None:
+    """serve's SoupBinTCP options."""
+    p.add_argument(
+        "--soup-port",
+        metavar="PORT",
+        type=_port_from(0),
+        help="serve the session over SoupBinTCP on this TCP port (0: any free port)",
+    )
+    p.add_argument(
+        "--soup-addr",
+        metavar="ADDR",
+        type=IPV4,
+        default="0.0.0.0",
+        help="address the SoupBinTCP server listens on (default 0.0.0.0)",
+    )
+    p.add_argument("--user", metavar="USER", help="SoupBinTCP username (6 characters max)")
+    p.add_argument("--password", metavar="PASS", help="SoupBinTCP password (10 characters max)")
+
+
+EPILOG_GATEWAY = """\
+examples:
+  moldudp64 gateway 239.1.1.1:30001 --request-server 10.0.0.5:30002 --soup-port 30010 \\
+      --output day.bin
+  moldudp64 listen soup://127.0.0.1:30010 --start-seq 1000 -o tail.bin
+
+Joins the feed (recovering gaps), appends every message to --output (a BinaryFILE: memory
+stays bounded) and serves it over SoupBinTCP, each client from the number it asks for.
+A range lost on the feed ends the served session there: clients get End of Session after
+the last message before it, and the loss is logged and summarised (exit 3).
+"""
+
+
+def _add_gateway(sub: Any) -> None:
+    """The ``gateway`` command's arguments."""
+    p = sub.add_parser(
+        "gateway",
+        help="join a MoldUDP64 feed and serve it over SoupBinTCP",
+        description="Join a MoldUDP64 feed, recover gaps, store it in a BinaryFILE and "
+        "serve it over SoupBinTCP to any number of clients, each from the number it asks for.",
+        epilog=EPILOG_GATEWAY,
+        formatter_class=_RAW,
+    )
+    _add_verbose(p)
+    p.add_argument("group", metavar="GROUP:PORT", type=GROUP_PORT, help="the feed (line A)")
+    _add_feed(p)
+    p.add_argument(
+        "--output",
+        "-o",
+        metavar="FILE.bin",
+        help="the BinaryFILE the feed is stored in (default: a temporary file, removed at "
+        "the end)",
+    )
+    _add_stop(p)
+    _add_serve_soup(p)
+    _add_metrics(p)
+    p.set_defaults(func=_Command("soup", "cmd_gateway"))

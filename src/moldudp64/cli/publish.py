@@ -72,6 +72,33 @@ def _rerequest_summary(stats: Any, noun: str = "re-requests") -> str:
     return text
 
 
+def _linger(server: RerequestServer | None, linger: float, started: float) -> float:
+    """``publish --linger``: after the end of session, keep ``server`` answering until no
+    request has come for ``linger`` seconds (since ``started`` when none came); say so on
+    stderr. The seconds it lingered (a stop signal ends it early)."""
+    if server is None or linger <= 0:
+        return 0.0
+    begun = time.monotonic()
+    announced = False
+    try:
+        while True:
+            last = server.last_request_at
+            quiet_until = (started if last is None else max(last, started)) + linger
+            left = quiet_until - time.monotonic()
+            if left <= 0:
+                break
+            if not announced:
+                _say(
+                    "moldudp64 publish: session ended; still answering re-requests until "
+                    f"none has come for {linger:g} s (--linger)"
+                )
+                announced = True
+            time.sleep(min(left, 0.2))
+    except KeyboardInterrupt:
+        _say("moldudp64 publish: interrupted while answering re-requests after the end")
+    return time.monotonic() - begun if announced else 0.0
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     """moldudp64 publish GROUP:PORT --session NAME (--input FILE | --generate N)."""
 
@@ -150,6 +177,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
                 _say(f"moldudp64 publish: interrupted after {publisher.stats.messages} messages")
                 return EXIT_INTERRUPTED
             status.clear()
+            lingered = _linger(publisher.rerequest_server, args.linger, t0)
             stats = result.stats
             rstats = publisher.rerequest_stats
     finally:
@@ -170,6 +198,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
         )
     if rstats is not None:
         parts.append(_rerequest_summary(rstats))
+    if lingered:
+        parts.append(f"answered re-requests {lingered:.1f} s after the end of session")
     _say("moldudp64 publish: done: " + "; ".join(parts))
     return EXIT_OK
 

@@ -6,13 +6,14 @@ import json
 import logging
 import sys
 from itertools import chain
-from typing import cast
+from typing import Any, cast
 
 from .._output import TextOutput, WholeWrites
 from ..binaryfile import BinaryFileWriter
 from ..events import (
     MessagesDelivered,
 )
+from ..soupbintcp import MessageRun
 from .common import UsageError, _named
 
 logger = logging.getLogger("moldudp64.cli")
@@ -34,8 +35,9 @@ class MessageSink:
         """Write consecutive messages; ``messages[i]`` has sequence ``seq_num + i``."""
         raise NotImplementedError
 
-    def write_events(self, events: list[MessagesDelivered]) -> int:
-        """Write several batches of consecutive messages; how many messages that was."""
+    def write_events(self, events: list[MessagesDelivered] | list[Any]) -> int:
+        """Write several batches of consecutive messages (``MessagesDelivered``, or
+        SoupBinTCP's ``MessageRun``); how many messages that was."""
         n = 0
         for ev in events:
             self.write(ev.session, ev.seq_num, ev.messages)
@@ -64,7 +66,18 @@ class BinaryFileSink(MessageSink):
             raise _named(exc, self.name) from None
         self.count += len(messages)
 
-    def write_events(self, events: list[MessagesDelivered]) -> int:
+    def write_events(self, events: list[MessagesDelivered] | list[Any]) -> int:
+        if all(type(ev) is MessageRun for ev in events):
+            # SoupBinTCP runs are BinaryFILE blocks already: written as they are.
+            n = 0
+            try:
+                for ev in cast(list[MessageRun], events):
+                    self._writer.write_blocks(ev.blocks, ev.count)
+                    n += ev.count
+            except OSError as exc:
+                raise _named(exc, self.name) from None
+            self.count += n
+            return n
         # one join_blocks() over the whole read batch, not one call per packet
         messages = list(chain.from_iterable([ev.messages for ev in events]))
         try:
@@ -128,9 +141,9 @@ class TextSink(_TextualSink):
 def open_sink(path: str, fmt: str | None, decode: str | None = None) -> MessageSink:
     """Open the output: ``-`` is stdout; the format defaults to text on a terminal, to
     jsonl for ``*.jsonl``/``*.json``, text for ``*.txt``, and BinaryFILE otherwise.
-    With ``decode`` (``itch50``), the decoded output of :mod:`moldudp64.itch50_sinks`."""
+    With ``decode`` (``itch50``), the decoded output of :mod:`moldudp64.itch50.sinks`."""
     if decode is not None:
-        from ..itch50_sinks import open_decoded_sink  # pyarrow only when asked for
+        from ..itch50.sinks import open_decoded_sink  # pyarrow only when asked for
 
         return cast(MessageSink, open_decoded_sink(path, fmt, decode))
     if fmt in ("parquet", "csv"):

@@ -178,7 +178,7 @@ class MoldUDP64(ClientBase):
     (called in the consumer's thread with every event that is not a message),
     ``strict`` (``messages()`` raises :class:`MessagesLostError` on loss),
     ``request_delay`` (seconds a new gap waits before it is requested; default 0, or
-    :data:`AB_REQUEST_DELAY`, 5 ms, with a B line: the other line fills most gaps by
+    ``AB_REQUEST_DELAY``, 5 ms, with a B line: the other line fills most gaps by
     itself, so only what both lines miss is requested) and ``receiver_options`` (any
     other :class:`~moldudp64.receiver.ReceiverConfig` field).
 
@@ -267,10 +267,10 @@ class MoldUDP64(ClientBase):
         """Open the sockets in low-level mode: every valid datagram, in arrival order.
 
         Returns ``(datagrams, requests)``: iterate ``datagrams`` (or call ``recv``) for
-        :class:`Datagram` objects, live and retransmitted interleaved; give
+        :class:`~moldudp64.sync.Datagram` objects, live and retransmitted interleaved; give
         ``requests`` your own :class:`~moldudp64.wire.RetransmissionRequest`. The core
         still detects gaps and re-requests them. Iterating ``datagrams`` ends after the
-        end of session (see :class:`DatagramStream`); close with :meth:`close`.
+        end of session (see :class:`~moldudp64.sync.DatagramStream`); close with :meth:`close`.
         """
         self._open_sockets(raw=True)
         return DatagramStream(self), RequestSender(self)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import selectors
 import socket
 import threading
@@ -45,6 +46,11 @@ __all__ = ["Publisher", "RerequestServer", "RunResult"]
 logger = logging.getLogger(__name__)
 
 _RECV_BATCH = 256
+#: Seconds of reading and answering per round of the loop: the shared socket first, then
+#: the adopted clients, longest adopted first; those not reached wait for the next round
+#: (their requests stay queued in their own sockets), so a flood of adopted sources
+#: cannot delay a client adopted before it by more than about this.
+_ROUND_SECONDS = 0.02
 
 
 class RerequestServer:
@@ -89,12 +95,18 @@ class RerequestServer:
         self._thread: threading.Thread | None = None
         self._send_errors = 0
         self._recv_errors = 0
+        self._last_request_at: float | None = None
 
     @property
     def address(self) -> Address:
         """The ``(host, port)`` the server listens on."""
         host, port = self._sock.getsockname()[:2]
         return (str(host), int(port))
+
+    @property
+    def last_request_at(self) -> float | None:
+        """``time.monotonic()`` when the last datagram was read, or None (none yet)."""
+        return self._last_request_at
 
     @property
     def stats(self) -> RerequestStats:
@@ -141,10 +153,17 @@ class RerequestServer:
                     timeout = idle if timeout is None else min(timeout, idle)
                 ready = sel.select(timeout=timeout)
                 read = False
-                for key, _ in ready:  # one batch from each ready socket: a round robin
-                    if key.data != "wake":
-                        self._read_batch(key.fileobj, key.data)  # type: ignore[arg-type]
-                        read = True
+                since = self._peers.since
+                keys = sorted(
+                    (key for key, _ in ready if key.data != "wake"),
+                    key=lambda k: -math.inf if k.data is None else since(k.data),
+                )
+                round_end = time.monotonic() + _ROUND_SECONDS
+                for key in keys:  # one batch from each ready socket, seniors first
+                    self._read_batch(key.fileobj, key.data)  # type: ignore[arg-type]
+                    read = True
+                    if time.monotonic() > round_end:
+                        break
                 if not read and timer is not None:
                     with self._lock:
                         answers = core.answers_due(time.monotonic())
@@ -185,6 +204,8 @@ class RerequestServer:
                     self._drop_peer(peer)
                     break
             self._peers.touch(peer, time.monotonic())
+        if batch:
+            self._last_request_at = time.monotonic()
         with self._lock:
             answers = self.core.handle_requests(batch, time.monotonic())
         self._send_all(answers)
@@ -204,15 +225,18 @@ class RerequestServer:
         """Give a client that got an answer its own connected socket on the server's port.
 
         The kernel then queues that client's requests apart from everyone else's, so a
-        flood that overflows the server's socket costs known clients nothing.
+        flood that overflows the server's socket costs known clients nothing. When the
+        table is full of clients active within ``idle_after`` seconds, none is dropped for
+        a newcomer (which is served on the shared socket).
         """
         sel = self._sel
         if sel is None or self._closed.is_set():
             return
+        self._close_idle_peers()
+        if self._peers.full:
+            return  # every adopted client is active: a flood cannot push one out
         if not self._peers.may_adopt(time.monotonic()):
             return  # a later answer adopts it
-        if self._peers.full:
-            self._drop_peer(self._peers.oldest())
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
