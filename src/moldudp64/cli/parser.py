@@ -112,8 +112,10 @@ examples:
   moldudp64 listen 239.1.1.1:30001 -o feed.bin --capture feed.pcap
 
 exit codes: 0 session ended (or --count reached) with every message written,
-            3 messages lost for good (the rest written; stderr names the ranges),
-            4 --idle-timeout seconds without a packet, 130 Ctrl-C, SIGTERM or SIGHUP
+            3 messages lost for good, or data that came after the end of session (the
+            rest written; stderr names the ranges), 4 --idle-timeout seconds without
+            progress (no message written, recovered, reported or arriving: empty answers
+            and other sessions' datagrams do not count), 130 Ctrl-C, SIGTERM or SIGHUP
             (after flushing and the summary), 141 the reader of -o - went away;
             6 (nats:// source) --start-seq past the end of the stored session.
 """
