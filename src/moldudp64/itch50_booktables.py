@@ -1,0 +1,401 @@
+"""The book's tables as Apache Arrow and Parquet: ``bbo``, ``trades``, ``depth``, and
+``book_state`` when messages were lost.
+
+:class:`BookTables` turns the rows a :class:`~moldudp64.itch50_book.BookCore` appended into
+Arrow record batches (a few NumPy operations per column and batch, no loop per row);
+:class:`BookWriter` streams them to ``DIR/bbo.parquet``, ``DIR/trades.parquet`` and
+``DIR/depth.parquet`` a bounded batch at a time, with the command's sink interface
+(``write(session, seq_num, messages)``), so any source ``listen`` or ``inspect`` reads can
+drive it. Needs the ``arrow`` extra.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+from .exceptions import MissingDependency
+from .itch50_book import (
+    BBO_WIDTH,
+    TRADES_WIDTH,
+    BookCore,
+    depth_width,
+    new_core,
+)
+
+__all__ = [
+    "ALL_TABLES",
+    "BookTables",
+    "BookWriter",
+    "bbo_schema",
+    "book_state_schema",
+    "depth_schema",
+    "trades_schema",
+]
+
+#: The tables ``moldudp64 book`` writes.
+ALL_TABLES: Final = ("bbo", "trades", "depth")
+#: A writer appends a batch to the files once this many rows are held.
+FLUSH_ROWS: Final = 1 << 18
+
+
+def _arrow() -> tuple[Any, Any, Any]:
+    try:
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+    except ImportError as exc:
+        raise MissingDependency(
+            "the book's tables need pyarrow and numpy: pip install 'moldudp64[arrow]'",
+            extra="arrow",
+        ) from exc
+    return np, pa, pc
+
+
+def _head(pa: Any) -> list[Any]:
+    return [
+        pa.field("seq", pa.uint64()),
+        pa.field("timestamp", pa.int64()),
+        pa.field("stock_locate", pa.uint16()),
+        pa.field("stock", pa.string()),
+    ]
+
+
+def _price(pa: Any) -> Any:
+    return pa.decimal128(10, 4)
+
+
+def bbo_schema() -> Any:
+    """Columns of the ``bbo`` table (prices null when the side is empty)."""
+    _, pa, _ = _arrow()
+    return pa.schema(
+        [
+            *_head(pa),
+            pa.field("bid_price", _price(pa)),
+            pa.field("ask_price", _price(pa)),
+            pa.field("bid_shares", pa.uint64()),
+            pa.field("ask_shares", pa.uint64()),
+            pa.field("bid_orders", pa.uint32()),
+            pa.field("ask_orders", pa.uint32()),
+        ]
+    )
+
+
+def trades_schema() -> Any:
+    """Columns of the ``trades`` table (one row per E, C, P, Q, B)."""
+    _, pa, _ = _arrow()
+    return pa.schema(
+        [
+            *_head(pa),
+            pa.field("kind", pa.string()),
+            pa.field("price", _price(pa)),
+            pa.field("shares", pa.uint64()),
+            pa.field("side", pa.string()),
+            pa.field("order_reference_number", pa.uint64()),
+            pa.field("match_number", pa.uint64()),
+            pa.field("printable", pa.string()),
+        ]
+    )
+
+
+def depth_schema(levels: int) -> Any:
+    """Columns of the ``depth`` table for ``levels`` levels per side."""
+    _, pa, _ = _arrow()
+    fields = _head(pa)
+    for i in range(levels):
+        fields += [
+            pa.field(f"bid_price_{i}", _price(pa)),
+            pa.field(f"bid_shares_{i}", pa.uint64()),
+            pa.field(f"bid_orders_{i}", pa.uint32()),
+            pa.field(f"ask_price_{i}", _price(pa)),
+            pa.field(f"ask_shares_{i}", pa.uint64()),
+            pa.field(f"ask_orders_{i}", pa.uint32()),
+        ]
+    return pa.schema(fields)
+
+
+def book_state_schema() -> Any:
+    """Columns of ``book_state``: a row per range of messages lost and not recovered, from
+    which every book is unreliable (any stock's messages may have been in it)."""
+    _, pa, _ = _arrow()
+    return pa.schema(
+        [
+            pa.field("session", pa.string()),
+            pa.field("first_seq", pa.uint64()),
+            pa.field("last_seq", pa.uint64()),
+            pa.field("messages", pa.uint64()),
+            pa.field("state", pa.string()),
+        ]
+    )
+
+
+def _decimals(values: Any) -> Any:
+    """int64 prices (-1: null) -> decimal128(10, 4)."""
+    np, pa, _ = _arrow()
+    count = len(values)
+    words = np.zeros((count, 2), dtype=np.int64)
+    words[:, 0] = values
+    null = values < 0
+    validity = None
+    nulls = int(null.sum())
+    if nulls:
+        validity = pa.py_buffer(np.packbits(~null, bitorder="little"))
+    return pa.Array.from_buffers(_price(pa), count, [validity, pa.py_buffer(words)], nulls)
+
+
+_CHARS: list[Any] = []
+
+
+def _chars(codes: Any) -> Any:
+    """uint8 character codes (0: null) -> one-character strings."""
+    np, pa, pc = _arrow()
+    if not _CHARS:
+        _CHARS.append(pa.array([chr(i) for i in range(256)], pa.string()))
+    index = pa.array(codes.astype(np.uint8), mask=codes == 0)
+    return pc.take(_CHARS[0], index)
+
+
+class BookTables:
+    """Rows of a core -> Arrow record batches ``{"bbo": ..., "trades": ..., "depth": ...}``."""
+
+    def __init__(self, core: BookCore, depth: int) -> None:
+        _, pa, _ = _arrow()
+        self.core = core
+        self.depth = depth
+        self._names: list[str] = []
+        self._name_array = pa.array([], pa.string())
+        self.schemas = {
+            "bbo": bbo_schema(),
+            "trades": trades_schema(),
+            "depth": depth_schema(depth),
+        }
+
+    def _stock(self, codes: Any) -> Any:
+        np, pa, pc = _arrow()
+        new = self.core.names(len(self._names))
+        if new:
+            self._names.extend(new)
+            self._name_array = pa.array(self._names, pa.string())
+        index = pa.array(codes.astype(np.int32), mask=codes < 0)
+        return pc.take(self._name_array, index)
+
+    def _head(self, rows: Any) -> list[Any]:
+        np, pa, _ = _arrow()
+        return [
+            pa.array(rows[:, 0].view(np.uint64)),
+            pa.array(rows[:, 1]),
+            pa.array(rows[:, 2].astype(np.uint16)),
+            self._stock(rows[:, 3]),
+        ]
+
+    def take(self) -> dict[str, Any]:
+        """The rows appended since the last call, as record batches (empty ones left out)."""
+        np, pa, _ = _arrow()
+        bbo_raw, trades_raw, depth_raw = self.core.take()
+        out: dict[str, Any] = {}
+        if bbo_raw:
+            r = np.frombuffer(bbo_raw, dtype=np.int64).reshape(-1, BBO_WIDTH)
+            out["bbo"] = pa.RecordBatch.from_arrays(
+                [
+                    *self._head(r),
+                    _decimals(r[:, 4]),
+                    _decimals(r[:, 7]),
+                    pa.array(r[:, 5].view(np.uint64)),
+                    pa.array(r[:, 8].view(np.uint64)),
+                    pa.array(r[:, 6].astype(np.uint32)),
+                    pa.array(r[:, 9].astype(np.uint32)),
+                ],
+                schema=self.schemas["bbo"],
+            )
+        if trades_raw:
+            r = np.frombuffer(trades_raw, dtype=np.int64).reshape(-1, TRADES_WIDTH)
+            kind = r[:, 4]
+            broken = kind == ord("B")
+            no_ref = broken | (kind == ord("Q"))
+            out["trades"] = pa.RecordBatch.from_arrays(
+                [
+                    *self._head(r),
+                    _chars(kind),
+                    _decimals(r[:, 5]),
+                    pa.array(r[:, 6].view(np.uint64), mask=broken),
+                    _chars(r[:, 7]),
+                    pa.array(r[:, 8].view(np.uint64), mask=no_ref),
+                    pa.array(r[:, 9].view(np.uint64)),
+                    _chars(r[:, 10]),
+                ],
+                schema=self.schemas["trades"],
+            )
+        if depth_raw:
+            r = np.frombuffer(depth_raw, dtype=np.int64).reshape(-1, depth_width(self.depth))
+            columns = self._head(r)
+            for i in range(self.depth):
+                b = 4 + 6 * i
+                columns += [
+                    _decimals(r[:, b]),
+                    pa.array(r[:, b + 1].view(np.uint64)),
+                    pa.array(r[:, b + 2].astype(np.uint32)),
+                    _decimals(r[:, b + 3]),
+                    pa.array(r[:, b + 4].view(np.uint64)),
+                    pa.array(r[:, b + 5].astype(np.uint32)),
+                ]
+            out["depth"] = pa.RecordBatch.from_arrays(columns, schema=self.schemas["depth"])
+        return out
+
+
+class BookWriter:
+    """``moldudp64 book``'s output: the book built from the messages written to it, its
+    tables streamed to Parquet files in ``directory``.
+
+    The sink interface of the command (``write``, ``write_events``, ``flush``, ``close``,
+    ``count``): messages of one session in order; a jump in sequence numbers is a loss
+    (a ``book_state`` row; the books are unreliable from there). :meth:`write_binaryfile`
+    feeds BinaryFILE bytes directly (the fast path for files)."""
+
+    name = "book"
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        depth: int = 10,
+        symbols: Iterable[str] | None = None,
+        interval: float = 0.0,
+        tables: Sequence[str] = ALL_TABLES,
+        pure_python: bool = False,
+        compression: str = "zstd",
+    ) -> None:
+        _arrow()
+        self.directory = os.fspath(directory)
+        os.makedirs(self.directory, exist_ok=True)
+        self.depth = depth
+        self.tables = tuple(tables)
+        self.core = new_core(
+            depth,
+            frozenset(symbols) if symbols is not None else None,
+            round(interval * 1e9),
+            frozenset(self.tables),
+            pure_python=pure_python,
+        )
+        self._tables = BookTables(self.core, depth)
+        self._writers: dict[str, Any] = {}
+        self.rows: dict[str, int] = dict.fromkeys(self.tables, 0)
+        self.compression = compression
+        self.count = 0
+        self.session: str | None = None
+        self.next_seq: int | None = None
+        self.lost: list[tuple[str, int, int]] = []
+        self.lost_messages = 0
+        self.other_sessions = 0
+
+    def _writer(self, name: str, schema: Any) -> Any:
+        writer = self._writers.get(name)
+        if writer is None:
+            import pyarrow.parquet as pq
+
+            path = os.path.join(self.directory, f"{name}.parquet")
+            writer = self._writers[name] = pq.ParquetWriter(
+                path, schema, compression=self.compression
+            )
+        return writer
+
+    def _drain(self) -> None:
+        for name, batch in self._tables.take().items():
+            self._writer(name, batch.schema).write_batch(batch)
+            self.rows[name] += batch.num_rows
+
+    def _lose(self, session: str, first: int, last: int) -> None:
+        _, pa, _ = _arrow()
+        self.lost.append((session, first, last))
+        self.lost_messages += last - first + 1
+        self._drain()  # rows before the loss go first
+        batch = pa.RecordBatch.from_arrays(
+            [
+                pa.array([session]),
+                pa.array([first], pa.uint64()),
+                pa.array([last], pa.uint64()),
+                pa.array([last - first + 1], pa.uint64()),
+                pa.array(["unreliable: every book from first_seq on"]),
+            ],
+            schema=book_state_schema(),
+        )
+        self._writer("book_state", batch.schema).write_batch(batch)
+        self.rows["book_state"] = self.rows.get("book_state", 0) + 1
+
+    def _check_seq(self, session: str, seq_num: int, count: int) -> bool:
+        if self.session is None:
+            self.session = session
+        elif session != self.session:
+            self.other_sessions += count
+            return False
+        if self.next_seq is not None and seq_num > self.next_seq:
+            self._lose(session, self.next_seq, seq_num - 1)
+        self.next_seq = seq_num + count
+        return True
+
+    def write(self, session: str, seq_num: int, messages: list[bytes]) -> None:
+        """Apply consecutive messages; ``messages[i]`` has sequence ``seq_num + i``."""
+        if not messages or not self._check_seq(session, seq_num, len(messages)):
+            return
+        from .wire import join_blocks
+
+        self.core.feed(join_blocks(messages), seq_num)
+        self.count += len(messages)
+        if self.core.pending() >= FLUSH_ROWS:
+            self._drain()
+
+    def write_events(self, events: list[Any]) -> int:
+        """Apply several batches of consecutive messages; how many messages that was."""
+        n = 0
+        for ev in events:
+            self.write(ev.session, ev.seq_num, ev.messages)
+            n += len(ev.messages)
+        return n
+
+    def write_binaryfile(self, data: Any, seq_num: int, session: str = "") -> int:
+        """Apply the complete messages at the start of BinaryFILE bytes ``data`` (the first
+        is ``seq_num``); return the bytes used."""
+        if not self._check_seq(session, seq_num, 0):
+            return 0
+        before = self.core.messages
+        used = self.core.feed(data, seq_num)
+        done = self.core.messages - before
+        self.count += done
+        self.next_seq = seq_num + done
+        if self.core.pending() >= FLUSH_ROWS:
+            self._drain()
+        return used
+
+    def flush(self) -> None:
+        """Append the rows held to the files."""
+        self._drain()
+
+    def close(self) -> None:
+        """Write what is held and close the files (every asked table exists, maybe empty)."""
+        try:
+            self._drain()
+            for name in self.tables:
+                self._writer(name, self._tables.schemas[name])
+        finally:
+            for writer in self._writers.values():
+                writer.close()
+            self._writers.clear()
+
+    def summary(self) -> str:
+        """One line: messages, rows per table, what the book could not match."""
+        core = self.core
+        rows = ", ".join(f"{n} {name}" for name, n in self.rows.items())
+        text = f"{self.count} messages, rows: {rows}; {core.orders_resting} orders resting"
+        if core.unknown_orders:
+            text += f"; {core.unknown_orders} references to orders not in the book"
+        if core.overfills:
+            text += f"; {core.overfills} executions/cancels beyond an order's shares"
+        if core.duplicate_orders:
+            text += f"; {core.duplicate_orders} adds of a reference already resting (ignored)"
+        if core.invalid:
+            text += f"; {core.invalid} messages not ITCH 5.0"
+        if self.lost_messages:
+            text += f"; {self.lost_messages} messages lost (book_state)"
+        if self.other_sessions:
+            text += f"; {self.other_sessions} messages of other sessions ignored"
+        return text
