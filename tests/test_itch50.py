@@ -57,7 +57,7 @@ from moldudp64.wire import Packet
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
-SRC = str(Path(itch50.__file__).resolve().parents[1])
+SRC = str(Path(itch50.__file__).resolve().parents[2])
 
 
 def be(value: int, width: int) -> bytes:
@@ -399,7 +399,8 @@ def test_binaryfile_in_small_chunks_equals_one_list(tmp_path: Path) -> None:
     assert from_file.keys() == whole.keys()
     for name, table in whole.items():
         assert from_file[name].equals(table), name
-    chunked = itch50._collect(itch50.iter_binaryfile_batches(path, session="D1", chunk_bytes=1))
+    chunks = itch50.iter_binaryfile_batches(path, session="D1", chunk_bytes=1)
+    chunked = itch50.arrow._collect(chunks)
     for name, table in whole.items():
         assert chunked[name].equals(table), name
     assert whole["invalid"].column("seq").to_pylist() == [5001, 5002]
@@ -414,8 +415,8 @@ def test_any_bytes_as_a_binaryfile_decode_or_stop_like_the_reader(
     data: bytes, pure: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if pure:
-        monkeypatch.setattr(itch50, "c_scan", None)
-        monkeypatch.setattr(itch50, "c_gather", None)
+        monkeypatch.setattr(itch50.arrow, "c_scan", None)
+        monkeypatch.setattr(itch50.arrow, "c_gather", None)
     expected: list[bytes] = []
     error = None
     try:
@@ -440,14 +441,14 @@ def test_scan_in_c_and_in_python_agree() -> None:
 
     data = b"".join(len(m).to_bytes(2, "big") + m for m in mixed_messages(300)) + b"\x00\x30AB"
     heads, end = itch50.c_scan(data)
-    assert (np.frombuffer(heads, np.int64).tolist(), end) == itch50._scan_py(data)
+    assert (np.frombuffer(heads, np.int64).tolist(), end) == itch50.arrow._scan_py(data)
 
 
 def test_columns_are_the_same_without_the_c_helpers(monkeypatch: pytest.MonkeyPatch) -> None:
     messages = [*mixed_messages(3000), b"\xff" * 36, EXAMPLES[3][0][:-2]]
     with_c = itch50.messages_to_arrow(messages, session="S", first_seq=5)
-    monkeypatch.setattr(itch50, "c_scan", None)
-    monkeypatch.setattr(itch50, "c_gather", None)
+    monkeypatch.setattr(itch50.arrow, "c_scan", None)
+    monkeypatch.setattr(itch50.arrow, "c_gather", None)
     without = itch50.messages_to_arrow(messages, session="S", first_seq=5)
     assert with_c.keys() == without.keys() and len(with_c) == len(itch50.LAYOUTS) + 1
     for name, table in with_c.items():
@@ -547,6 +548,40 @@ def test_per_message_decode_needs_neither_numpy_nor_pyarrow() -> None:
     )
     assert second.startswith("arrow ") and "pip install 'moldudp64[arrow]'" in second
     assert second.endswith(" True")
+
+
+# --- the package ---------------------------------------------------------------------
+
+#: The public names of moldudp64.itch50 when it was one module: the package keeps them all.
+MODULE_NAMES = [
+    "LAYOUTS", "MESSAGE_CLASSES", "MESSAGE_NAMES", "NOII", "PRICE_FIELDS", "INVALID", "AddOrder",
+    "AddOrderMPID", "BrokenTrade", "CrossTrade", "DLCRPriceDiscovery", "IPOQuotingPeriodUpdate",
+    "LULDAuctionCollar", "MWCBDeclineLevel", "MWCBStatus", "MarketParticipantPosition",
+    "OperationalHalt", "OrderCancel", "OrderDelete", "OrderExecuted", "OrderExecutedWithPrice",
+    "OrderReplace", "RawMessage", "Record", "RegSHORestriction", "RetailInterest",
+    "StockDirectory", "StockTradingAction", "SystemEvent", "Trade", "Field", "Layout", "Buffer",
+    "arrow_schema", "binaryfile_to_arrow", "decode", "decode_or_raw", "encode",
+    "iter_binaryfile_batches", "iter_message_batches", "iter_record_batches", "messages_to_arrow",
+    "price_decimal", "records_to_arrow", "to_dict", "write_csv", "write_parquet", "c_scan",
+    "c_gather",
+]
+
+
+@pytest.mark.parametrize("name", MODULE_NAMES)
+def test_the_package_keeps_every_public_name_of_the_module(name: str) -> None:
+    assert name in itch50.__all__
+    assert hasattr(itch50, name)
+
+
+def test_the_package_does_not_load_its_outputs() -> None:
+    done = run_python(
+        "import sys, moldudp64.itch50\n"
+        "print(sorted(m for m in sys.modules if m.startswith('moldudp64.itch50.')))\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        "['moldudp64.itch50.arrow', 'moldudp64.itch50.codec', 'moldudp64.itch50.messages']"
+    )
 
 
 # --- the benchmark runs ----------------------------------------------------------------

@@ -12,10 +12,12 @@ from _client.test_layers import SRC, imported
 #: The protocol cores and the file formats: no network, clock, thread or event loop, and
 #: they import only each other (never a layer above them). ``capture`` is the capture
 #: layer (it reads and writes files and formats addresses with ``socket.inet_ntoa``); of
-#: the cores only ``replay`` uses it, to replay a capture file.
+#: the cores only ``replay`` uses it, to replay a capture file. ``itch50`` is a package:
+#: its ``__init__`` and its modules but ``sinks`` (an output) are cores.
 CORES = {
-    "wire", "receiver", "publisher", "rerequest", "store", "replay", "itch50", "validation",
+    "wire", "receiver", "publisher", "rerequest", "store", "replay", "validation",
     "events", "exceptions", "faults", "binaryfile", "_closing",
+    "itch50", "itch50.messages", "itch50.codec", "itch50.arrow",
 }  # fmt: skip
 ALLOWED_EXTRA = {"replay": {"capture"}}
 #: What a core may never import: the clock, sockets, threads, event loops.
@@ -37,16 +39,33 @@ def stdlib_imports(path: Path) -> set[str]:
     return names
 
 
+def source_of(module: str) -> Path:
+    """The file of ``module`` (dotted, under moldudp64): ``a.b`` is a/b.py or a/b/__init__.py."""
+    path = SRC.joinpath(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def module_of(name: str) -> str:
+    """The moldudp64 module an imported name lives in (``moldudp64.itch50.arrow._arrow`` ->
+    ``itch50.arrow``; a name that is a package's attribute -> the package)."""
+    parts = name.split(".")[1:]
+    while parts and not (SRC.joinpath(*parts).is_dir() or source_of(".".join(parts)).exists()):
+        parts.pop()
+    return ".".join(parts)
+
+
+def test_every_itch50_module_is_a_core_or_an_output() -> None:
+    modules = {f"itch50.{p.stem}" for p in (SRC / "itch50").glob("*.py")} - {"itch50.__init__"}
+    assert modules - CORES == {"itch50.sinks"}
+
+
 @pytest.mark.parametrize("core", sorted(CORES))
 def test_a_core_imports_only_cores_and_no_io(core: str) -> None:
-    path = SRC / f"{core}.py"
-    allowed = {f"moldudp64.{c}" for c in CORES | ALLOWED_EXTRA.get(core, set())}
-    allowed.add("moldudp64")
-    above = sorted(
-        n for n in imported(path) if not any(n == a or n.startswith(a + ".") for a in allowed)
-    )
-    assert above == [], f"{core}.py imports {above}"
-    assert not stdlib_imports(path) & set(IO_MODULES), f"{core}.py does I/O"
+    path = source_of(core)
+    allowed = CORES | ALLOWED_EXTRA.get(core, set()) | {""}
+    above = sorted(n for n in imported(path) if module_of(n) not in allowed)
+    assert above == [], f"{core} imports {above}"
+    assert not stdlib_imports(path) & set(IO_MODULES), f"{core} does I/O"
 
 
 def test_nothing_imports_the_command_line() -> None:

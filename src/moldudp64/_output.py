@@ -1,6 +1,6 @@
 """What every output of the command shares: whole writes, and errors that name the output.
 
-Both the plain sinks (``cli/sinks.py``) and the decoded ones (``itch50_sinks.py``) write
+Both the plain sinks (``cli/sinks.py``) and the decoded ones (``itch50/sinks.py``) write
 text through :class:`TextOutput` over a :class:`WholeWrites` stream.
 """
 

@@ -35,7 +35,7 @@ from moldudp64._output import WholeWrites
 from moldudp64.binaryfile import write_binaryfile
 from moldudp64.capture import CaptureReader
 from moldudp64.cli import generate_itch, main
-from moldudp64.itch50_sinks import ItchJsonlSink, ItchTableSink, open_decoded_sink
+from moldudp64.itch50.sinks import ItchJsonlSink, ItchTableSink, open_decoded_sink
 from moldudp64.wire import Packet
 
 needs_shared = pytest.mark.skipif(

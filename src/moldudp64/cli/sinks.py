@@ -128,9 +128,9 @@ class TextSink(_TextualSink):
 def open_sink(path: str, fmt: str | None, decode: str | None = None) -> MessageSink:
     """Open the output: ``-`` is stdout; the format defaults to text on a terminal, to
     jsonl for ``*.jsonl``/``*.json``, text for ``*.txt``, and BinaryFILE otherwise.
-    With ``decode`` (``itch50``), the decoded output of :mod:`moldudp64.itch50_sinks`."""
+    With ``decode`` (``itch50``), the decoded output of :mod:`moldudp64.itch50.sinks`."""
     if decode is not None:
-        from ..itch50_sinks import open_decoded_sink  # pyarrow only when asked for
+        from ..itch50.sinks import open_decoded_sink  # pyarrow only when asked for
 
         return cast(MessageSink, open_decoded_sink(path, fmt, decode))
     if fmt in ("parquet", "csv"):

@@ -29,10 +29,12 @@ from array import array
 from collections.abc import Callable
 from typing import IO, Any, Final
 
-from . import itch50
-from ._output import TextOutput, WholeWrites, named_error
-from .events import MessagesDelivered
-from .exceptions import ConfigError
+from .._output import TextOutput, WholeWrites, named_error
+from ..events import MessagesDelivered
+from ..exceptions import ConfigError
+from . import arrow
+from .codec import decode_or_raw, to_dict
+from .messages import INVALID, MESSAGE_NAMES, RawMessage
 
 __all__ = [
     "CHUNK_BYTES",
@@ -55,7 +57,7 @@ CHUNK_MESSAGES: Final = 1 << 18
 #: ... or this many bytes of them.
 CHUNK_BYTES: Final = 16 << 20
 
-_TABLE_NAMES: Final = (*itch50.MESSAGE_NAMES.values(), itch50.INVALID)
+_TABLE_NAMES: Final = (*MESSAGE_NAMES.values(), INVALID)
 
 
 _named = named_error
@@ -127,14 +129,14 @@ class ItchJsonlSink(_StreamSink):
 
     def _write(self, ts: float | None, session: str, seq_num: int, messages: list[bytes]) -> None:
         dumps = json.dumps
-        decode, to_dict, raw = itch50.decode_or_raw, itch50.to_dict, itch50.RawMessage
+        decode, as_dict, raw = decode_or_raw, to_dict, RawMessage
         head: dict[str, Any] = {} if ts is None else {"ts": ts}
         lines = []
         for i, message in enumerate(messages):
             record = decode(message)
             if type(record) is raw:
                 self.invalid += 1
-            lines.append(dumps(head | {"session": session, "seq": seq_num + i} | to_dict(record)))
+            lines.append(dumps(head | {"session": session, "seq": seq_num + i} | as_dict(record)))
         lines.append("")
         self._put("\n".join(lines))
         self.count += len(messages)
@@ -152,7 +154,7 @@ class ItchTextSink(_StreamSink):
         stamp = "" if ts is None else f"{ts:.6f} "
         lines = []
         for i, message in enumerate(messages):
-            fields = itch50.to_dict(itch50.decode_or_raw(message))
+            fields = to_dict(decode_or_raw(message))
             if "reason" in fields and "data" in fields:
                 self.invalid += 1
             kind = _printable(fields.pop("message_type")) or "-"
@@ -185,7 +187,7 @@ class ItchTableSink(DecodedSink):
         super().__init__()
         if kind not in ("parquet", "csv"):
             raise ValueError(f"kind must be 'parquet' or 'csv', got {kind!r}")
-        self._np, self._pa, _ = itch50._arrow()
+        self._np, self._pa, _ = arrow._arrow()
         self.name = directory
         self.kind = kind
         self.rows: dict[str, int] = {}  # rows written per table
@@ -244,14 +246,14 @@ class ItchTableSink(DecodedSink):
         ts = np.frombuffer(self._ts, dtype=np.float64) if self._stamped else None
         # The row index stands in for seq, so each row finds its own seq and timestamp.
         rows = np.arange(count, dtype=np.uint64)
-        batches = itch50._decode_chunk(buf, starts, lengths, rows, codes, sessions)
+        batches = arrow._decode_chunk(buf, starts, lengths, rows, codes, sessions)
         del buf
         for table, batch in batches.items():
             idx = batch.column(1).to_numpy().astype(np.int64)
             batch = batch.set_column(1, "seq", pa.array(seqs[idx]))
             if ts is not None:
                 batch = batch.add_column(0, pa.field("ts", pa.float64()), pa.array(ts[idx]))
-            if table == itch50.INVALID:
+            if table == INVALID:
                 self.invalid += batch.num_rows
             self._append(table, batch)
         self._reset()
@@ -395,7 +397,7 @@ def open_decoded_sink(
             "(a BinaryFILE holds the messages undecoded: leave out --decode)"
         )
     if fmt in ("parquet", "csv"):
-        itch50._arrow()  # a missing pyarrow is said before anything is created
+        arrow._arrow()  # a missing pyarrow is said before anything is created
         sink: DecodedSink = ItchTableSink(_table_directory(path, fmt), fmt)
         sink.report = report
         return sink
