@@ -1,7 +1,7 @@
 """An independent, deliberately simple order book for the tests: dicts of orders, every
 best price and every top-N recomputed from scratch after each message, rows as Python dicts.
 
-It shares no code with ``moldudp64.itch50_book`` (messages are read by
+It shares no code with ``moldudp64.itch50.book`` (messages are read by
 ``moldudp64.itch50.decode``, which the book does not use), so the two agreeing row for
 row on generated days is evidence, not a tautology."""
 

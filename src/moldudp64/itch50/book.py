@@ -7,7 +7,7 @@ U (replace: the new order goes to the back of its level), and records P, Q and B
 R names the stocks, H, Y, h, J, K (per stock) and S, V, W (market wide) are kept as state.
 
 While it applies messages it appends rows to three tables (bytes of packed int64 records,
-made columnar by :mod:`moldudp64.itch50_booktables`):
+made columnar by :mod:`moldudp64.itch50.book_tables`):
 
 * ``bbo``: after a message that changed a stock's best bid or offer (price, shares, orders);
 * ``trades``: one per E, C, P, Q and B;
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import struct
-from array import array
 from bisect import bisect_left
 from typing import Any, Final, NamedTuple, Protocol
 
@@ -181,6 +180,11 @@ LENGTHS: Final = {
     ord("W"): 12, ord("L"): 26, ord("I"): 50, ord("N"): 20, ord("O"): 48,
 }  # fmt: skip
 
+#: Row layouts (little-endian, 8 bytes a value; unsigned where ITCH is: no overflow).
+_BBO_ROW: Final = struct.Struct("<Qqqq" + "q" * 6)
+_TRADE_ROW: Final = struct.Struct("<QqqqqqQqQQq")
+_MASK64: Final = (1 << 64) - 1
+
 _BID: Final = 0
 _ASK: Final = 1
 _NO_LEVEL: Final = (-1, 0, 0)
@@ -249,9 +253,10 @@ class PyBookCore:
         self._orders: dict[int, list[Any]] = {}  # ref -> [stock, side, key, shares]
         self._names: list[str] = []
         self._codes: dict[str, int] = {}
-        self._bbo = array("q")
-        self._trades = array("q")
-        self._depth = array("q")
+        self._depth_row = struct.Struct("<Qqqq" + "q" * 6 * self.depth)
+        self._bbo = bytearray()
+        self._trades = bytearray()
+        self._depth = bytearray()
         self.unknown_orders = 0
         self.overfills = 0
         self.duplicate_orders = 0
@@ -266,17 +271,17 @@ class PyBookCore:
         return len(self._orders)
 
     def take(self) -> tuple[bytes, bytes, bytes]:
-        out = (self._bbo.tobytes(), self._trades.tobytes(), self._depth.tobytes())
-        self._bbo = array("q")
-        self._trades = array("q")
-        self._depth = array("q")
+        out = (bytes(self._bbo), bytes(self._trades), bytes(self._depth))
+        self._bbo = bytearray()
+        self._trades = bytearray()
+        self._depth = bytearray()
         return out
 
     def pending(self) -> int:
         return (
-            len(self._bbo) // BBO_WIDTH
-            + len(self._trades) // TRADES_WIDTH
-            + (len(self._depth) // depth_width(self.depth) if self.depth else 0)
+            len(self._bbo) // (8 * BBO_WIDTH)
+            + len(self._trades) // (8 * TRADES_WIDTH)
+            + (len(self._depth) // (8 * depth_width(self.depth)) if self.depth else 0)
         )
 
     def names(self, start: int) -> list[str]:
@@ -363,7 +368,7 @@ class PyBookCore:
             if end > size:
                 break
             apply(data[pos + 2 : end], seq)
-            seq += 1
+            seq = (seq + 1) & _MASK64
             pos = end
         return pos
 
@@ -403,18 +408,18 @@ class PyBookCore:
                 self.unknown_orders += 1
                 stock = self._stock(locate)
                 if self.want_trades and stock.emit:
-                    self._trades.extend(
-                        (seq, ts, locate, stock.code, kind, -1 if price is None else price,
-                         shares, 0, ref, match, printable)
+                    self._trades += _TRADE_ROW.pack(
+                        seq, ts, locate, stock.code, kind, -1 if price is None else price,
+                         shares, 0, ref, match, printable
                     )  # fmt: skip
             else:
                 stock = o[0]
                 side = o[1]
                 own = o[2] if side == _BID else -o[2]
                 if self.want_trades and stock.emit:
-                    self._trades.extend(
-                        (seq, ts, stock.locate, stock.code, kind, own if price is None else price,
-                         shares, 0x53 if side else 0x42, ref, match, printable)
+                    self._trades += _TRADE_ROW.pack(
+                        seq, ts, stock.locate, stock.code, kind, own if price is None else price,
+                         shares, 0x53 if side else 0x42, ref, match, printable
                     )  # fmt: skip
                 touched = self._reduce(o, ref, shares)
                 self._changed(stock, seq, ts, touched)
@@ -457,9 +462,9 @@ class PyBookCore:
             if stock.code < 0:
                 self._set_name(stock, stock_raw)
             if self.want_trades and stock.emit:
-                self._trades.extend(
-                    (seq, _ts(ts_raw), locate, stock.code, kind, price, shares, side_raw[0],
-                     ref, match, 0x59)
+                self._trades += _TRADE_ROW.pack(
+                    seq, _ts(ts_raw), locate, stock.code, kind, price, shares, side_raw[0],
+                     ref, match, 0x59
                 )  # fmt: skip
         elif kind == 0x51:  # Q
             locate, _, ts_raw, shares, stock_raw, price, match, _cross = _CROSS.unpack_from(
@@ -469,15 +474,15 @@ class PyBookCore:
             if stock.code < 0:
                 self._set_name(stock, stock_raw)
             if self.want_trades and stock.emit:
-                self._trades.extend(
-                    (seq, _ts(ts_raw), locate, stock.code, kind, price, shares, 0, 0, match, 0x59)
+                self._trades += _TRADE_ROW.pack(
+                    seq, _ts(ts_raw), locate, stock.code, kind, price, shares, 0, 0, match, 0x59
                 )
         elif kind == 0x42:  # B
             locate, _, ts_raw, match = _BROKEN.unpack_from(msg, 1)
             stock = self._stock(locate)
             if self.want_trades and stock.emit:
-                self._trades.extend(
-                    (seq, _ts(ts_raw), locate, stock.code, kind, -1, 0, 0, 0, match, 0)
+                self._trades += _TRADE_ROW.pack(
+                    seq, _ts(ts_raw), locate, stock.code, kind, -1, 0, 0, 0, match, 0
                 )
         else:
             self._other(kind, msg)
@@ -570,13 +575,12 @@ class PyBookCore:
             bbo = self.bbo(stock.locate)
             if bbo != stock.last_bbo:
                 stock.last_bbo = bbo
-                self._bbo.extend((seq, ts, stock.locate, stock.code, *bbo))
+                self._bbo += _BBO_ROW.pack(seq, ts, stock.locate, stock.code, *bbo)
         if rank < self.depth and not self.interval_ns:
             row = self._depth_values(stock)
             if row != stock.last_depth:
                 stock.last_depth = row
-                self._depth.extend((seq, ts, stock.locate, stock.code))
-                self._depth.extend(row)
+                self._depth += self._depth_row.pack(seq, ts, stock.locate, stock.code, *row)
 
     def _depth_values(self, stock: _Stock) -> list[int]:
         n = self.depth
@@ -599,9 +603,10 @@ class PyBookCore:
             while self.next_sample <= ts:
                 for stock in stocks:
                     if stock.emit:
-                        self._depth.extend((self.last_seq, self.next_sample, stock.locate))
-                        self._depth.append(stock.code)
-                        self._depth.extend(self._depth_values(stock))
+                        self._depth += self._depth_row.pack(
+                            self.last_seq, self.next_sample, stock.locate, stock.code,
+                            *self._depth_values(stock),
+                        )  # fmt: skip
                 self.next_sample += step
         else:
             self.next_sample = (ts // step + 1) * step
@@ -611,7 +616,7 @@ def _load_c() -> Any:
     if os.environ.get("MOLDUDP64_PURE_PYTHON"):
         return None
     try:
-        from ._book import BookCore as CBookCore  # type: ignore[import-not-found]
+        from .._book import BookCore as CBookCore  # type: ignore[import-not-found]
     except ImportError:
         return None
     return CBookCore

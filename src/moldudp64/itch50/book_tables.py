@@ -1,7 +1,7 @@
 """The book's tables as Apache Arrow and Parquet: ``bbo``, ``trades``, ``depth``, and
 ``book_state`` when messages were lost.
 
-:class:`BookTables` turns the rows a :class:`~moldudp64.itch50_book.BookCore` appended into
+:class:`BookTables` turns the rows a :class:`~moldudp64.itch50.book.BookCore` appended into
 Arrow record batches (a few NumPy operations per column and batch, no loop per row);
 :class:`BookWriter` streams them to ``DIR/bbo.parquet``, ``DIR/trades.parquet`` and
 ``DIR/depth.parquet`` a bounded batch at a time, with the command's sink interface
@@ -15,8 +15,8 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from .exceptions import MissingDependency
-from .itch50_book import (
+from ..exceptions import MissingDependency
+from .book import (
     BBO_WIDTH,
     TRADES_WIDTH,
     BookCore,
@@ -337,7 +337,7 @@ class BookWriter:
         """Apply consecutive messages; ``messages[i]`` has sequence ``seq_num + i``."""
         if not messages or not self._check_seq(session, seq_num, len(messages)):
             return
-        from .wire import join_blocks
+        from ..wire import join_blocks
 
         self.core.feed(join_blocks(messages), seq_num)
         self.count += len(messages)
