@@ -34,10 +34,11 @@ from typing import Any, Final, NamedTuple, Protocol
 __all__ = [
     "BBO_WIDTH",
     "TRADES_WIDTH",
+    "BBOChange",
+    "Book",
     "BookCore",
     "Level",
     "PyBookCore",
-    "StockState",
     "depth_width",
     "new_core",
 ]
@@ -80,14 +81,6 @@ class Level(NamedTuple):
     price: int
     shares: int
     orders: int
-
-
-class StockState(NamedTuple):
-    """What a stock's non-book messages said last (None: not seen)."""
-
-    locate: int
-    stock: str | None
-    fields: dict[str, Any]
 
 
 class BookCore(Protocol):
@@ -639,3 +632,141 @@ def new_core(
         core: BookCore = CBookCore(depth, symbols, interval_ns, tables)
         return core
     return PyBookCore(depth, symbols, interval_ns, tables)
+
+
+class BBOChange(NamedTuple):
+    """A stock's best bid and offer after the message ``seq`` changed it (prices are
+    integers with 4 implied decimals; None: that side is empty)."""
+
+    seq: int
+    timestamp: int
+    stock_locate: int
+    stock: str | None
+    bid_price: int | None
+    bid_shares: int
+    bid_orders: int
+    ask_price: int | None
+    ask_shares: int
+    ask_orders: int
+
+
+_SIDES: Final = {"B": _BID, "S": _ASK, "bid": _BID, "ask": _ASK, _BID: _BID, _ASK: _ASK}
+
+
+class Book:
+    """The live book: apply ITCH 5.0 messages as they arrive, ask it anything.
+
+    ``apply(message, seq)`` and ``apply_many(messages, first_seq)`` return the top-of-book
+    changes they caused (:class:`BBOChange`) and pass each to ``on_bbo`` when given; queries
+    take a stock by name or by locate. Sides are ``"B"`` (bid) and ``"S"`` (ask).
+    """
+
+    def __init__(
+        self,
+        *,
+        on_bbo: Any = None,
+        symbols: frozenset[str] | set[str] | None = None,
+        pure_python: bool = False,
+    ) -> None:
+        self.core = new_core(
+            0,
+            frozenset(symbols) if symbols is not None else None,
+            0,
+            frozenset({"bbo"}),
+            pure_python=pure_python,
+        )
+        self.on_bbo = on_bbo
+        self.next_seq = 1
+        self._names: list[str] = []
+        self._locates: dict[str, int] = {}
+
+    def _name(self, code: int) -> str | None:
+        if code < 0:
+            return None
+        if code >= len(self._names):
+            self._names.extend(self.core.names(len(self._names)))
+        return self._names[code]
+
+    def _events(self) -> list[BBOChange]:
+        raw = self.core.take()[0]
+        if not raw:
+            return []
+        out = []
+        for row in _BBO_ROW.iter_unpack(raw):
+            bid = row[4] if row[4] >= 0 else None
+            ask = row[7] if row[7] >= 0 else None
+            event = BBOChange(
+                row[0], row[1], row[2], self._name(row[3]), bid, row[5], row[6], ask,
+                row[8], row[9],
+            )  # fmt: skip
+            out.append(event)
+            if self.on_bbo is not None:
+                self.on_bbo(event)
+        return out
+
+    def apply(self, message: bytes, seq: int | None = None) -> list[BBOChange]:
+        """Apply one message (``seq``: its sequence number; default: the one after the last)."""
+        return self.apply_many([message], seq)
+
+    def apply_many(self, messages: list[bytes], first_seq: int | None = None) -> list[BBOChange]:
+        """Apply consecutive messages (the first is ``first_seq``)."""
+        seq = self.next_seq if first_seq is None else first_seq
+        blocks = b"".join(len(m).to_bytes(2, "big") + m for m in messages if len(m) < 65536)
+        self.core.feed(blocks, seq)
+        self.next_seq = (seq + len(messages)) & _MASK64
+        return self._events()
+
+    def locate(self, stock: str | int) -> int:
+        """The locate of a stock named ``stock`` (an int is a locate already); KeyError."""
+        if isinstance(stock, int):
+            return stock
+        locate = self._locates.get(stock)
+        if locate is None or self._name(self.core.name_code(locate)) != stock:
+            self._locates = {}
+            for loc in self.core.locates():
+                name = self._name(self.core.name_code(loc))
+                if name is not None:
+                    self._locates[name] = loc
+            locate = self._locates.get(stock)
+            if locate is None:
+                raise KeyError(f"no stock {stock!r} in the book")
+        return locate
+
+    def bbo(self, stock: str | int) -> tuple[Level | None, Level | None]:
+        """The best bid and best offer levels (None: empty side)."""
+        v = self.core.bbo(self.locate(stock))
+        bid = Level(v[0], v[1], v[2]) if v[0] >= 0 else None
+        ask = Level(v[3], v[4], v[5]) if v[3] >= 0 else None
+        return bid, ask
+
+    def levels(self, stock: str | int, side: str, count: int = 10) -> list[Level]:
+        """The best ``count`` levels of a side, best first."""
+        return [Level(*v) for v in self.core.levels(self.locate(stock), _SIDES[side], count)]
+
+    def orders(self, stock: str | int, side: str, price: int) -> list[tuple[int, int]]:
+        """The orders (reference, shares) resting at ``price``, in time priority."""
+        return self.core.orders(self.locate(stock), _SIDES[side], price)
+
+    def order(self, ref: int) -> tuple[int, str, int, int] | None:
+        """A resting order: (locate, side "B"/"S", price, shares), or None."""
+        o = self.core.order(ref)
+        return None if o is None else (o[0], "S" if o[1] else "B", o[2], o[3])
+
+    def state(self, stock: str | int) -> dict[str, Any]:
+        """The stock's trading state, Reg SHO, LULD collar, IPO and directory fields, and the
+        market's system event, MWCB levels and breached level (None: not seen)."""
+        names = (*STATE_FIELDS, "system_event", "mwcb_level_1", "mwcb_level_2",
+                 "mwcb_level_3", "mwcb_breached")  # fmt: skip
+        return dict(zip(names, self.core.state(self.locate(stock)), strict=True))
+
+    def stats(self) -> dict[str, int]:
+        """Messages applied, orders resting, and what the book could not match."""
+        c = self.core
+        return {
+            "messages": c.messages,
+            "orders_resting": c.orders_resting,
+            "unknown_orders": c.unknown_orders,
+            "overfills": c.overfills,
+            "duplicate_orders": c.duplicate_orders,
+            "invalid": c.invalid,
+        }

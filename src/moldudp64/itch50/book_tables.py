@@ -12,6 +12,7 @@ drive it. Needs the ``arrow`` extra.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
@@ -38,6 +39,10 @@ __all__ = [
 ALL_TABLES: Final = ("bbo", "trades", "depth")
 #: A writer appends a batch to the files once this many rows are held.
 FLUSH_ROWS: Final = 1 << 18
+#: :meth:`BookWriter.flush` appends when this many rows are held ...
+FLUSH_MIN_ROWS: Final = 1 << 14
+#: ... or this many seconds passed since it last did.
+FLUSH_SECONDS: Final = 5.0
 
 
 def _arrow() -> tuple[Any, Any, Any]:
@@ -287,6 +292,7 @@ class BookWriter:
         self.lost: list[tuple[str, int, int]] = []
         self.lost_messages = 0
         self.other_sessions = 0
+        self._drained = time.monotonic()
 
     def _writer(self, name: str, schema: Any) -> Any:
         writer = self._writers.get(name)
@@ -304,10 +310,13 @@ class BookWriter:
             self._writer(name, batch.schema).write_batch(batch)
             self.rows[name] += batch.num_rows
 
-    def _lose(self, session: str, first: int, last: int) -> None:
+    def lose(self, session: str, first: int, last: int) -> None:
+        """Record messages ``first..last`` lost for good: a ``book_state`` row."""
         _, pa, _ = _arrow()
         self.lost.append((session, first, last))
         self.lost_messages += last - first + 1
+        if self.next_seq is None or last + 1 > self.next_seq:
+            self.next_seq = last + 1
         self._drain()  # rows before the loss go first
         batch = pa.RecordBatch.from_arrays(
             [
@@ -329,7 +338,7 @@ class BookWriter:
             self.other_sessions += count
             return False
         if self.next_seq is not None and seq_num > self.next_seq:
-            self._lose(session, self.next_seq, seq_num - 1)
+            self.lose(session, self.next_seq, seq_num - 1)
         self.next_seq = seq_num + count
         return True
 
@@ -367,8 +376,13 @@ class BookWriter:
         return used
 
     def flush(self) -> None:
-        """Append the rows held to the files."""
-        self._drain()
+        """Append the rows held to the files (when there are enough of them for a row group,
+        or :data:`FLUSH_SECONDS` passed since the last append: live, the tables grow as the
+        feed runs)."""
+        now = time.monotonic()
+        if self.core.pending() >= FLUSH_MIN_ROWS or now - self._drained >= FLUSH_SECONDS:
+            self._drain()
+            self._drained = now
 
     def close(self) -> None:
         """Write what is held and close the files (every asked table exists, maybe empty)."""
