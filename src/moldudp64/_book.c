@@ -574,18 +574,12 @@ static int changed(BookCore *b, Stock *s, uint16_t locate, uint64_t seq, int64_t
     return 0;
 }
 
+/* depth rows of every emitted stock at the boundary reached (quiet boundaries are not
+ * repeated: rows stay bounded by the messages), then the next boundary after ts */
 static int sample(BookCore *b, int64_t ts)
 {
     int64_t step = b->interval_ns;
-    if (b->next_sample < 0) {
-        b->next_sample = (ts / step + 1) * step;
-        return 0;
-    }
-    if (!b->depth) {
-        b->next_sample = (ts / step + 1) * step;
-        return 0;
-    }
-    while (b->next_sample <= ts) {
+    if (b->next_sample >= 0 && b->depth) {
         for (int l = 0; l < 65536; l++) {
             Stock *s = b->stocks[l];
             if (s == NULL || !s->emit)
@@ -599,8 +593,8 @@ static int sample(BookCore *b, int64_t ts)
             if (rows_push(&b->depth_rows, v, 4 + 6 * b->depth) < 0)
                 return -1;
         }
-        b->next_sample += step;
     }
+    b->next_sample = (ts / step + 1) * step;
     return 0;
 }
 

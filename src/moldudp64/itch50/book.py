@@ -586,23 +586,19 @@ class PyBookCore:
         return row
 
     def _sample(self, ts: int) -> None:
-        """Depth rows of every emitted stock at each interval boundary up to ``ts``."""
+        """Depth rows of every emitted stock at the interval boundary ``ts`` reached or
+        passed. Boundaries in a stretch without any message are not repeated (the books did
+        not change): the rows stay bounded by the messages whatever the timestamps say."""
         step = self.interval_ns
-        if self.next_sample < 0:
-            self.next_sample = (ts // step + 1) * step
-            return
-        if self.depth:
-            stocks = [self._stocks[k] for k in sorted(self._stocks)]
-            while self.next_sample <= ts:
-                for stock in stocks:
-                    if stock.emit:
-                        self._depth += self._depth_row.pack(
-                            self.last_seq, self.next_sample, stock.locate, stock.code,
-                            *self._depth_values(stock),
-                        )  # fmt: skip
-                self.next_sample += step
-        else:
-            self.next_sample = (ts // step + 1) * step
+        if self.next_sample >= 0 and self.depth:
+            for locate in sorted(self._stocks):
+                stock = self._stocks[locate]
+                if stock.emit:
+                    self._depth += self._depth_row.pack(
+                        self.last_seq, self.next_sample, locate, stock.code,
+                        *self._depth_values(stock),
+                    )  # fmt: skip
+        self.next_sample = (ts // step + 1) * step
 
 
 def _load_c() -> Any:
