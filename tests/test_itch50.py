@@ -335,6 +335,27 @@ def test_random_records_round_trip_and_both_paths_agree(records: list[Any]) -> N
         assert row == columnar_view(record)
 
 
+@given(st.lists(RECORDS, min_size=1, max_size=40))
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_to_json_is_to_dict_with_exact_prices(records: list[Any]) -> None:
+    for record in records:
+        text = itch50.to_json(record)
+        assert json.loads(text, parse_float=Decimal) == itch50.to_dict(record, exact=True)
+        assert json.loads(text) == itch50.to_dict(record)  # the nearest floats, in order
+        assert list(json.loads(text)) == list(itch50.to_dict(record))
+
+
+def test_to_json_writes_every_price_in_its_places() -> None:
+    levels = itch50.MWCBDeclineLevel(0, 0, 1, 2**64 - 1, 0, 1)
+    assert itch50.to_json(levels).endswith(
+        '"level_1": 184467440737.09551615, "level_2": 0.00000000, "level_3": 0.00000001}'
+    )
+    assert itch50.to_dict(levels)["level_1"] == 184467440737.09552  # a float cannot hold it
+    assert itch50.to_dict(levels, exact=True)["level_1"] == Decimal("184467440737.09551615")
+    add = itch50.AddOrder(7, 3, T, 1, "B", 1, 'A"\u00e9\n', 0)
+    assert itch50.to_json(add) == json.dumps(itch50.to_dict(add)).replace('0.0}', '0.0000}')
+
+
 @pytest.mark.parametrize("code", CODES)
 @given(data=st.data())
 @settings(max_examples=25, deadline=None)
@@ -515,6 +536,40 @@ def test_csv_directory_writes_exact_prices_and_hex_for_invalid_messages(tmp_path
     assert add[1] == f'"S1",11,7,3,{T},1551269,"B",300,"AMZU",24.2700'
     invalid = (tmp_path / "invalid.csv").read_text().splitlines()
     assert invalid[1:] == ['"S1",31,"Z",4,"unknown_type","5a626164"', '"S1",32,"",0,"empty",""']
+
+
+def test_csv_writes_8_place_decimals_plainly(tmp_path: Path) -> None:
+    levels = itch50.encode(itch50.MWCBDeclineLevel(0, 0, 1, 2**64 - 1, 0, 1))
+    itch50.write_csv(itch50.messages_to_arrow([levels], session='S"1,'), tmp_path)
+    lines = (tmp_path / "mwcb_decline_level.csv").read_text().splitlines()
+    assert lines == [
+        '"session","seq","stock_locate","tracking_number","timestamp","level_1","level_2",'
+        '"level_3"',
+        '"S""1,",1,0,0,1,184467440737.09551615,0.00000000,0.00000001',
+    ]
+
+
+def test_csv_written_by_hand_is_what_pyarrow_writes(tmp_path: Path) -> None:
+    """The plain-decimal path writes every other column exactly as pyarrow's writer."""
+    records = [("S\"1,\n", 1, m) for m in mixed_messages(200)] + [("", 2, EXAMPLES[3][0])]
+    tables = itch50.records_to_arrow(records)
+    rows = tables["add_order"].num_rows
+    floats = [1733560000.123456, 0.1, 1e20, 1.5, 123456789.0, None, 1e-7, -0.0]
+    notes = [None, "", '"', "a,b", "\u00e9"]
+    tables["add_order"] = (
+        tables["add_order"]
+        .append_column("ts", pa.array([floats[i % len(floats)] for i in range(rows)]))
+        .append_column("note", pa.array([notes[i % len(notes)] for i in range(rows)]))
+    )
+    for name, table in tables.items():
+        for by_hand in (False, True):
+            path = str(tmp_path / f"{name}.{by_hand}.csv")
+            writer = itch50.arrow._CsvWriter(path, table.schema, by_hand=by_hand)
+            for batch in table.to_batches(max_chunksize=7):
+                writer.write(batch)
+            writer.close()
+        mine = (tmp_path / f"{name}.True.csv").read_bytes()
+        assert mine == (tmp_path / f"{name}.False.csv").read_bytes(), name
 
 
 def test_writers_refuse_names_that_are_not_tables(tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ from _client.test_layers import SRC, imported
 CORES = {
     "wire", "receiver", "publisher", "rerequest", "store", "replay", "validation",
     "events", "exceptions", "faults", "binaryfile", "_closing",
-    "itch50", "itch50.messages", "itch50.codec", "itch50.arrow", "itch50.book",
+    "itch50", "itch50.messages", "itch50.codec", "itch50.arrow", "itch50.generator",
+    "itch50.book",
 }  # fmt: skip
 ALLOWED_EXTRA = {"replay": {"capture"}}
 #: What a core may never import: the clock, sockets, threads, event loops.

@@ -261,7 +261,8 @@ def test_inspect_truncated_binaryfile_is_an_error(tmp_path: Path) -> None:
 
 def test_generate_itch_shapes() -> None:
     got = list(cli.generate_itch(2000, seed=1))
-    assert got[0][:1] == b"S"
+    # a day: system events "start of messages" first, "end of messages" last
+    assert got[0][:1] + got[0][-1:] == b"SO" and got[-1][:1] + got[-1][-1:] == b"SC"
     assert all(len(m) == itchgen.ITCH_LENGTHS[m[:1]] for m in got)
     assert got == list(cli.generate_itch(2000, seed=1))
     assert got != list(cli.generate_itch(2000, seed=2))

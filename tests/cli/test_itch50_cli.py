@@ -157,6 +157,53 @@ def test_binaryfile_to_parquet_csv_and_jsonl(
     }  # fmt: skip
 
 
+#: Values a float cannot hold: the largest MWCB level (20 significant digits), zero and the
+#: smallest step of an 8-place and of a 4-place price.
+EXACT = [
+    itch50.MWCBDeclineLevel(0, 0, 1, 2**64 - 1, 0, 1),
+    itch50.AddOrder(7, 0, 2, 11, "B", 100, "ZVZZT", 0),
+    itch50.AddOrder(7, 0, 3, 12, "S", 100, "ZVZZT", 2**32 - 1),
+]
+
+
+def test_decoded_outputs_write_prices_as_exact_decimals(tmp_path: Path) -> None:
+    path = tmp_path / "exact.bin"
+    write_binaryfile(path, [itch50.encode(r) for r in EXACT])
+    proc = run("inspect", str(path), "--decode", "itch50", "-o", "-", "--format", "jsonl")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.decode().splitlines()
+    assert '"level_1": 184467440737.09551615, "level_2": 0.00000000, "level_3": 0.00000001' in (
+        lines[0]
+    )
+    assert '"price": 0.0000}' in lines[1] and '"price": 429496.7295}' in lines[2]
+    rows = [json.loads(line, parse_float=Decimal) for line in lines]
+    assert rows[0]["level_1"] == Decimal("184467440737.09551615")
+    assert [r["price"] for r in rows[1:]] == [Decimal(0), Decimal("429496.7295")]
+    # the same values as the other outputs hold them
+    tables = itch50.binaryfile_to_arrow(path)
+    assert tables["mwcb_decline_level"].column("level_1")[0].as_py() == rows[0]["level_1"]
+    assert rows[0] == {"session": "", "seq": 1} | itch50.to_dict(EXACT[0], exact=True)
+
+    proc = run("inspect", str(path), "--decode", "itch50", "-o", "-", "--format", "text")
+    assert "level_1=184467440737.09551615 level_2=0.00000000 level_3=0.00000001" in (
+        proc.stdout.decode()
+    )
+    assert "price=0.0000" in proc.stdout.decode()
+
+    proc = run("inspect", str(path), "--decode", "itch50", "-o", str(tmp_path / "csv"),
+               "--format", "csv")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    mwcb = (tmp_path / "csv" / "mwcb_decline_level.csv").read_text().splitlines()
+    assert mwcb[1].endswith(",184467440737.09551615,0.00000000,0.00000001")
+    add = (tmp_path / "csv" / "add_order.csv").read_text().splitlines()
+    assert add[1].endswith(',"ZVZZT",0.0000') and add[2].endswith(',"ZVZZT",429496.7295')
+    back = pacsv.read_csv(
+        tmp_path / "csv" / "mwcb_decline_level.csv",
+        convert_options=pacsv.ConvertOptions(column_types={"level_1": pa.decimal128(20, 8)}),
+    )
+    assert back.column("level_1")[0].as_py() == Decimal("184467440737.09551615")
+
+
 def test_a_file_that_is_not_itch_lands_in_the_invalid_table(tmp_path: Path) -> None:
     path = tmp_path / "other.bin"
     write_binaryfile(path, [b"\x00\x01binary", b"#not itch"] * 50)
@@ -200,6 +247,11 @@ def test_listen_live_into_parquet(multicast: None, tmp_path: Path) -> None:
     assert "3000 messages decoded to" in err
     expected = itch50.messages_to_arrow(generate_itch(3000), session=SESSION)
     assert parquet_dir(out) == expected
+    # a real-looking day: every message decodes, adds name listed tickers
+    assert "invalid" not in expected
+    names = set(expected["stock_directory"].column("stock").to_pylist())
+    assert all(name.isalpha() and name.isupper() for name in names)
+    assert set(expected["add_order"].column("stock").to_pylist()) <= names
 
 
 @pytest.mark.parametrize(

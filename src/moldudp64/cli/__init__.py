@@ -1,4 +1,4 @@
-"""The ``moldudp64`` command: listen, publish, serve, inspect, demo, bench.
+"""The ``moldudp64`` command: listen, publish, serve, inspect, demo, generate, bench.
 
 Exit codes: 0 done; 2 bad usage or input (one line on stderr, never a traceback; also a
 closed stdout or an output that cannot be written, the file named); 3 messages lost for
@@ -8,9 +8,10 @@ the summary); 141 the reader of the output went away (broken pipe, e.g. ``| head
 as a command ended by SIGPIPE).
 
 One module per command (``inspect``, ``listen``, ``publish`` with serve, ``demo``,
-``bench``); ``parser`` builds the argument parser and loads a command's module only when
-that command runs (``moldudp64 --help`` stays fast); ``options`` holds the option types,
-``sinks`` the outputs, ``common`` what every command shares, ``main`` the entry point.
+``generate``, ``bench``); ``parser`` builds the argument parser and loads a command's
+module only when that command runs (``moldudp64 --help`` stays fast); ``options`` holds the
+option types, ``sinks`` the outputs, ``common`` what every command shares, ``main`` the
+entry point.
 Nothing outside this package imports it.
 """
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import socket
+import tempfile
 import threading
 import time
 from typing import Any
 
+from ..binaryfile import BinaryFileWriter
 from ..events import (
     Address,
 )
@@ -20,9 +23,17 @@ from ..sync.server import Publisher
 from ..wire import (
     END_OF_SESSION,
 )
-from .common import EXIT_INTERRUPTED, EXIT_LOST, EXIT_OK, _say, _Status, _stderr_is_terminal
+from .common import (
+    EXIT_INTERRUPTED,
+    EXIT_LOST,
+    EXIT_OK,
+    UsageError,
+    _say,
+    _Status,
+    _stderr_is_terminal,
+)
 from .itchgen import generate_itch
-from .listen import _lost_text, _receive
+from .listen import _CaptureHook, _lost_text, _PcapTap, _receive
 from .publish import _faults
 from .sinks import MessageSink
 
@@ -76,6 +87,22 @@ def _wire_tally(faults: Any, size: int) -> Any:
     return WireTally()
 
 
+#: What the demo leaves in its directory: the client's datagrams, and the day it delivered.
+CAPTURE_NAME = "capture.pcap"
+DAY_NAME = "day.NASDAQ_ITCH50"
+
+
+def _demo_directory(path: str | None) -> str:
+    """The directory the demo leaves its files in: ``path`` (created if need be), or a new
+    temporary one."""
+    if path is None:
+        return tempfile.mkdtemp(prefix="moldudp64-demo-")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"--dir {path} is a file: give a directory (created if need be)")
+    os.makedirs(path, exist_ok=True)  # an OSError names the path: one line, exit 2
+    return path
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """moldudp64 demo: publisher with loss + re-request server + client, output == input."""
 
@@ -86,6 +113,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     session = "DEMO000001"
     port = args.port or (30001 if multicast else 0)
     messages = list(generate_itch(args.messages, args.seed))
+    directory = _demo_directory(args.dir)
+    capture_path = os.path.join(directory, CAPTURE_NAME)
+    tap = _PcapTap(capture_path)
     faults = _faults(args)
     if faults is not None:
         faults = _wire_tally(faults, len(messages))
@@ -101,7 +131,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         else f"unicast 127.0.0.1:{port} over loopback" + (f" ({why_not})" if why_not else "")
     )
     _say(
-        f"moldudp64 demo: {len(messages)} ITCH-shaped messages over {transport}; faults: "
+        f"moldudp64 demo: {len(messages)} messages of a generated TotalView-ITCH 5.0 day "
+        f"over {transport}; faults: "
         f"drop {args.drop:g}, duplicate {args.duplicate:g}, reorder {args.reorder:g} "
         f"(seed {args.seed})"
     )
@@ -119,10 +150,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     try:
         assert publisher.rerequest_address is not None
-        client = MoldUDP64(group, "0.0.0.0", [publisher.rerequest_address], session)
+        hook = _CaptureHook(tap, group, None, "127.0.0.1")
+        client = MoldUDP64(
+            group, "0.0.0.0", [publisher.rerequest_address], session, on_datagram=hook
+        )
         if multicast:
             lines = [sock for sock, _ in open_line_sockets(client.options)]
         client.open_with_sockets(lines, open_request_socket(client.options))
+        hook.opened(client.local_request_address)
         with publisher:
             run_error: list[BaseException] = []
 
@@ -154,7 +189,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
             rstats = publisher.rerequest_stats
     finally:
         status.clear()
+        tap.close()
     elapsed = time.monotonic() - t0
+    day_path = os.path.join(directory, DAY_NAME)
+    with BinaryFileWriter(day_path) as writer:
+        for message in sink.messages:
+            writer.write(message)
     core = client.stats.receiver
     fstats = faults.stats if faults is not None else None
     equal = sink.messages == messages and sink.sequences_ok
@@ -186,6 +226,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         + ("output equals input" if equal else "OUTPUT DIFFERS FROM INPUT")
         + ("" if not result.lost_messages else f" (lost for good: {_lost_text(result)})"),
         flush=True,
+    )
+    _say(
+        f"moldudp64 demo: kept in {directory}/: {CAPTURE_NAME} ({tap.writer.count} datagrams "
+        f"as the client received them) and {DAY_NAME} (the {writer.count} messages delivered, "
+        f"a BinaryFILE); decode them with: moldudp64 inspect "
+        f"{os.path.join(directory, DAY_NAME)} --decode itch50 --format parquet -o "
+        f"{os.path.join(directory, 'day')}"
     )
     if result.interrupted:
         return EXIT_INTERRUPTED

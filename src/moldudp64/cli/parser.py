@@ -143,10 +143,15 @@ examples:
   moldudp64 demo
   moldudp64 demo --messages 100000 --drop 0.2 --seed 3
   moldudp64 demo --loopback                      # skip the private network namespace
+  moldudp64 demo --dir demo && cd demo           # then try inspect on what it leaves
+  moldudp64 inspect capture.pcap
+  moldudp64 inspect day.NASDAQ_ITCH50 --decode itch50 --format parquet -o day
 
 Runs a publisher that loses, duplicates and reorders packets, its re-request server
 and a client together; as root in a private network namespace with real multicast,
-otherwise over loopback. Exits 0 only if the client's output equals the input.
+otherwise over loopback. The messages are a generated TotalView-ITCH 5.0 day. Leaves in
+--dir the datagrams the client received (capture.pcap) and the messages it delivered
+(day.NASDAQ_ITCH50, a BinaryFILE). Exits 0 only if the client's output equals the input.
 """
 
 
@@ -252,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bridge(sub)
     _add_book(sub)
     _add_demo(sub)
+    _add_generate(sub)
     _add_bench(sub)
     return parser
 
@@ -367,7 +373,8 @@ def _add_publish(sub: Any) -> None:
     p = sub.add_parser(
         "publish",
         help="publish a BinaryFILE (or generated messages) as a session",
-        description="Publish a BinaryFILE, or N generated ITCH-5.0-shaped messages, as a "
+        description="Publish a BinaryFILE, or a generated TotalView-ITCH 5.0 day of N "
+        "messages (as moldudp64 generate itch50 writes), as a "
         "MoldUDP64 session, serving re-requests throughout, then end the session.",
         epilog=EPILOG_PUBLISH,
         formatter_class=_RAW,
@@ -377,7 +384,9 @@ def _add_publish(sub: Any) -> None:
     p.add_argument("--session", type=SESSION, required=True, help="session name (10 chars max)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", metavar="FILE", help="BinaryFILE to publish")
-    source.add_argument("--generate", metavar="N", type=COUNT, help="publish N generated messages")
+    source.add_argument(
+        "--generate", metavar="N", type=COUNT, help="publish N messages of a generated ITCH 5.0 day"
+    )
     p.add_argument(
         "--interface", metavar="ADDR|NAME", type=INTERFACE, help="outgoing interface (or its name)"
     )
@@ -639,7 +648,51 @@ def _add_demo(sub: Any) -> None:
     p.add_argument(
         "--loopback", action="store_true", help="unicast over loopback, no network namespace"
     )
+    p.add_argument(
+        "--dir",
+        metavar="DIR",
+        help="leave capture.pcap and day.NASDAQ_ITCH50 here (default: a new temporary "
+        "directory, named at the end)",
+    )
     p.set_defaults(func=_Command("demo", "cmd_demo"))
+
+
+EPILOG_GENERATE = """\
+examples:
+  moldudp64 generate itch50 -o day.NASDAQ_ITCH50                      # 1,000,000 messages
+  moldudp64 generate itch50 -o big.NASDAQ_ITCH50 --messages 10000000 --seed 7
+  moldudp64 inspect day.NASDAQ_ITCH50 --decode itch50 --format parquet -o day
+
+A trading day of every message type an order book needs: system events, a stock directory,
+trading actions, adds, executions (often partial), cancels, deletes, replaces, hidden
+trades, crosses and rare broken trades, every reference valid. The same seed gives the same
+file. Python: moldudp64.itch50.generator.generate_day.
+"""
+
+
+def _add_generate(sub: Any) -> None:
+    """The ``generate`` command's arguments."""
+    p = sub.add_parser(
+        "generate",
+        help="write a synthetic, self-consistent TotalView-ITCH 5.0 day as a BinaryFILE",
+        description="Write a synthetic TotalView-ITCH 5.0 trading day (seeded, realistic, "
+        "every order reference valid) as a BinaryFILE.",
+        epilog=EPILOG_GENERATE,
+        formatter_class=_RAW,
+    )
+    _add_verbose(p)
+    p.add_argument("kind", choices=("itch50",), help="what to generate: itch50")
+    p.add_argument(
+        "-o", "--output", metavar="FILE", required=True, help="the BinaryFILE to write (- stdout)"
+    )
+    p.add_argument(
+        "--messages", metavar="N", type=COUNT, default=1_000_000, help="default 1000000"
+    )
+    p.add_argument("--seed", metavar="N", type=SEED, default=0, help="default 0")
+    p.add_argument(
+        "--stocks", metavar="N", type=COUNT, default=500, help="most stocks listed (default 500)"
+    )
+    p.set_defaults(func=_Command("generate", "cmd_generate"))
 
 
 def _add_bench(sub: Any) -> None:

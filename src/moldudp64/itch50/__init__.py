@@ -5,7 +5,8 @@ Two paths over one table of layouts (:data:`LAYOUTS`, from the specification, in
 
 * per message, for live handlers: :func:`decode` turns one message into a typed record (a
   ``NamedTuple`` per message type, fields named as in the specification in snake_case);
-  :func:`to_dict` gives a JSON-ready dict; :func:`encode` is the inverse of :func:`decode`.
+  :func:`to_dict` gives a JSON-ready dict, :func:`to_json` one JSON object with exact
+  prices; :func:`encode` is the inverse of :func:`decode`.
 * columnar, for files and batches: :func:`messages_to_arrow`, :func:`records_to_arrow` and
   :func:`binaryfile_to_arrow` build one Apache Arrow table per message type (with ``session``
   and ``seq`` columns) with NumPy, a few array operations per message type and chunk, never a
@@ -14,11 +15,11 @@ Two paths over one table of layouts (:data:`LAYOUTS`, from the specification, in
 
 Values: timestamps are integer nanoseconds since midnight; prices are exact integers in the
 specification's units (4 implied decimal places; 8 for the MWCB levels), with exact decimal
-views (:func:`price_decimal`, Arrow ``decimal128`` columns) and JSON numbers from
-:func:`to_dict`; alphanumeric fields longer than one byte have their space padding stripped
-(one-byte codes are kept as sent, so a space code stays ``" "``); bytes outside ASCII are
-decoded as Latin-1, so no byte is lost or replaced. The Reserved byte of the Stock Trading
-Action message is skipped.
+views (:func:`price_decimal`, Arrow ``decimal128`` columns, :func:`to_json` numbers, CSV
+text) and floats from :func:`to_dict`; alphanumeric fields longer than one byte have their
+space padding stripped (one-byte codes are kept as sent, so a space code stays ``" "``);
+bytes outside ASCII are decoded as Latin-1, so no byte is lost or replaced. The Reserved byte
+of the Stock Trading Action message is skipped.
 
 Nothing is guessed: a message of an unknown type, or whose length is not its type's, is an
 :class:`~moldudp64.exceptions.ItchDecodeError` from :func:`decode`, a :class:`RawMessage`
@@ -52,6 +53,7 @@ from .codec import (
     encode,
     price_decimal,
     to_dict,
+    to_json,
 )
 from .messages import (
     INVALID,
@@ -136,6 +138,7 @@ __all__ = [
     "price_decimal",
     "records_to_arrow",
     "to_dict",
+    "to_json",
     "write_csv",
     "write_parquet",
 ]

@@ -522,27 +522,73 @@ def write_csv(
 ) -> dict[str, int]:
     """Write one CSV file per table (``DIR/add_order.csv``, ...), as :func:`write_parquet`.
 
-    Prices are written as exact decimals (``24.2700``); the ``invalid`` table's ``data`` as hex.
+    Prices are written as exact decimals in their places (``24.2700``, ``0.00000000``); the
+    ``invalid`` table's ``data`` as hex.
     """
-    _, pa, pc = _arrow()
-    import pyarrow.csv as pacsv
+    _arrow()
+    return _file_writer("csv", source, directory, _CsvWriter)
 
-    class HexWriter:
-        def __init__(self, path: str, schema: Any) -> None:
-            self.hex = "data" in schema.names and schema.field("data").type == pa.binary()
-            if self.hex:
-                schema = schema.set(schema.get_field_index("data"), pa.field("data", pa.string()))
-            self.writer = pacsv.CSVWriter(path, schema)
 
-        def write(self, batch: Any) -> None:
-            if self.hex:
-                index = batch.schema.get_field_index("data")
-                text = pa.array([None if b is None else b.hex() for b in batch[index].to_pylist()])
-                batch = batch.set_column(index, "data", text)
-            self.writer.write(batch)
+class _CsvWriter:
+    """pyarrow's CSV writer, with binary columns as hex and every decimal in plain notation.
 
-        def close(self) -> None:
-            self.writer.close()
+    pyarrow writes a decimal of more than 6 places below 10**-6 in exponent notation (an
+    MWCB level of 0 as ``0E-8``); a table with such a column (only ``mwcb_decline_level``,
+    one row a day) is written here in pyarrow's format (header and strings quoted, numbers
+    bare, nulls empty) with those columns as plain decimals. ``by_hand`` forces that path
+    (for the test that it writes what pyarrow writes).
+    """
 
-    del pc
-    return _file_writer("csv", source, directory, HexWriter)
+    def __init__(self, path: str, schema: Any, *, by_hand: bool = False) -> None:
+        _, pa, _ = _arrow()
+        import pyarrow.csv as pacsv
+
+        self._pa = pa
+        self._hex = [i for i, f in enumerate(schema) if f.type == pa.binary()]
+        for i in self._hex:
+            schema = schema.set(i, pa.field(schema.field(i).name, pa.string()))
+        self._plain = [
+            i for i, f in enumerate(schema) if pa.types.is_decimal(f.type) and f.type.scale > 6
+        ]
+        self._writer: Any = None
+        self._file: Any = None
+        if self._plain or by_hand:
+            self._file = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115
+            self._file.write(",".join(_csv_quote(name) for name in schema.names) + "\n")
+        else:
+            self._writer = pacsv.CSVWriter(path, schema)
+
+    def write(self, batch: Any) -> None:
+        pa = self._pa
+        for i in self._hex:
+            text = [None if b is None else b.hex() for b in batch.column(i).to_pylist()]
+            batch = batch.set_column(i, batch.schema.field(i).name, pa.array(text, pa.string()))
+        if self._writer is not None:
+            self._writer.write(batch)
+        elif batch.num_rows:
+            self._write_by_hand(batch)
+
+    def _write_by_hand(self, batch: Any) -> None:
+        _, pa, pc = _arrow()
+        cells = []
+        for i, column in enumerate(batch.columns):
+            if i in self._plain:
+                text = pa.array([None if d is None else f"{d:f}" for d in column.to_pylist()])
+            elif pa.types.is_string(column.type):
+                quoted = pc.replace_substring(column, '"', '""')
+                text = pc.binary_join_element_wise('"', quoted, '"', "")
+            else:
+                text = pc.cast(column, pa.string())
+            cells.append(pc.fill_null(text, ""))
+        rows = pc.binary_join_element_wise(*cells, ",")
+        self._file.write("\n".join(rows.to_pylist()) + "\n")
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        else:
+            self._file.close()
+
+
+def _csv_quote(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'

@@ -8,6 +8,7 @@ bounded cache), :func:`decode_or_raw` (a :class:`~.messages.RawMessage` instead 
 
 from __future__ import annotations
 
+import json
 import struct
 from collections.abc import Callable
 from decimal import Decimal
@@ -16,7 +17,18 @@ from typing import Any, Final
 from ..exceptions import EncodeError, ItchDecodeError
 from .messages import _LAYOUT_OF_CLASS, LAYOUTS, PRICE_FIELDS, Layout, RawMessage, Record
 
-__all__ = ["decode", "decode_or_raw", "encode", "price_decimal", "to_dict"]
+__all__ = [
+    "decode",
+    "decode_or_raw",
+    "encode",
+    "json_fields",
+    "price_decimal",
+    "to_dict",
+    "to_json",
+]
+
+_json_string: Final = json.encoder.encode_basestring_ascii  # what json.dumps uses for a str
+_json_dumps: Final = json.dumps
 
 
 def _struct_format(layout: Layout) -> str:
@@ -136,18 +148,20 @@ def price_decimal(record: Record, field: str) -> Decimal:
     return Decimal(value).scaleb(-places)
 
 
-_DICT_PRICES: Final[dict[type, tuple[tuple[str, int], ...]]] = {
-    lay.cls: tuple((name, 10**places) for name, places in PRICE_FIELDS[code].items())
+_DICT_PRICES: Final[dict[type, tuple[tuple[str, int, int], ...]]] = {
+    lay.cls: tuple((name, 10**places, -places) for name, places in PRICE_FIELDS[code].items())
     for code, lay in LAYOUTS.items()
 }
 
 
-def to_dict(record: Record | RawMessage) -> dict[str, Any]:
+def to_dict(record: Record | RawMessage, *, exact: bool = False) -> dict[str, Any]:
     """A JSON-ready dict: ``message_type`` then every field by name, prices as numbers.
 
     Prices become the float nearest their exact decimal value, which prints as that decimal
     (``637400`` -> ``63.74``) whenever it has at most 15 significant digits: every 4-place
-    price does. A :class:`RawMessage` gives ``message_type``, ``reason``, ``length`` and
+    price does, an MWCB level (8 places) may not. With ``exact=True`` they are exact
+    :class:`~decimal.Decimal` values instead (``Decimal('63.7400')``); :func:`to_json` writes
+    them exactly. A :class:`RawMessage` gives ``message_type``, ``reason``, ``length`` and
     ``data`` (hex).
     """
     if type(record) is RawMessage:
@@ -159,9 +173,76 @@ def to_dict(record: Record | RawMessage) -> dict[str, Any]:
         }
     out: dict[str, Any] = {"message_type": record.message_type}
     out.update(record._asdict())
-    for name, scale in _DICT_PRICES[type(record)]:
-        out[name] = out[name] / scale
+    for name, scale, exponent in _DICT_PRICES[type(record)]:
+        out[name] = Decimal(out[name]).scaleb(exponent) if exact else out[name] / scale
     return out
+
+
+def _price_text(places: int) -> Callable[[int], str]:
+    """The exact decimal text of a price in units of 10**-places (``242700`` -> ``24.2700``)."""
+    scale = 10**places
+    spec = f"0{places}d"
+
+    def text(value: int) -> str:
+        units, fraction = divmod(value, scale)
+        return f"{units}.{fraction:{spec}}"
+
+    return text
+
+
+_PRICE_TEXT: Final = {"p4": _price_text(4), "p8": _price_text(8)}
+
+
+def _make_json_fields(layout: Layout) -> Callable[[Any], str]:
+    """Compile the JSON text of one type's fields (``"message_type": "A", ...``, no braces):
+    one ``%`` format, alpha fields escaped as ``json.dumps`` does, prices exact."""
+    parts = [f'"message_type": {_json_string(layout.message_type)}']
+    values: list[str] = []
+    index = 0
+    for f in layout.fields:
+        if f.kind == "x":
+            continue
+        if f.kind in _PRICE_TEXT:
+            parts.append(f'"{f.name}": %s')
+            values.append(f"_{f.kind}(r[{index}])")
+        elif f.kind == "c" or f.kind.startswith("a"):
+            parts.append(f'"{f.name}": %s')
+            values.append(f"_string(r[{index}])")
+        else:
+            parts.append(f'"{f.name}": %d')
+            values.append(f"r[{index}]")
+        index += 1
+    template = ", ".join(parts)  # no other "%": names and type codes are letters
+    source = f"def json_{layout.name}(r):\n    return {template!r} % ({', '.join(values)},)\n"
+    namespace: dict[str, Any] = {
+        "_string": _json_string,
+        **{f"_{k}": v for k, v in _PRICE_TEXT.items()},
+    }
+    exec(source, namespace)
+    fields: Callable[[Any], str] = namespace[f"json_{layout.name}"]
+    return fields
+
+
+_JSON_FIELDS: Final[dict[type, Callable[[Any], str]]] = {
+    lay.cls: _make_json_fields(lay) for lay in LAYOUTS.values()
+}
+
+
+def json_fields(record: Record | RawMessage) -> str:
+    """The members of :func:`to_json`'s object without its braces, to follow other members
+    (``'"message_type": "A", ..., "price": 24.2700'``)."""
+    make = _JSON_FIELDS.get(type(record))
+    if make is None:
+        return _json_dumps(to_dict(record))[1:-1]
+    return make(record)
+
+
+def to_json(record: Record | RawMessage) -> str:
+    """One JSON object: the members of :func:`to_dict`, with every price written as its exact
+    decimal in the field's places (``24.2700``; an MWCB level ``184467440737.09551615``,
+    which a float cannot hold). ``json.loads(text, parse_float=decimal.Decimal)`` reads them
+    back exactly; plain ``json.loads`` as the nearest floats."""
+    return "{" + json_fields(record) + "}"
 
 
 def encode(record: Record) -> bytes:

@@ -6,7 +6,8 @@ seq_num, messages)``, ``write_events(events)``, ``flush()``, ``close()``, ``coun
 its frame's timestamp). :func:`open_decoded_sink` opens one.
 
 * ``jsonl``: one JSON object per message: ``session``, ``seq``, ``message_type``, then every
-  field by its snake_case name (:func:`moldudp64.itch50.to_dict`: prices as decimal numbers).
+  field by its snake_case name (:func:`moldudp64.itch50.to_json`: prices as exact decimal
+  numbers, ``24.2700``).
   Pure Python: no pyarrow needed.
 * ``text``: one readable line per message.
 * ``parquet`` / ``csv``: a directory holding one file per message type
@@ -27,13 +28,14 @@ import os
 import sys
 from array import array
 from collections.abc import Callable
+from decimal import Decimal
 from typing import IO, Any, Final
 
 from .._output import TextOutput, WholeWrites, named_error
 from ..events import MessagesDelivered
 from ..exceptions import ConfigError
 from . import arrow
-from .codec import decode_or_raw, to_dict
+from .codec import decode_or_raw, json_fields, to_dict
 from .messages import INVALID, MESSAGE_NAMES, RawMessage
 
 __all__ = [
@@ -128,15 +130,15 @@ class ItchJsonlSink(_StreamSink):
     """One JSON object per message: ``session``, ``seq``, ``message_type``, the fields."""
 
     def _write(self, ts: float | None, session: str, seq_num: int, messages: list[bytes]) -> None:
-        dumps = json.dumps
-        decode, as_dict, raw = decode_or_raw, to_dict, RawMessage
-        head: dict[str, Any] = {} if ts is None else {"ts": ts}
+        decode, fields, raw = decode_or_raw, json_fields, RawMessage
+        head = "{" if ts is None else f'{{"ts": {json.dumps(ts)}, '
+        head += f'"session": {json.dumps(session)}, "seq": '
         lines = []
         for i, message in enumerate(messages):
             record = decode(message)
             if type(record) is raw:
                 self.invalid += 1
-            lines.append(dumps(head | {"session": session, "seq": seq_num + i} | as_dict(record)))
+            lines.append(f"{head}{seq_num + i}, {fields(record)}}}")
         lines.append("")
         self._put("\n".join(lines))
         self.count += len(messages)
@@ -144,6 +146,15 @@ class ItchJsonlSink(_StreamSink):
 
 def _printable(text: str) -> str:
     return "".join(c if " " <= c < "\x7f" else f"\\x{ord(c):02x}" for c in text)
+
+
+def _text(value: Any) -> str:
+    """A field as the text output shows it: strings escaped, prices as plain exact decimals."""
+    if isinstance(value, str):
+        return _printable(value)
+    if isinstance(value, Decimal):
+        return f"{value:f}"  # 0.00000000, never 0E-8
+    return str(value)
 
 
 class ItchTextSink(_StreamSink):
@@ -154,13 +165,11 @@ class ItchTextSink(_StreamSink):
         stamp = "" if ts is None else f"{ts:.6f} "
         lines = []
         for i, message in enumerate(messages):
-            fields = to_dict(decode_or_raw(message))
+            fields = to_dict(decode_or_raw(message), exact=True)
             if "reason" in fields and "data" in fields:
                 self.invalid += 1
             kind = _printable(fields.pop("message_type")) or "-"
-            body = " ".join(
-                f"{k}={_printable(v) if isinstance(v, str) else v}" for k, v in fields.items()
-            )
+            body = " ".join(f"{k}={_text(v)}" for k, v in fields.items())
             lines.append(f"{stamp}{name} {seq_num + i:>12}  {kind}  {body}\n")
         self._put("".join(lines))
         self.count += len(messages)
@@ -274,7 +283,7 @@ class ItchTableSink(DecodedSink):
             import pyarrow.parquet as pq
 
             return pq.ParquetWriter(path, schema, compression=self._compression)
-        return _CsvWriter(path, schema)
+        return arrow._CsvWriter(path, schema)
 
     def flush(self) -> None:
         """Parquet: nothing (a Parquet file is readable only once closed, and small row
@@ -307,29 +316,6 @@ class ItchTableSink(DecodedSink):
         if self.invalid:
             text += f"; {self.invalid} not ITCH 5.0 (unknown type or wrong length): invalid table"
         return text
-
-
-class _CsvWriter:
-    """pyarrow's CSV writer, with binary columns (the invalid table's ``data``) as hex."""
-
-    def __init__(self, path: str, schema: Any) -> None:
-        import pyarrow as pa
-        import pyarrow.csv as pacsv
-
-        self._pa = pa
-        self._hex = [i for i, f in enumerate(schema) if f.type == pa.binary()]
-        for i in self._hex:
-            schema = schema.set(i, pa.field(schema.field(i).name, pa.string()))
-        self._writer = pacsv.CSVWriter(path, schema)
-
-    def write(self, batch: Any) -> None:
-        for i in self._hex:
-            text = [None if b is None else b.hex() for b in batch.column(i).to_pylist()]
-            batch = batch.set_column(i, batch.schema.field(i).name, self._pa.array(text))
-        self._writer.write(batch)
-
-    def close(self) -> None:
-        self._writer.close()
 
 
 def _table_directory(path: str, kind: str) -> str:
