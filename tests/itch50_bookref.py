@@ -1,5 +1,6 @@
-"""An independent, deliberately simple order book for the tests: dicts of orders, every
-best price and every top-N recomputed from scratch after each message, rows as Python dicts.
+"""An independent, deliberately simple order book for the tests: a dict of orders and a dict
+of levels (price -> shares, orders) per stock and side, every best price and every top-N
+recomputed by sorting after each message, rows as Python dicts.
 
 It shares no code with ``moldudp64.itch50.book`` (messages are read by
 ``moldudp64.itch50.decode``, which the book does not use), so the two agreeing row for
@@ -24,6 +25,7 @@ class ReferenceBook:
         self.depth = depth
         self.symbols = symbols
         self.orders: dict[int, dict[str, Any]] = {}
+        self.by_price: dict[tuple[int, str], dict[int, list[int]]] = {}
         self.names: dict[int, str] = {}
         self.last_bbo: dict[int, tuple[Any, ...]] = {}
         self.last_depth: dict[int, list[Any]] = {}
@@ -39,14 +41,29 @@ class ReferenceBook:
 
     def levels(self, locate: int, side: str) -> list[tuple[int, int, int]]:
         """(price, shares, orders) of every level of a side, best first."""
-        by_price: dict[int, list[int]] = {}
-        for o in self.orders.values():
-            if o["locate"] == locate and o["side"] == side:
-                by_price.setdefault(o["price"], [0, 0])
-                by_price[o["price"]][0] += o["shares"]
-                by_price[o["price"]][1] += 1
+        by_price = self.by_price.get((locate, side), {})
         prices = sorted(by_price, reverse=(side == "B"))
         return [(p, by_price[p][0], by_price[p][1]) for p in prices]
+
+    def rest(self, ref: int, order: dict[str, Any]) -> None:
+        self.orders[ref] = order
+        level = self.by_price.setdefault((order["locate"], order["side"]), {})
+        level.setdefault(order["price"], [0, 0])
+        level[order["price"]][0] += order["shares"]
+        level[order["price"]][1] += 1
+
+    def take_off(self, ref: int, shares: int) -> None:
+        """Take shares off an order (all of them: it leaves the book)."""
+        o = self.orders[ref]
+        level = self.by_price[(o["locate"], o["side"])]
+        shares = min(shares, o["shares"])
+        o["shares"] -= shares
+        level[o["price"]][0] -= shares
+        if o["shares"] == 0:
+            del self.orders[ref]
+            level[o["price"]][1] -= 1
+            if level[o["price"]][1] == 0:
+                del level[o["price"]]
 
     def row_head(self, seq: int, ts: int, locate: int) -> dict[str, Any]:
         return {"seq": seq, "timestamp": ts, "stock_locate": locate,
@@ -88,12 +105,6 @@ class ReferenceBook:
         if self.wanted(locate):
             self.trades.append(self.row_head(seq, r.timestamp, locate) | fields)
 
-    def reduce(self, ref: int, shares: int) -> None:
-        o = self.orders[ref]
-        o["shares"] -= min(shares, o["shares"])
-        if o["shares"] == 0:
-            del self.orders[ref]
-
     def apply(self, message: bytes, seq: int) -> None:
         r = itch50.decode_or_raw(message)
         t = r.message_type
@@ -103,9 +114,9 @@ class ReferenceBook:
             self.names.setdefault(r.stock_locate, r.stock)
             if r.order_reference_number in self.orders:
                 return
-            self.orders[r.order_reference_number] = {
+            self.rest(r.order_reference_number, {
                 "locate": r.stock_locate, "side": "S" if r.buy_sell_indicator == "S" else "B",
-                "price": r.price, "shares": r.shares}  # fmt: skip
+                "price": r.price, "shares": r.shares})  # fmt: skip
             self.after_change(seq, r.timestamp, r.stock_locate)
         elif t in "EC":
             o = self.orders.get(r.order_reference_number)
@@ -120,30 +131,32 @@ class ReferenceBook:
                        match_number=r.match_number,
                        printable="Y" if t == "E" else r.printable)  # fmt: skip
             if o is not None and (r.executed_shares or o["shares"] == 0):
-                self.reduce(r.order_reference_number, r.executed_shares)
+                self.take_off(r.order_reference_number, r.executed_shares)
                 self.after_change(seq, r.timestamp, locate)
         elif t == "X":
             o = self.orders.get(r.order_reference_number)
             if o is None:
                 self.unknown += 1
             elif r.cancelled_shares or o["shares"] == 0:
-                self.reduce(r.order_reference_number, r.cancelled_shares)
+                self.take_off(r.order_reference_number, r.cancelled_shares)
                 self.after_change(seq, r.timestamp, o["locate"])
         elif t == "D":
-            o = self.orders.pop(r.order_reference_number, None)
+            o = self.orders.get(r.order_reference_number)
             if o is None:
                 self.unknown += 1
             else:
+                self.take_off(r.order_reference_number, o["shares"])
                 self.after_change(seq, r.timestamp, o["locate"])
         elif t == "U":
-            o = self.orders.pop(r.original_order_reference_number, None)
+            o = self.orders.get(r.original_order_reference_number)
             if o is None:
                 self.unknown += 1
                 return
+            self.take_off(r.original_order_reference_number, o["shares"])
             if r.new_order_reference_number not in self.orders:
-                self.orders[r.new_order_reference_number] = {
+                self.rest(r.new_order_reference_number, {
                     "locate": o["locate"], "side": o["side"], "price": r.price,
-                    "shares": r.shares}  # fmt: skip
+                    "shares": r.shares})  # fmt: skip
             self.after_change(seq, r.timestamp, o["locate"])
         elif t == "P":
             self.names.setdefault(r.stock_locate, r.stock)
