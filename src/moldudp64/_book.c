@@ -38,7 +38,8 @@ typedef struct {
 } Level;
 
 typedef struct {
-    int32_t *lv;
+    uint32_t *keys; /* sorted ascending, best last: the price for bids, ~price for asks */
+    int32_t *lv;    /* the level of each key */
     int32_t n, cap;
 } Side;
 
@@ -390,22 +391,21 @@ static int set_name(BookCore *b, Stock *s, uint64_t raw)
 
 /* ------------------------------------------------------------------ the book */
 
-static inline int64_t key_of(const BookCore *b, int32_t lv, int side)
-{
-    int64_t p = b->levels[lv].price;
-    return side ? -p : p;
-}
+static inline uint32_t key_for(uint32_t price, int side) { return side ? ~price : price; }
 
-/* first index of the side's sorted levels whose key is >= key */
-static inline int32_t lower_bound(const BookCore *b, const Side *sd, int side, int64_t key)
+/* first index of the side's sorted keys that is >= key (the keys alone: no level touched) */
+static inline int32_t lower_bound(const Side *sd, uint32_t key)
 {
     int32_t lo = 0, hi = sd->n;
+    const uint32_t *k = sd->keys;
     /* most activity is near the best (the end): look there first */
-    if (hi > 0 && key_of(b, sd->lv[hi - 1], side) < key)
+    if (hi == 0 || k[hi - 1] < key)
         return hi;
+    if (hi >= 2 && k[hi - 2] < key)
+        return hi - 1;
     while (lo < hi) {
         int32_t mid = (lo + hi) >> 1;
-        if (key_of(b, sd->lv[mid], side) < key)
+        if (k[mid] < key)
             lo = mid + 1;
         else
             hi = mid;
@@ -418,25 +418,28 @@ static int32_t book_add(BookCore *b, Stock *s, uint16_t locate, uint64_t ref, in
                         uint32_t price, uint64_t shares)
 {
     Side *sd = &s->sides[side];
-    int64_t key = side ? -(int64_t)price : (int64_t)price;
-    int32_t at = lower_bound(b, sd, side, key);
+    uint32_t key = key_for(price, side);
+    int32_t at = lower_bound(sd, key);
     int32_t lv, rank;
     int32_t oi = order_alloc(b);
     if (oi < 0)
         return -1;
-    if (at < sd->n && key_of(b, sd->lv[at], side) == key) {
+    if (at < sd->n && sd->keys[at] == key) {
         lv = sd->lv[at];
         rank = sd->n - 1 - at;
     } else {
         if (sd->n == sd->cap) {
             int32_t cap = sd->cap ? sd->cap * 2 : 16;
             int32_t *a = realloc(sd->lv, (size_t)cap * sizeof(int32_t));
-            if (a == NULL) {
+            if (a != NULL)
+                sd->lv = a;
+            uint32_t *k = a == NULL ? NULL : realloc(sd->keys, (size_t)cap * sizeof(uint32_t));
+            if (k == NULL) {
                 order_release(b, oi);
                 PyErr_NoMemory();
                 return -1;
             }
-            sd->lv = a;
+            sd->keys = k;
             sd->cap = cap;
         }
         lv = level_alloc(b);
@@ -450,7 +453,9 @@ static int32_t book_add(BookCore *b, Stock *s, uint16_t locate, uint64_t ref, in
         L->shares = 0;
         L->head = L->tail = -1;
         memmove(sd->lv + at + 1, sd->lv + at, (size_t)(sd->n - at) * sizeof(int32_t));
+        memmove(sd->keys + at + 1, sd->keys + at, (size_t)(sd->n - at) * sizeof(uint32_t));
         sd->lv[at] = lv;
+        sd->keys[at] = key;
         sd->n++;
         rank = sd->n - 1 - at;
     }
@@ -492,7 +497,7 @@ static int32_t book_reduce(BookCore *b, int32_t oi, uint64_t shares)
     int side = o->side;
     Side *sd = &s->sides[side];
     int32_t lv = o->level;
-    int32_t at = lower_bound(b, sd, side, key_of(b, lv, side));
+    int32_t at = lower_bound(sd, key_for(o->price, side));
     int32_t rank = sd->n - 1 - at;
     Level *L = &b->levels[lv];
     L->shares -= shares;
@@ -511,6 +516,8 @@ static int32_t book_reduce(BookCore *b, int32_t oi, uint64_t shares)
         order_release(b, oi);
         if (L->count == 0) {
             memmove(sd->lv + at, sd->lv + at + 1, (size_t)(sd->n - at - 1) * sizeof(int32_t));
+            memmove(sd->keys + at, sd->keys + at + 1,
+                    (size_t)(sd->n - at - 1) * sizeof(uint32_t));
             sd->n--;
             level_release(b, lv);
         }
@@ -812,6 +819,8 @@ static void BookCore_dealloc(BookCore *b)
         if (s != NULL) {
             free(s->sides[0].lv);
             free(s->sides[1].lv);
+            free(s->sides[0].keys);
+            free(s->sides[1].keys);
             free(s->last_depth);
             free(s);
         }
@@ -947,9 +956,18 @@ static PyObject *BookCore_feed(BookCore *b, PyObject *args)
         if (far + 2 <= size) {
             Py_ssize_t flen = (Py_ssize_t)data[far] << 8 | data[far + 1];
             if (far + 2 + flen <= size && flen > 0) {
-                uint64_t ref = ref_of(data + far + 2, flen);
+                const unsigned char *fm = data + far + 2;
+                uint64_t ref = ref_of(fm, flen);
                 if (ref)
                     __builtin_prefetch(&b->slots[mix(ref) & (b->hcap - 1)]);
+                if ((fm[0] == 'A' || fm[0] == 'F') && flen >= 3) {
+                    Stock *fs = b->stocks[rd16(fm + 1)];
+                    if (fs != NULL) {
+                        const Side *sd = &fs->sides[fm[19] == 'S'];
+                        if (sd->n > 0)
+                            __builtin_prefetch(&sd->keys[sd->n - 1]);
+                    }
+                }
             }
             far = next_pos(data, size, far);
         }
@@ -971,8 +989,13 @@ static PyObject *BookCore_feed(BookCore *b, PyObject *args)
                 uint64_t ref = ref_of(data + next + 2, xlen);
                 if (ref) {
                     const Slot *sl = &b->slots[mix(ref) & (b->hcap - 1)];
-                    if (sl->val >= 0 && sl->key == ref)
-                        __builtin_prefetch(&b->levels[b->orders[sl->val].level]);
+                    if (sl->val >= 0 && sl->key == ref) {
+                        const Order *o = &b->orders[sl->val];
+                        const Side *sd = &b->stocks[o->locate]->sides[o->side];
+                        __builtin_prefetch(&b->levels[o->level]);
+                        if (sd->n > 0)
+                            __builtin_prefetch(&sd->keys[sd->n - 1]);
+                    }
                 }
             }
             next = next_pos(data, size, next);
@@ -1123,9 +1146,9 @@ static PyObject *BookCore_orders(BookCore *b, PyObject *args)
     if (list == NULL || s == NULL || price < 0 || price > 0xFFFFFFFFLL)
         return list;
     const Side *sd = &s->sides[side];
-    int64_t key = side ? -price : price;
-    int32_t at = lower_bound(b, sd, side, key);
-    if (at >= sd->n || key_of(b, sd->lv[at], side) != key)
+    uint32_t key = key_for((uint32_t)price, side);
+    int32_t at = lower_bound(sd, key);
+    if (at >= sd->n || sd->keys[at] != key)
         return list;
     for (int32_t oi = b->levels[sd->lv[at]].head; oi >= 0; oi = b->orders[oi].next) {
         PyObject *t = Py_BuildValue("(KK)", (unsigned long long)b->orders[oi].ref,
