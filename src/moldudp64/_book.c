@@ -1041,6 +1041,50 @@ static PyObject *BookCore_take(BookCore *b, PyObject *unused)
     return Py_BuildValue("(NNN)", x, y, z);
 }
 
+/* the rows of r column after column (column c of n rows at [c * n, (c + 1) * n)) */
+static PyObject *take_columns_of(Rows *r, Py_ssize_t width)
+{
+    Py_ssize_t n = width ? r->n / width : 0;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, r->n * (Py_ssize_t)sizeof(int64_t));
+    if (out == NULL)
+        return NULL;
+    int64_t *dst = (int64_t *)PyBytes_AS_STRING(out);
+    const int64_t *src = r->d;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t r0 = 0; r0 < n; r0 += 64) {
+        Py_ssize_t r1 = r0 + 64 < n ? r0 + 64 : n;
+        for (Py_ssize_t c = 0; c < width; c++) {
+            int64_t *d = dst + c * n;
+            for (Py_ssize_t i = r0; i < r1; i++)
+                d[i] = src[i * width + c];
+        }
+    }
+    Py_END_ALLOW_THREADS
+    r->n = 0;
+    if (r->cap > (1 << 24)) {
+        free(r->d);
+        r->d = NULL;
+        r->cap = 0;
+    }
+    return out;
+}
+
+static PyObject *BookCore_take_columns(BookCore *b, PyObject *unused)
+{
+    (void)unused;
+    READY(b);
+    PyObject *x = take_columns_of(&b->bbo, BBO_WIDTH);
+    PyObject *y = x ? take_columns_of(&b->trades, TRADES_WIDTH) : NULL;
+    PyObject *z = y ? take_columns_of(&b->depth_rows, 4 + 6 * b->depth) : NULL;
+    if (!x || !y || !z) {
+        Py_XDECREF(x);
+        Py_XDECREF(y);
+        Py_XDECREF(z);
+        return NULL;
+    }
+    return Py_BuildValue("(NNN)", x, y, z);
+}
+
 static PyObject *BookCore_pending(BookCore *b, PyObject *unused)
 {
     (void)unused;
@@ -1290,6 +1334,8 @@ static PyMethodDef BookCore_methods[] = {
     {"feed", (PyCFunction)BookCore_feed, METH_VARARGS,
      "feed(blocks, seq) -> bytes used: apply BinaryFILE-framed messages."},
     {"take", (PyCFunction)BookCore_take, METH_NOARGS, "The bbo, trades, depth rows held."},
+    {"take_columns", (PyCFunction)BookCore_take_columns, METH_NOARGS,
+     "As take(), each table's values column after column."},
     {"pending", (PyCFunction)BookCore_pending, METH_NOARGS, "Rows held."},
     {"names", (PyCFunction)BookCore_names, METH_O, "Stock names by code from start."},
     {"bbo", (PyCFunction)BookCore_bbo, METH_O, "Best bid and offer of a stock."},

@@ -93,8 +93,17 @@ def test_the_c_and_python_cores_give_the_same_bytes(options: dict[str, Any]) -> 
     data = binaryfile_bytes(generate_day(15_000, seed=6, stocks=20))
     c = new_core(**options)
     py = new_core(pure_python=True, **options)
-    assert c.feed(data, 100) == py.feed(data, 100) == len(data)
-    assert c.take() == py.take()
+    columnar = new_core(**options)
+    assert c.feed(data, 100) == py.feed(data, 100) == columnar.feed(data, 100) == len(data)
+    rows = py.take()
+    assert c.take() == rows
+    # take_columns (C only): the same values, column after column
+    np = pytest.importorskip("numpy")
+    widths = (book_module.BBO_WIDTH, book_module.TRADES_WIDTH,
+              book_module.depth_width(py.depth))  # fmt: skip
+    for raw, cols, width in zip(rows, columnar.take_columns(), widths, strict=True):
+        table = np.frombuffer(raw, dtype=np.int64).reshape(-1, width)
+        assert np.frombuffer(cols, dtype=np.int64).tobytes() == table.T.tobytes()
     assert c.names(0) == py.names(0)
     for attr in ("unknown_orders", "overfills", "duplicate_orders", "invalid", "messages"):
         assert getattr(c, attr) == getattr(py, attr), attr

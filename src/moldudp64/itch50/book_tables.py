@@ -12,6 +12,8 @@ drive it. Needs the ``arrow`` extra.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
@@ -38,7 +40,7 @@ __all__ = [
 #: The tables ``moldudp64 book`` writes.
 ALL_TABLES: Final = ("bbo", "trades", "depth")
 #: A writer appends a batch to the files once this many rows are held.
-FLUSH_ROWS: Final = 1 << 18
+FLUSH_ROWS: Final = 1 << 15
 #: :meth:`BookWriter.flush` appends when this many rows are held ...
 FLUSH_MIN_ROWS: Final = 1 << 14
 #: ... or this many seconds passed since it last did.
@@ -141,10 +143,11 @@ def _decimals(values: Any) -> Any:
     count = len(values)
     words = np.zeros((count, 2), dtype=np.int64)
     words[:, 0] = values
-    null = values < 0
     validity = None
-    nulls = int(null.sum())
-    if nulls:
+    nulls = 0
+    if values.min(initial=0) < 0:
+        null = values < 0
+        nulls = int(null.sum())
         validity = pa.py_buffer(np.packbits(~null, bitorder="little"))
     return pa.Array.from_buffers(_price(pa), count, [validity, pa.py_buffer(words)], nulls)
 
@@ -185,67 +188,122 @@ class BookTables:
         index = pa.array(codes.astype(np.int32), mask=codes < 0)
         return pc.take(self._name_array, index)
 
-    def _head(self, rows: Any) -> list[Any]:
+    def _head(self, cols: Any) -> list[Any]:
         np, pa, _ = _arrow()
         return [
-            pa.array(rows[:, 0].view(np.uint64)),
-            pa.array(rows[:, 1]),
-            pa.array(rows[:, 2].astype(np.uint16)),
-            self._stock(rows[:, 3]),
+            pa.array(cols[0].view(np.uint64)),
+            pa.array(cols[1]),
+            pa.array(cols[2].astype(np.uint16)),
+            self._stock(cols[3]),
         ]
 
     def take(self) -> dict[str, Any]:
         """The rows appended since the last call, as record batches (empty ones left out)."""
         np, pa, _ = _arrow()
-        bbo_raw, trades_raw, depth_raw = self.core.take()
+        # one contiguous array per column: every later step is a sequential pass over
+        # memory, not a gather across 8 * width-byte strides (the C core transposes itself)
+        take_columns = getattr(self.core, "take_columns", None)
+        if take_columns is not None:
+            bbo_raw, trades_raw, depth_raw = take_columns()
+
+            def columns(raw: bytes, width: int) -> Any:
+                return np.frombuffer(raw, dtype=np.int64).reshape(width, -1)
+
+        else:
+            bbo_raw, trades_raw, depth_raw = self.core.take()
+
+            def columns(raw: bytes, width: int) -> Any:
+                rows = np.frombuffer(raw, dtype=np.int64).reshape(-1, width)
+                return np.ascontiguousarray(rows.T)
+
         out: dict[str, Any] = {}
+
         if bbo_raw:
-            r = np.frombuffer(bbo_raw, dtype=np.int64).reshape(-1, BBO_WIDTH)
+            c = columns(bbo_raw, BBO_WIDTH)
             out["bbo"] = pa.RecordBatch.from_arrays(
                 [
-                    *self._head(r),
-                    _decimals(r[:, 4]),
-                    _decimals(r[:, 7]),
-                    pa.array(r[:, 5].view(np.uint64)),
-                    pa.array(r[:, 8].view(np.uint64)),
-                    pa.array(r[:, 6].astype(np.uint32)),
-                    pa.array(r[:, 9].astype(np.uint32)),
+                    *self._head(c),
+                    _decimals(c[4]),
+                    _decimals(c[7]),
+                    pa.array(c[5].view(np.uint64)),
+                    pa.array(c[8].view(np.uint64)),
+                    pa.array(c[6].astype(np.uint32)),
+                    pa.array(c[9].astype(np.uint32)),
                 ],
                 schema=self.schemas["bbo"],
             )
         if trades_raw:
-            r = np.frombuffer(trades_raw, dtype=np.int64).reshape(-1, TRADES_WIDTH)
-            kind = r[:, 4]
+            c = columns(trades_raw, TRADES_WIDTH)
+            kind = c[4]
             broken = kind == ord("B")
             no_ref = broken | (kind == ord("Q"))
             out["trades"] = pa.RecordBatch.from_arrays(
                 [
-                    *self._head(r),
+                    *self._head(c),
                     _chars(kind),
-                    _decimals(r[:, 5]),
-                    pa.array(r[:, 6].view(np.uint64), mask=broken),
-                    _chars(r[:, 7]),
-                    pa.array(r[:, 8].view(np.uint64), mask=no_ref),
-                    pa.array(r[:, 9].view(np.uint64)),
-                    _chars(r[:, 10]),
+                    _decimals(c[5]),
+                    pa.array(c[6].view(np.uint64), mask=broken),
+                    _chars(c[7]),
+                    pa.array(c[8].view(np.uint64), mask=no_ref),
+                    pa.array(c[9].view(np.uint64)),
+                    _chars(c[10]),
                 ],
                 schema=self.schemas["trades"],
             )
         if depth_raw:
-            r = np.frombuffer(depth_raw, dtype=np.int64).reshape(-1, depth_width(self.depth))
-            columns = self._head(r)
+            c = columns(depth_raw, depth_width(self.depth))
+            arrays = self._head(c)
             for i in range(self.depth):
                 b = 4 + 6 * i
-                columns += [
-                    _decimals(r[:, b]),
-                    pa.array(r[:, b + 1].view(np.uint64)),
-                    pa.array(r[:, b + 2].astype(np.uint32)),
-                    _decimals(r[:, b + 3]),
-                    pa.array(r[:, b + 4].view(np.uint64)),
-                    pa.array(r[:, b + 5].astype(np.uint32)),
+                arrays += [
+                    _decimals(c[b]),
+                    pa.array(c[b + 1].view(np.uint64)),
+                    pa.array(c[b + 2].astype(np.uint32)),
+                    _decimals(c[b + 3]),
+                    pa.array(c[b + 4].view(np.uint64)),
+                    pa.array(c[b + 5].astype(np.uint32)),
                 ]
-            out["depth"] = pa.RecordBatch.from_arrays(columns, schema=self.schemas["depth"])
+            out["depth"] = pa.RecordBatch.from_arrays(arrays, schema=self.schemas["depth"])
         return out
+
+
+class _Encoder:
+    """Parquet encoding and compression on a thread of their own (pyarrow releases the GIL
+    there), so the book and the encoding use two cores; a bounded queue of batches keeps
+    memory bounded. An error of the thread is raised by the next :meth:`put` or
+    :meth:`close`."""
+
+    def __init__(self, depth: int = 1) -> None:
+        self._queue: queue.Queue[tuple[Any, Any] | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="book-parquet", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None:
+                try:
+                    item[0].write_batch(item[1])
+                except BaseException as exc:  # handed to the caller
+                    self._error = exc
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def put(self, writer: Any, batch: Any) -> None:
+        self._raise()
+        self._queue.put((writer, batch))
+
+    def close(self) -> None:
+        """Wait for every batch to be written."""
+        self._queue.put(None)
+        self._thread.join()
+        self._raise()
 
 
 class BookWriter:
@@ -293,6 +351,7 @@ class BookWriter:
         self.lost_messages = 0
         self.other_sessions = 0
         self._drained = time.monotonic()
+        self._encoder = _Encoder()
 
     def _writer(self, name: str, schema: Any) -> Any:
         writer = self._writers.get(name)
@@ -301,13 +360,19 @@ class BookWriter:
 
             path = os.path.join(self.directory, f"{name}.parquet")
             writer = self._writers[name] = pq.ParquetWriter(
-                path, schema, compression=self.compression
+                path,
+                schema,
+                compression=self.compression,
+                # decimal128(10, 4) as Parquet INT64 (exact; smaller and faster to write)
+                store_decimal_as_integer=True,
+                # no dictionary where every value differs
+                use_dictionary=[n for n in schema.names if n not in ("seq", "timestamp")],
             )
         return writer
 
     def _drain(self) -> None:
         for name, batch in self._tables.take().items():
-            self._writer(name, batch.schema).write_batch(batch)
+            self._encoder.put(self._writer(name, batch.schema), batch)
             self.rows[name] += batch.num_rows
 
     def lose(self, session: str, first: int, last: int) -> None:
@@ -328,7 +393,7 @@ class BookWriter:
             ],
             schema=book_state_schema(),
         )
-        self._writer("book_state", batch.schema).write_batch(batch)
+        self._encoder.put(self._writer("book_state", batch.schema), batch)
         self.rows["book_state"] = self.rows.get("book_state", 0) + 1
 
     def _check_seq(self, session: str, seq_num: int, count: int) -> bool:
@@ -387,9 +452,12 @@ class BookWriter:
     def close(self) -> None:
         """Write what is held and close the files (every asked table exists, maybe empty)."""
         try:
-            self._drain()
-            for name in self.tables:
-                self._writer(name, self._tables.schemas[name])
+            try:
+                self._drain()
+                for name in self.tables:
+                    self._writer(name, self._tables.schemas[name])
+            finally:
+                self._encoder.close()
         finally:
             for writer in self._writers.values():
                 writer.close()
