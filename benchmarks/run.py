@@ -13,7 +13,10 @@ message, and ``inspect --decode itch50 --format parquet`` beside plain ``inspect
 "jetstream", benchmarks/bench_jetstream.py, needs nats-py and the nats-server binary): the
 full-blast feed through ``moldudp64 bridge`` into a local JetStream beside ``listen -o
 file``, the stored session replayed by ``listen nats://...``, and re-request answers from
-the stream beside those from a BinaryFILE (unicast on 127.0.0.1 without a namespace).
+the stream beside those from a BinaryFILE (unicast on 127.0.0.1 without a namespace); the
+order book (issue 21; part "book", benchmarks/bench_book.py, needs the arrow extra):
+``moldudp64 book`` on a generated 10,000,000-message day beside itch-book's ``itch2parquet
+convert --tables bbo,trades,depth`` when it is installed, and the book engine alone.
 Parts whose needs are missing are skipped with the reason.
 """
 
@@ -178,6 +181,15 @@ def main(argv: list[str] | None = None) -> int:
                 skipped.append(f"itch50 decode ({exc})")
             else:
                 results.extend(bench_itch50.run_rows(args.quick))
+        if "book" not in skip:
+            try:
+                import bench_book  # beside this file (needs the arrow extra)
+            except ImportError as exc:
+                skipped.append(f"book ({exc})")
+            else:
+                results.extend(bench_book.run_rows(args.quick))
+                if shutil.which("itch2parquet") is None:
+                    skipped.append("itch-book beside book: pip install itch-book")
         if "jetstream" not in skip:
             import bench_jetstream  # beside this file
 
