@@ -13,10 +13,13 @@ message, and ``inspect --decode itch50 --format parquet`` beside plain ``inspect
 "jetstream", benchmarks/bench_jetstream.py, needs nats-py and the nats-server binary): the
 full-blast feed through ``moldudp64 bridge`` into a local JetStream beside ``listen -o
 file``, the stored session replayed by ``listen nats://...``, and re-request answers from
-the stream beside those from a BinaryFILE (unicast on 127.0.0.1 without a namespace); the
-order book (issue 21; part "book", benchmarks/bench_book.py, needs the arrow extra):
-``moldudp64 book`` on a generated 10,000,000-message day beside itch-book's ``itch2parquet
-convert --tables bbo,trades,depth`` when it is installed, and the book engine alone.
+the stream beside those from a BinaryFILE (unicast on 127.0.0.1 without a namespace).
+SoupBinTCP (issue 20; part "soupbintcp", benchmarks/bench_soupbintcp.py): ``listen
+soup://`` recording from ``serve --soup-port`` beside a plain socket reading the same
+bytes, and the server's rate to 1 and 10 clients (127.0.0.1). The order book (issue 21;
+part "book", benchmarks/bench_book.py, needs the arrow extra): ``moldudp64 book`` on a
+generated 10,000,000-message day beside itch-book's ``itch2parquet convert --tables
+bbo,trades,depth`` when it is installed, and the book engine alone.
 Parts whose needs are missing are skipped with the reason.
 """
 
@@ -196,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
             rows, notes = bench_jetstream.run_rows(args.quick, netns_error=netns_error)
             results.extend(rows)
             skipped.extend(notes)
+        if "soupbintcp" not in skip:
+            import bench_soupbintcp  # beside this file
+
+            results.extend(bench_soupbintcp.run_rows(args.quick, tmp))
         if "latency" not in skip:
             import bench_latency  # beside this file
 

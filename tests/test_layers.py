@@ -16,7 +16,7 @@ from _client.test_layers import SRC, imported
 #: its ``__init__`` and its modules but ``sinks`` and ``book_tables`` (outputs) are cores.
 CORES = {
     "wire", "receiver", "publisher", "rerequest", "store", "replay", "validation",
-    "events", "exceptions", "faults", "binaryfile", "_closing",
+    "events", "exceptions", "faults", "binaryfile", "_closing", "soupbintcp",
     "itch50", "itch50.messages", "itch50.codec", "itch50.arrow", "itch50.generator",
     "itch50.book",
 }  # fmt: skip

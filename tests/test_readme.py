@@ -55,3 +55,11 @@ def test_replay_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     exec(block_with("replay_capture("), {"print": lambda *a: printed.append(a)})
     assert printed == [("SESSION001", 1, 1), ("SESSION001", 2, 1), ("SESSION001", "lost", 3, 3),
                        ("SESSION001", 4, 1)]
+
+
+def test_soupbintcp_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_binaryfile("day.bin", [b"A" * 36] * 100)
+    namespace: dict[str, object] = {}
+    exec(block_with("SoupServer("), namespace)
+    assert namespace["client"].next_seq_num == 101  # type: ignore[attr-defined]

@@ -260,3 +260,16 @@ def test_replay_store_serves_only_what_was_published(tmp_path: Path) -> None:
         assert ReplayStore(base, first_seq_num=11).next_seq_num == 11
         with pytest.raises(ConfigError):
             ReplayStore(base, first_seq_num=31)
+
+
+def test_binaryfile_store_get_run_returns_what_get_does(tmp_path: Path) -> None:
+    from moldudp64.binaryfile import write_binaryfile
+
+    messages = [bytes([i % 251]) * (i % 300) for i in range(5000)]
+    path = tmp_path / "run.bin"
+    write_binaryfile(path, messages)
+    with BinaryFileStore(path, index_interval=64) as store:
+        cases = [(1, 5000, 1 << 30), (65, 10, 1 << 20), (100, 5000, 4000), (4999, 9, 1 << 20)]
+        for seq, count, budget in [*cases, (130, 1, 1), (5000, 1, 1 << 20)]:
+            assert store.get_run(seq, count, budget) == store.get(seq, count, budget)
+        assert store.get_run(5001, 1, 1 << 20) == []

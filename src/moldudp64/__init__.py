@@ -62,13 +62,16 @@ from .wire import (
 
 if TYPE_CHECKING:
     from .asyncio import AsyncMoldUDP64, AsyncPublisher, AsyncRerequestServer
+    from .asyncio.soupbintcp import AsyncSoupBinTCP, AsyncSoupServer
     from .capture import CaptureReader, CaptureStats, CaptureWriter, read_datagrams
     from .faults import FaultInjector
     from .publisher import PublisherCore, PublisherStats
     from .receiver import ReceiverConfig, ReceiverCore, ReceiverStats
     from .rerequest import RateLimit, RerequestServerCore, RerequestStats
+    from .soupbintcp import CannotResume, LoginRejectedError, SoupClientCore, SoupServerCore
     from .store import BinaryFileStore, MemoryStore, MessageStore, ReplayStore
     from .sync import MoldUDP64, Publisher, RerequestServer
+    from .sync.soupbintcp import SoupBinTCP, SoupServer
 
 __version__ = "0.1.0"
 
@@ -85,6 +88,12 @@ _LAZY = {
     **dict.fromkeys(("RateLimit", "RerequestServerCore", "RerequestStats"), "rerequest"),
     **dict.fromkeys(("BinaryFileStore", "MemoryStore", "MessageStore", "ReplayStore"), "store"),
     **dict.fromkeys(("MoldUDP64", "Publisher", "RerequestServer"), "sync"),
+    # SoupBinTCP: the cores, and the blocking and asyncio client and server.
+    **dict.fromkeys(
+        ("CannotResume", "LoginRejectedError", "SoupClientCore", "SoupServerCore"), "soupbintcp"
+    ),
+    **dict.fromkeys(("SoupBinTCP", "SoupServer"), "sync.soupbintcp"),
+    **dict.fromkeys(("AsyncSoupBinTCP", "AsyncSoupServer"), "asyncio.soupbintcp"),
 }
 
 
@@ -109,10 +118,13 @@ __all__ = [
     "AsyncMoldUDP64",
     "AsyncPublisher",
     "AsyncRerequestServer",
+    "AsyncSoupBinTCP",
+    "AsyncSoupServer",
     "BinaryFileError",
     "BinaryFileReader",
     "BinaryFileStore",
     "BinaryFileWriter",
+    "CannotResume",
     "CaptureError",
     "CaptureReader",
     "CaptureStats",
@@ -130,6 +142,7 @@ __all__ = [
     "GapDetected",
     "GapFilled",
     "ItchDecodeError",
+    "LoginRejectedError",
     "MalformedPacket",
     "MemoryStore",
     "Message",
@@ -165,6 +178,10 @@ __all__ = [
     "SessionEnded",
     "SessionStarted",
     "SocketError",
+    "SoupBinTCP",
+    "SoupClientCore",
+    "SoupServer",
+    "SoupServerCore",
     "Source",
     "TruncatedFile",
     "__version__",

@@ -41,6 +41,7 @@ from .common import (
 )
 from .options import _session_label
 from .sinks import MessageSink, open_sink
+from .soup import SoupSource, cmd_listen_snapshot, cmd_listen_soup
 
 logger = logging.getLogger("moldudp64.cli")
 
@@ -288,6 +289,10 @@ def cmd_listen(args: argparse.Namespace) -> int:
     """moldudp64 listen GROUP:PORT: join, recover, write every message in order once."""
     if isinstance(args.group, NatsSource):  # a session stored in JetStream
         return cmd_listen_nats(args)
+    if isinstance(args.group, SoupSource):  # a SoupBinTCP session
+        return cmd_listen_soup(args)
+    if getattr(args, "snapshot", None) is not None:  # late join from a snapshot
+        return cmd_listen_snapshot(args)
     group: Address = args.group
     refuse_overlapping_files([("--output", args.output, True), ("--capture", args.capture, True)])
     sink = open_sink(args.output, args.format, args.decode)

@@ -30,9 +30,11 @@ from .options import (
     _int_at_least,
     _max_payload,
     _network,
+    _port_from,
     _rate_limit,
     _type,
 )
+from .soup import parse_soup_source
 
 logger = logging.getLogger("moldudp64.cli")
 
@@ -256,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_bridge(sub)
     _add_book(sub)
+    _add_gateway(sub)
     _add_demo(sub)
     _add_generate(sub)
     _add_bench(sub)
@@ -352,9 +355,10 @@ def _add_listen(sub: Any) -> None:
     _add_verbose(p)
     p.add_argument(
         "group",
-        metavar="GROUP:PORT|nats://HOST:PORT/STREAM",
+        metavar="GROUP:PORT|nats://HOST:PORT/STREAM|soup://HOST:PORT",
         type=_feed_or_nats,
-        help="the feed (line A), or a session a bridge stored in JetStream stream STREAM",
+        help="the feed (line A), a session a bridge stored in JetStream stream STREAM, or a "
+        "SoupBinTCP session: soup://[USER:PASS@]HOST:PORT[/SESSION]",
     )
     _add_feed(p)
     _add_output(p, "-")
@@ -365,6 +369,7 @@ def _add_listen(sub: Any) -> None:
         help="also record the raw datagrams (pcapng for a .pcapng path, else classic pcap)",
     )
     _add_metrics(p)
+    _add_listen_soup(p)
     p.set_defaults(func=_Command("listen", "cmd_listen"))
 
 
@@ -453,7 +458,7 @@ def _add_serve(sub: Any) -> None:
     )
     p.add_argument("--stream", metavar="NAME", help="the JetStream stream a bridge fills")
     p.add_argument("--session", type=SESSION, required=True, help="its session name")
-    p.add_argument("--port", type=PORT, required=True, help="UDP port to serve on")
+    p.add_argument("--port", type=PORT, help="UDP port to serve re-requests on")
     p.add_argument(
         "--bind", metavar="ADDR", type=IPV4, default="0.0.0.0", help="address to serve on"
     )
@@ -470,13 +475,16 @@ def _add_serve(sub: Any) -> None:
     _add_allow(p)
     _add_rate_limit(p)
     _add_metrics(p)
-    p.set_defaults(func=_Command("bridge", "cmd_serve"))
+    _add_serve_soup(p)
+    p.set_defaults(func=_Command("soup", "cmd_serve"))
 
 
 def _feed_or_nats(text: str) -> Any:
-    """listen's source: GROUP:PORT, or nats://HOST:PORT/STREAM."""
+    """listen's source: GROUP:PORT, or nats://HOST:PORT/STREAM (or soup://HOST:PORT)."""
     if text.startswith("nats://"):
         return _type("nats://HOST:PORT/STREAM", parse_nats_source)(text)
+    if text.startswith("soup://"):
+        return _type("soup://[USER:PASS@]HOST:PORT[/SESSION]", parse_soup_source)(text)
     if "://" in text:
         scheme = text.split("://", 1)[0]
         raise argparse.ArgumentTypeError(
@@ -728,3 +736,91 @@ EPILOG_BENCH = """examples:
   moldudp64 bench --scale 1        # the full sizes of benchmarks/run.py
   moldudp64 bench --scale 0.01 --skip-inspect
 """
+
+
+# --------------------------------------------------------------------------- SoupBinTCP
+
+
+def _add_listen_soup(p: argparse.ArgumentParser) -> None:
+    """listen's options for a soup:// session."""
+    p.add_argument(
+        "--max-retries",
+        metavar="N",
+        type=_int_at_least(0, "retries"),
+        default=5,
+        help="soup://: reconnects in a row before giving up (exit 3; default 5; waits of "
+        "0.1 s doubling to 5 s)",
+    )
+    p.add_argument(
+        "--snapshot",
+        metavar="soup://HOST:PORT[/SESSION]",
+        type=_type("soup://[USER:PASS@]HOST:PORT[/SESSION]", parse_soup_source),
+        help="late join: write this GLIMPSE-style snapshot session up to its End of Snapshot "
+        "message, then the feed from the number that message gives (the feed is joined "
+        "first and held meanwhile; only the numbers between are requested)",
+    )
+    p.add_argument(
+        "--snapshot-number",
+        choices=("next", "last"),
+        default="next",
+        help="what the End of Snapshot number is: the next feed message to take (default) "
+        "or the last one the snapshot includes",
+    )
+
+
+def _add_serve_soup(p: argparse.ArgumentParser) -> None:
+    """serve's SoupBinTCP options."""
+    p.add_argument(
+        "--soup-port",
+        metavar="PORT",
+        type=_port_from(0),
+        help="serve the session over SoupBinTCP on this TCP port (0: any free port)",
+    )
+    p.add_argument(
+        "--soup-addr",
+        metavar="ADDR",
+        type=IPV4,
+        default="0.0.0.0",
+        help="address the SoupBinTCP server listens on (default 0.0.0.0)",
+    )
+    p.add_argument("--user", metavar="USER", help="SoupBinTCP username (6 characters max)")
+    p.add_argument("--password", metavar="PASS", help="SoupBinTCP password (10 characters max)")
+
+
+EPILOG_GATEWAY = """\
+examples:
+  moldudp64 gateway 239.1.1.1:30001 --request-server 10.0.0.5:30002 --soup-port 30010 \\
+      --output day.bin
+  moldudp64 listen soup://127.0.0.1:30010 --start-seq 1000 -o tail.bin
+
+Joins the feed (recovering gaps), appends every message to --output (a BinaryFILE: memory
+stays bounded) and serves it over SoupBinTCP, each client from the number it asks for.
+A range lost on the feed ends the served session there: clients get End of Session after
+the last message before it, and the loss is logged and summarised (exit 3).
+"""
+
+
+def _add_gateway(sub: Any) -> None:
+    """The ``gateway`` command's arguments."""
+    p = sub.add_parser(
+        "gateway",
+        help="join a MoldUDP64 feed and serve it over SoupBinTCP",
+        description="Join a MoldUDP64 feed, recover gaps, store it in a BinaryFILE and "
+        "serve it over SoupBinTCP to any number of clients, each from the number it asks for.",
+        epilog=EPILOG_GATEWAY,
+        formatter_class=_RAW,
+    )
+    _add_verbose(p)
+    p.add_argument("group", metavar="GROUP:PORT", type=GROUP_PORT, help="the feed (line A)")
+    _add_feed(p)
+    p.add_argument(
+        "--output",
+        "-o",
+        metavar="FILE.bin",
+        help="the BinaryFILE the feed is stored in (default: a temporary file, removed at "
+        "the end)",
+    )
+    _add_stop(p)
+    _add_serve_soup(p)
+    _add_metrics(p)
+    p.set_defaults(func=_Command("soup", "cmd_gateway"))

@@ -1,0 +1,654 @@
+"""SoupBinTCP on the command line: ``serve --soup-port``, ``listen soup://`` and
+``gateway`` (a MoldUDP64 feed served over SoupBinTCP)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from .common import (
+    EXIT_IDLE,
+    EXIT_INTERRUPTED,
+    EXIT_LOST,
+    EXIT_OK,
+    UsageError,
+    _say,
+    _Status,
+    _stderr_is_terminal,
+)
+
+logger = logging.getLogger("moldudp64.cli")
+
+
+@dataclass(frozen=True)
+class SoupSource:
+    """``soup://[USER:PASS@]HOST:PORT[/SESSION]`` as ``listen`` takes it."""
+
+    host: str
+    port: int
+    username: str = ""
+    password: str = ""
+    session: str = ""
+
+    def __str__(self) -> str:
+        who = f"{self.username}@" if self.username else ""
+        return f"soup://{who}{self.host}:{self.port}" + (f"/{self.session}" if self.session else "")
+
+
+def parse_soup_source(text: str) -> SoupSource:
+    """``soup://[USER:PASS@]HOST:PORT[/SESSION]`` -> SoupSource; ValueError names what is
+    wrong (user up to 6 characters, password up to 10, session up to 10)."""
+    parts = urlsplit(text)
+    if parts.scheme != "soup" or not parts.hostname:
+        raise ValueError(f"{text!r} is not soup://[USER:PASS@]HOST:PORT[/SESSION]")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{text!r}: nothing may follow SESSION ('?' or '#')")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{text!r}: bad port") from None
+    if not port:
+        raise ValueError(f"{text!r}: give a port (soup://HOST:PORT)")
+    session = unquote(parts.path.strip("/"))
+    username = unquote(parts.username or "")
+    password = unquote(parts.password or "")
+    fields = ((username, 6, "user"), (password, 10, "password"), (session, 10, "session"))
+    for value, width, what in fields:
+        if len(value) > width or not value.isascii() or "/" in value:
+            raise ValueError(f"{text!r}: the {what} must be at most {width} ASCII characters")
+    return SoupSource(parts.hostname, port, username, password, session)
+
+
+# --------------------------------------------------------------------------- listen soup://
+
+
+def cmd_listen_soup(args: argparse.Namespace) -> int:
+    """moldudp64 listen soup://...: log in, write every message, resume after a drop."""
+    from ..metrics import FieldsCollector, start_metrics
+    from ..soupbintcp import LoginRejectedError
+    from ..sync.soupbintcp import CannotResume, SoupBinTCP
+    from .listen import _lost_text, _receive
+    from .options import _session_label
+    from .sinks import open_sink
+
+    source: SoupSource = args.group
+    for option, value in (
+        ("--line-b", args.line_b),
+        ("--request-server", args.request_server),
+        ("--capture", args.capture),
+    ):
+        if value:
+            raise UsageError(f"{option} is for a MoldUDP64 feed, not a soup:// session")
+    if args.session and source.session and args.session != source.session:
+        raise UsageError(f"--session {args.session} and the URL's {source.session} differ")
+    session = source.session or args.session or ""
+    start = args.start_seq if args.start_seq is not None else 1
+    sink = open_sink(args.output, args.format, args.decode)
+    client = SoupBinTCP(
+        (source.host, source.port),
+        username=source.username,
+        password=source.password,
+        session=session,
+        seq_num=start,
+        max_retries=args.max_retries,
+    )
+    status = _Status(_stderr_is_terminal())
+    t0 = time.monotonic()
+    metrics = None
+    failure: str | None = None
+    try:
+        metrics = start_metrics(
+            args.metrics_port,
+            args.metrics_addr,
+            FieldsCollector(
+                lambda: client.stats,
+                "moldudp64_soup_client",
+                counters={
+                    "packets_received": "SoupBinTCP packets received.",
+                    "bytes_received": "Bytes received.",
+                    "messages_received": "Sequenced messages received.",
+                    "heartbeats_received": "Server heartbeats received.",
+                    "heartbeats_sent": "Client heartbeats sent.",
+                    "connections": "Connections made (1 + reconnects).",
+                },
+            ),
+            announce=lambda url: _say(f"moldudp64 listen: metrics on {url}"),
+        )
+        _say(f"moldudp64 listen: {source} from {start}")
+        try:
+            result = _receive(
+                client,
+                sink,
+                count=args.count,
+                idle_timeout=args.idle_timeout,
+                status=status,
+                label="listen",
+            )
+        except LoginRejectedError as exc:
+            raise UsageError(f"{source}: {exc}") from None
+        except CannotResume as exc:
+            from .listen import _ListenResult
+
+            failure = str(exc)
+            result = _ListenResult(written=sink.count)
+        finally:
+            client.close()
+    finally:
+        if metrics is not None:
+            metrics.close()
+        sink.close()
+    elapsed = time.monotonic() - t0
+    parts = [f"{result.written} messages written"]
+    if result.session is not None:
+        parts.append(
+            f"session {_session_label(result.session)} seq {result.first_seq}..{result.last_seq}"
+        )
+    if client.connections > 1:
+        parts.append(f"{client.connections - 1} reconnects")
+    parts.append(f"{result.lost_messages} lost")
+    parts.append(f"{elapsed:.1f} s")
+    end = (
+        "interrupted"
+        if result.interrupted
+        else "session ended"
+        if result.ended
+        else f"cannot resume at {client.next_seq_num}"
+        if failure
+        else f"idle for {args.idle_timeout} s"
+        if result.idle
+        else f"--count {args.count} reached"
+        if args.count is not None and result.written >= args.count
+        else "stopped"
+    )
+    _say(f"moldudp64 listen: {end}: " + ", ".join(parts))
+    if failure:
+        _say(f"moldudp64 listen: {failure}")
+    if result.lost:
+        _say(f"moldudp64 listen: messages lost for good: {_lost_text(result)}")
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    if failure or result.lost_messages:
+        return EXIT_LOST
+    if result.idle:
+        return EXIT_IDLE
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- serve --soup-port
+
+
+def _soup_credentials(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    if (args.user is None) != (args.password is None):
+        raise UsageError("give --user and --password together")
+    for value, width, what in ((args.user, 6, "--user"), (args.password, 10, "--password")):
+        if value is not None and (len(value) > width or not value.isascii()):
+            raise UsageError(f"{what} must be at most {width} ASCII characters")
+    return args.user, args.password
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """moldudp64 serve: re-requests (--port, bridge.cmd_serve), SoupBinTCP (--soup-port),
+    or both."""
+    from . import bridge
+
+    if args.soup_port is None:
+        if args.port is None:
+            raise UsageError("serve needs --port PORT (re-requests) or --soup-port PORT")
+        if args.user is not None or args.password is not None:
+            raise UsageError("--user and --password go with --soup-port")
+        return bridge.cmd_serve(args)
+    username, password = _soup_credentials(args)
+    store, what, finished = _open_store(args)
+    try:
+        from ..sync.soupbintcp import SoupServer
+
+        server = SoupServer(
+            store,
+            args.session,
+            (args.soup_addr, args.soup_port),
+            username=username,
+            password=password,
+            finished=finished,
+        )
+    except BaseException:
+        store.close()
+        raise
+    metrics = None
+    with server:
+        host, port = server.address
+        _say(f"moldudp64 serve: {what} over SoupBinTCP on {host}:{port}")
+        try:
+            if args.port is not None:  # re-requests too (with their metrics), same stop
+                code = bridge.cmd_serve(args)
+            else:
+                metrics = _server_metrics(args, server, "serve")
+                code = _wait(args.duration)
+        finally:
+            stats = server.stats
+            if metrics is not None:
+                metrics.close()
+    store.close()
+    _say(f"moldudp64 serve: SoupBinTCP: {_server_summary(stats)}")
+    return code
+
+
+def _open_store(args: argparse.Namespace) -> tuple[Any, str, bool]:
+    """The store --input or --nats names, what it is, and whether the session is over."""
+    if args.nats is None:
+        if args.input is None:
+            raise UsageError("serve needs --input FILE, or --nats URL with --stream NAME")
+        from ..store import BinaryFileStore
+        from .publish import _check_binaryfile_input
+
+        _check_binaryfile_input(args.input, "serve")
+        store = BinaryFileStore(args.input)
+        return store, f"{len(store)} messages of session {args.session!r} from {args.input}", True
+    if args.input is not None:
+        raise UsageError("serve takes --input or --nats, not both")
+    if args.stream is None:
+        raise UsageError("serve --nats needs --stream NAME")
+    from ..jetstream import JetStreamStore, check_stream_name
+    from .bridge import _nats_servers
+
+    check_stream_name(args.stream)
+    jstore = JetStreamStore(_nats_servers(args), args.stream, args.session)
+    # A stored session may still be growing: clients wait at its end, never get Z.
+    return jstore, f"session {args.session!r} from stream {args.stream}", False
+
+
+def _wait(duration: float | None) -> int:
+    """Sleep until ``duration`` or a stop signal (exit 130)."""
+    deadline = None if duration is None else time.monotonic() + duration
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            time.sleep(max(0.0, left))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _server_metrics(args: argparse.Namespace, server: Any, command: str) -> Any:
+    """--metrics-port for a SoupBinTCP server: its counters, scraped from its stats."""
+    from ..metrics import FieldsCollector, start_metrics
+
+    return start_metrics(
+        args.metrics_port,
+        args.metrics_addr,
+        FieldsCollector(
+            lambda: server.stats,
+            "moldudp64_soup_server",
+            counters={
+                "connections": "Connections accepted.",
+                "logins_accepted": "Logins accepted.",
+                "messages_sent": "Sequenced messages sent.",
+                "bytes_sent": "Bytes sent.",
+                "refused_full": "Connections refused: max_clients reached.",
+            },
+            gauges={"clients": "Clients connected."},
+        ),
+        announce=lambda url: _say(f"moldudp64 {command}: metrics on {url}"),
+    )
+
+
+def _server_summary(stats: Any) -> str:
+    text = (
+        f"{stats.connections} connections, {stats.logins_accepted} logins accepted, "
+        f"{stats.messages_sent} messages sent"
+    )
+    rejected = ", ".join(f"{n} {why}" for why, n in sorted(stats.logins_rejected.items()))
+    if rejected:
+        text += f", rejected: {rejected}"
+    closed = ", ".join(f"{n} {why}" for why, n in sorted(stats.closed.items()))
+    if closed:
+        text += f"; closed: {closed}"
+    if stats.refused_full:
+        text += f"; {stats.refused_full} refused (server full)"
+    return text
+
+
+# --------------------------------------------------------------------------- gateway
+
+
+class _Numbered:
+    """A store whose first message is sequence number ``first`` (a BinaryFILE's first
+    message is number 1; a gateway that joined later stores from where it started)."""
+
+    def __init__(self, base: Any, first: int) -> None:
+        self.base = base
+        self.shift = first - 1
+
+    @property
+    def first_seq_num(self) -> int:
+        return int(self.base.first_seq_num) + self.shift
+
+    @property
+    def next_seq_num(self) -> int:
+        return int(self.base.next_seq_num) + self.shift
+
+    def append(self, message: bytes) -> int:
+        return int(self.base.append(message)) + self.shift
+
+    def get(self, seq_num: int, max_count: int, max_bytes: int) -> list[bytes]:
+        if seq_num <= self.shift:
+            return []
+        got: list[bytes] = self.base.get_run(seq_num - self.shift, max_count, max_bytes)
+        return got
+
+    def close(self) -> None:
+        self.base.close()
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    """moldudp64 gateway GROUP:PORT --soup-port PORT: the feed, stored, over SoupBinTCP."""
+    import os
+    import tempfile
+    import threading
+
+    from ..events import MessagesDelivered, MessagesLost, SessionChanged, SessionEnded
+    from ..metrics import ClientCollector, FieldsCollector, start_metrics
+    from ..store import BinaryFileStore
+    from ..sync.soupbintcp import SoupServer
+    from .common import _StopFlag
+    from .options import _session_label
+
+    if args.soup_port is None:
+        raise UsageError("gateway needs --soup-port PORT")
+    username, password = _soup_credentials(args)
+    temporary = args.output is None
+    if temporary:
+        fd, path = tempfile.mkstemp(prefix="moldudp64-gateway-", suffix=".bin")
+        os.close(fd)
+    else:
+        path = args.output
+        if os.path.exists(path) and os.path.getsize(path):
+            raise UsageError(f"{path} exists and is not empty: give a new file")
+    if args.start_seq is None:
+        args.start_seq = 1  # the whole session: clients may ask for any number
+    from .listen import feed_client
+
+    base = BinaryFileStore(path, writable=True)
+    store = _Numbered(base, args.start_seq)
+    lock = threading.Lock()
+    client = feed_client(args)
+    server: SoupServer | None = None
+    metrics = None
+    session: str | None = args.session
+    written = 0
+    lost: MessagesLost | None = None
+    ended = interrupted = idle = False
+    changed: str | None = None
+    last_received = -1
+    last_activity = time.monotonic()
+
+    def serve(name: str) -> SoupServer:
+        srv = SoupServer(
+            store,
+            name,
+            (args.soup_addr, args.soup_port),
+            username=username,
+            password=password,
+            finished=False,
+            lock=lock,
+        ).start()
+        host, port = srv.address
+        _say(f"moldudp64 gateway: session {_session_label(name)} over SoupBinTCP on {host}:{port}")
+        return srv
+
+    try:
+        if session is not None:
+            server = serve(session)
+        metrics = start_metrics(
+            args.metrics_port,
+            args.metrics_addr,
+            ClientCollector(lambda: client.stats),
+            FieldsCollector(
+                lambda: server.stats if server is not None else None,
+                "moldudp64_soup_server",
+                counters={
+                    "logins_accepted": "Logins accepted.",
+                    "messages_sent": "Sequenced messages sent.",
+                },
+                gauges={"clients": "Clients connected."},
+            ),
+            announce=lambda url: _say(f"moldudp64 gateway: metrics on {url}"),
+        )
+        client.open()
+        _say(f"moldudp64 gateway: joined {args.group[0]}:{args.group[1]} on {args.interface}")
+        with _StopFlag() as stop:
+            done = False
+            while not done and not stop.set:
+                try:
+                    batches = list(_take(client))
+                except TimeoutError:
+                    batches = []
+                for batch in batches:
+                    for ev in batch:
+                        if type(ev) is MessagesDelivered:
+                            if server is None:
+                                session = ev.session
+                                server = serve(ev.session)
+                            with lock:
+                                base.extend(ev.messages)
+                            written += len(ev.messages)
+                        elif isinstance(ev, MessagesLost):
+                            lost = ev
+                        elif isinstance(ev, SessionEnded):
+                            ended = True
+                        elif isinstance(ev, SessionChanged):
+                            changed = ev.new_session
+                        if lost or ended or changed:
+                            done = True
+                            break
+                    if done:
+                        break
+                if server is not None:
+                    with lock:
+                        base.flush()
+                    server.notify()
+                now = time.monotonic()
+                received = client.stats.datagrams_received
+                if received != last_received:
+                    last_received, last_activity = received, now
+                elif args.idle_timeout is not None and now - last_activity >= args.idle_timeout:
+                    idle = done = True
+                if args.count is not None and written >= args.count:
+                    done = True
+            client.close()
+            if server is not None:
+                # The served session ends at the last message stored: after the feed's end
+                # of session, and also before a lost range (never served across a hole).
+                server.finish()
+                if lost is not None:
+                    _say(
+                        f"moldudp64 gateway: messages {lost.first_seq}..{lost.last_seq} lost "
+                        f"on the feed ({lost.reason}): the served session ends at "
+                        f"{lost.first_seq - 1} (End of Session there); nothing from "
+                        f"{lost.first_seq} on is stored or served"
+                    )
+                _say(
+                    f"moldudp64 gateway: {written} messages stored; serving them until "
+                    "stopped"
+                )
+                while not stop.set:
+                    time.sleep(0.2)
+            interrupted = stop.set
+    finally:
+        client.close()
+        if metrics is not None:
+            metrics.close()
+        stats = server.stats if server is not None else None
+        if server is not None:
+            server.close()
+        store.close()
+        if temporary:
+            os.unlink(path)
+    parts = [f"{written} messages stored"]
+    if session is not None:
+        parts.append(f"session {_session_label(session)}")
+    if stats is not None:
+        parts.append(_server_summary(stats))
+    end = (
+        "feed session ended" if ended
+        else f"lost {lost.first_seq}..{lost.last_seq} on the feed" if lost is not None
+        else f"the feed moved on to session {_session_label(changed)}" if changed
+        else f"idle for {args.idle_timeout} s" if idle
+        else "stopped"
+    )  # fmt: skip
+    _say(f"moldudp64 gateway: {end}: " + "; ".join(parts))
+    if lost is not None:
+        return EXIT_LOST
+    if interrupted and not ended:
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _take(client: Any) -> Any:
+    """One batch of the feed client's events (waiting at most 0.25 s)."""
+    for batch in client.batches(timeout=0.25):
+        yield batch
+        return
+
+
+# --------------------------------------------------------------------------- listen --snapshot
+
+
+@dataclass
+class _Snapshot:
+    """What a snapshot load gave: messages written, the feed number to go on from."""
+
+    messages: int
+    next_seq: int
+    session: str
+
+
+def load_snapshot(
+    source: SoupSource, sink: Any, *, number: str = "next", max_retries: int = 5
+) -> _Snapshot:
+    """Read a GLIMPSE-style snapshot session into ``sink`` up to its End of Snapshot
+    message (not written); the feed number to continue from. ``number``: what the End of
+    Snapshot number means, ``next`` (the first feed message to take: the default) or
+    ``last`` (the last one the snapshot includes)."""
+    from ..events import MessagesDelivered, SessionEnded
+    from ..soupbintcp import LoginRejectedError, end_of_snapshot_seq
+    from ..sync.soupbintcp import SoupBinTCP
+
+    written = 0
+    with SoupBinTCP(
+        (source.host, source.port),
+        username=source.username,
+        password=source.password,
+        session=source.session,
+        seq_num=1,
+        max_retries=max_retries,
+    ) as snap:
+        try:
+            for batch in snap.batches():
+                for ev in batch:
+                    if type(ev) is MessagesDelivered:
+                        messages = ev.messages
+                        for i, message in enumerate(messages):
+                            seq = end_of_snapshot_seq(message)
+                            if seq is not None:
+                                if messages[:i]:
+                                    sink.write(ev.session, ev.seq_num, messages[:i])
+                                written += i
+                                follow = seq + 1 if number == "last" else seq
+                                return _Snapshot(written, max(follow, 1), ev.session)
+                        sink.write(ev.session, ev.seq_num, messages)
+                        written += len(messages)
+                    elif isinstance(ev, SessionEnded):
+                        break
+        except LoginRejectedError as exc:
+            raise UsageError(f"snapshot {source}: {exc}") from None
+    raise UsageError(
+        f"snapshot {source} ended after {written} messages without an End of Snapshot "
+        "message (G): nothing to continue the feed from"
+    )
+
+
+def cmd_listen_snapshot(args: argparse.Namespace) -> int:
+    """moldudp64 listen GROUP:PORT --snapshot soup://...: the snapshot, then the feed from
+    the number its End of Snapshot gives; the feed is joined first and held meanwhile."""
+    from ..net import open_client_sockets
+    from .listen import _lost_text, _receive, feed_client
+    from .options import _session_label
+    from .sinks import open_sink
+
+    if args.start_seq is not None:
+        raise UsageError("--snapshot gives the first feed number: leave out --start-seq")
+    if args.capture:
+        raise UsageError("--capture is not taken with --snapshot")
+    source: SoupSource = args.snapshot
+    sink = open_sink(args.output, args.format, args.decode)
+    status = _Status(_stderr_is_terminal())
+    t0 = time.monotonic()
+    client = None
+    try:
+        # Join first: the kernel holds the live feed (bounded by the receive buffer; what
+        # it drops is a gap recovered like any other) while the snapshot loads.
+        args.start_seq = 1
+        probe = feed_client(args)
+        lines, rereq = open_client_sockets(probe.options)
+        _say(f"moldudp64 listen: joined {args.group[0]}:{args.group[1]}; snapshot {source}")
+        try:
+            snap = load_snapshot(
+                source, sink, number=args.snapshot_number, max_retries=args.max_retries
+            )
+        except BaseException:
+            for sock, _ in lines:
+                sock.close()
+            rereq.close()
+            raise
+        _say(
+            f"moldudp64 listen: snapshot: {snap.messages} messages; the feed from {snap.next_seq}"
+        )
+        args.start_seq = snap.next_seq
+        client = feed_client(args)
+        client.open_with_sockets([sock for sock, _ in lines], rereq)
+        try:
+            result = _receive(
+                client,
+                sink,
+                count=args.count,
+                idle_timeout=args.idle_timeout,
+                status=status,
+                label="listen",
+            )
+        finally:
+            client.close()
+    finally:
+        sink.close()
+    elapsed = time.monotonic() - t0
+    core = client.stats.receiver
+    parts = [f"{snap.messages} snapshot and {result.written} feed messages written"]
+    if result.session is not None:
+        parts.append(
+            f"session {_session_label(result.session)} seq {snap.next_seq}..{result.last_seq}"
+        )
+    if core is not None:
+        parts.append(f"{core.gaps_detected} gaps, {core.messages_recovered} recovered")
+        if core.messages_before_start:
+            parts.append(f"{core.messages_before_start} feed messages in the snapshot skipped")
+    parts.append(f"{result.lost_messages} lost")
+    parts.append(f"{elapsed:.1f} s")
+    end = (
+        "interrupted" if result.interrupted
+        else "session ended" if result.ended
+        else f"idle for {args.idle_timeout} s" if result.idle
+        else "stopped"
+    )  # fmt: skip
+    _say(f"moldudp64 listen: {end}: " + ", ".join(parts))
+    if result.lost:
+        _say(f"moldudp64 listen: messages lost for good: {_lost_text(result)}")
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    if result.lost_messages:
+        return EXIT_LOST
+    if result.idle:
+        return EXIT_IDLE
+    return EXIT_OK

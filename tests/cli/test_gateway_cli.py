@@ -1,0 +1,100 @@
+"""`gateway`: a MoldUDP64 feed (with loss, recovered) served over SoupBinTCP, end to end in
+the private network namespace."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from cli_helpers import GROUP, SESSION, finish, free_port, run, start
+from moldudp64.binaryfile import iter_binaryfile, write_binaryfile
+from moldudp64.cli import generate_itch
+
+
+def start_gateway(*args: str) -> tuple[subprocess.Popen[bytes], int]:
+    proc = start("gateway", *args, "--session", SESSION, "--soup-port", "0",
+                 "--soup-addr", "127.0.0.1")  # fmt: skip
+    assert proc.stderr is not None
+    line = proc.stderr.readline().decode()
+    found = re.search(r"over SoupBinTCP on 127\.0\.0\.1:(\d+)", line)
+    assert found, line + proc.stderr.read().decode()
+    joined = proc.stderr.readline().decode()
+    assert "joined" in joined, joined
+    return proc, int(found.group(1))
+
+
+def wait_for(text: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> str:
+    """Read the gateway's stderr until a line holding ``text``."""
+    assert proc.stderr is not None
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline().decode()
+        seen += line
+        if text in line or not line:
+            return seen
+    return seen
+
+
+def test_gateway_recovers_the_feed_and_serves_it_from_any_number(
+    multicast: None, tmp_path: Path
+) -> None:
+    messages = list(generate_itch(5_000, seed=3))
+    source = tmp_path / "input.bin"
+    write_binaryfile(source, messages)
+    port = free_port()
+    stored = tmp_path / "gateway.bin"
+    gateway, soup_port = start_gateway(
+        f"{GROUP}:{port}", "--request-server", f"127.0.0.1:{port + 1}", "-o", str(stored)
+    )
+    try:
+        pub = run(
+            "publish", f"{GROUP}:{port}", "--session", SESSION, "--input", str(source),
+            "--request-port", str(port + 1), "--drop", "0.05", "--seed", "2",
+            "--end-of-session-duration", "1",
+        )  # fmt: skip
+        assert pub.returncode == 0, pub.stderr.decode()
+        said = wait_for("serving them until stopped", gateway)
+        assert "5000 messages stored" in said, said
+        whole = run("listen", f"soup://127.0.0.1:{soup_port}/{SESSION}", "-o", str(tmp_path / "a"))
+        assert whole.returncode == 0, whole.stderr.decode()
+        assert list(iter_binaryfile(tmp_path / "a")) == messages
+        tail = run("listen", f"soup://127.0.0.1:{soup_port}", "--start-seq", "4001",
+                   "-o", str(tmp_path / "b"))  # fmt: skip
+        assert tail.returncode == 0, tail.stderr.decode()
+        assert list(iter_binaryfile(tmp_path / "b")) == messages[4000:]
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        code, err = finish(gateway)
+    assert code == 0, err
+    assert list(iter_binaryfile(stored)) == messages
+
+
+def test_a_loss_on_the_feed_ends_the_served_session_before_it(
+    multicast: None, tmp_path: Path
+) -> None:
+    messages = list(generate_itch(3_000, seed=4))
+    source = tmp_path / "input.bin"
+    write_binaryfile(source, messages)
+    port = free_port()
+    gateway, soup_port = start_gateway(f"{GROUP}:{port}", "--start-seq", "1")  # no server
+    try:
+        pub = run(
+            "publish", f"{GROUP}:{port}", "--session", SESSION, "--input", str(source),
+            "--drop", "0.05", "--seed", "2", "--end-of-session-duration", "1",
+        )  # fmt: skip
+        assert pub.returncode == 0, pub.stderr.decode()
+        said = wait_for("serving them until stopped", gateway)
+        found = re.search(r"messages (\d+)\.\.(\d+) lost on the feed", said)
+        assert found, said
+        first_lost = int(found.group(1))
+        got = run("listen", f"soup://127.0.0.1:{soup_port}", "-o", str(tmp_path / "a"))
+        assert got.returncode == 0, got.stderr.decode()  # End of Session where it stops
+        assert list(iter_binaryfile(tmp_path / "a")) == messages[: first_lost - 1]
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        code, err = finish(gateway)
+    assert code == 3, err
