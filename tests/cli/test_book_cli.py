@@ -217,3 +217,99 @@ def test_a_session_stored_in_jetstream(multicast: None, tmp_path: Path) -> None:
         proc = run("book", f"{url}/FEED", "-o", str(out), "--depth", "2")
         assert proc.returncode == 0, proc.stderr.decode()
     assert tables(out) == reference_tables(list(generate_itch(4000, seed=7)), depth=2)
+
+
+def test_a_soupbintcp_session(tmp_path: Path) -> None:
+    """serve --soup-port a recorded day, book soup://...: the reference's tables."""
+    import re
+
+    messages = list(generate_itch(6000, seed=9))
+    day = tmp_path / "day.bin"
+    write_binaryfile(day, messages)
+    server = start("serve", "--input", str(day), "--session", "SOUP01", "--soup-port", "0",
+                   "--soup-addr", "127.0.0.1")  # fmt: skip
+    try:
+        assert server.stderr is not None
+        line = server.stderr.readline().decode()
+        found = re.search(r"over SoupBinTCP on 127\.0\.0\.1:(\d+)", line)
+        assert found, line
+        out = tmp_path / "book"
+        proc = run("book", f"soup://127.0.0.1:{found.group(1)}", "-o", str(out), "--depth", "2")
+        assert proc.returncode == 0, proc.stderr.decode()
+    finally:
+        server.terminate()
+        server.communicate(timeout=10)
+    assert tables(out) == reference_tables(messages, depth=2)
+
+
+def book_state(path: Path) -> tuple[Any, ...]:
+    """Every stock's name, levels and orders in priority after applying a BinaryFILE."""
+    from moldudp64.itch50.book import new_core
+
+    core = new_core(0)
+    core.feed(path.read_bytes(), 1)
+    names = core.names(0)
+    out = []
+    for locate in core.locates():
+        code = core.name_code(locate)
+        levels = [core.levels(locate, side, 1 << 20) for side in (0, 1)]
+        if code < 0 and not any(levels):
+            continue
+        orders = [[core.orders(locate, side, p) for p, _, _ in levels[side]] for side in (0, 1)]
+        out.append((locate, names[code] if code >= 0 else None, levels, orders))
+    return tuple(out)
+
+
+def test_a_late_joiner_from_a_snapshot_builds_the_same_book(
+    multicast: None, tmp_path: Path
+) -> None:
+    """book --snapshot-port on the live feed; listen --snapshot joins mid-day: its snapshot
+    then the feed build the same book as the whole day does."""
+    import re
+    import socket
+
+    from moldudp64.wire import Packet
+
+    total = 30_000
+    port = free_port()
+    book = start(
+        "book", f"{GROUP}:{port}", "-o", str(tmp_path / "book"), "--snapshot-port", "0",
+        "--request-server", f"127.0.0.1:{port + 1}", "--idle-timeout", "20",
+    )  # fmt: skip
+    assert book.stderr is not None
+    first = book.stderr.readline().decode()
+    found = re.search(r"snapshots on (soup://127\.0\.0\.1:\d+)", first)
+    assert found, first
+    assert "joined" in book.stderr.readline().decode()
+    watch = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    watch.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    watch.bind((GROUP, port))
+    watch.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                     socket.inet_aton(GROUP) + socket.inet_aton("0.0.0.0"))  # fmt: skip
+    watch.settimeout(20)
+    publisher = start(
+        "publish", f"{GROUP}:{port}", "--session", SESSION, "--generate", str(total),
+        "--seed", "12", "--rate", "10000", "--request-port", str(port + 1),
+        "--end-of-session-duration", "1",
+    )  # fmt: skip
+    try:
+        while Packet(watch.recv(65536)).seq_num <= 8_000:  # the feed is well under way
+            pass
+        late = run("listen", f"{GROUP}:{port}", "--snapshot", found.group(1),
+                   "--request-server", f"127.0.0.1:{port + 1}", "--idle-timeout", "20",
+                   "-o", str(tmp_path / "late.bin"))  # fmt: skip
+        assert late.returncode == 0, late.stderr.decode()
+        assert "snapshot:" in late.stderr.decode()
+        code, err = finish(book)
+        assert code == 0, err
+    finally:
+        watch.close()
+        publisher.kill()
+        publisher.wait()
+        book.kill()
+        book.wait()
+    whole = tmp_path / "whole.bin"
+    write_binaryfile(whole, generate_itch(total, seed=12))
+    late_file = tmp_path / "late.bin"
+    assert late_file.stat().st_size < whole.stat().st_size  # it did join late
+    assert book_state(late_file) == book_state(whole)

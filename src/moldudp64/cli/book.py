@@ -150,8 +150,104 @@ def _book_nats(args: argparse.Namespace, writer: BookWriter) -> int:
     return EXIT_LOST if writer.lost_messages else EXIT_OK
 
 
+def _book_soup(args: argparse.Namespace, writer: BookWriter) -> int:
+    """A SoupBinTCP session (soup://[USER:PASS@]HOST:PORT[/SESSION]), resumed after a drop."""
+    from ..soupbintcp import LoginRejectedError
+    from ..sync.soupbintcp import CannotResume, SoupBinTCP
+    from .listen import _receive
+
+    source = args.source
+    client = SoupBinTCP(
+        (source.host, source.port),
+        username=source.username,
+        password=source.password,
+        session=source.session or args.session or "",
+        seq_num=args.start_seq or 1,
+        max_retries=args.max_retries,
+    )
+    _say(f"moldudp64 book: joined {source}")
+    try:
+        result = _receive(
+            client,
+            writer,  # type: ignore[arg-type]
+            count=args.count,
+            idle_timeout=args.idle_timeout,
+            status=_Status(_stderr_is_terminal()),
+            label="book",
+        )
+    except LoginRejectedError as exc:
+        raise UsageError(f"{source}: {exc}") from None
+    except CannotResume as exc:
+        _say(f"moldudp64 book: {exc}")
+        return EXIT_LOST
+    finally:
+        client.close()
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_LOST if writer.lost_messages else EXIT_OK
+
+
+class _Unbounded:
+    """What the snapshot server's ``session.store`` says: always more to send, until the
+    connection's own snapshot is all sent (then End of Session)."""
+
+    first_seq_num = 1
+    next_seq_num = 1 << 62
+
+
+class _SnapshotSession:
+    """``--snapshot-port``: each client that logs in gets the book as it is then (taken
+    between two batches), GLIMPSE style, as a session of its own ending with End of Snapshot
+    and End of Session (the :class:`~moldudp64.soupbintcp.StoreSession` interface, one
+    store per connection)."""
+
+    def __init__(self, writer: BookWriter, session: str) -> None:
+        import weakref
+
+        from ..soupbintcp import StoreSession
+
+        self.writer = writer
+        self.store = _Unbounded()
+        self.finished = True
+        self._base = StoreSession(session, self.store)
+        self._stores: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+    def login(self, core: Any, request: Any, now: float) -> str | None:
+        from ..store import MemoryStore
+
+        store = MemoryStore()
+        store.extend(self.writer.snapshot())
+        self._base.store = store
+        refused = self._base.login(core, request, now)
+        if refused is None:
+            self._stores[core] = store
+        return refused
+
+    def fill(self, core: Any, now: float) -> int:
+        store = self._stores.get(core)
+        if store is None:
+            return 0
+        self._base.store = store
+        return self._base.fill(core, now)
+
+
+def _snapshot_server(args: argparse.Namespace, writer: BookWriter) -> Any:
+    """The GLIMPSE-style snapshot server of ``--snapshot-port`` (started), or None."""
+    if args.snapshot_port is None:
+        return None
+    from ..sync.soupbintcp import SoupServer
+
+    server = SoupServer(_Unbounded(), "SNAPSHOT", (args.snapshot_addr, args.snapshot_port))
+    server.session = _SnapshotSession(writer, "SNAPSHOT")  # type: ignore[assignment]
+    server.start()
+    host, port = server.address
+    _say(f"moldudp64 book: snapshots on soup://{host}:{port}")
+    return server
+
+
 def _source_kind(text: str) -> tuple[str, Any]:
-    """'file' (a path that exists), 'nats' or 'live' (a GROUP:PORT), with the parsed value."""
+    """'file' (a path that exists), 'nats', 'soup' or 'live' (a GROUP:PORT), with the parsed
+    value."""
     if os.path.exists(text):
         if os.path.isdir(text):
             raise UsageError(f"{text} is a directory")
@@ -162,7 +258,9 @@ def _source_kind(text: str) -> tuple[str, Any]:
         parsed = _feed_or_nats(text)
     except argparse.ArgumentTypeError as exc:
         raise UsageError(f"{text}: no such file, and not a feed: {exc}") from None
-    return ("live" if isinstance(parsed, tuple) else "nats"), parsed
+    if isinstance(parsed, tuple):
+        return "live", parsed
+    return ("soup" if text.startswith("soup://") else "nats"), parsed
 
 
 def cmd_book(args: argparse.Namespace) -> int:
@@ -180,7 +278,9 @@ def cmd_book(args: argparse.Namespace) -> int:
     cpu0 = time.process_time()
     writer = _writer(args)
     code = EXIT_OK
+    server = None
     try:
+        server = _snapshot_server(args, writer)
         if kind == "file":
             try:
                 file_kind = detect_file_kind(source)
@@ -192,9 +292,13 @@ def cmd_book(args: argparse.Namespace) -> int:
                 code = _book_binaryfile(args, writer)
         elif kind == "live":
             code = _book_live(args, writer)
+        elif kind == "soup":
+            code = _book_soup(args, writer)
         else:
             code = _book_nats(args, writer)
     finally:
+        if server is not None:
+            server.close()
         writer.close()
     elapsed = time.monotonic() - t0
     cpu = time.process_time() - cpu0

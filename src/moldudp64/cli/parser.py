@@ -554,6 +554,8 @@ examples:
   moldudp64 book day.bin -o book/ --interval 60 --depth 20 --tables depth
   moldudp64 book 239.1.1.1:30001 --request-server 10.0.0.5:30002 -o book/
   moldudp64 book nats://127.0.0.1:4222/ITCH -o book/
+  moldudp64 book 239.1.1.1:30001 -o book/ --snapshot-port 30020   # late joiners:
+  moldudp64 listen 239.1.1.1:30001 --snapshot soup://127.0.0.1:30020 -o late.bin
 
 Writes DIR/bbo.parquet (a row per change of a stock's best bid or offer), DIR/trades.parquet
 (a row per E, C, P, Q, B) and DIR/depth.parquet (a row per change of a stock's top --depth
@@ -579,7 +581,8 @@ def _add_book(sub: Any) -> None:
     p.add_argument(
         "source",
         metavar="SOURCE",
-        help="a BinaryFILE or pcap/pcapng, a live GROUP:PORT, or nats://HOST:PORT/STREAM",
+        help="a BinaryFILE or pcap/pcapng, a live GROUP:PORT, nats://HOST:PORT/STREAM, or "
+        "a SoupBinTCP session soup://[USER:PASS@]HOST:PORT[/SESSION]",
     )
     p.add_argument("--output", "-o", metavar="DIR", required=True, help="directory of tables")
     p.add_argument(
@@ -613,6 +616,29 @@ def _add_book(sub: Any) -> None:
         "--port",
         type=CAPTURED_PORT,
         help="captures: only UDP datagrams from or to this port",
+    )
+    p.add_argument(
+        "--snapshot-port",
+        metavar="PORT",
+        type=_type("port", _port_from(0)),
+        help="serve GLIMPSE-style snapshots of the book over SoupBinTCP on this port (0: any "
+        "free one): each login gets the system event, every stock's directory, trading "
+        "state and an Add Order per resting order in priority order, then End of Snapshot "
+        "with the feed number to continue from (listen --snapshot soup://... joins late)",
+    )
+    p.add_argument(
+        "--snapshot-addr",
+        metavar="ADDR",
+        type=IPV4,
+        default="127.0.0.1",
+        help="address of the snapshot server (default 127.0.0.1)",
+    )
+    p.add_argument(
+        "--max-retries",
+        metavar="N",
+        type=_int_at_least(0, "retries"),
+        default=5,
+        help="soup://: reconnects in a row before giving up (default 5)",
     )
     _add_feed(p)
     _add_stop(p)

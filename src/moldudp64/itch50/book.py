@@ -41,6 +41,7 @@ __all__ = [
     "PyBookCore",
     "depth_width",
     "new_core",
+    "snapshot_messages",
 ]
 
 #: int64 values per bbo row: seq, timestamp, stock_locate, stock code, bid price, bid
@@ -766,3 +767,61 @@ class Book:
             "duplicate_orders": c.duplicate_orders,
             "invalid": c.invalid,
         }
+
+
+def _alpha(text: str | None, width: int) -> bytes:
+    return (text or "").encode("latin-1", "replace")[:width].ljust(width)
+
+
+def _code(value: Any) -> bytes:
+    return value.encode("latin-1", "replace")[:1] if isinstance(value, str) and value else b" "
+
+
+def snapshot_messages(core: BookCore, next_seq: int) -> list[bytes]:
+    """The book as ITCH 5.0 messages, GLIMPSE style: the system event, then per stock its
+    directory (R: name, market category, round lot; the fields the book does not keep are
+    blank), trading action (H) and Reg SHO state (Y) when known, an Add Order (A) for every
+    resting order in priority order (best level first, each level's orders oldest first;
+    timestamps 0), and last the End of Snapshot (G) naming ``next_seq``, the first feed
+    message the snapshot does not include; the MWCB levels (V) and breach (W) when known.
+    Applying them builds the same book."""
+    from ..soupbintcp import build_end_of_snapshot
+
+    head = struct.Struct(">cHHHI")
+    out: list[bytes] = []
+    names = core.names(0)
+    market = core.state(0)[len(STATE_FIELDS) :]
+    if market[0] is not None:
+        out.append(head.pack(b"S", 0, 0, 0, 0) + _code(market[0]))
+    if market[1] is not None:
+        out.append(head.pack(b"V", 0, 0, 0, 0) + struct.pack(">QQQ", *market[1:4]))
+    if market[4] is not None:
+        out.append(head.pack(b"W", 0, 0, 0, 0) + _code(market[4]))
+    for locate in core.locates():
+        code = core.name_code(locate)
+        name = names[code] if code >= 0 else ""
+        stock = _alpha(name, 8)
+        state = core.state(locate)
+        fields = dict(zip(STATE_FIELDS, state, strict=False))
+        if code >= 0:
+            out.append(
+                head.pack(b"R", locate, 0, 0, 0) + stock + _code(fields["market_category"])
+                + b" " + struct.pack(">I", fields["round_lot_size"] or 0) + b"  " + b"  "
+                + b"     " + struct.pack(">I", 0) + b" "
+            )  # fmt: skip
+        if fields["trading_state"] is not None:
+            out.append(
+                head.pack(b"H", locate, 0, 0, 0) + stock + _code(fields["trading_state"])
+                + b" " + _alpha(fields["trading_reason"], 4)
+            )  # fmt: skip
+        if fields["reg_sho_action"] is not None:
+            out.append(head.pack(b"Y", locate, 0, 0, 0) + stock + _code(fields["reg_sho_action"]))
+        for side, side_code in ((_BID, b"B"), (_ASK, b"S")):
+            for price, _, _ in core.levels(locate, side, 1 << 30):
+                for ref, shares in core.orders(locate, side, price):
+                    out.append(
+                        head.pack(b"A", locate, 0, 0, 0)
+                        + struct.pack(">QcI8sI", ref, side_code, shares, stock, price)
+                    )
+    out.append(build_end_of_snapshot(next_seq))
+    return out

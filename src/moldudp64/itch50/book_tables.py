@@ -25,6 +25,7 @@ from .book import (
     BookCore,
     depth_width,
     new_core,
+    snapshot_messages,
 )
 
 __all__ = [
@@ -352,6 +353,8 @@ class BookWriter:
         self.other_sessions = 0
         self._drained = time.monotonic()
         self._encoder = _Encoder()
+        #: Held while the book changes: :meth:`snapshot` (another thread) sees whole batches.
+        self.lock = threading.Lock()
 
     def _writer(self, name: str, schema: Any) -> Any:
         writer = self._writers.get(name)
@@ -413,7 +416,9 @@ class BookWriter:
             return
         from ..wire import join_blocks
 
-        self.core.feed(join_blocks(messages), seq_num)
+        blocks = join_blocks(messages)
+        with self.lock:
+            self.core.feed(blocks, seq_num)
         self.count += len(messages)
         if self.core.pending() >= FLUSH_ROWS:
             self._drain()
@@ -432,13 +437,21 @@ class BookWriter:
         if not self._check_seq(session, seq_num, 0):
             return 0
         before = self.core.messages
-        used = self.core.feed(data, seq_num)
+        with self.lock:
+            used = self.core.feed(data, seq_num)
         done = self.core.messages - before
         self.count += done
         self.next_seq = seq_num + done
         if self.core.pending() >= FLUSH_ROWS:
             self._drain()
         return used
+
+    def snapshot(self) -> list[bytes]:
+        """The book now as ITCH 5.0 messages ending with End of Snapshot (the next feed
+        number): :func:`~moldudp64.itch50.book.snapshot_messages`, taken between batches."""
+        with self.lock:
+            following = self.next_seq if self.next_seq is not None else 1
+            return snapshot_messages(self.core, following)
 
     def flush(self) -> None:
         """Append the rows held to the files (when there are enough of them for a row group,
