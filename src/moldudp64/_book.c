@@ -995,6 +995,11 @@ static PyObject *BookCore_feed(BookCore *b, PyObject *args)
                         __builtin_prefetch(&b->levels[o->level]);
                         if (sd->n > 0)
                             __builtin_prefetch(&sd->keys[sd->n - 1]);
+                        /* its neighbours in the level, which an unlink writes */
+                        if (o->prev >= 0)
+                            __builtin_prefetch(&b->orders[o->prev], 1);
+                        if (o->next >= 0)
+                            __builtin_prefetch(&b->orders[o->next], 1);
                     }
                 }
             }
