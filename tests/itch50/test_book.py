@@ -208,6 +208,8 @@ def test_the_live_api_keeps_time_priority_and_reports_top_of_book_changes(kind: 
     assert state["trading_state"] == "H" and state["trading_reason"] == "IPO1"
     assert state["round_lot_size"] == 100
     assert book.stats()["unknown_orders"] == 1
+    with pytest.raises(ValueError, match="65,535"):
+        book.apply(b"A" * 65536)
     with pytest.raises(KeyError):
         book.bbo("NOPE")
 

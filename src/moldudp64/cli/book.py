@@ -157,6 +157,9 @@ def _book_soup(args: argparse.Namespace, writer: BookWriter) -> int:
     from .listen import _receive
 
     source = args.source
+    for option in ("request_server", "line_b", "request_delay"):
+        if getattr(args, option, None) is not None:
+            raise UsageError(f"--{option.replace('_', '-')} does not apply to a soup:// source")
     client = SoupBinTCP(
         (source.host, source.port),
         username=source.username,

@@ -708,7 +708,9 @@ class Book:
     def apply_many(self, messages: list[bytes], first_seq: int | None = None) -> list[BBOChange]:
         """Apply consecutive messages (the first is ``first_seq``)."""
         seq = self.next_seq if first_seq is None else first_seq
-        blocks = b"".join(len(m).to_bytes(2, "big") + m for m in messages if len(m) < 65536)
+        if any(len(m) > 65535 for m in messages):
+            raise ValueError("a message is at most 65,535 bytes (MoldUDP64's length field)")
+        blocks = b"".join(len(m).to_bytes(2, "big") + m for m in messages)
         self.core.feed(blocks, seq)
         self.next_seq = (seq + len(messages)) & _MASK64
         return self._events()
