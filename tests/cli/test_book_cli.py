@@ -166,7 +166,7 @@ def test_a_loss_not_recovered_is_named_in_book_state(multicast: None, tmp_path: 
         (("{day}", "-o", "{out}", "--tables", "quotes"), "tables are"),
         (("{day}", "-o", "{out}", "--symbols", ","), "symbols"),
         (("{day}", "-o", "{out}", "--request-server", "127.0.0.1:9"), "live GROUP:PORT"),
-        (("soup://127.0.0.1:1", "-o", "{out}"), "not supported"),
+        (("udp://127.0.0.1:1", "-o", "{out}"), "not supported"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path: Path, args: tuple[str, ...], needle: str) -> None:

@@ -168,7 +168,7 @@ def _book_soup(args: argparse.Namespace, writer: BookWriter) -> int:
         seq_num=args.start_seq or 1,
         max_retries=args.max_retries,
     )
-    _say(f"moldudp64 book: joined {source}")
+    _say(f"moldudp64 book: reading {source}")
     try:
         result = _receive(
             client,
