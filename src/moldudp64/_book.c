@@ -8,6 +8,9 @@
  * each price level holds its orders as a doubly-linked list in time priority; each side of
  * a stock is an array of levels sorted so that the best is last (price ascending for bids,
  * descending for asks): inserts and removals near the top move few entries.
+ *
+ * (Longer than most files on purpose: the hash, the pools, the levels, the rows, the
+ * queries and the Python type are one translation unit so the hot path inlines.)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
