@@ -313,3 +313,12 @@ def test_a_late_joiner_from_a_snapshot_builds_the_same_book(
     late_file = tmp_path / "late.bin"
     assert late_file.stat().st_size < whole.stat().st_size  # it did join late
     assert book_state(late_file) == book_state(whole)
+
+
+def test_a_feed_that_goes_quiet_before_its_end_exits_4(multicast: None, tmp_path: Path) -> None:
+    """No end of session seen (here: no feed at all): never reported as complete."""
+    port = free_port()
+    book = start_book(f"{GROUP}:{port}", "-o", str(tmp_path / "book"), "--idle-timeout", "0.5")
+    code, err = finish(book)
+    assert code == 4, err
+    assert "idle for 0.5 s without the session's end" in err

@@ -13,6 +13,7 @@ from ..capture import CaptureReader, FileKind, detect_file_kind
 from ..exceptions import CaptureError, MissingDependency
 from ..itch50.book_tables import BookWriter
 from .common import (
+    EXIT_IDLE,
     EXIT_INTERRUPTED,
     EXIT_LOST,
     EXIT_OK,
@@ -127,9 +128,24 @@ def _book_live(args: argparse.Namespace, writer: BookWriter) -> int:
     for ev in result.lost:
         if writer.next_seq is None or ev.first_seq >= writer.next_seq:
             writer.lose(ev.session, ev.first_seq, ev.last_seq)
+    return _live_end(args, writer, result)
+
+
+def _live_end(args: argparse.Namespace, writer: BookWriter, result: Any) -> int:
+    """The exit code of a live run, as listen's: 130 interrupted, 3 lost, 4 idle (the end
+    of the session was never seen: messages after the last one may be missing)."""
     if result.interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_LOST if writer.lost_messages else EXIT_OK
+    if writer.lost_messages:
+        return EXIT_LOST
+    if result.idle:
+        last = "none" if writer.next_seq is None else str(writer.next_seq - 1)
+        _say(
+            f"moldudp64 book: idle for {args.idle_timeout} s without the session's end "
+            f"(last message {last}): the books may miss what came after"
+        )
+        return EXIT_IDLE
+    return EXIT_OK
 
 
 def _book_nats(args: argparse.Namespace, writer: BookWriter) -> int:
@@ -185,9 +201,7 @@ def _book_soup(args: argparse.Namespace, writer: BookWriter) -> int:
         return EXIT_LOST
     finally:
         client.close()
-    if result.interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_LOST if writer.lost_messages else EXIT_OK
+    return _live_end(args, writer, result)
 
 
 class _Unbounded:

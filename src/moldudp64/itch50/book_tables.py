@@ -15,8 +15,8 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any, Final
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final, TypeAlias
 
 from ..exceptions import MissingDependency
 from .book import (
@@ -165,6 +165,11 @@ def _chars(codes: Any) -> Any:
     return pc.take(_CHARS[0], index)
 
 
+#: What :meth:`BookTables.grab` takes: whether column after column, the raw rows of bbo,
+#: trades and depth, and the stock names new since the last grab.
+Grabbed: TypeAlias = tuple[bool, tuple[bytes, bytes, bytes], list[str]]
+
+
 class BookTables:
     """Rows of a core -> Arrow record batches ``{"bbo": ..., "trades": ..., "depth": ...}``."""
 
@@ -173,6 +178,7 @@ class BookTables:
         self.core = core
         self.depth = depth
         self._names: list[str] = []
+        self._grabbed = 0  # names handed out by grab()
         self._name_array = pa.array([], pa.string())
         self.schemas = {
             "bbo": bbo_schema(),
@@ -182,10 +188,6 @@ class BookTables:
 
     def _stock(self, codes: Any) -> Any:
         np, pa, pc = _arrow()
-        new = self.core.names(len(self._names))
-        if new:
-            self._names.extend(new)
-            self._name_array = pa.array(self._names, pa.string())
         index = pa.array(codes.astype(np.int32), mask=codes < 0)
         return pc.take(self._name_array, index)
 
@@ -200,18 +202,32 @@ class BookTables:
 
     def take(self) -> dict[str, Any]:
         """The rows appended since the last call, as record batches (empty ones left out)."""
+        return self.convert(self.grab())
+
+    def grab(self) -> Grabbed:
+        """The rows appended since the last call as the core holds them, and the stock
+        names added since (cheap: the caller's thread); :meth:`convert` makes them Arrow."""
+        take_columns = getattr(self.core, "take_columns", None)
+        raws = take_columns() if take_columns is not None else self.core.take()
+        new = self.core.names(self._grabbed)
+        self._grabbed += len(new)
+        return take_columns is not None, raws, new
+
+    def convert(self, grabbed: Grabbed) -> dict[str, Any]:
+        """Record batches of what :meth:`grab` took (calls in the order of the grabs)."""
         np, pa, _ = _arrow()
+        columnar, (bbo_raw, trades_raw, depth_raw), new = grabbed
+        if new:
+            self._names.extend(new)
+            self._name_array = pa.array(self._names, pa.string())
         # one contiguous array per column: every later step is a sequential pass over
         # memory, not a gather across 8 * width-byte strides (the C core transposes itself)
-        take_columns = getattr(self.core, "take_columns", None)
-        if take_columns is not None:
-            bbo_raw, trades_raw, depth_raw = take_columns()
+        if columnar:
 
             def columns(raw: bytes, width: int) -> Any:
                 return np.frombuffer(raw, dtype=np.int64).reshape(width, -1)
 
         else:
-            bbo_raw, trades_raw, depth_raw = self.core.take()
 
             def columns(raw: bytes, width: int) -> Any:
                 rows = np.frombuffer(raw, dtype=np.int64).reshape(-1, width)
@@ -269,25 +285,25 @@ class BookTables:
 
 
 class _Encoder:
-    """Parquet encoding and compression on a thread of their own (pyarrow releases the GIL
-    there), so the book and the encoding use two cores; a bounded queue of batches keeps
-    memory bounded. An error of the thread is raised by the next :meth:`put` or
-    :meth:`close`."""
+    """Arrow conversion, Parquet encoding and compression on a thread of their own (NumPy
+    and pyarrow release the GIL there), so the book and its tables use two cores; a bounded
+    queue of jobs keeps memory bounded. Jobs run in order. An error of the thread is raised
+    by the next :meth:`put` or :meth:`close`."""
 
     def __init__(self, depth: int = 1) -> None:
-        self._queue: queue.Queue[tuple[Any, Any] | None] = queue.Queue(maxsize=depth)
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="book-parquet", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
+            job = self._queue.get()
+            if job is None:
                 return
             if self._error is None:
                 try:
-                    item[0].write_batch(item[1])
+                    job()
                 except BaseException as exc:  # handed to the caller
                     self._error = exc
 
@@ -296,12 +312,12 @@ class _Encoder:
             error, self._error = self._error, None
             raise error
 
-    def put(self, writer: Any, batch: Any) -> None:
+    def put(self, job: Callable[[], None]) -> None:
         self._raise()
-        self._queue.put((writer, batch))
+        self._queue.put(job)
 
     def close(self) -> None:
-        """Wait for every batch to be written."""
+        """Wait for every job to be done."""
         self._queue.put(None)
         self._thread.join()
         self._raise()
@@ -374,9 +390,15 @@ class BookWriter:
         return writer
 
     def _drain(self) -> None:
-        for name, batch in self._tables.take().items():
-            self._encoder.put(self._writer(name, batch.schema), batch)
-            self.rows[name] += batch.num_rows
+        grabbed = self._tables.grab()
+        if any(grabbed[1]) or grabbed[2]:
+            self._encoder.put(lambda: self._write(self._tables.convert(grabbed)))
+
+    def _write(self, batches: dict[str, Any]) -> None:
+        """(On the encoding thread.) Append batches to their files."""
+        for name, batch in batches.items():
+            self._writer(name, batch.schema).write_batch(batch)
+            self.rows[name] = self.rows.get(name, 0) + batch.num_rows
 
     def lose(self, session: str, first: int, last: int) -> None:
         """Record messages ``first..last`` lost for good: a ``book_state`` row."""
@@ -396,8 +418,7 @@ class BookWriter:
             ],
             schema=book_state_schema(),
         )
-        self._encoder.put(self._writer("book_state", batch.schema), batch)
-        self.rows["book_state"] = self.rows.get("book_state", 0) + 1
+        self._encoder.put(lambda: self._write({"book_state": batch}))
 
     def _check_seq(self, session: str, seq_num: int, count: int) -> bool:
         if self.session is None:
@@ -467,10 +488,10 @@ class BookWriter:
         try:
             try:
                 self._drain()
-                for name in self.tables:
-                    self._writer(name, self._tables.schemas[name])
             finally:
                 self._encoder.close()
+            for name in self.tables:
+                self._writer(name, self._tables.schemas[name])
         finally:
             for writer in self._writers.values():
                 writer.close()
