@@ -108,7 +108,8 @@ def _book_capture(args: argparse.Namespace, writer: BookWriter) -> int:
 
 def _book_live(args: argparse.Namespace, writer: BookWriter) -> int:
     """A live GROUP:PORT, with listen's recovery (A/B lines, re-request servers)."""
-    from .listen import _receive, feed_client
+    from .feed import feed_client
+    from .listen import _receive
 
     client = feed_client(args)
     status = _Status(_stderr_is_terminal())
