@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +120,8 @@ class _ListenResult:
     interrupted: bool = False
     #: The session the feed moved on to (without an end of this one): not written.
     changed_to: str | None = None
+    #: Why the run gave up (the ``give_up`` check of :func:`_receive` said so).
+    failure: str | None = None
 
 
 #: listen pushes what it wrote to the output file at least this often (seconds).
@@ -143,9 +146,11 @@ def _receive(
     idle_timeout: float | None,
     status: _Status,
     label: str,
+    give_up: Callable[[], str | None] | None = None,
 ) -> _ListenResult:
     """Write every message the client delivers to ``sink`` until the session ends, ``count``
-    messages, ``idle_timeout`` seconds without a datagram, or Ctrl-C / SIGTERM."""
+    messages, ``idle_timeout`` seconds without a datagram, Ctrl-C / SIGTERM, or
+    ``give_up`` (asked every :data:`FLUSH_INTERVAL`) gives a reason (``result.failure``)."""
     result = _ListenResult()
     monotonic = time.monotonic
     t0 = monotonic()
@@ -191,6 +196,9 @@ def _receive(
                 if now >= next_check:
                     next_check = now + FLUSH_INTERVAL
                     sink.flush()
+                    if give_up is not None and not done:
+                        result.failure = give_up()
+                        done = result.failure is not None
                     if status.enabled:
                         status.show(_live_text(client, result, now - t0, label))
                 received = client.stats.datagrams_received
