@@ -594,8 +594,8 @@ def load_snapshot(
                     if type(ev) is MessagesDelivered:
                         messages = ev.messages
                         if result is not None:  # past End of Snapshot: said, not written
-                            after[1:] = [ev.seq_num + len(messages) - 1]
-                            after[:1] = after[:1] or [ev.seq_num]
+                            last = ev.seq_num + len(messages) - 1
+                            after[:] = [after[0] if after else ev.seq_num, last]
                             continue
                         for i, message in enumerate(messages):
                             seq = end_of_snapshot_seq(message)
