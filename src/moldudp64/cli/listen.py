@@ -6,6 +6,7 @@ import argparse
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +125,8 @@ class _ListenResult:
     after_end: list[MessagesAfterEnd] = field(default_factory=list)
     after_end_messages: int = 0
     after_end_ranges: int = 0
+    #: Why the run gave up (the ``give_up`` check of :func:`_receive` said so).
+    failure: str | None = None
 
     def progress(self) -> tuple[int, int, int]:
         """What counts as progress for --idle-timeout: messages written or reported."""
@@ -142,11 +145,13 @@ def _receive(
     idle_timeout: float | None,
     status: _Status,
     label: str,
+    give_up: Callable[[], str | None] | None = None,
 ) -> _ListenResult:
     """Write every message the client delivers to ``sink`` until the session ends, ``count``
     messages, ``idle_timeout`` seconds without progress (no message of the session written,
     recovered, reported lost or arriving live: empty answers and other sessions' datagrams
-    are no progress), or Ctrl-C / SIGTERM."""
+    are no progress), Ctrl-C / SIGTERM, or ``give_up`` (asked every :data:`FLUSH_INTERVAL`)
+    gives a reason (``result.failure``)."""
     result = _ListenResult()
     monotonic = time.monotonic
     t0 = monotonic()
@@ -187,6 +192,9 @@ def _receive(
                 if now >= next_check:
                     next_check = now + FLUSH_INTERVAL
                     sink.flush()
+                    if give_up is not None and not done:
+                        result.failure = give_up()
+                        done = result.failure is not None
                     if status.enabled:
                         status.show(_live_text(client, result, now - t0, label))
                 progress = (*result.progress(), *_core_progress(client))

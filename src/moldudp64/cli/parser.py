@@ -825,7 +825,7 @@ def _add_serve_soup(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--soup-port",
         metavar="PORT",
-        type=_port_from(0),
+        type=_type("port", _port_from(0)),
         help="serve the session over SoupBinTCP on this TCP port (0: any free port)",
     )
     p.add_argument(
