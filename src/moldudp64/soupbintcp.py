@@ -998,6 +998,11 @@ class SoupServerCore(_Connection):
         """Queue a ``U`` packet."""
         self._send(build_packet(b"U", data), now)
 
+    def cut_off(self, reason: str) -> None:
+        """End the connection once what is queued is written, without End of Session (which
+        would tell the client the session simply ended)."""
+        self._fail(reason)
+
     def end_session(self, now: float) -> None:
         """Queue End of Session (after the last message); heartbeats stop."""
         if not self.ended and self._open:
@@ -1145,11 +1150,12 @@ class StoreSession:
     at once; a live store: when its feed ends).
 
     ``cut_at`` (set by a gateway whose feed lost a range for good) is the first number of
-    that range: the served session ends before it, though the session went on past it. A
-    login past it is rejected (``J S``: those numbers cannot be served, and an accept with
-    End of Session would tell the client the day simply ended), and a client already
-    waiting past it is disconnected (its reconnect is rejected so). A blank ``session``
-    (a gateway that has not seen the feed's yet) rejects every login with ``J S``.
+    that range: the served session stops before it, though the session went on past it. A
+    client that reaches it is disconnected after the last message before it, with no End of
+    Session (which would tell it the day simply ended), and a login at or past it is
+    rejected (``J S``: those numbers cannot be served), so its resume fails loudly. A
+    blank ``session`` (a gateway that has not seen the feed's yet) rejects every login
+    with ``J S``.
     """
 
     #: Messages taken from the store per read.
@@ -1192,7 +1198,7 @@ class StoreSession:
             seq = self.store.next_seq_num
         elif seq < first:
             seq = first
-        if self.cut_at is not None and seq > self.cut_at:
+        if self.cut_at is not None and seq >= self.cut_at:
             core.reject(REJECT_SESSION_UNAVAILABLE, now)
             return REJECT_SESSION_UNAVAILABLE
         core.accept(self.session, seq, now)
@@ -1207,6 +1213,7 @@ class StoreSession:
         if cut is not None and self.finished and core.next_seq_num > cut and core.is_open:
             core.close(f"past the end of the served session ({cut - 1}): {cut} on was lost")
             return 0
+        lost = f"messages from {cut} on were lost on the feed: no End of Session"
         # A store that has its messages as BinaryFILE blocks: no object per message.
         get_blocks = getattr(store, "get_blocks", None)
         while (room := core.room()) > 0:
@@ -1219,7 +1226,10 @@ class StoreSession:
             messages = get(core.next_seq_num, self.READ_COUNT, room * 2 // 3)
             if not messages:
                 if self.finished and core.next_seq_num >= store.next_seq_num:
-                    core.end_session(now)
+                    if cut is not None and core.next_seq_num >= cut:
+                        core.cut_off(lost)
+                    else:
+                        core.end_session(now)
                 elif core.output_bytes == 0 and core.next_seq_num < store.next_seq_num:
                     # One message larger than the room asked for: send it alone.
                     messages = store.get(core.next_seq_num, 1, MAX_PACKET_LENGTH + 2)

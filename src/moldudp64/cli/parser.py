@@ -847,8 +847,9 @@ examples:
 
 Joins the feed (recovering gaps), appends every message to --output (a BinaryFILE: memory
 stays bounded) and serves it over SoupBinTCP, each client from the number it asks for.
-A range lost on the feed ends the served session there: clients get End of Session after
-the last message before it, and the loss is logged and summarised (exit 3).
+A range lost on the feed stops the served session there: clients are disconnected after the
+last message before it with no End of Session, a login at or past it is rejected (S), and
+the loss is logged and summarised (exit 3).
 """
 
 

@@ -485,7 +485,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
                     _say(
                         f"moldudp64 gateway: messages {lost.first_seq}..{lost.last_seq} lost "
                         f"on the feed ({lost.reason}): the served session ends at "
-                        f"{lost.first_seq - 1} (End of Session there); nothing from "
+                        f"{lost.first_seq - 1} (clients are disconnected there, with no End of "
+                        f"Session, and a login from {lost.first_seq} on is rejected); nothing from "
                         f"{lost.first_seq} on is stored or served"
                     )
                 _say(f"moldudp64 gateway: {written} messages stored; serving them until stopped")
