@@ -33,5 +33,13 @@ if not os.environ.get("MOLDUDP64_NO_EXTENSIONS"):
             extra_compile_args=["-O2"],
         )
     )
+    ext_modules.append(
+        Extension(
+            "moldudp64._book",
+            sources=["src/moldudp64/_book.c"],
+            optional=True,
+            extra_compile_args=["-O2"],
+        )
+    )
 
 setup(ext_modules=ext_modules)

@@ -22,6 +22,9 @@ Parts (each can be left out with --skip NAME):
              packets/s with 5% dropped, with the receiver thread and in pull mode
   soupbintcp listen soup:// recording from serve --soup-port beside a plain socket reading
              the same bytes, and the server's rate to 1 and 10 clients (127.0.0.1)
+  book       moldudp64 book on a generated 10,000,000-message day beside itch-book's
+             itch2parquet convert --tables bbo,trades,depth (when installed), and the book
+             engine alone (arrow extra)
 
 Parts whose needs are missing are skipped with the reason.
 """
@@ -187,6 +190,15 @@ def main(argv: list[str] | None = None) -> int:
                 skipped.append(f"itch50 decode ({exc})")
             else:
                 results.extend(bench_itch50.run_rows(args.quick))
+        if "book" not in skip:
+            try:
+                import bench_book  # beside this file (needs the arrow extra)
+            except ImportError as exc:
+                skipped.append(f"book ({exc})")
+            else:
+                results.extend(bench_book.run_rows(args.quick))
+                if shutil.which("itch2parquet") is None:
+                    skipped.append("itch-book beside book: pip install itch-book")
         if "jetstream" not in skip:
             import bench_jetstream  # beside this file
 

@@ -60,11 +60,13 @@ def test_another_event_closes_the_run(splitter: str) -> None:
     c.receive_datagrams([pkt(1, 2), pkt(3, 2), pkt(9, 1), pkt(5, 4), pkt(10, 1)], A, 0.0)
     events = c.events_received()
     kinds = [type(e).__name__ for e in events]
-    # 9 is kept aside (nothing confirms it yet) until 5..8 reach it: no gap at all
+    # 9 opens a near gap (5..8), which the next packet fills: the run closes at the gap
     assert kinds == [
         "SessionStarted",
         "MessagesDelivered",
         "MessagesDelivered",
+        "GapDetected",
+        "GapFilled",
         "MessagesDelivered",
         "MessagesDelivered",
     ]

@@ -177,6 +177,64 @@ def test_client_reports_numbers_the_server_no_longer_has() -> None:
     ]
 
 
+def test_client_refuses_an_accept_below_the_number_asked_for_even_on_first_login() -> None:
+    client = SoupClientCore(seq_num=5)
+    client.connect(0.0)
+    client.receive(build_login_accepted("S1", 3) + seq(b"three") + seq(b"four"), 0.0)
+    assert client.events_received() == [
+        ConnectionClosed("the server accepted at 3, behind the 5 asked for")
+    ]
+    assert client.next_seq_num == 5  # a reconnect still asks for 5
+    assert client.stats.malformed == {"accepted_behind": 1}
+
+
+def test_client_refuses_another_session_than_the_one_it_named() -> None:
+    client = SoupClientCore(session="FOO", seq_num=1)
+    client.connect(0.0)
+    client.receive(build_login_accepted("BAR", 1) + seq(b"bar's"), 0.0)
+    assert client.events_received() == [
+        ConnectionClosed("the server accepted session 'BAR', not 'FOO'")
+    ]
+    blank = SoupClientCore(seq_num=1)  # blank: the server's current session, any name
+    blank.connect(0.0)
+    blank.receive(build_login_accepted("BAR", 1), 0.0)
+    assert blank.events_received() == [LoginAccepted("BAR", 1)]
+
+
+def test_client_gives_up_on_a_login_answered_with_heartbeats_only() -> None:
+    client = SoupClientCore(seq_num=1, timeout=15.0, login_timeout=3.0)
+    client.connect(0.0)
+    assert client.get_timer() == 3.0
+    for t in (1.0, 2.0):
+        client.receive(HEARTBEAT_SERVER, t)
+        client.handle_timer(t)
+    assert client.events_received() == []
+    client.receive(HEARTBEAT_SERVER, 3.0)
+    client.handle_timer(3.0)
+    assert client.events_received() == [ConnectionClosed("no answer to the login within 3 s")]
+    assert not client.finished  # a failed connection: the driver may retry
+    client.connect(10.0)  # the deadline is per connection
+    client.receive(build_login_accepted("S1", 1), 11.0)
+    client.handle_timer(14.0)
+    assert client.events_received() == [LoginAccepted("S1", 1)]
+
+
+def test_client_never_numbers_a_message_past_2_64_minus_1() -> None:
+    last = 2**64 - 1
+    client = SoupClientCore(seq_num=last)
+    client.connect(0.0)
+    client.receive(build_login_accepted("S1", last) + seq(b"last") + seq(b"over") + END, 0.0)
+    assert client.events_received() == [
+        LoginAccepted("S1", last),
+        MessagesDelivered("S1", last, [b"last"]),
+        ConnectionClosed(
+            "the server sent 1 message(s) past number 2**64-1 (the end of the number space)"
+        ),
+    ]
+    assert client.finished and not client.ended
+    assert client.stats.malformed == {"past_max_seq": 1}
+
+
 @pytest.mark.parametrize(
     ("stream", "reason", "counted"),
     [
@@ -295,7 +353,7 @@ def test_server_drops_a_client_that_never_logs_in_or_never_reads() -> None:
     for t in range(1, 16):
         server.receive(HEARTBEAT_CLIENT, float(t))  # alive, but never logs in
         server.handle_timer(float(t))
-    assert server.events_received() == [ConnectionClosed("no Login Request within 15 s")]
+    assert server.events_received() == [ConnectionClosed("no Login Request within 5 s")]
 
     server.connected(20.0)
     server.receive(LOGIN, 20.0)

@@ -20,6 +20,7 @@ __all__ = [
     "GapDetected",
     "GapFilled",
     "Message",
+    "MessagesAfterEnd",
     "MessagesDelivered",
     "MessagesLost",
     "ServerDisabled",
@@ -143,6 +144,23 @@ class MessagesLost(Event):
     @property
     def count(self) -> int:
         """How many messages were lost."""
+        return self.last_seq - self.first_seq + 1
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesAfterEnd(Event):
+    """Messages ``first_seq``..``last_seq`` of ``session`` arrived beyond its believed end
+    of session (``end_seq``): not delivered, named here instead of dropped silently. On an
+    unauthenticated feed this means the end was forged or the publisher misbehaved."""
+
+    session: str
+    first_seq: int
+    last_seq: int
+    end_seq: int
+
+    @property
+    def count(self) -> int:
+        """How many messages arrived beyond the end."""
         return self.last_seq - self.first_seq + 1
 
 

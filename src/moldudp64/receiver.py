@@ -18,34 +18,54 @@ stream. Packets that arrive early are kept (bounded), only missing ranges are re
 partial answers are completed at once, unanswered requests are retried on a timer with
 backoff over the servers in turn, and a new session is never spliced into the old one.
 
-What it trusts (nothing on the wire is authenticated, so each rule below is a defence):
+What it trusts (nothing on the wire is authenticated, so each rule below is a defence).
+The rule above them all is "data wins": real data of the followed session that arrives on
+a line, or that an honest server holds, is delivered, or named with its range in an event
+(:class:`~moldudp64.events.MessagesAfterEnd`); it is never only counted and never
+reported lost. Requests are cheap, beliefs are costly:
 
-- **A sequence number beyond everything held is a claim until confirmed.** A live
-  datagram that would open a gap (its first number is past the highest held) is kept
+- **A near gap is requested at once.** A live datagram whose first number is beyond the
+  highest held but within ``max_messages_per_request`` of it opens a gap on its own word
+  (requested after ``request_delay``): 1-2 then 5 asks for 3..4 at once.
+- **A sequence number far beyond everything held is a claim until confirmed.** Kept
   aside, not acted on, until a second datagram vouches for it: any other datagram of the
   session whose last number (data) or own number (heartbeat, end of session) reaches it,
   from either line or a server's answer. A copy of it on the same line within
   :data:`_REPEAT_INTERVAL` is a network duplicate and vouches for nothing, unless it is
   the third. Datagrams kept aside are bounded and dropped (``unconfirmed_sequence``) after
-  ``confirm_within``. So a stray datagram far ahead costs nothing: no gap, no request, no
-  loss. A real gap costs one more datagram before it is requested (on a quiet feed, one
-  heartbeat interval); a late join (feed at 5,000,000, wanted from 1) backfills as soon as
-  the second live packet arrives. End of input (:meth:`~ReceiverCore.finish`) takes what
-  is kept aside as it is.
-- **An end of session is believed** when the stream reached exactly its number, or a
-  second one names the same number (the rule above), or nothing else of the session came
-  for ``confirm_within`` after it (the silence that follows a real end). One below data
-  already held is a contradiction: reported once (``end_of_session_below_data``) and
-  ignored; data beyond
-  one not yet believed disproves it (``end_of_session_contradicted``); data beyond one
-  believed is dropped (``after_end_of_session``). After :class:`SessionEnded` nothing more
-  of that session is delivered or reported (later datagrams are only counted).
+  ``confirm_within``. So a stray far ahead costs nothing, and a late join (feed at
+  5,000,000, wanted from 1) backfills as soon as the second live packet arrives. End of
+  input (:meth:`~ReceiverCore.finish`) takes what is kept aside as it is.
+- **A gap is lost only once the feed has passed it.** :data:`_WITNESSES` live datagrams at
+  or beyond everything held since the gap opened, or a believed end of session, show the
+  feed went past it; only then may it be given up (attempts exhausted, no server) and
+  only then does a server's silence about it count against the server. Before that its
+  numbers are "not yet arrived": one bounded request (its front) at a time, parked with
+  doubling waits once out of attempts, asked again as soon as the feed passes it. The
+  memory bound, a session change and end of input give up what they must regardless.
+- **An end of session is believed** once the feed carried nothing else of the session
+  for ``end_confirm`` after it (real publishers repeat it, then fall silent; a forged one
+  is disproved by the next packet or heartbeat, which restart the wait, or by data beyond
+  it). Meanwhile a near gap before it is requested. One below what was delivered is
+  refused (``end_of_session_below_data``), one contradicted by data beyond it dropped
+  (``end_of_session_contradicted``), one far beyond everything held never believed: the
+  numbers before it are taken as missing a window at a time (:meth:`_chase_end`), and
+  live data far below it drops it. Of two ends, the one the data held agrees with wins. What
+  is held or kept aside beyond a believed end, and data that arrives beyond it later, is
+  named (:class:`~moldudp64.events.MessagesAfterEnd`, each number once; counted as
+  ``after_end_of_session``). After :class:`SessionEnded` nothing more of that session is
+  delivered.
 - **Answers count only from a configured server** (address and port), or one the user
   sent a request of their own to; others are dropped (``unknown_server``). ``addr=None``
-  means the driver vouches for the source.
+  means the driver vouches for the source. An answer that brings nothing new (a
+  zero-count packet from a server whose store lags) credits the server but is no
+  progress: its request runs on to its timeout and backoff.
+- **Time never goes back**: a ``now`` below the last one counts as the last one, and
+  later ones move on from there (the step back is kept in ``_skew``).
 - **A session switch needs evidence**: the followed session ended (and its gaps are
   settled), or it sent nothing for ``stale_after`` while the other session is live (two
-  distinct datagrams, the last within ``stale_after``). Until then the other session's
+  distinct datagrams, the last within ``stale_after``) and has carried data (heartbeats
+  alone never make a session followed, first or next). Until then the other session's
   datagrams wait (bounded; see :class:`ReceiverConfig`). A session left is never
   followed again; sessions that were never followed cannot push it out of that memory.
 - **A dead server costs one request timeout.** Servers that answer (nothing unanswered
@@ -86,6 +106,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from heapq import heappop, heappush
+from math import nextafter
 from operator import attrgetter
 
 from .events import (
@@ -97,6 +118,7 @@ from .events import (
     FeedStale,
     GapDetected,
     GapFilled,
+    MessagesAfterEnd,
     MessagesDelivered,
     MessagesLost,
     ServerDisabled,
@@ -170,6 +192,14 @@ _VOUCH_WINDOW = 65_536
 _MAX_CLAIMS = 64
 #: Other sessions tracked while one is followed, at most.
 _MAX_CANDIDATES = 8
+#: Live datagrams at or beyond the highest number held, from the one that opened a gap on,
+#: that make it "passed by the feed" (more than a few forged datagrams can give): only then
+#: may its numbers be reported lost, or a server's silence about them count against it.
+_WITNESSES = 5
+#: An end of session further than this (or ``max_messages_per_request``, if larger)
+#: beyond everything held is never believed: the gap before it would cost more than one
+#: bounded request.
+_END_WINDOW = 1024
 #: Servers one retry goes to at once, at most.
 _MAX_FANOUT = 8
 #: Real memory of a held message beyond its bytes: the bytes object's header (33 bytes,
@@ -214,15 +244,17 @@ class ReceiverConfig:
       never requested. ``start_from_first_seen`` True instead starts from whatever
       sequence number arrives first (not both).
     - ``rerequest_server_addrs`` empty: no recovery; a gap waits ``loss_grace`` (0.1 s)
-      for reordered packets, then is reported lost. Give numeric addresses, as the driver
-      reports a datagram's source: answers from any other address are dropped.
+      for reordered packets, then is reported lost (once the feed has passed it). Give
+      numeric addresses, as the driver reports a datagram's source: answers from any other
+      address are dropped.
     - ``max_rerequest_retries`` 100: consecutive unanswered requests before a server is
       taken out of rotation (:class:`ServerDisabled`); it is tried again after
       ``server_retry_interval`` (5 s) when no other server is usable, and back in
       rotation (:class:`ServerEnabled`) as soon as it answers.
     - ``request_timeout`` 0.05 s for the first attempt, multiplied by ``request_backoff``
       (2.0) per attempt up to ``max_request_timeout`` (1.0 s); ``max_request_attempts``
-      8 unanswered attempts per range (about 4.5 s) before it is reported lost.
+      8 unanswered attempts per range (about 4.5 s) before it is reported lost (once the
+      feed has passed it; see the module doc).
     - ``request_delay`` 0.0: how long a new gap waits before it is requested (give a
       few milliseconds when a B line or reordering usually fills gaps by itself).
     - ``max_messages_per_request`` 1024 (at most 0xFFFE), ``max_requests_in_flight`` 32.
@@ -241,9 +273,12 @@ class ReceiverConfig:
       are counted as ``next_session_backlog_full`` and requested once followed); packets
       of a session left behind are dropped (``old_session``), never spliced in. False
       keeps the first session only.
-    - ``confirm_within`` 3.0 s: how long a datagram that reaches beyond everything held
-      waits for a second datagram to confirm it before it is dropped
-      (``unconfirmed_sequence``; see the module doc).
+    - ``confirm_within`` 3.0 s: how long a datagram far beyond everything held (more
+      than ``max_messages_per_request`` ahead) waits for a second datagram to confirm it
+      before it is dropped (``unconfirmed_sequence``; see the module doc).
+    - ``end_confirm`` 1.5 s: how long the feed must carry nothing of the session but
+      ends of session at the same number before that end is believed (longer than the
+      feed's heartbeat interval, which a real publisher stops at its end).
     """
 
     expected_session_ident: str | bytes | None = None
@@ -266,6 +301,7 @@ class ReceiverConfig:
     loss_grace: float = 0.1
     server_retry_interval: float = 5.0
     confirm_within: float = 3.0
+    end_confirm: float = 1.5
 
     def __post_init__(self) -> None:
         session = self.expected_session_ident
@@ -308,6 +344,7 @@ class ReceiverConfig:
             ("max_request_timeout", True),
             ("server_retry_interval", True),
             ("confirm_within", True),
+            ("end_confirm", True),
             ("request_delay", False),
             ("loss_grace", False),
         ):
@@ -376,6 +413,9 @@ class ReceiverStats:
     next_seq_num: int | None
     stale: bool
     ended: bool
+    #: An end of session seen, waiting for the quiet that confirms it (``end_confirm``):
+    #: a reader's idle timer should wait for it too.
+    end_of_session_pending: bool = False
 
 
 @dataclass(slots=True)
@@ -393,6 +433,10 @@ class _Segment:
     avoid: tuple[_Server, ...] = ()
     #: False once filled, split off or given up (its entries in the due heap are stale).
     alive: bool = True
+    #: The core's witness count when the range went missing (see :data:`_WITNESSES`).
+    wit0: int = 0
+    #: Times it ran out of attempts before the feed passed it (each waits twice as long).
+    parks: int = 0
 
 
 @dataclass(slots=True)
@@ -402,6 +446,8 @@ class _Request:
     end: int
     servers: tuple[_Server, ...]
     deadline: float
+    #: Whether the feed has passed the range: only then does no answer count as a failure.
+    counted: bool = True
 
 
 @dataclass(slots=True)
@@ -440,8 +486,6 @@ class _Claim:
     nbytes: int
     #: Copies of it seen (network duplicates, or reads that took several at once).
     copies: int = 1
-    #: For an end of session: nothing else of the session has come since it.
-    quiet: bool = True
 
 
 @dataclass(slots=True)
@@ -458,6 +502,8 @@ class _Candidate:
     seen: int = 0
     #: When its first datagram came.
     first_at: float = 0.0
+    #: Whether it carried data or an end of session (heartbeats alone never win a choice).
+    carries: bool = False
 
 
 class ReceiverCore:
@@ -501,8 +547,21 @@ class ReceiverCore:
         self._eos_claim: _Claim | None = None
         self._ended = False
         self._ended_at = 0.0
-        #: The latest ``now`` handed in (for what happens deep inside a call).
-        self._clock = 0.0
+        #: The latest time on the core's clock (for what happens deep inside a call).
+        self._clock = -_INF
+        #: Added to every ``now`` handed in: the sum of every step the driver's clock took
+        #: backwards (a ``now`` below the last one counts as the last one).
+        self._skew = 0.0
+        #: Live datagrams seen at or beyond the highest number held (see _WITNESSES).
+        self._wit = 0
+        #: ``(wit0, tie, segment)`` for the segments out of attempts that the feed has not
+        #: passed yet, a heap: asked again as soon as it does (or after a long wait).
+        self._parked: list[tuple[int, int, _Segment]] = []
+        #: Messages beyond the believed end already reported (MessagesAfterEnd) end here.
+        self._after_hw = 0
+        #: One past the highest data message taken by the slow paths (the fast paths keep
+        #: ``expected`` at the top): what ends of session are weighed against.
+        self._data_top = 0
         self._held: dict[int, _Held] = {}
         self._held_bytes = 0
         self._claims: list[_Claim] = []
@@ -582,8 +641,9 @@ class ReceiverCore:
         Requests are made here (and in :meth:`handle_timer`), never while a datagram is
         received, so a driver that reads every socket before calling this never asks a
         server for what another line already brought."""
+        now = self._at(now)
         if self._timer is not None and self._timer <= now:
-            self.handle_timer(now)
+            self._handle_timer(now)
         out = self._out
         self._out = []
         return out
@@ -597,40 +657,59 @@ class ReceiverCore:
             and self._last_live is not None
             and not self._stale
             and not self._ended
+            and self._eos_claim is None  # the feed fell silent after an end: not stale
         ):
             stale_at = self._last_live + stale_after
             if timer is None or stale_at < timer:
                 timer = stale_at
-        if self._claims or self._eos_claim is not None:
-            at = self._claims[0].at if self._claims else _INF
-            if self._eos_claim is not None and self._eos_claim.at < at:
-                at = self._eos_claim.at
-            expire = at + self.config.confirm_within
+        if self._claims:
+            expire = self._claims[0].at + self.config.confirm_within
             if timer is None or expire < timer:
                 timer = expire
         switch_at = self._switch_check if self._cands else None
         if switch_at is not None and (timer is None or switch_at < timer):
             timer = switch_at
-        return timer
+        eos = self._eos_claim
+        if eos is not None and (timer is None or eos.at + self.config.end_confirm < timer):
+            timer = eos.at + self.config.end_confirm
+        if timer is None or not self._skew:
+            return timer
+        at = timer - self._skew  # on the driver's clock, never a float step early
+        while at + self._skew < timer:
+            at = nextafter(at, _INF)
+        return at
+
+    def _at(self, now: float) -> float:
+        """``now`` (the driver's clock) on the core's own clock, which never goes back: a
+        ``now`` below the last one counts as the last one, and later ones move on from it."""
+        t = now + self._skew
+        if t < self._clock:
+            self._skew = self._clock - now
+            return self._clock
+        self._clock = t
+        return t
 
     def handle_timer(self, now: float) -> None:
         """Act on whatever is due at ``now``: retries, timeouts, grace periods, staleness."""
-        self._clock = now
+        self._handle_timer(self._at(now))
+
+    def _handle_timer(self, now: float) -> None:
         if self._cands:  # first: a session followed now is checked below like any other
             self._consider_switch(now)
+        if self._claims or self._eos_claim is not None:
+            self._expire_claims(now)
         stale_after = self.config.stale_after
         if (
             stale_after is not None
             and self._last_live is not None
             and not self._stale
             and not self._ended
+            and self._eos_claim is None
             and self._last_live + stale_after <= now  # the sum get_timer uses
         ):
             self._stale = True
             self._fast_seq = -1
             self._events.append(FeedStale(now - self._last_live))
-        if self._claims or self._eos_claim is not None:
-            self._expire_claims(now)
         if self._requests or self._segs:
             if self._next_deadline <= now:
                 self._expire_requests(now)
@@ -639,13 +718,22 @@ class ReceiverCore:
             self._pump(now)
             self._drain()
         if self._cands:  # the session may have ended above
+            session = self._session_raw
             self._consider_switch(now)
+            if self._session_raw != session and self._segs:  # the new one's gaps are due
+                self._pump(now)
+                self._drain()
         self._refresh(now)
 
     def receive_datagram(
         self, data: Buffer, source: Source, now: float, addr: Address | None = None
     ) -> None:
         """Take one datagram from ``source`` (line A, line B or a re-request answer)."""
+        t = now + self._skew
+        if t < self._clock:  # the driver's clock went back: this is the last time again
+            self._skew = self._clock - now
+            t = self._clock
+        now = t
         try:
             session, seq, count = _unpack_header(data)
         except struct.error:
@@ -672,7 +760,7 @@ class ReceiverCore:
                 self._packets[source] += 1
                 self._messages[source] += count
                 self._delivered += count
-                self._last_live = now
+                self._last_live = self._clock = now
                 return
         elif (
             seq == self._horizon
@@ -703,9 +791,12 @@ class ReceiverCore:
         if msgs is None:
             return False
         self._packets[source] += 1
-        self._last_live = now
+        self._last_live = self._clock = now
+        self._wit += 1
+        if self._parked:
+            self._wake_parked(now)
         self._messages[source] += count
-        self._horizon = seq + count
+        self._horizon = self._data_top = seq + count
         nbytes = sum(map(len, msgs)) + _MSG_OVERHEAD * count + _PIECE_OVERHEAD
         held = self._held
         held[seq] = _Held(msgs, nbytes)
@@ -755,6 +846,9 @@ class ReceiverCore:
         this is exactly :meth:`receive_datagram` (``now`` is their arrival time); hand the
         datagram at the returned index to :meth:`receive_datagram` yourself.
         """
+        now += self._skew
+        if now < self._clock:
+            return start  # the clock went back: receive_datagram takes it
         expected = self._fast_seq
         n = len(datagrams)
         if (
@@ -802,7 +896,7 @@ class ReceiverCore:
         self._packets[source] += i - start
         self._messages[source] += taken
         self._delivered += taken
-        self._last_live = now
+        self._last_live = self._clock = now
         return i
 
     def request(
@@ -817,6 +911,7 @@ class ReceiverCore:
         is given and none is configured, :class:`EncodeError` for a count of 0.
         """
         data = packet.build()
+        now = self._at(now)
         if server is None:
             if not self._servers:
                 raise ConfigError("no re-request server configured to send the request to")
@@ -839,8 +934,12 @@ class ReceiverCore:
         come); requests in flight or not yet sent are forgotten. Datagrams that come later
         are handled as usual (as if the stream resumed).
         """
-        self._clock = now
+        now = self._at(now)
         self._take_claims(None, now)
+        eos = self._eos_claim
+        if eos is not None:  # no more evidence can come: the end stands as it is
+            self._eos_claim = None
+            self._believe_end(eos.start, now)
         self._segs_give_up(0, len(self._segs), LOST_END_OF_INPUT)
         self._drain()
         if self._cands:
@@ -895,6 +994,7 @@ class ReceiverCore:
             next_seq_num=self.next_seq_num,
             stale=self._stale,
             ended=self._ended,
+            end_of_session_pending=self._eos_claim is not None,
         )
 
     def __repr__(self) -> str:
@@ -938,7 +1038,8 @@ class ReceiverCore:
         """Everything the fast paths do not take. ``counted``: a datagram kept aside and
         taken in now (already counted as a packet); ``trusted``: its sequence number is
         confirmed already."""
-        self._clock = now
+        if now > self._clock:
+            self._clock = now
         if type(source) is not Source:
             try:
                 source = Source(source)
@@ -963,6 +1064,9 @@ class ReceiverCore:
             self._refresh(now)
             return
         session_raw, seq, count = _unpack_header(data)
+        eos = self._eos_claim
+        if eos is not None and eos.at + self.config.end_confirm <= now:
+            self._settle_end(eos, now)  # the feed kept quiet long enough (before this one)
         if session_raw != self._session_raw:
             # another session, or (not pinned) the first: followed once evidence is there
             self._other_session(session_raw, data, source, now, addr)
@@ -975,23 +1079,37 @@ class ReceiverCore:
                 last = self._last_live if self._last_live is not None else now
                 self._events.append(FeedResumed(now - last))
             self._last_live = now
-        if not counted and (self._claims or self._eos_claim is not None):
+        if live and not counted:
             eos = self._eos_claim
-            if eos is not None and live and (count != END_OF_SESSION or seq != eos.start):
-                eos.quiet = False  # the feed goes on: a silence cannot confirm that end
+            if eos is not None and (count != END_OF_SESSION or seq != eos.start):
+                if 0 < count < END_OF_SESSION and seq + count > eos.start:
+                    # data beyond it: that end of session was false
+                    self._eos_claim = None
+                    self._drop(DROP_EOS_CONTRADICTED, eos.source, eos.addr, once=True)
+                elif count and not self._end_is_near(eos.start):
+                    # data far below it: a real end is never far ahead of the feed
+                    self._eos_claim = None
+                    self._drop(DROP_UNCONFIRMED, eos.source, eos.addr)
+                elif count != END_OF_SESSION:
+                    eos.at = now  # the feed goes on below it: the quiet starts again
+            if seq >= self._horizon:
+                self._wit += 1  # the feed is at or beyond everything held
+                if self._parked:
+                    self._wake_parked(now)
+        if not counted and self._claims:
             self._expire_claims(now)
         if not self._started:
             self._started = True
             if self.config.start_from_first_seen:
                 self._expected = self._horizon = self._first = seq
             self._events.append(SessionStarted(self._session or "", self._expected))
-        if self._ended:  # the session is over: count, report nothing more
+        if self._ended:  # the session is over: count; only data beyond its end is named
             if 0 < count < END_OF_SESSION:
                 self._messages[source] += count
                 if seq + count <= self._expected:
                     self._count_old(seq, count)
                 else:
-                    self._drop(DROP_AFTER_END, source, addr)
+                    self._after_end(seq, count, source, addr)
             elif count == 0:
                 self._heartbeats += 1
             else:
@@ -1015,8 +1133,15 @@ class ReceiverCore:
         else:
             value = seq + count
             opener = seq > self._horizon
-            if opener and live and not trusted and not self._vouched(seq, value, data, source, now):
-                # reaches beyond everything held: kept aside until confirmed
+            if (
+                opener
+                and live
+                and not trusted
+                and seq > self._horizon + self.config.max_messages_per_request
+                and not self._vouched(seq, value, data, source, now)
+            ):
+                # far beyond everything held: kept aside until confirmed (a near gap is
+                # requested at once: requests are cheap, only beliefs are costly)
                 self._hold_claim(seq, value, data, source, now, addr)
                 self._take_claims(value, now, data, source, seq)
                 self._refresh(now)
@@ -1026,13 +1151,17 @@ class ReceiverCore:
             else:
                 self._messages[source] += count
             if self._eos is not None and value > self._eos:
-                self._drop(DROP_AFTER_END, source, addr, once=True)
+                if count:
+                    self._after_end(seq, count, source, addr)
+                else:
+                    self._drop(DROP_AFTER_END, source, addr, once=True)
             else:
                 if self._eos_claim is not None and value > self._eos_claim.start and count:
                     self._eos_claim = None  # data beyond it: that end of session was false
                     self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
                 if opener and self._claims and not trusted:
                     self._take_claims(value, now, data, source, seq)  # confirmed below it: first
+                new = 0
                 if count == 0:
                     if value > self._horizon:
                         self._new_gap(self._horizon, value, now)
@@ -1040,24 +1169,35 @@ class ReceiverCore:
                 else:
                     if raw:  # the user has the datagram; hold only the count
                         msgs = [b""] * count
-                    self._accept(seq, msgs, now)
+                    new = self._accept(seq, msgs, now)
                 if not live:
-                    self._on_answer(seq, value, addr, now)
+                    self._on_answer(seq, addr, now, count > 0 and new > 0)
                 if self._claims and not trusted:
                     self._take_claims(value, now, data, source, seq)
-                eos = self._eos_claim
-                if (
-                    eos is not None
-                    and self._horizon == eos.start
-                    and now - eos.at < _REPEAT_INTERVAL
-                ):  # the other line's data, just behind the end of session, reached it
-                    # exactly: believed (later, only another end of session confirms it)
-                    self._on_end_of_session(eos.start, eos.data, eos.source, now, None)
         self._drain()
         self._enforce_held_bound()
         if self._cands and not counted:
             self._consider_switch(now)
         self._refresh(now)
+
+    def _after_end(self, seq: int, count: int, source: Source, addr: Address | None) -> None:
+        """Data beyond the believed end of session: named with its range (each number
+        once), never delivered, never only counted."""
+        self._dropped[DROP_AFTER_END] = self._dropped.get(DROP_AFTER_END, 0) + 1
+        first = max(seq, self._after_hw, self._eos or 0)
+        end = seq + count
+        if end > first:
+            self._after_hw = end
+            events = self._events
+            last = events[-1] if events else None
+            if type(last) is MessagesAfterEnd and last.last_seq + 1 == first:
+                first = last.first_seq  # one event per run of consecutive numbers
+                events.pop()
+            events.append(MessagesAfterEnd(self._session or "", first, end - 1, self._eos or first))
+            logger.info(
+                "messages %d..%d of %r arrived beyond its end of session at %d (from %s)",
+                first, end - 1, self._session, self._eos, source.name,
+            )  # fmt: skip
 
     def _count_old(self, seq: int, count: int) -> None:
         """Messages below the next one to deliver: duplicates, or before the start."""
@@ -1160,7 +1300,8 @@ class ReceiverCore:
             )
 
     def _expire_claims(self, now: float) -> None:
-        """Datagrams kept aside longer than ``confirm_within`` were never confirmed: drop."""
+        """Datagrams kept aside longer than ``confirm_within`` were never confirmed: drop;
+        an end of session the feed kept quiet after for ``end_confirm`` is believed."""
         within = self.config.confirm_within  # the same sum as get_timer: no float gap
         claims = self._claims
         while claims and claims[0].at + within <= now:
@@ -1168,64 +1309,149 @@ class ReceiverCore:
             self._claim_bytes -= old.nbytes
             self._drop(DROP_UNCONFIRMED, old.source, old.addr)
         eos = self._eos_claim
-        if eos is not None and eos.at + within <= now:
+        if eos is not None and eos.at + self.config.end_confirm <= now:
+            self._settle_end(eos, now)
+
+    def _settle_end(self, eos: _Claim, now: float) -> None:
+        """The feed kept quiet for ``end_confirm`` after an end of session: believed if
+        near what is held; one still far beyond it waits on while the numbers before it
+        are being fetched (the horizon moved since the last look), else it is dropped."""
+        if self._end_is_near(eos.start) or self._horizon <= eos.value:
             self._eos_claim = None
-            if eos.quiet:  # the feed fell silent after it, as it does after a real end
-                self._believe_end(eos.start, eos.data, eos.source, now)
-            else:
-                self._drop(DROP_UNCONFIRMED, eos.source, None)
+            self._believe_end(eos.start, now)
+            return
+        eos.value = self._horizon  # where the fetching stood at this look
+        eos.at = now
+
+    def _chase_end(self, now: float) -> None:
+        """An end of session far beyond everything held, with nothing missing before the
+        horizon: the next ``max_messages_per_request`` numbers before it are taken as
+        missing (one bounded request; a real end's repeats pass them, so a server that
+        cannot fill them lets them be reported lost). Answers bring the horizon nearer
+        window by window (see :meth:`_on_answer`)."""
+        eos = self._eos_claim
+        if eos is None or self._segs or eos.start <= self._horizon or not self._started:
+            return
+        start = self._horizon
+        end = min(eos.start, start + self.config.max_messages_per_request)
+        self._new_gap(start, end, now)
+        self._horizon = end
+
+    def _end_is_near(self, seq: int) -> bool:
+        """Whether an end of session at ``seq`` may be believed: not if it lies far beyond
+        everything held, nor if more than that many numbers before it are missing that
+        the feed never passed (believing it would have them all asked for and given up:
+        without bound, when forged data far ahead opened the gap). See
+        :data:`_END_WINDOW`."""
+        window = max(self.config.max_messages_per_request, _END_WINDOW)
+        if seq > self._horizon + window:
+            return False
+        unpassed = 0
+        for seg in self._segs:  # only when an end is about to be believed
+            if seg.start >= seq:
+                break
+            if self._wit - seg.wit0 < _WITNESSES:
+                unpassed += min(seg.end, seq) - seg.start
+                if unpassed > window:
+                    return False
+        return True
 
     def _on_end_of_session(
         self, seq: int, data: bytes, source: Source, now: float, addr: Address | None
     ) -> None:
-        """End of session at ``seq``: believed when the stream reached exactly ``seq``, or
-        another end of session names the same number (not a copy of it, unless it is the
-        third), or nothing else of the session came for ``confirm_within`` after it."""
+        """End of session at ``seq``: a claim, believed once the feed carried nothing else
+        of the session for ``end_confirm`` after it (see the module doc). A near gap
+        before it is requested at once."""
         if self._eos is not None:
             if seq != self._eos:
                 self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
             return
-        if seq < self._horizon:  # data beyond it was taken: the data wins
+        if seq < self._expected:  # below what was delivered: the data wins
             self._drop(DROP_EOS_BELOW_DATA, source, addr, once=True)
             return
+        if source == _RETX:
+            return  # an answer never ends a session
         claim = self._eos_claim
-        confirmed = seq == self._horizon and seq > self._first
-        if not confirmed and claim is not None:
-            if claim.start == seq:
-                confirmed = not self._is_copy(claim, data, source, now)
-                if not confirmed:
-                    claim.copies += 1
-                    confirmed = claim.copies >= _CONFIRMING_COPIES
-                if not confirmed:
-                    return
-            else:
-                self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
-        if not confirmed and self._claims:
-            self._take_claims(seq, now, data, source, seq)
-            confirmed = seq == self._horizon
-        if not confirmed:
-            if source == _RETX:
-                return
-            self._eos_claim = _Claim(seq, seq, data, source, now, addr, 0)
+        if claim is not None and claim.start == seq:
+            claim.copies += 1  # a repeat: the quiet goes on
+            self._chase_end(now)
             return
-        if claim is not None and claim.start != seq:  # another end was claimed: false
+        horizon = self._horizon
+        near = horizon + self.config.max_messages_per_request
+        if claim is not None:  # two ends of session: the one the data agrees with wins
+            # (at or beyond all data held, and near it), else the newer
+            top = max(self._data_top, self._expected)
+            reach = top + max(self.config.max_messages_per_request, _END_WINDOW)
+            if not (top <= seq <= reach) and (top <= claim.start <= reach):
+                self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
+                return
             self._drop(DROP_EOS_CONTRADICTED, claim.source, claim.addr, once=True)
-        self._eos_claim = None
-        self._believe_end(seq, data, source, now)
+        if horizon < seq <= near:
+            self._new_gap(self._horizon, seq, now)  # the tail went missing: ask at once
+            self._horizon = seq
+        # (``value``: the horizon when it was last looked at; see _settle_end)
+        self._eos_claim = _Claim(seq, self._horizon, data, source, now, addr, 0)
+        self._chase_end(now)
 
-    def _believe_end(self, seq: int, data: bytes, source: Source, now: float) -> None:
-        """The session ends at ``seq``: request what is missing before it; what was kept
-        aside beyond it can never be confirmed."""
-        self._take_claims(seq, now, data, source, seq)
+    def _believe_end(self, seq: int, now: float) -> None:
+        """The session ends at ``seq``: what was kept aside below it is confirmed, what is
+        held or kept aside beyond it is named (:class:`MessagesAfterEnd`) and let go,
+        the missing numbers before it can be reported lost, and the tail is requested."""
+        if seq < self._expected:  # the data delivered since went beyond it
+            self._drop(DROP_EOS_BELOW_DATA, _RETX, None, once=True)
+            return
+        if not self._end_is_near(seq):  # far beyond what the feed has shown
+            self._drop(DROP_UNCONFIRMED, _RETX, None)
+            return
+        self._take_claims(seq, now, b"", _RETX, seq)
         self._eos = seq
+        for beyond in self._claims:
+            self._claim_bytes -= beyond.nbytes
+            if beyond.value > beyond.start:
+                self._after_end(beyond.start, beyond.value - beyond.start, beyond.source, None)
+            else:
+                self._drop(DROP_AFTER_END, beyond.source, beyond.addr, once=True)
+        self._claims = []
         if seq > self._horizon:
             self._new_gap(self._horizon, seq, now)
             self._horizon = seq
-        # Datagrams kept aside beyond the end can never be confirmed.
-        for beyond in self._claims:
-            self._claim_bytes -= beyond.nbytes
-            self._drop(DROP_AFTER_END, beyond.source, beyond.addr, once=True)
-        self._claims = []
+        elif seq < self._horizon:
+            self._cut_at(seq)
+        self._wit += _WITNESSES  # the feed says it has passed every gap before its end
+        self._drain()
+
+    def _cut_at(self, seq: int) -> None:
+        """Let go of everything held, missing or given up from ``seq`` on (an end of
+        session below data held): held data beyond it is named, never dropped silently."""
+        for start in sorted(k for k in self._held if k + len(self._held[k].msgs) > seq):
+            piece = self._held[start]
+            keep = max(seq - start, 0)
+            if keep:
+                self._held[start] = _Held(piece.msgs[:keep], 0)
+            else:
+                del self._held[start]
+            self._held_bytes -= piece.nbytes
+            if keep:
+                kept = self._held[start]
+                kept.nbytes = sum(map(len, kept.msgs)) + _MSG_OVERHEAD * keep + _PIECE_OVERHEAD
+                self._held_bytes += kept.nbytes
+            self._after_end(start + keep, len(piece.msgs) - keep, _RETX, None)
+        self._data_top = min(self._data_top, seq)
+        segs = self._segs
+        i = bisect_left(segs, seq, key=_start_of)
+        if i > 0 and segs[i - 1].end > seq:
+            segs[i - 1].end = seq
+        for seg in segs[i:]:
+            seg.alive = False
+        del segs[i:]
+        for start in [k for k in self._lost if k >= seq]:
+            stop, _ = self._lost.pop(start)
+            self._lost_messages -= stop - start
+        for start, (stop, reason) in list(self._lost.items()):
+            if stop > seq:
+                self._lost[start] = (seq, reason)
+                self._lost_messages -= stop - seq
+        self._horizon = seq
 
     # ------------------------------------------------------------------ sessions
 
@@ -1236,12 +1462,12 @@ class ReceiverCore:
         evidence for a switch (see :class:`ReceiverConfig`, ``follow_session_changes``)."""
         self._other_packets += 1
         if session_raw in self._past:
-            self._drop(DROP_OLD_SESSION, source, addr)
+            self._drop(DROP_OLD_SESSION, source, addr, once=True)
             return
         if self._session_raw is not None and (
             self._pinned or not self.config.follow_session_changes or source == _RETX
         ):
-            self._drop(DROP_WRONG_SESSION, source, addr)
+            self._drop(DROP_WRONG_SESSION, source, addr, once=True)  # said once, counted
             return
         cands = self._cands
         cand = cands.get(session_raw)
@@ -1278,6 +1504,8 @@ class ReceiverCore:
                 self._peak_held = held
         cand.last_at = now
         cand.seen += 1
+        if _unpack_header(data)[2]:
+            cand.carries = True
         self._consider_switch(now)
 
     def _forget_candidate(self, session_raw: bytes, reason: str) -> None:
@@ -1285,7 +1513,7 @@ class ReceiverCore:
         self._cand_packets -= len(cand.datagrams)
         self._cand_bytes -= cand.nbytes
         for _data, source, _at, addr in cand.datagrams:
-            self._drop(reason, source, addr)
+            self._drop(reason, source, addr, once=True)
 
     def _consider_switch(self, now: float) -> None:
         """Follow another session when the evidence is there: the current one ended (and
@@ -1303,23 +1531,35 @@ class ReceiverCore:
             # the first session: the earliest seen that two datagrams name, once no session
             # seen before it may still show its second (an older session ending as the next
             # one starts is followed first; a lone stray delays the start by stale_after)
-            ready = [s for s, c in cands.items() if c.distinct >= 2]
+            # (a session of heartbeats alone never wins: one that carries data does)
+            ready = [s for s, c in cands.items() if c.distinct >= 2 and c.carries]
             if ready:
                 first = min(ready, key=lambda s: cands[s].first_at)
-                older = [c for c in cands.values() if c.first_at < cands[first].first_at]
+                older = [
+                    c
+                    for c in cands.values()
+                    if c.first_at < cands[first].first_at and c.carries
+                ]
                 if not older:
                     self._switch_to(first, now)
                     return
         else:
             best = max(cands, key=lambda s: cands[s].last_at)
-            if self._ended and (
-                cands[best].distinct >= 2 or cands[best].last_at >= self._ended_at
+            if (
+                self._ended
+                and cands[best].carries
+                and (cands[best].distinct >= 2 or cands[best].last_at >= self._ended_at)
             ):  # a stray seen before the end is no new session
                 self._switch_to(best, now)
                 return
             last = now if self._last_live is None else self._last_live
             silent_at = None if stale_after is None else last + stale_after
-            if silent_at is not None and now >= silent_at and cands[best].distinct >= 2:
+            if (
+                silent_at is not None
+                and now >= silent_at
+                and cands[best].distinct >= 2
+                and cands[best].carries
+            ):
                 self._switch_to(best, now)
                 return
         if stale_after is None or not cands:
@@ -1364,6 +1604,8 @@ class ReceiverCore:
             self._started = True
             self._events.append(SessionChanged(old, self._session, start))
         self._eos = None
+        self._after_hw = 0
+        self._data_top = 0
         self._ended = False
         self._stale = False
         self._reported.clear()
@@ -1382,7 +1624,8 @@ class ReceiverCore:
     # ------------------------------------------------------------------ sequencing
 
     def _new_gap(self, start: int, end: int, now: float) -> None:
-        seg = _Segment(start, end, now)
+        # the datagram that opened it (counted just before) is its first witness
+        seg = _Segment(start, end, now, wit0=self._wit - 1)
         self._segs.append(seg)
         self._schedule(seg, now + self.config.request_delay)
         self._gaps += 1
@@ -1396,13 +1639,16 @@ class ReceiverCore:
         self._tie += 1
         heappush(self._due, (due, self._tie, seg))
 
-    def _accept(self, seq: int, msgs: list[bytes], now: float) -> None:
-        """Take the data messages ``msgs`` numbered from ``seq``: keep only what is new."""
+    def _accept(self, seq: int, msgs: list[bytes], now: float) -> int:
+        """Take the data messages ``msgs`` numbered from ``seq``: keep only what is new;
+        return how many were new."""
         end = seq + len(msgs)
+        if end > self._data_top:
+            self._data_top = end
         expected = self._expected
         if end <= expected:
             self._count_old(seq, len(msgs))
-            return
+            return 0
         if seq < expected:
             self._count_old(seq, expected - seq)
             msgs = msgs[expected - seq :]
@@ -1430,10 +1676,13 @@ class ReceiverCore:
             elif not filled:
                 self._dup_packets += 1
         held = self._held
+        new = 0
         for start, part in pieces:
             nbytes = sum(map(len, part)) + _MSG_OVERHEAD * len(part) + _PIECE_OVERHEAD
             held[start] = _Held(part, nbytes)
             self._held_bytes += nbytes
+            new += len(part)
+        return new
 
     def _fill(self, start: int, end: int) -> list[tuple[int, int]]:
         """Remove ``[start, end)`` from the missing segments; return the ranges removed."""
@@ -1450,12 +1699,23 @@ class ReceiverCore:
             if seg.start < a:
                 if b < seg.end:
                     right = _Segment(
-                        b, seg.end, seg.detected, seg.attempts, None, seg.req_seq, seg.avoid
+                        b,
+                        seg.end,
+                        seg.detected,
+                        seg.attempts,
+                        None,
+                        seg.req_seq,
+                        seg.avoid,
+                        wit0=seg.wit0,
+                        parks=seg.parks,
                     )
                     seg.end = a
                     segs.insert(i + 1, right)
                     if seg.due is not None:
                         self._schedule(right, seg.due)
+                        if seg.parks:  # woken with it
+                            self._tie += 1
+                            heappush(self._parked, (right.wit0, self._tie, right))
                     i += 2
                 else:
                     seg.end = a
@@ -1468,9 +1728,11 @@ class ReceiverCore:
                 del segs[i]
         return filled
 
-    def _on_answer(self, seq: int, end: int, addr: Address | None, now: float) -> None:
-        """A re-request answer ``[seq, end)`` came: credit its server, finish the rest."""
-        req = self._requests.pop(seq, None)
+    def _on_answer(self, seq: int, addr: Address | None, now: float, progress: bool) -> None:
+        """A re-request answer starting at ``seq`` came: credit its server; when it brought
+        something new (``progress``), finish its request and ask for the rest at once. One
+        that brought nothing (a server whose store lags) leaves the request to time out."""
+        req = self._requests.get(seq)
         server = self._by_addr.get(addr) if addr is not None else None
         if server is None and req is not None:
             server = req.servers[0]
@@ -1480,8 +1742,11 @@ class ReceiverCore:
             if server.disabled:
                 server.disabled = False
                 self._events.append(ServerEnabled(server.addr))
-        if req is None:
+        if req is None or not progress:
             return
+        del self._requests[seq]
+        if self._eos_claim is not None and not self._segs:
+            self._chase_end(now)
         if req.deadline <= self._next_deadline:
             self._next_deadline = min(
                 (r.deadline for r in self._requests.values()), default=_INF
@@ -1489,7 +1754,7 @@ class ReceiverCore:
         segs = self._segs
         i = bisect_right(segs, seq, key=_start_of)
         i = max(i - 1, 0)
-        while i < len(segs) and segs[i].start < req.end:
+        while i < len(segs) and (segs[i].start < req.end or segs[i].req_seq == seq):
             seg = segs[i]
             if seg.req_seq == seq and seg.due is None:
                 # partial answer: request the rest at once, as a fresh range
@@ -1638,6 +1903,19 @@ class ReceiverCore:
             return [chosen]
         return sorted(pool, key=_failures_of)[:_MAX_FANOUT]
 
+    def _wake_parked(self, now: float) -> None:
+        """Ask at once for the parked segments the feed has now passed."""
+        parked = self._parked
+        passed = self._wit - _WITNESSES
+        woken = False
+        while parked and parked[0][0] <= passed:
+            seg = heappop(parked)[2]
+            if seg.alive and seg.due is not None:
+                self._schedule(seg, now)
+                woken = True
+        if woken:
+            self._refresh(now)
+
     def _timeout_for(self, attempts: int) -> float:
         cfg = self.config
         timeout = cfg.request_timeout * cfg.request_backoff ** max(attempts - 1, 0)
@@ -1663,29 +1941,37 @@ class ReceiverCore:
             if len(self._requests) >= limit:
                 break
             heappop(heap)
+            passed = self._wit - seg.wit0 >= _WITNESSES
             servers = self._choose(now, seg.avoid)
             if not servers:
                 give_up_at = seg.detected + cfg.loss_grace
-                if now >= give_up_at:
+                if now >= give_up_at and passed:
                     reason = LOST_NO_SERVERS if not self._servers else LOST_ALL_SERVERS_OUT
                     i = self._index(seg)
                     self._segs_give_up(i, i + 1, reason)
                     continue
-                # wait for the grace period, or for a server due for another try
-                retry = min((s.retry_at for s in self._servers), default=give_up_at)
-                self._schedule(seg, min(give_up_at, max(retry, now + 1e-6)))
+                # wait for the grace period, for the feed to pass it (numbers nothing
+                # real has reached are not lost), or for a server due for another try
+                again = give_up_at if now < give_up_at else now + cfg.max_request_timeout
+                retry = min((s.retry_at for s in self._servers), default=again)
+                self._schedule(seg, min(again, max(retry, now + 1e-6)))
                 continue
-            if seg.end - seg.start > most:
-                rest = _Segment(seg.start + most, seg.end, seg.detected)
-                seg.end = seg.start + most
-                self._segs.insert(self._index(seg) + 1, rest)
-                self._schedule(rest, due)
-            count = seg.end - seg.start
+            if seg.attempts >= cfg.max_request_attempts and passed:
+                seg.attempts = 0  # out of attempts while not yet passed: fresh ones now
+            end = seg.end
+            if end - seg.start > most:
+                if passed:
+                    rest = _Segment(seg.start + most, seg.end, seg.detected, wit0=seg.wit0)
+                    seg.end = seg.start + most
+                    self._segs.insert(self._index(seg) + 1, rest)
+                    self._schedule(rest, due)
+                end = seg.start + most  # not passed: only its front is asked for
+            count = end - seg.start
             seg.attempts += 1
             seg.due = None
             seg.req_seq = seg.start
             deadline = now + self._timeout_for(seg.attempts)
-            self._requests[seg.start] = _Request(seg.end, tuple(servers), deadline)
+            self._requests[seg.start] = _Request(end, tuple(servers), deadline, passed)
             if deadline < self._next_deadline:
                 self._next_deadline = deadline
             request = HEADER.pack(session_raw, seg.start, count)
@@ -1701,6 +1987,8 @@ class ReceiverCore:
             req = self._requests.pop(seq)
             for server in req.servers:
                 server.timeouts += 1
+                if not req.counted:
+                    continue  # numbers the feed has not passed: no answer is no failure
                 server.failures += 1
                 if server.disabled:
                     server.retry_at = now + cfg.server_retry_interval
@@ -1710,13 +1998,23 @@ class ReceiverCore:
                     self._events.append(ServerDisabled(server.addr, server.failures))
             segs = self._segs
             i = max(bisect_right(segs, seq, key=_start_of) - 1, 0)
-            while i < len(segs) and segs[i].start < req.end:
+            while i < len(segs) and (segs[i].start < req.end or segs[i].req_seq == seq):
                 seg = segs[i]
                 if seg.req_seq == seq and seg.due is None:
-                    if seg.attempts >= cfg.max_request_attempts:
-                        self._segs_give_up(i, i + 1, LOST_ATTEMPTS_EXHAUSTED)
-                        continue
                     seg.req_seq = -1
+                    if seg.attempts >= cfg.max_request_attempts:
+                        if self._wit - seg.wit0 >= _WITNESSES:
+                            self._segs_give_up(i, i + 1, LOST_ATTEMPTS_EXHAUSTED)
+                            continue
+                        # not passed by the feed: not yet arrived; asked again once it is,
+                        # or after a wait that doubles each time (requests stay few)
+                        seg.parks += 1
+                        wait = cfg.server_retry_interval * 2 ** min(seg.parks - 1, 6)
+                        self._schedule(seg, now + wait)
+                        self._tie += 1
+                        heappush(self._parked, (seg.wit0, self._tie, seg))
+                        i += 1
+                        continue
                     seg.avoid = req.servers
                     self._schedule(seg, now)
                 i += 1

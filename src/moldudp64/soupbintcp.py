@@ -45,6 +45,7 @@ from .wire import Buffer, join_blocks
 
 __all__ = [
     "DEFAULT_HEARTBEAT_INTERVAL",
+    "DEFAULT_LOGIN_TIMEOUT",
     "DEFAULT_MAX_OUTPUT",
     "DEFAULT_TIMEOUT",
     "MAX_PACKET_LENGTH",
@@ -85,6 +86,9 @@ __all__ = [
 DEFAULT_HEARTBEAT_INTERVAL: Final = 1.0
 #: Seconds without receiving after which a side gives up on its peer.
 DEFAULT_TIMEOUT: Final = 15.0
+#: Seconds a server gives a new connection to send its Login Request (a connection that
+#: has not logged in costs an attacker nothing, so it holds its slot only briefly).
+DEFAULT_LOGIN_TIMEOUT: Final = 5.0
 #: Bytes a server connection queues before it stops taking messages from its store.
 DEFAULT_MAX_OUTPUT: Final = 1 << 20
 #: Seconds a server waits for a rejected client to close (a login flood holds no slot
@@ -664,8 +668,14 @@ class SoupClientCore(_Connection):
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
         timeout: float = DEFAULT_TIMEOUT,
         runs: bool = False,
+        login_timeout: float | None = None,
     ) -> None:
         super().__init__(heartbeat_interval, timeout)
+        if login_timeout is not None and login_timeout <= 0:
+            raise ValueError("login_timeout must be positive")
+        #: Seconds a connection waits for Login Accepted or Rejected (default ``timeout``):
+        #: a server that answers the login with heartbeats only is given up on.
+        self.login_timeout = timeout if login_timeout is None else login_timeout
         # Checked once here: a bad value is an EncodeError before any connection.
         build_login_request(username, password, session, seq_num)
         self.username = username
@@ -684,16 +694,20 @@ class SoupClientCore(_Connection):
         # What the runs since the last flush gave: lists of messages, or (count, blocks).
         self._parts: list[Any] = []
         self._parts_count = 0
+        #: Why the session cannot go on (a broken numbering): set, the session is over.
+        self.broken: str | None = None
+        self._login_due = 0.0
 
     @property
     def finished(self) -> bool:
         """The session is over for this client: rejected or ended."""
-        return self.ended or self.rejected is not None
+        return self.ended or self.rejected is not None or self.broken is not None
 
     def connect(self, now: float) -> None:
         """A new connection is up: queue the Login Request (resuming where it stopped)."""
         self._start(now)
         self.logged_in = False
+        self._login_due = now + self.login_timeout
         self._send(
             build_login_request(self.username, self.password, self.session, self.next_seq_num),
             now,
@@ -711,12 +725,33 @@ class SoupClientCore(_Connection):
             self._heartbeats = False
 
     def _flush_batch(self) -> None:
-        """One event for the messages taken since the last flush."""
+        """One event for the messages taken since the last flush (none numbered past
+        2**64-1: those end the session)."""
         parts = self._parts
         if not parts:
             return
         count = self._parts_count
         first = self.next_seq_num - count
+        self._parts = []
+        self._parts_count = 0
+        past = self.next_seq_num - 1 - _MAX_SEQ
+        if past > 0:  # numbered past 2**64-1: those are never delivered
+            messages = [
+                m
+                for part in parts
+                for m in (part if isinstance(part, list) else split_binaryfile(part[1]))
+            ]
+            del messages[len(messages) - past :]
+            self.next_seq_num = _MAX_SEQ + 1
+            self._count("past_max_seq")
+            self.broken = (
+                f"the server sent {past} message(s) past number 2**64-1 (the end of the "
+                "number space)"
+            )
+            if messages:
+                self._events.append(MessagesDelivered(self.session, first, messages))
+            self._fail(self.broken)
+            return
         if self.runs:
             # One event per run, as the packets came (joining them would copy them all).
             for run_count, blocks in parts:
@@ -725,8 +760,21 @@ class SoupClientCore(_Connection):
         else:
             messages = parts[0] if len(parts) == 1 else list(chain.from_iterable(parts))
             self._events.append(MessagesDelivered(self.session, first, messages))
-        self._parts = []
-        self._parts_count = 0
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` is next due (the login deadline included)."""
+        due = super().get_timer()
+        if due is not None and not self.logged_in:
+            due = min(due, self._login_due)
+        return due
+
+    def handle_timer(self, now: float) -> None:
+        """Heartbeats, silence, and a login not answered within ``login_timeout``."""
+        if self._open and not self.logged_in and now >= self._login_due:
+            self._count("no_login_answer")
+            self._fail(f"no answer to the login within {self.login_timeout:g} s")
+            return
+        super().handle_timer(now)
 
     def receive(self, data: Buffer, now: float) -> None:
         """Bytes read from the connection (bytes-like, not kept); never raises on bad data."""
@@ -798,6 +846,8 @@ class SoupClientCore(_Connection):
             if payload:
                 self._count("end_of_session_payload")
             self._flush_batch()
+            if not self._open:  # the messages before it broke the session
+                return
             self.ended = True
             self._events.append(SessionEnded(self.session, self.next_seq_num))
             self._fail("end of session")
@@ -820,7 +870,9 @@ class SoupClientCore(_Connection):
             self._count(exc.reason)
             self._fail(f"malformed Login Accepted: {exc}")
             return
-        if self.accepted_once and self.session and session != self.session:
+        # The session named (or, on a resume, the one accepted before) is the only one
+        # taken: another session's messages are never passed off as its own.
+        if self.session.strip() and session != self.session.strip():
             self._count("session_changed")
             self._fail(f"the server accepted session {session!r}, not {self.session!r}")
             return
@@ -829,7 +881,9 @@ class SoupClientCore(_Connection):
             self._count("bad_number")
             self._fail("Login Accepted at sequence number 0")
             return
-        if asked and seq < asked and self.accepted_once:
+        # Below the number asked for (first login or resume): refused, never delivered
+        # (a user resuming with --start-seq would get messages twice).
+        if asked and seq < asked:
             self._count("accepted_behind")
             self._fail(f"the server accepted at {seq}, behind the {asked} asked for")
             return
@@ -858,7 +912,7 @@ class SoupServerCore(_Connection):
     :class:`~moldudp64.soupbintcp.ConnectionClosed`. After :meth:`accept`, add messages with
     :meth:`send_messages` while :meth:`room` is positive (the output stays within
     ``max_output`` bytes, give or take one message) and :meth:`end_session` after the
-    last. A connection not logged in within ``timeout``, a second Login Request, a
+    last. A connection not logged in within ``login_timeout``, a second Login Request, a
     framing error or a client whose output did not move for ``timeout`` seconds is closed
     (:class:`~moldudp64.soupbintcp.ConnectionClosed` with the reason).
     """
@@ -871,8 +925,16 @@ class SoupServerCore(_Connection):
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
         timeout: float = DEFAULT_TIMEOUT,
         max_output: int = DEFAULT_MAX_OUTPUT,
+        login_timeout: float | None = None,
     ) -> None:
         super().__init__(heartbeat_interval, timeout)
+        if login_timeout is not None and login_timeout <= 0:
+            raise ValueError("login_timeout must be positive")
+        #: Seconds a new connection has to send its Login Request (default the shorter of
+        #: ``timeout`` and :data:`DEFAULT_LOGIN_TIMEOUT`).
+        self.login_timeout = (
+            min(timeout, DEFAULT_LOGIN_TIMEOUT) if login_timeout is None else login_timeout
+        )
         self.max_output = max_output
         self.logged_in = False
         self.login_seen = False
@@ -888,7 +950,7 @@ class SoupServerCore(_Connection):
         self._start(now)
         self.logged_in = self.login_seen = self.ended = False
         self._stalled_since = None
-        self._login_due = now + self.timeout
+        self._login_due = now + self.login_timeout
 
     def accept(self, session: str, seq_num: int, now: float) -> None:
         """Answer the login: Login Accepted at ``seq_num``; heartbeats start."""
@@ -936,6 +998,11 @@ class SoupServerCore(_Connection):
         """Queue a ``U`` packet."""
         self._send(build_packet(b"U", data), now)
 
+    def cut_off(self, reason: str) -> None:
+        """End the connection once what is queued is written, without End of Session (which
+        would tell the client the session simply ended)."""
+        self._fail(reason)
+
     def end_session(self, now: float) -> None:
         """Queue End of Session (after the last message); heartbeats stop."""
         if not self.ended and self._open:
@@ -964,7 +1031,7 @@ class SoupServerCore(_Connection):
             return
         if not self.login_seen and now >= self._login_due:
             self._count("no_login")
-            self._fail(f"no Login Request within {self.timeout:g} s")
+            self._fail(f"no Login Request within {self.login_timeout:g} s")
             return
         if self._out:
             if self._stalled_since is None:
@@ -1035,7 +1102,8 @@ class SoupServerStats:
     logins_accepted: int = 0
     #: Login Rejected sent, by reason (``A``, ``S``).
     logins_rejected: dict[str, int] = field(default_factory=dict)
-    #: Connections refused at once: the server had ``max_clients``.
+    #: Connections turned away because the server had ``max_clients``: closed at once, or
+    #: (an older one) evicted before it logged in to make room.
     refused_full: int = 0
     messages_sent: int = 0
     bytes_sent: int = 0
@@ -1080,6 +1148,14 @@ class StoreSession:
     :class:`~moldudp64.store.BinaryFileStore`),
     and ends the session after the last message once ``finished`` (a recorded day:
     at once; a live store: when its feed ends).
+
+    ``cut_at`` (set by a gateway whose feed lost a range for good) is the first number of
+    that range: the served session stops before it, though the session went on past it. A
+    client that reaches it is disconnected after the last message before it, with no End of
+    Session (which would tell it the day simply ended), and a login at or past it is
+    rejected (``J S``: those numbers cannot be served), so its resume fails loudly. A
+    blank ``session`` (a gateway that has not seen the feed's yet) rejects every login
+    with ``J S``.
     """
 
     #: Messages taken from the store per read.
@@ -1102,6 +1178,7 @@ class StoreSession:
         self.username = username
         self.password = password
         self.finished = finished
+        self.cut_at: int | None = None
 
     def login(self, core: SoupServerCore, request: LoginRequest, now: float) -> str | None:
         """Accept or reject ``request`` on ``core``; the reject reason, or None if accepted."""
@@ -1110,7 +1187,9 @@ class StoreSession:
         ):
             core.reject(REJECT_NOT_AUTHORIZED, now)
             return REJECT_NOT_AUTHORIZED
-        if request.session and request.session != self.session.strip():
+        if not self.session.strip() or (
+            request.session and request.session != self.session.strip()
+        ):
             core.reject(REJECT_SESSION_UNAVAILABLE, now)
             return REJECT_SESSION_UNAVAILABLE
         first = self.store.first_seq_num
@@ -1119,6 +1198,9 @@ class StoreSession:
             seq = self.store.next_seq_num
         elif seq < first:
             seq = first
+        if self.cut_at is not None and seq >= self.cut_at:
+            core.reject(REJECT_SESSION_UNAVAILABLE, now)
+            return REJECT_SESSION_UNAVAILABLE
         core.accept(self.session, seq, now)
         return None
 
@@ -1127,6 +1209,11 @@ class StoreSession:
         total = 0
         store = self.store
         get = getattr(store, "get_run", store.get)
+        cut = self.cut_at
+        if cut is not None and self.finished and core.next_seq_num > cut and core.is_open:
+            core.close(f"past the end of the served session ({cut - 1}): {cut} on was lost")
+            return 0
+        lost = f"messages from {cut} on were lost on the feed: no End of Session"
         # A store that has its messages as BinaryFILE blocks: no object per message.
         get_blocks = getattr(store, "get_blocks", None)
         while (room := core.room()) > 0:
@@ -1139,7 +1226,10 @@ class StoreSession:
             messages = get(core.next_seq_num, self.READ_COUNT, room * 2 // 3)
             if not messages:
                 if self.finished and core.next_seq_num >= store.next_seq_num:
-                    core.end_session(now)
+                    if cut is not None and core.next_seq_num >= cut:
+                        core.cut_off(lost)
+                    else:
+                        core.end_session(now)
                 elif core.output_bytes == 0 and core.next_seq_num < store.next_seq_num:
                     # One message larger than the room asked for: send it alone.
                     messages = store.get(core.next_seq_num, 1, MAX_PACKET_LENGTH + 2)

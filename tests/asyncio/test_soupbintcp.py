@@ -200,3 +200,52 @@ def test_a_blocking_store_is_read_off_the_loop() -> None:
     got, loop_thread = asyncio.run(main())
     assert got == MESSAGES
     assert store.threads and loop_thread not in store.threads
+
+
+def test_async_server_evicts_the_oldest_connection_not_logged_in() -> None:
+    async def main() -> tuple[list[bytes], bytes]:
+        loop = asyncio.get_running_loop()
+        async with AsyncSoupServer(store_of([b"a", b"b"]), "FULL", max_clients=2) as server:
+            idle = [
+                await loop.run_in_executor(None, socket.create_connection, server.address)
+                for _ in range(2)
+            ]
+            await asyncio.sleep(0.1)
+            async with AsyncSoupBinTCP(server.address, max_retries=0) as client:
+                got = [m.data async for m in client.messages(timeout=5)]
+            idle[0].settimeout(5)
+            first = await loop.run_in_executor(None, idle[0].recv, 10)
+            for sock in idle:
+                sock.close()
+            assert server.stats.closed.get("evicted") == 1
+            return got, first
+
+    got, first = asyncio.run(main())
+    assert got == [b"a", b"b"]
+    assert first == b""
+
+
+def test_async_client_refuses_an_accept_below_the_number_asked_for() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        conn.recv(49)
+        conn.sendall(build_login_accepted("S1", 3) + b"\x00\x02S3\x00\x02S4\x00\x01Z")
+        conn.recv(10)
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    async def main() -> list[int]:
+        seqs: list[int] = []
+        async with AsyncSoupBinTCP(listener.getsockname(), seq_num=5, max_retries=0) as c:
+            with pytest.raises(CannotResume, match="behind the 5 asked for"):
+                async for message in c.messages(timeout=5):
+                    seqs.append(message.seq_num)
+        return seqs
+
+    try:
+        assert asyncio.run(main()) == []
+    finally:
+        listener.close()

@@ -92,7 +92,10 @@ def test_a_loss_on_the_feed_ends_the_served_session_before_it(
         assert found, said
         first_lost = int(found.group(1))
         got = run("listen", f"soup://127.0.0.1:{soup_port}", "-o", str(tmp_path / "a"))
-        assert got.returncode == 0, got.stderr.decode()  # End of Session where it stops
+        # no End of Session where it stops (the day did not end there): the client is cut
+        # off after the last message before the loss and its resume is refused, loudly
+        assert got.returncode == 2, got.stderr.decode()
+        assert "session not available" in got.stderr.decode()
         assert list(iter_binaryfile(tmp_path / "a")) == messages[: first_lost - 1]
     finally:
         gateway.send_signal(signal.SIGTERM)
@@ -120,3 +123,22 @@ def test_a_gateway_that_started_later_serves_its_numbers_and_says_what_it_lacks(
             events = list(client.events(timeout=5))
         assert events[1] == MessagesLost(SESSION, 1, 1000, "not available on the server")
     store.close()
+
+
+def test_the_gateway_listens_at_once_and_rejects_logins_until_it_knows_the_session(
+    multicast: None,
+) -> None:
+    port = free_port()
+    gateway = start("gateway", f"{GROUP}:{port}", "--soup-port", "0", "--soup-addr", "127.0.0.1")
+    assert gateway.stderr is not None
+    try:
+        line = gateway.stderr.readline().decode()  # before any feed packet
+        found = re.search(r"session \(the feed's\) over SoupBinTCP on 127\.0\.0\.1:(\d+)", line)
+        assert found, line
+        early = run("listen", f"soup://127.0.0.1:{found.group(1)}", "--max-retries", "0",
+                    "-o", "/dev/null")  # fmt: skip
+        assert early.returncode == 2, early.stderr.decode()
+        assert "session not available" in early.stderr.decode()
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        finish(gateway)

@@ -129,3 +129,45 @@ def test_a_snapshot_without_end_of_snapshot_is_an_error(multicast: None, tmp_pat
 def test_snapshot_refuses_start_seq() -> None:
     got = run("listen", f"{GROUP}:30001", "--snapshot", "soup://127.0.0.1:1", "--start-seq", "5")
     assert got.returncode == 2 and "leave out --start-seq" in got.stderr.decode()
+
+
+class _ListSink:
+    """Collects what a snapshot load writes."""
+
+    def __init__(self) -> None:
+        self.written: list[tuple[int, bytes]] = []
+
+    def write(self, session: str, seq_num: int, messages: list[bytes]) -> None:
+        self.written += [(seq_num + i, m) for i, m in enumerate(messages)]
+
+
+def test_load_snapshot_names_what_came_after_end_of_snapshot_and_what_was_missing() -> None:
+    """The snapshot server accepts at 3 (1..2 missing) and sends two messages after its
+    End of Snapshot, in a later packet: neither goes unsaid, neither is written."""
+    from moldudp64.cli.soup import SoupSource, load_snapshot
+    from moldudp64.soupbintcp import build_login_accepted, build_packet
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        conn.recv(49)
+        conn.sendall(build_login_accepted("SNAP", 3) + build_packet(b"S", b"state3"))
+        conn.sendall(build_packet(b"S", build_end_of_snapshot(100)))
+        time.sleep(0.05)
+        conn.sendall(build_packet(b"S", b"after5") + build_packet(b"S", b"after6"))
+        time.sleep(0.05)
+        conn.sendall(b"\x00\x01Z")
+        time.sleep(0.5)
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    sink = _ListSink()
+    try:
+        snap = load_snapshot(SoupSource("127.0.0.1", listener.getsockname()[1]), sink)
+    finally:
+        listener.close()
+    assert sink.written == [(3, b"state3")]
+    assert (snap.messages, snap.next_seq) == (1, 100)
+    assert snap.lost == [(1, 2)]
+    assert snap.after_end == (5, 6)

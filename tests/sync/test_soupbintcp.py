@@ -187,3 +187,44 @@ def test_lost_numbers_are_said_when_the_store_no_longer_holds_them() -> None:
         events = list(client.events(timeout=5))
     assert events[1] == MessagesLost("WINDOW", 5, 20, "not available on the server")
     assert client.lost_ranges == [events[1]]
+
+
+def test_a_session_cut_by_a_lost_range_rejects_logins_past_the_cut() -> None:
+    """A gateway whose feed lost 11.. for good: served to 10, End of Session there; a client
+    waiting past the cut is disconnected and its login past it rejected, never told the
+    day simply ended."""
+    store = MemoryStore()
+    store.extend([b"m%d" % i for i in range(1, 11)])
+    lock = threading.Lock()
+    with SoupServer(store, "CUT", finished=False, lock=lock) as server:
+        waiting = SoupBinTCP(server.address, seq_num=15, max_retries=1)
+        events = waiting.events(timeout=5)
+        assert next(events) == LoginAccepted("CUT", 15)  # live: 15 may still come
+        with lock:
+            server.session.cut_at = 11
+        server.finish()
+        with pytest.raises(LoginRejectedError):  # its resume at 15 is rejected
+            list(events)
+        waiting.close()
+        with (
+            SoupBinTCP(server.address, seq_num=15, max_retries=0) as late,
+            pytest.raises(LoginRejectedError),
+        ):
+            list(late.messages(timeout=5))
+        with SoupBinTCP(server.address, seq_num=1) as whole:
+            assert [m.data for m in whole.messages(timeout=5)] == list(store.get(1, 10, 1 << 20))
+
+
+def test_a_full_server_evicts_the_oldest_connection_not_logged_in() -> None:
+    store = MemoryStore()
+    store.extend([b"a", b"b"])
+    with SoupServer(store, "FULL", max_clients=2) as server:
+        idle = [socket.create_connection(server.address) for _ in range(2)]
+        time.sleep(0.1)
+        with SoupBinTCP(server.address, max_retries=0) as client:
+            assert [m.data for m in client.messages(timeout=5)] == [b"a", b"b"]
+        assert idle[0].recv(10) == b""  # the oldest gave its slot
+        for sock in idle:
+            sock.close()
+        stats = server.stats
+        assert stats.closed.get("evicted") == 1 and stats.refused_full == 1

@@ -22,6 +22,7 @@ from ..events import (
     FeedResumed,
     FeedStale,
     Message,
+    MessagesAfterEnd,
     MessagesDelivered,
     MessagesLost,
     ServerDisabled,
@@ -147,6 +148,15 @@ class EventPolicy:
             self.session = event.session
             self.session_ended = True
             return self.stop_at_end
+        elif kind is MessagesAfterEnd:
+            assert isinstance(event, MessagesAfterEnd)
+            logger.warning(
+                "messages %d..%d of session %r arrived after its end of session at %d",
+                event.first_seq,
+                event.last_seq,
+                event.session,
+                event.end_seq,
+            )
         elif kind is ConsumerOverrun:
             assert isinstance(event, ConsumerOverrun)
             self.datagrams_overrun += event.dropped

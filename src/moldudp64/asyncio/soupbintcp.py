@@ -46,7 +46,8 @@ _TRANSPORT_HIGH = 256 * 1024
 
 class AsyncSoupBinTCP:
     """The asyncio SoupBinTCP client: as :class:`moldudp64.sync.soupbintcp.SoupBinTCP`
-    (resume after a drop, ``max_retries`` reconnects in a row, :class:`CannotResume`,
+    (resume after a drop, ``max_retries`` reconnects in a row, ``login_timeout``, the
+    accepted session and number checked, :class:`CannotResume`,
     :class:`LoginRejectedError`), iterated with ``async for``."""
 
     def __init__(
@@ -61,6 +62,7 @@ class AsyncSoupBinTCP:
         connect_timeout: float = 5.0,
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
         timeout: float = DEFAULT_TIMEOUT,
+        login_timeout: float | None = None,
     ) -> None:
         if max_retries < 0:
             raise ConfigError(f"max_retries {max_retries!r} must be >= 0")
@@ -72,6 +74,7 @@ class AsyncSoupBinTCP:
             seq_num,
             heartbeat_interval=heartbeat_interval,
             timeout=timeout,
+            login_timeout=login_timeout,
         )
         self.max_retries = max_retries
         self.connect_timeout = connect_timeout
@@ -79,6 +82,7 @@ class AsyncSoupBinTCP:
         self._writer: asyncio.StreamWriter | None = None
         self._pending: list[Event] = []
         self._failures = 0
+        self._retry_at: float | None = None
         self._closed = False
         self._error: BaseException | None = None
         self.connections = 0
@@ -147,7 +151,7 @@ class AsyncSoupBinTCP:
             if self._closed or core.ended:
                 return None
             if self._reader is None:
-                await self._connect()
+                await self._connect(deadline)
                 continue
             now = loop.time()
             due = core.get_timer()
@@ -199,6 +203,12 @@ class AsyncSoupBinTCP:
                 if core.rejected is not None:
                     self._error = LoginRejectedError(core.rejected)
                     await self._drop_connection()
+                elif core.broken is not None:
+                    self._error = CannotResume(
+                        f"session {core.session!r} from {self.address[0]}:{self.address[1]}: "
+                        f"{core.broken}"
+                    )
+                    await self._drop_connection()
                 elif core.ended:
                     await self._drop_connection()
                 else:
@@ -235,8 +245,11 @@ class AsyncSoupBinTCP:
             self.core.next_seq_num,
         )
 
-    async def _connect(self) -> None:
-        if self.connections:
+    async def _connect(self, deadline: float | None) -> None:
+        """Connect and queue the login, after the backoff (at most until ``deadline``:
+        :class:`TimeoutError` then, and the wait goes on at the next call)."""
+        loop = asyncio.get_running_loop()
+        if self.connections and self._retry_at is None:
             self._failures += 1
             if self._failures > self.max_retries:
                 last = self.disconnects[-1] if self.disconnects else "?"
@@ -246,7 +259,15 @@ class AsyncSoupBinTCP:
                     f"failed (last: {last})"
                 )
                 raise self._error
-            await asyncio.sleep(min(_MAX_BACKOFF, _BACKOFF * 2 ** (self._failures - 1)))
+            backoff = min(_MAX_BACKOFF, _BACKOFF * 2 ** (self._failures - 1))
+            self._retry_at = loop.time() + backoff
+        if self._retry_at is not None:
+            now = loop.time()
+            if deadline is not None and deadline < self._retry_at:
+                await asyncio.sleep(max(0.0, deadline - now))
+                raise TimeoutError("no event within the timeout")
+            await asyncio.sleep(max(0.0, self._retry_at - now))
+            self._retry_at = None
         self.connections += 1
         try:
             self._reader, self._writer = await asyncio.wait_for(
@@ -273,7 +294,9 @@ class AsyncSoupServer:
     :class:`moldudp64.sync.soupbintcp.SoupServer` does, one task per client.
 
     ``await start()`` listens; :meth:`notify` after appending to a live store,
-    :meth:`finish` when it is over; ``await close()``.
+    :meth:`finish` when it is over; ``await close()`` (every connection ends at once,
+    even one whose client reads nothing). When ``max_clients`` are connected, a new
+    connection takes the slot of the oldest one not logged in yet, as the blocking server.
     """
 
     def __init__(
@@ -289,6 +312,7 @@ class AsyncSoupServer:
         max_output: int = DEFAULT_MAX_OUTPUT,
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
         timeout: float = DEFAULT_TIMEOUT,
+        login_timeout: float | None = None,
     ) -> None:
         self.session = StoreSession(
             session, store, username=username, password=password, finished=finished
@@ -298,6 +322,10 @@ class AsyncSoupServer:
         self.max_output = max_output
         self.heartbeat_interval = heartbeat_interval
         self.timeout = timeout
+        self.login_timeout = login_timeout
+        self._closing = False
+        #: Each connection's core and its wake-up, in the order they connected.
+        self._waits: dict[SoupServerCore, asyncio.Event] = {}
         self._stats = SoupServerStats()
         self._server: asyncio.Server | None = None
         self._cores: set[SoupServerCore] = set()
@@ -350,7 +378,8 @@ class AsyncSoupServer:
         self.notify()
 
     async def close(self) -> None:
-        """Stop listening and close every connection."""
+        """Stop listening and close every connection (aborted: unread output is dropped)."""
+        self._closing = True
         if self._server is not None:
             self._server.close()
         for task in list(self._tasks):
@@ -369,12 +398,32 @@ class AsyncSoupServer:
         peer = writer.get_extra_info("peername") or ("?", 0)
         try:
             if len(self._cores) >= self.max_clients:
+                self._evict_one()
+            if len(self._cores) >= self.max_clients or self._closing:
                 self._stats.refused_full += 1
-                writer.close()
+                writer.transport.abort()
                 return
             await self._connection(reader, writer, (str(peer[0]), int(peer[1])))
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+            # close() ended it: a normal end (a task ending cancelled is reported, with a
+            # traceback, by the stream protocol's done callback).
+            task.uncancel()
         finally:
             self._tasks.discard(task)
+
+    def _evict_one(self) -> None:
+        """Full: close the oldest connection that has not logged in (a real client logs
+        in at once; an idle connection costs its peer nothing)."""
+        for core, wake in self._waits.items():
+            if not core.login_seen and core.is_open:
+                core.close("evicted: not logged in while the server was full")
+                self._stats.refused_full += 1
+                del self._waits[core]
+                self._cores.discard(core)
+                wake.set()
+                return
 
     async def _connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Address
@@ -384,11 +433,13 @@ class AsyncSoupServer:
             heartbeat_interval=self.heartbeat_interval,
             timeout=self.timeout,
             max_output=self.max_output,
+            login_timeout=self.login_timeout,
         )
         core.connected(loop.time())
         wake = asyncio.Event()
         self._cores.add(core)
         self._wakeups.add(wake)
+        self._waits[core] = wake
         reason = "closed"
         transport = writer.transport
 
@@ -456,12 +507,20 @@ class AsyncSoupServer:
             reading.cancel()
             self._cores.discard(core)
             self._wakeups.discard(wake)
+            self._waits.pop(core, None)
             self._stats.count_closed(reason, core)
             level = logging.WARNING if reason.startswith("client not reading") else logging.INFO
             logger.log(level, "SoupBinTCP client %s:%d disconnected: %s", *peer, reason)
-            writer.close()
-            with contextlib.suppress(OSError, ConnectionError, asyncio.CancelledError):
-                await writer.wait_closed()
+            if self._closing or core.output_bytes or reason.startswith("client not reading"):
+                transport.abort()  # what is unread is dropped: closing never waits on it
+            else:
+                writer.close()
+            with contextlib.suppress(
+                OSError, ConnectionError, asyncio.CancelledError, TimeoutError
+            ):
+                await asyncio.wait_for(writer.wait_closed(), REJECT_LINGER)
+            if not transport.is_closing() or transport.get_write_buffer_size():
+                transport.abort()
 
     async def _fill(self, core: SoupServerCore, now: float, blocking: bool) -> int:
         """Messages from the store into ``core`` (in a worker thread for a store whose

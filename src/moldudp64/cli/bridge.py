@@ -294,7 +294,11 @@ class _FeedThread:
                     self._hand(_ENDED)  # the session ended, or the client closed
                     return
                 except TimeoutError:  # read here, by the client's own thread
-                    if not self._hand((_QUIET, self.client.stats.datagrams_received)):
+                    stats = self.client.stats
+                    # an end of session waiting for the quiet that confirms it is no idleness
+                    pending = stats.receiver is not None and stats.receiver.end_of_session_pending
+                    received = (stats.datagrams_received, time.monotonic() if pending else 0.0)
+                    if not self._hand((_QUIET, received)):
                         return
         except Exception as exc:  # the loop raises it
             self._hand(exc)

@@ -6,11 +6,13 @@ import argparse
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..events import (
     Address,
+    MessagesAfterEnd,
     MessagesDelivered,
     MessagesLost,
     SessionChanged,
@@ -119,6 +121,16 @@ class _ListenResult:
     interrupted: bool = False
     #: The session the feed moved on to (without an end of this one): not written.
     changed_to: str | None = None
+    #: Data of the session that arrived beyond its believed end (not written).
+    after_end: list[MessagesAfterEnd] = field(default_factory=list)
+    after_end_messages: int = 0
+    after_end_ranges: int = 0
+    #: Why the run gave up (the ``give_up`` check of :func:`_receive` said so).
+    failure: str | None = None
+
+    def progress(self) -> tuple[int, int, int]:
+        """What counts as progress for --idle-timeout: messages written or reported."""
+        return self.written, self.lost_messages, self.after_end_messages
 
 
 #: listen pushes what it wrote to the output file at least this often (seconds).
@@ -133,13 +145,17 @@ def _receive(
     idle_timeout: float | None,
     status: _Status,
     label: str,
+    give_up: Callable[[], str | None] | None = None,
 ) -> _ListenResult:
     """Write every message the client delivers to ``sink`` until the session ends, ``count``
-    messages, ``idle_timeout`` seconds without a datagram, or Ctrl-C / SIGTERM."""
+    messages, ``idle_timeout`` seconds without progress (no message of the session written,
+    recovered, reported lost or arriving live: empty answers and other sessions' datagrams
+    are no progress), Ctrl-C / SIGTERM, or ``give_up`` (asked every :data:`FLUSH_INTERVAL`)
+    gives a reason (``result.failure``)."""
     result = _ListenResult()
     monotonic = time.monotonic
     t0 = monotonic()
-    last_received = -1
+    last_progress: tuple[float, ...] = ()
     last_activity = t0
     next_check = t0
     done = False
@@ -176,11 +192,14 @@ def _receive(
                 if now >= next_check:
                     next_check = now + FLUSH_INTERVAL
                     sink.flush()
+                    if give_up is not None and not done:
+                        result.failure = give_up()
+                        done = result.failure is not None
                     if status.enabled:
                         status.show(_live_text(client, result, now - t0, label))
-                received = client.stats.datagrams_received
-                if received != last_received:
-                    last_received = received
+                progress = (*result.progress(), *_core_progress(client))
+                if progress != last_progress:
+                    last_progress = progress
                     last_activity = now
                 elif idle_timeout is not None and now - last_activity >= idle_timeout:
                     result.idle = True
@@ -190,12 +209,39 @@ def _receive(
     return result
 
 
+def _core_progress(client: Any) -> tuple[float, ...]:
+    """The core's own progress: messages of the followed session recovered or arriving
+    live (held behind a gap, not yet written); while an end of session waits for the
+    quiet that confirms it, the clock (that wait is no idleness)."""
+    core = client.stats.receiver
+    if core is None:
+        return ()
+    waiting = time.monotonic() if core.end_of_session_pending else 0.0
+    return (
+        core.messages_recovered,
+        core.messages[Source.LINE_A],
+        core.messages[Source.LINE_B],
+        waiting,
+    )
+
+
 def _receive_slow(
     batch: list[Any], sink: MessageSink, result: _ListenResult, count: int | None
 ) -> bool:
-    """Write a batch event by event (other events, or ``count`` to stop at); True when done."""
+    """Write a batch event by event (other events, or ``count`` to stop at); True when done.
+    After the end of session the rest of the batch is only looked at for data that came
+    beyond the end (named in the summary, never written)."""
     for event in batch:
         kind = type(event)
+        if kind is MessagesAfterEnd:
+            assert isinstance(event, MessagesAfterEnd)
+            if len(result.after_end) < MAX_LOST_RANGES_KEPT:
+                result.after_end.append(event)
+            result.after_end_ranges += 1
+            result.after_end_messages += event.count
+            continue
+        if result.ended:
+            continue
         if kind in _DELIVERED:
             n = event.last_seq - event.seq_num + 1
             done = False
@@ -223,13 +269,12 @@ def _receive_slow(
             result.lost_messages += event.count
         elif kind is SessionEnded:
             result.ended = True
-            return True
         elif kind is SessionChanged:
             # One output holds one session: stop rather than mix another one in.
             assert isinstance(event, SessionChanged)
             result.changed_to = event.new_session
             return True
-    return False
+    return result.ended
 
 
 def _live_text(client: Any, result: _ListenResult, elapsed: float, label: str) -> str:
@@ -247,6 +292,14 @@ def _lost_text(result: _ListenResult) -> str:
     text = _format_ranges(ranges, limit=MAX_LOST_RANGES_KEPT)
     if result.lost_ranges > len(ranges):
         text += f" ... ({result.lost_ranges - len(ranges)} more ranges)"
+    return text
+
+
+def _after_end_text(result: _ListenResult) -> str:
+    ranges = [(e.first_seq, e.last_seq) for e in result.after_end]
+    text = _format_ranges(ranges, limit=MAX_LOST_RANGES_KEPT)
+    if result.after_end_ranges > len(ranges):
+        text += f" ... ({result.after_end_ranges - len(ranges)} more ranges)"
     return text
 
 
@@ -319,6 +372,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
             f"{core.duplicate_messages} duplicates"
         )
     parts.append(f"{result.lost_messages} lost")
+    if result.after_end_messages:
+        parts.append(f"{result.after_end_messages} after the end of session not written")
     if core is not None:
         if core.other_session_packets:
             parts.append(f"{core.other_session_packets} datagrams of other sessions not written")
@@ -344,9 +399,14 @@ def cmd_listen(args: argparse.Namespace) -> int:
     _say(f"moldudp64 listen: {end}: " + ", ".join(parts))
     if result.lost:
         _say(f"moldudp64 listen: messages lost for good: {_lost_text(result)}")
+    if result.after_end:
+        _say(
+            f"moldudp64 listen: {result.after_end_messages} messages arrived after the "
+            f"end of session (a forged end, or a publisher that went on): {_after_end_text(result)}"
+        )
     if result.interrupted:
         return EXIT_INTERRUPTED
-    if result.lost_messages:
+    if result.lost_messages or result.after_end_messages:
         return EXIT_LOST
     if result.idle:
         return EXIT_IDLE

@@ -112,8 +112,10 @@ examples:
   moldudp64 listen 239.1.1.1:30001 -o feed.bin --capture feed.pcap
 
 exit codes: 0 session ended (or --count reached) with every message written,
-            3 messages lost for good (the rest written; stderr names the ranges),
-            4 --idle-timeout seconds without a packet, 130 Ctrl-C, SIGTERM or SIGHUP
+            3 messages lost for good, or data that came after the end of session (the
+            rest written; stderr names the ranges), 4 --idle-timeout seconds without
+            progress (no message written, recovered, reported or arriving: empty answers
+            and other sessions' datagrams do not count), 130 Ctrl-C, SIGTERM or SIGHUP
             (after flushing and the summary), 141 the reader of -o - went away;
             6 (nats:// source) --start-seq past the end of the stored session.
 """
@@ -266,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_publish(sub)
     _add_serve(sub)
     _add_bridge(sub)
+    _add_book(sub)
     _add_gateway(sub)
     _add_demo(sub)
     _add_generate(sub)
@@ -554,6 +557,119 @@ def _add_bridge(sub: Any) -> None:
     p.set_defaults(func=_Command("bridge", "cmd_bridge"))
 
 
+def _symbols(text: str) -> frozenset[str]:
+    names = frozenset(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: give stock symbols, comma-separated")
+    return names
+
+
+def _tables(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    bad = [n for n in names if n not in ("bbo", "trades", "depth")]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: tables are bbo, trades, depth")
+    return names
+
+
+EPILOG_BOOK = """\
+examples:
+  moldudp64 book day.bin -o book/                  # a BinaryFILE (or a pcap/pcapng)
+  moldudp64 book day.bin -o book/ --symbols AAPL,MSFT --depth 5
+  moldudp64 book day.bin -o book/ --interval 60 --depth 20 --tables depth
+  moldudp64 book 239.1.1.1:30001 --request-server 10.0.0.5:30002 -o book/
+  moldudp64 book nats://127.0.0.1:4222/ITCH -o book/
+  moldudp64 book 239.1.1.1:30001 -o book/ --snapshot-port 30020   # late joiners:
+  moldudp64 listen 239.1.1.1:30001 --snapshot soup://127.0.0.1:30020 -o late.bin
+
+Writes DIR/bbo.parquet (a row per change of a stock's best bid or offer), DIR/trades.parquet
+(a row per E, C, P, Q, B) and DIR/depth.parquet (a row per change of a stock's top --depth
+levels; with --interval, every stock's levels at each multiple of the interval). Messages
+lost and not recovered: DIR/book_state.parquet names the ranges (every book unreliable from
+there) and the exit code is 3.
+"""
+
+
+def _add_book(sub: Any) -> None:
+    """The ``book`` command's arguments."""
+    p = sub.add_parser(
+        "book",
+        help="build the ITCH 5.0 order book; write bbo, trades and depth tables (Parquet)",
+        description="Build every stock's full-depth order book from TotalView-ITCH 5.0 "
+        "messages (a BinaryFILE, a pcap/pcapng capture, a live feed with recovery, or a "
+        "session stored in JetStream) and write its tables as Parquet, a bounded batch at "
+        "a time.",
+        epilog=EPILOG_BOOK,
+        formatter_class=_RAW,
+    )
+    _add_verbose(p)
+    p.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="a BinaryFILE or pcap/pcapng, a live GROUP:PORT, nats://HOST:PORT/STREAM, or "
+        "a SoupBinTCP session soup://[USER:PASS@]HOST:PORT[/SESSION]",
+    )
+    p.add_argument("--output", "-o", metavar="DIR", required=True, help="directory of tables")
+    p.add_argument(
+        "--depth",
+        metavar="N",
+        type=_int_at_least(1, "depth", 50),
+        default=10,
+        help="levels per side in the depth table (default 10; 20 for research samples)",
+    )
+    p.add_argument(
+        "--symbols",
+        metavar="A,B",
+        type=_symbols,
+        help="rows only for these stocks (every book is kept all the same)",
+    )
+    p.add_argument(
+        "--interval",
+        metavar="SECONDS",
+        type=POSITIVE_SECONDS,
+        help="depth holds each stock's levels at every multiple of SECONDS of the feed's "
+        "clock, instead of a row per change",
+    )
+    p.add_argument(
+        "--tables",
+        metavar="LIST",
+        type=_tables,
+        default=("bbo", "trades", "depth"),
+        help="which tables (default bbo,trades,depth)",
+    )
+    p.add_argument(
+        "--port",
+        type=CAPTURED_PORT,
+        help="captures: only UDP datagrams from or to this port",
+    )
+    p.add_argument(
+        "--snapshot-port",
+        metavar="PORT",
+        type=_type("port", _port_from(0)),
+        help="serve GLIMPSE-style snapshots of the book over SoupBinTCP on this port (0: any "
+        "free one): each login gets the system event, every stock's directory, trading "
+        "state and an Add Order per resting order in priority order, then End of Snapshot "
+        "with the feed number to continue from (listen --snapshot soup://... joins late)",
+    )
+    p.add_argument(
+        "--snapshot-addr",
+        metavar="ADDR",
+        type=IPV4,
+        default="127.0.0.1",
+        help="address of the snapshot server (default 127.0.0.1)",
+    )
+    p.add_argument(
+        "--max-retries",
+        metavar="N",
+        type=_int_at_least(0, "retries"),
+        default=5,
+        help="soup://: reconnects in a row before giving up (default 5)",
+    )
+    _add_feed(p)
+    _add_stop(p)
+    p.set_defaults(func=_Command("book", "cmd_book"))
+
+
 def _add_demo(sub: Any) -> None:
     """The ``demo`` command's arguments."""
     p = sub.add_parser(
@@ -709,7 +825,7 @@ def _add_serve_soup(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--soup-port",
         metavar="PORT",
-        type=_port_from(0),
+        type=_type("port", _port_from(0)),
         help="serve the session over SoupBinTCP on this TCP port (0: any free port)",
     )
     p.add_argument(
@@ -731,8 +847,9 @@ examples:
 
 Joins the feed (recovering gaps), appends every message to --output (a BinaryFILE: memory
 stays bounded) and serves it over SoupBinTCP, each client from the number it asks for.
-A range lost on the feed ends the served session there: clients get End of Session after
-the last message before it, and the loss is logged and summarised (exit 3).
+A range lost on the feed stops the served session there: clients are disconnected after the
+last message before it with no End of Session, a login at or past it is rejected (S), and
+the loss is logged and summarised (exit 3).
 """
 
 

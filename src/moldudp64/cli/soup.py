@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -83,9 +83,14 @@ def cmd_listen_soup(args: argparse.Namespace) -> int:
     ):
         if value:
             raise UsageError(f"{option} is for a MoldUDP64 feed, not a soup:// session")
-    if args.session and source.session and args.session != source.session:
-        raise UsageError(f"--session {args.session} and the URL's {source.session} differ")
-    session = source.session or args.session or ""
+    if getattr(args, "snapshot", None) is not None:
+        raise UsageError("--snapshot is for joining a MoldUDP64 feed, not a soup:// session")
+    if args.session:
+        raise UsageError(
+            "--session is for a MoldUDP64 feed: a soup:// session goes in the URL "
+            "(soup://HOST:PORT/SESSION)"
+        )
+    session = source.session
     start = args.start_seq if args.start_seq is not None else 1
     sink = open_sink(args.output, args.format, args.decode)
     client = SoupBinTCP(
@@ -392,23 +397,21 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     last_received = -1
     last_activity = time.monotonic()
 
-    def serve(name: str) -> SoupServer:
-        srv = SoupServer(
+    try:
+        # Listen at once (a --soup-port 0 port is said now); until the feed's session is
+        # known (without --session), logins are rejected (J S).
+        server = SoupServer(
             store,
-            name,
+            session or "",
             (args.soup_addr, args.soup_port),
             username=username,
             password=password,
             finished=False,
             lock=lock,
         ).start()
-        host, port = srv.address
-        _say(f"moldudp64 gateway: session {_session_label(name)} over SoupBinTCP on {host}:{port}")
-        return srv
-
-    try:
-        if session is not None:
-            server = serve(session)
+        host, soup_port = server.address
+        name = _session_label(session) if session is not None else "(the feed's)"
+        _say(f"moldudp64 gateway: session {name} over SoupBinTCP on {host}:{soup_port}")
         metrics = start_metrics(
             args.metrics_port,
             args.metrics_addr,
@@ -436,9 +439,14 @@ def cmd_gateway(args: argparse.Namespace) -> int:
                 for batch in batches:
                     for ev in batch:
                         if type(ev) is MessagesDelivered:
-                            if server is None:
+                            if session is None:
                                 session = ev.session
-                                server = serve(ev.session)
+                                with lock:
+                                    server.session.session = ev.session
+                                _say(
+                                    f"moldudp64 gateway: serving session "
+                                    f"{_session_label(ev.session)}"
+                                )
                             with lock:
                                 base.extend(ev.messages)
                             written += len(ev.messages)
@@ -453,10 +461,9 @@ def cmd_gateway(args: argparse.Namespace) -> int:
                             break
                     if done:
                         break
-                if server is not None:
-                    with lock:
-                        base.flush()
-                    server.notify()
+                with lock:
+                    base.flush()
+                server.notify()
                 now = time.monotonic()
                 received = client.stats.datagrams_received
                 if received != last_received:
@@ -466,21 +473,23 @@ def cmd_gateway(args: argparse.Namespace) -> int:
                 if args.count is not None and written >= args.count:
                     done = True
             client.close()
-            if server is not None:
+            if session is not None:
                 # The served session ends at the last message stored: after the feed's end
-                # of session, and also before a lost range (never served across a hole).
+                # of session, and also before a lost range (never served across a hole;
+                # a login past the hole is rejected, never told the day simply ended).
+                if lost is not None:
+                    with lock:
+                        server.session.cut_at = lost.first_seq
                 server.finish()
                 if lost is not None:
                     _say(
                         f"moldudp64 gateway: messages {lost.first_seq}..{lost.last_seq} lost "
                         f"on the feed ({lost.reason}): the served session ends at "
-                        f"{lost.first_seq - 1} (End of Session there); nothing from "
+                        f"{lost.first_seq - 1} (clients are disconnected there, with no End of "
+                        f"Session, and a login from {lost.first_seq} on is rejected); nothing from "
                         f"{lost.first_seq} on is stored or served"
                     )
-                _say(
-                    f"moldudp64 gateway: {written} messages stored; serving them until "
-                    "stopped"
-                )
+                _say(f"moldudp64 gateway: {written} messages stored; serving them until stopped")
                 while not stop.set:
                     time.sleep(0.2)
             interrupted = stop.set
@@ -509,6 +518,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     _say(f"moldudp64 gateway: {end}: " + "; ".join(parts))
     if lost is not None:
         return EXIT_LOST
+    if idle:
+        return EXIT_IDLE
     if interrupted and not ended:
         return EXIT_INTERRUPTED
     return EXIT_OK
@@ -526,11 +537,22 @@ def _take(client: Any) -> Any:
 
 @dataclass
 class _Snapshot:
-    """What a snapshot load gave: messages written, the feed number to go on from."""
+    """What a snapshot load gave: messages written, the feed number to go on from, the
+    snapshot numbers the server no longer had, and messages after End of Snapshot."""
 
     messages: int
     next_seq: int
     session: str
+    #: Snapshot numbers the snapshot server did not have (it accepted past 1).
+    lost: list[tuple[int, int]] = field(default_factory=list)
+    #: Snapshot numbers that came after End of Snapshot (a second one included): not
+    #: written (the feed goes on from the number the first gave).
+    after_end: tuple[int, int] | None = None
+
+
+#: Seconds the snapshot session is read on after End of Snapshot, for what its server
+#: sends behind it (said, never dropped silently), unless End of Session comes first.
+SNAPSHOT_TAIL = 0.3
 
 
 def load_snapshot(
@@ -539,12 +561,16 @@ def load_snapshot(
     """Read a GLIMPSE-style snapshot session into ``sink`` up to its End of Snapshot
     message (not written); the feed number to continue from. ``number``: what the End of
     Snapshot number means, ``next`` (the first feed message to take: the default) or
-    ``last`` (the last one the snapshot includes)."""
-    from ..events import MessagesDelivered, SessionEnded
-    from ..soupbintcp import LoginRejectedError, end_of_snapshot_seq
+    ``last`` (the last one the snapshot includes). Snapshot numbers the server no longer
+    had, and messages it sent after End of Snapshot, are returned to be said."""
+    from ..events import MessagesDelivered, MessagesLost, SessionEnded
+    from ..soupbintcp import LoginRejectedError, SoupBinTCPError, end_of_snapshot_seq
     from ..sync.soupbintcp import SoupBinTCP
 
     written = 0
+    lost: list[tuple[int, int]] = []
+    result: _Snapshot | None = None
+    after: list[int] = []  # first and last number after End of Snapshot
     with SoupBinTCP(
         (source.host, source.port),
         username=source.username,
@@ -554,10 +580,31 @@ def load_snapshot(
         max_retries=max_retries,
     ) as snap:
         try:
-            for batch in snap.batches():
+            batches = snap.batches()
+            tail_until = 0.0
+            ended = False
+            while not ended:
+                if result is not None:
+                    # Read on briefly (End of Session ends it) for what follows the G.
+                    left = tail_until - time.monotonic()
+                    if left <= 0:
+                        break
+                    batches = snap.batches(timeout=left)
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    break
+                except (TimeoutError, SoupBinTCPError):
+                    if result is None:
+                        raise
+                    break  # after End of Snapshot: what the tail gave is enough
                 for ev in batch:
                     if type(ev) is MessagesDelivered:
                         messages = ev.messages
+                        if result is not None:  # past End of Snapshot: said, not written
+                            last = ev.seq_num + len(messages) - 1
+                            after[:] = [after[0] if after else ev.seq_num, last]
+                            continue
                         for i, message in enumerate(messages):
                             seq = end_of_snapshot_seq(message)
                             if seq is not None:
@@ -565,17 +612,28 @@ def load_snapshot(
                                     sink.write(ev.session, ev.seq_num, messages[:i])
                                 written += i
                                 follow = seq + 1 if number == "last" else seq
-                                return _Snapshot(written, max(follow, 1), ev.session)
-                        sink.write(ev.session, ev.seq_num, messages)
-                        written += len(messages)
+                                result = _Snapshot(written, max(follow, 1), ev.session, lost)
+                                tail_until = time.monotonic() + SNAPSHOT_TAIL
+                                if i + 1 < len(messages):
+                                    after[:] = [ev.seq_num + i + 1, ev.seq_num + len(messages) - 1]
+                                break
+                        else:
+                            sink.write(ev.session, ev.seq_num, messages)
+                            written += len(messages)
+                    elif isinstance(ev, MessagesLost):
+                        lost.append((ev.first_seq, ev.last_seq))
                     elif isinstance(ev, SessionEnded):
-                        break
+                        ended = True
         except LoginRejectedError as exc:
             raise UsageError(f"snapshot {source}: {exc}") from None
-    raise UsageError(
-        f"snapshot {source} ended after {written} messages without an End of Snapshot "
-        "message (G): nothing to continue the feed from"
-    )
+    if result is None:
+        raise UsageError(
+            f"snapshot {source} ended after {written} messages without an End of Snapshot "
+            "message (G): nothing to continue the feed from"
+        )
+    if after:
+        result.after_end = (after[0], after[-1])
+    return result
 
 
 def cmd_listen_snapshot(args: argparse.Namespace) -> int:
@@ -612,12 +670,30 @@ def cmd_listen_snapshot(args: argparse.Namespace) -> int:
                 sock.close()
             rereq.close()
             raise
-        _say(
-            f"moldudp64 listen: snapshot: {snap.messages} messages; the feed from {snap.next_seq}"
-        )
+        _say(f"moldudp64 listen: snapshot: {snap.messages} messages; the feed from {snap.next_seq}")
+        if snap.lost:
+            _say(f"moldudp64 listen: snapshot incomplete: {_snapshot_lost_text(snap)}")
+        if snap.after_end is not None:
+            first, last = snap.after_end
+            _say(
+                f"moldudp64 listen: snapshot messages {first}..{last} came after its End of "
+                "Snapshot (G): not written (the feed goes on from the number that G gave)"
+            )
         args.start_seq = snap.next_seq
         client = feed_client(args)
         client.open_with_sockets([sock for sock, _ in lines], rereq)
+        feed = client
+
+        def beyond_the_end() -> str | None:
+            """The feed ended its session below the snapshot's number: never reached."""
+            core = feed.stats.receiver
+            if core is not None and core.dropped.get("end_of_session_below_data"):
+                return (
+                    f"the feed's session ended before {snap.next_seq}, the number the "
+                    "snapshot continues from: the snapshot does not belong to this feed"
+                )
+            return None
+
         try:
             result = _receive(
                 client,
@@ -626,6 +702,7 @@ def cmd_listen_snapshot(args: argparse.Namespace) -> int:
                 idle_timeout=args.idle_timeout,
                 status=status,
                 label="listen",
+                give_up=beyond_the_end,
             )
         finally:
             client.close()
@@ -644,19 +721,35 @@ def cmd_listen_snapshot(args: argparse.Namespace) -> int:
             parts.append(f"{core.messages_before_start} feed messages in the snapshot skipped")
     parts.append(f"{result.lost_messages} lost")
     parts.append(f"{elapsed:.1f} s")
+    if snap.lost:
+        parts.append(f"{sum(b - a + 1 for a, b in snap.lost)} snapshot messages missing")
     end = (
         "interrupted" if result.interrupted
         else "session ended" if result.ended
+        else "error" if result.failure
         else f"idle for {args.idle_timeout} s" if result.idle
         else "stopped"
     )  # fmt: skip
     _say(f"moldudp64 listen: {end}: " + ", ".join(parts))
+    if result.failure:
+        _say(f"moldudp64 listen: error: {result.failure}")
+    if snap.lost:
+        _say(f"moldudp64 listen: snapshot incomplete: {_snapshot_lost_text(snap)}")
     if result.lost:
         _say(f"moldudp64 listen: messages lost for good: {_lost_text(result)}")
     if result.interrupted:
         return EXIT_INTERRUPTED
-    if result.lost_messages:
+    if result.lost_messages or result.failure or snap.lost:
         return EXIT_LOST
     if result.idle:
         return EXIT_IDLE
     return EXIT_OK
+
+
+def _snapshot_lost_text(snap: _Snapshot) -> str:
+    ranges = ", ".join(f"{a}..{b}" for a, b in snap.lost[:10])
+    more = f" and {len(snap.lost) - 10} more ranges" if len(snap.lost) > 10 else ""
+    return (
+        f"snapshot messages {ranges}{more} were not available on the snapshot server "
+        "(the state built from it lacks them)"
+    )

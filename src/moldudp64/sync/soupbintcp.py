@@ -54,6 +54,8 @@ _TURN_FILLS = 8
 #: Seconds the first reconnect waits; doubled each failure up to :data:`_MAX_BACKOFF`.
 _BACKOFF = 0.1
 _MAX_BACKOFF = 5.0
+#: Seconds a server stops accepting after ``accept()`` failed (out of descriptors).
+_ACCEPT_PAUSE = 0.25
 
 
 class SoupBinTCP:
@@ -63,8 +65,13 @@ class SoupBinTCP:
     means the server's current one. When the connection drops the client connects again
     and logs in with the session it was given and the next number it needs, up to
     ``max_retries`` times in a row (waits of 0.1 s doubling to 5 s); then iteration raises
-    :class:`CannotResume`. A Login Rejected raises :class:`LoginRejectedError` (after the
-    events before it). Iteration ends after End of Session or :meth:`close`. With
+    :class:`CannotResume`. A connection whose login is not answered within
+    ``login_timeout`` seconds (default ``timeout``) is a failed one. The server must accept
+    the session named (when one is) at the number asked for or later: another session, or
+    an earlier number, is a failed connection too (nothing below the number asked for is
+    ever delivered). A message numbered past 2**64-1 raises :class:`CannotResume`. A Login
+    Rejected raises :class:`LoginRejectedError` (after the events before it). Iteration
+    ends after End of Session or :meth:`close`. With
     ``runs=True`` :meth:`events` and :meth:`batches` give the messages as
     :class:`~moldudp64.soupbintcp.MessageRun` events (BinaryFILE blocks, for a recorder)
     instead of ``MessagesDelivered``; :meth:`messages` is the same either way.
@@ -83,6 +90,7 @@ class SoupBinTCP:
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
         timeout: float = DEFAULT_TIMEOUT,
         runs: bool = False,
+        login_timeout: float | None = None,
     ) -> None:
         if max_retries < 0:
             raise ConfigError(f"max_retries {max_retries!r} must be >= 0")
@@ -95,6 +103,7 @@ class SoupBinTCP:
             heartbeat_interval=heartbeat_interval,
             timeout=timeout,
             runs=runs,
+            login_timeout=login_timeout,
         )
         self.max_retries = max_retries
         self.connect_timeout = connect_timeout
@@ -102,6 +111,7 @@ class SoupBinTCP:
         self._buf = bytearray(_READ_SIZE)
         self._pending: list[Event] = []
         self._failures = 0
+        self._retry_at: float | None = None  # the next reconnect waits until then
         self._closed = False
         self._error: BaseException | None = None
         #: Connections made (1 + reconnects).
@@ -237,6 +247,12 @@ class SoupBinTCP:
                 if core.rejected is not None:
                     self._error = LoginRejectedError(core.rejected)
                     self._drop_socket()
+                elif core.broken is not None:
+                    self._error = CannotResume(
+                        f"session {core.session!r} from {self.address[0]}:{self.address[1]}: "
+                        f"{core.broken}"
+                    )
+                    self._drop_socket()
                 elif core.ended:
                     self._drop_socket()
                 else:
@@ -272,8 +288,10 @@ class SoupBinTCP:
         )
 
     def _connect(self, deadline: float | None) -> None:
-        """Connect and queue the login, waiting the backoff first after a failure."""
-        if self.connections:
+        """Connect and queue the login, waiting the backoff first after a failure (no
+        longer than ``deadline``: :class:`TimeoutError` then, the wait goes on at the next
+        call, so a caller polling with a timeout still sees its stop flag)."""
+        if self.connections and self._retry_at is None:
             self._failures += 1
             if self._failures > self.max_retries:
                 last = self.disconnects[-1] if self.disconnects else "?"
@@ -283,7 +301,15 @@ class SoupBinTCP:
                     f"failed (last: {last})"
                 )
                 raise self._error
-            time.sleep(min(_MAX_BACKOFF, _BACKOFF * 2 ** (self._failures - 1)))
+            backoff = min(_MAX_BACKOFF, _BACKOFF * 2 ** (self._failures - 1))
+            self._retry_at = time.monotonic() + backoff
+        if self._retry_at is not None:
+            now = time.monotonic()
+            if deadline is not None and deadline < self._retry_at:
+                time.sleep(max(0.0, deadline - now))
+                raise TimeoutError("no event within the timeout")
+            time.sleep(max(0.0, self._retry_at - now))
+            self._retry_at = None
         self.connections += 1
         try:
             sock = socket.create_connection(self.address, timeout=self.connect_timeout)
@@ -331,7 +357,12 @@ class SoupServer:
     ``finished=True`` (a recorded day) a client that reaches the end gets End of Session;
     with ``finished=False`` (a live store another thread appends to) it waits for more,
     until :meth:`finish`. Call :meth:`notify` after appending (or the server looks again
-    within 50 ms). ``max_clients`` connections at once; more are closed at once, counted.
+    within 50 ms). ``max_clients`` connections at once: when full, a new connection takes
+    the slot of the oldest one that has not sent its Login Request yet (counted under
+    ``closed['evicted']`` and ``refused_full``), else it is closed at once
+    (``refused_full``). A connection has
+    ``login_timeout`` seconds (default 5) to log in. A failing ``accept()`` (out of file
+    descriptors) pauses accepting for a while and is logged once per 10 s with a count.
     """
 
     def __init__(
@@ -347,6 +378,7 @@ class SoupServer:
         max_output: int = DEFAULT_MAX_OUTPUT,
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
         timeout: float = DEFAULT_TIMEOUT,
+        login_timeout: float | None = None,
         lock: Any = None,
     ) -> None:
         self.session = StoreSession(
@@ -356,6 +388,7 @@ class SoupServer:
         self.max_output = max_output
         self.heartbeat_interval = heartbeat_interval
         self.timeout = timeout
+        self.login_timeout = login_timeout
         self._lock = lock if lock is not None else contextlib.nullcontext()
         self._stats = SoupServerStats()
         self._stats_lock = threading.Lock()
@@ -378,6 +411,9 @@ class SoupServer:
         self._thread: threading.Thread | None = None
         self._stop = False
         self._last_full_log = -1e9
+        self._accept_paused_until = 0.0
+        self._accept_failures = 0
+        self._last_accept_log = -1e9
 
     @property
     def address(self) -> Address:
@@ -445,6 +481,11 @@ class SoupServer:
                 due = client.core.get_timer()
                 if due is not None:
                     wait = min(wait, max(0.0, due - now))
+            if self._accept_paused_until and now >= self._accept_paused_until:
+                self._accept_paused_until = 0.0
+                self._selector.register(self._listener, selectors.EVENT_READ, None)
+            elif self._accept_paused_until:
+                wait = min(wait, self._accept_paused_until - now)
             for key, mask in self._selector.select(wait):
                 if self._stop:
                     break
@@ -470,10 +511,12 @@ class SoupServer:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                logger.warning("SoupBinTCP accept failed: %s", exc)
+                self._accept_failed(exc)
                 return
             with self._stats_lock:
                 self._stats.connections += 1
+            if len(self._clients) >= self.max_clients:
+                self._evict_one()
             if len(self._clients) >= self.max_clients:
                 with self._stats_lock:
                     self._stats.refused_full += 1
@@ -493,11 +536,39 @@ class SoupServer:
                 heartbeat_interval=self.heartbeat_interval,
                 timeout=self.timeout,
                 max_output=self.max_output,
+                login_timeout=self.login_timeout,
             )
             core.connected(time.monotonic())
             client = _Client(sock, (addr[0], addr[1]), core)
             self._clients[sock.fileno()] = client
             self._selector.register(sock, selectors.EVENT_READ, client)
+
+    def _accept_failed(self, exc: OSError) -> None:
+        """``accept()`` failed (out of descriptors, say): stop accepting for a while (the
+        pending connection stays in the backlog) and log once per 10 s with a count."""
+        self._accept_failures += 1
+        now = time.monotonic()
+        if now - self._last_accept_log >= 10:
+            self._last_accept_log = now
+            logger.warning(
+                "SoupBinTCP accept failed: %s (%d failure(s) so far; accepting paused %.1f s)",
+                exc,
+                self._accept_failures,
+                _ACCEPT_PAUSE,
+            )
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(self._listener)
+        self._accept_paused_until = now + _ACCEPT_PAUSE
+
+    def _evict_one(self) -> None:
+        """Full: drop the oldest connection that has not logged in (it costs its peer
+        nothing to hold, a real client logs in at once)."""
+        for client in self._clients.values():  # in the order they connected
+            if not client.core.login_seen and client.closing is None and client.core.is_open:
+                with self._stats_lock:
+                    self._stats.refused_full += 1
+                self._drop(client, "evicted: not logged in while the server was full")
+                return
 
     def _read(self, client: _Client) -> None:
         try:

@@ -1,0 +1,1418 @@
+/*
+ * Optional C twin of moldudp64.itch50.book.PyBookCore: the order book ITCH 5.0 messages
+ * build, with the same rows byte for byte (the tests compare them). The package works
+ * without it (pure-Python fallback).
+ *
+ * Orders live in a pool (free list) found by reference through an open-addressing hash
+ * table (linear probing, backward-shift deletion; grows at half full, shrinks at 1/8);
+ * each price level holds its orders as a doubly-linked list in time priority; each side of
+ * a stock is an array of levels sorted so that the best is last (price ascending for bids,
+ * descending for asks): inserts and removals near the top move few entries.
+ *
+ * (Longer than most files on purpose: the hash, the pools, the levels, the rows, the
+ * queries and the Python type are one translation unit so the hot path inlines.)
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NO_CHANGE (1 << 30)
+#define BBO_WIDTH 10
+#define TRADES_WIDTH 11
+
+typedef struct {
+    uint64_t ref;
+    uint64_t shares;
+    uint32_t price;
+    uint16_t locate;
+    uint8_t side;
+    int32_t level;
+    int32_t prev, next;
+} Order;
+
+typedef struct {
+    uint32_t price;
+    uint32_t count;
+    uint64_t shares;
+    int32_t head, tail;
+} Level;
+
+typedef struct {
+    uint32_t *keys; /* sorted ascending, best last: the price for bids, ~price for asks */
+    int32_t *lv;    /* the level of each key */
+    int32_t n, cap;
+} Side;
+
+typedef struct {
+    int32_t code;
+    uint8_t emit;
+    Side sides[2];
+    int64_t last_bbo[6];
+    int64_t *last_depth;
+    /* state (has_*: seen) */
+    uint8_t trading_state, reg_sho, market_code, halt_action, market_category;
+    uint8_t has_reason, has_luld, has_ipo, has_round_lot, ipo_qualifier;
+    char reason[4];
+    uint32_t luld[4];
+    uint32_t ipo_time, ipo_price, round_lot;
+} Stock;
+
+typedef struct {
+    uint64_t key;
+    int64_t val; /* -1: empty */
+} Slot;
+
+typedef struct {
+    int64_t *d;
+    Py_ssize_t n, cap;
+} Rows;
+
+typedef struct {
+    PyObject_HEAD
+    int depth;
+    int want_bbo, want_trades;
+    int64_t interval_ns;
+    int64_t next_sample;
+    uint64_t last_seq;
+    PyObject *symbols; /* a set, or NULL: every stock */
+    Stock *stocks[65536];
+    /* orders */
+    Order *orders;
+    int32_t orders_cap, orders_free;
+    Slot *slots;
+    uint64_t hcap; /* power of 2 */
+    uint64_t hcount;
+    /* levels */
+    Level *levels;
+    int32_t levels_cap, levels_free;
+    /* names: code -> 8 raw bytes; a hash of raw name -> code */
+    uint64_t *names;
+    int32_t names_n, names_cap;
+    uint64_t *nkeys;
+    int32_t *nvals;
+    uint64_t ncap;
+    Rows bbo, trades, depth_rows;
+    int64_t *scratch;
+    /* market */
+    uint8_t event_code, breached;
+    int has_mwcb;
+    uint64_t mwcb[3];
+    unsigned long long unknown_orders, overfills, duplicate_orders, invalid, messages;
+} BookCore;
+
+/* ------------------------------------------------------------------ helpers */
+
+static inline uint16_t rd16(const unsigned char *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline uint32_t rd32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline uint64_t rd48(const unsigned char *p)
+{
+    return (uint64_t)rd16(p) << 32 | rd32(p + 2);
+}
+static inline uint64_t rd64(const unsigned char *p) { return (uint64_t)rd32(p) << 32 | rd32(p + 4); }
+static inline uint64_t rdname(const unsigned char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+static inline uint64_t mix(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static int rows_push(Rows *r, const int64_t *v, Py_ssize_t k)
+{
+    if (r->n + k > r->cap) {
+        Py_ssize_t cap = r->cap ? r->cap * 2 : 4096;
+        while (cap < r->n + k)
+            cap *= 2;
+        int64_t *d = realloc(r->d, (size_t)cap * sizeof(int64_t));
+        if (d == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        r->d = d;
+        r->cap = cap;
+    }
+    memcpy(r->d + r->n, v, (size_t)k * sizeof(int64_t));
+    r->n += k;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ order hash */
+
+static int32_t hfind(BookCore *b, uint64_t ref)
+{
+    uint64_t mask = b->hcap - 1, i = mix(ref) & mask;
+    const Slot *t = b->slots;
+    for (;;) {
+        if (t[i].val < 0)
+            return -1;
+        if (t[i].key == ref)
+            return (int32_t)t[i].val;
+        i = (i + 1) & mask;
+    }
+}
+
+static int hresize(BookCore *b, uint64_t cap)
+{
+    Slot *t = malloc(cap * sizeof(Slot));
+    if (t == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memset(t, 0xff, cap * sizeof(Slot));
+    uint64_t mask = cap - 1;
+    for (uint64_t j = 0; j < b->hcap; j++) {
+        if (b->slots[j].val < 0)
+            continue;
+        uint64_t i = mix(b->slots[j].key) & mask;
+        while (t[i].val >= 0)
+            i = (i + 1) & mask;
+        t[i] = b->slots[j];
+    }
+    free(b->slots);
+    b->slots = t;
+    b->hcap = cap;
+    return 0;
+}
+
+static int hinsert(BookCore *b, uint64_t ref, int32_t v)
+{
+    if ((b->hcount + 1) * 2 > b->hcap && hresize(b, b->hcap * 2) < 0)
+        return -1;
+    uint64_t mask = b->hcap - 1, i = mix(ref) & mask;
+    Slot *t = b->slots;
+    while (t[i].val >= 0)
+        i = (i + 1) & mask;
+    t[i].key = ref;
+    t[i].val = v;
+    b->hcount++;
+    return 0;
+}
+
+static void herase(BookCore *b, uint64_t ref)
+{
+    uint64_t mask = b->hcap - 1, i = mix(ref) & mask;
+    Slot *t = b->slots;
+    while (t[i].val < 0 || t[i].key != ref) {
+        if (t[i].val < 0)
+            return;
+        i = (i + 1) & mask;
+    }
+    /* backward-shift deletion: pull back every later entry of the run that may move */
+    uint64_t j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (t[j].val < 0)
+            break;
+        uint64_t home = mix(t[j].key) & mask;
+        /* j may fill the hole i when its home is not cyclically in (i, j] */
+        if ((j > i && (home <= i || home > j)) || (j < i && home <= i && home > j)) {
+            t[i] = t[j];
+            i = j;
+        }
+    }
+    t[i].val = -1;
+    b->hcount--;
+    if (b->hcap > 1024 && b->hcount * 8 < b->hcap && hresize(b, b->hcap / 2) < 0)
+        PyErr_Clear(); /* the larger table stays */
+}
+
+/* ------------------------------------------------------------------ pools */
+
+static int32_t order_alloc(BookCore *b)
+{
+    if (b->orders_free < 0) {
+        int32_t old = b->orders_cap, cap = old ? old * 2 : 1024;
+        Order *o = realloc(b->orders, (size_t)cap * sizeof(Order));
+        if (o == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        b->orders = o;
+        for (int32_t i = cap - 1; i >= old; i--) {
+            o[i].next = b->orders_free;
+            b->orders_free = i;
+        }
+        b->orders_cap = cap;
+    }
+    int32_t i = b->orders_free;
+    b->orders_free = b->orders[i].next;
+    return i;
+}
+
+static void order_release(BookCore *b, int32_t i)
+{
+    b->orders[i].next = b->orders_free;
+    b->orders_free = i;
+}
+
+static int32_t level_alloc(BookCore *b)
+{
+    if (b->levels_free < 0) {
+        int32_t old = b->levels_cap, cap = old ? old * 2 : 1024;
+        Level *l = realloc(b->levels, (size_t)cap * sizeof(Level));
+        if (l == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        b->levels = l;
+        for (int32_t i = cap - 1; i >= old; i--) {
+            l[i].head = b->levels_free;
+            b->levels_free = i;
+        }
+        b->levels_cap = cap;
+    }
+    int32_t i = b->levels_free;
+    b->levels_free = b->levels[i].head;
+    return i;
+}
+
+static void level_release(BookCore *b, int32_t i)
+{
+    b->levels[i].head = b->levels_free;
+    b->levels_free = i;
+}
+
+/* ------------------------------------------------------------------ stocks and names */
+
+static Stock *get_stock(BookCore *b, uint16_t locate)
+{
+    Stock *s = b->stocks[locate];
+    if (s != NULL)
+        return s;
+    s = calloc(1, sizeof(Stock));
+    if (s == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    s->code = -1;
+    s->emit = b->symbols == NULL;
+    s->last_bbo[0] = -1;
+    s->last_bbo[3] = -1;
+    if (b->depth) {
+        s->last_depth = calloc((size_t)b->depth * 6, sizeof(int64_t));
+        if (s->last_depth == NULL) {
+            free(s);
+            PyErr_NoMemory();
+            return NULL;
+        }
+        for (int i = 0; i < b->depth; i++) {
+            s->last_depth[6 * i] = -1;
+            s->last_depth[6 * i + 3] = -1;
+        }
+    }
+    b->stocks[locate] = s;
+    return s;
+}
+
+static PyObject *name_str(uint64_t raw)
+{
+    const char *p = (const char *)&raw;
+    Py_ssize_t n = 8;
+    while (n > 0 && p[n - 1] == ' ')
+        n--;
+    return PyUnicode_DecodeLatin1(p, n, NULL);
+}
+
+static int set_name(BookCore *b, Stock *s, uint64_t raw)
+{
+    uint64_t mask = b->ncap - 1, i = mix(raw) & mask;
+    int32_t code = -1;
+    while (b->nvals[i] >= 0) {
+        if (b->nkeys[i] == raw) {
+            code = b->nvals[i];
+            break;
+        }
+        i = (i + 1) & mask;
+    }
+    if (code < 0) {
+        if (b->names_n == b->names_cap) {
+            int32_t cap = b->names_cap * 2;
+            uint64_t *names = realloc(b->names, (size_t)cap * sizeof(uint64_t));
+            if (names == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            b->names = names;
+            b->names_cap = cap;
+        }
+        code = b->names_n++;
+        b->names[code] = raw;
+        b->nkeys[i] = raw;
+        b->nvals[i] = code;
+        if ((uint64_t)b->names_n * 2 > b->ncap) { /* grow the name hash */
+            uint64_t cap = b->ncap * 2;
+            uint64_t *keys = malloc(cap * sizeof(uint64_t));
+            int32_t *vals = malloc(cap * sizeof(int32_t));
+            if (keys == NULL || vals == NULL) {
+                free(keys);
+                free(vals);
+                PyErr_NoMemory();
+                return -1;
+            }
+            memset(vals, 0xff, cap * sizeof(int32_t));
+            for (int32_t c = 0; c < b->names_n; c++) {
+                uint64_t j = mix(b->names[c]) & (cap - 1);
+                while (vals[j] >= 0)
+                    j = (j + 1) & (cap - 1);
+                keys[j] = b->names[c];
+                vals[j] = c;
+            }
+            free(b->nkeys);
+            free(b->nvals);
+            b->nkeys = keys;
+            b->nvals = vals;
+            b->ncap = cap;
+        }
+    }
+    s->code = code;
+    if (b->symbols == NULL) {
+        s->emit = 1;
+    } else {
+        PyObject *name = name_str(raw);
+        if (name == NULL)
+            return -1;
+        int in = PySet_Contains(b->symbols, name);
+        Py_DECREF(name);
+        if (in < 0)
+            return -1;
+        s->emit = (uint8_t)in;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ the book */
+
+static inline uint32_t key_for(uint32_t price, int side) { return side ? ~price : price; }
+
+/* first index of the side's sorted keys that is >= key (the keys alone: no level touched) */
+static inline int32_t lower_bound(const Side *sd, uint32_t key)
+{
+    int32_t lo = 0, hi = sd->n;
+    const uint32_t *k = sd->keys;
+    /* most activity is near the best (the end): look there first */
+    if (hi == 0 || k[hi - 1] < key)
+        return hi;
+    if (hi >= 2 && k[hi - 2] < key)
+        return hi - 1;
+    while (lo < hi) {
+        int32_t mid = (lo + hi) >> 1;
+        if (k[mid] < key)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* rest a new order at the back of its level; the level's rank (-1: out of memory) */
+static int32_t book_add(BookCore *b, Stock *s, uint16_t locate, uint64_t ref, int side,
+                        uint32_t price, uint64_t shares)
+{
+    Side *sd = &s->sides[side];
+    uint32_t key = key_for(price, side);
+    int32_t at = lower_bound(sd, key);
+    int32_t lv, rank;
+    int32_t oi = order_alloc(b);
+    if (oi < 0)
+        return -1;
+    if (at < sd->n && sd->keys[at] == key) {
+        lv = sd->lv[at];
+        rank = sd->n - 1 - at;
+    } else {
+        if (sd->n == sd->cap) {
+            int32_t cap = sd->cap ? sd->cap * 2 : 16;
+            int32_t *a = realloc(sd->lv, (size_t)cap * sizeof(int32_t));
+            if (a != NULL)
+                sd->lv = a;
+            uint32_t *k = a == NULL ? NULL : realloc(sd->keys, (size_t)cap * sizeof(uint32_t));
+            if (k == NULL) {
+                order_release(b, oi);
+                PyErr_NoMemory();
+                return -1;
+            }
+            sd->keys = k;
+            sd->cap = cap;
+        }
+        lv = level_alloc(b);
+        if (lv < 0) {
+            order_release(b, oi);
+            return -1;
+        }
+        Level *L = &b->levels[lv];
+        L->price = price;
+        L->count = 0;
+        L->shares = 0;
+        L->head = L->tail = -1;
+        memmove(sd->lv + at + 1, sd->lv + at, (size_t)(sd->n - at) * sizeof(int32_t));
+        memmove(sd->keys + at + 1, sd->keys + at, (size_t)(sd->n - at) * sizeof(uint32_t));
+        sd->lv[at] = lv;
+        sd->keys[at] = key;
+        sd->n++;
+        rank = sd->n - 1 - at;
+    }
+    if (hinsert(b, ref, oi) < 0) {
+        order_release(b, oi);
+        return -1; /* a new empty level may stay: harmless, never reported */
+    }
+    Level *L = &b->levels[lv];
+    Order *o = &b->orders[oi];
+    o->ref = ref;
+    o->shares = shares;
+    o->price = price;
+    o->locate = locate;
+    o->side = (uint8_t)side;
+    o->level = lv;
+    o->next = -1;
+    o->prev = L->tail;
+    if (L->tail >= 0)
+        b->orders[L->tail].next = oi;
+    else
+        L->head = oi;
+    L->tail = oi;
+    L->count++;
+    L->shares += shares;
+    return rank;
+}
+
+/* take shares off a resting order (all: it leaves); the level's rank before */
+static int32_t book_reduce(BookCore *b, int32_t oi, uint64_t shares)
+{
+    Order *o = &b->orders[oi];
+    if (shares > o->shares) {
+        b->overfills++;
+        shares = o->shares;
+    }
+    if (shares == 0 && o->shares != 0)
+        return NO_CHANGE;
+    Stock *s = b->stocks[o->locate];
+    int side = o->side;
+    Side *sd = &s->sides[side];
+    int32_t lv = o->level;
+    int32_t at = lower_bound(sd, key_for(o->price, side));
+    int32_t rank = sd->n - 1 - at;
+    Level *L = &b->levels[lv];
+    L->shares -= shares;
+    o->shares -= shares;
+    if (o->shares == 0) {
+        if (o->prev >= 0)
+            b->orders[o->prev].next = o->next;
+        else
+            L->head = o->next;
+        if (o->next >= 0)
+            b->orders[o->next].prev = o->prev;
+        else
+            L->tail = o->prev;
+        L->count--;
+        herase(b, o->ref);
+        order_release(b, oi);
+        if (L->count == 0) {
+            memmove(sd->lv + at, sd->lv + at + 1, (size_t)(sd->n - at - 1) * sizeof(int32_t));
+            memmove(sd->keys + at, sd->keys + at + 1,
+                    (size_t)(sd->n - at - 1) * sizeof(uint32_t));
+            sd->n--;
+            level_release(b, lv);
+        }
+    }
+    return rank;
+}
+
+static inline void level_values(const BookCore *b, const Side *sd, int32_t i, int64_t *out)
+{
+    if (i < sd->n) {
+        const Level *L = &b->levels[sd->lv[sd->n - 1 - i]];
+        out[0] = L->price;
+        out[1] = (int64_t)L->shares;
+        out[2] = L->count;
+    } else {
+        out[0] = -1;
+        out[1] = 0;
+        out[2] = 0;
+    }
+}
+
+static void depth_values(const BookCore *b, const Stock *s, int64_t *out)
+{
+    for (int i = 0; i < b->depth; i++) {
+        level_values(b, &s->sides[0], i, out + 6 * i);
+        level_values(b, &s->sides[1], i, out + 6 * i + 3);
+    }
+}
+
+static int changed(BookCore *b, Stock *s, uint16_t locate, uint64_t seq, int64_t ts, int32_t rank)
+{
+    if (!s->emit)
+        return 0;
+    if (rank == 0 && b->want_bbo) {
+        int64_t v[BBO_WIDTH];
+        level_values(b, &s->sides[0], 0, v + 4);
+        level_values(b, &s->sides[1], 0, v + 7);
+        if (memcmp(v + 4, s->last_bbo, 6 * sizeof(int64_t)) != 0) {
+            memcpy(s->last_bbo, v + 4, 6 * sizeof(int64_t));
+            v[0] = (int64_t)seq;
+            v[1] = ts;
+            v[2] = locate;
+            v[3] = s->code;
+            if (rows_push(&b->bbo, v, BBO_WIDTH) < 0)
+                return -1;
+        }
+    }
+    if (rank < b->depth && !b->interval_ns) {
+        int64_t *v = b->scratch;
+        depth_values(b, s, v + 4);
+        if (memcmp(v + 4, s->last_depth, (size_t)b->depth * 6 * sizeof(int64_t)) != 0) {
+            memcpy(s->last_depth, v + 4, (size_t)b->depth * 6 * sizeof(int64_t));
+            v[0] = (int64_t)seq;
+            v[1] = ts;
+            v[2] = locate;
+            v[3] = s->code;
+            if (rows_push(&b->depth_rows, v, 4 + 6 * b->depth) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* depth rows of every emitted stock at the boundary reached (quiet boundaries are not
+ * repeated: rows stay bounded by the messages), then the next boundary after ts */
+static int sample(BookCore *b, int64_t ts)
+{
+    int64_t step = b->interval_ns;
+    if (b->next_sample >= 0 && b->depth) {
+        for (int l = 0; l < 65536; l++) {
+            Stock *s = b->stocks[l];
+            if (s == NULL || !s->emit)
+                continue;
+            int64_t *v = b->scratch;
+            v[0] = (int64_t)b->last_seq;
+            v[1] = b->next_sample;
+            v[2] = l;
+            v[3] = s->code;
+            depth_values(b, s, v + 4);
+            if (rows_push(&b->depth_rows, v, 4 + 6 * b->depth) < 0)
+                return -1;
+        }
+    }
+    b->next_sample = (ts / step + 1) * step;
+    return 0;
+}
+
+static int trade_row(BookCore *b, uint64_t seq, int64_t ts, uint16_t locate, int32_t code,
+                     int64_t kind, int64_t price, uint64_t shares, int64_t side, uint64_t ref,
+                     uint64_t match, int64_t printable)
+{
+    int64_t v[TRADES_WIDTH] = {(int64_t)seq, ts, locate, code, kind, price, (int64_t)shares,
+                               side, (int64_t)ref, (int64_t)match, printable};
+    return rows_push(&b->trades, v, TRADES_WIDTH);
+}
+
+static signed char LENGTHS[256];
+
+/* apply one message; -1 on an error (out of memory) */
+static int apply(BookCore *b, const unsigned char *m, Py_ssize_t n, uint64_t seq)
+{
+    b->messages++;
+    if (n == 0 || LENGTHS[m[0]] != n) {
+        b->invalid++;
+        b->last_seq = seq;
+        return 0;
+    }
+    int kind = m[0];
+    uint16_t locate = rd16(m + 1);
+    int64_t ts = (int64_t)rd48(m + 5);
+    if (b->interval_ns && ts >= b->next_sample && sample(b, ts) < 0)
+        return -1;
+    Stock *s;
+    int32_t oi, r1, r2;
+    switch (kind) {
+    case 'A':
+    case 'F': {
+        uint64_t ref = rd64(m + 11);
+        if ((s = get_stock(b, locate)) == NULL)
+            return -1;
+        if (s->code < 0 && set_name(b, s, rdname(m + 24)) < 0)
+            return -1;
+        if (hfind(b, ref) >= 0) {
+            b->duplicate_orders++;
+        } else {
+            int side = m[19] == 'S';
+            r1 = book_add(b, s, locate, ref, side, rd32(m + 32), rd32(m + 20));
+            if (r1 < 0 || changed(b, s, locate, seq, ts, r1) < 0)
+                return -1;
+        }
+        break;
+    }
+    case 'E':
+    case 'C': {
+        uint64_t ref = rd64(m + 11), shares = rd32(m + 19), match = rd64(m + 23);
+        int64_t printable = kind == 'E' ? 'Y' : m[31];
+        oi = hfind(b, ref);
+        if (oi < 0) {
+            b->unknown_orders++;
+            if ((s = get_stock(b, locate)) == NULL)
+                return -1;
+            if (b->want_trades && s->emit
+                && trade_row(b, seq, ts, locate, s->code, kind,
+                             kind == 'E' ? -1 : (int64_t)rd32(m + 32), shares, 0, ref, match,
+                             printable) < 0)
+                return -1;
+        } else {
+            Order *o = &b->orders[oi];
+            uint16_t own = o->locate;
+            s = b->stocks[own];
+            if (b->want_trades && s->emit
+                && trade_row(b, seq, ts, own, s->code, kind,
+                             kind == 'E' ? (int64_t)o->price : (int64_t)rd32(m + 32), shares,
+                             o->side ? 'S' : 'B', ref, match, printable) < 0)
+                return -1;
+            r1 = book_reduce(b, oi, shares);
+            if (changed(b, s, own, seq, ts, r1) < 0)
+                return -1;
+        }
+        break;
+    }
+    case 'X':
+    case 'D': {
+        uint64_t ref = rd64(m + 11);
+        oi = hfind(b, ref);
+        if (oi < 0) {
+            b->unknown_orders++;
+        } else {
+            uint16_t own = b->orders[oi].locate;
+            uint64_t shares = kind == 'X' ? rd32(m + 19) : b->orders[oi].shares;
+            r1 = book_reduce(b, oi, shares);
+            if (changed(b, b->stocks[own], own, seq, ts, r1) < 0)
+                return -1;
+        }
+        break;
+    }
+    case 'U': {
+        uint64_t old = rd64(m + 11), new_ref = rd64(m + 19);
+        oi = hfind(b, old);
+        if (oi < 0) {
+            b->unknown_orders++;
+        } else {
+            Order *o = &b->orders[oi];
+            uint16_t own = o->locate;
+            int side = o->side;
+            s = b->stocks[own];
+            if (new_ref != old && hfind(b, new_ref) >= 0) {
+                b->duplicate_orders++;
+                r1 = book_reduce(b, oi, o->shares);
+                if (changed(b, s, own, seq, ts, r1) < 0)
+                    return -1;
+            } else {
+                r1 = book_reduce(b, oi, o->shares);
+                r2 = book_add(b, s, own, new_ref, side, rd32(m + 31), rd32(m + 27));
+                if (r2 < 0 || changed(b, s, own, seq, ts, r1 < r2 ? r1 : r2) < 0)
+                    return -1;
+            }
+        }
+        break;
+    }
+    case 'P': {
+        if ((s = get_stock(b, locate)) == NULL)
+            return -1;
+        if (s->code < 0 && set_name(b, s, rdname(m + 24)) < 0)
+            return -1;
+        if (b->want_trades && s->emit
+            && trade_row(b, seq, ts, locate, s->code, kind, rd32(m + 32), rd32(m + 20), m[19],
+                         rd64(m + 11), rd64(m + 36), 'Y') < 0)
+            return -1;
+        break;
+    }
+    case 'Q': {
+        if ((s = get_stock(b, locate)) == NULL)
+            return -1;
+        if (s->code < 0 && set_name(b, s, rdname(m + 19)) < 0)
+            return -1;
+        if (b->want_trades && s->emit
+            && trade_row(b, seq, ts, locate, s->code, kind, rd32(m + 27), rd64(m + 11), 0, 0,
+                         rd64(m + 31), 'Y') < 0)
+            return -1;
+        break;
+    }
+    case 'B': {
+        if ((s = get_stock(b, locate)) == NULL)
+            return -1;
+        if (b->want_trades && s->emit
+            && trade_row(b, seq, ts, locate, s->code, kind, -1, 0, 0, 0, rd64(m + 11), 0) < 0)
+            return -1;
+        break;
+    }
+    case 'R': {
+        if ((s = get_stock(b, locate)) == NULL)
+            return -1;
+        uint64_t raw = rdname(m + 11);
+        if ((s->code < 0 || b->names[s->code] != raw) && set_name(b, s, raw) < 0)
+            return -1;
+        s->market_category = m[19];
+        s->round_lot = rd32(m + 21);
+        s->has_round_lot = 1;
+        break;
+    }
+    case 'H':
+        if ((s = get_stock(b, locate)) == NULL)
+            return -1;
+        s->trading_state = m[19];
+        memcpy(s->reason, m + 21, 4);
+        s->has_reason = 1;
+        break;
+    case 'Y':
+        if ((s = get_stock(b, locate)) == NULL)
+            return -1;
+        s->reg_sho = m[19];
+        break;
+    case 'h':
+        if ((s = get_stock(b, locate)) == NULL)
+            return -1;
+        s->market_code = m[19];
+        s->halt_action = m[20];
+        break;
+    case 'J':
+        if ((s = get_stock(b, locate)) == NULL)
+            return -1;
+        for (int i = 0; i < 4; i++)
+            s->luld[i] = rd32(m + 19 + 4 * i);
+        s->has_luld = 1;
+        break;
+    case 'K':
+        if ((s = get_stock(b, locate)) == NULL)
+            return -1;
+        s->ipo_time = rd32(m + 19);
+        s->ipo_qualifier = m[23];
+        s->ipo_price = rd32(m + 24);
+        s->has_ipo = 1;
+        break;
+    case 'S':
+        b->event_code = m[11];
+        break;
+    case 'V':
+        for (int i = 0; i < 3; i++)
+            b->mwcb[i] = rd64(m + 11 + 8 * i);
+        b->has_mwcb = 1;
+        break;
+    case 'W':
+        b->breached = m[11];
+        break;
+    default:
+        break;
+    }
+    b->last_seq = seq;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ Python type */
+
+static void BookCore_dealloc(BookCore *b)
+{
+    for (int l = 0; l < 65536; l++) {
+        Stock *s = b->stocks[l];
+        if (s != NULL) {
+            free(s->sides[0].lv);
+            free(s->sides[1].lv);
+            free(s->sides[0].keys);
+            free(s->sides[1].keys);
+            free(s->last_depth);
+            free(s);
+        }
+    }
+    free(b->orders);
+    free(b->slots);
+    free(b->levels);
+    free(b->names);
+    free(b->nkeys);
+    free(b->nvals);
+    free(b->bbo.d);
+    free(b->trades.d);
+    free(b->depth_rows.d);
+    free(b->scratch);
+    Py_XDECREF(b->symbols);
+    Py_TYPE(b)->tp_free((PyObject *)b);
+}
+
+static int BookCore_init(BookCore *b, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"depth", "symbols", "interval_ns", "tables", NULL};
+    int depth = 10;
+    PyObject *symbols = Py_None, *tables = NULL;
+    long long interval = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iOLO", kwlist, &depth, &symbols, &interval,
+                                     &tables))
+        return -1;
+    if (b->slots != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "BookCore is initialised once");
+        return -1;
+    }
+    if (depth < 0 || depth > 1000 || interval < 0) {
+        PyErr_SetString(PyExc_ValueError, "depth must be 0..1000 and interval_ns >= 0");
+        return -1;
+    }
+    int want_depth = 1;
+    b->want_bbo = b->want_trades = 1;
+    if (tables != NULL && tables != Py_None) {
+        PyObject *name;
+        if ((name = PyUnicode_FromString("bbo")) == NULL)
+            return -1;
+        b->want_bbo = PySequence_Contains(tables, name);
+        Py_DECREF(name);
+        if ((name = PyUnicode_FromString("trades")) == NULL)
+            return -1;
+        b->want_trades = PySequence_Contains(tables, name);
+        Py_DECREF(name);
+        if ((name = PyUnicode_FromString("depth")) == NULL)
+            return -1;
+        want_depth = PySequence_Contains(tables, name);
+        Py_DECREF(name);
+        if (b->want_bbo < 0 || b->want_trades < 0 || want_depth < 0)
+            return -1;
+    }
+    b->depth = want_depth ? depth : 0;
+    b->interval_ns = interval;
+    b->next_sample = -1;
+    if (symbols != Py_None) {
+        b->symbols = PySet_New(symbols);
+        if (b->symbols == NULL)
+            return -1;
+    }
+    b->hcap = 1024;
+    b->slots = malloc(b->hcap * sizeof(Slot));
+    b->ncap = 256;
+    b->nkeys = malloc(b->ncap * sizeof(uint64_t));
+    b->nvals = malloc(b->ncap * sizeof(int32_t));
+    b->names_cap = 64;
+    b->names = malloc((size_t)b->names_cap * sizeof(uint64_t));
+    b->scratch = malloc((size_t)(4 + 6 * (b->depth + 1)) * sizeof(int64_t));
+    if (!b->slots || !b->nkeys || !b->nvals || !b->names || !b->scratch) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memset(b->slots, 0xff, b->hcap * sizeof(Slot));
+    memset(b->nvals, 0xff, b->ncap * sizeof(int32_t));
+    b->orders_free = -1;
+    b->levels_free = -1;
+    return 0;
+}
+
+#define READY(b)                                                                 \
+    if ((b)->slots == NULL) {                                                    \
+        PyErr_SetString(PyExc_RuntimeError, "BookCore.__init__ was not called"); \
+        return NULL;                                                             \
+    }
+
+/* the order reference of a message that names a resting order (0: none) */
+static inline uint64_t ref_of(const unsigned char *m, Py_ssize_t n)
+{
+    switch (m[0]) {
+    case 'E': case 'C': case 'X': case 'D': case 'U': case 'A': case 'F':
+        return n >= 19 ? rd64(m + 11) : 0;
+    default:
+        return 0;
+    }
+}
+
+/* Prefetch what a message later in the buffer will touch: its hash slot (far ahead), then
+ * the order the slot names (nearer): the book is bound by these cache misses. */
+#define FAR 16
+#define NEAR 8
+#define NEXT 3
+
+static inline Py_ssize_t next_pos(const unsigned char *data, Py_ssize_t size, Py_ssize_t p)
+{
+    if (p + 2 > size)
+        return size;
+    Py_ssize_t q = p + 2 + ((Py_ssize_t)data[p] << 8 | data[p + 1]);
+    return q > size ? size : q;
+}
+
+static PyObject *BookCore_feed(BookCore *b, PyObject *args)
+{
+    Py_buffer view;
+    unsigned long long seq;
+    READY(b);
+    if (!PyArg_ParseTuple(args, "y*K", &view, &seq))
+        return NULL;
+    const unsigned char *data = view.buf;
+    Py_ssize_t size = view.len, pos = 0, far = 0, near = 0, next = 0;
+    int failed = 0;
+    for (int i = 0; i < FAR; i++)
+        far = next_pos(data, size, far);
+    for (int i = 0; i < NEAR; i++)
+        near = next_pos(data, size, near);
+    for (int i = 0; i < NEXT; i++)
+        next = next_pos(data, size, next);
+    while (pos + 2 <= size) {
+        Py_ssize_t len = (Py_ssize_t)data[pos] << 8 | data[pos + 1];
+        if (pos + 2 + len > size)
+            break;
+        if (far + 2 <= size) {
+            Py_ssize_t flen = (Py_ssize_t)data[far] << 8 | data[far + 1];
+            if (far + 2 + flen <= size && flen > 0) {
+                const unsigned char *fm = data + far + 2;
+                uint64_t ref = ref_of(fm, flen);
+                if (ref)
+                    __builtin_prefetch(&b->slots[mix(ref) & (b->hcap - 1)]);
+                if ((fm[0] == 'A' || fm[0] == 'F') && flen >= 3) {
+                    Stock *fs = b->stocks[rd16(fm + 1)];
+                    if (fs != NULL) {
+                        const Side *sd = &fs->sides[fm[19] == 'S'];
+                        if (sd->n > 0)
+                            __builtin_prefetch(&sd->keys[sd->n - 1]);
+                    }
+                }
+            }
+            far = next_pos(data, size, far);
+        }
+        if (near + 2 <= size) {
+            Py_ssize_t nlen = (Py_ssize_t)data[near] << 8 | data[near + 1];
+            if (near + 2 + nlen <= size && nlen > 0) {
+                uint64_t ref = ref_of(data + near + 2, nlen);
+                if (ref) {
+                    const Slot *sl = &b->slots[mix(ref) & (b->hcap - 1)];
+                    if (sl->val >= 0 && sl->key == ref)
+                        __builtin_prefetch(&b->orders[sl->val]);
+                }
+            }
+            near = next_pos(data, size, near);
+        }
+        if (next + 2 <= size) {
+            Py_ssize_t xlen = (Py_ssize_t)data[next] << 8 | data[next + 1];
+            if (next + 2 + xlen <= size && xlen > 0) {
+                uint64_t ref = ref_of(data + next + 2, xlen);
+                if (ref) {
+                    const Slot *sl = &b->slots[mix(ref) & (b->hcap - 1)];
+                    if (sl->val >= 0 && sl->key == ref) {
+                        const Order *o = &b->orders[sl->val];
+                        const Side *sd = &b->stocks[o->locate]->sides[o->side];
+                        __builtin_prefetch(&b->levels[o->level]);
+                        if (sd->n > 0)
+                            __builtin_prefetch(&sd->keys[sd->n - 1]);
+                        /* its neighbours in the level, which an unlink writes */
+                        if (o->prev >= 0)
+                            __builtin_prefetch(&b->orders[o->prev], 1);
+                        if (o->next >= 0)
+                            __builtin_prefetch(&b->orders[o->next], 1);
+                    }
+                }
+            }
+            next = next_pos(data, size, next);
+        }
+        if (apply(b, data + pos + 2, len, seq) < 0) {
+            failed = 1;
+            break;
+        }
+        seq++;
+        pos += 2 + len;
+    }
+    PyBuffer_Release(&view);
+    if (failed)
+        return NULL;
+    return PyLong_FromSsize_t(pos);
+}
+
+static PyObject *take_rows(Rows *r)
+{
+    PyObject *out = PyBytes_FromStringAndSize((const char *)r->d, r->n * (Py_ssize_t)sizeof(int64_t));
+    r->n = 0;
+    if (r->cap > (1 << 24)) { /* give a very large buffer back */
+        free(r->d);
+        r->d = NULL;
+        r->cap = 0;
+    }
+    return out;
+}
+
+static PyObject *BookCore_take(BookCore *b, PyObject *unused)
+{
+    (void)unused;
+    READY(b);
+    PyObject *x = take_rows(&b->bbo);
+    PyObject *y = take_rows(&b->trades);
+    PyObject *z = take_rows(&b->depth_rows);
+    if (!x || !y || !z) {
+        Py_XDECREF(x);
+        Py_XDECREF(y);
+        Py_XDECREF(z);
+        return NULL;
+    }
+    return Py_BuildValue("(NNN)", x, y, z);
+}
+
+/* the rows of r column after column (column c of n rows at [c * n, (c + 1) * n)) */
+static PyObject *take_columns_of(Rows *r, Py_ssize_t width)
+{
+    Py_ssize_t n = width ? r->n / width : 0;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, r->n * (Py_ssize_t)sizeof(int64_t));
+    if (out == NULL)
+        return NULL;
+    int64_t *dst = (int64_t *)PyBytes_AS_STRING(out);
+    const int64_t *src = r->d;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t r0 = 0; r0 < n; r0 += 64) {
+        Py_ssize_t r1 = r0 + 64 < n ? r0 + 64 : n;
+        for (Py_ssize_t c = 0; c < width; c++) {
+            int64_t *d = dst + c * n;
+            for (Py_ssize_t i = r0; i < r1; i++)
+                d[i] = src[i * width + c];
+        }
+    }
+    Py_END_ALLOW_THREADS
+    r->n = 0;
+    if (r->cap > (1 << 24)) {
+        free(r->d);
+        r->d = NULL;
+        r->cap = 0;
+    }
+    return out;
+}
+
+static PyObject *BookCore_take_columns(BookCore *b, PyObject *unused)
+{
+    (void)unused;
+    READY(b);
+    PyObject *x = take_columns_of(&b->bbo, BBO_WIDTH);
+    PyObject *y = x ? take_columns_of(&b->trades, TRADES_WIDTH) : NULL;
+    PyObject *z = y ? take_columns_of(&b->depth_rows, 4 + 6 * b->depth) : NULL;
+    if (!x || !y || !z) {
+        Py_XDECREF(x);
+        Py_XDECREF(y);
+        Py_XDECREF(z);
+        return NULL;
+    }
+    return Py_BuildValue("(NNN)", x, y, z);
+}
+
+static PyObject *BookCore_pending(BookCore *b, PyObject *unused)
+{
+    (void)unused;
+    Py_ssize_t n = b->bbo.n / BBO_WIDTH + b->trades.n / TRADES_WIDTH;
+    if (b->depth)
+        n += b->depth_rows.n / (4 + 6 * b->depth);
+    return PyLong_FromSsize_t(n);
+}
+
+static PyObject *BookCore_names(BookCore *b, PyObject *arg)
+{
+    READY(b);
+    Py_ssize_t start = PyLong_AsSsize_t(arg);
+    if (start == -1 && PyErr_Occurred())
+        return NULL;
+    if (start < 0)
+        start = 0;
+    PyObject *list = PyList_New(0);
+    if (list == NULL)
+        return NULL;
+    for (Py_ssize_t i = start; i < b->names_n; i++) {
+        PyObject *s = name_str(b->names[i]);
+        if (s == NULL || PyList_Append(list, s) < 0) {
+            Py_XDECREF(s);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(s);
+    }
+    return list;
+}
+
+static int locate_arg(PyObject *arg, uint16_t *out)
+{
+    long v = PyLong_AsLong(arg);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (v < 0 || v > 65535) {
+        PyErr_SetString(PyExc_ValueError, "a stock locate is 0..65535");
+        return -1;
+    }
+    *out = (uint16_t)v;
+    return 0;
+}
+
+static PyObject *BookCore_bbo(BookCore *b, PyObject *arg)
+{
+    uint16_t locate;
+    READY(b);
+    if (locate_arg(arg, &locate) < 0)
+        return NULL;
+    int64_t v[6] = {-1, 0, 0, -1, 0, 0};
+    Stock *s = b->stocks[locate];
+    if (s != NULL) {
+        level_values(b, &s->sides[0], 0, v);
+        level_values(b, &s->sides[1], 0, v + 3);
+    }
+    return Py_BuildValue("(LLLLLL)", v[0], v[1], v[2], v[3], v[4], v[5]);
+}
+
+static PyObject *BookCore_levels(BookCore *b, PyObject *args)
+{
+    int locate, side, count;
+    READY(b);
+    if (!PyArg_ParseTuple(args, "iii", &locate, &side, &count))
+        return NULL;
+    if (locate < 0 || locate > 65535 || side < 0 || side > 1) {
+        PyErr_SetString(PyExc_ValueError, "locate 0..65535, side 0 (bid) or 1 (ask)");
+        return NULL;
+    }
+    PyObject *list = PyList_New(0);
+    Stock *s = b->stocks[locate];
+    if (list == NULL || s == NULL)
+        return list;
+    const Side *sd = &s->sides[side];
+    for (int32_t i = 0; i < count && i < sd->n; i++) {
+        int64_t v[3];
+        level_values(b, sd, i, v);
+        PyObject *t = Py_BuildValue("(LLL)", v[0], v[1], v[2]);
+        if (t == NULL || PyList_Append(list, t) < 0) {
+            Py_XDECREF(t);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(t);
+    }
+    return list;
+}
+
+static PyObject *BookCore_orders(BookCore *b, PyObject *args)
+{
+    int locate, side;
+    long long price;
+    READY(b);
+    if (!PyArg_ParseTuple(args, "iiL", &locate, &side, &price))
+        return NULL;
+    if (locate < 0 || locate > 65535 || side < 0 || side > 1) {
+        PyErr_SetString(PyExc_ValueError, "locate 0..65535, side 0 (bid) or 1 (ask)");
+        return NULL;
+    }
+    PyObject *list = PyList_New(0);
+    Stock *s = b->stocks[locate];
+    if (list == NULL || s == NULL || price < 0 || price > 0xFFFFFFFFLL)
+        return list;
+    const Side *sd = &s->sides[side];
+    uint32_t key = key_for((uint32_t)price, side);
+    int32_t at = lower_bound(sd, key);
+    if (at >= sd->n || sd->keys[at] != key)
+        return list;
+    for (int32_t oi = b->levels[sd->lv[at]].head; oi >= 0; oi = b->orders[oi].next) {
+        PyObject *t = Py_BuildValue("(KK)", (unsigned long long)b->orders[oi].ref,
+                                    (unsigned long long)b->orders[oi].shares);
+        if (t == NULL || PyList_Append(list, t) < 0) {
+            Py_XDECREF(t);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(t);
+    }
+    return list;
+}
+
+static PyObject *BookCore_order(BookCore *b, PyObject *arg)
+{
+    READY(b);
+    unsigned long long ref = PyLong_AsUnsignedLongLong(arg);
+    if (ref == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    int32_t oi = hfind(b, ref);
+    if (oi < 0)
+        Py_RETURN_NONE;
+    Order *o = &b->orders[oi];
+    return Py_BuildValue("(iiIK)", o->locate, o->side, o->price, (unsigned long long)o->shares);
+}
+
+static PyObject *chr_or_none(uint8_t c)
+{
+    if (c == 0)
+        Py_RETURN_NONE;
+    char s = (char)c;
+    return PyUnicode_DecodeLatin1(&s, 1, NULL);
+}
+
+static PyObject *BookCore_state(BookCore *b, PyObject *arg)
+{
+    uint16_t locate;
+    READY(b);
+    if (locate_arg(arg, &locate) < 0)
+        return NULL;
+    PyObject *t = PyTuple_New(19);
+    if (t == NULL)
+        return NULL;
+    Stock *s = b->stocks[locate];
+    PyObject *v[19];
+    for (int i = 0; i < 19; i++) {
+        v[i] = Py_None;
+        Py_INCREF(Py_None);
+    }
+#define SET(i, expr)       \
+    do {                   \
+        Py_DECREF(v[i]);   \
+        v[i] = (expr);     \
+    } while (0)
+    if (s != NULL) {
+        SET(0, chr_or_none(s->trading_state));
+        if (s->has_reason) {
+            Py_ssize_t n = 4;
+            while (n > 0 && s->reason[n - 1] == ' ')
+                n--;
+            SET(1, PyUnicode_DecodeLatin1(s->reason, n, NULL));
+        }
+        SET(2, chr_or_none(s->reg_sho));
+        SET(3, chr_or_none(s->market_code));
+        SET(4, chr_or_none(s->halt_action));
+        if (s->has_luld)
+            for (int i = 0; i < 4; i++)
+                SET(5 + i, PyLong_FromUnsignedLong(s->luld[i]));
+        if (s->has_ipo) {
+            SET(9, PyLong_FromUnsignedLong(s->ipo_time));
+            SET(10, chr_or_none(s->ipo_qualifier));
+            SET(11, PyLong_FromUnsignedLong(s->ipo_price));
+        }
+        SET(12, chr_or_none(s->market_category));
+        if (s->has_round_lot)
+            SET(13, PyLong_FromUnsignedLong(s->round_lot));
+    }
+    SET(14, chr_or_none(b->event_code));
+    if (b->has_mwcb)
+        for (int i = 0; i < 3; i++)
+            SET(15 + i, PyLong_FromUnsignedLongLong(b->mwcb[i]));
+    SET(18, chr_or_none(b->breached));
+#undef SET
+    for (int i = 0; i < 19; i++) {
+        if (v[i] == NULL) {
+            for (int j = i + 1; j < 19; j++)
+                Py_XDECREF(v[j]);
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, v[i]);
+    }
+    return t;
+}
+
+static PyObject *BookCore_locates(BookCore *b, PyObject *unused)
+{
+    (void)unused;
+    PyObject *list = PyList_New(0);
+    if (list == NULL)
+        return NULL;
+    for (long l = 0; l < 65536; l++) {
+        if (b->stocks[l] == NULL)
+            continue;
+        PyObject *x = PyLong_FromLong(l);
+        if (x == NULL || PyList_Append(list, x) < 0) {
+            Py_XDECREF(x);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(x);
+    }
+    return list;
+}
+
+static PyObject *BookCore_name_code(BookCore *b, PyObject *arg)
+{
+    uint16_t locate;
+    if (locate_arg(arg, &locate) < 0)
+        return NULL;
+    Stock *s = b->stocks[locate];
+    return PyLong_FromLong(s == NULL ? -1 : s->code);
+}
+
+static PyObject *BookCore_orders_resting(BookCore *b, void *closure)
+{
+    (void)closure;
+    return PyLong_FromUnsignedLongLong(b->hcount);
+}
+
+static PyObject *BookCore_last_seq(BookCore *b, void *closure)
+{
+    (void)closure;
+    return PyLong_FromUnsignedLongLong(b->last_seq);
+}
+
+static PyMethodDef BookCore_methods[] = {
+    {"feed", (PyCFunction)BookCore_feed, METH_VARARGS,
+     "feed(blocks, seq) -> bytes used: apply BinaryFILE-framed messages."},
+    {"take", (PyCFunction)BookCore_take, METH_NOARGS, "The bbo, trades, depth rows held."},
+    {"take_columns", (PyCFunction)BookCore_take_columns, METH_NOARGS,
+     "As take(), each table's values column after column."},
+    {"pending", (PyCFunction)BookCore_pending, METH_NOARGS, "Rows held."},
+    {"names", (PyCFunction)BookCore_names, METH_O, "Stock names by code from start."},
+    {"bbo", (PyCFunction)BookCore_bbo, METH_O, "Best bid and offer of a stock."},
+    {"levels", (PyCFunction)BookCore_levels, METH_VARARGS, "The best levels of a side."},
+    {"orders", (PyCFunction)BookCore_orders, METH_VARARGS, "The orders of a level."},
+    {"order", (PyCFunction)BookCore_order, METH_O, "A resting order, or None."},
+    {"state", (PyCFunction)BookCore_state, METH_O, "A stock's state and the market's."},
+    {"locates", (PyCFunction)BookCore_locates, METH_NOARGS, "Locates of the stocks seen."},
+    {"name_code", (PyCFunction)BookCore_name_code, METH_O, "A stock's name code (-1: none)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef BookCore_members[] = {
+    {"unknown_orders", T_ULONGLONG, offsetof(BookCore, unknown_orders), READONLY, NULL},
+    {"overfills", T_ULONGLONG, offsetof(BookCore, overfills), READONLY, NULL},
+    {"duplicate_orders", T_ULONGLONG, offsetof(BookCore, duplicate_orders), READONLY, NULL},
+    {"invalid", T_ULONGLONG, offsetof(BookCore, invalid), READONLY, NULL},
+    {"messages", T_ULONGLONG, offsetof(BookCore, messages), READONLY, NULL},
+    {"depth", T_INT, offsetof(BookCore, depth), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef BookCore_getset[] = {
+    {"orders_resting", (getter)BookCore_orders_resting, NULL, "Orders in the book.", NULL},
+    {"last_seq", (getter)BookCore_last_seq, NULL, "The last message's sequence number.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject BookCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "moldudp64._book.BookCore",
+    .tp_basicsize = sizeof(BookCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The ITCH 5.0 order book (C twin of moldudp64.itch50.book.PyBookCore).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)BookCore_init,
+    .tp_dealloc = (destructor)BookCore_dealloc,
+    .tp_methods = BookCore_methods,
+    .tp_members = BookCore_members,
+    .tp_getset = BookCore_getset,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_book",
+    .m_doc = "Optional C twin of moldudp64.itch50.book.PyBookCore.",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC PyInit__book(void)
+{
+    static const struct {
+        char t;
+        signed char n;
+    } lengths[] = {{'A', 36}, {'F', 40}, {'E', 31}, {'C', 36}, {'X', 23}, {'D', 19},
+                   {'U', 35}, {'P', 44}, {'Q', 40}, {'B', 19}, {'R', 39}, {'H', 25},
+                   {'Y', 20}, {'h', 21}, {'J', 35}, {'K', 28}, {'S', 12}, {'V', 35},
+                   {'W', 12}, {'L', 26}, {'I', 50}, {'N', 20}, {'O', 48}};
+    for (size_t i = 0; i < sizeof(lengths) / sizeof(lengths[0]); i++)
+        LENGTHS[(unsigned char)lengths[i].t] = lengths[i].n;
+    if (PyType_Ready(&BookCoreType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&BookCoreType);
+    if (PyModule_AddObject(m, "BookCore", (PyObject *)&BookCoreType) < 0) {
+        Py_DECREF(&BookCoreType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

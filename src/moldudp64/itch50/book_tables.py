@@ -1,0 +1,517 @@
+"""The book's tables as Apache Arrow and Parquet: ``bbo``, ``trades``, ``depth``, and
+``book_state`` when messages were lost.
+
+:class:`BookTables` turns the rows a :class:`~moldudp64.itch50.book.BookCore` appended into
+Arrow record batches (a few NumPy operations per column and batch, no loop per row);
+:class:`BookWriter` streams them to ``DIR/bbo.parquet``, ``DIR/trades.parquet`` and
+``DIR/depth.parquet`` a bounded batch at a time, with the command's sink interface
+(``write(session, seq_num, messages)``), so any source ``listen`` or ``inspect`` reads can
+drive it. Needs the ``arrow`` extra.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final, TypeAlias
+
+from ..exceptions import MissingDependency
+from .book import (
+    BBO_WIDTH,
+    TRADES_WIDTH,
+    BookCore,
+    depth_width,
+    new_core,
+    snapshot_messages,
+)
+
+__all__ = [
+    "ALL_TABLES",
+    "BookTables",
+    "BookWriter",
+    "bbo_schema",
+    "book_state_schema",
+    "depth_schema",
+    "trades_schema",
+]
+
+#: The tables ``moldudp64 book`` writes.
+ALL_TABLES: Final = ("bbo", "trades", "depth")
+#: A writer appends a batch to the files once this many rows are held.
+FLUSH_ROWS: Final = 1 << 15
+#: :meth:`BookWriter.flush` appends when this many rows are held ...
+FLUSH_MIN_ROWS: Final = 1 << 14
+#: ... or this many seconds passed since it last did.
+FLUSH_SECONDS: Final = 5.0
+
+
+def _arrow() -> tuple[Any, Any, Any]:
+    try:
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+    except ImportError as exc:
+        raise MissingDependency(
+            "the book's tables need pyarrow and numpy: pip install 'moldudp64[arrow]'",
+            extra="arrow",
+        ) from exc
+    return np, pa, pc
+
+
+def _head(pa: Any) -> list[Any]:
+    return [
+        pa.field("seq", pa.uint64()),
+        pa.field("timestamp", pa.int64()),
+        pa.field("stock_locate", pa.uint16()),
+        pa.field("stock", pa.string()),
+    ]
+
+
+def _price(pa: Any) -> Any:
+    return pa.decimal128(10, 4)
+
+
+def bbo_schema() -> Any:
+    """Columns of the ``bbo`` table (prices null when the side is empty)."""
+    _, pa, _ = _arrow()
+    return pa.schema(
+        [
+            *_head(pa),
+            pa.field("bid_price", _price(pa)),
+            pa.field("ask_price", _price(pa)),
+            pa.field("bid_shares", pa.uint64()),
+            pa.field("ask_shares", pa.uint64()),
+            pa.field("bid_orders", pa.uint32()),
+            pa.field("ask_orders", pa.uint32()),
+        ]
+    )
+
+
+def trades_schema() -> Any:
+    """Columns of the ``trades`` table (one row per E, C, P, Q, B)."""
+    _, pa, _ = _arrow()
+    return pa.schema(
+        [
+            *_head(pa),
+            pa.field("kind", pa.string()),
+            pa.field("price", _price(pa)),
+            pa.field("shares", pa.uint64()),
+            pa.field("side", pa.string()),
+            pa.field("order_reference_number", pa.uint64()),
+            pa.field("match_number", pa.uint64()),
+            pa.field("printable", pa.string()),
+        ]
+    )
+
+
+def depth_schema(levels: int) -> Any:
+    """Columns of the ``depth`` table for ``levels`` levels per side."""
+    _, pa, _ = _arrow()
+    fields = _head(pa)
+    for i in range(levels):
+        fields += [
+            pa.field(f"bid_price_{i}", _price(pa)),
+            pa.field(f"bid_shares_{i}", pa.uint64()),
+            pa.field(f"bid_orders_{i}", pa.uint32()),
+            pa.field(f"ask_price_{i}", _price(pa)),
+            pa.field(f"ask_shares_{i}", pa.uint64()),
+            pa.field(f"ask_orders_{i}", pa.uint32()),
+        ]
+    return pa.schema(fields)
+
+
+def book_state_schema() -> Any:
+    """Columns of ``book_state``: a row per range of messages lost and not recovered, from
+    which every book is unreliable (any stock's messages may have been in it)."""
+    _, pa, _ = _arrow()
+    return pa.schema(
+        [
+            pa.field("session", pa.string()),
+            pa.field("first_seq", pa.uint64()),
+            pa.field("last_seq", pa.uint64()),
+            pa.field("messages", pa.uint64()),
+            pa.field("state", pa.string()),
+        ]
+    )
+
+
+def _decimals(values: Any) -> Any:
+    """int64 prices (-1: null) -> decimal128(10, 4)."""
+    np, pa, _ = _arrow()
+    count = len(values)
+    words = np.zeros((count, 2), dtype=np.int64)
+    words[:, 0] = values
+    validity = None
+    nulls = 0
+    if values.min(initial=0) < 0:
+        null = values < 0
+        nulls = int(null.sum())
+        validity = pa.py_buffer(np.packbits(~null, bitorder="little"))
+    return pa.Array.from_buffers(_price(pa), count, [validity, pa.py_buffer(words)], nulls)
+
+
+_CHARS: list[Any] = []
+
+
+def _chars(codes: Any) -> Any:
+    """uint8 character codes (0: null) -> one-character strings."""
+    np, pa, pc = _arrow()
+    if not _CHARS:
+        _CHARS.append(pa.array([chr(i) for i in range(256)], pa.string()))
+    index = pa.array(codes.astype(np.uint8), mask=codes == 0)
+    return pc.take(_CHARS[0], index)
+
+
+#: What :meth:`BookTables.grab` takes: whether column after column, the raw rows of bbo,
+#: trades and depth, and the stock names new since the last grab.
+Grabbed: TypeAlias = tuple[bool, tuple[bytes, bytes, bytes], list[str]]
+
+
+class BookTables:
+    """Rows of a core -> Arrow record batches ``{"bbo": ..., "trades": ..., "depth": ...}``."""
+
+    def __init__(self, core: BookCore, depth: int) -> None:
+        _, pa, _ = _arrow()
+        self.core = core
+        self.depth = depth
+        self._names: list[str] = []
+        self._grabbed = 0  # names handed out by grab()
+        self._name_array = pa.array([], pa.string())
+        self.schemas = {
+            "bbo": bbo_schema(),
+            "trades": trades_schema(),
+            "depth": depth_schema(depth),
+        }
+
+    def _stock(self, codes: Any) -> Any:
+        np, pa, pc = _arrow()
+        index = pa.array(codes.astype(np.int32), mask=codes < 0)
+        return pc.take(self._name_array, index)
+
+    def _head(self, cols: Any) -> list[Any]:
+        np, pa, _ = _arrow()
+        return [
+            pa.array(cols[0].view(np.uint64)),
+            pa.array(cols[1]),
+            pa.array(cols[2].astype(np.uint16)),
+            self._stock(cols[3]),
+        ]
+
+    def take(self) -> dict[str, Any]:
+        """The rows appended since the last call, as record batches (empty ones left out)."""
+        return self.convert(self.grab())
+
+    def grab(self) -> Grabbed:
+        """The rows appended since the last call as the core holds them, and the stock
+        names added since (cheap: the caller's thread); :meth:`convert` makes them Arrow."""
+        take_columns = getattr(self.core, "take_columns", None)
+        raws = take_columns() if take_columns is not None else self.core.take()
+        new = self.core.names(self._grabbed)
+        self._grabbed += len(new)
+        return take_columns is not None, raws, new
+
+    def convert(self, grabbed: Grabbed) -> dict[str, Any]:
+        """Record batches of what :meth:`grab` took (calls in the order of the grabs)."""
+        np, pa, _ = _arrow()
+        columnar, (bbo_raw, trades_raw, depth_raw), new = grabbed
+        if new:
+            self._names.extend(new)
+            self._name_array = pa.array(self._names, pa.string())
+        # one contiguous array per column: every later step is a sequential pass over
+        # memory, not a gather across 8 * width-byte strides (the C core transposes itself)
+        if columnar:
+
+            def columns(raw: bytes, width: int) -> Any:
+                return np.frombuffer(raw, dtype=np.int64).reshape(width, -1)
+
+        else:
+
+            def columns(raw: bytes, width: int) -> Any:
+                rows = np.frombuffer(raw, dtype=np.int64).reshape(-1, width)
+                return np.ascontiguousarray(rows.T)
+
+        out: dict[str, Any] = {}
+
+        if bbo_raw:
+            c = columns(bbo_raw, BBO_WIDTH)
+            out["bbo"] = pa.RecordBatch.from_arrays(
+                [
+                    *self._head(c),
+                    _decimals(c[4]),
+                    _decimals(c[7]),
+                    pa.array(c[5].view(np.uint64)),
+                    pa.array(c[8].view(np.uint64)),
+                    pa.array(c[6].astype(np.uint32)),
+                    pa.array(c[9].astype(np.uint32)),
+                ],
+                schema=self.schemas["bbo"],
+            )
+        if trades_raw:
+            c = columns(trades_raw, TRADES_WIDTH)
+            kind = c[4]
+            broken = kind == ord("B")
+            no_ref = broken | (kind == ord("Q"))
+            out["trades"] = pa.RecordBatch.from_arrays(
+                [
+                    *self._head(c),
+                    _chars(kind),
+                    _decimals(c[5]),
+                    pa.array(c[6].view(np.uint64), mask=broken),
+                    _chars(c[7]),
+                    pa.array(c[8].view(np.uint64), mask=no_ref),
+                    pa.array(c[9].view(np.uint64)),
+                    _chars(c[10]),
+                ],
+                schema=self.schemas["trades"],
+            )
+        if depth_raw:
+            c = columns(depth_raw, depth_width(self.depth))
+            arrays = self._head(c)
+            for i in range(self.depth):
+                b = 4 + 6 * i
+                arrays += [
+                    _decimals(c[b]),
+                    pa.array(c[b + 1].view(np.uint64)),
+                    pa.array(c[b + 2].astype(np.uint32)),
+                    _decimals(c[b + 3]),
+                    pa.array(c[b + 4].view(np.uint64)),
+                    pa.array(c[b + 5].astype(np.uint32)),
+                ]
+            out["depth"] = pa.RecordBatch.from_arrays(arrays, schema=self.schemas["depth"])
+        return out
+
+
+class _Encoder:
+    """Arrow conversion, Parquet encoding and compression on a thread of their own (NumPy
+    and pyarrow release the GIL there), so the book and its tables use two cores; a bounded
+    queue of jobs keeps memory bounded. Jobs run in order. An error of the thread is raised
+    by the next :meth:`put` or :meth:`close`."""
+
+    def __init__(self, depth: int = 1) -> None:
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="book-parquet", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if self._error is None:
+                try:
+                    job()
+                except BaseException as exc:  # handed to the caller
+                    self._error = exc
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def put(self, job: Callable[[], None]) -> None:
+        self._raise()
+        self._queue.put(job)
+
+    def close(self) -> None:
+        """Wait for every job to be done."""
+        self._queue.put(None)
+        self._thread.join()
+        self._raise()
+
+
+class BookWriter:
+    """``moldudp64 book``'s output: the book built from the messages written to it, its
+    tables streamed to Parquet files in ``directory``.
+
+    The sink interface of the command (``write``, ``write_events``, ``flush``, ``close``,
+    ``count``): messages of one session in order; a jump in sequence numbers is a loss
+    (a ``book_state`` row; the books are unreliable from there). :meth:`write_binaryfile`
+    feeds BinaryFILE bytes directly (the fast path for files)."""
+
+    name = "book"
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        depth: int = 10,
+        symbols: Iterable[str] | None = None,
+        interval: float = 0.0,
+        tables: Sequence[str] = ALL_TABLES,
+        pure_python: bool = False,
+        compression: str = "zstd",
+    ) -> None:
+        _arrow()
+        self.directory = os.fspath(directory)
+        os.makedirs(self.directory, exist_ok=True)
+        self.depth = depth
+        self.tables = tuple(tables)
+        self.core = new_core(
+            depth,
+            frozenset(symbols) if symbols is not None else None,
+            round(interval * 1e9),
+            frozenset(self.tables),
+            pure_python=pure_python,
+        )
+        self._tables = BookTables(self.core, depth)
+        self._writers: dict[str, Any] = {}
+        self.rows: dict[str, int] = dict.fromkeys(self.tables, 0)
+        self.compression = compression
+        self.count = 0
+        self.session: str | None = None
+        self.next_seq: int | None = None
+        self.lost: list[tuple[str, int, int]] = []
+        self.lost_messages = 0
+        self.other_sessions = 0
+        self._drained = time.monotonic()
+        self._encoder = _Encoder()
+        #: Held while the book changes: :meth:`snapshot` (another thread) sees whole batches.
+        self.lock = threading.Lock()
+
+    def _writer(self, name: str, schema: Any) -> Any:
+        writer = self._writers.get(name)
+        if writer is None:
+            import pyarrow.parquet as pq
+
+            path = os.path.join(self.directory, f"{name}.parquet")
+            writer = self._writers[name] = pq.ParquetWriter(
+                path,
+                schema,
+                compression=self.compression,
+                # decimal128(10, 4) as Parquet INT64 (exact; smaller and faster to write)
+                store_decimal_as_integer=True,
+                # no dictionary where every value differs
+                use_dictionary=[n for n in schema.names if n not in ("seq", "timestamp")],
+            )
+        return writer
+
+    def _drain(self) -> None:
+        grabbed = self._tables.grab()
+        if any(grabbed[1]) or grabbed[2]:
+            self._encoder.put(lambda: self._write(self._tables.convert(grabbed)))
+
+    def _write(self, batches: dict[str, Any]) -> None:
+        """(On the encoding thread.) Append batches to their files."""
+        for name, batch in batches.items():
+            self._writer(name, batch.schema).write_batch(batch)
+            self.rows[name] = self.rows.get(name, 0) + batch.num_rows
+
+    def lose(self, session: str, first: int, last: int) -> None:
+        """Record messages ``first..last`` lost for good: a ``book_state`` row."""
+        _, pa, _ = _arrow()
+        self.lost.append((session, first, last))
+        self.lost_messages += last - first + 1
+        if self.next_seq is None or last + 1 > self.next_seq:
+            self.next_seq = last + 1
+        self._drain()  # rows before the loss go first
+        batch = pa.RecordBatch.from_arrays(
+            [
+                pa.array([session]),
+                pa.array([first], pa.uint64()),
+                pa.array([last], pa.uint64()),
+                pa.array([last - first + 1], pa.uint64()),
+                pa.array(["unreliable: every book from first_seq on"]),
+            ],
+            schema=book_state_schema(),
+        )
+        self._encoder.put(lambda: self._write({"book_state": batch}))
+
+    def _check_seq(self, session: str, seq_num: int, count: int) -> bool:
+        if self.session is None:
+            self.session = session
+        elif session != self.session:
+            self.other_sessions += count
+            return False
+        if self.next_seq is not None and seq_num > self.next_seq:
+            self.lose(session, self.next_seq, seq_num - 1)
+        self.next_seq = seq_num + count
+        return True
+
+    def write(self, session: str, seq_num: int, messages: list[bytes]) -> None:
+        """Apply consecutive messages; ``messages[i]`` has sequence ``seq_num + i``."""
+        if not messages or not self._check_seq(session, seq_num, len(messages)):
+            return
+        from ..wire import join_blocks
+
+        blocks = join_blocks(messages)
+        with self.lock:
+            self.core.feed(blocks, seq_num)
+        self.count += len(messages)
+        if self.core.pending() >= FLUSH_ROWS:
+            self._drain()
+
+    def write_events(self, events: list[Any]) -> int:
+        """Apply several batches of consecutive messages; how many messages that was."""
+        n = 0
+        for ev in events:
+            self.write(ev.session, ev.seq_num, ev.messages)
+            n += len(ev.messages)
+        return n
+
+    def write_binaryfile(self, data: Any, seq_num: int, session: str = "") -> int:
+        """Apply the complete messages at the start of BinaryFILE bytes ``data`` (the first
+        is ``seq_num``); return the bytes used."""
+        if not self._check_seq(session, seq_num, 0):
+            return 0
+        before = self.core.messages
+        with self.lock:
+            used = self.core.feed(data, seq_num)
+        done = self.core.messages - before
+        self.count += done
+        self.next_seq = seq_num + done
+        if self.core.pending() >= FLUSH_ROWS:
+            self._drain()
+        return used
+
+    def snapshot(self) -> list[bytes]:
+        """The book now as ITCH 5.0 messages ending with End of Snapshot (the next feed
+        number): :func:`~moldudp64.itch50.book.snapshot_messages`, taken between batches."""
+        with self.lock:
+            following = self.next_seq if self.next_seq is not None else 1
+            return snapshot_messages(self.core, following)
+
+    def flush(self) -> None:
+        """Append the rows held to the files (when there are enough of them for a row group,
+        or :data:`FLUSH_SECONDS` passed since the last append: live, the tables grow as the
+        feed runs)."""
+        now = time.monotonic()
+        if self.core.pending() >= FLUSH_MIN_ROWS or now - self._drained >= FLUSH_SECONDS:
+            self._drain()
+            self._drained = now
+
+    def close(self) -> None:
+        """Write what is held and close the files (every asked table exists, maybe empty)."""
+        try:
+            try:
+                self._drain()
+            finally:
+                self._encoder.close()
+            for name in self.tables:
+                self._writer(name, self._tables.schemas[name])
+        finally:
+            for writer in self._writers.values():
+                writer.close()
+            self._writers.clear()
+
+    def summary(self) -> str:
+        """One line: messages, rows per table, what the book could not match."""
+        core = self.core
+        rows = ", ".join(f"{n} {name}" for name, n in self.rows.items())
+        text = f"{self.count} messages, rows: {rows}; {core.orders_resting} orders resting"
+        if core.unknown_orders:
+            text += f"; {core.unknown_orders} references to orders not in the book"
+        if core.overfills:
+            text += f"; {core.overfills} executions/cancels beyond an order's shares"
+        if core.duplicate_orders:
+            text += f"; {core.duplicate_orders} adds of a reference already resting (ignored)"
+        if core.invalid:
+            text += f"; {core.invalid} messages not ITCH 5.0"
+        if self.lost_messages:
+            text += f"; {self.lost_messages} messages lost (book_state)"
+        if self.other_sessions:
+            text += f"; {self.other_sessions} messages of other sessions ignored"
+        return text

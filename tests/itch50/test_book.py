@@ -1,0 +1,245 @@
+"""The order book (moldudp64.itch50.book): its tables equal an independent reference book row
+for row on generated days, the C and Python cores agree byte for byte, the invariants hold at
+the close, and nothing the feed sends makes it crash."""
+
+from __future__ import annotations
+
+import random
+import struct
+from typing import Any
+
+import pytest
+
+from itch50_bookref import ReferenceBook, reference_tables
+from itch50_daygen import binaryfile_bytes, generate_day
+from moldudp64.itch50 import book as book_module
+from moldudp64.itch50.book import Book, BookCore, Level, PyBookCore, new_core
+
+pa = pytest.importorskip("pyarrow")
+from moldudp64.itch50.book_tables import BookTables  # noqa: E402
+
+#: The interval of the sampling tests: a generated day moves ~10 ms per 1,000 messages.
+STEP = 5_000_000
+CORES = ["python"] + (["c"] if book_module.CBookCore is not None else [])
+
+
+def core_of(kind: str, **kwargs: Any) -> BookCore:
+    return new_core(pure_python=(kind == "python"), **kwargs)
+
+
+def tables_of(core: BookCore, data: bytes, depth: int, first_seq: int = 1) -> dict[str, Any]:
+    """Feed BinaryFILE bytes in a few uneven pieces; the tables as lists of row dicts."""
+    tables = BookTables(core, depth)
+    rows: dict[str, list[dict[str, Any]]] = {"bbo": [], "trades": [], "depth": []}
+    pos = 0
+    seq = first_seq
+    cut = random.Random(1)
+    while pos < len(data):
+        end = min(len(data), pos + cut.randrange(1, 40_000))
+        before = core.messages
+        pos += core.feed(data[pos:end] if end < len(data) else data[pos:], seq)
+        seq += core.messages - before
+        for name, batch in tables.take().items():
+            rows[name] += batch.to_pylist()
+    return rows
+
+
+@pytest.mark.parametrize("kind", CORES)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_tables_equal_the_reference_book_row_for_row(kind: str, seed: int) -> None:
+    messages = list(generate_day(6_000, seed=seed))
+    expected = reference_tables(messages, depth=5, first_seq=7)
+    got = tables_of(core_of(kind, depth=5), binaryfile_bytes(messages), 5, first_seq=7)
+    for name in ("bbo", "trades", "depth"):
+        assert len(got[name]) == len(expected[name]) > 100, name
+        assert got[name] == expected[name], name
+
+
+@pytest.mark.parametrize("kind", CORES)
+def test_a_feed_joined_mid_day_counts_unknown_references_and_agrees(kind: str) -> None:
+    messages = list(generate_day(8_000, seed=4))[3_000:]  # no directory, orders unknown
+    reference = ReferenceBook(depth=3)
+    for i, m in enumerate(messages):
+        reference.apply(m, 3_001 + i)
+    core = core_of(kind, depth=3)
+    got = tables_of(core, binaryfile_bytes(messages), 3, first_seq=3_001)
+    assert core.unknown_orders == reference.unknown > 0
+    assert got == reference.tables()
+    assert any(row["stock"] is None for row in got["trades"])  # no name known yet: null
+
+
+@pytest.mark.parametrize("kind", CORES)
+def test_symbols_keep_only_their_rows(kind: str) -> None:
+    messages = list(generate_day(5_000, seed=5))
+    wanted = {"S001B", "S004E"}
+    expected = reference_tables(messages, depth=2, symbols=wanted)
+    core = core_of(kind, depth=2, symbols=frozenset(wanted))
+    got = tables_of(core, binaryfile_bytes(messages), 2)
+    assert got == expected
+    assert {row["stock"] for row in got["bbo"]} == wanted
+
+
+@pytest.mark.skipif(book_module.CBookCore is None, reason="the C core is not built")
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"depth": 10},
+        {"depth": 20, "interval_ns": 250_000_000},
+        {"depth": 1, "tables": frozenset({"trades"})},
+        {"depth": 4, "symbols": frozenset({"S002C", "nope"})},
+    ],
+)
+def test_the_c_and_python_cores_give_the_same_bytes(options: dict[str, Any]) -> None:
+    data = binaryfile_bytes(generate_day(15_000, seed=6, stocks=20))
+    c = new_core(**options)
+    py = new_core(pure_python=True, **options)
+    columnar = new_core(**options)
+    assert c.feed(data, 100) == py.feed(data, 100) == columnar.feed(data, 100) == len(data)
+    rows = py.take()
+    assert c.take() == rows
+    # take_columns (C only): the same values, column after column
+    np = pytest.importorskip("numpy")
+    widths = (book_module.BBO_WIDTH, book_module.TRADES_WIDTH,
+              book_module.depth_width(py.depth))  # fmt: skip
+    for raw, cols, width in zip(rows, columnar.take_columns(), widths, strict=True):
+        table = np.frombuffer(raw, dtype=np.int64).reshape(-1, width)
+        assert np.frombuffer(cols, dtype=np.int64).tobytes() == table.T.tobytes()
+    assert c.names(0) == py.names(0)
+    for attr in ("unknown_orders", "overfills", "duplicate_orders", "invalid", "messages"):
+        assert getattr(c, attr) == getattr(py, attr), attr
+    assert c.orders_resting == py.orders_resting
+    assert c.locates() == py.locates()
+    for locate in c.locates():
+        assert c.bbo(locate) == py.bbo(locate)
+        for side in (0, 1):
+            levels = c.levels(locate, side, 1000)
+            assert levels == py.levels(locate, side, 1000)
+            for price, _, _ in levels[:3]:
+                assert c.orders(locate, side, price) == py.orders(locate, side, price)
+
+
+@pytest.mark.parametrize("kind", CORES)
+def test_interval_samples_every_stock_at_each_multiple(kind: str) -> None:
+    messages = list(generate_day(6_000, seed=7, stocks=5))
+    core = core_of(kind, depth=3, interval_ns=STEP)
+    rows = tables_of(core, binaryfile_bytes(messages), 3)["depth"]
+    stamps = sorted({row["timestamp"] for row in rows})
+    assert len(stamps) > 5
+    assert all(t % STEP == 0 for t in stamps)
+    per_stamp = {t: sum(1 for row in rows if row["timestamp"] == t) for t in stamps}
+    assert set(per_stamp.values()) == {5}
+    # a sample is the book as of the last message before it
+    reference = ReferenceBook(depth=3)
+    sampled = {(row["timestamp"], row["stock_locate"]): row for row in rows}
+    boundary = None
+    crossings = 0
+    for seq, m in enumerate(messages, start=1):
+        ts = int.from_bytes(m[5:11], "big")
+        if boundary is None:
+            boundary = (ts // STEP + 1) * STEP
+        if ts >= boundary:
+            crossings += 1
+            for locate in range(1, 6):
+                row = sampled[(boundary, locate)]
+                assert row["seq"] == seq - 1
+                bids = reference.levels(locate, "B")
+                assert row["bid_shares_0"] == (bids[0][1] if bids else 0)
+                assert row["bid_orders_2"] == (bids[2][2] if len(bids) > 2 else 0)
+            boundary = (ts // STEP + 1) * STEP
+        reference.apply(m, seq)
+    assert len(rows) == 5 * crossings
+
+
+@pytest.mark.parametrize("kind", CORES)
+def test_invariants_hold_at_the_close_of_a_generated_day(kind: str) -> None:
+    core = core_of(kind, depth=0)
+    core.feed(binaryfile_bytes(generate_day(30_000, seed=8, stocks=12)), 1)
+    assert (core.unknown_orders, core.overfills, core.duplicate_orders, core.invalid) == (
+        0, 0, 0, 0,
+    )  # fmt: skip
+    total = 0
+    for locate in core.locates():
+        bid, _, _, ask, _, _ = core.bbo(locate)
+        assert bid < 0 or ask < 0 or bid < ask, locate  # never crossed
+        for side in (0, 1):
+            for price, shares, count in core.levels(locate, side, 10**6):
+                orders = core.orders(locate, side, price)
+                assert len(orders) == count > 0
+                assert sum(s for _, s in orders) == shares
+                total += count
+    assert total == core.orders_resting
+
+
+def _msg(kind: bytes, locate: int, body: bytes, ts: int = 1) -> bytes:
+    return kind + struct.pack(">HH", locate, 0) + ts.to_bytes(6, "big") + body
+
+
+def _add(ref: int, side: bytes, shares: int, price: int, locate: int = 1) -> bytes:
+    return _msg(b"A", locate, struct.pack(">QcI8sI", ref, side, shares, b"ZZZ     ", price))
+
+
+@pytest.mark.parametrize("kind", CORES)
+def test_the_live_api_keeps_time_priority_and_reports_top_of_book_changes(kind: str) -> None:
+    seen: list[Any] = []
+    book = Book(on_bbo=seen.append, pure_python=(kind == "python"))
+    directory = _msg(b"R", 1, b"ZZZ     QN" + struct.pack(">I", 100) + b"NC  PNN1N\0\0\0\0N")
+    events = book.apply_many([
+        directory,
+        _add(1, b"B", 100, 100_000),
+        _add(2, b"B", 200, 100_000),
+        _add(3, b"B", 300, 99_900),
+        _add(4, b"S", 50, 100_100),
+    ])  # fmt: skip
+    assert events == seen and len(events) == 3  # the add at 9.99 did not change the top
+    assert events[-1].stock == "ZZZ" and events[-1].ask_price == 100_100
+    assert book.bbo("ZZZ") == (Level(100_000, 300, 2), Level(100_100, 50, 1))
+    assert book.orders("ZZZ", "B", 100_000) == [(1, 100), (2, 200)]
+    # a partial execution keeps the order's place; a replace sends it to the back
+    book.apply(_msg(b"E", 1, struct.pack(">QIQ", 1, 40, 77)))
+    assert book.orders("ZZZ", "B", 100_000) == [(1, 60), (2, 200)]
+    book.apply(_msg(b"U", 1, struct.pack(">QQII", 1, 9, 60, 100_000)))
+    assert book.orders("ZZZ", "B", 100_000) == [(2, 200), (9, 60)]
+    assert book.levels("ZZZ", "B") == [Level(100_000, 260, 2), Level(99_900, 300, 1)]
+    assert book.order(9) == (1, "B", 100_000, 60)
+    # an unknown reference is counted, never a crash
+    assert book.apply(_msg(b"D", 1, struct.pack(">Q", 12345))) == []
+    book.apply(_msg(b"H", 1, b"ZZZ     " + b"H" + b" " + b"IPO1"))
+    state = book.state("ZZZ")
+    assert state["trading_state"] == "H" and state["trading_reason"] == "IPO1"
+    assert state["round_lot_size"] == 100
+    assert book.stats()["unknown_orders"] == 1
+    with pytest.raises(ValueError, match="65,535"):
+        book.apply(b"A" * 65536)
+    with pytest.raises(KeyError):
+        book.bbo("NOPE")
+
+
+@pytest.mark.parametrize("kind", CORES)
+def test_hostile_messages_are_counted_never_a_crash(kind: str) -> None:
+    rng = random.Random(9)
+    messages: list[bytes] = [b"", b"A", b"Z" * 30, _add(1, b"B", 10, 5)[:-1]]
+    top = (1 << 64) - 1
+    messages += [
+        _add(top, b"S", 0xFFFFFFFF, 0xFFFFFFFF, locate=65535),
+        _add(top, b"S", 1, 1),  # the same reference again
+        _msg(b"Q", 2, struct.pack(">Q8sIQc", top, b"X       ", 1, top, b"O")),
+        _add(5, b"B", 10, 5),
+        _msg(b"X", 1, struct.pack(">QI", 5, 11)),  # more than it has
+        _msg(b"U", 3, struct.pack(">QQII", 777, 778, 1, 1)),
+    ]
+    for _ in range(3_000):
+        kind_byte = rng.choice(b"AFEXDUCPQBRHYhJKSVWLINOZ")
+        length = book_module.LENGTHS.get(kind_byte, 20) + rng.choice((0, 0, 0, -1, 1))
+        messages.append(bytes([kind_byte]) + rng.randbytes(max(0, length - 1)))
+    data = binaryfile_bytes(messages) + b"\x00\x30abc"  # ends inside a message
+    core = core_of(kind, depth=3, interval_ns=10**6)
+    used = core.feed(data, top - 10)  # sequence numbers wrap past 2**64 - 1
+    assert used == len(data) - 5
+    assert core.invalid > 4 and core.overfills >= 1 and core.duplicate_orders >= 1
+    tables_of(core, b"", 3)
+    if book_module.CBookCore is not None and kind == "c":
+        py = PyBookCore(depth=3, interval_ns=10**6)
+        py.feed(data, top - 10)
+        c = core_of("c", depth=3, interval_ns=10**6)
+        c.feed(data, top - 10)
+        assert c.take() == py.take()

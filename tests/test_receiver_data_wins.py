@@ -1,0 +1,356 @@
+"""Data wins (issue 18, items 1-7): what a few forged or odd datagrams can no longer do.
+
+Real data of the followed session that arrives on a line, or that an honest server
+holds, is delivered, or named with its range in an event; never only counted, never
+reported lost. Each test drives the real publisher and re-request server over the
+simulated link (tests/linksim.py) on a simulated clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from linksim import Faults, LinkSim, messages
+from moldudp64.events import (
+    Address,
+    DatagramReceived,
+    Event,
+    MessagesAfterEnd,
+    MessagesDelivered,
+    MessagesLost,
+    ServerDisabled,
+    SessionEnded,
+    Source,
+)
+from moldudp64.receiver import LOST_ATTEMPTS_EXHAUSTED, ReceiverConfig, ReceiverCore
+from moldudp64.wire import (
+    RetransmissionPacket,
+    build_end_of_session,
+    build_heartbeat,
+    build_packet,
+)
+
+S = "SESSION001"
+A, B, R = Source.LINE_A, Source.LINE_B, Source.RETRANSMISSION
+SERVER: Address = ("127.0.0.1", 9001)
+
+
+def count_requests(sim: LinkSim) -> list[tuple[int, int]]:
+    """Every request the core sends, as ``(first, count)``, recorded as it goes."""
+    seen: list[tuple[int, int]] = []
+    take = sim.core.datagrams_to_send
+
+    def datagrams_to_send(now: float) -> list[tuple[bytes, Address]]:
+        out = take(now)
+        for data, _ in out:
+            packet = RetransmissionPacket.parse(data)
+            seen.append((packet.seq_num, packet.msg_count))
+        return out
+
+    sim.core.datagrams_to_send = datagrams_to_send  # type: ignore[method-assign]
+    return seen
+
+
+def slow_feed(
+    sim: LinkSim, count: int, every: float = 0.01, at: Callable[[int], None] = lambda n: None
+) -> None:
+    """Publish ``count`` messages one at a time, ``every`` seconds apart (100 msg/s by
+    default); ``at(n)`` runs before the n-th (from 0); then end the session and settle."""
+    for n in range(count):
+        at(n)
+        sim.publish(messages(1, len(sim.published) + 1))
+        sim.run(every)
+    sim.end_session(reliable=True)
+    sim.settle()
+
+
+def of(sim: LinkSim, kind: type[Event]) -> list[Event]:
+    return [e for e in sim.events if isinstance(e, kind)]
+
+
+# -- 1. a forged end of session -----------------------------------------------------------
+
+
+def test_a_forged_end_at_the_next_number_does_not_truncate_a_live_feed() -> None:
+    sim = LinkSim(ReceiverConfig(rerequest_server_addrs=[SERVER]))
+
+    def forge(n: int) -> None:
+        if n == 50:  # the next number the feed will send
+            sim.inject(build_end_of_session(S, len(sim.published) + 1), A)
+
+    slow_feed(sim, 500, at=forge)
+    assert sim.check_exact() == []  # all 500, in order, none lost
+    assert [e for e in of(sim, SessionEnded)] == [SessionEnded(S, 501)]
+    assert of(sim, MessagesAfterEnd) == []
+
+
+def test_two_forged_ends_ahead_neither_truncate_nor_report_loss() -> None:
+    sim = LinkSim(ReceiverConfig(rerequest_server_addrs=[SERVER]))
+
+    def forge(n: int) -> None:
+        if n in (100, 106):  # 60 ms apart, 500 ahead
+            sim.inject(build_end_of_session(S, 600), A)
+
+    slow_feed(sim, 800, at=forge)
+    assert sim.check_exact() == []
+    assert of(sim, SessionEnded) == [SessionEnded(S, 801)]
+
+
+def test_data_after_a_believed_end_is_reported_with_its_range() -> None:
+    """A feed that pauses without heartbeats: a forged end in the pause is believed; every
+    message that follows is named (MessagesAfterEnd), each number once, none dropped
+    silently and none delivered after the end."""
+    sim = LinkSim(ReceiverConfig(rerequest_server_addrs=[SERVER]), heartbeat_interval=None)
+    sim.publish(messages(20))
+    sim.run(0.1)
+    sim.inject(build_end_of_session(S, 21), A)
+    sim.run(3.0)  # quiet: believed
+    assert of(sim, SessionEnded) == [SessionEnded(S, 21)]
+    for _ in range(10):
+        sim.publish(messages(5, len(sim.published) + 1))
+        sim.run(0.01)
+    sim.end_session(reliable=True)
+    sim.settle()
+    after = of(sim, MessagesAfterEnd)
+    named = [n for e in after for n in range(e.first_seq, e.last_seq + 1)]  # type: ignore[attr-defined]
+    assert named == list(range(21, 71))
+    assert all(e.end_seq == 21 for e in after)  # type: ignore[attr-defined]
+    delivered = [n for e in of(sim, MessagesDelivered) for n in range(e.seq_num, e.last_seq + 1)]  # type: ignore[attr-defined]
+    assert delivered == list(range(1, 21))
+
+
+# -- 2. forged datagrams far ahead that vouch for each other -------------------------------
+
+
+def test_two_forged_datagrams_far_ahead_cost_no_real_message() -> None:
+    for ahead in (100_000, 10**15):
+        sim = LinkSim(ReceiverConfig(rerequest_server_addrs=[SERVER]))
+        requests = count_requests(sim)
+
+        def forge(n: int, ahead: int = ahead, sim: LinkSim = sim) -> None:
+            if n == 30:
+                far = len(sim.published) + ahead
+                sim.inject(build_packet(S, far, [b"forged"]), A)
+                sim.inject(build_packet(S, far + 1, [b"forged"]), A, delay=0.002)
+
+        slow_feed(sim, 300, at=forge)
+        assert sim.check_exact() == []  # every real message, none reported lost
+        assert of(sim, ServerDisabled) == []
+        assert of(sim, SessionEnded) == [SessionEnded(S, 301)]  # the real end ends it
+        # the forged data beyond the real end is named, not dropped silently
+        after = [e for e in sim.events if isinstance(e, MessagesAfterEnd)]
+        named = [n for e in after for n in range(e.first_seq, e.last_seq + 1)]
+        assert named == [30 + ahead, 31 + ahead]
+        beyond = [r for r in requests if r[0] + r[1] - 1 > 300]
+        assert len(beyond) <= 12, len(beyond)  # one bounded request, retried with backoff
+        assert all(count <= 1024 for _, count in requests)
+
+
+# -- 3. heartbeats counting down on line B ----------------------------------------------
+
+
+def test_heartbeats_counting_down_on_b_report_nothing_lost() -> None:
+    sim = LinkSim(ReceiverConfig(rerequest_server_addrs=[SERVER]), line_b=Faults(drop=1.0))
+    start: list[int] = []
+
+    def forge(n: int) -> None:
+        if n >= 20 and n % 10 == 0:  # every 100 ms, one lower each time
+            if not start:
+                start.append(len(sim.published) + 2000)
+            sim.inject(build_heartbeat(S, start[0] - (n - 20) // 10), B)
+
+    slow_feed(sim, 600, at=forge)
+    assert sim.check_exact() == []
+    assert of(sim, MessagesLost) == []
+
+
+# -- 4. a stray session of heartbeats on line B -------------------------------------------
+
+
+def test_a_stray_heartbeat_session_on_b_does_not_capture_the_receiver() -> None:
+    for lead in (0.02, 0.1, 0.3):
+        sim = LinkSim(ReceiverConfig(rerequest_server_addrs=[SERVER]), line_b=Faults(drop=1.0))
+        t = 0.0
+        while t < lead + 5.0:  # the stray starts before the real feed and goes on
+            sim.inject(build_heartbeat("STRAY00001", 7), B, delay=t)
+            t += 0.1
+        sim.run(lead)
+        slow_feed(sim, 300)
+        assert sim.core.session == S
+        assert sim.check_exact() == []
+        assert of(sim, SessionEnded) == [SessionEnded(S, 301)]
+
+
+# -- 5. a server that answers with zero-count packets ----------------------------------------
+
+
+def test_empty_answers_back_off_and_the_gap_ends_reported_lost() -> None:
+    config = ReceiverConfig(rerequest_server_addrs=[SERVER])
+    sim = LinkSim(config, line_a=Faults(drop=0.0))
+    requests = count_requests(sim)
+
+    def lagging_server(request: bytes, server: Address) -> None:
+        packet = RetransmissionPacket.parse(request)
+        answer = build_heartbeat(S, packet.seq_num)  # its store lags: nothing to give
+        sim._send(sim.answer_faults, "rx", answer, R, server)
+
+    sim._serve = lagging_server  # type: ignore[method-assign]
+
+    def lose(n: int) -> None:
+        sim.line_a.drop = 1.0 if n == 40 else 0.0
+
+    slow_feed(sim, 200, at=lose)
+    lost = sim.check_exact()
+    assert [(first, last, reason) for first, last, reason in lost] == [
+        (41, 41, LOST_ATTEMPTS_EXHAUSTED)
+    ]
+    assert len(requests) <= config.max_request_attempts  # backed off, not a storm
+    assert of(sim, SessionEnded) == [SessionEnded(S, 201)]
+
+
+# -- 6. a clock that goes backwards -----------------------------------------------------------
+
+
+def test_a_clock_that_jumps_back_does_not_stall_recovery() -> None:
+    sim = LinkSim(
+        ReceiverConfig(rerequest_server_addrs=[SERVER]),
+        seed=6,
+        line_a=Faults(drop=0.1),
+        answers=Faults(drop=0.5),
+    )
+    core = sim.core
+    back = [0.0, 0]  # seconds the driver's clock is behind, datagrams seen
+
+    def driver(now: float) -> float:
+        return now - back[0]
+
+    receive, handle, send, timer = (
+        core.receive_datagram,
+        core.handle_timer,
+        core.datagrams_to_send,
+        core.get_timer,
+    )
+
+    def receive_datagram(
+        data: bytes, source: Source, now: float, addr: Address | None = None
+    ) -> None:
+        back[1] += 1
+        if back[1] % 200 == 0:
+            back[0] += 50.0  # a 50 s jump back every 200 datagrams
+        receive(data, source, driver(now), addr)
+
+    def get_timer() -> float | None:
+        at = timer()
+        if at is None:
+            return None
+        due = at + back[0]
+        while driver(due) < at:  # never a float step early
+            due = math.nextafter(due, math.inf)
+        return due
+
+    core.receive_datagram = receive_datagram  # type: ignore[method-assign]
+    core.handle_timer = lambda now: handle(driver(now))  # type: ignore[method-assign]
+    core.datagrams_to_send = lambda now: send(driver(now))  # type: ignore[method-assign]
+    core.get_timer = get_timer  # type: ignore[method-assign]
+    for _ in range(500):
+        sim.publish(messages(2, len(sim.published) + 1))
+        sim.run(0.01)
+    sim.end_session(reliable=True)
+    sim.settle(limit=60.0)
+    assert back[0] >= 100.0  # it did jump, more than once
+    assert sim.check_exact() == []
+    assert of(sim, SessionEnded) == [SessionEnded(S, 1001)]
+
+
+# -- 7. a gap followed by silence is asked for at once ----------------------------------------
+
+
+def test_a_gap_then_silence_is_requested_at_once() -> None:
+    """The Rust client's own example: 1-2, then 5: a request for 3..4 at once (after
+    request_delay), and in low-level mode three datagrams surfaced: the two live ones as
+    they arrive, then the answer."""
+    for raw in (False, True):
+        c = ReceiverCore(ReceiverConfig(rerequest_server_addrs=[SERVER], raw=raw))
+        first = build_packet(S, 1, [b"1", b"2"])
+        fifth = build_packet(S, 5, [b"5"])
+        c.receive_datagram(first, A, 0.0)
+        c.receive_datagram(fifth, A, 0.01)
+        sent = c.datagrams_to_send(0.01)
+        assert [RetransmissionPacket.parse(d).seq_num for d, _ in sent] == [3]
+        assert [RetransmissionPacket.parse(d).msg_count for d, _ in sent] == [2]
+        answer = build_packet(S, 3, [b"3", b"4"])
+        c.receive_datagram(answer, R, 0.02, SERVER)
+        events = c.events_received()
+        if raw:
+            surfaced = [e.data for e in events if isinstance(e, DatagramReceived)]
+            assert surfaced == [first, fifth, answer]
+        else:
+            got = [m for e in events if isinstance(e, MessagesDelivered) for m in e.messages]
+            assert got == [b"1", b"2", b"3", b"4", b"5"]
+
+
+def test_with_request_delay_the_near_gap_waits_only_that_long() -> None:
+    c = ReceiverCore(ReceiverConfig(rerequest_server_addrs=[SERVER], request_delay=0.005))
+    c.receive_datagram(build_packet(S, 1, [b"1"]), A, 0.0)
+    c.receive_datagram(build_packet(S, 5, [b"5"]), A, 0.0)
+    assert c.datagrams_to_send(0.0) == [] and c.get_timer() == 0.005
+    assert len(c.datagrams_to_send(0.005)) == 1
+
+
+def test_a_stray_far_ahead_costs_no_request() -> None:
+    c = ReceiverCore(ReceiverConfig(rerequest_server_addrs=[SERVER]))
+    c.receive_datagram(build_packet(S, 1, [b"1"]), A, 0.0)
+    c.receive_datagram(build_packet(S, 2 + 1025, [b"stray"]), A, 0.0)  # over 1024 ahead
+    assert c.datagrams_to_send(0.0) == []
+    c.receive_datagram(build_packet(S, 2, [b"2"]), A, 0.1)
+    c.handle_timer(3.0)  # never confirmed: dropped, nothing requested, nothing lost
+    assert c.datagrams_to_send(3.0) == []
+    assert c.stats.messages_lost == 0 and c.stats.dropped == {"unconfirmed_sequence": 1}
+
+
+def test_a_gap_the_feed_has_not_passed_waits_then_is_asked_for_when_it_does() -> None:
+    """Out of attempts before the feed reached the gap: not lost ("not yet arrived"),
+    parked; asked for again the moment the feed passes it."""
+    c = ReceiverCore(
+        ReceiverConfig(
+            rerequest_server_addrs=[SERVER],
+            request_timeout=0.01,
+            max_request_timeout=0.01,
+            max_request_attempts=2,
+            stale_after=None,
+        )
+    )
+    c.receive_datagram(build_packet(S, 1, [b"1"]), A, 0.0)
+    c.receive_datagram(build_heartbeat(S, 10), A, 0.0)  # 2..9 missing, by one datagram
+    assert len(c.datagrams_to_send(0.0)) == 1
+    c.handle_timer(0.01)
+    assert len(c.datagrams_to_send(0.01)) == 1
+    c.handle_timer(0.02)  # out of attempts
+    assert c.datagrams_to_send(0.02) == [] and c.stats.messages_lost == 0
+    assert c.get_timer() == 0.02 + 5.0  # parked (server_retry_interval)
+    assert c.stats.timeouts == {SERVER: 2} and c.stats.servers_in_rotation == 1
+    for seq in range(10, 14):  # the feed passes it
+        c.receive_datagram(build_packet(S, seq, [b"%d" % seq]), A, 0.1)
+    sent = c.datagrams_to_send(0.1)
+    assert [RetransmissionPacket.parse(d).seq_num for d, _ in sent] == [2]
+    c.receive_datagram(build_packet(S, 2, [b"%d" % n for n in range(2, 10)]), R, 0.11, SERVER)
+    got = [m for e in c.events_received() if isinstance(e, MessagesDelivered) for m in e.messages]
+    assert got == [b"1", *(b"%d" % n for n in range(2, 14))]
+
+
+def test_a_long_tail_lost_before_a_real_end_is_fetched_window_by_window() -> None:
+    """Everything after 82 lost on the line (a kernel that dropped while nobody read), then
+    only the end of session, repeated: the numbers before it are asked for a window at a
+    time, each answer bringing the next, until the end is near enough to believe."""
+    sim = LinkSim(ReceiverConfig(rerequest_server_addrs=[SERVER]))
+    sim.publish(messages(82))
+    sim.run(0.01)
+    sim.line_a = Faults(drop=1.0)
+    sim.publish(messages(3918, 83))
+    sim.run(0.01)
+    sim.line_a = Faults()
+    sim.end_session()
+    sim.settle()
+    assert sim.check_exact() == []
+    assert of(sim, SessionEnded) == [SessionEnded(S, 4001)]
