@@ -33,6 +33,7 @@ from typing import Any, Final, NamedTuple, Protocol
 
 __all__ = [
     "BBO_WIDTH",
+    "STATE_FIELDS",
     "TRADES_WIDTH",
     "BBOChange",
     "Book",

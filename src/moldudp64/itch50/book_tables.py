@@ -30,6 +30,9 @@ from .book import (
 
 __all__ = [
     "ALL_TABLES",
+    "FLUSH_MIN_ROWS",
+    "FLUSH_ROWS",
+    "FLUSH_SECONDS",
     "BookTables",
     "BookWriter",
     "bbo_schema",
