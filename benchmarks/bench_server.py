@@ -407,10 +407,15 @@ class SlowStore(MemoryStore):
 
 
 def _many_flood_main(
-    port: int, hosts: int, ports: int, conn: multiprocessing.connection.Connection
+    port: int,
+    hosts: int,
+    ports: int,
+    conn: multiprocessing.connection.Connection,
+    rate: float | None = None,
 ) -> None:
     """Flood from ``hosts`` addresses (127.1.x.y) plus ``ports`` ports of 127.2.0.1, round
-    robin, as fast as one process can, until told to stop."""
+    robin, as fast as one process can (or at ``rate`` datagrams a second), until told to
+    stop."""
     socks = []
     for i in range(hosts):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -431,7 +436,10 @@ def _many_flood_main(
     conn.recv()
     n = len(socks)
     i = 0
+    began = time.perf_counter()
     while not conn.poll():
+        if rate is not None and (ahead := sent / rate - (time.perf_counter() - began)) > 0:
+            time.sleep(ahead)
         for _ in range(512):
             try:
                 socks[i % n].sendto(reqs[i % 997], server)
@@ -508,12 +516,14 @@ def flood_fairness(
     rounds: int = 30,
     kind: str = "sync",
     warmup: int = 20,
+    flood_rate: float | None = None,
 ) -> dict[str, float]:
     """A client answered ``warmup`` times (127.0.0.10), then quiet for ``quiet`` s while
     ``hosts`` hosts and ``ports`` ports flood, then asking ``rounds`` times (20 ms apart)
     alongside a new client (127.0.0.11): the share answered and the p99 latency of each.
     ``kind``: the ``sync`` server, the ``asyncio`` one, or the asyncio one with a store
-    that blocks (``blocking_io``: its worker thread, as ``serve --nats``)."""
+    that blocks (``blocking_io``: its worker thread, as ``serve --nats``). ``flood_rate``:
+    the flood's datagrams a second (None: as fast as one process can)."""
     ctx = multiprocessing.get_context("fork")
     srv_parent, srv_child = ctx.Pipe()
     server_proc = ctx.Process(
@@ -530,7 +540,9 @@ def flood_fairness(
     assert all(math.isfinite(x) for x in warm), warm
     flood_parent, flood_child = ctx.Pipe()
     flood_proc = ctx.Process(
-        target=_many_flood_main, args=(port, hosts, ports, flood_child), daemon=True
+        target=_many_flood_main,
+        args=(port, hosts, ports, flood_child, flood_rate),
+        daemon=True,
     )
     flood_proc.start()
     assert flood_parent.recv() == "ready"
