@@ -49,7 +49,7 @@ from moldudp64.asyncio.server import AsyncPublisher, AsyncRerequestServer
 from moldudp64.bench import Result
 from moldudp64.binaryfile import BinaryFileWriter
 from moldudp64.publisher import PublisherCore
-from moldudp64.rerequest import RerequestServerCore
+from moldudp64.rerequest import DEFAULT_RATE_LIMIT, RateLimit, RerequestServerCore
 from moldudp64.store import BinaryFileStore, MemoryStore
 from moldudp64.sync.server import Publisher, RerequestServer
 
@@ -189,8 +189,8 @@ def answers_loopback(total: int, requests: list[bytes], use_asyncio: bool = Fals
     return received / elapsed
 
 
-def _flood_main(port: int, seconds: float, conn: multiprocessing.connection.Connection) -> None:
-    """Send requests from 127.0.0.2..9 as fast as one process can for ``seconds``."""
+def _flood_main(port: int, conn: multiprocessing.connection.Connection) -> None:
+    """Send requests from 127.0.0.2..9 as fast as one process can until told to stop."""
     socks = []
     for i in range(2, 10):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -203,58 +203,77 @@ def _flood_main(port: int, seconds: float, conn: multiprocessing.connection.Conn
     sent = 0
     conn.send("ready")
     conn.recv()
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
+    while not conn.poll():
         for i in range(256):
             try:
                 socks[i & 7].sendto(reqs[i & 63], server)
                 sent += 1
             except (BlockingIOError, OSError):
                 pass
+    conn.recv()
     conn.send(sent)
     for s in socks:
         s.close()
 
 
 def _fair_server_main(
-    total: int, use_asyncio: bool, conn: multiprocessing.connection.Connection
+    total: int,
+    use_asyncio: bool,
+    rate: float | None,
+    conn: multiprocessing.connection.Connection,
 ) -> None:
     logging.getLogger("moldudp64.rerequest").setLevel(logging.ERROR)  # one line per flooder
     store = MemoryStore(max_bytes=None)
     store.extend(make_messages(total))
+    limit = DEFAULT_RATE_LIMIT if rate is None else RateLimit.per_source(rate)
     if use_asyncio:
 
         async def go() -> None:
-            server = await AsyncRerequestServer.create(SESSION, store)
+            server = await AsyncRerequestServer.create(SESSION, store, rate_limit=limit)
             conn.send(server.address[1])
-            await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+            loop = asyncio.get_running_loop()
+            while await loop.run_in_executor(None, conn.recv) != "stop":
+                conn.send(server.stats)
             conn.send(server.stats)
             server.close()
 
         asyncio.run(go())
         return
-    server = RerequestServer(SESSION, store, ("127.0.0.1", 0)).start()
+    server = RerequestServer(SESSION, store, ("127.0.0.1", 0), rate_limit=limit).start()
     conn.send(server.address[1])
-    conn.recv()
+    while conn.recv() != "stop":  # "stats": how far it is
+        conn.send(server.stats)
     conn.send(server.stats)
     server.close()
 
 
 def fairness(
-    seconds: float = 3.0, client_rate: float = 100.0, use_asyncio: bool = False
+    seconds: float = 3.0,
+    client_rate: float = 100.0,
+    use_asyncio: bool = False,
+    refused_per_ask: float | None = None,
+    max_seconds: float = 30.0,
+    rate: float | None = None,
 ) -> dict[str, float]:
     """A client at ``client_rate`` requests/s from 127.0.0.10 while 8 hosts (127.0.0.2..9,
     one process) flood a default-configured server in a child process: the share of the
-    client's requests answered, and the flood's rate."""
+    client's requests answered, and the flood's rate.
+
+    The flood and the client go on for ``seconds``, then (paced by what the server did,
+    not by the clock: on a loaded machine the server may read little of the flood in a
+    given time) until the server refused more than ``refused_per_ask`` requests for rate
+    per request the client asked, at most
+    ``max_seconds`` in all; ``seconds`` in the result is how long it was. ``rate``: the
+    server's ``RateLimit.per_source(rate)`` instead of the default limit."""
     ctx = multiprocessing.get_context("fork")
     srv_parent, srv_child = ctx.Pipe()
     server_proc = ctx.Process(
-        target=_fair_server_main, args=(100_000, use_asyncio, srv_child), daemon=True
+        target=_fair_server_main, args=(100_000, use_asyncio, rate, srv_child), daemon=True
     )
     server_proc.start()
     port = srv_parent.recv()
     flood_parent, flood_child = ctx.Pipe()
-    flood_proc = ctx.Process(target=_flood_main, args=(port, seconds, flood_child), daemon=True)
+    flood_proc = ctx.Process(target=_flood_main, args=(port, flood_child), daemon=True)
     flood_proc.start()
     assert flood_parent.recv() == "ready"
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -264,7 +283,22 @@ def fairness(
     flood_parent.send("go")
     start = time.perf_counter()
     asked = answered = 0
-    while time.perf_counter() - start < seconds:
+    check_at = start + seconds
+
+    def more() -> bool:
+        nonlocal check_at
+        now = time.perf_counter()
+        if now < check_at:
+            return True
+        if refused_per_ask is None or now - start >= max_seconds:
+            return False
+        srv_parent.send("stats")
+        if srv_parent.recv().refused["rate_limited"] > refused_per_ask * asked:
+            return False
+        check_at = now + 0.1
+        return True
+
+    while more():
         sock.sendto(struct.pack(">10sQH", raw, 5 + asked, 10), ("127.0.0.1", port))
         asked += 1
         due = start + asked / client_rate
@@ -276,6 +310,8 @@ def fairness(
                     answered += 1
                 except BlockingIOError:
                     pass
+    flood_parent.send("stop")
+    seconds = time.perf_counter() - start
     end = time.perf_counter() + 1.0  # the stragglers (waiting for budget: up to 0.5 s)
     while (left := end - time.perf_counter()) > 0 and answered < asked:
         if select.select([sock], [], [], left)[0]:
@@ -294,6 +330,9 @@ def fairness(
         "flood_per_s": flood_sent / seconds,
         "server_requests_per_s": stats.requests / seconds,
         "refused_rate_limited": stats.refused["rate_limited"],
+        "server_read": stats.requests,
+        "server_answers": stats.answers,
+        "seconds": seconds,
     }
 
 
@@ -368,10 +407,15 @@ class SlowStore(MemoryStore):
 
 
 def _many_flood_main(
-    port: int, hosts: int, ports: int, conn: multiprocessing.connection.Connection
+    port: int,
+    hosts: int,
+    ports: int,
+    conn: multiprocessing.connection.Connection,
+    rate: float | None = None,
 ) -> None:
     """Flood from ``hosts`` addresses (127.1.x.y) plus ``ports`` ports of 127.2.0.1, round
-    robin, as fast as one process can, until told to stop."""
+    robin, as fast as one process can (or at ``rate`` datagrams a second), until told to
+    stop."""
     socks = []
     for i in range(hosts):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -392,7 +436,10 @@ def _many_flood_main(
     conn.recv()
     n = len(socks)
     i = 0
+    began = time.perf_counter()
     while not conn.poll():
+        if rate is not None and (ahead := sent / rate - (time.perf_counter() - began)) > 0:
+            time.sleep(ahead)
         for _ in range(512):
             try:
                 socks[i % n].sendto(reqs[i % 997], server)
@@ -469,12 +516,14 @@ def flood_fairness(
     rounds: int = 30,
     kind: str = "sync",
     warmup: int = 20,
+    flood_rate: float | None = None,
 ) -> dict[str, float]:
     """A client answered ``warmup`` times (127.0.0.10), then quiet for ``quiet`` s while
     ``hosts`` hosts and ``ports`` ports flood, then asking ``rounds`` times (20 ms apart)
     alongside a new client (127.0.0.11): the share answered and the p99 latency of each.
     ``kind``: the ``sync`` server, the ``asyncio`` one, or the asyncio one with a store
-    that blocks (``blocking_io``: its worker thread, as ``serve --nats``)."""
+    that blocks (``blocking_io``: its worker thread, as ``serve --nats``). ``flood_rate``:
+    the flood's datagrams a second (None: as fast as one process can)."""
     ctx = multiprocessing.get_context("fork")
     srv_parent, srv_child = ctx.Pipe()
     server_proc = ctx.Process(
@@ -491,7 +540,9 @@ def flood_fairness(
     assert all(math.isfinite(x) for x in warm), warm
     flood_parent, flood_child = ctx.Pipe()
     flood_proc = ctx.Process(
-        target=_many_flood_main, args=(port, hosts, ports, flood_child), daemon=True
+        target=_many_flood_main,
+        args=(port, hosts, ports, flood_child, flood_rate),
+        daemon=True,
     )
     flood_proc.start()
     assert flood_parent.recv() == "ready"

@@ -381,6 +381,56 @@ def test_a_blocking_store_answers_requests_that_waited_for_budget_from_its_worke
     asyncio.run(main())
 
 
+class RecordingGatedStore(GatedStore):
+    """A GatedStore that records the sequence number of each read, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[int] = []
+
+    def get(self, seq_num: int, max_count: int, max_bytes: int) -> list[bytes]:
+        self.reads.append(seq_num)
+        return super().get(seq_num, max_count, max_bytes)
+
+
+def test_a_blocking_store_reads_a_new_clients_request_ahead_of_a_many_source_flood() -> None:
+    """``serve --nats`` (issue 18, item 10): while the worker is held in a read, 300 hosts
+    send 40 requests each (more than a newcomer's allowance) and the core reads none of
+    them; then a new client asks. Its request is read next, before any of the flood's: a
+    source's first requests count as the server *received* them, so the flood's sources
+    are not newcomers for ever, filling the lane a new client's first requests take."""
+    from moldudp64.asyncio import server as server_module
+
+    async def main() -> None:
+        store = RecordingGatedStore()
+        for m in MESSAGES:
+            store.append(m)
+        async with await AsyncRerequestServer.create(SESSION, store) as srv:
+            srv._answer_batch([(request(1, 1), ("127.3.0.1", 9))])  # holds the worker
+            while not store.entered.is_set():
+                await asyncio.sleep(0.005)
+            flood = [
+                (request(2 + k % 1000, 1), (f"127.1.{host // 250}.{1 + host % 250}", 9))
+                for k in range(40)
+                for host in range(300)
+            ]
+            for i in range(0, len(flood), 256):  # as the loop reads them, a batch at a time
+                srv._answer_batch(flood[i : i + 256])
+            transport, client = await open_client("127.0.0.11")
+            srv._answer_batch([(request(1500, 1), transport.get_extra_info("sockname"))])
+            store.gate.set()
+            answer = await client.recv()
+            assert Packet.parse(answer).seq_num == 1500
+            assert store.reads[0] == 1
+            # read in the chunk after the held one, before any of the flood's
+            assert 1500 in store.reads[1 : 1 + server_module._WORKER_CHUNK]
+            assert store.reads.index(1500) == 1
+            assert srv.stats.refused["busy"] > 0  # the flood, beyond the shared queue
+            transport.close()
+
+    asyncio.run(main())
+
+
 @pytest.mark.parametrize("opened", ["before the loop ends", "after the loop ended"])
 def test_closing_while_a_blocking_get_is_in_flight_sends_nothing_and_raises_nothing(
     opened: str, caplog: pytest.LogCaptureFixture

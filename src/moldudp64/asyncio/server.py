@@ -23,7 +23,7 @@ import heapq
 import logging
 import math
 import socket
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
@@ -36,6 +36,7 @@ from ..net import open_multicast_sender, open_unicast_socket
 from ..publisher import Pacer, PublisherFront, PublisherOptions, RunResult
 from ..rerequest import (
     DEFAULT_RATE_LIMIT,
+    NEWCOMER_ALLOWANCE,
     REQUEST_READ_SIZE,
     IPNetwork,
     PeerTable,
@@ -67,6 +68,13 @@ _NEWCOMERS: Address = ("", -1)
 _LATER = 1e15
 #: Sources of requests dropped ``busy`` remembered for the core (crowd detection).
 _MAX_UNREAD_HOSTS = 4096
+#: New sources' first requests waiting for the worker (the newcomers' lane), at most.
+_MAX_NEWCOMER_LANE = _RECV_BATCH
+#: Counters of the requests each source sent to the shared socket (two per source,
+#: hashed, saturating; 256 KiB): a source's first ``NEWCOMER_ALLOWANCE`` as *received*
+#: may take the newcomers' lane, whether or not the worker ever read them.
+_ARRIVAL_BITS = 18
+_ARRIVAL_MASK = (1 << _ARRIVAL_BITS) - 1
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -138,6 +146,14 @@ class AsyncRerequestServer:
         self._pending_count = 0
         #: The batch waiting in _pending_first for each adopted client (one at most).
         self._peer_batches: dict[Address, list[tuple[bytes, Address]]] = {}
+        #: The newcomers' lane: new sources' first requests by source (round robin), and
+        #: how many it holds; a source that sent more than its allowance leaves it.
+        self._lane: OrderedDict[str, list[tuple[bytes, Address]]] = OrderedDict()
+        self._lane_items = 0
+        self._arrivals: bytearray | None = None
+        #: Whether the adopted client whose batch is being queued is still within its
+        #: first requests as received (see _rank).
+        self._newcomer_peer = False
         self._timer_pending = False
         #: Sources of datagrams dropped ``busy``, told to the core with the next batch.
         self._unread_hosts: set[str] = set()
@@ -241,21 +257,19 @@ class AsyncRerequestServer:
         assert self._loop is not None
         if self._executor is not None:
             if peer is not None:
-                self._offload(batch, peer)
+                core = self.core
+                if not core.established(peer[0]):  # a flood's adopted source: shed here too
+                    now, benched = self._loop.time(), core.benched
+                    kept = [item for item in batch if not benched(item[1][0], now)]
+                    self._shed += len(batch) - len(kept)
+                    batch = kept
+                if batch:
+                    self._newcomer_peer = self._arrived(peer[0], len(batch)) < NEWCOMER_ALLOWANCE
+                    self._offload(batch, peer)
             else:
                 # Shed the flood's benched sources here, before they take the worker's
                 # queue (a read of the core's bench: a dict look-up, safe across threads).
-                now, core = self._loop.time(), self.core
-                benched, newcomer = core.benched, core.newcomer
-                kept = [item for item in batch if not benched(item[1][0], now)]
-                self._shed += len(batch) - len(kept)
-                # A new source's first requests go ahead of the rest (as a client's own).
-                first = [item for item in kept if newcomer(item[1][0], now)]
-                if first:
-                    self._offload(first, _NEWCOMERS)
-                    batch = [item for item in kept if not newcomer(item[1][0], now)]
-                else:
-                    batch = kept
+                batch = self._sort_shared(batch)
                 for i in range(0, len(batch), _WORKER_CHUNK):
                     self._offload(batch[i : i + _WORKER_CHUNK])
             return
@@ -265,6 +279,83 @@ class AsyncRerequestServer:
             self._send_answer(answer, to)
         if core.waiting != waiting:  # some wait for budget: the timer may have to be sooner
             self._rearm()
+
+    def _sort_shared(
+        self, batch: list[tuple[bytes, Address]]
+    ) -> list[tuple[bytes, Address]]:
+        """With a blocking store, a batch of the shared socket before the worker sees it:
+        benched sources' requests shed (a read of the core's bench: a dict look-up, safe
+        across threads), new sources' first requests into the newcomers' lane (ahead of
+        the rest, as a client's own); the rest, for the shared socket's queue.
+
+        A source's first ``NEWCOMER_ALLOWANCE`` requests *as received* count, not as
+        the core read them: a flood's sources whose requests never reached the core
+        (dropped ``busy``) would else stay newcomers for ever and fill the lane."""
+        assert self._loop is not None
+        now, core = self._loop.time(), self.core
+        benched, newcomer = core.benched, core.newcomer
+        arrived = self._arrived
+        lane = self._lane
+        rest: list[tuple[bytes, Address]] = []
+        joined = False
+        for item in batch:
+            host = item[1][0]
+            if benched(host, now):
+                self._shed += 1
+                continue
+            sent = arrived(host, 1)
+            if sent < NEWCOMER_ALLOWANCE and newcomer(host, now):
+                if self._lane_items >= _MAX_NEWCOMER_LANE:
+                    self._drop_busy([item])
+                    continue
+                queued = lane.get(host)
+                if queued is None:
+                    lane[host] = [item]
+                else:
+                    queued.append(item)
+                self._lane_items += 1
+                joined = True
+                continue
+            if sent == NEWCOMER_ALLOWANCE:  # past its allowance: it leaves the lane
+                left = lane.pop(host, None)
+                if left is not None:
+                    self._lane_items -= len(left)
+                    rest.extend(left)
+            rest.append(item)
+        if joined and _NEWCOMERS not in self._peer_batches:
+            self._peer_batches[_NEWCOMERS] = []  # a marker: the chunks come from the lane
+            self._pending_count += 1
+            heapq.heappush(self._pending_first, (_LATER, self._pending_count, _NEWCOMERS))
+            self._start_worker()
+        return rest
+
+    def _arrived(self, host: str, count: int) -> int:
+        """Count ``count`` requests received from ``host``; those it sent before (at most
+        255: the counters saturate)."""
+        table = self._arrivals
+        if table is None:
+            table = self._arrivals = bytearray(1 << _ARRIVAL_BITS)
+        h = hash(host)
+        i, j = h & _ARRIVAL_MASK, (h >> _ARRIVAL_BITS) & _ARRIVAL_MASK
+        sent = min(table[i], table[j])
+        if sent < 255:
+            table[i] = min(255, table[i] + count)
+            table[j] = min(255, table[j] + count)
+        return sent
+
+    def _lane_chunk(self) -> list[tuple[bytes, Address]]:
+        """Up to ``_WORKER_CHUNK`` of the newcomers' lane, one a source in turn."""
+        lane = self._lane
+        chunk: list[tuple[bytes, Address]] = []
+        while lane and len(chunk) < _WORKER_CHUNK:
+            host, queued = next(iter(lane.items()))
+            chunk.append(queued.pop(0))
+            if queued:
+                lane.move_to_end(host)
+            else:
+                del lane[host]
+        self._lane_items -= len(chunk)
+        return chunk
 
     def _on_peer_readable(self, peer: Address) -> None:
         """A known client's own socket is readable: one batch from it."""
@@ -380,6 +471,9 @@ class AsyncRerequestServer:
             return
         else:
             self._pending.append(batch)
+        self._start_worker()
+
+    def _start_worker(self) -> None:
         if self._worker is None or self._worker.done():
             assert self._loop is not None
             self._worker = self._loop.create_task(self._work())
@@ -396,7 +490,7 @@ class AsyncRerequestServer:
         or _NEWCOMERS): established sources by seniority, then new sources' first
         requests, then the other adopted clients by seniority."""
         core, now = self.core, self._loop.time() if self._loop is not None else 0.0
-        if peer == _NEWCOMERS or core.newcomer(peer[0], now):
+        if peer == _NEWCOMERS or (self._newcomer_peer and core.newcomer(peer[0], now)):
             return _LATER
         since = self._peers.since(peer)
         return since if core.established(peer[0]) else _LATER + 1.0 + since
@@ -410,15 +504,25 @@ class AsyncRerequestServer:
         while (pending or first) and not self._closed:
             batch: list[tuple[bytes, Address]] | None
             if first:
-                rank, count, peer = heapq.heappop(first)
+                rank, _, peer = heapq.heappop(first)
                 if peer is None:
                     self._timer_pending = False
                     batch = None
+                elif peer == _NEWCOMERS:
+                    batch = self._lane_chunk()
+                    if self._lane:  # behind those of its rank queued meanwhile
+                        self._pending_count += 1
+                        heapq.heappush(first, (rank, self._pending_count, peer))
+                    else:
+                        del self._peer_batches[peer]
+                    if not batch:
+                        continue
                 else:
                     batch = self._peer_batches.pop(peer)
                     if len(batch) > _WORKER_CHUNK:  # the rest after the next in rank
                         self._peer_batches[peer] = batch[_WORKER_CHUNK:]
-                        heapq.heappush(first, (rank, count, peer))
+                        self._pending_count += 1  # round robin among those of its rank
+                        heapq.heappush(first, (rank, self._pending_count, peer))
                         batch = batch[:_WORKER_CHUNK]
             else:
                 batch = pending.popleft()
@@ -479,6 +583,7 @@ class AsyncRerequestServer:
         self._pending.clear()
         self._pending_first.clear()
         self._peer_batches.clear()
+        self._lane.clear()
         if self._worker is not None:
             self._worker.cancel()
         if self._executor is not None:
