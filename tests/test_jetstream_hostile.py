@@ -180,22 +180,36 @@ def test_every_record_before_a_damaged_one_is_read_before_the_error(nats_url: st
     assert as_messages(run(main())) == want(1, 100)
 
 
-def test_overlapping_and_stale_records_are_read_once_in_order_first_stored_wins(
+def test_overlapping_and_stale_records_are_errors_naming_them_after_the_data_before(
     nats_url: str,
 ) -> None:
-    async def main() -> tuple[list[Event], list[Event]]:
+    """A record starting behind the end of the one before it (a bridge starts each record
+    where the last ends) contradicts the stream: the reader stops at it naming it, after
+    every message before it; each such record deleted, the session reads back."""
+
+    async def main() -> tuple[list[Event], list[str], list[Event], list[Event]]:
+        got: list[Event] = []
+        errors: list[str] = []
         async with stream_context(nats_url) as js:
             await put(js, "data", 1, 5, blocks(msgs(1, 5)))
             await put(js, "data", 3, 5, blocks(msgs(3, 7, b"X")))  # 3..5 again, other bytes
             await put(js, "data", 2, 2, blocks(msgs(2, 3, b"Y")))  # behind the tail
-            await put(js, "data", 8, 2, blocks(msgs(8, 9)))
+            await put(js, "data", 6, 4, blocks(msgs(6, 9)))
             await put(js, "end", 10)
-            return await read_all(js), await read_all(js, start=4)
+            for stray in (2, 3):
+                with pytest.raises(JetStreamError) as raised:
+                    async for ev in read_batches(js, STREAM, SESSION, idle_timeout=2):
+                        got.append(ev)
+                errors.append(str(raised.value))
+                await js.delete_msg(STREAM, stray)
+            return got, errors, await read_all(js), await read_all(js, start=4)
 
-    whole, tail = run(main())
-    from_second = [Message(SESSION, s, b"X%d" % s) for s in (6, 7)]
-    assert as_messages(whole) == [*want(1, 5), *from_second, *want(8, 9), SessionEnded(SESSION, 10)]
-    assert as_messages(tail) == [*want(4, 5), *from_second, *want(8, 9), SessionEnded(SESSION, 10)]
+    got, errors, whole, tail = run(main())
+    assert as_messages(got) == [*want(1, 5), *want(1, 5)]
+    assert "stream message 2 on FEED.s." in errors[0] and "data 3..7, behind message 5" in errors[0]
+    assert "stream message 3 on FEED.s." in errors[1] and "data 2..3, behind message 5" in errors[1]
+    assert as_messages(whole) == [*want(1, 9), SessionEnded(SESSION, 10)]
+    assert as_messages(tail) == [*want(4, 9), SessionEnded(SESSION, 10)]
 
 
 def test_an_end_record_behind_what_was_read_is_an_error_naming_it_after_the_data(
@@ -277,7 +291,8 @@ def test_a_foreign_data_record_ahead_of_the_stored_end_is_refused_and_the_rest_s
 ) -> None:
     """A record claiming numbers beyond the stored end with nothing stored between: a
     bridge would have stored the numbers between first, so the bridge refuses it and
-    stores its own messages for those numbers; a reader reports the hole, never silence."""
+    stores its own messages for those numbers; a reader stops at it naming it (the
+    bridge's record after it fills the hole it leaves), never reads it as loss."""
 
     async def main() -> tuple[Bridge, list[Event], list[Event]]:
         async with stream_context(nats_url) as js:
@@ -294,14 +309,20 @@ def test_a_foreign_data_record_ahead_of_the_stored_end_is_refused_and_the_rest_s
                 yield SessionEnded(SESSION, 3001)
 
             await bridge.run(feed())
-            before = await read_all(js)
+            before: list[Event] = []
+            with pytest.raises(JetStreamError) as raised:
+                async for ev in read_batches(js, STREAM, SESSION, idle_timeout=2):
+                    before.append(ev)
             forged = int(bridge.refused[0].split("stream message ")[1].split()[0])
+            assert f"stream message {forged} on " in str(raised.value), str(raised.value)
+            assert "leaving a hole after message" in str(raised.value)
             await js.delete_msg(STREAM, forged)
             return bridge, before, await read_all(js)
 
     bridge, before, after = run(main())
     assert bridge.records_refused == 1 and "is not stored" in bridge.refused[0], bridge.refused
-    assert any(isinstance(ev, MessagesLost) for ev in before)  # the hole it made, reported
+    read = as_messages(before)
+    assert read == want(1, len(read)) and len(read) >= 1000  # all before it, no loss
     assert as_messages(after) == [*want(1, 3000), SessionEnded(SESSION, 3001)]
 
 
