@@ -45,6 +45,7 @@ from moldudp64.jetstream import (  # noqa: E402
 )
 
 nats_url = test_jetstream.nats_url  # the fixture: a fresh single-node JetStream server
+from moldudp64.jetstream.stream import _pick_session  # noqa: E402
 from nats_support import free_tcp_port, listening, server_command, start_server  # noqa: E402
 
 STREAM = "FEED"
@@ -415,6 +416,23 @@ def test_an_existing_stream_with_narrower_or_wider_subjects_that_cover_sessions_
             await nc.close()
 
     assert run(main()) == [MessagesDelivered(SESSION, 1, msgs(1, 3)), SessionEnded(SESSION, 4)]
+
+
+def test_a_stray_end_on_another_session_does_not_take_over_the_default_session(
+    nats_url: str,
+) -> None:
+    """The newest record a lone ``end`` on a session holding nothing else (a stray client):
+    the default session stays the newest one holding data, and the CLI is told why."""
+
+    async def main() -> tuple[str | None, str]:
+        async with stream_context(nats_url) as js:
+            await put(js, "data", 1, 3, blocks(msgs(1, 3)))
+            await put(js, "end", 1, session="OTHER")
+            return await _pick_session(js, STREAM)
+
+    session, note = run(main())
+    assert session == SESSION
+    assert "stream message 2, a lone end record" in note and repr(SESSION) in note, note
 
 
 def test_retention_removing_records_under_a_reader_is_reported_lost_in_place(

@@ -415,7 +415,7 @@ async def _replay(
 async def _replay_from(
     nc: Any, args: argparse.Namespace, source: NatsSource, sink: Any, stop: _StopFlag, tally: _Tally
 ) -> _Tally:
-    from ..jetstream import latest_session
+    from ..jetstream.stream import _pick_session
 
     js = nc.jetstream()
     # As the wire has it (padded to 10), so the output says what live listen says.
@@ -425,7 +425,9 @@ async def _replay_from(
     if session is not None:
         await _say_if_absent(js, source.stream, session, waiting)
     while session is None:
-        session = await latest_session(js, source.stream)
+        session, note = await _pick_session(js, source.stream)
+        if note:
+            _say(f"moldudp64 listen: {note}")
         if session is None:
             if waiting:
                 _say(f"moldudp64 listen: stream {source.stream} holds no session yet; {waiting}")
