@@ -15,7 +15,7 @@ from ..wire import Buffer
 from .connection import JetStreamError, _cancel_the_rest, _nats, connect, jetstream_errors
 from .records import Record, _decode
 from .search import _reaches, _record_at_or_after, find_record
-from .stream import _stream_info, session_subject
+from .stream import _stream_info, session_subject, stored_sessions
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
@@ -174,6 +174,11 @@ class JetStreamStore:
         """One past the last stored number (re-read at most every ``refresh`` seconds)."""
         self._refresh()
         return self._next
+
+    def stored_sessions(self) -> dict[str, int]:
+        """The sessions the stream holds, each with its number of records."""
+        sessions: dict[str, int] = self._call(stored_sessions(self._js, self.stream))
+        return sessions
 
     def append(self, message: Buffer) -> int:
         """Refused: the bridge writes the stream."""
