@@ -721,6 +721,9 @@ def test_a_session_with_bytes_above_ascii_is_stored_and_read_back(nats_url: str)
 
 
 def test_the_store_cache_stays_bounded_over_overlapping_records(nats_url: str) -> None:
+    """Records no bridge writes (1..5 over 1..2): the cache stays bounded, and what the
+    overlapping record claims past 1..2 is not served (it does not tile)."""
+
     async def fill() -> None:
         async with stream_context(nats_url) as js:
             await put(js, "data", 1, 2, blocks(msgs(1, 2)))
@@ -732,7 +735,7 @@ def test_the_store_cache_stays_bounded_over_overlapping_records(nats_url: str) -
     try:
         for _ in range(20):
             assert store.get(1, 1, 1 << 16) == msgs(1, 1)
-            assert store.get(4, 1, 1 << 16) == msgs(4, 4)
+            assert store.get(4, 1, 1 << 16) == []
             assert store.get(7, 1, 1 << 16) == msgs(7, 7)
         assert len(store._starts) <= store.cache_records
     finally:
@@ -836,3 +839,32 @@ def test_a_request_server_over_the_store_outlives_a_nats_restart(tmp_path: Path)
         for p in servers:
             p.kill()
             p.wait()
+
+
+def test_the_store_serves_no_forged_messages_from_a_stray_record_overlapping_the_tail(
+    nats_url: str,
+) -> None:
+    """A stray data record 450..549 over a bridge's 1..500, then the bridge's own 501..700
+    after it: ``serve --nats`` answers re-requests from the true records or not at all,
+    never with what the stray record claims."""
+
+    async def fill() -> None:
+        async with stream_context(nats_url) as js:
+            bridge = Bridge(js, STREAM, window=100, lost_grace=0)
+            for first in range(1, 501, 100):
+                await bridge.add(MessagesDelivered(SESSION, first, msgs(first, first + 99)))
+            await bridge.flush()
+            await put(js, "data", 450, 100, blocks(msgs(450, 549, b"forged")))
+            tail = [MessagesDelivered(SESSION, 501, msgs(501, 700)), SessionEnded(SESSION, 701)]
+            await bridge.run(tail)
+            assert bridge.records_refused == 1
+
+    run(fill())
+    store = JetStreamStore(nats_url, STREAM, SESSION)
+    try:
+        for seq in (1, 450, 520, 550, 600, 650):
+            got = store.get(seq, 10, 65536)
+            assert got == msgs(seq, seq + len(got) - 1), (seq, got)
+        assert store.get(650, 10, 65536) == msgs(650, 659)
+    finally:
+        store.close()
