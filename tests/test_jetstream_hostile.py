@@ -45,6 +45,7 @@ from moldudp64.jetstream import (  # noqa: E402
 )
 
 nats_url = test_jetstream.nats_url  # the fixture: a fresh single-node JetStream server
+from moldudp64.jetstream.stream import _pick_session  # noqa: E402
 from nats_support import free_tcp_port, listening, server_command, start_server  # noqa: E402
 
 STREAM = "FEED"
@@ -180,22 +181,36 @@ def test_every_record_before_a_damaged_one_is_read_before_the_error(nats_url: st
     assert as_messages(run(main())) == want(1, 100)
 
 
-def test_overlapping_and_stale_records_are_read_once_in_order_first_stored_wins(
+def test_overlapping_and_stale_records_are_errors_naming_them_after_the_data_before(
     nats_url: str,
 ) -> None:
-    async def main() -> tuple[list[Event], list[Event]]:
+    """A record starting behind the end of the one before it (a bridge starts each record
+    where the last ends) contradicts the stream: the reader stops at it naming it, after
+    every message before it; each such record deleted, the session reads back."""
+
+    async def main() -> tuple[list[Event], list[str], list[Event], list[Event]]:
+        got: list[Event] = []
+        errors: list[str] = []
         async with stream_context(nats_url) as js:
             await put(js, "data", 1, 5, blocks(msgs(1, 5)))
             await put(js, "data", 3, 5, blocks(msgs(3, 7, b"X")))  # 3..5 again, other bytes
             await put(js, "data", 2, 2, blocks(msgs(2, 3, b"Y")))  # behind the tail
-            await put(js, "data", 8, 2, blocks(msgs(8, 9)))
+            await put(js, "data", 6, 4, blocks(msgs(6, 9)))
             await put(js, "end", 10)
-            return await read_all(js), await read_all(js, start=4)
+            for stray in (2, 3):
+                with pytest.raises(JetStreamError) as raised:
+                    async for ev in read_batches(js, STREAM, SESSION, idle_timeout=2):
+                        got.append(ev)
+                errors.append(str(raised.value))
+                await js.delete_msg(STREAM, stray)
+            return got, errors, await read_all(js), await read_all(js, start=4)
 
-    whole, tail = run(main())
-    from_second = [Message(SESSION, s, b"X%d" % s) for s in (6, 7)]
-    assert as_messages(whole) == [*want(1, 5), *from_second, *want(8, 9), SessionEnded(SESSION, 10)]
-    assert as_messages(tail) == [*want(4, 5), *from_second, *want(8, 9), SessionEnded(SESSION, 10)]
+    got, errors, whole, tail = run(main())
+    assert as_messages(got) == [*want(1, 5), *want(1, 5)]
+    assert "stream message 2 on FEED.s." in errors[0] and "data 3..7, behind message 5" in errors[0]
+    assert "stream message 3 on FEED.s." in errors[1] and "data 2..3, behind message 5" in errors[1]
+    assert as_messages(whole) == [*want(1, 9), SessionEnded(SESSION, 10)]
+    assert as_messages(tail) == [*want(4, 9), SessionEnded(SESSION, 10)]
 
 
 def test_an_end_record_behind_what_was_read_is_an_error_naming_it_after_the_data(
@@ -277,7 +292,8 @@ def test_a_foreign_data_record_ahead_of_the_stored_end_is_refused_and_the_rest_s
 ) -> None:
     """A record claiming numbers beyond the stored end with nothing stored between: a
     bridge would have stored the numbers between first, so the bridge refuses it and
-    stores its own messages for those numbers; a reader reports the hole, never silence."""
+    stores its own messages for those numbers; a reader stops at it naming it (the
+    bridge's record after it fills the hole it leaves), never reads it as loss."""
 
     async def main() -> tuple[Bridge, list[Event], list[Event]]:
         async with stream_context(nats_url) as js:
@@ -294,14 +310,20 @@ def test_a_foreign_data_record_ahead_of_the_stored_end_is_refused_and_the_rest_s
                 yield SessionEnded(SESSION, 3001)
 
             await bridge.run(feed())
-            before = await read_all(js)
+            before: list[Event] = []
+            with pytest.raises(JetStreamError) as raised:
+                async for ev in read_batches(js, STREAM, SESSION, idle_timeout=2):
+                    before.append(ev)
             forged = int(bridge.refused[0].split("stream message ")[1].split()[0])
+            assert f"stream message {forged} on " in str(raised.value), str(raised.value)
+            assert "leaving a hole after message" in str(raised.value)
             await js.delete_msg(STREAM, forged)
             return bridge, before, await read_all(js)
 
     bridge, before, after = run(main())
     assert bridge.records_refused == 1 and "is not stored" in bridge.refused[0], bridge.refused
-    assert any(isinstance(ev, MessagesLost) for ev in before)  # the hole it made, reported
+    read = as_messages(before)
+    assert read == want(1, len(read)) and len(read) >= 1000  # all before it, no loss
     assert as_messages(after) == [*want(1, 3000), SessionEnded(SESSION, 3001)]
 
 
@@ -394,6 +416,23 @@ def test_an_existing_stream_with_narrower_or_wider_subjects_that_cover_sessions_
             await nc.close()
 
     assert run(main()) == [MessagesDelivered(SESSION, 1, msgs(1, 3)), SessionEnded(SESSION, 4)]
+
+
+def test_a_stray_end_on_another_session_does_not_take_over_the_default_session(
+    nats_url: str,
+) -> None:
+    """The newest record a lone ``end`` on a session holding nothing else (a stray client):
+    the default session stays the newest one holding data, and the CLI is told why."""
+
+    async def main() -> tuple[str | None, str]:
+        async with stream_context(nats_url) as js:
+            await put(js, "data", 1, 3, blocks(msgs(1, 3)))
+            await put(js, "end", 1, session="OTHER")
+            return await _pick_session(js, STREAM)
+
+    session, note = run(main())
+    assert session == SESSION
+    assert "stream message 2, a lone end record" in note and repr(SESSION) in note, note
 
 
 def test_retention_removing_records_under_a_reader_is_reported_lost_in_place(
@@ -682,6 +721,9 @@ def test_a_session_with_bytes_above_ascii_is_stored_and_read_back(nats_url: str)
 
 
 def test_the_store_cache_stays_bounded_over_overlapping_records(nats_url: str) -> None:
+    """Records no bridge writes (1..5 over 1..2): the cache stays bounded, and what the
+    overlapping record claims past 1..2 is not served (it does not tile)."""
+
     async def fill() -> None:
         async with stream_context(nats_url) as js:
             await put(js, "data", 1, 2, blocks(msgs(1, 2)))
@@ -693,7 +735,7 @@ def test_the_store_cache_stays_bounded_over_overlapping_records(nats_url: str) -
     try:
         for _ in range(20):
             assert store.get(1, 1, 1 << 16) == msgs(1, 1)
-            assert store.get(4, 1, 1 << 16) == msgs(4, 4)
+            assert store.get(4, 1, 1 << 16) == []
             assert store.get(7, 1, 1 << 16) == msgs(7, 7)
         assert len(store._starts) <= store.cache_records
     finally:
@@ -797,3 +839,32 @@ def test_a_request_server_over_the_store_outlives_a_nats_restart(tmp_path: Path)
         for p in servers:
             p.kill()
             p.wait()
+
+
+def test_the_store_serves_no_forged_messages_from_a_stray_record_overlapping_the_tail(
+    nats_url: str,
+) -> None:
+    """A stray data record 450..549 over a bridge's 1..500, then the bridge's own 501..700
+    after it: ``serve --nats`` answers re-requests from the true records or not at all,
+    never with what the stray record claims."""
+
+    async def fill() -> None:
+        async with stream_context(nats_url) as js:
+            bridge = Bridge(js, STREAM, window=100, lost_grace=0)
+            for first in range(1, 501, 100):
+                await bridge.add(MessagesDelivered(SESSION, first, msgs(first, first + 99)))
+            await bridge.flush()
+            await put(js, "data", 450, 100, blocks(msgs(450, 549, b"forged")))
+            tail = [MessagesDelivered(SESSION, 501, msgs(501, 700)), SessionEnded(SESSION, 701)]
+            await bridge.run(tail)
+            assert bridge.records_refused == 1
+
+    run(fill())
+    store = JetStreamStore(nats_url, STREAM, SESSION)
+    try:
+        for seq in (1, 450, 520, 550, 600, 650):
+            got = store.get(seq, 10, 65536)
+            assert got == msgs(seq, seq + len(got) - 1), (seq, got)
+        assert store.get(650, 10, 65536) == msgs(650, 659)
+    finally:
+        store.close()

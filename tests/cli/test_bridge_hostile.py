@@ -450,3 +450,31 @@ def test_a_signal_while_connecting_is_exit_130_at_once(
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 130, err.decode()
     assert b"interrupted" in err and b"Traceback" not in err
+
+
+def test_listen_from_past_a_live_session_says_where_it_is_and_waits(nats_url: str) -> None:
+    store(nats_url, 10, end=False)
+    waiting = run(
+        "listen", f"{nats_url}/FEED", "--session", SESSION, "--start-seq", "1000000",
+        "--idle-timeout", "0.5",
+    )  # fmt: skip
+    err = waiting.stderr.decode()
+    assert waiting.returncode == 4, err
+    assert (
+        "--start-seq 1000000 is past what session 'HOSTILE001' holds so far (up to message "
+        "10, stream message 1); waiting for it (--idle-timeout 0.5 s)"
+    ) in err, err
+
+
+def test_serve_for_a_session_the_stream_lacks_names_those_it_holds(nats_url: str) -> None:
+    store(nats_url, 10)
+    serve = run(
+        "serve", "--nats", nats_url, "--stream", "FEED", "--session", "WRONG",
+        "--port", str(free_port()), "--bind", "127.0.0.1", "--duration", "0.2",
+    )  # fmt: skip
+    err = serve.stderr.decode()
+    assert serve.returncode == 0, err
+    assert (
+        "stream FEED holds no session 'WRONG' (it holds 'HOSTILE001' (2 records)); serving it "
+        "as a bridge stores it"
+    ) in err, err

@@ -419,7 +419,7 @@ async def _replay(
 async def _replay_from(
     nc: Any, args: argparse.Namespace, source: NatsSource, sink: Any, stop: _StopFlag, tally: _Tally
 ) -> _Tally:
-    from ..jetstream import latest_session
+    from ..jetstream.stream import _pick_session
 
     js = nc.jetstream()
     # As the wire has it (padded to 10), so the output says what live listen says.
@@ -429,7 +429,9 @@ async def _replay_from(
     if session is not None:
         await _say_if_absent(js, source.stream, session, waiting)
     while session is None:
-        session = await latest_session(js, source.stream)
+        session, note = await _pick_session(js, source.stream)
+        if note:
+            _say(f"moldudp64 listen: {note}")
         if session is None:
             if waiting:
                 _say(f"moldudp64 listen: stream {source.stream} holds no session yet; {waiting}")
@@ -442,6 +444,8 @@ async def _replay_from(
                 return tally
             await asyncio.sleep(_TICK)
     tally.session = session
+    if args.start_seq is not None and args.start_seq > 1:
+        await _say_if_past_tail(js, source.stream, session, args.start_seq, _waiting_text(args))
     task = asyncio.ensure_future(_consume(js, source.stream, session, args, sink, tally))
     try:
         while not task.done():
@@ -483,6 +487,24 @@ async def _say_if_absent(js: Any, stream: str, session: str, waiting: str) -> No
         f"moldudp64 listen: stream {stream} holds no session {_session_label(session)} "
         f"(it holds {', '.join(held) or 'none'}); {waiting}"
     )
+
+
+async def _say_if_past_tail(js: Any, stream: str, session: str, start: int, waiting: str) -> None:
+    """Say where a live (not ended) stored session is when ``start`` is past what it holds
+    so far (the reader waits for it, which would otherwise look like a hang)."""
+    from ..jetstream import session_subject
+    from ..jetstream.records import _decode
+
+    try:
+        last = _decode(await js.get_last_msg(stream, session_subject(stream, session)))
+    except Exception:  # none yet, or damaged: the reader says so soon
+        return
+    if last.kind != "end" and last.next_seq < start:
+        _say(
+            f"moldudp64 listen: --start-seq {start} is past what session "
+            f"{_session_label(session)} holds so far (up to message {last.next_seq - 1}, "
+            f"stream message {last.stream_seq}); {waiting}"
+        )
 
 
 async def _consume(
@@ -532,12 +554,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError("serve takes --input or --nats, not both")
     if args.stream is None:
         raise UsageError("serve --nats needs --stream NAME")
-    from ..jetstream import JetStreamStore, check_stream_name
+    from ..jetstream import JetStreamStore, check_stream_name, session_subject
 
     check_stream_name(args.stream)
     servers = _nats_servers(args)
     store = JetStreamStore(servers, args.stream, args.session)
     try:
+        sessions = store.stored_sessions()
+        if not any(session_subject(args.stream, s) == store.subject for s in sessions):
+            held = [f"{_session_label(s)} ({n} records)" for s, n in sorted(sessions.items())[:10]]
+            if len(sessions) > len(held):
+                held.append(f"... ({len(sessions) - len(held)} more)")
+            _say(
+                f"moldudp64 serve: stream {args.stream} holds no session "
+                f"{_session_label(args.session)} (it holds {', '.join(held) or 'none'}); "
+                "serving it as a bridge stores it"
+            )
         what = (
             f"session {args.session!r} from stream {args.stream} "
             f"(messages {store.first_seq_num}..{store.next_seq_num - 1} so far)"

@@ -30,10 +30,11 @@ Redundancy rule (any number of bridges on one feed and stream)
     once, in order, whichever bridge dies when. Batches are cut at aligned windows of
     sequence numbers (batch k holds k*N+1..(k+1)*N, cut earlier only by ``max_bytes`` or
     when the feed idles for ``linger`` seconds) so two live bridges build identical records
-    and the loser's is simply skipped; ``Nats-Msg-Id`` = session:first seq lets the server
-    drop a retried append too. A bridge holds a lost range for ``lost_grace`` seconds
-    before storing it, so another bridge that has those messages stores them first; past
-    that, the first bridge to reach a position decides it (a stored lost range stays).
+    and the loser's is simply skipped; ``Nats-Msg-Id`` = session:first seq:a random part per
+    bridge run lets the server drop this run's retried append too (and nothing else's). A
+    bridge holds a lost range for ``lost_grace`` seconds before storing it, so another
+    bridge that has those messages stores them first; past that, the first bridge to reach
+    a position decides it (a stored lost range stays).
 
 Modules (each imports only those above it)
     ``connection``  nats-py on first use, its errors as :class:`JetStreamError`, ``connect``

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections import deque
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass
@@ -35,6 +36,12 @@ _REFUSED_KEPT = 16
 _RETAIN_PROBE = 1.0
 #: ... namely its oldest record appended within this many seconds.
 _RETAIN_WINDOW = 10.0
+#: A failed append (the stream away) is retried after this pause (seconds), doubling up
+#: to _BACKOFF_MAX, within the outage bound.
+_BACKOFF_FIRST = 0.05
+_BACKOFF_MAX = 1.0
+#: Below this max_payload, records keep only the room their headers can take (else 1 KiB).
+_SMALL_PAYLOAD = 8 * _HEADER_ROOM
 
 #: Sequence numbers per aligned batch (one JetStream message holds at most this many).
 DEFAULT_WINDOW = 2048
@@ -122,17 +129,22 @@ class Bridge:
         self.js = js
         self.stream = stream
         self.window = window
+        #: This bridge run's part of each Nats-Msg-Id: a stray message elsewhere in the
+        #: stream cannot take the id of a record it is about to append.
+        self.run_id = secrets.token_hex(8)
         # Records must fit the server's max_payload (1 MiB unless configured lower).
         limit = getattr(getattr(js, "_nc", None), "max_payload", None)
-        self._max_payload = limit if isinstance(limit, int) and limit > _HEADER_ROOM else None
+        self._max_payload = limit if isinstance(limit, int) and limit > 0 else None
         if self._max_payload is not None:
-            max_bytes = max(2, min(max_bytes, self._max_payload - _HEADER_ROOM))
+            room = _HEADER_ROOM if self._max_payload >= _SMALL_PAYLOAD else _header_bound(stream)
+            max_bytes = max(2, min(max_bytes, self._max_payload - room))
         self.max_bytes = max_bytes
         self.linger = linger
         self.timeout = timeout
         self.outage = outage
         self.lost_grace = lost_grace
         self._trouble_since: float | None = None
+        self._backoff = _BACKOFF_FIRST  # the next pause after a failed append
         self._queue: asyncio.Queue[Event | Message | None] = asyncio.Queue(queue_size)
         self._sessions: dict[str, _Session] = {}
         self._batch: list[bytes] = []
@@ -157,8 +169,9 @@ class Bridge:
         self._taken_next = 0
         self._stored_next = 0
         self._taken: deque[tuple[int, float]] = deque()
-        # Records appended, (stream seq, time, kind, seq, count), for the retention probe.
-        self._appends: deque[tuple[int, float, str, int, int]] = deque()
+        # Records appended, (stream seq, time, kind, seq, count, Nats-Msg-Id), for the
+        # retention probe.
+        self._appends: deque[tuple[int, float, str, int, int, str]] = deque()
         self._probed = -_RETAIN_PROBE
 
     @property
@@ -462,7 +475,7 @@ class Bridge:
             "Mold-Kind": kind,
             "Mold-Seq": str(seq),
             "Mold-Count": str(count),
-            "Nats-Msg-Id": f"{state.subject}:{seq}",
+            "Nats-Msg-Id": f"{state.subject}:{seq}:{self.run_id}",
             "Nats-Expected-Last-Subject-Sequence": str(state.last_stream_seq),
         }
         if reason:
@@ -498,6 +511,11 @@ class Bridge:
                         f"outage bound): {exc!r}"
                     ) from exc
                 _log.info("append to %s: %r; waiting for the stream", self.stream, exc)
+                # A pause, doubling up to _BACKOFF_MAX: no request storm on servers that
+                # are recovering (within the outage bound).
+                left = self._trouble_since + self.outage - now
+                await asyncio.sleep(max(0.0, min(self._backoff, left)))
+                self._backoff = min(_BACKOFF_MAX, self._backoff * 2)
                 await self._sync_quietly(state)
                 return False
             except nats.js.errors.APIError as exc:
@@ -510,20 +528,30 @@ class Bridge:
                     continue
                 self.publish_errors += 1
                 raise JetStreamError(f"append to {self.stream} refused: {exc}") from exc
+            except nats.errors.MaxPayloadError as exc:
+                self.publish_errors += 1
+                raise JetStreamError(
+                    f"append to {self.stream}: {_said_new(kind, seq, count)} makes a stream "
+                    f"message of {len(payload)} bytes and headers, over the NATS server's "
+                    f"max_payload ({limit}): raise max_payload"
+                ) from exc
         else:
             raise JetStreamError(f"append to {self.stream}: duplicate still in process")
         self._trouble_since = None
+        self._backoff = _BACKOFF_FIRST
         if ack.duplicate:
             self.conflicts += 1
             await self._sync_quietly(state)
             if not state.ended and (state.next_seq is None or state.next_seq <= seq):
-                # The record the server remembers by this id is gone: retrying would be
-                # refused the same way until the duplicate window passes.
+                # The message the server remembers by this id (this run's own, the id
+                # holds the run's random part) is not the session's record: retrying would
+                # be refused the same way until the duplicate window passes.
                 raise JetStreamError(
                     f"append to {self.stream} refused as a duplicate (Nats-Msg-Id "
-                    f"{headers['Nats-Msg-Id']}) of a record no longer in the stream (deleted "
-                    "or purged within the stream's duplicate window): wait for the window "
-                    "to pass, or use another stream"
+                    f"{headers['Nats-Msg-Id']}) of stream message {ack.seq}, which is not "
+                    "the session's record (deleted or purged within the stream's duplicate "
+                    "window, or a message no bridge writes): wait for the window to pass, "
+                    "or use another stream"
                 )
             return False
         self.appended += 1
@@ -532,13 +560,15 @@ class Bridge:
         state.ended = kind == "end"
         state.end = None  # this bridge's own end: nothing more to store
         self._note_stored(state)
-        await self._check_retained(ack.seq, kind, seq, count)
+        await self._check_retained(ack.seq, kind, seq, count, headers["Nats-Msg-Id"])
         return True
 
-    async def _check_retained(self, stream_seq: int, kind: str, seq: int, count: int) -> None:
+    async def _check_retained(
+        self, stream_seq: int, kind: str, seq: int, count: int, msg_id: str
+    ) -> None:
         """Note an append; every ``_RETAIN_PROBE`` seconds, :meth:`_probe_retained`."""
         now = _monotonic()
-        self._appends.append((stream_seq, now, kind, seq, count))
+        self._appends.append((stream_seq, now, kind, seq, count, msg_id))
         if len(self._appends) > 4096:
             self._appends.popleft()
         if now - self._probed >= _RETAIN_PROBE:
@@ -546,8 +576,10 @@ class Bridge:
 
     async def _probe_retained(self) -> None:
         """That the oldest record this bridge appended in the last ``_RETAIN_WINDOW``
-        seconds is still stored; JetStreamError naming the stream's limits when it is gone
-        (they discard appends: what the bridge stores could not be read back)."""
+        seconds is still stored (the message at its stream sequence carries its
+        Nats-Msg-Id: a stream deleted and created again reuses the sequences);
+        JetStreamError naming the stream's limits when it is gone (they discard appends:
+        what the bridge stores could not be read back)."""
         now = self._probed = _monotonic()
         appends = self._appends
         while appends and now - appends[0][1] > _RETAIN_WINDOW:
@@ -555,19 +587,28 @@ class Bridge:
         if not appends:
             return
         nats = _nats()
-        stream_seq, when, kind, seq, count = appends[0]
+        stream_seq, when, kind, seq, count, msg_id = appends[0]
         try:
-            await self.js.get_msg(self.stream, stream_seq)
-            return
+            msg = await self.js.get_msg(self.stream, stream_seq)
         except nats.js.errors.NotFoundError:
             pass
         except _transient():  # away: the appends find out
             return
+        else:
+            found = str((msg.headers or {}).get("Nats-Msg-Id", ""))
+            if found == msg_id:
+                return
+            what = _said_new(kind, seq, count)
+            raise JetStreamError(
+                f"stream {self.stream} was deleted and created again (or replaced) under the "
+                f"bridge: stream sequence {stream_seq}, where it appended record {what}, now "
+                f"holds another message; what it appended before is gone"
+            )
         try:
             limits = limits_text((await self.js.stream_info(self.stream)).config)
         except nats.errors.Error:
             limits = "unknown"
-        what = f"{kind} {seq}" + (f"..{seq + count - 1}" if count > 1 else "")
+        what = _said_new(kind, seq, count)
         raise JetStreamError(
             f"stream {self.stream} does not keep what the bridge appends: record {what} "
             f"(stream sequence {stream_seq}) was gone {now - when:.1f} s after it was "
@@ -591,6 +632,25 @@ class Bridge:
                     ) from exc
                 await asyncio.sleep(delay)
                 delay = min(1.0, delay * 2)
+
+
+def _said_new(kind: str, seq: int, count: int) -> str:
+    """A record about to be (or just) appended, in words."""
+    return f"{kind} {seq}" + (f"..{seq + count - 1}" if count > 1 else "")
+
+
+def _header_bound(stream: str) -> int:
+    """The most bytes the headers of one of a bridge's records take on ``stream`` (NATS
+    counts them in max_payload): the version line, each ``Key: value``, the blank line."""
+    subject = len(stream) + 3 + 20  # NAME.s.<20 hex digits>
+    values = {
+        "Mold-Kind": 4,
+        "Mold-Seq": 20,
+        "Mold-Count": 20,
+        "Nats-Msg-Id": subject + 1 + 20 + 1 + 16,
+        "Nats-Expected-Last-Subject-Sequence": 20,
+    }
+    return len("NATS/1.0\r\n\r\n") + sum(len(k) + 4 + n for k, n in values.items())
 
 
 def _said(record: Record) -> str:

@@ -19,7 +19,7 @@ from .connection import (
     jetstream_errors,
 )
 from .records import Record, _decode
-from .search import _message_at_or_after, find_record
+from .search import _find, _message_at_or_after, _record_at_or_after
 from .stream import (
     _stream_created,
     _stream_info,
@@ -174,7 +174,11 @@ async def read_batches(
         patience = _Patience(js, stream, created, poll, idle_timeout, loop)
         while True:
             try:
-                rec, _ = await find_record(js, stream, session, start_seq)
+                rec, low, _ = await _find(js, stream, session, start_seq)
+                if rec is not None and low is not None and low.next_seq != rec.seq:
+                    # The tiling is broken where the search landed: a record no bridge
+                    # writes may have misled it; read from the session's first record.
+                    rec = await _record_at_or_after(js, stream, subject, 1, direct)
             except _transient() as exc:
                 _log.info("reading %s: %r; trying again", stream, exc)
                 rec = None
@@ -182,13 +186,17 @@ async def read_batches(
                 break
             if not await patience.wait():
                 return
-        want = start_seq
+        want = start_seq  # the next number to deliver
+        prev: Record | None = None  # the last record taken
         records = [rec]
         while True:
             for i, rec in enumerate(records):
+                follows = records[i + 1] if i + 1 < len(records) else None
+                if prev is not None and prev.kind != "end" and rec.seq != prev.next_seq:
+                    await _check_tiling(js, stream, subject, prev, rec, follows, direct)
                 if rec.kind == "end":
-                    follows = records[i + 1] if i + 1 < len(records) else None
                     await _check_end(js, stream, subject, rec, follows, want, start_seq, direct)
+                prev = rec
                 if rec.seq > want:  # a hole no record covers
                     yield MessagesLost(session, want, rec.seq - 1, "not in the stream")
                     want = rec.seq
@@ -208,6 +216,64 @@ async def read_batches(
             while not (records := await _next_records(js, stream, subject, after, ahead, direct)):
                 if not await patience.wait():
                     return
+
+
+async def _still_stored(
+    js: JetStreamContext, stream: str, subject: str, rec: Record, direct: bool
+) -> bool:
+    """Whether ``rec`` is still in the stream (not removed by retention or a purge)."""
+    msg = await _message_at_or_after(js, stream, subject, rec.stream_seq, direct)
+    return msg is not None and msg.seq == rec.stream_seq
+
+
+async def _check_tiling(
+    js: JetStreamContext,
+    stream: str,
+    subject: str,
+    prev: Record,
+    rec: Record,
+    follows: Record | None,
+    direct: bool,
+) -> None:
+    """JetStreamError naming ``rec`` when it contradicts ``prev``, the record before it (a
+    bridge starts each record where the one before it ends): it starts behind ``prev``'s
+    end while ``prev`` is still stored, or it leaves a hole that the record after it fills
+    (a bridge refused it and appended after ``prev``). A hole nothing fills is loss; a
+    record behind one that retention removed meanwhile is skipped."""
+    if rec.kind == "end":
+        return  # _check_end names it
+    if rec.seq < prev.next_seq:
+        if not await _still_stored(js, stream, subject, prev, direct):
+            return  # prev gone: the stream changed under the reader
+        why = (
+            f"behind message {prev.next_seq - 1} stored before it (stream message "
+            f"{prev.stream_seq})"
+        )
+    else:
+        if follows is None:
+            try:
+                msg = await _message_at_or_after(js, stream, subject, rec.stream_seq + 1, direct)
+                follows = None if msg is None else _decode(msg)
+            except (JetStreamError, _nats().errors.Error):
+                follows = None  # no evidence now: read on (the next record is checked too)
+        if follows is None or follows.seq != prev.next_seq:
+            return  # a hole: reported lost
+        why = (
+            f"leaving a hole after message {prev.next_seq - 1} (stream message "
+            f"{prev.stream_seq}) that stream message {follows.stream_seq} fills"
+        )
+    raise JetStreamError(
+        f"stream {stream}: stream message {rec.stream_seq} on {subject} says {_said(rec)}, "
+        f"{why}: a record no bridge writes (delete it from the stream to read on)"
+    )
+
+
+def _said(record: Record) -> str:
+    """What ``record`` claims, in words."""
+    if record.kind == "end":
+        return f"end of session at {record.seq}"
+    last = record.next_seq - 1
+    return f"{record.kind} {record.seq}" + (f"..{last}" if last > record.seq else "")
 
 
 async def _check_end(

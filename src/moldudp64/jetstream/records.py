@@ -80,6 +80,9 @@ def _decode(msg: RawStreamMsg) -> Record:
     if kind == "end":
         count = 0
     data = msg.data or b""
-    messages = _split(data, count) if kind == "data" else []
+    try:
+        messages = _split(data, count) if kind == "data" else []
+    except JetStreamError as exc:
+        raise JetStreamError(f"stream message {msg.seq} on {msg.subject}: {exc}") from None
     reason = str(headers.get("Mold-Reason", ""))
     return Record(msg.seq or 0, kind, seq, count, messages, reason)

@@ -64,10 +64,28 @@ async def find_record(
     ``direct`` uses direct gets (only safe on a stream of one replica: a lagging replica
     may answer "none" for records it has not yet).
 
-    Records wholly before ``seq`` are what a reader skips, so a record a foreign writer
-    appended behind the tail counts as before ``seq`` too; on such a stream the search
-    may still land past a record holding ``seq`` (then read as lost, never skipped
-    silently)."""
+    A record a foreign writer appended behind the tail may mislead the search past a
+    record holding ``seq``: :func:`_find` also says the record found's predecessor, so a
+    reader sees the tiling broken there and reads from the session's start instead."""
+    best, _, lookups = await _find(
+        js, stream, session, seq, below=below, above=above, direct=direct, seen=seen
+    )
+    return best, lookups
+
+
+async def _find(
+    js: JetStreamContext,
+    stream: str,
+    session: str,
+    seq: int,
+    *,
+    below: Record | None = None,
+    above: Record | None = None,
+    direct: bool = False,
+    seen: Callable[[Record], object] | None = None,
+) -> tuple[Record | None, Record | None, int]:
+    """As :func:`find_record`, with the record found's predecessor on the subject when the
+    search established it (None when not known: the record found is the first or last)."""
     nats = _nats()
     check_stream_name(stream)
     subject = session_subject(stream, session)
@@ -84,17 +102,20 @@ async def find_record(
     if below is None or above is None or below.stream_seq >= above.stream_seq:
         below = await at_or_after(1)
         if below is None or _reaches(below, seq):
-            return below, lookups
+            return below, None, lookups
         try:
             above = _decode(await js.get_last_msg(stream, subject))
         except nats.js.errors.NotFoundError:  # pragma: no cover - purged meanwhile
-            return None, lookups + 1
+            return None, None, lookups + 1
         lookups += 1
         if seen is not None:
             seen(above)
         if not _reaches(above, seq):
-            return above, lookups
-    best, low = above, below  # invariants: best reaches seq; no record up to low does
+            return above, None, lookups
+    # Invariants: best reaches seq; no record up to low does; the subject has no record
+    # after low and before lo, nor after hi and before best (so when lo > hi, low is the
+    # record just before best).
+    best, low = above, below
     lo, hi = low.stream_seq + 1, best.stream_seq - 1
     step = 0
     while lo <= hi:
@@ -114,4 +135,4 @@ async def find_record(
             low, lo = rec, rec.stream_seq + 1
     if best.kind == "data" and len(best.messages) != best.count:  # a caller's light record
         best = await at_or_after(best.stream_seq) or best
-    return best, lookups
+    return best, low, lookups

@@ -14,8 +14,8 @@ from ..exceptions import ConfigError
 from ..wire import Buffer
 from .connection import JetStreamError, _cancel_the_rest, _nats, connect, jetstream_errors
 from .records import Record, _decode
-from .search import _reaches, _record_at_or_after, find_record
-from .stream import _stream_info, session_subject
+from .search import _find, _reaches, _record_at_or_after
+from .stream import _stream_info, session_subject, stored_sessions
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
@@ -175,14 +175,21 @@ class JetStreamStore:
         self._refresh()
         return self._next
 
+    def stored_sessions(self) -> dict[str, int]:
+        """The sessions the stream holds, each with its number of records."""
+        sessions: dict[str, int] = self._call(stored_sessions(self._js, self.stream))
+        return sessions
+
     def append(self, message: Buffer) -> int:
         """Refused: the bridge writes the stream."""
         raise ConfigError("JetStreamStore is read-only: a bridge appends to the stream")
 
     def _find(self, seq: int, below: Record | None, above: Record | None) -> Record | None:
-        """The record for ``seq`` (see :func:`find_record`), searched between known records."""
-        found: tuple[Record | None, int] = self._call(
-            find_record(
+        """The record for ``seq`` (see :func:`find_record`), searched between known records;
+        None where the record found does not start where the one before it ends (a record
+        no bridge writes is there: serving nothing beats serving what it claims)."""
+        found: tuple[Record | None, Record | None, int] = self._call(
+            _find(
                 self._js,
                 self.stream,
                 self.session,
@@ -193,8 +200,16 @@ class JetStreamStore:
                 seen=self._learn,
             )
         )
-        self.lookups += found[1]
-        return found[0]
+        rec, low, lookups = found
+        self.lookups += lookups
+        if rec is not None and low is not None and low.kind != "end" and low.next_seq != rec.seq:
+            _log.warning(
+                "stream %s: stream messages %d and %d on %s do not tile (a record no bridge "
+                "writes): not serving %d from them",
+                self.stream, low.stream_seq, rec.stream_seq, self.subject, seq,
+            )  # fmt: skip
+            return None
+        return rec
 
     def _record(self, seq: int) -> Record | None:
         i = bisect.bisect_right(self._starts, seq) - 1

@@ -184,12 +184,20 @@ async def stored_sessions(js: JetStreamContext, stream: str) -> dict[str, int]:
 
 
 async def latest_session(js: JetStreamContext, stream: str) -> str | None:
-    """The session of the stream's newest record, or None when it holds none.
+    """The session of the stream's newest record, or None when it holds none; a session
+    whose only record is no data record (a stray ``end`` on another session's subject,
+    say) is passed over for the newest session holding more (see ``_pick_session``).
 
     Only subjects ``stream.s.<20 hex digits>`` name a session: messages on other subjects
     of the stream are not looked at; a session subject that names no session a bridge can
     write is a JetStreamError naming it.
     """
+    return (await _pick_session(js, stream))[0]
+
+
+async def _pick_session(js: JetStreamContext, stream: str) -> tuple[str | None, str]:
+    """:func:`latest_session` and, when it passed over the session of the newest record,
+    a sentence saying so (else "")."""
     nats = _nats()
     check_stream_name(stream)
     try:
@@ -197,7 +205,7 @@ async def latest_session(js: JetStreamContext, stream: str) -> str | None:
     except nats.js.errors.NotFoundError as exc:
         if exc.err_code == _STREAM_NOT_FOUND:
             raise JetStreamError(f"no stream {stream} (a bridge creates it)") from None
-        return None
+        return None, ""
     subject = msg.subject or ""
     session = _session_of(subject)
     try:
@@ -206,7 +214,33 @@ async def latest_session(js: JetStreamContext, stream: str) -> str | None:
         valid = False
     if not valid:
         raise JetStreamError(f"subject {subject!r} of stream {stream} names no session")
-    return session
+    if str((msg.headers or {}).get("Mold-Kind", "")) == "data":
+        return session, ""
+    sessions = await stored_sessions(js, stream)
+    if sessions.get(session, 0) != 1:
+        return session, ""
+    # The newest record is its session's only one, and no data: a stray record, most
+    # likely. The newest of the other sessions holding data (or more than one record).
+    best: tuple[int, str] | None = None
+    for other, records in sessions.items():
+        if other == session:
+            continue
+        try:
+            last = await js.get_last_msg(stream, session_subject(stream, other))
+        except nats.js.errors.NotFoundError:
+            continue
+        kind = str((last.headers or {}).get("Mold-Kind", ""))
+        if (records > 1 or kind == "data") and (best is None or (last.seq or 0) > best[0]):
+            best = (last.seq or 0, other)
+    if best is None:
+        return session, ""
+    lone = str((msg.headers or {}).get("Mold-Kind", "")) or "unmarked"
+    note = (
+        f"the newest record (stream message {msg.seq}, a lone {lone} record) is session "
+        f"{session.rstrip()!r}'s only one; reading session {best[1].rstrip()!r}, the newest "
+        "holding data (give --session to choose)"
+    )
+    return best[1], note
 
 
 async def _stream_info(js: JetStreamContext, stream: str) -> StreamInfo:
