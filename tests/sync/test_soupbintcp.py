@@ -190,9 +190,9 @@ def test_lost_numbers_are_said_when_the_store_no_longer_holds_them() -> None:
 
 
 def test_a_session_cut_by_a_lost_range_rejects_logins_past_the_cut() -> None:
-    """A gateway whose feed lost 11.. for good: served to 10, End of Session there; a client
-    waiting past the cut is disconnected and its login past it rejected, never told the
-    day simply ended."""
+    """A gateway whose feed lost 11.. for good: served to 10, then cut off with no End of
+    Session; a client waiting past the cut is disconnected and its login at or past it
+    rejected, never told the day simply ended."""
     store = MemoryStore()
     store.extend([b"m%d" % i for i in range(1, 11)])
     lock = threading.Lock()
@@ -211,8 +211,11 @@ def test_a_session_cut_by_a_lost_range_rejects_logins_past_the_cut() -> None:
             pytest.raises(LoginRejectedError),
         ):
             list(late.messages(timeout=5))
-        with SoupBinTCP(server.address, seq_num=1) as whole:
-            assert [m.data for m in whole.messages(timeout=5)] == list(store.get(1, 10, 1 << 20))
+        got: list[bytes] = []
+        with SoupBinTCP(server.address, seq_num=1) as whole, pytest.raises(LoginRejectedError):
+            got.extend(m.data for m in whole.messages(timeout=5))  # to 10, then cut off
+        assert got == list(store.get(1, 10, 1 << 20))
+        assert whole.next_seq_num == 11  # its resume at 11 was what was rejected
 
 
 def test_a_full_server_evicts_the_oldest_connection_not_logged_in() -> None:
