@@ -56,6 +56,12 @@ def test_a_generated_day_from_a_binaryfile_equals_the_reference(tmp_path: Path) 
     assert str(schema["bbo"].field("seq").type) == "uint64"
     assert str(schema["bbo"].field("bid_orders").type) == "uint32"
     assert tables(out) == reference_tables(messages, depth=4, first_seq=11)
+    # depth: min/max for the columns a reader filters on, none for the level columns
+    chunks = pq.ParquetFile(out / "depth.parquet").metadata.row_group(0)
+    stats = {chunks.column(i).path_in_schema: chunks.column(i).is_stats_set
+             for i in range(chunks.num_columns)}  # fmt: skip
+    assert stats["seq"] and stats["timestamp"] and stats["stock"]
+    assert not stats["bid_price_0"] and not stats["ask_orders_3"]
 
 
 def test_symbols_interval_and_tables_options(tmp_path: Path) -> None:
