@@ -65,7 +65,8 @@ reported lost. Requests are cheap, beliefs are costly:
 - **A session switch needs evidence**: the followed session ended (and its gaps are
   settled), or it sent nothing for ``stale_after`` while the other session is live (two
   distinct datagrams, the last within ``stale_after``) and has carried data (heartbeats
-  alone never make a session followed, first or next). Until then the other session's
+  and ends of session alone, any datagram without data, never make a session followed,
+  first or next). Until then the other session's
   datagrams wait (bounded; see :class:`ReceiverConfig`). A session left is never
   followed again; sessions that were never followed cannot push it out of that memory.
 - **A dead server costs one request timeout.** Servers that answer (nothing unanswered
@@ -502,8 +503,10 @@ class _Candidate:
     seen: int = 0
     #: When its first datagram came.
     first_at: float = 0.0
-    #: Whether it carried data or an end of session (heartbeats alone never win a choice).
+    #: Whether it carried data (heartbeats and ends of session alone never win a choice).
     carries: bool = False
+    #: Whether it sent an end of session (see :meth:`ReceiverCore._consider_switch`).
+    ends: bool = False
 
 
 class ReceiverCore:
@@ -1504,8 +1507,11 @@ class ReceiverCore:
                 self._peak_held = held
         cand.last_at = now
         cand.seen += 1
-        if _unpack_header(data)[2]:
-            cand.carries = True
+        kind = _unpack_header(data)[2]
+        if 0 < kind < END_OF_SESSION:
+            cand.carries = True  # data; heartbeats and ends of session carry none
+        elif kind == END_OF_SESSION:
+            cand.ends = True
         self._consider_switch(now)
 
     def _forget_candidate(self, session_raw: bytes, reason: str) -> None:
@@ -1531,8 +1537,17 @@ class ReceiverCore:
             # the first session: the earliest seen that two datagrams name, once no session
             # seen before it may still show its second (an older session ending as the next
             # one starts is followed first; a lone stray delays the start by stale_after)
-            # (a session of heartbeats alone never wins: one that carries data does)
+            # (a session without data, heartbeats or ends alone, never wins: one with data does)
             ready = [s for s, c in cands.items() if c.distinct >= 2 and c.carries]
+            if not ready and not any(c.carries for c in cands.values()):
+                # a session whose data was all lost shows only its ends: followed once
+                # they went on alone for end_confirm (no session with data meanwhile)
+                confirm = self.config.end_confirm
+                ready = [
+                    s
+                    for s, c in cands.items()
+                    if c.ends and c.distinct >= 2 and c.first_at + confirm <= now
+                ]
             if ready:
                 first = min(ready, key=lambda s: cands[s].first_at)
                 older = [
@@ -1571,6 +1586,10 @@ class ReceiverCore:
             silent_at = self._last_live + stale_after
             if now < silent_at < check:
                 check = silent_at
+        if self._session_raw is None:
+            for c in cands.values():
+                if c.ends and not c.carries and now < c.first_at + self.config.end_confirm < check:
+                    check = c.first_at + self.config.end_confirm
         self._switch_check = check
 
     def _switch_to(self, session_raw: bytes, now: float) -> None:
