@@ -97,10 +97,11 @@ def answer(c: ReceiverCore, seq: int, count: int, now: float, server: Address = 
 
 
 def passed(c: ReceiverCore, next_seq: int, now: float) -> None:
-    """Five live heartbeats at ``next_seq``: the feed has passed every gap below it (only
-    then may a gap be reported lost, or a server's silence count against it)."""
-    for _ in range(5):
-        c.receive_datagram(build_heartbeat(S, next_seq), A, now)
+    """Five live data packets from ``next_seq`` on (one message each): the feed has passed
+    every gap below it (only then may a gap be reported lost, or a server's silence count
+    against it). Heartbeats are no witnesses: a forger gives them for nothing."""
+    for seq in range(next_seq, next_seq + 5):
+        c.receive_datagram(pkt(seq, 1), A, now)
 
 
 def both(c: ReceiverCore, data: bytes, now: float) -> None:
@@ -329,7 +330,7 @@ def test_max_messages_per_request_and_in_flight_bound() -> None:
     assert [(s, n) for s, n, _ in reqs(c.datagrams_to_send(0.02))] == [(31, 5)]
     answer(c, 21, 10, 0.03)
     answer(c, 31, 5, 0.03)
-    assert delivered(c.events_received()) == expect(1, 36)
+    assert delivered(c.events_received()) == expect(1, 41)  # and the five that passed it
     assert c.get_timer() is not None  # only the stale-feed timer remains
     assert c.stats.open_gaps == 0 and c.stats.requests_in_flight == 0
 
@@ -380,7 +381,7 @@ def test_retries_back_off_and_go_to_every_other_server_while_none_answers() -> N
     c.handle_timer(timer)
     events = c.events_received()
     assert of(events, MessagesLost) == [MessagesLost(S, 1, 2, LOST_ATTEMPTS_EXHAUSTED)]
-    assert delivered(events) == expect(3, 3)
+    assert delivered(events) == expect(3, 8)
     assert c.stats.messages_lost == 2
     assert c.stats.timeouts == {SRV1: 3, SRV2: 3, SRV3: 3}
 
@@ -419,7 +420,7 @@ def test_server_disabled_after_consecutive_failures_and_enabled_when_it_answers(
     answer(c, 1, 1, now + 0.01, SRV1)
     events = c.events_received()
     assert of(events, ServerEnabled) == [ServerEnabled(SRV1)]
-    assert delivered(events) == expect(1, 2)
+    assert delivered(events) == expect(1, 7)
     assert c.stats.servers_in_rotation == 1
 
 
@@ -438,7 +439,7 @@ def test_all_servers_out_reports_loss() -> None:
     events = c.events_received()
     assert of(events, ServerDisabled) == [ServerDisabled(SRV1, 1)]
     assert of(events, MessagesLost) == [MessagesLost(S, 1, 1, LOST_ALL_SERVERS_OUT)]
-    assert delivered(events) == expect(2, 2)
+    assert delivered(events) == expect(2, 7)
     assert c.datagrams_to_send(0.05) == []
 
 

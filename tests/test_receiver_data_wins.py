@@ -330,13 +330,13 @@ def test_a_gap_the_feed_has_not_passed_waits_then_is_asked_for_when_it_does() ->
     assert c.datagrams_to_send(0.02) == [] and c.stats.messages_lost == 0
     assert c.get_timer() == 0.02 + 5.0  # parked (server_retry_interval)
     assert c.stats.timeouts == {SERVER: 2} and c.stats.servers_in_rotation == 1
-    for seq in range(10, 14):  # the feed passes it
+    for seq in range(10, 15):  # the feed passes it (five data packets: witnesses)
         c.receive_datagram(build_packet(S, seq, [b"%d" % seq]), A, 0.1)
     sent = c.datagrams_to_send(0.1)
     assert [RetransmissionPacket.parse(d).seq_num for d, _ in sent] == [2]
     c.receive_datagram(build_packet(S, 2, [b"%d" % n for n in range(2, 10)]), R, 0.11, SERVER)
     got = [m for e in c.events_received() if isinstance(e, MessagesDelivered) for m in e.messages]
-    assert got == [b"1", *(b"%d" % n for n in range(2, 14))]
+    assert got == [b"1", *(b"%d" % n for n in range(2, 15))]
 
 
 def test_a_long_tail_lost_before_a_real_end_is_fetched_window_by_window() -> None:

@@ -36,9 +36,10 @@ reported lost. Requests are cheap, beliefs are costly:
   ``confirm_within``. So a stray far ahead costs nothing, and a late join (feed at
   5,000,000, wanted from 1) backfills as soon as the second live packet arrives. End of
   input (:meth:`~ReceiverCore.finish`) takes what is kept aside as it is.
-- **A gap is lost only once the feed has passed it.** :data:`_WITNESSES` live datagrams at
-  or beyond everything held since the gap opened, or a believed end of session, show the
-  feed went past it; only then may it be given up (attempts exhausted, no server) and
+- **A gap is lost only once the feed has passed it.** :data:`_WITNESSES` distinct live
+  data datagrams at or beyond everything held since the gap opened (heartbeats, ends of
+  session and copies are none: a forger gives them for nothing), or a believed end of
+  session, show the feed went past it; only then may it be given up (attempts exhausted, no server) and
   only then does a server's silence about it count against the server. Before that its
   numbers are "not yet arrived": one bounded request (its front) at a time, parked with
   doubling waits once out of attempts, asked again as soon as the feed passes it. The
@@ -193,7 +194,8 @@ _VOUCH_WINDOW = 65_536
 _MAX_CLAIMS = 64
 #: Other sessions tracked while one is followed, at most.
 _MAX_CANDIDATES = 8
-#: Live datagrams at or beyond the highest number held, from the one that opened a gap on,
+#: Distinct live data datagrams at or beyond the highest number held (not heartbeats, not
+#: ends of session, not copies), from the one that opened a gap on,
 #: that make it "passed by the feed" (more than a few forged datagrams can give): only then
 #: may its numbers be reported lost, or a server's silence about them count against it.
 _WITNESSES = 5
@@ -557,6 +559,8 @@ class ReceiverCore:
         self._skew = 0.0
         #: Live datagrams seen at or beyond the highest number held (see _WITNESSES).
         self._wit = 0
+        #: One past the last data witness (a copy of it, or data below it, is none).
+        self._wit_top = 0
         #: ``(wit0, tie, segment)`` for the segments out of attempts that the feed has not
         #: passed yet, a heap: asked again as soon as it does (or after a long wait).
         self._parked: list[tuple[int, int, _Segment]] = []
@@ -795,9 +799,11 @@ class ReceiverCore:
             return False
         self._packets[source] += 1
         self._last_live = self._clock = now
-        self._wit += 1
-        if self._parked:
-            self._wake_parked(now)
+        if seq >= self._wit_top:
+            self._wit += 1
+            self._wit_top = seq + count
+            if self._parked:
+                self._wake_parked(now)
         self._messages[source] += count
         self._horizon = self._data_top = seq + count
         nbytes = sum(map(len, msgs)) + _MSG_OVERHEAD * count + _PIECE_OVERHEAD
@@ -1095,8 +1101,11 @@ class ReceiverCore:
                     self._drop(DROP_UNCONFIRMED, eos.source, eos.addr)
                 elif count != END_OF_SESSION:
                     eos.at = now  # the feed goes on below it: the quiet starts again
-            if seq >= self._horizon:
-                self._wit += 1  # the feed is at or beyond everything held
+            if 0 < count < END_OF_SESSION and seq >= self._horizon and seq >= self._wit_top:
+                # distinct data at or beyond everything held: the feed went on (heartbeats,
+                # ends and copies are not witnesses: a forger gives them for nothing)
+                self._wit += 1
+                self._wit_top = seq + count
                 if self._parked:
                     self._wake_parked(now)
         if not counted and self._claims:
@@ -1625,6 +1634,7 @@ class ReceiverCore:
         self._eos = None
         self._after_hw = 0
         self._data_top = 0
+        self._wit_top = 0
         self._ended = False
         self._stale = False
         self._reported.clear()
@@ -1642,9 +1652,10 @@ class ReceiverCore:
 
     # ------------------------------------------------------------------ sequencing
 
-    def _new_gap(self, start: int, end: int, now: float) -> None:
-        # the datagram that opened it (counted just before) is its first witness
-        seg = _Segment(start, end, now, wit0=self._wit - 1)
+    def _new_gap(self, start: int, end: int, now: float, by_data: bool = False) -> None:
+        # data that opened it (counted just before) is its first witness; a heartbeat or
+        # an end of session is none
+        seg = _Segment(start, end, now, wit0=self._wit - 1 if by_data else self._wit)
         self._segs.append(seg)
         self._schedule(seg, now + self.config.request_delay)
         self._gaps += 1
@@ -1676,7 +1687,7 @@ class ReceiverCore:
         pieces: list[tuple[int, list[bytes]]] = []
         if seq >= horizon:
             if seq > horizon:
-                self._new_gap(horizon, seq, now)
+                self._new_gap(horizon, seq, now, by_data=True)
             pieces.append((seq, msgs))
             self._horizon = end
         else:

@@ -171,7 +171,6 @@ def test_a_stray_session_of_ends_alone_is_not_followed_after_the_real_end() -> N
     assert_real_stream_intact(sim, 200)
 
 
-@pytest.mark.xfail(strict=True, reason="item 2: forged heartbeats still count as witnesses")
 def test_one_forged_heartbeat_repeated_five_times_does_not_make_real_data_lost() -> None:
     """Promise: real data that arrives on a line is delivered, never reported lost; a
     forged datagram never makes real data lost; the real end ends the session.
@@ -192,7 +191,6 @@ def test_one_forged_heartbeat_repeated_five_times_does_not_make_real_data_lost()
     assert_real_stream_intact(sim, 600)
 
 
-@pytest.mark.xfail(strict=True, reason="item 2: forged heartbeats still count as witnesses")
 def test_forged_heartbeats_counting_up_on_line_b_do_not_make_real_data_lost() -> None:
     """Promise: real data that arrives on a line (here on both) is never reported lost;
     a forged datagram never takes a server out of rotation; the real end ends the session.
@@ -215,7 +213,6 @@ def test_forged_heartbeats_counting_up_on_line_b_do_not_make_real_data_lost() ->
     assert_real_stream_intact(sim, 1000)
 
 
-@pytest.mark.xfail(strict=True, reason="item 2: forged heartbeats still count as witnesses")
 def test_forged_far_heartbeat_pairs_do_not_take_the_server_out_of_rotation() -> None:
     """Promise: a server is never taken out of rotation for not answering numbers
     nothing real reached, and requests for numbers beyond the real feed stay bounded.
