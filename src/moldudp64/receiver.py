@@ -39,11 +39,11 @@ reported lost. Requests are cheap, beliefs are costly:
 - **A gap is lost only once the feed has passed it.** :data:`_WITNESSES` distinct live
   data datagrams at or beyond everything held since the gap opened (heartbeats, ends of
   session and copies are none: a forger gives them for nothing), or a believed end of
-  session, show the feed went past it; only then may it be given up (attempts exhausted, no server) and
-  only then does a server's silence about it count against the server. Before that its
-  numbers are "not yet arrived": one bounded request (its front) at a time, parked with
-  doubling waits once out of attempts, asked again as soon as the feed passes it. The
-  memory bound, a session change and end of input give up what they must regardless.
+  session, show the feed went past it; only then may it be given up (attempts exhausted,
+  no server) and only then does a server's silence about it count against the server.
+  Before that its numbers are "not yet arrived": one bounded request (its front) at a
+  time, parked with doubling waits once out of attempts, asked again as soon as the feed
+  passes it. The memory bound, a session change and end of input give up what they must regardless.
 - **An end of session is believed** once the feed carried nothing else of the session
   for ``end_confirm`` after it (real publishers repeat it, then fall silent; a forged one
   is disproved by the next packet or heartbeat, which restart the wait, or by data beyond
@@ -77,7 +77,9 @@ reported lost. Requests are cheap, beliefs are costly:
 - **Bounds count real memory**: a held message costs its bytes plus
   :data:`_MSG_OVERHEAD`, a held piece :data:`_PIECE_OVERHEAD` more; datagrams kept aside
   and those of a waiting session count against the same ``max_held_packets`` and
-  ``max_held_bytes``.
+  ``max_held_bytes``; past them another session's datagrams are dropped first (counted,
+  ``next_session_backlog_full``), and a real gap is given up only when the followed
+  session's own held data needs the room.
 
 How it is built: the state is the next sequence number to deliver (``expected``), the
 highest sequence number known to exist (``horizon``), the messages held between them
@@ -1523,6 +1525,20 @@ class ReceiverCore:
             cand.ends = True
         self._consider_switch(now)
 
+    def _drop_candidate_datagram(self) -> None:
+        """Drop the oldest datagram waiting for a session switch (to make room for the
+        followed session's own data); counted, and requested once that session is
+        followed."""
+        cand = min(
+            (c for c in self._cands.values() if c.datagrams), key=lambda c: c.datagrams[0][2]
+        )
+        data, source, _at, addr = cand.datagrams.pop(0)
+        size = len(data) + _PIECE_OVERHEAD
+        cand.nbytes -= size
+        self._cand_packets -= 1
+        self._cand_bytes -= size
+        self._drop(DROP_SESSION_BACKLOG, source, addr, once=True)
+
     def _forget_candidate(self, session_raw: bytes, reason: str) -> None:
         cand = self._cands.pop(session_raw)
         self._cand_packets -= len(cand.datagrams)
@@ -1870,15 +1886,19 @@ class ReceiverCore:
 
     def _enforce_held_bound(self) -> None:
         """Past the held bound (what is held, kept aside and waiting for a switch, all
-        counted), give up the oldest gap (delivering what it held back); with no gap
-        left, drop the oldest datagram kept aside for confirmation."""
+        counted), drop the oldest datagram of another session first (counted as
+        ``next_session_backlog_full``: a stray backlog never costs a real gap); then give
+        up the oldest gap (delivering what it held back); with no gap left, drop the oldest
+        datagram kept aside for confirmation."""
         cfg = self.config
         while (
             len(self._held) + len(self._claims) + self._cand_packets > cfg.max_held_packets
             or self._held_bytes + self._claim_bytes + self._cand_bytes > cfg.max_held_bytes
         ):
             segs = self._segs
-            if segs:
+            if self._cand_packets:
+                self._drop_candidate_datagram()
+            elif segs:
                 j = 1
                 while j < len(segs) and segs[j].start == segs[j - 1].end:
                     j += 1

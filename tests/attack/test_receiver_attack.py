@@ -266,7 +266,6 @@ def test_forged_heartbeat_and_end_of_session_ahead_do_not_stop_the_real_end() ->
     assert_real_stream_intact(sim, 200)
 
 
-@pytest.mark.xfail(strict=True, reason="item 3: other sessions share the held-packet bound")
 def test_a_stray_session_backlog_does_not_make_a_real_gap_lost() -> None:
     """Promise: real data an honest server holds is recovered, never reported lost;
     datagrams of another session never make real data lost (memory stays bounded by
