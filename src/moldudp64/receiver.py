@@ -43,7 +43,9 @@ reported lost. Requests are cheap, beliefs are costly:
   no server) and only then does a server's silence about it count against the server.
   Before that its numbers are "not yet arrived": one bounded request (its front) at a
   time, parked with doubling waits once out of attempts, asked again as soon as the feed
-  passes it. The memory bound, a session change and end of input give up what they must regardless.
+  passes it. Attempts are per range: data that reaches a range's front makes the rest a
+  range of its own, so requests for a phantom range never use up a real gap's. The
+  memory bound, a session change and end of input give up what they must regardless.
 - **An end of session is believed** once the feed carried nothing else of the session
   for ``end_confirm`` after it (real publishers repeat it, then fall silent; a forged one
   is disproved by the next packet or heartbeat, which restart the wait, or by data beyond
@@ -442,6 +444,10 @@ class _Segment:
     wit0: int = 0
     #: Times it ran out of attempts before the feed passed it (each waits twice as long).
     parks: int = 0
+    #: Attempts at the range as it starts now: only these can use it up. Data that
+    #: reaches its front makes what is left a range of its own (the requests so far, e.g.
+    #: for the front of a forged heartbeat's phantom range, could not reach it).
+    own_attempts: int = 0
 
 
 @dataclass(slots=True)
@@ -1768,6 +1774,7 @@ class ReceiverCore:
                     i += 1
             elif b < seg.end:
                 seg.start = b
+                seg.own_attempts = 0  # a range of its own now (see _Segment)
                 i += 1
             else:
                 seg.alive = False
@@ -2018,6 +2025,7 @@ class ReceiverCore:
                 end = seg.start + most  # not passed: only its front is asked for
             count = end - seg.start
             seg.attempts += 1
+            seg.own_attempts += 1
             seg.due = None
             seg.req_seq = seg.start
             deadline = now + self._timeout_for(seg.attempts)
@@ -2052,10 +2060,11 @@ class ReceiverCore:
                 seg = segs[i]
                 if seg.req_seq == seq and seg.due is None:
                     seg.req_seq = -1
-                    if seg.attempts >= cfg.max_request_attempts:
-                        if self._wit - seg.wit0 >= _WITNESSES:
-                            self._segs_give_up(i, i + 1, LOST_ATTEMPTS_EXHAUSTED)
-                            continue
+                    passed = self._wit - seg.wit0 >= _WITNESSES
+                    if passed and seg.own_attempts >= cfg.max_request_attempts:
+                        self._segs_give_up(i, i + 1, LOST_ATTEMPTS_EXHAUSTED)
+                        continue
+                    if seg.attempts >= cfg.max_request_attempts and not passed:
                         # not passed by the feed: not yet arrived; asked again once it is,
                         # or after a wait that doubles each time (requests stay few)
                         seg.parks += 1

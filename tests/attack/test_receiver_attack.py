@@ -378,7 +378,6 @@ class _LossyToOneNumber(LinkSim):
         super()._serve(request, server)
 
 
-@pytest.mark.xfail(strict=True, reason="item 4: request attempts are shared across ranges")
 def test_a_forged_heartbeat_does_not_use_up_a_real_gaps_request_attempts() -> None:
     """Promise: real data an honest server holds is never reported lost because of a
     forged datagram; a real gap gets its ``max_request_attempts`` (8) whatever a forger
