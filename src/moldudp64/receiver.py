@@ -248,8 +248,9 @@ class ReceiverConfig:
     - ``expected_session_ident`` None: lock onto the first session seen. When set, the
       session is pinned: packets of any other session are dropped and counted.
     - ``expected_seq_num`` None (means 1): the first message wanted; gaps before it are
-      never requested. ``start_from_first_seen`` True instead starts from whatever
-      sequence number arrives first (not both).
+      never requested. ``start_from_first_seen`` True instead starts from the first
+      data packet's sequence number (not both; heartbeats and ends of session before it
+      are counted, never set the start).
     - ``rerequest_server_addrs`` empty: no recovery; a gap waits ``loss_grace`` (0.1 s)
       for reordered packets, then is reported lost (once the feed has passed it). Give
       numeric addresses, as the driver reports a datagram's source: answers from any other
@@ -1119,6 +1120,15 @@ class ReceiverCore:
         if not counted and self._claims:
             self._expire_claims(now)
         if not self._started:
+            if self.config.start_from_first_seen and not 0 < count < END_OF_SESSION:
+                # only data fixes where the stream starts: a heartbeat or an end of session
+                # carries none (a forged one far ahead must not set the start); counted
+                if count:
+                    self._eos_packets += 1
+                else:
+                    self._heartbeats += 1
+                self._refresh(now)
+                return
             self._started = True
             if self.config.start_from_first_seen:
                 self._expected = self._horizon = self._first = seq
@@ -1645,10 +1655,13 @@ class ReceiverCore:
         self._other_packets -= cand.seen  # its datagrams are the followed session's now
         self._session_raw = session_raw
         self._session = decode_session(session_raw)
-        if self.config.start_from_first_seen and cand.datagrams:
-            start = _unpack_header(cand.datagrams[0][0])[1]
-        else:
-            start = 1
+        start = 1
+        if self.config.start_from_first_seen:  # the first data sets the start
+            for data, _source, _at, _addr in cand.datagrams:
+                _session, seq, count = _unpack_header(data)
+                if 0 < count < END_OF_SESSION:
+                    start = seq
+                    break
         if old:
             self._first = self._expected = self._horizon = start
             self._started = True

@@ -321,7 +321,6 @@ def test_real_end_still_ends_the_session_after_forged_data_past_the_last_message
     assert [name for name, _ in ends(sim.events)] == [SESSION]
 
 
-@pytest.mark.xfail(strict=True, reason="item 5: a heartbeat or end sets the start")
 @pytest.mark.parametrize("kind", ["heartbeat", "end_of_session"])
 def test_start_from_first_seen_is_not_set_by_a_forged_heartbeat_or_end(kind: str) -> None:
     """Promise: a forged datagram before the real feed never ends the session, and real
