@@ -265,7 +265,7 @@ def test_gap_from_heartbeat() -> None:
 
 
 def test_gap_from_end_of_session_then_session_ended_once() -> None:
-    c = core(rerequest_server_addrs=[SRV1])
+    c = core(rerequest_server_addrs=[SRV1], end_confirm=1.5)
     c.receive_datagram(pkt(1, 2), A, 0.0)
     c.receive_datagram(build_end_of_session(S, 5), A, 0.1)
     assert reqs(c.datagrams_to_send(0.1)) == [(3, 2, SRV1)]  # the missing tail, at once
@@ -287,7 +287,7 @@ def test_gap_from_end_of_session_then_session_ended_once() -> None:
 
 
 def test_end_of_session_never_advances_by_65535() -> None:
-    c = core()
+    c = core(end_confirm=1.5)
     c.receive_datagram(pkt(1, 3), A, 0.0)
     c.receive_datagram(build_end_of_session(S, 4), A, 0.0)
     c.handle_timer(1.5)
@@ -515,7 +515,7 @@ def test_finish_reports_open_gaps_lost_and_delivers_held() -> None:
 
 
 def test_java_regression_new_session_first_messages_are_not_duplicates() -> None:
-    c = core()
+    c = core(end_confirm=1.5)
     c.receive_datagram(pkt(1, 5), A, 0.0)
     c.receive_datagram(build_end_of_session(S, 6), A, 0.1)
     c.receive_datagram(pkt(1, 3, "SESSION002"), A, 2.0)  # (the end believed before it)
@@ -533,7 +533,7 @@ def test_java_regression_new_session_first_messages_are_not_duplicates() -> None
 
 
 def test_new_session_waits_while_the_old_one_recovers_its_gaps() -> None:
-    c = core(rerequest_server_addrs=[SRV1])
+    c = core(rerequest_server_addrs=[SRV1], end_confirm=1.5)
     c.receive_datagram(pkt(1, 1), A, 0.0)
     c.receive_datagram(pkt(3, 1), A, 0.0)
     c.receive_datagram(build_end_of_session(S, 4), A, 0.0)
@@ -821,7 +821,7 @@ def test_request_delay_lets_the_b_line_fill_a_gap_without_a_request() -> None:
 
 
 def test_no_stale_feed_after_the_session_ended() -> None:
-    c = core(stale_after=1.0)
+    c = core(stale_after=1.0, end_confirm=1.5)
     c.receive_datagram(pkt(1, 1), A, 0.0)
     c.receive_datagram(build_end_of_session(S, 2), A, 0.1)
     c.handle_timer(1.6)

@@ -284,9 +284,11 @@ class ReceiverConfig:
     - ``confirm_within`` 3.0 s: how long a datagram far beyond everything held (more
       than ``max_messages_per_request`` ahead) waits for a second datagram to confirm it
       before it is dropped (``unconfirmed_sequence``; see the module doc).
-    - ``end_confirm`` 1.5 s: how long the feed must carry nothing of the session but
-      ends of session at the same number before that end is believed (longer than the
-      feed's heartbeat interval, which a real publisher stops at its end).
+    - ``end_confirm`` 2.5 s: how long the feed must carry nothing of the session but
+      ends of session at the same number before that end is believed (more than two of
+      the feed's heartbeat intervals, typically 1 s, which a real publisher stops at its
+      end: one lost heartbeat does not let a forged end through; every heartbeat or
+      packet of the session restarts the wait).
     """
 
     expected_session_ident: str | bytes | None = None
@@ -309,7 +311,7 @@ class ReceiverConfig:
     loss_grace: float = 0.1
     server_retry_interval: float = 5.0
     confirm_within: float = 3.0
-    end_confirm: float = 1.5
+    end_confirm: float = 2.5
 
     def __post_init__(self) -> None:
         session = self.expected_session_ident

@@ -498,7 +498,6 @@ def test_a_few_forged_datagrams_never_break_the_promise(
         assert session_ends == [count + 1]
 
 
-@pytest.mark.xfail(strict=True, reason="item 6: end_confirm tolerates no lost heartbeat")
 def test_a_forged_end_is_not_believed_because_one_real_heartbeat_was_lost() -> None:
     """Promise: a forged end of session never ends the session on its own; the README
     admits only a forged end sent while the feed is *silent* (no data, no heartbeats)
