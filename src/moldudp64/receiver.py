@@ -50,14 +50,17 @@ reported lost. Requests are cheap, beliefs are costly:
   for ``end_confirm`` after it (real publishers repeat it, then fall silent; a forged one
   is disproved by the next packet or heartbeat, which restart the wait, or by data beyond
   it). Meanwhile a near gap before it is requested. One below what was delivered is
-  refused (``end_of_session_below_data``), one contradicted by data beyond it dropped
-  (``end_of_session_contradicted``), one far beyond everything held never believed: the
-  numbers before it are taken as missing a window at a time (:meth:`_chase_end`), and
-  live data far below it drops it. Of two ends, the one the data held agrees with wins. What
-  is held or kept aside beyond a believed end, and data that arrives beyond it later, is
-  named (:class:`~moldudp64.events.MessagesAfterEnd`, each number once; counted as
-  ``after_end_of_session``). After :class:`SessionEnded` nothing more of that session is
-  delivered.
+  refused (``end_of_session_below_data``) unless it repeats and the quiet confirms it:
+  then the session ends there and what was delivered beyond it (forged data at the next
+  number, the admitted limit) is named (:class:`~moldudp64.events.MessagesAfterEnd`,
+  with a warning), so a forger cannot keep a session from ending; one contradicted by
+  data beyond it dropped (``end_of_session_contradicted``), one far beyond everything
+  held never believed: the numbers before it are taken as missing a window at a time
+  (:meth:`_chase_end`), and live data far below it drops it. Of two ends, the one the
+  data held agrees with wins. What is held or kept aside beyond a believed end, and data
+  that arrives beyond it later, is named (:class:`~moldudp64.events.MessagesAfterEnd`,
+  each number once; counted as ``after_end_of_session``). After :class:`SessionEnded`
+  nothing more of that session is delivered.
 - **Answers count only from a configured server** (address and port), or one the user
   sent a request of their own to; others are dropped (``unknown_server``). ``addr=None``
   means the driver vouches for the source. An answer that brings nothing new (a
@@ -1350,7 +1353,7 @@ class ReceiverCore:
         are being fetched (the horizon moved since the last look), else it is dropped."""
         if self._end_is_near(eos.start) or self._horizon <= eos.value:
             self._eos_claim = None
-            self._believe_end(eos.start, now)
+            self._believe_end(eos.start, now, repeated=eos.copies >= 2)
             return
         eos.value = self._horizon  # where the fetching stood at this look
         eos.at = now
@@ -1398,12 +1401,21 @@ class ReceiverCore:
             if seq != self._eos:
                 self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
             return
-        if seq < self._expected:  # below what was delivered: the data wins
-            self._drop(DROP_EOS_BELOW_DATA, source, addr, once=True)
-            return
         if source == _RETX:
             return  # an answer never ends a session
         claim = self._eos_claim
+        if seq < self._expected:  # below what was delivered: the data wins, unless the
+            # end repeats and the quiet then confirms it (forged data delivered before it
+            # must not keep the session from ever ending; see _believe_end)
+            if seq < self._first:  # below the first number wanted: never reached
+                self._drop(DROP_EOS_BELOW_DATA, source, addr, once=True)
+            elif claim is not None and claim.start == seq:
+                claim.copies += 1
+            elif claim is None:
+                self._eos_claim = _Claim(seq, self._horizon, data, source, now, addr, 0)
+            else:
+                self._drop(DROP_EOS_BELOW_DATA, source, addr, once=True)
+            return
         if claim is not None and claim.start == seq:
             claim.copies += 1  # a repeat: the quiet goes on
             self._chase_end(now)
@@ -1425,12 +1437,34 @@ class ReceiverCore:
         self._eos_claim = _Claim(seq, self._horizon, data, source, now, addr, 0)
         self._chase_end(now)
 
-    def _believe_end(self, seq: int, now: float) -> None:
+    def _believe_end(self, seq: int, now: float, repeated: bool = False) -> None:
         """The session ends at ``seq``: what was kept aside below it is confirmed, what is
         held or kept aside beyond it is named (:class:`MessagesAfterEnd`) and let go,
-        the missing numbers before it can be reported lost, and the tail is requested."""
+        the missing numbers before it can be reported lost, and the tail is requested.
+        One below what was delivered is refused, unless it repeated (``repeated``) and the
+        quiet confirmed it: then the session ends there, and what was delivered beyond it
+        (forged data at the next number, which cannot be told from real) is named."""
         if seq < self._expected:  # the data delivered since went beyond it
-            self._drop(DROP_EOS_BELOW_DATA, _RETX, None, once=True)
+            if not repeated:
+                self._drop(DROP_EOS_BELOW_DATA, _RETX, None, once=True)
+                return
+            top = self._expected
+            self._cut_at(top)  # anything held beyond is named, gaps beyond let go
+            for beyond in self._claims:
+                self._claim_bytes -= beyond.nbytes
+                self._drop(DROP_AFTER_END, beyond.source, beyond.addr, once=True)
+            self._claims = []
+            self._eos = seq
+            self._after_hw = max(self._after_hw, top)
+            session = self._session or ""
+            self._events.append(MessagesAfterEnd(session, seq, top - 1, seq))
+            logger.warning(
+                "session %r ended at %d (its end of session repeated, then the feed fell "
+                "quiet) although messages %d..%d were delivered: data beyond the end, "
+                "possibly forged",
+                session, seq, seq, top - 1,
+            )  # fmt: skip
+            self._end()
             return
         if not self._end_is_near(seq):  # far beyond what the feed has shown
             self._drop(DROP_UNCONFIRMED, _RETX, None)

@@ -296,7 +296,6 @@ def test_a_stray_session_backlog_does_not_make_a_real_gap_lost() -> None:
     assert_real_stream_intact(sim, 200)
 
 
-@pytest.mark.xfail(strict=True, reason="item 7: a repeated real end below forged data is refused")
 def test_real_end_still_ends_the_session_after_forged_data_past_the_last_message() -> None:
     """Promise: every real end of session ends the session (no hang). The admitted
     exception lets forged data at exactly the next number be delivered, but not stop the
