@@ -1654,20 +1654,23 @@ class ReceiverCore:
             ):
                 self._switch_to(best, now)
                 return
-        if stale_after is None or not cands:
+        if not cands:
             return
         # look again when the current session would be silent long enough, or when the
-        # first candidate is forgotten (both in the future: this never spins)
-        check = min(c.last_at for c in cands.values()) + stale_after
-        if self._session_raw is not None and self._last_live is not None:
-            silent_at = self._last_live + stale_after
-            if now < silent_at < check:
-                check = silent_at
+        # first candidate is forgotten, or when a session of ends alone has shown them for
+        # end_confirm (all in the future: this never spins)
+        check = _INF
+        if stale_after is not None:
+            check = min(c.last_at for c in cands.values()) + stale_after
+            if self._session_raw is not None and self._last_live is not None:
+                silent_at = self._last_live + stale_after
+                if now < silent_at < check:
+                    check = silent_at
         if self._session_raw is None:
             for c in cands.values():
                 if c.ends and not c.carries and now < c.first_at + self.config.end_confirm < check:
                     check = c.first_at + self.config.end_confirm
-        self._switch_check = check
+        self._switch_check = check if check < _INF else None
 
     def _switch_to(self, session_raw: bytes, now: float) -> None:
         """Leave the current session for ``session_raw``: close the old one's books, then
