@@ -11,8 +11,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import pytest
-
 from linksim import Faults, LinkSim, messages
 from moldudp64.events import (
     Address,
@@ -358,15 +356,10 @@ def test_a_long_tail_lost_before_a_real_end_is_fetched_window_by_window() -> Non
     assert of(sim, SessionEnded) == [SessionEnded(S, 4001)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 18 follow-up item 8 not done: a driver that takes events after every "
-    "datagram gets one MessagesAfterEnd per packet (coalesced only while not yet taken)",
-)
 def test_data_after_the_end_is_named_once_per_run_of_numbers() -> None:
     """Data that keeps arriving after a believed end, one packet at a time with the events
-    taken after each (as a live driver does): one ``MessagesAfterEnd`` for the whole run
-    of consecutive numbers, not one per packet."""
+    taken after each (as a live driver does): its first packet is named at once, the rest
+    of the run of consecutive numbers in one ``MessagesAfterEnd``, not one per packet."""
     c = ReceiverCore(ReceiverConfig())
     c.receive_datagram(build_packet(S, 1, [b"1"]), A, 0.0)
     c.receive_datagram(build_end_of_session(S, 2), A, 0.0)
@@ -376,6 +369,11 @@ def test_data_after_the_end_is_named_once_per_run_of_numbers() -> None:
     for seq in range(2, 12):
         c.receive_datagram(build_packet(S, seq, [b"%d" % seq]), A, 3.0 + seq * 0.01)
         named += c.events_received()
-    c.finish(4.0)
+    assert named == [MessagesAfterEnd(S, 2, 2, 2)]  # at once; the run goes on
+    c.handle_timer(3.11 + 0.1)  # it stopped: the rest named together
     named += c.events_received()
-    assert named == [MessagesAfterEnd(S, 2, 11, 2)]
+    assert named == [MessagesAfterEnd(S, 2, 2, 2), MessagesAfterEnd(S, 3, 11, 2)]
+    c.receive_datagram(build_packet(S, 20, [b"20"]), A, 3.3)  # another run
+    c.receive_datagram(build_packet(S, 21, [b"21"]), A, 3.3)
+    c.finish(3.31)  # end of input names what is gathered at once
+    assert c.events_received() == [MessagesAfterEnd(S, 20, 20, 2), MessagesAfterEnd(S, 21, 21, 2)]

@@ -210,6 +210,10 @@ _WITNESSES = 5
 #: beyond everything held is never believed: the gap before it would cost more than one
 #: bounded request.
 _END_WINDOW = 1024
+#: Data that keeps coming after the end is named (one ``MessagesAfterEnd`` per run of
+#: consecutive numbers) once the run stops for this long, or is this old at most.
+_AFTER_END_QUIET = 0.1
+_AFTER_END_MAX_WAIT = 1.0
 #: Servers one retry goes to at once, at most.
 _MAX_FANOUT = 8
 #: Real memory of a held message beyond its bytes: the bytes object's header (33 bytes,
@@ -580,6 +584,8 @@ class ReceiverCore:
         self._parked: list[tuple[int, int, _Segment]] = []
         #: Messages beyond the believed end already reported (MessagesAfterEnd) end here.
         self._after_hw = 0
+        #: ``(first, end, started, last)``: data that came after the end, not yet named.
+        self._after_run: tuple[int, int, float, float] | None = None
         #: One past the highest data message taken by the slow paths (the fast paths keep
         #: ``expected`` at the top): what ends of session are weighed against.
         self._data_top = 0
@@ -693,6 +699,11 @@ class ReceiverCore:
         eos = self._eos_claim
         if eos is not None and (timer is None or eos.at + self.config.end_confirm < timer):
             timer = eos.at + self.config.end_confirm
+        run = self._after_run
+        if run is not None:
+            flush_at = min(run[3] + _AFTER_END_QUIET, run[2] + _AFTER_END_MAX_WAIT)
+            if timer is None or flush_at < timer:
+                timer = flush_at
         if timer is None or not self._skew:
             return timer
         at = timer - self._skew  # on the driver's clock, never a float step early
@@ -715,6 +726,9 @@ class ReceiverCore:
         self._handle_timer(self._at(now))
 
     def _handle_timer(self, now: float) -> None:
+        run = self._after_run
+        if run is not None and now >= min(run[3] + _AFTER_END_QUIET, run[2] + _AFTER_END_MAX_WAIT):
+            self._flush_after_run()
         if self._cands:  # first: a session followed now is checked below like any other
             self._consider_switch(now)
         if self._claims or self._eos_claim is not None:
@@ -958,6 +972,7 @@ class ReceiverCore:
         are handled as usual (as if the stream resumed).
         """
         now = self._at(now)
+        self._flush_after_run()
         self._take_claims(None, now)
         eos = self._eos_claim
         if eos is not None:  # no more evidence can come: the end stands as it is
@@ -1144,7 +1159,7 @@ class ReceiverCore:
                 if seq + count <= self._expected:
                     self._count_old(seq, count)
                 else:
-                    self._after_end(seq, count, source, addr)
+                    self._after_end(seq, count, source, addr, later=True)
             elif count == 0:
                 self._heartbeats += 1
             else:
@@ -1215,12 +1230,26 @@ class ReceiverCore:
             self._consider_switch(now)
         self._refresh(now)
 
-    def _after_end(self, seq: int, count: int, source: Source, addr: Address | None) -> None:
+    def _after_end(
+        self, seq: int, count: int, source: Source, addr: Address | None, later: bool = False
+    ) -> None:
         """Data beyond the believed end of session: named with its range (each number
-        once), never delivered, never only counted."""
+        once), never delivered, never only counted. ``later``: it came after the session
+        ended; the first packet of a run is named at once, the consecutive numbers that
+        follow it are gathered and named together once the run stops
+        (:data:`_AFTER_END_QUIET`), grows old (:data:`_AFTER_END_MAX_WAIT`), a run that
+        does not follow it comes, or at :meth:`finish` / a session change."""
         self._dropped[DROP_AFTER_END] = self._dropped.get(DROP_AFTER_END, 0) + 1
         first = max(seq, self._after_hw, self._eos or 0)
         end = seq + count
+        if later and end > first:
+            self._after_hw = end
+            run = self._after_run
+            if run is not None and run[1] == first:
+                self._after_run = (run[0], end, run[2], self._clock)
+                return
+            self._flush_after_run()  # then this one is named at once, a run starts after it
+            self._after_run = (end, end, self._clock, self._clock)
         if end > first:
             self._after_hw = end
             events = self._events
@@ -1233,6 +1262,22 @@ class ReceiverCore:
                 "messages %d..%d of %r arrived beyond its end of session at %d (from %s)",
                 first, end - 1, self._session, self._eos, source.name,
             )  # fmt: skip
+
+    def _flush_after_run(self) -> None:
+        """Name the run of data gathered after the end (see :meth:`_after_end`)."""
+        run = self._after_run
+        if run is None:
+            return
+        self._after_run = None
+        first, end = run[0], run[1]
+        if end <= first:
+            return  # nothing followed the packet named at once
+        session = self._session or ""
+        self._events.append(MessagesAfterEnd(session, first, end - 1, self._eos or first))
+        logger.info(
+            "messages %d..%d of %r arrived beyond its end of session at %d",
+            first, end - 1, session, self._eos,
+        )  # fmt: skip
 
     def _count_old(self, seq: int, count: int) -> None:
         """Messages below the next one to deliver: duplicates, or before the start."""
@@ -1675,6 +1720,7 @@ class ReceiverCore:
     def _switch_to(self, session_raw: bytes, now: float) -> None:
         """Leave the current session for ``session_raw``: close the old one's books, then
         take the new session's datagrams that waited for it."""
+        self._flush_after_run()  # the old session's, before the new one's events
         old = self._session or ""
         self._take_claims(None, now)
         self._segs_give_up(0, len(self._segs), LOST_SESSION_CHANGED)
