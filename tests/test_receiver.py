@@ -97,10 +97,11 @@ def answer(c: ReceiverCore, seq: int, count: int, now: float, server: Address = 
 
 
 def passed(c: ReceiverCore, next_seq: int, now: float) -> None:
-    """Five live heartbeats at ``next_seq``: the feed has passed every gap below it (only
-    then may a gap be reported lost, or a server's silence count against it)."""
-    for _ in range(5):
-        c.receive_datagram(build_heartbeat(S, next_seq), A, now)
+    """Five live data packets from ``next_seq`` on (one message each): the feed has passed
+    every gap below it (only then may a gap be reported lost, or a server's silence count
+    against it). Heartbeats are no witnesses: a forger gives them for nothing."""
+    for seq in range(next_seq, next_seq + 5):
+        c.receive_datagram(pkt(seq, 1), A, now)
 
 
 def both(c: ReceiverCore, data: bytes, now: float) -> None:
@@ -264,7 +265,7 @@ def test_gap_from_heartbeat() -> None:
 
 
 def test_gap_from_end_of_session_then_session_ended_once() -> None:
-    c = core(rerequest_server_addrs=[SRV1])
+    c = core(rerequest_server_addrs=[SRV1], end_confirm=1.5)
     c.receive_datagram(pkt(1, 2), A, 0.0)
     c.receive_datagram(build_end_of_session(S, 5), A, 0.1)
     assert reqs(c.datagrams_to_send(0.1)) == [(3, 2, SRV1)]  # the missing tail, at once
@@ -286,7 +287,7 @@ def test_gap_from_end_of_session_then_session_ended_once() -> None:
 
 
 def test_end_of_session_never_advances_by_65535() -> None:
-    c = core()
+    c = core(end_confirm=1.5)
     c.receive_datagram(pkt(1, 3), A, 0.0)
     c.receive_datagram(build_end_of_session(S, 4), A, 0.0)
     c.handle_timer(1.5)
@@ -329,7 +330,7 @@ def test_max_messages_per_request_and_in_flight_bound() -> None:
     assert [(s, n) for s, n, _ in reqs(c.datagrams_to_send(0.02))] == [(31, 5)]
     answer(c, 21, 10, 0.03)
     answer(c, 31, 5, 0.03)
-    assert delivered(c.events_received()) == expect(1, 36)
+    assert delivered(c.events_received()) == expect(1, 41)  # and the five that passed it
     assert c.get_timer() is not None  # only the stale-feed timer remains
     assert c.stats.open_gaps == 0 and c.stats.requests_in_flight == 0
 
@@ -380,7 +381,7 @@ def test_retries_back_off_and_go_to_every_other_server_while_none_answers() -> N
     c.handle_timer(timer)
     events = c.events_received()
     assert of(events, MessagesLost) == [MessagesLost(S, 1, 2, LOST_ATTEMPTS_EXHAUSTED)]
-    assert delivered(events) == expect(3, 3)
+    assert delivered(events) == expect(3, 8)
     assert c.stats.messages_lost == 2
     assert c.stats.timeouts == {SRV1: 3, SRV2: 3, SRV3: 3}
 
@@ -419,7 +420,7 @@ def test_server_disabled_after_consecutive_failures_and_enabled_when_it_answers(
     answer(c, 1, 1, now + 0.01, SRV1)
     events = c.events_received()
     assert of(events, ServerEnabled) == [ServerEnabled(SRV1)]
-    assert delivered(events) == expect(1, 2)
+    assert delivered(events) == expect(1, 7)
     assert c.stats.servers_in_rotation == 1
 
 
@@ -438,7 +439,7 @@ def test_all_servers_out_reports_loss() -> None:
     events = c.events_received()
     assert of(events, ServerDisabled) == [ServerDisabled(SRV1, 1)]
     assert of(events, MessagesLost) == [MessagesLost(S, 1, 1, LOST_ALL_SERVERS_OUT)]
-    assert delivered(events) == expect(2, 2)
+    assert delivered(events) == expect(2, 7)
     assert c.datagrams_to_send(0.05) == []
 
 
@@ -514,7 +515,7 @@ def test_finish_reports_open_gaps_lost_and_delivers_held() -> None:
 
 
 def test_java_regression_new_session_first_messages_are_not_duplicates() -> None:
-    c = core()
+    c = core(end_confirm=1.5)
     c.receive_datagram(pkt(1, 5), A, 0.0)
     c.receive_datagram(build_end_of_session(S, 6), A, 0.1)
     c.receive_datagram(pkt(1, 3, "SESSION002"), A, 2.0)  # (the end believed before it)
@@ -532,7 +533,7 @@ def test_java_regression_new_session_first_messages_are_not_duplicates() -> None
 
 
 def test_new_session_waits_while_the_old_one_recovers_its_gaps() -> None:
-    c = core(rerequest_server_addrs=[SRV1])
+    c = core(rerequest_server_addrs=[SRV1], end_confirm=1.5)
     c.receive_datagram(pkt(1, 1), A, 0.0)
     c.receive_datagram(pkt(3, 1), A, 0.0)
     c.receive_datagram(build_end_of_session(S, 4), A, 0.0)
@@ -820,7 +821,7 @@ def test_request_delay_lets_the_b_line_fill_a_gap_without_a_request() -> None:
 
 
 def test_no_stale_feed_after_the_session_ended() -> None:
-    c = core(stale_after=1.0)
+    c = core(stale_after=1.0, end_confirm=1.5)
     c.receive_datagram(pkt(1, 1), A, 0.0)
     c.receive_datagram(build_end_of_session(S, 2), A, 0.1)
     c.handle_timer(1.6)

@@ -330,13 +330,13 @@ def test_a_gap_the_feed_has_not_passed_waits_then_is_asked_for_when_it_does() ->
     assert c.datagrams_to_send(0.02) == [] and c.stats.messages_lost == 0
     assert c.get_timer() == 0.02 + 5.0  # parked (server_retry_interval)
     assert c.stats.timeouts == {SERVER: 2} and c.stats.servers_in_rotation == 1
-    for seq in range(10, 14):  # the feed passes it
+    for seq in range(10, 15):  # the feed passes it (five data packets: witnesses)
         c.receive_datagram(build_packet(S, seq, [b"%d" % seq]), A, 0.1)
     sent = c.datagrams_to_send(0.1)
     assert [RetransmissionPacket.parse(d).seq_num for d, _ in sent] == [2]
     c.receive_datagram(build_packet(S, 2, [b"%d" % n for n in range(2, 10)]), R, 0.11, SERVER)
     got = [m for e in c.events_received() if isinstance(e, MessagesDelivered) for m in e.messages]
-    assert got == [b"1", *(b"%d" % n for n in range(2, 14))]
+    assert got == [b"1", *(b"%d" % n for n in range(2, 15))]
 
 
 def test_a_long_tail_lost_before_a_real_end_is_fetched_window_by_window() -> None:
@@ -354,3 +354,26 @@ def test_a_long_tail_lost_before_a_real_end_is_fetched_window_by_window() -> Non
     sim.settle()
     assert sim.check_exact() == []
     assert of(sim, SessionEnded) == [SessionEnded(S, 4001)]
+
+
+def test_data_after_the_end_is_named_once_per_run_of_numbers() -> None:
+    """Data that keeps arriving after a believed end, one packet at a time with the events
+    taken after each (as a live driver does): its first packet is named at once, the rest
+    of the run of consecutive numbers in one ``MessagesAfterEnd``, not one per packet."""
+    c = ReceiverCore(ReceiverConfig())
+    c.receive_datagram(build_packet(S, 1, [b"1"]), A, 0.0)
+    c.receive_datagram(build_end_of_session(S, 2), A, 0.0)
+    c.handle_timer(3.0)
+    assert SessionEnded(S, 2) in c.events_received()
+    named: list[Event] = []
+    for seq in range(2, 12):
+        c.receive_datagram(build_packet(S, seq, [b"%d" % seq]), A, 3.0 + seq * 0.01)
+        named += c.events_received()
+    assert named == [MessagesAfterEnd(S, 2, 2, 2)]  # at once; the run goes on
+    c.handle_timer(3.11 + 0.1)  # it stopped: the rest named together
+    named += c.events_received()
+    assert named == [MessagesAfterEnd(S, 2, 2, 2), MessagesAfterEnd(S, 3, 11, 2)]
+    c.receive_datagram(build_packet(S, 20, [b"20"]), A, 3.3)  # another run
+    c.receive_datagram(build_packet(S, 21, [b"21"]), A, 3.3)
+    c.finish(3.31)  # end of input names what is gathered at once
+    assert c.events_received() == [MessagesAfterEnd(S, 20, 20, 2), MessagesAfterEnd(S, 21, 21, 2)]

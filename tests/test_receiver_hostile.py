@@ -294,7 +294,7 @@ def test_one_stray_packet_of_another_session_first_is_not_followed() -> None:
 
 
 def test_a_real_session_change_after_the_end_of_day() -> None:
-    c = ReceiverCore()
+    c = ReceiverCore(ReceiverConfig(end_confirm=1.5))
     for seq in range(1, 11):
         c.receive_datagram(build_packet(S, seq, [b"a"]), A, 0.0)
     c.receive_datagram(build_end_of_session(S, 11), A, 0.1)
@@ -375,7 +375,11 @@ def test_an_end_of_session_below_held_data_is_a_claim_the_data_disproves() -> No
 
 
 def test_after_the_session_ended_only_data_beyond_its_end_is_reported() -> None:
-    c = ReceiverCore(ReceiverConfig(rerequest_server_addrs=SERVERS[:1], expected_session_ident=S))
+    c = ReceiverCore(
+        ReceiverConfig(
+            rerequest_server_addrs=SERVERS[:1], expected_session_ident=S, end_confirm=1.5
+        )
+    )
     c.receive_datagram(build_packet(S, 1, [b"1"]), A, 0.0)
     c.receive_datagram(build_end_of_session(S, 2), A, 0.0)
     c.handle_timer(1.5)
@@ -581,7 +585,9 @@ def test_up_to_four_forged_datagrams_never_drop_or_lose_real_data(
 def test_a_lone_end_of_session_is_believed_when_the_feed_falls_silent_after_it() -> None:
     """The last packet and every repeat of the end but one lost: the silence that follows
     a real end confirms it, and the missing tail is requested."""
-    config = ReceiverConfig(rerequest_server_addrs=SERVERS[:1], expected_session_ident=S)
+    config = ReceiverConfig(
+        rerequest_server_addrs=SERVERS[:1], expected_session_ident=S, end_confirm=1.5
+    )
     c = ReceiverCore(config)
     c.receive_datagram(build_packet(S, 1, [b"1"]), A, 0.0)
     c.receive_datagram(build_end_of_session(S, 3), A, 0.1)  # 2 was lost
@@ -635,13 +641,15 @@ def test_a_server_out_of_rotation_that_has_answered_is_still_asked_before_giving
     assert [e for e in c.events_received() if isinstance(e, ServerDisabled)]
     assert [RetransmissionPacket.parse(d).seq_num for d, _ in c.datagrams_to_send(0.07)] == [4]
     c.receive_datagram(build_packet(S, 4, [b"4"]), R, 0.08, SERVERS[0])
-    assert taken(c.events_received()) == [b"4", b"5"] and c.stats.messages_lost == 0
+    assert taken(c.events_received()) == [str(n).encode() for n in range(4, 11)]
+    assert c.stats.messages_lost == 0
 
 
 def passed(c: ReceiverCore, next_seq: int, now: float) -> None:
-    """Five live heartbeats at ``next_seq``: the feed has passed every gap below it."""
-    for _ in range(5):
-        c.receive_datagram(build_heartbeat(S, next_seq), A, now)
+    """Five live data packets from ``next_seq`` on: the feed has passed every gap below it
+    (heartbeats are no witnesses)."""
+    for seq in range(next_seq, next_seq + 5):
+        c.receive_datagram(build_packet(S, seq, [str(seq).encode()]), A, now)
 
 
 def both(c: ReceiverCore, data: bytes, now: float) -> None:

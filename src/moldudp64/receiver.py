@@ -36,25 +36,31 @@ reported lost. Requests are cheap, beliefs are costly:
   ``confirm_within``. So a stray far ahead costs nothing, and a late join (feed at
   5,000,000, wanted from 1) backfills as soon as the second live packet arrives. End of
   input (:meth:`~ReceiverCore.finish`) takes what is kept aside as it is.
-- **A gap is lost only once the feed has passed it.** :data:`_WITNESSES` live datagrams at
-  or beyond everything held since the gap opened, or a believed end of session, show the
-  feed went past it; only then may it be given up (attempts exhausted, no server) and
-  only then does a server's silence about it count against the server. Before that its
-  numbers are "not yet arrived": one bounded request (its front) at a time, parked with
-  doubling waits once out of attempts, asked again as soon as the feed passes it. The
+- **A gap is lost only once the feed has passed it.** :data:`_WITNESSES` distinct live
+  data datagrams at or beyond everything held since the gap opened (heartbeats, ends of
+  session and copies are none: a forger gives them for nothing), or a believed end of
+  session, show the feed went past it; only then may it be given up (attempts exhausted,
+  no server) and only then does a server's silence about it count against the server.
+  Before that its numbers are "not yet arrived": one bounded request (its front) at a
+  time, parked with doubling waits once out of attempts, asked again as soon as the feed
+  passes it. Attempts are per range: data that reaches a range's front makes the rest a
+  range of its own, so requests for a phantom range never use up a real gap's. The
   memory bound, a session change and end of input give up what they must regardless.
 - **An end of session is believed** once the feed carried nothing else of the session
   for ``end_confirm`` after it (real publishers repeat it, then fall silent; a forged one
   is disproved by the next packet or heartbeat, which restart the wait, or by data beyond
   it). Meanwhile a near gap before it is requested. One below what was delivered is
-  refused (``end_of_session_below_data``), one contradicted by data beyond it dropped
-  (``end_of_session_contradicted``), one far beyond everything held never believed: the
-  numbers before it are taken as missing a window at a time (:meth:`_chase_end`), and
-  live data far below it drops it. Of two ends, the one the data held agrees with wins. What
-  is held or kept aside beyond a believed end, and data that arrives beyond it later, is
-  named (:class:`~moldudp64.events.MessagesAfterEnd`, each number once; counted as
-  ``after_end_of_session``). After :class:`SessionEnded` nothing more of that session is
-  delivered.
+  refused (``end_of_session_below_data``) unless it repeats and the quiet confirms it:
+  then the session ends there and what was delivered beyond it (forged data at the next
+  number, the admitted limit) is named (:class:`~moldudp64.events.MessagesAfterEnd`,
+  with a warning), so a forger cannot keep a session from ending; one contradicted by
+  data beyond it dropped (``end_of_session_contradicted``), one far beyond everything
+  held never believed: the numbers before it are taken as missing a window at a time
+  (:meth:`_chase_end`), and live data far below it drops it. Of two ends, the one the
+  data held agrees with wins. What is held or kept aside beyond a believed end, and data
+  that arrives beyond it later, is named (:class:`~moldudp64.events.MessagesAfterEnd`,
+  each number once; counted as ``after_end_of_session``). After :class:`SessionEnded`
+  nothing more of that session is delivered.
 - **Answers count only from a configured server** (address and port), or one the user
   sent a request of their own to; others are dropped (``unknown_server``). ``addr=None``
   means the driver vouches for the source. An answer that brings nothing new (a
@@ -65,7 +71,8 @@ reported lost. Requests are cheap, beliefs are costly:
 - **A session switch needs evidence**: the followed session ended (and its gaps are
   settled), or it sent nothing for ``stale_after`` while the other session is live (two
   distinct datagrams, the last within ``stale_after``) and has carried data (heartbeats
-  alone never make a session followed, first or next). Until then the other session's
+  and ends of session alone, any datagram without data, never make a session followed,
+  first or next). Until then the other session's
   datagrams wait (bounded; see :class:`ReceiverConfig`). A session left is never
   followed again; sessions that were never followed cannot push it out of that memory.
 - **A dead server costs one request timeout.** Servers that answer (nothing unanswered
@@ -75,7 +82,9 @@ reported lost. Requests are cheap, beliefs are costly:
 - **Bounds count real memory**: a held message costs its bytes plus
   :data:`_MSG_OVERHEAD`, a held piece :data:`_PIECE_OVERHEAD` more; datagrams kept aside
   and those of a waiting session count against the same ``max_held_packets`` and
-  ``max_held_bytes``.
+  ``max_held_bytes``; past them another session's datagrams are dropped first (counted,
+  ``next_session_backlog_full``), and a real gap is given up only when the followed
+  session's own held data needs the room.
 
 How it is built: the state is the next sequence number to deliver (``expected``), the
 highest sequence number known to exist (``horizon``), the messages held between them
@@ -192,7 +201,8 @@ _VOUCH_WINDOW = 65_536
 _MAX_CLAIMS = 64
 #: Other sessions tracked while one is followed, at most.
 _MAX_CANDIDATES = 8
-#: Live datagrams at or beyond the highest number held, from the one that opened a gap on,
+#: Distinct live data datagrams at or beyond the highest number held (not heartbeats, not
+#: ends of session, not copies), from the one that opened a gap on,
 #: that make it "passed by the feed" (more than a few forged datagrams can give): only then
 #: may its numbers be reported lost, or a server's silence about them count against it.
 _WITNESSES = 5
@@ -200,6 +210,10 @@ _WITNESSES = 5
 #: beyond everything held is never believed: the gap before it would cost more than one
 #: bounded request.
 _END_WINDOW = 1024
+#: Data that keeps coming after the end is named (one ``MessagesAfterEnd`` per run of
+#: consecutive numbers) once the run stops for this long, or is this old at most.
+_AFTER_END_QUIET = 0.1
+_AFTER_END_MAX_WAIT = 1.0
 #: Servers one retry goes to at once, at most.
 _MAX_FANOUT = 8
 #: Real memory of a held message beyond its bytes: the bytes object's header (33 bytes,
@@ -241,8 +255,9 @@ class ReceiverConfig:
     - ``expected_session_ident`` None: lock onto the first session seen. When set, the
       session is pinned: packets of any other session are dropped and counted.
     - ``expected_seq_num`` None (means 1): the first message wanted; gaps before it are
-      never requested. ``start_from_first_seen`` True instead starts from whatever
-      sequence number arrives first (not both).
+      never requested. ``start_from_first_seen`` True instead starts from the first
+      data packet's sequence number (not both; heartbeats and ends of session before it
+      are counted, never set the start).
     - ``rerequest_server_addrs`` empty: no recovery; a gap waits ``loss_grace`` (0.1 s)
       for reordered packets, then is reported lost (once the feed has passed it). Give
       numeric addresses, as the driver reports a datagram's source: answers from any other
@@ -276,9 +291,11 @@ class ReceiverConfig:
     - ``confirm_within`` 3.0 s: how long a datagram far beyond everything held (more
       than ``max_messages_per_request`` ahead) waits for a second datagram to confirm it
       before it is dropped (``unconfirmed_sequence``; see the module doc).
-    - ``end_confirm`` 1.5 s: how long the feed must carry nothing of the session but
-      ends of session at the same number before that end is believed (longer than the
-      feed's heartbeat interval, which a real publisher stops at its end).
+    - ``end_confirm`` 2.5 s: how long the feed must carry nothing of the session but
+      ends of session at the same number before that end is believed (more than two of
+      the feed's heartbeat intervals, typically 1 s, which a real publisher stops at its
+      end: one lost heartbeat does not let a forged end through; every heartbeat or
+      packet of the session restarts the wait).
     """
 
     expected_session_ident: str | bytes | None = None
@@ -301,7 +318,7 @@ class ReceiverConfig:
     loss_grace: float = 0.1
     server_retry_interval: float = 5.0
     confirm_within: float = 3.0
-    end_confirm: float = 1.5
+    end_confirm: float = 2.5
 
     def __post_init__(self) -> None:
         session = self.expected_session_ident
@@ -437,6 +454,10 @@ class _Segment:
     wit0: int = 0
     #: Times it ran out of attempts before the feed passed it (each waits twice as long).
     parks: int = 0
+    #: Attempts at the range as it starts now: only these can use it up. Data that
+    #: reaches its front makes what is left a range of its own (the requests so far, e.g.
+    #: for the front of a forged heartbeat's phantom range, could not reach it).
+    own_attempts: int = 0
 
 
 @dataclass(slots=True)
@@ -502,8 +523,10 @@ class _Candidate:
     seen: int = 0
     #: When its first datagram came.
     first_at: float = 0.0
-    #: Whether it carried data or an end of session (heartbeats alone never win a choice).
+    #: Whether it carried data (heartbeats and ends of session alone never win a choice).
     carries: bool = False
+    #: Whether it sent an end of session (see :meth:`ReceiverCore._consider_switch`).
+    ends: bool = False
 
 
 class ReceiverCore:
@@ -554,11 +577,15 @@ class ReceiverCore:
         self._skew = 0.0
         #: Live datagrams seen at or beyond the highest number held (see _WITNESSES).
         self._wit = 0
+        #: One past the last data witness (a copy of it, or data below it, is none).
+        self._wit_top = 0
         #: ``(wit0, tie, segment)`` for the segments out of attempts that the feed has not
         #: passed yet, a heap: asked again as soon as it does (or after a long wait).
         self._parked: list[tuple[int, int, _Segment]] = []
         #: Messages beyond the believed end already reported (MessagesAfterEnd) end here.
         self._after_hw = 0
+        #: ``(first, end, started, last)``: data that came after the end, not yet named.
+        self._after_run: tuple[int, int, float, float] | None = None
         #: One past the highest data message taken by the slow paths (the fast paths keep
         #: ``expected`` at the top): what ends of session are weighed against.
         self._data_top = 0
@@ -672,6 +699,11 @@ class ReceiverCore:
         eos = self._eos_claim
         if eos is not None and (timer is None or eos.at + self.config.end_confirm < timer):
             timer = eos.at + self.config.end_confirm
+        run = self._after_run
+        if run is not None:
+            flush_at = min(run[3] + _AFTER_END_QUIET, run[2] + _AFTER_END_MAX_WAIT)
+            if timer is None or flush_at < timer:
+                timer = flush_at
         if timer is None or not self._skew:
             return timer
         at = timer - self._skew  # on the driver's clock, never a float step early
@@ -694,6 +726,9 @@ class ReceiverCore:
         self._handle_timer(self._at(now))
 
     def _handle_timer(self, now: float) -> None:
+        run = self._after_run
+        if run is not None and now >= min(run[3] + _AFTER_END_QUIET, run[2] + _AFTER_END_MAX_WAIT):
+            self._flush_after_run()
         if self._cands:  # first: a session followed now is checked below like any other
             self._consider_switch(now)
         if self._claims or self._eos_claim is not None:
@@ -792,9 +827,11 @@ class ReceiverCore:
             return False
         self._packets[source] += 1
         self._last_live = self._clock = now
-        self._wit += 1
-        if self._parked:
-            self._wake_parked(now)
+        if seq >= self._wit_top:
+            self._wit += 1
+            self._wit_top = seq + count
+            if self._parked:
+                self._wake_parked(now)
         self._messages[source] += count
         self._horizon = self._data_top = seq + count
         nbytes = sum(map(len, msgs)) + _MSG_OVERHEAD * count + _PIECE_OVERHEAD
@@ -935,6 +972,7 @@ class ReceiverCore:
         are handled as usual (as if the stream resumed).
         """
         now = self._at(now)
+        self._flush_after_run()
         self._take_claims(None, now)
         eos = self._eos_claim
         if eos is not None:  # no more evidence can come: the end stands as it is
@@ -1092,13 +1130,25 @@ class ReceiverCore:
                     self._drop(DROP_UNCONFIRMED, eos.source, eos.addr)
                 elif count != END_OF_SESSION:
                     eos.at = now  # the feed goes on below it: the quiet starts again
-            if seq >= self._horizon:
-                self._wit += 1  # the feed is at or beyond everything held
+            if 0 < count < END_OF_SESSION and seq >= self._horizon and seq >= self._wit_top:
+                # distinct data at or beyond everything held: the feed went on (heartbeats,
+                # ends and copies are not witnesses: a forger gives them for nothing)
+                self._wit += 1
+                self._wit_top = seq + count
                 if self._parked:
                     self._wake_parked(now)
         if not counted and self._claims:
             self._expire_claims(now)
         if not self._started:
+            if self.config.start_from_first_seen and not 0 < count < END_OF_SESSION:
+                # only data fixes where the stream starts: a heartbeat or an end of session
+                # carries none (a forged one far ahead must not set the start); counted
+                if count:
+                    self._eos_packets += 1
+                else:
+                    self._heartbeats += 1
+                self._refresh(now)
+                return
             self._started = True
             if self.config.start_from_first_seen:
                 self._expected = self._horizon = self._first = seq
@@ -1109,7 +1159,7 @@ class ReceiverCore:
                 if seq + count <= self._expected:
                     self._count_old(seq, count)
                 else:
-                    self._after_end(seq, count, source, addr)
+                    self._after_end(seq, count, source, addr, later=True)
             elif count == 0:
                 self._heartbeats += 1
             else:
@@ -1180,12 +1230,26 @@ class ReceiverCore:
             self._consider_switch(now)
         self._refresh(now)
 
-    def _after_end(self, seq: int, count: int, source: Source, addr: Address | None) -> None:
+    def _after_end(
+        self, seq: int, count: int, source: Source, addr: Address | None, later: bool = False
+    ) -> None:
         """Data beyond the believed end of session: named with its range (each number
-        once), never delivered, never only counted."""
+        once), never delivered, never only counted. ``later``: it came after the session
+        ended; the first packet of a run is named at once, the consecutive numbers that
+        follow it are gathered and named together once the run stops
+        (:data:`_AFTER_END_QUIET`), grows old (:data:`_AFTER_END_MAX_WAIT`), a run that
+        does not follow it comes, or at :meth:`finish` / a session change."""
         self._dropped[DROP_AFTER_END] = self._dropped.get(DROP_AFTER_END, 0) + 1
         first = max(seq, self._after_hw, self._eos or 0)
         end = seq + count
+        if later and end > first:
+            self._after_hw = end
+            run = self._after_run
+            if run is not None and run[1] == first:
+                self._after_run = (run[0], end, run[2], self._clock)
+                return
+            self._flush_after_run()  # then this one is named at once, a run starts after it
+            self._after_run = (end, end, self._clock, self._clock)
         if end > first:
             self._after_hw = end
             events = self._events
@@ -1198,6 +1262,22 @@ class ReceiverCore:
                 "messages %d..%d of %r arrived beyond its end of session at %d (from %s)",
                 first, end - 1, self._session, self._eos, source.name,
             )  # fmt: skip
+
+    def _flush_after_run(self) -> None:
+        """Name the run of data gathered after the end (see :meth:`_after_end`)."""
+        run = self._after_run
+        if run is None:
+            return
+        self._after_run = None
+        first, end = run[0], run[1]
+        if end <= first:
+            return  # nothing followed the packet named at once
+        session = self._session or ""
+        self._events.append(MessagesAfterEnd(session, first, end - 1, self._eos or first))
+        logger.info(
+            "messages %d..%d of %r arrived beyond its end of session at %d",
+            first, end - 1, session, self._eos,
+        )  # fmt: skip
 
     def _count_old(self, seq: int, count: int) -> None:
         """Messages below the next one to deliver: duplicates, or before the start."""
@@ -1318,7 +1398,7 @@ class ReceiverCore:
         are being fetched (the horizon moved since the last look), else it is dropped."""
         if self._end_is_near(eos.start) or self._horizon <= eos.value:
             self._eos_claim = None
-            self._believe_end(eos.start, now)
+            self._believe_end(eos.start, now, repeated=eos.copies >= 2)
             return
         eos.value = self._horizon  # where the fetching stood at this look
         eos.at = now
@@ -1366,12 +1446,21 @@ class ReceiverCore:
             if seq != self._eos:
                 self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
             return
-        if seq < self._expected:  # below what was delivered: the data wins
-            self._drop(DROP_EOS_BELOW_DATA, source, addr, once=True)
-            return
         if source == _RETX:
             return  # an answer never ends a session
         claim = self._eos_claim
+        if seq < self._expected:  # below what was delivered: the data wins, unless the
+            # end repeats and the quiet then confirms it (forged data delivered before it
+            # must not keep the session from ever ending; see _believe_end)
+            if seq < self._first:  # below the first number wanted: never reached
+                self._drop(DROP_EOS_BELOW_DATA, source, addr, once=True)
+            elif claim is not None and claim.start == seq:
+                claim.copies += 1
+            elif claim is None:
+                self._eos_claim = _Claim(seq, self._horizon, data, source, now, addr, 0)
+            else:
+                self._drop(DROP_EOS_BELOW_DATA, source, addr, once=True)
+            return
         if claim is not None and claim.start == seq:
             claim.copies += 1  # a repeat: the quiet goes on
             self._chase_end(now)
@@ -1393,12 +1482,34 @@ class ReceiverCore:
         self._eos_claim = _Claim(seq, self._horizon, data, source, now, addr, 0)
         self._chase_end(now)
 
-    def _believe_end(self, seq: int, now: float) -> None:
+    def _believe_end(self, seq: int, now: float, repeated: bool = False) -> None:
         """The session ends at ``seq``: what was kept aside below it is confirmed, what is
         held or kept aside beyond it is named (:class:`MessagesAfterEnd`) and let go,
-        the missing numbers before it can be reported lost, and the tail is requested."""
+        the missing numbers before it can be reported lost, and the tail is requested.
+        One below what was delivered is refused, unless it repeated (``repeated``) and the
+        quiet confirmed it: then the session ends there, and what was delivered beyond it
+        (forged data at the next number, which cannot be told from real) is named."""
         if seq < self._expected:  # the data delivered since went beyond it
-            self._drop(DROP_EOS_BELOW_DATA, _RETX, None, once=True)
+            if not repeated:
+                self._drop(DROP_EOS_BELOW_DATA, _RETX, None, once=True)
+                return
+            top = self._expected
+            self._cut_at(top)  # anything held beyond is named, gaps beyond let go
+            for beyond in self._claims:
+                self._claim_bytes -= beyond.nbytes
+                self._drop(DROP_AFTER_END, beyond.source, beyond.addr, once=True)
+            self._claims = []
+            self._eos = seq
+            self._after_hw = max(self._after_hw, top)
+            session = self._session or ""
+            self._events.append(MessagesAfterEnd(session, seq, top - 1, seq))
+            logger.warning(
+                "session %r ended at %d (its end of session repeated, then the feed fell "
+                "quiet) although messages %d..%d were delivered: data beyond the end, "
+                "possibly forged",
+                session, seq, seq, top - 1,
+            )  # fmt: skip
+            self._end()
             return
         if not self._end_is_near(seq):  # far beyond what the feed has shown
             self._drop(DROP_UNCONFIRMED, _RETX, None)
@@ -1504,9 +1615,26 @@ class ReceiverCore:
                 self._peak_held = held
         cand.last_at = now
         cand.seen += 1
-        if _unpack_header(data)[2]:
-            cand.carries = True
+        kind = _unpack_header(data)[2]
+        if 0 < kind < END_OF_SESSION:
+            cand.carries = True  # data; heartbeats and ends of session carry none
+        elif kind == END_OF_SESSION:
+            cand.ends = True
         self._consider_switch(now)
+
+    def _drop_candidate_datagram(self) -> None:
+        """Drop the oldest datagram waiting for a session switch (to make room for the
+        followed session's own data); counted, and requested once that session is
+        followed."""
+        cand = min(
+            (c for c in self._cands.values() if c.datagrams), key=lambda c: c.datagrams[0][2]
+        )
+        data, source, _at, addr = cand.datagrams.pop(0)
+        size = len(data) + _PIECE_OVERHEAD
+        cand.nbytes -= size
+        self._cand_packets -= 1
+        self._cand_bytes -= size
+        self._drop(DROP_SESSION_BACKLOG, source, addr, once=True)
 
     def _forget_candidate(self, session_raw: bytes, reason: str) -> None:
         cand = self._cands.pop(session_raw)
@@ -1531,8 +1659,17 @@ class ReceiverCore:
             # the first session: the earliest seen that two datagrams name, once no session
             # seen before it may still show its second (an older session ending as the next
             # one starts is followed first; a lone stray delays the start by stale_after)
-            # (a session of heartbeats alone never wins: one that carries data does)
+            # (a session without data, heartbeats or ends alone, never wins: one with data does)
             ready = [s for s, c in cands.items() if c.distinct >= 2 and c.carries]
+            if not ready and not any(c.carries for c in cands.values()):
+                # a session whose data was all lost shows only its ends: followed once
+                # they went on alone for end_confirm (no session with data meanwhile)
+                confirm = self.config.end_confirm
+                ready = [
+                    s
+                    for s, c in cands.items()
+                    if c.ends and c.distinct >= 2 and c.first_at + confirm <= now
+                ]
             if ready:
                 first = min(ready, key=lambda s: cands[s].first_at)
                 older = [
@@ -1562,20 +1699,28 @@ class ReceiverCore:
             ):
                 self._switch_to(best, now)
                 return
-        if stale_after is None or not cands:
+        if not cands:
             return
         # look again when the current session would be silent long enough, or when the
-        # first candidate is forgotten (both in the future: this never spins)
-        check = min(c.last_at for c in cands.values()) + stale_after
-        if self._session_raw is not None and self._last_live is not None:
-            silent_at = self._last_live + stale_after
-            if now < silent_at < check:
-                check = silent_at
-        self._switch_check = check
+        # first candidate is forgotten, or when a session of ends alone has shown them for
+        # end_confirm (all in the future: this never spins)
+        check = _INF
+        if stale_after is not None:
+            check = min(c.last_at for c in cands.values()) + stale_after
+            if self._session_raw is not None and self._last_live is not None:
+                silent_at = self._last_live + stale_after
+                if now < silent_at < check:
+                    check = silent_at
+        if self._session_raw is None:
+            for c in cands.values():
+                if c.ends and not c.carries and now < c.first_at + self.config.end_confirm < check:
+                    check = c.first_at + self.config.end_confirm
+        self._switch_check = check if check < _INF else None
 
     def _switch_to(self, session_raw: bytes, now: float) -> None:
         """Leave the current session for ``session_raw``: close the old one's books, then
         take the new session's datagrams that waited for it."""
+        self._flush_after_run()  # the old session's, before the new one's events
         old = self._session or ""
         self._take_claims(None, now)
         self._segs_give_up(0, len(self._segs), LOST_SESSION_CHANGED)
@@ -1595,10 +1740,13 @@ class ReceiverCore:
         self._other_packets -= cand.seen  # its datagrams are the followed session's now
         self._session_raw = session_raw
         self._session = decode_session(session_raw)
-        if self.config.start_from_first_seen and cand.datagrams:
-            start = _unpack_header(cand.datagrams[0][0])[1]
-        else:
-            start = 1
+        start = 1
+        if self.config.start_from_first_seen:  # the first data sets the start
+            for data, _source, _at, _addr in cand.datagrams:
+                _session, seq, count = _unpack_header(data)
+                if 0 < count < END_OF_SESSION:
+                    start = seq
+                    break
         if old:
             self._first = self._expected = self._horizon = start
             self._started = True
@@ -1606,6 +1754,7 @@ class ReceiverCore:
         self._eos = None
         self._after_hw = 0
         self._data_top = 0
+        self._wit_top = 0
         self._ended = False
         self._stale = False
         self._reported.clear()
@@ -1623,9 +1772,10 @@ class ReceiverCore:
 
     # ------------------------------------------------------------------ sequencing
 
-    def _new_gap(self, start: int, end: int, now: float) -> None:
-        # the datagram that opened it (counted just before) is its first witness
-        seg = _Segment(start, end, now, wit0=self._wit - 1)
+    def _new_gap(self, start: int, end: int, now: float, by_data: bool = False) -> None:
+        # data that opened it (counted just before) is its first witness; a heartbeat or
+        # an end of session is none
+        seg = _Segment(start, end, now, wit0=self._wit - 1 if by_data else self._wit)
         self._segs.append(seg)
         self._schedule(seg, now + self.config.request_delay)
         self._gaps += 1
@@ -1657,7 +1807,7 @@ class ReceiverCore:
         pieces: list[tuple[int, list[bytes]]] = []
         if seq >= horizon:
             if seq > horizon:
-                self._new_gap(horizon, seq, now)
+                self._new_gap(horizon, seq, now, by_data=True)
             pieces.append((seq, msgs))
             self._horizon = end
         else:
@@ -1722,6 +1872,7 @@ class ReceiverCore:
                     i += 1
             elif b < seg.end:
                 seg.start = b
+                seg.own_attempts = 0  # a range of its own now (see _Segment)
                 i += 1
             else:
                 seg.alive = False
@@ -1840,15 +1991,19 @@ class ReceiverCore:
 
     def _enforce_held_bound(self) -> None:
         """Past the held bound (what is held, kept aside and waiting for a switch, all
-        counted), give up the oldest gap (delivering what it held back); with no gap
-        left, drop the oldest datagram kept aside for confirmation."""
+        counted), drop the oldest datagram of another session first (counted as
+        ``next_session_backlog_full``: a stray backlog never costs a real gap); then give
+        up the oldest gap (delivering what it held back); with no gap left, drop the oldest
+        datagram kept aside for confirmation."""
         cfg = self.config
         while (
             len(self._held) + len(self._claims) + self._cand_packets > cfg.max_held_packets
             or self._held_bytes + self._claim_bytes + self._cand_bytes > cfg.max_held_bytes
         ):
             segs = self._segs
-            if segs:
+            if self._cand_packets:
+                self._drop_candidate_datagram()
+            elif segs:
                 j = 1
                 while j < len(segs) and segs[j].start == segs[j - 1].end:
                     j += 1
@@ -1968,6 +2123,7 @@ class ReceiverCore:
                 end = seg.start + most  # not passed: only its front is asked for
             count = end - seg.start
             seg.attempts += 1
+            seg.own_attempts += 1
             seg.due = None
             seg.req_seq = seg.start
             deadline = now + self._timeout_for(seg.attempts)
@@ -2002,10 +2158,11 @@ class ReceiverCore:
                 seg = segs[i]
                 if seg.req_seq == seq and seg.due is None:
                     seg.req_seq = -1
-                    if seg.attempts >= cfg.max_request_attempts:
-                        if self._wit - seg.wit0 >= _WITNESSES:
-                            self._segs_give_up(i, i + 1, LOST_ATTEMPTS_EXHAUSTED)
-                            continue
+                    passed = self._wit - seg.wit0 >= _WITNESSES
+                    if passed and seg.own_attempts >= cfg.max_request_attempts:
+                        self._segs_give_up(i, i + 1, LOST_ATTEMPTS_EXHAUSTED)
+                        continue
+                    if seg.attempts >= cfg.max_request_attempts and not passed:
                         # not passed by the feed: not yet arrived; asked again once it is,
                         # or after a wait that doubles each time (requests stay few)
                         seg.parks += 1
