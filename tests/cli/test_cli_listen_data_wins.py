@@ -218,7 +218,7 @@ def test_a_server_that_answers_empty_is_no_storm_and_the_gaps_end_lost(
     assert elapsed < 25
     # at most max_request_attempts (8) per gap, not thousands per second
     gaps = int(re.search(r"(\d+) gaps", err).group(1))  # type: ignore[union-attr]
-    assert 0 < gaps and len(requests) <= 8 * gaps
+    assert gaps > 0 and len(requests) <= 8 * gaps
 
 
 def test_idle_timeout_counts_progress_not_traffic(multicast: None, tmp_path: Path) -> None:
