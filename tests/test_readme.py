@@ -185,7 +185,8 @@ def test_duckdb_and_polars_lines_run_and_have_their_extras(
     assert book.returncode == 0, book.stderr
     lines = [line for block in re.findall(r"```sh\n(.*?)```", README.read_text(), flags=re.S)
              for line in block.splitlines()
-             if line.startswith("python -c") and re.search(r"import (duckdb|polars)", line)]  # fmt: skip
+             if line.startswith("python -c")
+             and re.search(r"import (duckdb|polars)", line)]  # fmt: skip
     assert any("import duckdb" in line for line in lines), lines
     assert any("import polars" in line for line in lines), lines
     for line in lines:
