@@ -197,3 +197,12 @@ def test_duckdb_and_polars_lines_run_and_have_their_extras(
         assert done.stdout.strip(), line
         if "trade.parquet" in line:
             assert "AAPL" in done.stdout and "600" in done.stdout, done.stdout
+
+
+def test_the_client_says_whose_names_its_settings_keep() -> None:
+    """help(MoldUDP64) names the Rust moldudp crate, not an in-house word for it."""
+    from moldudp64 import MoldUDP64
+
+    doc = MoldUDP64.__doc__ or ""
+    assert "Rust\n    ``moldudp`` crate" in doc or "Rust ``moldudp`` crate" in doc
+    assert "seed" not in doc

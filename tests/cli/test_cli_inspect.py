@@ -309,7 +309,7 @@ def test_session_not_found_says_what_was_skipped(tmp_path: Path) -> None:
     proc = run("inspect", str(path), "--session", "NOPE")
     out = proc.stdout.decode()
     assert proc.returncode == 5  # nothing matched the filter, as grep's exit 1
-    assert "no packets of session 'NOPE      '" in out
+    assert "no packets of session 'NOPE'\n" in out  # as given, without the wire's padding
     assert f"12 packets of 1 other session skipped: '{SESSION}'" in out
     assert "try --port" not in out
 
@@ -495,3 +495,11 @@ def test_counts_of_one_are_singular(tmp_path: Path) -> None:
     one = tmp_path / "one.bin"
     write_binaryfile(one, [b"A" * 20])
     assert "bytes, 1 message\n" in run("inspect", str(one)).stdout.decode()
+
+
+def test_first_seq_on_a_capture_is_refused_not_ignored(tmp_path: Path) -> None:
+    """--first-seq labels a BinaryFILE's messages; a capture's packets carry their own."""
+    path = tmp_path / "s.pcap"
+    path.write_bytes(pcap_bytes(session_frames(3)))
+    line = assert_one_line_error(run("inspect", str(path), "--first-seq", "5"))
+    assert "is a capture" in line and "--first-seq labels a BinaryFILE's messages" in line

@@ -237,7 +237,8 @@ def _summarise_capture(
         out.write("  (" + "; ".join(notes) + ")\n")
     if not inspector.sessions:
         if replay.only is not None and others:
-            out.write(f"no packets of session {replay.only.decode('latin-1')!r}\n")
+            asked = replay.only.decode("latin-1").rstrip(" ")  # as given, not padded
+            out.write(f"no packets of session {asked!r}\n")
         else:
             hint = " (try --port)" if port is None else ""
             out.write(f"no MoldUDP64 packets found{hint}\n")
@@ -423,6 +424,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         _refuse_non_binaryfile(path)
     if kind == FileKind.BINARYFILE and args.port is not None:
         raise UsageError(f"{path} is not a pcap or pcapng capture (--port applies to those)")
+    if kind in (FileKind.PCAP, FileKind.PCAPNG) and args.first_seq is not None:
+        raise UsageError(
+            f"{path} is a capture: its packets carry their sequence numbers (--first-seq "
+            f"labels a BinaryFILE's messages)"
+        )
     sink = None
     if sink_path is not None:
         sink = open_sink(sink_path, args.format, args.decode)
