@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from moldudp64.binaryfile import write_binaryfile
+from moldudp64.itch50.generator import generate_day
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
@@ -171,16 +172,37 @@ def test_duckdb_and_polars_lines_run_and_have_their_extras(
     names = {re.split(r"[<>=\[ ]", r)[0] for r in extras["test"]}
     assert {"duckdb", "polars"} <= names
     monkeypatch.chdir(tmp_path)
+    # day/: three known trades (the trade.parquet lines must show AAPL's 600 shares) and a
+    # generated day's other tables; book/: the `book` command's tables of that day.
+    generated = list(generate_day(3000, seed=7))
     trades = [itch50.Trade(1, 0, 10**9 + i, i, "B", 100 * (i + 1), "AAPL", 1893300, 7 + i)
               for i in range(3)]  # fmt: skip
-    itch50.write_parquet(itch50.messages_to_arrow([itch50.encode(t) for t in trades]), "day")
+    others = [m for m in generated if m[:1] != b"P"]
+    itch50.write_parquet(itch50.messages_to_arrow([*others, *map(itch50.encode, trades)]), "day")
+    write_binaryfile("day.bin", generated)
+    book = subprocess.run([sys.executable, "-m", "moldudp64", "book", "day.bin", "-o", "book"],
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert book.returncode == 0, book.stderr
     lines = [line for block in re.findall(r"```sh\n(.*?)```", README.read_text(), flags=re.S)
              for line in block.splitlines()
-             if line.startswith("python -c") and "trade.parquet" in line]  # fmt: skip
-    assert len(lines) == 2
+             if line.startswith("python -c")
+             and re.search(r"import (duckdb|polars)", line)]  # fmt: skip
+    assert any("import duckdb" in line for line in lines), lines
+    assert any("import polars" in line for line in lines), lines
     for line in lines:
         argv = shlex.split(line)
         done = subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True,
                               timeout=120, check=False)  # fmt: skip
-        assert done.returncode == 0, done.stderr
-        assert "AAPL" in done.stdout and "600" in done.stdout, done.stdout
+        assert done.returncode == 0, (line, done.stderr)
+        assert done.stdout.strip(), line
+        if "trade.parquet" in line:
+            assert "AAPL" in done.stdout and "600" in done.stdout, done.stdout
+
+
+def test_the_client_says_whose_names_its_settings_keep() -> None:
+    """help(MoldUDP64) names the Rust moldudp crate, not an in-house word for it."""
+    from moldudp64 import MoldUDP64
+
+    doc = MoldUDP64.__doc__ or ""
+    assert "Rust\n    ``moldudp`` crate" in doc or "Rust ``moldudp`` crate" in doc
+    assert "seed" not in doc

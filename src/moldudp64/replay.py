@@ -13,6 +13,7 @@ not fed. ``moldudp64 inspect`` is built on this.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from .events import Address, Event, Source
 from .exceptions import CaptureError
 from .receiver import ReceiverConfig, ReceiverCore
 from .wire import HEADER_SIZE, encode_session
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_LOSS_GRACE",
@@ -243,7 +246,12 @@ def replay_datagrams(
     loss_grace: float = DEFAULT_LOSS_GRACE,
 ) -> Iterator[tuple[str, Event]]:
     """``(session name, event)`` for recorded ``(timestamp, src, dst, payload)``
-    datagrams, as they come (see :class:`CaptureReplay` for the options)."""
+    datagrams, as they come (see :class:`CaptureReplay` for the options).
+
+    With ``port``, MoldUDP64 packets of a replayed session on other ports (re-request
+    answers, as ``listen --capture`` records them) are left out, so the gaps they filled
+    are reported lost: a warning is logged with their count before those events.
+    """
     pending: list[tuple[str, Event]] = []
 
     def collect(each: SessionReplay, events: list[Event]) -> None:
@@ -258,10 +266,24 @@ def replay_datagrams(
             pending.clear()
     except CaptureError:  # damage: what came before it is replayed to the end, then raised
         replay.finish()
+        _warn_left_out(replay)
         yield from pending
         raise
     replay.finish()
+    _warn_left_out(replay)
     yield from pending
+
+
+def _warn_left_out(replay: CaptureReplay) -> None:
+    """Say what ``port`` left out that may be the data of gaps reported lost."""
+    if replay.answers_elsewhere:
+        log.warning(
+            "port=%s left out %d MoldUDP64 packets of these sessions on other ports "
+            "(re-request answers, as listen --capture records them): gaps they filled are "
+            "reported lost; replay without port= to include them",
+            replay.port,
+            replay.answers_elsewhere,
+        )
 
 
 def replay_capture(

@@ -309,7 +309,7 @@ def test_session_not_found_says_what_was_skipped(tmp_path: Path) -> None:
     proc = run("inspect", str(path), "--session", "NOPE")
     out = proc.stdout.decode()
     assert proc.returncode == 5  # nothing matched the filter, as grep's exit 1
-    assert "no packets of session 'NOPE      '" in out
+    assert "no packets of session 'NOPE'\n" in out  # as given, without the wire's padding
     assert f"12 packets of 1 other session skipped: '{SESSION}'" in out
     assert "try --port" not in out
 
@@ -325,6 +325,32 @@ def test_a_file_that_is_no_capture_says_so(tmp_path: Path) -> None:
         assert line.endswith(f"{path} is not a pcap, pcapng or BinaryFILE"), line
     line = assert_one_line_error(run("inspect", str(png), "--port", "1"))
     assert "is not a pcap, pcapng or BinaryFILE" in line
+
+
+def test_a_well_known_file_type_is_named_not_read_as_a_binaryfile(tmp_path: Path) -> None:
+    """An executable, a compressed capture, an archive, a PDF: exit 2, saying what it is (a
+    compressed one with how to get the capture out), never "truncated message at ..."."""
+    import gzip
+    import zipfile
+
+    capture = tmp_path / "feed.pcap"
+    capture.write_bytes(pcap_bytes([ethernet(ipv4_udp(build_packet(SESSION, 1, [b"a"])))]))
+    gz = tmp_path / "feed.pcap.gz"
+    gz.write_bytes(gzip.compress(capture.read_bytes()))
+    archive = tmp_path / "feed.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(capture, "feed.pcap")
+    pdf = tmp_path / "spec.pdf"
+    pdf.write_bytes(b"%PDF-1.7\n" + bytes(range(256)) * 64)
+    expected = {
+        Path("/bin/ls"): "it is an ELF executable",
+        gz: "it is a gzip file; gunzip it first",
+        archive: "it is a zip archive; unzip it first",
+        pdf: "it is a PDF document",
+    }
+    for path, what in expected.items():
+        line = assert_one_line_error(run("inspect", str(path)))
+        assert f"{path} is not a pcap, pcapng or BinaryFILE: {what}" in line, line
     # a BinaryFILE cut short in a write is still one: its truncation is what is reported
     cut = tmp_path / "cut.bin"
     write_binaryfile(cut, msgs(1, 20))
@@ -469,3 +495,11 @@ def test_counts_of_one_are_singular(tmp_path: Path) -> None:
     one = tmp_path / "one.bin"
     write_binaryfile(one, [b"A" * 20])
     assert "bytes, 1 message\n" in run("inspect", str(one)).stdout.decode()
+
+
+def test_first_seq_on_a_capture_is_refused_not_ignored(tmp_path: Path) -> None:
+    """--first-seq labels a BinaryFILE's messages; a capture's packets carry their own."""
+    path = tmp_path / "s.pcap"
+    path.write_bytes(pcap_bytes(session_frames(3)))
+    line = assert_one_line_error(run("inspect", str(path), "--first-seq", "5"))
+    assert "is a capture" in line and "--first-seq labels a BinaryFILE's messages" in line

@@ -215,3 +215,17 @@ def test_listen_resumes_after_the_server_drops_and_comes_back(tmp_path: Path) ->
     assert listen.returncode == 0, err.decode()
     assert "1 reconnects" in err.decode()
     assert out.read_bytes() == b"".join(len(m).to_bytes(2, "big") + m for m in MESSAGES)
+
+
+def test_server_summary_counts_in_words_that_agree_with_their_number() -> None:
+    """`1 connection, 1 login accepted`, never `1 connections, 1 logins`."""
+    from types import SimpleNamespace
+
+    from moldudp64.cli.soup import _server_summary
+
+    one = SimpleNamespace(connections=1, logins_accepted=1, messages_sent=1,
+                          logins_rejected={}, closed={}, refused_full=0)  # fmt: skip
+    assert _server_summary(one).startswith("1 connection, 1 login accepted, 1 message sent")
+    two = SimpleNamespace(connections=2, logins_accepted=0, messages_sent=5,
+                          logins_rejected={}, closed={}, refused_full=0)  # fmt: skip
+    assert _server_summary(two).startswith("2 connections, 0 logins accepted, 5 messages sent")

@@ -237,7 +237,8 @@ def _summarise_capture(
         out.write("  (" + "; ".join(notes) + ")\n")
     if not inspector.sessions:
         if replay.only is not None and others:
-            out.write(f"no packets of session {replay.only.decode('latin-1')!r}\n")
+            asked = replay.only.decode("latin-1").rstrip(" ")  # as given, not padded
+            out.write(f"no packets of session {asked!r}\n")
         else:
             hint = " (try --port)" if port is None else ""
             out.write(f"no MoldUDP64 packets found{hint}\n")
@@ -366,6 +367,22 @@ def _inspect_binaryfile(args: argparse.Namespace, out: TextIO, sink: MessageSink
     return EXIT_OK
 
 
+#: Well-known file signatures: (magic, what it is, a hint). A BinaryFILE starting with one
+#: would open with a message thousands of bytes long, which no feed sends.
+KNOWN_MAGIC: tuple[tuple[bytes, str, str], ...] = (
+    (b"\x1f\x8b", "a gzip file", "; gunzip it first (zcat FILE > FILE.pcap)"),
+    (b"\x28\xb5\x2f\xfd", "a zstd file", "; unzstd it first"),
+    (b"\xfd7zXZ\x00", "an xz file", "; unxz it first"),
+    (b"BZh", "a bzip2 file", "; bunzip2 it first"),
+    (b"PK\x03\x04", "a zip archive", "; unzip it first"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", "; extract it first"),
+    (b"\x7fELF", "an ELF executable", ""),
+    (b"%PDF", "a PDF document", ""),
+    (b"SQLite format 3\x00", "an SQLite database", ""),
+    (b"PAR1", "a Parquet file", ""),
+)
+
+
 def _refuse_non_binaryfile(path: str) -> None:
     """UsageError unless the file, neither pcap nor pcapng, may be a BinaryFILE."""
     try:
@@ -374,6 +391,9 @@ def _refuse_non_binaryfile(path: str) -> None:
             whole = not f.read(1)
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    for magic, what, hint in KNOWN_MAGIC:
+        if head.startswith(magic):
+            raise UsageError(f"{path} is not a pcap, pcapng or BinaryFILE: it is {what}{hint}")
     if not looks_like_binaryfile(head, whole):
         raise UsageError(f"{path} is not a pcap, pcapng or BinaryFILE")
 
@@ -404,6 +424,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         _refuse_non_binaryfile(path)
     if kind == FileKind.BINARYFILE and args.port is not None:
         raise UsageError(f"{path} is not a pcap or pcapng capture (--port applies to those)")
+    if kind in (FileKind.PCAP, FileKind.PCAPNG) and args.first_seq is not None:
+        raise UsageError(
+            f"{path} is a capture: its packets carry their sequence numbers (--first-seq "
+            f"labels a BinaryFILE's messages)"
+        )
     sink = None
     if sink_path is not None:
         sink = open_sink(sink_path, args.format, args.decode)

@@ -129,6 +129,13 @@ examples:
   moldudp64 publish 239.1.1.1:30001 --session TEST000001 --generate 100000 --rate 50000
   moldudp64 publish 239.1.1.1:30001 --session TEST000001 --generate 10000 \\
       --request-port 30002 --drop 0.05 --duplicate 0.01 --reorder 0.02 --seed 7
+  unshare -rn bash -c 'ip link set lo up && ip link set lo multicast on &&
+      ip route add 224.0.0.0/4 dev lo && moldudp64 publish 239.1.1.1:30001 \\
+      --interface 127.0.0.1 --session TEST000001 --generate 1000'   # nothing leaves the host
+
+These send real multicast (TTL 1) to the group out of the host's interface (or
+--interface), onto its network; the last runs in a private network namespace whose only
+interface is loopback, to try it on one machine.
 
 Sends the messages, answers re-requests on --request-port throughout (default: the
 feed port + 1), then sends end of session for --end-of-session-duration seconds, and

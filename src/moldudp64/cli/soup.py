@@ -301,10 +301,16 @@ def _server_metrics(args: argparse.Namespace, server: Any, command: str) -> Any:
     )
 
 
+def _plural(n: int, noun: str) -> str:
+    """``1 connection``, ``2 connections``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _server_summary(stats: Any) -> str:
     text = (
-        f"{stats.connections} connections, {stats.logins_accepted} logins accepted, "
-        f"{stats.messages_sent} messages sent"
+        f"{_plural(stats.connections, 'connection')}, "
+        f"{_plural(stats.logins_accepted, 'login')} accepted, "
+        f"{_plural(stats.messages_sent, 'message')} sent"
     )
     rejected = ", ".join(f"{n} {why}" for why, n in sorted(stats.logins_rejected.items()))
     if rejected:

@@ -174,16 +174,19 @@ def _gather(buf: Any, starts: Any, size: int, windows: dict[int, Any]) -> Any:
 
 
 def _session_column(sessions: list[str], codes: Any, idx: Any) -> Any:
-    """The ``session`` column of rows ``idx`` (``codes`` index ``sessions``; None: the first)."""
+    """The ``session`` column of rows ``idx`` (``codes`` index ``sessions``; None: the first).
+
+    A session of ``""`` (not known, as a BinaryFILE's without a label) is null."""
     np, pa, pc = _arrow()
     if codes is None:
         raw = sessions[0].encode()
-        offsets = np.arange(0, (len(idx) + 1) * len(raw), max(len(raw), 1), dtype=np.int32)
         if not raw:
-            offsets = np.zeros(len(idx) + 1, dtype=np.int32)
+            return pa.nulls(len(idx), pa.string())
+        offsets = np.arange(0, (len(idx) + 1) * len(raw), len(raw), dtype=np.int32)
         data = pa.py_buffer(raw * len(idx))
         return pa.StringArray.from_buffers(len(idx), pa.py_buffer(offsets), data)
-    return pc.take(pa.array(sessions, pa.string()), pa.array(codes[idx]))
+    names = pa.array([name or None for name in sessions], pa.string())
+    return pc.take(names, pa.array(codes[idx]))
 
 
 _SIZES_TABLE: list[Any] = []
@@ -451,6 +454,8 @@ def messages_to_arrow(
 ) -> dict[str, Any]:
     """Consecutive messages of one session -> ``{table name: pyarrow.Table}``.
 
+    ``session=""`` (the default: not known) gives a null ``session`` column.
+
     One table per message type present (``"add_order"``, ``"trade"``, ...; see
     :func:`arrow_schema`), plus ``"invalid"`` when some message could not be decoded.
     """
@@ -465,7 +470,9 @@ def records_to_arrow(records: Iterable[tuple[str, int, Buffer]]) -> dict[str, An
 def binaryfile_to_arrow(
     source: str | os.PathLike[str] | BinaryIO, *, session: str = "", first_seq: int = 1
 ) -> dict[str, Any]:
-    """A BinaryFILE -> ``{table name: pyarrow.Table}`` (message n is sequence number n)."""
+    """A BinaryFILE -> ``{table name: pyarrow.Table}`` (message n is sequence number n).
+
+    A BinaryFILE holds no session: unless ``session`` labels it, the column is null."""
     return _collect(iter_binaryfile_batches(source, session=session, first_seq=first_seq))
 
 

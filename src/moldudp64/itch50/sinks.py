@@ -132,7 +132,7 @@ class ItchJsonlSink(_StreamSink):
     def _write(self, ts: float | None, session: str, seq_num: int, messages: list[bytes]) -> None:
         decode, fields, raw = decode_or_raw, json_fields, RawMessage
         head = "{" if ts is None else f'{{"ts": {json.dumps(ts)}, '
-        head += f'"session": {json.dumps(session)}, "seq": '
+        head += f'"session": {json.dumps(session or None)}, "seq": '  # "": unknown
         lines = []
         for i, message in enumerate(messages):
             record = decode(message)
@@ -161,7 +161,7 @@ class ItchTextSink(_StreamSink):
     """One readable line per message: session, sequence, type, then ``field=value``."""
 
     def _write(self, ts: float | None, session: str, seq_num: int, messages: list[bytes]) -> None:
-        name = _printable(session)
+        name = _printable(session) or "-"  # "": unknown (a BinaryFILE's)
         stamp = "" if ts is None else f"{ts:.6f} "
         lines = []
         for i, message in enumerate(messages):

@@ -157,8 +157,8 @@ class _Poller:
 class MoldUDP64(ClientBase):
     """Blocking MoldUDP64 client over :class:`~moldudp64.receiver.ReceiverCore`.
 
-    The first six settings keep the names (and order) of the Rust ``moldudp`` crate's
-    client, this project's seed, so code written against it reads the same:
+    The first six settings keep the names (and order) of the client in the Rust
+    ``moldudp`` crate, so code written against that crate reads the same:
 
     - ``multicast_addr``: ``(group, port)`` or ``"group:port"`` of line A; the group must
       be IPv4 multicast.
