@@ -150,9 +150,9 @@ def test_binaryfile_to_parquet_csv_and_jsonl(
     rows = jsonl(proc.stdout)
     assert proc.returncode == 0 and len(rows) == len(messages)
     assert [r["seq"] for r in rows] == list(range(1, len(messages) + 1))
-    assert rows[0] == {"session": "", "seq": 1} | itch50.to_dict(itch50.decode(messages[0]))
+    assert rows[0] == {"session": None, "seq": 1} | itch50.to_dict(itch50.decode(messages[0]))
     assert rows[11] == {
-        "session": "", "seq": 12, "message_type": "A", "reason": "bad_length", "length": 20,
+        "session": None, "seq": 12, "message_type": "A", "reason": "bad_length", "length": 20,
         "data": "41" * 20,
     }  # fmt: skip
 
@@ -182,7 +182,7 @@ def test_decoded_outputs_write_prices_as_exact_decimals(tmp_path: Path) -> None:
     # the same values as the other outputs hold them
     tables = itch50.binaryfile_to_arrow(path)
     assert tables["mwcb_decline_level"].column("level_1")[0].as_py() == rows[0]["level_1"]
-    assert rows[0] == {"session": "", "seq": 1} | itch50.to_dict(EXACT[0], exact=True)
+    assert rows[0] == {"session": None, "seq": 1} | itch50.to_dict(EXACT[0], exact=True)
 
     proc = run("inspect", str(path), "--decode", "itch50", "-o", "-", "--format", "text")
     assert "level_1=184467440737.09551615 level_2=0.00000000 level_3=0.00000001" in (
@@ -308,7 +308,8 @@ def test_text_format_reads_as_fields(itch_file: tuple[Path, list[bytes]]) -> Non
     proc = run("inspect", str(path), "--decode", "itch50", "--format", "text", "-o", "-")
     lines = proc.stdout.decode().splitlines()
     assert proc.returncode == 0 and len(lines) == 5003
-    assert lines[0].split()[:3] == ["1", "S", "stock_locate=" + lines[0].split("=")[1].split()[0]]
+    locate = "stock_locate=" + lines[0].split("=")[1].split()[0]
+    assert lines[0].split()[:4] == ["-", "1", "S", locate]  # "-": a BinaryFILE's unknown session
     assert "reason=unknown_type" in lines[10]
 
 
