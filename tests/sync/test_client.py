@@ -427,7 +427,7 @@ def test_the_blocking_clients_own_settings_are_in_its_signature() -> None:
     for cls in (MoldUDP64, AsyncMoldUDP64):
         kinds = {p.kind for p in inspect.signature(cls).parameters.values()}
         assert inspect.Parameter.VAR_KEYWORD not in kinds, cls
-    doc = MoldUDP64.__doc__ or ""
+    doc = " ".join((MoldUDP64.__doc__ or "").split())  # as help() reads it, unwrapped
     assert "Rust seed" not in doc and "Rust ``moldudp`` crate" in doc
     with pytest.raises(TypeError, match="receiver_thread"):
         AsyncMoldUDP64(("239.1.1.1", 30001), receiver_thread=False)  # type: ignore[call-arg]
