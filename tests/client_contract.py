@@ -28,8 +28,10 @@ T = TypeVar("T")
 
 KINDS = ["thread", "pull", "asyncio", "asyncio-nopause"]
 GROUP_ADDR = ("239.192.7.1", 30001)
-#: Fast recovery timers so the tests take milliseconds.
-FAST = {"request_timeout": 0.02, "max_request_timeout": 0.1, "loss_grace": 0.02}
+#: Fast recovery timers so the tests take milliseconds, and an end of session believed
+#: after 0.3 s of quiet (the default 2.5 s would make each test wait that long).
+FAST = {"request_timeout": 0.02, "max_request_timeout": 0.1, "loss_grace": 0.02,
+        "end_confirm": 0.3}  # fmt: skip
 #: Give up quickly when every server is dead.
 GIVE_UP = {**FAST, "max_request_attempts": 3}
 
