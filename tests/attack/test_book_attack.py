@@ -1851,3 +1851,141 @@ def test_book_api_errors_same_with_either_core(tmp_path: Path) -> None:
         k: (res["c"][k], res["python"][k]) for k in res["c"] if res["c"][k] != res["python"][k]
     }
     assert differ == {}, differ
+
+
+# ---------------------------------------------------------------------------------------
+# More of what a feed or a caller gets wrong
+# ---------------------------------------------------------------------------------------
+
+
+def test_extreme_field_values_equal_reference(tmp_path: Path) -> None:
+    """Reference 2**64-1, match 2**64-1, a cross of 2**64-1 shares, price 0 and the largest
+    Price(4), the last nanosecond a 6-byte timestamp holds, executions and cancels of 0
+    shares: the tables carry every value exactly (uint64 columns, decimal prices)."""
+    m = [
+        msg_r(1, "AAA"),
+        msg_a(1, 5, 2**64 - 1, "B", 7, "AAA", 0),
+        msg_e(1, 6, 2**64 - 1, 3, 2**64 - 1),
+        msg_q(1, 7, 2**64 - 1, "AAA", MAX_PRICE, 2**64 - 2, "O"),
+        msg_a(1, 2**48 - 1, 5, "S", 1, "AAA", 0),
+        msg_e(1, 2**48 - 1, 5, 0, 3),
+        msg_x(1, 2**48 - 1, 5, 0),
+        msg_b(1, 2**48 - 1, 2**64 - 1),
+    ]
+    assert_same_as_reference(tmp_path, m, depth=2)
+
+
+def test_bookwriter_overlapping_batch_is_not_applied_twice(tmp_path: Path) -> None:
+    """BookWriter.write(1, m[:10]) then write(5, m[4:]) (a source that repeats what it
+    sent, as a resumed connection or a second line might): messages 5..10 must not build
+    the book twice. A typed error or the repeat dropped are both fine; seen: applied again
+    silently (executions twice, 2 "adds of a reference already resting"), no error, no
+    book_state, 20 bbo rows where the feed has 17."""
+    from moldudp64.itch50.book_tables import BookWriter
+
+    m = scenario()
+    w = BookWriter(tmp_path / "o")
+    w.write("S1", 1, m[:10])
+    try:
+        w.write("S1", 5, m[4:])
+    except (ValueError, RuntimeError):
+        w.close()
+        return
+    w.close()
+    ref = RefBook().run(m)
+    assert norm_bbo(read_rows(tmp_path / "o" / "bbo.parquet")) == ref.bbo_rows
+    assert norm_trades(read_rows(tmp_path / "o" / "trades.parquet")) == ref.trade_rows
+
+
+def test_capture_starting_mid_session_says_what_it_did_not_see(tmp_path: Path) -> None:
+    """A capture whose first packet is sequence 1000: the book never saw 1..999 (every
+    order added then is missing), so it is unreliable from the start, which the issue says
+    must be said (book_state, or at least a line on stderr naming 1..999), not exit 0 with
+    only a summary. Seen: exit 0, no book_state, nothing said."""
+    m = scenario()
+    pk = [moldudp64_packet("S1", 1000 + i, m[i : i + 3]) for i in range(0, len(m), 3)]
+    cap = _pcap(
+        tmp_path / "c.pcap", [*pk, moldudp64_packet("S1", 1000 + len(m), [])[:18] + b"\xff\xff"]
+    )
+    proc = run_cli("book", str(cap), "-o", str(tmp_path / "o"))
+    _no_crash(proc)
+    rows = read_rows(tmp_path / "o" / "bbo.parquet")
+    assert rows[0][0] >= 1000, "seq must be the MoldUDP64 sequence number"
+    state_file = tmp_path / "o" / "book_state.parquet"
+    said = state_file.exists() and any(
+        r["first_seq"] <= 1 and r["last_seq"] >= 999 for r in pq.read_table(state_file).to_pylist()
+    )
+    said = said or "999" in proc.stderr or "starts at 1000" in proc.stderr
+    assert said, proc.stderr
+
+
+def _soup_login() -> bytes:
+    payload = b"L" + b" " * 6 + b" " * 10 + b" " * 10 + b"1".rjust(20)
+    return struct.pack(">H", len(payload)) + payload
+
+
+@pytest.mark.usefixtures("multicast")
+def test_snapshot_clients_that_never_read_do_not_stall_the_book(
+    day: Path, day_tables: dict[str, Any], tmp_path: Path
+) -> None:
+    """Thirty snapshot clients log in and never read, and thirty more connect and send
+    nothing, while the feed runs: the book must keep pace (exit 0, the file's tables), the
+    snapshot server being beside the feed, not in its way."""
+    port = _free_udp_pair()
+    out = tmp_path / "live"
+    book = _start(
+        "book",
+        f"{GROUP}:{port}",
+        "--interface",
+        "127.0.0.1",
+        "--request-server",
+        f"127.0.0.1:{port + 1}",
+        "-o",
+        str(out),
+        "--idle-timeout",
+        "10",
+        "--snapshot-port",
+        "0",
+    )
+    socks: list[socket.socket] = []
+    try:
+        lines = _wait_line(book, "joined")
+        snap = next(x for x in lines if "soup://" in x).split("soup://")[1].split()[0]
+        host, sport = snap.split("/")[0].rsplit(":", 1)
+        pub = _start(
+            "publish",
+            f"{GROUP}:{port}",
+            "--interface",
+            "127.0.0.1",
+            "--session",
+            "TEST000001",
+            "--input",
+            str(day),
+            "--rate",
+            "20000",
+            "--request-port",
+            str(port + 1),
+            "--linger",
+            "1",
+            "--end-of-session-duration",
+            "0.5",
+        )
+        time.sleep(0.3)
+        for i in range(60):
+            s = socket.create_connection((host, int(sport)), timeout=5)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            if i % 2 == 0:
+                s.sendall(_soup_login())
+            socks.append(s)
+        pub.communicate(timeout=60)
+        _, err = book.communicate(timeout=60)
+    finally:
+        for s in socks:
+            s.close()
+        if book.poll() is None:
+            book.kill()
+            book.communicate()
+    assert book.returncode == 0, err
+    got = _tables(out)
+    for t in ("bbo", "trades", "depth"):
+        assert got[t].equals(day_tables[t]), t
