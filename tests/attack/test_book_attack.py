@@ -1882,3 +1882,57 @@ def test_generated_day_invariants(day: Path) -> None:
             for lv in book.levels(loc, side, 100_000):
                 orders = book.orders(loc, side, lv.price)
                 assert (lv.shares, lv.orders) == (sum(s for _, s in orders), len(orders))
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["c", "python"])
+def test_on_bbo_events_equal_the_reference_rows(pure: bool) -> None:
+    """The live API's top-of-book events (on_bbo and apply's return) are the bbo table's
+    rows: one per message that changed a best price, size or order count, same values."""
+    m = scenario()
+    seen: list[Any] = []
+    book = Book(on_bbo=seen.append, pure_python=pure)
+    returned = []
+    for i, msg in enumerate(m, 1):
+        returned.extend(book.apply(msg, i))
+    assert returned == seen
+    got = [
+        (c.seq, c.timestamp, c.stock_locate, c.stock, c.bid_price, c.ask_price, c.bid_shares,
+         c.ask_shares, c.bid_orders, c.ask_orders)
+        for c in seen
+    ]  # fmt: skip
+    assert norm_bbo(got) == RefBook().run(m).bbo_rows
+
+
+def test_on_bbo_with_symbols_only_for_those(tmp_path: Path) -> None:
+    """Book(symbols={"CCC"}): events only for CCC, the same as the reference's for CCC."""
+    m = scenario()
+    seen: list[Any] = []
+    book = Book(on_bbo=seen.append, symbols={"CCC"})
+    book.apply_many(m, 1)
+    got = [
+        (c.seq, c.timestamp, c.stock_locate, c.stock, c.bid_price, c.ask_price, c.bid_shares,
+         c.ask_shares, c.bid_orders, c.ask_orders)
+        for c in seen
+    ]  # fmt: skip
+    assert norm_bbo(got) == RefBook(symbols={"CCC"}).run(m).bbo_rows
+    assert book.bbo("AAA") is not None  # every book is kept all the same
+
+
+def test_snapshot_carries_trading_state_and_directory(day: Path) -> None:
+    """What a late joiner needs besides the orders: after snapshot + feed, each stock's
+    trading state, Reg SHO action, market category and round lot, and the market's system
+    event, are those of the whole day."""
+    msgs = _messages_of(day)
+    keys = ("trading_state", "reg_sho_action", "market_category", "round_lot_size", "system_event")
+    cut = 3_000
+    first = Book()
+    first.apply_many(msgs[:cut], 1)
+    snap = snapshot_messages(first.core, cut + 1)
+    late = Book()
+    late.apply_many(snap[:-1], 1)
+    whole = Book()
+    whole.apply_many(msgs[:cut], 1)
+    for loc in whole.core.locates():
+        w = whole.state(loc)
+        lt = late.state(loc)
+        assert {k: lt[k] for k in keys} == {k: w[k] for k in keys}, loc
