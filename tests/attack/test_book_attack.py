@@ -931,18 +931,25 @@ def test_c_core_survives_hypothesis_random_bytes(tmp_path: Path) -> None:
     )
 
 
-def test_c_and_python_cli_tables_identical(tmp_path: Path) -> None:
+@pytest.mark.parametrize("variant", ["depth3", "interval"])
+def test_c_and_python_cli_tables_identical(tmp_path: Path, variant: str) -> None:
     """`moldudp64 book` with the C core and with MOLDUDP64_PURE_PYTHON=1 writes the same
-    tables from a generated day (the README: identical results)."""
+    tables from a generated day (the README: identical results), per change and sampled
+    (--interval 1 --depth 20 --symbols of three stocks)."""
     day = tmp_path / "day.bin"
     g = run_cli("generate", "itch50", "-o", str(day), "--messages", "10000", "--seed", "3")
     assert g.returncode == 0, g.stderr
+    args = ["--depth", "3"]
+    if variant == "interval":
+        names = [x[11:19].decode().strip() for x in _messages_of(day) if x[:1] == b"R"][:3]
+        args = ["--interval", "1", "--depth", "20", "--symbols", ",".join(names)]
     outs = []
     for pure in (False, True):
         out = tmp_path / ("p" if pure else "c")
-        proc = run_cli("book", str(day), "-o", str(out), "--depth", "3", pure=pure)
+        proc = run_cli("book", str(day), "-o", str(out), *args, pure=pure)
         assert proc.returncode == 0, proc.stderr
         outs.append({t: pq.read_table(out / f"{t}.parquet") for t in ("bbo", "trades", "depth")})
+    assert outs[0]["depth"].num_rows > 0
     for t in ("bbo", "trades", "depth"):
         assert outs[0][t].equals(outs[1][t]), t
 
