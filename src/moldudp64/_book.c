@@ -20,6 +20,7 @@
 #include <string.h>
 
 #define NO_CHANGE (1 << 30)
+#define SEEN(c) ((uint16_t)(0x100 | (c))) /* a state code byte that arrived (NUL too) */
 #define BBO_WIDTH 10
 #define TRADES_WIDTH 11
 
@@ -52,9 +53,9 @@ typedef struct {
     Side sides[2];
     int64_t last_bbo[6];
     int64_t *last_depth;
-    /* state (has_*: seen) */
-    uint8_t trading_state, reg_sho, market_code, halt_action, market_category;
-    uint8_t has_reason, has_luld, has_ipo, has_round_lot, ipo_qualifier;
+    /* state (has_*: seen; a code is SEEN(byte): 0 only when never seen, NUL included) */
+    uint16_t trading_state, reg_sho, market_code, halt_action, market_category, ipo_qualifier;
+    uint8_t has_reason, has_luld, has_ipo, has_round_lot;
     char reason[4];
     uint32_t luld[4];
     uint32_t ipo_time, ipo_price, round_lot;
@@ -94,13 +95,19 @@ typedef struct {
     uint64_t *nkeys;
     int32_t *nvals;
     uint64_t ncap;
+    /* per code: the stocks it names (0: free or retired); codes no stock uses, free (reused
+     * first) or retired (rows held may name them: free at the next take) */
+    int32_t *nusers;
+    int32_t *nfree, nfree_n, nfree_cap;
+    int32_t *nretired, nretired_n, nretired_cap;
     Rows bbo, trades, depth_rows;
     int64_t *scratch;
     /* market */
-    uint8_t event_code, breached;
+    uint16_t event_code, breached; /* SEEN(byte), 0: not seen */
     int has_mwcb;
     uint64_t mwcb[3];
     unsigned long long unknown_orders, overfills, duplicate_orders, invalid, messages;
+    unsigned long long zero_share_adds, names_reused;
 } BookCore;
 
 /* ------------------------------------------------------------------ helpers */
@@ -325,8 +332,74 @@ static PyObject *name_str(uint64_t raw)
     return PyUnicode_DecodeLatin1(p, n, NULL);
 }
 
+static int push_code(int32_t **a, int32_t *n, int32_t *cap, int32_t code)
+{
+    if (*n == *cap) {
+        int32_t c = *cap ? *cap * 2 : 16;
+        int32_t *d = realloc(*a, (size_t)c * sizeof(int32_t));
+        if (d == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        *a = d;
+        *cap = c;
+    }
+    (*a)[(*n)++] = code;
+    return 0;
+}
+
+/* codes retired before a take are free after it (no row held names them) */
+static int names_taken(BookCore *b)
+{
+    for (int32_t i = 0; i < b->nretired_n; i++)
+        if (push_code(&b->nfree, &b->nfree_n, &b->nfree_cap, b->nretired[i]) < 0)
+            return -1;
+    b->nretired_n = 0;
+    return 0;
+}
+
+static inline int rows_held(const BookCore *b)
+{
+    return b->bbo.n || b->trades.n || b->depth_rows.n;
+}
+
+/* take a name out of the name hash (backward-shift deletion, as herase) */
+static void nerase(BookCore *b, uint64_t raw)
+{
+    uint64_t mask = b->ncap - 1, i = mix(raw) & mask;
+    while (b->nvals[i] >= 0 && b->nkeys[i] != raw)
+        i = (i + 1) & mask;
+    if (b->nvals[i] < 0)
+        return;
+    uint64_t j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (b->nvals[j] < 0)
+            break;
+        uint64_t home = mix(b->nkeys[j]) & mask;
+        if ((j > i && (home <= i || home > j)) || (j < i && home <= i && home > j)) {
+            b->nkeys[i] = b->nkeys[j];
+            b->nvals[i] = b->nvals[j];
+            i = j;
+        }
+    }
+    b->nvals[i] = -1;
+}
+
+/* name (or rename) a stock; a code no stock uses any more goes to the next new name once
+ * no row held names it (memory follows the stocks, not the R messages) */
 static int set_name(BookCore *b, Stock *s, uint64_t raw)
 {
+    if (s->code >= 0) {
+        int32_t old = s->code;
+        s->code = -1;
+        if (--b->nusers[old] == 0) {
+            nerase(b, b->names[old]);
+            if (rows_held(b) ? push_code(&b->nretired, &b->nretired_n, &b->nretired_cap, old)
+                             : push_code(&b->nfree, &b->nfree_n, &b->nfree_cap, old))
+                return -1;
+        }
+    }
     uint64_t mask = b->ncap - 1, i = mix(raw) & mask;
     int32_t code = -1;
     while (b->nvals[i] >= 0) {
@@ -336,7 +409,16 @@ static int set_name(BookCore *b, Stock *s, uint64_t raw)
         }
         i = (i + 1) & mask;
     }
-    if (code < 0) {
+    if (code >= 0) {
+        b->nusers[code]++;
+    } else if (b->nfree_n > 0) {
+        code = b->nfree[--b->nfree_n];
+        b->names_reused++;
+        b->names[code] = raw;
+        b->nusers[code] = 1;
+        b->nkeys[i] = raw;
+        b->nvals[i] = code;
+    } else {
         if (b->names_n == b->names_cap) {
             int32_t cap = b->names_cap * 2;
             uint64_t *names = realloc(b->names, (size_t)cap * sizeof(uint64_t));
@@ -345,10 +427,17 @@ static int set_name(BookCore *b, Stock *s, uint64_t raw)
                 return -1;
             }
             b->names = names;
+            int32_t *users = realloc(b->nusers, (size_t)cap * sizeof(int32_t));
+            if (users == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            b->nusers = users;
             b->names_cap = cap;
         }
         code = b->names_n++;
         b->names[code] = raw;
+        b->nusers[code] = 1;
         b->nkeys[i] = raw;
         b->nvals[i] = code;
         if ((uint64_t)b->names_n * 2 > b->ncap) { /* grow the name hash */
@@ -363,6 +452,8 @@ static int set_name(BookCore *b, Stock *s, uint64_t raw)
             }
             memset(vals, 0xff, cap * sizeof(int32_t));
             for (int32_t c = 0; c < b->names_n; c++) {
+                if (b->nusers[c] == 0) /* free or retired: not in the hash */
+                    continue;
                 uint64_t j = mix(b->names[c]) & (cap - 1);
                 while (vals[j] >= 0)
                     j = (j + 1) & (cap - 1);
@@ -645,6 +736,8 @@ static int apply(BookCore *b, const unsigned char *m, Py_ssize_t n, uint64_t seq
             return -1;
         if (hfind(b, ref) >= 0) {
             b->duplicate_orders++;
+        } else if (rd32(m + 20) == 0) {
+            b->zero_share_adds++; /* not rested: later references are unknown */
         } else {
             int side = m[19] == 'S';
             r1 = book_add(b, s, locate, ref, side, rd32(m + 32), rd32(m + 20));
@@ -712,6 +805,11 @@ static int apply(BookCore *b, const unsigned char *m, Py_ssize_t n, uint64_t seq
                 r1 = book_reduce(b, oi, o->shares);
                 if (changed(b, s, own, seq, ts, r1) < 0)
                     return -1;
+            } else if (rd32(m + 27) == 0) {
+                b->zero_share_adds++;
+                r1 = book_reduce(b, oi, o->shares);
+                if (changed(b, s, own, seq, ts, r1) < 0)
+                    return -1;
             } else {
                 r1 = book_reduce(b, oi, o->shares);
                 r2 = book_add(b, s, own, new_ref, side, rd32(m + 31), rd32(m + 27));
@@ -757,7 +855,7 @@ static int apply(BookCore *b, const unsigned char *m, Py_ssize_t n, uint64_t seq
         uint64_t raw = rdname(m + 11);
         if ((s->code < 0 || b->names[s->code] != raw) && set_name(b, s, raw) < 0)
             return -1;
-        s->market_category = m[19];
+        s->market_category = SEEN(m[19]);
         s->round_lot = rd32(m + 21);
         s->has_round_lot = 1;
         break;
@@ -765,20 +863,20 @@ static int apply(BookCore *b, const unsigned char *m, Py_ssize_t n, uint64_t seq
     case 'H':
         if ((s = get_stock(b, locate)) == NULL)
             return -1;
-        s->trading_state = m[19];
+        s->trading_state = SEEN(m[19]);
         memcpy(s->reason, m + 21, 4);
         s->has_reason = 1;
         break;
     case 'Y':
         if ((s = get_stock(b, locate)) == NULL)
             return -1;
-        s->reg_sho = m[19];
+        s->reg_sho = SEEN(m[19]);
         break;
     case 'h':
         if ((s = get_stock(b, locate)) == NULL)
             return -1;
-        s->market_code = m[19];
-        s->halt_action = m[20];
+        s->market_code = SEEN(m[19]);
+        s->halt_action = SEEN(m[20]);
         break;
     case 'J':
         if ((s = get_stock(b, locate)) == NULL)
@@ -791,12 +889,12 @@ static int apply(BookCore *b, const unsigned char *m, Py_ssize_t n, uint64_t seq
         if ((s = get_stock(b, locate)) == NULL)
             return -1;
         s->ipo_time = rd32(m + 19);
-        s->ipo_qualifier = m[23];
+        s->ipo_qualifier = SEEN(m[23]);
         s->ipo_price = rd32(m + 24);
         s->has_ipo = 1;
         break;
     case 'S':
-        b->event_code = m[11];
+        b->event_code = SEEN(m[11]);
         break;
     case 'V':
         for (int i = 0; i < 3; i++)
@@ -804,7 +902,7 @@ static int apply(BookCore *b, const unsigned char *m, Py_ssize_t n, uint64_t seq
         b->has_mwcb = 1;
         break;
     case 'W':
-        b->breached = m[11];
+        b->breached = SEEN(m[11]);
         break;
     default:
         break;
@@ -834,6 +932,9 @@ static void BookCore_dealloc(BookCore *b)
     free(b->names);
     free(b->nkeys);
     free(b->nvals);
+    free(b->nusers);
+    free(b->nfree);
+    free(b->nretired);
     free(b->bbo.d);
     free(b->trades.d);
     free(b->depth_rows.d);
@@ -893,8 +994,9 @@ static int BookCore_init(BookCore *b, PyObject *args, PyObject *kwds)
     b->nvals = malloc(b->ncap * sizeof(int32_t));
     b->names_cap = 64;
     b->names = malloc((size_t)b->names_cap * sizeof(uint64_t));
+    b->nusers = malloc((size_t)b->names_cap * sizeof(int32_t));
     b->scratch = malloc((size_t)(4 + 6 * (b->depth + 1)) * sizeof(int64_t));
-    if (!b->slots || !b->nkeys || !b->nvals || !b->names || !b->scratch) {
+    if (!b->slots || !b->nkeys || !b->nvals || !b->names || !b->nusers || !b->scratch) {
         PyErr_NoMemory();
         return -1;
     }
@@ -1037,6 +1139,8 @@ static PyObject *BookCore_take(BookCore *b, PyObject *unused)
 {
     (void)unused;
     READY(b);
+    if (names_taken(b) < 0)
+        return NULL;
     PyObject *x = take_rows(&b->bbo);
     PyObject *y = take_rows(&b->trades);
     PyObject *z = take_rows(&b->depth_rows);
@@ -1081,6 +1185,8 @@ static PyObject *BookCore_take_columns(BookCore *b, PyObject *unused)
 {
     (void)unused;
     READY(b);
+    if (names_taken(b) < 0)
+        return NULL;
     PyObject *x = take_columns_of(&b->bbo, BBO_WIDTH);
     PyObject *y = x ? take_columns_of(&b->trades, TRADES_WIDTH) : NULL;
     PyObject *z = y ? take_columns_of(&b->depth_rows, 4 + 6 * b->depth) : NULL;
@@ -1228,11 +1334,11 @@ static PyObject *BookCore_order(BookCore *b, PyObject *arg)
     return Py_BuildValue("(iiIK)", o->locate, o->side, o->price, (unsigned long long)o->shares);
 }
 
-static PyObject *chr_or_none(uint8_t c)
+static PyObject *chr_or_none(uint16_t c)
 {
     if (c == 0)
         Py_RETURN_NONE;
-    char s = (char)c;
+    char s = (char)(c & 0xff);
     return PyUnicode_DecodeLatin1(&s, 1, NULL);
 }
 
@@ -1362,6 +1468,9 @@ static PyMemberDef BookCore_members[] = {
     {"duplicate_orders", T_ULONGLONG, offsetof(BookCore, duplicate_orders), READONLY, NULL},
     {"invalid", T_ULONGLONG, offsetof(BookCore, invalid), READONLY, NULL},
     {"messages", T_ULONGLONG, offsetof(BookCore, messages), READONLY, NULL},
+    {"zero_share_adds", T_ULONGLONG, offsetof(BookCore, zero_share_adds), READONLY, NULL},
+    {"names_reused", T_ULONGLONG, offsetof(BookCore, names_reused), READONLY,
+     "Times a name code was given a new name (a reader of names() reads them all again)."},
     {"depth", T_INT, offsetof(BookCore, depth), READONLY, NULL},
     {NULL, 0, 0, 0, NULL},
 };

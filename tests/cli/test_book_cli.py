@@ -99,7 +99,13 @@ def test_real_captures_go_through(tmp_path: Path, capsys: pytest.CaptureFixture[
         if capture.name == "Multiple.Packets.pcap":  # two packets far apart: a real gap
             assert code == 3, err
             state = pq.read_table(out / "book_state.parquet").to_pylist()
-            assert [(r["first_seq"], r["last_seq"]) for r in state] == [(14764497, 19009116)]
+            # the capture starts mid-session (never saw 1..14764495), then a real loss
+            assert [(r["first_seq"], r["last_seq"]) for r in state] == [
+                (1, 14764495),
+                (14764497, 19009116),
+            ]
+            assert "before the source's first message" in state[0]["state"]
+            assert "messages 1-14764495 were never seen" in err
             assert len(pq.read_table(out / "depth.parquet")) > 0
         else:
             assert code == 0, err

@@ -243,3 +243,62 @@ def test_hostile_messages_are_counted_never_a_crash(kind: str) -> None:
         c = core_of("c", depth=3, interval_ns=10**6)
         c.feed(data, top - 10)
         assert c.take() == py.take()
+
+
+def _directory(locate: int, name: bytes) -> bytes:
+    return _msg(
+        b"R", locate, name.ljust(8) + b"QN" + struct.pack(">I", 100) + b"NC  PNN1N\0\0\0\0N"
+    )
+
+
+@pytest.mark.parametrize("kind", CORES)
+def test_renamed_stocks_keep_their_names_in_the_rows_and_codes_are_reused(kind: str) -> None:
+    """A locate renamed again and again keeps one name code (memory follows the stocks):
+    a code is given to a new name only once no row held names it, so every row, in the
+    tables and in the live API's events, carries the name of its moment."""
+    core = core_of(kind, depth=1)
+    tables = BookTables(core, 1)
+    stocks: dict[str, list[str]] = {"bbo": [], "depth": []}
+
+    def feed(messages: list[bytes]) -> None:
+        core.feed(binaryfile_bytes(messages), 1)
+
+    feed([_directory(1, b"AAA"), _add(1, b"B", 10, 100), _directory(1, b"BBB")])
+    feed([_add(2, b"B", 10, 200)])  # AAA's row still held: BBB has a code of its own
+    assert core.names(0) == ["AAA", "BBB"]
+    for name, batch in tables.take().items():
+        stocks[name] += batch.column("stock").to_pylist()
+    for i in range(50):  # no row held now: each new name takes the code given back
+        feed([_directory(1, b"N%d" % i)])
+    assert len(core.names(0)) == 2 and core.names_reused >= 49
+    feed([_add(3, b"B", 10, 300)])
+    for name, batch in tables.take().items():
+        stocks[name] += batch.column("stock").to_pylist()
+    assert stocks == {"bbo": ["AAA", "BBB", "N49"], "depth": ["AAA", "BBB", "N49"]}
+    seen: list[Any] = []
+    book = Book(on_bbo=seen.append, pure_python=(kind == "python"))
+    book.apply_many([_directory(1, b"AAA"), _add(1, b"B", 10, 100)])
+    for i in range(5):
+        book.apply_many([_directory(1, b"N%d" % i), _add(10 + i, b"B", 10, 200 + i)])
+    assert [e.stock for e in seen] == ["AAA", "N0", "N1", "N2", "N3", "N4"]
+    assert book.bbo("N4")[0] == Level(204, 10, 1)
+
+
+@pytest.mark.parametrize("kind", CORES)
+def test_bad_queries_are_value_errors_with_either_core(kind: str) -> None:
+    book = Book(pure_python=(kind == "python"))
+    book.apply_many([_directory(1, b"ZZZ"), _add(1, b"B", 10, 100), _add(2, b"B", 0, 200)])
+    assert book.bbo("ZZZ")[0] == Level(100, 10, 1)  # the add of 0 shares is not rested
+    assert book.stats()["zero_share_adds"] == 1
+    for call in (
+        lambda: book.bbo(65536),
+        lambda: book.levels(-1, "B"),
+        lambda: book.levels("ZZZ", "X"),
+        lambda: book.levels("ZZZ", "B", -1),
+        lambda: book.orders("ZZZ", "B", -5),
+        lambda: book.order(2**64),
+        lambda: book.order(-1),
+    ):
+        with pytest.raises(ValueError):
+            call()
+    assert book.levels("ZZZ", "B", 10**12) == [Level(100, 10, 1)]

@@ -26,6 +26,7 @@ from .common import (
     _StopFlag,
     refuse_overlapping_files,
 )
+from .inspect import refuse_non_binaryfile
 from .options import _session_label
 
 #: Bytes of a BinaryFILE read (and applied) at a time.
@@ -290,8 +291,15 @@ def cmd_book(args: argparse.Namespace) -> int:
         for option in ("request_server", "line_b", "request_delay"):
             if getattr(args, option, None) is not None and kind == "file":
                 raise UsageError(f"--{option.replace('_', '-')} applies to a live GROUP:PORT")
+    file_kind = None
     if kind == "file":
         refuse_overlapping_files([("SOURCE", source, False), ("--output", args.output, True)])
+        try:
+            file_kind = detect_file_kind(source)
+        except OSError as exc:
+            raise UsageError(f"cannot read {source}: {exc.strerror or exc}") from None
+        if file_kind == FileKind.BINARYFILE:  # before any table exists: inspect's answer
+            refuse_non_binaryfile(source)
     t0 = time.monotonic()
     cpu0 = time.process_time()
     writer = _writer(args)
@@ -300,10 +308,6 @@ def cmd_book(args: argparse.Namespace) -> int:
     try:
         server = _snapshot_server(args, writer)
         if kind == "file":
-            try:
-                file_kind = detect_file_kind(source)
-            except OSError as exc:
-                raise UsageError(f"cannot read {source}: {exc.strerror or exc}") from None
             if file_kind in (FileKind.PCAP, FileKind.PCAPNG):
                 code = _book_capture(args, writer)
             else:
@@ -327,6 +331,13 @@ def cmd_book(args: argparse.Namespace) -> int:
         f"moldudp64 book: {session}{writer.summary()}; {elapsed:.1f} s "
         f"({cpu:.1f} s CPU) -> {args.output}"
     )
+    if writer.unseen:
+        first, last = writer.unseen[0]
+        _say(
+            f"moldudp64 book: warning: the source starts at message {last + 1}: messages "
+            f"{first}-{last} were never seen (orders added then are missing), every book "
+            "unreliable (book_state.parquet)"
+        )
     if writer.lost:
         ranges = [(first, last) for _, first, last in writer.lost]
         _say(

@@ -383,8 +383,9 @@ KNOWN_MAGIC: tuple[tuple[bytes, str, str], ...] = (
 )
 
 
-def _refuse_non_binaryfile(path: str) -> None:
-    """UsageError unless the file, neither pcap nor pcapng, may be a BinaryFILE."""
+def refuse_non_binaryfile(path: str) -> None:
+    """UsageError unless the file, neither pcap nor pcapng, may be a BinaryFILE (inspect's
+    and book's answer to a file that is none of them)."""
     try:
         with open(path, "rb") as f:
             head = f.read(1 << 20)
@@ -421,7 +422,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if kind == FileKind.EMPTY and path.lower().endswith(_CAPTURE_SUFFIXES):
         raise UsageError(f"{path}: empty file, not a capture (no pcap or pcapng header)")
     if kind == FileKind.BINARYFILE:
-        _refuse_non_binaryfile(path)
+        refuse_non_binaryfile(path)
     if kind == FileKind.BINARYFILE and args.port is not None:
         raise UsageError(f"{path} is not a pcap or pcapng capture (--port applies to those)")
     if kind in (FileKind.PCAP, FileKind.PCAPNG) and args.first_seq is not None:

@@ -26,6 +26,7 @@ byte for byte; :func:`new_core` picks it when it is built (``MOLDUDP64_PURE_PYTH
 
 from __future__ import annotations
 
+import operator
 import os
 import struct
 from bisect import bisect_left
@@ -91,8 +92,10 @@ class BookCore(Protocol):
     unknown_orders: int
     overfills: int
     duplicate_orders: int
+    zero_share_adds: int
     invalid: int
     messages: int
+    names_reused: int
 
     @property
     def orders_resting(self) -> int:
@@ -113,7 +116,9 @@ class BookCore(Protocol):
         ...
 
     def names(self, start: int) -> list[str]:
-        """Stock names by code from ``start`` (codes are never reused)."""
+        """Stock names by code from ``start``. A code no stock uses any more is given to a
+        new name once no row held names it (then :attr:`names_reused` grows: read them all
+        again); rows taken together always name stocks by the names of that moment."""
         ...
 
     def bbo(self, locate: int) -> tuple[int, int, int, int, int, int]:
@@ -247,7 +252,13 @@ class PyBookCore:
         self._stocks: dict[int, _Stock] = {}
         self._orders: dict[int, list[Any]] = {}  # ref -> [stock, side, key, shares]
         self._names: list[str] = []
-        self._codes: dict[str, int] = {}
+        self._codes: dict[str, int] = {}  # the names in use -> code
+        self._users: list[int] = []  # per code: the stocks it names (0: free or retired)
+        self._free: list[int] = []  # codes no row or stock refers to: reused first
+        self._retired: list[int] = []  # codes held rows may still name: free at take()
+        #: Times a code was given a new name (a reader of :meth:`names` reads them all again).
+        self.names_reused = 0
+        self.zero_share_adds = 0
         self._depth_row = struct.Struct("<Qqqq" + "q" * 6 * self.depth)
         self._bbo = bytearray()
         self._trades = bytearray()
@@ -270,6 +281,8 @@ class PyBookCore:
         self._bbo = bytearray()
         self._trades = bytearray()
         self._depth = bytearray()
+        self._free += self._retired  # no row left here names them
+        self._retired = []
         return out
 
     def pending(self) -> int:
@@ -300,12 +313,16 @@ class PyBookCore:
         return (b[0], b[1], b[2], a[0], a[1], a[2])
 
     def levels(self, locate: int, side: int, count: int) -> list[tuple[int, int, int]]:
+        if side not in (_BID, _ASK):
+            raise ValueError("side 0 (bid) or 1 (ask)")
         stock = self._stocks.get(locate)
         if stock is None or count <= 0:
             return []
         return self._top(stock.sides[side], count, 1 if side == _BID else -1)
 
     def orders(self, locate: int, side: int, price: int) -> list[tuple[int, int]]:
+        if side not in (_BID, _ASK):
+            raise ValueError("side 0 (bid) or 1 (ask)")
         stock = self._stocks.get(locate)
         if stock is None:
             return []
@@ -344,11 +361,30 @@ class PyBookCore:
         return stock
 
     def _set_name(self, stock: _Stock, raw: bytes) -> None:
+        """Name (or rename) a stock. A code no stock uses any more is given to the next new
+        name once no row held names it (memory follows the stocks, not the R messages)."""
         name = _name(raw)
+        old = stock.code
+        if old >= 0:
+            self._users[old] -= 1
+            if not self._users[old]:
+                del self._codes[self._names[old]]
+                if self._bbo or self._trades or self._depth:
+                    self._retired.append(old)
+                else:
+                    self._free.append(old)
         code = self._codes.get(name)
         if code is None:
-            code = self._codes[name] = len(self._names)
-            self._names.append(name)
+            if self._free:
+                code = self._free.pop()
+                self._names[code] = name
+                self.names_reused += 1
+            else:
+                code = len(self._names)
+                self._names.append(name)
+                self._users.append(0)
+            self._codes[name] = code
+        self._users[code] += 1
         stock.code = code
         stock.emit = self.symbols is None or name in self.symbols
 
@@ -385,6 +421,8 @@ class PyBookCore:
                 self._set_name(stock, stock_raw)
             if ref in self._orders:
                 self.duplicate_orders += 1
+            elif not shares:
+                self.zero_share_adds += 1
             else:
                 side = _ASK if side_raw == b"S" else _BID
                 touched = self._add(stock, ref, side, price, shares)
@@ -441,6 +479,10 @@ class PyBookCore:
                 self.unknown_orders += 1
             elif new in self._orders and new != old:
                 self.duplicate_orders += 1
+                touched = self._reduce(o, old, o[3])
+                self._changed(o[0], seq, _ts(ts_raw), touched)
+            elif not shares:
+                self.zero_share_adds += 1
                 touched = self._reduce(o, old, o[3])
                 self._changed(o[0], seq, _ts(ts_raw), touched)
             else:
@@ -649,6 +691,24 @@ class BBOChange(NamedTuple):
 
 
 _SIDES: Final = {"B": _BID, "S": _ASK, "bid": _BID, "ask": _ASK, _BID: _BID, _ASK: _ASK}
+#: The most levels a query returns (more than any side holds).
+_MAX_LEVELS: Final = 1 << 30
+
+
+def _int_in(value: Any, low: int, high: int, what: str) -> int:
+    """``value`` as an int in ``low..high``: TypeError (not an integer) or ValueError. The
+    :class:`Book` checks its arguments once, so both cores answer a bad call alike."""
+    number = operator.index(value)
+    if not low <= number <= high:
+        raise ValueError(f"{what} is {low}..{high}, not {number}")
+    return number
+
+
+def _side(side: Any) -> int:
+    try:
+        return _SIDES[side]
+    except (KeyError, TypeError):
+        raise ValueError(f'a side is "B" (bid) or "S" (ask), not {side!r}') from None
 
 
 class Book:
@@ -676,12 +736,16 @@ class Book:
         self.on_bbo = on_bbo
         self.next_seq = 1
         self._names: list[str] = []
+        self._reused = 0
         self._locates: dict[str, int] = {}
 
     def _name(self, code: int) -> str | None:
         if code < 0:
             return None
-        if code >= len(self._names):
+        if self._reused != self.core.names_reused:  # a code was given another name
+            self._reused = self.core.names_reused
+            self._names = self.core.names(0)
+        elif code >= len(self._names):
             self._names.extend(self.core.names(len(self._names)))
         return self._names[code]
 
@@ -717,9 +781,10 @@ class Book:
         return self._events()
 
     def locate(self, stock: str | int) -> int:
-        """The locate of a stock named ``stock`` (an int is a locate already); KeyError."""
-        if isinstance(stock, int):
-            return stock
+        """The locate of a stock named ``stock`` (an int is a locate already: ValueError
+        unless 0..65535); KeyError when no stock has that name."""
+        if not isinstance(stock, str):
+            return _int_in(stock, 0, 65535, "a stock locate")
         locate = self._locates.get(stock)
         if locate is None or self._name(self.core.name_code(locate)) != stock:
             self._locates = {}
@@ -741,15 +806,17 @@ class Book:
 
     def levels(self, stock: str | int, side: str, count: int = 10) -> list[Level]:
         """The best ``count`` levels of a side, best first."""
-        return [Level(*v) for v in self.core.levels(self.locate(stock), _SIDES[side], count)]
+        count = min(_int_in(count, 0, 1 << 64, "a count of levels"), _MAX_LEVELS)
+        return [Level(*v) for v in self.core.levels(self.locate(stock), _side(side), count)]
 
     def orders(self, stock: str | int, side: str, price: int) -> list[tuple[int, int]]:
         """The orders (reference, shares) resting at ``price``, in time priority."""
-        return self.core.orders(self.locate(stock), _SIDES[side], price)
+        price = _int_in(price, 0, 0xFFFFFFFF, "a price (4 implied decimals)")
+        return self.core.orders(self.locate(stock), _side(side), price)
 
     def order(self, ref: int) -> tuple[int, str, int, int] | None:
         """A resting order: (locate, side "B"/"S", price, shares), or None."""
-        o = self.core.order(ref)
+        o = self.core.order(_int_in(ref, 0, _MASK64, "an order reference"))
         return None if o is None else (o[0], "S" if o[1] else "B", o[2], o[3])
 
     def state(self, stock: str | int) -> dict[str, Any]:
@@ -768,6 +835,7 @@ class Book:
             "unknown_orders": c.unknown_orders,
             "overfills": c.overfills,
             "duplicate_orders": c.duplicate_orders,
+            "zero_share_adds": c.zero_share_adds,
             "invalid": c.invalid,
         }
 

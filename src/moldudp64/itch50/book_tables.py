@@ -127,8 +127,9 @@ def depth_schema(levels: int) -> Any:
 
 
 def book_state_schema() -> Any:
-    """Columns of ``book_state``: a row per range of messages lost and not recovered, from
-    which every book is unreliable (any stock's messages may have been in it)."""
+    """Columns of ``book_state``: a row per range of messages lost and not recovered, or
+    never seen (before the source's first message), from which every book is unreliable
+    (any stock's messages may have been in it); ``state`` says which."""
     _, pa, _ = _arrow()
     return pa.schema(
         [
@@ -161,6 +162,10 @@ def _decimals(values: Any) -> Any:
 _CHARS: list[Any] = []
 
 
+def _ranges(ranges: list[tuple[int, int]]) -> str:
+    return ", ".join(f"{a}" if a == b else f"{a}..{b}" for a, b in ranges)
+
+
 def _chars(codes: Any) -> Any:
     """uint8 character codes (0: null) -> one-character strings."""
     np, pa, pc = _arrow()
@@ -171,8 +176,8 @@ def _chars(codes: Any) -> Any:
 
 
 #: What :meth:`BookTables.grab` takes: whether column after column, the raw rows of bbo,
-#: trades and depth, and the stock names new since the last grab.
-Grabbed: TypeAlias = tuple[bool, tuple[bytes, bytes, bytes], list[str]]
+#: trades and depth, the stock names from the code given, changed since the last grab.
+Grabbed: TypeAlias = tuple[bool, tuple[bytes, bytes, bytes], list[str], int]
 
 
 class BookTables:
@@ -184,6 +189,7 @@ class BookTables:
         self.depth = depth
         self._names: list[str] = []
         self._grabbed = 0  # names handed out by grab()
+        self._reused = 0  # the core's names_reused at the last grab
         self._name_array = pa.array([], pa.string())
         self.schemas = {
             "bbo": bbo_schema(),
@@ -214,16 +220,20 @@ class BookTables:
         names added since (cheap: the caller's thread); :meth:`convert` makes them Arrow."""
         take_columns = getattr(self.core, "take_columns", None)
         raws = take_columns() if take_columns is not None else self.core.take()
-        new = self.core.names(self._grabbed)
-        self._grabbed += len(new)
-        return take_columns is not None, raws, new
+        start = self._grabbed
+        if self._reused != self.core.names_reused:  # a code was given another name
+            self._reused = self.core.names_reused
+            start = 0
+        new = self.core.names(start)
+        self._grabbed = start + len(new)
+        return take_columns is not None, raws, new, start
 
     def convert(self, grabbed: Grabbed) -> dict[str, Any]:
         """Record batches of what :meth:`grab` took (calls in the order of the grabs)."""
         np, pa, _ = _arrow()
-        columnar, (bbo_raw, trades_raw, depth_raw), new = grabbed
+        columnar, (bbo_raw, trades_raw, depth_raw), new, start = grabbed
         if new:
-            self._names.extend(new)
+            self._names[start:] = new
             self._name_array = pa.array(self._names, pa.string())
         # one contiguous array per column: every later step is a sequential pass over
         # memory, not a gather across 8 * width-byte strides (the C core transposes itself)
@@ -334,8 +344,13 @@ class BookWriter:
 
     The sink interface of the command (``write``, ``write_events``, ``flush``, ``close``,
     ``count``): messages of one session in order; a jump in sequence numbers is a loss
-    (a ``book_state`` row; the books are unreliable from there). :meth:`write_binaryfile`
-    feeds BinaryFILE bytes directly (the fast path for files)."""
+    (a ``book_state`` row; the books are unreliable from there). Messages numbered before
+    the next one expected (a batch that repeats what was applied, as a resumed connection
+    or a second line sends) are dropped and counted in :attr:`repeated`, as the receiver
+    drops duplicates: the copy already applied wins and nothing is applied twice. A source
+    whose first message is N > 1 never showed 1..N-1 (orders added then are missing): a
+    ``book_state`` row for them and :attr:`unseen`, not a loss (the source lost nothing).
+    :meth:`write_binaryfile` feeds BinaryFILE bytes directly (the fast path for files)."""
 
     name = "book"
 
@@ -372,6 +387,10 @@ class BookWriter:
         self.lost: list[tuple[str, int, int]] = []
         self.lost_messages = 0
         self.other_sessions = 0
+        #: Messages dropped because they were applied already (numbered before next_seq).
+        self.repeated = 0
+        #: (first, last) before the source's first message: never seen, books unreliable.
+        self.unseen: list[tuple[int, int]] = []
         self._drained = time.monotonic()
         self._encoder = _Encoder()
         #: Held while the book changes: :meth:`snapshot` (another thread) sees whole batches.
@@ -410,19 +429,22 @@ class BookWriter:
 
     def lose(self, session: str, first: int, last: int) -> None:
         """Record messages ``first..last`` lost for good: a ``book_state`` row."""
-        _, pa, _ = _arrow()
         self.lost.append((session, first, last))
         self.lost_messages += last - first + 1
         if self.next_seq is None or last + 1 > self.next_seq:
             self.next_seq = last + 1
-        self._drain()  # rows before the loss go first
+        self._state_row(session, first, last, "unreliable: every book from first_seq on")
+
+    def _state_row(self, session: str, first: int, last: int, reason: str) -> None:
+        _, pa, _ = _arrow()
+        self._drain()  # rows before it go first
         batch = pa.RecordBatch.from_arrays(
             [
                 pa.array([session]),
                 pa.array([first], pa.uint64()),
                 pa.array([last], pa.uint64()),
                 pa.array([last - first + 1], pa.uint64()),
-                pa.array(["unreliable: every book from first_seq on"]),
+                pa.array([reason]),
             ],
             schema=book_state_schema(),
         )
@@ -434,13 +456,27 @@ class BookWriter:
         elif session != self.session:
             self.other_sessions += count
             return False
-        if self.next_seq is not None and seq_num > self.next_seq:
+        if self.next_seq is None and seq_num > 1:
+            self.unseen.append((1, seq_num - 1))
+            self._state_row(
+                session, 1, seq_num - 1,
+                "unreliable: before the source's first message (orders added then are "
+                "missing); every book from first_seq on",
+            )  # fmt: skip
+        elif self.next_seq is not None and seq_num > self.next_seq:
             self.lose(session, self.next_seq, seq_num - 1)
         self.next_seq = seq_num + count
         return True
 
     def write(self, session: str, seq_num: int, messages: list[bytes]) -> None:
-        """Apply consecutive messages; ``messages[i]`` has sequence ``seq_num + i``."""
+        """Apply consecutive messages; ``messages[i]`` has sequence ``seq_num + i``. Those
+        numbered before the next one expected were applied already: dropped, counted in
+        :attr:`repeated` (nothing is applied twice)."""
+        if self.next_seq is not None and seq_num < self.next_seq and session == self.session:
+            skip = min(self.next_seq - seq_num, len(messages))
+            self.repeated += skip
+            messages = messages[skip:]
+            seq_num += skip
         if not messages or not self._check_seq(session, seq_num, len(messages)):
             return
         from ..wire import join_blocks
@@ -516,10 +552,16 @@ class BookWriter:
             text += f"; {core.overfills} executions/cancels beyond an order's shares"
         if core.duplicate_orders:
             text += f"; {core.duplicate_orders} adds of a reference already resting (ignored)"
+        if core.zero_share_adds:
+            text += f"; {core.zero_share_adds} adds of 0 shares (not rested)"
         if core.invalid:
             text += f"; {core.invalid} messages not ITCH 5.0"
         if self.lost_messages:
             text += f"; {self.lost_messages} messages lost (book_state)"
         if self.other_sessions:
             text += f"; {self.other_sessions} messages of other sessions ignored"
+        if self.repeated:
+            text += f"; {self.repeated} messages already applied (repeats, dropped)"
+        if self.unseen:
+            text += f"; messages {_ranges(self.unseen)} never seen (book_state)"
         return text
