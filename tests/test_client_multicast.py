@@ -47,7 +47,10 @@ from moldudp64.sync.server import Publisher, RerequestServer
 from moldudp64.wire import Packet
 
 GROUP = "239.192.7.2"
-FAST = {"request_timeout": 0.02, "max_request_timeout": 0.1, "loss_grace": 0.02}
+#: Quick timers; an end of session believed after 0.3 s of quiet (end_confirm: its 2.5 s
+#: default would make every test whose feed ends wait that out).
+FAST = {"request_timeout": 0.02, "max_request_timeout": 0.1, "loss_grace": 0.02,
+        "end_confirm": 0.3}  # fmt: skip
 GIVE_UP = {**FAST, "max_request_attempts": 3}
 
 pytestmark = pytest.mark.usefixtures("multicast")
