@@ -175,8 +175,14 @@ def test_dead_server_beside_a_live_one() -> None:
             # passed never does, and once the live server answers, the dead one is not
             # asked again. The publisher is a thread beside the reader: on a loaded machine
             # it can stall for tens of milliseconds. Attempts to spare, as a starved reader
-            # is not what this test is about.
-            receiver_options={"max_request_attempts": 40, "request_delay": 0.2},
+            # is not what this test is about, and 0.3 s for the live server to answer (one
+            # unanswered request takes a server out: 20 ms is a loaded machine's delay).
+            receiver_options={
+                "max_request_attempts": 40,
+                "request_delay": 0.2,
+                "request_timeout": 0.3,
+                "max_request_timeout": 1.0,
+            },
             max_rerequest_retries=1,
             on_event=seen.append,
         )
