@@ -44,7 +44,11 @@ from moldudp64.wire import PacketKind
 
 GROUP_A = "239.192.9.1"
 GROUP_B = "239.192.9.2"
-FAST = {"request_timeout": 0.02, "max_request_timeout": 0.1, "loss_grace": 0.02}
+#: Quick timers; an end of session believed after 0.3 s of quiet (end_confirm: its 2.5 s
+#: default would make every test whose feed ends wait that out).
+FAST = {"request_timeout": 0.02, "max_request_timeout": 0.1, "loss_grace": 0.02,
+        "end_confirm": 0.3}  # fmt: skip
+QUICK_END = {"end_confirm": 0.3}  # the default timers, a quick end of session
 FORGED_SOURCE_HOST = "127.0.0.66"  # a loopback address like any other: bindable, not a server
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -145,6 +149,7 @@ def test_ab_lines_that_cover_each_other_need_no_request(
             request_delay=delay,
             receiver_thread=receiver_thread,
             rcvbuf=4 << 20,
+            receiver_options=QUICK_END,
         )
         try:
             with c:
@@ -187,6 +192,7 @@ def test_asyncio_ab_lines_that_cover_each_other_need_no_request(
             line_b_addr=line_b,
             request_delay=delay,
             rcvbuf=4 << 20,
+            receiver_options=QUICK_END,
         )
         tx = sender()
         try:
@@ -234,6 +240,8 @@ def test_listen_line_b_needs_no_request(
             str(out),
             "--idle-timeout",
             "10",
+            "--end-confirm",
+            "0.3",
             *tuning,
         )
         try:

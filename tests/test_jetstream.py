@@ -51,7 +51,10 @@ from nats_support import (  # noqa: E402
 )
 
 STREAM = "FEED"
-FAST = {"request_timeout": 0.02, "max_request_timeout": 0.1, "loss_grace": 0.02}
+#: Quick timers; an end of session believed after 0.3 s of quiet (end_confirm: its 2.5 s
+#: default would make every test whose feed ends wait that out).
+FAST = {"request_timeout": 0.02, "max_request_timeout": 0.1, "loss_grace": 0.02,
+        "end_confirm": 0.3}  # fmt: skip
 GIVE_UP = {**FAST, "max_request_attempts": 3}
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 

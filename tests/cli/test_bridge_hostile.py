@@ -138,6 +138,7 @@ def test_a_tls_url_is_not_taken_for_a_feed_address(capsys: pytest.CaptureFixture
         ("--request-server", "127.0.0.1:30002"),
         ("--line-b", "239.1.1.2:30001"),
         ("--request-delay", "0"),
+        ("--end-confirm", "0.3"),
         ("--interface", "127.0.0.1"),
         ("--capture", "x.pcap"),
     ],

@@ -25,7 +25,7 @@ from cli_helpers import (
 from moldudp64.binaryfile import iter_binaryfile, write_binaryfile
 from moldudp64.capture import CaptureReader
 from moldudp64.cli import generate_itch
-from moldudp64.wire import Packet, RetransmissionPacket
+from moldudp64.wire import Packet, RetransmissionPacket, build_end_of_session, build_packet
 
 
 @pytest.fixture
@@ -300,7 +300,45 @@ def test_demo_over_loopback(tmp_path: Path) -> None:
     assert "delivered 3000, output equals input" in out
 
 
+def test_listen_end_confirm_is_the_quiet_before_an_end_is_believed(
+    multicast: None, tmp_path: Path
+) -> None:
+    """--end-confirm 0.3: one end of session, then silence, ends listen (every message
+    written, exit 0) well before the default 2.5 s of quiet could have; the client it runs
+    has the setting, and without the option the default."""
+    from moldudp64.cli.feed import feed_client
+    from moldudp64.cli.parser import build_parser
+
+    for extra, believed_after in (([], 2.5), (["--end-confirm", "0.3"], 0.3)):
+        args = build_parser().parse_args(["listen", "239.1.1.1:5000", *extra])
+        config = feed_client(args).options.receiver_config(raw=False)
+        assert config.end_confirm == believed_after
+
+    port = free_port()
+    out = tmp_path / "out.bin"
+    listener = start_listen(
+        f"{GROUP}:{port}", "--interface", "127.0.0.1", "-o", str(out),
+        "--idle-timeout", "20", "--end-confirm", "0.3",
+    )  # fmt: skip
+    msgs = [b"first", b"second", b"third"]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+        tx.sendto(build_packet(SESSION, 1, msgs[:2]), (GROUP, port))
+        tx.sendto(build_packet(SESSION, 3, msgs[2:]), (GROUP, port))
+        time.sleep(0.2)  # the data first, on its own (listen's reads gather for 1 ms)
+        sent = time.monotonic()
+        tx.sendto(build_end_of_session(SESSION, 4), (GROUP, port))
+        code, err = finish(listener, timeout=20)
+        quiet = time.monotonic() - sent
+    assert code == 0, err
+    assert "session ended: 3 messages written" in err
+    assert list(iter_binaryfile(out)) == msgs
+    assert quiet < 2.5, quiet  # the default would have waited 2.5 s of quiet at least
+
+
 # -- bad input, live commands ---------------------------------------------------------------
+
+END_CONFIRM = ["listen", "239.1.1.1:5000", "--end-confirm"]
 
 
 @pytest.mark.parametrize(
@@ -312,6 +350,24 @@ def test_demo_over_loopback(tmp_path: Path) -> None:
         (["listen", "239.1.1.1:5000", "--request-server", "nohost.invalid:1"], "resolve"),
         (["listen", "239.1.1.1:5000", "--count", "0"], "count must be >= 1"),
         (["listen", "239.1.1.1:5000", "--idle-timeout", "-1"], "seconds"),
+        ([*END_CONFIRM, "0"], "'0': seconds must be a finite number > 0"),
+        ([*END_CONFIRM, "-1"], "'-1': seconds must be a finite number > 0"),
+        ([*END_CONFIRM, "inf"], "'inf': seconds must be a finite number > 0"),
+        ([*END_CONFIRM, "nan"], "'nan': seconds must be a finite number > 0"),
+        ([*END_CONFIRM, "soon"], "'soon' is not a number of seconds"),
+        (
+            [
+                "bridge",
+                "239.1.1.1:5000",
+                "--nats",
+                "nats://127.0.0.1:1",
+                "--stream",
+                "S",
+                "--end-confirm",
+                "0",
+            ],
+            "--end-confirm",
+        ),
         (["listen", "239.1.1.1:5000", "--format", "xml"], "invalid choice"),
         (["listen", "239.1.1.1:5000", "--interface", "10.9.9.9", "--count", "1"], "interface"),
         (["publish", "239.1.1.1:5000", "--generate", "5"], "--session"),

@@ -115,6 +115,7 @@ def test_listen_exits_3_when_it_cannot_resume(tmp_path: Path, day: Path) -> None
         (["listen", "soup://127.0.0.1"], "give a port"),
         (["listen", "soup://toolonguser:x@127.0.0.1:1"], "user must be at most 6"),
         (["listen", "soup://127.0.0.1:1", "--line-b", "239.1.1.1:1"], "--line-b is for"),
+        (["listen", "soup://127.0.0.1:1", "--end-confirm", "0.3"], "--end-confirm is for"),
         (["serve", "--input", "x.bin", "--session", "S"], "needs --port PORT"),
         (["serve", "--input", "x.bin", "--session", "S", "--soup-port", "x"],
          "'x' is not a port number"),

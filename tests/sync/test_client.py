@@ -45,7 +45,10 @@ from moldudp64.wire import Packet, RetransmissionRequest
 
 GROUP_ADDR = ("239.192.7.1", 30001)
 #: Fast recovery timers so the tests take milliseconds.
-FAST = {"request_timeout": 0.02, "max_request_timeout": 0.1, "loss_grace": 0.02}
+#: Quick timers; an end of session believed after 0.3 s of quiet (end_confirm: its 2.5 s
+#: default would make every test whose feed ends wait that out).
+FAST = {"request_timeout": 0.02, "max_request_timeout": 0.1, "loss_grace": 0.02,
+        "end_confirm": 0.3}  # fmt: skip
 #: Give up quickly when every server is dead.
 GIVE_UP = {**FAST, "max_request_attempts": 3}
 

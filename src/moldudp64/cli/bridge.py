@@ -361,7 +361,7 @@ def cmd_listen_nats(args: argparse.Namespace) -> int:
     from .sinks import open_sink
 
     source: NatsSource = args.group
-    for option in ("request_server", "line_b", "capture", "request_delay"):
+    for option in ("request_server", "line_b", "capture", "request_delay", "end_confirm"):
         if getattr(args, option, None) is not None:
             raise UsageError(f"--{option.replace('_', '-')} does not apply to a nats:// source")
     if getattr(args, "interface", "0.0.0.0") != "0.0.0.0":

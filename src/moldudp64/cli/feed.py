@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
@@ -45,7 +45,14 @@ def feed_client(args: argparse.Namespace, on_datagram: DatagramHook | None = Non
         receiver_thread=False,
         on_datagram=on_datagram,
         coalesce=LISTEN_COALESCE,
+        receiver_options=_receiver_options(args),
     )
+
+
+def _receiver_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The receiver settings the feed options give (``--end-confirm``), None for none."""
+    end_confirm = getattr(args, "end_confirm", None)
+    return None if end_confirm is None else {"end_confirm": end_confirm}
 
 
 @dataclass(frozen=True)

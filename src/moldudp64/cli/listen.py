@@ -28,6 +28,7 @@ from .common import (
     EXIT_LOST,
     EXIT_OK,
     MAX_LOST_RANGES_KEPT,
+    UsageError,
     _format_ranges,
     _named,
     _rate_text,
@@ -310,6 +311,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
         return cmd_listen_nats(args)
     if isinstance(args.group, SoupSource):  # a SoupBinTCP session
+        if args.end_confirm is not None:  # SoupBinTCP's End of Session is sequenced: no wait
+            raise UsageError("--end-confirm is for a MoldUDP64 feed, not a soup:// session")
         return cmd_listen_soup(args)
     if getattr(args, "snapshot", None) is not None:  # late join from a snapshot
         return cmd_listen_snapshot(args)

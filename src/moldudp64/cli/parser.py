@@ -353,6 +353,14 @@ def _add_feed(p: argparse.ArgumentParser) -> None:
         help="how long a new gap waits for the other line (or a late packet) before it is "
         "requested (default 0.005 with --line-b, else 0)",
     )
+    p.add_argument(
+        "--end-confirm",
+        metavar="SECONDS",
+        type=POSITIVE_SECONDS,
+        help="seconds of quiet after an end of session before it is believed (default 2.5: "
+        "more than two heartbeat intervals, so one lost heartbeat lets no forged end "
+        "through); lower only on a trusted network",
+    )
 
 
 def _add_stop(p: argparse.ArgumentParser) -> None:
