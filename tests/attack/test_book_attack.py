@@ -300,21 +300,104 @@ class RefBook:
 # ---------------------------------------------------------------------------------------
 
 
+#: A process that has imported the command (and pyarrow) once and forks a child per command:
+#: each child is `python -m moldudp64 ARGS` without an interpreter start and imports (about
+#: 0.5 s each under load, ~25 commands here), still a process of its own (a crash kills the
+#: child, never pytest), its own stdout and stderr, and the exit code or killing signal.
+_ZYGOTE_SCRIPT = textwrap.dedent(
+    r"""
+    import json, os, sys, traceback
+    import moldudp64.itch50.book as book_module
+    import moldudp64.itch50.book_tables, pyarrow.parquet
+    from moldudp64.cli import main
+    requests, answers = sys.stdin, sys.stdout
+    for line in requests:
+        req = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            code = 70
+            try:
+                null = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(null, 0)
+                os.dup2(os.open(req["out"], os.O_WRONLY), 1)
+                os.dup2(os.open(req["err"], os.O_WRONLY), 2)
+                sys.stdin = open(0, closefd=False)
+                sys.stdout = open(1, "w", closefd=False)
+                sys.stderr = open(2, "w", closefd=False)
+                if req["pure"]:
+                    os.environ["MOLDUDP64_PURE_PYTHON"] = "1"
+                    book_module.CBookCore = None
+                try:
+                    code = main(req["args"])
+                except SystemExit as exc:
+                    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                    if isinstance(exc.code, str):
+                        print(exc.code, file=sys.stderr)
+                except BaseException:
+                    traceback.print_exc()
+                    code = 1
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code if isinstance(code, int) else 0)
+        answers.write(json.dumps({"pid": pid}) + "\n")
+        answers.flush()
+        _, status = os.waitpid(pid, 0)
+        answers.write(json.dumps({"code": os.waitstatus_to_exitcode(status)}) + "\n")
+        answers.flush()
+    """
+)
+_ZYGOTE: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _zygote_stops() -> Any:
+    yield
+    for proc in _ZYGOTE:
+        proc.stdin.close()  # type: ignore[union-attr]
+        proc.wait(timeout=10)
+    _ZYGOTE.clear()
+
+
 def run_cli(
     *args: str, pure: bool = False, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env.pop("MOLDUDP64_PURE_PYTHON", None)
-    if pure:
-        env["MOLDUDP64_PURE_PYTHON"] = "1"
-    return subprocess.run(
-        [sys.executable, "-m", "moldudp64", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        check=False,
-    )
+    """`python -m moldudp64 ARGS` (MOLDUDP64_PURE_PYTHON=1 when ``pure``), forked from the
+    zygote: returncode (negative: killed by that signal), stdout and stderr."""
+    import select
+    import tempfile
+
+    if not _ZYGOTE or _ZYGOTE[0].poll() is not None:
+        env = dict(os.environ)
+        env.pop("MOLDUDP64_PURE_PYTHON", None)
+        _ZYGOTE[:] = [
+            subprocess.Popen(
+                [sys.executable, "-c", _ZYGOTE_SCRIPT],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+        ]
+    zygote = _ZYGOTE[0]
+    assert zygote.stdin is not None and zygote.stdout is not None
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = os.path.join(tmp, "out"), os.path.join(tmp, "err")
+        for path in (out, err):
+            open(path, "w").close()
+        request = {"args": list(args), "pure": pure, "out": out, "err": err}
+        zygote.stdin.write(json.dumps(request) + "\n")
+        zygote.stdin.flush()
+        pid = json.loads(zygote.stdout.readline())["pid"]
+        if not select.select([zygote.stdout], [], [], timeout)[0]:
+            os.kill(pid, 9)
+            zygote.stdout.readline()
+            raise subprocess.TimeoutExpired(["moldudp64", *args], timeout)
+        code = json.loads(zygote.stdout.readline())["code"]
+        with open(out) as f_out, open(err) as f_err:
+            return subprocess.CompletedProcess(
+                ["moldudp64", *args], code, f_out.read(), f_err.read()
+            )
 
 
 def _num(v: Any) -> Any:
@@ -1498,6 +1581,8 @@ def test_live_loss_never_recovered_is_said(day: Path, tmp_path: Path) -> None:
         str(out),
         "--idle-timeout",
         "10",
+        "--end-confirm",
+        "0.3",  # a trusted local feed: the end of session believed after 0.3 s of quiet
     )
     try:
         _wait_line(book, "joined")
@@ -1549,6 +1634,7 @@ def test_live_book_loss_late_joiner_and_idle_snapshot_clients(
     book = _start(
         "book", f"{GROUP}:{port}", "--interface", "127.0.0.1", "--request-server",
         f"127.0.0.1:{port + 1}", "-o", str(out), "--idle-timeout", "15", "--snapshot-port", "0",
+        "--end-confirm", "0.3",
     )  # fmt: skip
     late_path = tmp_path / "late.bin"
     listen = pub = None
@@ -1572,6 +1658,7 @@ def test_live_book_loss_late_joiner_and_idle_snapshot_clients(
         listen = _start(
             "listen", f"{GROUP}:{port}", "--interface", "127.0.0.1", "--snapshot", f"soup://{snap}",
             "--request-server", f"127.0.0.1:{port + 1}", "-o", str(late_path), "--idle-timeout", "10",
+            "--end-confirm", "0.3",
         )  # fmt: skip
         _, lerr = listen.communicate(timeout=40)
         pub.communicate(timeout=40)
