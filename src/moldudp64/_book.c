@@ -65,10 +65,15 @@ typedef struct {
     int64_t val; /* -1: empty */
 } Slot;
 
+/* a table's rows column after column: column c at d[c * stride, c * stride + n) (the
+ * Parquet side takes them as columns: no transpose); stride is cap and a cache line, so the
+ * columns written side by side do not fall in the same cache set */
 typedef struct {
     int64_t *d;
-    Py_ssize_t n, cap;
+    Py_ssize_t n, cap, stride, width; /* rows held, rows of room, ..., values per row */
 } Rows;
+
+#define ROWS_PAD 8
 
 typedef struct {
     PyObject_HEAD
@@ -101,6 +106,11 @@ typedef struct {
     int has_mwcb;
     uint64_t mwcb[3];
     unsigned long long unknown_orders, overfills, duplicate_orders, invalid, messages;
+    /* feed() runs without the GIL: busy (set and read under the GIL) refuses every other
+     * call meanwhile; out of memory there is only noted (nomem) and raised with the GIL back;
+     * tstate: the thread state to take the GIL back with (NULL: the GIL is held) */
+    int busy, nomem;
+    PyThreadState *tstate;
 } BookCore;
 
 /* ------------------------------------------------------------------ helpers */
@@ -129,22 +139,41 @@ static inline uint64_t mix(uint64_t x)
     return x;
 }
 
-static int rows_push(Rows *r, const int64_t *v, Py_ssize_t k)
+/* out of memory, maybe without the GIL: noted, raised by feed() (or the caller) with it */
+static int nomem(BookCore *b)
 {
-    if (r->n + k > r->cap) {
-        Py_ssize_t cap = r->cap ? r->cap * 2 : 4096;
-        while (cap < r->n + k)
-            cap *= 2;
-        int64_t *d = realloc(r->d, (size_t)cap * sizeof(int64_t));
-        if (d == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        r->d = d;
-        r->cap = cap;
-    }
-    memcpy(r->d + r->n, v, (size_t)k * sizeof(int64_t));
-    r->n += k;
+    if (b->tstate == NULL)
+        PyErr_NoMemory();
+    else
+        b->nomem = 1;
+    return -1;
+}
+
+static int rows_grow(BookCore *b, Rows *r)
+{
+    Py_ssize_t cap = r->cap ? r->cap * 2 : 1024, stride = cap + ROWS_PAD;
+    if ((size_t)stride > (size_t)PY_SSIZE_T_MAX / sizeof(int64_t) / (size_t)r->width)
+        return nomem(b);
+    int64_t *d = malloc((size_t)stride * (size_t)r->width * sizeof(int64_t));
+    if (d == NULL)
+        return nomem(b);
+    for (Py_ssize_t c = 0; c < r->width; c++)
+        memcpy(d + c * stride, r->d + c * r->stride, (size_t)r->n * sizeof(int64_t));
+    free(r->d);
+    r->d = d;
+    r->cap = cap;
+    r->stride = stride;
+    return 0;
+}
+
+static inline int rows_push(BookCore *b, Rows *r, const int64_t *v)
+{
+    if (r->n == r->cap && rows_grow(b, r) < 0)
+        return -1;
+    int64_t *p = r->d + r->n;
+    for (Py_ssize_t c = 0; c < r->width; c++)
+        p[c * r->stride] = v[c];
+    r->n++;
     return 0;
 }
 
@@ -167,8 +196,7 @@ static int hresize(BookCore *b, uint64_t cap)
 {
     Slot *t = malloc(cap * sizeof(Slot));
     if (t == NULL) {
-        PyErr_NoMemory();
-        return -1;
+        return nomem(b);
     }
     memset(t, 0xff, cap * sizeof(Slot));
     uint64_t mask = cap - 1;
@@ -225,7 +253,7 @@ static void herase(BookCore *b, uint64_t ref)
     t[i].val = -1;
     b->hcount--;
     if (b->hcap > 1024 && b->hcount * 8 < b->hcap && hresize(b, b->hcap / 2) < 0)
-        PyErr_Clear(); /* the larger table stays */
+        b->nomem = 0; /* the larger table stays */
 }
 
 /* ------------------------------------------------------------------ pools */
@@ -234,10 +262,11 @@ static int32_t order_alloc(BookCore *b)
 {
     if (b->orders_free < 0) {
         int32_t old = b->orders_cap, cap = old ? old * 2 : 1024;
+        if (old >= (1 << 30)) /* no int32 overflow, whatever the feed */
+            return nomem(b);
         Order *o = realloc(b->orders, (size_t)cap * sizeof(Order));
         if (o == NULL) {
-            PyErr_NoMemory();
-            return -1;
+            return nomem(b);
         }
         b->orders = o;
         for (int32_t i = cap - 1; i >= old; i--) {
@@ -261,10 +290,11 @@ static int32_t level_alloc(BookCore *b)
 {
     if (b->levels_free < 0) {
         int32_t old = b->levels_cap, cap = old ? old * 2 : 1024;
+        if (old >= (1 << 30))
+            return nomem(b);
         Level *l = realloc(b->levels, (size_t)cap * sizeof(Level));
         if (l == NULL) {
-            PyErr_NoMemory();
-            return -1;
+            return nomem(b);
         }
         b->levels = l;
         for (int32_t i = cap - 1; i >= old; i--) {
@@ -293,7 +323,7 @@ static Stock *get_stock(BookCore *b, uint16_t locate)
         return s;
     s = calloc(1, sizeof(Stock));
     if (s == NULL) {
-        PyErr_NoMemory();
+        nomem(b);
         return NULL;
     }
     s->code = -1;
@@ -304,7 +334,7 @@ static Stock *get_stock(BookCore *b, uint16_t locate)
         s->last_depth = calloc((size_t)b->depth * 6, sizeof(int64_t));
         if (s->last_depth == NULL) {
             free(s);
-            PyErr_NoMemory();
+            nomem(b);
             return NULL;
         }
         for (int i = 0; i < b->depth; i++) {
@@ -339,10 +369,11 @@ static int set_name(BookCore *b, Stock *s, uint64_t raw)
     if (code < 0) {
         if (b->names_n == b->names_cap) {
             int32_t cap = b->names_cap * 2;
+            if (b->names_cap >= (1 << 29))
+                return nomem(b);
             uint64_t *names = realloc(b->names, (size_t)cap * sizeof(uint64_t));
             if (names == NULL) {
-                PyErr_NoMemory();
-                return -1;
+                return nomem(b);
             }
             b->names = names;
             b->names_cap = cap;
@@ -358,8 +389,7 @@ static int set_name(BookCore *b, Stock *s, uint64_t raw)
             if (keys == NULL || vals == NULL) {
                 free(keys);
                 free(vals);
-                PyErr_NoMemory();
-                return -1;
+                return nomem(b);
             }
             memset(vals, 0xff, cap * sizeof(int32_t));
             for (int32_t c = 0; c < b->names_n; c++) {
@@ -380,11 +410,20 @@ static int set_name(BookCore *b, Stock *s, uint64_t raw)
     if (b->symbols == NULL) {
         s->emit = 1;
     } else {
+        /* a Python set: with the GIL (once per stock) */
+        PyThreadState *ts = b->tstate;
+        if (ts != NULL) {
+            b->tstate = NULL;
+            PyEval_RestoreThread(ts);
+        }
+        int in = -1;
         PyObject *name = name_str(raw);
-        if (name == NULL)
-            return -1;
-        int in = PySet_Contains(b->symbols, name);
-        Py_DECREF(name);
+        if (name != NULL) {
+            in = PySet_Contains(b->symbols, name);
+            Py_DECREF(name);
+        }
+        if (ts != NULL)
+            b->tstate = PyEval_SaveThread();
         if (in < 0)
             return -1;
         s->emit = (uint8_t)in;
@@ -433,14 +472,17 @@ static int32_t book_add(BookCore *b, Stock *s, uint16_t locate, uint64_t ref, in
     } else {
         if (sd->n == sd->cap) {
             int32_t cap = sd->cap ? sd->cap * 2 : 16;
+            if (sd->cap >= (1 << 30)) {
+                order_release(b, oi);
+                return nomem(b);
+            }
             int32_t *a = realloc(sd->lv, (size_t)cap * sizeof(int32_t));
             if (a != NULL)
                 sd->lv = a;
             uint32_t *k = a == NULL ? NULL : realloc(sd->keys, (size_t)cap * sizeof(uint32_t));
             if (k == NULL) {
                 order_release(b, oi);
-                PyErr_NoMemory();
-                return -1;
+                return nomem(b);
             }
             sd->keys = k;
             sd->cap = cap;
@@ -564,7 +606,7 @@ static int changed(BookCore *b, Stock *s, uint16_t locate, uint64_t seq, int64_t
             v[1] = ts;
             v[2] = locate;
             v[3] = s->code;
-            if (rows_push(&b->bbo, v, BBO_WIDTH) < 0)
+            if (rows_push(b, &b->bbo, v) < 0)
                 return -1;
         }
     }
@@ -577,7 +619,7 @@ static int changed(BookCore *b, Stock *s, uint16_t locate, uint64_t seq, int64_t
             v[1] = ts;
             v[2] = locate;
             v[3] = s->code;
-            if (rows_push(&b->depth_rows, v, 4 + 6 * b->depth) < 0)
+            if (rows_push(b, &b->depth_rows, v) < 0)
                 return -1;
         }
     }
@@ -600,7 +642,7 @@ static int sample(BookCore *b, int64_t ts)
             v[2] = l;
             v[3] = s->code;
             depth_values(b, s, v + 4);
-            if (rows_push(&b->depth_rows, v, 4 + 6 * b->depth) < 0)
+            if (rows_push(b, &b->depth_rows, v) < 0)
                 return -1;
         }
     }
@@ -614,7 +656,7 @@ static int trade_row(BookCore *b, uint64_t seq, int64_t ts, uint16_t locate, int
 {
     int64_t v[TRADES_WIDTH] = {(int64_t)seq, ts, locate, code, kind, price, (int64_t)shares,
                                side, (int64_t)ref, (int64_t)match, printable};
-    return rows_push(&b->trades, v, TRADES_WIDTH);
+    return rows_push(b, &b->trades, v);
 }
 
 static signed char LENGTHS[256];
@@ -879,6 +921,9 @@ static int BookCore_init(BookCore *b, PyObject *args, PyObject *kwds)
             return -1;
     }
     b->depth = want_depth ? depth : 0;
+    b->bbo.width = BBO_WIDTH;
+    b->trades.width = TRADES_WIDTH;
+    b->depth_rows.width = 4 + 6 * b->depth;
     b->interval_ns = interval;
     b->next_sample = -1;
     if (symbols != Py_None) {
@@ -905,11 +950,18 @@ static int BookCore_init(BookCore *b, PyObject *args, PyObject *kwds)
     return 0;
 }
 
-#define READY(b)                                                                 \
-    if ((b)->slots == NULL) {                                                    \
-        PyErr_SetString(PyExc_RuntimeError, "BookCore.__init__ was not called"); \
-        return NULL;                                                             \
+#define READY(b)                                                                      \
+    if ((b)->slots == NULL) {                                                         \
+        PyErr_SetString(PyExc_RuntimeError, "BookCore.__init__ was not called");      \
+        return NULL;                                                                  \
+    }                                                                                 \
+    if ((b)->busy) {                                                                  \
+        PyErr_SetString(PyExc_RuntimeError, "BookCore.feed is running in another thread"); \
+        return NULL;                                                                  \
     }
+
+/* bytes from which feed() lets other threads run */
+#define GIL_FREE_BYTES 4096
 
 /* the order reference of a message that names a resting order (0: none) */
 static inline uint64_t ref_of(const unsigned char *m, Py_ssize_t n)
@@ -946,6 +998,12 @@ static PyObject *BookCore_feed(BookCore *b, PyObject *args)
     const unsigned char *data = view.buf;
     Py_ssize_t size = view.len, pos = 0, far = 0, near = 0, next = 0;
     int failed = 0;
+    /* a large piece is applied without the GIL (the Parquet threads encode meanwhile);
+     * every other call of this core is refused until it is done */
+    b->busy = 1;
+    b->nomem = 0;
+    if (size >= GIL_FREE_BYTES)
+        b->tstate = PyEval_SaveThread();
     for (int i = 0; i < FAR; i++)
         far = next_pos(data, size, far);
     for (int i = 0; i < NEAR; i++)
@@ -963,7 +1021,7 @@ static PyObject *BookCore_feed(BookCore *b, PyObject *args)
                 uint64_t ref = ref_of(fm, flen);
                 if (ref)
                     __builtin_prefetch(&b->slots[mix(ref) & (b->hcap - 1)]);
-                if ((fm[0] == 'A' || fm[0] == 'F') && flen >= 3) {
+                if ((fm[0] == 'A' || fm[0] == 'F') && flen >= 20) { /* reads fm[19] */
                     Stock *fs = b->stocks[rd16(fm + 1)];
                     if (fs != NULL) {
                         const Side *sd = &fs->sides[fm[19] == 'S'];
@@ -1015,21 +1073,47 @@ static PyObject *BookCore_feed(BookCore *b, PyObject *args)
         seq++;
         pos += 2 + len;
     }
+    if (b->tstate != NULL) {
+        PyThreadState *ts = b->tstate;
+        b->tstate = NULL;
+        PyEval_RestoreThread(ts);
+    }
+    b->busy = 0;
     PyBuffer_Release(&view);
-    if (failed)
+    if (failed) {
+        if (b->nomem || !PyErr_Occurred())
+            PyErr_NoMemory();
+        b->nomem = 0;
         return NULL;
+    }
     return PyLong_FromSsize_t(pos);
 }
 
-static PyObject *take_rows(Rows *r)
+/* forget the rows taken; a very large buffer is given back */
+static void rows_clear(Rows *r)
 {
-    PyObject *out = PyBytes_FromStringAndSize((const char *)r->d, r->n * (Py_ssize_t)sizeof(int64_t));
     r->n = 0;
-    if (r->cap > (1 << 24)) { /* give a very large buffer back */
+    if (r->cap * r->width > (1 << 24)) {
         free(r->d);
         r->d = NULL;
-        r->cap = 0;
+        r->cap = r->stride = 0;
     }
+}
+
+/* the rows of r one after the other (row i's values at [i * width, (i + 1) * width)) */
+static PyObject *take_rows(Rows *r)
+{
+    Py_ssize_t n = r->n, width = r->width;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n * width * (Py_ssize_t)sizeof(int64_t));
+    if (out == NULL)
+        return NULL;
+    int64_t *dst = (int64_t *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t c = 0; c < width; c++) {
+        const int64_t *col = r->d + c * r->stride;
+        for (Py_ssize_t i = 0; i < n; i++)
+            dst[i * width + c] = col[i];
+    }
+    rows_clear(r);
     return out;
 }
 
@@ -1038,8 +1122,8 @@ static PyObject *BookCore_take(BookCore *b, PyObject *unused)
     (void)unused;
     READY(b);
     PyObject *x = take_rows(&b->bbo);
-    PyObject *y = take_rows(&b->trades);
-    PyObject *z = take_rows(&b->depth_rows);
+    PyObject *y = x ? take_rows(&b->trades) : NULL;
+    PyObject *z = y ? take_rows(&b->depth_rows) : NULL;
     if (!x || !y || !z) {
         Py_XDECREF(x);
         Py_XDECREF(y);
@@ -1049,31 +1133,18 @@ static PyObject *BookCore_take(BookCore *b, PyObject *unused)
     return Py_BuildValue("(NNN)", x, y, z);
 }
 
-/* the rows of r column after column (column c of n rows at [c * n, (c + 1) * n)) */
-static PyObject *take_columns_of(Rows *r, Py_ssize_t width)
+/* the rows of r column after column (column c of n rows at [c * n, (c + 1) * n)): as the
+ * core holds them, a copy per column */
+static PyObject *take_columns_of(Rows *r)
 {
-    Py_ssize_t n = width ? r->n / width : 0;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, r->n * (Py_ssize_t)sizeof(int64_t));
+    Py_ssize_t n = r->n, width = r->width;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n * width * (Py_ssize_t)sizeof(int64_t));
     if (out == NULL)
         return NULL;
     int64_t *dst = (int64_t *)PyBytes_AS_STRING(out);
-    const int64_t *src = r->d;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t r0 = 0; r0 < n; r0 += 64) {
-        Py_ssize_t r1 = r0 + 64 < n ? r0 + 64 : n;
-        for (Py_ssize_t c = 0; c < width; c++) {
-            int64_t *d = dst + c * n;
-            for (Py_ssize_t i = r0; i < r1; i++)
-                d[i] = src[i * width + c];
-        }
-    }
-    Py_END_ALLOW_THREADS
-    r->n = 0;
-    if (r->cap > (1 << 24)) {
-        free(r->d);
-        r->d = NULL;
-        r->cap = 0;
-    }
+    for (Py_ssize_t c = 0; c < width; c++)
+        memcpy(dst + c * n, r->d + c * r->stride, (size_t)n * sizeof(int64_t));
+    rows_clear(r);
     return out;
 }
 
@@ -1081,9 +1152,9 @@ static PyObject *BookCore_take_columns(BookCore *b, PyObject *unused)
 {
     (void)unused;
     READY(b);
-    PyObject *x = take_columns_of(&b->bbo, BBO_WIDTH);
-    PyObject *y = x ? take_columns_of(&b->trades, TRADES_WIDTH) : NULL;
-    PyObject *z = y ? take_columns_of(&b->depth_rows, 4 + 6 * b->depth) : NULL;
+    PyObject *x = take_columns_of(&b->bbo);
+    PyObject *y = x ? take_columns_of(&b->trades) : NULL;
+    PyObject *z = y ? take_columns_of(&b->depth_rows) : NULL;
     if (!x || !y || !z) {
         Py_XDECREF(x);
         Py_XDECREF(y);
@@ -1096,10 +1167,8 @@ static PyObject *BookCore_take_columns(BookCore *b, PyObject *unused)
 static PyObject *BookCore_pending(BookCore *b, PyObject *unused)
 {
     (void)unused;
-    Py_ssize_t n = b->bbo.n / BBO_WIDTH + b->trades.n / TRADES_WIDTH;
-    if (b->depth)
-        n += b->depth_rows.n / (4 + 6 * b->depth);
-    return PyLong_FromSsize_t(n);
+    READY(b);
+    return PyLong_FromSsize_t(b->bbo.n + b->trades.n + b->depth_rows.n);
 }
 
 static PyObject *BookCore_names(BookCore *b, PyObject *arg)
@@ -1300,6 +1369,7 @@ static PyObject *BookCore_state(BookCore *b, PyObject *arg)
 static PyObject *BookCore_locates(BookCore *b, PyObject *unused)
 {
     (void)unused;
+    READY(b);
     PyObject *list = PyList_New(0);
     if (list == NULL)
         return NULL;
@@ -1320,6 +1390,7 @@ static PyObject *BookCore_locates(BookCore *b, PyObject *unused)
 static PyObject *BookCore_name_code(BookCore *b, PyObject *arg)
 {
     uint16_t locate;
+    READY(b);
     if (locate_arg(arg, &locate) < 0)
         return NULL;
     Stock *s = b->stocks[locate];
