@@ -49,6 +49,8 @@ typedef struct {
 typedef struct {
     int32_t code;
     uint8_t emit;
+    /* last_bbo, last_depth may be behind the book (changes while not emitted) */
+    uint8_t stale_bbo, stale_depth;
     Side sides[2];
     int64_t last_bbo[6];
     int64_t *last_depth;
@@ -592,36 +594,70 @@ static void depth_values(const BookCore *b, const Stock *s, int64_t *out)
     }
 }
 
-static int changed(BookCore *b, Stock *s, uint16_t locate, uint64_t seq, int64_t ts, int32_t rank)
+/* a row of 4 head values then the rest from body (the stock's last values) */
+static inline int rows_push_head(BookCore *b, Rows *r, const int64_t *head, const int64_t *body)
 {
-    if (!s->emit)
-        return 0;
-    if (rank == 0 && b->want_bbo) {
-        int64_t v[BBO_WIDTH];
-        level_values(b, &s->sides[0], 0, v + 4);
-        level_values(b, &s->sides[1], 0, v + 7);
-        if (memcmp(v + 4, s->last_bbo, 6 * sizeof(int64_t)) != 0) {
-            memcpy(s->last_bbo, v + 4, 6 * sizeof(int64_t));
-            v[0] = (int64_t)seq;
-            v[1] = ts;
-            v[2] = locate;
-            v[3] = s->code;
-            if (rows_push(b, &b->bbo, v) < 0)
-                return -1;
+    if (r->n == r->cap && rows_grow(b, r) < 0)
+        return -1;
+    int64_t *p = r->d + r->n;
+    Py_ssize_t c = 0;
+    for (; c < 4; c++)
+        p[c * r->stride] = head[c];
+    for (; c < r->width; c++)
+        p[c * r->stride] = body[c - 4];
+    r->n++;
+    return 0;
+}
+
+/* levels rank.. of one side into last (3 values a level, every 6: both sides interleaved);
+ * whether any changed */
+static inline int side_into(const BookCore *b, const Side *sd, int32_t rank, int32_t count,
+                            int64_t *last)
+{
+    int diff = 0;
+    for (int32_t i = rank; i < count; i++) {
+        int64_t v[3];
+        int64_t *p = last + 6 * i;
+        level_values(b, sd, i, v);
+        if (p[0] != v[0] || p[1] != v[1] || p[2] != v[2]) {
+            p[0] = v[0];
+            p[1] = v[1];
+            p[2] = v[2];
+            diff = 1;
         }
     }
+    return diff;
+}
+
+/* rows after a change of the given side of a stock from level rank down (the levels above
+ * it are as they were): only those levels are read again, unless the stock's last values
+ * are stale (changes while it was not emitted: both sides, every level, compared) */
+static int changed(BookCore *b, Stock *s, uint16_t locate, uint64_t seq, int64_t ts, int32_t rank,
+                   int side)
+{
+    if (!s->emit) {
+        s->stale_bbo = s->stale_depth = 1;
+        return 0;
+    }
+    int64_t head[4] = {(int64_t)seq, ts, locate, s->code};
+    if (rank == 0 && b->want_bbo) {
+        int diff = side_into(b, &s->sides[side], 0, 1, s->last_bbo + 3 * side);
+        if (s->stale_bbo)
+            diff |= side_into(b, &s->sides[!side], 0, 1, s->last_bbo + 3 * !side);
+        s->stale_bbo = 0;
+        if (diff && rows_push_head(b, &b->bbo, head, s->last_bbo) < 0)
+            return -1;
+    }
     if (rank < b->depth && !b->interval_ns) {
-        int64_t *v = b->scratch;
-        depth_values(b, s, v + 4);
-        if (memcmp(v + 4, s->last_depth, (size_t)b->depth * 6 * sizeof(int64_t)) != 0) {
-            memcpy(s->last_depth, v + 4, (size_t)b->depth * 6 * sizeof(int64_t));
-            v[0] = (int64_t)seq;
-            v[1] = ts;
-            v[2] = locate;
-            v[3] = s->code;
-            if (rows_push(b, &b->depth_rows, v) < 0)
-                return -1;
-        }
+        int diff;
+        if (s->stale_depth)
+            diff = side_into(b, &s->sides[0], 0, b->depth, s->last_depth)
+                   | side_into(b, &s->sides[1], 0, b->depth, s->last_depth + 3);
+        else
+            diff = side_into(b, &s->sides[side], rank, b->depth, s->last_depth + 3 * side);
+        s->stale_depth = 0;
+        if (diff && rows_push_head(b, &b->depth_rows, head, s->last_depth) < 0)
+            return -1;
     }
     return 0;
 }
@@ -690,7 +726,7 @@ static int apply(BookCore *b, const unsigned char *m, Py_ssize_t n, uint64_t seq
         } else {
             int side = m[19] == 'S';
             r1 = book_add(b, s, locate, ref, side, rd32(m + 32), rd32(m + 20));
-            if (r1 < 0 || changed(b, s, locate, seq, ts, r1) < 0)
+            if (r1 < 0 || changed(b, s, locate, seq, ts, r1, side) < 0)
                 return -1;
         }
         break;
@@ -718,8 +754,9 @@ static int apply(BookCore *b, const unsigned char *m, Py_ssize_t n, uint64_t seq
                              kind == 'E' ? (int64_t)o->price : (int64_t)rd32(m + 32), shares,
                              o->side ? 'S' : 'B', ref, match, printable) < 0)
                 return -1;
+            int side = o->side; /* o is released when it leaves */
             r1 = book_reduce(b, oi, shares);
-            if (changed(b, s, own, seq, ts, r1) < 0)
+            if (changed(b, s, own, seq, ts, r1, side) < 0)
                 return -1;
         }
         break;
@@ -732,9 +769,10 @@ static int apply(BookCore *b, const unsigned char *m, Py_ssize_t n, uint64_t seq
             b->unknown_orders++;
         } else {
             uint16_t own = b->orders[oi].locate;
+            int side = b->orders[oi].side;
             uint64_t shares = kind == 'X' ? rd32(m + 19) : b->orders[oi].shares;
             r1 = book_reduce(b, oi, shares);
-            if (changed(b, b->stocks[own], own, seq, ts, r1) < 0)
+            if (changed(b, b->stocks[own], own, seq, ts, r1, side) < 0)
                 return -1;
         }
         break;
@@ -752,12 +790,12 @@ static int apply(BookCore *b, const unsigned char *m, Py_ssize_t n, uint64_t seq
             if (new_ref != old && hfind(b, new_ref) >= 0) {
                 b->duplicate_orders++;
                 r1 = book_reduce(b, oi, o->shares);
-                if (changed(b, s, own, seq, ts, r1) < 0)
+                if (changed(b, s, own, seq, ts, r1, side) < 0)
                     return -1;
             } else {
                 r1 = book_reduce(b, oi, o->shares);
                 r2 = book_add(b, s, own, new_ref, side, rd32(m + 31), rd32(m + 27));
-                if (r2 < 0 || changed(b, s, own, seq, ts, r1 < r2 ? r1 : r2) < 0)
+                if (r2 < 0 || changed(b, s, own, seq, ts, r1 < r2 ? r1 : r2, side) < 0)
                     return -1;
             }
         }
