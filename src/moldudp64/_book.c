@@ -159,7 +159,7 @@ static int rows_grow(BookCore *b, Rows *r)
     int64_t *d = malloc((size_t)stride * (size_t)r->width * sizeof(int64_t));
     if (d == NULL)
         return nomem(b);
-    for (Py_ssize_t c = 0; c < r->width; c++)
+    for (Py_ssize_t c = 0; c < r->width && r->n > 0; c++)
         memcpy(d + c * stride, r->d + c * r->stride, (size_t)r->n * sizeof(int64_t));
     free(r->d);
     r->d = d;
@@ -1180,7 +1180,7 @@ static PyObject *take_columns_of(Rows *r)
     if (out == NULL)
         return NULL;
     int64_t *dst = (int64_t *)PyBytes_AS_STRING(out);
-    for (Py_ssize_t c = 0; c < width; c++)
+    for (Py_ssize_t c = 0; c < width && n > 0; c++)
         memcpy(dst + c * n, r->d + c * r->stride, (size_t)n * sizeof(int64_t));
     rows_clear(r);
     return out;
