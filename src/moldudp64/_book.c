@@ -50,6 +50,8 @@ typedef struct {
 typedef struct {
     int32_t code;
     uint8_t emit;
+    /* last_bbo, last_depth may be behind the book (changes while not emitted) */
+    uint8_t stale_bbo, stale_depth;
     Side sides[2];
     int64_t last_bbo[6];
     int64_t *last_depth;
@@ -66,10 +68,15 @@ typedef struct {
     int64_t val; /* -1: empty */
 } Slot;
 
+/* a table's rows column after column: column c at d[c * stride, c * stride + n) (the
+ * Parquet side takes them as columns: no transpose); stride is cap and a cache line, so the
+ * columns written side by side do not fall in the same cache set */
 typedef struct {
     int64_t *d;
-    Py_ssize_t n, cap;
+    Py_ssize_t n, cap, stride, width; /* rows held, rows of room, ..., values per row */
 } Rows;
+
+#define ROWS_PAD 8
 
 typedef struct {
     PyObject_HEAD
@@ -108,6 +115,11 @@ typedef struct {
     uint64_t mwcb[3];
     unsigned long long unknown_orders, overfills, duplicate_orders, invalid, messages;
     unsigned long long zero_share_adds, names_reused;
+    /* feed() runs without the GIL: busy (set and read under the GIL) refuses every other
+     * call meanwhile; out of memory there is only noted (nomem) and raised with the GIL back;
+     * tstate: the thread state to take the GIL back with (NULL: the GIL is held) */
+    int busy, nomem;
+    PyThreadState *tstate;
 } BookCore;
 
 /* ------------------------------------------------------------------ helpers */
@@ -136,22 +148,41 @@ static inline uint64_t mix(uint64_t x)
     return x;
 }
 
-static int rows_push(Rows *r, const int64_t *v, Py_ssize_t k)
+/* out of memory, maybe without the GIL: noted, raised by feed() (or the caller) with it */
+static int nomem(BookCore *b)
 {
-    if (r->n + k > r->cap) {
-        Py_ssize_t cap = r->cap ? r->cap * 2 : 4096;
-        while (cap < r->n + k)
-            cap *= 2;
-        int64_t *d = realloc(r->d, (size_t)cap * sizeof(int64_t));
-        if (d == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        r->d = d;
-        r->cap = cap;
-    }
-    memcpy(r->d + r->n, v, (size_t)k * sizeof(int64_t));
-    r->n += k;
+    if (b->tstate == NULL)
+        PyErr_NoMemory();
+    else
+        b->nomem = 1;
+    return -1;
+}
+
+static int rows_grow(BookCore *b, Rows *r)
+{
+    Py_ssize_t cap = r->cap ? r->cap * 2 : 1024, stride = cap + ROWS_PAD;
+    if ((size_t)stride > (size_t)PY_SSIZE_T_MAX / sizeof(int64_t) / (size_t)r->width)
+        return nomem(b);
+    int64_t *d = malloc((size_t)stride * (size_t)r->width * sizeof(int64_t));
+    if (d == NULL)
+        return nomem(b);
+    for (Py_ssize_t c = 0; c < r->width && r->n > 0; c++)
+        memcpy(d + c * stride, r->d + c * r->stride, (size_t)r->n * sizeof(int64_t));
+    free(r->d);
+    r->d = d;
+    r->cap = cap;
+    r->stride = stride;
+    return 0;
+}
+
+static inline int rows_push(BookCore *b, Rows *r, const int64_t *v)
+{
+    if (r->n == r->cap && rows_grow(b, r) < 0)
+        return -1;
+    int64_t *p = r->d + r->n;
+    for (Py_ssize_t c = 0; c < r->width; c++)
+        p[c * r->stride] = v[c];
+    r->n++;
     return 0;
 }
 
@@ -174,8 +205,7 @@ static int hresize(BookCore *b, uint64_t cap)
 {
     Slot *t = malloc(cap * sizeof(Slot));
     if (t == NULL) {
-        PyErr_NoMemory();
-        return -1;
+        return nomem(b);
     }
     memset(t, 0xff, cap * sizeof(Slot));
     uint64_t mask = cap - 1;
@@ -232,7 +262,7 @@ static void herase(BookCore *b, uint64_t ref)
     t[i].val = -1;
     b->hcount--;
     if (b->hcap > 1024 && b->hcount * 8 < b->hcap && hresize(b, b->hcap / 2) < 0)
-        PyErr_Clear(); /* the larger table stays */
+        b->nomem = 0; /* the larger table stays */
 }
 
 /* ------------------------------------------------------------------ pools */
@@ -241,10 +271,11 @@ static int32_t order_alloc(BookCore *b)
 {
     if (b->orders_free < 0) {
         int32_t old = b->orders_cap, cap = old ? old * 2 : 1024;
+        if (old >= (1 << 30)) /* no int32 overflow, whatever the feed */
+            return nomem(b);
         Order *o = realloc(b->orders, (size_t)cap * sizeof(Order));
         if (o == NULL) {
-            PyErr_NoMemory();
-            return -1;
+            return nomem(b);
         }
         b->orders = o;
         for (int32_t i = cap - 1; i >= old; i--) {
@@ -268,10 +299,11 @@ static int32_t level_alloc(BookCore *b)
 {
     if (b->levels_free < 0) {
         int32_t old = b->levels_cap, cap = old ? old * 2 : 1024;
+        if (old >= (1 << 30))
+            return nomem(b);
         Level *l = realloc(b->levels, (size_t)cap * sizeof(Level));
         if (l == NULL) {
-            PyErr_NoMemory();
-            return -1;
+            return nomem(b);
         }
         b->levels = l;
         for (int32_t i = cap - 1; i >= old; i--) {
@@ -300,7 +332,7 @@ static Stock *get_stock(BookCore *b, uint16_t locate)
         return s;
     s = calloc(1, sizeof(Stock));
     if (s == NULL) {
-        PyErr_NoMemory();
+        nomem(b);
         return NULL;
     }
     s->code = -1;
@@ -311,7 +343,7 @@ static Stock *get_stock(BookCore *b, uint16_t locate)
         s->last_depth = calloc((size_t)b->depth * 6, sizeof(int64_t));
         if (s->last_depth == NULL) {
             free(s);
-            PyErr_NoMemory();
+            nomem(b);
             return NULL;
         }
         for (int i = 0; i < b->depth; i++) {
@@ -332,15 +364,13 @@ static PyObject *name_str(uint64_t raw)
     return PyUnicode_DecodeLatin1(p, n, NULL);
 }
 
-static int push_code(int32_t **a, int32_t *n, int32_t *cap, int32_t code)
+static int push_code(BookCore *b, int32_t **a, int32_t *n, int32_t *cap, int32_t code)
 {
     if (*n == *cap) {
         int32_t c = *cap ? *cap * 2 : 16;
-        int32_t *d = realloc(*a, (size_t)c * sizeof(int32_t));
-        if (d == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
+        int32_t *d = *cap >= (1 << 29) ? NULL : realloc(*a, (size_t)c * sizeof(int32_t));
+        if (d == NULL)
+            return nomem(b);
         *a = d;
         *cap = c;
     }
@@ -352,8 +382,11 @@ static int push_code(int32_t **a, int32_t *n, int32_t *cap, int32_t code)
 static int names_taken(BookCore *b)
 {
     for (int32_t i = 0; i < b->nretired_n; i++)
-        if (push_code(&b->nfree, &b->nfree_n, &b->nfree_cap, b->nretired[i]) < 0)
+        if (push_code(b, &b->nfree, &b->nfree_n, &b->nfree_cap, b->nretired[i]) < 0) {
+            b->nretired_n -= i; /* those not moved stay retired */
+            memmove(b->nretired, b->nretired + i, (size_t)b->nretired_n * sizeof(int32_t));
             return -1;
+        }
     b->nretired_n = 0;
     return 0;
 }
@@ -395,8 +428,8 @@ static int set_name(BookCore *b, Stock *s, uint64_t raw)
         s->code = -1;
         if (--b->nusers[old] == 0) {
             nerase(b, b->names[old]);
-            if (rows_held(b) ? push_code(&b->nretired, &b->nretired_n, &b->nretired_cap, old)
-                             : push_code(&b->nfree, &b->nfree_n, &b->nfree_cap, old))
+            if (rows_held(b) ? push_code(b, &b->nretired, &b->nretired_n, &b->nretired_cap, old)
+                             : push_code(b, &b->nfree, &b->nfree_n, &b->nfree_cap, old))
                 return -1;
         }
     }
@@ -421,17 +454,16 @@ static int set_name(BookCore *b, Stock *s, uint64_t raw)
     } else {
         if (b->names_n == b->names_cap) {
             int32_t cap = b->names_cap * 2;
+            if (b->names_cap >= (1 << 29))
+                return nomem(b);
             uint64_t *names = realloc(b->names, (size_t)cap * sizeof(uint64_t));
             if (names == NULL) {
-                PyErr_NoMemory();
-                return -1;
+                return nomem(b);
             }
             b->names = names;
             int32_t *users = realloc(b->nusers, (size_t)cap * sizeof(int32_t));
-            if (users == NULL) {
-                PyErr_NoMemory();
-                return -1;
-            }
+            if (users == NULL)
+                return nomem(b);
             b->nusers = users;
             b->names_cap = cap;
         }
@@ -447,8 +479,7 @@ static int set_name(BookCore *b, Stock *s, uint64_t raw)
             if (keys == NULL || vals == NULL) {
                 free(keys);
                 free(vals);
-                PyErr_NoMemory();
-                return -1;
+                return nomem(b);
             }
             memset(vals, 0xff, cap * sizeof(int32_t));
             for (int32_t c = 0; c < b->names_n; c++) {
@@ -471,11 +502,20 @@ static int set_name(BookCore *b, Stock *s, uint64_t raw)
     if (b->symbols == NULL) {
         s->emit = 1;
     } else {
+        /* a Python set: with the GIL (once per stock) */
+        PyThreadState *ts = b->tstate;
+        if (ts != NULL) {
+            b->tstate = NULL;
+            PyEval_RestoreThread(ts);
+        }
+        int in = -1;
         PyObject *name = name_str(raw);
-        if (name == NULL)
-            return -1;
-        int in = PySet_Contains(b->symbols, name);
-        Py_DECREF(name);
+        if (name != NULL) {
+            in = PySet_Contains(b->symbols, name);
+            Py_DECREF(name);
+        }
+        if (ts != NULL)
+            b->tstate = PyEval_SaveThread();
         if (in < 0)
             return -1;
         s->emit = (uint8_t)in;
@@ -524,14 +564,17 @@ static int32_t book_add(BookCore *b, Stock *s, uint16_t locate, uint64_t ref, in
     } else {
         if (sd->n == sd->cap) {
             int32_t cap = sd->cap ? sd->cap * 2 : 16;
+            if (sd->cap >= (1 << 30)) {
+                order_release(b, oi);
+                return nomem(b);
+            }
             int32_t *a = realloc(sd->lv, (size_t)cap * sizeof(int32_t));
             if (a != NULL)
                 sd->lv = a;
             uint32_t *k = a == NULL ? NULL : realloc(sd->keys, (size_t)cap * sizeof(uint32_t));
             if (k == NULL) {
                 order_release(b, oi);
-                PyErr_NoMemory();
-                return -1;
+                return nomem(b);
             }
             sd->keys = k;
             sd->cap = cap;
@@ -641,36 +684,70 @@ static void depth_values(const BookCore *b, const Stock *s, int64_t *out)
     }
 }
 
-static int changed(BookCore *b, Stock *s, uint16_t locate, uint64_t seq, int64_t ts, int32_t rank)
+/* a row of 4 head values then the rest from body (the stock's last values) */
+static inline int rows_push_head(BookCore *b, Rows *r, const int64_t *head, const int64_t *body)
 {
-    if (!s->emit)
-        return 0;
-    if (rank == 0 && b->want_bbo) {
-        int64_t v[BBO_WIDTH];
-        level_values(b, &s->sides[0], 0, v + 4);
-        level_values(b, &s->sides[1], 0, v + 7);
-        if (memcmp(v + 4, s->last_bbo, 6 * sizeof(int64_t)) != 0) {
-            memcpy(s->last_bbo, v + 4, 6 * sizeof(int64_t));
-            v[0] = (int64_t)seq;
-            v[1] = ts;
-            v[2] = locate;
-            v[3] = s->code;
-            if (rows_push(&b->bbo, v, BBO_WIDTH) < 0)
-                return -1;
+    if (r->n == r->cap && rows_grow(b, r) < 0)
+        return -1;
+    int64_t *p = r->d + r->n;
+    Py_ssize_t c = 0;
+    for (; c < 4; c++)
+        p[c * r->stride] = head[c];
+    for (; c < r->width; c++)
+        p[c * r->stride] = body[c - 4];
+    r->n++;
+    return 0;
+}
+
+/* levels rank.. of one side into last (3 values a level, every 6: both sides interleaved);
+ * whether any changed */
+static inline int side_into(const BookCore *b, const Side *sd, int32_t rank, int32_t count,
+                            int64_t *last)
+{
+    int diff = 0;
+    for (int32_t i = rank; i < count; i++) {
+        int64_t v[3];
+        int64_t *p = last + 6 * i;
+        level_values(b, sd, i, v);
+        if (p[0] != v[0] || p[1] != v[1] || p[2] != v[2]) {
+            p[0] = v[0];
+            p[1] = v[1];
+            p[2] = v[2];
+            diff = 1;
         }
     }
+    return diff;
+}
+
+/* rows after a change of the given side of a stock from level rank down (the levels above
+ * it are as they were): only those levels are read again, unless the stock's last values
+ * are stale (changes while it was not emitted: both sides, every level, compared) */
+static int changed(BookCore *b, Stock *s, uint16_t locate, uint64_t seq, int64_t ts, int32_t rank,
+                   int side)
+{
+    if (!s->emit) {
+        s->stale_bbo = s->stale_depth = 1;
+        return 0;
+    }
+    int64_t head[4] = {(int64_t)seq, ts, locate, s->code};
+    if (rank == 0 && b->want_bbo) {
+        int diff = side_into(b, &s->sides[side], 0, 1, s->last_bbo + 3 * side);
+        if (s->stale_bbo)
+            diff |= side_into(b, &s->sides[!side], 0, 1, s->last_bbo + 3 * !side);
+        s->stale_bbo = 0;
+        if (diff && rows_push_head(b, &b->bbo, head, s->last_bbo) < 0)
+            return -1;
+    }
     if (rank < b->depth && !b->interval_ns) {
-        int64_t *v = b->scratch;
-        depth_values(b, s, v + 4);
-        if (memcmp(v + 4, s->last_depth, (size_t)b->depth * 6 * sizeof(int64_t)) != 0) {
-            memcpy(s->last_depth, v + 4, (size_t)b->depth * 6 * sizeof(int64_t));
-            v[0] = (int64_t)seq;
-            v[1] = ts;
-            v[2] = locate;
-            v[3] = s->code;
-            if (rows_push(&b->depth_rows, v, 4 + 6 * b->depth) < 0)
-                return -1;
-        }
+        int diff;
+        if (s->stale_depth)
+            diff = side_into(b, &s->sides[0], 0, b->depth, s->last_depth)
+                   | side_into(b, &s->sides[1], 0, b->depth, s->last_depth + 3);
+        else
+            diff = side_into(b, &s->sides[side], rank, b->depth, s->last_depth + 3 * side);
+        s->stale_depth = 0;
+        if (diff && rows_push_head(b, &b->depth_rows, head, s->last_depth) < 0)
+            return -1;
     }
     return 0;
 }
@@ -691,7 +768,7 @@ static int sample(BookCore *b, int64_t ts)
             v[2] = l;
             v[3] = s->code;
             depth_values(b, s, v + 4);
-            if (rows_push(&b->depth_rows, v, 4 + 6 * b->depth) < 0)
+            if (rows_push(b, &b->depth_rows, v) < 0)
                 return -1;
         }
     }
@@ -705,7 +782,7 @@ static int trade_row(BookCore *b, uint64_t seq, int64_t ts, uint16_t locate, int
 {
     int64_t v[TRADES_WIDTH] = {(int64_t)seq, ts, locate, code, kind, price, (int64_t)shares,
                                side, (int64_t)ref, (int64_t)match, printable};
-    return rows_push(&b->trades, v, TRADES_WIDTH);
+    return rows_push(b, &b->trades, v);
 }
 
 static signed char LENGTHS[256];
@@ -741,7 +818,7 @@ static int apply(BookCore *b, const unsigned char *m, Py_ssize_t n, uint64_t seq
         } else {
             int side = m[19] == 'S';
             r1 = book_add(b, s, locate, ref, side, rd32(m + 32), rd32(m + 20));
-            if (r1 < 0 || changed(b, s, locate, seq, ts, r1) < 0)
+            if (r1 < 0 || changed(b, s, locate, seq, ts, r1, side) < 0)
                 return -1;
         }
         break;
@@ -769,8 +846,9 @@ static int apply(BookCore *b, const unsigned char *m, Py_ssize_t n, uint64_t seq
                              kind == 'E' ? (int64_t)o->price : (int64_t)rd32(m + 32), shares,
                              o->side ? 'S' : 'B', ref, match, printable) < 0)
                 return -1;
+            int side = o->side; /* o is released when it leaves */
             r1 = book_reduce(b, oi, shares);
-            if (changed(b, s, own, seq, ts, r1) < 0)
+            if (changed(b, s, own, seq, ts, r1, side) < 0)
                 return -1;
         }
         break;
@@ -783,9 +861,10 @@ static int apply(BookCore *b, const unsigned char *m, Py_ssize_t n, uint64_t seq
             b->unknown_orders++;
         } else {
             uint16_t own = b->orders[oi].locate;
+            int side = b->orders[oi].side;
             uint64_t shares = kind == 'X' ? rd32(m + 19) : b->orders[oi].shares;
             r1 = book_reduce(b, oi, shares);
-            if (changed(b, b->stocks[own], own, seq, ts, r1) < 0)
+            if (changed(b, b->stocks[own], own, seq, ts, r1, side) < 0)
                 return -1;
         }
         break;
@@ -803,17 +882,17 @@ static int apply(BookCore *b, const unsigned char *m, Py_ssize_t n, uint64_t seq
             if (new_ref != old && hfind(b, new_ref) >= 0) {
                 b->duplicate_orders++;
                 r1 = book_reduce(b, oi, o->shares);
-                if (changed(b, s, own, seq, ts, r1) < 0)
+                if (changed(b, s, own, seq, ts, r1, side) < 0)
                     return -1;
             } else if (rd32(m + 27) == 0) {
                 b->zero_share_adds++;
                 r1 = book_reduce(b, oi, o->shares);
-                if (changed(b, s, own, seq, ts, r1) < 0)
+                if (changed(b, s, own, seq, ts, r1, side) < 0)
                     return -1;
             } else {
                 r1 = book_reduce(b, oi, o->shares);
                 r2 = book_add(b, s, own, new_ref, side, rd32(m + 31), rd32(m + 27));
-                if (r2 < 0 || changed(b, s, own, seq, ts, r1 < r2 ? r1 : r2) < 0)
+                if (r2 < 0 || changed(b, s, own, seq, ts, r1 < r2 ? r1 : r2, side) < 0)
                     return -1;
             }
         }
@@ -980,6 +1059,9 @@ static int BookCore_init(BookCore *b, PyObject *args, PyObject *kwds)
             return -1;
     }
     b->depth = want_depth ? depth : 0;
+    b->bbo.width = BBO_WIDTH;
+    b->trades.width = TRADES_WIDTH;
+    b->depth_rows.width = 4 + 6 * b->depth;
     b->interval_ns = interval;
     b->next_sample = -1;
     if (symbols != Py_None) {
@@ -1007,11 +1089,18 @@ static int BookCore_init(BookCore *b, PyObject *args, PyObject *kwds)
     return 0;
 }
 
-#define READY(b)                                                                 \
-    if ((b)->slots == NULL) {                                                    \
-        PyErr_SetString(PyExc_RuntimeError, "BookCore.__init__ was not called"); \
-        return NULL;                                                             \
+#define READY(b)                                                                      \
+    if ((b)->slots == NULL) {                                                         \
+        PyErr_SetString(PyExc_RuntimeError, "BookCore.__init__ was not called");      \
+        return NULL;                                                                  \
+    }                                                                                 \
+    if ((b)->busy) {                                                                  \
+        PyErr_SetString(PyExc_RuntimeError, "BookCore.feed is running in another thread"); \
+        return NULL;                                                                  \
     }
+
+/* bytes from which feed() lets other threads run */
+#define GIL_FREE_BYTES 4096
 
 /* the order reference of a message that names a resting order (0: none) */
 static inline uint64_t ref_of(const unsigned char *m, Py_ssize_t n)
@@ -1048,6 +1137,12 @@ static PyObject *BookCore_feed(BookCore *b, PyObject *args)
     const unsigned char *data = view.buf;
     Py_ssize_t size = view.len, pos = 0, far = 0, near = 0, next = 0;
     int failed = 0;
+    /* a large piece is applied without the GIL (the Parquet threads encode meanwhile);
+     * every other call of this core is refused until it is done */
+    b->busy = 1;
+    b->nomem = 0;
+    if (size >= GIL_FREE_BYTES)
+        b->tstate = PyEval_SaveThread();
     for (int i = 0; i < FAR; i++)
         far = next_pos(data, size, far);
     for (int i = 0; i < NEAR; i++)
@@ -1065,7 +1160,7 @@ static PyObject *BookCore_feed(BookCore *b, PyObject *args)
                 uint64_t ref = ref_of(fm, flen);
                 if (ref)
                     __builtin_prefetch(&b->slots[mix(ref) & (b->hcap - 1)]);
-                if ((fm[0] == 'A' || fm[0] == 'F') && flen >= 3) {
+                if ((fm[0] == 'A' || fm[0] == 'F') && flen >= 20) { /* reads fm[19] */
                     Stock *fs = b->stocks[rd16(fm + 1)];
                     if (fs != NULL) {
                         const Side *sd = &fs->sides[fm[19] == 'S'];
@@ -1117,21 +1212,47 @@ static PyObject *BookCore_feed(BookCore *b, PyObject *args)
         seq++;
         pos += 2 + len;
     }
+    if (b->tstate != NULL) {
+        PyThreadState *ts = b->tstate;
+        b->tstate = NULL;
+        PyEval_RestoreThread(ts);
+    }
+    b->busy = 0;
     PyBuffer_Release(&view);
-    if (failed)
+    if (failed) {
+        if (b->nomem || !PyErr_Occurred())
+            PyErr_NoMemory();
+        b->nomem = 0;
         return NULL;
+    }
     return PyLong_FromSsize_t(pos);
 }
 
-static PyObject *take_rows(Rows *r)
+/* forget the rows taken; a very large buffer is given back */
+static void rows_clear(Rows *r)
 {
-    PyObject *out = PyBytes_FromStringAndSize((const char *)r->d, r->n * (Py_ssize_t)sizeof(int64_t));
     r->n = 0;
-    if (r->cap > (1 << 24)) { /* give a very large buffer back */
+    if (r->cap * r->width > (1 << 24)) {
         free(r->d);
         r->d = NULL;
-        r->cap = 0;
+        r->cap = r->stride = 0;
     }
+}
+
+/* the rows of r one after the other (row i's values at [i * width, (i + 1) * width)) */
+static PyObject *take_rows(Rows *r)
+{
+    Py_ssize_t n = r->n, width = r->width;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n * width * (Py_ssize_t)sizeof(int64_t));
+    if (out == NULL)
+        return NULL;
+    int64_t *dst = (int64_t *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t c = 0; c < width; c++) {
+        const int64_t *col = r->d + c * r->stride;
+        for (Py_ssize_t i = 0; i < n; i++)
+            dst[i * width + c] = col[i];
+    }
+    rows_clear(r);
     return out;
 }
 
@@ -1142,8 +1263,8 @@ static PyObject *BookCore_take(BookCore *b, PyObject *unused)
     if (names_taken(b) < 0)
         return NULL;
     PyObject *x = take_rows(&b->bbo);
-    PyObject *y = take_rows(&b->trades);
-    PyObject *z = take_rows(&b->depth_rows);
+    PyObject *y = x ? take_rows(&b->trades) : NULL;
+    PyObject *z = y ? take_rows(&b->depth_rows) : NULL;
     if (!x || !y || !z) {
         Py_XDECREF(x);
         Py_XDECREF(y);
@@ -1153,31 +1274,18 @@ static PyObject *BookCore_take(BookCore *b, PyObject *unused)
     return Py_BuildValue("(NNN)", x, y, z);
 }
 
-/* the rows of r column after column (column c of n rows at [c * n, (c + 1) * n)) */
-static PyObject *take_columns_of(Rows *r, Py_ssize_t width)
+/* the rows of r column after column (column c of n rows at [c * n, (c + 1) * n)): as the
+ * core holds them, a copy per column */
+static PyObject *take_columns_of(Rows *r)
 {
-    Py_ssize_t n = width ? r->n / width : 0;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, r->n * (Py_ssize_t)sizeof(int64_t));
+    Py_ssize_t n = r->n, width = r->width;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n * width * (Py_ssize_t)sizeof(int64_t));
     if (out == NULL)
         return NULL;
     int64_t *dst = (int64_t *)PyBytes_AS_STRING(out);
-    const int64_t *src = r->d;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t r0 = 0; r0 < n; r0 += 64) {
-        Py_ssize_t r1 = r0 + 64 < n ? r0 + 64 : n;
-        for (Py_ssize_t c = 0; c < width; c++) {
-            int64_t *d = dst + c * n;
-            for (Py_ssize_t i = r0; i < r1; i++)
-                d[i] = src[i * width + c];
-        }
-    }
-    Py_END_ALLOW_THREADS
-    r->n = 0;
-    if (r->cap > (1 << 24)) {
-        free(r->d);
-        r->d = NULL;
-        r->cap = 0;
-    }
+    for (Py_ssize_t c = 0; c < width && n > 0; c++)
+        memcpy(dst + c * n, r->d + c * r->stride, (size_t)n * sizeof(int64_t));
+    rows_clear(r);
     return out;
 }
 
@@ -1187,9 +1295,9 @@ static PyObject *BookCore_take_columns(BookCore *b, PyObject *unused)
     READY(b);
     if (names_taken(b) < 0)
         return NULL;
-    PyObject *x = take_columns_of(&b->bbo, BBO_WIDTH);
-    PyObject *y = x ? take_columns_of(&b->trades, TRADES_WIDTH) : NULL;
-    PyObject *z = y ? take_columns_of(&b->depth_rows, 4 + 6 * b->depth) : NULL;
+    PyObject *x = take_columns_of(&b->bbo);
+    PyObject *y = x ? take_columns_of(&b->trades) : NULL;
+    PyObject *z = y ? take_columns_of(&b->depth_rows) : NULL;
     if (!x || !y || !z) {
         Py_XDECREF(x);
         Py_XDECREF(y);
@@ -1202,10 +1310,8 @@ static PyObject *BookCore_take_columns(BookCore *b, PyObject *unused)
 static PyObject *BookCore_pending(BookCore *b, PyObject *unused)
 {
     (void)unused;
-    Py_ssize_t n = b->bbo.n / BBO_WIDTH + b->trades.n / TRADES_WIDTH;
-    if (b->depth)
-        n += b->depth_rows.n / (4 + 6 * b->depth);
-    return PyLong_FromSsize_t(n);
+    READY(b);
+    return PyLong_FromSsize_t(b->bbo.n + b->trades.n + b->depth_rows.n);
 }
 
 static PyObject *BookCore_names(BookCore *b, PyObject *arg)
@@ -1406,6 +1512,7 @@ static PyObject *BookCore_state(BookCore *b, PyObject *arg)
 static PyObject *BookCore_locates(BookCore *b, PyObject *unused)
 {
     (void)unused;
+    READY(b);
     PyObject *list = PyList_New(0);
     if (list == NULL)
         return NULL;
@@ -1426,6 +1533,7 @@ static PyObject *BookCore_locates(BookCore *b, PyObject *unused)
 static PyObject *BookCore_name_code(BookCore *b, PyObject *arg)
 {
     uint16_t locate;
+    READY(b);
     if (locate_arg(arg, &locate) < 0)
         return NULL;
     Stock *s = b->stocks[locate];

@@ -197,18 +197,15 @@ class BookTables:
             "depth": depth_schema(depth),
         }
 
-    def _stock(self, codes: Any) -> Any:
+    @staticmethod
+    def _head(cols: Any, names: Any) -> list[Any]:
         np, pa, pc = _arrow()
-        index = pa.array(codes.astype(np.int32), mask=codes < 0)
-        return pc.take(self._name_array, index)
-
-    def _head(self, cols: Any) -> list[Any]:
-        np, pa, _ = _arrow()
+        codes = cols[3]
         return [
             pa.array(cols[0].view(np.uint64)),
             pa.array(cols[1]),
             pa.array(cols[2].astype(np.uint16)),
-            self._stock(cols[3]),
+            pc.take(names, pa.array(codes.astype(np.int32), mask=codes < 0)),
         ]
 
     def take(self) -> dict[str, Any]:
@@ -230,13 +227,29 @@ class BookTables:
 
     def convert(self, grabbed: Grabbed) -> dict[str, Any]:
         """Record batches of what :meth:`grab` took (calls in the order of the grabs)."""
-        np, pa, _ = _arrow()
-        columnar, (bbo_raw, trades_raw, depth_raw), new, start = grabbed
+        columnar, raws, new, start = grabbed
+        names = self.name_array(new, start)
+        out: dict[str, Any] = {}
+        for table, raw in zip(ALL_TABLES, raws, strict=True):
+            if raw:
+                out[table] = self.convert_table(table, columnar, raw, names)
+        return out
+
+    def name_array(self, new: list[str], start: int) -> Any:
+        """The stock names by code as an Arrow array, with the ``new`` names of a grab from
+        code ``start`` (calls in the order of the grabs; cheap when there are none)."""
+        _, pa, _ = _arrow()
         if new:
             self._names[start:] = new
             self._name_array = pa.array(self._names, pa.string())
+        return self._name_array
+
+    def convert_table(self, table: str, columnar: bool, raw: bytes, names: Any) -> Any:
+        """The record batch of one table's rows as :meth:`grab` took them (``names``: the
+        :meth:`name_array` of that grab); any thread."""
+        np, pa, _ = _arrow()
         # one contiguous array per column: every later step is a sequential pass over
-        # memory, not a gather across 8 * width-byte strides (the C core transposes itself)
+        # memory, not a gather across 8 * width-byte strides (the C core holds them so)
         if columnar:
 
             def columns(raw: bytes, width: int) -> Any:
@@ -248,13 +261,11 @@ class BookTables:
                 rows = np.frombuffer(raw, dtype=np.int64).reshape(-1, width)
                 return np.ascontiguousarray(rows.T)
 
-        out: dict[str, Any] = {}
-
-        if bbo_raw:
-            c = columns(bbo_raw, BBO_WIDTH)
-            out["bbo"] = pa.RecordBatch.from_arrays(
+        if table == "bbo":
+            c = columns(raw, BBO_WIDTH)
+            return pa.RecordBatch.from_arrays(
                 [
-                    *self._head(c),
+                    *self._head(c, names),
                     _decimals(c[4]),
                     _decimals(c[7]),
                     pa.array(c[5].view(np.uint64)),
@@ -264,14 +275,14 @@ class BookTables:
                 ],
                 schema=self.schemas["bbo"],
             )
-        if trades_raw:
-            c = columns(trades_raw, TRADES_WIDTH)
+        if table == "trades":
+            c = columns(raw, TRADES_WIDTH)
             kind = c[4]
             broken = kind == ord("B")
             no_ref = broken | (kind == ord("Q"))
-            out["trades"] = pa.RecordBatch.from_arrays(
+            return pa.RecordBatch.from_arrays(
                 [
-                    *self._head(c),
+                    *self._head(c, names),
                     _chars(kind),
                     _decimals(c[5]),
                     pa.array(c[6].view(np.uint64), mask=broken),
@@ -282,33 +293,31 @@ class BookTables:
                 ],
                 schema=self.schemas["trades"],
             )
-        if depth_raw:
-            c = columns(depth_raw, depth_width(self.depth))
-            arrays = self._head(c)
-            for i in range(self.depth):
-                b = 4 + 6 * i
-                arrays += [
-                    _decimals(c[b]),
-                    pa.array(c[b + 1].view(np.uint64)),
-                    pa.array(c[b + 2].astype(np.uint32)),
-                    _decimals(c[b + 3]),
-                    pa.array(c[b + 4].view(np.uint64)),
-                    pa.array(c[b + 5].astype(np.uint32)),
-                ]
-            out["depth"] = pa.RecordBatch.from_arrays(arrays, schema=self.schemas["depth"])
-        return out
+        c = columns(raw, depth_width(self.depth))
+        arrays = self._head(c, names)
+        for i in range(self.depth):
+            b = 4 + 6 * i
+            arrays += [
+                _decimals(c[b]),
+                pa.array(c[b + 1].view(np.uint64)),
+                pa.array(c[b + 2].astype(np.uint32)),
+                _decimals(c[b + 3]),
+                pa.array(c[b + 4].view(np.uint64)),
+                pa.array(c[b + 5].astype(np.uint32)),
+            ]
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schemas["depth"])
 
 
 class _Encoder:
-    """Arrow conversion, Parquet encoding and compression on a thread of their own (NumPy
-    and pyarrow release the GIL there), so the book and its tables use two cores; a bounded
-    queue of jobs keeps memory bounded. Jobs run in order. An error of the thread is raised
-    by the next :meth:`put` or :meth:`close`."""
+    """Arrow conversion, Parquet encoding and compression of a table on a thread of its own
+    (NumPy, pyarrow and the C core's feed release the GIL), so the book and its tables use
+    every core; a bounded queue of jobs keeps memory bounded. Jobs run in order. An error of
+    the thread is raised by the next :meth:`put` or :meth:`close`."""
 
-    def __init__(self, depth: int = 1) -> None:
+    def __init__(self, name: str, depth: int = 1) -> None:
         self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="book-parquet", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"book-{name}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
@@ -392,7 +401,8 @@ class BookWriter:
         #: (first, last) before the source's first message: never seen, books unreliable.
         self.unseen: list[tuple[int, int]] = []
         self._drained = time.monotonic()
-        self._encoder = _Encoder()
+        # a thread per table (depth, the largest, alone on one; book_state with bbo)
+        self._encoders = {name: _Encoder(name) for name in ALL_TABLES}
         #: Held while the book changes: :meth:`snapshot` (another thread) sees whole batches.
         self.lock = threading.Lock()
 
@@ -417,15 +427,20 @@ class BookWriter:
         return writer
 
     def _drain(self) -> None:
-        grabbed = self._tables.grab()
-        if any(grabbed[1]) or grabbed[2]:
-            self._encoder.put(lambda: self._write(self._tables.convert(grabbed)))
+        columnar, raws, new, start = self._tables.grab()
+        names = self._tables.name_array(new, start)
+        for table, raw in zip(ALL_TABLES, raws, strict=True):
+            if raw:
+                self._encoders[table].put(
+                    lambda table=table, raw=raw: self._write(  # type: ignore[misc]
+                        table, self._tables.convert_table(table, columnar, raw, names)
+                    )
+                )
 
-    def _write(self, batches: dict[str, Any]) -> None:
-        """(On the encoding thread.) Append batches to their files."""
-        for name, batch in batches.items():
-            self._writer(name, batch.schema).write_batch(batch)
-            self.rows[name] = self.rows.get(name, 0) + batch.num_rows
+    def _write(self, name: str, batch: Any) -> None:
+        """(On the table's encoding thread.) Append a batch to its file."""
+        self._writer(name, batch.schema).write_batch(batch)
+        self.rows[name] = self.rows.get(name, 0) + batch.num_rows
 
     def lose(self, session: str, first: int, last: int) -> None:
         """Record messages ``first..last`` lost for good: a ``book_state`` row."""
@@ -448,7 +463,7 @@ class BookWriter:
             ],
             schema=book_state_schema(),
         )
-        self._encoder.put(lambda: self._write({"book_state": batch}))
+        self._encoders["bbo"].put(lambda: self._write("book_state", batch))
 
     def _check_seq(self, session: str, seq_num: int, count: int) -> bool:
         if self.session is None:
@@ -533,7 +548,14 @@ class BookWriter:
             try:
                 self._drain()
             finally:
-                self._encoder.close()
+                errors = []
+                for encoder in self._encoders.values():
+                    try:
+                        encoder.close()
+                    except BaseException as exc:  # every thread ends; the first error told
+                        errors.append(exc)
+                if errors:
+                    raise errors[0]
             for name in self.tables:
                 self._writer(name, self._tables.schemas[name])
         finally:
