@@ -325,3 +325,29 @@ def test_stocks_renamed_in_and_out_of_the_symbols_agree_with_python(depth: int) 
     assert c.feed(data, 1) == py.feed(data, 1) == len(data)  # one piece: without the GIL
     rows = py.take()
     assert all(rows) and c.take() == rows
+
+
+def test_bookwriter_names_what_it_never_saw_and_applies_repeats_once(tmp_path: Any) -> None:
+    """The listen sink path (a live feed or a capture): a first message numbered 5 leaves a
+    book_state row for 1..4 (not a loss); a batch repeating messages already written is
+    applied from its first new message on (the repeats counted, as the receiver drops
+    duplicates)."""
+    import pyarrow.parquet as pq
+
+    from moldudp64.itch50.book_tables import BookWriter
+
+    writer = BookWriter(tmp_path / "o")
+    directory = _directory(1, b"ZZZ")
+    adds = [_add(i, b"B", 10, 100 + i) for i in range(1, 5)]
+    writer.write("S1", 5, [directory, *adds[:2]])  # messages 5, 6, 7
+    writer.write("S1", 6, adds)  # 6 and 7 again, then 8 and 9 new
+    assert writer.repeated == 2 and writer.unseen == [(1, 4)] and not writer.lost
+    assert writer.core.duplicate_orders == 0 and writer.core.orders_resting == 4
+    summary = writer.summary()
+    writer.close()
+    assert "2 messages already applied" in summary and "1..4 never seen" in summary
+    state = pq.read_table(tmp_path / "o" / "book_state.parquet").to_pylist()
+    assert [(r["first_seq"], r["last_seq"]) for r in state] == [(1, 4)]
+    assert "before the source's first message" in state[0]["state"]
+    bbo = pq.read_table(tmp_path / "o" / "bbo.parquet").to_pylist()
+    assert [r["seq"] for r in bbo] == [6, 7, 8, 9]
