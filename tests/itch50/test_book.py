@@ -266,3 +266,24 @@ def test_stocks_renamed_in_and_out_of_the_symbols_agree_with_python(depth: int) 
     assert c.feed(data, 1) == py.feed(data, 1) == len(data)  # one piece: without the GIL
     rows = py.take()
     assert all(rows) and c.take() == rows
+
+
+@pytest.mark.skipif(book_module.CBookCore is None, reason="the C core is not built")
+def test_the_c_core_feeds_without_the_gil_and_refuses_other_calls_meanwhile() -> None:
+    import threading
+
+    data = binaryfile_bytes(generate_day(20_000, seed=3, stocks=10)) * 3  # 1.8 MB: >= 10 ms
+    core = new_core(depth=10)
+    used: list[int] = []
+    feeder = threading.Thread(target=lambda: used.append(core.feed(data, 1)))
+    refused = 0
+    feeder.start()
+    while feeder.is_alive():  # this thread runs while the feed does: the GIL is free
+        try:
+            core.bbo(1)
+        except RuntimeError as exc:
+            assert "another thread" in str(exc)
+            refused += 1
+    feeder.join()
+    assert used == [len(data)] and refused > 0
+    assert core.messages == 60_000 and core.pending() > 0  # usable again
