@@ -351,3 +351,24 @@ def test_bookwriter_names_what_it_never_saw_and_applies_repeats_once(tmp_path: A
     assert "before the source's first message" in state[0]["state"]
     bbo = pq.read_table(tmp_path / "o" / "bbo.parquet").to_pylist()
     assert [r["seq"] for r in bbo] == [6, 7, 8, 9]
+
+
+@pytest.mark.skipif(book_module.CBookCore is None, reason="the C core is not built")
+def test_the_c_core_feeds_without_the_gil_and_refuses_other_calls_meanwhile() -> None:
+    import threading
+
+    data = binaryfile_bytes(generate_day(20_000, seed=3, stocks=10)) * 3  # 1.8 MB: >= 10 ms
+    core = new_core(depth=10)
+    used: list[int] = []
+    feeder = threading.Thread(target=lambda: used.append(core.feed(data, 1)))
+    refused = 0
+    feeder.start()
+    while feeder.is_alive():  # this thread runs while the feed does: the GIL is free
+        try:
+            core.bbo(1)
+        except RuntimeError as exc:
+            assert "another thread" in str(exc)
+            refused += 1
+    feeder.join()
+    assert used == [len(data)] and refused > 0
+    assert core.messages == 60_000 and core.pending() > 0  # usable again
