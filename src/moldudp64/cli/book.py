@@ -7,7 +7,7 @@ import argparse
 import asyncio
 import os
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from ..capture import CaptureReader, FileKind, detect_file_kind
 from ..exceptions import CaptureError, MissingDependency
@@ -218,18 +218,56 @@ class _Unbounded:
     next_seq_num = 1 << 62
 
 
+class _Snapshots(Protocol):
+    """What a snapshot server serves from: the book now as ITCH messages ending with End
+    of Snapshot (a :class:`BookWriter`, or :class:`FeedBook`)."""
+
+    def snapshot(self) -> list[bytes]: ...
+
+
+class FeedBook:
+    """The book alone, no tables: what ``gateway --snapshot-port`` serves, built from the
+    messages the gateway stores (``write``, from the feed's thread; :meth:`snapshot` from
+    the snapshot server's, between two writes)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        from ..itch50.book import new_core
+
+        self.core = new_core(0, None, 0, frozenset())
+        self.next_seq: int | None = None
+        self.lock = threading.Lock()
+
+    def write(self, seq_num: int, messages: list[bytes]) -> None:
+        """Apply consecutive messages; ``messages[0]`` has sequence number ``seq_num``."""
+        from ..wire import join_blocks
+
+        blocks = join_blocks(messages)
+        with self.lock:
+            self.core.feed(blocks, seq_num)
+            self.next_seq = seq_num + len(messages)
+
+    def snapshot(self) -> list[bytes]:
+        """The book now, ending with End of Snapshot naming the next feed number."""
+        from ..itch50.book import snapshot_messages
+
+        with self.lock:
+            return snapshot_messages(self.core, self.next_seq or 1)
+
+
 class _SnapshotSession:
     """``--snapshot-port``: each client that logs in gets the book as it is then (taken
     between two batches), GLIMPSE style, as a session of its own ending with End of Snapshot
     and End of Session (the :class:`~moldudp64.soupbintcp.StoreSession` interface, one
     store per connection)."""
 
-    def __init__(self, writer: BookWriter, session: str) -> None:
+    def __init__(self, book: _Snapshots, session: str) -> None:
         import weakref
 
         from ..soupbintcp import StoreSession
 
-        self.writer = writer
+        self.book = book
         self.store = _Unbounded()
         self.finished = True
         self._base = StoreSession(session, self.store)
@@ -239,7 +277,7 @@ class _SnapshotSession:
         from ..store import MemoryStore
 
         store = MemoryStore()
-        store.extend(self.writer.snapshot())
+        store.extend(self.book.snapshot())
         self._base.store = store
         refused = self._base.login(core, request, now)
         if refused is None:
@@ -254,17 +292,18 @@ class _SnapshotSession:
         return self._base.fill(core, now)
 
 
-def _snapshot_server(args: argparse.Namespace, writer: BookWriter) -> Any:
-    """The GLIMPSE-style snapshot server of ``--snapshot-port`` (started), or None."""
+def snapshot_server(args: argparse.Namespace, book: _Snapshots, command: str) -> Any:
+    """The GLIMPSE-style snapshot server of ``--snapshot-port`` (``book``, ``gateway``)
+    serving ``book``'s snapshots (started, its address said), or None without the option."""
     if args.snapshot_port is None:
         return None
     from ..sync.soupbintcp import SoupServer
 
     server = SoupServer(_Unbounded(), "SNAPSHOT", (args.snapshot_addr, args.snapshot_port))
-    server.session = _SnapshotSession(writer, "SNAPSHOT")  # type: ignore[assignment]
+    server.session = _SnapshotSession(book, "SNAPSHOT")  # type: ignore[assignment]
     server.start()
     host, port = server.address
-    _say(f"moldudp64 book: snapshots on soup://{host}:{port}")
+    _say(f"moldudp64 {command}: snapshots on soup://{host}:{port}")
     return server
 
 
@@ -303,7 +342,7 @@ def cmd_book(args: argparse.Namespace) -> int:
     code = EXIT_OK
     server = None
     try:
-        server = _snapshot_server(args, writer)
+        server = snapshot_server(args, writer, "book")
         if kind == "file":
             try:
                 file_kind = detect_file_kind(source)

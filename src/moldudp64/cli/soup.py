@@ -359,6 +359,15 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     if args.soup_port is None:
         raise UsageError("gateway needs --soup-port PORT")
     username, password = _soup_credentials(args)
+    book = None
+    if args.snapshot_port is not None:
+        if args.start_seq not in (None, 1):
+            raise UsageError(
+                "--snapshot-port builds the book from the whole session: leave out --start-seq"
+            )
+        from .book import FeedBook
+
+        book = FeedBook()
     temporary = args.output is None
     if temporary:
         fd, path = tempfile.mkstemp(prefix="moldudp64-gateway-", suffix=".bin")
@@ -376,6 +385,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     lock = threading.Lock()
     client = feed_client(args)
     server: SoupServer | None = None
+    snapshots = None
     metrics = None
     session: str | None = args.session
     written = 0
@@ -400,6 +410,10 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         host, soup_port = server.address
         name = _session_label(session) if session is not None else "(the feed's)"
         _say(f"moldudp64 gateway: session {name} over SoupBinTCP on {host}:{soup_port}")
+        if book is not None:
+            from .book import snapshot_server
+
+            snapshots = snapshot_server(args, book, "gateway")
         metrics = start_metrics(
             args.metrics_port,
             args.metrics_addr,
@@ -437,6 +451,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
                                 )
                             with lock:
                                 base.extend(ev.messages)
+                            if book is not None:
+                                book.write(ev.seq_num, ev.messages)
                             written += len(ev.messages)
                         elif isinstance(ev, MessagesLost):
                             lost = ev
@@ -488,6 +504,9 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         stats = server.stats if server is not None else None
         if server is not None:
             server.close()
+        snapshot_stats = snapshots.stats if snapshots is not None else None
+        if snapshots is not None:
+            snapshots.close()
         store.close()
         if temporary:
             os.unlink(path)
@@ -496,6 +515,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         parts.append(f"session {_session_label(session)}")
     if stats is not None:
         parts.append(_server_summary(stats))
+    if snapshot_stats is not None:
+        parts.append(f"snapshots: {_server_summary(snapshot_stats)}")
     end = (
         "feed session ended" if ended
         else f"lost {lost.first_seq}..{lost.last_seq} on the feed" if lost is not None
