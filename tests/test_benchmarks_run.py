@@ -37,10 +37,10 @@ def test_runner_prints_the_table(multicast: None) -> None:
         assert "# skipped live ITCH: the book needs the arrow extra" in lines
         return
     itch = next(i for i, line in enumerate(lines) if line.startswith("live: moldudp64 listen -o"))
-    assert "lost=0, same_file=True, ratio=1.0," in lines[itch + 1], lines[itch + 1]
+    assert "same_file=True, lost=0, ratio=1.0," in lines[itch + 1], lines[itch + 1]
     book = next(i for i, line in enumerate(lines) if line.startswith("live: moldudp64 book"))
     assert lines[book].endswith("MET"), lines[book]
-    assert "lost=0, same_tables=True, ratio=1.0," in lines[book + 1], lines[book + 1]
+    assert "same_tables=True, lost=0, ratio=1.0," in lines[book + 1], lines[book + 1]
 
 
 def test_help_says_what_each_part_measures_without_issue_numbers() -> None:
