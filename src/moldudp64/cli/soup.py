@@ -365,7 +365,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
             raise UsageError(
                 "--snapshot-port builds the book from the whole session: leave out --start-seq"
             )
-        from .book import FeedBook
+        from .snapshots import FeedBook
 
         book = FeedBook()
     temporary = args.output is None
@@ -411,7 +411,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         name = _session_label(session) if session is not None else "(the feed's)"
         _say(f"moldudp64 gateway: session {name} over SoupBinTCP on {host}:{soup_port}")
         if book is not None:
-            from .book import snapshot_server
+            from .snapshots import snapshot_server
 
             snapshots = snapshot_server(args, book, "gateway")
         metrics = start_metrics(
