@@ -10,8 +10,10 @@ Parts (each can be left out with --skip NAME):
              (loopback; run with core, or alone when core is skipped)
   inspect    moldudp64 inspect of a generated 1,000,000-packet pcap, beside tshark
   memory     peak memory: a 10,000,000-message BinaryFILE through serve and inspect
-  live       a C sender at full blast to moldudp64 listen, beside a C recvmmsg() loop
-             (root for a private network namespace, and a C compiler)
+  live       a C sender at full blast to moldudp64 listen, beside a C recvmmsg() loop;
+             then a generated 3,000,000-message ITCH 5.0 day at full blast to the C loop,
+             listen -o and moldudp64 book (its tables checked against book on the file)
+             (root for a private network namespace, and a C compiler; the book: arrow extra)
   fairness   a client's share of re-request answers while 8 hosts flood the server
   itch50     TotalView-ITCH 5.0 decoding (columnar, Parquet, per message) and
              inspect --decode itch50 --format parquet beside plain inspect (arrow extra)
@@ -32,6 +34,7 @@ Parts whose needs are missing are skipped with the reason.
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import socket
 import subprocess
@@ -126,6 +129,106 @@ def bench_live(packets: int, blast: Path, mmsg_recv: Path, tmp: Path) -> list[Re
     return results
 
 
+def _same_parquet(a: Path, b: Path) -> bool:
+    """Whether two Parquet files hold the same rows (compared a batch at a time)."""
+    import pyarrow.parquet as pq
+
+    fa, fb = pq.ParquetFile(a), pq.ParquetFile(b)
+    if fa.metadata.num_rows != fb.metadata.num_rows or fa.schema_arrow != fb.schema_arrow:
+        return False
+    pairs = zip(fa.iter_batches(65536), fb.iter_batches(65536), strict=True)
+    return all(x.equals(y) for x, y in pairs)
+
+
+def bench_live_itch(messages: int, blast: Path, mmsg_recv: Path, tmp: Path) -> list[Result]:
+    """A generated ITCH 5.0 day (``messages``) at full blast (blast -f: MTU-sized packets),
+    to the C recvmmsg() loop, ``listen -o`` and ``moldudp64 book``, one after the other
+    with the same sender; the live book's tables against ``book`` on the same file.
+    ``lost``: messages sent and not delivered (``said_lost``: those the command reported
+    lost; a tail lost with the end of session is not known to it: exit 4, idle);
+    ``exit_after_sender_s``: how long the receiver took to finish after the sender did
+    (which sends end of session for 1 s after its last packet)."""
+    from moldudp64.binaryfile import write_binaryfile
+    from moldudp64.itch50.generator import generate_day
+
+    day = tmp / "itch-day.bin"
+    write_binaryfile(day, generate_day(messages, seed=1))
+    offline = tmp / "book-offline"
+    done = measure.run_measured([*measure.moldudp64_command(), "book", str(day), "-o",
+                                 str(offline)])  # fmt: skip
+    if done.code != 0:
+        raise RuntimeError(f"book {day} exited {done.code}")
+    offline_cpu = done.cpu
+    results = []
+    port = PORT + 10
+    for label in ("C recvmmsg loop", "moldudp64 listen -o", "moldudp64 book"):
+        port += 1
+        feed = f"{GROUP}:{port}"
+        err_path = tmp / "live-itch.err"
+        out = tmp / ("live-itch.bin" if label.endswith("-o") else "book-live")
+        with open(err_path, "wb") as err:
+            if label.startswith("C"):
+                receiver, report = measure.spawn_measured([str(mmsg_recv), GROUP, str(port), "5"])
+                assert receiver.stdout is not None
+                receiver.stdout.readline()  # "ready"
+            else:
+                command = "book" if label.endswith("book") else "listen"
+                extra = [] if command == "book" else ["--format", "binaryfile"]
+                receiver, report = measure.spawn_measured(
+                    [*measure.moldudp64_command(), command, feed, "--interface", "127.0.0.1",
+                     "--output", str(out), *extra, "--idle-timeout", "10"],
+                    stderr=err.fileno(),
+                )  # fmt: skip
+                time.sleep(2.0)  # interpreter start-up (pyarrow for the book) and join
+            sender = subprocess.run(
+                [str(blast), GROUP, str(port), "-f", str(day)],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            done = measure.finish_measured(receiver, report, 600)
+        text = err_path.read_text(errors="replace")
+        notes: dict[str, object] = {"of": messages}
+        if label.startswith("C"):
+            words = done.stdout.split()
+            delivered = int(words[words.index("messages") + 1])
+        elif command == "listen":
+            found = re.search(r"(\d+) messages written", text)
+            delivered = int(found.group(1)) if found else 0
+            lost = re.search(r"(\d+) lost", text)
+            notes["said_lost"] = int(lost.group(1)) if lost else "?"
+            notes["same_file"] = out.exists() and out.read_bytes() == day.read_bytes()
+        else:
+            found = re.search(r"(\d+) messages, rows", text)
+            delivered = int(found.group(1)) if found else 0
+            lost = re.search(r"(\d+) messages lost", text)
+            notes["said_lost"] = int(lost.group(1)) if lost else 0
+            names = ("bbo", "trades", "depth")
+            notes["same_tables"] = all(
+                (out / f"{n}.parquet").exists()
+                and _same_parquet(out / f"{n}.parquet", offline / f"{n}.parquet")
+                for n in names
+            )
+        notes.update(
+            lost=messages - delivered,
+            ratio=round(delivered / messages, 4),
+            cpu_s=round(done.cpu, 2),
+            peak_rss_mb=round(done.rss_mb, 1),
+            exit_after_sender_s=round(done.wall, 1),
+            exit=done.code,
+            sender=sender.stdout.strip(),
+        )
+        results.append(Result(f"live: {label}, ITCH day", delivered, "messages", notes=notes))
+    _, listen, book = results
+    book.notes["cpu_x_listen"] = round(
+        float(str(book.notes["cpu_s"])) / max(0.01, float(str(listen.notes["cpu_s"]))), 2
+    )
+    book.notes["offline_book_cpu_s"] = round(offline_cpu, 2)
+    book.target = "ratio 1.0, 0 lost, the tables of book on the file"
+    book.met = (
+        book.value == messages and book.notes["lost"] == 0 and bool(book.notes["same_tables"])
+    )
+    return results
+
+
 def bench_open_gaps(n_gaps: int) -> Result:
     """The core's cost per datagram with ``n_gaps`` gaps open (bench_receiver.open_gaps)."""
     import bench_receiver  # beside this file
@@ -179,6 +282,13 @@ def main(argv: list[str] | None = None) -> int:
                 skipped.append(f"live: {built}")
             else:
                 results.extend(bench_live(max(1000, int(300_000 * scale)), *built, tmp))
+                try:
+                    import pyarrow  # noqa: F401  (the book's tables)
+                except ImportError:
+                    skipped.append("live ITCH: the book needs the arrow extra")
+                else:
+                    n_itch = max(10_000, int(3_000_000 * scale))
+                    results.extend(bench_live_itch(n_itch, *built, tmp))
         if "fairness" not in skip:
             import bench_server  # beside this file
 

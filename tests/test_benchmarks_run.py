@@ -29,6 +29,18 @@ def test_runner_prints_the_table(multicast: None) -> None:
     listen = next(i for i, line in enumerate(lines) if line.startswith("live: moldudp64 listen"))
     # Every message the C sender sent reached listen's BinaryFILE (a tiny, unhurried run).
     assert "ratio_to_C=1.0," in lines[listen + 1]
+    # The ITCH day at full blast: listen -o wrote the file itself, the live book built the
+    # tables book builds from the file.
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        assert "# skipped live ITCH: the book needs the arrow extra" in lines
+        return
+    itch = next(i for i, line in enumerate(lines) if line.startswith("live: moldudp64 listen -o"))
+    assert "same_file=True, lost=0, ratio=1.0," in lines[itch + 1], lines[itch + 1]
+    book = next(i for i, line in enumerate(lines) if line.startswith("live: moldudp64 book"))
+    assert lines[book].endswith("MET"), lines[book]
+    assert "same_tables=True, lost=0, ratio=1.0," in lines[book + 1], lines[book + 1]
 
 
 def test_help_says_what_each_part_measures_without_issue_numbers() -> None:

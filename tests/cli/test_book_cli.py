@@ -272,11 +272,20 @@ def book_state(path: Path) -> tuple[Any, ...]:
     return tuple(out)
 
 
+#: What serves snapshots of a live feed: ``book`` (its tables too), ``gateway`` (the feed
+#: over SoupBinTCP too); each joins the feed with re-requests and announces its snapshots.
+SNAPSHOT_SERVERS = {
+    "book": ("book", "{feed}", "-o", "{dir}/book"),
+    "gateway": ("gateway", "{feed}", "--soup-port", "0", "--soup-addr", "127.0.0.1"),
+}
+
+
+@pytest.mark.parametrize("server", sorted(SNAPSHOT_SERVERS))
 def test_a_late_joiner_from_a_snapshot_builds_the_same_book(
-    multicast: None, tmp_path: Path
+    multicast: None, tmp_path: Path, server: str
 ) -> None:
-    """book --snapshot-port on the live feed; listen --snapshot joins mid-day: its snapshot
-    then the feed build the same book as the whole day does."""
+    """book (or gateway) --snapshot-port on the live feed; listen --snapshot joins mid-day:
+    its snapshot then the feed build the same book as the whole day does."""
     import re
     import socket
 
@@ -284,15 +293,19 @@ def test_a_late_joiner_from_a_snapshot_builds_the_same_book(
 
     total = 30_000
     port = free_port()
-    book = start(
-        "book", f"{GROUP}:{port}", "-o", str(tmp_path / "book"), "--snapshot-port", "0",
-        "--request-server", f"127.0.0.1:{port + 1}", "--idle-timeout", "20",
+    args = [a.format(feed=f"{GROUP}:{port}", dir=tmp_path) for a in SNAPSHOT_SERVERS[server]]
+    serving = start(
+        *args, "--snapshot-port", "0", "--request-server", f"127.0.0.1:{port + 1}",
+        "--idle-timeout", "20",
     )  # fmt: skip
-    assert book.stderr is not None
-    first = book.stderr.readline().decode()
-    found = re.search(r"snapshots on (soup://127\.0\.0\.1:\d+)", first)
-    assert found, first
-    assert "joined" in book.stderr.readline().decode()
+    assert serving.stderr is not None
+    said = ""
+    while "joined" not in said:
+        line = serving.stderr.readline().decode()
+        assert line, said + serving.stderr.read().decode()
+        said += line
+    found = re.search(r"snapshots on (soup://127\.0\.0\.1:\d+)", said)
+    assert found, said
     watch = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     watch.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     watch.bind((GROUP, port))
@@ -312,14 +325,22 @@ def test_a_late_joiner_from_a_snapshot_builds_the_same_book(
                    "-o", str(tmp_path / "late.bin"))  # fmt: skip
         assert late.returncode == 0, late.stderr.decode()
         assert "snapshot:" in late.stderr.decode()
-        code, err = finish(book)
+        if server == "gateway":  # serves until stopped, once it has the whole session
+            while "serving them until stopped" not in said:
+                line = serving.stderr.readline().decode()
+                assert line, said
+                said += line
+            serving.terminate()
+        code, err = finish(serving)
         assert code == 0, err
+        if server == "gateway":
+            assert "feed session ended" in err and "snapshots: 1 connection, 1 login" in err
     finally:
         watch.close()
         publisher.kill()
         publisher.wait()
-        book.kill()
-        book.wait()
+        serving.kill()
+        serving.wait()
     whole = tmp_path / "whole.bin"
     write_binaryfile(whole, generate_itch(total, seed=12))
     late_file = tmp_path / "late.bin"

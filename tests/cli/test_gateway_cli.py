@@ -142,3 +142,13 @@ def test_the_gateway_listens_at_once_and_rejects_logins_until_it_knows_the_sessi
     finally:
         gateway.send_signal(signal.SIGTERM)
         finish(gateway)
+
+
+def test_snapshots_need_the_whole_session() -> None:
+    """--snapshot-port builds the book from message 1: a later --start-seq is refused."""
+    from cli_helpers import assert_one_line_error
+
+    feed = f"{GROUP}:{free_port()}"
+    args = ("--soup-port", "0", "--snapshot-port", "0", "--start-seq", "100")
+    line = assert_one_line_error(run("gateway", feed, *args))
+    assert "leave out --start-seq" in line, line

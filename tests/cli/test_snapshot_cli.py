@@ -114,6 +114,53 @@ def test_snapshot_then_the_feed_is_every_message_once(
     assert list(iter_binaryfile(out)) == MESSAGES  # snapshot + feed: nothing missed or doubled
 
 
+def test_data_beyond_the_feeds_end_is_named_as_listen_names_it(
+    multicast: None, tmp_path: Path
+) -> None:
+    """Two forged datagrams 100,000 ahead (vouching for each other) arrive after listen
+    joined: every real message is written, the real end ends the session, and the forged
+    data is named in the summary (exit 3), as plain listen does."""
+    from moldudp64.wire import build_packet
+
+    source = tmp_path / "input.bin"
+    write_binaryfile(source, MESSAGES)
+    port = free_port()
+    out = tmp_path / "out.bin"
+    server, finisher = snapshot_server(500, zero_padded=False, delay=0.5)
+    host, soup_port = server.address
+    try:
+        with watch_feed(port) as feed:
+            pub = start(
+                "publish", f"{GROUP}:{port}", "--session", SESSION, "--input", str(source),
+                "--request-port", str(port + 1), "--rate", "3000",
+                "--end-of-session-duration", "1",
+            )  # fmt: skip
+            wait_past(feed, 700)
+            listen = start(
+                "listen", f"{GROUP}:{port}", "--snapshot", f"soup://{host}:{soup_port}",
+                "--request-server", f"127.0.0.1:{port + 1}", "-o", str(out),
+                "--idle-timeout", "20",
+            )  # fmt: skip
+            assert listen.stderr is not None
+            joined = listen.stderr.readline().decode()
+            assert "joined" in joined, joined
+            tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+            with tx:
+                for n in (0, 1):
+                    tx.sendto(build_packet(SESSION, 100_000 + n, [b"forged"]), (GROUP, port))
+        code, err = finish(pub)
+        assert code == 0, err
+        code, said = finish(listen)
+    finally:
+        finisher.join(5)
+        server.close()
+    assert list(iter_binaryfile(out)) == MESSAGES, said
+    assert "session ended:" in said and "0 lost" in said, said
+    assert "2 messages arrived after the end of session" in said and "100000-100001" in said
+    assert code == 3, said
+
+
 def test_a_snapshot_without_end_of_snapshot_is_an_error(multicast: None, tmp_path: Path) -> None:
     store = MemoryStore()
     store.extend(MESSAGES[:10])

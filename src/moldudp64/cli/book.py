@@ -28,9 +28,15 @@ from .common import (
 )
 from .inspect import refuse_non_binaryfile
 from .options import _session_label
+from .snapshots import snapshot_server
 
 #: Bytes of a BinaryFILE read (and applied) at a time.
 READ_BYTES = 1 << 20
+#: The kernel receive buffer per live line socket when root: the book spends several times
+#: listen's CPU per message, so a full-blast burst waits in the kernel while it catches up.
+#: 128 MiB (the kernel doubles it for its own accounting) holds about 116,000 packets of
+#: 1,472 bytes: 5M ITCH messages.
+BOOK_RCVBUF = 128 * 1024 * 1024
 
 
 def _writer(args: argparse.Namespace) -> BookWriter:
@@ -112,7 +118,7 @@ def _book_live(args: argparse.Namespace, writer: BookWriter) -> int:
     from .feed import feed_client
     from .listen import _receive
 
-    client = feed_client(args)
+    client = feed_client(args, rcvbuf=BOOK_RCVBUF)
     status = _Status(_stderr_is_terminal())
     client.open()
     _say(f"moldudp64 book: joined {args.source[0]}:{args.source[1]}")
@@ -206,64 +212,6 @@ def _book_soup(args: argparse.Namespace, writer: BookWriter) -> int:
     return _live_end(args, writer, result)
 
 
-class _Unbounded:
-    """What the snapshot server's ``session.store`` says: always more to send, until the
-    connection's own snapshot is all sent (then End of Session)."""
-
-    first_seq_num = 1
-    next_seq_num = 1 << 62
-
-
-class _SnapshotSession:
-    """``--snapshot-port``: each client that logs in gets the book as it is then (taken
-    between two batches), GLIMPSE style, as a session of its own ending with End of Snapshot
-    and End of Session (the :class:`~moldudp64.soupbintcp.StoreSession` interface, one
-    store per connection)."""
-
-    def __init__(self, writer: BookWriter, session: str) -> None:
-        import weakref
-
-        from ..soupbintcp import StoreSession
-
-        self.writer = writer
-        self.store = _Unbounded()
-        self.finished = True
-        self._base = StoreSession(session, self.store)
-        self._stores: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-
-    def login(self, core: Any, request: Any, now: float) -> str | None:
-        from ..store import MemoryStore
-
-        store = MemoryStore()
-        store.extend(self.writer.snapshot())
-        self._base.store = store
-        refused = self._base.login(core, request, now)
-        if refused is None:
-            self._stores[core] = store
-        return refused
-
-    def fill(self, core: Any, now: float) -> int:
-        store = self._stores.get(core)
-        if store is None:
-            return 0
-        self._base.store = store
-        return self._base.fill(core, now)
-
-
-def _snapshot_server(args: argparse.Namespace, writer: BookWriter) -> Any:
-    """The GLIMPSE-style snapshot server of ``--snapshot-port`` (started), or None."""
-    if args.snapshot_port is None:
-        return None
-    from ..sync.soupbintcp import SoupServer
-
-    server = SoupServer(_Unbounded(), "SNAPSHOT", (args.snapshot_addr, args.snapshot_port))
-    server.session = _SnapshotSession(writer, "SNAPSHOT")  # type: ignore[assignment]
-    server.start()
-    host, port = server.address
-    _say(f"moldudp64 book: snapshots on soup://{host}:{port}")
-    return server
-
-
 def _source_kind(text: str) -> tuple[str, Any]:
     """'file' (a path that exists), 'nats', 'soup' or 'live' (a GROUP:PORT), with the parsed
     value."""
@@ -306,7 +254,7 @@ def cmd_book(args: argparse.Namespace) -> int:
     code = EXIT_OK
     server = None
     try:
-        server = _snapshot_server(args, writer)
+        server = snapshot_server(args, writer, "book")
         if kind == "file":
             if file_kind in (FileKind.PCAP, FileKind.PCAPNG):
                 code = _book_capture(args, writer)

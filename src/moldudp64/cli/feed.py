@@ -24,12 +24,18 @@ def _is_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def feed_client(args: argparse.Namespace, on_datagram: DatagramHook | None = None) -> MoldUDP64:
+def feed_client(
+    args: argparse.Namespace,
+    on_datagram: DatagramHook | None = None,
+    *,
+    rcvbuf: int = LISTEN_RCVBUF,
+) -> MoldUDP64:
     """The client ``listen`` (and ``bridge``) reads a feed with, from the feed options.
 
     Pull mode: the calling thread reads, runs the core and takes the events (no thread
-    hand-offs); a large kernel buffer (root may force it past net.core.rmem_max) takes
-    the bursts (the client is imported here: the parser imports this module)."""
+    hand-offs); a large kernel buffer (``rcvbuf`` per line socket: root may force it past
+    net.core.rmem_max) takes the bursts (the client is imported here: the parser imports
+    this module)."""
     from ..net import DEFAULT_RCVBUF
     from ..sync.client import MoldUDP64
 
@@ -41,7 +47,7 @@ def feed_client(args: argparse.Namespace, on_datagram: DatagramHook | None = Non
         args.start_seq,
         line_b_addr=args.line_b,
         request_delay=args.request_delay,
-        rcvbuf=LISTEN_RCVBUF if _is_root() else DEFAULT_RCVBUF,
+        rcvbuf=rcvbuf if _is_root() else DEFAULT_RCVBUF,
         receiver_thread=False,
         on_datagram=on_datagram,
         coalesce=LISTEN_COALESCE,

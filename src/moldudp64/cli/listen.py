@@ -6,7 +6,7 @@ import argparse
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -304,6 +304,69 @@ def _after_end_text(result: _ListenResult) -> str:
     return text
 
 
+def _say_summary(
+    result: _ListenResult,
+    core: Any,
+    args: argparse.Namespace,
+    elapsed: float,
+    *,
+    written: str | None = None,
+    first_seq: int | None = None,
+    before_start: str = "messages before --start-seq skipped",
+    notes: Sequence[str] = (),
+    after: Sequence[str] = (),
+    failure_end: str = "error",
+) -> None:
+    """Say how a listen run ended (``listen GROUP:PORT``, ``--snapshot``, ``soup://``): one
+    line with what was written, the session and range, the receiver core's counts
+    (``core``, None without one), ``notes``, what was lost, the time and ``after``; then the
+    ranges lost for good and data beyond the end of session. ``written`` and
+    ``first_seq`` replace the first part and the range's start (a snapshot's),
+    ``before_start`` names the core's messages before the first one wanted."""
+    parts = [written or f"{result.written} messages written"]
+    if result.session is not None:
+        first = result.first_seq if first_seq is None else first_seq
+        parts.append(f"session {_session_label(result.session)} seq {first}..{result.last_seq}")
+    if core is not None:
+        parts.append(
+            f"{core.gaps_detected} gaps, {core.messages_recovered} recovered, "
+            f"{core.duplicate_messages} duplicates"
+        )
+    parts.extend(notes)
+    parts.append(f"{result.lost_messages} lost")
+    if result.after_end_messages:
+        parts.append(f"{result.after_end_messages} after the end of session not written")
+    if core is not None:
+        if core.other_session_packets:
+            parts.append(f"{core.other_session_packets} datagrams of other sessions not written")
+        if core.messages_before_start:
+            parts.append(f"{core.messages_before_start} {before_start}")
+    parts.append(f"{elapsed:.1f} s")
+    parts.extend(after)
+    end = (
+        "interrupted" if result.interrupted
+        else "session ended" if result.ended
+        else failure_end if result.failure
+        else f"the feed moved on to session {_session_label(result.changed_to)} without an "
+        "end of this one (not written: one output holds one session)"
+        if result.changed_to is not None
+        else f"idle for {args.idle_timeout} s" if result.idle
+        else f"--count {args.count} reached"
+        if args.count is not None and result.written >= args.count
+        else "stopped"
+    )  # fmt: skip
+    _say(f"moldudp64 listen: {end}: " + ", ".join(parts))
+    if result.failure:
+        _say(f"moldudp64 listen: error: {result.failure}")
+    if result.lost:
+        _say(f"moldudp64 listen: messages lost for good: {_lost_text(result)}")
+    if result.after_end:
+        _say(
+            f"moldudp64 listen: {result.after_end_messages} messages arrived after the "
+            f"end of session (a forged end, or a publisher that went on): {_after_end_text(result)}"
+        )
+
+
 def cmd_listen(args: argparse.Namespace) -> int:
     """moldudp64 listen GROUP:PORT: join, recover, write every message in order once."""
     if isinstance(args.group, NatsSource):  # a session stored in JetStream
@@ -363,50 +426,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
             if tap is not None:
                 tap.close()
     elapsed = time.monotonic() - t0
-    core = client.stats.receiver
-    parts = [f"{result.written} messages written"]
-    if result.session is not None:
-        parts.append(
-            f"session {_session_label(result.session)} seq {result.first_seq}..{result.last_seq}"
-        )
-    if core is not None:
-        parts.append(
-            f"{core.gaps_detected} gaps, {core.messages_recovered} recovered, "
-            f"{core.duplicate_messages} duplicates"
-        )
-    parts.append(f"{result.lost_messages} lost")
-    if result.after_end_messages:
-        parts.append(f"{result.after_end_messages} after the end of session not written")
-    if core is not None:
-        if core.other_session_packets:
-            parts.append(f"{core.other_session_packets} datagrams of other sessions not written")
-        if core.messages_before_start:
-            parts.append(f"{core.messages_before_start} messages before --start-seq skipped")
-    parts.append(f"{elapsed:.1f} s")
-    if tap is not None:
-        parts.append(f"{tap.writer.count} datagrams captured to {args.capture}")
-    end = (
-        "interrupted"
-        if result.interrupted
-        else "session ended"
-        if result.ended
-        else f"the feed moved on to session {_session_label(result.changed_to)} without an "
-        "end of this one (not written: one output holds one session)"
-        if result.changed_to is not None
-        else f"idle for {args.idle_timeout} s"
-        if result.idle
-        else f"--count {args.count} reached"
-        if args.count is not None and result.written >= args.count
-        else "stopped"
-    )
-    _say(f"moldudp64 listen: {end}: " + ", ".join(parts))
-    if result.lost:
-        _say(f"moldudp64 listen: messages lost for good: {_lost_text(result)}")
-    if result.after_end:
-        _say(
-            f"moldudp64 listen: {result.after_end_messages} messages arrived after the "
-            f"end of session (a forged end, or a publisher that went on): {_after_end_text(result)}"
-        )
+    after = [f"{tap.writer.count} datagrams captured to {args.capture}"] if tap else []
+    _say_summary(result, client.stats.receiver, args, elapsed, after=after)
     if result.interrupted:
         return EXIT_INTERRUPTED
     if result.lost_messages or result.after_end_messages:

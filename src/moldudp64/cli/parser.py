@@ -605,6 +605,26 @@ there) and the exit code is 3.
 """
 
 
+def _add_snapshot_server(p: argparse.ArgumentParser, book: str) -> None:
+    """--snapshot-port and --snapshot-addr: GLIMPSE-style snapshots of ``book``."""
+    p.add_argument(
+        "--snapshot-port",
+        metavar="PORT",
+        type=_type("port", _port_from(0)),
+        help=f"serve GLIMPSE-style snapshots of {book} over SoupBinTCP on this port (0: any "
+        "free one): each login gets the system event, every stock's directory, trading "
+        "state and an Add Order per resting order in priority order, then End of Snapshot "
+        "with the feed number to continue from (listen --snapshot soup://... joins late)",
+    )
+    p.add_argument(
+        "--snapshot-addr",
+        metavar="ADDR",
+        type=IPV4,
+        default="127.0.0.1",
+        help="address of the snapshot server (default 127.0.0.1)",
+    )
+
+
 def _add_book(sub: Any) -> None:
     """The ``book`` command's arguments."""
     p = sub.add_parser(
@@ -657,22 +677,7 @@ def _add_book(sub: Any) -> None:
         type=CAPTURED_PORT,
         help="captures: only UDP datagrams from or to this port",
     )
-    p.add_argument(
-        "--snapshot-port",
-        metavar="PORT",
-        type=_type("port", _port_from(0)),
-        help="serve GLIMPSE-style snapshots of the book over SoupBinTCP on this port (0: any "
-        "free one): each login gets the system event, every stock's directory, trading "
-        "state and an Add Order per resting order in priority order, then End of Snapshot "
-        "with the feed number to continue from (listen --snapshot soup://... joins late)",
-    )
-    p.add_argument(
-        "--snapshot-addr",
-        metavar="ADDR",
-        type=IPV4,
-        default="127.0.0.1",
-        help="address of the snapshot server (default 127.0.0.1)",
-    )
+    _add_snapshot_server(p, "the book")
     p.add_argument(
         "--max-retries",
         metavar="N",
@@ -859,12 +864,16 @@ examples:
   moldudp64 gateway 239.1.1.1:30001 --request-server 10.0.0.5:30002 --soup-port 30010 \\
       --output day.bin
   moldudp64 listen soup://127.0.0.1:30010 --start-seq 1000 -o tail.bin
+  moldudp64 gateway 239.1.1.1:30001 --soup-port 30010 --snapshot-port 30020   # late joiners:
+  moldudp64 listen 239.1.1.1:30001 --snapshot soup://127.0.0.1:30020 -o late.bin
 
 Joins the feed (recovering gaps), appends every message to --output (a BinaryFILE: memory
 stays bounded) and serves it over SoupBinTCP, each client from the number it asks for.
 A range lost on the feed stops the served session there: clients are disconnected after the
 last message before it with no End of Session, a login at or past it is rejected (S), and
-the loss is logged and summarised (exit 3).
+the loss is logged and summarised (exit 3). With --snapshot-port it also keeps the feed's
+ITCH 5.0 order book (from message 1: --start-seq is refused) and serves it as GLIMPSE-style
+snapshots, as book --snapshot-port does.
 """
 
 
@@ -890,5 +899,6 @@ def _add_gateway(sub: Any) -> None:
     )
     _add_stop(p)
     _add_serve_soup(p)
+    _add_snapshot_server(p, "the ITCH 5.0 order book built from the feed")
     _add_metrics(p)
     p.set_defaults(func=_Command("soup", "cmd_gateway"))

@@ -71,8 +71,7 @@ def cmd_listen_soup(args: argparse.Namespace) -> int:
     from ..metrics import FieldsCollector, start_metrics
     from ..soupbintcp import LoginRejectedError
     from ..sync.soupbintcp import CannotResume, SoupBinTCP
-    from .listen import _lost_text, _receive
-    from .options import _session_label
+    from .listen import _receive, _say_summary
     from .sinks import open_sink
 
     source: SoupSource = args.group
@@ -148,33 +147,16 @@ def cmd_listen_soup(args: argparse.Namespace) -> int:
             metrics.close()
         sink.close()
     elapsed = time.monotonic() - t0
-    parts = [f"{result.written} messages written"]
-    if result.session is not None:
-        parts.append(
-            f"session {_session_label(result.session)} seq {result.first_seq}..{result.last_seq}"
-        )
-    if client.connections > 1:
-        parts.append(f"{client.connections - 1} reconnects")
-    parts.append(f"{result.lost_messages} lost")
-    parts.append(f"{elapsed:.1f} s")
-    end = (
-        "interrupted"
-        if result.interrupted
-        else "session ended"
-        if result.ended
-        else f"cannot resume at {client.next_seq_num}"
-        if failure
-        else f"idle for {args.idle_timeout} s"
-        if result.idle
-        else f"--count {args.count} reached"
-        if args.count is not None and result.written >= args.count
-        else "stopped"
+    result.failure = failure
+    reconnects = [f"{client.connections - 1} reconnects"] if client.connections > 1 else []
+    _say_summary(
+        result,
+        None,
+        args,
+        elapsed,
+        notes=reconnects,
+        failure_end=f"cannot resume at {client.next_seq_num}",
     )
-    _say(f"moldudp64 listen: {end}: " + ", ".join(parts))
-    if failure:
-        _say(f"moldudp64 listen: {failure}")
-    if result.lost:
-        _say(f"moldudp64 listen: messages lost for good: {_lost_text(result)}")
     if result.interrupted:
         return EXIT_INTERRUPTED
     if failure or result.lost_messages:
@@ -377,6 +359,15 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     if args.soup_port is None:
         raise UsageError("gateway needs --soup-port PORT")
     username, password = _soup_credentials(args)
+    book = None
+    if args.snapshot_port is not None:
+        if args.start_seq not in (None, 1):
+            raise UsageError(
+                "--snapshot-port builds the book from the whole session: leave out --start-seq"
+            )
+        from .snapshots import FeedBook
+
+        book = FeedBook()
     temporary = args.output is None
     if temporary:
         fd, path = tempfile.mkstemp(prefix="moldudp64-gateway-", suffix=".bin")
@@ -394,6 +385,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     lock = threading.Lock()
     client = feed_client(args)
     server: SoupServer | None = None
+    snapshots = None
     metrics = None
     session: str | None = args.session
     written = 0
@@ -418,6 +410,10 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         host, soup_port = server.address
         name = _session_label(session) if session is not None else "(the feed's)"
         _say(f"moldudp64 gateway: session {name} over SoupBinTCP on {host}:{soup_port}")
+        if book is not None:
+            from .snapshots import snapshot_server
+
+            snapshots = snapshot_server(args, book, "gateway")
         metrics = start_metrics(
             args.metrics_port,
             args.metrics_addr,
@@ -455,6 +451,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
                                 )
                             with lock:
                                 base.extend(ev.messages)
+                            if book is not None:
+                                book.write(ev.seq_num, ev.messages)
                             written += len(ev.messages)
                         elif isinstance(ev, MessagesLost):
                             lost = ev
@@ -506,6 +504,9 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         stats = server.stats if server is not None else None
         if server is not None:
             server.close()
+        snapshot_stats = snapshots.stats if snapshots is not None else None
+        if snapshots is not None:
+            snapshots.close()
         store.close()
         if temporary:
             os.unlink(path)
@@ -514,6 +515,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         parts.append(f"session {_session_label(session)}")
     if stats is not None:
         parts.append(_server_summary(stats))
+    if snapshot_stats is not None:
+        parts.append(f"snapshots: {_server_summary(snapshot_stats)}")
     end = (
         "feed session ended" if ended
         else f"lost {lost.first_seq}..{lost.last_seq} on the feed" if lost is not None
@@ -647,8 +650,7 @@ def cmd_listen_snapshot(args: argparse.Namespace) -> int:
     the number its End of Snapshot gives; the feed is joined first and held meanwhile."""
     from ..net import open_client_sockets
     from .feed import feed_client
-    from .listen import _lost_text, _receive
-    from .options import _session_label
+    from .listen import _receive, _say_summary
     from .sinks import open_sink
 
     if args.start_seq is not None:
@@ -715,37 +717,22 @@ def cmd_listen_snapshot(args: argparse.Namespace) -> int:
     finally:
         sink.close()
     elapsed = time.monotonic() - t0
-    core = client.stats.receiver
-    parts = [f"{snap.messages} snapshot and {result.written} feed messages written"]
-    if result.session is not None:
-        parts.append(
-            f"session {_session_label(result.session)} seq {snap.next_seq}..{result.last_seq}"
-        )
-    if core is not None:
-        parts.append(f"{core.gaps_detected} gaps, {core.messages_recovered} recovered")
-        if core.messages_before_start:
-            parts.append(f"{core.messages_before_start} feed messages in the snapshot skipped")
-    parts.append(f"{result.lost_messages} lost")
-    parts.append(f"{elapsed:.1f} s")
-    if snap.lost:
-        parts.append(f"{sum(b - a + 1 for a, b in snap.lost)} snapshot messages missing")
-    end = (
-        "interrupted" if result.interrupted
-        else "session ended" if result.ended
-        else "error" if result.failure
-        else f"idle for {args.idle_timeout} s" if result.idle
-        else "stopped"
-    )  # fmt: skip
-    _say(f"moldudp64 listen: {end}: " + ", ".join(parts))
-    if result.failure:
-        _say(f"moldudp64 listen: error: {result.failure}")
+    missing = sum(b - a + 1 for a, b in snap.lost)
+    _say_summary(
+        result,
+        client.stats.receiver,
+        args,
+        elapsed,
+        written=f"{snap.messages} snapshot and {result.written} feed messages written",
+        first_seq=snap.next_seq,
+        before_start="feed messages in the snapshot skipped",
+        after=[f"{missing} snapshot messages missing"] if snap.lost else [],
+    )
     if snap.lost:
         _say(f"moldudp64 listen: snapshot incomplete: {_snapshot_lost_text(snap)}")
-    if result.lost:
-        _say(f"moldudp64 listen: messages lost for good: {_lost_text(result)}")
     if result.interrupted:
         return EXIT_INTERRUPTED
-    if result.lost_messages or result.failure or snap.lost:
+    if result.lost_messages or result.after_end_messages or result.failure or snap.lost:
         return EXIT_LOST
     if result.idle:
         return EXIT_IDLE
