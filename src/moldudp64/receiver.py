@@ -69,10 +69,11 @@ reported lost. Requests are cheap, beliefs are costly:
 - **Time never goes back**: a ``now`` below the last one counts as the last one, and
   later ones move on from there (the step back is kept in ``_skew``).
 - **A session switch needs evidence**: the followed session ended (and its gaps are
-  settled), or it sent nothing for ``stale_after`` while the other session is live (two
-  distinct datagrams, the last within ``stale_after``) and has carried data (heartbeats
-  and ends of session alone, any datagram without data, never make a session followed,
-  first or next). Until then the other session's
+  settled, however long that takes within their attempts), or it sent nothing for
+  ``stale_after`` while the other session is live (two distinct datagrams, the last
+  within ``stale_after``), has carried data, and no end of the followed one was believed
+  (heartbeats and ends of session alone, any datagram without data, never make a session
+  followed, first or next). Until then the other session's
   datagrams wait (bounded; see :class:`ReceiverConfig`). A session left is never
   followed again; sessions that were never followed cannot push it out of that memory.
 - **A dead server costs one request timeout.** Servers that answer (nothing unanswered
@@ -283,7 +284,8 @@ class ReceiverConfig:
     - ``follow_session_changes`` True: when not pinned, a new session on the feed is
       followed (:class:`SessionChanged`) once the evidence is there: the current one
       ended (end of session believed, gaps settled), or it sent nothing for
-      ``stale_after`` while the new one is live; ``stale_after`` None: only after an end.
+      ``stale_after`` while the new one is live and its end was not believed;
+      ``stale_after`` None: only after an end.
       Meanwhile the new one's datagrams wait (within the held bounds; beyond them they
       are counted as ``next_session_backlog_full`` and requested once followed); packets
       of a session left behind are dropped (``old_session``), never spliced in. False
@@ -1691,8 +1693,12 @@ class ReceiverCore:
                 return
             last = now if self._last_live is None else self._last_live
             silent_at = None if stale_after is None else last + stale_after
+            # (a session whose end was believed is not stale but finishing its gaps within
+            # their attempts: the switch waits for _end, above; giving them up here would
+            # report lost what its servers still hold)
             if (
                 silent_at is not None
+                and self._eos is None
                 and now >= silent_at
                 and cands[best].distinct >= 2
                 and cands[best].carries
