@@ -269,16 +269,19 @@ def session_change(
     sim.run(pause)
     sim.new_session("SESSION002")
     feed(sim, second, rng)
-    assert sim.check_exact("SESSION002") == []
-    if "SESSION001" not in sim.live_data_arrived:
-        # its data were all lost, only its ends arrived: a session of ends alone never
+    followed = [e.session for e in sim.events if isinstance(e, SessionStarted)]
+    followed += [e.new_session for e in sim.events if isinstance(e, SessionChanged)]
+    assert set(sim.live_data_arrived) <= set(followed)
+    for name in followed:
+        assert sim.check_exact(name) == []
+    if followed != ["SESSION001", "SESSION002"]:
+        # a session whose data were all lost on the line showed only its ends: it never
         # wins over one with data (README, "Sessions": a stray's ends must not capture the
-        # receiver), so the receiver starts with the second and never knew the first
-        assert sim.events[0] == SessionStarted("SESSION002", 1)
-        assert not [e for e in sim.events if getattr(e, "session", None) == "SESSION001"]
-        assert sim.core.session == "SESSION002" and sim.core.ended
+        # receiver), so the receiver never knew it
+        unknown = [e for e in sim.events if getattr(e, "session", None) not in followed]
+        assert len(followed) == 1 and not unknown
+        assert sim.core.session == followed[0] and sim.core.ended
         return sim
-    assert sim.check_exact("SESSION001") == []
     changed = [e for e in sim.events if isinstance(e, SessionChanged)]
     assert changed == [SessionChanged("SESSION001", "SESSION002", 1)]
     ended = [e for e in sim.events if isinstance(e, SessionEnded)]
@@ -289,8 +292,9 @@ def session_change(
 
 
 @SETTINGS
-# a hunt example: the first session's one data packet was lost on the line
+# hunt examples: the first session's one data packet was lost on the line, the second's
 @example(seed=1, drop=0.25, reorder=0.0, answer_drop=0.0, first=[1], second=[1], pause=0.006)
+@example(seed=238, drop=0.25, reorder=0.0, answer_drop=0.0, first=[1], second=[1], pause=0.006)
 @given(
     seed=st.integers(0, 2**32 - 1),
     drop=probability,
