@@ -68,12 +68,13 @@ reported lost. Requests are cheap, beliefs are costly:
   progress: its request runs on to its timeout and backoff.
 - **Time never goes back**: a ``now`` below the last one counts as the last one, and
   later ones move on from there (the step back is kept in ``_skew``).
-- **A session switch needs evidence**: the followed session ended (and its gaps are
-  settled, however long that takes within their attempts), or it sent nothing for
-  ``stale_after`` while the other session is live (two distinct datagrams, the last
-  within ``stale_after``), has carried data, and no end of the followed one was believed
-  (heartbeats and ends of session alone, any datagram without data, never make a session
-  followed, first or next). Until then the other session's
+- **A session switch needs evidence**: the followed session ended, or it sent nothing
+  for ``stale_after`` while the other session is live (two distinct datagrams, the last
+  within ``stale_after``) and has carried data (heartbeats and ends of session alone, any
+  datagram without data, never make a session followed, first or next). Either way the
+  gaps the feed passed (after a believed end, all) are settled first: recovered, or given
+  up with their own reason within their attempts; only numbers the feed never passed are
+  given up as ``session changed``. Until then the other session's
   datagrams wait (bounded; see :class:`ReceiverConfig`). A session left is never
   followed again; sessions that were never followed cannot push it out of that memory.
 - **A dead server costs one request timeout.** Servers that answer (nothing unanswered
@@ -283,8 +284,8 @@ class ReceiverConfig:
       requested automatically and :meth:`ReceiverCore.request` adds requests.
     - ``follow_session_changes`` True: when not pinned, a new session on the feed is
       followed (:class:`SessionChanged`) once the evidence is there: the current one
-      ended (end of session believed, gaps settled), or it sent nothing for
-      ``stale_after`` while the new one is live and its end was not believed;
+      ended (end of session believed), or it sent nothing for ``stale_after`` while the
+      new one is live, and (either way) the gaps the feed passed are settled;
       ``stale_after`` None: only after an end.
       Meanwhile the new one's datagrams wait (within the held bounds; beyond them they
       are counted as ``next_session_backlog_full`` and requested once followed); packets
@@ -1693,15 +1694,12 @@ class ReceiverCore:
                 return
             last = now if self._last_live is None else self._last_live
             silent_at = None if stale_after is None else last + stale_after
-            # (a session whose end was believed is not stale but finishing its gaps within
-            # their attempts: the switch waits for _end, above; giving them up here would
-            # report lost what its servers still hold)
             if (
                 silent_at is not None
-                and self._eos is None
                 and now >= silent_at
                 and cands[best].distinct >= 2
                 and cands[best].carries
+                and not self._passed_gap_open()
             ):
                 self._switch_to(best, now)
                 return
@@ -1722,6 +1720,14 @@ class ReceiverCore:
                 if c.ends and not c.carries and now < c.first_at + self.config.end_confirm < check:
                     check = c.first_at + self.config.end_confirm
         self._switch_check = check if check < _INF else None
+
+    def _passed_gap_open(self) -> bool:
+        """Whether a gap the feed has passed (a believed end passes them all) is still being
+        asked for: real data its servers hold, which a switch on staleness would report lost
+        although it has attempts left. The switch waits until it is recovered or given up
+        with its own reason (the attempts, the servers, the memory bound: all bounded)."""
+        passed = self._wit - _WITNESSES
+        return any(seg.wit0 <= passed for seg in self._segs)
 
     def _switch_to(self, session_raw: bytes, now: float) -> None:
         """Leave the current session for ``session_raw``: close the old one's books, then
@@ -1753,6 +1759,8 @@ class ReceiverCore:
                 if 0 < count < END_OF_SESSION:
                     start = seq
                     break
+        if self._stale and self._last_live is not None:  # the old one went stale meanwhile
+            self._events.append(FeedResumed(now - self._last_live))
         if old:
             self._first = self._expected = self._horizon = start
             self._started = True
