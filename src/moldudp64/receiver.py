@@ -73,8 +73,9 @@ reported lost. Requests are cheap, beliefs are costly:
   within ``stale_after``) and has carried data (heartbeats and ends of session alone, any
   datagram without data, never make a session followed, first or next). Either way the
   gaps the feed passed (after a believed end, all) are settled first: recovered, or given
-  up with their own reason within their attempts; only numbers the feed never passed are
-  given up as ``session changed``. Until then the other session's
+  up with their own reason within their attempts (the session to follow is not forgotten
+  for falling silent meanwhile); only numbers the feed never passed are given up as
+  ``session changed``. Until then the other session's
   datagrams wait (bounded; see :class:`ReceiverConfig`). A session left is never
   followed again; sessions that were never followed cannot push it out of that memory.
 - **A dead server costs one request timeout.** Servers that answer (nothing unanswered
@@ -1654,7 +1655,13 @@ class ReceiverCore:
         cands = self._cands
         self._switch_check = None
         if stale_after is not None:
-            for name in [s for s, c in cands.items() if c.last_at + stale_after <= now]:
+            silent = [s for s, c in cands.items() if c.last_at + stale_after <= now]
+            if silent and (self._ended or self._finishing(now)):
+                # one that is followed now (below), or would be but for the gaps the feed
+                # passed in the current session, is not forgotten for its silence while
+                # they are asked for: its datagrams wait (bounded) until they settle
+                silent = [s for s in silent if not (cands[s].distinct >= 2 and cands[s].carries)]
+            for name in silent:
                 self._forget_candidate(name, DROP_WRONG_SESSION)
         if not cands:
             return
@@ -1709,8 +1716,9 @@ class ReceiverCore:
         # first candidate is forgotten, or when a session of ends alone has shown them for
         # end_confirm (all in the future: this never spins)
         check = _INF
-        if stale_after is not None:
-            check = min(c.last_at for c in cands.values()) + stale_after
+        if stale_after is not None:  # (those kept past it above are looked at as gaps settle)
+            check = min((c.last_at for c in cands.values() if c.last_at + stale_after > now),
+                        default=_INF) + stale_after  # fmt: skip
             if self._session_raw is not None and self._last_live is not None:
                 silent_at = self._last_live + stale_after
                 if now < silent_at < check:
@@ -1720,6 +1728,17 @@ class ReceiverCore:
                 if c.ends and not c.carries and now < c.first_at + self.config.end_confirm < check:
                     check = c.first_at + self.config.end_confirm
         self._switch_check = check if check < _INF else None
+
+    def _finishing(self, now: float) -> bool:
+        """Whether the followed session is over (its end believed, or silent for
+        ``stale_after``) while a gap the feed passed in it is still asked for."""
+        if self._session_raw is None or self._ended:
+            return False
+        last, stale_after = self._last_live, self.config.stale_after
+        over = self._eos is not None or (
+            last is not None and stale_after is not None and last + stale_after <= now
+        )
+        return over and self._passed_gap_open()
 
     def _passed_gap_open(self) -> bool:
         """Whether a gap the feed has passed (a believed end passes them all) is still being
