@@ -1716,9 +1716,10 @@ class ReceiverCore:
         # first candidate is forgotten, or when a session of ends alone has shown them for
         # end_confirm (all in the future: this never spins)
         check = _INF
-        if stale_after is not None:  # (those kept past it above are looked at as gaps settle)
-            check = min((c.last_at for c in cands.values() if c.last_at + stale_after > now),
-                        default=_INF) + stale_after  # fmt: skip
+        if stale_after is not None:
+            # (those kept above past their silence are looked at again as the gaps settle)
+            due = [c.last_at + stale_after for c in cands.values()]
+            check = min((t for t in due if t > now), default=_INF)
             if self._session_raw is not None and self._last_live is not None:
                 silent_at = self._last_live + stale_after
                 if now < silent_at < check:
