@@ -98,6 +98,8 @@ class LinkSim:
         self.requests_seen: list[tuple[bytes, Address]] = []
         self.live_sent = 0
         self.live_dropped = 0
+        #: Live data datagrams that reached the receiver, by session.
+        self.live_data_arrived: dict[str, int] = {}
         self._heap: list[_Arrival] = []
         self._order = 0
 
@@ -209,6 +211,10 @@ class LinkSim:
         while self._heap and self._heap[0].at <= now:
             item = heapq.heappop(self._heap)
             if item.kind == "rx":
+                count = int.from_bytes(item.data[18:20], "big")
+                if item.source is not Source.RETRANSMISSION and 0 < count < 0xFFFF:
+                    name = item.data[:10].decode().rstrip()
+                    self.live_data_arrived[name] = self.live_data_arrived.get(name, 0) + 1
                 self.core.receive_datagram(item.data, item.source, now, item.addr)
             else:
                 assert item.addr is not None

@@ -555,6 +555,36 @@ def test_new_session_waits_while_the_old_one_recovers_its_gaps() -> None:
     assert c.stats.held_packets == 0 and c.stats.packets == {A: 4, B: 1, R: 1}
 
 
+def test_an_ended_session_finishes_its_gaps_though_the_new_one_is_live_past_stale_after() -> None:
+    for answered in (True, False):
+        c = core(rerequest_server_addrs=[SRV1], end_confirm=1.5, stale_after=3.0)
+        c.receive_datagram(pkt(1, 1), A, 0.0)
+        c.receive_datagram(pkt(3, 1), A, 0.0)
+        c.receive_datagram(build_end_of_session(S, 4), A, 0.0)  # S's last datagram
+        sent = reqs(c.datagrams_to_send(0.0))
+        c.receive_datagram(pkt(1, 1, "SESSION002"), A, 0.01)
+        for now in (1.0, 2.0, 3.0, 3.5, 4.0, 5.0, 6.0):  # SESSION002 is live all along
+            while (due := c.get_timer()) is not None and due <= now:
+                c.handle_timer(due)
+                sent += reqs(c.datagrams_to_send(due))
+            c.receive_datagram(build_heartbeat("SESSION002", 2), A, now)
+            if now == 3.5:
+                # S has been silent for stale_after, its end believed: not stale, its gap
+                # still has attempts (8, 1 s apart by now), so no switch gives it up
+                assert c.session == S and of(c.events_received(), MessagesLost) == []
+                if answered:
+                    answer(c, 2, 1, 3.5)
+        events = c.events_received()
+        assert c.session == "SESSION002"
+        changed = events.index(SessionChanged(S, "SESSION002", 1))
+        if answered:  # the switch followed at once
+            assert delivered(events)[0] == (2, msg(2)) and len(sent) == 7
+        else:  # all eight attempts, then the honest reason
+            lost = events.index(MessagesLost(S, 2, 2, LOST_ATTEMPTS_EXHAUSTED))
+            assert lost < changed and sent == [(2, 1, SRV1)] * 8
+        assert events.index(SessionEnded(S, 4)) < changed
+
+
 def test_without_an_end_the_old_session_must_fall_silent_before_a_switch() -> None:
     c = core(rerequest_server_addrs=[SRV1], max_request_attempts=1, stale_after=3.0)
     c.receive_datagram(pkt(1, 1), A, 0.0)
@@ -573,6 +603,29 @@ def test_without_an_end_the_old_session_must_fall_silent_before_a_switch() -> No
     changed = events.index(SessionChanged(S, "SESSION002", 1))
     assert lost < changed
     assert delivered(events)[-2:] == expect(1, 2, "SESSION002")
+
+
+def test_a_silent_session_finishes_the_gaps_the_feed_passed_before_a_switch() -> None:
+    c = core(rerequest_server_addrs=[SRV1], stale_after=3.0)
+    c.receive_datagram(pkt(1, 1), A, 0.0)
+    passed(c, 3, 0.0)  # 2 is missing, and the feed went past it (S then falls silent)
+    sent = reqs(c.datagrams_to_send(0.0))
+    for now, seq in ((0.01, 1), (2.0, 2), (3.5, 0)):
+        while (due := c.get_timer()) is not None and due <= now:
+            c.handle_timer(due)
+            sent += reqs(c.datagrams_to_send(due))
+        if seq:
+            c.receive_datagram(pkt(seq, 1, "SESSION002"), A, now)
+    # S silent for stale_after while SESSION002 is live: a switch now would report 2 lost
+    # with its seventh attempt in flight and an eighth left, so it waits
+    assert c.session == S and len(sent) == 7
+    answer(c, 2, 1, 3.5)
+    events = c.events_received()
+    assert delivered(events) == [*expect(1, 7), *expect(1, 2, "SESSION002")]
+    assert of(events, SessionChanged) == [SessionChanged(S, "SESSION002", 1)]
+    # the feed went stale meanwhile (S silent), and resumed with the switch
+    assert of(events, FeedStale) == [FeedStale(3.0)]
+    assert of(events, FeedResumed) == [FeedResumed(3.5)] and not c.stats.stale
 
 
 def test_a_switch_away_from_a_silent_session_reports_its_open_gap_lost() -> None:

@@ -68,11 +68,14 @@ reported lost. Requests are cheap, beliefs are costly:
   progress: its request runs on to its timeout and backoff.
 - **Time never goes back**: a ``now`` below the last one counts as the last one, and
   later ones move on from there (the step back is kept in ``_skew``).
-- **A session switch needs evidence**: the followed session ended (and its gaps are
-  settled), or it sent nothing for ``stale_after`` while the other session is live (two
-  distinct datagrams, the last within ``stale_after``) and has carried data (heartbeats
-  and ends of session alone, any datagram without data, never make a session followed,
-  first or next). Until then the other session's
+- **A session switch needs evidence**: the followed session ended, or it sent nothing
+  for ``stale_after`` while the other session is live (two distinct datagrams, the last
+  within ``stale_after``) and has carried data (heartbeats and ends of session alone, any
+  datagram without data, never make a session followed, first or next). Either way the
+  gaps the feed passed (after a believed end, all) are settled first: recovered, or given
+  up with their own reason within their attempts (the session to follow is not forgotten
+  for falling silent meanwhile); only numbers the feed never passed are given up as
+  ``session changed``. Until then the other session's
   datagrams wait (bounded; see :class:`ReceiverConfig`). A session left is never
   followed again; sessions that were never followed cannot push it out of that memory.
 - **A dead server costs one request timeout.** Servers that answer (nothing unanswered
@@ -282,8 +285,9 @@ class ReceiverConfig:
       requested automatically and :meth:`ReceiverCore.request` adds requests.
     - ``follow_session_changes`` True: when not pinned, a new session on the feed is
       followed (:class:`SessionChanged`) once the evidence is there: the current one
-      ended (end of session believed, gaps settled), or it sent nothing for
-      ``stale_after`` while the new one is live; ``stale_after`` None: only after an end.
+      ended (end of session believed), or it sent nothing for ``stale_after`` while the
+      new one is live, and (either way) the gaps the feed passed are settled;
+      ``stale_after`` None: only after an end.
       Meanwhile the new one's datagrams wait (within the held bounds; beyond them they
       are counted as ``next_session_backlog_full`` and requested once followed); packets
       of a session left behind are dropped (``old_session``), never spliced in. False
@@ -1651,7 +1655,13 @@ class ReceiverCore:
         cands = self._cands
         self._switch_check = None
         if stale_after is not None:
-            for name in [s for s, c in cands.items() if c.last_at + stale_after <= now]:
+            silent = [s for s, c in cands.items() if c.last_at + stale_after <= now]
+            if silent and (self._ended or self._finishing(now)):
+                # one that is followed now (below), or would be but for the gaps the feed
+                # passed in the current session, is not forgotten for its silence while
+                # they are asked for: its datagrams wait (bounded) until they settle
+                silent = [s for s in silent if not (cands[s].distinct >= 2 and cands[s].carries)]
+            for name in silent:
                 self._forget_candidate(name, DROP_WRONG_SESSION)
         if not cands:
             return
@@ -1696,6 +1706,7 @@ class ReceiverCore:
                 and now >= silent_at
                 and cands[best].distinct >= 2
                 and cands[best].carries
+                and not self._passed_gap_open()
             ):
                 self._switch_to(best, now)
                 return
@@ -1706,7 +1717,9 @@ class ReceiverCore:
         # end_confirm (all in the future: this never spins)
         check = _INF
         if stale_after is not None:
-            check = min(c.last_at for c in cands.values()) + stale_after
+            # (those kept above past their silence are looked at again as the gaps settle)
+            due = [c.last_at + stale_after for c in cands.values()]
+            check = min((t for t in due if t > now), default=_INF)
             if self._session_raw is not None and self._last_live is not None:
                 silent_at = self._last_live + stale_after
                 if now < silent_at < check:
@@ -1716,6 +1729,25 @@ class ReceiverCore:
                 if c.ends and not c.carries and now < c.first_at + self.config.end_confirm < check:
                     check = c.first_at + self.config.end_confirm
         self._switch_check = check if check < _INF else None
+
+    def _finishing(self, now: float) -> bool:
+        """Whether the followed session is over (its end believed, or silent for
+        ``stale_after``) while a gap the feed passed in it is still asked for."""
+        if self._session_raw is None or self._ended:
+            return False
+        last, stale_after = self._last_live, self.config.stale_after
+        over = self._eos is not None or (
+            last is not None and stale_after is not None and last + stale_after <= now
+        )
+        return over and self._passed_gap_open()
+
+    def _passed_gap_open(self) -> bool:
+        """Whether a gap the feed has passed (a believed end passes them all) is still being
+        asked for: real data its servers hold, which a switch on staleness would report lost
+        although it has attempts left. The switch waits until it is recovered or given up
+        with its own reason (the attempts, the servers, the memory bound: all bounded)."""
+        passed = self._wit - _WITNESSES
+        return any(seg.wit0 <= passed for seg in self._segs)
 
     def _switch_to(self, session_raw: bytes, now: float) -> None:
         """Leave the current session for ``session_raw``: close the old one's books, then
@@ -1747,6 +1779,8 @@ class ReceiverCore:
                 if 0 < count < END_OF_SESSION:
                     start = seq
                     break
+        if self._stale and self._last_live is not None:  # the old one went stale meanwhile
+            self._events.append(FeedResumed(now - self._last_live))
         if old:
             self._first = self._expected = self._horizon = start
             self._started = True
