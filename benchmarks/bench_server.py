@@ -482,10 +482,10 @@ def _established(core: RerequestServerCore) -> int:
 
 
 def _ask_rounds(
-    socks: list[socket.socket], server: tuple[str, int], rounds: int, gap: float
+    socks: list[socket.socket], server: tuple[str, int], rounds: int, gap: float, wait: float = 0.5
 ) -> list[list[float]]:
-    """Each socket asks once a round (``gap`` s apart) and waits up to 0.5 s: the latency of
-    each answer in seconds, per socket (inf: none came)."""
+    """Each socket asks once a round (``gap`` s apart) and waits up to ``wait`` s: the
+    latency of each answer in seconds, per socket (inf: none came)."""
     raw = SESSION.encode()
     out: list[list[float]] = [[] for _ in socks]
     for r in range(rounds):
@@ -496,7 +496,7 @@ def _ask_rounds(
             sock.sendto(struct.pack(">10sQH", raw, 1 + 97 * r + k, 10), server)
             sent_at[k] = time.perf_counter()
         pending = set(range(len(socks)))
-        deadline = time.perf_counter() + 0.5
+        deadline = time.perf_counter() + wait
         while pending and (left := deadline - time.perf_counter()) > 0:
             for sock in select.select([socks[k] for k in pending], [], [], left)[0]:
                 sock.recv(65535)
@@ -517,13 +517,15 @@ def flood_fairness(
     kind: str = "sync",
     warmup: int = 20,
     flood_rate: float | None = None,
+    wait: float = 0.5,
 ) -> dict[str, float]:
     """A client answered ``warmup`` times (127.0.0.10), then quiet for ``quiet`` s while
     ``hosts`` hosts and ``ports`` ports flood, then asking ``rounds`` times (20 ms apart)
     alongside a new client (127.0.0.11): the share answered and the p99 latency of each.
     ``kind``: the ``sync`` server, the ``asyncio`` one, or the asyncio one with a store
     that blocks (``blocking_io``: its worker thread, as ``serve --nats``). ``flood_rate``:
-    the flood's datagrams a second (None: as fast as one process can)."""
+    the flood's datagrams a second (None: as fast as one process can). ``wait``: how long
+    each ask waits for its answer before it counts as unanswered."""
     ctx = multiprocessing.get_context("fork")
     srv_parent, srv_child = ctx.Pipe()
     server_proc = ctx.Process(
@@ -549,7 +551,7 @@ def flood_fairness(
     flood_parent.send("go")
     started = time.perf_counter()
     time.sleep(quiet)
-    got_old, got_new = _ask_rounds([old, new], server, rounds, 0.02)
+    got_old, got_new = _ask_rounds([old, new], server, rounds, 0.02, wait)
     flood_parent.send("stop")
     flood_sent = flood_parent.recv()
     flood_seconds = time.perf_counter() - started
