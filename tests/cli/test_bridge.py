@@ -158,7 +158,11 @@ def test_bridge_exits_4_when_idle_and_130_when_terminated(
 
     bridge = start("bridge", feed, "--nats", nats_url, "--stream", "FEED")
     try:
-        time.sleep(1.0)
+        assert bridge.stderr is not None
+        # running (not a sleep: a loaded machine's start-up took longer than 1 s, and a
+        # SIGTERM before the command's handler is Python's default death, -15)
+        joined = bridge.stderr.readline()
+        assert b"joined" in joined, joined
         bridge.terminate()
         _, err = bridge.communicate(timeout=10)
         assert bridge.returncode == 130, err.decode()
