@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import assert_one_line_error, finish, jsonl, run, start
+from cli_helpers import QUICK_END, assert_one_line_error, finish, jsonl, run, start
 from client_support import free_udp_port
 from metrics_helpers import assert_gone, lossy_publisher, metric, start_with_metrics, wait_for
 from moldudp64.binaryfile import BinaryFileReader
@@ -57,7 +57,7 @@ def test_bridge_then_replay_and_serve_from_the_stream(
     port = free_udp_port()
     want = list(generate_itch(5000, 3))
     bridge = start(
-        "bridge", f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
+        "bridge", *QUICK_END, f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
         "--request-server", f"127.0.0.1:{port + 1}", "--idle-timeout", "20",
     )  # fmt: skip
     try:
@@ -180,7 +180,7 @@ def test_bridge_and_nats_listen_serve_metrics_while_they_run(
     stream shows what it wrote, then ends with the session."""
     port = free_udp_port()
     bridge, bridge_url = start_with_metrics(
-        "bridge", f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
+        "bridge", *QUICK_END, f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
         "--request-server", f"127.0.0.1:{port + 1}", "--idle-timeout", "20", ready="joined",
     )  # fmt: skip
     out = tmp_path / "replay.bin"
@@ -274,7 +274,7 @@ def test_a_quiet_feed_with_heartbeats_is_not_idle_and_its_end_is_exit_0(
     port = free_udp_port()
     bridge = joined(
         start(
-            "bridge", f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
+            "bridge", *QUICK_END, f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
             "--request-server", f"127.0.0.1:{port + 1}", "--idle-timeout", "1",
         )
     )  # fmt: skip
@@ -298,7 +298,7 @@ def test_count_stores_exactly_that_many_and_exits_0(multicast: None, nats_url: s
     port = free_udp_port()
     bridge = joined(
         start(
-            "bridge", f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
+            "bridge", *QUICK_END, f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
             "--request-server", f"127.0.0.1:{port + 1}", "--count", "1234",
             "--idle-timeout", "20",
         )
@@ -330,7 +330,7 @@ def test_a_signal_mid_feed_is_exit_130_with_every_message_received_stored(
     port = free_udp_port()
     bridge = joined(
         start(
-            "bridge", f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
+            "bridge", *QUICK_END, f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
             "--request-server", f"127.0.0.1:{port + 1}",
         )
     )  # fmt: skip
@@ -373,7 +373,7 @@ def test_a_signal_while_the_stream_does_not_answer_is_exit_130_within_the_grace(
         wait_listening(nats_port, server)
         bridge = joined(
             start(
-                "bridge", f"{GROUP}:{port}", "--nats", url, "--stream", "FEED",
+                "bridge", *QUICK_END, f"{GROUP}:{port}", "--nats", url, "--stream", "FEED",
                 "--request-server", f"127.0.0.1:{port + 1}",
             )
         )  # fmt: skip
@@ -441,7 +441,7 @@ def test_a_foreign_end_of_session_mid_feed_is_refused_and_listen_stops_at_it_lou
     port = free_udp_port()
     bridge = joined(
         start(
-            "bridge", f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
+            "bridge", *QUICK_END, f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
             "--request-server", f"127.0.0.1:{port + 1}", "--idle-timeout", "20",
         )
     )  # fmt: skip
