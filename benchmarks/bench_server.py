@@ -648,6 +648,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         default=None,
         help="hosts of the many-source flood (as many ports again / 3; 0: skip)",
     )
+    parser.add_argument(
+        "--flood-quiet",
+        type=float,
+        default=None,
+        help="seconds the many-source flood runs before the clients ask (default 5; "
+        "--quick 2.5)",
+    )
     args = parser.parse_args(argv)
     count = args.messages or (20_000 if args.quick else 2_000_000)
     nreq = args.requests or (2_000 if args.quick else 200_000)
@@ -698,7 +705,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             out[f"fairness_{kind}_share"] = got["share"]
     hosts = args.flood_sources if args.flood_sources is not None else (400 if args.quick else 3000)
     if hosts:
-        ports, quiet = hosts // 3, (2.5 if args.quick else 5.0)
+        quiet = args.flood_quiet if args.flood_quiet is not None else (2.5 if args.quick else 5.0)
+        ports = hosts // 3
         for kind in ("sync", "asyncio", "blocking_io"):
             got = flood_fairness(hosts=hosts, ports=ports, quiet=quiet, kind=kind)
             print(
