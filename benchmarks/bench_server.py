@@ -482,10 +482,10 @@ def _established(core: RerequestServerCore) -> int:
 
 
 def _ask_rounds(
-    socks: list[socket.socket], server: tuple[str, int], rounds: int, gap: float
+    socks: list[socket.socket], server: tuple[str, int], rounds: int, gap: float, wait: float = 0.5
 ) -> list[list[float]]:
-    """Each socket asks once a round (``gap`` s apart) and waits up to 0.5 s: the latency of
-    each answer in seconds, per socket (inf: none came)."""
+    """Each socket asks once a round (``gap`` s apart) and waits up to ``wait`` s: the
+    latency of each answer in seconds, per socket (inf: none came)."""
     raw = SESSION.encode()
     out: list[list[float]] = [[] for _ in socks]
     for r in range(rounds):
@@ -496,7 +496,7 @@ def _ask_rounds(
             sock.sendto(struct.pack(">10sQH", raw, 1 + 97 * r + k, 10), server)
             sent_at[k] = time.perf_counter()
         pending = set(range(len(socks)))
-        deadline = time.perf_counter() + 0.5
+        deadline = time.perf_counter() + wait
         while pending and (left := deadline - time.perf_counter()) > 0:
             for sock in select.select([socks[k] for k in pending], [], [], left)[0]:
                 sock.recv(65535)
@@ -517,13 +517,15 @@ def flood_fairness(
     kind: str = "sync",
     warmup: int = 20,
     flood_rate: float | None = None,
+    wait: float = 0.5,
 ) -> dict[str, float]:
     """A client answered ``warmup`` times (127.0.0.10), then quiet for ``quiet`` s while
     ``hosts`` hosts and ``ports`` ports flood, then asking ``rounds`` times (20 ms apart)
     alongside a new client (127.0.0.11): the share answered and the p99 latency of each.
     ``kind``: the ``sync`` server, the ``asyncio`` one, or the asyncio one with a store
     that blocks (``blocking_io``: its worker thread, as ``serve --nats``). ``flood_rate``:
-    the flood's datagrams a second (None: as fast as one process can)."""
+    the flood's datagrams a second (None: as fast as one process can). ``wait``: how long
+    each ask waits for its answer before it counts as unanswered."""
     ctx = multiprocessing.get_context("fork")
     srv_parent, srv_child = ctx.Pipe()
     server_proc = ctx.Process(
@@ -549,7 +551,7 @@ def flood_fairness(
     flood_parent.send("go")
     started = time.perf_counter()
     time.sleep(quiet)
-    got_old, got_new = _ask_rounds([old, new], server, rounds, 0.02)
+    got_old, got_new = _ask_rounds([old, new], server, rounds, 0.02, wait)
     flood_parent.send("stop")
     flood_sent = flood_parent.recv()
     flood_seconds = time.perf_counter() - started
@@ -646,6 +648,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         default=None,
         help="hosts of the many-source flood (as many ports again / 3; 0: skip)",
     )
+    parser.add_argument(
+        "--flood-quiet",
+        type=float,
+        default=None,
+        help="seconds the many-source flood runs before the clients ask (default 5; "
+        "--quick 2.5)",
+    )
     args = parser.parse_args(argv)
     count = args.messages or (20_000 if args.quick else 2_000_000)
     nreq = args.requests or (2_000 if args.quick else 200_000)
@@ -696,7 +705,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             out[f"fairness_{kind}_share"] = got["share"]
     hosts = args.flood_sources if args.flood_sources is not None else (400 if args.quick else 3000)
     if hosts:
-        ports, quiet = hosts // 3, (2.5 if args.quick else 5.0)
+        quiet = args.flood_quiet if args.flood_quiet is not None else (2.5 if args.quick else 5.0)
+        ports = hosts // 3
         for kind in ("sync", "asyncio", "blocking_io"):
             got = flood_fairness(hosts=hosts, ports=ports, quiet=quiet, kind=kind)
             print(

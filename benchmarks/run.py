@@ -40,7 +40,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import measure  # beside this file
@@ -74,8 +73,11 @@ def build_c() -> tuple[Path, Path] | str:
     return out[0], out[1]
 
 
-def bench_live(packets: int, blast: Path, mmsg_recv: Path, tmp: Path) -> list[Result]:
-    """Full-blast multicast: C recvmmsg() loop and ``moldudp64 listen``, each against blast."""
+def bench_live(
+    packets: int, blast: Path, mmsg_recv: Path, tmp: Path, end_confirm: float | None = None
+) -> list[Result]:
+    """Full-blast multicast: C recvmmsg() loop and ``moldudp64 listen``, each against blast;
+    ``end_confirm``: listen's ``--end-confirm`` (None: its default)."""
     results = []
     port = PORT
     for label in ("C recvmmsg loop", "moldudp64 listen"):
@@ -86,12 +88,17 @@ def bench_live(packets: int, blast: Path, mmsg_recv: Path, tmp: Path) -> list[Re
             assert receiver.stdout is not None
             receiver.stdout.readline()  # "ready"
         else:
+            tuning = [] if end_confirm is None else ["--end-confirm", str(end_confirm)]
             receiver, report = measure.spawn_measured(
                 [*measure.moldudp64_command(), "listen", f"{GROUP}:{port}",
                  "--interface", "127.0.0.1", "--output", str(out_file),
-                 "--format", "binaryfile", "--idle-timeout", "10"]
+                 "--format", "binaryfile", "--idle-timeout", "10", *tuning],
+                stderr=subprocess.PIPE,
             )
-            time.sleep(1.5)  # interpreter start-up and join
+            assert receiver.stderr is not None
+            # sent once listen has joined (its first line), however slow its start-up
+            joined = receiver.stderr.readline().decode()
+            assert "joined" in joined, joined
         sender = subprocess.run(
             [str(blast), GROUP, str(port), str(packets), "10", "30"],
             capture_output=True,
@@ -99,6 +106,8 @@ def bench_live(packets: int, blast: Path, mmsg_recv: Path, tmp: Path) -> list[Re
             check=True,
         )
         done = measure.finish_measured(receiver, report, 120)
+        if receiver.stderr is not None:
+            receiver.stderr.close()
         code, cpu, rss = done.code, done.cpu, done.rss_mb
         if label.startswith("C"):
             words = done.stdout.split()
@@ -281,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
             elif isinstance(built, str):
                 skipped.append(f"live: {built}")
             else:
-                results.extend(bench_live(max(1000, int(300_000 * scale)), *built, tmp))
+                n_live = max(1000, int(300_000 * scale))
+                # quick: an end of session believed after 0.3 s of quiet (a test's wait)
+                results.extend(bench_live(n_live, *built, tmp, 0.3 if args.quick else None))
                 try:
                     import pyarrow  # noqa: F401  (the book's tables)
                 except ImportError:

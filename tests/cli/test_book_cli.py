@@ -13,7 +13,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from capture_helpers import SHARED_CAPTURES
-from cli_helpers import GROUP, SESSION, assert_one_line_error, finish, free_port, run, start
+from cli_helpers import (
+    GROUP,
+    QUICK_END,
+    SESSION,
+    assert_one_line_error,
+    finish,
+    free_port,
+    run,
+    start,
+)
 from itch50_bookref import reference_tables
 from moldudp64.binaryfile import write_binaryfile
 from moldudp64.cli import main
@@ -122,7 +131,7 @@ def test_real_captures_go_through(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 def start_book(*args: str) -> Any:
-    proc = start("book", *args)
+    proc = start("book", *QUICK_END, *args)
     assert proc.stderr is not None
     line = proc.stderr.readline().decode()
     assert "joined" in line, line + proc.stderr.read().decode()
@@ -209,7 +218,7 @@ def test_a_session_stored_in_jetstream(multicast: None, tmp_path: Path) -> None:
     with nats_server(tmp_path / "js") as url:
         port = free_port()
         bridge = start(
-            "bridge", f"{GROUP}:{port}", "--nats", url, "--stream", "FEED",
+            "bridge", *QUICK_END, f"{GROUP}:{port}", "--nats", url, "--stream", "FEED",
             "--request-server", f"127.0.0.1:{port + 1}", "--idle-timeout", "20",
         )  # fmt: skip
         try:
@@ -295,8 +304,8 @@ def test_a_late_joiner_from_a_snapshot_builds_the_same_book(
     port = free_port()
     args = [a.format(feed=f"{GROUP}:{port}", dir=tmp_path) for a in SNAPSHOT_SERVERS[server]]
     serving = start(
-        *args, "--snapshot-port", "0", "--request-server", f"127.0.0.1:{port + 1}",
-        "--idle-timeout", "20",
+        args[0], *QUICK_END, *args[1:], "--snapshot-port", "0",
+        "--request-server", f"127.0.0.1:{port + 1}", "--idle-timeout", "20",
     )  # fmt: skip
     assert serving.stderr is not None
     said = ""

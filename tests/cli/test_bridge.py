@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import itertools
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import assert_one_line_error, finish, jsonl, run, start
+from cli_helpers import QUICK_END, assert_one_line_error, finish, jsonl, run, start
 from client_support import free_udp_port
 from metrics_helpers import assert_gone, lossy_publisher, metric, start_with_metrics, wait_for
 from moldudp64.binaryfile import BinaryFileReader
@@ -30,7 +31,7 @@ from moldudp64.cli.itchgen import generate_itch
 from moldudp64.exceptions import MoldUDP64Error
 from moldudp64.net import open_unicast_socket
 from moldudp64.sync.client import MoldUDP64
-from moldudp64.wire import Packet, RetransmissionRequest
+from moldudp64.wire import Packet, RetransmissionRequest, build_heartbeat
 
 pytest.importorskip("nats", reason="nats-py is not installed (pip install '.[test]')")
 
@@ -57,7 +58,7 @@ def test_bridge_then_replay_and_serve_from_the_stream(
     port = free_udp_port()
     want = list(generate_itch(5000, 3))
     bridge = start(
-        "bridge", f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
+        "bridge", *QUICK_END, f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
         "--request-server", f"127.0.0.1:{port + 1}", "--idle-timeout", "20",
     )  # fmt: skip
     try:
@@ -158,7 +159,11 @@ def test_bridge_exits_4_when_idle_and_130_when_terminated(
 
     bridge = start("bridge", feed, "--nats", nats_url, "--stream", "FEED")
     try:
-        time.sleep(1.0)
+        assert bridge.stderr is not None
+        # running (not a sleep: a loaded machine's start-up took longer than 1 s, and a
+        # SIGTERM before the command's handler is Python's default death, -15)
+        joined = bridge.stderr.readline()
+        assert b"joined" in joined, joined
         bridge.terminate()
         _, err = bridge.communicate(timeout=10)
         assert bridge.returncode == 130, err.decode()
@@ -176,7 +181,7 @@ def test_bridge_and_nats_listen_serve_metrics_while_they_run(
     stream shows what it wrote, then ends with the session."""
     port = free_udp_port()
     bridge, bridge_url = start_with_metrics(
-        "bridge", f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
+        "bridge", *QUICK_END, f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
         "--request-server", f"127.0.0.1:{port + 1}", "--idle-timeout", "20", ready="joined",
     )  # fmt: skip
     out = tmp_path / "replay.bin"
@@ -270,16 +275,27 @@ def test_a_quiet_feed_with_heartbeats_is_not_idle_and_its_end_is_exit_0(
     port = free_udp_port()
     bridge = joined(
         start(
-            "bridge", f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
+            "bridge", *QUICK_END, f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
             "--request-server", f"127.0.0.1:{port + 1}", "--idle-timeout", "1",
         )
     )  # fmt: skip
     try:
-        pub = run(
+        publisher = start(
             "publish", f"{GROUP}:{port}", "--session", SESSION, "--generate", "3",
             "--rate", "0.7", "--heartbeat-interval", "0.1", "--end-of-session-duration", "0.3",
         )  # fmt: skip
-        assert pub.returncode == 0, pub.stderr.decode()
+        # Until publish says it starts sending, this test's heartbeats stand in for it: on a
+        # loaded machine its start-up took longer than the idle timeout, which is not what
+        # this test is about (from its first line on, the feed alone keeps the bridge going).
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+            assert publisher.stderr is not None
+            while not select.select([publisher.stderr], [], [], 0.1)[0]:
+                tx.sendto(build_heartbeat(SESSION, 1), (GROUP, port))
+        announced = publisher.stderr.readline()
+        assert b"moldudp64 publish: session" in announced, announced
+        pub_code, pub_err = finish(publisher)
+        assert pub_code == 0, pub_err
         code, err = finish(bridge)
         assert code == 0, err
         assert "session ended: 3 messages received, 0 lost" in err
@@ -294,7 +310,7 @@ def test_count_stores_exactly_that_many_and_exits_0(multicast: None, nats_url: s
     port = free_udp_port()
     bridge = joined(
         start(
-            "bridge", f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
+            "bridge", *QUICK_END, f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
             "--request-server", f"127.0.0.1:{port + 1}", "--count", "1234",
             "--idle-timeout", "20",
         )
@@ -326,7 +342,7 @@ def test_a_signal_mid_feed_is_exit_130_with_every_message_received_stored(
     port = free_udp_port()
     bridge = joined(
         start(
-            "bridge", f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
+            "bridge", *QUICK_END, f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
             "--request-server", f"127.0.0.1:{port + 1}",
         )
     )  # fmt: skip
@@ -369,7 +385,7 @@ def test_a_signal_while_the_stream_does_not_answer_is_exit_130_within_the_grace(
         wait_listening(nats_port, server)
         bridge = joined(
             start(
-                "bridge", f"{GROUP}:{port}", "--nats", url, "--stream", "FEED",
+                "bridge", *QUICK_END, f"{GROUP}:{port}", "--nats", url, "--stream", "FEED",
                 "--request-server", f"127.0.0.1:{port + 1}",
             )
         )  # fmt: skip
@@ -437,7 +453,7 @@ def test_a_foreign_end_of_session_mid_feed_is_refused_and_listen_stops_at_it_lou
     port = free_udp_port()
     bridge = joined(
         start(
-            "bridge", f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
+            "bridge", *QUICK_END, f"{GROUP}:{port}", "--nats", nats_url, "--stream", "FEED",
             "--request-server", f"127.0.0.1:{port + 1}", "--idle-timeout", "20",
         )
     )  # fmt: skip

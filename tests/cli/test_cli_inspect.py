@@ -412,12 +412,12 @@ def test_listen_capture_pcapng_gives_listen_output(multicast: None, tmp_path: Pa
     """publish --drop into listen --capture x.pcapng: the file is a real pcapng (tshark
     reads it when installed), and inspect on it (no --port) writes exactly what listen -o
     wrote; with --port of the feed it says the answers were left out."""
-    from cli_helpers import GROUP, finish, free_port, start_listen
+    from cli_helpers import GROUP, QUICK_END, finish, free_port, start_listen
 
     port = free_port()
     cap, out = tmp_path / "x.pcapng", tmp_path / "listen.bin"
     listener = start_listen(
-        f"{GROUP}:{port}", "--request-server", f"127.0.0.1:{port + 1}",
+        *QUICK_END, f"{GROUP}:{port}", "--request-server", f"127.0.0.1:{port + 1}",
         "-o", str(out), "--capture", str(cap), "--idle-timeout", "20",
     )  # fmt: skip
     pub = run(

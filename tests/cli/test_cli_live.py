@@ -14,6 +14,7 @@ import pytest
 
 from cli_helpers import (
     GROUP,
+    QUICK_END,
     SESSION,
     assert_one_line_error,
     finish,
@@ -48,6 +49,7 @@ def test_publish_into_listen_with_loss_is_byte_exact(
     out = tmp_path / "out.bin"
     cap = tmp_path / "cap.pcap"
     listener = start_listen(
+        *QUICK_END,
         f"{GROUP}:{port}",
         "--request-server", f"127.0.0.1:{port + 1}",
         "--output", str(out),
@@ -114,6 +116,7 @@ def test_listen_capture_opens_in_tshark(multicast: None, tmp_path: Path) -> None
     port = free_port()
     cap = tmp_path / "small.pcap"
     listener = start_listen(
+        *QUICK_END,
         f"{GROUP}:{port}", "--request-server", f"127.0.0.1:{port + 1}",
         "-o", str(tmp_path / "o.bin"), "--capture", str(cap), "--idle-timeout", "20",
     )  # fmt: skip
@@ -134,7 +137,7 @@ def test_listen_without_recovery_exits_3_naming_lost_ranges(
     path, messages = feed
     port = free_port()
     out = tmp_path / "out.jsonl"
-    listener = start_listen(f"{GROUP}:{port}", "-o", str(out), "--idle-timeout", "20")
+    listener = start_listen(*QUICK_END, f"{GROUP}:{port}", "-o", str(out), "--idle-timeout", "20")
     pub = run(
         "publish", f"{GROUP}:{port}", "--session", SESSION, "--input", str(path),
         "--request-port", str(port + 1), "--drop", "0.05", "--seed", "9",
@@ -238,6 +241,7 @@ def test_serve_answers_requests_and_recovers_a_listener(
 
         out = tmp_path / "out.bin"
         listener = start_listen(
+            *QUICK_END,
             f"{GROUP}:{port}", "--request-server", f"127.0.0.1:{serve_port}", "-o", str(out),
             "--idle-timeout", "20",
         )  # fmt: skip
@@ -524,6 +528,7 @@ def test_listen_line_a_and_b(
     out = tmp_path / "ab.bin"
     cap = tmp_path / "ab.pcap"
     listener = start_listen(
+        *QUICK_END,
         f"{GROUP}:{port}", "--line-b", f"239.7.7.8:{port_b}",
         "--request-server", f"127.0.0.1:{port + 1}", "--request-server", f"127.0.0.1:{port_b + 1}",
         "-o", str(out), "--capture", str(cap), "--idle-timeout", "20",

@@ -19,6 +19,7 @@ pytest.importorskip("prometheus_client")
 
 from cli_helpers import (
     GROUP,
+    QUICK_END,
     SESSION,
     assert_one_line_error,
     finish,
@@ -47,7 +48,7 @@ def test_listen_metrics_move_with_the_feed_and_end_at_the_summary(
     port = free_port()
     out = tmp_path / "out.bin"
     listener, url = start_with_metrics(
-        "listen", f"{GROUP}:{port}", "--request-server", f"127.0.0.1:{port + 1}",
+        "listen", *QUICK_END, f"{GROUP}:{port}", "--request-server", f"127.0.0.1:{port + 1}",
         "--output", str(out), "--idle-timeout", "20", ready="joined",
     )  # fmt: skip
     server = f"127.0.0.1:{port + 1}"

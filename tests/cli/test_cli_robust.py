@@ -18,6 +18,7 @@ import pytest
 
 from cli_helpers import (
     GROUP,
+    QUICK_END,
     ROOT,
     SESSION,
     assert_one_line_error,
@@ -336,7 +337,7 @@ def test_publish_and_listen_show_the_session_alike(multicast: None, tmp_path: Pa
     """A short session name: 'TEST1' in both summaries, not the wire's padded form."""
     port = free_port()
     listener = start_listen(
-        f"{GROUP}:{port}", "-o", str(tmp_path / "x.bin"), "--idle-timeout", "20"
+        *QUICK_END, f"{GROUP}:{port}", "-o", str(tmp_path / "x.bin"), "--idle-timeout", "20"
     )
     pub = run(
         "publish", f"{GROUP}:{port}", "--session", "TEST1   ", "--generate", "500",

@@ -9,13 +9,13 @@ import subprocess
 import time
 from pathlib import Path
 
-from cli_helpers import GROUP, SESSION, finish, free_port, run, start
+from cli_helpers import GROUP, QUICK_END, SESSION, finish, free_port, run, start
 from moldudp64.binaryfile import iter_binaryfile, write_binaryfile
 from moldudp64.cli import generate_itch
 
 
 def start_gateway(*args: str) -> tuple[subprocess.Popen[bytes], int]:
-    proc = start("gateway", *args, "--session", SESSION, "--soup-port", "0",
+    proc = start("gateway", *QUICK_END, *args, "--session", SESSION, "--soup-port", "0",
                  "--soup-addr", "127.0.0.1")  # fmt: skip
     assert proc.stderr is not None
     line = proc.stderr.readline().decode()
@@ -129,7 +129,9 @@ def test_the_gateway_listens_at_once_and_rejects_logins_until_it_knows_the_sessi
     multicast: None,
 ) -> None:
     port = free_port()
-    gateway = start("gateway", f"{GROUP}:{port}", "--soup-port", "0", "--soup-addr", "127.0.0.1")
+    gateway = start(
+        "gateway", *QUICK_END, f"{GROUP}:{port}", "--soup-port", "0", "--soup-addr", "127.0.0.1"
+    )
     assert gateway.stderr is not None
     try:
         line = gateway.stderr.readline().decode()  # before any feed packet

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from capture_helpers import SHARED_CAPTURES
 from cli_helpers import (
     GROUP,
+    QUICK_END,
     SESSION,
     assert_one_line_error,
     finish,
@@ -234,6 +235,7 @@ def test_listen_live_into_parquet(multicast: None, tmp_path: Path) -> None:
     port = free_port()
     out = tmp_path / "live"
     listener = start_listen(
+        *QUICK_END,
         f"{GROUP}:{port}", "--decode", "itch50", "--format", "parquet", "-o", str(out),
         "--idle-timeout", "20",
     )  # fmt: skip

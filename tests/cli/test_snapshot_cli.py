@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import GROUP, SESSION, finish, free_port, run, start
+from cli_helpers import GROUP, QUICK_END, SESSION, finish, free_port, run, start
 from moldudp64.binaryfile import iter_binaryfile, write_binaryfile
 from moldudp64.cli import generate_itch
 from moldudp64.soupbintcp import build_end_of_snapshot
@@ -80,7 +80,7 @@ def test_snapshot_then_the_feed_is_every_message_once(
     server, finisher = snapshot_server(upto, zero_padded=zero_padded, delay=1.5)
     host, soup_port = server.address
     listen_args = (
-        "listen", f"{GROUP}:{port}", "--snapshot", f"soup://{host}:{soup_port}",
+        "listen", *QUICK_END, f"{GROUP}:{port}", "--snapshot", f"soup://{host}:{soup_port}",
         "--request-server", f"127.0.0.1:{port + 1}", "-o", str(out), "--idle-timeout", "20",
     )  # fmt: skip
     publish_args = (

@@ -358,9 +358,11 @@ def test_bench_server_quick(capsys: pytest.CaptureFixture[str]) -> None:
     sys.path.insert(0, bench_dir)  # the store part runs in a spawned child that imports it
     try:
         bench = importlib.import_module("bench_server")
+        # a small many-source flood, briefly (tests/test_fairness.py asserts on a real one)
         result = bench.main(
-            ["--quick", "--messages", "3000", "--requests", "300", "--store-messages", "5000"]
-        )
+            ["--quick", "--messages", "3000", "--requests", "300", "--store-messages", "5000",
+             "--flood-sources", "60", "--flood-quiet", "0.5"]
+        )  # fmt: skip
     finally:
         sys.path.remove(bench_dir)
     assert all(value > 0 for value in result.values())

@@ -154,7 +154,10 @@ def test_a_client_that_never_reads_is_disconnected_and_others_go_on(
     store = MemoryStore()
     big = [bytes([i % 256]) * 2000 for i in range(10_000)]  # 20 MB: more than the kernel holds
     store.extend(big)
-    with SoupServer(store, "TEST000001", max_output=4096, timeout=0.5) as server:
+    # timeout 1.5 s: the server's timer must run within it to see the stall before the
+    # silence (0.5 s: a loaded machine starved its thread 1.3 s, and the stuck client, who
+    # sends every 50 ms, was cut off as "peer silent")
+    with SoupServer(store, "TEST000001", max_output=4096, timeout=1.5) as server:
         stuck = socket.create_connection(server.address)
         stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stuck.sendall(build_login_request("", "", "", 1))
@@ -167,7 +170,7 @@ def test_a_client_that_never_reads_is_disconnected_and_others_go_on(
 
         reader = threading.Thread(target=read)
         reader.start()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 10
         with pytest.raises(OSError):  # it keeps sending heartbeats until it is cut off
             while time.monotonic() < deadline:
                 stuck.send(b"\x00\x01R")
