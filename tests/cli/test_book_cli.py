@@ -187,6 +187,8 @@ def test_a_loss_not_recovered_is_named_in_book_state(multicast: None, tmp_path: 
         (("{day}", "-o", "{out}", "--tables", "quotes"), "tables are"),
         (("{day}", "-o", "{out}", "--symbols", ","), "symbols"),
         (("{day}", "-o", "{out}", "--request-server", "127.0.0.1:9"), "live GROUP:PORT"),
+        (("{day}", "-o", "{out}", "--end-confirm", "0.3"), "live GROUP:PORT"),
+        (("nats://127.0.0.1:1/FEED", "-o", "{out}", "--end-confirm", "0.3"), "nats://"),
         (("udp://127.0.0.1:1", "-o", "{out}"), "not supported"),
     ],
 )
@@ -196,6 +198,7 @@ def test_bad_input_is_one_line(tmp_path: Path, args: tuple[str, ...], needle: st
     filled = [a.format(day=day, out=tmp_path / "out") for a in args]
     line = assert_one_line_error(run("book", *filled))
     assert needle in line, line
+    assert not (tmp_path / "out").exists()  # refused before any table was written
 
 
 def test_a_file_cut_inside_a_message_keeps_what_came_before(tmp_path: Path) -> None:

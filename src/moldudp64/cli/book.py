@@ -156,13 +156,14 @@ def _live_end(args: argparse.Namespace, writer: BookWriter, result: Any) -> int:
     return EXIT_OK
 
 
+#: Options of listen's feed that apply only to a live GROUP:PORT source.
+_LIVE_ONLY = ("request_server", "line_b", "request_delay", "end_confirm")
+
+
 def _book_nats(args: argparse.Namespace, writer: BookWriter) -> int:
     """A session stored in JetStream (nats://HOST:PORT/STREAM)."""
     from .bridge import _replay, _Tally
 
-    for option in ("request_server", "line_b", "request_delay"):
-        if getattr(args, option, None) is not None:
-            raise UsageError(f"--{option.replace('_', '-')} does not apply to a nats:// source")
     tally = _Tally()
     with _StopFlag() as stop:
         asyncio.run(_replay(args, args.source, writer, stop, tally))
@@ -181,9 +182,6 @@ def _book_soup(args: argparse.Namespace, writer: BookWriter) -> int:
     from .listen import _receive
 
     source = args.source
-    for option in ("request_server", "line_b", "request_delay"):
-        if getattr(args, option, None) is not None:
-            raise UsageError(f"--{option.replace('_', '-')} does not apply to a soup:// source")
     client = SoupBinTCP(
         (source.host, source.port),
         username=source.username,
@@ -235,10 +233,13 @@ def cmd_book(args: argparse.Namespace) -> int:
     kind, source = _source_kind(args.source)
     args.source = source
     args.group = source
-    if kind != "live":
-        for option in ("request_server", "line_b", "request_delay"):
-            if getattr(args, option, None) is not None and kind == "file":
-                raise UsageError(f"--{option.replace('_', '-')} applies to a live GROUP:PORT")
+    if kind != "live":  # before any table exists
+        for option in _LIVE_ONLY:
+            if getattr(args, option, None) is not None:
+                flag = f"--{option.replace('_', '-')}"
+                if kind == "file":
+                    raise UsageError(f"{flag} applies to a live GROUP:PORT")
+                raise UsageError(f"{flag} does not apply to a {kind}:// source")
     file_kind = None
     if kind == "file":
         refuse_overlapping_files([("SOURCE", source, False), ("--output", args.output, True)])
