@@ -149,7 +149,21 @@ def _same_parquet(a: Path, b: Path) -> bool:
     return all(x.equals(y) for x, y in pairs)
 
 
-def bench_live_itch(messages: int, blast: Path, mmsg_recv: Path, tmp: Path) -> list[Result]:
+def _wait_for(path: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Until ``text`` is in the file ``path`` (a child's stderr), the child exits, or
+    ``timeout`` seconds pass (then RuntimeError)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while text not in path.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"no {text!r} from the receiver: {path.read_text()!r}")
+        time.sleep(0.02)
+
+
+def bench_live_itch(
+    messages: int, blast: Path, mmsg_recv: Path, tmp: Path, end_confirm: float | None = None
+) -> list[Result]:
     """A generated ITCH 5.0 day (``messages``) at full blast (blast -f: MTU-sized packets),
     to the C recvmmsg() loop, ``listen -o`` and ``moldudp64 book``, one after the other
     with the same sender; the live book's tables against ``book`` on the same file.
@@ -185,10 +199,12 @@ def bench_live_itch(messages: int, blast: Path, mmsg_recv: Path, tmp: Path) -> l
                 extra = [] if command == "book" else ["--format", "binaryfile"]
                 receiver, report = measure.spawn_measured(
                     [*measure.moldudp64_command(), command, feed, "--interface", "127.0.0.1",
-                     "--output", str(out), *extra, "--idle-timeout", "10"],
+                     "--output", str(out), *extra, "--idle-timeout", "10",
+                     *([] if end_confirm is None else ["--end-confirm", str(end_confirm)])],
                     stderr=err.fileno(),
                 )  # fmt: skip
-                time.sleep(2.0)  # interpreter start-up (pyarrow for the book) and join
+                # sent once it has joined (its first lines), however slow its start-up
+                _wait_for(err_path, "joined", receiver)
             sender = subprocess.run(
                 [str(blast), GROUP, str(port), "-f", str(day)],
                 capture_output=True, text=True, check=True,
@@ -299,7 +315,9 @@ def main(argv: list[str] | None = None) -> int:
                     skipped.append("live ITCH: the book needs the arrow extra")
                 else:
                     n_itch = max(10_000, int(3_000_000 * scale))
-                    results.extend(bench_live_itch(n_itch, *built, tmp))
+                    results.extend(
+                        bench_live_itch(n_itch, *built, tmp, 0.3 if args.quick else None)
+                    )
         if "fairness" not in skip:
             import bench_server  # beside this file
 
