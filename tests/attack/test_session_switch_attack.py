@@ -114,6 +114,7 @@ class Server:
     holds: set[str] | None = None  # sessions it holds (None: all)
     cap: int = 5  # messages per answer at most (answers may be partial)
     delay: float = 0.001
+    delay_for: dict[str, float] = field(default_factory=dict)  # per session, else delay
     drop: Callable[[str, int, int], bool] = lambda s, q, n: False  # (session, seq, k-th ask)
     asked: dict[tuple[str, int], int] = field(default_factory=dict)
     requests: int = 0
@@ -192,7 +193,8 @@ def simulate(
             srv = by_addr[addr]
             ans = srv.answer(req, now)
             if ans is not None:
-                heapq.heappush(queue, (now + srv.delay, next(counter), "srv", ans, addr))
+                wait = srv.delay_for.get(bytes(ans[:10]).decode().strip(), srv.delay)
+                heapq.heappush(queue, (now + wait, next(counter), "srv", ans, addr))
         events.extend(core.events_received())
         st_ = core.stats
         peak = max(peak, st_.held_packets + st_.unconfirmed_packets)
@@ -663,8 +665,8 @@ def test_random_switch_schedules(
     """Random gaps in A and B, answers dropped up to four times (fewer than the eight
     attempts) and late, B starting before or after A's last packet, A ending or not. The
     server holds both; A's first two and last packets are never lost and B runs long
-    enough to outlast ``stale_after``. A user expects every message of A then every message of B, once, in
-    order, none reported lost."""
+    enough to outlast ``stale_after``. A user expects every message of A then every
+    message of B, once, in order, none reported lost."""
     a = Publisher("AAAAAAAAAA", a_count, 0.0, end=a_end)
     na = len(a.packets())
     a.lost = {i for i in a_lost if 1 < i < na - 1}
@@ -682,3 +684,153 @@ def test_random_switch_schedules(
     assert_all_delivered(o, "AAAAAAAAAA", a_count)
     assert_all_delivered(o, "BBBBBBBBBB", b_total)
     assert o.order == ["AAAAAAAAAA", "BBBBBBBBBB"]
+
+
+def test_forged_session_two_packets_after_a_ends() -> None:
+    """A ends; a forged session C sends two data packets and falls silent; B starts 0.2 s
+    later and runs 8 s. Even if C is followed for a while (two datagrams), a user expects
+    B whole in the end (its waiting datagrams bounded, the rest recovered)."""
+    a = Publisher("AAAAAAAAAA", 30, 0.0)
+    t = a.packets()[-1][0] + 0.3
+    b = Publisher("BBBBBBBBBB", 480, t + 0.2, lost={3})
+    forged = [
+        (t, build_packet("CCCCCCCCCC", 1, [b"forged1"])),
+        (t + 0.05, build_packet("CCCCCCCCCC", 2, [b"forged2"])),
+    ]
+    pubs = {p.session: p for p in (a, b)}
+    run = simulate(merged(a, b, extra=forged), [Server(SERVER, pubs)], until=60.0)
+    o = outcome(run.events, forged={("CCCCCCCCCC", 1): b"forged1", ("CCCCCCCCCC", 2): b"forged2"})
+    assert_all_delivered(o, "AAAAAAAAAA", 30)
+    assert_all_delivered(o, "BBBBBBBBBB", 480)
+
+
+def test_forged_session_two_packets_while_a_live() -> None:
+    """A is live (no end yet); a forged session C sends two data packets mid-A. A user
+    expects C never followed (A is not silent), A whole, then B whole."""
+    a = Publisher("AAAAAAAAAA", 90, 0.0, lost={12})
+    b = Publisher("BBBBBBBBBB", 60, a.packets()[-1][0] + 0.3)
+    forged = [
+        (0.5, build_packet("CCCCCCCCCC", 1, [b"f1"])),
+        (0.52, build_packet("CCCCCCCCCC", 2, [b"f2"])),
+    ]
+    pubs = {p.session: p for p in (a, b)}
+    run = simulate(merged(a, b, extra=forged), [Server(SERVER, pubs)], until=40.0)
+    o = outcome(run.events)
+    assert "CCCCCCCCCC" not in o.order
+    assert_all_delivered(o, "AAAAAAAAAA", 90)
+    assert_all_delivered(o, "BBBBBBBBBB", 60)
+
+
+def test_passed_gap_with_attempts_left_not_lost_on_switch() -> None:
+    """A's packet 5 is lost and the feed passes it (many packets after); the server drops
+    the first six answers to it and answers late (0.5 s); A stops without an end and B
+    starts at once. Attempts remain (8), so a user expects A's gap recovered, never
+    reported lost as "session changed", then B whole."""
+    a = Publisher("AAAAAAAAAA", 60, 0.0, end=False, lost={5})
+    b = Publisher("BBBBBBBBBB", 600, a.packets()[-1][0] + 0.05, dt=0.02)
+    pubs = {p.session: p for p in (a, b)}
+    srv = Server(SERVER, pubs, drop=lambda s, q, n: s == "AAAAAAAAAA" and n < 6, delay=0.5)
+    run = simulate(merged(a, b), [srv], until=60.0)
+    o = outcome(run.events)
+    assert_all_delivered(o, "AAAAAAAAAA", 60)
+    assert_all_delivered(o, "BBBBBBBBBB", 600)
+
+
+def test_two_servers_one_holds_a_other_holds_b() -> None:
+    """Two servers: one holds only A, the other only B (each silent about the other).
+    Gaps in both sessions. A user expects both sessions whole."""
+    a = Publisher("AAAAAAAAAA", 60, 0.0, lost={2, 9, 15})
+    b = Publisher("BBBBBBBBBB", 60, a.packets()[-1][0] + 0.3, lost={1, 12})
+    pubs = {p.session: p for p in (a, b)}
+    s1 = Server(SERVER, pubs, holds={"AAAAAAAAAA"})
+    s2 = Server(SERVER2, pubs, holds={"BBBBBBBBBB"})
+    run = simulate(merged(a, b), [s1, s2], until=60.0)
+    o = outcome(run.events)
+    assert_all_delivered(o, "AAAAAAAAAA", 60)
+    assert_all_delivered(o, "BBBBBBBBBB", 60)
+
+
+def test_long_a_recovery_b_still_live_after_switch() -> None:
+    """A's gap answers are slow (0.9 s) and dropped five times while B pours in with only
+    40 datagrams held; B goes on long after the switch and the server answers B at once
+    (200 messages an answer). A user expects A whole and B whole (B's overflow requested
+    once followed), held memory at the cap."""
+    a = Publisher("AAAAAAAAAA", 60, 0.0, lost={5, 6, 7})
+    b = Publisher("BBBBBBBBBB", 3000, a.packets()[-1][0] + 0.3, dt=0.01)
+    pubs = {p.session: p for p in (a, b)}
+    srv = Server(
+        SERVER,
+        pubs,
+        drop=lambda s, q, n: s == "AAAAAAAAAA" and n < 5,
+        delay_for={"AAAAAAAAAA": 0.9},  # B's answers come at once
+        cap=200,
+    )
+    run = simulate(merged(a, b), [srv], until=80.0, max_held_packets=40)
+    o = outcome(run.events)
+    assert run.peak_held <= 41
+    assert_all_delivered(o, "AAAAAAAAAA", 60)
+    assert_all_delivered(o, "BBBBBBBBBB", 3000)
+
+
+def test_forged_b_heartbeat_far_ahead_during_switch() -> None:
+    """A ends; B starts; a forger sends B heartbeats at 1,000,000. A user expects B whole,
+    its end believed (B's real end repeats), and requests bounded (no flood)."""
+    a = Publisher("AAAAAAAAAA", 30, 0.0)
+    b = Publisher("BBBBBBBBBB", 60, a.packets()[-1][0] + 0.3, lost={4})
+    forged = [(b.start + 0.1 * k, build_heartbeat("BBBBBBBBBB", 1_000_000)) for k in range(4)]
+    pubs = {p.session: p for p in (a, b)}
+    srv = Server(SERVER, pubs)
+    run = simulate(merged(a, b, extra=forged), [srv], until=40.0)
+    o = outcome(run.events)
+    assert_all_delivered(o, "AAAAAAAAAA", 30)
+    assert_all_delivered(o, "BBBBBBBBBB", 60)
+    assert srv.requests < 200, srv.requests
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    a_lost=st.sets(st.integers(2, 18), max_size=5),
+    b_lost=st.sets(st.integers(2, 18), max_size=5),
+    a_end=st.booleans(),
+    holds=st.sampled_from(["AB", "A", "B", ""]),
+    forge_at=st.floats(0.0, 3.0),
+    forge_kind=st.sampled_from(["c_data", "a_end_low", "b_hb_far", "c_end"]),
+    max_held=st.sampled_from([30, 50_000]),
+    drops=st.integers(0, 3),
+)
+def test_random_switch_with_forger_and_partial_servers(
+    a_lost: set[int],
+    b_lost: set[int],
+    a_end: bool,
+    holds: str,
+    forge_at: float,
+    forge_kind: str,
+    max_held: int,
+    drops: int,
+) -> None:
+    """A (60) then B (long enough to outlast A's staleness), random gaps, one forged
+    datagram at a random time, a server holding both, one, or neither session, a small or
+    large held bound. A user expects each session's numbers tiled once, in order, by
+    deliveries and losses (none silently skipped); and a session the server holds, with
+    the default held bound, none lost."""
+    a = Publisher("AAAAAAAAAA", 60, 0.0, end=a_end, lost=a_lost)
+    b = Publisher("BBBBBBBBBB", 600, a.packets()[-1][0] + 0.2, dt=0.02, lost=b_lost)
+    kind_to_packet = {
+        "c_data": build_packet("CCCCCCCCCC", 1, [b"forged"]),
+        "a_end_low": build_end_of_session("AAAAAAAAAA", 10),
+        "b_hb_far": build_heartbeat("BBBBBBBBBB", 900_000),
+        "c_end": build_end_of_session("CCCCCCCCCC", 5),
+    }
+    forged = [(forge_at, kind_to_packet[forge_kind])]
+    pubs = {p.session: p for p in (a, b)}
+    held = {"AAAAAAAAAA" for c in holds if c == "A"} | {"BBBBBBBBBB" for c in holds if c == "B"}
+    srv = Server(SERVER, pubs, holds=held, drop=drop_first(drops))
+    run = simulate(merged(a, b, extra=forged), [srv], until=60.0, max_held_packets=max_held)
+    o = outcome(run.events)
+    assert "CCCCCCCCCC" not in o.order
+    check_tiling(o, "AAAAAAAAAA", 60)
+    check_tiling(o, "BBBBBBBBBB", 600)
+    assert o.order == ["AAAAAAAAAA", "BBBBBBBBBB"]
+    if max_held == 50_000:
+        for s in held:
+            assert o.lost.get(s, []) == [], f"{s} held by the server yet lost: {o.lost[s]}"
