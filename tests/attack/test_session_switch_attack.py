@@ -908,3 +908,52 @@ def test_switch_small_bound_does_not_lose_what_server_holds() -> None:
     o = outcome(run.events)
     assert run.peak_held <= 31
     assert_all_delivered(o, "BBBBBBBBBB", 600)
+
+
+def test_three_sessions_delivered_in_line_order() -> None:
+    """A ends (its end repeated for 1.5 s), B runs 0.5 s from 1 s after A's last packet and
+    ends, C starts 1 s after B's last packet and ends. Every session is whole on the line
+    and on the server. A user expects them delivered in the order the line carried them,
+    A then B then C (SessionChanged A->B, B->C), not C before B."""
+    a = Publisher("AAAAAAAAAA", 30, 0.0)
+    b = Publisher("BBBBBBBBBB", 30, a.packets()[-1][0] + 1.0)
+    c = Publisher("CCCCCCCCCC", 30, b.packets()[-1][0] + 1.0)
+    pubs = {p.session: p for p in (a, b, c)}
+    run = simulate(merged(a, b, c), [Server(SERVER, pubs)], until=40.0)
+    o = outcome(run.events)
+    for p in (a, b, c):
+        assert_all_delivered(o, p.session, 30)
+    assert o.order == ["AAAAAAAAAA", "BBBBBBBBBB", "CCCCCCCCCC"]
+    assert [x[:2] for x in o.changes] == [
+        ("AAAAAAAAAA", "BBBBBBBBBB"),
+        ("BBBBBBBBBB", "CCCCCCCCCC"),
+    ]
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(
+    gaps=st.lists(st.floats(0.1, 4.0), min_size=2, max_size=2),
+    counts=st.lists(st.integers(6, 120), min_size=3, max_size=3),
+    lost=st.lists(st.sets(st.integers(2, 30), max_size=3), min_size=3, max_size=3),
+)
+def test_random_three_sessions_with_ends(
+    gaps: list[float], counts: list[int], lost: list[set[int]]
+) -> None:
+    """Three real sessions, each ending with its end repeated, started one after another
+    with random pauses and random gaps (the server holds all three). A user expects each
+    whole, in the order the line carried them."""
+    names = ["AAAAAAAAAA", "BBBBBBBBBB", "CCCCCCCCCC"]
+    pubs: list[Publisher] = []
+    t = 0.0
+    for i, name in enumerate(names):
+        p = Publisher(name, counts[i], t)
+        n = len(p.packets())
+        p.lost = {k for k in lost[i] if 1 < k < n - 1}
+        pubs.append(p)
+        if i < 2:
+            t = p.packets()[-1][0] + gaps[i]
+    run = simulate(merged(*pubs), [Server(SERVER, {p.session: p for p in pubs})], until=60.0)
+    o = outcome(run.events)
+    for p in pubs:
+        assert_all_delivered(o, p.session, p.count)
+    assert o.order == names
