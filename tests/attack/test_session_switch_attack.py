@@ -957,3 +957,24 @@ def test_random_three_sessions_with_ends(
     for p in pubs:
         assert_all_delivered(o, p.session, p.count)
     assert o.order == names
+
+
+def test_two_ends_of_a_the_one_data_agrees_with_wins() -> None:
+    """A (60 messages, gaps the server fills) ends for real at 61, repeated; a forger
+    repeats an end of A at 561 alongside; B follows. README/docstring: "Of two ends, the
+    one the data held agrees with wins". The data held ends exactly at 60, so a user
+    expects A's end at 61 to win: no phantom loss of 61..560 (messages that never
+    existed) reported as "request attempts exhausted", then B whole."""
+    a = Publisher("AAAAAAAAAA", 60, 0.0, lost={4, 17})
+    b = Publisher("BBBBBBBBBB", 60, a.packets()[-1][0] + 0.5)
+    t = a.packets()[-1][0]
+    forged = [(t + 0.1 + 0.5 * k, build_end_of_session("AAAAAAAAAA", 561)) for k in range(5)]
+    pubs = {p.session: p for p in (a, b)}
+    run = simulate(
+        merged(a, b, extra=forged), [Server(SERVER, pubs, drop=drop_first(2))], until=60.0
+    )
+    o = outcome(run.events)
+    assert_all_delivered(o, "AAAAAAAAAA", 60)
+    assert_all_delivered(o, "BBBBBBBBBB", 60)
+    ends = [e for e in run.events if isinstance(e, SessionEnded) and e.session == "AAAAAAAAAA"]
+    assert [e.next_seq_num for e in ends] == [61]
