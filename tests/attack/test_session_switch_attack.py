@@ -198,6 +198,7 @@ def simulate(
         events.extend(core.events_received())
         st_ = core.stats
         peak = max(peak, st_.held_packets + st_.unconfirmed_packets)
+        assert st_.requests_in_flight <= cfg.max_requests_in_flight, st_.requests_in_flight
     core.handle_timer(until)
     events.extend(core.events_received())
     return Run(events, core, servers, peak)
@@ -978,3 +979,43 @@ def test_two_ends_of_a_the_one_data_agrees_with_wins() -> None:
     assert_all_delivered(o, "BBBBBBBBBB", 60)
     ends = [e for e in run.events if isinstance(e, SessionEnded) and e.session == "AAAAAAAAAA"]
     assert [e.next_seq_num for e in ends] == [61]
+
+
+def test_many_forged_sessions_do_not_push_out_b() -> None:
+    """A ends with a gap still being recovered (answers dropped four times, slow); B starts;
+    a forger sends one data packet each of 300 different sessions, interleaved with B.
+    Candidate sessions have a fixed cap; a user expects the forger's strays not to cost B
+    anything: A whole, then B whole, no stray session followed."""
+    a = Publisher("AAAAAAAAAA", 60, 0.0, lost={5, 15})
+    b = Publisher("BBBBBBBBBB", 300, a.packets()[-1][0] + 0.3, dt=0.02)
+    forged = [
+        (b.start + 0.005 + 0.01 * k, build_packet(f"F{k:09d}", 1 + k % 7, [b"x"]))
+        for k in range(300)
+    ]
+    pubs = {p.session: p for p in (a, b)}
+    srv = Server(SERVER, pubs, drop=lambda s, q, n: s == "AAAAAAAAAA" and n < 4, delay=0.3)
+    run = simulate(merged(a, b, extra=forged), [srv], until=60.0)
+    o = outcome(run.events)
+    assert o.order == ["AAAAAAAAAA", "BBBBBBBBBB"]
+    assert_all_delivered(o, "AAAAAAAAAA", 60)
+    assert_all_delivered(o, "BBBBBBBBBB", 300)
+
+
+def test_many_forged_one_packet_sessions_clean_switch() -> None:
+    """A (no gaps) ends for real; B (300 messages) starts; a forger sends one data packet
+    each of 300 different sessions over 3 s (100 strays do no harm, 250 do). README: "the
+    session followed is the first that carries data in two datagrams". A user expects no
+    one-packet stray followed (none delivered: the outcome check rejects its bytes), and
+    B whole."""
+    a = Publisher("AAAAAAAAAA", 60, 0.0)
+    b = Publisher("BBBBBBBBBB", 300, a.packets()[-1][0] + 0.3, dt=0.02)
+    forged = [
+        (b.start + 0.005 + 0.01 * k, build_packet(f"F{k:09d}", 1, [b"x"])) for k in range(300)
+    ]
+    pubs = {p.session: p for p in (a, b)}
+    run = simulate(merged(a, b, extra=forged), [Server(SERVER, pubs)], until=60.0)
+    changes = [e.new_session for e in run.events if isinstance(e, SessionChanged)]
+    assert changes == ["BBBBBBBBBB"], changes
+    o = outcome(run.events)
+    assert_all_delivered(o, "AAAAAAAAAA", 60)
+    assert_all_delivered(o, "BBBBBBBBBB", 300)
