@@ -932,6 +932,8 @@ def test_three_sessions_delivered_in_line_order() -> None:
 
 
 @settings(max_examples=30, deadline=None, derandomize=True)
+@example(gaps=[0.25, 1.0], counts=[6, 6, 6], lost=[set(), set(), set()])  # B skipped
+@example(gaps=[1.0, 1.0], counts=[6, 6, 6], lost=[set(), set(), set()])  # C before B
 @given(
     gaps=st.lists(st.floats(0.1, 4.0), min_size=2, max_size=2),
     counts=st.lists(st.integers(6, 120), min_size=3, max_size=3),
