@@ -1021,3 +1021,30 @@ def test_many_forged_one_packet_sessions_clean_switch() -> None:
     o = outcome(run.events)
     assert_all_delivered(o, "AAAAAAAAAA", 60)
     assert_all_delivered(o, "BBBBBBBBBB", 300)
+
+
+def test_b_first_packets_lost_backfilled_from_1() -> None:
+    """A ends; B's first 30 packets (90 messages) are lost on the line; the server holds B.
+    A user expects B backfilled from 1 (sessions start at 1) and delivered whole."""
+    a = Publisher("AAAAAAAAAA", 30, 0.0)
+    b = Publisher("BBBBBBBBBB", 300, a.packets()[-1][0] + 0.3, lost=set(range(30)))
+    pubs = {p.session: p for p in (a, b)}
+    run = simulate(merged(a, b), [Server(SERVER, pubs)], until=40.0)
+    o = outcome(run.events)
+    assert_all_delivered(o, "AAAAAAAAAA", 30)
+    assert_all_delivered(o, "BBBBBBBBBB", 300)
+
+
+def test_a_end_lost_and_b_first_packets_lost() -> None:
+    """A's end and its last packet are lost; B's first 10 packets are lost too and B runs
+    8 s; the server holds both. A user expects everything of A the line carried, and B
+    whole from 1 (backfilled) once A fell silent."""
+    a = Publisher("AAAAAAAAAA", 60, 0.0, end_lost=True)
+    a.lost = {len(a.packets()) - 1}
+    b = Publisher("BBBBBBBBBB", 480, a.packets()[-1][0] + 0.3, lost=set(range(10)))
+    pubs = {p.session: p for p in (a, b)}
+    run = simulate(merged(a, b), [Server(SERVER, pubs)], until=40.0)
+    o = outcome(run.events)
+    assert o.delivered["AAAAAAAAAA"][:57] == list(range(1, 58))
+    check_tiling(o, "AAAAAAAAAA", max(o.delivered["AAAAAAAAAA"]))
+    assert_all_delivered(o, "BBBBBBBBBB", 480)
