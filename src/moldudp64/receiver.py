@@ -87,7 +87,9 @@ reported lost. Requests are cheap, beliefs are costly:
   and those of a waiting session count against the same ``max_held_packets`` and
   ``max_held_bytes``; past them another session's datagrams are dropped first (counted,
   ``next_session_backlog_full``), and a real gap is given up only when the followed
-  session's own held data needs the room.
+  session's own held data needs the room. A waiting session's highest end of session is
+  kept outside that room (:meth:`~ReceiverCore._kept_end`), so its end is known once
+  followed.
 
 How it is built: the state is the next sequence number to deliver (``expected``), the
 highest sequence number known to exist (``horizon``), the messages held between them
