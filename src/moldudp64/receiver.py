@@ -87,7 +87,9 @@ reported lost. Requests are cheap, beliefs are costly:
   and those of a waiting session count against the same ``max_held_packets`` and
   ``max_held_bytes``; past them another session's datagrams are dropped first (counted,
   ``next_session_backlog_full``), and a real gap is given up only when the followed
-  session's own held data needs the room.
+  session's own held data needs the room. A waiting session's highest end of session is
+  kept outside that room (:meth:`~ReceiverCore._kept_end`), so its end is known once
+  followed.
 
 How it is built: the state is the next sequence number to deliver (``expected``), the
 highest sequence number known to exist (``horizon``), the messages held between them
@@ -531,6 +533,11 @@ class _Candidate:
     carries: bool = False
     #: Whether it sent an end of session (see :meth:`ReceiverCore._consider_switch`).
     ends: bool = False
+    #: Its highest end of session and the line and server it came from, kept outside
+    #: ``datagrams`` (whose room may be full): once followed, its end is known.
+    end_seq: int = 0
+    end_source: Source = Source.LINE_A
+    end_addr: Address | None = None
 
 
 class ReceiverCore:
@@ -1624,6 +1631,9 @@ class ReceiverCore:
             cand.carries = True  # data; heartbeats and ends of session carry none
         elif kind == END_OF_SESSION:
             cand.ends = True
+            seq = _unpack_header(data)[1]
+            if seq > cand.end_seq:
+                cand.end_seq, cand.end_source, cand.end_addr = seq, source, addr
         self._consider_switch(now)
 
     def _drop_candidate_datagram(self) -> None:
@@ -1796,6 +1806,7 @@ class ReceiverCore:
         self._last_live = cand.last_at
         for data, source, _at, addr in cand.datagrams:
             self._receive_slow(data, source, now, addr, counted=True)
+        self._kept_end(cand, now)
         # drop the rest of a session now left behind, and all others when none is followed
         keep = self.config.follow_session_changes and not self._pinned
         for name in list(self._cands):
@@ -1803,6 +1814,29 @@ class ReceiverCore:
                 self._forget_candidate(name, DROP_OLD_SESSION)
             elif not keep:
                 self._forget_candidate(name, DROP_WRONG_SESSION)
+
+    def _kept_end(self, cand: _Candidate, now: float) -> None:
+        """The end of session a newly followed session sent while it waited, which the
+        replay of its waiting datagrams did not bring (no room was left to keep it): taken
+        as if it arrived now, so the quiet after it must still last ``end_confirm``. Only
+        at or beyond the data replayed (data wins: data beyond it disproves it) and never
+        as a repeat, so it can neither truncate the session nor end it below its data."""
+        seq = cand.end_seq
+        claim = self._eos_claim
+        if not seq or self._ended or self._eos is not None:
+            return
+        if claim is not None and claim.start == seq:
+            return  # the replay brought it
+        if seq < max(self._data_top, self._expected):
+            self._drop(DROP_EOS_CONTRADICTED, cand.end_source, cand.end_addr, once=True)
+            return
+        if not self._started:
+            if self.config.start_from_first_seen:
+                return  # no data fixed where the stream starts: nothing to end
+            self._started = True
+            self._events.append(SessionStarted(self._session or "", self._expected))
+        data = HEADER.pack(self._session_raw, seq, END_OF_SESSION)
+        self._on_end_of_session(seq, data, cand.end_source, now, cand.end_addr)
 
     # ------------------------------------------------------------------ sequencing
 
