@@ -54,7 +54,8 @@ reported lost. Requests are cheap, beliefs are costly:
   then the session ends there and what was delivered beyond it (forged data at the next
   number, the admitted limit) is named (:class:`~moldudp64.events.MessagesAfterEnd`,
   with a warning), so a forger cannot keep a session from ending; one contradicted by
-  data beyond it dropped (``end_of_session_contradicted``), one far beyond everything
+  data beyond it dropped (``end_of_session_contradicted``; one below data held but not
+  yet delivered is refused alike unless it repeats), one far beyond everything
   held never believed: the numbers before it are taken as missing a window at a time
   (:meth:`_chase_end`), and live data far below it drops it. Of two ends, the one the
   data held agrees with wins. What is held or kept aside beyond a believed end, and data
@@ -1521,6 +1522,11 @@ class ReceiverCore:
                 session, seq, seq, top - 1,
             )  # fmt: skip
             self._end()
+            return
+        if seq < self._data_top and not repeated:  # data held beyond it contradicts it:
+            # data wins (a forger's lone end cannot truncate what arrived; a real end
+            # repeats, so forged data beyond it cannot keep a session from ending)
+            self._drop(DROP_EOS_CONTRADICTED, _RETX, None, once=True)
             return
         if not self._end_is_near(seq):  # far beyond what the feed has shown
             self._drop(DROP_UNCONFIRMED, _RETX, None)
