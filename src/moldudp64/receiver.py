@@ -58,9 +58,10 @@ reported lost. Requests are cheap, beliefs are costly:
   yet delivered is refused alike unless it repeats), one far beyond everything
   held never believed: the numbers before it are taken as missing a window at a time
   (:meth:`_chase_end`), and live data far below it drops it. Of two ends, the one the
-  data held agrees with wins. What is held or kept aside beyond a believed end, and data
-  that arrives beyond it later, is named (:class:`~moldudp64.events.MessagesAfterEnd`,
-  each number once; counted as ``after_end_of_session``). After :class:`SessionEnded`
+  data held agrees with wins (one right after all data held over any other). What is held
+  or kept aside beyond a believed end, and data that arrives beyond it later, is named
+  (:class:`~moldudp64.events.MessagesAfterEnd`, each number once; counted as
+  ``after_end_of_session``). After :class:`SessionEnded`
   nothing more of that session is delivered.
 - **Answers count only from a configured server** (address and port), or one the user
   sent a request of their own to; others are dropped (``unknown_server``). ``addr=None``
@@ -1483,7 +1484,11 @@ class ReceiverCore:
             # (at or beyond all data held, and near it), else the newer
             top = max(self._data_top, self._expected)
             reach = top + max(self.config.max_messages_per_request, _END_WINDOW)
-            if not (top <= seq <= reach) and (top <= claim.start <= reach):
+            # (one right after all data held agrees exactly and is kept: a forged farther
+            # one cannot make phantom numbers up to it lost; a real tail an honest server
+            # holds, once answered, puts data beyond it, which then disproves it)
+            exact = claim.start == top
+            if (exact or not (top <= seq <= reach)) and (top <= claim.start <= reach):
                 self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
                 return
             self._drop(DROP_EOS_CONTRADICTED, claim.source, claim.addr, once=True)
