@@ -73,7 +73,9 @@ reported lost. Requests are cheap, beliefs are costly:
 - **A session switch needs evidence**: the followed session ended, or it sent nothing
   for ``stale_after`` while the other session is live (two distinct datagrams, the last
   within ``stale_after``) and has carried data (heartbeats and ends of session alone, any
-  datagram without data, never make a session followed, first or next). Either way the
+  datagram without data, never make a session followed, first or next; of those waiting,
+  one with data in two datagrams goes first, the earliest seen, and is pushed out of the
+  capped waiting room last). Either way the
   gaps the feed passed (after a believed end, all) are settled first: recovered, or given
   up with their own reason within their attempts (the session to follow is not forgotten
   for falling silent meanwhile); only numbers the feed never passed are given up as
@@ -1606,7 +1608,12 @@ class ReceiverCore:
         cand = cands.get(session_raw)
         if cand is None:
             if len(cands) >= _MAX_CANDIDATES:
-                oldest = min(cands, key=lambda s: cands[s].last_at)
+                # a session that carried data in two datagrams is pushed out last: a
+                # forger's stream of one-packet sessions cannot push out the real next one
+                oldest = min(
+                    cands,
+                    key=lambda s: (cands[s].distinct >= 2 and cands[s].carries, cands[s].last_at),
+                )
                 self._forget_candidate(oldest, DROP_WRONG_SESSION)
             cand = cands[session_raw] = _Candidate([], first_at=now)
         waiting = cand.datagrams
@@ -1712,11 +1719,17 @@ class ReceiverCore:
                     self._switch_to(first, now)
                     return
         else:
-            best = max(cands, key=lambda s: cands[s].last_at)
-            if (
-                self._ended
-                and cands[best].carries
-                and (cands[best].distinct >= 2 or cands[best].last_at >= self._ended_at)
+            # the next session is one that carried data in two datagrams (a forger's
+            # one-packet sessions never are), the earliest seen of them: the line's order;
+            # only when there is none, after an end, the newest with data since the end
+            ready = [s for s, c in cands.items() if c.distinct >= 2 and c.carries]
+            best = (
+                min(ready, key=lambda s: cands[s].first_at)
+                if ready
+                else max(cands, key=lambda s: cands[s].last_at)
+            )
+            if self._ended and (
+                ready or (cands[best].carries and cands[best].last_at >= self._ended_at)
             ):  # a stray seen before the end is no new session
                 self._switch_to(best, now)
                 return
