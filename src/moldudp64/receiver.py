@@ -191,6 +191,8 @@ DROP_UNCONFIRMED = "unconfirmed_sequence"
 DROP_EOS_BELOW_DATA = "end_of_session_below_data"
 DROP_EOS_CONTRADICTED = "end_of_session_contradicted"
 DROP_SESSION_BACKLOG = "next_session_backlog_full"
+#: Drops of another session's datagrams: reported even after the followed session ended.
+_OTHER_SESSION_DROPS = frozenset({DROP_WRONG_SESSION, DROP_OLD_SESSION, DROP_SESSION_BACKLOG})
 
 _unpack_header = HEADER.unpack_from
 _RETX = Source.RETRANSMISSION
@@ -1068,10 +1070,13 @@ class ReceiverCore:
         once: bool = False,
     ) -> None:
         """Count a datagram not taken; report it (``once``: only the first time for this
-        reason, for contradictions a feed repeats). Nothing is reported after the end."""
+        reason, for contradictions a feed repeats). Nothing of the ended session is
+        reported after its end; another session's datagrams ignored still are."""
         counts = self._malformed if malformed else self._dropped
         counts[reason] = counts.get(reason, 0) + 1
-        if self._ended or (once and reason in self._reported):
+        if (self._ended and reason not in _OTHER_SESSION_DROPS) or (
+            once and reason in self._reported
+        ):
             return
         if once:
             self._reported.add(reason)
