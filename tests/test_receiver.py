@@ -1046,3 +1046,21 @@ def test_any_input_never_raises_and_keeps_its_bounds(
             if isinstance(event, MessagesDelivered):
                 assert event.messages == [msg(s, event.session) for s in range(first, last + 1)]
     assert len(of(events, SessionEnded)) <= len(order) + 1
+
+
+def test_an_end_right_after_the_data_held_still_lets_a_farther_real_tail_be_asked_for() -> None:
+    """A (forged) end right after the data held arrives first and is kept against a farther
+    one; the numbers up to the farther (real) end are still asked for, and the tail the
+    server holds is delivered: its data disproves the kept end, and the real end wins."""
+    c = core(rerequest_server_addrs=[SRV1], end_confirm=1.5)
+    c.receive_datagram(pkt(1, 5), A, 0.0)
+    c.receive_datagram(build_end_of_session(S, 6), A, 0.1)  # forged, right after the data
+    c.receive_datagram(build_end_of_session(S, 9), A, 0.2)  # real: 6..8 lost on the line
+    assert reqs(c.datagrams_to_send(0.3)) == [(6, 3, SRV1)]
+    answer(c, 6, 3, 0.31)
+    c.receive_datagram(build_end_of_session(S, 9), A, 0.7)  # its repeat
+    c.handle_timer(2.5)
+    events = c.events_received()
+    assert delivered(events) == expect(1, 8)
+    assert of(events, SessionEnded) == [SessionEnded(S, 9)]
+    assert of(events, MessagesLost) == [] and of(events, MessagesAfterEnd) == []

@@ -1492,11 +1492,15 @@ class ReceiverCore:
             top = max(self._data_top, self._expected)
             reach = top + max(self.config.max_messages_per_request, _END_WINDOW)
             # (one right after all data held agrees exactly and is kept: a forged farther
-            # one cannot make phantom numbers up to it lost; a real tail an honest server
-            # holds, once answered, puts data beyond it, which then disproves it)
+            # one cannot make phantom numbers up to it lost; the numbers up to a near
+            # farther one are still asked for, so a real tail an honest server holds puts
+            # data beyond the kept one once answered, which then disproves it)
             exact = claim.start == top
             if (exact or not (top <= seq <= reach)) and (top <= claim.start <= reach):
                 self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
+                if exact and horizon < seq <= near:
+                    self._new_gap(horizon, seq, now)
+                    self._horizon = seq
                 return
             self._drop(DROP_EOS_CONTRADICTED, claim.source, claim.addr, once=True)
         if horizon < seq <= near:
