@@ -585,6 +585,38 @@ def test_an_ended_session_finishes_its_gaps_though_the_new_one_is_live_past_stal
         assert events.index(SessionEnded(S, 4)) < changed
 
 
+def test_a_session_of_ends_alone_whose_ends_found_no_room_still_ends_and_reports_its_loss() -> None:
+    """All its data lost on the line; one datagram may wait (max_held_packets=1), so every
+    end of session is dropped for room: its highest end is kept aside all the same, so the
+    session followed on its ends knows where it ends, and its missing numbers are lost."""
+    c = core(max_held_packets=1)
+    c.receive_datagram(build_heartbeat(S, 4), A, 0.0)  # the one that waits
+    for n in range(3):
+        c.receive_datagram(build_end_of_session(S, 3 + n % 2), A, 0.1 + 0.1 * n)  # 3, 4, 3
+    assert c.stats.dropped == {"next_session_backlog_full": 3}
+    for now in (2.5, 5.0, 5.1):  # followed at end_confirm; its end believed end_confirm on
+        c.handle_timer(now)
+    events = c.events_received()
+    assert events[0] == SessionStarted(S, 1)
+    assert of(events, MessagesLost) == [MessagesLost(S, 1, 3, LOST_NO_SERVERS)]
+    assert events[-1] == SessionEnded(S, 4) and c.ended
+
+
+def test_an_end_kept_for_a_waiting_session_never_truncates_its_data() -> None:
+    """A (forged) end of session dropped for room below data that waited: data wins."""
+    c = core(max_held_packets=1)
+    c.receive_datagram(pkt(1, 5, "SESSION002"), A, 0.0)  # waits
+    # no room for it: its number kept aside; the second datagram: followed at once
+    c.receive_datagram(build_end_of_session("SESSION002", 3), A, 0.1)
+    c.receive_datagram(pkt(6, 2, "SESSION002"), A, 0.2)
+    for now in (1.0, 2.0, 3.0, 4.0, 5.0):
+        c.handle_timer(now)
+    events = c.events_received()
+    assert delivered(events) == expect(1, 7, "SESSION002")
+    assert not c.ended and of(events, MessagesAfterEnd) == []
+    assert c.stats.dropped["end_of_session_contradicted"] == 1
+
+
 def test_without_an_end_the_old_session_must_fall_silent_before_a_switch() -> None:
     c = core(rerequest_server_addrs=[SRV1], max_request_attempts=1, stale_after=3.0)
     c.receive_datagram(pkt(1, 1), A, 0.0)
@@ -1014,3 +1046,21 @@ def test_any_input_never_raises_and_keeps_its_bounds(
             if isinstance(event, MessagesDelivered):
                 assert event.messages == [msg(s, event.session) for s in range(first, last + 1)]
     assert len(of(events, SessionEnded)) <= len(order) + 1
+
+
+def test_an_end_right_after_the_data_held_still_lets_a_farther_real_tail_be_asked_for() -> None:
+    """A (forged) end right after the data held arrives first and is kept against a farther
+    one; the numbers up to the farther (real) end are still asked for, and the tail the
+    server holds is delivered: its data disproves the kept end, and the real end wins."""
+    c = core(rerequest_server_addrs=[SRV1], end_confirm=1.5)
+    c.receive_datagram(pkt(1, 5), A, 0.0)
+    c.receive_datagram(build_end_of_session(S, 6), A, 0.1)  # forged, right after the data
+    c.receive_datagram(build_end_of_session(S, 9), A, 0.2)  # real: 6..8 lost on the line
+    assert reqs(c.datagrams_to_send(0.3)) == [(6, 3, SRV1)]
+    answer(c, 6, 3, 0.31)
+    c.receive_datagram(build_end_of_session(S, 9), A, 0.7)  # its repeat
+    c.handle_timer(2.5)
+    events = c.events_received()
+    assert delivered(events) == expect(1, 8)
+    assert of(events, SessionEnded) == [SessionEnded(S, 9)]
+    assert of(events, MessagesLost) == [] and of(events, MessagesAfterEnd) == []

@@ -54,12 +54,14 @@ reported lost. Requests are cheap, beliefs are costly:
   then the session ends there and what was delivered beyond it (forged data at the next
   number, the admitted limit) is named (:class:`~moldudp64.events.MessagesAfterEnd`,
   with a warning), so a forger cannot keep a session from ending; one contradicted by
-  data beyond it dropped (``end_of_session_contradicted``), one far beyond everything
+  data beyond it dropped (``end_of_session_contradicted``; one below data held but not
+  yet delivered is refused alike unless it repeats), one far beyond everything
   held never believed: the numbers before it are taken as missing a window at a time
   (:meth:`_chase_end`), and live data far below it drops it. Of two ends, the one the
-  data held agrees with wins. What is held or kept aside beyond a believed end, and data
-  that arrives beyond it later, is named (:class:`~moldudp64.events.MessagesAfterEnd`,
-  each number once; counted as ``after_end_of_session``). After :class:`SessionEnded`
+  data held agrees with wins (one right after all data held over any other). What is held
+  or kept aside beyond a believed end, and data that arrives beyond it later, is named
+  (:class:`~moldudp64.events.MessagesAfterEnd`, each number once; counted as
+  ``after_end_of_session``). After :class:`SessionEnded`
   nothing more of that session is delivered.
 - **Answers count only from a configured server** (address and port), or one the user
   sent a request of their own to; others are dropped (``unknown_server``). ``addr=None``
@@ -71,7 +73,9 @@ reported lost. Requests are cheap, beliefs are costly:
 - **A session switch needs evidence**: the followed session ended, or it sent nothing
   for ``stale_after`` while the other session is live (two distinct datagrams, the last
   within ``stale_after``) and has carried data (heartbeats and ends of session alone, any
-  datagram without data, never make a session followed, first or next). Either way the
+  datagram without data, never make a session followed, first or next; of those waiting,
+  one with data in two datagrams goes first, the earliest seen, and is pushed out of the
+  capped waiting room last). Either way the
   gaps the feed passed (after a believed end, all) are settled first: recovered, or given
   up with their own reason within their attempts (the session to follow is not forgotten
   for falling silent meanwhile); only numbers the feed never passed are given up as
@@ -87,7 +91,9 @@ reported lost. Requests are cheap, beliefs are costly:
   and those of a waiting session count against the same ``max_held_packets`` and
   ``max_held_bytes``; past them another session's datagrams are dropped first (counted,
   ``next_session_backlog_full``), and a real gap is given up only when the followed
-  session's own held data needs the room.
+  session's own held data needs the room. A waiting session's highest end of session is
+  kept outside that room (:meth:`~ReceiverCore._kept_end`), so its end is known once
+  followed.
 
 How it is built: the state is the next sequence number to deliver (``expected``), the
 highest sequence number known to exist (``horizon``), the messages held between them
@@ -185,6 +191,8 @@ DROP_UNCONFIRMED = "unconfirmed_sequence"
 DROP_EOS_BELOW_DATA = "end_of_session_below_data"
 DROP_EOS_CONTRADICTED = "end_of_session_contradicted"
 DROP_SESSION_BACKLOG = "next_session_backlog_full"
+#: Drops of another session's datagrams: reported even after the followed session ended.
+_OTHER_SESSION_DROPS = frozenset({DROP_WRONG_SESSION, DROP_OLD_SESSION, DROP_SESSION_BACKLOG})
 
 _unpack_header = HEADER.unpack_from
 _RETX = Source.RETRANSMISSION
@@ -531,6 +539,11 @@ class _Candidate:
     carries: bool = False
     #: Whether it sent an end of session (see :meth:`ReceiverCore._consider_switch`).
     ends: bool = False
+    #: Its highest end of session and the line and server it came from, kept outside
+    #: ``datagrams`` (whose room may be full): once followed, its end is known.
+    end_seq: int = 0
+    end_source: Source = Source.LINE_A
+    end_addr: Address | None = None
 
 
 class ReceiverCore:
@@ -1057,10 +1070,13 @@ class ReceiverCore:
         once: bool = False,
     ) -> None:
         """Count a datagram not taken; report it (``once``: only the first time for this
-        reason, for contradictions a feed repeats). Nothing is reported after the end."""
+        reason, for contradictions a feed repeats). Nothing of the ended session is
+        reported after its end; another session's datagrams ignored still are."""
         counts = self._malformed if malformed else self._dropped
         counts[reason] = counts.get(reason, 0) + 1
-        if self._ended or (once and reason in self._reported):
+        if (self._ended and reason not in _OTHER_SESSION_DROPS) or (
+            once and reason in self._reported
+        ):
             return
         if once:
             self._reported.add(reason)
@@ -1475,8 +1491,16 @@ class ReceiverCore:
             # (at or beyond all data held, and near it), else the newer
             top = max(self._data_top, self._expected)
             reach = top + max(self.config.max_messages_per_request, _END_WINDOW)
-            if not (top <= seq <= reach) and (top <= claim.start <= reach):
+            # (one right after all data held agrees exactly and is kept: a forged farther
+            # one cannot make phantom numbers up to it lost; the numbers up to a near
+            # farther one are still asked for, so a real tail an honest server holds puts
+            # data beyond the kept one once answered, which then disproves it)
+            exact = claim.start == top
+            if (exact or not (top <= seq <= reach)) and (top <= claim.start <= reach):
                 self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
+                if exact and horizon < seq <= near:
+                    self._new_gap(horizon, seq, now)
+                    self._horizon = seq
                 return
             self._drop(DROP_EOS_CONTRADICTED, claim.source, claim.addr, once=True)
         if horizon < seq <= near:
@@ -1514,6 +1538,11 @@ class ReceiverCore:
                 session, seq, seq, top - 1,
             )  # fmt: skip
             self._end()
+            return
+        if seq < self._data_top and not repeated:  # data held beyond it contradicts it:
+            # data wins (a forger's lone end cannot truncate what arrived; a real end
+            # repeats, so forged data beyond it cannot keep a session from ending)
+            self._drop(DROP_EOS_CONTRADICTED, _RETX, None, once=True)
             return
         if not self._end_is_near(seq):  # far beyond what the feed has shown
             self._drop(DROP_UNCONFIRMED, _RETX, None)
@@ -1588,7 +1617,12 @@ class ReceiverCore:
         cand = cands.get(session_raw)
         if cand is None:
             if len(cands) >= _MAX_CANDIDATES:
-                oldest = min(cands, key=lambda s: cands[s].last_at)
+                # a session that carried data in two datagrams is pushed out last: a
+                # forger's stream of one-packet sessions cannot push out the real next one
+                oldest = min(
+                    cands,
+                    key=lambda s: (cands[s].distinct >= 2 and cands[s].carries, cands[s].last_at),
+                )
                 self._forget_candidate(oldest, DROP_WRONG_SESSION)
             cand = cands[session_raw] = _Candidate([], first_at=now)
         waiting = cand.datagrams
@@ -1624,6 +1658,9 @@ class ReceiverCore:
             cand.carries = True  # data; heartbeats and ends of session carry none
         elif kind == END_OF_SESSION:
             cand.ends = True
+            seq = _unpack_header(data)[1]
+            if seq > cand.end_seq:
+                cand.end_seq, cand.end_source, cand.end_addr = seq, source, addr
         self._consider_switch(now)
 
     def _drop_candidate_datagram(self) -> None:
@@ -1691,11 +1728,17 @@ class ReceiverCore:
                     self._switch_to(first, now)
                     return
         else:
-            best = max(cands, key=lambda s: cands[s].last_at)
-            if (
-                self._ended
-                and cands[best].carries
-                and (cands[best].distinct >= 2 or cands[best].last_at >= self._ended_at)
+            # the next session is one that carried data in two datagrams (a forger's
+            # one-packet sessions never are), the earliest seen of them: the line's order;
+            # only when there is none, after an end, the newest with data since the end
+            ready = [s for s, c in cands.items() if c.distinct >= 2 and c.carries]
+            best = (
+                min(ready, key=lambda s: cands[s].first_at)
+                if ready
+                else max(cands, key=lambda s: cands[s].last_at)
+            )
+            if self._ended and (
+                ready or (cands[best].carries and cands[best].last_at >= self._ended_at)
             ):  # a stray seen before the end is no new session
                 self._switch_to(best, now)
                 return
@@ -1796,6 +1839,7 @@ class ReceiverCore:
         self._last_live = cand.last_at
         for data, source, _at, addr in cand.datagrams:
             self._receive_slow(data, source, now, addr, counted=True)
+        self._kept_end(cand, now)
         # drop the rest of a session now left behind, and all others when none is followed
         keep = self.config.follow_session_changes and not self._pinned
         for name in list(self._cands):
@@ -1803,6 +1847,29 @@ class ReceiverCore:
                 self._forget_candidate(name, DROP_OLD_SESSION)
             elif not keep:
                 self._forget_candidate(name, DROP_WRONG_SESSION)
+
+    def _kept_end(self, cand: _Candidate, now: float) -> None:
+        """The end of session a newly followed session sent while it waited, which the
+        replay of its waiting datagrams did not bring (no room was left to keep it): taken
+        as if it arrived now, so the quiet after it must still last ``end_confirm``. Only
+        at or beyond the data replayed (data wins: data beyond it disproves it) and never
+        as a repeat, so it can neither truncate the session nor end it below its data."""
+        seq = cand.end_seq
+        claim = self._eos_claim
+        if not seq or self._ended or self._eos is not None:
+            return
+        if claim is not None and claim.start == seq:
+            return  # the replay brought it
+        if seq < max(self._data_top, self._expected):
+            self._drop(DROP_EOS_CONTRADICTED, cand.end_source, cand.end_addr, once=True)
+            return
+        if not self._started:
+            if self.config.start_from_first_seen:
+                return  # no data fixed where the stream starts: nothing to end
+            self._started = True
+            self._events.append(SessionStarted(self._session or "", self._expected))
+        data = HEADER.pack(self._session_raw, seq, END_OF_SESSION)
+        self._on_end_of_session(seq, data, cand.end_source, now, cand.end_addr)
 
     # ------------------------------------------------------------------ sequencing
 
