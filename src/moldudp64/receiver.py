@@ -92,7 +92,7 @@ reported lost. Requests are cheap, beliefs are costly:
   ``max_held_bytes``; past them another session's datagrams are dropped first (counted,
   ``next_session_backlog_full``), and a real gap is given up only when the followed
   session's own held data needs the room. A waiting session's highest end of session is
-  kept outside that room (:meth:`~ReceiverCore._kept_end`), so its end is known once
+  kept outside that room (``ReceiverCore._kept_end``), so its end is known once
   followed.
 
 How it is built: the state is the next sequence number to deliver (``expected``), the
