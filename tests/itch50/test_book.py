@@ -372,3 +372,48 @@ def test_the_c_core_feeds_without_the_gil_and_refuses_other_calls_meanwhile() ->
     feeder.join()
     assert used == [len(data)] and refused > 0
     assert core.messages == 60_000 and core.pending() > 0  # usable again
+
+
+def test_bookwriter_holds_batches_for_full_row_groups_and_a_flush_appends_them(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tables' threads keep batches until a row group is full (fewer, larger row groups
+    cost less to encode); flush (live, every few seconds) and close append what is held,
+    and the rows are those of the tables taken directly, in order."""
+    import threading
+
+    import pyarrow.parquet as pq
+
+    from moldudp64.itch50 import book_tables
+    from moldudp64.itch50.book_tables import BookWriter
+
+    monkeypatch.setattr(book_tables, "FLUSH_ROWS", 50)
+    monkeypatch.setattr(book_tables, "ROW_GROUP_ROWS", 300)
+    data = binaryfile_bytes(generate_day(6_000, seed=5))
+    writer = BookWriter(tmp_path / "o", depth=5)
+
+    def feed(end: int) -> None:  # small pieces, as many small batches
+        while (pos := used[0]) < end:
+            used[0] += writer.write_binaryfile(
+                memoryview(data)[pos : pos + 2_000], 1 + writer.count
+            )
+
+    used = [0]
+    feed(len(data) // 2)
+    monkeypatch.setattr(book_tables, "FLUSH_SECONDS", 0.0)
+    writer.flush()  # appends what the threads hold, row group or not
+    for name in ("convert", "bbo", "trades", "depth"):  # in order: wait for each to be idle
+        idle = threading.Event()
+        writer._encoders[name].put(idle.set)
+        assert idle.wait(10)
+    assert not any(writer._held.values()) and writer.rows["depth"] > 300
+    feed(len(data))
+    writer.close()
+    expected = tables_of(core_of(CORES[-1], depth=5), data, 5)
+    for name in ("bbo", "trades", "depth"):
+        meta = pq.ParquetFile(tmp_path / "o" / f"{name}.parquet").metadata
+        sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        assert sum(sizes) == len(expected[name]) > 600, name
+        # full groups, but for the one the flush cut and the last
+        assert len(sizes) >= 3 and sum(n < 300 for n in sizes) <= 2, (name, sizes)
+        assert pq.read_table(tmp_path / "o" / f"{name}.parquet").to_pylist() == expected[name]

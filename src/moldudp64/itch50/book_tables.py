@@ -33,6 +33,7 @@ __all__ = [
     "FLUSH_MIN_ROWS",
     "FLUSH_ROWS",
     "FLUSH_SECONDS",
+    "ROW_GROUP_ROWS",
     "BookTables",
     "BookWriter",
     "bbo_schema",
@@ -49,6 +50,9 @@ FLUSH_ROWS: Final = 1 << 15
 FLUSH_MIN_ROWS: Final = 1 << 14
 #: ... or this many seconds passed since it last did.
 FLUSH_SECONDS: Final = 5.0
+#: Rows of a Parquet row group: batches are held on a table's thread until this many (or a
+#: flush or the close), as fewer, larger row groups cost less to encode.
+ROW_GROUP_ROWS: Final = 1 << 17
 
 
 def _arrow() -> tuple[Any, Any, Any]:
@@ -402,7 +406,9 @@ class BookWriter:
         self.unseen: list[tuple[int, int]] = []
         self._drained = time.monotonic()
         # a thread per table (depth, the largest, alone on one; book_state with bbo)
-        self._encoders = {name: _Encoder(name) for name in ALL_TABLES}
+        self._encoders = {name: _Encoder(name) for name in ("convert", *ALL_TABLES)}
+        #: Batches a table's thread holds for its next row group.
+        self._held: dict[str, list[Any]] = {}
         #: Held while the book changes: :meth:`snapshot` (another thread) sees whole batches.
         self.lock = threading.Lock()
 
@@ -426,21 +432,44 @@ class BookWriter:
             )
         return writer
 
-    def _drain(self) -> None:
+    def _drain(self, hold: bool = False) -> None:
+        """Hand the rows held by the core to the tables' threads (``hold``: they may keep
+        them until a row group is full; otherwise everything held is appended)."""
         columnar, raws, new, start = self._tables.grab()
         names = self._tables.name_array(new, start)
         for table, raw in zip(ALL_TABLES, raws, strict=True):
-            if raw:
-                self._encoders[table].put(
-                    lambda table=table, raw=raw: self._write(  # type: ignore[misc]
-                        table, self._tables.convert_table(table, columnar, raw, names)
+            if raw or not hold:  # without rows: what the table's thread holds is appended
+                # depth's conversion on a thread of its own: its Parquet encoding alone is
+                # the longest thread of the command
+                self._encoders["convert" if table == "depth" else table].put(
+                    lambda table=table, raw=raw: self._convert(  # type: ignore[misc]
+                        table,
+                        self._tables.convert_table(table, columnar, raw, names) if raw else None,
+                        hold,
                     )
                 )
 
-    def _write(self, name: str, batch: Any) -> None:
-        """(On the table's encoding thread.) Append a batch to its file."""
-        self._writer(name, batch.schema).write_batch(batch)
-        self.rows[name] = self.rows.get(name, 0) + batch.num_rows
+    def _convert(self, name: str, batch: Any | None, hold: bool) -> None:
+        """(On the conversion thread for depth, else the table's.) Queue the batch."""
+        if name == "depth":
+            self._encoders["depth"].put(lambda: self._write(name, batch, hold))
+        else:
+            self._write(name, batch, hold)
+
+    def _write(self, name: str, batch: Any | None, hold: bool) -> None:
+        """(On the table's encoding thread.) Append held batches and ``batch`` to its file
+        as one row group, or hold them when ``hold`` and fewer than :data:`ROW_GROUP_ROWS`."""
+        _, pa, _ = _arrow()
+        held = self._held.setdefault(name, [])
+        if batch is not None:
+            held.append(batch)
+        rows = sum(b.num_rows for b in held)
+        if not held or (hold and rows < ROW_GROUP_ROWS):
+            return
+        table = pa.Table.from_batches(held)
+        held.clear()
+        self._writer(name, table.schema).write_table(table, row_group_size=rows)
+        self.rows[name] = self.rows.get(name, 0) + rows
 
     def lose(self, session: str, first: int, last: int) -> None:
         """Record messages ``first..last`` lost for good: a ``book_state`` row."""
@@ -452,7 +481,7 @@ class BookWriter:
 
     def _state_row(self, session: str, first: int, last: int, reason: str) -> None:
         _, pa, _ = _arrow()
-        self._drain()  # rows before it go first
+        self._drain(hold=True)  # rows before it go first
         batch = pa.RecordBatch.from_arrays(
             [
                 pa.array([session]),
@@ -463,7 +492,7 @@ class BookWriter:
             ],
             schema=book_state_schema(),
         )
-        self._encoders["bbo"].put(lambda: self._write("book_state", batch))
+        self._encoders["bbo"].put(lambda: self._write("book_state", batch, False))
 
     def _check_seq(self, session: str, seq_num: int, count: int) -> bool:
         if self.session is None:
@@ -501,7 +530,7 @@ class BookWriter:
             self.core.feed(blocks, seq_num)
         self.count += len(messages)
         if self.core.pending() >= FLUSH_ROWS:
-            self._drain()
+            self._drain(hold=True)
 
     def write_events(self, events: list[Any]) -> int:
         """Apply several batches of consecutive messages; how many messages that was."""
@@ -523,7 +552,7 @@ class BookWriter:
         self.count += done
         self.next_seq = seq_num + done
         if self.core.pending() >= FLUSH_ROWS:
-            self._drain()
+            self._drain(hold=True)
         return used
 
     def snapshot(self) -> list[bytes]:
