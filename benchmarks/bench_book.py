@@ -2,7 +2,7 @@
 beside itch-book's ``itch2parquet convert --tables bbo,trades,depth`` on the same file (when
 itch-book is installed), messages/s (wall and per CPU second) and peak RSS of each as a child
 process, and the engine alone (the C core applying the day in 1 MiB pieces, rows taken as
-``moldudp64 book`` takes them, column after column, and dropped; the pure-Python core on a
+``moldudp64 book`` takes them, its blocks as they are, and dropped; the pure-Python core on a
 slice of it).
 
     python benchmarks/bench_book.py [--messages 10000000] [--repeat 3]
@@ -37,7 +37,7 @@ def engine_rate(
     view = memoryview(data)
     tables = frozenset({"bbo", "trades", "depth"} if depth else {"bbo", "trades"})
     core = new_core(depth, tables=tables, pure_python=pure_python)
-    take = getattr(core, "take_columns", core.take)  # the C core: as BookTables takes them
+    take = getattr(core, "take_buffers", core.take)  # the C core: as BookTables takes them
     t0 = time.process_time()
     pos = 0
     seq = 1

@@ -1307,6 +1307,116 @@ static PyObject *BookCore_take_columns(BookCore *b, PyObject *unused)
     return Py_BuildValue("(NNN)", x, y, z);
 }
 
+/* ------------------------------------------------------------------ rows handed out */
+
+/* A table's rows block handed to Python as it is (take_buffers: no copy); its memory goes
+ * back to a small pool when the last reader lets go, and the next block a take needs comes
+ * from there (no fresh pages to fault in). The pool is used only with the GIL held. */
+typedef struct {
+    PyObject_HEAD
+    int64_t *d;
+    Py_ssize_t size; /* bytes */
+} RowsBlock;
+
+#define POOL_MAX 6
+static struct {
+    int64_t *d;
+    Py_ssize_t size;
+} pool[POOL_MAX];
+static int pool_n;
+
+static void RowsBlock_dealloc(RowsBlock *self)
+{
+    if (self->d != NULL) {
+        if (pool_n < POOL_MAX) {
+            pool[pool_n].d = self->d;
+            pool[pool_n].size = self->size;
+            pool_n++;
+        } else {
+            free(self->d);
+        }
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int RowsBlock_getbuffer(RowsBlock *self, Py_buffer *view, int flags)
+{
+    return PyBuffer_FillInfo(view, (PyObject *)self, self->d, self->size, 1, flags);
+}
+
+static PyBufferProcs RowsBlock_as_buffer = {.bf_getbuffer = (getbufferproc)RowsBlock_getbuffer};
+
+static PyTypeObject RowsBlockType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "moldudp64._book.RowsBlock",
+    .tp_basicsize = sizeof(RowsBlock),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A table's rows as the core held them (read-only bytes).",
+    .tp_dealloc = (destructor)RowsBlock_dealloc,
+    .tp_as_buffer = &RowsBlock_as_buffer,
+};
+
+/* memory of exactly size bytes: a pooled block of that size (others are freed: the rows'
+ * sizes change rarely), else malloc */
+static int64_t *block_alloc(Py_ssize_t size)
+{
+    while (pool_n > 0) {
+        pool_n--;
+        if (pool[pool_n].size == size)
+            return pool[pool_n].d;
+        free(pool[pool_n].d);
+    }
+    return malloc((size_t)size);
+}
+
+/* (buffer, rows, stride): r's block as it is (column c of rows values at [c * stride,
+ * c * stride + rows) of its int64 values), r given a block of the same room; None when
+ * r holds no rows */
+static PyObject *take_block(Rows *r)
+{
+    if (r->n == 0) {
+        rows_clear(r);
+        Py_RETURN_NONE;
+    }
+    RowsBlock *blk = PyObject_New(RowsBlock, &RowsBlockType);
+    if (blk == NULL)
+        return NULL;
+    Py_ssize_t size = r->stride * r->width * (Py_ssize_t)sizeof(int64_t);
+    blk->d = NULL;
+    blk->size = 0;
+    PyObject *out = Py_BuildValue("(Onn)", (PyObject *)blk, r->n, r->stride);
+    Py_DECREF(blk);
+    if (out == NULL)
+        return NULL; /* r keeps its rows */
+    blk->d = r->d; /* the tuple holds blk */
+    blk->size = size;
+    r->n = 0;
+    if (r->cap * r->width > (1 << 24)) { /* a very large block is not replaced */
+        r->d = NULL;
+        r->cap = r->stride = 0;
+    } else if ((r->d = block_alloc(size)) == NULL) {
+        r->cap = r->stride = 0; /* rows_grow tries again when a row comes */
+    }
+    return out;
+}
+
+static PyObject *BookCore_take_buffers(BookCore *b, PyObject *unused)
+{
+    (void)unused;
+    READY(b);
+    if (names_taken(b) < 0)
+        return NULL;
+    PyObject *x = take_block(&b->bbo);
+    PyObject *y = x ? take_block(&b->trades) : NULL;
+    PyObject *z = y ? take_block(&b->depth_rows) : NULL;
+    if (!x || !y || !z) {
+        Py_XDECREF(x);
+        Py_XDECREF(y);
+        Py_XDECREF(z);
+        return NULL;
+    }
+    return Py_BuildValue("(NNN)", x, y, z);
+}
+
 static PyObject *BookCore_pending(BookCore *b, PyObject *unused)
 {
     (void)unused;
@@ -1558,6 +1668,8 @@ static PyMethodDef BookCore_methods[] = {
     {"take", (PyCFunction)BookCore_take, METH_NOARGS, "The bbo, trades, depth rows held."},
     {"take_columns", (PyCFunction)BookCore_take_columns, METH_NOARGS,
      "As take(), each table's values column after column."},
+    {"take_buffers", (PyCFunction)BookCore_take_buffers, METH_NOARGS,
+     "As take_columns(), without a copy: per table (buffer, rows, stride) or None."},
     {"pending", (PyCFunction)BookCore_pending, METH_NOARGS, "Rows held."},
     {"names", (PyCFunction)BookCore_names, METH_O, "Stock names by code from start."},
     {"bbo", (PyCFunction)BookCore_bbo, METH_O, "Best bid and offer of a stock."},
@@ -1620,7 +1732,7 @@ PyMODINIT_FUNC PyInit__book(void)
                    {'W', 12}, {'L', 26}, {'I', 50}, {'N', 20}, {'O', 48}};
     for (size_t i = 0; i < sizeof(lengths) / sizeof(lengths[0]); i++)
         LENGTHS[(unsigned char)lengths[i].t] = lengths[i].n;
-    if (PyType_Ready(&BookCoreType) < 0)
+    if (PyType_Ready(&BookCoreType) < 0 || PyType_Ready(&RowsBlockType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)

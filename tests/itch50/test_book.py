@@ -417,3 +417,46 @@ def test_bookwriter_holds_batches_for_full_row_groups_and_a_flush_appends_them(
         # full groups, but for the one the flush cut and the last
         assert len(sizes) >= 3 and sum(n < 300 for n in sizes) <= 2, (name, sizes)
         assert pq.read_table(tmp_path / "o" / f"{name}.parquet").to_pylist() == expected[name]
+
+
+@pytest.mark.skipif(book_module.CBookCore is None, reason="the C core is not built")
+def test_c_blocks_handed_over_without_a_copy_hold_the_rows_until_let_go() -> None:
+    """take_buffers gives each table's block as the core held it (column c at
+    [c * stride, c * stride + rows)); a block still read is never reused for later rows,
+    one let go is (its pooled memory), and the values are those take() gives row by row."""
+    np = pytest.importorskip("numpy")
+    data = binaryfile_bytes(generate_day(30_000, seed=7, stocks=20))
+    half = len(data) // 2
+    options: dict[str, Any] = {"depth": 5}
+    rowwise, blocks = new_core(**options), new_core(**options)
+    widths = (book_module.BBO_WIDTH, book_module.TRADES_WIDTH, book_module.depth_width(5))
+
+    def columns(taken: Any, width: int) -> Any:
+        block, rows, stride = taken
+        return np.frombuffer(block, dtype=np.int64).reshape(width, stride)[:, :rows]
+
+    def expected(core: BookCore) -> list[Any]:
+        return [
+            np.frombuffer(raw, dtype=np.int64).reshape(-1, w).T.copy()
+            for raw, w in zip(core.take(), widths, strict=True)
+        ]
+
+    used = rowwise.feed(data[:half], 1)
+    assert blocks.feed(data[:half], 1) == used
+    first = [columns(t, w) for t, w in zip(blocks.take_buffers(), widths, strict=True)]
+    kept = [c.copy() for c in first]
+    assert all(np.array_equal(a, b) for a, b in zip(first, expected(rowwise), strict=True))
+    assert blocks.take_buffers() == (None, None, None)  # nothing new: no block
+    seq = 1 + rowwise.messages
+    rowwise.feed(data[used:], seq)
+    blocks.feed(data[used:], seq)  # rows written while the first blocks are still read
+    second = [columns(t, w) for t, w in zip(blocks.take_buffers(), widths, strict=True)]
+    assert all(np.array_equal(a, b) for a, b in zip(first, kept, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(second, expected(rowwise), strict=True))
+    del first, second  # their memory to the pool, then to the next rows
+    for _ in range(3):
+        rowwise.feed(data[:half], seq)
+        blocks.feed(data[:half], seq)
+        again = [columns(t, w) for t, w in zip(blocks.take_buffers(), widths, strict=True)]
+        assert all(np.array_equal(a, b) for a, b in zip(again, expected(rowwise), strict=True))
+        seq += 100_000

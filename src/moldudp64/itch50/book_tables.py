@@ -180,8 +180,10 @@ def _chars(codes: Any) -> Any:
 
 
 #: What :meth:`BookTables.grab` takes: whether column after column, the raw rows of bbo,
-#: trades and depth, the stock names from the code given, changed since the last grab.
-Grabbed: TypeAlias = tuple[bool, tuple[bytes, bytes, bytes], list[str], int]
+#: trades and depth (bytes row after row; column after column, the C core's blocks as
+#: ``(buffer, rows, stride)`` or None), the stock names from the code given, changed since
+#: the last grab.
+Grabbed: TypeAlias = tuple[bool, tuple[Any, Any, Any], list[str], int]
 
 
 class BookTables:
@@ -219,15 +221,15 @@ class BookTables:
     def grab(self) -> Grabbed:
         """The rows appended since the last call as the core holds them, and the stock
         names added since (cheap: the caller's thread); :meth:`convert` makes them Arrow."""
-        take_columns = getattr(self.core, "take_columns", None)
-        raws = take_columns() if take_columns is not None else self.core.take()
+        take_buffers = getattr(self.core, "take_buffers", None)  # the C core: no copy
+        raws = take_buffers() if take_buffers is not None else self.core.take()
         start = self._grabbed
         if self._reused != self.core.names_reused:  # a code was given another name
             self._reused = self.core.names_reused
             start = 0
         new = self.core.names(start)
         self._grabbed = start + len(new)
-        return take_columns is not None, raws, new, start
+        return take_buffers is not None, raws, new, start
 
     def convert(self, grabbed: Grabbed) -> dict[str, Any]:
         """Record batches of what :meth:`grab` took (calls in the order of the grabs)."""
@@ -248,20 +250,22 @@ class BookTables:
             self._name_array = pa.array(self._names, pa.string())
         return self._name_array
 
-    def convert_table(self, table: str, columnar: bool, raw: bytes, names: Any) -> Any:
+    def convert_table(self, table: str, columnar: bool, raw: Any, names: Any) -> Any:
         """The record batch of one table's rows as :meth:`grab` took them (``names``: the
         :meth:`name_array` of that grab); any thread."""
         np, pa, _ = _arrow()
         # one contiguous array per column: every later step is a sequential pass over
-        # memory, not a gather across 8 * width-byte strides (the C core holds them so)
+        # memory, not a gather across 8 * width-byte strides (the C core holds them so,
+        # and hands its block over as it is: no copy)
         if columnar:
 
-            def columns(raw: bytes, width: int) -> Any:
-                return np.frombuffer(raw, dtype=np.int64).reshape(width, -1)
+            def columns(raw: Any, width: int) -> Any:
+                block, rows, stride = raw
+                return np.frombuffer(block, dtype=np.int64).reshape(width, stride)[:, :rows]
 
         else:
 
-            def columns(raw: bytes, width: int) -> Any:
+            def columns(raw: Any, width: int) -> Any:
                 rows = np.frombuffer(raw, dtype=np.int64).reshape(-1, width)
                 return np.ascontiguousarray(rows.T)
 
