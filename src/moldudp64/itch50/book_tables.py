@@ -208,8 +208,8 @@ class BookTables:
         np, pa, pc = _arrow()
         codes = cols[3]
         return [
-            pa.array(cols[0].view(np.uint64)),
-            pa.array(cols[1]),
+            pa.array(cols[0].astype(np.uint64)),
+            pa.array(cols[1].copy()),
             pa.array(cols[2].astype(np.uint16)),
             pc.take(names, pa.array(codes.astype(np.int32), mask=codes < 0)),
         ]
@@ -256,7 +256,8 @@ class BookTables:
         np, pa, _ = _arrow()
         # one contiguous array per column: every later step is a sequential pass over
         # memory, not a gather across 8 * width-byte strides (the C core holds them so,
-        # and hands its block over as it is: no copy)
+        # and hands its block over as it is: no copy). Every column is copied out of it
+        # (astype, copy), so a batch held for its row group does not keep the whole block.
         if columnar:
 
             def columns(raw: Any, width: int) -> Any:
@@ -276,8 +277,8 @@ class BookTables:
                     *self._head(c, names),
                     _decimals(c[4]),
                     _decimals(c[7]),
-                    pa.array(c[5].view(np.uint64)),
-                    pa.array(c[8].view(np.uint64)),
+                    pa.array(c[5].astype(np.uint64)),
+                    pa.array(c[8].astype(np.uint64)),
                     pa.array(c[6].astype(np.uint32)),
                     pa.array(c[9].astype(np.uint32)),
                 ],
@@ -293,10 +294,10 @@ class BookTables:
                     *self._head(c, names),
                     _chars(kind),
                     _decimals(c[5]),
-                    pa.array(c[6].view(np.uint64), mask=broken),
+                    pa.array(c[6].astype(np.uint64), mask=broken),
                     _chars(c[7]),
-                    pa.array(c[8].view(np.uint64), mask=no_ref),
-                    pa.array(c[9].view(np.uint64)),
+                    pa.array(c[8].astype(np.uint64), mask=no_ref),
+                    pa.array(c[9].astype(np.uint64)),
                     _chars(c[10]),
                 ],
                 schema=self.schemas["trades"],
@@ -307,10 +308,10 @@ class BookTables:
             b = 4 + 6 * i
             arrays += [
                 _decimals(c[b]),
-                pa.array(c[b + 1].view(np.uint64)),
+                pa.array(c[b + 1].astype(np.uint64)),
                 pa.array(c[b + 2].astype(np.uint32)),
                 _decimals(c[b + 3]),
-                pa.array(c[b + 4].view(np.uint64)),
+                pa.array(c[b + 4].astype(np.uint64)),
                 pa.array(c[b + 5].astype(np.uint32)),
             ]
         return pa.RecordBatch.from_arrays(arrays, schema=self.schemas["depth"])
