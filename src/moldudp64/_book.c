@@ -267,61 +267,39 @@ static void herase(BookCore *b, uint64_t ref)
 
 /* ------------------------------------------------------------------ pools */
 
-static int32_t order_alloc(BookCore *b)
-{
-    if (b->orders_free < 0) {
-        int32_t old = b->orders_cap, cap = old ? old * 2 : 1024;
-        if (old >= (1 << 30)) /* no int32 overflow, whatever the feed */
-            return nomem(b);
-        Order *o = realloc(b->orders, (size_t)cap * sizeof(Order));
-        if (o == NULL) {
-            return nomem(b);
-        }
-        b->orders = o;
-        for (int32_t i = cap - 1; i >= old; i--) {
-            o[i].next = b->orders_free;
-            b->orders_free = i;
-        }
-        b->orders_cap = cap;
+/* POOL(name, Type, array, cap, free, link): name_alloc (an index from the free list, the
+ * array doubled from 1024 when it is empty; out of memory, never an int32 overflow,
+ * whatever the feed) and name_release (the index back on the list, linked through the
+ * element's int32 field link). Orders link through next, levels through head. */
+#define POOL(name, Type, array, cap, free, link)                                       \
+    static int32_t name##_alloc(BookCore *b)                                           \
+    {                                                                                  \
+        if (b->free < 0) {                                                             \
+            int32_t old = b->cap, grown = old ? old * 2 : 1024;                       \
+            if (old >= (1 << 30))                                                      \
+                return nomem(b);                                                       \
+            Type *a = realloc(b->array, (size_t)grown * sizeof(Type));                 \
+            if (a == NULL)                                                             \
+                return nomem(b);                                                       \
+            b->array = a;                                                              \
+            for (int32_t i = grown - 1; i >= old; i--) {                               \
+                a[i].link = b->free;                                                   \
+                b->free = i;                                                           \
+            }                                                                          \
+            b->cap = grown;                                                            \
+        }                                                                              \
+        int32_t i = b->free;                                                           \
+        b->free = b->array[i].link;                                                    \
+        return i;                                                                      \
+    }                                                                                  \
+    static void name##_release(BookCore *b, int32_t i)                                 \
+    {                                                                                  \
+        b->array[i].link = b->free;                                                    \
+        b->free = i;                                                                   \
     }
-    int32_t i = b->orders_free;
-    b->orders_free = b->orders[i].next;
-    return i;
-}
 
-static void order_release(BookCore *b, int32_t i)
-{
-    b->orders[i].next = b->orders_free;
-    b->orders_free = i;
-}
-
-static int32_t level_alloc(BookCore *b)
-{
-    if (b->levels_free < 0) {
-        int32_t old = b->levels_cap, cap = old ? old * 2 : 1024;
-        if (old >= (1 << 30))
-            return nomem(b);
-        Level *l = realloc(b->levels, (size_t)cap * sizeof(Level));
-        if (l == NULL) {
-            return nomem(b);
-        }
-        b->levels = l;
-        for (int32_t i = cap - 1; i >= old; i--) {
-            l[i].head = b->levels_free;
-            b->levels_free = i;
-        }
-        b->levels_cap = cap;
-    }
-    int32_t i = b->levels_free;
-    b->levels_free = b->levels[i].head;
-    return i;
-}
-
-static void level_release(BookCore *b, int32_t i)
-{
-    b->levels[i].head = b->levels_free;
-    b->levels_free = i;
-}
+POOL(order, Order, orders, orders_cap, orders_free, next)
+POOL(level, Level, levels, levels_cap, levels_free, head)
 
 /* ------------------------------------------------------------------ stocks and names */
 
