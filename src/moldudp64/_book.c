@@ -1297,6 +1297,7 @@ typedef struct {
 } RowsBlock;
 
 #define POOL_MAX 6
+#define POOL_BLOCK_MAX ((Py_ssize_t)8 << 24) /* a larger block is not kept (nor replaced) */
 static struct {
     int64_t *d;
     Py_ssize_t size;
@@ -1306,7 +1307,7 @@ static int pool_n;
 static void RowsBlock_dealloc(RowsBlock *self)
 {
     if (self->d != NULL) {
-        if (pool_n < POOL_MAX) {
+        if (pool_n < POOL_MAX && self->size <= POOL_BLOCK_MAX) {
             pool[pool_n].d = self->d;
             pool[pool_n].size = self->size;
             pool_n++;
@@ -1333,15 +1334,20 @@ static PyTypeObject RowsBlockType = {
     .tp_as_buffer = &RowsBlock_as_buffer,
 };
 
-/* memory of exactly size bytes: a pooled block of that size (others are freed: the rows'
- * sizes change rarely), else malloc */
+/* memory of exactly size bytes: a pooled block of that size (each table's blocks keep one
+ * size while its room does), else malloc; when every entry is taken by other sizes, the
+ * oldest is freed (the pool follows the sizes in use) */
 static int64_t *block_alloc(Py_ssize_t size)
 {
-    while (pool_n > 0) {
-        pool_n--;
-        if (pool[pool_n].size == size)
-            return pool[pool_n].d;
-        free(pool[pool_n].d);
+    for (int i = pool_n - 1; i >= 0; i--)
+        if (pool[i].size == size) {
+            int64_t *d = pool[i].d;
+            pool[i] = pool[--pool_n];
+            return d;
+        }
+    if (pool_n == POOL_MAX) {
+        free(pool[0].d);
+        pool[0] = pool[--pool_n];
     }
     return malloc((size_t)size);
 }
@@ -1368,7 +1374,7 @@ static PyObject *take_block(Rows *r)
     blk->d = r->d; /* the tuple holds blk */
     blk->size = size;
     r->n = 0;
-    if (r->cap * r->width > (1 << 24)) { /* a very large block is not replaced */
+    if (size > POOL_BLOCK_MAX) { /* a very large block is not replaced */
         r->d = NULL;
         r->cap = r->stride = 0;
     } else if ((r->d = block_alloc(size)) == NULL) {
