@@ -30,8 +30,10 @@ import pytest
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
+from cli_helpers import free_port  # noqa: E402
 from moldudp64 import itch50  # noqa: E402
 from moldudp64.itch50.book import Book, snapshot_messages  # noqa: E402
+from nats_support import free_tcp_port  # noqa: E402
 
 # ---------------------------------------------------------------------------------------
 # ITCH 5.0 messages, packed here from the public specification's layouts
@@ -1503,27 +1505,6 @@ def _start(*args: str) -> subprocess.Popen[str]:
     )
 
 
-def _free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _free_udp_pair() -> int:
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("0.0.0.0", 0))
-            port = int(s.getsockname()[1])
-        if port < 65000:
-            try:
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as t:
-                    t.bind(("0.0.0.0", port + 1))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port pair")
-
-
 def _tables(out: Path) -> dict[str, Any]:
     return {t: pq.read_table(out / f"{t}.parquet") for t in ("bbo", "trades", "depth")}
 
@@ -1539,7 +1520,7 @@ def day_tables(day: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
 def test_soup_source_equals_file(day: Path, day_tables: dict[str, Any], tmp_path: Path) -> None:
     """`book soup://...` from `serve --soup-port` of the day: exit 0 at End of Session and
     the same three tables as `book day.bin`."""
-    port = _free_tcp_port()
+    port = free_tcp_port()
     server = _start(
         "serve", "--input", str(day), "--session", "TEST000001", "--soup-port", str(port)
     )
@@ -1570,7 +1551,7 @@ GROUP = "239.7.7.9"
 def test_live_loss_never_recovered_is_said(day: Path, tmp_path: Path) -> None:
     """The same lossy feed with no re-request server: book_state.parquet names the lost
     ranges, stderr says so, exit 3; the rows before the first loss are the file's rows."""
-    port = _free_udp_pair()
+    port = free_port()
     out = tmp_path / "lossy"
     book = _start(
         "book",
@@ -1629,7 +1610,7 @@ def test_live_book_loss_late_joiner_and_idle_snapshot_clients(
     keeps pace and exits 0 with the same three tables as `book day.bin` (the snapshot server
     is beside the feed, not in its way), and the book built from what the late joiner wrote
     is the whole day's book (every level, every order in priority)."""
-    port = _free_udp_pair()
+    port = free_port()
     out = tmp_path / "live"
     book = _start(
         "book", f"{GROUP}:{port}", "--interface", "127.0.0.1", "--request-server",
@@ -1811,7 +1792,7 @@ def test_sigterm_leaves_readable_tables(day: Path, tmp_path: Path) -> None:
     three Parquet files are complete and readable (a file without its footer is lost work)."""
     import signal
 
-    port = _free_udp_pair()
+    port = free_port()
     out = tmp_path / "live"
     book = _start("book", f"{GROUP}:{port}", "--interface", "127.0.0.1", "-o", str(out))
     pub = None
