@@ -166,7 +166,8 @@ class MessagesAfterEnd(Event):
 
 @dataclass(frozen=True, slots=True)
 class FeedStale(Event):
-    """No datagram arrived for ``silent_for`` seconds."""
+    """No datagram arrived for ``silent_for`` seconds: neither of the session followed
+    nor of one waiting to be followed (the feed as a whole is silent)."""
 
     silent_for: float
 

@@ -72,10 +72,18 @@ reported lost. Requests are cheap, beliefs are costly:
   later ones move on from there (the step back is kept in ``_skew``).
 - **A session switch needs evidence**: the followed session ended, or it sent nothing
   for ``stale_after`` while the other session is live (two distinct datagrams, the last
-  within ``stale_after``) and has carried data (heartbeats and ends of session alone, any
-  datagram without data, never make a session followed, first or next; of those waiting,
-  one with data in two datagrams goes first, the earliest seen, and is pushed out of the
-  capped waiting room last). Either way the
+  within ``stale_after``). Of those waiting, one with data in two datagrams goes first,
+  the earliest seen, and is pushed out of the capped waiting room last. Only when none
+  did, one seen through heartbeats and ends alone whose end names a number beyond 1 (two
+  distinct datagrams, the last after the followed session's last: its data were lost on
+  the line, and its end says messages before it exist) is followed, and its numbers are
+  asked for: data wins, so what a server holds is delivered and the rest is reported
+  lost with its range, never dropped unnamed. Such a session yields to one with data once
+  its requests are out of attempts with nothing of its data brought (``_bare``), so
+  a forger's ends or heartbeats cost a bounded delay and bounded requests; heartbeats
+  alone never make a session followed. While the followed session ends (an end seen or
+  believed), or is silent, one that would follow it and sent its own end is not
+  forgotten for its silence (``_keep_silent``). Either way the
   gaps the feed passed (after a believed end, all) are settled first: recovered, or given
   up with their own reason within their attempts (the session to follow is not forgotten
   for falling silent meanwhile); only numbers the feed never passed are given up as
@@ -287,7 +295,9 @@ class ReceiverConfig:
     - ``max_held_packets`` 50,000 and ``max_held_bytes`` 64 MiB bound the early packets
       held, in real memory (object overhead counted); past either, the oldest gap is
       reported lost and delivery goes on.
-    - ``stale_after`` 3.0 s without a live datagram raises :class:`FeedStale` (None: never).
+    - ``stale_after`` 3.0 s without a live datagram, of the followed session or of one
+      waiting to be followed, raises :class:`FeedStale` (None: never); the followed
+      session's own silence for that long is what a switch on staleness waits for.
     - ``raw`` False: True is the low-level mode, :class:`DatagramReceived` for every valid
       datagram in arrival order instead of :class:`MessagesDelivered`; gaps are still
       requested automatically and :meth:`ReceiverCore.request` adds requests.
@@ -295,7 +305,8 @@ class ReceiverConfig:
       followed (:class:`SessionChanged`) once the evidence is there: the current one
       ended (end of session believed), or it sent nothing for ``stale_after`` while the
       new one is live, and (either way) the gaps the feed passed are settled;
-      ``stale_after`` None: only after an end.
+      ``stale_after`` None: only after an end. A new one seen only through its repeated
+      ends is followed only when none with data waits (see the module doc).
       Meanwhile the new one's datagrams wait (within the held bounds; beyond them they
       are counted as ``next_session_backlog_full`` and requested once followed); packets
       of a session left behind are dropped (``old_session``), never spliced in. False
@@ -535,7 +546,7 @@ class _Candidate:
     seen: int = 0
     #: When its first datagram came.
     first_at: float = 0.0
-    #: Whether it carried data (heartbeats and ends of session alone never win a choice).
+    #: Whether it carried data (one that did goes before one seen only through its ends).
     carries: bool = False
     #: Whether it sent an end of session (see :meth:`ReceiverCore._consider_switch`).
     ends: bool = False
@@ -544,6 +555,18 @@ class _Candidate:
     end_seq: int = 0
     end_source: Source = Source.LINE_A
     end_addr: Address | None = None
+
+
+def _ready(c: _Candidate) -> bool:
+    """A waiting session that carried data in two distinct datagrams."""
+    return c.carries and c.distinct >= 2
+
+
+def _evident(c: _Candidate) -> bool:
+    """A waiting session seen only through heartbeats and ends of session, in two distinct
+    datagrams, one an end beyond 1: evidence that its messages before its end exist (its
+    data were lost on the line; a server may hold them)."""
+    return not c.carries and c.distinct >= 2 and c.end_seq > 1
 
 
 class ReceiverCore:
@@ -625,7 +648,13 @@ class ReceiverCore:
         self._rr = 0
         self._timer: float | None = None
         self._last_live: float | None = None
+        #: When the last datagram of a session waiting to be followed arrived: the feed is
+        #: stale only when neither the followed session nor a waiting one sent anything.
+        self._heard = -_INF
         self._stale = False
+        #: Messages delivered when a session seen only through heartbeats and ends was
+        #: followed (see ``_bare``); None when the followed session carried data.
+        self._bare_mark: int | None = None
         #: Reasons already reported once (contradictions that repeat on every packet).
         self._reported: set[str] = set()
         self._debug = logger.isEnabledFor(logging.DEBUG)
@@ -703,7 +732,7 @@ class ReceiverCore:
             and not self._ended
             and self._eos_claim is None  # the feed fell silent after an end: not stale
         ):
-            stale_at = self._last_live + stale_after
+            stale_at = max(self._last_live, self._heard) + stale_after
             if timer is None or stale_at < timer:
                 timer = stale_at
         if self._claims:
@@ -757,11 +786,12 @@ class ReceiverCore:
             and not self._stale
             and not self._ended
             and self._eos_claim is None
-            and self._last_live + stale_after <= now  # the sum get_timer uses
+            and max(self._last_live, self._heard) + stale_after <= now  # as get_timer
         ):
+            # no datagram of the followed session nor of one waiting to be followed
             self._stale = True
             self._fast_seq = -1
-            self._events.append(FeedStale(now - self._last_live))
+            self._events.append(FeedStale(now - max(self._last_live, self._heard)))
         if self._requests or self._segs:
             if self._next_deadline <= now:
                 self._expire_requests(now)
@@ -1135,7 +1165,7 @@ class ReceiverCore:
             if self._stale:
                 self._stale = False
                 last = self._last_live if self._last_live is not None else now
-                self._events.append(FeedResumed(now - last))
+                self._events.append(FeedResumed(now - max(last, self._heard)))
             self._last_live = now
         if live and not counted:
             eos = self._eos_claim
@@ -1653,12 +1683,17 @@ class ReceiverCore:
                 self._peak_held = held
         cand.last_at = now
         cand.seen += 1
-        kind = _unpack_header(data)[2]
+        if source != _RETX:  # the feed is live (FeedStale means no session sends)
+            if self._stale:
+                self._stale = False
+                last = self._last_live if self._last_live is not None else now
+                self._events.append(FeedResumed(now - max(last, self._heard)))
+            self._heard = now
+        _session, seq, kind = _unpack_header(data)
         if 0 < kind < END_OF_SESSION:
             cand.carries = True  # data; heartbeats and ends of session carry none
         elif kind == END_OF_SESSION:
             cand.ends = True
-            seq = _unpack_header(data)[1]
             if seq > cand.end_seq:
                 cand.end_seq, cand.end_source, cand.end_addr = seq, source, addr
         self._consider_switch(now)
@@ -1687,17 +1722,18 @@ class ReceiverCore:
     def _consider_switch(self, now: float) -> None:
         """Follow another session when the evidence is there: the current one ended (and
         its gaps are settled), or it fell silent for ``stale_after`` while the other one
-        is live (two distinct datagrams, the last within ``stale_after``)."""
+        is live (two distinct datagrams, the last within ``stale_after``); or the current
+        one was followed on its ends alone and a session with data waits (``_bare``)."""
         stale_after = self.config.stale_after
         cands = self._cands
         self._switch_check = None
         if stale_after is not None:
             silent = [s for s, c in cands.items() if c.last_at + stale_after <= now]
-            if silent and (self._ended or self._finishing(now)):
+            if silent:
                 # one that is followed now (below), or would be but for the gaps the feed
-                # passed in the current session, is not forgotten for its silence while
-                # they are asked for: its datagrams wait (bounded) until they settle
-                silent = [s for s in silent if not (cands[s].distinct >= 2 and cands[s].carries)]
+                # passed in the current session or its end still to confirm, is not
+                # forgotten for its silence meanwhile: its datagrams wait (bounded)
+                silent = [s for s in silent if not self._keep_silent(cands[s], now)]
             for name in silent:
                 self._forget_candidate(name, DROP_WRONG_SESSION)
         if not cands:
@@ -1731,15 +1767,24 @@ class ReceiverCore:
             # the next session is one that carried data in two datagrams (a forger's
             # one-packet sessions never are), the earliest seen of them: the line's order;
             # only when there is none, after an end, the newest with data since the end
-            ready = [s for s, c in cands.items() if c.distinct >= 2 and c.carries]
+            # (then, only when none carried data, one whose end of session names messages
+            # its data never brought, still sent after the followed session fell quiet:
+            # followed to ask a server for them)
+            ready = [s for s, c in cands.items() if _ready(c)]
+            evident = [] if ready else [s for s in cands if self._after_quiet(cands[s])]
             best = (
-                min(ready, key=lambda s: cands[s].first_at)
-                if ready
+                min(ready or evident, key=lambda s: cands[s].first_at)
+                if ready or evident
                 else max(cands, key=lambda s: cands[s].last_at)
             )
             if self._ended and (
-                ready or (cands[best].carries and cands[best].last_at >= self._ended_at)
+                ready or evident or (cands[best].carries and cands[best].last_at >= self._ended_at)
             ):  # a stray seen before the end is no new session
+                self._switch_to(best, now)
+                return
+            if ready and self._bare():
+                # followed on its heartbeats and ends alone, and no server brought any
+                # of its data within its attempts: a session with data goes first
                 self._switch_to(best, now)
                 return
             last = now if self._last_live is None else self._last_live
@@ -1747,8 +1792,7 @@ class ReceiverCore:
             if (
                 silent_at is not None
                 and now >= silent_at
-                and cands[best].distinct >= 2
-                and cands[best].carries
+                and (ready or evident)
                 and not self._passed_gap_open()
             ):
                 self._switch_to(best, now)
@@ -1772,6 +1816,46 @@ class ReceiverCore:
                 if c.ends and not c.carries and now < c.first_at + self.config.end_confirm < check:
                     check = c.first_at + self.config.end_confirm
         self._switch_check = check if check < _INF else None
+
+    def _keep_silent(self, cand: _Candidate, now: float) -> bool:
+        """Whether a waiting session silent for ``stale_after`` is kept (not forgotten):
+        one that would be followed next, while the followed session is over or ending
+        (ended, its gaps the feed passed still asked for, an end of session seen, or
+        silent itself). Silence is what a session does once it sent its end, so while
+        the followed one is only ending or silent, one is kept only if it sent its end
+        (a forger's two data datagrams that fall silent are forgotten as before)."""
+        if not (_ready(cand) or self._after_quiet(cand)):
+            return False
+        if self._ended or self._finishing(now):
+            return True
+        if not cand.ends:
+            return False
+        last, stale_after = self._last_live, self.config.stale_after
+        return (
+            self._eos_claim is not None
+            or self._eos is not None
+            or (last is not None and stale_after is not None and last + stale_after <= now)
+        )
+
+    def _after_quiet(self, cand: _Candidate) -> bool:
+        """Whether ``cand`` is evident (``_evident``) and sent a datagram after the
+        followed session's last: a stray seen while the feed went on is no next session."""
+        last = self._last_live
+        return _evident(cand) and (last is None or cand.last_at > last)
+
+    def _bare(self) -> bool:
+        """Whether the followed session was followed on its heartbeats and ends alone and
+        nothing of its data came (live or from a server) while nothing of it is asked for
+        with attempts left: a session that carries data is then followed instead (a
+        forger's heartbeats or ends cannot hold the receiver; an honest server answers
+        the first attempts at a real session's numbers)."""
+        mark = self._bare_mark
+        if mark is None or self._data_top or self._delivered != mark or self._held:
+            return False
+        if self._requests:
+            return False
+        limit = self.config.max_request_attempts
+        return all(seg.attempts >= limit for seg in self._segs)
 
     def _finishing(self, now: float) -> bool:
         """Whether the followed session is over (its end believed, or silent for
@@ -1822,8 +1906,7 @@ class ReceiverCore:
                 if 0 < count < END_OF_SESSION:
                     start = seq
                     break
-        if self._stale and self._last_live is not None:  # the old one went stale meanwhile
-            self._events.append(FeedResumed(now - self._last_live))
+        # (a stale feed stays stale: no datagram arrived; the next one says FeedResumed)
         if old:
             self._first = self._expected = self._horizon = start
             self._started = True
@@ -1833,7 +1916,7 @@ class ReceiverCore:
         self._data_top = 0
         self._wit_top = 0
         self._ended = False
-        self._stale = False
+        self._bare_mark = None if cand.carries else self._delivered
         self._reported.clear()
         self._lost.clear()
         self._last_live = cand.last_at
