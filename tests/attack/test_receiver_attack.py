@@ -16,7 +16,7 @@ says what was promised and what happens instead (measured on branch ``receiver``
 from __future__ import annotations
 
 import pytest
-from hypothesis import Phase, given, settings
+from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 
 from linksim import Faults, LinkSim, messages
@@ -424,6 +424,19 @@ _forgery = st.tuples(
     derandomize=True,
     database=None,
     phases=(Phase.explicit, Phase.generate),
+)
+# a hunt finding (1,000 random examples), open: forged data of the followed session 500
+# ahead and a forged end at +1023, both before the feed; the real end (121, repeated) is
+# refused as below the forged data held while the forged end keeps the claim, so the
+# forged end is believed and 121..500, 503..1023 (never published) are reported lost
+@example(
+    forgeries=[(0, "data", SESSION, 500, A, 0.0), (0, "end", SESSION, 1023, A, 0.0)],
+    drop=0.0,
+    seed=0,
+).xfail(
+    raises=AssertionError,
+    reason="known defect, open: a forged end kept against the real repeated end below "
+    "forged data held is believed; phantom numbers reported lost",
 )
 @given(
     forgeries=st.lists(_forgery, min_size=1, max_size=3),
