@@ -827,7 +827,7 @@ def test_forged_b_heartbeat_far_ahead_during_switch() -> None:
     a_end=st.booleans(),
     holds=st.sampled_from(["AB", "A", "B", ""]),
     forge_at=st.floats(0.0, 3.0),
-    forge_kind=st.sampled_from(["c_data", "a_end_low", "b_hb_far", "c_end"]),
+    forge_kind=st.sampled_from(["c_data", "a_end_low", "b_hb_far", "c_end", "c_ends"]),
     max_held=st.sampled_from([30, 50_000]),
     drops=st.integers(0, 3),
 )
@@ -842,7 +842,9 @@ def test_random_switch_with_forger_and_partial_servers(
     drops: int,
 ) -> None:
     """A (60) then B (long enough to outlast A's staleness), random gaps, one forged
-    datagram at a random time, a server holding both, one, or neither session, a small or
+    datagram at a random time (or a forged end of C repeated 0.5 s later, as a real
+    session whose data were all lost sends it), a server holding both, one, or neither
+    session, a small or
     large held bound. A user expects each session's numbers tiled once, in order, by
     deliveries, losses and MessagesAfterEnd (none silently skipped); and a session the
     server holds, with the default held bound, none lost. The explicit example (found by
@@ -855,8 +857,11 @@ def test_random_switch_with_forger_and_partial_servers(
         "a_end_low": build_end_of_session("AAAAAAAAAA", 10),
         "b_hb_far": build_heartbeat("BBBBBBBBBB", 900_000),
         "c_end": build_end_of_session("CCCCCCCCCC", 5),
+        "c_ends": build_end_of_session("CCCCCCCCCC", 5),  # repeated 0.5 s later
     }
     forged = [(forge_at, kind_to_packet[forge_kind])]
+    if forge_kind == "c_ends":  # a session of ends alone, as a real one whose data was lost
+        forged.append((forge_at + 0.5, kind_to_packet[forge_kind]))
     pubs = {p.session: p for p in (a, b)}
     held = {"AAAAAAAAAA" for c in holds if c == "A"} | {"BBBBBBBBBB" for c in holds if c == "B"}
     srv = Server(SERVER, pubs, holds=held, drop=drop_first(drops))
