@@ -58,7 +58,9 @@ reported lost. Requests are cheap, beliefs are costly:
   yet delivered is refused alike unless it repeats), one far beyond everything
   held never believed: the numbers before it are taken as missing a window at a time
   (:meth:`_chase_end`), and live data far below it drops it. Of two ends, the one the
-  data held agrees with wins (one right after all data held over any other). What is held
+  data held agrees with wins (one right after all data held over any other), unless it
+  does not agree exactly and the other repeated more often (a real publisher repeats its
+  end: a forged one seen once cannot hold the claim against it). What is held
   or kept aside beyond a believed end, and data that arrives beyond it later, is named
   (:class:`~moldudp64.events.MessagesAfterEnd`, each number once; counted as
   ``after_end_of_session``). After :class:`SessionEnded`
@@ -608,6 +610,8 @@ class ReceiverCore:
         #: An end of session seen once, not yet confirmed: (its number, the datagram,
         #: line, arrival time).
         self._eos_claim: _Claim | None = None
+        #: The last end of session refused against the claim, and how often it came.
+        self._eos_rival: tuple[int, int] | None = None
         self._ended = False
         self._ended_at = 0.0
         #: The latest time on the core's clock (for what happens deep inside a call).
@@ -1526,18 +1530,30 @@ class ReceiverCore:
             # farther one are still asked for, so a real tail an honest server holds puts
             # data beyond the kept one once answered, which then disproves it)
             exact = claim.start == top
-            if (exact or not (top <= seq <= reach)) and (top <= claim.start <= reach):
+            # (unless it does not agree exactly, and the other end repeated more often
+            # than it: a real publisher repeats its end, a lone forged one is outrepeated)
+            rival = self._eos_rival
+            copies = rival[1] + 1 if rival is not None and rival[0] == seq else 1
+            self._eos_rival = (seq, copies)
+            if (
+                (exact or not (top <= seq <= reach))
+                and (top <= claim.start <= reach)
+                and (exact or copies <= claim.copies)
+            ):
                 self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
                 if exact and horizon < seq <= near:
                     self._new_gap(horizon, seq, now)
                     self._horizon = seq
                 return
+            self._eos_rival = (claim.start, claim.copies)
             self._drop(DROP_EOS_CONTRADICTED, claim.source, claim.addr, once=True)
+        else:
+            copies = 1
         if horizon < seq <= near:
             self._new_gap(self._horizon, seq, now)  # the tail went missing: ask at once
             self._horizon = seq
         # (``value``: the horizon when it was last looked at; see _settle_end)
-        self._eos_claim = _Claim(seq, self._horizon, data, source, now, addr, 0)
+        self._eos_claim = _Claim(seq, self._horizon, data, source, now, addr, 0, copies)
         self._chase_end(now)
 
     def _believe_end(self, seq: int, now: float, repeated: bool = False) -> None:
@@ -1889,6 +1905,7 @@ class ReceiverCore:
         self._held.clear()
         self._held_bytes = 0
         self._eos_claim = None
+        self._eos_rival = None
         if self._session_raw is not None:
             self._past[self._session_raw] = None
             while len(self._past) > _MAX_PAST_SESSIONS:
