@@ -68,6 +68,11 @@ reported lost. Requests are cheap, beliefs are costly:
   means the driver vouches for the source. An answer that brings nothing new (a
   zero-count packet from a server whose store lags) credits the server but is no
   progress: its request runs on to its timeout and backoff.
+- **A large gap is fetched in pieces.** Once an answer for a gap the feed has passed
+  comes back partial (a datagram holds what fits), the rest is asked for in pieces of
+  about what one answer carried, up to ``max_pieces_in_flight`` at once, each with its
+  own attempts (:meth:`ReceiverCore._pump`); a piece out of attempts sends the rest of
+  its gap back to one request at a time. Gaps not passed are never cut into pieces.
 - **Time never goes back**: a ``now`` below the last one counts as the last one, and
   later ones move on from there (the step back is kept in ``_skew``).
 - **A session switch needs evidence**: the followed session ended, or it sent nothing
@@ -227,6 +232,8 @@ _AFTER_END_QUIET = 0.1
 _AFTER_END_MAX_WAIT = 1.0
 #: Servers one retry goes to at once, at most.
 _MAX_FANOUT = 8
+#: ``_Segment.req_seq`` of a piece waiting for one of the ``max_pieces_in_flight`` slots.
+_WAITING = -2
 #: Real memory of a held message beyond its bytes: the bytes object's header (33 bytes,
 #: rounded up to the allocator's 16) and its list slot, over-allocation included.
 _MSG_OVERHEAD = 64
@@ -284,6 +291,11 @@ class ReceiverConfig:
     - ``request_delay`` 0.0: how long a new gap waits before it is requested (give a
       few milliseconds when a B line or reordering usually fills gaps by itself).
     - ``max_messages_per_request`` 1024 (at most 0xFFFE), ``max_requests_in_flight`` 32.
+    - ``max_pieces_in_flight`` 8: requests in flight at once, per core, for the pieces of
+      gaps larger than one answer datagram carries. A gap the feed has passed whose first
+      answer came back partial is asked for in pieces of what one answer carried (learned
+      from the answers), up to this many at once, each with its own timeout, attempts and
+      backoff, spread over the servers; the rest of such a gap waits for a free slot.
     - ``max_held_packets`` 50,000 and ``max_held_bytes`` 64 MiB bound the early packets
       held, in real memory (object overhead counted); past either, the oldest gap is
       reported lost and delivery goes on.
@@ -324,6 +336,7 @@ class ReceiverConfig:
     request_delay: float = 0.0
     max_messages_per_request: int = 1024
     max_requests_in_flight: int = 32
+    max_pieces_in_flight: int = 8
     max_held_packets: int = 50_000
     max_held_bytes: int = 64 * 1024 * 1024
     stale_after: float | None = 3.0
@@ -359,6 +372,7 @@ class ReceiverConfig:
             ("max_request_attempts", 1, None),
             ("max_messages_per_request", 1, MAX_MESSAGE_COUNT),
             ("max_requests_in_flight", 1, None),
+            ("max_pieces_in_flight", 1, None),
             ("max_held_packets", 1, None),
             ("max_held_bytes", 1, None),
         ):
@@ -470,6 +484,12 @@ class _Segment:
     #: reaches its front makes what is left a range of its own (the requests so far, e.g.
     #: for the front of a forged heartbeat's phantom range, could not reach it).
     own_attempts: int = 0
+    #: A server answered part of it (a partial answer): once the feed has passed it, the
+    #: rest may be asked for in pieces, several at once (see :meth:`ReceiverCore._pump`).
+    #: Cleared when one of its pieces runs out of attempts: the rest is then asked for
+    #: one request at a time again, so a server that stopped answering costs one piece's
+    #: attempts, not one per piece.
+    fan: bool = False
 
 
 @dataclass(slots=True)
@@ -481,6 +501,11 @@ class _Request:
     deadline: float
     #: Whether the feed has passed the range: only then does no answer count as a failure.
     counted: bool = True
+    #: Messages asked for (a piece asks beyond its own range, up to the end of its gap:
+    #: the answer shows how many one datagram carries).
+    count: int = 0
+    #: One of the pieces of a gap asked for several at once (``max_pieces_in_flight``).
+    piece: bool = False
 
 
 @dataclass(slots=True)
@@ -617,6 +642,10 @@ class ReceiverCore:
         self._due: list[tuple[float, int, _Segment]] = []
         self._tie = 0
         self._requests: dict[int, _Request] = {}
+        #: ``(start, tie, segment)`` for the pieces waiting for a slot (see _pump).
+        self._slot_wait: list[tuple[int, int, _Segment]] = []
+        #: Messages one answer datagram carried (partial answers, smoothed; 0: unknown).
+        self._fit = 0
         self._next_deadline = _INF
         self._servers = [_Server(a) for a in cfg.rerequest_server_addrs]
         self._by_addr = {s.addr: s for s in self._servers}
@@ -1241,7 +1270,7 @@ class ReceiverCore:
                         msgs = [b""] * count
                     new = self._accept(seq, msgs, now)
                 if not live:
-                    self._on_answer(seq, addr, now, count > 0 and new > 0)
+                    self._on_answer(seq, addr, now, count > 0 and new > 0, count)
                 if self._claims and not trusted:
                     self._take_claims(value, now, data, source, seq)
         self._drain()
@@ -1959,6 +1988,7 @@ class ReceiverCore:
                         seg.avoid,
                         wit0=seg.wit0,
                         parks=seg.parks,
+                        fan=seg.fan,
                     )
                     seg.end = a
                     segs.insert(i + 1, right)
@@ -1967,6 +1997,9 @@ class ReceiverCore:
                         if seg.parks:  # woken with it
                             self._tie += 1
                             heappush(self._parked, (right.wit0, self._tie, right))
+                    elif seg.req_seq == _WAITING:  # waits for a slot with it
+                        self._tie += 1
+                        heappush(self._slot_wait, (right.start, self._tie, right))
                     i += 2
                 else:
                     seg.end = a
@@ -1980,11 +2013,19 @@ class ReceiverCore:
                 del segs[i]
         return filled
 
-    def _on_answer(self, seq: int, addr: Address | None, now: float, progress: bool) -> None:
-        """A re-request answer starting at ``seq`` came: credit its server; when it brought
-        something new (``progress``), finish its request and ask for the rest at once. One
-        that brought nothing (a server whose store lags) leaves the request to time out."""
+    def _on_answer(
+        self, seq: int, addr: Address | None, now: float, progress: bool, count: int = 0
+    ) -> None:
+        """A re-request answer of ``count`` messages starting at ``seq`` came: credit its
+        server; when it brought something new (``progress``), finish its request and ask
+        for the rest at once (a partial answer: in pieces once the feed passed the range,
+        see :meth:`_pump`). One that brought nothing (a server whose store lags) leaves
+        the request to time out."""
         req = self._requests.get(seq)
+        partial = req is not None and 0 < count < req.count
+        if partial:  # what one datagram carries: the size of the pieces (see _pump)
+            fit = self._fit
+            self._fit = count if count >= fit else fit - (fit - count + 3) // 4
         server = self._by_addr.get(addr) if addr is not None else None
         if server is None and req is not None:
             server = req.servers[0]
@@ -2013,8 +2054,11 @@ class ReceiverCore:
                 seg.req_seq = -1
                 seg.attempts = 0
                 seg.avoid = ()
+                seg.fan = seg.fan or partial
                 self._schedule(seg, now)
             i += 1
+        if self._slot_wait and req.piece:
+            self._release_slots(now)
 
     def _drain(self) -> None:
         """Deliver what is held from ``expected`` on and pass over ranges given up."""
@@ -2180,8 +2224,39 @@ class ReceiverCore:
     def _index(self, seg: _Segment) -> int:
         return bisect_left(self._segs, seg.start, key=_start_of)
 
+    def _adjacent(self, seg: _Segment) -> bool:
+        """Whether a missing range touches ``seg``: it is one piece of a larger gap."""
+        segs = self._segs
+        i = self._index(seg)
+        return (i > 0 and segs[i - 1].end == seg.start) or (
+            i + 1 < len(segs) and segs[i + 1].start == seg.end
+        )
+
+    def _release_slots(self, now: float) -> None:
+        """Pieces waiting for a slot (see :meth:`_pump`): as many as there are free
+        slots are due now, the lowest-numbered first."""
+        waiting = self._slot_wait
+        free = self.config.max_pieces_in_flight - sum(r.piece for r in self._requests.values())
+        while waiting and free > 0:
+            seg = heappop(waiting)[2]
+            if seg.alive and seg.req_seq == _WAITING and seg.due is None:
+                seg.req_seq = -1
+                self._schedule(seg, now)
+                free -= 1
+
     def _pump(self, now: float) -> None:
-        """Send the requests that are due, within the in-flight bound."""
+        """Send the requests that are due, within the in-flight bounds.
+
+        A gap the feed has passed is asked for in pieces once an answer to it came back
+        partial (``_Segment.fan``): pieces of what one answer carried (``_fit``, a little
+        less, so that answers overlap rather than leave holes), each asking on to the end
+        of its gap (at most ``max_messages_per_request``: its answer carries what fits
+        and shows how much that is), each a segment of its own (its own timeout, attempts,
+        backoff and server), at most ``max_pieces_in_flight`` in flight per core. A piece
+        with no free slot waits in ``_slot_wait`` (no entry in the due heap, ``req_seq``
+        :data:`_WAITING`) until a piece's request ends. Gaps not passed are never cut
+        into pieces: numbers nothing real has reached cost one bounded request at a time.
+        """
         cfg = self.config
         heap = self._due
         limit = cfg.max_requests_in_flight
@@ -2189,6 +2264,12 @@ class ReceiverCore:
         session_raw = self._session_raw
         if session_raw is None:
             return
+        fit = self._fit
+        whole = min(fit, most) if fit else most  # what one answer carries
+        piece = max(whole - whole // 8, 1)  # a piece: a little less
+        slots = -1  # free piece slots, counted when first needed
+        if self._slot_wait:
+            self._release_slots(now)
         while heap and heap[0][0] <= now:
             due, _, seg = heap[0]
             if not seg.alive or seg.due != due:
@@ -2196,8 +2277,22 @@ class ReceiverCore:
                 continue
             if len(self._requests) >= limit:
                 break
-            heappop(heap)
             passed = self._wit - seg.wit0 >= _WITNESSES
+            split = passed and seg.fan and seg.end - seg.start > whole
+            is_piece = split or (passed and seg.fan and self._adjacent(seg))
+            if is_piece:
+                if slots < 0:
+                    slots = cfg.max_pieces_in_flight - sum(
+                        r.piece for r in self._requests.values()
+                    )
+                if slots <= 0:  # wait for a piece's request to end
+                    heappop(heap)
+                    seg.due = None
+                    seg.req_seq = _WAITING
+                    self._tie += 1
+                    heappush(self._slot_wait, (seg.start, self._tie, seg))
+                    continue
+            heappop(heap)
             servers = self._choose(now, seg.avoid)
             if not servers:
                 give_up_at = seg.detected + cfg.loss_grace
@@ -2214,21 +2309,33 @@ class ReceiverCore:
                 continue
             if seg.attempts >= cfg.max_request_attempts and passed:
                 seg.attempts = 0  # out of attempts while not yet passed: fresh ones now
-            end = seg.end
-            if end - seg.start > most:
+            end = ask = seg.end
+            if split:  # a piece off its front; the rest waits its turn
+                rest = _Segment(
+                    seg.start + piece, seg.end, seg.detected, wit0=seg.wit0, fan=True
+                )
+                seg.end = end = seg.start + piece
+                self._segs.insert(self._index(seg) + 1, rest)
+                self._schedule(rest, due)
+                ask = min(seg.start + most, rest.end)
+            elif end - seg.start > most:
                 if passed:
                     rest = _Segment(seg.start + most, seg.end, seg.detected, wit0=seg.wit0)
                     seg.end = seg.start + most
                     self._segs.insert(self._index(seg) + 1, rest)
                     self._schedule(rest, due)
-                end = seg.start + most  # not passed: only its front is asked for
-            count = end - seg.start
+                end = ask = seg.start + most  # not passed: only its front is asked for
+            count = ask - seg.start
             seg.attempts += 1
             seg.own_attempts += 1
             seg.due = None
             seg.req_seq = seg.start
             deadline = now + self._timeout_for(seg.attempts)
-            self._requests[seg.start] = _Request(end, tuple(servers), deadline, passed)
+            self._requests[seg.start] = _Request(
+                end, tuple(servers), deadline, passed, count, is_piece
+            )
+            if is_piece:
+                slots -= 1
             if deadline < self._next_deadline:
                 self._next_deadline = deadline
             request = HEADER.pack(session_raw, seg.start, count)
@@ -2262,6 +2369,12 @@ class ReceiverCore:
                     passed = self._wit - seg.wit0 >= _WITNESSES
                     if passed and seg.own_attempts >= cfg.max_request_attempts:
                         self._segs_give_up(i, i + 1, LOST_ATTEMPTS_EXHAUSTED)
+                        top = seg.end  # the rest of its gap: one request at a time again
+                        j = i
+                        while seg.fan and j < len(segs) and segs[j].start == top:
+                            segs[j].fan = False
+                            top = segs[j].end
+                            j += 1
                         continue
                     if seg.attempts >= cfg.max_request_attempts and not passed:
                         # not passed by the feed: not yet arrived; asked again once it is,
@@ -2277,6 +2390,8 @@ class ReceiverCore:
                     self._schedule(seg, now)
                 i += 1
         self._next_deadline = min((r.deadline for r in self._requests.values()), default=_INF)
+        if self._slot_wait:
+            self._release_slots(now)
 
     def _refresh(self, now: float) -> None:
         """Recompute the protocol timer and whether the fast path may be taken."""
