@@ -2169,7 +2169,9 @@ class ReceiverCore:
 
     # ------------------------------------------------------------------ requests
 
-    def _choose(self, now: float, avoid: tuple[_Server, ...]) -> list[_Server]:
+    def _choose(
+        self, now: float, avoid: tuple[_Server, ...], spread: bool = False
+    ) -> list[_Server]:
         """The servers to send a request to.
 
         Servers in rotation (else those out of it that are due for another try, else those
@@ -2178,7 +2180,9 @@ class ReceiverCore:
         Those with nothing unanswered since their last answer come first, then those never
         tried, then by how many requests they left unanswered; equals take turns. A retry
         when no server is known to answer goes to every other candidate at once, so one
-        dead server costs at most one request timeout.
+        dead server costs at most one request timeout. The pieces of a large gap
+        (``spread``) take turns over the servers that answer and those never tried: a
+        dead one costs one piece's timeout, and the piece is asked again elsewhere.
         """
         servers = self._servers
         usable = [s for s in servers if not s.disabled]
@@ -2193,7 +2197,7 @@ class ReceiverCore:
         pool = [s for s in usable if s not in avoid] if avoid else usable
         if not pool:
             pool = usable
-        good = [s for s in pool if s.answers and not s.failures]
+        good = [s for s in pool if (s.answers or spread) and not s.failures]
         if not good and not avoid:
             least = min(s.failures for s in pool)
             good = [s for s in pool if s.failures == least]
@@ -2223,14 +2227,6 @@ class ReceiverCore:
 
     def _index(self, seg: _Segment) -> int:
         return bisect_left(self._segs, seg.start, key=_start_of)
-
-    def _adjacent(self, seg: _Segment) -> bool:
-        """Whether a missing range touches ``seg``: it is one piece of a larger gap."""
-        segs = self._segs
-        i = self._index(seg)
-        return (i > 0 and segs[i - 1].end == seg.start) or (
-            i + 1 < len(segs) and segs[i + 1].start == seg.end
-        )
 
     def _release_slots(self, now: float) -> None:
         """Pieces waiting for a slot (see :meth:`_pump`): as many as there are free
@@ -2278,8 +2274,8 @@ class ReceiverCore:
             if len(self._requests) >= limit:
                 break
             passed = self._wit - seg.wit0 >= _WITNESSES
-            split = passed and seg.fan and seg.end - seg.start > whole
-            is_piece = split or (passed and seg.fan and self._adjacent(seg))
+            is_piece = passed and seg.fan
+            split = is_piece and seg.end - seg.start > whole
             if is_piece:
                 if slots < 0:
                     slots = cfg.max_pieces_in_flight - sum(
@@ -2293,7 +2289,7 @@ class ReceiverCore:
                     heappush(self._slot_wait, (seg.start, self._tie, seg))
                     continue
             heappop(heap)
-            servers = self._choose(now, seg.avoid)
+            servers = self._choose(now, seg.avoid, spread=is_piece)
             if not servers:
                 give_up_at = seg.detected + cfg.loss_grace
                 if now >= give_up_at and passed:

@@ -1,0 +1,279 @@
+"""A large gap is fetched in pieces, several at once (ReceiverCore, simulated clock).
+
+An answer holds what fits in one datagram, so a gap of many answers' worth asked for one
+request at a time costs one round trip per answer. Once an answer for a gap the feed has
+passed comes back partial, the core asks for the rest in pieces of about what that answer
+carried, up to ``max_pieces_in_flight`` at once, each with its own timeout, attempts and
+server (README, "Answers"; docs/DESIGN.md, receiver invariant 4).
+
+The link here is literal: the line's packets at their times, and servers that answer a
+request with at most ``cap`` messages after ``delay`` seconds (some answers dropped, some
+servers dead from a given time on).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from moldudp64.events import (
+    Address,
+    Event,
+    MessagesDelivered,
+    MessagesLost,
+    ServerDisabled,
+    Source,
+)
+from moldudp64.receiver import LOST_ATTEMPTS_EXHAUSTED, ReceiverConfig, ReceiverCore
+from moldudp64.wire import RetransmissionPacket, build_heartbeat, build_packet
+
+S = "PIECES0001"
+SRV1: Address = ("127.0.0.1", 9001)
+SRV2: Address = ("127.0.0.1", 9002)
+
+
+def msg(seq: int) -> bytes:
+    """Message ``seq`` (its bytes name it)."""
+    return b"m%d" % seq
+
+
+@dataclass
+class Server:
+    """An honest re-request server holding messages 1..``top``: each answer carries at
+    most ``cap`` of them (``cap`` may change with time), ``delay`` seconds later."""
+
+    addr: Address
+    top: int
+    cap: Callable[[float], int] = lambda now: 10
+    delay: float = 0.1
+    #: From this time on it answers nothing (a server that died).
+    dead_from: float = float("inf")
+    #: ``(seq, k)``: the k-th request (from 0) for ``seq`` goes unanswered.
+    drop: Callable[[int, int], bool] = lambda seq, k: False
+    asked: Counter[int] = field(default_factory=Counter)
+
+    def answer(self, request: bytes, now: float) -> bytes | None:
+        packet = RetransmissionPacket.parse(request)
+        seq = packet.seq_num
+        k = self.asked[seq]
+        self.asked[seq] += 1
+        if now >= self.dead_from or self.drop(seq, k) or seq > self.top:
+            return None
+        last = min(self.top, seq + min(packet.msg_count, self.cap(now)) - 1)
+        return build_packet(S, seq, [msg(s) for s in range(seq, last + 1)])
+
+
+@dataclass
+class Run:
+    core: ReceiverCore
+    events: list[Event]
+    #: ``(time, first seq, count, server)`` of every request sent.
+    requests: list[tuple[float, int, int, Address]]
+    #: Requests in flight after each step, at most.
+    peak_in_flight: int
+    #: When the last message was delivered (or reported lost).
+    done_at: float
+
+
+def gap_then_feed(gap: tuple[int, int], total: int, per_packet: int = 5) -> list[bytes]:
+    """Packets of ``per_packet`` messages numbering 1..``total``, without those in the
+    ``gap`` (first, last): the gap is followed by live packets, so the feed passed it."""
+    packets = []
+    for first in range(1, total + 1, per_packet):
+        last = min(first + per_packet - 1, total)
+        if gap[0] <= first and last <= gap[1]:
+            continue
+        packets.append(build_packet(S, first, [msg(s) for s in range(first, last + 1)]))
+    return packets
+
+
+def run(
+    line: list[tuple[float, bytes]],
+    servers: list[Server],
+    until: float,
+    **config: object,
+) -> Run:
+    """Drive one core: the line's datagrams at their times, requests answered by
+    ``servers``, every timer kept, until ``until``."""
+    cfg = ReceiverConfig(
+        rerequest_server_addrs=[s.addr for s in servers],
+        **config,  # type: ignore[arg-type]
+    )
+    core = ReceiverCore(cfg)
+    by_addr = {s.addr: s for s in servers}
+    order = itertools.count()
+    queue: list[tuple[float, int, bytes, Address | None]] = []
+    for at, data in line:
+        heapq.heappush(queue, (at, next(order), data, None))
+    events: list[Event] = []
+    requests: list[tuple[float, int, int, Address]] = []
+    now = peak = 0
+    done_at = 0.0
+    while True:
+        timer = core.get_timer()
+        times = [t for t in (timer, queue[0][0] if queue else None) if t is not None]
+        if not times or min(times) > until:
+            break
+        now = max(now, min(times))
+        while queue and queue[0][0] <= now:
+            _, _, data, addr = heapq.heappop(queue)
+            source = Source.LINE_A if addr is None else Source.RETRANSMISSION
+            core.receive_datagram(data, source, now, addr)
+        timer = core.get_timer()
+        if timer is not None and timer <= now:
+            core.handle_timer(now)
+        for request, addr in core.datagrams_to_send(now):
+            packet = RetransmissionPacket.parse(request)
+            requests.append((now, packet.seq_num, packet.msg_count, addr))
+            answer = by_addr[addr].answer(request, now)
+            if answer is not None:
+                heapq.heappush(queue, (now + by_addr[addr].delay, next(order), answer, addr))
+        new = core.events_received()
+        if any(isinstance(e, MessagesDelivered | MessagesLost) for e in new):
+            done_at = now
+        events.extend(new)
+        peak = max(peak, core.stats.requests_in_flight)
+    return Run(core, events, requests, peak, done_at)
+
+
+def delivered(events: list[Event]) -> list[int]:
+    """The sequence numbers delivered, in order, each checked against its content."""
+    seqs = []
+    for e in events:
+        if isinstance(e, MessagesDelivered):
+            for seq, data in enumerate(e.messages, start=e.seq_num):
+                assert data == msg(seq)
+                seqs.append(seq)
+    return seqs
+
+
+def lost(events: list[Event]) -> list[tuple[int, int, str]]:
+    return [(e.first_seq, e.last_seq, e.reason) for e in events if isinstance(e, MessagesLost)]
+
+
+def timed(packets: list[bytes], interval: float = 0.001) -> list[tuple[float, bytes]]:
+    return [(i * interval, p) for i, p in enumerate(packets)]
+
+
+# A gap of 1,000 messages (201..1200) in a feed of 1,300: the server answers at most 10
+# messages a request, 0.1 s later. One request at a time: 100 round trips (10 s).
+GAP = (201, 1200)
+TOTAL = 1300
+
+
+def test_a_large_gap_is_fetched_by_several_pieces_at_once() -> None:
+    server = Server(SRV1, TOTAL)
+    r = run(timed(gap_then_feed(GAP, TOTAL)), [server], until=30.0, request_timeout=0.3)
+    assert delivered(r.events) == list(range(1, TOTAL + 1)) and lost(r.events) == []
+    assert r.peak_in_flight == 8  # max_pieces_in_flight, the default
+    # the first answer shows 10 messages fit; then eight pieces per round trip, not one
+    assert r.done_at < 2.0
+    # every request for a piece reaches on to the end of its gap (its answer shows what
+    # fits), and no number is asked for twice while every answer comes
+    assert all(seq + count <= GAP[1] + 1 for _, seq, count, _ in r.requests)
+    assert max(Counter(seq for _, seq, _, _ in r.requests).values()) == 1
+
+
+def test_pieces_in_flight_follow_the_knob() -> None:
+    server = Server(SRV1, TOTAL)
+    for knob in (1, 3):
+        r = run(
+            timed(gap_then_feed(GAP, TOTAL)),
+            [server],
+            until=60.0,
+            request_timeout=0.3,
+            max_pieces_in_flight=knob,
+        )
+        assert delivered(r.events) == list(range(1, TOTAL + 1))
+        assert r.peak_in_flight == knob
+
+
+def test_each_piece_is_retried_on_its_own() -> None:
+    """The first answers to two pieces are lost: those two are asked again after their
+    own timeout, every other piece once, and the whole gap arrives."""
+    # two pieces' first numbers: the first answer (201..210) shows 10 fit; the pieces are
+    # cut a little smaller (9), so that answers overlap rather than leave holes
+    unlucky = {229, 265}
+    server = Server(SRV1, TOTAL, drop=lambda seq, k: seq in unlucky and k == 0)
+    r = run(timed(gap_then_feed(GAP, TOTAL)), [server], until=30.0, request_timeout=0.3)
+    assert delivered(r.events) == list(range(1, TOTAL + 1)) and lost(r.events) == []
+    # every number is asked for in one first request; the two pieces are asked again
+    # (the part the previous piece's answer did not bring), each after its own timeout
+    firsts = [(t, seq) for t, seq, count, _ in r.requests if seq + count == GAP[1] + 1]
+    assert len({seq for _, seq in firsts}) == len(firsts)
+    again = [(t, seq, count) for t, seq, count, _ in r.requests if seq + count <= GAP[1]]
+    assert len(again) == 2
+    sent = dict((seq, t) for t, seq in firsts)
+    for t, seq, count in again:
+        (piece,) = [p for p in unlucky if p <= seq < p + 9]
+        assert abs(t - sent[piece] - 0.3) < 1e-9 and seq + count == piece + 9
+    assert r.done_at < 2.5
+
+
+def test_partial_answers_are_completed_and_the_piece_size_follows_them() -> None:
+    """The server's answers shrink from 10 messages to 4 halfway: pieces answered in part
+    have their rest asked for at once, later pieces are cut smaller, nothing is lost."""
+    server = Server(SRV1, TOTAL, cap=lambda now: 10 if now < 0.6 else 4)
+    r = run(timed(gap_then_feed(GAP, TOTAL)), [server], until=30.0, request_timeout=0.3)
+    assert delivered(r.events) == list(range(1, TOTAL + 1)) and lost(r.events) == []
+    assert r.peak_in_flight <= 8 and r.done_at < 4.0  # one at a time: 24 s
+    late = [count for t, seq, count, _ in r.requests if t > 2.0]
+    assert late, "still fetching after the answers shrank"
+    # the pieces now start at most 4 apart: requests follow what the answers carry
+    starts = sorted(seq for t, seq, _, _ in r.requests if t > 2.0)
+    assert max(b - a for a, b in itertools.pairwise(starts)) <= 4
+    # answers that overlap or leave holes cost little: about 45 requests before the
+    # answers shrank, 140 after (560 numbers, 4 an answer) would be the fewest possible
+    assert len(r.requests) <= 1.15 * (45 + 140)
+
+
+def test_pieces_are_spread_over_the_servers_and_a_dead_ones_go_to_another() -> None:
+    """Two servers: the pieces go to both; the second dies 0.5 s in, and its pieces are
+    asked again from the first, which brings the whole gap."""
+    one = Server(SRV1, TOTAL)
+    two = Server(SRV2, TOTAL, dead_from=0.5)
+    r = run(timed(gap_then_feed(GAP, TOTAL)), [one, two], until=30.0, request_timeout=0.3)
+    assert delivered(r.events) == list(range(1, TOTAL + 1)) and lost(r.events) == []
+    before = Counter(addr for t, _, _, addr in r.requests if t < 0.5)
+    assert before[SRV1] >= 3 and before[SRV2] >= 3  # spread while both answer
+    unanswered = [seq for t, seq, _, addr in r.requests if addr == SRV2 and t >= 0.5]
+    assert unanswered, "the second server had pieces in flight when it died"
+    for seq in unanswered:  # each went to the first server (what the answers before it
+        # left of the piece: it starts up to one number later)
+        assert any(seq <= s <= seq + 1 and addr == SRV1 for _, s, _, addr in r.requests)
+    # once it failed, new pieces go to the server that answers
+    assert all(addr == SRV1 for t, _, _, addr in r.requests if t > 1.0)
+    assert not any(isinstance(e, ServerDisabled) for e in r.events)  # existing rule: 100
+
+
+def test_a_server_that_stops_answering_costs_one_pieces_attempts_not_one_per_piece() -> None:
+    """The only server answers the first requests, then dies: the pieces in flight run
+    out of attempts, and the rest of the gap goes back to one request at a time, so the
+    gap is reported lost after two pieces' worth of attempts (about 9 s), not after one
+    per piece (a hundred pieces: minutes)."""
+    server = Server(SRV1, TOTAL, dead_from=0.25)
+    r = run(timed(gap_then_feed(GAP, TOTAL)), [server], until=120.0)
+    got = delivered(r.events)
+    gone = lost(r.events)
+    assert all(reason == LOST_ATTEMPTS_EXHAUSTED for _, _, reason in gone)
+    named = got + [s for a, b, _ in gone for s in range(a, b + 1)]
+    assert sorted(named) == list(range(1, TOTAL + 1)) and got == sorted(got)
+    assert r.done_at < 12.0
+    # the first request (twice: the first timeout, 0.05 s, is shorter than the round
+    # trip), a few rounds of pieces, eight pieces out of attempts, then the rest's eight
+    assert len(r.requests) < 120
+
+
+def test_a_gap_the_feed_has_not_passed_is_never_cut_into_pieces() -> None:
+    """A quiet feed: packets 1..10, then only heartbeats saying 501 is next (heartbeats
+    are no witnesses: a forger gives them for nothing). The numbers before 501 are asked
+    for one request at a time however partial the answers, never in pieces."""
+    line = timed(gap_then_feed((11, 10_000), 10))
+    line += [(0.5 + 0.5 * k, build_heartbeat(S, 501)) for k in range(40)]
+    server = Server(SRV1, 500)
+    r = run(line, [server], until=20.0, request_timeout=0.3)
+    assert r.peak_in_flight == 1
+    assert delivered(r.events) == list(range(1, 501))  # one answer per round trip
