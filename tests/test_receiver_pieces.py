@@ -277,3 +277,16 @@ def test_a_gap_the_feed_has_not_passed_is_never_cut_into_pieces() -> None:
     r = run(line, [server], until=20.0, request_timeout=0.3)
     assert r.peak_in_flight == 1
     assert delivered(r.events) == list(range(1, 501))  # one answer per round trip
+
+
+def test_an_answer_that_reaches_over_the_next_pieces_ends_their_requests() -> None:
+    """Two servers, the second three times slower; both answers grow from 5 messages to
+    20 at 0.2 s. A fast answer brings the next pieces too, whose own (slow) answers then
+    bring nothing new: their requests are done (nothing they asked for is missing), none
+    waits for its timeout, none counts against the server that answered it."""
+    one = Server(SRV1, TOTAL, cap=lambda now: 5 if now < 0.2 else 20, delay=0.1)
+    two = Server(SRV2, TOTAL, cap=lambda now: 5 if now < 0.2 else 20, delay=0.3)
+    r = run(timed(gap_then_feed(GAP, TOTAL)), [one, two], until=30.0, request_timeout=0.5)
+    assert delivered(r.events) == list(range(1, TOTAL + 1)) and lost(r.events) == []
+    assert r.core.stats.timeouts == {SRV1: 0, SRV2: 0}
+    assert r.done_at < 2.0

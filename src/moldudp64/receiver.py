@@ -67,7 +67,8 @@ reported lost. Requests are cheap, beliefs are costly:
   sent a request of their own to; others are dropped (``unknown_server``). ``addr=None``
   means the driver vouches for the source. An answer that brings nothing new (a
   zero-count packet from a server whose store lags) credits the server but is no
-  progress: its request runs on to its timeout and backoff.
+  progress: its request runs on to its timeout and backoff (unless nothing it asked for
+  is missing any more: then it is done).
 - **A large gap is fetched in pieces.** Once an answer for a gap the feed has passed
   comes back partial (a datagram holds what fits), the rest is asked for in pieces of
   about what one answer carried, up to ``max_pieces_in_flight`` at once, each with its
@@ -2035,8 +2036,10 @@ class ReceiverCore:
             if server.disabled:
                 server.disabled = False
                 self._events.append(ServerEnabled(server.addr))
-        if req is None or not progress:
+        if req is None or (not progress and self._awaited(seq, req)):
             return
+        # something new came, or nothing it asked for is missing any more (another
+        # answer, e.g. a piece's that reached on, or a line brought it): it is done
         del self._requests[seq]
         if self._eos_claim is not None and not self._segs:
             self._chase_end(now)
@@ -2059,6 +2062,17 @@ class ReceiverCore:
             i += 1
         if self._slot_wait and req.piece:
             self._release_slots(now)
+
+    def _awaited(self, seq: int, req: _Request) -> bool:
+        """Whether part of what the request at ``seq`` asked for is still missing and
+        waits for it (its answer or its timeout)."""
+        segs = self._segs
+        i = max(bisect_right(segs, seq, key=_start_of) - 1, 0)
+        while i < len(segs) and (segs[i].start < req.end or segs[i].req_seq == seq):
+            if segs[i].req_seq == seq:
+                return True
+            i += 1
+        return False
 
     def _drain(self) -> None:
         """Deliver what is held from ``expected`` on and pass over ranges given up."""
