@@ -15,10 +15,17 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import os
+import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+import test_receiver_hostile as hostile
+from linksim import Faults, LinkSim, messages
 from moldudp64.events import (
     Address,
     Event,
@@ -290,3 +297,98 @@ def test_an_answer_that_reaches_over_the_next_pieces_ends_their_requests() -> No
     assert delivered(r.events) == list(range(1, TOTAL + 1)) and lost(r.events) == []
     assert r.core.stats.timeouts == {SRV1: 0, SRV2: 0}
     assert r.done_at < 2.0
+
+
+_HUNT = int(os.environ.get("MOLDUDP64_HUNT", "0"))
+
+
+@settings(
+    max_examples=_HUNT or 25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=not _HUNT,
+)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    drop=st.floats(0.0, 0.5),
+    answer_payload=st.sampled_from([64, 200, 600]),
+    sizes=st.lists(st.integers(1, 400), min_size=1, max_size=8),
+    forgeries=st.lists(hostile.forgery, max_size=4),
+)
+def test_pieces_keep_every_promise_against_forged_datagrams(
+    seed: int,
+    drop: float,
+    answer_payload: int,
+    sizes: list[int],
+    forgeries: list[tuple[str, str, str, int, int, str, int]],
+) -> None:
+    """The adversary of tests/test_receiver_hostile.py (one honest server, up to four
+    forged datagrams of any kind), with answers of a few messages and long line losses,
+    so that gaps are fetched in pieces: every real message is delivered once and in
+    order, nothing real is reported lost, no more than ``max_pieces_in_flight`` pieces
+    are in flight, requests for numbers no real data reached stay as few as without
+    pieces, and the honest server stays in rotation."""
+    config = ReceiverConfig(rerequest_server_addrs=hostile.SERVERS[:1], max_held_bytes=1 << 20)
+    sim = LinkSim(
+        config,
+        seed=seed,
+        line_a=Faults(drop=drop, duplicate=0.05, reorder=0.1),
+        answer_payload=answer_payload,
+    )
+    rng = random.Random(seed)
+    total = sum(sizes)
+    events, _ = hostile.timed(sim)
+    forged: set[int] = set()
+    steps = len(sizes) + 2
+    core = sim.core
+    peak = 0
+    handle, take = core.handle_timer, core.datagrams_to_send
+
+    def pieces() -> None:  # requests are made in these two calls only
+        nonlocal peak
+        peak = max(peak, sum(r.piece for r in core._requests.values()))
+
+    def handle_timer(now: float) -> None:
+        handle(now)
+        pieces()
+
+    def datagrams_to_send(now: float) -> list[tuple[bytes, Address]]:
+        out = take(now)
+        pieces()
+        return out
+
+    core.handle_timer = handle_timer  # type: ignore[method-assign]
+    core.datagrams_to_send = datagrams_to_send  # type: ignore[method-assign]
+
+    def forge(step: int) -> None:
+        for f in forgeries:
+            if f[6] % steps == step:
+                data, source, addr, carried = hostile.forged_datagram(
+                    f, len(sim.published) + 1, total
+                )
+                forged.update(carried)
+                sim.inject(data, source, addr=addr)
+
+    for step, size in enumerate(sizes):
+        forge(step)
+        sim.publish(messages(size, len(sim.published) + 1))
+        sim.run(rng.choice([0.0, 0.001, 0.02]))
+        assert core.stats.held_bytes <= config.max_held_bytes
+    forge(len(sizes))
+    sim.end_session(reliable=True)
+    sim.run(0.5)
+    forge(len(sizes) + 1)
+    sim.settle()
+    delivered, lost = hostile.tiling([e for _, e in events], hostile.S)
+    assert not lost & set(range(1, total + 1)), "real messages reported lost"
+    missing = [n for n in range(1, total + 1) if n not in delivered]
+    assert not missing, f"real messages never delivered: {missing[:10]}"
+    real = sim.sessions[hostile.S]
+    wrong = [n for n in range(1, total + 1) if n not in forged and delivered[n] != real[n - 1]]
+    assert not wrong, f"forged content where nothing forged carried the number: {wrong[:10]}"
+    assert peak <= config.max_pieces_in_flight
+    event(f"pieces in flight at most: {min(peak, 2)}{'+' if peak >= 2 else ''}")
+    ours = [RetransmissionPacket.parse(data) for data, _ in sim.requests_seen]
+    beyond = [r for r in ours if r.session == hostile.S.encode() and r.seq_num > total]
+    assert len(beyond) <= 13 * len(forgeries), beyond
+    assert not [e for _, e in events if isinstance(e, ServerDisabled)]
