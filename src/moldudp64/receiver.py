@@ -71,9 +71,10 @@ reported lost. Requests are cheap, beliefs are costly:
   is missing any more: then it is done).
 - **A large gap is fetched in pieces.** Once an answer for a gap the feed has passed
   comes back partial (a datagram holds what fits), the rest is asked for in pieces of
-  about what one answer carried, up to ``max_pieces_in_flight`` at once, each with its
-  own attempts (:meth:`ReceiverCore._pump`); a piece out of attempts sends the rest of
-  its gap back to one request at a time. Gaps not passed are never cut into pieces.
+  about what one answer carried, its own request and up to ``max_pieces_in_flight``
+  more at once per core, each with its own attempts (:meth:`ReceiverCore._pump`); a
+  piece out of attempts sends the rest of its gap back to one request at a time. Gaps
+  not passed are never cut into pieces.
 - **Time never goes back**: a ``now`` below the last one counts as the last one, and
   later ones move on from there (the step back is kept in ``_skew``).
 - **A session switch needs evidence**: the followed session ended, or it sent nothing
@@ -293,10 +294,11 @@ class ReceiverConfig:
       few milliseconds when a B line or reordering usually fills gaps by itself).
     - ``max_messages_per_request`` 1024 (at most 0xFFFE), ``max_requests_in_flight`` 32.
     - ``max_pieces_in_flight`` 8: requests in flight at once, per core, for the pieces of
-      gaps larger than one answer datagram carries. A gap the feed has passed whose first
-      answer came back partial is asked for in pieces of what one answer carried (learned
-      from the answers), up to this many at once, each with its own timeout, attempts and
-      backoff, spread over the servers; the rest of such a gap waits for a free slot.
+      gaps larger than one answer datagram carries, beyond each gap's own request. A gap
+      the feed has passed whose first answer came back partial is asked for in pieces of
+      what one answer carried (learned from the answers), this many at once besides its
+      own request, each with its own timeout, attempts and backoff, spread over the
+      servers; the rest of such a gap waits for a free slot.
     - ``max_held_packets`` 50,000 and ``max_held_bytes`` 64 MiB bound the early packets
       held, in real memory (object overhead counted); past either, the oldest gap is
       reported lost and delivery goes on.
@@ -463,6 +465,17 @@ class ReceiverStats:
 
 
 @dataclass(slots=True)
+class _Lead:
+    """The one request a gap (up to ``max_messages_per_request``) keeps in flight
+    outside the ``max_pieces_in_flight`` bound, shared by the pieces cut from it: while
+    one of them holds it, another of them is a piece (see :meth:`ReceiverCore._pump`)."""
+
+    busy: bool = False
+    #: Its segments waiting for a slot (see ``ReceiverCore._slot_wait``), some stale.
+    waiting: list[_Segment] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class _Segment:
     """A missing range ``[start, end)`` and the state of its request."""
 
@@ -491,6 +504,8 @@ class _Segment:
     #: one request at a time again, so a server that stopped answering costs one piece's
     #: attempts, not one per piece.
     fan: bool = False
+    #: Its gap's lead (shared with the pieces cut from it; made at its first request).
+    lead: _Lead | None = None
 
 
 @dataclass(slots=True)
@@ -507,6 +522,8 @@ class _Request:
     count: int = 0
     #: One of the pieces of a gap asked for several at once (``max_pieces_in_flight``).
     piece: bool = False
+    #: The lead it holds (its gap's one request outside that bound), if it does.
+    lead: _Lead | None = None
 
 
 @dataclass(slots=True)
@@ -1990,6 +2007,7 @@ class ReceiverCore:
                         wit0=seg.wit0,
                         parks=seg.parks,
                         fan=seg.fan,
+                        lead=seg.lead,
                     )
                     seg.end = a
                     segs.insert(i + 1, right)
@@ -2001,6 +2019,8 @@ class ReceiverCore:
                     elif seg.req_seq == _WAITING:  # waits for a slot with it
                         self._tie += 1
                         heappush(self._slot_wait, (right.start, self._tie, right))
+                        if seg.lead is not None:
+                            seg.lead.waiting.append(right)
                     i += 2
                 else:
                     seg.end = a
@@ -2041,6 +2061,8 @@ class ReceiverCore:
         # something new came, or nothing it asked for is missing any more (another
         # answer, e.g. a piece's that reached on, or a line brought it): it is done
         del self._requests[seq]
+        if req.lead is not None:
+            self._free_lead(req.lead, now)
         if self._eos_claim is not None and not self._segs:
             self._chase_end(now)
         if req.deadline <= self._next_deadline:
@@ -2242,6 +2264,20 @@ class ReceiverCore:
     def _index(self, seg: _Segment) -> int:
         return bisect_left(self._segs, seg.start, key=_start_of)
 
+    def _free_lead(self, lead: _Lead, now: float) -> None:
+        """A gap's lead request ended: the lowest of its pieces waiting for a slot, if
+        any, is due now (it takes the lead)."""
+        lead.busy = False
+        if lead.waiting:
+            live = [s for s in lead.waiting if s.req_seq == _WAITING and s.due is None]
+            if live:
+                seg = min(live, key=_start_of)
+                live.remove(seg)
+                if seg.alive:
+                    seg.req_seq = -1
+                    self._schedule(seg, now)
+            lead.waiting = [s for s in live if s.alive]
+
     def _release_slots(self, now: float) -> None:
         """Pieces waiting for a slot (see :meth:`_pump`): as many as there are free
         slots are due now, the lowest-numbered first."""
@@ -2262,9 +2298,12 @@ class ReceiverCore:
         less, so that answers overlap rather than leave holes), each asking on to the end
         of its gap (at most ``max_messages_per_request``: its answer carries what fits
         and shows how much that is), each a segment of its own (its own timeout, attempts,
-        backoff and server), at most ``max_pieces_in_flight`` in flight per core. A piece
-        with no free slot waits in ``_slot_wait`` (no entry in the due heap, ``req_seq``
-        :data:`_WAITING`) until a piece's request ends. Gaps not passed are never cut
+        backoff and server). Each gap (up to ``max_messages_per_request``: a passed one is
+        cut there first) keeps one request in flight outside the bound (its
+        :class:`_Lead`, handed on when that request ends); beyond it, at most
+        ``max_pieces_in_flight`` piece requests per core. A piece with no free slot waits
+        in ``_slot_wait`` and its lead's list (no entry in the due heap, ``req_seq``
+        :data:`_WAITING`) until a piece's request or its lead's ends. Gaps not passed are never cut
         into pieces: numbers nothing real has reached cost one bounded request at a time.
         """
         cfg = self.config
@@ -2288,8 +2327,11 @@ class ReceiverCore:
             if len(self._requests) >= limit:
                 break
             passed = self._wit - seg.wit0 >= _WITNESSES
-            is_piece = passed and seg.fan
-            split = is_piece and seg.end - seg.start > whole
+            lead = seg.lead
+            if lead is None:
+                lead = seg.lead = _Lead()
+            fan = passed and seg.fan
+            is_piece = fan and lead.busy
             if is_piece:
                 if slots < 0:
                     slots = cfg.max_pieces_in_flight - sum(
@@ -2301,9 +2343,10 @@ class ReceiverCore:
                     seg.req_seq = _WAITING
                     self._tie += 1
                     heappush(self._slot_wait, (seg.start, self._tie, seg))
+                    lead.waiting.append(seg)
                     continue
             heappop(heap)
-            servers = self._choose(now, seg.avoid, spread=is_piece)
+            servers = self._choose(now, seg.avoid, spread=fan)
             if not servers:
                 give_up_at = seg.detected + cfg.loss_grace
                 if now >= give_up_at and passed:
@@ -2320,29 +2363,30 @@ class ReceiverCore:
             if seg.attempts >= cfg.max_request_attempts and passed:
                 seg.attempts = 0  # out of attempts while not yet passed: fresh ones now
             end = ask = seg.end
-            if split:  # a piece off its front; the rest waits its turn
-                rest = _Segment(
-                    seg.start + piece, seg.end, seg.detected, wit0=seg.wit0, fan=True
-                )
-                seg.end = end = seg.start + piece
-                self._segs.insert(self._index(seg) + 1, rest)
-                self._schedule(rest, due)
-                ask = min(seg.start + most, rest.end)
-            elif end - seg.start > most:
-                if passed:
+            if end - seg.start > most:
+                if passed:  # a gap of its own from there (its own lead and pieces)
                     rest = _Segment(seg.start + most, seg.end, seg.detected, wit0=seg.wit0)
                     seg.end = seg.start + most
                     self._segs.insert(self._index(seg) + 1, rest)
                     self._schedule(rest, due)
                 end = ask = seg.start + most  # not passed: only its front is asked for
+            if fan and end - seg.start > whole:  # a piece off its front; the rest waits
+                rest = _Segment(
+                    seg.start + piece, end, seg.detected, wit0=seg.wit0, fan=True, lead=lead
+                )
+                seg.end = end = seg.start + piece
+                self._segs.insert(self._index(seg) + 1, rest)
+                self._schedule(rest, due)
             count = ask - seg.start
             seg.attempts += 1
             seg.own_attempts += 1
             seg.due = None
             seg.req_seq = seg.start
             deadline = now + self._timeout_for(seg.attempts)
+            holds = not lead.busy
+            lead.busy = True
             self._requests[seg.start] = _Request(
-                end, tuple(servers), deadline, passed, count, is_piece
+                end, tuple(servers), deadline, passed, count, is_piece, lead if holds else None
             )
             if is_piece:
                 slots -= 1
@@ -2359,6 +2403,8 @@ class ReceiverCore:
         cfg = self.config
         for seq in expired:
             req = self._requests.pop(seq)
+            if req.lead is not None:
+                self._free_lead(req.lead, now)
             for server in req.servers:
                 server.timeouts += 1
                 if not req.counted:
