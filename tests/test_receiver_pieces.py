@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 import test_receiver_hostile as hostile
@@ -258,10 +258,10 @@ def test_pieces_are_spread_over_the_servers_and_a_dead_ones_go_to_another() -> N
 
 
 def test_a_server_that_stops_answering_costs_one_pieces_attempts_not_one_per_piece() -> None:
-    """The only server answers the first requests, then dies: the pieces in flight run
-    out of attempts, and the rest of the gap goes back to one request at a time, so the
-    gap is reported lost after two pieces' worth of attempts (about 9 s), not after one
-    per piece (a hundred pieces: minutes)."""
+    """The only server answers the first requests, then dies: the first piece in flight
+    to run out of attempts is reported lost with the pieces of its gap behind it (as a
+    range asked for from its front is), so the gap is reported lost after one piece's
+    attempts (about 5 s), not after one per piece (a hundred pieces: minutes)."""
     server = Server(SRV1, TOTAL, dead_from=0.25)
     r = run(timed(gap_then_feed(GAP, TOTAL)), [server], until=120.0)
     got = delivered(r.events)
@@ -269,10 +269,10 @@ def test_a_server_that_stops_answering_costs_one_pieces_attempts_not_one_per_pie
     assert all(reason == LOST_ATTEMPTS_EXHAUSTED for _, _, reason in gone)
     named = got + [s for a, b, _ in gone for s in range(a, b + 1)]
     assert sorted(named) == list(range(1, TOTAL + 1)) and got == sorted(got)
-    assert r.done_at < 12.0
+    assert r.done_at < 6.0
     # the first request (twice: the first timeout, 0.05 s, is shorter than the round
-    # trip), a few rounds of pieces, nine out of attempts, then the rest's eight
-    assert len(r.requests) < 140
+    # trip), a few rounds of pieces, then nine in flight run out of attempts together
+    assert len(r.requests) < 130
 
 
 def test_a_gap_the_feed_has_not_passed_is_never_cut_into_pieces() -> None:
@@ -380,6 +380,14 @@ def test_pieces_keep_every_promise_against_forged_datagrams(
     sim.run(0.5)
     forge(len(sizes) + 1)
     sim.settle()
+    # the limit the rules admit (not the pieces'): every real data datagram lost on the
+    # line, the real session shows only its ends, and a session of ends alone never wins
+    # over a forged one with data (README, "Sessions"; the attack suite's strict xfail
+    # test_b_data_all_lost_only_heartbeats_and_end)
+    assume(
+        sim.live_data_arrived.get(hostile.S, 0) > 0
+        or not any(f[0] == "data" and f[1] != hostile.S for f in forgeries)
+    )
     delivered, lost = hostile.tiling([e for _, e in events], hostile.S)
     assert not lost & set(range(1, total + 1)), "real messages reported lost"
     missing = [n for n in range(1, total + 1) if n not in delivered]

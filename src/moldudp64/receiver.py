@@ -73,8 +73,8 @@ reported lost. Requests are cheap, beliefs are costly:
   comes back partial (a datagram holds what fits), the rest is asked for in pieces of
   about what one answer carried, its own request and up to ``max_pieces_in_flight``
   more at once per core, each with its own attempts (:meth:`ReceiverCore._pump`); a
-  piece out of attempts sends the rest of its gap back to one request at a time. Gaps
-  not passed are never cut into pieces.
+  piece out of attempts is reported lost with the pieces of its gap right behind it (as
+  a range asked for from its front is). Gaps not passed are never cut into pieces.
 - **Time never goes back**: a ``now`` below the last one counts as the last one, and
   later ones move on from there (the step back is kept in ``_skew``).
 - **A session switch needs evidence**: the followed session ended, or it sent nothing
@@ -500,9 +500,9 @@ class _Segment:
     own_attempts: int = 0
     #: A server answered part of it (a partial answer): once the feed has passed it, the
     #: rest may be asked for in pieces, several at once (see :meth:`ReceiverCore._pump`).
-    #: Cleared when one of its pieces runs out of attempts: the rest is then asked for
-    #: one request at a time again, so a server that stopped answering costs one piece's
-    #: attempts, not one per piece.
+    #: A piece out of attempts takes the pieces of its gap right behind it along (as a
+    #: range asked for from its front is lost when the front runs out): a server that
+    #: stopped answering, or numbers nothing real reached, cost one piece's attempts.
     fan: bool = False
     #: Its gap's lead (shared with the pieces cut from it; made at its first request).
     lead: _Lead | None = None
@@ -2371,8 +2371,15 @@ class ReceiverCore:
                     self._schedule(rest, due)
                 end = ask = seg.start + most  # not passed: only its front is asked for
             if fan and end - seg.start > whole:  # a piece off its front; the rest waits
-                rest = _Segment(
-                    seg.start + piece, end, seg.detected, wit0=seg.wit0, fan=True, lead=lead
+                rest = _Segment(  # with the attempts its numbers went unanswered so far
+                    seg.start + piece,
+                    end,
+                    seg.detected,
+                    seg.attempts,
+                    wit0=seg.wit0,
+                    own_attempts=seg.own_attempts,
+                    fan=True,
+                    lead=lead,
                 )
                 seg.end = end = seg.start + piece
                 self._segs.insert(self._index(seg) + 1, rest)
@@ -2424,13 +2431,16 @@ class ReceiverCore:
                     seg.req_seq = -1
                     passed = self._wit - seg.wit0 >= _WITNESSES
                     if passed and seg.own_attempts >= cfg.max_request_attempts:
-                        self._segs_give_up(i, i + 1, LOST_ATTEMPTS_EXHAUSTED)
-                        top = seg.end  # the rest of its gap: one request at a time again
-                        j = i
-                        while seg.fan and j < len(segs) and segs[j].start == top:
-                            segs[j].fan = False
-                            top = segs[j].end
+                        # with it, the pieces of its gap right behind it (as one range
+                        # asked for from its front is lost when the front runs out)
+                        j = i + 1
+                        while (
+                            j < len(segs)
+                            and segs[j].start == segs[j - 1].end
+                            and segs[j].lead is seg.lead
+                        ):
                             j += 1
+                        self._segs_give_up(i, j, LOST_ATTEMPTS_EXHAUSTED)
                         continue
                     if seg.attempts >= cfg.max_request_attempts and not passed:
                         # not passed by the feed: not yet arrived; asked again once it is,
