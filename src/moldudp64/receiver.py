@@ -69,7 +69,14 @@ reported lost. Requests are cheap, beliefs are costly:
   sent a request of their own to; others are dropped (``unknown_server``). ``addr=None``
   means the driver vouches for the source. An answer that brings nothing new (a
   zero-count packet from a server whose store lags) credits the server but is no
-  progress: its request runs on to its timeout and backoff.
+  progress: its request runs on to its timeout and backoff (unless nothing it asked for
+  is missing any more: then it is done).
+- **A large gap is fetched in pieces.** Once an answer for a gap the feed has passed
+  comes back partial (a datagram holds what fits), the rest is asked for in pieces of
+  about what one answer carried, its own request and up to ``max_pieces_in_flight``
+  more at once per core, each with its own attempts (:meth:`ReceiverCore._pump`); a
+  piece out of attempts is reported lost with the pieces of its gap right behind it (as
+  a range asked for from its front is). Gaps not passed are never cut into pieces.
 - **Time never goes back**: a ``now`` below the last one counts as the last one, and
   later ones move on from there (the step back is kept in ``_skew``).
 - **A session switch needs evidence**: the followed session ended, or it sent nothing
@@ -237,6 +244,8 @@ _AFTER_END_QUIET = 0.1
 _AFTER_END_MAX_WAIT = 1.0
 #: Servers one retry goes to at once, at most.
 _MAX_FANOUT = 8
+#: ``_Segment.req_seq`` of a piece waiting for one of the ``max_pieces_in_flight`` slots.
+_WAITING = -2
 #: Real memory of a held message beyond its bytes: the bytes object's header (33 bytes,
 #: rounded up to the allocator's 16) and its list slot, over-allocation included.
 _MSG_OVERHEAD = 64
@@ -294,6 +303,12 @@ class ReceiverConfig:
     - ``request_delay`` 0.0: how long a new gap waits before it is requested (give a
       few milliseconds when a B line or reordering usually fills gaps by itself).
     - ``max_messages_per_request`` 1024 (at most 0xFFFE), ``max_requests_in_flight`` 32.
+    - ``max_pieces_in_flight`` 8: requests in flight at once, per core, for the pieces of
+      gaps larger than one answer datagram carries, beyond each gap's own request. A gap
+      the feed has passed whose first answer came back partial is asked for in pieces of
+      what one answer carried (learned from the answers), this many at once besides its
+      own request, each with its own timeout, attempts and backoff, spread over the
+      servers; the rest of such a gap waits for a free slot.
     - ``max_held_packets`` 50,000 and ``max_held_bytes`` 64 MiB bound the early packets
       held, in real memory (object overhead counted); past either, the oldest gap is
       reported lost and delivery goes on.
@@ -337,6 +352,7 @@ class ReceiverConfig:
     request_delay: float = 0.0
     max_messages_per_request: int = 1024
     max_requests_in_flight: int = 32
+    max_pieces_in_flight: int = 8
     max_held_packets: int = 50_000
     max_held_bytes: int = 64 * 1024 * 1024
     stale_after: float | None = 3.0
@@ -372,6 +388,7 @@ class ReceiverConfig:
             ("max_request_attempts", 1, None),
             ("max_messages_per_request", 1, MAX_MESSAGE_COUNT),
             ("max_requests_in_flight", 1, None),
+            ("max_pieces_in_flight", 1, None),
             ("max_held_packets", 1, None),
             ("max_held_bytes", 1, None),
         ):
@@ -461,6 +478,17 @@ class ReceiverStats:
 
 
 @dataclass(slots=True)
+class _Lead:
+    """The one request a gap (up to ``max_messages_per_request``) keeps in flight
+    outside the ``max_pieces_in_flight`` bound, shared by the pieces cut from it: while
+    one of them holds it, another of them is a piece (see :meth:`ReceiverCore._pump`)."""
+
+    busy: bool = False
+    #: Its segments waiting for a slot (see ``ReceiverCore._slot_wait``), some stale.
+    waiting: list[_Segment] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class _Segment:
     """A missing range ``[start, end)`` and the state of its request."""
 
@@ -483,6 +511,14 @@ class _Segment:
     #: reaches its front makes what is left a range of its own (the requests so far, e.g.
     #: for the front of a forged heartbeat's phantom range, could not reach it).
     own_attempts: int = 0
+    #: A server answered part of it (a partial answer): once the feed has passed it, the
+    #: rest may be asked for in pieces, several at once (see :meth:`ReceiverCore._pump`).
+    #: A piece out of attempts takes the pieces of its gap right behind it along (as a
+    #: range asked for from its front is lost when the front runs out): a server that
+    #: stopped answering, or numbers nothing real reached, cost one piece's attempts.
+    fan: bool = False
+    #: Its gap's lead (shared with the pieces cut from it; made at its first request).
+    lead: _Lead | None = None
 
 
 @dataclass(slots=True)
@@ -494,6 +530,13 @@ class _Request:
     deadline: float
     #: Whether the feed has passed the range: only then does no answer count as a failure.
     counted: bool = True
+    #: Messages asked for (a piece asks beyond its own range, up to the end of its gap:
+    #: the answer shows how many one datagram carries).
+    count: int = 0
+    #: One of the pieces of a gap asked for several at once (``max_pieces_in_flight``).
+    piece: bool = False
+    #: The lead it holds (its gap's one request outside that bound), if it does.
+    lead: _Lead | None = None
 
 
 @dataclass(slots=True)
@@ -644,6 +687,10 @@ class ReceiverCore:
         self._due: list[tuple[float, int, _Segment]] = []
         self._tie = 0
         self._requests: dict[int, _Request] = {}
+        #: ``(start, tie, segment)`` for the pieces waiting for a slot (see _pump).
+        self._slot_wait: list[tuple[int, int, _Segment]] = []
+        #: Messages one answer datagram carried (partial answers, smoothed; 0: unknown).
+        self._fit = 0
         self._next_deadline = _INF
         self._servers = [_Server(a) for a in cfg.rerequest_server_addrs]
         self._by_addr = {s.addr: s for s in self._servers}
@@ -1275,7 +1322,7 @@ class ReceiverCore:
                         msgs = [b""] * count
                     new = self._accept(seq, msgs, now)
                 if not live:
-                    self._on_answer(seq, addr, now, count > 0 and new > 0)
+                    self._on_answer(seq, addr, now, count > 0 and new > 0, count)
                 if self._claims and not trusted:
                     self._take_claims(value, now, data, source, seq)
         self._drain()
@@ -2059,6 +2106,8 @@ class ReceiverCore:
                         seg.avoid,
                         wit0=seg.wit0,
                         parks=seg.parks,
+                        fan=seg.fan,
+                        lead=seg.lead,
                     )
                     seg.end = a
                     segs.insert(i + 1, right)
@@ -2067,6 +2116,11 @@ class ReceiverCore:
                         if seg.parks:  # woken with it
                             self._tie += 1
                             heappush(self._parked, (right.wit0, self._tie, right))
+                    elif seg.req_seq == _WAITING:  # waits for a slot with it
+                        self._tie += 1
+                        heappush(self._slot_wait, (right.start, self._tie, right))
+                        if seg.lead is not None:
+                            seg.lead.waiting.append(right)
                     i += 2
                 else:
                     seg.end = a
@@ -2080,11 +2134,19 @@ class ReceiverCore:
                 del segs[i]
         return filled
 
-    def _on_answer(self, seq: int, addr: Address | None, now: float, progress: bool) -> None:
-        """A re-request answer starting at ``seq`` came: credit its server; when it brought
-        something new (``progress``), finish its request and ask for the rest at once. One
-        that brought nothing (a server whose store lags) leaves the request to time out."""
+    def _on_answer(
+        self, seq: int, addr: Address | None, now: float, progress: bool, count: int = 0
+    ) -> None:
+        """A re-request answer of ``count`` messages starting at ``seq`` came: credit its
+        server; when it brought something new (``progress``), finish its request and ask
+        for the rest at once (a partial answer: in pieces once the feed passed the range,
+        see :meth:`_pump`). One that brought nothing (a server whose store lags) leaves
+        the request to time out."""
         req = self._requests.get(seq)
+        partial = req is not None and 0 < count < req.count
+        if partial:  # what one datagram carries: the size of the pieces (see _pump)
+            fit = self._fit
+            self._fit = count if count >= fit else fit - (fit - count + 3) // 4
         server = self._by_addr.get(addr) if addr is not None else None
         if server is None and req is not None:
             server = req.servers[0]
@@ -2094,9 +2156,13 @@ class ReceiverCore:
             if server.disabled:
                 server.disabled = False
                 self._events.append(ServerEnabled(server.addr))
-        if req is None or not progress:
+        if req is None or (not progress and self._awaited(seq, req)):
             return
+        # something new came, or nothing it asked for is missing any more (another
+        # answer, e.g. a piece's that reached on, or a line brought it): it is done
         del self._requests[seq]
+        if req.lead is not None:
+            self._free_lead(req.lead, now)
         if self._eos_claim is not None and not self._segs:
             self._chase_end(now)
         if req.deadline <= self._next_deadline:
@@ -2113,8 +2179,22 @@ class ReceiverCore:
                 seg.req_seq = -1
                 seg.attempts = 0
                 seg.avoid = ()
+                seg.fan = seg.fan or partial
                 self._schedule(seg, now)
             i += 1
+        if self._slot_wait and req.piece:
+            self._release_slots(now)
+
+    def _awaited(self, seq: int, req: _Request) -> bool:
+        """Whether part of what the request at ``seq`` asked for is still missing and
+        waits for it (its answer or its timeout)."""
+        segs = self._segs
+        i = max(bisect_right(segs, seq, key=_start_of) - 1, 0)
+        while i < len(segs) and (segs[i].start < req.end or segs[i].req_seq == seq):
+            if segs[i].req_seq == seq:
+                return True
+            i += 1
+        return False
 
     def _drain(self) -> None:
         """Deliver what is held from ``expected`` on and pass over ranges given up."""
@@ -2225,7 +2305,9 @@ class ReceiverCore:
 
     # ------------------------------------------------------------------ requests
 
-    def _choose(self, now: float, avoid: tuple[_Server, ...]) -> list[_Server]:
+    def _choose(
+        self, now: float, avoid: tuple[_Server, ...], spread: bool = False
+    ) -> list[_Server]:
         """The servers to send a request to.
 
         Servers in rotation (else those out of it that are due for another try, else those
@@ -2234,7 +2316,9 @@ class ReceiverCore:
         Those with nothing unanswered since their last answer come first, then those never
         tried, then by how many requests they left unanswered; equals take turns. A retry
         when no server is known to answer goes to every other candidate at once, so one
-        dead server costs at most one request timeout.
+        dead server costs at most one request timeout. The pieces of a large gap
+        (``spread``) take turns over the servers that answer and those never tried: a
+        dead one costs one piece's timeout, and the piece is asked again elsewhere.
         """
         servers = self._servers
         usable = [s for s in servers if not s.disabled]
@@ -2249,7 +2333,7 @@ class ReceiverCore:
         pool = [s for s in usable if s not in avoid] if avoid else usable
         if not pool:
             pool = usable
-        good = [s for s in pool if s.answers and not s.failures]
+        good = [s for s in pool if (s.answers or spread) and not s.failures]
         if not good and not avoid:
             least = min(s.failures for s in pool)
             good = [s for s in pool if s.failures == least]
@@ -2280,8 +2364,48 @@ class ReceiverCore:
     def _index(self, seg: _Segment) -> int:
         return bisect_left(self._segs, seg.start, key=_start_of)
 
+    def _free_lead(self, lead: _Lead, now: float) -> None:
+        """A gap's lead request ended: the lowest of its pieces waiting for a slot, if
+        any, is due now (it takes the lead)."""
+        lead.busy = False
+        if lead.waiting:
+            live = [s for s in lead.waiting if s.req_seq == _WAITING and s.due is None]
+            if live:
+                seg = min(live, key=_start_of)
+                live.remove(seg)
+                if seg.alive:
+                    seg.req_seq = -1
+                    self._schedule(seg, now)
+            lead.waiting = [s for s in live if s.alive]
+
+    def _release_slots(self, now: float) -> None:
+        """Pieces waiting for a slot (see :meth:`_pump`): as many as there are free
+        slots are due now, the lowest-numbered first."""
+        waiting = self._slot_wait
+        free = self.config.max_pieces_in_flight - sum(r.piece for r in self._requests.values())
+        while waiting and free > 0:
+            seg = heappop(waiting)[2]
+            if seg.alive and seg.req_seq == _WAITING and seg.due is None:
+                seg.req_seq = -1
+                self._schedule(seg, now)
+                free -= 1
+
     def _pump(self, now: float) -> None:
-        """Send the requests that are due, within the in-flight bound."""
+        """Send the requests that are due, within the in-flight bounds.
+
+        A gap the feed has passed is asked for in pieces once an answer to it came back
+        partial (``_Segment.fan``): pieces of what one answer carried (``_fit``, a little
+        less, so that answers overlap rather than leave holes), each asking on to the end
+        of its gap (at most ``max_messages_per_request``: its answer carries what fits
+        and shows how much that is), each a segment of its own (its own timeout, attempts,
+        backoff and server). Each gap (up to ``max_messages_per_request``: a passed one is
+        cut there first) keeps one request in flight outside the bound (its
+        :class:`_Lead`, handed on when that request ends); beyond it, at most
+        ``max_pieces_in_flight`` piece requests per core. A piece with no free slot waits
+        in ``_slot_wait`` and its lead's list (no entry in the due heap, ``req_seq``
+        :data:`_WAITING`) until a piece's request or its lead's ends. Gaps not passed are never cut
+        into pieces: numbers nothing real has reached cost one bounded request at a time.
+        """
         cfg = self.config
         heap = self._due
         limit = cfg.max_requests_in_flight
@@ -2289,6 +2413,12 @@ class ReceiverCore:
         session_raw = self._session_raw
         if session_raw is None:
             return
+        fit = self._fit
+        whole = min(fit, most) if fit else most  # what one answer carries
+        piece = max(whole - whole // 8, 1)  # a piece: a little less
+        slots = -1  # free piece slots, counted when first needed
+        if self._slot_wait:
+            self._release_slots(now)
         while heap and heap[0][0] <= now:
             due, _, seg = heap[0]
             if not seg.alive or seg.due != due:
@@ -2296,9 +2426,27 @@ class ReceiverCore:
                 continue
             if len(self._requests) >= limit:
                 break
-            heappop(heap)
             passed = self._wit - seg.wit0 >= _WITNESSES
-            servers = self._choose(now, seg.avoid)
+            lead = seg.lead
+            if lead is None:
+                lead = seg.lead = _Lead()
+            fan = passed and seg.fan
+            is_piece = fan and lead.busy
+            if is_piece:
+                if slots < 0:
+                    slots = cfg.max_pieces_in_flight - sum(
+                        r.piece for r in self._requests.values()
+                    )
+                if slots <= 0:  # wait for a piece's request to end
+                    heappop(heap)
+                    seg.due = None
+                    seg.req_seq = _WAITING
+                    self._tie += 1
+                    heappush(self._slot_wait, (seg.start, self._tie, seg))
+                    lead.waiting.append(seg)
+                    continue
+            heappop(heap)
+            servers = self._choose(now, seg.avoid, spread=fan)
             if not servers:
                 give_up_at = seg.detected + cfg.loss_grace
                 if now >= give_up_at and passed:
@@ -2314,21 +2462,41 @@ class ReceiverCore:
                 continue
             if seg.attempts >= cfg.max_request_attempts and passed:
                 seg.attempts = 0  # out of attempts while not yet passed: fresh ones now
-            end = seg.end
+            end = ask = seg.end
             if end - seg.start > most:
-                if passed:
+                if passed:  # a gap of its own from there (its own lead and pieces)
                     rest = _Segment(seg.start + most, seg.end, seg.detected, wit0=seg.wit0)
                     seg.end = seg.start + most
                     self._segs.insert(self._index(seg) + 1, rest)
                     self._schedule(rest, due)
-                end = seg.start + most  # not passed: only its front is asked for
-            count = end - seg.start
+                end = ask = seg.start + most  # not passed: only its front is asked for
+            if fan and end - seg.start > whole:  # a piece off its front; the rest waits
+                rest = _Segment(  # with the attempts its numbers went unanswered so far
+                    seg.start + piece,
+                    end,
+                    seg.detected,
+                    seg.attempts,
+                    wit0=seg.wit0,
+                    own_attempts=seg.own_attempts,
+                    fan=True,
+                    lead=lead,
+                )
+                seg.end = end = seg.start + piece
+                self._segs.insert(self._index(seg) + 1, rest)
+                self._schedule(rest, due)
+            count = ask - seg.start
             seg.attempts += 1
             seg.own_attempts += 1
             seg.due = None
             seg.req_seq = seg.start
             deadline = now + self._timeout_for(seg.attempts)
-            self._requests[seg.start] = _Request(end, tuple(servers), deadline, passed)
+            holds = not lead.busy
+            lead.busy = True
+            self._requests[seg.start] = _Request(
+                end, tuple(servers), deadline, passed, count, is_piece, lead if holds else None
+            )
+            if is_piece:
+                slots -= 1
             if deadline < self._next_deadline:
                 self._next_deadline = deadline
             request = HEADER.pack(session_raw, seg.start, count)
@@ -2342,6 +2510,8 @@ class ReceiverCore:
         cfg = self.config
         for seq in expired:
             req = self._requests.pop(seq)
+            if req.lead is not None:
+                self._free_lead(req.lead, now)
             for server in req.servers:
                 server.timeouts += 1
                 if not req.counted:
@@ -2361,7 +2531,16 @@ class ReceiverCore:
                     seg.req_seq = -1
                     passed = self._wit - seg.wit0 >= _WITNESSES
                     if passed and seg.own_attempts >= cfg.max_request_attempts:
-                        self._segs_give_up(i, i + 1, LOST_ATTEMPTS_EXHAUSTED)
+                        # with it, the pieces of its gap right behind it (as one range
+                        # asked for from its front is lost when the front runs out)
+                        j = i + 1
+                        while (
+                            j < len(segs)
+                            and segs[j].start == segs[j - 1].end
+                            and segs[j].lead is seg.lead
+                        ):
+                            j += 1
+                        self._segs_give_up(i, j, LOST_ATTEMPTS_EXHAUSTED)
                         continue
                     if seg.attempts >= cfg.max_request_attempts and not passed:
                         # not passed by the feed: not yet arrived; asked again once it is,
@@ -2377,6 +2556,8 @@ class ReceiverCore:
                     self._schedule(seg, now)
                 i += 1
         self._next_deadline = min((r.deadline for r in self._requests.values()), default=_INF)
+        if self._slot_wait:
+            self._release_slots(now)
 
     def _refresh(self, now: float) -> None:
         """Recompute the protocol timer and whether the fast path may be taken."""

@@ -517,12 +517,6 @@ def _long_recovery(holds: set[str] | None) -> Run:
     return run
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=KNOWN + "B's overflowed range is recovered one request at a time: with a "
-    "server answering 5 messages per 0.9 s, 495..600 are still being asked for when the "
-    "test stops (nothing is lost or dropped silently; recovery is too slow)",
-)
 def test_long_a_recovery_b_backlog_bounded_and_recovered() -> None:
     """A's gap takes many slow attempts while B (600 messages, 200 datagrams) pours in;
     held datagrams are capped at 40. A user expects the held memory to stay at the cap,
