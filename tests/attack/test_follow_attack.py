@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -36,11 +37,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from client_support import (
+    SESSION,
+    Repeater,
+    Responder,
+    end_of_session,
+    free_udp_port,
+    make_messages,
+    sender,
+)
 from linksim import Faults, LinkSim, messages
 from moldudp64.events import (
     DatagramDropped,
     FeedResumed,
     FeedStale,
+    Message,
     MessagesAfterEnd,
     MessagesDelivered,
     MessagesLost,
@@ -49,6 +60,7 @@ from moldudp64.events import (
     Source,
 )
 from moldudp64.receiver import ReceiverConfig, ReceiverCore
+from moldudp64.sync.client import MoldUDP64
 from moldudp64.wire import (
     RetransmissionPacket,
     build_end_of_session,
@@ -710,6 +722,32 @@ def test_forged_lower_end_repeated_more_while_tail_recovering() -> None:
     assert not r.of(MessagesAfterEnd)
 
 
+@pytest.mark.parametrize(
+    ("forged_n", "times", "start"), [(10, 8, 3.2), (20, 12, 0.5), (40, 12, 3.2), (2, 12, 3.2)]
+)
+def test_forged_ends_of_an_ends_only_session(forged_n: int, times: int, start: float) -> None:
+    """M's data all lost (its four ends at 31 alone); a forger repeats ends of M at another
+    number, more often than the real ones: M's 30 messages (the server holds them) are
+    delivered whole and M ends at 31; A before and B after whole."""
+    a = Publisher(A, 30, 0.0)
+    m = Publisher(C, 30, a.last_sent() + 1.0).all_lost()
+    b = Publisher(B, 30, m.last_sent() + 8.0)
+    r = run([a, m, b], ends(C, forged_n, m.start + start, times, 0.2))
+    for p in (a, m, b):
+        assert_whole(r, p.session, 30)
+    assert order(r) == [A, C, B]
+
+
+@pytest.mark.parametrize("n", [50, 10**9, 2**64 - 1])
+def test_real_and_forged_ends_only_sessions_at_start(n: int) -> None:
+    """At the start, the forger's F (ends at n, from 0 s) and real A whose data were all
+    lost (its ends from 0.65 s): A is delivered whole, however F is treated."""
+    a = Publisher(A, 30, 0.0).all_lost()
+    r = run([a], ends(F, n, 0.0, 6, 0.3))
+    assert_whole(r, A, 30)
+    assert not delivered(r, F)
+
+
 # --------------------------------------------------------------------------- FeedStale
 
 
@@ -810,6 +848,51 @@ def test_byte_bound_does_not_cost_the_waiting_sessions_gaps(with_forger: bool) -
     assert r.core.stats.peak_held_bytes <= 60_000
     assert_tiled(r, B, 600, lost_from=601)
     assert_whole(r, B, 600)
+
+
+# --------------------------------------------------------------------------- live client
+
+#: Quick timers so attempts run out in well under a second (8 attempts: about 0.6 s).
+LIVE = {
+    "request_timeout": 0.02,
+    "max_request_timeout": 0.1,
+    "loss_grace": 0.02,
+    "end_confirm": 0.3,
+    "stale_after": 1.0,
+}
+
+
+@pytest.mark.parametrize("forger", [False, True], ids=["alone", "after-forged-ends"])
+def test_live_client_follows_a_session_seen_only_through_its_ends(
+    multicast: None, forger: bool
+) -> None:
+    """The sync client on real multicast (private namespace): session's 400 messages all
+    lost on the line, its end repeated every 50 ms for 1.5 s; the Responder holds them.
+    With ``forger``, F's ends at 10**9 come first for 0.5 s. The client delivers the 400
+    messages of the session once, in order, none of them reported lost."""
+    msgs = make_messages(400)
+    line = ("239.192.9.7", free_udp_port())
+    tx = sender()
+    try:
+        with Responder({SESSION: msgs}) as server:
+            client = MoldUDP64(line, "127.0.0.1", [server.address], receiver_options=LIVE)
+            with client:
+                if forger:
+                    with Repeater(tx, line, build_end_of_session(F, 10**9), interval=0.05):
+                        time.sleep(0.5)
+                with Repeater(tx, line, end_of_session(msgs), interval=0.05):
+                    got: list[Message] = []
+                    deadline = time.monotonic() + 1.5
+                    for m in client.messages(timeout=10):
+                        if m.session == SESSION:
+                            got.append(m)
+                        if len(got) == len(msgs) and time.monotonic() > deadline:
+                            break
+                    assert [(m.seq_num, m.data) for m in got] == list(enumerate(msgs, 1))
+                lost_here = [r for r in client.lost_ranges if SESSION in repr(r)]
+                assert lost_here == []
+    finally:
+        tx.close()
 
 
 # --------------------------------------------------------------------------- property
