@@ -416,6 +416,14 @@ def test_three_ends_only_sessions_overlapping() -> None:
     assert order(r) == [A, B, C]
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack-follow: an ends-only session followed late is left stale_after "
+        "after its last end while its requests still bring data: 11..30, held by the "
+        "honest server, reported lost as 'session changed'"
+    ),
+)
 def test_ends_only_session_followed_late_recovers_whole_while_next_is_live() -> None:
     """An unlucky real feed, no forger: A's last 24 messages lost on the line, the honest
     server slow (it drops the first four answers to each number asked), so A ends only at
@@ -433,6 +441,14 @@ def test_ends_only_session_followed_late_recovers_whole_while_next_is_live() -> 
     assert order(r) == [A, C, B]
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack-follow: an ends-only session followed after a forged one is left"
+        " stale_after after its last end while its requests still bring data: 26..30 "
+        "reported lost as 'session changed'"
+    ),
+)
 def test_ends_only_session_followed_after_forged_one_recovers_whole() -> None:
     """The same through a forger: F's end at 2 (two copies at 0 s, one at 2 s) is followed
     after A (12 messages) ends and holds the receiver until 7.4 s; M's ends (5.0..6.5 s)
@@ -448,6 +464,14 @@ def test_ends_only_session_followed_after_forged_one_recovers_whole() -> None:
     assert_whole(r, B, 12)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack-follow: no SessionEnded(A) although A's end repeated and the "
+        "feed then carried nothing of A for end_confirm: SessionChanged(A->B) on "
+        "staleness instead"
+    ),
+)
 def test_ends_only_session_at_start_ends_before_next_session() -> None:
     """A's data all lost; its four ends (0.65..2.15 s) arrive, then nothing of A; B with
     data starts at 5.0 s, 2.85 s after A's last end (more than ``end_confirm``). A is
@@ -556,6 +580,21 @@ def test_forged_ends_then_heartbeats_forever_while_b_live() -> None:
     assert first is not None and first <= 8.0 + FOLLOW_DELAY, first
 
 
+def test_short_sessions_with_data_end_while_forged_one_followed() -> None:
+    """F (forged ends at 10**9) is followed after A ends; meanwhile B (9 messages, one
+    packet lost on the line) starts and ends, then C starts: once F yields, B and then C
+    are delivered whole, in line order."""
+    a = Publisher(A, 30, 0.0)
+    b = Publisher(B, 9, 4.0, lost={1})
+    c = Publisher(C, 300, b.last_sent() + 0.3)
+    r = run([a, b, c], ends(F, 10**9, 3.3, 6, 0.3))
+    for p in (a, b, c):
+        assert_whole(r, p.session, p.count)
+    assert [s for s in order(r) if s != F] == [A, B, C]
+    first = r.first_delivery(B)
+    assert first is not None and first <= 4.0 + FOLLOW_DELAY, first
+
+
 def test_forged_ends_before_real_ends_only_session() -> None:
     """After A ends, F's forged ends come first, then real B whose data were all lost
     (only its ends): once F yields, B is followed and recovered whole."""
@@ -615,6 +654,14 @@ def test_forged_ends_during_short_silent_pause() -> None:
     assert not r.of(SessionChanged)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack-follow: one forged end sent while A was live plus heartbeats "
+        "after A fell quiet make F followed (8 requests, a 4.5 s delay for a session with"
+        " data)"
+    ),
+)
 def test_one_forged_end_and_heartbeats_do_not_make_a_session_followed() -> None:
     """One forged end of F (at 50) while A is live, then F's heartbeats after A fell
     quiet: not "two of its ends sent after the followed session ended or fell quiet", and
@@ -626,6 +673,14 @@ def test_one_forged_end_and_heartbeats_do_not_make_a_session_followed() -> None:
     assert [x for x in r.requests if x[1] == F] == []
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack-follow: after a forged ends-only session is followed during A's "
+        "silence, A's resumed 31..60 are dropped as old_session with no event naming "
+        "their range"
+    ),
+)
 def test_forged_ends_during_long_silence_then_a_resumes() -> None:
     """A (30 messages, no heartbeats) falls silent for 4 s (more than ``stale_after``);
     F's two forged ends come 1 s into the silence, so F is followed at 3.45 s (accepted by
@@ -667,6 +722,14 @@ def test_requests_beyond_any_real_feed_bounded_over_ten_minutes() -> None:
     assert all(first + count - 1 <= 1024 for _, _, first, count in f_reqs)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack-follow: a far-ahead end of session received on line A is "
+        "reported as DatagramDropped(unconfirmed_sequence, source=RETRANSMISSION, "
+        "addr=None)"
+    ),
+)
 def test_dropped_line_datagram_not_labelled_retransmission() -> None:
     """F's ends far ahead (10**9), all sent on line A, are eventually dropped as
     unconfirmed: each DatagramDropped names where the datagram came from (line A); a
@@ -708,6 +771,14 @@ def test_forged_higher_end_repeated_more_while_tail_recovering(forged_n: int, dr
     assert delivered(r, A) == list(range(1, 61))
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack-follow: a forged lower end repeated more often beats the real "
+        "end that is right after all data held once the tail is recovered: "
+        "SessionEnded(58) and MessagesAfterEnd(58..60) for real data"
+    ),
+)
 def test_forged_lower_end_repeated_more_while_tail_recovering() -> None:
     """A's last six messages (55..60) lost on the line; the honest server drops its first
     five answers to each. A forged end of A at 58, sent 12 times from 1.10 s (just before
@@ -773,6 +844,13 @@ def test_feed_stale_while_ends_only_session_followed_small_n() -> None:
     assert len(r.of(FeedStale)) == 1
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack-follow: FeedStale comes 0.8 s late (8.6 s, feed silent since 4.8"
+        " s) while a session with a far-ahead end is followed"
+    ),
+)
 @pytest.mark.parametrize("n", [10**9, 2**63])
 def test_feed_stale_while_forged_far_end_followed(n: int) -> None:
     """Same, F's end far ahead (n): the feed is silent from 4.8 s (F's last end) to 9.0 s
@@ -784,6 +862,13 @@ def test_feed_stale_while_forged_far_end_followed(n: int) -> None:
     check_stale(r, {A, B, F})
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack-follow: FeedStale comes 3 s late (7.6 s, feed silent since 1.6 "
+        "s) when the followed session's end is far ahead"
+    ),
+)
 def test_feed_stale_at_start_forged_far_end() -> None:
     """Only F's six ends at 10**9 (0.1..1.6 s), then nothing at all: FeedStale at 4.6 s."""
     r = run([], ends(F, 10**9, 0.1, 6, 0.3), until=20.0)
@@ -817,6 +902,13 @@ def test_small_packet_bound_while_forged_session_followed() -> None:
     assert r.core.stats.peak_held_packets <= 8
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack-follow: held_packets is 17 (max_held_packets 16) between calls "
+        "when copies of a waiting session's end are held"
+    ),
+)
 def test_held_packets_bound_with_copies_of_a_forged_end() -> None:
     """max_held_packets 16. Four copies of a forged end of F (at 2) arrive at 0 s, before
     A; A's first packet is lost and the slow server (first four answers dropped) leaves
@@ -835,6 +927,14 @@ def test_held_packets_bound_with_copies_of_a_forged_end() -> None:
     assert_whole(r, B, 12)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack-follow: under max_held_bytes the next session's gaps (held by "
+        "the server) are given up for room at the switch instead of its backlog "
+        "(max_held_packets of the same size drops the backlog and loses nothing)"
+    ),
+)
 @pytest.mark.parametrize("with_forger", [False, True])
 def test_byte_bound_does_not_cost_the_waiting_sessions_gaps(with_forger: bool) -> None:
     """max_held_bytes 60,000 (room for about 128 packets) while B (600 messages, 5
