@@ -1986,6 +1986,14 @@ class ReceiverCore:
         self._last_live = cand.last_at
         for data, source, _at, addr in cand.datagrams:
             self._receive_slow(data, source, now, addr, counted=True)
+        claim = self._eos_claim
+        if claim is not None and cand.last_at < claim.at:
+            # the quiet after its end began with the session's last datagram, not now: a
+            # session that repeated its end and fell silent while it waited ends as one
+            # followed all along would (not left on staleness before its end is believed)
+            claim.at = cand.last_at
+            if claim.at + self.config.end_confirm <= now:
+                self._settle_end(claim, now)  # quiet long enough already
         self._kept_end(cand, now)
         # drop the rest of a session now left behind, and all others when none is followed
         keep = self.config.follow_session_changes and not self._pinned

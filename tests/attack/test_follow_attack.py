@@ -441,14 +441,6 @@ def test_ends_only_session_followed_late_recovers_whole_while_next_is_live() -> 
     assert order(r) == [A, C, B]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack-follow: an ends-only session followed after a forged one is left"
-        " stale_after after its last end while its requests still bring data: 26..30 "
-        "reported lost as 'session changed'"
-    ),
-)
 def test_ends_only_session_followed_after_forged_one_recovers_whole() -> None:
     """The same through a forger: F's end at 2 (two copies at 0 s, one at 2 s) is followed
     after A (12 messages) ends and holds the receiver until 7.4 s; M's ends (5.0..6.5 s)
@@ -464,14 +456,6 @@ def test_ends_only_session_followed_after_forged_one_recovers_whole() -> None:
     assert_whole(r, B, 12)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack-follow: no SessionEnded(A) although A's end repeated and the "
-        "feed then carried nothing of A for end_confirm: SessionChanged(A->B) on "
-        "staleness instead"
-    ),
-)
 def test_ends_only_session_at_start_ends_before_next_session() -> None:
     """A's data all lost; its four ends (0.65..2.15 s) arrive, then nothing of A; B with
     data starts at 5.0 s, 2.85 s after A's last end (more than ``end_confirm``). A is
