@@ -1308,8 +1308,10 @@ class ReceiverCore:
                     self._drop(DROP_AFTER_END, source, addr, once=True)
             else:
                 if self._eos_claim is not None and value > self._eos_claim.start and count:
+                    false = self._eos_claim
                     self._eos_claim = None  # data beyond it: that end of session was false
                     self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
+                    self._revive_rival(false, value, now)
                 if opener and self._claims and not trusted:
                     self._take_claims(value, now, data, source, seq)  # confirmed below it: first
                 new = 0
@@ -1602,6 +1604,25 @@ class ReceiverCore:
         # (``value``: the horizon when it was last looked at; see _settle_end)
         self._eos_claim = _Claim(seq, self._horizon, data, source, now, addr, 0, copies)
         self._chase_end(now)
+
+    def _revive_rival(self, false: _Claim, value: int, now: float) -> None:
+        """Data up to ``value`` disproved the end of session ``false`` that had won over
+        another end (``_eos_rival``): that other end, if the data does not disprove it too,
+        is the end claimed again (with the copies it had), so a forged end repeated more
+        often than the real one cannot, once the data shows it false, leave the field to
+        its own later repeats below the data (see :meth:`_on_end_of_session`)."""
+        rival = self._eos_rival
+        self._eos_rival = None
+        if rival is None or self._session_raw is None:
+            return
+        seq, copies = rival
+        if seq < max(value, self._data_top, self._expected):
+            return
+        data = HEADER.pack(self._session_raw, seq, END_OF_SESSION)
+        self._on_end_of_session(seq, data, false.source, now, false.addr)
+        claim = self._eos_claim
+        if claim is not None and claim.start == seq:
+            claim.copies = max(claim.copies, copies)
 
     def _believe_end(self, seq: int, now: float, repeated: bool = False) -> None:
         """The session ends at ``seq``: what was kept aside below it is confirmed, what is

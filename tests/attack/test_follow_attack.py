@@ -755,14 +755,6 @@ def test_forged_higher_end_repeated_more_while_tail_recovering(forged_n: int, dr
     assert delivered(r, A) == list(range(1, 61))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack-follow: a forged lower end repeated more often beats the real "
-        "end that is right after all data held once the tail is recovered: "
-        "SessionEnded(58) and MessagesAfterEnd(58..60) for real data"
-    ),
-)
 def test_forged_lower_end_repeated_more_while_tail_recovering() -> None:
     """A's last six messages (55..60) lost on the line; the honest server drops its first
     five answers to each. A forged end of A at 58, sent 12 times from 1.10 s (just before
