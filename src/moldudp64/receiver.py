@@ -267,6 +267,8 @@ _parse_or_none = c_parse_blocks if c_parse_blocks is not None else _parse_blocks
 _INF = float("inf")
 #: Sessions remembered as "already left" so their late packets never switch us back.
 _MAX_PAST_SESSIONS = 64
+#: Late datagrams of a session left behind remembered per session (copies named once).
+_MAX_PAST_NAMED = 64
 
 
 def _vouches(start: int, value: int, claim_start: int, claim_value: int) -> bool:
@@ -326,7 +328,9 @@ class ReceiverConfig:
       ends is followed only when none with data waits (see the module doc).
       Meanwhile the new one's datagrams wait (within the held bounds; beyond them they
       are counted as ``next_session_backlog_full`` and requested once followed); packets
-      of a session left behind are dropped (``old_session``), never spliced in. False
+      of a session left behind are dropped (``old_session``), never spliced in; its live
+      data beyond where it was left (its end, or the number it stopped at) is named by a
+      ``MessagesAfterEnd`` with that number as ``end_seq`` (copies once). False
       keeps the first session only.
     - ``confirm_within`` 3.0 s: how long a datagram far beyond everything held (more
       than ``max_messages_per_request`` ahead) waits for a second datagram to confirm it
@@ -634,8 +638,10 @@ class ReceiverCore:
         self._session: str | None = (
             decode_session(self._session_raw) if self._session_raw is not None else None
         )
-        #: Sessions left behind (never followed again), oldest first; bounded.
-        self._past: dict[bytes, None] = {}
+        #: Sessions left behind (never followed again), oldest first; bounded: where each
+        #: was left (its end, or the number it stopped at) and the first numbers of its
+        #: late data named since (so line A and B copies are named once; bounded).
+        self._past: dict[bytes, tuple[int, dict[int, None]]] = {}
         #: Other sessions seen while following one, with their datagrams; bounded.
         self._cands: dict[bytes, _Candidate] = {}
         self._cand_packets = 0
@@ -1719,8 +1725,22 @@ class ReceiverCore:
         """A datagram of a session other than the one followed: dropped, or kept as
         evidence for a switch (see :class:`ReceiverConfig`, ``follow_session_changes``)."""
         self._other_packets += 1
-        if session_raw in self._past:
+        past = self._past.get(session_raw)
+        if past is not None:
             self._drop(DROP_OLD_SESSION, source, addr, once=True)
+            _session, seq, count = _unpack_header(data)
+            left, named = past
+            if source != _RETX and 0 < count < END_OF_SESSION and seq + count > left:
+                # live data of a session left behind: not delivered (a session left is
+                # never followed again) but named with its range, never dropped unnamed
+                first = max(seq, left)
+                if first not in named:
+                    named[first] = None
+                    if len(named) > _MAX_PAST_NAMED:
+                        del named[next(iter(named))]
+                    self._events.append(
+                        MessagesAfterEnd(decode_session(session_raw), first, seq + count - 1, left)
+                    )
             return
         if self._session_raw is not None and (
             self._pinned or not self.config.follow_session_changes or source == _RETX
@@ -1975,7 +1995,8 @@ class ReceiverCore:
         self._eos_claim = None
         self._eos_rival = None
         if self._session_raw is not None:
-            self._past[self._session_raw] = None
+            left = self._eos if self._eos is not None else max(self._expected, self._horizon)
+            self._past[self._session_raw] = (left, {})
             while len(self._past) > _MAX_PAST_SESSIONS:
                 del self._past[next(iter(self._past))]
         cand = self._cands.pop(session_raw)

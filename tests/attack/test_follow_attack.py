@@ -657,14 +657,6 @@ def test_one_forged_end_and_heartbeats_do_not_make_a_session_followed() -> None:
     assert [x for x in r.requests if x[1] == F] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack-follow: after a forged ends-only session is followed during A's "
-        "silence, A's resumed 31..60 are dropped as old_session with no event naming "
-        "their range"
-    ),
-)
 def test_forged_ends_during_long_silence_then_a_resumes() -> None:
     """A (30 messages, no heartbeats) falls silent for 4 s (more than ``stale_after``);
     F's two forged ends come 1 s into the silence, so F is followed at 3.45 s (accepted by
