@@ -84,7 +84,7 @@ reported lost. Requests are cheap, beliefs are costly:
   within ``stale_after``). Of those waiting, one with data in two datagrams goes first,
   the earliest seen, and is pushed out of the capped waiting room last. Only when none
   did, one seen through heartbeats and ends alone whose end names a number beyond 1 (two
-  distinct datagrams, the last after the followed session's last: its data were lost on
+  distinct ends, the last after the followed session's last: its data were lost on
   the line, and its end says messages before it exist) is followed, and its numbers are
   asked for: data wins, so what a server holds is delivered and the rest is reported
   lost with its range, never dropped unnamed. Such a session yields to one with data once
@@ -599,6 +599,9 @@ class _Candidate:
     carries: bool = False
     #: Whether it sent an end of session (see :meth:`ReceiverCore._consider_switch`).
     ends: bool = False
+    #: Distinct ends of session it sent (heartbeats never count), and when the last came.
+    end_count: int = 0
+    end_at: float = 0.0
     #: Its highest end of session and the line and server it came from, kept outside
     #: ``datagrams`` (whose room may be full): once followed, its end is known.
     end_seq: int = 0
@@ -612,10 +615,10 @@ def _ready(c: _Candidate) -> bool:
 
 
 def _evident(c: _Candidate) -> bool:
-    """A waiting session seen only through heartbeats and ends of session, in two distinct
-    datagrams, one an end beyond 1: evidence that its messages before its end exist (its
-    data were lost on the line; a server may hold them)."""
-    return not c.carries and c.distinct >= 2 and c.end_seq > 1
+    """A waiting session seen only through heartbeats and ends of session, two distinct
+    ends among them (heartbeats never count), one beyond 1: evidence that its messages
+    before its end exist (its data were lost on the line; a server may hold them)."""
+    return not c.carries and c.end_count >= 2 and c.end_seq > 1
 
 
 class ReceiverCore:
@@ -1767,6 +1770,9 @@ class ReceiverCore:
             and waiting[-1][0] == data
         ):
             cand.distinct += 1
+            fresh = True
+        else:
+            fresh = False
         cfg = self.config
         size = len(data) + _PIECE_OVERHEAD
         if (
@@ -1798,6 +1804,9 @@ class ReceiverCore:
             cand.carries = True  # data; heartbeats and ends of session carry none
         elif kind == END_OF_SESSION:
             cand.ends = True
+            if fresh:
+                cand.end_count += 1
+                cand.end_at = now
             if seq > cand.end_seq:
                 cand.end_seq, cand.end_source, cand.end_addr = seq, source, addr
         self._consider_switch(now)
@@ -1855,7 +1864,7 @@ class ReceiverCore:
                 ready = [
                     s
                     for s, c in cands.items()
-                    if c.ends and c.distinct >= 2 and c.first_at + confirm <= now
+                    if c.end_count >= 2 and c.first_at + confirm <= now
                 ]
             if ready:
                 first = min(ready, key=lambda s: cands[s].first_at)
@@ -1942,10 +1951,10 @@ class ReceiverCore:
         )
 
     def _after_quiet(self, cand: _Candidate) -> bool:
-        """Whether ``cand`` is evident (``_evident``) and sent a datagram after the
+        """Whether ``cand`` is evident (``_evident``) and sent an end of session after the
         followed session's last: a stray seen while the feed went on is no next session."""
         last = self._last_live
-        return _evident(cand) and (last is None or cand.last_at > last)
+        return _evident(cand) and (last is None or cand.end_at > last)
 
     def _bare(self) -> bool:
         """Whether the followed session was followed on its heartbeats and ends alone and

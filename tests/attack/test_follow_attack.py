@@ -638,14 +638,6 @@ def test_forged_ends_during_short_silent_pause() -> None:
     assert not r.of(SessionChanged)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack-follow: one forged end sent while A was live plus heartbeats "
-        "after A fell quiet make F followed (8 requests, a 4.5 s delay for a session with"
-        " data)"
-    ),
-)
 def test_one_forged_end_and_heartbeats_do_not_make_a_session_followed() -> None:
     """One forged end of F (at 50) while A is live, then F's heartbeats after A fell
     quiet: not "two of its ends sent after the followed session ended or fell quiet", and
