@@ -1084,7 +1084,7 @@ class ReceiverCore:
         eos = self._eos_claim
         if eos is not None:  # no more evidence can come: the end stands as it is
             self._eos_claim = None
-            self._believe_end(eos.start, now)
+            self._believe_end(eos.start, now, claim=eos)
         self._segs_give_up(0, len(self._segs), LOST_END_OF_INPUT)
         self._drain()
         if self._cands:
@@ -1510,7 +1510,7 @@ class ReceiverCore:
         are being fetched (the horizon moved since the last look), else it is dropped."""
         if self._end_is_near(eos.start) or self._horizon <= eos.value:
             self._eos_claim = None
-            self._believe_end(eos.start, now, repeated=eos.copies >= 2)
+            self._believe_end(eos.start, now, repeated=eos.copies >= 2, claim=eos)
             return
         eos.value = self._horizon  # where the fetching stood at this look
         eos.at = now
@@ -1633,16 +1633,20 @@ class ReceiverCore:
         if claim is not None and claim.start == seq:
             claim.copies = max(claim.copies, copies)
 
-    def _believe_end(self, seq: int, now: float, repeated: bool = False) -> None:
+    def _believe_end(
+        self, seq: int, now: float, repeated: bool = False, claim: _Claim | None = None
+    ) -> None:
         """The session ends at ``seq``: what was kept aside below it is confirmed, what is
         held or kept aside beyond it is named (:class:`MessagesAfterEnd`) and let go,
         the missing numbers before it can be reported lost, and the tail is requested.
         One below what was delivered is refused, unless it repeated (``repeated``) and the
         quiet confirmed it: then the session ends there, and what was delivered beyond it
-        (forged data at the next number, which cannot be told from real) is named."""
+        (forged data at the next number, which cannot be told from real) is named.
+        ``claim``: the end of session's datagram, whose line a refusal names."""
+        source, addr = (claim.source, claim.addr) if claim is not None else (_RETX, None)
         if seq < self._expected:  # the data delivered since went beyond it
             if not repeated:
-                self._drop(DROP_EOS_BELOW_DATA, _RETX, None, once=True)
+                self._drop(DROP_EOS_BELOW_DATA, source, addr, once=True)
                 return
             top = self._expected
             self._cut_at(top)  # anything held beyond is named, gaps beyond let go
@@ -1665,10 +1669,10 @@ class ReceiverCore:
         if seq < self._data_top and not repeated:  # data held beyond it contradicts it:
             # data wins (a forger's lone end cannot truncate what arrived; a real end
             # repeats, so forged data beyond it cannot keep a session from ending)
-            self._drop(DROP_EOS_CONTRADICTED, _RETX, None, once=True)
+            self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
             return
         if not self._end_is_near(seq):  # far beyond what the feed has shown
-            self._drop(DROP_UNCONFIRMED, _RETX, None)
+            self._drop(DROP_UNCONFIRMED, source, addr)
             return
         self._take_claims(seq, now, b"", _RETX, seq)
         self._eos = seq

@@ -690,14 +690,6 @@ def test_requests_beyond_any_real_feed_bounded_over_ten_minutes() -> None:
     assert all(first + count - 1 <= 1024 for _, _, first, count in f_reqs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack-follow: a far-ahead end of session received on line A is "
-        "reported as DatagramDropped(unconfirmed_sequence, source=RETRANSMISSION, "
-        "addr=None)"
-    ),
-)
 def test_dropped_line_datagram_not_labelled_retransmission() -> None:
     """F's ends far ahead (10**9), all sent on line A, are eventually dropped as
     unconfirmed: each DatagramDropped names where the datagram came from (line A); a
