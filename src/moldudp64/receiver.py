@@ -790,7 +790,7 @@ class ReceiverCore:
             and self._last_live is not None
             and not self._stale
             and not self._ended
-            and self._eos_claim is None  # the feed fell silent after an end: not stale
+            and not self._quiet_after_end()  # the feed fell silent after an end: not stale
         ):
             stale_at = max(self._last_live, self._heard) + stale_after
             if timer is None or stale_at < timer:
@@ -816,6 +816,17 @@ class ReceiverCore:
         while at + self._skew < timer:
             at = nextafter(at, _INF)
         return at
+
+    def _quiet_after_end(self) -> bool:
+        """Whether the feed's silence is the quiet after an end of session that may be
+        believed (not staleness): one far beyond everything held (a forger's, or one
+        whose numbers are still being fetched window by window) is no such end, so
+        ``FeedStale`` still comes ``stale_after`` after the feed's last datagram."""
+        eos = self._eos_claim
+        if eos is None:
+            return False
+        window = max(self.config.max_messages_per_request, _END_WINDOW)
+        return eos.start <= self._horizon + window
 
     def _at(self, now: float) -> float:
         """``now`` (the driver's clock) on the core's own clock, which never goes back: a
@@ -845,7 +856,7 @@ class ReceiverCore:
             and self._last_live is not None
             and not self._stale
             and not self._ended
-            and self._eos_claim is None
+            and not self._quiet_after_end()
             and max(self._last_live, self._heard) + stale_after <= now  # as get_timer
         ):
             # no datagram of the followed session nor of one waiting to be followed
