@@ -958,14 +958,17 @@ class ReceiverCore:
         self._held_bytes += nbytes
         # Nothing to deliver: a gap lies between ``expected`` and this packet.
         cfg = self.config
-        if len(held) > cfg.max_held_packets or self._held_bytes > cfg.max_held_bytes:
+        # (another session's datagrams waiting for a switch count too: no claims here)
+        packets = len(held) + self._cand_packets
+        held_bytes = self._held_bytes + self._cand_bytes
+        if packets > cfg.max_held_packets or held_bytes > cfg.max_held_bytes:
             self._enforce_held_bound()
             self._refresh(now)
         else:
-            if len(held) > self._peak_held:
-                self._peak_held = len(held)
-            if self._held_bytes > self._peak_held_bytes:
-                self._peak_held_bytes = self._held_bytes
+            if packets > self._peak_held:
+                self._peak_held = packets
+            if held_bytes > self._peak_held_bytes:
+                self._peak_held_bytes = held_bytes
         return True
 
     def receive_datagrams(

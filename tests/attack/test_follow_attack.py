@@ -840,13 +840,6 @@ def test_small_packet_bound_while_forged_session_followed() -> None:
     assert r.core.stats.peak_held_packets <= 8
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack-follow: held_packets is 17 (max_held_packets 16) between calls "
-        "when copies of a waiting session's end are held"
-    ),
-)
 def test_held_packets_bound_with_copies_of_a_forged_end() -> None:
     """max_held_packets 16. Four copies of a forged end of F (at 2) arrive at 0 s, before
     A; A's first packet is lost and the slow server (first four answers dropped) leaves
