@@ -609,6 +609,15 @@ class _Candidate:
     end_addr: Address | None = None
 
 
+def _waiting_size(data: bytes) -> int:
+    """What a datagram waiting for a switch counts against ``max_held_bytes``: what it
+    will cost once held (its messages' overhead too), so a backlog that fit while it
+    waited still fits when replayed, and costs no real gap of its session for room."""
+    _session, _seq, count = _unpack_header(data)
+    size = len(data) + _PIECE_OVERHEAD
+    return size + _MSG_OVERHEAD * count if 0 < count < END_OF_SESSION else size
+
+
 def _ready(c: _Candidate) -> bool:
     """A waiting session that carried data in two distinct datagrams."""
     return c.carries and c.distinct >= 2
@@ -1792,7 +1801,7 @@ class ReceiverCore:
         else:
             fresh = False
         cfg = self.config
-        size = len(data) + _PIECE_OVERHEAD
+        size = _waiting_size(data)
         if (
             self._cand_packets + len(self._held) >= cfg.max_held_packets
             or self._cand_bytes + self._held_bytes + size > cfg.max_held_bytes
@@ -1837,7 +1846,7 @@ class ReceiverCore:
             (c for c in self._cands.values() if c.datagrams), key=lambda c: c.datagrams[0][2]
         )
         data, source, _at, addr = cand.datagrams.pop(0)
-        size = len(data) + _PIECE_OVERHEAD
+        size = _waiting_size(data)
         cand.nbytes -= size
         self._cand_packets -= 1
         self._cand_bytes -= size

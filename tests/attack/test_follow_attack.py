@@ -858,14 +858,6 @@ def test_held_packets_bound_with_copies_of_a_forged_end() -> None:
     assert_whole(r, B, 12)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack-follow: under max_held_bytes the next session's gaps (held by "
-        "the server) are given up for room at the switch instead of its backlog "
-        "(max_held_packets of the same size drops the backlog and loses nothing)"
-    ),
-)
 @pytest.mark.parametrize("with_forger", [False, True])
 def test_byte_bound_does_not_cost_the_waiting_sessions_gaps(with_forger: bool) -> None:
     """max_held_bytes 60,000 (room for about 128 packets) while B (600 messages, 5
