@@ -92,13 +92,16 @@ reported lost. Requests are cheap, beliefs are costly:
   a forger's ends or heartbeats cost a bounded delay and bounded requests; heartbeats
   alone never make a session followed. While the followed session ends (an end seen or
   believed), or is silent, one that would follow it and sent its own end is not
-  forgotten for its silence (``_keep_silent``). Either way the
+  forgotten for its silence (``_keep_silent``); once followed, the quiet after its end
+  counts from its last datagram, so an end it repeated and then fell quiet after while it
+  waited is believed as if followed all along (its gaps are then passed). Either way the
   gaps the feed passed (after a believed end, all) are settled first: recovered, or given
   up with their own reason within their attempts (the session to follow is not forgotten
   for falling silent meanwhile); only numbers the feed never passed are given up as
   ``session changed``. Until then the other session's
   datagrams wait (bounded; see :class:`ReceiverConfig`). A session left is never
-  followed again; sessions that were never followed cannot push it out of that memory.
+  followed again (its live data beyond where it was left is named by
+  ``MessagesAfterEnd``); sessions that were never followed cannot push it out of that memory.
 - **A dead server costs one request timeout.** Servers that answer (nothing unanswered
   since) are asked first, then servers never tried, then by how many requests they left
   unanswered. A retry never goes back to the server(s) whose attempt just timed out while
