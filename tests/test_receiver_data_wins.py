@@ -182,6 +182,72 @@ def test_a_stray_heartbeat_session_on_b_does_not_capture_the_receiver() -> None:
         assert of(sim, SessionEnded) == [SessionEnded(S, 301)]
 
 
+def drive(c: ReceiverCore, line: list[tuple[float, bytes]], until: float, holds: str) -> None:
+    """Feed ``line`` (time, datagram) on line A and run the core's timers until ``until``;
+    the server answers every request of session ``holds`` at once with messages named
+    ``<session>:<seq>``, and no other."""
+    queue = sorted(line, key=lambda x: x[0])
+    now = 0.0
+    while True:
+        due = c.get_timer()
+        at = min([t for t in (due, queue[0][0] if queue else None) if t is not None], default=None)
+        if at is None or at > until:
+            break
+        now = max(now, at)
+        while queue and queue[0][0] <= now:
+            c.receive_datagram(queue.pop(0)[1], A, now)
+        if (due := c.get_timer()) is not None and due <= now:
+            c.handle_timer(now)
+        for data, server in c.datagrams_to_send(now):
+            ask = RetransmissionPacket.parse(data)
+            if ask.session.decode().strip() == holds:
+                numbers = range(ask.seq_num, ask.seq_num + ask.msg_count)
+                answer = [f"{holds}:{n}".encode() for n in numbers]
+                c.receive_datagram(build_packet(holds, ask.seq_num, answer), R, now, server)
+
+
+def test_a_next_session_seen_only_through_its_ends_is_followed_and_recovered() -> None:
+    """S ends; all of T's data is lost on the line and only T's end (at 6) arrives,
+    repeated, after S fell quiet: once S's end is believed, T is followed and its 1..5,
+    which the server holds, are asked for and delivered (never dropped unnamed)."""
+    c = ReceiverCore(ReceiverConfig(rerequest_server_addrs=[SERVER]))
+    line = [(0.01 * n, build_packet(S, n, [f"{S}:{n}".encode()])) for n in (1, 2, 3)]
+    line += [(0.1, build_end_of_session(S, 4)), (0.6, build_end_of_session(S, 4))]
+    line += [(1.0 + 0.5 * k, build_end_of_session("SESSION002", 6)) for k in range(7)]
+    drive(c, line, 10.0, holds="SESSION002")
+    events = c.events_received()
+    assert [e for e in events if isinstance(e, SessionEnded)] == [
+        SessionEnded(S, 4),
+        SessionEnded("SESSION002", 6),
+    ]
+    got = [m for e in events if type(e) is MessagesDelivered for m in e.messages]
+    assert got == [f"{S}:{n}".encode() for n in (1, 2, 3)] + [
+        f"SESSION002:{n}".encode() for n in range(1, 6)
+    ]
+    assert not [e for e in events if isinstance(e, MessagesLost)]
+
+
+def test_a_forged_session_of_ends_followed_after_the_end_yields_to_real_data() -> None:
+    """S ends; a forger repeats an end and heartbeats of F (at 10) from then on, so F is
+    followed; F's numbers are never answered. The real next session T starts with data:
+    once F's requests are out of attempts with nothing brought, T is followed and
+    delivered whole (its datagrams waited), not held hostage by F's heartbeats."""
+    c = ReceiverCore(ReceiverConfig(rerequest_server_addrs=[SERVER]))
+    line = [(0.01 * n, build_packet(S, n, [f"{S}:{n}".encode()])) for n in (1, 2, 3)]
+    line += [(0.1, build_end_of_session(S, 4)), (0.6, build_end_of_session(S, 4))]
+    for k in range(40):
+        line.append((1.0 + 0.5 * k, build_end_of_session("FORGED0001", 10)))
+        line.append((1.25 + 0.5 * k, build_heartbeat("FORGED0001", 10)))
+    t = "SESSION002"
+    line += [(3.0 + 0.1 * n, build_packet(t, n, [f"{t}:{n}".encode()])) for n in range(1, 101)]
+    drive(c, line, 30.0, holds=t)
+    events = c.events_received()
+    got = [m for e in events if type(e) is MessagesDelivered and e.session == t for m in e.messages]
+    assert got == [f"{t}:{n}".encode() for n in range(1, 101)]
+    assert c.session == t
+    assert not [e for e in events if isinstance(e, MessagesLost) and e.session != "FORGED0001"]
+
+
 # -- 5. a server that answers with zero-count packets ----------------------------------------
 
 

@@ -150,8 +150,10 @@ class MessagesLost(Event):
 @dataclass(frozen=True, slots=True)
 class MessagesAfterEnd(Event):
     """Messages ``first_seq``..``last_seq`` of ``session`` arrived beyond its believed end
-    of session (``end_seq``): not delivered, named here instead of dropped silently. On an
-    unauthenticated feed this means the end was forged or the publisher misbehaved."""
+    of session (``end_seq``), or beyond the number at which the receiver left it for
+    another session (then ``end_seq`` is that number): not delivered, named here instead
+    of dropped silently. On an unauthenticated feed this means the end was forged or the
+    publisher misbehaved."""
 
     session: str
     first_seq: int
@@ -166,7 +168,8 @@ class MessagesAfterEnd(Event):
 
 @dataclass(frozen=True, slots=True)
 class FeedStale(Event):
-    """No datagram arrived for ``silent_for`` seconds."""
+    """No datagram arrived for ``silent_for`` seconds: neither of the session followed
+    nor of one waiting to be followed (the feed as a whole is silent)."""
 
     silent_for: float
 

@@ -58,7 +58,9 @@ reported lost. Requests are cheap, beliefs are costly:
   yet delivered is refused alike unless it repeats), one far beyond everything
   held never believed: the numbers before it are taken as missing a window at a time
   (:meth:`_chase_end`), and live data far below it drops it. Of two ends, the one the
-  data held agrees with wins (one right after all data held over any other). What is held
+  data held agrees with wins (one right after all data held over any other), unless it
+  does not agree exactly and the other repeated more often (a real publisher repeats its
+  end: a forged one seen once cannot hold the claim against it). What is held
   or kept aside beyond a believed end, and data that arrives beyond it later, is named
   (:class:`~moldudp64.events.MessagesAfterEnd`, each number once; counted as
   ``after_end_of_session``). After :class:`SessionEnded`
@@ -67,21 +69,39 @@ reported lost. Requests are cheap, beliefs are costly:
   sent a request of their own to; others are dropped (``unknown_server``). ``addr=None``
   means the driver vouches for the source. An answer that brings nothing new (a
   zero-count packet from a server whose store lags) credits the server but is no
-  progress: its request runs on to its timeout and backoff.
+  progress: its request runs on to its timeout and backoff (unless nothing it asked for
+  is missing any more: then it is done).
+- **A large gap is fetched in pieces.** Once an answer for a gap the feed has passed
+  comes back partial (a datagram holds what fits), the rest is asked for in pieces of
+  about what one answer carried, its own request and up to ``max_pieces_in_flight``
+  more at once per core, each with its own attempts (:meth:`ReceiverCore._pump`); a
+  piece out of attempts is reported lost with the pieces of its gap right behind it (as
+  a range asked for from its front is). Gaps not passed are never cut into pieces.
 - **Time never goes back**: a ``now`` below the last one counts as the last one, and
   later ones move on from there (the step back is kept in ``_skew``).
 - **A session switch needs evidence**: the followed session ended, or it sent nothing
   for ``stale_after`` while the other session is live (two distinct datagrams, the last
-  within ``stale_after``) and has carried data (heartbeats and ends of session alone, any
-  datagram without data, never make a session followed, first or next; of those waiting,
-  one with data in two datagrams goes first, the earliest seen, and is pushed out of the
-  capped waiting room last). Either way the
+  within ``stale_after``). Of those waiting, one with data in two datagrams goes first,
+  the earliest seen, and is pushed out of the capped waiting room last. Only when none
+  did, one seen through heartbeats and ends alone whose end names a number beyond 1 (two
+  distinct ends, the last after the followed session's last: its data were lost on
+  the line, and its end says messages before it exist) is followed, and its numbers are
+  asked for: data wins, so what a server holds is delivered and the rest is reported
+  lost with its range, never dropped unnamed. Such a session yields to one with data once
+  its requests are out of attempts with nothing of its data brought (``_bare``), so
+  a forger's ends or heartbeats cost a bounded delay and bounded requests; heartbeats
+  alone never make a session followed. While the followed session ends (an end seen or
+  believed), or is silent, one that would follow it and sent its own end is not
+  forgotten for its silence (``_keep_silent``); once followed, the quiet after its end
+  counts from its last datagram, so an end it repeated and then fell quiet after while it
+  waited is believed as if followed all along (its gaps are then passed). Either way the
   gaps the feed passed (after a believed end, all) are settled first: recovered, or given
   up with their own reason within their attempts (the session to follow is not forgotten
   for falling silent meanwhile); only numbers the feed never passed are given up as
   ``session changed``. Until then the other session's
   datagrams wait (bounded; see :class:`ReceiverConfig`). A session left is never
-  followed again; sessions that were never followed cannot push it out of that memory.
+  followed again (its live data beyond where it was left is named by
+  ``MessagesAfterEnd``); sessions that were never followed cannot push it out of that memory.
 - **A dead server costs one request timeout.** Servers that answer (nothing unanswered
   since) are asked first, then servers never tried, then by how many requests they left
   unanswered. A retry never goes back to the server(s) whose attempt just timed out while
@@ -227,6 +247,8 @@ _AFTER_END_QUIET = 0.1
 _AFTER_END_MAX_WAIT = 1.0
 #: Servers one retry goes to at once, at most.
 _MAX_FANOUT = 8
+#: ``_Segment.req_seq`` of a piece waiting for one of the ``max_pieces_in_flight`` slots.
+_WAITING = -2
 #: Real memory of a held message beyond its bytes: the bytes object's header (33 bytes,
 #: rounded up to the allocator's 16) and its list slot, over-allocation included.
 _MSG_OVERHEAD = 64
@@ -248,6 +270,8 @@ _parse_or_none = c_parse_blocks if c_parse_blocks is not None else _parse_blocks
 _INF = float("inf")
 #: Sessions remembered as "already left" so their late packets never switch us back.
 _MAX_PAST_SESSIONS = 64
+#: Late datagrams of a session left behind remembered per session (copies named once).
+_MAX_PAST_NAMED = 64
 
 
 def _vouches(start: int, value: int, claim_start: int, claim_value: int) -> bool:
@@ -284,10 +308,18 @@ class ReceiverConfig:
     - ``request_delay`` 0.0: how long a new gap waits before it is requested (give a
       few milliseconds when a B line or reordering usually fills gaps by itself).
     - ``max_messages_per_request`` 1024 (at most 0xFFFE), ``max_requests_in_flight`` 32.
+    - ``max_pieces_in_flight`` 8: requests in flight at once, per core, for the pieces of
+      gaps larger than one answer datagram carries, beyond each gap's own request. A gap
+      the feed has passed whose first answer came back partial is asked for in pieces of
+      what one answer carried (learned from the answers), this many at once besides its
+      own request, each with its own timeout, attempts and backoff, spread over the
+      servers; the rest of such a gap waits for a free slot.
     - ``max_held_packets`` 50,000 and ``max_held_bytes`` 64 MiB bound the early packets
       held, in real memory (object overhead counted); past either, the oldest gap is
       reported lost and delivery goes on.
-    - ``stale_after`` 3.0 s without a live datagram raises :class:`FeedStale` (None: never).
+    - ``stale_after`` 3.0 s without a live datagram, of the followed session or of one
+      waiting to be followed, raises :class:`FeedStale` (None: never); the followed
+      session's own silence for that long is what a switch on staleness waits for.
     - ``raw`` False: True is the low-level mode, :class:`DatagramReceived` for every valid
       datagram in arrival order instead of :class:`MessagesDelivered`; gaps are still
       requested automatically and :meth:`ReceiverCore.request` adds requests.
@@ -295,10 +327,13 @@ class ReceiverConfig:
       followed (:class:`SessionChanged`) once the evidence is there: the current one
       ended (end of session believed), or it sent nothing for ``stale_after`` while the
       new one is live, and (either way) the gaps the feed passed are settled;
-      ``stale_after`` None: only after an end.
+      ``stale_after`` None: only after an end. A new one seen only through its repeated
+      ends is followed only when none with data waits (see the module doc).
       Meanwhile the new one's datagrams wait (within the held bounds; beyond them they
       are counted as ``next_session_backlog_full`` and requested once followed); packets
-      of a session left behind are dropped (``old_session``), never spliced in. False
+      of a session left behind are dropped (``old_session``), never spliced in; its live
+      data beyond where it was left (its end, or the number it stopped at) is named by a
+      ``MessagesAfterEnd`` with that number as ``end_seq`` (copies once). False
       keeps the first session only.
     - ``confirm_within`` 3.0 s: how long a datagram far beyond everything held (more
       than ``max_messages_per_request`` ahead) waits for a second datagram to confirm it
@@ -324,6 +359,7 @@ class ReceiverConfig:
     request_delay: float = 0.0
     max_messages_per_request: int = 1024
     max_requests_in_flight: int = 32
+    max_pieces_in_flight: int = 8
     max_held_packets: int = 50_000
     max_held_bytes: int = 64 * 1024 * 1024
     stale_after: float | None = 3.0
@@ -359,6 +395,7 @@ class ReceiverConfig:
             ("max_request_attempts", 1, None),
             ("max_messages_per_request", 1, MAX_MESSAGE_COUNT),
             ("max_requests_in_flight", 1, None),
+            ("max_pieces_in_flight", 1, None),
             ("max_held_packets", 1, None),
             ("max_held_bytes", 1, None),
         ):
@@ -448,6 +485,17 @@ class ReceiverStats:
 
 
 @dataclass(slots=True)
+class _Lead:
+    """The one request a gap (up to ``max_messages_per_request``) keeps in flight
+    outside the ``max_pieces_in_flight`` bound, shared by the pieces cut from it: while
+    one of them holds it, another of them is a piece (see :meth:`ReceiverCore._pump`)."""
+
+    busy: bool = False
+    #: Its segments waiting for a slot (see ``ReceiverCore._slot_wait``), some stale.
+    waiting: list[_Segment] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class _Segment:
     """A missing range ``[start, end)`` and the state of its request."""
 
@@ -470,6 +518,14 @@ class _Segment:
     #: reaches its front makes what is left a range of its own (the requests so far, e.g.
     #: for the front of a forged heartbeat's phantom range, could not reach it).
     own_attempts: int = 0
+    #: A server answered part of it (a partial answer): once the feed has passed it, the
+    #: rest may be asked for in pieces, several at once (see :meth:`ReceiverCore._pump`).
+    #: A piece out of attempts takes the pieces of its gap right behind it along (as a
+    #: range asked for from its front is lost when the front runs out): a server that
+    #: stopped answering, or numbers nothing real reached, cost one piece's attempts.
+    fan: bool = False
+    #: Its gap's lead (shared with the pieces cut from it; made at its first request).
+    lead: _Lead | None = None
 
 
 @dataclass(slots=True)
@@ -481,6 +537,13 @@ class _Request:
     deadline: float
     #: Whether the feed has passed the range: only then does no answer count as a failure.
     counted: bool = True
+    #: Messages asked for (a piece asks beyond its own range, up to the end of its gap:
+    #: the answer shows how many one datagram carries).
+    count: int = 0
+    #: One of the pieces of a gap asked for several at once (``max_pieces_in_flight``).
+    piece: bool = False
+    #: The lead it holds (its gap's one request outside that bound), if it does.
+    lead: _Lead | None = None
 
 
 @dataclass(slots=True)
@@ -535,15 +598,39 @@ class _Candidate:
     seen: int = 0
     #: When its first datagram came.
     first_at: float = 0.0
-    #: Whether it carried data (heartbeats and ends of session alone never win a choice).
+    #: Whether it carried data (one that did goes before one seen only through its ends).
     carries: bool = False
     #: Whether it sent an end of session (see :meth:`ReceiverCore._consider_switch`).
     ends: bool = False
+    #: Distinct ends of session it sent (heartbeats never count), and when the last came.
+    end_count: int = 0
+    end_at: float = 0.0
     #: Its highest end of session and the line and server it came from, kept outside
     #: ``datagrams`` (whose room may be full): once followed, its end is known.
     end_seq: int = 0
     end_source: Source = Source.LINE_A
     end_addr: Address | None = None
+
+
+def _waiting_size(data: bytes) -> int:
+    """What a datagram waiting for a switch counts against ``max_held_bytes``: what it
+    will cost once held (its messages' overhead too), so a backlog that fit while it
+    waited still fits when replayed, and costs no real gap of its session for room."""
+    _session, _seq, count = _unpack_header(data)
+    size = len(data) + _PIECE_OVERHEAD
+    return size + _MSG_OVERHEAD * count if 0 < count < END_OF_SESSION else size
+
+
+def _ready(c: _Candidate) -> bool:
+    """A waiting session that carried data in two distinct datagrams."""
+    return c.carries and c.distinct >= 2
+
+
+def _evident(c: _Candidate) -> bool:
+    """A waiting session seen only through heartbeats and ends of session, two distinct
+    ends among them (heartbeats never count), one beyond 1: evidence that its messages
+    before its end exist (its data were lost on the line; a server may hold them)."""
+    return not c.carries and c.end_count >= 2 and c.end_seq > 1
 
 
 class ReceiverCore:
@@ -566,8 +653,10 @@ class ReceiverCore:
         self._session: str | None = (
             decode_session(self._session_raw) if self._session_raw is not None else None
         )
-        #: Sessions left behind (never followed again), oldest first; bounded.
-        self._past: dict[bytes, None] = {}
+        #: Sessions left behind (never followed again), oldest first; bounded: where each
+        #: was left (its end, or the number it stopped at) and the first numbers of its
+        #: late data named since (so line A and B copies are named once; bounded).
+        self._past: dict[bytes, tuple[int, dict[int, None]]] = {}
         #: Other sessions seen while following one, with their datagrams; bounded.
         self._cands: dict[bytes, _Candidate] = {}
         self._cand_packets = 0
@@ -585,6 +674,8 @@ class ReceiverCore:
         #: An end of session seen once, not yet confirmed: (its number, the datagram,
         #: line, arrival time).
         self._eos_claim: _Claim | None = None
+        #: The last end of session refused against the claim, and how often it came.
+        self._eos_rival: tuple[int, int] | None = None
         self._ended = False
         self._ended_at = 0.0
         #: The latest time on the core's clock (for what happens deep inside a call).
@@ -617,6 +708,10 @@ class ReceiverCore:
         self._due: list[tuple[float, int, _Segment]] = []
         self._tie = 0
         self._requests: dict[int, _Request] = {}
+        #: ``(start, tie, segment)`` for the pieces waiting for a slot (see _pump).
+        self._slot_wait: list[tuple[int, int, _Segment]] = []
+        #: Messages one answer datagram carried (partial answers, smoothed; 0: unknown).
+        self._fit = 0
         self._next_deadline = _INF
         self._servers = [_Server(a) for a in cfg.rerequest_server_addrs]
         self._by_addr = {s.addr: s for s in self._servers}
@@ -625,7 +720,13 @@ class ReceiverCore:
         self._rr = 0
         self._timer: float | None = None
         self._last_live: float | None = None
+        #: When the last datagram of a session waiting to be followed arrived: the feed is
+        #: stale only when neither the followed session nor a waiting one sent anything.
+        self._heard = -_INF
         self._stale = False
+        #: Messages delivered when a session seen only through heartbeats and ends was
+        #: followed (see ``_bare``); None when the followed session carried data.
+        self._bare_mark: int | None = None
         #: Reasons already reported once (contradictions that repeat on every packet).
         self._reported: set[str] = set()
         self._debug = logger.isEnabledFor(logging.DEBUG)
@@ -701,9 +802,9 @@ class ReceiverCore:
             and self._last_live is not None
             and not self._stale
             and not self._ended
-            and self._eos_claim is None  # the feed fell silent after an end: not stale
+            and not self._quiet_after_end()  # the feed fell silent after an end: not stale
         ):
-            stale_at = self._last_live + stale_after
+            stale_at = max(self._last_live, self._heard) + stale_after
             if timer is None or stale_at < timer:
                 timer = stale_at
         if self._claims:
@@ -727,6 +828,17 @@ class ReceiverCore:
         while at + self._skew < timer:
             at = nextafter(at, _INF)
         return at
+
+    def _quiet_after_end(self) -> bool:
+        """Whether the feed's silence is the quiet after an end of session that may be
+        believed (not staleness): one far beyond everything held (a forger's, or one
+        whose numbers are still being fetched window by window) is no such end, so
+        ``FeedStale`` still comes ``stale_after`` after the feed's last datagram."""
+        eos = self._eos_claim
+        if eos is None:
+            return False
+        window = max(self.config.max_messages_per_request, _END_WINDOW)
+        return eos.start <= self._horizon + window
 
     def _at(self, now: float) -> float:
         """``now`` (the driver's clock) on the core's own clock, which never goes back: a
@@ -756,12 +868,13 @@ class ReceiverCore:
             and self._last_live is not None
             and not self._stale
             and not self._ended
-            and self._eos_claim is None
-            and self._last_live + stale_after <= now  # the sum get_timer uses
+            and not self._quiet_after_end()
+            and max(self._last_live, self._heard) + stale_after <= now  # as get_timer
         ):
+            # no datagram of the followed session nor of one waiting to be followed
             self._stale = True
             self._fast_seq = -1
-            self._events.append(FeedStale(now - self._last_live))
+            self._events.append(FeedStale(now - max(self._last_live, self._heard)))
         if self._requests or self._segs:
             if self._next_deadline <= now:
                 self._expire_requests(now)
@@ -857,14 +970,17 @@ class ReceiverCore:
         self._held_bytes += nbytes
         # Nothing to deliver: a gap lies between ``expected`` and this packet.
         cfg = self.config
-        if len(held) > cfg.max_held_packets or self._held_bytes > cfg.max_held_bytes:
+        # (another session's datagrams waiting for a switch count too: no claims here)
+        packets = len(held) + self._cand_packets
+        held_bytes = self._held_bytes + self._cand_bytes
+        if packets > cfg.max_held_packets or held_bytes > cfg.max_held_bytes:
             self._enforce_held_bound()
             self._refresh(now)
         else:
-            if len(held) > self._peak_held:
-                self._peak_held = len(held)
-            if self._held_bytes > self._peak_held_bytes:
-                self._peak_held_bytes = self._held_bytes
+            if packets > self._peak_held:
+                self._peak_held = packets
+            if held_bytes > self._peak_held_bytes:
+                self._peak_held_bytes = held_bytes
         return True
 
     def receive_datagrams(
@@ -994,7 +1110,7 @@ class ReceiverCore:
         eos = self._eos_claim
         if eos is not None:  # no more evidence can come: the end stands as it is
             self._eos_claim = None
-            self._believe_end(eos.start, now)
+            self._believe_end(eos.start, now, claim=eos)
         self._segs_give_up(0, len(self._segs), LOST_END_OF_INPUT)
         self._drain()
         if self._cands:
@@ -1135,7 +1251,7 @@ class ReceiverCore:
             if self._stale:
                 self._stale = False
                 last = self._last_live if self._last_live is not None else now
-                self._events.append(FeedResumed(now - last))
+                self._events.append(FeedResumed(now - max(last, self._heard)))
             self._last_live = now
         if live and not counted:
             eos = self._eos_claim
@@ -1227,8 +1343,10 @@ class ReceiverCore:
                     self._drop(DROP_AFTER_END, source, addr, once=True)
             else:
                 if self._eos_claim is not None and value > self._eos_claim.start and count:
+                    false = self._eos_claim
                     self._eos_claim = None  # data beyond it: that end of session was false
                     self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
+                    self._revive_rival(false, value, now)
                 if opener and self._claims and not trusted:
                     self._take_claims(value, now, data, source, seq)  # confirmed below it: first
                 new = 0
@@ -1241,7 +1359,7 @@ class ReceiverCore:
                         msgs = [b""] * count
                     new = self._accept(seq, msgs, now)
                 if not live:
-                    self._on_answer(seq, addr, now, count > 0 and new > 0)
+                    self._on_answer(seq, addr, now, count > 0 and new > 0, count)
                 if self._claims and not trusted:
                     self._take_claims(value, now, data, source, seq)
         self._drain()
@@ -1418,7 +1536,7 @@ class ReceiverCore:
         are being fetched (the horizon moved since the last look), else it is dropped."""
         if self._end_is_near(eos.start) or self._horizon <= eos.value:
             self._eos_claim = None
-            self._believe_end(eos.start, now, repeated=eos.copies >= 2)
+            self._believe_end(eos.start, now, repeated=eos.copies >= 2, claim=eos)
             return
         eos.value = self._horizon  # where the fetching stood at this look
         eos.at = now
@@ -1496,30 +1614,65 @@ class ReceiverCore:
             # farther one are still asked for, so a real tail an honest server holds puts
             # data beyond the kept one once answered, which then disproves it)
             exact = claim.start == top
-            if (exact or not (top <= seq <= reach)) and (top <= claim.start <= reach):
+            # (unless it does not agree exactly, and the other end repeated more often
+            # than it: a real publisher repeats its end, a lone forged one is outrepeated)
+            rival = self._eos_rival
+            copies = rival[1] + 1 if rival is not None and rival[0] == seq else 1
+            self._eos_rival = (seq, copies)
+            if (
+                (exact or not (top <= seq <= reach))
+                and (top <= claim.start <= reach)
+                and (exact or copies <= claim.copies)
+            ):
                 self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
                 if exact and horizon < seq <= near:
                     self._new_gap(horizon, seq, now)
                     self._horizon = seq
                 return
+            self._eos_rival = (claim.start, claim.copies)
             self._drop(DROP_EOS_CONTRADICTED, claim.source, claim.addr, once=True)
+        else:
+            copies = 1
         if horizon < seq <= near:
             self._new_gap(self._horizon, seq, now)  # the tail went missing: ask at once
             self._horizon = seq
         # (``value``: the horizon when it was last looked at; see _settle_end)
-        self._eos_claim = _Claim(seq, self._horizon, data, source, now, addr, 0)
+        self._eos_claim = _Claim(seq, self._horizon, data, source, now, addr, 0, copies)
         self._chase_end(now)
 
-    def _believe_end(self, seq: int, now: float, repeated: bool = False) -> None:
+    def _revive_rival(self, false: _Claim, value: int, now: float) -> None:
+        """Data up to ``value`` disproved the end of session ``false`` that had won over
+        another end (``_eos_rival``): that other end, if the data does not disprove it too,
+        is the end claimed again (with the copies it had), so a forged end repeated more
+        often than the real one cannot, once the data shows it false, leave the field to
+        its own later repeats below the data (see :meth:`_on_end_of_session`)."""
+        rival = self._eos_rival
+        self._eos_rival = None
+        if rival is None or self._session_raw is None:
+            return
+        seq, copies = rival
+        if seq < max(value, self._data_top, self._expected):
+            return
+        data = HEADER.pack(self._session_raw, seq, END_OF_SESSION)
+        self._on_end_of_session(seq, data, false.source, now, false.addr)
+        claim = self._eos_claim
+        if claim is not None and claim.start == seq:
+            claim.copies = max(claim.copies, copies)
+
+    def _believe_end(
+        self, seq: int, now: float, repeated: bool = False, claim: _Claim | None = None
+    ) -> None:
         """The session ends at ``seq``: what was kept aside below it is confirmed, what is
         held or kept aside beyond it is named (:class:`MessagesAfterEnd`) and let go,
         the missing numbers before it can be reported lost, and the tail is requested.
         One below what was delivered is refused, unless it repeated (``repeated``) and the
         quiet confirmed it: then the session ends there, and what was delivered beyond it
-        (forged data at the next number, which cannot be told from real) is named."""
+        (forged data at the next number, which cannot be told from real) is named.
+        ``claim``: the end of session's datagram, whose line a refusal names."""
+        source, addr = (claim.source, claim.addr) if claim is not None else (_RETX, None)
         if seq < self._expected:  # the data delivered since went beyond it
             if not repeated:
-                self._drop(DROP_EOS_BELOW_DATA, _RETX, None, once=True)
+                self._drop(DROP_EOS_BELOW_DATA, source, addr, once=True)
                 return
             top = self._expected
             self._cut_at(top)  # anything held beyond is named, gaps beyond let go
@@ -1542,10 +1695,10 @@ class ReceiverCore:
         if seq < self._data_top and not repeated:  # data held beyond it contradicts it:
             # data wins (a forger's lone end cannot truncate what arrived; a real end
             # repeats, so forged data beyond it cannot keep a session from ending)
-            self._drop(DROP_EOS_CONTRADICTED, _RETX, None, once=True)
+            self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
             return
         if not self._end_is_near(seq):  # far beyond what the feed has shown
-            self._drop(DROP_UNCONFIRMED, _RETX, None)
+            self._drop(DROP_UNCONFIRMED, source, addr)
             return
         self._take_claims(seq, now, b"", _RETX, seq)
         self._eos = seq
@@ -1605,8 +1758,22 @@ class ReceiverCore:
         """A datagram of a session other than the one followed: dropped, or kept as
         evidence for a switch (see :class:`ReceiverConfig`, ``follow_session_changes``)."""
         self._other_packets += 1
-        if session_raw in self._past:
+        past = self._past.get(session_raw)
+        if past is not None:
             self._drop(DROP_OLD_SESSION, source, addr, once=True)
+            _session, seq, count = _unpack_header(data)
+            left, named = past
+            if source != _RETX and 0 < count < END_OF_SESSION and seq + count > left:
+                # live data of a session left behind: not delivered (a session left is
+                # never followed again) but named with its range, never dropped unnamed
+                first = max(seq, left)
+                if first not in named:
+                    named[first] = None
+                    if len(named) > _MAX_PAST_NAMED:
+                        del named[next(iter(named))]
+                    self._events.append(
+                        MessagesAfterEnd(decode_session(session_raw), first, seq + count - 1, left)
+                    )
             return
         if self._session_raw is not None and (
             self._pinned or not self.config.follow_session_changes or source == _RETX
@@ -1633,8 +1800,11 @@ class ReceiverCore:
             and waiting[-1][0] == data
         ):
             cand.distinct += 1
+            fresh = True
+        else:
+            fresh = False
         cfg = self.config
-        size = len(data) + _PIECE_OVERHEAD
+        size = _waiting_size(data)
         if (
             self._cand_packets + len(self._held) >= cfg.max_held_packets
             or self._cand_bytes + self._held_bytes + size > cfg.max_held_bytes
@@ -1653,12 +1823,20 @@ class ReceiverCore:
                 self._peak_held = held
         cand.last_at = now
         cand.seen += 1
-        kind = _unpack_header(data)[2]
+        if source != _RETX:  # the feed is live (FeedStale means no session sends)
+            if self._stale:
+                self._stale = False
+                last = self._last_live if self._last_live is not None else now
+                self._events.append(FeedResumed(now - max(last, self._heard)))
+            self._heard = now
+        _session, seq, kind = _unpack_header(data)
         if 0 < kind < END_OF_SESSION:
             cand.carries = True  # data; heartbeats and ends of session carry none
         elif kind == END_OF_SESSION:
             cand.ends = True
-            seq = _unpack_header(data)[1]
+            if fresh:
+                cand.end_count += 1
+                cand.end_at = now
             if seq > cand.end_seq:
                 cand.end_seq, cand.end_source, cand.end_addr = seq, source, addr
         self._consider_switch(now)
@@ -1671,7 +1849,7 @@ class ReceiverCore:
             (c for c in self._cands.values() if c.datagrams), key=lambda c: c.datagrams[0][2]
         )
         data, source, _at, addr = cand.datagrams.pop(0)
-        size = len(data) + _PIECE_OVERHEAD
+        size = _waiting_size(data)
         cand.nbytes -= size
         self._cand_packets -= 1
         self._cand_bytes -= size
@@ -1687,17 +1865,18 @@ class ReceiverCore:
     def _consider_switch(self, now: float) -> None:
         """Follow another session when the evidence is there: the current one ended (and
         its gaps are settled), or it fell silent for ``stale_after`` while the other one
-        is live (two distinct datagrams, the last within ``stale_after``)."""
+        is live (two distinct datagrams, the last within ``stale_after``); or the current
+        one was followed on its ends alone and a session with data waits (``_bare``)."""
         stale_after = self.config.stale_after
         cands = self._cands
         self._switch_check = None
         if stale_after is not None:
             silent = [s for s, c in cands.items() if c.last_at + stale_after <= now]
-            if silent and (self._ended or self._finishing(now)):
+            if silent:
                 # one that is followed now (below), or would be but for the gaps the feed
-                # passed in the current session, is not forgotten for its silence while
-                # they are asked for: its datagrams wait (bounded) until they settle
-                silent = [s for s in silent if not (cands[s].distinct >= 2 and cands[s].carries)]
+                # passed in the current session or its end still to confirm, is not
+                # forgotten for its silence meanwhile: its datagrams wait (bounded)
+                silent = [s for s in silent if not self._keep_silent(cands[s], now)]
             for name in silent:
                 self._forget_candidate(name, DROP_WRONG_SESSION)
         if not cands:
@@ -1715,7 +1894,7 @@ class ReceiverCore:
                 ready = [
                     s
                     for s, c in cands.items()
-                    if c.ends and c.distinct >= 2 and c.first_at + confirm <= now
+                    if c.end_count >= 2 and c.first_at + confirm <= now
                 ]
             if ready:
                 first = min(ready, key=lambda s: cands[s].first_at)
@@ -1731,15 +1910,24 @@ class ReceiverCore:
             # the next session is one that carried data in two datagrams (a forger's
             # one-packet sessions never are), the earliest seen of them: the line's order;
             # only when there is none, after an end, the newest with data since the end
-            ready = [s for s, c in cands.items() if c.distinct >= 2 and c.carries]
+            # (then, only when none carried data, one whose end of session names messages
+            # its data never brought, still sent after the followed session fell quiet:
+            # followed to ask a server for them)
+            ready = [s for s, c in cands.items() if _ready(c)]
+            evident = [] if ready else [s for s in cands if self._after_quiet(cands[s])]
             best = (
-                min(ready, key=lambda s: cands[s].first_at)
-                if ready
+                min(ready or evident, key=lambda s: cands[s].first_at)
+                if ready or evident
                 else max(cands, key=lambda s: cands[s].last_at)
             )
             if self._ended and (
-                ready or (cands[best].carries and cands[best].last_at >= self._ended_at)
+                ready or evident or (cands[best].carries and cands[best].last_at >= self._ended_at)
             ):  # a stray seen before the end is no new session
+                self._switch_to(best, now)
+                return
+            if ready and self._bare():
+                # followed on its heartbeats and ends alone, and no server brought any
+                # of its data within its attempts: a session with data goes first
                 self._switch_to(best, now)
                 return
             last = now if self._last_live is None else self._last_live
@@ -1747,8 +1935,7 @@ class ReceiverCore:
             if (
                 silent_at is not None
                 and now >= silent_at
-                and cands[best].distinct >= 2
-                and cands[best].carries
+                and (ready or evident)
                 and not self._passed_gap_open()
             ):
                 self._switch_to(best, now)
@@ -1772,6 +1959,46 @@ class ReceiverCore:
                 if c.ends and not c.carries and now < c.first_at + self.config.end_confirm < check:
                     check = c.first_at + self.config.end_confirm
         self._switch_check = check if check < _INF else None
+
+    def _keep_silent(self, cand: _Candidate, now: float) -> bool:
+        """Whether a waiting session silent for ``stale_after`` is kept (not forgotten):
+        one that would be followed next, while the followed session is over or ending
+        (ended, its gaps the feed passed still asked for, an end of session seen, or
+        silent itself). Silence is what a session does once it sent its end, so while
+        the followed one is only ending or silent, one is kept only if it sent its end
+        (a forger's two data datagrams that fall silent are forgotten as before)."""
+        if not (_ready(cand) or self._after_quiet(cand)):
+            return False
+        if self._ended or self._finishing(now):
+            return True
+        if not cand.ends:
+            return False
+        last, stale_after = self._last_live, self.config.stale_after
+        return (
+            self._eos_claim is not None
+            or self._eos is not None
+            or (last is not None and stale_after is not None and last + stale_after <= now)
+        )
+
+    def _after_quiet(self, cand: _Candidate) -> bool:
+        """Whether ``cand`` is evident (``_evident``) and sent an end of session after the
+        followed session's last: a stray seen while the feed went on is no next session."""
+        last = self._last_live
+        return _evident(cand) and (last is None or cand.end_at > last)
+
+    def _bare(self) -> bool:
+        """Whether the followed session was followed on its heartbeats and ends alone and
+        nothing of its data came (live or from a server) while nothing of it is asked for
+        with attempts left: a session that carries data is then followed instead (a
+        forger's heartbeats or ends cannot hold the receiver; an honest server answers
+        the first attempts at a real session's numbers)."""
+        mark = self._bare_mark
+        if mark is None or self._data_top or self._delivered != mark or self._held:
+            return False
+        if self._requests:
+            return False
+        limit = self.config.max_request_attempts
+        return all(seg.attempts >= limit for seg in self._segs)
 
     def _finishing(self, now: float) -> bool:
         """Whether the followed session is over (its end believed, or silent for
@@ -1805,8 +2032,10 @@ class ReceiverCore:
         self._held.clear()
         self._held_bytes = 0
         self._eos_claim = None
+        self._eos_rival = None
         if self._session_raw is not None:
-            self._past[self._session_raw] = None
+            left = self._eos if self._eos is not None else max(self._expected, self._horizon)
+            self._past[self._session_raw] = (left, {})
             while len(self._past) > _MAX_PAST_SESSIONS:
                 del self._past[next(iter(self._past))]
         cand = self._cands.pop(session_raw)
@@ -1822,8 +2051,7 @@ class ReceiverCore:
                 if 0 < count < END_OF_SESSION:
                     start = seq
                     break
-        if self._stale and self._last_live is not None:  # the old one went stale meanwhile
-            self._events.append(FeedResumed(now - self._last_live))
+        # (a stale feed stays stale: no datagram arrived; the next one says FeedResumed)
         if old:
             self._first = self._expected = self._horizon = start
             self._started = True
@@ -1833,12 +2061,20 @@ class ReceiverCore:
         self._data_top = 0
         self._wit_top = 0
         self._ended = False
-        self._stale = False
+        self._bare_mark = None if cand.carries else self._delivered
         self._reported.clear()
         self._lost.clear()
         self._last_live = cand.last_at
         for data, source, _at, addr in cand.datagrams:
             self._receive_slow(data, source, now, addr, counted=True)
+        claim = self._eos_claim
+        if claim is not None and cand.last_at < claim.at:
+            # the quiet after its end began with the session's last datagram, not now: a
+            # session that repeated its end and fell silent while it waited ends as one
+            # followed all along would (not left on staleness before its end is believed)
+            claim.at = cand.last_at
+            if claim.at + self.config.end_confirm <= now:
+                self._settle_end(claim, now)  # quiet long enough already
         self._kept_end(cand, now)
         # drop the rest of a session now left behind, and all others when none is followed
         keep = self.config.follow_session_changes and not self._pinned
@@ -1959,6 +2195,8 @@ class ReceiverCore:
                         seg.avoid,
                         wit0=seg.wit0,
                         parks=seg.parks,
+                        fan=seg.fan,
+                        lead=seg.lead,
                     )
                     seg.end = a
                     segs.insert(i + 1, right)
@@ -1967,6 +2205,11 @@ class ReceiverCore:
                         if seg.parks:  # woken with it
                             self._tie += 1
                             heappush(self._parked, (right.wit0, self._tie, right))
+                    elif seg.req_seq == _WAITING:  # waits for a slot with it
+                        self._tie += 1
+                        heappush(self._slot_wait, (right.start, self._tie, right))
+                        if seg.lead is not None:
+                            seg.lead.waiting.append(right)
                     i += 2
                 else:
                     seg.end = a
@@ -1980,11 +2223,19 @@ class ReceiverCore:
                 del segs[i]
         return filled
 
-    def _on_answer(self, seq: int, addr: Address | None, now: float, progress: bool) -> None:
-        """A re-request answer starting at ``seq`` came: credit its server; when it brought
-        something new (``progress``), finish its request and ask for the rest at once. One
-        that brought nothing (a server whose store lags) leaves the request to time out."""
+    def _on_answer(
+        self, seq: int, addr: Address | None, now: float, progress: bool, count: int = 0
+    ) -> None:
+        """A re-request answer of ``count`` messages starting at ``seq`` came: credit its
+        server; when it brought something new (``progress``), finish its request and ask
+        for the rest at once (a partial answer: in pieces once the feed passed the range,
+        see :meth:`_pump`). One that brought nothing (a server whose store lags) leaves
+        the request to time out."""
         req = self._requests.get(seq)
+        partial = req is not None and 0 < count < req.count
+        if partial:  # what one datagram carries: the size of the pieces (see _pump)
+            fit = self._fit
+            self._fit = count if count >= fit else fit - (fit - count + 3) // 4
         server = self._by_addr.get(addr) if addr is not None else None
         if server is None and req is not None:
             server = req.servers[0]
@@ -1994,9 +2245,13 @@ class ReceiverCore:
             if server.disabled:
                 server.disabled = False
                 self._events.append(ServerEnabled(server.addr))
-        if req is None or not progress:
+        if req is None or (not progress and self._awaited(seq, req)):
             return
+        # something new came, or nothing it asked for is missing any more (another
+        # answer, e.g. a piece's that reached on, or a line brought it): it is done
         del self._requests[seq]
+        if req.lead is not None:
+            self._free_lead(req.lead, now)
         if self._eos_claim is not None and not self._segs:
             self._chase_end(now)
         if req.deadline <= self._next_deadline:
@@ -2013,8 +2268,22 @@ class ReceiverCore:
                 seg.req_seq = -1
                 seg.attempts = 0
                 seg.avoid = ()
+                seg.fan = seg.fan or partial
                 self._schedule(seg, now)
             i += 1
+        if self._slot_wait and req.piece:
+            self._release_slots(now)
+
+    def _awaited(self, seq: int, req: _Request) -> bool:
+        """Whether part of what the request at ``seq`` asked for is still missing and
+        waits for it (its answer or its timeout)."""
+        segs = self._segs
+        i = max(bisect_right(segs, seq, key=_start_of) - 1, 0)
+        while i < len(segs) and (segs[i].start < req.end or segs[i].req_seq == seq):
+            if segs[i].req_seq == seq:
+                return True
+            i += 1
+        return False
 
     def _drain(self) -> None:
         """Deliver what is held from ``expected`` on and pass over ranges given up."""
@@ -2125,7 +2394,9 @@ class ReceiverCore:
 
     # ------------------------------------------------------------------ requests
 
-    def _choose(self, now: float, avoid: tuple[_Server, ...]) -> list[_Server]:
+    def _choose(
+        self, now: float, avoid: tuple[_Server, ...], spread: bool = False
+    ) -> list[_Server]:
         """The servers to send a request to.
 
         Servers in rotation (else those out of it that are due for another try, else those
@@ -2134,7 +2405,9 @@ class ReceiverCore:
         Those with nothing unanswered since their last answer come first, then those never
         tried, then by how many requests they left unanswered; equals take turns. A retry
         when no server is known to answer goes to every other candidate at once, so one
-        dead server costs at most one request timeout.
+        dead server costs at most one request timeout. The pieces of a large gap
+        (``spread``) take turns over the servers that answer and those never tried: a
+        dead one costs one piece's timeout, and the piece is asked again elsewhere.
         """
         servers = self._servers
         usable = [s for s in servers if not s.disabled]
@@ -2149,7 +2422,7 @@ class ReceiverCore:
         pool = [s for s in usable if s not in avoid] if avoid else usable
         if not pool:
             pool = usable
-        good = [s for s in pool if s.answers and not s.failures]
+        good = [s for s in pool if (s.answers or spread) and not s.failures]
         if not good and not avoid:
             least = min(s.failures for s in pool)
             good = [s for s in pool if s.failures == least]
@@ -2180,8 +2453,48 @@ class ReceiverCore:
     def _index(self, seg: _Segment) -> int:
         return bisect_left(self._segs, seg.start, key=_start_of)
 
+    def _free_lead(self, lead: _Lead, now: float) -> None:
+        """A gap's lead request ended: the lowest of its pieces waiting for a slot, if
+        any, is due now (it takes the lead)."""
+        lead.busy = False
+        if lead.waiting:
+            live = [s for s in lead.waiting if s.req_seq == _WAITING and s.due is None]
+            if live:
+                seg = min(live, key=_start_of)
+                live.remove(seg)
+                if seg.alive:
+                    seg.req_seq = -1
+                    self._schedule(seg, now)
+            lead.waiting = [s for s in live if s.alive]
+
+    def _release_slots(self, now: float) -> None:
+        """Pieces waiting for a slot (see :meth:`_pump`): as many as there are free
+        slots are due now, the lowest-numbered first."""
+        waiting = self._slot_wait
+        free = self.config.max_pieces_in_flight - sum(r.piece for r in self._requests.values())
+        while waiting and free > 0:
+            seg = heappop(waiting)[2]
+            if seg.alive and seg.req_seq == _WAITING and seg.due is None:
+                seg.req_seq = -1
+                self._schedule(seg, now)
+                free -= 1
+
     def _pump(self, now: float) -> None:
-        """Send the requests that are due, within the in-flight bound."""
+        """Send the requests that are due, within the in-flight bounds.
+
+        A gap the feed has passed is asked for in pieces once an answer to it came back
+        partial (``_Segment.fan``): pieces of what one answer carried (``_fit``, a little
+        less, so that answers overlap rather than leave holes), each asking on to the end
+        of its gap (at most ``max_messages_per_request``: its answer carries what fits
+        and shows how much that is), each a segment of its own (its own timeout, attempts,
+        backoff and server). Each gap (up to ``max_messages_per_request``: a passed one is
+        cut there first) keeps one request in flight outside the bound (its
+        :class:`_Lead`, handed on when that request ends); beyond it, at most
+        ``max_pieces_in_flight`` piece requests per core. A piece with no free slot waits
+        in ``_slot_wait`` and its lead's list (no entry in the due heap, ``req_seq``
+        :data:`_WAITING`) until a piece's request or its lead's ends. Gaps not passed are never cut
+        into pieces: numbers nothing real has reached cost one bounded request at a time.
+        """
         cfg = self.config
         heap = self._due
         limit = cfg.max_requests_in_flight
@@ -2189,6 +2502,12 @@ class ReceiverCore:
         session_raw = self._session_raw
         if session_raw is None:
             return
+        fit = self._fit
+        whole = min(fit, most) if fit else most  # what one answer carries
+        piece = max(whole - whole // 8, 1)  # a piece: a little less
+        slots = -1  # free piece slots, counted when first needed
+        if self._slot_wait:
+            self._release_slots(now)
         while heap and heap[0][0] <= now:
             due, _, seg = heap[0]
             if not seg.alive or seg.due != due:
@@ -2196,9 +2515,27 @@ class ReceiverCore:
                 continue
             if len(self._requests) >= limit:
                 break
-            heappop(heap)
             passed = self._wit - seg.wit0 >= _WITNESSES
-            servers = self._choose(now, seg.avoid)
+            lead = seg.lead
+            if lead is None:
+                lead = seg.lead = _Lead()
+            fan = passed and seg.fan
+            is_piece = fan and lead.busy
+            if is_piece:
+                if slots < 0:
+                    slots = cfg.max_pieces_in_flight - sum(
+                        r.piece for r in self._requests.values()
+                    )
+                if slots <= 0:  # wait for a piece's request to end
+                    heappop(heap)
+                    seg.due = None
+                    seg.req_seq = _WAITING
+                    self._tie += 1
+                    heappush(self._slot_wait, (seg.start, self._tie, seg))
+                    lead.waiting.append(seg)
+                    continue
+            heappop(heap)
+            servers = self._choose(now, seg.avoid, spread=fan)
             if not servers:
                 give_up_at = seg.detected + cfg.loss_grace
                 if now >= give_up_at and passed:
@@ -2214,21 +2551,41 @@ class ReceiverCore:
                 continue
             if seg.attempts >= cfg.max_request_attempts and passed:
                 seg.attempts = 0  # out of attempts while not yet passed: fresh ones now
-            end = seg.end
+            end = ask = seg.end
             if end - seg.start > most:
-                if passed:
+                if passed:  # a gap of its own from there (its own lead and pieces)
                     rest = _Segment(seg.start + most, seg.end, seg.detected, wit0=seg.wit0)
                     seg.end = seg.start + most
                     self._segs.insert(self._index(seg) + 1, rest)
                     self._schedule(rest, due)
-                end = seg.start + most  # not passed: only its front is asked for
-            count = end - seg.start
+                end = ask = seg.start + most  # not passed: only its front is asked for
+            if fan and end - seg.start > whole:  # a piece off its front; the rest waits
+                rest = _Segment(  # with the attempts its numbers went unanswered so far
+                    seg.start + piece,
+                    end,
+                    seg.detected,
+                    seg.attempts,
+                    wit0=seg.wit0,
+                    own_attempts=seg.own_attempts,
+                    fan=True,
+                    lead=lead,
+                )
+                seg.end = end = seg.start + piece
+                self._segs.insert(self._index(seg) + 1, rest)
+                self._schedule(rest, due)
+            count = ask - seg.start
             seg.attempts += 1
             seg.own_attempts += 1
             seg.due = None
             seg.req_seq = seg.start
             deadline = now + self._timeout_for(seg.attempts)
-            self._requests[seg.start] = _Request(end, tuple(servers), deadline, passed)
+            holds = not lead.busy
+            lead.busy = True
+            self._requests[seg.start] = _Request(
+                end, tuple(servers), deadline, passed, count, is_piece, lead if holds else None
+            )
+            if is_piece:
+                slots -= 1
             if deadline < self._next_deadline:
                 self._next_deadline = deadline
             request = HEADER.pack(session_raw, seg.start, count)
@@ -2242,6 +2599,8 @@ class ReceiverCore:
         cfg = self.config
         for seq in expired:
             req = self._requests.pop(seq)
+            if req.lead is not None:
+                self._free_lead(req.lead, now)
             for server in req.servers:
                 server.timeouts += 1
                 if not req.counted:
@@ -2261,7 +2620,16 @@ class ReceiverCore:
                     seg.req_seq = -1
                     passed = self._wit - seg.wit0 >= _WITNESSES
                     if passed and seg.own_attempts >= cfg.max_request_attempts:
-                        self._segs_give_up(i, i + 1, LOST_ATTEMPTS_EXHAUSTED)
+                        # with it, the pieces of its gap right behind it (as one range
+                        # asked for from its front is lost when the front runs out)
+                        j = i + 1
+                        while (
+                            j < len(segs)
+                            and segs[j].start == segs[j - 1].end
+                            and segs[j].lead is seg.lead
+                        ):
+                            j += 1
+                        self._segs_give_up(i, j, LOST_ATTEMPTS_EXHAUSTED)
                         continue
                     if seg.attempts >= cfg.max_request_attempts and not passed:
                         # not passed by the feed: not yet arrived; asked again once it is,
@@ -2277,6 +2645,8 @@ class ReceiverCore:
                     self._schedule(seg, now)
                 i += 1
         self._next_deadline = min((r.deadline for r in self._requests.values()), default=_INF)
+        if self._slot_wait:
+            self._release_slots(now)
 
     def _refresh(self, now: float) -> None:
         """Recompute the protocol timer and whether the fast path may be taken."""
