@@ -930,3 +930,71 @@ def test_random_mix_of_servers_with_one_honest(seed: int) -> None:
     pieces = rng.choice([1, 3, 8, 50])
     run = simulate([feed], [honest, *others], 600.0, seed=seed, max_pieces_in_flight=pieces, **FAST)
     assert_clean(run, count=count)
+
+
+# -- real sockets -----------------------------------------------------------------------
+
+
+def test_sync_client_recovers_a_large_gap_from_the_real_server_on_loopback() -> None:
+    """The blocking client on 127.0.0.1 against the project's RerequestServer: 10 live
+    messages, 60,000 lost on the line, 200 more live, the end repeated: every message
+    arrives once and in order, the session ends, nothing is reported lost."""
+    import socket
+
+    from moldudp64.events import SessionEnded as Ended
+    from moldudp64.net import open_unicast_socket
+    from moldudp64.store import MemoryStore
+    from moldudp64.sync.client import MoldUDP64
+    from moldudp64.sync.server import RerequestServer
+
+    gap, before, after = 60_000, 10, 200
+    total = before + gap + after
+    messages = [(b"real-%07d" % n).ljust(28, b".") for n in range(1, total + 1)]
+    store = MemoryStore()
+    store.extend(messages)
+    line = open_unicast_socket(("127.0.0.1", 0), rcvbuf=4 << 20)
+    rereq = open_unicast_socket(("127.0.0.1", 0))
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with RerequestServer(S, store, rate_limit=None) as server:
+        client = MoldUDP64(
+            ("239.192.7.9", 30009),
+            rerequest_server_addrs=[server.address],
+            receiver_options={
+                "request_timeout": 0.02,
+                "max_request_timeout": 0.1,
+                "end_confirm": 0.3,
+            },
+        )
+        client.open_with_sockets(line, rereq)
+        try:
+            dest = line.getsockname()
+            for first in range(1, before + 1, 5):
+                tx.sendto(build_packet(S, first, messages[first - 1 : first + 4]), dest)
+            for first in range(before + gap + 1, total + 1, 5):
+                tx.sendto(build_packet(S, first, messages[first - 1 : first + 4]), dest)
+            for _ in range(3):
+                tx.sendto(build_end_of_session(S, total + 1), dest)
+            got: list[bytes] = []
+            lost: list[MessagesLost] = []
+            ended = False
+            deadline = time.monotonic() + 20
+            for event in client.events(timeout=10):
+                if isinstance(event, MessagesDelivered):
+                    assert event.seq_num == len(got) + 1
+                    got.extend(bytes(m) for m in event.messages)
+                elif isinstance(event, MessagesLost):
+                    lost.append(event)
+                elif isinstance(event, Ended):
+                    ended = True
+                if time.monotonic() > deadline:
+                    break
+                if len(got) == total and not ended:
+                    # the end was sent long ago: repeat it as a publisher would
+                    tx.sendto(build_end_of_session(S, total + 1), dest)
+            assert not lost, lost[:3]
+            assert got == messages
+            assert ended
+            assert client.stats.requests_sent > 100  # about 1,300 answers of ~45 messages
+        finally:
+            client.close()
+            tx.close()
