@@ -998,3 +998,65 @@ def test_sync_client_recovers_a_large_gap_from_the_real_server_on_loopback() -> 
         finally:
             client.close()
             tx.close()
+
+
+def test_asyncio_client_recovers_a_large_gap_from_the_real_server_on_loopback() -> None:
+    """The same over the asyncio client (no thread): 40,000 lost on the line, recovered
+    whole from the real RerequestServer, the session ends, nothing reported lost."""
+    import asyncio
+    import socket
+
+    from moldudp64.asyncio import AsyncMoldUDP64
+    from moldudp64.net import open_unicast_socket
+    from moldudp64.store import MemoryStore
+    from moldudp64.sync.server import RerequestServer
+
+    gap, before, after = 40_000, 10, 200
+    total = before + gap + after
+    messages = [(b"async-%07d" % n).ljust(31, b"-") for n in range(1, total + 1)]
+    store = MemoryStore()
+    store.extend(messages)
+
+    async def main(server_addr: tuple[str, int]) -> tuple[list[bytes], int, bool]:
+        line = open_unicast_socket(("127.0.0.1", 0), rcvbuf=4 << 20)
+        rereq = open_unicast_socket(("127.0.0.1", 0))
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client = AsyncMoldUDP64(
+            ("239.192.7.9", 30009),
+            rerequest_server_addrs=[server_addr],
+            receiver_options={
+                "request_timeout": 0.02,
+                "max_request_timeout": 0.1,
+                "end_confirm": 0.3,
+            },
+        )
+        await client.open_with_sockets(line, rereq)
+        got: list[bytes] = []
+        lost = 0
+        ended = False
+        try:
+            dest = line.getsockname()
+            for first in [*range(1, before + 1, 5), *range(before + gap + 1, total + 1, 5)]:
+                tx.sendto(build_packet(S, first, messages[first - 1 : first + 4]), dest)
+            for _ in range(3):
+                tx.sendto(build_end_of_session(S, total + 1), dest)
+            async for event in client.events(timeout=10):
+                if isinstance(event, MessagesDelivered):
+                    assert event.seq_num == len(got) + 1
+                    got.extend(bytes(m) for m in event.messages)
+                elif isinstance(event, MessagesLost):
+                    lost += event.last_seq - event.first_seq + 1
+                elif isinstance(event, SessionEnded):
+                    ended = True
+                if len(got) == total and not ended:
+                    tx.sendto(build_end_of_session(S, total + 1), dest)
+        finally:
+            await client.close()
+            tx.close()
+        return got, lost, ended
+
+    with RerequestServer(S, store, rate_limit=None) as server:
+        got, lost, ended = asyncio.run(asyncio.wait_for(main(server.address), 30))
+    assert lost == 0
+    assert got == messages
+    assert ended
