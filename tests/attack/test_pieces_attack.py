@@ -410,6 +410,24 @@ def test_front_of_a_large_gap_is_not_starved() -> None:
 
 @pytest.mark.xfail(
     strict=True,
+    reason="found by attack-pieces: with 32 or more windows of a passed gap open, pieces "
+    "get no slot at all: requests in flight peak at 32 (max_requests_in_flight) for gaps of "
+    "40,000 and 100,000 (5,000: 13 = 5 + 8; 20,000: 28 = 20 + 8); the README/config promise "
+    "max_pieces_in_flight more beyond each gap's own request (the front's remainder then "
+    "waits for a piece slot: see the starvation xfail)",
+)
+def test_pieces_run_beside_many_gaps_own_requests() -> None:
+    """A 100,000-message gap the feed passed (98 windows of 1,024), answers of 20: the
+    windows' own requests (up to max_requests_in_flight) and pieces on top of them."""
+    feed, count = gap_feed(100_000)
+    srv = Server(A1, feed, cap=lambda k: 20)
+    run = simulate([feed], [srv], 600.0, **FAST)
+    assert_clean(run, count=count)
+    assert run.peak_in_flight > run.cfg.max_requests_in_flight, run.peak_in_flight
+
+
+@pytest.mark.xfail(
+    strict=True,
     reason="found by attack-pieces: one lossless server (answers of 20, 2 ms), a gap of "
     "600,000: the held packets reach the 50,000 cap and 2,494 messages the server holds "
     "are reported lost ('held-packet limit exceeded'); main: none lost, peak 29,824 held",
