@@ -454,6 +454,8 @@ def test_out_of_order_duplicate_answers(seed: int) -> None:
     )
     run = simulate([feed], [srv], 600.0, seed=seed, **FAST)
     assert_clean(run, count=count)
+    assert run.core.stats.duplicate_packets > 0
+    assert run.peak_in_flight > 2
 
 
 def test_late_answers_after_timeout_of_retried_piece() -> None:
@@ -463,6 +465,9 @@ def test_late_answers_after_timeout_of_retried_piece() -> None:
     srv = Server(A1, feed, cap=lambda k: 25, delay=lambda r: 0.06 + r.random() * 0.04)
     run = simulate([feed], [srv], 600.0, **FAST)
     assert_clean(run, count=count)
+    st = run.core.stats
+    assert st.timeouts[A1] > 0 and st.duplicate_messages > 0  # retried, then answered twice
+    assert run.peak_in_flight > 2
 
 
 def test_server_answers_only_some_pieces_other_server_answers_the_rest() -> None:
@@ -631,20 +636,34 @@ def test_real_end_after_a_big_unpassed_gap_still_ends_the_session() -> None:
     assert_clean(run, count=count)
 
 
+def in_flight_at(t0: float) -> tuple[list[int], Callable[[ReceiverCore, float], None]]:
+    """A watcher: the requests in flight at the first step at or after ``t0`` (when the
+    other session's first datagram arrives)."""
+    seen: list[int] = []
+
+    def watch(core: ReceiverCore, now: float) -> None:
+        if not seen and now >= t0:
+            seen.append(core.stats.requests_in_flight)
+
+    return seen, watch
+
+
 def test_session_switch_while_pieces_in_flight() -> None:
-    """S loses a big gap and ends; T starts right after: S's gap is recovered in full
-    before the switch, T is delivered whole, sessions unmixed."""
+    """S loses a big gap and ends; T starts while S's pieces are in flight: S's gap is
+    recovered in full before the switch, T is delivered whole, sessions unmixed."""
     fs, count_s = gap_feed(20_000)
     ft = Feed(T)
-    t0 = 0.9
+    t0 = 0.3
     for i in range(40):
         ft.send(t0 + i * 0.01, 1 + 5 * i, 5)
     ft.end(t0 + 0.6, 201)
-    s1 = Server(A1, fs, cap=lambda k: 25)
+    s1 = Server(A1, fs, cap=lambda k: 25, delay=lambda r: 0.02)
     s1b = Server(A2, ft, cap=lambda k: 25)
+    seen, watch = in_flight_at(t0)
     # one server per session: route by session (each Server ignores other sessions)
-    run = simulate([fs, ft], [s1, s1b], 600.0, **FAST)
+    run = simulate([fs, ft], [s1, s1b], 600.0, on_step=watch, **FAST)
     assert not run.violations, run.violations[:5]
+    assert seen and seen[0] > 1, seen
     o = outcome(run)
     assert o.delivered[S] == [(1, count_s)], (o.delivered[S][:3], o.lost.get(S))
     assert o.delivered[T] == [(1, 200)]
@@ -661,8 +680,10 @@ def test_session_switch_on_silence_while_pieces_in_flight() -> None:
     ft.end(0.7 + 4.2, 2001)
     s1 = Server(A1, fs, cap=lambda k: 10, delay=lambda r: 0.01)
     s2 = Server(A2, ft, cap=lambda k: 25)
-    run = simulate([fs, ft], [s1, s2], 600.0, stale_after=0.3)
+    seen, watch = in_flight_at(0.7)
+    run = simulate([fs, ft], [s1, s2], 600.0, on_step=watch, stale_after=0.3)
     assert not run.violations, run.violations[:5]
+    assert seen and seen[0] > 1, seen
     o = outcome(run)
     assert o.delivered[S] == [(1, count_s)], (o.delivered[S][:3], o.lost.get(S))
     assert not o.lost.get(T)
