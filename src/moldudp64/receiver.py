@@ -76,7 +76,10 @@ reported lost. Requests are cheap, beliefs are costly:
   about what one answer carried, its own request and up to ``max_pieces_in_flight``
   more at once per core, each with its own attempts (:meth:`ReceiverCore._pump`); a
   piece out of attempts is reported lost with the pieces of its gap right behind it (as
-  a range asked for from its front is). Gaps not passed are never cut into pieces.
+  a range asked for from its front is). Gaps not passed are never cut into pieces. A
+  passed gap is asked for only within a reach past the next number to deliver, lowest
+  numbers first (:meth:`ReceiverCore._reach_end`): what comes back beyond that would
+  only be held.
 - **Time never goes back**: a ``now`` below the last one counts as the last one, and
   later ones move on from there (the step back is kept in ``_skew``).
 - **A session switch needs evidence**: the followed session ended, or it sent nothing
@@ -312,8 +315,9 @@ class ReceiverConfig:
       gaps larger than one answer datagram carries, beyond each gap's own request. A gap
       the feed has passed whose first answer came back partial is asked for in pieces of
       what one answer carried (learned from the answers), this many at once besides its
-      own request, each with its own timeout, attempts and backoff, spread over the
-      servers; the rest of such a gap waits for a free slot.
+      own request (and besides the ``max_requests_in_flight`` gaps' own requests), each
+      with its own timeout, attempts and backoff, spread over the servers; the rest of
+      such a gap waits for a free slot.
     - ``max_held_packets`` 50,000 and ``max_held_bytes`` 64 MiB bound the early packets
       held, in real memory (object overhead counted); past either, the oldest gap is
       reported lost and delivery goes on.
