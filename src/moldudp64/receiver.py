@@ -862,7 +862,7 @@ class ReceiverCore:
             self._pump(now)
             self._drain()
             # delivery moved on (a range given up): what it brought near goes now
-            while self._ahead and self._release_ahead(now, self._reach_end()):
+            while self._ahead and self._release_ahead(now):
                 self._pump(now)
                 self._drain()
         if self._cands:  # the session may have ended above
@@ -2382,15 +2382,20 @@ class ReceiverCore:
     def _index(self, seg: _Segment) -> int:
         return bisect_left(self._segs, seg.start, key=_start_of)
 
-    def _release_ahead(self, now: float, reach: int) -> bool:
+    def _release_ahead(self, now: float) -> bool:
         """Ranges waiting in ``_ahead`` (for a request slot, or for delivery to near
         them): as many as there are own request slots free are due now, the
-        lowest-numbered first (delivery waits on them), up to ``reach``. Whether any
-        was."""
+        lowest-numbered first (delivery waits on them), up to :meth:`_reach_end`.
+        Whether any was."""
         released = False
         ahead = self._ahead
+        if not ahead or ahead[0][0] >= self._reach_end():  # (the cheap check first)
+            return False
+        reach = self._reach_end()
         reqs = self._requests
-        free = self.config.max_requests_in_flight - len(reqs) + sum(r.piece for r in reqs.values())
+        free = self.config.max_requests_in_flight - len(reqs)
+        if self._fit:  # (pieces only once an answer came back partial)
+            free += sum(r.piece for r in reqs.values())
         while ahead and free > 0 and ahead[0][0] < reach:
             seg = heappop(ahead)[2]
             if seg.alive and seg.req_seq == _AHEAD and seg.due is None:
@@ -2414,14 +2419,14 @@ class ReceiverCore:
         rotation (nothing is coming back) there is no bound: each range's attempts run at
         once, so a dead server's gap is reported lost in about one range's attempts per
         ``max_requests_in_flight`` windows."""
-        servers = self._servers
-        if servers and all(s.disabled for s in servers):
-            return _NO_REACH
         cfg = self.config
         most = cfg.max_messages_per_request
         reach = min(cfg.max_held_packets // 2, cfg.max_requests_in_flight * most)
         if self._held_bytes * 2 > cfg.max_held_bytes:
             reach = most
+        servers = self._servers
+        if servers and servers[0].disabled and all(s.disabled for s in servers):
+            return _NO_REACH
         return self._expected + max(reach, most)
 
     def _free_lead(self, lead: _Lead, now: float) -> None:
@@ -2479,10 +2484,12 @@ class ReceiverCore:
         reach = self._reach_end()
         if self._slot_wait:
             self._release_slots(now)
-        slots = cfg.max_pieces_in_flight - sum(r.piece for r in self._requests.values())
+        slots = cfg.max_pieces_in_flight
+        if self._fit:  # (pieces only once an answer came back partial)
+            slots -= sum(r.piece for r in self._requests.values())
         ahead = self._ahead
         if ahead:
-            self._release_ahead(now, reach)
+            self._release_ahead(now)
         while heap and heap[0][0] <= now:
             due, _, seg = heap[0]
             if not seg.alive or seg.due != due:
@@ -2630,7 +2637,7 @@ class ReceiverCore:
         """Recompute the protocol timer and whether the fast path may be taken."""
         timer: float | None = None
         if self._ahead and self._segs:
-            self._release_ahead(now, self._reach_end())
+            self._release_ahead(now)
         if self._requests:
             timer = self._next_deadline
         if self._segs:  # (a range due with no slot free goes to _ahead when pumped)
