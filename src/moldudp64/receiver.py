@@ -2389,13 +2389,13 @@ class ReceiverCore:
         Whether any was."""
         released = False
         ahead = self._ahead
-        if not ahead or ahead[0][0] >= self._reach_end():  # (the cheap check first)
-            return False
-        reach = self._reach_end()
         reqs = self._requests
         free = self.config.max_requests_in_flight - len(reqs)
         if self._fit:  # (pieces only once an answer came back partial)
             free += sum(r.piece for r in reqs.values())
+        if free <= 0 or not ahead:  # (the cheap checks first)
+            return False
+        reach = self._reach_end()
         while ahead and free > 0 and ahead[0][0] < reach:
             seg = heappop(ahead)[2]
             if seg.alive and seg.req_seq == _AHEAD and seg.due is None:
