@@ -206,7 +206,7 @@ def _brute_timer(c: ReceiverCore) -> float | None:
     timer: float | None = None
     if c._requests:
         timer = min(req.deadline for req in c._requests.values())
-    if c._segs and len(c._requests) < c.config.max_requests_in_flight:
+    if c._segs:  # a range due with no request slot free waits in _ahead once pumped
         for seg in c._segs:
             if seg.due is not None and (timer is None or seg.due < timer):
                 timer = seg.due

@@ -76,7 +76,10 @@ reported lost. Requests are cheap, beliefs are costly:
   about what one answer carried, its own request and up to ``max_pieces_in_flight``
   more at once per core, each with its own attempts (:meth:`ReceiverCore._pump`); a
   piece out of attempts is reported lost with the pieces of its gap right behind it (as
-  a range asked for from its front is). Gaps not passed are never cut into pieces.
+  a range asked for from its front is). Gaps not passed are never cut into pieces. A
+  passed gap is asked for only within a reach past the next number to deliver, lowest
+  numbers first (:meth:`ReceiverCore._reach_end`): what comes back beyond that would
+  only be held.
 - **Time never goes back**: a ``now`` below the last one counts as the last one, and
   later ones move on from there (the step back is kept in ``_skew``).
 - **A session switch needs evidence**: the followed session ended, or it sent nothing
@@ -249,6 +252,11 @@ _AFTER_END_MAX_WAIT = 1.0
 _MAX_FANOUT = 8
 #: ``_Segment.req_seq`` of a piece waiting for one of the ``max_pieces_in_flight`` slots.
 _WAITING = -2
+#: ``_Segment.req_seq`` of a range of a passed gap beyond the reach (see
+#: :meth:`ReceiverCore._reach`): asked for once delivery comes near it.
+_AHEAD = -3
+#: :meth:`ReceiverCore._reach_end` with every server out of rotation.
+_NO_REACH = 1 << 64
 #: Real memory of a held message beyond its bytes: the bytes object's header (33 bytes,
 #: rounded up to the allocator's 16) and its list slot, over-allocation included.
 _MSG_OVERHEAD = 64
@@ -312,8 +320,9 @@ class ReceiverConfig:
       gaps larger than one answer datagram carries, beyond each gap's own request. A gap
       the feed has passed whose first answer came back partial is asked for in pieces of
       what one answer carried (learned from the answers), this many at once besides its
-      own request, each with its own timeout, attempts and backoff, spread over the
-      servers; the rest of such a gap waits for a free slot.
+      own request (and besides the ``max_requests_in_flight`` gaps' own requests), each
+      with its own timeout, attempts and backoff, spread over the servers; the rest of
+      such a gap waits for a free slot.
     - ``max_held_packets`` 50,000 and ``max_held_bytes`` 64 MiB bound the early packets
       held, in real memory (object overhead counted); past either, the oldest gap is
       reported lost and delivery goes on.
@@ -710,6 +719,8 @@ class ReceiverCore:
         self._requests: dict[int, _Request] = {}
         #: ``(start, tie, segment)`` for the pieces waiting for a slot (see _pump).
         self._slot_wait: list[tuple[int, int, _Segment]] = []
+        #: ``(start, tie, segment)`` for the ranges of passed gaps beyond the reach.
+        self._ahead: list[tuple[int, int, _Segment]] = []
         #: Messages one answer datagram carried (partial answers, smoothed; 0: unknown).
         self._fit = 0
         self._next_deadline = _INF
@@ -882,6 +893,10 @@ class ReceiverCore:
             self._enforce_held_bound()
             self._pump(now)
             self._drain()
+            # delivery moved on (a range given up): what it brought near goes now
+            while self._ahead and self._release_ahead(now):
+                self._pump(now)
+                self._drain()
         if self._cands:  # the session may have ended above
             session = self._session_raw
             self._consider_switch(now)
@@ -2205,6 +2220,9 @@ class ReceiverCore:
                         if seg.parks:  # woken with it
                             self._tie += 1
                             heappush(self._parked, (right.wit0, self._tie, right))
+                    elif seg.req_seq == _AHEAD:  # waits for delivery to near it
+                        self._tie += 1
+                        heappush(self._ahead, (right.start, self._tie, right))
                     elif seg.req_seq == _WAITING:  # waits for a slot with it
                         self._tie += 1
                         heappush(self._slot_wait, (right.start, self._tie, right))
@@ -2453,6 +2471,53 @@ class ReceiverCore:
     def _index(self, seg: _Segment) -> int:
         return bisect_left(self._segs, seg.start, key=_start_of)
 
+    def _release_ahead(self, now: float) -> bool:
+        """Ranges waiting in ``_ahead`` (for a request slot, or for delivery to near
+        them): as many as there are own request slots free are due now, the
+        lowest-numbered first (delivery waits on them), up to :meth:`_reach_end`.
+        Whether any was."""
+        released = False
+        ahead = self._ahead
+        reqs = self._requests
+        free = self.config.max_requests_in_flight - len(reqs)
+        if self._fit:  # (pieces only once an answer came back partial)
+            free += sum(r.piece for r in reqs.values())
+        if free <= 0 or not ahead:  # (the cheap checks first)
+            return False
+        reach = self._reach_end()
+        while ahead and free > 0 and ahead[0][0] < reach:
+            seg = heappop(ahead)[2]
+            if seg.alive and seg.req_seq == _AHEAD and seg.due is None:
+                if seg.start >= reach:  # its front filled since: keyed anew
+                    self._tie += 1
+                    heappush(ahead, (seg.start, self._tie, seg))
+                    continue
+                seg.req_seq = -1
+                self._schedule(seg, now)
+                free -= 1
+                released = True
+        return released
+
+    def _reach_end(self) -> int:
+        """Up to where the ranges of a passed gap are asked for: delivery is gated by the
+        lowest missing numbers, and whatever comes back beyond them is held until they
+        come, so requests stay within what the held bounds can keep (half of
+        ``max_held_packets`` past the next number to deliver, one request's worth when
+        the held bytes pass half of ``max_held_bytes``) and within what
+        ``max_requests_in_flight`` gaps' own requests cover. With every server out of
+        rotation (nothing is coming back) there is no bound: each range's attempts run at
+        once, so a dead server's gap is reported lost in about one range's attempts per
+        ``max_requests_in_flight`` windows."""
+        cfg = self.config
+        most = cfg.max_messages_per_request
+        reach = min(cfg.max_held_packets // 2, cfg.max_requests_in_flight * most)
+        if self._held_bytes * 2 > cfg.max_held_bytes:
+            reach = most
+        servers = self._servers
+        if servers and servers[0].disabled and all(s.disabled for s in servers):
+            return _NO_REACH
+        return self._expected + max(reach, most)
+
     def _free_lead(self, lead: _Lead, now: float) -> None:
         """A gap's lead request ended: the lowest of its pieces waiting for a slot, if
         any, is due now (it takes the lead)."""
@@ -2505,35 +2570,44 @@ class ReceiverCore:
         fit = self._fit
         whole = min(fit, most) if fit else most  # what one answer carries
         piece = max(whole - whole // 8, 1)  # a piece: a little less
-        slots = -1  # free piece slots, counted when first needed
+        reach = self._reach_end()
         if self._slot_wait:
             self._release_slots(now)
+        slots = cfg.max_pieces_in_flight
+        if self._fit:  # (pieces only once an answer came back partial)
+            slots -= sum(r.piece for r in self._requests.values())
+        ahead = self._ahead
+        if ahead:
+            self._release_ahead(now)
         while heap and heap[0][0] <= now:
             due, _, seg = heap[0]
             if not seg.alive or seg.due != due:
                 heappop(heap)
                 continue
-            if len(self._requests) >= limit:
-                break
             passed = self._wit - seg.wit0 >= _WITNESSES
             lead = seg.lead
             if lead is None:
                 lead = seg.lead = _Lead()
             fan = passed and seg.fan
             is_piece = fan and lead.busy
-            if is_piece:
-                if slots < 0:
-                    slots = cfg.max_pieces_in_flight - sum(
-                        r.piece for r in self._requests.values()
-                    )
-                if slots <= 0:  # wait for a piece's request to end
-                    heappop(heap)
-                    seg.due = None
-                    seg.req_seq = _WAITING
-                    self._tie += 1
-                    heappush(self._slot_wait, (seg.start, self._tie, seg))
-                    lead.waiting.append(seg)
-                    continue
+            if not is_piece and (
+                (passed and seg.start >= reach)  # far ahead of delivery: not yet
+                or len(self._requests) - (cfg.max_pieces_in_flight - slots) >= limit
+            ):  # (the pieces' slots come on top of the gaps' own requests)
+                heappop(heap)
+                seg.due = None
+                seg.req_seq = _AHEAD
+                self._tie += 1
+                heappush(ahead, (seg.start, self._tie, seg))
+                continue
+            if is_piece and slots <= 0:  # wait for a piece's request to end
+                heappop(heap)
+                seg.due = None
+                seg.req_seq = _WAITING
+                self._tie += 1
+                heappush(self._slot_wait, (seg.start, self._tie, seg))
+                lead.waiting.append(seg)
+                continue
             heappop(heap)
             servers = self._choose(now, seg.avoid, spread=fan)
             if not servers:
@@ -2651,9 +2725,11 @@ class ReceiverCore:
     def _refresh(self, now: float) -> None:
         """Recompute the protocol timer and whether the fast path may be taken."""
         timer: float | None = None
+        if self._ahead and self._segs:
+            self._release_ahead(now)
         if self._requests:
             timer = self._next_deadline
-        if self._segs and len(self._requests) < self.config.max_requests_in_flight:
+        if self._segs:  # (a range due with no slot free goes to _ahead when pumped)
             heap = self._due
             while heap and (not heap[0][2].alive or heap[0][2].due != heap[0][0]):
                 heappop(heap)
@@ -2661,6 +2737,7 @@ class ReceiverCore:
                 timer = heap[0][0]
         elif not self._segs:
             self._due.clear()
+            self._ahead.clear()
         self._timer = timer
         self._fast_seq = (
             self._expected
