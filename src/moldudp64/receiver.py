@@ -74,11 +74,11 @@ reported lost. Requests are cheap, beliefs are costly:
 - **A large gap is fetched in pieces.** Once an answer for a gap the feed has passed
   comes back partial (a datagram holds what fits), the rest is asked for in pieces of
   about what one answer carried, its own request and up to ``max_pieces_in_flight``
-  more at once per core, each with its own attempts (:meth:`ReceiverCore._pump`); a
+  more at once per core, each with its own attempts (``ReceiverCore._pump``); a
   piece out of attempts is reported lost with the pieces of its gap right behind it (as
   a range asked for from its front is). Gaps not passed are never cut into pieces. A
   passed gap is asked for only within a reach past the next number to deliver, lowest
-  numbers first (:meth:`ReceiverCore._reach_end`): what comes back beyond that would
+  numbers first (``ReceiverCore._reach_end``): what comes back beyond that would
   only be held.
 - **Time never goes back**: a ``now`` below the last one counts as the last one, and
   later ones move on from there (the step back is kept in ``_skew``).
@@ -253,9 +253,9 @@ _MAX_FANOUT = 8
 #: ``_Segment.req_seq`` of a piece waiting for one of the ``max_pieces_in_flight`` slots.
 _WAITING = -2
 #: ``_Segment.req_seq`` of a range of a passed gap beyond the reach (see
-#: :meth:`ReceiverCore._reach`): asked for once delivery comes near it.
+#: ``ReceiverCore._reach``): asked for once delivery comes near it.
 _AHEAD = -3
-#: :meth:`ReceiverCore._reach_end` with every server out of rotation.
+#: ``ReceiverCore._reach_end`` with every server out of rotation.
 _NO_REACH = 1 << 64
 #: Real memory of a held message beyond its bytes: the bytes object's header (33 bytes,
 #: rounded up to the allocator's 16) and its list slot, over-allocation included.
@@ -497,7 +497,7 @@ class ReceiverStats:
 class _Lead:
     """The one request a gap (up to ``max_messages_per_request``) keeps in flight
     outside the ``max_pieces_in_flight`` bound, shared by the pieces cut from it: while
-    one of them holds it, another of them is a piece (see :meth:`ReceiverCore._pump`)."""
+    one of them holds it, another of them is a piece (see ``ReceiverCore._pump``)."""
 
     busy: bool = False
     #: Its segments waiting for a slot (see ``ReceiverCore._slot_wait``), some stale.
@@ -528,7 +528,7 @@ class _Segment:
     #: for the front of a forged heartbeat's phantom range, could not reach it).
     own_attempts: int = 0
     #: A server answered part of it (a partial answer): once the feed has passed it, the
-    #: rest may be asked for in pieces, several at once (see :meth:`ReceiverCore._pump`).
+    #: rest may be asked for in pieces, several at once (see ``ReceiverCore._pump``).
     #: A piece out of attempts takes the pieces of its gap right behind it along (as a
     #: range asked for from its front is lost when the front runs out): a server that
     #: stopped answering, or numbers nothing real reached, cost one piece's attempts.
@@ -609,7 +609,7 @@ class _Candidate:
     first_at: float = 0.0
     #: Whether it carried data (one that did goes before one seen only through its ends).
     carries: bool = False
-    #: Whether it sent an end of session (see :meth:`ReceiverCore._consider_switch`).
+    #: Whether it sent an end of session (see ``ReceiverCore._consider_switch``).
     ends: bool = False
     #: Distinct ends of session it sent (heartbeats never count), and when the last came.
     end_count: int = 0
