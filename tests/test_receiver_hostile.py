@@ -537,6 +537,20 @@ def tiling(events: list[Event], session: str) -> tuple[dict[int, bytes], set[int
         ("data", "FORGED0001", "next", 0, 1, "A", 1),
     ],
 )
+# a hunt example (5,000 random examples): the switch to a session followed on its two
+# forged datagrams, at the end of a timer call, left the stale timer due after the call
+@example(
+    seed=0,
+    drop=0.0,
+    line_b=False,
+    sizes=[1],
+    forgeries=[
+        ("data", "SESSION001", "next", 0, 1, "A", 0),
+        ("data", "SESSION001", "next", 0, 1, "A", 2),
+        ("data", "FORGED0001", "next", 0, 1, "A", 1),
+        ("end_of_session", "FORGED0001", "next", 0, 1, "A", 0),
+    ],
+)
 @given(
     seed=st.integers(0, 2**32 - 1),
     drop=st.floats(0.0, 0.3),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -323,6 +324,19 @@ def test_session_change_recovers_the_old_session_then_follows_the_new_one(
     pause: float,
 ) -> None:
     session_change(seed, drop, reorder, answer_drop, first, second, pause)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known defect, open (hunt, 5,000 random examples): the first session's only data "
+    "packet is lost and its ends are seen 6 ms before the second session's data; the second "
+    "is followed first and the first, seen only through its ends, is recovered after it "
+    "(its message delivered, not lost, but the sessions out of line order)",
+)
+def test_a_first_session_seen_only_through_its_ends_is_delivered_before_the_next() -> None:
+    session_change(
+        seed=1, drop=0.25, reorder=0.28125, answer_drop=0.0, first=[1], second=[1], pause=0.006
+    )
 
 
 def test_an_ended_session_finishes_its_gaps_though_the_next_one_is_live_past_stale_after() -> None:

@@ -535,6 +535,12 @@ class _Segment:
     fan: bool = False
     #: Its gap's lead (shared with the pieces cut from it; made at its first request).
     lead: _Lead | None = None
+    #: Of its ``attempts``, those taken along from the range it was cut off (requests
+    #: that went unanswered before it was a piece of its own): forgiven once an answer
+    #: to its gap brings data (see ``ReceiverCore._on_answer``).
+    inherited: int = 0
+    #: The same for ``own_attempts``.
+    inherited_own: int = 0
 
 
 @dataclass(slots=True)
@@ -553,6 +559,8 @@ class _Request:
     piece: bool = False
     #: The lead it holds (its gap's one request outside that bound), if it does.
     lead: _Lead | None = None
+    #: Its gap's lead, held or not (the pieces cut from the same gap share it).
+    family: _Lead | None = None
 
 
 @dataclass(slots=True)
@@ -873,19 +881,7 @@ class ReceiverCore:
             self._consider_switch(now)
         if self._claims or self._eos_claim is not None:
             self._expire_claims(now)
-        stale_after = self.config.stale_after
-        if (
-            stale_after is not None
-            and self._last_live is not None
-            and not self._stale
-            and not self._ended
-            and not self._quiet_after_end()
-            and max(self._last_live, self._heard) + stale_after <= now  # as get_timer
-        ):
-            # no datagram of the followed session nor of one waiting to be followed
-            self._stale = True
-            self._fast_seq = -1
-            self._events.append(FeedStale(now - max(self._last_live, self._heard)))
+        self._check_stale(now)
         if self._requests or self._segs:
             if self._next_deadline <= now:
                 self._expire_requests(now)
@@ -900,10 +896,28 @@ class ReceiverCore:
         if self._cands:  # the session may have ended above
             session = self._session_raw
             self._consider_switch(now)
-            if self._session_raw != session and self._segs:  # the new one's gaps are due
-                self._pump(now)
-                self._drain()
+            if self._session_raw != session:
+                if self._segs:  # the new one's gaps are due
+                    self._pump(now)
+                    self._drain()
+                self._check_stale(now)  # the new one may be silent already
         self._refresh(now)
+
+    def _check_stale(self, now: float) -> None:
+        """Raise :class:`FeedStale` once no datagram of the followed session nor of one
+        waiting to be followed came for ``stale_after`` (the sum :meth:`get_timer` uses)."""
+        stale_after = self.config.stale_after
+        if (
+            stale_after is not None
+            and self._last_live is not None
+            and not self._stale
+            and not self._ended
+            and not self._quiet_after_end()
+            and max(self._last_live, self._heard) + stale_after <= now
+        ):
+            self._stale = True
+            self._fast_seq = -1
+            self._events.append(FeedStale(now - max(self._last_live, self._heard)))
 
     def receive_datagram(
         self, data: Buffer, source: Source, now: float, addr: Address | None = None
@@ -2212,6 +2226,8 @@ class ReceiverCore:
                         parks=seg.parks,
                         fan=seg.fan,
                         lead=seg.lead,
+                        inherited=seg.inherited,
+                        inherited_own=seg.inherited_own,
                     )
                     seg.end = a
                     segs.insert(i + 1, right)
@@ -2234,7 +2250,7 @@ class ReceiverCore:
                     i += 1
             elif b < seg.end:
                 seg.start = b
-                seg.own_attempts = 0  # a range of its own now (see _Segment)
+                seg.own_attempts = seg.inherited_own = 0  # a range of its own now (see _Segment)
                 i += 1
             else:
                 seg.alive = False
@@ -2285,10 +2301,23 @@ class ReceiverCore:
                 # partial answer: request the rest at once, as a fresh range
                 seg.req_seq = -1
                 seg.attempts = 0
+                seg.inherited = 0
                 seg.avoid = ()
                 seg.fan = seg.fan or partial
                 self._schedule(seg, now)
             i += 1
+        if progress and req.family is not None:
+            # the pieces cut from this gap while its front went unanswered took those
+            # unanswered attempts along; an answer that brought data shows they were the
+            # answers' loss, not numbers nothing real reached: each keeps its own only
+            lead = req.family
+            while i < len(segs) and segs[i].lead is lead:
+                seg = segs[i]
+                if seg.inherited or seg.inherited_own:
+                    seg.attempts -= seg.inherited
+                    seg.own_attempts -= seg.inherited_own
+                    seg.inherited = seg.inherited_own = 0
+                i += 1
         if self._slot_wait and req.piece:
             self._release_slots(now)
 
@@ -2625,6 +2654,7 @@ class ReceiverCore:
                 continue
             if seg.attempts >= cfg.max_request_attempts and passed:
                 seg.attempts = 0  # out of attempts while not yet passed: fresh ones now
+                seg.inherited = 0
             end = ask = seg.end
             if end - seg.start > most:
                 if passed:  # a gap of its own from there (its own lead and pieces)
@@ -2643,6 +2673,8 @@ class ReceiverCore:
                     own_attempts=seg.own_attempts,
                     fan=True,
                     lead=lead,
+                    inherited=seg.attempts,
+                    inherited_own=seg.own_attempts,
                 )
                 seg.end = end = seg.start + piece
                 self._segs.insert(self._index(seg) + 1, rest)
@@ -2656,7 +2688,14 @@ class ReceiverCore:
             holds = not lead.busy
             lead.busy = True
             self._requests[seg.start] = _Request(
-                end, tuple(servers), deadline, passed, count, is_piece, lead if holds else None
+                end,
+                tuple(servers),
+                deadline,
+                passed,
+                count,
+                is_piece,
+                lead if holds else None,
+                lead,
             )
             if is_piece:
                 slots -= 1

@@ -416,17 +416,6 @@ def test_three_ends_only_sessions_overlapping() -> None:
     assert order(r) == [A, B, C]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack-follow: an ends-only session followed late is left stale_after "
-        "after its last end while its requests still bring data: 11..30, held by the "
-        "honest server, reported lost as 'session changed' (follow2: the switch now waits "
-        "and M ends at 31, but the pieces cut from 11..30 when its end is believed inherit "
-        "the front range's 4 unanswered attempts, so each piece's first number is asked "
-        "only 4 times and 11..30 end 'request attempts exhausted': the pieces scheduler)"
-    ),
-)
 def test_ends_only_session_followed_late_recovers_whole_while_next_is_live() -> None:
     """An unlucky real feed, no forger: A's last 24 messages lost on the line, the honest
     server slow (it drops the first four answers to each number asked), so A ends only at
