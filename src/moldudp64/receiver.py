@@ -815,17 +815,9 @@ class ReceiverCore:
     def get_timer(self) -> float | None:
         """The earliest time :meth:`handle_timer` should be called, or None."""
         timer = self._timer
-        stale_after = self.config.stale_after
-        if (
-            stale_after is not None
-            and self._last_live is not None
-            and not self._stale
-            and not self._ended
-            and not self._quiet_after_end()  # the feed fell silent after an end: not stale
-        ):
-            stale_at = max(self._last_live, self._heard) + stale_after
-            if timer is None or stale_at < timer:
-                timer = stale_at
+        stale = self._stale_at()
+        if stale is not None and (timer is None or stale[1] < timer):
+            timer = stale[1]
         if self._claims:
             expire = self._claims[0].at + self.config.confirm_within
             if timer is None or expire < timer:
@@ -903,21 +895,30 @@ class ReceiverCore:
                 self._check_stale(now)  # the new one may be silent already
         self._refresh(now)
 
-    def _check_stale(self, now: float) -> None:
-        """Raise :class:`FeedStale` once no datagram of the followed session nor of one
-        waiting to be followed came for ``stale_after`` (the sum :meth:`get_timer` uses)."""
+    def _stale_at(self) -> tuple[float, float] | None:
+        """The feed's last datagram (of the followed session or of one waiting to be
+        followed) and the time the feed is stale if nothing more comes, ``stale_after``
+        later; None while it cannot be (stale already, ended, or the quiet after an end)."""
         stale_after = self.config.stale_after
+        last = self._last_live
         if (
-            stale_after is not None
-            and self._last_live is not None
-            and not self._stale
-            and not self._ended
-            and not self._quiet_after_end()
-            and max(self._last_live, self._heard) + stale_after <= now
+            stale_after is None
+            or last is None
+            or self._stale
+            or self._ended
+            or self._quiet_after_end()  # the feed fell silent after an end: not stale
         ):
+            return None
+        last = max(last, self._heard)
+        return last, last + stale_after
+
+    def _check_stale(self, now: float) -> None:
+        """Raise :class:`FeedStale` once the time :meth:`_stale_at` names has come."""
+        stale = self._stale_at()
+        if stale is not None and stale[1] <= now:
             self._stale = True
             self._fast_seq = -1
-            self._events.append(FeedStale(now - max(self._last_live, self._heard)))
+            self._events.append(FeedStale(now - stale[0]))
 
     def receive_datagram(
         self, data: Buffer, source: Source, now: float, addr: Address | None = None
