@@ -12,277 +12,43 @@ forger's stray session does not capture the receiver; memory stays bounded.
 
 from __future__ import annotations
 
-import heapq
-import itertools
-from collections.abc import Callable
-from dataclasses import dataclass, field
-
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from attack import switch_sim
+from attack.switch_sim import (
+    SERVER,
+    SERVER2,
+    Publisher,
+    Run,
+    Server,
+    assert_all_delivered,
+    check_tiling,
+    drop_first,
+    merged,
+    outcome,
+)
 from moldudp64.events import (
     DatagramDropped,
     FeedResumed,
     FeedStale,
-    MessagesAfterEnd,
-    MessagesDelivered,
-    MessagesLost,
     SessionChanged,
     SessionEnded,
     SessionStarted,
-    Source,
 )
-from moldudp64.receiver import ReceiverConfig, ReceiverCore
 from moldudp64.wire import (
-    RetransmissionPacket,
     build_end_of_session,
     build_heartbeat,
     build_packet,
 )
 
-SERVER = ("127.0.0.1", 9001)
-SERVER2 = ("127.0.0.1", 9002)
-
-
-def msg(session: str, seq: int) -> bytes:
-    """The real message ``seq`` of ``session`` (its content names it)."""
-    return f"{session}:{seq}".encode()
-
-
-@dataclass
-class Publisher:
-    """One real session: ``count`` messages, ``per_packet`` a datagram, one every ``dt``."""
-
-    session: str
-    count: int
-    start: float
-    dt: float = 0.05
-    per_packet: int = 3
-    end: bool = True  # send end of session (repeated) after the last packet
-    end_repeats: int = 4
-    heartbeats_after: int = 0  # heartbeats (1 s apart) when it does not end
-    lost: set[int] = field(default_factory=set)  # packet indices lost on the line
-    shift: dict[int, float] = field(default_factory=dict)  # packet index -> delay
-    end_lost: bool = False
-
-    def packets(self) -> list[tuple[float, int, int]]:
-        """(time, first seq, count) of every data packet."""
-        out = []
-        t = self.start
-        for first in range(1, self.count + 1, self.per_packet):
-            n = min(self.per_packet, self.count - first + 1)
-            out.append((t, first, n))
-            t += self.dt
-        return out
-
-    def published_by(self, now: float) -> int:
-        """The highest sequence number sent by ``now`` (what a server holds)."""
-        top = 0
-        for t, first, n in self.packets():
-            if t <= now:
-                top = first + n - 1
-        return top
-
-    def schedule(self) -> list[tuple[float, bytes]]:
-        out = []
-        pk = self.packets()
-        for i, (t, first, n) in enumerate(pk):
-            if i in self.lost:
-                continue
-            data = build_packet(
-                self.session, first, [msg(self.session, s) for s in range(first, first + n)]
-            )
-            out.append((t + self.shift.get(i, 0.0), data))
-        t_last = pk[-1][0] if pk else self.start
-        nxt = self.count + 1
-        if self.end:
-            if not self.end_lost:
-                for k in range(self.end_repeats):
-                    out.append((t_last + 0.2 + 0.5 * k, build_end_of_session(self.session, nxt)))
-        else:
-            for k in range(self.heartbeats_after):
-                out.append((t_last + 1.0 + k, build_heartbeat(self.session, nxt)))
-        return out
-
-
-@dataclass
-class Server:
-    """An honest re-request server: answers from what the publishers sent so far."""
-
-    addr: tuple[str, int]
-    publishers: dict[str, Publisher]
-    holds: set[str] | None = None  # sessions it holds (None: all)
-    cap: int = 5  # messages per answer at most (answers may be partial)
-    delay: float = 0.001
-    delay_for: dict[str, float] = field(default_factory=dict)  # per session, else delay
-    drop: Callable[[str, int, int], bool] = lambda s, q, n: False  # (session, seq, k-th ask)
-    asked: dict[tuple[str, int], int] = field(default_factory=dict)
-    requests: int = 0
-
-    def answer(self, req: bytes, now: float) -> bytes | None:
-        p = RetransmissionPacket.parse(req)
-        self.requests += 1
-        session = p.session_ident if hasattr(p, "session_ident") else p.session.decode()
-        session = session.strip() if isinstance(session, str) else session
-        key = (session, p.seq_num)
-        k = self.asked.get(key, 0)
-        self.asked[key] = k + 1
-        if self.holds is not None and session not in self.holds:
-            return None
-        pub = self.publishers.get(session)
-        if pub is None:
-            return None
-        top = pub.published_by(now)
-        if p.seq_num > top:
-            return None
-        if self.drop(session, p.seq_num, k):
-            return None
-        last = min(top, p.seq_num + min(p.msg_count, self.cap) - 1)
-        return build_packet(
-            session, p.seq_num, [msg(session, s) for s in range(p.seq_num, last + 1)]
-        )
-
-
-@dataclass
-class Run:
-    events: list[object]
-    core: ReceiverCore
-    servers: list[Server]
-    peak_held: int
-
 
 def simulate(
-    line: list[tuple[float, bytes]],
-    servers: list[Server],
-    until: float,
-    **config: object,
+    line: list[tuple[float, bytes]], servers: list[Server], until: float, **config: object
 ) -> Run:
-    """Drive one core: line datagrams at their times, requests answered by ``servers``."""
-    cfg = ReceiverConfig(rerequest_server_addrs=[s.addr for s in servers], **config)  # type: ignore[arg-type]
-    core = ReceiverCore(cfg)
-    by_addr = {s.addr: s for s in servers}
-    counter = itertools.count()
-    queue: list[tuple[float, int, str, bytes, tuple[str, int] | None]] = []
-    for t, data in line:
-        heapq.heappush(queue, (t, next(counter), "line", data, None))
-    events: list[object] = []
-    now = 0.0
-    peak = 0
-    steps = 0
-    while True:
-        steps += 1
-        assert steps < 200_000, "simulation does not settle"
-        timer = core.get_timer()
-        nxt = queue[0][0] if queue else None
-        cands = [x for x in (timer, nxt) if x is not None]
-        if not cands:
-            break
-        t = max(now, min(cands))
-        if t > until:
-            break
-        now = t
-        if queue and queue[0][0] <= now:
-            _, _, kind, data, addr = heapq.heappop(queue)
-            if kind == "line":
-                core.receive_datagram(data, Source.LINE_A, now)
-            else:
-                core.receive_datagram(data, Source.RETRANSMISSION, now, addr=addr)
-        if timer is not None and timer <= now:
-            core.handle_timer(now)
-        for req, addr in core.datagrams_to_send(now):
-            srv = by_addr[addr]
-            ans = srv.answer(req, now)
-            if ans is not None:
-                wait = srv.delay_for.get(bytes(ans[:10]).decode().strip(), srv.delay)
-                heapq.heappush(queue, (now + wait, next(counter), "srv", ans, addr))
-        events.extend(core.events_received())
-        st_ = core.stats
-        peak = max(peak, st_.held_packets + st_.unconfirmed_packets)
-        assert st_.requests_in_flight <= cfg.max_requests_in_flight, st_.requests_in_flight
-    core.handle_timer(until)
-    events.extend(core.events_received())
-    return Run(events, core, servers, peak)
-
-
-@dataclass
-class Outcome:
-    """Per session: what was delivered (in order), lost (ranges, reasons), after end."""
-
-    delivered: dict[str, list[int]]
-    lost: dict[str, list[tuple[int, int, str]]]
-    after_end: dict[str, list[tuple[int, int]]]
-    order: list[str]  # sessions in the order their first delivery/loss event came
-    changes: list[tuple[str, str, int]]
-    ended: list[str]
-
-
-def outcome(events: list[object], forged: dict[tuple[str, int], bytes] | None = None) -> Outcome:
-    forged = forged or {}
-    out = Outcome({}, {}, {}, [], [], [])
-    for e in events:
-        if isinstance(e, MessagesDelivered):
-            for i, m in enumerate(e.messages):
-                s = e.seq_num + i
-                want = forged.get((e.session, s), msg(e.session, s))
-                assert bytes(m) == want, f"{e.session}:{s} delivered wrong bytes {bytes(m)!r}"
-                out.delivered.setdefault(e.session, []).append(s)
-        elif isinstance(e, MessagesLost):
-            out.lost.setdefault(e.session, []).append((e.first_seq, e.last_seq, e.reason))
-        elif isinstance(e, MessagesAfterEnd):
-            out.after_end.setdefault(e.session, []).append((e.first_seq, e.last_seq))
-        elif isinstance(e, SessionChanged):
-            out.changes.append((e.old_session, e.new_session, e.seq_num))
-        elif isinstance(e, SessionEnded):
-            out.ended.append(e.session)
-        if isinstance(e, (MessagesDelivered, MessagesLost)) and (
-            not out.order or out.order[-1] != e.session
-        ):
-            assert e.session not in out.order, (
-                f"session {e.session} spliced: {out.order} then {e.session}"
-            )
-            out.order.append(e.session)
-    return out
-
-
-def check_tiling(o: Outcome, session: str, count: int, after_end: bool = False) -> None:
-    """Delivered and lost ranges of ``session`` tile 1..count in order, each number once
-    (with ``after_end``, ranges named by MessagesAfterEnd count as named too)."""
-    covered: list[int] = []
-    seen = set()
-    for s in o.delivered.get(session, []):
-        assert s not in seen, f"{session}:{s} delivered twice"
-        seen.add(s)
-    lost = o.lost.get(session, [])
-    nums = sorted(list(seen) + [s for a, b, _ in lost for s in range(a, b + 1)])
-    if after_end:
-        nums = sorted(nums + [s for a, b in o.after_end.get(session, []) for s in range(a, b + 1)])
-    covered = nums
-    assert covered == list(range(1, count + 1)), (
-        f"{session}: delivered+lost do not tile 1..{count}: missing "
-        f"{sorted(set(range(1, count + 1)) - set(covered))[:20]} lost={lost}"
-    )
-    assert o.delivered.get(session, []) == sorted(o.delivered.get(session, []))
-
-
-def assert_all_delivered(o: Outcome, session: str, count: int) -> None:
-    """Every message 1..count of ``session`` delivered once, in order, none lost."""
-    assert o.lost.get(session, []) == [], f"{session}: reported lost {o.lost[session]}"
-    assert o.delivered.get(session, []) == list(range(1, count + 1)), (
-        f"{session}: delivered {len(o.delivered.get(session, []))} of {count}; missing "
-        f"{sorted(set(range(1, count + 1)) - set(o.delivered.get(session, [])))[:20]}"
-    )
-
-
-def merged(
-    *pubs: Publisher, extra: list[tuple[float, bytes]] | None = None
-) -> list[tuple[float, bytes]]:
-    line = [x for p in pubs for x in p.schedule()] + (extra or [])
-    return sorted(line, key=lambda x: x[0])
-
-
-def drop_first(k: int) -> Callable[[str, int, int], bool]:
-    """Drop the first ``k`` answers to each (session, seq) asked."""
-    return lambda s, q, n: n < k
+    """:func:`attack.switch_sim.simulate` without its per-step memory bound: these tests
+    bound the peak of held packets themselves (``Run.peak_held``)."""
+    return switch_sim.simulate(line, servers, until, held_slack=None, **config)
 
 
 # --------------------------------------------------------------------------- scenarios
