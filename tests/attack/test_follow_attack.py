@@ -20,23 +20,36 @@ The promise checked: every real message that arrives on a line or that the hones
 holds is delivered exactly once and in order, or reported lost with its range; lost
 ranges only name numbers no real data reached; every missing number is named.
 
-The scaffolding (Publisher, Server, a simulated-clock driver) is copied from
-tests/attack/test_session_switch_attack.py, with arrival times kept for the events, the
-line datagrams and the requests.
+The scaffolding (Publisher, Server, a simulated-clock driver, the checks) is shared with
+tests/attack/test_session_switch_attack.py in tests/attack/switch_sim.py.
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from attack.switch_sim import (
+    SERVER,
+    Publisher,
+    Server,
+    assert_tiled,
+    assert_whole,
+    check_stale,
+    delivered,
+    drop_first,
+    ends,
+    heartbeats,
+    lost,
+    msg,
+    order,
+    run,
+    simulate,
+)
 from client_support import (
     SESSION,
     Repeater,
@@ -53,319 +66,24 @@ from moldudp64.events import (
     FeedStale,
     Message,
     MessagesAfterEnd,
-    MessagesDelivered,
-    MessagesLost,
     SessionChanged,
     SessionEnded,
     Source,
 )
-from moldudp64.receiver import ReceiverConfig, ReceiverCore
+from moldudp64.receiver import ReceiverConfig
 from moldudp64.sync.client import MoldUDP64
 from moldudp64.wire import (
-    RetransmissionPacket,
     build_end_of_session,
-    build_heartbeat,
     build_packet,
 )
 
-SERVER = ("127.0.0.1", 9001)
 A = "AAAAAAAAAA"
 B = "BBBBBBBBBB"
 C = "CCCCCCCCCC"
 F = "FFFFFFFFFF"  # the forger's session: ends (and heartbeats) only, never data
-STALE = 3.0  # ReceiverConfig.stale_after's default
 #: How long a session of ends alone may hold up a real one: its requests' attempts and
 #: timeouts (0.05 s doubling to 1 s, 8 attempts: 4.55 s) plus the wait for its evidence.
 FOLLOW_DELAY = 10.0
-
-
-# --------------------------------------------------------------------------- scaffolding
-
-
-def msg(session: str, seq: int) -> bytes:
-    """The real message ``seq`` of ``session`` (its content names it)."""
-    return f"{session}:{seq}".encode()
-
-
-@dataclass
-class Publisher:
-    """One real session: ``count`` messages, ``per_packet`` a datagram, one every ``dt``;
-    its end of session repeated ``end_repeats`` times, 0.5 s apart."""
-
-    session: str
-    count: int
-    start: float
-    dt: float = 0.05
-    per_packet: int = 3
-    end: bool = True
-    end_repeats: int = 4
-    lost: set[int] = field(default_factory=set)  # packet indices lost on the line
-
-    def packets(self) -> list[tuple[float, int, int]]:
-        """(time, first seq, count) of every data packet."""
-        out = []
-        t = self.start
-        for first in range(1, self.count + 1, self.per_packet):
-            out.append((t, first, min(self.per_packet, self.count - first + 1)))
-            t += self.dt
-        return out
-
-    def all_lost(self) -> Publisher:
-        """Every data packet lost on the line: only the ends arrive."""
-        self.lost = set(range(len(self.packets())))
-        return self
-
-    def published_by(self, now: float) -> int:
-        """The highest sequence number sent by ``now`` (what a server holds)."""
-        return max((f + n - 1 for t, f, n in self.packets() if t <= now), default=0)
-
-    def last_sent(self) -> float:
-        """When the publisher's last datagram (data or end) was sent."""
-        return max(t for t, _ in self.schedule())
-
-    def schedule(self) -> list[tuple[float, bytes]]:
-        out = []
-        pk = self.packets()
-        for i, (t, first, n) in enumerate(pk):
-            if i not in self.lost:
-                msgs = [msg(self.session, s) for s in range(first, first + n)]
-                out.append((t, build_packet(self.session, first, msgs)))
-        if self.end:
-            t_last = pk[-1][0]
-            for k in range(self.end_repeats):
-                out.append(
-                    (t_last + 0.2 + 0.5 * k, build_end_of_session(self.session, self.count + 1))
-                )
-        return out
-
-
-@dataclass
-class Server:
-    """An honest re-request server: answers from what the publishers sent so far, at most
-    ``cap`` messages an answer; ``drop(session, seq, k)`` drops the k-th answer to seq."""
-
-    addr: tuple[str, int]
-    publishers: dict[str, Publisher]
-    cap: int = 5
-    delay: float = 0.001
-    drop: Callable[[str, int, int], bool] = lambda s, q, k: False
-    asked: dict[tuple[str, int], int] = field(default_factory=dict)
-
-    def answer(self, req: bytes, now: float) -> bytes | None:
-        p = RetransmissionPacket.parse(req)
-        session = bytes(req[:10]).decode().strip()
-        key = (session, p.seq_num)
-        k = self.asked.get(key, 0)
-        self.asked[key] = k + 1
-        pub = self.publishers.get(session)
-        if pub is None or p.seq_num > pub.published_by(now) or self.drop(session, p.seq_num, k):
-            return None
-        last = min(pub.published_by(now), p.seq_num + min(p.msg_count, self.cap) - 1)
-        return build_packet(
-            session, p.seq_num, [msg(session, s) for s in range(p.seq_num, last + 1)]
-        )
-
-
-@dataclass
-class Run:
-    """What one simulated run produced, with times."""
-
-    events: list[tuple[float, object]]
-    line: list[tuple[float, bytes]]
-    requests: list[tuple[float, str, int, int]]  # time, session, first seq, count
-    core: ReceiverCore
-    cfg: ReceiverConfig
-
-    def of(self, kind: type) -> list[tuple[float, object]]:
-        return [(t, e) for t, e in self.events if isinstance(e, kind)]
-
-    def first_delivery(self, session: str) -> float | None:
-        return next(
-            (t for t, e in self.of(MessagesDelivered) if e.session == session),  # type: ignore[attr-defined]
-            None,
-        )
-
-    def last_delivery(self, session: str) -> float | None:
-        times = [t for t, e in self.of(MessagesDelivered) if e.session == session]  # type: ignore[attr-defined]
-        return times[-1] if times else None
-
-
-def simulate(
-    line: list[tuple[float, bytes]],
-    servers: list[Server],
-    until: float,
-    held_slack: int = 0,
-    **config: object,
-) -> Run:
-    """Drive one core on a simulated clock: line datagrams at their times (line A),
-    requests answered by ``servers``; checks memory (``max_held_packets`` plus
-    ``held_slack``) and in-flight bounds at every step."""
-    cfg = ReceiverConfig(rerequest_server_addrs=[s.addr for s in servers], **config)  # type: ignore[arg-type]
-    core = ReceiverCore(cfg)
-    by_addr = {s.addr: s for s in servers}
-    order = itertools.count()
-    queue: list[tuple[float, int, str, bytes, tuple[str, int] | None]] = []
-    line = sorted(line, key=lambda x: x[0])
-    for t, data in line:
-        heapq.heappush(queue, (t, next(order), "line", data, None))
-    events: list[tuple[float, object]] = []
-    requests: list[tuple[float, str, int, int]] = []
-    now = 0.0
-    for _ in range(200_000):
-        timer = core.get_timer()
-        due = [x for x in (timer, queue[0][0] if queue else None) if x is not None]
-        if not due or min(due) > until:
-            break
-        now = max(now, min(due))
-        if queue and queue[0][0] <= now:
-            _, _, kind, data, addr = heapq.heappop(queue)
-            source = Source.LINE_A if kind == "line" else Source.RETRANSMISSION
-            core.receive_datagram(data, source, now, addr=addr)
-        if timer is not None and timer <= now:
-            core.handle_timer(now)
-        for req, addr in core.datagrams_to_send(now):
-            p = RetransmissionPacket.parse(req)
-            requests.append((now, bytes(req[:10]).decode().strip(), p.seq_num, p.msg_count))
-            answer = by_addr[addr].answer(req, now)
-            if answer is not None:
-                heapq.heappush(queue, (now + by_addr[addr].delay, next(order), "srv", answer, addr))
-        events.extend((now, e) for e in core.events_received())
-        stats = core.stats
-        assert stats.held_packets <= cfg.max_held_packets + held_slack, stats.held_packets
-        assert stats.held_bytes <= cfg.max_held_bytes, stats.held_bytes
-        assert stats.requests_in_flight <= cfg.max_requests_in_flight
-    else:
-        raise AssertionError("simulation does not settle")
-    core.handle_timer(until)
-    events.extend((until, e) for e in core.events_received())
-    return Run(events, line, requests, core, cfg)
-
-
-def run(
-    pubs: list[Publisher],
-    extra: list[tuple[float, bytes]] | None = None,
-    until: float = 60.0,
-    drop: Callable[[str, int, int], bool] | None = None,
-    server_delay: float = 0.001,
-    held_slack: int = 0,
-    **config: object,
-) -> Run:
-    line = [x for p in pubs for x in p.schedule()] + (extra or [])
-    server = Server(SERVER, {p.session: p for p in pubs}, delay=server_delay)
-    if drop is not None:
-        server.drop = drop
-    return simulate(line, [server], until, held_slack, **config)
-
-
-def delivered(r: Run, session: str) -> list[int]:
-    """Sequence numbers of ``session`` delivered, in event order; checks the bytes."""
-    out: list[int] = []
-    for _, e in r.of(MessagesDelivered):
-        if e.session == session:  # type: ignore[attr-defined]
-            for i, m in enumerate(e.messages):  # type: ignore[attr-defined]
-                seq = e.seq_num + i  # type: ignore[attr-defined]
-                assert bytes(m) == msg(session, seq), f"{session}:{seq} wrong bytes {bytes(m)!r}"
-                out.append(seq)
-    return out
-
-
-def lost(r: Run, session: str) -> list[tuple[int, int, str]]:
-    return [
-        (e.first_seq, e.last_seq, e.reason)  # type: ignore[attr-defined]
-        for _, e in r.of(MessagesLost)
-        if e.session == session  # type: ignore[attr-defined]
-    ]
-
-
-def order(r: Run) -> list[str]:
-    """Sessions in the order their deliveries/losses came; a session never comes back."""
-    out: list[str] = []
-    for _, e in r.events:
-        if isinstance(e, MessagesDelivered | MessagesLost) and (not out or out[-1] != e.session):
-            assert e.session not in out, f"session {e.session} spliced: {out}"
-            out.append(e.session)
-    return out
-
-
-def assert_whole(r: Run, session: str, count: int) -> None:
-    """Every message 1..count of ``session`` delivered once, in order, none lost."""
-    assert lost(r, session) == [], f"{session}: reported lost {lost(r, session)}"
-    got = delivered(r, session)
-    assert got == list(range(1, count + 1)), (
-        f"{session}: delivered {len(got)} of {count}; missing "
-        f"{sorted(set(range(1, count + 1)) - set(got))[:20]}"
-    )
-
-
-def assert_tiled(r: Run, session: str, count: int, lost_from: int) -> None:
-    """``session`` delivered in order, each number once; what is not delivered is named
-    lost; only numbers >= ``lost_from`` (no real data reached them) are named lost."""
-    got = delivered(r, session)
-    ranges = lost(r, session)
-    nums = sorted(got + [s for a, b, _ in ranges for s in range(a, b + 1)])
-    assert got == sorted(set(got)), f"{session}: delivered out of order or twice"
-    assert nums[:count] == list(range(1, count + 1)), (
-        f"{session}: delivered+lost do not cover 1..{count}: lost={ranges}"
-    )
-    assert all(a >= lost_from for a, _, _ in ranges), f"{session}: real data lost {ranges}"
-
-
-def ends(
-    session: str, seq: int, start: float, times: int, every: float
-) -> list[tuple[float, bytes]]:
-    """``times`` ends of session ``session`` at ``seq``, from ``start``, ``every`` apart."""
-    return [(start + every * k, build_end_of_session(session, seq)) for k in range(times)]
-
-
-def heartbeats(
-    session: str, seq: int, start: float, times: int, every: float
-) -> list[tuple[float, bytes]]:
-    return [(start + every * k, build_heartbeat(session, seq)) for k in range(times)]
-
-
-def drop_first(k: int) -> Callable[[str, int, int], bool]:
-    """Drop the first ``k`` answers to each (session, seq) asked."""
-    return lambda s, q, n: n < k
-
-
-def check_stale(
-    r: Run,
-    sessions: set[str],
-    stale_after: float = STALE,
-    late: float = 0.25,
-    require: bool = True,
-) -> None:
-    """``FeedStale`` and ``FeedResumed`` alternate; a ``FeedStale`` comes only after
-    ``stale_after`` without a datagram of ``sessions`` (those followed or waiting); a
-    ``FeedResumed`` only when one arrives; with ``require``, every silence longer than
-    ``stale_after`` raises one at most ``late`` after ``stale_after``."""
-    times = sorted(t for t, d in r.line if d[:10].decode().strip() in sessions)
-    marks = [(t, e) for t, e in r.events if isinstance(e, FeedStale | FeedResumed)]
-    for (_, e1), (_, e2) in itertools.pairwise(marks):
-        assert type(e1) is not type(e2), f"two {type(e1).__name__} in a row: {marks}"
-    if marks:
-        assert isinstance(marks[0][1], FeedStale), marks
-    for t, e in marks:
-        before = [x for x in times if x <= t + 1e-9]
-        if isinstance(e, FeedStale):
-            assert before, f"FeedStale at {t} before any datagram"
-            assert t - before[-1] >= stale_after - 1e-6, (
-                f"FeedStale at {t:.3f}, a datagram arrived at {before[-1]:.3f}"
-            )
-        else:
-            assert before and abs(before[-1] - t) < 1e-6, (
-                f"FeedResumed at {t:.3f} without a datagram"
-            )
-    if not require:
-        return
-    # Every silence of stale_after is reported, in time.
-    stale_at = [t for t, e in marks if isinstance(e, FeedStale)]
-    for x, y in itertools.pairwise([*times, r.events[-1][0]]):
-        if y - x > stale_after + late:
-            assert any(x + stale_after - 1e-6 <= t <= x + stale_after + late for t in stale_at), (
-                f"silent from {x:.3f} to {y:.3f}: FeedStale at {stale_at}, wanted at "
-                f"{x + stale_after:.3f}"
-            )
 
 
 # --------------------------------------------------------------------------- ends alone, real
@@ -460,7 +178,7 @@ def test_ends_only_session_at_start_ends_before_next_session() -> None:
     assert_whole(r, B, 30)
     kinds = [
         (type(e).__name__, getattr(e, "session", getattr(e, "new_session", None)))
-        for _, e in r.events
+        for _, e in r.timed
         if isinstance(e, SessionEnded | SessionChanged)
     ]
     assert kinds[:2] == [("SessionEnded", A), ("SessionChanged", B)], kinds
@@ -1031,5 +749,5 @@ def check_scenario(sc: dict[str, object]) -> None:
     forged_reqs = sum(x[1] in (F, "GGGGGGGGGG") for x in r.requests)
     assert forged_reqs <= 12 * r.cfg.max_request_attempts, forged_reqs
     assert all(x[3] <= r.cfg.max_messages_per_request for x in r.requests)
-    marks = [type(e) for _, e in r.events if isinstance(e, FeedStale | FeedResumed)]
+    marks = [type(e) for _, e in r.timed if isinstance(e, FeedStale | FeedResumed)]
     assert all(x is not y for x, y in itertools.pairwise(marks)), marks
