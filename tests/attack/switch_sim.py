@@ -207,6 +207,67 @@ class Run:
         return times[-1] if times else None
 
 
+Address = tuple[str, int]
+
+
+def drive(
+    core: ReceiverCore,
+    line: list[tuple[float, bytes]],
+    until: float,
+    answer: Callable[[float, bytes, Address], list[tuple[float, bytes]]],
+    collect: Callable[[float], None],
+    check: Callable[[float], None],
+    *,
+    drain: bool = False,
+    max_steps: int = 200_000,
+) -> int:
+    """Drive ``core`` on a simulated clock until ``until``; return the steps taken.
+
+    ``line`` is (time, datagram) arriving on line A, equal times in the order given. A
+    step moves the clock to the next datagram or timer due, receives the datagram due
+    (with ``drain``, every datagram due, and reads the timer again after them), handles
+    the timer if due, calls ``collect(now)`` (with ``drain`` also before the requests are
+    taken: the core merges deliveries still pending, so when events are taken is seen),
+    and hands each request to ``answer(now, request, server)``, which returns the
+    (arrival time, answer) datagrams to receive from that server; then ``check(now)``.
+    After the last step the timer is handled at ``until`` and ``collect(until)`` called."""
+    order = itertools.count()
+    queue: list[tuple[float, int, bytes, Address | None]] = []
+    for t, data in line:
+        heapq.heappush(queue, (t, next(order), data, None))
+    now = 0.0
+    steps = 0
+    while True:
+        steps += 1
+        assert steps <= max_steps, "simulation does not settle"
+        timer = core.get_timer()
+        due = [x for x in (timer, queue[0][0] if queue else None) if x is not None]
+        if not due or min(due) > until:
+            break
+        now = max(now, min(due))
+        while queue and queue[0][0] <= now:
+            _, _, data, addr = heapq.heappop(queue)
+            source = Source.LINE_A if addr is None else Source.RETRANSMISSION
+            core.receive_datagram(data, source, now, addr=addr)
+            if not drain:
+                break
+        if drain:
+            timer = core.get_timer()
+        if timer is not None and timer <= now:
+            core.handle_timer(now)
+        if drain:
+            collect(now)
+        out = core.datagrams_to_send(now)
+        collect(now)
+        for req, addr in out:
+            for t, ans in answer(now, req, addr):
+                heapq.heappush(queue, (t, next(order), ans, addr))
+        check(now)
+    core.handle_timer(until)
+    collect(until)
+    return steps
+
+
 def simulate(
     line: list[tuple[float, bytes]],
     servers: list[Server],
@@ -214,53 +275,39 @@ def simulate(
     held_slack: int | None = 0,
     **config: object,
 ) -> Run:
-    """Drive one core on a simulated clock: line datagrams at their times (line A), one a
-    step, requests answered by ``servers``. Checks the in-flight bound at every step, and
-    the memory bounds (``max_held_packets`` plus ``held_slack``, ``max_held_bytes``) unless
-    ``held_slack`` is None."""
+    """:func:`drive` one core, datagrams one a step, requests answered by ``servers``.
+    Checks the in-flight bound at every step, and the memory bounds (``max_held_packets``
+    plus ``held_slack``, ``max_held_bytes``) unless ``held_slack`` is None."""
     cfg = ReceiverConfig(rerequest_server_addrs=[s.addr for s in servers], **config)  # type: ignore[arg-type]
     core = ReceiverCore(cfg)
     by_addr = {s.addr: s for s in servers}
-    order = itertools.count()
-    queue: list[tuple[float, int, str, bytes, tuple[str, int] | None]] = []
     line = sorted(line, key=lambda x: x[0])
-    for t, data in line:
-        heapq.heappush(queue, (t, next(order), "line", data, None))
     timed: list[tuple[float, object]] = []
     requests: list[tuple[float, str, int, int]] = []
-    now = 0.0
     peak = 0
-    for _ in range(200_000):
-        timer = core.get_timer()
-        due = [x for x in (timer, queue[0][0] if queue else None) if x is not None]
-        if not due or min(due) > until:
-            break
-        now = max(now, min(due))
-        if queue and queue[0][0] <= now:
-            _, _, kind, data, addr = heapq.heappop(queue)
-            source = Source.LINE_A if kind == "line" else Source.RETRANSMISSION
-            core.receive_datagram(data, source, now, addr=addr)
-        if timer is not None and timer <= now:
-            core.handle_timer(now)
-        for req, addr in core.datagrams_to_send(now):
-            p = RetransmissionPacket.parse(req)
-            requests.append((now, p.session_ident.strip(), p.seq_num, p.msg_count))
-            srv = by_addr[addr]
-            ans = srv.answer(req, now)
-            if ans is not None:
-                wait = srv.delay_for.get(bytes(ans[:10]).decode().strip(), srv.delay)
-                heapq.heappush(queue, (now + wait, next(order), "srv", ans, addr))
+
+    def answer(now: float, req: bytes, addr: Address) -> list[tuple[float, bytes]]:
+        p = RetransmissionPacket.parse(req)
+        requests.append((now, p.session_ident.strip(), p.seq_num, p.msg_count))
+        srv = by_addr[addr]
+        ans = srv.answer(req, now)
+        if ans is None:
+            return []
+        return [(now + srv.delay_for.get(bytes(ans[:10]).decode().strip(), srv.delay), ans)]
+
+    def collect(now: float) -> None:
         timed.extend((now, e) for e in core.events_received())
+
+    def check(now: float) -> None:
+        nonlocal peak
         stats = core.stats
         peak = max(peak, stats.held_packets + stats.unconfirmed_packets)
         if held_slack is not None:
             assert stats.held_packets <= cfg.max_held_packets + held_slack, stats.held_packets
             assert stats.held_bytes <= cfg.max_held_bytes, stats.held_bytes
         assert stats.requests_in_flight <= cfg.max_requests_in_flight, stats.requests_in_flight
-    else:
-        raise AssertionError("simulation does not settle")
-    core.handle_timer(until)
-    timed.extend((until, e) for e in core.events_received())
+
+    drive(core, line, until, answer, collect, check)
     return Run([e for _, e in timed], timed, line, requests, core, cfg, servers, peak)
 
 
