@@ -20,8 +20,6 @@ numbers beyond the real feed stay bounded.
 from __future__ import annotations
 
 import bisect
-import heapq
-import itertools
 import os
 import random
 import time
@@ -30,6 +28,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from attack.switch_sim import drive
 from moldudp64.events import (
     MessagesAfterEnd,
     MessagesDelivered,
@@ -194,18 +193,13 @@ def simulate(
     on_step: Callable[[ReceiverCore, float], None] | None = None,
     **config: object,
 ) -> Run:
-    """Drive one core on a simulated clock, checking the invariants at every step."""
+    """Drive one core on a simulated clock (:func:`attack.switch_sim.drive`, every datagram
+    due received in one step), checking the invariants at every step."""
     rng = random.Random(seed)
     cfg = ReceiverConfig(rerequest_server_addrs=[s.addr for s in servers], **config)  # type: ignore[arg-type]
     core = ReceiverCore(cfg)
     by_addr = {s.addr: s for s in servers}
-    counter = itertools.count()
-    queue: list[tuple[float, int, bytes, tuple[str, int] | None]] = []
-    for f in feeds:
-        for t, d in f.line:
-            heapq.heappush(queue, (t, next(counter), d, None))
-    for t, d in forged:
-        heapq.heappush(queue, (t, next(counter), d, None))
+    line = [x for f in feeds for x in f.line] + list(forged)
     tops = {f.session: f for f in feeds}
     events: list[object] = []
     requests: list[tuple[float, int, int, tuple[str, int]]] = []
@@ -215,10 +209,8 @@ def simulate(
     bound = cfg.max_requests_in_flight + getattr(cfg, "max_pieces_in_flight", 0)
     peak = 0
     beyond = 0
-    now = 0.0
-    steps = 0
 
-    def take() -> None:
+    def take(now: float) -> None:
         for e in core.events_received():
             events.append(e)
             if isinstance(e, MessagesDelivered):
@@ -226,44 +218,23 @@ def simulate(
             elif isinstance(e, MessagesLost):
                 cursor[e.session] = e.last_seq + 1
 
-    while True:
-        steps += 1
-        assert steps < 3_000_000, "simulation does not settle"
-        timer = core.get_timer()
-        nxt = queue[0][0] if queue else None
-        cands = [x for x in (timer, nxt) if x is not None]
-        if not cands:
-            break
-        t = max(now, min(cands))
-        if t > until:
-            break
-        now = t
-        while queue and queue[0][0] <= now:
-            _, _, d, addr = heapq.heappop(queue)
-            src = Source.LINE_A if addr is None else Source.RETRANSMISSION
-            core.receive_datagram(d, src, now, addr=addr)
-        timer = core.get_timer()
-        if timer is not None and timer <= now:
-            core.handle_timer(now)
-        take()
-        out = core.datagrams_to_send(now)
-        take()
-        for req, addr in out:
-            p = RetransmissionPacket.parse(req)
-            sess = p.session_ident.strip()
-            requests.append((now, p.seq_num, p.msg_count, addr))
-            done = cursor.get(sess, 1)
-            if p.seq_num < done:
-                stale.append((now, p.seq_num, p.msg_count))
-                violations.append(
-                    f"t={now:.3f} asked {sess} {p.seq_num}+{p.msg_count} below {done}"
-                )
-            f = tops.get(sess)
-            if f is None or p.seq_num > f.top(now):
-                beyond += 1
-            srv = by_addr[addr]
-            for ans in srv.answer(req, now):
-                heapq.heappush(queue, (now + srv.delay(rng), next(counter), ans, addr))
+    def answer(now: float, req: bytes, addr: tuple[str, int]) -> list[tuple[float, bytes]]:
+        nonlocal beyond
+        p = RetransmissionPacket.parse(req)
+        sess = p.session_ident.strip()
+        requests.append((now, p.seq_num, p.msg_count, addr))
+        done = cursor.get(sess, 1)
+        if p.seq_num < done:
+            stale.append((now, p.seq_num, p.msg_count))
+            violations.append(f"t={now:.3f} asked {sess} {p.seq_num}+{p.msg_count} below {done}")
+        f = tops.get(sess)
+        if f is None or p.seq_num > f.top(now):
+            beyond += 1
+        srv = by_addr[addr]
+        return [(now + srv.delay(rng), ans) for ans in srv.answer(req, now)]
+
+    def check(now: float) -> None:
+        nonlocal peak
         st = core.stats
         peak = max(peak, st.requests_in_flight)
         if st.requests_in_flight > bound:
@@ -274,8 +245,8 @@ def simulate(
             violations.append(f"t={now:.3f} held {st.held_bytes} B > {cfg.max_held_bytes}")
         if on_step is not None:
             on_step(core, now)
-    core.handle_timer(until)
-    take()
+
+    steps = drive(core, line, until, answer, take, check, drain=True, max_steps=3_000_000)
     return Run(core, cfg, events, requests, peak, violations, beyond, steps, stale)
 
 
