@@ -6,6 +6,8 @@ and tests/attack/test_follow_attack.py import it as ``attack.switch_sim`` (``tes
 re-request server (:class:`Server`), a driver of one :class:`ReceiverCore` on a simulated
 clock (:func:`simulate`, :func:`run`) and the checks both attacks make of what came out.
 Every message's content names it (:func:`msg`), so a wrong byte delivered is caught.
+The step loop itself, :func:`drive`, also drives tests/attack/test_pieces_attack.py's own
+feeds and servers.
 """
 
 from __future__ import annotations
