@@ -14,26 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
-from client_support import publish, sender, wait_until
+from client_support import FAST, GROUP_ADDR, wait_until
 from moldudp64.asyncio.client import AsyncMoldUDP64
 from moldudp64.events import Address, Event, Message
-from moldudp64.net import open_unicast_socket
 from moldudp64.sync.client import MoldUDP64
 
 T = TypeVar("T")
 
 KINDS = ["thread", "pull", "asyncio", "asyncio-nopause"]
-GROUP_ADDR = ("239.192.7.1", 30001)
-#: Fast recovery timers so the tests take milliseconds, and an end of session believed
-#: after 0.3 s of quiet (the default 2.5 s would make each test wait that long).
-FAST = {"request_timeout": 0.02, "max_request_timeout": 0.1, "loss_grace": 0.02,
-        "end_confirm": 0.3}  # fmt: skip
-#: Give up quickly when every server is dead.
-GIVE_UP = {**FAST, "max_request_attempts": 3}
 
 
 class _NoPauseDatagramTransport(asyncio.selector_events._SelectorDatagramTransport):  # type: ignore[misc, name-defined]
@@ -58,29 +50,6 @@ class NoPauseLoop(asyncio.SelectorEventLoop):
         extra: Any = None,
     ) -> Any:
         return _NoPauseDatagramTransport(self, sock, protocol, address, waiter, extra)
-
-
-class Loop:
-    """A line socket, a request socket, and a sender, all on 127.0.0.1."""
-
-    def __init__(self, rcvbuf: int | None = 4 << 20) -> None:
-        self.line = open_unicast_socket(("127.0.0.1", 0), rcvbuf=rcvbuf)
-        self.rereq = open_unicast_socket(("127.0.0.1", 0))
-        self.dest: Address = self.line.getsockname()
-        self.tx = sender()
-
-    def send(
-        self,
-        packets: list[bytes],
-        drop: Iterable[int] | Callable[[int], bool] = (),
-        end_repeats: int = 0,
-    ) -> None:
-        publish(self.tx, self.dest, packets, drop, end_repeats)
-
-    def close(self) -> None:
-        self.tx.close()
-        self.line.close()
-        self.rereq.close()
 
 
 class Driven:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 
-from moldudp64.events import Address
+from moldudp64.events import Address, Message
 from moldudp64.net import open_unicast_socket
 from moldudp64.rerequest import RerequestServerCore
 from moldudp64.store import MemoryStore
@@ -21,8 +21,22 @@ from moldudp64.wire import build_end_of_session, build_heartbeat, pack_messages
 
 SESSION = "TESTSESS01"
 GROUP = "239.192.7.1"
+#: The group the client tests' clients are made for (never joined where a test hands
+#: them loopback sockets).
+GROUP_ADDR = (GROUP, 30001)
 #: Small packets, so a few thousand messages make a few hundred packets.
 PAYLOAD = 200
+#: Fast recovery timers so the tests take milliseconds, and an end of session believed
+#: after 0.3 s of quiet (the default 2.5 s would make each test wait that long).
+FAST = {"request_timeout": 0.02, "max_request_timeout": 0.1, "loss_grace": 0.02,
+        "end_confirm": 0.3}  # fmt: skip
+#: Give up quickly when every server is dead.
+GIVE_UP = {**FAST, "max_request_attempts": 3}
+
+
+def expected(messages: Sequence[bytes], session: str = SESSION, first: int = 1) -> list[Message]:
+    """The messages a client should hand out for ``messages`` numbered from ``first``."""
+    return [Message(session, first + i, m) for i, m in enumerate(messages)]
 
 
 def make_messages(n: int, tag: bytes = b"") -> list[bytes]:
@@ -172,6 +186,31 @@ class Responder:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class Loop:
+    """A line socket, a request socket, and a sender, all on 127.0.0.1."""
+
+    def __init__(self, rcvbuf: int | None = 4 << 20) -> None:
+        self.line = open_unicast_socket(("127.0.0.1", 0), rcvbuf=rcvbuf)
+        self.rereq = open_unicast_socket(("127.0.0.1", 0))
+        self.dest: Address = self.line.getsockname()
+        self.tx = sender()
+
+    def send(
+        self,
+        packets: list[bytes],
+        drop: Iterable[int] | Callable[[int], bool] = (),
+        end_repeats: int = 0,
+    ) -> None:
+        """Publish ``packets`` to the line socket (see :func:`publish`)."""
+        publish(self.tx, self.dest, packets, drop, end_repeats)
+
+    def close(self) -> None:
+        """Close the three sockets."""
+        self.tx.close()
+        self.line.close()
+        self.rereq.close()
 
 
 def closed_port_address() -> Address:

@@ -16,13 +16,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from client_contract import GIVE_UP, KINDS, Driven, Loop
+from client_contract import KINDS, Driven
 from client_support import (
+    GIVE_UP,
     SESSION,
+    Loop,
     Repeater,
     Responder,
     closed_port_address,
     end_of_session,
+    expected,
     heartbeat,
     make_messages,
     make_packets,
@@ -50,10 +53,6 @@ from moldudp64.sync.client import MoldUDP64
 from moldudp64.wire import Packet, RetransmissionRequest
 
 CLIENT_LOGGERS = ("moldudp64.sync.client", "moldudp64.asyncio.client")
-
-
-def expected(messages: list[bytes], session: str = SESSION, first: int = 1) -> list[Message]:
-    return [Message(session, first + i, m) for i, m in enumerate(messages)]
 
 
 @pytest.fixture(params=KINDS)

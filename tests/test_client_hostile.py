@@ -25,10 +25,12 @@ import pytest
 
 from cli_helpers import start
 from client_support import (
+    FAST,
     SESSION,
     Repeater,
     Responder,
     end_of_session,
+    expected,
     free_udp_port,
     make_messages,
     make_packets,
@@ -46,15 +48,9 @@ GROUP_A = "239.192.9.1"
 GROUP_B = "239.192.9.2"
 #: Quick timers; an end of session believed after 0.3 s of quiet (end_confirm: its 2.5 s
 #: default would make every test whose feed ends wait that out).
-FAST = {"request_timeout": 0.02, "max_request_timeout": 0.1, "loss_grace": 0.02,
-        "end_confirm": 0.3}  # fmt: skip
 QUICK_END = {"end_confirm": 0.3}  # the default timers, a quick end of session
 FORGED_SOURCE_HOST = "127.0.0.66"  # a loopback address like any other: bindable, not a server
 README = Path(__file__).resolve().parents[1] / "README.md"
-
-
-def expected(messages: Sequence[bytes], session: str = SESSION) -> list[Message]:
-    return [Message(session, i + 1, m) for i, m in enumerate(messages)]
 
 
 def lines() -> tuple[Address, Address]:

@@ -20,10 +20,13 @@ from typing import Any
 import pytest
 
 from client_support import (
+    FAST,
+    GIVE_UP,
     PAYLOAD,
     SESSION,
     Responder,
     end_of_session,
+    expected,
     free_udp_port,
     make_messages,
     make_packets,
@@ -49,15 +52,8 @@ from moldudp64.wire import Packet
 GROUP = "239.192.7.2"
 #: Quick timers; an end of session believed after 0.3 s of quiet (end_confirm: its 2.5 s
 #: default would make every test whose feed ends wait that out).
-FAST = {"request_timeout": 0.02, "max_request_timeout": 0.1, "loss_grace": 0.02,
-        "end_confirm": 0.3}  # fmt: skip
-GIVE_UP = {**FAST, "max_request_attempts": 3}
 
 pytestmark = pytest.mark.usefixtures("multicast")
-
-
-def expected(messages: Sequence[bytes], session: str = SESSION) -> list[Message]:
-    return [Message(session, i + 1, m) for i, m in enumerate(messages)]
 
 
 def group() -> Address:

@@ -14,14 +14,16 @@ from typing import Any, TypeVar
 import pytest
 
 from client_support import (
+    FAST,
+    GROUP_ADDR,
     SESSION,
+    Loop,
     Responder,
     end_of_session,
+    expected,
     heartbeat,
     make_messages,
     make_packets,
-    publish,
-    sender,
 )
 from moldudp64.asyncio.client import AsyncMoldUDP64
 from moldudp64.events import (
@@ -32,21 +34,9 @@ from moldudp64.events import (
     Source,
 )
 from moldudp64.exceptions import ClientClosed, ConfigError, MoldUDP64Error
-from moldudp64.net import open_unicast_socket
 from moldudp64.wire import Packet, RetransmissionRequest
 
-GROUP_ADDR = ("239.192.7.1", 30001)
-#: Quick timers; an end of session believed after 0.3 s of quiet (end_confirm: its 2.5 s
-#: default would make every test whose feed ends wait that out).
-FAST = {"request_timeout": 0.02, "max_request_timeout": 0.1, "loss_grace": 0.02,
-        "end_confirm": 0.3}  # fmt: skip
-GIVE_UP = {**FAST, "max_request_attempts": 3}
-
 T = TypeVar("T")
-
-
-def expected(messages: Sequence[bytes], session: str = SESSION) -> list[Message]:
-    return [Message(session, i + 1, m) for i, m in enumerate(messages)]
 
 
 def client(
@@ -54,24 +44,6 @@ def client(
 ) -> AsyncMoldUDP64:
     opts: dict[str, Any] = {**FAST, **(receiver_options or {})}
     return AsyncMoldUDP64(GROUP_ADDR, rerequest_server_addrs=servers, receiver_options=opts, **kw)
-
-
-class Loop:
-    """A line socket, a request socket and a sender on 127.0.0.1."""
-
-    def __init__(self, rcvbuf: int = 4 << 20) -> None:
-        self.line = open_unicast_socket(("127.0.0.1", 0), rcvbuf=rcvbuf)
-        self.rereq = open_unicast_socket(("127.0.0.1", 0))
-        self.dest: Address = self.line.getsockname()
-        self.tx = sender()
-
-    def send(self, packets: list[bytes], drop: Any = (), end_repeats: int = 0) -> None:
-        publish(self.tx, self.dest, packets, drop, end_repeats)
-
-    def close(self) -> None:
-        self.tx.close()
-        self.line.close()
-        self.rereq.close()
 
 
 def run(make: Callable[[Loop], Awaitable[T]], rcvbuf: int = 4 << 20) -> T:

@@ -9,21 +9,23 @@ tests/test_client_multicast.py.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from itertools import chain
 from typing import Any
 
 import pytest
 
 from client_support import (
+    FAST,
+    GROUP_ADDR,
     SESSION,
+    Loop,
     Responder,
     end_of_session,
+    expected,
     heartbeat,
     make_messages,
     make_packets,
-    publish,
-    sender,
     wait_until,
 )
 from moldudp64.events import (
@@ -37,42 +39,10 @@ from moldudp64.events import (
     Source,
 )
 from moldudp64.exceptions import ClientClosed, ConfigError, EncodeError, MoldUDP64Error
-from moldudp64.net import open_unicast_socket
 from moldudp64.sync.client import (
     MoldUDP64,
 )
 from moldudp64.wire import Packet, RetransmissionRequest
-
-GROUP_ADDR = ("239.192.7.1", 30001)
-#: Fast recovery timers so the tests take milliseconds.
-#: Quick timers; an end of session believed after 0.3 s of quiet (end_confirm: its 2.5 s
-#: default would make every test whose feed ends wait that out).
-FAST = {"request_timeout": 0.02, "max_request_timeout": 0.1, "loss_grace": 0.02,
-        "end_confirm": 0.3}  # fmt: skip
-#: Give up quickly when every server is dead.
-GIVE_UP = {**FAST, "max_request_attempts": 3}
-
-
-def expected(messages: list[bytes], session: str = SESSION, first: int = 1) -> list[Message]:
-    return [Message(session, first + i, m) for i, m in enumerate(messages)]
-
-
-class Loop:
-    """A line socket, a request socket, and a sender, all on 127.0.0.1."""
-
-    def __init__(self, rcvbuf: int | None = 4 << 20) -> None:
-        self.line = open_unicast_socket(("127.0.0.1", 0), rcvbuf=rcvbuf)
-        self.rereq = open_unicast_socket(("127.0.0.1", 0))
-        self.dest = self.line.getsockname()
-        self.tx = sender()
-
-    def send(
-        self,
-        packets: list[bytes],
-        drop: Iterable[int] | Callable[[int], bool] = (),
-        end_repeats: int = 0,
-    ) -> None:
-        publish(self.tx, self.dest, packets, drop, end_repeats)
 
 
 @pytest.fixture
