@@ -15,10 +15,9 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from types import TracebackType
 from typing import Any, TypeVar
 
-from client_support import FAST, GROUP_ADDR, wait_until
+from client_support import FAST, GROUP_ADDR, Closing, wait_until
 from moldudp64.asyncio.client import AsyncMoldUDP64
 from moldudp64.events import Address, Event, Message
 from moldudp64.sync.client import MoldUDP64
@@ -52,7 +51,7 @@ class NoPauseLoop(asyncio.SelectorEventLoop):
         return _NoPauseDatagramTransport(self, sock, protocol, address, waiter, extra)
 
 
-class Driven:
+class Driven(Closing):
     """One client of ``kind``, every call blocking until done (``asyncio``: on a runner)."""
 
     def __init__(
@@ -109,17 +108,6 @@ class Driven:
         if self._runner is None:
             return self.sync.start_with_sockets(downstream, rereq)
         return self._run(self.aio.start_with_sockets(downstream, rereq))
-
-    def __enter__(self) -> Driven:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         if self._runner is None:

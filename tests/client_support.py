@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
+from typing import Self
 
 from moldudp64.events import Address, Message
 from moldudp64.net import open_unicast_socket
@@ -107,7 +108,26 @@ def publish(
     return sent
 
 
-class Responder:
+class Closing:
+    """A test helper closed by ``close()`` or on leaving its ``with`` block."""
+
+    def close(self) -> None:
+        """Release what the helper holds (each subclass says what)."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Responder(Closing):
     """A re-request server on 127.0.0.1 in a thread, answering from a RerequestServerCore.
 
     ``feeds`` maps each session to its messages (numbered from 1). ``silent`` makes a
@@ -176,17 +196,6 @@ class Responder:
         self._stop_r.close()
         self._stop_w.close()
 
-    def __enter__(self) -> Responder:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 class Loop:
     """A line socket, a request socket, and a sender, all on 127.0.0.1."""
@@ -230,7 +239,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
     return True
 
 
-class Repeater:
+class Repeater(Closing):
     """Sends ``packet`` to ``dest`` every ``interval`` seconds until closed (a live feed's
     heartbeats or end-of-session packets, which a real server keeps sending)."""
 
@@ -248,14 +257,3 @@ class Repeater:
         """Stop sending."""
         self._stop.set()
         self._thread.join(5)
-
-    def __enter__(self) -> Repeater:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
