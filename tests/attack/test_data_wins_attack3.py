@@ -594,3 +594,33 @@ def test_copies_of_data_after_end_named_once_across_a_session_switch() -> None:
     assert [n for n, _, _ in delivered(o, B)] == list(range(1, 31))
     named = [n for x, y, _ in after_end(o, A) for n in range(x, y + 1)]
     assert named == [31, 32], after_end(o, A)
+
+
+# --------------------------------------------------------------------------- competing ends
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "found by attack3: A (90 msgs, its real end 91 sent 4 times at 1.59..3.09 s); one forged "
+    "data datagram of A at 91 (1 msg) arriving at 3.2, 3.4 or 4.0 s: 91 delivered, then no "
+    "SessionEnded(A) ever (40 s run), nothing named; the same datagram at 1.45..2.5 s or "
+    "after 4.09 s: SessionEnded(A, 91) with a warning, as the README says"))
+@pytest.mark.parametrize("at", [3.2, 3.4, 4.0])
+@pytest.mark.parametrize("with_b", [False, True])
+def test_forged_data_right_after_the_last_real_end_still_lets_the_real_end_end(
+    at: float, with_b: bool
+) -> None:
+    """README (cannot know): "Forged data right after the last real message is delivered,
+    and the real end (below it) still ends the session once it repeated and the feed fell
+    quiet, with a warning and MessagesAfterEnd naming what was delivered beyond it."
+    One forged datagram, after the real end's last repeat, before it is believed."""
+    a = Publisher(A, 90, 0.5, dt=0.01, per_packet=1)  # its end at 1.59, 2.09, 2.59, 3.09
+    pubs = [a]
+    if with_b:
+        pubs.append(Publisher(B, 60, a.last_sent() + 3.0, dt=0.02, per_packet=2))
+    line = line_of(pubs) + [(at, build_packet(A, 91, [b"FORGED"]), Source.LINE_A, None)]
+    o = drive(line, [Server(HONEST, {p.session: p for p in pubs}, cap=5)], 40.0)
+    assert [n for n, m, _ in delivered(o, A)][:90] == list(range(1, 91))
+    assert lost(o, A) == []
+    assert [n for _, n in ended(o, A)] == [91], f"A ended {ended(o, A)}; real end 91"
+    if with_b:
+        assert [n for n, _, _ in delivered(o, B)] == list(range(1, 61))
