@@ -321,6 +321,8 @@ def check_session(o: Outcome, ex: Expect, deadline: float) -> None:
         f"lost={lost(o, s)[:3]} after_end={after_end(o, s)[:3]}"
     )
     ends = ended(o, s)
+    if ex.forged_data_beyond and not ends:
+        return  # known: test_forged_data_right_after_the_last_real_end_still_lets_the_real_end_end
     assert len(ends) == 1, f"{s}: SessionEnded {ends} (real end {count + 1})"
     t_end, n_end = ends[0]
     allowed = {count + 1} | ex.forged_ends
@@ -479,8 +481,15 @@ def play(sc: dict[str, object], debug: bool = False, stale: bool = False) -> Non
     check_requests(o, bound=400 + 6 * sum(p.count for p in pubs))
     forged_sessions_with_data = {s for _, k, s, _, _ in forgeries if k == "data" and s not in pubmap}
     for p in pubs:
-        if p.lost and any(s == F and k != "heartbeat" for _, k, s, _, _ in forgeries):
+        if p.lost and any(s != p.session and k != "heartbeat" for _, k, s, _, _ in forgeries):
             continue  # known: test_real_ends_only_session_beside_a_forged_session
+        first_real = min((t for t, d, src, _ in line if d[:10].decode().strip() == p.session
+                          and d not in forged_bytes and src is not Source.RETRANSMISSION),
+                         default=1e9)
+        early = {seq for t, k, s, seq, _ in forgeries if s == p.session and k == "data"
+                 and t < first_real}
+        if early:
+            continue  # known: test_two_forged_data_of_the_next_sessions_name_before_the_feed
         ex = Expect(p)
         real_times = sorted(t for t, d in o.line if d[:10].decode().strip() == p.session
                             and d not in forged_bytes)
@@ -624,3 +633,31 @@ def test_forged_data_right_after_the_last_real_end_still_lets_the_real_end_end(
     assert [n for _, n in ended(o, A)] == [91], f"A ended {ended(o, A)}; real end 91"
     if with_b:
         assert [n for n, _, _ in delivered(o, B)] == list(range(1, 61))
+
+
+# --------------------------------------------------------------------------- a session's name burned
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "found by attack3: two forged data datagrams of B (the next real session's name) at "
+    "1,000,001 (or 5,000) at 0.00/0.01 s, before A's feed (0.5 s, 90 msgs, delivered whole): "
+    "B followed, then left at 3.0 s with MessagesLost(B, 1, 1000000 or 4999, 'session "
+    "changed'); real B (60 msgs from 7.79 s, all on line A, all on the honest server): 0 "
+    "delivered, all 60 inside that lost range, B never ends"))
+@pytest.mark.parametrize("seq", [1_000_001, 5_000])
+def test_two_forged_data_of_the_next_sessions_name_before_the_feed(seq: int) -> None:
+    """README admits: two forged data datagrams of another session before the feed are
+    followed first, until that session falls silent for ``stale_after`` (a delay). It
+    does not admit that the real session of that name is then reported lost: nothing real
+    is reported lost; the real session's data are delivered, or named, never lost."""
+    a = Publisher(A, 90, 0.5, dt=0.01, per_packet=3)
+    b = Publisher(B, 60, a.last_sent() + 3.0, dt=0.02, per_packet=2)
+    line = line_of([a, b]) + [
+        (0.0, build_packet(B, seq, [b"X"]), Source.LINE_B, None),
+        (0.01, build_packet(B, seq, [b"Y"]), Source.LINE_B, None),
+    ]
+    o = drive(line, [Server(HONEST, {A: a, B: b}, cap=5)], 40.0)
+    assert [n for n, _, _ in delivered(o, A)] == list(range(1, 91))
+    real_lost = [(x, y) for x, y, _ in lost(o, B) if x <= 60]
+    assert real_lost == [], f"B: real numbers 1..60 reported lost in {lost(o, B)}"
+    assert [n for n, m_, _ in delivered(o, B) if m_ == msg(B, n)] == list(range(1, 61))
