@@ -291,6 +291,9 @@ class Expect:
 
 def check_session(o: Outcome, ex: Expect, deadline: float) -> None:
     s, count = ex.pub.session, ex.pub.count
+    if ex.forged_data_beyond:  # known: test_forged_data_beyond_the_end_while_the_tail_...
+        ex.excused |= {n for a, b, r in lost(o, s) if r == "session changed"
+                       for n in range(a, min(b, count) + 1)}
     got = delivered(o, s)
     by_seq = {n: (m, t) for n, m, t in got}
     for n, m, _ in got:
@@ -661,3 +664,31 @@ def test_two_forged_data_of_the_next_sessions_name_before_the_feed(seq: int) -> 
     real_lost = [(x, y) for x, y, _ in lost(o, B) if x <= 60]
     assert real_lost == [], f"B: real numbers 1..60 reported lost in {lost(o, B)}"
     assert [n for n, m_, _ in delivered(o, B) if m_ == msg(B, n)] == list(range(1, 61))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "found by attack3: A (300 msgs from 3.0 s, packets 100..299 lost on the line, its real "
+    "end 301 sent 4 times 6.19..7.69 s, honest server dropping the first 2 answers to each "
+    "number), 3 forged data datagrams of A at 1326 (or 302) at 6.645/7.645/8.645 s, B live "
+    "from 10.69 s: A left at 11.645 s with MessagesLost(A, 281, 1325, 'session changed'): "
+    "real 281..300, held by the honest server, reported lost; A never ends"))
+@pytest.mark.parametrize("fseq", [1326, 302])
+def test_forged_data_beyond_the_end_while_the_tail_is_recovered_then_next_session(
+    fseq: int,
+) -> None:
+    """Promise: nothing real is reported lost; only numbers the feed never passed are
+    "session changed". The real end repeated four times passed 1..300; forged data beyond
+    it (three distinct datagrams, fewer than the five witnesses) must not undo that."""
+    a = Publisher(A, 300, 3.0, dt=0.01, per_packet=1, lost=set(range(100, 300)))
+    b = Publisher(B, 60, a.last_sent() + 3.0, dt=0.02, per_packet=2)
+    line = line_of([a, b]) + [
+        (t, build_packet(A, fseq, [b"F%d" % k, b"G"]), Source.LINE_B, None)
+        for k, t in enumerate((6.645, 7.645, 8.645))
+    ]
+    srv = Server(HONEST, {A: a, B: b}, cap=5)
+    srv.drop = lambda s, q, k: k < 2
+    o = drive(line, [srv], 40.0)
+    assert [n for n, _, _ in delivered(o, B)] == list(range(1, 61))
+    real_lost = [(x, y, r) for x, y, r in lost(o, A) if x <= 300]
+    assert real_lost == [], f"A: real numbers reported lost: {real_lost}"
+    assert [n for n, m_, _ in delivered(o, A) if m_ == msg(A, n)] == list(range(1, 301))
