@@ -493,6 +493,8 @@ def play(sc: dict[str, object], debug: bool = False, stale: bool = False) -> Non
                  and t < first_real}
         if early:
             continue  # known: test_two_forged_data_of_the_next_sessions_name_before_the_feed
+        if any(s == p.session and k == "end" and t < first_real for t, k, s, _, _ in forgeries):
+            continue  # known: test_forged_far_end_of_the_next_sessions_name_before_its_feed
         ex = Expect(p)
         real_times = sorted(t for t, d in o.line if d[:10].decode().strip() == p.session
                             and d not in forged_bytes)
@@ -692,3 +694,26 @@ def test_forged_data_beyond_the_end_while_the_tail_is_recovered_then_next_sessio
     real_lost = [(x, y, r) for x, y, r in lost(o, A) if x <= 300]
     assert real_lost == [], f"A: real numbers reported lost: {real_lost}"
     assert [n for n, m_, _ in delivered(o, A) if m_ == msg(A, n)] == list(range(1, 301))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "found by attack3 (borderline: README admits forged ends of another session before "
+    "the feed are followed): B's end at 1026 forged once a second 0.25..7.25 s, before "
+    "B's real feed (60 msgs from 8.59 s, honest server holds them): B followed at 2.75 s, "
+    "MessagesLost(B, 1, 1024) at 7.30 s before B published anything, SessionEnded(B, 1026) "
+    "at 9.30 s; B's 60 real messages, all on line A, neither delivered nor named "
+    "MessagesAfterEnd (only covered by that earlier loss)"))
+def test_forged_far_end_of_the_next_sessions_name_before_its_feed() -> None:
+    """Promise: numbers nothing real reached are "not yet arrived", never lost; what the feed
+    sends after a (forged) end is believed is reported as after the end."""
+    b = Publisher(B, 60, 8.59, dt=0.02, per_packet=2)
+    line = line_of([b]) + [
+        (0.246 + k, build_end_of_session(B, 1026), Source.LINE_A, None) for k in range(8)
+    ]
+    o = drive(line, [Server(HONEST, {B: b}, cap=5)], 40.0)
+    got = {n for n, m_, _ in delivered(o, B) if m_ == msg(B, n)}
+    named_after = {n for x, y, _ in after_end(o, B) for n in range(x, min(y, 60) + 1)}
+    lost_early = [(x, y) for (t, e) in o.of(MessagesLost) for x, y in [(e.first_seq, e.last_seq)]  # type: ignore[attr-defined]
+                  if t < 8.59 and x <= 60]
+    assert lost_early == [], f"B: 1..60 reported lost before B's feed began: {lost_early}"
+    assert got | named_after >= set(range(1, 61))
