@@ -717,3 +717,48 @@ def test_forged_far_end_of_the_next_sessions_name_before_its_feed() -> None:
                   if t < 8.59 and x <= 60]
     assert lost_early == [], f"B: 1..60 reported lost before B's feed began: {lost_early}"
     assert got | named_after >= set(range(1, 61))
+
+
+# --------------------------------------------------------------------------- the next session vanishes
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "found by attack3: A (30 msgs, real end 31 x4 at 0.79..2.29 s); forged data of A at 32 "
+    "(or 5031), 1 msg, 7 distinct datagrams once a second 1.914..7.914 s; B (60 msgs, its "
+    "end x4, 5.29..7.57 s, all on line A and on the honest server): B 0 of 60 delivered, "
+    "nothing names B (one wrong_session drop), A never ends, 120 s run; with 6 forged "
+    "datagrams (last at 6.914 s, before B's last end) B is whole"))
+@pytest.mark.parametrize("fseq", [32, 5031])
+def test_forged_data_keeps_a_alive_past_the_whole_of_b(fseq: int) -> None:
+    """README (Sessions): "While the current session ... is silent, a session that would
+    follow it and sent its own end is kept however long it has been quiet". Forged data
+    keeping A live one datagram a second until just after B's last end must cost B a
+    delay, never its data."""
+    a = Publisher(A, 30, 0.5, dt=0.01, per_packet=3)
+    b = Publisher(B, 60, a.last_sent() + 3.0, dt=0.02, per_packet=2)
+    line = line_of([a, b]) + [
+        (1.914 + k, build_packet(A, fseq, [b"F%d" % k]), Source.LINE_A, None) for k in range(7)
+    ]
+    o = drive(line, [Server(HONEST, {A: a, B: b}, cap=5)], 120.0)
+    assert [n for n, m_, _ in delivered(o, A)][:30] == list(range(1, 31))
+    assert [n for n, m_, _ in delivered(o, B) if m_ == msg(B, n)] == list(range(1, 61)), (
+        f"B: {len(delivered(o, B))} of 60 delivered, lost {lost(o, B)}")
+    assert [n for _, n in ended(o, B)] == [61]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "found by attack3, no forger: A (740 msgs, no end, data 0.5..7.89 s) and B (60 msgs "
+    "with its end x4, 5.29..7.57 s, wholly inside A's tail): A delivered whole, B 0 of 60 "
+    "delivered, nothing names B (one wrong_session drop at 10.57 s), 120 s run"))
+def test_next_session_wholly_inside_the_tail_of_a_session_without_end() -> None:
+    """Same rule, without a forger: B sent its end and A then fell silent for
+    ``stale_after``: B is followed and delivered (its data are on the line and on the
+    honest server), or at least named."""
+    a = Publisher(A, 740, 0.5, dt=0.01, per_packet=1, end=False)
+    b = Publisher(B, 60, 5.29, dt=0.02, per_packet=2)
+    o = drive(line_of([a, b]), [Server(HONEST, {A: a, B: b}, cap=5)], 120.0)
+    assert [n for n, _, _ in delivered(o, A)] == list(range(1, 741))
+    got = {n for n, m_, _ in delivered(o, B) if m_ == msg(B, n)}
+    named = {n for x, y, _ in lost(o, B) for n in range(x, y + 1)}
+    assert got | named >= set(range(1, 61)), f"B: {len(got)} delivered, {len(named)} named"
+    assert got == set(range(1, 61))
