@@ -324,6 +324,8 @@ def check_session(o: Outcome, ex: Expect, deadline: float) -> None:
         f"lost={lost(o, s)[:3]} after_end={after_end(o, s)[:3]}"
     )
     ends = ended(o, s)
+    if ex.pub.lost and ex.forged_ends and not ends:
+        return  # known: test_forged_end_beside_the_real_end_of_an_ends_only_session
     if ex.forged_data_beyond and not ends:
         return  # known: test_forged_data_right_after_the_last_real_end_still_lets_the_real_end_end
     assert len(ends) == 1, f"{s}: SessionEnded {ends} (real end {count + 1})"
@@ -495,6 +497,10 @@ def play(sc: dict[str, object], debug: bool = False, stale: bool = False) -> Non
             continue  # known: test_two_forged_data_of_the_next_sessions_name_before_the_feed
         if any(s == p.session and k == "end" and t < first_real for t, k, s, _, _ in forgeries):
             continue  # known: test_forged_far_end_of_the_next_sessions_name_before_its_feed
+        if not delivered(o, p.session) and not lost(o, p.session) and any(
+            s != p.session and k == "data" and t > first_real for t, k, s, _, _ in forgeries
+        ):
+            continue  # known: test_forged_data_keeps_a_alive_past_the_whole_of_b
         ex = Expect(p)
         real_times = sorted(t for t, d in o.line if d[:10].decode().strip() == p.session
                             and d not in forged_bytes)
@@ -762,3 +768,23 @@ def test_next_session_wholly_inside_the_tail_of_a_session_without_end() -> None:
     named = {n for x, y, _ in lost(o, B) for n in range(x, y + 1)}
     assert got | named >= set(range(1, 61)), f"B: {len(got)} delivered, {len(named)} named"
     assert got == set(range(1, 61))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "found by attack3: A's data all lost (30 msgs; its real end 31 x4 at 0.79..2.29 s), two "
+    "forged ends of A at 32 (0.781, 0.831 s), B live from 5.29 s: A's 1..30 recovered but A "
+    "never ends: left at 5.31 s with MessagesLost(A, 31, 31, 'session changed'), no "
+    "SessionEnded(A); without the forged ends SessionEnded(A, 31); without B, SessionEnded(A, 32)"))
+@pytest.mark.parametrize("copies", [2, 8])
+def test_forged_end_beside_the_real_end_of_an_ends_only_session(copies: int) -> None:
+    """Promise: the session ends when the real end arrives ("of two ends ... the one
+    repeated more often"): whichever end wins, A ends, before B is followed."""
+    a = Publisher(A, 30, 0.5, dt=0.01, per_packet=3).all_lost()
+    b = Publisher(B, 60, a.last_sent() + 3.0, dt=0.02, per_packet=2)
+    line = line_of([a, b]) + [
+        (0.781 + 0.05 * k, build_end_of_session(A, 32), Source.LINE_A, None) for k in range(copies)
+    ]
+    o = drive(line, [Server(HONEST, {A: a, B: b}, cap=5)], 60.0)
+    assert [n for n, m_, _ in delivered(o, A) if m_ == msg(A, n)] == list(range(1, 31))
+    assert [n for n, _, _ in delivered(o, B)] == list(range(1, 61))
+    assert [n for _, n in ended(o, A)] in ([31], [32]), f"A ended {ended(o, A)}, lost {lost(o, A)}"
