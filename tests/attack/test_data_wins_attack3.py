@@ -812,3 +812,22 @@ def test_forged_session_kept_alive_by_heartbeats_swallows_the_next_real_session(
     assert [n for _, n in ended(o, A)] == [91]
     got = [n for n, m_, _ in delivered(o, B) if m_ == msg(B, n)]
     assert got == list(range(1, 61)), f"B: {len(got)} of 60 delivered, lost {lost(o, B)}"
+
+
+# --------------------------------------------------------------------------- FeedStale
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "found by attack3, no forger: A (90 msgs 3.0..3.29 s, ends 3.49..4.99 s), B's first two "
+    "packets at 3.0 and 3.5 s, then B's line lost to 8.5 s: A ends at 5.99 s, B followed, "
+    "FeedStale(silent_for=3.0) at 6.50 s though A's end arrived at 4.99 s (1.51 s before); "
+    "FeedResumed(silent_for=5.0) at 8.5 s"))
+def test_feed_stale_counts_the_last_datagram_of_the_session_just_ended() -> None:
+    """README: FeedStale means no datagram of the followed session nor of a waiting one for
+    ``stale_after`` (3 s); "the quiet after an end of session that may be believed is not
+    staleness"."""
+    a = Publisher(A, 90, 3.0, dt=0.01, per_packet=3)
+    b = Publisher(B, 60, 3.0, dt=0.5, per_packet=2, lost=set(range(2, 11)))
+    o = drive(line_of([a, b]), [Server(HONEST, {A: a, B: b}, cap=5)], 40.0)
+    assert len(delivered(o, A)) == 90 and len(delivered(o, B)) == 60
+    check_feed_stale(o)
