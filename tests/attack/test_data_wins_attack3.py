@@ -29,6 +29,8 @@ from hypothesis import strategies as st
 from attack.test_follow_attack import Publisher, Server, check_stale, msg
 from moldudp64.events import (
     FeedResumed,
+    GapDetected,
+    GapFilled,
     FeedStale,
     MessagesAfterEnd,
     MessagesDelivered,
