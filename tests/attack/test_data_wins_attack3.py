@@ -19,6 +19,10 @@ from __future__ import annotations
 import heapq
 import itertools
 import os
+import socket
+import threading
+import time
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,6 +31,16 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from attack.test_follow_attack import Publisher, Server, check_stale, msg
+from cli_helpers import GROUP as LIVE_GROUP
+from cli_helpers import SESSION as LIVE_SESSION
+from cli_helpers import finish, free_port, start_listen
+from cli_helpers import run as run_cli
+from client_support import Responder, free_udp_port
+from client_support import sender as live_sender
+from moldudp64.events import Message
+from moldudp64.sync.client import MoldUDP64
+from moldudp64.binaryfile import write_binaryfile
+from moldudp64.cli import generate_itch
 from moldudp64.events import (
     FeedResumed,
     GapDetected,
@@ -45,6 +59,7 @@ from moldudp64.wire import (
     build_end_of_session,
     build_heartbeat,
     build_packet,
+    pack_messages,
 )
 
 HONEST = ("127.0.0.1", 9001)
@@ -883,3 +898,139 @@ def test_zero_count_only_server_ends_in_bounded_loss() -> None:
     assert len(o.requests) <= 10
     assert [n for _, n in ended(o, A)] == [301]
     assert o.of(MessagesLost)[0][0] < 1.6 + 6.0
+
+
+# --------------------------------------------------------------------------- live: listen, clients
+
+
+def _sniff_and_forge(group: str, port: int, wait: float, forged: bytes) -> threading.Thread:
+    """On the first end of session seen on ``group:port``, wait ``wait`` s, send ``forged``."""
+
+    def watch() -> None:
+        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        rx.bind((group, port))
+        mreq = socket.inet_aton(group) + socket.inet_aton("127.0.0.1")
+        rx.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+        rx.settimeout(30)
+        tx = live_sender()
+        try:
+            while True:
+                data = rx.recv(65536)
+                if int.from_bytes(data[18:20], "big") == 0xFFFF:
+                    time.sleep(wait)
+                    tx.sendto(forged, (group, port))
+                    return
+        finally:
+            rx.close()
+            tx.close()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "found by attack3 (live twin of the simulated finding): publish 3,000 messages, its "
+    "end sent for 0.5 s; one forged data datagram at 3001 sent 0.7 s after the first end: "
+    "listen writes 3001 messages (the forged one too) and never ends the session: 'idle "
+    "for 10.0 s: 3001 messages written ... 0 lost', exit 4, no 'session ended', no warning"))
+def test_live_listen_forged_data_after_the_last_real_end(multicast: None, tmp_path: Path) -> None:
+    """README: forged data right after the last real message is delivered and the real end
+    still ends the session (a warning, MessagesAfterEnd; listen exits 3 and says where)."""
+    messages = list(generate_itch(3000, seed=33))
+    path = tmp_path / "in.bin"
+    write_binaryfile(path, messages)
+    port = free_port()
+    out = tmp_path / "o.bin"
+    listener = start_listen(
+        f"{LIVE_GROUP}:{port}", "--interface", "127.0.0.1", "--request-server",
+        f"127.0.0.1:{port + 1}", "-o", str(out), "--idle-timeout", "10",
+    )  # fmt: skip
+    watcher = _sniff_and_forge(LIVE_GROUP, port, 0.7, build_packet(LIVE_SESSION, 3001, [b"F"]))
+    t0 = time.monotonic()
+    pub = run_cli(
+        "publish", f"{LIVE_GROUP}:{port}", "--interface", "127.0.0.1", "--session",
+        LIVE_SESSION, "--input", str(path), "--request-port", str(port + 1), "--rate", "5000",
+        "--end-of-session-duration", "0.5", "--linger", "1",
+    )  # fmt: skip
+    code, err = finish(listener, timeout=40)
+    elapsed = time.monotonic() - t0
+    watcher.join(1)
+    assert pub.returncode == 0, pub.stderr
+    assert out.read_bytes()[: path.stat().st_size] == path.read_bytes()
+    assert "session ended" in err, err
+    assert code == 3, (code, err)
+    assert elapsed < 9, elapsed
+
+
+#: Quick timers for the live clients (as tests/attack/test_follow_attack.py's LIVE).
+LIVE = {
+    "request_timeout": 0.02,
+    "max_request_timeout": 0.1,
+    "loss_grace": 0.02,
+    "end_confirm": 0.3,
+    "stale_after": 1.0,
+}
+
+
+def _a_with_b_inside(tx: socket.socket, line: tuple[str, int], a: list[bytes], b: list[bytes],
+                     forged_only: bool) -> None:
+    """Line A: session A (or, ``forged_only``, A's 10 real packets then forged data of A at
+    its next number + 1 every 0.2 s) for 2.4 s, no end; B's whole session (its packets and
+    its end x4) sent 0.8..1.4 s in; then silence."""
+    start = time.monotonic()
+    b_packets = pack_messages(B, 1, b, 200)
+    b_sent = 0
+    k = 0
+    while time.monotonic() - start < 2.4:
+        t = time.monotonic() - start
+        if not forged_only or k < 10:
+            if k < len(a):
+                tx.sendto(build_packet(A, k + 1, [a[k]]), line)
+        elif k % 20 == 0:
+            tx.sendto(build_packet(A, 12, [b"FORGED%d" % k]), line)
+        if t > 0.8 and b_sent < len(b_packets):
+            tx.sendto(b_packets[b_sent], line)
+            b_sent += 1
+        elif b_sent >= len(b_packets) and t < 1.4 and k % 15 == 0:
+            tx.sendto(build_end_of_session(B, len(b) + 1), line)
+        k += 1
+        time.sleep(0.01)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "found by attack3 (live, sync client): A live 2.4 s without an end (real data, or 10 "
+    "real packets then forged data of A at 12 every 0.2 s), B's whole session (40 msgs + "
+    "its end) 0.8..1.4 s in, Responder holding A and B: after 6 s B 0 of 40 delivered, "
+    "nothing names B"))
+@pytest.mark.parametrize("forged_only", [False, True], ids=["real-a", "forged-a"])
+def test_live_client_next_session_inside_the_tail_of_a(multicast: None, forged_only: bool) -> None:
+    """README (Sessions): a session that would follow and sent its own end is kept however
+    long it has been quiet; it is followed once the current one is silent for
+    ``stale_after``. The sync client on real multicast must deliver B whole."""
+    a = [b"A%05d" % n for n in range(1, 241)]
+    b = [b"B%05d" % n for n in range(1, 41)]
+    line = ("239.192.9.33", free_udp_port())
+    tx = live_sender()
+    got: list[Message] = []
+    try:
+        with Responder({A: a, B: b}) as server:
+            client = MoldUDP64(line, "127.0.0.1", [server.address], receiver_options=LIVE)
+            with client:
+                thread = threading.Thread(target=_a_with_b_inside, args=(tx, line, a, b, forged_only))
+                thread.start()
+                deadline = time.monotonic() + 6.0
+                try:
+                    for m_ in client.messages(timeout=2.0):
+                        got.append(m_)
+                        if sum(x.session == B for x in got) == len(b) or time.monotonic() > deadline:
+                            break
+                except TimeoutError:
+                    pass
+                thread.join(5)
+                lost_b = [r for r in client.lost_ranges if B in repr(r)]
+    finally:
+        tx.close()
+    got_b = [(x.seq_num, x.data) for x in got if x.session == B]
+    assert got_b == list(enumerate(b, 1)), f"B: {len(got_b)} of 40 delivered, lost {lost_b}"
