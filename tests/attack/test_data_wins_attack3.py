@@ -1034,3 +1034,53 @@ def test_live_client_next_session_inside_the_tail_of_a(multicast: None, forged_o
         tx.close()
     got_b = [(x.seq_num, x.data) for x in got if x.session == B]
     assert got_b == list(enumerate(b, 1)), f"B: {len(got_b)} of 40 delivered, lost {lost_b}"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "found by attack3 (live, asyncio client on loopback): 300 messages, their end x3, one "
+    "forged data datagram at 301 0.1 s later (end_confirm 0.3 s): 301 delivered, no "
+    "SessionEnded within 3 s (events() times out), nothing named after the end"))
+def test_live_asyncio_client_forged_data_right_after_the_real_end() -> None:
+    """README: forged data right after the last real message is delivered, and the real end
+    (below it) still ends the session once it repeated and the feed fell quiet."""
+    import asyncio
+
+    from moldudp64.asyncio import AsyncMoldUDP64
+    from moldudp64.net import open_unicast_socket
+
+    messages = [b"M%05d" % n for n in range(1, 301)]
+
+    async def main(server_addr: tuple[str, int]) -> tuple[int, list[int], bool]:
+        line = open_unicast_socket(("127.0.0.1", 0))
+        rereq = open_unicast_socket(("127.0.0.1", 0))
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client = AsyncMoldUDP64(("239.192.7.9", 30019), rerequest_server_addrs=[server_addr],
+                                receiver_options=LIVE)
+        await client.open_with_sockets(line, rereq)
+        delivered_n, ends, timed_out = 0, [], False
+        try:
+            dest = line.getsockname()
+            for first in range(1, 301, 5):
+                tx.sendto(build_packet(A, first, messages[first - 1 : first + 4]), dest)
+            for _ in range(3):
+                tx.sendto(build_end_of_session(A, 301), dest)
+            await asyncio.sleep(0.1)
+            tx.sendto(build_packet(A, 301, [b"FORGED"]), dest)
+            try:
+                async for event in client.events(timeout=3.0):
+                    if isinstance(event, MessagesDelivered):
+                        delivered_n += len(event.messages)
+                    elif isinstance(event, SessionEnded):
+                        ends.append(event.next_seq_num)
+                        break
+            except TimeoutError:
+                timed_out = True
+        finally:
+            await client.close()
+            tx.close()
+        return delivered_n, ends, timed_out
+
+    with Responder({A: messages}) as server:
+        n, ends, timed_out = asyncio.run(asyncio.wait_for(main(server.address), 20))
+    assert n >= 300
+    assert ends == [301], f"SessionEnded {ends}; events() timed out: {timed_out}"
