@@ -22,9 +22,9 @@ import os
 import socket
 import threading
 import time
-from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
@@ -37,15 +37,12 @@ from cli_helpers import finish, free_port, start_listen
 from cli_helpers import run as run_cli
 from client_support import Responder, free_udp_port
 from client_support import sender as live_sender
-from moldudp64.events import Message
-from moldudp64.sync.client import MoldUDP64
 from moldudp64.binaryfile import write_binaryfile
 from moldudp64.cli import generate_itch
 from moldudp64.events import (
-    FeedResumed,
     GapDetected,
     GapFilled,
-    FeedStale,
+    Message,
     MessagesAfterEnd,
     MessagesDelivered,
     MessagesLost,
@@ -54,6 +51,7 @@ from moldudp64.events import (
     Source,
 )
 from moldudp64.receiver import ReceiverConfig, ReceiverCore
+from moldudp64.sync.client import MoldUDP64
 from moldudp64.wire import (
     RetransmissionPacket,
     build_end_of_session,
@@ -97,7 +95,9 @@ class Lagging(Server):
         if p.seq_num > held:
             return build_heartbeat(session, p.seq_num)  # a zero-count answer
         last = min(held, p.seq_num + min(p.msg_count, self.cap) - 1)
-        return build_packet(session, p.seq_num, [msg(session, s) for s in range(p.seq_num, last + 1)])
+        return build_packet(
+            session, p.seq_num, [msg(session, s) for s in range(p.seq_num, last + 1)]
+        )
 
 
 @dataclass
@@ -189,11 +189,14 @@ def drive(
             core.handle_timer(now)
         for req, addr in core.datagrams_to_send(now):
             p = RetransmissionPacket.parse(req)
-            out.requests.append((now, bytes(req[:10]).decode().strip(), p.seq_num, p.msg_count, addr))
+            out.requests.append(
+                (now, bytes(req[:10]).decode().strip(), p.seq_num, p.msg_count, addr)
+            )
             answer = by_addr[addr].answer(req, now)
             if answer is not None:
                 heapq.heappush(
-                    queue, (now + by_addr[addr].delay, next(order), answer, Source.RETRANSMISSION, addr)
+                    queue,
+                    (now + by_addr[addr].delay, next(order), answer, Source.RETRANSMISSION, addr),
                 )
         out.events.extend((now, e) for e in core.events_received())
         stats = core.stats
@@ -309,8 +312,12 @@ class Expect:
 def check_session(o: Outcome, ex: Expect, deadline: float) -> None:
     s, count = ex.pub.session, ex.pub.count
     if ex.forged_data_beyond:  # known: test_forged_data_beyond_the_end_while_the_tail_...
-        ex.excused |= {n for a, b, r in lost(o, s) if r == "session changed"
-                       for n in range(a, min(b, count) + 1)}
+        ex.excused |= {
+            n
+            for a, b, r in lost(o, s)
+            if r == "session changed"
+            for n in range(a, min(b, count) + 1)
+        }
     got = delivered(o, s)
     by_seq = {n: (m, t) for n, m, t in got}
     for n, m, _ in got:
@@ -325,11 +332,17 @@ def check_session(o: Outcome, ex: Expect, deadline: float) -> None:
         bad = [n for n in real_lost if (s, n) in o.on_line]
         assert not bad, f"{s}: real data that arrived reported lost {bad[:10]} ({len(bad)})"
         missing = [
-            n for n in range(1, count + 1)
-            if n not in by_seq and n not in named_after and n not in lost_nums
-            and n not in ex.excused and (s, n) in o.on_line
+            n
+            for n in range(1, count + 1)
+            if n not in by_seq
+            and n not in named_after
+            and n not in lost_nums
+            and n not in ex.excused
+            and (s, n) in o.on_line
         ]
-        assert not missing, f"{s}: real data that arrived neither delivered nor named {missing[:10]}"
+        assert not missing, (
+            f"{s}: real data that arrived neither delivered nor named {missing[:10]}"
+        )
         return
     assert not real_lost, (
         f"{s}: real messages reported lost: {len(real_lost)} e.g. {real_lost[:8]} "
@@ -420,8 +433,18 @@ def scenarios(draw: st.DrawFn) -> dict[str, object]:
         for _ in range(nforge)
     ]
     seed = draw(st.integers(0, 2**16))
-    return dict(mode=mode, a_count=a_count, per=per, a_start=a_start, burst=burst, loss=loss,
-                line_b=line_b, server=server, forg=forg, seed=seed)
+    return dict(
+        mode=mode,
+        a_count=a_count,
+        per=per,
+        a_start=a_start,
+        burst=burst,
+        loss=loss,
+        line_b=line_b,
+        server=server,
+        forg=forg,
+        seed=seed,
+    )
 
 
 def play(sc: dict[str, object], debug: bool = False, stale: bool = False) -> None:
@@ -503,45 +526,62 @@ def play(sc: dict[str, object], debug: bool = False, stale: bool = False) -> Non
         check_feed_stale(o)
     # requests: real gaps cost their attempts; phantom numbers one bounded request at a time
     check_requests(o, bound=400 + 6 * sum(p.count for p in pubs))
-    forged_sessions_with_data = {s for _, k, s, _, _ in forgeries if k == "data" and s not in pubmap}
+    forged_sessions_with_data = {
+        s for _, k, s, _, _ in forgeries if k == "data" and s not in pubmap
+    }
     for p in pubs:
         if p.lost and any(s != p.session and k != "heartbeat" for _, k, s, _, _ in forgeries):
             continue  # known: test_real_ends_only_session_beside_a_forged_session
-        first_real = min((t for t, d, src, _ in line if d[:10].decode().strip() == p.session
-                          and d not in forged_all and src is not Source.RETRANSMISSION),
-                         default=1e9)
-        early = {seq for t, k, s, seq, _ in forgeries if s == p.session and k == "data"
-                 and t < first_real}
+        first_real = min(
+            (
+                t
+                for t, d, src, _ in line
+                if d[:10].decode().strip() == p.session
+                and d not in forged_all
+                and src is not Source.RETRANSMISSION
+            ),
+            default=1e9,
+        )
+        early = {
+            seq
+            for t, k, s, seq, _ in forgeries
+            if s == p.session and k == "data" and t < first_real
+        }
         if early:
             continue  # known: test_two_forged_data_of_the_next_sessions_name_before_the_feed
         if any(s == p.session and k == "end" and t < first_real for t, k, s, _, _ in forgeries):
             continue  # known: test_forged_far_end_of_the_next_sessions_name_before_its_feed
-        if not delivered(o, p.session) and not lost(o, p.session) and any(
-            s != p.session and t > first_real for t, k, s, _, _ in forgeries
+        if (
+            not delivered(o, p.session)
+            and not lost(o, p.session)
+            and any(s != p.session and t > first_real for t, k, s, _, _ in forgeries)
         ):
             continue  # known: test_forged_data_keeps_a_alive_past_the_whole_of_b, and
             # test_forged_session_kept_alive_by_heartbeats_swallows_the_next_real_session
         ex = Expect(p)
-        real_times = sorted(t for t, d in o.line if d[:10].decode().strip() == p.session
-                            and d not in forged_all)
+        real_times = sorted(
+            t for t, d in o.line if d[:10].decode().strip() == p.session and d not in forged_all
+        )
         for t, kind, session, seq, n in forgeries:
             if session != p.session:
                 continue
             if kind == "data":
                 for k in range(n):
-                    first = o.first.get((session, seq + k))
-                    if first is not None and first[1]:
+                    arrival = o.first.get((session, seq + k))
+                    if arrival is not None and arrival[1]:
                         ex.excused.add(seq + k)
                 if seq + n - 1 > p.count:
                     ex.forged_data_beyond = True
             elif kind == "end":
                 ex.forged_ends.add(seq)
                 after = [x for x in real_times if x > t + 1e-9]
-                if not after or after[0] - t >= END_CONFIRM - 0.01:
-                    if seq <= p.count:
-                        ex.truncated = True
+                quiet = not after or after[0] - t >= END_CONFIRM - 0.01
+                if quiet and seq <= p.count:
+                    ex.truncated = True
         last_real = max(real_times) if real_times else p.last_sent()
-        deadline = last_real + END_CONFIRM + FOLLOW_DELAY + 3.0 * (1 + len(forged_sessions_with_data))
+        deadline = (
+            last_real + END_CONFIRM + FOLLOW_DELAY + 3.0 * (1 + len(forged_sessions_with_data))
+        )
         check_session(o, ex, deadline)
 
 
@@ -571,17 +611,23 @@ def _ends_only_with_forger(with_b: bool, forged: str = "ends") -> tuple[Outcome,
     if forged == "ends":
         line += [(t, build_end_of_session(F, 6), Source.LINE_B, None) for t in (0.5, 1.5, 2.5)]
     else:  # two forged data datagrams of F before the feed, then one a second to 3.0 s
-        line += [(t, build_packet(F, 1, [b"FORGED"]), Source.LINE_B, None)
-                 for t in (0.0, 0.4, 1.0, 2.0, 3.0)]
+        line += [
+            (t, build_packet(F, 1, [b"FORGED"]), Source.LINE_B, None)
+            for t in (0.0, 0.4, 1.0, 2.0, 3.0)
+        ]
     pm = {p.session: p for p in pubs}
     return drive(line, [Server(HONEST, pm, cap=5)], 60.0), a
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "found by attack3: real A (30 msgs, data all lost on the line, its 4 ends 0.79..2.29 s) "
-    "and a forger's F: ends (N=6) at 0.5/1.5/2.5 s on line B (F followed at 2.5 s, then B) or "
-    "F data at 1 five times 0..3 s; A's 30 messages, all held by the honest server, "
-    "neither delivered nor reported lost; only a wrong_session drop names nothing"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack3: real A (30 msgs, data all lost on the line, its 4 ends 0.79..2.29 s) "
+        "and a forger's F: ends (N=6) at 0.5/1.5/2.5 s on line B (F followed at 2.5 s, then B) or "
+        "F data at 1 five times 0..3 s; A's 30 messages, all held by the honest server, "
+        "neither delivered nor reported lost; only a wrong_session drop names nothing"
+    ),
+)
 @pytest.mark.parametrize("forged", ["ends", "data"])
 @pytest.mark.parametrize("with_b", [True, False])
 def test_real_ends_only_session_beside_a_forged_session(with_b: bool, forged: str) -> None:
@@ -590,17 +636,21 @@ def test_real_ends_only_session_beside_a_forged_session(with_b: bool, forged: st
     cost a bounded delay, never real data. A real session A seen through its ends alone
     while the forger's session F is chosen: once F yields (out of attempts, or silent for
     ``stale_after``), A must be followed and recovered, or its numbers named lost."""
-    o, a = _ends_only_with_forger(with_b, forged)
+    o, _ = _ends_only_with_forger(with_b, forged)
     got = [n for n, m, _ in delivered(o, A) if m == msg(A, n)]
     named = {n for x, y, _ in lost(o, A) for n in range(x, y + 1)}
     assert got == list(range(1, 31)) or named, (got[:5], lost(o, A))
     assert got == list(range(1, 31)), f"A: delivered {len(got)} of 30, lost {lost(o, A)}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "found by attack3: no forger; real A (30 msgs) all lost on the line, its 4 ends at "
-    "0.79..2.29 s (1.5 s of repeats), B with data 0.6 s after A's last end: A's 30 "
-    "messages (held by the honest server) neither delivered nor reported; no event names A"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack3: no forger; real A (30 msgs) all lost on the line, its 4 ends at "
+        "0.79..2.29 s (1.5 s of repeats), B with data 0.6 s after A's last end: A's 30 "
+        "messages (held by the honest server) neither delivered nor reported; no event names A"
+    ),
+)
 def test_real_ends_only_session_then_next_session_soon_after() -> None:
     """Promise (Sessions): a session whose data were all lost on the line is followed to
     ask the servers for 1..N-1; what is not delivered is reported with its range."""
@@ -617,10 +667,14 @@ def test_real_ends_only_session_then_next_session_soon_after() -> None:
 # --------------------------------------------------------------------------- MessagesAfterEnd
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "found by attack3: A (30 msgs) ends (SessionEnded 31 at 3.29 s); one datagram of A at "
-    "31..32 arrives at 5.5, 6.5 and 7.5 s; B starts at 6.0 s: MessagesAfterEnd(A, 31, 32) "
-    "named at 5.5 s and again at 6.5 s (after the switch to B, also old_session dropped)"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack3: A (30 msgs) ends (SessionEnded 31 at 3.29 s); one datagram of A at "
+        "31..32 arrives at 5.5, 6.5 and 7.5 s; B starts at 6.0 s: MessagesAfterEnd(A, 31, 32) "
+        "named at 5.5 s and again at 6.5 s (after the switch to B, also old_session dropped)"
+    ),
+)
 def test_copies_of_data_after_end_named_once_across_a_session_switch() -> None:
     """Promise (README, End of session; DESIGN invariant 8): data beyond a believed end is
     named by ``MessagesAfterEnd``, each number once (copies once)."""
@@ -639,11 +693,15 @@ def test_copies_of_data_after_end_named_once_across_a_session_switch() -> None:
 # --------------------------------------------------------------------------- competing ends
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "found by attack3: A (90 msgs, its real end 91 sent 4 times at 1.59..3.09 s); one forged "
-    "data datagram of A at 91 (1 msg) arriving at 3.2, 3.4 or 4.0 s: 91 delivered, then no "
-    "SessionEnded(A) ever (40 s run), nothing named; the same datagram at 1.45..2.5 s or "
-    "after 4.09 s: SessionEnded(A, 91) with a warning, as the README says"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack3: A (90 msgs, its real end 91 sent 4 times at 1.59..3.09 s); one forged "
+        "data datagram of A at 91 (1 msg) arriving at 3.2, 3.4 or 4.0 s: 91 delivered, then no "
+        "SessionEnded(A) ever (40 s run), nothing named; the same datagram at 1.45..2.5 s or "
+        "after 4.09 s: SessionEnded(A, 91) with a warning, as the README says"
+    ),
+)
 @pytest.mark.parametrize("at", [3.2, 3.4, 4.0])
 @pytest.mark.parametrize("with_b", [False, True])
 def test_forged_data_right_after_the_last_real_end_still_lets_the_real_end_end(
@@ -657,7 +715,7 @@ def test_forged_data_right_after_the_last_real_end_still_lets_the_real_end_end(
     pubs = [a]
     if with_b:
         pubs.append(Publisher(B, 60, a.last_sent() + 3.0, dt=0.02, per_packet=2))
-    line = line_of(pubs) + [(at, build_packet(A, 91, [b"FORGED"]), Source.LINE_A, None)]
+    line = [*line_of(pubs), (at, build_packet(A, 91, [b"FORGED"]), Source.LINE_A, None)]
     o = drive(line, [Server(HONEST, {p.session: p for p in pubs}, cap=5)], 40.0)
     assert [n for n, m, _ in delivered(o, A)][:90] == list(range(1, 91))
     assert lost(o, A) == []
@@ -666,15 +724,19 @@ def test_forged_data_right_after_the_last_real_end_still_lets_the_real_end_end(
         assert [n for n, _, _ in delivered(o, B)] == list(range(1, 61))
 
 
-# --------------------------------------------------------------------------- a session's name burned
+# ----------------------------------------------------------------- a session's name burned
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "found by attack3: two forged data datagrams of B (the next real session's name) at "
-    "1,000,001 (or 5,000) at 0.00/0.01 s, before A's feed (0.5 s, 90 msgs, delivered whole): "
-    "B followed, then left at 3.0 s with MessagesLost(B, 1, 1000000 or 4999, 'session "
-    "changed'); real B (60 msgs from 7.79 s, all on line A, all on the honest server): 0 "
-    "delivered, all 60 inside that lost range, B never ends"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack3: two forged data datagrams of B (the next real session's name) at "
+        "1,000,001 (or 5,000) at 0.00/0.01 s, before A's feed (0.5 s, 90 msgs, delivered whole): "
+        "B followed, then left at 3.0 s with MessagesLost(B, 1, 1000000 or 4999, 'session "
+        "changed'); real B (60 msgs from 7.79 s, all on line A, all on the honest server): 0 "
+        "delivered, all 60 inside that lost range, B never ends"
+    ),
+)
 @pytest.mark.parametrize("seq", [1_000_001, 5_000])
 def test_two_forged_data_of_the_next_sessions_name_before_the_feed(seq: int) -> None:
     """README admits: two forged data datagrams of another session before the feed are
@@ -683,7 +745,8 @@ def test_two_forged_data_of_the_next_sessions_name_before_the_feed(seq: int) -> 
     is reported lost; the real session's data are delivered, or named, never lost."""
     a = Publisher(A, 90, 0.5, dt=0.01, per_packet=3)
     b = Publisher(B, 60, a.last_sent() + 3.0, dt=0.02, per_packet=2)
-    line = line_of([a, b]) + [
+    line = [
+        *line_of([a, b]),
         (0.0, build_packet(B, seq, [b"X"]), Source.LINE_B, None),
         (0.01, build_packet(B, seq, [b"Y"]), Source.LINE_B, None),
     ]
@@ -694,12 +757,16 @@ def test_two_forged_data_of_the_next_sessions_name_before_the_feed(seq: int) -> 
     assert [n for n, m_, _ in delivered(o, B) if m_ == msg(B, n)] == list(range(1, 61))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "found by attack3: A (300 msgs from 3.0 s, packets 100..299 lost on the line, its real "
-    "end 301 sent 4 times 6.19..7.69 s, honest server dropping the first 2 answers to each "
-    "number), 3 forged data datagrams of A at 1326 (or 302) at 6.645/7.645/8.645 s, B live "
-    "from 10.69 s: A left at 11.645 s with MessagesLost(A, 281, 1325, 'session changed'): "
-    "real 281..300, held by the honest server, reported lost; A never ends"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack3: A (300 msgs from 3.0 s, packets 100..299 lost on the line, its real "
+        "end 301 sent 4 times 6.19..7.69 s, honest server dropping the first 2 answers to each "
+        "number), 3 forged data datagrams of A at 1326 (or 302) at 6.645/7.645/8.645 s, B live "
+        "from 10.69 s: A left at 11.645 s with MessagesLost(A, 281, 1325, 'session changed'): "
+        "real 281..300, held by the honest server, reported lost; A never ends"
+    ),
+)
 @pytest.mark.parametrize("fseq", [1326, 302])
 def test_forged_data_beyond_the_end_while_the_tail_is_recovered_then_next_session(
     fseq: int,
@@ -722,13 +789,17 @@ def test_forged_data_beyond_the_end_while_the_tail_is_recovered_then_next_sessio
     assert [n for n, m_, _ in delivered(o, A) if m_ == msg(A, n)] == list(range(1, 301))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "found by attack3 (borderline: README admits forged ends of another session before "
-    "the feed are followed): B's end at 1026 forged once a second 0.25..7.25 s, before "
-    "B's real feed (60 msgs from 8.59 s, honest server holds them): B followed at 2.75 s, "
-    "MessagesLost(B, 1, 1024) at 7.30 s before B published anything, SessionEnded(B, 1026) "
-    "at 9.30 s; B's 60 real messages, all on line A, neither delivered nor named "
-    "MessagesAfterEnd (only covered by that earlier loss)"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack3 (borderline: README admits forged ends of another session before "
+        "the feed are followed): B's end at 1026 forged once a second 0.25..7.25 s, before "
+        "B's real feed (60 msgs from 8.59 s, honest server holds them): B followed at 2.75 s, "
+        "MessagesLost(B, 1, 1024) at 7.30 s before B published anything, SessionEnded(B, 1026) "
+        "at 9.30 s; B's 60 real messages, all on line A, neither delivered nor named "
+        "MessagesAfterEnd (only covered by that earlier loss)"
+    ),
+)
 def test_forged_far_end_of_the_next_sessions_name_before_its_feed() -> None:
     """Promise: numbers nothing real reached are "not yet arrived", never lost; what the feed
     sends after a (forged) end is believed is reported as after the end."""
@@ -739,21 +810,29 @@ def test_forged_far_end_of_the_next_sessions_name_before_its_feed() -> None:
     o = drive(line, [Server(HONEST, {B: b}, cap=5)], 40.0)
     got = {n for n, m_, _ in delivered(o, B) if m_ == msg(B, n)}
     named_after = {n for x, y, _ in after_end(o, B) for n in range(x, min(y, 60) + 1)}
-    lost_early = [(x, y) for (t, e) in o.of(MessagesLost) for x, y in [(e.first_seq, e.last_seq)]  # type: ignore[attr-defined]
-                  if t < 8.59 and x <= 60]
+    lost_early = [
+        (x, y)
+        for (t, e) in o.of(MessagesLost)
+        for x, y in [(e.first_seq, e.last_seq)]  # type: ignore[attr-defined]
+        if t < 8.59 and x <= 60
+    ]
     assert lost_early == [], f"B: 1..60 reported lost before B's feed began: {lost_early}"
     assert got | named_after >= set(range(1, 61))
 
 
-# --------------------------------------------------------------------------- the next session vanishes
+# ----------------------------------------------------------------- the next session vanishes
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "found by attack3: A (30 msgs, real end 31 x4 at 0.79..2.29 s); forged data of A at 32 "
-    "(or 5031), 1 msg, 7 distinct datagrams once a second 1.914..7.914 s; B (60 msgs, its "
-    "end x4, 5.29..7.57 s, all on line A and on the honest server): B 0 of 60 delivered, "
-    "nothing names B (one wrong_session drop), A never ends, 120 s run; with 6 forged "
-    "datagrams (last at 6.914 s, before B's last end) B is whole"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack3: A (30 msgs, real end 31 x4 at 0.79..2.29 s); forged data of A at 32 "
+        "(or 5031), 1 msg, 7 distinct datagrams once a second 1.914..7.914 s; B (60 msgs, its "
+        "end x4, 5.29..7.57 s, all on line A and on the honest server): B 0 of 60 delivered, "
+        "nothing names B (one wrong_session drop), A never ends, 120 s run; with 6 forged "
+        "datagrams (last at 6.914 s, before B's last end) B is whole"
+    ),
+)
 @pytest.mark.parametrize("fseq", [32, 5031])
 def test_forged_data_keeps_a_alive_past_the_whole_of_b(fseq: int) -> None:
     """README (Sessions): "While the current session ... is silent, a session that would
@@ -768,14 +847,19 @@ def test_forged_data_keeps_a_alive_past_the_whole_of_b(fseq: int) -> None:
     o = drive(line, [Server(HONEST, {A: a, B: b}, cap=5)], 120.0)
     assert [n for n, m_, _ in delivered(o, A)][:30] == list(range(1, 31))
     assert [n for n, m_, _ in delivered(o, B) if m_ == msg(B, n)] == list(range(1, 61)), (
-        f"B: {len(delivered(o, B))} of 60 delivered, lost {lost(o, B)}")
+        f"B: {len(delivered(o, B))} of 60 delivered, lost {lost(o, B)}"
+    )
     assert [n for _, n in ended(o, B)] == [61]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "found by attack3, no forger: A (740 msgs, no end, data 0.5..7.89 s) and B (60 msgs "
-    "with its end x4, 5.29..7.57 s, wholly inside A's tail): A delivered whole, B 0 of 60 "
-    "delivered, nothing names B (one wrong_session drop at 10.57 s), 120 s run"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack3, no forger: A (740 msgs, no end, data 0.5..7.89 s) and B (60 msgs "
+        "with its end x4, 5.29..7.57 s, wholly inside A's tail): A delivered whole, B 0 of 60 "
+        "delivered, nothing names B (one wrong_session drop at 10.57 s), 120 s run"
+    ),
+)
 def test_next_session_wholly_inside_the_tail_of_a_session_without_end() -> None:
     """Same rule, without a forger: B sent its end and A then fell silent for
     ``stale_after``: B is followed and delivered (its data are on the line and on the
@@ -790,11 +874,16 @@ def test_next_session_wholly_inside_the_tail_of_a_session_without_end() -> None:
     assert got == set(range(1, 61))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "found by attack3: A's data all lost (30 msgs; its real end 31 x4 at 0.79..2.29 s), two "
-    "forged ends of A at 32 (0.781, 0.831 s), B live from 5.29 s: A's 1..30 recovered but A "
-    "never ends: left at 5.31 s with MessagesLost(A, 31, 31, 'session changed'), no "
-    "SessionEnded(A); without the forged ends SessionEnded(A, 31); without B, SessionEnded(A, 32)"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack3: A's data all lost (30 msgs; its real end 31 x4 at 0.79..2.29 s), two "
+        "forged ends of A at 32 (0.781, 0.831 s), B live from 5.29 s: A's 1..30 recovered but A "
+        "never ends: left at 5.31 s with MessagesLost(A, 31, 31, 'session changed'), no "
+        "SessionEnded(A); without the forged ends SessionEnded(A, 31); without B, "
+        "SessionEnded(A, 32)"
+    ),
+)
 @pytest.mark.parametrize("copies", [2, 8])
 def test_forged_end_beside_the_real_end_of_an_ends_only_session(copies: int) -> None:
     """Promise: the session ends when the real end arrives ("of two ends ... the one
@@ -810,11 +899,15 @@ def test_forged_end_beside_the_real_end_of_an_ends_only_session(copies: int) -> 
     assert [n for _, n in ended(o, A)] in ([31], [32]), f"A ended {ended(o, A)}, lost {lost(o, A)}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "found by attack3: A (90 msgs 3.0..3.89 s, real end x4 4.09..5.59 s); forger: two data "
-    "datagrams of F at 41 (3.0, 4.0 s) and F heartbeats at 41 once a second 6.34..13.34 s; "
-    "B (60 msgs + end x4, 8.59..11.09 s, on line A and the honest server): F followed at "
-    "6.59 s (A ended), B 0 of 60 delivered, nothing names B (one wrong_session drop)"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack3: A (90 msgs 3.0..3.89 s, real end x4 4.09..5.59 s); forger: two data "
+        "datagrams of F at 41 (3.0, 4.0 s) and F heartbeats at 41 once a second 6.34..13.34 s; "
+        "B (60 msgs + end x4, 8.59..11.09 s, on line A and the honest server): F followed at "
+        "6.59 s (A ended), B 0 of 60 delivered, nothing names B (one wrong_session drop)"
+    ),
+)
 def test_forged_session_kept_alive_by_heartbeats_swallows_the_next_real_session() -> None:
     """README: forged data of another session cost "a bounded delay"; "heartbeats alone
     never make a session followed". A followed forged session kept alive by heartbeats
@@ -834,11 +927,15 @@ def test_forged_session_kept_alive_by_heartbeats_swallows_the_next_real_session(
 # --------------------------------------------------------------------------- FeedStale
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "found by attack3, no forger: A (90 msgs 3.0..3.29 s, ends 3.49..4.99 s), B's first two "
-    "packets at 3.0 and 3.5 s, then B's line lost to 8.5 s: A ends at 5.99 s, B followed, "
-    "FeedStale(silent_for=3.0) at 6.50 s though A's end arrived at 4.99 s (1.51 s before); "
-    "FeedResumed(silent_for=5.0) at 8.5 s"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack3, no forger: A (90 msgs 3.0..3.29 s, ends 3.49..4.99 s), B's first two "
+        "packets at 3.0 and 3.5 s, then B's line lost to 8.5 s: A ends at 5.99 s, B followed, "
+        "FeedStale(silent_for=3.0) at 6.50 s though A's end arrived at 4.99 s (1.51 s before); "
+        "FeedResumed(silent_for=5.0) at 8.5 s"
+    ),
+)
 def test_feed_stale_counts_the_last_datagram_of_the_session_just_ended() -> None:
     """README: FeedStale means no datagram of the followed session nor of a waiting one for
     ``stale_after`` (3 s); "the quiet after an end of session that may be believed is not
@@ -850,7 +947,7 @@ def test_feed_stale_counts_the_last_datagram_of_the_session_just_ended() -> None
     check_feed_stale(o)
 
 
-# --------------------------------------------------------------------------- dead and lagging servers
+# ----------------------------------------------------------------- dead and lagging servers
 
 
 def _many_gaps(first: Server) -> tuple[Outcome, list[float]]:
@@ -874,11 +971,15 @@ def test_a_dead_server_costs_one_request_timeout_in_all() -> None:
     assert max(latency[2:]) < 0.01
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "found by attack3: a lagging server (store 0.2 s behind: zero-count answers) configured "
-    "before the honest one; 58 one-packet gaps 0.5 s apart: 57 of 58 asked of the lagging "
-    "server first, each waits a request timeout (every gap filled in 51 ms, not 1 ms), 115 "
-    "requests instead of 58; a dead server in its place is asked once"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack3: a lagging server (store 0.2 s behind: zero-count answers) configured "
+        "before the honest one; 58 one-packet gaps 0.5 s apart: 57 of 58 asked of the lagging "
+        "server first, each waits a request timeout (every gap filled in 51 ms, not 1 ms), 115 "
+        "requests instead of 58; a dead server in its place is asked once"
+    ),
+)
 def test_a_lagging_server_costs_no_more_than_a_dead_one() -> None:
     """README: an answer that brings nothing new "is no progress: the request times out
     and backs off as if unanswered"; a silent server costs at most one request timeout and
@@ -930,11 +1031,15 @@ def _sniff_and_forge(group: str, port: int, wait: float, forged: bytes) -> threa
     return thread
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "found by attack3 (live twin of the simulated finding): publish 3,000 messages, its "
-    "end sent for 0.5 s; one forged data datagram at 3001 sent 0.7 s after the first end: "
-    "listen writes 3001 messages (the forged one too) and never ends the session: 'idle "
-    "for 10.0 s: 3001 messages written ... 0 lost', exit 4, no 'session ended', no warning"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack3 (live twin of the simulated finding): publish 3,000 messages, its "
+        "end sent for 0.5 s; one forged data datagram at 3001 sent 0.7 s after the first end: "
+        "listen writes 3001 messages (the forged one too) and never ends the session: 'idle "
+        "for 10.0 s: 3001 messages written ... 0 lost', exit 4, no 'session ended', no warning"
+    ),
+)
 def test_live_listen_forged_data_after_the_last_real_end(multicast: None, tmp_path: Path) -> None:
     """README: forged data right after the last real message is delivered and the real end
     still ends the session (a warning, MessagesAfterEnd; listen exits 3 and says where)."""
@@ -974,8 +1079,9 @@ LIVE = {
 }
 
 
-def _a_with_b_inside(tx: socket.socket, line: tuple[str, int], a: list[bytes], b: list[bytes],
-                     forged_only: bool) -> None:
+def _a_with_b_inside(
+    tx: socket.socket, line: tuple[str, int], a: list[bytes], b: list[bytes], forged_only: bool
+) -> None:
     """Line A: session A (or, ``forged_only``, A's 10 real packets then forged data of A at
     its next number + 1 every 0.2 s) for 2.4 s, no end; B's whole session (its packets and
     its end x4) sent 0.8..1.4 s in; then silence."""
@@ -999,11 +1105,15 @@ def _a_with_b_inside(tx: socket.socket, line: tuple[str, int], a: list[bytes], b
         time.sleep(0.01)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "found by attack3 (live, sync client): A live 2.4 s without an end (real data, or 10 "
-    "real packets then forged data of A at 12 every 0.2 s), B's whole session (40 msgs + "
-    "its end) 0.8..1.4 s in, Responder holding A and B: after 6 s B 0 of 40 delivered, "
-    "nothing names B"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack3 (live, sync client): A live 2.4 s without an end (real data, or 10 "
+        "real packets then forged data of A at 12 every 0.2 s), B's whole session (40 msgs + "
+        "its end) 0.8..1.4 s in, Responder holding A and B: after 6 s B 0 of 40 delivered, "
+        "nothing names B"
+    ),
+)
 @pytest.mark.parametrize("forged_only", [False, True], ids=["real-a", "forged-a"])
 def test_live_client_next_session_inside_the_tail_of_a(multicast: None, forged_only: bool) -> None:
     """README (Sessions): a session that would follow and sent its own end is kept however
@@ -1018,13 +1128,18 @@ def test_live_client_next_session_inside_the_tail_of_a(multicast: None, forged_o
         with Responder({A: a, B: b}) as server:
             client = MoldUDP64(line, "127.0.0.1", [server.address], receiver_options=LIVE)
             with client:
-                thread = threading.Thread(target=_a_with_b_inside, args=(tx, line, a, b, forged_only))
+                thread = threading.Thread(
+                    target=_a_with_b_inside, args=(tx, line, a, b, forged_only)
+                )
                 thread.start()
                 deadline = time.monotonic() + 6.0
                 try:
                     for m_ in client.messages(timeout=2.0):
                         got.append(m_)
-                        if sum(x.session == B for x in got) == len(b) or time.monotonic() > deadline:
+                        if (
+                            sum(x.session == B for x in got) == len(b)
+                            or time.monotonic() > deadline
+                        ):
                             break
                 except TimeoutError:
                     pass
@@ -1036,10 +1151,14 @@ def test_live_client_next_session_inside_the_tail_of_a(multicast: None, forged_o
     assert got_b == list(enumerate(b, 1)), f"B: {len(got_b)} of 40 delivered, lost {lost_b}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "found by attack3 (live, asyncio client on loopback): 300 messages, their end x3, one "
-    "forged data datagram at 301 0.1 s later (end_confirm 0.3 s): 301 delivered, no "
-    "SessionEnded within 3 s (events() times out), nothing named after the end"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack3 (live, asyncio client on loopback): 300 messages, their end x3, one "
+        "forged data datagram at 301 0.1 s later (end_confirm 0.3 s): 301 delivered, no "
+        "SessionEnded within 3 s (events() times out), nothing named after the end"
+    ),
+)
 def test_live_asyncio_client_forged_data_right_after_the_real_end() -> None:
     """README: forged data right after the last real message is delivered, and the real end
     (below it) still ends the session once it repeated and the feed fell quiet."""
@@ -1054,8 +1173,9 @@ def test_live_asyncio_client_forged_data_right_after_the_real_end() -> None:
         line = open_unicast_socket(("127.0.0.1", 0))
         rereq = open_unicast_socket(("127.0.0.1", 0))
         tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        client = AsyncMoldUDP64(("239.192.7.9", 30019), rerequest_server_addrs=[server_addr],
-                                receiver_options=LIVE)
+        client = AsyncMoldUDP64(
+            ("239.192.7.9", 30019), rerequest_server_addrs=[server_addr], receiver_options=LIVE
+        )
         await client.open_with_sockets(line, rereq)
         delivered_n, ends, timed_out = 0, [], False
         try:
