@@ -1240,3 +1240,26 @@ def test_one_forged_end_right_after_the_data_held_truncates_a_lost_tail(server: 
     assert [n for _, n in ended(o, A)] == [91], f"A ended {ended(o, A)}, real end 91"
     if server == "slow":
         assert got == set(range(1, 91))
+
+
+def test_left_sessions_live_data_named_once_per_number() -> None:
+    """README (Sessions): a session left on staleness is never followed again; its live data
+    beyond the number it stopped at is named by MessagesAfterEnd with that number, each
+    number once (passes: A left at 61 for B; A's 61..90 on line A, copies on line B and a
+    datagram straddling 58..63: 61..90 named once each, end_seq 61; A and B whole)."""
+    a = Publisher(A, 60, 0.5, dt=0.02, per_packet=3, end=False)
+    b = Publisher(B, 200, 2.0, dt=0.05, per_packet=2)
+
+    def pk(first: int, n: int) -> bytes:
+        return build_packet(A, first, [msg(A, k) for k in range(first, first + n)])
+
+    line = line_of([a, b])
+    line += [(6.0 + 0.02 * i, pk(61 + 3 * i, 3), Source.LINE_A, None) for i in range(10)]
+    line += [(6.3, pk(58, 6), Source.LINE_B, None)]
+    line += [(6.5 + 0.02 * i, pk(61 + 3 * i, 3), Source.LINE_B, None) for i in range(10)]
+    o = drive(line, [Server(HONEST, {A: a, B: b}, cap=5)], 30.0)
+    assert [n for n, _, _ in delivered(o, A)] == list(range(1, 61))
+    assert [n for n, _, _ in delivered(o, B)] == list(range(1, 201))
+    named = [n for x, y, _ in after_end(o, A) for n in range(x, y + 1)]
+    assert sorted(named) == list(range(61, 91))
+    assert {e for _, _, e in after_end(o, A)} == {61}
