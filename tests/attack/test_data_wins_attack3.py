@@ -433,7 +433,12 @@ def scenarios(draw: st.DrawFn) -> dict[str, object]:
         for _ in range(nforge)
     ]
     seed = draw(st.integers(0, 2**16))
-    return dict(
+    extra = dict(
+        tail=draw(st.booleans()),
+        anchor=draw(st.sampled_from(["published", "received"])),
+        delay=draw(st.sampled_from([0.001, 0.001, 0.3])),
+    )
+    return extra | dict(
         mode=mode,
         a_count=a_count,
         per=per,
@@ -472,7 +477,10 @@ def play(sc: dict[str, object], debug: bool = False, stale: bool = False) -> Non
         npk = len(p.packets())
         if sc["burst"]:
             first = rng.randrange(0, max(1, npk - 1))
-            for i in range(first, min(npk - 1, first + sc["burst"])):  # type: ignore[operator]
+            top = npk - 1
+            if sc.get("tail"):  # the last packets lost, the end still arrives
+                first, top = max(0, npk - sc["burst"]), npk  # type: ignore[operator]
+            for i in range(first, min(top, first + sc["burst"])):  # type: ignore[operator]
                 lost_a.add((p.session, i))
                 lost_b.add((p.session, i))
         for i in range(npk):
@@ -488,10 +496,20 @@ def play(sc: dict[str, object], debug: bool = False, stale: bool = False) -> Non
     forged_bytes: set[bytes] = set()
     forged_all: set[bytes] = set()
     forgeries: list[tuple[float, str, str, int, int]] = []  # time, kind, session, seq, n
+    anchor = sc.get("anchor", "published")
     for frac, kind, session, off, rep, every, source, nmsg in sc["forg"]:  # type: ignore[attr-defined]
         t0 = span_start + frac * (span_end - span_start)
         pub = pubmap.get(session)
         base = (pub.published_by(t0) + 1) if pub is not None else 1
+        if pub is not None and anchor == "received":  # next after what arrived by then
+            arrived = [
+                int.from_bytes(d[10:18], "big") + int.from_bytes(d[18:20], "big")
+                for t_, d, _, _ in line
+                if t_ <= t0
+                and d[:10].decode().strip() == session
+                and 0 < int.from_bytes(d[18:20], "big") < 0xFFFF
+            ]
+            base = max(arrived, default=1)
         seq = max(1 if kind == "data" else 0, base + off)
         seq = min(seq, 2**64 - 3)
         for k in range(rep):
@@ -508,7 +526,7 @@ def play(sc: dict[str, object], debug: bool = False, stale: bool = False) -> Non
             line.append((t, data, source, addr))
             forgeries.append((t, kind, session, seq, nmsg if kind == "data" else 0))
 
-    honest = Server(HONEST, pubmap, cap=5)
+    honest = Server(HONEST, pubmap, cap=5, delay=sc.get("delay", 0.001))  # type: ignore[arg-type]
     servers: list[Server] = [honest]
     if sc["server"] == "honest+dead":
         servers.append(Dead(OTHER, pubmap))
