@@ -1281,3 +1281,30 @@ def test_left_sessions_live_data_named_once_per_number() -> None:
     named = [n for x, y, _ in after_end(o, A) for n in range(x, y + 1)]
     assert sorted(named) == list(range(61, 91))
     assert {e for _, _, e in after_end(o, A)} == {61}
+
+
+# ----------------------------------------------------------------- pieces and held memory
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack3: 6,000 msgs, 51..5990 lost on the line (the last 10 packets arrive), "
+        "one lossless honest server (40 msgs an answer): max_held_packets=30 -> 24 real msgs "
+        "(1171..1194) reported 'held-packet limit exceeded' (peak held 29); max_held_bytes="
+        "20,000 -> 1,595 real msgs reported lost the same way (peak held bytes 19,440)"
+    ),
+)
+@pytest.mark.parametrize(
+    "bounds", [{"max_held_packets": 30}, {"max_held_bytes": 20_000}], ids=["packets", "bytes"]
+)
+def test_own_requests_do_not_fill_small_held_bounds(bounds: dict[str, int]) -> None:
+    """README (Answers): a passed gap is asked for only up to a reach past the next number
+    to deliver (half of max_held_packets; one window while the held bytes are past half of
+    max_held_bytes) so "the receiver's own requests never fill the held bounds with data
+    that cannot be delivered yet". The live tail here is 10 small packets."""
+    n = 6000
+    a = Publisher(A, n, 0.5, dt=0.0005, per_packet=1, lost=set(range(50, n - 10)))
+    o = drive(line_of([a]), [Server(HONEST, {A: a}, cap=40)], 60.0, **bounds)
+    assert lost(o, A) == [], f"{len(lost(o, A))} ranges lost, e.g. {lost(o, A)[:2]}"
+    assert [n_ for n_, _, _ in delivered(o, A)] == list(range(1, n + 1))
