@@ -1309,3 +1309,22 @@ def test_own_requests_do_not_fill_small_held_bounds(bounds: dict[str, int]) -> N
     o = drive(line_of([a]), [Server(HONEST, {A: a}, cap=40)], 60.0, **bounds)
     assert lost(o, A) == [], f"{len(lost(o, A))} ranges lost, e.g. {lost(o, A)[:2]}"
     assert [n_ for n_, _, _ in delivered(o, A)] == list(range(1, n + 1))
+
+
+def test_switch_while_pieces_in_flight_from_a_slow_lossy_server() -> None:
+    """Passes: A (3,000 msgs, 51..2990 lost on the line, no end) while B starts 0.5 s
+    before A's last packet (B's own 4 packets lost); the server answers after 0.3 s and
+    drops the first 2 answers to each number: A recovered whole in pieces before B, B
+    whole, nothing lost, B ends."""
+    n = 3000
+    a = Publisher(A, n, 0.5, dt=0.0005, per_packet=1, lost=set(range(50, n - 10)), end=False)
+    b = Publisher(B, 200, a.last_sent() - 0.5, dt=0.01, per_packet=2, lost={5, 6, 7, 50})
+    srv = Server(HONEST, {A: a, B: b}, cap=40, delay=0.3)
+    srv.drop = lambda s, q, k: k < 2
+    o = drive(line_of([a, b]), [srv], 60.0)
+    check_tiles(o, after_once=True)
+    assert [n_ for n_, m_, _ in delivered(o, A) if m_ == msg(A, n_)] == list(range(1, n + 1))
+    assert [n_ for n_, m_, _ in delivered(o, B) if m_ == msg(B, n_)] == list(range(1, 201))
+    assert lost(o, A) == [] and lost(o, B) == []
+    assert [x for _, x in ended(o, B)] == [201]
+    assert len(o.requests) < 400
