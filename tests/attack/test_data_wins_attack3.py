@@ -1328,3 +1328,31 @@ def test_switch_while_pieces_in_flight_from_a_slow_lossy_server() -> None:
     assert lost(o, A) == [] and lost(o, B) == []
     assert [x for _, x in ended(o, B)] == [201]
     assert len(o.requests) < 400
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack3 (ATTACK3_HUNT=2000): A's data all lost (30 msgs; real end 31 x4 at "
+        "0.99..2.49 s), three forged ends of A at 1 (2.206..2.306 s, fewer than the real "
+        "end's four), honest server slow (0.3 s, first 2 answers to each number dropped), "
+        "B from 5.49 s: A 20 of 30 delivered, MessagesLost(A, 21, 30, 'session changed'): "
+        "10 real messages the server holds reported lost; A never ends (with two forged "
+        "heartbeats of A at 1024 before: 25 of 30, lost 26..1023)"
+    ),
+)
+def test_forged_ends_at_1_beside_an_ends_only_sessions_real_end_lose_real_data() -> None:
+    """README: a session followed on its ends alone yields to one with data only once its
+    requests are out of attempts with nothing brought; its gaps the feed passed are
+    recovered first; of two ends the one repeated more often wins. Real data the honest
+    server holds is never reported lost."""
+    a = Publisher(A, 30, 0.5, dt=0.01, per_packet=1).all_lost()
+    b = Publisher(B, 60, a.last_sent() + 3.0, dt=0.02, per_packet=2)
+    line = line_of([a, b])
+    line += [(2.206 + 0.05 * k, build_end_of_session(A, 1), Source.LINE_B, None) for k in range(3)]
+    srv = Server(HONEST, {A: a, B: b}, cap=5, delay=0.3)
+    srv.drop = lambda s, q, k: k < 2
+    o = drive(line, [srv], 60.0)
+    assert [n for n, _, _ in delivered(o, B)] == list(range(1, 61))
+    assert [(x, y, r) for x, y, r in lost(o, A) if x <= 30] == [], lost(o, A)
+    assert [n for n, m_, _ in delivered(o, A) if m_ == msg(A, n)] == list(range(1, 31))
