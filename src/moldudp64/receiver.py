@@ -570,6 +570,9 @@ class _Server:
     addr: Address
     #: Requests left unanswered since its last answer.
     failures: int = 0
+    #: When it last answered (or, never answered, when it was first asked): with
+    #: ``failures``, whether it fell silent (see ``ReceiverCore._all_silent``).
+    heard: float | None = None
     disabled: bool = False
     retry_at: float = 0.0
     requests: int = 0
@@ -2277,6 +2280,7 @@ class ReceiverCore:
         if server is not None:
             server.answers += 1
             server.failures = 0
+            server.heard = now
             if server.disabled:
                 server.disabled = False
                 self._events.append(ServerEnabled(server.addr))
@@ -2705,7 +2709,38 @@ class ReceiverCore:
             request = HEADER.pack(session_raw, seg.start, count)
             for server in servers:
                 server.requests += 1
+                if server.heard is None:
+                    server.heard = now
                 self._out.append((request, server.addr))
+
+    def _attempts_span(self) -> float:
+        """How long one range's ``max_request_attempts`` unanswered attempts take."""
+        return sum(self._timeout_for(k) for k in range(1, self.config.max_request_attempts + 1))
+
+    def _all_silent(self, now: float, detected: float) -> bool:
+        """Whether every server fell silent while a range detected at ``detected`` was
+        missing: each left ``max_request_attempts`` requests for numbers the feed passed
+        unanswered in a row, and answered nothing (nor anything at all) for as long as one
+        range's attempts take. A range of such a gap that then times out is given up at
+        once, as a range asked for from its front is when the front runs out: a server
+        that stopped answering costs one range's attempts, not one per window or piece.
+        A gap opened after the silence began gets its attempts in full, and any answer
+        ends the silence."""
+        servers = self._servers
+        if not servers:
+            return False
+        limit = self.config.max_request_attempts
+        span = self._attempts_span()
+        for server in servers:
+            heard = server.heard
+            if (
+                heard is None
+                or server.failures < limit
+                or heard + span > now
+                or heard < detected
+            ):
+                return False
+        return True
 
     def _expire_requests(self, now: float) -> None:
         """Requests unanswered past their deadline: count the failure, retry or give up."""
@@ -2733,7 +2768,10 @@ class ReceiverCore:
                 if seg.req_seq == seq and seg.due is None:
                     seg.req_seq = -1
                     passed = self._wit - seg.wit0 >= _WITNESSES
-                    if passed and seg.own_attempts >= cfg.max_request_attempts:
+                    if passed and (
+                        seg.own_attempts >= cfg.max_request_attempts
+                        or self._all_silent(now, seg.detected)
+                    ):
                         # with it, the pieces of its gap right behind it (as one range
                         # asked for from its front is lost when the front runs out)
                         j = i + 1

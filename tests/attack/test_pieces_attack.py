@@ -460,15 +460,6 @@ def test_server_dies_mid_recovery_other_takes_over() -> None:
     assert_clean(run, count=count)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by attack-pieces: the only server dies 0.1 s into a 50,000-message gap "
-    "(answers of 30): 4,974 requests go to the dead server and the last loss is reported "
-    "after 36.8 s (main: 392 requests, done by 6.7 s); README: a server that stopped "
-    "answering costs one piece's attempts, not one per piece. pieces2: 675 requests, the "
-    "last at 10.76 s: the pieces of the first windows still wait for the 8 piece slots "
-    "and each runs its own attempts",
-)
 def test_only_server_dies_mid_recovery_rest_reported_lost_in_bounded_time() -> None:
     """The only server dies: what it answered is delivered, the rest is reported lost
     (its range named, in order) within about one range's attempts per window, not one
@@ -487,6 +478,28 @@ def test_only_server_dies_mid_recovery_rest_reported_lost_in_bounded_time() -> N
     # 49 windows of 1,024 numbers, 8 attempts each: about 400 requests (what main sends)
     assert len(after) <= 800, len(after)
     assert max(after) < 10.0, max(after)
+
+
+def test_a_gap_opened_after_the_only_server_fell_silent_gets_its_attempts_in_full() -> None:
+    """The only server dies 0.1 s into a 5,000-message gap (given up within one range's
+    attempts); a gap the line opens at 7 s, after the silence began, is still asked for
+    with all its attempts (silence shortens only the ranges missing while it lasted)."""
+    feed, count = gap_feed(5_000, end=False)
+    seq, t = count + 1, 7.0
+    for k in range(12):
+        feed.send(t, seq, 5, arrives=k != 3)
+        seq += 5
+        t += 0.01
+    feed.end(t + 0.2, seq)
+    s1 = Server(A1, feed, cap=lambda k: 30, delay=lambda r: 0.01, dead_after=0.1)
+    run = simulate([feed], [s1], 120.0, **FAST)
+    assert not run.violations, run.violations[:5]
+    o = outcome(run)
+    late = count + 16  # the packet lost at 7.03 s
+    assert o.lost[S][-1] == (late, late + 4, "request attempts exhausted")
+    asked = [r for r in run.requests if r[1] == late]
+    assert len(asked) == run.cfg.max_request_attempts
+    assert S in o.ended
 
 
 def test_only_server_dies_small_gap_reported_lost_in_one_ranges_time() -> None:
