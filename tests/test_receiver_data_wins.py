@@ -443,3 +443,23 @@ def test_data_after_the_end_is_named_once_per_run_of_numbers() -> None:
     c.receive_datagram(build_packet(S, 21, [b"21"]), A, 3.3)
     c.finish(3.31)  # end of input names what is gathered at once
     assert c.events_received() == [MessagesAfterEnd(S, 20, 20, 2), MessagesAfterEnd(S, 21, 21, 2)]
+
+
+def test_an_end_remembered_for_an_unpassed_gap_ends_the_session_at_end_of_input() -> None:
+    """A real end right after the data, behind 20,000 numbers the feed never passed, is
+    remembered (not believed, not dropped); at end of input the gap is reported lost and
+    the remembered end ends the session."""
+    core = ReceiverCore(ReceiverConfig(rerequest_server_addrs=[SERVER]))
+    core.receive_datagram(build_packet(S, 1, [b"a"] * 5), A, 0.0)
+    core.receive_datagram(build_packet(S, 20_006, [b"b"] * 5), A, 0.01)
+    core.receive_datagram(build_packet(S, 20_011, [b"c"] * 5), A, 0.02)
+    for k in range(4):
+        core.receive_datagram(build_end_of_session(S, 20_016), A, 0.1 + 0.5 * k)
+    core.handle_timer(4.0)
+    assert not core.ended
+    core.events_received()
+    core.finish(5.0)
+    events = core.events_received()
+    assert MessagesLost(S, 6, 20_005, "end of input") in events
+    assert [e.seq_num for e in events if isinstance(e, MessagesDelivered)] == [20_006]
+    assert events[-1] == SessionEnded(S, 20_016)

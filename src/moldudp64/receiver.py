@@ -696,6 +696,11 @@ class ReceiverCore:
         self._eos_claim: _Claim | None = None
         #: The last end of session refused against the claim, and how often it came.
         self._eos_rival: tuple[int, int] | None = None
+        #: An end of session that agreed with the data (at or beyond all of it, near the
+        #: horizon) but could not be believed for the numbers before it the feed never
+        #: passed (more than :data:`_END_WINDOW`): remembered, one per session, and
+        #: claimed again once they are recovered or given up (see ``_wake_pending_end``).
+        self._pending_end: _Claim | None = None
         self._ended = False
         self._ended_at = 0.0
         #: The latest time on the core's clock (for what happens deep inside a call).
@@ -970,6 +975,7 @@ class ReceiverCore:
             and type(source) is Source
             and self._eos is None
             and self._eos_claim is None
+            and self._pending_end is None
             and not self._claims
             and not self._stale
             and self._started
@@ -1146,6 +1152,12 @@ class ReceiverCore:
             self._believe_end(eos.start, now, claim=eos)
         self._segs_give_up(0, len(self._segs), LOST_END_OF_INPUT)
         self._drain()
+        pending = self._pending_end
+        if pending is not None and self._eos is None:  # its numbers are given up now
+            self._pending_end = None
+            self._believe_end(pending.start, now, claim=pending)
+            self._segs_give_up(0, len(self._segs), LOST_END_OF_INPUT)
+            self._drain()
         if self._cands:
             cands = self._cands
             if self._session_raw is None:  # the session most datagrams named
@@ -1380,6 +1392,10 @@ class ReceiverCore:
                     self._eos_claim = None  # data beyond it: that end of session was false
                     self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
                     self._revive_rival(false, value, now)
+                pending = self._pending_end
+                if pending is not None and value > pending.start and count:
+                    self._pending_end = None  # data beyond it: that end was false too
+                    self._drop(DROP_EOS_CONTRADICTED, pending.source, pending.addr, once=True)
                 if opener and self._claims and not trusted:
                     self._take_claims(value, now, data, source, seq)  # confirmed below it: first
                 new = 0
@@ -1731,8 +1747,21 @@ class ReceiverCore:
             self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
             return
         if not self._end_is_near(seq):  # far beyond what the feed has shown
+            window = max(self.config.max_messages_per_request, _END_WINDOW)
+            top = max(self._data_top, self._expected)
+            pending = self._pending_end
+            if (
+                claim is not None
+                and top <= seq <= self._horizon + window
+                and (pending is None or seq == top or pending.start != top)
+            ):
+                # it agrees with the data, only the numbers before it the feed never
+                # passed are too many: remembered, claimed again once they are settled
+                self._pending_end = claim
+                return
             self._drop(DROP_UNCONFIRMED, source, addr)
             return
+        self._pending_end = None
         self._take_claims(seq, now, b"", _RETX, seq)
         self._eos = seq
         for beyond in self._claims:
@@ -2066,6 +2095,7 @@ class ReceiverCore:
         self._held_bytes = 0
         self._eos_claim = None
         self._eos_rival = None
+        self._pending_end = None
         if self._session_raw is not None:
             left = self._eos if self._eos is not None else max(self._expected, self._horizon)
             self._past[self._session_raw] = (left, {})
@@ -2800,8 +2830,33 @@ class ReceiverCore:
         if self._slot_wait:
             self._release_slots(now)
 
+    def _wake_pending_end(self, now: float) -> None:
+        """The end of session remembered for the numbers before it the feed never passed
+        (``_pending_end``): once they are recovered or given up (few enough are left to
+        believe it), it is claimed again, as if it arrived now (the quiet that confirms
+        it must last ``end_confirm`` from here; data beyond it still disproves it)."""
+        pending = self._pending_end
+        if (
+            pending is None
+            or self._eos_claim is not None
+            or self._eos is not None
+            or self._ended
+            or not self._end_is_near(pending.start)
+        ):
+            return
+        self._pending_end = None
+        if pending.start < max(self._data_top, self._expected):
+            self._drop(DROP_EOS_CONTRADICTED, pending.source, pending.addr, once=True)
+            return
+        self._on_end_of_session(pending.start, pending.data, pending.source, now, pending.addr)
+        claim = self._eos_claim
+        if claim is not None and claim.start == pending.start:
+            claim.copies = max(claim.copies, pending.copies)
+
     def _refresh(self, now: float) -> None:
         """Recompute the protocol timer and whether the fast path may be taken."""
+        if self._pending_end is not None:
+            self._wake_pending_end(now)
         timer: float | None = None
         if self._ahead and self._segs:
             self._release_ahead(now)

@@ -606,13 +606,6 @@ def test_end_of_session_arrives_while_pieces_in_flight() -> None:
     assert seen, "no pieces were in flight when the end came"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by attack-pieces (also on main): the real end of session, repeated 4 "
-    "times and one past all data held, is dropped while the >1,024-number gap before it "
-    "is fetched a window at a time (8 s); once every message is recovered the session "
-    "never ends (no SessionEnded, end_of_session_pending False)",
-)
 def test_real_end_after_a_big_unpassed_gap_still_ends_the_session() -> None:
     """20,000 messages lost on the line, then only 2 live packets and the real end
     (repeated 4 times over 1.5 s, as a publisher does): every message is recovered from
@@ -621,6 +614,38 @@ def test_real_end_after_a_big_unpassed_gap_still_ends_the_session() -> None:
     srv = Server(A1, feed, cap=lambda k: 25, delay=lambda r: 0.01)
     run = simulate([feed], [srv], 600.0, **FAST)
     assert_clean(run, count=count)
+
+
+def test_forged_end_remembered_during_a_silent_pause_truncates_nothing() -> None:
+    """Two forged data datagrams 19,000 ahead and their end, sent while the publisher
+    pauses 5 s without heartbeats: the end agrees with the (forged) data and is
+    remembered while the numbers before it are not passed; the real feed resumes below
+    it, every real message is delivered, the real end ends the session, and the forged
+    data is named beyond it."""
+    f = Feed(S)
+    t, seq = 0.0, 1
+    for pause in (0.0, 5.0):
+        t += pause
+        for _ in range(1000):
+            f.send(t, seq, 1)
+            seq += 1
+            t += 0.01
+    f.end(t + 0.2, seq)
+    far = 20_000
+    forged = [(10.5, data(S, far, 2)), (10.52, data(S, far + 2, 2))]
+    forged += [(10.6 + 0.5 * k, build_end_of_session(S, far + 4)) for k in range(2)]
+    srv = Server(A1, f, cap=lambda k: 25, delay=lambda r: 0.01)
+    remembered: list[float] = []
+
+    def watch(core: ReceiverCore, now: float) -> None:
+        if core._pending_end is not None and not remembered:
+            remembered.append(now)
+
+    run = simulate([f], [srv], 600.0, forged=forged, on_step=watch, **FAST)
+    o = assert_clean(run, count=seq - 1)
+    assert remembered, "the forged end was never remembered: the test tests nothing"
+    assert o.after_end[S] == [(far, far + 3)]
+    assert run.beyond_feed <= 16, run.beyond_feed
 
 
 def in_flight_at(t0: float) -> tuple[list[int], Callable[[ReceiverCore, float], None]]:
