@@ -93,7 +93,8 @@ reported lost. Requests are cheap, beliefs are costly:
   lost with its range, never dropped unnamed. Such a session yields to one with data once
   its requests are out of attempts with nothing of its data brought (``_bare``), so
   a forger's ends or heartbeats cost a bounded delay and bounded requests; heartbeats
-  alone never make a session followed. While the followed session ends (an end seen or
+  alone never make a session followed. One first seen before the session followed (its
+  ends came first on the line) is older than it, never followed once that one ended. While the followed session ends (an end seen or
   believed), or is silent, one that would follow it and sent its own end is not
   forgotten for its silence (``_keep_silent``); once followed, the quiet after its end
   counts from its last datagram, so an end it repeated and then fell quiet after while it
@@ -754,6 +755,9 @@ class ReceiverCore:
         #: Messages delivered when a session seen only through heartbeats and ends was
         #: followed (see ``_bare``); None when the followed session carried data.
         self._bare_mark: int | None = None
+        #: When the followed session's first datagram came (while it waited, if it did):
+        #: a session seen before it only through its ends is older (see ``_after_quiet``).
+        self._follow_seen = -_INF
         #: Reasons already reported once (contradictions that repeat on every packet).
         self._reported: set[str] = set()
         self._debug = logger.isEnabledFor(logging.DEBUG)
@@ -2044,9 +2048,17 @@ class ReceiverCore:
 
     def _after_quiet(self, cand: _Candidate) -> bool:
         """Whether ``cand`` is evident (``_evident``) and sent an end of session after the
-        followed session's last: a stray seen while the feed went on is no next session."""
+        followed session's last: a stray seen while the feed went on is no next session.
+        Once the followed session ended, one first seen before it is older than it (its
+        ends came first on the line, as yesterday's session ends while today's starts): it
+        is never followed after it (no session comes back; a session with data wins at the
+        start, see ``_consider_switch``)."""
         last = self._last_live
-        return _evident(cand) and (last is None or cand.end_at > last)
+        return (
+            _evident(cand)
+            and (last is None or cand.end_at > last)
+            and not (self._ended and cand.first_at < self._follow_seen)
+        )
 
     def _bare(self) -> bool:
         """Whether the followed session was followed on its heartbeats and ends alone and
@@ -2125,6 +2137,7 @@ class ReceiverCore:
         self._wit_top = 0
         self._ended = False
         self._bare_mark = None if cand.carries else self._delivered
+        self._follow_seen = cand.first_at
         self._reported.clear()
         self._lost.clear()
         self._last_live = cand.last_at
