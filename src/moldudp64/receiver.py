@@ -94,8 +94,8 @@ reported lost. Requests are cheap, beliefs are costly:
   its requests are out of attempts with nothing of its data brought (``_bare``), so
   a forger's ends or heartbeats cost a bounded delay and bounded requests; heartbeats
   alone never make a session followed. One first seen before the session followed (its
-  ends came first on the line) is older than it, never followed once that one ended. While the followed session ends (an end seen or
-  believed), or is silent, one that would follow it and sent its own end is not
+  ends came first on the line) is older than it, never followed once that one ended.
+  While the followed session ends (an end seen or believed), or is silent, one that would follow it and sent its own end is not
   forgotten for its silence (``_keep_silent``); once followed, the quiet after its end
   counts from its last datagram, so an end it repeated and then fell quiet after while it
   waited is believed as if followed all along (its gaps are then passed). Either way the
