@@ -95,8 +95,9 @@ reported lost. Requests are cheap, beliefs are costly:
   a forger's ends or heartbeats cost a bounded delay and bounded requests; heartbeats
   alone never make a session followed. One first seen before the session followed (its
   ends came first on the line) is older than it, never followed once that one ended.
-  While the followed session ends (an end seen or believed), or is silent, one that would follow it and sent its own end is not
-  forgotten for its silence (``_keep_silent``); once followed, the quiet after its end
+  While the followed session ends (an end seen or believed), or is silent, one that
+  would follow it and sent its own end is not forgotten for its silence
+  (``_keep_silent``); once followed, the quiet after its end
   counts from its last datagram, so an end it repeated and then fell quiet after while it
   waited is believed as if followed all along (its gaps are then passed). Either way the
   gaps the feed passed (after a believed end, all) are settled first: recovered, or given
