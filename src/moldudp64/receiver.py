@@ -678,7 +678,11 @@ class ReceiverCore:
         #: Sessions left behind (never followed again), oldest first; bounded: where each
         #: was left (its end, or the number it stopped at) and the first numbers of its
         #: late data named since (so line A and B copies are named once; bounded).
-        self._past: dict[bytes, tuple[int, dict[int, None]]] = {}
+        self._past: dict[bytes, tuple[int, dict[int, int]]] = {}
+        #: Live data of sessions left behind that keeps coming, not yet named, by session:
+        #: ``[first, end, started, last, left]`` (see :meth:`_past_after`); bounded by
+        #: ``_past``.
+        self._past_runs: dict[bytes, list[int | float]] = {}
         #: Other sessions seen while following one, with their datagrams; bounded.
         self._cands: dict[bytes, _Candidate] = {}
         self._cand_packets = 0
@@ -846,6 +850,10 @@ class ReceiverCore:
             flush_at = min(run[3] + _AFTER_END_QUIET, run[2] + _AFTER_END_MAX_WAIT)
             if timer is None or flush_at < timer:
                 timer = flush_at
+        if self._past_runs:
+            past_at = self._past_runs_due()
+            if past_at is not None and (timer is None or past_at < timer):
+                timer = past_at
         if timer is None or not self._skew:
             return timer
         at = timer - self._skew  # on the driver's clock, never a float step early
@@ -882,6 +890,8 @@ class ReceiverCore:
         run = self._after_run
         if run is not None and now >= min(run[3] + _AFTER_END_QUIET, run[2] + _AFTER_END_MAX_WAIT):
             self._flush_after_run()
+        if self._past_runs:
+            self._flush_past_runs(now)
         if self._cands:  # first: a session followed now is checked below like any other
             self._consider_switch(now)
         if self._claims or self._eos_claim is not None:
@@ -1150,6 +1160,7 @@ class ReceiverCore:
         """
         now = self._at(now)
         self._flush_after_run()
+        self._flush_past_runs(None)
         self._take_claims(None, now)
         eos = self._eos_claim
         if eos is not None:  # no more evidence can come: the end stands as it is
@@ -1833,14 +1844,7 @@ class ReceiverCore:
             if source != _RETX and 0 < count < END_OF_SESSION and seq + count > left:
                 # live data of a session left behind: not delivered (a session left is
                 # never followed again) but named with its range, never dropped unnamed
-                first = max(seq, left)
-                if first not in named:
-                    named[first] = None
-                    if len(named) > _MAX_PAST_NAMED:
-                        del named[next(iter(named))]
-                    self._events.append(
-                        MessagesAfterEnd(decode_session(session_raw), first, seq + count - 1, left)
-                    )
+                self._past_after(session_raw, left, named, max(seq, left), seq + count, now)
             return
         if self._session_raw is not None and (
             self._pinned or not self.config.follow_session_changes or source == _RETX
@@ -1907,6 +1911,82 @@ class ReceiverCore:
             if seq > cand.end_seq:
                 cand.end_seq, cand.end_source, cand.end_addr = seq, source, addr
         self._consider_switch(now)
+
+    def _past_after(
+        self,
+        session_raw: bytes,
+        left: int,
+        named: dict[int, int],
+        first: int,
+        end: int,
+        now: float,
+    ) -> None:
+        """Live data ``[first, end)`` of a session left behind at ``left``: named with its
+        range, each number once (a copy on the other line is not named again). As for the
+        followed session's data after its end (:meth:`_after_end`), the first packet of a
+        run is named at once and the consecutive numbers that follow it are gathered and
+        named together once the run stops (:data:`_AFTER_END_QUIET`), a run that does
+        not follow it comes, or at :meth:`finish` / a session change; while it goes on,
+        what it gathered is named every :data:`_AFTER_END_MAX_WAIT`: one event per run
+        (and per second it lasts), not per datagram, so a client logging each is bounded."""
+        run = self._past_runs.get(session_raw)
+        moved = True
+        while moved and first < end:  # skip what was named, or is gathered, already
+            moved = False
+            if run is not None and run[0] <= first < run[1]:
+                first = int(run[1])
+                moved = True
+            for a, b in named.items():
+                if a <= first < b:
+                    first = b
+                    moved = True
+        if first >= end:
+            return
+        if run is not None:
+            if run[1] == first:
+                run[1] = end
+                run[3] = now
+                return
+            self._flush_past_run(session_raw)
+        self._name_past(session_raw, named, first, end, left)
+        self._past_runs[session_raw] = [end, end, now, now, left]
+
+    def _name_past(
+        self, session_raw: bytes, named: dict[int, int], first: int, end: int, left: int
+    ) -> None:
+        """One :class:`MessagesAfterEnd` for ``[first, end)`` of a session left behind."""
+        named[first] = end
+        if len(named) > _MAX_PAST_NAMED:
+            del named[next(iter(named))]
+        self._events.append(MessagesAfterEnd(decode_session(session_raw), first, end - 1, left))
+
+    def _flush_past_run(self, session_raw: bytes) -> None:
+        """Name the run gathered for a session left behind (see :meth:`_past_after`)."""
+        run = self._past_runs.pop(session_raw, None)
+        if run is None or run[1] <= run[0]:
+            return  # nothing followed the packet named at once
+        past = self._past.get(session_raw)
+        named: dict[int, int] = past[1] if past is not None else {}
+        self._name_past(session_raw, named, int(run[0]), int(run[1]), int(run[4]))
+
+    def _past_runs_due(self) -> float | None:
+        """When the earliest run of a session left behind is to be named, or None."""
+        if not self._past_runs:
+            return None
+        return min(
+            min(r[3] + _AFTER_END_QUIET, r[2] + _AFTER_END_MAX_WAIT)
+            for r in self._past_runs.values()
+        )
+
+    def _flush_past_runs(self, now: float | None) -> None:
+        """Name the runs of sessions left behind that are due at ``now`` (None: all)."""
+        for name in list(self._past_runs):
+            r = self._past_runs[name]
+            if now is None or now >= r[3] + _AFTER_END_QUIET:
+                self._flush_past_run(name)
+            elif now >= r[2] + _AFTER_END_MAX_WAIT:  # it goes on: named so far, gathered on
+                self._flush_past_run(name)
+                self._past_runs[name] = [r[1], r[1], now, r[3], r[4]]
 
     def _drop_candidate_datagram(self) -> None:
         """Drop the oldest datagram waiting for a session switch (to make room for the
@@ -2098,6 +2178,7 @@ class ReceiverCore:
         """Leave the current session for ``session_raw``: close the old one's books, then
         take the new session's datagrams that waited for it."""
         self._flush_after_run()  # the old session's, before the new one's events
+        self._flush_past_runs(None)
         old = self._session or ""
         self._take_claims(None, now)
         self._segs_give_up(0, len(self._segs), LOST_SESSION_CHANGED)
