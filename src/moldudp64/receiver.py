@@ -707,6 +707,8 @@ class ReceiverCore:
         #: passed (more than :data:`_END_WINDOW`): remembered, one per session, and
         #: claimed again once they are recovered or given up (see ``_wake_pending_end``).
         self._pending_end: _Claim | None = None
+        #: When ``_pending_end`` may be looked at again (see ``_refresh``).
+        self._pending_at = -_INF
         self._ended = False
         self._ended_at = 0.0
         #: The latest time on the core's clock (for what happens deep inside a call).
@@ -2950,7 +2952,10 @@ class ReceiverCore:
 
     def _refresh(self, now: float) -> None:
         """Recompute the protocol timer and whether the fast path may be taken."""
-        if self._pending_end is not None:
+        if self._pending_end is not None and (not self._segs or now >= self._pending_at):
+            # (looked at once per request_timeout at most while gaps are open: the look
+            # walks them, and a datagram's cost must not grow with their number)
+            self._pending_at = now + self.config.request_timeout
             self._wake_pending_end(now)
         timer: float | None = None
         if self._ahead and self._segs:
