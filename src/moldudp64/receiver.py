@@ -93,8 +93,9 @@ reported lost. Requests are cheap, beliefs are costly:
   lost with its range, never dropped unnamed. Such a session yields to one with data once
   its requests are out of attempts with nothing of its data brought (``_bare``), so
   a forger's ends or heartbeats cost a bounded delay and bounded requests; heartbeats
-  alone never make a session followed. One first seen before the session followed (its
-  ends came first on the line) is older than it, never followed once that one ended.
+  alone never make a session followed. One first seen before the first session followed
+  (its ends came first on the line as the receiver joined) is older than it, never
+  followed once that one ended.
   While the followed session ends (an end seen or believed), or is silent, one that
   would follow it and sent its own end is not forgotten for its silence
   (``_keep_silent``); once followed, the quiet after its end
@@ -762,8 +763,8 @@ class ReceiverCore:
         #: Messages delivered when a session seen only through heartbeats and ends was
         #: followed (see ``_bare``); None when the followed session carried data.
         self._bare_mark: int | None = None
-        #: When the followed session's first datagram came (while it waited, if it did):
-        #: a session seen before it only through its ends is older (see ``_after_quiet``).
+        #: When the first session followed (at the start) was first seen: a session seen
+        #: before it only through its ends is older (see ``_after_quiet``).
         self._follow_seen = -_INF
         #: Reasons already reported once (contradictions that repeat on every packet).
         self._reported: set[str] = set()
@@ -2132,10 +2133,11 @@ class ReceiverCore:
     def _after_quiet(self, cand: _Candidate) -> bool:
         """Whether ``cand`` is evident (``_evident``) and sent an end of session after the
         followed session's last: a stray seen while the feed went on is no next session.
-        Once the followed session ended, one first seen before it is older than it (its
-        ends came first on the line, as yesterday's session ends while today's starts): it
-        is never followed after it (no session comes back; a session with data wins at the
-        start, see ``_consider_switch``)."""
+        Once the first session followed (at the start) ended, one first seen before it
+        is older than it (its ends came first on the line: it was ending as the receiver
+        joined, as yesterday's session ends while today's starts): it is never followed
+        after it (no session comes back; a session with data wins at the start, see
+        ``_consider_switch``)."""
         last = self._last_live
         return (
             _evident(cand)
@@ -2221,7 +2223,9 @@ class ReceiverCore:
         self._wit_top = 0
         self._ended = False
         self._bare_mark = None if cand.carries else self._delivered
-        self._follow_seen = cand.first_at
+        # (at the start only: one seen before the first session followed was ending as
+        # the receiver joined; after a switch, one seen first is still followed after)
+        self._follow_seen = -_INF if old else cand.first_at
         self._reported.clear()
         self._lost.clear()
         self._last_live = cand.last_at
