@@ -12,12 +12,15 @@ fixture); the deterministic A/B cases use loopback unicast sockets handed to the
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +41,16 @@ from client_support import (
 )
 from moldudp64.asyncio.client import AsyncMoldUDP64
 from moldudp64.binaryfile import iter_binaryfile
-from moldudp64.events import Address, DatagramDropped, Event, Message, Source
+from moldudp64.events import (
+    Address,
+    DatagramDropped,
+    Event,
+    Message,
+    MessagesAfterEnd,
+    SessionChanged,
+    SessionEnded,
+    Source,
+)
 from moldudp64.exceptions import ConfigError
 from moldudp64.net import open_unicast_socket
 from moldudp64.sync.client import AB_REQUEST_DELAY, Datagram, MoldUDP64
@@ -646,3 +658,55 @@ def _wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
     from client_support import wait_until
 
     return wait_until(predicate, timeout)
+
+
+def test_a_session_left_behind_that_keeps_sending_is_logged_a_bounded_number_of_lines(
+    multicast: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Live: session A ends, B is followed, then A's publisher sends 2,000 more packets
+    (its data beyond its end). The blocking client names them in a few
+    ``MessagesAfterEnd`` (one per run, not one per datagram), every number once, and its
+    log has a bounded number of lines about them, not one per datagram."""
+    other = "SESSIONB01"
+    first = make_messages(20)
+    line_a, _ = lines()
+    tx = sender()
+    c = MoldUDP64(line_a, "127.0.0.1", stop_at_end_of_session=False, receiver_options=QUICK_END)
+    events: list[Event] = []
+    try:
+        with caplog.at_level(logging.WARNING, logger="moldudp64"), watchdog(c.close) as fired:
+            c.open()
+            for p in make_packets(first):
+                tx.sendto(p, line_a)
+            for _ in range(3):  # A's end, repeated; then the quiet that confirms it
+                tx.sendto(end_of_session(first), line_a)
+                time.sleep(0.05)
+            time.sleep(0.5)
+            for p in make_packets(make_messages(2, b"b"), session=other):
+                tx.sendto(p, line_a)
+            time.sleep(0.3)
+            late = make_messages(2000, b"late")
+            for k, m in enumerate(late):  # A's publisher goes on: one message a packet
+                tx.sendto(make_packets([m], first_seq=len(first) + 1 + k)[0], line_a)
+                if k % 200 == 199:
+                    time.sleep(0.01)
+            for _ in range(3):
+                tx.sendto(end_of_session(make_messages(2), session=other), line_a)
+                time.sleep(0.05)
+            for ev in c.events(timeout=5.0):
+                events.append(ev)
+                if isinstance(ev, SessionEnded) and ev.session == other:
+                    break
+        assert not fired.is_set(), "B never ended"
+    finally:
+        c.close()
+        tx.close()
+    assert SessionChanged(SESSION, other, 1) in events
+    named = [e for e in events if isinstance(e, MessagesAfterEnd) and e.session == SESSION]
+    numbers = [s for e in named for s in range(e.first_seq, e.last_seq + 1)]
+    assert numbers == sorted(set(numbers))  # each number once, in order
+    assert numbers[0] == 21 and len(numbers) > 1500, len(numbers)  # (the kernel may drop)
+    holes = sum(b - a > 1 for a, b in pairwise(numbers))  # the kernel's drops, if any
+    assert len(named) <= 2 * (holes + 1) + 10, (len(named), holes)  # per run, not per datagram
+    logged = [r for r in caplog.records if "after" in r.getMessage() and "end" in r.getMessage()]
+    assert 1 <= len(logged) <= 13, [r.getMessage() for r in logged]
