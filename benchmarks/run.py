@@ -34,17 +34,21 @@ Parts whose needs are missing are skipped with the reason.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import measure  # beside this file
 from moldudp64 import bench
 from moldudp64.bench import Result
+from moldudp64.itch50.book_tables import table_files
 from moldudp64.netns import enter_private_netns
 
 HERE = Path(__file__).resolve().parent
@@ -138,15 +142,32 @@ def bench_live(
     return results
 
 
-def _same_parquet(a: Path, b: Path) -> bool:
-    """Whether two Parquet files hold the same rows (compared a batch at a time)."""
+def _same_parquet(a: list[str], b: list[str]) -> bool:
+    """Whether two tables, each one or more Parquet files read in order (depth: its parts),
+    hold the same rows, compared 65,536 rows at a time (wherever the files or row groups
+    were cut)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    fa, fb = pq.ParquetFile(a), pq.ParquetFile(b)
-    if fa.metadata.num_rows != fb.metadata.num_rows or fa.schema_arrow != fb.schema_arrow:
+    fa, fb = [pq.ParquetFile(p) for p in a], [pq.ParquetFile(p) for p in b]
+    if not fa or not fb or any(f.schema_arrow != fa[0].schema_arrow for f in fa + fb):
         return False
-    pairs = zip(fa.iter_batches(65536), fb.iter_batches(65536), strict=True)
-    return all(x.equals(y) for x, y in pairs)
+    if sum(f.metadata.num_rows for f in fa) != sum(f.metadata.num_rows for f in fb):
+        return False
+
+    def slices(files: list[Any]) -> Iterator[Any]:
+        held: list[Any] = []
+        for f in files:
+            for batch in f.iter_batches(65536):
+                held.append(batch)
+                rows = pa.Table.from_batches(held, schema=files[0].schema_arrow)
+                while rows.num_rows >= 65536:
+                    yield rows.slice(0, 65536)
+                    rows = rows.slice(65536)
+                held = rows.to_batches()
+        yield pa.Table.from_batches(held, schema=files[0].schema_arrow)
+
+    return all(x.equals(y) for x, y in zip(slices(fa), slices(fb), strict=True))
 
 
 def _wait_for(path: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -228,8 +249,8 @@ def bench_live_itch(
             notes["said_lost"] = int(lost.group(1)) if lost else 0
             names = ("bbo", "trades", "depth")
             notes["same_tables"] = all(
-                (out / f"{n}.parquet").exists()
-                and _same_parquet(out / f"{n}.parquet", offline / f"{n}.parquet")
+                all(os.path.exists(f) for f in table_files(out, n))
+                and _same_parquet(table_files(out, n), table_files(offline, n))
                 for n in names
             )
         notes.update(

@@ -20,12 +20,14 @@ import pyarrow.parquet as pq
 
 from itch50_bookref import ReferenceBook
 from moldudp64.binaryfile import write_binaryfile
+from moldudp64.itch50.book_tables import table_files
 from moldudp64.itch50.generator import generate_day
 
 
-def rows(path: str) -> Iterator[dict[str, Any]]:
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=65_536):
-        yield from batch.to_pylist()
+def rows(out: str, name: str) -> Iterator[dict[str, Any]]:
+    for path in table_files(out, name):  # depth: its part files, in order
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=65_536):
+            yield from batch.to_pylist()
 
 
 def check(messages: int, seed: int, depth: int, pure: bool) -> bool:
@@ -45,7 +47,7 @@ def check(messages: int, seed: int, depth: int, pure: bool) -> bool:
         if proc.returncode != 0:
             return False
         names = ("bbo", "trades", "depth")
-        got = {name: rows(os.path.join(out, f"{name}.parquet")) for name in names}
+        got = {name: rows(out, name) for name in names}
         book = ReferenceBook(depth=depth)
         counts = dict.fromkeys(got, 0)
         for seq, message in enumerate(generate_day(messages, seed=seed), start=1):

@@ -410,6 +410,12 @@ def _num(v: Any) -> Any:
     return v
 
 
+def table_path(out: Path, t: str) -> Path:
+    """Where ``book -o OUT`` puts table ``t``: ``OUT/t.parquet``, or the directory of
+    ``depth``'s part files (read as one dataset, in order)."""
+    return out / "depth" if t == "depth" else out / f"{t}.parquet"
+
+
 def read_rows(path: Path) -> list[tuple[Any, ...]]:
     table = pq.read_table(path)
     return [tuple(_num(v) for v in row.values()) for row in table.to_pylist()]
@@ -449,8 +455,8 @@ def book_tables(
     assert "Traceback" not in proc.stderr, proc.stderr
     tables = {}
     for t in ("bbo", "trades", "depth"):
-        if (out / f"{t}.parquet").exists():
-            tables[t] = read_rows(out / f"{t}.parquet")
+        if table_path(out, t).exists():
+            tables[t] = read_rows(table_path(out, t))
     return tables, proc
 
 
@@ -1033,7 +1039,7 @@ def test_c_and_python_cli_tables_identical(tmp_path: Path, variant: str) -> None
         out = tmp_path / ("p" if pure else "c")
         proc = run_cli("book", str(day), "-o", str(out), *args, pure=pure)
         assert proc.returncode == 0, proc.stderr
-        outs.append({t: pq.read_table(out / f"{t}.parquet") for t in ("bbo", "trades", "depth")})
+        outs.append({t: pq.read_table(table_path(out, t)) for t in ("bbo", "trades", "depth")})
     assert outs[0]["depth"].num_rows > 0
     for t in ("bbo", "trades", "depth"):
         assert outs[0][t].equals(outs[1][t]), t
@@ -1148,7 +1154,7 @@ def test_empty_file_gives_empty_tables(tmp_path: Path) -> None:
     _no_crash(proc)
     assert proc.returncode == 0, proc.stderr
     for t in ("bbo", "trades", "depth"):
-        assert pq.read_table(tmp_path / "o" / f"{t}.parquet").num_rows == 0
+        assert pq.read_table(table_path(tmp_path / "o", t)).num_rows == 0
 
 
 def test_unwritable_output_dir_is_exit_2_one_line(tmp_path: Path) -> None:
@@ -1506,7 +1512,7 @@ def _start(*args: str) -> subprocess.Popen[str]:
 
 
 def _tables(out: Path) -> dict[str, Any]:
-    return {t: pq.read_table(out / f"{t}.parquet") for t in ("bbo", "trades", "depth")}
+    return {t: pq.read_table(table_path(out, t)) for t in ("bbo", "trades", "depth")}
 
 
 @pytest.fixture(scope="module")
@@ -1823,7 +1829,7 @@ def test_sigterm_leaves_readable_tables(day: Path, tmp_path: Path) -> None:
     assert book.returncode == 130, err
     assert "Traceback" not in err, err
     for t in ("bbo", "trades", "depth"):
-        assert pq.read_table(out / f"{t}.parquet").num_rows > 0, (t, err)
+        assert pq.read_table(table_path(out, t)).num_rows > 0, (t, err)
 
 
 _TWIN_SCRIPT = textwrap.dedent(

@@ -45,8 +45,10 @@ def depth_columns(levels: int) -> list[str]:
 
 
 def tables(directory: Path) -> dict[str, list[dict[str, Any]]]:
-    return {name: pq.read_table(directory / f"{name}.parquet").to_pylist()
-            for name in ("bbo", "trades", "depth")}  # fmt: skip
+    """The three tables as rows (depth: its directory of part files, one dataset)."""
+    paths = {"bbo": directory / "bbo.parquet", "trades": directory / "trades.parquet",
+             "depth": directory / "depth"}  # fmt: skip
+    return {name: pq.read_table(path).to_pylist() for name, path in paths.items()}
 
 
 def test_a_generated_day_from_a_binaryfile_equals_the_reference(tmp_path: Path) -> None:
@@ -57,7 +59,8 @@ def test_a_generated_day_from_a_binaryfile_equals_the_reference(tmp_path: Path) 
     proc = run("book", str(day), "-o", str(out), "--depth", "4", "--start-seq", "11")
     assert proc.returncode == 0, proc.stderr.decode()
     assert "20000 messages" in proc.stderr.decode()
-    schema = {name: pq.read_schema(out / f"{name}.parquet") for name in ("bbo", "trades", "depth")}
+    schema = {name: pq.read_schema(out / f"{name}.parquet") for name in ("bbo", "trades")}
+    schema["depth"] = pq.read_schema(out / "depth" / "part-000000.parquet")
     assert schema["bbo"].names == COLUMNS["bbo"]
     assert schema["trades"].names == COLUMNS["trades"]
     assert schema["depth"].names == depth_columns(4)
@@ -66,7 +69,7 @@ def test_a_generated_day_from_a_binaryfile_equals_the_reference(tmp_path: Path) 
     assert str(schema["bbo"].field("bid_orders").type) == "uint32"
     assert tables(out) == reference_tables(messages, depth=4, first_seq=11)
     # depth: min/max for the columns a reader filters on, none for the level columns
-    chunks = pq.ParquetFile(out / "depth.parquet").metadata.row_group(0)
+    chunks = pq.ParquetFile(out / "depth" / "part-000000.parquet").metadata.row_group(0)
     stats = {chunks.column(i).path_in_schema: chunks.column(i).is_stats_set
              for i in range(chunks.num_columns)}  # fmt: skip
     assert stats["seq"] and stats["timestamp"] and stats["stock"]
@@ -83,8 +86,8 @@ def test_symbols_interval_and_tables_options(tmp_path: Path) -> None:
     proc = run("book", str(day), "-o", str(out), "--symbols", ",".join(some),
                "--interval", "0.01", "--depth", "20", "--tables", "depth,bbo")  # fmt: skip
     assert proc.returncode == 0, proc.stderr.decode()
-    assert sorted(p.name for p in out.iterdir()) == ["bbo.parquet", "depth.parquet"]
-    depth = pq.read_table(out / "depth.parquet")
+    assert sorted(p.name for p in out.iterdir()) == ["bbo.parquet", "depth"]
+    depth = pq.read_table(out / "depth")
     assert depth.schema.names == depth_columns(20)
     assert set(depth.column("stock").to_pylist()) == set(some)
     stamps = depth.column("timestamp").to_pylist()
@@ -115,12 +118,10 @@ def test_real_captures_go_through(tmp_path: Path, capsys: pytest.CaptureFixture[
             ]
             assert "before the source's first message" in state[0]["state"]
             assert "messages 1-14764495 were never seen" in err
-            assert len(pq.read_table(out / "depth.parquet")) > 0
+            assert len(pq.read_table(out / "depth")) > 0
         else:
             assert code == 0, err
-        assert {"bbo.parquet", "trades.parquet", "depth.parquet"} <= {
-            p.name for p in out.iterdir()
-        }
+        assert {"bbo.parquet", "trades.parquet", "depth"} <= {p.name for p in out.iterdir()}
     executed = tmp_path / "out"
     proc = run("book", str(SHARED_CAPTURES / "Nasdaq.Equities.TotalView.Itch.v5.0/"
                     "OrderExecutedMessage.pcap"), "-o", str(executed))  # fmt: skip

@@ -4,6 +4,7 @@ the close, and nothing the feed sends makes it crash."""
 
 from __future__ import annotations
 
+import os
 import random
 import struct
 from typing import Any
@@ -402,7 +403,8 @@ def test_bookwriter_holds_batches_for_full_row_groups_and_a_flush_appends_them(
     feed(len(data) // 2)
     monkeypatch.setattr(book_tables, "FLUSH_SECONDS", 0.0)
     writer.flush()  # appends what the threads hold, row group or not
-    for name in ("convert", "bbo", "trades", "depth"):  # in order: wait for each to be idle
+    # in order: wait for each to be idle
+    for name in ("convert", "bbo", "trades", "depth-0", "depth-1"):
         idle = threading.Event()
         writer._encoders[name].put(idle.set)
         assert idle.wait(10)
@@ -410,13 +412,50 @@ def test_bookwriter_holds_batches_for_full_row_groups_and_a_flush_appends_them(
     feed(len(data))
     writer.close()
     expected = tables_of(core_of(CORES[-1], depth=5), data, 5)
-    for name in ("bbo", "trades", "depth"):
-        meta = pq.ParquetFile(tmp_path / "o" / f"{name}.parquet").metadata
+    out = tmp_path / "o"
+    for name in ("bbo", "trades"):
+        meta = pq.ParquetFile(out / f"{name}.parquet").metadata
         sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
         assert sum(sizes) == len(expected[name]) > 600, name
         # full groups, but for the one the flush cut and the last
         assert len(sizes) >= 3 and sum(n < 300 for n in sizes) <= 2, (name, sizes)
-        assert pq.read_table(tmp_path / "o" / f"{name}.parquet").to_pylist() == expected[name]
+        assert pq.read_table(out / f"{name}.parquet").to_pylist() == expected[name]
+    # depth: part files of a full row group each, in turn on the two depth threads, but
+    # for the part the flush cut in two and the last; the directory read as one dataset
+    # is the table in order
+    parts = book_tables.table_files(out, "depth")
+    assert [os.path.basename(p) for p in parts] == [
+        f"part-{i:06d}.parquet" for i in range(len(parts))
+    ]
+    metas = [pq.ParquetFile(p).metadata for p in parts]
+    assert len(parts) >= 3 and all(m.num_rows >= 300 for m in metas[:-1])
+    assert sum(m.num_row_groups for m in metas) == len(parts) + 1
+    assert sum(m.num_rows for m in metas) == len(expected["depth"])
+    assert pq.read_table(out / "depth").to_pylist() == expected["depth"]
+
+
+def test_bookwriter_replaces_the_depth_parts_of_an_earlier_run(tmp_path: Any) -> None:
+    """Writing again into a directory leaves no part of an earlier, longer run behind (they
+    would be read as rows of this one); files that are not parts stay."""
+    import pyarrow.parquet as pq
+
+    from moldudp64.itch50.book_tables import BookWriter, table_files
+
+    parts = tmp_path / "o" / "depth"
+    parts.mkdir(parents=True)
+    for i in range(3):
+        (parts / f"part-{i:06d}.parquet").write_bytes(b"stale")
+    (parts / "notes.txt").write_text("mine")
+    data = binaryfile_bytes(generate_day(3_000, seed=2))
+    writer = BookWriter(tmp_path / "o", depth=3)
+    writer.write_binaryfile(data, 1)
+    writer.close()
+    assert [os.path.basename(p) for p in table_files(tmp_path / "o", "depth")] == [
+        "part-000000.parquet"
+    ]
+    assert (parts / "notes.txt").read_text() == "mine"
+    expected = tables_of(core_of(CORES[-1], depth=3), data, 3)["depth"]
+    assert pq.read_table(parts / "part-000000.parquet").to_pylist() == expected
 
 
 @pytest.mark.skipif(book_module.CBookCore is None, reason="the C core is not built")
@@ -460,3 +499,37 @@ def test_c_blocks_handed_over_without_a_copy_hold_the_rows_until_let_go() -> Non
         again = [columns(t, w) for t, w in zip(blocks.take_buffers(), widths, strict=True)]
         assert all(np.array_equal(a, b) for a, b in zip(again, expected(rowwise), strict=True))
         seq += 100_000
+
+
+def test_bookwriter_fast_parquet_path_reads_back_as_the_plain_one(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where pyarrow can (parquet_fast), prices go to Parquet as decimal64 and depth's share
+    and order columns as BYTE_STREAM_SPLIT: the files read back as the same tables, with
+    the same schema (decimal128 prices), as those written the older way."""
+    import pyarrow.parquet as pq
+
+    from moldudp64.itch50 import book_tables
+    from moldudp64.itch50.book_tables import BookWriter, parquet_fast
+
+    if not parquet_fast():
+        pytest.skip("this pyarrow writes the older way only")
+    data = binaryfile_bytes(generate_day(5_000, seed=4))
+    read = {}
+    for fast in (True, False):
+        monkeypatch.setattr(book_tables, "_PARQUET_FAST", [fast])
+        out = tmp_path / str(fast)
+        writer = BookWriter(out, depth=4)
+        assert writer.fast is fast
+        writer.write_binaryfile(data, 1)
+        writer.close()
+        read[fast] = {t: pq.read_table(out / f"{t}.parquet") for t in ("bbo", "trades")}
+        read[fast]["depth"] = pq.read_table(out / "depth")
+        chunk = pq.ParquetFile(book_tables.table_files(out, "depth")[0]).metadata.row_group(0)
+        shares = chunk.column(read[fast]["depth"].schema.names.index("bid_shares_0"))
+        assert ("BYTE_STREAM_SPLIT" in shares.encodings) is fast
+    for t in ("bbo", "trades", "depth"):
+        assert read[True][t].num_rows > 0
+        assert read[True][t].schema == read[False][t].schema, t
+        assert read[True][t].equals(read[False][t]), t
+    assert str(read[True]["depth"].schema.field("ask_price_3").type) == "decimal128(10, 4)"

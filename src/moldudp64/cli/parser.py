@@ -598,8 +598,11 @@ examples:
   moldudp64 listen 239.1.1.1:30001 --snapshot soup://127.0.0.1:30020 -o late.bin
 
 Writes DIR/bbo.parquet (a row per change of a stock's best bid or offer), DIR/trades.parquet
-(a row per E, C, P, Q, B) and DIR/depth.parquet (a row per change of a stock's top --depth
-levels; with --interval, every stock's levels at each multiple of the interval). Messages
+(a row per E, C, P, Q, B) and DIR/depth/ (a row per change of a stock's top --depth levels;
+with --interval, every stock's levels at each multiple of the interval), a directory of part
+files part-000000.parquet, part-000001.parquet, ... each holding the rows after the previous
+one's (read it as one dataset: pyarrow.parquet.read_table('DIR/depth'), DuckDB
+'DIR/depth/*.parquet'). Messages
 lost and not recovered: DIR/book_state.parquet names the ranges (every book unreliable from
 there) and the exit code is 3.
 """

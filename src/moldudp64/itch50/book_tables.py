@@ -4,7 +4,8 @@
 :class:`BookTables` turns the rows a :class:`~moldudp64.itch50.book.BookCore` appended into
 Arrow record batches (a few NumPy operations per column and batch, no loop per row);
 :class:`BookWriter` streams them to ``DIR/bbo.parquet``, ``DIR/trades.parquet`` and
-``DIR/depth.parquet`` a bounded batch at a time, with the command's sink interface
+``DIR/depth/part-NNNNNN.parquet`` (consecutive parts of the depth table, encoded on two
+threads; :func:`table_files`) a bounded batch at a time, with the command's sink interface
 (``write(session, seq_num, messages)``), so any source ``listen`` or ``inspect`` reads can
 drive it. Needs the ``arrow`` extra.
 """
@@ -30,6 +31,7 @@ from .book import (
 
 __all__ = [
     "ALL_TABLES",
+    "DEPTH_THREADS",
     "FLUSH_MIN_ROWS",
     "FLUSH_ROWS",
     "FLUSH_SECONDS",
@@ -39,6 +41,8 @@ __all__ = [
     "bbo_schema",
     "book_state_schema",
     "depth_schema",
+    "parquet_fast",
+    "table_files",
     "trades_schema",
 ]
 
@@ -51,8 +55,40 @@ FLUSH_MIN_ROWS: Final = 1 << 14
 #: ... or this many seconds passed since it last did.
 FLUSH_SECONDS: Final = 5.0
 #: Rows of a Parquet row group: batches are held on a table's thread until this many (or a
-#: flush or the close), as fewer, larger row groups cost less to encode.
+#: flush or the close), as fewer, larger row groups cost less to encode. A depth part file
+#: holds this many rows (one row group; more, smaller ones when flushed before it was full).
 ROW_GROUP_ROWS: Final = 1 << 17
+#: Threads encoding the depth parts (part k on thread k % DEPTH_THREADS).
+DEPTH_THREADS: Final = 2
+
+
+def _part_name(part: int) -> str:
+    return f"part-{part:06d}.parquet"
+
+
+def _part_files(directory: str) -> list[str]:
+    """The depth part files in ``directory``, in row order."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return [
+        os.path.join(directory, n)
+        for n in sorted(names)
+        if n.startswith("part-") and n.endswith(".parquet") and n[5:-8].isdigit()
+    ]
+
+
+def table_files(directory: str | os.PathLike[str], name: str) -> list[str]:
+    """The Parquet files holding table ``name`` of ``moldudp64 book``'s ``directory``, in row
+    order: ``DIR/NAME.parquet``, except ``depth``: the part files of ``DIR/depth/``
+    (``part-000000.parquet``, ``part-000001.parquet``, ...; each holds the rows that follow
+    the previous one's, so the directory read as one dataset, files in name order, is the
+    table in order)."""
+    directory = os.fspath(directory)
+    if name == "depth":
+        return _part_files(os.path.join(directory, "depth"))
+    return [os.path.join(directory, f"{name}.parquet")]
 
 
 def _arrow() -> tuple[Any, Any, Any]:
@@ -69,10 +105,12 @@ def _arrow() -> tuple[Any, Any, Any]:
 
 
 def _head(pa: Any) -> list[Any]:
+    # columns never null are declared so (Parquet REQUIRED: no definition levels to encode,
+    # about a seventh of the depth table's encoding CPU)
     return [
-        pa.field("seq", pa.uint64()),
-        pa.field("timestamp", pa.int64()),
-        pa.field("stock_locate", pa.uint16()),
+        pa.field("seq", pa.uint64(), nullable=False),
+        pa.field("timestamp", pa.int64(), nullable=False),
+        pa.field("stock_locate", pa.uint16(), nullable=False),
         pa.field("stock", pa.string()),
     ]
 
@@ -82,17 +120,18 @@ def _price(pa: Any) -> Any:
 
 
 def bbo_schema() -> Any:
-    """Columns of the ``bbo`` table (prices null when the side is empty)."""
+    """Columns of the ``bbo`` table (prices null when the side is empty; shares and orders
+    then 0, never null)."""
     _, pa, _ = _arrow()
     return pa.schema(
         [
             *_head(pa),
             pa.field("bid_price", _price(pa)),
             pa.field("ask_price", _price(pa)),
-            pa.field("bid_shares", pa.uint64()),
-            pa.field("ask_shares", pa.uint64()),
-            pa.field("bid_orders", pa.uint32()),
-            pa.field("ask_orders", pa.uint32()),
+            pa.field("bid_shares", pa.uint64(), nullable=False),
+            pa.field("ask_shares", pa.uint64(), nullable=False),
+            pa.field("bid_orders", pa.uint32(), nullable=False),
+            pa.field("ask_orders", pa.uint32(), nullable=False),
         ]
     )
 
@@ -115,17 +154,18 @@ def trades_schema() -> Any:
 
 
 def depth_schema(levels: int) -> Any:
-    """Columns of the ``depth`` table for ``levels`` levels per side."""
+    """Columns of the ``depth`` table for ``levels`` levels per side (a price null where the
+    side has fewer levels; its shares and orders then 0, never null)."""
     _, pa, _ = _arrow()
     fields = _head(pa)
     for i in range(levels):
         fields += [
             pa.field(f"bid_price_{i}", _price(pa)),
-            pa.field(f"bid_shares_{i}", pa.uint64()),
-            pa.field(f"bid_orders_{i}", pa.uint32()),
+            pa.field(f"bid_shares_{i}", pa.uint64(), nullable=False),
+            pa.field(f"bid_orders_{i}", pa.uint32(), nullable=False),
             pa.field(f"ask_price_{i}", _price(pa)),
-            pa.field(f"ask_shares_{i}", pa.uint64()),
-            pa.field(f"ask_orders_{i}", pa.uint32()),
+            pa.field(f"ask_shares_{i}", pa.uint64(), nullable=False),
+            pa.field(f"ask_orders_{i}", pa.uint32(), nullable=False),
         ]
     return pa.schema(fields)
 
@@ -146,20 +186,31 @@ def book_state_schema() -> Any:
     )
 
 
-def _decimals(values: Any) -> Any:
-    """int64 prices (-1: null) -> decimal128(10, 4)."""
+def _nulls(values: Any) -> tuple[Any, int]:
+    """The validity buffer (None: no null) and null count of int64 prices (-1: null)."""
+    np, pa, _ = _arrow()
+    null = values < 0
+    nulls = int(np.count_nonzero(null))
+    if not nulls:
+        return None, 0
+    return pa.py_buffer(np.packbits(~null, bitorder="little")), nulls
+
+
+def _decimals(values: Any, narrow: bool = False) -> Any:
+    """int64 prices (-1: null) -> decimal128(10, 4), or decimal64(10, 4) when ``narrow``
+    (the int64 values copied as they are: no second word)."""
     np, pa, _ = _arrow()
     count = len(values)
+    if narrow:
+        validity, nulls = _nulls(values)
+        words = pa.py_buffer(np.array(values, dtype=np.int64, copy=True))
+        return pa.Array.from_buffers(pa.decimal64(10, 4), count, [validity, words], nulls)
     # low word the value, high word 0 (prices are >= 0; a null's words are not read): one
     # write of each word, no zero-fill first
     words = np.empty(2 * count, dtype=np.int64)
     words[0::2] = values
     words[1::2] = 0
-    validity = None
-    null = values < 0
-    nulls = int(np.count_nonzero(null))
-    if nulls:
-        validity = pa.py_buffer(np.packbits(~null, bitorder="little"))
+    validity, nulls = _nulls(values)
     return pa.Array.from_buffers(_price(pa), count, [validity, pa.py_buffer(words)], nulls)
 
 
@@ -186,13 +237,64 @@ def _chars(codes: Any) -> Any:
 Grabbed: TypeAlias = tuple[bool, tuple[Any, Any, Any], list[str], int]
 
 
-class BookTables:
-    """Rows of a core -> Arrow record batches ``{"bbo": ..., "trades": ..., "depth": ...}``."""
+def _narrowed(schema: Any) -> Any:
+    """``schema`` with decimal64(10, 4) prices where it has decimal128(10, 4)."""
+    _, pa, _ = _arrow()
+    price = _price(pa)
+    return pa.schema([f.with_type(pa.decimal64(10, 4)) if f.type == price else f for f in schema])
 
-    def __init__(self, core: BookCore, depth: int) -> None:
+
+_PARQUET_FAST: list[bool] = []
+
+
+def parquet_fast() -> bool:
+    """Whether this pyarrow writes what :class:`BookWriter` asks for the fast way: decimal64
+    arrays as Parquet INT64 decimals that read back as decimal128 (recent pyarrow), and
+    BYTE_STREAM_SPLIT for integer columns. Probed once by writing and reading a row."""
+    if not _PARQUET_FAST:
+        _, pa, _ = _arrow()
+        try:
+            import pyarrow.parquet as pq
+
+            price = pa.array([12345], pa.int64())
+            row = pa.table(
+                {
+                    "p": pa.Array.from_buffers(pa.decimal64(10, 4), 1, [None, price.buffers()[1]]),
+                    "n": pa.array([7], pa.uint64()),
+                }
+            )
+            sink = pa.BufferOutputStream()
+            pq.write_table(
+                row,
+                sink,
+                store_decimal_as_integer=True,
+                store_schema=False,
+                use_dictionary=["p"],
+                column_encoding={"n": "BYTE_STREAM_SPLIT"},
+            )
+            back = pq.read_table(pa.BufferReader(sink.getvalue()))
+            _PARQUET_FAST.append(
+                back.schema.field("p").type == _price(pa)
+                and back.column("p").to_pylist() == row.column("p").to_pylist()
+                and back.column("n").to_pylist() == [7]
+            )
+        except Exception:  # an older pyarrow: decimal128 and dictionaries, as before
+            _PARQUET_FAST.append(False)
+    return _PARQUET_FAST[0]
+
+
+class BookTables:
+    """Rows of a core -> Arrow record batches ``{"bbo": ..., "trades": ..., "depth": ...}``.
+
+    Prices are decimal128(10, 4); ``narrow``: decimal64(10, 4) (what :class:`BookWriter`
+    hands to Parquet when :func:`parquet_fast`: the int64 values as they are, which Parquet
+    stores as INT64 decimals either way and reads back as decimal128)."""
+
+    def __init__(self, core: BookCore, depth: int, *, narrow: bool = False) -> None:
         _, pa, _ = _arrow()
         self.core = core
         self.depth = depth
+        self.narrow = narrow
         self._names: list[str] = []
         self._grabbed = 0  # names handed out by grab()
         self._reused = 0  # the core's names_reused at the last grab
@@ -202,6 +304,10 @@ class BookTables:
             "trades": trades_schema(),
             "depth": depth_schema(depth),
         }
+        #: The schemas of the batches made (decimal64 prices when ``narrow``).
+        self.batch_schemas = (
+            {k: _narrowed(v) for k, v in self.schemas.items()} if narrow else self.schemas
+        )
 
     @staticmethod
     def _head(cols: Any, names: Any) -> list[Any]:
@@ -275,14 +381,14 @@ class BookTables:
             return pa.RecordBatch.from_arrays(
                 [
                     *self._head(c, names),
-                    _decimals(c[4]),
-                    _decimals(c[7]),
+                    _decimals(c[4], self.narrow),
+                    _decimals(c[7], self.narrow),
                     pa.array(c[5].astype(np.uint64)),
                     pa.array(c[8].astype(np.uint64)),
                     pa.array(c[6].astype(np.uint32)),
                     pa.array(c[9].astype(np.uint32)),
                 ],
-                schema=self.schemas["bbo"],
+                schema=self.batch_schemas["bbo"],
             )
         if table == "trades":
             c = columns(raw, TRADES_WIDTH)
@@ -293,28 +399,28 @@ class BookTables:
                 [
                     *self._head(c, names),
                     _chars(kind),
-                    _decimals(c[5]),
+                    _decimals(c[5], self.narrow),
                     pa.array(c[6].astype(np.uint64), mask=broken),
                     _chars(c[7]),
                     pa.array(c[8].astype(np.uint64), mask=no_ref),
                     pa.array(c[9].astype(np.uint64)),
                     _chars(c[10]),
                 ],
-                schema=self.schemas["trades"],
+                schema=self.batch_schemas["trades"],
             )
         c = columns(raw, depth_width(self.depth))
         arrays = self._head(c, names)
         for i in range(self.depth):
             b = 4 + 6 * i
             arrays += [
-                _decimals(c[b]),
+                _decimals(c[b], self.narrow),
                 pa.array(c[b + 1].astype(np.uint64)),
                 pa.array(c[b + 2].astype(np.uint32)),
-                _decimals(c[b + 3]),
+                _decimals(c[b + 3], self.narrow),
                 pa.array(c[b + 4].astype(np.uint64)),
                 pa.array(c[b + 5].astype(np.uint32)),
             ]
-        return pa.RecordBatch.from_arrays(arrays, schema=self.schemas["depth"])
+        return pa.RecordBatch.from_arrays(arrays, schema=self.batch_schemas["depth"])
 
 
 class _Encoder:
@@ -395,7 +501,9 @@ class BookWriter:
             frozenset(self.tables),
             pure_python=pure_python,
         )
-        self._tables = BookTables(self.core, depth)
+        #: Whether pyarrow takes the fast Parquet path (:func:`parquet_fast`).
+        self.fast = parquet_fast()
+        self._tables = BookTables(self.core, depth, narrow=self.fast)
         self._writers: dict[str, Any] = {}
         self.rows: dict[str, int] = dict.fromkeys(self.tables, 0)
         self.compression = compression
@@ -410,32 +518,70 @@ class BookWriter:
         #: (first, last) before the source's first message: never seen, books unreliable.
         self.unseen: list[tuple[int, int]] = []
         self._drained = time.monotonic()
-        # a thread per table (depth, the largest, alone on one; book_state with bbo)
-        self._encoders = {name: _Encoder(name) for name in ("convert", *ALL_TABLES)}
+        self._count_lock = threading.Lock()
+        # a thread per table (book_state with bbo); depth, the largest, converted on one
+        # and encoded on DEPTH_THREADS, a part file each in turn (a part per row group)
+        self._encoders = {
+            name: _Encoder(name)
+            for name in ("convert", "bbo", "trades",
+                         *(f"depth-{i}" for i in range(DEPTH_THREADS)))
+        }  # fmt: skip
+        #: (The conversion thread's) the depth part being filled and its rows so far.
+        self._part = 0
+        self._part_rows = 0
+        if "depth" in self.tables:
+            parts = os.path.join(self.directory, "depth")
+            os.makedirs(parts, exist_ok=True)
+            for old in _part_files(parts):  # a previous run's: not rows of this one
+                os.remove(old)
         #: Batches a table's thread holds for its next row group.
         self._held: dict[str, list[Any]] = {}
         #: Held while the book changes: :meth:`snapshot` (another thread) sees whole batches.
         self.lock = threading.Lock()
 
-    def _writer(self, name: str, schema: Any) -> Any:
-        writer = self._writers.get(name)
+    def _writer(self, name: str, schema: Any, part: int | None = None) -> Any:
+        """The Parquet writer of table ``name`` (of its part ``part`` for depth), opened on
+        first use (on the thread that writes it)."""
+        key = name if part is None else f"{name}/{part}"
+        writer = self._writers.get(key)
         if writer is None:
             import pyarrow.parquet as pq
 
-            path = os.path.join(self.directory, f"{name}.parquet")
-            writer = self._writers[name] = pq.ParquetWriter(
-                path,
-                schema,
-                compression=self.compression,
-                # decimal128(10, 4) as Parquet INT64 (exact; smaller and faster to write)
-                store_decimal_as_integer=True,
-                # no dictionary where every value differs
-                use_dictionary=[n for n in schema.names if n not in ("seq", "timestamp")],
-                # min/max where a reader filters (seq, time, stock); depth's 6 * N level
-                # columns without (less encoding CPU)
-                write_statistics=list(schema.names[:4]) if name == "depth" else True,
+            path = (
+                os.path.join(self.directory, f"{name}.parquet")
+                if part is None
+                else os.path.join(self.directory, name, _part_name(part))
+            )
+            writer = self._writers[key] = pq.ParquetWriter(
+                path, schema, **self._parquet_options(name, schema)
             )
         return writer
+
+    def _parquet_options(self, name: str, schema: Any) -> dict[str, Any]:
+        """How a table is encoded (measured on the depth table; docs/DESIGN.md)."""
+        names = list(schema.names)
+        # no dictionary where every value differs
+        dictionary = [n for n in names if n not in ("seq", "timestamp")]
+        options: dict[str, Any] = {
+            "compression": self.compression,
+            # decimal(10, 4) as Parquet INT64 (exact; smaller and faster to write)
+            "store_decimal_as_integer": True,
+            # min/max where a reader filters (seq, time, stock); depth's 6 * N level
+            # columns without (less encoding CPU)
+            "write_statistics": names[:4] if name == "depth" else True,
+        }
+        if self.fast:
+            # the batches' decimal64 prices are Parquet's INT64 decimal(10, 4), which reads
+            # back as decimal128(10, 4) without the Arrow schema (with it: decimal64)
+            options["store_schema"] = False
+            if name == "depth":
+                # shares and order counts: BYTE_STREAM_SPLIT then zstd, no dictionary (a
+                # quarter less CPU than the dictionary, files 2-7% larger); prices keep it
+                counts = [n for n in names[4:] if "_price_" not in n]
+                dictionary = [n for n in dictionary if n not in counts]
+                options["column_encoding"] = dict.fromkeys(counts, "BYTE_STREAM_SPLIT")
+        options["use_dictionary"] = dictionary
+        return options
 
     def _drain(self, hold: bool = False) -> None:
         """Hand the rows held by the core to the tables' threads (``hold``: they may keep
@@ -444,8 +590,7 @@ class BookWriter:
         names = self._tables.name_array(new, start)
         for table, raw in zip(ALL_TABLES, raws, strict=True):
             if raw or not hold:  # without rows: what the table's thread holds is appended
-                # depth's conversion on a thread of its own: its Parquet encoding alone is
-                # the longest thread of the command
+                # depth's conversion on a thread of its own, its encoding on two more
                 self._encoders["convert" if table == "depth" else table].put(
                     lambda table=table, raw=raw: self._convert(  # type: ignore[misc]
                         table,
@@ -455,11 +600,26 @@ class BookWriter:
                 )
 
     def _convert(self, name: str, batch: Any | None, hold: bool) -> None:
-        """(On the conversion thread for depth, else the table's.) Queue the batch."""
-        if name == "depth":
-            self._encoders["depth"].put(lambda: self._write(name, batch, hold))
-        else:
+        """(On the conversion thread for depth, else the table's.) Queue the batch: a depth
+        batch to the part being filled, on the thread of that part (parts in turn)."""
+        if name != "depth":
             self._write(name, batch, hold)
+            return
+        part = self._part
+        full = False
+        if batch is not None:
+            self._part_rows += batch.num_rows
+            full = self._part_rows >= ROW_GROUP_ROWS
+            if full:  # the next rows start the next part, on the next thread
+                self._part += 1
+                self._part_rows = 0
+        self._encoders[f"depth-{part % DEPTH_THREADS}"].put(
+            lambda: self._write_part(part, batch, hold, full)
+        )
+
+    def _count(self, name: str, rows: int) -> None:
+        with self._count_lock:  # depth's threads count together
+            self.rows[name] = self.rows.get(name, 0) + rows
 
     def _write(self, name: str, batch: Any | None, hold: bool) -> None:
         """(On the table's encoding thread.) Append held batches and ``batch`` to its file
@@ -474,7 +634,28 @@ class BookWriter:
         table = pa.Table.from_batches(held)
         held.clear()
         self._writer(name, table.schema).write_table(table, row_group_size=rows)
-        self.rows[name] = self.rows.get(name, 0) + rows
+        self._count(name, rows)
+
+    def _write_part(self, part: int, batch: Any | None, hold: bool, full: bool) -> None:
+        """(On the part's depth thread.) Hold ``batch`` for the part's row group; append
+        what is held as a row group when the part is ``full`` (then close the part) or not
+        ``hold`` (a flush: the part stays open for the rows that follow)."""
+        _, pa, _ = _arrow()
+        key = f"depth/{part}"
+        held = self._held.setdefault(key, [])
+        if batch is not None:
+            held.append(batch)
+        if held and (full or not hold):
+            table = pa.Table.from_batches(held)
+            held.clear()
+            rows = table.num_rows
+            self._writer("depth", table.schema, part).write_table(table, row_group_size=rows)
+            self._count("depth", rows)
+        if full:
+            del self._held[key]
+            writer = self._writers.pop(key, None)
+            if writer is not None:
+                writer.close()
 
     def lose(self, session: str, first: int, last: int) -> None:
         """Record messages ``first..last`` lost for good: a ``book_state`` row."""
@@ -590,8 +771,12 @@ class BookWriter:
                         errors.append(exc)
                 if errors:
                     raise errors[0]
-            for name in self.tables:
-                self._writer(name, self._tables.schemas[name])
+            for name in self.tables:  # every asked table exists, maybe empty
+                schema = self._tables.batch_schemas[name]
+                if name != "depth":
+                    self._writer(name, schema)
+                elif not self.rows.get("depth"):
+                    self._writer(name, schema, 0)
         finally:
             for writer in self._writers.values():
                 writer.close()
