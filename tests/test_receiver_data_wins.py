@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from itertools import pairwise
 
 from linksim import Faults, LinkSim, messages
 from moldudp64.events import (
@@ -63,6 +64,11 @@ def slow_feed(
         sim.run(every)
     sim.end_session(reliable=True)
     sim.settle()
+
+
+def of_kind(events: list[Event], kind: type[Event]) -> list[Event]:
+    """The events of one kind, in order."""
+    return [e for e in events if isinstance(e, kind)]
 
 
 def of(sim: LinkSim, kind: type[Event]) -> list[Event]:
@@ -443,3 +449,86 @@ def test_data_after_the_end_is_named_once_per_run_of_numbers() -> None:
     c.receive_datagram(build_packet(S, 21, [b"21"]), A, 3.3)
     c.finish(3.31)  # end of input names what is gathered at once
     assert c.events_received() == [MessagesAfterEnd(S, 20, 20, 2), MessagesAfterEnd(S, 21, 21, 2)]
+
+
+def test_an_end_remembered_for_an_unpassed_gap_ends_the_session_at_end_of_input() -> None:
+    """A real end right after the data, behind 20,000 numbers the feed never passed, is
+    remembered (not believed, not dropped); at end of input the gap is reported lost and
+    the remembered end ends the session."""
+    core = ReceiverCore(ReceiverConfig(rerequest_server_addrs=[SERVER]))
+    core.receive_datagram(build_packet(S, 1, [b"a"] * 5), A, 0.0)
+    core.receive_datagram(build_packet(S, 20_006, [b"b"] * 5), A, 0.01)
+    core.receive_datagram(build_packet(S, 20_011, [b"c"] * 5), A, 0.02)
+    for k in range(4):
+        core.receive_datagram(build_end_of_session(S, 20_016), A, 0.1 + 0.5 * k)
+    core.handle_timer(4.0)
+    assert not core.ended
+    core.events_received()
+    core.finish(5.0)
+    events = core.events_received()
+    assert MessagesLost(S, 6, 20_005, "end of input") in events
+    assert [e.seq_num for e in events if isinstance(e, MessagesDelivered)] == [20_006]
+    assert events[-1] == SessionEnded(S, 20_016)
+
+
+def test_live_data_of_a_session_left_behind_is_named_once_per_run() -> None:
+    """A session left on staleness keeps sending, on both lines: its first packet is named
+    at once, the rest of the run in one ``MessagesAfterEnd`` (not one per datagram, which
+    the clients would each log), every number once; a run after a hole is named apart."""
+    t_session = "SESSION002"
+    c = ReceiverCore(ReceiverConfig())
+    c.receive_datagram(build_packet(S, 1, [b"1"]), A, 0.0)
+    c.receive_datagram(build_packet(S, 2, [b"2"]), A, 0.01)
+    c.receive_datagram(build_packet(t_session, 1, [b"t1"]), A, 3.1)
+    c.receive_datagram(build_packet(t_session, 2, [b"t2"]), A, 3.2)
+    c.handle_timer(3.2)
+    assert c.session == t_session
+    c.events_received()
+    named: list[Event] = []
+    for seq in range(3, 103):
+        now = 3.3 + seq * 0.001
+        c.receive_datagram(build_packet(S, seq, [b"%d" % seq]), A, now)
+        c.receive_datagram(build_packet(S, seq, [b"%d" % seq]), B, now)  # its copy
+        named += c.events_received()
+    assert of_kind(named, MessagesAfterEnd) == [MessagesAfterEnd(S, 3, 3, 3)]
+    c.handle_timer(3.402 + 0.1)  # the run stopped: the rest at once, in one event
+    named += c.events_received()
+    assert of_kind(named, MessagesAfterEnd) == [
+        MessagesAfterEnd(S, 3, 3, 3),
+        MessagesAfterEnd(S, 4, 102, 3),
+    ]
+    c.receive_datagram(build_packet(S, 50, [b"50"]), B, 3.6)  # a late copy: named already
+    c.receive_datagram(build_packet(S, 110, [b"110"]), A, 3.6)  # after a hole
+    c.receive_datagram(build_packet(S, 111, [b"111"]), A, 3.6)
+    c.finish(3.61)
+    assert of_kind(c.events_received(), MessagesAfterEnd) == [
+        MessagesAfterEnd(S, 110, 110, 3),
+        MessagesAfterEnd(S, 111, 111, 3),
+    ]
+
+
+def test_a_session_left_behind_that_keeps_sending_is_named_a_bounded_number_of_times() -> None:
+    """Ten seconds of a left session's live data at 1,000 packets/s: its first packet
+    named at once, then what came each second, one event (contiguous, every number)."""
+    c = ReceiverCore(ReceiverConfig())
+    c.receive_datagram(build_packet(S, 1, [b"1"]), A, 0.0)
+    c.receive_datagram(build_packet(S, 2, [b"2"]), A, 0.01)
+    c.receive_datagram(build_packet("SESSION002", 1, [b"t1"]), A, 3.1)
+    c.receive_datagram(build_packet("SESSION002", 2, [b"t2"]), A, 3.2)
+    c.handle_timer(3.2)
+    c.events_received()
+    events: list[Event] = []
+    for k in range(10_000):
+        now = 3.3 + k * 0.001
+        timer = c.get_timer()
+        if timer is not None and timer <= now:
+            c.handle_timer(now)
+        c.receive_datagram(build_packet(S, 3 + k, [b"x"]), A, now)
+        events += c.events_received()
+    c.finish(13.4)
+    events += c.events_received()
+    named = of_kind(events, MessagesAfterEnd)
+    assert len(named) <= 12, len(named)
+    assert c.session == "SESSION002"
+    assert named[0].first_seq == 3 and named[-1].last_seq == 10_002
+    assert all(b.first_seq == a.last_seq + 1 for a, b in pairwise(named))

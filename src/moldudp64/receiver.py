@@ -93,9 +93,12 @@ reported lost. Requests are cheap, beliefs are costly:
   lost with its range, never dropped unnamed. Such a session yields to one with data once
   its requests are out of attempts with nothing of its data brought (``_bare``), so
   a forger's ends or heartbeats cost a bounded delay and bounded requests; heartbeats
-  alone never make a session followed. While the followed session ends (an end seen or
-  believed), or is silent, one that would follow it and sent its own end is not
-  forgotten for its silence (``_keep_silent``); once followed, the quiet after its end
+  alone never make a session followed. One first seen before the first session followed
+  (its ends came first on the line as the receiver joined) is older than it, never
+  followed once that one ended.
+  While the followed session ends (an end seen or believed), or is silent, one that
+  would follow it and sent its own end is not forgotten for its silence
+  (``_keep_silent``); once followed, the quiet after its end
   counts from its last datagram, so an end it repeated and then fell quiet after while it
   waited is believed as if followed all along (its gaps are then passed). Either way the
   gaps the feed passed (after a believed end, all) are settled first: recovered, or given
@@ -570,6 +573,9 @@ class _Server:
     addr: Address
     #: Requests left unanswered since its last answer.
     failures: int = 0
+    #: When it last answered (or, never answered, when it was first asked): with
+    #: ``failures``, whether it fell silent (see ``ReceiverCore._all_silent``).
+    heard: float | None = None
     disabled: bool = False
     retry_at: float = 0.0
     requests: int = 0
@@ -673,7 +679,11 @@ class ReceiverCore:
         #: Sessions left behind (never followed again), oldest first; bounded: where each
         #: was left (its end, or the number it stopped at) and the first numbers of its
         #: late data named since (so line A and B copies are named once; bounded).
-        self._past: dict[bytes, tuple[int, dict[int, None]]] = {}
+        self._past: dict[bytes, tuple[int, dict[int, int]]] = {}
+        #: Live data of sessions left behind that keeps coming, not yet named, by session:
+        #: ``[first, end, started, last, left]`` (see :meth:`_past_after`); bounded by
+        #: ``_past``.
+        self._past_runs: dict[bytes, list[int | float]] = {}
         #: Other sessions seen while following one, with their datagrams; bounded.
         self._cands: dict[bytes, _Candidate] = {}
         self._cand_packets = 0
@@ -693,6 +703,13 @@ class ReceiverCore:
         self._eos_claim: _Claim | None = None
         #: The last end of session refused against the claim, and how often it came.
         self._eos_rival: tuple[int, int] | None = None
+        #: An end of session that agreed with the data (at or beyond all of it, near the
+        #: horizon) but could not be believed for the numbers before it the feed never
+        #: passed (more than :data:`_END_WINDOW`): remembered, one per session, and
+        #: claimed again once they are recovered or given up (see ``_wake_pending_end``).
+        self._pending_end: _Claim | None = None
+        #: When ``_pending_end`` may be looked at again (see ``_refresh``).
+        self._pending_at = -_INF
         self._ended = False
         self._ended_at = 0.0
         #: The latest time on the core's clock (for what happens deep inside a call).
@@ -746,6 +763,9 @@ class ReceiverCore:
         #: Messages delivered when a session seen only through heartbeats and ends was
         #: followed (see ``_bare``); None when the followed session carried data.
         self._bare_mark: int | None = None
+        #: When the first session followed (at the start) was first seen: a session seen
+        #: before it only through its ends is older (see ``_after_quiet``).
+        self._follow_seen = -_INF
         #: Reasons already reported once (contradictions that repeat on every packet).
         self._reported: set[str] = set()
         self._debug = logger.isEnabledFor(logging.DEBUG)
@@ -833,6 +853,10 @@ class ReceiverCore:
             flush_at = min(run[3] + _AFTER_END_QUIET, run[2] + _AFTER_END_MAX_WAIT)
             if timer is None or flush_at < timer:
                 timer = flush_at
+        if self._past_runs:
+            past_at = self._past_runs_due()
+            if past_at is not None and (timer is None or past_at < timer):
+                timer = past_at
         if timer is None or not self._skew:
             return timer
         at = timer - self._skew  # on the driver's clock, never a float step early
@@ -869,6 +893,8 @@ class ReceiverCore:
         run = self._after_run
         if run is not None and now >= min(run[3] + _AFTER_END_QUIET, run[2] + _AFTER_END_MAX_WAIT):
             self._flush_after_run()
+        if self._past_runs:
+            self._flush_past_runs(now)
         if self._cands:  # first: a session followed now is checked below like any other
             self._consider_switch(now)
         if self._claims or self._eos_claim is not None:
@@ -967,6 +993,7 @@ class ReceiverCore:
             and type(source) is Source
             and self._eos is None
             and self._eos_claim is None
+            and self._pending_end is None
             and not self._claims
             and not self._stale
             and self._started
@@ -1136,6 +1163,7 @@ class ReceiverCore:
         """
         now = self._at(now)
         self._flush_after_run()
+        self._flush_past_runs(None)
         self._take_claims(None, now)
         eos = self._eos_claim
         if eos is not None:  # no more evidence can come: the end stands as it is
@@ -1143,6 +1171,12 @@ class ReceiverCore:
             self._believe_end(eos.start, now, claim=eos)
         self._segs_give_up(0, len(self._segs), LOST_END_OF_INPUT)
         self._drain()
+        pending = self._pending_end
+        if pending is not None and self._eos is None:  # its numbers are given up now
+            self._pending_end = None
+            self._believe_end(pending.start, now, claim=pending)
+            self._segs_give_up(0, len(self._segs), LOST_END_OF_INPUT)
+            self._drain()
         if self._cands:
             cands = self._cands
             if self._session_raw is None:  # the session most datagrams named
@@ -1377,6 +1411,10 @@ class ReceiverCore:
                     self._eos_claim = None  # data beyond it: that end of session was false
                     self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
                     self._revive_rival(false, value, now)
+                pending = self._pending_end
+                if pending is not None and value > pending.start and count:
+                    self._pending_end = None  # data beyond it: that end was false too
+                    self._drop(DROP_EOS_CONTRADICTED, pending.source, pending.addr, once=True)
                 if opener and self._claims and not trusted:
                     self._take_claims(value, now, data, source, seq)  # confirmed below it: first
                 new = 0
@@ -1728,8 +1766,21 @@ class ReceiverCore:
             self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
             return
         if not self._end_is_near(seq):  # far beyond what the feed has shown
+            window = max(self.config.max_messages_per_request, _END_WINDOW)
+            top = max(self._data_top, self._expected)
+            pending = self._pending_end
+            if (
+                claim is not None
+                and top <= seq <= self._horizon + window
+                and (pending is None or seq == top or pending.start != top)
+            ):
+                # it agrees with the data, only the numbers before it the feed never
+                # passed are too many: remembered, claimed again once they are settled
+                self._pending_end = claim
+                return
             self._drop(DROP_UNCONFIRMED, source, addr)
             return
+        self._pending_end = None
         self._take_claims(seq, now, b"", _RETX, seq)
         self._eos = seq
         for beyond in self._claims:
@@ -1796,14 +1847,7 @@ class ReceiverCore:
             if source != _RETX and 0 < count < END_OF_SESSION and seq + count > left:
                 # live data of a session left behind: not delivered (a session left is
                 # never followed again) but named with its range, never dropped unnamed
-                first = max(seq, left)
-                if first not in named:
-                    named[first] = None
-                    if len(named) > _MAX_PAST_NAMED:
-                        del named[next(iter(named))]
-                    self._events.append(
-                        MessagesAfterEnd(decode_session(session_raw), first, seq + count - 1, left)
-                    )
+                self._past_after(session_raw, left, named, max(seq, left), seq + count, now)
             return
         if self._session_raw is not None and (
             self._pinned or not self.config.follow_session_changes or source == _RETX
@@ -1870,6 +1914,82 @@ class ReceiverCore:
             if seq > cand.end_seq:
                 cand.end_seq, cand.end_source, cand.end_addr = seq, source, addr
         self._consider_switch(now)
+
+    def _past_after(
+        self,
+        session_raw: bytes,
+        left: int,
+        named: dict[int, int],
+        first: int,
+        end: int,
+        now: float,
+    ) -> None:
+        """Live data ``[first, end)`` of a session left behind at ``left``: named with its
+        range, each number once (a copy on the other line is not named again). As for the
+        followed session's data after its end (:meth:`_after_end`), the first packet of a
+        run is named at once and the consecutive numbers that follow it are gathered and
+        named together once the run stops (:data:`_AFTER_END_QUIET`), a run that does
+        not follow it comes, or at :meth:`finish` / a session change; while it goes on,
+        what it gathered is named every :data:`_AFTER_END_MAX_WAIT`: one event per run
+        (and per second it lasts), not per datagram, so a client logging each is bounded."""
+        run = self._past_runs.get(session_raw)
+        moved = True
+        while moved and first < end:  # skip what was named, or is gathered, already
+            moved = False
+            if run is not None and run[0] <= first < run[1]:
+                first = int(run[1])
+                moved = True
+            for a, b in named.items():
+                if a <= first < b:
+                    first = b
+                    moved = True
+        if first >= end:
+            return
+        if run is not None:
+            if run[1] == first:
+                run[1] = end
+                run[3] = now
+                return
+            self._flush_past_run(session_raw)
+        self._name_past(session_raw, named, first, end, left)
+        self._past_runs[session_raw] = [end, end, now, now, left]
+
+    def _name_past(
+        self, session_raw: bytes, named: dict[int, int], first: int, end: int, left: int
+    ) -> None:
+        """One :class:`MessagesAfterEnd` for ``[first, end)`` of a session left behind."""
+        named[first] = end
+        if len(named) > _MAX_PAST_NAMED:
+            del named[next(iter(named))]
+        self._events.append(MessagesAfterEnd(decode_session(session_raw), first, end - 1, left))
+
+    def _flush_past_run(self, session_raw: bytes) -> None:
+        """Name the run gathered for a session left behind (see :meth:`_past_after`)."""
+        run = self._past_runs.pop(session_raw, None)
+        if run is None or run[1] <= run[0]:
+            return  # nothing followed the packet named at once
+        past = self._past.get(session_raw)
+        named: dict[int, int] = past[1] if past is not None else {}
+        self._name_past(session_raw, named, int(run[0]), int(run[1]), int(run[4]))
+
+    def _past_runs_due(self) -> float | None:
+        """When the earliest run of a session left behind is to be named, or None."""
+        if not self._past_runs:
+            return None
+        return min(
+            min(r[3] + _AFTER_END_QUIET, r[2] + _AFTER_END_MAX_WAIT)
+            for r in self._past_runs.values()
+        )
+
+    def _flush_past_runs(self, now: float | None) -> None:
+        """Name the runs of sessions left behind that are due at ``now`` (None: all)."""
+        for name in list(self._past_runs):
+            r = self._past_runs[name]
+            if now is None or now >= r[3] + _AFTER_END_QUIET:
+                self._flush_past_run(name)
+            elif now >= r[2] + _AFTER_END_MAX_WAIT:  # it goes on: named so far, gathered on
+                self._flush_past_run(name)
+                self._past_runs[name] = [r[1], r[1], now, r[3], r[4]]
 
     def _drop_candidate_datagram(self) -> None:
         """Drop the oldest datagram waiting for a session switch (to make room for the
@@ -2012,9 +2132,18 @@ class ReceiverCore:
 
     def _after_quiet(self, cand: _Candidate) -> bool:
         """Whether ``cand`` is evident (``_evident``) and sent an end of session after the
-        followed session's last: a stray seen while the feed went on is no next session."""
+        followed session's last: a stray seen while the feed went on is no next session.
+        Once the first session followed (at the start) ended, one first seen before it
+        is older than it (its ends came first on the line: it was ending as the receiver
+        joined, as yesterday's session ends while today's starts): it is never followed
+        after it (no session comes back; a session with data wins at the start, see
+        ``_consider_switch``)."""
         last = self._last_live
-        return _evident(cand) and (last is None or cand.end_at > last)
+        return (
+            _evident(cand)
+            and (last is None or cand.end_at > last)
+            and not (self._ended and cand.first_at < self._follow_seen)
+        )
 
     def _bare(self) -> bool:
         """Whether the followed session was followed on its heartbeats and ends alone and
@@ -2053,6 +2182,7 @@ class ReceiverCore:
         """Leave the current session for ``session_raw``: close the old one's books, then
         take the new session's datagrams that waited for it."""
         self._flush_after_run()  # the old session's, before the new one's events
+        self._flush_past_runs(None)
         old = self._session or ""
         self._take_claims(None, now)
         self._segs_give_up(0, len(self._segs), LOST_SESSION_CHANGED)
@@ -2063,6 +2193,7 @@ class ReceiverCore:
         self._held_bytes = 0
         self._eos_claim = None
         self._eos_rival = None
+        self._pending_end = None
         if self._session_raw is not None:
             left = self._eos if self._eos is not None else max(self._expected, self._horizon)
             self._past[self._session_raw] = (left, {})
@@ -2092,6 +2223,9 @@ class ReceiverCore:
         self._wit_top = 0
         self._ended = False
         self._bare_mark = None if cand.carries else self._delivered
+        # (at the start only: one seen before the first session followed was ending as
+        # the receiver joined; after a switch, one seen first is still followed after)
+        self._follow_seen = -_INF if old else cand.first_at
         self._reported.clear()
         self._lost.clear()
         self._last_live = cand.last_at
@@ -2277,6 +2411,7 @@ class ReceiverCore:
         if server is not None:
             server.answers += 1
             server.failures = 0
+            server.heard = now
             if server.disabled:
                 server.disabled = False
                 self._events.append(ServerEnabled(server.addr))
@@ -2705,7 +2840,38 @@ class ReceiverCore:
             request = HEADER.pack(session_raw, seg.start, count)
             for server in servers:
                 server.requests += 1
+                if server.heard is None:
+                    server.heard = now
                 self._out.append((request, server.addr))
+
+    def _attempts_span(self) -> float:
+        """How long one range's ``max_request_attempts`` unanswered attempts take."""
+        return sum(self._timeout_for(k) for k in range(1, self.config.max_request_attempts + 1))
+
+    def _all_silent(self, now: float, detected: float) -> bool:
+        """Whether every server fell silent while a range detected at ``detected`` was
+        missing: each left ``max_request_attempts`` requests for numbers the feed passed
+        unanswered in a row, and answered nothing (nor anything at all) for as long as one
+        range's attempts take. A range of such a gap that then times out is given up at
+        once, as a range asked for from its front is when the front runs out: a server
+        that stopped answering costs one range's attempts, not one per window or piece.
+        A gap opened after the silence began gets its attempts in full, and any answer
+        ends the silence."""
+        servers = self._servers
+        if not servers:
+            return False
+        limit = self.config.max_request_attempts
+        span = self._attempts_span()
+        for server in servers:
+            heard = server.heard
+            if (
+                heard is None
+                or server.failures < limit
+                or heard + span > now
+                or heard < detected
+            ):
+                return False
+        return True
 
     def _expire_requests(self, now: float) -> None:
         """Requests unanswered past their deadline: count the failure, retry or give up."""
@@ -2733,7 +2899,10 @@ class ReceiverCore:
                 if seg.req_seq == seq and seg.due is None:
                     seg.req_seq = -1
                     passed = self._wit - seg.wit0 >= _WITNESSES
-                    if passed and seg.own_attempts >= cfg.max_request_attempts:
+                    if passed and (
+                        seg.own_attempts >= cfg.max_request_attempts
+                        or self._all_silent(now, seg.detected)
+                    ):
                         # with it, the pieces of its gap right behind it (as one range
                         # asked for from its front is lost when the front runs out)
                         j = i + 1
@@ -2762,8 +2931,36 @@ class ReceiverCore:
         if self._slot_wait:
             self._release_slots(now)
 
+    def _wake_pending_end(self, now: float) -> None:
+        """The end of session remembered for the numbers before it the feed never passed
+        (``_pending_end``): once they are recovered or given up (few enough are left to
+        believe it), it is claimed again, as if it arrived now (the quiet that confirms
+        it must last ``end_confirm`` from here; data beyond it still disproves it)."""
+        pending = self._pending_end
+        if (
+            pending is None
+            or self._eos_claim is not None
+            or self._eos is not None
+            or self._ended
+            or not self._end_is_near(pending.start)
+        ):
+            return
+        self._pending_end = None
+        if pending.start < max(self._data_top, self._expected):
+            self._drop(DROP_EOS_CONTRADICTED, pending.source, pending.addr, once=True)
+            return
+        self._on_end_of_session(pending.start, pending.data, pending.source, now, pending.addr)
+        claim = self._eos_claim
+        if claim is not None and claim.start == pending.start:
+            claim.copies = max(claim.copies, pending.copies)
+
     def _refresh(self, now: float) -> None:
         """Recompute the protocol timer and whether the fast path may be taken."""
+        if self._pending_end is not None and (not self._segs or now >= self._pending_at):
+            # (looked at once per request_timeout at most while gaps are open: the look
+            # walks them, and a datagram's cost must not grow with their number)
+            self._pending_at = now + self.config.request_timeout
+            self._wake_pending_end(now)
         timer: float | None = None
         if self._ahead and self._segs:
             self._release_ahead(now)

@@ -16,6 +16,7 @@ from moldudp64.events import (
     Event,
     FeedStale,
     Message,
+    MessagesAfterEnd,
     MessagesDelivered,
     MessagesLost,
     SessionEnded,
@@ -108,3 +109,20 @@ def test_event_policy_logs_loss_on_the_logger_it_is_given(
         ("moldudp64.test.owner", logging.WARNING)
     ]
     assert policy.messages_lost == 7
+
+
+def test_event_policy_logs_data_after_the_end_a_bounded_number_of_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """20,000 ranges of data after the end (a stray publisher going on, a forger): ten
+    lines one by one, then one at each tenfold (100, 1,000, 10,000); every range counted."""
+    policy = EventPolicy(None, strict=False, stop_at_end=True)
+    with caplog.at_level(logging.WARNING, logger="moldudp64"):
+        for k in range(20_000):
+            policy.handle(MessagesAfterEnd(SESSION, 10 + 2 * k, 10 + 2 * k, 5))
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 10 + 3, lines[-5:]
+    first = f"messages 10..10 of session {SESSION!r} arrived after its end of session at 5"
+    assert lines[0] == first
+    assert lines[-1].startswith("10000 ranges, 10000 messages, arrived after their end")
+    assert (policy.after_end_ranges, policy.after_end_messages) == (20_000, 20_000)

@@ -51,6 +51,10 @@ __all__ = [
 EventHandler = Callable[[Event], None]
 #: How many lost ranges :attr:`MoldUDP64.lost_ranges` keeps (the oldest are forgotten).
 MAX_LOST_RANGES = 10_000
+#: ``MessagesAfterEnd`` events logged one line each, at most; after them, one line each
+#: time their count grows tenfold (a forger's or a stray publisher's data cannot flood the
+#: log; every range is still in the events and the counts).
+AFTER_END_LOGGED = 10
 
 
 class Datagram:
@@ -118,6 +122,10 @@ class EventPolicy:
         self.session: str | None = None
         self.session_ended = False
         self.stale = False
+        #: Data that arrived beyond an end of session (``MessagesAfterEnd``): ranges and
+        #: messages seen so far (logged one by one only up to :data:`AFTER_END_LOGGED`).
+        self.after_end_ranges = 0
+        self.after_end_messages = 0
 
     def record(self, event: Event) -> bool:
         """Update the records from ``event``; True if it ends the session's iteration."""
@@ -150,13 +158,29 @@ class EventPolicy:
             return self.stop_at_end
         elif kind is MessagesAfterEnd:
             assert isinstance(event, MessagesAfterEnd)
-            logger.warning(
-                "messages %d..%d of session %r arrived after its end of session at %d",
-                event.first_seq,
-                event.last_seq,
-                event.session,
-                event.end_seq,
-            )
+            self.after_end_ranges += 1
+            self.after_end_messages += event.count
+            n = self.after_end_ranges
+            if n <= AFTER_END_LOGGED:
+                logger.warning(
+                    "messages %d..%d of session %r arrived after its end of session at %d%s",
+                    event.first_seq,
+                    event.last_seq,
+                    event.session,
+                    event.end_seq,
+                    "" if n < AFTER_END_LOGGED else " (more are logged only in summary)",
+                )
+            elif n == AFTER_END_LOGGED * 10 ** (len(str(n // AFTER_END_LOGGED)) - 1):
+                logger.warning(
+                    "%d ranges, %d messages, arrived after their end of session so far "
+                    "(the last: %d..%d of session %r, its end at %d)",
+                    n,
+                    self.after_end_messages,
+                    event.first_seq,
+                    event.last_seq,
+                    event.session,
+                    event.end_seq,
+                )
         elif kind is ConsumerOverrun:
             assert isinstance(event, ConsumerOverrun)
             self.datagrams_overrun += event.dropped
