@@ -756,6 +756,11 @@ class ReceiverCore:
         self._rr = 0
         self._timer: float | None = None
         self._last_live: float | None = None
+        #: The followed session's last live datagram that was a copy of numbers already
+        #: delivered (or a heartbeat below them), and its last one that was not before a
+        #: run of such copies began: see :meth:`_news_at` (the fast paths bring news).
+        self._copy_at = -_INF
+        self._news_before = -_INF
         #: When the last datagram of a session waiting to be followed arrived: the feed is
         #: stale only when neither the followed session nor a waiting one sent anything.
         self._heard = -_INF
@@ -1316,6 +1321,13 @@ class ReceiverCore:
                 self._stale = False
                 last = self._last_live if self._last_live is not None else now
                 self._events.append(FeedResumed(now - max(last, self._heard)))
+            if (seq + count <= self._expected and 0 < count < END_OF_SESSION) or (
+                count == 0 and seq < self._expected
+            ):
+                # a copy of what was delivered brings no news of the session
+                if self._last_live is not None and self._last_live != self._copy_at:
+                    self._news_before = self._last_live
+                self._copy_at = now
             self._last_live = now
         if live and not counted:
             eos = self._eos_claim
@@ -2090,6 +2102,21 @@ class ReceiverCore:
             ):
                 self._switch_to(best, now)
                 return
+            news = self._news_at()
+            if (
+                ready
+                and stale_after is not None
+                and news is not None
+                and news + stale_after <= now
+                and not self._passed_gap_open()
+            ):
+                # the followed session sent only copies of what it delivered for
+                # stale_after (lone datagrams a forger gives for nothing) while a whole
+                # session passed and fell quiet after its repeated end: that one goes
+                whole = [s for s in ready if self._whole(cands[s], now)]
+                if whole:
+                    self._switch_to(min(whole, key=lambda s: cands[s].first_at), now)
+                    return
         if not cands:
             return
         # look again when the current session would be silent long enough, or when the
@@ -2104,6 +2131,15 @@ class ReceiverCore:
                 silent_at = self._last_live + stale_after
                 if now < silent_at < check:
                     check = silent_at
+                news = self._news_at()
+                if news is not None and news != self._last_live:
+                    # only copies since its news: look again when a whole session may go
+                    confirm = self.config.end_confirm
+                    for c in cands.values():
+                        if _ready(c) and c.end_count >= 2:
+                            at = max(news + stale_after, c.last_at + confirm)
+                            if now < at < check:
+                                check = at
         if self._session_raw is None:
             for c in cands.values():
                 if c.ends and not c.carries and now < c.first_at + self.config.end_confirm < check:
@@ -2123,6 +2159,11 @@ class ReceiverCore:
             return True
         if not cand.ends:
             return False
+        if _ready(cand):
+            # data in two datagrams and its end: a whole next session that fell quiet
+            # while the followed one still sends (its tail, or a forger's datagrams);
+            # kept (bounded by the waiting room) until the followed one is done with
+            return True
         last, stale_after = self._last_live, self.config.stale_after
         return (
             self._eos_claim is not None
@@ -2178,6 +2219,22 @@ class ReceiverCore:
         passed = self._wit - _WITNESSES
         return any(seg.wit0 <= passed for seg in self._segs)
 
+    def _news_at(self) -> float | None:
+        """When the followed session last sent news: its last live datagram that was not
+        a copy of numbers already delivered (a heartbeat at or beyond them is news: a
+        real feed's quiet). None before its first."""
+        last = self._last_live
+        if last is not None and last == self._copy_at:
+            return self._news_before if self._news_before > -_INF else None
+        return last
+
+    def _whole(self, cand: _Candidate, now: float) -> bool:
+        """Whether a waiting session looks whole: data in two datagrams and its end
+        repeated, then quiet for ``end_confirm`` (a real session that passed while the
+        followed one still sent; its end may be believed as soon as it is followed)."""
+        quiet = cand.last_at + self.config.end_confirm <= now
+        return _ready(cand) and cand.end_count >= 2 and quiet
+
     def _switch_to(self, session_raw: bytes, now: float) -> None:
         """Leave the current session for ``session_raw``: close the old one's books, then
         take the new session's datagrams that waited for it."""
@@ -2229,6 +2286,7 @@ class ReceiverCore:
         self._reported.clear()
         self._lost.clear()
         self._last_live = cand.last_at
+        self._copy_at = self._news_before = -_INF
         for data, source, _at, addr in cand.datagrams:
             self._receive_slow(data, source, now, addr, counted=True)
         claim = self._eos_claim

@@ -846,16 +846,6 @@ def test_forged_far_end_of_the_next_sessions_name_before_its_feed() -> None:
 # ----------------------------------------------------------------- the next session vanishes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack3: A (30 msgs, real end 31 x4 at 0.79..2.29 s); forged data of A at 32 "
-        "(or 5031), 1 msg, 7 distinct datagrams once a second 1.914..7.914 s; B (60 msgs, its "
-        "end x4, 5.29..7.57 s, all on line A and on the honest server): B 0 of 60 delivered, "
-        "nothing names B (one wrong_session drop), A never ends, 120 s run; with 6 forged "
-        "datagrams (last at 6.914 s, before B's last end) B is whole"
-    ),
-)
 @pytest.mark.parametrize("fseq", [32, 5031])
 def test_forged_data_keeps_a_alive_past_the_whole_of_b(fseq: int) -> None:
     """README (Sessions): "While the current session ... is silent, a session that would
@@ -875,14 +865,6 @@ def test_forged_data_keeps_a_alive_past_the_whole_of_b(fseq: int) -> None:
     assert [n for _, n in ended(o, B)] == [61]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack3, no forger: A (740 msgs, no end, data 0.5..7.89 s) and B (60 msgs "
-        "with its end x4, 5.29..7.57 s, wholly inside A's tail): A delivered whole, B 0 of 60 "
-        "delivered, nothing names B (one wrong_session drop at 10.57 s), 120 s run"
-    ),
-)
 def test_next_session_wholly_inside_the_tail_of_a_session_without_end() -> None:
     """Same rule, without a forger: B sent its end and A then fell silent for
     ``stale_after``: B is followed and delivered (its data are on the line and on the
@@ -922,15 +904,6 @@ def test_forged_end_beside_the_real_end_of_an_ends_only_session(copies: int) -> 
     assert [n for _, n in ended(o, A)] in ([31], [32]), f"A ended {ended(o, A)}, lost {lost(o, A)}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack3: A (90 msgs 3.0..3.89 s, real end x4 4.09..5.59 s); forger: two data "
-        "datagrams of F at 41 (3.0, 4.0 s) and F heartbeats at 41 once a second 6.34..13.34 s; "
-        "B (60 msgs + end x4, 8.59..11.09 s, on line A and the honest server): F followed at "
-        "6.59 s (A ended), B 0 of 60 delivered, nothing names B (one wrong_session drop)"
-    ),
-)
 def test_forged_session_kept_alive_by_heartbeats_swallows_the_next_real_session() -> None:
     """README: forged data of another session cost "a bounded delay"; "heartbeats alone
     never make a session followed". A followed forged session kept alive by heartbeats
@@ -1128,15 +1101,6 @@ def _a_with_b_inside(
         time.sleep(0.01)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack3 (live, sync client): A live 2.4 s without an end (real data, or 10 "
-        "real packets then forged data of A at 12 every 0.2 s), B's whole session (40 msgs + "
-        "its end) 0.8..1.4 s in, Responder holding A and B: after 6 s B 0 of 40 delivered, "
-        "nothing names B"
-    ),
-)
 @pytest.mark.parametrize("forged_only", [False, True], ids=["real-a", "forged-a"])
 def test_live_client_next_session_inside_the_tail_of_a(multicast: None, forged_only: bool) -> None:
     """README (Sessions): a session that would follow and sent its own end is kept however
