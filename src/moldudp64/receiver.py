@@ -238,6 +238,9 @@ _VOUCH_WINDOW = 65_536
 _MAX_CLAIMS = 64
 #: Other sessions tracked while one is followed, at most.
 _MAX_CANDIDATES = 8
+#: Seconds over which a session seen through its ends alone must have repeated them to go
+#: before a session with data that the line brought after it (see ``_ended_before``).
+_END_SPREAD = 0.2
 #: Distinct live data datagrams at or beyond the highest number held (not heartbeats, not
 #: ends of session, not copies), from the one that opened a gap on,
 #: that make it "passed by the feed" (more than a few forged datagrams can give): only then
@@ -633,6 +636,13 @@ class _Candidate:
     end_seq: int = 0
     end_source: Source = Source.LINE_A
     end_addr: Address | None = None
+    #: One past its highest data (or its highest heartbeat), and when its last datagram
+    #: that was news came: data beyond that top, a heartbeat at or beyond it, an end
+    #: beyond its ends so far (copies and repeated ends are none; see ``_news_at``).
+    top: int = 0
+    news_at: float = 0.0
+    #: When its first end of session came (its ends' spread: see ``_ended_before``).
+    end_first_at: float = 0.0
 
 
 def _waiting_size(data: bytes) -> int:
@@ -647,6 +657,13 @@ def _waiting_size(data: bytes) -> int:
 def _ready(c: _Candidate) -> bool:
     """A waiting session that carried data in two distinct datagrams."""
     return c.carries and c.distinct >= 2
+
+
+def _ended_before(c: _Candidate, seen: float) -> bool:
+    """Whether ``c`` is evident (``_evident``), was seen before ``seen`` and repeated its
+    end over :data:`_END_SPREAD` at least (a publisher repeats its end over time; one copy
+    on each line, milliseconds apart, is a stray's two datagrams)."""
+    return _evident(c) and c.first_at < seen and c.end_at - c.end_first_at >= _END_SPREAD
 
 
 def _evident(c: _Candidate) -> bool:
@@ -1321,8 +1338,14 @@ class ReceiverCore:
                 self._stale = False
                 last = self._last_live if self._last_live is not None else now
                 self._events.append(FeedResumed(now - max(last, self._heard)))
-            if (seq + count <= self._expected and 0 < count < END_OF_SESSION) or (
-                count == 0 and seq < self._expected
+            claim = self._eos_claim
+            if (
+                (seq + count <= self._expected and 0 < count < END_OF_SESSION)
+                or (count == 0 and seq < self._expected)
+                or (
+                    count == END_OF_SESSION
+                    and (seq == self._eos or (claim is not None and seq == claim.start))
+                )
             ):
                 # a copy of what was delivered brings no news of the session
                 if self._last_live is not None and self._last_live != self._copy_at:
@@ -1917,10 +1940,17 @@ class ReceiverCore:
             self._heard = now
         _session, seq, kind = _unpack_header(data)
         if 0 < kind < END_OF_SESSION:
+            if seq + kind > cand.top:
+                cand.top, cand.news_at = seq + kind, now
+        elif (kind == 0 and seq >= cand.top) or (kind == END_OF_SESSION and seq > cand.end_seq):
+            cand.top, cand.news_at = max(cand.top, seq if kind == 0 else 0), now
+        if 0 < kind < END_OF_SESSION:
             cand.carries = True  # data; heartbeats and ends of session carry none
         elif kind == END_OF_SESSION:
             cand.ends = True
             if fresh:
+                if not cand.end_count:
+                    cand.end_first_at = now
                 cand.end_count += 1
                 cand.end_at = now
             if seq > cand.end_seq:
@@ -2066,6 +2096,14 @@ class ReceiverCore:
                     if c.first_at < cands[first].first_at and c.carries
                 ]
                 if not older:
+                    # one seen earlier through its ends alone (two distinct, one beyond 1):
+                    # a session whose data were all lost on the line, ending as the
+                    # receiver joined; followed first to ask the servers for its numbers
+                    # (the line's order; forged ends cost a bounded delay, ``_bare``)
+                    seen = cands[first].first_at
+                    ends_first = [s for s, c in cands.items() if _ended_before(c, seen)]
+                    if ends_first:
+                        first = min(ends_first, key=lambda s: cands[s].first_at)
                     self._switch_to(first, now)
                     return
         else:
@@ -2076,9 +2114,17 @@ class ReceiverCore:
             # its data never brought, still sent after the followed session fell quiet:
             # followed to ask a server for them)
             ready = [s for s, c in cands.items() if _ready(c)]
-            evident = [] if ready else [s for s in cands if self._after_quiet(cands[s])]
+            evident = [s for s in cands if self._after_quiet(cands[s])]
+            if ready and evident:
+                # one seen through its ends alone goes before one with data only when the
+                # session followed was followed on its ends alone too (as at the start)
+                # and the line brought it first (a session whose data were all lost,
+                # ending before the next began; forged ends cost a bounded delay: _bare)
+                seen = min(cands[s].first_at for s in ready)
+                bare = self._bare_mark is not None
+                evident = [s for s in evident if bare and _ended_before(cands[s], seen)]
             best = (
-                min(ready or evident, key=lambda s: cands[s].first_at)
+                min(ready + evident, key=lambda s: cands[s].first_at)
                 if ready or evident
                 else max(cands, key=lambda s: cands[s].last_at)
             )
@@ -2087,9 +2133,10 @@ class ReceiverCore:
             ):  # a stray seen before the end is no new session
                 self._switch_to(best, now)
                 return
-            if ready and self._bare():
+            if (ready or evident) and self._bare():
                 # followed on its heartbeats and ends alone, and no server brought any
-                # of its data within its attempts: a session with data goes first
+                # of its data within its attempts: a session with data goes first (or
+                # one seen through its ends alone that the line brought before it)
                 self._switch_to(best, now)
                 return
             last = now if self._last_live is None else self._last_live
@@ -2104,16 +2151,18 @@ class ReceiverCore:
                 return
             news = self._news_at()
             if (
-                ready
+                (ready or evident)
                 and stale_after is not None
                 and news is not None
                 and news + stale_after <= now
-                and not self._passed_gap_open()
+                and not self._segs  # nothing of it asked for: a real session's answers wait
+                and self._eos_claim is None  # nor its end being confirmed: it ends first
             ):
                 # the followed session sent only copies of what it delivered for
                 # stale_after (lone datagrams a forger gives for nothing) while a whole
-                # session passed and fell quiet after its repeated end: that one goes
-                whole = [s for s in ready if self._whole(cands[s], now)]
+                # session passed and fell quiet after its repeated end (or one seen
+                # through its ends alone since its news): that one goes
+                whole = [s for s in ready if self._whole(cands[s], now)] + evident
                 if whole:
                     self._switch_to(min(whole, key=lambda s: cands[s].first_at), now)
                     return
@@ -2136,7 +2185,7 @@ class ReceiverCore:
                     # only copies since its news: look again when a whole session may go
                     confirm = self.config.end_confirm
                     for c in cands.values():
-                        if _ready(c) and c.end_count >= 2:
+                        if (_ready(c) and c.end_count >= 2) or self._after_quiet(c):
                             at = max(news + stale_after, c.last_at + confirm)
                             if now < at < check:
                                 check = at
@@ -2179,7 +2228,7 @@ class ReceiverCore:
         joined, as yesterday's session ends while today's starts): it is never followed
         after it (no session comes back; a session with data wins at the start, see
         ``_consider_switch``)."""
-        last = self._last_live
+        last = self._news_at()
         return (
             _evident(cand)
             and (last is None or cand.end_at > last)
@@ -2287,6 +2336,8 @@ class ReceiverCore:
         self._lost.clear()
         self._last_live = cand.last_at
         self._copy_at = self._news_before = -_INF
+        if cand.news_at < cand.last_at:  # what it sent since its last news were copies
+            self._copy_at, self._news_before = cand.last_at, cand.news_at
         for data, source, _at, addr in cand.datagrams:
             self._receive_slow(data, source, now, addr, counted=True)
         claim = self._eos_claim

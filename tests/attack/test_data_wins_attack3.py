@@ -642,15 +642,6 @@ def _ends_only_with_forger(with_b: bool, forged: str = "ends") -> tuple[Outcome,
     return drive(line, [Server(HONEST, pm, cap=5)], 60.0), a
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack3: real A (30 msgs, data all lost on the line, its 4 ends 0.79..2.29 s) "
-        "and a forger's F: ends (N=6) at 0.5/1.5/2.5 s on line B (F followed at 2.5 s, then B) or "
-        "F data at 1 five times 0..3 s; A's 30 messages, all held by the honest server, "
-        "neither delivered nor reported lost; only a wrong_session drop names nothing"
-    ),
-)
 @pytest.mark.parametrize("forged", ["ends", "data"])
 @pytest.mark.parametrize("with_b", [True, False])
 def test_real_ends_only_session_beside_a_forged_session(with_b: bool, forged: str) -> None:
@@ -666,14 +657,6 @@ def test_real_ends_only_session_beside_a_forged_session(with_b: bool, forged: st
     assert got == list(range(1, 31)), f"A: delivered {len(got)} of 30, lost {lost(o, A)}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack3: no forger; real A (30 msgs) all lost on the line, its 4 ends at "
-        "0.79..2.29 s (1.5 s of repeats), B with data 0.6 s after A's last end: A's 30 "
-        "messages (held by the honest server) neither delivered nor reported; no event names A"
-    ),
-)
 def test_real_ends_only_session_then_next_session_soon_after() -> None:
     """Promise (Sessions): a session whose data were all lost on the line is followed to
     ask the servers for 1..N-1; what is not delivered is reported with its range."""
