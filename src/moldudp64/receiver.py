@@ -2124,7 +2124,8 @@ class ReceiverCore:
                 # and the line brought it first (a session whose data were all lost,
                 # ending before the next began; forged ends cost a bounded delay: _bare)
                 seen = min(cands[s].first_at for s in ready)
-                bare = self._bare_mark is not None
+                # (or sent only copies since its last news: lone datagrams, no life)
+                bare = self._bare_mark is not None or self._news_at() != self._last_live
                 evident = [s for s in evident if bare and _ended_before(cands[s], seen)]
             best = (
                 min(ready + evident, key=lambda s: cands[s].first_at)
@@ -2211,10 +2212,11 @@ class ReceiverCore:
             return True
         if not cand.ends:
             return False
-        if _ready(cand):
-            # data in two datagrams and its end: a whole next session that fell quiet
-            # while the followed one still sends (its tail, or a forger's datagrams);
-            # kept (bounded by the waiting room) until the followed one is done with
+        if _ready(cand) or self._after_quiet(cand):
+            # data in two datagrams and its end, or its ends alone since the followed
+            # one's last news: a whole next session that fell quiet while the followed
+            # one still sends (its tail, copies or a forger's datagrams); kept (bounded
+            # by the waiting room) until the followed one is done with
             return True
         last, stale_after = self._last_live, self.config.stale_after
         return (
