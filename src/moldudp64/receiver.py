@@ -2341,7 +2341,9 @@ class ReceiverCore:
         self._pending_end = None
         if self._session_raw is not None and not phantom:
             left = self._eos if self._eos is not None else max(self._expected, self._horizon)
-            self._past[self._session_raw] = (left, {})
+            # what was named beyond its end already (MessagesAfterEnd) is not named again
+            named = {left: self._after_hw} if self._after_hw > left else {}
+            self._past[self._session_raw] = (left, named)
             while len(self._past) > _MAX_PAST_SESSIONS:
                 del self._past[next(iter(self._past))]
         cand = self._cands.pop(session_raw)

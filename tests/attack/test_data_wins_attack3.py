@@ -673,14 +673,6 @@ def test_real_ends_only_session_then_next_session_soon_after() -> None:
 # --------------------------------------------------------------------------- MessagesAfterEnd
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack3: A (30 msgs) ends (SessionEnded 31 at 3.29 s); one datagram of A at "
-        "31..32 arrives at 5.5, 6.5 and 7.5 s; B starts at 6.0 s: MessagesAfterEnd(A, 31, 32) "
-        "named at 5.5 s and again at 6.5 s (after the switch to B, also old_session dropped)"
-    ),
-)
 def test_copies_of_data_after_end_named_once_across_a_session_switch() -> None:
     """Promise (README, End of session; DESIGN invariant 8): data beyond a believed end is
     named by ``MessagesAfterEnd``, each number once (copies once)."""
