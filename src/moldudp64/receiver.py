@@ -2376,6 +2376,8 @@ class ReceiverCore:
         self._follow_seen = -_INF if old else cand.first_at
         self._reported.clear()
         self._lost.clear()
+        if self._last_live is not None:  # the feed's last datagram: the old session's, maybe
+            self._heard = max(self._heard, self._last_live)
         self._last_live = cand.last_at
         self._copy_at = self._news_before = -_INF
         if cand.news_at < cand.last_at:  # what it sent since its last news were copies
