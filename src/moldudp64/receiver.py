@@ -641,6 +641,9 @@ class _Candidate:
     #: beyond its ends so far (copies and repeated ends are none; see ``_news_at``).
     top: int = 0
     news_at: float = 0.0
+    #: When its first data or end of session came (heartbeats never count): its place in
+    #: the line's order against the first session followed (see ``_after_quiet``).
+    ordered_at: float = _INF
     #: When its first end of session came (its ends' spread: see ``_ended_before``).
     end_first_at: float = 0.0
 
@@ -1942,6 +1945,10 @@ class ReceiverCore:
                 self._events.append(FeedResumed(now - max(last, self._heard)))
             self._heard = now
         _session, seq, kind = _unpack_header(data)
+        if kind and not (cand.carries or cand.ends):
+            # seen, for the line's order, from its first data or end (heartbeats never
+            # count: a forger's heartbeats of a session's name cannot make it older)
+            cand.ordered_at = now
         if 0 < kind < END_OF_SESSION:
             if seq + kind > cand.top:
                 cand.top, cand.news_at = seq + kind, now
@@ -2237,7 +2244,7 @@ class ReceiverCore:
         return (
             _evident(cand)
             and (last is None or cand.end_at > last)
-            and not (self._ended and cand.first_at < self._follow_seen)
+            and not (self._ended and cand.ordered_at < self._follow_seen)
         )
 
     def _bare(self) -> bool:

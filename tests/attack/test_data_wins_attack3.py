@@ -1281,3 +1281,23 @@ def test_forged_ends_at_1_beside_an_ends_only_sessions_real_end_lose_real_data()
     assert [n for n, _, _ in delivered(o, B)] == list(range(1, 61))
     assert [(x, y, r) for x, y, r in lost(o, A) if x <= 30] == [], lost(o, A)
     assert [n for n, m_, _ in delivered(o, A) if m_ == msg(A, n)] == list(range(1, 31))
+
+
+# ----------------------------------------------------------------- found while fixing (fixswitch)
+
+
+def test_forged_heartbeats_of_the_next_sessions_name_do_not_make_it_older() -> None:
+    """Found by the model (ATTACK3_HUNT=300): heartbeats never count, so forged heartbeats
+    of B's name from 0.5 s, before A, must not make B "seen before A" (a session older than
+    the one followed is never followed after it). A and B each seen through their ends
+    alone (all data lost on the line), the honest server holds both: both delivered."""
+    a = Publisher(A, 30, 0.5, dt=0.01, per_packet=3).all_lost()
+    b = Publisher(B, 60, a.last_sent() + 3.0, dt=0.02, per_packet=2).all_lost()
+    line = line_of([a, b]) + [
+        (0.5 + k, build_heartbeat(B, 2), Source.LINE_B, None) for k in range(8)
+    ]
+    o = drive(line, [Server(HONEST, {A: a, B: b}, cap=5)], 40.0)
+    check_tiles(o)
+    assert [n for n, m_, _ in delivered(o, A) if m_ == msg(A, n)] == list(range(1, 31))
+    assert [n for n, m_, _ in delivered(o, B) if m_ == msg(B, n)] == list(range(1, 61))
+    assert [n for _, n in ended(o, B)] == [61]
