@@ -238,6 +238,9 @@ _VOUCH_WINDOW = 65_536
 _MAX_CLAIMS = 64
 #: Other sessions tracked while one is followed, at most.
 _MAX_CANDIDATES = 8
+#: Seconds over which a session seen through its ends alone must have repeated them to go
+#: before a session with data that the line brought after it (see ``_ended_before``).
+_END_SPREAD = 0.2
 #: Distinct live data datagrams at or beyond the highest number held (not heartbeats, not
 #: ends of session, not copies), from the one that opened a gap on,
 #: that make it "passed by the feed" (more than a few forged datagrams can give): only then
@@ -633,6 +636,16 @@ class _Candidate:
     end_seq: int = 0
     end_source: Source = Source.LINE_A
     end_addr: Address | None = None
+    #: One past its highest data (or its highest heartbeat), and when its last datagram
+    #: that was news came: data beyond that top, a heartbeat at or beyond it, an end
+    #: beyond its ends so far (copies and repeated ends are none; see ``_news_at``).
+    top: int = 0
+    news_at: float = 0.0
+    #: When its first data or end of session came (heartbeats never count): its place in
+    #: the line's order against the first session followed (see ``_after_quiet``).
+    ordered_at: float = _INF
+    #: When its first end of session came (its ends' spread: see ``_ended_before``).
+    end_first_at: float = 0.0
 
 
 def _waiting_size(data: bytes) -> int:
@@ -647,6 +660,13 @@ def _waiting_size(data: bytes) -> int:
 def _ready(c: _Candidate) -> bool:
     """A waiting session that carried data in two distinct datagrams."""
     return c.carries and c.distinct >= 2
+
+
+def _ended_before(c: _Candidate, seen: float) -> bool:
+    """Whether ``c`` is evident (``_evident``), was seen before ``seen`` and repeated its
+    end over :data:`_END_SPREAD` at least (a publisher repeats its end over time; one copy
+    on each line, milliseconds apart, is a stray's two datagrams)."""
+    return _evident(c) and c.first_at < seen and c.end_at - c.end_first_at >= _END_SPREAD
 
 
 def _evident(c: _Candidate) -> bool:
@@ -756,6 +776,11 @@ class ReceiverCore:
         self._rr = 0
         self._timer: float | None = None
         self._last_live: float | None = None
+        #: The followed session's last live datagram that was a copy of numbers already
+        #: delivered (or a heartbeat below them), and its last one that was not before a
+        #: run of such copies began: see :meth:`_news_at` (the fast paths bring news).
+        self._copy_at = -_INF
+        self._news_before = -_INF
         #: When the last datagram of a session waiting to be followed arrived: the feed is
         #: stale only when neither the followed session nor a waiting one sent anything.
         self._heard = -_INF
@@ -763,6 +788,9 @@ class ReceiverCore:
         #: Messages delivered when a session seen only through heartbeats and ends was
         #: followed (see ``_bare``); None when the followed session carried data.
         self._bare_mark: int | None = None
+        #: Messages delivered and reported lost when the followed session was followed:
+        #: one left with neither moved (see ``_phantom``) is forgotten, not left behind.
+        self._follow_mark = (0, 0)
         #: When the first session followed (at the start) was first seen: a session seen
         #: before it only through its ends is older (see ``_after_quiet``).
         self._follow_seen = -_INF
@@ -1316,6 +1344,19 @@ class ReceiverCore:
                 self._stale = False
                 last = self._last_live if self._last_live is not None else now
                 self._events.append(FeedResumed(now - max(last, self._heard)))
+            claim = self._eos_claim
+            if (
+                (seq + count <= self._expected and 0 < count < END_OF_SESSION)
+                or (count == 0 and seq < self._expected)
+                or (
+                    count == END_OF_SESSION
+                    and (seq == self._eos or (claim is not None and seq == claim.start))
+                )
+            ):
+                # a copy of what was delivered brings no news of the session
+                if self._last_live is not None and self._last_live != self._copy_at:
+                    self._news_before = self._last_live
+                self._copy_at = now
             self._last_live = now
         if live and not counted:
             eos = self._eos_claim
@@ -1860,9 +1901,16 @@ class ReceiverCore:
             if len(cands) >= _MAX_CANDIDATES:
                 # a session that carried data in two datagrams is pushed out last: a
                 # forger's stream of one-packet sessions cannot push out the real next one
+                # (and of those, one that also repeated its end goes last, the earliest seen
+                # kept longest: forged whole sessions after it cannot push out a real one
+                # that passed and fell quiet while the followed one still sends)
                 oldest = min(
                     cands,
-                    key=lambda s: (cands[s].distinct >= 2 and cands[s].carries, cands[s].last_at),
+                    key=lambda s: (
+                        _ready(cands[s]) and cands[s].end_count >= 2,
+                        cands[s].distinct >= 2 and cands[s].carries,
+                        -cands[s].first_at if cands[s].end_count >= 2 else cands[s].last_at,
+                    ),
                 )
                 self._forget_candidate(oldest, DROP_WRONG_SESSION)
             cand = cands[session_raw] = _Candidate([], first_at=now)
@@ -1904,11 +1952,22 @@ class ReceiverCore:
                 self._events.append(FeedResumed(now - max(last, self._heard)))
             self._heard = now
         _session, seq, kind = _unpack_header(data)
+        if kind and not (cand.carries or cand.ends):
+            # seen, for the line's order, from its first data or end (heartbeats never
+            # count: a forger's heartbeats of a session's name cannot make it older)
+            cand.ordered_at = now
+        if 0 < kind < END_OF_SESSION:
+            if seq + kind > cand.top:
+                cand.top, cand.news_at = seq + kind, now
+        elif (kind == 0 and seq >= cand.top) or (kind == END_OF_SESSION and seq > cand.end_seq):
+            cand.top, cand.news_at = max(cand.top, seq if kind == 0 else 0), now
         if 0 < kind < END_OF_SESSION:
             cand.carries = True  # data; heartbeats and ends of session carry none
         elif kind == END_OF_SESSION:
             cand.ends = True
             if fresh:
+                if not cand.end_count:
+                    cand.end_first_at = now
                 cand.end_count += 1
                 cand.end_at = now
             if seq > cand.end_seq:
@@ -2054,6 +2113,14 @@ class ReceiverCore:
                     if c.first_at < cands[first].first_at and c.carries
                 ]
                 if not older:
+                    # one seen earlier through its ends alone (two distinct, one beyond 1):
+                    # a session whose data were all lost on the line, ending as the
+                    # receiver joined; followed first to ask the servers for its numbers
+                    # (the line's order; forged ends cost a bounded delay, ``_bare``)
+                    seen = cands[first].first_at
+                    ends_first = [s for s, c in cands.items() if _ended_before(c, seen)]
+                    if ends_first:
+                        first = min(ends_first, key=lambda s: cands[s].first_at)
                     self._switch_to(first, now)
                     return
         else:
@@ -2064,9 +2131,18 @@ class ReceiverCore:
             # its data never brought, still sent after the followed session fell quiet:
             # followed to ask a server for them)
             ready = [s for s, c in cands.items() if _ready(c)]
-            evident = [] if ready else [s for s in cands if self._after_quiet(cands[s])]
+            evident = [s for s in cands if self._after_quiet(cands[s])]
+            if ready and evident:
+                # one seen through its ends alone goes before one with data only when the
+                # session followed was followed on its ends alone too (as at the start)
+                # and the line brought it first (a session whose data were all lost,
+                # ending before the next began; forged ends cost a bounded delay: _bare)
+                seen = min(cands[s].first_at for s in ready)
+                # (or sent only copies since its last news: lone datagrams, no life)
+                bare = self._bare_mark is not None or self._news_at() != self._last_live
+                evident = [s for s in evident if bare and _ended_before(cands[s], seen)]
             best = (
-                min(ready or evident, key=lambda s: cands[s].first_at)
+                min(ready + evident, key=lambda s: cands[s].first_at)
                 if ready or evident
                 else max(cands, key=lambda s: cands[s].last_at)
             )
@@ -2075,9 +2151,10 @@ class ReceiverCore:
             ):  # a stray seen before the end is no new session
                 self._switch_to(best, now)
                 return
-            if ready and self._bare():
+            if (ready or evident) and self._bare():
                 # followed on its heartbeats and ends alone, and no server brought any
-                # of its data within its attempts: a session with data goes first
+                # of its data within its attempts: a session with data goes first (or
+                # one seen through its ends alone that the line brought before it)
                 self._switch_to(best, now)
                 return
             last = now if self._last_live is None else self._last_live
@@ -2090,6 +2167,23 @@ class ReceiverCore:
             ):
                 self._switch_to(best, now)
                 return
+            news = self._news_at()
+            if (
+                (ready or evident)
+                and stale_after is not None
+                and news is not None
+                and news + stale_after <= now
+                and not self._segs  # nothing of it asked for: a real session's answers wait
+                and self._eos_claim is None  # nor its end being confirmed: it ends first
+            ):
+                # the followed session sent only copies of what it delivered for
+                # stale_after (lone datagrams a forger gives for nothing) while a whole
+                # session passed and fell quiet after its repeated end (or one seen
+                # through its ends alone since its news): that one goes
+                whole = [s for s in ready if self._whole(cands[s], now)] + evident
+                if whole:
+                    self._switch_to(min(whole, key=lambda s: cands[s].first_at), now)
+                    return
         if not cands:
             return
         # look again when the current session would be silent long enough, or when the
@@ -2104,6 +2198,15 @@ class ReceiverCore:
                 silent_at = self._last_live + stale_after
                 if now < silent_at < check:
                     check = silent_at
+                news = self._news_at()
+                if news is not None and news != self._last_live:
+                    # only copies since its news: look again when a whole session may go
+                    confirm = self.config.end_confirm
+                    for c in cands.values():
+                        if (_ready(c) and c.end_count >= 2) or self._after_quiet(c):
+                            at = max(news + stale_after, c.last_at + confirm)
+                            if now < at < check:
+                                check = at
         if self._session_raw is None:
             for c in cands.values():
                 if c.ends and not c.carries and now < c.first_at + self.config.end_confirm < check:
@@ -2123,6 +2226,12 @@ class ReceiverCore:
             return True
         if not cand.ends:
             return False
+        if _ready(cand) or self._after_quiet(cand):
+            # data in two datagrams and its end, or its ends alone since the followed
+            # one's last news: a whole next session that fell quiet while the followed
+            # one still sends (its tail, copies or a forger's datagrams); kept (bounded
+            # by the waiting room) until the followed one is done with
+            return True
         last, stale_after = self._last_live, self.config.stale_after
         return (
             self._eos_claim is not None
@@ -2138,11 +2247,11 @@ class ReceiverCore:
         joined, as yesterday's session ends while today's starts): it is never followed
         after it (no session comes back; a session with data wins at the start, see
         ``_consider_switch``)."""
-        last = self._last_live
+        last = self._news_at()
         return (
             _evident(cand)
             and (last is None or cand.end_at > last)
-            and not (self._ended and cand.first_at < self._follow_seen)
+            and not (self._ended and cand.ordered_at < self._follow_seen)
         )
 
     def _bare(self) -> bool:
@@ -2178,12 +2287,62 @@ class ReceiverCore:
         passed = self._wit - _WITNESSES
         return any(seg.wit0 <= passed for seg in self._segs)
 
+    def _news_at(self) -> float | None:
+        """When the followed session last sent news: its last live datagram that was not
+        a copy of numbers already delivered (a heartbeat at or beyond them is news: a
+        real feed's quiet). None before its first."""
+        last = self._last_live
+        if last is not None and last == self._copy_at:
+            return self._news_before if self._news_before > -_INF else None
+        return last
+
+    def _whole(self, cand: _Candidate, now: float) -> bool:
+        """Whether a waiting session looks whole: data in two datagrams and its end
+        repeated, then quiet for ``end_confirm`` (a real session that passed while the
+        followed one still sent; its end may be believed as soon as it is followed)."""
+        quiet = cand.last_at + self.config.end_confirm <= now
+        return _ready(cand) and cand.end_count >= 2 and quiet
+
+    def _phantom(self) -> bool:
+        """Whether the followed session showed nothing real: nothing of it delivered or
+        reported lost since it was followed, no end of it believed, no gap the feed passed
+        (two forged data datagrams of a session's name far ahead, before its feed). Its
+        numbers no real data reached are not lost, and its name is not burned: left, it
+        is forgotten, so the real session of that name is followed when it comes."""
+        return (
+            self._session_raw is not None
+            and self._bare_mark is None  # followed on data (one of ends alone is left)
+            and not self._ended
+            and self._eos is None
+            and (self._delivered, self._lost_messages) == self._follow_mark
+            and not self._passed_gap_open()
+        )
+
+    def _forget_phantom(self) -> None:
+        """Drop what a phantom session (``_phantom``) kept: its gaps (not reported lost:
+        nothing real reached them), its datagrams kept aside and held beyond them (each
+        counted and reported as dropped, ``unconfirmed_sequence``)."""
+        for claim in self._claims:
+            self._drop(DROP_UNCONFIRMED, claim.source, claim.addr, once=True)
+        self._claims = []
+        self._claim_bytes = 0
+        for seg in self._segs:
+            seg.alive = False
+        self._segs.clear()
+        for _ in self._held:
+            self._drop(DROP_UNCONFIRMED, _RETX, None, once=True)
+        self._held.clear()
+        self._held_bytes = 0
+
     def _switch_to(self, session_raw: bytes, now: float) -> None:
         """Leave the current session for ``session_raw``: close the old one's books, then
         take the new session's datagrams that waited for it."""
         self._flush_after_run()  # the old session's, before the new one's events
         self._flush_past_runs(None)
         old = self._session or ""
+        phantom = self._phantom()
+        if phantom:
+            self._forget_phantom()
         self._take_claims(None, now)
         self._segs_give_up(0, len(self._segs), LOST_SESSION_CHANGED)
         self._requests.clear()
@@ -2194,9 +2353,11 @@ class ReceiverCore:
         self._eos_claim = None
         self._eos_rival = None
         self._pending_end = None
-        if self._session_raw is not None:
+        if self._session_raw is not None and not phantom:
             left = self._eos if self._eos is not None else max(self._expected, self._horizon)
-            self._past[self._session_raw] = (left, {})
+            # what was named beyond its end already (MessagesAfterEnd) is not named again
+            named = {left: self._after_hw} if self._after_hw > left else {}
+            self._past[self._session_raw] = (left, named)
             while len(self._past) > _MAX_PAST_SESSIONS:
                 del self._past[next(iter(self._past))]
         cand = self._cands.pop(session_raw)
@@ -2223,12 +2384,18 @@ class ReceiverCore:
         self._wit_top = 0
         self._ended = False
         self._bare_mark = None if cand.carries else self._delivered
+        self._follow_mark = (self._delivered, self._lost_messages)
         # (at the start only: one seen before the first session followed was ending as
         # the receiver joined; after a switch, one seen first is still followed after)
         self._follow_seen = -_INF if old else cand.first_at
         self._reported.clear()
         self._lost.clear()
+        if self._last_live is not None:  # the feed's last datagram: the old session's, maybe
+            self._heard = max(self._heard, self._last_live)
         self._last_live = cand.last_at
+        self._copy_at = self._news_before = -_INF
+        if cand.news_at < cand.last_at:  # what it sent since its last news were copies
+            self._copy_at, self._news_before = cand.last_at, cand.news_at
         for data, source, _at, addr in cand.datagrams:
             self._receive_slow(data, source, now, addr, counted=True)
         claim = self._eos_claim

@@ -387,7 +387,7 @@ def check_feed_stale(o: Outcome) -> None:
 
     @dataclass
     class R:
-        events: list[tuple[float, object]]
+        timed: list[tuple[float, object]]  # (switch_sim.Run's name for the timed events)
         line: list[tuple[float, bytes]]
 
     sessions = {d[:10].decode(errors="replace").strip() for _, d in o.line}
@@ -642,15 +642,6 @@ def _ends_only_with_forger(with_b: bool, forged: str = "ends") -> tuple[Outcome,
     return drive(line, [Server(HONEST, pm, cap=5)], 60.0), a
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack3: real A (30 msgs, data all lost on the line, its 4 ends 0.79..2.29 s) "
-        "and a forger's F: ends (N=6) at 0.5/1.5/2.5 s on line B (F followed at 2.5 s, then B) or "
-        "F data at 1 five times 0..3 s; A's 30 messages, all held by the honest server, "
-        "neither delivered nor reported lost; only a wrong_session drop names nothing"
-    ),
-)
 @pytest.mark.parametrize("forged", ["ends", "data"])
 @pytest.mark.parametrize("with_b", [True, False])
 def test_real_ends_only_session_beside_a_forged_session(with_b: bool, forged: str) -> None:
@@ -666,14 +657,6 @@ def test_real_ends_only_session_beside_a_forged_session(with_b: bool, forged: st
     assert got == list(range(1, 31)), f"A: delivered {len(got)} of 30, lost {lost(o, A)}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack3: no forger; real A (30 msgs) all lost on the line, its 4 ends at "
-        "0.79..2.29 s (1.5 s of repeats), B with data 0.6 s after A's last end: A's 30 "
-        "messages (held by the honest server) neither delivered nor reported; no event names A"
-    ),
-)
 def test_real_ends_only_session_then_next_session_soon_after() -> None:
     """Promise (Sessions): a session whose data were all lost on the line is followed to
     ask the servers for 1..N-1; what is not delivered is reported with its range."""
@@ -690,14 +673,6 @@ def test_real_ends_only_session_then_next_session_soon_after() -> None:
 # --------------------------------------------------------------------------- MessagesAfterEnd
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack3: A (30 msgs) ends (SessionEnded 31 at 3.29 s); one datagram of A at "
-        "31..32 arrives at 5.5, 6.5 and 7.5 s; B starts at 6.0 s: MessagesAfterEnd(A, 31, 32) "
-        "named at 5.5 s and again at 6.5 s (after the switch to B, also old_session dropped)"
-    ),
-)
 def test_copies_of_data_after_end_named_once_across_a_session_switch() -> None:
     """Promise (README, End of session; DESIGN invariant 8): data beyond a believed end is
     named by ``MessagesAfterEnd``, each number once (copies once)."""
@@ -750,16 +725,6 @@ def test_forged_data_right_after_the_last_real_end_still_lets_the_real_end_end(
 # ----------------------------------------------------------------- a session's name burned
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack3: two forged data datagrams of B (the next real session's name) at "
-        "1,000,001 (or 5,000) at 0.00/0.01 s, before A's feed (0.5 s, 90 msgs, delivered whole): "
-        "B followed, then left at 3.0 s with MessagesLost(B, 1, 1000000 or 4999, 'session "
-        "changed'); real B (60 msgs from 7.79 s, all on line A, all on the honest server): 0 "
-        "delivered, all 60 inside that lost range, B never ends"
-    ),
-)
 @pytest.mark.parametrize("seq", [1_000_001, 5_000])
 def test_two_forged_data_of_the_next_sessions_name_before_the_feed(seq: int) -> None:
     """README admits: two forged data datagrams of another session before the feed are
@@ -846,16 +811,6 @@ def test_forged_far_end_of_the_next_sessions_name_before_its_feed() -> None:
 # ----------------------------------------------------------------- the next session vanishes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack3: A (30 msgs, real end 31 x4 at 0.79..2.29 s); forged data of A at 32 "
-        "(or 5031), 1 msg, 7 distinct datagrams once a second 1.914..7.914 s; B (60 msgs, its "
-        "end x4, 5.29..7.57 s, all on line A and on the honest server): B 0 of 60 delivered, "
-        "nothing names B (one wrong_session drop), A never ends, 120 s run; with 6 forged "
-        "datagrams (last at 6.914 s, before B's last end) B is whole"
-    ),
-)
 @pytest.mark.parametrize("fseq", [32, 5031])
 def test_forged_data_keeps_a_alive_past_the_whole_of_b(fseq: int) -> None:
     """README (Sessions): "While the current session ... is silent, a session that would
@@ -875,14 +830,6 @@ def test_forged_data_keeps_a_alive_past_the_whole_of_b(fseq: int) -> None:
     assert [n for _, n in ended(o, B)] == [61]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack3, no forger: A (740 msgs, no end, data 0.5..7.89 s) and B (60 msgs "
-        "with its end x4, 5.29..7.57 s, wholly inside A's tail): A delivered whole, B 0 of 60 "
-        "delivered, nothing names B (one wrong_session drop at 10.57 s), 120 s run"
-    ),
-)
 def test_next_session_wholly_inside_the_tail_of_a_session_without_end() -> None:
     """Same rule, without a forger: B sent its end and A then fell silent for
     ``stale_after``: B is followed and delivered (its data are on the line and on the
@@ -922,15 +869,6 @@ def test_forged_end_beside_the_real_end_of_an_ends_only_session(copies: int) -> 
     assert [n for _, n in ended(o, A)] in ([31], [32]), f"A ended {ended(o, A)}, lost {lost(o, A)}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack3: A (90 msgs 3.0..3.89 s, real end x4 4.09..5.59 s); forger: two data "
-        "datagrams of F at 41 (3.0, 4.0 s) and F heartbeats at 41 once a second 6.34..13.34 s; "
-        "B (60 msgs + end x4, 8.59..11.09 s, on line A and the honest server): F followed at "
-        "6.59 s (A ended), B 0 of 60 delivered, nothing names B (one wrong_session drop)"
-    ),
-)
 def test_forged_session_kept_alive_by_heartbeats_swallows_the_next_real_session() -> None:
     """README: forged data of another session cost "a bounded delay"; "heartbeats alone
     never make a session followed". A followed forged session kept alive by heartbeats
@@ -950,15 +888,6 @@ def test_forged_session_kept_alive_by_heartbeats_swallows_the_next_real_session(
 # --------------------------------------------------------------------------- FeedStale
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack3, no forger: A (90 msgs 3.0..3.29 s, ends 3.49..4.99 s), B's first two "
-        "packets at 3.0 and 3.5 s, then B's line lost to 8.5 s: A ends at 5.99 s, B followed, "
-        "FeedStale(silent_for=3.0) at 6.50 s though A's end arrived at 4.99 s (1.51 s before); "
-        "FeedResumed(silent_for=5.0) at 8.5 s"
-    ),
-)
 def test_feed_stale_counts_the_last_datagram_of_the_session_just_ended() -> None:
     """README: FeedStale means no datagram of the followed session nor of a waiting one for
     ``stale_after`` (3 s); "the quiet after an end of session that may be believed is not
@@ -1128,15 +1057,6 @@ def _a_with_b_inside(
         time.sleep(0.01)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack3 (live, sync client): A live 2.4 s without an end (real data, or 10 "
-        "real packets then forged data of A at 12 every 0.2 s), B's whole session (40 msgs + "
-        "its end) 0.8..1.4 s in, Responder holding A and B: after 6 s B 0 of 40 delivered, "
-        "nothing names B"
-    ),
-)
 @pytest.mark.parametrize("forged_only", [False, True], ids=["real-a", "forged-a"])
 def test_live_client_next_session_inside_the_tail_of_a(multicast: None, forged_only: bool) -> None:
     """README (Sessions): a session that would follow and sent its own end is kept however
@@ -1361,3 +1281,45 @@ def test_forged_ends_at_1_beside_an_ends_only_sessions_real_end_lose_real_data()
     assert [n for n, _, _ in delivered(o, B)] == list(range(1, 61))
     assert [(x, y, r) for x, y, r in lost(o, A) if x <= 30] == [], lost(o, A)
     assert [n for n, m_, _ in delivered(o, A) if m_ == msg(A, n)] == list(range(1, 31))
+
+
+# ----------------------------------------------------------------- found while fixing (fixswitch)
+
+
+def test_forged_heartbeats_of_the_next_sessions_name_do_not_make_it_older() -> None:
+    """Found by the model (ATTACK3_HUNT=300): heartbeats never count, so forged heartbeats
+    of B's name from 0.5 s, before A, must not make B "seen before A" (a session older than
+    the one followed is never followed after it). A and B each seen through their ends
+    alone (all data lost on the line), the honest server holds both: both delivered."""
+    a = Publisher(A, 30, 0.5, dt=0.01, per_packet=3).all_lost()
+    b = Publisher(B, 60, a.last_sent() + 3.0, dt=0.02, per_packet=2).all_lost()
+    line = line_of([a, b]) + [
+        (0.5 + k, build_heartbeat(B, 2), Source.LINE_B, None) for k in range(8)
+    ]
+    o = drive(line, [Server(HONEST, {A: a, B: b}, cap=5)], 40.0)
+    check_tiles(o)
+    assert [n for n, m_, _ in delivered(o, A) if m_ == msg(A, n)] == list(range(1, 31))
+    assert [n for n, m_, _ in delivered(o, B) if m_ == msg(B, n)] == list(range(1, 61))
+    assert [n for _, n in ended(o, B)] == [61]
+
+
+def test_forged_whole_sessions_after_b_do_not_push_it_out_of_the_waiting_room() -> None:
+    """A (no end) still sends while B passes whole (its data and its end x4); then a forger
+    sends nine whole sessions of its own (two data datagrams and two ends each), more than
+    the waiting room holds: B, seen first and quiet after its end, is not the one pushed
+    out; it is followed once A falls silent, and delivered whole."""
+    a = Publisher(A, 740, 0.5, dt=0.01, per_packet=1, end=False)
+    b = Publisher(B, 60, 5.29, dt=0.02, per_packet=2)
+    line = line_of([a, b])
+    for k in range(9):
+        name = f"FORGER{k:04d}"
+        t = 7.7 + 0.3 * k  # one after the other, each whole within 0.2 s
+        line += [
+            (t, build_packet(name, 1, [b"X"]), Source.LINE_B, None),
+            (t + 0.05, build_packet(name, 2, [b"Y"]), Source.LINE_B, None),
+            (t + 0.1, build_end_of_session(name, 3), Source.LINE_B, None),
+            (t + 0.2, build_end_of_session(name, 3), Source.LINE_B, None),
+        ]
+    o = drive(line, [Server(HONEST, {A: a, B: b}, cap=5)], 60.0)
+    assert [n for n, _, _ in delivered(o, A)] == list(range(1, 741))
+    assert [n for n, m_, _ in delivered(o, B) if m_ == msg(B, n)] == list(range(1, 61))
