@@ -394,6 +394,34 @@ def test_requests_spread_over_servers() -> None:
     assert [a for _, _, a in reqs(c.datagrams_to_send(0.0))] == [SRV1, SRV2, SRV1, SRV2]
 
 
+def test_a_server_whose_answers_bring_nothing_goes_down_the_rotation_until_they_do() -> None:
+    c = core(rerequest_server_addrs=[SRV1, SRV2])
+    c.receive_datagram(pkt(1, 1), A, 0.0)
+    c.receive_datagram(pkt(3, 1), A, 0.0)  # 2 missing
+    assert reqs(c.datagrams_to_send(0.0)) == [(2, 1, SRV1)]
+    # SRV1's store lags: a zero-count answer is no progress, the request times out
+    c.receive_datagram(build_heartbeat(S, 2), R, 0.001, SRV1)
+    assert c.datagrams_to_send(0.001) == [] and c.get_timer() == pytest.approx(0.05)
+    c.handle_timer(0.05)
+    assert reqs(c.datagrams_to_send(0.05)) == [(2, 1, SRV2)]
+    answer(c, 2, 1, 0.051, SRV2)
+    # the next gaps go to SRV2 first: SRV1 costs no timeout per gap
+    for seq in (5, 7):
+        c.receive_datagram(pkt(seq, 1), A, 0.1)
+        assert reqs(c.datagrams_to_send(0.1)) == [(seq - 1, 1, SRV2)]
+        answer(c, seq - 1, 1, 0.101, SRV2)
+    # SRV2 falls silent: the retry goes to SRV1, whose answer brings data: back in turn
+    c.receive_datagram(pkt(9, 1), A, 0.2)
+    assert reqs(c.datagrams_to_send(0.2)) == [(8, 1, SRV2)]
+    c.handle_timer(0.25)
+    assert reqs(c.datagrams_to_send(0.25)) == [(8, 1, SRV1)]
+    answer(c, 8, 1, 0.251, SRV1)
+    c.receive_datagram(pkt(11, 1), A, 0.3)
+    assert reqs(c.datagrams_to_send(0.3)) == [(10, 1, SRV1)]
+    answer(c, 10, 1, 0.301, SRV1)
+    assert delivered(c.events_received()) == expect(1, 11)
+
+
 def test_server_disabled_after_consecutive_failures_and_enabled_when_it_answers() -> None:
     c = core(
         rerequest_server_addrs=[SRV1, SRV2],

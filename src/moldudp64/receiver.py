@@ -223,7 +223,13 @@ _OTHER_SESSION_DROPS = frozenset({DROP_WRONG_SESSION, DROP_OLD_SESSION, DROP_SES
 _unpack_header = HEADER.unpack_from
 _RETX = Source.RETRANSMISSION
 _start_of = attrgetter("start")
-_failures_of = attrgetter("failures")
+
+
+def _unheeded(server: _Server) -> int:
+    """How far down the rotation a server goes: requests it left unanswered since its
+    last answer, and answers in a row that brought nothing asked for (see ``_choose``)."""
+    return server.failures + server.empty
+
 
 #: A copy of a datagram on the same line within this many seconds is a network duplicate:
 #: it confirms nothing (a feed's heartbeats and ends of session repeat far slower).
@@ -576,6 +582,10 @@ class _Server:
     #: When it last answered (or, never answered, when it was first asked): with
     #: ``failures``, whether it fell silent (see ``ReceiverCore._all_silent``).
     heard: float | None = None
+    #: Answers in a row that brought nothing while what they were asked for was still
+    #: missing (a store that lags): it goes down the rotation like a silent server
+    #: (``_choose``) until one of its answers brings data.
+    empty: int = 0
     disabled: bool = False
     retry_at: float = 0.0
     requests: int = 0
@@ -2408,14 +2418,19 @@ class ReceiverCore:
         server = self._by_addr.get(addr) if addr is not None else None
         if server is None and req is not None:
             server = req.servers[0]
+        awaited = req is not None and not progress and self._awaited(seq, req)
         if server is not None:
             server.answers += 1
             server.failures = 0
             server.heard = now
+            if progress:
+                server.empty = 0
+            elif awaited:
+                server.empty += 1
             if server.disabled:
                 server.disabled = False
                 self._events.append(ServerEnabled(server.addr))
-        if req is None or (not progress and self._awaited(seq, req)):
+        if req is None or awaited:
             return
         # something new came, or nothing it asked for is missing any more (another
         # answer, e.g. a piece's that reached on, or a line brought it): it is done
@@ -2586,7 +2601,10 @@ class ReceiverCore:
         out of it that have answered before), less the ones in ``avoid`` (whose attempt just
         went unanswered) while another is left.
         Those with nothing unanswered since their last answer come first, then those never
-        tried, then by how many requests they left unanswered; equals take turns. A retry
+        tried, then by how many requests they left unanswered; equals take turns. An
+        answer that brought nothing still missing (a store that lags) counts as one left
+        unanswered here, until one of its answers brings data: a lagging server costs a
+        request timeout once, not one per gap. A retry
         when no server is known to answer goes to every other candidate at once, so one
         dead server costs at most one request timeout. The pieces of a large gap
         (``spread``) take turns over the servers that answer and those never tried: a
@@ -2605,15 +2623,15 @@ class ReceiverCore:
         pool = [s for s in usable if s not in avoid] if avoid else usable
         if not pool:
             pool = usable
-        good = [s for s in pool if (s.answers or spread) and not s.failures]
+        good = [s for s in pool if (s.answers or spread) and not s.failures and not s.empty]
         if not good and not avoid:
-            least = min(s.failures for s in pool)
-            good = [s for s in pool if s.failures == least]
+            least = min(map(_unheeded, pool))
+            good = [s for s in pool if _unheeded(s) == least]
         if good:
             chosen = good[self._rr % len(good)]
             self._rr += 1
             return [chosen]
-        return sorted(pool, key=_failures_of)[:_MAX_FANOUT]
+        return sorted(pool, key=_unheeded)[:_MAX_FANOUT]
 
     def _wake_parked(self, now: float) -> None:
         """Ask at once for the parked segments the feed has now passed."""
