@@ -416,3 +416,22 @@ def test_a_gap_of_many_requests_worth_keeps_one_request_per_window_and_adds_piec
     assert delivered(r.events) == list(range(1, total + 1)) and lost(r.events) == []
     assert r.peak_in_flight == 20 + 8  # a request per window, and the pieces
     assert r.done_at < 0.5  # before: 0.54 s
+
+
+def test_pieces_in_flight_fit_in_the_held_room_left() -> None:
+    """Held room for 24 datagrams, 5 of them live after the gap: the first answer for
+    the front of the gap's rest (211, after the first answer showed 10 fit) is lost, so
+    the pieces behind it come back and are held until it is asked again 0.3 s later.
+    Only as many pieces are asked for as their answers fit in half the room left: none
+    of the server's messages is reported lost for room, and the room is never full."""
+    total = GAP[1] + 25
+    server = Server(SRV1, total, drop=lambda seq, k: seq == GAP[0] + 10 and k == 0)
+    r = run(
+        timed(gap_then_feed(GAP, total)),
+        [server],
+        until=60.0,
+        request_timeout=0.3,
+        max_held_packets=24,
+    )
+    assert delivered(r.events) == list(range(1, total + 1)) and lost(r.events) == []
+    assert r.core.stats.peak_held_packets < 24

@@ -758,6 +758,9 @@ class ReceiverCore:
         self._ahead: list[tuple[int, int, _Segment]] = []
         #: Messages one answer datagram carried (partial answers, smoothed; 0: unknown).
         self._fit = 0
+        #: The most one answer datagram has cost held (two pieces' overhead: it may fill
+        #: the end of one range and the front of the next); 0 before any (see ``_room``).
+        self._answer_cost = 0
         self._next_deadline = _INF
         self._servers = [_Server(a) for a in cfg.rerequest_server_addrs]
         self._by_addr = {s.addr: s for s in self._servers}
@@ -1437,7 +1440,7 @@ class ReceiverCore:
                         msgs = [b""] * count
                     new = self._accept(seq, msgs, now)
                 if not live:
-                    self._on_answer(seq, addr, now, count > 0 and new > 0, count)
+                    self._on_answer(seq, addr, now, count > 0 and new > 0, count, len(data))
                 if self._claims and not trusted:
                     self._take_claims(value, now, data, source, seq)
         self._drain()
@@ -2403,13 +2406,23 @@ class ReceiverCore:
         return filled
 
     def _on_answer(
-        self, seq: int, addr: Address | None, now: float, progress: bool, count: int = 0
+        self,
+        seq: int,
+        addr: Address | None,
+        now: float,
+        progress: bool,
+        count: int = 0,
+        size: int = 0,
     ) -> None:
-        """A re-request answer of ``count`` messages starting at ``seq`` came: credit its
-        server; when it brought something new (``progress``), finish its request and ask
-        for the rest at once (a partial answer: in pieces once the feed passed the range,
-        see :meth:`_pump`). One that brought nothing (a server whose store lags) leaves
-        the request to time out."""
+        """A re-request answer of ``count`` messages (``size`` bytes) starting at ``seq``
+        came: credit its server; when it brought something new (``progress``), finish its
+        request and ask for the rest at once (a partial answer: in pieces once the feed
+        passed the range, see :meth:`_pump`). One that brought nothing (a server whose
+        store lags) leaves the request to time out."""
+        if count:
+            cost = size + _MSG_OVERHEAD * count + 2 * _PIECE_OVERHEAD
+            if cost > self._answer_cost:
+                self._answer_cost = cost
         req = self._requests.get(seq)
         partial = req is not None and 0 < count < req.count
         if partial:  # what one datagram carries: the size of the pieces (see _pump)
@@ -2668,18 +2681,41 @@ class ReceiverCore:
         if free <= 0 or not ahead:  # (the cheap checks first)
             return False
         reach = self._reach_end()
+        room = self._room() if reach != _NO_REACH else _NO_REACH
         while ahead and free > 0 and ahead[0][0] < reach:
             seg = heappop(ahead)[2]
             if seg.alive and seg.req_seq == _AHEAD and seg.due is None:
-                if seg.start >= reach:  # its front filled since: keyed anew
+                if seg.start >= reach or (room <= 0 and seg is not self._segs[0]):
+                    # its front filled since: keyed anew; or no held room for its
+                    # answer (the lowest waits first: nothing above it goes either)
                     self._tie += 1
                     heappush(ahead, (seg.start, self._tie, seg))
+                    if room <= 0:
+                        break
                     continue
                 seg.req_seq = -1
                 self._schedule(seg, now)
                 free -= 1
+                room -= 1
                 released = True
         return released
+
+    def _room(self) -> int:
+        """How many more requests may go out for ranges above the lowest missing one:
+        what comes back for them is held until that one comes, so the answers of those
+        in flight and of these (each two held pieces, and the bytes of the costliest
+        answer so far) fit in half the held room left (the other half stays for live
+        data), and the receiver's own requests never fill the held bounds. The lowest
+        missing range is always asked for: its answer is delivered, not held."""
+        cfg = self.config
+        room = (
+            cfg.max_held_packets - len(self._held) - len(self._claims) - self._cand_packets
+        ) // 4
+        cost = self._answer_cost
+        if cost:
+            free = cfg.max_held_bytes - self._held_bytes - self._claim_bytes - self._cand_bytes
+            room = min(room, free // (2 * cost))
+        return room - len(self._requests)
 
     def _reach_end(self) -> int:
         """Up to where the ranges of a passed gap are asked for: delivery is gated by the
@@ -2754,6 +2790,7 @@ class ReceiverCore:
         whole = min(fit, most) if fit else most  # what one answer carries
         piece = max(whole - whole // 8, 1)  # a piece: a little less
         reach = self._reach_end()
+        room = self._room() if reach != _NO_REACH else _NO_REACH
         if self._slot_wait:
             self._release_slots(now)
         slots = cfg.max_pieces_in_flight
@@ -2773,9 +2810,14 @@ class ReceiverCore:
                 lead = seg.lead = _Lead()
             fan = passed and seg.fan
             is_piece = fan and lead.busy
-            if not is_piece and (
-                (passed and seg.start >= reach)  # far ahead of delivery: not yet
-                or len(self._requests) - (cfg.max_pieces_in_flight - slots) >= limit
+            if (
+                passed and room <= 0 and seg is not self._segs[0]
+            ) or (  # no held room for its answer (see _room): not yet
+                not is_piece
+                and (
+                    (passed and seg.start >= reach)  # far ahead of delivery: not yet
+                    or len(self._requests) - (cfg.max_pieces_in_flight - slots) >= limit
+                )
             ):  # (the pieces' slots come on top of the gaps' own requests)
                 heappop(heap)
                 seg.due = None
@@ -2853,6 +2895,7 @@ class ReceiverCore:
             )
             if is_piece:
                 slots -= 1
+            room -= 1
             if deadline < self._next_deadline:
                 self._next_deadline = deadline
             request = HEADER.pack(session_raw, seg.start, count)

@@ -1282,16 +1282,6 @@ def test_left_sessions_live_data_named_once_per_number() -> None:
 # ----------------------------------------------------------------- pieces and held memory
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack3: 6,000 msgs, 51..5990 lost on the line (the last 10 packets arrive), "
-        "one lossless honest server (40 msgs an answer): max_held_packets=30 -> 24 real msgs "
-        "(1171..1194) reported 'held-packet limit exceeded' (peak held 29); max_held_bytes="
-        "20,000 -> 3,550 real msgs in 5 ranges (351..1194, ...) reported lost the same way "
-        "(peak held bytes 19,440, 17 packets)"
-    ),
-)
 @pytest.mark.parametrize(
     "bounds", [{"max_held_packets": 30}, {"max_held_bytes": 20_000}], ids=["packets", "bytes"]
 )
