@@ -435,3 +435,17 @@ def test_pieces_in_flight_fit_in_the_held_room_left() -> None:
     )
     assert delivered(r.events) == list(range(1, total + 1)) and lost(r.events) == []
     assert r.core.stats.peak_held_packets < 24
+
+
+def test_before_any_answer_the_held_room_counts_the_largest_datagram() -> None:
+    """Held room for 20,000 bytes; a gap of 4,000 messages (four windows) the feed passed,
+    whose front's first two answers are lost, and answers of 200 messages (14 kB held): no
+    answer has shown yet what one costs, so the windows above the front wait for it
+    rather than fill the room; none of the server's messages is reported lost for room."""
+    gap = (201, 4200)
+    total = gap[1] + 50
+    server = Server(
+        SRV1, total, cap=lambda now: 200, delay=0.01, drop=lambda seq, k: seq == 201 and k < 2
+    )
+    r = run(timed(gap_then_feed(gap, total)), [server], until=60.0, max_held_bytes=20_000)
+    assert delivered(r.events) == list(range(1, total + 1)) and lost(r.events) == []

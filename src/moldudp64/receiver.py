@@ -177,6 +177,7 @@ from .validation import check_server_address, check_session
 from .wire import (
     END_OF_SESSION,
     HEADER,
+    MAX_DATAGRAM,
     MAX_MESSAGE_COUNT,
     Buffer,
     RetransmissionPacket,
@@ -2704,18 +2705,20 @@ class ReceiverCore:
         """How many more requests may go out for ranges above the lowest missing one:
         what comes back for them is held until that one comes, so the answers of those
         in flight and of these (each two held pieces, and the bytes of the costliest
-        answer so far) fit in half the held room left (the other half stays for live
-        data), and the receiver's own requests never fill the held bounds. The lowest
-        missing range is always asked for: its answer is delivered, not held."""
+        answer so far, or before any of the largest datagram) fit in half the held room
+        left (the other half stays for live data), and the receiver's own requests never
+        fill the held bounds. The lowest missing range is always asked for: its answer is
+        delivered, not held."""
         cfg = self.config
         room = (
             cfg.max_held_packets - len(self._held) - len(self._claims) - self._cand_packets
         ) // 4
-        cost = self._answer_cost
-        if cost:
-            free = cfg.max_held_bytes - self._held_bytes - self._claim_bytes - self._cand_bytes
-            room = min(room, free // (2 * cost))
-        return room - len(self._requests)
+        # before any answer came, what the largest datagram asking this many could cost
+        cost = self._answer_cost or (
+            MAX_DATAGRAM + _MSG_OVERHEAD * cfg.max_messages_per_request + 2 * _PIECE_OVERHEAD
+        )
+        free = cfg.max_held_bytes - self._held_bytes - self._claim_bytes - self._cand_bytes
+        return min(room, free // (2 * cost)) - len(self._requests)
 
     def _reach_end(self) -> int:
         """Up to where the ranges of a passed gap are asked for: delivery is gated by the
