@@ -410,16 +410,42 @@ def test_a_server_whose_answers_bring_nothing_goes_down_the_rotation_until_they_
         c.receive_datagram(pkt(seq, 1), A, 0.1)
         assert reqs(c.datagrams_to_send(0.1)) == [(seq - 1, 1, SRV2)]
         answer(c, seq - 1, 1, 0.101, SRV2)
-    # SRV2 falls silent: the retry goes to SRV1, whose answer brings data: back in turn
+    # SRV2 misses one: the retry goes to SRV1, whose answer brings data: back in turn
     c.receive_datagram(pkt(9, 1), A, 0.2)
     assert reqs(c.datagrams_to_send(0.2)) == [(8, 1, SRV2)]
     c.handle_timer(0.25)
     assert reqs(c.datagrams_to_send(0.25)) == [(8, 1, SRV1)]
     answer(c, 8, 1, 0.251, SRV1)
     c.receive_datagram(pkt(11, 1), A, 0.3)
-    assert reqs(c.datagrams_to_send(0.3)) == [(10, 1, SRV1)]
+    c.receive_datagram(pkt(13, 1), A, 0.3)
+    assert sorted(a for _, _, a in reqs(c.datagrams_to_send(0.3))) == [SRV1, SRV2]
     answer(c, 10, 1, 0.301, SRV1)
-    assert delivered(c.events_received()) == expect(1, 11)
+    answer(c, 12, 1, 0.301, SRV2)
+    assert delivered(c.events_received()) == expect(1, 13)
+
+
+def test_a_retry_still_goes_to_a_server_that_once_answered_nothing() -> None:
+    """SRV1 once answered zero-count (its store lagged); then SRV2 and SRV3 fall silent
+    about a gap the feed has not passed (their silence does not count against them): the
+    retries still reach SRV1, which holds it, rather than turn between the silent two."""
+    c = core(rerequest_server_addrs=[SRV1, SRV2, SRV3])
+    c.receive_datagram(pkt(1, 1), A, 0.0)
+    c.receive_datagram(pkt(3, 1), A, 0.0)  # 2 missing
+    assert reqs(c.datagrams_to_send(0.0)) == [(2, 1, SRV1)]
+    c.receive_datagram(build_heartbeat(S, 2), R, 0.001, SRV1)  # nothing yet
+    c.handle_timer(0.05)
+    assert reqs(c.datagrams_to_send(0.05)) == [(2, 1, SRV2), (2, 1, SRV3)]
+    answer(c, 2, 1, 0.051, SRV2)
+    answer(c, 2, 1, 0.051, SRV3)
+    c.receive_datagram(pkt(5, 1), A, 0.1)  # 4 missing, not passed
+    now, asked = 0.1, []
+    while SRV1 not in asked and len(asked) < 8:
+        asked += [addr for _, _, addr in reqs(c.datagrams_to_send(now))]
+        timer = c.get_timer()
+        assert timer is not None
+        now = timer
+        c.handle_timer(now)
+    assert SRV1 in asked[:4], asked
 
 
 def test_server_disabled_after_consecutive_failures_and_enabled_when_it_answers() -> None:

@@ -583,9 +583,9 @@ class _Server:
     #: When it last answered (or, never answered, when it was first asked): with
     #: ``failures``, whether it fell silent (see ``ReceiverCore._all_silent``).
     heard: float | None = None
-    #: Answers in a row that brought nothing while what they were asked for was still
-    #: missing (a store that lags): it goes down the rotation like a silent server
-    #: (``_choose``) until one of its answers brings data.
+    #: Zero-count answers in a row while what they were asked for was still missing (a
+    #: store that lags): a new range goes to it only after the servers that bring data,
+    #: like to a silent server (``_choose``), until one of its answers brings data.
     empty: int = 0
     disabled: bool = False
     retry_at: float = 0.0
@@ -2439,7 +2439,7 @@ class ReceiverCore:
             server.heard = now
             if progress:
                 server.empty = 0
-            elif awaited:
+            elif awaited and not count:
                 server.empty += 1
             if server.disabled:
                 server.disabled = False
@@ -2615,10 +2615,12 @@ class ReceiverCore:
         out of it that have answered before), less the ones in ``avoid`` (whose attempt just
         went unanswered) while another is left.
         Those with nothing unanswered since their last answer come first, then those never
-        tried, then by how many requests they left unanswered; equals take turns. An
-        answer that brought nothing still missing (a store that lags) counts as one left
-        unanswered here, until one of its answers brings data: a lagging server costs a
-        request timeout once, not one per gap. A retry
+        tried, then by how many requests they left unanswered; equals take turns. For a
+        range's first request, a zero-count answer while its numbers were still missing (a
+        store that lags) counts as one left unanswered, until one of its answers brings
+        data: a lagging server costs a request timeout once, not one per gap (a retry may
+        still go to it: where the other servers' silence does not count against them, as
+        for numbers the feed has not passed, it may be the one that answers). A retry
         when no server is known to answer goes to every other candidate at once, so one
         dead server costs at most one request timeout. The pieces of a large gap
         (``spread``) take turns over the servers that answer and those never tried: a
@@ -2637,7 +2639,11 @@ class ReceiverCore:
         pool = [s for s in usable if s not in avoid] if avoid else usable
         if not pool:
             pool = usable
-        good = [s for s in pool if (s.answers or spread) and not s.failures and not s.empty]
+        good = [
+            s
+            for s in pool
+            if (s.answers or spread) and not s.failures and not (s.empty and not avoid)
+        ]
         if not good and not avoid:
             least = min(map(_unheeded, pool))
             good = [s for s in pool if _unheeded(s) == least]
