@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Any, TypeVar
 
@@ -446,6 +447,30 @@ def test_a_retry_still_goes_to_a_server_that_once_answered_nothing() -> None:
         now = timer
         c.handle_timer(now)
     assert SRV1 in asked[:4], asked
+
+
+def test_after_a_wait_for_the_feed_the_retry_still_avoids_the_servers_that_just_failed() -> None:
+    """A gap the feed never passes runs out of attempts and waits (5 s, then 10 s, ...)
+    before it is asked again: that attempt too goes to another server than the ones
+    whose attempt just went unanswered."""
+    c = core(rerequest_server_addrs=[SRV1, SRV2, SRV3])
+    c.receive_datagram(pkt(1, 1), A, 0.0)
+    c.receive_datagram(pkt(3, 1), A, 0.0)  # 2 missing: SRV1 answers it
+    assert reqs(c.datagrams_to_send(0.0)) == [(2, 1, SRV1)]
+    answer(c, 2, 1, 0.001)
+    c.receive_datagram(pkt(5, 1), A, 0.1)  # 4 missing, never passed, nobody answers
+    now, sent = 0.1, []
+    while now < 30.0:
+        to = {addr for _, _, addr in reqs(c.datagrams_to_send(now))}
+        if to:
+            sent.append((now, to))
+        timer = c.get_timer()
+        assert timer is not None
+        now = timer
+        c.handle_timer(now)
+    assert len(sent) == 10 and sent[-2][0] > 5.0  # 8 attempts, then one after each wait
+    for (_, before), (_, after) in itertools.pairwise(sent):
+        assert before.isdisjoint(after), sent
 
 
 def test_server_disabled_after_consecutive_failures_and_enabled_when_it_answers() -> None:

@@ -2993,6 +2993,7 @@ class ReceiverCore:
                         self._tie += 1
                         heappush(self._parked, (seg.wit0, self._tie, seg))
                         i += 1
+                        seg.avoid = req.servers  # (the next attempt goes elsewhere too)
                         continue
                     seg.avoid = req.servers
                     self._schedule(seg, now)
