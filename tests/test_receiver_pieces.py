@@ -449,3 +449,17 @@ def test_before_any_answer_the_held_room_counts_the_largest_datagram() -> None:
     )
     r = run(timed(gap_then_feed(gap, total)), [server], until=60.0, max_held_bytes=20_000)
     assert delivered(r.events) == list(range(1, total + 1)) and lost(r.events) == []
+
+
+def test_small_answers_first_do_not_make_large_ones_look_cheap() -> None:
+    """As above, after a one-packet gap (5 messages) was answered whole: that answer
+    shows what a message costs, not what an answer of 200 does; the windows above the
+    front still wait for an answer cut short by what a datagram carries."""
+    gap = (201, 4200)
+    total = gap[1] + 50
+    server = Server(
+        SRV1, total, cap=lambda now: 200, delay=0.01, drop=lambda seq, k: seq == 201 and k < 2
+    )
+    packets = [p for p in gap_then_feed(gap, total) if int.from_bytes(p[10:18], "big") != 51]
+    r = run(timed(packets), [server], until=60.0, max_held_bytes=20_000)
+    assert delivered(r.events) == list(range(1, total + 1)) and lost(r.events) == []

@@ -759,8 +759,10 @@ class ReceiverCore:
         self._ahead: list[tuple[int, int, _Segment]] = []
         #: Messages one answer datagram carried (partial answers, smoothed; 0: unknown).
         self._fit = 0
-        #: The most one answer datagram has cost held (two pieces' overhead: it may fill
-        #: the end of one range and the front of the next); 0 before any (see ``_room``).
+        #: What one answer could cost held (see ``_room``): the most a message of an
+        #: answer cost, and the most an answer cut short by what one datagram carries (a
+        #: partial one) cost; 0 before any.
+        self._msg_cost = 0
         self._answer_cost = 0
         self._next_deadline = _INF
         self._servers = [_Server(a) for a in cfg.rerequest_server_addrs]
@@ -2421,12 +2423,14 @@ class ReceiverCore:
         passed the range, see :meth:`_pump`). One that brought nothing (a server whose
         store lags) leaves the request to time out."""
         if count:
-            cost = size + _MSG_OVERHEAD * count + 2 * _PIECE_OVERHEAD
-            if cost > self._answer_cost:
-                self._answer_cost = cost
+            cost = size + _MSG_OVERHEAD * count
+            if cost > self._msg_cost * count:
+                self._msg_cost = -(-cost // count)
         req = self._requests.get(seq)
         partial = req is not None and 0 < count < req.count
         if partial:  # what one datagram carries: the size of the pieces (see _pump)
+            if cost > self._answer_cost:
+                self._answer_cost = cost
             fit = self._fit
             self._fit = count if count >= fit else fit - (fit - count + 3) // 4
         server = self._by_addr.get(addr) if addr is not None else None
@@ -2710,21 +2714,25 @@ class ReceiverCore:
     def _room(self) -> int:
         """How many more requests may go out for ranges above the lowest missing one:
         what comes back for them is held until that one comes, so the answers of those
-        in flight and of these (each two held pieces, and the bytes of the costliest
-        answer so far, or before any of the largest datagram) fit in half the held room
-        left (the other half stays for live data), and the receiver's own requests never
-        fill the held bounds. The lowest missing range is always asked for: its answer is
-        delivered, not held."""
+        in flight and of these fit in half the held room left (the other half stays for
+        live data), and the receiver's own requests never fill the held bounds. Each
+        answer counts as two held pieces (it may end one range and start the next) of
+        what one answer could cost: the largest datagram of ``max_messages_per_request``
+        messages, or that many of the costliest message answered so far, or the
+        costliest answer cut short by what a datagram carries, whichever is least. The
+        lowest missing range is always asked for: its answer is delivered, not held."""
         cfg = self.config
         room = (
             cfg.max_held_packets - len(self._held) - len(self._claims) - self._cand_packets
         ) // 4
-        # before any answer came, what the largest datagram asking this many could cost
-        cost = self._answer_cost or (
-            MAX_DATAGRAM + _MSG_OVERHEAD * cfg.max_messages_per_request + 2 * _PIECE_OVERHEAD
-        )
+        most = cfg.max_messages_per_request
+        cost = MAX_DATAGRAM + _MSG_OVERHEAD * most
+        if self._msg_cost and self._msg_cost * most < cost:
+            cost = self._msg_cost * most
+        if self._answer_cost and self._answer_cost < cost:
+            cost = self._answer_cost
         free = cfg.max_held_bytes - self._held_bytes - self._claim_bytes - self._cand_bytes
-        return min(room, free // (2 * cost)) - len(self._requests)
+        return min(room, free // (2 * (cost + 2 * _PIECE_OVERHEAD))) - len(self._requests)
 
     def _reach_end(self) -> int:
         """Up to where the ranges of a passed gap are asked for: delivery is gated by the
