@@ -228,7 +228,8 @@ _start_of = attrgetter("start")
 
 def _unheeded(server: _Server) -> int:
     """How far down the rotation a server goes: requests it left unanswered since its
-    last answer, and answers in a row that brought nothing asked for (see ``_choose``)."""
+    last answer, and zero-count answers in a row while what they asked for was missing
+    (see ``_choose``)."""
     return server.failures + server.empty
 
 
