@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Any, TypeVar
 
@@ -392,6 +393,84 @@ def test_requests_spread_over_servers() -> None:
     for seq in (3, 6, 9, 12):
         both(c, pkt(seq, 1), 0.0)
     assert [a for _, _, a in reqs(c.datagrams_to_send(0.0))] == [SRV1, SRV2, SRV1, SRV2]
+
+
+def test_a_server_whose_answers_bring_nothing_goes_down_the_rotation_until_they_do() -> None:
+    c = core(rerequest_server_addrs=[SRV1, SRV2])
+    c.receive_datagram(pkt(1, 1), A, 0.0)
+    c.receive_datagram(pkt(3, 1), A, 0.0)  # 2 missing
+    assert reqs(c.datagrams_to_send(0.0)) == [(2, 1, SRV1)]
+    # SRV1's store lags: a zero-count answer is no progress, the request times out
+    c.receive_datagram(build_heartbeat(S, 2), R, 0.001, SRV1)
+    assert c.datagrams_to_send(0.001) == [] and c.get_timer() == pytest.approx(0.05)
+    c.handle_timer(0.05)
+    assert reqs(c.datagrams_to_send(0.05)) == [(2, 1, SRV2)]
+    answer(c, 2, 1, 0.051, SRV2)
+    # the next gaps go to SRV2 first: SRV1 costs no timeout per gap
+    for seq in (5, 7):
+        c.receive_datagram(pkt(seq, 1), A, 0.1)
+        assert reqs(c.datagrams_to_send(0.1)) == [(seq - 1, 1, SRV2)]
+        answer(c, seq - 1, 1, 0.101, SRV2)
+    # SRV2 misses one: the retry goes to SRV1, whose answer brings data: back in turn
+    c.receive_datagram(pkt(9, 1), A, 0.2)
+    assert reqs(c.datagrams_to_send(0.2)) == [(8, 1, SRV2)]
+    c.handle_timer(0.25)
+    assert reqs(c.datagrams_to_send(0.25)) == [(8, 1, SRV1)]
+    answer(c, 8, 1, 0.251, SRV1)
+    c.receive_datagram(pkt(11, 1), A, 0.3)
+    c.receive_datagram(pkt(13, 1), A, 0.3)
+    assert sorted(a for _, _, a in reqs(c.datagrams_to_send(0.3))) == [SRV1, SRV2]
+    answer(c, 10, 1, 0.301, SRV1)
+    answer(c, 12, 1, 0.301, SRV2)
+    assert delivered(c.events_received()) == expect(1, 13)
+
+
+def test_a_retry_still_goes_to_a_server_that_once_answered_nothing() -> None:
+    """SRV1 once answered zero-count (its store lagged); then SRV2 and SRV3 fall silent
+    about a gap the feed has not passed (their silence does not count against them): the
+    retries still reach SRV1, which holds it, rather than turn between the silent two."""
+    c = core(rerequest_server_addrs=[SRV1, SRV2, SRV3])
+    c.receive_datagram(pkt(1, 1), A, 0.0)
+    c.receive_datagram(pkt(3, 1), A, 0.0)  # 2 missing
+    assert reqs(c.datagrams_to_send(0.0)) == [(2, 1, SRV1)]
+    c.receive_datagram(build_heartbeat(S, 2), R, 0.001, SRV1)  # nothing yet
+    c.handle_timer(0.05)
+    assert reqs(c.datagrams_to_send(0.05)) == [(2, 1, SRV2), (2, 1, SRV3)]
+    answer(c, 2, 1, 0.051, SRV2)
+    answer(c, 2, 1, 0.051, SRV3)
+    c.receive_datagram(pkt(5, 1), A, 0.1)  # 4 missing, not passed
+    now, asked = 0.1, []
+    while SRV1 not in asked and len(asked) < 8:
+        asked += [addr for _, _, addr in reqs(c.datagrams_to_send(now))]
+        timer = c.get_timer()
+        assert timer is not None
+        now = timer
+        c.handle_timer(now)
+    assert SRV1 in asked[:4], asked
+
+
+def test_after_a_wait_for_the_feed_the_retry_still_avoids_the_servers_that_just_failed() -> None:
+    """A gap the feed never passes runs out of attempts and waits (5 s, then 10 s, ...)
+    before it is asked again: that attempt too goes to another server than the ones
+    whose attempt just went unanswered."""
+    c = core(rerequest_server_addrs=[SRV1, SRV2, SRV3])
+    c.receive_datagram(pkt(1, 1), A, 0.0)
+    c.receive_datagram(pkt(3, 1), A, 0.0)  # 2 missing: SRV1 answers it
+    assert reqs(c.datagrams_to_send(0.0)) == [(2, 1, SRV1)]
+    answer(c, 2, 1, 0.001)
+    c.receive_datagram(pkt(5, 1), A, 0.1)  # 4 missing, never passed, nobody answers
+    now, sent = 0.1, []
+    while now < 30.0:
+        to = {addr for _, _, addr in reqs(c.datagrams_to_send(now))}
+        if to:
+            sent.append((now, to))
+        timer = c.get_timer()
+        assert timer is not None
+        now = timer
+        c.handle_timer(now)
+    assert len(sent) == 10 and sent[-2][0] > 5.0  # 8 attempts, then one after each wait
+    for (_, before), (_, after) in itertools.pairwise(sent):
+        assert before.isdisjoint(after), sent
 
 
 def test_server_disabled_after_consecutive_failures_and_enabled_when_it_answers() -> None:

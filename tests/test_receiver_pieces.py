@@ -416,3 +416,50 @@ def test_a_gap_of_many_requests_worth_keeps_one_request_per_window_and_adds_piec
     assert delivered(r.events) == list(range(1, total + 1)) and lost(r.events) == []
     assert r.peak_in_flight == 20 + 8  # a request per window, and the pieces
     assert r.done_at < 0.5  # before: 0.54 s
+
+
+def test_pieces_in_flight_fit_in_the_held_room_left() -> None:
+    """Held room for 24 datagrams, 5 of them live after the gap: the first answer for
+    the front of the gap's rest (211, after the first answer showed 10 fit) is lost, so
+    the pieces behind it come back and are held until it is asked again 0.3 s later.
+    Only as many pieces are asked for as their answers fit in half the room left: none
+    of the server's messages is reported lost for room, and the room is never full."""
+    total = GAP[1] + 25
+    server = Server(SRV1, total, drop=lambda seq, k: seq == GAP[0] + 10 and k == 0)
+    r = run(
+        timed(gap_then_feed(GAP, total)),
+        [server],
+        until=60.0,
+        request_timeout=0.3,
+        max_held_packets=24,
+    )
+    assert delivered(r.events) == list(range(1, total + 1)) and lost(r.events) == []
+    assert r.core.stats.peak_held_packets < 24
+
+
+def test_before_any_answer_the_held_room_counts_the_largest_datagram() -> None:
+    """Held room for 20,000 bytes; a gap of 4,000 messages (four windows) the feed passed,
+    whose front's first two answers are lost, and answers of 200 messages (14 kB held): no
+    answer has shown yet what one costs, so the windows above the front wait for it
+    rather than fill the room; none of the server's messages is reported lost for room."""
+    gap = (201, 4200)
+    total = gap[1] + 50
+    server = Server(
+        SRV1, total, cap=lambda now: 200, delay=0.01, drop=lambda seq, k: seq == 201 and k < 2
+    )
+    r = run(timed(gap_then_feed(gap, total)), [server], until=60.0, max_held_bytes=20_000)
+    assert delivered(r.events) == list(range(1, total + 1)) and lost(r.events) == []
+
+
+def test_small_answers_first_do_not_make_large_ones_look_cheap() -> None:
+    """As above, after a one-packet gap (5 messages) was answered whole: that answer
+    shows what a message costs, not what an answer of 200 does; the windows above the
+    front still wait for an answer cut short by what a datagram carries."""
+    gap = (201, 4200)
+    total = gap[1] + 50
+    server = Server(
+        SRV1, total, cap=lambda now: 200, delay=0.01, drop=lambda seq, k: seq == 201 and k < 2
+    )
+    packets = [p for p in gap_then_feed(gap, total) if int.from_bytes(p[10:18], "big") != 51]
+    r = run(timed(packets), [server], until=60.0, max_held_bytes=20_000)
+    assert delivered(r.events) == list(range(1, total + 1)) and lost(r.events) == []

@@ -177,6 +177,7 @@ from .validation import check_server_address, check_session
 from .wire import (
     END_OF_SESSION,
     HEADER,
+    MAX_DATAGRAM,
     MAX_MESSAGE_COUNT,
     Buffer,
     RetransmissionPacket,
@@ -223,7 +224,14 @@ _OTHER_SESSION_DROPS = frozenset({DROP_WRONG_SESSION, DROP_OLD_SESSION, DROP_SES
 _unpack_header = HEADER.unpack_from
 _RETX = Source.RETRANSMISSION
 _start_of = attrgetter("start")
-_failures_of = attrgetter("failures")
+
+
+def _unheeded(server: _Server) -> int:
+    """How far down the rotation a server goes: requests it left unanswered since its
+    last answer, and zero-count answers in a row while what they asked for was missing
+    (see ``_choose``)."""
+    return server.failures + server.empty
+
 
 #: A copy of a datagram on the same line within this many seconds is a network duplicate:
 #: it confirms nothing (a feed's heartbeats and ends of session repeat far slower).
@@ -579,6 +587,10 @@ class _Server:
     #: When it last answered (or, never answered, when it was first asked): with
     #: ``failures``, whether it fell silent (see ``ReceiverCore._all_silent``).
     heard: float | None = None
+    #: Zero-count answers in a row while what they were asked for was still missing (a
+    #: store that lags): a new range goes to it only after the servers that bring data,
+    #: like to a silent server (``_choose``), until one of its answers brings data.
+    empty: int = 0
     disabled: bool = False
     retry_at: float = 0.0
     requests: int = 0
@@ -768,6 +780,11 @@ class ReceiverCore:
         self._ahead: list[tuple[int, int, _Segment]] = []
         #: Messages one answer datagram carried (partial answers, smoothed; 0: unknown).
         self._fit = 0
+        #: What one answer could cost held (see ``_room``): the most a message of an
+        #: answer cost, and the most an answer cut short by what one datagram carries (a
+        #: partial one) cost; 0 before any.
+        self._msg_cost = 0
+        self._answer_cost = 0
         self._next_deadline = _INF
         self._servers = [_Server(a) for a in cfg.rerequest_server_addrs]
         self._by_addr = {s.addr: s for s in self._servers}
@@ -1468,7 +1485,7 @@ class ReceiverCore:
                         msgs = [b""] * count
                     new = self._accept(seq, msgs, now)
                 if not live:
-                    self._on_answer(seq, addr, now, count > 0 and new > 0, count)
+                    self._on_answer(seq, addr, now, count > 0 and new > 0, count, len(data))
                 if self._claims and not trusted:
                     self._take_claims(value, now, data, source, seq)
         self._drain()
@@ -2560,29 +2577,46 @@ class ReceiverCore:
         return filled
 
     def _on_answer(
-        self, seq: int, addr: Address | None, now: float, progress: bool, count: int = 0
+        self,
+        seq: int,
+        addr: Address | None,
+        now: float,
+        progress: bool,
+        count: int = 0,
+        size: int = 0,
     ) -> None:
-        """A re-request answer of ``count`` messages starting at ``seq`` came: credit its
-        server; when it brought something new (``progress``), finish its request and ask
-        for the rest at once (a partial answer: in pieces once the feed passed the range,
-        see :meth:`_pump`). One that brought nothing (a server whose store lags) leaves
-        the request to time out."""
+        """A re-request answer of ``count`` messages (``size`` bytes) starting at ``seq``
+        came: credit its server; when it brought something new (``progress``), finish its
+        request and ask for the rest at once (a partial answer: in pieces once the feed
+        passed the range, see :meth:`_pump`). One that brought nothing (a server whose
+        store lags) leaves the request to time out."""
+        if count:
+            cost = size + _MSG_OVERHEAD * count
+            if cost > self._msg_cost * count:
+                self._msg_cost = -(-cost // count)
         req = self._requests.get(seq)
         partial = req is not None and 0 < count < req.count
         if partial:  # what one datagram carries: the size of the pieces (see _pump)
+            if cost > self._answer_cost:
+                self._answer_cost = cost
             fit = self._fit
             self._fit = count if count >= fit else fit - (fit - count + 3) // 4
         server = self._by_addr.get(addr) if addr is not None else None
         if server is None and req is not None:
             server = req.servers[0]
+        awaited = req is not None and not progress and self._awaited(seq, req)
         if server is not None:
             server.answers += 1
             server.failures = 0
             server.heard = now
+            if progress:
+                server.empty = 0
+            elif awaited and not count:
+                server.empty += 1
             if server.disabled:
                 server.disabled = False
                 self._events.append(ServerEnabled(server.addr))
-        if req is None or (not progress and self._awaited(seq, req)):
+        if req is None or awaited:
             return
         # something new came, or nothing it asked for is missing any more (another
         # answer, e.g. a piece's that reached on, or a line brought it): it is done
@@ -2753,7 +2787,12 @@ class ReceiverCore:
         out of it that have answered before), less the ones in ``avoid`` (whose attempt just
         went unanswered) while another is left.
         Those with nothing unanswered since their last answer come first, then those never
-        tried, then by how many requests they left unanswered; equals take turns. A retry
+        tried, then by how many requests they left unanswered; equals take turns. For a
+        range's first request, a zero-count answer while its numbers were still missing (a
+        store that lags) counts as one left unanswered, until one of its answers brings
+        data: a lagging server costs a request timeout once, not one per gap (a retry may
+        still go to it: where the other servers' silence does not count against them, as
+        for numbers the feed has not passed, it may be the one that answers). A retry
         when no server is known to answer goes to every other candidate at once, so one
         dead server costs at most one request timeout. The pieces of a large gap
         (``spread``) take turns over the servers that answer and those never tried: a
@@ -2772,15 +2811,19 @@ class ReceiverCore:
         pool = [s for s in usable if s not in avoid] if avoid else usable
         if not pool:
             pool = usable
-        good = [s for s in pool if (s.answers or spread) and not s.failures]
+        good = [
+            s
+            for s in pool
+            if (s.answers or spread) and not s.failures and not (s.empty and not avoid)
+        ]
         if not good and not avoid:
-            least = min(s.failures for s in pool)
-            good = [s for s in pool if s.failures == least]
+            least = min(map(_unheeded, pool))
+            good = [s for s in pool if _unheeded(s) == least]
         if good:
             chosen = good[self._rr % len(good)]
             self._rr += 1
             return [chosen]
-        return sorted(pool, key=_failures_of)[:_MAX_FANOUT]
+        return sorted(pool, key=_unheeded)[:_MAX_FANOUT]
 
     def _wake_parked(self, now: float) -> None:
         """Ask at once for the parked segments the feed has now passed."""
@@ -2817,18 +2860,47 @@ class ReceiverCore:
         if free <= 0 or not ahead:  # (the cheap checks first)
             return False
         reach = self._reach_end()
+        room = self._room() if reach != _NO_REACH else _NO_REACH
         while ahead and free > 0 and ahead[0][0] < reach:
             seg = heappop(ahead)[2]
             if seg.alive and seg.req_seq == _AHEAD and seg.due is None:
-                if seg.start >= reach:  # its front filled since: keyed anew
+                if seg.start >= reach or (room <= 0 and seg is not self._segs[0]):
+                    # its front filled since: keyed anew; or no held room for its
+                    # answer (the lowest waits first: nothing above it goes either)
                     self._tie += 1
                     heappush(ahead, (seg.start, self._tie, seg))
+                    if room <= 0:
+                        break
                     continue
                 seg.req_seq = -1
                 self._schedule(seg, now)
                 free -= 1
+                room -= 1
                 released = True
         return released
+
+    def _room(self) -> int:
+        """How many more requests may go out for ranges above the lowest missing one:
+        what comes back for them is held until that one comes, so the answers of those
+        in flight and of these fit in half the held room left (the other half stays for
+        live data), and the receiver's own requests never fill the held bounds. Each
+        answer counts as two held pieces (it may end one range and start the next) of
+        what one answer could cost: the largest datagram of ``max_messages_per_request``
+        messages, or that many of the costliest message answered so far, or the
+        costliest answer cut short by what a datagram carries, whichever is least. The
+        lowest missing range is always asked for: its answer is delivered, not held."""
+        cfg = self.config
+        room = (
+            cfg.max_held_packets - len(self._held) - len(self._claims) - self._cand_packets
+        ) // 4
+        most = cfg.max_messages_per_request
+        cost = MAX_DATAGRAM + _MSG_OVERHEAD * most
+        if self._msg_cost and self._msg_cost * most < cost:
+            cost = self._msg_cost * most
+        if self._answer_cost and self._answer_cost < cost:
+            cost = self._answer_cost
+        free = cfg.max_held_bytes - self._held_bytes - self._claim_bytes - self._cand_bytes
+        return min(room, free // (2 * (cost + 2 * _PIECE_OVERHEAD))) - len(self._requests)
 
     def _reach_end(self) -> int:
         """Up to where the ranges of a passed gap are asked for: delivery is gated by the
@@ -2903,6 +2975,7 @@ class ReceiverCore:
         whole = min(fit, most) if fit else most  # what one answer carries
         piece = max(whole - whole // 8, 1)  # a piece: a little less
         reach = self._reach_end()
+        room = self._room() if reach != _NO_REACH else _NO_REACH
         if self._slot_wait:
             self._release_slots(now)
         slots = cfg.max_pieces_in_flight
@@ -2922,9 +2995,14 @@ class ReceiverCore:
                 lead = seg.lead = _Lead()
             fan = passed and seg.fan
             is_piece = fan and lead.busy
-            if not is_piece and (
-                (passed and seg.start >= reach)  # far ahead of delivery: not yet
-                or len(self._requests) - (cfg.max_pieces_in_flight - slots) >= limit
+            if (
+                passed and room <= 0 and seg is not self._segs[0]
+            ) or (  # no held room for its answer (see _room): not yet
+                not is_piece
+                and (
+                    (passed and seg.start >= reach)  # far ahead of delivery: not yet
+                    or len(self._requests) - (cfg.max_pieces_in_flight - slots) >= limit
+                )
             ):  # (the pieces' slots come on top of the gaps' own requests)
                 heappop(heap)
                 seg.due = None
@@ -3002,6 +3080,7 @@ class ReceiverCore:
             )
             if is_piece:
                 slots -= 1
+            room -= 1
             if deadline < self._next_deadline:
                 self._next_deadline = deadline
             request = HEADER.pack(session_raw, seg.start, count)
@@ -3090,6 +3169,7 @@ class ReceiverCore:
                         self._tie += 1
                         heappush(self._parked, (seg.wit0, self._tie, seg))
                         i += 1
+                        seg.avoid = req.servers  # (the next attempt goes elsewhere too)
                         continue
                     seg.avoid = req.servers
                     self._schedule(seg, now)

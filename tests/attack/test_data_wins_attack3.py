@@ -923,15 +923,6 @@ def test_a_dead_server_costs_one_request_timeout_in_all() -> None:
     assert max(latency[2:]) < 0.01
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack3: a lagging server (store 0.2 s behind: zero-count answers) configured "
-        "before the honest one; 58 one-packet gaps 0.5 s apart: 57 of 58 asked of the lagging "
-        "server first, each waits a request timeout (every gap filled in 51 ms, not 1 ms), 115 "
-        "requests instead of 58; a dead server in its place is asked once"
-    ),
-)
 def test_a_lagging_server_costs_no_more_than_a_dead_one() -> None:
     """README: an answer that brings nothing new "is no progress: the request times out
     and backs off as if unanswered"; a silent server costs at most one request timeout and
@@ -1211,16 +1202,6 @@ def test_left_sessions_live_data_named_once_per_number() -> None:
 # ----------------------------------------------------------------- pieces and held memory
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack3: 6,000 msgs, 51..5990 lost on the line (the last 10 packets arrive), "
-        "one lossless honest server (40 msgs an answer): max_held_packets=30 -> 24 real msgs "
-        "(1171..1194) reported 'held-packet limit exceeded' (peak held 29); max_held_bytes="
-        "20,000 -> 3,550 real msgs in 5 ranges (351..1194, ...) reported lost the same way "
-        "(peak held bytes 19,440, 17 packets)"
-    ),
-)
 @pytest.mark.parametrize(
     "bounds", [{"max_held_packets": 30}, {"max_held_bytes": 20_000}], ids=["packets", "bytes"]
 )
