@@ -49,9 +49,11 @@ reported lost. Requests are cheap, beliefs are costly:
 - **An end of session is believed** once the feed carried nothing else of the session
   for ``end_confirm`` after it (real publishers repeat it, then fall silent; a forged one
   is disproved by the next packet or heartbeat, which restart the wait, or by data beyond
-  it). Meanwhile a near gap before it is requested. One below what was delivered is
-  refused (``end_of_session_below_data``) unless it repeats and the quiet confirms it:
-  then the session ends there and what was delivered beyond it (forged data at the next
+  it; one that repeated only once :data:`_WITNESSES` distinct live data datagrams went
+  beyond it, each restarting the wait: a lone forged datagram after a real end cannot
+  keep the session from ending). Meanwhile a near gap before it is requested. One below
+  what was delivered is refused (``end_of_session_below_data``) unless it repeats and
+  the quiet confirms it: then the session ends there and what was delivered beyond it (forged data at the next
   number, the admitted limit) is named (:class:`~moldudp64.events.MessagesAfterEnd`,
   with a warning), so a forger cannot keep a session from ending; one contradicted by
   data beyond it dropped (``end_of_session_contradicted``; one below data held but not
@@ -605,6 +607,9 @@ class _Claim:
     nbytes: int
     #: Copies of it seen (network duplicates, or reads that took several at once).
     copies: int = 1
+    #: An end of session's: distinct live data datagrams beyond it seen so far (a repeated
+    #: end stands against fewer than :data:`_WITNESSES`; see ``ReceiverCore._end_stands``).
+    beyond: int = 0
 
 
 @dataclass(slots=True)
@@ -1321,9 +1326,11 @@ class ReceiverCore:
             eos = self._eos_claim
             if eos is not None and (count != END_OF_SESSION or seq != eos.start):
                 if 0 < count < END_OF_SESSION and seq + count > eos.start:
-                    # data beyond it: that end of session was false
-                    self._eos_claim = None
-                    self._drop(DROP_EOS_CONTRADICTED, eos.source, eos.addr, once=True)
+                    if self._end_stands(eos, seq):
+                        eos.at = now  # a repeated end outweighs a lone datagram beyond it
+                    else:  # data beyond it: that end of session was false
+                        self._eos_claim = None
+                        self._drop(DROP_EOS_CONTRADICTED, eos.source, eos.addr, once=True)
                 elif count and not self._end_is_near(eos.start):
                     # data far below it: a real end is never far ahead of the feed
                     self._eos_claim = None
@@ -1406,7 +1413,12 @@ class ReceiverCore:
                 else:
                     self._drop(DROP_AFTER_END, source, addr, once=True)
             else:
-                if self._eos_claim is not None and value > self._eos_claim.start and count:
+                if (
+                    self._eos_claim is not None
+                    and value > self._eos_claim.start
+                    and count
+                    and not (live and self._end_stands(self._eos_claim, seq))
+                ):
                     false = self._eos_claim
                     self._eos_claim = None  # data beyond it: that end of session was false
                     self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
@@ -1622,6 +1634,19 @@ class ReceiverCore:
         end = min(eos.start, start + self.config.max_messages_per_request)
         self._new_gap(start, end, now)
         self._horizon = end
+
+    def _end_stands(self, eos: _Claim, seq: int) -> bool:
+        """Whether the end of session ``eos`` stands against live data at ``seq`` beyond
+        it: one that repeated does until :data:`_WITNESSES` distinct data datagrams went
+        beyond it (the feed went on: it was false). Real publishers repeat their end, so a
+        lone forged datagram after it cannot keep the session from ever ending: the quiet
+        after it confirms the end, and what was delivered beyond it is named (see
+        :meth:`_believe_end`)."""
+        if eos.copies < 2:
+            return False
+        if seq >= self._horizon and seq >= self._wit_top:  # distinct, not yet counted
+            eos.beyond += 1
+        return eos.beyond < _WITNESSES
 
     def _end_is_near(self, seq: int) -> bool:
         """Whether an end of session at ``seq`` may be believed: not if it lies far beyond

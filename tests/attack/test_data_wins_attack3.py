@@ -716,15 +716,6 @@ def test_copies_of_data_after_end_named_once_across_a_session_switch() -> None:
 # --------------------------------------------------------------------------- competing ends
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack3: A (90 msgs, its real end 91 sent 4 times at 1.59..3.09 s); one forged "
-        "data datagram of A at 91 (1 msg) arriving at 3.2, 3.4 or 4.0 s: 91 delivered, then no "
-        "SessionEnded(A) ever (40 s run), nothing named; the same datagram at 1.45..2.5 s or "
-        "after 4.09 s: SessionEnded(A, 91) with a warning, as the README says"
-    ),
-)
 @pytest.mark.parametrize("at", [3.2, 3.4, 4.0])
 @pytest.mark.parametrize("with_b", [False, True])
 def test_forged_data_right_after_the_last_real_end_still_lets_the_real_end_end(
@@ -780,16 +771,6 @@ def test_two_forged_data_of_the_next_sessions_name_before_the_feed(seq: int) -> 
     assert [n for n, m_, _ in delivered(o, B) if m_ == msg(B, n)] == list(range(1, 61))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack3: A (300 msgs from 3.0 s, packets 100..299 lost on the line, its real "
-        "end 301 sent 4 times 6.19..7.69 s, honest server dropping the first 2 answers to each "
-        "number), 3 forged data datagrams of A at 1326 (or 302) at 6.645/7.645/8.645 s, B live "
-        "from 10.69 s: A left at 11.645 s with MessagesLost(A, 281, 1325, 'session changed'): "
-        "real 281..300, held by the honest server, reported lost; A never ends"
-    ),
-)
 @pytest.mark.parametrize("fseq", [1326, 302])
 def test_forged_data_beyond_the_end_while_the_tail_is_recovered_then_next_session(
     fseq: int,
@@ -846,16 +827,6 @@ def test_forged_far_end_of_the_next_sessions_name_before_its_feed() -> None:
 # ----------------------------------------------------------------- the next session vanishes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack3: A (30 msgs, real end 31 x4 at 0.79..2.29 s); forged data of A at 32 "
-        "(or 5031), 1 msg, 7 distinct datagrams once a second 1.914..7.914 s; B (60 msgs, its "
-        "end x4, 5.29..7.57 s, all on line A and on the honest server): B 0 of 60 delivered, "
-        "nothing names B (one wrong_session drop), A never ends, 120 s run; with 6 forged "
-        "datagrams (last at 6.914 s, before B's last end) B is whole"
-    ),
-)
 @pytest.mark.parametrize("fseq", [32, 5031])
 def test_forged_data_keeps_a_alive_past_the_whole_of_b(fseq: int) -> None:
     """README (Sessions): "While the current session ... is silent, a session that would
@@ -1054,15 +1025,6 @@ def _sniff_and_forge(group: str, port: int, wait: float, forged: bytes) -> threa
     return thread
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack3 (live twin of the simulated finding): publish 3,000 messages, its "
-        "end sent for 0.5 s; one forged data datagram at 3001 sent 0.7 s after the first end: "
-        "listen writes 3001 messages (the forged one too) and never ends the session: 'idle "
-        "for 10.0 s: 3001 messages written ... 0 lost', exit 4, no 'session ended', no warning"
-    ),
-)
 def test_live_listen_forged_data_after_the_last_real_end(multicast: None, tmp_path: Path) -> None:
     """README: forged data right after the last real message is delivered and the real end
     still ends the session (a warning, MessagesAfterEnd; listen exits 3 and says where)."""
@@ -1174,14 +1136,6 @@ def test_live_client_next_session_inside_the_tail_of_a(multicast: None, forged_o
     assert got_b == list(enumerate(b, 1)), f"B: {len(got_b)} of 40 delivered, lost {lost_b}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack3 (live, asyncio client on loopback): 300 messages, their end x3, one "
-        "forged data datagram at 301 0.1 s later (end_confirm 0.3 s): 301 delivered, no "
-        "SessionEnded within 3 s (events() times out), nothing named after the end"
-    ),
-)
 def test_live_asyncio_client_forged_data_right_after_the_real_end() -> None:
     """README: forged data right after the last real message is delivered, and the real end
     (below it) still ends the session once it repeated and the feed fell quiet."""
