@@ -54,8 +54,8 @@ reported lost. Requests are cheap, beliefs are costly:
   keep the session from ending). Meanwhile a near gap before it is requested. One below
   what was delivered is refused (``end_of_session_below_data``) unless it repeats and
   the quiet confirms it: then the session ends there and what was delivered beyond it
-  (forged data at the next number, the admitted limit) is named (:class:`~moldudp64.events.MessagesAfterEnd`,
-  with a warning), so a forger cannot keep a session from ending; one contradicted by
+  (forged data at the next number, the admitted limit) is named
+  (:class:`~moldudp64.events.MessagesAfterEnd`, with a warning), so a forger cannot keep a session from ending; one contradicted by
   data beyond it dropped (``end_of_session_contradicted``; one below data held but not
   yet delivered is refused alike unless it repeats), one far beyond everything
   held never believed: the numbers before it are taken as missing a window at a time
