@@ -46,26 +46,26 @@ reported lost. Requests are cheap, beliefs are costly:
   passes it. Attempts are per range: data that reaches a range's front makes the rest a
   range of its own, so requests for a phantom range never use up a real gap's. The
   memory bound, a session change and end of input give up what they must regardless.
-- **An end of session is believed** once the feed carried nothing else of the session
-  for ``end_confirm`` after it (real publishers repeat it, then fall silent; a forged one
-  is disproved by the next packet or heartbeat, which restart the wait, or by data beyond
-  it; one that repeated only once :data:`_WITNESSES` distinct live data datagrams went
-  beyond it, each restarting the wait: a lone forged datagram after a real end cannot
-  keep the session from ending). Meanwhile a near gap before it is requested. One below
-  what was delivered is refused (``end_of_session_below_data``) unless it repeats and
-  the quiet confirms it: then the session ends there and what was delivered beyond it
-  (forged data at the next number, the admitted limit) is named
-  (:class:`~moldudp64.events.MessagesAfterEnd`, with a warning), so a forger cannot keep a session from ending; one contradicted by
-  data beyond it dropped (``end_of_session_contradicted``; one below data held but not
-  yet delivered is refused alike unless it repeats), one far beyond everything
-  held never believed: the numbers before it are taken as missing a window at a time
-  (:meth:`_chase_end`), and live data far below it drops it. Of two ends, the one the
-  data held agrees with wins (one right after all data held over any other), unless it
-  does not agree exactly and the other repeated more often (a real publisher repeats its
-  end: a forged one seen once cannot hold the claim against it). What is held
-  or kept aside beyond a believed end, and data that arrives beyond it later, is named
-  (:class:`~moldudp64.events.MessagesAfterEnd`, each number once; counted as
-  ``after_end_of_session``). After :class:`SessionEnded`
+- **An end of session is believed** once the feed carried nothing else of the session for
+  ``end_confirm`` after it (real publishers repeat it, then fall silent; a forged one is
+  disproved by the next packet or heartbeat, which restart the wait, or by data beyond it;
+  one that repeated only once :data:`_WITNESSES` distinct live data datagrams went beyond
+  it, each restarting the wait: a lone forged datagram after a real end cannot keep the
+  session from ending). Meanwhile a near gap before it is requested. One below what was
+  delivered is refused (``end_of_session_below_data``) unless it repeats and the quiet
+  confirms it: then the session ends there and what was delivered beyond it (forged data
+  at the next number, the admitted limit) is named
+  (:class:`~moldudp64.events.MessagesAfterEnd`, with a warning), so a forger cannot keep a
+  session from ending; one contradicted by data beyond it dropped
+  (``end_of_session_contradicted``; one below data held but not yet delivered is refused
+  alike unless it repeats), one far beyond everything held never believed: the numbers
+  before it are taken as missing a window at a time (:meth:`_chase_end`), and live data
+  far below it drops it. Of two ends, the one the data held agrees with wins (one right
+  after all data held over any other), unless it does not agree exactly and the other
+  repeated more often (a real publisher repeats its end: a forged one seen once cannot
+  hold the claim against it). What is held or kept aside beyond a believed end, and data
+  that arrives beyond it later, is named (:class:`~moldudp64.events.MessagesAfterEnd`,
+  each number once; counted as ``after_end_of_session``). After :class:`SessionEnded`
   nothing more of that session is delivered.
 - **Answers count only from a configured server** (address and port), or one the user
   sent a request of their own to; others are dropped (``unknown_server``). ``addr=None``
