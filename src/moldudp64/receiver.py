@@ -60,13 +60,14 @@ reported lost. Requests are cheap, beliefs are costly:
   (``end_of_session_contradicted``; one below data held but not yet delivered is refused
   alike unless it repeats), one far beyond everything held never believed: the numbers
   before it are taken as missing a window at a time (:meth:`_chase_end`), and live data
-  far below it drops it. Of two ends, the one the data held agrees with wins (one right
-  after all data held over any other), unless it does not agree exactly and the other
-  repeated more often (a real publisher repeats its end: a forged one seen once cannot
-  hold the claim against it). What is held or kept aside beyond a believed end, and data
-  that arrives beyond it later, is named (:class:`~moldudp64.events.MessagesAfterEnd`,
-  each number once; counted as ``after_end_of_session``). After :class:`SessionEnded`
-  nothing more of that session is delivered.
+  far below it drops it. Of two ends the data held agrees with, the one right after all
+  data held wins once it repeated, else the one repeated more often (a real publisher
+  repeats its end: a forged one seen once, even right after all data held, cannot hold the
+  claim against it), on a tie the one right after all data held, else the newer. What is
+  held or kept aside beyond a believed end, and data that arrives beyond it later, is
+  named (:class:`~moldudp64.events.MessagesAfterEnd`, each number once; counted as
+  ``after_end_of_session``). After :class:`SessionEnded` nothing more of that session is
+  delivered.
 - **Answers count only from a configured server** (address and port), or one the user
   sent a request of their own to; others are dropped (``unknown_server``). ``addr=None``
   means the driver vouches for the source. An answer that brings nothing new (a
@@ -1698,27 +1699,32 @@ class ReceiverCore:
             return
         horizon = self._horizon
         near = horizon + self.config.max_messages_per_request
-        if claim is not None:  # two ends of session: the one the data agrees with wins
-            # (at or beyond all data held, and near it), else the newer
+        if claim is not None:  # two ends of session: of those the data agrees with (at
+            # or beyond all data held, and near it) the one right after all data held wins
+            # once it repeated; else the one repeated more often (a real publisher repeats
+            # its end: a lone forged one, even right after all data held, is outrepeated),
+            # on a tie the one right after all data held, else the newer
             top = max(self._data_top, self._expected)
             reach = top + max(self.config.max_messages_per_request, _END_WINDOW)
-            # (one right after all data held agrees exactly and is kept: a forged farther
-            # one cannot make phantom numbers up to it lost; the numbers up to a near
-            # farther one are still asked for, so a real tail an honest server holds puts
-            # data beyond the kept one once answered, which then disproves it)
+            # (one right after all data held and repeated is kept: a forged farther one
+            # cannot make phantom numbers up to it lost; the numbers up to a near farther
+            # one are still asked for, so a real tail an honest server holds puts data
+            # beyond the kept one once answered, which then disproves it)
             exact = claim.start == top
-            # (unless it does not agree exactly, and the other end repeated more often
-            # than it: a real publisher repeats its end, a lone forged one is outrepeated)
             rival = self._eos_rival
             copies = rival[1] + 1 if rival is not None and rival[0] == seq else 1
             self._eos_rival = (seq, copies)
-            if (
-                (exact or not (top <= seq <= reach))
-                and (top <= claim.start <= reach)
-                and (exact or copies <= claim.copies)
-            ):
+            if not top <= seq <= reach:
+                keep = exact or copies <= claim.copies
+            elif exact:
+                keep = claim.copies >= 2 or copies <= claim.copies
+            elif seq == top:
+                keep = copies < 2 <= claim.copies
+            else:
+                keep = copies < claim.copies
+            if keep and top <= claim.start <= reach:
                 self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
-                if exact and horizon < seq <= near:
+                if horizon < seq <= near:
                     self._new_gap(horizon, seq, now)
                     self._horizon = seq
                 return

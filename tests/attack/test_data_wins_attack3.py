@@ -868,16 +868,6 @@ def test_next_session_wholly_inside_the_tail_of_a_session_without_end() -> None:
     assert got == set(range(1, 61))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack3: A's data all lost (30 msgs; its real end 31 x4 at 0.79..2.29 s), two "
-        "forged ends of A at 32 (0.781, 0.831 s), B live from 5.29 s: A's 1..30 recovered but A "
-        "never ends: left at 5.31 s with MessagesLost(A, 31, 31, 'session changed'), no "
-        "SessionEnded(A); without the forged ends SessionEnded(A, 31); without B, "
-        "SessionEnded(A, 32)"
-    ),
-)
 @pytest.mark.parametrize("copies", [2, 8])
 def test_forged_end_beside_the_real_end_of_an_ends_only_session(copies: int) -> None:
     """Promise: the session ends when the real end arrives ("of two ends ... the one
@@ -1183,17 +1173,6 @@ def test_live_asyncio_client_forged_data_right_after_the_real_end() -> None:
     assert ends == [301], f"SessionEnded {ends}; events() timed out: {timed_out}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack3: A (90 msgs 0.5..1.39 s, 80..90 lost on the line, real end 91 x4 at "
-        "1.59..3.09 s); ONE forged end of A at 80 on line B at 1.4 s: the four real ends are "
-        "dropped 'end_of_session_contradicted', SessionEnded(A, 80) at 3.9 s; dead server or "
-        "one dying at 1.5 s: 80..90 named by no event (without the forger MessagesLost(80, 90) "
-        "and SessionEnded(91)); slow server (2.6 s): only MessagesAfterEnd(80, 84), 85..90 "
-        "never named"
-    ),
-)
 @pytest.mark.parametrize("server", ["dead", "dies", "slow"])
 def test_one_forged_end_right_after_the_data_held_truncates_a_lost_tail(server: str) -> None:
     """README: a lone forged end cannot truncate; a forged one is disproved by the next
