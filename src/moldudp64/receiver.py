@@ -1710,7 +1710,10 @@ class ReceiverCore:
             # cannot make phantom numbers up to it lost; the numbers up to a near farther
             # one are still asked for, so a real tail an honest server holds puts data
             # beyond the kept one once answered, which then disproves it)
-            exact = claim.start == top
+            # (with no data taken yet, as in a session seen only through its ends, no end
+            # agrees with the data: an end at the first number wins only by its repeats)
+            agreed = top if self._data_top or self._expected > self._first else -1
+            exact = claim.start == agreed
             rival = self._eos_rival
             copies = rival[1] + 1 if rival is not None and rival[0] == seq else 1
             self._eos_rival = (seq, copies)
@@ -1718,7 +1721,7 @@ class ReceiverCore:
                 keep = exact or copies <= claim.copies
             elif exact:
                 keep = claim.copies >= 2 or copies <= claim.copies
-            elif seq == top:
+            elif seq == agreed:
                 keep = copies < 2 <= claim.copies
             else:
                 keep = copies < claim.copies

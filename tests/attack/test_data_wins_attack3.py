@@ -1268,17 +1268,6 @@ def test_switch_while_pieces_in_flight_from_a_slow_lossy_server() -> None:
     assert len(o.requests) < 400
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack3 (ATTACK3_HUNT=2000): A's data all lost (30 msgs; real end 31 x4 at "
-        "0.99..2.49 s), three forged ends of A at 1 (2.206..2.306 s, fewer than the real "
-        "end's four), honest server slow (0.3 s, first 2 answers to each number dropped), "
-        "B from 5.49 s: A 20 of 30 delivered, MessagesLost(A, 21, 30, 'session changed'): "
-        "10 real messages the server holds reported lost; A never ends (with two forged "
-        "heartbeats of A at 1024 before: 25 of 30, lost 26..1023)"
-    ),
-)
 def test_forged_ends_at_1_beside_an_ends_only_sessions_real_end_lose_real_data() -> None:
     """README: a session followed on its ends alone yields to one with data only once its
     requests are out of attempts with nothing brought; its gaps the feed passed are
