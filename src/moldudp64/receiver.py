@@ -96,9 +96,9 @@ reported lost. Requests are cheap, beliefs are costly:
   lost with its range, never dropped unnamed. Such a session yields to one with data once
   its requests are out of attempts with nothing of its data brought (``_bare``), so
   a forger's ends or heartbeats cost a bounded delay and bounded requests; heartbeats
-  alone never make a session followed. One first seen before the first session followed
-  (its ends came first on the line as the receiver joined) is older than it, never
-  followed once that one ended.
+  alone never make a session followed. One whose first end came before the first session
+  followed was first seen (its ends came first on the line as the receiver joined; a
+  heartbeat is no such evidence) is older than it, never followed once that one ended.
   While the followed session ends (an end seen or believed), or is silent, one that
   would follow it and sent its own end is not forgotten for its silence
   (``_keep_silent``); once followed, the quiet after its end
@@ -634,6 +634,9 @@ class _Candidate:
     #: Distinct ends of session it sent (heartbeats never count), and when the last came.
     end_count: int = 0
     end_at: float = 0.0
+    #: When its first end of session came (what ``ReceiverCore._after_quiet`` weighs: a
+    #: heartbeat carries no evidence that a session was ending as the receiver joined).
+    first_end_at: float = _INF
     #: Its highest end of session and the line and server it came from, kept outside
     #: ``datagrams`` (whose room may be full): once followed, its end is known.
     end_seq: int = 0
@@ -1942,6 +1945,8 @@ class ReceiverCore:
             cand.carries = True  # data; heartbeats and ends of session carry none
         elif kind == END_OF_SESSION:
             cand.ends = True
+            if cand.first_end_at == _INF:
+                cand.first_end_at = now
             if fresh:
                 cand.end_count += 1
                 cand.end_at = now
@@ -2167,8 +2172,9 @@ class ReceiverCore:
     def _after_quiet(self, cand: _Candidate) -> bool:
         """Whether ``cand`` is evident (``_evident``) and sent an end of session after the
         followed session's last: a stray seen while the feed went on is no next session.
-        Once the first session followed (at the start) ended, one first seen before it
-        is older than it (its ends came first on the line: it was ending as the receiver
+        Once the first session followed (at the start) ended, one whose first end came
+        before that session was first seen is older than it (its ends came first on the
+        line: it was ending as the receiver
         joined, as yesterday's session ends while today's starts): it is never followed
         after it (no session comes back; a session with data wins at the start, see
         ``_consider_switch``)."""
@@ -2176,7 +2182,7 @@ class ReceiverCore:
         return (
             _evident(cand)
             and (last is None or cand.end_at > last)
-            and not (self._ended and cand.first_at < self._follow_seen)
+            and not (self._ended and cand.first_end_at < self._follow_seen)
         )
 
     def _bare(self) -> bool:
