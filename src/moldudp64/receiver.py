@@ -1621,6 +1621,8 @@ class ReceiverCore:
         if self._end_is_near(eos.start) or self._horizon <= eos.value:
             self._eos_claim = None
             self._believe_end(eos.start, now, repeated=eos.copies >= 2, claim=eos)
+            if self._eos is None and self._eos_claim is None and self._pending_end is not eos:
+                self._revive_refused(eos, now)  # refused: the end it won over stands again
             return
         eos.value = self._horizon  # where the fetching stood at this look
         eos.at = now
@@ -1720,7 +1722,11 @@ class ReceiverCore:
             rival = self._eos_rival
             copies = rival[1] + 1 if rival is not None and rival[0] == seq else 1
             self._eos_rival = (seq, copies)
-            if not top <= seq <= reach:
+            if not top <= claim.start <= reach:
+                # (neither agrees with the data, as when forged data far ahead was taken:
+                # the one repeated more often, else the newer; one that agrees wins)
+                keep = not top <= seq <= reach and copies < claim.copies
+            elif not top <= seq <= reach:
                 keep = exact or copies <= claim.copies
             elif exact:
                 keep = claim.copies >= 2 or copies <= claim.copies
@@ -1728,7 +1734,7 @@ class ReceiverCore:
                 keep = copies < 2 <= claim.copies
             else:
                 keep = copies < claim.copies
-            if keep and top <= claim.start <= reach:
+            if keep:
                 self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
                 if horizon < seq <= near:
                     self._new_gap(horizon, seq, now)
@@ -1758,6 +1764,23 @@ class ReceiverCore:
         seq, copies = rival
         if seq < max(value, self._data_top, self._expected):
             return
+        data = HEADER.pack(self._session_raw, seq, END_OF_SESSION)
+        self._on_end_of_session(seq, data, false.source, now, false.addr)
+        claim = self._eos_claim
+        if claim is not None and claim.start == seq:
+            claim.copies = max(claim.copies, copies)
+
+    def _revive_refused(self, false: _Claim, now: float) -> None:
+        """The end of session ``false`` won over another (``_eos_rival``) and was then
+        refused once its quiet came (far beyond what the feed showed, or below data
+        without repeats): that other end, if it repeated, is claimed again with its
+        copies and a fresh quiet, so a forger's end repeated more often cannot, by being
+        refused, take the real end with it (the session would never end)."""
+        rival = self._eos_rival
+        if rival is None or rival[1] < 2 or self._session_raw is None or self._ended:
+            return
+        self._eos_rival = None
+        seq, copies = rival
         data = HEADER.pack(self._session_raw, seq, END_OF_SESSION)
         self._on_end_of_session(seq, data, false.source, now, false.addr)
         claim = self._eos_claim

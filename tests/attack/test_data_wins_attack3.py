@@ -1205,6 +1205,32 @@ def test_one_forged_end_right_after_the_data_held_truncates_a_lost_tail(server: 
         assert got == set(range(1, 91))
 
 
+def test_forged_far_data_and_a_forged_end_repeated_more_than_the_real_one() -> None:
+    """Found by the model (ATTACK3_HUNT=2000, fixends): A (300 msgs from 3.0 s, real end
+    301 x4 at 4.19..5.69 s); forged data of A at 10**15 + 61 (8 distinct datagrams 3.20..
+    3.55 s, confirming each other) and a forged end of A at 1,000,301 eight times, every
+    0.4 s from 5.33 s (more often than the real end). Neither end agrees with the data
+    held (the forged data is beyond both): the forged one, repeated more, wins, and is
+    refused once its quiet comes (far beyond what the feed showed). Was: the real end was
+    gone with it, A never ended. Now the real end is claimed again: A ends at 301 and the
+    forged data is named beyond the end."""
+    a = Publisher(A, 300, 3.0, dt=0.01, per_packet=3)
+    far = 10**15 + 61
+    line = line_of([a])
+    line += [
+        (3.2 + 0.05 * k, build_packet(A, far, [b"FORGED%d" % k] * 2), Source.LINE_B, None)
+        for k in range(8)
+    ]
+    line += [
+        (5.334 + 0.4 * k, build_end_of_session(A, 1_000_301), Source.LINE_B, None) for k in range(8)
+    ]
+    o = drive(line, [Server(HONEST, {A: a}, cap=5)], 40.0)
+    assert [n for n, m_, _ in delivered(o, A) if m_ == msg(A, n)] == list(range(1, 301))
+    assert lost(o, A) == []
+    assert [n for _, n in ended(o, A)] == [301]
+    assert after_end(o, A) == [(far, far + 1, 301)]
+
+
 def test_left_sessions_live_data_named_once_per_number() -> None:
     """README (Sessions): a session left on staleness is never followed again; its live data
     beyond the number it stopped at is named by MessagesAfterEnd with that number, each
