@@ -712,6 +712,9 @@ class ReceiverCore:
         self._eos_claim: _Claim | None = None
         #: The last end of session refused against the claim, and how often it came.
         self._eos_rival: tuple[int, int] | None = None
+        #: The last claimed end of session that live data beyond it dropped, and how often
+        #: it came: its repeats still count when it comes again (see ``_end_stands``).
+        self._eos_gone: tuple[int, int] | None = None
         #: An end of session that agreed with the data (at or beyond all of it, near the
         #: horizon) but could not be believed for the numbers before it the feed never
         #: passed (more than :data:`_END_WINDOW`): remembered, one per session, and
@@ -1334,6 +1337,7 @@ class ReceiverCore:
                         eos.at = now  # a repeated end outweighs a lone datagram beyond it
                     else:  # data beyond it: that end of session was false
                         self._eos_claim = None
+                        self._eos_gone = (eos.start, eos.copies)
                         self._drop(DROP_EOS_CONTRADICTED, eos.source, eos.addr, once=True)
                 elif count and not self._end_is_near(eos.start):
                     # data far below it: a real end is never far ahead of the feed
@@ -1425,6 +1429,8 @@ class ReceiverCore:
                 ):
                     false = self._eos_claim
                     self._eos_claim = None  # data beyond it: that end of session was false
+                    if live:  # (an answer beyond it is a server's word: its repeats are void)
+                        self._eos_gone = (false.start, false.copies)
                     self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
                     self._revive_rival(false, value, now)
                 pending = self._pending_end
@@ -1694,7 +1700,9 @@ class ReceiverCore:
             elif claim is not None and claim.start == seq:
                 claim.copies += 1
             elif claim is None:
-                self._eos_claim = _Claim(seq, self._horizon, data, source, now, addr, 0)
+                self._eos_claim = _Claim(
+                    seq, self._horizon, data, source, now, addr, 0, self._repeats(seq, 1)
+                )
             else:
                 self._drop(DROP_EOS_BELOW_DATA, source, addr, once=True)
             return
@@ -1743,13 +1751,20 @@ class ReceiverCore:
             self._eos_rival = (claim.start, claim.copies)
             self._drop(DROP_EOS_CONTRADICTED, claim.source, claim.addr, once=True)
         else:
-            copies = 1
+            copies = self._repeats(seq, 1)
         if horizon < seq <= near:
             self._new_gap(self._horizon, seq, now)  # the tail went missing: ask at once
             self._horizon = seq
         # (``value``: the horizon when it was last looked at; see _settle_end)
         self._eos_claim = _Claim(seq, self._horizon, data, source, now, addr, 0, copies)
         self._chase_end(now)
+
+    def _repeats(self, seq: int, copies: int) -> int:
+        """The copies of an end of session at ``seq`` claimed anew: with those it had when
+        data beyond it last dropped it, so a real end that repeats between the datagrams
+        of forged data just beyond it still counts as repeated (see ``_end_stands``)."""
+        gone = self._eos_gone
+        return max(copies, gone[1] + 1) if gone is not None and gone[0] == seq else copies
 
     def _revive_rival(self, false: _Claim, value: int, now: float) -> None:
         """Data up to ``value`` disproved the end of session ``false`` that had won over
@@ -2256,6 +2271,7 @@ class ReceiverCore:
         self._held_bytes = 0
         self._eos_claim = None
         self._eos_rival = None
+        self._eos_gone = None
         self._pending_end = None
         if self._session_raw is not None:
             left = self._eos if self._eos is not None else max(self._expected, self._horizon)

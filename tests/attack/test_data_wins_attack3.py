@@ -1205,6 +1205,31 @@ def test_one_forged_end_right_after_the_data_held_truncates_a_lost_tail(server: 
         assert got == set(range(1, 91))
 
 
+def test_forged_data_just_beyond_between_each_repeat_of_the_real_end() -> None:
+    """Found by the model (ATTACK3_HUNT=2000, fixends): A (60 msgs, its end 61 x4 every
+    0.5 s); forged data of A at 60..61 eight times, every 0.4 s, from 0.35 s after the
+    first real end: each forged datagram came before the real end's next repeat, so each
+    claim of the end was dropped having come once, and A never ended. The repeats of an
+    end count across the data that dropped it: A ends at 61, the forged 61 is named."""
+    a = Publisher(A, 60, 0.5, dt=0.02, per_packet=2)
+    line = line_of([a])
+    first_end = min(t for t, d, _, _ in line if d[18:20] == b"\xff\xff")
+    line += [
+        (
+            first_end + 0.353 + 0.4 * k,
+            build_packet(A, 60, [b"F%d" % k, b"G%d" % k]),
+            Source.LINE_A,
+            None,
+        )
+        for k in range(8)
+    ]
+    o = drive(line, [Server(HONEST, {A: a}, cap=5)], 40.0)
+    assert [n for n, m_, _ in delivered(o, A) if m_ == msg(A, n)] == list(range(1, 61))
+    assert lost(o, A) == []
+    assert [n for _, n in ended(o, A)] == [61]
+    assert after_end(o, A) == [(61, 61, 61)]
+
+
 def test_forged_far_data_and_a_forged_end_repeated_more_than_the_real_one() -> None:
     """Found by the model (ATTACK3_HUNT=2000, fixends): A (300 msgs from 3.0 s, real end
     301 x4 at 4.19..5.69 s); forged data of A at 10**15 + 61 (8 distinct datagrams 3.20..
