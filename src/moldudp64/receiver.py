@@ -1629,6 +1629,9 @@ class ReceiverCore:
             self._believe_end(eos.start, now, repeated=eos.copies >= 2, claim=eos)
             if self._eos is None and self._eos_claim is None and self._pending_end is not eos:
                 self._revive_refused(eos, now)  # refused: the end it won over stands again
+                again = self._eos_claim
+                if again is not None and again.at + self.config.end_confirm <= now:
+                    self._settle_end(again, now)  # its quiet was kept as long already
             return
         eos.value = self._horizon  # where the fetching stood at this look
         eos.at = now
@@ -1789,8 +1792,10 @@ class ReceiverCore:
         """The end of session ``false`` won over another (``_eos_rival``) and was then
         refused once its quiet came (far beyond what the feed showed, or below data
         without repeats): that other end, if it repeated, is claimed again with its
-        copies and a fresh quiet, so a forger's end repeated more often cannot, by being
-        refused, take the real end with it (the session would never end)."""
+        copies, its quiet counted from where the refused one's stood (only ends of
+        session came since: the feed carried nothing else of the session), so a
+        forger's end repeated more often cannot, by being refused, take the real end
+        with it (the session would never end) nor hold it up past the next session."""
         rival = self._eos_rival
         if rival is None or rival[1] < 2 or self._session_raw is None or self._ended:
             return
@@ -1801,6 +1806,7 @@ class ReceiverCore:
         claim = self._eos_claim
         if claim is not None and claim.start == seq:
             claim.copies = max(claim.copies, copies)
+            claim.at = min(claim.at, false.at)
 
     def _believe_end(
         self, seq: int, now: float, repeated: bool = False, claim: _Claim | None = None

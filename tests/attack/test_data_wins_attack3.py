@@ -1205,6 +1205,33 @@ def test_one_forged_end_right_after_the_data_held_truncates_a_lost_tail(server: 
         assert got == set(range(1, 91))
 
 
+def test_real_end_claimed_again_after_a_forged_far_end_is_refused_ends_before_the_next() -> None:
+    """Found by the model (ATTACK3_HUNT=2000, fixends): A (30 msgs, real end 31 x4 at
+    0.99..2.49 s), a forged end of A at 1,000,005 eight times every 0.4 s from 0.54 s,
+    two forged data datagrams of A at 1056 (3.17, 3.22 s: they restart the quiet); B
+    from 5.79 s. The forged end, repeated more, wins, and is refused at 5.84 s (far
+    beyond the feed); the real end is claimed again with its quiet counted from where
+    the refused one's stood (only ends came since), so A ends at 31 before B is followed
+    (was: a fresh quiet, B first, A never ended)."""
+    a = Publisher(A, 30, 0.5, dt=0.01, per_packet=1)
+    b = Publisher(B, 60, a.last_sent() + 3.0, dt=0.02, per_packet=2)
+    line = line_of([a, b])
+    line += [
+        (0.536 + 0.4 * k, build_end_of_session(A, 1_000_005), Source.LINE_A, None) for k in range(8)
+    ]
+    line += [
+        (t, build_packet(A, 1056, [b"FORGED%d" % k]), Source.LINE_A, None)
+        for k, t in enumerate((3.171, 3.221))
+    ]
+    srv = Server(HONEST, {A: a, B: b}, cap=5)
+    srv.drop = lambda s, q, k: k < 2
+    o = drive(line, [srv], 40.0)
+    assert [n for n, m_, _ in delivered(o, A) if m_ == msg(A, n)] == list(range(1, 31))
+    assert [x for x in lost(o, A) if x[0] <= 30] == []
+    assert [n for _, n in ended(o, A)] == [31]
+    assert [n for n, m_, _ in delivered(o, B) if m_ == msg(B, n)] == list(range(1, 61))
+
+
 def test_forged_data_just_beyond_between_each_repeat_of_the_real_end() -> None:
     """Found by the model (ATTACK3_HUNT=2000, fixends): A (60 msgs, its end 61 x4 every
     0.5 s); forged data of A at 60..61 eight times, every 0.4 s, from 0.35 s after the
