@@ -1764,10 +1764,13 @@ class ReceiverCore:
 
     def _repeats(self, seq: int, copies: int) -> int:
         """The copies of an end of session at ``seq`` claimed anew: with those it had when
-        data beyond it last dropped it, so a real end that repeats between the datagrams
-        of forged data just beyond it still counts as repeated (see ``_end_stands``)."""
-        gone = self._eos_gone
-        return max(copies, gone[1] + 1) if gone is not None and gone[0] == seq else copies
+        data beyond it last dropped it, or as the end refused against the claim (the
+        claim since dropped), so a real end that repeats between forged datagrams still
+        counts as repeated (see ``_end_stands``)."""
+        for seen in (self._eos_gone, self._eos_rival):
+            if seen is not None and seen[0] == seq:
+                copies = max(copies, seen[1] + 1)
+        return copies
 
     def _revive_rival(self, false: _Claim, value: int, now: float) -> None:
         """Data up to ``value`` disproved the end of session ``false`` that had won over
