@@ -1343,6 +1343,9 @@ class ReceiverCore:
                     # data far below it: a real end is never far ahead of the feed
                     self._eos_claim = None
                     self._drop(DROP_UNCONFIRMED, eos.source, eos.addr)
+                    self._revive_refused(eos, now)  # the repeated end it beat stands again
+                    if self._eos_claim is not None:
+                        self._eos_claim.at = now  # (this datagram restarts its quiet)
                 elif count != END_OF_SESSION:
                     eos.at = now  # the feed goes on below it: the quiet starts again
             if 0 < count < END_OF_SESSION and seq >= self._horizon and seq >= self._wit_top:
@@ -1792,13 +1795,14 @@ class ReceiverCore:
             claim.copies = max(claim.copies, copies)
 
     def _revive_refused(self, false: _Claim, now: float) -> None:
-        """The end of session ``false`` won over another (``_eos_rival``) and was then
-        refused once its quiet came (far beyond what the feed showed, or below data
-        without repeats): that other end, if it repeated, is claimed again with its
-        copies, its quiet counted from where the refused one's stood (only ends of
-        session came since: the feed carried nothing else of the session), so a
-        forger's end repeated more often cannot, by being refused, take the real end
-        with it (the session would never end) nor hold it up past the next session."""
+        """The end of session ``false`` won over another (``_eos_rival``) and was then refused once
+        its quiet came (far beyond what the feed showed, or below data without repeats)
+        or dropped by live datagrams far below it: that other end, if it repeated, is
+        claimed again with its copies, its quiet counted from where the refused one's
+        stood (only ends of session came since: the feed carried nothing else of the
+        session), so a forger's end repeated more often cannot, by being refused, take
+        the real end with it (the session would never end) nor hold it up past the next
+        session."""
         rival = self._eos_rival
         if rival is None or rival[1] < 2 or self._session_raw is None or self._ended:
             return

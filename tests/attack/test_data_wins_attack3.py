@@ -1287,6 +1287,31 @@ def test_real_end_repeats_count_while_a_forged_far_end_and_data_take_turns() -> 
     assert [n for n, m_, _ in delivered(o, B) if m_ == msg(B, n)] == list(range(1, 61))
 
 
+def test_real_end_claimed_again_when_live_data_drops_a_forged_far_end() -> None:
+    """Found by the model (ATTACK3_HUNT=2000, fixends): A (90 msgs, real end 91 x4 at
+    3.49..4.99 s); forged data of A at 5091 once a second from 5.40 s (eight distinct
+    datagrams: confirmed, they open a gap far beyond and restart the quiet), a forged end
+    of A at 5132 eight times every 0.4 s from 6.43 s: it beat the real end, then the
+    forged data far below it dropped it, and a new copy took its place, until the forger
+    stopped: A never ended. A repeated end the dropped one beat stands again: A ends at
+    91 (the forged data named beyond it), B whole."""
+    a = Publisher(A, 90, 3.0, dt=0.01, per_packet=3)
+    b = Publisher(B, 60, a.last_sent() + 3.0, dt=0.02, per_packet=2)
+    line = line_of([a, b])
+    line += [
+        (5.401 + k, build_packet(A, 5091, [b"FORGED%d" % k]), Source.LINE_B, None) for k in range(8)
+    ]
+    line += [
+        (6.433 + 0.4 * k, build_end_of_session(A, 5132), Source.LINE_A, None) for k in range(8)
+    ]
+    o = drive(line, [Server(HONEST, {A: a, B: b}, cap=5)], 60.0)
+    assert [n for n, m_, _ in delivered(o, A) if m_ == msg(A, n)] == list(range(1, 91))
+    assert [x for x in lost(o, A) if x[0] <= 90] == []
+    assert [n for _, n in ended(o, A)] == [91]
+    assert (5091, 5091, 91) in after_end(o, A)
+    assert [n for n, m_, _ in delivered(o, B) if m_ == msg(B, n)] == list(range(1, 61))
+
+
 def test_forged_data_just_beyond_between_each_repeat_of_the_real_end() -> None:
     """Found by the model (ATTACK3_HUNT=2000, fixends): A (60 msgs, its end 61 x4 every
     0.5 s); forged data of A at 60..61 eight times, every 0.4 s, from 0.35 s after the
