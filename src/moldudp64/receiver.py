@@ -46,25 +46,28 @@ reported lost. Requests are cheap, beliefs are costly:
   passes it. Attempts are per range: data that reaches a range's front makes the rest a
   range of its own, so requests for a phantom range never use up a real gap's. The
   memory bound, a session change and end of input give up what they must regardless.
-- **An end of session is believed** once the feed carried nothing else of the session
-  for ``end_confirm`` after it (real publishers repeat it, then fall silent; a forged one
-  is disproved by the next packet or heartbeat, which restart the wait, or by data beyond
-  it). Meanwhile a near gap before it is requested. One below what was delivered is
-  refused (``end_of_session_below_data``) unless it repeats and the quiet confirms it:
-  then the session ends there and what was delivered beyond it (forged data at the next
-  number, the admitted limit) is named (:class:`~moldudp64.events.MessagesAfterEnd`,
-  with a warning), so a forger cannot keep a session from ending; one contradicted by
-  data beyond it dropped (``end_of_session_contradicted``; one below data held but not
-  yet delivered is refused alike unless it repeats), one far beyond everything
-  held never believed: the numbers before it are taken as missing a window at a time
-  (:meth:`_chase_end`), and live data far below it drops it. Of two ends, the one the
-  data held agrees with wins (one right after all data held over any other), unless it
-  does not agree exactly and the other repeated more often (a real publisher repeats its
-  end: a forged one seen once cannot hold the claim against it). What is held
-  or kept aside beyond a believed end, and data that arrives beyond it later, is named
-  (:class:`~moldudp64.events.MessagesAfterEnd`, each number once; counted as
-  ``after_end_of_session``). After :class:`SessionEnded`
-  nothing more of that session is delivered.
+- **An end of session is believed** once the feed carried nothing else of the session for
+  ``end_confirm`` after it (real publishers repeat it, then fall silent; a forged one is
+  disproved by the next packet or heartbeat, which restart the wait, or by data beyond it;
+  one that repeated only once :data:`_WITNESSES` distinct live data datagrams went beyond
+  it, each restarting the wait: a lone forged datagram after a real end cannot keep the
+  session from ending). Meanwhile a near gap before it is requested. One below what was
+  delivered is refused (``end_of_session_below_data``) unless it repeats and the quiet
+  confirms it: then the session ends there and what was delivered beyond it (forged data
+  at the next number, the admitted limit) is named
+  (:class:`~moldudp64.events.MessagesAfterEnd`, with a warning), so a forger cannot keep a
+  session from ending; one contradicted by data beyond it dropped
+  (``end_of_session_contradicted``; one below data held but not yet delivered is refused
+  alike unless it repeats), one far beyond everything held never believed: the numbers
+  before it are taken as missing a window at a time (:meth:`_chase_end`), and live data
+  far below it drops it. Of two ends the data held agrees with, the one right after all
+  data held wins once it repeated, else the one repeated more often (a real publisher
+  repeats its end: a forged one seen once, even right after all data held, cannot hold the
+  claim against it), on a tie the one right after all data held, else the newer. What is
+  held or kept aside beyond a believed end, and data that arrives beyond it later, is
+  named (:class:`~moldudp64.events.MessagesAfterEnd`, each number once; counted as
+  ``after_end_of_session``). After :class:`SessionEnded` nothing more of that session is
+  delivered.
 - **Answers count only from a configured server** (address and port), or one the user
   sent a request of their own to; others are dropped (``unknown_server``). ``addr=None``
   means the driver vouches for the source. An answer that brings nothing new (a
@@ -93,9 +96,9 @@ reported lost. Requests are cheap, beliefs are costly:
   lost with its range, never dropped unnamed. Such a session yields to one with data once
   its requests are out of attempts with nothing of its data brought (``_bare``), so
   a forger's ends or heartbeats cost a bounded delay and bounded requests; heartbeats
-  alone never make a session followed. One first seen before the first session followed
-  (its ends came first on the line as the receiver joined) is older than it, never
-  followed once that one ended.
+  alone never make a session followed. One whose first end came before the first session
+  followed was first seen (its ends came first on the line as the receiver joined; a
+  heartbeat is no such evidence) is older than it, never followed once that one ended.
   While the followed session ends (an end seen or believed), or is silent, one that
   would follow it and sent its own end is not forgotten for its silence
   (``_keep_silent``); once followed, the quiet after its end
@@ -620,6 +623,9 @@ class _Claim:
     nbytes: int
     #: Copies of it seen (network duplicates, or reads that took several at once).
     copies: int = 1
+    #: An end of session's: distinct live data datagrams beyond it seen so far (a repeated
+    #: end stands against fewer than :data:`_WITNESSES`; see ``ReceiverCore._end_stands``).
+    beyond: int = 0
 
 
 @dataclass(slots=True)
@@ -643,6 +649,9 @@ class _Candidate:
     #: Distinct ends of session it sent (heartbeats never count), and when the last came.
     end_count: int = 0
     end_at: float = 0.0
+    #: When its first end of session came (what ``ReceiverCore._after_quiet`` weighs: a
+    #: heartbeat carries no evidence that a session was ending as the receiver joined).
+    first_end_at: float = _INF
     #: Its highest end of session and the line and server it came from, kept outside
     #: ``datagrams`` (whose room may be full): once followed, its end is known.
     end_seq: int = 0
@@ -653,9 +662,6 @@ class _Candidate:
     #: beyond its ends so far (copies and repeated ends are none; see ``_news_at``).
     top: int = 0
     news_at: float = 0.0
-    #: When its first data or end of session came (heartbeats never count): its place in
-    #: the line's order against the first session followed (see ``_after_quiet``).
-    ordered_at: float = _INF
     #: When its first end of session came (its ends' spread: see ``_ended_before``).
     end_first_at: float = 0.0
 
@@ -735,6 +741,9 @@ class ReceiverCore:
         self._eos_claim: _Claim | None = None
         #: The last end of session refused against the claim, and how often it came.
         self._eos_rival: tuple[int, int] | None = None
+        #: The last claimed end of session that live data beyond it dropped, and how often
+        #: it came: its repeats still count when it comes again (see ``_end_stands``).
+        self._eos_gone: tuple[int, int] | None = None
         #: An end of session that agreed with the data (at or beyond all of it, near the
         #: horizon) but could not be believed for the numbers before it the feed never
         #: passed (more than :data:`_END_WINDOW`): remembered, one per session, and
@@ -1379,13 +1388,19 @@ class ReceiverCore:
             eos = self._eos_claim
             if eos is not None and (count != END_OF_SESSION or seq != eos.start):
                 if 0 < count < END_OF_SESSION and seq + count > eos.start:
-                    # data beyond it: that end of session was false
-                    self._eos_claim = None
-                    self._drop(DROP_EOS_CONTRADICTED, eos.source, eos.addr, once=True)
+                    if self._end_stands(eos, seq):
+                        eos.at = now  # a repeated end outweighs a lone datagram beyond it
+                    else:  # data beyond it: that end of session was false
+                        self._eos_claim = None
+                        self._eos_gone = (eos.start, eos.copies)
+                        self._drop(DROP_EOS_CONTRADICTED, eos.source, eos.addr, once=True)
                 elif count and not self._end_is_near(eos.start):
                     # data far below it: a real end is never far ahead of the feed
                     self._eos_claim = None
                     self._drop(DROP_UNCONFIRMED, eos.source, eos.addr)
+                    self._revive_refused(eos, now)  # the repeated end it beat stands again
+                    if self._eos_claim is not None:
+                        self._eos_claim.at = now  # (this datagram restarts its quiet)
                 elif count != END_OF_SESSION:
                     eos.at = now  # the feed goes on below it: the quiet starts again
             if 0 < count < END_OF_SESSION and seq >= self._horizon and seq >= self._wit_top:
@@ -1464,9 +1479,16 @@ class ReceiverCore:
                 else:
                     self._drop(DROP_AFTER_END, source, addr, once=True)
             else:
-                if self._eos_claim is not None and value > self._eos_claim.start and count:
+                if (
+                    self._eos_claim is not None
+                    and value > self._eos_claim.start
+                    and count
+                    and not (live and self._end_stands(self._eos_claim, seq))
+                ):
                     false = self._eos_claim
                     self._eos_claim = None  # data beyond it: that end of session was false
+                    if live:  # (an answer beyond it is a server's word: its repeats are void)
+                        self._eos_gone = (false.start, false.copies)
                     self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
                     self._revive_rival(false, value, now)
                 pending = self._pending_end
@@ -1663,6 +1685,11 @@ class ReceiverCore:
         if self._end_is_near(eos.start) or self._horizon <= eos.value:
             self._eos_claim = None
             self._believe_end(eos.start, now, repeated=eos.copies >= 2, claim=eos)
+            if self._eos is None and self._eos_claim is None and self._pending_end is not eos:
+                self._revive_refused(eos, now)  # refused: the end it won over stands again
+                again = self._eos_claim
+                if again is not None and again.at + self.config.end_confirm <= now:
+                    self._settle_end(again, now)  # its quiet was kept as long already
             return
         eos.value = self._horizon  # where the fetching stood at this look
         eos.at = now
@@ -1680,6 +1707,19 @@ class ReceiverCore:
         end = min(eos.start, start + self.config.max_messages_per_request)
         self._new_gap(start, end, now)
         self._horizon = end
+
+    def _end_stands(self, eos: _Claim, seq: int) -> bool:
+        """Whether the end of session ``eos`` stands against live data at ``seq`` beyond
+        it: one that repeated does until :data:`_WITNESSES` distinct data datagrams went
+        beyond it (the feed went on: it was false). Real publishers repeat their end, so a
+        lone forged datagram after it cannot keep the session from ever ending: the quiet
+        after it confirms the end, and what was delivered beyond it is named (see
+        :meth:`_believe_end`)."""
+        if eos.copies < 2:
+            return False
+        if seq >= self._horizon and seq >= self._wit_top:  # distinct, not yet counted
+            eos.beyond += 1
+        return eos.beyond < _WITNESSES
 
     def _end_is_near(self, seq: int) -> bool:
         """Whether an end of session at ``seq`` may be believed: not if it lies far beyond
@@ -1721,7 +1761,9 @@ class ReceiverCore:
             elif claim is not None and claim.start == seq:
                 claim.copies += 1
             elif claim is None:
-                self._eos_claim = _Claim(seq, self._horizon, data, source, now, addr, 0)
+                self._eos_claim = _Claim(
+                    seq, self._horizon, data, source, now, addr, 0, self._repeats(seq, 1)
+                )
             else:
                 self._drop(DROP_EOS_BELOW_DATA, source, addr, once=True)
             return
@@ -1731,40 +1773,62 @@ class ReceiverCore:
             return
         horizon = self._horizon
         near = horizon + self.config.max_messages_per_request
-        if claim is not None:  # two ends of session: the one the data agrees with wins
-            # (at or beyond all data held, and near it), else the newer
+        if claim is not None:  # two ends of session: of those the data agrees with (at
+            # or beyond all data held, and near it) the one right after all data held wins
+            # once it repeated; else the one repeated more often (a real publisher repeats
+            # its end: a lone forged one, even right after all data held, is outrepeated),
+            # on a tie the one right after all data held, else the newer
             top = max(self._data_top, self._expected)
             reach = top + max(self.config.max_messages_per_request, _END_WINDOW)
-            # (one right after all data held agrees exactly and is kept: a forged farther
-            # one cannot make phantom numbers up to it lost; the numbers up to a near
-            # farther one are still asked for, so a real tail an honest server holds puts
-            # data beyond the kept one once answered, which then disproves it)
-            exact = claim.start == top
-            # (unless it does not agree exactly, and the other end repeated more often
-            # than it: a real publisher repeats its end, a lone forged one is outrepeated)
+            # (one right after all data held and repeated is kept: a forged farther one
+            # cannot make phantom numbers up to it lost; the numbers up to a near farther
+            # one are still asked for, so a real tail an honest server holds puts data
+            # beyond the kept one once answered, which then disproves it)
+            # (with no data taken yet, as in a session seen only through its ends, no end
+            # agrees with the data: an end at the first number wins only by its repeats)
+            agreed = top if self._data_top or self._expected > self._first else -1
+            exact = claim.start == agreed
             rival = self._eos_rival
             copies = rival[1] + 1 if rival is not None and rival[0] == seq else 1
             self._eos_rival = (seq, copies)
-            if (
-                (exact or not (top <= seq <= reach))
-                and (top <= claim.start <= reach)
-                and (exact or copies <= claim.copies)
-            ):
+            if not top <= claim.start <= reach:
+                # (neither agrees with the data, as when forged data far ahead was taken:
+                # the one repeated more often, else the newer; one that agrees wins)
+                keep = not top <= seq <= reach and copies < claim.copies
+            elif not top <= seq <= reach:
+                keep = exact or copies <= claim.copies
+            elif exact:
+                keep = claim.copies >= 2 or copies <= claim.copies
+            elif seq == agreed:
+                keep = copies < 2 <= claim.copies
+            else:
+                keep = copies < claim.copies
+            if keep:
                 self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
-                if exact and horizon < seq <= near:
+                if horizon < seq <= near:
                     self._new_gap(horizon, seq, now)
                     self._horizon = seq
                 return
             self._eos_rival = (claim.start, claim.copies)
             self._drop(DROP_EOS_CONTRADICTED, claim.source, claim.addr, once=True)
         else:
-            copies = 1
+            copies = self._repeats(seq, 1)
         if horizon < seq <= near:
             self._new_gap(self._horizon, seq, now)  # the tail went missing: ask at once
             self._horizon = seq
         # (``value``: the horizon when it was last looked at; see _settle_end)
         self._eos_claim = _Claim(seq, self._horizon, data, source, now, addr, 0, copies)
         self._chase_end(now)
+
+    def _repeats(self, seq: int, copies: int) -> int:
+        """The copies of an end of session at ``seq`` claimed anew: with those it had when
+        data beyond it last dropped it, or as the end refused against the claim (the
+        claim since dropped), so a real end that repeats between forged datagrams still
+        counts as repeated (see ``_end_stands``)."""
+        for seen in (self._eos_gone, self._eos_rival):
+            if seen is not None and seen[0] == seq:
+                copies = max(copies, seen[1] + 1)
+        return copies
 
     def _revive_rival(self, false: _Claim, value: int, now: float) -> None:
         """Data up to ``value`` disproved the end of session ``false`` that had won over
@@ -1784,6 +1848,27 @@ class ReceiverCore:
         claim = self._eos_claim
         if claim is not None and claim.start == seq:
             claim.copies = max(claim.copies, copies)
+
+    def _revive_refused(self, false: _Claim, now: float) -> None:
+        """The end of session ``false`` won over another (``_eos_rival``) and was then refused once
+        its quiet came (far beyond what the feed showed, or below data without repeats)
+        or dropped by live datagrams far below it: that other end, if it repeated, is
+        claimed again with its copies, its quiet counted from where the refused one's
+        stood (only ends of session came since: the feed carried nothing else of the
+        session), so a forger's end repeated more often cannot, by being refused, take
+        the real end with it (the session would never end) nor hold it up past the next
+        session."""
+        rival = self._eos_rival
+        if rival is None or rival[1] < 2 or self._session_raw is None or self._ended:
+            return
+        self._eos_rival = None
+        seq, copies = rival
+        data = HEADER.pack(self._session_raw, seq, END_OF_SESSION)
+        self._on_end_of_session(seq, data, false.source, now, false.addr)
+        claim = self._eos_claim
+        if claim is not None and claim.start == seq:
+            claim.copies = max(claim.copies, copies)
+            claim.at = min(claim.at, false.at)
 
     def _believe_end(
         self, seq: int, now: float, repeated: bool = False, claim: _Claim | None = None
@@ -1969,10 +2054,6 @@ class ReceiverCore:
                 self._events.append(FeedResumed(now - max(last, self._heard)))
             self._heard = now
         _session, seq, kind = _unpack_header(data)
-        if kind and not (cand.carries or cand.ends):
-            # seen, for the line's order, from its first data or end (heartbeats never
-            # count: a forger's heartbeats of a session's name cannot make it older)
-            cand.ordered_at = now
         if 0 < kind < END_OF_SESSION:
             if seq + kind > cand.top:
                 cand.top, cand.news_at = seq + kind, now
@@ -1982,6 +2063,8 @@ class ReceiverCore:
             cand.carries = True  # data; heartbeats and ends of session carry none
         elif kind == END_OF_SESSION:
             cand.ends = True
+            if cand.first_end_at == _INF:
+                cand.first_end_at = now
             if fresh:
                 if not cand.end_count:
                     cand.end_first_at = now
@@ -2259,8 +2342,9 @@ class ReceiverCore:
     def _after_quiet(self, cand: _Candidate) -> bool:
         """Whether ``cand`` is evident (``_evident``) and sent an end of session after the
         followed session's last: a stray seen while the feed went on is no next session.
-        Once the first session followed (at the start) ended, one first seen before it
-        is older than it (its ends came first on the line: it was ending as the receiver
+        Once the first session followed (at the start) ended, one whose first end came
+        before that session was first seen is older than it (its ends came first on the
+        line: it was ending as the receiver
         joined, as yesterday's session ends while today's starts): it is never followed
         after it (no session comes back; a session with data wins at the start, see
         ``_consider_switch``)."""
@@ -2268,7 +2352,7 @@ class ReceiverCore:
         return (
             _evident(cand)
             and (last is None or cand.end_at > last)
-            and not (self._ended and cand.ordered_at < self._follow_seen)
+            and not (self._ended and cand.first_end_at < self._follow_seen)
         )
 
     def _bare(self) -> bool:
@@ -2369,6 +2453,7 @@ class ReceiverCore:
         self._held_bytes = 0
         self._eos_claim = None
         self._eos_rival = None
+        self._eos_gone = None
         self._pending_end = None
         if self._session_raw is not None and not phantom:
             left = self._eos if self._eos is not None else max(self._expected, self._horizon)
