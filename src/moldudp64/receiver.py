@@ -2003,16 +2003,9 @@ class ReceiverCore:
             if len(cands) >= _MAX_CANDIDATES:
                 # a session that carried data in two datagrams is pushed out last: a
                 # forger's stream of one-packet sessions cannot push out the real next one
-                # (and of those, one that also repeated its end goes last, the earliest seen
-                # kept longest: forged whole sessions after it cannot push out a real one
-                # that passed and fell quiet while the followed one still sends)
                 oldest = min(
                     cands,
-                    key=lambda s: (
-                        _ready(cands[s]) and cands[s].end_count >= 2,
-                        cands[s].distinct >= 2 and cands[s].carries,
-                        -cands[s].first_at if cands[s].end_count >= 2 else cands[s].last_at,
-                    ),
+                    key=lambda s: (cands[s].distinct >= 2 and cands[s].carries, cands[s].last_at),
                 )
                 self._forget_candidate(oldest, DROP_WRONG_SESSION)
             cand = cands[session_raw] = _Candidate([], first_at=now)
