@@ -532,3 +532,26 @@ def test_a_session_left_behind_that_keeps_sending_is_named_a_bounded_number_of_t
     assert c.session == "SESSION002"
     assert named[0].first_seq == 3 and named[-1].last_seq == 10_002
     assert all(b.first_seq == a.last_seq + 1 for a, b in pairwise(named))
+
+
+def test_a_short_session_left_before_its_gap_was_passed_delivers_what_it_held() -> None:
+    """X's first packet is lost, 2..4 arrive (too few to pass the gap), no server; then
+    session Y goes live and X falls silent: X is left, 1 reported lost, and 2..4, real
+    data that arrived, are delivered (never only counted as dropped)."""
+    x, y = "SESSIONXXX", "SESSIONYYY"
+    core = ReceiverCore(ReceiverConfig(stale_after=1.0))
+    for k, seq in enumerate((2, 3, 4)):
+        core.receive_datagram(build_packet(x, seq, [b"x%d" % seq]), A, 0.01 * k)
+    for k in range(12):
+        now = 0.5 + 0.5 * k
+        core.receive_datagram(build_packet(y, 1 + k, [b"y%d" % k]), A, now)
+        core.handle_timer(now)
+    events = core.events_received()
+    assert MessagesLost(x, 1, 1, "session changed") in events
+    delivered = [
+        (e.seq_num + i, m)
+        for e in events
+        if isinstance(e, MessagesDelivered) and e.session == x
+        for i, m in enumerate(e.messages)
+    ]
+    assert delivered == [(2, b"x2"), (3, b"x3"), (4, b"x4")]

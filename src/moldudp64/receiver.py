@@ -814,9 +814,6 @@ class ReceiverCore:
         #: Messages delivered when a session seen only through heartbeats and ends was
         #: followed (see ``_bare``); None when the followed session carried data.
         self._bare_mark: int | None = None
-        #: Messages delivered and reported lost when the followed session was followed:
-        #: one left with neither moved (see ``_phantom``) is forgotten, not left behind.
-        self._follow_mark = (0, 0)
         #: When the first session followed (at the start) was first seen: a session seen
         #: before it only through its ends is older (see ``_after_quiet``).
         self._follow_seen = -_INF
@@ -2397,46 +2394,12 @@ class ReceiverCore:
         quiet = cand.last_at + self.config.end_confirm <= now
         return _ready(cand) and cand.end_count >= 2 and quiet
 
-    def _phantom(self) -> bool:
-        """Whether the followed session showed nothing real: nothing of it delivered or
-        reported lost since it was followed, no end of it believed, no gap the feed passed
-        (two forged data datagrams of a session's name far ahead, before its feed). Its
-        numbers no real data reached are not lost, and its name is not burned: left, it
-        is forgotten, so the real session of that name is followed when it comes."""
-        return (
-            self._session_raw is not None
-            and self._bare_mark is None  # followed on data (one of ends alone is left)
-            and not self._ended
-            and self._eos is None
-            and (self._delivered, self._lost_messages) == self._follow_mark
-            and not self._passed_gap_open()
-        )
-
-    def _forget_phantom(self) -> None:
-        """Drop what a phantom session (``_phantom``) kept: its gaps (not reported lost:
-        nothing real reached them), its datagrams kept aside and held beyond them (each
-        counted and reported as dropped, ``unconfirmed_sequence``)."""
-        for claim in self._claims:
-            self._drop(DROP_UNCONFIRMED, claim.source, claim.addr, once=True)
-        self._claims = []
-        self._claim_bytes = 0
-        for seg in self._segs:
-            seg.alive = False
-        self._segs.clear()
-        for _ in self._held:
-            self._drop(DROP_UNCONFIRMED, _RETX, None, once=True)
-        self._held.clear()
-        self._held_bytes = 0
-
     def _switch_to(self, session_raw: bytes, now: float) -> None:
         """Leave the current session for ``session_raw``: close the old one's books, then
         take the new session's datagrams that waited for it."""
         self._flush_after_run()  # the old session's, before the new one's events
         self._flush_past_runs(None)
         old = self._session or ""
-        phantom = self._phantom()
-        if phantom:
-            self._forget_phantom()
         self._take_claims(None, now)
         self._segs_give_up(0, len(self._segs), LOST_SESSION_CHANGED)
         self._requests.clear()
@@ -2448,7 +2411,7 @@ class ReceiverCore:
         self._eos_rival = None
         self._eos_gone = None
         self._pending_end = None
-        if self._session_raw is not None and not phantom:
+        if self._session_raw is not None:
             left = self._eos if self._eos is not None else max(self._expected, self._horizon)
             # what was named beyond its end already (MessagesAfterEnd) is not named again
             named = {left: self._after_hw} if self._after_hw > left else {}
@@ -2479,7 +2442,6 @@ class ReceiverCore:
         self._wit_top = 0
         self._ended = False
         self._bare_mark = None if cand.carries else self._delivered
-        self._follow_mark = (self._delivered, self._lost_messages)
         # (at the start only: one seen before the first session followed was ending as
         # the receiver joined; after a switch, one seen first is still followed after)
         self._follow_seen = -_INF if old else cand.first_at

@@ -705,6 +705,19 @@ def test_forged_data_right_after_the_last_real_end_still_lets_the_real_end_end(
 # ----------------------------------------------------------------- a session's name burned
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack3: two forged data datagrams of B (the next real session's name) at "
+        "1,000,001 (or 5,000) at 0.00/0.01 s, before A's feed (0.5 s, 90 msgs, delivered whole): "
+        "B followed, then left at 3.0 s with MessagesLost(B, 1, 1000000 or 4999, 'session "
+        "changed'); real B (60 msgs from 7.79 s, all on line A, all on the honest server): 0 "
+        "delivered, all 60 inside that lost range, B never ends. fixswitch's fix (a session "
+        "that showed nothing real forgotten when left, what it held dropped) was reverted: "
+        "a short real session whose first packet was lost held real data it then dropped "
+        "(test_a_short_session_left_before_its_gap_was_passed_delivers_what_it_held)"
+    ),
+)
 @pytest.mark.parametrize("seq", [1_000_001, 5_000])
 def test_two_forged_data_of_the_next_sessions_name_before_the_feed(seq: int) -> None:
     """README admits: two forged data datagrams of another session before the feed are
