@@ -24,14 +24,16 @@
 #define BBO_WIDTH 10
 #define TRADES_WIDTH 11
 
+/* 32 bytes, and the pool 64-aligned: an order never spans two cache lines (ITCH shares
+ * are 32-bit) */
 typedef struct {
     uint64_t ref;
-    uint64_t shares;
+    uint32_t shares;
     uint32_t price;
-    uint16_t locate;
-    uint8_t side;
     int32_t level;
     int32_t prev, next;
+    uint16_t locate;
+    uint8_t side;
 } Order;
 
 typedef struct {
@@ -289,6 +291,8 @@ static void herase(BookCore *b, uint64_t ref)
 
 /* ------------------------------------------------------------------ pools */
 
+static void mem_free(void *p) { free(p); } /* POOL's parameter free hides free() */
+
 /* POOL(name, Type, array, cap, free, link): name_alloc (an index from the free list, the
  * array doubled from 1024 when it is empty; out of memory, never an int32 overflow,
  * whatever the feed) and name_release (the index back on the list, linked through the
@@ -300,9 +304,13 @@ static void herase(BookCore *b, uint64_t ref)
             int32_t old = b->cap, grown = old ? old * 2 : 1024;                       \
             if (old >= (1 << 30))                                                      \
                 return nomem(b);                                                       \
-            Type *a = realloc(b->array, (size_t)grown * sizeof(Type));                 \
-            if (a == NULL)                                                             \
+            void *m = NULL;                                                            \
+            if (posix_memalign(&m, 64, (size_t)grown * sizeof(Type)) != 0)             \
                 return nomem(b);                                                       \
+            Type *a = m;                                                               \
+            if (old)                                                                   \
+                memcpy(a, b->array, (size_t)old * sizeof(Type));                       \
+            mem_free(b->array);                                                        \
             b->array = a;                                                              \
             for (int32_t i = grown - 1; i >= old; i--) {                               \
                 a[i].link = b->free;                                                   \
@@ -603,7 +611,7 @@ static int32_t book_add(BookCore *b, Stock *s, uint16_t locate, uint64_t ref, in
     Level *L = &b->levels[lv];
     Order *o = &b->orders[oi];
     o->ref = ref;
-    o->shares = shares;
+    o->shares = (uint32_t)shares;
     o->price = price;
     o->locate = locate;
     o->side = (uint8_t)side;
