@@ -24,14 +24,16 @@
 #define BBO_WIDTH 10
 #define TRADES_WIDTH 11
 
+/* 32 bytes, and the pool 64-aligned: an order never spans two cache lines (ITCH shares
+ * are 32-bit) */
 typedef struct {
     uint64_t ref;
-    uint64_t shares;
+    uint32_t shares;
     uint32_t price;
-    uint16_t locate;
-    uint8_t side;
     int32_t level;
     int32_t prev, next;
+    uint16_t locate;
+    uint8_t side;
 } Order;
 
 typedef struct {
@@ -74,7 +76,13 @@ typedef struct {
 typedef struct {
     int64_t *d;
     Py_ssize_t n, cap, stride, width; /* rows held, rows of room, ..., values per row */
+    /* the last sn of the n rows, row after row (written to the columns STAGE at a time:
+     * a row written straight into its columns touches width cache lines and pages apart) */
+    int64_t *stage;
+    Py_ssize_t sn;
 } Rows;
+
+#define STAGE 32
 
 #define ROWS_PAD 8
 
@@ -158,8 +166,24 @@ static int nomem(BookCore *b)
     return -1;
 }
 
+/* the staged rows into their columns */
+static void rows_flush(Rows *r)
+{
+    Py_ssize_t sn = r->sn, w = r->width, base = r->n - sn;
+    if (sn == 0)
+        return;
+    for (Py_ssize_t c = 0; c < w; c++) {
+        int64_t *col = r->d + c * r->stride + base;
+        const int64_t *src = r->stage + c;
+        for (Py_ssize_t i = 0; i < sn; i++)
+            col[i] = src[i * w];
+    }
+    r->sn = 0;
+}
+
 static int rows_grow(BookCore *b, Rows *r)
 {
+    rows_flush(r);
     Py_ssize_t cap = r->cap ? r->cap * 2 : 1024, stride = cap + ROWS_PAD;
     if ((size_t)stride > (size_t)PY_SSIZE_T_MAX / sizeof(int64_t) / (size_t)r->width)
         return nomem(b);
@@ -179,10 +203,10 @@ static inline int rows_push(BookCore *b, Rows *r, const int64_t *v)
 {
     if (r->n == r->cap && rows_grow(b, r) < 0)
         return -1;
-    int64_t *p = r->d + r->n;
-    for (Py_ssize_t c = 0; c < r->width; c++)
-        p[c * r->stride] = v[c];
+    memcpy(r->stage + r->sn * r->width, v, (size_t)r->width * sizeof(int64_t));
     r->n++;
+    if (++r->sn == STAGE)
+        rows_flush(r);
     return 0;
 }
 
@@ -267,6 +291,8 @@ static void herase(BookCore *b, uint64_t ref)
 
 /* ------------------------------------------------------------------ pools */
 
+static void mem_free(void *p) { free(p); } /* POOL's parameter free hides free() */
+
 /* POOL(name, Type, array, cap, free, link): name_alloc (an index from the free list, the
  * array doubled from 1024 when it is empty; out of memory, never an int32 overflow,
  * whatever the feed) and name_release (the index back on the list, linked through the
@@ -278,9 +304,13 @@ static void herase(BookCore *b, uint64_t ref)
             int32_t old = b->cap, grown = old ? old * 2 : 1024;                       \
             if (old >= (1 << 30))                                                      \
                 return nomem(b);                                                       \
-            Type *a = realloc(b->array, (size_t)grown * sizeof(Type));                 \
-            if (a == NULL)                                                             \
+            void *m = NULL;                                                            \
+            if (posix_memalign(&m, 64, (size_t)grown * sizeof(Type)) != 0)             \
                 return nomem(b);                                                       \
+            Type *a = m;                                                               \
+            if (old)                                                                   \
+                memcpy(a, b->array, (size_t)old * sizeof(Type));                       \
+            mem_free(b->array);                                                        \
             b->array = a;                                                              \
             for (int32_t i = grown - 1; i >= old; i--) {                               \
                 a[i].link = b->free;                                                   \
@@ -581,7 +611,7 @@ static int32_t book_add(BookCore *b, Stock *s, uint16_t locate, uint64_t ref, in
     Level *L = &b->levels[lv];
     Order *o = &b->orders[oi];
     o->ref = ref;
-    o->shares = shares;
+    o->shares = (uint32_t)shares;
     o->price = price;
     o->locate = locate;
     o->side = (uint8_t)side;
@@ -667,13 +697,12 @@ static inline int rows_push_head(BookCore *b, Rows *r, const int64_t *head, cons
 {
     if (r->n == r->cap && rows_grow(b, r) < 0)
         return -1;
-    int64_t *p = r->d + r->n;
-    Py_ssize_t c = 0;
-    for (; c < 4; c++)
-        p[c * r->stride] = head[c];
-    for (; c < r->width; c++)
-        p[c * r->stride] = body[c - 4];
+    int64_t *p = r->stage + r->sn * r->width;
+    memcpy(p, head, 4 * sizeof(int64_t));
+    memcpy(p + 4, body, (size_t)(r->width - 4) * sizeof(int64_t));
     r->n++;
+    if (++r->sn == STAGE)
+        rows_flush(r);
     return 0;
 }
 
@@ -995,6 +1024,9 @@ static void BookCore_dealloc(BookCore *b)
     free(b->bbo.d);
     free(b->trades.d);
     free(b->depth_rows.d);
+    free(b->bbo.stage);
+    free(b->trades.stage);
+    free(b->depth_rows.stage);
     free(b->scratch);
     Py_XDECREF(b->symbols);
     Py_TYPE(b)->tp_free((PyObject *)b);
@@ -1056,7 +1088,11 @@ static int BookCore_init(BookCore *b, PyObject *args, PyObject *kwds)
     b->names = malloc((size_t)b->names_cap * sizeof(uint64_t));
     b->nusers = malloc((size_t)b->names_cap * sizeof(int32_t));
     b->scratch = malloc((size_t)(4 + 6 * (b->depth + 1)) * sizeof(int64_t));
-    if (!b->slots || !b->nkeys || !b->nvals || !b->names || !b->nusers || !b->scratch) {
+    b->bbo.stage = malloc(STAGE * BBO_WIDTH * sizeof(int64_t));
+    b->trades.stage = malloc(STAGE * TRADES_WIDTH * sizeof(int64_t));
+    b->depth_rows.stage = malloc((size_t)STAGE * (size_t)b->depth_rows.width * sizeof(int64_t));
+    if (!b->slots || !b->nkeys || !b->nvals || !b->names || !b->nusers || !b->scratch
+        || !b->bbo.stage || !b->trades.stage || !b->depth_rows.stage) {
         PyErr_NoMemory();
         return -1;
     }
@@ -1210,6 +1246,7 @@ static PyObject *BookCore_feed(BookCore *b, PyObject *args)
 static void rows_clear(Rows *r)
 {
     r->n = 0;
+    r->sn = 0;
     if (r->cap * r->width > (1 << 24)) {
         free(r->d);
         r->d = NULL;
@@ -1220,6 +1257,7 @@ static void rows_clear(Rows *r)
 /* the rows of r one after the other (row i's values at [i * width, (i + 1) * width)) */
 static PyObject *take_rows(Rows *r)
 {
+    rows_flush(r);
     Py_ssize_t n = r->n, width = r->width;
     PyObject *out = PyBytes_FromStringAndSize(NULL, n * width * (Py_ssize_t)sizeof(int64_t));
     if (out == NULL)
@@ -1256,6 +1294,7 @@ static PyObject *BookCore_take(BookCore *b, PyObject *unused)
  * core holds them, a copy per column */
 static PyObject *take_columns_of(Rows *r)
 {
+    rows_flush(r);
     Py_ssize_t n = r->n, width = r->width;
     PyObject *out = PyBytes_FromStringAndSize(NULL, n * width * (Py_ssize_t)sizeof(int64_t));
     if (out == NULL)
@@ -1357,6 +1396,7 @@ static int64_t *block_alloc(Py_ssize_t size)
  * r holds no rows */
 static PyObject *take_block(Rows *r)
 {
+    rows_flush(r);
     if (r->n == 0) {
         rows_clear(r);
         Py_RETURN_NONE;
