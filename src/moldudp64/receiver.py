@@ -1703,6 +1703,16 @@ class ReceiverCore:
         eos = self._eos_claim
         if eos is None or self._segs or eos.start <= self._horizon or not self._started:
             return
+        rival = self._eos_rival
+        if (
+            rival is not None
+            and rival[1] >= 2
+            and rival[0] == self._horizon == max(self._data_top, self._expected)
+        ):  # the data recovered agrees with the repeated end it won over: that end is
+            # claimed again (a far end is never believed: the session would never end)
+            self._eos_claim = None
+            self._revive_refused(eos, now)
+            return
         start = self._horizon
         end = min(eos.start, start + self.config.max_messages_per_request)
         self._new_gap(start, end, now)
@@ -2265,6 +2275,15 @@ class ReceiverCore:
                 and (ready or evident)
                 and not self._passed_gap_open()
             ):
+                eos = self._eos_claim
+                if (
+                    eos is not None
+                    and not self._segs
+                    and stale_after is not None
+                    and stale_after >= self.config.end_confirm
+                    and self._end_is_near(eos.start)
+                ):  # its end came before that silence, which confirmed it: it ends first
+                    self._settle_end(eos, now)
                 self._switch_to(best, now)
                 return
             news = self._news_at()
