@@ -445,8 +445,11 @@ def scenarios(draw: st.DrawFn) -> dict[str, object]:
     )
 
 
-def play(sc: dict[str, object], debug: bool = False, stale: bool = False) -> None:
-    """Build the run the scenario describes, drive it, and apply the whole oracle."""
+def play(
+    sc: dict[str, object], debug: bool = False, stale: bool = False, skip_known: bool = True
+) -> None:
+    """Build the run the scenario describes, drive it, and apply the whole oracle
+    (``skip_known=False``: also to the class of an open finding that calls it)."""
     import random
 
     rng = random.Random(sc["seed"])  # type: ignore[arg-type]
@@ -561,6 +564,14 @@ def play(sc: dict[str, object], debug: bool = False, stale: bool = False) -> Non
         }
         if early:
             continue  # known: test_two_forged_data_of_the_next_sessions_name_before_the_feed
+        if (
+            skip_known
+            and sc["server"] == "drops2"
+            and sc.get("delay", 0.001) >= 0.3  # type: ignore[operator]
+            and any(s == p.session and k == "data" and q > p.count for _, k, s, q, _ in forgeries)
+        ):
+            # known: test_forged_far_data_with_a_slow_server_that_drops_two_answers_per_number
+            continue
         if any(s == p.session and k == "end" and t < first_real for t, k, s, _, _ in forgeries):
             continue  # known: test_forged_far_end_of_the_next_sessions_name_before_its_feed
         if (
@@ -1390,3 +1401,38 @@ def test_forged_whole_sessions_after_b_do_not_push_it_out_of_the_waiting_room() 
     o = drive(line, [Server(HONEST, {A: a, B: b}, cap=5)], 60.0)
     assert [n for n, _, _ in delivered(o, A)] == list(range(1, 741))
     assert [n for n, m_, _ in delivered(o, B) if m_ == msg(B, n)] == list(range(1, 61))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by the attack3 model (ATTACK3_HUNT=2000, scenario seed 2069; open): A (300 "
+        "msgs from 0.5 s, one a packet, 5% lost on line A only), forged data of A 1,025 "
+        "ahead of what arrived eight times every 0.05 s from 0.5 s, the honest server "
+        "drops the first two answers to each number and answers 0.3 s late: lone lost "
+        "numbers (163, 169, 182..183, 193, 200, 233, 262, ...) reported lost after "
+        "'request attempts exhausted' although the server holds them (request/pieces code)"
+    ),
+)
+def test_forged_far_data_with_a_slow_server_that_drops_two_answers_per_number() -> None:
+    """Promise: real data an honest server holds is never reported lost. A server that
+    drops the first two answers to each number and is slow must cost attempts, not data,
+    also while forged data far ahead opened a phantom range."""
+    play(
+        dict(
+            mode="one",
+            a_count=300,
+            per=1,
+            a_start=0.5,
+            burst=0,
+            loss=0.05,
+            line_b=False,
+            server="drops2",
+            forg=[(0.0, "data", A, 1025, 8, 0.05, Source.LINE_A, 2)],
+            seed=2069,
+            tail=True,
+            anchor="received",
+            delay=0.3,
+        ),
+        skip_known=False,
+    )
