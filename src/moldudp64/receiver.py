@@ -590,6 +590,9 @@ class _Server:
     #: When it last answered (or, never answered, when it was first asked): with
     #: ``failures``, whether it fell silent (see ``ReceiverCore._all_silent``).
     heard: float | None = None
+    #: When it was last asked: a server not asked for as long as one range's attempts
+    #: take was not heard from because nothing was asked (``_all_silent``).
+    asked: float = -_INF
     #: Zero-count answers in a row while what they were asked for was still missing (a
     #: store that lags): a new range goes to it only after the servers that bring data,
     #: like to a silent server (``_choose``), until one of its answers brings data.
@@ -3190,8 +3193,9 @@ class ReceiverCore:
             request = HEADER.pack(session_raw, seg.start, count)
             for server in servers:
                 server.requests += 1
-                if server.heard is None:
-                    server.heard = now
+                if server.heard is None or server.asked + self._attempts_span() <= now:
+                    server.heard = now  # (idle since: its silence is counted from here)
+                server.asked = now
                 self._out.append((request, server.addr))
 
     def _attempts_span(self) -> float:
