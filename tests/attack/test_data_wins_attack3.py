@@ -1451,3 +1451,39 @@ def test_forged_far_data_and_end_at_one_number_before_an_ends_only_next_session(
             delay=0.001,
         )
     )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by the attack3 model (ATTACK3_HUNT=2000, fixmore; open, on main too): forged "
+        "data and ends of a made-up session F before the feed (data at 1 twice, at 5 eight "
+        "times a second, its end at 2 twice), A (90 msgs) then B, both lines, an honest "
+        "server and a lagging one, answers 0.3 s late: every real message delivered but B "
+        "ends at 50.27 s, later than the model's bound 32.77 s"
+    ),
+)
+def test_forged_session_before_the_feed_with_slow_servers_delays_the_next_sessions_end() -> None:
+    """Promise: a session the forger made up costs a bounded delay (README: followed first
+    until it falls silent for ``stale_after``); the real sessions end in bounded time."""
+    play(
+        dict(
+            tail=True,
+            anchor="received",
+            delay=0.3,
+            mode="two",
+            a_count=90,
+            per=3,
+            a_start=3.0,
+            burst=0,
+            loss=0.0,
+            line_b=True,
+            server="honest+lagging",
+            forg=[
+                (-0.022421634874151386, "data", F, 5, 8, 1.0, Source.LINE_A, 2),
+                (-0.49999999999999994, "end", F, 2, 2, 0.4, Source.LINE_A, 1),
+                (-2.3987684046130513e-144, "data", F, 1, 2, 0.05, Source.LINE_A, 2),
+            ],
+            seed=302,
+        )
+    )
