@@ -590,6 +590,9 @@ class _Server:
     #: When it last answered (or, never answered, when it was first asked): with
     #: ``failures``, whether it fell silent (see ``ReceiverCore._all_silent``).
     heard: float | None = None
+    #: When it was last asked: a server not asked for as long as one range's attempts
+    #: take was not heard from because nothing was asked (``_all_silent``).
+    asked: float = -_INF
     #: Zero-count answers in a row while what they were asked for was still missing (a
     #: store that lags): a new range goes to it only after the servers that bring data,
     #: like to a silent server (``_choose``), until one of its answers brings data.
@@ -1700,6 +1703,16 @@ class ReceiverCore:
         eos = self._eos_claim
         if eos is None or self._segs or eos.start <= self._horizon or not self._started:
             return
+        rival = self._eos_rival
+        if (
+            rival is not None
+            and rival[1] >= 2
+            and rival[0] == self._horizon == max(self._data_top, self._expected)
+        ):  # the data recovered agrees with the repeated end it won over: that end is
+            # claimed again (a far end is never believed: the session would never end)
+            self._eos_claim = None
+            self._revive_refused(eos, now)
+            return
         start = self._horizon
         end = min(eos.start, start + self.config.max_messages_per_request)
         self._new_gap(start, end, now)
@@ -2255,6 +2268,15 @@ class ReceiverCore:
                 and (ready or evident)
                 and not self._passed_gap_open()
             ):
+                eos = self._eos_claim
+                if (
+                    eos is not None
+                    and not self._segs
+                    and stale_after is not None
+                    and stale_after >= self.config.end_confirm
+                    and self._end_is_near(eos.start)
+                ):  # its end came before that silence, which confirmed it: it ends first
+                    self._settle_end(eos, now)
                 self._switch_to(best, now)
                 return
             news = self._news_at()
@@ -3126,8 +3148,9 @@ class ReceiverCore:
             request = HEADER.pack(session_raw, seg.start, count)
             for server in servers:
                 server.requests += 1
-                if server.heard is None:
-                    server.heard = now
+                if server.heard is None or server.asked + self._attempts_span() <= now:
+                    server.heard = now  # (idle since: its silence is counted from here)
+                server.asked = now
                 self._out.append((request, server.addr))
 
     def _attempts_span(self) -> float:
