@@ -674,7 +674,11 @@ def test_a_session_left_behind_that_keeps_sending_is_logged_a_bounded_number_of_
     c = MoldUDP64(line_a, "127.0.0.1", stop_at_end_of_session=False, receiver_options=QUICK_END)
     events: list[Event] = []
     try:
-        with caplog.at_level(logging.WARNING, logger="moldudp64"), watchdog(c.close) as fired:
+        # the client's own logger (an in-process CLI test earlier may have set its level)
+        with (
+            caplog.at_level(logging.WARNING, logger="moldudp64.sync.client"),
+            watchdog(c.close) as fired,
+        ):
             c.open()
             for p in make_packets(first):
                 tx.sendto(p, line_a)
