@@ -653,7 +653,8 @@ class _Candidate:
     end_count: int = 0
     end_at: float = 0.0
     #: When its first end of session came (what ``ReceiverCore._after_quiet`` weighs: a
-    #: heartbeat carries no evidence that a session was ending as the receiver joined).
+    #: heartbeat carries no evidence that a session was ending as the receiver joined;
+    #: and the start of its ends' spread, see ``_ended_before``).
     first_end_at: float = _INF
     #: Its highest end of session and the line and server it came from, kept outside
     #: ``datagrams`` (whose room may be full): once followed, its end is known.
@@ -665,8 +666,6 @@ class _Candidate:
     #: beyond its ends so far (copies and repeated ends are none; see ``_news_at``).
     top: int = 0
     news_at: float = 0.0
-    #: When its first end of session came (its ends' spread: see ``_ended_before``).
-    end_first_at: float = 0.0
 
 
 def _waiting_size(data: bytes) -> int:
@@ -687,7 +686,7 @@ def _ended_before(c: _Candidate, seen: float) -> bool:
     """Whether ``c`` is evident (``_evident``), was seen before ``seen`` and repeated its
     end over :data:`_END_SPREAD` at least (a publisher repeats its end over time; one copy
     on each line, milliseconds apart, is a stray's two datagrams)."""
-    return _evident(c) and c.first_at < seen and c.end_at - c.end_first_at >= _END_SPREAD
+    return _evident(c) and c.first_at < seen and c.end_at - c.first_end_at >= _END_SPREAD
 
 
 def _evident(c: _Candidate) -> bool:
@@ -2069,8 +2068,6 @@ class ReceiverCore:
             if cand.first_end_at == _INF:
                 cand.first_end_at = now
             if fresh:
-                if not cand.end_count:
-                    cand.end_first_at = now
                 cand.end_count += 1
                 cand.end_at = now
             if seq > cand.end_seq:
