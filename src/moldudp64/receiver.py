@@ -764,6 +764,17 @@ class ReceiverCore:
         self._wit = 0
         #: One past the last data witness (a copy of it, or data below it, is none).
         self._wit_top = 0
+        #: Missing numbers of the open gaps by the witness count they went missing at
+        #: (``_Segment.wit0``), kept as gaps open, fill, split and go (see
+        #: :meth:`_unpassed`): weighing an end of session never walks the gaps. Keys the
+        #: feed passed are let go at the next look, or once there are ten (``_new_gap``).
+        self._by_wit0: dict[int, int] = {}
+        #: Missing numbers of all open gaps.
+        self._missing = 0
+        #: ``(session, seq)``: an end of session at or below ``seq`` was found near (see
+        #: :meth:`_end_is_near`) while the horizon was at or beyond it, so it stays near
+        #: (gaps open only at the horizon; lowered by ``_cut_at``).
+        self._near_upto: tuple[bytes | None, int] = (None, -1)
         #: ``(wit0, tie, segment)`` for the segments out of attempts that the feed has not
         #: passed yet, a heap: asked again as soon as it does (or after a long wait).
         self._parked: list[tuple[int, int, _Segment]] = []
@@ -1735,19 +1746,58 @@ class ReceiverCore:
         everything held, nor if more than that many numbers before it are missing that
         the feed never passed (believing it would have them all asked for and given up:
         without bound, when forged data far ahead opened the gap). See
-        :data:`_END_WINDOW`."""
+        :data:`_END_WINDOW`.
+
+        Asked on every datagram while an end is claimed, so it never walks the gaps: the
+        unpassed numbers are counted as gaps change (:meth:`_unpassed`); only an end
+        below the horizon with more than that many unpassed numbers in all walks, down
+        from it over the gaps opened since the last few witnesses, and once near it stays
+        near (``_near_upto``)."""
         window = max(self.config.max_messages_per_request, _END_WINDOW)
-        if seq > self._horizon + window:
+        horizon = self._horizon
+        if seq > horizon + window:
             return False
-        unpassed = 0
-        for seg in self._segs:  # only when an end is about to be believed
-            if seg.start >= seq:
-                break
-            if self._wit - seg.wit0 < _WITNESSES:
-                unpassed += min(seg.end, seq) - seg.start
-                if unpassed > window:
-                    return False
+        session, upto = self._near_upto
+        if seq <= upto and session == self._session_raw:
+            return True
+        if self._unpassed() > window:
+            if seq >= horizon:  # every missing number lies below it
+                return False
+            # (segments are in the order they went missing, ``wit0`` never more than one
+            # below that of one before it: past one two below the passed mark, all were)
+            passed = self._wit - _WITNESSES
+            segs = self._segs
+            i = bisect_left(segs, seq, key=_start_of)
+            unpassed = 0
+            while i:
+                i -= 1
+                seg = segs[i]
+                if seg.wit0 < passed:
+                    break
+                if seg.wit0 > passed:
+                    unpassed += min(seg.end, seq) - seg.start
+                    if unpassed > window:
+                        return False
+        if seq <= horizon:  # gaps open only beyond it now: it stays near
+            self._near_upto = (self._session_raw, max(seq, upto))
         return True
+
+    def _unpassed(self) -> int:
+        """Missing numbers of the open gaps the feed has not passed (see
+        :data:`_WITNESSES`): the sum of ``_by_wit0`` once the keys it passed are let go."""
+        by = self._by_wit0
+        passed = self._wit - _WITNESSES
+        for key in [k for k in by if k <= passed]:
+            del by[key]
+        return sum(by.values())
+
+    def _less_missing(self, seg: _Segment, count: int) -> None:
+        """``count`` numbers of ``seg`` are no longer missing (filled, given up or cut)."""
+        self._missing -= count
+        by = self._by_wit0
+        left = by.get(seg.wit0)
+        if left is not None:
+            by[seg.wit0] = left - count
 
     def _on_end_of_session(
         self, seq: int, data: bytes, source: Source, now: float, addr: Address | None
@@ -1970,10 +2020,15 @@ class ReceiverCore:
         segs = self._segs
         i = bisect_left(segs, seq, key=_start_of)
         if i > 0 and segs[i - 1].end > seq:
+            self._less_missing(segs[i - 1], segs[i - 1].end - seq)
             segs[i - 1].end = seq
         for seg in segs[i:]:
             seg.alive = False
+            self._less_missing(seg, seg.end - seg.start)
         del segs[i:]
+        session, upto = self._near_upto
+        if upto > seq:  # gaps may open from it again
+            self._near_upto = (session, seq)
         for start in [k for k in self._lost if k >= seq]:
             stop, _ = self._lost.pop(start)
             self._lost_messages -= stop - start
@@ -2092,16 +2147,17 @@ class ReceiverCore:
         what it gathered is named every :data:`_AFTER_END_MAX_WAIT`: one event per run
         (and per second it lasts), not per datagram, so a client logging each is bounded."""
         run = self._past_runs.get(session_raw)
-        moved = True
-        while moved and first < end:  # skip what was named, or is gathered, already
-            moved = False
-            if run is not None and run[0] <= first < run[1]:
-                first = int(run[1])
-                moved = True
-            for a, b in named.items():
-                if a <= first < b:
-                    first = b
-                    moved = True
+        # skip what was named, or is gathered, already: one pass over them by their first
+        # number (a range that starts beyond ``first`` cannot cover it, nor can any after)
+        spans = sorted(named.items())
+        if run is not None:
+            spans.append((int(run[0]), int(run[1])))
+            spans.sort()
+        for a, b in spans:
+            if a > first:
+                break
+            if first < b:
+                first = b
         if first >= end:
             return
         if run is not None:
@@ -2394,8 +2450,7 @@ class ReceiverCore:
         asked for: real data its servers hold, which a switch on staleness would report lost
         although it has attempts left. The switch waits until it is recovered or given up
         with its own reason (the attempts, the servers, the memory bound: all bounded)."""
-        passed = self._wit - _WITNESSES
-        return any(seg.wit0 <= passed for seg in self._segs)
+        return self._missing > self._unpassed()  # (every gap misses a number at least)
 
     def _news_at(self) -> float | None:
         """When the followed session last sent news: its last live datagram that was not
@@ -2519,8 +2574,14 @@ class ReceiverCore:
     def _new_gap(self, start: int, end: int, now: float, by_data: bool = False) -> None:
         # data that opened it (counted just before) is its first witness; a heartbeat or
         # an end of session is none
-        seg = _Segment(start, end, now, wit0=self._wit - 1 if by_data else self._wit)
+        wit0 = self._wit - 1 if by_data else self._wit
+        seg = _Segment(start, end, now, wit0=wit0)
         self._segs.append(seg)
+        self._missing += end - start
+        by = self._by_wit0
+        by[wit0] = by.get(wit0, 0) + end - start
+        if len(by) > 2 * _WITNESSES:  # let go of the keys the feed passed: they stay few
+            self._unpassed()
         self._schedule(seg, now + self.config.request_delay)
         self._gaps += 1
         self._gap_messages += end - start
@@ -2581,6 +2642,7 @@ class ReceiverCore:
     def _fill(self, start: int, end: int) -> list[tuple[int, int]]:
         """Remove ``[start, end)`` from the missing segments; return the ranges removed."""
         segs = self._segs
+        by = self._by_wit0
         i = bisect_right(segs, start, key=_start_of) - 1
         if i < 0 or segs[i].end <= start:
             i += 1
@@ -2590,6 +2652,10 @@ class ReceiverCore:
             a = seg.start if seg.start > start else start
             b = seg.end if seg.end < end else end
             filled.append((a, b))
+            self._missing -= b - a  # (_less_missing, inlined: the answers' path)
+            left = by.get(seg.wit0)
+            if left is not None:
+                by[seg.wit0] = left - (b - a)
             if seg.start < a:
                 if b < seg.end:
                     right = _Segment(
@@ -2800,6 +2866,7 @@ class ReceiverCore:
         for seg in self._segs[i:j]:
             seg.alive = False
             self._give_up_range(seg.start, seg.end, reason)
+            self._less_missing(seg, seg.end - seg.start)
         del self._segs[i:j]
 
     def _enforce_held_bound(self) -> None:
