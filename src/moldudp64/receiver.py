@@ -60,7 +60,8 @@ reported lost. Requests are cheap, beliefs are costly:
   (``end_of_session_contradicted``; one below data held but not yet delivered is refused
   alike unless it repeats), one far beyond everything held never believed: the numbers
   before it are taken as missing a window at a time (:meth:`_chase_end`), and live data
-  far below it drops it. Of two ends the data held agrees with, the one right after all
+  far below it drops it (an end below it is one of two ends). Of two ends the data held
+  agrees with, the one right after all
   data held wins once it repeated, else the one repeated more often (a real publisher
   repeats its end: a forged one seen once, even right after all data held, cannot hold the
   claim against it), on a tie the one right after all data held, else the newer. What is
@@ -1404,7 +1405,7 @@ class ReceiverCore:
                         self._eos_claim = None
                         self._eos_gone = (eos.start, eos.copies)
                         self._drop(DROP_EOS_CONTRADICTED, eos.source, eos.addr, once=True)
-                elif count and not self._end_is_near(eos.start):
+                elif 0 < count < END_OF_SESSION and not self._end_is_near(eos.start):
                     # data far below it: a real end is never far ahead of the feed
                     self._eos_claim = None
                     self._drop(DROP_UNCONFIRMED, eos.source, eos.addr)
