@@ -1696,7 +1696,22 @@ class ReceiverCore:
         if self._end_is_near(eos.start) or self._horizon <= eos.value:
             self._eos_claim = None
             self._believe_end(eos.start, now, repeated=eos.copies >= 2, claim=eos)
-            if self._eos is None and self._eos_claim is None and self._pending_end is not eos:
+            rival = self._eos_rival
+            if (
+                self._eos is None
+                and self._eos_claim is None
+                and (
+                    self._pending_end is not eos
+                    # remembered for the numbers before it nothing real reached, while the
+                    # end it won over repeated more often at a number nothing real reached
+                    # and no server answered for (see _wake_pending_end)
+                    or (
+                        rival is not None
+                        and rival[1] > eos.copies
+                        and self._unanswered(rival[0])
+                    )
+                )
+            ):
                 self._revive_refused(eos, now)  # refused: the end it won over stands again
                 again = self._eos_claim
                 if again is not None and again.at + self.config.end_confirm <= now:
@@ -1704,6 +1719,16 @@ class ReceiverCore:
             return
         eos.value = self._horizon  # where the fetching stood at this look
         eos.at = now
+
+    def _unanswered(self, seq: int) -> bool:
+        """Whether ``seq`` is the next number to deliver and starts a gap the feed has not
+        passed that the servers were asked for until out of attempts with no answer
+        (parked): nothing real reached it and no server holds it."""
+        segs = self._segs
+        if seq != self._expected or not segs:
+            return False
+        seg = segs[0]
+        return seg.start == seq and seg.parks > 0 and self._wit - seg.wit0 < _WITNESSES
 
     def _chase_end(self, now: float) -> None:
         """An end of session far beyond everything held, with nothing missing before the
@@ -3312,13 +3337,20 @@ class ReceiverCore:
         believe it), it is claimed again, as if it arrived now (the quiet that confirms
         it must last ``end_confirm`` from here; data beyond it still disproves it)."""
         pending = self._pending_end
-        if (
-            pending is None
-            or self._eos_claim is not None
-            or self._eos is not None
-            or self._ended
-            or not self._end_is_near(pending.start)
-        ):
+        if pending is None or self._eos_claim is not None or self._eos is not None or self._ended:
+            return
+        rival = self._eos_rival
+        if rival is not None and rival[1] > pending.copies and self._unanswered(rival[0]):
+            # the end it won over repeated more often, at the next number to deliver, which
+            # nothing real reached and no server answered for: that end is claimed again,
+            # with a fresh quiet (forged data far ahead and a far end agreeing with it
+            # cannot keep the real end from ending the session; a server that holds the
+            # numbers answers, and the remembered end waits for them as before)
+            self._revive_refused(pending, now)
+            if self._eos_claim is not None:
+                self._eos_claim.at = now
+            return
+        if not self._end_is_near(pending.start):
             return
         self._pending_end = None
         if pending.start < max(self._data_top, self._expected):

@@ -596,9 +596,10 @@ def test_a_forged_end_inside_a_big_unpassed_gap_does_not_replace_the_real_end(
     and on: the real end wins (it agrees with the data held; an end below it is no live
     data far below it, which would drop it) and, refused for the numbers before it
     nothing real reached, is remembered; the forged end is not claimed in its place, even
-    repeated more often: every message is recovered and the session ends at its end
-    (before, 4 forged repeats each dropped the real end as far, and the session never
-    ended)."""
+    repeated more often (only one at the next number to deliver that the servers were
+    asked for until out of attempts with no answer would be: the honest server answers):
+    every message is recovered and the session ends at its end (before, 4 forged
+    repeats each dropped the real end as far, and the session never ended)."""
     feed, count = gap_feed(20_000, after=10)
     t_end = min(t for t, d in feed.line if d[18:20] == b"\xff\xff")
     forged = [(t_end + 0.1 + 0.5 * k, build_end_of_session(S, at)) for k in range(repeats)]
