@@ -1290,7 +1290,7 @@ class ReceiverCore:
             peak_held_packets=self._peak_held,
             peak_held_bytes=self._peak_held_bytes,
             open_gaps=len(self._segs),
-            missing_messages=sum(s.end - s.start for s in self._segs),
+            missing_messages=self._missing,
             requests_in_flight=len(self._requests),
             servers_in_rotation=sum(1 for s in self._servers if not s.disabled),
             session=self._session,
