@@ -1,0 +1,128 @@
+"""attack4: hostile tests of issue 18's promise ("data wins") against the rules added last stop.
+
+Built from README.md ("What the receiver believes") and docs/DESIGN.md only, by a tester who
+wrote none of the receiver: real data of the followed session that arrives on a line, or
+that an honest re-request server holds, is delivered exactly once in order, or named with
+its range in an event; nothing real is reported lost; memory, requests and CPU per datagram
+stay bounded; a session ends in bounded time after its real end. Excused only what the
+README admits (forged data at exactly the next number and its kin).
+
+Reuses attack3's driver (``drive``: line A/B, strangers, several servers, first arrivals)
+and its real ``Publisher`` and honest ``Server``. Every scenario runs on a simulated clock.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from attack.switch_sim import msg
+from attack.test_data_wins_attack3 import (
+    HONEST,
+    A,
+    B,
+    Dead,
+    Outcome,
+    Publisher,
+    Server,
+    after_end,
+    check_tiles,
+    delivered,
+    drive,
+    ended,
+    line_of,
+    lost,
+)
+from moldudp64.events import Source
+from moldudp64.wire import build_end_of_session, build_packet  # noqa: F401
+
+
+def real(o: Outcome, session: str) -> list[int]:
+    """Numbers of ``session`` delivered with their real bytes, in event order."""
+    return [n for n, m, _ in delivered(o, session) if m == msg(session, n)]
+
+
+def named(o: Outcome, session: str, upto: int) -> set[int]:
+    """Numbers 1..``upto`` of ``session`` delivered, reported lost or named after its end."""
+    got = {n for n, _, _ in delivered(o, session)}
+    got |= {n for x, y, _ in lost(o, session) for n in range(x, min(y, upto) + 1)}
+    got |= {n for x, y, _ in after_end(o, session) for n in range(x, min(y, upto) + 1)}
+    return {n for n in got if n <= upto}
+
+
+# ----------------------------------------------------------------- a real end behind a large gap
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack4, no forger at all: A (2,200 msgs from 0.5 s, 101..2200 lost on the "
+        "line, real end 2201 x4 at 0.92..2.42 s), one honest server holding all of it "
+        "answering 40 msgs per answer after 0.2 s: the numbers before the end are chased one "
+        "1,024 window at a time; the first window (101..1124) takes 5.2 s, longer than the "
+        "end's quiet, the far end claim is dropped (DatagramDropped unconfirmed_sequence at "
+        "5.92 s) and never claimed again: 1,124 of 2,200 delivered, 1125..2200 neither "
+        "delivered nor named, no SessionEnded, no request after 6.07 s (run to 120 s). With "
+        "a next session B 3 s after A's last end: MessagesLost(A, 981, 1124, 'session "
+        "changed') for real data the server holds, 1125..2200 unnamed"
+    ),
+)
+@pytest.mark.parametrize("next_session", [False, True], ids=["alone", "then-B"])
+def test_real_end_behind_a_large_lost_tail_with_a_slow_server(next_session: bool) -> None:
+    """README: "a real end behind a large gap still ends the session" (the end is
+    remembered and claimed again once the numbers before it are recovered); an honest
+    server holds the tail, so it is delivered whole and A ends at 2201."""
+    n = 2200
+    a = Publisher(A, n, 0.5, dt=0.0001, per_packet=1, lost=set(range(100, n)))
+    pubs = [a]
+    if next_session:
+        pubs.append(Publisher(B, 60, a.last_sent() + 3.0, dt=0.02, per_packet=2))
+    pm = {p.session: p for p in pubs}
+    o = drive(line_of(pubs), [Server(HONEST, pm, cap=40, delay=0.2)], 120.0)
+    check_tiles(o)
+    assert [x for x in lost(o, A) if x[0] <= n] == [], f"A: real data lost {lost(o, A)}"
+    got = real(o, A)
+    assert got == list(range(1, n + 1)), (
+        f"A: {len(got)} of {n} delivered; unnamed "
+        f"{len(set(range(1, n + 1)) - named(o, A, n))}"
+    )
+    assert [x for _, x in ended(o, A)] == [n + 1]
+    if next_session:
+        assert real(o, B) == list(range(1, 61))
+
+
+# ----------------------------------------------------------------- two ends: right after the data
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack4: A (100 msgs from 0.5 s, one a datagram, 91..100 lost on the line, "
+        "its real end 101 x4 at 1.69..3.19 s); a forged end of A at 91 (right after all data "
+        "held) sent twice 1 ms apart at 1.54 s on line B. dead server: A ends at 91 at 4.04 "
+        "s, 91..100 (announced by the real end, four times) neither delivered nor lost nor "
+        "named after the end. Honest server 2.6 s away: SessionEnded(A, 91) at 4.04 s, "
+        "MessagesAfterEnd(91, 95) for the answer, 96..100 (held by the server) never "
+        "delivered nor named. Same with the two copies 1 s apart or at 3.0 s"
+    ),
+)
+@pytest.mark.parametrize("server", ["dead", "slow"])
+def test_two_forged_ends_right_after_the_data_held_cut_off_a_lost_tail(server: str) -> None:
+    """README: "of two ends, the one right after all data held wins once it repeated"; the
+    promise: every message not delivered is reported with its range, real data an honest
+    server holds is delivered. A forger's end, sent twice, against the real end sent four
+    times: the real end says 91..100 exist, so they are delivered (slow server) or named
+    lost (dead server), and A ends at 101."""
+    a = Publisher(A, 100, 0.5, dt=0.01, per_packet=1, lost=set(range(90, 100)))
+    line = line_of([a]) + [
+        (1.54 + 0.001 * k, build_end_of_session(A, 91), Source.LINE_B, None) for k in range(2)
+    ]
+    pm = {A: a}
+    srv = Dead(HONEST, pm) if server == "dead" else Server(HONEST, pm, cap=5, delay=2.6)
+    o = drive(line, [srv], 60.0)
+    check_tiles(o)
+    assert real(o, A)[:90] == list(range(1, 91))
+    unnamed = sorted(set(range(1, 101)) - named(o, A, 100))
+    assert not unnamed, f"A: {unnamed} neither delivered nor named; ended {ended(o, A)}"
+    assert [x for _, x in ended(o, A)] == [101], f"A ended {ended(o, A)}, real end 101 (x4)"
+    if server == "slow":
+        assert real(o, A) == list(range(1, 101))
