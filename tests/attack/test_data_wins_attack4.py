@@ -33,7 +33,7 @@ from attack.test_data_wins_attack3 import (
     lost,
 )
 from moldudp64.events import Source
-from moldudp64.wire import build_end_of_session, build_packet  # noqa: F401
+from moldudp64.wire import build_end_of_session, build_packet
 
 
 def real(o: Outcome, session: str) -> list[int]:
@@ -126,3 +126,41 @@ def test_two_forged_ends_right_after_the_data_held_cut_off_a_lost_tail(server: s
     assert [x for _, x in ended(o, A)] == [101], f"A ended {ended(o, A)}, real end 101 (x4)"
     if server == "slow":
         assert real(o, A) == list(range(1, 101))
+
+
+# ----------------------------------------------------------------- data after a believed end
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack4: A (30 msgs from 0.5 s, 3 a datagram, then no datagram for 3.2 s), "
+        "a forged end of A at 31 at 0.81 s (believed at 3.31 s: the admitted case); then the "
+        "feed goes on, 31..60 on lines A and B (B 2 ms behind A), the datagram 31..33 lost on "
+        "line A only, so it arrives after 34..36. Events: MessagesAfterEnd(34, 36) and (37, "
+        "60); 31..33, real data that arrived, neither delivered nor named (the after-end "
+        "high-water mark skips what comes below it)"
+    ),
+)
+def test_data_after_a_believed_end_arriving_out_of_order_is_named() -> None:
+    """README (cannot know): a forged end sent while the feed is silent for ``end_confirm``
+    ends the session; "what the feed sends after it is then reported, not delivered"
+    (``MessagesAfterEnd``, each number once). Line B fills what line A lost a moment later,
+    as A/B arbitration is for: every number 31..60 is named."""
+    a = Publisher(A, 30, 0.5, dt=0.01, per_packet=3, end=False)
+    line = line_of([a])
+    for i in range(10):
+        first = 31 + 3 * i
+        data = build_packet(A, first, [msg(A, s) for s in range(first, first + 3)])
+        if i != 0:
+            line.append((4.0 + 0.001 * i, data, Source.LINE_A, None))
+        line.append((4.002 + 0.001 * i, data, Source.LINE_B, None))
+    line += [(4.3 + 0.5 * k, build_end_of_session(A, 61), Source.LINE_A, None) for k in range(4)]
+    line.append((0.81, build_end_of_session(A, 31), Source.LINE_B, None))
+    o = drive(line, [Server(HONEST, {A: a}, cap=5)], 30.0)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 31))
+    assert lost(o, A) == []
+    assert [x for _, x in ended(o, A)] == [31]  # the admitted truncation
+    names = sorted(n for x, y, _ in after_end(o, A) for n in range(x, y + 1))
+    assert names == list(range(31, 61)), f"A: named after the end {after_end(o, A)}"
