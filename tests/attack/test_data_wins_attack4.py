@@ -82,8 +82,7 @@ def test_real_end_behind_a_large_lost_tail_with_a_slow_server(next_session: bool
     assert [x for x in lost(o, A) if x[0] <= n] == [], f"A: real data lost {lost(o, A)}"
     got = real(o, A)
     assert got == list(range(1, n + 1)), (
-        f"A: {len(got)} of {n} delivered; unnamed "
-        f"{len(set(range(1, n + 1)) - named(o, A, n))}"
+        f"A: {len(got)} of {n} delivered; unnamed {len(set(range(1, n + 1)) - named(o, A, n))}"
     )
     assert [x for _, x in ended(o, A)] == [n + 1]
     if next_session:
@@ -164,3 +163,46 @@ def test_data_after_a_believed_end_arriving_out_of_order_is_named() -> None:
     assert [x for _, x in ended(o, A)] == [31]  # the admitted truncation
     names = sorted(n for x, y, _ in after_end(o, A) for n in range(x, y + 1))
     assert names == list(range(31, 61)), f"A: named after the end {after_end(o, A)}"
+
+
+# ----------------------------------------------------------------- a forged far end outrepeats
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack4: A (100 msgs from 0.5 s, one a datagram, only 100 lost on the "
+        "line, real end 101 x4 at 1.69..3.19 s), a forged end of A at 1200 eight times every "
+        "0.5 s from 0.8 s on line A, the honest server drops the first answers to each "
+        "number (a lossy path). drops 3, alone: 1..100 delivered but A never ends (the real "
+        "end dropped as end_of_session_contradicted at 1.69 s; requests for 101+954 and "
+        "1055+145 go on with growing waits until 45.9 s, nothing ends by 60 s). drops 4, "
+        "then B (from 4.49 s): MessagesLost(A, 100, 1199, 'session changed'): the real "
+        "message 100, which the server answers at its 5th ask, reported lost; no "
+        "SessionEnded(A)"
+    ),
+)
+@pytest.mark.parametrize(
+    ("drops", "next_session"), [(3, False), (4, True)], ids=["alone", "then-B"]
+)
+def test_forged_end_just_beyond_the_window_outrepeats_the_real_end(
+    drops: int, next_session: bool
+) -> None:
+    """README: of two ends, the one repeated more often wins; "one that won and is refused
+    once its quiet comes gives the claim back to the repeated end it beat"; the session
+    ends at its real end; nothing real is reported lost."""
+    a = Publisher(A, 100, 0.5, dt=0.01, per_packet=1, lost={99})
+    pubs = [a]
+    if next_session:
+        pubs.append(Publisher(B, 60, a.last_sent() + 3.0, dt=0.02, per_packet=2))
+    line = line_of(pubs) + [
+        (0.8 + 0.5 * k, build_end_of_session(A, 1200), Source.LINE_A, None) for k in range(8)
+    ]
+    srv = Server(HONEST, {p.session: p for p in pubs}, cap=5, drop=lambda s, q, k: k < drops)
+    o = drive(line, [srv], 60.0)
+    check_tiles(o)
+    assert [x for x in lost(o, A) if x[0] <= 100] == [], f"A: real data lost {lost(o, A)}"
+    assert real(o, A) == list(range(1, 101))
+    assert [x for _, x in ended(o, A)] == [101], f"A ended {ended(o, A)}, real end 101 (x4)"
+    if next_session:
+        assert real(o, B) == list(range(1, 61))
