@@ -13,6 +13,8 @@ and its real ``Publisher`` and honest ``Server``. Every scenario runs on a simul
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 
 from attack.switch_sim import msg
@@ -35,7 +37,7 @@ from attack.test_data_wins_attack3 import (
     lost,
 )
 from moldudp64.events import Source
-from moldudp64.wire import build_end_of_session, build_packet
+from moldudp64.wire import build_end_of_session, build_heartbeat, build_packet
 
 
 def real(o: Outcome, session: str) -> list[int]:
@@ -284,3 +286,86 @@ def test_a_lagging_server_alone_recovers_every_gap() -> None:
     assert lost(o, A) == []
     assert real(o, A) == list(range(1, 3001))
     assert len(o.requests) <= 8 * 58
+
+
+# ----------------------------------------------------------------- attacks that held (guards)
+
+
+@pytest.mark.parametrize("every", [1.0, 2.4])
+def test_a_repeated_forged_end_at_the_next_number_of_a_slow_feed(every: float) -> None:
+    """Holds: README "an end that repeated stands against live data beyond it until five
+    distinct data datagrams went past it (each restarts the quiet)". A slow feed (one
+    datagram every ``every`` s, under ``end_confirm``): a forged end of A at the next
+    number, twice 0.25 s apart after the 5th datagram, delays nothing real; A ends at 21."""
+    a = Publisher(A, 20, 0.5, dt=every, per_packet=1)
+    t5 = 0.5 + 4 * every
+    line = line_of([a]) + [
+        (t5 + 0.1 + 0.25 * k, build_end_of_session(A, 6), Source.LINE_B, None) for k in range(2)
+    ]
+    o = drive(line, [Server(HONEST, {A: a}, cap=5)], 120.0)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 21)) and lost(o, A) == []
+    assert after_end(o, A) == []
+    assert [x for _, x in ended(o, A)] == [21]
+
+
+def test_forged_ends_before_each_burst_of_a_feed_that_beats_between_bursts() -> None:
+    """Holds: bursts of four datagrams (fewer than the five witnesses) with heartbeats
+    every second between them, a forged end at the next number sent twice before each
+    burst: heartbeats restart the quiet, every real message is delivered, A ends at 41."""
+    line = []
+    t, seq = 0.5, 1
+    for burst in range(10):
+        if burst:
+            line += [
+                (t - 0.4 + 0.25 * k, build_end_of_session(A, seq), Source.LINE_B, None)
+                for k in range(2)
+            ]
+        for i in range(4):
+            line.append((t + 0.01 * i, build_packet(A, seq, [msg(A, seq)]), Source.LINE_A, None))
+            seq += 1
+        line += [(t + 1.0 + h, build_heartbeat(A, seq), Source.LINE_A, None) for h in range(3)]
+        t += 4.0
+    line += [(t + 0.5 * k, build_end_of_session(A, seq), Source.LINE_A, None) for k in range(4)]
+    a = Publisher(A, 40, 0.5, dt=1.0, per_packet=1)  # what the server holds
+    o = drive(line, [Server(HONEST, {A: a}, cap=5)], 120.0)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 41)) and lost(o, A) == []
+    assert [x for _, x in ended(o, A)] == [41]
+
+
+def test_two_forged_ends_right_after_the_data_held_with_a_prompt_server() -> None:
+    """Holds: the test above with a server that answers at once: the tail it brings goes
+    beyond the forged end, which is then refused; A whole, ends at 101."""
+    a = Publisher(A, 100, 0.5, dt=0.01, per_packet=1, lost=set(range(90, 100)))
+    line = line_of([a]) + [
+        (1.54 + 0.001 * k, build_end_of_session(A, 91), Source.LINE_B, None) for k in range(2)
+    ]
+    o = drive(line, [Server(HONEST, {A: a}, cap=5, delay=1.0)], 60.0)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 101)) and lost(o, A) == []
+    assert [x for _, x in ended(o, A)] == [101]
+
+
+@dataclass
+class Outage(Server):
+    """An honest server that answers nothing while ``down`` (a restart)."""
+
+    down: tuple[float, float] = (0.0, 0.0)
+
+    def answer(self, req: bytes, now: float) -> bytes | None:
+        if self.down[0] <= now < self.down[1]:
+            self.requests += 1
+            return None
+        return super().answer(req, now)
+
+
+def test_a_three_second_outage_of_the_only_server() -> None:
+    """Holds: README "once every server left a range's attempts unanswered in a row and
+    answered nothing for as long as they take, each other range missing since then is
+    reported lost at its next timeout". A restart of 3 s (5.0..8.0 s), shorter than one
+    range's attempts: every gap open meanwhile is recovered."""
+    a = Publisher(A, 3000, 0.5, dt=0.01, per_packet=1, lost=set(range(100, 3000, 50)))
+    o = drive(line_of([a]), [Outage(HONEST, {A: a}, cap=5, down=(5.0, 8.0))], 60.0)
+    check_tiles(o)
+    assert lost(o, A) == [] and real(o, A) == list(range(1, 3001))
