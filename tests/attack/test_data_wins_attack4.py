@@ -13,6 +13,7 @@ and its real ``Publisher`` and honest ``Server``. Every scenario runs on a simul
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -37,6 +38,7 @@ from attack.test_data_wins_attack3 import (
     lost,
 )
 from moldudp64.events import Source
+from moldudp64.receiver import ReceiverConfig, ReceiverCore
 from moldudp64.wire import build_end_of_session, build_heartbeat, build_packet
 
 
@@ -404,3 +406,79 @@ def test_one_forged_end_in_a_large_lost_tail_truncates_the_session(count: int, f
     )
     assert real(o, A) == list(range(1, count + 1))
     assert [x for _, x in ended(o, A)] == [count + 1]
+
+
+# ----------------------------------------------------------------- CPU per datagram
+
+
+def _left_session_core(chain: int) -> tuple[ReceiverCore, float]:
+    """A core that followed A (30 msgs, ended at 31) and now follows B; then ``chain``
+    one-message datagrams of A beyond its end, highest first (each named on its own)."""
+    core = ReceiverCore(ReceiverConfig(rerequest_server_addrs=[HONEST]))
+    now = 0.0
+
+    def rx(data: bytes) -> None:
+        core.receive_datagram(data, Source.LINE_A, now)
+        timer = core.get_timer()
+        if timer is not None and timer <= now:
+            core.handle_timer(now)
+        core.datagrams_to_send(now)
+        core.events_received()
+
+    for i in range(1, 31):
+        now += 0.01
+        rx(build_packet(A, i, [msg(A, i)]))
+    for _ in range(4):
+        now += 0.5
+        rx(build_end_of_session(A, 31))
+    now += 3.0
+    b = 1
+    for _ in range(5):
+        now += 0.01
+        rx(build_packet(B, b, [msg(B, b)]))
+        b += 1
+    for s in range(31 + chain - 1, 30, -1):
+        now += 0.2
+        rx(build_packet(A, s, [b"X"]))
+        now += 0.2
+        rx(build_packet(B, b, [msg(B, b)]))
+        b += 1
+    return core, now
+
+
+def _cost(core: ReceiverCore, now: float, data: bytes, n: int = 400) -> float:
+    """Seconds per datagram of ``data`` received ``n`` times on line B (best of 5)."""
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            now += 0.0001
+            core.receive_datagram(data, Source.LINE_B, now)
+        best = min(best, (time.perf_counter() - t0) / n)
+        core.events_received()
+    return best
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack4: A followed then left at its end (31) for B; 64 one-message "
+        "datagrams of A at 94, 93, ..., 31 (highest first, 0.4 s apart: each named on its "
+        "own, filling the 64-entry list of named ranges in descending order); then each copy "
+        "of one datagram of A at 31..94 costs about 200 us instead of about 7 us (30x, "
+        "measured on a loaded 2-core machine): _past_after's skip loop walks every named "
+        "range once per range it skips (64 x 64). Bounded by _MAX_PAST_NAMED, but a copy "
+        "stream of the session left (its line B, or a forger) then costs the receiver "
+        "about as much as the 10,000-gap case recv5 is fixing"
+    ),
+)
+def test_copies_of_a_left_sessions_data_cost_no_more_after_many_named_ranges() -> None:
+    """Promise: CPU per datagram stays bounded whatever the wire says (DESIGN invariant 6:
+    the cost of a datagram does not grow with what is open). A copy of the left session's
+    data costs about the same after 64 earlier pieces of it were named as before."""
+    cover = build_packet(A, 31, [b"Y"] * 64)
+    core0, now0 = _left_session_core(0)
+    base = _cost(core0, now0, cover)
+    core, now = _left_session_core(64)
+    cost = _cost(core, now, cover)
+    assert cost < 8 * base, f"{cost * 1e6:.0f} us per copy, {base * 1e6:.0f} us before"
