@@ -482,3 +482,22 @@ def test_copies_of_a_left_sessions_data_cost_no_more_after_many_named_ranges() -
     core, now = _left_session_core(64)
     cost = _cost(core, now, cover)
     assert cost < 8 * base, f"{cost * 1e6:.0f} us per copy, {base * 1e6:.0f} us before"
+
+
+@pytest.mark.parametrize("tail", [0, 50, 1100])
+@pytest.mark.parametrize("b_after", [-0.5, 0.3])
+def test_next_session_starts_as_the_followed_one_ends(tail: int, b_after: float) -> None:
+    """Holds: A (1,300 msgs, its last ``tail`` lost on the line), B (600 msgs, no end,
+    heartbeats after) starting ``b_after`` s after A's first end, an honest server 0.3 s
+    away: A recovered whole and ended at 1301 before B, B whole."""
+    n = 1300
+    a = Publisher(A, n, 0.5, dt=0.0005, per_packet=1, lost=set(range(n - tail, n)))
+    first_end = a.packets()[-1][0] + 0.2
+    b = Publisher(
+        B, 600, first_end + b_after, dt=0.001, per_packet=2, end=False, heartbeats_after=5
+    )
+    o = drive(line_of([a, b]), [Server(HONEST, {A: a, B: b}, cap=40, delay=0.3)], 80.0)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, n + 1)) and lost(o, A) == []
+    assert [x for _, x in ended(o, A)] == [n + 1]
+    assert real(o, B) == list(range(1, 601)) and lost(o, B) == []
