@@ -501,3 +501,34 @@ def test_next_session_starts_as_the_followed_one_ends(tail: int, b_after: float)
     assert real(o, A) == list(range(1, n + 1)) and lost(o, A) == []
     assert [x for _, x in ended(o, A)] == [n + 1]
     assert real(o, B) == list(range(1, 601)) and lost(o, B) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack4, no forger at all: A (5,000 msgs from 0.5 s, every data datagram "
+        "lost on the line: seen through its ends alone, 5001 x4 at 3.2..4.7 s), B (60 msgs) "
+        "3 s after A's last end, one honest server 5 ms away answering 5 msgs an answer: A's "
+        "numbers are asked for one request at a time (unpassed: the far end passes nothing) "
+        "and B's start cuts that short: 2,019 of 5,000 delivered, MessagesLost(A, 2020, "
+        "2048, 'session changed') for real data the server holds, 2049..5000 neither "
+        "delivered nor named, no SessionEnded(A); B whole. (40 msgs an answer, 50 ms: "
+        "1,584 delivered, MessagesLost(A, 1585, 2048, 'session changed'))"
+    ),
+)
+def test_an_ends_only_session_of_5000_then_the_next_session() -> None:
+    """README (Sessions): a session seen through its ends alone is followed to ask the
+    servers for 1..N-1: "what they answer is delivered, the rest reported lost with its
+    range, never dropped unnamed"; its gaps the feed went past are recovered first, only
+    numbers the feed never passed are "session changed"."""
+    a = Publisher(A, 5000, 0.5, dt=0.0005, per_packet=1).all_lost()
+    b = Publisher(B, 60, a.last_sent() + 3.0, dt=0.02, per_packet=2)
+    o = drive(line_of([a, b]), [Server(HONEST, {A: a, B: b}, cap=5, delay=0.005)], 120.0)
+    check_tiles(o)
+    assert real(o, B) == list(range(1, 61))
+    assert lost(o, A) == [], f"A: real data lost {lost(o, A)}"
+    got = real(o, A)
+    assert got == list(range(1, 5001)), (
+        f"A: {len(got)} of 5000 delivered; unnamed {5000 - len(named(o, A, 5000))}"
+    )
+    assert [x for _, x in ended(o, A)] == [5001]
