@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+import tracemalloc
 from dataclasses import dataclass
 from typing import Any
 
@@ -675,3 +676,63 @@ def test_model_large_tails_slow_servers_and_forgeries(sc: dict[str, Any]) -> Non
     of A (data, heartbeats, ends; any line); the known classes pinned above are skipped
     (``_known``). ``ATTACK4_HUNT=N`` hunts with N examples (above 25 a fresh search)."""
     _play(sc)
+
+
+# ----------------------------------------------------------------- memory
+
+
+def _staircase_memory(steps: list[int]) -> list[int]:
+    """Bytes the core holds (tracemalloc) after each of ``steps`` forged heartbeats of the
+    followed session, each 1,000 beyond the one before (a live feed goes on meanwhile)."""
+    core = ReceiverCore(ReceiverConfig(rerequest_server_addrs=[HONEST]))
+    now, seq = 0.0, 1
+
+    def tick() -> None:
+        timer = core.get_timer()
+        if timer is not None and timer <= now:
+            core.handle_timer(now)
+        core.datagrams_to_send(now)
+        core.events_received()
+
+    for _ in range(10):
+        now += 0.001
+        core.receive_datagram(build_packet(A, seq, [msg(A, seq)]), Source.LINE_A, now)
+        seq += 1
+        tick()
+    beats = [build_heartbeat(A, seq + 1000 * i) for i in range(1, max(steps) + 1)]
+    out = []
+    tracemalloc.start()
+    try:
+        for i, beat in enumerate(beats, 1):
+            now += 0.00001
+            core.receive_datagram(beat, Source.LINE_B, now)
+            if i % 1000 == 0:
+                tick()
+                core.receive_datagram(build_packet(A, seq, [msg(A, seq)]), Source.LINE_A, now)
+                seq += 1
+            if i in steps:
+                out.append(tracemalloc.get_traced_memory()[0])
+    finally:
+        tracemalloc.stop()
+    return out
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack4: forged heartbeats of the followed session, each 1,000 beyond "
+        "the one before (within max_messages_per_request of everything held, so each opens "
+        "a gap at once; heartbeats carry no data, so the held bounds never count them): one "
+        "open gap per heartbeat, for ever; 20,000 heartbeats: 19,999 gaps, 8 MB RSS more; "
+        "200,000: 199,999 gaps, +96 MB (about 480 bytes a 20-byte datagram); a live "
+        "datagram then costs about 20 us instead of 4. Here: 5,000 to 25,000 heartbeats "
+        "grow the traced memory by about 9 MB"
+    ),
+)
+def test_a_staircase_of_forged_heartbeats_keeps_memory_bounded() -> None:
+    """README: memory stays bounded whatever the wire says; forged heartbeats far ahead
+    "cost at most one bounded request at a time". 20,000 more forged heartbeats grow the
+    core's memory by less than 2 MB (one open gap per heartbeat would be about 9 MB)."""
+    low, high = _staircase_memory([5_000, 25_000])
+    grown = high - low
+    assert grown < 2_000_000, f"{grown / 1e6:.1f} MB more for 20,000 more forged heartbeats"
