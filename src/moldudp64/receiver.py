@@ -1499,7 +1499,7 @@ class ReceiverCore:
                 new = 0
                 if count == 0:
                     if value > self._horizon:
-                        self._new_gap(self._horizon, value, now)
+                        self._heartbeat_gap(value, now)
                         self._horizon = value
                 else:
                     if raw:  # the user has the datagram; hold only the count
@@ -2527,6 +2527,28 @@ class ReceiverCore:
         self._events.append(GapDetected(self._session or "", start, end - 1))
         if self._debug:
             logger.debug("gap %d..%d (%d messages)", start, end - 1, end - start)
+
+    def _heartbeat_gap(self, value: int, now: float) -> None:
+        """The numbers a heartbeat at ``value`` says exist beyond everything held: a gap,
+        or, when the highest missing range ends at everything held and the feed has not
+        passed it, that range made longer (named by its own ``GapDetected``). A heartbeat
+        carries no data: it proves nothing real reached those numbers, and numbers the
+        feed never passed are asked for from the front of their range alone, so one range
+        serves as well as many, and forged heartbeats each further ahead cost no memory
+        (one gap each would grow without bound). It is as unpassed as its newest part."""
+        segs = self._segs
+        horizon = self._horizon
+        if segs:
+            seg = segs[-1]
+            if seg.alive and seg.end == horizon and self._wit - seg.wit0 < _WITNESSES:
+                seg.end = value
+                if self._wit > seg.wit0:
+                    seg.wit0 = self._wit
+                self._gaps += 1
+                self._gap_messages += value - horizon
+                self._events.append(GapDetected(self._session or "", horizon, value - 1))
+                return
+        self._new_gap(horizon, value, now)
 
     def _schedule(self, seg: _Segment, due: float) -> None:
         seg.due = due

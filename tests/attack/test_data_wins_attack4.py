@@ -717,18 +717,6 @@ def _staircase_memory(steps: list[int]) -> list[int]:
     return out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack4: forged heartbeats of the followed session, each 1,000 beyond "
-        "the one before (within max_messages_per_request of everything held, so each opens "
-        "a gap at once; heartbeats carry no data, so the held bounds never count them): one "
-        "open gap per heartbeat, for ever; 20,000 heartbeats: 19,999 gaps, 8 MB RSS more; "
-        "200,000: 199,999 gaps, +96 MB (about 480 bytes a 20-byte datagram); a live "
-        "datagram then costs about 20 us instead of 4. Here: 5,000 to 25,000 heartbeats "
-        "grow the traced memory by about 9 MB"
-    ),
-)
 def test_a_staircase_of_forged_heartbeats_keeps_memory_bounded() -> None:
     """README: memory stays bounded whatever the wire says; forged heartbeats far ahead
     "cost at most one bounded request at a time". 20,000 more forged heartbeats grow the
