@@ -724,6 +724,10 @@ class ReceiverCore:
         #: ``[first, end, started, last, left]`` (see :meth:`_past_after`); bounded by
         #: ``_past``.
         self._past_runs: dict[bytes, list[int | float]] = {}
+        #: For each session left behind, the ranges its ``named`` covers, merged
+        #: (overlapping or touching joined) and sorted: ``(named, starts, ends)``, valid
+        #: while ``named`` is that dict and unchanged (see :meth:`_past_cover`).
+        self._past_covers: dict[bytes, tuple[dict[int, int], list[int], list[int]]] = {}
         #: Other sessions seen while following one, with their datagrams; bounded.
         self._cands: dict[bytes, _Candidate] = {}
         self._cand_packets = 0
@@ -2092,16 +2096,17 @@ class ReceiverCore:
         what it gathered is named every :data:`_AFTER_END_MAX_WAIT`: one event per run
         (and per second it lasts), not per datagram, so a client logging each is bounded."""
         run = self._past_runs.get(session_raw)
-        moved = True
-        while moved and first < end:  # skip what was named, or is gathered, already
-            moved = False
+        # skip what was named, or is gathered, already: to the first number neither covers
+        # (a bisect on the named ranges merged, so a copy costs the same however many)
+        _named, starts, ends = self._past_cover(session_raw, named)
+        while True:
+            i = bisect_right(starts, first) - 1
+            if i >= 0 and ends[i] > first:
+                first = ends[i]
             if run is not None and run[0] <= first < run[1]:
                 first = int(run[1])
-                moved = True
-            for a, b in named.items():
-                if a <= first < b:
-                    first = b
-                    moved = True
+                continue
+            break
         if first >= end:
             return
         if run is not None:
@@ -2113,10 +2118,33 @@ class ReceiverCore:
         self._name_past(session_raw, named, first, end, left)
         self._past_runs[session_raw] = [end, end, now, now, left]
 
+    def _past_cover(
+        self, session_raw: bytes, named: dict[int, int]
+    ) -> tuple[dict[int, int], list[int], list[int]]:
+        """The ranges ``named`` covers, merged and sorted (cached until it changes)."""
+        cover = self._past_covers.get(session_raw)
+        if cover is not None and cover[0] is named:
+            return cover
+        starts: list[int] = []
+        ends: list[int] = []
+        for a, b in sorted(named.items()):
+            if ends and a <= ends[-1]:
+                if b > ends[-1]:
+                    ends[-1] = b
+            else:
+                starts.append(a)
+                ends.append(b)
+        cover = self._past_covers[session_raw] = (named, starts, ends)
+        if len(self._past_covers) > _MAX_PAST_SESSIONS:
+            for name in [x for x in self._past_covers if x not in self._past]:
+                del self._past_covers[name]
+        return cover
+
     def _name_past(
         self, session_raw: bytes, named: dict[int, int], first: int, end: int, left: int
     ) -> None:
         """One :class:`MessagesAfterEnd` for ``[first, end)`` of a session left behind."""
+        self._past_covers.pop(session_raw, None)  # (its merged ranges change)
         named[first] = end
         if len(named) > _MAX_PAST_NAMED:
             del named[next(iter(named))]

@@ -8,11 +8,14 @@ Reuses attack3's simulated driver, publishers and servers.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from attack.switch_sim import msg
 from attack.test_data_wins_attack3 import (
     HONEST,
     A,
+    B,
     Dead,
     Lagging,
     Publisher,
@@ -24,8 +27,9 @@ from attack.test_data_wins_attack3 import (
     line_of,
     lost,
 )
-from moldudp64.events import GapDetected, Source
-from moldudp64.wire import build_heartbeat
+from moldudp64.events import GapDetected, MessagesAfterEnd, Source
+from moldudp64.receiver import ReceiverConfig, ReceiverCore
+from moldudp64.wire import build_end_of_session, build_heartbeat, build_packet
 
 
 def real(o: object, session: str) -> list[int]:
@@ -75,3 +79,153 @@ def test_real_heartbeats_after_lost_packets_with_a_dead_server_name_every_number
     assert {n for x, y, _ in lost(o, A) for n in range(x, y + 1)} == set(range(11, 21))
     assert real(o, A) == [*range(1, 11), *range(21, 41)]
     assert [x for _, x in ended(o, A)] == [41]
+
+
+# ----------------------------------------------------------------- 2: a left session's late data
+
+
+def _left(core: ReceiverCore, now: float) -> float:
+    """Follow A (30 msgs, its end 31 x4), then B (5 msgs): A is left at 31."""
+
+    def rx(data: bytes) -> None:
+        core.receive_datagram(data, Source.LINE_A, now)
+        _tick(core, now)
+
+    for i in range(1, 31):
+        now += 0.01
+        rx(build_packet(A, i, [msg(A, i)]))
+    for _ in range(4):
+        now += 0.5
+        rx(build_end_of_session(A, 31))
+    now += 3.0
+    for b in range(1, 6):
+        now += 0.01
+        rx(build_packet(B, b, [msg(B, b)]))
+    assert core.session == B
+    return now
+
+
+def _tick(core: ReceiverCore, now: float) -> None:
+    timer = core.get_timer()
+    if timer is not None and timer <= now:
+        core.handle_timer(now)
+    core.datagrams_to_send(now)
+
+
+class _CountingDict(dict[int, int]):
+    """A dict that counts how often its items are walked."""
+
+    walks = 0
+
+    def items(self):  # type: ignore[no-untyped-def, override]
+        _CountingDict.walks += 1
+        return super().items()
+
+
+def test_copies_of_a_left_sessions_data_walk_its_named_ranges_once() -> None:
+    """Work counted, not timed: after 64 pieces of A's late data were named (highest
+    first), 400 copies of one datagram covering them all walk the named ranges once in
+    all (their merged cover is kept until a range is named), not 64 times each."""
+    core = ReceiverCore(ReceiverConfig(rerequest_server_addrs=[HONEST]))
+    now = _left(core, 0.0)
+    for s in range(94, 30, -1):
+        now += 0.4
+        core.receive_datagram(build_packet(A, s, [b"X"]), Source.LINE_A, now)
+        _tick(core, now)
+    left, named = core._past[A.encode()]
+    counting = _CountingDict(named)
+    core._past[A.encode()] = (left, counting)
+    _CountingDict.walks = 0
+    cover = build_packet(A, 31, [b"Y"] * 64)
+    events = core.events_received()
+    for _ in range(400):
+        now += 0.001
+        core.receive_datagram(cover, Source.LINE_B, now)
+        _tick(core, now)
+    assert _CountingDict.walks == 1
+    assert not [e for e in core.events_received() if isinstance(e, MessagesAfterEnd)]
+    assert [(e.first_seq, e.last_seq) for e in events if isinstance(e, MessagesAfterEnd)][
+        -1
+    ] == (31, 31)
+
+
+class _WalkingCore(ReceiverCore):
+    """The core with the skip loop the merged cover replaced (each pass walks every named
+    range): the reference its decisions must equal."""
+
+    def _past_after(
+        self,
+        session_raw: bytes,
+        left: int,
+        named: dict[int, int],
+        first: int,
+        end: int,
+        now: float,
+    ) -> None:
+        run = self._past_runs.get(session_raw)
+        moved = True
+        while moved and first < end:
+            moved = False
+            if run is not None and run[0] <= first < run[1]:
+                first = int(run[1])
+                moved = True
+            for a, b in named.items():
+                if a <= first < b:
+                    first = b
+                    moved = True
+        if first >= end:
+            return
+        if run is not None:
+            if run[1] == first:
+                run[1] = end
+                run[3] = now
+                return
+            self._flush_past_run(session_raw)
+        self._name_past(session_raw, named, first, end, left)
+        self._past_runs[session_raw] = [end, end, now, now, left]
+
+
+def _late_data(core: ReceiverCore, pkts: list[tuple[int, int, float, Source]]) -> list[object]:
+    """The events after A was left, for ``pkts`` of A's late data (then finish)."""
+    now = _left(core, 0.0)
+    core.events_received()
+    out: list[object] = []
+    for first, count, dt, source in pkts:
+        now += dt
+        data = build_packet(A, first, [msg(A, s) for s in range(first, first + count)])
+        core.receive_datagram(data, source, now)
+        _tick(core, now)
+        out += core.events_received()
+    core.finish(now + 5.0)
+    return out + core.events_received()
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(25, 250),  # first number (A was left at 31)
+            st.integers(1, 6),  # messages
+            st.sampled_from([0.001, 0.05, 0.3]),  # after the one before
+            st.sampled_from([Source.LINE_A, Source.LINE_B]),
+        ),
+        max_size=100,  # (beyond 64 named ranges: the oldest forgotten, as before)
+    )
+)
+def test_a_left_sessions_late_data_named_as_before_in_any_order(
+    pkts: list[tuple[int, int, float, Source]],
+) -> None:
+    """The real stream the merged cover serves: a left session's late data on both lines,
+    overlapping, out of order, in runs and apart: the events are those of the walking
+    loop it replaced, and every number beyond where A was left is named."""
+    cfg = ReceiverConfig(rerequest_server_addrs=[HONEST])
+    got = _late_data(ReceiverCore(cfg), pkts)
+    assert got == _late_data(_WalkingCore(cfg), pkts)
+    names = {
+        n
+        for e in got
+        if isinstance(e, MessagesAfterEnd) and e.session == A
+        for n in range(e.first_seq, e.last_seq + 1)
+    }
+    sent = {s for first, count, _, _ in pkts for s in range(first, first + count)}
+    assert names == {s for s in sent if s >= 31}
