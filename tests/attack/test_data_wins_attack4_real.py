@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 from attack.switch_sim import msg
 from attack.test_data_wins_attack3 import (
     HONEST,
+    OTHER,
     A,
     B,
     Dead,
+    Dies,
     Lagging,
     Publisher,
     Server,
@@ -79,6 +81,67 @@ def test_real_heartbeats_after_lost_packets_with_a_dead_server_name_every_number
     assert {n for x, y, _ in lost(o, A) for n in range(x, y + 1)} == set(range(11, 21))
     assert real(o, A) == [*range(1, 11), *range(21, 41)]
     assert [x for _, x in ended(o, A)] == [41]
+
+
+# ----------------------------------------------------------------- 3: a primary and a backup
+
+
+def _gappy() -> Publisher:
+    """3,000 messages at 100/s, one a datagram, one lost on the line every 50 (58 gaps)."""
+    return Publisher(A, 3000, 0.5, dt=0.01, per_packet=1, lost=set(range(100, 3000, 50)))
+
+
+def _to(o: object, addr: tuple[str, int]) -> int:
+    return sum(1 for r in o.requests if r[4] == addr)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "primary",
+    ["dead", "dies", "lagging", "empty-for-ever"],
+)
+def test_a_primary_and_a_backup_one_of_them_down(primary: str) -> None:
+    """A real deployment: a primary server (configured first) and an honest backup. A
+    dead primary costs a request timeout once; one that dies at 10 s costs no real data;
+    a lagging one (3 s behind) or one that answers zero-count for ever (alive, so retries
+    may go back to it now) never costs a real message either: the backup is tried (a
+    server never tried goes before one whose answers brought nothing)."""
+    a = _gappy()
+    pm = {A: a}
+    first: Server
+    if primary == "dead":
+        first = Dead(OTHER, pm)
+    elif primary == "dies":
+        first = Dies(OTHER, pm, cap=5, dies_at=10.0)
+    else:
+        first = Lagging(OTHER, pm, cap=5, lag=3.0 if primary == "lagging" else 1000.0)
+    o = drive(line_of([a]), [first, Server(HONEST, pm, cap=5)], 60.0)
+    check_tiles(o)
+    assert lost(o, A) == []
+    assert real(o, A) == list(range(1, 3001))
+    assert [x for _, x in ended(o, A)] == [3001]
+    if primary == "dead":
+        assert _to(o, OTHER) <= 2
+    # (one that dies still gets each later gap's first request, answered 50 ms later by
+    # the backup: its silence about numbers the feed had not passed yet is no failure)
+    assert len(o.requests) <= 3 * 58
+
+
+@pytest.mark.parametrize("dead_first", [False, True])
+def test_a_server_that_never_has_the_data_beside_a_dead_one_costs_bounded_requests(
+    dead_first: bool,
+) -> None:
+    """The other side of the rule (retries stay with a server that answers, if only with
+    nothing): one whose answers are all empty beside a dead one, a 10-message gap: reported
+    lost after its attempts, as with that server alone (attack3's zero-count case), and
+    the dead one asked once."""
+    a = Publisher(A, 300, 0.5, dt=0.01, per_packet=1, lost=set(range(100, 110)))
+    pm = {A: a}
+    servers: list[Server] = [Lagging(HONEST, pm, lag=1000.0), Dead(OTHER, pm)]
+    o = drive(line_of([a]), servers[::-1] if dead_first else servers, 120.0)
+    check_tiles(o)
+    assert lost(o, A) == [(101, 110, "request attempts exhausted")]
+    assert len(o.requests) <= 10 and _to(o, OTHER) <= 1
+    assert [n for _, n in ended(o, A)] == [301]
 
 
 # ----------------------------------------------------------------- 2: a left session's late data
