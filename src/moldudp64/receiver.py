@@ -2435,7 +2435,17 @@ class ReceiverCore:
         although it has attempts left. The switch waits until it is recovered or given up
         with its own reason (the attempts, the servers, the memory bound: all bounded)."""
         passed = self._wit - _WITNESSES
-        return any(seg.wit0 <= passed for seg in self._segs)
+        if any(seg.wit0 <= passed for seg in self._segs):
+            return True
+        # a session followed on its ends alone whose numbers a server is bringing: its end
+        # says they exist, and they are being delivered (an answer with data ends each
+        # request): real data a switch would report lost while it comes
+        limit = self.config.max_request_attempts
+        return (
+            self._bare_mark is not None
+            and self._delivered > self._bare_mark
+            and any(seg.attempts < limit for seg in self._segs)
+        )
 
     def _news_at(self) -> float | None:
         """When the followed session last sent news: its last live datagram that was not

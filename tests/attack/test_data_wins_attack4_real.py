@@ -292,3 +292,38 @@ def test_a_left_sessions_late_data_named_as_before_in_any_order(
     }
     sent = {s for first, count, _, _ in pkts for s in range(first, first + count)}
     assert names == {s for s in sent if s >= 31}
+
+
+# ----------------------------------------------------------------- 4: an ends-only session's data
+
+
+def _ends_only_then_b(server: Server, a: Publisher, b: Publisher) -> object:
+    return drive(line_of([a, b]), [server], 120.0)
+
+
+def test_an_ends_only_session_from_a_slow_server_then_the_next_session() -> None:
+    """The finding's other case (40 messages an answer, 50 ms away): the switch to B waits
+    while the server brings A's numbers; A whole, ended at its end, then B whole."""
+    a = Publisher(A, 5000, 0.5, dt=0.0005, per_packet=1).all_lost()
+    b = Publisher(B, 60, a.last_sent() + 3.0, dt=0.02, per_packet=2)
+    o = _ends_only_then_b(Server(HONEST, {A: a, B: b}, cap=40, delay=0.05), a, b)
+    check_tiles(o)
+    assert lost(o, A) == [] and real(o, A) == list(range(1, 5001))
+    assert [x for _, x in ended(o, A)] == [5001]
+    assert real(o, B) == list(range(1, 61)) and lost(o, B) == []
+
+
+def test_an_ends_only_session_whose_server_dies_midway_yields_to_the_next_session() -> None:
+    """The wait is bounded by the attempts: the server dies at 6.5 s, A's recovery stops,
+    A's range asked for runs out of attempts and B is followed: B whole, and every number
+    of A delivered or reported lost with its range up to where it was asked."""
+    a = Publisher(A, 5000, 0.5, dt=0.0005, per_packet=1).all_lost()
+    b = Publisher(B, 60, a.last_sent() + 3.0, dt=0.02, per_packet=2)
+    o = _ends_only_then_b(Dies(HONEST, {A: a, B: b}, cap=5, delay=0.005, dies_at=6.5), a, b)
+    check_tiles(o)
+    got = real(o, A)
+    assert got and got == list(range(1, len(got) + 1))
+    assert lost(o, A) and lost(o, A)[0][0] == len(got) + 1
+    switched = min(t for t, e in o.events if type(e).__name__ == "SessionChanged")
+    assert switched < 6.5 + 10.0  # one range's attempts (about 4.6 s) after the silence
+    assert real(o, B) == list(range(1, 61))
