@@ -591,6 +591,9 @@ def _known(sc: dict[str, Any], forged: list[tuple[float, str, int, int]]) -> str
         return "test_two_forged_ends_right_after_the_data_held_cut_off_a_lost_tail"
     if sc["server"] == "lagging+dead":
         return "test_a_dead_server_beside_a_lagging_one_costs_real_data"
+    far_data = any(k == "data" and s > sc["count"] + 500 for _, k, s, _ in forged)
+    if far_data and any(k == "end" and s > sc["count"] + 500 for _, k, s, _ in forged):
+        return "test_four_forged_datagrams_keep_the_session_from_ending"
     return None
 
 
@@ -736,3 +739,38 @@ def test_a_staircase_of_forged_heartbeats_keeps_memory_bounded() -> None:
     low, high = _staircase_memory([5_000, 25_000])
     grown = high - low
     assert grown < 2_000_000, f"{grown / 1e6:.1f} MB more for 20,000 more forged heartbeats"
+
+
+# ----------------------------------------------------------------- four forged datagrams
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by the attack4 model (ATTACK4_HUNT=3000), minimised: A (300 msgs from 0.5 s, "
+        "4 a datagram, all arrive, real end 301 x4 at 0.77..2.27 s), four forged datagrams "
+        "of A on line A: data at 3004 twice (0.50, 0.55 s: far ahead, they confirm each "
+        "other), a heartbeat at 295 at 2.877 s (before the real end's quiet ends at 3.27 s), "
+        "an end at 3300 at 3.45 s: no SessionEnded(A) by 60 s (all 300 delivered). Without "
+        "the heartbeat, or with it after 3.27 s: A ends at 301. Kin of attack3's pinned "
+        "test_forged_far_data_and_end_at_one_number_before_an_ends_only_next_session, with "
+        "no next session and two forged data datagrams"
+    ),
+)
+def test_four_forged_datagrams_keep_the_session_from_ending() -> None:
+    """Issue 18 item 8: any mix of up to four forged datagrams; the session ends when its
+    real end arrives (README: an end far beyond everything held is never believed)."""
+    a = Publisher(A, 300, 0.5, dt=0.001, per_packet=4)
+    line = line_of([a])
+    line += [
+        (0.5 + 0.05 * k, build_packet(A, 3004, [b"FORGED%d" % k]), Source.LINE_A, None)
+        for k in range(2)
+    ]
+    line += [
+        (2.877, build_heartbeat(A, 295), Source.LINE_A, None),
+        (3.45, build_end_of_session(A, 3300), Source.LINE_A, None),
+    ]
+    o = drive(line, [Server(HONEST, {A: a}, cap=40, delay=0.005)], 60.0)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 301)) and [x for x in lost(o, A) if x[0] <= 300] == []
+    assert [x for _, x in ended(o, A)] == [301], f"A ended {ended(o, A)}, real end 301 (x4)"
