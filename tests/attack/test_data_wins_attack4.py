@@ -774,3 +774,34 @@ def test_four_forged_datagrams_keep_the_session_from_ending() -> None:
     check_tiles(o)
     assert real(o, A) == list(range(1, 301)) and [x for x in lost(o, A) if x[0] <= 300] == []
     assert [x for _, x in ended(o, A)] == [301], f"A ended {ended(o, A)}, real end 301 (x4)"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack4 (DESIGN invariant 3 excepts the memory bound; README says another "
+        "session's backlog goes first): A (300 msgs at 100/s from 0.5 s, 101 lost on the "
+        "line, an honest server 0.5 s away), max_held_packets 2,000; from 1.52 s, 2,400 "
+        "forged one-message data datagrams of A, each 1,000 beyond the one before (from "
+        "next+500; neighbours vouch for each other), 0.1 ms apart: the held bound gives up "
+        "the oldest gaps first: MessagesLost(A, 101, 101, 'held-packet limit exceeded') and "
+        "(123, 601, ...): 121 of 300 real messages delivered, 123..300 (which arrived on "
+        "line A) reported lost, 401 ranges lost in all. With the default bounds the same "
+        "takes 60,000 forged datagrams (153..300 reported lost)"
+    ),
+)
+def test_a_staircase_of_forged_data_does_not_make_real_data_lost() -> None:
+    """Promise: a rule a forger can satisfy may bound work, never destroy data; nothing real
+    is reported lost. Forged data far ahead is what should yield to the held bound, not
+    the real gap at the front nor real data that arrived."""
+    a = Publisher(A, 300, 0.5, dt=0.01, per_packet=1, lost={100})
+    base = a.published_by(1.52) + 500
+    line = line_of([a]) + [
+        (1.52 + 0.0001 * i, build_packet(A, base + 1000 * i, [b"F"]), Source.LINE_B, None)
+        for i in range(2400)
+    ]
+    o = drive(line, [Server(HONEST, {A: a}, cap=5, delay=0.5)], 40.0, max_held_packets=2000)
+    check_tiles(o)
+    real_lost = [x for x in lost(o, A) if x[0] <= 300]
+    assert real_lost == [], f"A: real data lost {real_lost[:3]}"
+    assert real(o, A) == list(range(1, 301))
