@@ -805,3 +805,26 @@ def test_a_staircase_of_forged_data_does_not_make_real_data_lost() -> None:
     real_lost = [x for x in lost(o, A) if x[0] <= 300]
     assert real_lost == [], f"A: real data lost {real_lost[:3]}"
     assert real(o, A) == list(range(1, 301))
+
+
+def test_a_long_run_after_a_believed_end_is_named_once_in_few_events() -> None:
+    """Holds: README "a run that keeps coming: its first packet at once, the rest in one
+    event when it stops" (or each second while it goes on). After the admitted truncation
+    (a forged end into a 3 s silence), 4,500 real messages over 4.5 s on line A with most
+    copies on line B: each number 31..4530 named once, in about one event a second."""
+    a = Publisher(A, 30, 0.5, dt=0.01, per_packet=3, end=False)
+    line = line_of([a])
+    for i in range(1500):
+        first = 31 + 3 * i
+        data = build_packet(A, first, [msg(A, s) for s in range(first, first + 3)])
+        line.append((4.0 + 0.003 * i, data, Source.LINE_A, None))
+        if i % 7:
+            line.append((4.0021 + 0.003 * i, data, Source.LINE_B, None))
+    line += [(9.0 + 0.5 * k, build_end_of_session(A, 4531), Source.LINE_A, None) for k in range(4)]
+    line.append((0.81, build_end_of_session(A, 31), Source.LINE_B, None))
+    o = drive(line, [Server(HONEST, {A: a}, cap=5)], 30.0)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 31)) and [x for _, x in ended(o, A)] == [31]
+    names = [n for x, y, _ in after_end(o, A) for n in range(x, y + 1)]
+    assert sorted(names) == list(range(31, 4531))
+    assert len(after_end(o, A)) <= 12, after_end(o, A)
