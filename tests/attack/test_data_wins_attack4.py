@@ -9,6 +9,10 @@ README admits (forged data at exactly the next number and its kin).
 
 Reuses attack3's driver (``drive``: line A/B, strangers, several servers, first arrivals)
 and its real ``Publisher`` and honest ``Server``. Every scenario runs on a simulated clock.
+``ATTACK4_HUNT=N`` runs the model (large lost tails, slow/lossy/lagging servers, forgeries)
+with N examples (default 25, derandomized); it skips the classes pinned by the xfails here.
+Hunted at 400 and 2 x 3,000 examples: its one new class is pinned as
+``test_four_forged_datagrams_keep_the_session_from_ending``.
 """
 
 from __future__ import annotations
