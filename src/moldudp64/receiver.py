@@ -237,6 +237,12 @@ def _unheeded(server: _Server) -> int:
     return server.failures + server.empty
 
 
+def _alive(server: _Server) -> bool:
+    """Whether a server is known alive or never tried: it left nothing unanswered since
+    its last answer, and answered one (if only with nothing new) or never timed out."""
+    return not server.failures and (server.answers > 0 or not server.timeouts)
+
+
 #: A copy of a datagram on the same line within this many seconds is a network duplicate:
 #: it confirms nothing (a feed's heartbeats and ends of session repeat far slower).
 _REPEAT_INTERVAL = 0.05
@@ -559,6 +565,9 @@ class _Segment:
     inherited: int = 0
     #: The same for ``own_attempts``.
     inherited_own: int = 0
+    #: Of ``avoid``, those that answered that attempt with nothing new (alive: their
+    #: store lags): the retry may go back to them rather than to a dead server.
+    echo: tuple[_Server, ...] = ()
 
 
 @dataclass(slots=True)
@@ -579,6 +588,9 @@ class _Request:
     lead: _Lead | None = None
     #: Its gap's lead, held or not (the pieces cut from the same gap share it).
     family: _Lead | None = None
+    #: Its servers that answered it with nothing new (a store that lags): alive, so the
+    #: retry need not avoid them (see ``ReceiverCore._expire_requests``).
+    answered: tuple[_Server, ...] = ()
 
 
 @dataclass(slots=True)
@@ -725,6 +737,10 @@ class ReceiverCore:
         #: ``[first, end, started, last, left]`` (see :meth:`_past_after`); bounded by
         #: ``_past``.
         self._past_runs: dict[bytes, list[int | float]] = {}
+        #: For each session left behind, the ranges its ``named`` covers, merged
+        #: (overlapping or touching joined) and sorted: ``(named, starts, ends)``, valid
+        #: while ``named`` is that dict and unchanged (see :meth:`_past_cover`).
+        self._past_covers: dict[bytes, tuple[dict[int, int], list[int], list[int]]] = {}
         #: Other sessions seen while following one, with their datagrams; bounded.
         self._cands: dict[bytes, _Candidate] = {}
         self._cand_packets = 0
@@ -1516,7 +1532,7 @@ class ReceiverCore:
                 new = 0
                 if count == 0:
                     if value > self._horizon:
-                        self._new_gap(self._horizon, value, now)
+                        self._heartbeat_gap(value, now)
                         self._horizon = value
                 else:
                     if raw:  # the user has the datagram; hold only the count
@@ -2184,17 +2200,17 @@ class ReceiverCore:
         what it gathered is named every :data:`_AFTER_END_MAX_WAIT`: one event per run
         (and per second it lasts), not per datagram, so a client logging each is bounded."""
         run = self._past_runs.get(session_raw)
-        # skip what was named, or is gathered, already: one pass over them by their first
-        # number (a range that starts beyond ``first`` cannot cover it, nor can any after)
-        spans = sorted(named.items())
-        if run is not None:
-            spans.append((int(run[0]), int(run[1])))
-            spans.sort()
-        for a, b in spans:
-            if a > first:
-                break
-            if first < b:
-                first = b
+        # skip what was named, or is gathered, already: to the first number neither covers
+        # (a bisect on the named ranges merged, so a copy costs the same however many)
+        _named, starts, ends = self._past_cover(session_raw, named)
+        while True:
+            i = bisect_right(starts, first) - 1
+            if i >= 0 and ends[i] > first:
+                first = ends[i]
+            if run is not None and run[0] <= first < run[1]:
+                first = int(run[1])
+                continue
+            break
         if first >= end:
             return
         if run is not None:
@@ -2206,10 +2222,33 @@ class ReceiverCore:
         self._name_past(session_raw, named, first, end, left)
         self._past_runs[session_raw] = [end, end, now, now, left]
 
+    def _past_cover(
+        self, session_raw: bytes, named: dict[int, int]
+    ) -> tuple[dict[int, int], list[int], list[int]]:
+        """The ranges ``named`` covers, merged and sorted (cached until it changes)."""
+        cover = self._past_covers.get(session_raw)
+        if cover is not None and cover[0] is named:
+            return cover
+        starts: list[int] = []
+        ends: list[int] = []
+        for a, b in sorted(named.items()):
+            if ends and a <= ends[-1]:
+                if b > ends[-1]:
+                    ends[-1] = b
+            else:
+                starts.append(a)
+                ends.append(b)
+        cover = self._past_covers[session_raw] = (named, starts, ends)
+        if len(self._past_covers) > _MAX_PAST_SESSIONS:
+            for name in [x for x in self._past_covers if x not in self._past]:
+                del self._past_covers[name]
+        return cover
+
     def _name_past(
         self, session_raw: bytes, named: dict[int, int], first: int, end: int, left: int
     ) -> None:
         """One :class:`MessagesAfterEnd` for ``[first, end)`` of a session left behind."""
+        self._past_covers.pop(session_raw, None)  # (its merged ranges change)
         named[first] = end
         if len(named) > _MAX_PAST_NAMED:
             del named[next(iter(named))]
@@ -2487,7 +2526,17 @@ class ReceiverCore:
         asked for: real data its servers hold, which a switch on staleness would report lost
         although it has attempts left. The switch waits until it is recovered or given up
         with its own reason (the attempts, the servers, the memory bound: all bounded)."""
-        return self._missing > self._unpassed()  # (every gap misses a number at least)
+        if self._missing > self._unpassed():  # (every gap misses a number at least)
+            return True
+        # a session followed on its ends alone whose numbers a server is bringing: its end
+        # says they exist, and they are being delivered (an answer with data ends each
+        # request): real data a switch would report lost while it comes
+        limit = self.config.max_request_attempts
+        return (
+            self._bare_mark is not None
+            and self._delivered > self._bare_mark
+            and any(seg.attempts < limit for seg in self._segs)
+        )
 
     def _news_at(self) -> float | None:
         """When the followed session last sent news: its last live datagram that was not
@@ -2625,6 +2674,35 @@ class ReceiverCore:
         self._events.append(GapDetected(self._session or "", start, end - 1))
         if self._debug:
             logger.debug("gap %d..%d (%d messages)", start, end - 1, end - start)
+
+    def _heartbeat_gap(self, value: int, now: float) -> None:
+        """The numbers a heartbeat at ``value`` says exist beyond everything held: a gap,
+        or, when the highest missing range ends at everything held and the feed has not
+        passed it, that range made longer (named by its own ``GapDetected``). A heartbeat
+        carries no data: it proves nothing real reached those numbers, and numbers the
+        feed never passed are asked for from the front of their range alone, so one range
+        serves as well as many, and forged heartbeats each further ahead cost no memory
+        (one gap each would grow without bound). It is as unpassed as its newest part."""
+        segs = self._segs
+        horizon = self._horizon
+        if segs:
+            seg = segs[-1]
+            if seg.alive and seg.end == horizon and self._wit - seg.wit0 < _WITNESSES:
+                # the counts kept as gaps change (_missing, _by_wit0): the range moves to
+                # its newer witness key with the numbers it gains
+                by = self._by_wit0
+                had = seg.end - seg.start
+                self._less_missing(seg, had)
+                seg.end = value
+                if self._wit > seg.wit0:
+                    seg.wit0 = self._wit
+                self._missing += value - seg.start
+                by[seg.wit0] = by.get(seg.wit0, 0) + value - seg.start
+                self._gaps += 1
+                self._gap_messages += value - horizon
+                self._events.append(GapDetected(self._session or "", horizon, value - 1))
+                return
+        self._new_gap(horizon, value, now)
 
     def _schedule(self, seg: _Segment, due: float) -> None:
         seg.due = due
@@ -2775,6 +2853,8 @@ class ReceiverCore:
                 server.empty = 0
             elif awaited and not count:
                 server.empty += 1
+            if awaited and req is not None and server not in req.answered:
+                req.answered += (server,)
             if server.disabled:
                 server.disabled = False
                 self._events.append(ServerEnabled(server.addr))
@@ -2801,7 +2881,7 @@ class ReceiverCore:
                 seg.req_seq = -1
                 seg.attempts = 0
                 seg.inherited = 0
-                seg.avoid = ()
+                seg.avoid = seg.echo = ()
                 seg.fan = seg.fan or partial
                 self._schedule(seg, now)
             i += 1
@@ -2942,7 +3022,11 @@ class ReceiverCore:
     # ------------------------------------------------------------------ requests
 
     def _choose(
-        self, now: float, avoid: tuple[_Server, ...], spread: bool = False
+        self,
+        now: float,
+        avoid: tuple[_Server, ...],
+        spread: bool = False,
+        echo: tuple[_Server, ...] = (),
     ) -> list[_Server]:
         """The servers to send a request to.
 
@@ -2972,6 +3056,11 @@ class ReceiverCore:
                 if not usable:
                     return []
         pool = [s for s in usable if s not in avoid] if avoid else usable
+        if avoid and not any(map(_alive, pool)):
+            # the others left requests unanswered or never answered one: the retry goes
+            # back to one just asked that answered, if only with nothing (alive, its store
+            # lags: it may hold the numbers soon), not to a dead one for half the attempts
+            pool = [s for s in usable if s in echo and _alive(s)] or pool
         if not pool:
             pool = usable
         good = [
@@ -2980,6 +3069,11 @@ class ReceiverCore:
             if (s.answers or spread) and not s.failures and not (s.empty and not avoid)
         ]
         if not good and not avoid:
+            # a server known alive (it answered, if only with nothing new, and left
+            # nothing unanswered since) or never tried goes before one that left requests
+            # unanswered or never answered one: a dead server costs one timeout, and a
+            # lagging store's answers, however many, never send the gaps to it instead
+            pool = [s for s in pool if _alive(s)] or pool
             least = min(map(_unheeded, pool))
             good = [s for s in pool if _unheeded(s) == least]
         if good:
@@ -3182,7 +3276,7 @@ class ReceiverCore:
                 lead.waiting.append(seg)
                 continue
             heappop(heap)
-            servers = self._choose(now, seg.avoid, spread=fan)
+            servers = self._choose(now, seg.avoid, spread=fan, echo=seg.echo)
             if not servers:
                 give_up_at = seg.detected + cfg.loss_grace
                 if now >= give_up_at and passed:
@@ -3295,6 +3389,8 @@ class ReceiverCore:
                 server.timeouts += 1
                 if not req.counted:
                     continue  # numbers the feed has not passed: no answer is no failure
+                if server in req.answered:
+                    continue  # it answered (nothing new, its store lags): alive, no failure
                 server.failures += 1
                 if server.disabled:
                     server.retry_at = now + cfg.server_retry_interval
@@ -3334,8 +3430,10 @@ class ReceiverCore:
                         heappush(self._parked, (seg.wit0, self._tie, seg))
                         i += 1
                         seg.avoid = req.servers  # (the next attempt goes elsewhere too)
+                        seg.echo = req.answered
                         continue
                     seg.avoid = req.servers
+                    seg.echo = req.answered
                     self._schedule(seg, now)
                 i += 1
         self._next_deadline = min((r.deadline for r in self._requests.values()), default=_INF)
