@@ -504,9 +504,11 @@ def test_c_blocks_handed_over_without_a_copy_hold_the_rows_until_let_go() -> Non
 def test_bookwriter_fast_parquet_path_reads_back_as_the_plain_one(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Where pyarrow can (parquet_fast), prices go to Parquet as decimal64 and depth's share
-    and order columns as BYTE_STREAM_SPLIT: the files read back as the same tables, with
-    the same schema (decimal128 prices), as those written the older way."""
+    """Where pyarrow can (parquet_fast), prices go to Parquet as decimal64 and each column
+    is encoded for what it holds (depth's share and order columns BYTE_STREAM_SPLIT, seq
+    and match numbers DELTA_BINARY_PACKED, depth's price dictionaries uncompressed): the
+    files read back as the same tables, with the same schema (decimal128 prices), as those
+    written the older way."""
     import pyarrow.parquet as pq
 
     from moldudp64.itch50 import book_tables
@@ -526,8 +528,15 @@ def test_bookwriter_fast_parquet_path_reads_back_as_the_plain_one(
         read[fast] = {t: pq.read_table(out / f"{t}.parquet") for t in ("bbo", "trades")}
         read[fast]["depth"] = pq.read_table(out / "depth")
         chunk = pq.ParquetFile(book_tables.table_files(out, "depth")[0]).metadata.row_group(0)
-        shares = chunk.column(read[fast]["depth"].schema.names.index("bid_shares_0"))
-        assert ("BYTE_STREAM_SPLIT" in shares.encodings) is fast
+        column = read[fast]["depth"].schema.names.index
+        assert ("BYTE_STREAM_SPLIT" in chunk.column(column("bid_shares_0")).encodings) is fast
+        assert ("DELTA_BINARY_PACKED" in chunk.column(column("seq")).encodings) is fast
+        price = chunk.column(column("ask_price_1"))
+        assert "RLE_DICTIONARY" in price.encodings
+        assert (price.compression == "UNCOMPRESSED") is fast
+        trades = pq.ParquetFile(out / "trades.parquet").metadata.row_group(0)
+        match = trades.column(read[fast]["trades"].schema.names.index("match_number"))
+        assert ("DELTA_BINARY_PACKED" in match.encodings) is fast
     for t in ("bbo", "trades", "depth"):
         assert read[True][t].num_rows > 0
         assert read[True][t].schema == read[False][t].schema, t

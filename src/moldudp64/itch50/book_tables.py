@@ -283,6 +283,37 @@ def parquet_fast() -> bool:
     return _PARQUET_FAST[0]
 
 
+def _column_plan(
+    table: str, names: Sequence[str], codec: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(The fast path's) encoding of each column not dictionary-encoded, and each column's
+    compression, chosen for what the columns hold (measured per column kind; README):
+
+    - ``seq``, ``timestamp`` (rising, every value new): DELTA_BINARY_PACKED, left
+      uncompressed (a byte or two a value already; smaller and cheaper than PLAIN + zstd);
+    - shares and order counts (bbo, depth; many distinct values): BYTE_STREAM_SPLIT then
+      ``codec`` (a dictionary costs a hash per value);
+    - trades' ``order_reference_number`` and ``match_number`` (near-unique, mostly
+      rising): DELTA_BINARY_PACKED then ``codec``;
+    - depth's prices: their dictionary, left uncompressed (zstd took a sixth of their
+      encoding CPU to save 2% of their size);
+    - everything else (stock, stock_locate, kind, side, printable, bbo's and trades'
+      prices, trades' shares): dictionary then ``codec``."""
+    compression = dict.fromkeys(names, codec)
+    encoding = dict.fromkeys(("seq", "timestamp"), "DELTA_BINARY_PACKED")
+    compression.update(dict.fromkeys(encoding, "none"))
+    if table in ("bbo", "depth"):
+        counts = [n for n in names[4:] if "_shares" in n or "_orders" in n]
+        encoding.update(dict.fromkeys(counts, "BYTE_STREAM_SPLIT"))
+    if table == "trades":
+        encoding.update(
+            dict.fromkeys(("order_reference_number", "match_number"), "DELTA_BINARY_PACKED")
+        )
+    if table == "depth":
+        compression.update({n: "none" for n in names if "_price_" in n})
+    return encoding, compression
+
+
 class BookTables:
     """Rows of a core -> Arrow record batches ``{"bbo": ..., "trades": ..., "depth": ...}``.
 
@@ -558,7 +589,8 @@ class BookWriter:
         return writer
 
     def _parquet_options(self, name: str, schema: Any) -> dict[str, Any]:
-        """How a table is encoded (measured on the depth table; docs/DESIGN.md)."""
+        """How a table is encoded (measured per column kind; README's benchmarks and
+        docs/DESIGN.md)."""
         names = list(schema.names)
         # no dictionary where every value differs
         dictionary = [n for n in names if n not in ("seq", "timestamp")]
@@ -574,12 +606,10 @@ class BookWriter:
             # the batches' decimal64 prices are Parquet's INT64 decimal(10, 4), which reads
             # back as decimal128(10, 4) without the Arrow schema (with it: decimal64)
             options["store_schema"] = False
-            if name == "depth":
-                # shares and order counts: BYTE_STREAM_SPLIT then zstd, no dictionary (a
-                # quarter less CPU than the dictionary, files 2-7% larger); prices keep it
-                counts = [n for n in names[4:] if "_price_" not in n]
-                dictionary = [n for n in dictionary if n not in counts]
-                options["column_encoding"] = dict.fromkeys(counts, "BYTE_STREAM_SPLIT")
+            encoding, compression = _column_plan(name, names, self.compression)
+            dictionary = [n for n in dictionary if n not in encoding]
+            options["column_encoding"] = encoding
+            options["compression"] = compression
         options["use_dictionary"] = dictionary
         return options
 
