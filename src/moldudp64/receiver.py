@@ -2545,6 +2545,10 @@ class ReceiverCore:
                 self._forget_candidate(name, DROP_OLD_SESSION)
             elif not keep:
                 self._forget_candidate(name, DROP_WRONG_SESSION)
+        # the sessions still waiting are looked at again at once: the one followed now may
+        # have ended in its replay (its end repeated, then quiet while it waited) or be
+        # silent already, and no datagram may come to look for it (the caller returns)
+        self._switch_check = now if self._cands else None
 
     def _kept_end(self, cand: _Candidate, now: float) -> None:
         """The end of session a newly followed session sent while it waited, which the
