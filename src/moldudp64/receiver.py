@@ -3154,6 +3154,7 @@ class ReceiverCore:
             if seg.attempts >= cfg.max_request_attempts and passed:
                 seg.attempts = 0  # out of attempts while not yet passed: fresh ones now
                 seg.inherited = 0
+                seg.own_attempts = seg.inherited_own = 0  # (those decide the give-up)
             end = ask = seg.end
             if end - seg.start > most:
                 if passed:  # a gap of its own from there (its own lead and pieces)

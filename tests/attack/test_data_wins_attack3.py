@@ -1532,3 +1532,57 @@ def test_two_whole_sessions_waiting_while_a_is_recovered_follow_one_another_at_o
             got = [n for n, m_, _ in delivered(o, pub.session) if m_ == msg(pub.session, n)]
             assert got == list(range(1, pub.count + 1)) and lost(o, pub.session) == []
             assert ended(o, pub.session) == [(t_a, pub.count + 1)], ended(o, pub.session)
+
+
+def test_forged_far_data_of_b_before_the_feed_then_b_ends_only_with_a_slow_server() -> None:
+    """Found by a targeted hunt (recv4) once the model checked early forged data far
+    ahead: forged data of B at 10**15 + 1 once a second from before the feed; A's and B's
+    data all lost on the line (their ends arrive), the honest server answers 0.3 s late and
+    drops the first two answers to each number. B, followed on the forged data, spent its
+    eight attempts at 1..1024 before B was published (not yet arrived: parked); once its
+    end passed the gap it was asked again with fresh attempts, but the attempts that
+    decide the give-up (its own) were not renewed: 1..60, all on the server, reported
+    lost at the first timeout. Now they are renewed with the others: B delivered whole."""
+    play(
+        dict(
+            mode="a_ends_only",
+            a_count=30,
+            per=3,
+            a_start=0.5,
+            burst=80,
+            loss=0.0,
+            line_b=False,
+            server="drops2",
+            forg=[(-0.17691207374887763, "data", B, 10**15, 8, 1.0, Source.LINE_B, 2)],
+            seed=13710,
+            tail=True,
+            anchor="published",
+            delay=0.3,
+        )
+    )
+
+
+@dataclass
+class Wakes(Server):
+    """An honest server that answers nothing before ``up_at`` (restarting)."""
+
+    up_at: float = 0.0
+
+    def answer(self, req: bytes, now: float) -> bytes | None:
+        return None if now < self.up_at else super().answer(req, now)
+
+
+def test_a_gap_out_of_attempts_before_the_feed_passed_it_gets_them_again_after() -> None:
+    """The real stream behind the finding above, no forger: A's 101..105 lost, then only
+    106 arrives before a burst of 594 packets lost on the line, so the feed passes the gap
+    only 6 s later; the server is down until then (restarting) and answers 0.3 s late
+    afterwards. The gap's attempts ran out before the feed passed it (not yet arrived:
+    parked); once passed it gets its attempts in full (was: given up at its first
+    timeout, 101..105 reported lost although the server held them)."""
+    a = Publisher(
+        A, 1000, 0.5, dt=0.01, per_packet=1, lost=set(range(100, 105)) | set(range(106, 700))
+    )
+    o = drive(line_of([a]), [Wakes(HONEST, {A: a}, cap=5, delay=0.3, up_at=6.0)], 40.0)
+    assert lost(o, A) == []
+    assert [n for n, m_, _ in delivered(o, A) if m_ == msg(A, n)] == list(range(1, 1001))
+    assert [n for _, n in ended(o, A)] == [1001]
