@@ -643,6 +643,9 @@ class _Candidate:
     distinct: int = 0
     #: Datagrams seen, kept or not.
     seen: int = 0
+    #: Distinct datagrams that carried data or an end of session (heartbeats never count):
+    #: what it showed, which orders who is pushed out of the full waiting room.
+    shown: int = 0
     #: When its first datagram came.
     first_at: float = 0.0
     #: Whether it carried data (one that did goes before one seen only through its ends).
@@ -2014,10 +2017,18 @@ class ReceiverCore:
         if cand is None:
             if len(cands) >= _MAX_CANDIDATES:
                 # a session that carried data in two datagrams is pushed out last: a
-                # forger's stream of one-packet sessions cannot push out the real next one
+                # forger's stream of one-packet sessions cannot push out the real next one;
+                # among those alike, the one that showed least (distinct data datagrams and
+                # ends, never heartbeats: ``shown``) goes first, then the one quiet longest:
+                # to push out a real session the forger must show more than it did, under
+                # each of more names than the room holds (a cost, not a wall)
                 oldest = min(
                     cands,
-                    key=lambda s: (cands[s].distinct >= 2 and cands[s].carries, cands[s].last_at),
+                    key=lambda s: (
+                        cands[s].distinct >= 2 and cands[s].carries,
+                        cands[s].shown,
+                        cands[s].last_at,
+                    ),
                 )
                 self._forget_candidate(oldest, DROP_WRONG_SESSION)
             cand = cands[session_raw] = _Candidate([], first_at=now)
@@ -2064,6 +2075,8 @@ class ReceiverCore:
                 cand.top, cand.news_at = seq + kind, now
         elif (kind == 0 and seq >= cand.top) or (kind == END_OF_SESSION and seq > cand.end_seq):
             cand.top, cand.news_at = max(cand.top, seq if kind == 0 else 0), now
+        if fresh and kind:
+            cand.shown += 1
         if 0 < kind < END_OF_SESSION:
             cand.carries = True  # data; heartbeats and ends of session carry none
         elif kind == END_OF_SESSION:

@@ -1392,20 +1392,15 @@ def test_forged_heartbeats_of_the_next_sessions_name_do_not_make_it_older() -> N
     assert [n for _, n in ended(o, B)] == [61]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect (fixswitch): nine forged whole sessions (two data datagrams and two "
-    "ends each) after B passed whole while A still sends fill the 8-session waiting room and "
-    "push B out (0 of 60 delivered, only DatagramDropped names it). fixswitch's fix (a session "
-    "that repeated its end pushed out last) was reverted: the review showed it pushed out a "
-    "real ends-only session before one-packet strays, and a real next session still sending "
-    "before forged whole ones; a forger with enough names can fill any fixed room",
-)
 def test_forged_whole_sessions_after_b_do_not_push_it_out_of_the_waiting_room() -> None:
     """A (no end) still sends while B passes whole (its data and its end x4); then a forger
     sends nine whole sessions of its own (two data datagrams and two ends each), more than
     the waiting room holds: B, seen first and quiet after its end, is not the one pushed
-    out; it is followed once A falls silent, and delivered whole."""
+    out; it is followed once A falls silent, and delivered whole. Was (fixswitch's finding):
+    B, quiet longest, pushed out (0 of 60 delivered). Now of sessions alike the one that
+    showed least (distinct data datagrams and ends) goes first: B showed 34, each forged
+    one 4. A forger that shows more than B under each of nine names still pushes it out
+    (README says so): the room is bounded."""
     a = Publisher(A, 740, 0.5, dt=0.01, per_packet=1, end=False)
     b = Publisher(B, 60, 5.29, dt=0.02, per_packet=2)
     line = line_of([a, b])
@@ -1630,3 +1625,52 @@ def test_forged_far_data_of_the_first_session_before_its_feed_with_a_lossy_slow_
             delay=0.3,
         ),
     )
+
+
+def _strays(first: float, every: float, whole: bool, n: int = 9) -> list[LineItem]:
+    """``n`` sessions of a forger's own names, one after the other from ``first``: one data
+    datagram each, or (``whole``) two data datagrams and two ends each."""
+    out: list[LineItem] = []
+    for k in range(n):
+        name, t = f"STRAY{k:05d}", first + every * k
+        out.append((t, build_packet(name, 1, [b"X"]), Source.LINE_B, None))
+        if whole:
+            out += [
+                (t + 0.01, build_packet(name, 2, [b"Y"]), Source.LINE_B, None),
+                (t + 0.02, build_end_of_session(name, 3), Source.LINE_B, None),
+                (t + 0.03, build_end_of_session(name, 3), Source.LINE_B, None),
+            ]
+    return out
+
+
+def test_one_packet_strays_do_not_push_a_real_ends_only_session_out_of_the_waiting_room() -> None:
+    """Guard for the push-out order (the reverted fix's first failure): B's data all lost
+    on the line, its four ends sent once A (no end) fell silent; nine one-packet sessions
+    of a forger's names after B's last end fill the waiting room. B showed more (four
+    ends) than each of them (one datagram): they go first; B is followed and recovered."""
+    a = Publisher(A, 300, 0.5, dt=0.01, per_packet=1, end=False)
+    b = Publisher(B, 60, a.last_sent() + 0.3, dt=0.02, per_packet=2).all_lost()
+    b_last = max(t for t, d, _, _ in line_of([b]))
+    line = line_of([a, b]) + _strays(b_last + 0.05, 0.05, whole=False)
+    o = drive(line, [Server(HONEST, {A: a, B: b}, cap=5)], 40.0)
+    assert [n for n, _, _ in delivered(o, A)] == list(range(1, 301))
+    assert [n for n, m_, _ in delivered(o, B) if m_ == msg(B, n)] == list(range(1, 61))
+
+
+@pytest.mark.parametrize("server", [True, False])
+def test_forged_whole_sessions_do_not_push_out_a_real_next_session_still_sending(
+    server: bool,
+) -> None:
+    """Guard for the push-out order (the reverted fix's second failure): B starts while
+    A (no end) still sends and keeps sending while nine forged whole sessions (two data
+    datagrams and two ends each) fill the waiting room. B, which showed more than each of
+    them, stays; once A falls silent B is followed, delivered whole (without a server too:
+    every datagram of B waited)."""
+    a = Publisher(A, 600, 0.5, dt=0.01, per_packet=1, end=False)
+    b = Publisher(B, 200, a.last_sent() - 0.5, dt=0.02, per_packet=2)
+    line = line_of([a, b]) + _strays(b.start + 0.3, 0.05, whole=True)
+    servers = [Server(HONEST, {A: a, B: b}, cap=5)] if server else []
+    o = drive(line, servers, 40.0)
+    assert [n for n, _, _ in delivered(o, A)] == list(range(1, 601))
+    assert [n for n, m_, _ in delivered(o, B) if m_ == msg(B, n)] == list(range(1, 201))
+    assert [n for _, n in ended(o, B)] == [201]
