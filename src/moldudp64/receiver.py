@@ -3165,9 +3165,11 @@ class ReceiverCore:
                 self._schedule(seg, min(again, max(retry, now + 1e-6)))
                 continue
             if seg.attempts >= cfg.max_request_attempts and passed:
-                seg.attempts = 0  # out of attempts while not yet passed: fresh ones now
-                seg.inherited = 0
-                seg.own_attempts = seg.inherited_own = 0  # (those decide the give-up)
+                # out of attempts while not yet passed (not yet arrived): asked once more
+                # now, with the longest timeout (a server that holds it has its full time
+                # to answer), and given up if that goes unanswered too
+                seg.attempts = seg.inherited = cfg.max_request_attempts - 1
+                seg.own_attempts = seg.inherited_own = cfg.max_request_attempts - 1
             end = ask = seg.end
             if end - seg.start > most:
                 if passed:  # a gap of its own from there (its own lead and pieces)
