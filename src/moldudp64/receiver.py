@@ -3165,11 +3165,15 @@ class ReceiverCore:
                 self._schedule(seg, min(again, max(retry, now + 1e-6)))
                 continue
             if seg.attempts >= cfg.max_request_attempts and passed:
-                # out of attempts while not yet passed (not yet arrived): asked once more
-                # now, with the longest timeout (a server that holds it has its full time
-                # to answer), and given up if that goes unanswered too
-                seg.attempts = seg.inherited = cfg.max_request_attempts - 1
-                seg.own_attempts = seg.inherited_own = cfg.max_request_attempts - 1
+                if seg.own_attempts >= cfg.max_request_attempts:
+                    # its own attempts too were spent while its numbers had not arrived:
+                    # asked once more now, with the longest timeout (a server that holds
+                    # it has its full time to answer), given up if that goes unanswered
+                    seg.attempts = seg.inherited = cfg.max_request_attempts - 1
+                    seg.own_attempts = seg.inherited_own = cfg.max_request_attempts - 1
+                else:
+                    seg.attempts = 0  # out of attempts while not yet passed: fresh ones now
+                    seg.inherited = 0
             end = ask = seg.end
             if end - seg.start > most:
                 if passed:  # a gap of its own from there (its own lead and pieces)
