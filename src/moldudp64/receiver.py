@@ -60,7 +60,8 @@ reported lost. Requests are cheap, beliefs are costly:
   (``end_of_session_contradicted``; one below data held but not yet delivered is refused
   alike unless it repeats), one far beyond everything held never believed: the numbers
   before it are taken as missing a window at a time (:meth:`_chase_end`), and live data
-  far below it drops it. Of two ends the data held agrees with, the one right after all
+  far below it drops it (an end below it is one of two ends). Of two ends the data held
+  agrees with, the one right after all
   data held wins once it repeated, else the one repeated more often (a real publisher
   repeats its end: a forged one seen once, even right after all data held, cannot hold the
   claim against it), on a tie the one right after all data held, else the newer. What is
@@ -234,6 +235,12 @@ def _unheeded(server: _Server) -> int:
     last answer, and zero-count answers in a row while what they asked for was missing
     (see ``_choose``)."""
     return server.failures + server.empty
+
+
+def _alive(server: _Server) -> bool:
+    """Whether a server is known alive or never tried: it left nothing unanswered since
+    its last answer, and answered one (if only with nothing new) or never timed out."""
+    return not server.failures and (server.answers > 0 or not server.timeouts)
 
 
 #: A copy of a datagram on the same line within this many seconds is a network duplicate:
@@ -558,6 +565,9 @@ class _Segment:
     inherited: int = 0
     #: The same for ``own_attempts``.
     inherited_own: int = 0
+    #: Of ``avoid``, those that answered that attempt with nothing new (alive: their
+    #: store lags): the retry may go back to them rather than to a dead server.
+    echo: tuple[_Server, ...] = ()
 
 
 @dataclass(slots=True)
@@ -578,6 +588,9 @@ class _Request:
     lead: _Lead | None = None
     #: Its gap's lead, held or not (the pieces cut from the same gap share it).
     family: _Lead | None = None
+    #: Its servers that answered it with nothing new (a store that lags): alive, so the
+    #: retry need not avoid them (see ``ReceiverCore._expire_requests``).
+    answered: tuple[_Server, ...] = ()
 
 
 @dataclass(slots=True)
@@ -727,6 +740,10 @@ class ReceiverCore:
         #: ``[first, end, started, last, left]`` (see :meth:`_past_after`); bounded by
         #: ``_past``.
         self._past_runs: dict[bytes, list[int | float]] = {}
+        #: For each session left behind, the ranges its ``named`` covers, merged
+        #: (overlapping or touching joined) and sorted: ``(named, starts, ends)``, valid
+        #: while ``named`` is that dict and unchanged (see :meth:`_past_cover`).
+        self._past_covers: dict[bytes, tuple[dict[int, int], list[int], list[int]]] = {}
         #: Other sessions seen while following one, with their datagrams; bounded.
         self._cands: dict[bytes, _Candidate] = {}
         self._cand_packets = 0
@@ -756,6 +773,9 @@ class ReceiverCore:
         self._pending_end: _Claim | None = None
         #: When ``_pending_end`` may be looked at again (see ``_refresh``).
         self._pending_at = -_INF
+        #: When the followed session's last live datagram that was no end of session came
+        #: (slow path): what breaks the quiet after an end (see ``_wake_pending_end``).
+        self._other_at = -_INF
         self._ended = False
         self._ended_at = 0.0
         #: The latest time on the core's clock (for what happens deep inside a call).
@@ -767,6 +787,17 @@ class ReceiverCore:
         self._wit = 0
         #: One past the last data witness (a copy of it, or data below it, is none).
         self._wit_top = 0
+        #: Missing numbers of the open gaps by the witness count they went missing at
+        #: (``_Segment.wit0``), kept as gaps open, fill, split and go (see
+        #: :meth:`_unpassed`): weighing an end of session never walks the gaps. Keys the
+        #: feed passed are let go at the next look, or once there are ten (``_new_gap``).
+        self._by_wit0: dict[int, int] = {}
+        #: Missing numbers of all open gaps.
+        self._missing = 0
+        #: ``(session, seq)``: an end of session at or below ``seq`` was found near (see
+        #: :meth:`_end_is_near`) while the horizon was at or beyond it, so it stays near
+        #: (gaps open only at the horizon; lowered by ``_cut_at``).
+        self._near_upto: tuple[bytes | None, int] = (None, -1)
         #: ``(wit0, tie, segment)`` for the segments out of attempts that the feed has not
         #: passed yet, a heap: asked again as soon as it does (or after a long wait).
         self._parked: list[tuple[int, int, _Segment]] = []
@@ -1281,7 +1312,7 @@ class ReceiverCore:
             peak_held_packets=self._peak_held,
             peak_held_bytes=self._peak_held_bytes,
             open_gaps=len(self._segs),
-            missing_messages=sum(s.end - s.start for s in self._segs),
+            missing_messages=self._missing,
             requests_in_flight=len(self._requests),
             servers_in_rotation=sum(1 for s in self._servers if not s.disabled),
             session=self._session,
@@ -1389,6 +1420,8 @@ class ReceiverCore:
                     self._news_before = self._last_live
                 self._copy_at = now
             self._last_live = now
+            if count != END_OF_SESSION:
+                self._other_at = now  # (the fast paths run only with no end remembered)
         if live and not counted:
             eos = self._eos_claim
             if eos is not None and (count != END_OF_SESSION or seq != eos.start):
@@ -1399,7 +1432,7 @@ class ReceiverCore:
                         self._eos_claim = None
                         self._eos_gone = (eos.start, eos.copies)
                         self._drop(DROP_EOS_CONTRADICTED, eos.source, eos.addr, once=True)
-                elif count and not self._end_is_near(eos.start):
+                elif 0 < count < END_OF_SESSION and not self._end_is_near(eos.start):
                     # data far below it: a real end is never far ahead of the feed
                     self._eos_claim = None
                     self._drop(DROP_UNCONFIRMED, eos.source, eos.addr)
@@ -1505,7 +1538,7 @@ class ReceiverCore:
                 new = 0
                 if count == 0:
                     if value > self._horizon:
-                        self._new_gap(self._horizon, value, now)
+                        self._heartbeat_gap(value, now)
                         self._horizon = value
                 else:
                     if raw:  # the user has the datagram; hold only the count
@@ -1690,7 +1723,22 @@ class ReceiverCore:
         if self._end_is_near(eos.start) or self._horizon <= eos.value:
             self._eos_claim = None
             self._believe_end(eos.start, now, repeated=eos.copies >= 2, claim=eos)
-            if self._eos is None and self._eos_claim is None and self._pending_end is not eos:
+            rival = self._eos_rival
+            if (
+                self._eos is None
+                and self._eos_claim is None
+                and (
+                    self._pending_end is not eos
+                    # remembered for the numbers before it nothing real reached, while the
+                    # end it won over repeated more often at a number nothing real reached
+                    # and no server answered for (see _wake_pending_end)
+                    or (
+                        rival is not None
+                        and rival[1] > eos.copies
+                        and self._unanswered(rival[0])
+                    )
+                )
+            ):
                 self._revive_refused(eos, now)  # refused: the end it won over stands again
                 again = self._eos_claim
                 if again is not None and again.at + self.config.end_confirm <= now:
@@ -1698,6 +1746,16 @@ class ReceiverCore:
             return
         eos.value = self._horizon  # where the fetching stood at this look
         eos.at = now
+
+    def _unanswered(self, seq: int) -> bool:
+        """Whether ``seq`` is the next number to deliver and starts a gap the feed has not
+        passed that the servers were asked for until out of attempts with no answer
+        (parked): nothing real reached it and no server holds it."""
+        segs = self._segs
+        if seq != self._expected or not segs:
+            return False
+        seg = segs[0]
+        return seg.start == seq and seg.parks > 0 and self._wit - seg.wit0 < _WITNESSES
 
     def _chase_end(self, now: float) -> None:
         """An end of session far beyond everything held, with nothing missing before the
@@ -1741,19 +1799,58 @@ class ReceiverCore:
         everything held, nor if more than that many numbers before it are missing that
         the feed never passed (believing it would have them all asked for and given up:
         without bound, when forged data far ahead opened the gap). See
-        :data:`_END_WINDOW`."""
+        :data:`_END_WINDOW`.
+
+        Asked on every datagram while an end is claimed, so it never walks the gaps: the
+        unpassed numbers are counted as gaps change (:meth:`_unpassed`); only an end
+        below the horizon with more than that many unpassed numbers in all walks, down
+        from it over the gaps opened since the last few witnesses, and once near it stays
+        near (``_near_upto``)."""
         window = max(self.config.max_messages_per_request, _END_WINDOW)
-        if seq > self._horizon + window:
+        horizon = self._horizon
+        if seq > horizon + window:
             return False
-        unpassed = 0
-        for seg in self._segs:  # only when an end is about to be believed
-            if seg.start >= seq:
-                break
-            if self._wit - seg.wit0 < _WITNESSES:
-                unpassed += min(seg.end, seq) - seg.start
-                if unpassed > window:
-                    return False
+        session, upto = self._near_upto
+        if seq <= upto and session == self._session_raw:
+            return True
+        if self._unpassed() > window:
+            if seq >= horizon:  # every missing number lies below it
+                return False
+            # (segments are in the order they went missing, ``wit0`` never more than one
+            # below that of one before it: past one two below the passed mark, all were)
+            passed = self._wit - _WITNESSES
+            segs = self._segs
+            i = bisect_left(segs, seq, key=_start_of)
+            unpassed = 0
+            while i:
+                i -= 1
+                seg = segs[i]
+                if seg.wit0 < passed:
+                    break
+                if seg.wit0 > passed:
+                    unpassed += min(seg.end, seq) - seg.start
+                    if unpassed > window:
+                        return False
+        if seq <= horizon:  # gaps open only beyond it now: it stays near
+            self._near_upto = (self._session_raw, max(seq, upto))
         return True
+
+    def _unpassed(self) -> int:
+        """Missing numbers of the open gaps the feed has not passed (see
+        :data:`_WITNESSES`): the sum of ``_by_wit0`` once the keys it passed are let go."""
+        by = self._by_wit0
+        passed = self._wit - _WITNESSES
+        for key in [k for k in by if k <= passed]:
+            del by[key]
+        return sum(by.values())
+
+    def _less_missing(self, seg: _Segment, count: int) -> None:
+        """``count`` numbers of ``seg`` are no longer missing (filled, given up or cut)."""
+        self._missing -= count
+        by = self._by_wit0
+        left = by.get(seg.wit0)
+        if left is not None:
+            by[seg.wit0] = left - count
 
     def _on_end_of_session(
         self, seq: int, data: bytes, source: Source, now: float, addr: Address | None
@@ -1858,11 +1955,7 @@ class ReceiverCore:
         seq, copies = rival
         if seq < max(value, self._data_top, self._expected):
             return
-        data = HEADER.pack(self._session_raw, seq, END_OF_SESSION)
-        self._on_end_of_session(seq, data, false.source, now, false.addr)
-        claim = self._eos_claim
-        if claim is not None and claim.start == seq:
-            claim.copies = max(claim.copies, copies)
+        self._claim_again(self._session_raw, seq, copies, false, now)
 
     def _revive_refused(self, false: _Claim, now: float) -> None:
         """The end of session ``false`` won over another (``_eos_rival``) and was then refused once
@@ -1877,13 +1970,23 @@ class ReceiverCore:
         if rival is None or rival[1] < 2 or self._session_raw is None or self._ended:
             return
         self._eos_rival = None
-        seq, copies = rival
-        data = HEADER.pack(self._session_raw, seq, END_OF_SESSION)
+        claim = self._claim_again(self._session_raw, rival[0], rival[1], false, now)
+        if claim is not None:
+            claim.at = min(claim.at, false.at)
+
+    def _claim_again(
+        self, session_raw: bytes, seq: int, copies: int, false: _Claim, now: float
+    ) -> _Claim | None:
+        """The end of session at ``seq`` that came ``copies`` times, claimed again in place
+        of ``false`` (from its line and server) with those copies; the claim, if it is
+        that end (see :meth:`_revive_rival`, :meth:`_revive_refused`)."""
+        data = HEADER.pack(session_raw, seq, END_OF_SESSION)
         self._on_end_of_session(seq, data, false.source, now, false.addr)
         claim = self._eos_claim
-        if claim is not None and claim.start == seq:
-            claim.copies = max(claim.copies, copies)
-            claim.at = min(claim.at, false.at)
+        if claim is None or claim.start != seq:
+            return None
+        claim.copies = max(claim.copies, copies)
+        return claim
 
     def _believe_end(
         self, seq: int, now: float, repeated: bool = False, claim: _Claim | None = None
@@ -1976,10 +2079,15 @@ class ReceiverCore:
         segs = self._segs
         i = bisect_left(segs, seq, key=_start_of)
         if i > 0 and segs[i - 1].end > seq:
+            self._less_missing(segs[i - 1], segs[i - 1].end - seq)
             segs[i - 1].end = seq
         for seg in segs[i:]:
             seg.alive = False
+            self._less_missing(seg, seg.end - seg.start)
         del segs[i:]
+        session, upto = self._near_upto
+        if upto > seq:  # gaps may open from it again
+            self._near_upto = (session, seq)
         for start in [k for k in self._lost if k >= seq]:
             stop, _ = self._lost.pop(start)
             self._lost_messages -= stop - start
@@ -2108,16 +2216,17 @@ class ReceiverCore:
         what it gathered is named every :data:`_AFTER_END_MAX_WAIT`: one event per run
         (and per second it lasts), not per datagram, so a client logging each is bounded."""
         run = self._past_runs.get(session_raw)
-        moved = True
-        while moved and first < end:  # skip what was named, or is gathered, already
-            moved = False
+        # skip what was named, or is gathered, already: to the first number neither covers
+        # (a bisect on the named ranges merged, so a copy costs the same however many)
+        _named, starts, ends = self._past_cover(session_raw, named)
+        while True:
+            i = bisect_right(starts, first) - 1
+            if i >= 0 and ends[i] > first:
+                first = ends[i]
             if run is not None and run[0] <= first < run[1]:
                 first = int(run[1])
-                moved = True
-            for a, b in named.items():
-                if a <= first < b:
-                    first = b
-                    moved = True
+                continue
+            break
         if first >= end:
             return
         if run is not None:
@@ -2129,10 +2238,33 @@ class ReceiverCore:
         self._name_past(session_raw, named, first, end, left)
         self._past_runs[session_raw] = [end, end, now, now, left]
 
+    def _past_cover(
+        self, session_raw: bytes, named: dict[int, int]
+    ) -> tuple[dict[int, int], list[int], list[int]]:
+        """The ranges ``named`` covers, merged and sorted (cached until it changes)."""
+        cover = self._past_covers.get(session_raw)
+        if cover is not None and cover[0] is named:
+            return cover
+        starts: list[int] = []
+        ends: list[int] = []
+        for a, b in sorted(named.items()):
+            if ends and a <= ends[-1]:
+                if b > ends[-1]:
+                    ends[-1] = b
+            else:
+                starts.append(a)
+                ends.append(b)
+        cover = self._past_covers[session_raw] = (named, starts, ends)
+        if len(self._past_covers) > _MAX_PAST_SESSIONS:
+            for name in [x for x in self._past_covers if x not in self._past]:
+                del self._past_covers[name]
+        return cover
+
     def _name_past(
         self, session_raw: bytes, named: dict[int, int], first: int, end: int, left: int
     ) -> None:
         """One :class:`MessagesAfterEnd` for ``[first, end)`` of a session left behind."""
+        self._past_covers.pop(session_raw, None)  # (its merged ranges change)
         named[first] = end
         if len(named) > _MAX_PAST_NAMED:
             del named[next(iter(named))]
@@ -2410,8 +2542,17 @@ class ReceiverCore:
         asked for: real data its servers hold, which a switch on staleness would report lost
         although it has attempts left. The switch waits until it is recovered or given up
         with its own reason (the attempts, the servers, the memory bound: all bounded)."""
-        passed = self._wit - _WITNESSES
-        return any(seg.wit0 <= passed for seg in self._segs)
+        if self._missing > self._unpassed():  # (every gap misses a number at least)
+            return True
+        # a session followed on its ends alone whose numbers a server is bringing: its end
+        # says they exist, and they are being delivered (an answer with data ends each
+        # request): real data a switch would report lost while it comes
+        limit = self.config.max_request_attempts
+        return (
+            self._bare_mark is not None
+            and self._delivered > self._bare_mark
+            and any(seg.attempts < limit for seg in self._segs)
+        )
 
     def _news_at(self) -> float | None:
         """When the followed session last sent news: its last live datagram that was not
@@ -2462,6 +2603,7 @@ class ReceiverCore:
         is followed, and delivered from its first number, when it comes."""
         for seg in self._segs:
             seg.alive = False
+            self._less_missing(seg, seg.end - seg.start)
         self._segs.clear()
         session, left = self._session or "", self._expected
         run: list[int] = []
@@ -2591,14 +2733,49 @@ class ReceiverCore:
     def _new_gap(self, start: int, end: int, now: float, by_data: bool = False) -> None:
         # data that opened it (counted just before) is its first witness; a heartbeat or
         # an end of session is none
-        seg = _Segment(start, end, now, wit0=self._wit - 1 if by_data else self._wit)
+        wit0 = self._wit - 1 if by_data else self._wit
+        seg = _Segment(start, end, now, wit0=wit0)
         self._segs.append(seg)
+        self._missing += end - start
+        by = self._by_wit0
+        by[wit0] = by.get(wit0, 0) + end - start
+        if len(by) > 2 * _WITNESSES:  # let go of the keys the feed passed: they stay few
+            self._unpassed()
         self._schedule(seg, now + self.config.request_delay)
         self._gaps += 1
         self._gap_messages += end - start
         self._events.append(GapDetected(self._session or "", start, end - 1))
         if self._debug:
             logger.debug("gap %d..%d (%d messages)", start, end - 1, end - start)
+
+    def _heartbeat_gap(self, value: int, now: float) -> None:
+        """The numbers a heartbeat at ``value`` says exist beyond everything held: a gap,
+        or, when the highest missing range ends at everything held and the feed has not
+        passed it, that range made longer (named by its own ``GapDetected``). A heartbeat
+        carries no data: it proves nothing real reached those numbers, and numbers the
+        feed never passed are asked for from the front of their range alone, so one range
+        serves as well as many, and forged heartbeats each further ahead cost no memory
+        (one gap each would grow without bound). It is as unpassed as its newest part."""
+        segs = self._segs
+        horizon = self._horizon
+        if segs:
+            seg = segs[-1]
+            if seg.alive and seg.end == horizon and self._wit - seg.wit0 < _WITNESSES:
+                # the counts kept as gaps change (_missing, _by_wit0): the range moves to
+                # its newer witness key with the numbers it gains
+                by = self._by_wit0
+                had = seg.end - seg.start
+                self._less_missing(seg, had)
+                seg.end = value
+                if self._wit > seg.wit0:
+                    seg.wit0 = self._wit
+                self._missing += value - seg.start
+                by[seg.wit0] = by.get(seg.wit0, 0) + value - seg.start
+                self._gaps += 1
+                self._gap_messages += value - horizon
+                self._events.append(GapDetected(self._session or "", horizon, value - 1))
+                return
+        self._new_gap(horizon, value, now)
 
     def _schedule(self, seg: _Segment, due: float) -> None:
         seg.due = due
@@ -2653,6 +2830,7 @@ class ReceiverCore:
     def _fill(self, start: int, end: int) -> list[tuple[int, int]]:
         """Remove ``[start, end)`` from the missing segments; return the ranges removed."""
         segs = self._segs
+        by = self._by_wit0
         i = bisect_right(segs, start, key=_start_of) - 1
         if i < 0 or segs[i].end <= start:
             i += 1
@@ -2662,6 +2840,10 @@ class ReceiverCore:
             a = seg.start if seg.start > start else start
             b = seg.end if seg.end < end else end
             filled.append((a, b))
+            self._missing -= b - a  # (_less_missing, inlined: the answers' path)
+            left = by.get(seg.wit0)
+            if left is not None:
+                by[seg.wit0] = left - (b - a)
             if seg.start < a:
                 if b < seg.end:
                     right = _Segment(
@@ -2744,6 +2926,8 @@ class ReceiverCore:
                 server.empty = 0
             elif awaited and not count:
                 server.empty += 1
+            if awaited and req is not None and server not in req.answered:
+                req.answered += (server,)
             if server.disabled:
                 server.disabled = False
                 self._events.append(ServerEnabled(server.addr))
@@ -2770,7 +2954,7 @@ class ReceiverCore:
                 seg.req_seq = -1
                 seg.attempts = 0
                 seg.inherited = 0
-                seg.avoid = ()
+                seg.avoid = seg.echo = ()
                 seg.fan = seg.fan or partial
                 self._schedule(seg, now)
             i += 1
@@ -2872,6 +3056,7 @@ class ReceiverCore:
         for seg in self._segs[i:j]:
             seg.alive = False
             self._give_up_range(seg.start, seg.end, reason)
+            self._less_missing(seg, seg.end - seg.start)
         del self._segs[i:j]
 
     def _enforce_held_bound(self) -> None:
@@ -2910,7 +3095,11 @@ class ReceiverCore:
     # ------------------------------------------------------------------ requests
 
     def _choose(
-        self, now: float, avoid: tuple[_Server, ...], spread: bool = False
+        self,
+        now: float,
+        avoid: tuple[_Server, ...],
+        spread: bool = False,
+        echo: tuple[_Server, ...] = (),
     ) -> list[_Server]:
         """The servers to send a request to.
 
@@ -2940,6 +3129,11 @@ class ReceiverCore:
                 if not usable:
                     return []
         pool = [s for s in usable if s not in avoid] if avoid else usable
+        if avoid and not any(map(_alive, pool)):
+            # the others left requests unanswered or never answered one: the retry goes
+            # back to one just asked that answered, if only with nothing (alive, its store
+            # lags: it may hold the numbers soon), not to a dead one for half the attempts
+            pool = [s for s in usable if s in echo and _alive(s)] or pool
         if not pool:
             pool = usable
         good = [
@@ -2948,6 +3142,11 @@ class ReceiverCore:
             if (s.answers or spread) and not s.failures and not (s.empty and not avoid)
         ]
         if not good and not avoid:
+            # a server known alive (it answered, if only with nothing new, and left
+            # nothing unanswered since) or never tried goes before one that left requests
+            # unanswered or never answered one: a dead server costs one timeout, and a
+            # lagging store's answers, however many, never send the gaps to it instead
+            pool = [s for s in pool if _alive(s)] or pool
             least = min(map(_unheeded, pool))
             good = [s for s in pool if _unheeded(s) == least]
         if good:
@@ -3150,7 +3349,7 @@ class ReceiverCore:
                 lead.waiting.append(seg)
                 continue
             heappop(heap)
-            servers = self._choose(now, seg.avoid, spread=fan)
+            servers = self._choose(now, seg.avoid, spread=fan, echo=seg.echo)
             if not servers:
                 give_up_at = seg.detected + cfg.loss_grace
                 if now >= give_up_at and passed:
@@ -3270,6 +3469,8 @@ class ReceiverCore:
                 server.timeouts += 1
                 if not req.counted:
                     continue  # numbers the feed has not passed: no answer is no failure
+                if server in req.answered:
+                    continue  # it answered (nothing new, its store lags): alive, no failure
                 server.failures += 1
                 if server.disabled:
                     server.retry_at = now + cfg.server_retry_interval
@@ -3309,8 +3510,10 @@ class ReceiverCore:
                         heappush(self._parked, (seg.wit0, self._tie, seg))
                         i += 1
                         seg.avoid = req.servers  # (the next attempt goes elsewhere too)
+                        seg.echo = req.answered
                         continue
                     seg.avoid = req.servers
+                    seg.echo = req.answered
                     self._schedule(seg, now)
                 i += 1
         self._next_deadline = min((r.deadline for r in self._requests.values()), default=_INF)
@@ -3323,13 +3526,24 @@ class ReceiverCore:
         believe it), it is claimed again, as if it arrived now (the quiet that confirms
         it must last ``end_confirm`` from here; data beyond it still disproves it)."""
         pending = self._pending_end
-        if (
-            pending is None
-            or self._eos_claim is not None
-            or self._eos is not None
-            or self._ended
-            or not self._end_is_near(pending.start)
-        ):
+        if pending is None or self._eos_claim is not None or self._eos is not None or self._ended:
+            return
+        rival = self._eos_rival
+        if rival is not None and rival[1] > pending.copies and self._unanswered(rival[0]):
+            # the end it won over repeated more often, at the next number to deliver, which
+            # nothing real reached and no server answered for: that end is claimed again,
+            # its quiet counted from the remembered one's or the session's last datagram
+            # that was no end, whichever came later (forged data far ahead and a far end
+            # agreeing with it cannot keep the real end from ending the session; a server
+            # that holds the numbers answers, and the remembered end waits for them)
+            self._revive_refused(pending, now)
+            claim = self._eos_claim
+            if claim is not None:
+                claim.at = min(now, max(pending.at, self._other_at))
+                if claim.at + self.config.end_confirm <= now:
+                    self._settle_end(claim, now)  # its quiet was kept as long already
+            return
+        if not self._end_is_near(pending.start):
             return
         self._pending_end = None
         if pending.start < max(self._data_top, self._expected):
