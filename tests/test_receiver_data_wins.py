@@ -555,3 +555,110 @@ def test_a_short_session_left_before_its_gap_was_passed_delivers_what_it_held() 
         for i, m in enumerate(e.messages)
     ]
     assert delivered == [(2, b"x2"), (3, b"x3"), (4, b"x4")]
+
+
+def _left_early(gap: int, server: bool = False) -> tuple[list[Event], ReceiverCore]:
+    """Session X (max_messages_per_request 4): its first ``gap`` numbers never arrive,
+    two datagrams after them do, then X falls silent while Y goes live (stale_after 1 s):
+    X is left. With ``server``, a server that holds all of X answers every request."""
+    x, y = "SESSIONXXX", "SESSIONYYY"
+    cfg = ReceiverConfig(
+        stale_after=1.0,
+        max_messages_per_request=4,
+        rerequest_server_addrs=[SERVER] if server else [],
+    )
+    core = ReceiverCore(cfg)
+    events: list[Event] = []
+    for k in range(2):
+        seq = gap + 1 + k
+        core.receive_datagram(build_packet(x, seq, [b"x%d" % seq]), A, 0.01 * k)
+    for k in range(120):
+        now = 0.05 + 0.05 * k
+        for req, _addr in core.datagrams_to_send(now):
+            p = RetransmissionPacket.parse(req)
+            msgs = [b"x%d" % s for s in range(p.seq_num, min(p.seq_num + p.msg_count, gap + 1))]
+            core.receive_datagram(build_packet(x, p.seq_num, msgs), R, now, addr=SERVER)
+        if k % 10 == 9:
+            core.receive_datagram(build_packet(y, 1 + k // 10, [b"y%d" % k]), A, now)
+        core.handle_timer(now)
+        events += core.events_received()
+    return events, core
+
+
+def test_a_real_session_whose_first_request_of_numbers_was_lost_is_reported_as_before() -> None:
+    """Guard for the rule below: X's first four numbers (one request's worth) lost, no
+    server: X is taken for a real session whose first packets were lost: 1..4 reported
+    lost when it is left, 5..6, real data that arrived, delivered."""
+    events, core = _left_early(4)
+    x = "SESSIONXXX"
+    assert MessagesLost(x, 1, 4, "session changed") in events
+    got = [(e.seq_num, e.messages) for e in of_kind(events, MessagesDelivered) if e.session == x]
+    assert got == [(5, [b"x5", b"x6"])]
+    assert core.session == "SESSIONYYY"
+
+
+def test_a_session_left_showing_nothing_real_names_what_it_held_and_reports_nothing_lost() -> None:
+    """X's data began more than one request beyond its first number (two datagrams that
+    vouched for each other, as two forged ones of the next session's name before its feed
+    do) and nothing real reached the numbers before them: left, they are "not yet
+    arrived", not lost; what it held (real data that arrived, for all the receiver can
+    tell) is named with its range where X was left (1), never dropped unnamed."""
+    events, core = _left_early(5)
+    x = "SESSIONXXX"
+    assert [e for e in of_kind(events, MessagesLost) if e.session == x] == []
+    assert [e for e in of_kind(events, MessagesDelivered) if e.session == x] == []
+    assert of_kind(events, MessagesAfterEnd) == [MessagesAfterEnd(x, 6, 7, 1)]
+    assert core.session == "SESSIONYYY"
+    assert core.stats.missing_messages == 0  # X's gaps dropped from the counts too
+
+
+def test_a_real_session_joined_late_is_recovered_from_a_server_before_it_is_left() -> None:
+    """Guard: the same late start with a server that holds X: what the server brings is
+    delivered (X showed real data), so X is left as any session is; nothing of what
+    arrived is named beyond an end, nothing real is reported lost."""
+    events, _core = _left_early(9, server=True)
+    x = "SESSIONXXX"
+    got = [
+        e.seq_num + i
+        for e in of_kind(events, MessagesDelivered)
+        if e.session == x
+        for i in range(len(e.messages))
+    ]
+    assert got == list(range(1, 12))
+    assert [e for e in of_kind(events, MessagesLost) if e.session == x] == []
+    assert [e for e in of_kind(events, MessagesAfterEnd) if e.session == x] == []
+
+
+def test_a_session_left_showing_nothing_real_is_followed_when_its_feed_comes() -> None:
+    """The name of a session left showing nothing real is not burned: once the session
+    followed meanwhile ends, X's real feed from 1 is followed and delivered whole."""
+    x, y = "SESSIONXXX", "SESSIONYYY"
+    core = ReceiverCore(ReceiverConfig(stale_after=1.0))
+    events: list[Event] = []
+    for k in range(2):
+        core.receive_datagram(build_packet(x, 5000, [b"forged%d" % k]), B, 0.01 * k)
+    t = 0.0
+    for k in range(6):
+        t = 0.5 + 0.5 * k
+        core.receive_datagram(build_packet(y, 1 + k, [b"y%d" % k]), A, t)
+        core.handle_timer(t)
+    for k in range(8):  # Y's end, repeated, then quiet
+        t = 3.5 + 0.5 * k
+        core.receive_datagram(build_end_of_session(y, 7), A, t)
+        core.handle_timer(t)
+    for k in range(10):
+        t = 8.0 + 0.01 * k
+        core.receive_datagram(build_packet(x, 1 + k, [b"x%d" % (1 + k)]), A, t)
+        core.handle_timer(t)
+    events += core.events_received()
+    assert of_kind(events, MessagesAfterEnd) == [MessagesAfterEnd(x, 5000, 5000, 1)]
+    assert [e for e in of_kind(events, MessagesLost) if e.session == x] == []
+    assert SessionEnded(y, 7) in events
+    got = [
+        (e.seq_num + i, m)
+        for e in of_kind(events, MessagesDelivered)
+        if e.session == x
+        for i, m in enumerate(e.messages)
+    ]
+    assert got == [(n, b"x%d" % n) for n in range(1, 11)]
+    assert core.session == x

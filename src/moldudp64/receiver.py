@@ -656,6 +656,9 @@ class _Candidate:
     distinct: int = 0
     #: Datagrams seen, kept or not.
     seen: int = 0
+    #: Distinct datagrams that carried data or an end of session (heartbeats never count):
+    #: what it showed, which orders who is pushed out of the full waiting room.
+    shown: int = 0
     #: When its first datagram came.
     first_at: float = 0.0
     #: Whether it carried data (one that did goes before one seen only through its ends).
@@ -847,6 +850,9 @@ class ReceiverCore:
         #: Messages delivered when a session seen only through heartbeats and ends was
         #: followed (see ``_bare``); None when the followed session carried data.
         self._bare_mark: int | None = None
+        #: Messages delivered and reported lost when the followed session was followed
+        #: (see ``_far_phantom``).
+        self._follow_mark = (0, 0)
         #: When the first session followed (at the start) was first seen: a session seen
         #: before it only through its ends is older (see ``_after_quiet``).
         self._follow_seen = -_INF
@@ -2119,10 +2125,18 @@ class ReceiverCore:
         if cand is None:
             if len(cands) >= _MAX_CANDIDATES:
                 # a session that carried data in two datagrams is pushed out last: a
-                # forger's stream of one-packet sessions cannot push out the real next one
+                # forger's stream of one-packet sessions cannot push out the real next one;
+                # among those alike, the one that showed least (distinct data datagrams and
+                # ends, never heartbeats: ``shown``) goes first, then the one quiet longest:
+                # to push out a real session the forger must show more than it did, under
+                # each of more names than the room holds (a cost, not a wall)
                 oldest = min(
                     cands,
-                    key=lambda s: (cands[s].distinct >= 2 and cands[s].carries, cands[s].last_at),
+                    key=lambda s: (
+                        cands[s].distinct >= 2 and cands[s].carries,
+                        cands[s].shown,
+                        cands[s].last_at,
+                    ),
                 )
                 self._forget_candidate(oldest, DROP_WRONG_SESSION)
             cand = cands[session_raw] = _Candidate([], first_at=now)
@@ -2169,6 +2183,8 @@ class ReceiverCore:
                 cand.top, cand.news_at = seq + kind, now
         elif (kind == 0 and seq >= cand.top) or (kind == END_OF_SESSION and seq > cand.end_seq):
             cand.top, cand.news_at = max(cand.top, seq if kind == 0 else 0), now
+        if fresh and kind:
+            cand.shown += 1
         if 0 < kind < END_OF_SESSION:
             cand.carries = True  # data; heartbeats and ends of session carry none
         elif kind == END_OF_SESSION:
@@ -2554,6 +2570,55 @@ class ReceiverCore:
         quiet = cand.last_at + self.config.end_confirm <= now
         return _ready(cand) and cand.end_count >= 2 and quiet
 
+    def _far_phantom(self) -> bool:
+        """Whether the followed session showed nothing real: nothing of it delivered or
+        reported lost since it was followed (no server brought any of its numbers), no end
+        of it believed, and all it holds lies beyond a gap at its front wider than one
+        request (``max_messages_per_request``) that the feed never passed: data far ahead
+        kept aside until a second datagram vouched for it, as two forged data datagrams of
+        the next session's name sent before its feed are. Its numbers before that data
+        are "not yet arrived", not lost (see ``_leave_phantom``). A real session whose
+        first packets were lost (a gap of one request or less) is not one: its gap is
+        reported lost and what it held delivered, as before."""
+        held = self._held
+        return (
+            self._session_raw is not None
+            and self._bare_mark is None  # followed on data (one of ends alone is left)
+            and not self._ended
+            and self._eos is None
+            and (self._delivered, self._lost_messages) == self._follow_mark
+            and bool(held)
+            and bool(self._segs)
+            and self._segs[0].start == self._expected
+            and not self._passed_gap_open()
+            and min(held) - self._expected > self.config.max_messages_per_request
+        )
+
+    def _leave_phantom(self) -> None:
+        """Leave a session that showed nothing real (``_far_phantom``) without reporting
+        its numbers lost: its gaps are dropped (nothing real reached them), what it held
+        is named with its ranges (``MessagesAfterEnd``, ``end_seq`` the first number it
+        was waiting for: it was left there), never delivered nor dropped unnamed; its name
+        is not remembered as left (see ``_switch_to``), so the real session of that name
+        is followed, and delivered from its first number, when it comes."""
+        for seg in self._segs:
+            seg.alive = False
+            self._less_missing(seg, seg.end - seg.start)
+        self._segs.clear()
+        session, left = self._session or "", self._expected
+        run: list[int] = []
+        for seq in sorted(self._held):
+            piece = self._held.pop(seq)
+            self._held_bytes -= piece.nbytes
+            if run and run[1] == seq:
+                run[1] = seq + len(piece.msgs)
+                continue
+            if run:
+                self._events.append(MessagesAfterEnd(session, run[0], run[1] - 1, left))
+            run = [seq, seq + len(piece.msgs)]
+        if run:
+            self._events.append(MessagesAfterEnd(session, run[0], run[1] - 1, left))
+
     def _switch_to(self, session_raw: bytes, now: float) -> None:
         """Leave the current session for ``session_raw``: close the old one's books, then
         take the new session's datagrams that waited for it."""
@@ -2561,6 +2626,9 @@ class ReceiverCore:
         self._flush_past_runs(None)
         old = self._session or ""
         self._take_claims(None, now)
+        phantom = self._far_phantom()
+        if phantom:
+            self._leave_phantom()
         self._segs_give_up(0, len(self._segs), LOST_SESSION_CHANGED)
         self._requests.clear()
         self._next_deadline = _INF
@@ -2571,7 +2639,7 @@ class ReceiverCore:
         self._eos_rival = None
         self._eos_gone = None
         self._pending_end = None
-        if self._session_raw is not None:
+        if self._session_raw is not None and not phantom:
             left = self._eos if self._eos is not None else max(self._expected, self._horizon)
             # what was named beyond its end already (MessagesAfterEnd) is not named again
             named = {left: self._after_hw} if self._after_hw > left else {}
@@ -2602,6 +2670,7 @@ class ReceiverCore:
         self._wit_top = 0
         self._ended = False
         self._bare_mark = None if cand.carries else self._delivered
+        self._follow_mark = (self._delivered, self._lost_messages)
         # (at the start only: one seen before the first session followed was ending as
         # the receiver joined; after a switch, one seen first is still followed after)
         self._follow_seen = -_INF if old else cand.first_at
@@ -2631,6 +2700,10 @@ class ReceiverCore:
                 self._forget_candidate(name, DROP_OLD_SESSION)
             elif not keep:
                 self._forget_candidate(name, DROP_WRONG_SESSION)
+        # the sessions still waiting are looked at again at once: the one followed now may
+        # have ended in its replay (its end repeated, then quiet while it waited) or be
+        # silent already, and no datagram may come to look for it (the caller returns)
+        self._switch_check = now if self._cands else None
 
     def _kept_end(self, cand: _Candidate, now: float) -> None:
         """The end of session a newly followed session sent while it waited, which the
@@ -3291,8 +3364,15 @@ class ReceiverCore:
                 self._schedule(seg, min(again, max(retry, now + 1e-6)))
                 continue
             if seg.attempts >= cfg.max_request_attempts and passed:
-                seg.attempts = 0  # out of attempts while not yet passed: fresh ones now
-                seg.inherited = 0
+                if seg.own_attempts >= cfg.max_request_attempts:
+                    # its own attempts too were spent while its numbers had not arrived:
+                    # asked once more now, with the longest timeout (a server that holds
+                    # it has its full time to answer), given up if that goes unanswered
+                    seg.attempts = seg.inherited = cfg.max_request_attempts - 1
+                    seg.own_attempts = seg.inherited_own = cfg.max_request_attempts - 1
+                else:
+                    seg.attempts = 0  # out of attempts while not yet passed: fresh ones now
+                    seg.inherited = 0
             end = ask = seg.end
             if end - seg.start > most:
                 if passed:  # a gap of its own from there (its own lead and pieces)
