@@ -13,7 +13,9 @@ Two runs over the same ITCH-sized messages packed into 1452-byte packets:
 
 - open gaps: the cost per datagram with 10,000 gaps open (every other packet of 20,000
   lost, no answer yet), for live packets beyond the gaps and for the answers that fill
-  them, next to the in-order cost per datagram of the same one-message packets.
+  them, next to the in-order cost per datagram of the same one-message packets; and for
+  the 1,000 live packets that follow two forged ends of session 1,000 beyond everything
+  held (claimed all along), beside the same packets without them, in the same run.
 
 The faulty run is recorded first (arrival trace: every datagram the core sees, with its
 time), then replayed into a fresh core under the timer: the core is deterministic, so
@@ -123,6 +125,11 @@ class OpenGaps:
     in_order_us: float
     beyond_us: float
     answers_us: float
+    #: The first 1,000 live packets beyond the gaps, with two forged ends of session
+    #: claimed 1,000 beyond everything held (every packet timed is below them), and the
+    #: same packets on a core in the same state without them.
+    forged_end_us: float = 0.0
+    unforged_us: float = 0.0
 
 
 def open_gaps(n_gaps: int = 10_000, beyond: int = 10_000) -> OpenGaps:
@@ -177,7 +184,21 @@ def open_gaps(n_gaps: int = 10_000, beyond: int = 10_000) -> OpenGaps:
     answers = [packets[i] for i in range(2 * n_gaps - 1, 0, -2)]  # the lost ones, newest first
     answers_us, rest = timed(core, answers, retx, 2.0)
     assert first + held + rest == total, (first, held, rest, total)
-    return OpenGaps(n_gaps, in_order_us, beyond_us, answers_us)
+    # two forged ends of session (lines A and B) 1,000 beyond everything held: the live
+    # packets that follow, all below them, beside the same packets without them
+    far = min(1_000, beyond)
+    live = packets[2 * n_gaps + 2 : 2 * n_gaps + 2 + far]
+    plain = ReceiverCore(config)
+    timed(plain, opening, line_a, 0.0)
+    unforged_us, _ = timed(plain, live, line_a, 1.0)
+    forged = ReceiverCore(config)
+    timed(forged, opening, line_a, 0.0)
+    end = build_end_of_session(SESSION, 2 * n_gaps + 3 + far)
+    forged.receive_datagram(end, line_a, 0.9)
+    forged.receive_datagram(end, Source.LINE_B, 0.9)
+    forged_end_us, _ = timed(forged, live, line_a, 1.0)
+    assert forged.stats.end_of_session_pending, "the forged end was not claimed all along"
+    return OpenGaps(n_gaps, in_order_us, beyond_us, answers_us, forged_end_us, unforged_us)
 
 
 @dataclass
@@ -319,6 +340,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f" {gaps.answers_us:,.2f} us/answer filling one"
     )
     print(
+        f"{'  and a forged far end claimed:':<34}{gaps.forged_end_us:12,.2f} us/datagram"
+        f" (the same packets without it: {gaps.unforged_us:,.2f})"
+    )
+    print(
         f"5% loss, 1% dup, 3% reorder:      {faulty.rate:12,.0f} messages/s"
         f"  (request_delay {args.request_delay:g} s)"
     )
@@ -339,6 +364,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "in_order_us_per_datagram": gaps.in_order_us,
         "open_gaps_beyond_us_per_datagram": gaps.beyond_us,
         "open_gaps_answer_us_per_datagram": gaps.answers_us,
+        "open_gaps_forged_end_us_per_datagram": gaps.forged_end_us,
+        "open_gaps_unforged_us_per_datagram": gaps.unforged_us,
     }
 
 

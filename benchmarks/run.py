@@ -4,8 +4,9 @@
 
 Parts (each can be left out with --skip NAME):
 
-  core       the receiver core alone, messages/s: in order, with 10,000 gaps open, and
-             with loss, duplicates and reordering; then the api rows
+  core       the receiver core alone, messages/s: in order, with 10,000 gaps open (and
+             a forged far end of session claimed), and with loss, duplicates and
+             reordering; then the api rows
   api        messages/s a Python for loop gets from the blocking and the asyncio client
              (loopback; run with core, or alone when core is skipped)
   inspect    moldudp64 inspect of a generated 1,000,000-packet pcap, beside tshark
@@ -275,21 +276,33 @@ def bench_live_itch(
     return results
 
 
-def bench_open_gaps(n_gaps: int) -> Result:
-    """The core's cost per datagram with ``n_gaps`` gaps open (bench_receiver.open_gaps)."""
+def bench_open_gaps(n_gaps: int) -> list[Result]:
+    """The core's cost per datagram with ``n_gaps`` gaps open, then with a forged far end
+    of session claimed as well (bench_receiver.open_gaps; one run, baselines beside)."""
     import bench_receiver  # beside this file
 
     gaps = bench_receiver.open_gaps(n_gaps, n_gaps)
-    return Result(
-        f"core, {n_gaps:,} open gaps: a packet beyond them",
-        gaps.beyond_us,
-        "us/datagram",
-        notes={
-            "answer_filling_one_us": round(gaps.answers_us, 2),
-            "in_order_us": round(gaps.in_order_us, 2),
-            "x_in_order": round(gaps.beyond_us / gaps.in_order_us, 1),
-        },
-    )
+    return [
+        Result(
+            f"core, {n_gaps:,} open gaps: a packet beyond them",
+            gaps.beyond_us,
+            "us/datagram",
+            notes={
+                "answer_filling_one_us": round(gaps.answers_us, 2),
+                "in_order_us": round(gaps.in_order_us, 2),
+                "x_in_order": round(gaps.beyond_us / gaps.in_order_us, 1),
+            },
+        ),
+        Result(
+            f"core, {n_gaps:,} open gaps and a forged far end claimed: a packet below it",
+            gaps.forged_end_us,
+            "us/datagram",
+            notes={
+                "same_packets_unforged_us": round(gaps.unforged_us, 2),
+                "x_unforged": round(gaps.forged_end_us / gaps.unforged_us, 1),
+            },
+        ),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     netns_error = enter_private_netns() if wants_netns else "skipped"
     if "core" not in skip:
         results.extend(bench.run_quick_suite(scale))  # core, and the client API ("api")
-        results.insert(1, bench_open_gaps(max(200, int(10_000 * scale))))  # beside "in order"
+        results[1:1] = bench_open_gaps(max(200, int(10_000 * scale)))  # beside "in order"
     with tempfile.TemporaryDirectory(prefix="moldudp64-bench-") as tmpdir:
         tmp = Path(tmpdir)
         if "api" not in skip and "core" in skip:

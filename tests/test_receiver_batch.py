@@ -273,3 +273,142 @@ def test_due_heap_keeps_the_timer_exact(seed: int) -> None:
         step(now)
     c.finish(now)
     check()
+
+
+# -- an end of session weighed without walking every gap ---------------------------------
+
+
+class _CountingList(list):  # type: ignore[type-arg]
+    """A segment list that counts the segments looked at (a walk, a bisect step)."""
+
+    touched = 0
+
+    def __getitem__(self, index: Any) -> Any:
+        item = list.__getitem__(self, index)
+        _CountingList.touched += len(item) if isinstance(index, slice) else 1
+        return item
+
+    def __iter__(self) -> Any:
+        for item in list.__iter__(self):
+            _CountingList.touched += 1
+            yield item
+
+
+def _segments_touched_per_datagram(n_gaps: int) -> float:
+    """Segments looked at per live datagram while ``n_gaps`` gaps are open and two forged
+    ends of session 1,000 beyond everything held are claimed (the claim holds on: every
+    datagram timed is below it)."""
+    config = ReceiverConfig(
+        rerequest_server_addrs=[SRV],
+        stale_after=None,
+        request_timeout=1e3,
+        max_request_timeout=1e3,
+        max_held_packets=50_000,
+    )
+    c = ReceiverCore(config)
+    for i, seq in enumerate([*range(1, 2 * n_gaps, 2), 2 * n_gaps + 1, 2 * n_gaps + 2]):
+        c.receive_datagram(pkt(seq, 1), A, i * 1e-6)
+    assert c.stats.open_gaps == n_gaps
+    top = 2 * n_gaps + 3
+    forged = build_end_of_session(S, top + 1000)
+    c.receive_datagram(forged, A, 0.9)
+    c.receive_datagram(forged, B, 0.9)
+    c._segs = _CountingList(c._segs)
+    _CountingList.touched = 0
+    live = 500
+    for i in range(live):
+        c.receive_datagram(pkt(top + i, 1), A, 1.0 + i * 1e-6)
+    touched = _CountingList.touched
+    assert c.stats.end_of_session_pending  # the forged end was claimed all along
+    return touched / live
+
+
+def test_a_forged_end_claimed_with_many_gaps_open_costs_no_walk_over_them() -> None:
+    """Two forged ends of session 1,000 ahead while 1,000 or 10,000 gaps are open: each
+    live datagram that follows looks at a few segments (a bisect at most), the same
+    number whatever the gaps (before, the end was weighed by a walk over every gap on
+    each datagram: 1,000 or 10,000 segments, ~700 us a datagram at 10,000)."""
+    few = _segments_touched_per_datagram(1_000)
+    many = _segments_touched_per_datagram(10_000)
+    assert few <= 32 and many <= 32, (few, many)
+    assert many <= few + 8, (few, many)
+
+
+def _walked_unpassed(c: ReceiverCore, below: int | None = None) -> int:
+    """The missing numbers the feed has not passed (below ``below``), by a walk."""
+    passed = c._wit - receiver._WITNESSES
+    return sum(
+        (seg.end if below is None else min(seg.end, below)) - seg.start
+        for seg in c._segs
+        if seg.wit0 > passed and (below is None or seg.start < below)
+    )
+
+
+def _walked_end_is_near(c: ReceiverCore, seq: int) -> bool:
+    """:meth:`ReceiverCore._end_is_near` as it was computed before: a walk over the gaps."""
+    window = max(c.config.max_messages_per_request, receiver._END_WINDOW)
+    return seq <= c._horizon + window and _walked_unpassed(c, seq) <= window
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_unpassed_numbers_kept_as_gaps_change_equal_the_walk(seed: int) -> None:
+    """Loss, forged heartbeats and ends (near and far, repeated), answers filling and
+    splitting gaps, give-ups, ends believed: after every call the missing numbers kept as
+    gaps change equal a walk over every gap, and whether an end of session is near (any
+    number, below or beyond the horizon) is what the walk says."""
+    import random
+
+    from moldudp64.wire import RetransmissionPacket
+
+    rng = random.Random(seed)
+    msgs = [b"m%d" % i for i in range(1, 3000)]
+    config = ReceiverConfig(
+        rerequest_server_addrs=[SRV],
+        max_messages_per_request=rng.choice([4, 1024]),
+        max_held_packets=rng.choice([40, 50_000]),
+        request_timeout=rng.choice([0.001, 0.05]),
+        max_request_attempts=rng.choice([1, 3]),
+        stale_after=None,
+    )
+    c = ReceiverCore(config)
+    answers: list[tuple[float, bytes, Address]] = []
+
+    def check() -> None:
+        assert c._missing == sum(seg.end - seg.start for seg in c._segs)
+        assert c._unpassed() == _walked_unpassed(c)
+        for seq in (c._expected, c._horizon - 3, c._horizon, c._horizon + 5, c._horizon + 900):
+            assert c._end_is_near(seq) == _walked_end_is_near(c, seq), seq
+
+    seq, now = 1, 0.0
+    while seq < len(msgs) - 4:
+        count = rng.randint(1, 4)
+        now += rng.choice([1e-4, 2e-3])
+        answers.sort(key=lambda a: a[0])
+        while answers and answers[0][0] <= now:
+            at, data, addr = answers.pop(0)
+            c.receive_datagram(data, R, at, addr)
+            check()
+        roll = rng.random()
+        if roll < 0.05:  # a forged heartbeat near or far ahead
+            c.receive_datagram(build_heartbeat(S, seq + rng.choice([2, 30, 900, 5000])), B, now)
+        elif roll < 0.1:  # a forged end of session, near, inside or far, maybe repeated
+            end = max(1, seq + rng.choice([-20, 3, 40, 1000, 3000]))
+            for _ in range(rng.choice([1, 2])):
+                c.receive_datagram(build_end_of_session(S, end), B, now)
+        if rng.random() > 0.15:
+            c.receive_datagram(pkt(seq, count), A, now)
+        check()
+        timer = c.get_timer()
+        if timer is not None and timer <= now:
+            c.handle_timer(now)
+            check()
+        for data, addr in c.datagrams_to_send(now):
+            request = RetransmissionPacket.parse(data)
+            first = request.seq_num
+            part = msgs[first - 1 : first - 1 + rng.randint(1, 3)]
+            if part and rng.random() < 0.5:
+                answers.append((now + 0.003, build_packet(S, first, part), addr))
+        check()
+        seq += count
+    c.finish(now)
+    check()

@@ -60,7 +60,8 @@ reported lost. Requests are cheap, beliefs are costly:
   (``end_of_session_contradicted``; one below data held but not yet delivered is refused
   alike unless it repeats), one far beyond everything held never believed: the numbers
   before it are taken as missing a window at a time (:meth:`_chase_end`), and live data
-  far below it drops it. Of two ends the data held agrees with, the one right after all
+  far below it drops it (an end below it is one of two ends). Of two ends the data held
+  agrees with, the one right after all
   data held wins once it repeated, else the one repeated more often (a real publisher
   repeats its end: a forged one seen once, even right after all data held, cannot hold the
   claim against it), on a tie the one right after all data held, else the newer. What is
@@ -764,6 +765,17 @@ class ReceiverCore:
         self._wit = 0
         #: One past the last data witness (a copy of it, or data below it, is none).
         self._wit_top = 0
+        #: Missing numbers of the open gaps by the witness count they went missing at
+        #: (``_Segment.wit0``), kept as gaps open, fill, split and go (see
+        #: :meth:`_unpassed`): weighing an end of session never walks the gaps. Keys the
+        #: feed passed are let go at the next look, or once there are ten (``_new_gap``).
+        self._by_wit0: dict[int, int] = {}
+        #: Missing numbers of all open gaps.
+        self._missing = 0
+        #: ``(session, seq)``: an end of session at or below ``seq`` was found near (see
+        #: :meth:`_end_is_near`) while the horizon was at or beyond it, so it stays near
+        #: (gaps open only at the horizon; lowered by ``_cut_at``).
+        self._near_upto: tuple[bytes | None, int] = (None, -1)
         #: ``(wit0, tie, segment)`` for the segments out of attempts that the feed has not
         #: passed yet, a heap: asked again as soon as it does (or after a long wait).
         self._parked: list[tuple[int, int, _Segment]] = []
@@ -1393,7 +1405,7 @@ class ReceiverCore:
                         self._eos_claim = None
                         self._eos_gone = (eos.start, eos.copies)
                         self._drop(DROP_EOS_CONTRADICTED, eos.source, eos.addr, once=True)
-                elif count and not self._end_is_near(eos.start):
+                elif 0 < count < END_OF_SESSION and not self._end_is_near(eos.start):
                     # data far below it: a real end is never far ahead of the feed
                     self._eos_claim = None
                     self._drop(DROP_UNCONFIRMED, eos.source, eos.addr)
@@ -1684,7 +1696,22 @@ class ReceiverCore:
         if self._end_is_near(eos.start) or self._horizon <= eos.value:
             self._eos_claim = None
             self._believe_end(eos.start, now, repeated=eos.copies >= 2, claim=eos)
-            if self._eos is None and self._eos_claim is None and self._pending_end is not eos:
+            rival = self._eos_rival
+            if (
+                self._eos is None
+                and self._eos_claim is None
+                and (
+                    self._pending_end is not eos
+                    # remembered for the numbers before it nothing real reached, while the
+                    # end it won over repeated more often at a number nothing real reached
+                    # and no server answered for (see _wake_pending_end)
+                    or (
+                        rival is not None
+                        and rival[1] > eos.copies
+                        and self._unanswered(rival[0])
+                    )
+                )
+            ):
                 self._revive_refused(eos, now)  # refused: the end it won over stands again
                 again = self._eos_claim
                 if again is not None and again.at + self.config.end_confirm <= now:
@@ -1692,6 +1719,16 @@ class ReceiverCore:
             return
         eos.value = self._horizon  # where the fetching stood at this look
         eos.at = now
+
+    def _unanswered(self, seq: int) -> bool:
+        """Whether ``seq`` is the next number to deliver and starts a gap the feed has not
+        passed that the servers were asked for until out of attempts with no answer
+        (parked): nothing real reached it and no server holds it."""
+        segs = self._segs
+        if seq != self._expected or not segs:
+            return False
+        seg = segs[0]
+        return seg.start == seq and seg.parks > 0 and self._wit - seg.wit0 < _WITNESSES
 
     def _chase_end(self, now: float) -> None:
         """An end of session far beyond everything held, with nothing missing before the
@@ -1735,19 +1772,58 @@ class ReceiverCore:
         everything held, nor if more than that many numbers before it are missing that
         the feed never passed (believing it would have them all asked for and given up:
         without bound, when forged data far ahead opened the gap). See
-        :data:`_END_WINDOW`."""
+        :data:`_END_WINDOW`.
+
+        Asked on every datagram while an end is claimed, so it never walks the gaps: the
+        unpassed numbers are counted as gaps change (:meth:`_unpassed`); only an end
+        below the horizon with more than that many unpassed numbers in all walks, down
+        from it over the gaps opened since the last few witnesses, and once near it stays
+        near (``_near_upto``)."""
         window = max(self.config.max_messages_per_request, _END_WINDOW)
-        if seq > self._horizon + window:
+        horizon = self._horizon
+        if seq > horizon + window:
             return False
-        unpassed = 0
-        for seg in self._segs:  # only when an end is about to be believed
-            if seg.start >= seq:
-                break
-            if self._wit - seg.wit0 < _WITNESSES:
-                unpassed += min(seg.end, seq) - seg.start
-                if unpassed > window:
-                    return False
+        session, upto = self._near_upto
+        if seq <= upto and session == self._session_raw:
+            return True
+        if self._unpassed() > window:
+            if seq >= horizon:  # every missing number lies below it
+                return False
+            # (segments are in the order they went missing, ``wit0`` never more than one
+            # below that of one before it: past one two below the passed mark, all were)
+            passed = self._wit - _WITNESSES
+            segs = self._segs
+            i = bisect_left(segs, seq, key=_start_of)
+            unpassed = 0
+            while i:
+                i -= 1
+                seg = segs[i]
+                if seg.wit0 < passed:
+                    break
+                if seg.wit0 > passed:
+                    unpassed += min(seg.end, seq) - seg.start
+                    if unpassed > window:
+                        return False
+        if seq <= horizon:  # gaps open only beyond it now: it stays near
+            self._near_upto = (self._session_raw, max(seq, upto))
         return True
+
+    def _unpassed(self) -> int:
+        """Missing numbers of the open gaps the feed has not passed (see
+        :data:`_WITNESSES`): the sum of ``_by_wit0`` once the keys it passed are let go."""
+        by = self._by_wit0
+        passed = self._wit - _WITNESSES
+        for key in [k for k in by if k <= passed]:
+            del by[key]
+        return sum(by.values())
+
+    def _less_missing(self, seg: _Segment, count: int) -> None:
+        """``count`` numbers of ``seg`` are no longer missing (filled, given up or cut)."""
+        self._missing -= count
+        by = self._by_wit0
+        left = by.get(seg.wit0)
+        if left is not None:
+            by[seg.wit0] = left - count
 
     def _on_end_of_session(
         self, seq: int, data: bytes, source: Source, now: float, addr: Address | None
@@ -1970,10 +2046,15 @@ class ReceiverCore:
         segs = self._segs
         i = bisect_left(segs, seq, key=_start_of)
         if i > 0 and segs[i - 1].end > seq:
+            self._less_missing(segs[i - 1], segs[i - 1].end - seq)
             segs[i - 1].end = seq
         for seg in segs[i:]:
             seg.alive = False
+            self._less_missing(seg, seg.end - seg.start)
         del segs[i:]
+        session, upto = self._near_upto
+        if upto > seq:  # gaps may open from it again
+            self._near_upto = (session, seq)
         for start in [k for k in self._lost if k >= seq]:
             stop, _ = self._lost.pop(start)
             self._lost_messages -= stop - start
@@ -2092,16 +2173,17 @@ class ReceiverCore:
         what it gathered is named every :data:`_AFTER_END_MAX_WAIT`: one event per run
         (and per second it lasts), not per datagram, so a client logging each is bounded."""
         run = self._past_runs.get(session_raw)
-        moved = True
-        while moved and first < end:  # skip what was named, or is gathered, already
-            moved = False
-            if run is not None and run[0] <= first < run[1]:
-                first = int(run[1])
-                moved = True
-            for a, b in named.items():
-                if a <= first < b:
-                    first = b
-                    moved = True
+        # skip what was named, or is gathered, already: one pass over them by their first
+        # number (a range that starts beyond ``first`` cannot cover it, nor can any after)
+        spans = sorted(named.items())
+        if run is not None:
+            spans.append((int(run[0]), int(run[1])))
+            spans.sort()
+        for a, b in spans:
+            if a > first:
+                break
+            if first < b:
+                first = b
         if first >= end:
             return
         if run is not None:
@@ -2394,8 +2476,7 @@ class ReceiverCore:
         asked for: real data its servers hold, which a switch on staleness would report lost
         although it has attempts left. The switch waits until it is recovered or given up
         with its own reason (the attempts, the servers, the memory bound: all bounded)."""
-        passed = self._wit - _WITNESSES
-        return any(seg.wit0 <= passed for seg in self._segs)
+        return self._missing > self._unpassed()  # (every gap misses a number at least)
 
     def _news_at(self) -> float | None:
         """When the followed session last sent news: its last live datagram that was not
@@ -2519,8 +2600,14 @@ class ReceiverCore:
     def _new_gap(self, start: int, end: int, now: float, by_data: bool = False) -> None:
         # data that opened it (counted just before) is its first witness; a heartbeat or
         # an end of session is none
-        seg = _Segment(start, end, now, wit0=self._wit - 1 if by_data else self._wit)
+        wit0 = self._wit - 1 if by_data else self._wit
+        seg = _Segment(start, end, now, wit0=wit0)
         self._segs.append(seg)
+        self._missing += end - start
+        by = self._by_wit0
+        by[wit0] = by.get(wit0, 0) + end - start
+        if len(by) > 2 * _WITNESSES:  # let go of the keys the feed passed: they stay few
+            self._unpassed()
         self._schedule(seg, now + self.config.request_delay)
         self._gaps += 1
         self._gap_messages += end - start
@@ -2581,6 +2668,7 @@ class ReceiverCore:
     def _fill(self, start: int, end: int) -> list[tuple[int, int]]:
         """Remove ``[start, end)`` from the missing segments; return the ranges removed."""
         segs = self._segs
+        by = self._by_wit0
         i = bisect_right(segs, start, key=_start_of) - 1
         if i < 0 or segs[i].end <= start:
             i += 1
@@ -2590,6 +2678,10 @@ class ReceiverCore:
             a = seg.start if seg.start > start else start
             b = seg.end if seg.end < end else end
             filled.append((a, b))
+            self._missing -= b - a  # (_less_missing, inlined: the answers' path)
+            left = by.get(seg.wit0)
+            if left is not None:
+                by[seg.wit0] = left - (b - a)
             if seg.start < a:
                 if b < seg.end:
                     right = _Segment(
@@ -2800,6 +2892,7 @@ class ReceiverCore:
         for seg in self._segs[i:j]:
             seg.alive = False
             self._give_up_range(seg.start, seg.end, reason)
+            self._less_missing(seg, seg.end - seg.start)
         del self._segs[i:j]
 
     def _enforce_held_bound(self) -> None:
@@ -3244,13 +3337,20 @@ class ReceiverCore:
         believe it), it is claimed again, as if it arrived now (the quiet that confirms
         it must last ``end_confirm`` from here; data beyond it still disproves it)."""
         pending = self._pending_end
-        if (
-            pending is None
-            or self._eos_claim is not None
-            or self._eos is not None
-            or self._ended
-            or not self._end_is_near(pending.start)
-        ):
+        if pending is None or self._eos_claim is not None or self._eos is not None or self._ended:
+            return
+        rival = self._eos_rival
+        if rival is not None and rival[1] > pending.copies and self._unanswered(rival[0]):
+            # the end it won over repeated more often, at the next number to deliver, which
+            # nothing real reached and no server answered for: that end is claimed again,
+            # with a fresh quiet (forged data far ahead and a far end agreeing with it
+            # cannot keep the real end from ending the session; a server that holds the
+            # numbers answers, and the remembered end waits for them as before)
+            self._revive_refused(pending, now)
+            if self._eos_claim is not None:
+                self._eos_claim.at = now
+            return
+        if not self._end_is_near(pending.start):
             return
         self._pending_end = None
         if pending.start < max(self._data_top, self._expected):

@@ -587,6 +587,35 @@ def test_real_end_after_a_big_unpassed_gap_still_ends_the_session() -> None:
     assert_clean(run, count=count)
 
 
+@pytest.mark.parametrize(("at", "repeats"), [(511, 2), (511, 4), (511, 6), (11, 6)])
+def test_a_forged_end_inside_a_big_unpassed_gap_does_not_replace_the_real_end(
+    at: int, repeats: int
+) -> None:
+    """As above, with a forged end of session inside the lost numbers (500 in, or at the
+    first of them) sent ``repeats`` times, 0.1 s after each of the real end's 4 repeats
+    and on: the real end wins (it agrees with the data held; an end below it is no live
+    data far below it, which would drop it) and, refused for the numbers before it
+    nothing real reached, is remembered; the forged end is not claimed in its place, even
+    repeated more often (only one at the next number to deliver that the servers were
+    asked for until out of attempts with no answer would be: the honest server answers):
+    every message is recovered and the session ends at its end (before, 4 forged
+    repeats each dropped the real end as far, and the session never ended)."""
+    feed, count = gap_feed(20_000, after=10)
+    t_end = min(t for t, d in feed.line if d[18:20] == b"\xff\xff")
+    forged = [(t_end + 0.1 + 0.5 * k, build_end_of_session(S, at)) for k in range(repeats)]
+    srv = Server(A1, feed, cap=lambda k: 25, delay=lambda r: 0.01)
+    remembered: list[float] = []
+
+    def watch(core: ReceiverCore, now: float) -> None:
+        if core._pending_end is not None and not remembered:
+            remembered.append(now)
+
+    run = simulate([feed], [srv], 600.0, forged=forged, on_step=watch, **FAST)
+    o = assert_clean(run, count=count)
+    assert remembered, "the real end was never remembered: the test tests nothing"
+    assert o.delivered[S] == [(1, count)]  # not cut at the forged end
+
+
 def test_forged_end_remembered_during_a_silent_pause_truncates_nothing() -> None:
     """Two forged data datagrams 19,000 ahead and their end, sent while the publisher
     pauses 5 s without heartbeats: the end agrees with the (forged) data and is
