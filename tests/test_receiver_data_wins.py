@@ -451,6 +451,41 @@ def test_data_after_the_end_is_named_once_per_run_of_numbers() -> None:
     assert c.events_received() == [MessagesAfterEnd(S, 20, 20, 2), MessagesAfterEnd(S, 21, 21, 2)]
 
 
+def test_data_after_the_end_that_overtook_earlier_data_leaves_none_unnamed() -> None:
+    """After a believed end, data arriving out of order (a later datagram first, the one
+    before it a moment later on the other line) is named too, every number once; 100
+    datagrams arriving highest first (more holes than the 64 ranges remembered) leave none
+    unnamed."""
+    c = ReceiverCore(ReceiverConfig())
+    c.receive_datagram(build_packet(S, 1, [b"1"]), A, 0.0)
+    c.receive_datagram(build_end_of_session(S, 2), A, 0.0)
+    c.handle_timer(3.0)
+    c.events_received()
+    c.receive_datagram(build_packet(S, 5, [b"5", b"6"]), A, 3.0)
+    c.receive_datagram(build_packet(S, 2, [b"2", b"3", b"4"]), B, 3.001)
+    c.receive_datagram(build_packet(S, 2, [b"2", b"3", b"4"]), A, 3.002)  # a copy
+    c.receive_datagram(build_packet(S, 5, [b"5", b"6"]), B, 3.003)  # a copy
+    c.finish(3.5)
+    named = sorted(
+        n for e in c.events_received() if isinstance(e, MessagesAfterEnd)
+        for n in range(e.first_seq, e.last_seq + 1)
+    )
+    assert named == list(range(2, 7))
+    c = ReceiverCore(ReceiverConfig())
+    c.receive_datagram(build_packet(S, 1, [b"1"]), A, 0.0)
+    c.receive_datagram(build_end_of_session(S, 2), A, 0.0)
+    c.handle_timer(3.0)
+    c.events_received()
+    for k, seq in enumerate(range(300, 100, -2)):
+        c.receive_datagram(build_packet(S, seq, [b"x"]), A, 3.0 + 0.2 * k)
+    c.finish(30.0)
+    named = [
+        n for e in c.events_received() if isinstance(e, MessagesAfterEnd)
+        for n in range(e.first_seq, e.last_seq + 1)
+    ]
+    assert sorted(named) == list(range(102, 301, 2))
+
+
 def test_an_end_remembered_for_an_unpassed_gap_ends_the_session_at_end_of_input() -> None:
     """A real end right after the data, behind 20,000 numbers the feed never passed, is
     remembered (not believed, not dropped); at end of input the gap is reported lost and

@@ -781,6 +781,10 @@ class ReceiverCore:
         self._parked: list[tuple[int, int, _Segment]] = []
         #: Messages beyond the believed end already reported (MessagesAfterEnd) end here.
         self._after_hw = 0
+        #: The ranges ``[first, end)`` below ``_after_hw`` reported so far, sorted, merged,
+        #: at most :data:`_MAX_PAST_NAMED` (the lowest let go: named again, never unnamed):
+        #: a datagram that arrives below the mark out of order names what they miss.
+        self._after_named: list[list[int]] = []
         #: ``(first, end, started, last)``: data that came after the end, not yet named.
         self._after_run: tuple[int, int, float, float] | None = None
         #: One past the highest data message taken by the slow paths (the fast paths keep
@@ -1537,8 +1541,13 @@ class ReceiverCore:
         (:data:`_AFTER_END_QUIET`), grows old (:data:`_AFTER_END_MAX_WAIT`), a run that
         does not follow it comes, or at :meth:`finish` / a session change."""
         self._dropped[DROP_AFTER_END] = self._dropped.get(DROP_AFTER_END, 0) + 1
-        first = max(seq, self._after_hw, self._eos or 0)
         end = seq + count
+        low = max(seq, self._eos or 0)
+        if low < self._after_hw:  # below what was named: an earlier datagram overtaken
+            self._after_below(low, min(end, self._after_hw))
+        first = max(seq, self._after_hw, self._eos or 0)
+        if end > first:
+            self._mark_after(first, end)
         if later and end > first:
             self._after_hw = end
             run = self._after_run
@@ -1558,6 +1567,40 @@ class ReceiverCore:
             logger.info(
                 "messages %d..%d of %r arrived beyond its end of session at %d (from %s)",
                 first, end - 1, self._session, self._eos, source.name,
+            )  # fmt: skip
+
+    def _mark_after(self, first: int, end: int) -> None:
+        """``[first, end)`` beyond the end is named (or gathered to be): see
+        ``_after_named``."""
+        spans = self._after_named
+        i = bisect_left(spans, [first])
+        spans.insert(i, [first, end])
+        if i + 1 < len(spans) and spans[i + 1][0] <= end:  # merge with the one after
+            spans[i][1] = max(end, spans.pop(i + 1)[1])
+        if i and spans[i - 1][1] >= first:  # and with the one before
+            spans[i - 1][1] = max(spans[i - 1][1], spans.pop(i)[1])
+        if len(spans) > _MAX_PAST_NAMED:
+            del spans[0]
+
+    def _after_below(self, first: int, end: int) -> None:
+        """Data ``[first, end)`` beyond the end but below ``_after_hw`` (it arrived after
+        data beyond it): the numbers not named yet are named now, each range at once."""
+        holes = []
+        for a, b in self._after_named:
+            if a >= end:
+                break
+            if a > first:
+                holes.append((first, a))
+            first = max(first, b)
+        if first < end:
+            holes.append((first, end))
+        session = self._session or ""
+        for a, b in holes:
+            self._mark_after(a, b)
+            self._events.append(MessagesAfterEnd(session, a, b - 1, self._eos or a))
+            logger.info(
+                "messages %d..%d of %r arrived beyond its end of session at %d (late)",
+                a, b - 1, session, self._eos,
             )  # fmt: skip
 
     def _flush_after_run(self) -> None:
@@ -1978,6 +2021,7 @@ class ReceiverCore:
             self._claims = []
             self._eos = seq
             self._after_hw = max(self._after_hw, top)
+            self._mark_after(seq, top)
             session = self._session or ""
             self._events.append(MessagesAfterEnd(session, seq, top - 1, seq))
             logger.warning(
@@ -2514,7 +2558,7 @@ class ReceiverCore:
         if self._session_raw is not None:
             left = self._eos if self._eos is not None else max(self._expected, self._horizon)
             # what was named beyond its end already (MessagesAfterEnd) is not named again
-            named = {left: self._after_hw} if self._after_hw > left else {}
+            named = {a: b for a, b in self._after_named if b > left}
             self._past[self._session_raw] = (left, named)
             while len(self._past) > _MAX_PAST_SESSIONS:
                 del self._past[next(iter(self._past))]
@@ -2538,6 +2582,7 @@ class ReceiverCore:
             self._events.append(SessionChanged(old, self._session, start))
         self._eos = None
         self._after_hw = 0
+        self._after_named = []
         self._data_top = 0
         self._wit_top = 0
         self._ended = False

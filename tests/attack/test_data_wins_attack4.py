@@ -145,17 +145,6 @@ def test_two_forged_ends_right_after_the_data_held_cut_off_a_lost_tail(server: s
 # ----------------------------------------------------------------- data after a believed end
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack4: A (30 msgs from 0.5 s, 3 a datagram, then no datagram for 3.2 s), "
-        "a forged end of A at 31 at 0.81 s (believed at 3.31 s: the admitted case); then the "
-        "feed goes on, 31..60 on lines A and B (B 2 ms behind A), the datagram 31..33 lost on "
-        "line A only, so it arrives after 34..36. Events: MessagesAfterEnd(34, 36) and (37, "
-        "60); 31..33, real data that arrived, neither delivered nor named (the after-end "
-        "high-water mark skips what comes below it)"
-    ),
-)
 def test_data_after_a_believed_end_arriving_out_of_order_is_named() -> None:
     """README (cannot know): a forged end sent while the feed is silent for ``end_confirm``
     ends the session; "what the feed sends after it is then reported, not delivered"
