@@ -754,6 +754,9 @@ class ReceiverCore:
         self._pending_end: _Claim | None = None
         #: When ``_pending_end`` may be looked at again (see ``_refresh``).
         self._pending_at = -_INF
+        #: When the followed session's last live datagram that was no end of session came
+        #: (slow path): what breaks the quiet after an end (see ``_wake_pending_end``).
+        self._other_at = -_INF
         self._ended = False
         self._ended_at = 0.0
         #: The latest time on the core's clock (for what happens deep inside a call).
@@ -1399,6 +1402,8 @@ class ReceiverCore:
                     self._news_before = self._last_live
                 self._copy_at = now
             self._last_live = now
+            if count != END_OF_SESSION:
+                self._other_at = now  # (the fast paths run only with no end remembered)
         if live and not counted:
             eos = self._eos_claim
             if eos is not None and (count != END_OF_SESSION or seq != eos.start):
@@ -3388,12 +3393,16 @@ class ReceiverCore:
         if rival is not None and rival[1] > pending.copies and self._unanswered(rival[0]):
             # the end it won over repeated more often, at the next number to deliver, which
             # nothing real reached and no server answered for: that end is claimed again,
-            # with a fresh quiet (forged data far ahead and a far end agreeing with it
-            # cannot keep the real end from ending the session; a server that holds the
-            # numbers answers, and the remembered end waits for them as before)
+            # its quiet counted from the remembered one's or the session's last datagram
+            # that was no end, whichever came later (forged data far ahead and a far end
+            # agreeing with it cannot keep the real end from ending the session; a server
+            # that holds the numbers answers, and the remembered end waits for them)
             self._revive_refused(pending, now)
-            if self._eos_claim is not None:
-                self._eos_claim.at = now
+            claim = self._eos_claim
+            if claim is not None:
+                claim.at = min(now, max(pending.at, self._other_at))
+                if claim.at + self.config.end_confirm <= now:
+                    self._settle_end(claim, now)  # its quiet was kept as long already
             return
         if not self._end_is_near(pending.start):
             return
