@@ -733,19 +733,6 @@ def test_a_staircase_of_forged_heartbeats_keeps_memory_bounded() -> None:
 # ----------------------------------------------------------------- four forged datagrams
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by the attack4 model (ATTACK4_HUNT=3000), minimised: A (300 msgs from 0.5 s, "
-        "4 a datagram, all arrive, real end 301 x4 at 0.77..2.27 s), four forged datagrams "
-        "of A on line A: data at 3004 twice (0.50, 0.55 s: far ahead, they confirm each "
-        "other), a heartbeat at 295 at 2.877 s (before the real end's quiet ends at 3.27 s), "
-        "an end at 3300 at 3.45 s: no SessionEnded(A) by 60 s (all 300 delivered). Without "
-        "the heartbeat, or with it after 3.27 s: A ends at 301. Kin of attack3's pinned "
-        "test_forged_far_data_and_end_at_one_number_before_an_ends_only_next_session, with "
-        "no next session and two forged data datagrams"
-    ),
-)
 def test_four_forged_datagrams_keep_the_session_from_ending() -> None:
     """Issue 18 item 8: any mix of up to four forged datagrams; the session ends when its
     real end arrives (README: an end far beyond everything held is never believed)."""
