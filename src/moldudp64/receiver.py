@@ -630,6 +630,14 @@ class _Claim:
     #: An end of session's: distinct live data datagrams beyond it seen so far (a repeated
     #: end stands against fewer than :data:`_WITNESSES`; see ``ReceiverCore._end_stands``).
     beyond: int = 0
+    #: When it first came and when its last copy came (``at`` moves with the quiet): an
+    #: end of session's copies count as repeats over :data:`_END_SPREAD` (``_repeated``).
+    born: float = -_INF
+    last: float = -_INF
+
+    def __post_init__(self) -> None:
+        if self.born == -_INF:
+            self.born = self.last = self.at
 
 
 @dataclass(slots=True)
@@ -1798,6 +1806,12 @@ class ReceiverCore:
         eos.value = self._horizon  # where the fetching stood at this look
         eos.at = now
 
+    def _repeated(self, eos: _Claim) -> bool:
+        """Whether the end of session ``eos`` repeated as a publisher repeats its end: its
+        copies spread over :data:`_END_SPREAD` at least, or three (two copies milliseconds
+        apart, one on each line, are a stray's two datagrams)."""
+        return eos.copies >= 3 or (eos.copies >= 2 and eos.last - eos.born >= _END_SPREAD)
+
     def _unanswered(self, seq: int) -> bool:
         """Whether ``seq`` is the next number to deliver and starts a gap the feed has not
         passed that the servers were asked for until out of attempts with no answer
@@ -1923,6 +1937,7 @@ class ReceiverCore:
                 self._drop(DROP_EOS_BELOW_DATA, source, addr, once=True)
             elif claim is not None and claim.start == seq:
                 claim.copies += 1
+                claim.last = now
             elif claim is None:
                 self._eos_claim = _Claim(
                     seq, self._horizon, data, source, now, addr, 0, self._repeats(seq, 1)
@@ -1932,6 +1947,7 @@ class ReceiverCore:
             return
         if claim is not None and claim.start == seq:
             claim.copies += 1  # a repeat: the quiet goes on
+            claim.last = now
             self._chase_end(now)
             return
         horizon = self._horizon
@@ -1961,7 +1977,7 @@ class ReceiverCore:
             elif not top <= seq <= reach:
                 keep = exact or copies <= claim.copies
             elif exact:
-                keep = claim.copies >= 2 or copies <= claim.copies
+                keep = self._repeated(claim) or copies <= claim.copies
             elif seq == agreed:
                 keep = copies < 2 <= claim.copies
             else:

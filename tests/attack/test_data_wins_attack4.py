@@ -107,18 +107,6 @@ def test_real_end_behind_a_large_lost_tail_with_a_slow_server(next_session: bool
 # ----------------------------------------------------------------- two ends: right after the data
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack4: A (100 msgs from 0.5 s, one a datagram, 91..100 lost on the line, "
-        "its real end 101 x4 at 1.69..3.19 s); a forged end of A at 91 (right after all data "
-        "held) sent twice 1 ms apart at 1.54 s on line B. dead server: A ends at 91 at 4.04 "
-        "s, 91..100 (announced by the real end, four times) neither delivered nor lost nor "
-        "named after the end. Honest server 2.6 s away: SessionEnded(A, 91) at 4.04 s, "
-        "MessagesAfterEnd(91, 95) for the answer, 96..100 (held by the server) never "
-        "delivered nor named. Same with the two copies 1 s apart or at 3.0 s"
-    ),
-)
 @pytest.mark.parametrize("server", ["dead", "slow"])
 def test_two_forged_ends_right_after_the_data_held_cut_off_a_lost_tail(server: str) -> None:
     """README: "of two ends, the one right after all data held wins once it repeated"; the

@@ -1,0 +1,57 @@
+"""Two ends of session weighed: the real streams the end rules must not hurt (fix4b).
+
+Built beside attack4's findings (tests/attack/test_data_wins_attack4.py) with attack3's
+driver, real ``Publisher`` and honest ``Server``, on a simulated clock.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from attack.test_data_wins_attack3 import (
+    HONEST,
+    A,
+    Dead,
+    Publisher,
+    Server,
+    check_tiles,
+    drive,
+    ended,
+    line_of,
+    lost,
+)
+from attack.test_data_wins_attack4 import real
+from moldudp64.events import Source
+from moldudp64.wire import build_end_of_session
+
+
+@pytest.mark.parametrize("copies", [2, 6])
+def test_a_forged_end_beyond_the_real_one_costs_no_real_data(copies: int) -> None:
+    """A (100 msgs, all arrive, its real end 101 x4), a forged end of A at 121 sent
+    ``copies`` times from the real end's first repeat: the real end, right after all data
+    held and repeated, ends the session; nothing reported lost (no phantom 101..120)."""
+    a = Publisher(A, 100, 0.5, dt=0.01, per_packet=1)
+    line = line_of([a]) + [
+        (1.6 + 0.4 * k, build_end_of_session(A, 121), Source.LINE_B, None)
+        for k in range(copies)
+    ]
+    o = drive(line, [Server(HONEST, {A: a}, cap=5)], 60.0)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 101)) and lost(o, A) == []
+    assert [x for _, x in ended(o, A)] == [101]
+
+
+def test_a_real_end_right_after_the_data_seen_on_both_lines_then_repeated() -> None:
+    """The real end right after all data held arrives on both lines (two copies 2 ms
+    apart: not yet a repeat), then repeats; a forged end 20 beyond it, sent twice between:
+    the real end ends the session, nothing reported lost, nothing named beyond it."""
+    a = Publisher(A, 100, 0.5, dt=0.01, per_packet=1, end=False)
+    line = line_of([a])
+    for k in range(4):
+        line.append((1.6 + 0.5 * k, build_end_of_session(A, 101), Source.LINE_A, None))
+        line.append((1.602 + 0.5 * k, build_end_of_session(A, 101), Source.LINE_B, None))
+    line += [(1.7 + 0.01 * k, build_end_of_session(A, 121), Source.LINE_B, None) for k in range(2)]
+    o = drive(line, [Dead(HONEST, {A: a})], 60.0)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 101)) and lost(o, A) == []
+    assert [x for _, x in ended(o, A)] == [101]
