@@ -434,19 +434,6 @@ def _cost(core: ReceiverCore, now: float, data: bytes, n: int = 400) -> float:
     return best
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack4: A followed then left at its end (31) for B; 64 one-message "
-        "datagrams of A at 94, 93, ..., 31 (highest first, 0.4 s apart: each named on its "
-        "own, filling the 64-entry list of named ranges in descending order); then each copy "
-        "of one datagram of A at 31..94 costs about 200 us instead of about 7 us (30x, "
-        "measured on a loaded 2-core machine): _past_after's skip loop walks every named "
-        "range once per range it skips (64 x 64). Bounded by _MAX_PAST_NAMED, but a copy "
-        "stream of the session left (its line B, or a forger) then costs the receiver "
-        "about as much as the 10,000-gap case recv5 is fixing"
-    ),
-)
 def test_copies_of_a_left_sessions_data_cost_no_more_after_many_named_ranges() -> None:
     """Promise: CPU per datagram stays bounded whatever the wire says (DESIGN invariant 6:
     the cost of a datagram does not grow with what is open). A copy of the left session's
