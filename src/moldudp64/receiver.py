@@ -1311,7 +1311,7 @@ class ReceiverCore:
             peak_held_packets=self._peak_held,
             peak_held_bytes=self._peak_held_bytes,
             open_gaps=len(self._segs),
-            missing_messages=sum(s.end - s.start for s in self._segs),
+            missing_messages=self._missing,
             requests_in_flight=len(self._requests),
             servers_in_rotation=sum(1 for s in self._servers if not s.disabled),
             session=self._session,
@@ -2022,11 +2022,7 @@ class ReceiverCore:
         seq, copies = rival
         if seq < max(value, self._data_top, self._expected):
             return
-        data = HEADER.pack(self._session_raw, seq, END_OF_SESSION)
-        self._on_end_of_session(seq, data, false.source, now, false.addr)
-        claim = self._eos_claim
-        if claim is not None and claim.start == seq:
-            claim.copies = max(claim.copies, copies)
+        self._claim_again(self._session_raw, seq, copies, false, now)
 
     def _revive_refused(self, false: _Claim, now: float) -> None:
         """The end of session ``false`` won over another (``_eos_rival``) and was then refused once
@@ -2041,13 +2037,23 @@ class ReceiverCore:
         if rival is None or rival[1] < 2 or self._session_raw is None or self._ended:
             return
         self._eos_rival = None
-        seq, copies = rival
-        data = HEADER.pack(self._session_raw, seq, END_OF_SESSION)
+        claim = self._claim_again(self._session_raw, rival[0], rival[1], false, now)
+        if claim is not None:
+            claim.at = min(claim.at, false.at)
+
+    def _claim_again(
+        self, session_raw: bytes, seq: int, copies: int, false: _Claim, now: float
+    ) -> _Claim | None:
+        """The end of session at ``seq`` that came ``copies`` times, claimed again in place
+        of ``false`` (from its line and server) with those copies; the claim, if it is
+        that end (see :meth:`_revive_rival`, :meth:`_revive_refused`)."""
+        data = HEADER.pack(session_raw, seq, END_OF_SESSION)
         self._on_end_of_session(seq, data, false.source, now, false.addr)
         claim = self._eos_claim
-        if claim is not None and claim.start == seq:
-            claim.copies = max(claim.copies, copies)
-            claim.at = min(claim.at, false.at)
+        if claim is None or claim.start != seq:
+            return None
+        claim.copies = max(claim.copies, copies)
+        return claim
 
     def _believe_end(
         self, seq: int, now: float, repeated: bool = False, claim: _Claim | None = None
