@@ -1975,7 +1975,7 @@ class ReceiverCore:
                 # the one repeated more often, else the newer; one that agrees wins)
                 keep = not top <= seq <= reach and copies < claim.copies
             elif not top <= seq <= reach:
-                keep = exact or copies <= claim.copies
+                keep = (exact and self._repeated(claim)) or copies <= claim.copies
             elif exact:
                 keep = self._repeated(claim) or copies <= claim.copies
             elif seq == agreed:

@@ -351,18 +351,6 @@ def test_a_three_second_outage_of_the_only_server() -> None:
 # ----------------------------------------------------------------- one forged end, a far real end
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack4: A (1,130 msgs from 0.5 s, 10,000/s, one a datagram; 101..1130 "
-        "lost on the line: a 0.1 s outage), its real end 1131 x4 at 0.81..2.31 s (1,031 "
-        "beyond everything held: a far end), one honest server (40 msgs an answer, 10 ms); "
-        "ONE forged end of A at 101 at 0.6 s (line B): SessionEnded(A, 101) at 3.1 s, "
-        "101..1130 (held by the server, announced by the real end four times) neither "
-        "delivered nor named. Same with a 2,100-message tail and the forged end anywhere "
-        "in it (at 150: ends at 150; at 1000: ends at 1000, the rest unnamed)"
-    ),
-)
 @pytest.mark.parametrize(("count", "forged"), [(1130, 101), (2200, 1000)])
 def test_one_forged_end_in_a_large_lost_tail_truncates_the_session(count: int, forged: int) -> None:
     """README: "a lone forged end cannot truncate what arrived"; "a forged one is disproved

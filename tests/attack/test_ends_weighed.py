@@ -41,16 +41,23 @@ def test_a_forged_end_beyond_the_real_one_costs_no_real_data(copies: int) -> Non
     assert [x for _, x in ended(o, A)] == [101]
 
 
-def test_a_real_end_right_after_the_data_seen_on_both_lines_then_repeated() -> None:
+@pytest.mark.parametrize(("forged", "copies"), [(121, 2), (121, 3), (2101, 3), (10**6, 5)])
+def test_a_real_end_right_after_the_data_seen_on_both_lines_then_repeated(
+    forged: int, copies: int
+) -> None:
     """The real end right after all data held arrives on both lines (two copies 2 ms
-    apart: not yet a repeat), then repeats; a forged end 20 beyond it, sent twice between:
-    the real end ends the session, nothing reported lost, nothing named beyond it."""
+    apart: not yet a repeat), then repeats; a forged end beyond it (near, or far beyond
+    the 1,024 window) sent ``copies`` times 10 ms apart between: the real end ends the
+    session, nothing reported lost, nothing named beyond it."""
     a = Publisher(A, 100, 0.5, dt=0.01, per_packet=1, end=False)
     line = line_of([a])
     for k in range(4):
         line.append((1.6 + 0.5 * k, build_end_of_session(A, 101), Source.LINE_A, None))
         line.append((1.602 + 0.5 * k, build_end_of_session(A, 101), Source.LINE_B, None))
-    line += [(1.7 + 0.01 * k, build_end_of_session(A, 121), Source.LINE_B, None) for k in range(2)]
+    line += [
+        (1.61 + 0.01 * k, build_end_of_session(A, forged), Source.LINE_B, None)
+        for k in range(copies)
+    ]
     o = drive(line, [Dead(HONEST, {A: a})], 60.0)
     check_tiles(o)
     assert real(o, A) == list(range(1, 101)) and lost(o, A) == []
