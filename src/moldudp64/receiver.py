@@ -634,6 +634,9 @@ class _Claim:
     #: end of session's copies count as repeats over :data:`_END_SPREAD` (``_repeated``).
     born: float = -_INF
     last: float = -_INF
+    #: An end of session far ahead: the next number to deliver at the last look (0 before
+    #: one; see ``ReceiverCore._settle_end``).
+    mark: int = 0
 
     def __post_init__(self) -> None:
         if self.born == -_INF:
@@ -768,6 +771,8 @@ class ReceiverCore:
         self._pending_end: _Claim | None = None
         #: When ``_pending_end`` may be looked at again (see ``_refresh``).
         self._pending_at = -_INF
+        #: When an answer last brought data not held before (see ``_end_fetched``).
+        self._brought_at = -_INF
         #: When the followed session's last live datagram that was no end of session came
         #: (slow path): what breaks the quiet after an end (see ``_wake_pending_end``).
         self._other_at = -_INF
@@ -1779,7 +1784,14 @@ class ReceiverCore:
         """The feed kept quiet for ``end_confirm`` after an end of session: believed if
         near what is held; one still far beyond it waits on while the numbers before it
         are being fetched (the horizon moved since the last look), else it is dropped."""
-        if self._end_is_near(eos.start) or self._horizon <= eos.value:
+        window = max(self.config.max_messages_per_request, _END_WINDOW)
+        fetching = self._horizon > eos.value or (
+            # too far to be remembered (see _believe_end), its window still being fetched
+            eos.start > self._horizon + window
+            and 0 < eos.mark < self._expected
+            and bool(self._segs)
+        )
+        if self._end_is_near(eos.start) or not fetching:
             self._eos_claim = None
             self._believe_end(eos.start, now, repeated=eos.copies >= 2, claim=eos)
             rival = self._eos_rival
@@ -1804,6 +1816,7 @@ class ReceiverCore:
                     self._settle_end(again, now)  # its quiet was kept as long already
             return
         eos.value = self._horizon  # where the fetching stood at this look
+        eos.mark = self._expected
         eos.at = now
 
     def _repeated(self, eos: _Claim) -> bool:
@@ -2447,6 +2460,7 @@ class ReceiverCore:
                 and now >= silent_at
                 and (ready or evident)
                 and not self._passed_gap_open()
+                and not self._end_fetched(now)
             ):
                 eos = self._eos_claim
                 if (
@@ -2571,6 +2585,18 @@ class ReceiverCore:
             last is not None and stale_after is not None and last + stale_after <= now
         )
         return over and self._passed_gap_open()
+
+    def _end_fetched(self, now: float) -> bool:
+        """Whether the numbers before an end of session claimed (far ahead: window by
+        window) are being fetched and the servers keep bringing them (an answer with new
+        data within ``stale_after``): the real session's silence after its end, not
+        staleness; a switch then would report real data the servers hold lost. Bounded:
+        answers bring real data only."""
+        eos = self._eos_claim
+        wait = self.config.stale_after
+        if eos is None or not self._segs or wait is None:
+            return False
+        return now - self._brought_at < wait
 
     def _passed_gap_open(self) -> bool:
         """Whether a gap the feed has passed (a believed end passes them all) is still being
@@ -2865,6 +2891,7 @@ class ReceiverCore:
             server.heard = now
             if progress:
                 server.empty = 0
+                self._brought_at = now
             elif awaited and not count:
                 server.empty += 1
             if server.disabled:

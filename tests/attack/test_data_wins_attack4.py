@@ -67,20 +67,6 @@ def named(o: Outcome, session: str, upto: int) -> set[int]:
 # ----------------------------------------------------------------- a real end behind a large gap
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack4, no forger at all: A (2,200 msgs from 0.5 s, 101..2200 lost on the "
-        "line, real end 2201 x4 at 0.92..2.42 s), one honest server holding all of it "
-        "answering 40 msgs per answer after 0.2 s: the numbers before the end are chased one "
-        "1,024 window at a time; the first window (101..1124) takes 5.2 s, longer than the "
-        "end's quiet, the far end claim is dropped (DatagramDropped unconfirmed_sequence at "
-        "5.92 s) and never claimed again: 1,124 of 2,200 delivered, 1125..2200 neither "
-        "delivered nor named, no SessionEnded, no request after 6.07 s (run to 120 s). With "
-        "a next session B 3 s after A's last end: MessagesLost(A, 981, 1124, 'session "
-        "changed') for real data the server holds, 1125..2200 unnamed"
-    ),
-)
 @pytest.mark.parametrize("next_session", [False, True], ids=["alone", "then-B"])
 def test_real_end_behind_a_large_lost_tail_with_a_slow_server(next_session: bool) -> None:
     """README: "a real end behind a large gap still ends the session" (the end is

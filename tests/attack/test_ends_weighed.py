@@ -11,6 +11,7 @@ import pytest
 from attack.test_data_wins_attack3 import (
     HONEST,
     A,
+    B,
     Dead,
     Publisher,
     Server,
@@ -62,3 +63,19 @@ def test_a_real_end_right_after_the_data_seen_on_both_lines_then_repeated(
     check_tiles(o)
     assert real(o, A) == list(range(1, 101)) and lost(o, A) == []
     assert [x for _, x in ended(o, A)] == [101]
+
+
+def test_a_next_session_waits_while_a_far_real_end_is_fetched() -> None:
+    """A (2,200 msgs, 101..2200 lost on the line, its real end 2201 x4), B (1,000 msgs)
+    from 0.3 s after A's last end, one honest server 0.2 s away, 40 msgs an answer: A's
+    tail is fetched window by window while B already sends; A is delivered whole and
+    ends at 2201, then B whole (its datagrams wait, or its servers fill them)."""
+    n = 2200
+    a = Publisher(A, n, 0.5, dt=0.0001, per_packet=1, lost=set(range(100, n)))
+    b = Publisher(B, 1000, a.last_sent() + 0.3, dt=0.005, per_packet=2)
+    pm = {A: a, B: b}
+    o = drive(line_of([a, b]), [Server(HONEST, pm, cap=40, delay=0.2)], 120.0)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, n + 1)) and lost(o, A) == []
+    assert [x for _, x in ended(o, A)] == [n + 1]
+    assert real(o, B) == list(range(1, 1001)) and lost(o, B) == []
