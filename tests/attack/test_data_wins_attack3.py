@@ -1514,18 +1514,6 @@ def test_forged_session_before_the_feed_with_slow_servers_delays_the_next_sessio
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by the attack3 model (ATTACK3_HUNT=2000, recv5; open, on main too): A seen "
-        "only through its ends (its data all lost on the line, its end 31 repeated 8 times "
-        "on both lines), a forged end of A at 1054 repeated 11 times on both lines from "
-        "3.62 s, B after it, an honest server that drops the first two answers to each "
-        "number: A is followed at 5.79 s with the forged end claimed (repeated more often), "
-        "1..30 are recovered, and A is left for B at 7.79 s, before that end's quiet ends "
-        "(8.29 s), with MessagesLost(A, 31, 1053, 'session changed') and no SessionEnded(A)"
-    ),
-)
 def test_forged_end_out_repeating_an_ends_only_sessions_real_end_before_the_next_session() -> None:
     """Promise: the session ends (README: of two ends, with no data taken the one repeated
     more often wins; a near end still being confirmed when the silent session is left is

@@ -439,19 +439,6 @@ def test_next_session_starts_as_the_followed_one_ends(tail: int, b_after: float)
     assert real(o, B) == list(range(1, 601)) and lost(o, B) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack4, no forger at all: A (5,000 msgs from 0.5 s, every data datagram "
-        "lost on the line: seen through its ends alone, 5001 x4 at 3.2..4.7 s), B (60 msgs) "
-        "3 s after A's last end, one honest server 5 ms away answering 5 msgs an answer: A's "
-        "numbers are asked for one request at a time (unpassed: the far end passes nothing) "
-        "and B's start cuts that short: 2,019 of 5,000 delivered, MessagesLost(A, 2020, "
-        "2048, 'session changed') for real data the server holds, 2049..5000 neither "
-        "delivered nor named, no SessionEnded(A); B whole. (40 msgs an answer, 50 ms: "
-        "1,584 delivered, MessagesLost(A, 1585, 2048, 'session changed'))"
-    ),
-)
 def test_an_ends_only_session_of_5000_then_the_next_session() -> None:
     """README (Sessions): a session seen through its ends alone is followed to ask the
     servers for 1..N-1: "what they answer is delivered, the rest reported lost with its
