@@ -9,6 +9,10 @@ README admits (forged data at exactly the next number and its kin).
 
 Reuses attack3's driver (``drive``: line A/B, strangers, several servers, first arrivals)
 and its real ``Publisher`` and honest ``Server``. Every scenario runs on a simulated clock.
+``ATTACK4_HUNT=N`` runs the model (large lost tails, slow/lossy/lagging servers, forgeries)
+with N examples (default 25, derandomized); it skips the classes pinned by the xfails here.
+Hunted at 400 and 2 x 3,000 examples: its one new class is pinned as
+``test_four_forged_datagrams_keep_the_session_from_ending``.
 """
 
 from __future__ import annotations
@@ -729,3 +733,24 @@ def test_a_long_run_after_a_believed_end_is_named_once_in_few_events() -> None:
     names = [n for x, y, _ in after_end(o, A) for n in range(x, y + 1)]
     assert sorted(names) == list(range(31, 4531))
     assert len(after_end(o, A)) <= 12, after_end(o, A)
+
+
+@pytest.mark.parametrize("t0", [0.2, 2.5, 5.5])
+@pytest.mark.parametrize("fseq", [2, 5000])
+def test_a_forgers_ends_only_session_spread_over_the_end_spread(t0: float, fseq: int) -> None:
+    """Holds: README (Sessions) "two distinct ends at least 0.2 s apart" make a session
+    seen through its ends alone followable; a forger's session F, four ends 0.2 s apart
+    from ``t0`` (before, during or after A's end), costs A and B (0.5 s after A's last
+    end) nothing: both whole, each ends at its real end, B within 20 s of its last send."""
+    f = "FFFFFFFFFF"
+    a = Publisher(A, 300, 0.5, dt=0.01, per_packet=3)
+    b = Publisher(B, 60, a.last_sent() + 0.5, dt=0.02, per_packet=2)
+    line = line_of([a, b]) + [
+        (t0 + 0.2 * k, build_end_of_session(f, fseq), Source.LINE_B, None) for k in range(4)
+    ]
+    o = drive(line, [Server(HONEST, {A: a, B: b}, cap=5)], 80.0)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 301)) and [x for _, x in ended(o, A)] == [301]
+    assert real(o, B) == list(range(1, 61)) and lost(o, B) == []
+    ((t_end, n_end),) = ended(o, B)
+    assert n_end == 61 and t_end < b.last_sent() + 20.0
