@@ -1803,11 +1803,7 @@ class ReceiverCore:
                     # remembered for the numbers before it nothing real reached, while the
                     # end it won over repeated more often at a number nothing real reached
                     # and no server answered for (see _wake_pending_end)
-                    or (
-                        rival is not None
-                        and rival[1] > eos.copies
-                        and self._unanswered(rival[0])
-                    )
+                    or (rival is not None and self._rival_beats(rival, eos.copies))
                 )
             ):
                 self._revive_refused(eos, now)  # refused: the end it won over stands again
@@ -1824,6 +1820,16 @@ class ReceiverCore:
         copies spread over :data:`_END_SPREAD` at least, or three (two copies milliseconds
         apart, one on each line, are a stray's two datagrams)."""
         return eos.copies >= 3 or (eos.copies >= 2 and eos.last - eos.born >= _END_SPREAD)
+
+    def _rival_beats(self, rival: tuple[int, int], copies: int) -> bool:
+        """Whether the end ``rival`` (number, copies) beaten by an end with ``copies`` is
+        claimed again: it names the next number to deliver, which starts an unpassed gap the
+        servers were asked for until out of attempts with no answer (``_unanswered``), and
+        it repeated more often, or repeated and is right after all data held (the data
+        recovered reached it: of two ends that one wins once it repeated)."""
+        if not self._unanswered(rival[0]):
+            return False
+        return rival[1] > copies or (rival[1] >= 2 and rival[0] >= self._data_top)
 
     def _unanswered(self, seq: int) -> bool:
         """Whether ``seq`` is the next number to deliver and starts a gap the feed has not
@@ -3470,7 +3476,7 @@ class ReceiverCore:
         if pending is None or self._eos_claim is not None or self._eos is not None or self._ended:
             return
         rival = self._eos_rival
-        if rival is not None and rival[1] > pending.copies and self._unanswered(rival[0]):
+        if rival is not None and self._rival_beats(rival, pending.copies):
             # the end it won over repeated more often, at the next number to deliver, which
             # nothing real reached and no server answered for: that end is claimed again,
             # its quiet counted from the remembered one's or the session's last datagram

@@ -79,3 +79,34 @@ def test_a_next_session_waits_while_a_far_real_end_is_fetched() -> None:
     assert real(o, A) == list(range(1, n + 1)) and lost(o, A) == []
     assert [x for _, x in ended(o, A)] == [n + 1]
     assert real(o, B) == list(range(1, 1001)) and lost(o, B) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by fix4b while writing guards, open (fails before fix4b's _rival_beats too): "
+        "A (1,300 msgs, 101..1300 lost on the line, real end 1301 x4 from about 0.83 s), "
+        "a forged end of A at 141 three times 0.3 s apart from 0.7 s, an honest server "
+        "(20 ms, 40 msgs an answer; drops 0, 2 or 4 first answers): SessionEnded(A, 141) "
+        "at 3.2 s, 141..1300 (held by the server, announced by the real end four times) "
+        "neither delivered nor named: kin of attack4's one forged end in a large lost tail, "
+        "with the forged end repeated"
+    ),
+)
+@pytest.mark.parametrize("drops", [0, 2, 4])
+def test_a_forged_repeated_end_inside_a_far_real_tail_with_a_lossy_server(drops: int) -> None:
+    """A (1,300 msgs, 101..1300 lost on the line, its real end 1301 x4: far beyond the
+    data), a forged end of A at 141 sent three times 0.3 s apart, an honest server that
+    drops its first ``drops`` answers to each number: once the data recovered reaches 141
+    the forged end is right after all data held and repeated, but the server answers for
+    142 on: A whole, ends at 1301."""
+    n = 1300
+    a = Publisher(A, n, 0.5, dt=0.0001, per_packet=1, lost=set(range(100, n)))
+    line = line_of([a]) + [
+        (0.7 + 0.3 * k, build_end_of_session(A, 141), Source.LINE_B, None) for k in range(3)
+    ]
+    srv = Server(HONEST, {A: a}, cap=40, delay=0.02, drop=lambda s, q, k: k < drops)
+    o = drive(line, [srv], 90.0)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, n + 1)) and lost(o, A) == []
+    assert [x for _, x in ended(o, A)] == [n + 1]
