@@ -2006,6 +2006,12 @@ class ReceiverCore:
                 if horizon < seq <= near:
                     self._new_gap(horizon, seq, now)
                     self._horizon = seq
+                elif seq > near and not self._segs and horizon == top:
+                    # far: the window after the data is asked for all the same (one
+                    # bounded request; cut if the kept end is believed), so a real tail
+                    # an honest server holds disproves a forged end right after the data
+                    self._new_gap(horizon, near, now)
+                    self._horizon = near
                 return
             self._eos_rival = (claim.start, claim.copies)
             self._drop(DROP_EOS_CONTRADICTED, claim.source, claim.addr, once=True)

@@ -81,18 +81,6 @@ def test_a_next_session_waits_while_a_far_real_end_is_fetched() -> None:
     assert real(o, B) == list(range(1, 1001)) and lost(o, B) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by fix4b while writing guards, open (fails before fix4b's _rival_beats too): "
-        "A (1,300 msgs, 101..1300 lost on the line, real end 1301 x4 from about 0.83 s), "
-        "a forged end of A at 141 three times 0.3 s apart from 0.7 s, an honest server "
-        "(20 ms, 40 msgs an answer; drops 0, 2 or 4 first answers): SessionEnded(A, 141) "
-        "at 3.2 s, 141..1300 (held by the server, announced by the real end four times) "
-        "neither delivered nor named: kin of attack4's one forged end in a large lost tail, "
-        "with the forged end repeated"
-    ),
-)
 @pytest.mark.parametrize("drops", [0, 2, 4])
 def test_a_forged_repeated_end_inside_a_far_real_tail_with_a_lossy_server(drops: int) -> None:
     """A (1,300 msgs, 101..1300 lost on the line, its real end 1301 x4: far beyond the
