@@ -642,6 +642,17 @@ class _Claim:
     #: An end of session's: distinct live data datagrams beyond it seen so far (a repeated
     #: end stands against fewer than :data:`_WITNESSES`; see ``ReceiverCore._end_stands``).
     beyond: int = 0
+    #: When it first came and when its last copy came (``at`` moves with the quiet): an
+    #: end of session's copies count as repeats over :data:`_END_SPREAD` (``_repeated``).
+    born: float = -_INF
+    last: float = -_INF
+    #: An end of session far ahead: the next number to deliver at the last look (0 before
+    #: one; see ``ReceiverCore._settle_end``).
+    mark: int = 0
+
+    def __post_init__(self) -> None:
+        if self.born == -_INF:
+            self.born = self.last = self.at
 
 
 @dataclass(slots=True)
@@ -766,6 +777,12 @@ class ReceiverCore:
         #: The last claimed end of session that live data beyond it dropped, and how often
         #: it came: its repeats still count when it comes again (see ``_end_stands``).
         self._eos_gone: tuple[int, int] | None = None
+        #: A repeated end of session that live data went past (``_end_stands``): set
+        #: aside, its quiet restarted by every datagram of the session; claimed again once
+        #: the feed fell quiet for ``end_confirm`` with no other end claimed or remembered
+        #: (a feed that goes on never falls quiet: a forger's datagrams after the real end
+        #: cannot keep the session open).
+        self._eos_aside: _Claim | None = None
         #: An end of session that agreed with the data (at or beyond all of it, near the
         #: horizon) but could not be believed for the numbers before it the feed never
         #: passed (more than :data:`_END_WINDOW`): remembered, one per session, and
@@ -773,6 +790,8 @@ class ReceiverCore:
         self._pending_end: _Claim | None = None
         #: When ``_pending_end`` may be looked at again (see ``_refresh``).
         self._pending_at = -_INF
+        #: When an answer last brought data not held before (see ``_end_fetched``).
+        self._brought_at = -_INF
         #: When the followed session's last live datagram that was no end of session came
         #: (slow path): what breaks the quiet after an end (see ``_wake_pending_end``).
         self._other_at = -_INF
@@ -803,6 +822,10 @@ class ReceiverCore:
         self._parked: list[tuple[int, int, _Segment]] = []
         #: Messages beyond the believed end already reported (MessagesAfterEnd) end here.
         self._after_hw = 0
+        #: The ranges ``[first, end)`` below ``_after_hw`` reported so far, sorted, merged,
+        #: at most :data:`_MAX_PAST_NAMED` (the lowest let go: named again, never unnamed):
+        #: a datagram that arrives below the mark out of order names what they miss.
+        self._after_named: list[list[int]] = []
         #: ``(first, end, started, last)``: data that came after the end, not yet named.
         self._after_run: tuple[int, int, float, float] | None = None
         #: One past the highest data message taken by the slow paths (the fast paths keep
@@ -938,6 +961,9 @@ class ReceiverCore:
         eos = self._eos_claim
         if eos is not None and (timer is None or eos.at + self.config.end_confirm < timer):
             timer = eos.at + self.config.end_confirm
+        aside = self._aside_quiet()
+        if aside is not None and (timer is None or aside < timer):
+            timer = aside
         run = self._after_run
         if run is not None:
             flush_at = min(run[3] + _AFTER_END_QUIET, run[2] + _AFTER_END_MAX_WAIT)
@@ -987,7 +1013,7 @@ class ReceiverCore:
             self._flush_past_runs(now)
         if self._cands:  # first: a session followed now is checked below like any other
             self._consider_switch(now)
-        if self._claims or self._eos_claim is not None:
+        if self._claims or self._eos_claim is not None or self._eos_aside is not None:
             self._expire_claims(now)
         self._check_stale(now)
         if self._requests or self._segs:
@@ -1431,6 +1457,8 @@ class ReceiverCore:
                     else:  # data beyond it: that end of session was false
                         self._eos_claim = None
                         self._eos_gone = (eos.start, eos.copies)
+                        if eos.copies >= 2:  # set aside: the feed must go on (_eos_aside)
+                            self._eos_aside = eos
                         self._drop(DROP_EOS_CONTRADICTED, eos.source, eos.addr, once=True)
                 elif 0 < count < END_OF_SESSION and not self._end_is_near(eos.start):
                     # data far below it: a real end is never far ahead of the feed
@@ -1564,8 +1592,13 @@ class ReceiverCore:
         (:data:`_AFTER_END_QUIET`), grows old (:data:`_AFTER_END_MAX_WAIT`), a run that
         does not follow it comes, or at :meth:`finish` / a session change."""
         self._dropped[DROP_AFTER_END] = self._dropped.get(DROP_AFTER_END, 0) + 1
-        first = max(seq, self._after_hw, self._eos or 0)
         end = seq + count
+        low = max(seq, self._eos or 0)
+        if low < self._after_hw:  # below what was named: an earlier datagram overtaken
+            self._after_below(low, min(end, self._after_hw))
+        first = max(seq, self._after_hw, self._eos or 0)
+        if end > first:
+            self._mark_after(first, end)
         if later and end > first:
             self._after_hw = end
             run = self._after_run
@@ -1585,6 +1618,40 @@ class ReceiverCore:
             logger.info(
                 "messages %d..%d of %r arrived beyond its end of session at %d (from %s)",
                 first, end - 1, self._session, self._eos, source.name,
+            )  # fmt: skip
+
+    def _mark_after(self, first: int, end: int) -> None:
+        """``[first, end)`` beyond the end is named (or gathered to be): see
+        ``_after_named``."""
+        spans = self._after_named
+        i = bisect_left(spans, [first])
+        spans.insert(i, [first, end])
+        if i + 1 < len(spans) and spans[i + 1][0] <= end:  # merge with the one after
+            spans[i][1] = max(end, spans.pop(i + 1)[1])
+        if i and spans[i - 1][1] >= first:  # and with the one before
+            spans[i - 1][1] = max(spans[i - 1][1], spans.pop(i)[1])
+        if len(spans) > _MAX_PAST_NAMED:
+            del spans[0]
+
+    def _after_below(self, first: int, end: int) -> None:
+        """Data ``[first, end)`` beyond the end but below ``_after_hw`` (it arrived after
+        data beyond it): the numbers not named yet are named now, each range at once."""
+        holes = []
+        for a, b in self._after_named:
+            if a >= end:
+                break
+            if a > first:
+                holes.append((first, a))
+            first = max(first, b)
+        if first < end:
+            holes.append((first, end))
+        session = self._session or ""
+        for a, b in holes:
+            self._mark_after(a, b)
+            self._events.append(MessagesAfterEnd(session, a, b - 1, self._eos or a))
+            logger.info(
+                "messages %d..%d of %r arrived beyond its end of session at %d (late)",
+                a, b - 1, session, self._eos,
             )  # fmt: skip
 
     def _flush_after_run(self) -> None:
@@ -1712,15 +1779,41 @@ class ReceiverCore:
             old = claims.pop(0)
             self._claim_bytes -= old.nbytes
             self._drop(DROP_UNCONFIRMED, old.source, old.addr)
+        aside = self._eos_aside
+        quiet = self._aside_quiet()
+        if aside is not None and quiet is not None and quiet <= now:
+            # the feed fell quiet after the data that went past it: claimed again
+            self._eos_aside = None
+            self._eos_claim = aside
+            aside.at = quiet - self.config.end_confirm
         eos = self._eos_claim
         if eos is not None and eos.at + self.config.end_confirm <= now:
             self._settle_end(eos, now)
+
+    def _aside_quiet(self) -> float | None:
+        """When the end set aside (``_eos_aside``) is claimed again if nothing more of the
+        session comes: ``end_confirm`` after its last live datagram; None while another
+        end is claimed or remembered."""
+        aside = self._eos_aside
+        if aside is None or self._eos_claim is not None or self._pending_end is not None:
+            return None
+        if self._eos is not None or self._ended:
+            return None
+        last = self._last_live if self._last_live is not None else aside.at
+        return max(aside.at, last) + self.config.end_confirm
 
     def _settle_end(self, eos: _Claim, now: float) -> None:
         """The feed kept quiet for ``end_confirm`` after an end of session: believed if
         near what is held; one still far beyond it waits on while the numbers before it
         are being fetched (the horizon moved since the last look), else it is dropped."""
-        if self._end_is_near(eos.start) or self._horizon <= eos.value:
+        window = max(self.config.max_messages_per_request, _END_WINDOW)
+        fetching = self._horizon > eos.value or (
+            # too far to be remembered (see _believe_end), its window still being fetched
+            eos.start > self._horizon + window
+            and 0 < eos.mark < self._expected
+            and bool(self._segs)
+        )
+        if self._end_is_near(eos.start) or not fetching:
             self._eos_claim = None
             self._believe_end(eos.start, now, repeated=eos.copies >= 2, claim=eos)
             rival = self._eos_rival
@@ -1732,11 +1825,7 @@ class ReceiverCore:
                     # remembered for the numbers before it nothing real reached, while the
                     # end it won over repeated more often at a number nothing real reached
                     # and no server answered for (see _wake_pending_end)
-                    or (
-                        rival is not None
-                        and rival[1] > eos.copies
-                        and self._unanswered(rival[0])
-                    )
+                    or (rival is not None and self._rival_beats(rival, eos.copies))
                 )
             ):
                 self._revive_refused(eos, now)  # refused: the end it won over stands again
@@ -1745,7 +1834,24 @@ class ReceiverCore:
                     self._settle_end(again, now)  # its quiet was kept as long already
             return
         eos.value = self._horizon  # where the fetching stood at this look
+        eos.mark = self._expected
         eos.at = now
+
+    def _repeated(self, eos: _Claim) -> bool:
+        """Whether the end of session ``eos`` repeated as a publisher repeats its end: its
+        copies spread over :data:`_END_SPREAD` at least, or three (two copies milliseconds
+        apart, one on each line, are a stray's two datagrams)."""
+        return eos.copies >= 3 or (eos.copies >= 2 and eos.last - eos.born >= _END_SPREAD)
+
+    def _rival_beats(self, rival: tuple[int, int], copies: int) -> bool:
+        """Whether the end ``rival`` (number, copies) beaten by an end with ``copies`` is
+        claimed again: it names the next number to deliver, which starts an unpassed gap the
+        servers were asked for until out of attempts with no answer (``_unanswered``), and
+        it repeated more often, or repeated and is right after all data held (the data
+        recovered reached it: of two ends that one wins once it repeated)."""
+        if not self._unanswered(rival[0]):
+            return False
+        return rival[1] > copies or (rival[1] >= 2 and rival[0] >= self._data_top)
 
     def _unanswered(self, seq: int) -> bool:
         """Whether ``seq`` is the next number to deliver and starts a gap the feed has not
@@ -1872,6 +1978,7 @@ class ReceiverCore:
                 self._drop(DROP_EOS_BELOW_DATA, source, addr, once=True)
             elif claim is not None and claim.start == seq:
                 claim.copies += 1
+                claim.last = now
             elif claim is None:
                 self._eos_claim = _Claim(
                     seq, self._horizon, data, source, now, addr, 0, self._repeats(seq, 1)
@@ -1881,6 +1988,7 @@ class ReceiverCore:
             return
         if claim is not None and claim.start == seq:
             claim.copies += 1  # a repeat: the quiet goes on
+            claim.last = now
             self._chase_end(now)
             return
         horizon = self._horizon
@@ -1908,9 +2016,9 @@ class ReceiverCore:
                 # the one repeated more often, else the newer; one that agrees wins)
                 keep = not top <= seq <= reach and copies < claim.copies
             elif not top <= seq <= reach:
-                keep = exact or copies <= claim.copies
+                keep = (exact and self._repeated(claim)) or copies <= claim.copies
             elif exact:
-                keep = claim.copies >= 2 or copies <= claim.copies
+                keep = self._repeated(claim) or copies <= claim.copies
             elif seq == agreed:
                 keep = copies < 2 <= claim.copies
             else:
@@ -1920,6 +2028,12 @@ class ReceiverCore:
                 if horizon < seq <= near:
                     self._new_gap(horizon, seq, now)
                     self._horizon = seq
+                elif seq > near and not self._segs and horizon == top:
+                    # far: the window after the data is asked for all the same (one
+                    # bounded request; cut if the kept end is believed), so a real tail
+                    # an honest server holds disproves a forged end right after the data
+                    self._new_gap(horizon, near, now)
+                    self._horizon = near
                 return
             self._eos_rival = (claim.start, claim.copies)
             self._drop(DROP_EOS_CONTRADICTED, claim.source, claim.addr, once=True)
@@ -2011,6 +2125,7 @@ class ReceiverCore:
             self._claims = []
             self._eos = seq
             self._after_hw = max(self._after_hw, top)
+            self._mark_after(seq, top)
             session = self._session or ""
             self._events.append(MessagesAfterEnd(session, seq, top - 1, seq))
             logger.warning(
@@ -2412,6 +2527,7 @@ class ReceiverCore:
                 and now >= silent_at
                 and (ready or evident)
                 and not self._passed_gap_open()
+                and not self._end_fetched(now)
             ):
                 eos = self._eos_claim
                 if (
@@ -2537,6 +2653,18 @@ class ReceiverCore:
         )
         return over and self._passed_gap_open()
 
+    def _end_fetched(self, now: float) -> bool:
+        """Whether the numbers before an end of session claimed (far ahead: window by
+        window) are being fetched and the servers keep bringing them (an answer with new
+        data within ``stale_after``): the real session's silence after its end, not
+        staleness; a switch then would report real data the servers hold lost. Bounded:
+        answers bring real data only."""
+        eos = self._eos_claim
+        wait = self.config.stale_after
+        if eos is None or not self._segs or wait is None:
+            return False
+        return now - self._brought_at < wait
+
     def _passed_gap_open(self) -> bool:
         """Whether a gap the feed has passed (a believed end passes them all) is still being
         asked for: real data its servers hold, which a switch on staleness would report lost
@@ -2638,11 +2766,12 @@ class ReceiverCore:
         self._eos_claim = None
         self._eos_rival = None
         self._eos_gone = None
+        self._eos_aside = None
         self._pending_end = None
         if self._session_raw is not None and not phantom:
             left = self._eos if self._eos is not None else max(self._expected, self._horizon)
             # what was named beyond its end already (MessagesAfterEnd) is not named again
-            named = {left: self._after_hw} if self._after_hw > left else {}
+            named = {a: b for a, b in self._after_named if b > left}
             self._past[self._session_raw] = (left, named)
             while len(self._past) > _MAX_PAST_SESSIONS:
                 del self._past[next(iter(self._past))]
@@ -2666,6 +2795,7 @@ class ReceiverCore:
             self._events.append(SessionChanged(old, self._session, start))
         self._eos = None
         self._after_hw = 0
+        self._after_named = []
         self._data_top = 0
         self._wit_top = 0
         self._ended = False
@@ -2924,6 +3054,7 @@ class ReceiverCore:
             server.heard = now
             if progress:
                 server.empty = 0
+                self._brought_at = now
             elif awaited and not count:
                 server.empty += 1
             if awaited and req is not None and server not in req.answered:
@@ -3529,7 +3660,7 @@ class ReceiverCore:
         if pending is None or self._eos_claim is not None or self._eos is not None or self._ended:
             return
         rival = self._eos_rival
-        if rival is not None and rival[1] > pending.copies and self._unanswered(rival[0]):
+        if rival is not None and self._rival_beats(rival, pending.copies):
             # the end it won over repeated more often, at the next number to deliver, which
             # nothing real reached and no server answered for: that end is claimed again,
             # its quiet counted from the remembered one's or the session's last datagram
