@@ -35,6 +35,8 @@ def splitter(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
             pytest.skip("the _speedups accelerator is not built")
     else:
         monkeypatch.setattr(receiver, "_parse_or_none", receiver._parse_blocks_or_none)
+        monkeypatch.setattr(receiver, "_take_next", receiver._take_next_py)
+        monkeypatch.setattr(receiver, "_take_run", receiver._take_run_py)
     return str(request.param)
 
 
@@ -196,6 +198,89 @@ def test_batches_equal_one_call_per_datagram(
     bounds = sorted({0, len(datagrams), *(c for c in cuts if c < len(datagrams))})
     batches = [datagrams[a:b] for a, b in itertools.pairwise(bounds)]
     assert _run_batched(config, batches) == _run_each(config, batches)
+
+
+# -- the fast path's takers: C and pure Python give the same results ---------------------
+
+TOP = (1 << 64) - 1
+
+
+def _candidate(seq: int, count: int, session: str, mangle: int) -> bytes:
+    """A datagram near the fast path's: a data packet, a heartbeat or an end of session,
+    numbered anywhere up to 2**64-1, sometimes cut short, padded or given a false count."""
+    if count == 0:
+        data = build_heartbeat(session, seq)
+    elif count == 0xFFFF:
+        data = build_end_of_session(session, seq)
+    else:
+        data = pkt(seq, count, session) if seq + count - 1 <= TOP else pkt(1, count, session)
+        if seq + count - 1 > TOP:  # numbers past 2**64-1: the header says so
+            data = data[:10] + seq.to_bytes(8, "big") + data[18:]
+    if mangle == 1:
+        data = data[:-1]
+    elif mangle == 2:
+        data = data + b"\x00"
+    elif mangle == 3:
+        data = data[:18] + (count + 1 & 0xFFFF).to_bytes(2, "big") + data[20:]
+    elif mangle == 4:
+        data = data[:19]
+    return data
+
+
+candidates = st.builds(
+    _candidate,
+    seq=st.one_of(st.integers(0, 12), st.integers(TOP - 3, TOP)),
+    count=st.one_of(st.integers(0, 3), st.just(0xFFFF)),
+    session=st.sampled_from([S, "SESSION002"]),
+    mangle=st.sampled_from([0, 0, 0, 1, 2, 3, 4]),
+)
+
+
+@pytest.mark.skipif(
+    receiver._take_next is receiver._take_next_py, reason="the _speedups accelerator is not built"
+)
+@given(
+    datagrams=st.lists(
+        st.one_of(
+            candidates,
+            candidates.map(bytearray),
+            candidates.map(memoryview),
+        ),
+        max_size=8,
+    ),
+    start=st.integers(-1, 9),
+    expected=st.one_of(st.integers(-2, 12), st.integers(TOP - 3, TOP + 2)),
+    session=st.one_of(st.none(), st.sampled_from([S.encode(), b"SESSION002", b"SHORT"])),
+    as_tuple=st.booleans(),
+)
+def test_c_takers_equal_the_pure_python_ones(
+    datagrams: list[Any], start: int, expected: int, session: bytes | None, as_tuple: bool
+) -> None:
+    """What the fast path takes (one datagram, or a batch's in-order run) is the same
+    through the C accelerator and through its pure-Python twins, whatever the datagram:
+    other sessions and numbers, heartbeats, ends, malformed packets, numbers at 2**64-1,
+    buffers that are not bytes."""
+    for data in datagrams:
+        assert receiver._take_next(data, expected, session) == receiver._take_next_py(
+            data, expected, session
+        )
+    batch: Any = tuple(datagrams) if as_tuple else datagrams
+    out_c: list[bytes] = [b"before"]
+    out_py: list[bytes] = [b"before"]
+    taken_c = receiver._take_run(batch, start, expected, session, out_c)
+    taken_py = receiver._take_run_py(batch, start, expected, session, out_py)
+    assert (taken_c, out_c) == (taken_py, out_py)
+
+
+def test_takers_stop_after_the_last_number() -> None:
+    """A packet ending at 2**64-1 is taken; nothing after it can be (not even a packet
+    numbered 0, where a 64-bit counter would wrap)."""
+    last = build_packet(S, TOP - 1, [b"a", b"b"])
+    wrapped = build_packet(S, 0, [b"c"])
+    for take in {receiver._take_run, receiver._take_run_py}:
+        out: list[bytes] = []
+        assert take([last, wrapped], 0, TOP - 1, S.encode(), out) == 1
+        assert out == [b"a", b"b"]
 
 
 # -- the due heap: the timer without walking every gap -----------------------------------

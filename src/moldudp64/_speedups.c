@@ -1,7 +1,7 @@
 /*
  * Optional C accelerator for the receive hot path. Every function here has a pure-Python
  * twin that gives identical results (wire.parse_blocks, net.recv_batch, the SoupBinTCP runs
- * of soupbintcp.py); the package works without this module.
+ * of soupbintcp.py, the receiver's fast path); the package works without this module.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -76,6 +76,158 @@ parse_blocks(PyObject *self, PyObject *arg)
         pos += 2 + len;
     }
     return out;
+}
+
+/* The receiver's fast path (moldudp64.receiver, pure-Python twins _take_next_py and
+ * _take_run_py): a datagram is taken when it is a bytes object holding a valid data
+ * packet (0 < count < 0xFFFF) of the followed session whose first number is the next
+ * expected. Returns its message count (its blocks checked; nothing built), or -1. */
+static Py_ssize_t
+next_count(PyObject *data, uint64_t expected, const char *session)
+{
+    if (!PyBytes_CheckExact(data))
+        return -1;
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
+    Py_ssize_t end = PyBytes_GET_SIZE(data);
+    if (end < HEADER_SIZE)
+        return -1;
+    unsigned int count = ((unsigned int)p[18] << 8) | p[19];
+    if (count == 0 || count == END_OF_SESSION)
+        return -1;
+    uint64_t seq = 0;
+    for (int k = 10; k < 18; k++)
+        seq = (seq << 8) | p[k];
+    if (seq != expected || memcmp(p, session, 10) != 0)
+        return -1;
+    if (seq > UINT64_MAX - (uint64_t)(count - 1))
+        return -1;
+    Py_ssize_t pos = HEADER_SIZE;
+    for (unsigned int i = 0; i < count; i++) {
+        if (pos + 2 > end)
+            return -1;
+        Py_ssize_t stop = pos + 2 + (((Py_ssize_t)p[pos] << 8) | p[pos + 1]);
+        if (stop > end)
+            return -1;
+        pos = stop;
+    }
+    return pos == end ? (Py_ssize_t)count : -1;
+}
+
+/* Append the messages of a packet next_count() accepted to the list out. */
+static int
+append_messages(PyObject *out, PyObject *data, Py_ssize_t count)
+{
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
+    Py_ssize_t pos = HEADER_SIZE;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t len = ((Py_ssize_t)p[pos] << 8) | p[pos + 1];
+        PyObject *msg = PyBytes_FromStringAndSize((const char *)p + pos + 2, len);
+        if (msg == NULL)
+            return -1;
+        int failed = PyList_Append(out, msg);
+        Py_DECREF(msg);
+        if (failed)
+            return -1;
+        pos += 2 + len;
+    }
+    return 0;
+}
+
+/* The expected number and the session (10 bytes) of a take_* call; 0 when no datagram
+ * can match them (a number outside 0..2**64-1, a session that is not 10 bytes). */
+static int
+fast_key(PyObject *expected, PyObject *session, uint64_t *seq, const char **raw)
+{
+    if (!PyBytes_CheckExact(session) || PyBytes_GET_SIZE(session) != 10)
+        return 0;
+    if (!PyLong_Check(expected))
+        return 0;
+    unsigned long long v = PyLong_AsUnsignedLongLong(expected);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    *seq = (uint64_t)v;
+    *raw = PyBytes_AS_STRING(session);
+    return 1;
+}
+
+/* take_next(data, expected: int, session: bytes | None) -> list[bytes] | None
+ *
+ * The messages of data when the fast path takes it (see next_count), else None. */
+static PyObject *
+take_next(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "take_next() takes 3 arguments");
+        return NULL;
+    }
+    uint64_t expected;
+    const char *session;
+    if (!fast_key(args[1], args[2], &expected, &session))
+        Py_RETURN_NONE;
+    Py_ssize_t count = next_count(args[0], expected, session);
+    if (count < 0)
+        Py_RETURN_NONE;
+    PyObject *out = PyList_New(count);
+    if (out == NULL)
+        return NULL;
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t pos = HEADER_SIZE;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t len = ((Py_ssize_t)p[pos] << 8) | p[pos + 1];
+        PyObject *msg = PyBytes_FromStringAndSize((const char *)p + pos + 2, len);
+        if (msg == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, msg);
+        pos += 2 + len;
+    }
+    return out;
+}
+
+/* take_run(datagrams: Sequence, start: int, expected: int, session: bytes | None,
+ *          out: list) -> int
+ *
+ * Take datagrams[start:] while each is the next one (see next_count), their messages
+ * appended to out; the index of the first not taken (len(datagrams) when all were). */
+static PyObject *
+take_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyList_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "take_run() takes 5 arguments, the last a list");
+        return NULL;
+    }
+    Py_ssize_t start = PyNumber_AsSsize_t(args[1], PyExc_OverflowError);
+    if (start == -1 && PyErr_Occurred())
+        return NULL;
+    uint64_t expected;
+    const char *session;
+    if (start < 0 || !fast_key(args[2], args[3], &expected, &session))
+        return PyLong_FromSsize_t(start);
+    PyObject *seq = PySequence_Fast(args[0], "take_run() expects a sequence");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    Py_ssize_t i = start;
+    PyObject *out = args[4];
+    while (i < n) {
+        Py_ssize_t count = next_count(items[i], expected, session);
+        if (count < 0)
+            break;
+        if (append_messages(out, items[i], count) < 0) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        expected += (uint64_t)count;
+        i++;
+        if (expected == 0)
+            break; /* the last number, 2**64-1, was taken: nothing can follow */
+    }
+    Py_DECREF(seq);
+    return PyLong_FromSsize_t(i > start ? i : start);
 }
 
 /* join_blocks(messages: list[bytes]) -> bytes
@@ -497,6 +649,10 @@ recv_batch_drops(PyObject *self, PyObject *args)
 static PyMethodDef methods[] = {
     {"parse_blocks", parse_blocks, METH_O,
      "Messages of a valid packet as bytes; None when malformed."},
+    {"take_next", (PyCFunction)(void (*)(void))take_next, METH_FASTCALL,
+     "The messages of the next data packet of the session; None for any other datagram."},
+    {"take_run", (PyCFunction)(void (*)(void))take_run, METH_FASTCALL,
+     "Take datagrams from start while each is the next data packet; the index of the first not."},
     {"join_blocks", join_blocks, METH_O,
      "Message blocks (2-byte length + data) of a list of bytes, back to back."},
     {"soup_to_blocks", soup_to_blocks, METH_VARARGS,

@@ -151,7 +151,7 @@ from __future__ import annotations
 import logging
 import struct
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from heapq import heappop, heappush
 from math import nextafter
@@ -299,6 +299,62 @@ def _parse_blocks_or_none(data: bytes) -> list[bytes] | None:
 
 #: The fast path's splitter: the C accelerator's own entry point when it is built.
 _parse_or_none = c_parse_blocks if c_parse_blocks is not None else _parse_blocks_or_none
+
+
+def _take_next_py(data: Buffer, expected: int, session_raw: bytes | None) -> list[bytes] | None:
+    """The messages of ``data`` when the fast path takes it: a valid data packet
+    (``bytes``, ``0 < count < 0xFFFF``) of the session ``session_raw`` whose first number
+    is ``expected``; None for any other datagram."""
+    if type(data) is not bytes or len(data) < HEADER.size:
+        return None
+    session, seq, count = _unpack_header(data)
+    if seq != expected or session != session_raw or not 0 < count < END_OF_SESSION:
+        return None
+    return _parse_blocks_or_none(data)
+
+
+def _take_run_py(
+    datagrams: Sequence[Buffer],
+    start: int,
+    expected: int,
+    session_raw: bytes | None,
+    out: list[bytes],
+) -> int:
+    """Take ``datagrams[start:]`` while :func:`_take_next_py` takes each (``expected``
+    moving on past each one taken), their messages appended to ``out``; the index of the
+    first not taken (``len(datagrams)`` when all were)."""
+    if start < 0:
+        return start
+    i = start
+    n = len(datagrams)
+    while i < n:
+        msgs = _take_next_py(datagrams[i], expected, session_raw)
+        if msgs is None:
+            break
+        out += msgs
+        expected += len(msgs)
+        i += 1
+    return i
+
+
+def _load_takers() -> tuple[
+    Callable[[Buffer, int, bytes | None], list[bytes] | None],
+    Callable[[Sequence[Buffer], int, int, bytes | None, list[bytes]], int],
+]:
+    """The fast path's takers: the C accelerator's when it is built (and wanted), else the
+    pure-Python twins (same results)."""
+    if c_parse_blocks is None:  # MOLDUDP64_PURE_PYTHON, or no accelerator
+        return _take_next_py, _take_run_py
+    try:
+        from ._speedups import take_next, take_run
+    except ImportError:  # an accelerator built before these existed
+        return _take_next_py, _take_run_py
+    return take_next, take_run
+
+
+#: The fast path in one call: a datagram's messages (:func:`_take_next_py`), and a batch's
+#: in-order run (:func:`_take_run_py`); C when built.
+_take_next, _take_run = _load_takers()
 _INF = float("inf")
 #: Sessions remembered as "already left" so their late packets never switch us back.
 _MAX_PAST_SESSIONS = 64
@@ -1071,20 +1127,12 @@ class ReceiverCore:
             self._skew = self._clock - now
             t = self._clock
         now = t
-        try:
-            session, seq, count = _unpack_header(data)
-        except struct.error:
-            self._receive_slow(data, source, now, addr)
-            return
-        if (
-            seq == self._fast_seq
-            and session == self._session_raw
-            and 0 < count < END_OF_SESSION
-            and source != _RETX
-            and type(data) is bytes
-        ):
-            msgs = _parse_or_none(data)
+        seq = self._fast_seq
+        if seq >= 0 and source != _RETX:
+            # the fast path: the next data packet of the session, nothing missing
+            msgs = _take_next(data, seq, self._session_raw)
             if msgs is not None:
+                count = len(msgs)
                 events = self._events
                 if events and events[-1] is self._open:
                     # the previous fast-path event is still pending: extend its run
@@ -1099,7 +1147,12 @@ class ReceiverCore:
                 self._delivered += count
                 self._last_live = self._clock = now
                 return
-        elif (
+        try:
+            session, seq, count = _unpack_header(data)
+        except struct.error:
+            self._receive_slow(data, source, now, addr)
+            return
+        if (
             seq == self._horizon
             and self._segs
             and session == self._session_raw
@@ -1202,35 +1255,15 @@ class ReceiverCore:
             or type(source) is not Source
         ):
             return start
-        session_raw = self._session_raw
-        unpack = _unpack_header
-        parse = _parse_or_none
         events = self._events
         out = self._open_msgs if events and events[-1] is self._open else []
-        first = expected
-        i = start
-        try:
-            while i < n:
-                data = datagrams[i]
-                session, seq, count = unpack(data)
-                if (
-                    seq != expected
-                    or session != session_raw
-                    or not 0 < count < END_OF_SESSION
-                    or type(data) is not bytes
-                ):
-                    break
-                msgs = parse(data)
-                if msgs is None:
-                    break
-                out += msgs
-                expected += count
-                i += 1
-        except struct.error:
-            pass
+        had = len(out)
+        i = _take_run(datagrams, start, expected, self._session_raw, out)
         if i == start:
             return start
-        taken = expected - first
+        taken = len(out) - had
+        first = expected
+        expected += taken
         if out is not self._open_msgs:  # no pending fast-path event to extend
             self._open = MessagesDelivered(self._session, first, out)  # type: ignore[arg-type]
             self._open_msgs = out

@@ -20,7 +20,6 @@ from ..events import (
     Source,
 )
 from ..exceptions import MoldUDP64Error
-from ..metrics import ClientCollector, start_metrics
 from ..soupbintcp import MessageRun
 from .common import (
     EXIT_IDLE,
@@ -391,12 +390,15 @@ def cmd_listen(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     metrics = None
     try:
-        metrics = start_metrics(
-            args.metrics_port,
-            args.metrics_addr,
-            ClientCollector(lambda: client.stats),
-            announce=lambda url: _say(f"moldudp64 listen: metrics on {url}"),
-        )
+        if args.metrics_port is not None:  # (http.server: imported only when asked for)
+            from ..metrics import ClientCollector, start_metrics
+
+            metrics = start_metrics(
+                args.metrics_port,
+                args.metrics_addr,
+                ClientCollector(lambda: client.stats),
+                announce=lambda url: _say(f"moldudp64 listen: metrics on {url}"),
+            )
         client.open()
         if hook is not None:
             hook.opened(client.local_request_address)
