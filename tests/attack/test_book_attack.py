@@ -1792,6 +1792,28 @@ def test_capture_with_every_packet_twice(tmp_path: Path) -> None:
     assert norm_trades(read_rows(tmp_path / "o" / "trades.parquet")) == ref.trade_rows
 
 
+def _wait_for_feed(port: int, timeout: float = 30.0) -> None:
+    """Return once a datagram with messages reaches ``GROUP:port`` (joined here, beside the
+    book's own socket: each member gets its copy)."""
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((GROUP, port))
+        mreq = socket.inet_aton(GROUP) + socket.inet_aton("127.0.0.1")
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            data = sock.recv(65536)
+            if len(data) >= 20 and 0 < int.from_bytes(data[18:20], "big") < 0xFFFF:
+                return
+        raise AssertionError(f"no data on {GROUP}:{port} in {timeout} s")
+    finally:
+        sock.close()
+
+
 @pytest.mark.usefixtures("multicast")
 def test_sigterm_leaves_readable_tables(day: Path, tmp_path: Path) -> None:
     """A live `book` stopped with SIGTERM while the feed runs: exit 130 (README), and the
@@ -1818,7 +1840,8 @@ def test_sigterm_leaves_readable_tables(day: Path, tmp_path: Path) -> None:
             "--linger",
             "0",
         )
-        time.sleep(1.5)
+        _wait_for_feed(port)  # the feed's data reach the group (not a fixed sleep: the
+        time.sleep(1.0)  # publisher may take seconds to start on a loaded machine)
         book.send_signal(signal.SIGTERM)
         _, err = book.communicate(timeout=20)
     finally:
