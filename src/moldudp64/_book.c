@@ -538,21 +538,23 @@ static inline uint32_t key_for(uint32_t price, int side) { return side ? ~price 
 /* first index of the side's sorted keys that is >= key (the keys alone: no level touched) */
 static inline int32_t lower_bound(const Side *sd, uint32_t key)
 {
-    int32_t lo = 0, hi = sd->n;
+    int32_t n = sd->n;
     const uint32_t *k = sd->keys;
     /* most activity is near the best (the end): look there first */
-    if (hi == 0 || k[hi - 1] < key)
-        return hi;
-    if (hi >= 2 && k[hi - 2] < key)
-        return hi - 1;
-    while (lo < hi) {
-        int32_t mid = (lo + hi) >> 1;
-        if (k[mid] < key)
-            lo = mid + 1;
-        else
-            hi = mid;
+    if (n == 0 || k[n - 1] < key)
+        return n;
+    if (n >= 2 && k[n - 2] < key)
+        return n - 1;
+    /* branch-free (the comparisons a binary search branches on are unpredictable): the
+     * answer stays in [base, base + len] */
+    const uint32_t *base = k;
+    int32_t len = n;
+    while (len > 1) {
+        int32_t half = len >> 1;
+        base = base[half - 1] < key ? base + half : base;
+        len -= half;
     }
-    return lo;
+    return (int32_t)(base - k) + (*base < key);
 }
 
 /* rest a new order at the back of its level; the level's rank (-1: out of memory) */
@@ -642,8 +644,17 @@ static int32_t book_reduce(BookCore *b, int32_t oi, uint64_t shares)
     int side = o->side;
     Side *sd = &s->sides[side];
     int32_t lv = o->level;
-    int32_t at = lower_bound(sd, key_for(o->price, side));
-    int32_t rank = sd->n - 1 - at;
+    uint32_t key = key_for(o->price, side);
+    /* the rank matters only up to the rows' depth (0: top or not, for bbo): look for the
+     * level among that many from the best; a deeper one gets rank lim (no row either way)
+     * and is searched by price only when it empties */
+    int32_t lim = b->depth > 1 ? b->depth : 1, at = -1, rank = lim;
+    for (int32_t i = sd->n - 1, stop = sd->n - lim; i >= 0 && i >= stop; i--)
+        if (sd->lv[i] == lv) {
+            at = i;
+            rank = sd->n - 1 - i;
+            break;
+        }
     Level *L = &b->levels[lv];
     L->shares -= shares;
     o->shares -= shares;
@@ -660,6 +671,8 @@ static int32_t book_reduce(BookCore *b, int32_t oi, uint64_t shares)
         herase(b, o->ref);
         order_release(b, oi);
         if (L->count == 0) {
+            if (at < 0)
+                at = lower_bound(sd, key);
             memmove(sd->lv + at, sd->lv + at + 1, (size_t)(sd->n - at - 1) * sizeof(int32_t));
             memmove(sd->keys + at, sd->keys + at + 1,
                     (size_t)(sd->n - at - 1) * sizeof(uint32_t));
@@ -1207,8 +1220,8 @@ static PyObject *BookCore_feed(BookCore *b, PyObject *args)
                         const Order *o = &b->orders[sl->val];
                         const Side *sd = &b->stocks[o->locate]->sides[o->side];
                         __builtin_prefetch(&b->levels[o->level]);
-                        if (sd->n > 0)
-                            __builtin_prefetch(&sd->keys[sd->n - 1]);
+                        if (sd->n > 0) /* where book_reduce looks for the level */
+                            __builtin_prefetch(&sd->lv[sd->n - 1]);
                         /* its neighbours in the level, which an unlink writes */
                         if (o->prev >= 0)
                             __builtin_prefetch(&b->orders[o->prev], 1);
