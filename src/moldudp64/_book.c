@@ -1363,11 +1363,12 @@ static int BookCore_init(BookCore *b, PyObject *args, PyObject *kwds)
 /* bytes from which feed() lets other threads run */
 #define GIL_FREE_BYTES 4096
 
-/* the order reference of a message that names a resting order (0: none) */
+/* the order reference of a message that names a resting order (0: none; an add's new
+ * reference is beside the last add's in the direct table, which the cache holds) */
 static inline uint64_t ref_of(const unsigned char *m, Py_ssize_t n)
 {
     switch (m[0]) {
-    case 'E': case 'C': case 'X': case 'D': case 'U': case 'A': case 'F':
+    case 'E': case 'C': case 'X': case 'D': case 'U':
         return n >= 19 ? rd64(m + 11) : 0;
     default:
         return 0;
