@@ -3,8 +3,9 @@
  * build, with the same rows byte for byte (the tests compare them). The package works
  * without it (pure-Python fallback).
  *
- * Orders live in a pool (free list) found by reference through an open-addressing hash
- * table (linear probing, backward-shift deletion; grows at half full, shrinks at 1/8);
+ * Orders live in a pool (free list) found by reference through a direct table of pages
+ * (references are dense and rise) and an open-addressing hash table for the rest (linear
+ * probing, backward-shift deletion; grows at half full, shrinks at 1/8): "order index";
  * each price level holds its orders as a doubly-linked list in time priority; each side of
  * a stock is an array of levels sorted so that the best is last (price ascending for bids,
  * descending for asks): inserts and removals near the top move few entries.
@@ -18,6 +19,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__) && defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #define NO_CHANGE (1 << 30)
 #define SEEN(c) ((uint16_t)(0x100 | (c))) /* a state code byte that arrived (NUL too) */
@@ -70,6 +74,15 @@ typedef struct {
     int64_t val; /* -1: empty */
 } Slot;
 
+/* a page of the direct order table: the order index of each of PAGE consecutive
+ * references (-1: none here), NULL when none is; hashed: some of its references may be in
+ * the hash (then a miss here looks there) */
+typedef struct {
+    int32_t *slot;
+    int32_t live;
+    int32_t hashed;
+} OrderPage;
+
 /* a table's rows column after column: column c at d[c * stride, c * stride + n) (the
  * Parquet side takes them as columns: no transpose); stride is cap and a cache line, so the
  * columns written side by side do not fall in the same cache set */
@@ -101,6 +114,14 @@ typedef struct {
     Slot *slots;
     uint64_t hcap; /* power of 2 */
     uint64_t hcount;
+    uint64_t hash_hi; /* the highest reference ever put in the hash (0: none) */
+    /* the direct table: pages of PAGE order indexes by reference, page number
+     * page_base + i at pages[i] for i < pages_n (the window); refs outside it or in a page
+     * the table did not take are in the hash */
+    OrderPage *pages;
+    uint64_t page_base, frontier; /* frontier: the page of the highest reference rested */
+    int64_t pages_n, pages_cap, pages_held, paged; /* pages_held: allocated; paged: orders */
+    uint64_t jump_page, jumps; /* orders far beyond the window lately, near which page */
     /* levels */
     Level *levels;
     int32_t levels_cap, levels_free;
@@ -166,12 +187,34 @@ static int nomem(BookCore *b)
     return -1;
 }
 
-/* the staged rows into their columns */
+/* memory for rows: 64-aligned (a column's STAGE rows then fill whole cache lines) */
+static int64_t *rows_alloc(size_t size)
+{
+    void *m = NULL;
+    return posix_memalign(&m, 64, size) == 0 ? m : NULL;
+}
+
+/* the staged rows into their columns; a full stage at whole cache lines with streaming
+ * stores (the columns are read next by another thread, from memory: reading each line in
+ * to write all of it, as plain stores do, was a fifth of the core's time with depth rows) */
 static void rows_flush(Rows *r)
 {
     Py_ssize_t sn = r->sn, w = r->width, base = r->n - sn;
     if (sn == 0)
         return;
+#if defined(__x86_64__) && defined(__SSE2__)
+    if (sn == STAGE && ((uintptr_t)(r->d + base) & 63) == 0 && (r->stride & 7) == 0) {
+        for (Py_ssize_t c = 0; c < w; c++) {
+            long long *col = (long long *)(r->d + c * r->stride + base);
+            const int64_t *src = r->stage + c;
+            for (Py_ssize_t i = 0; i < STAGE; i++)
+                _mm_stream_si64(col + i, (long long)src[i * w]);
+        }
+        _mm_sfence();
+        r->sn = 0;
+        return;
+    }
+#endif
     for (Py_ssize_t c = 0; c < w; c++) {
         int64_t *col = r->d + c * r->stride + base;
         const int64_t *src = r->stage + c;
@@ -187,7 +230,7 @@ static int rows_grow(BookCore *b, Rows *r)
     Py_ssize_t cap = r->cap ? r->cap * 2 : 1024, stride = cap + ROWS_PAD;
     if ((size_t)stride > (size_t)PY_SSIZE_T_MAX / sizeof(int64_t) / (size_t)r->width)
         return nomem(b);
-    int64_t *d = malloc((size_t)stride * (size_t)r->width * sizeof(int64_t));
+    int64_t *d = rows_alloc((size_t)stride * (size_t)r->width * sizeof(int64_t));
     if (d == NULL)
         return nomem(b);
     for (Py_ssize_t c = 0; c < r->width && r->n > 0; c++)
@@ -287,6 +330,219 @@ static void herase(BookCore *b, uint64_t ref)
     b->hcount--;
     if (b->hcap > 1024 && b->hcount * 8 < b->hcap && hresize(b, b->hcap / 2) < 0)
         b->nomem = 0; /* the larger table stays */
+}
+
+/* ------------------------------------------------------------------ order index
+ *
+ * Order references of a day are dense and rise (NASDAQ numbers them across all stocks as
+ * they come): a page of PAGE consecutive references holds the index of each order directly
+ * (a lookup is two loads, and a new order's slot sits beside the last one's), with the hash
+ * for the rest. Memory stays proportional to the resting orders: a page is allocated only
+ * while the pages hold PAGE_MIN orders each on average (else the order goes to the hash),
+ * a page behind the frontier that falls under PAGE_KEEP orders moves them to the hash and
+ * is freed, and the window of pages is at most WINDOW_MAX long (its oldest pages are moved
+ * out to make room; a reference far beyond it goes to the hash). */
+
+#define PAGE_BITS 11
+#define PAGE ((uint64_t)1 << PAGE_BITS)
+#define PAGE_MIN 16
+#define PAGE_KEEP 32
+#define WINDOW_MAX ((int64_t)1 << 18)
+#define JUMPS 256 /* orders far beyond the window, near each other, that move it there */
+
+static inline int hashed_ok(const BookCore *b, uint64_t ref)
+{
+    return b->hcount > 0 && ref <= b->hash_hi;
+}
+
+/* the order index of ref (-1: none) */
+static inline int32_t ofind(BookCore *b, uint64_t ref)
+{
+    uint64_t i = (ref >> PAGE_BITS) - b->page_base;
+    if (i < (uint64_t)b->pages_n) {
+        const OrderPage *pg = &b->pages[i];
+        if (pg->slot != NULL) {
+            int32_t v = pg->slot[ref & (PAGE - 1)];
+            if (v >= 0 || !pg->hashed)
+                return v;
+        } else if (!pg->hashed) {
+            return -1;
+        }
+    }
+    return hashed_ok(b, ref) ? hfind(b, ref) : -1;
+}
+
+/* where ofind(ref) will look first (to prefetch) */
+static inline const void *oaddr(const BookCore *b, uint64_t ref)
+{
+    uint64_t i = (ref >> PAGE_BITS) - b->page_base;
+    if (i < (uint64_t)b->pages_n && b->pages[i].slot != NULL)
+        return &b->pages[i].slot[ref & (PAGE - 1)];
+    return &b->slots[mix(ref) & (b->hcap - 1)];
+}
+
+/* ofind without probing further than the first place (to prefetch the order) */
+static inline int32_t opeek(const BookCore *b, uint64_t ref)
+{
+    uint64_t i = (ref >> PAGE_BITS) - b->page_base;
+    if (i < (uint64_t)b->pages_n && b->pages[i].slot != NULL)
+        return b->pages[i].slot[ref & (PAGE - 1)];
+    const Slot *sl = &b->slots[mix(ref) & (b->hcap - 1)];
+    return sl->val >= 0 && sl->key == ref ? (int32_t)sl->val : -1;
+}
+
+static int hinsert_hi(BookCore *b, uint64_t ref, int32_t v)
+{
+    if (hinsert(b, ref, v) < 0)
+        return -1;
+    if (ref > b->hash_hi)
+        b->hash_hi = ref;
+    return 0;
+}
+
+/* the orders of window page i into the hash, the page freed (out of memory: those not
+ * moved stay, the page marked) */
+static int page_evict(BookCore *b, int64_t i)
+{
+    OrderPage *pg = &b->pages[i];
+    if (pg->slot == NULL)
+        return 0;
+    pg->hashed = 1;
+    uint64_t first = (b->page_base + (uint64_t)i) << PAGE_BITS;
+    for (uint64_t j = 0; j < PAGE && pg->live > 0; j++) {
+        if (pg->slot[j] < 0)
+            continue;
+        if (hinsert_hi(b, first + j, pg->slot[j]) < 0)
+            return -1;
+        pg->slot[j] = -1;
+        pg->live--;
+        b->paged--;
+    }
+    free(pg->slot);
+    pg->slot = NULL;
+    b->pages_held--;
+    return 0;
+}
+
+/* make the window reach page p (> its last); 0: done, 1: p is for the hash, -1: no memory */
+static int window_reach(BookCore *b, uint64_t p)
+{
+    if (b->pages_n == 0) {
+        b->page_base = p;
+    } else if (p - b->page_base - (uint64_t)b->pages_n >= (uint64_t)WINDOW_MAX / 2) {
+        /* far beyond: an outlier, unless many come there (the day moved on): then the
+         * window moves there, what it held to the hash */
+        if (p - b->jump_page + (uint64_t)WINDOW_MAX / 2 > (uint64_t)WINDOW_MAX) {
+            b->jump_page = p;
+            b->jumps = 0;
+        }
+        if (++b->jumps < JUMPS)
+            return 1;
+        for (int64_t i = 0; i < b->pages_n; i++)
+            if (page_evict(b, i) < 0)
+                return -1;
+        b->pages_n = 0;
+        b->page_base = p;
+        b->jumps = 0;
+    }
+    uint64_t need = p - b->page_base + 1;
+    if (need > (uint64_t)b->pages_cap) {
+        /* the empty pages at the bottom leave the window (their references, if any come,
+         * are in the hash); when the window is as long as it may be, its oldest pages are
+         * moved to the hash first (a quarter at a time) */
+        int64_t k = 0;
+        if (need > (uint64_t)WINDOW_MAX)
+            for (int64_t i = 0; i < b->pages_n && (k < WINDOW_MAX / 4 || need - (uint64_t)k
+                                                    > (uint64_t)WINDOW_MAX); i++, k++)
+                if (page_evict(b, i) < 0)
+                    return -1;
+        while (k < b->pages_n && b->pages[k].slot == NULL)
+            k++;
+        if (k > 0) {
+            memmove(b->pages, b->pages + k, (size_t)(b->pages_n - k) * sizeof(OrderPage));
+            b->pages_n -= k;
+            b->page_base += (uint64_t)k;
+            need -= (uint64_t)k;
+        }
+        if (need > (uint64_t)b->pages_cap) {
+            int64_t cap = b->pages_cap ? b->pages_cap : 64;
+            while ((uint64_t)cap < need)
+                cap *= 2;
+            OrderPage *a = realloc(b->pages, (size_t)cap * sizeof(OrderPage));
+            if (a == NULL)
+                return nomem(b);
+            b->pages = a;
+            b->pages_cap = cap;
+        }
+    }
+    /* the new pages: may hold none yet, but the hash may hold some of theirs */
+    for (int64_t i = b->pages_n; i < (int64_t)need; i++) {
+        uint64_t first = (b->page_base + (uint64_t)i) << PAGE_BITS;
+        b->pages[i].slot = NULL;
+        b->pages[i].live = 0;
+        b->pages[i].hashed = hashed_ok(b, first);
+    }
+    b->pages_n = (int64_t)need;
+    return 0;
+}
+
+/* rest ref (not indexed yet) as order oi */
+static int oinsert(BookCore *b, uint64_t ref, int32_t oi)
+{
+    uint64_t p = ref >> PAGE_BITS;
+    if (p >= b->page_base + (uint64_t)b->pages_n || b->pages_n == 0) {
+        int r = window_reach(b, p);
+        if (r < 0)
+            return -1;
+        if (r > 0)
+            return hinsert_hi(b, ref, oi);
+    } else if (p < b->page_base) {
+        return hinsert_hi(b, ref, oi);
+    }
+    OrderPage *pg = &b->pages[p - b->page_base];
+    if (pg->slot == NULL) {
+        if (b->pages_held >= 8 + b->paged / PAGE_MIN) {
+            pg->hashed = 1; /* too sparse for a page */
+            return hinsert_hi(b, ref, oi);
+        }
+        if ((pg->slot = malloc(PAGE * sizeof(int32_t))) == NULL)
+            return nomem(b);
+        memset(pg->slot, 0xff, PAGE * sizeof(int32_t));
+        b->pages_held++;
+    }
+    pg->slot[ref & (PAGE - 1)] = oi;
+    pg->live++;
+    b->paged++;
+    if (p > b->frontier)
+        b->frontier = p;
+    return 0;
+}
+
+/* forget ref (indexed) */
+static void oerase(BookCore *b, uint64_t ref)
+{
+    uint64_t i = (ref >> PAGE_BITS) - b->page_base;
+    if (i < (uint64_t)b->pages_n) {
+        OrderPage *pg = &b->pages[i];
+        if (pg->slot != NULL && pg->slot[ref & (PAGE - 1)] >= 0) {
+            pg->slot[ref & (PAGE - 1)] = -1;
+            pg->live--;
+            b->paged--;
+            if (pg->live == 0) {
+                free(pg->slot);
+                pg->slot = NULL;
+                b->pages_held--;
+            } else if (pg->live < PAGE_KEEP && b->page_base + i + 2 <= b->frontier
+                       && page_evict(b, (int64_t)i) < 0) {
+                /* what stays in the page is still found there: no error */
+                if (b->tstate == NULL)
+                    PyErr_Clear();
+                b->nomem = 0;
+            }
+            return;
+        }
+    }
+    herase(b, ref);
 }
 
 /* ------------------------------------------------------------------ pools */
@@ -538,21 +794,23 @@ static inline uint32_t key_for(uint32_t price, int side) { return side ? ~price 
 /* first index of the side's sorted keys that is >= key (the keys alone: no level touched) */
 static inline int32_t lower_bound(const Side *sd, uint32_t key)
 {
-    int32_t lo = 0, hi = sd->n;
+    int32_t n = sd->n;
     const uint32_t *k = sd->keys;
     /* most activity is near the best (the end): look there first */
-    if (hi == 0 || k[hi - 1] < key)
-        return hi;
-    if (hi >= 2 && k[hi - 2] < key)
-        return hi - 1;
-    while (lo < hi) {
-        int32_t mid = (lo + hi) >> 1;
-        if (k[mid] < key)
-            lo = mid + 1;
-        else
-            hi = mid;
+    if (n == 0 || k[n - 1] < key)
+        return n;
+    if (n >= 2 && k[n - 2] < key)
+        return n - 1;
+    /* branch-free (the comparisons a binary search branches on are unpredictable): the
+     * answer stays in [base, base + len] */
+    const uint32_t *base = k;
+    int32_t len = n;
+    while (len > 1) {
+        int32_t half = len >> 1;
+        base = base[half - 1] < key ? base + half : base;
+        len -= half;
     }
-    return lo;
+    return (int32_t)(base - k) + (*base < key);
 }
 
 /* rest a new order at the back of its level; the level's rank (-1: out of memory) */
@@ -604,7 +862,7 @@ static int32_t book_add(BookCore *b, Stock *s, uint16_t locate, uint64_t ref, in
         sd->n++;
         rank = sd->n - 1 - at;
     }
-    if (hinsert(b, ref, oi) < 0) {
+    if (oinsert(b, ref, oi) < 0) {
         order_release(b, oi);
         return -1; /* a new empty level may stay: harmless, never reported */
     }
@@ -642,8 +900,17 @@ static int32_t book_reduce(BookCore *b, int32_t oi, uint64_t shares)
     int side = o->side;
     Side *sd = &s->sides[side];
     int32_t lv = o->level;
-    int32_t at = lower_bound(sd, key_for(o->price, side));
-    int32_t rank = sd->n - 1 - at;
+    uint32_t key = key_for(o->price, side);
+    /* the rank matters only up to the rows' depth (0: top or not, for bbo): look for the
+     * level among that many from the best; a deeper one gets rank lim (no row either way)
+     * and is searched by price only when it empties */
+    int32_t lim = b->depth > 1 ? b->depth : 1, at = -1, rank = lim;
+    for (int32_t i = sd->n - 1, stop = sd->n - lim; i >= 0 && i >= stop; i--)
+        if (sd->lv[i] == lv) {
+            at = i;
+            rank = sd->n - 1 - i;
+            break;
+        }
     Level *L = &b->levels[lv];
     L->shares -= shares;
     o->shares -= shares;
@@ -657,9 +924,11 @@ static int32_t book_reduce(BookCore *b, int32_t oi, uint64_t shares)
         else
             L->tail = o->prev;
         L->count--;
-        herase(b, o->ref);
+        oerase(b, o->ref);
         order_release(b, oi);
         if (L->count == 0) {
+            if (at < 0)
+                at = lower_bound(sd, key);
             memmove(sd->lv + at, sd->lv + at + 1, (size_t)(sd->n - at - 1) * sizeof(int32_t));
             memmove(sd->keys + at, sd->keys + at + 1,
                     (size_t)(sd->n - at - 1) * sizeof(uint32_t));
@@ -818,7 +1087,7 @@ static int apply(BookCore *b, const unsigned char *m, Py_ssize_t n, uint64_t seq
             return -1;
         if (s->code < 0 && set_name(b, s, rdname(m + 24)) < 0)
             return -1;
-        if (hfind(b, ref) >= 0) {
+        if (ofind(b, ref) >= 0) {
             b->duplicate_orders++;
         } else if (rd32(m + 20) == 0) {
             b->zero_share_adds++; /* not rested: later references are unknown */
@@ -834,7 +1103,7 @@ static int apply(BookCore *b, const unsigned char *m, Py_ssize_t n, uint64_t seq
     case 'C': {
         uint64_t ref = rd64(m + 11), shares = rd32(m + 19), match = rd64(m + 23);
         int64_t printable = kind == 'E' ? 'Y' : m[31];
-        oi = hfind(b, ref);
+        oi = ofind(b, ref);
         if (oi < 0) {
             b->unknown_orders++;
             if ((s = get_stock(b, locate)) == NULL)
@@ -863,7 +1132,7 @@ static int apply(BookCore *b, const unsigned char *m, Py_ssize_t n, uint64_t seq
     case 'X':
     case 'D': {
         uint64_t ref = rd64(m + 11);
-        oi = hfind(b, ref);
+        oi = ofind(b, ref);
         if (oi < 0) {
             b->unknown_orders++;
         } else {
@@ -878,7 +1147,7 @@ static int apply(BookCore *b, const unsigned char *m, Py_ssize_t n, uint64_t seq
     }
     case 'U': {
         uint64_t old = rd64(m + 11), new_ref = rd64(m + 19);
-        oi = hfind(b, old);
+        oi = ofind(b, old);
         if (oi < 0) {
             b->unknown_orders++;
         } else {
@@ -886,7 +1155,7 @@ static int apply(BookCore *b, const unsigned char *m, Py_ssize_t n, uint64_t seq
             uint16_t own = o->locate;
             int side = o->side;
             s = b->stocks[own];
-            if (new_ref != old && hfind(b, new_ref) >= 0) {
+            if (new_ref != old && ofind(b, new_ref) >= 0) {
                 b->duplicate_orders++;
                 r1 = book_reduce(b, oi, o->shares);
                 if (changed(b, s, own, seq, ts, r1, side) < 0)
@@ -1012,6 +1281,9 @@ static void BookCore_dealloc(BookCore *b)
             free(s);
         }
     }
+    for (int64_t i = 0; i < b->pages_n; i++)
+        free(b->pages[i].slot);
+    free(b->pages);
     free(b->orders);
     free(b->slots);
     free(b->levels);
@@ -1116,11 +1388,12 @@ static int BookCore_init(BookCore *b, PyObject *args, PyObject *kwds)
 /* bytes from which feed() lets other threads run */
 #define GIL_FREE_BYTES 4096
 
-/* the order reference of a message that names a resting order (0: none) */
+/* the order reference of a message that names a resting order (0: none; an add's new
+ * reference is beside the last add's in the direct table, which the cache holds) */
 static inline uint64_t ref_of(const unsigned char *m, Py_ssize_t n)
 {
     switch (m[0]) {
-    case 'E': case 'C': case 'X': case 'D': case 'U': case 'A': case 'F':
+    case 'E': case 'C': case 'X': case 'D': case 'U':
         return n >= 19 ? rd64(m + 11) : 0;
     default:
         return 0;
@@ -1173,7 +1446,7 @@ static PyObject *BookCore_feed(BookCore *b, PyObject *args)
                 const unsigned char *fm = data + far + 2;
                 uint64_t ref = ref_of(fm, flen);
                 if (ref)
-                    __builtin_prefetch(&b->slots[mix(ref) & (b->hcap - 1)]);
+                    __builtin_prefetch(oaddr(b, ref));
                 if ((fm[0] == 'A' || fm[0] == 'F') && flen >= 20) { /* reads fm[19] */
                     Stock *fs = b->stocks[rd16(fm + 1)];
                     if (fs != NULL) {
@@ -1190,9 +1463,9 @@ static PyObject *BookCore_feed(BookCore *b, PyObject *args)
             if (near + 2 + nlen <= size && nlen > 0) {
                 uint64_t ref = ref_of(data + near + 2, nlen);
                 if (ref) {
-                    const Slot *sl = &b->slots[mix(ref) & (b->hcap - 1)];
-                    if (sl->val >= 0 && sl->key == ref)
-                        __builtin_prefetch(&b->orders[sl->val]);
+                    int32_t oi = opeek(b, ref);
+                    if (oi >= 0)
+                        __builtin_prefetch(&b->orders[oi]);
                 }
             }
             near = next_pos(data, size, near);
@@ -1202,13 +1475,13 @@ static PyObject *BookCore_feed(BookCore *b, PyObject *args)
             if (next + 2 + xlen <= size && xlen > 0) {
                 uint64_t ref = ref_of(data + next + 2, xlen);
                 if (ref) {
-                    const Slot *sl = &b->slots[mix(ref) & (b->hcap - 1)];
-                    if (sl->val >= 0 && sl->key == ref) {
-                        const Order *o = &b->orders[sl->val];
+                    int32_t oi = opeek(b, ref);
+                    if (oi >= 0) {
+                        const Order *o = &b->orders[oi];
                         const Side *sd = &b->stocks[o->locate]->sides[o->side];
                         __builtin_prefetch(&b->levels[o->level]);
-                        if (sd->n > 0)
-                            __builtin_prefetch(&sd->keys[sd->n - 1]);
+                        if (sd->n > 0) /* where book_reduce looks for the level */
+                            __builtin_prefetch(&sd->lv[sd->n - 1]);
                         /* its neighbours in the level, which an unlink writes */
                         if (o->prev >= 0)
                             __builtin_prefetch(&b->orders[o->prev], 1);
@@ -1388,7 +1661,7 @@ static int64_t *block_alloc(Py_ssize_t size)
         free(pool[0].d);
         pool[0] = pool[--pool_n];
     }
-    return malloc((size_t)size);
+    return rows_alloc((size_t)size);
 }
 
 /* (buffer, rows, stride): r's block as it is (column c of rows values at [c * stride,
@@ -1567,7 +1840,7 @@ static PyObject *BookCore_order(BookCore *b, PyObject *arg)
     unsigned long long ref = PyLong_AsUnsignedLongLong(arg);
     if (ref == (unsigned long long)-1 && PyErr_Occurred())
         return NULL;
-    int32_t oi = hfind(b, ref);
+    int32_t oi = ofind(b, ref);
     if (oi < 0)
         Py_RETURN_NONE;
     Order *o = &b->orders[oi];
@@ -1677,7 +1950,7 @@ static PyObject *BookCore_name_code(BookCore *b, PyObject *arg)
 static PyObject *BookCore_orders_resting(BookCore *b, void *closure)
 {
     (void)closure;
-    return PyLong_FromUnsignedLongLong(b->hcount);
+    return PyLong_FromUnsignedLongLong(b->hcount + (uint64_t)b->paged);
 }
 
 static PyObject *BookCore_last_seq(BookCore *b, void *closure)

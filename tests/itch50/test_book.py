@@ -542,3 +542,85 @@ def test_bookwriter_fast_parquet_path_reads_back_as_the_plain_one(
         assert read[True][t].schema == read[False][t].schema, t
         assert read[True][t].equals(read[False][t]), t
     assert str(read[True]["depth"].schema.field("ask_price_3").type) == "decimal128(10, 4)"
+
+
+@pytest.mark.skipif(book_module.CBookCore is None, reason="the C core is not built")
+def test_the_c_core_finds_orders_whatever_their_references_look_like() -> None:
+    """The C core indexes dense references directly and the rest by hash: references that
+    rise densely, thin out, come back to a page left behind, jump far ahead once or for
+    good, fall below the first ones or are random 64-bit numbers, replaced, executed and
+    deleted in any order, give what the Python core gives."""
+    rng = random.Random(21)
+    counter = 1_000_000_000
+    live: list[int] = []
+    used: list[int] = []
+    messages = [_directory(locate, f"T{locate}".encode()) for locate in (1, 2, 3)]
+    # (messages, how new references come) in turn
+    phases = [(6_000, "dense"), (3_000, "thin"), (4_000, "dense"), (3_000, "behind"),
+              (3_000, "odd"), (1, "moved"), (6_000, "dense"), (3_000, "thin")]  # fmt: skip
+    phases += [(1, "ahead"), (1_500, "dense")] * 4
+
+    def new_ref(phase: str) -> int:
+        nonlocal counter
+        if phase == "moved":  # the day goes on far ahead (no real feed does; a hostile one)
+            counter += 1 << 30
+        elif phase == "ahead":  # a long way ahead, but not too far to keep the pages between
+            counter += 3 << 26
+        elif phase == "thin":
+            counter += rng.randrange(3_000, 9_000)  # a page each
+        elif phase == "behind" and rng.random() < 0.5:
+            return counter - rng.randrange(1, 200_000)  # a page left behind (or in use)
+        elif phase == "odd" and rng.random() < 0.3:
+            return rng.choice((rng.randrange(1, 1_000_000), rng.randrange(1 << 64),
+                               counter + (1 << 29) + rng.randrange(1 << 20)))  # fmt: skip
+        counter += rng.choice((1, 1, 2, 3))  # the day going on
+        return counter
+
+    for count, phase in phases:
+        for _ in range(count):
+            roll = rng.random()
+            if roll < 0.45 or not live or count == 1:  # a phase of one: its add
+                ref = new_ref(phase)
+                price = 10_000 + rng.randrange(40) * 100
+                side, shares, locate = (
+                    rng.choice((b"B", b"S")),
+                    rng.randrange(1, 500),
+                    rng.randrange(1, 4),
+                )
+                messages.append(_add(ref, side, shares, price, locate))
+                live.append(ref)
+                used.append(ref)
+                continue
+            i = rng.randrange(len(live))
+            ref = live[i] if rng.random() < 0.97 else new_ref(phase)  # now and then unknown
+            if roll < 0.75:  # most orders are deleted, in any order
+                messages.append(_msg(b"D", 1, struct.pack(">Q", ref)))
+                live[i] = live[-1]
+                live.pop()
+            elif roll < 0.85:
+                body = struct.pack(">QIQ", ref, rng.randrange(1, 300), rng.randrange(1 << 40))
+                messages.append(_msg(b"E", 1, body))
+            elif roll < 0.92:
+                messages.append(_msg(b"X", 1, struct.pack(">QI", ref, rng.randrange(1, 300))))
+            else:
+                new = new_ref(phase)
+                price = 10_000 + rng.randrange(40) * 100
+                body = struct.pack(">QQII", ref, new, rng.randrange(0, 400), price)
+                messages.append(_msg(b"U", 1, body))
+                live[i] = new
+                used.append(new)
+    data = binaryfile_bytes(messages)
+    c = new_core(depth=3)
+    py = new_core(depth=3, pure_python=True)
+    pos = 0
+    while pos < len(data):  # pieces large enough to run without the GIL
+        end = min(len(data), pos + rng.randrange(4_096, 60_000))
+        used_c = c.feed(data[pos:end], 1 + c.messages)
+        assert py.feed(data[pos:end], 1 + py.messages) == used_c
+        pos += used_c
+        assert c.take() == py.take()
+    for attr in ("unknown_orders", "overfills", "duplicate_orders", "messages"):
+        assert getattr(c, attr) == getattr(py, attr), attr
+    assert c.orders_resting == py.orders_resting > 1_000
+    assert c.unknown_orders > 100 and c.duplicate_orders > 5
+    assert [c.order(ref) for ref in used] == [py.order(ref) for ref in used]
