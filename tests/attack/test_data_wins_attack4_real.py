@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attack.switch_sim import msg
+from attack.switch_sim import drop_first, msg
 from attack.test_data_wins_attack3 import (
     HONEST,
     OTHER,
@@ -352,3 +352,44 @@ def test_an_ends_only_session_whose_server_dies_midway_names_every_number() -> N
     got = {n for n, _, _ in delivered(o, A)}  # type: ignore[arg-type]
     got |= {n for x, y, _ in lost(o, A) for n in range(x, y + 1)}  # type: ignore[arg-type]
     assert set(range(1, 5001)) <= got, f"{5000 - len(got & set(range(1, 5001)))} unnamed"
+
+
+# ----------------------------------------------------------- a lossy server beside a lagging one
+
+_LOSSY_REASON = (
+    "found at review of 8830666 (before it: all 16 pass): the honest server's first answer "
+    "to each number is lost, so after its first request it has failures=1 and no answer, "
+    "and _alive() is false for it: new gaps go to the lagging server alone and retries "
+    "with avoid=(lagging,) go back to it (echo): the honest server is never asked again and "
+    "its numbers are reported lost ('request attempts exhausted'). Not fixable by a rule on "
+    "the server's own history while test_a_server_that_never_has_the_data_beside_a_dead_"
+    "one_costs_bounded_requests asks the dead server once: in the first gap the honest "
+    "server and a dead one are in the same state (asked once, never answered)"
+)
+
+
+def _lossy(lag: float) -> list[pytest.MarkDecorator]:
+    """The marks of one case: those that fail on main are a strict xfail (lag 3 s passes:
+    the lagging store catches up within the range's attempts)."""
+    return [] if lag == 3.0 else [pytest.mark.xfail(strict=True, reason=_LOSSY_REASON)]
+
+
+@pytest.mark.parametrize(
+    "lag, drops",
+    [pytest.param(lag, d, marks=_lossy(lag)) for d in (1, 2) for lag in (3.0, 10.0, 30.0, 1000.0)],
+)
+@pytest.mark.parametrize("honest_first", [True, False])
+def test_an_honest_server_that_loses_answers_beside_a_lagging_one_delivers_all(
+    lag: float, drops: int, honest_first: bool
+) -> None:
+    """Data wins: an honest server that loses its first ``drops`` answers to each number,
+    beside a store that lags ``lag`` s (answers zero-count meanwhile): every number is
+    delivered, none reported lost (58 one-message gaps)."""
+    a = Publisher(A, 3000, 0.5, dt=0.01, per_packet=1, lost=set(range(100, 3000, 50)))
+    pm = {A: a}
+    lagging = Lagging(OTHER, pm, cap=5, lag=lag)
+    honest = Server(HONEST, pm, cap=5, drop=drop_first(drops))
+    o = drive(line_of([a]), [honest, lagging] if honest_first else [lagging, honest], 120.0)
+    check_tiles(o)
+    assert lost(o, A) == [], f"{len(lost(o, A))} real ranges lost, e.g. {lost(o, A)[:3]}"
+    assert real(o, A) == list(range(1, 3001))
