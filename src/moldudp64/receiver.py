@@ -237,12 +237,6 @@ def _unheeded(server: _Server) -> int:
     return server.failures + server.empty
 
 
-def _alive(server: _Server) -> bool:
-    """Whether a server is known alive or never tried: it left nothing unanswered since
-    its last answer, and answered one (if only with nothing new) or never timed out."""
-    return not server.failures and (server.answers > 0 or not server.timeouts)
-
-
 #: A copy of a datagram on the same line within this many seconds is a network duplicate:
 #: it confirms nothing (a feed's heartbeats and ends of session repeat far slower).
 _REPEAT_INTERVAL = 0.05
@@ -621,9 +615,6 @@ class _Segment:
     inherited: int = 0
     #: The same for ``own_attempts``.
     inherited_own: int = 0
-    #: Of ``avoid``, those that answered that attempt with nothing new (alive: their
-    #: store lags): the retry may go back to them rather than to a dead server.
-    echo: tuple[_Server, ...] = ()
 
 
 @dataclass(slots=True)
@@ -644,9 +635,6 @@ class _Request:
     lead: _Lead | None = None
     #: Its gap's lead, held or not (the pieces cut from the same gap share it).
     family: _Lead | None = None
-    #: Its servers that answered it with nothing new (a store that lags): alive, so the
-    #: retry need not avoid them (see ``ReceiverCore._expire_requests``).
-    answered: tuple[_Server, ...] = ()
 
 
 @dataclass(slots=True)
@@ -3090,8 +3078,6 @@ class ReceiverCore:
                 self._brought_at = now
             elif awaited and not count:
                 server.empty += 1
-            if awaited and req is not None and server not in req.answered:
-                req.answered += (server,)
             if server.disabled:
                 server.disabled = False
                 self._events.append(ServerEnabled(server.addr))
@@ -3118,7 +3104,7 @@ class ReceiverCore:
                 seg.req_seq = -1
                 seg.attempts = 0
                 seg.inherited = 0
-                seg.avoid = seg.echo = ()
+                seg.avoid = ()
                 seg.fan = seg.fan or partial
                 self._schedule(seg, now)
             i += 1
@@ -3259,11 +3245,7 @@ class ReceiverCore:
     # ------------------------------------------------------------------ requests
 
     def _choose(
-        self,
-        now: float,
-        avoid: tuple[_Server, ...],
-        spread: bool = False,
-        echo: tuple[_Server, ...] = (),
+        self, now: float, avoid: tuple[_Server, ...], spread: bool = False
     ) -> list[_Server]:
         """The servers to send a request to.
 
@@ -3293,11 +3275,6 @@ class ReceiverCore:
                 if not usable:
                     return []
         pool = [s for s in usable if s not in avoid] if avoid else usable
-        if avoid and not any(map(_alive, pool)):
-            # the others left requests unanswered or never answered one: the retry goes
-            # back to one just asked that answered, if only with nothing (alive, its store
-            # lags: it may hold the numbers soon), not to a dead one for half the attempts
-            pool = [s for s in usable if s in echo and _alive(s)] or pool
         if not pool:
             pool = usable
         good = [
@@ -3306,11 +3283,6 @@ class ReceiverCore:
             if (s.answers or spread) and not s.failures and not (s.empty and not avoid)
         ]
         if not good and not avoid:
-            # a server known alive (it answered, if only with nothing new, and left
-            # nothing unanswered since) or never tried goes before one that left requests
-            # unanswered or never answered one: a dead server costs one timeout, and a
-            # lagging store's answers, however many, never send the gaps to it instead
-            pool = [s for s in pool if _alive(s)] or pool
             least = min(map(_unheeded, pool))
             good = [s for s in pool if _unheeded(s) == least]
         if good:
@@ -3513,7 +3485,7 @@ class ReceiverCore:
                 lead.waiting.append(seg)
                 continue
             heappop(heap)
-            servers = self._choose(now, seg.avoid, spread=fan, echo=seg.echo)
+            servers = self._choose(now, seg.avoid, spread=fan)
             if not servers:
                 give_up_at = seg.detected + cfg.loss_grace
                 if now >= give_up_at and passed:
@@ -3633,8 +3605,6 @@ class ReceiverCore:
                 server.timeouts += 1
                 if not req.counted:
                     continue  # numbers the feed has not passed: no answer is no failure
-                if server in req.answered:
-                    continue  # it answered (nothing new, its store lags): alive, no failure
                 server.failures += 1
                 if server.disabled:
                     server.retry_at = now + cfg.server_retry_interval
@@ -3674,10 +3644,8 @@ class ReceiverCore:
                         heappush(self._parked, (seg.wit0, self._tie, seg))
                         i += 1
                         seg.avoid = req.servers  # (the next attempt goes elsewhere too)
-                        seg.echo = req.answered
                         continue
                     seg.avoid = req.servers
-                    seg.echo = req.answered
                     self._schedule(seg, now)
                 i += 1
         self._next_deadline = min((r.deadline for r in self._requests.values()), default=_INF)

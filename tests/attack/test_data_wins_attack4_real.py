@@ -126,6 +126,18 @@ def test_a_primary_and_a_backup_one_of_them_down(primary: str) -> None:
     assert len(o.requests) <= 3 * 58
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "open: fix4a's rule for it (8830666, a zero-count answer shows its server alive) was "
+        "reverted at review: an honest server that loses its first answer to each number "
+        "was then never asked again beside a lagging one (12 of 16 cases of "
+        "test_an_honest_server_that_loses_answers_beside_a_lagging_one_delivers_all, 17 of 60 "
+        "random real streams lost real data). Here the dead server gets more than one "
+        "request: in the first gap a dead server and an honest one whose answer was lost "
+        "look the same (asked once, never answered)"
+    ),
+)
 @pytest.mark.parametrize("dead_first", [False, True])
 def test_a_server_that_never_has_the_data_beside_a_dead_one_costs_bounded_requests(
     dead_first: bool,
@@ -356,27 +368,9 @@ def test_an_ends_only_session_whose_server_dies_midway_names_every_number() -> N
 
 # ----------------------------------------------------------- a lossy server beside a lagging one
 
-_LOSSY_REASON = (
-    "found at review of 8830666 (before it: all 16 pass): the honest server's first answer "
-    "to each number is lost, so after its first request it has failures=1 and no answer, "
-    "and _alive() is false for it: new gaps go to the lagging server alone and retries "
-    "with avoid=(lagging,) go back to it (echo): the honest server is never asked again and "
-    "its numbers are reported lost ('request attempts exhausted'). Not fixable by a rule on "
-    "the server's own history while test_a_server_that_never_has_the_data_beside_a_dead_"
-    "one_costs_bounded_requests asks the dead server once: in the first gap the honest "
-    "server and a dead one are in the same state (asked once, never answered)"
-)
-
-
-def _lossy(lag: float) -> list[pytest.MarkDecorator]:
-    """The marks of one case: those that fail on main are a strict xfail (lag 3 s passes:
-    the lagging store catches up within the range's attempts)."""
-    return [] if lag == 3.0 else [pytest.mark.xfail(strict=True, reason=_LOSSY_REASON)]
-
-
 @pytest.mark.parametrize(
     "lag, drops",
-    [pytest.param(lag, d, marks=_lossy(lag)) for d in (1, 2) for lag in (3.0, 10.0, 30.0, 1000.0)],
+    [(lag, d) for d in (1, 2) for lag in (3.0, 10.0, 30.0, 1000.0)],
 )
 @pytest.mark.parametrize("honest_first", [True, False])
 def test_an_honest_server_that_loses_answers_beside_a_lagging_one_delivers_all(
