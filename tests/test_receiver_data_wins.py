@@ -12,6 +12,8 @@ import math
 from collections.abc import Callable
 from itertools import pairwise
 
+import pytest
+
 from linksim import Faults, LinkSim, messages
 from moldudp64.events import (
     Address,
@@ -688,19 +690,21 @@ def test_a_real_session_whose_first_request_of_numbers_was_lost_is_reported_as_b
     assert core.session == "SESSIONYYY"
 
 
-def test_a_session_left_showing_nothing_real_names_what_it_held_and_reports_nothing_lost() -> None:
+def test_a_real_session_left_after_a_gap_wider_than_one_request_delivers_what_it_held() -> None:
     """X's data began more than one request beyond its first number (two datagrams that
-    vouched for each other, as two forged ones of the next session's name before its feed
-    do) and nothing real reached the numbers before them: left, they are "not yet
-    arrived", not lost; what it held (real data that arrived, for all the receiver can
-    tell) is named with its range where X was left (1), never dropped unnamed."""
+    vouched for each other) and nothing reached the numbers before them, no server: X may
+    be a real session joined late or whose first burst was lost, so what it held is
+    delivered when it is left, never only named beyond an end, and the numbers before it
+    are reported lost ('session changed'). (a269c50 named 6..7 by MessagesAfterEnd at 1
+    and left 1..5 without an event: reverted at review.)"""
     events, core = _left_early(5)
     x = "SESSIONXXX"
-    assert [e for e in of_kind(events, MessagesLost) if e.session == x] == []
-    assert [e for e in of_kind(events, MessagesDelivered) if e.session == x] == []
-    assert of_kind(events, MessagesAfterEnd) == [MessagesAfterEnd(x, 6, 7, 1)]
+    assert MessagesLost(x, 1, 5, "session changed") in events
+    got = [(e.seq_num, e.messages) for e in of_kind(events, MessagesDelivered) if e.session == x]
+    assert got == [(6, [b"x6", b"x7"])]
+    assert of_kind(events, MessagesAfterEnd) == []
     assert core.session == "SESSIONYYY"
-    assert core.stats.missing_messages == 0  # X's gaps dropped from the counts too
+    assert core.stats.missing_messages == 0
 
 
 def test_a_real_session_joined_late_is_recovered_from_a_server_before_it_is_left() -> None:
@@ -720,6 +724,14 @@ def test_a_real_session_joined_late_is_recovered_from_a_server_before_it_is_left
     assert [e for e in of_kind(events, MessagesAfterEnd) if e.session == x] == []
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "the unit form of tests/attack/test_data_wins_attack3.py::test_two_forged_data_of_"
+        "the_next_sessions_name_before_the_feed: a269c50's rule that made it pass was "
+        "reverted (it left real sessions' held data undelivered and their numbers unnamed)"
+    ),
+)
 def test_a_session_left_showing_nothing_real_is_followed_when_its_feed_comes() -> None:
     """The name of a session left showing nothing real is not burned: once the session
     followed meanwhile ends, X's real feed from 1 is followed and delivered whole."""
