@@ -321,3 +321,71 @@ def test_the_receiver_gives_the_same_events_with_the_c_or_the_python_fast_path(
         fast = _events_of(stream, "c", monkeypatch)
         assert fast == _events_of(stream, "py", monkeypatch), stream
         assert fast == _events_of(stream, "slow", monkeypatch), stream
+
+
+# ----------------------------------------------------------------- an end set aside, then a pause
+
+
+def _paused_session(pause: float, beats: bool) -> list[tuple[float, bytes, Source, None]]:
+    """Real session A: 1..300 from 0.5 s (10 ms apart), a pause of ``pause`` s (the line
+    out: nothing reaches the receiver; or, with ``beats``, the publisher idle, sending its
+    heartbeat at 301 each second), 301..400, then its end 401 four times 0.5 s apart; and
+    a forger's end of A at 91 sent twice, 1 ms apart, at 1.401 s on line B (while A is
+    live: 210 live datagrams go past it)."""
+    line: list[tuple[float, bytes, Source, None]] = []
+    t = 0.5
+    for s in range(1, 401):
+        if s == 301:
+            if beats:
+                line += [
+                    (t + k, build_heartbeat(A, 301), Source.LINE_A, None) for k in range(int(pause))
+                ]
+            t += pause
+        line.append((t, build_packet(A, s, [msg(A, s)]), Source.LINE_A, None))
+        t += 0.01
+    line += [
+        (t + 0.2 + 0.5 * k, build_end_of_session(A, 401), Source.LINE_A, None) for k in range(4)
+    ]
+    line += [
+        (1.401 + 0.001 * k, build_end_of_session(A, 91), Source.LINE_B, None) for k in range(2)
+    ]
+    return line
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack5: a forged end of A at 91 sent twice 1 ms apart at 1.401 s while "
+        "A is live (210 live datagrams 91..300 go past it: set aside), then the line is out "
+        "for 2.6 s (nothing reaches the receiver), then A's real 301..400 and its end 401 x4: "
+        "the set-aside end is claimed after end_confirm of silence, SessionEnded(A, 91) at "
+        "5.99 s, the real 301..400 that came on the line only named "
+        "(MessagesAfterEnd(A, 301, 301, 91), (302, 400, 91)), never delivered; the real end "
+        "401 ignored (a 2.4 s outage: A whole, ends at 401)"
+    ),
+)
+def test_an_end_set_aside_is_claimed_in_a_line_outage_and_the_data_after_it_is_not_delivered() -> (
+    None
+):
+    """README: an end that five live datagrams went past is set aside; the promise: a rule a
+    forger can satisfy may delay work, never destroy data; real data that arrives on a line
+    is delivered. The forged end was contradicted by 210 live datagrams; an outage of the
+    line (no datagram at all for 2.6 s) is no evidence for it."""
+    a = Publisher(A, 400, 0.5, dt=0.01, per_packet=1)
+    o = drive(_paused_session(2.6, beats=False), [Server(HONEST, {A: a}, cap=5)], 60.0)
+    check_tiles(o)
+    assert real(o, A)[:300] == list(range(1, 301))
+    assert real(o, A) == list(range(1, 401)), f"A: after its end {after_end(o, A)}"
+    assert [x for _, x in ended(o, A)] == [401], f"A ended {ended(o, A)}, real end 401 (x4)"
+
+
+def test_an_end_set_aside_stays_aside_while_the_idle_feed_beats() -> None:
+    """The same forged end and a 6 s pause in which the idle publisher sends its heartbeat
+    each second (README: a feed that goes on beats restarts the quiet): A whole, ends at
+    401, nothing named after its end."""
+    a = Publisher(A, 400, 0.5, dt=0.01, per_packet=1)
+    o = drive(_paused_session(6.0, beats=True), [Server(HONEST, {A: a}, cap=5)], 60.0)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 401))
+    assert after_end(o, A) == []
+    assert [x for _, x in ended(o, A)] == [401]
