@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import random
 import struct
+from dataclasses import dataclass
 
 import pytest
 
 from attack.switch_sim import msg
 from attack.test_data_wins_attack3 import (
     HONEST,
+    OTHER,
     A,
     B,
     Dead,
@@ -45,7 +47,12 @@ from attack.test_data_wins_attack3 import (
 from moldudp64 import receiver
 from moldudp64.events import MessagesDelivered, Source
 from moldudp64.receiver import ReceiverConfig, ReceiverCore
-from moldudp64.wire import build_end_of_session, build_heartbeat, build_packet
+from moldudp64.wire import (
+    RetransmissionPacket,
+    build_end_of_session,
+    build_heartbeat,
+    build_packet,
+)
 
 
 def real(o: Outcome, session: str) -> list[int]:
@@ -396,3 +403,83 @@ def test_an_end_set_aside_stays_aside_while_the_idle_feed_beats() -> None:
     assert real(o, A) == list(range(1, 401))
     assert after_end(o, A) == []
     assert [x for _, x in ended(o, A)] == [401]
+
+
+# ------------------------------------------------------ a heartbeat staircase on a quiet gap
+
+
+@pytest.mark.parametrize("forged_at", [500, 5000, 10**9])
+@pytest.mark.parametrize("server", ["dead", "drops-6"])
+def test_a_forged_heartbeat_beyond_a_quiet_real_gap_costs_no_real_data(
+    forged_at: int, server: str
+) -> None:
+    """README: a heartbeat beyond an unpassed gap ending at everything held lengthens it.
+    A real gap opened by the idle feed's own heartbeat (101..105 lost, heartbeat 106 at 1.6
+    and 2.6 s), a forger's heartbeat far beyond at 1.75 s, then A's 106..300 and end 301
+    x4, B 2 s later: 101..105 delivered (a server that drops its first six answers to each
+    number) or reported lost (dead server), never 'session changed'; A ends at 301."""
+    line: list[tuple[float, bytes, Source, None]] = [
+        (0.5 + 0.01 * (s - 1), build_packet(A, s, [msg(A, s)]), Source.LINE_A, None)
+        for s in range(1, 101)
+    ]
+    line += [(1.6 + k, build_heartbeat(A, 106), Source.LINE_A, None) for k in range(2)]
+    line += [
+        (3.0 + 0.01 * (s - 106), build_packet(A, s, [msg(A, s)]), Source.LINE_A, None)
+        for s in range(106, 301)
+    ]
+    line += [(5.15 + 0.5 * k, build_end_of_session(A, 301), Source.LINE_A, None) for k in range(4)]
+    line.append((1.75, build_heartbeat(A, forged_at), Source.LINE_B, None))
+    a = Publisher(A, 300, 0.5, dt=0.01, per_packet=1)
+    b = Publisher(B, 60, 8.0, dt=0.02, per_packet=2)
+    line += line_of([b])
+    pm = {A: a, B: b}
+    srv = (
+        Dead(HONEST, pm)
+        if server == "dead"
+        else Server(HONEST, pm, cap=5, drop=lambda s, q, k: k < 6)
+    )
+    o = drive(line, [srv], 60.0)
+    check_tiles(o)
+    assert real(o, B) == list(range(1, 61))
+    assert [x for _, x in ended(o, A)] == [301]
+    if server == "dead":
+        assert real(o, A) == [*range(1, 101), *range(106, 301)]
+        assert lost(o, A) == [(101, 105, "request attempts exhausted")]
+    else:
+        assert real(o, A) == list(range(1, 301))
+        assert lost(o, A) == []
+
+
+# ----------------------------------------------------------------- zero-count answers
+
+
+@dataclass
+class _ZeroCount(Server):
+    """A configured server that answers every request with a zero-count packet (its store
+    empty, or another feed's): alive, holding nothing."""
+
+    def answer(self, req: bytes, now: float) -> bytes | None:
+        p = RetransmissionPacket.parse(req)
+        self.requests += 1
+        return build_heartbeat(p.session_ident.strip(), p.seq_num)
+
+
+@pytest.mark.parametrize("lost_at", [0, 50, 150])
+def test_a_server_answering_zero_counts_does_not_keep_the_retries_from_the_honest_one(
+    lost_at: int,
+) -> None:
+    """README: a zero-count answer shows a server alive (retries go back to it). With one
+    that holds nothing listed first and an honest server 1 s away, A's lost packets (10 at
+    the front, 10 in the middle, 50 at the tail) are all delivered, A ends at 201, B
+    follows whole."""
+    n_lost = 50 if lost_at == 150 else 10
+    a = Publisher(A, 200, 0.5, dt=0.01, per_packet=1, lost=set(range(lost_at, lost_at + n_lost)))
+    b = Publisher(B, 60, a.last_sent() + 1.0, dt=0.02, per_packet=2)
+    pm = {A: a, B: b}
+    zero = _ZeroCount(OTHER, pm)
+    o = drive(line_of([a, b]), [zero, Server(HONEST, pm, cap=5, delay=1.0)], 60.0)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 201))
+    assert lost(o, A) == []
+    assert [x for _, x in ended(o, A)] == [201]
+    assert real(o, B) == list(range(1, 61))
