@@ -483,3 +483,53 @@ def test_a_server_answering_zero_counts_does_not_keep_the_retries_from_the_hones
     assert lost(o, A) == []
     assert [x for _, x in ended(o, A)] == [201]
     assert real(o, B) == list(range(1, 61))
+
+
+# ----------------------------------------------------------------- one real end, sent once
+
+
+@pytest.mark.parametrize("lost_at", [0, 90], ids=["front", "tail"])
+@pytest.mark.parametrize("server", ["slow", "dead"])
+def test_a_real_end_sent_once_still_ends_the_session(lost_at: int, server: str) -> None:
+    """The spec does not ask a publisher to repeat its end; README: an end right after the
+    data counts as repeated only with three copies or two 0.2 s apart (against another
+    end). With no rival, A's end 101 sent once after 10 packets lost on the line (front or
+    tail): those delivered (a server 2 s away) or reported lost (dead server), A ends at
+    101, B (from 1 s after) whole."""
+    a = Publisher(A, 100, 0.5, dt=0.01, per_packet=1, end_repeats=1)
+    a.lost = set(range(lost_at, lost_at + 10))
+    b = Publisher(B, 60, a.last_sent() + 1.0, dt=0.02, per_packet=2)
+    pm = {A: a, B: b}
+    srv = Dead(HONEST, pm) if server == "dead" else Server(HONEST, pm, cap=5, delay=2.0)
+    o = drive(line_of([a, b]), [srv], 60.0)
+    check_tiles(o)
+    assert [x for _, x in ended(o, A)] == [101]
+    assert real(o, B) == list(range(1, 61))
+    if server == "dead":
+        gap = (lost_at + 1, lost_at + 10, "request attempts exhausted")
+        assert lost(o, A) == [gap]
+        assert real(o, A) == [n for n in range(1, 101) if not gap[0] <= n <= gap[1]]
+    else:
+        assert real(o, A) == list(range(1, 101))
+        assert lost(o, A) == []
+
+
+# ----------------------------------------------------------------- an ends-only session holds B
+
+
+def test_an_ends_only_session_fetched_slowly_holds_a_busy_next_session_without_loss() -> None:
+    """README: a session followed on its ends alone holds the switch while a server brings
+    its data, the next one's datagrams waiting, bounded. A of 5,000 msgs seen only through
+    its ends (a server of 40 msgs an answer, 0.2 s away: about 25 s), B of 3,000 msgs
+    (one a datagram, 2 ms apart) from 1 s after A's last end, at most 500 packets held:
+    both whole, nothing lost, both end."""
+    a = Publisher(A, 5000, 0.5, dt=0.0005, per_packet=1).all_lost()
+    b = Publisher(B, 3000, a.last_sent() + 1.0, dt=0.002, per_packet=1)
+    pm = {A: a, B: b}
+    o = drive(line_of([a, b]), [Server(HONEST, pm, cap=40, delay=0.2)], 120.0, max_held_packets=500)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 5001))
+    assert real(o, B) == list(range(1, 3001))
+    assert lost(o, A) == [] and lost(o, B) == []
+    assert [x for _, x in ended(o, A)] == [5001]
+    assert [x for _, x in ended(o, B)] == [3001]
