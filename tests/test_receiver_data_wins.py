@@ -469,9 +469,7 @@ def test_data_after_the_end_that_overtook_earlier_data_leaves_none_unnamed() -> 
     c.receive_datagram(build_packet(S, 5, [b"5", b"6"]), B, 3.003)  # a copy
     c.finish(3.5)
     named = sorted(
-        n
-        for e in c.events_received()
-        if isinstance(e, MessagesAfterEnd)
+        n for e in c.events_received() if isinstance(e, MessagesAfterEnd)
         for n in range(e.first_seq, e.last_seq + 1)
     )
     assert named == list(range(2, 7))
@@ -484,64 +482,10 @@ def test_data_after_the_end_that_overtook_earlier_data_leaves_none_unnamed() -> 
         c.receive_datagram(build_packet(S, seq, [b"x"]), A, 3.0 + 0.2 * k)
     c.finish(30.0)
     named = [
-        n
-        for e in c.events_received()
-        if isinstance(e, MessagesAfterEnd)
+        n for e in c.events_received() if isinstance(e, MessagesAfterEnd)
         for n in range(e.first_seq, e.last_seq + 1)
     ]
     assert sorted(named) == list(range(102, 301, 2))
-
-
-def run_core(c: ReceiverCore, line: list[tuple[float, bytes]], until: float) -> list[Event]:
-    """Feed ``line`` (time, datagram) on line A, firing the core's timers, until ``until``."""
-    events: list[Event] = []
-    line = sorted(line, key=lambda x: x[0])
-    i = 0
-    while True:
-        timer = c.get_timer()
-        t = line[i][0] if i < len(line) else until
-        if timer is not None and timer <= t:
-            c.handle_timer(timer)
-        elif i < len(line):
-            c.receive_datagram(line[i][1], A, t)
-            i += 1
-        else:
-            break
-        events += c.events_received()
-    return events
-
-
-def test_a_repeated_end_that_data_went_past_ends_the_session_once_the_feed_is_quiet() -> None:
-    """A real end repeated, then five forged datagrams beyond it after its last repeat:
-    the end is set aside, not forgotten, and the quiet after the forged data ends the
-    session there (what was delivered beyond it named); a feed that goes on past a forged
-    end (heartbeats every second) is not ended by it."""
-    line = [(0.01 * n, build_packet(S, n, [b"%d" % n])) for n in range(1, 11)]
-    line += [(0.5 + 0.5 * k, build_end_of_session(S, 11)) for k in range(4)]
-    line += [(2.2 + 0.05 * k, build_packet(S, 11 + k, [b"F"])) for k in range(5)]
-    events = run_core(ReceiverCore(ReceiverConfig()), line, 30.0)
-    assert [e for e in events if isinstance(e, (SessionEnded, MessagesAfterEnd))] == [
-        MessagesAfterEnd(S, 11, 15, 11),
-        SessionEnded(S, 11),
-    ]
-    # the feed goes on past a forged end repeated twice: beats, then more data, its end
-    line = [(0.01 * n, build_packet(S, n, [b"%d" % n])) for n in range(1, 11)]
-    line += [(0.2 + 0.25 * k, build_end_of_session(S, 11)) for k in range(2)]
-    line += [(0.6 + 0.1 * k, build_packet(S, 11 + k, [b"%d" % (11 + k)])) for k in range(10)]
-    line += [(2.0 + k, build_heartbeat(S, 21)) for k in range(10)]
-    line += [(12.0 + 0.1 * k, build_packet(S, 21 + k, [b"%d" % (21 + k)])) for k in range(5)]
-    line += [(13.0 + 0.5 * k, build_end_of_session(S, 26)) for k in range(4)]
-    events = run_core(ReceiverCore(ReceiverConfig()), line, 30.0)
-    got = [
-        n
-        for e in events
-        if isinstance(e, MessagesDelivered)
-        for n in range(e.seq_num, e.seq_num + len(e.messages))
-    ]
-    assert got == list(range(1, 26))
-    assert [e for e in events if isinstance(e, (SessionEnded, MessagesAfterEnd))] == [
-        SessionEnded(S, 26)
-    ]
 
 
 def test_an_end_remembered_for_an_unpassed_gap_ends_the_session_at_end_of_input() -> None:

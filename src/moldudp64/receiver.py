@@ -821,12 +821,6 @@ class ReceiverCore:
         #: The last claimed end of session that live data beyond it dropped, and how often
         #: it came: its repeats still count when it comes again (see ``_end_stands``).
         self._eos_gone: tuple[int, int] | None = None
-        #: A repeated end of session that live data went past (``_end_stands``): set
-        #: aside, its quiet restarted by every datagram of the session; claimed again once
-        #: the feed fell quiet for ``end_confirm`` with no other end claimed or remembered
-        #: (a feed that goes on never falls quiet: a forger's datagrams after the real end
-        #: cannot keep the session open).
-        self._eos_aside: _Claim | None = None
         #: An end of session that agreed with the data (at or beyond all of it, near the
         #: horizon) but could not be believed for the numbers before it the feed never
         #: passed (more than :data:`_END_WINDOW`): remembered, one per session, and
@@ -1002,9 +996,6 @@ class ReceiverCore:
         eos = self._eos_claim
         if eos is not None and (timer is None or eos.at + self.config.end_confirm < timer):
             timer = eos.at + self.config.end_confirm
-        aside = self._aside_quiet()
-        if aside is not None and (timer is None or aside < timer):
-            timer = aside
         run = self._after_run
         if run is not None:
             flush_at = min(run[3] + _AFTER_END_QUIET, run[2] + _AFTER_END_MAX_WAIT)
@@ -1054,7 +1045,7 @@ class ReceiverCore:
             self._flush_past_runs(now)
         if self._cands:  # first: a session followed now is checked below like any other
             self._consider_switch(now)
-        if self._claims or self._eos_claim is not None or self._eos_aside is not None:
+        if self._claims or self._eos_claim is not None:
             self._expire_claims(now)
         self._check_stale(now)
         if self._requests or self._segs:
@@ -1475,8 +1466,6 @@ class ReceiverCore:
                     else:  # data beyond it: that end of session was false
                         self._eos_claim = None
                         self._eos_gone = (eos.start, eos.copies)
-                        if eos.copies >= 2:  # set aside: the feed must go on (_eos_aside)
-                            self._eos_aside = eos
                         self._drop(DROP_EOS_CONTRADICTED, eos.source, eos.addr, once=True)
                 elif 0 < count < END_OF_SESSION and not self._end_is_near(eos.start):
                     # data far below it: a real end is never far ahead of the feed
@@ -1797,28 +1786,9 @@ class ReceiverCore:
             old = claims.pop(0)
             self._claim_bytes -= old.nbytes
             self._drop(DROP_UNCONFIRMED, old.source, old.addr)
-        aside = self._eos_aside
-        quiet = self._aside_quiet()
-        if aside is not None and quiet is not None and quiet <= now:
-            # the feed fell quiet after the data that went past it: claimed again
-            self._eos_aside = None
-            self._eos_claim = aside
-            aside.at = quiet - self.config.end_confirm
         eos = self._eos_claim
         if eos is not None and eos.at + self.config.end_confirm <= now:
             self._settle_end(eos, now)
-
-    def _aside_quiet(self) -> float | None:
-        """When the end set aside (``_eos_aside``) is claimed again if nothing more of the
-        session comes: ``end_confirm`` after its last live datagram; None while another
-        end is claimed or remembered."""
-        aside = self._eos_aside
-        if aside is None or self._eos_claim is not None or self._pending_end is not None:
-            return None
-        if self._eos is not None or self._ended:
-            return None
-        last = self._last_live if self._last_live is not None else aside.at
-        return max(aside.at, last) + self.config.end_confirm
 
     def _settle_end(self, eos: _Claim, now: float) -> None:
         """The feed kept quiet for ``end_confirm`` after an end of session: believed if
@@ -2732,7 +2702,6 @@ class ReceiverCore:
         self._eos_claim = None
         self._eos_rival = None
         self._eos_gone = None
-        self._eos_aside = None
         self._pending_end = None
         if self._session_raw is not None:
             left = self._eos if self._eos is not None else max(self._expected, self._horizon)

@@ -198,6 +198,17 @@ def test_forged_end_just_beyond_the_window_outrepeats_the_real_end(
 # ----------------------------------------------------------------- five witnesses after the end
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by attack4: A (90 msgs from 0.5 s, its real end 91 x4 at 1.59..3.09 s, all "
+        "arrive); after the end's last repeat, five forged data datagrams of A at 91..95 (one "
+        "message each, 50 ms apart from 3.3 s, line B): they are delivered (admitted), the "
+        "repeated real end is dropped at the fifth (the witness rule) and never comes back: "
+        "no SessionEnded(A) by 60 s. Four forged datagrams: A ends at 91 at 5.95 s with "
+        "MessagesAfterEnd(91, 94); five sent during the repeats: A ends at 91 too"
+    ),
+)
 def test_five_forged_datagrams_after_the_real_ends_last_repeat_keep_the_session_open() -> None:
     """README (cannot know): "Forged data right after the last real message is delivered,
     and the real end (below it) still ends the session once it repeated and the feed fell

@@ -158,18 +158,27 @@ def test_a_late_join_beyond_the_window_with_one_or_six_datagrams_is_whole(seen: 
 # ----------------------------------------------------------------- a real session "showed nothing"
 
 
-@pytest.mark.parametrize("server", ["dead", "slow"])
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack5: late join of A (3,000 msgs, only 2999 and 3000 on the line, "
-        "end 3001 x4), B (60 msgs) from 4.2 s; server dead, or honest with its first answer "
-        "5 s away: A is taken for a session that 'showed nothing real' (_far_phantom): "
-        "MessagesAfterEnd(A, 2999, 3000, end_seq=1) for the real data that came on the "
-        "line, 1..2998 neither delivered nor reported lost (2,998 numbers unnamed; the slow "
-        "server holds them all), no SessionEnded(A); A's real end repeated four times right "
-        "after the data held did not count as showing anything real"
-    ),
+@pytest.mark.parametrize(
+    "server",
+    [
+        "dead",
+        pytest.param(
+            "slow",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason=(
+                    "found by attack5, open: late join of A (3,000 msgs, only 2999 and 3000 "
+                    "on the line, end 3001 x4), B (60 msgs) from 4.2 s, an honest server "
+                    "whose first answer comes 5 s late: 2999..3000 delivered, but A is left "
+                    "for B before the server answers: MessagesLost(A, 1, 2998, 'session "
+                    "changed') for numbers the server holds (kin of test_a_late_join_beyond_"
+                    "the_window_then_the_next_session_reports_served_data_lost). The dead "
+                    "case (was: 2999..3000 only named after an end, 1..2998 unnamed, by "
+                    "a269c50's far-phantom rule) passes since fixr2 took that rule out"
+                ),
+            ),
+        ),
+    ],
 )
 def test_a_real_late_join_is_taken_for_a_session_that_showed_nothing_real(server: str) -> None:
     """The promise: every message not delivered is reported with its range; real data on
@@ -366,18 +375,6 @@ def _paused_session(pause: float, beats: bool) -> list[tuple[float, bytes, Sourc
     return line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack5: a forged end of A at 91 sent twice 1 ms apart at 1.401 s while "
-        "A is live (210 live datagrams 91..300 go past it: set aside), then the line is out "
-        "for 2.6 s (nothing reaches the receiver), then A's real 301..400 and its end 401 x4: "
-        "the set-aside end is claimed after end_confirm of silence, SessionEnded(A, 91) at "
-        "5.99 s, the real 301..400 that came on the line only named "
-        "(MessagesAfterEnd(A, 301, 301, 91), (302, 400, 91)), never delivered; the real end "
-        "401 ignored (a 2.4 s outage: A whole, ends at 401)"
-    ),
-)
 def test_an_end_set_aside_is_claimed_in_a_line_outage_and_the_data_after_it_is_not_delivered() -> (
     None
 ):
