@@ -267,6 +267,19 @@ def ended(o: Outcome, session: str) -> list[tuple[float, int]]:
     return [(t, e.next_seq_num) for t, e in o.of(SessionEnded) if e.session == session]  # type: ignore[attr-defined]
 
 
+def real(o: Outcome, session: str) -> list[int]:
+    """Numbers of ``session`` delivered with their real bytes, in event order."""
+    return [n for n, m, _ in delivered(o, session) if m == msg(session, n)]
+
+
+def named(o: Outcome, session: str, upto: int) -> set[int]:
+    """Numbers 1..``upto`` of ``session`` delivered, reported lost or named after its end."""
+    got = {n for n, _, _ in delivered(o, session)}
+    got |= {n for x, y, _ in lost(o, session) for n in range(x, min(y, upto) + 1)}
+    got |= {n for x, y, _ in after_end(o, session) for n in range(x, min(y, upto) + 1)}
+    return {n for n in got if n <= upto}
+
+
 def check_tiles(o: Outcome, after_once: bool = False) -> None:
     """Delivered and lost ranges of each session tile it from 1, in order; sessions are
     never spliced; nothing of a session comes after its ``SessionEnded``; no number is

@@ -36,36 +36,22 @@ from attack.test_data_wins_attack3 import (
     Dead,
     Expect,
     Lagging,
-    Outcome,
     Publisher,
     Server,
     after_end,
     check_requests,
     check_session,
     check_tiles,
-    delivered,
     drive,
     ended,
     line_of,
     lost,
+    named,
+    real,
 )
 from moldudp64.events import Source
 from moldudp64.receiver import ReceiverConfig, ReceiverCore
 from moldudp64.wire import build_end_of_session, build_heartbeat, build_packet
-
-
-def real(o: Outcome, session: str) -> list[int]:
-    """Numbers of ``session`` delivered with their real bytes, in event order."""
-    return [n for n, m, _ in delivered(o, session) if m == msg(session, n)]
-
-
-def named(o: Outcome, session: str, upto: int) -> set[int]:
-    """Numbers 1..``upto`` of ``session`` delivered, reported lost or named after its end."""
-    got = {n for n, _, _ in delivered(o, session)}
-    got |= {n for x, y, _ in lost(o, session) for n in range(x, min(y, upto) + 1)}
-    got |= {n for x, y, _ in after_end(o, session) for n in range(x, min(y, upto) + 1)}
-    return {n for n in got if n <= upto}
-
 
 # ----------------------------------------------------------------- a real end behind a large gap
 

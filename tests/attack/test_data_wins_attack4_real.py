@@ -28,16 +28,11 @@ from attack.test_data_wins_attack3 import (
     ended,
     line_of,
     lost,
+    real,
 )
 from moldudp64.events import GapDetected, MessagesAfterEnd, Source
 from moldudp64.receiver import ReceiverConfig, ReceiverCore
 from moldudp64.wire import build_end_of_session, build_heartbeat, build_packet
-
-
-def real(o: object, session: str) -> list[int]:
-    """Numbers of ``session`` delivered with their real bytes, in event order."""
-    return [n for n, m, _ in delivered(o, session) if m == msg(session, n)]  # type: ignore[arg-type]
-
 
 # ----------------------------------------------------------------- 1: heartbeats extend a gap
 

@@ -33,16 +33,16 @@ from attack.test_data_wins_attack3 import (
     A,
     B,
     Dead,
-    Outcome,
     Publisher,
     Server,
     after_end,
     check_tiles,
-    delivered,
     drive,
     ended,
     line_of,
     lost,
+    named,
+    real,
 )
 from moldudp64 import receiver
 from moldudp64.events import MessagesDelivered, Source
@@ -53,19 +53,6 @@ from moldudp64.wire import (
     build_heartbeat,
     build_packet,
 )
-
-
-def real(o: Outcome, session: str) -> list[int]:
-    """Numbers of ``session`` delivered with their real bytes, in event order."""
-    return [n for n, m, _ in delivered(o, session) if m == msg(session, n)]
-
-
-def named(o: Outcome, session: str, upto: int) -> set[int]:
-    """Numbers 1..``upto`` of ``session`` delivered, reported lost or named after its end."""
-    got = {n for n, _, _ in delivered(o, session)}
-    got |= {n for x, y, _ in lost(o, session) for n in range(x, min(y, upto) + 1)}
-    got |= {n for x, y, _ in after_end(o, session) for n in range(x, min(y, upto) + 1)}
-    return {n for n in got if n <= upto}
 
 
 def late_join(n: int, seen: int, next_after: float | None) -> list[Publisher]:

@@ -20,8 +20,8 @@ from attack.test_data_wins_attack3 import (
     ended,
     line_of,
     lost,
+    real,
 )
-from attack.test_data_wins_attack4 import real
 from moldudp64.events import Source
 from moldudp64.wire import build_end_of_session
 
