@@ -20,6 +20,27 @@
 #define HEADER_SIZE 20
 #define END_OF_SESSION 0xFFFF
 
+/* A list of the count messages (a 2-byte length, then its bytes) from p + pos on, already
+ * checked to lie within the buffer. */
+static PyObject *
+blocks_list(const unsigned char *p, Py_ssize_t pos, Py_ssize_t count)
+{
+    PyObject *out = PyList_New(count);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t len = ((Py_ssize_t)p[pos] << 8) | p[pos + 1];
+        PyObject *msg = PyBytes_FromStringAndSize((const char *)p + pos + 2, len);
+        if (msg == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, msg);
+        pos += 2 + len;
+    }
+    return out;
+}
+
 /* parse_blocks(data: bytes) -> list[bytes] | None
  *
  * The messages of a valid downstream packet, [] for a valid heartbeat or end of session,
@@ -61,21 +82,7 @@ parse_blocks(PyObject *self, PyObject *arg)
     }
     if (pos != end)
         Py_RETURN_NONE;
-    PyObject *out = PyList_New(count);
-    if (out == NULL)
-        return NULL;
-    pos = HEADER_SIZE;
-    for (unsigned int i = 0; i < count; i++) {
-        Py_ssize_t len = ((Py_ssize_t)p[pos] << 8) | p[pos + 1];
-        PyObject *msg = PyBytes_FromStringAndSize((const char *)p + pos + 2, len);
-        if (msg == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, i, msg);
-        pos += 2 + len;
-    }
-    return out;
+    return blocks_list(p, HEADER_SIZE, count);
 }
 
 /* The receiver's fast path (moldudp64.receiver, pure-Python twins _take_next_py and
@@ -169,22 +176,7 @@ take_next(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t count = next_count(args[0], expected, session);
     if (count < 0)
         Py_RETURN_NONE;
-    PyObject *out = PyList_New(count);
-    if (out == NULL)
-        return NULL;
-    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(args[0]);
-    Py_ssize_t pos = HEADER_SIZE;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        Py_ssize_t len = ((Py_ssize_t)p[pos] << 8) | p[pos + 1];
-        PyObject *msg = PyBytes_FromStringAndSize((const char *)p + pos + 2, len);
-        if (msg == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, i, msg);
-        pos += 2 + len;
-    }
-    return out;
+    return blocks_list((const unsigned char *)PyBytes_AS_STRING(args[0]), HEADER_SIZE, count);
 }
 
 /* take_run(datagrams: Sequence, start: int, expected: int, session: bytes | None,
@@ -481,21 +473,7 @@ split_binaryfile(PyObject *self, PyObject *arg)
         pos = stop;
         count++;
     }
-    PyObject *out = PyList_New(count);
-    if (out == NULL)
-        return NULL;
-    pos = 0;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        Py_ssize_t len = ((Py_ssize_t)p[pos] << 8) | p[pos + 1];
-        PyObject *msg = PyBytes_FromStringAndSize((const char *)p + pos + 2, len);
-        if (msg == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, i, msg);
-        pos += 2 + len;
-    }
-    return out;
+    return blocks_list(p, 0, count);
 }
 
 #ifdef HAVE_RECVMMSG
