@@ -298,34 +298,27 @@ def _brute_timer(c: ReceiverCore) -> float | None:
     return timer
 
 
-@pytest.mark.parametrize("seed", range(40))
-def test_due_heap_keeps_the_timer_exact(seed: int) -> None:
-    """Loss, reordering, partial and missing answers, retries, give-ups: after every call
-    the timer equals the walk over every gap, and every gap waiting to be requested has its
-    entry in the due heap."""
-    import random
-
+def _drive_random_stream(
+    c: ReceiverCore,
+    rng: Any,
+    n_messages: int,
+    check: Any,
+    *,
+    loss: float,
+    answer_max: int,
+    answer_p: float,
+    forge: bool = False,
+    settle: int = 0,
+) -> None:
+    """A random stream of 1-4 message datagrams into ``c`` on line A (``loss`` of them
+    lost), with partial answers to its requests (``answer_p`` of them answered, 3 ms later,
+    with up to ``answer_max`` messages) and, with ``forge``, forged heartbeats and ends of
+    session on line B; ``check()`` after every call, ``settle`` quiet 10 ms steps at the
+    end, then ``finish``."""
     from moldudp64.wire import RetransmissionPacket
 
-    rng = random.Random(seed)
-    msgs = [b"m%d" % i for i in range(1, 400)]
-    config = ReceiverConfig(
-        rerequest_server_addrs=rng.choice([[], [SRV], [SRV, ("127.0.0.1", 9002)]]),
-        request_delay=rng.choice([0.0, 0.002]),
-        max_requests_in_flight=rng.choice([1, 4, 32]),
-        max_messages_per_request=rng.choice([2, 1024]),
-        max_held_packets=rng.choice([5, 50_000]),
-        loss_grace=rng.choice([0.0, 0.01]),
-        request_timeout=rng.choice([0.001, 0.05]),
-        max_request_attempts=rng.choice([1, 3]),
-    )
-    c = ReceiverCore(config)
+    msgs = [b"m%d" % i for i in range(1, n_messages)]
     answers: list[tuple[float, bytes, Address]] = []
-
-    def check() -> None:
-        assert c._timer == _brute_timer(c)
-        waiting = {(id(s), s.due) for s in c._segs if s.due is not None}
-        assert waiting <= {(id(seg), due) for due, _, seg in c._due}
 
     def step(now: float) -> None:
         timer = c.get_timer()
@@ -334,8 +327,8 @@ def test_due_heap_keeps_the_timer_exact(seed: int) -> None:
             check()
         for data, addr in c.datagrams_to_send(now):
             request = RetransmissionPacket.parse(data)
-            part = msgs[request.seq_num - 1 : request.seq_num - 1 + rng.randint(1, 4)]
-            if part and rng.random() < 0.6:
+            part = msgs[request.seq_num - 1 : request.seq_num - 1 + rng.randint(1, answer_max)]
+            if part and rng.random() < answer_p:
                 answers.append((now + 0.003, build_packet(S, request.seq_num, part), addr))
         check()
 
@@ -348,16 +341,51 @@ def test_due_heap_keeps_the_timer_exact(seed: int) -> None:
             at, data, addr = answers.pop(0)
             c.receive_datagram(data, R, at, addr)
             check()
-        if rng.random() > 0.1:
-            c.receive_datagram(build_packet(S, seq, msgs[seq - 1 : seq - 1 + count]), A, now)
+        roll = rng.random()
+        if forge and roll < 0.05:  # a forged heartbeat near or far ahead
+            c.receive_datagram(build_heartbeat(S, seq + rng.choice([2, 30, 900, 5000])), B, now)
+        elif forge and roll < 0.1:  # a forged end of session, near, inside or far, repeated
+            end = max(1, seq + rng.choice([-20, 3, 40, 1000, 3000]))
+            for _ in range(rng.choice([1, 2])):
+                c.receive_datagram(build_end_of_session(S, end), B, now)
+        if rng.random() > loss:
+            c.receive_datagram(pkt(seq, count), A, now)
             check()
         step(now)
         seq += count
-    for _ in range(100):
+    for _ in range(settle):
         now += 0.01
         step(now)
     c.finish(now)
     check()
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_due_heap_keeps_the_timer_exact(seed: int) -> None:
+    """Loss, reordering, partial and missing answers, retries, give-ups: after every call
+    the timer equals the walk over every gap, and every gap waiting to be requested has its
+    entry in the due heap."""
+    import random
+
+    rng = random.Random(seed)
+    config = ReceiverConfig(
+        rerequest_server_addrs=rng.choice([[], [SRV], [SRV, ("127.0.0.1", 9002)]]),
+        request_delay=rng.choice([0.0, 0.002]),
+        max_requests_in_flight=rng.choice([1, 4, 32]),
+        max_messages_per_request=rng.choice([2, 1024]),
+        max_held_packets=rng.choice([5, 50_000]),
+        loss_grace=rng.choice([0.0, 0.01]),
+        request_timeout=rng.choice([0.001, 0.05]),
+        max_request_attempts=rng.choice([1, 3]),
+    )
+    c = ReceiverCore(config)
+
+    def check() -> None:
+        assert c._timer == _brute_timer(c)
+        waiting = {(id(s), s.due) for s in c._segs if s.due is not None}
+        assert waiting <= {(id(seg), due) for due, _, seg in c._due}
+
+    _drive_random_stream(c, rng, 400, check, loss=0.1, answer_max=4, answer_p=0.6, settle=100)
 
 
 # -- an end of session weighed without walking every gap ---------------------------------
@@ -443,10 +471,7 @@ def test_unpassed_numbers_kept_as_gaps_change_equal_the_walk(seed: int) -> None:
     number, below or beyond the horizon) is what the walk says."""
     import random
 
-    from moldudp64.wire import RetransmissionPacket
-
     rng = random.Random(seed)
-    msgs = [b"m%d" % i for i in range(1, 3000)]
     config = ReceiverConfig(
         rerequest_server_addrs=[SRV],
         max_messages_per_request=rng.choice([4, 1024]),
@@ -456,7 +481,6 @@ def test_unpassed_numbers_kept_as_gaps_change_equal_the_walk(seed: int) -> None:
         stale_after=None,
     )
     c = ReceiverCore(config)
-    answers: list[tuple[float, bytes, Address]] = []
 
     def check() -> None:
         assert c._missing == sum(seg.end - seg.start for seg in c._segs)
@@ -464,36 +488,4 @@ def test_unpassed_numbers_kept_as_gaps_change_equal_the_walk(seed: int) -> None:
         for seq in (c._expected, c._horizon - 3, c._horizon, c._horizon + 5, c._horizon + 900):
             assert c._end_is_near(seq) == _walked_end_is_near(c, seq), seq
 
-    seq, now = 1, 0.0
-    while seq < len(msgs) - 4:
-        count = rng.randint(1, 4)
-        now += rng.choice([1e-4, 2e-3])
-        answers.sort(key=lambda a: a[0])
-        while answers and answers[0][0] <= now:
-            at, data, addr = answers.pop(0)
-            c.receive_datagram(data, R, at, addr)
-            check()
-        roll = rng.random()
-        if roll < 0.05:  # a forged heartbeat near or far ahead
-            c.receive_datagram(build_heartbeat(S, seq + rng.choice([2, 30, 900, 5000])), B, now)
-        elif roll < 0.1:  # a forged end of session, near, inside or far, maybe repeated
-            end = max(1, seq + rng.choice([-20, 3, 40, 1000, 3000]))
-            for _ in range(rng.choice([1, 2])):
-                c.receive_datagram(build_end_of_session(S, end), B, now)
-        if rng.random() > 0.15:
-            c.receive_datagram(pkt(seq, count), A, now)
-        check()
-        timer = c.get_timer()
-        if timer is not None and timer <= now:
-            c.handle_timer(now)
-            check()
-        for data, addr in c.datagrams_to_send(now):
-            request = RetransmissionPacket.parse(data)
-            first = request.seq_num
-            part = msgs[first - 1 : first - 1 + rng.randint(1, 3)]
-            if part and rng.random() < 0.5:
-                answers.append((now + 0.003, build_packet(S, first, part), addr))
-        check()
-        seq += count
-    c.finish(now)
-    check()
+    _drive_random_stream(c, rng, 3000, check, loss=0.15, answer_max=3, answer_p=0.5, forge=True)
