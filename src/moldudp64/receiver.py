@@ -635,6 +635,9 @@ class _Request:
     lead: _Lead | None = None
     #: Its gap's lead, held or not (the pieces cut from the same gap share it).
     family: _Lead | None = None
+    #: Its servers that answered it with nothing new (a store that lags): alive, so a
+    #: range's final attempt does not avoid them (see ``ReceiverCore._choose``).
+    answered: tuple[_Server, ...] = ()
 
 
 @dataclass(slots=True)
@@ -2991,6 +2994,8 @@ class ReceiverCore:
                 self._brought_at = now
             elif awaited and not count:
                 server.empty += 1
+            if awaited and req is not None and server not in req.answered:
+                req.answered += (server,)
             if server.disabled:
                 server.disabled = False
                 self._events.append(ServerEnabled(server.addr))
@@ -3158,7 +3163,11 @@ class ReceiverCore:
     # ------------------------------------------------------------------ requests
 
     def _choose(
-        self, now: float, avoid: tuple[_Server, ...], spread: bool = False
+        self,
+        now: float,
+        avoid: tuple[_Server, ...],
+        spread: bool = False,
+        final: bool = False,
     ) -> list[_Server]:
         """The servers to send a request to.
 
@@ -3176,6 +3185,10 @@ class ReceiverCore:
         dead server costs at most one request timeout. The pieces of a large gap
         (``spread``) take turns over the servers that answer and those never tried: a
         dead one costs one piece's timeout, and the piece is asked again elsewhere.
+        A range's ``final`` attempt (the one whose failure reports it lost) goes to every
+        usable server at once but those that left the attempt before it unanswered (one
+        that answered it with nothing, its store lagging, is asked again: it may hold the
+        numbers by then, while the turn would fall to a dead one).
         """
         servers = self._servers
         usable = [s for s in servers if not s.disabled]
@@ -3190,6 +3203,8 @@ class ReceiverCore:
         pool = [s for s in usable if s not in avoid] if avoid else usable
         if not pool:
             pool = usable
+        if final:
+            return sorted(pool, key=_unheeded)[:_MAX_FANOUT]
         good = [
             s
             for s in pool
@@ -3398,7 +3413,8 @@ class ReceiverCore:
                 lead.waiting.append(seg)
                 continue
             heappop(heap)
-            servers = self._choose(now, seg.avoid, spread=fan)
+            final = passed and seg.own_attempts + 1 >= cfg.max_request_attempts
+            servers = self._choose(now, seg.avoid, spread=fan, final=final)
             if not servers:
                 give_up_at = seg.detected + cfg.loss_grace
                 if now >= give_up_at and passed:
@@ -3559,6 +3575,10 @@ class ReceiverCore:
                         seg.avoid = req.servers  # (the next attempt goes elsewhere too)
                         continue
                     seg.avoid = req.servers
+                    if seg.own_attempts + 1 >= cfg.max_request_attempts and req.answered:
+                        # its final attempt: a server that answered this one with nothing
+                        # (its store lags) may hold the numbers by then (see _choose)
+                        seg.avoid = tuple(s for s in req.servers if s not in req.answered)
                     self._schedule(seg, now)
                 i += 1
         self._next_deadline = min((r.deadline for r in self._requests.values()), default=_INF)
