@@ -131,7 +131,13 @@ def test_a_primary_and_a_backup_one_of_them_down(primary: str) -> None:
         "test_an_honest_server_that_loses_answers_beside_a_lagging_one_delivers_all, 17 of 60 "
         "random real streams lost real data). Here the dead server gets more than one "
         "request: in the first gap a dead server and an honest one whose answer was lost "
-        "look the same (asked once, never answered)"
+        "look the same (asked once, never answered). fixB: with this very stream (one gap, "
+        "101..110) an honest server that loses its first answer to each number beside one "
+        "that answers zero-count for ever must be asked at least twice for 101, and until "
+        "it answers the receiver sees exactly what it sees here, so no rule can ask the "
+        "dead one once and keep that real data "
+        "(test_one_gap_from_a_lossy_honest_server_beside_another[zero-count-1] holds: "
+        "data wins); today the dead one gets 4 of 8-9 requests, the range is lost at 5.2 s"
     ),
 )
 @pytest.mark.parametrize("dead_first", [False, True])
