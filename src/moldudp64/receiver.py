@@ -653,6 +653,9 @@ class _Server:
     #: When it was last asked: a server not asked for as long as one range's attempts
     #: take was not heard from because nothing was asked (``_all_silent``).
     asked: float = -_INF
+    #: When the first of its ``failures`` timed out: the silence ``_all_silent`` weighs
+    #: began no earlier (many first attempts timing out at once are no long silence).
+    failing_since: float = 0.0
     #: Zero-count answers in a row while what they were asked for was still missing (a
     #: store that lags): a new range goes to it only after the servers that bring data,
     #: like to a silent server (``_choose``), until one of its answers brings data.
@@ -3505,7 +3508,9 @@ class ReceiverCore:
         once, as a range asked for from its front is when the front runs out: a server
         that stopped answering costs one range's attempts, not one per window or piece.
         A gap opened after the silence began gets its attempts in full, and any answer
-        ends the silence."""
+        ends the silence. The silence is counted from the first of those requests to time
+        out, not from its last answer: ranges asked for after a quiet spell, their first
+        attempts timing out together, are no silence as long as one range's attempts."""
         servers = self._servers
         if not servers:
             return False
@@ -3518,6 +3523,7 @@ class ReceiverCore:
                 or server.failures < limit
                 or heard + span > now
                 or heard < detected
+                or server.failing_since + span > now
             ):
                 return False
         return True
@@ -3534,6 +3540,8 @@ class ReceiverCore:
                 server.timeouts += 1
                 if not req.counted:
                     continue  # numbers the feed has not passed: no answer is no failure
+                if not server.failures:
+                    server.failing_since = now
                 server.failures += 1
                 if server.disabled:
                     server.retry_at = now + cfg.server_retry_interval
