@@ -388,6 +388,30 @@ def test_retries_back_off_and_go_to_every_other_server_while_none_answers() -> N
     assert c.stats.timeouts == {SRV1: 3, SRV2: 3, SRV3: 3}
 
 
+def test_a_ranges_final_attempt_goes_back_to_a_server_that_answered_nothing_yet() -> None:
+    """SRV1's store lags (zero-count answers), SRV2 is dead: the retries take turns, and
+    the final attempt (the one whose failure reports the range lost) goes to both, SRV1
+    too although its attempt just went unanswered: by then it may hold the numbers."""
+    c = core(rerequest_server_addrs=[SRV1, SRV2], max_request_attempts=4)
+    both(c, pkt(3, 1), 0.0)  # 1..2 missing
+    passed(c, 4, 0.0)
+    now = 0.0
+    sent = [reqs(c.datagrams_to_send(now))]
+    for _ in range(3):
+        for _, _, addr in sent[-1]:
+            if addr == SRV1:  # nothing yet
+                c.receive_datagram(build_heartbeat(S, 1), R, now + 0.001, SRV1)
+        timer = c.get_timer()
+        assert timer is not None
+        now = timer
+        c.handle_timer(now)
+        sent.append(reqs(c.datagrams_to_send(now)))
+    assert [sorted(a for _, _, a in s) for s in sent] == [[SRV1], [SRV2], [SRV1], [SRV1, SRV2]]
+    answer(c, 1, 2, now + 0.001, SRV1)  # its store holds them now
+    assert delivered(c.events_received()) == expect(1, 8)
+    assert c.stats.messages_lost == 0
+
+
 def test_requests_spread_over_servers() -> None:
     c = core(rerequest_server_addrs=[SRV1, SRV2])
     for seq in (3, 6, 9, 12):

@@ -635,6 +635,9 @@ class _Request:
     lead: _Lead | None = None
     #: Its gap's lead, held or not (the pieces cut from the same gap share it).
     family: _Lead | None = None
+    #: Its servers that answered it with nothing new (a store that lags): alive, so a
+    #: range's final attempt does not avoid them (see ``ReceiverCore._choose``).
+    answered: tuple[_Server, ...] = ()
 
 
 @dataclass(slots=True)
@@ -650,6 +653,9 @@ class _Server:
     #: When it was last asked: a server not asked for as long as one range's attempts
     #: take was not heard from because nothing was asked (``_all_silent``).
     asked: float = -_INF
+    #: When the first of its ``failures`` timed out: the silence ``_all_silent`` weighs
+    #: began no earlier (many first attempts timing out at once are no long silence).
+    failing_since: float = 0.0
     #: Zero-count answers in a row while what they were asked for was still missing (a
     #: store that lags): a new range goes to it only after the servers that bring data,
     #: like to a silent server (``_choose``), until one of its answers brings data.
@@ -2991,6 +2997,8 @@ class ReceiverCore:
                 self._brought_at = now
             elif awaited and not count:
                 server.empty += 1
+            if awaited and req is not None and server not in req.answered:
+                req.answered += (server,)
             if server.disabled:
                 server.disabled = False
                 self._events.append(ServerEnabled(server.addr))
@@ -3158,7 +3166,11 @@ class ReceiverCore:
     # ------------------------------------------------------------------ requests
 
     def _choose(
-        self, now: float, avoid: tuple[_Server, ...], spread: bool = False
+        self,
+        now: float,
+        avoid: tuple[_Server, ...],
+        spread: bool = False,
+        final: bool = False,
     ) -> list[_Server]:
         """The servers to send a request to.
 
@@ -3176,6 +3188,10 @@ class ReceiverCore:
         dead server costs at most one request timeout. The pieces of a large gap
         (``spread``) take turns over the servers that answer and those never tried: a
         dead one costs one piece's timeout, and the piece is asked again elsewhere.
+        A range's ``final`` attempt (the one whose failure reports it lost) goes to every
+        usable server at once but those that left the attempt before it unanswered (one
+        that answered it with nothing, its store lagging, is asked again: it may hold the
+        numbers by then, while the turn would fall to a dead one).
         """
         servers = self._servers
         usable = [s for s in servers if not s.disabled]
@@ -3190,6 +3206,8 @@ class ReceiverCore:
         pool = [s for s in usable if s not in avoid] if avoid else usable
         if not pool:
             pool = usable
+        if final:
+            return sorted(pool, key=_unheeded)[:_MAX_FANOUT]
         good = [
             s
             for s in pool
@@ -3398,7 +3416,8 @@ class ReceiverCore:
                 lead.waiting.append(seg)
                 continue
             heappop(heap)
-            servers = self._choose(now, seg.avoid, spread=fan)
+            final = passed and seg.own_attempts + 1 >= cfg.max_request_attempts
+            servers = self._choose(now, seg.avoid, spread=fan, final=final)
             if not servers:
                 give_up_at = seg.detected + cfg.loss_grace
                 if now >= give_up_at and passed:
@@ -3489,7 +3508,9 @@ class ReceiverCore:
         once, as a range asked for from its front is when the front runs out: a server
         that stopped answering costs one range's attempts, not one per window or piece.
         A gap opened after the silence began gets its attempts in full, and any answer
-        ends the silence."""
+        ends the silence. The silence is counted from the first of those requests to time
+        out, not from its last answer: ranges asked for after a quiet spell, their first
+        attempts timing out together, are no silence as long as one range's attempts."""
         servers = self._servers
         if not servers:
             return False
@@ -3502,6 +3523,7 @@ class ReceiverCore:
                 or server.failures < limit
                 or heard + span > now
                 or heard < detected
+                or server.failing_since + span > now
             ):
                 return False
         return True
@@ -3518,6 +3540,8 @@ class ReceiverCore:
                 server.timeouts += 1
                 if not req.counted:
                     continue  # numbers the feed has not passed: no answer is no failure
+                if not server.failures:
+                    server.failing_since = now
                 server.failures += 1
                 if server.disabled:
                     server.retry_at = now + cfg.server_retry_interval
@@ -3559,6 +3583,10 @@ class ReceiverCore:
                         seg.avoid = req.servers  # (the next attempt goes elsewhere too)
                         continue
                     seg.avoid = req.servers
+                    if seg.own_attempts + 1 >= cfg.max_request_attempts and req.answered:
+                        # its final attempt: a server that answered this one with nothing
+                        # (its store lags) may hold the numbers by then (see _choose)
+                        seg.avoid = tuple(s for s in req.servers if s not in req.answered)
                     self._schedule(seg, now)
                 i += 1
         self._next_deadline = min((r.deadline for r in self._requests.values()), default=_INF)

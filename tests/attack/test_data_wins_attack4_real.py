@@ -22,6 +22,7 @@ from attack.test_data_wins_attack3 import (
     Lagging,
     Publisher,
     Server,
+    Wakes,
     check_tiles,
     delivered,
     drive,
@@ -130,7 +131,13 @@ def test_a_primary_and_a_backup_one_of_them_down(primary: str) -> None:
         "test_an_honest_server_that_loses_answers_beside_a_lagging_one_delivers_all, 17 of 60 "
         "random real streams lost real data). Here the dead server gets more than one "
         "request: in the first gap a dead server and an honest one whose answer was lost "
-        "look the same (asked once, never answered)"
+        "look the same (asked once, never answered). fixB: with this very stream (one gap, "
+        "101..110) an honest server that loses its first answer to each number beside one "
+        "that answers zero-count for ever must be asked at least twice for 101, and until "
+        "it answers the receiver sees exactly what it sees here, so no rule can ask the "
+        "dead one once and keep that real data "
+        "(test_one_gap_from_a_lossy_honest_server_beside_another[zero-count-1] holds: "
+        "data wins); today the dead one gets 4 of 8-9 requests, the range is lost at 5.2 s"
     ),
 )
 @pytest.mark.parametrize("dead_first", [False, True])
@@ -382,3 +389,82 @@ def test_an_honest_server_that_loses_answers_beside_a_lagging_one_delivers_all(
     check_tiles(o)
     assert lost(o, A) == [], f"{len(lost(o, A))} real ranges lost, e.g. {lost(o, A)[:3]}"
     assert real(o, A) == list(range(1, 3001))
+
+
+# ----------------------------------------------------------------- a gap's final round
+
+
+def _gappy_58() -> Publisher:
+    """3,000 messages at 100/s from 0.5 s, one a datagram, one lost every 50: 58 gaps."""
+    return Publisher(A, 3000, 0.5, dt=0.01, per_packet=1, lost=set(range(100, 3000, 50)))
+
+
+@pytest.mark.parametrize("drops", [1, 2])
+def test_an_honest_server_that_loses_answers_alone_delivers_all(drops: int) -> None:
+    """A range's final attempt goes to every usable server: alone, a server that loses its
+    first ``drops`` answers to each number still brings every gap."""
+    a = _gappy_58()
+    o = drive(line_of([a]), [Server(HONEST, {A: a}, cap=5, drop=drop_first(drops))], 60.0)
+    check_tiles(o)
+    assert lost(o, A) == []
+    assert real(o, A) == list(range(1, 3001))
+    assert len(o.requests) <= (drops + 1) * 58
+
+
+@pytest.mark.parametrize("drops", [1, 2])
+@pytest.mark.parametrize("other", ["zero-count", "lagging 10 s", "dead"])
+def test_one_gap_from_a_lossy_honest_server_beside_another(drops: int, other: str) -> None:
+    """One gap (101..110) only: in it a dead server and an honest one whose first answers
+    were lost look the same (asked, never answered), so the retries keep going to both
+    and the honest one brings it, whatever the other is. (Why
+    test_a_server_that_never_has_the_data_beside_a_dead_one_costs_bounded_requests stays
+    open: asking the never-answering server once only would lose this real data.)"""
+    a = Publisher(A, 300, 0.5, dt=0.01, per_packet=1, lost=set(range(100, 110)))
+    pm = {A: a}
+    second: Server
+    if other == "dead":
+        second = Dead(OTHER, pm)
+    else:
+        second = Lagging(OTHER, pm, cap=5, lag=1000.0 if other == "zero-count" else 10.0)
+    for first in (True, False):
+        honest = Server(HONEST, pm, cap=5, drop=drop_first(drops))
+        o = drive(line_of([a]), [honest, second] if first else [second, honest], 60.0)
+        check_tiles(o)
+        assert lost(o, A) == [], (first, lost(o, A))
+        assert real(o, A) == list(range(1, 301))
+        assert [n for _, n in ended(o, A)] == [301]
+
+
+@pytest.mark.parametrize("beside", ["lagging", "dead"])
+def test_a_server_that_dies_midway_beside_another(beside: str) -> None:
+    """The honest server dies at 10 s: beside a store that lags 3 s, every gap is still
+    brought (the lagging one holds it by its final round); beside a dead one, what was
+    missing before it died is delivered and only gaps detected after it are reported
+    lost, each with its range."""
+    a = _gappy_58()
+    pm = {A: a}
+    other: Server = Lagging(OTHER, pm, cap=5, lag=3.0) if beside == "lagging" else Dead(OTHER, pm)
+    o = drive(line_of([a]), [Dies(HONEST, pm, cap=5, dies_at=10.0), other], 60.0)
+    check_tiles(o)
+    assert [x for _, x in ended(o, A)] == [3001]
+    if beside == "lagging":
+        assert lost(o, A) == []
+        assert real(o, A) == list(range(1, 3001))
+    else:
+        gone = {n for x, y, _ in lost(o, A) for n in range(x, y + 1)}
+        assert gone and min(gone) > 900  # (951 is the first number lost after 10 s)
+        assert set(real(o, A)) | gone == set(range(1, 3001))
+
+
+def test_a_server_that_comes_back_brings_the_gaps_after_it_did() -> None:
+    """The honest server is down from the start until 12 s, beside a dead one: gaps whose
+    final round came before 12 s are reported lost with their ranges; every gap detected
+    after it came back is brought."""
+    a = _gappy_58()
+    pm = {A: a}
+    o = drive(line_of([a]), [Wakes(HONEST, pm, cap=5, up_at=12.0), Dead(OTHER, pm)], 60.0)
+    check_tiles(o)
+    assert [x for _, x in ended(o, A)] == [3001]
+    gone = {n for x, y, _ in lost(o, A) for n in range(x, y + 1)}
+    assert gone and max(gone) < 1200  # (1151 is detected at 12.01 s)
+    assert set(real(o, A)) | gone == set(range(1, 3001))
