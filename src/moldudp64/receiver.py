@@ -2559,6 +2559,10 @@ class ReceiverCore:
                 silent_at = self._last_live + stale_after
                 if now < silent_at < check:
                     check = silent_at
+                # (and when the answers bringing its missing numbers would stop: _end_fetched)
+                fetched = self._brought_at + min(stale_after, self.config.max_request_timeout)
+                if self._segs and now < fetched < check:
+                    check = fetched
                 news = self._news_at()
                 if news is not None and news != self._last_live:
                     # only copies since its news: look again when a whole session may go
@@ -2632,25 +2636,30 @@ class ReceiverCore:
 
     def _finishing(self, now: float) -> bool:
         """Whether the followed session is over (its end believed, or silent for
-        ``stale_after``) while a gap the feed passed in it is still asked for."""
+        ``stale_after``) while a gap the feed passed in it is still asked for, or while
+        the servers keep bringing its missing numbers (``_end_fetched``)."""
         if self._session_raw is None or self._ended:
             return False
         last, stale_after = self._last_live, self.config.stale_after
         over = self._eos is not None or (
             last is not None and stale_after is not None and last + stale_after <= now
         )
-        return over and self._passed_gap_open()
+        return over and (self._passed_gap_open() or self._end_fetched(now))
 
     def _end_fetched(self, now: float) -> bool:
-        """Whether the numbers before an end of session claimed (far ahead: window by
-        window) are being fetched and the servers keep bringing them (an answer with new
-        data within ``stale_after``): the real session's silence after its end, not
-        staleness; a switch then would report real data the servers hold lost. Bounded:
-        answers bring real data only."""
-        eos = self._eos_claim
+        """Whether numbers of the followed session are missing (before an end of session
+        claimed far ahead, window by window; a late join's front gap the feed never
+        passed) and the servers keep bringing them (an answer with new data within
+        ``max_request_timeout``, at most ``stale_after``: a server slower than a request's
+        longest timeout is not bringing them): the real session's silence after its end,
+        not staleness; a switch then would report real data the servers hold lost.
+        Bounded: only a configured server's answer with data not held before counts (a
+        forger's datagrams or a zero-count answer never do), and an honest server holds
+        only the real session's numbers."""
         wait = self.config.stale_after
-        if eos is None or not self._segs or wait is None:
+        if not self._segs or wait is None:
             return False
+        wait = min(wait, self.config.max_request_timeout)
         return now - self._brought_at < wait
 
     def _passed_gap_open(self) -> bool:
