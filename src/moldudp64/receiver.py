@@ -1875,6 +1875,26 @@ class ReceiverCore:
         self._new_gap(start, end, now)
         self._horizon = end
 
+    def _rival_asked(self) -> bool:
+        """Whether the repeated end a far one won over (``_eos_rival``; the far one claimed,
+        or remembered: ``_pending_end``) is right after all data held (the data recovered
+        reached it: the next number to deliver) and its number is being asked for with
+        attempts left: once they run out unanswered, that end is claimed again and ends
+        the session there (``_rival_beats``), so a switch on silence waits for that
+        (bounded: one range's attempts), not reporting the number the data reached and
+        the far end's phantoms lost while its real end is being weighed. An honest server
+        holding a real tail beyond it answers the first attempt and disproves it."""
+        rival, far = self._eos_rival, self._eos_claim or self._pending_end
+        if rival is None or far is None or rival[1] < 2 or self._eos is not None:
+            return False
+        segs = self._segs
+        return (
+            rival[0] == self._expected >= self._data_top
+            and bool(segs)
+            and segs[0].start == rival[0]
+            and not self._unanswered(rival[0])
+        )
+
     def _end_stands(self, eos: _Claim, seq: int) -> bool:
         """Whether the end of session ``eos`` stands against live data at ``seq`` beyond
         it: one that repeated does until :data:`_WITNESSES` distinct data datagrams went
@@ -2516,6 +2536,7 @@ class ReceiverCore:
                 and (ready or evident)
                 and not self._passed_gap_open()
                 and not self._end_fetched(now)
+                and not self._rival_asked()
             ):
                 eos = self._eos_claim
                 if (
@@ -2526,6 +2547,8 @@ class ReceiverCore:
                     and self._end_is_near(eos.start)
                 ):  # its end came before that silence, which confirmed it: it ends first
                     self._settle_end(eos, now)
+                elif self._pending_end is not None:  # (or the end it remembers gave way:
+                    self._wake_pending_end(now)  # _rival_asked, now out of attempts)
                 self._switch_to(best, now)
                 return
             news = self._news_at()
@@ -3556,9 +3579,18 @@ class ReceiverCore:
                             j += 1
                         self._segs_give_up(i, j, LOST_ATTEMPTS_EXHAUSTED)
                         continue
-                    if seg.attempts >= cfg.max_request_attempts and not passed:
+                    if not passed and (
+                        seg.own_attempts >= cfg.max_request_attempts
+                        or (
+                            seg.attempts >= cfg.max_request_attempts
+                            and now < self._other_at + cfg.max_request_timeout
+                        )
+                    ):
                         # not passed by the feed: not yet arrived; asked again once it is,
-                        # or after a wait that doubles each time (requests stay few)
+                        # or after a wait that doubles each time (requests stay few); a
+                        # range whose front live data moved gets its own attempts at its
+                        # new front once the feed stopped (while it flows, the feed may
+                        # pass it: the attempts at its old fronts count)
                         seg.parks += 1
                         wait = cfg.server_retry_interval * 2 ** min(seg.parks - 1, 6)
                         self._schedule(seg, now + wait)

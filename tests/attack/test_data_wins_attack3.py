@@ -1678,21 +1678,6 @@ def test_a_gap_out_of_attempts_before_the_feed_passed_it_is_asked_again_after() 
     assert [n for _, n in ended(o, A)] == [1001]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by a targeted hunt (recv4; open, on main too): forged data of A 1,025 ahead "
-        "three times before A's feed (2.52 s; A 300 msgs from 3.0 s, 30% lost on line A, "
-        "its last 80 packets lost), a forged heartbeat of A 1,157 ahead at 4.33 s, the "
-        "honest server answers 0.3 s late and drops the first two answers to each number: "
-        "the forged data held beyond A keeps the feed from passing A's holes until A's end "
-        "is believed (8.69 s); parked out of attempts, they are asked again together with "
-        "fresh attempts at 12.12 s, a dozen first attempts (50 ms) time out at once, the "
-        "server counts as fallen silent (_all_silent) and 13 holes it holds are reported "
-        "lost (asking them once with the longest timeout instead fixes this one but loses "
-        "real data where the server drops the first answers after the feed passed)"
-    ),
-)
 def test_forged_far_data_of_the_first_session_before_its_feed_with_a_lossy_slow_server() -> None:
     """Promise: real data an honest server holds is never reported lost."""
     play(

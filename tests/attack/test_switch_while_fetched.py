@@ -16,6 +16,7 @@ from attack.test_data_wins_attack3 import (
     HONEST,
     A,
     B,
+    Dead,
     Publisher,
     Server,
     check_tiles,
@@ -29,7 +30,7 @@ from attack.test_data_wins_attack3 import (
 )
 from attack.test_data_wins_attack5 import _ZeroCount, late_join
 from moldudp64.events import Source
-from moldudp64.wire import build_packet
+from moldudp64.wire import build_end_of_session, build_packet
 
 F = "FFFFFFFFFF"
 
@@ -96,3 +97,45 @@ def test_a_forged_session_whose_server_answers_nothing_holds_the_next_one_no_lon
     assert real(o, B) == list(range(1, 61))
     assert min(t for _, _, t in delivered(o, B)) <= 0.01 + 3.0 + 0.01
     assert named(o, F, 4999) == set(range(1, 5000))
+
+
+# ----------------------------------------------------------------- the repeated end reached
+
+
+def test_a_dead_server_under_a_forged_far_end_costs_no_longer_wait() -> None:
+    """attack4's forged far end (1200 x8 from 0.8 s) over A's real end 101 (x4), A's 100
+    lost on the line, B 3 s after A's last end, a dead server: nothing reaches A's real
+    end, so nothing holds the switch beyond A's silence (B from 3 s after A's last
+    datagram), and every number up to the far end is named (99 delivered, 100..1199 lost
+    'session changed')."""
+    a = Publisher(A, 100, 0.5, dt=0.01, per_packet=1, lost={99})
+    b = Publisher(B, 60, a.last_sent() + 3.0, dt=0.02, per_packet=2)
+    line = line_of([a, b]) + [
+        (0.8 + 0.5 * k, build_end_of_session(A, 1200), Source.LINE_A, None) for k in range(8)
+    ]
+    o = drive(line, [Dead(HONEST, {A: a, B: b})], 60.0)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 100))
+    assert lost(o, A) == [(100, 1199, "session changed")]
+    assert real(o, B) == list(range(1, 61))
+    assert min(t for _, _, t in delivered(o, B)) <= 4.3 + 3.0 + 0.01
+
+
+def test_a_forged_repeated_end_right_after_a_hole_loses_no_real_tail() -> None:
+    """The rule's other side: the repeated end the data reaches is a forger's (101 x2, on
+    line B after A's real end), A's real end 1301 (x4) far beyond a tail lost on the line
+    (101..1300), 100 lost too and answered at the fifth ask; the honest server holds the
+    tail: asked at 101, it answers, which disproves the forged end. A whole, ends at
+    1301, B whole."""
+    a = Publisher(A, 1300, 0.5, dt=0.001, per_packet=1, lost={99} | set(range(100, 1300)))
+    b = Publisher(B, 60, a.last_sent() + 3.0, dt=0.02, per_packet=2)
+    line = line_of([a, b]) + [
+        (2.0 + 0.3 * k, build_end_of_session(A, 101), Source.LINE_B, None) for k in range(2)
+    ]
+    drop = lambda s, q, k: q == 100 and k < 4  # noqa: E731
+    o = drive(line, [Server(HONEST, {A: a, B: b}, cap=40, delay=0.2, drop=drop)], 60.0)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 1301))
+    assert lost(o, A) == []
+    assert [x for _, x in ended(o, A)] == [1301]
+    assert real(o, B) == list(range(1, 61))
