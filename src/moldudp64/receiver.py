@@ -826,6 +826,10 @@ class ReceiverCore:
         #: passed (more than :data:`_END_WINDOW`): remembered, one per session, and
         #: claimed again once they are recovered or given up (see ``_wake_pending_end``).
         self._pending_end: _Claim | None = None
+        #: The highest end of session of the followed session that repeated but was
+        #: dropped, far beyond everything held: when the session is left, the numbers
+        #: before it not delivered are reported lost with the rest (see ``_switch_to``).
+        self._end_seen = 0
         #: When ``_pending_end`` may be looked at again (see ``_refresh``).
         self._pending_at = -_INF
         #: When an answer last brought data not held before (see ``_end_fetched``).
@@ -2162,6 +2166,8 @@ class ReceiverCore:
                 # passed are too many: remembered, claimed again once they are settled
                 self._pending_end = claim
                 return
+            if claim is not None and self._repeated(claim) and seq > self._end_seen:
+                self._end_seen = seq  # its numbers are named if the session is left
             self._drop(DROP_UNCONFIRMED, source, addr)
             return
         self._pending_end = None
@@ -2726,6 +2732,15 @@ class ReceiverCore:
         old = self._session or ""
         self._take_claims(None, now)
         self._segs_give_up(0, len(self._segs), LOST_SESSION_CHANGED)
+        if self._eos is None:
+            # the numbers an end of it named (repeated, as a publisher repeats its end) that
+            # were never asked for are named too, not forgotten with the end
+            ends = [c for c in (self._eos_claim, self._pending_end) if c is not None]
+            top = max([c.start for c in ends if self._repeated(c)] + [self._end_seen])
+            if top > self._horizon:
+                self._give_up_range(self._horizon, top, LOST_SESSION_CHANGED)
+                self._horizon = top
+        self._end_seen = 0
         self._requests.clear()
         self._next_deadline = _INF
         self._drain()

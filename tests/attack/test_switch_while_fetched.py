@@ -139,3 +139,25 @@ def test_a_forged_repeated_end_right_after_a_hole_loses_no_real_tail() -> None:
     assert lost(o, A) == []
     assert [x for _, x in ended(o, A)] == [1301]
     assert real(o, B) == list(range(1, 61))
+
+
+# ----------------------------------------------------------------- an end's numbers are named
+
+
+def test_a_forged_far_end_in_the_quiet_names_only_numbers_beyond_the_real_data() -> None:
+    """A (100 msgs, its end lost on the line) falls quiet; a forged end 1,000,000 (x3, line
+    B) in its quiet is dropped far beyond what was held; B comes 4 s after A's last data.
+    What A's repeated end named is reported lost when A is left, never forgotten: for a
+    forged end that is phantoms beyond A's real data (101..999999 'session changed');
+    A's real 1..100 delivered, nothing real lost, B whole."""
+    a = Publisher(A, 100, 0.5, dt=0.01, per_packet=1, end_lost=True)
+    b = Publisher(B, 60, a.last_sent() + 4.0, dt=0.02, per_packet=2)
+    line = line_of([a, b]) + [
+        (a.last_sent() + 0.3 + 0.3 * k, build_end_of_session(A, 1_000_000), Source.LINE_B, None)
+        for k in range(3)
+    ]
+    o = drive(line, [Server(HONEST, {A: a, B: b}, cap=5, delay=0.2)], 60.0)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 101))
+    assert lost(o, A) == [(101, 999_999, "session changed")]
+    assert real(o, B) == list(range(1, 61))
