@@ -2741,6 +2741,7 @@ class ReceiverCore:
                 self._give_up_range(self._horizon, top, LOST_SESSION_CHANGED)
                 self._horizon = top
         self._end_seen = 0
+        self._brought_at = -_INF  # (its answers brought the old session's data)
         self._requests.clear()
         self._next_deadline = _INF
         self._drain()

@@ -145,7 +145,13 @@ def test_a_late_join_beyond_the_window_with_one_or_six_datagrams_is_whole(seen: 
                     "changed') for numbers the server holds (kin of test_a_late_join_beyond_"
                     "the_window_then_the_next_session_reports_served_data_lost). The dead "
                     "case (was: 2999..3000 only named after an end, 1..2998 unnamed, by "
-                    "a269c50's far-phantom rule) passes since fixr2 took that rule out"
+                    "a269c50's far-phantom rule) passes since fixr2 took that rule out. "
+                    "fixA: the switch waits while answers bring data (_end_fetched) only "
+                    "for an answer with data within max_request_timeout (1 s); this "
+                    "server's first answer comes after the range's attempts ran out "
+                    "(4.55 s < 5 s: dead and slow look alike at the switch, 6.7 s) and "
+                    "its answers 5 s apart; a window that long keeps attack3's honest-slow "
+                    "guard (5 msgs an answer every 3 s) from reaching the next session C"
                 ),
             ),
         ),
