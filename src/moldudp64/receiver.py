@@ -832,6 +832,10 @@ class ReceiverCore:
         #: passed (more than :data:`_END_WINDOW`): remembered, one per session, and
         #: claimed again once they are recovered or given up (see ``_wake_pending_end``).
         self._pending_end: _Claim | None = None
+        #: The highest end of session of the followed session that repeated but was
+        #: dropped, far beyond everything held: when the session is left, the numbers
+        #: before it not delivered are reported lost with the rest (see ``_switch_to``).
+        self._end_seen = 0
         #: When ``_pending_end`` may be looked at again (see ``_refresh``).
         self._pending_at = -_INF
         #: When an answer last brought data not held before (see ``_end_fetched``).
@@ -1881,6 +1885,26 @@ class ReceiverCore:
         self._new_gap(start, end, now)
         self._horizon = end
 
+    def _rival_asked(self) -> bool:
+        """Whether the repeated end a far one won over (``_eos_rival``; the far one claimed,
+        or remembered: ``_pending_end``) is right after all data held (the data recovered
+        reached it: the next number to deliver) and its number is being asked for with
+        attempts left: once they run out unanswered, that end is claimed again and ends
+        the session there (``_rival_beats``), so a switch on silence waits for that
+        (bounded: one range's attempts), not reporting the number the data reached and
+        the far end's phantoms lost while its real end is being weighed. An honest server
+        holding a real tail beyond it answers the first attempt and disproves it."""
+        rival, far = self._eos_rival, self._eos_claim or self._pending_end
+        if rival is None or far is None or rival[1] < 2 or self._eos is not None:
+            return False
+        segs = self._segs
+        return (
+            rival[0] == self._expected >= self._data_top
+            and bool(segs)
+            and segs[0].start == rival[0]
+            and not self._unanswered(rival[0])
+        )
+
     def _end_stands(self, eos: _Claim, seq: int) -> bool:
         """Whether the end of session ``eos`` stands against live data at ``seq`` beyond
         it: one that repeated does until :data:`_WITNESSES` distinct data datagrams went
@@ -2148,6 +2172,8 @@ class ReceiverCore:
                 # passed are too many: remembered, claimed again once they are settled
                 self._pending_end = claim
                 return
+            if claim is not None and self._repeated(claim) and seq > self._end_seen:
+                self._end_seen = seq  # its numbers are named if the session is left
             self._drop(DROP_UNCONFIRMED, source, addr)
             return
         self._pending_end = None
@@ -2522,6 +2548,7 @@ class ReceiverCore:
                 and (ready or evident)
                 and not self._passed_gap_open()
                 and not self._end_fetched(now)
+                and not self._rival_asked()
             ):
                 eos = self._eos_claim
                 if (
@@ -2532,6 +2559,8 @@ class ReceiverCore:
                     and self._end_is_near(eos.start)
                 ):  # its end came before that silence, which confirmed it: it ends first
                     self._settle_end(eos, now)
+                elif self._pending_end is not None:  # (or the end it remembers gave way:
+                    self._wake_pending_end(now)  # _rival_asked, now out of attempts)
                 self._switch_to(best, now)
                 return
             news = self._news_at()
@@ -2565,6 +2594,10 @@ class ReceiverCore:
                 silent_at = self._last_live + stale_after
                 if now < silent_at < check:
                     check = silent_at
+                # (and when the answers bringing its missing numbers would stop: _end_fetched)
+                fetched = self._brought_at + min(stale_after, self.config.max_request_timeout)
+                if self._segs and now < fetched < check:
+                    check = fetched
                 news = self._news_at()
                 if news is not None and news != self._last_live:
                     # only copies since its news: look again when a whole session may go
@@ -2638,25 +2671,30 @@ class ReceiverCore:
 
     def _finishing(self, now: float) -> bool:
         """Whether the followed session is over (its end believed, or silent for
-        ``stale_after``) while a gap the feed passed in it is still asked for."""
+        ``stale_after``) while a gap the feed passed in it is still asked for, or while
+        the servers keep bringing its missing numbers (``_end_fetched``)."""
         if self._session_raw is None or self._ended:
             return False
         last, stale_after = self._last_live, self.config.stale_after
         over = self._eos is not None or (
             last is not None and stale_after is not None and last + stale_after <= now
         )
-        return over and self._passed_gap_open()
+        return over and (self._passed_gap_open() or self._end_fetched(now))
 
     def _end_fetched(self, now: float) -> bool:
-        """Whether the numbers before an end of session claimed (far ahead: window by
-        window) are being fetched and the servers keep bringing them (an answer with new
-        data within ``stale_after``): the real session's silence after its end, not
-        staleness; a switch then would report real data the servers hold lost. Bounded:
-        answers bring real data only."""
-        eos = self._eos_claim
+        """Whether numbers of the followed session are missing (before an end of session
+        claimed far ahead, window by window; a late join's front gap the feed never
+        passed) and the servers keep bringing them (an answer with new data within
+        ``max_request_timeout``, at most ``stale_after``: a server slower than a request's
+        longest timeout is not bringing them): the real session's silence after its end,
+        not staleness; a switch then would report real data the servers hold lost.
+        Bounded: only a configured server's answer with data not held before counts (a
+        forger's datagrams or a zero-count answer never do), and an honest server holds
+        only the real session's numbers."""
         wait = self.config.stale_after
-        if eos is None or not self._segs or wait is None:
+        if not self._segs or wait is None:
             return False
+        wait = min(wait, self.config.max_request_timeout)
         return now - self._brought_at < wait
 
     def _passed_gap_open(self) -> bool:
@@ -2700,6 +2738,16 @@ class ReceiverCore:
         old = self._session or ""
         self._take_claims(None, now)
         self._segs_give_up(0, len(self._segs), LOST_SESSION_CHANGED)
+        if self._eos is None:
+            # the numbers an end of it named (repeated, as a publisher repeats its end) that
+            # were never asked for are named too, not forgotten with the end
+            ends = [c for c in (self._eos_claim, self._pending_end) if c is not None]
+            top = max([c.start for c in ends if self._repeated(c)] + [self._end_seen])
+            if top > self._horizon:
+                self._give_up_range(self._horizon, top, LOST_SESSION_CHANGED)
+                self._horizon = top
+        self._end_seen = 0
+        self._brought_at = -_INF  # (its answers brought the old session's data)
         self._requests.clear()
         self._next_deadline = _INF
         self._drain()
@@ -3571,9 +3619,18 @@ class ReceiverCore:
                             j += 1
                         self._segs_give_up(i, j, LOST_ATTEMPTS_EXHAUSTED)
                         continue
-                    if seg.attempts >= cfg.max_request_attempts and not passed:
+                    if not passed and (
+                        seg.own_attempts >= cfg.max_request_attempts
+                        or (
+                            seg.attempts >= cfg.max_request_attempts
+                            and now < self._other_at + cfg.max_request_timeout
+                        )
+                    ):
                         # not passed by the feed: not yet arrived; asked again once it is,
-                        # or after a wait that doubles each time (requests stay few)
+                        # or after a wait that doubles each time (requests stay few); a
+                        # range whose front live data moved gets its own attempts at its
+                        # new front once the feed stopped (while it flows, the feed may
+                        # pass it: the attempts at its old fronts count)
                         seg.parks += 1
                         wait = cfg.server_retry_interval * 2 ** min(seg.parks - 1, 6)
                         self._schedule(seg, now + wait)

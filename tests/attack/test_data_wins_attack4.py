@@ -140,23 +140,7 @@ def test_data_after_a_believed_end_arriving_out_of_order_is_named() -> None:
     ("drops", "next_session"),
     [
         pytest.param(3, False, id="alone"),
-        pytest.param(
-            4,
-            True,
-            id="then-B",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "found by attack4, open (fix4b fixed 'alone' only): drops 4, then B "
-                    "(from 4.49 s): MessagesLost(A, 100, 1199, 'session changed'): the "
-                    "real message 100, which the server answers at its 5th ask, reported "
-                    "lost; no SessionEnded(A). 100 lies in the gap the forged far end "
-                    "opened at 0.8 s (31..1054); live data 31..99 arrived inside it, so "
-                    "no witness passed it, and the real end 101 that names it is not "
-                    "believed: unpassed, 'session changed' at the switch"
-                ),
-            ),
-        ),
+        pytest.param(4, True, id="then-B"),
     ],
 )
 def test_forged_end_just_beyond_the_window_outrepeats_the_real_end(

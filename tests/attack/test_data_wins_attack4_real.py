@@ -331,7 +331,7 @@ def test_an_ends_only_session_whose_server_dies_midway_yields_to_the_next_sessio
     """The wait is bounded by the attempts: the server dies at 6.5 s, A's recovery stops,
     A's range asked for runs out of attempts and B is followed: B whole, and every number
     of A delivered or reported lost with its range up to where it was asked (beyond it,
-    see the xfail below)."""
+    up to its end, see the test below)."""
     a = Publisher(A, 5000, 0.5, dt=0.0005, per_packet=1).all_lost()
     b = Publisher(B, 60, a.last_sent() + 3.0, dt=0.02, per_packet=2)
     o = _ends_only_then_b(Dies(HONEST, {A: a, B: b}, cap=5, delay=0.005, dies_at=6.5), a, b)
@@ -344,19 +344,6 @@ def test_an_ends_only_session_whose_server_dies_midway_yields_to_the_next_sessio
     assert real(o, B) == list(range(1, 61))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by fix4a (the same before its fix: 805 delivered, the same events): A "
-        "(5,000 msgs, every data datagram lost on the line, ends 5001 x4), its only server "
-        "dies at 6.5 s while it brings A's numbers (805 delivered), B 3 s after A's last "
-        "end: the far end 5001 is dropped as unconfirmed_sequence at 9.7 s, the switch "
-        "reports MessagesLost(A, 806, 1024, 'session changed') and 1025..5000 (announced "
-        "by the end, four times) are neither lost nor named: the far end's tail is only "
-        "ever taken a window at a time (_chase_end) and forgotten with the claim; kin of "
-        "test_real_end_behind_a_large_lost_tail_with_a_slow_server (end-of-session work)"
-    ),
-)
 def test_an_ends_only_session_whose_server_dies_midway_names_every_number() -> None:
     """Promise: every message not delivered is reported with its range."""
     a = Publisher(A, 5000, 0.5, dt=0.0005, per_packet=1).all_lost()
