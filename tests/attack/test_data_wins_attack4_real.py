@@ -122,39 +122,27 @@ def test_a_primary_and_a_backup_one_of_them_down(primary: str) -> None:
     assert len(o.requests) <= 3 * 58
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "open: fix4a's rule for it (8830666, a zero-count answer shows its server alive) was "
-        "reverted at review: an honest server that loses its first answer to each number "
-        "was then never asked again beside a lagging one (12 of 16 cases of "
-        "test_an_honest_server_that_loses_answers_beside_a_lagging_one_delivers_all, 17 of 60 "
-        "random real streams lost real data). Here the dead server gets more than one "
-        "request: in the first gap a dead server and an honest one whose answer was lost "
-        "look the same (asked once, never answered). fixB: with this very stream (one gap, "
-        "101..110) an honest server that loses its first answer to each number beside one "
-        "that answers zero-count for ever must be asked at least twice for 101, and until "
-        "it answers the receiver sees exactly what it sees here, so no rule can ask the "
-        "dead one once and keep that real data "
-        "(test_one_gap_from_a_lossy_honest_server_beside_another[zero-count-1] holds: "
-        "data wins); today the dead one gets 4 of 8-9 requests, the range is lost at 5.2 s"
-    ),
-)
 @pytest.mark.parametrize("dead_first", [False, True])
 def test_a_server_that_never_has_the_data_beside_a_dead_one_costs_bounded_requests(
     dead_first: bool,
 ) -> None:
     """The other side of the rule (retries stay with a server that answers, if only with
     nothing): one whose answers are all empty beside a dead one, a 10-message gap: reported
-    lost after its attempts, as with that server alone (attack3's zero-count case), and
-    the dead one asked once."""
+    lost after its attempts, as with that server alone (attack3's zero-count case), the
+    requests bounded by the range's attempts, the dead one asked for at most half of them.
+
+    Not "the dead one asked once", as this test first asked: on this very stream an honest
+    server that loses its first answer to each number, beside one that answers zero-count
+    for ever, must be asked at least twice for 101, and until it answers the receiver sees
+    what it sees here; asking the dead-looking one once would lose that real data
+    (test_one_gap_from_a_lossy_honest_server_beside_another[zero-count-1], fixB)."""
     a = Publisher(A, 300, 0.5, dt=0.01, per_packet=1, lost=set(range(100, 110)))
     pm = {A: a}
     servers: list[Server] = [Lagging(HONEST, pm, lag=1000.0), Dead(OTHER, pm)]
     o = drive(line_of([a]), servers[::-1] if dead_first else servers, 120.0)
     check_tiles(o)
     assert lost(o, A) == [(101, 110, "request attempts exhausted")]
-    assert len(o.requests) <= 10 and _to(o, OTHER) <= 1
+    assert len(o.requests) <= 10 and _to(o, OTHER) <= len(o.requests) // 2 + 1
     assert [n for _, n in ended(o, A)] == [301]
 
 
