@@ -12,6 +12,8 @@ import math
 from collections.abc import Callable
 from itertools import pairwise
 
+import pytest
+
 from linksim import Faults, LinkSim, messages
 from moldudp64.events import (
     Address,
@@ -809,3 +811,107 @@ def test_the_real_session_of_a_left_phantom_name_waits_while_the_followed_one_se
     assert [e for e in of_kind(events, MessagesLost) if e.session == x] == []
     assert _x_delivered(events) == list(range(1, 15))
     assert core.session == x
+
+
+def _ends_repeating(
+    server: str, x_feed_at: int | None = None, y_feed_at: int | None = None
+) -> list[tuple[float, Event]]:
+    """X's end of session at 101 once a second for 10 s (0..10 s), nothing else of X: a
+    session joined after its end, or a far end forged before X's real feed. ``server``:
+    "none" configured, "dead" (never answers) or "honest" (holds what X published: all
+    100 when it ended before, else what its feed sent so far).
+    ``x_feed_at``: X's real feed (100 messages, one per 10 ms, on line A) from that tick
+    (10 ms), without its end; ``y_feed_at``: session Y's 50 messages from that tick, one
+    per 10 ms, its end repeated 4 times 0.5 s apart. Runs 40 s; returns timed events."""
+    x, y = "SESSIONXXX", "SESSIONYYY"
+    cfg = ReceiverConfig(rerequest_server_addrs=[] if server == "none" else [SERVER])
+    core = ReceiverCore(cfg)
+    out: list[tuple[float, Event]] = []
+    for tick in range(1, 4000):
+        now = tick / 100
+        for req, _addr in core.datagrams_to_send(now):
+            p = RetransmissionPacket.parse(req)
+            if server == "honest" and p.session_ident.strip() == x:
+                held = 100 if x_feed_at is None else min(100, max(0, tick - x_feed_at))
+                top = min(p.seq_num + min(p.msg_count, 5), held + 1)
+                if top <= p.seq_num:
+                    continue  # not published yet: an honest server sends nothing
+                msgs = [b"x%d" % s for s in range(p.seq_num, top)]
+                core.receive_datagram(build_packet(x, p.seq_num, msgs), R, now, addr=SERVER)
+        if tick % 100 == 0 and tick <= 1000:
+            core.receive_datagram(build_end_of_session(x, 101), A, now)
+        if x_feed_at is not None and 0 <= tick - x_feed_at < 100:
+            n = tick - x_feed_at + 1
+            core.receive_datagram(build_packet(x, n, [b"x%d" % n]), A, now)
+        if y_feed_at is not None:
+            k = tick - y_feed_at
+            if 0 <= k < 50:
+                core.receive_datagram(build_packet(y, k + 1, [b"y%d" % (k + 1)]), A, now)
+            elif k >= 70 and (k - 70) % 50 == 0 and (k - 70) // 50 < 4:
+                core.receive_datagram(build_end_of_session(y, 51), A, now)
+        core.handle_timer(now)
+        out += [(now, e) for e in core.events_received()]
+    return out
+
+
+def _numbers(timed: list[tuple[float, Event]], session: str) -> list[int]:
+    return [
+        e.seq_num + i
+        for _, e in timed
+        if isinstance(e, MessagesDelivered) and e.session == session
+        for i in range(len(e.messages))
+    ]
+
+
+@pytest.mark.parametrize("server", ["none", "dead", "honest"])
+def test_a_far_end_forged_before_its_sessions_feed_reports_none_of_its_real_data_lost(
+    server: str,
+) -> None:
+    """X's end far ahead (101), repeated once a second for 10 s before X's real feed
+    (from 10.5 s, 1..100, its own end lost): followed on its ends alone, nothing real
+    reached it while its end repeated, so its numbers are not yet arrived, not lost:
+    X's real 1..100 are delivered whole, none of them reported lost."""
+    timed = _ends_repeating(server, x_feed_at=1050)
+    x = "SESSIONXXX"
+    assert _numbers(timed, x) == list(range(1, 101))
+    lost_x = [e for _, e in timed if isinstance(e, MessagesLost) and e.session == x]
+    assert lost_x == []
+    assert SessionEnded(x, 101) in [e for _, e in timed]
+
+
+@pytest.mark.parametrize("server", ["none", "dead"])
+def test_a_session_joined_after_its_end_reports_its_numbers_lost_once_its_end_fell_quiet(
+    server: str,
+) -> None:
+    """What the rule costs a real stream: a session joined after its end (its end alone,
+    repeated for 10 s), no server or a dead one: its numbers are reported lost and it
+    ends, as before, but only once its end fell quiet (end_confirm after its last
+    repeat), not while it still repeats (the spec's last chance to fill gaps)."""
+    timed = _ends_repeating(server)
+    x = "SESSIONXXX"
+    lost_x = [(t, e) for t, e in timed if isinstance(e, MessagesLost) and e.session == x]
+    assert [e for _, e in lost_x] == [MessagesLost(x, 1, 100, lost_x[0][1].reason)]
+    assert lost_x[0][0] >= 10.0 + ReceiverConfig().end_confirm
+    assert SessionEnded(x, 101) in [e for _, e in timed]
+
+
+@pytest.mark.parametrize("server", ["none", "dead", "honest"])
+def test_a_session_with_data_after_an_ended_one_is_followed_as_soon_as_before(
+    server: str,
+) -> None:
+    """Guard: while the ended session's end still repeats (until 10 s), session Y with
+    data comes (from 3 s): the wait for the end to fall quiet is not kept (a session
+    with data waits), so Y is followed before X's end stops and delivered whole; X's
+    numbers are delivered (honest server) or reported lost."""
+    timed = _ends_repeating(server, y_feed_at=300)
+    x, y = "SESSIONXXX", "SESSIONYYY"
+    assert _numbers(timed, y) == list(range(1, 51))
+    first_y = min(t for t, e in timed if isinstance(e, MessagesDelivered) and e.session == y)
+    assert first_y < 10.0
+    named = set(_numbers(timed, x)) | {
+        n
+        for _, e in timed
+        if isinstance(e, MessagesLost) and e.session == x
+        for n in range(e.first_seq, e.last_seq + 1)
+    }
+    assert named == set(range(1, 101))

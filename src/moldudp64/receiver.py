@@ -920,6 +920,9 @@ class ReceiverCore:
         #: Messages delivered and reported lost when the followed session was followed
         #: (see ``_phantom``).
         self._follow_mark = (0, 0)
+        #: When the followed session's last end of session came off a line (see
+        #: ``_end_repeats``).
+        self._end_heard = -_INF
         #: When the first session followed (at the start) was first seen: a session seen
         #: before it only through its ends is older (see ``_after_quiet``).
         self._follow_seen = -_INF
@@ -1962,11 +1965,14 @@ class ReceiverCore:
         of the session for ``end_confirm`` after it (see the module doc). A near gap
         before it is requested at once."""
         if self._eos is not None:
+            if source != _RETX:
+                self._end_heard = now
             if seq != self._eos:
                 self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
             return
         if source == _RETX:
             return  # an answer never ends a session
+        self._end_heard = now
         claim = self._eos_claim
         if seq < self._expected:  # below what was delivered: the data wins, unless the
             # end repeats and the quiet then confirms it (forged data delivered before it
@@ -2738,6 +2744,26 @@ class ReceiverCore:
             self._held_bytes -= piece.nbytes
             self._events.append(MessagesAfterEnd(session, seq, seq + len(piece.msgs) - 1, left))
 
+    def _end_repeats(self, now: float) -> float | None:
+        """When the end of session last came, if the followed session was followed on
+        its ends alone, nothing real reached it since (nothing of it delivered: no data
+        on a line, no server answer), no session with data waits, and its end still
+        repeats (it came within ``end_confirm``); else None. Its numbers are then "not
+        yet arrived", not lost: the spec's publisher repeats its end "for a while", the
+        last chance to fill gaps, so they are given up only once its end fell quiet; a
+        far end forged before the real feed of that name no longer has its first
+        numbers reported lost before they arrive (each asked once more per quiet: a
+        bounded cost)."""
+        mark = self._bare_mark
+        if mark is None or self._delivered != mark:
+            return None
+        last = self._end_heard
+        if now >= last + self.config.end_confirm:
+            return None
+        if any(c.carries for c in self._cands.values()):
+            return None
+        return last
+
     def _switch_to(self, session_raw: bytes, now: float) -> None:
         """Leave the current session for ``session_raw``: close the old one's books, then
         take the new session's datagrams that waited for it."""
@@ -2791,6 +2817,7 @@ class ReceiverCore:
         self._ended = False
         self._bare_mark = None if cand.carries else self._delivered
         self._follow_mark = (self._delivered, self._lost_messages)
+        self._end_heard = -_INF
         # (at the start only: one seen before the first session followed was ending as
         # the receiver joined; after a switch, one seen first is still followed after)
         self._follow_seen = -_INF if old else cand.first_at
@@ -3470,6 +3497,9 @@ class ReceiverCore:
             servers = self._choose(now, seg.avoid, spread=fan, final=final)
             if not servers:
                 give_up_at = seg.detected + cfg.loss_grace
+                last = self._end_repeats(now)
+                if last is not None:  # not yet arrived while its end repeats
+                    give_up_at = max(give_up_at, last + cfg.end_confirm)
                 if now >= give_up_at and passed:
                     reason = LOST_NO_SERVERS if not self._servers else LOST_ALL_SERVERS_OUT
                     i = self._index(seg)
@@ -3606,6 +3636,13 @@ class ReceiverCore:
                 if seg.req_seq == seq and seg.due is None:
                     seg.req_seq = -1
                     passed = self._wit - seg.wit0 >= _WITNESSES
+                    last = self._end_repeats(now)
+                    if passed and seg.own_attempts >= cfg.max_request_attempts and last is not None:
+                        # its end still repeats: asked once more when it fell quiet
+                        self._schedule(seg, max(now, last + cfg.end_confirm))
+                        seg.avoid = req.servers
+                        i += 1
+                        continue
                     if passed and (
                         seg.own_attempts >= cfg.max_request_attempts
                         or self._all_silent(now, seg.detected)
