@@ -1537,6 +1537,8 @@ class ReceiverCore:
             self._events.append(DatagramReceived(data, source, addr))
         if count == END_OF_SESSION:
             self._eos_packets += 1
+            if source != _RETX:
+                self._end_heard = now  # (see _end_repeats)
             self._on_end_of_session(seq, data, source, now, addr)
         else:
             value = seq + count
@@ -1965,14 +1967,11 @@ class ReceiverCore:
         of the session for ``end_confirm`` after it (see the module doc). A near gap
         before it is requested at once."""
         if self._eos is not None:
-            if source != _RETX:
-                self._end_heard = now
             if seq != self._eos:
                 self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
             return
         if source == _RETX:
             return  # an answer never ends a session
-        self._end_heard = now
         claim = self._eos_claim
         if seq < self._expected:  # below what was delivered: the data wins, unless the
             # end repeats and the quiet then confirms it (forged data delivered before it
