@@ -921,6 +921,12 @@ class ReceiverCore:
         #: Messages delivered when a session seen only through heartbeats and ends was
         #: followed (see ``_bare``); None when the followed session carried data.
         self._bare_mark: int | None = None
+        #: Messages delivered and reported lost when the followed session was followed
+        #: (see ``_phantom``).
+        self._follow_mark = (0, 0)
+        #: When the followed session's last end of session came off a line (see
+        #: ``_end_repeats``).
+        self._end_heard = -_INF
         #: When the first session followed (at the start) was first seen: a session seen
         #: before it only through its ends is older (see ``_after_quiet``).
         self._follow_seen = -_INF
@@ -1535,6 +1541,8 @@ class ReceiverCore:
             self._events.append(DatagramReceived(data, source, addr))
         if count == END_OF_SESSION:
             self._eos_packets += 1
+            if source != _RETX:
+                self._end_heard = now  # (see _end_repeats)
             self._on_end_of_session(seq, data, source, now, addr)
         else:
             value = seq + count
@@ -2730,6 +2738,69 @@ class ReceiverCore:
         quiet = cand.last_at + self.config.end_confirm <= now
         return _ready(cand) and cand.end_count >= 2 and quiet
 
+    def _phantom(self) -> bool:
+        """Whether the followed session showed nothing real: followed on data, nothing of
+        it delivered or reported lost since (no server brought any of its numbers), no end
+        of it believed, and all it holds is one datagram's numbers (copies of it, which
+        vouched for each other: never a second datagram that continues it) beyond a gap at
+        its front wider than one request (``max_messages_per_request``) that the feed never
+        passed, as two forged data datagrams of the next session's name sent before its
+        feed are. Its numbers before that datagram are "not yet arrived", not lost (see
+        ``_leave_phantom``). A real session whose first packets were lost (a gap of one
+        request or less), or of which two datagrams arrived (a late join in its last
+        datagrams, a first burst lost), is not one: its gap is reported lost and what it
+        held delivered."""
+        held = self._held
+        return (
+            self._session_raw is not None
+            and self._bare_mark is None  # followed on data (one of ends alone is left)
+            and not self._ended
+            and self._eos is None
+            and (self._delivered, self._lost_messages) == self._follow_mark
+            and len(held) == 1
+            and bool(self._segs)
+            and self._segs[0].start == self._expected
+            and not self._passed_gap_open()
+            and min(held) - self._expected > self.config.max_messages_per_request
+        )
+
+    def _leave_phantom(self) -> None:
+        """Leave a session that showed nothing real (``_phantom``) without reporting its
+        numbers lost: its gaps are dropped (nothing real reached them), the datagram it
+        held is named with its range (``MessagesAfterEnd``, ``end_seq`` the first number
+        it was waiting for: it was left there), never delivered nor dropped unnamed; its
+        name is not remembered as left (see ``_switch_to``), so the real session of that
+        name is followed, and delivered from its first number, when it comes."""
+        for seg in self._segs:
+            seg.alive = False
+            self._less_missing(seg, seg.end - seg.start)
+        self._segs.clear()
+        session, left = self._session or "", self._expected
+        for seq in sorted(self._held):
+            piece = self._held.pop(seq)
+            self._held_bytes -= piece.nbytes
+            self._events.append(MessagesAfterEnd(session, seq, seq + len(piece.msgs) - 1, left))
+
+    def _end_repeats(self, now: float) -> float | None:
+        """When the end of session last came, if the followed session was followed on
+        its ends alone, nothing real reached it since (nothing of it delivered: no data
+        on a line, no server answer), no session with data waits, and its end still
+        repeats (it came within ``end_confirm``); else None. Its numbers are then "not
+        yet arrived", not lost: the spec's publisher repeats its end "for a while", the
+        last chance to fill gaps, so they are given up only once its end fell quiet; a
+        far end forged before the real feed of that name no longer has its first
+        numbers reported lost before they arrive (each asked once more per quiet: a
+        bounded cost)."""
+        mark = self._bare_mark
+        if mark is None or self._delivered != mark:
+            return None
+        last = self._end_heard
+        if now >= last + self.config.end_confirm:
+            return None
+        if any(c.carries for c in self._cands.values()):
+            return None
+        return last
+
     def _switch_to(self, session_raw: bytes, now: float) -> None:
         """Leave the current session for ``session_raw``: close the old one's books, then
         take the new session's datagrams that waited for it."""
@@ -2737,6 +2808,9 @@ class ReceiverCore:
         self._flush_past_runs(None)
         old = self._session or ""
         self._take_claims(None, now)
+        phantom = self._phantom()
+        if phantom:
+            self._leave_phantom()
         self._segs_give_up(0, len(self._segs), LOST_SESSION_CHANGED)
         if self._eos is None:
             # the numbers an end of it named (repeated, as a publisher repeats its end) that
@@ -2757,7 +2831,7 @@ class ReceiverCore:
         self._eos_rival = None
         self._eos_gone = None
         self._pending_end = None
-        if self._session_raw is not None:
+        if self._session_raw is not None and not phantom:
             left = self._eos if self._eos is not None else max(self._expected, self._horizon)
             # what was named beyond its end already (MessagesAfterEnd) is not named again
             named = {a: b for a, b in self._after_named if b > left}
@@ -2789,6 +2863,8 @@ class ReceiverCore:
         self._wit_top = 0
         self._ended = False
         self._bare_mark = None if cand.carries else self._delivered
+        self._follow_mark = (self._delivered, self._lost_messages)
+        self._end_heard = -_INF
         # (at the start only: one seen before the first session followed was ending as
         # the receiver joined; after a switch, one seen first is still followed after)
         self._follow_seen = -_INF if old else cand.first_at
@@ -3468,6 +3544,9 @@ class ReceiverCore:
             servers = self._choose(now, seg.avoid, spread=fan, final=final)
             if not servers:
                 give_up_at = seg.detected + cfg.loss_grace
+                last = self._end_repeats(now)
+                if last is not None:  # not yet arrived while its end repeats
+                    give_up_at = max(give_up_at, last + cfg.end_confirm)
                 if now >= give_up_at and passed:
                     reason = LOST_NO_SERVERS if not self._servers else LOST_ALL_SERVERS_OUT
                     i = self._index(seg)
@@ -3604,6 +3683,13 @@ class ReceiverCore:
                 if seg.req_seq == seq and seg.due is None:
                     seg.req_seq = -1
                     passed = self._wit - seg.wit0 >= _WITNESSES
+                    last = self._end_repeats(now)
+                    if passed and seg.own_attempts >= cfg.max_request_attempts and last is not None:
+                        # its end still repeats: asked once more when it fell quiet
+                        self._schedule(seg, max(now, last + cfg.end_confirm))
+                        seg.avoid = req.servers
+                        i += 1
+                        continue
                     if passed and (
                         seg.own_attempts >= cfg.max_request_attempts
                         or self._all_silent(now, seg.detected)
