@@ -594,10 +594,13 @@ def test_a_short_session_left_before_its_gap_was_passed_delivers_what_it_held() 
     assert delivered == [(2, b"x2"), (3, b"x3"), (4, b"x4")]
 
 
-def _left_early(gap: int, server: bool = False) -> tuple[list[Event], ReceiverCore]:
-    """Session X (max_messages_per_request 4): its first ``gap`` numbers never arrive,
-    two datagrams after them do, then X falls silent while Y goes live (stale_after 1 s):
-    X is left. With ``server``, a server that holds all of X answers every request."""
+def _x_left(
+    arrived: list[tuple[float, bytes, Source]], served_below: int, server: bool
+) -> tuple[list[Event], ReceiverCore]:
+    """Session X's datagrams ``arrived`` (time, datagram, line), nothing else of X; then X
+    falls silent while Y goes live (stale_after 1 s, max_messages_per_request 4): X is
+    left. With ``server``, a server holding X's numbers below ``served_below`` answers
+    every request."""
     x, y = "SESSIONXXX", "SESSIONYYY"
     cfg = ReceiverConfig(
         stale_after=1.0,
@@ -606,20 +609,30 @@ def _left_early(gap: int, server: bool = False) -> tuple[list[Event], ReceiverCo
     )
     core = ReceiverCore(cfg)
     events: list[Event] = []
-    for k in range(2):
-        seq = gap + 1 + k
-        core.receive_datagram(build_packet(x, seq, [b"x%d" % seq]), A, 0.01 * k)
+    for at, data, line in arrived:
+        core.receive_datagram(data, line, at)
     for k in range(120):
         now = 0.05 + 0.05 * k
         for req, _addr in core.datagrams_to_send(now):
             p = RetransmissionPacket.parse(req)
-            msgs = [b"x%d" % s for s in range(p.seq_num, min(p.seq_num + p.msg_count, gap + 1))]
+            top = min(p.seq_num + p.msg_count, served_below)
+            msgs = [b"x%d" % s for s in range(p.seq_num, top)]
             core.receive_datagram(build_packet(x, p.seq_num, msgs), R, now, addr=SERVER)
         if k % 10 == 9:
             core.receive_datagram(build_packet(y, 1 + k // 10, [b"y%d" % k]), A, now)
         core.handle_timer(now)
         events += core.events_received()
     return events, core
+
+
+def _left_early(gap: int, server: bool = False) -> tuple[list[Event], ReceiverCore]:
+    """Session X: its first ``gap`` numbers never arrive, two datagrams after them do
+    (one message each), then X is left (``_x_left``); a server holds 1..``gap``."""
+    arrived = [
+        (0.01 * k, build_packet("SESSIONXXX", gap + 1 + k, [b"x%d" % (gap + 1 + k)]), A)
+        for k in range(2)
+    ]
+    return _x_left(arrived, gap + 1, server)
 
 
 def test_a_real_session_whose_first_request_of_numbers_was_lost_is_reported_as_before() -> None:
@@ -706,31 +719,9 @@ def test_a_session_left_showing_nothing_real_is_followed_when_its_feed_comes() -
 def _one_datagram_left(seq: int, server: bool = False) -> tuple[list[Event], ReceiverCore]:
     """Session X's one datagram ``seq`` (three messages) arrives on line A and its copy on
     line B, nothing else of X (a late join in its last datagram, its end lost on the line);
-    then Y goes live and X is left (stale_after 1 s, max_messages_per_request 4). With
-    ``server``, a server that holds all of X answers every request."""
-    x, y = "SESSIONXXX", "SESSIONYYY"
-    cfg = ReceiverConfig(
-        stale_after=1.0,
-        max_messages_per_request=4,
-        rerequest_server_addrs=[SERVER] if server else [],
-    )
-    core = ReceiverCore(cfg)
-    events: list[Event] = []
-    real = build_packet(x, seq, [b"x%d" % s for s in range(seq, seq + 3)])
-    core.receive_datagram(real, A, 0.0)
-    core.receive_datagram(real, B, 0.001)
-    for k in range(120):
-        now = 0.05 + 0.05 * k
-        for req, _addr in core.datagrams_to_send(now):
-            p = RetransmissionPacket.parse(req)
-            top = min(p.seq_num + p.msg_count, seq + 3)
-            msgs = [b"x%d" % s for s in range(p.seq_num, top)]
-            core.receive_datagram(build_packet(x, p.seq_num, msgs), R, now, addr=SERVER)
-        if k % 10 == 9:
-            core.receive_datagram(build_packet(y, 1 + k // 10, [b"y%d" % k]), A, now)
-        core.handle_timer(now)
-        events += core.events_received()
-    return events, core
+    then X is left (``_x_left``); a server holds all of X."""
+    real = build_packet("SESSIONXXX", seq, [b"x%d" % s for s in range(seq, seq + 3)])
+    return _x_left([(0.0, real, A), (0.001, real, B)], seq + 3, server)
 
 
 def _x_delivered(events: list[Event]) -> list[int]:
