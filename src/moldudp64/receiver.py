@@ -3322,7 +3322,10 @@ class ReceiverCore:
 
     def _timeout_for(self, attempts: int) -> float:
         cfg = self.config
-        timeout = cfg.request_timeout * cfg.request_backoff ** max(attempts - 1, 0)
+        try:
+            timeout = cfg.request_timeout * cfg.request_backoff ** max(attempts - 1, 0)
+        except OverflowError:  # (a gap never passed is asked for as long as it lasts)
+            return cfg.max_request_timeout
         return min(timeout, cfg.max_request_timeout)
 
     def _index(self, seg: _Segment) -> int:
