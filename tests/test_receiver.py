@@ -792,6 +792,16 @@ def test_a_switch_away_from_a_silent_session_reports_its_open_gap_lost() -> None
         c.datagrams_to_send(2.9)
         c.receive_datagram(pkt(2, 1, "SESSION002"), A, 3.0)
         events = c.events_received()
+        if options:
+            # S silent since 0.0 while SESSION002 is live, but the request for 2 (sent at
+            # 2.9) is in flight: the switch waits for the server (which never answers)
+            # until max_request_timeout past that first request at most
+            assert c.session == S
+            while c.session == S and (due := c.get_timer()) is not None:
+                c.handle_timer(due)
+                c.datagrams_to_send(due)
+            assert due <= 2.9 + 10
+            events += c.events_received()
         lost = events.index(MessagesLost(S, 2, 2, LOST_SESSION_CHANGED))
         changed = events.index(SessionChanged(S, "SESSION002", 1))
         assert lost < changed
@@ -1187,3 +1197,18 @@ def test_an_end_right_after_the_data_held_still_lets_a_farther_real_tail_be_aske
     assert delivered(events) == expect(1, 8)
     assert of(events, SessionEnded) == [SessionEnded(S, 9)]
     assert of(events, MessagesLost) == [] and of(events, MessagesAfterEnd) == []
+
+
+def test_a_gap_never_passed_is_asked_for_as_long_as_it_lasts_without_a_crash() -> None:
+    """1, then 3 on both lines, then silence, one server that never answers: the gap the
+    feed never passed is asked for on and on (its backoff capped at max_request_timeout);
+    was: the 1,025th request's timeout overflowed (OverflowError after about 90 hours)."""
+    c = core(rerequest_server_addrs=[SRV1])
+    c.receive_datagram(pkt(1, 1), A, 0.0)
+    both(c, pkt(3, 1), 0.0)
+    sent = 0
+    while sent < 1100 and (due := c.get_timer()) is not None:
+        c.handle_timer(due)
+        sent += len(reqs(c.datagrams_to_send(due)))
+    assert sent >= 1100
+    assert delivered(c.events_received()) == [*expect(1, 1)]

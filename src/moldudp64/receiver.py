@@ -840,6 +840,8 @@ class ReceiverCore:
         self._pending_at = -_INF
         #: When an answer last brought data not held before (see ``_end_fetched``).
         self._brought_at = -_INF
+        #: When the first request went out since then (see ``_asked_in_flight``).
+        self._asked_at = -_INF
         #: When the followed session's last live datagram that was no end of session came
         #: (slow path): what breaks the quiet after an end (see ``_wake_pending_end``).
         self._other_at = -_INF
@@ -2556,6 +2558,7 @@ class ReceiverCore:
                 and (ready or evident)
                 and not self._passed_gap_open()
                 and not self._end_fetched(now)
+                and not self._asked_in_flight(now)
                 and not self._rival_asked()
             ):
                 eos = self._eos_claim
@@ -2606,6 +2609,10 @@ class ReceiverCore:
                 fetched = self._brought_at + min(stale_after, self.config.max_request_timeout)
                 if self._segs and now < fetched < check:
                     check = fetched
+                # (and when the wait for the requests in flight ends: _asked_in_flight)
+                asked = self._asked_until()
+                if asked is not None and self._requests and now < asked < check:
+                    check = asked
                 news = self._news_at()
                 if news is not None and news != self._last_live:
                     # only copies since its news: look again when a whole session may go
@@ -2632,6 +2639,13 @@ class ReceiverCore:
             return False
         if self._ended or self._finishing(now):
             return True
+        last, stale_after = self._last_live, self.config.stale_after
+        until = self._asked_until()
+        if until is not None and now <= until and last is not None and cand.last_at > last:
+            # live when the followed one fell silent, and the switch to it may wait for a
+            # request in flight (``_asked_in_flight``; up to the wait's last instant, when
+            # the switch comes: bounded)
+            return True
         if not cand.ends:
             return False
         if _ready(cand) or self._after_quiet(cand):
@@ -2640,7 +2654,6 @@ class ReceiverCore:
             # one still sends (its tail, copies or a forger's datagrams); kept (bounded
             # by the waiting room) until the followed one is done with
             return True
-        last, stale_after = self._last_live, self.config.stale_after
         return (
             self._eos_claim is not None
             or self._eos is not None
@@ -2704,6 +2717,29 @@ class ReceiverCore:
             return False
         wait = min(wait, self.config.max_request_timeout)
         return now - self._brought_at < wait
+
+    def _asked_in_flight(self, now: float) -> bool:
+        """Whether the switch on the followed session's silence waits for the outcome of
+        a request for its missing numbers in flight: while a server as slow as the
+        configured timeouts allow may still answer, up to ``max_request_timeout`` after
+        the servers were first asked for them since an answer last brought data not held
+        before (``_asked_until``). A switch before would report the real data it brings
+        lost; once its answer brings data, ``_end_fetched`` holds the switch and the next
+        wait counts from the next request. A server that did not answer within that time
+        is slower than the timeouts allow: taken for a dead one (no wait). Bounded: a
+        forger's datagrams bring no answer with data (only a configured server's does),
+        so the switch waits one request timeout past the first request at most."""
+        until = self._asked_until()
+        if until is None or now >= until or not self._requests:
+            return False
+        # (one at its deadline counts: its next attempt goes out in the same look)
+        return any(req.deadline >= now for req in self._requests.values())
+
+    def _asked_until(self) -> float | None:
+        """When the wait of ``_asked_in_flight`` ends at the latest (None: no gap open)."""
+        if not self._segs:
+            return None
+        return max(self._asked_at, self._brought_at) + self.config.max_request_timeout
 
     def _passed_gap_open(self) -> bool:
         """Whether a gap the feed has passed (a believed end passes them all) is still being
@@ -2822,6 +2858,7 @@ class ReceiverCore:
                 self._horizon = top
         self._end_seen = 0
         self._brought_at = -_INF  # (its answers brought the old session's data)
+        self._asked_at = -_INF
         self._requests.clear()
         self._next_deadline = _INF
         self._drain()
@@ -3361,7 +3398,10 @@ class ReceiverCore:
 
     def _timeout_for(self, attempts: int) -> float:
         cfg = self.config
-        timeout = cfg.request_timeout * cfg.request_backoff ** max(attempts - 1, 0)
+        try:
+            timeout = cfg.request_timeout * cfg.request_backoff ** max(attempts - 1, 0)
+        except OverflowError:  # (a gap never passed is asked for as long as it lasts)
+            return cfg.max_request_timeout
         return min(timeout, cfg.max_request_timeout)
 
     def _index(self, seg: _Segment) -> int:
@@ -3598,6 +3638,8 @@ class ReceiverCore:
             seg.due = None
             seg.req_seq = seg.start
             deadline = now + self._timeout_for(seg.attempts)
+            if self._asked_at <= self._brought_at:
+                self._asked_at = now  # (the first request since data was last brought)
             holds = not lead.busy
             lead.busy = True
             self._requests[seg.start] = _Request(
