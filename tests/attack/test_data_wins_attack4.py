@@ -707,3 +707,136 @@ def test_a_forgers_ends_only_session_spread_over_the_end_spread(t0: float, fseq:
     assert real(o, B) == list(range(1, 61)) and lost(o, B) == []
     ((t_end, n_end),) = ended(o, B)
     assert n_end == 61 and t_end < b.last_sent() + 20.0
+
+
+# ----------------------------------------------------------------- ends under forgery (issue 18)
+# Found by the attack4/attack3 models (ATTACK4_HUNT=1000 scenario seed 51036; ATTACK3_HUNT=1000
+# scenario seeds 2, 48774, 41097). The promise: the real end of session ends the session and
+# every real message is delivered or named; a forged datagram may delay an end boundedly,
+# never prevent it.
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by the attack4 model (seed 51036): A (1,300 msgs, one a datagram, 0.1 ms "
+        "apart from 0.5 s, its real end 1301 x4 at 0.83..2.33 s, all arrive); forged data of "
+        "A at 1301 (the next number) x5 every 0.4 s from 1.23 s and a forged end at 2400 x5 "
+        "every 50 ms from 3.30 s, line A: the forged data is delivered, the far end (1,098 "
+        "beyond) is not believed, and the real end never ends the session: no "
+        "SessionEnded(A) by 62 s (with B: MessagesLost(A, 1302, 2399, 'session changed'), "
+        "no SessionEnded(A))"
+    ),
+)
+@pytest.mark.parametrize("next_session", [False, True], ids=["alone", "then-B"])
+def test_forged_data_at_the_next_number_and_a_far_end_keep_the_real_end_from_ending(
+    next_session: bool,
+) -> None:
+    """README (cannot know): forged data right after the last real message is delivered,
+    "and the real end (below it) still ends the session once it repeated and the feed fell
+    quiet, with a warning and MessagesAfterEnd"; a far end agreeing with nothing cannot
+    keep the real end from ending the session."""
+    a = Publisher(A, 1300, 0.5, dt=0.0001, per_packet=1)
+    pubs = [a]
+    if next_session:
+        pubs.append(Publisher(B, 60, a.last_sent() + 3.0, dt=0.02, per_packet=2))
+    line = line_of(pubs)
+    line += [
+        (1.23 + 0.4 * k, build_packet(A, 1301, [b"FORGED%d" % k]), Source.LINE_A, None)
+        for k in range(5)
+    ]
+    line += [
+        (3.30 + 0.05 * k, build_end_of_session(A, 2400), Source.LINE_A, None) for k in range(5)
+    ]
+    pm = {p.session: p for p in pubs}
+    o = drive(line, [Server(HONEST, pm, cap=40, delay=0.005)], a.last_sent() + 60.0)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 1301)) and [x for x in lost(o, A) if x[0] <= 1300] == []
+    assert [x for _, x in ended(o, A)] == [1301], f"A ended {ended(o, A)}, real end 1301 (x4)"
+    assert after_end(o, A) and after_end(o, A)[0][:2] == (1301, 1301), after_end(o, A)
+    if next_session:
+        assert real(o, B) == list(range(1, 61))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by the attack3 model (seed 2): A (30 msgs, its data all lost on both lines, its "
+        "real end 31 x4 at 0.79..2.29 s on both lines), B (60 msgs from 5.29 s); forged data "
+        "of A at 1024..1025 and a forged end at 2049, each x2 at 2.621 and 3.021 s on line B: "
+        "A is followed on the forged data, 1..30 recovered, then at B's start MessagesLost(A, "
+        "31, 1023, 'session changed') and (1026, 2048): no SessionEnded(A) (alone, without "
+        "B, A ends at 31 at 7.17 s)"
+    ),
+)
+def test_forged_far_data_and_end_after_an_ends_only_sessions_real_end_then_the_next() -> None:
+    """The real end (31, repeated four times, then quiet) ends A, also when the next session
+    starts: the forged data beyond it is named after the end, never 'session changed'."""
+    a = Publisher(A, 30, 0.5, dt=0.01, per_packet=3)
+    a.all_lost()
+    b = Publisher(B, 60, a.last_sent() + 3.0, dt=0.02, per_packet=2)
+    line = line_of([a, b], line_b=True) + [
+        (t, d, Source.LINE_B, None)
+        for t in (2.621, 3.021)
+        for d in (build_packet(A, 1024, [b"FORGED"] * 2), build_end_of_session(A, 2049))
+    ]
+    o = drive(line, [Server(HONEST, {A: a, B: b}, cap=5, delay=0.001)], a.last_sent() + 40.0)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 31)) and lost(o, A) == []
+    assert [x for _, x in ended(o, A)] == [31], f"A ended {ended(o, A)}, real end 31 (x4)"
+    assert real(o, B) == list(range(1, 61))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by the attack3 model (seed 48774): A (90 msgs, 3 a datagram from 3.0 s, its "
+        "real end 91 x4 at 3.49..4.99 s, line A, all arrive); forged data of A at 5004..5005 "
+        "x3 (3.0, 4.0, 5.0 s, line B) and a forged end at 5006 x8 every 50 ms from 4.825 s "
+        "(line A): GapDetected(A, 91, 5003), the forged end dropped as contradicted, 91..1114 "
+        "asked for until 24.55 s, and no SessionEnded(A) by 45 s"
+    ),
+)
+def test_forged_far_data_and_an_end_right_after_it_keep_the_real_end_from_ending() -> None:
+    """Forged data far ahead and an end agreeing with it (repeated more often than the
+    real one) cannot keep the real end from ending the session (README: "forged data far
+    ahead and a far end agreeing with it cannot keep the real end from ending the
+    session")."""
+    a = Publisher(A, 90, 3.0, dt=0.01, per_packet=3)
+    line = line_of([a])
+    line += [
+        (3.0 + k, build_packet(A, 5004, [b"FORGED%d" % k] * 2), Source.LINE_B, None)
+        for k in range(3)
+    ]
+    line += [
+        (4.825 + 0.05 * k, build_end_of_session(A, 5006), Source.LINE_A, None) for k in range(8)
+    ]
+    o = drive(line, [Server(HONEST, {A: a}, cap=5, delay=0.001)], a.last_sent() + 40.0)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 91)) and [x for x in lost(o, A) if x[0] <= 90] == []
+    assert [x for _, x in ended(o, A)] == [91], f"A ended {ended(o, A)}, real end 91 (x4)"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "found by the attack3 model (seed 41097): A (300 msgs from 0.5 s, both lines, its real "
+        "end 301 x4 at 3.69..5.19 s); forged heartbeats of A at 155 (below what was "
+        "delivered) x8 every 1 s from 2.027 s (line A), then at 10^15+301 x8 every 1 s from "
+        "9.686 s (line B): each restarts the end's quiet, SessionEnded(A, 301) at 19.19 s, "
+        "14 s after the real end's last repeat (the model allows 12.5 s)"
+    ),
+)
+def test_forged_heartbeats_below_and_far_beyond_delay_the_real_end_boundedly() -> None:
+    """A heartbeat below what was delivered is no news of the feed (a real one names the
+    next number), so it does not restart an end's quiet; the real end (301 x4) ends A within
+    end_confirm + 10 s of its last repeat."""
+    a = Publisher(A, 300, 0.5, dt=0.01, per_packet=1)
+    line = line_of([a], line_b=True)
+    line += [(2.027 + k, build_heartbeat(A, 155), Source.LINE_A, None) for k in range(8)]
+    line += [(9.686 + k, build_heartbeat(A, 10**15 + 301), Source.LINE_B, None) for k in range(8)]
+    o = drive(line, [Server(HONEST, {A: a}, cap=5, delay=0.001)], a.last_sent() + 40.0)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 301)) and lost(o, A) == []
+    ((t_end, n_end),) = ended(o, A)
+    assert n_end == 301 and t_end <= a.last_sent() + END_CONFIRM + 10.0, ended(o, A)
