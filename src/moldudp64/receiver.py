@@ -1842,7 +1842,17 @@ class ReceiverCore:
         claimed again: it names the next number to deliver, which starts an unpassed gap the
         servers were asked for until out of attempts with no answer (``_unanswered``), and
         it repeated more often, or repeated and is right after all data held (the data
-        recovered reached it: of two ends that one wins once it repeated)."""
+        recovered reached it: of two ends that one wins once it repeated); against a far
+        end remembered for such numbers (``_pending_end``), one that repeated at or below
+        the next number to deliver, however often the far one came."""
+        if rival[1] >= 2 and self._pending_end is not None and rival[0] >= self._first:
+            # the far end remembered waits for numbers the feed never passed: it can never
+            # be believed while nothing real reaches them, so a repeated end at the next
+            # number to deliver, or below it (forged data at the next number took its
+            # place: see _believe_end), is the only end the session can still have, once
+            # the numbers from the next on were asked for until out of attempts unanswered
+            # (however often the far one came: it must not keep the session from ending)
+            return rival[0] <= self._expected and self._unanswered(self._expected)
         if not self._unanswered(rival[0]):
             return False
         return rival[1] > copies or (rival[1] >= 2 and rival[0] >= self._data_top)
