@@ -2532,6 +2532,7 @@ class ReceiverCore:
                 and (ready or evident)
                 and not self._passed_gap_open()
                 and not self._end_fetched(now)
+                and not self._rival_waits()
             ):
                 eos = self._eos_claim
                 if (
@@ -2542,6 +2543,14 @@ class ReceiverCore:
                     and self._end_is_near(eos.start)
                 ):  # its end came before that silence, which confirmed it: it ends first
                     self._settle_end(eos, now)
+                rival = self._eos_rival
+                if (
+                    eos is None
+                    and self._pending_end is not None
+                    and rival is not None
+                    and self._rival_beats(rival, self._pending_end.copies)
+                ):  # the repeated end a far one won over ends it first (its quiet was kept)
+                    self._wake_pending_end(now)
                 self._switch_to(best, now)
                 return
             news = self._news_at()
@@ -2589,6 +2598,25 @@ class ReceiverCore:
                 if c.ends and not c.carries and now < c.first_at + self.config.end_confirm < check:
                     check = c.first_at + self.config.end_confirm
         self._switch_check = check if check < _INF else None
+
+    def _rival_waits(self) -> bool:
+        """Whether a switch on silence waits for the followed session's own end: a far end
+        is remembered for numbers the feed never passed (``_pending_end``) and the end it
+        won over repeated at or below the next number to deliver, whose numbers on are
+        still asked for (attempts left): once they are out of attempts unanswered, that
+        end is claimed again and ends the session (``_rival_beats``); an answer brings
+        them. Bounded by the attempts of one range."""
+        rival, segs = self._eos_rival, self._segs
+        return (
+            self._pending_end is not None
+            and rival is not None
+            and rival[1] >= 2
+            and self._first <= rival[0] <= self._expected
+            and bool(segs)
+            and segs[0].start == self._expected
+            and segs[0].parks == 0
+            and self._wit - segs[0].wit0 < _WITNESSES
+        )
 
     def _keep_silent(self, cand: _Candidate, now: float) -> bool:
         """Whether a waiting session silent for ``stale_after`` is kept (not forgotten):
