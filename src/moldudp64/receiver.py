@@ -2065,13 +2065,18 @@ class ReceiverCore:
         another end (``_eos_rival``): that other end, if the data does not disprove it too,
         is the end claimed again (with the copies it had), so a forged end repeated more
         often than the real one cannot, once the data shows it false, leave the field to
-        its own later repeats below the data (see :meth:`_on_end_of_session`)."""
+        its own later repeats below the data (see :meth:`_on_end_of_session`). Data
+        held beyond it from before (not this data, nor anything delivered) does not
+        disprove one that repeated: a repeated end stands against data beyond it (see
+        :meth:`_end_stands`), so forged far data cannot make the real end's repeats void."""
         rival = self._eos_rival
         self._eos_rival = None
         if rival is None or self._session_raw is None:
             return
         seq, copies = rival
-        if seq < max(value, self._data_top, self._expected):
+        if seq < max(value, self._data_top, self._expected) and (
+            copies < 2 or seq < max(value, self._expected)
+        ):
             return
         self._claim_again(self._session_raw, seq, copies, false, now)
 

@@ -884,3 +884,40 @@ def test_a_forged_end_at_the_next_number_while_a_slow_server_brings_a_large_lost
     assert [x for _, x in ended(o, A)] == [1301], f"A ended {ended(o, A)}, real end 1301 (x4)"
     if next_session:
         assert real(o, B) == list(range(1, 61)) and lost(o, B) == []
+
+
+@pytest.mark.parametrize("servers", ["honest", "lagging+dead"])
+def test_an_answer_that_disproves_a_forged_end_keeps_the_real_ends_repeats(servers: str) -> None:
+    """Found by the attack4 model (ATTACK4_HUNT=1000, scenario seed 1124): A (300 msgs, one
+    a datagram from 0.5 s, 5% lost on the line, real end 301 x4 at 0.73..2.23 s), B (60 msgs
+    from 5.23 s); forged data of A at 1 x5 from 0.287 s (before the feed), a forged end at 3
+    and forged data at 1,000,001, each x5 every 50 ms from 0.5 s (line A). The forged end 3
+    outrepeats the real one until an answer beyond it disproves it; the real end (3 copies
+    by then, below the forged far data held) was dropped with it, its fourth copy counted
+    as a first, refused below the data: on main no SessionEnded(A) and 301..1,000,000
+    'session changed'. A repeated end stands against data held beyond it."""
+    import random
+
+    rng = random.Random(1124)
+    a = Publisher(A, 300, 0.5, dt=0.0001, per_packet=1)
+    a.lost = {i for i in range(300) if rng.random() < 0.05}
+    b = Publisher(B, 60, a.last_sent() + 3.0, dt=0.02, per_packet=2)
+    pm = {A: a, B: b}
+    line = line_of([a, b])
+    for k in range(5):
+        line += [
+            (0.287 + 0.05 * k, build_packet(A, 1, [b"FORGED%d" % k]), Source.LINE_A, None),
+            (0.5 + 0.05 * k, build_end_of_session(A, 3), Source.LINE_A, None),
+            (0.5 + 0.05 * k, build_packet(A, 1_000_001, [b"FORGED%d" % k]), Source.LINE_A, None),
+        ]
+    srv: list[Server] = (
+        [Server(HONEST, pm, cap=40, delay=0.005)]
+        if servers == "honest"
+        else [Lagging(HONEST, pm, cap=40, lag=1.0), Dead(OTHER, pm)]
+    )
+    o = drive(line, srv, a.last_sent() + 60.0)
+    check_tiles(o)
+    assert real(o, A) == list(range(2, 301)), "A: real data lost or undelivered (1 forged)"
+    assert [x for x in lost(o, A) if x[0] <= 300] == []
+    assert [x for _, x in ended(o, A)] == [301], f"A ended {ended(o, A)}, real end 301 (x4)"
+    assert real(o, B) == list(range(1, 61))
