@@ -1856,7 +1856,17 @@ class ReceiverCore:
         claimed again: it names the next number to deliver, which starts an unpassed gap the
         servers were asked for until out of attempts with no answer (``_unanswered``), and
         it repeated more often, or repeated and is right after all data held (the data
-        recovered reached it: of two ends that one wins once it repeated)."""
+        recovered reached it: of two ends that one wins once it repeated); against a far
+        end remembered for such numbers (``_pending_end``), one that repeated at or below
+        the next number to deliver, however often the far one came."""
+        if rival[1] >= 2 and self._pending_end is not None and rival[0] >= self._first:
+            # the far end remembered waits for numbers the feed never passed: it can never
+            # be believed while nothing real reaches them, so a repeated end at the next
+            # number to deliver, or below it (forged data at the next number took its
+            # place: see _believe_end), is the only end the session can still have, once
+            # the numbers from the next on were asked for until out of attempts unanswered
+            # (however often the far one came: it must not keep the session from ending)
+            return rival[0] <= self._expected and self._unanswered(self._expected)
         if not self._unanswered(rival[0]):
             return False
         return rival[1] > copies or (rival[1] >= 2 and rival[0] >= self._data_top)
@@ -2089,13 +2099,18 @@ class ReceiverCore:
         another end (``_eos_rival``): that other end, if the data does not disprove it too,
         is the end claimed again (with the copies it had), so a forged end repeated more
         often than the real one cannot, once the data shows it false, leave the field to
-        its own later repeats below the data (see :meth:`_on_end_of_session`)."""
+        its own later repeats below the data (see :meth:`_on_end_of_session`). Data
+        held beyond it from before (not this data, nor anything delivered) does not
+        disprove one that repeated: a repeated end stands against data beyond it (see
+        :meth:`_end_stands`), so forged far data cannot make the real end's repeats void."""
         rival = self._eos_rival
         self._eos_rival = None
         if rival is None or self._session_raw is None:
             return
         seq, copies = rival
-        if seq < max(value, self._data_top, self._expected):
+        if seq < max(value, self._data_top, self._expected) and (
+            copies < 2 or seq < max(value, self._expected)
+        ):
             return
         self._claim_again(self._session_raw, seq, copies, false, now)
 
@@ -2560,6 +2575,7 @@ class ReceiverCore:
                 and not self._end_fetched(now)
                 and not self._asked_in_flight(now)
                 and not self._rival_asked()
+                and not self._rival_waits()
             ):
                 eos = self._eos_claim
                 if (
@@ -2571,7 +2587,7 @@ class ReceiverCore:
                 ):  # its end came before that silence, which confirmed it: it ends first
                     self._settle_end(eos, now)
                 elif self._pending_end is not None:  # (or the end it remembers gave way:
-                    self._wake_pending_end(now)  # _rival_asked, now out of attempts)
+                    self._wake_pending_end(now)  # _rival_asked or _rival_waits, now spent)
                 self._switch_to(best, now)
                 return
             news = self._news_at()
@@ -2627,6 +2643,25 @@ class ReceiverCore:
                 if c.ends and not c.carries and now < c.first_at + self.config.end_confirm < check:
                     check = c.first_at + self.config.end_confirm
         self._switch_check = check if check < _INF else None
+
+    def _rival_waits(self) -> bool:
+        """Whether a switch on silence waits for the followed session's own end: a far end
+        is remembered for numbers the feed never passed (``_pending_end``) and the end it
+        won over repeated at or below the next number to deliver, whose numbers on are
+        still asked for (attempts left): once they are out of attempts unanswered, that
+        end is claimed again and ends the session (``_rival_beats``); an answer brings
+        them. Bounded by the attempts of one range."""
+        rival, segs = self._eos_rival, self._segs
+        return (
+            self._pending_end is not None
+            and rival is not None
+            and rival[1] >= 2
+            and self._first <= rival[0] <= self._expected
+            and bool(segs)
+            and segs[0].start == self._expected
+            and segs[0].parks == 0
+            and self._wit - segs[0].wit0 < _WITNESSES
+        )
 
     def _keep_silent(self, cand: _Candidate, now: float) -> bool:
         """Whether a waiting session silent for ``stale_after`` is kept (not forgotten):
