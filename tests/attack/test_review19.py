@@ -1,0 +1,52 @@
+"""review19: real streams (no forger) where main does worse than at ef1458f.
+
+Found by running the same random and hand-made real streams through receiver.py at
+ef1458f and at main (298aa80) on attack3's simulated clock. Each test states the input
+and what the receiver did before and does now; each is a strict xfail until fixed.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from attack.test_data_wins_attack3 import (
+    HONEST,
+    A,
+    B,
+    Publisher,
+    Server,
+    check_tiles,
+    drive,
+    ended,
+    line_of,
+    lost,
+    named,
+    real,
+)
+from attack.test_data_wins_attack5 import late_join
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "late join of A (3,000 msgs, 2999..3000 and its 4 ends on the line), a server 0.2 s "
+        "away of 40 msgs an answer that holds A only, B of 3,000 msgs (one a datagram, 2 ms "
+        "apart, 4 ends) from 1 s after A's last end, max_held_packets=500. ef1458f: A's "
+        "921..2998 lost 'session changed', B's 499..1001 lost 'held-packet limit exceeded', "
+        "the rest of B delivered, B ends at 3001 (13.4 s). main: the switch waits for A's "
+        "recovery (rule 1, _end_fetched), B's 2,506 datagrams beyond the waiting room are "
+        "only counted (next_session_backlog_full) with its ends, B is followed at 17 s with "
+        "498 delivered, 499..3000 never named, never ends (a gap nothing passes, parked)"
+    ),
+)
+def test_a_busy_next_session_the_server_does_not_hold_is_named_while_a_is_fetched() -> None:
+    """Every number of B, whose datagrams all arrived on line A, is delivered or named,
+    and B ends at its real end (A's recovery may delay it, not drop it unnamed)."""
+    a = late_join(3000, 2, next_after=None)[0]
+    b = Publisher(B, 3000, a.last_sent() + 1.0, dt=0.002, per_packet=1)
+    srv = Server(HONEST, {A: a, B: b}, cap=40, delay=0.2, holds={A})
+    o = drive(line_of([a, b]), [srv], 120.0, max_held_packets=500)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 3001))
+    assert named(o, B, 3000) == set(range(1, 3001)), f"B: {len(real(o, B))} delivered, lost {lost(o, B)}"
+    assert [x for _, x in ended(o, B)] == [3001]
