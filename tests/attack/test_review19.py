@@ -48,5 +48,6 @@ def test_a_busy_next_session_the_server_does_not_hold_is_named_while_a_is_fetche
     o = drive(line_of([a, b]), [srv], 120.0, max_held_packets=500)
     check_tiles(o)
     assert real(o, A) == list(range(1, 3001))
-    assert named(o, B, 3000) == set(range(1, 3001)), f"B: {len(real(o, B))} delivered, lost {lost(o, B)}"
+    got = named(o, B, 3000)
+    assert got == set(range(1, 3001)), f"B: {len(real(o, B))} delivered, lost {lost(o, B)}"
     assert [x for _, x in ended(o, B)] == [3001]
