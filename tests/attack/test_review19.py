@@ -51,3 +51,27 @@ def test_a_busy_next_session_the_server_does_not_hold_is_named_while_a_is_fetche
     got = named(o, B, 3000)
     assert got == set(range(1, 3001)), f"B: {len(real(o, B))} delivered, lost {lost(o, B)}"
     assert [x for _, x in ended(o, B)] == [3001]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "late join of A (3,000 msgs, 2999..3000 and its 4 ends on the line), an honest "
+        "server 0.9 s away of 5 msgs an answer (each answer brings new data within "
+        "max_request_timeout), B of 60 msgs from 1 s after A's last end (4.7 s). ef1458f: "
+        "A's 26..2998 lost 'session changed', B delivered from 6.7 s, ends at 9.0 s. main: "
+        "the switch waits while the server brings A (rule 1, _end_fetched: no time bound, "
+        "only A's size), A whole, B's first message delivered at 379 s, B ends at 379 s "
+        "(the wait grows with the late join's size: a day's session would hold B for hours "
+        "and drop B's datagrams beyond the waiting room)"
+    ),
+)
+def test_a_slow_honest_server_fetching_a_late_join_does_not_hold_the_next_session_for_minutes() -> (
+    None
+):
+    """B, live from 4.7 s, is delivered within 60 s (attack3's honest-slow guard's bound)."""
+    pubs = late_join(3000, 2, next_after=1.0)
+    srv = Server(HONEST, {p.session: p for p in pubs}, cap=5, delay=0.9)
+    o = drive(line_of(pubs), [srv], 70.0)
+    check_tiles(o)
+    assert real(o, B) == list(range(1, 61)), f"B: {len(real(o, B))} of 60 by 70 s"
