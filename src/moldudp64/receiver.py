@@ -3800,10 +3800,16 @@ class ReceiverCore:
                         self._tie += 1
                         heappush(self._parked, (seg.wit0, self._tie, seg))
                         i += 1
-                        seg.avoid = req.servers  # (the next attempt goes elsewhere too)
+                        # (the next attempt goes elsewhere too, but not away from a server
+                        # that answered with nothing: its store lags, it may hold them then)
+                        seg.avoid = tuple(s for s in req.servers if s not in req.answered)
                         continue
                     seg.avoid = req.servers
-                    if seg.own_attempts + 1 >= cfg.max_request_attempts and req.answered:
+                    if (
+                        passed
+                        and seg.own_attempts + 1 >= cfg.max_request_attempts
+                        and req.answered
+                    ):
                         # its final attempt: a server that answered this one with nothing
                         # (its store lags) may hold the numbers by then (see _choose)
                         seg.avoid = tuple(s for s in req.servers if s not in req.answered)

@@ -80,24 +80,12 @@ def test_a_slow_honest_server_fetching_a_late_join_does_not_hold_the_next_sessio
     assert real(o, B) == list(range(1, 61)), f"B: {len(real(o, B))} of 60 by 70 s"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "A: 30 msgs one a datagram 1.2 s apart, numbers 16..18 and 26 lost on the line, a "
-        "server whose store lags 8 s (zero-count answers before) configured first, a dead one "
-        "second, default config. 26's 8 attempts (31.2..34.75 s) run out before the feed passed it "
-        "and it is parked; woken at 40.75 s for its final attempt. ef1458f: attempts "
-        "alternate L D L D L D L D, parked avoiding the dead one, the final goes to the "
-        "lagging store (holds 26 by then): delivered. main: rule 4's avoid change at the "
-        "attempt before the last (the lagging one answered zero-count, so it is not avoided) "
-        "sends the 8th to the lagging store again, the park keeps avoid = that server, the "
-        "final goes to the dead one alone: MessagesLost(A, 26, 26, 'request attempts "
-        "exhausted') at 41.75 s (the park branch still avoids a zero-count answerer)"
-    ),
-)
 def test_a_parked_gaps_final_attempt_does_not_fall_to_the_dead_server() -> None:
     """A gap parked before the feed passed it gets its final attempt from the lagging
-    store that holds it by then, not from the dead server alone."""
+    store that holds it by then, not from the dead server alone. (review19: A, 30 msgs one
+    a datagram 1.2 s apart, 16..18 and 26 lost on the line, a store lagging 8 s configured
+    first, a dead one second: the park kept avoiding the lagging store, which had answered
+    zero-count, and 26's final attempt went to the dead one: reported lost.)"""
     a = Publisher(A, 30, 0.0, dt=1.2, per_packet=1, lost={15, 16, 17, 25})
     servers = [Lagging(HONEST, {A: a}, cap=100, delay=0.001, lag=8.0), Dead(OTHER, {A: a})]
     o = drive(line_of([a]), servers, a.last_sent() + 60.0)
