@@ -258,6 +258,11 @@ _END_SPREAD = 0.2
 #: that make it "passed by the feed" (more than a few forged datagrams can give): only then
 #: may its numbers be reported lost, or a server's silence about them count against it.
 _WITNESSES = 5
+#: How long past its silence (in ``stale_after``\ s) a switch to the next session may wait
+#: while the servers bring the followed session's missing numbers or a request for them is
+#: in flight (``ReceiverCore._fetch_may_wait``): a next session that is live is delayed
+#: that long at most, never for the whole of a slow server's recovery of a long session.
+_FETCH_WAIT_STALES = 10
 #: An end of session further than this (or ``max_messages_per_request``, if larger)
 #: beyond everything held is never believed: the gap before it would cost more than one
 #: bounded request.
@@ -2629,6 +2634,10 @@ class ReceiverCore:
                 asked = self._asked_until()
                 if asked is not None and self._requests and now < asked < check:
                     check = asked
+                # (and when those waits end however the servers do: _fetch_may_wait)
+                bound = silent_at + _FETCH_WAIT_STALES * stale_after
+                if self._segs and now < bound < check:
+                    check = bound
                 news = self._news_at()
                 if news is not None and news != self._last_live:
                     # only copies since its news: look again when a whole session may go
@@ -2748,10 +2757,28 @@ class ReceiverCore:
         forger's datagrams or a zero-count answer never do), and an honest server holds
         only the real session's numbers."""
         wait = self.config.stale_after
-        if not self._segs or wait is None:
+        if not self._segs or wait is None or not self._fetch_may_wait(now):
             return False
         wait = min(wait, self.config.max_request_timeout)
         return now - self._brought_at < wait
+
+    def _fetch_may_wait(self, now: float) -> bool:
+        """Whether a switch on the followed session's silence may still wait for its
+        missing numbers (``_end_fetched``, ``_asked_in_flight``): for
+        :data:`_FETCH_WAIT_STALES` times ``stale_after`` past that silence at most, and only
+        while the datagrams waiting for the switch and those held fill under three quarters
+        of the held bounds. Real data the servers still hold of it is then reported lost
+        ("session changed"), a cost of the bounds: the next session's live data is never
+        dropped for the wait, nor delayed beyond it."""
+        cfg, last = self.config, self._last_live
+        stale_after = cfg.stale_after
+        if stale_after is None or last is None:
+            return True
+        if now >= last + (1 + _FETCH_WAIT_STALES) * stale_after:
+            return False
+        packets = self._cand_packets + len(self._held)
+        nbytes = self._cand_bytes + self._held_bytes
+        return 4 * packets < 3 * cfg.max_held_packets and 4 * nbytes < 3 * cfg.max_held_bytes
 
     def _asked_in_flight(self, now: float) -> bool:
         """Whether the switch on the followed session's silence waits for the outcome of
@@ -2765,7 +2792,7 @@ class ReceiverCore:
         forger's datagrams bring no answer with data (only a configured server's does),
         so the switch waits one request timeout past the first request at most."""
         until = self._asked_until()
-        if until is None or now >= until or not self._requests:
+        if until is None or now >= until or not self._requests or not self._fetch_may_wait(now):
             return False
         # (one at its deadline counts: its next attempt goes out in the same look)
         return any(req.deadline >= now for req in self._requests.values())
