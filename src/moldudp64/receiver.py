@@ -748,6 +748,16 @@ class _Candidate:
     #: beyond its ends so far (copies and repeated ends are none; see ``_news_at``).
     top: int = 0
     news_at: float = 0.0
+    #: One past the highest number of its data dropped for want of room while it waited:
+    #: numbers that arrived, so once followed the gap up to it is one the feed passed.
+    dropped_top: int = 0
+
+
+def _cand_dropped(cand: _Candidate, data: bytes) -> None:
+    """Remember how far the data of a waiting session dropped for want of room reached."""
+    _session, seq, count = _unpack_header(data)
+    if 0 < count < END_OF_SESSION and seq + count > cand.dropped_top:
+        cand.dropped_top = seq + count
 
 
 def _waiting_size(data: bytes) -> int:
@@ -1861,17 +1871,7 @@ class ReceiverCore:
         claimed again: it names the next number to deliver, which starts an unpassed gap the
         servers were asked for until out of attempts with no answer (``_unanswered``), and
         it repeated more often, or repeated and is right after all data held (the data
-        recovered reached it: of two ends that one wins once it repeated); against a far
-        end remembered for such numbers (``_pending_end``), one that repeated at or below
-        the next number to deliver, however often the far one came."""
-        if rival[1] >= 2 and self._pending_end is not None and rival[0] >= self._first:
-            # the far end remembered waits for numbers the feed never passed: it can never
-            # be believed while nothing real reaches them, so a repeated end at the next
-            # number to deliver, or below it (forged data at the next number took its
-            # place: see _believe_end), is the only end the session can still have, once
-            # the numbers from the next on were asked for until out of attempts unanswered
-            # (however often the far one came: it must not keep the session from ending)
-            return rival[0] <= self._expected and self._unanswered(self._expected)
+        recovered reached it: of two ends that one wins once it repeated)."""
         if not self._unanswered(rival[0]):
             return False
         return rival[1] > copies or (rival[1] >= 2 and rival[0] >= self._data_top)
@@ -2324,6 +2324,7 @@ class ReceiverCore:
         ):
             # no room to keep it: counted; once followed, its gap is requested
             self._dropped[DROP_SESSION_BACKLOG] = self._dropped.get(DROP_SESSION_BACKLOG, 0) + 1
+            _cand_dropped(cand, data)
         else:
             waiting.append((data, source, now, addr))
             cand.nbytes += size
@@ -2471,6 +2472,7 @@ class ReceiverCore:
             (c for c in self._cands.values() if c.datagrams), key=lambda c: c.datagrams[0][2]
         )
         data, source, _at, addr = cand.datagrams.pop(0)
+        _cand_dropped(cand, data)
         size = _waiting_size(data)
         cand.nbytes -= size
         self._cand_packets -= 1
@@ -2580,7 +2582,6 @@ class ReceiverCore:
                 and not self._end_fetched(now)
                 and not self._asked_in_flight(now)
                 and not self._rival_asked()
-                and not self._rival_waits()
             ):
                 eos = self._eos_claim
                 if (
@@ -2592,7 +2593,7 @@ class ReceiverCore:
                 ):  # its end came before that silence, which confirmed it: it ends first
                     self._settle_end(eos, now)
                 elif self._pending_end is not None:  # (or the end it remembers gave way:
-                    self._wake_pending_end(now)  # _rival_asked or _rival_waits, now spent)
+                    self._wake_pending_end(now)  # _rival_asked, now out of attempts)
                 self._switch_to(best, now)
                 return
             news = self._news_at()
@@ -2652,25 +2653,6 @@ class ReceiverCore:
                 if c.ends and not c.carries and now < c.first_at + self.config.end_confirm < check:
                     check = c.first_at + self.config.end_confirm
         self._switch_check = check if check < _INF else None
-
-    def _rival_waits(self) -> bool:
-        """Whether a switch on silence waits for the followed session's own end: a far end
-        is remembered for numbers the feed never passed (``_pending_end``) and the end it
-        won over repeated at or below the next number to deliver, whose numbers on are
-        still asked for (attempts left): once they are out of attempts unanswered, that
-        end is claimed again and ends the session (``_rival_beats``); an answer brings
-        them. Bounded by the attempts of one range."""
-        rival, segs = self._eos_rival, self._segs
-        return (
-            self._pending_end is not None
-            and rival is not None
-            and rival[1] >= 2
-            and self._first <= rival[0] <= self._expected
-            and bool(segs)
-            and segs[0].start == self._expected
-            and segs[0].parks == 0
-            and self._wit - segs[0].wit0 < _WITNESSES
-        )
 
     def _keep_silent(self, cand: _Candidate, now: float) -> bool:
         """Whether a waiting session silent for ``stale_after`` is kept (not forgotten):
@@ -2977,6 +2959,12 @@ class ReceiverCore:
             self._copy_at, self._news_before = cand.last_at, cand.news_at
         for data, source, _at, addr in cand.datagrams:
             self._receive_slow(data, source, now, addr, counted=True)
+        if cand.dropped_top > self._horizon and self._started and not self._ended:
+            # its data beyond what was replayed arrived and was dropped for want of room:
+            # numbers the feed passed (asked for, and reported lost if no server holds
+            # them), never a gap left waiting for the feed to pass it
+            self._new_gap(self._horizon, cand.dropped_top, now, passed=True)
+            self._horizon = cand.dropped_top
         claim = self._eos_claim
         if claim is not None and cand.last_at < claim.at:
             # the quiet after its end began with the session's last datagram, not now: a
@@ -3023,10 +3011,12 @@ class ReceiverCore:
 
     # ------------------------------------------------------------------ sequencing
 
-    def _new_gap(self, start: int, end: int, now: float, by_data: bool = False) -> None:
+    def _new_gap(
+        self, start: int, end: int, now: float, by_data: bool = False, passed: bool = False
+    ) -> None:
         # data that opened it (counted just before) is its first witness; a heartbeat or
-        # an end of session is none
-        wit0 = self._wit - 1 if by_data else self._wit
+        # an end of session is none; ``passed``: numbers known to have arrived
+        wit0 = self._wit - _WITNESSES if passed else self._wit - 1 if by_data else self._wit
         seg = _Segment(start, end, now, wit0=wit0)
         self._segs.append(seg)
         self._missing += end - start
