@@ -469,7 +469,9 @@ def test_data_after_the_end_that_overtook_earlier_data_leaves_none_unnamed() -> 
     c.receive_datagram(build_packet(S, 5, [b"5", b"6"]), B, 3.003)  # a copy
     c.finish(3.5)
     named = sorted(
-        n for e in c.events_received() if isinstance(e, MessagesAfterEnd)
+        n
+        for e in c.events_received()
+        if isinstance(e, MessagesAfterEnd)
         for n in range(e.first_seq, e.last_seq + 1)
     )
     assert named == list(range(2, 7))
@@ -482,7 +484,9 @@ def test_data_after_the_end_that_overtook_earlier_data_leaves_none_unnamed() -> 
         c.receive_datagram(build_packet(S, seq, [b"x"]), A, 3.0 + 0.2 * k)
     c.finish(30.0)
     named = [
-        n for e in c.events_received() if isinstance(e, MessagesAfterEnd)
+        n
+        for e in c.events_received()
+        if isinstance(e, MessagesAfterEnd)
         for n in range(e.first_seq, e.last_seq + 1)
     ]
     assert sorted(named) == list(range(102, 301, 2))
@@ -906,3 +910,55 @@ def test_a_session_with_data_after_an_ended_one_is_followed_as_soon_as_before(
         for n in range(e.first_seq, e.last_seq + 1)
     }
     assert named == set(range(1, 101))
+
+
+def _backlog_dropped_then_followed(forged: bool) -> list[Event]:
+    """X (one message) is followed while Y sends 1..20 (one message a datagram) into a room
+    of 10 packets (what does not fit is dropped, counted), with forged Y data at 1,000,000
+    among them when ``forged``; then X's end repeats and X ends: Y is followed."""
+    x, y = "SESSIONXXX", "SESSIONYYY"
+    core = ReceiverCore(ReceiverConfig(max_held_packets=10, stale_after=None))
+    events: list[Event] = []
+
+    def rx(data: bytes, now: float, line: Source = A) -> None:
+        core.receive_datagram(data, line, now)
+        timer = core.get_timer()
+        if timer is not None and timer <= now:
+            core.handle_timer(now)
+        events.extend(core.events_received())
+
+    rx(build_packet(x, 1, [b"x1"]), 0.0)
+    for i in range(1, 21):
+        rx(build_packet(y, i, [b"y%d" % i]), 0.01 * i)
+        if i == 15 and forged:
+            rx(build_packet(y, 1_000_000, [b"forged"]), 0.155, B)
+    for k in range(4):
+        rx(build_end_of_session(x, 2), 0.3 + 0.1 * k)
+    for k in range(200):
+        now = 0.8 + 0.1 * k
+        timer = core.get_timer()
+        if timer is not None and timer <= now:
+            core.handle_timer(now)
+        events.extend(core.events_received())
+    return events
+
+
+@pytest.mark.parametrize("forged", [False, True])
+def test_a_next_sessions_backlog_dropped_for_room_is_named_once_followed(forged: bool) -> None:
+    """Y's datagrams dropped for want of room arrived: once Y is followed, the numbers up
+    to how far they reached are a gap the feed passed, reported lost at once here (no
+    server) rather than left waiting for the feed to pass them; a forged datagram far
+    beyond what Y kept or dropped before is no number that arrived (not reported)."""
+    events = _backlog_dropped_then_followed(forged)
+    y = "SESSIONYYY"
+    assert SessionEnded("SESSIONXXX", 2) in events
+    y_lost = [(e.first_seq, e.last_seq) for e in of_kind(events, MessagesLost) if e.session == y]
+    delivered = {
+        e.seq_num + i
+        for e in of_kind(events, MessagesDelivered)
+        if e.session == y
+        for i in range(len(e.messages))
+    }
+    assert y_lost and max(last for _, last in y_lost) == 20, y_lost
+    named = delivered | {n for first, last in y_lost for n in range(first, last + 1)}
+    assert named == set(range(1, 21))

@@ -748,15 +748,24 @@ class _Candidate:
     #: beyond its ends so far (copies and repeated ends are none; see ``_news_at``).
     top: int = 0
     news_at: float = 0.0
-    #: One past the highest number of its data dropped for want of room while it waited:
-    #: numbers that arrived, so once followed the gap up to it is one the feed passed.
+    #: One past the highest number of its data dropped for want of room while it waited,
+    #: each within one request of what was kept or dropped before (a forger's datagram
+    #: far ahead never reaches it): numbers that arrived, so once followed the gap up to
+    #: it is one the feed passed.
     dropped_top: int = 0
+    #: One past the highest number of its data kept while it waited.
+    kept_top: int = 0
 
 
-def _cand_dropped(cand: _Candidate, data: bytes) -> None:
-    """Remember how far the data of a waiting session dropped for want of room reached."""
+def _cand_dropped(cand: _Candidate, data: bytes, window: int) -> None:
+    """Remember how far the data of a waiting session dropped for want of room reached
+    (see ``_Candidate.dropped_top``)."""
     _session, seq, count = _unpack_header(data)
-    if 0 < count < END_OF_SESSION and seq + count > cand.dropped_top:
+    if (
+        0 < count < END_OF_SESSION
+        and seq + count > cand.dropped_top
+        and seq <= max(cand.dropped_top, cand.kept_top) + window
+    ):
         cand.dropped_top = seq + count
 
 
@@ -2324,8 +2333,11 @@ class ReceiverCore:
         ):
             # no room to keep it: counted; once followed, its gap is requested
             self._dropped[DROP_SESSION_BACKLOG] = self._dropped.get(DROP_SESSION_BACKLOG, 0) + 1
-            _cand_dropped(cand, data)
+            _cand_dropped(cand, data, cfg.max_messages_per_request)
         else:
+            _session, seq, count = _unpack_header(data)
+            if 0 < count < END_OF_SESSION and seq + count > cand.kept_top:
+                cand.kept_top = seq + count
             waiting.append((data, source, now, addr))
             cand.nbytes += size
             self._cand_packets += 1
@@ -2472,7 +2484,7 @@ class ReceiverCore:
             (c for c in self._cands.values() if c.datagrams), key=lambda c: c.datagrams[0][2]
         )
         data, source, _at, addr = cand.datagrams.pop(0)
-        _cand_dropped(cand, data)
+        _cand_dropped(cand, data, self.config.max_messages_per_request)
         size = _waiting_size(data)
         cand.nbytes -= size
         self._cand_packets -= 1
