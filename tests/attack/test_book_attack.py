@@ -1641,7 +1641,7 @@ def test_live_book_loss_late_joiner_and_idle_snapshot_clients(
             "--input", str(day), "--rate", "10000", "--drop", "0.05", "--seed", "3",
             "--request-port", str(port + 1), "--linger", "1", "--end-of-session-duration", "0.5",
         )  # fmt: skip
-        time.sleep(0.5)  # a few thousand messages in
+        _wait_for_feed(port, min_seq=3000)  # a few thousand messages in, however loaded
         listen = _start(
             "listen", f"{GROUP}:{port}", "--interface", "127.0.0.1", "--snapshot", f"soup://{snap}",
             "--request-server", f"127.0.0.1:{port + 1}", "-o", str(late_path), "--idle-timeout", "10",
@@ -1792,9 +1792,9 @@ def test_capture_with_every_packet_twice(tmp_path: Path) -> None:
     assert norm_trades(read_rows(tmp_path / "o" / "trades.parquet")) == ref.trade_rows
 
 
-def _wait_for_feed(port: int, timeout: float = 30.0) -> None:
-    """Return once a datagram with messages reaches ``GROUP:port`` (joined here, beside the
-    book's own socket: each member gets its copy)."""
+def _wait_for_feed(port: int, timeout: float = 30.0, min_seq: int = 1) -> None:
+    """Return once a datagram with messages at or beyond ``min_seq`` reaches ``GROUP:port``
+    (joined here, beside the book's own socket: each member gets its copy)."""
     import socket
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -1807,7 +1807,8 @@ def _wait_for_feed(port: int, timeout: float = 30.0) -> None:
         while time.monotonic() < deadline:
             sock.settimeout(max(0.01, deadline - time.monotonic()))
             data = sock.recv(65536)
-            if len(data) >= 20 and 0 < int.from_bytes(data[18:20], "big") < 0xFFFF:
+            count = int.from_bytes(data[18:20], "big") if len(data) >= 20 else 0
+            if 0 < count < 0xFFFF and int.from_bytes(data[10:18], "big") >= min_seq:
                 return
         raise AssertionError(f"no data on {GROUP}:{port} in {timeout} s")
     finally:
