@@ -3416,7 +3416,9 @@ class ReceiverCore:
         A range's ``final`` attempt (the one whose failure reports it lost) goes to every
         usable server at once but those that left the attempt before it unanswered (one
         that answered it with nothing, its store lagging, is asked again: it may hold the
-        numbers by then, while the turn would fall to a dead one).
+        numbers by then, while the turn would fall to a dead one), and to those among them
+        that have answered before (its earlier answers to these numbers may have been
+        lost; a server never heard from is the worse bet).
         """
         servers = self._servers
         usable = [s for s in servers if not s.disabled]
@@ -3432,6 +3434,9 @@ class ReceiverCore:
         if not pool:
             pool = usable
         if final:
+            # and every usable one that has answered before: an answering server whose
+            # answers to these numbers were lost is a better bet than one never heard
+            pool += [s for s in usable if s.answers and s not in pool]
             return sorted(pool, key=_unheeded)[:_MAX_FANOUT]
         good = [
             s

@@ -271,20 +271,6 @@ def _lossy_on_128(pm: dict[str, Publisher]) -> Server:
 
 @pytest.mark.parametrize("other", ["dead", "zero-count", "lagging"])
 @pytest.mark.parametrize("honest_first", [True, False])
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack6 (random 30% answer loss: 5 of 30 streams lose a real message "
-        "beside a dead server, 0 of 30 with the lossy server alone): _eight_gaps, "
-        "_lossy_on_128 beside a server that never brings anything (dead, zero-count, or a "
-        "store lagging 1,000 s), either order: 13, 45 and 69 come from the honest server at "
-        "the first ask, the other one never answered anything, yet 128's eight attempts "
-        "alternate (honest at 1.14, 1.29, 1.89, 3.69 s; the other at 1.19, 1.49, 2.69, "
-        "4.69 s) and the final one goes to the other only (the honest one left the 7th "
-        "unanswered): MessagesLost(A, 128, 128, 'request attempts exhausted'); alone the "
-        "honest server brings it at the fifth ask"
-    ),
-)
 def test_a_lossy_honest_server_beside_one_that_never_answered_keeps_the_final_try(
     other: str, honest_first: bool
 ) -> None:
