@@ -1,0 +1,354 @@
+"""attack7: hostile tests of issue 18's promise ("data wins") against the rules of the last hour.
+
+Written by a tester who has not read the receiver, from README.md ("What the receiver
+believes", "What it cannot know without authentication"): a real end of session ends the
+session in bounded time; every real message that arrives on a line or that an honest server
+holds is delivered once in order, or named with its range (``MessagesLost`` for numbers that
+never arrived and could not be recovered); a forged datagram may delay or bound work, never
+destroy data. Attacked: the end that repeated and lost to a far end, claimed again once the
+numbers from the next one are out of attempts (``_rival_beats``), and the switch to a next
+session that waits for requests in flight and answers bringing data (``_asked_in_flight``).
+Every scenario runs on the simulated clock of attack3's driver (``drive``).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from attack.test_data_wins_attack3 import (
+    HONEST,
+    A,
+    B,
+    Dead,
+    Lagging,
+    Outcome,
+    Publisher,
+    Server,
+    after_end,
+    check_tiles,
+    drive,
+    ended,
+    line_of,
+    lost,
+    real,
+)
+from moldudp64.events import Source
+from moldudp64.wire import build_end_of_session, build_packet
+
+# ----------------------------------------------------------------- a forged end in a lost tail
+
+
+def _lost_tail(forged: bool, server: str, timeout: float = 1.0, until: float = 120.0) -> Outcome:
+    """A (3,000 msgs, one a datagram every 1 ms from 0.5 s) whose 1451..3000 are lost on the
+    line (an outage from 1.95 s to its end), its real end 3001 x4 at 3.70..5.20 s; with
+    ``forged``, one forged end of A at 2476 (1,025 beyond the next number) at 2.25 s on A."""
+    a = Publisher(A, 3000, 0.5, dt=0.001, per_packet=1, lost=set(range(1450, 3000)))
+    line = line_of([a])
+    if forged:
+        line.append((2.25, build_end_of_session(A, 2476), Source.LINE_A, None))
+    servers = {
+        "none": [],
+        "dead": [Dead(HONEST, {A: a})],
+        "honest": [Server(HONEST, {A: a}, cap=40)],
+        "lagging": [Lagging(HONEST, {A: a}, cap=40, lag=1.0)],
+    }[server]
+    return drive(line, servers, until, max_request_timeout=timeout)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "A (3,000 msgs, 1 ms apart from 0.5 s), 1451..3000 lost on the line, real end 3001 x4 "
+        "at 3.70..5.20 s, no server (or a dead one; max_request_timeout 1 s or 10 s); ONE "
+        "forged end of A at 2476 at 2.25 s (line A): the real end is dropped as "
+        "'end_of_session_contradicted', neither end is ever believed: after 120 s no "
+        "SessionEnded(A) and no MessagesLost for 1451..3000 (without the forged end: "
+        "SessionEnded(A, 3001) at 6.8 s and 1451..3000 reported lost). Also with the forged "
+        "end at 10^6, 5 copies, sent at 1.0 s (live), or at 6.0 s (after the real end's last "
+        "copy), or the tail lost from 1901 (the real end 1,100 beyond the data held)"
+    ),
+)
+@pytest.mark.parametrize(
+    "server,timeout",
+    [("none", 1.0), ("dead", 1.0), ("dead", 10.0)],
+    ids=["none", "dead", "dead-10s"],
+)
+def test_one_forged_far_end_in_a_lost_tail_keeps_the_real_end_from_ending(
+    server: str, timeout: float
+) -> None:
+    """The promise: a real end of session ends the session in bounded time; what never
+    arrived and cannot be recovered is named (MessagesLost); a forged datagram may delay
+    that boundedly, never prevent it."""
+    o = _lost_tail(forged=True, server=server, timeout=timeout)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 1451))
+    assert [(x, y) for x, y, _ in lost(o, A)] and lost(o, A)[0][0] == 1451
+    assert lost(o, A)[-1][1] == 3000, lost(o, A)
+    assert [x for _, x in ended(o, A)] == [3001], f"A ended {ended(o, A)}, real end 3001 (x4)"
+
+
+@pytest.mark.parametrize("server", ["none", "dead"])
+def test_a_lost_tail_beyond_the_window_without_forgery_ends_at_the_real_end(server: str) -> None:
+    """Holds (the baseline of the xfail above): no forged end, the real end 3001 x4 ends A
+    and 1451..3000 are reported lost."""
+    o = _lost_tail(forged=False, server=server, until=40.0)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 1451))
+    assert lost(o, A)[0][0] == 1451 and lost(o, A)[-1][1] == 3000
+    assert [x for _, x in ended(o, A)] == [3001]
+
+
+@pytest.mark.parametrize("server", ["honest", "lagging"])
+def test_one_forged_far_end_in_a_lost_tail_with_a_server_holding_it(server: str) -> None:
+    """Holds: the same forged end with an honest (or 1 s lagging) server: A whole, its real
+    end ends it."""
+    o = _lost_tail(forged=True, server=server, until=40.0)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 3001)) and lost(o, A) == []
+    assert [x for _, x in ended(o, A)] == [3001]
+
+
+# ----------------------------------------------------------------- forged ends in a line outage
+
+
+def _outage(
+    near: int | None,
+    far: int | None,
+    server: str,
+    timeout: float,
+    b_after: float,
+    packets: int = 500,
+) -> tuple[Outcome, Publisher, Publisher]:
+    """A (3,000 msgs, one every 2 ms from 0.5 s) whose 1001..1000+``packets`` are lost on
+    both lines (500: a 1 s line outage from 2.5 s while the publisher goes on), its real
+    end 3001 x4; forged
+    on line B from 2.6 s: an end of A at 1001+``near`` x3 every 0.3 s and one at 1001+``far``
+    x5 every 0.3 s; B (600 msgs, 2 a datagram every 2 ms) from ``b_after`` s after A's last
+    end. ``server``: honest (5 ms away), slow (0.9 of max_request_timeout away) or dead."""
+    a = Publisher(A, 3000, 0.5, dt=0.002, per_packet=1)
+    b = Publisher(B, 600, a.last_sent() + b_after, dt=0.002, per_packet=2)
+    lost_idx = {(A, i) for i in range(1000, 1000 + packets)}
+    line = line_of([a, b], lost_idx, set(lost_idx), line_b=True)
+    if near is not None:
+        line += [
+            (2.6 + 0.3 * k, build_end_of_session(A, 1001 + near), Source.LINE_B, None)
+            for k in range(3)
+        ]
+    if far is not None:
+        line += [
+            (2.6 + 0.3 * k, build_end_of_session(A, 1001 + far), Source.LINE_B, None)
+            for k in range(5)
+        ]
+    pm = {A: a, B: b}
+    servers = {
+        "honest": [Server(HONEST, pm, cap=40, delay=0.005)],
+        "slow": [Server(HONEST, pm, cap=40, delay=0.9 * timeout)],
+        "dead": [Dead(HONEST, pm)],
+    }[server]
+    o = drive(line, servers, b.last_sent() + 60.0 + 10 * timeout, max_request_timeout=timeout)
+    return o, a, b
+
+
+@pytest.mark.parametrize(
+    "near,far,server,timeout,b_after",
+    [
+        (0, 5000, "honest", 0.2, 0.3),
+        (-1, 1025, "honest", 10.0, 3.0),
+        (0, None, "slow", 1.0, 0.3),
+        (1, 10**6, "slow", 10.0, 0.3),
+        (-1, 1025, "slow", 0.2, 3.0),
+        (0, 5000, "slow", 10.0, 3.0),
+    ],
+)
+def test_forged_ends_in_a_short_line_outage_cost_nothing_with_a_server(
+    near: int, far: int | None, server: str, timeout: float, b_after: float
+) -> None:
+    """Holds: a 1 s outage (shorter than end_confirm) of a live feed, forged ends at or
+    near the next number (repeated) and far ahead; a server that answers within the
+    timeouts: A whole, ended at its real end, B whole (followed after A's end)."""
+    o, _, _ = _outage(near, far, server, timeout, b_after)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 3001)) and lost(o, A) == []
+    assert [x for _, x in ended(o, A)] == [3001], f"A ended {ended(o, A)}, real end 3001 (x4)"
+    assert real(o, B) == list(range(1, 601)) and lost(o, B) == []
+
+
+@pytest.mark.parametrize("near,far", [(0, 5000), (-1, 1025), (1, 10**6)])
+def test_forged_ends_in_a_short_line_outage_with_a_dead_server(near: int, far: int | None) -> None:
+    """Holds: the same 1 s outage with a dead server (max_request_timeout 1 s): the numbers
+    the outage swallowed are reported lost once the feed passed them, nothing that arrived
+    is, A ends at its real end, B whole."""
+    o, _, _ = _outage(near, far, "dead", 1.0, 0.3)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 1001)) + list(range(1501, 3001))
+    assert lost(o, A)[0][0] == 1001 and lost(o, A)[-1][1] == 1500
+    assert [x for _, x in ended(o, A)] == [3001]
+    assert real(o, B) == list(range(1, 601)) and lost(o, B) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "A (3,000 msgs, one every 2 ms from 0.5 s), 1001..2750 lost on both lines (a 3.5 s "
+        "line outage from 2.5 s, the publisher goes on), real end 3001 x4; forged on line B "
+        "from 2.6 s: an end of A at 1000 x3 and one at 2026 x5, 0.3 s apart; an honest "
+        "server (5 ms, 40 msgs an answer; max_request_timeout 1 s): the server brings "
+        "1001..2025, then SessionEnded(A, 2026) at 5.1 s and MessagesAfterEnd from 2751 only: "
+        "2026..2750, which the honest server holds, are neither delivered nor named (the same "
+        "with the forged end at 1001 x3 alone: 1001..2750 unnamed). README admits that a "
+        "forged end in a silence of end_confirm ends the session and that what the feed sends "
+        "after it is then reported; these numbers are not"
+    ),
+)
+@pytest.mark.parametrize("near,far", [(-1, 1025), (0, None)])
+def test_a_forged_end_believed_in_a_long_outage_names_what_the_server_holds_after_it(
+    near: int, far: int | None
+) -> None:
+    """The promise: every real message an honest server holds is delivered or named in an
+    event with its range."""
+    o, _, _ = _outage(near, far, "honest", 1.0, 0.3, packets=1750)
+    check_tiles(o)
+    ((_, end),) = ended(o, A)
+    named_after = {n for x, y, _ in after_end(o, A) for n in range(x, y + 1)}
+    delivered = set(real(o, A))
+    unnamed = [n for n in range(1, 3001) if n not in delivered and n not in named_after]
+    assert not unnamed, f"ended at {end}: {unnamed[0]}..{unnamed[-1]} unnamed ({len(unnamed)})"
+
+
+# ----------------------------------------------------------------- a slow honest server
+
+
+def _slow_tail(forged: bool, next_session: bool, delay: float, timeout: float) -> Outcome:
+    """A (1,000 msgs, one every 1 ms from 0.5 s) whose 501..1000 are lost on the line, its
+    real end 1001 x4 at 1.2..2.7 s; with ``forged``, an end of A at 501 x3 every 0.3 s from
+    1.05 s (line B); an honest server ``delay`` s away (40 msgs an answer); with
+    ``next_session``, B (3,000 msgs, one every 0.5 ms) from 0.3 s after A's last end."""
+    a = Publisher(A, 1000, 0.5, dt=0.001, per_packet=1, lost=set(range(500, 1000)))
+    pubs = [a]
+    if next_session:
+        pubs.append(Publisher(B, 3000, a.last_sent() + 0.3, dt=0.0005, per_packet=1))
+    line = line_of(pubs)
+    if forged:
+        line += [
+            (1.05 + 0.3 * k, build_end_of_session(A, 501), Source.LINE_B, None) for k in range(3)
+        ]
+    pm = {p.session: p for p in pubs}
+    return drive(line, [Server(HONEST, pm, cap=40, delay=delay)], 60.0, max_request_timeout=timeout)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "A (1,000 msgs, 1 ms apart from 0.5 s), 501..1000 lost on the line, real end 1001 x4 "
+        "at 1.2..2.7 s; a forged end of A at 501 x3 every 0.3 s from 1.05 s (line B); an "
+        "honest server 3 s away (8 s with max_request_timeout 10 s), within the timeouts "
+        "(max_request_timeout 6 s): SessionEnded(A, 501) at 3.55 s while the request for "
+        "501.. is in flight; alone, MessagesAfterEnd(501, 540) names the first answer and "
+        "541..1000 are neither delivered nor named; with B next, 501..1000 are all unnamed. "
+        "Without the forged end: A whole, SessionEnded(A, 1001); with a 0.9 s server "
+        "(max_request_timeout 1 s): whole despite the forged end"
+    ),
+)
+@pytest.mark.parametrize(
+    "delay,timeout,next_session",
+    [(3.0, 6.0, False), (3.0, 6.0, True), (8.0, 10.0, False)],
+    ids=["3s-alone", "3s-then-B", "8s-alone"],
+)
+def test_a_forged_end_at_the_next_number_beats_an_honest_server_within_the_timeouts(
+    delay: float, timeout: float, next_session: bool
+) -> None:
+    """README: of two ends, the one right after all data held wins once it repeated, but
+    "the numbers up to the other ... are asked for all the same: a real tail an honest
+    server holds disproves it"; size max_request_timeout for the slowest server. The
+    promise: real data an honest server holds is delivered or named; the real end ends A."""
+    o = _slow_tail(True, next_session, delay, timeout)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 1001)) and lost(o, A) == []
+    assert [x for _, x in ended(o, A)] == [1001], f"A ended {ended(o, A)}, real end 1001 (x4)"
+    if next_session:
+        assert real(o, B) == list(range(1, 3001))
+
+
+@pytest.mark.parametrize(
+    "forged,delay,timeout", [(False, 3.0, 6.0), (True, 0.9, 1.0)], ids=["no-forgery", "fast"]
+)
+def test_a_lost_tail_from_a_slow_honest_server_is_whole(
+    forged: bool, delay: float, timeout: float
+) -> None:
+    """Holds (the baselines of the xfail above): without the forged end, or with a server
+    that answers within end_confirm, A whole and ended at its real end, B whole."""
+    o = _slow_tail(forged, True, delay, timeout)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 1001)) and lost(o, A) == []
+    assert [x for _, x in ended(o, A)] == [1001]
+    assert real(o, B) == list(range(1, 3001)) and lost(o, B) == []
+
+
+@pytest.mark.parametrize(
+    "server,timeout,near", [("dead", 0.2, 1001), ("none", 3.0, 1002), ("lagging", 0.2, 1002)]
+)
+def test_forged_data_at_the_next_number_and_two_ends_in_a_short_outage(
+    server: str, timeout: float, near: int
+) -> None:
+    """Holds: A (3,000 msgs, 2 ms apart, both lines) loses 1001..1500 on both lines (a 1 s
+    outage from 2.5 s); forged on line B: data at 1001 (2.51 s), an end at ``near`` x3 and
+    one at 7000 x5 (0.3 s apart from 2.6 s); B from 0.3 s after A's last end. The feed
+    resumes within end_confirm: A is not cut, every number that arrived is delivered, the
+    outage is recovered (lagging server) or reported lost (dead or no server), A ends at
+    its real end 3001, B whole."""
+    a = Publisher(A, 3000, 0.5, dt=0.002, per_packet=1)
+    b = Publisher(B, 600, a.last_sent() + 0.3, dt=0.002, per_packet=2)
+    gone = {(A, i) for i in range(1000, 1500)}
+    line = line_of([a, b], gone, set(gone), line_b=True)
+    line.append((2.51, build_packet(A, 1001, [b"FORGED"]), Source.LINE_B, None))
+    line += [(2.6 + 0.3 * k, build_end_of_session(A, near), Source.LINE_B, None) for k in range(3)]
+    line += [(2.6 + 0.3 * k, build_end_of_session(A, 7000), Source.LINE_B, None) for k in range(5)]
+    pm = {A: a, B: b}
+    servers = {
+        "dead": [Dead(HONEST, pm)],
+        "none": [],
+        "lagging": [Lagging(HONEST, pm, cap=40, lag=2.0)],
+    }[server]
+    o = drive(line, servers, 60.0, max_request_timeout=timeout)
+    check_tiles(o)
+    got = real(o, A)
+    if server == "lagging":
+        assert got == list(range(1, 1001)) + list(range(1002, 3001)) and lost(o, A) == []
+    else:
+        assert got == list(range(1, 1001)) + list(range(1501, 3001))
+        assert [(x, y) for x, y, _ in lost(o, A)] == [(1002, 1500)]
+    assert [x for _, x in ended(o, A)] == [3001]
+    assert real(o, B) == list(range(1, 601)) and lost(o, B) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "A (300 msgs, 2 a datagram 5 ms apart from 0.5 s, both lines) silent for 10 s after "
+        "196 (its 197..300 arrive from 10.99 s, then its end 301 x4 from 11.445 s); ONE forged "
+        "end of A at 1222 at 2.49 s (line A); no server (or a dead one): SessionEnded(A, "
+        "1222) at 5.59 s (9.54 s dead) with MessagesLost(197..1221), and 197..300, which then "
+        "arrive on both lines, are never named after the end: real data that arrived is "
+        "reported lost. (With a lagging server A is delivered whole but ends at 1222 with "
+        "301..1221 reported lost.) README admits a forged end in a silence of end_confirm "
+        "ends the session, with what the feed sends after it reported, not reported lost"
+    ),
+)
+@pytest.mark.parametrize("server", ["none", "dead"])
+def test_a_forged_far_end_in_a_long_silence_reports_the_data_after_it_lost(server: str) -> None:
+    """The promise: real data that arrives on a line is never reported lost; after a
+    believed end it is named (MessagesAfterEnd)."""
+    a = Publisher(
+        A, 300, 0.5, dt=0.005, per_packet=2, end=False, shift={i: 10.0 for i in range(98, 150)}
+    )
+    line = line_of([a], line_b=True)
+    line += [
+        (11.445 + 0.5 * k, build_end_of_session(A, 301), Source.LINE_A, None) for k in range(4)
+    ]
+    line.append((2.49, build_end_of_session(A, 1222), Source.LINE_A, None))
+    o = drive(line, [Dead(HONEST, {A: a})] if server == "dead" else [], 40.0)
+    check_tiles(o)
+    arrived_lost = [n for x, y, _ in lost(o, A) for n in range(x, min(y, 300) + 1)]
+    assert not arrived_lost, f"{arrived_lost[0]}..{arrived_lost[-1]} arrived, reported lost"
+    named_after = {n for x, y, _ in after_end(o, A) for n in range(x, y + 1)}
+    assert set(range(1, 301)) <= set(real(o, A)) | named_after
