@@ -166,6 +166,16 @@ def test_forged_end_just_beyond_the_window_outrepeats_the_real_end(
         assert real(o, B) == list(range(1, 61))
 
 
+#: Why fixE's four target tests below are open again.
+_FIXE_REVERTED = (
+    "fixE's rule for it (_rival_beats claiming the end a far end beat once the numbers from "
+    "the next on were out of attempts, and _rival_waits holding the switch for that) was "
+    "reverted at review: review20 found it let a forged end that 100+ live datagrams "
+    "overran end live sessions (data named after it, a served tail dropped unnamed) and, "
+    "with no server, keep the next session out for ever (tests/attack/test_review20.py); open"
+)
+
+
 # ----------------------------------------------------------------- five witnesses after the end
 
 
@@ -783,17 +793,7 @@ def test_a_forgers_ends_only_session_spread_over_the_end_spread(t0: float, fseq:
 
 
 @pytest.mark.parametrize("next_session", [False, True], ids=["alone", "then-B"])
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "fixE's rule for it (_rival_beats claiming the end a far end beat once the "
-        "numbers from the next on were out of attempts, and _rival_waits holding the "
-        "switch for that) was reverted at review: review20 found it let a forged end that "
-        "100+ live datagrams overran end live sessions (data named after it, a served "
-        "tail dropped unnamed) and, with no server, keep the next session out for ever "
-        "(tests/attack/test_review20.py); open"
-    ),
-)
+@pytest.mark.xfail(strict=True, reason=_FIXE_REVERTED)
 def test_forged_data_at_the_next_number_and_a_far_end_keep_the_real_end_from_ending(
     next_session: bool,
 ) -> None:
@@ -823,17 +823,7 @@ def test_forged_data_at_the_next_number_and_a_far_end_keep_the_real_end_from_end
         assert real(o, B) == list(range(1, 61))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "fixE's rule for it (_rival_beats claiming the end a far end beat once the "
-        "numbers from the next on were out of attempts, and _rival_waits holding the "
-        "switch for that) was reverted at review: review20 found it let a forged end that "
-        "100+ live datagrams overran end live sessions (data named after it, a served "
-        "tail dropped unnamed) and, with no server, keep the next session out for ever "
-        "(tests/attack/test_review20.py); open"
-    ),
-)
+@pytest.mark.xfail(strict=True, reason=_FIXE_REVERTED)
 def test_forged_far_data_and_end_after_an_ends_only_sessions_real_end_then_the_next() -> None:
     """The real end (31, repeated four times, then quiet) ends A, also when the next session
     starts: the forged data beyond it is named after the end, never 'session changed'."""
@@ -852,17 +842,7 @@ def test_forged_far_data_and_end_after_an_ends_only_sessions_real_end_then_the_n
     assert real(o, B) == list(range(1, 61))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "fixE's rule for it (_rival_beats claiming the end a far end beat once the "
-        "numbers from the next on were out of attempts, and _rival_waits holding the "
-        "switch for that) was reverted at review: review20 found it let a forged end that "
-        "100+ live datagrams overran end live sessions (data named after it, a served "
-        "tail dropped unnamed) and, with no server, keep the next session out for ever "
-        "(tests/attack/test_review20.py); open"
-    ),
-)
+@pytest.mark.xfail(strict=True, reason=_FIXE_REVERTED)
 def test_forged_far_data_and_an_end_right_after_it_keep_the_real_end_from_ending() -> None:
     """Forged data far ahead and an end agreeing with it (repeated more often than the
     real one) cannot keep the real end from ending the session (README: "forged data far
@@ -913,17 +893,7 @@ def test_forged_heartbeats_below_and_far_beyond_delay_the_real_end_boundedly() -
     assert n_end == 301 and t_end <= a.last_sent() + END_CONFIRM + 10.0, ended(o, A)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "fixE's rule for it (_rival_beats claiming the end a far end beat once the "
-        "numbers from the next on were out of attempts, and _rival_waits holding the "
-        "switch for that) was reverted at review: review20 found it let a forged end that "
-        "100+ live datagrams overran end live sessions (data named after it, a served "
-        "tail dropped unnamed) and, with no server, keep the next session out for ever "
-        "(tests/attack/test_review20.py); open"
-    ),
-)
+@pytest.mark.xfail(strict=True, reason=_FIXE_REVERTED)
 def test_forged_far_heartbeats_data_and_end_after_the_real_ends_repeats() -> None:
     """Found by the attack4 model (ATTACK4_HUNT=1000, scenario seed 495): A (300 msgs, 4 a
     datagram, its last 52 lost on the line, real end 301 x4 at 0.77..2.27 s), B (60 msgs
