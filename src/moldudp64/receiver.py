@@ -757,10 +757,9 @@ class _Candidate:
     kept_top: int = 0
 
 
-def _cand_dropped(cand: _Candidate, data: bytes, window: int) -> None:
+def _cand_dropped(cand: _Candidate, seq: int, count: int, window: int) -> None:
     """Remember how far the data of a waiting session dropped for want of room reached
-    (see ``_Candidate.dropped_top``)."""
-    _session, seq, count = _unpack_header(data)
+    (``seq`` and ``count`` from its header; see ``_Candidate.dropped_top``)."""
     if (
         0 < count < END_OF_SESSION
         and seq + count > cand.dropped_top
@@ -2327,17 +2326,17 @@ class ReceiverCore:
             fresh = False
         cfg = self.config
         size = _waiting_size(data)
+        _session, seq, kind = _unpack_header(data)
         if (
             self._cand_packets + len(self._held) >= cfg.max_held_packets
             or self._cand_bytes + self._held_bytes + size > cfg.max_held_bytes
         ):
             # no room to keep it: counted; once followed, its gap is requested
             self._dropped[DROP_SESSION_BACKLOG] = self._dropped.get(DROP_SESSION_BACKLOG, 0) + 1
-            _cand_dropped(cand, data, cfg.max_messages_per_request)
+            _cand_dropped(cand, seq, kind, cfg.max_messages_per_request)
         else:
-            _session, seq, count = _unpack_header(data)
-            if 0 < count < END_OF_SESSION and seq + count > cand.kept_top:
-                cand.kept_top = seq + count
+            if 0 < kind < END_OF_SESSION and seq + kind > cand.kept_top:
+                cand.kept_top = seq + kind
             waiting.append((data, source, now, addr))
             cand.nbytes += size
             self._cand_packets += 1
@@ -2355,7 +2354,6 @@ class ReceiverCore:
                 last = self._last_live if self._last_live is not None else now
                 self._events.append(FeedResumed(now - max(last, self._heard)))
             self._heard = now
-        _session, seq, kind = _unpack_header(data)
         if 0 < kind < END_OF_SESSION:
             if seq + kind > cand.top:
                 cand.top, cand.news_at = seq + kind, now
@@ -2484,7 +2482,8 @@ class ReceiverCore:
             (c for c in self._cands.values() if c.datagrams), key=lambda c: c.datagrams[0][2]
         )
         data, source, _at, addr = cand.datagrams.pop(0)
-        _cand_dropped(cand, data, self.config.max_messages_per_request)
+        _session, seq, count = _unpack_header(data)
+        _cand_dropped(cand, seq, count, self.config.max_messages_per_request)
         size = _waiting_size(data)
         cand.nbytes -= size
         self._cand_packets -= 1
