@@ -828,6 +828,13 @@ class ReceiverCore:
         #: (overlapping or touching joined) and sorted: ``(named, starts, ends)``, valid
         #: while ``named`` is that dict and unchanged (see :meth:`_past_cover`).
         self._past_covers: dict[bytes, tuple[dict[int, int], list[int], list[int]]] = {}
+        #: The ranges ``[first, end)`` the followed session reported lost (MessagesLost),
+        #: sorted, merged, at most :data:`_MAX_PAST_NAMED` (the lowest let go), less what
+        #: live data named since: live data that still comes into them arrived after all
+        #: and is named (``MessagesAfterEnd``, see :meth:`_name_lost`), never only
+        #: counted. Kept per session left behind in ``_past_lost`` (bounded by ``_past``).
+        self._lost_spans: list[list[int]] = []
+        self._past_lost: dict[bytes, list[list[int]]] = {}
         #: Other sessions seen while following one, with their datagrams; bounded.
         self._cands: dict[bytes, _Candidate] = {}
         self._cand_packets = 0
@@ -1543,6 +1550,8 @@ class ReceiverCore:
         if self._ended:  # the session is over: count; only data beyond its end is named
             if 0 < count < END_OF_SESSION:
                 self._messages[source] += count
+                if self._lost_spans and live and seq < self._expected:
+                    self._name_lost(self._lost_spans, seq, seq + count, self._eos or seq)
                 if seq + count <= self._expected:
                     self._count_old(seq, count)
                 else:
@@ -1556,6 +1565,8 @@ class ReceiverCore:
         if 0 < count < END_OF_SESSION and seq + count <= self._expected and live and not raw:
             # a live copy of what was delivered (line B behind line A): count it, done
             self._messages[source] += count
+            if self._lost_spans:  # or data of what was reported lost: named
+                self._name_lost(self._lost_spans, seq, seq + count, self._expected)
             if seq >= self._first:
                 self._dup_packets += 1
                 self._dup_messages += count
@@ -1703,6 +1714,48 @@ class ReceiverCore:
                 "messages %d..%d of %r arrived beyond its end of session at %d (late)",
                 a, b - 1, session, self._eos,
             )  # fmt: skip
+
+    def _name_lost(
+        self,
+        spans: list[list[int]],
+        first: int,
+        end: int,
+        end_seq: int,
+        session_raw: bytes | None = None,
+    ) -> None:
+        """Live data ``[first, end)`` where ``spans`` (ranges reported lost, see
+        ``_lost_spans``) still lie: it arrived after all (the loss was reported on a
+        forger's evidence, or the datagram came late), so what it covers is named
+        (``MessagesAfterEnd``, ``end_seq`` where the session ended or was left, or the
+        next number to deliver) and taken out of ``spans``: each number named once, a run
+        of consecutive datagrams in one event while nothing comes between."""
+        i = bisect_right(spans, [first]) - 1
+        if i < 0 or spans[i][1] <= first:
+            i += 1
+        session = decode_session(session_raw) if session_raw is not None else self._session or ""
+        events = self._events
+        while i < len(spans) and spans[i][0] < end:
+            a, b = spans[i]
+            lo, hi = max(a, first), min(b, end)
+            pieces = [p for p in ([a, lo], [hi, b]) if p[1] > p[0]]
+            spans[i : i + 1] = pieces
+            i += len(pieces) - (1 if hi < b else 0)
+            last = events[-1] if events else None
+            if (
+                type(last) is MessagesAfterEnd
+                and last.session == session
+                and last.last_seq + 1 == lo
+                and last.end_seq == end_seq
+            ):
+                events.pop()
+                lo = last.first_seq
+            events.append(MessagesAfterEnd(session, lo, hi - 1, end_seq))
+            logger.info(
+                "messages %d..%d of %r reported lost arrived after all (live)",
+                lo, hi - 1, session,
+            )  # fmt: skip
+        while len(spans) > _MAX_PAST_NAMED:
+            del spans[0]
 
     def _flush_after_run(self) -> None:
         """Name the run of data gathered after the end (see :meth:`_after_end`)."""
@@ -2283,6 +2336,9 @@ class ReceiverCore:
             self._drop(DROP_OLD_SESSION, source, addr, once=True)
             _session, seq, count = _unpack_header(data)
             left, named = past
+            spans = self._past_lost.get(session_raw)
+            if spans and source != _RETX and 0 < count < END_OF_SESSION and seq < left:
+                self._name_lost(spans, seq, min(seq + count, left), left, session_raw)
             if source != _RETX and 0 < count < END_OF_SESSION and seq + count > left:
                 # live data of a session left behind: not delivered (a session left is
                 # never followed again) but named with its range, never dropped unnamed
@@ -2928,8 +2984,13 @@ class ReceiverCore:
             # what was named beyond its end already (MessagesAfterEnd) is not named again
             named = {a: b for a, b in self._after_named if b > left}
             self._past[self._session_raw] = (left, named)
+            if self._lost_spans:
+                self._past_lost[self._session_raw] = self._lost_spans
             while len(self._past) > _MAX_PAST_SESSIONS:
-                del self._past[next(iter(self._past))]
+                gone = next(iter(self._past))
+                del self._past[gone]
+                self._past_lost.pop(gone, None)
+        self._lost_spans = []
         cand = self._cands.pop(session_raw)
         self._cand_packets -= len(cand.datagrams)
         self._cand_bytes -= cand.nbytes
@@ -3319,6 +3380,13 @@ class ReceiverCore:
                 del lost[stop]
                 stop = nxt[0]
             events.append(MessagesLost(session, expected, stop - 1, reason))
+            spans = self._lost_spans
+            if spans and spans[-1][1] == expected:
+                spans[-1][1] = stop
+            else:
+                spans.append([expected, stop])
+                if len(spans) > _MAX_PAST_NAMED:
+                    del spans[0]
             logger.info("messages %d..%d of %r lost: %s", expected, stop - 1, session, reason)
             expected = stop
         if batch is not None:

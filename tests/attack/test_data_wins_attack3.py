@@ -865,19 +865,6 @@ def test_forged_far_end_of_the_next_sessions_name_before_its_feed() -> None:
     assert got | named_after >= set(range(1, 61))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by fixD (open): two forged data datagrams of B that differ, at 5,000 and "
-        "5,001 (0.00/0.01 s, line B), before A's feed (0.5 s): B followed, left at 3.01 s "
-        "with MessagesLost(B, 1, 4999, 'session changed') (taken for a real late join, as "
-        "test_a_real_session_left_* require); real B (60 msgs from 7.79 s, all on line A "
-        "and the honest server) is dropped as old_session: 34 datagrams counted, said once, "
-        "no event names 1..60, none delivered. A second life of B would deliver numbers "
-        "already reported lost (check_tiles forbids it); naming them needs the lost ranges "
-        "of a session left kept (bounded) beside _past"
-    ),
-)
 def test_two_forged_data_that_differ_of_the_next_sessions_name_before_the_feed() -> None:
     """Promise (data wins): real data that arrives is delivered or named with its range,
     never only counted; here real B's 60 messages arrive after B's name was burned."""
@@ -895,18 +882,6 @@ def test_two_forged_data_that_differ_of_the_next_sessions_name_before_the_feed()
     assert got | named >= set(range(1, 61)), f"B: {sorted(got)} delivered, {named} named"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by fixD (open): B's end at 1026 forged 8 times 0.1 s apart from 0.25 s (quiet "
-        "from 0.95 s), before B's real feed (60 msgs from 8.59 s, on the honest server): B "
-        "followed on its ends at 2.75 s, MessagesLost(B, 1, 1024) at 7.30 s and (1025) at "
-        "8.00 s 'request attempts exhausted', SessionEnded(B, 1026) at 8.00 s; B's 60 real "
-        "messages then counted as old, neither delivered nor named. Its twin with the end "
-        "repeated until the feed passes (test_forged_far_end_of_the_next_sessions_name_"
-        "before_its_feed)"
-    ),
-)
 def test_forged_far_end_of_the_next_sessions_name_fallen_quiet_before_its_feed() -> None:
     """Promise (data wins): real data that arrives is delivered or named with its range,
     never only counted, even after a (forged) end was believed."""
