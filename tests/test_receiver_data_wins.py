@@ -986,3 +986,41 @@ def test_live_data_that_comes_into_a_range_reported_lost_is_named_once() -> None
     late = core.events_received()
     assert late == [MessagesAfterEnd(x, 3, 4, 11)]
     assert core.stats.messages_lost == 2
+
+
+def test_a_quiet_real_session_is_followed_on_one_datagram_and_its_heartbeat() -> None:
+    """Honest twin of the rule below: a quiet feed's one datagram, then its heartbeat at
+    the next number a second later, is a session (two datagrams, the heartbeat agreeing
+    with the data): followed and delivered at once."""
+    x = "SESSIONXXX"
+    core = ReceiverCore(ReceiverConfig())
+    core.receive_datagram(build_packet(x, 1, [b"x1"]), A, 0.0)
+    core.receive_datagram(build_heartbeat(x, 2), A, 1.0)
+    core.handle_timer(1.0)
+    assert core.session == x
+    got = [(e.seq_num, e.messages) for e in of_kind(core.events_received(), MessagesDelivered)]
+    assert got == [(1, [b"x1"])]
+
+
+@pytest.mark.parametrize("second", ["copy-on-its-line", "heartbeat-below-it"])
+def test_a_copy_on_its_line_or_a_heartbeat_below_its_data_is_no_second_datagram(
+    second: str,
+) -> None:
+    """A publisher never sends one data datagram twice on a line, nor a heartbeat below
+    data it sent: the same datagram again on its line 0.1 s later (a network duplicate, or
+    a forger's copy), or a heartbeat below it, is no second witness, so X is not followed
+    on it (as one datagram alone is not); once X's next datagram comes, X is followed and
+    delivered whole."""
+    x = "SESSIONXXX"
+    core = ReceiverCore(ReceiverConfig())
+    core.receive_datagram(build_packet(x, 1, [b"x1"]), A, 0.0)
+    if second == "copy-on-its-line":
+        core.receive_datagram(build_packet(x, 1, [b"x1"]), A, 0.1)
+    else:
+        core.receive_datagram(build_heartbeat(x, 1), A, 0.1)
+    core.handle_timer(0.1)
+    assert core.session is None and core.events_received() == []
+    core.receive_datagram(build_packet(x, 2, [b"x2"]), A, 1.0)
+    core.handle_timer(1.0)
+    got = [(e.seq_num, e.messages) for e in of_kind(core.events_received(), MessagesDelivered)]
+    assert got == [(1, [b"x1"]), (2, [b"x2"])]

@@ -2370,19 +2370,23 @@ class ReceiverCore:
                 self._forget_candidate(oldest, DROP_WRONG_SESSION)
             cand = cands[session_raw] = _Candidate([], first_at=now)
         waiting = cand.datagrams
+        _session, seq, kind = _unpack_header(data)
         if not (
             waiting
             and waiting[-1][1] == source
-            and now - waiting[-1][2] < _REPEAT_INTERVAL
+            and (now - waiting[-1][2] < _REPEAT_INTERVAL or 0 < kind < END_OF_SESSION)
             and waiting[-1][0] == data
         ):
-            cand.distinct += 1
+            # (a publisher never sends one data datagram twice on a line: a copy of the
+            # last one on its line, however late, is one datagram, no second witness; nor
+            # a heartbeat below data it sent: such a heartbeat vouches for nothing)
+            if kind or not cand.carries or seq >= cand.top:
+                cand.distinct += 1
             fresh = True
         else:
             fresh = False
         cfg = self.config
         size = _waiting_size(data)
-        _session, seq, kind = _unpack_header(data)
         if (
             self._cand_packets + len(self._held) >= cfg.max_held_packets
             or self._cand_bytes + self._held_bytes + size > cfg.max_held_bytes

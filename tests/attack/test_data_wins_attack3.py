@@ -895,20 +895,6 @@ def test_forged_far_end_of_the_next_sessions_name_fallen_quiet_before_its_feed()
     assert got | named >= set(range(1, 61)), f"B: {sorted(got)} delivered, {named} named"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by the attack3 model (fixD's hunt at ATTACK3_HUNT=3000; the same on main, "
-        "where the model skipped every early forged data of the next session's name): A "
-        "ends-only (300 msgs from 3.0 s, 30% lost), B next; two copies of forged B data at "
-        "1026 (3.0 s, line B, never confirmed: no datagram held when B is left) and forged "
-        "heartbeats of B at 41 (4.08, 5.08, 6.08 s): B followed at 4.08 s, gap 1..40 from "
-        "the heartbeats, left at 9.08 s with MessagesLost(B, 1, 40, 'session changed'); "
-        "real B's 1..40 then reported lost (41..60 named after-end at 41). fixD's rule "
-        "(_phantom) needs the one datagram held; a session left holding nothing whose gap "
-        "only heartbeats opened is a real quiet session whose data were lost, too"
-    ),
-)
 def test_forged_data_copies_and_heartbeats_of_the_next_sessions_name_before_its_feed() -> None:
     """Promise: nothing real is reported lost."""
     play(
