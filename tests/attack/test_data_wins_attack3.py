@@ -591,9 +591,9 @@ def play(
             # whose first numbers were lost (test_a_real_session_left_*): its gap reported
             # lost when it is left; copies of one datagram, and nothing else of that name
             # before its feed, are checked (fixD's rule: test_two_forged_data_of_the_next_
-            # sessions_name_before_the_feed); with forged heartbeats of it too, open:
-            # test_forged_data_copies_and_heartbeats_of_the_next_sessions_name_before_
-            # its_feed
+            # sessions_name_before_the_feed); with forged heartbeats of it below that data
+            # (no second datagram since fixJ), checked by test_forged_data_copies_and_
+            # heartbeats_of_the_next_sessions_name_before_its_feed; the rest still skipped
         if early and any(s == p.session and k == "end" for _, k, s, _, _ in forgeries):
             continue  # known (ends, open on main too): forged data far ahead and a forged
             # end of the same session: its real end is never believed (as in
