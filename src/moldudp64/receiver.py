@@ -1551,7 +1551,7 @@ class ReceiverCore:
             if 0 < count < END_OF_SESSION:
                 self._messages[source] += count
                 if self._lost_spans and live and seq < self._expected:
-                    self._name_lost(self._lost_spans, seq, seq + count, self._eos or seq)
+                    self._name_lost(self._lost_spans, seq, seq + count, self._eos or seq, now)
                 if seq + count <= self._expected:
                     self._count_old(seq, count)
                 else:
@@ -1566,7 +1566,7 @@ class ReceiverCore:
             # a live copy of what was delivered (line B behind line A): count it, done
             self._messages[source] += count
             if self._lost_spans:  # or data of what was reported lost: named
-                self._name_lost(self._lost_spans, seq, seq + count, self._expected)
+                self._name_lost(self._lost_spans, seq, seq + count, self._expected, now)
             if seq >= self._first:
                 self._dup_packets += 1
                 self._dup_messages += count
@@ -1721,39 +1721,42 @@ class ReceiverCore:
         first: int,
         end: int,
         end_seq: int,
+        now: float,
         session_raw: bytes | None = None,
     ) -> None:
         """Live data ``[first, end)`` where ``spans`` (ranges reported lost, see
         ``_lost_spans``) still lie: it arrived after all (the loss was reported on a
         forger's evidence, or the datagram came late), so what it covers is named
         (``MessagesAfterEnd``, ``end_seq`` where the session ended or was left, or the
-        next number to deliver) and taken out of ``spans``: each number named once, a run
-        of consecutive datagrams in one event while nothing comes between."""
+        next number to deliver) and taken out of ``spans``, each number once; as for a
+        session left behind (:meth:`_past_after`, whose runs it shares), the first packet
+        of a run is named at once and the consecutive numbers that follow it together."""
+        key = session_raw if session_raw is not None else self._session_raw
+        if key is None:
+            return
         i = bisect_right(spans, [first]) - 1
         if i < 0 or spans[i][1] <= first:
             i += 1
-        session = decode_session(session_raw) if session_raw is not None else self._session or ""
-        events = self._events
         while i < len(spans) and spans[i][0] < end:
             a, b = spans[i]
             lo, hi = max(a, first), min(b, end)
             pieces = [p for p in ([a, lo], [hi, b]) if p[1] > p[0]]
             spans[i : i + 1] = pieces
             i += len(pieces) - (1 if hi < b else 0)
-            last = events[-1] if events else None
-            if (
-                type(last) is MessagesAfterEnd
-                and last.session == session
-                and last.last_seq + 1 == lo
-                and last.end_seq == end_seq
-            ):
-                events.pop()
-                lo = last.first_seq
-            events.append(MessagesAfterEnd(session, lo, hi - 1, end_seq))
+            run = self._past_runs.get(key)
+            if run is not None and run[1] == lo and run[4] == end_seq:
+                run[1] = hi
+                run[3] = now
+                continue
+            if run is not None:
+                self._flush_past_run(key)
+            session = decode_session(key)
+            self._events.append(MessagesAfterEnd(session, lo, hi - 1, end_seq))
             logger.info(
                 "messages %d..%d of %r reported lost arrived after all (live)",
                 lo, hi - 1, session,
             )  # fmt: skip
+            self._past_runs[key] = [hi, hi, now, now, end_seq]
         while len(spans) > _MAX_PAST_NAMED:
             del spans[0]
 
@@ -2338,7 +2341,7 @@ class ReceiverCore:
             left, named = past
             spans = self._past_lost.get(session_raw)
             if spans and source != _RETX and 0 < count < END_OF_SESSION and seq < left:
-                self._name_lost(spans, seq, min(seq + count, left), left, session_raw)
+                self._name_lost(spans, seq, min(seq + count, left), left, now, session_raw)
             if source != _RETX and 0 < count < END_OF_SESSION and seq + count > left:
                 # live data of a session left behind: not delivered (a session left is
                 # never followed again) but named with its range, never dropped unnamed
