@@ -33,7 +33,9 @@ reported lost. Requests are cheap, beliefs are costly:
   from either line or a server's answer. A copy of it on the same line within
   :data:`_REPEAT_INTERVAL` is a network duplicate and vouches for nothing, unless it is
   the third. Datagrams kept aside are bounded and dropped (``unconfirmed_sequence``) after
-  ``confirm_within``. So a stray far ahead costs nothing, and a late join (feed at
+  ``confirm_within`` (one that ends right at a live end of session is kept while that end
+  repeats and is weighed: a real tail after a long outage, see ``_tail_unheard``). So a
+  stray far ahead costs nothing, and a late join (feed at
   5,000,000, wanted from 1) backfills as soon as the second live packet arrives. End of
   input (:meth:`~ReceiverCore.finish`) takes what is kept aside as it is.
 - **A gap is lost only once the feed has passed it.** :data:`_WITNESSES` distinct live
@@ -890,6 +892,10 @@ class ReceiverCore:
         #: :meth:`_end_is_near`) while the horizon was at or beyond it, so it stays near
         #: (gaps open only at the horizon; lowered by ``_cut_at``).
         self._near_upto: tuple[bytes | None, int] = (None, -1)
+        #: A far end remembered and claimed again although the numbers before it are too
+        #: many (see ``_tail_unheard``): believed after its quiet unless live data far
+        #: below it drops it first.
+        self._unheard: tuple[bytes | None, int] = (None, -1)
         #: ``(wit0, tie, segment)`` for the segments out of attempts that the feed has not
         #: passed yet, a heap: asked again as soon as it does (or after a long wait).
         self._parked: list[tuple[int, int, _Segment]] = []
@@ -1511,6 +1517,7 @@ class ReceiverCore:
                 elif 0 < count < END_OF_SESSION and not self._end_is_near(eos.start):
                     # data far below it: a real end is never far ahead of the feed
                     self._eos_claim = None
+                    self._unheard = (None, -1)
                     self._drop(DROP_UNCONFIRMED, eos.source, eos.addr)
                     self._revive_refused(eos, now)  # the repeated end it beat stands again
                     if self._eos_claim is not None:
@@ -1568,6 +1575,8 @@ class ReceiverCore:
             self._eos_packets += 1
             if source != _RETX:
                 self._end_heard = now  # (see _end_repeats)
+            if self._claims and source != _RETX:
+                self._keep_tail(seq, now)
             self._on_end_of_session(seq, data, source, now, addr)
         else:
             value = seq + count
@@ -1773,6 +1782,18 @@ class ReceiverCore:
             self._drop(DROP_UNCONFIRMED, old.source, old.addr)
         self._enforce_held_bound()
 
+    def _keep_tail(self, seq: int, now: float) -> None:
+        """A live end of session at ``seq``: a datagram kept aside that ends right at it
+        (a real tail after a long outage) is kept as long as that end repeats, so it is
+        still there when the end is weighed (see :meth:`_believe_end`)."""
+        claims = self._claims
+        for claim in claims:
+            if claim.value == seq and claim.value > claim.start:
+                claims.remove(claim)
+                claim.at = now  # (kept in the order they expire)
+                claims.append(claim)
+                return
+
     def _take_claims(
         self,
         value: int | None,
@@ -1867,6 +1888,8 @@ class ReceiverCore:
         eos.value = self._horizon  # where the fetching stood at this look
         eos.mark = self._expected
         eos.at = now
+        if self._claims:
+            self._keep_tail(eos.start, now)  # (its quiet starts again: so does the tail's)
 
     def _repeated(self, eos: _Claim) -> bool:
         """Whether the end of session ``eos`` repeated as a publisher repeats its end: its
@@ -2197,8 +2220,18 @@ class ReceiverCore:
             # repeats, so forged data beyond it cannot keep a session from ending)
             self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
             return
-        if not self._end_is_near(seq):  # far beyond what the feed has shown
+        if not self._end_is_near(seq) and (  # far beyond what the feed has shown
+            claim is None or self._unheard != (self._session_raw, seq)
+        ):
             window = max(self.config.max_messages_per_request, _END_WINDOW)
+            if (
+                claim is not None
+                and self._repeated(claim)
+                and any(kept.value == seq for kept in self._claims)
+            ):  # a datagram kept aside ends right at it (a real tail after a long
+                # outage, then its end repeated): it vouches for that, as a heartbeat
+                # would, and is remembered with it (see _tail_unheard)
+                self._take_claims(seq, now, b"", _RETX, seq)
             top = max(self._data_top, self._expected)
             pending = self._pending_end
             if (
@@ -3855,8 +3888,9 @@ class ReceiverCore:
     def _wake_pending_end(self, now: float) -> None:
         """The end of session remembered for the numbers before it the feed never passed
         (``_pending_end``): once they are recovered or given up (few enough are left to
-        believe it), it is claimed again, as if it arrived now (the quiet that confirms
-        it must last ``end_confirm`` from here; data beyond it still disproves it)."""
+        believe it), or no server can bring them (:meth:`_tail_unheard`), it is claimed
+        again, as if it arrived now (the quiet that confirms it must last ``end_confirm``
+        from here; data beyond it still disproves it)."""
         pending = self._pending_end
         if pending is None or self._eos_claim is not None or self._eos is not None or self._ended:
             return
@@ -3876,7 +3910,9 @@ class ReceiverCore:
                     self._settle_end(claim, now)  # its quiet was kept as long already
             return
         if not self._end_is_near(pending.start):
-            return
+            if not self._tail_unheard(pending):
+                return
+            self._unheard = (self._session_raw, pending.start)  # (believable after its quiet)
         self._pending_end = None
         if pending.start < max(self._data_top, self._expected):
             self._drop(DROP_EOS_CONTRADICTED, pending.source, pending.addr, once=True)
@@ -3885,6 +3921,21 @@ class ReceiverCore:
         claim = self._eos_claim
         if claim is not None and claim.start == pending.start:
             claim.copies = max(claim.copies, pending.copies)
+
+    def _tail_unheard(self, pending: _Claim) -> bool:
+        """Whether the end remembered for the numbers before it the feed never passed
+        (``pending``) is believable all the same: it repeated, it is right after the data
+        held (a datagram that arrived ends at it: a real tail after a long outage), and no
+        server can bring the numbers before it (none configured, or they were asked for
+        the next number to deliver until out of attempts with no answer). An honest
+        server that holds them answers, and the end waits while it does; the gap is
+        bounded (:data:`_VOUCH_WINDOW`), so believing it costs bounded requests."""
+        seq = pending.start
+        if not self._repeated(pending) or not seq == self._data_top == self._horizon:
+            return False
+        if seq - self._expected > _VOUCH_WINDOW:
+            return False
+        return not self._servers or self._unanswered(self._expected)
 
     def _refresh(self, now: float) -> None:
         """Recompute the protocol timer and whether the fast path may be taken."""

@@ -219,16 +219,6 @@ def test_real_data_after_a_forged_low_end_is_named(server: str) -> None:
     assert 2500 in named(o, A, 2500), f"A: after_end {after_end(o, A)}, lost {lost(o, A)}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack6: _outage_then_one_far with A's real end 2501 x4 (5.698..7.198 s), "
-        "two forged ends of A at 3 (3.898 and 4.198 s, line A), a dead server: A never ends "
-        "(by 60 s no SessionEnded; 26 requests by 200 s, finish() ends it at 2501 with "
-        "MessagesLost(A, 1072, 2500, 'end of input') although 2500 arrived); without the "
-        "forged ends A ends at 2501 at 12.75 s, 1072..2499 lost, 2500 delivered"
-    ),
-)
 def test_two_forged_ends_below_the_data_do_not_keep_a_real_end_from_ending_the_session() -> None:
     """Promise: a real end of session ends the session; a forged datagram may delay, not
     destroy; real data that arrived is never reported lost."""
@@ -460,18 +450,6 @@ def _long_lost_tail() -> Publisher:
 
 
 @pytest.mark.parametrize("server", ["dead", "none"])
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack6's random real streams (seed 140, no forger): _long_lost_tail with a "
-        "dead server or none: 1..891 delivered, then nothing: the last datagram 2998..3000 "
-        "(2,107 beyond what was held) is dropped as 'unconfirmed_sequence' although four "
-        "ends 3001 follow it, no event names 892..3000 by 60 s, A never ends (13 requests for "
-        "892..1915 by 300 s with a dead server); finish() then reports only MessagesLost(A, "
-        "892, 1915, 'end of input'): 1916..3000, 2998..3000 of which arrived, never named "
-        "and no SessionEnded. With an honest server: whole, ends at 3001 at 3.8 s"
-    ),
-)
 def test_a_lost_tail_beyond_the_window_without_a_server_names_everything_and_ends(
     server: str,
 ) -> None:
@@ -485,16 +463,6 @@ def test_a_lost_tail_beyond_the_window_without_a_server_names_everything_and_end
     assert [n for _, n in ended(o, A)] == [3001]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack6's random real streams (seed 140, no forger): _long_lost_tail, a "
-        "dead server, the next session B (30 msgs) from 3 s after A's last end: A is left "
-        "for B with MessagesLost(A, 892, 3000, 'session changed'): 2998..3000, which arrived "
-        "on line A (with four ends naming 3001), reported lost; the same for a late join "
-        "(only that datagram and the ends): MessagesLost(A, 1, 3000, 'session changed')"
-    ),
-)
 def test_a_lost_tail_beyond_the_window_then_the_next_session_reports_no_arrived_data_lost() -> None:
     """README: only numbers the feed never passed are reported lost at a switch, what the
     session held beyond them is delivered; the promise: real data is never reported lost."""
@@ -505,6 +473,48 @@ def test_a_lost_tail_beyond_the_window_then_the_next_session_reports_no_arrived_
     assert real(o, B) == list(range(1, 31))
     assert real(o, A)[-3:] == [2998, 2999, 3000], f"A: lost {lost(o, A)}"
     assert [x for x in lost(o, A) if x[1] >= 2998] == []
+
+
+@pytest.mark.parametrize("first", [0, 1000], ids=["late-join", "after-1000"])
+@pytest.mark.parametrize("server", ["dead", "none"])
+def test_a_lost_tail_with_only_its_last_datagram_and_ends_ends_the_session(
+    first: int, server: str
+) -> None:
+    """The honest twins of the two above: A (3,000 msgs, one a datagram, 2 ms apart from
+    0.5 s) whose numbers after ``first`` up to 2998 are lost on the line, only 2999, 3000
+    and the four ends 3001 arrive (1,999 or 2,998 beyond what was held): both delivered,
+    the outage reported lost, A ends at 3001 (main before: nothing delivered, no end)."""
+    a = Publisher(A, 3000, 0.5, dt=0.002, per_packet=1, lost=set(range(first, 2998)))
+    o = drive(line_of([a]), [Dead(HONEST, {A: a})] if server == "dead" else [], 60.0)
+    check_tiles(o)
+    assert real(o, A) == [*range(1, first + 1), 2999, 3000]
+    assert {n for x, y, _ in lost(o, A) for n in range(x, y + 1)} == set(range(first + 1, 2999))
+    assert [n for _, n in ended(o, A)] == [3001]
+
+
+@pytest.mark.parametrize("server", ["honest", "dead", "none"])
+def test_forged_data_and_its_end_far_ahead_in_an_outage_do_not_end_a_live_session(
+    server: str,
+) -> None:
+    """The forger's twin of the lost tail: A (3,000 msgs, one a datagram, 2 ms apart from
+    0.5 s), 1001..2800 lost on the line (a 3.6 s outage); in it, forged data of A at
+    5000..5002 and its end 5003 x4 (0.3 s apart, line A): every real message that arrives
+    is delivered, only numbers of the outage reported lost (none with an honest server),
+    A ends at its real end 3001 (main before: A stuck at 1000 with a dead server or none)."""
+    a = Publisher(A, 3000, 0.5, dt=0.002, per_packet=1, lost=set(range(1000, 2800)))
+    line = [*line_of([a]), (2.6, build_packet(A, 5000, [b"x", b"y", b"z"]), Source.LINE_A, None)]
+    line += [(2.7 + 0.3 * k, build_end_of_session(A, 5003), Source.LINE_A, None) for k in range(4)]
+    servers = {
+        "honest": [Server(HONEST, {A: a}, cap=40, delay=0.005)],
+        "dead": [Dead(HONEST, {A: a})],
+        "none": [],
+    }[server]
+    o = drive(line, servers, 60.0)
+    check_tiles(o)
+    outage = set() if server == "honest" else set(range(1001, 2801))
+    assert set(real(o, A)) == set(range(1, 3001)) - outage
+    assert {n for x, y, _ in lost(o, A) for n in range(x, y + 1)} == outage
+    assert [n for _, n in ended(o, A)] == [3001]
 
 
 # ----------------------------------------------------------------- attacks that held
