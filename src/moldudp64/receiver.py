@@ -67,7 +67,8 @@ reported lost. Requests are cheap, beliefs are costly:
   data held wins once it repeated, else the one repeated more often (a real publisher
   repeats its end: a forged one seen once, even right after all data held, cannot hold the
   claim against it), on a tie the one right after all data held, else the newer. What is
-  held or kept aside beyond a believed end, and data that arrives beyond it later, is
+  held or kept aside beyond a believed end, and data that arrives beyond it later (of a
+  datagram across the end, the part from the end on: the part below is the session's), is
   named (:class:`~moldudp64.events.MessagesAfterEnd`, each number once; counted as
   ``after_end_of_session``). After :class:`SessionEnded` nothing more of that session is
   delivered.
@@ -1598,6 +1599,13 @@ class ReceiverCore:
                 self._heartbeats += 1
             else:
                 self._messages[source] += count
+            if self._eos is not None and value > self._eos and count and seq < self._eos:
+                # it straddles the believed end: the part from the end on is named, the
+                # part below it is the session's (data wins: it arrived)
+                self._after_end(seq, count, source, addr)
+                msgs = msgs[: self._eos - seq]
+                count = len(msgs)
+                value = seq + count
             if self._eos is not None and value > self._eos:
                 if count:
                     self._after_end(seq, count, source, addr)
