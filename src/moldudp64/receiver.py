@@ -2206,15 +2206,18 @@ class ReceiverCore:
                 return
             top = self._expected
             self._cut_at(top)  # anything held beyond is named, gaps beyond let go
-            for beyond in self._claims:
-                self._claim_bytes -= beyond.nbytes
-                self._drop(DROP_AFTER_END, beyond.source, beyond.addr, once=True)
-            self._claims = []
             self._eos = seq
             self._after_hw = max(self._after_hw, top)
             self._mark_after(seq, top)
             session = self._session or ""
             self._events.append(MessagesAfterEnd(session, seq, top - 1, seq))
+            for beyond in self._claims:  # kept aside beyond it: named too, never only counted
+                self._claim_bytes -= beyond.nbytes
+                if beyond.value > beyond.start:
+                    self._after_end(beyond.start, beyond.value - beyond.start, beyond.source, None)
+                else:
+                    self._drop(DROP_AFTER_END, beyond.source, beyond.addr, once=True)
+            self._claims = []
             logger.warning(
                 "session %r ended at %d (its end of session repeated, then the feed fell "
                 "quiet) although messages %d..%d were delivered: data beyond the end, "

@@ -202,18 +202,6 @@ def _forged_low_ends() -> list[tuple[float, bytes, Source, None]]:
 
 
 @pytest.mark.parametrize("server", ["honest", "dead"])
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack6's random streams (seed 6): _outage_then_one_far with A's ends lost "
-        "on the line, two forged ends of A at 3 (3.898 and 4.198 s, line A) in the outage: the "
-        "forged end is believed at 8.0 s (admitted: a forged end in a silence), 3..1071 named "
-        "MessagesAfterEnd(A, 3, 1071, 3), but the real datagram 2500, which arrived at 5.498 "
-        "s, after the forged end, is dropped as 'after_end_of_session', only counted, never "
-        "named (also not by finish()). With the forged end at 1072 instead, 2500 is named "
-        "MessagesAfterEnd(A, 2500, 2500, 1072)"
-    ),
-)
 def test_real_data_after_a_forged_low_end_is_named(server: str) -> None:
     """README (cannot know): a forged end in a silence ends the session, 'what the feed
     sends after it is then reported, not delivered'; the promise: never only counted."""
