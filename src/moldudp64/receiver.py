@@ -700,6 +700,8 @@ class _Claim:
     #: An end of session's: distinct live data datagrams beyond it seen so far (a repeated
     #: end stands against fewer than :data:`_WITNESSES`; see ``ReceiverCore._end_stands``).
     beyond: int = 0
+    #: One past the last of those counted (so a copy or an older one is not counted again).
+    beyond_top: int = 0
     #: When it first came and when its last copy came (``at`` moves with the quiet): an
     #: end of session's copies count as repeats over :data:`_END_SPREAD` (``_repeated``).
     born: float = -_INF
@@ -1978,8 +1980,10 @@ class ReceiverCore:
         :meth:`_believe_end`)."""
         if eos.copies < 2:
             return False
-        if seq >= self._horizon and seq >= self._wit_top:  # distinct, not yet counted
+        if seq >= eos.beyond_top:  # distinct, not yet counted (also inside a gap that
+            # forged far heartbeats or data opened beyond it: the live feed goes on there)
             eos.beyond += 1
+            eos.beyond_top = seq + 1
         return eos.beyond < _WITNESSES
 
     def _end_is_near(self, seq: int) -> bool:

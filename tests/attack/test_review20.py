@@ -5,8 +5,6 @@ main (the simulated clock of test_data_wins_attack3) and diffing the outcomes.""
 
 from __future__ import annotations
 
-import pytest
-
 from attack.test_data_wins_attack3 import (
     HONEST,
     OTHER,
@@ -159,28 +157,12 @@ def test_forged_far_heartbeats_and_ends_let_an_overrun_forged_end_truncate_a_liv
     assert ended(o, A) == [] and after_end(o, A) == [], (ended(o, A), after_end(o, A))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "not a regression (9883e5a the same): without the forged heartbeats, "
-        "SessionEnded(A, 138) at 12.17 s, 138..300 named after the end although 123 live "
-        "datagrams went beyond the forged end 138 (x3, sent while A was live)"
-    ),
-)
 def test_forged_end_at_the_next_number_overrun_by_live_data_ends_the_session() -> None:
     o = _forged_end_at_the_next_number_in_a_live_session(heartbeats=False, far_end_late=True)
     assert real(o, A) == list(range(1, 301))
     assert ended(o, A) == [] and after_end(o, A) == [], (ended(o, A), after_end(o, A))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "not a regression (9883e5a the same): without the late far end 1,000,274, "
-        "SessionEnded(A, 138) at 10.77 s, 138..260 named after the end, and 261..300 "
-        "(held by the honest server) neither delivered nor named"
-    ),
-)
 def test_forged_end_at_the_next_number_overrun_by_live_data_drops_the_served_tail() -> None:
     o = _forged_end_at_the_next_number_in_a_live_session(heartbeats=True, far_end_late=False)
     assert real(o, A) == list(range(1, 301))
