@@ -904,6 +904,9 @@ class ReceiverCore:
         self._parked: list[tuple[int, int, _Segment]] = []
         #: Messages beyond the believed end already reported (MessagesAfterEnd) end here.
         self._after_hw = 0
+        #: Distinct data datagrams that came beyond all named after the session ended (at
+        #: :data:`_WITNESSES`, the numbers between the end and them are named).
+        self._after_wit = 0
         #: The ranges ``[first, end)`` below ``_after_hw`` reported so far, sorted, merged,
         #: at most :data:`_MAX_PAST_NAMED` (the lowest let go: named again, never unnamed):
         #: a datagram that arrives below the mark out of order names what they miss.
@@ -1666,6 +1669,13 @@ class ReceiverCore:
         if low < self._after_hw:  # below what was named: an earlier datagram overtaken
             self._after_below(low, min(end, self._after_hw))
         first = max(seq, self._after_hw, self._eos or 0)
+        if later and seq >= self._after_hw and self._after_wit < _WITNESSES:
+            self._after_wit += 1  # distinct data beyond all named: the feed goes on
+            if self._after_wit == _WITNESSES and self._servers and self._eos is not None:
+                # it went on beyond the end: the numbers between the end and this data
+                # exist, and a configured server may hold them; named (bounded), never
+                # silently skipped
+                self._after_below(max(self._eos, first - _VOUCH_WINDOW), first)
         if end > first:
             self._mark_after(first, end)
         if later and end > first:
@@ -2998,6 +3008,7 @@ class ReceiverCore:
             self._events.append(SessionChanged(old, self._session, start))
         self._eos = None
         self._after_hw = 0
+        self._after_wit = 0
         self._after_named = []
         self._data_top = 0
         self._wit_top = 0
