@@ -5,6 +5,8 @@ main (the simulated clock of test_data_wins_attack3) and diffing the outcomes.""
 
 from __future__ import annotations
 
+import pytest
+
 from attack.test_data_wins_attack3 import (
     HONEST,
     OTHER,
@@ -233,3 +235,31 @@ def test_forged_end_below_the_feed_ends_the_session_although_the_real_end_arrive
     assert real(o, A) == list(range(1, 601))
     assert [n for _, n in ended(o, A)] in ([], [601]), ended(o, A)
     assert [x for x in after_end(o, A) if x[0] <= 600] == [], after_end(o, A)
+
+
+@pytest.mark.parametrize("forged_data", [0, 2, 4])
+def test_a_real_end_stands_against_a_few_forged_datagrams_inside_a_forged_far_gap(
+    forged_data: int,
+) -> None:
+    """The honest twin of the two above: A (300 msgs, one a datagram, 0.03 s apart from
+    0.5 s, both lines, end 301 x4), forged heartbeats of A at 1,000,076 x3 from 2.73 s
+    (line A: the horizon far beyond), and ``forged_data`` distinct forged datagrams of A
+    at 301, 302, ... between the real end's repeats (line B, inside that gap): fewer than
+    five, so the real end still ends A at 301, the forged data named after it."""
+    a = Publisher(A, 300, 0.5, dt=0.03, per_packet=1)
+    line = line_of([a], line_b=True)
+    line += [
+        (2.7275 + 0.3 * k, build_heartbeat(A, 1_000_076), Source.LINE_A, None) for k in range(3)
+    ]
+    t0 = a.last_sent() - 1.3
+    line += [
+        (t0 + 0.3 * k, build_packet(A, 301 + k, [b"forged"]), Source.LINE_B, None)
+        for k in range(forged_data)
+    ]
+    o = drive(line, [Server(HONEST, {A: a}, cap=40, delay=0.005)], a.last_sent() + 30.0)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 301))
+    assert [n for _, n in ended(o, A)] == [301]
+    assert {n for x, y, _ in after_end(o, A) for n in range(x, y + 1)} == set(
+        range(301, 301 + forged_data)
+    )
