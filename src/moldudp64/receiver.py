@@ -33,7 +33,9 @@ reported lost. Requests are cheap, beliefs are costly:
   from either line or a server's answer. A copy of it on the same line within
   :data:`_REPEAT_INTERVAL` is a network duplicate and vouches for nothing, unless it is
   the third. Datagrams kept aside are bounded and dropped (``unconfirmed_sequence``) after
-  ``confirm_within``. So a stray far ahead costs nothing, and a late join (feed at
+  ``confirm_within`` (one that ends right at a live end of session is kept while that end
+  repeats and is weighed: a real tail after a long outage, see ``_tail_unheard``). So a
+  stray far ahead costs nothing, and a late join (feed at
   5,000,000, wanted from 1) backfills as soon as the second live packet arrives. End of
   input (:meth:`~ReceiverCore.finish`) takes what is kept aside as it is.
 - **A gap is lost only once the feed has passed it.** :data:`_WITNESSES` distinct live
@@ -65,7 +67,8 @@ reported lost. Requests are cheap, beliefs are costly:
   data held wins once it repeated, else the one repeated more often (a real publisher
   repeats its end: a forged one seen once, even right after all data held, cannot hold the
   claim against it), on a tie the one right after all data held, else the newer. What is
-  held or kept aside beyond a believed end, and data that arrives beyond it later, is
+  held or kept aside beyond a believed end, and data that arrives beyond it later (of a
+  datagram across the end, the part from the end on: the part below is the session's), is
   named (:class:`~moldudp64.events.MessagesAfterEnd`, each number once; counted as
   ``after_end_of_session``). After :class:`SessionEnded` nothing more of that session is
   delivered.
@@ -697,6 +700,8 @@ class _Claim:
     #: An end of session's: distinct live data datagrams beyond it seen so far (a repeated
     #: end stands against fewer than :data:`_WITNESSES`; see ``ReceiverCore._end_stands``).
     beyond: int = 0
+    #: One past the last of those counted (so a copy or an older one is not counted again).
+    beyond_top: int = 0
     #: When it first came and when its last copy came (``at`` moves with the quiet): an
     #: end of session's copies count as repeats over :data:`_END_SPREAD` (``_repeated``).
     born: float = -_INF
@@ -897,11 +902,18 @@ class ReceiverCore:
         #: :meth:`_end_is_near`) while the horizon was at or beyond it, so it stays near
         #: (gaps open only at the horizon; lowered by ``_cut_at``).
         self._near_upto: tuple[bytes | None, int] = (None, -1)
+        #: A far end remembered and claimed again although the numbers before it are too
+        #: many (see ``_tail_unheard``): believed after its quiet unless live data far
+        #: below it drops it first.
+        self._unheard: tuple[bytes | None, int] = (None, -1)
         #: ``(wit0, tie, segment)`` for the segments out of attempts that the feed has not
         #: passed yet, a heap: asked again as soon as it does (or after a long wait).
         self._parked: list[tuple[int, int, _Segment]] = []
         #: Messages beyond the believed end already reported (MessagesAfterEnd) end here.
         self._after_hw = 0
+        #: Distinct data datagrams that came beyond all named after the session ended (at
+        #: :data:`_WITNESSES`, the numbers between the end and them are named).
+        self._after_wit = 0
         #: The ranges ``[first, end)`` below ``_after_hw`` reported so far, sorted, merged,
         #: at most :data:`_MAX_PAST_NAMED` (the lowest let go: named again, never unnamed):
         #: a datagram that arrives below the mark out of order names what they miss.
@@ -1518,6 +1530,7 @@ class ReceiverCore:
                 elif 0 < count < END_OF_SESSION and not self._end_is_near(eos.start):
                     # data far below it: a real end is never far ahead of the feed
                     self._eos_claim = None
+                    self._unheard = (None, -1)
                     self._drop(DROP_UNCONFIRMED, eos.source, eos.addr)
                     self._revive_refused(eos, now)  # the repeated end it beat stands again
                     if self._eos_claim is not None:
@@ -1579,6 +1592,8 @@ class ReceiverCore:
             self._eos_packets += 1
             if source != _RETX:
                 self._end_heard = now  # (see _end_repeats)
+            if self._claims and source != _RETX:
+                self._keep_tail(seq, now)
             self._on_end_of_session(seq, data, source, now, addr)
         else:
             value = seq + count
@@ -1600,6 +1615,13 @@ class ReceiverCore:
                 self._heartbeats += 1
             else:
                 self._messages[source] += count
+            if self._eos is not None and value > self._eos and count and seq < self._eos:
+                # it straddles the believed end: the part from the end on is named, the
+                # part below it is the session's (data wins: it arrived)
+                self._after_end(seq, count, source, addr)
+                msgs = msgs[: self._eos - seq]
+                count = len(msgs)
+                value = seq + count
             if self._eos is not None and value > self._eos:
                 if count:
                     self._after_end(seq, count, source, addr)
@@ -1658,6 +1680,13 @@ class ReceiverCore:
         if low < self._after_hw:  # below what was named: an earlier datagram overtaken
             self._after_below(low, min(end, self._after_hw))
         first = max(seq, self._after_hw, self._eos or 0)
+        if later and seq >= self._after_hw and self._after_wit < _WITNESSES:
+            self._after_wit += 1  # distinct data beyond all named: the feed goes on
+            if self._after_wit == _WITNESSES and self._servers and self._eos is not None:
+                # it went on beyond the end: the numbers between the end and this data
+                # exist, and a configured server may hold them; named (bounded), never
+                # silently skipped
+                self._after_below(max(self._eos, first - _VOUCH_WINDOW), first)
         if end > first:
             self._mark_after(first, end)
         if later and end > first:
@@ -1829,6 +1858,18 @@ class ReceiverCore:
             self._drop(DROP_UNCONFIRMED, old.source, old.addr)
         self._enforce_held_bound()
 
+    def _keep_tail(self, seq: int, now: float) -> None:
+        """A live end of session at ``seq``: a datagram kept aside that ends right at it
+        (a real tail after a long outage) is kept as long as that end repeats, so it is
+        still there when the end is weighed (see :meth:`_believe_end`)."""
+        claims = self._claims
+        for claim in claims:
+            if claim.value == seq and claim.value > claim.start:
+                claims.remove(claim)
+                claim.at = now  # (kept in the order they expire)
+                claims.append(claim)
+                return
+
     def _take_claims(
         self,
         value: int | None,
@@ -1923,6 +1964,8 @@ class ReceiverCore:
         eos.value = self._horizon  # where the fetching stood at this look
         eos.mark = self._expected
         eos.at = now
+        if self._claims:
+            self._keep_tail(eos.start, now)  # (its quiet starts again: so does the tail's)
 
     def _repeated(self, eos: _Claim) -> bool:
         """Whether the end of session ``eos`` repeated as a publisher repeats its end: its
@@ -2003,8 +2046,10 @@ class ReceiverCore:
         :meth:`_believe_end`)."""
         if eos.copies < 2:
             return False
-        if seq >= self._horizon and seq >= self._wit_top:  # distinct, not yet counted
+        if seq >= eos.beyond_top:  # distinct, not yet counted (also inside a gap that
+            # forged far heartbeats or data opened beyond it: the live feed goes on there)
             eos.beyond += 1
+            eos.beyond_top = seq + 1
         return eos.beyond < _WITNESSES
 
     def _end_is_near(self, seq: int) -> bool:
@@ -2231,15 +2276,18 @@ class ReceiverCore:
                 return
             top = self._expected
             self._cut_at(top)  # anything held beyond is named, gaps beyond let go
-            for beyond in self._claims:
-                self._claim_bytes -= beyond.nbytes
-                self._drop(DROP_AFTER_END, beyond.source, beyond.addr, once=True)
-            self._claims = []
             self._eos = seq
             self._after_hw = max(self._after_hw, top)
             self._mark_after(seq, top)
             session = self._session or ""
             self._events.append(MessagesAfterEnd(session, seq, top - 1, seq))
+            for beyond in self._claims:  # kept aside beyond it: named too, never only counted
+                self._claim_bytes -= beyond.nbytes
+                if beyond.value > beyond.start:
+                    self._after_end(beyond.start, beyond.value - beyond.start, beyond.source, None)
+                else:
+                    self._drop(DROP_AFTER_END, beyond.source, beyond.addr, once=True)
+            self._claims = []
             logger.warning(
                 "session %r ended at %d (its end of session repeated, then the feed fell "
                 "quiet) although messages %d..%d were delivered: data beyond the end, "
@@ -2253,8 +2301,18 @@ class ReceiverCore:
             # repeats, so forged data beyond it cannot keep a session from ending)
             self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
             return
-        if not self._end_is_near(seq):  # far beyond what the feed has shown
+        if not self._end_is_near(seq) and (  # far beyond what the feed has shown
+            claim is None or self._unheard != (self._session_raw, seq)
+        ):
             window = max(self.config.max_messages_per_request, _END_WINDOW)
+            if (
+                claim is not None
+                and self._repeated(claim)
+                and any(kept.value == seq for kept in self._claims)
+            ):  # a datagram kept aside ends right at it (a real tail after a long
+                # outage, then its end repeated): it vouches for that, as a heartbeat
+                # would, and is remembered with it (see _tail_unheard)
+                self._take_claims(seq, now, b"", _RETX, seq)
             top = max(self._data_top, self._expected)
             pending = self._pending_end
             if (
@@ -3018,6 +3076,7 @@ class ReceiverCore:
             self._events.append(SessionChanged(old, self._session, start))
         self._eos = None
         self._after_hw = 0
+        self._after_wit = 0
         self._after_named = []
         self._data_top = 0
         self._wit_top = 0
@@ -3930,8 +3989,9 @@ class ReceiverCore:
     def _wake_pending_end(self, now: float) -> None:
         """The end of session remembered for the numbers before it the feed never passed
         (``_pending_end``): once they are recovered or given up (few enough are left to
-        believe it), it is claimed again, as if it arrived now (the quiet that confirms
-        it must last ``end_confirm`` from here; data beyond it still disproves it)."""
+        believe it), or no server can bring them (:meth:`_tail_unheard`), it is claimed
+        again, as if it arrived now (the quiet that confirms it must last ``end_confirm``
+        from here; data beyond it still disproves it)."""
         pending = self._pending_end
         if pending is None or self._eos_claim is not None or self._eos is not None or self._ended:
             return
@@ -3951,7 +4011,9 @@ class ReceiverCore:
                     self._settle_end(claim, now)  # its quiet was kept as long already
             return
         if not self._end_is_near(pending.start):
-            return
+            if not self._tail_unheard(pending):
+                return
+            self._unheard = (self._session_raw, pending.start)  # (believable after its quiet)
         self._pending_end = None
         if pending.start < max(self._data_top, self._expected):
             self._drop(DROP_EOS_CONTRADICTED, pending.source, pending.addr, once=True)
@@ -3960,6 +4022,21 @@ class ReceiverCore:
         claim = self._eos_claim
         if claim is not None and claim.start == pending.start:
             claim.copies = max(claim.copies, pending.copies)
+
+    def _tail_unheard(self, pending: _Claim) -> bool:
+        """Whether the end remembered for the numbers before it the feed never passed
+        (``pending``) is believable all the same: it repeated, it is right after the data
+        held (a datagram that arrived ends at it: a real tail after a long outage), and no
+        server can bring the numbers before it (none configured, or they were asked for
+        the next number to deliver until out of attempts with no answer). An honest
+        server that holds them answers, and the end waits while it does; the gap is
+        bounded (:data:`_VOUCH_WINDOW`), so believing it costs bounded requests."""
+        seq = pending.start
+        if not self._repeated(pending) or not seq == self._data_top == self._horizon:
+            return False
+        if seq - self._expected > _VOUCH_WINDOW:
+            return False
+        return not self._servers or self._unanswered(self._expected)
 
     def _refresh(self, now: float) -> None:
         """Recompute the protocol timer and whether the fast path may be taken."""

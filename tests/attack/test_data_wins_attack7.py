@@ -186,20 +186,6 @@ def test_forged_ends_in_a_short_line_outage_with_a_dead_server(near: int, far: i
     assert real(o, B) == list(range(1, 601)) and lost(o, B) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "A (3,000 msgs, one every 2 ms from 0.5 s), 1001..2750 lost on both lines (a 3.5 s "
-        "line outage from 2.5 s, the publisher goes on), real end 3001 x4; forged on line B "
-        "from 2.6 s: an end of A at 1000 x3 and one at 2026 x5, 0.3 s apart; an honest "
-        "server (5 ms, 40 msgs an answer; max_request_timeout 1 s): the server brings "
-        "1001..2025, then SessionEnded(A, 2026) at 5.1 s and MessagesAfterEnd from 2751 only: "
-        "2026..2750, which the honest server holds, are neither delivered nor named (the same "
-        "with the forged end at 1001 x3 alone: 1001..2750 unnamed). README admits that a "
-        "forged end in a silence of end_confirm ends the session and that what the feed sends "
-        "after it is then reported; these numbers are not"
-    ),
-)
 @pytest.mark.parametrize("near,far", [(-1, 1025), (0, None)])
 def test_a_forged_end_believed_in_a_long_outage_names_what_the_server_holds_after_it(
     near: int, far: int | None

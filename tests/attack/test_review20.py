@@ -159,28 +159,12 @@ def test_forged_far_heartbeats_and_ends_let_an_overrun_forged_end_truncate_a_liv
     assert ended(o, A) == [] and after_end(o, A) == [], (ended(o, A), after_end(o, A))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "not a regression (9883e5a the same): without the forged heartbeats, "
-        "SessionEnded(A, 138) at 12.17 s, 138..300 named after the end although 123 live "
-        "datagrams went beyond the forged end 138 (x3, sent while A was live)"
-    ),
-)
 def test_forged_end_at_the_next_number_overrun_by_live_data_ends_the_session() -> None:
     o = _forged_end_at_the_next_number_in_a_live_session(heartbeats=False, far_end_late=True)
     assert real(o, A) == list(range(1, 301))
     assert ended(o, A) == [] and after_end(o, A) == [], (ended(o, A), after_end(o, A))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "not a regression (9883e5a the same): without the late far end 1,000,274, "
-        "SessionEnded(A, 138) at 10.77 s, 138..260 named after the end, and 261..300 "
-        "(held by the honest server) neither delivered nor named"
-    ),
-)
 def test_forged_end_at_the_next_number_overrun_by_live_data_drops_the_served_tail() -> None:
     o = _forged_end_at_the_next_number_in_a_live_session(heartbeats=True, far_end_late=False)
     assert real(o, A) == list(range(1, 301))
@@ -251,3 +235,31 @@ def test_forged_end_below_the_feed_ends_the_session_although_the_real_end_arrive
     assert real(o, A) == list(range(1, 601))
     assert [n for _, n in ended(o, A)] in ([], [601]), ended(o, A)
     assert [x for x in after_end(o, A) if x[0] <= 600] == [], after_end(o, A)
+
+
+@pytest.mark.parametrize("forged_data", [0, 2, 4])
+def test_a_real_end_stands_against_a_few_forged_datagrams_inside_a_forged_far_gap(
+    forged_data: int,
+) -> None:
+    """The honest twin of the two above: A (300 msgs, one a datagram, 0.03 s apart from
+    0.5 s, both lines, end 301 x4), forged heartbeats of A at 1,000,076 x3 from 2.73 s
+    (line A: the horizon far beyond), and ``forged_data`` distinct forged datagrams of A
+    at 301, 302, ... between the real end's repeats (line B, inside that gap): fewer than
+    five, so the real end still ends A at 301, the forged data named after it."""
+    a = Publisher(A, 300, 0.5, dt=0.03, per_packet=1)
+    line = line_of([a], line_b=True)
+    line += [
+        (2.7275 + 0.3 * k, build_heartbeat(A, 1_000_076), Source.LINE_A, None) for k in range(3)
+    ]
+    t0 = a.last_sent() - 1.3
+    line += [
+        (t0 + 0.3 * k, build_packet(A, 301 + k, [b"forged"]), Source.LINE_B, None)
+        for k in range(forged_data)
+    ]
+    o = drive(line, [Server(HONEST, {A: a}, cap=40, delay=0.005)], a.last_sent() + 30.0)
+    check_tiles(o)
+    assert real(o, A) == list(range(1, 301))
+    assert [n for _, n in ended(o, A)] == [301]
+    assert {n for x, y, _ in after_end(o, A) for n in range(x, y + 1)} == set(
+        range(301, 301 + forged_data)
+    )
