@@ -1838,12 +1838,32 @@ class ReceiverCore:
         near what is held; one still far beyond it waits on while the numbers before it
         are being fetched (the horizon moved since the last look), else it is dropped."""
         window = max(self.config.max_messages_per_request, _END_WINDOW)
-        fetching = self._horizon > eos.value or (
-            # too far to be remembered (see _believe_end), its window still being fetched
-            eos.start > self._horizon + window
-            and 0 < eos.mark < self._expected
-            and bool(self._segs)
+        heard_by = self._asked_heard_by(now)
+        fetching = (
+            self._horizon > eos.value
+            or (
+                # too far to be remembered (see _believe_end), its window still being fetched
+                eos.start > self._horizon + window
+                and 0 < eos.mark < self._expected
+                and bool(self._segs)
+            )
+            # a request for missing numbers in flight, and it would be dropped: neither
+            # remembered nor giving way to an end it won over or one remembered
+            or (
+                heard_by is not None
+                and self._eos_rival is None
+                and self._pending_end is None
+                and not max(self._data_top, self._expected) <= eos.start <= self._horizon + window
+            )
         )
+        if (
+            heard_by is not None
+            and self._segs[-1].end > eos.start  # numbers beyond it are asked for
+            and self._end_is_near(eos.start)
+        ):
+            # a server as slow as the timeouts allow may still answer with data beyond it
+            eos.at = heard_by - self.config.end_confirm  # looked at again then
+            return
         if self._end_is_near(eos.start) or not fetching:
             self._eos_claim = None
             self._believe_end(eos.start, now, repeated=eos.copies >= 2, claim=eos)
@@ -1867,6 +1887,18 @@ class ReceiverCore:
         eos.value = self._horizon  # where the fetching stood at this look
         eos.mark = self._expected
         eos.at = now
+
+    def _asked_heard_by(self, now: float) -> float | None:
+        """When the outcome of the requests for the missing numbers is known at the latest
+        (``_asked_until``), if that is still to come: a server as slow as the configured
+        timeouts allow may still answer with data (before an end far ahead: the fetching
+        goes on; beyond an end: data that disproves it, evidence a forger cannot remove).
+        None when the switch on silence would not wait for them either
+        (``_asked_in_flight``). Bounded: only an answer with data restarts the wait, and an
+        honest server holds only the real session's numbers."""
+        if not self._asked_in_flight(now):
+            return None
+        return self._asked_until()
 
     def _repeated(self, eos: _Claim) -> bool:
         """Whether the end of session ``eos`` repeated as a publisher repeats its end: its
@@ -2597,7 +2629,8 @@ class ReceiverCore:
                 eos = self._eos_claim
                 if (
                     eos is not None
-                    and not self._segs
+                    # (nothing missing before it: numbers beyond it the end lets go)
+                    and (not self._segs or self._segs[0].start >= eos.start)
                     and stale_after is not None
                     and stale_after >= self.config.end_confirm
                     and self._end_is_near(eos.start)
