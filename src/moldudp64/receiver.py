@@ -879,6 +879,10 @@ class ReceiverCore:
         self._wit = 0
         #: One past the last data witness (a copy of it, or data below it, is none).
         self._wit_top = 0
+        #: One past the highest live data below a believed end of session that arrived
+        #: after it was believed, and when (see :meth:`_passed`).
+        self._below_end_top = 0
+        self._below_end_at = -_INF
         #: Missing numbers of the open gaps by the witness count they went missing at
         #: (``_Segment.wit0``), kept as gaps open, fill, split and go (see
         #: :meth:`_unpassed`): weighing an end of session never walks the gaps. Keys the
@@ -1589,6 +1593,14 @@ class ReceiverCore:
                 self._heartbeats += 1
             else:
                 self._messages[source] += count
+                if (
+                    live
+                    and self._eos is not None
+                    and value <= self._eos
+                    and seq >= self._below_end_top
+                ):  # the feed goes on below a believed end: see _passed
+                    self._below_end_top = value
+                    self._below_end_at = now
             if self._eos is not None and value > self._eos:
                 if count:
                     self._after_end(seq, count, source, addr)
@@ -2986,6 +2998,7 @@ class ReceiverCore:
         self._after_named = []
         self._data_top = 0
         self._wit_top = 0
+        self._below_end_top, self._below_end_at = 0, -_INF
         self._ended = False
         self._bare_mark = None if cand.carries else self._delivered
         self._follow_mark = (self._delivered, self._lost_messages)
@@ -3651,7 +3664,7 @@ class ReceiverCore:
             if not seg.alive or seg.due != due:
                 heappop(heap)
                 continue
-            passed = self._wit - seg.wit0 >= _WITNESSES
+            passed = self._passed(seg, now)
             lead = seg.lead
             if lead is None:
                 lead = seg.lead = _Lead()
@@ -3766,6 +3779,22 @@ class ReceiverCore:
                 server.asked = now
                 self._out.append((request, server.addr))
 
+    def _passed(self, seg: _Segment, now: float) -> bool:
+        """Whether the feed has passed the missing range ``seg`` (:data:`_WITNESSES`; a
+        believed end passes every gap before it), so that no answer is a failure and it
+        may be given up once out of attempts. Not while live data below a believed end
+        still arrives (within ``end_confirm``) and the range lies beyond it: the feed has
+        not reached those numbers yet (an end believed in a line outage of a live feed),
+        and a server's silence about them is no failure. Bounded: each such datagram must
+        go beyond the last, below the end."""
+        if self._wit - seg.wit0 < _WITNESSES:
+            return False
+        return not (
+            self._eos is not None
+            and seg.start >= self._below_end_top
+            and now < self._below_end_at + self.config.end_confirm
+        )
+
     def _attempts_span(self) -> float:
         """How long one range's ``max_request_attempts`` unanswered attempts take."""
         return sum(self._timeout_for(k) for k in range(1, self.config.max_request_attempts + 1))
@@ -3825,7 +3854,7 @@ class ReceiverCore:
                 seg = segs[i]
                 if seg.req_seq == seq and seg.due is None:
                     seg.req_seq = -1
-                    passed = self._wit - seg.wit0 >= _WITNESSES
+                    passed = self._passed(seg, now)
                     last = self._end_repeats(now)
                     if passed and seg.own_attempts >= cfg.max_request_attempts and last is not None:
                         # its end still repeats: asked once more when it fell quiet
