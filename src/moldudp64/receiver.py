@@ -1060,13 +1060,14 @@ class ReceiverCore:
     def _quiet_after_end(self) -> bool:
         """Whether the feed's silence is the quiet after an end of session that may be
         believed (not staleness): one far beyond everything held (a forger's, or one
-        whose numbers are still being fetched window by window) is no such end, so
+        whose numbers are still being fetched window by window, or a lone one more than
+        a window beyond all data held, :meth:`_lone_far`) is no such end, so
         ``FeedStale`` still comes ``stale_after`` after the feed's last datagram."""
         eos = self._eos_claim
         if eos is None:
             return False
         window = max(self.config.max_messages_per_request, _END_WINDOW)
-        return eos.start <= self._horizon + window
+        return eos.start <= self._horizon + window and not self._lone_far(eos)
 
     def _at(self, now: float) -> float:
         """``now`` (the driver's clock) on the core's own clock, which never goes back: a
@@ -1868,6 +1869,10 @@ class ReceiverCore:
                 and not max(self._data_top, self._expected) <= eos.start <= self._horizon + window
             )
         )
+        if self._lone_far(eos):
+            # numbers nothing real reached lie before it: never believed on the quiet alone
+            eos.value, eos.mark, eos.at = self._horizon, self._expected, now
+            return
         if (
             heard_by is not None
             and self._segs[-1].end > eos.start  # numbers beyond it are asked for
@@ -1911,6 +1916,19 @@ class ReceiverCore:
         if not self._asked_in_flight(now):
             return None
         return self._asked_until()
+
+    def _lone_far(self, eos: _Claim) -> bool:
+        """Whether the end of session ``eos`` is a lone datagram (one copy, never repeated)
+        more than a request window (:data:`_END_WINDOW`) beyond all data held: evidence a
+        forger gives for one datagram. Believed on its quiet, it would have that many
+        numbers nothing real reached reported lost, and the real data still to come
+        too. Such an end is believed only once the data reaches within a window of it or
+        it repeats as publishers repeat their end; meanwhile the numbers before it are
+        asked for window by window (bounded: one request at a time) and "not yet
+        arrived"; a session left meanwhile has them reported as any left session's."""
+        window = max(self.config.max_messages_per_request, _END_WINDOW)
+        top = self._data_top if self._data_top > self._expected else self._expected
+        return eos.copies < 2 and eos.start > top + window
 
     def _repeated(self, eos: _Claim) -> bool:
         """Whether the end of session ``eos`` repeated as a publisher repeats its end: its
@@ -2953,6 +2971,14 @@ class ReceiverCore:
             # were never asked for are named too, not forgotten with the end
             ends = [c for c in (self._eos_claim, self._pending_end) if c is not None]
             top = max([c.start for c in ends if self._repeated(c)] + [self._end_seen])
+            eos = self._eos_claim
+            if (
+                eos is not None
+                and eos.start > top
+                and self._lone_far(eos)
+                and self._end_is_near(eos.start)
+            ):  # a lone end kept claimed, its numbers asked for up to a window before it
+                top = eos.start
             if top > self._horizon:
                 self._give_up_range(self._horizon, top, LOST_SESSION_CHANGED)
                 self._horizon = top
