@@ -1873,13 +1873,10 @@ class ReceiverCore:
             # numbers nothing real reached lie before it: never believed on the quiet alone
             eos.value, eos.mark, eos.at = self._horizon, self._expected, now
             return
-        if (
-            heard_by is not None
-            and self._segs[-1].end > eos.start  # numbers beyond it are asked for
-            and self._end_is_near(eos.start)
-        ):
+        beyond_by = self._beyond_heard_by(eos.start, now)
+        if beyond_by is not None and self._end_is_near(eos.start):
             # a server as slow as the timeouts allow may still answer with data beyond it
-            eos.at = heard_by - self.config.end_confirm  # looked at again then
+            eos.at = beyond_by - self.config.end_confirm  # looked at again then
             return
         if self._end_is_near(eos.start) or not fetching:
             self._eos_claim = None
@@ -1916,6 +1913,28 @@ class ReceiverCore:
         if not self._asked_in_flight(now):
             return None
         return self._asked_until()
+
+    def _beyond_heard_by(self, seq: int, now: float) -> float | None:
+        """When the outcome of the first requests for the missing numbers at or beyond an
+        end of session at ``seq`` is known at the latest, if that is still to come: one
+        ``max_request_timeout`` after they were first due (``detected`` plus
+        ``request_delay``). A server as slow as the configured timeouts allow may still
+        answer with data beyond the end, which disproves it (evidence a forger cannot
+        remove). Bounded: a forger's heartbeat or end far ahead that had numbers beyond a
+        real end asked for delays it by one ``max_request_timeout`` at most, and never
+        beyond the bounds of the wait for a switch (``_fetch_may_wait``)."""
+        cfg = self.config
+        until = None
+        for seg in reversed(self._segs):
+            if seg.end <= seq:
+                break
+            if seg.attempts:
+                at = seg.detected + cfg.request_delay + cfg.max_request_timeout
+                if now < at and (until is None or at > until):
+                    until = at
+        if until is None or not self._fetch_may_wait(now):
+            return None
+        return until
 
     def _lone_far(self, eos: _Claim) -> bool:
         """Whether the end of session ``eos`` is a lone datagram (one copy, never repeated)

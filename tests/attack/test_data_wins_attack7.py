@@ -30,6 +30,7 @@ from attack.test_data_wins_attack3 import (
     ended,
     line_of,
     lost,
+    play,
     real,
 )
 from moldudp64.events import Source
@@ -390,3 +391,32 @@ def test_a_real_lone_far_end_alone_is_named_at_the_end_of_input() -> None:
     assert real(o, A) == list(range(1, 197))
     assert {n for x, y, _ in lost(o, A) for n in range(x, y + 1)} == set(range(197, 1301))
     assert [x for _, x in ended(o, A)] == [1301]
+
+
+def test_answers_for_a_gap_before_a_real_end_do_not_prolong_its_wait_for_numbers_beyond() -> None:
+    """Holds (found by the attack3 model hunt against the first form of the wait for an
+    answer about the numbers beyond an end): A (300 msgs, 3 a datagram, 5% lost, both
+    lines), forged heartbeats at 1,000,000 (numbers beyond the real end asked for), a
+    server that drops its first two answers to each number: the real end 301 waits one
+    max_request_timeout at most for the numbers beyond it, not while the answers for the
+    gap before it keep coming, and A ends in time (the model's checks)."""
+    play(
+        {
+            "tail": False,
+            "anchor": "published",
+            "delay": 0.3,
+            "mode": "two",
+            "a_count": 300,
+            "per": 3,
+            "a_start": 3.0,
+            "burst": 80,
+            "loss": 0.05,
+            "line_b": True,
+            "server": "drops2",
+            "forg": [
+                (5.2e-06, "heartbeat", A, 1_000_000, 1, 0.05, Source.LINE_A, 2),
+                (-0.116, "heartbeat", A, 1_000_000, 2, 0.05, Source.LINE_A, 1),
+            ],
+            "seed": 2,
+        }
+    )
