@@ -891,6 +891,10 @@ class ReceiverCore:
         self._wit = 0
         #: One past the last data witness (a copy of it, or data below it, is none).
         self._wit_top = 0
+        #: One past the highest live data below a believed end of session that arrived
+        #: after it was believed, and when (see :meth:`_passed`).
+        self._below_end_top = 0
+        self._below_end_at = -_INF
         #: Missing numbers of the open gaps by the witness count they went missing at
         #: (``_Segment.wit0``), kept as gaps open, fill, split and go (see
         #: :meth:`_unpassed`): weighing an end of session never walks the gaps. Keys the
@@ -1075,13 +1079,14 @@ class ReceiverCore:
     def _quiet_after_end(self) -> bool:
         """Whether the feed's silence is the quiet after an end of session that may be
         believed (not staleness): one far beyond everything held (a forger's, or one
-        whose numbers are still being fetched window by window) is no such end, so
+        whose numbers are still being fetched window by window, or a lone one more than
+        a window beyond all data held, :meth:`_lone_far`) is no such end, so
         ``FeedStale`` still comes ``stale_after`` after the feed's last datagram."""
         eos = self._eos_claim
         if eos is None:
             return False
         window = max(self.config.max_messages_per_request, _END_WINDOW)
-        return eos.start <= self._horizon + window
+        return eos.start <= self._horizon + window and not self._lone_far(eos)
 
     def _at(self, now: float) -> float:
         """``now`` (the driver's clock) on the core's own clock, which never goes back: a
@@ -1615,6 +1620,14 @@ class ReceiverCore:
                 self._heartbeats += 1
             else:
                 self._messages[source] += count
+                if (
+                    live
+                    and self._eos is not None
+                    and value <= self._eos
+                    and seq >= self._below_end_top
+                ):  # the feed goes on below a believed end: see _passed
+                    self._below_end_top = value
+                    self._below_end_at = now
             if self._eos is not None and value > self._eos and count and seq < self._eos:
                 # it straddles the believed end: the part from the end on is named, the
                 # part below it is the session's (data wins: it arrived)
@@ -1935,12 +1948,33 @@ class ReceiverCore:
         near what is held; one still far beyond it waits on while the numbers before it
         are being fetched (the horizon moved since the last look), else it is dropped."""
         window = max(self.config.max_messages_per_request, _END_WINDOW)
-        fetching = self._horizon > eos.value or (
-            # too far to be remembered (see _believe_end), its window still being fetched
-            eos.start > self._horizon + window
-            and 0 < eos.mark < self._expected
-            and bool(self._segs)
+        heard_by = self._asked_heard_by(now)
+        fetching = (
+            self._horizon > eos.value
+            or (
+                # too far to be remembered (see _believe_end), its window still being fetched
+                eos.start > self._horizon + window
+                and 0 < eos.mark < self._expected
+                and bool(self._segs)
+            )
+            # a request for missing numbers in flight, and it would be dropped: neither
+            # remembered nor giving way to an end it won over or one remembered
+            or (
+                heard_by is not None
+                and self._eos_rival is None
+                and self._pending_end is None
+                and not max(self._data_top, self._expected) <= eos.start <= self._horizon + window
+            )
         )
+        if self._lone_far(eos):
+            # numbers nothing real reached lie before it: never believed on the quiet alone
+            eos.value, eos.mark, eos.at = self._horizon, self._expected, now
+            return
+        beyond_by = self._beyond_heard_by(eos.start, now)
+        if beyond_by is not None and self._end_is_near(eos.start):
+            # a server as slow as the timeouts allow may still answer with data beyond it
+            eos.at = beyond_by - self.config.end_confirm  # looked at again then
+            return
         if self._end_is_near(eos.start) or not fetching:
             self._eos_claim = None
             self._believe_end(eos.start, now, repeated=eos.copies >= 2, claim=eos)
@@ -1966,6 +2000,53 @@ class ReceiverCore:
         eos.at = now
         if self._claims:
             self._keep_tail(eos.start, now)  # (its quiet starts again: so does the tail's)
+
+    def _asked_heard_by(self, now: float) -> float | None:
+        """When the outcome of the requests for the missing numbers is known at the latest
+        (``_asked_until``), if that is still to come: a server as slow as the configured
+        timeouts allow may still answer with data (before an end far ahead: the fetching
+        goes on; beyond an end: data that disproves it, evidence a forger cannot remove).
+        None when the switch on silence would not wait for them either
+        (``_asked_in_flight``). Bounded: only an answer with data restarts the wait, and an
+        honest server holds only the real session's numbers."""
+        if not self._asked_in_flight(now):
+            return None
+        return self._asked_until()
+
+    def _beyond_heard_by(self, seq: int, now: float) -> float | None:
+        """When the outcome of the first requests for the missing numbers at or beyond an
+        end of session at ``seq`` is known at the latest, if that is still to come: one
+        ``max_request_timeout`` after they were first due (``detected`` plus
+        ``request_delay``). A server as slow as the configured timeouts allow may still
+        answer with data beyond the end, which disproves it (evidence a forger cannot
+        remove). Bounded: a forger's heartbeat or end far ahead that had numbers beyond a
+        real end asked for delays it by one ``max_request_timeout`` at most, and never
+        beyond the bounds of the wait for a switch (``_fetch_may_wait``)."""
+        cfg = self.config
+        until = None
+        for seg in reversed(self._segs):
+            if seg.end <= seq:
+                break
+            if seg.attempts:
+                at = seg.detected + cfg.request_delay + cfg.max_request_timeout
+                if now < at and (until is None or at > until):
+                    until = at
+        if until is None or not self._fetch_may_wait(now):
+            return None
+        return until
+
+    def _lone_far(self, eos: _Claim) -> bool:
+        """Whether the end of session ``eos`` is a lone datagram (one copy, never repeated)
+        more than a request window (:data:`_END_WINDOW`) beyond all data held: evidence a
+        forger gives for one datagram. Believed on its quiet, it would have that many
+        numbers nothing real reached reported lost, and the real data still to come
+        too. Such an end is believed only once the data reaches within a window of it or
+        it repeats as publishers repeat their end; meanwhile the numbers before it are
+        asked for window by window (bounded: one request at a time) and "not yet
+        arrived"; a session left meanwhile has them reported as any left session's."""
+        window = max(self.config.max_messages_per_request, _END_WINDOW)
+        top = self._data_top if self._data_top > self._expected else self._expected
+        return eos.copies < 2 and eos.start > top + window
 
     def _repeated(self, eos: _Claim) -> bool:
         """Whether the end of session ``eos`` repeated as a publisher repeats its end: its
@@ -2718,7 +2799,8 @@ class ReceiverCore:
                 eos = self._eos_claim
                 if (
                     eos is not None
-                    and not self._segs
+                    # (nothing missing before it: numbers beyond it the end lets go)
+                    and (not self._segs or self._segs[0].start >= eos.start)
                     and stale_after is not None
                     and stale_after >= self.config.end_confirm
                     and self._end_is_near(eos.start)
@@ -3029,6 +3111,14 @@ class ReceiverCore:
             # were never asked for are named too, not forgotten with the end
             ends = [c for c in (self._eos_claim, self._pending_end) if c is not None]
             top = max([c.start for c in ends if self._repeated(c)] + [self._end_seen])
+            eos = self._eos_claim
+            if (
+                eos is not None
+                and eos.start > top
+                and self._lone_far(eos)
+                and self._end_is_near(eos.start)
+            ):  # a lone end kept claimed, its numbers asked for up to a window before it
+                top = eos.start
             if top > self._horizon:
                 self._give_up_range(self._horizon, top, LOST_SESSION_CHANGED)
                 self._horizon = top
@@ -3080,6 +3170,7 @@ class ReceiverCore:
         self._after_named = []
         self._data_top = 0
         self._wit_top = 0
+        self._below_end_top, self._below_end_at = 0, -_INF
         self._ended = False
         self._bare_mark = None if cand.carries else self._delivered
         self._follow_mark = (self._delivered, self._lost_messages)
@@ -3752,7 +3843,7 @@ class ReceiverCore:
             if not seg.alive or seg.due != due:
                 heappop(heap)
                 continue
-            passed = self._wit - seg.wit0 >= _WITNESSES
+            passed = self._passed(seg, now)
             lead = seg.lead
             if lead is None:
                 lead = seg.lead = _Lead()
@@ -3867,6 +3958,22 @@ class ReceiverCore:
                 server.asked = now
                 self._out.append((request, server.addr))
 
+    def _passed(self, seg: _Segment, now: float) -> bool:
+        """Whether the feed has passed the missing range ``seg`` (:data:`_WITNESSES`; a
+        believed end passes every gap before it), so that no answer is a failure and it
+        may be given up once out of attempts. Not while live data below a believed end
+        still arrives (within ``end_confirm``) and the range lies beyond it: the feed has
+        not reached those numbers yet (an end believed in a line outage of a live feed),
+        and a server's silence about them is no failure. Bounded: each such datagram must
+        go beyond the last, below the end."""
+        if self._wit - seg.wit0 < _WITNESSES:
+            return False
+        return not (
+            self._eos is not None
+            and seg.start >= self._below_end_top
+            and now < self._below_end_at + self.config.end_confirm
+        )
+
     def _attempts_span(self) -> float:
         """How long one range's ``max_request_attempts`` unanswered attempts take."""
         return sum(self._timeout_for(k) for k in range(1, self.config.max_request_attempts + 1))
@@ -3926,7 +4033,7 @@ class ReceiverCore:
                 seg = segs[i]
                 if seg.req_seq == seq and seg.due is None:
                     seg.req_seq = -1
-                    passed = self._wit - seg.wit0 >= _WITNESSES
+                    passed = self._passed(seg, now)
                     last = self._end_repeats(now)
                     if passed and seg.own_attempts >= cfg.max_request_attempts and last is not None:
                         # its end still repeats: asked once more when it fell quiet

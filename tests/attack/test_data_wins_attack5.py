@@ -589,20 +589,6 @@ def test_a_slow_servers_late_join_holds_a_busy_next_session_without_loss() -> No
     assert [x for _, x in ended(o, B)] == [3001]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by fixF, open (on main too, no switch involved): B of 3,000 msgs whose "
-        "499..3000 are lost on the line (an outage beyond one request window), its end "
-        "3001 x4, a server answering 1,000 msgs an answer 5 s late (timeouts sized: "
-        "max_request_timeout 6 s): 1..1522 delivered, then B's end far ahead is dropped "
-        "as 'unconfirmed_sequence' at 22.0 s (_settle_end: the fetching made no progress "
-        "within end_confirm, 2.5 s, as the answers come 5 s apart), and 1523..3000 are "
-        "neither delivered nor reported lost; B never ends. Also reached behind a busy "
-        "next session that overflowed its waiting room (max_held_packets=500) while a "
-        "slow server fetched the session before it"
-    ),
-)
 def test_an_outage_fetched_slower_than_end_confirm_names_every_number_before_the_end() -> None:
     """The promise: every message not delivered is reported; real data an honest server
     holds is delivered. B's repeated end says 1..3000 exist, the server holds them all."""
