@@ -2197,9 +2197,24 @@ class ReceiverCore:
             # repeats, so forged data beyond it cannot keep a session from ending)
             self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
             return
-        if not self._end_is_near(seq):  # far beyond what the feed has shown
-            window = max(self.config.max_messages_per_request, _END_WINDOW)
-            top = max(self._data_top, self._expected)
+        window = max(self.config.max_messages_per_request, _END_WINDOW)
+        top = max(self._data_top, self._expected)
+        if not self._end_is_near(seq) and not (
+            # repeated, at or beyond all data held and within two windows of it, with no
+            # more numbers unpassed than a lone end leaves when believed (one window
+            # chased, one up to it), having won over an end below it that did not
+            # repeat: the numbers that lone other end (forged or not) had asked for are
+            # no reason to wait for ever (an end a forger adds delays, never prevents,
+            # the end; every number up to it is named). Of two repeated ends see
+            # _rival_beats; a lone end waits as before (pending)
+            claim is not None
+            and self._repeated(claim)
+            and self._eos_rival is not None
+            and self._eos_rival[1] < 2
+            and self._eos_rival[0] < seq
+            and top <= seq <= top + 2 * window
+            and self._unpassed() <= 2 * window
+        ):  # far beyond what the feed has shown
             pending = self._pending_end
             if (
                 claim is not None
