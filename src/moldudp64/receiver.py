@@ -1825,8 +1825,16 @@ class ReceiverCore:
         an end of session the feed kept quiet after for ``end_confirm`` is believed."""
         within = self.config.confirm_within  # the same sum as get_timer: no float gap
         claims = self._claims
+        end = self._eos_claim or self._pending_end
         while claims and claims[0].at + within <= now:
             old = claims.pop(0)
+            if end is not None and end.copies >= 2 and old.value == end.start and within > 0:
+                # right below a repeated end still weighed: kept while it is (its belief
+                # takes it in; the quiet after a real end's last datagram may outlast
+                # confirm_within when another end delayed it), renewed, still bounded
+                old.at = now
+                claims.append(old)
+                continue
             self._claim_bytes -= old.nbytes
             self._drop(DROP_UNCONFIRMED, old.source, old.addr)
         eos = self._eos_claim
@@ -2210,7 +2218,7 @@ class ReceiverCore:
             claim is not None
             and self._repeated(claim)
             and self._eos_rival is not None
-            and self._eos_rival[1] < 2
+            and (self._eos_rival[1] < 2 or self._eos_rival[0] < self._expected)
             and self._eos_rival[0] < seq
             and top <= seq <= top + 2 * window
             and self._unpassed() <= 2 * window
