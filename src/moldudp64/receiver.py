@@ -1608,7 +1608,12 @@ class ReceiverCore:
                     self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
                     self._revive_rival(false, value, now)
                 pending = self._pending_end
-                if pending is not None and value > pending.start and count:
+                if (
+                    pending is not None
+                    and value > pending.start
+                    and count
+                    and not (live and self._end_stands(pending, seq))
+                ):
                     self._pending_end = None  # data beyond it: that end was false too
                     self._drop(DROP_EOS_CONTRADICTED, pending.source, pending.addr, once=True)
                 if opener and self._claims and not trusted:
@@ -2226,7 +2231,19 @@ class ReceiverCore:
             pending = self._pending_end
             if (
                 claim is not None
-                and top <= seq <= self._horizon + window
+                and seq <= self._horizon + window
+                and (
+                    top <= seq
+                    # (or, with no other end weighed against it, below data held it
+                    # stands against: repeated, fewer than _WITNESSES distinct datagrams
+                    # beyond it; see _end_stands)
+                    or (
+                        seq >= self._expected
+                        and repeated
+                        and claim.beyond < _WITNESSES
+                        and self._eos_rival is None
+                    )
+                )
                 and (pending is None or seq == top or pending.start != top)
             ):
                 # it agrees with the data, only the numbers before it the feed never
@@ -3901,7 +3918,13 @@ class ReceiverCore:
         if not self._end_is_near(pending.start):
             return
         self._pending_end = None
-        if pending.start < max(self._data_top, self._expected):
+        if pending.start < self._expected or (
+            # data held beyond it: a repeated end stands against fewer than _WITNESSES
+            # distinct live datagrams beyond it (see _end_stands), also when they came
+            # while it was remembered (two forged far datagrams cannot void a real end)
+            pending.start < self._data_top
+            and not self._repeated(pending)
+        ):
             self._drop(DROP_EOS_CONTRADICTED, pending.source, pending.addr, once=True)
             return
         self._on_end_of_session(pending.start, pending.data, pending.source, now, pending.addr)

@@ -68,22 +68,6 @@ def test_a_next_sessions_backlog_dropped_while_the_current_one_is_fetched_is_nam
 
 
 @pytest.mark.parametrize("forged_at", [-0.5, 6.0], ids=["before-last-end", "6s-after"])
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "found by attack6: late join of A (3,000 msgs, one a datagram from 0.5 s, only "
-        "2999, 3000 and the real end 3001 x4 at 2.20..3.70 s on line A), an honest server "
-        "(40 msgs an answer, 0.2 s); two forged data datagrams of A at 5000 and 5001 (line "
-        "B, 10 ms apart) 0.5 s before A's last end or 6 s after it: all 3,000 delivered, but "
-        "the real end is never believed (6 s after: dropped as 'end_of_session_"
-        "contradicted', two datagrams past it, not five), 3001..4999 asked for with "
-        "growing waits until the end of the run (238 "
-        "requests by 300 s), 5000..5001 held and never named, A never ends; with a next "
-        "session B it is left with MessagesLost(A, 3001, 4999, 'session changed') and the "
-        "forged pair delivered as A's, still no SessionEnded(A). With 2,500 messages (the "
-        "end believed sooner) the same forgery is named after the end and A ends at 2501"
-    ),
-)
 def test_two_forged_data_far_beyond_a_late_joins_real_end_do_not_keep_it_open(
     forged_at: float,
 ) -> None:
