@@ -1654,7 +1654,12 @@ class ReceiverCore:
                     self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
                     self._revive_rival(false, value, now)
                 pending = self._pending_end
-                if pending is not None and value > pending.start and count:
+                if (
+                    pending is not None
+                    and value > pending.start
+                    and count
+                    and not (live and self._end_stands(pending, seq))
+                ):
                     self._pending_end = None  # data beyond it: that end was false too
                     self._drop(DROP_EOS_CONTRADICTED, pending.source, pending.addr, once=True)
                 if opener and self._claims and not trusted:
@@ -1935,8 +1940,16 @@ class ReceiverCore:
         an end of session the feed kept quiet after for ``end_confirm`` is believed."""
         within = self.config.confirm_within  # the same sum as get_timer: no float gap
         claims = self._claims
+        end = self._eos_claim or self._pending_end
         while claims and claims[0].at + within <= now:
             old = claims.pop(0)
+            if end is not None and end.copies >= 2 and old.value == end.start and within > 0:
+                # right below a repeated end still weighed: kept while it is (its belief
+                # takes it in; the quiet after a real end's last datagram may outlast
+                # confirm_within when another end delayed it), renewed, still bounded
+                old.at = now
+                claims.append(old)
+                continue
             self._claim_bytes -= old.nbytes
             self._drop(DROP_UNCONFIRMED, old.source, old.addr)
         eos = self._eos_claim
@@ -2382,10 +2395,28 @@ class ReceiverCore:
             # repeats, so forged data beyond it cannot keep a session from ending)
             self._drop(DROP_EOS_CONTRADICTED, source, addr, once=True)
             return
-        if not self._end_is_near(seq) and (  # far beyond what the feed has shown
-            claim is None or self._unheard != (self._session_raw, seq)
-        ):
-            window = max(self.config.max_messages_per_request, _END_WINDOW)
+        window = max(self.config.max_messages_per_request, _END_WINDOW)
+        top = max(self._data_top, self._expected)
+        if (
+            not self._end_is_near(seq)
+            and (claim is None or self._unheard != (self._session_raw, seq))
+            and not (
+                # repeated, at or beyond all data held and within two windows of it, with
+                # no more numbers unpassed than a lone end leaves when believed (one
+                # window chased, one up to it), having won over an end below it that did
+                # not repeat: the numbers that lone other end (forged or not) had asked
+                # for are no reason to wait for ever (an end a forger adds delays, never
+                # prevents, the end; every number up to it is named). Of two repeated
+                # ends see _rival_beats; a lone end waits as before (pending)
+                claim is not None
+                and self._repeated(claim)
+                and self._eos_rival is not None
+                and (self._eos_rival[1] < 2 or self._eos_rival[0] < self._expected)
+                and self._eos_rival[0] < seq
+                and top <= seq <= top + 2 * window
+                and self._unpassed() <= 2 * window
+            )
+        ):  # far beyond what the feed has shown
             if (
                 claim is not None
                 and self._repeated(claim)
@@ -2394,11 +2425,23 @@ class ReceiverCore:
                 # outage, then its end repeated): it vouches for that, as a heartbeat
                 # would, and is remembered with it (see _tail_unheard)
                 self._take_claims(seq, now, b"", _RETX, seq)
-            top = max(self._data_top, self._expected)
+                top = max(self._data_top, self._expected)
             pending = self._pending_end
             if (
                 claim is not None
-                and top <= seq <= self._horizon + window
+                and seq <= self._horizon + window
+                and (
+                    top <= seq
+                    # (or, with no other end weighed against it, below data held it
+                    # stands against: repeated, fewer than _WITNESSES distinct datagrams
+                    # beyond it; see _end_stands)
+                    or (
+                        seq >= self._expected
+                        and repeated
+                        and claim.beyond < _WITNESSES
+                        and self._eos_rival is None
+                    )
+                )
                 and (pending is None or seq == top or pending.start != top)
             ):
                 # it agrees with the data, only the numbers before it the feed never
@@ -4122,7 +4165,13 @@ class ReceiverCore:
                 return
             self._unheard = (self._session_raw, pending.start)  # (believable after its quiet)
         self._pending_end = None
-        if pending.start < max(self._data_top, self._expected):
+        if pending.start < self._expected or (
+            # data held beyond it: a repeated end stands against fewer than _WITNESSES
+            # distinct live datagrams beyond it (see _end_stands), also when they came
+            # while it was remembered (two forged far datagrams cannot void a real end)
+            pending.start < self._data_top
+            and not self._repeated(pending)
+        ):
             self._drop(DROP_EOS_CONTRADICTED, pending.source, pending.addr, once=True)
             return
         self._on_end_of_session(pending.start, pending.data, pending.source, now, pending.addr)
