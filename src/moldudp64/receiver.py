@@ -2014,6 +2014,17 @@ class ReceiverCore:
         if self._claims:
             self._keep_tail(eos.start, now)  # (its quiet starts again: so does the tail's)
 
+    def _name_claims_after_end(self) -> None:
+        """The datagrams kept aside beyond a believed end: data named after the end
+        (``MessagesAfterEnd``), heartbeats counted; none kept any more."""
+        for beyond in self._claims:
+            self._claim_bytes -= beyond.nbytes
+            if beyond.value > beyond.start:
+                self._after_end(beyond.start, beyond.value - beyond.start, beyond.source, None)
+            else:
+                self._drop(DROP_AFTER_END, beyond.source, beyond.addr, once=True)
+        self._claims = []
+
     def _asked_heard_by(self, now: float) -> float | None:
         """When the outcome of the requests for the missing numbers is known at the latest
         (``_asked_until``), if that is still to come: a server as slow as the configured
@@ -2375,13 +2386,7 @@ class ReceiverCore:
             self._mark_after(seq, top)
             session = self._session or ""
             self._events.append(MessagesAfterEnd(session, seq, top - 1, seq))
-            for beyond in self._claims:  # kept aside beyond it: named too, never only counted
-                self._claim_bytes -= beyond.nbytes
-                if beyond.value > beyond.start:
-                    self._after_end(beyond.start, beyond.value - beyond.start, beyond.source, None)
-                else:
-                    self._drop(DROP_AFTER_END, beyond.source, beyond.addr, once=True)
-            self._claims = []
+            self._name_claims_after_end()  # kept aside beyond it: named, never only counted
             logger.warning(
                 "session %r ended at %d (its end of session repeated, then the feed fell "
                 "quiet) although messages %d..%d were delivered: data beyond the end, "
@@ -2455,13 +2460,7 @@ class ReceiverCore:
         self._pending_end = None
         self._take_claims(seq, now, b"", _RETX, seq)
         self._eos = seq
-        for beyond in self._claims:
-            self._claim_bytes -= beyond.nbytes
-            if beyond.value > beyond.start:
-                self._after_end(beyond.start, beyond.value - beyond.start, beyond.source, None)
-            else:
-                self._drop(DROP_AFTER_END, beyond.source, beyond.addr, once=True)
-        self._claims = []
+        self._name_claims_after_end()
         if seq > self._horizon:
             self._new_gap(self._horizon, seq, now)
             self._horizon = seq
