@@ -280,6 +280,14 @@ def named(o: Outcome, session: str, upto: int) -> set[int]:
     return {n for n in got if n <= upto}
 
 
+def assert_whole(o: Outcome, session: str, n: int) -> None:
+    """``session``'s 1..``n`` all delivered with their real bytes, nothing reported lost,
+    and the session ended at ``n + 1`` (once)."""
+    assert real(o, session) == list(range(1, n + 1)), f"{session}: {len(real(o, session))} of {n}"
+    assert lost(o, session) == [], f"{session}: lost {lost(o, session)}"
+    assert [x for _, x in ended(o, session)] == [n + 1]
+
+
 def check_tiles(o: Outcome, after_once: bool = False) -> None:
     """Delivered and lost ranges of each session tile it from 1, in order; sessions are
     never spliced; nothing of a session comes after its ``SessionEnded``; no number is
