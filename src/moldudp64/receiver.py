@@ -266,6 +266,10 @@ _WITNESSES = 5
 #: in flight (``ReceiverCore._fetch_may_wait``): a next session that is live is delayed
 #: that long at most, never for the whole of a slow server's recovery of a long session.
 _FETCH_WAIT_STALES = 10
+#: How long (seconds: the spec's heartbeat interval) a session seen before the first one
+#: followed must have been quiet before the wait for its second datagram gives way to a
+#: waiting room three quarters full (``_room_pressed``).
+_QUIET_STRAY = 1.0
 #: An end of session further than this (or ``max_messages_per_request``, if larger)
 #: beyond everything held is never believed: the gap before it would cost more than one
 #: bounded request.
@@ -2782,7 +2786,15 @@ class ReceiverCore:
                     for c in cands.values()
                     if c.first_at < cands[first].first_at and c.carries
                 ]
-                if not older:
+                # (the wait for an older one's second datagram, which a lone stray and its
+                # heartbeats can prolong, gives way before the room overflows once the older
+                # ones have been quiet for a heartbeat interval: a session still sending
+                # sends at least that often; the data that arrived is not dropped for a
+                # stray, attack8)
+                if not older or (
+                    self._room_pressed()
+                    and all(c.last_at + _QUIET_STRAY <= now for c in older)
+                ):
                     # one seen earlier through its ends alone (two distinct, one beyond 1):
                     # a session whose data were all lost on the line, ending as the
                     # receiver joined; followed first to ask the servers for its numbers
@@ -3014,9 +3026,16 @@ class ReceiverCore:
             return True
         if now >= last + (1 + _FETCH_WAIT_STALES) * stale_after:
             return False
+        return not self._room_pressed()
+
+    def _room_pressed(self) -> bool:
+        """Whether the datagrams waiting for a switch and those held fill three quarters
+        of the held bounds (packets or bytes): a wait that a forger can prolong gives way
+        then, before real data that arrived is dropped for room."""
+        cfg = self.config
         packets = self._cand_packets + len(self._held)
         nbytes = self._cand_bytes + self._held_bytes
-        return 4 * packets < 3 * cfg.max_held_packets and 4 * nbytes < 3 * cfg.max_held_bytes
+        return 4 * packets >= 3 * cfg.max_held_packets or 4 * nbytes >= 3 * cfg.max_held_bytes
 
     def _asked_in_flight(self, now: float) -> bool:
         """Whether the switch on the followed session's silence waits for the outcome of
