@@ -1003,22 +1003,16 @@ def test_a_quiet_real_session_is_followed_on_one_datagram_and_its_heartbeat() ->
     assert got == [(1, [b"x1"])]
 
 
-@pytest.mark.parametrize("second", ["copy-on-its-line", "heartbeat-below-it"])
-def test_a_copy_on_its_line_or_a_heartbeat_below_its_data_is_no_second_datagram(
-    second: str,
-) -> None:
-    """A publisher never sends one data datagram twice on a line, nor a heartbeat below
-    data it sent: the same datagram again on its line 0.1 s later (a network duplicate, or
-    a forger's copy), or a heartbeat below it, is no second witness, so X is not followed
-    on it (as one datagram alone is not); once X's next datagram comes, X is followed and
-    delivered whole."""
+def test_a_heartbeat_below_its_data_is_no_second_datagram() -> None:
+    """A publisher never sends a heartbeat below data it sent: such a heartbeat is no
+    second witness, so X is not followed on it (as one datagram alone is not); once X's
+    next datagram comes, X is followed and delivered whole. (A copy of the datagram on
+    its line a while later still is one: a network duplicate may be all a quiet session
+    shows, tests/attack/test_review21.py.)"""
     x = "SESSIONXXX"
     core = ReceiverCore(ReceiverConfig())
     core.receive_datagram(build_packet(x, 1, [b"x1"]), A, 0.0)
-    if second == "copy-on-its-line":
-        core.receive_datagram(build_packet(x, 1, [b"x1"]), A, 0.1)
-    else:
-        core.receive_datagram(build_heartbeat(x, 1), A, 0.1)
+    core.receive_datagram(build_heartbeat(x, 1), A, 0.1)
     core.handle_timer(0.1)
     assert core.session is None and core.events_received() == []
     core.receive_datagram(build_packet(x, 2, [b"x2"]), A, 1.0)

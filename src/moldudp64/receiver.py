@@ -2562,12 +2562,12 @@ class ReceiverCore:
         if not (
             waiting
             and waiting[-1][1] == source
-            and (now - waiting[-1][2] < _REPEAT_INTERVAL or 0 < kind < END_OF_SESSION)
+            and now - waiting[-1][2] < _REPEAT_INTERVAL
             and waiting[-1][0] == data
         ):
-            # (a publisher never sends one data datagram twice on a line: a copy of the
-            # last one on its line, however late, is one datagram, no second witness; nor
-            # a heartbeat below data it sent: such a heartbeat vouches for nothing)
+            # (a heartbeat below data it sent vouches for nothing: no second witness; a
+            # copy of its data on its line a while later is one, as a network duplicate of
+            # a quiet session's last datagram is all that session may show, review21)
             if kind or not cand.carries or seq >= cand.top:
                 cand.distinct += 1
             fresh = True

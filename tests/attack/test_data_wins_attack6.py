@@ -297,6 +297,17 @@ def test_a_lossy_honest_server_alone_brings_every_gap() -> None:
 # ----------------------------------------------------------------- copies of one datagram
 
 
+_COPY_ON_ITS_LINE = (
+    "open: fixJ (195f56a) made a copy of one data datagram on its own line, however late, "
+    "no second datagram, which held this; reverted at review21: a network duplicate of a "
+    "quiet session's last datagram, its ends lost, may be all a real session shows "
+    "(tests/attack/test_review21.py: with the rule that session was dropped unnamed, with "
+    "an honest server all 30 of it). Without it the forged copy (line A 0.1 s later, or "
+    "data at 0 twice on line B) takes B first, B is left, and the real B's numbers are "
+    "named (MessagesAfterEnd), not delivered"
+)
+
+
 @pytest.mark.parametrize(
     ("far", "copy_on_a"),
     [
@@ -325,9 +336,12 @@ def test_a_lossy_honest_server_alone_brings_every_gap() -> None:
                 ),
             ),
         ),
-        # (fixJ: a copy of one data datagram on the same line, however late, is one
-        # datagram: B is not followed on it)
-        pytest.param(50, True, id="50-copy-on-A-0.1s-later"),
+        pytest.param(
+            50,
+            True,
+            id="50-copy-on-A-0.1s-later",
+            marks=pytest.mark.xfail(strict=True, reason=_COPY_ON_ITS_LINE),
+        ),
         # (both pass since fixD: copies of one datagram far ahead are no session)
         pytest.param(1500, False, id="1500-copy-on-B"),
         pytest.param(1500, True, id="1500-copy-on-A-0.1s-later"),
@@ -398,7 +412,9 @@ _ENDS_BEFORE_THE_FEED = pytest.mark.xfail(
 @pytest.mark.parametrize(
     "seq",
     [
-        pytest.param(0, id="data-at-0"),
+        pytest.param(
+            0, id="data-at-0", marks=pytest.mark.xfail(strict=True, reason=_COPY_ON_ITS_LINE)
+        ),
         pytest.param(5, id="ends-at-5", marks=_ENDS_BEFORE_THE_FEED),
         pytest.param(10**6, id="ends-at-1e6", marks=_ENDS_BEFORE_THE_FEED),
     ],
