@@ -2034,12 +2034,15 @@ class ReceiverCore:
         (``_asked_until``), if that is still to come: a server as slow as the configured
         timeouts allow may still answer with data (before an end far ahead: the fetching
         goes on; beyond an end: data that disproves it, evidence a forger cannot remove).
-        None when the switch on silence would not wait for them either
-        (``_asked_in_flight``). Bounded: only an answer with data restarts the wait, and an
-        honest server holds only the real session's numbers."""
-        if not self._asked_in_flight(now):
+        None when there is no such request, or the switch on silence would not wait for
+        it (``_asked_in_flight`` is this, as a yes or no). Bounded: only an answer with
+        data restarts the wait, and an honest server holds only the real session's
+        numbers."""
+        until = self._asked_until()
+        if until is None or now >= until or not self._requests or not self._fetch_may_wait(now):
             return None
-        return self._asked_until()
+        # (one at its deadline counts: its next attempt goes out in the same look)
+        return until if any(req.deadline >= now for req in self._requests.values()) else None
 
     def _beyond_heard_by(self, seq: int, now: float) -> float | None:
         """When the outcome of the first requests for the missing numbers at or beyond an
@@ -3048,11 +3051,7 @@ class ReceiverCore:
         is slower than the timeouts allow: taken for a dead one (no wait). Bounded: a
         forger's datagrams bring no answer with data (only a configured server's does),
         so the switch waits one request timeout past the first request at most."""
-        until = self._asked_until()
-        if until is None or now >= until or not self._requests or not self._fetch_may_wait(now):
-            return False
-        # (one at its deadline counts: its next attempt goes out in the same look)
-        return any(req.deadline >= now for req in self._requests.values())
+        return self._asked_heard_by(now) is not None
 
     def _asked_until(self) -> float | None:
         """When the wait of ``_asked_in_flight`` ends at the latest (None: no gap open)."""

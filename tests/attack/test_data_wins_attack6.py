@@ -248,6 +248,16 @@ def test_one_real_far_datagram_after_an_outage_and_its_end_without_a_forger() ->
 # ----------------------------------------------------------------- the final retry of a range
 
 
+def _second_server(other: str, pm: dict[str, Publisher]) -> Server:
+    """The configured server beside the honest one: ``dead``, ``zero-count`` (answers
+    with nothing) or, otherwise, a store 1,000 s behind (40 msgs an answer, 50 ms)."""
+    if other == "dead":
+        return Dead(OTHER, pm)
+    if other == "zero-count":
+        return _ZeroCount(OTHER, pm)
+    return Lagging(OTHER, pm, cap=40, delay=0.05, lag=1000.0)
+
+
 def _eight_gaps() -> Publisher:
     """A (300 msgs, one a datagram, 5 ms apart from 0.5 s), eight single packets lost on
     the line (13, 45, 69, 128, 183, 201, 235, 269)."""
@@ -270,13 +280,7 @@ def test_a_lossy_honest_server_beside_one_that_never_answered_keeps_the_final_tr
     that never brought anything must not take the honest one's last turn."""
     a = _eight_gaps()
     pm = {A: a}
-    second: Server
-    if other == "dead":
-        second = Dead(OTHER, pm)
-    elif other == "zero-count":
-        second = _ZeroCount(OTHER, pm)
-    else:
-        second = Lagging(OTHER, pm, cap=40, delay=0.05, lag=1000.0)
+    second = _second_server(other, pm)
     honest = _lossy_on_128(pm)
     o = drive(line_of([a]), [honest, second] if honest_first else [second, honest], 60.0)
     check_tiles(o)
@@ -673,13 +677,7 @@ def test_an_honest_server_slow_or_quick_beside_a_useless_one_recovers_a_late_joi
     a = Publisher(A, 300, 0.5, dt=0.005, per_packet=1, lost=set(range(298)))
     b = Publisher(B, 60, a.last_sent() + 1.0, dt=0.02, per_packet=2)
     pm = {A: a, B: b}
-    second: Server
-    if other == "dead":
-        second = Dead(OTHER, pm)
-    elif other == "zero-count":
-        second = _ZeroCount(OTHER, pm)
-    else:
-        second = Lagging(OTHER, pm, cap=40, delay=0.05, lag=1000.0)
+    second = _second_server(other, pm)
     o = drive(line_of([a, b]), [second, Server(HONEST, pm, cap=40, delay=delay)], 80.0)
     check_tiles(o)
     assert real(o, A) == list(range(1, 301)) and lost(o, A) == []
